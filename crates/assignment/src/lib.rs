@@ -1,0 +1,1 @@
+//! Sandbox states and the idle pool.

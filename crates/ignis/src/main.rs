@@ -1,0 +1,60 @@
+//! `ignis`: the server and the command-line client, thin over the library crates.
+
+mod client;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ignis", version, about = "A self-hosted, Lambda-compatible serverless platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the platform: API, storage and a local worker, in one process.
+    Server(server::ServerArgs),
+    /// Create a function, or update the code and configuration of an existing one.
+    Deploy(client::DeployArgs),
+    /// Invoke a function and print its answer.
+    Invoke(client::InvokeArgs),
+    /// List functions.
+    Ls(client::Endpoint),
+    /// Delete a function.
+    Rm(client::RmArgs),
+    /// Print a function's logs.
+    Logs(client::LogsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Deploy(args) => client::deploy(args),
+        Command::Invoke(args) => client::invoke(args),
+        Command::Ls(args) => client::ls(args),
+        Command::Rm(args) => client::rm(args),
+        Command::Logs(args) => client::logs(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("ignis: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/ignis`, else `~/.local/share/ignis`.
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ignis");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/ignis")
+}

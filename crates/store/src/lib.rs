@@ -1,0 +1,1 @@
+//! Embedded durable storage (in progress).
