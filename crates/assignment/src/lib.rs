@@ -1,1 +1,261 @@
-//! Sandbox states and the idle pool.
+//! Sandbox states and the idle pool: which sandbox serves the next invocation.
+//!
+//! Pure decision logic: no IO, no clocks (time is passed in as milliseconds),
+//! no threads. The caller owns one [`Pool`] and does what its answers say:
+//! start a sandbox for [`Reservation::Cold`], destroy the ids that
+//! [`Pool::expire`] and [`Pool::retire`] return.
+//!
+//! # States
+//!
+//! ```text
+//!              reserve (no idle one)
+//!                     │
+//!                     ▼
+//!             ┌──Initialising──┐ InitFailed
+//!  InitDone   │                └──────────────┐
+//!             ▼                               ▼
+//!           Busy ── Failed ─────────────────► Dead
+//!           ▲  │                              ▲
+//!   reserve │  │ Released                     │ Expired / Retired
+//!           │  ▼                              │
+//!           Idle ─────────────────────────────┘
+//! ```
+//!
+//! A sandbox is bound to its first invocation when it is reserved, so
+//! `Initialising` is followed by `Busy`. Only `Idle` sandboxes are handed out.
+//! A sandbox whose function changed (its key was retired) is never handed out
+//! again: idle ones die at once, busy ones when they are released. `Dead` is
+//! final; dead sandboxes leave the pool.
+
+use std::collections::HashMap;
+
+/// Identifies one sandbox for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SandboxId(pub u64);
+
+impl std::fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Initialising,
+    Idle,
+    Busy,
+    Dead,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The runtime finished its init and took the first invocation.
+    InitDone,
+    /// The sandbox could not start, or its runtime failed during init.
+    InitFailed,
+    /// The invocation ended and the sandbox can serve another.
+    Released,
+    /// The invocation ended in a way that forbids reuse (timeout, crash, out of memory).
+    Failed,
+    /// An idle sandbox was handed an invocation.
+    Reserved,
+    /// Idle longer than the keep-alive.
+    Expired,
+    /// Its function's code or configuration changed, or the function was deleted.
+    Retired,
+}
+
+/// The state machine: the state after `event`, or `None` when the event is
+/// not possible in `state`.
+pub fn next(state: State, event: Event) -> Option<State> {
+    use Event::*;
+    use State::*;
+    match (state, event) {
+        (Initialising, InitDone) => Some(Busy),
+        (Initialising, InitFailed) => Some(Dead),
+        (Busy, Released) => Some(Idle),
+        (Busy, Failed) => Some(Dead),
+        (Idle, Reserved) => Some(Busy),
+        (Idle, Expired) => Some(Dead),
+        (Idle, Retired) => Some(Dead),
+        _ => None,
+    }
+}
+
+/// What [`Pool::reserve`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// An idle sandbox, now busy with this invocation.
+    Warm(SandboxId),
+    /// No idle sandbox: start this new one (it is `Initialising`).
+    Cold(SandboxId),
+}
+
+impl Reservation {
+    pub fn id(self) -> SandboxId {
+        match self {
+            Reservation::Warm(id) | Reservation::Cold(id) => id,
+        }
+    }
+}
+
+/// A transition the pool refused: the caller's bookkeeping is out of step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidTransition {
+    pub id: SandboxId,
+    pub state: Option<State>,
+    pub event: Event,
+}
+
+impl std::fmt::Display for InvalidTransition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.state {
+            Some(state) => write!(f, "sandbox {}: {:?} is not possible when {:?}", self.id, self.event, state),
+            None => write!(f, "sandbox {}: unknown", self.id),
+        }
+    }
+}
+
+impl std::error::Error for InvalidTransition {}
+
+#[derive(Debug)]
+struct Entry<K> {
+    key: K,
+    state: State,
+    /// When it last became idle, in the caller's milliseconds.
+    idle_since: u64,
+    /// Its key was retired while it was busy or initialising: never reuse it.
+    retired: bool,
+}
+
+/// Every live sandbox, by key (a function revision), and which are idle.
+///
+/// Idle sandboxes of a key are handed out most recently used first, so a
+/// function with spare sandboxes keeps reusing the warmest one and lets the
+/// others age out.
+#[derive(Debug)]
+pub struct Pool<K> {
+    entries: HashMap<SandboxId, Entry<K>>,
+    /// Idle sandboxes per key; the last one is the most recently released.
+    idle: HashMap<K, Vec<SandboxId>>,
+    next_id: u64,
+}
+
+impl<K: Clone + Eq + std::hash::Hash> Default for Pool<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
+    pub fn new() -> Self {
+        Pool { entries: HashMap::new(), idle: HashMap::new(), next_id: 1 }
+    }
+
+    /// Hands out the most recently used idle sandbox of `key`, or a new one to start.
+    pub fn reserve(&mut self, key: &K) -> Reservation {
+        if let Some(id) = self.idle.get_mut(key).and_then(Vec::pop) {
+            let entry = self.entries.get_mut(&id).expect("idle sandboxes are entries");
+            entry.state = State::Busy;
+            return Reservation::Warm(id);
+        }
+        let id = SandboxId(self.next_id);
+        self.next_id += 1;
+        self.entries.insert(id, Entry { key: key.clone(), state: State::Initialising, idle_since: 0, retired: false });
+        Reservation::Cold(id)
+    }
+
+    /// Applies an event reported by the worker for `id`. Returns the new state;
+    /// a `Released` sandbox whose key was retired meanwhile goes straight to `Dead`.
+    pub fn report(&mut self, id: SandboxId, event: Event, now_ms: u64) -> Result<State, InvalidTransition> {
+        let entry = self.entries.get_mut(&id).ok_or(InvalidTransition { id, state: None, event })?;
+        let refused = InvalidTransition { id, state: Some(entry.state), event };
+        if matches!(event, Event::Reserved | Event::Expired | Event::Retired) {
+            // These are the pool's own decisions, made through reserve/expire/retire.
+            return Err(refused);
+        }
+        let mut state = next(entry.state, event).ok_or(refused)?;
+        if state == State::Idle && entry.retired {
+            state = State::Dead;
+        }
+        entry.state = state;
+        match state {
+            State::Idle => {
+                entry.idle_since = now_ms;
+                let key = entry.key.clone();
+                self.idle.entry(key).or_default().push(id);
+            }
+            State::Dead => {
+                self.entries.remove(&id);
+            }
+            State::Initialising | State::Busy => {}
+        }
+        Ok(state)
+    }
+
+    /// Idle sandboxes unused for `keep_alive_ms` or more: they are now dead and
+    /// the caller destroys them.
+    pub fn expire(&mut self, now_ms: u64, keep_alive_ms: u64) -> Vec<SandboxId> {
+        let entries = &self.entries;
+        let mut expired = Vec::new();
+        self.idle.retain(|_, ids| {
+            ids.retain(|id| {
+                let keep = now_ms.saturating_sub(entries[id].idle_since) < keep_alive_ms;
+                if !keep {
+                    expired.push(*id);
+                }
+                keep
+            });
+            !ids.is_empty()
+        });
+        for id in &expired {
+            self.entries.remove(id);
+        }
+        expired.sort();
+        expired
+    }
+
+    /// The function behind `key` changed or is gone: its idle sandboxes are now
+    /// dead (returned for the caller to destroy), its busy and initialising ones
+    /// die when they are released.
+    pub fn retire(&mut self, key: &K) -> Vec<SandboxId> {
+        let mut dead = self.idle.remove(key).unwrap_or_default();
+        for id in &dead {
+            self.entries.remove(id);
+        }
+        for entry in self.entries.values_mut().filter(|e| &e.key == key) {
+            entry.retired = true;
+        }
+        dead.sort();
+        dead
+    }
+
+    /// Every live sandbox, e.g. to destroy them all at shutdown.
+    pub fn drain(&mut self) -> Vec<SandboxId> {
+        self.idle.clear();
+        let mut ids: Vec<SandboxId> = self.entries.drain().map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn state(&self, id: SandboxId) -> Option<State> {
+        self.entries.get(&id).map(|e| e.state)
+    }
+
+    /// Live sandboxes per state: (initialising, idle, busy).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for entry in self.entries.values() {
+            match entry.state {
+                State::Initialising => counts.0 += 1,
+                State::Idle => counts.1 += 1,
+                State::Busy => counts.2 += 1,
+                State::Dead => {}
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests;

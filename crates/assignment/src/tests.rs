@@ -1,0 +1,236 @@
+use super::*;
+
+const STATES: [State; 4] = [State::Initialising, State::Idle, State::Busy, State::Dead];
+const EVENTS: [Event; 7] = [
+    Event::InitDone,
+    Event::InitFailed,
+    Event::Released,
+    Event::Failed,
+    Event::Reserved,
+    Event::Expired,
+    Event::Retired,
+];
+
+#[test]
+fn state_machine_is_exactly_the_documented_table() {
+    use Event::*;
+    use State::*;
+    let allowed = [
+        (Initialising, InitDone, Busy),
+        (Initialising, InitFailed, Dead),
+        (Busy, Released, Idle),
+        (Busy, Failed, Dead),
+        (Idle, Reserved, Busy),
+        (Idle, Expired, Dead),
+        (Idle, Retired, Dead),
+    ];
+    for state in STATES {
+        for event in EVENTS {
+            let expected = allowed.iter().find(|(s, e, _)| *s == state && *e == event).map(|(_, _, to)| *to);
+            assert_eq!(next(state, event), expected, "{state:?} + {event:?}");
+        }
+    }
+}
+
+#[test]
+fn dead_is_final() {
+    for event in EVENTS {
+        assert_eq!(next(State::Dead, event), None);
+    }
+}
+
+fn key(s: &str) -> String {
+    s.to_string()
+}
+
+#[test]
+fn cold_then_warm_reuse() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let first = pool.reserve(&a);
+    let Reservation::Cold(id) = first else { panic!("first reservation must be cold: {first:?}") };
+    assert_eq!(pool.state(id), Some(State::Initialising));
+    assert_eq!(pool.report(id, Event::InitDone, 0), Ok(State::Busy));
+    // Busy: a second invocation gets a new sandbox.
+    let second = pool.reserve(&a);
+    assert!(matches!(second, Reservation::Cold(other) if other != id));
+    assert_eq!(pool.report(id, Event::Released, 10), Ok(State::Idle));
+    assert_eq!(pool.reserve(&a), Reservation::Warm(id));
+    assert_eq!(pool.state(id), Some(State::Busy));
+}
+
+#[test]
+fn keys_do_not_share_sandboxes() {
+    let mut pool = Pool::new();
+    let id = pool.reserve(&key("a")).id();
+    pool.report(id, Event::InitDone, 0).unwrap();
+    pool.report(id, Event::Released, 0).unwrap();
+    assert!(matches!(pool.reserve(&key("b")), Reservation::Cold(_)));
+    assert_eq!(pool.reserve(&key("a")), Reservation::Warm(id));
+}
+
+#[test]
+fn most_recently_used_first() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let x = pool.reserve(&a).id();
+    let y = pool.reserve(&a).id();
+    for id in [x, y] {
+        pool.report(id, Event::InitDone, 0).unwrap();
+    }
+    pool.report(x, Event::Released, 1).unwrap();
+    pool.report(y, Event::Released, 2).unwrap();
+    assert_eq!(pool.reserve(&a), Reservation::Warm(y));
+    assert_eq!(pool.reserve(&a), Reservation::Warm(x));
+}
+
+#[test]
+fn failed_and_init_failed_sandboxes_leave_the_pool() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let x = pool.reserve(&a).id();
+    assert_eq!(pool.report(x, Event::InitFailed, 0), Ok(State::Dead));
+    assert_eq!(pool.state(x), None);
+    let y = pool.reserve(&a).id();
+    pool.report(y, Event::InitDone, 0).unwrap();
+    assert_eq!(pool.report(y, Event::Failed, 0), Ok(State::Dead));
+    assert!(matches!(pool.reserve(&a), Reservation::Cold(z) if z != x && z != y));
+    // Reports about a sandbox that is gone are refused, not applied.
+    assert_eq!(pool.report(y, Event::Released, 0), Err(InvalidTransition { id: y, state: None, event: Event::Released }));
+}
+
+#[test]
+fn pool_decisions_cannot_be_reported() {
+    let mut pool = Pool::new();
+    let id = pool.reserve(&key("a")).id();
+    pool.report(id, Event::InitDone, 0).unwrap();
+    pool.report(id, Event::Released, 0).unwrap();
+    for event in [Event::Reserved, Event::Expired, Event::Retired] {
+        assert!(pool.report(id, event, 0).is_err());
+    }
+    assert_eq!(pool.state(id), Some(State::Idle));
+}
+
+#[test]
+fn expiry_after_keep_alive() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let x = pool.reserve(&a).id();
+    let y = pool.reserve(&a).id();
+    let busy = pool.reserve(&a).id();
+    for id in [x, y, busy] {
+        pool.report(id, Event::InitDone, 0).unwrap();
+    }
+    pool.report(x, Event::Released, 100).unwrap();
+    pool.report(y, Event::Released, 500).unwrap();
+    assert_eq!(pool.expire(1099, 1000), vec![]);
+    assert_eq!(pool.expire(1100, 1000), vec![x]);
+    assert_eq!(pool.expire(10_000, 1000), vec![y]);
+    // Busy sandboxes never expire.
+    assert_eq!(pool.state(busy), Some(State::Busy));
+    assert_eq!(pool.counts(), (0, 0, 1));
+    assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
+}
+
+#[test]
+fn retire_kills_idle_now_and_busy_on_release() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let idle = pool.reserve(&a).id();
+    let busy = pool.reserve(&a).id();
+    let initialising = pool.reserve(&a).id();
+    let other = pool.reserve(&key("b")).id();
+    for id in [idle, busy, other] {
+        pool.report(id, Event::InitDone, 0).unwrap();
+    }
+    pool.report(idle, Event::Released, 0).unwrap();
+    pool.report(other, Event::Released, 0).unwrap();
+    assert_eq!(pool.retire(&a), vec![idle]);
+    assert_eq!(pool.report(busy, Event::Released, 1), Ok(State::Dead));
+    assert_eq!(pool.report(initialising, Event::InitDone, 1), Ok(State::Busy));
+    assert_eq!(pool.report(initialising, Event::Released, 1), Ok(State::Dead));
+    assert_eq!(pool.reserve(&key("b")), Reservation::Warm(other));
+    // A new sandbox for the retired key is a fresh one and reusable.
+    let fresh = pool.reserve(&a).id();
+    pool.report(fresh, Event::InitDone, 2).unwrap();
+    assert_eq!(pool.report(fresh, Event::Released, 2), Ok(State::Idle));
+}
+
+#[test]
+fn drain_returns_everything() {
+    let mut pool = Pool::new();
+    let x = pool.reserve(&key("a")).id();
+    let y = pool.reserve(&key("b")).id();
+    pool.report(y, Event::InitDone, 0).unwrap();
+    pool.report(y, Event::Released, 0).unwrap();
+    assert_eq!(pool.drain(), vec![x, y]);
+    assert_eq!(pool.counts(), (0, 0, 0));
+    assert!(matches!(pool.reserve(&key("b")), Reservation::Cold(_)));
+}
+
+/// Random operation sequences against the pool; after every step the idle
+/// lists and the entries agree, and nothing is handed out twice.
+#[test]
+fn random_operations_keep_the_books_consistent() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..200 {
+        let mut pool: Pool<u64> = Pool::new();
+        let mut initialising = Vec::new();
+        let mut busy = Vec::new();
+        let mut now = 0;
+        for _ in 0..300 {
+            now += rand(50);
+            match rand(6) {
+                0 | 1 => match pool.reserve(&rand(3)) {
+                    Reservation::Warm(id) => {
+                        assert!(!busy.contains(&id) && !initialising.contains(&id));
+                        busy.push(id);
+                    }
+                    Reservation::Cold(id) => initialising.push(id),
+                },
+                2 if !initialising.is_empty() => {
+                    let id = initialising.swap_remove(rand(initialising.len() as u64) as usize);
+                    if rand(5) == 0 {
+                        assert_eq!(pool.report(id, Event::InitFailed, now), Ok(State::Dead));
+                    } else {
+                        assert_eq!(pool.report(id, Event::InitDone, now), Ok(State::Busy));
+                        busy.push(id);
+                    }
+                }
+                3 if !busy.is_empty() => {
+                    let id = busy.swap_remove(rand(busy.len() as u64) as usize);
+                    let event = if rand(4) == 0 { Event::Failed } else { Event::Released };
+                    pool.report(id, event, now).unwrap();
+                }
+                4 => {
+                    for id in pool.expire(now, 200) {
+                        assert!(!busy.contains(&id) && !initialising.contains(&id));
+                    }
+                }
+                _ => {
+                    for id in pool.retire(&rand(3)) {
+                        assert!(!busy.contains(&id) && !initialising.contains(&id));
+                    }
+                }
+            }
+            for (key, ids) in &pool.idle {
+                for id in ids {
+                    let entry = &pool.entries[id];
+                    assert_eq!(entry.state, State::Idle);
+                    assert_eq!(&entry.key, key);
+                }
+            }
+            let idle_total: usize = pool.idle.values().map(Vec::len).sum();
+            let (init, idle, in_use) = pool.counts();
+            assert_eq!(idle, idle_total);
+            assert_eq!(init, initialising.len());
+            assert_eq!(in_use, busy.len());
+        }
+    }
+}
