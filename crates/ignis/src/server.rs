@@ -1,18 +1,158 @@
-//! `ignis server`: wires storage, the worker and the front end together.
+//! `ignis server`: opens storage, starts the local worker and serves the API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ignis_frontend::{App, Config};
+use ignis_sigv4::Credentials;
+use ignis_store::Store;
+use ignis_worker::{Worker, WorkerConfig};
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: String,
-    /// Where functions, code and logs are kept (default: $XDG_DATA_HOME/ignis).
+    /// Where functions, code and logs are kept [default: $XDG_DATA_HOME/ignis or ~/.local/share/ignis].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Seconds an idle sandbox is kept for reuse.
+    #[arg(long, default_value_t = 600)]
+    pub keep_alive: u64,
+    /// The region named in ARNs.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// The sandbox init executable [default: ignis-init beside this program].
+    #[arg(long, env = "IGNIS_INIT")]
+    pub init: Option<PathBuf>,
 }
 
-pub fn run(_args: ServerArgs) -> Result<ExitCode, String> {
-    Err("not built yet".into())
+/// The key pair file the server writes and the CLI reads.
+pub const CREDENTIALS_FILE: &str = "credentials";
+
+pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("ignis server must run as root: it builds sandboxes with namespaces and cgroups".into());
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
+    let credentials = credentials(&data_dir)?;
+    let account = account_id(&store)?;
+    let init_exe = match args.init.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path: {e}"))?
+            .with_file_name("ignis-init"),
+    };
+    if !init_exe.is_file() {
+        return Err(format!("sandbox init {} not found: build it (cargo build) or pass --init", init_exe.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
+        let worker_config = WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2 };
+        let worker = Arc::new(Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?);
+        let config = Config {
+            region: args.region,
+            account,
+            credentials: vec![credentials],
+            keep_alive: Duration::from_secs(args.keep_alive),
+        };
+        let app = App::new(config, store, worker, log_rx).map_err(|e| e.message().to_string())?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("ignis: listening on http://{address} (data in {})", data_dir.display());
+        ignis_frontend::serve(app.clone(), listener, shutdown_signal()).await;
+        println!("ignis: shutting down");
+        app.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The administrator key pair: from the environment, else the data
+/// directory's credentials file, else a new pair written there and printed.
+fn credentials(data_dir: &Path) -> Result<Credentials, String> {
+    if let (Ok(id), Ok(secret)) = (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
+        if !id.is_empty() && !secret.is_empty() {
+            return Ok(Credentials { access_key_id: id, secret_access_key: secret });
+        }
+    }
+    let path = data_dir.join(CREDENTIALS_FILE);
+    if let Ok(text) = std::fs::read(&path) {
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+        let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        return match (field("AccessKeyId"), field("SecretAccessKey")) {
+            (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials { access_key_id, secret_access_key }),
+            _ => Err(format!("{} lacks AccessKeyId or SecretAccessKey", path.display())),
+        };
+    }
+    let credentials = Credentials { access_key_id: random_text("AKIA", 16, UPPER), secret_access_key: random_text("", 40, MIXED) };
+    let text = serde_json::json!({
+        "AccessKeyId": credentials.access_key_id,
+        "SecretAccessKey": credentials.secret_access_key,
+    });
+    write_private(&path, text.to_string().as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("ignis: generated an administrator key pair, kept in {}:", path.display());
+    println!("  export IGNIS_ACCESS_KEY_ID={}", credentials.access_key_id);
+    println!("  export IGNIS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
+    Ok(credentials)
+}
+
+/// The 12-digit account id, made on first start.
+fn account_id(store: &Store) -> Result<String, String> {
+    if let Some(bytes) = store.meta("account_id").map_err(|e| e.to_string())? {
+        return String::from_utf8(bytes).map_err(|e| e.to_string());
+    }
+    let id = random_text("", 12, DIGITS);
+    store.put_meta("account_id", id.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const DIGITS: &[u8] = b"0123456789";
+
+fn random_text(prefix: &str, len: usize, alphabet: &[u8]) -> String {
+    let mut text = prefix.to_string();
+    while text.len() < prefix.len() + len {
+        for byte in uuid::Uuid::new_v4().as_bytes() {
+            // Rejection sampling keeps every symbol equally likely.
+            let limit = 256 - 256 % alphabet.len();
+            if (*byte as usize) < limit && text.len() < prefix.len() + len {
+                text.push(alphabet[*byte as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    text
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -1,7 +1,5 @@
 //! Linux isolation for one function runtime.
 //!
-//! (API contract; implementation in progress.)
-//!
 //! A [`Host`] is created once per worker. [`Host::spawn`] builds one sandbox:
 //! a process `ignis-init` that is pid 1 of new pid, mount, network, ipc and uts
 //! namespaces, inside its own cgroup, which pivot_roots into a fresh root holding
@@ -11,15 +9,51 @@
 //! as an unprivileged user. All mounts live in the sandbox's own mount namespace,
 //! so they vanish with it; the only host state is the cgroup, which
 //! [`Sandbox::destroy`] removes.
+//!
+//! # Invariants
+//!
+//! **Fds crossing into the sandbox.** `ignis-init` starts with exactly fd 0 (`/dev/null`), fds 1 and 2 (the write
+//! end of the output pipe) and fd 3 (its end of the control socket); everything else is closed before its exec
+//! (`close_range`), so nothing of the worker leaks in, not even fds other threads created without `O_CLOEXEC`.
+//! The runtime gets only fds 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe
+//! ([`Sandbox::output`]), the runtime API listener received from init ([`Sandbox::runtime_api`]; init keeps no
+//! copy), the control socket and a pidfd of init.
+//!
+//! **What the root holds.** See [`init`] (`build_root`): read-only host `/usr` (+ the top-level links into it),
+//! a generated minimal `/etc` with a few read-only host files (never `/etc/shadow`), the code read-only at
+//! `/var/task`, empty `/opt`, a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no `/sys`. The root
+//! itself is a read-only tmpfs. The runtime runs as uid 993 / gid 990, no capabilities, `no_new_privs`.
+//!
+//! **Who cleans up what.**
+//! - Processes: when the runtime exits, init reports its status and exits, and the kernel kills everything else in
+//!   the pid namespace. [`Sandbox::kill`] SIGKILLs init with the same effect. Init is also killed if the thread that
+//!   spawned it exits (`PR_SET_PDEATHSIG`), and exits if the worker closes the control socket (drops the
+//!   [`Sandbox`]).
+//! - Mounts, network, ipc: private to the sandbox's namespaces; freed by the kernel with the last process.
+//! - The cgroup(s): created by [`Host::spawn`] before init starts, removed by [`Sandbox::destroy`] (also run by
+//!   `Drop`), or by `spawn` itself when it fails. A crashed worker leaves empty groups under `ignis/`; a group of the
+//!   same id is removed when reused.
+//! - Zombie: init is a child of the worker process; [`Sandbox::wait`] (or destroy/drop) reaps it.
 
+pub mod cgroup;
+pub mod init;
+mod proto;
+mod spawn;
+
+use std::ffi::CString;
 use std::net::TcpListener;
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cgroup::CgroupDriver;
 
 pub struct SandboxConfig {
     /// Unique id, `[a-z0-9-]{1,64}`; names the sandbox's cgroup.
     pub id: String,
-    /// Host directory bind-mounted read-only at `/var/task`.
+    /// Host directory bind-mounted read-only at `/var/task`. Must be readable (and searchable) by the sandbox user
+    /// (uid 993), e.g. mode 0755, as must the entrypoint (0755).
     pub code_dir: PathBuf,
     /// Hard memory limit (no swap).
     pub memory_mb: u32,
@@ -39,6 +73,12 @@ pub enum SandboxError {
     Io { what: String, source: std::io::Error },
 }
 
+impl SandboxError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> SandboxError {
+        SandboxError::Io { what: what.into(), source }
+    }
+}
+
 /// How the runtime ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeExit {
@@ -46,11 +86,197 @@ pub enum RuntimeExit {
     Signal(i32),
 }
 
-pub struct Host {}
+/// Default `pids.max` of a sandbox.
+pub const DEFAULT_PIDS_MAX: u32 = 1024;
+/// The sandbox user.
+pub const SANDBOX_UID: u32 = 993;
+pub const SANDBOX_GID: u32 = 990;
+/// Hostname inside every sandbox.
+pub const SANDBOX_HOSTNAME: &str = "sandbox";
+/// How long `spawn` waits for each answer of ignis-init.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `destroy` retries removing a busy cgroup.
+const RMDIR_PATIENCE: Duration = Duration::from_secs(2);
 
+/// Per-worker sandbox factory.
+pub struct Host {
+    cgroups: Arc<dyn CgroupDriver>,
+    mountpoint: PathBuf,
+    init_exe: CString,
+    devnull: OwnedFd,
+    pids_max: u32,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("cgroups", &self.cgroups)
+            .field("mountpoint", &self.mountpoint)
+            .field("init_exe", &self.init_exe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Detects cgroup v1 or v2 (automatic), creates the `ignis` parent groups, prepares an empty
+    /// directory under `state_dir` to mount sandbox roots on (each sandbox mounts its tmpfs root there
+    /// inside its own mount namespace, so one directory serves all), and records the path of the
+    /// `ignis-init` executable.
+    pub fn new(state_dir: &Path, init_exe: &Path) -> Result<Host, SandboxError> {
+        Host::with_cgroup_root(state_dir, init_exe, Path::new("/sys/fs/cgroup"))
+    }
+
+    /// [`Host::new`] with another cgroupfs root than `/sys/fs/cgroup`.
+    pub fn with_cgroup_root(state_dir: &Path, init_exe: &Path, cgroup_root: &Path) -> Result<Host, SandboxError> {
+        let cgroups: Arc<dyn CgroupDriver> =
+            Arc::from(cgroup::detect(cgroup_root).map_err(|e| SandboxError::io("detecting cgroups", e))?);
+        cgroups.setup_parent().map_err(|e| SandboxError::io("creating the ignis cgroup", e))?;
+
+        let mountpoint = state_dir.join("root");
+        std::fs::create_dir_all(&mountpoint)
+            .map_err(|e| SandboxError::io(format!("creating {}", mountpoint.display()), e))?;
+        let nonempty = std::fs::read_dir(&mountpoint)
+            .map_err(|e| SandboxError::io(format!("reading {}", mountpoint.display()), e))?
+            .next()
+            .is_some();
+        if nonempty {
+            return Err(SandboxError::io(
+                format!("{} must be empty", mountpoint.display()),
+                std::io::ErrorKind::DirectoryNotEmpty.into(),
+            ));
+        }
+        let mountpoint = mountpoint.canonicalize().map_err(|e| SandboxError::io("canonicalizing state dir", e))?;
+
+        let init_exe = init_exe
+            .canonicalize()
+            .map_err(|e| SandboxError::io(format!("ignis-init executable {}", init_exe.display()), e))?;
+        let init_exe = CString::new(init_exe.into_os_string().into_encoded_bytes())
+            .map_err(|_| SandboxError::io("ignis-init path", std::io::ErrorKind::InvalidInput.into()))?;
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| SandboxError::io("opening /dev/null", e))?;
+        let devnull = spawn::above_stdio(devnull.into()).map_err(|e| SandboxError::io("dup /dev/null", e))?;
+        Ok(Host { cgroups, mountpoint, init_exe, devnull, pids_max: DEFAULT_PIDS_MAX })
+    }
+
+    /// Sets `pids.max` for sandboxes spawned from now on (default [`DEFAULT_PIDS_MAX`]).
+    pub fn set_pids_max(&mut self, pids_max: u32) {
+        self.pids_max = pids_max;
+    }
+
+    /// 1 or 2.
+    pub fn cgroup_version(&self) -> u8 {
+        self.cgroups.version()
+    }
+
+    /// The cgroup directories of the sandbox with this id (existing or not).
+    pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        self.cgroups.dirs(id)
+    }
+
+    /// Builds and starts one sandbox (blocking, a few ms). Must be called from a thread that lives as long
+    /// as the sandboxes it made (PR_SET_PDEATHSIG is tied to the creating thread); callers use a dedicated
+    /// long-lived spawner thread. Returns only once the entrypoint was exec'd successfully; if exec fails
+    /// (missing / not executable / bad interpreter) returns SandboxError::Entrypoint and leaves nothing behind.
+    pub fn spawn(&self, cfg: &SandboxConfig) -> Result<Sandbox, SandboxError> {
+        spawn::spawn(self, cfg)
+    }
+}
+
+/// One running (or ended, not yet destroyed) sandbox.
 pub struct Sandbox {
     /// Listener on 127.0.0.1:9001 in the sandbox's network namespace (non-blocking).
     pub runtime_api: TcpListener,
     /// Read end of the runtime's stdout and stderr (non-blocking).
     pub output: OwnedFd,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    control: OwnedFd,
+    cgroups: Arc<dyn CgroupDriver>,
+    id: String,
+    reaped: bool,
+    exit: Option<RuntimeExit>,
+    destroyed: bool,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("id", &self.id).field("pid", &self.pid).finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host pid of ignis-init.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// pidfd of ignis-init; readable once it exited (await it with e.g. tokio's `AsyncFd`).
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// SIGKILLs ignis-init; the kernel then kills everything in the pid namespace. No-op once reaped.
+    pub fn kill(&self) {
+        if !self.reaped {
+            // SAFETY: plain syscall on a pidfd we own; a pidfd cannot refer to a recycled pid.
+            unsafe {
+                libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
+            };
+        }
+    }
+
+    /// Blocks until ignis-init exited (immediate after the pidfd became readable, or shortly after [`kill`]),
+    /// reaps it and says how the runtime ended: as reported by ignis-init, or `None` if ignis-init itself was
+    /// killed (e.g. by [`kill`]) before the runtime ended. Idempotent.
+    ///
+    /// [`kill`]: Sandbox::kill
+    pub fn wait(&mut self) -> Option<RuntimeExit> {
+        if !self.reaped {
+            spawn::reap(self.pid);
+            self.reaped = true;
+            // Init sent the runtime's status before exiting, so it is queued by now if it was sent at all.
+            while let Ok(Some((msg, _))) = proto::recv(self.control.as_fd(), libc::MSG_DONTWAIT) {
+                match serde_json::from_slice(&msg) {
+                    Ok(proto::InitMsg::Exited { code }) => self.exit = Some(RuntimeExit::Code(code)),
+                    Ok(proto::InitMsg::Signaled { signal }) => self.exit = Some(RuntimeExit::Signal(signal)),
+                    _ => {}
+                }
+            }
+        }
+        self.exit
+    }
+
+    /// Peak memory use of the sandbox's cgroup (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
+    /// `None` once destroyed.
+    pub fn peak_memory_bytes(&self) -> Option<u64> {
+        self.cgroups.peak_memory_bytes(&self.id)
+    }
+
+    /// Whether the kernel OOM-killed a process of the sandbox. `false` once destroyed.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroups.oom_killed(&self.id)
+    }
+
+    /// Kill (if alive), reap, and remove the cgroup(s), retrying briefly while they are busy. Idempotent; also
+    /// called from Drop.
+    pub fn destroy(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        self.kill();
+        self.wait();
+        if let Err(e) = self.cgroups.remove(&self.id, RMDIR_PATIENCE) {
+            eprintln!("ignis-sandbox: removing cgroup of {}: {e}", self.id);
+        }
+        self.destroyed = true;
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.destroy();
+    }
 }

@@ -1,1 +1,297 @@
-//! Embedded durable storage (in progress).
+//! Embedded durable storage for Ignis: the function registry, small settings,
+//! unpacked function code and CloudWatch-Logs-like logs.
+//!
+//! Everything lives under one data directory that exactly one process owns:
+//!
+//! * `<data_dir>/ignis.redb` — a [redb] database holding function records,
+//!   settings ("meta") and log events;
+//! * `<data_dir>/code/<sha256-hex>/` — unpacked code trees, content-addressed by
+//!   the SHA-256 of the uploaded zip (see [`Store::put_code`]).
+//!
+//! The store knows nothing about Lambda's JSON: function records and meta values
+//! are opaque bytes.
+//!
+//! Durability: registry and meta writes are fsync'd before the call returns. Log
+//! appends are committed without fsync when a durable commit happened less than
+//! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
+//! but never corrupts the database. [`Store::flush`] (also run on drop) makes
+//! everything durable.
+
+mod code;
+mod logs;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+pub use code::{Code, CodeError, CodeRules};
+pub use logs::{
+    LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
+};
+
+/// At most this long passes between fsync'd commits while logs are being appended
+/// (the window of log events a power loss may drop).
+pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// (account, function name) -> opaque record.
+const FUNCTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("functions");
+/// key -> opaque value.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Errors of the store. Messages are meant for operators (logs), not API users,
+/// except [`StoreError::InvalidNextToken`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another `Store` in this process) has the database open.
+    #[error("the database {} is in use by another process", path.display())]
+    Locked {
+        /// Path of the database file.
+        path: PathBuf,
+    },
+    /// An error of the embedded database.
+    #[error("database error while {context}: {source}")]
+    Db {
+        /// What the store was doing.
+        context: &'static str,
+        /// The database's error.
+        #[source]
+        source: redb::Error,
+    },
+    /// A file-system error.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the store was doing, with the path involved.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `next_token` given to [`Store::filter_logs`] is not one the store made.
+    #[error("The specified nextToken is invalid.")]
+    InvalidNextToken,
+}
+
+/// Adds context to redb results.
+pub(crate) trait DbContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> DbContext<T> for Result<T, E> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Db {
+            context,
+            source: e.into(),
+        })
+    }
+}
+
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+/// The embedded store. `Send + Sync`; share it with an `Arc`.
+pub struct Store {
+    db: Database,
+    data_dir: PathBuf,
+    code_root: PathBuf,
+    /// When the last fsync'd commit finished.
+    last_sync: Mutex<Instant>,
+    /// Whether a non-durable (log) commit happened since the last fsync'd one.
+    unsynced: AtomicBool,
+    /// Code put recently by this process, protected from [`Store::remove_unused_code`].
+    recent_code: Mutex<HashMap<String, Instant>>,
+    tmp_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens or creates the store in `data_dir` (created if missing):
+    /// `<data_dir>/ignis.redb` and `<data_dir>/code/`. Fails with
+    /// [`StoreError::Locked`] if another process holds the database. Removes
+    /// leftovers of interrupted code uploads.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(io_err(format!("creating {}", data_dir.display())))?;
+        let db_path = data_dir.join("ignis.redb");
+        let db = match Database::create(&db_path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked { path: db_path });
+            }
+            Err(e) => {
+                return Err(StoreError::Db {
+                    context: "opening the database",
+                    source: e.into(),
+                });
+            }
+        };
+        // Create every table so readers never meet a missing one.
+        let txn = db.begin_write().ctx("creating tables")?;
+        txn.open_table(FUNCTIONS).ctx("creating tables")?;
+        txn.open_table(META).ctx("creating tables")?;
+        logs::create_tables(&txn)?;
+        txn.commit().ctx("creating tables")?;
+
+        let code_root = code::prepare_root(data_dir)?;
+        Ok(Store {
+            db,
+            data_dir: data_dir.to_path_buf(),
+            code_root,
+            last_sync: Mutex::new(Instant::now()),
+            unsynced: AtomicBool::new(false),
+            recent_code: Mutex::new(HashMap::new()),
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The data directory this store was opened on.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    // ----- registry -------------------------------------------------------
+
+    /// Stores (inserts or replaces) the record of function `name` of `account`.
+    /// Durable (fsync'd) when it returns.
+    pub fn put_function(&self, account: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
+        const CTX: &str = "storing a function";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        txn.open_table(FUNCTIONS)
+            .ctx(CTX)?
+            .insert((account, name), record)
+            .ctx(CTX)?;
+        self.commit(txn, true, CTX)
+    }
+
+    /// Deletes the record of function `name`; returns whether it existed. Durable when it returns.
+    pub fn delete_function(&self, account: &str, name: &str) -> Result<bool, StoreError> {
+        const CTX: &str = "deleting a function";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        let existed = txn
+            .open_table(FUNCTIONS)
+            .ctx(CTX)?
+            .remove((account, name))
+            .ctx(CTX)?
+            .is_some();
+        self.commit(txn, true, CTX)?;
+        Ok(existed)
+    }
+
+    /// The record of one function, if stored.
+    pub fn function(&self, account: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        const CTX: &str = "reading a function";
+        let txn = self.db.begin_read().ctx(CTX)?;
+        let table = txn.open_table(FUNCTIONS).ctx(CTX)?;
+        Ok(table
+            .get((account, name))
+            .ctx(CTX)?
+            .map(|g| g.value().to_vec()))
+    }
+
+    /// All function records as `(account, name, record)`, ordered by account then name.
+    pub fn functions(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        const CTX: &str = "listing functions";
+        let txn = self.db.begin_read().ctx(CTX)?;
+        let table = txn.open_table(FUNCTIONS).ctx(CTX)?;
+        let mut out = Vec::new();
+        for item in table.iter().ctx(CTX)? {
+            let (k, v) = item.ctx(CTX)?;
+            let (account, name) = k.value();
+            out.push((account.to_string(), name.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    // ----- meta -----------------------------------------------------------
+
+    /// A small setting, if set.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        const CTX: &str = "reading a setting";
+        let txn = self.db.begin_read().ctx(CTX)?;
+        let table = txn.open_table(META).ctx(CTX)?;
+        Ok(table.get(key).ctx(CTX)?.map(|g| g.value().to_vec()))
+    }
+
+    /// Sets a small setting. Durable when it returns.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        const CTX: &str = "storing a setting";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        txn.open_table(META).ctx(CTX)?.insert(key, value).ctx(CTX)?;
+        self.commit(txn, true, CTX)
+    }
+
+    // ----- durability -----------------------------------------------------
+
+    /// Makes every commit so far durable (fsync). Cheap when there is nothing to do.
+    /// Call it periodically if logs must not wait for the next write; it also runs on drop.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if !self.unsynced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().ctx("flushing")?;
+        self.commit(txn, true, "flushing")
+    }
+
+    /// Commits `txn`, fsync'd if `durable` or if the last fsync is older than
+    /// [`LOG_SYNC_INTERVAL`].
+    pub(crate) fn commit(
+        &self,
+        mut txn: WriteTransaction,
+        durable: bool,
+        context: &'static str,
+    ) -> Result<(), StoreError> {
+        let durable = durable || self.lock_last_sync().elapsed() >= LOG_SYNC_INTERVAL;
+        if !durable {
+            txn.set_durability(Durability::None).ctx(context)?;
+        }
+        txn.commit().ctx(context)?;
+        if durable {
+            *self.lock_last_sync() = Instant::now();
+            self.unsynced.store(false, Ordering::Release);
+        } else {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn lock_last_sync(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.last_sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Store>();
+    }
+}

@@ -1,1 +1,201 @@
-//! in progress
+//! The worker: starts sandboxes, serves each one the Lambda Runtime API, hands
+//! it invocations, and turns what happens into an [`Outcome`] and log lines.
+//!
+//! # Threads and ownership
+//!
+//! - Sandboxes are built by dedicated, long-lived spawner threads (the sandbox's
+//!   parent-death signal is tied to the thread that created it, so it must not
+//!   be a pool thread that may exit).
+//! - Each sandbox has one [`SandboxHandle`]. Its runtime-facing state (which
+//!   invocation is current, whether the runtime is parked in `/next`) sits in
+//!   one mutex inside the handle, taken only for short, non-blocking updates
+//!   by the Runtime API handlers, the invoke path and the exit watcher.
+//! - Per sandbox, three tasks run: the Runtime API accept loop, the output
+//!   reader, and the exit watcher. The exit watcher owns the end: when the
+//!   sandbox's init process exits (crash, kill, timeout) it fails the current
+//!   invocation, reaps the process, removes the cgroup, and stops the other two.
+//!
+//! # Invariants
+//!
+//! - A sandbox serves one invocation at a time; the caller (assignment) never
+//!   hands a busy sandbox another one.
+//! - A sandbox that timed out, crashed or ran out of memory is killed and never
+//!   serves again ([`Outcome::reusable`] is false).
+//! - Every sandbox started is eventually destroyed: by its own exit, by
+//!   [`SandboxHandle::kill`], or by [`Worker::shutdown`].
+
+mod logs;
+mod runtime_api;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use logs::{LogBatch, LogLine, report_line, tail};
+pub use sandbox::SandboxHandle;
+
+/// Largest response a runtime may post, as in Lambda (6 MB).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// How long a runtime may take to initialise before its first `/next`.
+pub const INIT_LIMIT: Duration = Duration::from_secs(10);
+
+pub struct WorkerConfig {
+    /// Where sandbox roots are mounted (each in its own mount namespace).
+    pub state_dir: PathBuf,
+    /// The `ignis-init` executable.
+    pub init_exe: PathBuf,
+    /// Spawner threads: how many sandboxes can be built at once.
+    pub spawners: usize,
+}
+
+/// Everything a sandbox needs to run one function revision.
+pub struct FunctionSpec {
+    /// Code tree, mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    pub memory_mb: u32,
+    pub tmp_mb: u32,
+    pub timeout: Duration,
+    /// The runtime's environment, but for `AWS_LAMBDA_RUNTIME_API` and
+    /// `AWS_LAMBDA_LOG_STREAM_NAME`, which the worker adds.
+    pub env: Vec<(String, String)>,
+    /// The version named in `START` lines (`$LATEST`, `3`).
+    pub version: String,
+    /// Whose logs these are, and their group (`/aws/lambda/NAME`).
+    pub log_account: String,
+    pub log_group: String,
+}
+
+/// One invocation, as the runtime sees it.
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub invoked_function_arn: String,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The runtime posted a response.
+    Response(Bytes),
+    /// The runtime posted an error (`/invocation/{id}/error` or `/init/error`).
+    Error { body: Bytes, error_type: Option<String> },
+    /// The platform ended it; the function is at fault.
+    Failed { error_type: &'static str, message: String },
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub completion: Completion,
+    /// The invocation's log, `START` to `REPORT`.
+    pub log: String,
+    /// Whether the sandbox can serve another invocation.
+    pub reusable: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("sandbox host: {0}")]
+    Host(#[from] ignis_sandbox::SandboxError),
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
+
+type SpawnJob = (ignis_sandbox::SandboxConfig, oneshot::Sender<Result<ignis_sandbox::Sandbox, ignis_sandbox::SandboxError>>);
+
+pub struct Worker {
+    spawn_tx: Mutex<Option<std::sync::mpsc::Sender<SpawnJob>>>,
+    logs: mpsc::Sender<LogBatch>,
+    live: Arc<Live>,
+}
+
+/// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
+#[derive(Default)]
+struct Live {
+    handles: Mutex<Vec<std::sync::Weak<SandboxHandle>>>,
+    count: AtomicUsize,
+    gone: Notify,
+}
+
+impl Worker {
+    /// Starts the spawner threads. Log lines of every sandbox go to `logs`.
+    pub fn new(config: WorkerConfig, logs: mpsc::Sender<LogBatch>) -> Result<Worker, WorkerError> {
+        let host = Arc::new(ignis_sandbox::Host::new(&config.state_dir, &config.init_exe)?);
+        let (spawn_tx, spawn_rx) = std::sync::mpsc::channel::<SpawnJob>();
+        let spawn_rx = Arc::new(Mutex::new(spawn_rx));
+        for n in 0..config.spawners.max(1) {
+            let host = host.clone();
+            let spawn_rx = spawn_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("ignis-spawner-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = spawn_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((config, reply)) = job else { return };
+                        let _ = reply.send(host.spawn(&config));
+                    }
+                })
+                .map_err(|source| ignis_sandbox::SandboxError::Io { what: "spawner thread".into(), source })?;
+        }
+        Ok(Worker { spawn_tx: Mutex::new(Some(spawn_tx)), logs, live: Arc::default() })
+    }
+
+    /// Builds a sandbox for `spec` and starts its runtime. Returns once the
+    /// runtime's process runs; its init goes on, and the first
+    /// [`SandboxHandle::invoke`] waits for it.
+    pub async fn start(&self, sandbox_id: &str, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
+        let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
+        sandbox::start(sandbox_id, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
+    }
+
+    /// Kills every sandbox and waits until each is reaped and its cgroup removed.
+    pub async fn shutdown(&self) {
+        self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handles: Vec<_> = self.live.handles.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for handle in handles.iter().filter_map(std::sync::Weak::upgrade) {
+            handle.kill();
+        }
+        while self.live.count.load(Ordering::SeqCst) > 0 {
+            let gone = self.live.gone.notified();
+            if self.live.count.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), gone).await;
+        }
+    }
+
+    /// Sandboxes not yet cleaned up.
+    pub fn live_sandboxes(&self) -> usize {
+        self.live.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a sandbox could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The entrypoint is missing or cannot be executed: a function error
+    /// (`Runtime.InvalidEntrypoint`).
+    #[error("{0}")]
+    Entrypoint(String),
+    /// The host failed: a service error.
+    #[error("{0}")]
+    Host(String),
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
+
+/// Registers a file descriptor with the runtime to await its readability.
+fn readable_fd(fd: std::os::fd::OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open descriptor that only this AsyncFd owns,
+    // so it stays open and refers to the same file until the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}

@@ -1,0 +1,326 @@
+//! The control plane: create, read, list, change and delete functions.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use http::StatusCode;
+use ignis_store::CodeRules;
+use serde_json::json;
+
+use crate::App;
+use crate::error::ApiError;
+use crate::function::{self as f, FunctionRecord, FunctionRef, Violations};
+use crate::http::{Answer, empty_answer, json_answer, query_params};
+
+/// Largest CreateFunction / UpdateFunctionCode request, as in Lambda.
+pub const MAX_CODE_REQUEST: usize = 70_167_211;
+/// Largest zip uploaded directly, as in Lambda.
+const MAX_ZIP: usize = 50 * 1024 * 1024;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Resolves a function named in a request to the caller's function, or says
+/// it does not exist. Only `$LATEST` exists until versions do.
+pub fn resolve(app: &App, text: &str, qualifier: Option<&str>) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
+    let reference = f::parse_function_ref(text, "functionName")?;
+    let qualifier = match (reference.qualifier.as_deref(), qualifier) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::InvalidParameterValue(
+                "The derived qualifier from the function name does not match the specified qualifier.".into(),
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let account = &app.config.account;
+    let arn = |name: &str| {
+        let base = format!("arn:aws:lambda:{}:{account}:function:{name}", app.config.region);
+        match qualifier {
+            Some(q) => format!("{base}:{q}"),
+            None => base,
+        }
+    };
+    let not_found = || ApiError::ResourceNotFound(format!("Function not found: {}", arn(&reference.name)));
+    if reference.account.as_deref().is_some_and(|a| a != account) {
+        return Err(not_found());
+    }
+    if qualifier.is_some_and(|q| q != "$LATEST") {
+        return Err(not_found());
+    }
+    let record = app.registry.get(account, &reference.name).ok_or_else(not_found)?;
+    Ok((reference, record))
+}
+
+fn qualifier_param(query: &str) -> Option<String> {
+    query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v)
+}
+
+/// Decodes and stores a zip: validated, unpacked once, content-addressed.
+async fn store_code(app: &App, zip_base64: &str, runtime: &str) -> Result<ignis_store::Code, ApiError> {
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(zip_base64.trim())
+        .map_err(|_| ApiError::InvalidRequestContent("Could not parse request body into json: ZipFile is not valid base64".into()))?;
+    if zip.len() > MAX_ZIP {
+        return Err(ApiError::RequestEntityTooLarge(format!("Zipped file size must be smaller than {MAX_ZIP} bytes")));
+    }
+    let rules = CodeRules { require_bootstrap: runtime.starts_with("provided"), ..CodeRules::default() };
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.put_code(&zip, &rules))
+        .await
+        .map_err(|e| ApiError::Service(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+fn code_source(zip_file: Option<&str>, s3: bool, image: bool) -> Result<&str, ApiError> {
+    if image {
+        return Err(ApiError::InvalidParameterValue("Ignis does not run container images yet: upload a ZipFile".into()));
+    }
+    if s3 {
+        return Err(ApiError::InvalidParameterValue("Ignis has no S3: upload the code as ZipFile".into()));
+    }
+    zip_file.ok_or_else(|| ApiError::InvalidParameterValue("Please provide a source for function code.".into()))
+}
+
+fn no_publish(publish: Option<bool>) -> Result<(), ApiError> {
+    match publish {
+        Some(true) => Err(ApiError::InvalidParameterValue("Ignis has no versions yet: Publish must be false".into())),
+        _ => Ok(()),
+    }
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn check_revision(record: &FunctionRecord, expected: Option<&str>) -> Result<(), ApiError> {
+    match expected {
+        Some(r) if r != record.revision_id => Err(ApiError::PreconditionFailed(
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiError> {
+    let request: f::CreateFunction = f::parse_body(body)?;
+    let name_text = request.function_name.clone().unwrap_or_default();
+    let mut v = Violations::default();
+    v.check(request.function_name.is_some(), "null", "functionName", "Member must not be null");
+    f::check_settings(
+        &mut v,
+        request.memory_size,
+        request.timeout,
+        request.ephemeral_storage.as_ref(),
+        request.description.as_deref(),
+        request.handler.as_deref(),
+    );
+    v.into_result()?;
+    let reference = f::parse_function_ref(&name_text, "functionName")?;
+    no_publish(request.publish)?;
+    if reference.qualifier.is_some() || reference.account.as_deref().is_some_and(|a| a != app.config.account) {
+        return Err(ApiError::InvalidParameterValue("FunctionName must name a function of this account, without a qualifier".into()));
+    }
+    let name = reference.name;
+    if request.package_type.as_deref().is_some_and(|p| p != "Zip") {
+        code_source(None, false, true)?;
+    }
+    let runtime = request
+        .runtime
+        .clone()
+        .ok_or_else(|| ApiError::InvalidParameterValue("Runtime and Handler are mandatory parameters for functions created with deployment packages.".into()))?;
+    f::check_runtime(&runtime)?;
+    let environment = request.environment.and_then(|e| e.variables).unwrap_or_default();
+    f::check_environment(&environment)?;
+    let architecture = f::check_architectures(request.architectures.as_deref())?;
+    let code_in = request.code.unwrap_or_default();
+    let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
+    let conflict = || ApiError::ResourceConflict(format!("Function already exist: {name}"));
+    if app.registry.get(&app.config.account, &name).is_some() {
+        return Err(conflict());
+    }
+    let code = store_code(app, zip, &runtime).await?;
+    let record = FunctionRecord {
+        name: name.clone(),
+        runtime,
+        role: request.role.unwrap_or_default(),
+        handler: request.handler.unwrap_or_else(|| "bootstrap".into()),
+        description: request.description.unwrap_or_default(),
+        memory_mb: request.memory_size.map_or(f::DEFAULT_MEMORY_MB, |m| m as u32),
+        timeout_s: request.timeout.map_or(f::DEFAULT_TIMEOUT_S, |t| t as u32),
+        ephemeral_mb: request.ephemeral_storage.and_then(|e| e.size).map_or(f::DEFAULT_EPHEMERAL_MB, |s| s as u32),
+        environment,
+        architecture,
+        code_sha256_hex: code.sha256_hex(),
+        code_sha256: code.sha256_base64(),
+        code_size: code.zip_size,
+        last_modified_ms: now_ms(),
+        revision_id: new_revision(),
+    };
+    let record = app
+        .registry
+        .write(&app.config.account, &name, |current| match current {
+            Some(_) => Err(conflict()),
+            None => Ok(record),
+        })
+        .await?;
+    Ok(json_answer(StatusCode::CREATED, record.configuration(&app.config.region, &app.config.account)))
+}
+
+pub fn get_function(app: &App, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let (_, record) = resolve(app, name, qualifier_param(query).as_deref())?;
+    let body = json!({
+        "Configuration": record.configuration(&app.config.region, &app.config.account),
+        "Code": { "RepositoryType": "S3" },
+    });
+    Ok(json_answer(StatusCode::OK, body))
+}
+
+pub fn get_function_configuration(app: &App, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let (_, record) = resolve(app, name, qualifier_param(query).as_deref())?;
+    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
+}
+
+pub fn list_functions(app: &App, query: &str) -> Result<Answer, ApiError> {
+    let params = query_params(query);
+    let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let max_items = match param("MaxItems") {
+        None => 50,
+        Some(text) => {
+            let n: i64 = text.parse().map_err(|_| ApiError::InvalidParameterValue(format!("MaxItems {text:?} is not a number")))?;
+            let mut v = Violations::default();
+            v.range(Some(n), "maxItems", 1, 10000);
+            v.into_result()?;
+            n as usize
+        }
+    };
+    let functions = app.registry.list(&app.config.account);
+    let start = match param("Marker").filter(|m| !m.is_empty()) {
+        None => 0,
+        Some(marker) => functions.partition_point(|r| r.name.as_str() <= marker),
+    };
+    let page: Vec<_> = functions.iter().skip(start).take(max_items).collect();
+    let mut body = json!({
+        "Functions": page.iter().map(|r| r.configuration(&app.config.region, &app.config.account)).collect::<Vec<_>>(),
+    });
+    if start + page.len() < functions.len() {
+        if let Some(last) = page.last() {
+            body["NextMarker"] = json!(last.name);
+        }
+    }
+    Ok(json_answer(StatusCode::OK, body))
+}
+
+pub async fn update_configuration(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let request: f::UpdateConfiguration = f::parse_body(body)?;
+    let (reference, _) = resolve(app, name, None)?;
+    let mut v = Violations::default();
+    f::check_settings(
+        &mut v,
+        request.memory_size,
+        request.timeout,
+        request.ephemeral_storage.as_ref(),
+        request.description.as_deref(),
+        request.handler.as_deref(),
+    );
+    v.into_result()?;
+    if let Some(runtime) = &request.runtime {
+        f::check_runtime(runtime)?;
+    }
+    let environment = request.environment.map(|e| e.variables.unwrap_or_default());
+    if let Some(vars) = &environment {
+        f::check_environment(vars)?;
+    }
+    let old = std::sync::Mutex::new(None);
+    let record = app
+        .registry
+        .write(&app.config.account, &reference.name, |current| {
+            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
+            check_revision(current, request.revision_id.as_deref())?;
+            *old.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
+            let mut record = current.clone();
+            if let Some(runtime) = request.runtime {
+                record.runtime = runtime;
+            }
+            if let Some(role) = request.role {
+                record.role = role;
+            }
+            if let Some(handler) = request.handler {
+                record.handler = handler;
+            }
+            if let Some(description) = request.description {
+                record.description = description;
+            }
+            if let Some(memory) = request.memory_size {
+                record.memory_mb = memory as u32;
+            }
+            if let Some(timeout) = request.timeout {
+                record.timeout_s = timeout as u32;
+            }
+            if let Some(size) = request.ephemeral_storage.and_then(|e| e.size) {
+                record.ephemeral_mb = size as u32;
+            }
+            if let Some(vars) = environment {
+                record.environment = vars;
+            }
+            record.last_modified_ms = now_ms();
+            record.revision_id = new_revision();
+            Ok(record)
+        })
+        .await?;
+    if let Some(old) = old.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        app.invoker.retire(&app.config.account, &old);
+    }
+    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
+}
+
+pub async fn update_code(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let request: f::UpdateCode = f::parse_body(body)?;
+    let (reference, current) = resolve(app, name, None)?;
+    no_publish(request.publish)?;
+    check_revision(&current, request.revision_id.as_deref())?;
+    let architecture = f::check_architectures(request.architectures.as_deref())?;
+    let zip = code_source(request.zip_file.as_deref(), request.s3_bucket.is_some() || request.s3_key.is_some(), request.image_uri.is_some())?;
+    let code = store_code(app, zip, &current.runtime).await?;
+    let apply = |current: &FunctionRecord| {
+        let mut record = current.clone();
+        record.code_sha256_hex = code.sha256_hex();
+        record.code_sha256 = code.sha256_base64();
+        record.code_size = code.zip_size;
+        record.architecture = architecture.clone();
+        record.last_modified_ms = now_ms();
+        record.revision_id = new_revision();
+        record
+    };
+    if request.dry_run == Some(true) {
+        let record = apply(&current);
+        return Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)));
+    }
+    let old = std::sync::Mutex::new(None);
+    let record = app
+        .registry
+        .write(&app.config.account, &reference.name, |latest| {
+            let latest = latest.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
+            check_revision(latest, request.revision_id.as_deref())?;
+            *old.lock().unwrap_or_else(|e| e.into_inner()) = Some(latest.clone());
+            Ok(apply(latest))
+        })
+        .await?;
+    if let Some(old) = old.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        app.invoker.retire(&app.config.account, &old);
+    }
+    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
+}
+
+pub async fn delete_function(app: &Arc<App>, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let qualifier = qualifier_param(query);
+    let (reference, _) = resolve(app, name, qualifier.as_deref())?;
+    if reference.qualifier.is_some() || qualifier.is_some() {
+        return Err(ApiError::InvalidParameterValue("Ignis has no versions yet: delete the function without a qualifier".into()));
+    }
+    if let Some(old) = app.registry.delete(&app.config.account, &reference.name).await? {
+        app.invoker.retire(&app.config.account, &old);
+    }
+    Ok(empty_answer(StatusCode::NO_CONTENT))
+}

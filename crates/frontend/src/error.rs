@@ -1,0 +1,114 @@
+//! Every error the API answers with, and the one place that turns them into
+//! Lambda's wire errors: an HTTP status, an `x-amzn-ErrorType` header and a
+//! JSON body with `Type` and `message` (REST APIs) or `__type` and `message`
+//! (JSON-protocol APIs such as CloudWatch Logs).
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// A request that breaks the API's model: lengths, patterns, ranges, enums.
+    Validation(String),
+    InvalidParameterValue(String),
+    /// CloudWatch Logs' form of a bad parameter.
+    InvalidParameter(String),
+    /// A `RevisionId` that is not the current one.
+    PreconditionFailed(String),
+    /// The body is not JSON, or not of the expected shape.
+    InvalidRequestContent(String),
+    ResourceNotFound(String),
+    ResourceConflict(String),
+    /// An invoke payload over the limit.
+    RequestTooLarge(String),
+    /// A control-plane request body over the limit.
+    RequestEntityTooLarge(String),
+    /// Authentication failed: the type is SigV4's own (`InvalidSignatureException`, ...).
+    Auth { error_type: &'static str, message: String },
+    UnknownOperation(String),
+    Service(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &str, &str) {
+        use ApiError::*;
+        match self {
+            Validation(m) => (StatusCode::BAD_REQUEST, "ValidationException", m),
+            InvalidParameterValue(m) => (StatusCode::BAD_REQUEST, "InvalidParameterValueException", m),
+            InvalidParameter(m) => (StatusCode::BAD_REQUEST, "InvalidParameterException", m),
+            PreconditionFailed(m) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailedException", m),
+            InvalidRequestContent(m) => (StatusCode::BAD_REQUEST, "InvalidRequestContentException", m),
+            ResourceNotFound(m) => (StatusCode::NOT_FOUND, "ResourceNotFoundException", m),
+            ResourceConflict(m) => (StatusCode::CONFLICT, "ResourceConflictException", m),
+            RequestTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", m),
+            RequestEntityTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException", m),
+            Auth { error_type, message } => (StatusCode::FORBIDDEN, error_type, message),
+            UnknownOperation(m) => (StatusCode::NOT_FOUND, "UnknownOperationException", m),
+            Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),
+        }
+    }
+
+    pub fn error_type(&self) -> &str {
+        self.parts().1
+    }
+
+    pub fn message(&self) -> &str {
+        self.parts().2
+    }
+
+    /// A REST-JSON error answer, as the Lambda API gives.
+    pub fn to_rest_response(&self) -> Response<Full<Bytes>> {
+        let (status, error_type, message) = self.parts();
+        let kind = if status.is_server_error() { "Service" } else { "User" };
+        let body = serde_json::json!({ "Type": kind, "message": message });
+        response(status, error_type, body)
+    }
+
+    /// A JSON-1.1-protocol error answer, as CloudWatch Logs gives.
+    pub fn to_json_protocol_response(&self) -> Response<Full<Bytes>> {
+        let (status, error_type, message) = self.parts();
+        let status = if status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        let body = serde_json::json!({ "__type": error_type, "message": message });
+        response(status, error_type, body)
+    }
+}
+
+fn response(status: StatusCode, error_type: &str, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(error_type) {
+        headers.insert("x-amzn-errortype", value);
+    }
+    response
+}
+
+impl From<ignis_store::StoreError> for ApiError {
+    fn from(e: ignis_store::StoreError) -> Self {
+        match e {
+            ignis_store::StoreError::InvalidNextToken => ApiError::InvalidParameter("The specified nextToken is invalid.".into()),
+            e => ApiError::Service(format!("storage: {e}")),
+        }
+    }
+}
+
+impl From<ignis_sigv4::AuthError> for ApiError {
+    fn from(e: ignis_sigv4::AuthError) -> Self {
+        ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }
+    }
+}
+
+impl From<ignis_store::CodeError> for ApiError {
+    fn from(e: ignis_store::CodeError) -> Self {
+        match e {
+            ignis_store::CodeError::Io(e) => ApiError::Service(format!("storing code: {e}")),
+            other => ApiError::InvalidParameterValue(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! A function's configuration: the record kept in storage, the Lambda wire
+//! shapes that create and change it, and their validation.
+//!
+//! Validation follows Lambda: breaking the API's model (a length, a pattern, a
+//! range, an enum) is a `ValidationException` listing every violation; a value
+//! the model allows but Ignis cannot honour is an `InvalidParameterValueException`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+pub const DEFAULT_TIMEOUT_S: u32 = 3;
+pub const DEFAULT_EPHEMERAL_MB: u32 = 512;
+/// Lambda's limit on the environment variables' total size.
+const MAX_ENVIRONMENT_BYTES: usize = 4096;
+
+/// Runtimes Ignis runs: the OS-only ones, whose entry point is `bootstrap`.
+const SUPPORTED_RUNTIMES: [&str; 3] = ["provided.al2023", "provided.al2", "provided"];
+/// Lambda's other runtimes: valid names that Ignis does not run yet.
+const OTHER_RUNTIMES: [&str; 22] = [
+    "nodejs18.x", "nodejs20.x", "nodejs22.x", "python3.8", "python3.9", "python3.10", "python3.11",
+    "python3.12", "python3.13", "java8.al2", "java11", "java17", "java21", "dotnet6", "dotnet8",
+    "ruby3.2", "ruby3.3", "nodejs16.x", "go1.x", "java8", "python3.7", "nodejs14.x",
+];
+
+/// Environment variables Lambda reserves.
+const RESERVED_KEYS: [&str; 17] = [
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT",
+];
+
+/// What storage keeps of a function (`$LATEST`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub runtime: String,
+    pub role: String,
+    pub handler: String,
+    pub description: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub ephemeral_mb: u32,
+    pub environment: BTreeMap<String, String>,
+    pub architecture: String,
+    /// Hex SHA-256 of the zip: names the unpacked code tree.
+    pub code_sha256_hex: String,
+    /// Base64 SHA-256 of the zip, Lambda's `CodeSha256`.
+    pub code_sha256: String,
+    pub code_size: u64,
+    /// Milliseconds since the epoch.
+    pub last_modified_ms: i64,
+    /// Changes with every update; sandboxes of an older revision are not reused.
+    pub revision_id: String,
+}
+
+impl FunctionRecord {
+    pub fn arn(&self, region: &str, account: &str) -> String {
+        format!("arn:aws:lambda:{region}:{account}:function:{}", self.name)
+    }
+
+    pub fn log_group(&self) -> String {
+        format!("/aws/lambda/{}", self.name)
+    }
+
+    /// Lambda's `FunctionConfiguration`.
+    pub fn configuration(&self, region: &str, account: &str) -> Value {
+        let mut config = json!({
+            "FunctionName": self.name,
+            "FunctionArn": self.arn(region, account),
+            "Runtime": self.runtime,
+            "Role": self.role,
+            "Handler": self.handler,
+            "CodeSize": self.code_size,
+            "Description": self.description,
+            "Timeout": self.timeout_s,
+            "MemorySize": self.memory_mb,
+            "LastModified": last_modified(self.last_modified_ms),
+            "CodeSha256": self.code_sha256,
+            "Version": "$LATEST",
+            "TracingConfig": { "Mode": "PassThrough" },
+            "RevisionId": self.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": [self.architecture],
+            "EphemeralStorage": { "Size": self.ephemeral_mb },
+            "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
+            "LoggingConfig": { "LogFormat": "Text", "LogGroup": self.log_group() },
+        });
+        if !self.environment.is_empty() {
+            config["Environment"] = json!({ "Variables": self.environment });
+        }
+        config
+    }
+}
+
+/// Lambda's timestamp format: `2024-01-31T12:34:56.789+0000`.
+pub fn last_modified(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let text = humantime::format_rfc3339_millis(time).to_string();
+    format!("{}+0000", text.trim_end_matches('Z'))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnvironmentIn {
+    pub variables: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EphemeralStorageIn {
+    pub size: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CodeIn {
+    pub zip_file: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_key: Option<String>,
+    pub image_uri: Option<String>,
+}
+
+/// `CreateFunction`'s body (fields Ignis does not use are ignored, as Lambda's
+/// optional features that are off).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateFunction {
+    pub function_name: Option<String>,
+    pub runtime: Option<String>,
+    pub role: Option<String>,
+    pub handler: Option<String>,
+    pub description: Option<String>,
+    pub memory_size: Option<i64>,
+    pub timeout: Option<i64>,
+    pub environment: Option<EnvironmentIn>,
+    pub ephemeral_storage: Option<EphemeralStorageIn>,
+    pub architectures: Option<Vec<String>>,
+    pub package_type: Option<String>,
+    pub code: Option<CodeIn>,
+    pub publish: Option<bool>,
+}
+
+/// `UpdateFunctionConfiguration`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateConfiguration {
+    pub runtime: Option<String>,
+    pub role: Option<String>,
+    pub handler: Option<String>,
+    pub description: Option<String>,
+    pub memory_size: Option<i64>,
+    pub timeout: Option<i64>,
+    pub environment: Option<EnvironmentIn>,
+    pub ephemeral_storage: Option<EphemeralStorageIn>,
+    pub revision_id: Option<String>,
+}
+
+/// `UpdateFunctionCode`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateCode {
+    pub zip_file: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_key: Option<String>,
+    pub image_uri: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub publish: Option<bool>,
+    pub dry_run: Option<bool>,
+    pub revision_id: Option<String>,
+}
+
+/// Parses a JSON body into `T`, the way Lambda refuses what it cannot read.
+pub fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("Could not parse request body into json: {e}")))
+}
+
+/// Model violations, gathered into one `ValidationException`.
+#[derive(Default)]
+pub struct Violations(Vec<String>);
+
+impl Violations {
+    pub fn check(&mut self, ok: bool, value: impl std::fmt::Display, field: &str, constraint: &str) {
+        if !ok {
+            self.0.push(format!("Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"));
+        }
+    }
+
+    pub fn range(&mut self, value: Option<i64>, field: &str, min: i64, max: i64) {
+        if let Some(v) = value {
+            self.check(v >= min, v, field, &format!("Member must have value greater than or equal to {min}"));
+            self.check(v <= max, v, field, &format!("Member must have value less than or equal to {max}"));
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), ApiError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(ApiError::Validation(format!("1 validation error detected: {}", self.0[0]))),
+            n => Err(ApiError::Validation(format!("{n} validation errors detected: {}", self.0.join("; ")))),
+        }
+    }
+}
+
+/// Lambda's function-name pattern for a plain name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+const NAME_PATTERN: &str = "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?";
+
+/// A function named in a path or a body, by name, partial ARN or ARN, with an
+/// optional qualifier: `my-fn`, `my-fn:3`, `123456789012:function:my-fn`,
+/// `arn:aws:lambda:us-east-1:123456789012:function:my-fn:alias`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRef {
+    pub name: String,
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub qualifier: Option<String>,
+}
+
+pub fn parse_function_ref(text: &str, field: &str) -> Result<FunctionRef, ApiError> {
+    let invalid = || {
+        let mut v = Violations::default();
+        v.check(false, text, field, NAME_PATTERN);
+        v.into_result().unwrap_err()
+    };
+    if text.len() > 170 {
+        let mut v = Violations::default();
+        v.check(false, text, field, "Member must have length less than or equal to 170");
+        return Err(v.into_result().unwrap_err());
+    }
+    let parts: Vec<&str> = text.split(':').collect();
+    let (region, account, rest) = match parts.as_slice() {
+        ["arn", partition, "lambda", region, account, "function", rest @ ..] if partition.starts_with("aws") => {
+            (Some(*region), Some(*account), rest)
+        }
+        [account, "function", rest @ ..] => (None, Some(*account), rest),
+        rest => (None, None, rest),
+    };
+    let (name, qualifier) = match rest {
+        [name] => (*name, None),
+        [name, qualifier] => (*name, Some(*qualifier)),
+        _ => return Err(invalid()),
+    };
+    let account_ok = account.is_none_or(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()));
+    let qualifier_ok = qualifier.is_none_or(|q| q == "$LATEST" || valid_name(q));
+    if !valid_name(name) || !account_ok || !qualifier_ok {
+        return Err(invalid());
+    }
+    Ok(FunctionRef {
+        name: name.to_string(),
+        account: account.map(str::to_string),
+        region: region.map(str::to_string),
+        qualifier: qualifier.map(str::to_string),
+    })
+}
+
+pub fn check_runtime(runtime: &str) -> Result<(), ApiError> {
+    if SUPPORTED_RUNTIMES.contains(&runtime) {
+        return Ok(());
+    }
+    if OTHER_RUNTIMES.contains(&runtime) {
+        return Err(ApiError::InvalidParameterValue(format!(
+            "The runtime parameter of {runtime} is not supported by Ignis yet; use one of: {}",
+            SUPPORTED_RUNTIMES.join(", ")
+        )));
+    }
+    let mut all: Vec<&str> = SUPPORTED_RUNTIMES.iter().chain(OTHER_RUNTIMES.iter()).copied().collect();
+    all.sort_unstable();
+    let mut v = Violations::default();
+    v.check(false, runtime, "runtime", &format!("Member must satisfy enum value set: [{}]", all.join(", ")));
+    v.into_result()
+}
+
+/// Checks environment variables as Lambda does.
+pub fn check_environment(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let mut v = Violations::default();
+    for key in vars.keys() {
+        let ok = key.len() >= 2
+            && key.as_bytes()[0].is_ascii_alphabetic()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        v.check(ok, key, "environment.variables", "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+");
+    }
+    v.into_result()?;
+    let reserved: Vec<&str> = vars.keys().map(String::as_str).filter(|k| RESERVED_KEYS.contains(k)).collect();
+    if !reserved.is_empty() {
+        return Err(ApiError::InvalidParameterValue(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
+            reserved.join(",")
+        )));
+    }
+    let size: usize = vars.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ENVIRONMENT_BYTES {
+        return Err(ApiError::InvalidParameterValue(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {size} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Model checks shared by create and update-configuration.
+pub fn check_settings(
+    v: &mut Violations,
+    memory: Option<i64>,
+    timeout: Option<i64>,
+    ephemeral: Option<&EphemeralStorageIn>,
+    description: Option<&str>,
+    handler: Option<&str>,
+) {
+    v.range(memory, "memorySize", 128, 10240);
+    v.range(timeout, "timeout", 1, 900);
+    v.range(ephemeral.and_then(|e| e.size), "ephemeralStorage.size", 512, 10240);
+    if let Some(d) = description {
+        v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
+    }
+    if let Some(h) = handler {
+        v.check(h.len() <= 128, h, "handler", "Member must have length less than or equal to 128");
+        v.check(!h.chars().any(char::is_whitespace), h, "handler", "Member must satisfy regular expression pattern: [^\\s]+");
+    }
+}
+
+pub fn check_architectures(architectures: Option<&[String]>) -> Result<String, ApiError> {
+    match architectures {
+        None => Ok("x86_64".into()),
+        Some([one]) if one == "x86_64" => Ok(one.clone()),
+        Some([one]) if one == "arm64" => {
+            Err(ApiError::InvalidParameterValue("Architecture arm64 is not supported by this Ignis host; use x86_64".into()))
+        }
+        Some(list) => {
+            let mut v = Violations::default();
+            v.check(list.len() == 1, format!("{list:?}"), "architectures", "Member must have length less than or equal to 1");
+            v.check(
+                list.iter().all(|a| a == "x86_64" || a == "arm64"),
+                format!("{list:?}"),
+                "architectures",
+                "Member must satisfy enum value set: [x86_64, arm64]",
+            );
+            v.into_result().map(|()| "x86_64".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_ref(text: &str, expected: Result<(&str, Option<&str>, Option<&str>), &str>) {
+        let got = parse_function_ref(text, "functionName");
+        match expected {
+            Ok((name, account, qualifier)) => {
+                let r = got.unwrap_or_else(|e| panic!("{text}: {e:?}"));
+                assert_eq!((r.name.as_str(), r.account.as_deref(), r.qualifier.as_deref()), (name, account, qualifier), "{text}");
+            }
+            Err(error_type) => assert_eq!(got.unwrap_err().error_type(), error_type, "{text}"),
+        }
+    }
+
+    #[test]
+    fn function_references() {
+        check_ref("my-fn_1", Ok(("my-fn_1", None, None)));
+        check_ref("my-fn:$LATEST", Ok(("my-fn", None, Some("$LATEST"))));
+        check_ref("my-fn:3", Ok(("my-fn", None, Some("3"))));
+        check_ref("123456789012:function:f", Ok(("f", Some("123456789012"), None)));
+        check_ref("arn:aws:lambda:us-east-1:123456789012:function:f", Ok(("f", Some("123456789012"), None)));
+        check_ref("arn:aws:lambda:us-east-1:123456789012:function:f:prod", Ok(("f", Some("123456789012"), Some("prod"))));
+        for bad in ["", "a b", "a/b", "f:1:2", "x".repeat(65).as_str(), "12345:function:f", "arn:aws:s3:::bucket", "../etc"] {
+            check_ref(bad, Err("ValidationException"));
+        }
+    }
+
+    #[test]
+    fn ranges_are_validation_errors_listing_each_violation() {
+        let mut v = Violations::default();
+        check_settings(&mut v, Some(127), Some(901), Some(&EphemeralStorageIn { size: Some(512) }), None, None);
+        let err = v.into_result().unwrap_err();
+        assert_eq!(err.error_type(), "ValidationException");
+        assert!(err.message().starts_with("2 validation errors detected: Value '127' at 'memorySize'"), "{}", err.message());
+        assert!(err.message().contains("Value '901' at 'timeout' failed to satisfy constraint: Member must have value less than or equal to 900"));
+        for (memory, timeout) in [(128, 1), (10240, 900)] {
+            let mut v = Violations::default();
+            check_settings(&mut v, Some(memory), Some(timeout), None, None, None);
+            assert!(v.into_result().is_ok());
+        }
+    }
+
+    #[test]
+    fn runtimes() {
+        assert!(check_runtime("provided.al2023").is_ok());
+        assert!(check_runtime("provided.al2").is_ok());
+        assert_eq!(check_runtime("python3.12").unwrap_err().error_type(), "InvalidParameterValueException");
+        assert_eq!(check_runtime("cobol").unwrap_err().error_type(), "ValidationException");
+    }
+
+    #[test]
+    fn environment_rules() {
+        let vars = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(check_environment(&vars(&[("GREETING", "hi"), ("a_1", "")])).is_ok());
+        assert_eq!(check_environment(&vars(&[("1A", "x")])).unwrap_err().error_type(), "ValidationException");
+        let reserved = check_environment(&vars(&[("AWS_REGION", "x")])).unwrap_err();
+        assert_eq!(reserved.error_type(), "InvalidParameterValueException");
+        assert!(reserved.message().ends_with("Reserved keys used in this request: AWS_REGION"));
+        let big = "x".repeat(5000);
+        assert_eq!(check_environment(&vars(&[("BIG", &big)])).unwrap_err().error_type(), "InvalidParameterValueException");
+    }
+
+    #[test]
+    fn last_modified_format() {
+        assert_eq!(last_modified(1_700_000_000_123), "2023-11-14T22:13:20.123+0000");
+    }
+
+    #[test]
+    fn wrong_types_are_invalid_request_content() {
+        let err = parse_body::<CreateFunction>(br#"{"MemorySize": "big"}"#).unwrap_err();
+        assert_eq!(err.error_type(), "InvalidRequestContentException");
+        let err = parse_body::<CreateFunction>(b"{not json").unwrap_err();
+        assert_eq!(err.error_type(), "InvalidRequestContentException");
+        let ok = parse_body::<CreateFunction>(br#"{"FunctionName": "f", "Unknown": [1, 2]}"#).unwrap();
+        assert_eq!(ok.function_name.as_deref(), Some("f"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Connections, routing, body limits and authentication.
+//!
+//! Every request is routed to one [`Operation`] before its body is read, so
+//! each operation reads at most its own limit; then its SigV4 signature is
+//! verified (only `GET /healthz` is served unsigned); then it runs.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::error::ApiError;
+use crate::{App, control, invoke_api, logs_api};
+
+pub type Answer = Response<Full<Bytes>>;
+
+/// Everything the API can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Health,
+    CreateFunction,
+    ListFunctions,
+    GetFunction(String),
+    GetFunctionConfiguration(String),
+    UpdateFunctionConfiguration(String),
+    UpdateFunctionCode(String),
+    DeleteFunction(String),
+    Invoke(String),
+    /// A CloudWatch Logs call, by its `X-Amz-Target` action.
+    Logs(String),
+}
+
+impl Operation {
+    /// Largest body the operation reads, and the error for a larger one.
+    fn body_limit(&self) -> (usize, ApiError) {
+        match self {
+            Operation::Invoke(_) => (
+                invoke_api::MAX_SYNC_PAYLOAD,
+                ApiError::RequestTooLarge(format!(
+                    "Request must be smaller than {} bytes for the InvokeFunction operation",
+                    invoke_api::MAX_SYNC_PAYLOAD
+                )),
+            ),
+            Operation::CreateFunction | Operation::UpdateFunctionCode(_) => (
+                control::MAX_CODE_REQUEST,
+                ApiError::RequestEntityTooLarge(format!(
+                    "Request must be smaller than {} bytes for the {} operation",
+                    control::MAX_CODE_REQUEST,
+                    self.name()
+                )),
+            ),
+            _ => (
+                1024 * 1024,
+                ApiError::RequestEntityTooLarge(format!("Request must be smaller than 1048576 bytes for the {} operation", self.name())),
+            ),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Operation::Health => "Health",
+            Operation::CreateFunction => "CreateFunction",
+            Operation::ListFunctions => "ListFunctions",
+            Operation::GetFunction(_) => "GetFunction",
+            Operation::GetFunctionConfiguration(_) => "GetFunctionConfiguration",
+            Operation::UpdateFunctionConfiguration(_) => "UpdateFunctionConfiguration",
+            Operation::UpdateFunctionCode(_) => "UpdateFunctionCode",
+            Operation::DeleteFunction(_) => "DeleteFunction",
+            Operation::Invoke(_) => "Invoke",
+            Operation::Logs(action) => action,
+        }
+    }
+
+    /// The SigV4 service the request must be signed for.
+    fn service(&self) -> &'static str {
+        match self {
+            Operation::Logs(_) => "logs",
+            _ => "lambda",
+        }
+    }
+}
+
+/// Routes a request by method, path and `X-Amz-Target`.
+pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operation, ApiError> {
+    if path == "/healthz" && method == Method::GET {
+        return Ok(Operation::Health);
+    }
+    if path == "/" && method == Method::POST {
+        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if let Some(action) = target.strip_prefix("Logs_20140328.") {
+            return Ok(Operation::Logs(action.to_string()));
+        }
+        return Err(ApiError::UnknownOperation(format!("Unknown operation {target:?}")));
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let decode = |segment: &str| percent_decode(segment).ok_or_else(|| ApiError::Validation("Invalid percent-encoding in path".into()));
+    let op = match (method, segments.as_slice()) {
+        (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => Operation::CreateFunction,
+        (&Method::GET, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => Operation::ListFunctions,
+        (&Method::GET, ["2015-03-31", "functions", name]) => Operation::GetFunction(decode(name)?),
+        (&Method::DELETE, ["2015-03-31", "functions", name]) => Operation::DeleteFunction(decode(name)?),
+        (&Method::GET, ["2015-03-31", "functions", name, "configuration"]) => Operation::GetFunctionConfiguration(decode(name)?),
+        (&Method::PUT, ["2015-03-31", "functions", name, "configuration"]) => {
+            Operation::UpdateFunctionConfiguration(decode(name)?)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => Operation::UpdateFunctionCode(decode(name)?),
+        (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => Operation::Invoke(decode(name)?),
+        _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
+    };
+    Ok(op)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The decoded query parameters.
+pub fn query_params(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let plus = |s: &str| s.replace('+', " ");
+            (percent_decode(&plus(k)).unwrap_or_default(), percent_decode(&plus(v)).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of file descriptors or similar: let it pass, do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(app, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let is_logs = request.headers().get("x-amz-target").is_some();
+    let mut answer = match respond(&app, request, &request_id).await {
+        Ok(answer) => answer,
+        Err(e) if is_logs => e.to_json_protocol_response(),
+        Err(e) => e.to_rest_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        answer.headers_mut().insert("x-amzn-requestid", value);
+    }
+    answer
+}
+
+async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -> Result<Answer, ApiError> {
+    let (parts, body) = request.into_parts();
+    let operation = route(&parts.method, parts.uri.path(), &parts.headers)?;
+    if operation == Operation::Health {
+        return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
+    }
+    let (limit, too_large) = operation.body_limit();
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large);
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+        Err(e) => return Err(ApiError::InvalidRequestContent(format!("could not read the request body: {e}"))),
+    };
+    authenticate(app, &parts, &body, operation.service())?;
+    let query = parts.uri.query().unwrap_or("");
+    match operation {
+        Operation::Health => unreachable!("answered above"),
+        Operation::CreateFunction => control::create_function(app, &body).await,
+        Operation::ListFunctions => control::list_functions(app, query),
+        Operation::GetFunction(name) => control::get_function(app, &name, query),
+        Operation::GetFunctionConfiguration(name) => control::get_function_configuration(app, &name, query),
+        Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, &name, &body).await,
+        Operation::UpdateFunctionCode(name) => control::update_code(app, &name, &body).await,
+        Operation::DeleteFunction(name) => control::delete_function(app, &name, query).await,
+        Operation::Invoke(name) => invoke_api::invoke(app, &name, query, &parts.headers, body, request_id).await,
+        Operation::Logs(action) => logs_api::handle(app, &action, &body).await,
+    }
+}
+
+fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], service: &str) -> Result<(), ApiError> {
+    let headers: Vec<(&str, &str)> =
+        parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
+    let request = ignis_sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body,
+    };
+    let verified = ignis_sigv4::verify(&request, |key| app.secret_for(key), SystemTime::now())?;
+    if verified.service != service {
+        return Err(ApiError::Auth {
+            error_type: "InvalidSignatureException",
+            message: format!("Credential should be scoped to correct service: '{service}'. "),
+        });
+    }
+    Ok(())
+}
+
+pub fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub fn empty_answer(status: StatusCode) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str, expected: Option<Operation>) {
+        let got = route(&method, path, &HeaderMap::new()).ok();
+        assert_eq!(got, expected, "{method} {path}");
+    }
+
+    #[test]
+    fn routes() {
+        use Operation::*;
+        check(Method::GET, "/healthz", Some(Health));
+        check(Method::POST, "/2015-03-31/functions", Some(CreateFunction));
+        check(Method::POST, "/2015-03-31/functions/", Some(CreateFunction));
+        check(Method::GET, "/2015-03-31/functions/", Some(ListFunctions));
+        check(Method::GET, "/2015-03-31/functions/f", Some(GetFunction("f".into())));
+        check(
+            Method::GET,
+            "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af",
+            Some(GetFunction("arn:aws:lambda:us-east-1:123456789012:function:f".into())),
+        );
+        check(Method::DELETE, "/2015-03-31/functions/f", Some(DeleteFunction("f".into())));
+        check(Method::PUT, "/2015-03-31/functions/f/code", Some(UpdateFunctionCode("f".into())));
+        check(Method::PUT, "/2015-03-31/functions/f/configuration", Some(UpdateFunctionConfiguration("f".into())));
+        check(Method::GET, "/2015-03-31/functions/f/configuration", Some(GetFunctionConfiguration("f".into())));
+        check(Method::POST, "/2015-03-31/functions/f/invocations", Some(Invoke("f".into())));
+        check(Method::GET, "/2015-03-31/functions/f/invocations", None);
+        check(Method::POST, "/", None);
+        check(Method::GET, "/2015-03-31/functions/%zz", None);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-target", HeaderValue::from_static("Logs_20140328.FilterLogEvents"));
+        assert_eq!(route(&Method::POST, "/", &headers), Ok(Logs("FilterLogEvents".into())));
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            query_params("Qualifier=%24LATEST&MaxItems=5&flag"),
+            vec![("Qualifier".into(), "$LATEST".into()), ("MaxItems".into(), "5".into()), ("flag".into(), String::new())]
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! The invoke path behind the API: reserve a sandbox (assignment), start one
+//! when none is idle (worker), run the invocation, give the sandbox back.
+//!
+//! The [`Invoker`] owns the assignment pool and the map from sandbox ids to
+//! worker handles, both under one mutex that is held only for map and pool
+//! updates, never across an await. Each invocation runs in a task of its own,
+//! so a client that goes away does not strand a sandbox half-used: the task
+//! finishes the invocation and returns the sandbox.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ignis_assignment::{Event, Pool, Reservation, SandboxId};
+use ignis_worker::{Completion, FunctionSpec, Invocation, Outcome, SandboxHandle, StartError, Worker};
+
+use crate::error::ApiError;
+use crate::function::FunctionRecord;
+
+/// Sandboxes are reused only for the same function revision.
+type RevisionKey = (String, String, String);
+
+pub struct Invoker {
+    worker: Arc<Worker>,
+    state: Mutex<State>,
+    keep_alive: Duration,
+    epoch: Instant,
+}
+
+struct State {
+    pool: Pool<RevisionKey>,
+    handles: HashMap<SandboxId, Arc<SandboxHandle>>,
+}
+
+/// What the caller needs to run a function.
+pub struct Target {
+    pub account: String,
+    pub region: String,
+    pub record: Arc<FunctionRecord>,
+    pub code_dir: PathBuf,
+}
+
+impl Invoker {
+    pub fn new(worker: Arc<Worker>, keep_alive: Duration) -> Arc<Invoker> {
+        let invoker = Arc::new(Invoker {
+            worker,
+            state: Mutex::new(State { pool: Pool::new(), handles: HashMap::new() }),
+            keep_alive,
+            epoch: Instant::now(),
+        });
+        let reaper = Arc::downgrade(&invoker);
+        let period = (keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(invoker) = reaper.upgrade() else { return };
+                invoker.expire();
+            }
+        });
+        invoker
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills idle sandboxes past the keep-alive.
+    fn expire(&self) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        for id in state.pool.expire(now, self.keep_alive.as_millis() as u64) {
+            if let Some(handle) = state.handles.remove(&id) {
+                handle.kill();
+            }
+        }
+    }
+
+    /// The function changed or is gone: its idle sandboxes die now, its busy
+    /// ones when their invocation ends.
+    pub fn retire(&self, account: &str, record: &FunctionRecord) {
+        let key = (account.to_string(), record.name.clone(), record.revision_id.clone());
+        let mut state = self.lock();
+        for id in state.pool.retire(&key) {
+            if let Some(handle) = state.handles.remove(&id) {
+                handle.kill();
+            }
+        }
+    }
+
+    /// Runs one invocation to its end, in a task of its own.
+    pub async fn invoke(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, ApiError> {
+        let invoker = self.clone();
+        tokio::spawn(async move { invoker.run(target, invocation).await })
+            .await
+            .map_err(|e| ApiError::Service(format!("invocation failed: {e}")))?
+    }
+
+    async fn run(&self, target: Target, invocation: Invocation) -> Result<Outcome, ApiError> {
+        let key = (target.account.clone(), target.record.name.clone(), target.record.revision_id.clone());
+        let (reservation, handle) = loop {
+            let reservation = self.lock().pool.reserve(&key);
+            match reservation {
+                Reservation::Warm(id) => {
+                    let handle = self.lock().handles.get(&id).cloned();
+                    match handle {
+                        Some(handle) if handle.is_alive() => break (reservation, handle),
+                        // It died while idle (its runtime exited): drop it, take another.
+                        _ => self.discard(id),
+                    }
+                }
+                Reservation::Cold(id) => {
+                    let spec = Arc::new(spec(&target));
+                    let name = uuid::Uuid::new_v4().simple().to_string();
+                    match self.worker.start(&name, spec).await {
+                        Ok(handle) => {
+                            self.lock().handles.insert(id, handle.clone());
+                            break (reservation, handle);
+                        }
+                        Err(e) => {
+                            let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
+                            return start_failure(e, &invocation.request_id);
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = handle.invoke(invocation).await;
+        let id = reservation.id();
+        let now = self.now_ms();
+        let mut state = self.lock();
+        if matches!(reservation, Reservation::Cold(_)) {
+            let _ = state.pool.report(id, Event::InitDone, now);
+        }
+        let event = if outcome.reusable { Event::Released } else { Event::Failed };
+        if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
+            if let Some(handle) = state.handles.remove(&id) {
+                handle.kill();
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn discard(&self, id: SandboxId) {
+        let mut state = self.lock();
+        let _ = state.pool.report(id, Event::Failed, 0);
+        if let Some(handle) = state.handles.remove(&id) {
+            handle.kill();
+        }
+    }
+
+    /// Ends every sandbox and waits for their cleanup.
+    pub async fn shutdown(&self) {
+        {
+            let mut state = self.lock();
+            state.pool.drain();
+            state.handles.clear();
+        }
+        self.worker.shutdown().await;
+    }
+}
+
+fn start_failure(e: StartError, request_id: &str) -> Result<Outcome, ApiError> {
+    match e {
+        StartError::Entrypoint(message) => Ok(Outcome {
+            completion: Completion::Failed {
+                error_type: "Runtime.InvalidEntrypoint",
+                message: format!("RequestId: {request_id} Error: {message}"),
+            },
+            log: String::new(),
+            reusable: false,
+        }),
+        StartError::Host(message) => Err(ApiError::Service(format!("could not start a sandbox: {message}"))),
+        StartError::ShuttingDown => Err(ApiError::Service("Ignis is shutting down".into())),
+    }
+}
+
+/// The sandbox's view of a function: its code, limits and Lambda's environment.
+fn spec(target: &Target) -> FunctionSpec {
+    let record = &target.record;
+    let mut env: Vec<(String, String)> = vec![
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), record.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), record.memory_mb.to_string()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), record.log_group()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("AWS_REGION".into(), target.region.clone()),
+        ("AWS_DEFAULT_REGION".into(), target.region.clone()),
+        ("AWS_EXECUTION_ENV".into(), format!("AWS_Lambda_{}", record.runtime)),
+        ("_HANDLER".into(), record.handler.clone()),
+        ("LAMBDA_TASK_ROOT".into(), "/var/task".into()),
+        ("LAMBDA_RUNTIME_DIR".into(), "/var/runtime".into()),
+        ("TZ".into(), ":UTC".into()),
+        ("LANG".into(), "en_US.UTF-8".into()),
+        ("PATH".into(), "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
+        (
+            "LD_LIBRARY_PATH".into(),
+            "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
+        ),
+    ];
+    env.extend(record.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+    FunctionSpec {
+        code_dir: target.code_dir.clone(),
+        memory_mb: record.memory_mb,
+        tmp_mb: record.ephemeral_mb,
+        timeout: Duration::from_secs(record.timeout_s.into()),
+        env,
+        version: "$LATEST".into(),
+        log_account: target.account.clone(),
+        log_group: record.log_group(),
+    }
+}

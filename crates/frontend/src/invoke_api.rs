@@ -1,0 +1,155 @@
+//! `Invoke`: the request's headers and payload in, Lambda's answer out.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::Full;
+use ignis_worker::{Completion, Invocation, Outcome};
+
+use crate::App;
+use crate::control::resolve;
+use crate::error::ApiError;
+use crate::function::Violations;
+use crate::http::{Answer, empty_answer, query_params};
+use crate::invoke::Target;
+
+/// Largest payload of a synchronous invocation (6 MB).
+pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
+/// Largest payload of an asynchronous invocation (1 MB).
+pub const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
+/// Largest client context, before base64 decoding.
+const MAX_CLIENT_CONTEXT: usize = 3583;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub async fn invoke(
+    app: &Arc<App>,
+    name: &str,
+    query: &str,
+    headers: &HeaderMap,
+    payload: Bytes,
+    request_id: &str,
+) -> Result<Answer, ApiError> {
+    let invocation_type = match header(headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
+        "RequestResponse" => InvocationType::RequestResponse,
+        "Event" => InvocationType::Event,
+        "DryRun" => InvocationType::DryRun,
+        other => {
+            let mut v = Violations::default();
+            v.check(false, other, "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]");
+            return Err(v.into_result().unwrap_err());
+        }
+    };
+    let tail = match header(headers, "x-amz-log-type").unwrap_or("None") {
+        "None" => false,
+        "Tail" => true,
+        other => {
+            let mut v = Violations::default();
+            v.check(false, other, "logType", "Member must satisfy enum value set: [Tail, None]");
+            return Err(v.into_result().unwrap_err());
+        }
+    };
+    let client_context = match header(headers, "x-amz-client-context") {
+        None => None,
+        Some(text) if text.len() > MAX_CLIENT_CONTEXT => {
+            return Err(ApiError::InvalidParameterValue(format!("Client context must be at most {MAX_CLIENT_CONTEXT} bytes")));
+        }
+        Some(text) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| ApiError::InvalidParameterValue("Client context must be a valid Base64-encoded JSON object.".into()))?;
+            serde_json::from_slice::<serde_json::Value>(&decoded)
+                .map_err(|_| ApiError::InvalidParameterValue("Client context must be a valid Base64-encoded JSON object.".into()))?;
+            Some(String::from_utf8_lossy(&decoded).into_owned())
+        }
+    };
+    let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
+    let (_, record) = resolve(app, name, qualifier.as_deref())?;
+
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { payload };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        return Err(ApiError::InvalidRequestContent(format!("Could not parse request body into json: {e}")));
+    }
+    if invocation_type == InvocationType::Event && payload.len() > MAX_ASYNC_PAYLOAD {
+        return Err(ApiError::RequestTooLarge(format!(
+            "Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the InvokeFunction operation"
+        )));
+    }
+
+    let code_dir = app.store.code_dir(&record.code_sha256_hex);
+    let account = app.config.account.clone();
+    let invoked_function_arn = match qualifier {
+        Some(q) => format!("{}:{q}", record.arn(&app.config.region, &account)),
+        None => record.arn(&app.config.region, &account),
+    };
+    let target = Target { account, region: app.config.region.clone(), record, code_dir };
+    let invocation = Invocation {
+        request_id: request_id.to_string(),
+        payload,
+        invoked_function_arn,
+        trace_id: header(headers, "x-amzn-trace-id").map_or_else(|| trace_id(request_id), str::to_string),
+        client_context,
+        cognito_identity: None,
+    };
+
+    match invocation_type {
+        InvocationType::DryRun => Ok(empty_answer(StatusCode::NO_CONTENT)),
+        InvocationType::Event => {
+            let invoker = app.invoker.clone();
+            tokio::spawn(async move {
+                let _ = invoker.invoke(target, invocation).await;
+            });
+            let mut answer = empty_answer(StatusCode::ACCEPTED);
+            answer.headers_mut().insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
+            Ok(answer)
+        }
+        InvocationType::RequestResponse => {
+            let outcome = app.invoker.invoke(target, invocation).await?;
+            Ok(answer(outcome, tail))
+        }
+    }
+}
+
+/// An X-Ray trace header for an invocation that came without one.
+fn trace_id(request_id: &str) -> String {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let hex: String = request_id.chars().filter(char::is_ascii_hexdigit).collect();
+    format!("Root=1-{seconds:08x}-{};Parent={};Sampled=0", &hex[..24.min(hex.len())], &hex[hex.len().saturating_sub(16)..])
+}
+
+fn answer(outcome: Outcome, tail: bool) -> Answer {
+    let (body, function_error) = match outcome.completion {
+        Completion::Response(body) => (body, false),
+        Completion::Error { body, .. } => (body, true),
+        Completion::Failed { error_type, message } => {
+            let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+            (Bytes::from(body.to_string()), true)
+        }
+    };
+    let mut response = http::Response::new(Full::new(body));
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
+    if function_error {
+        headers.insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+    }
+    if tail {
+        let log = ignis_worker::tail(&outcome.log);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(log);
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            headers.insert("x-amz-log-result", value);
+        }
+    }
+    response
+}

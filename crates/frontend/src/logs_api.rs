@@ -1,0 +1,181 @@
+//! Logs: the task that keeps sandboxes' log lines, and the CloudWatch Logs
+//! calls that read them (`FilterLogEvents`, `DescribeLogGroups`,
+//! `DescribeLogStreams`), so `aws logs` and the SDKs' `logs` clients work.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use ignis_store::{LogEvent, LogQuery, Store};
+use ignis_worker::LogBatch;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::App;
+use crate::error::ApiError;
+use crate::function::parse_body;
+use crate::http::{Answer, json_answer};
+
+/// Writes log lines to storage, a batch of whatever has arrived at a time.
+pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>) {
+    let mut batches = Vec::new();
+    while logs.recv_many(&mut batches, 256).await > 0 {
+        let store = store.clone();
+        let taken = std::mem::take(&mut batches);
+        let written = tokio::task::spawn_blocking(move || {
+            for batch in taken {
+                let events: Vec<LogEvent> = batch
+                    .lines
+                    .into_iter()
+                    .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: batch.stream.clone(), message: line.message })
+                    .collect();
+                if let Err(e) = store.append_logs(&batch.account, &batch.group, &events) {
+                    eprintln!("ignis: could not keep {} log lines of {}: {e}", events.len(), batch.group);
+                }
+            }
+        })
+        .await;
+        if written.is_err() {
+            eprintln!("ignis: the log writer failed");
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FilterLogEvents {
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
+    log_stream_names: Option<Vec<String>>,
+    log_stream_name_prefix: Option<String>,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    filter_pattern: Option<String>,
+    next_token: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeLogGroups {
+    log_group_name_prefix: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeLogStreams {
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
+    log_stream_name_prefix: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn handle(app: &Arc<App>, action: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let app = app.clone();
+    let action = action.to_string();
+    let body = body.to_vec();
+    // Log reads scan storage: keep them off the async threads.
+    tokio::task::spawn_blocking(move || match action.as_str() {
+        "FilterLogEvents" => filter_log_events(&app, parse_body(&body)?),
+        "DescribeLogGroups" => describe_log_groups(&app, parse_body(&body)?),
+        "DescribeLogStreams" => describe_log_streams(&app, parse_body(&body)?),
+        other => Err(ApiError::UnknownOperation(format!("Ignis does not implement the CloudWatch Logs operation {other}"))),
+    })
+    .await
+    .map_err(|e| ApiError::Service(e.to_string()))?
+}
+
+/// The group a request names, which must exist for the caller.
+fn group(app: &App, name: Option<String>, identifier: Option<String>) -> Result<String, ApiError> {
+    let name = name
+        .or(identifier.map(|id| id.rsplit(":log-group:").next().unwrap_or(&id).trim_end_matches(":*").to_string()))
+        .ok_or_else(|| ApiError::InvalidParameter("logGroupName is required".into()))?;
+    let exists = match name.strip_prefix("/aws/lambda/") {
+        Some(function) if app.registry.get(&app.config.account, function).is_some() => true,
+        _ => app.store.log_groups(&app.config.account)?.iter().any(|g| g.name == name),
+    };
+    if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
+}
+
+fn filter_log_events(app: &App, request: FilterLogEvents) -> Result<Answer, ApiError> {
+    let group = group(app, request.log_group_name, request.log_group_identifier)?;
+    let mut streams = request.log_stream_names;
+    if let Some(prefix) = request.log_stream_name_prefix {
+        let matching = app.store.log_streams(&app.config.account, &group)?.into_iter().map(|s| s.name).filter(|n| n.starts_with(&prefix));
+        streams = Some(matching.collect());
+    }
+    let query = LogQuery {
+        start_ms: request.start_time,
+        end_ms: request.end_time,
+        streams,
+        next_token: request.next_token,
+        limit: request.limit.unwrap_or(10_000).clamp(1, 10_000) as usize,
+        // Plain terms only: a quoted term or a bare word matches as a substring.
+        pattern: request.filter_pattern.map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()),
+    };
+    let page = app.store.filter_logs(&app.config.account, &group, &query)?;
+    let events: Vec<_> = page
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "logStreamName": e.stream,
+                "timestamp": e.timestamp_ms,
+                "message": e.message,
+                "ingestionTime": e.ingestion_ms,
+                "eventId": e.event_id,
+            })
+        })
+        .collect();
+    let mut body = json!({ "events": events, "searchedLogStreams": [] });
+    if let Some(token) = page.next_token {
+        body["nextToken"] = json!(token);
+    }
+    Ok(json_answer(StatusCode::OK, body))
+}
+
+fn describe_log_groups(app: &App, request: DescribeLogGroups) -> Result<Answer, ApiError> {
+    let prefix = request.log_group_name_prefix.unwrap_or_default();
+    let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
+    let groups: Vec<_> = app
+        .store
+        .log_groups(&app.config.account)?
+        .into_iter()
+        .filter(|g| g.name.starts_with(&prefix))
+        .take(limit)
+        .map(|g| {
+            json!({
+                "logGroupName": g.name,
+                "creationTime": g.creation_ms,
+                "storedBytes": g.stored_bytes,
+                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:*", app.config.region, app.config.account, g.name),
+            })
+        })
+        .collect();
+    Ok(json_answer(StatusCode::OK, json!({ "logGroups": groups })))
+}
+
+fn describe_log_streams(app: &App, request: DescribeLogStreams) -> Result<Answer, ApiError> {
+    let group = group(app, request.log_group_name, request.log_group_identifier)?;
+    let prefix = request.log_stream_name_prefix.unwrap_or_default();
+    let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
+    let streams: Vec<_> = app
+        .store
+        .log_streams(&app.config.account, &group)?
+        .into_iter()
+        .filter(|s| s.name.starts_with(&prefix))
+        .take(limit)
+        .map(|s| {
+            json!({
+                "logStreamName": s.name,
+                "creationTime": s.creation_ms,
+                "firstEventTimestamp": s.first_event_ms,
+                "lastEventTimestamp": s.last_event_ms,
+                "lastIngestionTime": s.last_ingestion_ms,
+                "storedBytes": s.stored_bytes,
+            })
+        })
+        .collect();
+    Ok(json_answer(StatusCode::OK, json!({ "logStreams": streams })))
+}

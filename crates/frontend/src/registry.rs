@@ -1,0 +1,91 @@
+//! The function registry: every function's record, in memory for the invoke
+//! path, written through to storage.
+//!
+//! Reads take a read lock for a map lookup and never touch storage. Writes
+//! (create, update, delete) are serialised by one async mutex, store the record
+//! durably first and then change the map, so the map never shows what storage
+//! does not hold.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use ignis_store::Store;
+
+use crate::error::ApiError;
+use crate::function::FunctionRecord;
+
+type Key = (String, String);
+
+pub struct Registry {
+    store: Arc<Store>,
+    functions: RwLock<HashMap<Key, Arc<FunctionRecord>>>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// Loads every stored function.
+    pub fn load(store: Arc<Store>) -> Result<Registry, ApiError> {
+        let mut functions = HashMap::new();
+        for (account, name, bytes) in store.functions()? {
+            let record: FunctionRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::Service(format!("stored function {account}/{name} is unreadable: {e}")))?;
+            functions.insert((account, name), Arc::new(record));
+        }
+        Ok(Registry { store, functions: RwLock::new(functions), writes: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn get(&self, account: &str, name: &str) -> Option<Arc<FunctionRecord>> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        functions.get(&(account.to_string(), name.to_string())).cloned()
+    }
+
+    /// The account's functions, sorted by name.
+    pub fn list(&self, account: &str) -> Vec<Arc<FunctionRecord>> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let sorted: BTreeMap<&str, &Arc<FunctionRecord>> =
+            functions.iter().filter(|((a, _), _)| a == account).map(|((_, n), r)| (n.as_str(), r)).collect();
+        sorted.into_values().cloned().collect()
+    }
+
+    /// Every code tree some function uses.
+    pub fn live_code(&self) -> std::collections::HashSet<String> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        functions.values().map(|r| r.code_sha256_hex.clone()).collect()
+    }
+
+    /// Applies `change` to the current record (None if absent) under the write
+    /// lock, and stores the record it returns. `change` decides conflicts.
+    pub async fn write(
+        &self,
+        account: &str,
+        name: &str,
+        change: impl FnOnce(Option<&FunctionRecord>) -> Result<FunctionRecord, ApiError>,
+    ) -> Result<Arc<FunctionRecord>, ApiError> {
+        let _guard = self.writes.lock().await;
+        let current = self.get(account, name);
+        let record = Arc::new(change(current.as_deref())?);
+        let bytes = serde_json::to_vec(&*record).map_err(|e| ApiError::Service(e.to_string()))?;
+        let store = self.store.clone();
+        let (a, n) = (account.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || store.put_function(&a, &n, &bytes))
+            .await
+            .map_err(|e| ApiError::Service(e.to_string()))??;
+        let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
+        functions.insert((account.to_string(), name.to_string()), record.clone());
+        Ok(record)
+    }
+
+    /// Deletes a function; returns its last record.
+    pub async fn delete(&self, account: &str, name: &str) -> Result<Option<Arc<FunctionRecord>>, ApiError> {
+        let _guard = self.writes.lock().await;
+        let Some(current) = self.get(account, name) else { return Ok(None) };
+        let store = self.store.clone();
+        let (a, n) = (account.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || store.delete_function(&a, &n))
+            .await
+            .map_err(|e| ApiError::Service(e.to_string()))??;
+        let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
+        functions.remove(&(account.to_string(), name.to_string()));
+        Ok(Some(current))
+    }
+}

@@ -1,0 +1,511 @@
+//! Cgroup handling for sandboxes, cgroup v1 and v2.
+//!
+//! Invariants:
+//! - Ignis only ever creates, writes and removes groups inside its own subtree: `<root>/<controller>/ignis/<id>`
+//!   on v1 (one group per used controller: memory, cpu, pids) and `<root>/ignis/<id>` on v2. The only files written
+//!   outside a sandbox's own group are `ignis/cgroup.subtree_control` on v2 (a group Ignis created).
+//! - A sandbox's group is created and its limits are written by [`crate::Host::spawn`] *before* `ignis-init` starts;
+//!   `ignis-init` joins it first thing (writes `0` to each `cgroup.procs`), so every process of the sandbox is in it.
+//! - Groups are removed by [`crate::Sandbox::destroy`] (or by `spawn` on failure) once all processes are dead.
+//!
+//! The drivers are parameterised by the cgroupfs root so they can be tested against a fake tree.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Name of Ignis's own subtree below each hierarchy root.
+pub const PARENT: &str = "ignis";
+
+/// Limits of one sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_mb: u32,
+    pub pids_max: u32,
+}
+
+impl Limits {
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mb) * 1024 * 1024
+    }
+    /// v1 `cpu.shares`: 1024 per 1769 MB (the size at which Lambda gives one full vCPU), at least 2.
+    pub fn cpu_shares(&self) -> u64 {
+        (1024 * u64::from(self.memory_mb) / 1769).max(2)
+    }
+    /// v2 `cpu.weight`: 100 per 1769 MB, within 1..=10000.
+    pub fn cpu_weight(&self) -> u64 {
+        (100 * u64::from(self.memory_mb) / 1769).clamp(1, 10000)
+    }
+}
+
+/// One cgroup version's way of creating, limiting, inspecting and removing a sandbox's group(s).
+pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
+    /// 1 or 2.
+    fn version(&self) -> u8;
+    /// Creates the `ignis` parent group(s) if missing (and, on v2, enables the controllers for its children).
+    fn setup_parent(&self) -> io::Result<()>;
+    /// Creates the sandbox's group(s) and writes the limits. Returns the `cgroup.procs` files a process must write
+    /// `0` to in order to join. On error nothing is left behind.
+    fn create(&self, id: &str, limits: &Limits) -> io::Result<Vec<PathBuf>>;
+    /// The group directories of a sandbox (whether they exist or not).
+    fn dirs(&self, id: &str) -> Vec<PathBuf>;
+    fn peak_memory_bytes(&self, id: &str) -> Option<u64>;
+    fn oom_killed(&self, id: &str) -> bool;
+    /// Removes the sandbox's group(s); retries rmdir for up to `patience` while a group is busy.
+    /// Missing groups are fine.
+    fn remove(&self, id: &str, patience: Duration) -> io::Result<()> {
+        remove_dirs(&self.dirs(id), patience)
+    }
+}
+
+/// Picks the driver for the machine: v2 if `<root>/cgroup.controllers` exists, else v1.
+pub fn detect(root: &Path) -> io::Result<Box<dyn CgroupDriver>> {
+    if root.join("cgroup.controllers").exists() {
+        Ok(Box::new(CgroupV2::new(root)))
+    } else if root.join("memory").is_dir() {
+        Ok(Box::new(CgroupV1::new(root)))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no cgroup v2 ({}/cgroup.controllers) nor v1 memory controller ({}/memory)", root.display(), root.display()),
+        ))
+    }
+}
+
+/// cgroup v1: one hierarchy per controller at `<root>/<controller>`.
+#[derive(Debug)]
+pub struct CgroupV1 {
+    root: PathBuf,
+    mkdir: MkdirFn,
+}
+
+impl CgroupV1 {
+    /// Required controller; the others are used when mounted.
+    const MEMORY: &'static str = "memory";
+    const OPTIONAL: [&'static str; 2] = ["cpu", "pids"];
+
+    pub fn new(root: &Path) -> CgroupV1 {
+        CgroupV1 { root: root.to_owned(), mkdir: create_dir }
+    }
+
+    /// With a replacement for `mkdir(2)` of a sandbox group, so tests can populate control files like the kernel.
+    pub fn with_mkdir(root: &Path, mkdir: MkdirFn) -> CgroupV1 {
+        CgroupV1 { root: root.to_owned(), mkdir }
+    }
+
+    /// Controllers in use on this machine, memory first.
+    fn controllers(&self) -> Vec<&'static str> {
+        let mut v = vec![Self::MEMORY];
+        v.extend(Self::OPTIONAL.into_iter().filter(|c| self.root.join(c).is_dir()));
+        v
+    }
+
+    fn dir(&self, controller: &str, id: &str) -> PathBuf {
+        self.root.join(controller).join(PARENT).join(id)
+    }
+
+    fn write_limits(&self, id: &str, limits: &Limits) -> io::Result<()> {
+        let mem = self.dir(Self::MEMORY, id);
+        let bytes = limits.memory_bytes().to_string();
+        write(&mem.join("memory.limit_in_bytes"), &bytes)?;
+        // memsw must be >= limit_in_bytes, so it is written second. Absent without swap accounting.
+        let memsw = mem.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write(&memsw, &bytes)?;
+        }
+        // Not writable on some kernels/configurations; best effort.
+        let _ = write(&mem.join("memory.swappiness"), "0");
+        for c in self.controllers() {
+            match c {
+                "cpu" => write(&self.dir(c, id).join("cpu.shares"), &limits.cpu_shares().to_string())?,
+                "pids" => write(&self.dir(c, id).join("pids.max"), &limits.pids_max.to_string())?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CgroupDriver for CgroupV1 {
+    fn version(&self) -> u8 {
+        1
+    }
+
+    fn setup_parent(&self) -> io::Result<()> {
+        for c in self.controllers() {
+            mkdir_exist_ok(&self.root.join(c).join(PARENT))?;
+        }
+        Ok(())
+    }
+
+    fn create(&self, id: &str, limits: &Limits) -> io::Result<Vec<PathBuf>> {
+        let mut procs = Vec::new();
+        let result = (|| {
+            for c in self.controllers() {
+                let dir = self.dir(c, id);
+                mkdir_fresh(&dir, self.mkdir)?;
+                procs.push(dir.join("cgroup.procs"));
+            }
+            self.write_limits(id, limits)
+        })();
+        match result {
+            Ok(()) => Ok(procs),
+            Err(e) => {
+                let _ = self.remove(id, Duration::ZERO);
+                Err(e)
+            }
+        }
+    }
+
+    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        self.controllers().into_iter().map(|c| self.dir(c, id)).collect()
+    }
+
+    fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
+        read_u64(&self.dir(Self::MEMORY, id).join("memory.max_usage_in_bytes"))
+    }
+
+    fn oom_killed(&self, id: &str) -> bool {
+        read_key(&self.dir(Self::MEMORY, id).join("memory.oom_control"), "oom_kill").is_some_and(|n| n > 0)
+    }
+}
+
+/// cgroup v2: one unified hierarchy at `<root>`.
+#[derive(Debug)]
+pub struct CgroupV2 {
+    root: PathBuf,
+    mkdir: MkdirFn,
+}
+
+impl CgroupV2 {
+    const CONTROLLERS: [&'static str; 3] = ["memory", "cpu", "pids"];
+
+    pub fn new(root: &Path) -> CgroupV2 {
+        CgroupV2 { root: root.to_owned(), mkdir: create_dir }
+    }
+
+    /// With a replacement for `mkdir(2)` of a sandbox group, so tests can populate control files like the kernel.
+    pub fn with_mkdir(root: &Path, mkdir: MkdirFn) -> CgroupV2 {
+        CgroupV2 { root: root.to_owned(), mkdir }
+    }
+
+    fn parent(&self) -> PathBuf {
+        self.root.join(PARENT)
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.parent().join(id)
+    }
+}
+
+impl CgroupDriver for CgroupV2 {
+    fn version(&self) -> u8 {
+        2
+    }
+
+    fn setup_parent(&self) -> io::Result<()> {
+        let parent = self.parent();
+        mkdir_exist_ok(&parent)?;
+        // The controllers must be enabled in the root's subtree_control (by the machine's init system, which owns
+        // it: we never write there). Then enable them for our children.
+        let available = fs::read_to_string(parent.join("cgroup.controllers"))
+            .map_err(|e| with_path(e, &parent.join("cgroup.controllers")))?;
+        let available: Vec<&str> = available.split_whitespace().collect();
+        let missing: Vec<&str> = Self::CONTROLLERS.into_iter().filter(|c| !available.contains(c)).collect();
+        if missing.contains(&"memory") {
+            return Err(io::Error::other(format!(
+                "cgroup v2 controller(s) {missing:?} not available in {} (enable them in the root's cgroup.subtree_control)",
+                parent.display()
+            )));
+        }
+        let enable: Vec<String> = Self::CONTROLLERS.into_iter().filter(|c| available.contains(c)).map(|c| format!("+{c}")).collect();
+        write(&parent.join("cgroup.subtree_control"), &enable.join(" "))
+    }
+
+    fn create(&self, id: &str, limits: &Limits) -> io::Result<Vec<PathBuf>> {
+        let dir = self.dir(id);
+        mkdir_fresh(&dir, self.mkdir)?;
+        let result = (|| {
+            write(&dir.join("memory.max"), &limits.memory_bytes().to_string())?;
+            // Absent without swap accounting.
+            let swap = dir.join("memory.swap.max");
+            if swap.exists() {
+                write(&swap, "0")?;
+            }
+            let weight = dir.join("cpu.weight");
+            if weight.exists() {
+                write(&weight, &limits.cpu_weight().to_string())?;
+            }
+            let pids = dir.join("pids.max");
+            if pids.exists() {
+                write(&pids, &limits.pids_max.to_string())?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(vec![dir.join("cgroup.procs")]),
+            Err(e) => {
+                let _ = self.remove(id, Duration::ZERO);
+                Err(e)
+            }
+        }
+    }
+
+    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        vec![self.dir(id)]
+    }
+
+    fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
+        read_u64(&self.dir(id).join("memory.peak"))
+    }
+
+    fn oom_killed(&self, id: &str) -> bool {
+        read_key(&self.dir(id).join("memory.events"), "oom_kill").is_some_and(|n| n > 0)
+    }
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    fs::write(path, value).map_err(|e| with_path(e, path))
+}
+
+fn mkdir_exist_ok(path: &Path) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(with_path(e, path)),
+        _ => Ok(()),
+    }
+}
+
+/// How a sandbox group directory is made (`fs::create_dir`, except in tests).
+pub type MkdirFn = fn(&Path) -> io::Result<()>;
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)
+}
+
+/// Creates `path`; a leftover group of the same name (from a crashed worker) is removed first if it is empty.
+fn mkdir_fresh(path: &Path, mkdir: MkdirFn) -> io::Result<()> {
+    match mkdir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_dir(path).map_err(|e| with_path(e, path))?;
+            mkdir(path).map_err(|e| with_path(e, path))
+        }
+        r => r.map_err(|e| with_path(e, path)),
+    }
+}
+
+/// rmdir each dir, retrying on EBUSY for up to `patience` (a group stays busy briefly after its last process died).
+/// On a real cgroupfs rmdir removes a group with its control files; on a plain directory (tests) the files are removed
+/// first.
+fn remove_dirs(dirs: &[PathBuf], patience: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + patience;
+    let mut first_err = None;
+    for dir in dirs {
+        loop {
+            match fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(dir) => {
+                    // A fake tree: plain files.
+                    if let Err(e) = fs::remove_dir_all(dir) {
+                        first_err.get_or_insert(with_path(e, dir));
+                    }
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(with_path(e, dir));
+                    break;
+                }
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn is_cgroupfs(path: &Path) -> bool {
+    const CGROUP_SUPER_MAGIC: i64 = 0x27e0eb;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs is plain old data, zeroed is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path, st a valid out pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let t = st.f_type as i64;
+    t == CGROUP_SUPER_MAGIC || t == CGROUP2_SUPER_MAGIC
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Value of a `key N` line of a flat keyed file (memory.events, memory.oom_control).
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        if k == key { v.trim().parse().ok() } else { None }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path, content: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap()
+    }
+
+    /// mkdir of a v2 group as the kernel does it (cpu, memory and pids enabled, swap accounting on).
+    fn fake_mkdir_v2(dir: &Path) -> io::Result<()> {
+        fs::create_dir(dir)?;
+        for f in ["cgroup.procs", "memory.max", "memory.swap.max", "cpu.weight", "pids.max", "memory.peak", "memory.events"] {
+            fs::write(dir.join(f), "")?;
+        }
+        Ok(())
+    }
+
+    /// mkdir of a v1 group as the kernel does it, with swap accounting on.
+    fn fake_mkdir_v1(dir: &Path) -> io::Result<()> {
+        fs::create_dir(dir)?;
+        let ctl = dir.parent().unwrap().parent().unwrap().file_name().unwrap();
+        let files: &[&str] = match ctl.to_str().unwrap() {
+            "memory" => &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.swappiness", "memory.max_usage_in_bytes", "memory.oom_control"],
+            "cpu" => &["cpu.shares"],
+            "pids" => &["pids.max"],
+            _ => &[],
+        };
+        for f in std::iter::once(&"cgroup.procs").chain(files) {
+            fs::write(dir.join(f), "")?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn limits_math() {
+        let l = Limits { memory_mb: 128, pids_max: 1024 };
+        assert_eq!(l.memory_bytes(), 134_217_728);
+        assert_eq!(l.cpu_shares(), 74);
+        assert_eq!(l.cpu_weight(), 7);
+        let tiny = Limits { memory_mb: 1, pids_max: 1 };
+        assert_eq!((tiny.cpu_shares(), tiny.cpu_weight()), (2, 1));
+        let huge = Limits { memory_mb: 10_240, pids_max: 1 };
+        assert_eq!((huge.cpu_shares(), huge.cpu_weight()), (5927, 578));
+    }
+
+    #[test]
+    fn detect_versions() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(detect(t.path()).is_err());
+        fs::create_dir(t.path().join("memory")).unwrap();
+        assert_eq!(detect(t.path()).unwrap().version(), 1);
+        touch(&t.path().join("cgroup.controllers"), "cpu memory pids");
+        assert_eq!(detect(t.path()).unwrap().version(), 2);
+    }
+
+    #[test]
+    fn v2_fake_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        touch(&root.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma misc\n");
+        // What the kernel would show in a new child of a root with subtree_control "cpu memory pids".
+        touch(&root.join(PARENT).join("cgroup.controllers"), "cpu memory pids\n");
+        touch(&root.join(PARENT).join("cgroup.subtree_control"), "");
+        let cg = CgroupV2::with_mkdir(root, fake_mkdir_v2);
+        cg.setup_parent().unwrap();
+        assert_eq!(read(&root.join("ignis/cgroup.subtree_control")), "+memory +cpu +pids");
+
+        let procs = cg.create("sb-1", &Limits { memory_mb: 256, pids_max: 1024 }).unwrap();
+        assert_eq!(procs, vec![root.join("ignis/sb-1/cgroup.procs")]);
+        let d = root.join("ignis/sb-1");
+        assert_eq!(read(&d.join("memory.max")), "268435456");
+        assert_eq!(read(&d.join("memory.swap.max")), "0");
+        assert_eq!(read(&d.join("cpu.weight")), "14");
+        assert_eq!(read(&d.join("pids.max")), "1024");
+        assert_eq!(read(&d.join("cgroup.procs")), "");
+
+        touch(&d.join("memory.peak"), "12345\n");
+        touch(&d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\noom_group_kill 0\n");
+        assert_eq!(cg.peak_memory_bytes("sb-1"), Some(12345));
+        assert!(!cg.oom_killed("sb-1"));
+        touch(&d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
+        assert!(cg.oom_killed("sb-1"));
+
+        cg.remove("sb-1", Duration::ZERO).unwrap();
+        assert!(!d.exists());
+        cg.remove("sb-1", Duration::ZERO).unwrap(); // idempotent
+        assert!(root.join(PARENT).exists());
+        assert_eq!(cg.peak_memory_bytes("sb-1"), None);
+        assert!(!cg.oom_killed("sb-1"));
+    }
+
+    #[test]
+    fn v2_missing_memory_controller() {
+        let t = tempfile::tempdir().unwrap();
+        touch(&t.path().join("cgroup.controllers"), "cpu pids\n");
+        touch(&t.path().join(PARENT).join("cgroup.controllers"), "cpu pids\n");
+        let err = detect(t.path()).unwrap().setup_parent().unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn v1_fake_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for c in ["memory", "cpu", "pids", "cpuacct"] {
+            fs::create_dir(root.join(c)).unwrap();
+        }
+        assert_eq!(detect(root).unwrap().version(), 1);
+        let cg = CgroupV1::with_mkdir(root, fake_mkdir_v1);
+        cg.setup_parent().unwrap();
+        for c in ["memory", "cpu", "pids"] {
+            assert!(root.join(c).join(PARENT).is_dir());
+        }
+        assert!(!root.join("cpuacct").join(PARENT).exists());
+
+        let procs = cg.create("sb-2", &Limits { memory_mb: 128, pids_max: 77 }).unwrap();
+        assert_eq!(procs, ["memory", "cpu", "pids"].map(|c| root.join(c).join("ignis/sb-2/cgroup.procs")).to_vec());
+        let m = root.join("memory/ignis/sb-2");
+        assert_eq!(read(&m.join("memory.limit_in_bytes")), "134217728");
+        assert_eq!(read(&m.join("memory.memsw.limit_in_bytes")), "134217728");
+        assert_eq!(read(&m.join("memory.swappiness")), "0");
+        assert_eq!(read(&root.join("cpu/ignis/sb-2/cpu.shares")), "74");
+        assert_eq!(read(&root.join("pids/ignis/sb-2/pids.max")), "77");
+
+        touch(&m.join("memory.max_usage_in_bytes"), "4096\n");
+        assert!(!cg.oom_killed("sb-2"));
+        touch(&m.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        assert_eq!(cg.peak_memory_bytes("sb-2"), Some(4096));
+        assert!(cg.oom_killed("sb-2"));
+
+        cg.remove("sb-2", Duration::ZERO).unwrap();
+        for c in ["memory", "cpu", "pids"] {
+            assert!(!root.join(c).join("ignis/sb-2").exists());
+            assert!(root.join(c).join("ignis").exists());
+        }
+
+        // Without swap accounting (plain mkdir: no memsw file), memsw is not written; a missing controller is skipped.
+        fs::remove_dir_all(root.join("pids")).unwrap();
+        let cg = CgroupV1::new(root);
+        let procs = cg.create("sb-3", &Limits { memory_mb: 64, pids_max: 1 }).unwrap();
+        assert_eq!(procs.len(), 2);
+        assert!(!root.join("memory/ignis/sb-3/memory.memsw.limit_in_bytes").exists());
+        assert_eq!(read(&root.join("memory/ignis/sb-3/memory.limit_in_bytes")), "67108864");
+        cg.remove("sb-3", Duration::ZERO).unwrap();
+        assert!(!root.join("memory/ignis/sb-3").exists());
+    }
+}

@@ -1,0 +1,461 @@
+//! `ignis-init`: pid 1 of a sandbox. The binary `src/bin/ignis-init.rs` only calls [`main`].
+//!
+//! Started by [`crate::Host::spawn`] already inside new pid, mount, network, ipc and uts namespaces, with exactly
+//! these fds: 0 = /dev/null, 1 and 2 = the output pipe, 3 = the control socket (see [`crate::proto`]); an empty
+//! environment; running as host root. Single-threaded throughout, so `fork` is unrestricted. In order:
+//!
+//! 1. reads its [`InitConfig`] from fd 3, joins the sandbox's cgroup(s) and unshares a cgroup namespace rooted there;
+//! 2. brings `lo` up, binds 127.0.0.1:9001 and passes the listener to the worker (keeping no copy);
+//! 3. builds the root filesystem on a tmpfs at the config's mountpoint and pivots into it (see [`build_root`]);
+//! 4. forks the runtime: new session, no supplementary groups, uid/gid of the sandbox user (so no capabilities),
+//!    `no_new_privs`, cwd `/var/task`, default signal dispositions, fds 0-2 only, then `execve`s the entrypoint with
+//!    exactly the configured environment. Reports "exec ok"/"exec failed" to the worker;
+//! 5. reaps every process that gets reparented to it; when the runtime exits, reports its status and exits, which
+//!    makes the kernel kill whatever else is left in the pid namespace. It also exits when the worker hangs up.
+//!
+//! On any setup error it prints a message to stderr (the output pipe), reports it over fd 3 and exits 1.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::path::Path;
+
+use crate::proto::{self, InitConfig, InitMsg};
+
+const CONTROL_FD: i32 = 3;
+
+/// Host paths of `/etc` made visible read-only in the sandbox when they exist. Never the whole of `/etc`.
+const ETC_BINDS: [&str; 4] = ["ld.so.cache", "ssl", "ca-certificates", "alternatives"];
+/// Host top-level entries recreated in the sandbox (as the same symlink, or a read-only bind of the directory).
+const TOP_LEVEL: [&str; 6] = ["bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+#[derive(Debug)]
+struct SetupError {
+    what: String,
+    err: io::Error,
+}
+
+type Result<T> = std::result::Result<T, SetupError>;
+
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|err| SetupError { what: what(), err })
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
+    CString::new(s.as_ref().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+/// Entry point of the `ignis-init` binary.
+pub fn main() -> ! {
+    // SAFETY: F_GETFD only queries the fd table.
+    let is_socket = unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) } >= 0
+        && fs::metadata("/proc/self/fd/3").is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+    if !is_socket {
+        eprintln!("ignis-init: no control socket on fd 3; this program is started by ignis-sandbox");
+        std::process::exit(2);
+    }
+    // SAFETY: fd 3 is the control socket handed to us by the spawner (see module docs); we take ownership of it.
+    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    // Keep it out of the runtime.
+    // SAFETY: plain fcntl on an fd we own.
+    unsafe { libc::fcntl(CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    match run(control.as_fd()) {
+        Ok(()) => std::process::exit(0),
+        Err(SetupError { what, err }) => {
+            let _ = writeln!(io::stderr(), "ignis-init: {what}: {err}");
+            let msg = InitMsg::SetupFailed { what, error: err.to_string(), errno: err.raw_os_error() };
+            let _ = report(control.as_fd(), &msg);
+            std::process::exit(1)
+        }
+    }
+}
+
+fn report(control: BorrowedFd<'_>, msg: &InitMsg) -> io::Result<()> {
+    proto::send(control, &serde_json::to_vec(msg).expect("serializable"), None)
+}
+
+fn run(control: BorrowedFd<'_>) -> Result<()> {
+    // 1. Config, cgroups.
+    let (buf, _) = proto::recv(control, 0)
+        .ctx(|| "reading config".into())?
+        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+        .ctx(|| "reading config".into())?;
+    let cfg: InitConfig = serde_json::from_slice(&buf).map_err(io::Error::other).ctx(|| "parsing config".into())?;
+    for procs in &cfg.cgroup_procs {
+        fs::write(procs, "0").ctx(|| format!("joining cgroup {}", procs.display()))?;
+    }
+    // SAFETY: plain syscall; affects only this process (and future children).
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }).ctx(|| "unshare(CLONE_NEWCGROUP)".into())?;
+
+    // 2. Network: lo up, runtime API listener to the worker.
+    loopback_up().ctx(|| "bringing up lo".into())?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:9001").ctx(|| "binding 127.0.0.1:9001".into())?;
+    let msg = serde_json::to_vec(&InitMsg::Listener).expect("serializable");
+    proto::send(control, &msg, Some(listener.as_fd())).ctx(|| "sending listener".into())?;
+    drop(listener);
+
+    // 3. Filesystem, hostname.
+    build_root(&cfg)?;
+    let host = cfg.hostname.as_bytes();
+    // SAFETY: pointer and length describe a valid buffer.
+    cvt(unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) }).ctx(|| "sethostname".into())?;
+
+    // 4. The runtime.
+    let runtime = match start_runtime(&cfg)? {
+        Ok(pid) => pid,
+        Err((stage, errno)) => {
+            let err = io::Error::from_raw_os_error(errno);
+            let _ = writeln!(io::stderr(), "ignis-init: {stage} {}: {err}", cfg.entrypoint);
+            let _ = report(control, &InitMsg::ExecFailed { stage: stage.into(), errno });
+            std::process::exit(1);
+        }
+    };
+    report(control, &InitMsg::ExecOk).ctx(|| "reporting exec".into())?;
+
+    // 5. Reap until the runtime is gone.
+    let status = reap_until(runtime, control)?;
+    if let Some(status) = status {
+        let msg = if libc::WIFSIGNALED(status) {
+            InitMsg::Signaled { signal: libc::WTERMSIG(status) }
+        } else {
+            InitMsg::Exited { code: libc::WEXITSTATUS(status) }
+        };
+        let _ = report(control, &msg);
+    }
+    Ok(())
+}
+
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain syscall.
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is a new socket we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; zeroed is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: ifr is a valid ifreq naming "lo"; the ioctls read/write it.
+    unsafe {
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
+    }
+    Ok(())
+}
+
+fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<()> {
+    let what = || {
+        format!(
+            "mount {} on {} (type {}, flags {flags:#x}, {})",
+            src.map_or("none".into(), |s| s.display().to_string()),
+            target.display(),
+            fstype.unwrap_or("none"),
+            data.unwrap_or("")
+        )
+    };
+    let c_src = src.map(|s| cstr(s.as_os_str())).transpose().ctx(what)?;
+    let c_target = cstr(target.as_os_str()).ctx(what)?;
+    let c_type = fstype.map(cstr).transpose().ctx(what)?;
+    let c_data = data.map(cstr).transpose().ctx(what)?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: all pointers are null or valid NUL-terminated strings that outlive the call.
+    cvt(unsafe { libc::mount(ptr(&c_src), c_target.as_ptr(), ptr(&c_type), flags, ptr(&c_data).cast()) }).ctx(what)?;
+    Ok(())
+}
+
+/// Bind-mounts `src` on `target` read-only (plus `extra` flags such as MS_NOSUID).
+fn bind_ro(src: &Path, target: &Path, extra: libc::c_ulong) -> Result<()> {
+    mount(Some(src), target, None, libc::MS_BIND | libc::MS_REC, None)?;
+    // The read-only flag of a bind mount can only be set by a remount.
+    mount(None, target, None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | extra, None)
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new().mode(mode).create(path).ctx(|| format!("mkdir {}", path.display()))?;
+    // Not subject to the umask.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+}
+
+fn write_file(path: &Path, content: &str) -> Result<()> {
+    fs::write(path, content).ctx(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).ctx(|| format!("chmod {}", path.display()))
+}
+
+fn touch(path: &Path) -> Result<()> {
+    fs::File::create(path).map(drop).ctx(|| format!("creating {}", path.display()))
+}
+
+fn ln_s(target: &str, link: &Path) -> Result<()> {
+    symlink(target, link).ctx(|| format!("symlink {} -> {target}", link.display()))
+}
+
+/// Builds the sandbox's root and pivots into it. The root (a small tmpfs, read-only once built) holds:
+///
+/// - `usr`: host `/usr`, bind, read-only, nosuid, nodev; `bin`, `sbin`, `lib*`: as on the host (symlinks into
+///   `usr` on merged-/usr hosts, else read-only binds);
+/// - `etc`: generated `passwd`, `group`, `hosts`, `resolv.conf` (empty), `nsswitch.conf`, `hostname`, plus read-only
+///   binds of the host's `ld.so.cache`, `ssl`, `ca-certificates`, `alternatives` when present. Nothing else of the
+///   host's `/etc` (in particular not `shadow`);
+/// - `var/task`: the code directory, bind, read-only, nosuid, nodev;
+/// - `opt`: empty; `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev;
+/// - `proc`: a fresh procfs of the sandbox's pid namespace, nosuid, nodev, noexec;
+/// - `dev`: a small read-only tmpfs with binds of the host's null, zero, full, random, urandom, tty (those that
+///   exist), the usual
+///   fd/stdin/stdout/stderr symlinks and a `shm` tmpfs. No `/sys`.
+///
+/// All of it lives in init's private mount namespace (made rprivate first, so nothing propagates to the host).
+fn build_root(cfg: &InitConfig) -> Result<()> {
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    let root = cfg.mountpoint.as_path();
+    mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), nosuid_nodev, Some("size=4m,mode=0755"))?;
+
+    // /usr and the top-level links into it.
+    mkdir(&root.join("usr"), 0o755)?;
+    bind_ro(Path::new("/usr"), &root.join("usr"), nosuid_nodev)?;
+    for name in TOP_LEVEL {
+        let host = Path::new("/").join(name);
+        let Ok(meta) = fs::symlink_metadata(&host) else { continue };
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&host).ctx(|| format!("readlink {}", host.display()))?;
+            symlink(&target, root.join(name)).ctx(|| format!("symlink {name}"))?;
+        } else if meta.is_dir() {
+            mkdir(&root.join(name), 0o755)?;
+            bind_ro(&host, &root.join(name), nosuid_nodev)?;
+        }
+    }
+
+    // /etc
+    let etc = root.join("etc");
+    mkdir(&etc, 0o755)?;
+    write_file(
+        &etc.join("passwd"),
+        &format!("root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{}:{}::/tmp:/sbin/nologin\n", cfg.uid, cfg.gid),
+    )?;
+    write_file(&etc.join("group"), &format!("root:x:0:\nsbx_user1051:x:{}:\n", cfg.gid))?;
+    write_file(&etc.join("hosts"), &format!("127.0.0.1 localhost {h}\n::1 localhost {h}\n", h = cfg.hostname))?;
+    write_file(&etc.join("hostname"), &format!("{}\n", cfg.hostname))?;
+    write_file(&etc.join("resolv.conf"), "")?;
+    write_file(
+        &etc.join("nsswitch.conf"),
+        "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
+    )?;
+    for name in ETC_BINDS {
+        let host = Path::new("/etc").join(name);
+        let Ok(meta) = fs::metadata(&host) else { continue };
+        let target = etc.join(name);
+        if meta.is_dir() {
+            mkdir(&target, 0o755)?;
+        } else {
+            touch(&target)?;
+        }
+        bind_ro(&host, &target, nosuid_nodev)?;
+    }
+
+    // /var/task, /opt, /tmp
+    mkdir(&root.join("var"), 0o755)?;
+    mkdir(&root.join("var/task"), 0o755)?;
+    bind_ro(&cfg.code_dir, &root.join("var/task"), nosuid_nodev)?;
+    mkdir(&root.join("opt"), 0o755)?;
+    mkdir(&root.join("tmp"), 0o1777)?;
+    let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_mb);
+    mount(Some(Path::new("tmpfs")), &root.join("tmp"), Some("tmpfs"), nosuid_nodev, Some(&tmp_opts))?;
+
+    // /dev
+    let dev = root.join("dev");
+    mkdir(&dev, 0o755)?;
+    mount(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("size=64k,mode=0755"))?;
+    for name in DEV_NODES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let target = dev.join(name);
+        touch(&target)?;
+        mount(Some(&host), &target, None, libc::MS_BIND, None)?;
+    }
+    ln_s("/proc/self/fd", &dev.join("fd"))?;
+    for (i, name) in ["stdin", "stdout", "stderr"].into_iter().enumerate() {
+        ln_s(&format!("/proc/self/fd/{i}"), &dev.join(name))?;
+    }
+    mkdir(&dev.join("shm"), 0o1777)?;
+    let shm_opts = format!("size={}m,mode=1777", cfg.tmp_mb.min(64));
+    mount(Some(Path::new("tmpfs")), &dev.join("shm"), Some("tmpfs"), nosuid_nodev | libc::MS_NOEXEC, Some(&shm_opts))?;
+    mount(None, &dev, None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, None)?;
+
+    mkdir(&root.join("proc"), 0o555)?;
+
+    // Pivot: stack the new root on the old one, then detach the old one (pivot_root(2), "pivot_root(".", ".")").
+    std::env::set_current_dir(root).ctx(|| format!("chdir {}", root.display()))?;
+    let dot = c".";
+    // SAFETY: valid NUL-terminated paths.
+    cvt(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int)
+        .ctx(|| "pivot_root".into())?;
+    // SAFETY: valid NUL-terminated path.
+    cvt(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) }).ctx(|| "detaching old root".into())?;
+    std::env::set_current_dir("/").ctx(|| "chdir /".into())?;
+
+    mount(
+        Some(Path::new("proc")),
+        Path::new("/proc"),
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | nosuid_nodev, None)
+}
+
+/// Forks and execs the runtime. Outer error: init's own failure. Inner error: (stage, errno) of the runtime's
+/// launch, detected through a CLOEXEC pipe that the child writes to only if it fails before/at execve.
+fn start_runtime(cfg: &InitConfig) -> Result<std::result::Result<libc::pid_t, (&'static str, i32)>> {
+    // Everything the child needs is prepared here: after fork it only makes syscalls.
+    let entry = cstr(&cfg.entrypoint).ctx(|| "entrypoint".into())?;
+    let argv = [entry.as_ptr(), std::ptr::null()];
+    let env: Vec<CString> =
+        cfg.env.iter().map(|(k, v)| cstr(format!("{k}={v}"))).collect::<io::Result<_>>().ctx(|| "environment".into())?;
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let cwd = c"/var/task";
+    let (uid, gid) = (cfg.uid, cfg.gid);
+
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).ctx(|| "pipe2".into())?;
+    // SAFETY: pipe2 just created these fds; we own them.
+    let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+
+    // SAFETY: init is single-threaded, so the child may do anything; it only makes async-signal-safe calls anyway.
+    let pid = cvt(unsafe { libc::fork() }).ctx(|| "fork".into())?;
+    if pid == 0 {
+        // SAFETY: in the child; only raw syscalls on prepared data, and it never returns.
+        unsafe {
+            let fail = |stage: u8| -> ! {
+                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                let mut msg = [0u8; 5];
+                msg[0] = stage;
+                msg[1..].copy_from_slice(&errno.to_ne_bytes());
+                libc::write(err_w.as_raw_fd(), msg.as_ptr().cast(), msg.len());
+                libc::_exit(127)
+            };
+            // Default dispositions (ignored signals would stay ignored across exec) and an empty mask.
+            for sig in 1..=64 {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            if libc::setsid() < 0 {
+                fail(0);
+            }
+            if libc::setgroups(0, std::ptr::null()) < 0 {
+                fail(1);
+            }
+            if libc::setresgid(gid, gid, gid) < 0 {
+                fail(2);
+            }
+            // Dropping uid 0 clears all capabilities.
+            if libc::setresuid(uid, uid, uid) < 0 {
+                fail(3);
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                fail(4);
+            }
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                fail(5);
+            }
+            libc::execve(entry.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            fail(6)
+        }
+    }
+    drop(err_w);
+    let mut msg = [0u8; 5];
+    let mut f = fs::File::from(err_r);
+    let n = read_full(&mut f, &mut msg).ctx(|| "reading exec status".into())?;
+    if n < msg.len() {
+        return Ok(Ok(pid));
+    }
+    const STAGES: [&str; 7] = ["setsid", "setgroups", "setgid", "setuid", "no_new_privs", "chdir /var/task", "execve"];
+    let errno = i32::from_ne_bytes(msg[1..].try_into().expect("4 bytes"));
+    Ok(Err((STAGES.get(msg[0] as usize).copied().unwrap_or("?"), errno)))
+}
+
+fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reaps all children until `runtime` ended (returns its wait status) or the worker hung up (returns None).
+fn reap_until(runtime: libc::pid_t, control: BorrowedFd<'_>) -> Result<Option<libc::c_int>> {
+    // SIGCHLD through a signalfd, so one poll covers children and the control socket.
+    // SAFETY: sigset_t is plain old data; the calls only touch our local set and this process's mask.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())).ctx(|| "sigprocmask".into())?;
+        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)).ctx(|| "signalfd".into())?;
+        OwnedFd::from_raw_fd(fd)
+    };
+    loop {
+        // Reap first: children that ended before SIGCHLD was blocked raised no signal on the signalfd.
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a valid out pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid == runtime {
+                return Ok(Some(status));
+            }
+            if pid <= 0 {
+                break;
+            }
+        }
+        let mut pfds = [
+            libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: control.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 },
+        ];
+        // SAFETY: pfds is a valid array of two pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).ctx(|| "poll".into());
+        }
+        if pfds[1].revents != 0 {
+            // The worker sends nothing after the config: this is a hang-up (or garbage). Either way, stop.
+            match proto::recv(control, libc::MSG_DONTWAIT) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                _ => return Ok(None),
+            }
+        }
+        if pfds[0].revents != 0 {
+            let mut info = [0u8; size_of::<libc::signalfd_siginfo>()];
+            // SAFETY: info is a writable buffer of the given size. Drain; errors (EAGAIN) are fine.
+            while unsafe { libc::read(sfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        }
+    }
+}

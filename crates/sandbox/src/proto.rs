@@ -1,0 +1,137 @@
+//! The control protocol between the worker ([`crate::Host::spawn`]) and `ignis-init`, over a `SOCK_SEQPACKET`
+//! socket pair (fd 3 in `ignis-init`). One JSON document per packet.
+//!
+//! 1. worker → init: [`InitConfig`].
+//! 2. init → worker: [`InitMsg::Listener`] carrying the runtime API listener fd (SCM_RIGHTS),
+//!    then [`InitMsg::ExecOk`] or [`InitMsg::ExecFailed`]; or [`InitMsg::SetupFailed`] at any point.
+//! 3. init → worker, when the runtime ended: [`InitMsg::Exited`] or [`InitMsg::Signaled`]; then init exits.
+//!
+//! If the worker closes its end, init exits (killing the sandbox).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest packet accepted.
+pub const MAX_MSG: usize = 128 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// `cgroup.procs` files to write `0` to.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Empty host directory to mount the sandbox's root tmpfs on (in init's own mount namespace).
+    pub mountpoint: PathBuf,
+    pub code_dir: PathBuf,
+    pub tmp_mb: u32,
+    pub env: Vec<(String, String)>,
+    pub entrypoint: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum InitMsg {
+    /// Carries the listener fd.
+    Listener,
+    ExecOk,
+    /// `stage` is the step of the runtime's launch that failed (e.g. "execve", "chdir /var/task").
+    ExecFailed { stage: String, errno: i32 },
+    /// `what` was being done when `error` (with `errno` if it was an OS error) happened.
+    SetupFailed { what: String, error: String, errno: Option<i32> },
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+}
+
+/// Sends one packet, optionally with one fd attached.
+pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
+    // u64 storage keeps the control buffer aligned for cmsghdr.
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain old data; zeroed is valid.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) } as usize;
+        assert!(space <= size_of_val(&cbuf));
+        mh.msg_control = cbuf.as_mut_ptr().cast();
+        mh.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` zeroed, aligned bytes, enough for one cmsghdr with one int, so
+        // CMSG_FIRSTHDR is non-null and CMSG_DATA is within the buffer.
+        unsafe {
+            let cm = libc::CMSG_FIRSTHDR(&mh);
+            (*cm).cmsg_level = libc::SOL_SOCKET;
+            (*cm).cmsg_type = libc::SCM_RIGHTS;
+            (*cm).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<libc::c_int>(), fd.as_raw_fd());
+        }
+    }
+    loop {
+        // SAFETY: mh points at valid iovec/control buffers that outlive the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives one packet (and an attached fd, made CLOEXEC). `Ok(None)` on end of stream.
+/// `flags` e.g. `MSG_DONTWAIT`.
+pub fn recv(sock: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_MSG];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain old data; zeroed is valid.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = size_of_val(&cbuf) as _;
+    let n = loop {
+        // SAFETY: mh points at valid, writable buffers of the advertised sizes.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags | libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut fd = None;
+    // SAFETY: mh was filled by recvmsg; the CMSG_* macros walk the control buffer within msg_controllen.
+    unsafe {
+        let mut cm = libc::CMSG_FIRSTHDR(&mh);
+        while !cm.is_null() {
+            if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cm).cast::<libc::c_int>();
+                let count = ((*cm).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<libc::c_int>();
+                for i in 0..count {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    // SAFETY: the kernel installed this fd in our table for us; we own it now. Extra fds are closed.
+                    let owned = OwnedFd::from_raw_fd(raw);
+                    if fd.is_none() {
+                        fd = Some(owned);
+                    }
+                }
+            }
+            cm = libc::CMSG_NXTHDR(&mh, cm);
+        }
+    }
+    if n == 0 && fd.is_none() {
+        return Ok(None);
+    }
+    if mh.msg_flags & libc::MSG_TRUNC != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "control message too large"));
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fd)))
+}

@@ -1,0 +1,488 @@
+//! Function code: zips validated and unpacked once, content-addressed by the
+//! SHA-256 of the zip bytes.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Cursor, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::{Store, StoreError, io_err};
+
+/// The message Lambda gives for a zip it cannot read.
+const CORRUPT_MSG: &str =
+    "Could not unzip uploaded file. Please check your file, then try to upload again.";
+/// Longest symlink target accepted.
+const MAX_LINK_TARGET: u64 = 4096;
+/// Longest entry name accepted (bytes).
+const MAX_NAME: usize = 4096;
+/// Code put by this process this recently is never removed by `remove_unused_code`,
+/// so that a function being created is not raced by a cleanup.
+const RECENT_GRACE: Duration = Duration::from_secs(15 * 60);
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Limits applied when a zip is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRules {
+    /// Maximum total size of the unpacked files (bytes actually decompressed,
+    /// not the sizes the zip claims). Lambda's limit is 262 144 000.
+    pub max_unzipped_bytes: u64,
+    /// Maximum number of zip entries, and of paths (files, directories,
+    /// symlinks, including implied parent directories) created.
+    pub max_files: usize,
+    /// Whether a top-level `bootstrap` (regular file or symlink) is required.
+    pub require_bootstrap: bool,
+}
+
+impl Default for CodeRules {
+    /// Lambda's unzipped limit, 50 000 entries, bootstrap not required.
+    fn default() -> Self {
+        CodeRules {
+            max_unzipped_bytes: 262_144_000,
+            max_files: 50_000,
+            require_bootstrap: false,
+        }
+    }
+}
+
+/// A stored code package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Code {
+    /// SHA-256 of the zip bytes.
+    pub sha256: [u8; 32],
+    /// Size of the zip (Lambda's `CodeSize`).
+    pub zip_size: u64,
+    /// Total bytes of the unpacked files and symlink targets.
+    pub unzipped_size: u64,
+}
+
+impl Code {
+    /// Lower-case hex of the digest: the directory name under `<data_dir>/code/`.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// Standard base64 of the raw digest (Lambda's `CodeSha256`).
+    pub fn sha256_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.sha256)
+    }
+}
+
+/// Why a zip was refused. Messages other than `Io` are meant for API users.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    /// The zip cannot be read, or its entries conflict (a file and a directory of the same name...).
+    #[error("{0}")]
+    Corrupt(String),
+    /// The unpacked content exceeds `max_unzipped_bytes`.
+    #[error("Unzipped size must be smaller than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The zip has more than `max_files` entries or paths.
+    #[error("Uploaded file must contain at most {limit} files and directories")]
+    TooManyFiles {
+        /// The limit.
+        limit: usize,
+    },
+    /// An entry name is absolute, escapes the root, contains NUL, or goes
+    /// through a symlink of the archive.
+    #[error("Uploaded file contains an unsafe path: {0:?}")]
+    UnsafePath(String),
+    /// `require_bootstrap` is set and there is no top-level `bootstrap`.
+    #[error("Uploaded file must contain a file named bootstrap at its top level")]
+    NoBootstrap,
+    /// A server-side file-system error (not the user's fault).
+    #[error("internal error while storing code: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn corrupt() -> CodeError {
+    CodeError::Corrupt(CORRUPT_MSG.to_string())
+}
+
+/// Creates `<data_dir>/code` (mode 0755) and removes leftover temporary trees.
+pub(crate) fn prepare_root(data_dir: &Path) -> Result<PathBuf, StoreError> {
+    let root = data_dir.join("code");
+    fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
+    fs::set_permissions(&root, Permissions::from_mode(0o755))
+        .map_err(io_err(format!("setting permissions of {}", root.display())))?;
+    let entries = fs::read_dir(&root).map_err(io_err(format!("listing {}", root.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("listing {}", root.display())))?;
+        if entry
+            .file_name()
+            .as_bytes()
+            .starts_with(TMP_PREFIX.as_bytes())
+        {
+            let path = entry.path();
+            remove_path(&path).map_err(io_err(format!("removing {}", path.display())))?;
+        }
+    }
+    Ok(root)
+}
+
+fn remove_path(path: &Path) -> io::Result<()> {
+    // `remove_dir_all` never follows symlinks.
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_sha_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Store {
+    /// Validates `zip` against `rules` and unpacks it (once) into
+    /// `<data_dir>/code/<sha256-hex>/`.
+    ///
+    /// The tree becomes visible atomically and only complete; a refused or
+    /// failed upload leaves nothing. If the same zip was stored before, it is
+    /// validated again (against these `rules`) without being unpacked.
+    ///
+    /// Unpacking rules: entry names must be relative, free of `..` components,
+    /// NUL and backslash traversal; no entry may go through a symlink of the
+    /// archive; the decompressed bytes are counted while decompressing. Regular
+    /// files get mode 0755 if their unix mode has any execute bit, else 0644
+    /// (so the unprivileged sandbox user can read them; setuid/setgid/sticky are
+    /// never kept); directories get 0755; symlinks are created last, verbatim
+    /// (their targets are only ever resolved inside a sandbox).
+    pub fn put_code(&self, zip: &[u8], rules: &CodeRules) -> Result<Code, CodeError> {
+        let sha256: [u8; 32] = Sha256::digest(zip).into();
+        let hex = hex::encode(sha256);
+        let final_dir = self.code_root.join(&hex);
+        let zip_size = zip.len() as u64;
+
+        let exists = fs::symlink_metadata(&final_dir)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        let unzipped_size = if exists {
+            unpack(zip, rules, None)?
+        } else {
+            let tmp = self.make_tmp_dir()?;
+            let result = unpack(zip, rules, Some(&tmp)).and_then(|size| {
+                fs::set_permissions(&tmp, Permissions::from_mode(0o755))?;
+                File::open(&tmp)?.sync_all()?;
+                Ok(size)
+            });
+            let size = match result {
+                Ok(size) => size,
+                Err(e) => {
+                    let _ = remove_path(&tmp);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = fs::rename(&tmp, &final_dir) {
+                let _ = remove_path(&tmp);
+                // A concurrent put of the same zip won the race: same content.
+                if !fs::symlink_metadata(&final_dir)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
+                    return Err(CodeError::Io(e));
+                }
+            }
+            File::open(&self.code_root)?.sync_all()?;
+            size
+        };
+
+        let mut recent = self.recent_code.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, t| t.elapsed() < RECENT_GRACE);
+        recent.insert(hex, Instant::now());
+        Ok(Code {
+            sha256,
+            zip_size,
+            unzipped_size,
+        })
+    }
+
+    /// `<data_dir>/code/<hex>`: the unpacked tree of the code whose
+    /// [`Code::sha256_hex`] is `sha256_hex`. If `sha256_hex` is not 64 lower-case
+    /// hex digits, returns a path under `code/` that never exists.
+    pub fn code_dir(&self, sha256_hex: &str) -> PathBuf {
+        if is_sha_hex(sha256_hex) {
+            self.code_root.join(sha256_hex)
+        } else {
+            self.code_root.join(".invalid")
+        }
+    }
+
+    /// Deletes unpacked trees whose hex is not in `live`; returns how many.
+    /// Trees stored by [`Store::put_code`] in the last 15 minutes are kept
+    /// anyway, so a function being created is not raced by a cleanup.
+    pub fn remove_unused_code(&self, live: &HashSet<String>) -> Result<usize, StoreError> {
+        let root = &self.code_root;
+        let recent: HashSet<String> = {
+            let recent = self.recent_code.lock().unwrap_or_else(|p| p.into_inner());
+            recent
+                .iter()
+                .filter(|(_, t)| t.elapsed() < RECENT_GRACE)
+                .map(|(h, _)| h.clone())
+                .collect()
+        };
+        let mut removed = 0;
+        let entries = fs::read_dir(root).map_err(io_err(format!("listing {}", root.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("listing {}", root.display())))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !is_sha_hex(name) || live.contains(name) || recent.contains(name) {
+                continue;
+            }
+            let path = entry.path();
+            remove_path(&path).map_err(io_err(format!("removing {}", path.display())))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn make_tmp_dir(&self) -> io::Result<PathBuf> {
+        loop {
+            let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+            let path = self
+                .code_root
+                .join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File { exec: bool },
+    Symlink,
+}
+
+struct Entry {
+    index: usize,
+    name: String,
+    path: Vec<String>,
+    kind: Kind,
+}
+
+/// Splits an entry name into normal components, or `None` if it is unsafe.
+fn components(name: &str) -> Option<Vec<String>> {
+    if name.len() > MAX_NAME
+        || name.contains('\0')
+        || name.starts_with('/')
+        || name.starts_with('\\')
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    for comp in name.split('/') {
+        if comp.is_empty() || comp == "." {
+            continue;
+        }
+        // `..` also counts when a (Windows) backslash separates it.
+        if comp.split('\\').any(|part| part == "..") || comp.len() > 255 {
+            return None;
+        }
+        out.push(comp.to_string());
+    }
+    Some(out)
+}
+
+fn join(root: &Path, path: &[String]) -> PathBuf {
+    let mut p = root.to_path_buf();
+    p.extend(path);
+    p
+}
+
+/// Validates the archive and, if `dest` is given, unpacks it there (an empty
+/// directory). Returns the decompressed size.
+fn unpack(zip: &[u8], rules: &CodeRules, dest: Option<&Path>) -> Result<u64, CodeError> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(|_| corrupt())?;
+    if archive.len() > rules.max_files {
+        return Err(CodeError::TooManyFiles {
+            limit: rules.max_files,
+        });
+    }
+
+    // Plan: classify and check every entry before writing anything.
+    let mut entries = Vec::with_capacity(archive.len());
+    for index in 0..archive.len() {
+        let data = archive.by_index_data(index).map_err(|_| corrupt())?;
+        let name = data.name().map_err(|_| corrupt())?.into_owned();
+        let path = components(&name).ok_or_else(|| CodeError::UnsafePath(name.clone()))?;
+        let kind = match data.unix_mode() {
+            Some(mode) if mode & 0o170000 == 0o120000 => Kind::Symlink,
+            Some(mode) if mode & 0o170000 == 0o040000 => Kind::Dir,
+            _ if data.is_dir() => Kind::Dir,
+            Some(mode) => Kind::File {
+                exec: mode & 0o111 != 0,
+            },
+            None => Kind::File { exec: false },
+        };
+        if path.is_empty() {
+            if kind == Kind::Dir {
+                continue; // the root itself
+            }
+            return Err(CodeError::UnsafePath(name));
+        }
+        entries.push(Entry {
+            index,
+            name,
+            path,
+            kind,
+        });
+    }
+
+    let symlinks: HashSet<&[String]> = entries
+        .iter()
+        .filter(|e| e.kind == Kind::Symlink)
+        .map(|e| e.path.as_slice())
+        .collect();
+    let mut dirs: BTreeSet<&[String]> = BTreeSet::new();
+    let mut leaves: HashSet<&[String]> = HashSet::new();
+    for e in &entries {
+        // Nothing may be written, nor linked, through a symlink of the archive.
+        for depth in 1..e.path.len() {
+            let ancestor = &e.path[..depth];
+            if symlinks.contains(ancestor) {
+                return Err(CodeError::UnsafePath(e.name.clone()));
+            }
+            dirs.insert(ancestor);
+        }
+        match e.kind {
+            Kind::Dir => {
+                dirs.insert(&e.path);
+            }
+            _ => {
+                if !leaves.insert(&e.path) {
+                    return Err(corrupt()); // duplicate file/symlink
+                }
+            }
+        }
+    }
+    if leaves.iter().any(|l| dirs.contains(l)) {
+        return Err(corrupt()); // same path both a directory and a file/symlink
+    }
+    if dirs.len() + leaves.len() > rules.max_files {
+        return Err(CodeError::TooManyFiles {
+            limit: rules.max_files,
+        });
+    }
+    if rules.require_bootstrap && !leaves.contains(["bootstrap".to_string()].as_slice()) {
+        return Err(CodeError::NoBootstrap);
+    }
+
+    // Directories, parents first (a prefix sorts before its extensions).
+    if let Some(root) = dest {
+        for dir in &dirs {
+            let p = join(root, dir);
+            fs::DirBuilder::new().mode(0o755).create(&p)?;
+            fs::set_permissions(&p, Permissions::from_mode(0o755))?;
+        }
+    }
+
+    // Regular files. No symlink exists yet, so nothing is written through one;
+    // `create_new` (O_EXCL) would refuse one anyway.
+    let mut total: u64 = 0;
+    let limit = rules.max_unzipped_bytes;
+    let mut buf = vec![0u8; 64 * 1024];
+    for e in &entries {
+        let Kind::File { exec } = e.kind else {
+            continue;
+        };
+        let mut reader = archive.by_index(e.index).map_err(|_| corrupt())?;
+        let mut out = match dest {
+            Some(root) => Some(
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(join(root, &e.path))?,
+            ),
+            None => None,
+        };
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(corrupt()),
+            };
+            total = total.saturating_add(n as u64);
+            if total > limit {
+                return Err(CodeError::TooLarge { limit });
+            }
+            if let Some(out) = out.as_mut() {
+                out.write_all(&buf[..n])?;
+            }
+        }
+        if let Some(out) = out {
+            out.set_permissions(Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+            out.sync_all()?;
+        }
+    }
+
+    // Symlinks last, created verbatim.
+    for e in &entries {
+        if e.kind != Kind::Symlink {
+            continue;
+        }
+        let reader = archive.by_index(e.index).map_err(|_| corrupt())?;
+        let mut target = Vec::new();
+        reader
+            .take(MAX_LINK_TARGET + 1)
+            .read_to_end(&mut target)
+            .map_err(|_| corrupt())?;
+        if target.is_empty() || target.len() as u64 > MAX_LINK_TARGET || target.contains(&0) {
+            return Err(CodeError::UnsafePath(e.name.clone()));
+        }
+        total = total.saturating_add(target.len() as u64);
+        if total > limit {
+            return Err(CodeError::TooLarge { limit });
+        }
+        if let Some(root) = dest {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), join(root, &e.path))?;
+        }
+    }
+
+    // Make the directory entries durable (the caller syncs `dest` itself).
+    if let Some(root) = dest {
+        for dir in &dirs {
+            File::open(join(root, dir))?.sync_all()?;
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::components;
+
+    #[test]
+    fn names() {
+        assert_eq!(components("a/./b//c").unwrap(), ["a", "b", "c"]);
+        assert_eq!(components("./bootstrap").unwrap(), ["bootstrap"]);
+        assert!(components("../x").is_none());
+        assert!(components("a/../../b").is_none());
+        assert!(components("a/../b").is_none());
+        assert!(components("/etc/passwd").is_none());
+        assert!(components("\\x").is_none());
+        assert!(components("..\\x").is_none());
+        assert!(components("a\\..\\..\\x").is_none());
+        assert!(components("a\0b").is_none());
+        assert_eq!(components("a\\b").unwrap(), ["a\\b"]);
+    }
+}

@@ -1,0 +1,635 @@
+use std::collections::HashSet;
+use std::io::{Cursor, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use ignis_store::{CodeError, CodeRules, LogEvent, LogQuery, Store, StoreError};
+use zip::CompressionMethod;
+use zip::write::SimpleFileOptions;
+
+enum E<'a> {
+    File(&'a str, &'a [u8], u32),
+    /// Full unix mode (type bits included) through external attributes.
+    Raw(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Link(&'a str, &'a str),
+}
+
+fn make_zip(entries: &[E<'_>]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+    for e in entries {
+        match e {
+            E::File(name, data, mode) => {
+                w.start_file(*name, opts.unix_permissions(*mode)).unwrap();
+                w.write_all(data).unwrap();
+            }
+            E::Raw(name, data, mode) => {
+                w.start_file(*name, opts.external_attributes(*mode << 16))
+                    .unwrap();
+                w.write_all(data).unwrap();
+            }
+            E::Dir(name) => w.add_directory(*name, opts).unwrap(),
+            E::Link(name, target) => w.add_symlink(*name, *target, opts).unwrap(),
+        }
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn rules() -> CodeRules {
+    CodeRules {
+        require_bootstrap: true,
+        ..CodeRules::default()
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Entries of `<data>/code`, sorted.
+fn code_entries(data: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data.join("code"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn registry_and_meta_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.put_function("111", "f1", b"one").unwrap();
+        s.put_function("111", "f2", b"two").unwrap();
+        s.put_function("222", "f1", b"other").unwrap();
+        s.put_function("111", "f2", b"two-v2").unwrap();
+        s.put_meta("creds", b"secret").unwrap();
+        assert!(s.delete_function("111", "f1").unwrap());
+        assert!(!s.delete_function("111", "f1").unwrap());
+        // The same process cannot open it twice.
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        s.functions().unwrap(),
+        vec![
+            ("111".into(), "f2".into(), b"two-v2".to_vec()),
+            ("222".into(), "f1".into(), b"other".to_vec()),
+        ]
+    );
+    assert_eq!(
+        s.function("222", "f1").unwrap().as_deref(),
+        Some(&b"other"[..])
+    );
+    assert_eq!(s.function("222", "nope").unwrap(), None);
+    assert_eq!(s.meta("creds").unwrap().as_deref(), Some(&b"secret"[..]));
+    assert_eq!(s.meta("missing").unwrap(), None);
+}
+
+#[test]
+fn good_zip_unpacks_with_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let zip = make_zip(&[
+        E::File("bootstrap", b"#!/bin/sh\necho hi\n", 0o755),
+        E::Dir("lib/"),
+        E::File("lib/data.txt", b"data", 0o600),
+        E::File("./lib//deep/x.txt", b"x", 0o644),
+        E::Raw("suid", b"s", 0o104755),
+        E::Raw("sticky-private", b"p", 0o101700),
+        E::Link("link", "lib/data.txt"),
+        E::Link("abs", "/etc/passwd"),
+        E::Link("up", "../../../../etc"),
+    ]);
+    let code = s.put_code(&zip, &rules()).unwrap();
+    assert_eq!(code.zip_size, zip.len() as u64);
+    let links = "lib/data.txt".len() + "/etc/passwd".len() + "../../../../etc".len();
+    assert_eq!(code.unzipped_size, (18 + 4 + 1 + 1 + 1 + links) as u64);
+    let hex = code.sha256_hex();
+    assert_eq!(hex.len(), 64);
+    assert_eq!(code.sha256_base64().len(), 44);
+    let root = s.code_dir(&hex);
+    assert_eq!(root, dir.path().join("code").join(&hex));
+    assert_eq!(mode(&root), 0o755);
+    assert_eq!(
+        std::fs::read(root.join("bootstrap")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    assert_eq!(mode(&root.join("bootstrap")), 0o755);
+    assert_eq!(mode(&root.join("lib")), 0o755);
+    assert_eq!(mode(&root.join("lib/data.txt")), 0o644);
+    assert_eq!(mode(&root.join("lib/deep")), 0o755);
+    assert_eq!(std::fs::read(root.join("lib/deep/x.txt")).unwrap(), b"x");
+    assert_eq!(mode(&root.join("suid")), 0o755);
+    assert_eq!(mode(&root.join("sticky-private")), 0o755);
+    assert_eq!(
+        std::fs::read_link(root.join("link")).unwrap(),
+        Path::new("lib/data.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("abs")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("up")).unwrap(),
+        Path::new("../../../../etc")
+    );
+    assert_eq!(code_entries(dir.path()), vec![hex.clone()]);
+    assert_eq!(s.code_dir("../etc"), dir.path().join("code/.invalid"));
+
+    // Idempotent.
+    let again = s.put_code(&zip, &rules()).unwrap();
+    assert_eq!(again, code);
+    assert_eq!(code_entries(dir.path()), vec![hex.clone()]);
+    // A second upload is validated against the rules given then.
+    let tight = CodeRules {
+        max_unzipped_bytes: 10,
+        ..rules()
+    };
+    assert!(matches!(
+        s.put_code(&zip, &tight),
+        Err(CodeError::TooLarge { limit: 10 })
+    ));
+    assert!(root.join("bootstrap").exists());
+}
+
+#[test]
+fn corrupt_zip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for bytes in [&b""[..], b"not a zip at all", b"PK\x05\x06garbage"] {
+        let err = s.put_code(bytes, &rules()).unwrap_err();
+        assert!(matches!(err, CodeError::Corrupt(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "Could not unzip uploaded file. Please check your file, then try to upload again."
+        );
+    }
+    // Truncated valid zip.
+    let zip = make_zip(&[E::File("bootstrap", &[7u8; 10_000], 0o755)]);
+    let err = s.put_code(&zip[..zip.len() / 2], &rules()).unwrap_err();
+    assert!(matches!(err, CodeError::Corrupt(_)), "{err:?}");
+    // Flipped byte in compressed data: CRC or inflate error.
+    let zip = make_zip(&[E::File("bootstrap", b"hello hello hello hello", 0o755)]);
+    let mut bad = zip.clone();
+    bad[40] ^= 0xff;
+    assert!(s.put_code(&bad, &rules()).is_err());
+    assert!(code_entries(dir.path()).is_empty());
+}
+
+#[test]
+fn unsafe_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for name in [
+        "../evil",
+        "/abs",
+        "a/../../b",
+        "a/../b",
+        "..\\evil",
+        "x/..\\..\\evil",
+        "\\abs",
+    ] {
+        let zip = make_zip(&[
+            E::File("bootstrap", b"b", 0o755),
+            E::File(name, b"evil", 0o644),
+        ]);
+        let err = s.put_code(&zip, &rules()).unwrap_err();
+        assert!(
+            matches!(&err, CodeError::UnsafePath(n) if n == name),
+            "{name}: {err:?}"
+        );
+    }
+    let zip = make_zip(&[E::File("bootstrap", b"b", 0o755), E::Link("../escape", "x")]);
+    assert!(matches!(
+        s.put_code(&zip, &rules()),
+        Err(CodeError::UnsafePath(_))
+    ));
+    assert!(code_entries(dir.path()).is_empty());
+    assert!(!dir.path().join("evil").exists());
+}
+
+#[test]
+fn zip_bomb_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .unix_permissions(0o755);
+    w.start_file("bootstrap", opts).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        w.write_all(&zeros).unwrap();
+    }
+    let zip = w.finish().unwrap().into_inner();
+    assert!(zip.len() < 1_000_000, "{}", zip.len());
+    let err = s.put_code(&zip, &rules()).unwrap_err();
+    assert!(
+        matches!(err, CodeError::TooLarge { limit: 262_144_000 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Unzipped size must be smaller than 262144000 bytes"
+    );
+    assert!(code_entries(dir.path()).is_empty());
+}
+
+#[test]
+fn too_many_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let r = CodeRules {
+        max_files: 3,
+        ..rules()
+    };
+    let zip = make_zip(&[
+        E::File("bootstrap", b"b", 0o755),
+        E::File("a", b"", 0o644),
+        E::File("b", b"", 0o644),
+        E::File("c", b"", 0o644),
+    ]);
+    assert!(matches!(
+        s.put_code(&zip, &r),
+        Err(CodeError::TooManyFiles { limit: 3 })
+    ));
+    // Implied directories count too.
+    let zip = make_zip(&[
+        E::File("bootstrap", b"b", 0o755),
+        E::File("a/b/c/d", b"", 0o644),
+    ]);
+    assert!(matches!(
+        s.put_code(&zip, &r),
+        Err(CodeError::TooManyFiles { limit: 3 })
+    ));
+    assert!(code_entries(dir.path()).is_empty());
+}
+
+#[test]
+fn symlink_attacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let target = outside.path().to_str().unwrap();
+    let cases: Vec<Vec<E<'_>>> = vec![
+        // Write through a symlink to a directory.
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::Link("lib", target),
+            E::File("lib/evil", b"x", 0o644),
+        ],
+        // Same, file first in the archive.
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::File("lib/evil", b"x", 0o644),
+            E::Link("lib", target),
+        ],
+        // A symlink whose parent is a symlink.
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::Link("lib", target),
+            E::Link("lib/evil", "/etc/passwd"),
+        ],
+        // A directory entry through a symlink.
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::Link("lib", target),
+            E::Dir("lib/sub/"),
+        ],
+    ];
+    for entries in cases {
+        let zip = make_zip(&entries);
+        let err = s.put_code(&zip, &rules()).unwrap_err();
+        assert!(matches!(err, CodeError::UnsafePath(_)), "{err:?}");
+    }
+    // A symlink and a file of the same name: refused (the file would be written through it otherwise).
+    for entries in [
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::Link("f", target),
+            E::File("./f", b"x", 0o644),
+        ],
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::File("f", b"x", 0o644),
+            E::Link("./f", target),
+        ],
+        vec![
+            E::File("bootstrap", b"b", 0o755),
+            E::File("f", b"x", 0o644),
+            E::File("f/g", b"x", 0o644),
+        ],
+    ] {
+        let zip = make_zip(&entries);
+        let err = s.put_code(&zip, &rules()).unwrap_err();
+        assert!(matches!(err, CodeError::Corrupt(_)), "{err:?}");
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert!(code_entries(dir.path()).is_empty());
+}
+
+#[test]
+fn bootstrap_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let zip = make_zip(&[E::File("sub/bootstrap", b"b", 0o755), E::Dir("bootstrap/")]);
+    assert!(matches!(
+        s.put_code(&zip, &rules()),
+        Err(CodeError::NoBootstrap)
+    ));
+    assert!(code_entries(dir.path()).is_empty());
+    let relaxed = CodeRules {
+        require_bootstrap: false,
+        ..rules()
+    };
+    s.put_code(&zip, &relaxed).unwrap();
+    // A symlink bootstrap is fine.
+    let zip = make_zip(&[
+        E::File("bin/app", b"b", 0o755),
+        E::Link("bootstrap", "bin/app"),
+    ]);
+    let code = s.put_code(&zip, &rules()).unwrap();
+    let link = s.code_dir(&code.sha256_hex()).join("bootstrap");
+    assert_eq!(std::fs::read(link).unwrap(), b"b");
+    // Empty zip without requirement.
+    let empty = make_zip(&[]);
+    let code = s.put_code(&empty, &relaxed).unwrap();
+    assert_eq!(code.unzipped_size, 0);
+    assert!(s.code_dir(&code.sha256_hex()).is_dir());
+}
+
+#[test]
+fn unused_code_and_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = {
+        let s = Store::open(dir.path()).unwrap();
+        let a = s
+            .put_code(&make_zip(&[E::File("bootstrap", b"a", 0o755)]), &rules())
+            .unwrap();
+        let b = s
+            .put_code(&make_zip(&[E::File("bootstrap", b"b", 0o755)]), &rules())
+            .unwrap();
+        // Recently put code is protected.
+        assert_eq!(s.remove_unused_code(&HashSet::new()).unwrap(), 0);
+        (a.sha256_hex(), b.sha256_hex())
+    };
+    // An interrupted upload.
+    std::fs::create_dir_all(dir.path().join("code/.tmp-1-1/x")).unwrap();
+    std::fs::write(dir.path().join("code/.tmp-1-1/x/f"), b"f").unwrap();
+    std::fs::write(dir.path().join("code/.tmp-2-2"), b"f").unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(code_entries(dir.path()), expected);
+    let live: HashSet<String> = [a.clone()].into();
+    assert_eq!(s.remove_unused_code(&live).unwrap(), 1);
+    assert_eq!(code_entries(dir.path()), vec![a.clone()]);
+    assert!(!s.code_dir(&b).exists());
+}
+
+fn ev(ts: i64, stream: &str, msg: &str) -> LogEvent {
+    LogEvent {
+        timestamp_ms: ts,
+        stream: stream.into(),
+        message: msg.into(),
+    }
+}
+
+#[test]
+fn logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = "/aws/lambda/f";
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let batch: Vec<LogEvent> = (0..10)
+            .map(|i| {
+                ev(
+                    1000 + i,
+                    if i % 2 == 0 { "even" } else { "odd" },
+                    &format!("msg {i}"),
+                )
+            })
+            .collect();
+        s.append_logs("111", g, &batch).unwrap();
+        // Out-of-order timestamp, same group; another account; another group.
+        s.append_logs(
+            "111",
+            g,
+            &[ev(999, "odd", "early"), ev(1005, "even", "dup-ts")],
+        )
+        .unwrap();
+        s.append_logs("222", g, &[ev(1001, "even", "other account")])
+            .unwrap();
+        s.append_logs("111", "/aws/lambda/f2", &[ev(1001, "x", "other group")])
+            .unwrap();
+        s.append_logs("111", g, &[]).unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+
+    let all = s.filter_logs("111", g, &LogQuery::default()).unwrap();
+    assert_eq!(all.next_token, None);
+    let msgs: Vec<&str> = all.events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "early", "msg 0", "msg 1", "msg 2", "msg 3", "msg 4", "msg 5", "dup-ts", "msg 6",
+            "msg 7", "msg 8", "msg 9"
+        ]
+    );
+    let ids: HashSet<&str> = all.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 12);
+    assert!(all.events.iter().all(|e| e.ingestion_ms > 0));
+    // Ids are stable.
+    let again = s.filter_logs("111", g, &LogQuery::default()).unwrap();
+    assert_eq!(again, all);
+
+    // Time range (inclusive) and stream.
+    let q = LogQuery {
+        start_ms: Some(1002),
+        end_ms: Some(1005),
+        ..Default::default()
+    };
+    let msgs: Vec<String> = s
+        .filter_logs("111", g, &q)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(msgs, ["msg 2", "msg 3", "msg 4", "msg 5", "dup-ts"]);
+    let q = LogQuery {
+        streams: Some(vec!["odd".into()]),
+        end_ms: Some(1003),
+        ..Default::default()
+    };
+    let msgs: Vec<String> = s
+        .filter_logs("111", g, &q)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(msgs, ["early", "msg 1", "msg 3"]);
+    let q = LogQuery {
+        pattern: Some("dup".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.filter_logs("111", g, &q).unwrap().events.len(), 1);
+    let q = LogQuery {
+        start_ms: Some(2000),
+        end_ms: Some(1000),
+        ..Default::default()
+    };
+    assert!(s.filter_logs("111", g, &q).unwrap().events.is_empty());
+
+    // Paging.
+    let mut q = LogQuery {
+        limit: 5,
+        ..Default::default()
+    };
+    let mut paged = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = s.filter_logs("111", g, &q).unwrap();
+        pages += 1;
+        paged.extend(page.events);
+        match page.next_token {
+            Some(t) => q.next_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, all.events);
+    // Paging with a stream filter.
+    let mut q = LogQuery {
+        limit: 2,
+        streams: Some(vec!["even".into()]),
+        ..Default::default()
+    };
+    let mut paged = Vec::new();
+    loop {
+        let page = s.filter_logs("111", g, &q).unwrap();
+        paged.extend(page.events);
+        match page.next_token {
+            Some(t) => q.next_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 6);
+    assert!(paged.iter().all(|e| e.stream == "even"));
+    let q = LogQuery {
+        next_token: Some("garbage".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.filter_logs("111", g, &q),
+        Err(StoreError::InvalidNextToken)
+    ));
+
+    // Accounts and groups are isolated.
+    let other = s.filter_logs("222", g, &LogQuery::default()).unwrap();
+    assert_eq!(other.events.len(), 1);
+    assert_eq!(other.events[0].message, "other account");
+    assert!(
+        s.filter_logs("333", g, &LogQuery::default())
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert_eq!(
+        s.filter_logs("111", "/aws/lambda/f2", &LogQuery::default())
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    assert!(
+        s.filter_logs("111", "/aws/lambda/", &LogQuery::default())
+            .unwrap()
+            .events
+            .is_empty()
+    );
+
+    // Streams and groups.
+    let streams = s.log_streams("111", g).unwrap();
+    assert_eq!(
+        streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["even", "odd"]
+    );
+    let odd = &streams[1];
+    assert_eq!(
+        (odd.first_event_ms, odd.last_event_ms, odd.event_count),
+        (999, 1009, 6)
+    );
+    assert_eq!(odd.stored_bytes, 5 * 5 + "early".len() as u64);
+    let groups = s.log_groups("111").unwrap();
+    assert_eq!(
+        groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+        [g, "/aws/lambda/f2"]
+    );
+    assert_eq!(groups[0].event_count, 12);
+    assert_eq!(s.log_groups("222").unwrap().len(), 1);
+
+    // Trim keeps the newest.
+    assert_eq!(s.trim_logs(4).unwrap(), 8);
+    let kept: Vec<String> = s
+        .filter_logs("111", g, &LogQuery::default())
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(kept, ["msg 6", "msg 7", "msg 8", "msg 9"]);
+    let streams = s.log_streams("111", g).unwrap();
+    assert_eq!(streams[1].first_event_ms, 1007);
+    assert_eq!(streams[1].event_count, 2);
+    assert_eq!(
+        s.filter_logs("222", g, &LogQuery::default())
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+
+    // Delete a group.
+    s.delete_log_group("111", g).unwrap();
+    assert!(
+        s.filter_logs("111", g, &LogQuery::default())
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert!(s.log_streams("111", g).unwrap().is_empty());
+    assert_eq!(s.log_groups("111").unwrap().len(), 1);
+    assert_eq!(
+        s.filter_logs("222", g, &LogQuery::default())
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    s.flush().unwrap();
+}
+
+#[test]
+fn concurrent_same_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let zip = std::sync::Arc::new(make_zip(&[E::File("bootstrap", &[1u8; 100_000], 0o755)]));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, zip) = (s.clone(), zip.clone());
+            std::thread::spawn(move || s.put_code(&zip, &rules()).unwrap())
+        })
+        .collect();
+    let codes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(code_entries(dir.path()), vec![codes[0].sha256_hex()]);
+}

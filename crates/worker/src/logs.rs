@@ -1,0 +1,278 @@
+//! A sandbox's log: the runtime's stdout and stderr, cut into lines, with the
+//! platform's `START` / `END` / `REPORT` lines around each invocation.
+//!
+//! One [`Output`] per sandbox. Its reader task and the invoke path both drain
+//! the pipe under the same mutex, so the lines a runtime wrote before posting
+//! its response are always in that invocation's log.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+/// Longest log line kept as one event; longer output is cut (CloudWatch
+/// Logs' event limit is 256 KiB).
+const MAX_LINE: usize = 256 * 1024;
+/// How much of an invocation's log the `LogType: Tail` answer carries.
+pub const TAIL_BYTES: usize = 4096;
+
+/// One log event; `message` ends with a newline, as Lambda's do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub timestamp_ms: i64,
+    pub message: String,
+}
+
+/// Lines of one log stream, on their way to storage.
+#[derive(Debug)]
+pub struct LogBatch {
+    pub account: String,
+    pub group: String,
+    pub stream: String,
+    pub lines: Vec<LogLine>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Default)]
+struct Collector {
+    /// Bytes after the last newline.
+    partial: Vec<u8>,
+    /// Lines not yet sent to storage.
+    pending: Vec<LogLine>,
+    /// The current invocation's log text, from its `START` line.
+    invocation: Option<String>,
+    eof: bool,
+}
+
+impl Collector {
+    fn push_line(&mut self, message: String) {
+        if let Some(text) = &mut self.invocation {
+            text.push_str(&message);
+        }
+        self.pending.push(LogLine { timestamp_ms: now_ms(), message });
+    }
+
+    fn take_output(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..=pos]);
+            rest = &rest[pos + 1..];
+            let line = std::mem::take(&mut self.partial);
+            self.push_line(String::from_utf8_lossy(&line).into_owned());
+        }
+        self.partial.extend_from_slice(rest);
+        while self.partial.len() >= MAX_LINE {
+            let mut line: Vec<u8> = self.partial.drain(..MAX_LINE).collect();
+            line.push(b'\n');
+            self.push_line(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+
+    fn flush_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let mut line = std::mem::take(&mut self.partial);
+            line.push(b'\n');
+            self.push_line(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+
+    /// Reads whatever the pipe holds now, without blocking.
+    fn drain(&mut self, fd: &OwnedFd) {
+        let mut buf = [0u8; 16 * 1024];
+        while !self.eof {
+            // SAFETY: reads into a stack buffer of the given length from an fd we own.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                0 => {
+                    self.eof = true;
+                    self.flush_partial();
+                }
+                n if n > 0 => self.take_output(&buf[..n as usize]),
+                _ => {
+                    let err = std::io::Error::last_os_error();
+                    if err.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if err.kind() != std::io::ErrorKind::WouldBlock {
+                        self.eof = true;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Output {
+    fd: AsyncFd<OwnedFd>,
+    collector: Mutex<Collector>,
+    account: String,
+    group: String,
+    pub(crate) stream: String,
+    sink: mpsc::Sender<LogBatch>,
+}
+
+impl Output {
+    pub(crate) fn new(
+        fd: OwnedFd,
+        account: String,
+        group: String,
+        stream: String,
+        sink: mpsc::Sender<LogBatch>,
+    ) -> std::io::Result<Output> {
+        Ok(Output { fd: crate::readable_fd(fd)?, collector: Mutex::default(), account, group, stream, sink })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Collector> {
+        self.collector.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends pending lines to storage; waits when storage is behind, which in
+    /// turn slows a runtime that writes faster than logs can be kept.
+    async fn send_pending(&self) {
+        let lines = std::mem::take(&mut self.lock().pending);
+        if !lines.is_empty() {
+            let batch = LogBatch {
+                account: self.account.clone(),
+                group: self.group.clone(),
+                stream: self.stream.clone(),
+                lines,
+            };
+            let _ = self.sink.send(batch).await;
+        }
+    }
+
+    /// The reader task: runs until the runtime's side of the pipe is closed.
+    pub(crate) async fn run(&self) {
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else { break };
+            let eof = {
+                let mut collector = self.lock();
+                collector.drain(self.fd.get_ref());
+                collector.eof
+            };
+            guard.clear_ready();
+            self.send_pending().await;
+            if eof {
+                break;
+            }
+        }
+    }
+
+    /// Starts an invocation's log with its `START` line.
+    pub(crate) fn begin(&self, request_id: &str, version: &str) {
+        let mut collector = self.lock();
+        collector.drain(self.fd.get_ref());
+        collector.invocation = Some(String::new());
+        collector.push_line(format!("START RequestId: {request_id} Version: {version}\n"));
+    }
+
+    /// Adds a platform line to the current invocation's log.
+    pub(crate) fn platform_line(&self, message: String) {
+        self.lock().push_line(message);
+    }
+
+    /// Ends the invocation's log: collects all the runtime wrote so far, adds
+    /// `END` and `REPORT`, and returns the invocation's whole log text.
+    pub(crate) async fn finish(&self, request_id: &str, report: String) -> String {
+        let text = {
+            let mut collector = self.lock();
+            collector.drain(self.fd.get_ref());
+            collector.flush_partial();
+            collector.push_line(format!("END RequestId: {request_id}\n"));
+            collector.push_line(report);
+            collector.invocation.take().unwrap_or_default()
+        };
+        self.send_pending().await;
+        text
+    }
+}
+
+/// The `REPORT` line, as Lambda writes it.
+pub fn report_line(
+    request_id: &str,
+    duration: Duration,
+    memory_size_mb: u32,
+    max_memory_used_mb: u64,
+    init_duration: Option<Duration>,
+) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    let billed = duration.as_nanos().div_ceil(1_000_000).max(1);
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_size_mb} MB\tMax Memory Used: {max_memory_used_mb} MB"
+    );
+    if let Some(init) = init_duration {
+        line.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
+    }
+    line.push('\n');
+    line
+}
+
+/// The last [`TAIL_BYTES`] of a log, cut at a character boundary.
+pub fn tail(log: &str) -> &str {
+    let mut start = log.len().saturating_sub(TAIL_BYTES);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    &log[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_line_matches_lambda() {
+        let line = report_line("abc", Duration::from_micros(12_340), 128, 20, None);
+        assert_eq!(
+            line,
+            "REPORT RequestId: abc\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\n"
+        );
+        let cold = report_line("abc", Duration::from_millis(2), 512, 31, Some(Duration::from_micros(45_670)));
+        assert!(cold.ends_with("\tMax Memory Used: 31 MB\tInit Duration: 45.67 ms\n"), "{cold}");
+        assert!(cold.contains("Billed Duration: 2 ms"), "{cold}");
+    }
+
+    #[test]
+    fn billed_duration_rounds_up_and_is_at_least_one() {
+        for (micros, billed) in [(0, 1), (1, 1), (999, 1), (1000, 1), (1001, 2), (2_500_000, 2500)] {
+            let line = report_line("r", Duration::from_micros(micros), 128, 1, None);
+            assert!(line.contains(&format!("Billed Duration: {billed} ms\t")), "{micros}: {line}");
+        }
+    }
+
+    #[test]
+    fn lines_are_cut_at_newlines_and_attributed_to_the_invocation() {
+        let mut c = Collector::default();
+        c.take_output(b"before\npart");
+        c.invocation = Some(String::new());
+        c.take_output(b"ial\nlast");
+        c.flush_partial();
+        let messages: Vec<_> = c.pending.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, ["before\n", "partial\n", "last\n"]);
+        assert_eq!(c.invocation.as_deref(), Some("partial\nlast\n"));
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let mut c = Collector::default();
+        c.take_output(&vec![b'x'; MAX_LINE * 2 + 10]);
+        assert_eq!(c.pending.len(), 2);
+        c.flush_partial();
+        assert_eq!(c.pending.len(), 3);
+        assert_eq!(c.pending[2].message.len(), 11);
+    }
+
+    #[test]
+    fn tail_is_the_last_4k_on_a_char_boundary() {
+        let log = "é".repeat(3000);
+        let t = tail(&log);
+        assert!(t.len() <= TAIL_BYTES && t.len() >= TAIL_BYTES - 1);
+        assert_eq!(tail("short"), "short");
+    }
+}

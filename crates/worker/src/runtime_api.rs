@@ -1,0 +1,205 @@
+//! The Lambda Runtime API (`2018-06-01`), served to one sandbox on the
+//! listener it was given (127.0.0.1:9001 inside its network namespace).
+//!
+//! Routes: `GET /runtime/invocation/next`, `POST /runtime/invocation/{id}/response`,
+//! `POST /runtime/invocation/{id}/error`, `POST /runtime/init/error`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::MAX_RESPONSE_BYTES;
+use crate::sandbox::{Current, Delivery, Phase, Reply, SandboxHandle};
+
+const PREFIX: &str = "/2018-06-01/runtime/";
+
+/// Accepts the runtime's connections until the sandbox is gone.
+pub(crate) async fn serve(handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener) {
+    let mut dead = handle.dead_signal();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = dead.wait_for(|dead| *dead) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        let mut dead = handle.dead_signal();
+        tokio::spawn(async move {
+            let service = service_fn(|request| route(handle.clone(), request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = dead.wait_for(|dead| *dead) => {}
+            }
+        });
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn json(status: StatusCode, body: String) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn accepted() -> Answer {
+    json(StatusCode::ACCEPTED, r#"{"status":"OK"}"#.into())
+}
+
+fn error(status: StatusCode, error_type: &str, message: &str) -> Answer {
+    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
+    json(status, body.to_string())
+}
+
+async fn route(handle: Arc<SandboxHandle>, request: Request<Incoming>) -> Result<Answer, Infallible> {
+    let path = request.uri().path().to_string();
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Ok(error(StatusCode::NOT_FOUND, "NotFound", "unknown path"));
+    };
+    let answer = match (request.method(), rest.split('/').collect::<Vec<_>>().as_slice()) {
+        (&Method::GET, ["invocation", "next"]) => next(&handle).await,
+        (&Method::POST, ["invocation", id, "response"]) => {
+            let id = id.to_string();
+            match read_body(request).await {
+                Ok(body) => reply(&handle, &id, Reply::Response(body)),
+                Err(()) => too_large(&handle, &id),
+            }
+        }
+        (&Method::POST, ["invocation", id, "error"]) => {
+            let id = id.to_string();
+            let error_type = error_type_header(&request);
+            match read_body(request).await {
+                Ok(body) => reply(&handle, &id, Reply::Error { body: error_body(body, &error_type), error_type }),
+                Err(()) => too_large(&handle, &id),
+            }
+        }
+        (&Method::POST, ["init", "error"]) => {
+            let error_type = error_type_header(&request);
+            let body = read_body(request).await.unwrap_or_default();
+            init_error(&handle, error_body(body, &error_type), error_type)
+        }
+        _ => error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
+    };
+    Ok(answer)
+}
+
+fn error_type_header(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The error document a runtime posted, or one made up when it posted none.
+fn error_body(body: Bytes, error_type: &Option<String>) -> Bytes {
+    if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+        return body;
+    }
+    let message = if body.is_empty() { "Unknown error".to_string() } else { String::from_utf8_lossy(&body).into_owned() };
+    let error_type = error_type.as_deref().unwrap_or("Unhandled");
+    Bytes::from(serde_json::json!({ "errorMessage": message, "errorType": error_type }).to_string())
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, ()> {
+    match Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(()),
+    }
+}
+
+async fn next(handle: &SandboxHandle) -> Answer {
+    let parked = {
+        let mut rt = handle.lock_rt();
+        handle.init_done(&mut rt);
+        if matches!(rt.phase, Phase::Dead) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the sandbox is shutting down");
+        }
+        if let Some(delivery) = rt.queued.take() {
+            return event(delivery);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.parked = Some(tx);
+        rx
+    };
+    match parked.await {
+        Ok(delivery) => event(delivery),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the sandbox is shutting down"),
+    }
+}
+
+fn event(delivery: Delivery) -> Answer {
+    let mut response = json(StatusCode::OK, String::new());
+    *response.body_mut() = Full::new(delivery.payload);
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("lambda-runtime-aws-request-id", &delivery.request_id);
+    set("lambda-runtime-deadline-ms", &delivery.deadline_ms.to_string());
+    set("lambda-runtime-invoked-function-arn", &delivery.invoked_function_arn);
+    set("lambda-runtime-trace-id", &delivery.trace_id);
+    if let Some(context) = &delivery.client_context {
+        set("lambda-runtime-client-context", context);
+    }
+    if let Some(identity) = &delivery.cognito_identity {
+        set("lambda-runtime-cognito-identity", identity);
+    }
+    response
+}
+
+fn take_current(handle: &SandboxHandle, id: &str) -> Option<Current> {
+    let mut rt = handle.lock_rt();
+    match &rt.current {
+        Some(current) if current.request_id == id => rt.current.take(),
+        _ => None,
+    }
+}
+
+fn reply(handle: &SandboxHandle, id: &str, answer: Reply) -> Answer {
+    match take_current(handle, id) {
+        Some(current) => {
+            let _ = current.reply.send(answer);
+            accepted()
+        }
+        None => error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID"),
+    }
+}
+
+fn too_large(handle: &SandboxHandle, id: &str) -> Answer {
+    if let Some(current) = take_current(handle, id) {
+        let _ = current.reply.send(Reply::TooLarge);
+    }
+    let message = format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).");
+    error(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", &message)
+}
+
+fn init_error(handle: &SandboxHandle, body: Bytes, error_type: Option<String>) -> Answer {
+    let mut rt = handle.lock_rt();
+    match &mut rt.phase {
+        Phase::Initialising { waiter } => {
+            // Dropping the waiter tells the invocation that init failed.
+            waiter.take();
+            rt.init_error = Some((body, error_type));
+            drop(rt);
+            handle.kill();
+            accepted()
+        }
+        _ => error(StatusCode::FORBIDDEN, "InvalidStateTransition", "init error after init"),
+    }
+}

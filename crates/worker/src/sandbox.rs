@@ -1,0 +1,438 @@
+//! One running sandbox and the invocations it serves.
+//!
+//! # The runtime-facing state ([`Rt`])
+//!
+//! - `phase`: `Initialising` until the runtime's first `/next`, then `Ready`,
+//!   and `Dead` once the sandbox's init process exited. Only the Runtime API
+//!   handlers move it to `Ready`; only the exit watcher moves it to `Dead`.
+//! - `parked`: the runtime is waiting in `/next`; set by the `/next` handler,
+//!   taken by `invoke` to hand over an event.
+//! - `queued`: an event handed over before the runtime reached `/next`.
+//! - `current`: the invocation whose answer is awaited; set by `invoke`,
+//!   taken by the `/response` and `/error` handlers, by the exit watcher, or by
+//!   `invoke` itself on timeout.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use ignis_sandbox::RuntimeExit;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::logs::{self, LogBatch, Output};
+use crate::{Completion, FunctionSpec, INIT_LIMIT, Invocation, Live, Outcome, SpawnJob, StartError};
+
+/// An event on its way to the runtime's `/next`.
+pub(crate) struct Delivery {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub deadline_ms: i64,
+    pub invoked_function_arn: String,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+}
+
+/// What the runtime (or its death) answered for the current invocation.
+pub(crate) enum Reply {
+    Response(Bytes),
+    Error { body: Bytes, error_type: Option<String> },
+    TooLarge,
+    Died,
+}
+
+pub(crate) enum Phase {
+    Initialising { waiter: Option<oneshot::Sender<()>> },
+    Ready,
+    Dead,
+}
+
+pub(crate) struct Current {
+    pub request_id: String,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+pub(crate) struct Rt {
+    pub phase: Phase,
+    pub parked: Option<oneshot::Sender<Delivery>>,
+    pub queued: Option<Delivery>,
+    pub current: Option<Current>,
+    /// Set at the first `/next`; reported by the first invocation.
+    pub init_duration: Option<Duration>,
+    /// The runtime reported `/init/error`.
+    pub init_error: Option<(Bytes, Option<String>)>,
+}
+
+pub struct SandboxHandle {
+    id: String,
+    spec: Arc<FunctionSpec>,
+    started: Instant,
+    pub(crate) rt: Mutex<Rt>,
+    output: Output,
+    /// Taken by the exit watcher for cleanup; until then used to kill and to read memory.
+    sandbox: Mutex<Option<ignis_sandbox::Sandbox>>,
+    /// How the sandbox ended, once it has.
+    end: Mutex<Option<End>>,
+    /// Becomes true when the sandbox is gone; stops its tasks.
+    dead: watch::Sender<bool>,
+}
+
+pub(crate) async fn start(
+    sandbox_id: &str,
+    spec: Arc<FunctionSpec>,
+    spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
+    log_sink: mpsc::Sender<LogBatch>,
+    live: Arc<Live>,
+) -> Result<Arc<SandboxHandle>, StartError> {
+    let started = Instant::now();
+    let today = humantime::format_rfc3339(SystemTime::now()).to_string();
+    let stream = format!("{}/{}/{}/[{}]{}", &today[0..4], &today[5..7], &today[8..10], spec.version, sandbox_id);
+    let mut env = spec.env.clone();
+    env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
+    env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), stream.clone()));
+    let config = ignis_sandbox::SandboxConfig {
+        id: sandbox_id.to_string(),
+        code_dir: spec.code_dir.clone(),
+        memory_mb: spec.memory_mb,
+        tmp_mb: spec.tmp_mb,
+        env,
+        entrypoint: "/var/task/bootstrap".into(),
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    spawn_tx.send((config, reply_tx)).map_err(|_| StartError::ShuttingDown)?;
+    let sandbox = match reply_rx.await {
+        Err(_) => return Err(StartError::ShuttingDown),
+        Ok(Err(ignis_sandbox::SandboxError::Entrypoint { path, source })) => {
+            return Err(StartError::Entrypoint(format!("Couldn't find valid bootstrap(s): [{path}]: {source}")));
+        }
+        Ok(Err(e)) => return Err(StartError::Host(e.to_string())),
+        Ok(Ok(sandbox)) => sandbox,
+    };
+    // From here on the sandbox exists: every failure path must end it.
+    live.count.fetch_add(1, Ordering::SeqCst);
+    let prepared = (|| {
+        let listener = sandbox.runtime_api.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let output = sandbox.output.try_clone()?;
+        let pidfd = crate::readable_fd(sandbox.pidfd().try_clone_to_owned()?)?;
+        Ok::<_, std::io::Error>((listener, output, pidfd))
+    })();
+    let (listener, output, pidfd) = match prepared {
+        Ok(parts) => parts,
+        Err(e) => {
+            let mut sandbox = sandbox;
+            tokio::task::spawn_blocking(move || sandbox.destroy());
+            live.count.fetch_sub(1, Ordering::SeqCst);
+            live.gone.notify_waiters();
+            return Err(StartError::Host(format!("sandbox {sandbox_id}: {e}")));
+        }
+    };
+    let output = Output::new(output, spec.log_account.clone(), spec.log_group.clone(), stream, log_sink)
+        .map_err(|e| StartError::Host(format!("sandbox {sandbox_id} output: {e}")))?;
+    let (dead, _) = watch::channel(false);
+    let handle = Arc::new(SandboxHandle {
+        id: sandbox_id.to_string(),
+        spec,
+        started,
+        rt: Mutex::new(Rt {
+            phase: Phase::Initialising { waiter: None },
+            parked: None,
+            queued: None,
+            current: None,
+            init_duration: None,
+            init_error: None,
+        }),
+        output,
+        sandbox: Mutex::new(Some(sandbox)),
+        end: Mutex::new(None),
+        dead,
+    });
+    live.handles.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&handle));
+    tokio::spawn(crate::runtime_api::serve(handle.clone(), listener));
+    let reader = handle.clone();
+    tokio::spawn(async move { reader.output.run().await });
+    tokio::spawn(watch_exit(handle.clone(), pidfd, live));
+    Ok(handle)
+}
+
+/// Waits for the sandbox's init process to exit, then fails whatever was
+/// waiting on the runtime, reaps it and removes its cgroup.
+async fn watch_exit(handle: Arc<SandboxHandle>, pidfd: AsyncFd<std::os::fd::OwnedFd>, live: Arc<Live>) {
+    let _ = pidfd.readable().await;
+    drop(pidfd);
+    let sandbox = handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(mut sandbox) = sandbox {
+        let waited = tokio::task::spawn_blocking(move || {
+            let end = End {
+                exit: sandbox.wait(),
+                oom: sandbox.oom_killed(),
+                peak_memory_bytes: sandbox.peak_memory_bytes(),
+            };
+            (end, sandbox)
+        })
+        .await;
+        if let Ok((end, mut sandbox)) = waited {
+            *handle.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+            handle.mark_dead();
+            let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
+        }
+    }
+    handle.mark_dead();
+    // The pipe's write side is gone with the runtime: the reader ends by itself.
+    live.count.fetch_sub(1, Ordering::SeqCst);
+    live.gone.notify_waiters();
+}
+
+/// How a sandbox ended.
+#[derive(Clone, Copy)]
+struct End {
+    exit: Option<RuntimeExit>,
+    oom: bool,
+    peak_memory_bytes: Option<u64>,
+}
+
+impl SandboxHandle {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !*self.dead.borrow()
+    }
+
+    /// Kills the sandbox; the exit watcher cleans up.
+    pub fn kill(&self) {
+        if let Some(sandbox) = self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            sandbox.kill();
+        }
+    }
+
+    pub(crate) fn lock_rt(&self) -> std::sync::MutexGuard<'_, Rt> {
+        self.rt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn dead_signal(&self) -> watch::Receiver<bool> {
+        self.dead.subscribe()
+    }
+
+    /// The runtime's first `/next`: its init is done.
+    pub(crate) fn init_done(&self, rt: &mut Rt) {
+        if let Phase::Initialising { waiter } = &mut rt.phase {
+            let waiter = waiter.take();
+            rt.phase = Phase::Ready;
+            rt.init_duration = Some(self.started.elapsed());
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    fn mark_dead(&self) {
+        {
+            let mut rt = self.lock_rt();
+            rt.phase = Phase::Dead;
+            rt.parked = None;
+            rt.queued = None;
+            if let Some(current) = rt.current.take() {
+                let _ = current.reply.send(Reply::Died);
+            }
+        }
+        self.dead.send_replace(true);
+    }
+
+    fn max_memory_used_mb(&self) -> u64 {
+        let peak = match self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(sandbox) => sandbox.peak_memory_bytes(),
+            None => self.end.lock().unwrap_or_else(|e| e.into_inner()).and_then(|end| end.peak_memory_bytes),
+        };
+        peak.unwrap_or(0).div_ceil(1024 * 1024)
+    }
+
+    /// Why the runtime died, as a function error.
+    fn death(&self, request_id: &str) -> Completion {
+        let end = *self.end.lock().unwrap_or_else(|e| e.into_inner());
+        let (error_type, detail) = match end {
+            Some(End { oom: true, .. }) => ("Runtime.OutOfMemory", "signal: killed".to_string()),
+            Some(End { exit: Some(RuntimeExit::Code(code)), .. }) => ("Runtime.ExitError", format!("exit status {code}")),
+            Some(End { exit: Some(RuntimeExit::Signal(signal)), .. }) => {
+                ("Runtime.ExitError", format!("signal: {}", signal_name(signal)))
+            }
+            _ => ("Runtime.ExitError", "signal: killed".to_string()),
+        };
+        Completion::Failed {
+            error_type,
+            message: format!("RequestId: {request_id} Error: Runtime exited with error: {detail}"),
+        }
+    }
+
+    /// Waits until the runtime is ready for its first event. `Ok(Some(d))` the
+    /// first time (the init took `d`), `Ok(None)` after.
+    async fn ready(&self) -> Result<Option<Duration>, ()> {
+        let waiter = {
+            let mut rt = self.lock_rt();
+            match &mut rt.phase {
+                Phase::Ready => return Ok(rt.init_duration.take()),
+                Phase::Dead => return Err(()),
+                Phase::Initialising { waiter } => {
+                    let (tx, rx) = oneshot::channel();
+                    *waiter = Some(tx);
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(INIT_LIMIT, waiter).await {
+            Ok(Ok(())) => Ok(self.lock_rt().init_duration.take()),
+            _ => Err(()),
+        }
+    }
+
+    /// Runs one invocation to its end: waits for the runtime's init if it is
+    /// new, hands it the event, and waits for its answer until the function's
+    /// timeout. The sandbox is killed when it must not be reused.
+    pub async fn invoke(&self, invocation: Invocation) -> Outcome {
+        let request_id = invocation.request_id.clone();
+        let init = self.ready().await;
+        self.output.begin(&request_id, &self.spec.version);
+        let init_duration = match init {
+            Ok(init_duration) => init_duration,
+            Err(()) => {
+                let init_error = self.lock_rt().init_error.take();
+                let completion = match init_error {
+                    Some((body, error_type)) => Completion::Error { body, error_type },
+                    None if self.is_alive() => Completion::Failed {
+                        error_type: "Sandbox.Timedout",
+                        message: format!(
+                            "RequestId: {request_id} Error: Runtime failed to start within {} seconds",
+                            INIT_LIMIT.as_secs()
+                        ),
+                    },
+                    None => {
+                        self.wait_dead().await;
+                        self.death(&request_id)
+                    }
+                };
+                self.kill();
+                let duration = self.started.elapsed();
+                return self.finish(&request_id, completion, duration, Some(duration), false).await;
+            }
+        };
+
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let delivered = Instant::now();
+        let deadline = delivered + self.spec.timeout;
+        {
+            let mut rt = self.lock_rt();
+            let delivery = Delivery {
+                request_id: request_id.clone(),
+                payload: invocation.payload,
+                deadline_ms: logs::now_ms() + self.spec.timeout.as_millis() as i64,
+                invoked_function_arn: invocation.invoked_function_arn,
+                trace_id: invocation.trace_id,
+                client_context: invocation.client_context,
+                cognito_identity: invocation.cognito_identity,
+            };
+            if matches!(rt.phase, Phase::Ready) {
+                rt.current = Some(Current { request_id: request_id.clone(), reply: reply_tx });
+                match rt.parked.take() {
+                    Some(parked) => {
+                        if let Err(delivery) = parked.send(delivery) {
+                            rt.queued = Some(delivery);
+                        }
+                    }
+                    None => rt.queued = Some(delivery),
+                }
+            }
+            // A dead sandbox drops reply_tx: the answer below is `Died`.
+        }
+
+        let answer = tokio::time::timeout_at(deadline.into(), reply_rx).await;
+        let duration = delivered.elapsed();
+        let (completion, reusable) = match answer {
+            Ok(Ok(Reply::Response(body))) => (Completion::Response(body), true),
+            Ok(Ok(Reply::Error { body, error_type })) => (Completion::Error { body, error_type }, true),
+            Ok(Ok(Reply::TooLarge)) => (
+                Completion::Failed {
+                    error_type: "Function.ResponseSizeTooLarge",
+                    message: format!(
+                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                        crate::MAX_RESPONSE_BYTES
+                    ),
+                },
+                true,
+            ),
+            Ok(Ok(Reply::Died)) | Ok(Err(_)) => {
+                self.wait_dead().await;
+                (self.death(&request_id), false)
+            }
+            Err(_elapsed) => {
+                self.lock_rt().current = None;
+                self.kill();
+                let seconds = self.spec.timeout.as_secs_f64();
+                let now = humantime::format_rfc3339_millis(SystemTime::now());
+                self.output.platform_line(format!("{now} {request_id} Task timed out after {seconds:.2} seconds\n"));
+                let completion = Completion::Failed {
+                    error_type: "Sandbox.Timedout",
+                    message: format!("RequestId: {request_id} Error: Task timed out after {seconds:.2} seconds"),
+                };
+                (completion, false)
+            }
+        };
+        self.finish(&request_id, completion, duration, init_duration, reusable).await
+    }
+
+    async fn finish(
+        &self,
+        request_id: &str,
+        completion: Completion,
+        duration: Duration,
+        init_duration: Option<Duration>,
+        reusable: bool,
+    ) -> Outcome {
+        if let Completion::Failed { error_type, message } = &completion {
+            if error_type.starts_with("Runtime.") {
+                self.output.platform_line(format!("{message}\n{error_type}\n"));
+            }
+        }
+        let report = logs::report_line(
+            request_id,
+            duration,
+            self.spec.memory_mb,
+            self.max_memory_used_mb(),
+            init_duration,
+        );
+        let log = self.output.finish(request_id, report).await;
+        Outcome { completion, log, reusable: reusable && self.is_alive() }
+    }
+
+    /// Waits (briefly) until the exit watcher has recorded how the sandbox ended.
+    async fn wait_dead(&self) {
+        let mut dead = self.dead_signal();
+        let _ = tokio::time::timeout(Duration::from_secs(5), dead.wait_for(|dead| *dead)).await;
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "killed".into(),
+        libc::SIGSEGV => "segmentation fault".into(),
+        libc::SIGABRT => "aborted".into(),
+        libc::SIGTERM => "terminated".into(),
+        libc::SIGBUS => "bus error".into(),
+        libc::SIGILL => "illegal instruction".into(),
+        libc::SIGFPE => "floating point exception".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+impl Drop for SandboxHandle {
+    fn drop(&mut self) {
+        // The exit watcher holds a handle until the sandbox is gone, so this
+        // only runs once it is; kill anyway in case a start failed half-way.
+        if let Some(sandbox) = self.sandbox.get_mut().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            sandbox.kill();
+        }
+    }
+}
