@@ -18,6 +18,15 @@ use ignis_worker::{Completion, FunctionSpec, Invocation, Outcome, SandboxHandle,
 use crate::error::ApiError;
 use crate::function::FunctionRecord;
 
+/// How many sandboxes an invocation may try when they die before taking it.
+const MAX_ATTEMPTS: usize = 3;
+
+enum Reserved {
+    Sandbox(Reservation, Arc<SandboxHandle>),
+    /// The sandbox could not start; this is the invocation's answer.
+    Failed(Outcome),
+}
+
 /// Sandboxes are reused only for the same function revision.
 type RevisionKey = (String, String, String);
 
@@ -100,49 +109,66 @@ impl Invoker {
             .map_err(|e| ApiError::Service(format!("invocation failed: {e}")))?
     }
 
-    async fn run(&self, target: Target, invocation: Invocation) -> Result<Outcome, ApiError> {
+    async fn run(&self, target: Target, mut invocation: Invocation) -> Result<Outcome, ApiError> {
         let key = (target.account.clone(), target.record.name.clone(), target.record.revision_id.clone());
-        let (reservation, handle) = loop {
-            let reservation = self.lock().pool.reserve(&key);
+        for _ in 0..MAX_ATTEMPTS {
+            let (reservation, handle) = match self.reserve(&key, &target, &invocation.request_id).await {
+                Ok(Reserved::Sandbox(reservation, handle)) => (reservation, handle),
+                Ok(Reserved::Failed(outcome)) => return Ok(outcome),
+                Err(e) => return Err(e),
+            };
+            let result = handle.invoke(invocation).await;
+            let id = reservation.id();
+            let now = self.now_ms();
+            let mut state = self.lock();
+            if matches!(reservation, Reservation::Cold(_)) {
+                let _ = state.pool.report(id, Event::InitDone, now);
+            }
+            let reusable = matches!(&result, Ok(outcome) if outcome.reusable);
+            let event = if reusable { Event::Released } else { Event::Failed };
+            if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
+                if let Some(handle) = state.handles.remove(&id) {
+                    handle.kill();
+                }
+            }
+            match result {
+                Ok(outcome) => return Ok(outcome),
+                // The sandbox died before its runtime took the event: run it elsewhere.
+                Err(untouched) => invocation = untouched,
+            }
+        }
+        Err(ApiError::Service("the function's sandboxes kept failing before they could take the event".into()))
+    }
+
+    /// A sandbox for `key`: an idle one, else a new one.
+    async fn reserve(&self, key: &RevisionKey, target: &Target, request_id: &str) -> Result<Reserved, ApiError> {
+        loop {
+            let reservation = self.lock().pool.reserve(key);
             match reservation {
                 Reservation::Warm(id) => {
                     let handle = self.lock().handles.get(&id).cloned();
                     match handle {
-                        Some(handle) if handle.is_alive() => break (reservation, handle),
+                        Some(handle) if handle.is_alive() => return Ok(Reserved::Sandbox(reservation, handle)),
                         // It died while idle (its runtime exited): drop it, take another.
                         _ => self.discard(id),
                     }
                 }
                 Reservation::Cold(id) => {
-                    let spec = Arc::new(spec(&target));
+                    let spec = Arc::new(spec(target));
                     let name = uuid::Uuid::new_v4().simple().to_string();
-                    match self.worker.start(&name, spec).await {
+                    return match self.worker.start(&name, spec).await {
                         Ok(handle) => {
                             self.lock().handles.insert(id, handle.clone());
-                            break (reservation, handle);
+                            Ok(Reserved::Sandbox(reservation, handle))
                         }
                         Err(e) => {
                             let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
-                            return start_failure(e, &invocation.request_id);
+                            start_failure(e, request_id).map(Reserved::Failed)
                         }
-                    }
+                    };
                 }
             }
-        };
-        let outcome = handle.invoke(invocation).await;
-        let id = reservation.id();
-        let now = self.now_ms();
-        let mut state = self.lock();
-        if matches!(reservation, Reservation::Cold(_)) {
-            let _ = state.pool.report(id, Event::InitDone, now);
         }
-        let event = if outcome.reusable { Event::Released } else { Event::Failed };
-        if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
-            if let Some(handle) = state.handles.remove(&id) {
-                handle.kill();
-            }
-        }
-        Ok(outcome)
     }
 
     fn discard(&self, id: SandboxId) {

@@ -167,6 +167,23 @@ impl Host {
         self.cgroups.version()
     }
 
+    /// Removes the empty cgroups left by sandboxes whose id starts with
+    /// `prefix` (e.g. by a worker that was killed). Groups that still hold
+    /// processes stay. Returns how many were removed.
+    pub fn remove_stale_groups(&self, prefix: &str) -> usize {
+        let mut removed = 0;
+        for parent in self.cgroups.dirs("stale").iter().filter_map(|d| d.parent()) {
+            let Ok(entries) = std::fs::read_dir(parent) else { continue };
+            for entry in entries.flatten() {
+                let stale = entry.file_name().to_str().is_some_and(|n| n.starts_with(prefix));
+                if stale && entry.path().is_dir() && std::fs::remove_dir(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// The cgroup directories of the sandbox with this id (existing or not).
     pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
         self.cgroups.dirs(id)

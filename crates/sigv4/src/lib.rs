@@ -405,7 +405,7 @@ fn check_skew(timestamp: &str, when: SystemTime, now: SystemTime) -> Result<(), 
     if when + MAX_CLOCK_SKEW < now {
         return Err(AuthError::Expired(format!(
             "Signature expired: {timestamp} is now earlier than {} ({} - {minutes} min.)",
-            format_timestamp(now - MAX_CLOCK_SKEW),
+            format_timestamp(now.checked_sub(MAX_CLOCK_SKEW).unwrap_or(UNIX_EPOCH)),
             format_timestamp(now),
         )));
     }

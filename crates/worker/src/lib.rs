@@ -114,6 +114,8 @@ pub struct Worker {
     spawn_tx: Mutex<Option<std::sync::mpsc::Sender<SpawnJob>>>,
     logs: mpsc::Sender<LogBatch>,
     live: Arc<Live>,
+    /// Prefix of this worker's sandbox cgroup names.
+    tag: String,
 }
 
 /// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
@@ -127,7 +129,12 @@ struct Live {
 impl Worker {
     /// Starts the spawner threads. Log lines of every sandbox go to `logs`.
     pub fn new(config: WorkerConfig, logs: mpsc::Sender<LogBatch>) -> Result<Worker, WorkerError> {
-        let host = Arc::new(ignis_sandbox::Host::new(&config.state_dir, &config.init_exe)?);
+        let host = ignis_sandbox::Host::new(&config.state_dir, &config.init_exe)?;
+        // Sandbox cgroups are named after the state directory, which one
+        // worker at a time owns: any left from an earlier run are stale.
+        let tag = format!("{:08x}-", fnv1a(config.state_dir.as_os_str().as_encoded_bytes()) as u32);
+        host.remove_stale_groups(&tag);
+        let host = Arc::new(host);
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel::<SpawnJob>();
         let spawn_rx = Arc::new(Mutex::new(spawn_rx));
         for n in 0..config.spawners.max(1) {
@@ -144,16 +151,18 @@ impl Worker {
                 })
                 .map_err(|source| ignis_sandbox::SandboxError::Io { what: "spawner thread".into(), source })?;
         }
-        Ok(Worker { spawn_tx: Mutex::new(Some(spawn_tx)), logs, live: Arc::default() })
+        Ok(Worker { spawn_tx: Mutex::new(Some(spawn_tx)), logs, live: Arc::default(), tag })
     }
 
-    /// Builds a sandbox for `spec` and starts its runtime. Returns once the
+    /// Builds a sandbox for `spec` and starts its runtime. `sandbox_id` (32
+    /// hex digits) names its log stream and, prefixed, its cgroup. Returns once the
     /// runtime's process runs; its init goes on, and the first
     /// [`SandboxHandle::invoke`] waits for it.
     pub async fn start(&self, sandbox_id: &str, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        sandbox::start(sandbox_id, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
+        let cgroup_name = format!("{}{sandbox_id}", self.tag);
+        sandbox::start(sandbox_id, &cgroup_name, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
     }
 
     /// Kills every sandbox and waits until each is reaped and its cgroup removed.
@@ -190,6 +199,10 @@ pub enum StartError {
     Host(String),
     #[error("worker is shutting down")]
     ShuttingDown,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Registers a file descriptor with the runtime to await its readability.

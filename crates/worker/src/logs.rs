@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Longest log line kept as one event; longer output is cut (CloudWatch
 /// Logs' event limit is 256 KiB).
@@ -115,6 +115,8 @@ pub(crate) struct Output {
     group: String,
     pub(crate) stream: String,
     sink: mpsc::Sender<LogBatch>,
+    /// Wakes the reader task to send platform lines without waiting for output.
+    platform: Notify,
 }
 
 impl Output {
@@ -125,7 +127,7 @@ impl Output {
         stream: String,
         sink: mpsc::Sender<LogBatch>,
     ) -> std::io::Result<Output> {
-        Ok(Output { fd: crate::readable_fd(fd)?, collector: Mutex::default(), account, group, stream, sink })
+        Ok(Output { fd: crate::readable_fd(fd)?, collector: Mutex::default(), account, group, stream, sink, platform: Notify::new() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Collector> {
@@ -150,31 +152,43 @@ impl Output {
     /// The reader task: runs until the runtime's side of the pipe is closed.
     pub(crate) async fn run(&self) {
         loop {
-            let Ok(mut guard) = self.fd.readable().await else { break };
-            let eof = {
-                let mut collector = self.lock();
-                collector.drain(self.fd.get_ref());
-                collector.eof
-            };
-            guard.clear_ready();
-            self.send_pending().await;
-            if eof {
-                break;
+            tokio::select! {
+                readable = self.fd.readable() => {
+                    let Ok(mut guard) = readable else { break };
+                    let eof = {
+                        let mut collector = self.lock();
+                        collector.drain(self.fd.get_ref());
+                        collector.eof
+                    };
+                    guard.clear_ready();
+                    self.send_pending().await;
+                    if eof {
+                        break;
+                    }
+                }
+                () = self.platform.notified() => self.send_pending().await,
             }
         }
     }
 
-    /// Starts an invocation's log with its `START` line.
+    /// Starts an invocation's log with its `START` line, unless it was started.
     pub(crate) fn begin(&self, request_id: &str, version: &str) {
-        let mut collector = self.lock();
-        collector.drain(self.fd.get_ref());
-        collector.invocation = Some(String::new());
-        collector.push_line(format!("START RequestId: {request_id} Version: {version}\n"));
+        {
+            let mut collector = self.lock();
+            if collector.invocation.is_some() {
+                return;
+            }
+            collector.drain(self.fd.get_ref());
+            collector.invocation = Some(String::new());
+            collector.push_line(format!("START RequestId: {request_id} Version: {version}\n"));
+        }
+        self.platform.notify_one();
     }
 
     /// Adds a platform line to the current invocation's log.
     pub(crate) fn platform_line(&self, message: String) {
         self.lock().push_line(message);
+        self.platform.notify_one();
     }
 
     /// Ends the invocation's log: collects all the runtime wrote so far, adds

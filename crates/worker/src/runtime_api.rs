@@ -128,15 +128,24 @@ async fn next(handle: &SandboxHandle) -> Answer {
         if matches!(rt.phase, Phase::Dead) {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the sandbox is shutting down");
         }
-        if let Some(delivery) = rt.queued.take() {
-            return event(delivery);
+        match rt.queued.take() {
+            Some(delivery) => Err(delivery),
+            None => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                rt.parked = Some(tx);
+                Ok(rx)
+            }
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        rt.parked = Some(tx);
-        rx
     };
-    match parked.await {
-        Ok(delivery) => event(delivery),
+    let delivered = match parked {
+        Err(queued) => Ok(queued),
+        Ok(parked) => parked.await,
+    };
+    match delivered {
+        Ok(delivery) => {
+            handle.taken(&delivery);
+            event(delivery)
+        }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the sandbox is shutting down"),
     }
 }

@@ -35,6 +35,19 @@ pub(crate) struct Delivery {
     pub cognito_identity: Option<String>,
 }
 
+impl Delivery {
+    fn into_invocation(self) -> Invocation {
+        Invocation {
+            request_id: self.request_id,
+            payload: self.payload,
+            invoked_function_arn: self.invoked_function_arn,
+            trace_id: self.trace_id,
+            client_context: self.client_context,
+            cognito_identity: self.cognito_identity,
+        }
+    }
+}
+
 /// What the runtime (or its death) answered for the current invocation.
 pub(crate) enum Reply {
     Response(Bytes),
@@ -58,6 +71,8 @@ pub(crate) struct Rt {
     pub phase: Phase,
     pub parked: Option<oneshot::Sender<Delivery>>,
     pub queued: Option<Delivery>,
+    /// The runtime took the current invocation's event.
+    pub taken: bool,
     pub current: Option<Current>,
     /// Set at the first `/next`; reported by the first invocation.
     pub init_duration: Option<Duration>,
@@ -81,6 +96,7 @@ pub struct SandboxHandle {
 
 pub(crate) async fn start(
     sandbox_id: &str,
+    cgroup_name: &str,
     spec: Arc<FunctionSpec>,
     spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
     log_sink: mpsc::Sender<LogBatch>,
@@ -93,7 +109,7 @@ pub(crate) async fn start(
     env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
     env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), stream.clone()));
     let config = ignis_sandbox::SandboxConfig {
-        id: sandbox_id.to_string(),
+        id: cgroup_name.to_string(),
         code_dir: spec.code_dir.clone(),
         memory_mb: spec.memory_mb,
         tmp_mb: spec.tmp_mb,
@@ -141,6 +157,7 @@ pub(crate) async fn start(
             phase: Phase::Initialising { waiter: None },
             parked: None,
             queued: None,
+            taken: false,
             current: None,
             init_duration: None,
             init_error: None,
@@ -235,7 +252,7 @@ impl SandboxHandle {
             let mut rt = self.lock_rt();
             rt.phase = Phase::Dead;
             rt.parked = None;
-            rt.queued = None;
+            // A queued event stays: its invocation takes it back to run elsewhere.
             if let Some(current) = rt.current.take() {
                 let _ = current.reply.send(Reply::Died);
             }
@@ -292,10 +309,12 @@ impl SandboxHandle {
     /// Runs one invocation to its end: waits for the runtime's init if it is
     /// new, hands it the event, and waits for its answer until the function's
     /// timeout. The sandbox is killed when it must not be reused.
-    pub async fn invoke(&self, invocation: Invocation) -> Outcome {
+    ///
+    /// When the sandbox died before its runtime took the event, nothing of the
+    /// invocation ran: it is given back to be run elsewhere.
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, Invocation> {
         let request_id = invocation.request_id.clone();
         let init = self.ready().await;
-        self.output.begin(&request_id, &self.spec.version);
         let init_duration = match init {
             Ok(init_duration) => init_duration,
             Err(()) => {
@@ -316,7 +335,7 @@ impl SandboxHandle {
                 };
                 self.kill();
                 let duration = self.started.elapsed();
-                return self.finish(&request_id, completion, duration, Some(duration), false).await;
+                return Ok(self.finish(&request_id, completion, duration, Some(duration), false).await);
             }
         };
 
@@ -335,6 +354,7 @@ impl SandboxHandle {
                 cognito_identity: invocation.cognito_identity,
             };
             if matches!(rt.phase, Phase::Ready) {
+                rt.taken = false;
                 rt.current = Some(Current { request_id: request_id.clone(), reply: reply_tx });
                 match rt.parked.take() {
                     Some(parked) => {
@@ -364,6 +384,13 @@ impl SandboxHandle {
                 true,
             ),
             Ok(Ok(Reply::Died)) | Ok(Err(_)) => {
+                let untaken = {
+                    let mut rt = self.lock_rt();
+                    if rt.taken { None } else { rt.queued.take() }
+                };
+                if let Some(delivery) = untaken {
+                    return Err(delivery.into_invocation());
+                }
                 self.wait_dead().await;
                 (self.death(&request_id), false)
             }
@@ -380,7 +407,13 @@ impl SandboxHandle {
                 (completion, false)
             }
         };
-        self.finish(&request_id, completion, duration, init_duration, reusable).await
+        Ok(self.finish(&request_id, completion, duration, init_duration, reusable).await)
+    }
+
+    /// The runtime's `/next` took `delivery`: the invocation starts.
+    pub(crate) fn taken(&self, delivery: &Delivery) {
+        self.lock_rt().taken = true;
+        self.output.begin(&delivery.request_id, &self.spec.version);
     }
 
     async fn finish(
@@ -391,6 +424,7 @@ impl SandboxHandle {
         init_duration: Option<Duration>,
         reusable: bool,
     ) -> Outcome {
+        self.output.begin(request_id, &self.spec.version);
         if let Completion::Failed { error_type, message } = &completion {
             if error_type.starts_with("Runtime.") {
                 self.output.platform_line(format!("{message}\n{error_type}\n"));

@@ -155,7 +155,7 @@ fn zipping_keeps_modes_and_symlinks() {
         let mut file = archive.by_index(i).unwrap();
         let mut content = Vec::new();
         std::io::Read::read_to_end(&mut file, &mut content).unwrap();
-        entries.push((file.name().to_owned(), file.unix_mode().unwrap(), file.is_symlink(), content));
+        entries.push((file.name().unwrap().into_owned(), file.unix_mode().unwrap(), file.is_symlink(), content));
     }
     let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names, ["bootstrap", "data.txt", "lib/", "lib/libx.so", "lib/libx.so.1", "lib-link", "outside"]);

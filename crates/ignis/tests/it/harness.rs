@@ -1,0 +1,346 @@
+//! A real `ignis server` on a free loopback port with its own data directory,
+//! and a small HTTP client that signs its requests with SigV4 as the SDKs do.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use ignis_sigv4::Credentials;
+use serde_json::Value;
+
+pub const KEY_ID: &str = "AKIATESTTESTTESTTEST";
+pub const SECRET: &str = "test/secret/key/for/ignis/integration/tests";
+
+pub struct Server {
+    child: Option<Child>,
+    pub address: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `x-amzn-ErrorType` of an error answer.
+    pub fn error_type(&self) -> &str {
+        self.header("x-amzn-errortype").unwrap_or("")
+    }
+
+    /// The decoded `X-Amz-Log-Result`.
+    pub fn log_tail(&self) -> String {
+        use base64::Engine;
+        let encoded = self.header("x-amz-log-result").expect("no log tail");
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
+    }
+}
+
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_ignis")).parent().unwrap().to_path_buf()
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut server = Server::start_in(&data, args);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Starts a server on an existing data directory (e.g. to test a restart).
+    pub fn start_in(data: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ignis server");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines.next().expect("server exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Stops the server with SIGTERM and waits for it (it ends its sandboxes first).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals a child process we started and have not reaped.
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("server did not stop within 20 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn credentials() -> Credentials {
+        Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() }
+    }
+
+    /// A request signed for `service` with the test keys.
+    pub fn signed(&self, service: &str, method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        self.signed_with(&Server::credentials(), service, method, path, query, headers, body)
+    }
+
+    pub fn signed_with(
+        &self,
+        credentials: &Credentials,
+        service: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut all: Vec<(&str, &str)> = vec![("host", &self.address)];
+        all.extend_from_slice(headers);
+        let parts = ignis_sigv4::RequestParts { method, path, query, headers: &all, body };
+        let added = ignis_sigv4::sign(&parts, credentials, "us-east-1", service, SystemTime::now());
+        let mut headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        headers.extend(added);
+        self.raw(method, path, query, &headers, body)
+    }
+
+    /// A Lambda API call.
+    pub fn lambda(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        self.signed("lambda", method, path, query, &[("content-type", "application/json")], body)
+    }
+
+    /// An unsigned request, as sent.
+    pub fn raw(&self, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let target = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+        let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n", self.address, body.len());
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        // A server may answer before reading the whole body (e.g. one that is too large).
+        let _ = stream.write_all(body);
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        parse_reply(&bytes)
+    }
+
+    pub fn create(&self, name: &str, zip: &[u8], extra: Value) -> Reply {
+        use base64::Engine;
+        let mut body = serde_json::json!({
+            "FunctionName": name,
+            "Runtime": "provided.al2023",
+            "Role": "arn:aws:iam::123456789012:role/test",
+            "Handler": "bootstrap",
+            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+        });
+        if let Value::Object(fields) = extra {
+            for (k, v) in fields {
+                body[k] = v;
+            }
+        }
+        self.lambda("POST", "/2015-03-31/functions", body.to_string().as_bytes())
+    }
+
+    pub fn invoke(&self, name: &str, payload: &str) -> Reply {
+        self.invoke_with(name, payload, &[("x-amz-log-type", "Tail")])
+    }
+
+    pub fn invoke_with(&self, name: &str, payload: &str, headers: &[(&str, &str)]) -> Reply {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        self.signed("lambda", "POST", &path, "", headers, payload.as_bytes())
+    }
+
+    /// All log events of a function, through CloudWatch Logs' FilterLogEvents.
+    pub fn log_events(&self, name: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut body = serde_json::json!({ "logGroupName": format!("/aws/lambda/{name}") });
+            if let Some(t) = &token {
+                body["nextToken"] = Value::String(t.clone());
+            }
+            let reply = self.signed(
+                "logs",
+                "POST",
+                "/",
+                "",
+                &[("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")],
+                body.to_string().as_bytes(),
+            );
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let page = reply.json();
+            events.extend(page["events"].as_array().unwrap().iter().cloned());
+            match page["nextToken"].as_str() {
+                Some(t) => token = Some(t.to_string()),
+                None => return events,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals a child process we started and have not reaped.
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+fn parse_reply(bytes: &[u8]) -> Reply {
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP reply: {:?}", String::from_utf8_lossy(bytes)));
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = bytes[split + 4..].to_vec();
+    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&bytes[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&bytes[line_end + 2..line_end + 2 + size]);
+        bytes = &bytes[line_end + 2 + size + 2..];
+    }
+}
+
+/// A zip of `(name, content, mode)` entries.
+pub fn zip_of(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, content, mode) in files {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(content).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// A shell custom runtime: for each event (in `/tmp/event`, with `$id` its
+/// request id) it runs `handler`, which writes the response to `/tmp/response`.
+pub fn sh_runtime(handler: &str) -> Vec<u8> {
+    let script = format!(
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while true; do
+  curl -sS -D /tmp/headers -o /tmp/event "$api/invocation/next" || exit 1
+  id=$(tr -d '\r' < /tmp/headers | sed -n 's/^[Ll]ambda-[Rr]untime-[Aa]ws-[Rr]equest-[Ii]d: //p')
+  echo '{{}}' > /tmp/response
+  {handler}
+  curl -sS -o /dev/null -X POST "$api/invocation/$id/response" --data-binary @/tmp/response
+done
+"#
+    );
+    zip_of(&[("bootstrap", script.as_bytes(), 0o755)])
+}
+
+/// The `lambda_runtime` example, as a deployable zip.
+pub fn rust_example() -> Vec<u8> {
+    let binary = std::fs::read(bin_dir().join("bootstrap")).expect("the hello-rust example is built (cargo build --workspace)");
+    zip_of(&[("bootstrap", &binary, 0o755)])
+}
+
+/// Retries `check` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sandbox ids (from log stream names) of a function's log events.
+pub fn sandbox_ids(events: &[Value]) -> std::collections::BTreeSet<String> {
+    events
+        .iter()
+        .filter_map(|e| e["logStreamName"].as_str())
+        .filter_map(|s| s.rsplit(']').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether any cgroup of this sandbox is left on the host (its cgroups are
+/// named `<worker tag>-<sandbox id>`).
+pub fn cgroup_left(sandbox_id: &str) -> bool {
+    let parents = ["memory", "pids", "cpu"].map(|c| Path::new("/sys/fs/cgroup").join(c).join("ignis"));
+    parents.iter().chain([Path::new("/sys/fs/cgroup/ignis").to_path_buf()].iter()).any(|parent| {
+        std::fs::read_dir(parent)
+            .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(&format!("-{sandbox_id}"))))
+            .unwrap_or(false)
+    })
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts a real `ignis server` on a free loopback port
+//! and calls it over HTTP as a client would, signing with SigV4. They need root
+//! (sandboxes use namespaces and cgroups) and the workspace's binaries built.
+
+mod api;
+mod bad_input;
+mod harness;
+mod invoke;
+mod lifecycle;
