@@ -1,0 +1,197 @@
+"""Ignis driven by unmodified AWS clients: boto3's lambda and logs clients, and the AWS CLI.
+
+Each test module starts a real `ignis server` on a free loopback port with its own data
+directory. Binaries come from IGNIS_BIN_DIR (default: target/debug of this repository).
+"""
+
+import base64
+import io
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import zipfile
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("IGNIS_BIN_DIR", ROOT / "target" / "debug"))
+KEY_ID = "AKIABOTO3TESTKEY0000"
+SECRET = "boto3/test/secret/key/for/ignis"
+
+
+def zip_bytes(files):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content, mode in files:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, content)
+    return buffer.getvalue()
+
+
+def rust_example():
+    return zip_bytes([("bootstrap", (BIN_DIR / "bootstrap").read_bytes(), 0o755)])
+
+
+def shell_example():
+    return zip_bytes([("bootstrap", (ROOT / "examples" / "hello-sh" / "bootstrap").read_bytes(), 0o755)])
+
+
+@pytest.fixture(scope="module")
+def server():
+    data = tempfile.TemporaryDirectory()
+    env = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
+    process = subprocess.Popen(
+        [str(BIN_DIR / "ignis"), "server", "--listen", "127.0.0.1:0", "--data-dir", data.name + "/data"],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    address = None
+    for line in process.stdout:
+        match = re.search(r"listening on (http://\S+)", line)
+        if match:
+            address = match.group(1)
+            break
+    assert address, "the server did not start"
+    yield address
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        data.cleanup()
+
+
+def client(server, service):
+    return boto3.client(
+        service,
+        endpoint_url=server,
+        region_name="us-east-1",
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+@pytest.fixture(scope="module")
+def lam(server):
+    return client(server, "lambda")
+
+
+def test_create_list_invoke_update_delete(lam):
+    created = lam.create_function(
+        FunctionName="boto-hello",
+        Runtime="provided.al2023",
+        Role="arn:aws:iam::123456789012:role/ignis",
+        Handler="bootstrap",
+        Code={"ZipFile": rust_example()},
+        MemorySize=256,
+        Timeout=5,
+        Environment={"Variables": {"STAGE": "test"}},
+    )
+    assert created["FunctionName"] == "boto-hello"
+    assert created["MemorySize"] == 256
+    assert created["State"] == "Active"
+    assert created["PackageType"] == "Zip"
+
+    got = lam.get_function(FunctionName="boto-hello")
+    assert got["Configuration"]["FunctionArn"] == created["FunctionArn"]
+    by_arn = lam.get_function_configuration(FunctionName=created["FunctionArn"])
+    assert by_arn["CodeSha256"] == created["CodeSha256"]
+
+    names = [f["FunctionName"] for page in lam.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 1}) for f in page["Functions"]]
+    assert "boto-hello" in names
+
+    answer = lam.invoke(FunctionName="boto-hello", Payload=json.dumps({"name": "boto3"}), LogType="Tail")
+    assert answer["StatusCode"] == 200
+    assert "FunctionError" not in answer
+    assert answer["ExecutedVersion"] == "$LATEST"
+    assert json.loads(answer["Payload"].read()) == {"message": "Hello, boto3!"}
+    log = base64.b64decode(answer["LogResult"]).decode()
+    assert re.search(r"^REPORT RequestId: \S+\tDuration: [\d.]+ ms\tBilled Duration: \d+ ms\tMemory Size: 256 MB\tMax Memory Used: \d+ MB\tInit Duration: [\d.]+ ms$", log, re.M), log
+
+    answer = lam.invoke(FunctionName="boto-hello", Payload=b'{"fail": "on purpose"}')
+    assert answer["FunctionError"] == "Unhandled"
+    assert json.loads(answer["Payload"].read())["errorMessage"] == "on purpose"
+
+    updated = lam.update_function_configuration(FunctionName="boto-hello", Timeout=10, Description="updated")
+    assert (updated["Timeout"], updated["Description"], updated["MemorySize"]) == (10, "updated", 256)
+    updated = lam.update_function_code(FunctionName="boto-hello", ZipFile=shell_example())
+    assert updated["CodeSha256"] != created["CodeSha256"]
+    answer = lam.invoke(FunctionName="boto-hello", Payload=b'{"x": 1}')
+    assert json.loads(answer["Payload"].read()) == {"echo": {"x": 1}}
+
+    lam.delete_function(FunctionName="boto-hello")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName="boto-hello")
+
+
+def test_invocation_types(lam):
+    lam.create_function(FunctionName="boto-types", Runtime="provided.al2", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    assert lam.invoke(FunctionName="boto-types", InvocationType="DryRun")["StatusCode"] == 204
+    assert lam.invoke(FunctionName="boto-types", InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+
+
+def test_errors_are_typed(lam):
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke(FunctionName="nobody-here")
+    lam.create_function(FunctionName="boto-dup", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        lam.create_function(FunctionName="boto-dup", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.create_function(FunctionName="boto-bad-zip", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": b"not a zip"})
+    unchecked = boto3.client("lambda", endpoint_url=lam.meta.endpoint_url, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, config=Config(retries={"max_attempts": 1}, parameter_validation=False))
+    with pytest.raises(ClientError) as error:
+        unchecked.create_function(FunctionName="boto-mem", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()}, MemorySize=64)
+    assert error.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(lam.exceptions.RequestTooLargeException):
+        lam.invoke(FunctionName="boto-dup", Payload=b'"' + b"x" * (6 * 1024 * 1024) + b'"')
+    with pytest.raises(lam.exceptions.InvalidRequestContentException):
+        lam.invoke(FunctionName="boto-dup", Payload=b"{not json")
+
+
+def test_bad_keys_are_refused(server):
+    stranger = boto3.client("lambda", endpoint_url=server, region_name="us-east-1", aws_access_key_id="AKIASTRANGER00000000", aws_secret_access_key="nope", config=Config(retries={"max_attempts": 1}))
+    with pytest.raises(ClientError) as error:
+        stranger.list_functions()
+    assert error.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_logs_client_reads_function_logs(server, lam):
+    lam.create_function(FunctionName="boto-logs", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    request_id = lam.invoke(FunctionName="boto-logs", Payload=b"{}")["ResponseMetadata"]["RequestId"]
+    logs = client(server, "logs")
+    deadline = time.time() + 10
+    messages = []
+    while time.time() < deadline:
+        events = logs.filter_log_events(logGroupName="/aws/lambda/boto-logs")["events"]
+        messages = [e["message"] for e in events]
+        if any(m.startswith("REPORT RequestId: " + request_id) for m in messages):
+            break
+        time.sleep(0.2)
+    assert f"START RequestId: {request_id} Version: $LATEST\n" in messages
+    assert "got an event of 2 bytes\n" in messages
+    streams = logs.describe_log_streams(logGroupName="/aws/lambda/boto-logs")["logStreams"]
+    assert len(streams) == 1 and "[$LATEST]" in streams[0]["logStreamName"]
+
+
+def test_aws_cli(server, lam):
+    lam.create_function(FunctionName="cli-fn", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+    listed = subprocess.run(["aws", "--endpoint-url", server, "lambda", "list-functions"], env=env, capture_output=True, text=True, check=True)
+    assert "cli-fn" in [f["FunctionName"] for f in json.loads(listed.stdout)["Functions"]]
+    with tempfile.NamedTemporaryFile() as out:
+        subprocess.run(["aws", "--endpoint-url", server, "lambda", "invoke", "--function-name", "cli-fn", "--payload", '{"via": "cli"}', out.name], env=env, capture_output=True, check=True)
+        assert json.loads(pathlib.Path(out.name).read_text()) == {"echo": {"via": "cli"}}
