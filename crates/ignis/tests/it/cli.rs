@@ -1,0 +1,86 @@
+//! The `ignis` command-line client against a real server.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::harness::{KEY_ID, SECRET, Server, eventually};
+
+fn ignis(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(args)
+        .env("IGNIS_ENDPOINT", format!("http://{}", server.address))
+        .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+        .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn deploy_invoke_ls_logs_rm() {
+    let server = Server::start();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-sh");
+    let deployed = ignis(&server, &["deploy", "hello", example.to_str().unwrap(), "--memory", "256", "--timeout", "5", "--env", "GREETING=hi"]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+
+    let config = server.lambda("GET", "/2015-03-31/functions/hello/configuration", b"").json();
+    assert_eq!((config["MemorySize"].as_u64(), config["Timeout"].as_u64()), (Some(256), Some(5)));
+    assert_eq!(config["Environment"]["Variables"]["GREETING"], "hi");
+
+    let invoked = ignis(&server, &["invoke", "hello", r#"{"n": 1}"#, "--log"]);
+    assert!(invoked.status.success(), "{}", stderr(&invoked));
+    assert_eq!(stdout(&invoked).trim(), r#"{"echo": {"n": 1}}"#);
+    assert!(stderr(&invoked).contains("REPORT RequestId: "), "{}", stderr(&invoked));
+
+    // Deploying again updates the code and only the settings given.
+    let redeployed = ignis(&server, &["deploy", "hello", example.to_str().unwrap(), "--timeout", "7"]);
+    assert!(redeployed.status.success(), "{}", stderr(&redeployed));
+    let config = server.lambda("GET", "/2015-03-31/functions/hello/configuration", b"").json();
+    assert_eq!((config["MemorySize"].as_u64(), config["Timeout"].as_u64()), (Some(256), Some(7)));
+
+    let listed = ignis(&server, &["ls"]);
+    assert!(listed.status.success());
+    assert!(stdout(&listed).lines().any(|l| l.starts_with("hello ") && l.contains("provided.al2023")), "{}", stdout(&listed));
+
+    assert!(eventually(Duration::from_secs(10), || stdout(&ignis(&server, &["logs", "hello"])).contains("REPORT RequestId: ")));
+    let logs = stdout(&ignis(&server, &["logs", "hello"]));
+    assert!(logs.contains("got an event of 8 bytes\n"), "{logs}");
+
+    let removed = ignis(&server, &["rm", "hello"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let gone = ignis(&server, &["invoke", "hello"]);
+    assert!(!gone.status.success());
+    let message = stderr(&gone);
+    assert_eq!(message.lines().count(), 1, "one line, no backtrace: {message}");
+    assert!(message.contains("ResourceNotFoundException"), "{message}");
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let server = Server::start();
+    let missing = ignis(&server, &["deploy", "x", "/no/such/dir"]);
+    assert!(!missing.status.success());
+    assert_eq!(stderr(&missing).lines().count(), 1, "{}", stderr(&missing));
+
+    let bad_memory = ignis(&server, &["deploy", "x", Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-sh").to_str().unwrap(), "--memory", "64"]);
+    assert!(!bad_memory.status.success());
+    assert!(stderr(&bad_memory).contains("ValidationException"), "{}", stderr(&bad_memory));
+
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["ls", "--endpoint", "http://127.0.0.1:1"])
+        .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+        .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert_eq!(stderr(&unreachable).lines().count(), 1, "{}", stderr(&unreachable));
+    assert!(stderr(&unreachable).contains("cannot reach Ignis"), "{}", stderr(&unreachable));
+}
