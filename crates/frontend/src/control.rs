@@ -108,14 +108,7 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
     let name_text = request.function_name.clone().unwrap_or_default();
     let mut v = Violations::default();
     v.check(request.function_name.is_some(), "null", "functionName", "Member must not be null");
-    f::check_settings(
-        &mut v,
-        request.memory_size,
-        request.timeout,
-        request.ephemeral_storage.as_ref(),
-        request.description.as_deref(),
-        request.handler.as_deref(),
-    );
+    request.settings.check_model(&mut v);
     v.into_result()?;
     let reference = f::parse_function_ref(&name_text, "functionName")?;
     no_publish(request.publish)?;
@@ -126,13 +119,12 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
     if request.package_type.as_deref().is_some_and(|p| p != "Zip") {
         code_source(None, false, true)?;
     }
-    let runtime = request
-        .runtime
-        .clone()
-        .ok_or_else(|| ApiError::InvalidParameterValue("Runtime and Handler are mandatory parameters for functions created with deployment packages.".into()))?;
-    f::check_runtime(&runtime)?;
-    let environment = request.environment.and_then(|e| e.variables).unwrap_or_default();
-    f::check_environment(&environment)?;
+    let Some(runtime) = request.settings.runtime.clone() else {
+        return Err(ApiError::InvalidParameterValue(
+            "Runtime and Handler are mandatory parameters for functions created with deployment packages.".into(),
+        ));
+    };
+    request.settings.check_values()?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
@@ -141,16 +133,16 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
         return Err(conflict());
     }
     let code = store_code(app, zip, &runtime).await?;
-    let record = FunctionRecord {
+    let mut record = FunctionRecord {
         name: name.clone(),
         runtime,
-        role: request.role.unwrap_or_default(),
-        handler: request.handler.unwrap_or_else(|| "bootstrap".into()),
-        description: request.description.unwrap_or_default(),
-        memory_mb: request.memory_size.map_or(f::DEFAULT_MEMORY_MB, |m| m as u32),
-        timeout_s: request.timeout.map_or(f::DEFAULT_TIMEOUT_S, |t| t as u32),
-        ephemeral_mb: request.ephemeral_storage.and_then(|e| e.size).map_or(f::DEFAULT_EPHEMERAL_MB, |s| s as u32),
-        environment,
+        role: String::new(),
+        handler: "bootstrap".into(),
+        description: String::new(),
+        memory_mb: f::DEFAULT_MEMORY_MB,
+        timeout_s: f::DEFAULT_TIMEOUT_S,
+        ephemeral_mb: f::DEFAULT_EPHEMERAL_MB,
+        environment: Default::default(),
         architecture,
         code_sha256_hex: code.sha256_hex(),
         code_sha256: code.sha256_base64(),
@@ -158,7 +150,8 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
         last_modified_ms: now_ms(),
         revision_id: new_revision(),
     };
-    let record = app
+    request.settings.apply(&mut record);
+    let (_, record) = app
         .registry
         .write(&app.config.account, &name, |current| match current {
             Some(_) => Err(conflict()),
@@ -216,60 +209,22 @@ pub async fn update_configuration(app: &Arc<App>, name: &str, body: &[u8]) -> Re
     let request: f::UpdateConfiguration = f::parse_body(body)?;
     let (reference, _) = resolve(app, name, None)?;
     let mut v = Violations::default();
-    f::check_settings(
-        &mut v,
-        request.memory_size,
-        request.timeout,
-        request.ephemeral_storage.as_ref(),
-        request.description.as_deref(),
-        request.handler.as_deref(),
-    );
+    request.settings.check_model(&mut v);
     v.into_result()?;
-    if let Some(runtime) = &request.runtime {
-        f::check_runtime(runtime)?;
-    }
-    let environment = request.environment.map(|e| e.variables.unwrap_or_default());
-    if let Some(vars) = &environment {
-        f::check_environment(vars)?;
-    }
-    let old = std::sync::Mutex::new(None);
-    let record = app
+    request.settings.check_values()?;
+    let (old, record) = app
         .registry
         .write(&app.config.account, &reference.name, |current| {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             check_revision(current, request.revision_id.as_deref())?;
-            *old.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
             let mut record = current.clone();
-            if let Some(runtime) = request.runtime {
-                record.runtime = runtime;
-            }
-            if let Some(role) = request.role {
-                record.role = role;
-            }
-            if let Some(handler) = request.handler {
-                record.handler = handler;
-            }
-            if let Some(description) = request.description {
-                record.description = description;
-            }
-            if let Some(memory) = request.memory_size {
-                record.memory_mb = memory as u32;
-            }
-            if let Some(timeout) = request.timeout {
-                record.timeout_s = timeout as u32;
-            }
-            if let Some(size) = request.ephemeral_storage.and_then(|e| e.size) {
-                record.ephemeral_mb = size as u32;
-            }
-            if let Some(vars) = environment {
-                record.environment = vars;
-            }
+            request.settings.apply(&mut record);
             record.last_modified_ms = now_ms();
             record.revision_id = new_revision();
             Ok(record)
         })
         .await?;
-    if let Some(old) = old.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    if let Some(old) = old {
         app.invoker.retire(&app.config.account, &old);
     }
     Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
@@ -297,17 +252,15 @@ pub async fn update_code(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Answ
         let record = apply(&current);
         return Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)));
     }
-    let old = std::sync::Mutex::new(None);
-    let record = app
+    let (old, record) = app
         .registry
         .write(&app.config.account, &reference.name, |latest| {
             let latest = latest.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             check_revision(latest, request.revision_id.as_deref())?;
-            *old.lock().unwrap_or_else(|e| e.into_inner()) = Some(latest.clone());
             Ok(apply(latest))
         })
         .await?;
-    if let Some(old) = old.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    if let Some(old) = old {
         app.invoker.retire(&app.config.account, &old);
     }
     Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))

@@ -129,12 +129,10 @@ pub struct CodeIn {
     pub image_uri: Option<String>,
 }
 
-/// `CreateFunction`'s body (fields Ignis does not use are ignored, as Lambda's
-/// optional features that are off).
+/// The settings CreateFunction and UpdateFunctionConfiguration share.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct CreateFunction {
-    pub function_name: Option<String>,
+pub struct Settings {
     pub runtime: Option<String>,
     pub role: Option<String>,
     pub handler: Option<String>,
@@ -143,6 +141,71 @@ pub struct CreateFunction {
     pub timeout: Option<i64>,
     pub environment: Option<EnvironmentIn>,
     pub ephemeral_storage: Option<EphemeralStorageIn>,
+}
+
+impl Settings {
+    /// Model checks of every setting given, added to `v`.
+    pub fn check_model(&self, v: &mut Violations) {
+        v.range(self.memory_size, "memorySize", 128, 10240);
+        v.range(self.timeout, "timeout", 1, 900);
+        v.range(self.ephemeral_storage.as_ref().and_then(|e| e.size), "ephemeralStorage.size", 512, 10240);
+        if let Some(d) = &self.description {
+            v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
+        }
+        if let Some(h) = &self.handler {
+            v.check(h.len() <= 128, h, "handler", "Member must have length less than or equal to 128");
+            v.check(!h.chars().any(char::is_whitespace), h, "handler", "Member must satisfy regular expression pattern: [^\\s]+");
+        }
+    }
+
+    /// Checks of values the model allows but Ignis may not honour. Run after the model checks.
+    pub fn check_values(&self) -> Result<(), ApiError> {
+        if let Some(runtime) = &self.runtime {
+            check_runtime(runtime)?;
+        }
+        if let Some(vars) = self.environment.as_ref().and_then(|e| e.variables.as_ref()) {
+            check_environment(vars)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every setting given into `record`.
+    pub fn apply(self, record: &mut FunctionRecord) {
+        if let Some(runtime) = self.runtime {
+            record.runtime = runtime;
+        }
+        if let Some(role) = self.role {
+            record.role = role;
+        }
+        if let Some(handler) = self.handler {
+            record.handler = handler;
+        }
+        if let Some(description) = self.description {
+            record.description = description;
+        }
+        if let Some(memory) = self.memory_size {
+            record.memory_mb = memory as u32;
+        }
+        if let Some(timeout) = self.timeout {
+            record.timeout_s = timeout as u32;
+        }
+        if let Some(size) = self.ephemeral_storage.and_then(|e| e.size) {
+            record.ephemeral_mb = size as u32;
+        }
+        if let Some(environment) = self.environment {
+            record.environment = environment.variables.unwrap_or_default();
+        }
+    }
+}
+
+/// `CreateFunction`'s body (fields Ignis does not use are ignored, as Lambda's
+/// optional features that are off).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateFunction {
+    pub function_name: Option<String>,
+    #[serde(flatten)]
+    pub settings: Settings,
     pub architectures: Option<Vec<String>>,
     pub package_type: Option<String>,
     pub code: Option<CodeIn>,
@@ -153,14 +216,8 @@ pub struct CreateFunction {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateConfiguration {
-    pub runtime: Option<String>,
-    pub role: Option<String>,
-    pub handler: Option<String>,
-    pub description: Option<String>,
-    pub memory_size: Option<i64>,
-    pub timeout: Option<i64>,
-    pub environment: Option<EnvironmentIn>,
-    pub ephemeral_storage: Option<EphemeralStorageIn>,
+    #[serde(flatten)]
+    pub settings: Settings,
     pub revision_id: Option<String>,
 }
 
@@ -311,27 +368,6 @@ pub fn check_environment(vars: &BTreeMap<String, String>) -> Result<(), ApiError
     Ok(())
 }
 
-/// Model checks shared by create and update-configuration.
-pub fn check_settings(
-    v: &mut Violations,
-    memory: Option<i64>,
-    timeout: Option<i64>,
-    ephemeral: Option<&EphemeralStorageIn>,
-    description: Option<&str>,
-    handler: Option<&str>,
-) {
-    v.range(memory, "memorySize", 128, 10240);
-    v.range(timeout, "timeout", 1, 900);
-    v.range(ephemeral.and_then(|e| e.size), "ephemeralStorage.size", 512, 10240);
-    if let Some(d) = description {
-        v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
-    }
-    if let Some(h) = handler {
-        v.check(h.len() <= 128, h, "handler", "Member must have length less than or equal to 128");
-        v.check(!h.chars().any(char::is_whitespace), h, "handler", "Member must satisfy regular expression pattern: [^\\s]+");
-    }
-}
-
 pub fn check_architectures(architectures: Option<&[String]>) -> Result<String, ApiError> {
     match architectures {
         None => Ok("x86_64".into()),
@@ -384,14 +420,20 @@ mod tests {
     #[test]
     fn ranges_are_validation_errors_listing_each_violation() {
         let mut v = Violations::default();
-        check_settings(&mut v, Some(127), Some(901), Some(&EphemeralStorageIn { size: Some(512) }), None, None);
+        let settings = Settings {
+            memory_size: Some(127),
+            timeout: Some(901),
+            ephemeral_storage: Some(EphemeralStorageIn { size: Some(512) }),
+            ..Settings::default()
+        };
+        settings.check_model(&mut v);
         let err = v.into_result().unwrap_err();
         assert_eq!(err.error_type(), "ValidationException");
         assert!(err.message().starts_with("2 validation errors detected: Value '127' at 'memorySize'"), "{}", err.message());
         assert!(err.message().contains("Value '901' at 'timeout' failed to satisfy constraint: Member must have value less than or equal to 900"));
         for (memory, timeout) in [(128, 1), (10240, 900)] {
             let mut v = Violations::default();
-            check_settings(&mut v, Some(memory), Some(timeout), None, None, None);
+            Settings { memory_size: Some(memory), timeout: Some(timeout), ..Settings::default() }.check_model(&mut v);
             assert!(v.into_result().is_ok());
         }
     }

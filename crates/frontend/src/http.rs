@@ -21,6 +21,9 @@ use crate::{App, control, invoke_api, logs_api};
 
 pub type Answer = Response<Full<Bytes>>;
 
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Everything the API can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
@@ -171,6 +174,8 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: i
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -55,12 +55,13 @@ impl Registry {
 
     /// Applies `change` to the current record (None if absent) under the write
     /// lock, and stores the record it returns. `change` decides conflicts.
+    /// Returns the record replaced, if any, and the new one.
     pub async fn write(
         &self,
         account: &str,
         name: &str,
         change: impl FnOnce(Option<&FunctionRecord>) -> Result<FunctionRecord, ApiError>,
-    ) -> Result<Arc<FunctionRecord>, ApiError> {
+    ) -> Result<(Option<Arc<FunctionRecord>>, Arc<FunctionRecord>), ApiError> {
         let _guard = self.writes.lock().await;
         let current = self.get(account, name);
         let record = Arc::new(change(current.as_deref())?);
@@ -72,7 +73,7 @@ impl Registry {
             .map_err(|e| ApiError::Service(e.to_string()))??;
         let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
         functions.insert((account.to_string(), name.to_string()), record.clone());
-        Ok(record)
+        Ok((current, record))
     }
 
     /// Deletes a function; returns its last record.
