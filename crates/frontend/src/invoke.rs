@@ -154,9 +154,7 @@ impl Invoker {
                     }
                 }
                 Reservation::Cold(id) => {
-                    let spec = Arc::new(spec(target));
-                    let name = uuid::Uuid::new_v4().simple().to_string();
-                    return match self.worker.start(&name, spec).await {
+                    return match self.worker.start(Arc::new(spec(target))).await {
                         Ok(handle) => {
                             self.lock().handles.insert(id, handle.clone());
                             Ok(Reserved::Sandbox(reservation, handle))

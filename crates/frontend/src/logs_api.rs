@@ -16,22 +16,31 @@ use crate::error::ApiError;
 use crate::function::parse_body;
 use crate::http::{Answer, json_answer};
 
-/// Writes log lines to storage, a batch of whatever has arrived at a time.
+/// Writes log lines to storage: whatever has arrived, in one transaction.
+/// While a write runs, the next lines queue up and go in the next one.
 pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>) {
     let mut batches = Vec::new();
-    while logs.recv_many(&mut batches, 256).await > 0 {
+    while logs.recv_many(&mut batches, 1024).await > 0 {
         let store = store.clone();
         let taken = std::mem::take(&mut batches);
         let written = tokio::task::spawn_blocking(move || {
-            for batch in taken {
-                let events: Vec<LogEvent> = batch
-                    .lines
-                    .into_iter()
-                    .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: batch.stream.clone(), message: line.message })
-                    .collect();
-                if let Err(e) = store.append_logs(&batch.account, &batch.group, &events) {
-                    eprintln!("ignis: could not keep {} log lines of {}: {e}", events.len(), batch.group);
-                }
+            let events: Vec<(String, String, Vec<LogEvent>)> = taken
+                .into_iter()
+                .map(|batch| {
+                    let stream = batch.stream;
+                    let events = batch
+                        .lines
+                        .into_iter()
+                        .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
+                        .collect();
+                    (batch.account, batch.group, events)
+                })
+                .collect();
+            let borrowed: Vec<(&str, &str, &[LogEvent])> =
+                events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
+            if let Err(e) = store.append_log_batches(&borrowed) {
+                let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
+                eprintln!("ignis: could not keep {lines} log lines: {e}");
             }
         })
         .await;

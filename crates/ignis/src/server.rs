@@ -24,6 +24,10 @@ pub struct ServerArgs {
     /// The region named in ARNs.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
+    /// Sandboxes kept ready ahead of time (namespaces, cgroup and network made, no function yet),
+    /// so that a cold start only has to give one its function.
+    #[arg(long, default_value_t = 2)]
+    pub sandbox_pool: usize,
     /// The sandbox init executable [default: ignis-init beside this program].
     #[arg(long, env = "IGNIS_INIT")]
     pub init: Option<PathBuf>,
@@ -57,7 +61,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
-        let worker_config = WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2 };
+        let worker_config =
+            WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool };
         let worker = Arc::new(Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?);
         let config = Config {
             region: args.region,

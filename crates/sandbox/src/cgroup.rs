@@ -45,9 +45,11 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn version(&self) -> u8;
     /// Creates the `ignis` parent group(s) if missing (and, on v2, enables the controllers for its children).
     fn setup_parent(&self) -> io::Result<()>;
-    /// Creates the sandbox's group(s) and writes the limits. Returns the `cgroup.procs` files a process must write
-    /// `0` to in order to join. On error nothing is left behind.
+    /// Creates the sandbox's group(s) with `pids.max` set and memory and CPU not limited yet. Returns the
+    /// `cgroup.procs` files a process must write `0` to in order to join. On error nothing is left behind.
     fn create(&self, id: &str, limits: &Limits) -> io::Result<Vec<PathBuf>>;
+    /// Sets the memory limit (no swap) and the CPU share of an existing group.
+    fn set_limits(&self, id: &str, limits: &Limits) -> io::Result<()>;
     /// The group directories of a sandbox (whether they exist or not).
     fn dirs(&self, id: &str) -> Vec<PathBuf>;
     fn peak_memory_bytes(&self, id: &str) -> Option<u64>;
@@ -105,7 +107,7 @@ impl CgroupV1 {
         self.root.join(controller).join(PARENT).join(id)
     }
 
-    fn write_limits(&self, id: &str, limits: &Limits) -> io::Result<()> {
+    fn write_memory_and_cpu(&self, id: &str, limits: &Limits) -> io::Result<()> {
         let mem = self.dir(Self::MEMORY, id);
         let bytes = limits.memory_bytes().to_string();
         write(&mem.join("memory.limit_in_bytes"), &bytes)?;
@@ -116,12 +118,8 @@ impl CgroupV1 {
         }
         // Not writable on some kernels/configurations; best effort.
         let _ = write(&mem.join("memory.swappiness"), "0");
-        for c in self.controllers() {
-            match c {
-                "cpu" => write(&self.dir(c, id).join("cpu.shares"), &limits.cpu_shares().to_string())?,
-                "pids" => write(&self.dir(c, id).join("pids.max"), &limits.pids_max.to_string())?,
-                _ => {}
-            }
+        if self.controllers().contains(&"cpu") {
+            write(&self.dir("cpu", id).join("cpu.shares"), &limits.cpu_shares().to_string())?;
         }
         Ok(())
     }
@@ -146,8 +144,11 @@ impl CgroupDriver for CgroupV1 {
                 let dir = self.dir(c, id);
                 mkdir_fresh(&dir, self.mkdir)?;
                 procs.push(dir.join("cgroup.procs"));
+                if c == "pids" {
+                    write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+                }
             }
-            self.write_limits(id, limits)
+            Ok(())
         })();
         match result {
             Ok(()) => Ok(procs),
@@ -156,6 +157,10 @@ impl CgroupDriver for CgroupV1 {
                 Err(e)
             }
         }
+    }
+
+    fn set_limits(&self, id: &str, limits: &Limits) -> io::Result<()> {
+        self.write_memory_and_cpu(id, limits)
     }
 
     fn dirs(&self, id: &str) -> Vec<PathBuf> {
@@ -227,16 +232,6 @@ impl CgroupDriver for CgroupV2 {
         let dir = self.dir(id);
         mkdir_fresh(&dir, self.mkdir)?;
         let result = (|| {
-            write(&dir.join("memory.max"), &limits.memory_bytes().to_string())?;
-            // Absent without swap accounting.
-            let swap = dir.join("memory.swap.max");
-            if swap.exists() {
-                write(&swap, "0")?;
-            }
-            let weight = dir.join("cpu.weight");
-            if weight.exists() {
-                write(&weight, &limits.cpu_weight().to_string())?;
-            }
             let pids = dir.join("pids.max");
             if pids.exists() {
                 write(&pids, &limits.pids_max.to_string())?;
@@ -250,6 +245,21 @@ impl CgroupDriver for CgroupV2 {
                 Err(e)
             }
         }
+    }
+
+    fn set_limits(&self, id: &str, limits: &Limits) -> io::Result<()> {
+        let dir = self.dir(id);
+        write(&dir.join("memory.max"), &limits.memory_bytes().to_string())?;
+        // Absent without swap accounting.
+        let swap = dir.join("memory.swap.max");
+        if swap.exists() {
+            write(&swap, "0")?;
+        }
+        let weight = dir.join("cpu.weight");
+        if weight.exists() {
+            write(&weight, &limits.cpu_weight().to_string())?;
+        }
+        Ok(())
     }
 
     fn dirs(&self, id: &str) -> Vec<PathBuf> {
@@ -373,8 +383,17 @@ mod tests {
     /// mkdir of a v2 group as the kernel does it (cpu, memory and pids enabled, swap accounting on).
     fn fake_mkdir_v2(dir: &Path) -> io::Result<()> {
         fs::create_dir(dir)?;
-        for f in ["cgroup.procs", "memory.max", "memory.swap.max", "cpu.weight", "pids.max", "memory.peak", "memory.events"] {
-            fs::write(dir.join(f), "")?;
+        // The kernel's defaults.
+        for (f, value) in [
+            ("cgroup.procs", ""),
+            ("memory.max", "max"),
+            ("memory.swap.max", "max"),
+            ("cpu.weight", "100"),
+            ("pids.max", "max"),
+            ("memory.peak", "0"),
+            ("memory.events", ""),
+        ] {
+            fs::write(dir.join(f), value)?;
         }
         Ok(())
     }
@@ -429,9 +448,13 @@ mod tests {
         cg.setup_parent().unwrap();
         assert_eq!(read(&root.join("ignis/cgroup.subtree_control")), "+memory +cpu +pids");
 
-        let procs = cg.create("sb-1", &Limits { memory_mb: 256, pids_max: 1024 }).unwrap();
+        let limits = Limits { memory_mb: 256, pids_max: 1024 };
+        let procs = cg.create("sb-1", &limits).unwrap();
         assert_eq!(procs, vec![root.join("ignis/sb-1/cgroup.procs")]);
         let d = root.join("ignis/sb-1");
+        assert_eq!(read(&d.join("pids.max")), "1024");
+        assert_eq!(read(&d.join("memory.max")), "max", "memory is limited only when the sandbox is launched");
+        cg.set_limits("sb-1", &limits).unwrap();
         assert_eq!(read(&d.join("memory.max")), "268435456");
         assert_eq!(read(&d.join("memory.swap.max")), "0");
         assert_eq!(read(&d.join("cpu.weight")), "14");
@@ -477,8 +500,11 @@ mod tests {
         }
         assert!(!root.join("cpuacct").join(PARENT).exists());
 
-        let procs = cg.create("sb-2", &Limits { memory_mb: 128, pids_max: 77 }).unwrap();
+        let limits = Limits { memory_mb: 128, pids_max: 77 };
+        let procs = cg.create("sb-2", &limits).unwrap();
         assert_eq!(procs, ["memory", "cpu", "pids"].map(|c| root.join(c).join("ignis/sb-2/cgroup.procs")).to_vec());
+        assert_eq!(read(&root.join("pids/ignis/sb-2/pids.max")), "77");
+        cg.set_limits("sb-2", &limits).unwrap();
         let m = root.join("memory/ignis/sb-2");
         assert_eq!(read(&m.join("memory.limit_in_bytes")), "134217728");
         assert_eq!(read(&m.join("memory.memsw.limit_in_bytes")), "134217728");
@@ -501,8 +527,10 @@ mod tests {
         // Without swap accounting (plain mkdir: no memsw file), memsw is not written; a missing controller is skipped.
         fs::remove_dir_all(root.join("pids")).unwrap();
         let cg = CgroupV1::new(root);
-        let procs = cg.create("sb-3", &Limits { memory_mb: 64, pids_max: 1 }).unwrap();
+        let limits = Limits { memory_mb: 64, pids_max: 1 };
+        let procs = cg.create("sb-3", &limits).unwrap();
         assert_eq!(procs.len(), 2);
+        cg.set_limits("sb-3", &limits).unwrap();
         assert!(!root.join("memory/ignis/sb-3/memory.memsw.limit_in_bytes").exists());
         assert_eq!(read(&root.join("memory/ignis/sb-3/memory.limit_in_bytes")), "67108864");
         cg.remove("sb-3", Duration::ZERO).unwrap();

@@ -4,8 +4,9 @@
 //! these fds: 0 = /dev/null, 1 and 2 = the output pipe, 3 = the control socket (see [`crate::proto`]); an empty
 //! environment; running as host root. Single-threaded throughout, so `fork` is unrestricted. In order:
 //!
-//! 1. reads its [`InitConfig`] from fd 3, joins the sandbox's cgroup(s) and unshares a cgroup namespace rooted there;
-//! 2. brings `lo` up, binds 127.0.0.1:9001 and passes the listener to the worker (keeping no copy);
+//! 1. reads its [`ShellConfig`] from fd 3, joins the sandbox's cgroup(s) and unshares a cgroup namespace rooted there;
+//! 2. brings `lo` up, binds 127.0.0.1:9001 and passes the listener to the worker (keeping no copy); then waits,
+//!    a shell in the worker's pool, for its function's [`InitConfig`];
 //! 3. builds the root filesystem on a tmpfs at the config's mountpoint and pivots into it (see [`build_root`]);
 //! 4. forks the runtime: new session, no supplementary groups, uid/gid of the sandbox user (so no capabilities),
 //!    `no_new_privs`, cwd `/var/task`, default signal dispositions, fds 0-2 only, then `execve`s the entrypoint with
@@ -23,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use crate::proto::{self, InitConfig, InitMsg};
+use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
 
 const CONTROL_FD: i32 = 3;
 
@@ -88,14 +89,19 @@ fn report(control: BorrowedFd<'_>, msg: &InitMsg) -> io::Result<()> {
     proto::send(control, &serde_json::to_vec(msg).expect("serializable"), None)
 }
 
+/// Reads one JSON message from the worker; exits quietly if the worker hung up (a pooled shell it discarded).
+fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) -> Result<T> {
+    let (buf, _) = match proto::recv(control, 0).ctx(|| format!("reading {what}"))? {
+        Some(message) => message,
+        None => std::process::exit(0),
+    };
+    serde_json::from_slice(&buf).map_err(io::Error::other).ctx(|| format!("parsing {what}"))
+}
+
 fn run(control: BorrowedFd<'_>) -> Result<()> {
-    // 1. Config, cgroups.
-    let (buf, _) = proto::recv(control, 0)
-        .ctx(|| "reading config".into())?
-        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
-        .ctx(|| "reading config".into())?;
-    let cfg: InitConfig = serde_json::from_slice(&buf).map_err(io::Error::other).ctx(|| "parsing config".into())?;
-    for procs in &cfg.cgroup_procs {
+    // 1. Cgroups.
+    let shell: ShellConfig = receive(control, "shell config")?;
+    for procs in &shell.cgroup_procs {
         fs::write(procs, "0").ctx(|| format!("joining cgroup {}", procs.display()))?;
     }
     // SAFETY: plain syscall; affects only this process (and future children).
@@ -108,7 +114,8 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
     proto::send(control, &msg, Some(listener.as_fd())).ctx(|| "sending listener".into())?;
     drop(listener);
 
-    // 3. Filesystem, hostname.
+    // 3. The function: filesystem, hostname.
+    let cfg: InitConfig = receive(control, "config")?;
     build_root(&cfg)?;
     let host = cfg.hostname.as_bytes();
     // SAFETY: pointer and length describe a valid buffer.

@@ -50,8 +50,6 @@ use std::time::Duration;
 use cgroup::CgroupDriver;
 
 pub struct SandboxConfig {
-    /// Unique id, `[a-z0-9-]{1,64}`; names the sandbox's cgroup.
-    pub id: String,
     /// Host directory bind-mounted read-only at `/var/task`. Must be readable (and searchable) by the sandbox user
     /// (uid 993), e.g. mode 0755, as must the entrypoint (0755).
     pub code_dir: PathBuf,
@@ -105,6 +103,11 @@ pub struct Host {
     init_exe: CString,
     devnull: OwnedFd,
     pids_max: u32,
+    /// Sandbox ids (and so cgroup names) are this prefix and 32 random hex digits.
+    id_prefix: String,
+    /// Shells made ahead of time, and how many to keep.
+    pool: std::sync::Mutex<Vec<spawn::Shell>>,
+    pool_size: usize,
 }
 
 impl std::fmt::Debug for Host {
@@ -154,7 +157,66 @@ impl Host {
             .map_err(|_| SandboxError::io("ignis-init path", std::io::ErrorKind::InvalidInput.into()))?;
         let devnull = std::fs::File::open("/dev/null").map_err(|e| SandboxError::io("opening /dev/null", e))?;
         let devnull = spawn::above_stdio(devnull.into()).map_err(|e| SandboxError::io("dup /dev/null", e))?;
-        Ok(Host { cgroups, mountpoint, init_exe, devnull, pids_max: DEFAULT_PIDS_MAX })
+        Ok(Host {
+            cgroups,
+            mountpoint,
+            init_exe,
+            devnull,
+            pids_max: DEFAULT_PIDS_MAX,
+            id_prefix: String::new(),
+            pool: std::sync::Mutex::new(Vec::new()),
+            pool_size: 0,
+        })
+    }
+
+    /// Names sandboxes `<prefix><32 hex digits>`; `prefix` is `[a-z0-9-]{0,30}`. A worker that owns its state
+    /// directory uses a prefix of its own, so that [`Host::remove_stale_groups`] finds what an earlier run left.
+    pub fn set_id_prefix(&mut self, prefix: &str) -> Result<(), SandboxError> {
+        let valid = prefix.len() <= 30 && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(SandboxError::io(format!("sandbox id prefix {prefix:?}"), std::io::ErrorKind::InvalidInput.into()));
+        }
+        self.id_prefix = prefix.to_string();
+        Ok(())
+    }
+
+    /// Keeps up to `size` shells (sandboxes with namespaces, cgroup and network ready, but no function) made
+    /// ahead of time by [`Host::refill`], so that [`Host::spawn`] only has to give one its function.
+    pub fn set_pool_size(&mut self, size: usize) {
+        self.pool_size = size;
+    }
+
+    /// Makes one shell for the pool if it holds fewer than its size. Returns whether it made one. Call it from
+    /// the spawner thread while it has nothing else to do.
+    pub fn refill(&self) -> Result<bool, SandboxError> {
+        if self.pool.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.pool_size {
+            return Ok(false);
+        }
+        let shell = spawn::new_shell(self, self.new_id()?)?;
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(shell);
+        Ok(true)
+    }
+
+    /// Ends every pooled shell.
+    pub fn drain_pool(&self) {
+        let shells = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(shells);
+    }
+
+    /// Shells waiting in the pool.
+    pub fn pooled(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn new_id(&self) -> Result<String, SandboxError> {
+        let mut bytes = [0u8; 16];
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if n != bytes.len() as isize {
+            return Err(SandboxError::io("getrandom", std::io::Error::last_os_error()));
+        }
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("{}{hex}", self.id_prefix))
     }
 
     /// Sets `pids.max` for sandboxes spawned from now on (default [`DEFAULT_PIDS_MAX`]).
@@ -167,10 +229,11 @@ impl Host {
         self.cgroups.version()
     }
 
-    /// Removes the empty cgroups left by sandboxes whose id starts with
-    /// `prefix` (e.g. by a worker that was killed). Groups that still hold
-    /// processes stay. Returns how many were removed.
-    pub fn remove_stale_groups(&self, prefix: &str) -> usize {
+    /// Removes the empty cgroups left by sandboxes of this host's id prefix
+    /// (by a worker that was killed). Groups that still hold processes stay.
+    /// Returns how many were removed. Only meaningful with a prefix of its own.
+    pub fn remove_stale_groups(&self) -> usize {
+        let prefix = self.id_prefix.as_str();
         let mut removed = 0;
         for parent in self.cgroups.dirs("stale").iter().filter_map(|d| d.parent()) {
             let Ok(entries) = std::fs::read_dir(parent) else { continue };
@@ -189,12 +252,35 @@ impl Host {
         self.cgroups.dirs(id)
     }
 
-    /// Builds and starts one sandbox (blocking, a few ms). Must be called from a thread that lives as long
+    /// Builds and starts one sandbox (blocking, a few ms), from a pooled shell when there is one. Must be called from a thread that lives as long
     /// as the sandboxes it made (PR_SET_PDEATHSIG is tied to the creating thread); callers use a dedicated
     /// long-lived spawner thread. Returns only once the entrypoint was exec'd successfully; if exec fails
     /// (missing / not executable / bad interpreter) returns SandboxError::Entrypoint and leaves nothing behind.
-    pub fn spawn(&self, cfg: &SandboxConfig) -> Result<Sandbox, SandboxError> {
-        spawn::spawn(self, cfg)
+    ///
+    /// `configure` gets the sandbox's id (to name its logs, say) and returns its configuration.
+    pub fn spawn(&self, configure: impl FnOnce(&str) -> SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let was_pooled = pooled.is_some();
+        let id = match &pooled {
+            Some(shell) => shell.id().to_string(),
+            None => self.new_id()?,
+        };
+        let cfg = configure(&id);
+        if let Err(e) = spawn::validate(&cfg) {
+            if let Some(shell) = pooled {
+                self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(shell);
+            }
+            return Err(e);
+        }
+        let shell = match pooled {
+            Some(shell) => shell,
+            None => spawn::new_shell(self, id.clone())?,
+        };
+        match spawn::launch(shell, &cfg, &self.mountpoint) {
+            // A pooled shell that died while it waited (and is gone now): a fresh one of the same id will do.
+            Err(SandboxError::Io { .. }) if was_pooled => spawn::launch(spawn::new_shell(self, id)?, &cfg, &self.mountpoint),
+            done => done,
+        }
     }
 }
 

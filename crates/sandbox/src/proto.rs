@@ -1,10 +1,12 @@
 //! The control protocol between the worker ([`crate::Host::spawn`]) and `ignis-init`, over a `SOCK_SEQPACKET`
 //! socket pair (fd 3 in `ignis-init`). One JSON document per packet.
 //!
-//! 1. worker → init: [`InitConfig`].
-//! 2. init → worker: [`InitMsg::Listener`] carrying the runtime API listener fd (SCM_RIGHTS),
-//!    then [`InitMsg::ExecOk`] or [`InitMsg::ExecFailed`]; or [`InitMsg::SetupFailed`] at any point.
-//! 3. init → worker, when the runtime ended: [`InitMsg::Exited`] or [`InitMsg::Signaled`]; then init exits.
+//! 1. worker → init: [`ShellConfig`] (which cgroups to join).
+//! 2. init → worker: [`InitMsg::Listener`] carrying the runtime API listener fd (SCM_RIGHTS). The sandbox is now
+//!    a shell: namespaces, cgroup and network ready, no function yet. It may wait in the pool.
+//! 3. worker → init: [`InitConfig`] (the function).
+//! 4. init → worker: [`InitMsg::ExecOk`] or [`InitMsg::ExecFailed`]; or [`InitMsg::SetupFailed`] at any point.
+//! 5. init → worker, when the runtime ended: [`InitMsg::Exited`] or [`InitMsg::Signaled`]; then init exits.
 //!
 //! If the worker closes its end, init exits (killing the sandbox).
 
@@ -18,9 +20,13 @@ use serde::{Deserialize, Serialize};
 pub const MAX_MSG: usize = 128 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct InitConfig {
+pub struct ShellConfig {
     /// `cgroup.procs` files to write `0` to.
     pub cgroup_procs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitConfig {
     /// Empty host directory to mount the sandbox's root tmpfs on (in init's own mount namespace).
     pub mountpoint: PathBuf,
     pub code_dir: PathBuf,

@@ -1,20 +1,25 @@
-//! The worker side of [`crate::Host::spawn`].
+//! The worker side of [`crate::Host::spawn`], in two steps.
+//!
+//! [`new_shell`] makes a sandbox without a function: cgroup created (`pids.max` only) → control socket pair +
+//! output pipe → `clone` into new namespaces → child: fds 0-3 set up, all others closed, `PR_SET_PDEATHSIG`, exec
+//! init → parent: shell config sent, listener received. Joining the cgroup is the slow part of a start on cgroup v1
+//! (the kernel waits for an RCU grace period), which is why shells are made ahead of time into the host's pool.
+//!
+//! [`launch`] gives a shell its function: memory and CPU limits written, config sent, exec result received.
 //!
 //! The caller is a multi-threaded process, so the cloned child (a copy of only the calling thread) must not allocate
 //! or take locks: everything it touches (C strings, argv, envp, fds) is prepared before the `clone`, and the child
-//! only makes raw syscalls until it `execve`s `ignis-init` (or `_exit(127)`s).
-//!
-//! Order: cgroup created and limited → control socket pair + output pipe → `clone` into new namespaces → child:
-//! fds 0-3 set up, all others closed, `PR_SET_PDEATHSIG`, exec init → parent: config sent, listener and exec result
-//! received (each wait bounded by `SO_RCVTIMEO`). On any failure init is killed and reaped and the cgroup removed.
+//! only makes raw syscalls until it `execve`s `ignis-init` (or `_exit(127)`s). Every wait for init is bounded by
+//! `SO_RCVTIMEO`. On any failure init is killed and reaped and the cgroup removed (by dropping the [`Shell`]).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::proto::{self, InitConfig, InitMsg};
-use crate::{HANDSHAKE_TIMEOUT, Host, RMDIR_PATIENCE, Sandbox, SandboxConfig, SandboxError, cgroup::Limits};
+use crate::cgroup::Limits;
+use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
+use crate::{HANDSHAKE_TIMEOUT, Host, RMDIR_PATIENCE, Sandbox, SandboxConfig, SandboxError};
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
@@ -32,11 +37,8 @@ pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-fn validate(cfg: &SandboxConfig) -> Result<(), SandboxError> {
+pub(crate) fn validate(cfg: &SandboxConfig) -> Result<(), SandboxError> {
     let invalid = |what: String| Err(SandboxError::io(what, io::ErrorKind::InvalidInput.into()));
-    if cfg.id.is_empty() || cfg.id.len() > 64 || !cfg.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return invalid(format!("sandbox id {:?} (want [a-z0-9-]{{1,64}})", cfg.id));
-    }
     if !cfg.entrypoint.starts_with('/') || cfg.entrypoint.contains('\0') {
         return invalid(format!("entrypoint {:?} (want an absolute path)", cfg.entrypoint));
     }
@@ -54,13 +56,82 @@ fn validate(cfg: &SandboxConfig) -> Result<(), SandboxError> {
     Ok(())
 }
 
-pub(crate) fn spawn(host: &Host, cfg: &SandboxConfig) -> Result<Sandbox, SandboxError> {
-    validate(cfg)?;
-    let limits = Limits { memory_mb: cfg.memory_mb, pids_max: host.pids_max };
-    let procs = host.cgroups.create(&cfg.id, &limits).map_err(|e| SandboxError::io("creating cgroup", e))?;
-    start(host, cfg, procs).inspect_err(|_| {
-        let _ = host.cgroups.remove(&cfg.id, RMDIR_PATIENCE);
+/// A sandbox with namespaces, cgroup and runtime API listener, waiting for its function. Dropping it kills and
+/// reaps its init and removes its cgroup, as dropping any [`Sandbox`] does.
+pub(crate) struct Shell(Sandbox);
+
+impl Shell {
+    pub(crate) fn id(&self) -> &str {
+        &self.0.id
+    }
+}
+
+/// Makes a shell named `id`.
+pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> {
+    let limits = Limits { memory_mb: 0, pids_max: host.pids_max };
+    let procs = host.cgroups.create(&id, &limits).map_err(|e| SandboxError::io("creating cgroup", e))?;
+    start(host, &id, procs).inspect_err(|_| {
+        let _ = host.cgroups.remove(&id, RMDIR_PATIENCE);
     })
+}
+
+/// Gives `shell` its function and starts the runtime.
+/// `cfg` has been validated.
+pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, mountpoint: &std::path::Path) -> Result<Sandbox, SandboxError> {
+    let limits = Limits { memory_mb: cfg.memory_mb, pids_max: 0 };
+    let Shell(sandbox) = shell;
+    sandbox.cgroups.set_limits(&sandbox.id, &limits).map_err(|e| SandboxError::io("setting cgroup limits", e))?;
+    let init_cfg = InitConfig {
+        mountpoint: mountpoint.to_path_buf(),
+        code_dir: cfg.code_dir.canonicalize().map_err(io_err("code dir"))?,
+        tmp_mb: cfg.tmp_mb,
+        env: cfg.env.clone(),
+        entrypoint: cfg.entrypoint.clone(),
+        uid: crate::SANDBOX_UID,
+        gid: crate::SANDBOX_GID,
+        hostname: crate::SANDBOX_HOSTNAME.into(),
+    };
+    let config = serde_json::to_vec(&init_cfg).map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
+    if config.len() > proto::MAX_MSG {
+        return Err(SandboxError::io("sandbox config (environment too large)", io::ErrorKind::InvalidInput.into()));
+    }
+    proto::send(sandbox.control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"))?;
+    match receive(&sandbox.control)? {
+        (InitMsg::ExecOk, _) => {}
+        (InitMsg::ExecFailed { stage, errno }, _) => {
+            let os = io::Error::from_raw_os_error(errno);
+            let source = if stage == "execve" { os } else { io::Error::new(os.kind(), format!("{stage}: {os}")) };
+            return Err(SandboxError::Entrypoint { path: cfg.entrypoint.clone(), source });
+        }
+        (other, _) => return Err(unexpected(other)),
+    }
+    set_nonblocking(&sandbox.output).map_err(io_err("output O_NONBLOCK"))?;
+    Ok(sandbox)
+}
+
+/// One message from init: what it says and any fd it passed.
+fn receive(control: &OwnedFd) -> Result<(InitMsg, Option<OwnedFd>), SandboxError> {
+    let (bytes, fd) = match proto::recv(control.as_fd(), 0) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(SandboxError::io("ignis-init exited during setup", io::ErrorKind::UnexpectedEof.into())),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(SandboxError::io("waiting for ignis-init", io::ErrorKind::TimedOut.into()));
+        }
+        Err(e) => return Err(SandboxError::io("receiving from ignis-init", e)),
+    };
+    let message = serde_json::from_slice(&bytes).map_err(|e| SandboxError::io("bad message from ignis-init", io::Error::other(e)))?;
+    Ok((message, fd))
+}
+
+/// A message init should not send at this point, or its report of a failed setup.
+fn unexpected(message: InitMsg) -> SandboxError {
+    match message {
+        InitMsg::SetupFailed { what, error, errno } => {
+            let source = errno.map_or_else(|| io::Error::other(error), io::Error::from_raw_os_error);
+            SandboxError::io(format!("ignis-init: {what}"), source)
+        }
+        other => SandboxError::io(format!("ignis-init: unexpected message {other:?}"), io::ErrorKind::InvalidData.into()),
+    }
 }
 
 /// A started ignis-init not yet handed over to a [`Sandbox`]: killed and reaped on drop.
@@ -93,22 +164,9 @@ fn io_err(what: &'static str) -> impl Fn(io::Error) -> SandboxError {
     move |e| SandboxError::io(what, e)
 }
 
-fn start(host: &Host, cfg: &SandboxConfig, cgroup_procs: Vec<PathBuf>) -> Result<Sandbox, SandboxError> {
-    let init_cfg = InitConfig {
-        cgroup_procs,
-        mountpoint: host.mountpoint.clone(),
-        code_dir: cfg.code_dir.canonicalize().map_err(io_err("code dir"))?,
-        tmp_mb: cfg.tmp_mb,
-        env: cfg.env.clone(),
-        entrypoint: cfg.entrypoint.clone(),
-        uid: crate::SANDBOX_UID,
-        gid: crate::SANDBOX_GID,
-        hostname: crate::SANDBOX_HOSTNAME.into(),
-    };
-    let config = serde_json::to_vec(&init_cfg).map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
-    if config.len() > proto::MAX_MSG {
-        return Err(SandboxError::io("sandbox config (environment too large)", io::ErrorKind::InvalidInput.into()));
-    }
+fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, SandboxError> {
+    let config = serde_json::to_vec(&ShellConfig { cgroup_procs })
+        .map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
 
     // Fds. All CLOEXEC: only the child's dup2'd copies survive into init.
     let mut sv = [0; 2];
@@ -175,62 +233,27 @@ fn start(host: &Host, cfg: &SandboxConfig, cgroup_procs: Vec<PathBuf>) -> Result
 
     set_recv_timeout(&control, HANDSHAKE_TIMEOUT).map_err(io_err("SO_RCVTIMEO"))?;
     proto::send(control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"))?;
-
-    let mut listener = None;
-    loop {
-        let msg = match proto::recv(control.as_fd(), 0) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Err(SandboxError::io("ignis-init exited during setup", io::ErrorKind::UnexpectedEof.into()));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(SandboxError::io("waiting for ignis-init", io::ErrorKind::TimedOut.into()));
-            }
-            Err(e) => return Err(SandboxError::io("receiving from ignis-init", e)),
-        };
-        let (bytes, fd) = msg;
-        let parsed: InitMsg = serde_json::from_slice(&bytes)
-            .map_err(|e| SandboxError::io("bad message from ignis-init", io::Error::other(e)))?;
-        match parsed {
-            InitMsg::Listener => {
-                let fd = fd.ok_or_else(|| SandboxError::io("listener from ignis-init", io::ErrorKind::InvalidData.into()))?;
-                listener = Some(std::net::TcpListener::from(fd));
-            }
-            InitMsg::ExecOk => break,
-            InitMsg::ExecFailed { stage, errno } => {
-                let os = io::Error::from_raw_os_error(errno);
-                let source = if stage == "execve" { os } else { io::Error::new(os.kind(), format!("{stage}: {os}")) };
-                return Err(SandboxError::Entrypoint { path: cfg.entrypoint.clone(), source });
-            }
-            InitMsg::SetupFailed { what, error, errno } => {
-                let source = errno.map_or_else(|| io::Error::other(error), io::Error::from_raw_os_error);
-                return Err(SandboxError::io(format!("ignis-init: {what}"), source));
-            }
-            InitMsg::Exited { .. } | InitMsg::Signaled { .. } => {
-                return Err(SandboxError::io("ignis-init: unexpected message", io::ErrorKind::InvalidData.into()));
-            }
-        }
-    }
-    let runtime_api =
-        listener.ok_or_else(|| SandboxError::io("ignis-init sent no listener", io::ErrorKind::InvalidData.into()))?;
+    let runtime_api = match receive(&control)? {
+        (InitMsg::Listener, Some(fd)) => std::net::TcpListener::from(fd),
+        (other, _) => return Err(unexpected(other)),
+    };
     runtime_api.set_nonblocking(true).map_err(io_err("listener O_NONBLOCK"))?;
-    set_nonblocking(&output).map_err(io_err("output O_NONBLOCK"))?;
 
     let pidfd = child.pidfd.take().expect("set above");
     let pid = child.pid;
-    std::mem::forget(child); // Ownership passes to the Sandbox.
-    Ok(Sandbox {
+    std::mem::forget(child); // Ownership passes to the Shell.
+    Ok(Shell(Sandbox {
         runtime_api,
         output,
         pid,
         pidfd,
         control,
         cgroups: host.cgroups.clone(),
-        id: cfg.id.clone(),
+        id: id.to_string(),
         reaped: false,
         exit: None,
         destroyed: false,
-    })
+    }))
 }
 
 fn set_recv_timeout(fd: &OwnedFd, t: Duration) -> io::Result<()> {

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,8 @@ fn code(script: &str) -> tempfile::TempDir {
     dir
 }
 
-fn config(id: &str, code_dir: &Path) -> SandboxConfig {
+fn config(code_dir: &Path) -> SandboxConfig {
     SandboxConfig {
-        id: format!("it-{id}-{}", std::process::id()),
         code_dir: code_dir.to_owned(),
         memory_mb: 128,
         tmp_mb: 16,
@@ -44,7 +43,7 @@ fn config(id: &str, code_dir: &Path) -> SandboxConfig {
 fn spawn(id: &str, script: &str) -> (Sandbox, tempfile::TempDir) {
     let dir = code(script);
     let t = Instant::now();
-    let sb = host().spawn(&config(id, dir.path())).unwrap();
+    let sb = host().spawn(|_| config(dir.path())).unwrap();
     eprintln!("spawn {id}: {:?}", t.elapsed());
     (sb, dir)
 }
@@ -78,6 +77,26 @@ fn finish(sb: &mut Sandbox) -> (Option<RuntimeExit>, String) {
 
 fn cgroup_gone(sb_id: &str) -> bool {
     host().cgroup_dirs(sb_id).iter().all(|d| !d.exists())
+}
+
+/// A host of its own whose sandbox ids start with a prefix no other test uses.
+fn own_host(name: &str) -> (Host, String, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let mut host = Host::new(state.path(), Path::new(env!("CARGO_BIN_EXE_ignis-init"))).unwrap();
+    let prefix = format!("it{}-{name}-", std::process::id());
+    host.set_id_prefix(&prefix).unwrap();
+    (host, prefix, state)
+}
+
+/// Cgroups whose name starts with `prefix`.
+fn groups_with_prefix(prefix: &str) -> Vec<String> {
+    let parent = host().cgroup_dirs("x")[0].parent().unwrap().to_path_buf();
+    std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 fn line<'a>(out: &'a str, key: &str) -> &'a str {
@@ -207,6 +226,7 @@ fn exit_code_and_signal() {
 
 #[test]
 fn missing_entrypoint() {
+    let (host, prefix, _state) = own_host("entry");
     let dir = code("exit 0");
     for (id, entry, script) in [
         ("missing", "/var/task/nope", None),
@@ -219,10 +239,10 @@ fn missing_entrypoint() {
         if let Some(mode) = script {
             std::fs::set_permissions(dir.path().join("bootstrap"), std::fs::Permissions::from_mode(mode)).unwrap();
         }
-        let mut cfg = config(id, dir.path());
+        let mut cfg = config(dir.path());
         cfg.entrypoint = entry.into();
         let t = Instant::now();
-        let err = host().spawn(&cfg).unwrap_err();
+        let err = host.spawn(|_| cfg).unwrap_err();
         eprintln!("{id}: {err} ({:?})", t.elapsed());
         match &err {
             SandboxError::Entrypoint { path, source } => {
@@ -232,24 +252,75 @@ fn missing_entrypoint() {
             }
             e => panic!("{e}"),
         }
-        assert!(cgroup_gone(&cfg.id));
-        if host().cgroup_version() == 1 {
-            assert!(!PathBuf::from("/sys/fs/cgroup/memory/ignis").join(&cfg.id).exists());
-        }
+        assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
         std::fs::set_permissions(dir.path().join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
 #[test]
 fn bad_config() {
+    let (mut host, prefix, _state) = own_host("bad");
+    assert!(host.set_id_prefix("Bad/Prefix").is_err());
     let dir = code("exit 0");
-    let mut cfg = config("bad", dir.path());
-    cfg.id = "Bad/Id".into();
-    assert!(matches!(host().spawn(&cfg), Err(SandboxError::Io { .. })));
-    let mut cfg = config("nodir", dir.path());
+    let mut cfg = config(dir.path());
     cfg.code_dir = dir.path().join("nope");
-    assert!(matches!(host().spawn(&cfg), Err(SandboxError::Io { .. })));
-    assert!(cgroup_gone(&cfg.id));
+    assert!(matches!(host.spawn(|_| cfg), Err(SandboxError::Io { .. })));
+    let mut cfg = config(dir.path());
+    cfg.entrypoint = "relative".into();
+    assert!(matches!(host.spawn(|_| cfg), Err(SandboxError::Io { .. })));
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+}
+
+#[test]
+fn pooled_shells() {
+    let (mut host, prefix, _state) = own_host("pool");
+    host.set_pool_size(2);
+    assert!(host.refill().unwrap());
+    assert!(host.refill().unwrap());
+    assert!(!host.refill().unwrap(), "the pool is full");
+    assert_eq!(host.pooled(), 2);
+    assert_eq!(groups_with_prefix(&prefix).len(), 2);
+
+    // A spawn takes a pooled shell and gives it its function and limits.
+    let dir = code("echo \"greeting=$GREETING\"; exit 3");
+    let mut sb = host.spawn(|_| config(dir.path())).unwrap();
+    assert_eq!(host.pooled(), 1);
+    let (exit, out) = finish(&mut sb);
+    assert_eq!(exit, Some(RuntimeExit::Code(3)));
+    assert_eq!(line(&out, "greeting="), "hi there");
+    let memory = host.cgroup_dirs(sb.id())[0].clone();
+    if host.cgroup_version() == 1 {
+        let limit = std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit.trim(), (128u64 << 20).to_string());
+    }
+    sb.destroy();
+
+    // A pooled shell that died while waiting is replaced by a fresh one.
+    let victim = groups_with_prefix(&prefix).pop().unwrap();
+    let procs = std::fs::read_to_string(host.cgroup_dirs(&victim)[0].join("cgroup.procs")).unwrap();
+    for pid in procs.lines() {
+        // SAFETY: plain syscall on a pid of our own sandbox.
+        unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGKILL) };
+    }
+    let mut sb = host.spawn(|_| config(dir.path())).unwrap();
+    assert_eq!(finish(&mut sb).0, Some(RuntimeExit::Code(3)));
+    sb.destroy();
+
+    host.refill().unwrap();
+    host.drain_pool();
+    assert_eq!(host.pooled(), 0);
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+}
+
+#[test]
+fn stale_groups_are_removed() {
+    let (host, prefix, _state) = own_host("stale");
+    let leftover = host.cgroup_dirs(&format!("{prefix}0123"));
+    for dir in &leftover {
+        std::fs::create_dir(dir).unwrap();
+    }
+    assert_eq!(host.remove_stale_groups(), leftover.len());
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
 }
 
 #[test]
@@ -304,9 +375,9 @@ fn spawn_timing() {
     let dir = code("exit 0");
     let mut times = Vec::new();
     for i in 0..20 {
-        let cfg = config(&format!("time{i}"), dir.path());
+        let cfg = config(dir.path());
         let t = Instant::now();
-        let mut sb = host().spawn(&cfg).unwrap();
+        let mut sb = host().spawn(|_| cfg).unwrap();
         times.push(t.elapsed());
         assert!(poll_in(sb.pidfd(), Duration::from_secs(10)));
         assert_eq!(sb.wait(), Some(RuntimeExit::Code(0)));
@@ -329,26 +400,26 @@ fn spawn_timing() {
 fn unreadable_code_dir() {
     let dir = code("exit 0");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let cfg = config("unreadable", dir.path());
-    match host().spawn(&cfg).unwrap_err() {
+    let (host, prefix, _state) = own_host("unreadable");
+    let cfg = config(dir.path());
+    match host.spawn(|_| cfg).unwrap_err() {
         SandboxError::Entrypoint { source, .. } => {
             assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}");
             assert!(source.to_string().contains("chdir /var/task"), "{source}");
         }
         e => panic!("{e}"),
     }
-    assert!(cgroup_gone(&cfg.id));
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
 }
 
 #[test]
 fn init_setup_failure() {
     // A host whose mountpoint vanished: ignis-init fails mounting the root and says so.
-    let state = tempfile::tempdir().unwrap();
-    let own = Host::new(state.path(), Path::new(env!("CARGO_BIN_EXE_ignis-init"))).unwrap();
+    let (own, prefix, state) = own_host("setupfail");
     std::fs::remove_dir(state.path().join("root")).unwrap();
     let dir = code("exit 0");
-    let cfg = config("setupfail", dir.path());
-    match own.spawn(&cfg).unwrap_err() {
+    let cfg = config(dir.path());
+    match own.spawn(|_| cfg).unwrap_err() {
         SandboxError::Io { what, source } => {
             eprintln!("{what}: {source}");
             assert!(what.starts_with("ignis-init: mount tmpfs on"), "{what}");
@@ -356,7 +427,7 @@ fn init_setup_failure() {
         }
         e => panic!("{e}"),
     }
-    assert!(cgroup_gone(&cfg.id));
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
 }
 
 #[test]

@@ -212,8 +212,17 @@ impl Store {
         group: &str,
         events: &[LogEvent],
     ) -> Result<(), StoreError> {
+        self.append_log_batches(&[(account, group, events)])
+    }
+
+    /// [`Store::append_logs`] for several `(account, group, events)` at once,
+    /// all in one transaction.
+    pub fn append_log_batches(
+        &self,
+        batches: &[(&str, &str, &[LogEvent])],
+    ) -> Result<(), StoreError> {
         const CTX: &str = "appending logs";
-        if events.is_empty() {
+        if batches.iter().all(|(_, _, events)| events.is_empty()) {
             return Ok(());
         }
         let now = now_ms();
@@ -226,24 +235,25 @@ impl Store {
                 .map(|g| g.value())
                 .unwrap_or(0);
             let mut table = txn.open_table(EVENTS).ctx(CTX)?;
-            let mut per_stream: HashMap<&str, StreamStats> = HashMap::new();
-            for ev in events {
-                seq = seq.saturating_add(1);
-                table
-                    .insert(
-                        (account, group, ev.timestamp_ms, seq),
-                        (now, ev.stream.as_str(), ev.message.as_str()),
-                    )
-                    .ctx(CTX)?;
-                per_stream
-                    .entry(ev.stream.as_str())
-                    .or_insert_with(|| StreamStats::new(now))
-                    .add(ev.timestamp_ms, now, ev.message.len() as u64);
+            let mut per_stream: HashMap<(&str, &str, &str), StreamStats> = HashMap::new();
+            for &(account, group, events) in batches {
+                for ev in events {
+                    seq = seq.saturating_add(1);
+                    table
+                        .insert(
+                            (account, group, ev.timestamp_ms, seq),
+                            (now, ev.stream.as_str(), ev.message.as_str()),
+                        )
+                        .ctx(CTX)?;
+                    per_stream
+                        .entry((account, group, ev.stream.as_str()))
+                        .or_insert_with(|| StreamStats::new(now))
+                        .add(ev.timestamp_ms, now, ev.message.len() as u64);
+                }
             }
             counters.insert("log_seq", seq).ctx(CTX)?;
             let mut streams = txn.open_table(STREAMS).ctx(CTX)?;
-            for (stream, add) in per_stream {
-                let key = (account, group, stream);
+            for (key, add) in per_stream {
                 let old = streams
                     .get(key)
                     .ctx(CTX)?

@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     pub init_exe: PathBuf,
     /// Spawner threads: how many sandboxes can be built at once.
     pub spawners: usize,
+    /// Sandboxes kept ready ahead of time (namespaces, cgroup, network; no function yet).
+    pub pool_size: usize,
 }
 
 /// Everything a sandbox needs to run one function revision.
@@ -108,10 +110,14 @@ pub enum WorkerError {
     ShuttingDown,
 }
 
-type SpawnJob = (ignis_sandbox::SandboxConfig, oneshot::Sender<Result<ignis_sandbox::Sandbox, ignis_sandbox::SandboxError>>);
+/// Builds a sandbox's configuration once its id is known.
+type Configure = Box<dyn FnOnce(&str) -> ignis_sandbox::SandboxConfig + Send>;
+type SpawnJob = (Configure, oneshot::Sender<Result<ignis_sandbox::Sandbox, ignis_sandbox::SandboxError>>);
 
 pub struct Worker {
+    host: Arc<ignis_sandbox::Host>,
     spawn_tx: Mutex<Option<std::sync::mpsc::Sender<SpawnJob>>>,
+    spawners: Mutex<Vec<std::thread::JoinHandle<()>>>,
     logs: mpsc::Sender<LogBatch>,
     live: Arc<Live>,
     /// Prefix of this worker's sandbox cgroup names.
@@ -129,45 +135,58 @@ struct Live {
 impl Worker {
     /// Starts the spawner threads. Log lines of every sandbox go to `logs`.
     pub fn new(config: WorkerConfig, logs: mpsc::Sender<LogBatch>) -> Result<Worker, WorkerError> {
-        let host = ignis_sandbox::Host::new(&config.state_dir, &config.init_exe)?;
+        let mut host = ignis_sandbox::Host::new(&config.state_dir, &config.init_exe)?;
         // Sandbox cgroups are named after the state directory, which one
         // worker at a time owns: any left from an earlier run are stale.
         let tag = format!("{:08x}-", fnv1a(config.state_dir.as_os_str().as_encoded_bytes()) as u32);
-        host.remove_stale_groups(&tag);
+        host.set_id_prefix(&tag)?;
+        host.set_pool_size(config.pool_size);
+        host.remove_stale_groups();
         let host = Arc::new(host);
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel::<SpawnJob>();
         let spawn_rx = Arc::new(Mutex::new(spawn_rx));
+        let mut spawners = Vec::new();
         for n in 0..config.spawners.max(1) {
             let host = host.clone();
             let spawn_rx = spawn_rx.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("ignis-spawner-{n}"))
-                .spawn(move || {
-                    loop {
-                        let job = spawn_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((config, reply)) = job else { return };
-                        let _ = reply.send(host.spawn(&config));
-                    }
-                })
+                .spawn(move || spawner(&host, &spawn_rx))
                 .map_err(|source| ignis_sandbox::SandboxError::Io { what: "spawner thread".into(), source })?;
+            spawners.push(thread);
         }
-        Ok(Worker { spawn_tx: Mutex::new(Some(spawn_tx)), logs, live: Arc::default(), tag })
+        Ok(Worker {
+            host,
+            spawn_tx: Mutex::new(Some(spawn_tx)),
+            spawners: Mutex::new(spawners),
+            logs,
+            live: Arc::default(),
+            tag,
+        })
     }
 
-    /// Builds a sandbox for `spec` and starts its runtime. `sandbox_id` (32
-    /// hex digits) names its log stream and, prefixed, its cgroup. Returns once the
+    /// Builds a sandbox for `spec` and starts its runtime. Returns once the
     /// runtime's process runs; its init goes on, and the first
     /// [`SandboxHandle::invoke`] waits for it.
-    pub async fn start(&self, sandbox_id: &str, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
+    pub async fn start(&self, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        let cgroup_name = format!("{}{sandbox_id}", self.tag);
-        sandbox::start(sandbox_id, &cgroup_name, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
+        sandbox::start(&self.tag, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
     }
 
     /// Kills every sandbox and waits until each is reaped and its cgroup removed.
     pub async fn shutdown(&self) {
         self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // The spawners end once their queue is closed; then nothing refills the pool.
+        let spawners: Vec<_> = self.spawners.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        let host = self.host.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for spawner in spawners {
+                let _ = spawner.join();
+            }
+            host.drain_pool();
+        })
+        .await;
         let handles: Vec<_> = self.live.handles.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         for handle in handles.iter().filter_map(std::sync::Weak::upgrade) {
             handle.kill();
@@ -199,6 +218,28 @@ pub enum StartError {
     Host(String),
     #[error("worker is shutting down")]
     ShuttingDown,
+}
+
+/// A spawner thread: builds sandboxes on request, and pooled shells while idle.
+fn spawner(host: &ignis_sandbox::Host, jobs: &Mutex<std::sync::mpsc::Receiver<SpawnJob>>) {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).try_recv();
+        let (configure, reply) = match job {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                if matches!(host.refill(), Ok(true)) {
+                    continue;
+                }
+                match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = reply.send(host.spawn(configure));
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

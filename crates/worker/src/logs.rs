@@ -15,6 +15,10 @@ use tokio::sync::{Notify, mpsc};
 /// Longest log line kept as one event; longer output is cut (CloudWatch
 /// Logs' event limit is 256 KiB).
 const MAX_LINE: usize = 256 * 1024;
+/// How long lines written during an invocation may wait to go to storage.
+const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+/// How many lines may wait.
+const HOLD_LINES: usize = 256;
 /// How much of an invocation's log the `LogType: Tail` answer carries.
 pub const TAIL_BYTES: usize = 4096;
 
@@ -115,7 +119,7 @@ pub(crate) struct Output {
     group: String,
     pub(crate) stream: String,
     sink: mpsc::Sender<LogBatch>,
-    /// Wakes the reader task to send platform lines without waiting for output.
+    /// Tells the reader task that platform lines wait to be sent.
     platform: Notify,
 }
 
@@ -150,23 +154,46 @@ impl Output {
     }
 
     /// The reader task: runs until the runtime's side of the pipe is closed.
+    ///
+    /// Lines written during an invocation are held back so that its whole log
+    /// usually goes to storage at once, when it ends; a long invocation's lines
+    /// go at most [`FLUSH_DELAY`] after they were written.
     pub(crate) async fn run(&self) {
+        let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
+            let flush = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 readable = self.fd.readable() => {
                     let Ok(mut guard) = readable else { break };
-                    let eof = {
+                    let (eof, hold) = {
                         let mut collector = self.lock();
                         collector.drain(self.fd.get_ref());
-                        collector.eof
+                        (collector.eof, collector.invocation.is_some() && collector.pending.len() < HOLD_LINES)
                     };
                     guard.clear_ready();
-                    self.send_pending().await;
                     if eof {
+                        self.send_pending().await;
                         break;
                     }
+                    if hold {
+                        flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_DELAY);
+                    } else {
+                        self.send_pending().await;
+                        flush_at = None;
+                    }
                 }
-                () = self.platform.notified() => self.send_pending().await,
+                () = flush => {
+                    self.send_pending().await;
+                    flush_at = None;
+                }
+                () = self.platform.notified() => {
+                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_DELAY);
+                }
             }
         }
     }

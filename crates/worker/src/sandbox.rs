@@ -94,30 +94,42 @@ pub struct SandboxHandle {
     dead: watch::Sender<bool>,
 }
 
+/// The log stream of a sandbox started on `day` (`2024-01-31...`):
+/// `2024/01/31/[$LATEST]<sandbox id>`, where the id is the sandbox's name
+/// without the worker's prefix.
+fn log_stream(day: &str, version: &str, sandbox_name: &str, prefix: &str) -> String {
+    let id = sandbox_name.strip_prefix(prefix).unwrap_or(sandbox_name);
+    format!("{}/{}/{}/[{version}]{id}", &day[0..4], &day[5..7], &day[8..10])
+}
+
 pub(crate) async fn start(
-    sandbox_id: &str,
-    cgroup_name: &str,
+    prefix: &str,
     spec: Arc<FunctionSpec>,
     spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
     log_sink: mpsc::Sender<LogBatch>,
     live: Arc<Live>,
 ) -> Result<Arc<SandboxHandle>, StartError> {
     let started = Instant::now();
-    let today = humantime::format_rfc3339(SystemTime::now()).to_string();
-    let stream = format!("{}/{}/{}/[{}]{}", &today[0..4], &today[5..7], &today[8..10], spec.version, sandbox_id);
-    let mut env = spec.env.clone();
-    env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
-    env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), stream.clone()));
-    let config = ignis_sandbox::SandboxConfig {
-        id: cgroup_name.to_string(),
-        code_dir: spec.code_dir.clone(),
-        memory_mb: spec.memory_mb,
-        tmp_mb: spec.tmp_mb,
-        env,
-        entrypoint: "/var/task/bootstrap".into(),
+    let day = humantime::format_rfc3339(SystemTime::now()).to_string();
+    let configure = {
+        let spec = spec.clone();
+        let prefix = prefix.to_string();
+        let day = day.clone();
+        move |name: &str| {
+            let mut env = spec.env.clone();
+            env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
+            env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream(&day, &spec.version, name, &prefix)));
+            ignis_sandbox::SandboxConfig {
+                code_dir: spec.code_dir.clone(),
+                memory_mb: spec.memory_mb,
+                tmp_mb: spec.tmp_mb,
+                env,
+                entrypoint: "/var/task/bootstrap".into(),
+            }
+        }
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    spawn_tx.send((config, reply_tx)).map_err(|_| StartError::ShuttingDown)?;
+    spawn_tx.send((Box::new(configure), reply_tx)).map_err(|_| StartError::ShuttingDown)?;
     let sandbox = match reply_rx.await {
         Err(_) => return Err(StartError::ShuttingDown),
         Ok(Err(ignis_sandbox::SandboxError::Entrypoint { path, source })) => {
@@ -128,6 +140,8 @@ pub(crate) async fn start(
     };
     // From here on the sandbox exists: every failure path must end it.
     live.count.fetch_add(1, Ordering::SeqCst);
+    let sandbox_id = sandbox.id().to_string();
+    let stream = log_stream(&day, &spec.version, &sandbox_id, prefix);
     let prepared = (|| {
         let listener = sandbox.runtime_api.try_clone()?;
         listener.set_nonblocking(true)?;
@@ -150,7 +164,7 @@ pub(crate) async fn start(
         .map_err(|e| StartError::Host(format!("sandbox {sandbox_id} output: {e}")))?;
     let (dead, _) = watch::channel(false);
     let handle = Arc::new(SandboxHandle {
-        id: sandbox_id.to_string(),
+        id: sandbox_id,
         spec,
         started,
         rt: Mutex::new(Rt {

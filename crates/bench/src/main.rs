@@ -1,0 +1,805 @@
+//! `ignis-bench`: measures a real `ignis server` on loopback and prints one table.
+//!
+//! - **Cold start**: the `lambda_runtime` example (`bootstrap`) is deployed as a zip; before each
+//!   measured invoke an `UpdateFunctionConfiguration` (a new Description) retires the function's
+//!   sandboxes, so the invoke has to start a new one. Only the Invoke round trip is timed. The
+//!   server's own `Init Duration` comes from the `REPORT` line of the log tail.
+//! - **Warm**: sequential invokes on one keep-alive connection (concurrency 1), then a bounded
+//!   throughput run with 16 clients, each on its own keep-alive connection.
+//! - **Baseline**: the same client, the same signed POSTs, against a bare hyper echo server
+//!   running in this process on its own thread and runtime.
+//!
+//! Every request is signed with SigV4 just before it is sent (as an SDK does); the latency clock
+//! starts after signing and stops when the whole answer body is in. Throughput includes signing.
+//! The machine this runs on is shared and noisy: read medians, percentiles and ratios, and
+//! compare the baseline (measured in alternating rounds with Ignis) rather than absolute times.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use ignis_sigv4::Credentials;
+use serde_json::json;
+
+const KEY_ID: &str = "AKIABENCHBENCHBENCH0";
+const SECRET: &str = "bench/secret/key/for/the/ignis/benchmark";
+const REGION: &str = "us-east-1";
+const FUNCTION: &str = "bench-hello-rust";
+const PAYLOAD: &[u8] = br#"{"name":"bench"}"#;
+const CONCURRENCY: usize = 16;
+/// Rounds the warm concurrency-1 samples are split into, alternating baseline and Ignis, so
+/// that drift in the machine's load hits both alike.
+const ROUNDS: usize = 4;
+/// Longest any single request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+const COLD_TARGET_MS: f64 = 15.0;
+const ADDED_TARGET_MS: f64 = 0.3;
+
+struct Args {
+    cold_samples: usize,
+    warm_samples: usize,
+    duration: Duration,
+    bin_dir: Option<PathBuf>,
+    /// Pause after retiring the sandboxes, so the old sandbox's teardown does not overlap the
+    /// measured cold start.
+    settle: Duration,
+}
+
+const USAGE: &str = "usage: ignis-bench [--cold-samples N] [--warm-samples N] [--duration SECS] [--bin-dir DIR] [--settle-ms MS]
+
+  --cold-samples N   cold-start invokes to measure (default 50)
+  --warm-samples N   warm invokes at concurrency 1, for Ignis and for the baseline (default 2000)
+  --duration SECS    time limit of each concurrency-16 throughput run (default 5; also capped at 20000 requests)
+  --bin-dir DIR      where `ignis`, `ignis-init` and `bootstrap` are (default: beside this program)
+  --settle-ms MS     pause between retiring the sandboxes and each cold-start invoke (default 100)
+
+Must run as root (the server builds sandboxes with namespaces and cgroups).";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { cold_samples: 50, warm_samples: 2000, duration: Duration::from_secs(5), bin_dir: None, settle: Duration::from_millis(100) };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (flag, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"));
+        let number = |text: String| text.parse::<f64>().map_err(|_| format!("{flag}: {text:?} is not a number"));
+        match flag.as_str() {
+            "--cold-samples" => args.cold_samples = number(value()?)?.max(1.0) as usize,
+            "--warm-samples" => args.warm_samples = number(value()?)?.max(ROUNDS as f64) as usize,
+            "--duration" => args.duration = Duration::from_secs_f64(number(value()?)?.clamp(0.1, 600.0)),
+            "--bin-dir" => args.bin_dir = Some(PathBuf::from(value()?)),
+            "--settle-ms" => args.settle = Duration::from_secs_f64(number(value()?)?.clamp(0.0, 10_000.0) / 1000.0),
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("ignis-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ignis-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path: {e}"))?
+            .parent()
+            .ok_or("this program has no parent directory")?
+            .to_path_buf(),
+    };
+    let ignis = bin_dir.join("ignis");
+    let bootstrap = bin_dir.join("bootstrap");
+    for exe in [&ignis, &bin_dir.join("ignis-init"), &bootstrap] {
+        if !exe.is_file() {
+            return Err(format!("{} not found: build the workspace (cargo build --release --workspace) or pass --bin-dir", exe.display()));
+        }
+    }
+    let binary = std::fs::read(&bootstrap).map_err(|e| format!("cannot read {}: {e}", bootstrap.display()))?;
+    let zip = zip_of("bootstrap", &binary, 0o755)?;
+
+    // The echo baseline: its own thread and runtime, stopped when `_echo` is dropped.
+    let (echo_address, _echo) = EchoServer::start()?;
+
+    let tmp = tempfile::Builder::new().prefix("ignis-bench-").tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    // Dropped (SIGTERM, wait) before `tmp` is removed, on every path out of here.
+    let mut server = Server::start(&ignis, &tmp.path().join("data"))?;
+    eprintln!("ignis-bench: ignis server (pid {}) on {}, echo baseline on {echo_address}", server.pid(), server.address);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(measure(&args, &server.address, &echo_address, &zip));
+    drop(runtime);
+    let stopped = server.stop();
+    result?.print(&args, &server.address, &echo_address, binary.len(), zip.len());
+    stopped
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+struct Report {
+    sign: Vec<Duration>,
+    cold: Vec<Duration>,
+    cold_init: Vec<f64>,
+    cold_duration: Vec<f64>,
+    cold_not_cold: usize,
+    cold_errors: Vec<String>,
+    create_time: Duration,
+    warm: Vec<Duration>,
+    base: Vec<Duration>,
+    warm_errors: Vec<String>,
+    base_errors: Vec<String>,
+    tput: Throughput,
+    base_tput: Throughput,
+}
+
+#[derive(Default)]
+struct Throughput {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Throughput {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+async fn measure(args: &Args, ignis: &str, echo: &str, zip: &[u8]) -> Result<Report, String> {
+    let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
+    let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
+
+    // Cost of one signature (for the reader: it is inside the throughput figures).
+    let mut sign = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        std::hint::black_box(sign_request(&creds, ignis, "POST", &invoke_path, &[], PAYLOAD));
+        sign.push(started.elapsed());
+    }
+
+    let mut control = Conn::connect(ignis, creds.clone()).await?;
+
+    // Deploy.
+    let body = json!({
+        "FunctionName": FUNCTION,
+        "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::123456789012:role/bench",
+        "Handler": "bootstrap",
+        "Description": "ignis-bench",
+        "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+    });
+    let started = Instant::now();
+    let reply = control.request("POST", "/2015-03-31/functions", &[], body.to_string().as_bytes()).await?;
+    let create_time = started.elapsed();
+    if reply.status != 201 {
+        return Err(format!("CreateFunction answered {}: {}", reply.status, reply.text()));
+    }
+
+    // 1. Cold starts.
+    eprintln!("ignis-bench: cold starts ({} samples)", args.cold_samples);
+    let config_path = format!("/2015-03-31/functions/{FUNCTION}/configuration");
+    let mut invoker = Conn::connect(ignis, creds.clone()).await?;
+    let (mut cold, mut cold_init, mut cold_duration, mut cold_errors, mut cold_not_cold) = (vec![], vec![], vec![], vec![], 0);
+    let cold_deadline = Instant::now() + Duration::from_secs(300);
+    for i in 0..args.cold_samples {
+        if Instant::now() > cold_deadline {
+            cold_errors.push(format!("stopped after {i} samples: the cold-start phase is limited to 300 s"));
+            break;
+        }
+        let description = json!({ "Description": format!("ignis-bench cold start {i}") }).to_string();
+        let reply = control.request("PUT", &config_path, &[], description.as_bytes()).await?;
+        if reply.status != 200 {
+            return Err(format!("UpdateFunctionConfiguration answered {}: {}", reply.status, reply.text()));
+        }
+        tokio::time::sleep(args.settle).await;
+        let (elapsed, reply) = match invoker.timed("POST", &invoke_path, &[("x-amz-log-type", "Tail")], PAYLOAD).await {
+            Ok(r) => r,
+            Err(e) => {
+                cold_errors.push(e);
+                invoker = Conn::connect(ignis, creds.clone()).await?;
+                continue;
+            }
+        };
+        if let Err(e) = check_invoke(&reply) {
+            cold_errors.push(e);
+            continue;
+        }
+        cold.push(elapsed);
+        let tail = reply
+            .header("x-amz-log-result")
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match report_field(&tail, "Init Duration") {
+            Some(ms) => cold_init.push(ms),
+            None => cold_not_cold += 1,
+        }
+        if let Some(ms) = report_field(&tail, "Duration") {
+            cold_duration.push(ms);
+        }
+    }
+
+    // 2 and 3. Warm at concurrency 1, alternating rounds with the baseline.
+    eprintln!("ignis-bench: warm invokes at concurrency 1 ({} samples each, in {ROUNDS} alternating rounds)", args.warm_samples);
+    let mut base_conn = Conn::connect(echo, creds.clone()).await?;
+    // Warm-up: the first invoke after the last cold sample is warm already, but let both sides
+    // (and the CPU caches, the allocator, the connection) settle.
+    let warmup = (args.warm_samples / 10).clamp(20, 500);
+    sequential(&mut invoker, &invoke_path, warmup, Duration::from_secs(30)).await;
+    sequential(&mut base_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
+    let (mut warm, mut base, mut warm_errors, mut base_errors) = (vec![], vec![], vec![], vec![]);
+    let per_round = args.warm_samples.div_ceil(ROUNDS);
+    for round in 0..ROUNDS {
+        let n = per_round.min(args.warm_samples - round * per_round);
+        let (l, e) = sequential(&mut base_conn, &invoke_path, n, Duration::from_secs(60)).await;
+        base.extend(l);
+        base_errors.extend(e);
+        let (l, e) = sequential(&mut invoker, &invoke_path, n, Duration::from_secs(60)).await;
+        warm.extend(l);
+        warm_errors.extend(e);
+    }
+
+    // Throughput at concurrency 16. The warm-up lets the pool grow to 16 sandboxes.
+    eprintln!("ignis-bench: throughput at concurrency {CONCURRENCY} ({:.1} s or 20000 requests each)", args.duration.as_secs_f64());
+    let limit = 20_000;
+    concurrent(ignis, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
+    concurrent(echo, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
+    let base_tput = concurrent(echo, &creds, &invoke_path, limit, args.duration).await?;
+    let tput = concurrent(ignis, &creds, &invoke_path, limit, args.duration).await?;
+
+    Ok(Report {
+        sign,
+        cold,
+        cold_init,
+        cold_duration,
+        cold_not_cold,
+        cold_errors,
+        create_time,
+        warm,
+        base,
+        warm_errors,
+        base_errors,
+        tput,
+        base_tput,
+    })
+}
+
+/// Whether an Invoke answer is the example's success.
+fn check_invoke(reply: &Reply) -> Result<(), String> {
+    if reply.status != 200 {
+        return Err(format!("invoke answered {}: {}", reply.status, reply.text()));
+    }
+    if let Some(kind) = reply.header("x-amz-function-error") {
+        return Err(format!("function error ({kind}): {}", reply.text()));
+    }
+    Ok(())
+}
+
+/// A number of milliseconds from the `REPORT` line of a log tail, e.g. `Init Duration: 4.20 ms`.
+fn report_field(tail: &str, field: &str) -> Option<f64> {
+    let line = tail.lines().rev().find(|l| l.starts_with("REPORT "))?;
+    line.split('\t').find_map(|part| part.trim().strip_prefix(field)?.strip_prefix(": ")?.trim_end_matches(" ms").trim().parse().ok())
+}
+
+/// `n` sequential invokes (or until `limit` passes), their latencies and the errors (at most
+/// a few kept).
+async fn sequential(conn: &mut Conn, path: &str, n: usize, limit: Duration) -> (Vec<Duration>, Vec<String>) {
+    let deadline = Instant::now() + limit;
+    let mut latencies = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        if Instant::now() > deadline {
+            errors.push(format!("time limit of {} s reached after {} requests", limit.as_secs(), latencies.len()));
+            break;
+        }
+        match conn.timed("POST", path, &[], PAYLOAD).await {
+            Ok((elapsed, reply)) => match check_invoke(&reply) {
+                Ok(()) => latencies.push(elapsed),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => {
+                errors.push(e);
+                if let Err(e) = conn.reconnect().await {
+                    errors.push(e);
+                    break;
+                }
+            }
+        }
+    }
+    (latencies, errors)
+}
+
+/// `CONCURRENCY` clients, each on its own keep-alive connection, invoking until `limit` requests
+/// were sent in all or `duration` passed.
+async fn concurrent(address: &str, creds: &Credentials, path: &str, limit: u64, duration: Duration) -> Result<Throughput, String> {
+    let mut conns = Vec::with_capacity(CONCURRENCY);
+    for _ in 0..CONCURRENCY {
+        conns.push(Conn::connect(address, creds.clone()).await?);
+    }
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut conn in conns {
+        let issued = issued.clone();
+        let path = path.to_string();
+        tasks.spawn(async move {
+            let mut t = Throughput::default();
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < limit {
+                match conn.timed("POST", &path, &[], PAYLOAD).await {
+                    Ok((elapsed, reply)) => match check_invoke(&reply) {
+                        Ok(()) => {
+                            t.ok += 1;
+                            t.latencies.push(elapsed);
+                        }
+                        Err(e) => {
+                            t.errors += 1;
+                            t.first_error.get_or_insert(e);
+                        }
+                    },
+                    Err(e) => {
+                        t.errors += 1;
+                        t.first_error.get_or_insert(e);
+                        if conn.reconnect().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            t
+        });
+    }
+    let mut total = Throughput::default();
+    while let Some(done) = tasks.join_next().await {
+        let t = done.map_err(|e| format!("a client task failed: {e}"))?;
+        total.ok += t.ok;
+        total.errors += t.errors;
+        if total.first_error.is_none() {
+            total.first_error = t.first_error;
+        }
+        total.latencies.extend(t.latencies);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client: hyper 1 over a keep-alive HTTP/1.1 connection, every request signed.
+
+struct Conn {
+    address: String,
+    creds: Credentials,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+struct Reply {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).chars().take(500).collect()
+    }
+}
+
+fn sign_request(creds: &Credentials, host: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut headers: Vec<(&str, &str)> = vec![("host", host), ("content-type", "application/json")];
+    headers.extend_from_slice(extra);
+    let parts = ignis_sigv4::RequestParts { method, path, query, headers: &headers, body };
+    let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    all.extend(ignis_sigv4::sign(&parts, creds, REGION, "lambda", SystemTime::now()));
+    all
+}
+
+impl Conn {
+    async fn connect(address: &str, creds: Credentials) -> Result<Conn, String> {
+        let sender = open(address).await?;
+        Ok(Conn { address: address.to_string(), creds, sender })
+    }
+
+    async fn reconnect(&mut self) -> Result<(), String> {
+        self.sender = open(&self.address).await?;
+        Ok(())
+    }
+
+    async fn request(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<Reply, String> {
+        self.timed(method, path, extra, body).await.map(|(_, reply)| reply)
+    }
+
+    /// Signs and sends a request; the time from sending it to having the whole answer.
+    async fn timed(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<(Duration, Reply), String> {
+        let headers = sign_request(&self.creds, &self.address, method, path, extra, body);
+        let mut builder = hyper::Request::builder().method(method).uri(path);
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| format!("bad request: {e}"))?;
+        let started = Instant::now();
+        let exchange = async {
+            self.sender.ready().await.map_err(|e| format!("connection to {} lost: {e}", self.address))?;
+            let response = self.sender.send_request(request).await.map_err(|e| format!("{method} {path} to {} failed: {e}", self.address))?;
+            let (parts, incoming) = response.into_parts();
+            let body = incoming.collect().await.map_err(|e| format!("reading the answer to {method} {path}: {e}"))?.to_bytes();
+            Ok::<_, String>(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+        };
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{method} {path} to {} took over {} s", self.address, REQUEST_TIMEOUT.as_secs()))??;
+        Ok((started.elapsed(), reply))
+    }
+}
+
+async fn open(address: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    if !address.starts_with("127.0.0.1:") {
+        return Err(format!("refusing to send traffic to {address}: only 127.0.0.1 is benchmarked"));
+    }
+    let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("HTTP handshake with {address}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The echo baseline.
+
+struct EchoServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    fn start() -> Result<(String, EchoServer), String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("echo server: cannot listen: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let thread = std::thread::Builder::new()
+            .name("echo-baseline".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                    let accept = async {
+                        loop {
+                            let Ok((stream, _)) = listener.accept().await else { continue };
+                            let _ = stream.set_nodelay(true);
+                            tokio::spawn(async move {
+                                let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                                    let body = request.into_body().collect().await?.to_bytes();
+                                    Ok::<_, hyper::Error>(
+                                        hyper::Response::builder()
+                                            .header("content-type", "application/json")
+                                            .body(Full::new(body))
+                                            .expect("a valid response"),
+                                    )
+                                });
+                                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                            });
+                        }
+                    };
+                    tokio::select! {
+                        _ = accept => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                // Dropping the runtime here cancels the connection tasks.
+            })
+            .map_err(|e| format!("cannot start the echo thread: {e}"))?;
+        Ok((address, EchoServer { stop: Some(stop_tx), thread: Some(thread) }))
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ignis server process.
+
+struct Server {
+    child: Option<Child>,
+    address: String,
+}
+
+impl Server {
+    fn start(exe: &Path, data: &Path) -> Result<Server, String> {
+        let mut child = Command::new(exe)
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // From here on, `server` stops the child whatever happens.
+        let mut server = Server { child: Some(child), address: String::new() };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let tx = Some(tx);
+            // Keep draining stdout for the server's whole life, so it never blocks on it.
+            while let Some(Ok(line)) = lines.next() {
+                if let (Some(rest), Some(tx)) = (line.split("listening on http://").nth(1), tx.as_ref()) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => server.address = address,
+            Err(_) => {
+                let status = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                return Err(match status {
+                    Some(status) => format!("ignis server exited ({status}) before listening"),
+                    None => "ignis server did not print its address within 30 s".into(),
+                });
+            }
+        }
+        if !server.address.starts_with("127.0.0.1:") {
+            return Err(format!("ignis server listens on {:?}, not on 127.0.0.1", server.address));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, then up to 20 s for it to end its sandboxes and exit, else SIGKILL.
+    fn stop(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        // SAFETY: signals a child process we started and have not reaped, so its pid is ours.
+        unsafe { kill(child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("ignis server exited with {status} after SIGTERM")),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("ignis server did not stop within 20 s of SIGTERM; killed it".into());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("ignis-bench: {e}");
+        }
+    }
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
+
+fn zip_of(name: &str, content: &[u8], mode: u32) -> Result<Vec<u8>, String> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(mode);
+    writer.start_file(name, options).map_err(|e| format!("zip: {e}"))?;
+    writer.write_all(content).map_err(|e| format!("zip: {e}"))?;
+    Ok(writer.finish().map_err(|e| format!("zip: {e}"))?.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and the table.
+
+/// Nearest-rank percentile of sorted values.
+fn pct<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+struct Stats {
+    n: usize,
+    min: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn stats_ms(samples: &[Duration]) -> Option<Stats> {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    stats(&mut ms)
+}
+
+fn stats(values: &mut [f64]) -> Option<Stats> {
+    values.sort_by(f64::total_cmp);
+    Some(Stats {
+        n: values.len(),
+        min: *values.first()?,
+        p50: pct(values, 50.0)?,
+        p90: pct(values, 90.0)?,
+        p99: pct(values, 99.0)?,
+        max: *values.last()?,
+    })
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 { format!("{v:.1}") } else { format!("{v:.3}") }
+}
+
+fn row(label: &str, s: Option<&Stats>, note: &str) {
+    match s {
+        Some(s) => println!(
+            "  {label:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  {note}",
+            s.n,
+            ms(s.min),
+            ms(s.p50),
+            ms(s.p90),
+            ms(s.p99),
+            ms(s.max)
+        ),
+        None => println!("  {label:<34} {:>6} {:>9}  {note}", 0, "no data"),
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "MET" } else { "MISSED" }
+}
+
+impl Report {
+    fn print(&self, args: &Args, ignis: &str, echo: &str, binary_size: usize, zip_size: usize) {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let line = "-".repeat(104);
+        println!();
+        println!("Ignis benchmark  ({cpus} CPUs; ignis server {ignis}, echo baseline {echo}; all loopback)");
+        println!("Function: examples/hello-rust (lambda_runtime), provided.al2023, 128 MB; bootstrap {:.1} MB, zip {:.1} MB; CreateFunction took {:.0} ms",
+            binary_size as f64 / 1e6, zip_size as f64 / 1e6, self.create_time.as_secs_f64() * 1000.0);
+        println!("Latency = send of a signed request to the end of its answer body, on a keep-alive HTTP/1.1 connection.");
+        if let Some(s) = stats_ms(&self.sign) {
+            println!("SigV4 signing (per request, client side, not in latencies, in throughput): p50 {:.1} us", s.p50 * 1000.0);
+        }
+        println!("{line}");
+        println!("  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  target", "latency (ms)", "n", "min", "p50", "p90", "p99", "max");
+        println!("{line}");
+
+        let cold = stats_ms(&self.cold);
+        let cold_note = match &cold {
+            Some(s) => format!("p50 < {COLD_TARGET_MS} ms: {}", verdict(s.p50 < COLD_TARGET_MS)),
+            None => format!("p50 < {COLD_TARGET_MS} ms"),
+        };
+        row("cold start: Invoke round trip", cold.as_ref(), &cold_note);
+        let init = stats(&mut self.cold_init.clone());
+        row("  server REPORT Init Duration", init.as_ref(), "");
+        row("  server REPORT Duration", stats(&mut self.cold_duration.clone()).as_ref(), "");
+        if let (Some(c), Some(i)) = (&cold, &init) {
+            println!("  {:<34} {:>6} {:>9} {:>9}  (round trip p50 - Init Duration p50 - Duration p50)", "  rest of the cold path (p50)", "", "",
+                ms(c.p50 - i.p50 - stats(&mut self.cold_duration.clone()).map_or(0.0, |d| d.p50)));
+        }
+        println!("{line}");
+
+        let warm = stats_ms(&self.warm);
+        let base = stats_ms(&self.base);
+        row("warm Invoke, concurrency 1", warm.as_ref(), "");
+        row("baseline echo, concurrency 1", base.as_ref(), "");
+        if let (Some(w), Some(b)) = (&warm, &base) {
+            let added = w.p50 - b.p50;
+            println!(
+                "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  p50 < {ADDED_TARGET_MS} ms: {}",
+                "added latency (warm - baseline)",
+                "",
+                "",
+                ms(added),
+                ms(w.p90 - b.p90),
+                ms(w.p99 - b.p99),
+                "",
+                verdict(added < ADDED_TARGET_MS)
+            );
+            println!(
+                "  {:<34} {:>6} {:>9} {:>8.2}x {:>8.2}x {:>8.2}x",
+                "ratio warm / baseline",
+                "",
+                "",
+                w.p50 / b.p50,
+                w.p90 / b.p90,
+                w.p99 / b.p99
+            );
+        }
+        println!("{line}");
+        let tw = stats_ms(&self.tput.latencies);
+        let tb = stats_ms(&self.base_tput.latencies);
+        row(&format!("warm Invoke, concurrency {CONCURRENCY}"), tw.as_ref(), "");
+        row(&format!("baseline echo, concurrency {CONCURRENCY}"), tb.as_ref(), "");
+        println!("{line}");
+        println!("  {:<34} {:>9} {:>9} {:>9}", format!("throughput, concurrency {CONCURRENCY}"), "req/s", "requests", "seconds");
+        for (label, t) in [("warm Invoke", &self.tput), ("baseline echo", &self.base_tput)] {
+            println!("  {label:<34} {:>9.0} {:>9} {:>9.2}", t.rate(), t.ok, t.elapsed.as_secs_f64());
+        }
+        if self.base_tput.rate() > 0.0 {
+            println!("  {:<34} {:>8.2}x   (1/rate difference: {:.1} us more machine time per invoke at c={CONCURRENCY})",
+                "ratio warm / baseline",
+                self.tput.rate() / self.base_tput.rate(),
+                (1.0 / self.tput.rate().max(1e-9) - 1.0 / self.base_tput.rate()) * 1e6);
+        }
+        println!("{line}");
+        println!("Settings: --cold-samples {} --warm-samples {} --duration {} --settle-ms {} (throughput also capped at 20000 requests); warm c=1 samples taken in {ROUNDS} alternating baseline/Ignis rounds",
+            args.cold_samples, args.warm_samples, args.duration.as_secs_f64(), args.settle.as_millis());
+        let mut problems = Vec::new();
+        if self.cold_not_cold > 0 {
+            problems.push(format!("{} of the cold-start invokes had no Init Duration in their REPORT line (not cold?)", self.cold_not_cold));
+        }
+        for (label, errors) in [("cold start", &self.cold_errors), ("warm c=1", &self.warm_errors), ("baseline c=1", &self.base_errors)] {
+            if !errors.is_empty() {
+                problems.push(format!("{label}: {} errors, first: {}", errors.len(), errors[0]));
+            }
+        }
+        for (label, t) in [("warm c=16", &self.tput), ("baseline c=16", &self.base_tput)] {
+            if t.errors > 0 {
+                problems.push(format!("{label}: {} errors, first: {}", t.errors, t.first_error.as_deref().unwrap_or("?")));
+            }
+        }
+        if problems.is_empty() {
+            println!("No errors.");
+        } else {
+            println!("Problems:");
+            for p in problems {
+                println!("  - {p}");
+            }
+        }
+    }
+}
