@@ -3,7 +3,10 @@
 //! - **Cold start**: the `lambda_runtime` example (`bootstrap`) is deployed as a zip; before each
 //!   measured invoke an `UpdateFunctionConfiguration` (a new Description) retires the function's
 //!   sandboxes, so the invoke has to start a new one. Only the Invoke round trip is timed. The
-//!   server's own `Init Duration` comes from the `REPORT` line of the log tail.
+//!   server's own `Init Duration` comes from the `REPORT` line of the log tail. Measured twice:
+//!   on a server with its default pool of ready shells (namespaces, cgroup, network made ahead of
+//!   time; no function), and on one started with `--sandbox-pool 0`, which builds every sandbox
+//!   whole on the invoke's path.
 //! - **Warm**: sequential invokes on one keep-alive connection (concurrency 1), then a bounded
 //!   throughput run with 16 clients, each on its own keep-alive connection.
 //! - **Baseline**: the same client, the same signed POSTs, against a bare hyper echo server
@@ -131,16 +134,18 @@ fn run(args: Args) -> Result<(), String> {
 
     let tmp = tempfile::Builder::new().prefix("ignis-bench-").tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     // Dropped (SIGTERM, wait) before `tmp` is removed, on every path out of here.
-    let mut server = Server::start(&ignis, &tmp.path().join("data"))?;
+    let mut server = Server::start(&ignis, &tmp.path().join("data"), &[])?;
     eprintln!("ignis-bench: ignis server (pid {}) on {}, echo baseline on {echo_address}", server.pid(), server.address);
+    // A second server without pooled shells, for cold starts that build the whole sandbox.
+    let mut unpooled = Server::start(&ignis, &tmp.path().join("data-unpooled"), &["--sandbox-pool", "0"])?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(measure(&args, &server.address, &echo_address, &zip));
+    let result = runtime.block_on(measure(&args, &server.address, &unpooled.address, &echo_address, &zip));
     drop(runtime);
-    let stopped = server.stop();
+    let stopped = server.stop().and(unpooled.stop());
     result?.print(&args, &server.address, &echo_address, binary.len(), zip.len());
     stopped
 }
@@ -150,11 +155,10 @@ fn run(args: Args) -> Result<(), String> {
 
 struct Report {
     sign: Vec<Duration>,
-    cold: Vec<Duration>,
-    cold_init: Vec<f64>,
-    cold_duration: Vec<f64>,
-    cold_not_cold: usize,
-    cold_errors: Vec<String>,
+    /// Cold starts with the server's default shell pool.
+    cold: Cold,
+    /// Cold starts with `--sandbox-pool 0`: every sandbox built from scratch.
+    cold_unpooled: Cold,
     create_time: Duration,
     warm: Vec<Duration>,
     base: Vec<Duration>,
@@ -162,6 +166,18 @@ struct Report {
     base_errors: Vec<String>,
     tput: Throughput,
     base_tput: Throughput,
+}
+
+#[derive(Default)]
+struct Cold {
+    /// Invoke round trips.
+    times: Vec<Duration>,
+    /// `Init Duration` and `Duration` of the REPORT lines, in ms.
+    init: Vec<f64>,
+    duration: Vec<f64>,
+    /// Invokes whose REPORT had no Init Duration.
+    not_cold: usize,
+    errors: Vec<String>,
 }
 
 #[derive(Default)]
@@ -179,21 +195,8 @@ impl Throughput {
     }
 }
 
-async fn measure(args: &Args, ignis: &str, echo: &str, zip: &[u8]) -> Result<Report, String> {
-    let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
-    let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
-
-    // Cost of one signature (for the reader: it is inside the throughput figures).
-    let mut sign = Vec::with_capacity(1000);
-    for _ in 0..1000 {
-        let started = Instant::now();
-        std::hint::black_box(sign_request(&creds, ignis, "POST", &invoke_path, &[], PAYLOAD));
-        sign.push(started.elapsed());
-    }
-
-    let mut control = Conn::connect(ignis, creds.clone()).await?;
-
-    // Deploy.
+/// Deploys the example function; returns how long CreateFunction took.
+async fn deploy(conn: &mut Conn, zip: &[u8]) -> Result<Duration, String> {
     let body = json!({
         "FunctionName": FUNCTION,
         "Runtime": "provided.al2023",
@@ -203,21 +206,24 @@ async fn measure(args: &Args, ignis: &str, echo: &str, zip: &[u8]) -> Result<Rep
         "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
     });
     let started = Instant::now();
-    let reply = control.request("POST", "/2015-03-31/functions", &[], body.to_string().as_bytes()).await?;
+    let reply = conn.request("POST", "/2015-03-31/functions", &[], body.to_string().as_bytes()).await?;
     let create_time = started.elapsed();
     if reply.status != 201 {
         return Err(format!("CreateFunction answered {}: {}", reply.status, reply.text()));
     }
+    Ok(create_time)
+}
 
-    // 1. Cold starts.
-    eprintln!("ignis-bench: cold starts ({} samples)", args.cold_samples);
+/// Cold starts: before each measured invoke, UpdateFunctionConfiguration retires the sandboxes.
+async fn cold_starts(args: &Args, ignis: &str, creds: &Credentials, invoker: &mut Conn) -> Result<Cold, String> {
+    let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
     let config_path = format!("/2015-03-31/functions/{FUNCTION}/configuration");
-    let mut invoker = Conn::connect(ignis, creds.clone()).await?;
-    let (mut cold, mut cold_init, mut cold_duration, mut cold_errors, mut cold_not_cold) = (vec![], vec![], vec![], vec![], 0);
-    let cold_deadline = Instant::now() + Duration::from_secs(300);
+    let mut control = Conn::connect(ignis, creds.clone()).await?;
+    let mut cold = Cold::default();
+    let deadline = Instant::now() + Duration::from_secs(300);
     for i in 0..args.cold_samples {
-        if Instant::now() > cold_deadline {
-            cold_errors.push(format!("stopped after {i} samples: the cold-start phase is limited to 300 s"));
+        if Instant::now() > deadline {
+            cold.errors.push(format!("stopped after {i} samples: the cold-start phase is limited to 300 s"));
             break;
         }
         let description = json!({ "Description": format!("ignis-bench cold start {i}") }).to_string();
@@ -229,29 +235,51 @@ async fn measure(args: &Args, ignis: &str, echo: &str, zip: &[u8]) -> Result<Rep
         let (elapsed, reply) = match invoker.timed("POST", &invoke_path, &[("x-amz-log-type", "Tail")], PAYLOAD).await {
             Ok(r) => r,
             Err(e) => {
-                cold_errors.push(e);
-                invoker = Conn::connect(ignis, creds.clone()).await?;
+                cold.errors.push(e);
+                *invoker = Conn::connect(ignis, creds.clone()).await?;
                 continue;
             }
         };
         if let Err(e) = check_invoke(&reply) {
-            cold_errors.push(e);
+            cold.errors.push(e);
             continue;
         }
-        cold.push(elapsed);
+        cold.times.push(elapsed);
         let tail = reply
             .header("x-amz-log-result")
             .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         match report_field(&tail, "Init Duration") {
-            Some(ms) => cold_init.push(ms),
-            None => cold_not_cold += 1,
+            Some(ms) => cold.init.push(ms),
+            None => cold.not_cold += 1,
         }
         if let Some(ms) = report_field(&tail, "Duration") {
-            cold_duration.push(ms);
+            cold.duration.push(ms);
         }
     }
+    Ok(cold)
+}
+
+async fn measure(args: &Args, ignis: &str, unpooled: &str, echo: &str, zip: &[u8]) -> Result<Report, String> {
+    let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
+    let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
+
+    // Cost of one signature (for the reader: it is inside the throughput figures).
+    let mut sign = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        std::hint::black_box(sign_request(&creds, ignis, "POST", &invoke_path, &[], PAYLOAD));
+        sign.push(started.elapsed());
+    }
+
+    // 1. Cold starts, with and without pooled shells.
+    let create_time = deploy(&mut Conn::connect(ignis, creds.clone()).await?, zip).await?;
+    deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
+    eprintln!("ignis-bench: cold starts ({} samples, then as many without the shell pool)", args.cold_samples);
+    let mut invoker = Conn::connect(ignis, creds.clone()).await?;
+    let cold = cold_starts(args, ignis, &creds, &mut invoker).await?;
+    let cold_unpooled = cold_starts(args, unpooled, &creds, &mut Conn::connect(unpooled, creds.clone()).await?).await?;
 
     // 2 and 3. Warm at concurrency 1, alternating rounds with the baseline.
     eprintln!("ignis-bench: warm invokes at concurrency 1 ({} samples each, in {ROUNDS} alternating rounds)", args.warm_samples);
@@ -284,10 +312,7 @@ async fn measure(args: &Args, ignis: &str, echo: &str, zip: &[u8]) -> Result<Rep
     Ok(Report {
         sign,
         cold,
-        cold_init,
-        cold_duration,
-        cold_not_cold,
-        cold_errors,
+        cold_unpooled,
         create_time,
         warm,
         base,
@@ -554,11 +579,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(exe: &Path, data: &Path) -> Result<Server, String> {
+    fn start(exe: &Path, data: &Path, extra: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(exe)
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            .args(extra)
             .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
             .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
             .stdin(Stdio::null())
@@ -718,18 +744,25 @@ impl Report {
         println!("  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  target", "latency (ms)", "n", "min", "p50", "p90", "p99", "max");
         println!("{line}");
 
-        let cold = stats_ms(&self.cold);
+        let cold = stats_ms(&self.cold.times);
         let cold_note = match &cold {
             Some(s) => format!("p50 < {COLD_TARGET_MS} ms: {}", verdict(s.p50 < COLD_TARGET_MS)),
             None => format!("p50 < {COLD_TARGET_MS} ms"),
         };
         row("cold start: Invoke round trip", cold.as_ref(), &cold_note);
-        let init = stats(&mut self.cold_init.clone());
+        let init = stats(&mut self.cold.init.clone());
+        let duration = stats(&mut self.cold.duration.clone());
         row("  server REPORT Init Duration", init.as_ref(), "");
-        row("  server REPORT Duration", stats(&mut self.cold_duration.clone()).as_ref(), "");
+        row("  server REPORT Duration", duration.as_ref(), "");
         if let (Some(c), Some(i)) = (&cold, &init) {
             println!("  {:<34} {:>6} {:>9} {:>9}  (round trip p50 - Init Duration p50 - Duration p50)", "  rest of the cold path (p50)", "", "",
-                ms(c.p50 - i.p50 - stats(&mut self.cold_duration.clone()).map_or(0.0, |d| d.p50)));
+                ms(c.p50 - i.p50 - duration.map_or(0.0, |d| d.p50)));
+        }
+        let unpooled = stats_ms(&self.cold_unpooled.times);
+        row("cold start, no shell pool", unpooled.as_ref(), "--sandbox-pool 0: whole sandbox built");
+        row("  server REPORT Init Duration", stats(&mut self.cold_unpooled.init.clone()).as_ref(), "");
+        if let (Some(c), Some(u)) = (&cold, &unpooled) {
+            println!("  {:<34} {:>6} {:>9} {:>8.2}x", "ratio pooled / no pool (p50)", "", "", c.p50 / u.p50);
         }
         println!("{line}");
 
@@ -780,10 +813,17 @@ impl Report {
         println!("Settings: --cold-samples {} --warm-samples {} --duration {} --settle-ms {} (throughput also capped at 20000 requests); warm c=1 samples taken in {ROUNDS} alternating baseline/Ignis rounds",
             args.cold_samples, args.warm_samples, args.duration.as_secs_f64(), args.settle.as_millis());
         let mut problems = Vec::new();
-        if self.cold_not_cold > 0 {
-            problems.push(format!("{} of the cold-start invokes had no Init Duration in their REPORT line (not cold?)", self.cold_not_cold));
+        for (label, cold) in [("cold start", &self.cold), ("cold start, no pool", &self.cold_unpooled)] {
+            if cold.not_cold > 0 {
+                problems.push(format!("{label}: {} invokes had no Init Duration in their REPORT line (not cold?)", cold.not_cold));
+            }
         }
-        for (label, errors) in [("cold start", &self.cold_errors), ("warm c=1", &self.warm_errors), ("baseline c=1", &self.base_errors)] {
+        for (label, errors) in [
+            ("cold start", &self.cold.errors),
+            ("cold start, no pool", &self.cold_unpooled.errors),
+            ("warm c=1", &self.warm_errors),
+            ("baseline c=1", &self.base_errors),
+        ] {
             if !errors.is_empty() {
                 problems.push(format!("{label}: {} errors, first: {}", errors.len(), errors[0]));
             }

@@ -16,11 +16,23 @@ use crate::error::ApiError;
 use crate::function::parse_body;
 use crate::http::{Answer, json_answer};
 
-/// Writes log lines to storage: whatever has arrived, in one transaction.
-/// While a write runs, the next lines queue up and go in the next one.
+/// How long the log writer waits for more lines before a transaction.
+const LOG_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+/// Most batches in one transaction.
+const LOG_BATCHES: usize = 4096;
+
+/// Writes log lines to storage: whatever arrives within [`LOG_LINGER`] of
+/// the first, in one transaction, so busy functions cost few transactions.
 pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>) {
     let mut batches = Vec::new();
-    while logs.recv_many(&mut batches, 1024).await > 0 {
+    while logs.recv_many(&mut batches, LOG_BATCHES).await > 0 {
+        tokio::time::sleep(LOG_LINGER).await;
+        while batches.len() < LOG_BATCHES {
+            match logs.try_recv() {
+                Ok(batch) => batches.push(batch),
+                Err(_) => break,
+            }
+        }
         let store = store.clone();
         let taken = std::mem::take(&mut batches);
         let written = tokio::task::spawn_blocking(move || {

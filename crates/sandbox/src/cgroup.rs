@@ -52,7 +52,11 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn set_limits(&self, id: &str, limits: &Limits) -> io::Result<()>;
     /// The group directories of a sandbox (whether they exist or not).
     fn dirs(&self, id: &str) -> Vec<PathBuf>;
-    fn peak_memory_bytes(&self, id: &str) -> Option<u64>;
+    /// The file that holds the group's peak memory use, in bytes.
+    fn peak_memory_path(&self, id: &str) -> PathBuf;
+    fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
+        read_u64(&self.peak_memory_path(id))
+    }
     fn oom_killed(&self, id: &str) -> bool;
     /// Removes the sandbox's group(s); retries rmdir for up to `patience` while a group is busy.
     /// Missing groups are fine.
@@ -167,8 +171,8 @@ impl CgroupDriver for CgroupV1 {
         self.controllers().into_iter().map(|c| self.dir(c, id)).collect()
     }
 
-    fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
-        read_u64(&self.dir(Self::MEMORY, id).join("memory.max_usage_in_bytes"))
+    fn peak_memory_path(&self, id: &str) -> PathBuf {
+        self.dir(Self::MEMORY, id).join("memory.max_usage_in_bytes")
     }
 
     fn oom_killed(&self, id: &str) -> bool {
@@ -266,8 +270,8 @@ impl CgroupDriver for CgroupV2 {
         vec![self.dir(id)]
     }
 
-    fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
-        read_u64(&self.dir(id).join("memory.peak"))
+    fn peak_memory_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("memory.peak")
     }
 
     fn oom_killed(&self, id: &str) -> bool {

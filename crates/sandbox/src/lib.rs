@@ -298,6 +298,8 @@ pub struct Sandbox {
     reaped: bool,
     exit: Option<RuntimeExit>,
     destroyed: bool,
+    /// The cgroup's peak-memory file, opened on first use.
+    peak_file: std::sync::OnceLock<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -355,7 +357,15 @@ impl Sandbox {
     /// Peak memory use of the sandbox's cgroup (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
     /// `None` once destroyed.
     pub fn peak_memory_bytes(&self) -> Option<u64> {
-        self.cgroups.peak_memory_bytes(&self.id)
+        use std::os::unix::fs::FileExt;
+        if self.destroyed {
+            return None;
+        }
+        // Read once per invocation: keep the file open.
+        let file = self.peak_file.get_or_init(|| std::fs::File::open(self.cgroups.peak_memory_path(&self.id)).ok());
+        let mut buf = [0u8; 32];
+        let n = file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 
     /// Whether the kernel OOM-killed a process of the sandbox. `false` once destroyed.
@@ -371,6 +381,7 @@ impl Sandbox {
         }
         self.kill();
         self.wait();
+        self.peak_file.take();
         if let Err(e) = self.cgroups.remove(&self.id, RMDIR_PATIENCE) {
             eprintln!("ignis-sandbox: removing cgroup of {}: {e}", self.id);
         }

@@ -253,6 +253,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, San
         reaped: false,
         exit: None,
         destroyed: false,
+        peak_file: std::sync::OnceLock::new(),
     }))
 }
 
