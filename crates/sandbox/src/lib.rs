@@ -1,6 +1,9 @@
 //! Linux isolation for one function runtime.
 //!
-//! A [`Host`] is created once per worker. [`Host::spawn`] builds one sandbox:
+//! A [`Host`] is created once per worker. It may keep a pool of *shells*: sandboxes whose namespaces, cgroup
+//! and network are made but that have no function yet ([`Host::set_pool_size`], [`Host::refill`]); joining a
+//! cgroup is the slowest step of a start, so a cold start that finds a shell skips it. [`Host::spawn`] builds one
+//! sandbox (from a shell when there is one):
 //! a process `ignis-init` that is pid 1 of new pid, mount, network, ipc and uts
 //! namespaces, inside its own cgroup, which pivot_roots into a fresh root holding
 //! only the read-only runtime base, the code at `/var/task` (read-only) and a
