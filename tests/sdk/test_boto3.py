@@ -195,3 +195,67 @@ def test_aws_cli(server, lam):
     with tempfile.NamedTemporaryFile() as out:
         subprocess.run(["aws", "--endpoint-url", server, "lambda", "invoke", "--function-name", "cli-fn", "--payload", '{"via": "cli"}', out.name], env=env, capture_output=True, check=True)
         assert json.loads(pathlib.Path(out.name).read_text()) == {"echo": {"via": "cli"}}
+
+
+def ignis_accounts(server, method, body=None, key_id=KEY_ID, secret=SECRET):
+    """Ignis's own account API (`/ignis/accounts`), signed with SigV4 for the service `ignis` by botocore."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = AWSRequest(method=method, url=server + "/ignis/accounts", data=data, headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(key_id, secret), "ignis", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(prepared.url, data=data, headers=dict(prepared.headers), method=method)) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_accounts_are_isolated(server):
+    made = {}
+    for name in ("boto-tenant-a", "boto-tenant-b"):
+        status, body = ignis_accounts(server, "POST", {"Name": name})
+        assert status == 201, body
+        assert re.fullmatch(r"\d{12}", body["AccountId"]) and body["SecretAccessKey"]
+        made[name] = body
+    status, listed = ignis_accounts(server, "GET")
+    assert status == 200 and {"boto-tenant-a", "boto-tenant-b"} <= {a["Name"] for a in listed["Accounts"]}
+    assert "SecretAccessKey" not in json.dumps(listed)
+
+    def lambda_for(account):
+        return boto3.client("lambda", endpoint_url=server, region_name="us-east-1", aws_access_key_id=account["AccessKeyId"], aws_secret_access_key=account["SecretAccessKey"], config=Config(retries={"max_attempts": 1}))
+
+    a, b = made["boto-tenant-a"], made["boto-tenant-b"]
+    lam_a, lam_b = lambda_for(a), lambda_for(b)
+    created_a = lam_a.create_function(FunctionName="same", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    created_b = lam_b.create_function(FunctionName="same", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": rust_example()})
+    assert created_a["FunctionArn"] == f"arn:aws:lambda:us-east-1:{a['AccountId']}:function:same"
+    assert created_b["FunctionArn"] == f"arn:aws:lambda:us-east-1:{b['AccountId']}:function:same"
+    assert [f["FunctionArn"] for f in lam_a.list_functions()["Functions"]] == [created_a["FunctionArn"]]
+    assert [f["FunctionArn"] for f in lam_b.list_functions()["Functions"]] == [created_b["FunctionArn"]]
+
+    # Same name, each account's own code.
+    assert json.loads(lam_a.invoke(FunctionName="same", Payload=b'{"name": "a"}')["Payload"].read()) == {"echo": {"name": "a"}}
+    assert json.loads(lam_b.invoke(FunctionName="same", Payload=b'{"name": "b"}')["Payload"].read()) == {"message": "Hello, b!"}
+
+    # Another account's ARN is denied; a name only the other account has is not found.
+    for call in (lambda: lam_b.get_function(FunctionName=created_a["FunctionArn"]), lambda: lam_b.invoke(FunctionName=created_a["FunctionArn"])):
+        with pytest.raises(ClientError) as error:
+            call()
+        assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    lam_a.create_function(FunctionName="a-only", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    with pytest.raises(lam_b.exceptions.ResourceNotFoundException):
+        lam_b.get_function(FunctionName="a-only")
+
+    # Only the administrator manages accounts.
+    status, body = ignis_accounts(server, "POST", {"Name": "boto-tenant-c"}, key_id=a["AccessKeyId"], secret=a["SecretAccessKey"])
+    assert status == 403 and "not authorized" in body["message"]
+    status, body = ignis_accounts(server, "POST", {"Name": "boto-tenant-a"})
+    assert status == 409

@@ -7,7 +7,7 @@ use http::StatusCode;
 use ignis_store::CodeRules;
 use serde_json::json;
 
-use crate::App;
+use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::{self as f, FunctionRecord, FunctionRef, Violations};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
@@ -22,8 +22,16 @@ fn now_ms() -> i64 {
 }
 
 /// Resolves a function named in a request to the caller's function, or says
-/// it does not exist. Only `$LATEST` exists until versions do.
-pub fn resolve(app: &App, text: &str, qualifier: Option<&str>) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
+/// it does not exist (or, named by another account's ARN, that `action` — an
+/// IAM action name such as `GetFunction` — is denied). Only `$LATEST` exists
+/// until versions do.
+pub fn resolve(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    text: &str,
+    qualifier: Option<&str>,
+) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
     let reference = f::parse_function_ref(text, "functionName")?;
     let qualifier = match (reference.qualifier.as_deref(), qualifier) {
         (Some(a), Some(b)) if a != b => {
@@ -33,7 +41,7 @@ pub fn resolve(app: &App, text: &str, qualifier: Option<&str>) -> Result<(Functi
         }
         (a, b) => a.or(b),
     };
-    let account = &app.config.account;
+    let account = &caller.account;
     let arn = |name: &str| {
         let base = format!("arn:aws:lambda:{}:{account}:function:{name}", app.config.region);
         match qualifier {
@@ -42,8 +50,16 @@ pub fn resolve(app: &App, text: &str, qualifier: Option<&str>) -> Result<(Functi
         }
     };
     let not_found = || ApiError::ResourceNotFound(format!("Function not found: {}", arn(&reference.name)));
-    if reference.account.as_deref().is_some_and(|a| a != account) {
-        return Err(not_found());
+    // Another account's function is out of reach: by name it is simply not in
+    // the caller's namespace; by an ARN carrying that account's id, it is denied.
+    if let Some(other) = reference.account.as_deref().filter(|a| *a != account.as_str()) {
+        let region = reference.region.as_deref().unwrap_or(&app.config.region);
+        let mut resource = format!("arn:aws:lambda:{region}:{other}:function:{}", reference.name);
+        if let Some(q) = qualifier {
+            resource.push(':');
+            resource.push_str(q);
+        }
+        return Err(caller.denied(&format!("lambda:{action}"), &resource));
     }
     if qualifier.is_some_and(|q| q != "$LATEST") {
         return Err(not_found());
@@ -103,7 +119,7 @@ fn check_revision(record: &FunctionRecord, expected: Option<&str>) -> Result<(),
     }
 }
 
-pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::CreateFunction = f::parse_body(body)?;
     let name_text = request.function_name.clone().unwrap_or_default();
     let mut v = Violations::default();
@@ -112,7 +128,12 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
     v.into_result()?;
     let reference = f::parse_function_ref(&name_text, "functionName")?;
     no_publish(request.publish)?;
-    if reference.qualifier.is_some() || reference.account.as_deref().is_some_and(|a| a != app.config.account) {
+    if let Some(other) = reference.account.as_deref().filter(|a| *a != caller.account) {
+        let region = reference.region.as_deref().unwrap_or(&app.config.region);
+        let resource = format!("arn:aws:lambda:{region}:{other}:function:{}", reference.name);
+        return Err(caller.denied("lambda:CreateFunction", &resource));
+    }
+    if reference.qualifier.is_some() {
         return Err(ApiError::InvalidParameterValue("FunctionName must name a function of this account, without a qualifier".into()));
     }
     let name = reference.name;
@@ -129,7 +150,7 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
     let conflict = || ApiError::ResourceConflict(format!("Function already exist: {name}"));
-    if app.registry.get(&app.config.account, &name).is_some() {
+    if app.registry.get(&caller.account, &name).is_some() {
         return Err(conflict());
     }
     let code = store_code(app, zip, &runtime).await?;
@@ -153,29 +174,29 @@ pub async fn create_function(app: &Arc<App>, body: &[u8]) -> Result<Answer, ApiE
     request.settings.apply(&mut record);
     let (_, record) = app
         .registry
-        .write(&app.config.account, &name, |current| match current {
+        .write(&caller.account, &name, |current| match current {
             Some(_) => Err(conflict()),
             None => Ok(record),
         })
         .await?;
-    Ok(json_answer(StatusCode::CREATED, record.configuration(&app.config.region, &app.config.account)))
+    Ok(json_answer(StatusCode::CREATED, record.configuration(&app.config.region, &caller.account)))
 }
 
-pub fn get_function(app: &App, name: &str, query: &str) -> Result<Answer, ApiError> {
-    let (_, record) = resolve(app, name, qualifier_param(query).as_deref())?;
+pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let (_, record) = resolve(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
     let body = json!({
-        "Configuration": record.configuration(&app.config.region, &app.config.account),
+        "Configuration": record.configuration(&app.config.region, &caller.account),
         "Code": { "RepositoryType": "S3" },
     });
     Ok(json_answer(StatusCode::OK, body))
 }
 
-pub fn get_function_configuration(app: &App, name: &str, query: &str) -> Result<Answer, ApiError> {
-    let (_, record) = resolve(app, name, qualifier_param(query).as_deref())?;
-    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
+pub fn get_function_configuration(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let (_, record) = resolve(app, caller, "GetFunctionConfiguration", name, qualifier_param(query).as_deref())?;
+    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
 
-pub fn list_functions(app: &App, query: &str) -> Result<Answer, ApiError> {
+pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
     let params = query_params(query);
     let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let max_items = match param("MaxItems") {
@@ -188,14 +209,14 @@ pub fn list_functions(app: &App, query: &str) -> Result<Answer, ApiError> {
             n as usize
         }
     };
-    let functions = app.registry.list(&app.config.account);
+    let functions = app.registry.list(&caller.account);
     let start = match param("Marker").filter(|m| !m.is_empty()) {
         None => 0,
         Some(marker) => functions.partition_point(|r| r.name.as_str() <= marker),
     };
     let page: Vec<_> = functions.iter().skip(start).take(max_items).collect();
     let mut body = json!({
-        "Functions": page.iter().map(|r| r.configuration(&app.config.region, &app.config.account)).collect::<Vec<_>>(),
+        "Functions": page.iter().map(|r| r.configuration(&app.config.region, &caller.account)).collect::<Vec<_>>(),
     });
     if start + page.len() < functions.len() {
         if let Some(last) = page.last() {
@@ -205,16 +226,16 @@ pub fn list_functions(app: &App, query: &str) -> Result<Answer, ApiError> {
     Ok(json_answer(StatusCode::OK, body))
 }
 
-pub async fn update_configuration(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateConfiguration = f::parse_body(body)?;
-    let (reference, _) = resolve(app, name, None)?;
+    let (reference, _) = resolve(app, caller, "UpdateFunctionConfiguration", name, None)?;
     let mut v = Violations::default();
     request.settings.check_model(&mut v);
     v.into_result()?;
     request.settings.check_values()?;
     let (old, record) = app
         .registry
-        .write(&app.config.account, &reference.name, |current| {
+        .write(&caller.account, &reference.name, |current| {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             check_revision(current, request.revision_id.as_deref())?;
             let mut record = current.clone();
@@ -225,14 +246,14 @@ pub async fn update_configuration(app: &Arc<App>, name: &str, body: &[u8]) -> Re
         })
         .await?;
     if let Some(old) = old {
-        app.invoker.retire(&app.config.account, &old);
+        app.invoker.retire(&caller.account, &old);
     }
-    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
+    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
 
-pub async fn update_code(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateCode = f::parse_body(body)?;
-    let (reference, current) = resolve(app, name, None)?;
+    let (reference, current) = resolve(app, caller, "UpdateFunctionCode", name, None)?;
     no_publish(request.publish)?;
     check_revision(&current, request.revision_id.as_deref())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
@@ -250,30 +271,30 @@ pub async fn update_code(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Answ
     };
     if request.dry_run == Some(true) {
         let record = apply(&current);
-        return Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)));
+        return Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)));
     }
     let (old, record) = app
         .registry
-        .write(&app.config.account, &reference.name, |latest| {
+        .write(&caller.account, &reference.name, |latest| {
             let latest = latest.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             check_revision(latest, request.revision_id.as_deref())?;
             Ok(apply(latest))
         })
         .await?;
     if let Some(old) = old {
-        app.invoker.retire(&app.config.account, &old);
+        app.invoker.retire(&caller.account, &old);
     }
-    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &app.config.account)))
+    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
 
-pub async fn delete_function(app: &Arc<App>, name: &str, query: &str) -> Result<Answer, ApiError> {
+pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let qualifier = qualifier_param(query);
-    let (reference, _) = resolve(app, name, qualifier.as_deref())?;
+    let (reference, _) = resolve(app, caller, "DeleteFunction", name, qualifier.as_deref())?;
     if reference.qualifier.is_some() || qualifier.is_some() {
         return Err(ApiError::InvalidParameterValue("Ignis has no versions yet: delete the function without a qualifier".into()));
     }
-    if let Some(old) = app.registry.delete(&app.config.account, &reference.name).await? {
-        app.invoker.retire(&app.config.account, &old);
+    if let Some(old) = app.registry.delete(&caller.account, &reference.name).await? {
+        app.invoker.retire(&caller.account, &old);
     }
     Ok(empty_answer(StatusCode::NO_CONTENT))
 }

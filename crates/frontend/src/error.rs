@@ -24,6 +24,9 @@ pub enum ApiError {
     RequestTooLarge(String),
     /// A control-plane request body over the limit.
     RequestEntityTooLarge(String),
+    /// The caller is authenticated but may not do this (another account's resource,
+    /// or an administrator's operation).
+    AccessDenied(String),
     /// Authentication failed: the type is SigV4's own (`InvalidSignatureException`, ...).
     Auth { error_type: &'static str, message: String },
     UnknownOperation(String),
@@ -43,6 +46,7 @@ impl ApiError {
             ResourceConflict(m) => (StatusCode::CONFLICT, "ResourceConflictException", m),
             RequestTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", m),
             RequestEntityTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException", m),
+            AccessDenied(m) => (StatusCode::FORBIDDEN, "AccessDeniedException", m),
             Auth { error_type, message } => (StatusCode::FORBIDDEN, error_type, message),
             UnknownOperation(m) => (StatusCode::NOT_FOUND, "UnknownOperationException", m),
             Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, control, invoke_api, logs_api};
+use crate::{App, Caller, accounts_api, control, invoke_api, logs_api};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -38,6 +38,10 @@ pub enum Operation {
     Invoke(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
+    /// Ignis's own: `POST /ignis/accounts`.
+    CreateAccount,
+    /// Ignis's own: `GET /ignis/accounts`.
+    ListAccounts,
 }
 
 impl Operation {
@@ -78,6 +82,8 @@ impl Operation {
             Operation::DeleteFunction(_) => "DeleteFunction",
             Operation::Invoke(_) => "Invoke",
             Operation::Logs(action) => action,
+            Operation::CreateAccount => "CreateAccount",
+            Operation::ListAccounts => "ListAccounts",
         }
     }
 
@@ -85,6 +91,7 @@ impl Operation {
     fn service(&self) -> &'static str {
         match self {
             Operation::Logs(_) => "logs",
+            Operation::CreateAccount | Operation::ListAccounts => "ignis",
             _ => "lambda",
         }
     }
@@ -115,6 +122,8 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operati
         }
         (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => Operation::UpdateFunctionCode(decode(name)?),
         (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => Operation::Invoke(decode(name)?),
+        (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
+        (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
     };
     Ok(op)
@@ -212,23 +221,28 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
         Err(e) => return Err(ApiError::InvalidRequestContent(format!("could not read the request body: {e}"))),
     };
-    authenticate(app, &parts, &body, operation.service())?;
+    let caller = authenticate(app, &parts, &body, operation.service())?;
+    let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
     match operation {
         Operation::Health => unreachable!("answered above"),
-        Operation::CreateFunction => control::create_function(app, &body).await,
-        Operation::ListFunctions => control::list_functions(app, query),
-        Operation::GetFunction(name) => control::get_function(app, &name, query),
-        Operation::GetFunctionConfiguration(name) => control::get_function_configuration(app, &name, query),
-        Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, &name, &body).await,
-        Operation::UpdateFunctionCode(name) => control::update_code(app, &name, &body).await,
-        Operation::DeleteFunction(name) => control::delete_function(app, &name, query).await,
-        Operation::Invoke(name) => invoke_api::invoke(app, &name, query, &parts.headers, body, request_id).await,
-        Operation::Logs(action) => logs_api::handle(app, &action, &body).await,
+        Operation::CreateFunction => control::create_function(app, caller, &body).await,
+        Operation::ListFunctions => control::list_functions(app, caller, query),
+        Operation::GetFunction(name) => control::get_function(app, caller, &name, query),
+        Operation::GetFunctionConfiguration(name) => control::get_function_configuration(app, caller, &name, query),
+        Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, caller, &name, &body).await,
+        Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
+        Operation::DeleteFunction(name) => control::delete_function(app, caller, &name, query).await,
+        Operation::Invoke(name) => invoke_api::invoke(app, caller, &name, query, &parts.headers, body, request_id).await,
+        Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
+        Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
+        Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
     }
 }
 
-fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], service: &str) -> Result<(), ApiError> {
+/// Verifies the request's signature with the secret of the access key it
+/// names (from the in-memory key map), and answers whom that key acts for.
+fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], service: &str) -> Result<Caller, ApiError> {
     let headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
     let request = ignis_sigv4::RequestParts {
@@ -245,7 +259,10 @@ fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], service: &
             message: format!("Credential should be scoped to correct service: '{service}'. "),
         });
     }
-    Ok(())
+    app.caller_for(&verified.access_key_id).ok_or_else(|| ApiError::Auth {
+        error_type: "UnrecognizedClientException",
+        message: "The security token included in the request is invalid.".into(),
+    })
 }
 
 pub fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
@@ -289,6 +306,9 @@ mod tests {
         check(Method::GET, "/2015-03-31/functions/f/configuration", Some(GetFunctionConfiguration("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/invocations", Some(Invoke("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/invocations", None);
+        check(Method::POST, "/ignis/accounts", Some(CreateAccount));
+        check(Method::GET, "/ignis/accounts", Some(ListAccounts));
+        check(Method::DELETE, "/ignis/accounts", None);
         check(Method::POST, "/", None);
         check(Method::GET, "/2015-03-31/functions/%zz", None);
         let mut headers = HeaderMap::new();

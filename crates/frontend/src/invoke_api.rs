@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::Full;
 use ignis_worker::{Completion, Invocation, Outcome};
 
-use crate::App;
+use crate::{App, Caller};
 use crate::control::resolve;
 use crate::error::ApiError;
 use crate::function::Violations;
@@ -35,6 +35,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 pub async fn invoke(
     app: &Arc<App>,
+    caller: &Caller,
     name: &str,
     query: &str,
     headers: &HeaderMap,
@@ -75,7 +76,7 @@ pub async fn invoke(
         }
     };
     let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
-    let (_, record) = resolve(app, name, qualifier.as_deref())?;
+    let (_, record) = resolve(app, caller, "InvokeFunction", name, qualifier.as_deref())?;
 
     let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { payload };
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
@@ -88,7 +89,7 @@ pub async fn invoke(
     }
 
     let code_dir = app.store.code_dir(&record.code_sha256_hex);
-    let account = app.config.account.clone();
+    let account = caller.account.clone();
     let invoked_function_arn = match qualifier {
         Some(q) => format!("{}:{q}", record.arn(&app.config.region, &account)),
         None => record.arn(&app.config.region, &account),

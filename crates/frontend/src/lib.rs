@@ -9,8 +9,15 @@
 //! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
 //!   the task that writes sandboxes' log lines to storage.
+//! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
+//!   administrator's key only.
+//!
+//! Every request is made by a [`Caller`]: the account its access key belongs
+//! to, found in an in-memory key map (loaded from the store at start, updated
+//! when accounts are made). Handlers act only within the caller's account.
 //! - `error`: every API error and its wire form, in one place.
 
+mod accounts_api;
 mod control;
 mod error;
 mod function;
@@ -20,11 +27,11 @@ mod invoke_api;
 mod logs_api;
 mod registry;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ignis_sigv4::Credentials;
-use ignis_store::Store;
+use ignis_store::{AccessKey, Store};
 use ignis_worker::{LogBatch, Worker};
 
 pub use error::ApiError;
@@ -32,12 +39,36 @@ pub use http::serve;
 
 pub struct Config {
     pub region: String,
-    /// The 12-digit account every function belongs to.
-    pub account: String,
-    /// Key pairs allowed to call the API.
-    pub credentials: Vec<Credentials>,
+    /// The administrator's 12-digit account id (its key is the store's
+    /// administrator key; every other account is a tenant).
+    pub admin_account: String,
     /// How long an idle sandbox is kept for reuse.
     pub keep_alive: Duration,
+}
+
+/// Who made a request: the account its (verified) access key acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// 12-digit account id.
+    pub account: String,
+    /// Whether the key is the administrator's.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Lambda's answer when a caller touches what it may not.
+    pub fn denied(&self, action: &str, resource: &str) -> ApiError {
+        ApiError::AccessDenied(format!(
+            "User: arn:aws:iam::{}:root is not authorized to perform: {action} on resource: {resource} because no resource-based policy allows the {action} action",
+            self.account
+        ))
+    }
+}
+
+/// What the verifier needs of an access key.
+struct KeyEntry {
+    secret: String,
+    caller: Caller,
 }
 
 /// Everything the API handlers share.
@@ -46,10 +77,15 @@ pub struct App {
     store: Arc<Store>,
     registry: registry::Registry,
     invoker: Arc<invoke::Invoker>,
+    /// Access key id -> secret and account, for every key in the store.
+    keys: RwLock<HashMap<String, KeyEntry>>,
+    /// Serialises account creation (the store's transaction decides conflicts).
+    account_writes: tokio::sync::Mutex<()>,
 }
 
 impl App {
-    /// Loads the registry and starts the log writer. Must run inside a tokio runtime.
+    /// Loads the registry and the access keys, and starts the log writer. Must
+    /// run inside a tokio runtime.
     pub fn new(
         config: Config,
         store: Arc<Store>,
@@ -60,8 +96,21 @@ impl App {
         // No sandbox runs yet, so no code tree is in use but the registry's.
         store.remove_unused_code(&registry.live_code())?;
         let invoker = invoke::Invoker::new(worker, config.keep_alive);
+        let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
-        Ok(Arc::new(App { config, store, registry, invoker }))
+        Ok(Arc::new(App {
+            config,
+            store,
+            registry,
+            invoker,
+            keys: RwLock::new(keys),
+            account_writes: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The administrator's account id.
+    pub fn admin_account(&self) -> &str {
+        &self.config.admin_account
     }
 
     /// Ends every sandbox and waits until each is cleaned up.
@@ -69,11 +118,24 @@ impl App {
         self.invoker.shutdown().await;
     }
 
+    /// The secret of an access key (for SigV4), from memory.
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
-        self.config
-            .credentials
-            .iter()
-            .find(|c| c.access_key_id == access_key_id)
-            .map(|c| c.secret_access_key.clone())
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).get(access_key_id).map(|k| k.secret.clone())
     }
+
+    /// Whom an access key acts for, from memory.
+    fn caller_for(&self, access_key_id: &str) -> Option<Caller> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).get(access_key_id).map(|k| k.caller.clone())
+    }
+
+    /// Makes a key usable at once (after the store holds it).
+    fn add_key(&self, key: AccessKey) {
+        let (id, entry) = key_entry(key);
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(id, entry);
+    }
+}
+
+fn key_entry(key: AccessKey) -> (String, KeyEntry) {
+    let caller = Caller { account: key.account_id, admin: key.admin };
+    (key.access_key_id, KeyEntry { secret: key.secret_access_key, caller })
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::App;
+use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::parse_body;
 use crate::http::{Answer, json_answer};
@@ -92,38 +92,48 @@ struct DescribeLogStreams {
     limit: Option<i64>,
 }
 
-pub async fn handle(app: &Arc<App>, action: &str, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn handle(app: &Arc<App>, caller: &Caller, action: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let app = app.clone();
+    let caller = caller.clone();
     let action = action.to_string();
     let body = body.to_vec();
     // Log reads scan storage: keep them off the async threads.
     tokio::task::spawn_blocking(move || match action.as_str() {
-        "FilterLogEvents" => filter_log_events(&app, parse_body(&body)?),
-        "DescribeLogGroups" => describe_log_groups(&app, parse_body(&body)?),
-        "DescribeLogStreams" => describe_log_streams(&app, parse_body(&body)?),
+        "FilterLogEvents" => filter_log_events(&app, &caller, parse_body(&body)?),
+        "DescribeLogGroups" => describe_log_groups(&app, &caller, parse_body(&body)?),
+        "DescribeLogStreams" => describe_log_streams(&app, &caller, parse_body(&body)?),
         other => Err(ApiError::UnknownOperation(format!("Ignis does not implement the CloudWatch Logs operation {other}"))),
     })
     .await
     .map_err(|e| ApiError::Service(e.to_string()))?
 }
 
-/// The group a request names, which must exist for the caller.
-fn group(app: &App, name: Option<String>, identifier: Option<String>) -> Result<String, ApiError> {
+/// The group a request names, which must exist for the caller. A group ARN
+/// (`arn:aws:logs:<region>:<account>:log-group:<name>`) of another account is
+/// denied.
+fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identifier: Option<String>) -> Result<String, ApiError> {
+    let arn_account = identifier
+        .as_deref()
+        .filter(|_| name.is_none())
+        .and_then(|id| Some((id, id.split_once(":log-group:")?.0.split(':').nth(4).unwrap_or(""))));
+    if let Some((id, _)) = arn_account.filter(|(_, account)| *account != caller.account) {
+        return Err(caller.denied(&format!("logs:{action}"), id));
+    }
     let name = name
         .or(identifier.map(|id| id.rsplit(":log-group:").next().unwrap_or(&id).trim_end_matches(":*").to_string()))
         .ok_or_else(|| ApiError::InvalidParameter("logGroupName is required".into()))?;
     let exists = match name.strip_prefix("/aws/lambda/") {
-        Some(function) if app.registry.get(&app.config.account, function).is_some() => true,
-        _ => app.store.log_groups(&app.config.account)?.iter().any(|g| g.name == name),
+        Some(function) if app.registry.get(&caller.account, function).is_some() => true,
+        _ => app.store.log_groups(&caller.account)?.iter().any(|g| g.name == name),
     };
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
 }
 
-fn filter_log_events(app: &App, request: FilterLogEvents) -> Result<Answer, ApiError> {
-    let group = group(app, request.log_group_name, request.log_group_identifier)?;
+fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Result<Answer, ApiError> {
+    let group = group(app, caller, "FilterLogEvents", request.log_group_name, request.log_group_identifier)?;
     let mut streams = request.log_stream_names;
     if let Some(prefix) = request.log_stream_name_prefix {
-        let matching = app.store.log_streams(&app.config.account, &group)?.into_iter().map(|s| s.name).filter(|n| n.starts_with(&prefix));
+        let matching = app.store.log_streams(&caller.account, &group)?.into_iter().map(|s| s.name).filter(|n| n.starts_with(&prefix));
         streams = Some(matching.collect());
     }
     let query = LogQuery {
@@ -135,7 +145,7 @@ fn filter_log_events(app: &App, request: FilterLogEvents) -> Result<Answer, ApiE
         // Plain terms only: a quoted term or a bare word matches as a substring.
         pattern: request.filter_pattern.map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()),
     };
-    let page = app.store.filter_logs(&app.config.account, &group, &query)?;
+    let page = app.store.filter_logs(&caller.account, &group, &query)?;
     let events: Vec<_> = page
         .events
         .iter()
@@ -156,12 +166,12 @@ fn filter_log_events(app: &App, request: FilterLogEvents) -> Result<Answer, ApiE
     Ok(json_answer(StatusCode::OK, body))
 }
 
-fn describe_log_groups(app: &App, request: DescribeLogGroups) -> Result<Answer, ApiError> {
+fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
     let prefix = request.log_group_name_prefix.unwrap_or_default();
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
     let groups: Vec<_> = app
         .store
-        .log_groups(&app.config.account)?
+        .log_groups(&caller.account)?
         .into_iter()
         .filter(|g| g.name.starts_with(&prefix))
         .take(limit)
@@ -170,20 +180,20 @@ fn describe_log_groups(app: &App, request: DescribeLogGroups) -> Result<Answer, 
                 "logGroupName": g.name,
                 "creationTime": g.creation_ms,
                 "storedBytes": g.stored_bytes,
-                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:*", app.config.region, app.config.account, g.name),
+                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:*", app.config.region, caller.account, g.name),
             })
         })
         .collect();
     Ok(json_answer(StatusCode::OK, json!({ "logGroups": groups })))
 }
 
-fn describe_log_streams(app: &App, request: DescribeLogStreams) -> Result<Answer, ApiError> {
-    let group = group(app, request.log_group_name, request.log_group_identifier)?;
+fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams) -> Result<Answer, ApiError> {
+    let group = group(app, caller, "DescribeLogStreams", request.log_group_name, request.log_group_identifier)?;
     let prefix = request.log_stream_name_prefix.unwrap_or_default();
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
     let streams: Vec<_> = app
         .store
-        .log_streams(&app.config.account, &group)?
+        .log_streams(&caller.account, &group)?
         .into_iter()
         .filter(|s| s.name.starts_with(&prefix))
         .take(limit)

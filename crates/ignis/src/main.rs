@@ -29,6 +29,8 @@ enum Command {
     Rm(client::RmArgs),
     /// Print a function's logs.
     Logs(client::LogsArgs),
+    /// Manage tenant accounts (administrator's key only).
+    Account(client::AccountArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => client::ls(args),
         Command::Rm(args) => client::rm(args),
         Command::Logs(args) => client::logs(args),
+        Command::Account(args) => client::account(args),
     };
     match result {
         Ok(code) => code,

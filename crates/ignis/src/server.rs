@@ -1,4 +1,5 @@
-//! `ignis server`: opens storage, starts the local worker and serves the API.
+//! `ignis server`: opens storage, registers the administrator's account and
+//! key, starts the local worker and serves the API.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use ignis_frontend::{App, Config};
 use ignis_sigv4::Credentials;
-use ignis_store::Store;
+use ignis_store::{AccessKey, Store};
 use ignis_worker::{Worker, WorkerConfig};
 
 #[derive(clap::Args)]
@@ -45,7 +46,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
     let credentials = credentials(&data_dir)?;
-    let account = account_id(&store)?;
+    let admin_account = admin_account_id(&store)?;
+    register_admin_key(&store, &admin_account, credentials)?;
     let init_exe = match args.init.clone() {
         Some(path) => path,
         None => std::env::current_exe()
@@ -64,12 +66,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         let worker_config =
             WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool };
         let worker = Arc::new(Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?);
-        let config = Config {
-            region: args.region,
-            account,
-            credentials: vec![credentials],
-            keep_alive: Duration::from_secs(args.keep_alive),
-        };
+        let config = Config { region: args.region, admin_account, keep_alive: Duration::from_secs(args.keep_alive) };
         let app = App::new(config, store, worker, log_rx).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -112,7 +109,9 @@ fn credentials(data_dir: &Path) -> Result<Credentials, String> {
             _ => Err(format!("{} lacks AccessKeyId or SecretAccessKey", path.display())),
         };
     }
-    let credentials = Credentials { access_key_id: random_text("AKIA", 16, UPPER), secret_access_key: random_text("", 40, MIXED) };
+    let generated = AccessKey::generate("", true);
+    let credentials =
+        Credentials { access_key_id: generated.access_key_id, secret_access_key: generated.secret_access_key };
     let text = serde_json::json!({
         "AccessKeyId": credentials.access_key_id,
         "SecretAccessKey": credentials.secret_access_key,
@@ -124,32 +123,40 @@ fn credentials(data_dir: &Path) -> Result<Credentials, String> {
     Ok(credentials)
 }
 
-/// The 12-digit account id, made on first start.
-fn account_id(store: &Store) -> Result<String, String> {
-    if let Some(bytes) = store.meta("account_id").map_err(|e| e.to_string())? {
-        return String::from_utf8(bytes).map_err(|e| e.to_string());
-    }
-    let id = random_text("", 12, DIGITS);
-    store.put_meta("account_id", id.as_bytes()).map_err(|e| e.to_string())?;
+/// The administrator account's 12-digit id, kept in the store's meta
+/// `account_id` (made on first start; a data directory from before accounts
+/// existed keeps its id, and its functions and logs stay the administrator's).
+/// The account itself is made if missing, named `admin`.
+fn admin_account_id(store: &Store) -> Result<String, String> {
+    let id = match store.meta("account_id").map_err(|e| e.to_string())? {
+        Some(bytes) => String::from_utf8(bytes).map_err(|e| e.to_string())?,
+        None => {
+            let id = ignis_store::random_account_id();
+            store.put_meta("account_id", id.as_bytes()).map_err(|e| e.to_string())?;
+            id
+        }
+    };
+    store.ensure_account(&id, "admin").map_err(|e| e.to_string())?;
     Ok(id)
 }
 
-const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const DIGITS: &[u8] = b"0123456789";
-
-fn random_text(prefix: &str, len: usize, alphabet: &[u8]) -> String {
-    let mut text = prefix.to_string();
-    while text.len() < prefix.len() + len {
-        for byte in uuid::Uuid::new_v4().as_bytes() {
-            // Rejection sampling keeps every symbol equally likely.
-            let limit = 256 - 256 % alphabet.len();
-            if (*byte as usize) < limit && text.len() < prefix.len() + len {
-                text.push(alphabet[*byte as usize % alphabet.len()] as char);
-            }
-        }
-    }
-    text
+/// Registers this run's administrator key pair in the store, as the only
+/// administrator key.
+///
+/// The pair comes from the environment, else the credentials file, else is
+/// generated (see [`credentials`]). Whatever pair the server starts with *is*
+/// the administrator key for this run: if it differs from the one stored (say
+/// `IGNIS_ACCESS_KEY_ID` now names another key), the stored one is replaced and
+/// stops working. Tenant accounts' keys are never touched; a pair whose access
+/// key id is a tenant's key is refused.
+fn register_admin_key(store: &Store, admin_account: &str, credentials: Credentials) -> Result<(), String> {
+    let key = AccessKey {
+        access_key_id: credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key,
+        account_id: admin_account.to_string(),
+        admin: true,
+    };
+    store.set_admin_key(&key).map_err(|e| format!("cannot register the administrator key: {e}"))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -4,8 +4,10 @@
 //! - Ignis only ever creates, writes and removes groups inside its own subtree: `<root>/<controller>/ignis/<id>`
 //!   on v1 (one group per used controller: memory, cpu, pids) and `<root>/ignis/<id>` on v2. The only files written
 //!   outside a sandbox's own group are `ignis/cgroup.subtree_control` on v2 (a group Ignis created).
-//! - A sandbox's group is created and its limits are written by [`crate::Host::spawn`] *before* `ignis-init` starts;
-//!   `ignis-init` joins it first thing (writes `0` to each `cgroup.procs`), so every process of the sandbox is in it.
+//! - A sandbox's group is created by [`crate::Host::spawn`] (or [`crate::Host::refill`]) *before* `ignis-init` starts;
+//!   the worker moves the cloned child into it (writes its pid to each `cgroup.procs`) before the child may exec
+//!   `ignis-init`, so every process of the sandbox is in it. (Init is root only in its own user namespace: it could
+//!   not write the host's cgroup files itself.) Memory and CPU limits are written when the sandbox gets its function.
 //! - Groups are removed by [`crate::Sandbox::destroy`] (or by `spawn` on failure) once all processes are dead.
 //!
 //! The drivers are parameterised by the cgroupfs root so they can be tested against a fake tree.
@@ -46,7 +48,8 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// Creates the `ignis` parent group(s) if missing (and, on v2, enables the controllers for its children).
     fn setup_parent(&self) -> io::Result<()>;
     /// Creates the sandbox's group(s) with `pids.max` set and memory and CPU not limited yet. Returns the
-    /// `cgroup.procs` files a process must write `0` to in order to join. On error nothing is left behind.
+    /// `cgroup.procs` files a process's pid (or `0`, for itself) must be written to in order to join. On error nothing is
+    /// left behind.
     fn create(&self, id: &str, limits: &Limits) -> io::Result<Vec<PathBuf>>;
     /// Sets the memory limit (no swap) and the CPU share of an existing group.
     fn set_limits(&self, id: &str, limits: &Limits) -> io::Result<()>;

@@ -1,16 +1,24 @@
 //! `ignis-init`: pid 1 of a sandbox. The binary `src/bin/ignis-init.rs` only calls [`main`].
 //!
-//! Started by [`crate::Host::spawn`] already inside new pid, mount, network, ipc and uts namespaces, with exactly
-//! these fds: 0 = /dev/null, 1 and 2 = the output pipe, 3 = the control socket (see [`crate::proto`]); an empty
-//! environment; running as host root. Single-threaded throughout, so `fork` is unrestricted. In order:
+//! Started by [`crate::Host::spawn`] already inside new user, pid, mount, network, ipc and uts namespaces and inside
+//! the sandbox's cgroup(s), as root *of its user namespace* (uid/gid 0 inside, the sandbox's `base` outside: all
+//! its capabilities apply only to what that namespace owns), with exactly these fds: 0 = /dev/null, 1 and 2 = the
+//! output pipe, 3 = the control socket (see `proto`); an empty environment; no supplementary groups; its
+//! cwd the (empty) host directory the root will be attached on. Single-threaded throughout, so `fork` is
+//! unrestricted. In order:
 //!
-//! 1. reads its [`ShellConfig`] from fd 3, joins the sandbox's cgroup(s) and unshares a cgroup namespace rooted there;
-//! 2. brings `lo` up, binds 127.0.0.1:9001 and passes the listener to the worker (keeping no copy); then waits,
-//!    a shell in the worker's pool, for its function's [`InitConfig`];
-//! 3. builds the root filesystem on a tmpfs at the config's mountpoint and pivots into it (see [`build_root`]);
-//! 4. forks the runtime: new session, no supplementary groups, uid/gid of the sandbox user (so no capabilities),
-//!    `no_new_privs`, cwd `/var/task`, default signal dispositions, fds 0-2 only, then `execve`s the entrypoint with
-//!    exactly the configured environment. Reports "exec ok"/"exec failed" to the worker;
+//! 1. reads its `ShellConfig` (the runtime's user, hostname and seccomp filters) from fd 3 and unshares a cgroup
+//!    namespace rooted at its cgroup;
+//! 2. builds the root filesystem on a new tmpfs attached on its cwd and pivots into it (see `build_root`); sets
+//!    the hostname;
+//! 3. brings `lo` up, binds 127.0.0.1:9001 and passes the listener to the worker (keeping no copy); then waits,
+//!    a shell in the worker's pool, for its function's `InitConfig` and code (a detached mount tree), which it
+//!    mounts at `/var/task`, with a `/tmp` and a `/dev/shm` of the function's size (`finish_root`);
+//! 4. forks the runtime: default signal dispositions, empty mask, new session; empties the capability bounding
+//!    set; no supplementary groups; gid/uid of the sandbox user (which clears the effective, permitted and ambient
+//!    sets), inheritable set cleared with `capset`, ambient cleared; `no_new_privs`; cwd `/var/task`; then installs
+//!    the seccomp filters and `execve`s the entrypoint with exactly the configured environment and fds 0-2 only.
+//!    Reports "exec ok"/"exec failed" (with the failing step) to the worker;
 //! 5. reaps every process that gets reparented to it; when the runtime exits, reports its status and exits, which
 //!    makes the kernel kill whatever else is left in the pid namespace. It also exits when the worker hangs up.
 //!
@@ -25,6 +33,25 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::Path;
 
 use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
+use crate::spawn::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, mount_setattr};
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
 
 const CONTROL_FD: i32 = 3;
 
@@ -89,40 +116,45 @@ fn report(control: BorrowedFd<'_>, msg: &InitMsg) -> io::Result<()> {
     proto::send(control, &serde_json::to_vec(msg).expect("serializable"), None)
 }
 
-/// Reads one JSON message from the worker; exits quietly if the worker hung up (a pooled shell it discarded).
-fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) -> Result<T> {
-    let (buf, _) = match proto::recv(control, 0).ctx(|| format!("reading {what}"))? {
+/// Reads one JSON message (and the fd it carries, if any) from the worker; exits quietly if the worker hung up (a
+/// pooled shell it discarded).
+fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) -> Result<(T, Option<OwnedFd>)> {
+    let (buf, fd) = match proto::recv(control, 0).ctx(|| format!("reading {what}"))? {
         Some(message) => message,
         None => std::process::exit(0),
     };
-    serde_json::from_slice(&buf).map_err(io::Error::other).ctx(|| format!("parsing {what}"))
+    let msg = serde_json::from_slice(&buf).map_err(io::Error::other).ctx(|| format!("parsing {what}"))?;
+    Ok((msg, fd))
 }
 
 fn run(control: BorrowedFd<'_>) -> Result<()> {
-    // 1. Cgroups.
-    let shell: ShellConfig = receive(control, "shell config")?;
-    for procs in &shell.cgroup_procs {
-        fs::write(procs, "0").ctx(|| format!("joining cgroup {}", procs.display()))?;
-    }
+    // 1. User, hostname, seccomp filters for later; a cgroup namespace rooted at the cgroup the worker put us in.
+    let (shell, _): (ShellConfig, _) = receive(control, "shell config")?;
+    let filters: Vec<Vec<libc::sock_filter>> =
+        shell.seccomp.iter().map(|hex| crate::seccomp::decode(hex)).collect::<io::Result<_>>().ctx(|| "seccomp filter".into())?;
     // SAFETY: plain syscall; affects only this process (and future children).
     cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }).ctx(|| "unshare(CLONE_NEWCGROUP)".into())?;
 
-    // 2. Network: lo up, runtime API listener to the worker.
+    // 2. The root filesystem, all but what depends on the function; the hostname.
+    build_root(&shell)?;
+    let host = shell.hostname.as_bytes();
+    // SAFETY: pointer and length describe a valid buffer.
+    cvt(unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) }).ctx(|| "sethostname".into())?;
+
+    // 3. Network: lo up, runtime API listener to the worker.
     loopback_up().ctx(|| "bringing up lo".into())?;
     let listener = std::net::TcpListener::bind("127.0.0.1:9001").ctx(|| "binding 127.0.0.1:9001".into())?;
     let msg = serde_json::to_vec(&InitMsg::Listener).expect("serializable");
     proto::send(control, &msg, Some(listener.as_fd())).ctx(|| "sending listener".into())?;
     drop(listener);
 
-    // 3. The function: filesystem, hostname.
-    let cfg: InitConfig = receive(control, "config")?;
-    build_root(&cfg)?;
-    let host = cfg.hostname.as_bytes();
-    // SAFETY: pointer and length describe a valid buffer.
-    cvt(unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) }).ctx(|| "sethostname".into())?;
+    // 4. The function: code, /tmp, /dev/shm.
+    let (cfg, code): (InitConfig, _) = receive(control, "config")?;
+    let code = code.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no code tree")).ctx(|| "config".into())?;
+    finish_root(&cfg, code)?;
 
-    // 4. The runtime.
-    let runtime = match start_runtime(&cfg)? {
+    // 5. The runtime.
+    let runtime = match start_runtime(&cfg, &shell, &filters)? {
         Ok(pid) => pid,
         Err((stage, errno)) => {
             let err = io::Error::from_raw_os_error(errno);
@@ -133,7 +165,7 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
     };
     report(control, &InitMsg::ExecOk).ctx(|| "reporting exec".into())?;
 
-    // 5. Reap until the runtime is gone.
+    // 6. Reap until the runtime is gone.
     let status = reap_until(runtime, control)?;
     if let Some(status) = status {
         let msg = if libc::WIFSIGNALED(status) {
@@ -185,11 +217,68 @@ fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: libc::c
     Ok(())
 }
 
-/// Bind-mounts `src` on `target` read-only (plus `extra` flags such as MS_NOSUID).
-fn bind_ro(src: &Path, target: &Path, extra: libc::c_ulong) -> Result<()> {
+/// Sets mount attributes (`MOUNT_ATTR_*`) of the mount at `target`, and of the mounts below it if `recursive`.
+/// Unlike a remount it leaves alone what it is not asked to change, such as the flags the kernel locked on mounts
+/// inherited from the host's (more privileged) mount namespace, which must not be cleared.
+fn set_attr(target: &Path, set: u64, recursive: bool) -> Result<()> {
+    let what = || format!("mount_setattr {} ({set:#x})", target.display());
+    let path = cstr(target.as_os_str()).ctx(what)?;
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let flags = if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    mount_setattr(libc::AT_FDCWD, &path, flags, &attr).ctx(what)
+}
+
+/// Bind-mounts `src` (with the mounts below it) on `target`, read-only, nosuid and nodev.
+fn bind_ro(src: &Path, target: &Path) -> Result<()> {
     mount(Some(src), target, None, libc::MS_BIND | libc::MS_REC, None)?;
-    // The read-only flag of a bind mount can only be set by a remount.
-    mount(None, target, None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | extra, None)
+    set_attr(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true)
+}
+
+/// Raw syscall returning an fd.
+fn fd_syscall(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall just created this fd; we own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
+}
+
+/// `move_mount` of the detached mount (tree) `from` onto `target`.
+fn attach(from: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let t = cstr(target.as_os_str())?;
+    // SAFETY: valid fd and NUL-terminated paths.
+    let r = unsafe {
+        libc::syscall(libc::SYS_move_mount, from.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// A new tmpfs as a detached mount (nosuid, nodev), with the given options.
+fn new_tmpfs(options: &[(&std::ffi::CStr, &std::ffi::CStr)]) -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: valid NUL-terminated name.
+    let fs = fd_syscall(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    for (key, value) in options {
+        // SAFETY: valid fd and NUL-terminated strings.
+        let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: valid fd; no key or value for this command.
+    let r = unsafe {
+        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attrs = (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) as libc::c_uint;
+    // SAFETY: valid fd.
+    fd_syscall(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
@@ -218,23 +307,33 @@ fn ln_s(target: &str, link: &Path) -> Result<()> {
 /// - `etc`: generated `passwd`, `group`, `hosts`, `resolv.conf` (empty), `nsswitch.conf`, `hostname`, plus read-only
 ///   binds of the host's `ld.so.cache`, `ssl`, `ca-certificates`, `alternatives` when present. Nothing else of the
 ///   host's `/etc` (in particular not `shadow`);
-/// - `var/task`: the code directory, bind, read-only, nosuid, nodev;
+/// - `var/task`: the code directory: the detached mount tree the worker cloned (read-only, nosuid, nodev);
 /// - `opt`: empty; `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev;
-/// - `proc`: a fresh procfs of the sandbox's pid namespace, nosuid, nodev, noexec;
+/// - `proc`: a fresh procfs of the sandbox's pid namespace, nosuid, nodev, noexec (mounted before the pivot: in a
+///   user namespace the kernel allows a new procfs only while a fully visible one is mounted);
 /// - `dev`: a small read-only tmpfs with binds of the host's null, zero, full, random, urandom, tty (those that
-///   exist), the usual
-///   fd/stdin/stdout/stderr symlinks and a `shm` tmpfs. No `/sys`.
+///   exist), the usual fd/stdin/stdout/stderr symlinks and a `shm` tmpfs. No `/sys`.
 ///
-/// All of it lives in init's private mount namespace (made rprivate first, so nothing propagates to the host).
-fn build_root(cfg: &InitConfig) -> Result<()> {
-    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+/// All but `var/task`, `tmp` and `dev/shm` is built and pivoted into while the sandbox is a shell (this function);
+/// those three are mounted on the (read-only) root by [`finish_root`] once the function is known.
+///
+/// Host mounts are copies owned by a more privileged mount namespace, so the kernel locks their flags (read-only,
+/// nosuid, nodev, noexec, atime): attributes are only ever added ([`set_attr`]), never reset by a remount.
+/// The root tmpfs is attached on the worker's (empty) mountpoint, which the cloned child made init's cwd: init itself
+/// need not be able to resolve that host path. Everything is built relative to the new root (the cwd).
+/// All of it lives in init's private mount namespace (made rprivate first, so nothing propagates either way).
+fn build_root(cfg: &ShellConfig) -> Result<()> {
     mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-    let root = cfg.mountpoint.as_path();
-    mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), nosuid_nodev, Some("size=4m,mode=0755"))?;
+    let root_fs = new_tmpfs(&[(c"size", c"4m"), (c"mode", c"0755")]).ctx(|| "creating the root tmpfs".into())?;
+    attach(root_fs.as_fd(), Path::new(".")).ctx(|| "mount tmpfs on the root mountpoint".into())?;
+    // SAFETY: plain syscall on an fd we own (the root of the new tmpfs).
+    cvt(unsafe { libc::fchdir(root_fs.as_raw_fd()) }).ctx(|| "entering the root tmpfs".into())?;
+    drop(root_fs);
+    let root = Path::new(".");
 
     // /usr and the top-level links into it.
     mkdir(&root.join("usr"), 0o755)?;
-    bind_ro(Path::new("/usr"), &root.join("usr"), nosuid_nodev)?;
+    bind_ro(Path::new("/usr"), &root.join("usr"))?;
     for name in TOP_LEVEL {
         let host = Path::new("/").join(name);
         let Ok(meta) = fs::symlink_metadata(&host) else { continue };
@@ -243,7 +342,7 @@ fn build_root(cfg: &InitConfig) -> Result<()> {
             symlink(&target, root.join(name)).ctx(|| format!("symlink {name}"))?;
         } else if meta.is_dir() {
             mkdir(&root.join(name), 0o755)?;
-            bind_ro(&host, &root.join(name), nosuid_nodev)?;
+            bind_ro(&host, &root.join(name))?;
         }
     }
 
@@ -271,17 +370,14 @@ fn build_root(cfg: &InitConfig) -> Result<()> {
         } else {
             touch(&target)?;
         }
-        bind_ro(&host, &target, nosuid_nodev)?;
+        bind_ro(&host, &target)?;
     }
 
     // /var/task, /opt, /tmp
     mkdir(&root.join("var"), 0o755)?;
     mkdir(&root.join("var/task"), 0o755)?;
-    bind_ro(&cfg.code_dir, &root.join("var/task"), nosuid_nodev)?;
     mkdir(&root.join("opt"), 0o755)?;
     mkdir(&root.join("tmp"), 0o1777)?;
-    let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_mb);
-    mount(Some(Path::new("tmpfs")), &root.join("tmp"), Some("tmpfs"), nosuid_nodev, Some(&tmp_opts))?;
 
     // /dev
     let dev = root.join("dev");
@@ -301,14 +397,12 @@ fn build_root(cfg: &InitConfig) -> Result<()> {
         ln_s(&format!("/proc/self/fd/{i}"), &dev.join(name))?;
     }
     mkdir(&dev.join("shm"), 0o1777)?;
-    let shm_opts = format!("size={}m,mode=1777", cfg.tmp_mb.min(64));
-    mount(Some(Path::new("tmpfs")), &dev.join("shm"), Some("tmpfs"), nosuid_nodev | libc::MS_NOEXEC, Some(&shm_opts))?;
-    mount(None, &dev, None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, None)?;
+    set_attr(&dev, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false)?;
 
     mkdir(&root.join("proc"), 0o555)?;
+    mount(Some(Path::new("proc")), &root.join("proc"), Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
 
     // Pivot: stack the new root on the old one, then detach the old one (pivot_root(2), "pivot_root(".", ".")").
-    std::env::set_current_dir(root).ctx(|| format!("chdir {}", root.display()))?;
     let dot = c".";
     // SAFETY: valid NUL-terminated paths.
     cvt(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int)
@@ -316,20 +410,28 @@ fn build_root(cfg: &InitConfig) -> Result<()> {
     // SAFETY: valid NUL-terminated path.
     cvt(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) }).ctx(|| "detaching old root".into())?;
     std::env::set_current_dir("/").ctx(|| "chdir /".into())?;
+    set_attr(Path::new("/"), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false)
+}
 
-    mount(
-        Some(Path::new("proc")),
-        Path::new("/proc"),
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )?;
-    mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | nosuid_nodev, None)
+/// Mounts what depends on the function on the root [`build_root`] made: the code (`code`, a detached mount tree)
+/// at `/var/task`, a tmpfs of `tmp_mb` MiB at `/tmp` and one of up to 64 MiB at `/dev/shm` (nosuid, nodev, noexec).
+fn finish_root(cfg: &InitConfig, code: OwnedFd) -> Result<()> {
+    attach(code.as_fd(), Path::new("/var/task")).ctx(|| "attaching the code at /var/task".into())?;
+    drop(code);
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_mb);
+    mount(Some(Path::new("tmpfs")), Path::new("/tmp"), Some("tmpfs"), nosuid_nodev, Some(&tmp_opts))?;
+    let shm_opts = format!("size={}m,mode=1777", cfg.tmp_mb.min(64));
+    mount(Some(Path::new("tmpfs")), Path::new("/dev/shm"), Some("tmpfs"), nosuid_nodev | libc::MS_NOEXEC, Some(&shm_opts))
 }
 
 /// Forks and execs the runtime. Outer error: init's own failure. Inner error: (stage, errno) of the runtime's
 /// launch, detected through a CLOEXEC pipe that the child writes to only if it fails before/at execve.
-fn start_runtime(cfg: &InitConfig) -> Result<std::result::Result<libc::pid_t, (&'static str, i32)>> {
+fn start_runtime(
+    cfg: &InitConfig,
+    shell: &ShellConfig,
+    filters: &[Vec<libc::sock_filter>],
+) -> Result<std::result::Result<libc::pid_t, (&'static str, i32)>> {
     // Everything the child needs is prepared here: after fork it only makes syscalls.
     let entry = cstr(&cfg.entrypoint).ctx(|| "entrypoint".into())?;
     let argv = [entry.as_ptr(), std::ptr::null()];
@@ -338,7 +440,14 @@ fn start_runtime(cfg: &InitConfig) -> Result<std::result::Result<libc::pid_t, (&
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
     let cwd = c"/var/task";
-    let (uid, gid) = (cfg.uid, cfg.gid);
+    let (uid, gid) = (shell.uid, shell.gid);
+    let progs: Vec<libc::sock_fprog> = filters
+        .iter()
+        .map(|f| libc::sock_fprog { len: f.len() as libc::c_ushort, filter: f.as_ptr().cast_mut() })
+        .collect();
+    // capset(2) with version 3: a header and two data words (64 capability bits), all zero.
+    let cap_header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let cap_data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
 
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out array of two ints.
@@ -369,24 +478,46 @@ fn start_runtime(cfg: &InitConfig) -> Result<std::result::Result<libc::pid_t, (&
             if libc::setsid() < 0 {
                 fail(0);
             }
-            if libc::setgroups(0, std::ptr::null()) < 0 {
-                fail(1);
+            // Empty the bounding set while we may (CAP_SETPCAP): caps can then never come back, not even by
+            // exec of a file with capabilities. EINVAL marks the end of the kernel's capabilities.
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0 {
+                    if *libc::__errno_location() == libc::EINVAL {
+                        break;
+                    }
+                    fail(1);
+                }
             }
-            if libc::setresgid(gid, gid, gid) < 0 {
+            if libc::setgroups(0, std::ptr::null()) < 0 {
                 fail(2);
             }
-            // Dropping uid 0 clears all capabilities.
-            if libc::setresuid(uid, uid, uid) < 0 {
+            if libc::setresgid(gid, gid, gid) < 0 {
                 fail(3);
             }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            // Leaving uid 0 clears the effective, permitted and ambient sets.
+            if libc::setresuid(uid, uid, uid) < 0 {
                 fail(4);
             }
-            if libc::chdir(cwd.as_ptr()) < 0 {
+            // And the inheritable set, which survives it.
+            if libc::syscall(libc::SYS_capset, &cap_header as *const CapHeader, cap_data.as_ptr()) < 0
+                || libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) < 0
+            {
                 fail(5);
             }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                fail(6);
+            }
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                fail(7);
+            }
+            // Last: from here on only what the policy allows (write and _exit for `fail` included).
+            for prog in &progs {
+                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, prog as *const libc::sock_fprog) < 0 {
+                    fail(8);
+                }
+            }
             libc::execve(entry.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            fail(6)
+            fail(9)
         }
     }
     drop(err_w);
@@ -396,7 +527,18 @@ fn start_runtime(cfg: &InitConfig) -> Result<std::result::Result<libc::pid_t, (&
     if n < msg.len() {
         return Ok(Ok(pid));
     }
-    const STAGES: [&str; 7] = ["setsid", "setgroups", "setgid", "setuid", "no_new_privs", "chdir /var/task", "execve"];
+    const STAGES: [&str; 10] = [
+        "setsid",
+        "dropping the capability bounding set",
+        "setgroups",
+        "setgid",
+        "setuid",
+        "clearing capabilities",
+        "no_new_privs",
+        "chdir /var/task",
+        "seccomp",
+        "execve",
+    ];
     let errno = i32::from_ne_bytes(msg[1..].try_into().expect("4 bytes"));
     Ok(Err((STAGES.get(msg[0] as usize).copied().unwrap_or("?"), errno)))
 }

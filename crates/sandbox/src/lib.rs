@@ -1,51 +1,83 @@
 //! Linux isolation for one function runtime.
 //!
-//! A [`Host`] is created once per worker. It may keep a pool of *shells*: sandboxes whose namespaces, cgroup
-//! and network are made but that have no function yet ([`Host::set_pool_size`], [`Host::refill`]); joining a
-//! cgroup is the slowest step of a start, so a cold start that finds a shell skips it. [`Host::spawn`] builds one
-//! sandbox (from a shell when there is one):
-//! a process `ignis-init` that is pid 1 of new pid, mount, network, ipc and uts
-//! namespaces, inside its own cgroup, which pivot_roots into a fresh root holding
-//! only the read-only runtime base, the code at `/var/task` (read-only) and a
-//! size-bounded `/tmp`, hands the worker a TCP listener bound to 127.0.0.1:9001
-//! inside the sandbox's network namespace, then forks and execs the entrypoint
-//! as an unprivileged user. All mounts live in the sandbox's own mount namespace,
-//! so they vanish with it; the only host state is the cgroup, which
-//! [`Sandbox::destroy`] removes.
+//! A [`Host`] is created once per worker. It may keep a pool of *shells*: sandboxes whose namespaces, cgroup,
+//! network and root filesystem (all but the code, `/tmp` and `/dev/shm`) are made but that have no function yet
+//! ([`Host::set_pool_size`], [`Host::refill`]); a cold start that finds a shell skips most of the work (joining a
+//! cgroup is the slowest step of it). [`Host::spawn`] builds one
+//! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, network,
+//! ipc and uts namespaces (all owned by the new user namespace), inside its own cgroup, which pivot_roots into a
+//! fresh root holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded
+//! `/tmp`, hands the worker a TCP listener bound to 127.0.0.1:9001 inside the sandbox's network namespace, then
+//! forks and execs the entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts
+//! live in the sandbox's own mount namespace, so they vanish with it; the only host state is the cgroup, which
+//! [`Sandbox::destroy`] removes, and the sandbox's user id range, which it releases.
+//!
+//! # Layers
+//!
+//! 1. **User namespace** ([`userns`]). Inside uids/gids `0..65536` map to `base..base + 65536` outside, a range that
+//!    belongs to no host user and that no other live sandbox on the machine has ([`Sandbox::uid_base`]). The maps
+//!    are written by the worker (host root) right after the `clone`, before the child may go on; `setgroups` stays
+//!    allowed only so that the child can drop the worker's supplementary groups. Init is root *inside* (outside:
+//!    `base`, no privilege at all on the host: its capabilities count only for objects its user namespace owns), the
+//!    runtime is uid 993 / gid 990 inside (`base + 993` / `base + 990` outside). Host files (`/usr`, the code) are
+//!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only.
+//! 2. **Other namespaces**: pid (init is pid 1; its death kills the rest), mount (private, pivoted, no `/sys`),
+//!    network (only `lo`), ipc, uts (hostname `sandbox`), cgroup (rooted at the sandbox's group).
+//! 3. **Cgroup** ([`cgroup`]): memory (no swap), CPU share, `pids.max`. The worker moves the child into it before it
+//!    execs init (inside root cannot write the host's cgroup files).
+//! 4. **Credentials of the runtime**: uid 993 / gid 990, no supplementary groups, empty effective, permitted,
+//!    inheritable, ambient *and bounding* capability sets, `no_new_privs`.
+//! 5. **Seccomp** ([`seccomp`], policy in `seccomp/x86_64.json`): an allow-list installed right before `execve`;
+//!    anything else fails with `EPERM` (the runtime is not killed), `clone3` with `ENOSYS`, a foreign architecture
+//!    kills. Refused, among others: mount and the new mount API, `pivot_root`, `chroot`, `unshare`, `setns`, `clone`
+//!    with `CLONE_NEW*` flags, `ptrace`, `process_vm_*`, `pidfd_getfd`, `kcmp`, `perf_event_open`, `bpf`, kernel
+//!    modules, `kexec_*`, keyrings, `userfaultfd`, `io_uring_*`, `fanotify_*`, file handles, setting clocks,
+//!    `iopl`/`ioperm`, `acct`, `quotactl`, `swapon`/`swapoff`, `reboot`, `syslog`, `vhangup`, `mknod` of devices,
+//!    `personality` other than the default. The file lists every refused group with its reason.
 //!
 //! # Invariants
 //!
 //! **Fds crossing into the sandbox.** `ignis-init` starts with exactly fd 0 (`/dev/null`), fds 1 and 2 (the write
-//! end of the output pipe) and fd 3 (its end of the control socket); everything else is closed before its exec
-//! (`close_range`), so nothing of the worker leaks in, not even fds other threads created without `O_CLOEXEC`.
-//! The runtime gets only fds 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe
-//! ([`Sandbox::output`]), the runtime API listener received from init ([`Sandbox::runtime_api`]; init keeps no
-//! copy), the control socket and a pidfd of init.
+//! end of the output pipe) and fd 3 (its end of the control socket); every other fd is made close-on-exec before
+//! its exec (`close_range(CLOSE_RANGE_CLOEXEC)`), so nothing of the worker leaks in, not even fds other threads
+//! created without `O_CLOEXEC`. (The child also uses, until that exec, a "go" pipe, an error pipe and the `O_PATH`
+//! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, the code
+//! directory as a detached read-only mount tree (attached at `/var/task`, then closed). The runtime gets only fds
+//! 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe ([`Sandbox::output`]), the
+//! runtime API listener received from init ([`Sandbox::runtime_api`]; init keeps no copy), the control socket and a
+//! pidfd of init.
 //!
 //! **What the root holds.** See [`init`] (`build_root`): read-only host `/usr` (+ the top-level links into it),
 //! a generated minimal `/etc` with a few read-only host files (never `/etc/shadow`), the code read-only at
 //! `/var/task`, empty `/opt`, a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no `/sys`. The root
-//! itself is a read-only tmpfs. The runtime runs as uid 993 / gid 990, no capabilities, `no_new_privs`.
+//! itself is a read-only tmpfs, attached on the empty directory `<state_dir>/root` in the sandbox's own mount
+//! namespace (one directory serves all sandboxes).
 //!
 //! **Who cleans up what.**
 //! - Processes: when the runtime exits, init reports its status and exits, and the kernel kills everything else in
 //!   the pid namespace. [`Sandbox::kill`] SIGKILLs init with the same effect. Init is also killed if the thread that
 //!   spawned it exits (`PR_SET_PDEATHSIG`), and exits if the worker closes the control socket (drops the
 //!   [`Sandbox`]).
-//! - Mounts, network, ipc: private to the sandbox's namespaces; freed by the kernel with the last process.
+//! - Mounts, network, ipc, the user namespace: private to the sandbox; freed by the kernel with the last process.
 //! - The cgroup(s): created by [`Host::spawn`] before init starts, removed by [`Sandbox::destroy`] (also run by
 //!   `Drop`), or by `spawn` itself when it fails. A crashed worker leaves empty groups under `ignis/`; a group of the
 //!   same id is removed when reused.
+//! - The uid range: taken (an OFD lock on one byte of [`userns::LOCK_FILE`]) before the clone, released by
+//!   [`Sandbox::destroy`] once init is reaped (so no process of the sandbox is left), or by `spawn` when it fails;
+//!   the kernel releases a crashed worker's ranges with its fds.
 //! - Zombie: init is a child of the worker process; [`Sandbox::wait`] (or destroy/drop) reaps it.
 
 pub mod cgroup;
 pub mod init;
 mod proto;
+pub mod seccomp;
 mod spawn;
+pub mod userns;
 
 use std::ffi::CString;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +85,9 @@ use std::time::Duration;
 use cgroup::CgroupDriver;
 
 pub struct SandboxConfig {
-    /// Host directory bind-mounted read-only at `/var/task`. Must be readable (and searchable) by the sandbox user
-    /// (uid 993), e.g. mode 0755, as must the entrypoint (0755).
+    /// Host directory mounted read-only at `/var/task`. Its contents must be readable (and searchable) by *others*
+    /// (the sandbox user is uid 993 in its own user namespace, an unmapped id for host files), e.g. directories 0755
+    /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it.
     pub code_dir: PathBuf,
     /// Hard memory limit (no swap).
     pub memory_mb: u32,
@@ -103,8 +136,17 @@ const RMDIR_PATIENCE: Duration = Duration::from_secs(2);
 pub struct Host {
     cgroups: Arc<dyn CgroupDriver>,
     mountpoint: PathBuf,
+    /// The same, for the cloned child.
+    mountpoint_c: CString,
     init_exe: CString,
+    /// `ignis-init`, opened `O_PATH`: the child execs it through this fd, as the host path may not be searchable by
+    /// the sandbox's ids.
+    init_fd: OwnedFd,
     devnull: OwnedFd,
+    /// The runtime's seccomp filters, compiled (see [`seccomp`]).
+    seccomp: Vec<String>,
+    /// User namespace id ranges in use (see [`userns`]).
+    uid_slots: Arc<userns::Slots>,
     pids_max: u32,
     /// Sandbox ids (and so cgroup names) are this prefix and 32 random hex digits.
     id_prefix: String,
@@ -126,8 +168,9 @@ impl std::fmt::Debug for Host {
 impl Host {
     /// Detects cgroup v1 or v2 (automatic), creates the `ignis` parent groups, prepares an empty
     /// directory under `state_dir` to mount sandbox roots on (each sandbox mounts its tmpfs root there
-    /// inside its own mount namespace, so one directory serves all), and records the path of the
-    /// `ignis-init` executable.
+    /// inside its own mount namespace, so one directory serves all), opens the `ignis-init` executable
+    /// (which must be executable by others), compiles the seccomp policy and opens the uid range registry
+    /// ([`userns::LOCK_FILE`]). Needs root.
     pub fn new(state_dir: &Path, init_exe: &Path) -> Result<Host, SandboxError> {
         Host::with_cgroup_root(state_dir, init_exe, Path::new("/sys/fs/cgroup"))
     }
@@ -158,13 +201,30 @@ impl Host {
             .map_err(|e| SandboxError::io(format!("ignis-init executable {}", init_exe.display()), e))?;
         let init_exe = CString::new(init_exe.into_os_string().into_encoded_bytes())
             .map_err(|_| SandboxError::io("ignis-init path", std::io::ErrorKind::InvalidInput.into()))?;
+        let init_fd = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(std::ffi::OsStr::from_bytes(init_exe.as_bytes()))
+                .map_err(|e| SandboxError::io(format!("opening ignis-init {init_exe:?}"), e))?
+        };
+        let init_fd = spawn::above_stdio(init_fd.into()).map_err(|e| SandboxError::io("dup ignis-init fd", e))?;
+        let mountpoint_c = CString::new(mountpoint.as_os_str().as_bytes())
+            .map_err(|_| SandboxError::io("state dir path", std::io::ErrorKind::InvalidInput.into()))?;
         let devnull = std::fs::File::open("/dev/null").map_err(|e| SandboxError::io("opening /dev/null", e))?;
         let devnull = spawn::above_stdio(devnull.into()).map_err(|e| SandboxError::io("dup /dev/null", e))?;
+        let seccomp = seccomp::compiled().map_err(|e| SandboxError::io("compiling the seccomp policy", e))?;
+        let uid_slots = userns::Slots::open().map_err(|e| SandboxError::io("opening the uid slot registry", e))?;
         Ok(Host {
             cgroups,
             mountpoint,
+            mountpoint_c,
             init_exe,
+            init_fd,
             devnull,
+            seccomp,
+            uid_slots,
             pids_max: DEFAULT_PIDS_MAX,
             id_prefix: String::new(),
             pool: std::sync::Mutex::new(Vec::new()),
@@ -227,6 +287,11 @@ impl Host {
         self.pids_max = pids_max;
     }
 
+    /// User namespace id ranges held by this host's live sandboxes and pooled shells.
+    pub fn uid_slots_in_use(&self) -> usize {
+        self.uid_slots.in_use()
+    }
+
     /// 1 or 2.
     pub fn cgroup_version(&self) -> u8 {
         self.cgroups.version()
@@ -269,19 +334,26 @@ impl Host {
             None => self.new_id()?,
         };
         let cfg = configure(&id);
-        if let Err(e) = spawn::validate(&cfg) {
-            if let Some(shell) = pooled {
-                self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(shell);
+        let code = spawn::validate(&cfg).and_then(|()| {
+            spawn::code_tree(&cfg.code_dir)
+                .map_err(|e| SandboxError::io(format!("code dir {}", cfg.code_dir.display()), e))
+        });
+        let code = match code {
+            Ok(code) => code,
+            Err(e) => {
+                if let Some(shell) = pooled {
+                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(shell);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let shell = match pooled {
             Some(shell) => shell,
             None => spawn::new_shell(self, id.clone())?,
         };
-        match spawn::launch(shell, &cfg, &self.mountpoint) {
+        match spawn::launch(shell, &cfg, &code) {
             // A pooled shell that died while it waited (and is gone now): a fresh one of the same id will do.
-            Err(SandboxError::Io { .. }) if was_pooled => spawn::launch(spawn::new_shell(self, id)?, &cfg, &self.mountpoint),
+            Err(SandboxError::Io { .. }) if was_pooled => spawn::launch(spawn::new_shell(self, id)?, &cfg, &code),
             done => done,
         }
     }
@@ -298,6 +370,8 @@ pub struct Sandbox {
     control: OwnedFd,
     cgroups: Arc<dyn CgroupDriver>,
     id: String,
+    /// The outside id range of the sandbox's user namespace; released once init is reaped.
+    uid_slot: Option<userns::Slot>,
     reaped: bool,
     exit: Option<RuntimeExit>,
     destroyed: bool,
@@ -319,6 +393,13 @@ impl Sandbox {
     /// Host pid of ignis-init.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The host uid (and gid) that uid (and gid) 0 of the sandbox's user namespace maps to; inside ids `0..65536`
+    /// map to `uid_base()..uid_base() + 65536`. The runtime runs as `uid_base() + SANDBOX_UID` on the host.
+    /// `None` once destroyed.
+    pub fn uid_base(&self) -> Option<u32> {
+        self.uid_slot.as_ref().map(|s| s.base())
     }
 
     /// pidfd of ignis-init; readable once it exited (await it with e.g. tokio's `AsyncFd`).
@@ -384,6 +465,8 @@ impl Sandbox {
         }
         self.kill();
         self.wait();
+        // Init is reaped, so no process of the sandbox is left to use the id range.
+        self.uid_slot.take();
         self.peak_file.take();
         if let Err(e) = self.cgroups.remove(&self.id, RMDIR_PATIENCE) {
             eprintln!("ignis-sandbox: removing cgroup of {}: {e}", self.id);

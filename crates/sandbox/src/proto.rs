@@ -1,10 +1,13 @@
 //! The control protocol between the worker ([`crate::Host::spawn`]) and `ignis-init`, over a `SOCK_SEQPACKET`
 //! socket pair (fd 3 in `ignis-init`). One JSON document per packet.
 //!
-//! 1. worker → init: [`ShellConfig`] (which cgroups to join).
+//! 0. (Before init runs: the worker wrote its uid/gid maps, moved it into its cgroup(s) and let it exec.)
+//! 1. worker → init: [`ShellConfig`] (the runtime's user, hostname and seccomp filters).
 //! 2. init → worker: [`InitMsg::Listener`] carrying the runtime API listener fd (SCM_RIGHTS). The sandbox is now
-//!    a shell: namespaces, cgroup and network ready, no function yet. It may wait in the pool.
-//! 3. worker → init: [`InitConfig`] (the function).
+//!    a shell: namespaces, cgroup, network and root filesystem (all but the code, `/tmp` and `/dev/shm`) ready, no
+//!    function yet. It may wait in the pool.
+//! 3. worker → init: [`InitConfig`] (the function), carrying the code directory as a detached, read-only mount
+//!    tree (an `open_tree(OPEN_TREE_CLONE)` fd, SCM_RIGHTS).
 //! 4. init → worker: [`InitMsg::ExecOk`] or [`InitMsg::ExecFailed`]; or [`InitMsg::SetupFailed`] at any point.
 //! 5. init → worker, when the runtime ended: [`InitMsg::Exited`] or [`InitMsg::Signaled`]; then init exits.
 //!
@@ -12,7 +15,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,21 +23,20 @@ pub const MAX_MSG: usize = 128 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShellConfig {
-    /// `cgroup.procs` files to write `0` to.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// BPF programs (`struct sock_filter`s in native byte order, hex), installed in this order in the runtime's
+    /// process right before `execve`. See [`crate::seccomp`].
+    pub seccomp: Vec<String>,
+    /// The runtime's uid and gid inside the sandbox.
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InitConfig {
-    /// Empty host directory to mount the sandbox's root tmpfs on (in init's own mount namespace).
-    pub mountpoint: PathBuf,
-    pub code_dir: PathBuf,
     pub tmp_mb: u32,
     pub env: Vec<(String, String)>,
     pub entrypoint: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub hostname: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

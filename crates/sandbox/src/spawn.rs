@@ -1,16 +1,29 @@
 //! The worker side of [`crate::Host::spawn`], in two steps.
 //!
-//! [`new_shell`] makes a sandbox without a function: cgroup created (`pids.max` only) → control socket pair +
-//! output pipe → `clone` into new namespaces → child: fds 0-3 set up, all others closed, `PR_SET_PDEATHSIG`, exec
-//! init → parent: shell config sent, listener received. Joining the cgroup is the slow part of a start on cgroup v1
-//! (the kernel waits for an RCU grace period), which is why shells are made ahead of time into the host's pool.
+//! [`new_shell`] makes a sandbox without a function (off the invoke path, ahead of time for the pool):
+//! uid slot taken and cgroup created (`pids.max` only) → control socket pair, output pipe, "go" and "error" pipes →
+//! `clone` into new user, pid, mount, network, ipc and uts namespaces (the user namespace owns the others) → the child
+//! sets up fds 0-3 and blocks on the go pipe → the parent writes the child's `uid_map`/`gid_map` (inside 0..65536 →
+//! the slot's outside range) and moves it into its cgroup(s) (inside root cannot write the host's cgroup files), then
+//! says go → the child enters the root mountpoint (while it still has the worker's host-root ids, so the worker's
+//! private state directory may be `0700`), drops the worker's supplementary groups, becomes inside root (so it keeps
+//! its capabilities, in its own user namespace only, across exec), sets `PR_SET_PDEATHSIG` (credential changes
+//! clear it), marks every fd above 3 close-on-exec and `execveat`s `ignis-init` through an fd opened by
+//! [`crate::Host::new`] → the parent learns from the error pipe (closed by the exec) whether that worked, sends the
+//! shell config (user, hostname, seccomp filters) and receives the runtime API listener, which init sends once it
+//! has built and pivoted into the root filesystem (all but the function's parts). Joining the cgroup is the slow
+//! part of a start on cgroup v1 (the kernel waits for an RCU grace period), and the namespaces and the root take
+//! their time too, which is why shells are made ahead of time.
 //!
-//! [`launch`] gives a shell its function: memory and CPU limits written, config sent, exec result received.
+//! [`launch`] gives a shell its function: memory and CPU limits written, the code directory cloned as a detached
+//! mount tree (read-only, nosuid, nodev, private; made by [`crate::Host::spawn`] with [`code_tree`]) and sent with the
+//! config; init mounts it, `/tmp` and `/dev/shm`, and starts the runtime; exec result received.
 //!
 //! The caller is a multi-threaded process, so the cloned child (a copy of only the calling thread) must not allocate
 //! or take locks: everything it touches (C strings, argv, envp, fds) is prepared before the `clone`, and the child
-//! only makes raw syscalls until it `execve`s `ignis-init` (or `_exit(127)`s). Every wait for init is bounded by
-//! `SO_RCVTIMEO`. On any failure init is killed and reaped and the cgroup removed (by dropping the [`Shell`]).
+//! only makes raw syscalls (not libc's set*id wrappers, which would signal the parent's other threads) until it
+//! `execve`s `ignis-init` (or `_exit`s). Every wait for the child or init is bounded. On any failure init is killed and
+//! reaped, the cgroup removed and the uid slot released (by dropping the [`Shell`] or the half-made parts).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -19,6 +32,7 @@ use std::time::Duration;
 
 use crate::cgroup::Limits;
 use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
+use crate::userns::{self, Slot};
 use crate::{HANDSHAKE_TIMEOUT, Host, RMDIR_PATIENCE, Sandbox, SandboxConfig, SandboxError};
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -57,7 +71,7 @@ pub(crate) fn validate(cfg: &SandboxConfig) -> Result<(), SandboxError> {
 }
 
 /// A sandbox with namespaces, cgroup and runtime API listener, waiting for its function. Dropping it kills and
-/// reaps its init and removes its cgroup, as dropping any [`Sandbox`] does.
+/// reaps its init, removes its cgroup and releases its uid range, as dropping any [`Sandbox`] does.
 pub(crate) struct Shell(Sandbox);
 
 impl Shell {
@@ -68,34 +82,31 @@ impl Shell {
 
 /// Makes a shell named `id`.
 pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> {
+    let slot = host.uid_slots.acquire().map_err(|e| SandboxError::io("allocating a user namespace id range", e))?;
     let limits = Limits { memory_mb: 0, pids_max: host.pids_max };
     let procs = host.cgroups.create(&id, &limits).map_err(|e| SandboxError::io("creating cgroup", e))?;
-    start(host, &id, procs).inspect_err(|_| {
+    start(host, &id, procs, slot).inspect_err(|_| {
         let _ = host.cgroups.remove(&id, RMDIR_PATIENCE);
     })
 }
 
 /// Gives `shell` its function and starts the runtime.
 /// `cfg` has been validated.
-pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, mountpoint: &std::path::Path) -> Result<Sandbox, SandboxError> {
+/// `code` is [`code_tree`] of `cfg.code_dir`.
+pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
     let limits = Limits { memory_mb: cfg.memory_mb, pids_max: 0 };
     let Shell(sandbox) = shell;
     sandbox.cgroups.set_limits(&sandbox.id, &limits).map_err(|e| SandboxError::io("setting cgroup limits", e))?;
     let init_cfg = InitConfig {
-        mountpoint: mountpoint.to_path_buf(),
-        code_dir: cfg.code_dir.canonicalize().map_err(io_err("code dir"))?,
         tmp_mb: cfg.tmp_mb,
         env: cfg.env.clone(),
         entrypoint: cfg.entrypoint.clone(),
-        uid: crate::SANDBOX_UID,
-        gid: crate::SANDBOX_GID,
-        hostname: crate::SANDBOX_HOSTNAME.into(),
     };
     let config = serde_json::to_vec(&init_cfg).map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
     if config.len() > proto::MAX_MSG {
         return Err(SandboxError::io("sandbox config (environment too large)", io::ErrorKind::InvalidInput.into()));
     }
-    proto::send(sandbox.control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"))?;
+    proto::send(sandbox.control.as_fd(), &config, Some(code.as_fd())).map_err(io_err("sending config to ignis-init"))?;
     match receive(&sandbox.control)? {
         (InitMsg::ExecOk, _) => {}
         (InitMsg::ExecFailed { stage, errno }, _) => {
@@ -107,6 +118,50 @@ pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, mountpoint: &std::path::
     }
     set_nonblocking(&sandbox.output).map_err(io_err("output O_NONBLOCK"))?;
     Ok(sandbox)
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// `mount_setattr(dirfd, path, flags, attr)`.
+pub(crate) fn mount_setattr(dirfd: libc::c_int, path: &std::ffi::CStr, flags: libc::c_uint, attr: &MountAttr) -> io::Result<()> {
+    // SAFETY: valid NUL-terminated path and a mount_attr of the size passed.
+    let r = unsafe { libc::syscall(libc::SYS_mount_setattr, dirfd, path.as_ptr(), flags, attr as *const MountAttr, size_of::<MountAttr>()) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// A detached copy of the mount tree at `dir` (with everything mounted below it), made read-only, nosuid, nodev and
+/// private: ignis-init attaches it at `/var/task` with `move_mount`. Going through an fd spares init (root only in
+/// its own user namespace) from resolving the host path, whose parents may be closed to others.
+pub(crate) fn code_tree(dir: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: valid NUL-terminated path.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree just created it; we own it.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    mount_setattr(tree.as_raw_fd(), c"", (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint, &attr)?;
+    Ok(tree)
 }
 
 /// One message from init: what it says and any fd it passed.
@@ -164,8 +219,35 @@ fn io_err(what: &'static str) -> impl Fn(io::Error) -> SandboxError {
     move |e| SandboxError::io(what, e)
 }
 
-fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, SandboxError> {
-    let config = serde_json::to_vec(&ShellConfig { cgroup_procs })
+/// What the cloned child failed at, by the stage number it reports on the error pipe.
+const CHILD_STAGES: [&str; 8] = [
+    "setting up fds 0-3",
+    "entering the root mountpoint",
+    "dropping supplementary groups",
+    "setresgid(0)",
+    "setresuid(0)",
+    "PR_SET_PDEATHSIG",
+    "close_range",
+    "executing ignis-init",
+];
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: just created; we own them.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Result<Shell, SandboxError> {
+    let shell_cfg = ShellConfig {
+        seccomp: host.seccomp.clone(),
+        uid: crate::SANDBOX_UID,
+        gid: crate::SANDBOX_GID,
+        hostname: crate::SANDBOX_HOSTNAME.into(),
+    };
+    let config = serde_json::to_vec(&shell_cfg)
         .map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
 
     // Fds. All CLOEXEC: only the child's dup2'd copies survive into init.
@@ -175,17 +257,18 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, San
         .map_err(io_err("socketpair"))?;
     // SAFETY: just created; we own them.
     let (control, child_control) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-    let mut pfd = [0; 2];
-    // SAFETY: pfd is a valid out array of two ints.
-    cvt(unsafe { libc::pipe2(pfd.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(io_err("pipe2"))?;
-    // SAFETY: just created; we own them.
-    let (output, child_output) = unsafe { (OwnedFd::from_raw_fd(pfd[0]), OwnedFd::from_raw_fd(pfd[1])) };
+    let (output, child_output) = pipe().map_err(io_err("pipe2"))?;
     let child_control = above_stdio(child_control).map_err(io_err("dup"))?;
     let child_output = above_stdio(child_output).map_err(io_err("dup"))?;
+    // Parent → child: one byte once the id maps and the cgroup are in place (EOF: give up).
+    let (go_r, go_w) = pipe().map_err(io_err("pipe2"))?;
+    // Child → parent: (stage, errno) if it fails before exec; EOF (close-on-exec) once init runs.
+    let (err_r, err_w) = pipe().map_err(io_err("pipe2"))?;
 
     // What the child uses, as raw values.
     let (devnull_fd, out_fd, ctl_fd) = (host.devnull.as_raw_fd(), child_output.as_raw_fd(), child_control.as_raw_fd());
-    let init_path = host.init_exe.as_ptr();
+    let (go_fd, err_fd, init_fd) = (go_r.as_raw_fd(), err_w.as_raw_fd(), host.init_fd.as_raw_fd());
+    let mountpoint = host.mountpoint_c.as_ptr();
     let argv = [c"ignis-init".as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
     // SAFETY: sigset_t is plain old data; sigemptyset initializes it.
@@ -194,25 +277,67 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, San
         libc::sigemptyset(&mut set);
         set
     };
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
 
     // SAFETY: fork-like clone (no CLONE_VM, stack 0: the child continues on a copy of this stack). The child only
-    // makes async-signal-safe syscalls on data prepared above and never returns from this block.
+    // makes async-signal-safe raw syscalls on data prepared above and never returns from this block.
     let pid = unsafe {
         let pid = libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize);
         if pid == 0 {
+            let fail = |stage: u8| -> ! {
+                let errno = *libc::__errno_location();
+                let mut msg = [0u8; 5];
+                msg[0] = stage;
+                msg[1..].copy_from_slice(&errno.to_ne_bytes());
+                libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+                libc::_exit(127)
+            };
             if libc::dup2(devnull_fd, 0) < 0
                 || libc::dup2(out_fd, 1) < 0
                 || libc::dup2(out_fd, 2) < 0
                 || libc::dup2(ctl_fd, 3) < 0
-                || libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0
             {
+                fail(0);
+            }
+            let mut go = 0u8;
+            loop {
+                let n = libc::read(go_fd, (&mut go as *mut u8).cast(), 1);
+                if n == 1 {
+                    break;
+                }
+                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
                 libc::_exit(126);
             }
+            // Still the worker's (host root) ids: may pass through a private state directory.
+            if libc::chdir(mountpoint) < 0 {
+                fail(1);
+            }
+            if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0 {
+                fail(2);
+            }
+            if libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) < 0 {
+                fail(3);
+            }
+            if libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) < 0 {
+                fail(4);
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+                fail(5);
+            }
+            // Close-on-exec rather than closed, so that the error pipe stays usable until the exec.
+            if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0 {
+                fail(6);
+            }
             libc::sigprocmask(libc::SIG_SETMASK, &empty_mask, std::ptr::null_mut());
-            libc::execve(init_path, argv.as_ptr(), envp.as_ptr());
-            libc::_exit(127);
+            libc::syscall(libc::SYS_execveat, init_fd, c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH);
+            fail(7);
         }
         pid
     };
@@ -220,8 +345,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, San
         return Err(SandboxError::io("clone", io::Error::last_os_error()));
     }
     let mut child = Child { pid: pid as libc::pid_t, pidfd: None };
-    drop(child_control);
-    drop(child_output);
+    drop((child_control, child_output, go_r, err_w));
 
     // SAFETY: plain syscall; the pid is our unreaped child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
@@ -230,6 +354,26 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, San
     }
     // SAFETY: just created; pidfds are O_CLOEXEC by default.
     child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
+
+    userns::write_maps(child.pid, slot.base()).map_err(io_err("user namespace id maps"))?;
+    let pid_text = child.pid.to_string();
+    for procs in &cgroup_procs {
+        std::fs::write(procs, &pid_text).map_err(|e| SandboxError::io(format!("joining cgroup {}", procs.display()), e))?;
+    }
+    // SAFETY: writes one byte from a valid buffer to a pipe we own.
+    if unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+        return Err(SandboxError::io("starting ignis-init", io::Error::last_os_error()));
+    }
+    drop(go_w);
+    if let Some((stage, errno)) = child_failure(err_r)? {
+        let stage = CHILD_STAGES.get(usize::from(stage)).copied().unwrap_or("?");
+        let what = if stage == CHILD_STAGES[1] {
+            format!("ignis-init: {stage} {}", host.mountpoint.display())
+        } else {
+            format!("ignis-init: {stage}")
+        };
+        return Err(SandboxError::io(what, io::Error::from_raw_os_error(errno)));
+    }
 
     set_recv_timeout(&control, HANDSHAKE_TIMEOUT).map_err(io_err("SO_RCVTIMEO"))?;
     proto::send(control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"))?;
@@ -250,11 +394,51 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>) -> Result<Shell, San
         control,
         cgroups: host.cgroups.clone(),
         id: id.to_string(),
+        uid_slot: Some(slot),
         reaped: false,
         exit: None,
         destroyed: false,
         peak_file: std::sync::OnceLock::new(),
     }))
+}
+
+/// Waits (bounded) for the cloned child to exec init (EOF) or report a failure (stage, errno).
+fn child_failure(err_r: OwnedFd) -> Result<Option<(u8, i32)>, SandboxError> {
+    let mut msg = [0u8; 5];
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    while n < msg.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut p = libc::pollfd { fd: err_r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if ready == 0 {
+            return Err(SandboxError::io("waiting for ignis-init to start", io::ErrorKind::TimedOut.into()));
+        }
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(SandboxError::io("poll", e));
+        }
+        // SAFETY: reads into the unused rest of msg.
+        let r = unsafe { libc::read(err_r.as_raw_fd(), msg[n..].as_mut_ptr().cast(), msg.len() - n) };
+        match r {
+            0 => break,
+            r if r > 0 => n += r as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(SandboxError::io("reading from the cloned child", e));
+                }
+            }
+        }
+    }
+    if n < msg.len() {
+        return Ok(None);
+    }
+    Ok(Some((msg[0], i32::from_ne_bytes(msg[1..].try_into().expect("4 bytes")))))
 }
 
 fn set_recv_timeout(fd: &OwnedFd, t: Duration) -> io::Result<()> {

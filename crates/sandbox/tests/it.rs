@@ -253,6 +253,7 @@ fn missing_entrypoint() {
             e => panic!("{e}"),
         }
         assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+        assert_eq!(host.uid_slots_in_use(), 0);
         std::fs::set_permissions(dir.path().join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
@@ -280,6 +281,7 @@ fn pooled_shells() {
     assert!(!host.refill().unwrap(), "the pool is full");
     assert_eq!(host.pooled(), 2);
     assert_eq!(groups_with_prefix(&prefix).len(), 2);
+    assert_eq!(host.uid_slots_in_use(), 2);
 
     // A spawn takes a pooled shell and gives it its function and limits.
     let dir = code("echo \"greeting=$GREETING\"; exit 3");
@@ -310,6 +312,7 @@ fn pooled_shells() {
     host.drain_pool();
     assert_eq!(host.pooled(), 0);
     assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+    assert_eq!(host.uid_slots_in_use(), 0);
 }
 
 #[test]
@@ -394,6 +397,29 @@ fn spawn_timing() {
         times[times.len() / 2],
         times[times.len() - 1]
     );
+
+    // With a pooled shell: only the function's part of the start is on the clock.
+    let (mut own, _prefix, _state) = own_host("timing");
+    own.set_pool_size(1);
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        assert!(own.refill().unwrap());
+        let cfg = config(dir.path());
+        let t = Instant::now();
+        let mut sb = own.spawn(|_| cfg).unwrap();
+        times.push(t.elapsed());
+        assert_eq!(own.pooled(), 0);
+        assert!(poll_in(sb.pidfd(), Duration::from_secs(10)));
+        assert_eq!(sb.wait(), Some(RuntimeExit::Code(0)));
+        sb.destroy();
+    }
+    times.sort();
+    eprintln!(
+        "pooled spawn, 20 sequential: min {:?} median {:?} max {:?}",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }
 
 #[test]
@@ -414,7 +440,7 @@ fn unreadable_code_dir() {
 
 #[test]
 fn init_setup_failure() {
-    // A host whose mountpoint vanished: ignis-init fails mounting the root and says so.
+    // A host whose mountpoint vanished: the start of ignis-init fails entering it, and says so.
     let (own, prefix, state) = own_host("setupfail");
     std::fs::remove_dir(state.path().join("root")).unwrap();
     let dir = code("exit 0");
@@ -422,12 +448,13 @@ fn init_setup_failure() {
     match own.spawn(|_| cfg).unwrap_err() {
         SandboxError::Io { what, source } => {
             eprintln!("{what}: {source}");
-            assert!(what.starts_with("ignis-init: mount tmpfs on"), "{what}");
+            assert!(what.starts_with("ignis-init: entering the root mountpoint"), "{what}");
             assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
         }
         e => panic!("{e}"),
     }
     assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+    assert_eq!(own.uid_slots_in_use(), 0);
 }
 
 #[test]
@@ -454,4 +481,203 @@ fn parallel_spawns() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+/// Reads the output of a sandbox until a line `marker` appeared (the runtime keeps running).
+fn read_until(sb: &Sandbox, marker: &str) -> String {
+    let mut out = Vec::new();
+    let mut f = std::fs::File::from(sb.output.try_clone().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&out).lines().any(|l| l == marker) {
+        let mut buf = [0u8; 65536];
+        match f.read(&mut buf) {
+            Ok(0) => panic!("output ended before {marker:?}: {}", String::from_utf8_lossy(&out)),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "timeout; output so far: {}", String::from_utf8_lossy(&out));
+                poll_in(sb.output.as_fd(), Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `key:` line of /proc/<pid>/status, whitespace collapsed.
+fn proc_status(pid: i32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let value = status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).unwrap_or_else(|| panic!("no {key} in {status}"));
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Host pids in the sandbox's (first) cgroup.
+fn sandbox_pids(sb: &Sandbox) -> Vec<i32> {
+    let procs = host().cgroup_dirs(sb.id())[0].join("cgroup.procs");
+    std::fs::read_to_string(procs).unwrap().lines().map(|l| l.parse().unwrap()).collect()
+}
+
+const HARDENING_SCRIPT: &str = r#"
+mkdir -p /tmp/x
+mount -t tmpfs x /tmp/x 2>/dev/null && echo "mount=ok" || echo "mount=refused"
+unshare -U true 2>/dev/null && echo "unshare_user=ok" || echo "unshare_user=refused"
+unshare -n true 2>/dev/null && echo "unshare_net=ok" || echo "unshare_net=refused"
+strace -o /dev/null true 2>/dev/null && echo "strace=ok" || echo "strace=refused"
+for k in CapEff CapPrm CapInh CapBnd CapAmb NoNewPrivs Seccomp; do
+  echo "$k=$(grep "^$k:" /proc/self/status | tr -d ' \t' | cut -d: -f2)"
+done
+echo "uid_map=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //')"
+echo "gid_map=$(cat /proc/self/gid_map | tr -s ' ' | sed 's/^ //')"
+echo ready
+exec sleep 1000
+"#;
+
+#[test]
+fn hardening() {
+    let (mut a, _ca) = spawn("hard-a", HARDENING_SCRIPT);
+    let (mut b, _cb) = spawn("hard-b", HARDENING_SCRIPT);
+    let mut bases = Vec::new();
+    for sb in [&mut a, &mut b] {
+        let out = read_until(sb, "ready");
+        eprintln!("{out}");
+        assert_eq!(line(&out, "mount="), "refused");
+        assert_eq!(line(&out, "unshare_user="), "refused");
+        assert_eq!(line(&out, "unshare_net="), "refused");
+        assert_eq!(line(&out, "strace="), "refused");
+        for cap in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
+            assert_eq!(line(&out, &format!("{cap}=")), "0000000000000000", "{cap}");
+        }
+        assert_eq!(line(&out, "NoNewPrivs="), "1");
+        assert_eq!(line(&out, "Seccomp="), "2");
+        let base = sb.uid_base().unwrap();
+        assert!(base >= 1_000_000, "{base}");
+        assert_eq!(line(&out, "uid_map="), format!("0 {base} 65536"));
+        assert_eq!(line(&out, "gid_map="), format!("0 {base} 65536"));
+
+        // From the host: init is (unprivileged) inside root, the runtime base + 993, neither has groups.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let runtime = loop {
+            if let Some(&pid) = sandbox_pids(sb).iter().find(|&&p| p != sb.pid() && proc_status(p, "Name") == "sleep") {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "no runtime process");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let (uid, gid) = (base + 993, base + 990);
+        assert_eq!(proc_status(runtime, "Uid"), format!("{uid} {uid} {uid} {uid}"));
+        assert_eq!(proc_status(runtime, "Gid"), format!("{gid} {gid} {gid} {gid}"));
+        assert_eq!(proc_status(runtime, "Groups"), "");
+        assert_eq!(proc_status(runtime, "CapBnd"), "0000000000000000");
+        assert_eq!(proc_status(sb.pid(), "Uid"), format!("{base} {base} {base} {base}"));
+        assert_eq!(proc_status(sb.pid(), "Groups"), "");
+        // Init's capabilities are those of root in its own user namespace only.
+        assert_eq!(proc_status(sb.pid(), "Seccomp"), "0");
+        bases.push(base);
+    }
+    assert_ne!(bases[0], bases[1], "two live sandboxes share an id range");
+    for sb in [&mut a, &mut b] {
+        let id = sb.id().to_owned();
+        let pids = sandbox_pids(sb);
+        sb.destroy();
+        assert_eq!(sb.uid_base(), None);
+        assert!(cgroup_gone(&id));
+        for pid in pids {
+            // SAFETY: signal 0 only checks existence.
+            assert!(unsafe { libc::kill(pid, 0) } != 0, "pid {pid} survived");
+        }
+    }
+}
+
+#[test]
+fn seccomp_refuses_with_eperm() {
+    let (mut sb, _c) = spawn(
+        "seccomp",
+        r#"
+exec python3 - <<'PY'
+import ctypes, errno, os, stat, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def show(name, r):
+    e = ctypes.get_errno()
+    print(f"{name}=" + ("ok" if r != -1 else errno.errorcode.get(e, str(e))), flush=True)
+    ctypes.set_errno(0)
+show("unshare_user", libc.unshare(0x10000000))
+show("unshare_ns", libc.unshare(0x00020000))
+show("setns", libc.setns(0, 0))
+show("mount", libc.syscall(165, b"x", b"/tmp", b"tmpfs", 0, None))
+show("umount2", libc.syscall(166, b"/proc", 2))
+show("pivot_root", libc.syscall(155, b".", b"."))
+show("chroot", libc.syscall(161, b"/tmp"))
+show("ptrace", libc.syscall(101, 0, 0, 0, 0))
+show("process_vm_readv", libc.syscall(310, 1, None, 0, None, 0, 0))
+show("bpf", libc.syscall(321, 0, None, 0))
+show("perf_event_open", libc.syscall(298, None, 0, -1, -1, 0))
+show("keyctl", libc.syscall(250, 0, 0, 0, 0, 0))
+show("add_key", libc.syscall(248, b"user", b"x", None, 0, 0))
+show("userfaultfd", libc.syscall(323, 0))
+show("open_by_handle_at", libc.syscall(304, 0, None, 0))
+show("name_to_handle_at", libc.syscall(303, 0, b"/", None, None, 0))
+show("init_module", libc.syscall(175, None, 0, b""))
+show("kexec_load", libc.syscall(246, 0, 0, None, 0))
+show("reboot", libc.syscall(169, 0, 0, 0, None))
+show("settimeofday", libc.syscall(164, None, None))
+show("syslog", libc.syscall(103, 3, None, 0))
+show("io_uring_setup", libc.syscall(425, 1, None))
+show("personality_exec", libc.personality(0x0400000))
+show("personality_default", libc.personality(0))
+show("clone_newuser", libc.syscall(56, 0x10000000 | 17, None, None, None, 0))
+show("clone3", libc.syscall(435, None, 0))
+try:
+    os.mknod("/tmp/dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3)); print("mknod_dev=ok")
+except OSError as e:
+    print("mknod_dev=" + errno.errorcode[e.errno])
+os.mkfifo("/tmp/fifo"); print("mkfifo=ok")
+t = threading.Thread(target=lambda: print("thread=ok", flush=True)); t.start(); t.join()
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print("fork=" + str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
+import subprocess
+print("subprocess=" + subprocess.run(["/bin/echo", "hi"], capture_output=True, text=True).stdout.strip())
+print("alive", flush=True)
+PY
+"#,
+    );
+    let (exit, out) = finish(&mut sb);
+    eprintln!("{out}");
+    assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+    for name in [
+        "unshare_user", "unshare_ns", "setns", "mount", "umount2", "pivot_root", "chroot", "ptrace", "process_vm_readv", "bpf",
+        "perf_event_open", "keyctl", "add_key", "userfaultfd", "open_by_handle_at", "name_to_handle_at", "init_module",
+        "kexec_load", "reboot", "settimeofday", "syslog", "io_uring_setup", "personality_exec", "clone_newuser", "mknod_dev",
+    ] {
+        assert_eq!(line(&out, &format!("{name}=")), "EPERM", "{name}");
+    }
+    assert_eq!(line(&out, "clone3="), "ENOSYS");
+    assert_eq!(line(&out, "personality_default="), "ok");
+    assert_eq!(line(&out, "mkfifo="), "ok");
+    assert_eq!(line(&out, "thread="), "ok");
+    assert_eq!(line(&out, "fork="), "7");
+    assert_eq!(line(&out, "subprocess="), "hi");
+    assert!(out.lines().any(|l| l == "alive"));
+}
+
+#[test]
+fn code_and_state_under_private_directories() {
+    // Host-root-only (0700) parents, as a worker's data directory may be: the worker opens them, not the sandbox.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let code_dir = private.path().join("code");
+    std::fs::create_dir(&code_dir).unwrap();
+    std::fs::set_permissions(&code_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(code_dir.join("bootstrap"), "#!/bin/sh\necho \"task=$(cat /var/task/data)\"\n").unwrap();
+    std::fs::set_permissions(code_dir.join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(code_dir.join("data"), "payload").unwrap();
+    std::fs::set_permissions(code_dir.join("data"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (own, _prefix, state) = own_host("private");
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut sb = own.spawn(|_| config(&code_dir)).unwrap();
+    let (exit, out) = finish(&mut sb);
+    assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+    assert_eq!(line(&out, "task="), "payload");
+    sb.destroy();
+    assert_eq!(own.uid_slots_in_use(), 0);
 }

@@ -6,17 +6,25 @@
 //! * `<data_dir>/ignis.redb` — a [redb] database holding function records,
 //!   settings ("meta") and log events;
 //! * `<data_dir>/code/<sha256-hex>/` — unpacked code trees, content-addressed by
-//!   the SHA-256 of the uploaded zip (see [`Store::put_code`]).
+//!   the SHA-256 of the uploaded zip (see [`Store::put_code`]);
+//! * `<data_dir>/master.key` — 32 random bytes (mode 0600, made on first open)
+//!   that seal access keys' secrets in the database (see the `accounts` module):
+//!   the database alone never reveals a secret.
 //!
 //! The store knows nothing about Lambda's JSON: function records and meta values
 //! are opaque bytes.
 //!
-//! Durability: registry and meta writes are fsync'd before the call returns. Log
+//! Accounts and access keys (see [`Store::create_account`], [`Store::access_keys`])
+//! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
+//! the master key, a random nonce each, and unsealed only in memory.
+//!
+//! Durability: registry, meta, account and key writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
 //! everything durable.
 
+mod accounts;
 mod code;
 mod logs;
 
@@ -30,6 +38,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+pub use accounts::{AccessKey, Account, AccountError, MASTER_KEY_FILE, random_account_id, random_text};
 pub use code::{Code, CodeError, CodeRules};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
@@ -72,6 +81,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The master key is missing, malformed or does not unseal the stored secrets.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// An access key id already belongs to another (non-administrator) key.
+    #[error("the access key id {0} already belongs to an account's key")]
+    KeyInUse(String),
     /// A `next_token` given to [`Store::filter_logs`] is not one the store made.
     #[error("The specified nextToken is invalid.")]
     InvalidNextToken,
@@ -99,6 +114,8 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
 /// The embedded store. `Send + Sync`; share it with an `Arc`.
 pub struct Store {
     db: Database,
+    /// Seals and unseals access keys' secrets (the master key).
+    cipher: chacha20poly1305::ChaCha20Poly1305,
     data_dir: PathBuf,
     code_root: PathBuf,
     /// When the last fsync'd commit finished.
@@ -120,9 +137,11 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens or creates the store in `data_dir` (created if missing):
-    /// `<data_dir>/ignis.redb` and `<data_dir>/code/`. Fails with
-    /// [`StoreError::Locked`] if another process holds the database. Removes
-    /// leftovers of interrupted code uploads.
+    /// `<data_dir>/ignis.redb`, `<data_dir>/master.key` and `<data_dir>/code/`.
+    /// Fails with [`StoreError::Locked`] if another process holds the database,
+    /// and with [`StoreError::MasterKey`] if the master key is unusable or
+    /// missing while sealed secrets exist. Removes leftovers of interrupted
+    /// code uploads.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(io_err(format!("creating {}", data_dir.display())))?;
@@ -144,11 +163,14 @@ impl Store {
         txn.open_table(FUNCTIONS).ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
+        accounts::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
+        let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 
         let code_root = code::prepare_root(data_dir)?;
         Ok(Store {
             db,
+            cipher,
             data_dir: data_dir.to_path_buf(),
             code_root,
             last_sync: Mutex::new(Instant::now()),

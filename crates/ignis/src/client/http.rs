@@ -107,7 +107,7 @@ pub struct Request<'a> {
     pub query: &'a str,
     pub headers: Vec<(&'a str, &'a str)>,
     pub body: Vec<u8>,
-    /// The SigV4 service name: `lambda` or `logs`.
+    /// The SigV4 service name: `lambda`, `logs` or `ignis`.
     pub service: &'a str,
 }
 

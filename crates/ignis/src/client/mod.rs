@@ -100,6 +100,29 @@ pub struct LogsArgs {
     pub since: Option<Duration>,
 }
 
+#[derive(clap::Args)]
+pub struct AccountArgs {
+    #[command(subcommand)]
+    pub command: AccountCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AccountCommand {
+    /// Create an account and its first key pair; prints them as JSON (the secret is shown only
+    /// this once).
+    Create {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// The account's name: 1 to 64 letters, digits, '-' or '_', unique.
+        name: String,
+    },
+    /// List the accounts.
+    Ls {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
 // ---- deploy ----
 
 pub fn deploy(args: DeployArgs) -> Result<ExitCode, String> {
@@ -334,6 +357,49 @@ pub fn rm(args: RmArgs) -> Result<ExitCode, String> {
         .check()?;
     write_stdout(format!("deleted {}\n", args.name).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+// ---- account ----
+
+/// Ignis's own account API.
+const ACCOUNTS: &str = "/ignis/accounts";
+
+pub fn account(args: AccountArgs) -> Result<ExitCode, String> {
+    match args.command {
+        AccountCommand::Create { endpoint, name } => {
+            let created = create_account(&Client::new(&endpoint)?, &name)?;
+            let text = serde_json::to_string_pretty(&created).map_err(|e| e.to_string())?;
+            write_stdout(format!("{text}\n").as_bytes())?;
+        }
+        AccountCommand::Ls { endpoint } => {
+            let rows = list_accounts(&Client::new(&endpoint)?)?;
+            write_stdout(format_table(["ACCOUNT_ID", "NAME", "CREATED"], &rows).as_bytes())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_account(client: &Client, name: &str) -> Result<Value, String> {
+    let mut request = json_request("POST", ACCOUNTS, &json!({ "Name": name }));
+    request.service = "ignis";
+    client.send(request)?.check()?.json()
+}
+
+fn list_accounts(client: &Client) -> Result<Vec<[String; 3]>, String> {
+    let mut request = get(ACCOUNTS);
+    request.service = "ignis";
+    let page = client.send(request)?.check()?.json()?;
+    let text = |value: &Value| value.as_str().unwrap_or("-").to_owned();
+    Ok(page["Accounts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let name = if a["Administrator"] == json!(true) { format!("{} (administrator)", text(&a["Name"])) } else { text(&a["Name"]) };
+            [text(&a["AccountId"]), name, text(&a["CreatedAt"])]
+        })
+        .collect())
 }
 
 // ---- logs ----

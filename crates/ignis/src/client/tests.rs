@@ -557,3 +557,36 @@ fn unreachable_server() {
     let err = list_functions(&client(&endpoint)).unwrap_err();
     assert!(err.starts_with(&format!("cannot reach Ignis at {endpoint}: ")), "{err}");
 }
+
+#[test]
+fn account_create_and_ls_use_the_ignis_service() {
+    let (endpoint, record) = fake_server(|req, _| match req.method.as_str() {
+        "POST" if req.json()["Name"] == "taken" => (
+            409,
+            vec![("x-amzn-ErrorType", "ResourceConflictException".into())],
+            br#"{"Type":"User","message":"Account already exists: taken"}"#.to_vec(),
+        ),
+        "POST" => {
+            let body = json!({ "AccountId": "123456789012", "Name": req.json()["Name"], "AccessKeyId": "AKIAX", "SecretAccessKey": "s" });
+            (201, vec![], body.to_string().into_bytes())
+        }
+        _ => {
+            let body = json!({ "Accounts": [
+                { "AccountId": "000000000001", "Name": "admin", "CreatedAt": "2025-01-01T00:00:00.000+0000", "Administrator": true },
+                { "AccountId": "123456789012", "Name": "team", "CreatedAt": "2025-01-02T00:00:00.000+0000", "Administrator": false },
+            ] });
+            (200, vec![], body.to_string().into_bytes())
+        }
+    });
+    let created = create_account(&client(&endpoint), "team").unwrap();
+    assert_eq!(created["AccountId"], "123456789012");
+    assert_eq!(created["SecretAccessKey"], "s");
+    let err = create_account(&client(&endpoint), "taken").unwrap_err();
+    assert_eq!(err, "ResourceConflictException: Account already exists: taken");
+    let rows = list_accounts(&client(&endpoint)).unwrap();
+    assert_eq!(rows[0], ["000000000001", "admin (administrator)", "2025-01-01T00:00:00.000+0000"].map(String::from));
+    assert_eq!(rows[1][1], "team");
+    let record = record.lock().unwrap();
+    assert!(record.iter().all(|r| r.service == "ignis" && r.path == "/ignis/accounts"), "{record:?}");
+    assert_eq!(record[0].json(), json!({ "Name": "team" }));
+}

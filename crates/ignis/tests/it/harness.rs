@@ -344,3 +344,63 @@ pub fn cgroup_left(sandbox_id: &str) -> bool {
             .unwrap_or(false)
     })
 }
+
+/// Calls made with another key pair than the test administrator's (for tenant accounts).
+impl Server {
+    /// A Lambda API call signed with `credentials`.
+    pub fn lambda_as(&self, credentials: &Credentials, method: &str, path: &str, body: &[u8]) -> Reply {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        self.signed_with(credentials, "lambda", method, path, query, &[("content-type", "application/json")], body)
+    }
+
+    /// A call of Ignis's own API (service `ignis`, e.g. `/ignis/accounts`) signed with `credentials`.
+    pub fn ignis_as(&self, credentials: &Credentials, method: &str, path: &str, body: &[u8]) -> Reply {
+        self.signed_with(credentials, "ignis", method, path, "", &[("content-type", "application/json")], body)
+    }
+
+    /// Creates an account with the administrator's key; returns its id and key pair.
+    pub fn create_account(&self, name: &str) -> (String, Credentials) {
+        let body = serde_json::json!({ "Name": name }).to_string();
+        let reply = self.ignis_as(&Server::credentials(), "POST", "/ignis/accounts", body.as_bytes());
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let created = reply.json();
+        let credentials = Credentials {
+            access_key_id: created["AccessKeyId"].as_str().unwrap().to_string(),
+            secret_access_key: created["SecretAccessKey"].as_str().unwrap().to_string(),
+        };
+        (created["AccountId"].as_str().unwrap().to_string(), credentials)
+    }
+
+    /// CreateFunction signed with `credentials`.
+    pub fn create_as(&self, credentials: &Credentials, name: &str, zip: &[u8]) -> Reply {
+        use base64::Engine;
+        let body = serde_json::json!({
+            "FunctionName": name,
+            "Runtime": "provided.al2023",
+            "Role": "arn:aws:iam::123456789012:role/test",
+            "Handler": "bootstrap",
+            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+        });
+        self.lambda_as(credentials, "POST", "/2015-03-31/functions", body.to_string().as_bytes())
+    }
+
+    /// Invoke signed with `credentials`; `name` may be an ARN (it is percent-encoded here).
+    pub fn invoke_as(&self, credentials: &Credentials, name: &str, payload: &str) -> Reply {
+        let path = format!("/2015-03-31/functions/{}/invocations", name.replace(':', "%3A"));
+        self.signed_with(credentials, "lambda", "POST", &path, "", &[], payload.as_bytes())
+    }
+
+    /// A CloudWatch Logs call signed with `credentials`.
+    pub fn logs_as(&self, credentials: &Credentials, action: &str, body: &Value) -> Reply {
+        let target = format!("Logs_20140328.{action}");
+        self.signed_with(
+            credentials,
+            "logs",
+            "POST",
+            "/",
+            "",
+            &[("x-amz-target", &target), ("content-type", "application/x-amz-json-1.1")],
+            body.to_string().as_bytes(),
+        )
+    }
+}

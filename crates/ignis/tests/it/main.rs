@@ -2,9 +2,11 @@
 //! and calls it over HTTP as a client would, signing with SigV4. They need root
 //! (sandboxes use namespaces and cgroups) and the workspace's binaries built.
 
+mod accounts;
 mod api;
 mod bad_input;
 mod cli;
 mod harness;
+mod hostile;
 mod invoke;
 mod lifecycle;
