@@ -11,11 +11,11 @@
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
+//! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
 //! to, found in an in-memory key map (loaded from the store at start, updated
 //! when accounts are made). Handlers act only within the caller's account.
-//! - `error`: every API error and its wire form, in one place.
 
 mod accounts_api;
 mod control;
