@@ -5,8 +5,9 @@
 //!   on v1 (one group per used controller: memory, cpu, pids) and `<root>/ignis/<id>` on v2. The only files written
 //!   outside a sandbox's own group are `ignis/cgroup.subtree_control` on v2 (a group Ignis created).
 //! - A sandbox's group is created by [`crate::Host::spawn`] (or [`crate::Host::refill`]) *before* `ignis-init` starts;
-//!   the worker moves the cloned child into it (writes its pid to each `cgroup.procs`) before the child may exec
-//!   `ignis-init`, so every process of the sandbox is in it. (Init is root only in its own user namespace: it could
+//!   the worker moves the cloned child into it (writes its pid to each `cgroup.procs`) while init starts and builds
+//!   its root, and sends init its first message only once that is done: init forks nothing before, so every process
+//!   of the sandbox but init's own first steps runs in it. (Init is root only in its own user namespace: it could
 //!   not write the host's cgroup files itself.) Memory and CPU limits are written when the sandbox gets its function.
 //! - Groups are removed by [`crate::Sandbox::destroy`] (or by `spawn` on failure) once all processes are dead.
 //!

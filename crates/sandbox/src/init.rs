@@ -1,19 +1,20 @@
 //! `ignis-init`: pid 1 of a sandbox. The binary `src/bin/ignis-init.rs` only calls [`main`].
 //!
-//! Started by [`crate::Host::spawn`] already inside new user, pid, mount, network, ipc and uts namespaces and inside
-//! the sandbox's cgroup(s), as root *of its user namespace* (uid/gid 0 inside, the sandbox's `base` outside: all
-//! its capabilities apply only to what that namespace owns), with exactly these fds: 0 = /dev/null, 1 and 2 = the
-//! output pipe, 3 = the control socket (see `proto`); an empty environment; no supplementary groups; its
-//! cwd the (empty) host directory the root will be attached on. Single-threaded throughout, so `fork` is
+//! Started by [`crate::Host::spawn`] already inside new user, pid, mount, network, ipc and uts namespaces, as root
+//! *of its user namespace* (uid/gid 0 inside, the sandbox's `base` outside: all its capabilities apply only to what
+//! that namespace owns), with exactly these fds: 0 = /dev/null, 1 and 2 = the output pipe, 3 = the control socket
+//! (see `proto`); an empty environment; no supplementary groups; its cwd the copy of the root base (`build_base`,
+//! built by the worker in its spawner thread's mount namespace) that its mount namespace got from that thread.
+//! The worker may still be moving it into the sandbox's cgroup(s). Single-threaded throughout, so `fork` is
 //! unrestricted. In order:
 //!
-//! 1. reads its `ShellConfig` (the runtime's user, hostname and seccomp filters) from fd 3 and unshares a cgroup
-//!    namespace rooted at its cgroup;
-//! 2. builds the root filesystem on a new tmpfs attached on its cwd and pivots into it (see `build_root`); sets
-//!    the hostname;
-//! 3. brings `lo` up, binds 127.0.0.1:9001 and passes the listener to the worker (keeping no copy); then waits,
-//!    a shell in the worker's pool, for its function's `InitConfig` and code (a detached mount tree), which it
-//!    mounts at `/var/task`, with a `/tmp` and a `/dev/shm` of the function's size (`finish_root`);
+//! 1. makes its root from the base and pivots into it (`enter_root`); brings `lo` up and binds 127.0.0.1:9001
+//!    (none of this needs the config: it overlaps with the worker's cgroup writes);
+//! 2. reads its `ShellConfig` (the runtime's user, hostname and seccomp filters) from fd 3, which the worker sends
+//!    only once init is inside its cgroup(s); unshares a cgroup namespace rooted there; sets the hostname;
+//! 3. passes the listener to the worker (keeping no copy); then waits, a shell in the worker's pool, for its
+//!    function's `InitConfig` and code (a detached mount tree), which it mounts at `/var/task`, with a `/tmp` and a
+//!    `/dev/shm` of the function's size (`finish_root`);
 //! 4. forks the runtime: default signal dispositions, empty mask, new session; empties the capability bounding
 //!    set; no supplementary groups; gid/uid of the sandbox user (which clears the effective, permitted and ambient
 //!    sets), inheritable set cleared with `capset`, ambient cleared; `no_new_privs`; cwd `/var/task`; then installs
@@ -89,9 +90,11 @@ fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
 
 /// Entry point of the `ignis-init` binary.
 pub fn main() -> ! {
-    // SAFETY: F_GETFD only queries the fd table.
-    let is_socket = unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) } >= 0
-        && fs::metadata("/proc/self/fd/3").is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+    // SAFETY: fstat only writes the stat buffer.
+    let is_socket = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(CONTROL_FD, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    };
     if !is_socket {
         eprintln!("ignis-init: no control socket on fd 3; this program is started by ignis-sandbox");
         std::process::exit(2);
@@ -128,22 +131,24 @@ fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) 
 }
 
 fn run(control: BorrowedFd<'_>) -> Result<()> {
-    // 1. User, hostname, seccomp filters for later; a cgroup namespace rooted at the cgroup the worker put us in.
+    // 1. The root filesystem (all but what depends on the function), the network: nothing here needs the config,
+    //    so it overlaps with the worker moving us into our cgroup(s).
+    enter_root()?;
+    loopback_up().ctx(|| "bringing up lo".into())?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:9001").ctx(|| "binding 127.0.0.1:9001".into())?;
+
+    // 2. User, hostname, seccomp filters for later. The worker sends them once we are in our cgroup(s): only then
+    //    may a cgroup namespace be rooted there, and the runtime be forked.
     let (shell, _): (ShellConfig, _) = receive(control, "shell config")?;
     let filters: Vec<Vec<libc::sock_filter>> =
         shell.seccomp.iter().map(|hex| crate::seccomp::decode(hex)).collect::<io::Result<_>>().ctx(|| "seccomp filter".into())?;
     // SAFETY: plain syscall; affects only this process (and future children).
     cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }).ctx(|| "unshare(CLONE_NEWCGROUP)".into())?;
-
-    // 2. The root filesystem, all but what depends on the function; the hostname.
-    build_root(&shell)?;
     let host = shell.hostname.as_bytes();
     // SAFETY: pointer and length describe a valid buffer.
     cvt(unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) }).ctx(|| "sethostname".into())?;
 
-    // 3. Network: lo up, runtime API listener to the worker.
-    loopback_up().ctx(|| "bringing up lo".into())?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:9001").ctx(|| "binding 127.0.0.1:9001".into())?;
+    // 3. The runtime API listener to the worker.
     let msg = serde_json::to_vec(&InitMsg::Listener).expect("serializable");
     proto::send(control, &msg, Some(listener.as_fd())).ctx(|| "sending listener".into())?;
     drop(listener);
@@ -300,36 +305,33 @@ fn ln_s(target: &str, link: &Path) -> Result<()> {
     symlink(target, link).ctx(|| format!("symlink {} -> {target}", link.display()))
 }
 
-/// Builds the sandbox's root and pivots into it. The root (a small tmpfs, read-only once built) holds:
+/// Builds the read-only *base* of sandbox roots on `root` (an empty directory), in the calling thread's mount
+/// namespace: the worker's spawner thread calls it (through `spawn`) once per [`crate::Host`], in a mount namespace
+/// of the thread's own, so every sandbox cloned from that thread starts with a copy of the base, and nothing of it
+/// is seen on the host. The base (a small tmpfs, read-only once built, private) holds:
 ///
 /// - `usr`: host `/usr`, bind, read-only, nosuid, nodev; `bin`, `sbin`, `lib*`: as on the host (symlinks into
 ///   `usr` on merged-/usr hosts, else read-only binds);
 /// - `etc`: generated `passwd`, `group`, `hosts`, `resolv.conf` (empty), `nsswitch.conf`, `hostname`, plus read-only
 ///   binds of the host's `ld.so.cache`, `ssl`, `ca-certificates`, `alternatives` when present. Nothing else of the
 ///   host's `/etc` (in particular not `shadow`);
-/// - `var/task`: the code directory: the detached mount tree the worker cloned (read-only, nosuid, nodev);
-/// - `opt`: empty; `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev;
+/// - `dev`: a small read-only tmpfs with binds of the host's null, zero, full, random, urandom, tty (those that
+///   exist), the usual fd/stdin/stdout/stderr symlinks and an empty `shm`. No `/sys`;
+/// - empty `var/task`, `opt`, `tmp` (1777) and `proc` (mountpoints).
+///
+/// Its files belong to host root, an id no sandbox maps: inside they show as the overflow id, readable by others.
+/// In a sandbox's (less privileged) mount namespace the kernel locks the flags of the copied mounts (read-only,
+/// nosuid, nodev, noexec), so no sandbox can make its copy writable. [`enter_root`] and [`finish_root`] add
+/// what is the sandbox's own:
+///
 /// - `proc`: a fresh procfs of the sandbox's pid namespace, nosuid, nodev, noexec (mounted before the pivot: in a
 ///   user namespace the kernel allows a new procfs only while a fully visible one is mounted);
-/// - `dev`: a small read-only tmpfs with binds of the host's null, zero, full, random, urandom, tty (those that
-///   exist), the usual fd/stdin/stdout/stderr symlinks and a `shm` tmpfs. No `/sys`.
-///
-/// All but `var/task`, `tmp` and `dev/shm` is built and pivoted into while the sandbox is a shell (this function);
-/// those three are mounted on the (read-only) root by [`finish_root`] once the function is known.
-///
-/// Host mounts are copies owned by a more privileged mount namespace, so the kernel locks their flags (read-only,
-/// nosuid, nodev, noexec, atime): attributes are only ever added ([`set_attr`]), never reset by a remount.
-/// The root tmpfs is attached on the worker's (empty) mountpoint, which the cloned child made init's cwd: init itself
-/// need not be able to resolve that host path. Everything is built relative to the new root (the cwd).
-/// All of it lives in init's private mount namespace (made rprivate first, so nothing propagates either way).
-fn build_root(cfg: &ShellConfig) -> Result<()> {
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+/// - `var/task`: the code directory: the detached mount tree the worker cloned (read-only, nosuid, nodev);
+/// - `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev; `dev/shm`: one of up to 64 MiB.
+fn build_base(root: &Path, uid: u32, gid: u32, hostname: &str) -> Result<()> {
     let root_fs = new_tmpfs(&[(c"size", c"4m"), (c"mode", c"0755")]).ctx(|| "creating the root tmpfs".into())?;
-    attach(root_fs.as_fd(), Path::new(".")).ctx(|| "mount tmpfs on the root mountpoint".into())?;
-    // SAFETY: plain syscall on an fd we own (the root of the new tmpfs).
-    cvt(unsafe { libc::fchdir(root_fs.as_raw_fd()) }).ctx(|| "entering the root tmpfs".into())?;
+    attach(root_fs.as_fd(), root).ctx(|| format!("mount tmpfs on {}", root.display()))?;
     drop(root_fs);
-    let root = Path::new(".");
 
     // /usr and the top-level links into it.
     mkdir(&root.join("usr"), 0o755)?;
@@ -351,11 +353,11 @@ fn build_root(cfg: &ShellConfig) -> Result<()> {
     mkdir(&etc, 0o755)?;
     write_file(
         &etc.join("passwd"),
-        &format!("root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{}:{}::/tmp:/sbin/nologin\n", cfg.uid, cfg.gid),
+        &format!("root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:{uid}:{gid}::/tmp:/sbin/nologin\n"),
     )?;
-    write_file(&etc.join("group"), &format!("root:x:0:\nsbx_user1051:x:{}:\n", cfg.gid))?;
-    write_file(&etc.join("hosts"), &format!("127.0.0.1 localhost {h}\n::1 localhost {h}\n", h = cfg.hostname))?;
-    write_file(&etc.join("hostname"), &format!("{}\n", cfg.hostname))?;
+    write_file(&etc.join("group"), &format!("root:x:0:\nsbx_user1051:x:{gid}:\n"))?;
+    write_file(&etc.join("hosts"), &format!("127.0.0.1 localhost {hostname}\n::1 localhost {hostname}\n"))?;
+    write_file(&etc.join("hostname"), &format!("{hostname}\n"))?;
     write_file(&etc.join("resolv.conf"), "")?;
     write_file(
         &etc.join("nsswitch.conf"),
@@ -373,11 +375,12 @@ fn build_root(cfg: &ShellConfig) -> Result<()> {
         bind_ro(&host, &target)?;
     }
 
-    // /var/task, /opt, /tmp
+    // Mountpoints of /var/task, /opt, /tmp, /proc.
     mkdir(&root.join("var"), 0o755)?;
     mkdir(&root.join("var/task"), 0o755)?;
     mkdir(&root.join("opt"), 0o755)?;
     mkdir(&root.join("tmp"), 0o1777)?;
+    mkdir(&root.join("proc"), 0o555)?;
 
     // /dev
     let dev = root.join("dev");
@@ -399,8 +402,34 @@ fn build_root(cfg: &ShellConfig) -> Result<()> {
     mkdir(&dev.join("shm"), 0o1777)?;
     set_attr(&dev, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false)?;
 
-    mkdir(&root.join("proc"), 0o555)?;
-    mount(Some(Path::new("proc")), &root.join("proc"), Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    set_attr(root, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false)?;
+    // Nothing propagates in or out of the base (nor between the sandboxes' copies of it).
+    mount(None, root, None, libc::MS_REC | libc::MS_PRIVATE, None)
+}
+
+/// [`build_base`] for the worker.
+pub(crate) fn build_base_for_host(root: &Path) -> std::result::Result<(), crate::SandboxError> {
+    build_base(root, crate::SANDBOX_UID, crate::SANDBOX_GID, crate::SANDBOX_HOSTNAME)
+        .map_err(|SetupError { what, err }| crate::SandboxError::io(format!("building the sandbox root base: {what}"), err))
+}
+
+/// Makes the sandbox's root from the copy of the base ([`build_base`]) that the clone left on init's cwd, and
+/// pivots into it: everything made rprivate first (nothing propagates either way), a recursive bind of the base
+/// (the copy itself is locked on its parent, and pivot_root refuses a locked mount) attached on the cwd, a fresh
+/// `/proc`, then `pivot_root` and the old root detached. Init itself need not be able to resolve the host path
+/// of the base (its cwd).
+fn enter_root() -> Result<()> {
+    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: valid NUL-terminated path.
+    let tree = fd_syscall(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c".".as_ptr(), flags) })
+        .ctx(|| "cloning the root base".into())?;
+    attach(tree.as_fd(), Path::new(".")).ctx(|| "attaching the root".into())?;
+    // SAFETY: plain syscall on an fd we own (the root of the new tree).
+    cvt(unsafe { libc::fchdir(tree.as_raw_fd()) }).ctx(|| "entering the root".into())?;
+    drop(tree);
+    mount(Some(Path::new("proc")), Path::new("proc"), Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
 
     // Pivot: stack the new root on the old one, then detach the old one (pivot_root(2), "pivot_root(".", ".")").
     let dot = c".";
@@ -409,11 +438,12 @@ fn build_root(cfg: &ShellConfig) -> Result<()> {
         .ctx(|| "pivot_root".into())?;
     // SAFETY: valid NUL-terminated path.
     cvt(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) }).ctx(|| "detaching old root".into())?;
-    std::env::set_current_dir("/").ctx(|| "chdir /".into())?;
+    // SAFETY: valid NUL-terminated path.
+    cvt(unsafe { libc::chdir(c"/".as_ptr()) }).ctx(|| "chdir /".into())?;
     set_attr(Path::new("/"), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false)
 }
 
-/// Mounts what depends on the function on the root [`build_root`] made: the code (`code`, a detached mount tree)
+/// Mounts what depends on the function on the root [`enter_root`] made: the code (`code`, a detached mount tree)
 /// at `/var/task`, a tmpfs of `tmp_mb` MiB at `/tmp` and one of up to 64 MiB at `/dev/shm` (nosuid, nodev, noexec).
 fn finish_root(cfg: &InitConfig, code: OwnedFd) -> Result<()> {
     attach(code.as_fd(), Path::new("/var/task")).ctx(|| "attaching the code at /var/task".into())?;

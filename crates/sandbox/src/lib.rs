@@ -4,13 +4,13 @@
 //! network and root filesystem (all but the code, `/tmp` and `/dev/shm`) are made but that have no function yet
 //! ([`Host::set_pool_size`], [`Host::refill`]); a cold start that finds a shell skips most of the work (joining a
 //! cgroup is the slowest step of it). [`Host::spawn`] builds one
-//! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, network,
-//! ipc and uts namespaces (all owned by the new user namespace), inside its own cgroup, which pivot_roots into a
-//! fresh root holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded
-//! `/tmp`, hands the worker a TCP listener bound to 127.0.0.1:9001 inside the sandbox's network namespace, then
-//! forks and execs the entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts
-//! live in the sandbox's own mount namespace, so they vanish with it; the only host state is the cgroup, which
-//! [`Sandbox::destroy`] removes, and the sandbox's user id range, which it releases.
+//! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, network, ipc
+//! and uts namespaces (all owned by the new user namespace), inside its own cgroup, which pivot_roots into a fresh root
+//! holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded `/tmp`, hands the
+//! worker a TCP listener bound to 127.0.0.1:9001 inside the sandbox's network namespace, then forks and execs the
+//! entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts live in the sandbox's
+//! own mount namespace or in its spawner thread's (the root base), so they vanish with them; the only host state is the
+//! cgroup, which [`Sandbox::destroy`] removes, and the sandbox's user id range, which it releases.
 //!
 //! # Layers
 //!
@@ -23,8 +23,8 @@
 //!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only.
 //! 2. **Other namespaces**: pid (init is pid 1; its death kills the rest), mount (private, pivoted, no `/sys`),
 //!    network (only `lo`), ipc, uts (hostname `sandbox`), cgroup (rooted at the sandbox's group).
-//! 3. **Cgroup** ([`cgroup`]): memory (no swap), CPU share, `pids.max`. The worker moves the child into it before it
-//!    execs init (inside root cannot write the host's cgroup files).
+//! 3. **Cgroup** ([`cgroup`]): memory (no swap), CPU share, `pids.max`. The worker moves the child into it while init
+//!    starts (inside root cannot write the host's cgroup files); init waits for that before it forks anything.
 //! 4. **Credentials of the runtime**: uid 993 / gid 990, no supplementary groups, empty effective, permitted,
 //!    inheritable, ambient *and bounding* capability sets, `no_new_privs`.
 //! 5. **Seccomp** ([`seccomp`], policy in `seccomp/x86_64.json`): an allow-list installed right before `execve`;
@@ -47,11 +47,16 @@
 //! runtime API listener received from init ([`Sandbox::runtime_api`]; init keeps no copy), the control socket and a
 //! pidfd of init.
 //!
-//! **What the root holds.** See [`init`] (`build_root`): read-only host `/usr` (+ the top-level links into it),
-//! a generated minimal `/etc` with a few read-only host files (never `/etc/shadow`), the code read-only at
-//! `/var/task`, empty `/opt`, a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no `/sys`. The root
-//! itself is a read-only tmpfs, attached on the empty directory `<state_dir>/root` in the sandbox's own mount
-//! namespace (one directory serves all sandboxes).
+//! **What the root holds.** See [`init`] (`build_base`, `enter_root`, `finish_root`): read-only host `/usr` (+ the
+//! top-level links into it), a generated minimal `/etc` with a few read-only host files (never `/etc/shadow`), the
+//! code read-only at `/var/task`, empty `/opt`, a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no
+//! `/sys`. The read-only part (a read-only tmpfs with the binds) is the *base*, built once per [`Host`] and spawner
+//! thread, on the empty directory `<state_dir>/root`, in a mount namespace of that thread's own (the thread unshares
+//! it on its first spawn: `unshare(CLONE_NEWNS)` affects only the calling thread, and also gives it its own cwd and
+//! root; the namespace is a slave of the host's, so host mounts still show in it and nothing goes back). Each sandbox
+//! cloned from the thread gets a copy of the base (its mounts' flags locked by the kernel), binds it recursively as
+//! its root and adds its own `/proc`, code, `/tmp` and `/dev/shm`. Nothing of it is seen on the host, and it all
+//! vanishes with the thread and the sandboxes.
 //!
 //! **Who cleans up what.**
 //! - Processes: when the runtime exits, init reports its status and exits, and the kernel kills everything else in
@@ -153,6 +158,8 @@ pub struct Host {
     /// Shells made ahead of time, and how many to keep.
     pool: std::sync::Mutex<Vec<spawn::Shell>>,
     pool_size: usize,
+    /// Unique among the process's hosts: names this host's root base in a spawner thread (see `spawn`).
+    generation: u64,
 }
 
 impl std::fmt::Debug for Host {
@@ -167,8 +174,8 @@ impl std::fmt::Debug for Host {
 
 impl Host {
     /// Detects cgroup v1 or v2 (automatic), creates the `ignis` parent groups, prepares an empty
-    /// directory under `state_dir` to mount sandbox roots on (each sandbox mounts its tmpfs root there
-    /// inside its own mount namespace, so one directory serves all), opens the `ignis-init` executable
+    /// directory under `state_dir` to mount sandbox roots on (each spawner thread mounts the root base there
+    /// inside a mount namespace of its own, so one directory serves all), opens the `ignis-init` executable
     /// (which must be executable by others), compiles the seccomp policy and opens the uid range registry
     /// ([`userns::LOCK_FILE`]). Needs root.
     pub fn new(state_dir: &Path, init_exe: &Path) -> Result<Host, SandboxError> {
@@ -229,6 +236,10 @@ impl Host {
             id_prefix: String::new(),
             pool: std::sync::Mutex::new(Vec::new()),
             pool_size: 0,
+            generation: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -322,8 +333,10 @@ impl Host {
 
     /// Builds and starts one sandbox (blocking, a few ms), from a pooled shell when there is one. Must be called from a thread that lives as long
     /// as the sandboxes it made (PR_SET_PDEATHSIG is tied to the creating thread); callers use a dedicated
-    /// long-lived spawner thread. Returns only once the entrypoint was exec'd successfully; if exec fails
-    /// (missing / not executable / bad interpreter) returns SandboxError::Entrypoint and leaves nothing behind.
+    /// long-lived spawner thread. On its first call the thread gets a mount namespace of its own (and its own cwd
+    /// and root; see the crate docs), where it builds this host's root base once. Returns only once the entrypoint
+    /// was exec'd successfully; if exec fails (missing / not executable / bad interpreter) returns
+    /// SandboxError::Entrypoint and leaves nothing behind.
     ///
     /// `configure` gets the sandbox's id (to name its logs, say) and returns its configuration.
     pub fn spawn(&self, configure: impl FnOnce(&str) -> SandboxConfig) -> Result<Sandbox, SandboxError> {

@@ -1,8 +1,10 @@
 //! The control protocol between the worker ([`crate::Host::spawn`]) and `ignis-init`, over a `SOCK_SEQPACKET`
 //! socket pair (fd 3 in `ignis-init`). One JSON document per packet.
 //!
-//! 0. (Before init runs: the worker wrote its uid/gid maps, moved it into its cgroup(s) and let it exec.)
-//! 1. worker → init: [`ShellConfig`] (the runtime's user, hostname and seccomp filters).
+//! 0. (Before init runs: the worker wrote its uid/gid maps and let it exec; it moves init into its cgroup(s) while
+//!    init builds its root.)
+//! 1. worker → init: [`ShellConfig`] (the runtime's user, hostname and seccomp filters), sent only once init is in
+//!    its cgroup(s): init waits for it before it unshares its cgroup namespace or forks anything.
 //! 2. init → worker: [`InitMsg::Listener`] carrying the runtime API listener fd (SCM_RIGHTS). The sandbox is now
 //!    a shell: namespaces, cgroup, network and root filesystem (all but the code, `/tmp` and `/dev/shm`) ready, no
 //!    function yet. It may wait in the pool.

@@ -1,19 +1,22 @@
 //! The worker side of [`crate::Host::spawn`], in two steps.
 //!
 //! [`new_shell`] makes a sandbox without a function (off the invoke path, ahead of time for the pool):
-//! uid slot taken and cgroup created (`pids.max` only) → control socket pair, output pipe, "go" and "error" pipes →
-//! `clone` into new user, pid, mount, network, ipc and uts namespaces (the user namespace owns the others) → the child
-//! sets up fds 0-3 and blocks on the go pipe → the parent writes the child's `uid_map`/`gid_map` (inside 0..65536 →
-//! the slot's outside range) and moves it into its cgroup(s) (inside root cannot write the host's cgroup files), then
-//! says go → the child enters the root mountpoint (while it still has the worker's host-root ids, so the worker's
-//! private state directory may be `0700`), drops the worker's supplementary groups, becomes inside root (so it keeps
-//! its capabilities, in its own user namespace only, across exec), sets `PR_SET_PDEATHSIG` (credential changes
-//! clear it), marks every fd above 3 close-on-exec and `execveat`s `ignis-init` through an fd opened by
-//! [`crate::Host::new`] → the parent learns from the error pipe (closed by the exec) whether that worked, sends the
-//! shell config (user, hostname, seccomp filters) and receives the runtime API listener, which init sends once it
-//! has built and pivoted into the root filesystem (all but the function's parts). Joining the cgroup is the slow
-//! part of a start on cgroup v1 (the kernel waits for an RCU grace period), and the namespaces and the root take
-//! their time too, which is why shells are made ahead of time.
+//! the calling thread's root base made sure of ([`ensure_base`]: once per thread and host, the read-only part of
+//! every root, built in a mount namespace of the thread's own, of which each sandbox cloned from the thread gets a
+//! copy) → uid slot taken and cgroup created (`pids.max` only) → control socket pair, output pipe, "go" and "error"
+//! pipes → `clone` into new user, pid, mount, network, ipc and uts namespaces (the user namespace owns the others)
+//! → the child sets up fds 0-3 and blocks on the go pipe → the parent writes the child's `uid_map`/`gid_map` (inside
+//! 0..65536 → the slot's outside range), then says go → the child enters the root mountpoint (where its copy of the
+//! base is; while it still has the worker's host-root ids, so the worker's private state directory may be `0700`),
+//! drops the worker's supplementary groups, becomes inside root (so it keeps its capabilities, in its own user
+//! namespace only, across exec), sets `PR_SET_PDEATHSIG` (credential changes clear it), marks every fd above 3
+//! close-on-exec and `execveat`s `ignis-init` through an fd opened by [`crate::Host::new`]. Meanwhile the parent
+//! moves it into its cgroup(s) (inside root cannot write the host's cgroup files), and only then sends the shell
+//! config (user, hostname, seccomp filters): init makes its root, brings `lo` up and binds the listener before it
+//! waits for that config, and forks nothing before it. The parent learns from the error pipe (closed by the exec)
+//! whether the exec worked and receives the runtime API listener, which init sends once it has the config. Joining
+//! the cgroup is the slow part of a start on cgroup v1 (the kernel waits for an RCU grace period), and the
+//! namespaces (the network one above all) take their time too, which is why shells may be made ahead of time.
 //!
 //! [`launch`] gives a shell its function: memory and CPU limits written, the code directory cloned as a detached
 //! mount tree (read-only, nosuid, nodev, private; made by [`crate::Host::spawn`] with [`code_tree`]) and sent with the
@@ -80,8 +83,39 @@ impl Shell {
     }
 }
 
+thread_local! {
+    /// `None` until this thread has a mount namespace of its own; then the [`Host::generation`]s whose root base
+    /// it holds (at each host's mountpoint).
+    static BASES: std::cell::RefCell<Option<Vec<u64>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes sure the calling thread's mount namespace holds `host`'s root base ([`crate::init::build_base`]) at
+/// `host`'s mountpoint: on a thread's first call it unshares a mount namespace for the thread alone (a slave of
+/// the host's, so that mounts the host makes still show, and nothing made here goes back), then builds the base
+/// once per host. The sandboxes cloned from the thread get a copy of it.
+fn ensure_base(host: &Host) -> Result<(), SandboxError> {
+    BASES.with_borrow_mut(|bases| {
+        if bases.as_ref().is_some_and(|b| b.contains(&host.generation)) {
+            return Ok(());
+        }
+        if bases.is_none() {
+            // SAFETY: plain syscalls. unshare(CLONE_NEWNS) also unshares the thread's fs_struct (root, cwd, umask).
+            unsafe {
+                cvt(libc::unshare(libc::CLONE_NEWNS)).map_err(io_err("unshare(CLONE_NEWNS) for the spawner thread"))?;
+                *bases = Some(Vec::new());
+                let r = libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null());
+                cvt(r).map_err(io_err("making the spawner thread's mounts slaves"))?;
+            }
+        }
+        crate::init::build_base_for_host(&host.mountpoint)?;
+        bases.as_mut().expect("set above").push(host.generation);
+        Ok(())
+    })
+}
+
 /// Makes a shell named `id`.
 pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> {
+    ensure_base(host)?;
     let slot = host.uid_slots.acquire().map_err(|e| SandboxError::io("allocating a user namespace id range", e))?;
     let limits = Limits { memory_mb: 0, pids_max: host.pids_max };
     let procs = host.cgroups.create(&id, &limits).map_err(|e| SandboxError::io("creating cgroup", e))?;
@@ -356,15 +390,20 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Resul
     child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
 
     userns::write_maps(child.pid, slot.base()).map_err(io_err("user namespace id maps"))?;
-    let pid_text = child.pid.to_string();
-    for procs in &cgroup_procs {
-        std::fs::write(procs, &pid_text).map_err(|e| SandboxError::io(format!("joining cgroup {}", procs.display()), e))?;
-    }
     // SAFETY: writes one byte from a valid buffer to a pipe we own.
     if unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
         return Err(SandboxError::io("starting ignis-init", io::Error::last_os_error()));
     }
     drop(go_w);
+    // While the child execs init and init gets going, move it into its cgroup(s). Init waits for the shell config,
+    // sent only once this is done, before it unshares its cgroup namespace and forks anything.
+    let pid_text = child.pid.to_string();
+    for procs in &cgroup_procs {
+        std::fs::write(procs, &pid_text).map_err(|e| SandboxError::io(format!("joining cgroup {}", procs.display()), e))?;
+    }
+    set_recv_timeout(&control, HANDSHAKE_TIMEOUT).map_err(io_err("SO_RCVTIMEO"))?;
+    // If the child failed before its exec, say why rather than that the send failed.
+    let sent = proto::send(control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"));
     if let Some((stage, errno)) = child_failure(err_r)? {
         let stage = CHILD_STAGES.get(usize::from(stage)).copied().unwrap_or("?");
         let what = if stage == CHILD_STAGES[1] {
@@ -375,8 +414,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Resul
         return Err(SandboxError::io(what, io::Error::from_raw_os_error(errno)));
     }
 
-    set_recv_timeout(&control, HANDSHAKE_TIMEOUT).map_err(io_err("SO_RCVTIMEO"))?;
-    proto::send(control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"))?;
+    sent?;
     let runtime_api = match receive(&control)? {
         (InitMsg::Listener, Some(fd)) => std::net::TcpListener::from(fd),
         (other, _) => return Err(unexpected(other)),

@@ -440,12 +440,33 @@ fn unreadable_code_dir() {
 
 #[test]
 fn init_setup_failure() {
-    // A host whose mountpoint vanished: the start of ignis-init fails entering it, and says so.
+    // A host whose mountpoint vanished before this thread built its root base there: spawn fails building it.
+    // Started before this thread's first spawn, so still in the host's mount namespace (see the second part).
+    let (tx, rx) = std::sync::mpsc::channel::<std::path::PathBuf>();
+    let remover = std::thread::spawn(move || std::fs::remove_dir(rx.recv().unwrap()).unwrap());
     let (own, prefix, state) = own_host("setupfail");
     std::fs::remove_dir(state.path().join("root")).unwrap();
     let dir = code("exit 0");
-    let cfg = config(dir.path());
-    match own.spawn(|_| cfg).unwrap_err() {
+    match own.spawn(|_| config(dir.path())).unwrap_err() {
+        SandboxError::Io { what, source } => {
+            eprintln!("{what}: {source}");
+            assert!(what.starts_with("building the sandbox root base"), "{what}");
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+    assert_eq!(own.uid_slots_in_use(), 0);
+
+    // One whose mountpoint vanishes (from the host's mount namespace, which the thread started before this one's
+    // first spawn still has) after that: the start of ignis-init fails entering it, and says so.
+    let (own, prefix, state) = own_host("setupfail2");
+    let mut sb = own.spawn(|_| config(dir.path())).unwrap();
+    assert_eq!(finish(&mut sb).0, Some(RuntimeExit::Code(0)));
+    drop(sb);
+    tx.send(state.path().join("root")).unwrap();
+    remover.join().unwrap();
+    match own.spawn(|_| config(dir.path())).unwrap_err() {
         SandboxError::Io { what, source } => {
             eprintln!("{what}: {source}");
             assert!(what.starts_with("ignis-init: entering the root mountpoint"), "{what}");

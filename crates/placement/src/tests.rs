@@ -1,0 +1,327 @@
+use super::*;
+
+fn f(n: u64) -> FunctionKey {
+    FunctionKey(n)
+}
+
+fn needs(function: u64, memory_mb: u64) -> Needs {
+    Needs { function: f(function), memory_mb }
+}
+
+/// A worker of `capacity` MB with sandboxes already placed: (function, MB) each.
+fn worker(id: u32, capacity: u64, placed: &[(u64, u64)]) -> Worker {
+    let mut w = Worker::new(WorkerId(id), capacity, 8);
+    for &(function, mb) in placed {
+        w.add(&needs(function, mb)).expect("test setup fits");
+    }
+    w
+}
+
+/// Any of the strategies, cloneable (to check that a copy of one decides the same).
+#[derive(Debug, Clone)]
+enum Any {
+    RoundRobin(RoundRobin),
+    LeastLoaded(LeastLoaded),
+    Packing(Packing),
+}
+
+impl Strategy for Any {
+    fn name(&self) -> &'static str {
+        match self {
+            Any::RoundRobin(s) => s.name(),
+            Any::LeastLoaded(s) => s.name(),
+            Any::Packing(s) => s.name(),
+        }
+    }
+
+    fn place(&mut self, workers: &[Worker], needs: &Needs) -> Placement {
+        match self {
+            Any::RoundRobin(s) => s.place(workers, needs),
+            Any::LeastLoaded(s) => s.place(workers, needs),
+            Any::Packing(s) => s.place(workers, needs),
+        }
+    }
+}
+
+fn strategies() -> Vec<Any> {
+    vec![Any::RoundRobin(RoundRobin::new()), Any::LeastLoaded(LeastLoaded), Any::Packing(Packing::default())]
+}
+
+fn by_id(workers: &[Worker], id: WorkerId) -> &Worker {
+    workers.iter().find(|w| w.id == id).expect("a chosen worker is one of the workers")
+}
+
+/// The invariants every decision of every strategy keeps.
+fn check(name: &str, workers: &[Worker], needs: &Needs, decision: Placement) {
+    let room = workers.iter().any(|w| w.healthy && w.fits(needs.memory_mb));
+    match decision {
+        Placement::Worker(id) => {
+            let w = by_id(workers, id);
+            assert!(w.healthy, "{name}: chose unhealthy {id} for {needs:?}");
+            assert!(w.used_memory_mb + needs.memory_mb <= w.memory_mb, "{name}: over-commits {id} with {needs:?}: {w:?}");
+        }
+        Placement::Refused(reason) => {
+            assert!(!room, "{name}: refused {needs:?} ({reason}) though a healthy worker has room: {workers:?}");
+            assert_eq!(Some(reason), refusal(workers, needs), "{name}: refusal reason");
+        }
+    }
+    if name.starts_with("packing") {
+        check_packing(&Packing::default(), workers, needs, decision);
+    }
+}
+
+/// Packing's own rules, from the module docs.
+fn check_packing(p: &Packing, workers: &[Worker], needs: &Needs, decision: Placement) {
+    let Placement::Worker(id) = decision else { return };
+    let mem = needs.memory_mb;
+    let candidates: Vec<&Worker> = workers.iter().filter(|w| w.healthy && w.fits(mem)).collect();
+    let chosen = by_id(workers, id);
+    let after = chosen.ppm_after(mem);
+    let within: Vec<&Worker> = candidates.iter().copied().filter(|w| w.ppm_after(mem) <= p.target_ppm).collect();
+    if within.is_empty() {
+        // Fallback: near the most headroom.
+        let least = candidates.iter().map(|w| w.ppm_after(mem)).min().unwrap();
+        assert!(after <= least + p.tie_ppm, "fallback chose {id} at {after} ppm, least full is {least}");
+    } else {
+        assert!(after <= p.target_ppm, "went above target ({after} ppm) though {} candidates stay within", within.len());
+        let best = within.iter().map(|w| w.ppm_after(mem)).max().unwrap();
+        assert!(after + p.tie_ppm >= best, "chose {id} at {after} ppm, fullest within target is {best}");
+        // No near-equal candidate has fewer copies of the function.
+        let copies = chosen.copies(needs.function);
+        for w in within.iter().filter(|w| w.ppm_after(mem) + p.tie_ppm >= best) {
+            assert!(w.copies(needs.function) >= copies, "{} has fewer copies than chosen {id}", w.id);
+        }
+    }
+}
+
+fn place_and_check(s: &mut dyn Strategy, workers: &[Worker], needs: &Needs) -> Placement {
+    let name = s.name();
+    let decision = s.place(workers, needs);
+    check(name, workers, needs, decision);
+    decision
+}
+
+/// Every combination of three small workers (capacity 4 units: used 0..=4,
+/// healthy or not), each need 0..=5 units: every strategy keeps the invariants.
+#[test]
+fn exhaustive_small_fleets_keep_the_invariants() {
+    let unit = 256;
+    let mut cases = 0;
+    for state in 0..(10u32 * 10 * 10) {
+        let workers: Vec<Worker> = (0..3u32)
+            .map(|i| {
+                let s = state / 10u32.pow(i) % 10;
+                let used = u64::from(s % 5);
+                let mut w = worker(i, 4 * unit, &vec![(u64::from(i), unit); used as usize]);
+                w.healthy = s < 5;
+                w
+            })
+            .collect();
+        for units in 0..=5 {
+            for function in 0..3 {
+                let n = needs(function, units * unit);
+                for mut s in strategies() {
+                    place_and_check(&mut s, &workers, &n);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 1000 * 6 * 3 * 3);
+}
+
+#[test]
+fn refusal_reasons() {
+    assert_eq!(Packing::default().choose(&[], &needs(1, 128)), Placement::Refused(Refusal::NoHealthyWorker));
+    let mut sick = worker(0, 1024, &[]);
+    sick.healthy = false;
+    let fleet = [sick.clone(), worker(1, 1024, &[(1, 900)]), worker(2, 2048, &[(1, 2000)])];
+    for mut s in strategies() {
+        assert_eq!(s.place(&[sick.clone()], &needs(1, 128)), Placement::Refused(Refusal::NoHealthyWorker));
+        assert_eq!(s.place(&fleet, &needs(1, 4096)), Placement::Refused(Refusal::TooLarge { largest_mb: 2048 }));
+        assert_eq!(s.place(&fleet, &needs(1, 256)), Placement::Refused(Refusal::Full { largest_free_mb: 124 }));
+        // The unhealthy worker has room but is never chosen; a fitting one is.
+        assert_eq!(s.place(&fleet, &needs(1, 100)), Placement::Worker(WorkerId(1)));
+    }
+}
+
+#[test]
+fn worker_books() {
+    let mut w = Worker::new(WorkerId(7), 1000, 2);
+    w.add(&needs(2, 300)).unwrap();
+    w.add(&needs(1, 300)).unwrap();
+    w.add(&needs(2, 300)).unwrap();
+    assert_eq!((w.used_memory_mb, w.sandboxes(), w.copies(f(2)), w.copies(f(1)), w.distinct_functions()), (900, 3, 2, 1, 2));
+    assert_eq!(w.add(&needs(3, 101)), Err(NoRoom { worker: WorkerId(7), free_mb: 100, needs_mb: 101 }));
+    w.add(&needs(3, 100)).unwrap();
+    assert!(!w.fits(1));
+    assert!(!w.remove(&needs(9, 100)), "no sandbox of that function");
+    assert!(w.remove(&needs(1, 300)));
+    assert_eq!((w.used_memory_mb, w.copies(f(1)), w.distinct_functions()), (700, 0, 2));
+    assert!(!w.fits(u64::MAX), "no overflow");
+}
+
+#[test]
+fn packing_fills_the_fullest_worker_within_target() {
+    // 40% and 60% used; 10% more: the 60% one (70% after) wins.
+    let fleet = [worker(0, 1000, &[(1, 400)]), worker(1, 1000, &[(2, 600)]), worker(2, 1000, &[])];
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(1)));
+    // 250 more would take the 60% one to 85%: the 40% one (65% after) wins.
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 250)), Placement::Worker(WorkerId(0)));
+    // Least-loaded takes the empty one either way.
+    assert_eq!(LeastLoaded.place(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(2)));
+}
+
+#[test]
+fn packing_falls_back_to_most_headroom_above_target() {
+    let fleet = [worker(0, 1000, &[(1, 850)]), worker(1, 1000, &[(2, 750)]), worker(2, 1000, &[(2, 900)])];
+    // Nothing stays within 80% with 100 more: 85% after on worker 1 is the most headroom.
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(1)));
+    // Only worker 1 fits 250; it goes to 100%, not refused.
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 250)), Placement::Worker(WorkerId(1)));
+    assert!(matches!(Packing::default().choose(&fleet, &needs(3, 251)), Placement::Refused(Refusal::Full { .. })));
+}
+
+#[test]
+fn packing_spreads_copies_among_near_equal_workers() {
+    // Worker 0 is slightly fuller but already runs two copies of function 1.
+    let fleet = [worker(0, 10_000, &[(1, 1000), (1, 1000), (2, 2200)]), worker(1, 10_000, &[(3, 2000), (4, 2000)])];
+    assert_eq!(Packing::default().choose(&fleet, &needs(1, 500)), Placement::Worker(WorkerId(1)));
+    // An unlike function goes to the fuller one.
+    assert_eq!(Packing::default().choose(&fleet, &needs(5, 500)), Placement::Worker(WorkerId(0)));
+    // Outside the tie window (here 1 point), fullness wins over mixing.
+    let strict = Packing { tie_ppm: 10_000, ..Packing::default() };
+    assert_eq!(strict.choose(&fleet, &needs(1, 500)), Placement::Worker(WorkerId(0)));
+}
+
+/// A fixed scenario: 8 hosts, 60 sandboxes of mixed sizes and functions.
+/// Packing uses fewer distinct hosts than least-loaded and never more than
+/// the target until forced.
+#[test]
+fn packing_uses_fewer_hosts_than_least_loaded() {
+    let sizes = [128, 256, 512, 1024, 1769, 3008];
+    let scenario: Vec<Needs> = (0..60u64).map(|i| needs(i % 7, sizes[(i * 5 % 6) as usize])).collect();
+    let used = |s: &mut dyn Strategy| {
+        let mut fleet: Vec<Worker> = (0..8).map(|i| Worker::new(WorkerId(i), 16_384, 8)).collect();
+        for n in &scenario {
+            let id = place_and_check(s, &fleet, n).worker().expect("room for all");
+            fleet[id.0 as usize].add(n).unwrap();
+        }
+        fleet.iter().filter(|w| w.sandboxes() > 0).count()
+    };
+    let total: u64 = scenario.iter().map(|n| n.memory_mb).sum();
+    let packing = used(&mut Packing::default());
+    let least = used(&mut LeastLoaded);
+    let rr = used(&mut RoundRobin::new());
+    assert_eq!((least, rr), (8, 8));
+    assert!(packing < least, "packing used {packing} hosts, least-loaded {least}");
+    // Within one host of filling each to the target.
+    let at_target = total.div_ceil(16_384 * 8 / 10) as usize;
+    assert!(packing <= at_target + 1, "packing used {packing} hosts for {total} MB");
+}
+
+#[test]
+fn round_robin_cycles_and_skips() {
+    let mut fleet: Vec<Worker> = (0..3).map(|i| worker(i, 1000, &[])).collect();
+    fleet[1].healthy = false;
+    let mut rr = RoundRobin::new();
+    let picks: Vec<_> = (0..4).map(|_| rr.place(&fleet, &needs(1, 10)).worker().unwrap().0).collect();
+    assert_eq!(picks, [0, 2, 0, 2]);
+}
+
+/// Random fleets and operation sequences (place, end a sandbox, flip health),
+/// every strategy: invariants after every decision, books agree, and a
+/// repeated decision on the same state is the same.
+#[test]
+fn random_sequences_keep_the_invariants() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let sizes = [128, 256, 512, 1024, 1769, 3008];
+    for _ in 0..150 {
+        for which in 0..3 {
+            let mut strategy = strategies().swap_remove(which);
+            let n = 1 + rand(12) as u32;
+            let mut fleet: Vec<Worker> =
+                (0..n).map(|i| Worker::new(WorkerId(100 + i), [4096, 8192, 16_384][rand(3) as usize], 4)).collect();
+            let mut live: Vec<(usize, Needs)> = Vec::new();
+            for _ in 0..200 {
+                match rand(10) {
+                    0..=5 => {
+                        let wanted = needs(rand(6), sizes[rand(6) as usize]);
+                        // Determinism: a copy of the strategy (cursor included) decides the same.
+                        let again = strategy.clone().place(&fleet, &wanted);
+                        let decision = place_and_check(&mut strategy, &fleet, &wanted);
+                        assert_eq!(decision, again);
+                        if let Placement::Worker(id) = decision {
+                            let i = fleet.iter().position(|w| w.id == id).unwrap();
+                            fleet[i].add(&wanted).unwrap();
+                            live.push((i, wanted));
+                        }
+                    }
+                    6..=8 if !live.is_empty() => {
+                        let (i, gone) = live.swap_remove(rand(live.len() as u64) as usize);
+                        assert!(fleet[i].remove(&gone));
+                    }
+                    _ => {
+                        let i = rand(u64::from(n)) as usize;
+                        fleet[i].healthy = !fleet[i].healthy;
+                    }
+                }
+                for (i, w) in fleet.iter().enumerate() {
+                    assert!(w.used_memory_mb <= w.memory_mb);
+                    let mine: Vec<&Needs> = live.iter().filter(|(j, _)| *j == i).map(|(_, n)| n).collect();
+                    assert_eq!(w.used_memory_mb, mine.iter().map(|n| n.memory_mb).sum::<u64>());
+                    assert_eq!(w.sandboxes() as usize, mine.len());
+                    for k in 0..6 {
+                        assert_eq!(w.copies(f(k)) as usize, mine.iter().filter(|n| n.function == f(k)).count());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn round_robin_is_deterministic_given_its_cursor() {
+    let fleet: Vec<Worker> = (0..5).map(|i| worker(i, 1000, &[(1, 200 * u64::from(i))])).collect();
+    for start in 0..5 {
+        for mb in [100, 700, 900] {
+            let a = RoundRobin { next: start }.place(&fleet, &needs(1, mb));
+            let b = RoundRobin { next: start }.place(&fleet, &needs(1, mb));
+            assert_eq!(a, b);
+        }
+    }
+}
+
+/// Decisions do not depend on anything but their inputs: the same random
+/// fleet decided twice, in fresh strategies, gives the same worker.
+#[test]
+fn decisions_are_deterministic() {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..500 {
+        let fleet: Vec<Worker> = (0..1 + rand(20) as u32)
+            .map(|i| {
+                let placed: Vec<(u64, u64)> = (0..rand(10)).map(|_| (rand(4), 128 * (1 + rand(8)))).collect();
+                let mut w = worker(i, 16_384, &placed);
+                w.healthy = rand(8) != 0;
+                w
+            })
+            .collect();
+        let n = needs(rand(4), 128 * (1 + rand(24)));
+        for (a, b) in strategies().iter_mut().zip(strategies().iter_mut()) {
+            let first = place_and_check(a, &fleet, &n);
+            assert_eq!(first, b.place(&fleet, &n), "{}", a.name());
+        }
+    }
+}
