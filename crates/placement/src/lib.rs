@@ -32,10 +32,12 @@
 //!      first in the slice. Copies of one function (which burst and idle
 //!      together) are spread, unlike functions share hosts: statistical
 //!      multiplexing of the CPU and of a host's failure.
-//!   4. *Fallback*: if no candidate stays within the target, the candidate
-//!      that keeps the **most headroom** after placing (the least full after
-//!      placing; same mixing rule within `tie`), up to 100% of capacity. The
-//!      target is soft headroom, not a reason to refuse.
+//!   4. *Fallback*: if no candidate stays within the target, the fleet is
+//!      tight: the candidate that keeps the **most headroom** after placing
+//!      (the least full after placing; fewest copies only among exact ties,
+//!      then slice order), up to 100% of capacity. Balancing free memory then
+//!      keeps room for large sandboxes. The target is soft headroom, never a
+//!      reason to refuse.
 //!   5. *Refusal*: only when there is no candidate at all.
 //!
 //! # Invariants (all strategies; tested in `tests.rs`)
@@ -347,8 +349,9 @@ impl Packing {
             }
         }
         let Some(best) = best else { return refused(workers, needs) };
-        // Pass 2: among the tier's near-equal candidates, fewest copies of the
-        // function, then the best utilisation, then slice order.
+        // Pass 2: among the tier's near-equal candidates (within target: within
+        // `tie` of the fullest; fallback: exactly the least full), fewest
+        // copies of the function, then the best utilisation, then slice order.
         let near = |after: u64| {
             if within { after <= target && after + self.tie_ppm >= best } else { after == best }
         };

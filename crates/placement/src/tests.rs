@@ -79,9 +79,9 @@ fn check_packing(p: &Packing, workers: &[Worker], needs: &Needs, decision: Place
     let after = chosen.ppm_after(mem);
     let within: Vec<&Worker> = candidates.iter().copied().filter(|w| w.ppm_after(mem) <= p.target_ppm).collect();
     if within.is_empty() {
-        // Fallback: near the most headroom.
+        // Fallback: the most headroom.
         let least = candidates.iter().map(|w| w.ppm_after(mem)).min().unwrap();
-        assert!(after <= least + p.tie_ppm, "fallback chose {id} at {after} ppm, least full is {least}");
+        assert_eq!(after, least, "fallback chose {id} at {after} ppm, least full after placing is {least}");
     } else {
         assert!(after <= p.target_ppm, "went above target ({after} ppm) though {} candidates stay within", within.len());
         let best = within.iter().map(|w| w.ppm_after(mem)).max().unwrap();
@@ -180,6 +180,12 @@ fn packing_falls_back_to_most_headroom_above_target() {
     // Only worker 1 fits 250; it goes to 100%, not refused.
     assert_eq!(Packing::default().choose(&fleet, &needs(3, 250)), Placement::Worker(WorkerId(1)));
     assert!(matches!(Packing::default().choose(&fleet, &needs(3, 251)), Placement::Refused(Refusal::Full { .. })));
+    // Above target, near-equal is not enough: the most headroom wins even with more copies;
+    // copies break exact ties only.
+    let tight = [worker(0, 1000, &[(1, 800)]), worker(1, 1000, &[(1, 400), (1, 390)]), worker(2, 1000, &[(2, 800)])];
+    assert_eq!(Packing::default().choose(&tight, &needs(1, 100)), Placement::Worker(WorkerId(1)));
+    let tight = [worker(0, 1000, &[(1, 800)]), worker(1, 1000, &[(2, 800)])];
+    assert_eq!(Packing::default().choose(&tight, &needs(1, 100)), Placement::Worker(WorkerId(1)));
 }
 
 #[test]
