@@ -32,6 +32,9 @@ use hyper_util::rt::TokioIo;
 use ignis_sigv4::Credentials;
 use serde_json::json;
 
+mod stats;
+use stats::{Stats, stats, stats_ms};
+
 const KEY_ID: &str = "AKIABENCHBENCHBENCH0";
 const SECRET: &str = "bench/secret/key/for/the/ignis/benchmark";
 const REGION: &str = "us-east-1";
@@ -670,40 +673,6 @@ fn zip_of(name: &str, content: &[u8], mode: u32) -> Result<Vec<u8>, String> {
 // ---------------------------------------------------------------------------------------------
 // Statistics and the table.
 
-/// Nearest-rank percentile of sorted values.
-fn pct<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-struct Stats {
-    n: usize,
-    min: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-fn stats_ms(samples: &[Duration]) -> Option<Stats> {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    stats(&mut ms)
-}
-
-fn stats(values: &mut [f64]) -> Option<Stats> {
-    values.sort_by(f64::total_cmp);
-    Some(Stats {
-        n: values.len(),
-        min: *values.first()?,
-        p50: pct(values, 50.0)?,
-        p90: pct(values, 90.0)?,
-        p99: pct(values, 99.0)?,
-        max: *values.last()?,
-    })
-}
 
 fn ms(v: f64) -> String {
     if v >= 100.0 { format!("{v:.1}") } else { format!("{v:.3}") }

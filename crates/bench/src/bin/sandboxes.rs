@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 use ignis_sandbox::{Host, RuntimeExit, Sandbox, SandboxConfig};
 
+#[path = "../stats.rs"]
+mod stats;
+use stats::{Stats, stats, stats_ms};
+
 /// Sequential samples are split into this many rounds, alternating the methods.
 const ROUNDS: usize = 4;
 /// Longest a single start (or stop) may take before it counts as an error.
@@ -1049,40 +1053,6 @@ fn sandbox_features(pid: i32) -> String {
 // ---------------------------------------------------------------------------------------------
 // Statistics and the table.
 
-/// Nearest-rank percentile of sorted values.
-fn pct(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-struct Stats {
-    n: usize,
-    min: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-fn stats_ms(samples: &[Duration]) -> Option<Stats> {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    stats(&mut ms)
-}
-
-fn stats(values: &mut [f64]) -> Option<Stats> {
-    values.sort_by(f64::total_cmp);
-    Some(Stats {
-        n: values.len(),
-        min: *values.first()?,
-        p50: pct(values, 50.0)?,
-        p90: pct(values, 90.0)?,
-        p99: pct(values, 99.0)?,
-        max: *values.last()?,
-    })
-}
 
 fn median(values: &[f64]) -> Option<f64> {
     stats(&mut values.to_vec()).map(|s| s.p50)
