@@ -10,3 +10,4 @@ mod harness;
 mod hostile;
 mod invoke;
 mod lifecycle;
+mod tidy;
