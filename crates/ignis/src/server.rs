@@ -93,6 +93,9 @@ async fn shutdown_signal() {
 
 /// The administrator key pair: from the environment, else the data
 /// directory's credentials file, else a new pair written there and printed.
+/// The file holds the secret sealed under the data directory's master key
+/// (`SealedSecretAccessKey`); a file from before that, with the secret in
+/// plain text, is rewritten sealed.
 fn credentials(data_dir: &Path) -> Result<Credentials, String> {
     if let (Ok(id), Ok(secret)) = (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
         if !id.is_empty() && !secret.is_empty() {
@@ -104,23 +107,35 @@ fn credentials(data_dir: &Path) -> Result<Credentials, String> {
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
         let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
-        return match (field("AccessKeyId"), field("SecretAccessKey")) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials { access_key_id, secret_access_key }),
-            _ => Err(format!("{} lacks AccessKeyId or SecretAccessKey", path.display())),
+        let credentials = match (field("AccessKeyId"), field("SealedSecretAccessKey"), field("SecretAccessKey")) {
+            (Some(access_key_id), Some(sealed), _) => {
+                let secret_access_key = ignis_store::open_file_secret(data_dir, &access_key_id, &sealed)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                return Ok(Credentials { access_key_id, secret_access_key });
+            }
+            (Some(access_key_id), None, Some(secret_access_key)) => Credentials { access_key_id, secret_access_key },
+            _ => return Err(format!("{} lacks AccessKeyId or SealedSecretAccessKey", path.display())),
         };
+        write_credentials(data_dir, &credentials)?;
+        return Ok(credentials);
     }
     let generated = AccessKey::generate("", true);
     let credentials =
         Credentials { access_key_id: generated.access_key_id, secret_access_key: generated.secret_access_key };
-    let text = serde_json::json!({
-        "AccessKeyId": credentials.access_key_id,
-        "SecretAccessKey": credentials.secret_access_key,
-    });
-    write_private(&path, text.to_string().as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("ignis: generated an administrator key pair, kept in {}:", path.display());
+    write_credentials(data_dir, &credentials)?;
+    println!("ignis: generated an administrator key pair, kept (sealed) in {}:", path.display());
     println!("  export IGNIS_ACCESS_KEY_ID={}", credentials.access_key_id);
     println!("  export IGNIS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
     Ok(credentials)
+}
+
+/// Writes the credentials file with the secret sealed.
+fn write_credentials(data_dir: &Path, credentials: &Credentials) -> Result<(), String> {
+    let path = data_dir.join(CREDENTIALS_FILE);
+    let sealed = ignis_store::seal_file_secret(data_dir, &credentials.access_key_id, &credentials.secret_access_key)
+        .map_err(|e| format!("cannot seal the administrator's secret: {e}"))?;
+    let text = serde_json::json!({ "AccessKeyId": credentials.access_key_id, "SealedSecretAccessKey": sealed });
+    write_private(&path, text.to_string().as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The administrator account's 12-digit id, kept in the store's meta

@@ -170,6 +170,25 @@ pub(crate) fn open_master_key(data_dir: &Path, have_keys: bool) -> Result<ChaCha
     }
 }
 
+/// Seals a secret kept in a file of the data directory (the administrator's
+/// credentials file), under the data directory's master key; base64 text.
+/// The master key must exist: [`Store::open`] makes it.
+pub fn seal_file_secret(data_dir: &Path, access_key_id: &str, secret: &str) -> Result<String, StoreError> {
+    use base64::Engine;
+    let cipher = open_master_key(data_dir, true)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(seal(&cipher, access_key_id, secret)))
+}
+
+/// Opens what [`seal_file_secret`] sealed.
+pub fn open_file_secret(data_dir: &Path, access_key_id: &str, sealed: &str) -> Result<String, StoreError> {
+    use base64::Engine;
+    let cipher = open_master_key(data_dir, true)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed.trim())
+        .map_err(|_| StoreError::MasterKey(format!("the sealed secret of access key {access_key_id} is not base64")))?;
+    open_sealed(&cipher, access_key_id, &bytes)
+}
+
 /// Whether the database holds any access key (so a master key must already exist).
 pub(crate) fn has_access_keys(db: &redb::Database) -> Result<bool, StoreError> {
     const CTX: &str = "reading access keys";

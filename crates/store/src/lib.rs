@@ -38,7 +38,9 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
-pub use accounts::{AccessKey, Account, AccountError, MASTER_KEY_FILE, random_account_id, random_text};
+pub use accounts::{
+    AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
+};
 pub use code::{Code, CodeError, CodeRules};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,

@@ -224,12 +224,20 @@ pub fn credentials(id: Option<String>, secret: Option<String>, data_dir: &Path) 
     struct File {
         #[serde(rename = "AccessKeyId")]
         access_key_id: String,
+        #[serde(rename = "SealedSecretAccessKey")]
+        sealed_secret_access_key: Option<String>,
         #[serde(rename = "SecretAccessKey")]
-        secret_access_key: String,
+        secret_access_key: Option<String>,
     }
     let parsed: File = serde_json::from_str(&text)
         .map_err(|e| format!("the credentials file {} is not valid: {e}", file.display()))?;
-    Ok(Credentials { access_key_id: parsed.access_key_id, secret_access_key: parsed.secret_access_key })
+    let secret_access_key = match (parsed.sealed_secret_access_key, parsed.secret_access_key) {
+        (Some(sealed), _) => ignis_store::open_file_secret(data_dir, &parsed.access_key_id, &sealed)
+            .map_err(|e| format!("cannot read the credentials file {}: {e}", file.display()))?,
+        (None, Some(secret)) => secret,
+        (None, None) => return Err(format!("the credentials file {} holds no secret", file.display())),
+    };
+    Ok(Credentials { access_key_id: parsed.access_key_id, secret_access_key })
 }
 
 pub fn credentials_file(data_dir: &Path) -> PathBuf {

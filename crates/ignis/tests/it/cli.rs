@@ -84,3 +84,64 @@ fn errors_are_one_clear_line() {
     assert_eq!(stderr(&unreachable).lines().count(), 1, "{}", stderr(&unreachable));
     assert!(stderr(&unreachable).contains("cannot reach Ignis"), "{}", stderr(&unreachable));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(files_under(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+#[test]
+fn generated_admin_keys_are_kept_sealed_and_the_cli_finds_them() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("IGNIS_ACCESS_KEY_ID")
+        .env_remove("IGNIS_SECRET_ACCESS_KEY")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut secret, mut address) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(value) = line.trim().strip_prefix("export IGNIS_SECRET_ACCESS_KEY=") {
+            secret = Some(value.to_string());
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            address = Some(rest.split_whitespace().next().unwrap().to_string());
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (secret, address) = (secret.expect("the generated secret is printed"), address.unwrap());
+
+    let listed = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["ls", "--endpoint", &format!("http://{address}"), "--data-dir"])
+        .arg(&data)
+        .env_remove("IGNIS_ACCESS_KEY_ID")
+        .env_remove("IGNIS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", stderr(&listed));
+
+    for file in files_under(&data) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{} holds the secret in plain text", file.display());
+    }
+    // SAFETY: signals the child we started.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let _ = child.wait();
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
