@@ -259,3 +259,22 @@ def test_accounts_are_isolated(server):
     assert status == 403 and "not authorized" in body["message"]
     status, body = ignis_accounts(server, "POST", {"Name": "boto-tenant-a"})
     assert status == 409
+
+
+def test_function_concurrency(lam):
+    lam.create_function(FunctionName="boto-conc", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="boto-conc")
+    assert lam.put_function_concurrency(FunctionName="boto-conc", ReservedConcurrentExecutions=2)["ReservedConcurrentExecutions"] == 2
+    assert lam.get_function_concurrency(FunctionName="boto-conc")["ReservedConcurrentExecutions"] == 2
+    assert lam.get_function(FunctionName="boto-conc")["Concurrency"] == {"ReservedConcurrentExecutions": 2}
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_function_concurrency(FunctionName="boto-conc", ReservedConcurrentExecutions=1000)
+    # A reservation of 0 throttles every invocation.
+    lam.put_function_concurrency(FunctionName="boto-conc", ReservedConcurrentExecutions=0)
+    with pytest.raises(lam.exceptions.TooManyRequestsException) as throttled:
+        lam.invoke(FunctionName="boto-conc", Payload=b"{}")
+    assert throttled.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    lam.delete_function_concurrency(FunctionName="boto-conc")
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="boto-conc")
+    assert lam.invoke(FunctionName="boto-conc", Payload=b"{}")["StatusCode"] == 200
+    lam.delete_function(FunctionName="boto-conc")

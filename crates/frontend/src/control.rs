@@ -170,6 +170,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         code_size: code.zip_size,
         last_modified_ms: now_ms(),
         revision_id: new_revision(),
+        reserved_concurrency: None,
     };
     request.settings.apply(&mut record);
     let (_, record) = app
@@ -184,10 +185,13 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
 
 pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (_, record) = resolve(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
-    let body = json!({
+    let mut body = json!({
         "Configuration": record.configuration(&app.config.region, &caller.account),
         "Code": { "RepositoryType": "S3" },
     });
+    if let Some(reserved) = record.reserved_concurrency {
+        body["Concurrency"] = json!({ "ReservedConcurrentExecutions": reserved });
+    }
     Ok(json_answer(StatusCode::OK, body))
 }
 
@@ -294,7 +298,89 @@ pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query:
         return Err(ApiError::InvalidParameterValue("Ignis has no versions yet: delete the function without a qualifier".into()));
     }
     if let Some(old) = app.registry.delete(&caller.account, &reference.name).await? {
+        app.concurrency.delete_reservation(&caller.account, &reference.name);
         app.invoker.retire(&caller.account, &old);
+    }
+    Ok(empty_answer(StatusCode::NO_CONTENT))
+}
+
+/// The unqualified function a concurrency call names (reservations belong to
+/// the function, not to a version).
+fn concurrency_target(app: &App, caller: &Caller, action: &str, name: &str) -> Result<String, ApiError> {
+    let (reference, _) = resolve(app, caller, action, name, None)?;
+    if reference.qualifier.is_some() {
+        return Err(ApiError::InvalidParameterValue(
+            "Concurrency settings apply to the function, not to a version or alias: name it without a qualifier".into(),
+        ));
+    }
+    Ok(reference.name)
+}
+
+/// PutFunctionConcurrency: stores the reservation with the function, then
+/// makes admission use it (the counter checks it first, under the registry's
+/// write lock, and is put back if storing fails).
+pub async fn put_concurrency(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let request: f::PutConcurrency = f::parse_body(body)?;
+    let mut v = Violations::default();
+    v.check(request.reserved_concurrent_executions.is_some(), "null", "reservedConcurrentExecutions", "Member must not be null");
+    if let Some(n) = request.reserved_concurrent_executions {
+        v.check(n >= 0, n, "reservedConcurrentExecutions", "Member must have value greater than or equal to 0");
+    }
+    v.into_result()?;
+    let reserved = u32::try_from(request.reserved_concurrent_executions.unwrap_or(0)).unwrap_or(u32::MAX);
+    let name = concurrency_target(app, caller, "PutFunctionConcurrency", name)?;
+    let account = &caller.account;
+    let mut previous = None;
+    let written = app
+        .registry
+        .write(account, &name, |current| {
+            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {name}")))?;
+            app.concurrency.set_reservation(account, &name, reserved)?;
+            previous = Some(current.reserved_concurrency);
+            let mut record = current.clone();
+            record.reserved_concurrency = Some(reserved);
+            Ok(record)
+        })
+        .await;
+    if let Err(e) = written {
+        if let Some(previous) = previous {
+            app.concurrency.restore_reservation(account, &name, previous);
+        }
+        return Err(e);
+    }
+    Ok(json_answer(StatusCode::OK, json!({ "ReservedConcurrentExecutions": reserved })))
+}
+
+/// GetFunctionConcurrency: the reservation, or `{}` when there is none.
+pub fn get_concurrency(app: &App, caller: &Caller, name: &str) -> Result<Answer, ApiError> {
+    let (_, record) = resolve(app, caller, "GetFunctionConcurrency", name, None)?;
+    let body = match record.reserved_concurrency {
+        Some(reserved) => json!({ "ReservedConcurrentExecutions": reserved }),
+        None => json!({}),
+    };
+    Ok(json_answer(StatusCode::OK, body))
+}
+
+/// DeleteFunctionConcurrency: the function goes back to the unreserved pool.
+pub async fn delete_concurrency(app: &Arc<App>, caller: &Caller, name: &str) -> Result<Answer, ApiError> {
+    let name = concurrency_target(app, caller, "DeleteFunctionConcurrency", name)?;
+    let account = &caller.account;
+    let mut previous = None;
+    let written = app
+        .registry
+        .write(account, &name, |current| {
+            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {name}")))?;
+            previous = Some(app.concurrency.delete_reservation(account, &name));
+            let mut record = current.clone();
+            record.reserved_concurrency = None;
+            Ok(record)
+        })
+        .await;
+    if let Err(e) = written {
+        if let Some(previous) = previous {
+            app.concurrency.restore_reservation(account, &name, previous);
+        }
+        return Err(e);
     }
     Ok(empty_answer(StatusCode::NO_CONTENT))
 }

@@ -31,6 +31,8 @@ pub enum ApiError {
     Auth { error_type: &'static str, message: String },
     UnknownOperation(String),
     Service(String),
+    /// An invocation throttled by concurrency or the scaling rate.
+    TooManyRequests(ignis_counting::Reason),
 }
 
 impl ApiError {
@@ -50,6 +52,7 @@ impl ApiError {
             Auth { error_type, message } => (StatusCode::FORBIDDEN, error_type, message),
             UnknownOperation(m) => (StatusCode::NOT_FOUND, "UnknownOperationException", m),
             Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),
+            TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded."),
         }
     }
 
@@ -65,7 +68,10 @@ impl ApiError {
     pub fn to_rest_response(&self) -> Response<Full<Bytes>> {
         let (status, error_type, message) = self.parts();
         let kind = if status.is_server_error() { "Service" } else { "User" };
-        let body = serde_json::json!({ "Type": kind, "message": message });
+        let mut body = serde_json::json!({ "Type": kind, "message": message });
+        if let ApiError::TooManyRequests(reason) = self {
+            body["Reason"] = serde_json::json!(reason.as_str());
+        }
         response(status, error_type, body)
     }
 
@@ -114,5 +120,25 @@ impl From<ignis_store::CodeError> for ApiError {
             ignis_store::CodeError::Io(e) => ApiError::Service(format!("storing code: {e}")),
             other => ApiError::InvalidParameterValue(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn throttles_carry_lambdas_reason() {
+        let answer = ApiError::TooManyRequests(ignis_counting::Reason::ConcurrentInvocationLimitExceeded).to_rest_response();
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(answer.headers()["x-amzn-errortype"], "TooManyRequestsException");
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "Type": "User", "message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded" })
+        );
     }
 }

@@ -58,6 +58,9 @@ pub struct FunctionRecord {
     pub last_modified_ms: i64,
     /// Changes with every update; sandboxes of an older revision are not reused.
     pub revision_id: String,
+    /// `ReservedConcurrentExecutions` (PutFunctionConcurrency), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
 }
 
 impl FunctionRecord {
@@ -106,6 +109,13 @@ pub fn last_modified(ms: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     let text = humantime::format_rfc3339_millis(time).to_string();
     format!("{}+0000", text.trim_end_matches('Z'))
+}
+
+/// PutFunctionConcurrency's body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutConcurrency {
+    pub reserved_concurrent_executions: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

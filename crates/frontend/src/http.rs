@@ -36,6 +36,9 @@ pub enum Operation {
     UpdateFunctionCode(String),
     DeleteFunction(String),
     Invoke(String),
+    PutFunctionConcurrency(String),
+    GetFunctionConcurrency(String),
+    DeleteFunctionConcurrency(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -81,6 +84,9 @@ impl Operation {
             Operation::UpdateFunctionCode(_) => "UpdateFunctionCode",
             Operation::DeleteFunction(_) => "DeleteFunction",
             Operation::Invoke(_) => "Invoke",
+            Operation::PutFunctionConcurrency(_) => "PutFunctionConcurrency",
+            Operation::GetFunctionConcurrency(_) => "GetFunctionConcurrency",
+            Operation::DeleteFunctionConcurrency(_) => "DeleteFunctionConcurrency",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -122,6 +128,11 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operati
         }
         (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => Operation::UpdateFunctionCode(decode(name)?),
         (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => Operation::Invoke(decode(name)?),
+        (&Method::PUT, ["2017-10-31", "functions", name, "concurrency"]) => Operation::PutFunctionConcurrency(decode(name)?),
+        (&Method::GET, ["2019-09-30", "functions", name, "concurrency"]) => Operation::GetFunctionConcurrency(decode(name)?),
+        (&Method::DELETE, ["2017-10-31", "functions", name, "concurrency"]) => {
+            Operation::DeleteFunctionConcurrency(decode(name)?)
+        }
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
@@ -234,6 +245,9 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
         Operation::DeleteFunction(name) => control::delete_function(app, caller, &name, query).await,
         Operation::Invoke(name) => invoke_api::invoke(app, caller, &name, query, &parts.headers, body, request_id).await,
+        Operation::PutFunctionConcurrency(name) => control::put_concurrency(app, caller, &name, &body).await,
+        Operation::GetFunctionConcurrency(name) => control::get_concurrency(app, caller, &name),
+        Operation::DeleteFunctionConcurrency(name) => control::delete_concurrency(app, caller, &name).await,
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -306,6 +320,10 @@ mod tests {
         check(Method::GET, "/2015-03-31/functions/f/configuration", Some(GetFunctionConfiguration("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/invocations", Some(Invoke("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/invocations", None);
+        check(Method::PUT, "/2017-10-31/functions/f/concurrency", Some(PutFunctionConcurrency("f".into())));
+        check(Method::GET, "/2019-09-30/functions/f/concurrency", Some(GetFunctionConcurrency("f".into())));
+        check(Method::DELETE, "/2017-10-31/functions/f/concurrency", Some(DeleteFunctionConcurrency("f".into())));
+        check(Method::GET, "/2017-10-31/functions/f/concurrency", None);
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);

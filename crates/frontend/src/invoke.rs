@@ -1,6 +1,11 @@
 //! The invoke path behind the API: reserve a sandbox (assignment), start one
 //! when none is idle (worker), run the invocation, give the sandbox back.
 //!
+//! Admission comes first: an invocation takes a concurrency slot before it
+//! reserves a sandbox and holds it (an [`Admitted`] guard, moved into its
+//! task) until it ends, however it ends. Starting a new sandbox also asks the
+//! scaling rate; a refusal throttles the invocation.
+//!
 //! The [`Invoker`] owns the assignment pool and the map from sandbox ids to
 //! worker handles, both under one mutex that is held only for map and pool
 //! updates, never across an await. Each invocation runs in a task of its own,
@@ -15,6 +20,7 @@ use std::time::{Duration, Instant};
 use ignis_assignment::{Event, Pool, Reservation, SandboxId};
 use ignis_worker::{Completion, FunctionSpec, Invocation, Outcome, SandboxHandle, StartError, Worker};
 
+use crate::concurrency::{Admitted, Concurrency};
 use crate::error::ApiError;
 use crate::function::FunctionRecord;
 
@@ -32,6 +38,7 @@ type RevisionKey = (String, String, String);
 
 pub struct Invoker {
     worker: Arc<Worker>,
+    concurrency: Arc<Concurrency>,
     state: Mutex<State>,
     keep_alive: Duration,
     epoch: Instant,
@@ -51,9 +58,10 @@ pub struct Target {
 }
 
 impl Invoker {
-    pub fn new(worker: Arc<Worker>, keep_alive: Duration) -> Arc<Invoker> {
+    pub fn new(worker: Arc<Worker>, concurrency: Arc<Concurrency>, keep_alive: Duration) -> Arc<Invoker> {
         let invoker = Arc::new(Invoker {
             worker,
+            concurrency,
             state: Mutex::new(State { pool: Pool::new(), handles: HashMap::new() }),
             keep_alive,
             epoch: Instant::now(),
@@ -101,15 +109,35 @@ impl Invoker {
         }
     }
 
-    /// Runs one invocation to its end, in a task of its own.
+    /// Runs one invocation to its end, in a task of its own, if admission
+    /// gives it a slot now (else `TooManyRequests`). The task holds the slot
+    /// until the invocation ends, even if the caller stops waiting.
     pub async fn invoke(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, ApiError> {
+        let admitted = self.admit(&target)?;
+        self.invoke_admitted(target, invocation, admitted).await
+    }
+
+    /// A concurrency slot for an invocation of `target`, or the throttle.
+    pub fn admit(&self, target: &Target) -> Result<Admitted, ApiError> {
+        self.concurrency.admit(&target.account, &target.record.name)
+    }
+
+    /// [`Invoker::invoke`] with the slot already taken.
+    pub async fn invoke_admitted(
+        self: &Arc<Self>,
+        target: Target,
+        invocation: Invocation,
+        admitted: Admitted,
+    ) -> Result<Outcome, ApiError> {
         let invoker = self.clone();
-        tokio::spawn(async move { invoker.run(target, invocation).await })
+        tokio::spawn(async move { invoker.run(target, invocation, admitted).await })
             .await
             .map_err(|e| ApiError::Service(format!("invocation failed: {e}")))?
     }
 
-    async fn run(&self, target: Target, mut invocation: Invocation) -> Result<Outcome, ApiError> {
+    async fn run(&self, target: Target, mut invocation: Invocation, admitted: Admitted) -> Result<Outcome, ApiError> {
+        // Released when this returns (or the task is dropped), whatever the outcome.
+        let _admitted = admitted;
         let key = (target.account.clone(), target.record.name.clone(), target.record.revision_id.clone());
         for _ in 0..MAX_ATTEMPTS {
             let (reservation, handle) = match self.reserve(&key, &target, &invocation.request_id).await {
@@ -154,6 +182,10 @@ impl Invoker {
                     }
                 }
                 Reservation::Cold(id) => {
+                    if let Err(throttled) = self.concurrency.may_start_sandbox(&target.account, &target.record.name) {
+                        let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
+                        return Err(throttled);
+                    }
                     return match self.worker.start(Arc::new(spec(target))).await {
                         Ok(handle) => {
                             self.lock().handles.insert(id, handle.clone());

@@ -108,9 +108,7 @@ pub async fn invoke(
         InvocationType::DryRun => Ok(empty_answer(StatusCode::NO_CONTENT)),
         InvocationType::Event => {
             let invoker = app.invoker.clone();
-            tokio::spawn(async move {
-                let _ = invoker.invoke(target, invocation).await;
-            });
+            tokio::spawn(run_event(invoker, target, invocation));
             let mut answer = empty_answer(StatusCode::ACCEPTED);
             answer.headers_mut().insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
             Ok(answer)
@@ -119,6 +117,43 @@ pub async fn invoke(
             let outcome = app.invoker.invoke(target, invocation).await?;
             Ok(answer(outcome, tail))
         }
+    }
+}
+
+/// How often a throttled asynchronous invocation is tried again, and the first wait.
+const EVENT_RETRIES: u32 = 6;
+const EVENT_FIRST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An `Event` invocation, already answered with 202: a concurrency throttle is
+/// tried again a few times with growing waits (in memory, best effort), then
+/// dropped with a log line; a scaling-rate throttle is dropped with a log line.
+async fn run_event(invoker: Arc<crate::invoke::Invoker>, target: Target, invocation: Invocation) {
+    let mut wait = EVENT_FIRST_RETRY;
+    let mut attempt = 0;
+    let admitted = loop {
+        match invoker.admit(&target) {
+            Ok(admitted) => break admitted,
+            Err(_) if attempt < EVENT_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                eprintln!(
+                    "ignis: dropped the asynchronous invocation {} of {}/{} after {} throttles: {}",
+                    invocation.request_id,
+                    target.account,
+                    target.record.name,
+                    EVENT_RETRIES + 1,
+                    e.message()
+                );
+                return;
+            }
+        }
+    };
+    let (request_id, account, name) = (invocation.request_id.clone(), target.account.clone(), target.record.name.clone());
+    if let Err(ApiError::TooManyRequests(reason)) = invoker.invoke_admitted(target, invocation, admitted).await {
+        eprintln!("ignis: dropped the asynchronous invocation {request_id} of {account}/{name}: throttled by the scaling rate ({reason})");
     }
 }
 

@@ -5,7 +5,9 @@
 //! - `http`: connections, routing to a closed set of [`http::Operation`]s,
 //!   body limits, authentication.
 //! - `control`: CreateFunction, GetFunction, ListFunctions, UpdateFunctionCode,
-//!   UpdateFunctionConfiguration, DeleteFunction.
+//!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency.
+//! - `concurrency`: admission (account limit, reserved concurrency, scaling
+//!   rate) over `ignis-counting`.
 //! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
 //!   the task that writes sandboxes' log lines to storage.
@@ -18,6 +20,7 @@
 //! when accounts are made). Handlers act only within the caller's account.
 
 mod accounts_api;
+mod concurrency;
 mod control;
 mod error;
 mod function;
@@ -44,6 +47,12 @@ pub struct Config {
     pub admin_account: String,
     /// How long an idle sandbox is kept for reuse.
     pub keep_alive: Duration,
+    /// Every account's concurrency limit.
+    pub account_concurrency: u32,
+    /// Concurrency reservations must leave unreserved in every account.
+    pub min_unreserved: u32,
+    /// New sandboxes a function may start per 10 s.
+    pub scale_rate: u32,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -77,6 +86,8 @@ pub struct App {
     store: Arc<Store>,
     registry: registry::Registry,
     invoker: Arc<invoke::Invoker>,
+    /// Concurrency admission: the counter and the scaling rate.
+    concurrency: Arc<concurrency::Concurrency>,
     /// Access key id -> secret and account, for every key in the store.
     keys: RwLock<HashMap<String, KeyEntry>>,
     /// Serialises account creation (the store's transaction decides conflicts).
@@ -95,7 +106,28 @@ impl App {
         let registry = registry::Registry::load(store.clone())?;
         // No sandbox runs yet, so no code tree is in use but the registry's.
         store.remove_unused_code(&registry.live_code())?;
-        let invoker = invoke::Invoker::new(worker, config.keep_alive);
+        if config.min_unreserved > config.account_concurrency {
+            return Err(ApiError::Service(format!(
+                "the minimum unreserved concurrency ({}) is above the account concurrency ({})",
+                config.min_unreserved, config.account_concurrency
+            )));
+        }
+        let limits =
+            ignis_counting::Limits { concurrency: config.account_concurrency, min_unreserved: config.min_unreserved };
+        let concurrency = concurrency::Concurrency::new(limits, config.scale_rate);
+        for (account, record) in registry.all() {
+            if let Some(reserved) = record.reserved_concurrency {
+                if let Err(e) = concurrency.set_reservation(&account, &record.name, reserved) {
+                    // The limits were lowered since: the function runs unreserved until it is set again.
+                    eprintln!(
+                        "ignis: the reservation of {reserved} for {account}/{} does not fit the limits, ignored: {}",
+                        record.name,
+                        e.message()
+                    );
+                }
+            }
+        }
+        let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
         Ok(Arc::new(App {
@@ -103,6 +135,7 @@ impl App {
             store,
             registry,
             invoker,
+            concurrency,
             keys: RwLock::new(keys),
             account_writes: tokio::sync::Mutex::new(()),
         }))

@@ -47,6 +47,12 @@ impl Registry {
         sorted.into_values().cloned().collect()
     }
 
+    /// Every function, with its account.
+    pub fn all(&self) -> Vec<(String, Arc<FunctionRecord>)> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        functions.iter().map(|((account, _), record)| (account.clone(), record.clone())).collect()
+    }
+
     /// Every code tree some function uses.
     pub fn live_code(&self) -> std::collections::HashSet<String> {
         let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());

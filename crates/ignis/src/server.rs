@@ -29,6 +29,15 @@ pub struct ServerArgs {
     /// so that a cold start only has to give one its function.
     #[arg(long, default_value_t = 2)]
     pub sandbox_pool: usize,
+    /// Every account's concurrency limit (invocations running at once).
+    #[arg(long, default_value_t = 1000)]
+    pub account_concurrency: u32,
+    /// Concurrency that reservations (PutFunctionConcurrency) must leave unreserved in every account.
+    #[arg(long, default_value_t = 100)]
+    pub min_unreserved: u32,
+    /// New sandboxes each function may start per 10 seconds.
+    #[arg(long, default_value_t = 1000)]
+    pub scale_rate: u32,
     /// The sandbox init executable [default: ignis-init beside this program].
     #[arg(long, env = "IGNIS_INIT")]
     pub init: Option<PathBuf>,
@@ -41,6 +50,12 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("ignis server must run as root: it builds sandboxes with namespaces and cgroups".into());
+    }
+    if args.min_unreserved > args.account_concurrency {
+        return Err(format!(
+            "--min-unreserved ({}) must not be above --account-concurrency ({})",
+            args.min_unreserved, args.account_concurrency
+        ));
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -66,7 +81,14 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         let worker_config =
             WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool };
         let worker = Arc::new(Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?);
-        let config = Config { region: args.region, admin_account, keep_alive: Duration::from_secs(args.keep_alive) };
+        let config = Config {
+            region: args.region,
+            admin_account,
+            keep_alive: Duration::from_secs(args.keep_alive),
+            account_concurrency: args.account_concurrency,
+            min_unreserved: args.min_unreserved,
+            scale_rate: args.scale_rate,
+        };
         let app = App::new(config, store, worker, log_rx).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await

@@ -6,6 +6,7 @@ mod accounts;
 mod api;
 mod bad_input;
 mod cli;
+mod concurrency;
 mod harness;
 mod hostile;
 mod invoke;
