@@ -328,17 +328,34 @@ pub async fn put_concurrency(app: &Arc<App>, caller: &Caller, name: &str, body: 
     }
     v.into_result()?;
     let reserved = u32::try_from(request.reserved_concurrent_executions.unwrap_or(0)).unwrap_or(u32::MAX);
-    let name = concurrency_target(app, caller, "PutFunctionConcurrency", name)?;
+    change_reservation(app, caller, "PutFunctionConcurrency", name, Some(reserved)).await?;
+    Ok(json_answer(StatusCode::OK, json!({ "ReservedConcurrentExecutions": reserved })))
+}
+
+/// Sets (`Some`) or deletes (`None`) a function's reservation, in the counter
+/// and in its stored record together: if storing fails, the counter gets its
+/// previous reservation back.
+async fn change_reservation(
+    app: &Arc<App>,
+    caller: &Caller,
+    operation: &str,
+    name: &str,
+    reserved: Option<u32>,
+) -> Result<(), ApiError> {
+    let name = concurrency_target(app, caller, operation, name)?;
     let account = &caller.account;
     let mut previous = None;
     let written = app
         .registry
         .write(account, &name, |current| {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {name}")))?;
-            app.concurrency.set_reservation(account, &name, reserved)?;
+            match reserved {
+                Some(n) => app.concurrency.set_reservation(account, &name, n).map(drop)?,
+                None => drop(app.concurrency.delete_reservation(account, &name)),
+            }
             previous = Some(current.reserved_concurrency);
             let mut record = current.clone();
-            record.reserved_concurrency = Some(reserved);
+            record.reserved_concurrency = reserved;
             Ok(record)
         })
         .await;
@@ -348,7 +365,7 @@ pub async fn put_concurrency(app: &Arc<App>, caller: &Caller, name: &str, body: 
         }
         return Err(e);
     }
-    Ok(json_answer(StatusCode::OK, json!({ "ReservedConcurrentExecutions": reserved })))
+    Ok(())
 }
 
 /// GetFunctionConcurrency: the reservation, or `{}` when there is none.
@@ -363,24 +380,6 @@ pub fn get_concurrency(app: &App, caller: &Caller, name: &str) -> Result<Answer,
 
 /// DeleteFunctionConcurrency: the function goes back to the unreserved pool.
 pub async fn delete_concurrency(app: &Arc<App>, caller: &Caller, name: &str) -> Result<Answer, ApiError> {
-    let name = concurrency_target(app, caller, "DeleteFunctionConcurrency", name)?;
-    let account = &caller.account;
-    let mut previous = None;
-    let written = app
-        .registry
-        .write(account, &name, |current| {
-            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {name}")))?;
-            previous = Some(app.concurrency.delete_reservation(account, &name));
-            let mut record = current.clone();
-            record.reserved_concurrency = None;
-            Ok(record)
-        })
-        .await;
-    if let Err(e) = written {
-        if let Some(previous) = previous {
-            app.concurrency.restore_reservation(account, &name, previous);
-        }
-        return Err(e);
-    }
+    change_reservation(app, caller, "DeleteFunctionConcurrency", name, None).await?;
     Ok(empty_answer(StatusCode::NO_CONTENT))
 }
