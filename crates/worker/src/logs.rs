@@ -17,8 +17,13 @@ use tokio::sync::{Notify, mpsc};
 const MAX_LINE: usize = 256 * 1024;
 /// How long lines written during an invocation may wait to go to storage.
 const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-/// How many lines may wait.
+/// How many lines, and bytes, may wait.
 const HOLD_LINES: usize = 256;
+const HOLD_BYTES: usize = 64 * 1024;
+/// Most bytes one drain of the pipe reads: a runtime that writes without
+/// pause cannot keep the reader (and its lock) busy, nor grow the server's
+/// memory; what it writes beyond waits in the pipe, which then blocks it.
+const DRAIN_BYTES: usize = 256 * 1024;
 /// How much of an invocation's log the `LogType: Tail` answer carries.
 pub const TAIL_BYTES: usize = 4096;
 
@@ -46,9 +51,11 @@ pub(crate) fn now_ms() -> i64 {
 struct Collector {
     /// Bytes after the last newline.
     partial: Vec<u8>,
-    /// Lines not yet sent to storage.
+    /// Lines not yet sent to storage, and their bytes.
     pending: Vec<LogLine>,
-    /// The current invocation's log text, from its `START` line.
+    pending_bytes: usize,
+    /// The end of the current invocation's log text (its last
+    /// [`TAIL_BYTES`] at least), from its `START` line.
     invocation: Option<String>,
     eof: bool,
 }
@@ -57,8 +64,24 @@ impl Collector {
     fn push_line(&mut self, message: String) {
         if let Some(text) = &mut self.invocation {
             text.push_str(&message);
+            // Only the tail is ever answered: keep the text bounded.
+            if text.len() > 4 * TAIL_BYTES {
+                let cut = tail(text).len();
+                text.drain(..text.len() - cut);
+            }
         }
+        self.pending_bytes += message.len();
         self.pending.push(LogLine { timestamp_ms: now_ms(), message });
+    }
+
+    /// Whether pending lines may wait for the invocation's end.
+    fn may_hold(&self) -> bool {
+        self.invocation.is_some() && self.pending.len() < HOLD_LINES && self.pending_bytes < HOLD_BYTES
+    }
+
+    fn take_pending(&mut self) -> Vec<LogLine> {
+        self.pending_bytes = 0;
+        std::mem::take(&mut self.pending)
     }
 
     fn take_output(&mut self, bytes: &[u8]) {
@@ -85,10 +108,15 @@ impl Collector {
         }
     }
 
-    /// Reads whatever the pipe holds now, without blocking.
-    fn drain(&mut self, fd: &OwnedFd) {
+    /// Reads what the pipe holds now, without blocking, up to [`DRAIN_BYTES`].
+    /// Returns whether it stopped at that bound (more may wait).
+    fn drain(&mut self, fd: &OwnedFd) -> bool {
         let mut buf = [0u8; 16 * 1024];
+        let mut read = 0;
         while !self.eof {
+            if read >= DRAIN_BYTES {
+                return true;
+            }
             // SAFETY: reads into a stack buffer of the given length from an fd we own.
             let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             match n {
@@ -96,7 +124,10 @@ impl Collector {
                     self.eof = true;
                     self.flush_partial();
                 }
-                n if n > 0 => self.take_output(&buf[..n as usize]),
+                n if n > 0 => {
+                    read += n as usize;
+                    self.take_output(&buf[..n as usize]);
+                }
                 _ => {
                     let err = std::io::Error::last_os_error();
                     if err.kind() == std::io::ErrorKind::Interrupted {
@@ -105,10 +136,11 @@ impl Collector {
                     if err.kind() != std::io::ErrorKind::WouldBlock {
                         self.eof = true;
                     }
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 }
 
@@ -141,7 +173,7 @@ impl Output {
     /// Sends pending lines to storage; waits when storage is behind, which in
     /// turn slows a runtime that writes faster than logs can be kept.
     async fn send_pending(&self) {
-        let lines = std::mem::take(&mut self.lock().pending);
+        let lines = self.lock().take_pending();
         if !lines.is_empty() {
             let batch = LogBatch {
                 account: self.account.clone(),
@@ -170,12 +202,14 @@ impl Output {
             tokio::select! {
                 readable = self.fd.readable() => {
                     let Ok(mut guard) = readable else { break };
-                    let (eof, hold) = {
+                    let (eof, more, hold) = {
                         let mut collector = self.lock();
-                        collector.drain(self.fd.get_ref());
-                        (collector.eof, collector.invocation.is_some() && collector.pending.len() < HOLD_LINES)
+                        let more = collector.drain(self.fd.get_ref());
+                        (collector.eof, more, collector.may_hold())
                     };
-                    guard.clear_ready();
+                    if !more {
+                        guard.clear_ready();
+                    }
                     if eof {
                         self.send_pending().await;
                         break;

@@ -254,3 +254,21 @@ fn a_bootstrap_that_cannot_run_is_a_function_error() {
     assert_eq!(reply.header("x-amz-function-error"), Some("Unhandled"));
     assert_eq!(reply.json()["errorType"], "Runtime.InvalidEntrypoint");
 }
+
+#[test]
+fn a_log_flood_neither_grows_the_server_nor_stops_it() {
+    let server = Server::start();
+    // 96 MB of log lines in one invocation, as fast as the runtime can write.
+    let flood = "head -c 96000000 /dev/zero | tr '\\0' x | fold -w 1000; echo '\"flooded\"' > /tmp/response";
+    server.create("flood", &sh_runtime(flood), json!({ "Timeout": 120 }));
+    server.create("quiet", &sh_runtime("echo '\"quiet\"' > /tmp/response"), json!({}));
+    let reply = server.invoke("flood", "{}");
+    assert_eq!(reply.text().trim(), "\"flooded\"");
+    let tail = reply.log_tail();
+    assert!(tail.len() <= 4096, "the tail is at most 4 KB: {}", tail.len());
+    assert!(report_line(&tail).starts_with("REPORT RequestId: "));
+    assert_eq!(server.invoke("quiet", "{}").text().trim(), "\"quiet\"");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(rss_kb < 192 * 1024, "the server's peak memory grew to {rss_kb} kB");
+}
