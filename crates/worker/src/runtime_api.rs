@@ -19,21 +19,37 @@ use crate::sandbox::{Current, Delivery, Phase, Reply, SandboxHandle};
 
 const PREFIX: &str = "/2018-06-01/runtime/";
 
+/// Most connections one sandbox may hold open to its Runtime API at once (a
+/// runtime needs one or two); more are closed as soon as they are accepted,
+/// so a sandbox cannot use up the server's file descriptors.
+const MAX_CONNECTIONS: usize = 8;
+
 /// Accepts the runtime's connections until the sandbox is gone.
 pub(crate) async fn serve(handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener) {
     let mut dead = handle.dead_signal();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = dead.wait_for(|dead| *dead) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or similar: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let mut dead = handle.dead_signal();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(|request| route(handle.clone(), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

@@ -198,6 +198,18 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "ptrace" => ptrace_attach(event["pid"].as_i64().unwrap_or(1)),
         "unshare" => unshare_all(),
         "proc" => proc_others(&event["pids"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect::<Vec<_>>()).unwrap_or_default()),
+        "connections" => {
+            // Opens many connections to the Runtime API and keeps them.
+            let mut kept = Vec::new();
+            for _ in 0..event["count"].as_u64().unwrap_or(1000) {
+                match std::net::TcpStream::connect("127.0.0.1:9001") {
+                    Ok(stream) => kept.push(stream),
+                    Err(_) => break,
+                }
+            }
+            std::mem::forget(kept);
+            (true, "opened connections".to_string())
+        }
         "kill_all" => {
             // SAFETY: plain syscall; kills whatever this sandbox can reach, itself included.
             let ret = unsafe { libc::kill(-1, libc::SIGKILL) };

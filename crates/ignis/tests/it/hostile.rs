@@ -196,3 +196,12 @@ fn killing_everything_it_can_reach_reaches_nothing_outside() {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the victim's process {pid} was killed");
     }
 }
+
+#[test]
+fn holding_many_runtime_api_connections_does_not_use_up_the_servers_descriptors() {
+    let scene = Scene::new(json!({}));
+    let before = std::fs::read_dir(format!("/proc/{}/fd", scene.server.pid())).unwrap().count();
+    scene.blocked(json!({ "attack": "connections", "count": 2000 }));
+    let after = std::fs::read_dir(format!("/proc/{}/fd", scene.server.pid())).unwrap().count();
+    assert!(after < before + 64, "the server holds {after} descriptors, {before} before");
+}
