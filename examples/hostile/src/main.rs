@@ -202,7 +202,8 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
             // Opens many connections to the Runtime API and keeps them.
             let mut kept = Vec::new();
             for _ in 0..event["count"].as_u64().unwrap_or(1000) {
-                match std::net::TcpStream::connect("127.0.0.1:9001") {
+                let api = std::net::SocketAddr::from(([127, 0, 0, 1], 9001));
+                match std::net::TcpStream::connect_timeout(&api, std::time::Duration::from_millis(200)) {
                     Ok(stream) => kept.push(stream),
                     Err(_) => break,
                 }
