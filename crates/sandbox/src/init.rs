@@ -230,7 +230,20 @@ fn set_attr(target: &Path, set: u64, recursive: bool) -> Result<()> {
     let path = cstr(target.as_os_str()).ctx(what)?;
     let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let flags = if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
-    mount_setattr(libc::AT_FDCWD, &path, flags, &attr).ctx(what)
+    // Making a mount read-only fails with EBUSY while a file on it is open for
+    // writing. In the worker, a sandbox another thread is cloning holds copies
+    // of all the process's descriptors (the files this thread just wrote
+    // included) until its exec, a moment later: wait for that, briefly.
+    let mut attempts = 0;
+    loop {
+        match mount_setattr(libc::AT_FDCWD, &path, flags, &attr) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempts < 200 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            result => return result.ctx(what),
+        }
+    }
 }
 
 /// Bind-mounts `src` (with the mounts below it) on `target`, read-only, nosuid and nodev.
