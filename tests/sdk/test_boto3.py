@@ -278,3 +278,46 @@ def test_function_concurrency(lam):
     assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="boto-conc")
     assert lam.invoke(FunctionName="boto-conc", Payload=b"{}")["StatusCode"] == 200
     lam.delete_function(FunctionName="boto-conc")
+
+
+def test_versions_and_aliases(lam):
+    def runtime(tag):
+        script = (
+            '#!/bin/sh\napi="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"\nwhile true; do\n'
+            '  curl -sS -D /tmp/h -o /tmp/e "$api/invocation/next" || exit 1\n'
+            "  id=$(tr -d '\\r' < /tmp/h | sed -n 's/^[Ll]ambda-[Rr]untime-[Aa]ws-[Rr]equest-[Ii]d: //p')\n"
+            f'  curl -sS -o /dev/null -X POST "$api/invocation/$id/response" -d "\\"{tag} $AWS_LAMBDA_FUNCTION_VERSION\\""\n'
+            "done\n"
+        )
+        return zip_bytes([("bootstrap", script.encode(), 0o755)])
+
+    lam.create_function(FunctionName="boto-versions", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": runtime("one")})
+    v1 = lam.publish_version(FunctionName="boto-versions", Description="first")
+    assert (v1["Version"], v1["Description"]) == ("1", "first")
+    assert v1["FunctionArn"].endswith(":boto-versions:1")
+    lam.update_function_code(FunctionName="boto-versions", ZipFile=runtime("two"))
+    assert lam.publish_version(FunctionName="boto-versions")["Version"] == "2"
+    versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName="boto-versions")["Versions"]]
+    assert versions == ["$LATEST", "1", "2"]
+
+    alias = lam.create_alias(FunctionName="boto-versions", Name="prod", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.0}})
+    assert alias["AliasArn"].endswith(":boto-versions:prod")
+    assert alias["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.0}
+    answer = lam.invoke(FunctionName="boto-versions", Qualifier="prod", Payload=b"{}")
+    assert answer["ExecutedVersion"] == "1"
+    assert json.loads(answer["Payload"].read()) == "one 1"
+    answer = lam.invoke(FunctionName="boto-versions", Qualifier="2", Payload=b"{}")
+    assert (answer["ExecutedVersion"], json.loads(answer["Payload"].read())) == ("2", "two 2")
+    assert lam.get_function(FunctionName="boto-versions", Qualifier="1")["Configuration"]["Version"] == "1"
+
+    lam.update_alias(FunctionName="boto-versions", Name="prod", FunctionVersion="2", RoutingConfig={})
+    assert lam.get_alias(FunctionName="boto-versions", Name="prod")["FunctionVersion"] == "2"
+    assert [a["Name"] for a in lam.list_aliases(FunctionName="boto-versions")["Aliases"]] == ["prod"]
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        lam.delete_function(FunctionName="boto-versions", Qualifier="2")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke(FunctionName="boto-versions", Qualifier="nope", Payload=b"{}")
+    lam.delete_alias(FunctionName="boto-versions", Name="prod")
+    lam.delete_function(FunctionName="boto-versions", Qualifier="1")
+    assert [v["Version"] for v in lam.list_versions_by_function(FunctionName="boto-versions")["Versions"]] == ["$LATEST", "2"]
+    lam.delete_function(FunctionName="boto-versions")

@@ -21,10 +21,12 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Resolves a function named in a request to the caller's function, or says
-/// it does not exist (or, named by another account's ARN, that `action` — an
-/// IAM action name such as `GetFunction` — is denied). Only `$LATEST` exists
-/// until versions do.
+/// Resolves a function named in a request to the caller's function
+/// (`$LATEST`'s record, which carries its versions and aliases), or says it
+/// does not exist (or, named by another account's ARN, that `action` — an IAM
+/// action name such as `GetFunction` — is denied). The reference returned
+/// carries the qualifier of the name or of the `Qualifier` parameter, which
+/// must name `$LATEST`, a published version or an alias.
 pub fn resolve(
     app: &App,
     caller: &Caller,
@@ -32,15 +34,22 @@ pub fn resolve(
     text: &str,
     qualifier: Option<&str>,
 ) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
-    let reference = f::parse_function_ref(text, "functionName")?;
+    let mut reference = f::parse_function_ref(text, "functionName")?;
     let qualifier = match (reference.qualifier.as_deref(), qualifier) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::InvalidParameterValue(
                 "The derived qualifier from the function name does not match the specified qualifier.".into(),
             ));
         }
-        (a, b) => a.or(b),
+        (a, b) => a.or(b).map(str::to_string),
     };
+    if let Some(q) = qualifier.as_deref().filter(|q| *q != "$LATEST" && !f::valid_name(q)) {
+        let mut v = Violations::default();
+        v.check(false, q, "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)");
+        v.into_result()?;
+    }
+    reference.qualifier = qualifier.clone();
+    let qualifier = qualifier.as_deref();
     let account = &caller.account;
     let arn = |name: &str| {
         let base = format!("arn:aws:lambda:{}:{account}:function:{name}", app.config.region);
@@ -61,11 +70,56 @@ pub fn resolve(
         }
         return Err(caller.denied(&format!("lambda:{action}"), &resource));
     }
-    if qualifier.is_some_and(|q| q != "$LATEST") {
+    let record = app.registry.get(account, &reference.name).ok_or_else(not_found)?;
+    if qualifier.is_some_and(|q| !record.has_version(q) && !record.aliases.contains_key(q)) {
         return Err(not_found());
     }
-    let record = app.registry.get(account, &reference.name).ok_or_else(not_found)?;
     Ok((reference, record))
+}
+
+/// [`resolve`], then the record the qualifier names: `$LATEST`, a version, or
+/// the version an alias sends this call to (a weighted random choice).
+pub fn resolve_version(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    text: &str,
+    qualifier: Option<&str>,
+) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
+    let (reference, latest) = resolve(app, caller, action, text, qualifier)?;
+    let label = match reference.qualifier.as_deref() {
+        None | Some("$LATEST") => return Ok((reference, latest)),
+        Some(q) => match latest.aliases.get(q) {
+            Some(alias) => alias.pick(random_unit()).to_string(),
+            None => q.to_string(),
+        },
+    };
+    if label == "$LATEST" {
+        return Ok((reference, latest));
+    }
+    let version = latest
+        .find_version(&label)
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}:{label}", latest.arn(&app.config.region, &caller.account))))?;
+    Ok((reference, Arc::new(version.clone())))
+}
+
+/// A uniformly random number in `0..1`.
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+/// Refuses a qualifier other than `$LATEST` for operations on `$LATEST` only.
+pub fn latest_only(reference: &FunctionRef) -> Result<(), ApiError> {
+    match reference.qualifier.as_deref() {
+        None | Some("$LATEST") => Ok(()),
+        Some(q) => Err(ApiError::InvalidParameterValue(format!(
+            "Only $LATEST can be changed: versions are immutable and aliases are changed with UpdateAlias (qualifier {q})"
+        ))),
+    }
+}
+
+pub fn now() -> i64 {
+    now_ms()
 }
 
 fn qualifier_param(query: &str) -> Option<String> {
@@ -98,14 +152,7 @@ fn code_source(zip_file: Option<&str>, s3: bool, image: bool) -> Result<&str, Ap
     zip_file.ok_or_else(|| ApiError::InvalidParameterValue("Please provide a source for function code.".into()))
 }
 
-fn no_publish(publish: Option<bool>) -> Result<(), ApiError> {
-    match publish {
-        Some(true) => Err(ApiError::InvalidParameterValue("Ignis has no versions yet: Publish must be false".into())),
-        _ => Ok(()),
-    }
-}
-
-fn new_revision() -> String {
+pub fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -127,7 +174,6 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     request.settings.check_model(&mut v);
     v.into_result()?;
     let reference = f::parse_function_ref(&name_text, "functionName")?;
-    no_publish(request.publish)?;
     if let Some(other) = reference.account.as_deref().filter(|a| *a != caller.account) {
         let region = reference.region.as_deref().unwrap_or(&app.config.region);
         let resource = format!("arn:aws:lambda:{region}:{other}:function:{}", reference.name);
@@ -171,6 +217,10 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         last_modified_ms: now_ms(),
         revision_id: new_revision(),
         reserved_concurrency: None,
+        version: None,
+        versions: Vec::new(),
+        aliases: Default::default(),
+        last_version: 0,
     };
     request.settings.apply(&mut record);
     let (_, record) = app
@@ -180,11 +230,15 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
             None => Ok(record),
         })
         .await?;
+    if request.publish == Some(true) {
+        let version = crate::versions::publish(app, caller, &name, None, None, None).await?;
+        return Ok(json_answer(StatusCode::CREATED, version.configuration(&app.config.region, &caller.account)));
+    }
     Ok(json_answer(StatusCode::CREATED, record.configuration(&app.config.region, &caller.account)))
 }
 
 pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
-    let (_, record) = resolve(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
+    let (_, record) = resolve_version(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
     let mut body = json!({
         "Configuration": record.configuration(&app.config.region, &caller.account),
         "Code": { "RepositoryType": "S3" },
@@ -196,7 +250,7 @@ pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
 }
 
 pub fn get_function_configuration(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
-    let (_, record) = resolve(app, caller, "GetFunctionConfiguration", name, qualifier_param(query).as_deref())?;
+    let (_, record) = resolve_version(app, caller, "GetFunctionConfiguration", name, qualifier_param(query).as_deref())?;
     Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
 
@@ -233,6 +287,7 @@ pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer,
 pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateConfiguration = f::parse_body(body)?;
     let (reference, _) = resolve(app, caller, "UpdateFunctionConfiguration", name, None)?;
+    latest_only(&reference)?;
     let mut v = Violations::default();
     request.settings.check_model(&mut v);
     v.into_result()?;
@@ -258,7 +313,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
 pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateCode = f::parse_body(body)?;
     let (reference, current) = resolve(app, caller, "UpdateFunctionCode", name, None)?;
-    no_publish(request.publish)?;
+    latest_only(&reference)?;
     check_revision(&current, request.revision_id.as_deref())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let zip = code_source(request.zip_file.as_deref(), request.s3_bucket.is_some() || request.s3_key.is_some(), request.image_uri.is_some())?;
@@ -288,18 +343,26 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
     if let Some(old) = old {
         app.invoker.retire(&caller.account, &old);
     }
+    if request.publish == Some(true) {
+        let version = crate::versions::publish(app, caller, &reference.name, None, None, None).await?;
+        return Ok(json_answer(StatusCode::OK, version.configuration(&app.config.region, &caller.account)));
+    }
     Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
 
 pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let qualifier = qualifier_param(query);
     let (reference, _) = resolve(app, caller, "DeleteFunction", name, qualifier.as_deref())?;
-    if reference.qualifier.is_some() || qualifier.is_some() {
-        return Err(ApiError::InvalidParameterValue("Ignis has no versions yet: delete the function without a qualifier".into()));
+    if let Some(q) = reference.qualifier.as_deref() {
+        crate::versions::delete_version(app, caller, &reference.name, q).await?;
+        return Ok(empty_answer(StatusCode::NO_CONTENT));
     }
     if let Some(old) = app.registry.delete(&caller.account, &reference.name).await? {
         app.concurrency.delete_reservation(&caller.account, &reference.name);
         app.invoker.retire(&caller.account, &old);
+        for version in &old.versions {
+            app.invoker.retire(&caller.account, version);
+        }
     }
     Ok(empty_answer(StatusCode::NO_CONTENT))
 }

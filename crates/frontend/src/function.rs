@@ -36,8 +36,9 @@ const RESERVED_KEYS: [&str; 17] = [
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT",
 ];
 
-/// What storage keeps of a function (`$LATEST`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What storage keeps of a function: `$LATEST`, carrying its published
+/// versions (immutable snapshots of the same shape) and its aliases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionRecord {
     pub name: String,
     pub runtime: String,
@@ -61,11 +62,142 @@ pub struct FunctionRecord {
     /// `ReservedConcurrentExecutions` (PutFunctionConcurrency), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_concurrency: Option<u32>,
+    /// The published version this record is; `None` for `$LATEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// `$LATEST`'s published versions, oldest first (empty in a version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<FunctionRecord>,
+    /// `$LATEST`'s aliases by name (empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, AliasRecord>,
+    /// The highest version number ever published (numbers are not reused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_version: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An alias: a name for a version, optionally sending a share of the
+/// invocations to one other version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub function_version: String,
+    pub description: String,
+    /// Version → share of invocations (0..=1), at most one entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
+    pub revision_id: String,
+}
+
+impl AliasRecord {
+    /// Lambda's `AliasConfiguration`; `function_arn` is the unqualified ARN.
+    pub fn configuration(&self, name: &str, function_arn: &str) -> Value {
+        let mut config = json!({
+            "AliasArn": format!("{function_arn}:{name}"),
+            "Name": name,
+            "FunctionVersion": self.function_version,
+            "Description": self.description,
+            "RevisionId": self.revision_id,
+        });
+        if !self.weights.is_empty() {
+            config["RoutingConfig"] = json!({ "AdditionalVersionWeights": self.weights });
+        }
+        config
+    }
+
+    /// Whether the alias sends any invocation to `version`.
+    pub fn uses(&self, version: &str) -> bool {
+        self.function_version == version || self.weights.contains_key(version)
+    }
+
+    /// The version an invocation goes to, given `random` in `0..1`.
+    pub fn pick(&self, random: f64) -> &str {
+        match self.weights.iter().next() {
+            Some((other, weight)) if random < *weight => other,
+            _ => &self.function_version,
+        }
+    }
 }
 
 impl FunctionRecord {
+    /// The unqualified ARN.
     pub fn arn(&self, region: &str, account: &str) -> String {
         format!("arn:aws:lambda:{region}:{account}:function:{}", self.name)
+    }
+
+    /// `$LATEST` or the version's number.
+    pub fn version_label(&self) -> String {
+        self.version.map_or_else(|| "$LATEST".to_string(), |n| n.to_string())
+    }
+
+    /// A published version by its number (as text).
+    pub fn find_version(&self, label: &str) -> Option<&FunctionRecord> {
+        let n: u32 = label.parse().ok()?;
+        self.versions.iter().find(|v| v.version == Some(n))
+    }
+
+    /// Whether `label` is `$LATEST` or a published version.
+    pub fn has_version(&self, label: &str) -> bool {
+        label == "$LATEST" || self.find_version(label).is_some()
+    }
+
+    /// Whether a published version holds the same code and configuration as
+    /// this `$LATEST` (its description aside, which publishing may override).
+    pub fn same_as(&self, version: &FunctionRecord) -> bool {
+        self.code_sha256_hex == version.code_sha256_hex
+            && self.runtime == version.runtime
+            && self.role == version.role
+            && self.handler == version.handler
+            && self.memory_mb == version.memory_mb
+            && self.timeout_s == version.timeout_s
+            && self.ephemeral_mb == version.ephemeral_mb
+            && self.environment == version.environment
+            && self.architecture == version.architecture
+    }
+
+    /// An immutable snapshot of this `$LATEST` as version `number`, with its
+    /// own revision (its sandboxes are its own).
+    pub fn snapshot(&self, number: u32, description: Option<String>, revision_id: String, now_ms: i64) -> FunctionRecord {
+        FunctionRecord {
+            description: description.unwrap_or_else(|| self.description.clone()),
+            last_modified_ms: now_ms,
+            revision_id,
+            reserved_concurrency: None,
+            version: Some(number),
+            versions: Vec::new(),
+            aliases: BTreeMap::new(),
+            last_version: 0,
+            ..self.clone_config()
+        }
+    }
+
+    /// This record without its versions and aliases.
+    fn clone_config(&self) -> FunctionRecord {
+        FunctionRecord {
+            name: self.name.clone(),
+            runtime: self.runtime.clone(),
+            role: self.role.clone(),
+            handler: self.handler.clone(),
+            description: self.description.clone(),
+            memory_mb: self.memory_mb,
+            timeout_s: self.timeout_s,
+            ephemeral_mb: self.ephemeral_mb,
+            environment: self.environment.clone(),
+            architecture: self.architecture.clone(),
+            code_sha256_hex: self.code_sha256_hex.clone(),
+            code_sha256: self.code_sha256.clone(),
+            code_size: self.code_size,
+            last_modified_ms: self.last_modified_ms,
+            revision_id: self.revision_id.clone(),
+            reserved_concurrency: self.reserved_concurrency,
+            version: self.version,
+            versions: Vec::new(),
+            aliases: BTreeMap::new(),
+            last_version: self.last_version,
+        }
     }
 
     pub fn log_group(&self) -> String {
@@ -76,7 +208,10 @@ impl FunctionRecord {
     pub fn configuration(&self, region: &str, account: &str) -> Value {
         let mut config = json!({
             "FunctionName": self.name,
-            "FunctionArn": self.arn(region, account),
+            "FunctionArn": match self.version {
+                Some(n) => format!("{}:{n}", self.arn(region, account)),
+                None => self.arn(region, account),
+            },
             "Runtime": self.runtime,
             "Role": self.role,
             "Handler": self.handler,
@@ -86,7 +221,7 @@ impl FunctionRecord {
             "MemorySize": self.memory_mb,
             "LastModified": last_modified(self.last_modified_ms),
             "CodeSha256": self.code_sha256,
-            "Version": "$LATEST",
+            "Version": self.version_label(),
             "TracingConfig": { "Mode": "PassThrough" },
             "RevisionId": self.revision_id,
             "State": "Active",

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api};
+use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -39,6 +39,14 @@ pub enum Operation {
     PutFunctionConcurrency(String),
     GetFunctionConcurrency(String),
     DeleteFunctionConcurrency(String),
+    PublishVersion(String),
+    ListVersionsByFunction(String),
+    CreateAlias(String),
+    ListAliases(String),
+    /// Function, alias.
+    GetAlias(String, String),
+    UpdateAlias(String, String),
+    DeleteAlias(String, String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -87,6 +95,13 @@ impl Operation {
             Operation::PutFunctionConcurrency(_) => "PutFunctionConcurrency",
             Operation::GetFunctionConcurrency(_) => "GetFunctionConcurrency",
             Operation::DeleteFunctionConcurrency(_) => "DeleteFunctionConcurrency",
+            Operation::PublishVersion(_) => "PublishVersion",
+            Operation::ListVersionsByFunction(_) => "ListVersionsByFunction",
+            Operation::CreateAlias(_) => "CreateAlias",
+            Operation::ListAliases(_) => "ListAliases",
+            Operation::GetAlias(..) => "GetAlias",
+            Operation::UpdateAlias(..) => "UpdateAlias",
+            Operation::DeleteAlias(..) => "DeleteAlias",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -132,6 +147,15 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operati
         (&Method::GET, ["2019-09-30", "functions", name, "concurrency"]) => Operation::GetFunctionConcurrency(decode(name)?),
         (&Method::DELETE, ["2017-10-31", "functions", name, "concurrency"]) => {
             Operation::DeleteFunctionConcurrency(decode(name)?)
+        }
+        (&Method::POST, ["2015-03-31", "functions", name, "versions"]) => Operation::PublishVersion(decode(name)?),
+        (&Method::GET, ["2015-03-31", "functions", name, "versions"]) => Operation::ListVersionsByFunction(decode(name)?),
+        (&Method::POST, ["2015-03-31", "functions", name, "aliases"]) => Operation::CreateAlias(decode(name)?),
+        (&Method::GET, ["2015-03-31", "functions", name, "aliases"]) => Operation::ListAliases(decode(name)?),
+        (&Method::GET, ["2015-03-31", "functions", name, "aliases", alias]) => Operation::GetAlias(decode(name)?, decode(alias)?),
+        (&Method::PUT, ["2015-03-31", "functions", name, "aliases", alias]) => Operation::UpdateAlias(decode(name)?, decode(alias)?),
+        (&Method::DELETE, ["2015-03-31", "functions", name, "aliases", alias]) => {
+            Operation::DeleteAlias(decode(name)?, decode(alias)?)
         }
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
@@ -248,6 +272,13 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::PutFunctionConcurrency(name) => control::put_concurrency(app, caller, &name, &body).await,
         Operation::GetFunctionConcurrency(name) => control::get_concurrency(app, caller, &name),
         Operation::DeleteFunctionConcurrency(name) => control::delete_concurrency(app, caller, &name).await,
+        Operation::PublishVersion(name) => versions::publish_version(app, caller, &name, &body).await,
+        Operation::ListVersionsByFunction(name) => versions::list_versions(app, caller, &name, query),
+        Operation::CreateAlias(name) => versions::create_alias(app, caller, &name, &body).await,
+        Operation::ListAliases(name) => versions::list_aliases(app, caller, &name, query),
+        Operation::GetAlias(name, alias) => versions::get_alias(app, caller, &name, &alias),
+        Operation::UpdateAlias(name, alias) => versions::update_alias(app, caller, &name, &alias, &body).await,
+        Operation::DeleteAlias(name, alias) => versions::delete_alias(app, caller, &name, &alias).await,
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -320,6 +351,14 @@ mod tests {
         check(Method::GET, "/2015-03-31/functions/f/configuration", Some(GetFunctionConfiguration("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/invocations", Some(Invoke("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/invocations", None);
+        check(Method::POST, "/2015-03-31/functions/f/versions", Some(PublishVersion("f".into())));
+        check(Method::GET, "/2015-03-31/functions/f/versions", Some(ListVersionsByFunction("f".into())));
+        check(Method::POST, "/2015-03-31/functions/f/aliases", Some(CreateAlias("f".into())));
+        check(Method::GET, "/2015-03-31/functions/f/aliases", Some(ListAliases("f".into())));
+        check(Method::GET, "/2015-03-31/functions/f/aliases/prod", Some(GetAlias("f".into(), "prod".into())));
+        check(Method::PUT, "/2015-03-31/functions/f/aliases/prod", Some(UpdateAlias("f".into(), "prod".into())));
+        check(Method::DELETE, "/2015-03-31/functions/f/aliases/prod", Some(DeleteAlias("f".into(), "prod".into())));
+        check(Method::POST, "/2015-03-31/functions/f/aliases/prod", None);
         check(Method::PUT, "/2017-10-31/functions/f/concurrency", Some(PutFunctionConcurrency("f".into())));
         check(Method::GET, "/2019-09-30/functions/f/concurrency", Some(GetFunctionConcurrency("f".into())));
         check(Method::DELETE, "/2017-10-31/functions/f/concurrency", Some(DeleteFunctionConcurrency("f".into())));

@@ -33,7 +33,8 @@ enum Reserved {
     Failed(Outcome),
 }
 
-/// Sandboxes are reused only for the same function revision.
+/// Sandboxes are reused only for the same function revision (a published
+/// version has a revision of its own).
 type RevisionKey = (String, String, String);
 
 pub struct Invoker {
@@ -240,7 +241,7 @@ fn spec(target: &Target) -> FunctionSpec {
     let record = &target.record;
     let mut env: Vec<(String, String)> = vec![
         ("AWS_LAMBDA_FUNCTION_NAME".into(), record.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), record.version_label()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), record.memory_mb.to_string()),
         ("AWS_LAMBDA_LOG_GROUP_NAME".into(), record.log_group()),
         ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
@@ -265,7 +266,7 @@ fn spec(target: &Target) -> FunctionSpec {
         tmp_mb: record.ephemeral_mb,
         timeout: Duration::from_secs(record.timeout_s.into()),
         env,
-        version: "$LATEST".into(),
+        version: record.version_label(),
         log_account: target.account.clone(),
         log_group: record.log_group(),
     }

@@ -9,7 +9,7 @@ use http_body_util::Full;
 use ignis_worker::{Completion, Invocation, Outcome};
 
 use crate::{App, Caller};
-use crate::control::resolve;
+use crate::control::resolve_version;
 use crate::error::ApiError;
 use crate::function::Violations;
 use crate::http::{Answer, empty_answer, query_params};
@@ -76,7 +76,7 @@ pub async fn invoke(
         }
     };
     let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
-    let (_, record) = resolve(app, caller, "InvokeFunction", name, qualifier.as_deref())?;
+    let (reference, record) = resolve_version(app, caller, "InvokeFunction", name, qualifier.as_deref())?;
 
     let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { payload };
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
@@ -90,7 +90,8 @@ pub async fn invoke(
 
     let code_dir = app.store.code_dir(&record.code_sha256_hex);
     let account = caller.account.clone();
-    let invoked_function_arn = match qualifier {
+    let executed_version = HeaderValue::from_str(&record.version_label()).unwrap_or(HeaderValue::from_static("$LATEST"));
+    let invoked_function_arn = match reference.qualifier {
         Some(q) => format!("{}:{q}", record.arn(&app.config.region, &account)),
         None => record.arn(&app.config.region, &account),
     };
@@ -110,12 +111,12 @@ pub async fn invoke(
             let invoker = app.invoker.clone();
             tokio::spawn(run_event(invoker, target, invocation));
             let mut answer = empty_answer(StatusCode::ACCEPTED);
-            answer.headers_mut().insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
+            answer.headers_mut().insert("x-amz-executed-version", executed_version);
             Ok(answer)
         }
         InvocationType::RequestResponse => {
             let outcome = app.invoker.invoke(target, invocation).await?;
-            Ok(answer(outcome, tail))
+            Ok(answer(outcome, tail, executed_version))
         }
     }
 }
@@ -164,7 +165,7 @@ fn trace_id(request_id: &str) -> String {
     format!("Root=1-{seconds:08x}-{};Parent={};Sampled=0", &hex[..24.min(hex.len())], &hex[hex.len().saturating_sub(16)..])
 }
 
-fn answer(outcome: Outcome, tail: bool) -> Answer {
+fn answer(outcome: Outcome, tail: bool, executed_version: HeaderValue) -> Answer {
     let (body, function_error) = match outcome.completion {
         Completion::Response(body) => (body, false),
         Completion::Error { body, .. } => (body, true),
@@ -176,7 +177,7 @@ fn answer(outcome: Outcome, tail: bool) -> Answer {
     let mut response = http::Response::new(Full::new(body));
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
+    headers.insert("x-amz-executed-version", executed_version);
     if function_error {
         headers.insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
     }

@@ -6,6 +6,8 @@
 //!   body limits, authentication.
 //! - `control`: CreateFunction, GetFunction, ListFunctions, UpdateFunctionCode,
 //!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency.
+//! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
+//!   and the alias calls; versions and aliases live in `$LATEST`'s record.
 //! - `concurrency`: admission (account limit, reserved concurrency, scaling
 //!   rate) over `ignis-counting`.
 //! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
@@ -29,6 +31,7 @@ mod invoke;
 mod invoke_api;
 mod logs_api;
 mod registry;
+mod versions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -53,10 +53,14 @@ impl Registry {
         functions.iter().map(|((account, _), record)| (account.clone(), record.clone())).collect()
     }
 
-    /// Every code tree some function uses.
+    /// Every code tree some function or version uses.
     pub fn live_code(&self) -> std::collections::HashSet<String> {
         let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        functions.values().map(|r| r.code_sha256_hex.clone()).collect()
+        functions
+            .values()
+            .flat_map(|r| std::iter::once(&**r).chain(r.versions.iter()))
+            .map(|r| r.code_sha256_hex.clone())
+            .collect()
     }
 
     /// Applies `change` to the current record (None if absent) under the write

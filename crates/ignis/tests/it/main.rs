@@ -12,3 +12,4 @@ mod hostile;
 mod invoke;
 mod lifecycle;
 mod tidy;
+mod versions;
