@@ -255,22 +255,11 @@ pub fn get_function_configuration(app: &App, caller: &Caller, name: &str, query:
 }
 
 pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
-    let params = query_params(query);
-    let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    let max_items = match param("MaxItems") {
-        None => 50,
-        Some(text) => {
-            let n: i64 = text.parse().map_err(|_| ApiError::InvalidParameterValue(format!("MaxItems {text:?} is not a number")))?;
-            let mut v = Violations::default();
-            v.range(Some(n), "maxItems", 1, 10000);
-            v.into_result()?;
-            n as usize
-        }
-    };
+    let (max_items, marker, _) = crate::versions::paging(query)?;
     let functions = app.registry.list(&caller.account);
-    let start = match param("Marker").filter(|m| !m.is_empty()) {
+    let start = match marker {
         None => 0,
-        Some(marker) => functions.partition_point(|r| r.name.as_str() <= marker),
+        Some(marker) => functions.partition_point(|r| r.name.as_str() <= marker.as_str()),
     };
     let page: Vec<_> = functions.iter().skip(start).take(max_items).collect();
     let mut body = json!({

@@ -111,10 +111,10 @@ pub async fn publish_version(app: &Arc<App>, caller: &Caller, name: &str, body: 
 }
 
 /// A list call's `MaxItems`, `Marker` and all its parameters.
-type Paging = (usize, Option<String>, Vec<(String, String)>);
+pub(crate) type Paging = (usize, Option<String>, Vec<(String, String)>);
 
 /// `MaxItems` (1..=10000, default 50) and `Marker` of a list call.
-fn paging(query: &str) -> Result<Paging, ApiError> {
+pub(crate) fn paging(query: &str) -> Result<Paging, ApiError> {
     let params = query_params(query);
     let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let max_items = match param("MaxItems") {
@@ -253,6 +253,20 @@ fn alias_not_found(app: &App, caller: &Caller, record: &FunctionRecord, alias: &
     not_found(format!("Alias not found: {}:{alias}", record.arn(&app.config.region, &caller.account)))
 }
 
+/// Model checks of the fields CreateAlias and UpdateAlias share; returns the
+/// routing weights asked for.
+fn check_alias_fields<'a>(request: &'a AliasIn, v: &mut Violations) -> Option<&'a BTreeMap<String, f64>> {
+    if let Some(version) = &request.function_version {
+        check_version_text(version, v);
+    }
+    if let Some(d) = &request.description {
+        v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
+    }
+    let weights = request.routing_config.as_ref().and_then(|r| r.additional_version_weights.as_ref());
+    check_weights(weights, v);
+    weights
+}
+
 pub async fn create_alias(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: AliasIn = f::parse_body(body)?;
     let mut v = Violations::default();
@@ -261,14 +275,7 @@ pub async fn create_alias(app: &Arc<App>, caller: &Caller, name: &str, body: &[u
     if let Some(alias) = &request.name {
         check_alias_name(alias, &mut v);
     }
-    if let Some(version) = &request.function_version {
-        check_version_text(version, &mut v);
-    }
-    if let Some(d) = &request.description {
-        v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
-    }
-    let weights = request.routing_config.as_ref().and_then(|r| r.additional_version_weights.as_ref());
-    check_weights(weights, &mut v);
+    let weights = check_alias_fields(&request, &mut v);
     v.into_result()?;
     let (alias, function_version) = (request.name.clone().unwrap_or_default(), request.function_version.clone().unwrap_or_default());
     let record = unqualified(app, caller, "CreateAlias", name)?;
@@ -306,14 +313,7 @@ pub fn get_alias(app: &App, caller: &Caller, name: &str, alias: &str) -> Result<
 pub async fn update_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: AliasIn = f::parse_body(body)?;
     let mut v = Violations::default();
-    if let Some(version) = &request.function_version {
-        check_version_text(version, &mut v);
-    }
-    if let Some(d) = &request.description {
-        v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
-    }
-    let weights = request.routing_config.as_ref().and_then(|r| r.additional_version_weights.as_ref());
-    check_weights(weights, &mut v);
+    check_alias_fields(&request, &mut v);
     v.into_result()?;
     let record = unqualified(app, caller, "UpdateAlias", name)?;
     let function_arn = record.arn(&app.config.region, &caller.account);
