@@ -1,6 +1,7 @@
 //! `ignis-init`: pid 1 of a sandbox. The binary `src/bin/ignis-init.rs` only calls [`main`].
 //!
-//! Started by [`crate::Host::spawn`] already inside new user, pid, mount, network, ipc and uts namespaces, as root
+//! Started by [`crate::Host::spawn`] already inside new user, pid, mount, ipc and uts namespaces and a network
+//! namespace of the worker's (owned by the host's user namespace: no network privilege at all, `lo` already up), as root
 //! *of its user namespace* (uid/gid 0 inside, the sandbox's `base` outside: all its capabilities apply only to what
 //! that namespace owns), with exactly these fds: 0 = /dev/null, 1 and 2 = the output pipe, 3 = the control socket
 //! (see `proto`); an empty environment; no supplementary groups; its cwd the copy of the root base (`build_base`,
@@ -8,7 +9,7 @@
 //! The worker may still be moving it into the sandbox's cgroup(s). Single-threaded throughout, so `fork` is
 //! unrestricted. In order:
 //!
-//! 1. makes its root from the base and pivots into it (`enter_root`); brings `lo` up and binds 127.0.0.1:9001
+//! 1. makes its root from the base and pivots into it (`enter_root`); binds 127.0.0.1:9001
 //!    (none of this needs the config: it overlaps with the worker's cgroup writes);
 //! 2. reads its `ShellConfig` (the runtime's user, hostname and seccomp filters) from fd 3, which the worker sends
 //!    only once init is inside its cgroup(s); unshares a cgroup namespace rooted there; sets the hostname;
@@ -131,10 +132,9 @@ fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) 
 }
 
 fn run(control: BorrowedFd<'_>) -> Result<()> {
-    // 1. The root filesystem (all but what depends on the function), the network: nothing here needs the config,
+    // 1. The root filesystem (all but what depends on the function), the listener: nothing here needs the config,
     //    so it overlaps with the worker moving us into our cgroup(s).
     enter_root()?;
-    loopback_up().ctx(|| "bringing up lo".into())?;
     let listener = std::net::TcpListener::bind("127.0.0.1:9001").ctx(|| "binding 127.0.0.1:9001".into())?;
 
     // 2. User, hostname, seccomp filters for later. The worker sends them once we are in our cgroup(s): only then
@@ -179,25 +179,6 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
             InitMsg::Exited { code: libc::WEXITSTATUS(status) }
         };
         let _ = report(control, &msg);
-    }
-    Ok(())
-}
-
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: plain syscall.
-    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: fd is a new socket we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; zeroed is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: ifr is a valid ifreq naming "lo"; the ioctls read/write it.
-    unsafe {
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! network and root filesystem (all but the code, `/tmp` and `/dev/shm`) are made but that have no function yet
 //! ([`Host::set_pool_size`], [`Host::refill`]); a cold start that finds a shell skips most of the work (joining a
 //! cgroup is the slowest step of it). [`Host::spawn`] builds one
-//! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, network, ipc
-//! and uts namespaces (all owned by the new user namespace), inside its own cgroup, which pivot_roots into a fresh root
+//! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, ipc and uts
+//! namespaces (owned by the new user namespace) and of an empty network namespace of the worker's ([`netns`]), inside
+//! its own cgroup, which pivot_roots into a fresh root
 //! holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded `/tmp`, hands the
 //! worker a TCP listener bound to 127.0.0.1:9001 inside the sandbox's network namespace, then forks and execs the
 //! entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts live in the sandbox's
@@ -22,7 +23,9 @@
 //!    runtime is uid 993 / gid 990 inside (`base + 993` / `base + 990` outside). Host files (`/usr`, the code) are
 //!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only.
 //! 2. **Other namespaces**: pid (init is pid 1; its death kills the rest), mount (private, pivoted, no `/sys`),
-//!    network (only `lo`), ipc, uts (hostname `sandbox`), cgroup (rooted at the sandbox's group).
+//!    network (only `lo`; made by the worker, so owned by the host's user namespace: nothing in the sandbox, init
+//!    included, has any network privilege; reused by a later sandbox once empty, see [`netns`]), ipc, uts (hostname
+//!    `sandbox`), cgroup (rooted at the sandbox's group).
 //! 3. **Cgroup** ([`cgroup`]): memory (no swap), CPU share, `pids.max`. The worker moves the child into it while init
 //!    starts (inside root cannot write the host's cgroup files); init waits for that before it forks anything.
 //! 4. **Credentials of the runtime**: uid 993 / gid 990, no supplementary groups, empty effective, permitted,
@@ -63,7 +66,9 @@
 //!   the pid namespace. [`Sandbox::kill`] SIGKILLs init with the same effect. Init is also killed if the thread that
 //!   spawned it exits (`PR_SET_PDEATHSIG`), and exits if the worker closes the control socket (drops the
 //!   [`Sandbox`]).
-//! - Mounts, network, ipc, the user namespace: private to the sandbox; freed by the kernel with the last process.
+//! - Mounts, ipc, the user namespace: private to the sandbox; freed by the kernel with the last process.
+//! - The network namespace: back to the host's pool of empty ones once init is reaped and the worker closed its fds in
+//!   it (the last [`netns::NetnsLease`] dropped); the pool keeps a bounded number, the kernel frees the rest.
 //! - The cgroup(s): created by [`Host::spawn`] before init starts, removed by [`Sandbox::destroy`] (also run by
 //!   `Drop`), or by `spawn` itself when it fails. A crashed worker leaves empty groups under `ignis/`; a group of the
 //!   same id is removed when reused.
@@ -74,6 +79,7 @@
 
 pub mod cgroup;
 pub mod init;
+pub mod netns;
 mod proto;
 pub mod seccomp;
 mod spawn;
@@ -160,6 +166,8 @@ pub struct Host {
     pool_size: usize,
     /// Unique among the process's hosts: names this host's root base in a spawner thread (see `spawn`).
     generation: u64,
+    /// Empty network namespaces for the next sandboxes (see [`netns`]).
+    netns: Arc<netns::NetnsPool>,
 }
 
 impl std::fmt::Debug for Host {
@@ -240,6 +248,7 @@ impl Host {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
+            netns: Arc::default(),
         })
     }
 
@@ -341,7 +350,6 @@ impl Host {
     /// `configure` gets the sandbox's id (to name its logs, say) and returns its configuration.
     pub fn spawn(&self, configure: impl FnOnce(&str) -> SandboxConfig) -> Result<Sandbox, SandboxError> {
         let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let was_pooled = pooled.is_some();
         let id = match &pooled {
             Some(shell) => shell.id().to_string(),
             None => self.new_id()?,
@@ -360,13 +368,12 @@ impl Host {
                 return Err(e);
             }
         };
-        let shell = match pooled {
-            Some(shell) => shell,
-            None => spawn::new_shell(self, id.clone())?,
+        let Some(shell) = pooled else {
+            return spawn::new_sandbox(self, id, &cfg, &code);
         };
         match spawn::launch(shell, &cfg, &code) {
             // A pooled shell that died while it waited (and is gone now): a fresh one of the same id will do.
-            Err(SandboxError::Io { .. }) if was_pooled => spawn::launch(spawn::new_shell(self, id)?, &cfg, &code),
+            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &code),
             done => done,
         }
     }
@@ -390,6 +397,9 @@ pub struct Sandbox {
     destroyed: bool,
     /// The cgroup's peak-memory file, opened on first use.
     peak_file: std::sync::OnceLock<Option<std::fs::File>>,
+    /// The network namespace, back to the host's pool once init is reaped and no other lease is left. Declared
+    /// last, so dropped after everything else, `runtime_api` included.
+    network: netns::NetnsLease,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -413,6 +423,12 @@ impl Sandbox {
     /// `None` once destroyed.
     pub fn uid_base(&self) -> Option<u32> {
         self.uid_slot.as_ref().map(|s| s.base())
+    }
+
+    /// A hold on the sandbox's network namespace, for whoever keeps fds in it (a copy of [`Sandbox::runtime_api`],
+    /// its connections) beyond the sandbox's life: the namespace is reused only once every lease is dropped.
+    pub fn network_lease(&self) -> netns::NetnsLease {
+        self.network.clone()
     }
 
     /// pidfd of ignis-init; readable once it exited (await it with e.g. tokio's `AsyncFd`).

@@ -4,7 +4,8 @@
 //! the calling thread's root base made sure of ([`ensure_base`]: once per thread and host, the read-only part of
 //! every root, built in a mount namespace of the thread's own, of which each sandbox cloned from the thread gets a
 //! copy) → uid slot taken and cgroup created (`pids.max` only) → control socket pair, output pipe, "go" and "error"
-//! pipes → `clone` into new user, pid, mount, network, ipc and uts namespaces (the user namespace owns the others)
+//! pipes → the spawner thread enters an empty network namespace ([`crate::netns`]) → `clone` into new user, pid,
+//! mount, ipc and uts namespaces (the user namespace owns them; the network namespace stays the host's)
 //! → the child sets up fds 0-3 and blocks on the go pipe → the parent writes the child's `uid_map`/`gid_map` (inside
 //! 0..65536 → the slot's outside range), then says go → the child enters the root mountpoint (where its copy of the
 //! base is; while it still has the worker's host-root ids, so the worker's private state directory may be `0700`),
@@ -12,11 +13,12 @@
 //! namespace only, across exec), sets `PR_SET_PDEATHSIG` (credential changes clear it), marks every fd above 3
 //! close-on-exec and `execveat`s `ignis-init` through an fd opened by [`crate::Host::new`]. Meanwhile the parent
 //! moves it into its cgroup(s) (inside root cannot write the host's cgroup files), and only then sends the shell
-//! config (user, hostname, seccomp filters): init makes its root, brings `lo` up and binds the listener before it
+//! config (user, hostname, seccomp filters): init makes its root and binds the listener before it
 //! waits for that config, and forks nothing before it. The parent learns from the error pipe (closed by the exec)
 //! whether the exec worked and receives the runtime API listener, which init sends once it has the config. Joining
 //! the cgroup is the slow part of a start on cgroup v1 (the kernel waits for an RCU grace period), and the
-//! namespaces (the network one above all) take their time too, which is why shells may be made ahead of time.
+//! namespaces take their time too, which is why shells may be made ahead of time. A sandbox made from nothing
+//! ([`new_sandbox`]) gets its function in the same go: limits and config are sent while init still starts.
 //!
 //! [`launch`] gives a shell its function: memory and CPU limits written, the code directory cloned as a detached
 //! mount tree (read-only, nosuid, nodev, private; made by [`crate::Host::spawn`] with [`code_tree`]) and sent with the
@@ -31,9 +33,10 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cgroup::Limits;
+use crate::cgroup::{CgroupDriver, Limits};
 use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
 use crate::userns::{self, Slot};
 use crate::{HANDSHAKE_TIMEOUT, Host, RMDIR_PATIENCE, Sandbox, SandboxConfig, SandboxError};
@@ -115,11 +118,36 @@ fn ensure_base(host: &Host) -> Result<(), SandboxError> {
 
 /// Makes a shell named `id`.
 pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> {
+    make(host, id, None)
+}
+
+/// Makes a sandbox named `id` from nothing: [`new_shell`] and [`launch`] in one, with the function given to init
+/// while it starts rather than after it reported its listener.
+/// `cfg` has been validated.
+/// `code` is [`code_tree`] of `cfg.code_dir`.
+pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
+    let function = Function { limits: limits(cfg), config: function_config(cfg)?, code };
+    let Shell(sandbox) = make(host, id, Some(function))?;
+    await_exec(sandbox, cfg)
+}
+
+/// What [`launch`] gives a shell.
+struct Function<'a> {
+    limits: Limits,
+    config: Vec<u8>,
+    code: &'a OwnedFd,
+}
+
+fn limits(cfg: &SandboxConfig) -> Limits {
+    Limits { memory_mb: cfg.memory_mb, pids_max: 0 }
+}
+
+fn make(host: &Host, id: String, function: Option<Function<'_>>) -> Result<Shell, SandboxError> {
     ensure_base(host)?;
     let slot = host.uid_slots.acquire().map_err(|e| SandboxError::io("allocating a user namespace id range", e))?;
     let limits = Limits { memory_mb: 0, pids_max: host.pids_max };
     let procs = host.cgroups.create(&id, &limits).map_err(|e| SandboxError::io("creating cgroup", e))?;
-    start(host, &id, procs, slot).inspect_err(|_| {
+    start(host, &id, procs, slot, function).inspect_err(|_| {
         let _ = host.cgroups.remove(&id, RMDIR_PATIENCE);
     })
 }
@@ -128,9 +156,14 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 /// `cfg` has been validated.
 /// `code` is [`code_tree`] of `cfg.code_dir`.
 pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
-    let limits = Limits { memory_mb: cfg.memory_mb, pids_max: 0 };
     let Shell(sandbox) = shell;
-    sandbox.cgroups.set_limits(&sandbox.id, &limits).map_err(|e| SandboxError::io("setting cgroup limits", e))?;
+    let function = Function { limits: limits(cfg), config: function_config(cfg)?, code };
+    give(&sandbox.cgroups, &sandbox.id, &sandbox.control, &function)?;
+    await_exec(sandbox, cfg)
+}
+
+/// Init's configuration for `cfg`, serialized.
+fn function_config(cfg: &SandboxConfig) -> Result<Vec<u8>, SandboxError> {
     let init_cfg = InitConfig {
         tmp_mb: cfg.tmp_mb,
         env: cfg.env.clone(),
@@ -140,7 +173,18 @@ pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, code: &OwnedFd) -> Resul
     if config.len() > proto::MAX_MSG {
         return Err(SandboxError::io("sandbox config (environment too large)", io::ErrorKind::InvalidInput.into()));
     }
-    proto::send(sandbox.control.as_fd(), &config, Some(code.as_fd())).map_err(io_err("sending config to ignis-init"))?;
+    Ok(config)
+}
+
+/// Memory and CPU limits written, then the function's config and code sent to init (which forks the runtime only
+/// once it has them).
+fn give(cgroups: &Arc<dyn CgroupDriver>, id: &str, control: &OwnedFd, function: &Function<'_>) -> Result<(), SandboxError> {
+    cgroups.set_limits(id, &function.limits).map_err(|e| SandboxError::io("setting cgroup limits", e))?;
+    proto::send(control.as_fd(), &function.config, Some(function.code.as_fd())).map_err(io_err("sending config to ignis-init"))
+}
+
+/// Waits for init's report of the entrypoint's exec.
+fn await_exec(sandbox: Sandbox, cfg: &SandboxConfig) -> Result<Sandbox, SandboxError> {
     match receive(&sandbox.control)? {
         (InitMsg::ExecOk, _) => {}
         (InitMsg::ExecFailed { stage, errno }, _) => {
@@ -274,7 +318,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((above_stdio(r)?, above_stdio(w)?))
 }
 
-fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Result<Shell, SandboxError> {
+fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function: Option<Function<'_>>) -> Result<Shell, SandboxError> {
     let shell_cfg = ShellConfig {
         seccomp: host.seccomp.clone(),
         uid: crate::SANDBOX_UID,
@@ -311,12 +355,9 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Resul
         libc::sigemptyset(&mut set);
         set
     };
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    // The network namespace is the worker's making (see `netns`): the child is cloned into it.
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let (network, in_netns) = host.netns.enter().map_err(io_err("entering a network namespace"))?;
 
     // SAFETY: fork-like clone (no CLONE_VM, stack 0: the child continues on a copy of this stack). The child only
     // makes async-signal-safe raw syscalls on data prepared above and never returns from this block.
@@ -375,8 +416,10 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Resul
         }
         pid
     };
+    let cloned = io::Error::last_os_error();
+    drop(in_netns);
     if pid < 0 {
-        return Err(SandboxError::io("clone", io::Error::last_os_error()));
+        return Err(SandboxError::io("clone", cloned));
     }
     let mut child = Child { pid: pid as libc::pid_t, pidfd: None };
     drop((child_control, child_output, go_r, err_w));
@@ -415,6 +458,10 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Resul
     }
 
     sent?;
+    // A sandbox made from nothing: its function goes now, while init is still starting.
+    if let Some(function) = &function {
+        give(&host.cgroups, id, &control, function)?;
+    }
     let runtime_api = match receive(&control)? {
         (InitMsg::Listener, Some(fd)) => std::net::TcpListener::from(fd),
         (other, _) => return Err(unexpected(other)),
@@ -437,6 +484,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot) -> Resul
         exit: None,
         destroyed: false,
         peak_file: std::sync::OnceLock::new(),
+        network,
     }))
 }
 

@@ -702,3 +702,47 @@ fn code_and_state_under_private_directories() {
     sb.destroy();
     assert_eq!(own.uid_slots_in_use(), 0);
 }
+
+/// Inode of `/proc/<pid>/ns/<kind>`.
+fn ns_inode(pid: u32, kind: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}")).unwrap().ino()
+}
+
+/// Inode of the user namespace that owns `pid`'s network namespace.
+fn netns_owner(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let net = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    // SAFETY: plain ioctl; the returned fd is ours.
+    let owner = unsafe { libc::ioctl(net.as_raw_fd(), NS_GET_USERNS) };
+    assert!(owner >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: just returned by the ioctl.
+    let owner = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(owner) };
+    owner.metadata().unwrap().ino()
+}
+
+#[test]
+fn network_namespace_is_the_hosts_and_reused_only_once_empty() {
+    let (host, _prefix, _state) = own_host("netns");
+    let dir = code("exec sleep 1000");
+    let me = std::process::id();
+    let a = host.spawn(|_| config(dir.path())).unwrap();
+    let init_a = a.pid() as u32;
+    let net_a = ns_inode(init_a, "net");
+    assert_ne!(net_a, ns_inode(me, "net"));
+    // Owned by the host's user namespace, not the sandbox's: even init has no network privilege in it.
+    assert_ne!(ns_inode(init_a, "user"), ns_inode(me, "user"));
+    assert_eq!(netns_owner(init_a), ns_inode(me, "user"));
+
+    // While anything holds a lease on it, no other sandbox gets it.
+    let lease = a.network_lease();
+    drop(a);
+    let b = host.spawn(|_| config(dir.path())).unwrap();
+    assert_ne!(ns_inode(b.pid() as u32, "net"), net_a);
+    drop(lease);
+    // Empty now: the next sandbox reuses it.
+    let c = host.spawn(|_| config(dir.path())).unwrap();
+    assert_eq!(ns_inode(c.pid() as u32, "net"), net_a);
+    drop((b, c));
+}

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use ignis_sandbox::netns::NetnsLease;
 
 use crate::MAX_RESPONSE_BYTES;
 use crate::sandbox::{Current, Delivery, Phase, Reply, SandboxHandle};
@@ -24,8 +25,10 @@ const PREFIX: &str = "/2018-06-01/runtime/";
 /// so a sandbox cannot use up the server's file descriptors.
 const MAX_CONNECTIONS: usize = 8;
 
-/// Accepts the runtime's connections until the sandbox is gone.
-pub(crate) async fn serve(handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener) {
+/// Accepts the runtime's connections until the sandbox is gone. The listener and every connection live in the
+/// sandbox's network namespace: `network` is held until the last of them is closed, so that the namespace is not
+/// given to another sandbox before (parameters are dropped last to first: `network` after `listener`).
+pub(crate) async fn serve(network: NetnsLease, handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener) {
     let mut dead = handle.dead_signal();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -48,8 +51,9 @@ pub(crate) async fn serve(handle: Arc<SandboxHandle>, listener: tokio::net::TcpL
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let mut dead = handle.dead_signal();
+        let network = network.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _held = (slot, network);
             let service = service_fn(|request| route(handle.clone(), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

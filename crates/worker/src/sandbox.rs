@@ -150,6 +150,8 @@ pub(crate) async fn start(
         let pidfd = crate::readable_fd(sandbox.pidfd().try_clone_to_owned()?)?;
         Ok::<_, std::io::Error>((listener, output, pidfd))
     })();
+    // Kept by the Runtime API's tasks, which hold fds in the sandbox's network namespace.
+    let network = sandbox.network_lease();
     let (listener, output, pidfd) = match prepared {
         Ok(parts) => parts,
         Err(e) => {
@@ -182,7 +184,7 @@ pub(crate) async fn start(
         dead,
     });
     live.handles.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&handle));
-    tokio::spawn(crate::runtime_api::serve(handle.clone(), listener));
+    tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener));
     let reader = handle.clone();
     tokio::spawn(async move { reader.output.run().await });
     tokio::spawn(watch_exit(handle.clone(), pidfd, live));
