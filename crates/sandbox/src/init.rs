@@ -9,11 +9,11 @@
 //! The worker may still be moving it into the sandbox's cgroup(s). Single-threaded throughout, so `fork` is
 //! unrestricted. In order:
 //!
-//! 1. makes its root from the base and pivots into it (`enter_root`); binds 127.0.0.1:9001
-//!    (none of this needs the config: it overlaps with the worker's cgroup writes);
+//! 1. makes its root from the base and pivots into it (`enter_root`; this needs no config: it overlaps with the
+//!    worker's cgroup writes);
 //! 2. reads its `ShellConfig` (the runtime's user, hostname and seccomp filters) from fd 3, which the worker sends
 //!    only once init is inside its cgroup(s); unshares a cgroup namespace rooted there; sets the hostname;
-//! 3. passes the listener to the worker (keeping no copy); then waits, a shell in the worker's pool, for its
+//! 3. says it is ready; then waits, a shell in the worker's pool, for its
 //!    function's `InitConfig` and code (a detached mount tree), which it mounts at `/var/task`, with a `/tmp` and a
 //!    `/dev/shm` of the function's size (`finish_root`);
 //! 4. forks the runtime: default signal dispositions, empty mask, new session; empties the capability bounding
@@ -132,10 +132,9 @@ fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) 
 }
 
 fn run(control: BorrowedFd<'_>) -> Result<()> {
-    // 1. The root filesystem (all but what depends on the function), the listener: nothing here needs the config,
-    //    so it overlaps with the worker moving us into our cgroup(s).
+    // 1. The root filesystem (all but what depends on the function): nothing here needs the config, so it overlaps
+    //    with the worker moving us into our cgroup(s).
     enter_root()?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:9001").ctx(|| "binding 127.0.0.1:9001".into())?;
 
     // 2. User, hostname, seccomp filters for later. The worker sends them once we are in our cgroup(s): only then
     //    may a cgroup namespace be rooted there, and the runtime be forked.
@@ -148,10 +147,8 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
     // SAFETY: pointer and length describe a valid buffer.
     cvt(unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) }).ctx(|| "sethostname".into())?;
 
-    // 3. The runtime API listener to the worker.
-    let msg = serde_json::to_vec(&InitMsg::Listener).expect("serializable");
-    proto::send(control, &msg, Some(listener.as_fd())).ctx(|| "sending listener".into())?;
-    drop(listener);
+    // 3. Ready for a function.
+    report(control, &InitMsg::Ready).ctx(|| "reporting ready".into())?;
 
     // 4. The function: code, /tmp, /dev/shm.
     let (cfg, code): (InitConfig, _) = receive(control, "config")?;

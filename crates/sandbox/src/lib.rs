@@ -7,8 +7,8 @@
 //! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, ipc and uts
 //! namespaces (owned by the new user namespace) and of an empty network namespace of the worker's ([`netns`]), inside
 //! its own cgroup, which pivot_roots into a fresh root
-//! holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded `/tmp`, hands the
-//! worker a TCP listener bound to 127.0.0.1:9001 inside the sandbox's network namespace, then forks and execs the
+//! holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded `/tmp` (the worker
+//! serves the runtime API on a listener bound to 127.0.0.1:9001 in the network namespace), then forks and execs the
 //! entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts live in the sandbox's
 //! own mount namespace or in its spawner thread's (the root base), so they vanish with them; the only host state is the
 //! cgroup, which [`Sandbox::destroy`] removes, and the sandbox's user id range, which it releases.
@@ -47,7 +47,7 @@
 //! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, the code
 //! directory as a detached read-only mount tree (attached at `/var/task`, then closed). The runtime gets only fds
 //! 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe ([`Sandbox::output`]), the
-//! runtime API listener received from init ([`Sandbox::runtime_api`]; init keeps no copy), the control socket and a
+//! runtime API listener of the sandbox's network namespace ([`Sandbox::runtime_api`]), the control socket and a
 //! pidfd of init.
 //!
 //! **What the root holds.** See [`init`] (`build_base`, `enter_root`, `finish_root`): read-only host `/usr` (+ the

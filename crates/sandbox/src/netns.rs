@@ -1,20 +1,25 @@
 //! Network namespaces for sandboxes: made by the worker, so owned by the host's user namespace, with `lo` up and
-//! nothing else; reused once empty.
+//! the runtime API listener (127.0.0.1:9001) bound in it, and nothing else; reused once empty.
 //!
 //! Owned by the host's user namespace, a sandbox's network namespace gives nothing inside it any network privilege,
 //! not even to ignis-init (root only in its own user namespace): no interface, address, route, firewall rule or
 //! `net.*` sysctl can change. All a sandbox can do there is use sockets, and sockets close when their last holder
 //! goes. So a namespace is clean again once (1) every process of the sandbox that used it is gone (its init reaped:
 //! the death of a pid namespace's init ends every process in it) and (2) the worker has closed every fd of its own
-//! in it (the runtime API listener and its connections). Then it goes back to the [`NetnsPool`] and the next sandbox
-//! gets it: making a network namespace (registering `lo`, its sysctl tables, ...) and tearing one down are the
-//! costliest parts of a sandbox's start and end.
+//! in it (its copies of the listener, the connections). Then it goes back to the [`NetnsPool`], and the next
+//! sandbox gets it once the connections its predecessor left unaccepted are accepted and closed. Making a network
+//! namespace (registering `lo`, its sysctl tables, ...) and tearing one down are the costliest parts of a sandbox's
+//! start and end.
+//!
+//! The listener is the namespace's, made once with it: a sandbox's copy (a dup, [`NetnsLease::listener`]) might
+//! outlive it for an instant in a process forked meanwhile, which would keep the port from being bound again.
 //!
 //! A [`NetnsLease`] stands for one sandbox's use of a namespace: the [`crate::Sandbox`] holds one until its init is
 //! reaped, and whoever keeps fds of the namespace beyond that holds a clone ([`crate::Sandbox::network_lease`]).
 //! The namespace returns to the pool when the last clone is dropped.
 
 use std::io;
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -28,7 +33,14 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// Empty network namespaces ready for a sandbox.
 #[derive(Debug, Default)]
 pub(crate) struct NetnsPool {
-    free: Mutex<Vec<OwnedFd>>,
+    free: Mutex<Vec<Netns>>,
+}
+
+/// A network namespace and its runtime API listener.
+#[derive(Debug)]
+struct Netns {
+    ns: OwnedFd,
+    listener: TcpListener,
 }
 
 /// One sandbox's hold on its network namespace; clones share it. See the module docs.
@@ -39,18 +51,25 @@ pub struct NetnsLease {
 
 #[derive(Debug)]
 struct Held {
-    fd: Option<OwnedFd>,
+    netns: Option<Netns>,
     pool: Weak<NetnsPool>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let (Some(fd), Some(pool)) = (self.fd.take(), self.pool.upgrade()) {
+        if let (Some(netns), Some(pool)) = (self.netns.take(), self.pool.upgrade()) {
             let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
             if free.len() < MAX_FREE {
-                free.push(fd);
+                free.push(netns);
             }
         }
+    }
+}
+
+impl NetnsLease {
+    /// A copy of the namespace's runtime API listener, bound to 127.0.0.1:9001 (non-blocking).
+    pub(crate) fn listener(&self) -> io::Result<TcpListener> {
+        self._held.netns.as_ref().expect("held until dropped").listener.try_clone()
     }
 }
 
@@ -61,25 +80,30 @@ impl NetnsPool {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Puts the calling thread into an empty network namespace (a reused one, else a new one with `lo` up) until
+    /// Puts the calling thread into an empty network namespace (a reused one, else a new one with `lo` up and the
+    /// listener bound) until
     /// the returned guard is dropped, and gives the lease for the sandbox about to be cloned into it.
     pub(crate) fn enter(self: &Arc<Self>) -> io::Result<(NetnsLease, Entered)> {
         let entered = Entered { previous: open_own()? };
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let fd = match reused {
-            Some(fd) => {
+        let netns = match reused {
+            Some(netns) => {
+                // Connections the last sandbox made but the worker never accepted: gone with it.
+                while netns.listener.accept().is_ok() {}
                 // SAFETY: plain syscall on a namespace fd we own.
-                cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) })?;
-                fd
+                cvt(unsafe { libc::setns(netns.ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+                netns
             }
             None => {
                 // SAFETY: plain syscall; moves only the calling thread.
                 cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
                 loopback_up()?;
-                open_own()?
+                let listener = TcpListener::bind("127.0.0.1:9001")?;
+                listener.set_nonblocking(true)?;
+                Netns { ns: open_own()?, listener }
             }
         };
-        Ok((NetnsLease { _held: Arc::new(Held { fd: Some(fd), pool: Arc::downgrade(self) }) }, entered))
+        Ok((NetnsLease { _held: Arc::new(Held { netns: Some(netns), pool: Arc::downgrade(self) }) }, entered))
     }
 }
 
@@ -152,11 +176,11 @@ mod tests {
             let (lease, entered) = pool.enter().unwrap();
             let first = own_inode();
             assert_ne!(first, home);
-            // lo is up: a listener on 127.0.0.1 accepts a connection.
-            {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            }
+            // lo is up, the listener on 127.0.0.1:9001; a connection left unaccepted is dropped at reuse.
+            let listener = lease.listener().unwrap();
+            assert_eq!(listener.local_addr().unwrap(), "127.0.0.1:9001".parse().unwrap());
+            drop(std::net::TcpStream::connect("127.0.0.1:9001").unwrap());
+            drop(listener);
             drop(entered);
             assert_eq!(own_inode(), home);
 
@@ -169,8 +193,10 @@ mod tests {
             drop(entered);
             drop(kept);
             assert_eq!(pool.free(), 1);
-            let (_again, entered) = pool.enter().unwrap();
+            let (again, entered) = pool.enter().unwrap();
             assert_eq!(own_inode(), first);
+            let listener = again.listener().unwrap();
+            assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
             drop(entered);
             drop(other);
             assert_eq!(pool.free(), 1);

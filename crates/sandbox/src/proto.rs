@@ -5,9 +5,9 @@
 //!    init builds its root.)
 //! 1. worker → init: [`ShellConfig`] (the runtime's user, hostname and seccomp filters), sent only once init is in
 //!    its cgroup(s): init waits for it before it unshares its cgroup namespace or forks anything.
-//! 2. init → worker: [`InitMsg::Listener`] carrying the runtime API listener fd (SCM_RIGHTS). The sandbox is now
-//!    a shell: namespaces, cgroup, network and root filesystem (all but the code, `/tmp` and `/dev/shm`) ready, no
-//!    function yet. It may wait in the pool.
+//! 2. init → worker: [`InitMsg::Ready`]. The sandbox is now a shell: namespaces, cgroup, network (with its runtime
+//!    API listener, made by the worker: see [`crate::netns`]) and root filesystem (all but the code, `/tmp` and
+//!    `/dev/shm`) ready, no function yet. It may wait in the pool.
 //! 3. worker → init: [`InitConfig`] (the function), carrying the code directory as a detached, read-only mount
 //!    tree (an `open_tree(OPEN_TREE_CLONE)` fd, SCM_RIGHTS).
 //! 4. init → worker: [`InitMsg::ExecOk`] or [`InitMsg::ExecFailed`]; or [`InitMsg::SetupFailed`] at any point.
@@ -43,8 +43,8 @@ pub struct InitConfig {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum InitMsg {
-    /// Carries the listener fd.
-    Listener,
+    /// The shell is ready for its function.
+    Ready,
     ExecOk,
     /// `stage` is the step of the runtime's launch that failed (e.g. "execve", "chdir /var/task").
     ExecFailed { stage: String, errno: i32 },

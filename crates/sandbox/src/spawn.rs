@@ -13,9 +13,8 @@
 //! namespace only, across exec), sets `PR_SET_PDEATHSIG` (credential changes clear it), marks every fd above 3
 //! close-on-exec and `execveat`s `ignis-init` through an fd opened by [`crate::Host::new`]. Meanwhile the parent
 //! moves it into its cgroup(s) (inside root cannot write the host's cgroup files), and only then sends the shell
-//! config (user, hostname, seccomp filters): init makes its root and binds the listener before it
-//! waits for that config, and forks nothing before it. The parent learns from the error pipe (closed by the exec)
-//! whether the exec worked and receives the runtime API listener, which init sends once it has the config. Joining
+//! config (user, hostname, seccomp filters): init makes its root before it waits for that config, and forks nothing before it. The parent learns from the error pipe (closed by the exec)
+//! whether the exec worked, and init says when it is ready (once it has the config). Joining
 //! the cgroup is the slow part of a start on cgroup v1 (the kernel waits for an RCU grace period), and the
 //! namespaces take their time too, which is why shells may be made ahead of time. A sandbox made from nothing
 //! ([`new_sandbox`]) gets its function in the same go: limits and config are sent while init still starts.
@@ -122,7 +121,7 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 }
 
 /// Makes a sandbox named `id` from nothing: [`new_shell`] and [`launch`] in one, with the function given to init
-/// while it starts rather than after it reported its listener.
+/// while it starts rather than after it reported ready.
 /// `cfg` has been validated.
 /// `code` is [`code_tree`] of `cfg.code_dir`.
 pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
@@ -460,13 +459,19 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     sent?;
     // A sandbox made from nothing: its function goes now, while init is still starting.
     if let Some(function) = &function {
-        give(&host.cgroups, id, &control, function)?;
+        if let Err(e) = give(&host.cgroups, id, &control, function) {
+            // Init may have failed its setup and said why before it hung up.
+            return Err(match receive(&control) {
+                Ok((message, _)) => unexpected(message),
+                Err(_) => e,
+            });
+        }
     }
-    let runtime_api = match receive(&control)? {
-        (InitMsg::Listener, Some(fd)) => std::net::TcpListener::from(fd),
+    match receive(&control)? {
+        (InitMsg::Ready, _) => {}
         (other, _) => return Err(unexpected(other)),
-    };
-    runtime_api.set_nonblocking(true).map_err(io_err("listener O_NONBLOCK"))?;
+    }
+    let runtime_api = network.listener().map_err(io_err("the runtime API listener"))?;
 
     let pidfd = child.pidfd.take().expect("set above");
     let pid = child.pid;
