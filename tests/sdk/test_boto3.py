@@ -321,3 +321,35 @@ def test_versions_and_aliases(lam):
     lam.delete_function(FunctionName="boto-versions", Qualifier="1")
     assert [v["Version"] for v in lam.list_versions_by_function(FunctionName="boto-versions")["Versions"]] == ["$LATEST", "2"]
     lam.delete_function(FunctionName="boto-versions")
+
+
+def test_provisioned_concurrency(lam):
+    lam.create_function(
+        FunctionName="boto-provisioned", Runtime="provided.al2023", Role="r", Handler="x",
+        Code={"ZipFile": shell_example()}, Publish=True,
+    )
+    lam.create_alias(FunctionName="boto-provisioned", Name="live", FunctionVersion="1")
+    put = lam.put_provisioned_concurrency_config(
+        FunctionName="boto-provisioned", Qualifier="live", ProvisionedConcurrentExecutions=1
+    )
+    assert put["RequestedProvisionedConcurrentExecutions"] == 1
+    assert put["Status"] in ("IN_PROGRESS", "READY")
+    deadline = time.monotonic() + 30
+    while True:
+        config = lam.get_provisioned_concurrency_config(FunctionName="boto-provisioned", Qualifier="live")
+        if config["Status"] == "READY" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (config["Status"], config["AllocatedProvisionedConcurrentExecutions"]) == ("READY", 1)
+    answer = lam.invoke(FunctionName="boto-provisioned", Qualifier="live", Payload=b"{}", LogType="Tail")
+    assert answer["StatusCode"] == 200
+    assert "Init Duration" not in base64.b64decode(answer["LogResult"]).decode()
+    listed = lam.list_provisioned_concurrency_configs(FunctionName="boto-provisioned")["ProvisionedConcurrencyConfigs"]
+    assert [c["FunctionArn"].rsplit(":", 1)[1] for c in listed] == ["live"]
+    with pytest.raises(ClientError) as error:
+        lam.put_provisioned_concurrency_config(FunctionName="boto-provisioned", Qualifier="$LATEST", ProvisionedConcurrentExecutions=1)
+    assert error.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    lam.delete_provisioned_concurrency_config(FunctionName="boto-provisioned", Qualifier="live")
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+        lam.get_provisioned_concurrency_config(FunctionName="boto-provisioned", Qualifier="live")
+    lam.delete_function(FunctionName="boto-provisioned")

@@ -8,21 +8,24 @@
 //! # States
 //!
 //! ```text
-//!              reserve (no idle one)
+//!        reserve (no idle one) / provision
 //!                     │
 //!                     ▼
 //!             ┌──Initialising──┐ InitFailed
-//!  InitDone   │                └──────────────┐
-//!             ▼                               ▼
+//!  InitDone   │      │         └──────────────┐
+//!             ▼      │ Ready                  ▼
 //!           Busy ── Failed ─────────────────► Dead
-//!           ▲  │                              ▲
+//!           ▲  │     │                        ▲
 //!   reserve │  │ Released                     │ Expired / Retired
-//!           │  ▼                              │
+//!           │  ▼     ▼                        │
 //!           Idle ─────────────────────────────┘
 //! ```
 //!
-//! A sandbox is bound to its first invocation when it is reserved, so
-//! `Initialising` is followed by `Busy`. Only `Idle` sandboxes are handed out.
+//! A sandbox started for an invocation is bound to it when it is reserved, so
+//! its `Initialising` is followed by `Busy`; one started ahead of demand
+//! ([`Pool::provision`]: provisioned concurrency) becomes `Idle` when `Ready`.
+//! Only `Idle` sandboxes are handed out. Provisioned sandboxes never expire;
+//! [`Pool::unprovision`] makes them ordinary ones again.
 //! A sandbox whose function changed (its key was retired) is never handed out
 //! again: idle ones die at once, busy ones when they are released. `Dead` is
 //! final; dead sandboxes leave the pool.
@@ -51,6 +54,8 @@ pub enum State {
 pub enum Event {
     /// The runtime finished its init and took the first invocation.
     InitDone,
+    /// A sandbox started ahead of demand finished its init.
+    Ready,
     /// The sandbox could not start, or its runtime failed during init.
     InitFailed,
     /// The invocation ended and the sandbox can serve another.
@@ -72,6 +77,7 @@ pub fn next(state: State, event: Event) -> Option<State> {
     use State::*;
     match (state, event) {
         (Initialising, InitDone) => Some(Busy),
+        (Initialising, Ready) => Some(Idle),
         (Initialising, InitFailed) => Some(Dead),
         (Busy, Released) => Some(Idle),
         (Busy, Failed) => Some(Dead),
@@ -126,6 +132,14 @@ struct Entry<K> {
     idle_since: u64,
     /// Its key was retired while it was busy or initialising: never reuse it.
     retired: bool,
+    /// Kept for provisioned concurrency: never expires.
+    provisioned: bool,
+}
+
+impl<K: Clone> Entry<K> {
+    fn new(key: &K, provisioned: bool) -> Self {
+        Entry { key: key.clone(), state: State::Initialising, idle_since: 0, retired: false, provisioned }
+    }
 }
 
 /// Every live sandbox, by key (a function revision), and which are idle.
@@ -161,8 +175,51 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         }
         let id = SandboxId(self.next_id);
         self.next_id += 1;
-        self.entries.insert(id, Entry { key: key.clone(), state: State::Initialising, idle_since: 0, retired: false });
+        self.entries.insert(id, Entry::new(key, false));
         Reservation::Cold(id)
+    }
+
+    /// A new sandbox of `key` to start ahead of demand and keep (provisioned
+    /// concurrency): `Initialising`, then `Idle` once reported `Ready`.
+    pub fn provision(&mut self, key: &K) -> SandboxId {
+        let id = SandboxId(self.next_id);
+        self.next_id += 1;
+        self.entries.insert(id, Entry::new(key, true));
+        id
+    }
+
+    /// Live provisioned sandboxes of `key`: (initialising, ready: idle or busy).
+    pub fn provisioned(&self, key: &K) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for entry in self.entries.values().filter(|e| e.provisioned && &e.key == key && !e.retired) {
+            match entry.state {
+                State::Initialising => counts.0 += 1,
+                State::Idle | State::Busy => counts.1 += 1,
+                State::Dead => {}
+            }
+        }
+        counts
+    }
+
+    /// Makes up to `count` provisioned sandboxes of `key` ordinary ones (idle
+    /// ones first, which then age from `now_ms`), and returns how many it changed.
+    pub fn unprovision(&mut self, key: &K, count: usize, now_ms: u64) -> usize {
+        let mut ids: Vec<(bool, SandboxId)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.provisioned && &e.key == key)
+            .map(|(id, e)| (e.state != State::Idle, *id))
+            .collect();
+        ids.sort();
+        ids.truncate(count);
+        for (_, id) in &ids {
+            let entry = self.entries.get_mut(id).expect("listed above");
+            entry.provisioned = false;
+            if entry.state == State::Idle {
+                entry.idle_since = now_ms;
+            }
+        }
+        ids.len()
     }
 
     /// Applies an event reported by the worker for `id`. Returns the new state;
@@ -200,7 +257,8 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         let mut expired = Vec::new();
         self.idle.retain(|_, ids| {
             ids.retain(|id| {
-                let keep = now_ms.saturating_sub(entries[id].idle_since) < keep_alive_ms;
+                let entry = &entries[id];
+                let keep = entry.provisioned || now_ms.saturating_sub(entry.idle_since) < keep_alive_ms;
                 if !keep {
                     expired.push(*id);
                 }

@@ -1,8 +1,9 @@
 use super::*;
 
 const STATES: [State; 4] = [State::Initialising, State::Idle, State::Busy, State::Dead];
-const EVENTS: [Event; 7] = [
+const EVENTS: [Event; 8] = [
     Event::InitDone,
+    Event::Ready,
     Event::InitFailed,
     Event::Released,
     Event::Failed,
@@ -17,6 +18,7 @@ fn state_machine_is_exactly_the_documented_table() {
     use State::*;
     let allowed = [
         (Initialising, InitDone, Busy),
+        (Initialising, Ready, Idle),
         (Initialising, InitFailed, Dead),
         (Busy, Released, Idle),
         (Busy, Failed, Dead),
@@ -182,11 +184,12 @@ fn random_operations_keep_the_books_consistent() {
     for _ in 0..200 {
         let mut pool: Pool<u64> = Pool::new();
         let mut initialising = Vec::new();
+        let mut provisioning = Vec::new();
         let mut busy = Vec::new();
         let mut now = 0;
         for _ in 0..300 {
             now += rand(50);
-            match rand(6) {
+            match rand(8) {
                 0 | 1 => match pool.reserve(&rand(3)) {
                     Reservation::Warm(id) => {
                         assert!(!busy.contains(&id) && !initialising.contains(&id));
@@ -194,6 +197,18 @@ fn random_operations_keep_the_books_consistent() {
                     }
                     Reservation::Cold(id) => initialising.push(id),
                 },
+                6 => {
+                    let k = rand(3);
+                    provisioning.push(pool.provision(&k));
+                }
+                7 => {
+                    pool.unprovision(&rand(3), rand(3) as usize, now);
+                }
+                2 if !provisioning.is_empty() => {
+                    let id = provisioning.swap_remove(rand(provisioning.len() as u64) as usize);
+                    let event = if rand(5) == 0 { Event::InitFailed } else { Event::Ready };
+                    pool.report(id, event, now).unwrap();
+                }
                 2 if !initialising.is_empty() => {
                     let id = initialising.swap_remove(rand(initialising.len() as u64) as usize);
                     if rand(5) == 0 {
@@ -211,6 +226,11 @@ fn random_operations_keep_the_books_consistent() {
                 4 => {
                     for id in pool.expire(now, 200) {
                         assert!(!busy.contains(&id) && !initialising.contains(&id));
+                        assert!(!pool.entries.contains_key(&id));
+                    }
+                    for key in 0..3 {
+                        let provisioned_idle = pool.idle.get(&key).into_iter().flatten().filter(|id| pool.entries[id].provisioned);
+                        assert!(provisioned_idle.count() <= pool.provisioned(&key).1);
                     }
                 }
                 _ => {
@@ -229,8 +249,50 @@ fn random_operations_keep_the_books_consistent() {
             let idle_total: usize = pool.idle.values().map(Vec::len).sum();
             let (init, idle, in_use) = pool.counts();
             assert_eq!(idle, idle_total);
-            assert_eq!(init, initialising.len());
+            assert_eq!(init, initialising.len() + provisioning.len());
             assert_eq!(in_use, busy.len());
         }
     }
+}
+
+#[test]
+fn provisioned_sandboxes_are_ready_idle_and_never_expire() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let p = pool.provision(&a);
+    assert_eq!(pool.provisioned(&a), (1, 0));
+    assert_eq!(pool.report(p, Event::Ready, 0), Ok(State::Idle));
+    assert_eq!(pool.provisioned(&a), (0, 1));
+    // Handed out warm, and back.
+    assert_eq!(pool.reserve(&a), Reservation::Warm(p));
+    assert_eq!(pool.provisioned(&a), (0, 1));
+    assert_eq!(pool.report(p, Event::Released, 5), Ok(State::Idle));
+    assert!(pool.expire(1_000_000, 10).is_empty());
+    assert_eq!(pool.state(p), Some(State::Idle));
+    // Made ordinary: it ages from now.
+    assert_eq!(pool.unprovision(&a, 5, 1_000_000), 1);
+    assert_eq!(pool.provisioned(&a), (0, 0));
+    assert!(pool.expire(1_000_005, 10).is_empty());
+    assert_eq!(pool.expire(1_000_010, 10), vec![p]);
+}
+
+#[test]
+fn unprovision_prefers_idle_and_failures_leave_the_count() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let ids: Vec<SandboxId> = (0..3).map(|_| pool.provision(&a)).collect();
+    for id in &ids {
+        pool.report(*id, Event::Ready, 0).unwrap();
+    }
+    let busy = pool.reserve(&a).id();
+    assert_eq!(pool.unprovision(&a, 2, 1), 2);
+    assert_eq!(pool.provisioned(&a), (0, 1));
+    // The busy one stayed provisioned; its failure takes it out.
+    assert_eq!(pool.report(busy, Event::Failed, 2), Ok(State::Dead));
+    assert_eq!(pool.provisioned(&a), (0, 0));
+    // Retired keys count for nothing.
+    let b = pool.provision(&a);
+    pool.retire(&a);
+    assert_eq!(pool.provisioned(&a), (0, 0));
+    assert_eq!(pool.report(b, Event::Ready, 3), Ok(State::Dead));
 }

@@ -62,6 +62,11 @@ impl Concurrency {
             .map_err(|e: ReservationError| ApiError::InvalidParameterValue(e.to_string()))
     }
 
+    /// The account's concurrency not reserved by any function.
+    pub fn unreserved_capacity(&self, account: &str) -> u32 {
+        lock(&self.counter).unreserved_capacity(&account.to_string())
+    }
+
     /// DeleteFunctionConcurrency, and what a deleted function needs.
     pub fn delete_reservation(&self, account: &str, function: &str) -> Option<u32> {
         lock(&self.counter).delete_reservation(&account.to_string(), &function.to_string())

@@ -221,6 +221,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         versions: Vec::new(),
         aliases: Default::default(),
         last_version: 0,
+        provisioned: Default::default(),
     };
     request.settings.apply(&mut record);
     let (_, record) = app

@@ -33,6 +33,7 @@ pub enum ApiError {
     Service(String),
     /// An invocation throttled by concurrency or the scaling rate.
     TooManyRequests(ignis_counting::Reason),
+    ProvisionedConcurrencyConfigNotFound(String),
 }
 
 impl ApiError {
@@ -53,6 +54,7 @@ impl ApiError {
             UnknownOperation(m) => (StatusCode::NOT_FOUND, "UnknownOperationException", m),
             Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded."),
+            ProvisionedConcurrencyConfigNotFound(m) => (StatusCode::NOT_FOUND, "ProvisionedConcurrencyConfigNotFoundException", m),
         }
     }
 

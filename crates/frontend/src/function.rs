@@ -74,6 +74,17 @@ pub struct FunctionRecord {
     /// The highest version number ever published (numbers are not reused).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_version: u32,
+    /// `$LATEST`'s provisioned concurrency, by qualifier (a version or an alias; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provisioned: BTreeMap<String, ProvisionedRecord>,
+}
+
+/// PutProvisionedConcurrencyConfig's setting for one version or alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedRecord {
+    pub requested: u32,
+    /// Milliseconds since the epoch.
+    pub last_modified_ms: i64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -170,6 +181,7 @@ impl FunctionRecord {
             versions: Vec::new(),
             aliases: BTreeMap::new(),
             last_version: 0,
+            provisioned: BTreeMap::new(),
             ..self.clone_config()
         }
     }
@@ -197,6 +209,7 @@ impl FunctionRecord {
             versions: Vec::new(),
             aliases: BTreeMap::new(),
             last_version: self.last_version,
+            provisioned: BTreeMap::new(),
         }
     }
 

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, versions};
+use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, provisioned, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -47,6 +47,10 @@ pub enum Operation {
     GetAlias(String, String),
     UpdateAlias(String, String),
     DeleteAlias(String, String),
+    PutProvisionedConcurrencyConfig(String),
+    GetProvisionedConcurrencyConfig(String),
+    DeleteProvisionedConcurrencyConfig(String),
+    ListProvisionedConcurrencyConfigs(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -102,6 +106,10 @@ impl Operation {
             Operation::GetAlias(..) => "GetAlias",
             Operation::UpdateAlias(..) => "UpdateAlias",
             Operation::DeleteAlias(..) => "DeleteAlias",
+            Operation::PutProvisionedConcurrencyConfig(_) => "PutProvisionedConcurrencyConfig",
+            Operation::GetProvisionedConcurrencyConfig(_) => "GetProvisionedConcurrencyConfig",
+            Operation::DeleteProvisionedConcurrencyConfig(_) => "DeleteProvisionedConcurrencyConfig",
+            Operation::ListProvisionedConcurrencyConfigs(_) => "ListProvisionedConcurrencyConfigs",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -118,8 +126,9 @@ impl Operation {
     }
 }
 
-/// Routes a request by method, path and `X-Amz-Target`.
-pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operation, ApiError> {
+/// Routes a request by method, path, `X-Amz-Target` and (for the one path
+/// shared by two operations) query.
+pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Result<Operation, ApiError> {
     if path == "/healthz" && method == Method::GET {
         return Ok(Operation::Health);
     }
@@ -156,6 +165,19 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operati
         (&Method::PUT, ["2015-03-31", "functions", name, "aliases", alias]) => Operation::UpdateAlias(decode(name)?, decode(alias)?),
         (&Method::DELETE, ["2015-03-31", "functions", name, "aliases", alias]) => {
             Operation::DeleteAlias(decode(name)?, decode(alias)?)
+        }
+        (&Method::PUT, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            Operation::PutProvisionedConcurrencyConfig(decode(name)?)
+        }
+        (&Method::GET, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            if query_params(query).iter().any(|(k, v)| k == "List" && v == "ALL") {
+                Operation::ListProvisionedConcurrencyConfigs(decode(name)?)
+            } else {
+                Operation::GetProvisionedConcurrencyConfig(decode(name)?)
+            }
+        }
+        (&Method::DELETE, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            Operation::DeleteProvisionedConcurrencyConfig(decode(name)?)
         }
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
@@ -242,7 +264,7 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
 
 async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -> Result<Answer, ApiError> {
     let (parts, body) = request.into_parts();
-    let operation = route(&parts.method, parts.uri.path(), &parts.headers)?;
+    let operation = route(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers)?;
     if operation == Operation::Health {
         return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
     }
@@ -279,6 +301,10 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::GetAlias(name, alias) => versions::get_alias(app, caller, &name, &alias),
         Operation::UpdateAlias(name, alias) => versions::update_alias(app, caller, &name, &alias, &body).await,
         Operation::DeleteAlias(name, alias) => versions::delete_alias(app, caller, &name, &alias).await,
+        Operation::PutProvisionedConcurrencyConfig(name) => provisioned::put(app, caller, &name, query, &body).await,
+        Operation::GetProvisionedConcurrencyConfig(name) => provisioned::get(app, caller, &name, query),
+        Operation::DeleteProvisionedConcurrencyConfig(name) => provisioned::delete(app, caller, &name, query).await,
+        Operation::ListProvisionedConcurrencyConfigs(name) => provisioned::list(app, caller, &name, query),
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -328,7 +354,7 @@ mod tests {
     use super::*;
 
     fn check(method: Method, path: &str, expected: Option<Operation>) {
-        let got = route(&method, path, &HeaderMap::new()).ok();
+        let got = route(&method, path, "", &HeaderMap::new()).ok();
         assert_eq!(got, expected, "{method} {path}");
     }
 
@@ -363,6 +389,8 @@ mod tests {
         check(Method::GET, "/2019-09-30/functions/f/concurrency", Some(GetFunctionConcurrency("f".into())));
         check(Method::DELETE, "/2017-10-31/functions/f/concurrency", Some(DeleteFunctionConcurrency("f".into())));
         check(Method::GET, "/2017-10-31/functions/f/concurrency", None);
+        check(Method::PUT, "/2019-09-30/functions/f/provisioned-concurrency", Some(PutProvisionedConcurrencyConfig("f".into())));
+        check(Method::DELETE, "/2019-09-30/functions/f/provisioned-concurrency", Some(DeleteProvisionedConcurrencyConfig("f".into())));
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);
@@ -370,7 +398,10 @@ mod tests {
         check(Method::GET, "/2015-03-31/functions/%zz", None);
         let mut headers = HeaderMap::new();
         headers.insert("x-amz-target", HeaderValue::from_static("Logs_20140328.FilterLogEvents"));
-        assert_eq!(route(&Method::POST, "/", &headers), Ok(Logs("FilterLogEvents".into())));
+        assert_eq!(route(&Method::POST, "/", "", &headers), Ok(Logs("FilterLogEvents".into())));
+        let path = "/2019-09-30/functions/f/provisioned-concurrency";
+        assert_eq!(route(&Method::GET, path, "List=ALL", &HeaderMap::new()), Ok(ListProvisionedConcurrencyConfigs("f".into())));
+        assert_eq!(route(&Method::GET, path, "Qualifier=1", &HeaderMap::new()), Ok(GetProvisionedConcurrencyConfig("f".into())));
     }
 
     #[test]

@@ -48,9 +48,34 @@ pub struct Invoker {
 struct State {
     pool: Pool<RevisionKey>,
     handles: HashMap<SandboxId, Arc<SandboxHandle>>,
+    /// Revisions with provisioned concurrency, as of the last [`Invoker::provision`].
+    provisioned: HashMap<RevisionKey, Provision>,
+}
+
+/// One revision's provisioned concurrency.
+#[derive(Default)]
+struct Provision {
+    /// When the configuration was last set: a new setting tries again after a failure.
+    since_ms: i64,
+    /// Why the last sandbox started for it failed its init; no more are started until the setting changes.
+    failure: Option<String>,
+}
+
+/// What [`Invoker::provision`] keeps: `requested` initialised sandboxes of `target`, as configured at `since_ms`.
+pub struct Provisioned {
+    pub target: Target,
+    pub requested: u32,
+    pub since_ms: i64,
+}
+
+/// Provisioned sandboxes of a revision: how many are ready, and why the last start failed, if it did.
+pub struct Allocation {
+    pub allocated: u32,
+    pub failure: Option<String>,
 }
 
 /// What the caller needs to run a function.
+#[derive(Clone)]
 pub struct Target {
     pub account: String,
     pub region: String,
@@ -63,7 +88,7 @@ impl Invoker {
         let invoker = Arc::new(Invoker {
             worker,
             concurrency,
-            state: Mutex::new(State { pool: Pool::new(), handles: HashMap::new() }),
+            state: Mutex::new(State { pool: Pool::new(), handles: HashMap::new(), provisioned: HashMap::new() }),
             keep_alive,
             epoch: Instant::now(),
         });
@@ -110,6 +135,81 @@ impl Invoker {
         }
     }
 
+    /// Keeps each target's `requested` sandboxes initialised (provisioned
+    /// concurrency): starts what is missing, and makes the extra ones, and
+    /// those of revisions no longer listed, ordinary sandboxes that age out.
+    /// Called again and again: it also replaces provisioned sandboxes that died.
+    pub fn provision(self: &Arc<Self>, wanted: Vec<Provisioned>) {
+        let now = self.now_ms();
+        let mut starts = Vec::new();
+        {
+            let mut state = self.lock();
+            let keys: std::collections::HashSet<RevisionKey> = wanted.iter().map(|w| revision_key(&w.target)).collect();
+            let dropped: Vec<RevisionKey> = state.provisioned.keys().filter(|k| !keys.contains(*k)).cloned().collect();
+            for key in dropped {
+                let (initialising, ready) = state.pool.provisioned(&key);
+                state.pool.unprovision(&key, initialising + ready, now);
+                state.provisioned.remove(&key);
+            }
+            for Provisioned { target, requested, since_ms } in wanted {
+                let key = revision_key(&target);
+                let provision = state.provisioned.entry(key.clone()).or_default();
+                if provision.since_ms != since_ms {
+                    *provision = Provision { since_ms, failure: None };
+                }
+                if provision.failure.is_some() {
+                    continue;
+                }
+                let (initialising, ready) = state.pool.provisioned(&key);
+                let live = (initialising + ready) as u32;
+                if live > requested {
+                    state.pool.unprovision(&key, (live - requested) as usize, now);
+                }
+                for _ in live..requested {
+                    starts.push((state.pool.provision(&key), key.clone(), target.clone()));
+                }
+            }
+        }
+        for (id, key, target) in starts {
+            tokio::spawn(self.clone().start_provisioned(id, key, target));
+        }
+    }
+
+    /// Starts one provisioned sandbox and waits for its runtime's init; then it is idle, ready for invocations.
+    async fn start_provisioned(self: Arc<Self>, id: SandboxId, key: RevisionKey, target: Target) {
+        let started = self.worker.start(Arc::new(spec(&target, "provisioned-concurrency"))).await;
+        let prepared = match started {
+            Ok(handle) => {
+                self.lock().handles.insert(id, handle.clone());
+                handle.prepare().await
+            }
+            Err(e) => Err(match e {
+                StartError::Entrypoint(message) | StartError::Host(message) => message,
+                StartError::ShuttingDown => "Ignis is shutting down".into(),
+            }),
+        };
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let event = if prepared.is_ok() { Event::Ready } else { Event::InitFailed };
+        if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
+            if let Some(handle) = state.handles.remove(&id) {
+                handle.kill();
+            }
+        }
+        if let (Err(reason), Some(provision)) = (prepared, state.provisioned.get_mut(&key)) {
+            provision.failure = Some(reason);
+        }
+    }
+
+    /// How far the provisioned concurrency of `target` is.
+    pub fn allocation(&self, target: &Target) -> Allocation {
+        let key = revision_key(target);
+        let state = self.lock();
+        let (_, ready) = state.pool.provisioned(&key);
+        let failure = state.provisioned.get(&key).and_then(|p| p.failure.clone());
+        Allocation { allocated: ready as u32, failure }
+    }
+
     /// Runs one invocation to its end, in a task of its own, if admission
     /// gives it a slot now (else `TooManyRequests`). The task holds the slot
     /// until the invocation ends, even if the caller stops waiting.
@@ -139,7 +239,7 @@ impl Invoker {
     async fn run(&self, target: Target, mut invocation: Invocation, admitted: Admitted) -> Result<Outcome, ApiError> {
         // Released when this returns (or the task is dropped), whatever the outcome.
         let _admitted = admitted;
-        let key = (target.account.clone(), target.record.name.clone(), target.record.revision_id.clone());
+        let key = revision_key(&target);
         for _ in 0..MAX_ATTEMPTS {
             let (reservation, handle) = match self.reserve(&key, &target, &invocation.request_id).await {
                 Ok(Reserved::Sandbox(reservation, handle)) => (reservation, handle),
@@ -187,7 +287,7 @@ impl Invoker {
                         let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
                         return Err(throttled);
                     }
-                    return match self.worker.start(Arc::new(spec(target))).await {
+                    return match self.worker.start(Arc::new(spec(target, "on-demand"))).await {
                         Ok(handle) => {
                             self.lock().handles.insert(id, handle.clone());
                             Ok(Reserved::Sandbox(reservation, handle))
@@ -236,15 +336,20 @@ fn start_failure(e: StartError, request_id: &str) -> Result<Outcome, ApiError> {
     }
 }
 
-/// The sandbox's view of a function: its code, limits and Lambda's environment.
-fn spec(target: &Target) -> FunctionSpec {
+fn revision_key(target: &Target) -> RevisionKey {
+    (target.account.clone(), target.record.name.clone(), target.record.revision_id.clone())
+}
+
+/// The sandbox's view of a function: its code, limits and Lambda's environment;
+/// `initialization` is `AWS_LAMBDA_INITIALIZATION_TYPE`.
+fn spec(target: &Target, initialization: &str) -> FunctionSpec {
     let record = &target.record;
     let mut env: Vec<(String, String)> = vec![
         ("AWS_LAMBDA_FUNCTION_NAME".into(), record.name.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION".into(), record.version_label()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), record.memory_mb.to_string()),
         ("AWS_LAMBDA_LOG_GROUP_NAME".into(), record.log_group()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), initialization.into()),
         ("AWS_REGION".into(), target.region.clone()),
         ("AWS_DEFAULT_REGION".into(), target.region.clone()),
         ("AWS_EXECUTION_ENV".into(), format!("AWS_Lambda_{}", record.runtime)),

@@ -11,6 +11,8 @@
 //! - `concurrency`: admission (account limit, reserved concurrency, scaling
 //!   rate) over `ignis-counting`.
 //! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
+//! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs, and the
+//!   task that keeps the configured sandboxes initialised.
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
@@ -30,6 +32,7 @@ mod http;
 mod invoke;
 mod invoke_api;
 mod logs_api;
+mod provisioned;
 mod registry;
 mod versions;
 
@@ -95,6 +98,8 @@ pub struct App {
     keys: RwLock<HashMap<String, KeyEntry>>,
     /// Serialises account creation (the store's transaction decides conflicts).
     account_writes: tokio::sync::Mutex<()>,
+    /// Wakes the task that keeps provisioned concurrency in line with the configurations.
+    provisioning: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -133,7 +138,7 @@ impl App {
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             config,
             store,
             registry,
@@ -141,7 +146,10 @@ impl App {
             concurrency,
             keys: RwLock::new(keys),
             account_writes: tokio::sync::Mutex::new(()),
-        }))
+            provisioning: Arc::default(),
+        });
+        tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
+        Ok(app)
     }
 
     /// The administrator's account id.

@@ -132,7 +132,7 @@ pub(crate) fn paging(query: &str) -> Result<Paging, ApiError> {
 }
 
 /// One page of `items` (keyed by their marker), after `marker`.
-fn page<T>(items: Vec<(String, T)>, max_items: usize, marker: Option<&str>) -> (Vec<T>, Option<String>) {
+pub(crate) fn page<T>(items: Vec<(String, T)>, max_items: usize, marker: Option<&str>) -> (Vec<T>, Option<String>) {
     let start = marker.and_then(|m| items.iter().position(|(k, _)| k == m)).map_or(0, |i| i + 1);
     let total = items.len();
     let mut next = None;
@@ -185,6 +185,7 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
             removed = Some(version.clone());
             let mut record = current.clone();
             record.versions.retain(|v| v.version != version.version);
+            record.provisioned.remove(qualifier);
             Ok(record)
         })
         .await?;
@@ -363,6 +364,7 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
             let current = current.ok_or_else(|| not_found(format!("Function not found: {}", record.name)))?;
             let mut record = current.clone();
             record.aliases.remove(alias);
+            record.provisioned.remove(alias);
             Ok(record)
         })
         .await?;

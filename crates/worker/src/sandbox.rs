@@ -322,6 +322,25 @@ impl SandboxHandle {
         }
     }
 
+    /// Waits for the runtime's init, for a sandbox started ahead of demand
+    /// (provisioned concurrency): its first invocation then is not a cold
+    /// start and reports no init. On failure the sandbox is killed and the
+    /// reason returned.
+    pub async fn prepare(&self) -> Result<(), String> {
+        if self.ready().await.is_ok() {
+            return Ok(());
+        }
+        let init_error = self.lock_rt().init_error.take();
+        self.kill();
+        Err(match init_error {
+            Some((body, error_type)) => {
+                format!("{}: {}", error_type.as_deref().unwrap_or("Runtime.Unknown"), String::from_utf8_lossy(&body))
+            }
+            None if self.is_alive() => format!("the runtime did not start within {} seconds", INIT_LIMIT.as_secs()),
+            None => "the runtime exited during its init".to_string(),
+        })
+    }
+
     /// Runs one invocation to its end: waits for the runtime's init if it is
     /// new, hands it the event, and waits for its answer until the function's
     /// timeout. The sandbox is killed when it must not be reused.

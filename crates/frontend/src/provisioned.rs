@@ -1,0 +1,227 @@
+//! Provisioned concurrency: Put/Get/Delete/ListProvisionedConcurrencyConfigs,
+//! and the task that keeps the configured sandboxes initialised.
+//!
+//! A configuration names a published version or an alias (never `$LATEST`)
+//! and lives in `$LATEST`'s record (`provisioned`, by qualifier). The
+//! [`keep`] task hands the whole set to the invoker every second and whenever
+//! it changes; the invoker starts what is missing, replaces what died and lets
+//! what is no longer wanted age out like any idle sandbox. The status
+//! (`IN_PROGRESS`, `READY`, `FAILED`) is read from the invoker, live.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::control::{now, resolve};
+use crate::error::ApiError;
+use crate::function::{self as f, FunctionRecord, ProvisionedRecord, Violations};
+use crate::http::{Answer, empty_answer, json_answer, query_params};
+use crate::invoke::{Provisioned, Target};
+use crate::{App, Caller};
+
+/// How often the configured sandboxes are checked (dead ones replaced) without a change.
+const PERIOD: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutRequest {
+    provisioned_concurrent_executions: Option<i64>,
+}
+
+fn not_found() -> ApiError {
+    ApiError::ProvisionedConcurrencyConfigNotFound("No Provisioned Concurrency Config found for this function".into())
+}
+
+/// The required `Qualifier` parameter.
+fn qualifier(query: &str) -> Result<String, ApiError> {
+    let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
+    let mut v = Violations::default();
+    v.check(qualifier.is_some(), "null", "qualifier", "Member must not be null");
+    v.into_result()?;
+    Ok(qualifier.unwrap_or_default())
+}
+
+/// The record a configured qualifier runs: the version, or the alias's version.
+fn version_of<'a>(latest: &'a FunctionRecord, qualifier: &str) -> Option<&'a FunctionRecord> {
+    let label = latest.aliases.get(qualifier).map_or(qualifier, |alias| alias.function_version.as_str());
+    latest.find_version(label)
+}
+
+fn target(app: &App, account: &str, version: &FunctionRecord) -> Target {
+    Target {
+        account: account.to_string(),
+        region: app.config.region.clone(),
+        record: Arc::new(version.clone()),
+        code_dir: app.store.code_dir(&version.code_sha256_hex),
+    }
+}
+
+/// A configuration as Lambda shows it, with its live status.
+fn config_body(app: &App, account: &str, latest: &FunctionRecord, qualifier: &str, config: &ProvisionedRecord) -> Value {
+    let allocation = version_of(latest, qualifier).map(|version| app.invoker.allocation(&target(app, account, version)));
+    let allocated = allocation.as_ref().map_or(0, |a| a.allocated.min(config.requested));
+    let failure = allocation.and_then(|a| a.failure);
+    let status = match (&failure, allocated >= config.requested) {
+        (Some(_), _) => "FAILED",
+        (None, true) => "READY",
+        (None, false) => "IN_PROGRESS",
+    };
+    let mut body = json!({
+        "RequestedProvisionedConcurrentExecutions": config.requested,
+        "AvailableProvisionedConcurrentExecutions": allocated,
+        "AllocatedProvisionedConcurrentExecutions": allocated,
+        "Status": status,
+        "LastModified": f::last_modified(config.last_modified_ms),
+    });
+    if let Some(reason) = failure {
+        body["StatusReason"] = json!(reason);
+    }
+    body
+}
+
+pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let qualifier = qualifier(query)?;
+    let request: PutRequest = f::parse_body(body)?;
+    let mut v = Violations::default();
+    let requested = request.provisioned_concurrent_executions;
+    v.check(requested.is_some(), "null", "provisionedConcurrentExecutions", "Member must not be null");
+    if let Some(n) = requested {
+        v.check(n >= 1, n, "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1");
+    }
+    v.into_result()?;
+    let requested = u32::try_from(requested.unwrap_or(1)).unwrap_or(u32::MAX);
+    let (reference, latest) = resolve(app, caller, "PutProvisionedConcurrencyConfig", name, Some(&qualifier))?;
+    if qualifier == "$LATEST" {
+        return Err(ApiError::InvalidParameterValue(
+            "Provisioned Concurrency Configs cannot be applied to unpublished function versions.".into(),
+        ));
+    }
+    if latest.aliases.get(&qualifier).is_some_and(|alias| !alias.weights.is_empty()) {
+        return Err(ApiError::InvalidParameterValue("Alias with weights can not be used with Provisioned Concurrency".into()));
+    }
+    let config = ProvisionedRecord { requested, last_modified_ms: now() };
+    let written = app
+        .registry
+        .write(&caller.account, &reference.name, |current| {
+            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
+            check_capacity(app, caller, current, &qualifier, requested)?;
+            let mut record = current.clone();
+            record.provisioned.insert(qualifier.clone(), config.clone());
+            Ok(record)
+        })
+        .await?;
+    app.provisioning.notify_one();
+    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &written.1, &qualifier, &config)))
+}
+
+/// Provisioned concurrency is taken from the function's reserved concurrency
+/// when it has one, else from what the account leaves unreserved; two
+/// qualifiers of the function may not provision the same version.
+fn check_capacity(app: &App, caller: &Caller, latest: &FunctionRecord, qualifier: &str, requested: u32) -> Result<(), ApiError> {
+    let version = version_of(latest, qualifier).map(|v| v.version);
+    let others = latest.provisioned.iter().filter(|(q, _)| q.as_str() != qualifier);
+    if let Some((other, _)) = others.clone().find(|(q, _)| version_of(latest, q).map(|v| v.version) == version) {
+        return Err(ApiError::ResourceConflict(format!(
+            "Provisioned Concurrency is already configured for {other}, which refers to the same version as {qualifier}"
+        )));
+    }
+    let total = others.map(|(_, c)| u64::from(c.requested)).sum::<u64>() + u64::from(requested);
+    match latest.reserved_concurrency {
+        Some(reserved) if total > u64::from(reserved) => Err(ApiError::InvalidParameterValue(
+            "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function".into(),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            let available = app.concurrency.unreserved_capacity(&caller.account).saturating_sub(app.config.min_unreserved);
+            if total > u64::from(available) {
+                Err(ApiError::InvalidParameterValue(format!(
+                    "Requested Provisioned Concurrency should not be greater than the account's unreserved concurrency less its minimum of {} ({available})",
+                    app.config.min_unreserved
+                )))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn get(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let qualifier = qualifier(query)?;
+    let (_, latest) = resolve(app, caller, "GetProvisionedConcurrencyConfig", name, Some(&qualifier))?;
+    let config = latest.provisioned.get(&qualifier).ok_or_else(not_found)?;
+    Ok(json_answer(StatusCode::OK, config_body(app, &caller.account, &latest, &qualifier, config)))
+}
+
+pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let qualifier = qualifier(query)?;
+    let (reference, latest) = resolve(app, caller, "DeleteProvisionedConcurrencyConfig", name, Some(&qualifier))?;
+    if !latest.provisioned.contains_key(&qualifier) {
+        return Err(not_found());
+    }
+    app.registry
+        .write(&caller.account, &reference.name, |current| {
+            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
+            let mut record = current.clone();
+            record.provisioned.remove(&qualifier);
+            Ok(record)
+        })
+        .await?;
+    app.provisioning.notify_one();
+    Ok(empty_answer(StatusCode::NO_CONTENT))
+}
+
+pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let (max_items, marker, _) = crate::versions::paging(query)?;
+    let (_, latest) = resolve(app, caller, "ListProvisionedConcurrencyConfigs", name, None)?;
+    let arn = latest.arn(&app.config.region, &caller.account);
+    let items = latest
+        .provisioned
+        .iter()
+        .map(|(qualifier, config)| {
+            let mut body = config_body(app, &caller.account, &latest, qualifier, config);
+            body["FunctionArn"] = json!(format!("{arn}:{qualifier}"));
+            (qualifier.clone(), body)
+        })
+        .collect();
+    let (page, next) = crate::versions::page(items, max_items, marker.as_deref());
+    let mut body = json!({ "ProvisionedConcurrencyConfigs": page });
+    if let Some(next) = next {
+        body["NextMarker"] = json!(next);
+    }
+    Ok(json_answer(StatusCode::OK, body))
+}
+
+/// Keeps the invoker's provisioned sandboxes in line with the stored
+/// configurations, until the app is gone.
+pub async fn keep(app: Weak<App>) {
+    loop {
+        let Some(strong) = app.upgrade() else { return };
+        let wanted = strong
+            .registry
+            .all()
+            .into_iter()
+            .flat_map(|(account, latest)| {
+                let strong = &strong;
+                latest
+                    .provisioned
+                    .iter()
+                    .filter_map(|(qualifier, config)| {
+                        let version = version_of(&latest, qualifier)?;
+                        Some(Provisioned {
+                            target: target(strong, &account, version),
+                            requested: config.requested,
+                            since_ms: config.last_modified_ms,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        strong.invoker.provision(wanted);
+        let notified = strong.provisioning.clone();
+        drop(strong);
+        let _ = tokio::time::timeout(PERIOD, notified.notified()).await;
+    }
+}
