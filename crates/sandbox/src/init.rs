@@ -91,6 +91,9 @@ fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
 
 /// Entry point of the `ignis-init` binary.
 pub fn main() -> ! {
+    // What the Rust runtime's start would do (the binary skips it): a closed pipe is an error, not a signal.
+    // SAFETY: plain syscall.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // SAFETY: fstat only writes the stat buffer.
     let is_socket = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
