@@ -18,6 +18,9 @@
 //! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
 //! the master key, a random nonce each, and unsealed only in memory.
 //!
+//! Queues (see the `queues` module): definitions as opaque records, messages
+//! by queue id; sends, deletes and purges are fsync'd, receive counts not.
+//!
 //! Durability: registry, meta, account and key writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
@@ -27,6 +30,7 @@
 mod accounts;
 mod code;
 mod logs;
+mod queues;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +46,7 @@ pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
 pub use code::{Code, CodeError, CodeRules};
+pub use queues::{QueueMessage, QueueWrite, StoredQueue};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
 };
@@ -166,6 +171,7 @@ impl Store {
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
+        queues::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 
