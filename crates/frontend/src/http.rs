@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, versions};
+use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -53,6 +53,8 @@ pub enum Operation {
     CreateAccount,
     /// Ignis's own: `GET /ignis/accounts`.
     ListAccounts,
+    /// An SQS call, by its `X-Amz-Target` action.
+    Sqs(String),
 }
 
 impl Operation {
@@ -73,6 +75,13 @@ impl Operation {
                     control::MAX_CODE_REQUEST,
                     self.name()
                 )),
+            ),
+            Operation::Sqs(_) => (
+                sqs_api::MAX_REQUEST,
+                ApiError::from(crate::queues::QueueError::InvalidParameterValue(format!(
+                    "Request must be smaller than {} bytes",
+                    sqs_api::MAX_REQUEST
+                ))),
             ),
             _ => (
                 1024 * 1024,
@@ -105,6 +114,7 @@ impl Operation {
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
+            Operation::Sqs(action) => action,
         }
     }
 
@@ -113,6 +123,7 @@ impl Operation {
         match self {
             Operation::Logs(_) => "logs",
             Operation::CreateAccount | Operation::ListAccounts => "ignis",
+            Operation::Sqs(_) => "sqs",
             _ => "lambda",
         }
     }
@@ -127,6 +138,9 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operati
         let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
         if let Some(action) = target.strip_prefix("Logs_20140328.") {
             return Ok(Operation::Logs(action.to_string()));
+        }
+        if let Some(action) = target.strip_prefix("AmazonSQS.") {
+            return Ok(Operation::Sqs(action.to_string()));
         }
         return Err(ApiError::UnknownOperation(format!("Unknown operation {target:?}")));
     }
@@ -228,9 +242,12 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: i
 
 async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let is_logs = request.headers().get("x-amz-target").is_some();
+    let target = request.headers().get("x-amz-target");
+    let is_logs = target.is_some();
+    let is_sqs = target.is_some_and(|t| t.as_bytes().starts_with(b"AmazonSQS."));
     let mut answer = match respond(&app, request, &request_id).await {
         Ok(answer) => answer,
+        Err(e) if is_sqs => e.to_sqs_response(),
         Err(e) if is_logs => e.to_json_protocol_response(),
         Err(e) => e.to_rest_response(),
     };
@@ -282,6 +299,10 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
+        Operation::Sqs(action) => {
+            let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            sqs_api::handle(app, caller, &action, host, &body).await
+        }
     }
 }
 
@@ -371,6 +392,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-amz-target", HeaderValue::from_static("Logs_20140328.FilterLogEvents"));
         assert_eq!(route(&Method::POST, "/", &headers), Ok(Logs("FilterLogEvents".into())));
+        headers.insert("x-amz-target", HeaderValue::from_static("AmazonSQS.SendMessage"));
+        assert_eq!(route(&Method::POST, "/", &headers), Ok(Sqs("SendMessage".into())));
     }
 
     #[test]

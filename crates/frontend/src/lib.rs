@@ -15,6 +15,8 @@
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
+//! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
+//!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
@@ -30,7 +32,9 @@ mod http;
 mod invoke;
 mod invoke_api;
 mod logs_api;
+pub mod queues;
 mod registry;
+mod sqs_api;
 mod versions;
 
 use std::collections::HashMap;
@@ -95,6 +99,8 @@ pub struct App {
     keys: RwLock<HashMap<String, KeyEntry>>,
     /// Serialises account creation (the store's transaction decides conflicts).
     account_writes: tokio::sync::Mutex<()>,
+    /// Every account's message queues.
+    queues: Arc<queues::Queues>,
 }
 
 impl App {
@@ -133,6 +139,7 @@ impl App {
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
+        let queues = queues::Queues::load(store.clone(), config.region.clone()).map_err(ApiError::from)?;
         Ok(Arc::new(App {
             config,
             store,
@@ -141,7 +148,13 @@ impl App {
             concurrency,
             keys: RwLock::new(keys),
             account_writes: tokio::sync::Mutex::new(()),
+            queues,
         }))
+    }
+
+    /// Every account's message queues (send, receive, delete, ... by queue ARN).
+    pub fn queues(&self) -> &Arc<queues::Queues> {
+        &self.queues
     }
 
     /// The administrator's account id.
