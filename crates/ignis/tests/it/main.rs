@@ -11,5 +11,6 @@ mod harness;
 mod hostile;
 mod invoke;
 mod lifecycle;
+mod sqs;
 mod tidy;
 mod versions;
