@@ -616,10 +616,10 @@ impl Queues {
         let (done, answer) = oneshot::channel();
         if writes.is_empty() {
             let _ = done.send(Ok(()));
-        } else if let Err(e) = self.writer.send(WriteRequest { writes, done: Some(done) }) {
-            if let Some(done) = e.0.done {
-                let _ = done.send(Err("the queue writer has stopped".into()));
-            }
+        } else if let Err(e) = self.writer.send(WriteRequest { writes, done: Some(done) })
+            && let Some(done) = e.0.done
+        {
+            let _ = done.send(Err("the queue writer has stopped".into()));
         }
         Some(answer)
     }

@@ -55,8 +55,10 @@ pub use logs::{
 /// (the window of log events a power loss may drop).
 pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A table of opaque records by (account, name).
+pub(crate) type NamedRecords = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 /// (account, function name) -> opaque record.
-const FUNCTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("functions");
+const FUNCTIONS: NamedRecords = TableDefinition::new("functions");
 /// key -> opaque value.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -234,12 +236,16 @@ impl Store {
 
     /// All function records as `(account, name, record)`, ordered by account then name.
     pub fn functions(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        const CTX: &str = "listing functions";
-        let txn = self.db.begin_read().ctx(CTX)?;
-        let table = txn.open_table(FUNCTIONS).ctx(CTX)?;
+        self.records(FUNCTIONS, "listing functions")
+    }
+
+    /// Every `(account, name) -> record` of `table`, ordered by account then name.
+    pub(crate) fn records(&self, table: NamedRecords, context: &'static str) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().ctx(context)?;
+        let table = txn.open_table(table).ctx(context)?;
         let mut out = Vec::new();
-        for item in table.iter().ctx(CTX)? {
-            let (k, v) = item.ctx(CTX)?;
+        for item in table.iter().ctx(context)? {
+            let (k, v) = item.ctx(context)?;
             let (account, name) = k.value();
             out.push((account.to_string(), name.to_string(), v.value().to_vec()));
         }

@@ -13,12 +13,13 @@ use std::collections::HashSet;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::{DbContext, Store, StoreError};
+use crate::{DbContext, NamedRecords, Store, StoreError};
 
 /// (account, queue name) -> opaque record.
-const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queues");
+const QUEUES: NamedRecords = TableDefinition::new("queues");
 /// (queue id, message id) -> (sent_ms, visible_at_ms, body, attributes).
-const MESSAGES: TableDefinition<(u64, u64), (u64, u64, &str, &[u8])> = TableDefinition::new("queue_messages");
+const MESSAGES: TableDefinition<(u64, u64), MessageValue> = TableDefinition::new("queue_messages");
+type MessageValue = (u64, u64, &'static str, &'static [u8]);
 /// (queue id, message id) -> (receive_count, first_receive_ms).
 const RECEIVES: TableDefinition<(u64, u64), (u32, u64)> = TableDefinition::new("queue_receives");
 /// queue id -> the smallest message id never written (ids are not reused).
@@ -93,16 +94,7 @@ impl Store {
 
     /// Every queue definition as `(account, name, record)`, by account then name.
     pub fn queues(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        const CTX: &str = "listing queues";
-        let txn = self.db.begin_read().ctx(CTX)?;
-        let table = txn.open_table(QUEUES).ctx(CTX)?;
-        let mut out = Vec::new();
-        for item in table.iter().ctx(CTX)? {
-            let (k, v) = item.ctx(CTX)?;
-            let (account, name) = k.value();
-            out.push((account.to_string(), name.to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.records(QUEUES, "listing queues")
     }
 
     /// The stored messages of queue `queue`.
