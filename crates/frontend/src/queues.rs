@@ -249,6 +249,7 @@ impl Queues {
                 continue;
             };
             let stored = store.queue_messages(uid)?;
+            let ids: Vec<u64> = stored.messages.iter().map(|m| m.id).collect();
             let messages = stored.messages.into_iter().filter_map(|m| {
                 Some(ignis_queue::StoredMessage {
                     id: MessageId(m.id),
@@ -262,6 +263,15 @@ impl Queues {
             });
             let queue = Queue::restore(config.settings, stored.next_id, messages, now)
                 .map_err(|e| QueueError::Storage(format!("queue {account}/{name}: {e}")))?;
+            // What restore left out expired while the server was down (or is unreadable).
+            let gone: Vec<QueueWrite> = ids
+                .into_iter()
+                .filter(|id| queue.state(MessageId(*id)).is_none())
+                .map(|id| QueueWrite::Delete { queue: uid, id })
+                .collect();
+            if !gone.is_empty() {
+                store.write_queue_messages(&gone)?;
+            }
             live.insert(uid);
             let arn = format!("arn:aws:sqs:{region}:{account}:{name}");
             let state = QueueState { queue, wait_s: config.wait_s, modified_s, deleted: false };
@@ -744,6 +754,107 @@ mod tests {
         let plain = QueueConfig::default();
         assert_eq!(parse_definition(&definition(1, 2, 3, &plain)), Some((1, 2, 3, plain)));
         assert_eq!(parse_definition(b"{}"), None);
+    }
+
+    const A: &str = "111111111111";
+    const B: &str = "222222222222";
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    fn defaults(base: &QueueConfig, given: &HashMap<String, String>) -> Result<QueueConfig, QueueError> {
+        let mut config = base.clone();
+        if let Some(v) = given.get("VisibilityTimeout") {
+            config.settings.visibility_timeout_s = v.parse().map_err(|_| QueueError::InvalidAttributeValue(v.clone()))?;
+        }
+        Ok(config)
+    }
+
+    #[test]
+    fn the_rust_api_by_arn() {
+        let dir = tempfile::tempdir().unwrap();
+        let arn = format!("arn:aws:sqs:us-east-1:{A}:jobs");
+        let kept = runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store, "us-east-1".into()).unwrap();
+            let given = HashMap::from([("VisibilityTimeout".to_string(), "60".to_string())]);
+            let queue = queues.create(A, "jobs", &given, defaults).await.unwrap();
+            assert_eq!(queue.arn, arn);
+            assert_eq!(queues.lookup(A, &arn).unwrap().name, "jobs");
+            assert_eq!(queues.lookup(B, &arn).unwrap_err(), QueueError::DoesNotExist, "another account's queue");
+            assert_eq!(queues.lookup(A, "jobs").unwrap_err(), QueueError::DoesNotExist);
+            assert_eq!(queues.send(B, &arn, "x".into()).await, Err(QueueError::DoesNotExist));
+
+            let first = queues.send(A, &arn, "one".into()).await.unwrap();
+            queues.send(A, &arn, "two".into()).await.unwrap();
+            let got = queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
+            assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+            assert_eq!((got[0].message_id.as_str(), got[0].receive_count), (first.as_str(), 1));
+            queues.delete(A, &arn, &got[0].receipt_handle).await.unwrap();
+            assert_eq!(
+                queues.delete(A, &arn, &got[0].receipt_handle).await,
+                Err(QueueError::ReceiptHandleIsInvalid(got[0].receipt_handle.clone()))
+            );
+            queues.change_visibility(A, &arn, &got[1].receipt_handle, 0).unwrap();
+            assert_eq!(queues.change_visibility(A, &arn, "forged", 0), Err(QueueError::ReceiptHandleIsInvalid("forged".into())));
+
+            // A waiting receive is answered by a send.
+            queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
+            let waiting = {
+                let queues = queues.clone();
+                let arn = arn.clone();
+                tokio::spawn(async move { queues.receive(A, &arn, 1, None, Duration::from_secs(20)).await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            queues.send(A, &arn, "three".into()).await.unwrap();
+            let woken = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+            assert_eq!(woken.len(), 1);
+            got[1].message_id.clone()
+        });
+        // The runtime and with it the writer and the store are gone: reopen.
+        runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store, "us-east-1".into()).unwrap();
+            assert_eq!(queues.lookup(A, &arn).unwrap().config().settings.visibility_timeout_s, 60);
+            let got = queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
+            let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+            bodies.sort();
+            assert_eq!(bodies, ["three", "two"], "undeleted messages, in flight or not, are back");
+            assert!(got.iter().any(|m| m.message_id == kept && m.receive_count == 3));
+            let queue = queues.lookup(A, &arn).unwrap();
+            queues.delete_queue(&queue).await.unwrap();
+            assert_eq!(queues.send(A, &arn, "late".into()).await, Err(QueueError::DoesNotExist));
+        });
+    }
+
+    #[test]
+    fn messages_that_expired_while_stopped_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            let queue = queues.create(A, "old", &HashMap::new(), defaults).await.unwrap();
+            queues.send(A, &queue.arn, "fresh".into()).await.unwrap();
+            let ancient = QueueMessage {
+                id: 1000,
+                body: "ancient".into(),
+                attributes: Vec::new(),
+                sent_ms: 1,
+                visible_at_ms: 1,
+                receive_count: 0,
+                first_receive_ms: None,
+            };
+            store.write_queue_messages(&[QueueWrite::Put { queue: queue.uid, message: ancient }]).unwrap();
+            queue.uid
+        });
+        runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let _queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            let stored = store.queue_messages(uid).unwrap();
+            assert_eq!(stored.messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
+            assert_eq!(stored.next_id, 1001);
+        });
     }
 
     #[test]
