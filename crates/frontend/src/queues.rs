@@ -373,7 +373,7 @@ impl Queues {
                 .map(|m| {
                     let delay = m.delay_s.unwrap_or(state.queue.settings().delay_s);
                     let id = state.queue.send_delayed(m.body, m.attributes, delay, now).map_err(QueueError::Send)?;
-                    writes.push(put(queue, &state.queue, id));
+                    writes.extend(put(queue, &state.queue, id));
                     Ok(queue.message_id(id))
                 })
                 .collect();
@@ -458,7 +458,9 @@ impl Queues {
         // Otherwise the source is gone too, and the message with it.
         let Some((queue, mut state)) = chosen else { return };
         let id = state.queue.accept_dead_letter(letter, now);
-        drop(self.write(vec![put(queue, &state.queue, id), old], false));
+        // A letter already past the target's retention is gone at once: only the delete remains.
+        let writes = put(queue, &state.queue, id).into_iter().chain([old]).collect();
+        drop(self.write(writes, false));
         drop(state);
         queue.arrived.notify_waiters();
     }
@@ -681,8 +683,9 @@ pub fn parse_arn(arn: &str) -> Option<(&str, &str)> {
     Some((account, name))
 }
 
-fn put(queue: &LiveQueue, q: &Queue, id: MessageId) -> QueueWrite {
-    let m = q.stored(id).expect("a message just added is there");
+/// The write that stores message `id` as the queue holds it (none if it is gone).
+fn put(queue: &LiveQueue, q: &Queue, id: MessageId) -> Option<QueueWrite> {
+    let m = q.stored(id)?;
     let message = QueueMessage {
         id: id.0,
         attributes: ignis_queue::encode_attributes(&m.attributes),
@@ -692,7 +695,7 @@ fn put(queue: &LiveQueue, q: &Queue, id: MessageId) -> QueueWrite {
         receive_count: m.receive_count,
         first_receive_ms: m.first_receive_ms,
     };
-    QueueWrite::Put { queue: queue.uid, message }
+    Some(QueueWrite::Put { queue: queue.uid, message })
 }
 
 /// Applies time to the queue and answers the deletes for the messages that
@@ -854,6 +857,42 @@ mod tests {
             let stored = store.queue_messages(uid).unwrap();
             assert_eq!(stored.messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
             assert_eq!(stored.next_id, 1001);
+        });
+    }
+
+    #[test]
+    fn a_dead_letter_past_the_targets_retention_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source_uid, dlq_arn, source_arn) = runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            let dlq = queues.create(A, "short", &HashMap::new(), defaults).await.unwrap();
+            queues.set_attributes(&dlq, |base| Ok(QueueConfig { settings: Settings { retention_s: 60, ..base.settings.clone() }, ..base.clone() })).await.unwrap();
+            let source = queues.create(A, "source", &HashMap::new(), defaults).await.unwrap();
+            let redrive = Some(Redrive { target: dlq.arn.clone(), max_receive_count: 1 });
+            let settings = Settings { retention_s: ignis_queue::MAX_RETENTION_S, redrive, ..Settings::default() };
+            queues.set_attributes(&source, |base| Ok(QueueConfig { settings, ..base.clone() })).await.unwrap();
+            let sent_ms = now_ms() - 120_000;
+            let old = QueueMessage {
+                id: 0,
+                body: "old".into(),
+                attributes: Vec::new(),
+                sent_ms,
+                visible_at_ms: sent_ms,
+                receive_count: 1,
+                first_receive_ms: Some(sent_ms),
+            };
+            store.write_queue_messages(&[QueueWrite::Put { queue: source.uid, message: old }]).unwrap();
+            (source.uid, dlq.arn.clone(), source.arn.clone())
+        });
+        runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            assert!(queues.receive(A, &source_arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
+            assert!(queues.receive(A, &dlq_arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
+            queues.send(A, &source_arn, "flush".into()).await.unwrap();
+            let left: Vec<String> = store.queue_messages(source_uid).unwrap().messages.into_iter().map(|m| m.body).collect();
+            assert_eq!(left, ["flush"]);
         });
     }
 
