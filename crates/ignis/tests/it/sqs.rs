@@ -443,3 +443,67 @@ fn concurrent_sends_are_all_kept() {
     eprintln!("{} durable sends from {THREADS} clients in {elapsed:?}: {:.0}/s", THREADS * EACH, (THREADS * EACH) as f64 / elapsed.as_secs_f64());
     assert_eq!(attribute(&server, &url, "ApproximateNumberOfMessages"), (THREADS * EACH).to_string());
 }
+
+#[test]
+fn odd_bodies_never_break_the_server() {
+    let server = Server::start();
+    let url = create(&server, "sturdy", json!({}));
+    let actions = [
+        "CreateQueue",
+        "GetQueueUrl",
+        "ListQueues",
+        "GetQueueAttributes",
+        "SetQueueAttributes",
+        "PurgeQueue",
+        "SendMessage",
+        "SendMessageBatch",
+        "ReceiveMessage",
+        "DeleteMessage",
+        "DeleteMessageBatch",
+        "ChangeMessageVisibility",
+        "ChangeMessageVisibilityBatch",
+    ];
+    let odd_values = [
+        json!(null),
+        json!(-1),
+        json!(u64::MAX),
+        json!(1.5),
+        json!("x"),
+        json!(""),
+        json!([]),
+        json!([{}]),
+        json!({}),
+        json!({ "a": { "DataType": "Binary", "BinaryValue": "!!" } }),
+        json!([{ "Id": "a" }]),
+        json!("\u{0}"),
+    ];
+    let fields = [
+        "QueueName",
+        "Attributes",
+        "MaxResults",
+        "NextToken",
+        "AttributeNames",
+        "MessageBody",
+        "DelaySeconds",
+        "MessageAttributes",
+        "Entries",
+        "MaxNumberOfMessages",
+        "VisibilityTimeout",
+        "ReceiptHandle",
+        "MessageAttributeNames",
+    ];
+    let mut answered = 0;
+    for action in actions {
+        for field in fields {
+            for value in &odd_values {
+                let mut body = json!({ "QueueUrl": url, "QueueName": "sturdy-2", "WaitTimeSeconds": 0 });
+                body[field] = value.clone();
+                let reply = call(&server, action, body.clone());
+                assert!(reply.status == 200 || (400..500).contains(&reply.status), "{action} {body}: {} {}", reply.status, reply.text());
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, actions.len() * fields.len() * odd_values.len());
+    assert_eq!(server.signed("sqs", "GET", "/healthz", "", &[], b"").status, 200);
+}
