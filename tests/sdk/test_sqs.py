@@ -178,6 +178,8 @@ def test_redrive_to_dead_letter_queue(sqs):
     assert [m["Body"] for m in dead] == ["poison"]
     stored = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["RedrivePolicy"])
     assert stored == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [url]
+    assert sqs.list_dead_letter_source_queues(QueueUrl=url)["queueUrls"] == []
 
 
 def test_accounts_see_only_their_own_queues(sqs, server):

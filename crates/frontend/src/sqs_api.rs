@@ -1,7 +1,7 @@
 //! Amazon SQS's JSON protocol (`POST /`, `X-Amz-Target: AmazonSQS.<Action>`,
 //! `application/x-amz-json-1.0`, SigV4 service `sqs`) over [`crate::queues`]:
 //! CreateQueue, GetQueueUrl, GetQueueAttributes, SetQueueAttributes,
-//! ListQueues, DeleteQueue, PurgeQueue, SendMessage(Batch),
+//! ListQueues, ListDeadLetterSourceQueues, DeleteQueue, PurgeQueue, SendMessage(Batch),
 //! ReceiveMessage, DeleteMessage(Batch), ChangeMessageVisibility(Batch).
 //!
 //! Queue URLs are `http://<Host of the request>/<account>/<name>`; only the
@@ -41,6 +41,7 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, action: &str, host: &str, b
         "CreateQueue" => api.create_queue(parse(body)?).await?,
         "GetQueueUrl" => api.get_queue_url(parse(body)?)?,
         "ListQueues" => api.list_queues(parse(body)?)?,
+        "ListDeadLetterSourceQueues" => api.list_dead_letter_source_queues(parse(body)?)?,
         "DeleteQueue" => api.delete_queue(parse(body)?).await?,
         "GetQueueAttributes" => api.get_queue_attributes(parse(body)?)?,
         "SetQueueAttributes" => api.set_queue_attributes(parse(body)?).await?,
@@ -168,6 +169,14 @@ struct GetQueueUrl {
 #[serde(rename_all = "PascalCase")]
 struct ListQueues {
     queue_name_prefix: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListDeadLetterSourceQueues {
+    queue_url: Option<String>,
     next_token: Option<String>,
     max_results: Option<i64>,
 }
@@ -482,9 +491,24 @@ impl Api<'_> {
     }
 
     fn list_queues(&self, request: ListQueues) -> Result<Answer> {
-        let max = request.max_results.map(|n| within(n, "MaxResults", 1..=1000)).transpose()?;
-        let after = request.next_token.unwrap_or_default();
         let queues = self.app.queues.list(self.account, request.queue_name_prefix.as_deref().unwrap_or(""));
+        self.page(queues, "QueueUrls", request.next_token, request.max_results)
+    }
+
+    /// The queues whose redrive policy names this one.
+    fn list_dead_letter_source_queues(&self, request: ListDeadLetterSourceQueues) -> Result<Answer> {
+        let target = self.queue(request.queue_url)?;
+        let sources = self.app.queues.list(self.account, "").into_iter().filter(|q| {
+            q.config().settings.redrive.is_some_and(|r| r.target == target.arn)
+        });
+        self.page(sources.collect(), "queueUrls", request.next_token, request.max_results)
+    }
+
+    /// One page of queues (sorted by name) as `{<key>: [urls], "NextToken"}`:
+    /// all (up to 1000) unless `MaxResults` is given; the token is the last name.
+    fn page(&self, queues: Vec<QueueRef>, key: &str, next_token: Option<String>, max_results: Option<i64>) -> Result<Answer> {
+        let max = max_results.map(|n| within(n, "MaxResults", 1..=1000)).transpose()?;
+        let after = next_token.unwrap_or_default();
         let mut page: Vec<QueueRef> = queues.into_iter().filter(|q| q.name > after).collect();
         let mut body = json!({});
         if let Some(max) = max.map(|m| m as usize)
@@ -495,7 +519,7 @@ impl Api<'_> {
         } else {
             page.truncate(1000);
         }
-        body["QueueUrls"] = json!(page.iter().map(|q| self.url(q)).collect::<Vec<_>>());
+        body[key] = json!(page.iter().map(|q| self.url(q)).collect::<Vec<_>>());
         Ok(answer(body))
     }
 
