@@ -170,12 +170,12 @@ def test_redrive_to_dead_letter_queue(sqs):
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})
     url = sqs.create_queue(QueueName="boto-src", Attributes={"RedrivePolicy": policy})["QueueUrl"]
-    sqs.send_message(QueueUrl=url, MessageBody="poison")
+    sent = sqs.send_message(QueueUrl=url, MessageBody="poison")
     for _ in range(2):
         assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)["Messages"][0]["Body"] == "poison"
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
     dead = sqs.receive_message(QueueUrl=dlq, MessageSystemAttributeNames=["ApproximateReceiveCount"])["Messages"]
-    assert [m["Body"] for m in dead] == ["poison"]
+    assert [(m["Body"], m["MessageId"]) for m in dead] == [("poison", sent["MessageId"])]
     stored = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["RedrivePolicy"])
     assert stored == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}
     assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [url]

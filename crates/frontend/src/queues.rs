@@ -147,6 +147,9 @@ pub struct LiveQueue {
 #[derive(Debug)]
 struct QueueState {
     queue: Queue,
+    /// `MessageId`s of messages that came from another queue (dead letters
+    /// keep theirs); every other one is derived from the queue's and message's ids.
+    wire_ids: HashMap<MessageId, String>,
     wait_s: u32,
     modified_s: u64,
     deleted: bool,
@@ -166,12 +169,17 @@ impl LiveQueue {
         if state.deleted { Err(QueueError::DoesNotExist) } else { Ok(state) }
     }
 
-    /// SQS's `MessageId` of one of this queue's messages: UUID-shaped, from
-    /// the queue's id and the message's.
-    fn message_id(&self, id: MessageId) -> String {
-        let hex = format!("{:016x}{:016x}", self.uid, id.0);
-        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    /// SQS's `MessageId` of one of this queue's messages.
+    fn wire_id(&self, state: &QueueState, id: MessageId) -> String {
+        state.wire_ids.get(&id).cloned().unwrap_or_else(|| derived_id(self.uid, id))
     }
+}
+
+/// The `MessageId` of a message sent to a queue: UUID-shaped, from the
+/// queue's id and the message's.
+fn derived_id(uid: u64, id: MessageId) -> String {
+    let hex = format!("{uid:016x}{:016x}", id.0);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 struct WriteRequest {
@@ -250,6 +258,8 @@ impl Queues {
             };
             let stored = store.queue_messages(uid)?;
             let ids: Vec<u64> = stored.messages.iter().map(|m| m.id).collect();
+            let mut wire_ids: HashMap<MessageId, String> =
+                stored.messages.iter().filter_map(|m| Some((MessageId(m.id), m.wire_id.clone()?))).collect();
             let messages = stored.messages.into_iter().filter_map(|m| {
                 Some(ignis_queue::StoredMessage {
                     id: MessageId(m.id),
@@ -272,9 +282,10 @@ impl Queues {
             if !gone.is_empty() {
                 store.write_queue_messages(&gone)?;
             }
+            wire_ids.retain(|id, _| queue.state(*id).is_some());
             live.insert(uid);
             let arn = format!("arn:aws:sqs:{region}:{account}:{name}");
-            let state = QueueState { queue, wait_s: config.wait_s, modified_s, deleted: false };
+            let state = QueueState { queue, wire_ids, wait_s: config.wait_s, modified_s, deleted: false };
             let q = LiveQueue {
                 account: account.clone(),
                 name: name.clone(),
@@ -367,14 +378,14 @@ impl Queues {
         let now = now_ms();
         let (answers, done) = {
             let mut state = queue.live()?;
-            let mut writes = expired_writes(queue, &mut state.queue, now);
+            let mut writes = expired_writes(queue, &mut state, now);
             let answers: Vec<Result<String, QueueError>> = messages
                 .into_iter()
                 .map(|m| {
                     let delay = m.delay_s.unwrap_or(state.queue.settings().delay_s);
                     let id = state.queue.send_delayed(m.body, m.attributes, delay, now).map_err(QueueError::Send)?;
-                    writes.extend(put(queue, &state.queue, id));
-                    Ok(queue.message_id(id))
+                    writes.extend(put(queue, &state, id));
+                    Ok(derived_id(queue.uid, id))
                 })
                 .collect();
             (answers, self.write(writes, true))
@@ -411,7 +422,7 @@ impl Queues {
         let now = now_ms();
         let (messages, dead_letters) = {
             let mut state = queue.live()?;
-            let mut writes = expired_writes(queue, &mut state.queue, now);
+            let mut writes = expired_writes(queue, &mut state, now);
             let outcome = state.queue.receive(max, visibility, now).map_err(|e| QueueError::InvalidParameterValue(e.to_string()))?;
             let messages: Vec<Message> = outcome
                 .messages
@@ -424,7 +435,7 @@ impl Queues {
                         first_receive_ms: r.first_receive_ms,
                     });
                     Message {
-                        message_id: queue.message_id(r.message_id),
+                        message_id: queue.wire_id(&state, r.message_id),
                         receipt_handle: self.encode_handle(queue, r.receipt_handle),
                         body: r.body,
                         attributes: r.attributes,
@@ -435,10 +446,19 @@ impl Queues {
                 })
                 .collect();
             drop(self.write(writes, false));
-            (messages, outcome.dead_letters)
+            let dead_letters: Vec<(DeadLetter, String)> = outcome
+                .dead_letters
+                .into_iter()
+                .map(|letter| {
+                    let id = letter.message_id;
+                    let wire_id = state.wire_ids.remove(&id).unwrap_or_else(|| derived_id(queue.uid, id));
+                    (letter, wire_id)
+                })
+                .collect();
+            (messages, dead_letters)
         };
-        for letter in dead_letters {
-            self.dead_letter(queue, letter, now);
+        for (letter, wire_id) in dead_letters {
+            self.dead_letter(queue, letter, wire_id, now);
         }
         Ok(messages)
     }
@@ -446,7 +466,7 @@ impl Queues {
     /// Moves a message redrive took out of `source` to its dead-letter queue,
     /// or back into `source` (with a new id) if that queue is gone: one
     /// transaction either way.
-    fn dead_letter(&self, source: &QueueRef, letter: DeadLetter, now: u64) {
+    fn dead_letter(&self, source: &QueueRef, letter: DeadLetter, wire_id: String, now: u64) {
         let old = QueueWrite::Delete { queue: source.uid, id: letter.message_id.0 };
         let target = self.lookup(&source.account, &letter.target).ok();
         // One queue's lock at a time: the target's is dropped before the source's is taken.
@@ -458,8 +478,13 @@ impl Queues {
         // Otherwise the source is gone too, and the message with it.
         let Some((queue, mut state)) = chosen else { return };
         let id = state.queue.accept_dead_letter(letter, now);
+        state.wire_ids.insert(id, wire_id);
         // A letter already past the target's retention is gone at once: only the delete remains.
-        let writes = put(queue, &state.queue, id).into_iter().chain([old]).collect();
+        let stored = put(queue, &state, id);
+        if stored.is_none() {
+            state.wire_ids.remove(&id);
+        }
+        let writes = stored.into_iter().chain([old]).collect();
         drop(self.write(writes, false));
         drop(state);
         queue.arrived.notify_waiters();
@@ -471,13 +496,14 @@ impl Queues {
         let now = now_ms();
         let (answers, done) = {
             let mut state = queue.live()?;
-            let mut writes = expired_writes(queue, &mut state.queue, now);
+            let mut writes = expired_writes(queue, &mut state, now);
             let answers: Vec<Result<(), QueueError>> = handles
                 .iter()
                 .map(|text| {
                     let invalid = || QueueError::ReceiptHandleIsInvalid(text.to_string());
                     let handle = self.decode_handle(queue, text).ok_or_else(invalid)?;
                     state.queue.delete(handle, now).map_err(|_| invalid())?;
+                    state.wire_ids.remove(&handle.message);
                     writes.push(QueueWrite::Delete { queue: queue.uid, id: handle.message.0 });
                     Ok(())
                 })
@@ -496,7 +522,7 @@ impl Queues {
             self.decode_handle(queue, receipt_handle).ok_or_else(|| QueueError::ReceiptHandleIsInvalid(receipt_handle.to_string()))?;
         {
             let mut state = queue.live()?;
-            let writes = expired_writes(queue, &mut state.queue, now);
+            let writes = expired_writes(queue, &mut state, now);
             drop(self.write(writes, false));
             state.queue.change_visibility(handle, timeout_s, now).map_err(|e| match e {
                 E::ReceiptHandleIsInvalid(_) => QueueError::ReceiptHandleIsInvalid(receipt_handle.to_string()),
@@ -515,6 +541,7 @@ impl Queues {
         let done = {
             let mut state = queue.live()?;
             state.queue.purge();
+            state.wire_ids.clear();
             self.write(vec![QueueWrite::Purge { queue: queue.uid }], true)
         };
         written(done).await
@@ -554,7 +581,13 @@ impl Queues {
             arn: format!("arn:aws:sqs:{}:{account}:{name}", self.region),
             uid,
             created_s,
-            state: Mutex::new(QueueState { queue, wait_s: config.wait_s, modified_s: created_s, deleted: false }),
+            state: Mutex::new(QueueState {
+                queue,
+                wire_ids: HashMap::new(),
+                wait_s: config.wait_s,
+                modified_s: created_s,
+                deleted: false,
+            }),
             arrived: Notify::new(),
         });
         self.map().insert((account.to_string(), name.to_string()), q.clone());
@@ -593,6 +626,7 @@ impl Queues {
             let mut state = queue.lock();
             state.deleted = true;
             state.queue.purge();
+            state.wire_ids.clear();
             drop(self.write(vec![QueueWrite::Purge { queue: queue.uid }], false));
         }
         queue.arrived.notify_waiters();
@@ -684,10 +718,11 @@ pub fn parse_arn(arn: &str) -> Option<(&str, &str)> {
 }
 
 /// The write that stores message `id` as the queue holds it (none if it is gone).
-fn put(queue: &LiveQueue, q: &Queue, id: MessageId) -> Option<QueueWrite> {
-    let m = q.stored(id)?;
+fn put(queue: &LiveQueue, state: &QueueState, id: MessageId) -> Option<QueueWrite> {
+    let m = state.queue.stored(id)?;
     let message = QueueMessage {
         id: id.0,
+        wire_id: state.wire_ids.get(&id).cloned(),
         attributes: ignis_queue::encode_attributes(&m.attributes),
         body: m.body,
         sent_ms: m.sent_ms,
@@ -700,8 +735,12 @@ fn put(queue: &LiveQueue, q: &Queue, id: MessageId) -> Option<QueueWrite> {
 
 /// Applies time to the queue and answers the deletes for the messages that
 /// retention dropped.
-fn expired_writes(queue: &LiveQueue, q: &mut Queue, now: u64) -> Vec<QueueWrite> {
-    q.expire(now).into_iter().map(|id| QueueWrite::Delete { queue: queue.uid, id: id.0 }).collect()
+fn expired_writes(queue: &LiveQueue, state: &mut QueueState, now: u64) -> Vec<QueueWrite> {
+    let expired = state.queue.expire(now);
+    for id in &expired {
+        state.wire_ids.remove(id);
+    }
+    expired.into_iter().map(|id| QueueWrite::Delete { queue: queue.uid, id: id.0 }).collect()
 }
 
 async fn written(done: Option<oneshot::Receiver<Result<(), String>>>) -> Result<(), QueueError> {
@@ -841,6 +880,7 @@ mod tests {
             queues.send(A, &queue.arn, "fresh".into()).await.unwrap();
             let ancient = QueueMessage {
                 id: 1000,
+                wire_id: None,
                 body: "ancient".into(),
                 attributes: Vec::new(),
                 sent_ms: 1,
@@ -875,6 +915,7 @@ mod tests {
             let sent_ms = now_ms() - 120_000;
             let old = QueueMessage {
                 id: 0,
+                wire_id: None,
                 body: "old".into(),
                 attributes: Vec::new(),
                 sent_ms,

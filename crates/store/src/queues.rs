@@ -17,9 +17,9 @@ use crate::{DbContext, NamedRecords, Store, StoreError};
 
 /// (account, queue name) -> opaque record.
 const QUEUES: NamedRecords = TableDefinition::new("queues");
-/// (queue id, message id) -> (sent_ms, visible_at_ms, body, attributes).
+/// (queue id, message id) -> (sent_ms, visible_at_ms, body, attributes, wire id or "").
 const MESSAGES: TableDefinition<(u64, u64), MessageValue> = TableDefinition::new("queue_messages");
-type MessageValue = (u64, u64, &'static str, &'static [u8]);
+type MessageValue = (u64, u64, &'static str, &'static [u8], &'static str);
 /// (queue id, message id) -> (receive_count, first_receive_ms).
 const RECEIVES: TableDefinition<(u64, u64), (u32, u64)> = TableDefinition::new("queue_receives");
 /// queue id -> the smallest message id never written (ids are not reused).
@@ -37,6 +37,9 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
     pub id: u64,
+    /// The id clients know the message by, when the queue does not derive
+    /// it from `id` (a message dead-lettered from another queue keeps its own).
+    pub wire_id: Option<String>,
     pub body: String,
     pub attributes: Vec<u8>,
     pub sent_ms: u64,
@@ -108,10 +111,11 @@ impl Store {
         for item in messages.range((queue, 0)..=(queue, u64::MAX)).ctx(CTX)? {
             let (k, v) = item.ctx(CTX)?;
             let id = k.value().1;
-            let (sent_ms, visible_at_ms, body, attributes) = v.value();
+            let (sent_ms, visible_at_ms, body, attributes, wire_id) = v.value();
             let (receive_count, first) = receives.get((queue, id)).ctx(CTX)?.map_or((0, 0), |g| g.value());
             out.messages.push(QueueMessage {
                 id,
+                wire_id: (!wire_id.is_empty()).then(|| wire_id.to_string()),
                 body: body.to_string(),
                 attributes: attributes.to_vec(),
                 sent_ms,
@@ -135,7 +139,8 @@ impl Store {
             for write in writes {
                 match write {
                     QueueWrite::Put { queue, message: m } => {
-                        let value = (m.sent_ms, m.visible_at_ms, m.body.as_str(), m.attributes.as_slice());
+                        let wire_id = m.wire_id.as_deref().unwrap_or("");
+                        let value = (m.sent_ms, m.visible_at_ms, m.body.as_str(), m.attributes.as_slice(), wire_id);
                         messages.insert((*queue, m.id), value).ctx(CTX)?;
                         if m.receive_count > 0 {
                             let first = m.first_receive_ms.unwrap_or(m.sent_ms);
@@ -196,6 +201,7 @@ mod tests {
     fn message(id: u64, body: &str) -> QueueMessage {
         QueueMessage {
             id,
+            wire_id: (id == 2).then(|| "from-elsewhere".to_string()),
             body: body.into(),
             attributes: vec![1, 2, 3],
             sent_ms: 1000 + id,

@@ -169,7 +169,7 @@ fn messages_survive_a_restart() {
     let in_flight = handle("in-flight");
     server.stop();
 
-    let server = Server::start_in(&data, &[]);
+    let mut server = Server::start_in(&data, &[]);
     assert_eq!(attribute(&server, &url, "VisibilityTimeout"), "600", "definitions are kept");
     assert_eq!(attribute(&server, &url, "ApproximateNumberOfMessagesDelayed"), "1", "the delay is kept");
     fails(
@@ -185,7 +185,17 @@ fn messages_survive_a_restart() {
         ok(&server, "ChangeMessageVisibility", json!({ "QueueUrl": url, "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0 }));
     }
     assert!(receive(&server, &url, json!({})).is_empty(), "both went to the dead-letter queue");
-    assert_eq!(bodies(&receive(&server, &dlq, json!({}))), ["in-flight", "kept"]);
+    let ids = |messages: &[Value]| {
+        let mut ids: Vec<String> = messages.iter().map(|m| m["MessageId"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let dead = receive(&server, &dlq, json!({ "VisibilityTimeout": 0 }));
+    assert_eq!((bodies(&dead), ids(&dead)), (vec!["in-flight", "kept"], ids(&got)), "dead letters keep their ids");
+    server.stop();
+
+    let server = Server::start_in(&data, &[]);
+    assert_eq!(ids(&receive(&server, &dlq, json!({}))), ids(&got), "and keep them across a restart");
 }
 
 #[test]
@@ -206,6 +216,7 @@ fn redrive_to_a_dead_letter_queue_after_max_receive_count() {
     assert!(receive(&server, &url, json!({})).is_empty(), "the fourth receive moves it");
     let dead = receive(&server, &dlq, json!({}));
     assert_eq!(bodies(&dead), ["poison"]);
+    assert_eq!(dead[0]["MessageId"], id, "a dead letter keeps its MessageId");
     assert_eq!(attribute(&server, &url, "ApproximateNumberOfMessages"), "0");
 
     // Removing the policy stops redrive; a target that does not exist is refused.
