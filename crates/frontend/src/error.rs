@@ -1,11 +1,14 @@
 //! Every error the API answers with, and the one place that turns them into
 //! Lambda's wire errors: an HTTP status, an `x-amzn-ErrorType` header and a
 //! JSON body with `Type` and `message` (REST APIs) or `__type` and `message`
-//! (JSON-protocol APIs such as CloudWatch Logs).
+//! (JSON-protocol APIs such as CloudWatch Logs), and SQS's query-compatible
+//! JSON errors (`__type` and `x-amzn-query-error`).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+
+use crate::queues::QueueError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -34,6 +37,57 @@ pub enum ApiError {
     /// An invocation throttled by concurrency or the scaling rate.
     TooManyRequests(ignis_counting::Reason),
     ProvisionedConcurrencyConfigNotFound(String),
+    /// An SQS error, in its wire form (see [`SqsError`]).
+    Sqs(SqsError),
+}
+
+/// An SQS error as the wire gives it: the status, the error shape (`__type`
+/// `com.amazonaws.sqs#<shape>`, which picks the SDK's exception class) and
+/// the query-protocol code (`x-amzn-query-error: <code>;Sender`, which the
+/// SDKs report as the error code, as real SQS does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsError {
+    status: StatusCode,
+    shape: &'static str,
+    code: &'static str,
+    message: String,
+}
+
+/// Status, shape and query code of each queue error.
+fn sqs_wire(e: &QueueError) -> (StatusCode, &'static str, &'static str) {
+    use QueueError::*;
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
+    match e {
+        DoesNotExist => (BAD, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"),
+        NameExists(_) => (BAD, "QueueNameExists", "QueueAlreadyExists"),
+        InvalidParameterValue(_) => (BAD, "InvalidParameterValue", "InvalidParameterValue"),
+        MissingParameter(_) => (BAD, "MissingParameter", "MissingParameter"),
+        InvalidAttributeName(_) => (BAD, "InvalidAttributeName", "InvalidAttributeName"),
+        InvalidAttributeValue(_) => (BAD, "InvalidAttributeValue", "InvalidAttributeValue"),
+        Send(e) => (BAD, e.code(), e.code()),
+        ReceiptHandleIsInvalid(_) => (StatusCode::NOT_FOUND, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid"),
+        MessageNotInflight => (BAD, "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"),
+        Unsupported(_) => (BAD, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation"),
+        EmptyBatch => (BAD, "EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest"),
+        TooManyEntries(_) => (BAD, "TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+        IdsNotDistinct(_) => (BAD, "BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+        InvalidBatchEntryId(_) => (BAD, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId"),
+        BatchTooLong { .. } => (BAD, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong"),
+        Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "InternalError"),
+    }
+}
+
+/// The `Code` and `SenderFault` of a failed batch entry.
+pub fn sqs_batch_code(e: &QueueError) -> (&'static str, bool) {
+    let (status, _, code) = sqs_wire(e);
+    (code, !status.is_server_error())
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let (status, shape, code) = sqs_wire(&e);
+        ApiError::Sqs(SqsError { status, shape, code, message: e.to_string() })
+    }
 }
 
 impl ApiError {
@@ -55,6 +109,7 @@ impl ApiError {
             Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded."),
             ProvisionedConcurrencyConfigNotFound(m) => (StatusCode::NOT_FOUND, "ProvisionedConcurrencyConfigNotFoundException", m),
+            Sqs(e) => (e.status, e.shape, &e.message),
         }
     }
 
@@ -87,6 +142,24 @@ impl ApiError {
         };
         let body = serde_json::json!({ "__type": error_type, "message": message });
         response(status, error_type, body)
+    }
+}
+
+impl ApiError {
+    /// An SQS answer (JSON 1.0, query-compatible): `__type` is the error's
+    /// shape, `x-amzn-query-error` its SQS code and fault. Errors that are not
+    /// SQS's own (authentication, unknown operation) keep their type.
+    pub fn to_sqs_response(&self) -> Response<Full<Bytes>> {
+        let ApiError::Sqs(e) = self else { return self.to_json_protocol_response() };
+        let body = serde_json::json!({ "__type": format!("com.amazonaws.sqs#{}", e.shape), "message": e.message });
+        let mut answer = response(e.status, e.shape, body);
+        let fault = if e.status.is_server_error() { "Receiver" } else { "Sender" };
+        let headers = answer.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.0"));
+        if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", e.code)) {
+            headers.insert("x-amzn-query-error", value);
+        }
+        answer
     }
 }
 

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, provisioned, versions};
+use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -57,6 +57,8 @@ pub enum Operation {
     CreateAccount,
     /// Ignis's own: `GET /ignis/accounts`.
     ListAccounts,
+    /// An SQS call, by its `X-Amz-Target` action.
+    Sqs(String),
 }
 
 impl Operation {
@@ -77,6 +79,13 @@ impl Operation {
                     control::MAX_CODE_REQUEST,
                     self.name()
                 )),
+            ),
+            Operation::Sqs(_) => (
+                sqs_api::MAX_REQUEST,
+                ApiError::from(crate::queues::QueueError::InvalidParameterValue(format!(
+                    "Request must be smaller than {} bytes",
+                    sqs_api::MAX_REQUEST
+                ))),
             ),
             _ => (
                 1024 * 1024,
@@ -113,6 +122,7 @@ impl Operation {
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
+            Operation::Sqs(action) => action,
         }
     }
 
@@ -121,6 +131,7 @@ impl Operation {
         match self {
             Operation::Logs(_) => "logs",
             Operation::CreateAccount | Operation::ListAccounts => "ignis",
+            Operation::Sqs(_) => "sqs",
             _ => "lambda",
         }
     }
@@ -136,6 +147,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
         if let Some(action) = target.strip_prefix("Logs_20140328.") {
             return Ok(Operation::Logs(action.to_string()));
+        }
+        if let Some(action) = target.strip_prefix("AmazonSQS.") {
+            return Ok(Operation::Sqs(action.to_string()));
         }
         return Err(ApiError::UnknownOperation(format!("Unknown operation {target:?}")));
     }
@@ -250,9 +264,12 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: i
 
 async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let is_logs = request.headers().get("x-amz-target").is_some();
+    let target = request.headers().get("x-amz-target");
+    let is_logs = target.is_some();
+    let is_sqs = target.is_some_and(|t| t.as_bytes().starts_with(b"AmazonSQS."));
     let mut answer = match respond(&app, request, &request_id).await {
         Ok(answer) => answer,
+        Err(e) if is_sqs => e.to_sqs_response(),
         Err(e) if is_logs => e.to_json_protocol_response(),
         Err(e) => e.to_rest_response(),
     };
@@ -308,6 +325,10 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
+        Operation::Sqs(action) => {
+            let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            sqs_api::handle(app, caller, &action, host, &body).await
+        }
     }
 }
 
@@ -402,6 +423,8 @@ mod tests {
         let path = "/2019-09-30/functions/f/provisioned-concurrency";
         assert_eq!(route(&Method::GET, path, "List=ALL", &HeaderMap::new()), Ok(ListProvisionedConcurrencyConfigs("f".into())));
         assert_eq!(route(&Method::GET, path, "Qualifier=1", &HeaderMap::new()), Ok(GetProvisionedConcurrencyConfig("f".into())));
+        headers.insert("x-amz-target", HeaderValue::from_static("AmazonSQS.SendMessage"));
+        assert_eq!(route(&Method::POST, "/", "", &headers), Ok(Sqs("SendMessage".into())));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
+//! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
+//!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
@@ -33,7 +35,9 @@ mod invoke;
 mod invoke_api;
 mod logs_api;
 mod provisioned;
+pub mod queues;
 mod registry;
+mod sqs_api;
 mod versions;
 
 use std::collections::HashMap;
@@ -100,6 +104,8 @@ pub struct App {
     account_writes: tokio::sync::Mutex<()>,
     /// Wakes the task that keeps provisioned concurrency in line with the configurations.
     provisioning: Arc<tokio::sync::Notify>,
+    /// Every account's message queues.
+    queues: Arc<queues::Queues>,
 }
 
 impl App {
@@ -138,6 +144,7 @@ impl App {
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
+        let queues = queues::Queues::load(store.clone(), config.region.clone()).map_err(ApiError::from)?;
         let app = Arc::new(App {
             config,
             store,
@@ -147,9 +154,15 @@ impl App {
             keys: RwLock::new(keys),
             account_writes: tokio::sync::Mutex::new(()),
             provisioning: Arc::default(),
+            queues,
         });
         tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
         Ok(app)
+    }
+
+    /// Every account's message queues (send, receive, delete, ... by queue ARN).
+    pub fn queues(&self) -> &Arc<queues::Queues> {
+        &self.queues
     }
 
     /// The administrator's account id.

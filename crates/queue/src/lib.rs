@@ -61,6 +61,15 @@
 //! original enqueue time for a standard queue's retention — receive count and
 //! the target id). Nothing else ever dead-letters a message.
 //!
+//! # Storage
+//!
+//! The caller keeps messages as [`StoredMessage`]s ([`Queue::stored`]) and
+//! rebuilds a queue with [`Queue::restore`]: receive counts survive, in-flight
+//! state does not (such messages come back Visible and their handles are no
+//! longer valid). Message ids never repeat as long as the caller restores
+//! with the `next_message_id` it kept (or the messages carry larger ids).
+//! [`encode_attributes`] / [`decode_attributes`] turn attributes into bytes.
+//!
 //! # Invariants
 //!
 //! - **Q1** (one state) every message that exists is in exactly one of
@@ -237,6 +246,38 @@ pub fn message_size(body: &str, attributes: &Attributes) -> usize {
     body.len() + attributes.iter().map(|(name, a)| name.len() + a.data_type.len() + a.value.len()).sum::<usize>()
 }
 
+/// Attributes as bytes for storage: for each attribute, name, data type and
+/// value, each as a 4-byte big-endian length and its bytes.
+pub fn encode_attributes(attributes: &Attributes) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, a) in attributes {
+        for part in [name.as_bytes(), a.data_type.as_bytes(), &a.value] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// The attributes [`encode_attributes`] encoded, or `None` for bytes it did not make.
+pub fn decode_attributes(mut bytes: &[u8]) -> Option<Attributes> {
+    fn take(bytes: &mut &[u8]) -> Option<Vec<u8>> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let part = rest.get(..len)?.to_vec();
+        *bytes = &rest[len..];
+        Some(part)
+    }
+    let mut attributes = Attributes::new();
+    while !bytes.is_empty() {
+        let name = String::from_utf8(take(&mut bytes)?).ok()?;
+        let data_type = String::from_utf8(take(&mut bytes)?).ok()?;
+        let value = take(&mut bytes)?;
+        attributes.insert(name, Attribute { data_type, value });
+    }
+    Some(attributes)
+}
+
 /// Why [`Queue::send`] refused a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
@@ -403,6 +444,20 @@ pub struct DeadLetter {
     pub sent_ms: u64,
 }
 
+/// A message as storage keeps it: what [`Queue::restore`] needs to rebuild a
+/// queue. `visible_at_ms` is the end of the send delay (for a message never
+/// received); nothing else of a receive's visibility is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    pub body: String,
+    pub attributes: Attributes,
+    pub sent_ms: u64,
+    pub visible_at_ms: u64,
+    pub receive_count: u32,
+    pub first_receive_ms: Option<u64>,
+}
+
 /// What [`Queue::receive`] did: messages received, and messages moved out for
 /// the dead-letter queue (which the caller must deliver there).
 #[must_use = "dead letters must be delivered to the dead-letter queue"]
@@ -536,32 +591,117 @@ impl Queue {
         self.apply_time(now_ms);
         let id = MessageId(self.next_message);
         self.next_message += 1;
-        let expires = after(now_ms, self.settings.retention_s);
         let visible_at_ms = after(now_ms, delay_s);
-        let state = if visible_at_ms > now_ms { State::Delayed } else { State::Visible };
+        self.insert(id, body, attributes, now_ms, visible_at_ms, 0, None, now_ms);
+        Ok(id)
+    }
+
+    /// Rebuilds a queue from stored messages (after a restart). A message
+    /// that was never received and whose delay has not passed comes back
+    /// Delayed; every other one comes back Visible: whether it was in flight
+    /// is not kept, and no earlier receipt handle is valid. Receive counts
+    /// and first-receive times are kept, so redrive goes on counting. Message
+    /// ids continue from `next_message` or after the largest restored id,
+    /// whichever is larger; messages past retention are dropped.
+    pub fn restore(
+        settings: Settings,
+        next_message: u64,
+        messages: impl IntoIterator<Item = StoredMessage>,
+        now_ms: u64,
+    ) -> Result<Queue, SettingsError> {
+        let mut queue = Queue::new(settings)?;
+        queue.next_message = next_message;
+        for m in messages {
+            if queue.messages.contains_key(&m.id) || m.body.is_empty() {
+                continue;
+            }
+            queue.next_message = queue.next_message.max(m.id.0.saturating_add(1));
+            let visible_at = if m.receive_count == 0 { m.visible_at_ms } else { now_ms };
+            queue.insert(m.id, m.body, m.attributes, m.sent_ms, visible_at, m.receive_count, m.first_receive_ms, now_ms);
+        }
+        queue.apply_time(now_ms);
+        Ok(queue)
+    }
+
+    /// Takes a message dead-lettered by another queue: it gets a new id here
+    /// and is Visible at once; its original send time (retention counts from
+    /// it), attributes and receive count come along. Not size-checked: it was
+    /// accepted once.
+    pub fn accept_dead_letter(&mut self, letter: DeadLetter, now_ms: u64) -> MessageId {
+        self.apply_time(now_ms);
+        let id = MessageId(self.next_message);
+        self.next_message += 1;
+        let DeadLetter { body, attributes, receive_count, first_receive_ms, sent_ms, .. } = letter;
+        self.insert(id, body, attributes, sent_ms, now_ms, receive_count, first_receive_ms, now_ms);
+        self.apply_time(now_ms);
+        id
+    }
+
+    /// Removes every message (`PurgeQueue`); returns how many there were.
+    pub fn purge(&mut self) -> usize {
+        let n = self.messages.len();
+        self.messages.clear();
+        self.visible.clear();
+        self.waiting.clear();
+        self.expiry.clear();
+        self.in_flight = 0;
+        n
+    }
+
+    /// The id the next message will get (never one given before).
+    pub fn next_message_id(&self) -> MessageId {
+        MessageId(self.next_message)
+    }
+
+    /// A message as storage should keep it, or `None` if it is gone.
+    pub fn stored(&self, id: MessageId) -> Option<StoredMessage> {
+        self.messages.get(&id).map(|m| StoredMessage {
+            id,
+            body: m.body.clone(),
+            attributes: m.attributes.clone(),
+            sent_ms: m.sent_ms,
+            visible_at_ms: if m.receive_count == 0 { m.visible_at_ms } else { m.sent_ms },
+            receive_count: m.receive_count,
+            first_receive_ms: m.first_receive_ms,
+        })
+    }
+
+    /// Puts a message in the state its `visible_at_ms` gives at `now_ms`
+    /// (Delayed when never received, InFlight otherwise, or Visible).
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        id: MessageId,
+        body: String,
+        attributes: Attributes,
+        sent_ms: u64,
+        visible_at_ms: u64,
+        receive_count: u32,
+        first_receive_ms: Option<u64>,
+        now_ms: u64,
+    ) {
+        let state = match (visible_at_ms > now_ms, receive_count) {
+            (false, _) => State::Visible,
+            (true, 0) => State::Delayed,
+            (true, _) => State::InFlight,
+        };
         match state {
+            State::Visible => {
+                self.visible.insert(id);
+            }
+            State::InFlight => {
+                self.in_flight += 1;
+                self.waiting.insert((visible_at_ms, id));
+            }
             State::Delayed => {
                 self.waiting.insert((visible_at_ms, id));
             }
-            _ => {
-                self.visible.insert(id);
-            }
         }
-        self.expiry.insert((expires, id));
-        self.messages.insert(
-            id,
-            Message {
-                body,
-                attributes,
-                sent_ms: now_ms,
-                state,
-                visible_at_ms,
-                receive_count: 0,
-                first_receive_ms: None,
-                handle: None,
-            },
-        );
-        Ok(id)
+        self.expiry.insert((after(sent_ms, self.settings.retention_s), id));
+        let visible_at_ms = visible_at_ms.max(now_ms);
+        let message =
+            Message { body, attributes, sent_ms, state, visible_at_ms, receive_count, first_receive_ms, handle: None };
+        self.messages.insert(id, message);
     }
 
     /// Receives up to `max` (`1..=10`) visible messages, oldest first, making

@@ -543,3 +543,92 @@ fn random_operations_match_the_model() {
     // The sequences really exercise every path.
     assert!(totals.iter().all(|&n| n > 100), "too little coverage: {totals:?}");
 }
+
+// ---- restoring from storage ------------------------------------------------
+
+fn stored_all(queue: &Queue) -> Vec<StoredMessage> {
+    (0..queue.next_message_id().0).filter_map(|id| queue.stored(MessageId(id))).collect()
+}
+
+#[test]
+fn restore_brings_back_every_message_with_its_receive_count() {
+    let mut queue = with(|s| s.redrive = Some(Redrive { target: body("dlq"), max_receive_count: 2 }));
+    let a = queue.send(body("a"), none(), 0).unwrap();
+    let b = queue.send_delayed(body("b"), none(), 60, 0).unwrap();
+    let c = queue.send(body("c"), none(), 0).unwrap();
+    let got = receive(&mut queue, 1, S);
+    assert_eq!(ids(&got), vec![a]);
+    queue.delete(got[0].receipt_handle, S).unwrap();
+    let in_flight = receive(&mut queue, 1, 2 * S);
+    assert_eq!(ids(&in_flight), vec![c]);
+
+    let restored = Queue::restore(queue.settings().clone(), 0, stored_all(&queue), 3 * S).unwrap();
+    let mut restored = restored;
+    assert_eq!(restored.len(), 2);
+    assert_eq!(restored.state(b), Some(State::Delayed), "the delay is kept");
+    assert_eq!(restored.state(c), Some(State::Visible), "in flight comes back visible");
+    assert_eq!(
+        restored.delete(in_flight[0].receipt_handle, 3 * S),
+        Err(ReceiptHandleIsInvalid(in_flight[0].receipt_handle)),
+        "earlier handles are not valid"
+    );
+    assert!(restored.next_message_id() > c, "ids are not reused");
+    let again = receive(&mut restored, 10, 3 * S);
+    assert_eq!((ids(&again), again[0].receive_count), (vec![c], 2));
+    restored.change_visibility(again[0].receipt_handle, 0, 3 * S).unwrap();
+    let outcome = restored.receive(10, None, 3 * S).unwrap();
+    assert_eq!(outcome.dead_letters.iter().map(|d| d.message_id).collect::<Vec<_>>(), vec![c], "redrive goes on counting");
+    assert_eq!(ids(&receive(&mut restored, 10, 61 * S)), vec![b]);
+}
+
+#[test]
+fn restore_drops_expired_messages_and_keeps_the_id_floor() {
+    let mut queue = with(|s| s.retention_s = 60);
+    queue.send(body("old"), none(), 0).unwrap();
+    let young = queue.send(body("young"), none(), 30 * S).unwrap();
+    let restored = Queue::restore(queue.settings().clone(), 100, stored_all(&queue), 70 * S).unwrap();
+    assert_eq!((restored.len(), restored.state(young)), (1, Some(State::Visible)));
+    assert_eq!(restored.next_message_id(), MessageId(100));
+}
+
+#[test]
+fn dead_letters_keep_their_send_time_and_count() {
+    let mut source = with(|s| s.redrive = Some(Redrive { target: body("dlq"), max_receive_count: 1 }));
+    let mut dlq = with(|s| s.retention_s = 100);
+    source.send(body("m"), none(), 0).unwrap();
+    let first = receive(&mut source, 1, 0);
+    source.change_visibility(first[0].receipt_handle, 0, 10 * S).unwrap();
+    let outcome = source.receive(1, None, 10 * S).unwrap();
+    assert!(outcome.messages.is_empty());
+    let [letter] = <[DeadLetter; 1]>::try_from(outcome.dead_letters).unwrap();
+    let id = dlq.accept_dead_letter(letter, 10 * S);
+    let got = receive(&mut dlq, 1, 10 * S);
+    assert_eq!((got[0].message_id, got[0].sent_ms, got[0].receive_count, got[0].body.as_str()), (id, 0, 2, "m"));
+    assert_eq!(dlq.expire(100 * S), vec![id], "retention counts from the original send");
+}
+
+#[test]
+fn purge_empties_the_queue() {
+    let mut queue = Queue::default();
+    for i in 0..5 {
+        queue.send(format!("m{i}"), none(), 0).unwrap();
+    }
+    receive(&mut queue, 2, 0);
+    assert_eq!(queue.purge(), 5);
+    assert_eq!((queue.len(), queue.counts(0)), (0, Counts::default()));
+    let next = queue.send(body("after"), none(), 0).unwrap();
+    assert_eq!(next, MessageId(5));
+}
+
+#[test]
+fn attributes_round_trip_through_their_encoding() {
+    let mut attributes = Attributes::new();
+    attributes.insert("n".into(), Attribute { data_type: "Number".into(), value: b"42".to_vec() });
+    attributes.insert("bin".into(), Attribute { data_type: "Binary".into(), value: vec![0, 255, 7] });
+    attributes.insert("e".into(), Attribute { data_type: "String.x".into(), value: Vec::new() });
+    let bytes = encode_attributes(&attributes);
+    assert_eq!(decode_attributes(&bytes), Some(attributes));
+    assert_eq!(decode_attributes(&[]), Some(Attributes::new()));
+    assert_eq!(decode_attributes(&bytes[..bytes.len() - 1]), None);
+    assert_eq!(decode_attributes(&[0, 0, 0, 9, 1]), None);
+}

@@ -18,6 +18,9 @@
 //! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
 //! the master key, a random nonce each, and unsealed only in memory.
 //!
+//! Queues (see the `queues` module): definitions as opaque records, messages
+//! by queue id; sends, deletes and purges are fsync'd, receive counts not.
+//!
 //! Durability: registry, meta, account and key writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
@@ -27,6 +30,7 @@
 mod accounts;
 mod code;
 mod logs;
+mod queues;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +46,7 @@ pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
 pub use code::{Code, CodeError, CodeRules};
+pub use queues::{QueueMessage, QueueWrite, StoredQueue};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
 };
@@ -50,8 +55,10 @@ pub use logs::{
 /// (the window of log events a power loss may drop).
 pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A table of opaque records by (account, name).
+pub(crate) type NamedRecords = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 /// (account, function name) -> opaque record.
-const FUNCTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("functions");
+const FUNCTIONS: NamedRecords = TableDefinition::new("functions");
 /// key -> opaque value.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -166,6 +173,7 @@ impl Store {
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
+        queues::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 
@@ -228,12 +236,16 @@ impl Store {
 
     /// All function records as `(account, name, record)`, ordered by account then name.
     pub fn functions(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        const CTX: &str = "listing functions";
-        let txn = self.db.begin_read().ctx(CTX)?;
-        let table = txn.open_table(FUNCTIONS).ctx(CTX)?;
+        self.records(FUNCTIONS, "listing functions")
+    }
+
+    /// Every `(account, name) -> record` of `table`, ordered by account then name.
+    pub(crate) fn records(&self, table: NamedRecords, context: &'static str) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().ctx(context)?;
+        let table = txn.open_table(table).ctx(context)?;
         let mut out = Vec::new();
-        for item in table.iter().ctx(CTX)? {
-            let (k, v) = item.ctx(CTX)?;
+        for item in table.iter().ctx(context)? {
+            let (k, v) = item.ctx(context)?;
             let (account, name) = k.value();
             out.push((account.to_string(), name.to_string(), v.value().to_vec()));
         }

@@ -12,5 +12,6 @@ mod hostile;
 mod invoke;
 mod lifecycle;
 mod provisioned;
+mod sqs;
 mod tidy;
 mod versions;

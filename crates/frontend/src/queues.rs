@@ -1,0 +1,946 @@
+//! The live message queues: one owner, [`Queues`], for every account's
+//! queues, over the pure semantics of `ignis-queue` and the store. The SQS
+//! API (`sqs_api`) calls it, and so may any other part of the server (async
+//! invocation destinations, event source mappings) through its Rust API:
+//! [`Queues::send`], [`Queues::receive`], [`Queues::delete`],
+//! [`Queues::change_visibility`] and [`Queues::lookup`].
+//!
+//! # State and who changes it
+//!
+//! - The map of queues (account, name → [`QueueRef`]): one `std` mutex, held
+//!   only to look up, add or remove; changed only by create and delete, which
+//!   are serialised by `definitions` and store the definition first.
+//! - Each queue's `ignis_queue::Queue`, wait time and deletion flag: the
+//!   queue's own `std` mutex, short sections, never held across an await and
+//!   never together with another queue's.
+//! - Stored messages: only the writer task ([`write_messages`]) writes them.
+//!   Every change is handed to it *under the queue's mutex*, so the store
+//!   sees one queue's changes in the order memory saw them. The writer puts
+//!   whatever arrived while it was committing into the next transaction
+//!   (group commit). Sends, deletes and purges are fsync'd before their
+//!   callers are answered; receive counts ride along without waiting.
+//!
+//! # Restart
+//!
+//! A queue is rebuilt from its stored messages ([`ignis_queue::Queue::restore`]):
+//! every message not deleted comes back, with its receive count (as of the
+//! last commit); messages that were in flight are visible again at once, and
+//! receipt handles from before the restart are not valid (they carry the
+//! process's random epoch). Dead-lettering is one transaction (the put into
+//! the dead-letter queue and the delete from the source), so a message is
+//! never lost between the two.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ignis_queue::{Attributes, DeadLetter, MessageId, Queue, ReceiptHandle, Redrive, Settings};
+use ignis_store::{QueueMessage, QueueWrite, Store};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// The longest `WaitTimeSeconds`.
+pub const MAX_WAIT_S: u32 = 20;
+/// How often a waiting receive looks again for messages that became visible
+/// by time (a send wakes it at once).
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Most write requests the writer takes into one transaction.
+const WRITES_PER_COMMIT: usize = 4096;
+
+/// What a queue operation can fail with. `frontend::error` turns these into
+/// SQS's wire errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("The specified queue does not exist.")]
+    DoesNotExist,
+    #[error("A queue already exists with the same name and a different value for attribute {0}.")]
+    NameExists(String),
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    #[error("{0}")]
+    MissingParameter(String),
+    #[error("{0}")]
+    InvalidAttributeName(String),
+    #[error("{0}")]
+    InvalidAttributeValue(String),
+    #[error("{0}")]
+    Send(ignis_queue::SendError),
+    #[error("The input receipt handle \"{0}\" is not a valid receipt handle.")]
+    ReceiptHandleIsInvalid(String),
+    #[error("Message does not exist or is not available for visibility timeout change.")]
+    MessageNotInflight,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("There should be at least one entry in the request.")]
+    EmptyBatch,
+    #[error("Maximum number of entries per request are 10. You have sent {0}.")]
+    TooManyEntries(usize),
+    #[error("Id {0} repeated.")]
+    IdsNotDistinct(String),
+    #[error("A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long (got {0:?}).")]
+    InvalidBatchEntryId(String),
+    #[error("Batch requests cannot be longer than {max} bytes. You have sent {size} bytes.")]
+    BatchTooLong { size: usize, max: usize },
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<ignis_store::StoreError> for QueueError {
+    fn from(e: ignis_store::StoreError) -> Self {
+        QueueError::Storage(e.to_string())
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    pub attributes: Attributes,
+    /// Per-message `DelaySeconds`; the queue's when `None`.
+    pub delay_s: Option<u32>,
+}
+
+/// A message as a receive hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub attributes: Attributes,
+    /// `ApproximateReceiveCount`, this receive included.
+    pub receive_count: u32,
+    pub sent_ms: u64,
+    pub first_receive_ms: u64,
+}
+
+/// A queue's settable attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueConfig {
+    pub settings: Settings,
+    /// `ReceiveMessageWaitTimeSeconds`, `0..=20`.
+    pub wait_s: u32,
+}
+
+/// A queue's counts and times (`GetQueueAttributes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub config: QueueConfig,
+    pub counts: ignis_queue::Counts,
+    pub created_s: u64,
+    pub modified_s: u64,
+}
+
+/// One live queue.
+#[derive(Debug)]
+pub struct LiveQueue {
+    pub account: String,
+    pub name: String,
+    pub arn: String,
+    /// Random, fixed at creation: stored messages are keyed by it.
+    uid: u64,
+    created_s: u64,
+    state: Mutex<QueueState>,
+    /// Woken when messages arrive.
+    arrived: Notify,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    queue: Queue,
+    /// `MessageId`s of messages that came from another queue (dead letters
+    /// keep theirs); every other one is derived from the queue's and message's ids.
+    wire_ids: HashMap<MessageId, String>,
+    wait_s: u32,
+    modified_s: u64,
+    deleted: bool,
+}
+
+/// A handle on a live queue (cheap to clone).
+pub type QueueRef = Arc<LiveQueue>;
+
+impl LiveQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue's state, or `DoesNotExist` once it is deleted.
+    fn live(&self) -> Result<MutexGuard<'_, QueueState>, QueueError> {
+        let state = self.lock();
+        if state.deleted { Err(QueueError::DoesNotExist) } else { Ok(state) }
+    }
+
+    /// SQS's `MessageId` of one of this queue's messages.
+    fn wire_id(&self, state: &QueueState, id: MessageId) -> String {
+        state.wire_ids.get(&id).cloned().unwrap_or_else(|| derived_id(self.uid, id))
+    }
+}
+
+/// The `MessageId` of a message sent to a queue: UUID-shaped, from the
+/// queue's id and the message's.
+fn derived_id(uid: u64, id: MessageId) -> String {
+    let hex = format!("{uid:016x}{:016x}", id.0);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+struct WriteRequest {
+    writes: Vec<QueueWrite>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Every live queue; see the module docs.
+pub struct Queues {
+    store: Arc<Store>,
+    region: String,
+    queues: Mutex<HashMap<(String, String), QueueRef>>,
+    /// Serialises creating, changing and deleting queues.
+    definitions: tokio::sync::Mutex<()>,
+    writer: mpsc::UnboundedSender<WriteRequest>,
+    /// Random per process: receipt handles from before a restart are not valid.
+    epoch: u64,
+}
+
+fn now_ms() -> u64 {
+    crate::control::now().max(0) as u64
+}
+
+fn random_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+/// The stored form of a queue's definition.
+fn definition(uid: u64, created_s: u64, modified_s: u64, config: &QueueConfig) -> Vec<u8> {
+    let s = &config.settings;
+    let mut attributes = json!({
+        "VisibilityTimeout": s.visibility_timeout_s,
+        "MessageRetentionPeriod": s.retention_s,
+        "MaximumMessageSize": s.max_message_size,
+        "DelaySeconds": s.delay_s,
+        "ReceiveMessageWaitTimeSeconds": config.wait_s,
+    });
+    if let Some(r) = &s.redrive {
+        attributes["RedrivePolicy"] = json!({ "deadLetterTargetArn": r.target, "maxReceiveCount": r.max_receive_count });
+    }
+    json!({ "uid": uid, "created_s": created_s, "modified_s": modified_s, "attributes": attributes }).to_string().into_bytes()
+}
+
+fn parse_definition(record: &[u8]) -> Option<(u64, u64, u64, QueueConfig)> {
+    let v: Value = serde_json::from_slice(record).ok()?;
+    let a = &v["attributes"];
+    let int = |name: &str| a[name].as_u64().and_then(|n| u32::try_from(n).ok());
+    let redrive = a.get("RedrivePolicy").map(|r| -> Option<Redrive> {
+        Some(Redrive {
+            target: r["deadLetterTargetArn"].as_str()?.to_string(),
+            max_receive_count: r["maxReceiveCount"].as_u64().and_then(|n| u32::try_from(n).ok())?,
+        })
+    });
+    let settings = Settings {
+        visibility_timeout_s: int("VisibilityTimeout")?,
+        retention_s: int("MessageRetentionPeriod")?,
+        max_message_size: int("MaximumMessageSize")? as usize,
+        delay_s: int("DelaySeconds")?,
+        redrive: redrive.map(|r| r.ok_or(())).transpose().ok()?,
+    };
+    let config = QueueConfig { settings, wait_s: int("ReceiveMessageWaitTimeSeconds")? };
+    Some((v["uid"].as_u64()?, v["created_s"].as_u64()?, v["modified_s"].as_u64()?, config))
+}
+
+impl Queues {
+    /// Loads every stored queue and its messages, removes messages of deleted
+    /// queues, and starts the writer task. Must run inside a tokio runtime.
+    pub fn load(store: Arc<Store>, region: String) -> Result<Arc<Queues>, QueueError> {
+        let now = now_ms();
+        let mut queues = HashMap::new();
+        let mut live = HashSet::new();
+        for (account, name, record) in store.queues()? {
+            let Some((uid, created_s, modified_s, config)) = parse_definition(&record) else {
+                eprintln!("ignis: the stored definition of queue {account}/{name} is unreadable; skipped");
+                continue;
+            };
+            let stored = store.queue_messages(uid)?;
+            let ids: Vec<u64> = stored.messages.iter().map(|m| m.id).collect();
+            let mut wire_ids: HashMap<MessageId, String> =
+                stored.messages.iter().filter_map(|m| Some((MessageId(m.id), m.wire_id.clone()?))).collect();
+            let messages = stored.messages.into_iter().filter_map(|m| {
+                Some(ignis_queue::StoredMessage {
+                    id: MessageId(m.id),
+                    body: m.body,
+                    attributes: ignis_queue::decode_attributes(&m.attributes)?,
+                    sent_ms: m.sent_ms,
+                    visible_at_ms: m.visible_at_ms,
+                    receive_count: m.receive_count,
+                    first_receive_ms: m.first_receive_ms,
+                })
+            });
+            let queue = Queue::restore(config.settings, stored.next_id, messages, now)
+                .map_err(|e| QueueError::Storage(format!("queue {account}/{name}: {e}")))?;
+            // What restore left out expired while the server was down (or is unreadable).
+            let gone: Vec<QueueWrite> = ids
+                .into_iter()
+                .filter(|id| queue.state(MessageId(*id)).is_none())
+                .map(|id| QueueWrite::Delete { queue: uid, id })
+                .collect();
+            if !gone.is_empty() {
+                store.write_queue_messages(&gone)?;
+            }
+            wire_ids.retain(|id, _| queue.state(*id).is_some());
+            live.insert(uid);
+            let arn = format!("arn:aws:sqs:{region}:{account}:{name}");
+            let state = QueueState { queue, wire_ids, wait_s: config.wait_s, modified_s, deleted: false };
+            let q = LiveQueue {
+                account: account.clone(),
+                name: name.clone(),
+                arn,
+                uid,
+                created_s,
+                state: Mutex::new(state),
+                arrived: Notify::new(),
+            };
+            queues.insert((account, name), Arc::new(q));
+        }
+        let removed = store.remove_orphan_messages(&live)?;
+        if removed > 0 {
+            eprintln!("ignis: removed {removed} stored messages of deleted queues");
+        }
+        let (writer, requests) = mpsc::unbounded_channel();
+        tokio::spawn(write_messages(store.clone(), requests));
+        Ok(Arc::new(Queues {
+            store,
+            region,
+            queues: Mutex::new(queues),
+            definitions: tokio::sync::Mutex::new(()),
+            writer,
+            epoch: random_u64(),
+        }))
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<(String, String), QueueRef>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- the Rust API -----------------------------------------------------
+
+    /// The queue of `account` named `name`.
+    pub fn get(&self, account: &str, name: &str) -> Result<QueueRef, QueueError> {
+        self.map().get(&(account.to_string(), name.to_string())).cloned().ok_or(QueueError::DoesNotExist)
+    }
+
+    /// The queue an ARN (`arn:aws:sqs:<region>:<account>:<name>`) names, if it
+    /// belongs to `account` (another account's queue does not exist for it).
+    pub fn lookup(&self, account: &str, queue_arn: &str) -> Result<QueueRef, QueueError> {
+        let (arn_account, name) = parse_arn(queue_arn).ok_or(QueueError::DoesNotExist)?;
+        if arn_account != account {
+            return Err(QueueError::DoesNotExist);
+        }
+        self.get(account, name)
+    }
+
+    /// Sends `body` to the queue `queue_arn` of `account`; durable when it
+    /// returns. Answers the message's id.
+    pub async fn send(&self, account: &str, queue_arn: &str, body: String) -> Result<String, QueueError> {
+        let queue = self.lookup(account, queue_arn)?;
+        let outgoing = Outgoing { body, ..Outgoing::default() };
+        let sent = self.send_batch(&queue, vec![outgoing]).await?;
+        sent.into_iter().next().unwrap_or(Err(QueueError::Storage("no answer for the message".into())))
+    }
+
+    /// Receives up to `max` (`1..=10`) messages, waiting up to `wait` (at most
+    /// 20 s) for one to arrive; `visibility` overrides the queue's timeout.
+    pub async fn receive(
+        &self,
+        account: &str,
+        queue_arn: &str,
+        max: usize,
+        visibility: Option<u32>,
+        wait: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        let queue = self.lookup(account, queue_arn)?;
+        self.receive_from(&queue, max, visibility, wait).await
+    }
+
+    /// Deletes the message a receipt handle names; durable when it returns.
+    pub async fn delete(&self, account: &str, queue_arn: &str, receipt_handle: &str) -> Result<(), QueueError> {
+        let queue = self.lookup(account, queue_arn)?;
+        let deleted = self.delete_batch(&queue, &[receipt_handle]).await?;
+        deleted.into_iter().next().unwrap_or(Err(QueueError::Storage("no answer for the handle".into())))
+    }
+
+    /// Sets a received message's visibility timeout to `timeout_s` from now.
+    pub fn change_visibility(&self, account: &str, queue_arn: &str, receipt_handle: &str, timeout_s: u32) -> Result<(), QueueError> {
+        let queue = self.lookup(account, queue_arn)?;
+        self.change_visibility_of(&queue, receipt_handle, timeout_s)
+    }
+
+    // ----- operations on a queue ---------------------------------------------
+
+    /// Sends messages, each accepted or refused on its own; the accepted ones
+    /// are durable (one commit) when it returns.
+    pub async fn send_batch(&self, queue: &QueueRef, messages: Vec<Outgoing>) -> Result<Vec<Result<String, QueueError>>, QueueError> {
+        let now = now_ms();
+        let (answers, done) = {
+            let mut state = queue.live()?;
+            let mut writes = expired_writes(queue, &mut state, now);
+            let answers: Vec<Result<String, QueueError>> = messages
+                .into_iter()
+                .map(|m| {
+                    let delay = m.delay_s.unwrap_or(state.queue.settings().delay_s);
+                    let id = state.queue.send_delayed(m.body, m.attributes, delay, now).map_err(QueueError::Send)?;
+                    writes.extend(put(queue, &state, id));
+                    Ok(derived_id(queue.uid, id))
+                })
+                .collect();
+            (answers, self.write(writes, true))
+        };
+        queue.arrived.notify_waiters();
+        written(done).await?;
+        Ok(answers)
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` (capped at 20 s)
+    /// for one.
+    pub async fn receive_from(
+        &self,
+        queue: &QueueRef,
+        max: usize,
+        visibility: Option<u32>,
+        wait: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        let deadline = Instant::now() + wait.min(Duration::from_secs(u64::from(MAX_WAIT_S)));
+        loop {
+            let arrived = queue.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let messages = self.receive_now(queue, max, visibility)?;
+            let now = Instant::now();
+            if !messages.is_empty() || now >= deadline {
+                return Ok(messages);
+            }
+            let _ = tokio::time::timeout((deadline - now).min(POLL_INTERVAL), arrived).await;
+        }
+    }
+
+    fn receive_now(&self, queue: &QueueRef, max: usize, visibility: Option<u32>) -> Result<Vec<Message>, QueueError> {
+        let now = now_ms();
+        let (messages, dead_letters) = {
+            let mut state = queue.live()?;
+            let mut writes = expired_writes(queue, &mut state, now);
+            let outcome = state.queue.receive(max, visibility, now).map_err(|e| QueueError::InvalidParameterValue(e.to_string()))?;
+            let messages: Vec<Message> = outcome
+                .messages
+                .into_iter()
+                .map(|r| {
+                    writes.push(QueueWrite::Received {
+                        queue: queue.uid,
+                        id: r.message_id.0,
+                        receive_count: r.receive_count,
+                        first_receive_ms: r.first_receive_ms,
+                    });
+                    Message {
+                        message_id: queue.wire_id(&state, r.message_id),
+                        receipt_handle: self.encode_handle(queue, r.receipt_handle),
+                        body: r.body,
+                        attributes: r.attributes,
+                        receive_count: r.receive_count,
+                        sent_ms: r.sent_ms,
+                        first_receive_ms: r.first_receive_ms,
+                    }
+                })
+                .collect();
+            drop(self.write(writes, false));
+            let dead_letters: Vec<(DeadLetter, String)> = outcome
+                .dead_letters
+                .into_iter()
+                .map(|letter| {
+                    let id = letter.message_id;
+                    let wire_id = state.wire_ids.remove(&id).unwrap_or_else(|| derived_id(queue.uid, id));
+                    (letter, wire_id)
+                })
+                .collect();
+            (messages, dead_letters)
+        };
+        for (letter, wire_id) in dead_letters {
+            self.dead_letter(queue, letter, wire_id, now);
+        }
+        Ok(messages)
+    }
+
+    /// Moves a message redrive took out of `source` to its dead-letter queue,
+    /// or back into `source` (with a new id) if that queue is gone: one
+    /// transaction either way.
+    fn dead_letter(&self, source: &QueueRef, letter: DeadLetter, wire_id: String, now: u64) {
+        let old = QueueWrite::Delete { queue: source.uid, id: letter.message_id.0 };
+        let target = self.lookup(&source.account, &letter.target).ok();
+        // One queue's lock at a time: the target's is dropped before the source's is taken.
+        fn alive(q: &QueueRef) -> Option<MutexGuard<'_, QueueState>> {
+            let state = q.lock();
+            (!state.deleted).then_some(state)
+        }
+        let chosen = target.as_ref().and_then(|t| Some((t, alive(t)?))).or_else(|| Some((source, alive(source)?)));
+        // Otherwise the source is gone too, and the message with it.
+        let Some((queue, mut state)) = chosen else { return };
+        let id = state.queue.accept_dead_letter(letter, now);
+        state.wire_ids.insert(id, wire_id);
+        // A letter already past the target's retention is gone at once: only the delete remains.
+        let stored = put(queue, &state, id);
+        if stored.is_none() {
+            state.wire_ids.remove(&id);
+        }
+        let writes = stored.into_iter().chain([old]).collect();
+        drop(self.write(writes, false));
+        drop(state);
+        queue.arrived.notify_waiters();
+    }
+
+    /// Deletes messages by receipt handle, each on its own; durable (one
+    /// commit) when it returns.
+    pub async fn delete_batch(&self, queue: &QueueRef, handles: &[&str]) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let now = now_ms();
+        let (answers, done) = {
+            let mut state = queue.live()?;
+            let mut writes = expired_writes(queue, &mut state, now);
+            let answers: Vec<Result<(), QueueError>> = handles
+                .iter()
+                .map(|text| {
+                    let invalid = || QueueError::ReceiptHandleIsInvalid(text.to_string());
+                    let handle = self.decode_handle(queue, text).ok_or_else(invalid)?;
+                    state.queue.delete(handle, now).map_err(|_| invalid())?;
+                    state.wire_ids.remove(&handle.message);
+                    writes.push(QueueWrite::Delete { queue: queue.uid, id: handle.message.0 });
+                    Ok(())
+                })
+                .collect();
+            (answers, self.write(writes, true))
+        };
+        written(done).await?;
+        Ok(answers)
+    }
+
+    /// Sets a received message's visibility timeout (`0..=43200` s from now).
+    pub fn change_visibility_of(&self, queue: &QueueRef, receipt_handle: &str, timeout_s: u32) -> Result<(), QueueError> {
+        use ignis_queue::ChangeVisibilityError as E;
+        let now = now_ms();
+        let handle =
+            self.decode_handle(queue, receipt_handle).ok_or_else(|| QueueError::ReceiptHandleIsInvalid(receipt_handle.to_string()))?;
+        {
+            let mut state = queue.live()?;
+            let writes = expired_writes(queue, &mut state, now);
+            drop(self.write(writes, false));
+            state.queue.change_visibility(handle, timeout_s, now).map_err(|e| match e {
+                E::ReceiptHandleIsInvalid(_) => QueueError::ReceiptHandleIsInvalid(receipt_handle.to_string()),
+                E::MessageNotInflight(_) => QueueError::MessageNotInflight,
+                E::InvalidVisibilityTimeout(_) => QueueError::InvalidParameterValue(e.to_string()),
+            })?;
+        }
+        if timeout_s == 0 {
+            queue.arrived.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Removes every message of the queue; durable when it returns.
+    pub async fn purge(&self, queue: &QueueRef) -> Result<(), QueueError> {
+        let done = {
+            let mut state = queue.live()?;
+            state.queue.purge();
+            state.wire_ids.clear();
+            self.write(vec![QueueWrite::Purge { queue: queue.uid }], true)
+        };
+        written(done).await
+    }
+
+    // ----- definitions --------------------------------------------------------
+
+    /// Creates a queue, or answers the existing one if every attribute given
+    /// matches it (`NameExists` otherwise).
+    pub async fn create(
+        &self,
+        account: &str,
+        name: &str,
+        given: &HashMap<String, String>,
+        parse: impl Fn(&QueueConfig, &HashMap<String, String>) -> Result<QueueConfig, QueueError>,
+    ) -> Result<QueueRef, QueueError> {
+        let _serialised = self.definitions.lock().await;
+        let config = parse(&QueueConfig::default(), given)?;
+        if let Ok(existing) = self.get(account, name) {
+            let current = existing.config();
+            // Every attribute given must leave the queue as it is.
+            for (attribute, value) in given {
+                let one = HashMap::from([(attribute.clone(), value.clone())]);
+                if parse(&current, &one).ok().as_ref() != Some(&current) {
+                    return Err(QueueError::NameExists(attribute.clone()));
+                }
+            }
+            return Ok(existing);
+        }
+        let uid = random_u64();
+        let created_s = now_ms() / 1000;
+        self.store_definition(account, name, definition(uid, created_s, created_s, &config)).await?;
+        let queue = Queue::new(config.settings.clone()).map_err(|e| QueueError::InvalidAttributeValue(e.to_string()))?;
+        let q = Arc::new(LiveQueue {
+            account: account.to_string(),
+            name: name.to_string(),
+            arn: format!("arn:aws:sqs:{}:{account}:{name}", self.region),
+            uid,
+            created_s,
+            state: Mutex::new(QueueState {
+                queue,
+                wire_ids: HashMap::new(),
+                wait_s: config.wait_s,
+                modified_s: created_s,
+                deleted: false,
+            }),
+            arrived: Notify::new(),
+        });
+        self.map().insert((account.to_string(), name.to_string()), q.clone());
+        Ok(q)
+    }
+
+    /// Changes a queue's attributes (stored first).
+    pub async fn set_attributes(
+        &self,
+        queue: &QueueRef,
+        config: impl FnOnce(&QueueConfig) -> Result<QueueConfig, QueueError>,
+    ) -> Result<(), QueueError> {
+        let _serialised = self.definitions.lock().await;
+        drop(queue.live()?);
+        let config = config(&queue.config())?;
+        let modified_s = now_ms() / 1000;
+        self.store_definition(&queue.account, &queue.name, definition(queue.uid, queue.created_s, modified_s, &config)).await?;
+        let mut state = queue.live()?;
+        state.queue.set_settings(config.settings).map_err(|e| QueueError::InvalidAttributeValue(e.to_string()))?;
+        state.wait_s = config.wait_s;
+        state.modified_s = modified_s;
+        Ok(())
+    }
+
+    /// Deletes a queue and its messages. Waiting receives end at once.
+    pub async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
+        let _serialised = self.definitions.lock().await;
+        drop(queue.live()?);
+        let store = self.store.clone();
+        let (account, name) = (queue.account.clone(), queue.name.clone());
+        tokio::task::spawn_blocking(move || store.delete_queue(&account, &name))
+            .await
+            .map_err(|e| QueueError::Storage(e.to_string()))??;
+        self.map().remove(&(queue.account.clone(), queue.name.clone()));
+        {
+            let mut state = queue.lock();
+            state.deleted = true;
+            state.queue.purge();
+            state.wire_ids.clear();
+            drop(self.write(vec![QueueWrite::Purge { queue: queue.uid }], false));
+        }
+        queue.arrived.notify_waiters();
+        Ok(())
+    }
+
+    /// The queues of `account` whose names start with `prefix`, by name.
+    pub fn list(&self, account: &str, prefix: &str) -> Vec<QueueRef> {
+        let mut queues: Vec<QueueRef> =
+            self.map().values().filter(|q| q.account == account && q.name.starts_with(prefix)).cloned().collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        queues
+    }
+
+    async fn store_definition(&self, account: &str, name: &str, record: Vec<u8>) -> Result<(), QueueError> {
+        let store = self.store.clone();
+        let (account, name) = (account.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || store.put_queue(&account, &name, &record))
+            .await
+            .map_err(|e| QueueError::Storage(e.to_string()))??;
+        Ok(())
+    }
+
+    // ----- plumbing -----------------------------------------------------------
+
+    /// Hands writes to the writer (call it under the queue's mutex, so the
+    /// store sees the queue's changes in order); the answer says when they
+    /// are committed. `always` asks for an answer even without writes.
+    fn write(&self, writes: Vec<QueueWrite>, always: bool) -> Option<oneshot::Receiver<Result<(), String>>> {
+        if writes.is_empty() && !always {
+            return None;
+        }
+        let (done, answer) = oneshot::channel();
+        if writes.is_empty() {
+            let _ = done.send(Ok(()));
+        } else if let Err(e) = self.writer.send(WriteRequest { writes, done: Some(done) })
+            && let Some(done) = e.0.done
+        {
+            let _ = done.send(Err("the queue writer has stopped".into()));
+        }
+        Some(answer)
+    }
+
+    fn encode_handle(&self, queue: &LiveQueue, handle: ReceiptHandle) -> String {
+        format!("{:016x}{:016x}{:016x}{:016x}", self.epoch, queue.uid, handle.message.0, handle.receive)
+    }
+
+    fn decode_handle(&self, queue: &LiveQueue, text: &str) -> Option<ReceiptHandle> {
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let field = |i: usize| u64::from_str_radix(&text[i * 16..(i + 1) * 16], 16).ok();
+        if field(0)? != self.epoch || field(1)? != queue.uid {
+            return None;
+        }
+        Some(ReceiptHandle { message: MessageId(field(2)?), receive: field(3)? })
+    }
+}
+
+impl LiveQueue {
+    /// The queue's settable attributes now.
+    pub fn config(&self) -> QueueConfig {
+        let state = self.lock();
+        QueueConfig { settings: state.queue.settings().clone(), wait_s: state.wait_s }
+    }
+
+    /// Counts and times, as of now.
+    pub fn info(&self) -> QueueInfo {
+        let mut state = self.lock();
+        let counts = state.queue.counts(now_ms());
+        QueueInfo {
+            config: QueueConfig { settings: state.queue.settings().clone(), wait_s: state.wait_s },
+            counts,
+            created_s: self.created_s,
+            modified_s: state.modified_s,
+        }
+    }
+}
+
+/// `(account, name)` of `arn:aws:sqs:<region>:<account>:<name>`.
+pub fn parse_arn(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some("sqs"), Some(_region), Some(account), Some(name)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some((account, name))
+}
+
+/// The write that stores message `id` as the queue holds it (none if it is gone).
+fn put(queue: &LiveQueue, state: &QueueState, id: MessageId) -> Option<QueueWrite> {
+    let m = state.queue.stored(id)?;
+    let message = QueueMessage {
+        id: id.0,
+        wire_id: state.wire_ids.get(&id).cloned(),
+        attributes: ignis_queue::encode_attributes(&m.attributes),
+        body: m.body,
+        sent_ms: m.sent_ms,
+        visible_at_ms: m.visible_at_ms,
+        receive_count: m.receive_count,
+        first_receive_ms: m.first_receive_ms,
+    };
+    Some(QueueWrite::Put { queue: queue.uid, message })
+}
+
+/// Applies time to the queue and answers the deletes for the messages that
+/// retention dropped.
+fn expired_writes(queue: &LiveQueue, state: &mut QueueState, now: u64) -> Vec<QueueWrite> {
+    let expired = state.queue.expire(now);
+    for id in &expired {
+        state.wire_ids.remove(id);
+    }
+    expired.into_iter().map(|id| QueueWrite::Delete { queue: queue.uid, id: id.0 }).collect()
+}
+
+async fn written(done: Option<oneshot::Receiver<Result<(), String>>>) -> Result<(), QueueError> {
+    let Some(done) = done else { return Ok(()) };
+    match done.await {
+        Ok(result) => result.map_err(QueueError::Storage),
+        Err(_) => Err(QueueError::Storage("the queue writer has stopped".into())),
+    }
+}
+
+/// The writer task: everything that arrived while the last transaction was
+/// being committed goes into the next one (group commit).
+async fn write_messages(store: Arc<Store>, mut requests: mpsc::UnboundedReceiver<WriteRequest>) {
+    let mut batch = Vec::new();
+    while requests.recv_many(&mut batch, WRITES_PER_COMMIT).await > 0 {
+        let mut writes = Vec::new();
+        let mut waiting = Vec::new();
+        for request in batch.drain(..) {
+            writes.extend(request.writes);
+            waiting.extend(request.done);
+        }
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.write_queue_messages(&writes))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = &result {
+            eprintln!("ignis: could not store queue messages: {e}");
+        }
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_round_trip() {
+        let config = QueueConfig {
+            settings: Settings {
+                visibility_timeout_s: 5,
+                retention_s: 60,
+                max_message_size: 2048,
+                delay_s: 3,
+                redrive: Some(Redrive { target: "arn:aws:sqs:us-east-1:111111111111:dlq".into(), max_receive_count: 4 }),
+            },
+            wait_s: 7,
+        };
+        assert_eq!(parse_definition(&definition(9, 10, 11, &config)), Some((9, 10, 11, config.clone())));
+        let plain = QueueConfig::default();
+        assert_eq!(parse_definition(&definition(1, 2, 3, &plain)), Some((1, 2, 3, plain)));
+        assert_eq!(parse_definition(b"{}"), None);
+    }
+
+    const A: &str = "111111111111";
+    const B: &str = "222222222222";
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    fn defaults(base: &QueueConfig, given: &HashMap<String, String>) -> Result<QueueConfig, QueueError> {
+        let mut config = base.clone();
+        if let Some(v) = given.get("VisibilityTimeout") {
+            config.settings.visibility_timeout_s = v.parse().map_err(|_| QueueError::InvalidAttributeValue(v.clone()))?;
+        }
+        Ok(config)
+    }
+
+    #[test]
+    fn the_rust_api_by_arn() {
+        let dir = tempfile::tempdir().unwrap();
+        let arn = format!("arn:aws:sqs:us-east-1:{A}:jobs");
+        let kept = runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store, "us-east-1".into()).unwrap();
+            let given = HashMap::from([("VisibilityTimeout".to_string(), "60".to_string())]);
+            let queue = queues.create(A, "jobs", &given, defaults).await.unwrap();
+            assert_eq!(queue.arn, arn);
+            assert_eq!(queues.lookup(A, &arn).unwrap().name, "jobs");
+            assert_eq!(queues.lookup(B, &arn).unwrap_err(), QueueError::DoesNotExist, "another account's queue");
+            assert_eq!(queues.lookup(A, "jobs").unwrap_err(), QueueError::DoesNotExist);
+            assert_eq!(queues.send(B, &arn, "x".into()).await, Err(QueueError::DoesNotExist));
+
+            let first = queues.send(A, &arn, "one".into()).await.unwrap();
+            queues.send(A, &arn, "two".into()).await.unwrap();
+            let got = queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
+            assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+            assert_eq!((got[0].message_id.as_str(), got[0].receive_count), (first.as_str(), 1));
+            queues.delete(A, &arn, &got[0].receipt_handle).await.unwrap();
+            assert_eq!(
+                queues.delete(A, &arn, &got[0].receipt_handle).await,
+                Err(QueueError::ReceiptHandleIsInvalid(got[0].receipt_handle.clone()))
+            );
+            queues.change_visibility(A, &arn, &got[1].receipt_handle, 0).unwrap();
+            assert_eq!(queues.change_visibility(A, &arn, "forged", 0), Err(QueueError::ReceiptHandleIsInvalid("forged".into())));
+
+            // A waiting receive is answered by a send.
+            queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
+            let waiting = {
+                let queues = queues.clone();
+                let arn = arn.clone();
+                tokio::spawn(async move { queues.receive(A, &arn, 1, None, Duration::from_secs(20)).await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            queues.send(A, &arn, "three".into()).await.unwrap();
+            let woken = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+            assert_eq!(woken.len(), 1);
+            got[1].message_id.clone()
+        });
+        // The runtime and with it the writer and the store are gone: reopen.
+        runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store, "us-east-1".into()).unwrap();
+            assert_eq!(queues.lookup(A, &arn).unwrap().config().settings.visibility_timeout_s, 60);
+            let got = queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
+            let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+            bodies.sort();
+            assert_eq!(bodies, ["three", "two"], "undeleted messages, in flight or not, are back");
+            assert!(got.iter().any(|m| m.message_id == kept && m.receive_count == 3));
+            let queue = queues.lookup(A, &arn).unwrap();
+            queues.delete_queue(&queue).await.unwrap();
+            assert_eq!(queues.send(A, &arn, "late".into()).await, Err(QueueError::DoesNotExist));
+        });
+    }
+
+    #[test]
+    fn messages_that_expired_while_stopped_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            let queue = queues.create(A, "old", &HashMap::new(), defaults).await.unwrap();
+            queues.send(A, &queue.arn, "fresh".into()).await.unwrap();
+            let ancient = QueueMessage {
+                id: 1000,
+                wire_id: None,
+                body: "ancient".into(),
+                attributes: Vec::new(),
+                sent_ms: 1,
+                visible_at_ms: 1,
+                receive_count: 0,
+                first_receive_ms: None,
+            };
+            store.write_queue_messages(&[QueueWrite::Put { queue: queue.uid, message: ancient }]).unwrap();
+            queue.uid
+        });
+        runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let _queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            let stored = store.queue_messages(uid).unwrap();
+            assert_eq!(stored.messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
+            assert_eq!(stored.next_id, 1001);
+        });
+    }
+
+    #[test]
+    fn a_dead_letter_past_the_targets_retention_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source_uid, dlq_arn, source_arn) = runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            let dlq = queues.create(A, "short", &HashMap::new(), defaults).await.unwrap();
+            queues.set_attributes(&dlq, |base| Ok(QueueConfig { settings: Settings { retention_s: 60, ..base.settings.clone() }, ..base.clone() })).await.unwrap();
+            let source = queues.create(A, "source", &HashMap::new(), defaults).await.unwrap();
+            let redrive = Some(Redrive { target: dlq.arn.clone(), max_receive_count: 1 });
+            let settings = Settings { retention_s: ignis_queue::MAX_RETENTION_S, redrive, ..Settings::default() };
+            queues.set_attributes(&source, |base| Ok(QueueConfig { settings, ..base.clone() })).await.unwrap();
+            let sent_ms = now_ms() - 120_000;
+            let old = QueueMessage {
+                id: 0,
+                wire_id: None,
+                body: "old".into(),
+                attributes: Vec::new(),
+                sent_ms,
+                visible_at_ms: sent_ms,
+                receive_count: 1,
+                first_receive_ms: Some(sent_ms),
+            };
+            store.write_queue_messages(&[QueueWrite::Put { queue: source.uid, message: old }]).unwrap();
+            (source.uid, dlq.arn.clone(), source.arn.clone())
+        });
+        runtime().block_on(async {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
+            assert!(queues.receive(A, &source_arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
+            assert!(queues.receive(A, &dlq_arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
+            queues.send(A, &source_arn, "flush".into()).await.unwrap();
+            let left: Vec<String> = store.queue_messages(source_uid).unwrap().messages.into_iter().map(|m| m.body).collect();
+            assert_eq!(left, ["flush"]);
+        });
+    }
+
+    #[test]
+    fn arns() {
+        assert_eq!(parse_arn("arn:aws:sqs:us-east-1:111111111111:q"), Some(("111111111111", "q")));
+        assert_eq!(parse_arn("arn:aws:lambda:us-east-1:111111111111:q"), None);
+        assert_eq!(parse_arn("q"), None);
+    }
+}

@@ -1,0 +1,267 @@
+//! Message queues: queue definitions (opaque records, by account and name)
+//! and their messages (by the queue's id, a number its definition holds, so a
+//! queue deleted and made again under the same name never sees the old one's
+//! messages).
+//!
+//! Messages are written by [`Store::write_queue_messages`], many writes in one
+//! transaction (the caller's writer collects them): sends, deletes and purges
+//! need a durable (fsync'd) commit, receive counts do not. A message's body
+//! and attributes are written once; its receive count and first receive time
+//! live in a table of their own, so a receive rewrites a few bytes.
+
+use std::collections::HashSet;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::{DbContext, NamedRecords, Store, StoreError};
+
+/// (account, queue name) -> opaque record.
+const QUEUES: NamedRecords = TableDefinition::new("queues");
+/// (queue id, message id) -> (sent_ms, visible_at_ms, body, attributes, wire id or "").
+const MESSAGES: TableDefinition<(u64, u64), MessageValue> = TableDefinition::new("queue_messages");
+type MessageValue = (u64, u64, &'static str, &'static [u8], &'static str);
+/// (queue id, message id) -> (receive_count, first_receive_ms).
+const RECEIVES: TableDefinition<(u64, u64), (u32, u64)> = TableDefinition::new("queue_receives");
+/// queue id -> the smallest message id never written (ids are not reused).
+const NEXT_IDS: TableDefinition<u64, u64> = TableDefinition::new("queue_next_ids");
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(QUEUES).ctx("creating tables")?;
+    txn.open_table(MESSAGES).ctx("creating tables")?;
+    txn.open_table(RECEIVES).ctx("creating tables")?;
+    txn.open_table(NEXT_IDS).ctx("creating tables")?;
+    Ok(())
+}
+
+/// A stored message. The store does not read `attributes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: u64,
+    /// The id clients know the message by, when the queue does not derive
+    /// it from `id` (a message dead-lettered from another queue keeps its own).
+    pub wire_id: Option<String>,
+    pub body: String,
+    pub attributes: Vec<u8>,
+    pub sent_ms: u64,
+    /// When a message never received becomes visible (the end of its delay).
+    pub visible_at_ms: u64,
+    pub receive_count: u32,
+    pub first_receive_ms: Option<u64>,
+}
+
+/// One change to stored messages; `queue` is the queue's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueWrite {
+    /// A new message (also raises the queue's next id past it).
+    Put { queue: u64, message: QueueMessage },
+    /// A receive; ignored if the message is gone.
+    Received { queue: u64, id: u64, receive_count: u32, first_receive_ms: u64 },
+    Delete { queue: u64, id: u64 },
+    /// Every message of the queue.
+    Purge { queue: u64 },
+}
+
+impl QueueWrite {
+    /// Whether the commit that carries it must be durable before anyone is told.
+    pub fn needs_sync(&self) -> bool {
+        !matches!(self, QueueWrite::Received { .. })
+    }
+}
+
+/// The state of a stored queue: its messages in id order, and the next id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredQueue {
+    pub messages: Vec<QueueMessage>,
+    pub next_id: u64,
+}
+
+impl Store {
+    /// Stores (inserts or replaces) a queue's definition. Durable when it returns.
+    pub fn put_queue(&self, account: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
+        const CTX: &str = "storing a queue";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        txn.open_table(QUEUES).ctx(CTX)?.insert((account, name), record).ctx(CTX)?;
+        self.commit(txn, true, CTX)
+    }
+
+    /// Deletes a queue's definition; its messages go with a
+    /// [`QueueWrite::Purge`] (or at the next [`Store::remove_orphan_messages`]).
+    /// Durable when it returns.
+    pub fn delete_queue(&self, account: &str, name: &str) -> Result<bool, StoreError> {
+        const CTX: &str = "deleting a queue";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        let existed = txn.open_table(QUEUES).ctx(CTX)?.remove((account, name)).ctx(CTX)?.is_some();
+        self.commit(txn, true, CTX)?;
+        Ok(existed)
+    }
+
+    /// Every queue definition as `(account, name, record)`, by account then name.
+    pub fn queues(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        self.records(QUEUES, "listing queues")
+    }
+
+    /// The stored messages of queue `queue`.
+    pub fn queue_messages(&self, queue: u64) -> Result<StoredQueue, StoreError> {
+        const CTX: &str = "reading queue messages";
+        let txn = self.db.begin_read().ctx(CTX)?;
+        let messages = txn.open_table(MESSAGES).ctx(CTX)?;
+        let receives = txn.open_table(RECEIVES).ctx(CTX)?;
+        let next_id = txn.open_table(NEXT_IDS).ctx(CTX)?.get(queue).ctx(CTX)?.map_or(0, |g| g.value());
+        let mut out = StoredQueue { messages: Vec::new(), next_id };
+        for item in messages.range((queue, 0)..=(queue, u64::MAX)).ctx(CTX)? {
+            let (k, v) = item.ctx(CTX)?;
+            let id = k.value().1;
+            let (sent_ms, visible_at_ms, body, attributes, wire_id) = v.value();
+            let (receive_count, first) = receives.get((queue, id)).ctx(CTX)?.map_or((0, 0), |g| g.value());
+            out.messages.push(QueueMessage {
+                id,
+                wire_id: (!wire_id.is_empty()).then(|| wire_id.to_string()),
+                body: body.to_string(),
+                attributes: attributes.to_vec(),
+                sent_ms,
+                visible_at_ms,
+                receive_count,
+                first_receive_ms: (receive_count > 0).then_some(first),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies `writes` in order, in one transaction, fsync'd if any of them
+    /// [needs it](QueueWrite::needs_sync).
+    pub fn write_queue_messages(&self, writes: &[QueueWrite]) -> Result<(), StoreError> {
+        const CTX: &str = "writing queue messages";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        {
+            let mut messages = txn.open_table(MESSAGES).ctx(CTX)?;
+            let mut receives = txn.open_table(RECEIVES).ctx(CTX)?;
+            let mut next_ids = txn.open_table(NEXT_IDS).ctx(CTX)?;
+            for write in writes {
+                match write {
+                    QueueWrite::Put { queue, message: m } => {
+                        let wire_id = m.wire_id.as_deref().unwrap_or("");
+                        let value = (m.sent_ms, m.visible_at_ms, m.body.as_str(), m.attributes.as_slice(), wire_id);
+                        messages.insert((*queue, m.id), value).ctx(CTX)?;
+                        if m.receive_count > 0 {
+                            let first = m.first_receive_ms.unwrap_or(m.sent_ms);
+                            receives.insert((*queue, m.id), (m.receive_count, first)).ctx(CTX)?;
+                        }
+                        let next = next_ids.get(*queue).ctx(CTX)?.map_or(0, |g| g.value());
+                        if m.id >= next {
+                            next_ids.insert(*queue, m.id.saturating_add(1)).ctx(CTX)?;
+                        }
+                    }
+                    QueueWrite::Received { queue, id, receive_count, first_receive_ms } => {
+                        if messages.get((*queue, *id)).ctx(CTX)?.is_some() {
+                            receives.insert((*queue, *id), (*receive_count, *first_receive_ms)).ctx(CTX)?;
+                        }
+                    }
+                    QueueWrite::Delete { queue, id } => {
+                        messages.remove((*queue, *id)).ctx(CTX)?;
+                        receives.remove((*queue, *id)).ctx(CTX)?;
+                    }
+                    QueueWrite::Purge { queue } => {
+                        messages.retain_in((*queue, 0)..=(*queue, u64::MAX), |_, _| false).ctx(CTX)?;
+                        receives.retain_in((*queue, 0)..=(*queue, u64::MAX), |_, _| false).ctx(CTX)?;
+                    }
+                }
+            }
+        }
+        self.commit(txn, writes.iter().any(QueueWrite::needs_sync), CTX)
+    }
+
+    /// Removes the messages (and next ids) of every queue id not in `live`:
+    /// what a deleted queue left if the server stopped before its purge.
+    /// Returns how many messages went.
+    pub fn remove_orphan_messages(&self, live: &HashSet<u64>) -> Result<usize, StoreError> {
+        const CTX: &str = "removing messages of deleted queues";
+        let txn = self.db.begin_write().ctx(CTX)?;
+        let mut removed = 0;
+        {
+            let mut messages = txn.open_table(MESSAGES).ctx(CTX)?;
+            messages
+                .retain(|(queue, _), _| {
+                    let keep = live.contains(&queue);
+                    removed += usize::from(!keep);
+                    keep
+                })
+                .ctx(CTX)?;
+            txn.open_table(RECEIVES).ctx(CTX)?.retain(|(queue, _), _| live.contains(&queue)).ctx(CTX)?;
+            txn.open_table(NEXT_IDS).ctx(CTX)?.retain(|queue, _| live.contains(&queue)).ctx(CTX)?;
+        }
+        self.commit(txn, true, CTX)?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, body: &str) -> QueueMessage {
+        QueueMessage {
+            id,
+            wire_id: (id == 2).then(|| "from-elsewhere".to_string()),
+            body: body.into(),
+            attributes: vec![1, 2, 3],
+            sent_ms: 1000 + id,
+            visible_at_ms: 2000 + id,
+            receive_count: 0,
+            first_receive_ms: None,
+        }
+    }
+
+    #[test]
+    fn queues_and_messages_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_queue("111111111111", "q", b"record").unwrap();
+            store.put_queue("222222222222", "q", b"other").unwrap();
+            store
+                .write_queue_messages(&[
+                    QueueWrite::Put { queue: 7, message: message(0, "a") },
+                    QueueWrite::Put { queue: 7, message: message(1, "b") },
+                    QueueWrite::Put { queue: 7, message: message(2, "c") },
+                    QueueWrite::Put { queue: 8, message: message(0, "other queue") },
+                    QueueWrite::Delete { queue: 7, id: 0 },
+                ])
+                .unwrap();
+            store
+                .write_queue_messages(&[
+                    QueueWrite::Received { queue: 7, id: 1, receive_count: 3, first_receive_ms: 5000 },
+                    QueueWrite::Received { queue: 7, id: 0, receive_count: 1, first_receive_ms: 5000 },
+                ])
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.queues().unwrap(),
+            vec![
+                ("111111111111".into(), "q".into(), b"record".to_vec()),
+                ("222222222222".into(), "q".into(), b"other".to_vec())
+            ]
+        );
+        let stored = store.queue_messages(7).unwrap();
+        let received = QueueMessage { receive_count: 3, first_receive_ms: Some(5000), ..message(1, "b") };
+        assert_eq!(stored, StoredQueue { messages: vec![received, message(2, "c")], next_id: 3 });
+        assert_eq!(store.queue_messages(8).unwrap().messages, vec![message(0, "other queue")]);
+        assert_eq!(store.queue_messages(9).unwrap(), StoredQueue::default());
+    }
+
+    #[test]
+    fn purge_and_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let puts: Vec<QueueWrite> = (0..3)
+            .flat_map(|id| [7, 8, 9].map(|queue| QueueWrite::Put { queue, message: message(id, "m") }))
+            .collect();
+        store.write_queue_messages(&puts).unwrap();
+        store.write_queue_messages(&[QueueWrite::Purge { queue: 7 }]).unwrap();
+        assert_eq!(store.queue_messages(7).unwrap(), StoredQueue { messages: Vec::new(), next_id: 3 }, "ids are not reused");
+        assert_eq!(store.remove_orphan_messages(&HashSet::from([7, 8])).unwrap(), 3);
+        assert_eq!(store.queue_messages(8).unwrap().messages.len(), 3);
+        assert_eq!(store.queue_messages(9).unwrap(), StoredQueue::default());
+        assert!(store.delete_queue("111111111111", "none").is_ok_and(|existed| !existed));
+    }
+}
