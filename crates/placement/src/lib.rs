@@ -21,17 +21,20 @@
 //!   utilisation (spreads load evenly).
 //! - [`Packing`] (Ignis's):
 //!   1. *Candidates*: healthy workers with `used + needs <= capacity`.
-//!   2. *Within target*: if some candidate stays at or below the target
-//!      utilisation after placing (`(used + needs) / capacity <= target`,
-//!      default 80%), only those are considered, and the preferred ones are
-//!      the **fullest after placing** (best fit): load concentrates on few
-//!      hosts, the others drain and can be released.
-//!   3. *Mixing*: among candidates whose utilisation after placing is within
-//!      `tie` (default 5 points) of the best, the one with the **fewest
-//!      sandboxes of the same function** wins, then the fuller one, then the
-//!      first in the slice. Copies of one function (which burst and idle
-//!      together) are spread, unlike functions share hosts: statistical
-//!      multiplexing of the CPU and of a host's failure.
+//!   2. *Within target, in order*: if some candidate stays at or below the
+//!      target utilisation after placing (`(used + needs) / capacity <=
+//!      target`, default 90%), only those are considered, **in slice order**,
+//!      which the caller keeps stable (oldest worker first): first fit. Load
+//!      concentrates on the oldest hosts, so when demand falls the newest
+//!      ones empty first and can be released. (With sandboxes that come and
+//!      go, first fit keeps fewer hosts busy than best fit, which refills
+//!      whichever host just lost a sandbox and so keeps every host half full.)
+//!   3. *Mixing*: among the first `mix_window` (default 8) such candidates
+//!      that already hold sandboxes, the one with the **fewest sandboxes of
+//!      the same function** wins, then the earlier; an empty worker is taken
+//!      (the first) only when no busy one stays within the target. Copies of one function (which burst and idle together)
+//!      are spread, unlike functions share hosts: statistical multiplexing of
+//!      the CPU and of a host's failure.
 //!   4. *Fallback*: if no candidate stays within the target, the fleet is
 //!      tight: the candidate that keeps the **most headroom** after placing
 //!      (the least full after placing; fewest copies only among exact ties,
@@ -317,16 +320,16 @@ impl Strategy for LeastLoaded {
 /// Ignis's strategy: pack toward a target utilisation, mix functions; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packing {
-    /// Soft ceiling of memory utilisation, in millionths (800_000 = 80%).
+    /// Soft ceiling of memory utilisation, in millionths (900_000 = 90%).
     pub target_ppm: u64,
-    /// Candidates whose utilisation after placing is within this of the best
-    /// (in millionths) count as near-equal for the mixing rule.
-    pub tie_ppm: u64,
+    /// How many of the first candidates within the target the mixing rule
+    /// looks at (at least 1).
+    pub mix_window: usize,
 }
 
 impl Default for Packing {
     fn default() -> Self {
-        Packing { target_ppm: 800_000, tie_ppm: 50_000 }
+        Packing { target_ppm: 900_000, mix_window: 8 }
     }
 }
 
@@ -334,44 +337,28 @@ impl Packing {
     /// The decision itself (`Strategy::place` without the `&mut`).
     pub fn choose(&self, workers: &[Worker], needs: &Needs) -> Placement {
         let mem = needs.memory_mb;
-        let target = self.target_ppm;
-        // Pass 1: is any candidate within the target, and the best utilisation
-        // after placing in that tier (highest within target, else lowest).
-        let mut within = false;
-        let mut best: Option<u64> = None;
-        for w in workers.iter().filter(|w| w.healthy && w.fits(mem)) {
-            let after = w.ppm_after(mem);
-            if after <= target {
-                best = Some(if within { best.map_or(after, |b| b.max(after)) } else { after });
-                within = true;
-            } else if !within {
-                best = Some(best.map_or(after, |b| b.min(after)));
-            }
-        }
-        let Some(best) = best else { return refused(workers, needs) };
-        // Pass 2: among the tier's near-equal candidates (within target: within
-        // `tie` of the fullest; fallback: exactly the least full), fewest
-        // copies of the function, then the best utilisation, then slice order.
-        let near = |after: u64| {
-            if within { after <= target && after + self.tie_ppm >= best } else { after == best }
-        };
-        let mut chosen: Option<(&Worker, u32, u64)> = None;
-        for w in workers.iter().filter(|w| w.healthy && w.fits(mem)) {
-            let after = w.ppm_after(mem);
-            if !near(after) {
-                continue;
-            }
+        let candidates = || workers.iter().filter(|w| w.healthy && w.fits(mem));
+        // Within target, in order: the first `mix_window` busy workers, fewest copies first; an empty worker only
+        // when no busy one stays within the target (mixing never spreads onto idle hosts).
+        let within = candidates().filter(|w| w.ppm_after(mem) <= self.target_ppm);
+        let mut chosen: Option<(&Worker, u32)> = None;
+        for w in within.clone().filter(|w| w.sandboxes() > 0).take(self.mix_window.max(1)) {
             let copies = w.copies(needs.function);
-            let better = match chosen {
-                None => true,
-                Some((_, c, a)) => copies < c || (copies == c && if within { after > a } else { after < a }),
-            };
-            if better {
-                chosen = Some((w, copies, after));
+            if chosen.is_none_or(|(_, fewest)| copies < fewest) {
+                chosen = Some((w, copies));
+            }
+            if copies == 0 {
+                break;
             }
         }
-        let (w, _, _) = chosen.expect("the best candidate is near itself");
-        Placement::Worker(w.id)
+        if let Some(w) = chosen.map(|(w, _)| w).or_else(|| within.clone().next()) {
+            return Placement::Worker(w.id);
+        }
+        // Fallback: the most headroom after placing; copies break exact ties, then slice order.
+        match candidates().min_by_key(|w| (w.ppm_after(mem), w.copies(needs.function))) {
+            Some(w) => Placement::Worker(w.id),
+            None => refused(workers, needs),
+        }
     }
 }
 

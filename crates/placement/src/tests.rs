@@ -84,12 +84,21 @@ fn check_packing(p: &Packing, workers: &[Worker], needs: &Needs, decision: Place
         assert_eq!(after, least, "fallback chose {id} at {after} ppm, least full after placing is {least}");
     } else {
         assert!(after <= p.target_ppm, "went above target ({after} ppm) though {} candidates stay within", within.len());
-        let best = within.iter().map(|w| w.ppm_after(mem)).max().unwrap();
-        assert!(after + p.tie_ppm >= best, "chose {id} at {after} ppm, fullest within target is {best}");
-        // No near-equal candidate has fewer copies of the function.
+        // One of the first `mix_window` busy ones within target, and none before it has as few copies; an empty
+        // one only if no busy one is within target, and then the first.
+        let busy: Vec<&Worker> = within.iter().copied().filter(|w| w.sandboxes() > 0).collect();
+        if busy.is_empty() {
+            assert_eq!(id, within[0].id, "no busy worker within target: the first empty one");
+            return;
+        }
+        let window = &busy[..busy.len().min(p.mix_window.max(1))];
+        let at = window.iter().position(|w| w.id == id);
+        let at = at.unwrap_or_else(|| panic!("chose {id}, not among the first {} within target", window.len()));
         let copies = chosen.copies(needs.function);
-        for w in within.iter().filter(|w| w.ppm_after(mem) + p.tie_ppm >= best) {
-            assert!(w.copies(needs.function) >= copies, "{} has fewer copies than chosen {id}", w.id);
+        for (i, w) in window.iter().enumerate() {
+            let theirs = w.copies(needs.function);
+            assert!(theirs >= copies, "{} has fewer copies than chosen {id}", w.id);
+            assert!(i >= at || theirs > copies, "{} comes first with as few copies as chosen {id}", w.id);
         }
     }
 }
@@ -162,12 +171,12 @@ fn worker_books() {
 }
 
 #[test]
-fn packing_fills_the_fullest_worker_within_target() {
-    // 40% and 60% used; 10% more: the 60% one (70% after) wins.
-    let fleet = [worker(0, 1000, &[(1, 400)]), worker(1, 1000, &[(2, 600)]), worker(2, 1000, &[])];
-    assert_eq!(Packing::default().choose(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(1)));
-    // 250 more would take the 60% one to 85%: the 40% one (65% after) wins.
-    assert_eq!(Packing::default().choose(&fleet, &needs(3, 250)), Placement::Worker(WorkerId(0)));
+fn packing_fills_the_first_worker_within_target() {
+    // 60% and 40% used; 10% more: the first (70% after) wins, though less full workers have more room.
+    let fleet = [worker(0, 1000, &[(1, 600)]), worker(1, 1000, &[(2, 400)]), worker(2, 1000, &[])];
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(0)));
+    // 350 more would take the first to 95%: the next one (75% after) wins.
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 350)), Placement::Worker(WorkerId(1)));
     // Least-loaded takes the empty one either way.
     assert_eq!(LeastLoaded.place(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(2)));
 }
@@ -175,28 +184,28 @@ fn packing_fills_the_fullest_worker_within_target() {
 #[test]
 fn packing_falls_back_to_most_headroom_above_target() {
     let fleet = [worker(0, 1000, &[(1, 850)]), worker(1, 1000, &[(2, 750)]), worker(2, 1000, &[(2, 900)])];
-    // Nothing stays within 80% with 100 more: 85% after on worker 1 is the most headroom.
-    assert_eq!(Packing::default().choose(&fleet, &needs(3, 100)), Placement::Worker(WorkerId(1)));
+    // Nothing stays within 90% with 200 more: 95% after on worker 1 is the most headroom.
+    assert_eq!(Packing::default().choose(&fleet, &needs(3, 200)), Placement::Worker(WorkerId(1)));
     // Only worker 1 fits 250; it goes to 100%, not refused.
     assert_eq!(Packing::default().choose(&fleet, &needs(3, 250)), Placement::Worker(WorkerId(1)));
     assert!(matches!(Packing::default().choose(&fleet, &needs(3, 251)), Placement::Refused(Refusal::Full { .. })));
     // Above target, near-equal is not enough: the most headroom wins even with more copies;
     // copies break exact ties only.
-    let tight = [worker(0, 1000, &[(1, 800)]), worker(1, 1000, &[(1, 400), (1, 390)]), worker(2, 1000, &[(2, 800)])];
+    let tight = [worker(0, 1000, &[(1, 900)]), worker(1, 1000, &[(1, 450), (1, 440)]), worker(2, 1000, &[(2, 900)])];
     assert_eq!(Packing::default().choose(&tight, &needs(1, 100)), Placement::Worker(WorkerId(1)));
-    let tight = [worker(0, 1000, &[(1, 800)]), worker(1, 1000, &[(2, 800)])];
+    let tight = [worker(0, 1000, &[(1, 900)]), worker(1, 1000, &[(2, 900)])];
     assert_eq!(Packing::default().choose(&tight, &needs(1, 100)), Placement::Worker(WorkerId(1)));
 }
 
 #[test]
-fn packing_spreads_copies_among_near_equal_workers() {
-    // Worker 0 is slightly fuller but already runs two copies of function 1.
+fn packing_spreads_copies_within_the_mixing_window() {
+    // Worker 0 comes first but already runs two copies of function 1.
     let fleet = [worker(0, 10_000, &[(1, 1000), (1, 1000), (2, 2200)]), worker(1, 10_000, &[(3, 2000), (4, 2000)])];
     assert_eq!(Packing::default().choose(&fleet, &needs(1, 500)), Placement::Worker(WorkerId(1)));
-    // An unlike function goes to the fuller one.
+    // An unlike function goes to the first.
     assert_eq!(Packing::default().choose(&fleet, &needs(5, 500)), Placement::Worker(WorkerId(0)));
-    // Outside the tie window (here 1 point), fullness wins over mixing.
-    let strict = Packing { tie_ppm: 10_000, ..Packing::default() };
+    // Outside the window (here the first candidate only), order wins over mixing.
+    let strict = Packing { mix_window: 1, ..Packing::default() };
     assert_eq!(strict.choose(&fleet, &needs(1, 500)), Placement::Worker(WorkerId(0)));
 }
 

@@ -45,13 +45,13 @@ struct Args {
     host_gib: u64,
     host_cpus: u32,
     target_percent: u64,
-    tie_points: u64,
+    mix_window: usize,
     fleet: Option<usize>,
     max_hosts: usize,
 }
 
 const USAGE: &str = "placement-sim [--seed N] [--functions N] [--hours H] [--bursts-per-sec R] [--host-gib G] \
-                     [--host-cpus C] [--target PERCENT] [--tie POINTS] [--fleet N] [--max-hosts N]";
+                     [--host-cpus C] [--target PERCENT] [--mix N] [--fleet N] [--max-hosts N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -61,8 +61,8 @@ fn parse_args() -> Result<Args, String> {
         bursts_per_sec: 3.0,
         host_gib: 64,
         host_cpus: 32,
-        target_percent: 80,
-        tie_points: 5,
+        target_percent: 90,
+        mix_window: 8,
         fleet: None,
         max_hosts: 10_000,
     };
@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
             "--host-gib" => args.host_gib = value.parse().map_err(bad)?,
             "--host-cpus" => args.host_cpus = value.parse().map_err(bad)?,
             "--target" => args.target_percent = value.parse().map_err(bad)?,
-            "--tie" => args.tie_points = value.parse().map_err(bad)?,
+            "--mix" => args.mix_window = value.parse().map_err(bad)?,
             "--fleet" => args.fleet = Some(value.parse().map_err(bad)?),
             "--max-hosts" => args.max_hosts = value.parse().map_err(bad)?,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
@@ -93,7 +93,7 @@ fn parse_args() -> Result<Args, String> {
         && args.bursts_per_sec <= 1000.0
         && args.host_gib > 0
         && (1..=100).contains(&args.target_percent)
-        && args.tie_points <= 100
+        && args.mix_window >= 1
         && args.max_hosts > 0;
     if !ok {
         return Err(format!("out of range\n{USAGE}"));
@@ -382,7 +382,7 @@ fn table(title: &str, rows: &[(&str, Stats)]) {
 
 fn run_all(trace: &Trace, fleet: Fleet, args: &Args) -> Vec<(&'static str, Stats)> {
     let host_mb = args.host_gib * 1024;
-    let packing = Packing { target_ppm: args.target_percent * 10_000, tie_ppm: args.tie_points * 10_000 };
+    let packing = Packing { target_ppm: args.target_percent * 10_000, mix_window: args.mix_window };
     let mut strategies: Vec<Box<dyn Strategy>> = vec![Box::new(RoundRobin::new()), Box::new(LeastLoaded), Box::new(packing)];
     strategies.iter_mut().map(|s| (s.name(), replay(s.as_mut(), trace, fleet, host_mb, args.host_cpus))).collect()
 }
@@ -414,8 +414,8 @@ fn main() -> ExitCode {
         generated.elapsed().as_secs_f64()
     );
     println!(
-        "Hosts: {} GiB, {} cpus each. Packing: target {}% of memory, near-equal within {} points.",
-        args.host_gib, args.host_cpus, args.target_percent, args.tie_points
+        "Hosts: {} GiB, {} cpus each. Packing: target {}% of memory, mixing among the first {} candidates within it.",
+        args.host_gib, args.host_cpus, args.target_percent, args.mix_window
     );
     println!(
         "hosts mean = host-time / period (hosts holding >= 1 sandbox); hosts ever = distinct hosts that held one; \
