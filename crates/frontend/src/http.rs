@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, versions};
+use crate::{App, Caller, accounts_api, control, event_config, invoke_api, logs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -47,6 +47,11 @@ pub enum Operation {
     GetAlias(String, String),
     UpdateAlias(String, String),
     DeleteAlias(String, String),
+    PutFunctionEventInvokeConfig(String),
+    UpdateFunctionEventInvokeConfig(String),
+    GetFunctionEventInvokeConfig(String),
+    DeleteFunctionEventInvokeConfig(String),
+    ListFunctionEventInvokeConfigs(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -102,6 +107,11 @@ impl Operation {
             Operation::GetAlias(..) => "GetAlias",
             Operation::UpdateAlias(..) => "UpdateAlias",
             Operation::DeleteAlias(..) => "DeleteAlias",
+            Operation::PutFunctionEventInvokeConfig(_) => "PutFunctionEventInvokeConfig",
+            Operation::UpdateFunctionEventInvokeConfig(_) => "UpdateFunctionEventInvokeConfig",
+            Operation::GetFunctionEventInvokeConfig(_) => "GetFunctionEventInvokeConfig",
+            Operation::DeleteFunctionEventInvokeConfig(_) => "DeleteFunctionEventInvokeConfig",
+            Operation::ListFunctionEventInvokeConfigs(_) => "ListFunctionEventInvokeConfigs",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -156,6 +166,17 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Operati
         (&Method::PUT, ["2015-03-31", "functions", name, "aliases", alias]) => Operation::UpdateAlias(decode(name)?, decode(alias)?),
         (&Method::DELETE, ["2015-03-31", "functions", name, "aliases", alias]) => {
             Operation::DeleteAlias(decode(name)?, decode(alias)?)
+        }
+        (&Method::PUT, ["2019-09-25", "functions", name, "event-invoke-config"]) => Operation::PutFunctionEventInvokeConfig(decode(name)?),
+        (&Method::POST, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+            Operation::UpdateFunctionEventInvokeConfig(decode(name)?)
+        }
+        (&Method::GET, ["2019-09-25", "functions", name, "event-invoke-config"]) => Operation::GetFunctionEventInvokeConfig(decode(name)?),
+        (&Method::DELETE, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+            Operation::DeleteFunctionEventInvokeConfig(decode(name)?)
+        }
+        (&Method::GET, ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
+            Operation::ListFunctionEventInvokeConfigs(decode(name)?)
         }
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
@@ -279,6 +300,11 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::GetAlias(name, alias) => versions::get_alias(app, caller, &name, &alias),
         Operation::UpdateAlias(name, alias) => versions::update_alias(app, caller, &name, &alias, &body).await,
         Operation::DeleteAlias(name, alias) => versions::delete_alias(app, caller, &name, &alias).await,
+        Operation::PutFunctionEventInvokeConfig(name) => event_config::put(app, caller, &name, query, &body, true).await,
+        Operation::UpdateFunctionEventInvokeConfig(name) => event_config::put(app, caller, &name, query, &body, false).await,
+        Operation::GetFunctionEventInvokeConfig(name) => event_config::get(app, caller, &name, query),
+        Operation::DeleteFunctionEventInvokeConfig(name) => event_config::delete(app, caller, &name, query).await,
+        Operation::ListFunctionEventInvokeConfigs(name) => event_config::list(app, caller, &name, query),
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -363,6 +389,11 @@ mod tests {
         check(Method::GET, "/2019-09-30/functions/f/concurrency", Some(GetFunctionConcurrency("f".into())));
         check(Method::DELETE, "/2017-10-31/functions/f/concurrency", Some(DeleteFunctionConcurrency("f".into())));
         check(Method::GET, "/2017-10-31/functions/f/concurrency", None);
+        check(Method::PUT, "/2019-09-25/functions/f/event-invoke-config", Some(PutFunctionEventInvokeConfig("f".into())));
+        check(Method::POST, "/2019-09-25/functions/f/event-invoke-config", Some(UpdateFunctionEventInvokeConfig("f".into())));
+        check(Method::GET, "/2019-09-25/functions/f/event-invoke-config", Some(GetFunctionEventInvokeConfig("f".into())));
+        check(Method::DELETE, "/2019-09-25/functions/f/event-invoke-config", Some(DeleteFunctionEventInvokeConfig("f".into())));
+        check(Method::GET, "/2019-09-25/functions/f/event-invoke-config/list", Some(ListFunctionEventInvokeConfigs("f".into())));
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);

@@ -11,6 +11,9 @@
 //! - `concurrency`: admission (account limit, reserved concurrency, scaling
 //!   rate) over `ignis-counting`.
 //! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
+//! - `async_invoke`: durable asynchronous invocation (accept with group
+//!   commit, pollers under leases, retries, destinations); `event_config`:
+//!   the event invoke config calls and destination checks.
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
@@ -22,9 +25,11 @@
 //! when accounts are made). Handlers act only within the caller's account.
 
 mod accounts_api;
+mod async_invoke;
 mod concurrency;
 mod control;
 mod error;
+mod event_config;
 mod function;
 mod http;
 mod invoke;
@@ -34,12 +39,13 @@ mod registry;
 mod versions;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use ignis_store::{AccessKey, Store};
 use ignis_worker::{LogBatch, Worker};
 
+pub use async_invoke::QueueSink;
 pub use error::ApiError;
 pub use http::serve;
 
@@ -56,6 +62,8 @@ pub struct Config {
     pub min_unreserved: u32,
     /// New sandboxes a function may start per 10 s.
     pub scale_rate: u32,
+    /// The wait before an asynchronous invocation's first retry (the second waits twice this).
+    pub async_retry_delay: Duration,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -95,6 +103,10 @@ pub struct App {
     keys: RwLock<HashMap<String, KeyEntry>>,
     /// Serialises account creation (the store's transaction decides conflicts).
     account_writes: tokio::sync::Mutex<()>,
+    /// Pending asynchronous invocations.
+    events: async_invoke::AsyncEvents,
+    /// Where queue destinations and dead-letter queues go, once set.
+    queue_sink: OnceLock<Arc<dyn QueueSink>>,
 }
 
 impl App {
@@ -133,7 +145,8 @@ impl App {
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
-        Ok(Arc::new(App {
+        let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
+        let app = Arc::new(App {
             config,
             store,
             registry,
@@ -141,7 +154,21 @@ impl App {
             concurrency,
             keys: RwLock::new(keys),
             account_writes: tokio::sync::Mutex::new(()),
-        }))
+            events,
+            queue_sink: OnceLock::new(),
+        });
+        async_invoke::start_pollers(&app);
+        Ok(app)
+    }
+
+    /// Plugs in the queue service for queue destinations and dead-letter
+    /// queues (once; later calls are ignored).
+    pub fn set_queue_sink(&self, sink: Arc<dyn QueueSink>) {
+        let _ = self.queue_sink.set(sink);
+    }
+
+    fn queue_sink(&self) -> Option<&Arc<dyn QueueSink>> {
+        self.queue_sink.get()
     }
 
     /// The administrator's account id.
@@ -151,6 +178,7 @@ impl App {
 
     /// Ends every sandbox and waits until each is cleaned up.
     pub async fn shutdown(&self) {
+        self.events.stop();
         self.invoker.shutdown().await;
     }
 

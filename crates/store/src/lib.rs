@@ -18,7 +18,10 @@
 //! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
 //! the master key, a random nonce each, and unsealed only in memory.
 //!
-//! Durability: registry, meta, account and key writes are fsync'd before the call returns. Log
+//! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
+//! opaque `(meta, payload)` rows by id, changed in batches.
+//!
+//! Durability: registry, meta, account, key and event writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
@@ -26,6 +29,7 @@
 
 mod accounts;
 mod code;
+mod events;
 mod logs;
 
 use std::collections::HashMap;
@@ -42,6 +46,7 @@ pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
 pub use code::{Code, CodeError, CodeRules};
+pub use events::{EventChange, StoredEvent};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
 };
@@ -165,6 +170,7 @@ impl Store {
         txn.open_table(FUNCTIONS).ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
+        events::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;

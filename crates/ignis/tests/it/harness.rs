@@ -100,6 +100,14 @@ impl Server {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all, as a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server with SIGTERM and waits for it (it ends its sandboxes first).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
