@@ -171,19 +171,20 @@ impl AsyncEvents {
         Ok(EventChange::Put { id, meta, payload: payload.to_vec() })
     }
 
-    /// Stores a new event durably, then makes it ready to run.
-    pub async fn accept(&self, meta: EventMeta, payload: Bytes) -> Result<(), ApiError> {
-        self.accept_with(meta, payload, Vec::new()).await
-    }
-
-    /// Stores a new event together with `also` (in one transaction), then
-    /// makes it ready to run.
-    async fn accept_with(&self, meta: EventMeta, payload: Bytes, mut also: Vec<EventChange>) -> Result<(), ApiError> {
+    /// Stores a new event durably, then makes it ready to run. Both happen in
+    /// a task of their own, so a client that leaves before its 202 cannot
+    /// leave a stored event unscheduled.
+    pub async fn accept(self: &Arc<Self>, meta: EventMeta, payload: Bytes) -> Result<(), ApiError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        also.push(Self::put_change(id, &meta, &payload)?);
-        self.commit(also).await?;
-        self.ready(id, meta, payload);
-        Ok(())
+        let change = Self::put_change(id, &meta, &payload)?;
+        let events = self.clone();
+        tokio::spawn(async move {
+            events.commit(vec![change]).await?;
+            events.ready(id, meta, payload);
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Service(format!("accepting the event: {e}")))?
     }
 
     fn ready(&self, id: u64, meta: EventMeta, payload: Bytes) {
@@ -372,7 +373,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
             }
             if !condition.is_success() {
                 if let Some(target) = &latest.dead_letter_target {
-                    send_to_queue(app, &meta.account, target, String::from_utf8_lossy(&payload).into_owned());
+                    send_to_queue(app, &meta.account, target, String::from_utf8_lossy(&payload).into_owned()).await;
                 }
                 if destination.is_none() && latest.dead_letter_target.is_none() {
                     eprintln!(
@@ -503,7 +504,7 @@ async fn deliver(app: &Arc<App>, account: &str, arn: &str, body: String) -> Opti
             Some((app.events.next_id.fetch_add(1, Ordering::Relaxed), meta, Bytes::from(body)))
         }
         Some(Destination::Queue { arn }) => {
-            send_to_queue(app, account, &arn, body);
+            send_to_queue(app, account, &arn, body).await;
             None
         }
         None => {
@@ -513,9 +514,13 @@ async fn deliver(app: &Arc<App>, account: &str, arn: &str, body: String) -> Opti
     }
 }
 
-fn send_to_queue(app: &App, account: &str, arn: &str, body: String) {
-    let result = match app.queue_sink() {
-        Some(sink) => sink.send(account, arn, body),
+/// Sends to a queue through the queue sink (on a blocking thread: a send may wait for a disk).
+async fn send_to_queue(app: &App, account: &str, arn: &str, body: String) {
+    let result = match app.queue_sink().cloned() {
+        Some(sink) => {
+            let (account, queue) = (account.to_string(), arn.to_string());
+            tokio::task::spawn_blocking(move || sink.send(&account, &queue, body)).await.unwrap_or_else(|e| Err(e.to_string()))
+        }
         None => Err("no queue service is configured".into()),
     };
     if let Err(e) = result {

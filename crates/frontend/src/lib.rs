@@ -104,7 +104,7 @@ pub struct App {
     /// Serialises account creation (the store's transaction decides conflicts).
     account_writes: tokio::sync::Mutex<()>,
     /// Pending asynchronous invocations.
-    events: async_invoke::AsyncEvents,
+    events: Arc<async_invoke::AsyncEvents>,
     /// Where queue destinations and dead-letter queues go, once set.
     queue_sink: OnceLock<Arc<dyn QueueSink>>,
 }
@@ -145,7 +145,7 @@ impl App {
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
-        let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
+        let events = Arc::new(async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?);
         let app = Arc::new(App {
             config,
             store,
