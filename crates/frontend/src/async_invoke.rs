@@ -57,6 +57,10 @@ pub const POLLERS: usize = 32;
 /// any invocation (900 s timeout plus init), so it runs out only if a poller
 /// is lost.
 const LEASE_MS: u64 = 20 * 60 * 1000;
+/// The longest chain of records sent to destination functions (each record's
+/// event may have a destination of its own): like Lambda's recursive loop
+/// detection, the record that would make a longer chain is dropped.
+pub const MAX_CHAIN: u32 = 16;
 /// Changes written in one commit at most.
 const MAX_BATCH: usize = 4096;
 /// Longest a poller sleeps without looking at the schedule.
@@ -93,6 +97,13 @@ pub struct EventMeta {
     pub trace_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_context: Option<String>,
+    /// How many destination records led to this event (0: a client's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chain: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 struct Pending {
@@ -369,7 +380,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
             let mut changes = Vec::new();
             let destination = if condition.is_success() { &config.on_success } else { &config.on_failure };
             if let Some(arn) = destination {
-                changes.extend(deliver(app, &meta.account, arn, record.to_string()).await);
+                changes.extend(deliver(app, &meta, arn, record.to_string()).await);
             }
             if !condition.is_success() {
                 if let Some(target) = &latest.dead_letter_target {
@@ -483,11 +494,19 @@ fn record(meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u
 
 /// Delivers a record to a destination: a queue takes it now; a function gets
 /// it as a new event, returned to be stored with the completion.
-async fn deliver(app: &Arc<App>, account: &str, arn: &str, body: String) -> Option<(u64, EventMeta, Bytes)> {
+async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) -> Option<(u64, EventMeta, Bytes)> {
+    let account = source.account.as_str();
     match parse_destination(account, arn) {
         Some(Destination::Function { name, qualifier }) => {
             if app.registry.get(account, &name).is_none() {
                 eprintln!("ignis: the destination {arn} no longer exists; the record is dropped");
+                return None;
+            }
+            if source.chain >= MAX_CHAIN {
+                eprintln!(
+                    "ignis: the record of {} is dropped: {MAX_CHAIN} destination records in a row look like a loop",
+                    source.request_id
+                );
                 return None;
             }
             let request_id = uuid::Uuid::new_v4().to_string();
@@ -500,6 +519,7 @@ async fn deliver(app: &Arc<App>, account: &str, arn: &str, body: String) -> Opti
                 accepted_ms: now_ms(),
                 invocations: 0,
                 client_context: None,
+                chain: source.chain + 1,
             };
             Some((app.events.next_id.fetch_add(1, Ordering::Relaxed), meta, Bytes::from(body)))
         }

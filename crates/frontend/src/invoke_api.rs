@@ -104,6 +104,7 @@ pub async fn invoke(
                 invocations: 0,
                 trace_id,
                 client_context,
+                chain: 0,
             };
             app.events.accept(meta, payload).await?;
             let mut answer = empty_answer(StatusCode::ACCEPTED);

@@ -144,6 +144,20 @@ fn throttled_events_wait_and_are_not_failures() {
     assert_eq!(ids, std::iter::once(first).chain(more).collect());
 }
 
+/// A function whose OnSuccess destination is itself: each record is an event
+/// whose record is another event... Like Lambda, the chain stops after 16.
+#[test]
+fn a_destination_loop_stops() {
+    let server = Server::start_with(&["--async-retry-delay", "1"]);
+    let arn = recorder(&server, "loop");
+    assert_eq!(put_config(&server, "loop", json!({ "DestinationConfig": { "OnSuccess": { "Destination": arn } } })).status, 200);
+    event(&server, "loop", r#"{"start": true}"#);
+    let runs = || server.log_events("loop").iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("START "))).count();
+    assert!(eventually(Duration::from_secs(30), || runs() == 17), "ran {} times", runs());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(), 17, "the event and 16 records, then no more");
+}
+
 #[test]
 fn accepted_events_survive_a_kill() {
     let tmp = tempfile::tempdir().unwrap();
