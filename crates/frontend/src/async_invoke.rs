@@ -3,11 +3,13 @@
 //!
 //! # Parts and who owns what
 //!
-//! - The **writer task** owns every write to the store's pending events. An
+//! - The **writer thread** owns every write to the store's pending events. An
 //!   accept (or a change of progress, or a completion) sends it a batch of
-//!   [`EventChange`]s and waits; the writer takes whatever has arrived while
-//!   the previous commit ran and applies it all in one durable transaction
-//!   (group commit), then answers each sender.
+//!   [`EventChange`]s, with the events they make ready, and waits; the writer
+//!   takes whatever has arrived while the previous commit ran, applies it all
+//!   in one durable transaction (group commit), puts the new events in the
+//!   schedule, then answers each sender. A sender that stops waiting (a
+//!   client gone before its 202) changes nothing of that.
 //! - [`AsyncEvents`] holds, under one mutex that is never held across an
 //!   await, the [`Schedule`] (which events wait, until when, and which are
 //!   leased to a poller) and the pending events' contents.
@@ -118,8 +120,12 @@ struct State {
     pending: HashMap<u64, Pending>,
 }
 
+/// An event to put in the schedule once its commit is done.
+type Ready = (u64, EventMeta, Bytes);
+
 struct Write {
     changes: Vec<EventChange>,
+    ready: Vec<Ready>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -134,9 +140,8 @@ pub struct AsyncEvents {
 }
 
 impl AsyncEvents {
-    /// Loads every stored event (all ready to run) and starts the writer task.
-    /// Must run inside a tokio runtime.
-    pub fn load(store: Arc<Store>, retry_delay: Duration) -> Result<AsyncEvents, ApiError> {
+    /// Loads every stored event (all ready to run) and starts the writer thread.
+    pub fn load(store: Arc<Store>, retry_delay: Duration) -> Result<Arc<AsyncEvents>, ApiError> {
         let now = now_ms();
         let mut state = State { schedule: Schedule::new(), pending: HashMap::new() };
         let mut next_id = 1;
@@ -151,25 +156,32 @@ impl AsyncEvents {
             }
         }
         let (writes, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_events(store, receiver));
-        Ok(AsyncEvents {
+        let events = Arc::new(AsyncEvents {
             writes,
             state: Mutex::new(state),
             wake: Notify::new(),
             next_id: AtomicU64::new(next_id),
             retry_delay,
             stopping: AtomicBool::new(false),
-        })
+        });
+        // The thread ends when `events` (the only sender) is dropped.
+        let weak = Arc::downgrade(&events);
+        std::thread::Builder::new()
+            .name("ignis-events".into())
+            .spawn(move || write_events(&store, receiver, &weak))
+            .map_err(|e| ApiError::Service(format!("cannot start the event writer: {e}")))?;
+        Ok(events)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies `changes` durably, in the writer's next commit.
-    async fn commit(&self, changes: Vec<EventChange>) -> Result<(), ApiError> {
+    /// Applies `changes` durably, in the writer's next commit, which then
+    /// makes `ready` ready to run.
+    async fn commit(&self, changes: Vec<EventChange>, ready: Vec<Ready>) -> Result<(), ApiError> {
         let (done, answer) = oneshot::channel();
-        self.writes.send(Write { changes, done }).map_err(|_| ApiError::Service("the event writer stopped".into()))?;
+        self.writes.send(Write { changes, ready, done }).map_err(|_| ApiError::Service("the event writer stopped".into()))?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ApiError::Service(format!("storing the event: {e}"))),
@@ -182,29 +194,26 @@ impl AsyncEvents {
         Ok(EventChange::Put { id, meta, payload: payload.to_vec() })
     }
 
-    /// Stores a new event durably, then makes it ready to run. Both happen in
-    /// a task of their own, so a client that leaves before its 202 cannot
-    /// leave a stored event unscheduled.
-    pub async fn accept(self: &Arc<Self>, meta: EventMeta, payload: Bytes) -> Result<(), ApiError> {
+    /// Stores a new event durably; the writer makes it ready to run.
+    pub async fn accept(&self, meta: EventMeta, payload: Bytes) -> Result<(), ApiError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let change = Self::put_change(id, &meta, &payload)?;
-        let events = self.clone();
-        tokio::spawn(async move {
-            events.commit(vec![change]).await?;
-            events.ready(id, meta, payload);
-            Ok(())
-        })
-        .await
-        .map_err(|e| ApiError::Service(format!("accepting the event: {e}")))?
+        self.commit(vec![change], vec![(id, meta, payload)]).await
     }
 
-    fn ready(&self, id: u64, meta: EventMeta, payload: Bytes) {
+    fn ready(&self, events: Vec<Ready>) {
+        let n = events.len();
         {
+            let now = now_ms();
             let mut state = self.lock();
-            state.schedule.add(id, now_ms());
-            state.pending.insert(id, Pending { meta, payload, throttles: 0 });
+            for (id, meta, payload) in events {
+                state.schedule.add(id, now);
+                state.pending.insert(id, Pending { meta, payload, throttles: 0 });
+            }
         }
-        self.wake.notify_one();
+        for _ in 0..n {
+            self.wake.notify_one();
+        }
     }
 
     /// Stops taking events (the server is shutting down): an event whose
@@ -258,27 +267,29 @@ impl AsyncEvents {
     }
 }
 
-/// The writer task: group commit of event changes.
-async fn write_events(store: Arc<Store>, mut receiver: mpsc::UnboundedReceiver<Write>) {
-    while let Some(first) = receiver.recv().await {
-        let mut changes = first.changes;
-        let mut done = vec![first.done];
+/// The writer thread: group commit of event changes.
+fn write_events(store: &Store, mut receiver: mpsc::UnboundedReceiver<Write>, events: &std::sync::Weak<AsyncEvents>) {
+    while let Some(first) = receiver.blocking_recv() {
+        let Write { mut changes, mut ready, done } = first;
+        let mut done = vec![done];
         while done.len() < MAX_BATCH {
             match receiver.try_recv() {
                 Ok(write) => {
                     changes.extend(write.changes);
+                    ready.extend(write.ready);
                     done.push(write.done);
                 }
                 Err(_) => break,
             }
         }
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.apply_event_changes(&changes))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        if let Err(e) = &result {
-            eprintln!("ignis: storing asynchronous events failed: {e}");
+        let result = store.apply_event_changes(&changes).map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                if let Some(events) = events.upgrade() {
+                    events.ready(ready);
+                }
+            }
+            Err(e) => eprintln!("ignis: storing asynchronous events failed: {e}"),
         }
         for sender in done {
             let _ = sender.send(result.clone());
@@ -365,7 +376,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
                 let meta = EventMeta { invocations: next.invocations, ..meta };
                 match AsyncEvents::put_change(id, &meta, &payload) {
                     Ok(change) => {
-                        if let Err(e) = events.commit(vec![change]).await {
+                        if let Err(e) = events.commit(vec![change], Vec::new()).await {
                             eprintln!("ignis: could not store the progress of {}: {}", meta.request_id, e.message());
                         }
                     }
@@ -404,7 +415,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
 
 /// Removes the event (with `also`, the destination's new event, in the same
 /// commit), then forgets it.
-async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<(u64, EventMeta, Bytes)>) {
+async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<Ready>) {
     let events = &app.events;
     let mut changes = vec![EventChange::Remove { id: lease.id }];
     for (id, meta, payload) in &also {
@@ -413,13 +424,8 @@ async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<(u64, EventMeta, B
             Err(e) => eprintln!("ignis: {}", e.message()),
         }
     }
-    match events.commit(changes).await {
-        Ok(()) => {
-            events.settle(lease);
-            for (id, meta, payload) in also {
-                events.ready(id, meta, payload);
-            }
-        }
+    match events.commit(changes, also).await {
+        Ok(()) => events.settle(lease),
         Err(e) => {
             // Not removed: it stays leased and runs again when the lease runs out (or at the next start).
             eprintln!("ignis: could not complete the asynchronous invocation {}: {}", lease.id, e.message());
@@ -429,6 +435,12 @@ async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<(u64, EventMeta, B
 
 /// Runs the event once through the normal invoke path.
 async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: Bytes) -> Result<Tried, ApiError> {
+    // Admission first (a slot is per function, whatever the version): a throttled event costs no more.
+    let admitted = app.concurrency.admit(&meta.account, &meta.function);
+    if let Err(ApiError::TooManyRequests(_)) = &admitted {
+        let function_arn = format!("arn:aws:lambda:{}:{}:function:{}:$LATEST", app.config.region, meta.account, meta.function);
+        return Ok(Tried { attempt: Attempt::Throttled, executed_version: "$LATEST".into(), function_arn, response: None });
+    }
     let (reference, record) = resolve_version(app, caller, "InvokeFunction", &meta.function, meta.qualifier.as_deref())?;
     let executed_version = record.version_label();
     let function_arn = format!("{}:{executed_version}", record.arn(&app.config.region, &caller.account));
@@ -442,7 +454,7 @@ async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: By
         cognito_identity: None,
     };
     let throttled = || Tried { attempt: Attempt::Throttled, executed_version: executed_version.clone(), function_arn: function_arn.clone(), response: None };
-    let admitted = match app.invoker.admit(&target) {
+    let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(ApiError::TooManyRequests(_)) => return Ok(throttled()),
         Err(e) => return Err(e),
@@ -494,7 +506,7 @@ fn record(meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u
 
 /// Delivers a record to a destination: a queue takes it now; a function gets
 /// it as a new event, returned to be stored with the completion.
-async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) -> Option<(u64, EventMeta, Bytes)> {
+async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) -> Option<Ready> {
     let account = source.account.as_str();
     match parse_destination(account, arn) {
         Some(Destination::Function { name, qualifier }) => {

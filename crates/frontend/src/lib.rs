@@ -145,7 +145,7 @@ impl App {
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
-        let events = Arc::new(async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?);
+        let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
         let app = Arc::new(App {
             config,
             store,
