@@ -144,6 +144,27 @@ fn throttled_events_wait_and_are_not_failures() {
     assert_eq!(ids, std::iter::once(first).chain(more).collect());
 }
 
+/// An event that cannot run (reserved concurrency 0) for longer than its
+/// maximum age (the smallest, 60 s) ends with `EventAgeExceeded`, never run.
+#[test]
+fn an_event_too_old_goes_to_on_failure_without_running() {
+    let server = Server::start_with(&["--async-retry-delay", "1"]);
+    let failures = recorder(&server, "aged-failures");
+    recorder(&server, "aged");
+    let config = json!({ "MaximumEventAgeInSeconds": 60, "DestinationConfig": { "OnFailure": { "Destination": failures } } });
+    assert_eq!(put_config(&server, "aged", config).status, 200);
+    reserve(&server, "aged", Some(0));
+    let id = event(&server, "aged", r#"{"late": true}"#);
+    assert!(eventually(Duration::from_secs(90), || recorded(&server, "aged-failures").len() == 1), "no record after the event's age");
+    let record = &recorded(&server, "aged-failures")[0];
+    assert_eq!(record["requestContext"]["requestId"], id.as_str());
+    assert_eq!(record["requestContext"]["condition"], "EventAgeExceeded");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 0);
+    assert_eq!(record["requestPayload"], json!({ "late": true }));
+    assert!(record.get("responseContext").is_none(), "nothing ran: {record}");
+    assert!(starts(&server, "aged", &id).is_empty());
+}
+
 /// A function whose OnSuccess destination is itself: each record is an event
 /// whose record is another event... Like Lambda, the chain stops after 16.
 #[test]
