@@ -270,7 +270,8 @@ fn event_invoke_config_calls_and_bad_input() {
 }
 
 /// 1,000 events, the server killed with SIGKILL at random moments while they
-/// run and restarted on the same data: every event answered 202 runs.
+/// are sent and run, and restarted on the same data: every event answered 202
+/// runs (an event whose request got no answer may run or not).
 ///
 /// What is checked must itself survive the kills: each event's OnSuccess
 /// record goes to `sink`, a function with a reservation of 0, so the records
@@ -302,31 +303,42 @@ fn crash_test_every_accepted_event_runs() {
             x % n
         }
     };
+    // Ids are taken in order by the senders; a request that gets no answer (the server died
+    // under it) loses its id: that event may run or not, and is not counted as accepted.
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let send = |server: &Server| -> Vec<u32> {
+        let mut answered = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= 1000 {
+                return answered;
+            }
+            match server.try_event("work", &format!(r#"{{"name": "{i}"}}"#)) {
+                Ok(reply) if reply.status == 202 => answered.push(i),
+                Ok(reply) => panic!("event {i}: {} {}", reply.status, reply.text()),
+                Err(_) => return answered,
+            }
+        }
+    };
     let mut accepted = BTreeSet::new();
-    for round in 0..4u32 {
-        let ids: Vec<u32> = (round * 250..(round + 1) * 250).collect();
+    for _ in 0..4 {
+        // Senders go on while the killer strikes; each round ends with the server dead.
+        let kill_after = Duration::from_millis(100 + random(400));
+        let pid = server.pid() as i32;
         let answered: Vec<u32> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ids
-                .chunks(63)
-                .map(|chunk| {
-                    let server = &server;
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .filter(|i| server.invoke_with("work", &format!(r#"{{"name": "{i}"}}"#), &[("x-amz-invocation-type", "Event")]).status == 202)
-                            .copied()
-                            .collect::<Vec<u32>>()
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            let senders: Vec<_> = (0..4).map(|_| scope.spawn(|| send(&server))).collect();
+            std::thread::sleep(kill_after);
+            // SAFETY: signals the server process this test started and has not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         accepted.extend(answered);
-        std::thread::sleep(Duration::from_millis(random(600)));
         server.kill();
         server = Server::start_in(&data, &args);
     }
-    assert_eq!(accepted.len(), 1000, "every event was accepted (seed {seed})");
+    // Whatever the kills left unsent goes now, to a server that stays up.
+    accepted.extend(send(&server));
+    assert!(accepted.len() >= 1000 - 4 * 4, "only {} events were accepted (seed {seed})", accepted.len());
     reserve(&server, "sink", None);
     let delivered = || -> BTreeSet<u32> {
         server
@@ -347,7 +359,6 @@ fn crash_test_every_accepted_event_runs() {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-
     let missing: Vec<u32> = accepted.difference(&delivered()).copied().collect();
     assert!(complete, "{} accepted events never ran (seed {seed}): {missing:?}", missing.len());
 }
