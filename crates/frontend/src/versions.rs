@@ -185,6 +185,8 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
             removed = Some(version.clone());
             let mut record = current.clone();
             record.versions.retain(|v| v.version != version.version);
+            // Its event invoke config goes with it.
+            record.event_invoke.remove(qualifier);
             Ok(record)
         })
         .await?;
@@ -363,6 +365,7 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
             let current = current.ok_or_else(|| not_found(format!("Function not found: {}", record.name)))?;
             let mut record = current.clone();
             record.aliases.remove(alias);
+            record.event_invoke.remove(alias);
             Ok(record)
         })
         .await?;

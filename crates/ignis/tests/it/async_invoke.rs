@@ -263,6 +263,16 @@ fn event_invoke_config_calls_and_bad_input() {
 
     assert_eq!(server.lambda("DELETE", &path, b"").status, 204);
     assert_eq!(server.lambda("DELETE", &path, b"").error_type(), "ResourceNotFoundException");
+    // A config on an alias is its own, and goes when the alias goes.
+    assert_eq!(server.lambda("POST", "/2015-03-31/functions/f/aliases", json!({ "Name": "live", "FunctionVersion": "$LATEST" }).to_string().as_bytes()).status, 201);
+    let live = server.lambda("PUT", &format!("{path}?Qualifier=live"), json!({ "MaximumRetryAttempts": 0 }).to_string().as_bytes());
+    assert_eq!(live.status, 200, "{}", live.text());
+    assert!(live.json()["FunctionArn"].as_str().unwrap().ends_with(":function:f:live"));
+    assert_eq!(server.lambda("GET", &path, b"").error_type(), "ResourceNotFoundException", "$LATEST has none");
+    assert_eq!(server.lambda("GET", "/2019-09-25/functions/f:live/event-invoke-config", b"").json(), live.json());
+    assert_eq!(server.lambda("DELETE", "/2015-03-31/functions/f/aliases/live", b"").status, 204);
+    let listed = server.lambda("GET", &format!("{CONFIG}/f/event-invoke-config/list"), b"").json();
+    assert_eq!(listed["FunctionEventInvokeConfigs"], json!([]));
     // Too large an event.
     let big = format!("\"{}\"", "x".repeat(1024 * 1024));
     let reply = server.invoke_with("f", &big, &[("x-amz-invocation-type", "Event")]);
