@@ -347,18 +347,15 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
     };
     let progress = Progress { accepted_ms: meta.accepted_ms, invocations: meta.invocations, throttles };
     let now = now_ms();
-    let default_arn = format!("{}:$LATEST", latest.arn(&app.config.region, &meta.account));
+    let default_arn = format!("{}:{}", latest.arn(&app.config.region, &meta.account), meta.qualifier.as_deref().unwrap_or("$LATEST"));
     let decision = if ignis_delivery::too_old(&policy, &progress, now) {
         let tried = Tried { attempt: Attempt::Failed, executed_version: "$LATEST".into(), function_arn: default_arn, response: None };
         (Decision::Done { condition: Condition::EventAgeExceeded, progress }, tried)
     } else {
         let tried = match try_once(app, &caller, &meta, payload.clone()).await {
             Ok(tried) => tried,
-            Err(e) if events.stopping() => {
-                // The invocation was cut short by the shutdown: it runs again at the next start.
-                let _ = e;
-                return;
-            }
+            // The invocation was cut short by the shutdown: it runs again at the next start.
+            Err(_) if events.stopping() => return,
             Err(e) => Tried {
                 attempt: Attempt::Failed,
                 executed_version: "$LATEST".into(),
@@ -366,6 +363,10 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
                 response: Some((Bytes::from(json!({ "errorType": e.error_type(), "errorMessage": e.message() }).to_string()), true)),
             },
         };
+        if events.stopping() && tried.attempt != Attempt::Success {
+            // Its sandbox may have been ended by the shutdown: not counted, it runs again at the next start.
+            return;
+        }
         (ignis_delivery::decide(&policy, progress, tried.attempt, now_ms()), tried)
     };
     match decision {
