@@ -46,12 +46,12 @@ def shell_example():
     return zip_bytes([("bootstrap", (ROOT / "examples" / "hello-sh" / "bootstrap").read_bytes(), 0o755)])
 
 
-@pytest.fixture(scope="module")
-def server():
+def run_server(*args):
+    """A server on a free port with its own data directory; yields its address, stops it after."""
     data = tempfile.TemporaryDirectory()
     env = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
     process = subprocess.Popen(
-        [str(BIN_DIR / "ignis"), "server", "--listen", "127.0.0.1:0", "--data-dir", data.name + "/data"],
+        [str(BIN_DIR / "ignis"), "server", "--listen", "127.0.0.1:0", "--data-dir", data.name + "/data", *args],
         stdout=subprocess.PIPE,
         env=env,
         text=True,
@@ -71,6 +71,11 @@ def server():
         if process.poll() is None:
             process.kill()
         data.cleanup()
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from run_server()
 
 
 def client(server, service):

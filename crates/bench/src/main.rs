@@ -32,6 +32,7 @@ use hyper_util::rt::TokioIo;
 use ignis_sigv4::Credentials;
 use serde_json::json;
 
+mod async_events;
 mod stats;
 use stats::{Stats, stats, stats_ms};
 
@@ -58,6 +59,8 @@ struct Args {
     /// Pause after retiring the sandboxes, so the old sandbox's teardown does not overlap the
     /// measured cold start.
     settle: Duration,
+    /// Measure asynchronous invocation only (see `async_events`).
+    only_async: bool,
 }
 
 const USAGE: &str = "usage: ignis-bench [--cold-samples N] [--warm-samples N] [--duration SECS] [--bin-dir DIR] [--settle-ms MS]
@@ -67,11 +70,13 @@ const USAGE: &str = "usage: ignis-bench [--cold-samples N] [--warm-samples N] [-
   --duration SECS    time limit of each concurrency-16 throughput run (default 5; also capped at 20000 requests)
   --bin-dir DIR      where `ignis`, `ignis-init` and `bootstrap` are (default: beside this program)
   --settle-ms MS     pause between retiring the sandboxes and each cold-start invoke (default 100)
+  --async            measure asynchronous invocation instead: durable accept rate (202s per second)
+                     against DryRun and per-event commits, and latency from 202 to the function's START
 
 Must run as root (the server builds sandboxes with namespaces and cgroups).";
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { cold_samples: 50, warm_samples: 2000, duration: Duration::from_secs(5), bin_dir: None, settle: Duration::from_millis(100) };
+    let mut args = Args { cold_samples: 50, warm_samples: 2000, duration: Duration::from_secs(5), bin_dir: None, settle: Duration::from_millis(100), only_async: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let (flag, inline) = match flag.split_once('=') {
@@ -89,6 +94,10 @@ fn parse_args() -> Result<Args, String> {
             "--warm-samples" => args.warm_samples = number(value()?)?.max(ROUNDS as f64) as usize,
             "--duration" => args.duration = Duration::from_secs_f64(number(value()?)?.clamp(0.1, 600.0)),
             "--bin-dir" => args.bin_dir = Some(PathBuf::from(value()?)),
+            "--async" => {
+                args.only_async = true;
+                continue;
+            }
             "--settle-ms" => args.settle = Duration::from_secs_f64(number(value()?)?.clamp(0.0, 10_000.0) / 1000.0),
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
@@ -131,6 +140,9 @@ fn run(args: Args) -> Result<(), String> {
     }
     let binary = std::fs::read(&bootstrap).map_err(|e| format!("cannot read {}: {e}", bootstrap.display()))?;
     let zip = zip_of("bootstrap", &binary, 0o755)?;
+    if args.only_async {
+        return async_events::run(&args, &ignis, &zip);
+    }
 
     // The echo baseline: its own thread and runtime, stopped when `_echo` is dropped.
     let (echo_address, _echo) = EchoServer::start()?;
@@ -190,6 +202,13 @@ struct Throughput {
     first_error: Option<String>,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// Request id and wall-clock time (ms since the epoch) of each accepted answer.
+    accepted: Vec<(String, f64)>,
+}
+
+/// Now, in milliseconds since the Unix epoch (the server's log timestamps use the same clock).
+fn wall_ms() -> f64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 impl Throughput {
@@ -374,8 +393,24 @@ async fn sequential(conn: &mut Conn, path: &str, n: usize, limit: Duration) -> (
 /// `CONCURRENCY` clients, each on its own keep-alive connection, invoking until `limit` requests
 /// were sent in all or `duration` passed.
 async fn concurrent(address: &str, creds: &Credentials, path: &str, limit: u64, duration: Duration) -> Result<Throughput, String> {
-    let mut conns = Vec::with_capacity(CONCURRENCY);
-    for _ in 0..CONCURRENCY {
+    load(address, creds, Load { path, headers: &[], check: check_invoke, clients: CONCURRENCY }, limit, duration).await
+}
+
+/// What a load run sends: signed POSTs of [`PAYLOAD`] to `path` with `headers`, whose answers
+/// `check` accepts, from `clients` connections.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    check: fn(&Reply) -> Result<(), String>,
+    clients: usize,
+}
+
+/// `load.clients` clients, each on its own keep-alive connection, until `limit` requests were
+/// sent in all or `duration` passed. Keeps every accepted request's id and wall-clock answer time.
+async fn load(address: &str, creds: &Credentials, load: Load<'_>, limit: u64, duration: Duration) -> Result<Throughput, String> {
+    let mut conns = Vec::with_capacity(load.clients);
+    for _ in 0..load.clients {
         conns.push(Conn::connect(address, creds.clone()).await?);
     }
     let issued = Arc::new(AtomicU64::new(0));
@@ -384,15 +419,21 @@ async fn concurrent(address: &str, creds: &Credentials, path: &str, limit: u64, 
     let mut tasks = tokio::task::JoinSet::new();
     for mut conn in conns {
         let issued = issued.clone();
-        let path = path.to_string();
+        let path = load.path.to_string();
+        let headers: Vec<(String, String)> = load.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let check = load.check;
         tasks.spawn(async move {
             let mut t = Throughput::default();
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < limit {
-                match conn.timed("POST", &path, &[], PAYLOAD).await {
-                    Ok((elapsed, reply)) => match check_invoke(&reply) {
+                match conn.timed("POST", &path, &headers, PAYLOAD).await {
+                    Ok((elapsed, reply)) => match check(&reply) {
                         Ok(()) => {
                             t.ok += 1;
                             t.latencies.push(elapsed);
+                            if let Some(id) = reply.header("x-amzn-requestid") {
+                                t.accepted.push((id.to_string(), wall_ms()));
+                            }
                         }
                         Err(e) => {
                             t.errors += 1;
@@ -420,6 +461,7 @@ async fn concurrent(address: &str, creds: &Credentials, path: &str, limit: u64, 
             total.first_error = t.first_error;
         }
         total.latencies.extend(t.latencies);
+        total.accepted.extend(t.accepted);
     }
     total.elapsed = started.elapsed();
     Ok(total)
@@ -451,12 +493,18 @@ impl Reply {
 }
 
 fn sign_request(creds: &Credentials, host: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
+    sign_for("lambda", creds, host, method, path, extra, body)
+}
+
+/// Signs a request for `service` (`lambda`, or `logs` with an `x-amz-target` header in `extra`).
+fn sign_for(service: &str, creds: &Credentials, host: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let mut headers: Vec<(&str, &str)> = vec![("host", host), ("content-type", "application/json")];
+    let content_type = if service == "logs" { "application/x-amz-json-1.1" } else { "application/json" };
+    let mut headers: Vec<(&str, &str)> = vec![("host", host), ("content-type", content_type)];
     headers.extend_from_slice(extra);
     let parts = ignis_sigv4::RequestParts { method, path, query, headers: &headers, body };
     let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    all.extend(ignis_sigv4::sign(&parts, creds, REGION, "lambda", SystemTime::now()));
+    all.extend(ignis_sigv4::sign(&parts, creds, REGION, service, SystemTime::now()));
     all
 }
 
@@ -477,7 +525,17 @@ impl Conn {
 
     /// Signs and sends a request; the time from sending it to having the whole answer.
     async fn timed(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<(Duration, Reply), String> {
-        let headers = sign_request(&self.creds, &self.address, method, path, extra, body);
+        self.timed_for("lambda", method, path, extra, body).await
+    }
+
+    /// A CloudWatch Logs call (`action`, e.g. `FilterLogEvents`).
+    async fn logs(&mut self, action: &str, body: &serde_json::Value) -> Result<Reply, String> {
+        let target = format!("Logs_20140328.{action}");
+        self.timed_for("logs", "POST", "/", &[("x-amz-target", &target)], body.to_string().as_bytes()).await.map(|(_, reply)| reply)
+    }
+
+    async fn timed_for(&mut self, service: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<(Duration, Reply), String> {
+        let headers = sign_for(service, &self.creds, &self.address, method, path, extra, body);
         let mut builder = hyper::Request::builder().method(method).uri(path);
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_str());

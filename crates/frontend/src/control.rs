@@ -192,6 +192,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         ));
     };
     request.settings.check_values()?;
+    crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
@@ -222,6 +223,8 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         aliases: Default::default(),
         last_version: 0,
         provisioned: Default::default(),
+        dead_letter_target: None,
+        event_invoke: Default::default(),
     };
     request.settings.apply(&mut record);
     let (_, record) = app
@@ -282,6 +285,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     request.settings.check_model(&mut v);
     v.into_result()?;
     request.settings.check_values()?;
+    crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let (old, record) = app
         .registry
         .write(&caller.account, &reference.name, |current| {

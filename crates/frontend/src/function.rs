@@ -77,6 +77,13 @@ pub struct FunctionRecord {
     /// `$LATEST`'s provisioned concurrency, by qualifier (a version or an alias; empty in a version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provisioned: BTreeMap<String, ProvisionedRecord>,
+    /// `DeadLetterConfig.TargetArn`: where events that fail every try go (a version keeps its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
+    /// `$LATEST`'s event invoke configs by qualifier (`$LATEST`, a version
+    /// or an alias; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub event_invoke: BTreeMap<String, crate::event_config::EventInvokeConfig>,
 }
 
 /// PutProvisionedConcurrencyConfig's setting for one version or alias.
@@ -167,6 +174,7 @@ impl FunctionRecord {
             && self.ephemeral_mb == version.ephemeral_mb
             && self.environment == version.environment
             && self.architecture == version.architecture
+            && self.dead_letter_target == version.dead_letter_target
     }
 
     /// An immutable snapshot of this `$LATEST` as version `number`, with its
@@ -210,6 +218,8 @@ impl FunctionRecord {
             aliases: BTreeMap::new(),
             last_version: self.last_version,
             provisioned: BTreeMap::new(),
+            dead_letter_target: self.dead_letter_target.clone(),
+            event_invoke: BTreeMap::new(),
         }
     }
 
@@ -248,6 +258,9 @@ impl FunctionRecord {
         if !self.environment.is_empty() {
             config["Environment"] = json!({ "Variables": self.environment });
         }
+        if let Some(target) = &self.dead_letter_target {
+            config["DeadLetterConfig"] = json!({ "TargetArn": target });
+        }
         config
     }
 }
@@ -270,6 +283,12 @@ pub struct PutConcurrency {
 #[serde(rename_all = "PascalCase")]
 pub struct EnvironmentIn {
     pub variables: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeadLetterIn {
+    pub target_arn: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +318,7 @@ pub struct Settings {
     pub timeout: Option<i64>,
     pub environment: Option<EnvironmentIn>,
     pub ephemeral_storage: Option<EphemeralStorageIn>,
+    pub dead_letter_config: Option<DeadLetterIn>,
 }
 
 impl Settings {
@@ -353,6 +373,15 @@ impl Settings {
         if let Some(environment) = self.environment {
             record.environment = environment.variables.unwrap_or_default();
         }
+        if let Some(dead_letter) = self.dead_letter_config {
+            // An empty TargetArn removes it, as in Lambda.
+            record.dead_letter_target = dead_letter.target_arn.filter(|t| !t.is_empty());
+        }
+    }
+
+    /// The dead-letter target given, if any (empty: removing it).
+    pub fn dead_letter_target(&self) -> Option<&str> {
+        self.dead_letter_config.as_ref()?.target_arn.as_deref().filter(|t| !t.is_empty())
     }
 }
 

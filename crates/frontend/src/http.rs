@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, provisioned, sqs_api, versions};
+use crate::{App, Caller, accounts_api, control, event_config, invoke_api, logs_api, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -51,6 +51,11 @@ pub enum Operation {
     GetProvisionedConcurrencyConfig(String),
     DeleteProvisionedConcurrencyConfig(String),
     ListProvisionedConcurrencyConfigs(String),
+    PutFunctionEventInvokeConfig(String),
+    UpdateFunctionEventInvokeConfig(String),
+    GetFunctionEventInvokeConfig(String),
+    DeleteFunctionEventInvokeConfig(String),
+    ListFunctionEventInvokeConfigs(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -119,6 +124,11 @@ impl Operation {
             Operation::GetProvisionedConcurrencyConfig(_) => "GetProvisionedConcurrencyConfig",
             Operation::DeleteProvisionedConcurrencyConfig(_) => "DeleteProvisionedConcurrencyConfig",
             Operation::ListProvisionedConcurrencyConfigs(_) => "ListProvisionedConcurrencyConfigs",
+            Operation::PutFunctionEventInvokeConfig(_) => "PutFunctionEventInvokeConfig",
+            Operation::UpdateFunctionEventInvokeConfig(_) => "UpdateFunctionEventInvokeConfig",
+            Operation::GetFunctionEventInvokeConfig(_) => "GetFunctionEventInvokeConfig",
+            Operation::DeleteFunctionEventInvokeConfig(_) => "DeleteFunctionEventInvokeConfig",
+            Operation::ListFunctionEventInvokeConfigs(_) => "ListFunctionEventInvokeConfigs",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -192,6 +202,17 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         }
         (&Method::DELETE, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
             Operation::DeleteProvisionedConcurrencyConfig(decode(name)?)
+        }
+        (&Method::PUT, ["2019-09-25", "functions", name, "event-invoke-config"]) => Operation::PutFunctionEventInvokeConfig(decode(name)?),
+        (&Method::POST, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+            Operation::UpdateFunctionEventInvokeConfig(decode(name)?)
+        }
+        (&Method::GET, ["2019-09-25", "functions", name, "event-invoke-config"]) => Operation::GetFunctionEventInvokeConfig(decode(name)?),
+        (&Method::DELETE, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+            Operation::DeleteFunctionEventInvokeConfig(decode(name)?)
+        }
+        (&Method::GET, ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
+            Operation::ListFunctionEventInvokeConfigs(decode(name)?)
         }
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
@@ -322,6 +343,11 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::GetProvisionedConcurrencyConfig(name) => provisioned::get(app, caller, &name, query),
         Operation::DeleteProvisionedConcurrencyConfig(name) => provisioned::delete(app, caller, &name, query).await,
         Operation::ListProvisionedConcurrencyConfigs(name) => provisioned::list(app, caller, &name, query),
+        Operation::PutFunctionEventInvokeConfig(name) => event_config::put(app, caller, &name, query, &body, true).await,
+        Operation::UpdateFunctionEventInvokeConfig(name) => event_config::put(app, caller, &name, query, &body, false).await,
+        Operation::GetFunctionEventInvokeConfig(name) => event_config::get(app, caller, &name, query),
+        Operation::DeleteFunctionEventInvokeConfig(name) => event_config::delete(app, caller, &name, query).await,
+        Operation::ListFunctionEventInvokeConfigs(name) => event_config::list(app, caller, &name, query),
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -412,6 +438,11 @@ mod tests {
         check(Method::GET, "/2017-10-31/functions/f/concurrency", None);
         check(Method::PUT, "/2019-09-30/functions/f/provisioned-concurrency", Some(PutProvisionedConcurrencyConfig("f".into())));
         check(Method::DELETE, "/2019-09-30/functions/f/provisioned-concurrency", Some(DeleteProvisionedConcurrencyConfig("f".into())));
+        check(Method::PUT, "/2019-09-25/functions/f/event-invoke-config", Some(PutFunctionEventInvokeConfig("f".into())));
+        check(Method::POST, "/2019-09-25/functions/f/event-invoke-config", Some(UpdateFunctionEventInvokeConfig("f".into())));
+        check(Method::GET, "/2019-09-25/functions/f/event-invoke-config", Some(GetFunctionEventInvokeConfig("f".into())));
+        check(Method::DELETE, "/2019-09-25/functions/f/event-invoke-config", Some(DeleteFunctionEventInvokeConfig("f".into())));
+        check(Method::GET, "/2019-09-25/functions/f/event-invoke-config/list", Some(ListFunctionEventInvokeConfigs("f".into())));
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);

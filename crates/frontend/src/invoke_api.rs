@@ -9,6 +9,8 @@ use http_body_util::Full;
 use ignis_worker::{Completion, Invocation, Outcome};
 
 use crate::{App, Caller};
+use crate::async_invoke::EventMeta;
+use crate::function::FunctionRecord;
 use crate::control::resolve_version;
 use crate::error::ApiError;
 use crate::function::Violations;
@@ -88,78 +90,50 @@ pub async fn invoke(
         )));
     }
 
-    let code_dir = app.store.code_dir(&record.code_sha256_hex);
-    let account = caller.account.clone();
     let executed_version = HeaderValue::from_str(&record.version_label()).unwrap_or(HeaderValue::from_static("$LATEST"));
-    let invoked_function_arn = match reference.qualifier {
-        Some(q) => format!("{}:{q}", record.arn(&app.config.region, &account)),
-        None => record.arn(&app.config.region, &account),
-    };
-    let target = Target { account, region: app.config.region.clone(), record, code_dir };
-    let invocation = Invocation {
-        request_id: request_id.to_string(),
-        payload,
-        invoked_function_arn,
-        trace_id: header(headers, "x-amzn-trace-id").map_or_else(|| trace_id(request_id), str::to_string),
-        client_context,
-        cognito_identity: None,
-    };
-
+    let trace_id = header(headers, "x-amzn-trace-id").map_or_else(|| trace_id(request_id), str::to_string);
     match invocation_type {
         InvocationType::DryRun => Ok(empty_answer(StatusCode::NO_CONTENT)),
         InvocationType::Event => {
-            let invoker = app.invoker.clone();
-            tokio::spawn(run_event(invoker, target, invocation));
+            let meta = EventMeta {
+                account: caller.account.clone(),
+                function: reference.name,
+                qualifier: reference.qualifier,
+                request_id: request_id.to_string(),
+                accepted_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                invocations: 0,
+                trace_id,
+                client_context,
+                chain: 0,
+            };
+            app.events.accept(meta, payload).await?;
             let mut answer = empty_answer(StatusCode::ACCEPTED);
             answer.headers_mut().insert("x-amz-executed-version", executed_version);
             Ok(answer)
         }
         InvocationType::RequestResponse => {
+            let (target, invoked_function_arn) = target(app, &caller.account, reference.qualifier.as_deref(), record);
+            let invocation =
+                Invocation { request_id: request_id.to_string(), payload, invoked_function_arn, trace_id, client_context, cognito_identity: None };
             let outcome = app.invoker.invoke(target, invocation).await?;
             Ok(answer(outcome, tail, executed_version))
         }
     }
 }
 
-/// How often a throttled asynchronous invocation is tried again, and the first wait.
-const EVENT_RETRIES: u32 = 6;
-const EVENT_FIRST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// An `Event` invocation, already answered with 202: a concurrency throttle is
-/// tried again a few times with growing waits (in memory, best effort), then
-/// dropped with a log line; a scaling-rate throttle is dropped with a log line.
-async fn run_event(invoker: Arc<crate::invoke::Invoker>, target: Target, invocation: Invocation) {
-    let mut wait = EVENT_FIRST_RETRY;
-    let mut attempt = 0;
-    let admitted = loop {
-        match invoker.admit(&target) {
-            Ok(admitted) => break admitted,
-            Err(_) if attempt < EVENT_RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            Err(e) => {
-                eprintln!(
-                    "ignis: dropped the asynchronous invocation {} of {}/{} after {} throttles: {}",
-                    invocation.request_id,
-                    target.account,
-                    target.record.name,
-                    EVENT_RETRIES + 1,
-                    e.message()
-                );
-                return;
-            }
-        }
+/// What runs `record` in `account`, and the ARN it was invoked by (with the
+/// qualifier it was invoked with).
+pub(crate) fn target(app: &App, account: &str, qualifier: Option<&str>, record: Arc<FunctionRecord>) -> (Target, String) {
+    let invoked_function_arn = match qualifier {
+        Some(q) => format!("{}:{q}", record.arn(&app.config.region, account)),
+        None => record.arn(&app.config.region, account),
     };
-    let (request_id, account, name) = (invocation.request_id.clone(), target.account.clone(), target.record.name.clone());
-    if let Err(ApiError::TooManyRequests(reason)) = invoker.invoke_admitted(target, invocation, admitted).await {
-        eprintln!("ignis: dropped the asynchronous invocation {request_id} of {account}/{name}: throttled by the scaling rate ({reason})");
-    }
+    let code_dir = app.store.code_dir(&record.code_sha256_hex);
+    (Target { account: account.to_string(), region: app.config.region.clone(), record, code_dir }, invoked_function_arn)
 }
 
 /// An X-Ray trace header for an invocation that came without one.
-fn trace_id(request_id: &str) -> String {
+pub(crate) fn trace_id(request_id: &str) -> String {
     let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let hex: String = request_id.chars().filter(char::is_ascii_hexdigit).collect();
     format!("Root=1-{seconds:08x}-{};Parent={};Sampled=0", &hex[..24.min(hex.len())], &hex[hex.len().saturating_sub(16)..])

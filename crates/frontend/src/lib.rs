@@ -13,6 +13,9 @@
 //! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
 //! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs, and the
 //!   task that keeps the configured sandboxes initialised.
+//! - `async_invoke`: durable asynchronous invocation (accept with group
+//!   commit, pollers under leases, retries, destinations); `event_config`:
+//!   the event invoke config calls and destination checks.
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
@@ -26,9 +29,11 @@
 //! when accounts are made). Handlers act only within the caller's account.
 
 mod accounts_api;
+mod async_invoke;
 mod concurrency;
 mod control;
 mod error;
+mod event_config;
 mod function;
 mod http;
 mod invoke;
@@ -63,6 +68,8 @@ pub struct Config {
     pub min_unreserved: u32,
     /// New sandboxes a function may start per 10 s.
     pub scale_rate: u32,
+    /// The wait before an asynchronous invocation's first retry (the second waits twice this).
+    pub async_retry_delay: Duration,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -106,6 +113,8 @@ pub struct App {
     provisioning: Arc<tokio::sync::Notify>,
     /// Every account's message queues.
     queues: Arc<queues::Queues>,
+    /// Pending asynchronous invocations.
+    events: Arc<async_invoke::AsyncEvents>,
 }
 
 impl App {
@@ -145,6 +154,7 @@ impl App {
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
         let queues = queues::Queues::load(store.clone(), config.region.clone()).map_err(ApiError::from)?;
+        let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
         let app = Arc::new(App {
             config,
             store,
@@ -155,8 +165,10 @@ impl App {
             account_writes: tokio::sync::Mutex::new(()),
             provisioning: Arc::default(),
             queues,
+            events,
         });
         tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
+        async_invoke::start_pollers(&app);
         Ok(app)
     }
 
@@ -172,6 +184,7 @@ impl App {
 
     /// Ends every sandbox and waits until each is cleaned up.
     pub async fn shutdown(&self) {
+        self.events.stop();
         self.invoker.shutdown().await;
     }
 

@@ -186,6 +186,8 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
             let mut record = current.clone();
             record.versions.retain(|v| v.version != version.version);
             record.provisioned.remove(qualifier);
+            // Its event invoke config goes with it.
+            record.event_invoke.remove(qualifier);
             Ok(record)
         })
         .await?;
@@ -365,6 +367,7 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
             let mut record = current.clone();
             record.aliases.remove(alias);
             record.provisioned.remove(alias);
+            record.event_invoke.remove(alias);
             Ok(record)
         })
         .await?;
@@ -382,12 +385,17 @@ pub fn list_aliases(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
         .filter(|(_, a)| filter.as_deref().is_none_or(|v| a.function_version == v))
         .map(|(n, a)| (n.clone(), a.configuration(n, &function_arn)))
         .collect();
-    let (aliases, next) = page(items, max_items, marker.as_deref());
-    let mut body = json!({ "Aliases": aliases });
+    Ok(page_answer("Aliases", items, max_items, marker.as_deref()))
+}
+
+/// A list call's answer: one page of `items` under `key`, and `NextMarker` when more follow.
+pub(crate) fn page_answer(key: &str, items: Vec<(String, serde_json::Value)>, max_items: usize, marker: Option<&str>) -> Answer {
+    let (chosen, next) = page(items, max_items, marker);
+    let mut body = json!({ key: chosen });
     if let Some(next) = next {
         body["NextMarker"] = json!(next);
     }
-    Ok(json_answer(StatusCode::OK, body))
+    json_answer(StatusCode::OK, body)
 }
 
 #[cfg(test)]

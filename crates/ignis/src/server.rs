@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// New sandboxes each function may start per 10 seconds.
     #[arg(long, default_value_t = 1000)]
     pub scale_rate: u32,
+    /// Seconds before an asynchronous invocation's first retry after a function error (the second
+    /// waits twice this; Lambda waits about 1 and 2 minutes).
+    #[arg(long, default_value_t = 60)]
+    pub async_retry_delay: u64,
     /// The sandbox init executable [default: ignis-init beside this program].
     #[arg(long, env = "IGNIS_INIT")]
     pub init: Option<PathBuf>,
@@ -88,6 +92,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             account_concurrency: args.account_concurrency,
             min_unreserved: args.min_unreserved,
             scale_rate: args.scale_rate,
+            async_retry_delay: Duration::from_secs(args.async_retry_delay),
         };
         let app = App::new(config, store, worker, log_rx).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -21,7 +21,10 @@
 //! Queues (see the `queues` module): definitions as opaque records, messages
 //! by queue id; sends, deletes and purges are fsync'd, receive counts not.
 //!
-//! Durability: registry, meta, account and key writes are fsync'd before the call returns. Log
+//! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
+//! opaque `(meta, payload)` rows by id, changed in batches.
+//!
+//! Durability: registry, meta, account, key and event writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
@@ -29,6 +32,7 @@
 
 mod accounts;
 mod code;
+mod events;
 mod logs;
 mod queues;
 
@@ -47,6 +51,7 @@ pub use accounts::{
 };
 pub use code::{Code, CodeError, CodeRules};
 pub use queues::{QueueMessage, QueueWrite, StoredQueue};
+pub use events::{EventChange, StoredEvent};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
 };
@@ -172,6 +177,7 @@ impl Store {
         txn.open_table(FUNCTIONS).ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
+        events::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
         queues::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;

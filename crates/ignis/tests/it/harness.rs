@@ -100,6 +100,14 @@ impl Server {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all, as a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server with SIGTERM and waits for it (it ends its sandboxes first).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -139,13 +147,36 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let mut all: Vec<(&str, &str)> = vec![("host", &self.address)];
+        let headers = Server::sign(&self.address, credentials, service, method, path, query, headers, body);
+        self.raw(method, path, query, &headers, body)
+    }
+
+    /// `headers` with SigV4's added.
+    fn sign(
+        address: &str,
+        credentials: &Credentials,
+        service: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Vec<(String, String)> {
+        let mut all: Vec<(&str, &str)> = vec![("host", address)];
         all.extend_from_slice(headers);
         let parts = ignis_sigv4::RequestParts { method, path, query, headers: &all, body };
         let added = ignis_sigv4::sign(&parts, credentials, "us-east-1", service, SystemTime::now());
         let mut headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         headers.extend(added);
-        self.raw(method, path, query, &headers, body)
+        headers
+    }
+
+    /// An `Event` invoke that may fail (the server may be dying): the reply, or why there is none.
+    pub fn try_event(&self, name: &str, payload: &str) -> Result<Reply, String> {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        let headers = [("x-amz-invocation-type", "Event")];
+        let headers = Server::sign(&self.address, &Server::credentials(), "lambda", "POST", &path, "", &headers, payload.as_bytes());
+        self.try_raw("POST", &path, "", &headers, payload.as_bytes())
     }
 
     /// A Lambda API call.
@@ -156,20 +187,28 @@ impl Server {
 
     /// An unsigned request, as sent.
     pub fn raw(&self, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        self.try_raw(method, path, query, headers, body).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Server::raw`], with the failure to get a reply as an error.
+    pub fn try_raw(&self, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Result<Reply, String> {
+        let mut stream = TcpStream::connect(&self.address).map_err(|e| format!("connect to {}: {e}", self.address))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
         let target = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
         let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n", self.address, body.len());
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(head.as_bytes()).map_err(|e| format!("send to {}: {e}", self.address))?;
         // A server may answer before reading the whole body (e.g. one that is too large).
         let _ = stream.write_all(body);
         let mut bytes = Vec::new();
         let _ = stream.read_to_end(&mut bytes);
-        parse_reply(&bytes)
+        if !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Err(format!("no HTTP reply from {}: {:?}", self.address, String::from_utf8_lossy(&bytes)));
+        }
+        Ok(parse_reply(&bytes))
     }
 
     pub fn create(&self, name: &str, zip: &[u8], extra: Value) -> Reply {

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod api;
+mod async_invoke;
 mod bad_input;
 mod cli;
 mod concurrency;
