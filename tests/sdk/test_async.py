@@ -112,3 +112,19 @@ def test_event_payload_limit(lam):
     create(lam, "async-big")
     with pytest.raises(lam.exceptions.RequestTooLargeException):
         lam.invoke(FunctionName="async-big", InvocationType="Event", Payload=b'"' + b"x" * (1024 * 1024) + b'"')
+
+
+def test_records_go_to_a_queue_destination(server, lam):
+    sqs = client(server, "sqs")
+    url = sqs.create_queue(QueueName="boto-records")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    create(lam, "boto-queue-dest")
+    lam.put_function_event_invoke_config(
+        FunctionName="boto-queue-dest", DestinationConfig={"OnSuccess": {"Destination": arn}}
+    )
+    request_id = lam.invoke(FunctionName="boto-queue-dest", InvocationType="Event", Payload=b'{"n": 1}')[
+        "ResponseMetadata"]["RequestId"]
+    messages = wait_for(lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages"))
+    record = json.loads(messages[0]["Body"])
+    assert record["requestContext"]["requestId"] == request_id
+    assert record["requestContext"]["condition"] == "Success"

@@ -372,3 +372,45 @@ fn crash_test_every_accepted_event_runs() {
     let missing: Vec<u32> = accepted.difference(&delivered()).copied().collect();
     assert!(complete, "{} accepted events never ran (seed {seed}): {missing:?}", missing.len());
 }
+
+#[test]
+fn records_and_dead_letters_go_to_queues() {
+    use crate::sqs::{attribute, create, receive};
+    let server = Server::start_with(&["--async-retry-delay", "1"]);
+    let records = create(&server, "records", json!({}));
+    let dead = create(&server, "dead", json!({}));
+    let (records_arn, dead_arn) = (attribute(&server, &records, "QueueArn"), attribute(&server, &dead, "QueueArn"));
+
+    let ok = server.create("ok", &sh_runtime("echo '\"done\"' > /tmp/response"), json!({}));
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    let put = put_config(&server, "ok", json!({ "DestinationConfig": { "OnSuccess": { "Destination": records_arn } } }));
+    assert_eq!(put.status, 200, "{}", put.text());
+    let bad = server.create("bad", &sh_runtime("exit 1"), json!({ "DeadLetterConfig": { "TargetArn": dead_arn } }));
+    assert_eq!(bad.status, 201, "{}", bad.text());
+    assert_eq!(put_config(&server, "bad", json!({ "MaximumRetryAttempts": 0 })).status, 200);
+
+    let id = event(&server, "ok", r#"{"n": 1}"#);
+    let mut got = Vec::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        got.extend(receive(&server, &records, json!({})));
+        !got.is_empty()
+    }));
+    let record: Value = serde_json::from_str(got[0]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], id.as_str());
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(record["responsePayload"], "done");
+
+    event(&server, "bad", r#"{"n": 2}"#);
+    let mut dead_letters = Vec::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        dead_letters.extend(receive(&server, &dead, json!({})));
+        !dead_letters.is_empty()
+    }));
+    let payload: Value = serde_json::from_str(dead_letters[0]["Body"].as_str().unwrap()).unwrap();
+    assert_eq!(payload, json!({ "n": 2 }));
+
+    // A queue that does not exist is no destination.
+    let missing = records_arn.replace(":records", ":missing");
+    let refused = put_config(&server, "ok", json!({ "DestinationConfig": { "OnSuccess": { "Destination": missing } } }));
+    assert_eq!((refused.status, refused.error_type()), (400, "InvalidParameterValueException"));
+}

@@ -42,7 +42,7 @@ fn fails(reply: Reply, status: u16, shape: &str, code: &str) -> String {
     body["message"].as_str().unwrap_or_default().to_string()
 }
 
-fn create(server: &Server, name: &str, attributes: Value) -> String {
+pub(crate) fn create(server: &Server, name: &str, attributes: Value) -> String {
     let created = ok(server, "CreateQueue", json!({ "QueueName": name, "Attributes": attributes }));
     created["QueueUrl"].as_str().unwrap().to_string()
 }
@@ -51,7 +51,7 @@ fn send(server: &Server, url: &str, body: &str) -> String {
     ok(server, "SendMessage", json!({ "QueueUrl": url, "MessageBody": body }))["MessageId"].as_str().unwrap().to_string()
 }
 
-fn receive(server: &Server, url: &str, extra: Value) -> Vec<Value> {
+pub(crate) fn receive(server: &Server, url: &str, extra: Value) -> Vec<Value> {
     let mut request = json!({ "QueueUrl": url, "MaxNumberOfMessages": 10, "AttributeNames": ["All"] });
     for (k, v) in extra.as_object().unwrap() {
         request[k] = v.clone();
@@ -66,7 +66,7 @@ fn bodies(messages: &[Value]) -> Vec<&str> {
     bodies
 }
 
-fn attribute(server: &Server, url: &str, name: &str) -> String {
+pub(crate) fn attribute(server: &Server, url: &str, name: &str) -> String {
     let answer = ok(server, "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": [name] }));
     answer["Attributes"][name].as_str().unwrap_or_else(|| panic!("no {name} in {answer}")).to_string()
 }
