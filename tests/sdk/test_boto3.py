@@ -304,6 +304,8 @@ def test_versions_and_aliases(lam):
     assert lam.publish_version(FunctionName="boto-versions")["Version"] == "2"
     versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName="boto-versions")["Versions"]]
     assert versions == ["$LATEST", "1", "2"]
+    listed = lam.list_functions(FunctionVersion="ALL")["Functions"]
+    assert [f["Version"] for f in listed if f["FunctionName"] == "boto-versions"] == ["$LATEST", "1", "2"]
 
     alias = lam.create_alias(FunctionName="boto-versions", Name="prod", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.0}})
     assert alias["AliasArn"].endswith(":boto-versions:prod")

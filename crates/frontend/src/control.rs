@@ -258,21 +258,42 @@ pub fn get_function_configuration(app: &App, caller: &Caller, name: &str, query:
     Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
 
+/// ListFunctions: `$LATEST` of each function, or with `FunctionVersion=ALL`
+/// every published version too (each after its `$LATEST`).
 pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
-    let (max_items, marker, _) = crate::versions::paging(query)?;
-    let functions = app.registry.list(&caller.account);
-    let start = match marker {
-        None => 0,
-        Some(marker) => functions.partition_point(|r| r.name.as_str() <= marker.as_str()),
+    let (max_items, marker, params) = crate::versions::paging(query)?;
+    let all = match params.iter().find(|(k, _)| k == "FunctionVersion").map(|(_, v)| v.as_str()) {
+        None => false,
+        Some("ALL") => true,
+        Some(other) => {
+            let mut v = Violations::default();
+            v.check(false, other, "functionVersion", "Member must satisfy enum value set: [ALL]");
+            return v.into_result().map(|()| unreachable!());
+        }
     };
-    let page: Vec<_> = functions.iter().skip(start).take(max_items).collect();
+    // Ordered by (name, version), `$LATEST` first; the marker is the last one given, so a page
+    // follows on even if that function went away meanwhile.
+    let key = |r: &FunctionRecord| (r.name.clone(), r.version.unwrap_or(0));
+    let records: Vec<FunctionRecord> = app
+        .registry
+        .list(&caller.account)
+        .iter()
+        .flat_map(|latest| {
+            let versions = if all { latest.versions.clone() } else { Vec::new() };
+            std::iter::once((**latest).clone()).chain(versions)
+        })
+        .collect();
+    let after = marker.map(|m| match m.rsplit_once(':') {
+        Some((name, label)) => (name.to_string(), label.parse().unwrap_or(0)),
+        None => (m, 0),
+    });
+    let start = after.map_or(0, |after| records.partition_point(|r| key(r) <= after));
+    let page: Vec<&FunctionRecord> = records.iter().skip(start).take(max_items).collect();
     let mut body = json!({
         "Functions": page.iter().map(|r| r.configuration(&app.config.region, &caller.account)).collect::<Vec<_>>(),
     });
-    if start + page.len() < functions.len() {
-        if let Some(last) = page.last() {
-            body["NextMarker"] = json!(last.name);
-        }
+    if let Some(last) = page.last().filter(|_| start + page.len() < records.len()) {
+        body["NextMarker"] = json!(format!("{}:{}", last.name, last.version_label()));
     }
     Ok(json_answer(StatusCode::OK, body))
 }

@@ -225,3 +225,37 @@ fn versions_and_aliases_survive_a_restart() {
     // The next number continues.
     assert_eq!(publish(&server, "kept", json!({})).json()["Version"], "2");
 }
+
+#[test]
+fn list_functions_with_every_version() {
+    let server = Server::start();
+    for name in ["la", "lb"] {
+        assert_eq!(server.create(name, &tagged(name), json!({})).status, 201);
+        assert_eq!(publish(&server, name, json!({})).status, 201);
+    }
+    assert_eq!(update_code(&server, "la", &tagged("la2"), json!({ "Publish": true })).status, 200);
+    let list = |query: &str| server.signed("lambda", "GET", "/2015-03-31/functions/", query, &[], b"");
+    let names = |body: &Value| -> Vec<String> {
+        body["Functions"].as_array().unwrap().iter().map(|f| format!("{}:{}", f["FunctionName"].as_str().unwrap(), f["Version"].as_str().unwrap())).collect()
+    };
+    assert_eq!(names(&list("").json()), ["la:$LATEST", "lb:$LATEST"]);
+    assert_eq!(names(&list("FunctionVersion=ALL").json()), ["la:$LATEST", "la:1", "la:2", "lb:$LATEST", "lb:1"]);
+    // One at a time, by marker.
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    for _ in 0..10 {
+        let query = match &marker {
+            Some(m) => format!("FunctionVersion=ALL&MaxItems=1&Marker={}", m.replace('$', "%24").replace(':', "%3A")),
+            None => "FunctionVersion=ALL&MaxItems=1".to_string(),
+        };
+        let body = list(&query).json();
+        seen.extend(names(&body));
+        match body["NextMarker"].as_str() {
+            Some(m) => marker = Some(m.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["la:$LATEST", "la:1", "la:2", "lb:$LATEST", "lb:1"]);
+    let bad = list("FunctionVersion=SOME");
+    assert_eq!((bad.status, bad.error_type()), (400, "ValidationException"));
+}
