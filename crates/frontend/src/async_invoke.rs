@@ -98,9 +98,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// An event waiting in memory: its metadata only (the payload, up to 1 MB,
+/// is read from the store when the event runs).
 struct Pending {
     meta: EventMeta,
-    payload: Bytes,
     /// Throttles in a row (not stored: after a restart an event starts over).
     throttles: u32,
 }
@@ -111,7 +112,9 @@ struct State {
 }
 
 /// An event to put in the schedule once its commit is done.
-type Ready = (u64, EventMeta, Bytes);
+type Ready = (u64, EventMeta);
+/// A new event to store: a destination's record.
+type NewEvent = (u64, EventMeta, Bytes);
 
 struct Write {
     changes: Vec<EventChange>,
@@ -121,6 +124,7 @@ struct Write {
 
 /// The pending asynchronous events of the whole server.
 pub struct AsyncEvents {
+    store: Arc<Store>,
     writes: mpsc::UnboundedSender<Write>,
     state: Mutex<State>,
     wake: Notify,
@@ -140,13 +144,14 @@ impl AsyncEvents {
             match serde_json::from_slice::<EventMeta>(&stored.meta) {
                 Ok(meta) => {
                     state.schedule.add(stored.id, now);
-                    state.pending.insert(stored.id, Pending { meta, payload: Bytes::from(stored.payload), throttles: 0 });
+                    state.pending.insert(stored.id, Pending { meta, throttles: 0 });
                 }
                 Err(e) => eprintln!("ignis: the stored asynchronous event {} is unreadable, skipped: {e}", stored.id),
             }
         }
         let (writes, receiver) = mpsc::unbounded_channel();
         let events = Arc::new(AsyncEvents {
+            store: store.clone(),
             writes,
             state: Mutex::new(state),
             wake: Notify::new(),
@@ -188,7 +193,7 @@ impl AsyncEvents {
     pub async fn accept(&self, meta: EventMeta, payload: Bytes) -> Result<(), ApiError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let change = Self::put_change(id, &meta, &payload)?;
-        self.commit(vec![change], vec![(id, meta, payload)]).await
+        self.commit(vec![change], vec![(id, meta)]).await
     }
 
     fn ready(&self, events: Vec<Ready>) {
@@ -196,9 +201,9 @@ impl AsyncEvents {
         {
             let now = now_ms();
             let mut state = self.lock();
-            for (id, meta, payload) in events {
+            for (id, meta) in events {
                 state.schedule.add(id, now);
-                state.pending.insert(id, Pending { meta, payload, throttles: 0 });
+                state.pending.insert(id, Pending { meta, throttles: 0 });
             }
         }
         for _ in 0..n {
@@ -218,7 +223,7 @@ impl AsyncEvents {
     }
 
     /// The next ready event under a lease, or how long to wait for one.
-    fn take(&self) -> Result<(Lease<u64>, EventMeta, Bytes, u32), Duration> {
+    fn take(&self) -> Result<(Lease<u64>, EventMeta, u32), Duration> {
         let now = now_ms();
         let mut state = self.lock();
         loop {
@@ -227,7 +232,7 @@ impl AsyncEvents {
                 return Err(wait.min(IDLE_WAIT));
             };
             match state.pending.get(&lease.id) {
-                Some(p) => return Ok((lease, p.meta.clone(), p.payload.clone(), p.throttles)),
+                Some(p) => return Ok((lease, p.meta.clone(), p.throttles)),
                 None => {
                     let _ = state.schedule.settle(&lease);
                 }
@@ -299,7 +304,18 @@ async fn poll(app: Arc<App>) {
     let events = &app.events;
     while !events.stopping() {
         match events.take() {
-            Ok((lease, meta, payload, throttles)) => run_one(&app, lease, meta, payload, throttles).await,
+            Ok((lease, meta, throttles)) => {
+                let store = events.store.clone();
+                let id = lease.id;
+                match tokio::task::spawn_blocking(move || store.event_payload(id)).await {
+                    Ok(Ok(Some(payload))) => run_one(&app, lease, meta, Bytes::from(payload), throttles).await,
+                    // Completed meanwhile.
+                    Ok(Ok(None)) => events.settle(&lease),
+                    // Left leased: it runs again when the lease runs out.
+                    Ok(Err(e)) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
+                    Err(e) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
+                }
+            }
             Err(wait) => {
                 let notified = events.wake.notified();
                 tokio::select! {
@@ -406,7 +422,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
 
 /// Removes the event (with `also`, the destination's new event, in the same
 /// commit), then forgets it.
-async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<Ready>) {
+async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<NewEvent>) {
     let events = &app.events;
     let mut changes = vec![EventChange::Remove { id: lease.id }];
     for (id, meta, payload) in &also {
@@ -415,7 +431,8 @@ async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<Ready>) {
             Err(e) => eprintln!("ignis: {}", e.message()),
         }
     }
-    match events.commit(changes, also).await {
+    let ready = also.into_iter().map(|(id, meta, _)| (id, meta)).collect();
+    match events.commit(changes, ready).await {
         Ok(()) => events.settle(lease),
         Err(e) => {
             // Not removed: it stays leased and runs again when the lease runs out (or at the next start).
@@ -497,7 +514,7 @@ fn record(meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u
 
 /// Delivers a record to a destination: a queue takes it now; a function gets
 /// it as a new event, returned to be stored with the completion.
-async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) -> Option<Ready> {
+async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) -> Option<NewEvent> {
     let account = source.account.as_str();
     match parse_destination(account, arn) {
         Some(Destination::Function { name, qualifier }) => {

@@ -26,12 +26,11 @@ pub enum EventChange {
     Remove { id: u64 },
 }
 
-/// A stored event.
+/// A stored event, without its payload (see [`Store::event_payload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     pub id: u64,
     pub meta: Vec<u8>,
-    pub payload: Vec<u8>,
 }
 
 impl Store {
@@ -55,7 +54,7 @@ impl Store {
         self.commit(txn, true, CTX)
     }
 
-    /// Every pending event, by id.
+    /// Every pending event, by id, without payloads.
     pub fn pending_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
         const CTX: &str = "reading asynchronous events";
         let txn = self.db.begin_read().ctx(CTX)?;
@@ -63,10 +62,18 @@ impl Store {
         let mut out = Vec::new();
         for item in table.iter().ctx(CTX)? {
             let (k, v) = item.ctx(CTX)?;
-            let (meta, payload) = v.value();
-            out.push(StoredEvent { id: k.value(), meta: meta.to_vec(), payload: payload.to_vec() });
+            let (meta, _) = v.value();
+            out.push(StoredEvent { id: k.value(), meta: meta.to_vec() });
         }
         Ok(out)
+    }
+
+    /// The payload of a pending event, if it is still stored.
+    pub fn event_payload(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        const CTX: &str = "reading an asynchronous event";
+        let txn = self.db.begin_read().ctx(CTX)?;
+        let table = txn.open_table(EVENTS).ctx(CTX)?;
+        Ok(table.get(id).ctx(CTX)?.map(|v| v.value().1.to_vec()))
     }
 }
 
@@ -92,8 +99,9 @@ mod tests {
         let events = store.pending_events().unwrap();
         let seen: Vec<(u64, String, String)> = events
             .into_iter()
-            .map(|e| (e.id, String::from_utf8(e.meta).unwrap(), String::from_utf8(e.payload).unwrap()))
+            .map(|e| (e.id, String::from_utf8(e.meta).unwrap(), String::from_utf8(store.event_payload(e.id).unwrap().unwrap()).unwrap()))
             .collect();
         assert_eq!(seen, vec![(1, "a2".into(), "payload a2".into()), (3, "c".into(), "payload c".into())]);
+        assert_eq!(store.event_payload(2).unwrap(), None);
     }
 }

@@ -62,6 +62,11 @@ pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A table of opaque records by (account, name).
 pub(crate) type NamedRecords = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
+/// The database's page cache (reads and not yet written pages): bounded, so
+/// that what is stored (logs, queued messages, pending events) does not grow
+/// the server's memory with it.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// (account, function name) -> opaque record.
 const FUNCTIONS: NamedRecords = TableDefinition::new("functions");
 /// key -> opaque value.
@@ -160,7 +165,7 @@ impl Store {
         std::fs::create_dir_all(data_dir)
             .map_err(io_err(format!("creating {}", data_dir.display())))?;
         let db_path = data_dir.join("ignis.redb");
-        let db = match Database::create(&db_path) {
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(&db_path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked { path: db_path });

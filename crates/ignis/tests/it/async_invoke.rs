@@ -414,3 +414,25 @@ fn records_and_dead_letters_go_to_queues() {
     let refused = put_config(&server, "ok", json!({ "DestinationConfig": { "OnSuccess": { "Destination": missing } } }));
     assert_eq!((refused.status, refused.error_type()), (400, "InvalidParameterValueException"));
 }
+
+#[test]
+fn waiting_events_do_not_hold_their_payloads_in_memory() {
+    let server = Server::start();
+    assert_eq!(server.create("held", &sh_runtime("true"), json!({})).status, 201);
+    // Held back: every event waits, stored.
+    reserve(&server, "held", Some(0));
+    // 256 events of 1 MB each, from 4 clients.
+    let payload = format!("\"{}\"", "x".repeat(1024 * 1024 - 16));
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..64 {
+                    event(&server, "held", &payload);
+                }
+            });
+        }
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(rss_kb < 160 * 1024, "256 MB of waiting events, and the server holds {rss_kb} kB");
+}
