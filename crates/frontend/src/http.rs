@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, provisioned, sqs_api, versions};
+use crate::{App, Caller, accounts_api, control, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -51,6 +51,12 @@ pub enum Operation {
     GetProvisionedConcurrencyConfig(String),
     DeleteProvisionedConcurrencyConfig(String),
     ListProvisionedConcurrencyConfigs(String),
+    CreateEventSourceMapping,
+    ListEventSourceMappings,
+    /// By UUID.
+    GetEventSourceMapping(String),
+    UpdateEventSourceMapping(String),
+    DeleteEventSourceMapping(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -119,6 +125,11 @@ impl Operation {
             Operation::GetProvisionedConcurrencyConfig(_) => "GetProvisionedConcurrencyConfig",
             Operation::DeleteProvisionedConcurrencyConfig(_) => "DeleteProvisionedConcurrencyConfig",
             Operation::ListProvisionedConcurrencyConfigs(_) => "ListProvisionedConcurrencyConfigs",
+            Operation::CreateEventSourceMapping => "CreateEventSourceMapping",
+            Operation::ListEventSourceMappings => "ListEventSourceMappings",
+            Operation::GetEventSourceMapping(_) => "GetEventSourceMapping",
+            Operation::UpdateEventSourceMapping(_) => "UpdateEventSourceMapping",
+            Operation::DeleteEventSourceMapping(_) => "DeleteEventSourceMapping",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -193,6 +204,15 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::DELETE, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
             Operation::DeleteProvisionedConcurrencyConfig(decode(name)?)
         }
+        (&Method::POST, ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
+            Operation::CreateEventSourceMapping
+        }
+        (&Method::GET, ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
+            Operation::ListEventSourceMappings
+        }
+        (&Method::GET, ["2015-03-31", "event-source-mappings", uuid]) => Operation::GetEventSourceMapping(decode(uuid)?),
+        (&Method::PUT, ["2015-03-31", "event-source-mappings", uuid]) => Operation::UpdateEventSourceMapping(decode(uuid)?),
+        (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
@@ -322,6 +342,11 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::GetProvisionedConcurrencyConfig(name) => provisioned::get(app, caller, &name, query),
         Operation::DeleteProvisionedConcurrencyConfig(name) => provisioned::delete(app, caller, &name, query).await,
         Operation::ListProvisionedConcurrencyConfigs(name) => provisioned::list(app, caller, &name, query),
+        Operation::CreateEventSourceMapping => mappings::create(app, caller, &body).await,
+        Operation::ListEventSourceMappings => mappings::list(app, caller, query),
+        Operation::GetEventSourceMapping(uuid) => mappings::get(app, caller, &uuid),
+        Operation::UpdateEventSourceMapping(uuid) => mappings::update(app, caller, &uuid, &body).await,
+        Operation::DeleteEventSourceMapping(uuid) => mappings::delete(app, caller, &uuid).await,
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -412,6 +437,12 @@ mod tests {
         check(Method::GET, "/2017-10-31/functions/f/concurrency", None);
         check(Method::PUT, "/2019-09-30/functions/f/provisioned-concurrency", Some(PutProvisionedConcurrencyConfig("f".into())));
         check(Method::DELETE, "/2019-09-30/functions/f/provisioned-concurrency", Some(DeleteProvisionedConcurrencyConfig("f".into())));
+        check(Method::POST, "/2015-03-31/event-source-mappings/", Some(CreateEventSourceMapping));
+        check(Method::GET, "/2015-03-31/event-source-mappings/", Some(ListEventSourceMappings));
+        check(Method::GET, "/2015-03-31/event-source-mappings/u-1", Some(GetEventSourceMapping("u-1".into())));
+        check(Method::PUT, "/2015-03-31/event-source-mappings/u-1", Some(UpdateEventSourceMapping("u-1".into())));
+        check(Method::DELETE, "/2015-03-31/event-source-mappings/u-1", Some(DeleteEventSourceMapping("u-1".into())));
+        check(Method::POST, "/2015-03-31/event-source-mappings/u-1", None);
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);

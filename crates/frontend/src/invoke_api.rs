@@ -159,7 +159,7 @@ async fn run_event(invoker: Arc<crate::invoke::Invoker>, target: Target, invocat
 }
 
 /// An X-Ray trace header for an invocation that came without one.
-fn trace_id(request_id: &str) -> String {
+pub(crate) fn trace_id(request_id: &str) -> String {
     let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let hex: String = request_id.chars().filter(char::is_ascii_hexdigit).collect();
     format!("Root=1-{seconds:08x}-{};Parent={};Sampled=0", &hex[..24.min(hex.len())], &hex[hex.len().saturating_sub(16)..])

@@ -21,44 +21,79 @@ const LOG_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most batches in one transaction.
 const LOG_BATCHES: usize = 4096;
 
+/// A request to the log writer: answer once every line handed to it so far is committed.
+pub type LogBarrier = tokio::sync::oneshot::Sender<()>;
+
 /// Writes log lines to storage: whatever arrives within [`LOG_LINGER`] of
 /// the first, in one transaction, so busy functions cost few transactions.
-pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>) {
+///
+/// A [`LogBarrier`] is answered once every line sent before it is committed
+/// (at once, without the linger): an event source mapping waits for one
+/// before it deletes a batch, so the durable delete (whose fsync covers the
+/// earlier log commits) never outlives the invocation's log.
+pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>, mut barriers: mpsc::UnboundedReceiver<LogBarrier>) {
     let mut batches = Vec::new();
-    while logs.recv_many(&mut batches, LOG_BATCHES).await > 0 {
-        tokio::time::sleep(LOG_LINGER).await;
+    let mut waiting: Vec<LogBarrier> = Vec::new();
+    let mut barriers_open = true;
+    loop {
+        tokio::select! {
+            received = logs.recv_many(&mut batches, LOG_BATCHES) => {
+                if received == 0 {
+                    return;
+                }
+                tokio::time::sleep(LOG_LINGER).await;
+            }
+            barrier = barriers.recv(), if barriers_open => match barrier {
+                Some(barrier) => waiting.push(barrier),
+                None => barriers_open = false,
+            },
+        }
+        while let Ok(barrier) = barriers.try_recv() {
+            waiting.push(barrier);
+        }
         while batches.len() < LOG_BATCHES {
             match logs.try_recv() {
                 Ok(batch) => batches.push(batch),
                 Err(_) => break,
             }
         }
-        let store = store.clone();
-        let taken = std::mem::take(&mut batches);
-        let written = tokio::task::spawn_blocking(move || {
-            let events: Vec<(String, String, Vec<LogEvent>)> = taken
-                .into_iter()
-                .map(|batch| {
-                    let stream = batch.stream;
-                    let events = batch
-                        .lines
-                        .into_iter()
-                        .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
-                        .collect();
-                    (batch.account, batch.group, events)
-                })
-                .collect();
-            let borrowed: Vec<(&str, &str, &[LogEvent])> =
-                events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
-            if let Err(e) = store.append_log_batches(&borrowed) {
-                let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
-                eprintln!("ignis: could not keep {lines} log lines: {e}");
-            }
-        })
-        .await;
-        if written.is_err() {
-            eprintln!("ignis: the log writer failed");
+        if !batches.is_empty() {
+            write_batches(&store, std::mem::take(&mut batches)).await;
         }
+        // Full batches may leave lines in the channel: barriers wait for those too.
+        if logs.is_empty() {
+            for barrier in waiting.drain(..) {
+                let _ = barrier.send(());
+            }
+        }
+    }
+}
+
+async fn write_batches(store: &Arc<Store>, taken: Vec<LogBatch>) {
+    let store = store.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let events: Vec<(String, String, Vec<LogEvent>)> = taken
+            .into_iter()
+            .map(|batch| {
+                let stream = batch.stream;
+                let events = batch
+                    .lines
+                    .into_iter()
+                    .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
+                    .collect();
+                (batch.account, batch.group, events)
+            })
+            .collect();
+        let borrowed: Vec<(&str, &str, &[LogEvent])> =
+            events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
+        if let Err(e) = store.append_log_batches(&borrowed) {
+            let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
+            eprintln!("ignis: could not keep {lines} log lines: {e}");
+        }
+    })
+    .await;
+    if written.is_err() {
+        eprintln!("ignis: the log writer failed");
     }
 }
 

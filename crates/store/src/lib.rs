@@ -20,6 +20,8 @@
 //!
 //! Queues (see the `queues` module): definitions as opaque records, messages
 //! by queue id; sends, deletes and purges are fsync'd, receive counts not.
+//! Event source mappings (the `mappings` module): opaque records by account
+//! and UUID, fsync'd.
 //!
 //! Durability: registry, meta, account and key writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
@@ -30,6 +32,7 @@
 mod accounts;
 mod code;
 mod logs;
+mod mappings;
 mod queues;
 
 use std::collections::HashMap;
@@ -174,6 +177,7 @@ impl Store {
         logs::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
         queues::create_tables(&txn)?;
+        mappings::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 

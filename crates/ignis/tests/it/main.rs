@@ -7,6 +7,7 @@ mod api;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod esm;
 mod harness;
 mod hostile;
 mod invoke;
