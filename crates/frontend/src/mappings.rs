@@ -56,7 +56,8 @@ use crate::{App, Caller};
 pub const POLLERS: usize = 5;
 /// How long a poller waits before it looks again for a function or queue that is gone.
 const MISSING_PAUSE: Duration = Duration::from_secs(2);
-/// How long a throttled batch waits for a concurrency slot, in all.
+/// How long a throttled batch waits for a concurrency slot, in all (at most
+/// half the queue's visibility timeout, so it is not received again meanwhile).
 const ADMISSION_PATIENCE: Duration = Duration::from_secs(5);
 /// A poller's pause after its batch could not run (throttled, or the service failed).
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -505,7 +506,8 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         code_dir: app.store.code_dir(&version.code_sha256_hex),
         record: version,
     };
-    let outcome = invoke(app, target, invocation).await;
+    let visibility = Duration::from_secs(u64::from(queue.config().settings.visibility_timeout_s));
+    let outcome = invoke(app, target, invocation, ADMISSION_PATIENCE.min(visibility / 2)).await;
 
     // Settle.
     let ran = match &outcome {
@@ -531,9 +533,9 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
 }
 
 /// Runs a batch through the ordinary invoke path; a concurrency throttle is
-/// tried again for up to [`ADMISSION_PATIENCE`], with growing waits.
-async fn invoke(app: &Arc<App>, target: Target, invocation: Invocation) -> Result<Completion, ApiError> {
-    let deadline = Instant::now() + ADMISSION_PATIENCE;
+/// tried again for up to `patience`, with growing waits.
+async fn invoke(app: &Arc<App>, target: Target, invocation: Invocation, patience: Duration) -> Result<Completion, ApiError> {
+    let deadline = Instant::now() + patience;
     let mut wait = Duration::from_millis(50);
     let admitted = loop {
         match app.invoker.admit(&target) {
