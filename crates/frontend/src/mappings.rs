@@ -18,10 +18,12 @@
 //!
 //! # A batch
 //!
-//! A poller gathers a batch ([`mapping::gather`]: batch size, batching
+//! A poller receives nothing while its function has no concurrency to
+//! spare. It gathers a batch ([`mapping::gather`]: batch size, batching
 //! window, payload size), runs it through the ordinary invoke path (the
-//! function's concurrency limits apply; a throttle is waited out for a
-//! while), and settles it ([`mapping::settle`]): messages the function
+//! function's concurrency limits apply; a throttle is waited out for up to
+//! half the queue's visibility timeout, and a batch that waited gets its
+//! whole visibility timeout back when it starts), and settles it ([`mapping::settle`]): messages the function
 //! processed are deleted (one fsync'd commit); the others are left in flight
 //! and come back when their visibility timeout ends, so the queue's redrive
 //! policy applies. Before it deletes, it waits until the invocation's log
@@ -47,6 +49,7 @@ use crate::control::{now, resolve, resolve_version};
 use crate::error::ApiError;
 use crate::function::{self as f, FunctionRecord, Violations};
 use crate::http::{Answer, json_answer};
+use crate::concurrency::Admitted;
 use crate::invoke::Target;
 use crate::mapping::{self, Change, Gather, Gathered, MappingRecord, Ran};
 use crate::queues::{Message, QueueRef, parse_arn};
@@ -56,9 +59,11 @@ use crate::{App, Caller};
 pub const POLLERS: usize = 5;
 /// How long a poller waits before it looks again for a function or queue that is gone.
 const MISSING_PAUSE: Duration = Duration::from_secs(2);
-/// How long a throttled batch waits for a concurrency slot, in all (at most
-/// half the queue's visibility timeout, so it is not received again meanwhile).
-const ADMISSION_PATIENCE: Duration = Duration::from_secs(5);
+/// The longest wait between two tries of a throttled batch for a slot (it
+/// tries for up to half the queue's visibility timeout).
+const MAX_ADMISSION_WAIT: Duration = Duration::from_millis(200);
+/// A poller's pause when its function has no concurrency to spare.
+const THROTTLE_PAUSE: Duration = Duration::from_millis(100);
 /// A poller's pause after its batch could not run (throttled, or the service failed).
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
@@ -447,8 +452,23 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         name = format!("{name}:{q}");
     }
     let Ok(queue) = app.queues.lookup(account, &record.queue_arn) else { return Some(MISSING_PAUSE) };
-    if resolve(app, &caller, "InvokeFunction", &name, None).is_err() {
+    // The alias's version is picked per batch, as for any invocation.
+    let Ok((reference, version)) = resolve_version(app, &caller, "InvokeFunction", &name, None) else {
         return Some(MISSING_PAUSE);
+    };
+    let mut invoked_function_arn = version.arn(&app.config.region, account);
+    if let Some(q) = &reference.qualifier {
+        invoked_function_arn = format!("{invoked_function_arn}:{q}");
+    }
+    let target = Target {
+        account: account.to_string(),
+        region: app.config.region.clone(),
+        code_dir: app.store.code_dir(&version.code_sha256_hex),
+        record: version,
+    };
+    // Receive nothing the function has no room to run now.
+    if app.invoker.admit(&target).is_err() {
+        return Some(THROTTLE_PAUSE);
     }
 
     // Gather.
@@ -483,14 +503,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         return None;
     }
 
-    // Invoke: the alias's version is picked per batch, as for any invocation.
-    let Ok((reference, version)) = resolve_version(app, &caller, "InvokeFunction", &name, None) else {
-        return Some(MISSING_PAUSE);
-    };
-    let mut invoked_function_arn = version.arn(&app.config.region, account);
-    if let Some(q) = &reference.qualifier {
-        invoked_function_arn = format!("{invoked_function_arn}:{q}");
-    }
+    // Invoke.
     let request_id = uuid::Uuid::new_v4().to_string();
     let invocation = Invocation {
         trace_id: crate::invoke_api::trace_id(&request_id),
@@ -500,14 +513,19 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         client_context: None,
         cognito_identity: None,
     };
-    let target = Target {
-        account: account.to_string(),
-        region: app.config.region.clone(),
-        code_dir: app.store.code_dir(&version.code_sha256_hex),
-        record: version,
+    let visibility_s = queue.config().settings.visibility_timeout_s;
+    let outcome = match admit(app, &target, Duration::from_secs(u64::from(visibility_s)) / 2).await {
+        Ok((admitted, waited)) => {
+            // A batch that waited for its slot gets its whole visibility timeout back for the function.
+            if waited {
+                for m in &messages {
+                    let _ = app.queues.change_visibility_of(&queue, &m.receipt_handle, visibility_s);
+                }
+            }
+            app.invoker.invoke_admitted(target, invocation, admitted).await.map(|o| o.completion)
+        }
+        Err(e) => Err(e),
     };
-    let visibility = Duration::from_secs(u64::from(queue.config().settings.visibility_timeout_s));
-    let outcome = invoke(app, target, invocation, ADMISSION_PATIENCE.min(visibility / 2)).await;
 
     // Settle.
     let ran = match &outcome {
@@ -532,22 +550,23 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
     }
 }
 
-/// Runs a batch through the ordinary invoke path; a concurrency throttle is
-/// tried again for up to `patience`, with growing waits.
-async fn invoke(app: &Arc<App>, target: Target, invocation: Invocation, patience: Duration) -> Result<Completion, ApiError> {
+/// A concurrency slot for a batch of `target`: a throttle is tried again
+/// for up to `patience`, with growing waits. Answers whether it had to wait.
+async fn admit(app: &App, target: &Target, patience: Duration) -> Result<(Admitted, bool), ApiError> {
     let deadline = Instant::now() + patience;
-    let mut wait = Duration::from_millis(50);
-    let admitted = loop {
-        match app.invoker.admit(&target) {
-            Ok(admitted) => break admitted,
+    let mut wait = Duration::from_millis(20);
+    let mut waited = false;
+    loop {
+        match app.invoker.admit(target) {
+            Ok(admitted) => return Ok((admitted, waited)),
             Err(e) if Instant::now() + wait > deadline => return Err(e),
             Err(_) => {
+                waited = true;
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
+                wait = (wait * 2).min(MAX_ADMISSION_WAIT);
             }
         }
-    };
-    Ok(app.invoker.invoke_admitted(target, invocation, admitted).await?.completion)
+    }
 }
 
 /// One message as Lambda's SQS event carries it.

@@ -231,6 +231,35 @@ fn disabling_stops_delivery_and_enabling_resumes_it() {
 }
 
 #[test]
+fn a_mapping_runs_an_alias_within_the_functions_concurrency() {
+    let server = Server::start();
+    function(&server, "limited", "sleep 0.2; echo \"ran version $AWS_LAMBDA_FUNCTION_VERSION\"", json!({}));
+    let published = server.lambda("POST", "/2015-03-31/functions/limited/versions", b"{}");
+    assert_eq!(published.status, 201, "{}", published.text());
+    let alias = server.lambda("POST", "/2015-03-31/functions/limited/aliases", br#"{"Name":"live","FunctionVersion":"1"}"#);
+    assert_eq!(alias.status, 201, "{}", alias.text());
+    let reserved = server.lambda("PUT", "/2017-10-31/functions/limited/concurrency", br#"{"ReservedConcurrentExecutions":1}"#);
+    assert_eq!(reserved.status, 200, "{}", reserved.text());
+    let (url, arn) = queue(&server, "limited", json!({ "VisibilityTimeout": "20" }));
+    let created = mapping(&server, json!({ "EventSourceArn": arn, "FunctionName": "limited:live", "BatchSize": 1 }));
+    assert!(created["FunctionArn"].as_str().unwrap().ends_with(":function:limited:live"), "{created}");
+
+    // Five pollers, one slot: the throttled batches wait their turn (up to
+    // half the visibility timeout), without going back to the queue.
+    let ids: Vec<String> = (0..10).map(|i| format!("n-{i}")).collect();
+    send_all(&server, &url, &ids);
+    assert!(eventually(Duration::from_secs(60), || left(&server, &url) == 0), "left: {}", left(&server, &url));
+    let seen = records_by_body(&server, "limited");
+    assert!(ids.iter().all(|id| seen.get(id).is_some_and(|r| r.len() == 1 && r[0]["attributes"]["ApproximateReceiveCount"] == "1")), "{seen:?}");
+    let versions: Vec<String> = server
+        .log_events("limited")
+        .iter()
+        .filter_map(|e| e["message"].as_str()?.trim().strip_prefix("ran version ").map(str::to_string))
+        .collect();
+    assert!(versions.len() >= ids.len() && versions.iter().all(|v| v == "1"), "{versions:?}");
+}
+
+#[test]
 fn mappings_survive_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
