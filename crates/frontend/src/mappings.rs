@@ -237,10 +237,16 @@ fn queue_of(app: &App, caller: &Caller, arn: Option<&str>) -> Result<QueueRef, A
     })
 }
 
-/// Values that the model allows but an SQS mapping cannot take.
-fn check_values(record: &MappingRecord, queue: &QueueRef, function: &FunctionRecord) -> Result<(), ApiError> {
+/// Values that the model allows but an SQS mapping cannot take. The queue
+/// and the function are checked against each other when both exist (a
+/// mapping whose queue or function is gone can still be changed, to disable it).
+fn check_values(record: &MappingRecord, queue: Option<&QueueRef>, function: Option<&FunctionRecord>) -> Result<(), ApiError> {
     mapping::check_batching(record.batch_size, record.window_s).map_err(ApiError::InvalidParameterValue)?;
-    mapping::check_visibility(queue.config().settings.visibility_timeout_s, function.timeout_s).map_err(ApiError::InvalidParameterValue)
+    match (queue, function) {
+        (Some(queue), Some(function)) => mapping::check_visibility(queue.config().settings.visibility_timeout_s, function.timeout_s)
+            .map_err(ApiError::InvalidParameterValue),
+        _ => Ok(()),
+    }
 }
 
 /// One queue and one function (as named) have at most one mapping.
@@ -311,7 +317,7 @@ pub async fn create(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answ
         last_modified_ms: now(),
         qualifier,
     };
-    check_values(&record, &queue, named_version(&latest, record.qualifier.as_deref()))?;
+    check_values(&record, Some(&queue), Some(named_version(&latest, record.qualifier.as_deref())))?;
     let _serialised = app.mappings.writes.lock().await;
     check_unique(app, &caller.account, &record)?;
     store_record(app, &caller.account, &record).await?;
@@ -354,9 +360,10 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
         record.enabled = enabled;
     }
     record.last_modified_ms = now();
-    let queue = queue_of(app, caller, Some(&record.queue_arn))?;
-    let (_, latest) = resolve(app, caller, "UpdateEventSourceMapping", &record.function_name, None)?;
-    check_values(&record, &queue, named_version(&latest, record.qualifier.as_deref()))?;
+    let queue = app.queues.lookup(&caller.account, &record.queue_arn).ok();
+    let latest = app.registry.get(&caller.account, &record.function_name);
+    let function = latest.as_deref().map(|latest| named_version(latest, record.qualifier.as_deref()));
+    check_values(&record, queue.as_ref(), function)?;
     check_unique(app, &caller.account, &record)?;
     store_record(app, &caller.account, &record).await?;
     {

@@ -228,6 +228,15 @@ fn disabling_stops_delivery_and_enabling_resumes_it() {
     // With a window, the two waiting messages went in one batch.
     let events = events(&server, "switch");
     assert_eq!(events.last().unwrap()["Records"].as_array().unwrap().len(), 2, "{events:?}");
+
+    // A mapping whose function is gone waits, and can still be disabled and deleted.
+    assert_eq!(server.lambda("DELETE", "/2015-03-31/functions/switch", b"").status, 204);
+    send(&server, &url, "orphan");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(left(&server, &url), 1);
+    let disabled = update(&server, &uuid, json!({ "Enabled": false }));
+    assert_eq!(disabled.status, 202, "{}", disabled.text());
+    assert_eq!(server.lambda("DELETE", &format!("{MAPPINGS}{uuid}"), b"").status, 202);
 }
 
 #[test]
