@@ -100,6 +100,9 @@ def test_mapping_lifecycle_and_delivery(server, lam, sqs):
     assert (first["eventSource"], first["eventSourceARN"], first["awsRegion"]) == ("aws:sqs", arn, "us-east-1")
     assert first["attributes"]["ApproximateReceiveCount"] == "1"
 
+    scaled = lam.update_event_source_mapping(UUID=uuid, ScalingConfig={"MaximumConcurrency": 3})
+    assert scaled["ScalingConfig"] == {"MaximumConcurrency": 3} and scaled["State"] == "Updating"
+
     disabled = lam.update_event_source_mapping(UUID=uuid, Enabled=False)
     assert disabled["State"] == "Disabling"
     assert wait_for(lambda: lam.get_event_source_mapping(UUID=uuid)["State"] == "Disabled", 10)

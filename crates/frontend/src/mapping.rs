@@ -22,6 +22,13 @@ pub const MAX_RECEIVE: usize = 10;
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 /// The largest event a batch may grow to (a synchronous invocation's payload).
 pub const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
+/// Pollers a mapping starts with (as Lambda's SQS mappings do).
+pub const MIN_POLLERS: usize = 5;
+/// `ScalingConfig.MaximumConcurrency`'s range; without one, the largest.
+pub const MIN_MAX_CONCURRENCY: u32 = 2;
+pub const MAX_MAX_CONCURRENCY: u32 = 1000;
+/// A mapping adds at most one poller this often (300 a minute, as Lambda).
+pub const GROWTH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What storage keeps of a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +44,9 @@ pub struct MappingRecord {
     pub enabled: bool,
     /// `FunctionResponseTypes: ["ReportBatchItemFailures"]`.
     pub report_failures: bool,
+    /// `ScalingConfig.MaximumConcurrency`: the most pollers (so invocations) at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// Milliseconds since the epoch.
     pub last_modified_ms: i64,
 }
@@ -131,6 +141,33 @@ pub fn gather(batch_size: u32, window: Duration, record_bytes: usize, now: Gathe
         return Gather::Invoke;
     }
     Gather::Receive { max, wait: (window - elapsed).min(LONG_POLL) }
+}
+
+/// What a poller does after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Start one more poller.
+    Grow,
+    /// End this one.
+    Shrink,
+    Keep,
+}
+
+/// Lambda's scaling of SQS pollers, decided by each poller after each batch,
+/// given how many run and the mapping's cap (its maximum concurrency): a
+/// mapping keeps [`MIN_POLLERS`] (fewer if its cap is lower); a batch that
+/// found a backlog (at least one full receive) adds a poller, at most one per
+/// [`GROWTH_INTERVAL`], up to the cap; a poller beyond the minimum whose long
+/// poll found nothing ends, and so does any beyond the cap.
+pub fn scale(running: usize, cap: usize, backlog: bool, idle: bool, since_growth: Duration) -> Scale {
+    let floor = MIN_POLLERS.min(cap);
+    if running > cap || (idle && running > floor) {
+        Scale::Shrink
+    } else if running < floor || (backlog && running < cap && since_growth >= GROWTH_INTERVAL) {
+        Scale::Grow
+    } else {
+        Scale::Keep
+    }
 }
 
 /// How an invocation of a batch ended.
@@ -243,6 +280,48 @@ mod tests {
         check_gather(10_000, 300, 50, MAX_EVENT_BYTES - 10_000, Some(10), Receive { max: 10, wait: LONG_POLL });
         // More than asked for (never happens, but must not underflow).
         check_gather(5, 5, 7, 0, Some(0), Invoke);
+    }
+
+    #[test]
+    fn scaling_pollers() {
+        use Scale::*;
+        let ms = Duration::from_millis;
+        let cases = [
+            // (running, cap, backlog, idle, since growth) -> decision
+            ((5, 1000, false, false, 0), Keep),
+            ((5, 1000, true, false, 0), Keep),
+            ((5, 1000, true, false, 200), Grow),
+            ((999, 1000, true, false, 200), Grow),
+            ((1000, 1000, true, false, 200), Keep),
+            ((5, 1000, false, true, 200), Keep),
+            ((6, 1000, false, true, 200), Shrink),
+            ((6, 1000, true, false, 199), Keep),
+            // A cap below the minimum, and a cap lowered or raised while running.
+            ((2, 2, true, false, 1000), Keep),
+            ((2, 2, false, true, 1000), Keep),
+            ((5, 2, false, false, 0), Shrink),
+            ((3, 10, false, false, 0), Grow),
+            ((4, 10, false, true, 0), Grow),
+        ];
+        for ((running, cap, backlog, idle, since), expected) in cases {
+            assert_eq!(scale(running, cap, backlog, idle, ms(since)), expected, "{running} {cap} {backlog} {idle} {since}");
+        }
+        // Whatever happens, the pollers converge into [min(5, cap), cap].
+        for cap in [2, 3, 5, 8, 50] {
+            for start in 0..60 {
+                for (backlog, idle) in [(true, false), (false, true), (false, false)] {
+                    let mut running = start;
+                    for _ in 0..200 {
+                        match scale(running, cap, backlog, idle, GROWTH_INTERVAL) {
+                            Grow => running += 1,
+                            Shrink => running -= 1,
+                            Keep => break,
+                        }
+                    }
+                    assert!((MIN_POLLERS.min(cap)..=cap).contains(&running), "cap {cap} start {start}: {running}");
+                }
+            }
+        }
     }
 
     fn check_settle(response: Option<&str>, report: bool, expected: &[usize]) {

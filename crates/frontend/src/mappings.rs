@@ -10,7 +10,10 @@
 //!   read or replace entries, never across an await. Changes are serialised
 //!   by `writes` and stored (fsync'd) before memory changes, so what a caller
 //!   was answered survives a crash.
-//! - An enabled mapping has [`POLLERS`] poller tasks. Each reads its mapping
+//! - An enabled mapping has poller tasks: five to start with (fewer if its
+//!   `ScalingConfig.MaximumConcurrency` is lower), more while there is a
+//!   backlog, up to that maximum ([`mapping::scale`], decided by each poller
+//!   after each batch under the [`Pollers`]' mutex). Each reads its mapping
 //!   afresh before every batch (an update applies from the next batch) and
 //!   ends when its control is stopped (disable, delete), after the batch it
 //!   has in hand, if any, is finished. A mapping shows `Disabling` until they
@@ -51,12 +54,10 @@ use crate::function::{self as f, FunctionRecord, Violations};
 use crate::http::{Answer, json_answer};
 use crate::concurrency::Admitted;
 use crate::invoke::Target;
-use crate::mapping::{self, Change, Gather, Gathered, MappingRecord, Ran};
+use crate::mapping::{self, Change, Gather, Gathered, MappingRecord, Ran, Scale};
 use crate::queues::{Message, QueueRef, parse_arn};
 use crate::{App, Caller};
 
-/// Poller tasks per enabled mapping (Lambda starts SQS mappings with five).
-pub const POLLERS: usize = 5;
 /// How long a poller waits before it looks again for a function or queue that is gone.
 const MISSING_PAUSE: Duration = Duration::from_secs(2);
 /// The longest wait between two tries of a throttled batch for a slot (it
@@ -67,10 +68,13 @@ const THROTTLE_PAUSE: Duration = Duration::from_millis(100);
 /// A poller's pause after its batch could not run (throttled, or the service failed).
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
-/// The pollers of one mapping: a stop signal and how many are still running.
+/// The pollers of one mapping: a stop signal, how many are running and when
+/// the last was added.
 pub struct Pollers {
     stop: watch::Sender<bool>,
     running: AtomicUsize,
+    /// When a poller was last added; held while a poller decides to grow or end.
+    grown: Mutex<Instant>,
 }
 
 impl Pollers {
@@ -81,6 +85,29 @@ impl Pollers {
     fn running(&self) -> bool {
         self.running.load(Ordering::Acquire) > 0
     }
+
+    /// One poller's decision after a batch, counted at once (under the mutex,
+    /// so two pollers never both end below the minimum).
+    fn rescale(&self, cap: usize, backlog: bool, idle: bool) -> Scale {
+        let mut grown = self.grown.lock().unwrap_or_else(|e| e.into_inner());
+        let decision = mapping::scale(self.running.load(Ordering::Acquire), cap, backlog, idle, grown.elapsed());
+        match decision {
+            Scale::Grow => {
+                self.running.fetch_add(1, Ordering::AcqRel);
+                *grown = Instant::now();
+            }
+            Scale::Shrink => {
+                self.running.fetch_sub(1, Ordering::AcqRel);
+            }
+            Scale::Keep => {}
+        }
+        decision
+    }
+}
+
+/// The most pollers a mapping may have.
+fn cap(record: &MappingRecord) -> usize {
+    record.max_concurrency.unwrap_or(mapping::MAX_MAX_CONCURRENCY) as usize
 }
 
 struct Entry {
@@ -140,19 +167,20 @@ impl Mappings {
 /// Starts the pollers of every enabled mapping (at server start).
 pub fn start(app: &Arc<App>) {
     let mut entries = app.mappings.lock();
-    for (uuid, entry) in entries.iter_mut() {
+    for entry in entries.values_mut() {
         if entry.record.enabled {
-            entry.pollers = Some(spawn_pollers(app, uuid));
+            entry.pollers = Some(spawn_pollers(app, &entry.record));
         }
     }
 }
 
-/// Starts a mapping's pollers; the count of running ones is raised before this returns.
-fn spawn_pollers(app: &Arc<App>, uuid: &str) -> Arc<Pollers> {
+/// Starts a mapping's first pollers; the count of running ones is raised before this returns.
+fn spawn_pollers(app: &Arc<App>, record: &MappingRecord) -> Arc<Pollers> {
     let (stop, _) = watch::channel(false);
-    let pollers = Arc::new(Pollers { stop, running: AtomicUsize::new(POLLERS) });
-    for _ in 0..POLLERS {
-        tokio::spawn(poll(Arc::downgrade(app), uuid.to_string(), pollers.clone()));
+    let count = mapping::MIN_POLLERS.min(cap(record));
+    let pollers = Arc::new(Pollers { stop, running: AtomicUsize::new(count), grown: Mutex::new(Instant::now()) });
+    for _ in 0..count {
+        tokio::spawn(poller(Arc::downgrade(app), record.uuid.clone(), pollers.clone()));
     }
     pollers
 }
@@ -168,9 +196,16 @@ struct MappingIn {
     batch_size: Option<i64>,
     maximum_batching_window_in_seconds: Option<i64>,
     function_response_types: Option<Vec<String>>,
+    scaling_config: Option<ScalingIn>,
     /// Everything else Lambda's model has (refused when given).
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ScalingIn {
+    maximum_concurrency: Option<i64>,
 }
 
 const REPORT_BATCH_ITEM_FAILURES: &str = "ReportBatchItemFailures";
@@ -193,6 +228,9 @@ fn check_request(request: &MappingIn, creating: bool) -> Result<(), ApiError> {
             v.check(t == REPORT_BATCH_ITEM_FAILURES, t, "functionResponseTypes", "Member must satisfy enum value set: [ReportBatchItemFailures]");
         }
     }
+    let concurrency = request.scaling_config.as_ref().and_then(|c| c.maximum_concurrency);
+    let (min, max) = (mapping::MIN_MAX_CONCURRENCY, mapping::MAX_MAX_CONCURRENCY);
+    v.range(concurrency, "scalingConfig.maximumConcurrency", i64::from(min), i64::from(max));
     v.into_result()?;
     for (member, value) in &request.other {
         if value.is_null() {
@@ -277,7 +315,7 @@ fn config_body(app: &App, account: &str, record: &MappingRecord, state: &str) ->
         function_arn.push_str(q);
     }
     let types: Vec<&str> = if record.report_failures { vec![REPORT_BATCH_ITEM_FAILURES] } else { Vec::new() };
-    json!({
+    let mut body = json!({
         "UUID": record.uuid,
         "BatchSize": record.batch_size,
         "MaximumBatchingWindowInSeconds": record.window_s,
@@ -288,7 +326,11 @@ fn config_body(app: &App, account: &str, record: &MappingRecord, state: &str) ->
         "StateTransitionReason": "USER_INITIATED",
         "FunctionResponseTypes": types,
         "EventSourceMappingArn": format!("arn:aws:lambda:{region}:{account}:event-source-mapping:{}", record.uuid),
-    })
+    });
+    if let Some(n) = record.max_concurrency {
+        body["ScalingConfig"] = json!({ "MaximumConcurrency": n });
+    }
+    body
 }
 
 async fn store_record(app: &App, account: &str, record: &MappingRecord) -> Result<(), ApiError> {
@@ -316,12 +358,13 @@ pub async fn create(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answ
         report_failures: request.function_response_types.is_some_and(|t| !t.is_empty()),
         last_modified_ms: now(),
         qualifier,
+        max_concurrency: request.scaling_config.and_then(|c| c.maximum_concurrency).map(|n| n as u32),
     };
     check_values(&record, Some(&queue), Some(named_version(&latest, record.qualifier.as_deref())))?;
     let _serialised = app.mappings.writes.lock().await;
     check_unique(app, &caller.account, &record)?;
     store_record(app, &caller.account, &record).await?;
-    let pollers = record.enabled.then(|| spawn_pollers(app, &record.uuid));
+    let pollers = record.enabled.then(|| spawn_pollers(app, &record));
     let entry = Entry { account: caller.account.clone(), record: record.clone(), pollers };
     app.mappings.lock().insert(record.uuid.clone(), entry);
     let state = mapping::answered_state(Change::Create, record.enabled);
@@ -359,6 +402,9 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
     if let Some(enabled) = request.enabled {
         record.enabled = enabled;
     }
+    if let Some(scaling) = &request.scaling_config {
+        record.max_concurrency = scaling.maximum_concurrency.map(|n| n as u32);
+    }
     record.last_modified_ms = now();
     let queue = app.queues.lookup(&caller.account, &record.queue_arn).ok();
     let latest = app.registry.get(&caller.account, &record.function_name);
@@ -370,7 +416,7 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
         let mut entries = app.mappings.lock();
         let entry = entries.get_mut(uuid).ok_or_else(not_found)?;
         match (before.enabled, record.enabled) {
-            (false, true) => entry.pollers = Some(spawn_pollers(app, uuid)),
+            (false, true) => entry.pollers = Some(spawn_pollers(app, &record)),
             (true, false) => entry.pollers.iter().for_each(|p| p.stop()),
             _ => {}
         }
@@ -424,44 +470,75 @@ pub fn list(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError>
 
 // ----- the pollers --------------------------------------------------------------
 
+/// A poller's task (boxed: a poller may start another).
+fn poller(app: Weak<App>, uuid: String, pollers: Arc<Pollers>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(poll(app, uuid, pollers))
+}
+
 /// One poller of mapping `uuid`: batch after batch until stopped, the mapping
-/// is gone, or the app is.
+/// is gone, or the app is (or it is one too many, see [`mapping::scale`]).
 async fn poll(app: Weak<App>, uuid: String, pollers: Arc<Pollers>) {
-    struct Running(Arc<Pollers>);
+    /// Counts the poller out when it ends (unless [`Pollers::rescale`] already did).
+    struct Running(Option<Arc<Pollers>>);
     impl Drop for Running {
         fn drop(&mut self) {
-            self.0.running.fetch_sub(1, Ordering::AcqRel);
+            if let Some(pollers) = &self.0 {
+                pollers.running.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
-    let _running = Running(pollers.clone());
+    let mut running = Running(Some(pollers.clone()));
     let mut stop = pollers.stop.subscribe();
     loop {
         if *stop.borrow() {
             return;
         }
-        let pause = {
+        let (round, record) = {
             let Some(app) = app.upgrade() else { return };
             let Some((account, record)) = app.mappings.current(&uuid) else { return };
-            run_batch(&app, &account, &record, &mut stop).await
+            (run_batch(&app, &account, &record, &mut stop).await, record)
         };
-        if let Some(pause) = pause {
+        let backlog = round.received >= (record.batch_size as usize).min(mapping::MAX_RECEIVE);
+        let idle = round.received == 0 && round.pause.is_none();
+        match pollers.rescale(cap(&record), backlog, idle) {
+            Scale::Grow => drop(tokio::spawn(poller(app.clone(), uuid.clone(), pollers.clone()))),
+            Scale::Shrink => {
+                running.0 = None;
+                return;
+            }
+            Scale::Keep => {}
+        }
+        if let Some(pause) = round.pause {
             let _ = tokio::time::timeout(pause, stop.wait_for(|stopped| *stopped)).await;
         }
     }
 }
 
+/// How a poller's batch went: how many messages it gathered, and how long to
+/// pause before the next.
+struct Round {
+    received: usize,
+    pause: Option<Duration>,
+}
+
+impl Round {
+    fn pause(pause: Duration) -> Round {
+        Round { received: 0, pause: Some(pause) }
+    }
+}
+
 /// Gathers one batch, invokes the function with it and settles it. Answers
 /// how long to pause before the next, if at all.
-async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: &mut watch::Receiver<bool>) -> Option<Duration> {
+async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: &mut watch::Receiver<bool>) -> Round {
     let caller = Caller { account: account.to_string(), admin: false };
     let mut name = record.function_name.clone();
     if let Some(q) = &record.qualifier {
         name = format!("{name}:{q}");
     }
-    let Ok(queue) = app.queues.lookup(account, &record.queue_arn) else { return Some(MISSING_PAUSE) };
+    let Ok(queue) = app.queues.lookup(account, &record.queue_arn) else { return Round::pause(MISSING_PAUSE) };
     // The alias's version is picked per batch, as for any invocation.
     let Ok((reference, version)) = resolve_version(app, &caller, "InvokeFunction", &name, None) else {
-        return Some(MISSING_PAUSE);
+        return Round::pause(MISSING_PAUSE);
     };
     let mut invoked_function_arn = version.arn(&app.config.region, account);
     if let Some(q) = &reference.qualifier {
@@ -475,7 +552,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
     };
     // Receive nothing the function has no room to run now.
     if app.invoker.admit(&target).is_err() {
-        return Some(THROTTLE_PAUSE);
+        return Round::pause(THROTTLE_PAUSE);
     }
 
     // Gather.
@@ -492,7 +569,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         match received {
             Ok(got) => {
                 if got.is_empty() && messages.is_empty() {
-                    return None;
+                    return Round { received: 0, pause: None };
                 }
                 first.get_or_insert_with(Instant::now);
                 for message in got {
@@ -502,12 +579,12 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
                     messages.push(message);
                 }
             }
-            Err(_) if messages.is_empty() => return Some(MISSING_PAUSE),
+            Err(_) if messages.is_empty() => return Round::pause(MISSING_PAUSE),
             Err(_) => break,
         }
     }
     if messages.is_empty() {
-        return None;
+        return Round { received: 0, pause: None };
     }
 
     // Invoke.
@@ -548,13 +625,14 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
             eprintln!("ignis: event source mapping {}: could not delete a processed batch: {e}", record.uuid);
         }
     }
-    match outcome {
+    let pause = match outcome {
         Ok(_) => None,
         Err(e) => {
             eprintln!("ignis: event source mapping {}: the batch did not run: {}", record.uuid, e.message());
             Some(FAILURE_PAUSE)
         }
-    }
+    };
+    Round { received: messages.len(), pause }
 }
 
 /// A concurrency slot for a batch of `target`: a throttle is tried again

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Reply, Server, eventually, sh_runtime};
+use crate::harness::{Reply, Server, eventually, sandbox_ids, sh_runtime};
 use crate::sqs::{attribute, bodies, create, md5, ok, receive, send};
 
 const MAPPINGS: &str = "/2015-03-31/event-source-mappings/";
@@ -266,6 +266,33 @@ fn a_mapping_runs_an_alias_within_the_functions_concurrency() {
         .filter_map(|e| e["message"].as_str()?.trim().strip_prefix("ran version ").map(str::to_string))
         .collect();
     assert!(versions.len() >= ids.len() && versions.iter().all(|v| v == "1"), "{versions:?}");
+}
+
+#[test]
+fn pollers_grow_with_a_backlog_up_to_the_maximum_concurrency() {
+    let server = Server::start();
+    function(&server, "wide", "sleep 0.3", json!({}));
+    function(&server, "narrow", "sleep 0.3", json!({}));
+    let (wide_url, wide_arn) = queue(&server, "wide", json!({}));
+    let (narrow_url, narrow_arn) = queue(&server, "narrow", json!({}));
+    let ids: Vec<String> = (0..60).map(|i| format!("w-{i}")).collect();
+    send_all(&server, &wide_url, &ids);
+    send_all(&server, &narrow_url, &ids[..20]);
+    mapping(&server, json!({ "EventSourceArn": wide_arn, "FunctionName": "wide", "BatchSize": 1 }));
+    let narrow = mapping(
+        &server,
+        json!({ "EventSourceArn": narrow_arn, "FunctionName": "narrow", "BatchSize": 1, "ScalingConfig": { "MaximumConcurrency": 2 } }),
+    );
+    assert_eq!(narrow["ScalingConfig"], json!({ "MaximumConcurrency": 2 }));
+    assert!(eventually(Duration::from_secs(60), || left(&server, &wide_url) == 0 && left(&server, &narrow_url) == 0));
+    // A sandbox serves one invocation at a time: the sandboxes count the pollers that ran at once.
+    let wide = sandbox_ids(&server.log_events("wide")).len();
+    let narrow = sandbox_ids(&server.log_events("narrow")).len();
+    eprintln!("sandboxes: {wide} for the uncapped mapping, {narrow} for the capped one");
+    assert!(wide > 5, "a backlog adds pollers beyond the first five: {wide} sandboxes");
+    assert!(narrow <= 2, "MaximumConcurrency caps the pollers: {narrow} sandboxes");
+    let reply = create_mapping(&server, json!({ "EventSourceArn": wide_arn, "FunctionName": "narrow", "ScalingConfig": { "MaximumConcurrency": 1 } }));
+    assert_eq!((reply.status, reply.error_type()), (400, "ValidationException"), "{}", reply.text());
 }
 
 #[test]
