@@ -29,6 +29,10 @@ pub const MIN_MAX_CONCURRENCY: u32 = 2;
 pub const MAX_MAX_CONCURRENCY: u32 = 1000;
 /// A mapping adds at most one poller this often (300 a minute, as Lambda).
 pub const GROWTH_INTERVAL: Duration = Duration::from_millis(200);
+/// A backlog adds pollers only for a function that ran at least this long
+/// with its batch: a faster one is kept busy by the first pollers, and more
+/// sandboxes would only cost the host their start.
+pub const SLOW_BATCH: Duration = Duration::from_millis(200);
 
 /// What storage keeps of a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,17 +157,30 @@ pub enum Scale {
     Keep,
 }
 
+/// How a poller's last batch went, for [`scale`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// It found a backlog: at least one full receive.
+    pub backlog: bool,
+    /// Its long poll found nothing.
+    pub idle: bool,
+    /// How long the function ran with it (and with the one before, whichever is less).
+    pub busy: Duration,
+}
+
 /// Lambda's scaling of SQS pollers, decided by each poller after each batch,
 /// given how many run and the mapping's cap (its maximum concurrency): a
 /// mapping keeps [`MIN_POLLERS`] (fewer if its cap is lower); a batch that
-/// found a backlog (at least one full receive) adds a poller, at most one per
-/// [`GROWTH_INTERVAL`], up to the cap; a poller beyond the minimum whose long
-/// poll found nothing ends, and so does any beyond the cap.
-pub fn scale(running: usize, cap: usize, backlog: bool, idle: bool, since_growth: Duration) -> Scale {
+/// found a backlog and kept its function busy for [`SLOW_BATCH`] adds a
+/// poller, at most one per [`GROWTH_INTERVAL`], up to the cap; a poller
+/// beyond the minimum whose long poll found nothing ends, and so does any
+/// beyond the cap.
+pub fn scale(running: usize, cap: usize, load: Load, since_growth: Duration) -> Scale {
     let floor = MIN_POLLERS.min(cap);
-    if running > cap || (idle && running > floor) {
+    let wanted = load.backlog && load.busy >= SLOW_BATCH;
+    if running > cap || (load.idle && running > floor) {
         Scale::Shrink
-    } else if running < floor || (backlog && running < cap && since_growth >= GROWTH_INTERVAL) {
+    } else if running < floor || (wanted && running < cap && since_growth >= GROWTH_INTERVAL) {
         Scale::Grow
     } else {
         Scale::Keep
@@ -286,8 +303,9 @@ mod tests {
     fn scaling_pollers() {
         use Scale::*;
         let ms = Duration::from_millis;
+        let slow = SLOW_BATCH.as_millis() as u64;
         let cases = [
-            // (running, cap, backlog, idle, since growth) -> decision
+            // (running, cap, backlog, idle, since growth) -> decision, for a slow function
             ((5, 1000, false, false, 0), Keep),
             ((5, 1000, true, false, 0), Keep),
             ((5, 1000, true, false, 200), Grow),
@@ -304,15 +322,20 @@ mod tests {
             ((4, 10, false, true, 0), Grow),
         ];
         for ((running, cap, backlog, idle, since), expected) in cases {
-            assert_eq!(scale(running, cap, backlog, idle, ms(since)), expected, "{running} {cap} {backlog} {idle} {since}");
+            let load = Load { backlog, idle, busy: ms(slow) };
+            assert_eq!(scale(running, cap, load, ms(since)), expected, "{running} {cap} {backlog} {idle} {since}");
         }
+        // A fast function's backlog is left to the first pollers.
+        let fast = Load { backlog: true, idle: false, busy: ms(slow - 1) };
+        assert_eq!(scale(5, 1000, fast, ms(1000)), Keep);
+        assert_eq!(scale(3, 1000, fast, ms(0)), Grow);
         // Whatever happens, the pollers converge into [min(5, cap), cap].
         for cap in [2, 3, 5, 8, 50] {
             for start in 0..60 {
                 for (backlog, idle) in [(true, false), (false, true), (false, false)] {
                     let mut running = start;
                     for _ in 0..200 {
-                        match scale(running, cap, backlog, idle, GROWTH_INTERVAL) {
+                        match scale(running, cap, Load { backlog, idle, busy: SLOW_BATCH }, GROWTH_INTERVAL) {
                             Grow => running += 1,
                             Shrink => running -= 1,
                             Keep => break,

@@ -54,7 +54,7 @@ use crate::function::{self as f, FunctionRecord, Violations};
 use crate::http::{Answer, json_answer};
 use crate::concurrency::Admitted;
 use crate::invoke::Target;
-use crate::mapping::{self, Change, Gather, Gathered, MappingRecord, Ran, Scale};
+use crate::mapping::{self, Change, Gather, Gathered, Load, MappingRecord, Ran, Scale};
 use crate::queues::{Message, QueueRef, parse_arn};
 use crate::{App, Caller};
 
@@ -88,9 +88,9 @@ impl Pollers {
 
     /// One poller's decision after a batch, counted at once (under the mutex,
     /// so two pollers never both end below the minimum).
-    fn rescale(&self, cap: usize, backlog: bool, idle: bool) -> Scale {
+    fn rescale(&self, cap: usize, load: Load) -> Scale {
         let mut grown = self.grown.lock().unwrap_or_else(|e| e.into_inner());
-        let decision = mapping::scale(self.running.load(Ordering::Acquire), cap, backlog, idle, grown.elapsed());
+        let decision = mapping::scale(self.running.load(Ordering::Acquire), cap, load, grown.elapsed());
         match decision {
             Scale::Grow => {
                 self.running.fetch_add(1, Ordering::AcqRel);
@@ -489,6 +489,8 @@ async fn poll(app: Weak<App>, uuid: String, pollers: Arc<Pollers>) {
     }
     let mut running = Running(Some(pollers.clone()));
     let mut stop = pollers.stop.subscribe();
+    // How long the function ran with this poller's previous batch.
+    let mut last_busy = Duration::ZERO;
     loop {
         if *stop.borrow() {
             return;
@@ -498,9 +500,14 @@ async fn poll(app: Weak<App>, uuid: String, pollers: Arc<Pollers>) {
             let Some((account, record)) = app.mappings.current(&uuid) else { return };
             (run_batch(&app, &account, &record, &mut stop).await, record)
         };
-        let backlog = round.received >= (record.batch_size as usize).min(mapping::MAX_RECEIVE);
-        let idle = round.received == 0 && round.pause.is_none();
-        match pollers.rescale(cap(&record), backlog, idle) {
+        let load = Load {
+            backlog: round.received >= (record.batch_size as usize).min(mapping::MAX_RECEIVE),
+            idle: round.received == 0 && round.pause.is_none(),
+            // Both of the last two batches: a cold start alone does not make a function slow.
+            busy: round.busy.min(last_busy),
+        };
+        last_busy = round.busy;
+        match pollers.rescale(cap(&record), load) {
             Scale::Grow => drop(tokio::spawn(poller(app.clone(), uuid.clone(), pollers.clone()))),
             Scale::Shrink => {
                 running.0 = None;
@@ -514,16 +521,21 @@ async fn poll(app: Weak<App>, uuid: String, pollers: Arc<Pollers>) {
     }
 }
 
-/// How a poller's batch went: how many messages it gathered, and how long to
-/// pause before the next.
+/// How a poller's batch went: how many messages it gathered, how long the
+/// function ran with them, and how long to pause before the next.
 struct Round {
     received: usize,
+    busy: Duration,
     pause: Option<Duration>,
 }
 
 impl Round {
     fn pause(pause: Duration) -> Round {
-        Round { received: 0, pause: Some(pause) }
+        Round { received: 0, busy: Duration::ZERO, pause: Some(pause) }
+    }
+
+    fn empty() -> Round {
+        Round { received: 0, busy: Duration::ZERO, pause: None }
     }
 }
 
@@ -569,7 +581,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         match received {
             Ok(got) => {
                 if got.is_empty() && messages.is_empty() {
-                    return Round { received: 0, pause: None };
+                    return Round::empty();
                 }
                 first.get_or_insert_with(Instant::now);
                 for message in got {
@@ -584,7 +596,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         }
     }
     if messages.is_empty() {
-        return Round { received: 0, pause: None };
+        return Round::empty();
     }
 
     // Invoke.
@@ -598,6 +610,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
         cognito_identity: None,
     };
     let visibility_s = queue.config().settings.visibility_timeout_s;
+    let mut busy = Duration::ZERO;
     let outcome = match admit(app, &target, Duration::from_secs(u64::from(visibility_s)) / 2).await {
         Ok((admitted, waited)) => {
             // A batch that waited for its slot gets its whole visibility timeout back for the function.
@@ -606,7 +619,10 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
                     let _ = app.queues.change_visibility_of(&queue, &m.receipt_handle, visibility_s);
                 }
             }
-            app.invoker.invoke_admitted(target, invocation, admitted).await.map(|o| o.completion)
+            let started = Instant::now();
+            let outcome = app.invoker.invoke_admitted(target, invocation, admitted).await.map(|o| o.completion);
+            busy = started.elapsed();
+            outcome
         }
         Err(e) => Err(e),
     };
@@ -632,7 +648,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
             Some(FAILURE_PAUSE)
         }
     };
-    Round { received: messages.len(), pause }
+    Round { received: messages.len(), busy, pause }
 }
 
 /// A concurrency slot for a batch of `target`: a throttle is tried again
