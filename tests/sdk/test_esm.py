@@ -123,18 +123,18 @@ def test_batch_item_failures_and_errors(server, lam, sqs):
         "jq -c '{batchItemFailures: [.Records[] | select(.body | startswith(\"bad\")) | {itemIdentifier: .messageId}]}' "
         "/tmp/event > /tmp/response"
     )
-    lam.create_function(FunctionName="boto-esm-picky", Runtime="provided.al2023", Role="r", Handler="x", Timeout=1, Code={"ZipFile": shell_function(report)})
+    lam.create_function(FunctionName="boto-esm-picky", Runtime="provided.al2023", Role="r", Handler="x", Timeout=3, Code={"ZipFile": shell_function(report)})
     dlq = sqs.create_queue(QueueName="boto-esm-dead")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
-    url = sqs.create_queue(QueueName="boto-esm-picky", Attributes={"VisibilityTimeout": "1", "RedrivePolicy": redrive})["QueueUrl"]
+    url = sqs.create_queue(QueueName="boto-esm-picky", Attributes={"VisibilityTimeout": "3", "RedrivePolicy": redrive})["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     created = lam.create_event_source_mapping(
         EventSourceArn=arn, FunctionName="boto-esm-picky", FunctionResponseTypes=["ReportBatchItemFailures"]
     )
     assert created["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": b, "MessageBody": b} for b in ("good-a", "bad-b", "good-c")])
-    assert wait_for(lambda: left(sqs, url) == 0 and left(sqs, dlq) == 1)
+    assert wait_for(lambda: left(sqs, url) == 0 and left(sqs, dlq) == 1, 60)
     dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
     assert [m["Body"] for m in dead] == ["bad-b"]
 

@@ -500,6 +500,9 @@ async fn poll(app: Weak<App>, uuid: String, pollers: Arc<Pollers>) {
             let Some((account, record)) = app.mappings.current(&uuid) else { return };
             (run_batch(&app, &account, &record, &mut stop).await, record)
         };
+        if *stop.borrow() {
+            return;
+        }
         let load = Load {
             backlog: round.received >= (record.batch_size as usize).min(mapping::MAX_RECEIVE),
             idle: round.received == 0 && round.pause.is_none(),
