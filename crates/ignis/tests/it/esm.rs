@@ -438,7 +438,7 @@ fn kill_9_while_a_mapping_runs_loses_no_message() {
     let mut waiting_at_kills = Vec::new();
     for round in 0..ROUNDS {
         send_all(&server, &url, &ids[round * PER_ROUND..(round + 1) * PER_ROUND]);
-        std::thread::sleep(Duration::from_millis(random_below(600)));
+        std::thread::sleep(Duration::from_millis(random_below(300)));
         waiting_at_kills.push(left(&server, &url));
         let killed = std::process::Command::new("kill").args(["-9", &server.pid().to_string()]).status().unwrap();
         assert!(killed.success());
