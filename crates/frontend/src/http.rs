@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, event_config, invoke_api, logs_api, provisioned, sqs_api, versions};
+use crate::{App, Caller, accounts_api, control, event_config, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -56,6 +56,12 @@ pub enum Operation {
     GetFunctionEventInvokeConfig(String),
     DeleteFunctionEventInvokeConfig(String),
     ListFunctionEventInvokeConfigs(String),
+    CreateEventSourceMapping,
+    ListEventSourceMappings,
+    /// By UUID.
+    GetEventSourceMapping(String),
+    UpdateEventSourceMapping(String),
+    DeleteEventSourceMapping(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(String),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -129,6 +135,11 @@ impl Operation {
             Operation::GetFunctionEventInvokeConfig(_) => "GetFunctionEventInvokeConfig",
             Operation::DeleteFunctionEventInvokeConfig(_) => "DeleteFunctionEventInvokeConfig",
             Operation::ListFunctionEventInvokeConfigs(_) => "ListFunctionEventInvokeConfigs",
+            Operation::CreateEventSourceMapping => "CreateEventSourceMapping",
+            Operation::ListEventSourceMappings => "ListEventSourceMappings",
+            Operation::GetEventSourceMapping(_) => "GetEventSourceMapping",
+            Operation::UpdateEventSourceMapping(_) => "UpdateEventSourceMapping",
+            Operation::DeleteEventSourceMapping(_) => "DeleteEventSourceMapping",
             Operation::Logs(action) => action,
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -214,6 +225,15 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
             Operation::ListFunctionEventInvokeConfigs(decode(name)?)
         }
+        (&Method::POST, ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
+            Operation::CreateEventSourceMapping
+        }
+        (&Method::GET, ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
+            Operation::ListEventSourceMappings
+        }
+        (&Method::GET, ["2015-03-31", "event-source-mappings", uuid]) => Operation::GetEventSourceMapping(decode(uuid)?),
+        (&Method::PUT, ["2015-03-31", "event-source-mappings", uuid]) => Operation::UpdateEventSourceMapping(decode(uuid)?),
+        (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
@@ -348,6 +368,11 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
         Operation::GetFunctionEventInvokeConfig(name) => event_config::get(app, caller, &name, query),
         Operation::DeleteFunctionEventInvokeConfig(name) => event_config::delete(app, caller, &name, query).await,
         Operation::ListFunctionEventInvokeConfigs(name) => event_config::list(app, caller, &name, query),
+        Operation::CreateEventSourceMapping => mappings::create(app, caller, &body).await,
+        Operation::ListEventSourceMappings => mappings::list(app, caller, query),
+        Operation::GetEventSourceMapping(uuid) => mappings::get(app, caller, &uuid),
+        Operation::UpdateEventSourceMapping(uuid) => mappings::update(app, caller, &uuid, &body).await,
+        Operation::DeleteEventSourceMapping(uuid) => mappings::delete(app, caller, &uuid).await,
         Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -443,6 +468,12 @@ mod tests {
         check(Method::GET, "/2019-09-25/functions/f/event-invoke-config", Some(GetFunctionEventInvokeConfig("f".into())));
         check(Method::DELETE, "/2019-09-25/functions/f/event-invoke-config", Some(DeleteFunctionEventInvokeConfig("f".into())));
         check(Method::GET, "/2019-09-25/functions/f/event-invoke-config/list", Some(ListFunctionEventInvokeConfigs("f".into())));
+        check(Method::POST, "/2015-03-31/event-source-mappings/", Some(CreateEventSourceMapping));
+        check(Method::GET, "/2015-03-31/event-source-mappings/", Some(ListEventSourceMappings));
+        check(Method::GET, "/2015-03-31/event-source-mappings/u-1", Some(GetEventSourceMapping("u-1".into())));
+        check(Method::PUT, "/2015-03-31/event-source-mappings/u-1", Some(UpdateEventSourceMapping("u-1".into())));
+        check(Method::DELETE, "/2015-03-31/event-source-mappings/u-1", Some(DeleteEventSourceMapping("u-1".into())));
+        check(Method::POST, "/2015-03-31/event-source-mappings/u-1", None);
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);

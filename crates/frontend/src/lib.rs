@@ -22,6 +22,8 @@
 //!   administrator's key only.
 //! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
 //!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
+//! - `mapping` + `mappings`: event source mappings from queues to functions
+//!   (the pure decisions; the owner, its pollers and the API calls).
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
@@ -39,6 +41,8 @@ mod http;
 mod invoke;
 mod invoke_api;
 mod logs_api;
+mod mapping;
+mod mappings;
 mod provisioned;
 pub mod queues;
 mod registry;
@@ -115,6 +119,10 @@ pub struct App {
     queues: Arc<queues::Queues>,
     /// Pending asynchronous invocations.
     events: Arc<async_invoke::AsyncEvents>,
+    /// Every event source mapping, with its pollers.
+    mappings: mappings::Mappings,
+    /// Asks the log writer to commit what it was handed so far.
+    log_barriers: tokio::sync::mpsc::UnboundedSender<logs_api::LogBarrier>,
 }
 
 impl App {
@@ -152,9 +160,11 @@ impl App {
         }
         let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
-        tokio::spawn(logs_api::write_logs(store.clone(), logs));
+        let (log_barriers, barriers) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));
         let queues = queues::Queues::load(store.clone(), config.region.clone()).map_err(ApiError::from)?;
         let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
+        let mappings = mappings::Mappings::load(&store)?;
         let app = Arc::new(App {
             config,
             store,
@@ -166,15 +176,26 @@ impl App {
             provisioning: Arc::default(),
             queues,
             events,
+            mappings,
+            log_barriers,
         });
         tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
         async_invoke::start_pollers(&app);
+        mappings::start(&app);
         Ok(app)
     }
 
     /// Every account's message queues (send, receive, delete, ... by queue ARN).
     pub fn queues(&self) -> &Arc<queues::Queues> {
         &self.queues
+    }
+
+    /// Waits until every log line handed to the log writer so far is committed.
+    async fn logs_written(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.log_barriers.send(done).is_ok() {
+            let _ = written.await;
+        }
     }
 
     /// The administrator's account id.

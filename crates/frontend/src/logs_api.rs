@@ -21,44 +21,90 @@ const LOG_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most batches in one transaction.
 const LOG_BATCHES: usize = 4096;
 
+/// A request to the log writer: answer once every line handed to it so far is committed.
+pub type LogBarrier = tokio::sync::oneshot::Sender<()>;
+
 /// Writes log lines to storage: whatever arrives within [`LOG_LINGER`] of
 /// the first, in one transaction, so busy functions cost few transactions.
-pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>) {
+///
+/// A [`LogBarrier`] is answered once every batch handed over before it is
+/// committed (without the linger while one waits): an event source mapping
+/// waits for one before it deletes a batch of messages, so the durable delete
+/// (whose fsync covers the earlier log commits) never outlives the
+/// invocation's log. Batches are counted as they are taken, so a barrier
+/// waits for those queued when it came, never for later ones.
+pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>, mut barriers: mpsc::UnboundedReceiver<LogBarrier>) {
     let mut batches = Vec::new();
-    while logs.recv_many(&mut batches, LOG_BATCHES).await > 0 {
-        tokio::time::sleep(LOG_LINGER).await;
+    // Batches taken from the channel so far; at the top of the loop, all are committed.
+    let mut taken: usize = 0;
+    // Barriers, each with the count of batches that must be committed first.
+    let mut waiting: Vec<(usize, LogBarrier)> = Vec::new();
+    let mut barriers_open = true;
+    loop {
+        tokio::select! {
+            received = logs.recv_many(&mut batches, LOG_BATCHES) => {
+                if received == 0 {
+                    return;
+                }
+                taken += received;
+                if waiting.is_empty() {
+                    tokio::time::sleep(LOG_LINGER).await;
+                }
+            }
+            barrier = barriers.recv(), if barriers_open => match barrier {
+                Some(barrier) => waiting.push((taken + logs.len(), barrier)),
+                None => barriers_open = false,
+            },
+        }
+        while let Ok(barrier) = barriers.try_recv() {
+            waiting.push((taken + logs.len(), barrier));
+        }
         while batches.len() < LOG_BATCHES {
             match logs.try_recv() {
-                Ok(batch) => batches.push(batch),
+                Ok(batch) => {
+                    batches.push(batch);
+                    taken += 1;
+                }
                 Err(_) => break,
             }
         }
-        let store = store.clone();
-        let taken = std::mem::take(&mut batches);
-        let written = tokio::task::spawn_blocking(move || {
-            let events: Vec<(String, String, Vec<LogEvent>)> = taken
-                .into_iter()
-                .map(|batch| {
-                    let stream = batch.stream;
-                    let events = batch
-                        .lines
-                        .into_iter()
-                        .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
-                        .collect();
-                    (batch.account, batch.group, events)
-                })
-                .collect();
-            let borrowed: Vec<(&str, &str, &[LogEvent])> =
-                events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
-            if let Err(e) = store.append_log_batches(&borrowed) {
-                let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
-                eprintln!("ignis: could not keep {lines} log lines: {e}");
-            }
-        })
-        .await;
-        if written.is_err() {
-            eprintln!("ignis: the log writer failed");
+        if !batches.is_empty() {
+            write_batches(&store, std::mem::take(&mut batches)).await;
         }
+        // Everything taken is committed now.
+        let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(needed, _)| *needed <= taken);
+        waiting = still;
+        for (_, barrier) in ready {
+            let _ = barrier.send(());
+        }
+    }
+}
+
+async fn write_batches(store: &Arc<Store>, taken: Vec<LogBatch>) {
+    let store = store.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let events: Vec<(String, String, Vec<LogEvent>)> = taken
+            .into_iter()
+            .map(|batch| {
+                let stream = batch.stream;
+                let events = batch
+                    .lines
+                    .into_iter()
+                    .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
+                    .collect();
+                (batch.account, batch.group, events)
+            })
+            .collect();
+        let borrowed: Vec<(&str, &str, &[LogEvent])> =
+            events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
+        if let Err(e) = store.append_log_batches(&borrowed) {
+            let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
+            eprintln!("ignis: could not keep {lines} log lines: {e}");
+        }
+    })
+    .await;
+    if written.is_err() {
+        eprintln!("ignis: the log writer failed");
     }
 }
 
@@ -209,4 +255,48 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
         })
         .collect();
     Ok(json_answer(StatusCode::OK, json!({ "logStreams": streams })))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ignis_worker::LogLine;
+
+    use super::*;
+
+    fn batch(message: &str) -> LogBatch {
+        LogBatch {
+            account: "111111111111".into(),
+            group: "/aws/lambda/f".into(),
+            stream: "s".into(),
+            lines: vec![LogLine { timestamp_ms: 1, message: message.into() }],
+        }
+    }
+
+    #[test]
+    fn a_barrier_is_answered_once_earlier_lines_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (lines, logs) = mpsc::channel(8192);
+            let (barriers, requests) = mpsc::unbounded_channel();
+            tokio::spawn(write_logs(store.clone(), logs, requests));
+            let stored = || store.filter_logs("111111111111", "/aws/lambda/f", &LogQuery::default()).unwrap().events.len();
+            // An idle writer answers at once.
+            let (done, answered) = tokio::sync::oneshot::channel();
+            barriers.send(done).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), answered).await.unwrap().unwrap();
+            // More than one transaction's worth, queued before the barrier: all are in storage when it is answered.
+            let count = LOG_BATCHES + 10;
+            for i in 0..count {
+                lines.send(batch(&format!("line {i}"))).await.unwrap();
+            }
+            let (done, answered) = tokio::sync::oneshot::channel();
+            barriers.send(done).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), answered).await.unwrap().unwrap();
+            assert_eq!(stored(), count.min(ignis_store::MAX_LOG_LIMIT));
+        });
+    }
 }

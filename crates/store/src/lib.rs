@@ -20,6 +20,8 @@
 //!
 //! Queues (see the `queues` module): definitions as opaque records, messages
 //! by queue id; sends, deletes and purges are fsync'd, receive counts not.
+//! Event source mappings (the `mappings` module): opaque records by account
+//! and UUID, fsync'd.
 //!
 //! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
 //! opaque `(meta, payload)` rows by id, changed in batches.
@@ -34,6 +36,7 @@ mod accounts;
 mod code;
 mod events;
 mod logs;
+mod mappings;
 mod queues;
 
 use std::collections::HashMap;
@@ -185,6 +188,7 @@ impl Store {
         events::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
         queues::create_tables(&txn)?;
+        mappings::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 

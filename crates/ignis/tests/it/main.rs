@@ -8,6 +8,7 @@ mod async_invoke;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod esm;
 mod harness;
 mod hostile;
 mod invoke;

@@ -21,12 +21,12 @@ fn call_as(server: &Server, credentials: &Credentials, action: &str, body: &Valu
     )
 }
 
-fn call(server: &Server, action: &str, body: Value) -> Reply {
+pub(crate) fn call(server: &Server, action: &str, body: Value) -> Reply {
     call_as(server, &Server::credentials(), action, &body)
 }
 
 /// A call that must succeed; its answer.
-fn ok(server: &Server, action: &str, body: Value) -> Value {
+pub(crate) fn ok(server: &Server, action: &str, body: Value) -> Value {
     let reply = call(server, action, body);
     assert_eq!(reply.status, 200, "{action}: {}", reply.text());
     reply.json()
@@ -47,7 +47,7 @@ pub(crate) fn create(server: &Server, name: &str, attributes: Value) -> String {
     created["QueueUrl"].as_str().unwrap().to_string()
 }
 
-fn send(server: &Server, url: &str, body: &str) -> String {
+pub(crate) fn send(server: &Server, url: &str, body: &str) -> String {
     ok(server, "SendMessage", json!({ "QueueUrl": url, "MessageBody": body }))["MessageId"].as_str().unwrap().to_string()
 }
 
@@ -60,7 +60,7 @@ pub(crate) fn receive(server: &Server, url: &str, extra: Value) -> Vec<Value> {
     answer["Messages"].as_array().cloned().unwrap_or_default()
 }
 
-fn bodies(messages: &[Value]) -> Vec<&str> {
+pub(crate) fn bodies(messages: &[Value]) -> Vec<&str> {
     let mut bodies: Vec<&str> = messages.iter().map(|m| m["Body"].as_str().unwrap()).collect();
     bodies.sort();
     bodies
@@ -71,7 +71,7 @@ pub(crate) fn attribute(server: &Server, url: &str, name: &str) -> String {
     answer["Attributes"][name].as_str().unwrap_or_else(|| panic!("no {name} in {answer}")).to_string()
 }
 
-fn md5(text: &str) -> String {
+pub(crate) fn md5(text: &str) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(text.as_bytes()))
 }
