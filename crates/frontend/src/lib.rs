@@ -17,6 +17,8 @@
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
+//! - `cluster_api`: the worker hosts' calls (register, heartbeat, code, logs)
+//!   and `GET /ignis/workers`, for the administrator's key only.
 //! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
 //!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
 //! - `error`: every API error and its wire form, in one place.
@@ -26,6 +28,7 @@
 //! when accounts are made). Handlers act only within the caller's account.
 
 mod accounts_api;
+mod cluster_api;
 mod concurrency;
 mod control;
 mod error;
@@ -45,10 +48,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ignis_store::{AccessKey, Store};
-use ignis_worker::{LogBatch, Worker};
+use ignis_worker::LogBatch;
 
 pub use error::ApiError;
 pub use http::serve;
+pub use invoke::Workers;
 
 pub struct Config {
     pub region: String,
@@ -114,7 +118,7 @@ impl App {
     pub fn new(
         config: Config,
         store: Arc<Store>,
-        worker: Arc<Worker>,
+        workers: Workers,
         logs: tokio::sync::mpsc::Receiver<LogBatch>,
     ) -> Result<Arc<App>, ApiError> {
         let registry = registry::Registry::load(store.clone())?;
@@ -141,7 +145,7 @@ impl App {
                 }
             }
         }
-        let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
+        let invoker = invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         tokio::spawn(logs_api::write_logs(store.clone(), logs));
         let queues = queues::Queues::load(store.clone(), config.region.clone()).map_err(ApiError::from)?;

@@ -2,6 +2,7 @@
 
 mod client;
 mod server;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Start the platform: API, storage and a local worker, in one process.
     Server(server::ServerArgs),
+    /// Start a worker host that runs sandboxes for a server it joins.
+    Worker(worker::WorkerArgs),
     /// Create a function, or update the code and configuration of an existing one.
     Deploy(client::DeployArgs),
     /// Invoke a function and print its answer.
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Ls(args) => client::ls(args),
@@ -51,6 +55,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The sandbox init executable: `given`, else `ignis-init` beside this program.
+fn init_exe(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    let init_exe = match given {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path: {e}"))?
+            .with_file_name("ignis-init"),
+    };
+    if !init_exe.is_file() {
+        return Err(format!("sandbox init {} not found: build it (cargo build) or pass --init", init_exe.display()));
+    }
+    Ok(init_exe)
 }
 
 /// The default data directory: `$XDG_DATA_HOME/ignis`, else `~/.local/share/ignis`.

@@ -45,7 +45,7 @@ use redb::{
 pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
-pub use code::{Code, CodeError, CodeRules};
+pub use code::{Code, CodeError, CodeRules, zip_tree};
 pub use queues::{QueueMessage, QueueWrite, StoredQueue};
 pub use logs::{
     LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
