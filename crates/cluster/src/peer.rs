@@ -68,15 +68,17 @@ impl Peer {
             builder.body(Full::new(body.clone())).map_err(|e| PeerError::Connect(format!("bad request {path}: {e}")))
         };
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // A kept connection the peer closed meanwhile fails before the request goes out: then a new one is made.
         if let Some(mut sender) = pooled.filter(|s| !s.is_closed()) {
-            match self.send(&mut sender, build()?).await {
-                Ok(answer) => {
-                    self.put_back(sender);
-                    return Ok(answer);
+            if sender.ready().await.is_ok() {
+                match self.send(&mut sender, build()?).await {
+                    Ok(answer) => {
+                        self.put_back(sender);
+                        return Ok(answer);
+                    }
+                    Err(e) if e.is_canceled() => {}
+                    Err(e) => return Err(PeerError::Transport(format!("{}: {e}", self.authority))),
                 }
-                // Closed before the request went out: nothing was sent; try a new connection.
-                Err(e) if e.is_canceled() || sender.is_closed() && e.is_incomplete_message() => {}
-                Err(e) => return Err(PeerError::Transport(format!("{}: {e}", self.authority))),
             }
         }
         let mut sender = self.connect().await?;

@@ -404,3 +404,101 @@ impl Server {
         )
     }
 }
+
+/// A real `ignis worker` joined to a server, on a free loopback port.
+pub struct WorkerHost {
+    child: Option<Child>,
+    pub address: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl WorkerHost {
+    /// Starts a worker with its own data directory and joins it to `server`.
+    pub fn start(server: &Server, args: &[&str]) -> WorkerHost {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut worker = WorkerHost::start_in(server, &tmp.path().join("worker"), args);
+        worker._tmp = Some(tmp);
+        worker
+    }
+
+    /// Starts a worker on an existing data directory (e.g. after one was killed there).
+    pub fn start_in(server: &Server, data: &Path, args: &[&str]) -> WorkerHost {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .arg("worker")
+            .args(["--join", &format!("http://{}", server.address), "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ignis worker");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines.next().expect("worker exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        WorkerHost { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Kills the worker's process with SIGKILL (no clean-up of its own) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the worker with SIGTERM and waits for it (it ends its sandboxes first).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals a child process we started and have not reaped.
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "worker did not stop within 20 s of SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals a child process we started and have not reaped.
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Server {
+    /// `GET /ignis/workers`: every worker, oldest first.
+    pub fn workers(&self) -> Vec<Value> {
+        let reply = self.signed("ignis", "GET", "/ignis/workers", "", &[], b"");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["Workers"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `count` workers are healthy.
+    pub fn wait_for_workers(&self, count: usize) {
+        let healthy = || self.workers().iter().filter(|w| w["Healthy"] == true).count();
+        assert!(eventually(Duration::from_secs(10), || healthy() == count), "{} workers healthy, not {count}", healthy());
+    }
+}

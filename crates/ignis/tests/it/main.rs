@@ -15,3 +15,4 @@ mod provisioned;
 mod sqs;
 mod tidy;
 mod versions;
+mod workers;

@@ -1,0 +1,182 @@
+//! Several worker hosts: `ignis server --no-local-worker` with `ignis worker`
+//! processes joined to it; placement by capacity, logs from remote
+//! sandboxes, and failover when a worker is killed with SIGKILL under load.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{Server, WorkerHost, cgroup_left, eventually, sandbox_ids, sh_runtime};
+
+fn slow_function(server: &Server, name: &str, seconds: &str) {
+    let zip = sh_runtime(&format!("sleep {seconds}; echo \"{{\\\"worker\\\": \\\"$AWS_LAMBDA_LOG_STREAM_NAME\\\"}}\" > /tmp/response"));
+    let reply = server.create(name, &zip, json!({ "Timeout": 30, "MemorySize": 128 }));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+}
+
+#[test]
+fn without_a_worker_an_invoke_is_a_clear_error() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    assert!(server.workers().is_empty());
+    slow_function(&server, "alone", "0");
+    let started = Instant::now();
+    let reply = server.invoke("alone", "{}");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.error_type(), "ServiceException");
+    assert!(reply.text().contains("no healthy worker"), "{}", reply.text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn two_workers_share_the_sandboxes_by_capacity_and_their_logs_reach_the_server() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    // Room for two sandboxes of 128 MB each.
+    let _first = WorkerHost::start(&server, &["--memory", "256"]);
+    let _second = WorkerHost::start(&server, &["--memory", "256"]);
+    server.wait_for_workers(2);
+    slow_function(&server, "shared", "1");
+
+    // Five at once: four fit (two per worker), the fifth finds no room.
+    let replies: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..5).map(|_| s.spawn(|| server.invoke("shared", "{}"))).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let workers = server.workers();
+        let used: Vec<u64> = workers.iter().map(|w| w["UsedMemoryMb"].as_u64().unwrap()).collect();
+        assert_eq!(used, [256, 256], "{workers:?}");
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<_> = replies.iter().filter(|r| r.status != 200).collect();
+    assert_eq!(ok, 4, "{replies:?}");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].error_type(), "ServiceException");
+    assert!(refused[0].text().contains("no worker has room"), "{}", refused[0].text());
+
+    // Warm invokes reuse them; the tail and FilterLogEvents show their lines.
+    let reply = server.invoke("shared", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.log_tail().contains("REPORT RequestId"), "{}", reply.log_tail());
+    assert!(eventually(Duration::from_secs(10), || {
+        let events = server.log_events("shared");
+        events.iter().filter(|e| e["message"].as_str().unwrap_or("").starts_with("REPORT")).count() == 5
+    }));
+    assert_eq!(sandbox_ids(&server.log_events("shared")).len(), 4);
+}
+
+#[test]
+fn killing_a_worker_under_load_fails_over_to_the_other() {
+    let mut server = Server::start_with(&["--no-local-worker"]);
+    let mut first = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(1);
+    let mut second = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(2);
+    slow_function(&server, "busy", "0.2");
+    assert_eq!(server.invoke("busy", "{}").status, 200);
+    // Packing fills the oldest worker first.
+    let workers = server.workers();
+    assert_eq!(workers[0]["Sandboxes"], 1, "{workers:?}");
+    let (victim_id, victim_address) = (workers[0]["WorkerId"].clone(), workers[0]["Address"].clone());
+    assert_eq!(victim_address, first.address.as_str());
+
+    // 4 clients × 20 invokes; the worker running them is killed after a second.
+    let results: Vec<(u16, String, Duration)> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..20)
+                        .map(|_| {
+                            let started = Instant::now();
+                            let reply = server.invoke("busy", "{}");
+                            (reply.status, reply.error_type().to_string(), started.elapsed())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        first.kill9();
+        clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    let failed: Vec<_> = results.iter().filter(|(status, ..)| *status != 200).collect();
+    for (status, error_type, elapsed) in &failed {
+        assert_eq!((*status, error_type.as_str()), (500, "ServiceException"), "{failed:?}");
+        assert!(*elapsed < Duration::from_secs(5), "a failure took {elapsed:?}, the function's timeout is 30 s");
+    }
+    assert!(failed.len() <= 4, "only invocations in flight on the killed worker may fail: {failed:?}");
+    // Each client's last invokes ran on the survivor.
+    for client in results.chunks(20) {
+        assert!(client[10..].iter().all(|(status, ..)| *status == 200), "{client:?}");
+    }
+
+    // The killed worker is unhealthy and holds nothing; the survivor has the sandboxes.
+    assert!(eventually(Duration::from_secs(5), || {
+        let workers = server.workers();
+        let victim = workers.iter().find(|w| w["WorkerId"] == victim_id).unwrap();
+        victim["Healthy"] == false && victim["Sandboxes"] == 0
+    }));
+    let workers = server.workers();
+    let survivor = workers.iter().find(|w| w["Address"] == second.address.as_str()).unwrap();
+    assert_eq!(survivor["Healthy"], true);
+    assert!(survivor["Sandboxes"].as_u64().unwrap() >= 1, "{workers:?}");
+    assert_eq!(server.invoke("busy", "{}").status, 200);
+
+    // Nothing is left behind: the survivor ends its sandboxes when it stops;
+    // the killed worker's sandboxes died with it, and the next worker on its
+    // data directory removes their cgroups.
+    let ids = sandbox_ids(&server.log_events("busy"));
+    assert!(ids.len() >= 2, "{ids:?}");
+    second.stop();
+    let mut again = WorkerHost::start_in(&server, &first.data, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || ids.iter().all(|id| !cgroup_left(id))),
+        "cgroups left: {:?}",
+        ids.iter().filter(|id| cgroup_left(id)).collect::<Vec<_>>()
+    );
+    again.stop();
+    server.stop();
+}
+
+#[test]
+fn a_worker_that_stops_heartbeating_is_dropped_and_rejoins_as_a_new_one() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    let worker = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(1);
+    slow_function(&server, "paused", "0");
+    assert_eq!(server.invoke("paused", "{}").status, 200);
+    // SIGSTOP: the process is there but silent (its connections hang).
+    let pid = worker_pid(&worker);
+    signal(pid, 19);
+    let started = Instant::now();
+    let hung = std::thread::scope(|s| {
+        let call = s.spawn(|| server.invoke("paused", "{}"));
+        assert!(eventually(Duration::from_secs(6), || server.workers()[0]["Healthy"] == false));
+        call.join().unwrap()
+    });
+    assert_eq!((hung.status, hung.error_type()), (500, "ServiceException"), "{}", hung.text());
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    signal(pid, 18);
+    // Told it is unknown, it ends its sandboxes and registers again.
+    server.wait_for_workers(1);
+    assert_eq!(server.workers().len(), 1, "the old entry at the same address is gone");
+    let reply = server.invoke("paused", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(eventually(Duration::from_secs(10), || sandbox_ids(&server.log_events("paused")).len() == 2));
+    let ids = sandbox_ids(&server.log_events("paused"));
+    assert!(
+        eventually(Duration::from_secs(10), || ids.iter().filter(|id| cgroup_left(id)).count() == 1),
+        "{ids:?}: {:?}",
+        ids.iter().map(|id| cgroup_left(id)).collect::<Vec<_>>()
+    );
+}
+
+fn worker_pid(worker: &WorkerHost) -> i32 {
+    worker.pid() as i32
+}
+
+fn signal(pid: i32, signal: i32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    // SAFETY: signals a child process this test started and has not reaped.
+    assert_eq!(unsafe { kill(pid, signal) }, 0);
+}
