@@ -34,6 +34,8 @@ enum Command {
     Logs(client::LogsArgs),
     /// Manage tenant accounts (administrator's key only).
     Account(client::AccountArgs),
+    /// List the workers: the local one and the hosts that joined (administrator's key only).
+    Workers(client::Endpoint),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => client::rm(args),
         Command::Logs(args) => client::logs(args),
         Command::Account(args) => client::account(args),
+        Command::Workers(args) => client::workers(args),
     };
     match result {
         Ok(code) => code,

@@ -64,6 +64,29 @@ fn two_workers_share_the_sandboxes_by_capacity_and_their_logs_reach_the_server()
 }
 
 #[test]
+fn the_cli_lists_the_local_worker_and_those_that_joined() {
+    let server = Server::start();
+    let worker = WorkerHost::start(&server, &["--memory", "512"]);
+    server.wait_for_workers(2);
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["workers", "--endpoint", &format!("http://{}", server.address)])
+        .env("IGNIS_ACCESS_KEY_ID", crate::harness::KEY_ID)
+        .env("IGNIS_SECRET_ACCESS_KEY", crate::harness::SECRET)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["WORKER", "ADDRESS", "HEALTHY", "MEMORY_MB", "USED_MB", "CPUS", "SANDBOXES"]);
+    assert_eq!(rows[1][..3], ["worker-0", "local", "true"]);
+    assert_eq!(rows[2][..4], ["worker-1", worker.address.as_str(), "true", "512"]);
+    // A tenant's key may not see them.
+    let (_, tenant) = server.create_account("tenant");
+    let reply = server.ignis_as(&tenant, "GET", "/ignis/workers", b"");
+    assert_eq!((reply.status, reply.error_type()), (403, "AccessDeniedException"));
+}
+
+#[test]
 fn killing_a_worker_under_load_fails_over_to_the_other() {
     let mut server = Server::start_with(&["--no-local-worker"]);
     let mut first = WorkerHost::start(&server, &[]);
