@@ -742,6 +742,22 @@ fn row(label: &str, s: Option<&Stats>, note: &str) {
     }
 }
 
+/// What `measured` adds to `reference` at p50, p90 and p99, and whether the p50 stays under `target_ms`.
+fn added_row(label: &str, measured: &Stats, reference: &Stats, target_ms: f64) {
+    let added = measured.p50 - reference.p50;
+    println!(
+        "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  p50 < {target_ms} ms: {}",
+        label,
+        "",
+        "",
+        ms(added),
+        ms(measured.p90 - reference.p90),
+        ms(measured.p99 - reference.p99),
+        "",
+        verdict(added < target_ms)
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "MET" } else { "MISSED" }
 }
@@ -789,18 +805,7 @@ impl Report {
         row("warm Invoke, concurrency 1", warm.as_ref(), "");
         row("baseline echo, concurrency 1", base.as_ref(), "");
         if let (Some(w), Some(b)) = (&warm, &base) {
-            let added = w.p50 - b.p50;
-            println!(
-                "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  p50 < {ADDED_TARGET_MS} ms: {}",
-                "added latency (warm - baseline)",
-                "",
-                "",
-                ms(added),
-                ms(w.p90 - b.p90),
-                ms(w.p99 - b.p99),
-                "",
-                verdict(added < ADDED_TARGET_MS)
-            );
+            added_row("added latency (warm - baseline)", w, b, ADDED_TARGET_MS);
             println!(
                 "  {:<34} {:>6} {:>9} {:>8.2}x {:>8.2}x {:>8.2}x",
                 "ratio warm / baseline",
@@ -815,18 +820,7 @@ impl Report {
         let hop = stats_ms(&self.cluster);
         row("warm Invoke, 2 worker hosts, c=1", hop.as_ref(), "--no-local-worker + 2x ignis worker");
         if let (Some(h), Some(w)) = (&hop, &warm) {
-            let added = h.p50 - w.p50;
-            println!(
-                "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  p50 < {HOP_TARGET_MS} ms: {}",
-                "added by the worker hop",
-                "",
-                "",
-                ms(added),
-                ms(h.p90 - w.p90),
-                ms(h.p99 - w.p99),
-                "",
-                verdict(added < HOP_TARGET_MS)
-            );
+            added_row("added by the worker hop", h, w, HOP_TARGET_MS);
         }
         println!("{line}");
         let tw = stats_ms(&self.tput.latencies);

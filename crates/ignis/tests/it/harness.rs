@@ -72,27 +72,9 @@ impl Server {
 
     /// Starts a server on an existing data directory (e.g. to test a restart).
     pub fn start_in(data: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(args)
-            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
-            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ignis server");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines.next().expect("server exited before listening").unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
+        command.arg("server").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+        let (child, address) = launch(command, "server");
         Server { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
     }
 
@@ -102,21 +84,8 @@ impl Server {
 
     /// Stops the server with SIGTERM and waits for it (it ends its sandboxes first).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a child process we started and have not reaped.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("server did not stop within 20 s of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child, true);
         }
     }
 
@@ -228,16 +197,48 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a child process we started and have not reaped.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child, false);
+        }
+    }
+}
+
+/// Starts an `ignis` process with the test keys and reads the address it listens on.
+fn launch(mut command: Command, what: &str) -> (Child, String) {
+    let mut child = command
+        .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+        .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start ignis {what}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines.next().unwrap_or_else(|| panic!("ignis {what} exited before listening")).unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stdout so the process never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+/// SIGTERM, then up to 20 s for the process to end its sandboxes and exit; past that, a
+/// panic if `strict`, else SIGKILL.
+fn terminate(mut child: Child, strict: bool) {
+    // SAFETY: signals a child process we started and have not reaped.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            assert!(!strict, "process {} did not stop within 20 s of SIGTERM", child.id());
+            return;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -424,26 +425,10 @@ impl WorkerHost {
 
     /// Starts a worker on an existing data directory (e.g. after one was killed there).
     pub fn start_in(server: &Server, data: &Path, args: &[&str]) -> WorkerHost {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
-            .arg("worker")
-            .args(["--join", &format!("http://{}", server.address), "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(args)
-            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
-            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ignis worker");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines.next().expect("worker exited before listening").unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
+        let join = format!("http://{}", server.address);
+        command.arg("worker").args(["--join", &join, "--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+        let (child, address) = launch(command, "worker");
         WorkerHost { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
     }
 
@@ -461,29 +446,16 @@ impl WorkerHost {
 
     /// Stops the worker with SIGTERM and waits for it (it ends its sandboxes first).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a child process we started and have not reaped.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().unwrap().is_none() {
-                assert!(Instant::now() < deadline, "worker did not stop within 20 s of SIGTERM");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child, true);
         }
     }
 }
 
 impl Drop for WorkerHost {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a child process we started and have not reaped.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate(child, false);
         }
     }
 }
