@@ -184,14 +184,12 @@ impl RemoteSandbox {
         tokio::spawn(async move { sandbox.end().await });
     }
 
-    /// Ends the sandbox and waits for its worker's acknowledgement (nothing to
-    /// do if the worker is down: its sandboxes end with it).
+    /// Ends the sandbox and waits (briefly) for its worker's acknowledgement.
+    /// Tried even when the worker is down: a sandbox started just as its
+    /// worker was dropped may sit on a process that still listens there.
     pub async fn end(&self) {
         self.dead.store(true, Ordering::Relaxed);
-        if self.worker.is_down() {
-            return;
-        }
         let path = format!("/sandboxes/{}", self.id);
-        let _ = self.worker.call(Method::DELETE, &path, Bytes::new(), CALL_MARGIN).await;
+        let _ = tokio::time::timeout(CALL_MARGIN, self.worker.peer.call(Method::DELETE, &path, Bytes::new())).await;
     }
 }

@@ -292,8 +292,8 @@ impl Invoker {
     }
 
     /// A worker host joined: it gets the next worker id and is healthy until
-    /// its heartbeats stop. An unhealthy worker listed at the same address is
-    /// dropped from the list (it came back as this one).
+    /// its heartbeats stop. A worker listed at the same address is gone (a
+    /// new process listens there): it is dropped, and leaves the list.
     pub fn register(&self, address: &str, capacity: Capacity) -> u32 {
         let now = self.now_ms();
         let mut state = self.lock();
@@ -302,10 +302,11 @@ impl Invoker {
         let stale: Vec<WorkerId> = state
             .members
             .iter()
-            .filter(|(_, m)| m.address == address && m.liveness.is_some_and(|mut l| l.check(now) == Health::Unhealthy))
+            .filter(|(_, m)| m.address == address && m.liveness.is_some())
             .map(|(id, _)| *id)
             .collect();
         for old in stale {
+            state.drop_worker(old, now);
             state.members.remove(&old);
             state.workers.retain(|w| w.id != old);
         }

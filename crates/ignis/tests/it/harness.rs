@@ -427,7 +427,10 @@ impl WorkerHost {
     pub fn start_in(server: &Server, data: &Path, args: &[&str]) -> WorkerHost {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
         let join = format!("http://{}", server.address);
-        command.arg("worker").args(["--join", &join, "--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+        command.arg("worker").args(["--join", &join, "--data-dir"]).arg(data).args(args);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let (child, address) = launch(command, "worker");
         WorkerHost { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
     }

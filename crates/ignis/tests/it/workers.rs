@@ -94,6 +94,9 @@ fn killing_a_worker_under_load_fails_over_to_the_other() {
     let mut second = WorkerHost::start(&server, &[]);
     server.wait_for_workers(2);
     slow_function(&server, "busy", "0.2");
+    // Four slots: one that was not given back would throttle the clients below.
+    let reply = server.lambda("PUT", "/2017-10-31/functions/busy/concurrency", br#"{"ReservedConcurrentExecutions": 4}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(server.invoke("busy", "{}").status, 200);
     // Packing fills the oldest worker first.
     let workers = server.workers();
@@ -202,4 +205,25 @@ fn signal(pid: i32, signal: i32) {
     }
     // SAFETY: signals a child process this test started and has not reaped.
     assert_eq!(unsafe { kill(pid, signal) }, 0);
+}
+
+#[test]
+fn a_worker_restarted_at_the_same_address_replaces_the_old_one_at_once() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut worker = WorkerHost::start(&server, &["--listen", &listen]);
+    server.wait_for_workers(1);
+    slow_function(&server, "restarted", "0");
+    assert_eq!(server.invoke("restarted", "{}").status, 200);
+    let data = worker.data.clone();
+    worker.kill9();
+    let _again = WorkerHost::start_in(&server, &data, &["--listen", &listen]);
+    // Well within the heartbeat timeout, the new registration has taken the old one's place.
+    assert!(eventually(Duration::from_secs(2), || server.workers().iter().any(|w| w["WorkerId"] == 2)));
+    let workers = server.workers();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!((workers[0]["Healthy"].clone(), workers[0]["Sandboxes"].clone()), (json!(true), json!(0)));
+    let reply = server.invoke("restarted", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
