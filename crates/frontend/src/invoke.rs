@@ -181,7 +181,7 @@ impl State {
 
     /// The worker is unhealthy for good: no new sandbox, calls in flight to
     /// it end, its sandboxes leave the pool and the handle map.
-    fn drop_worker(&mut self, worker: WorkerId, now_ms: u64) {
+    fn drop_worker(&mut self, worker: WorkerId) {
         if !self.workers.iter().any(|w| w.id == worker && w.healthy) {
             return;
         }
@@ -199,15 +199,7 @@ impl State {
         let lost: Vec<SandboxId> =
             self.placed.iter().filter(|(_, (w, _))| *w == worker).map(|(id, _)| *id).collect();
         for &id in &lost {
-            let event = match self.pool.state(id) {
-                Some(ignis_assignment::State::Initialising) => Some(Event::InitFailed),
-                Some(ignis_assignment::State::Busy) => Some(Event::Failed),
-                Some(ignis_assignment::State::Idle) => Some(Event::Expired),
-                _ => None,
-            };
-            if let Some(event) = event {
-                let _ = self.pool.report(id, event, now_ms);
-            }
+            self.pool.remove(id);
             self.forget(id);
         }
         eprintln!("ignis: {worker} at {address} is unhealthy: {} sandboxes dropped", lost.len());
@@ -306,7 +298,7 @@ impl Invoker {
             .map(|(id, _)| *id)
             .collect();
         for old in stale {
-            state.drop_worker(old, now);
+            state.drop_worker(old);
             state.members.remove(&old);
             state.workers.retain(|w| w.id != old);
         }
@@ -331,7 +323,7 @@ impl Invoker {
             None => false,
         };
         if !beat {
-            state.drop_worker(WorkerId(id), now);
+            state.drop_worker(WorkerId(id));
         }
         beat
     }
@@ -353,7 +345,7 @@ impl Invoker {
             })
             .collect();
         for id in failing {
-            state.drop_worker(id, now);
+            state.drop_worker(id);
         }
     }
 

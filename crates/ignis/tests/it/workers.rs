@@ -227,3 +227,34 @@ fn a_worker_restarted_at_the_same_address_replaces_the_old_one_at_once() {
     let reply = server.invoke("restarted", "{}");
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+#[test]
+fn provisioned_sandboxes_on_a_worker_host_are_ready_and_replaced_when_it_dies() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    let mut first = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(1);
+    let handler = r#"echo "\"$AWS_LAMBDA_INITIALIZATION_TYPE\"" > /tmp/response"#;
+    assert_eq!(server.create("warmed", &sh_runtime(handler), json!({})).status, 201);
+    assert_eq!(server.lambda("POST", "/2015-03-31/functions/warmed/versions", b"{}").status, 201);
+    let path = "/2019-09-30/functions/warmed/provisioned-concurrency";
+    let status = || server.signed("lambda", "GET", path, "Qualifier=1", &[], b"").json()["Status"].clone();
+    let body = json!({ "ProvisionedConcurrentExecutions": 2 }).to_string();
+    let put = server.signed("lambda", "PUT", path, "Qualifier=1", &[], body.as_bytes());
+    assert_eq!(put.status, 202, "{}", put.text());
+    assert!(eventually(Duration::from_secs(30), || status() == "READY"), "{}", status());
+    assert_eq!(server.workers()[0]["Sandboxes"], 2);
+    let reply = server.invoke("warmed:1", "{}");
+    assert_eq!(reply.text().trim(), "\"provisioned-concurrency\"");
+    assert!(!reply.log_tail().contains("Init Duration"), "{}", reply.log_tail());
+
+    // Its worker dies; a new one joins and gets the provisioned sandboxes again.
+    let _second = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(2);
+    first.kill9();
+    assert!(eventually(Duration::from_secs(30), || {
+        let workers = server.workers();
+        workers[0]["Healthy"] == false && workers[1]["Sandboxes"] == 2 && status() == "READY"
+    }));
+    let reply = server.invoke("warmed:1", "{}");
+    assert_eq!(reply.text().trim(), "\"provisioned-concurrency\"");
+}
