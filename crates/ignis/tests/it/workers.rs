@@ -258,3 +258,47 @@ fn provisioned_sandboxes_on_a_worker_host_are_ready_and_replaced_when_it_dies() 
     let reply = server.invoke("warmed:1", "{}");
     assert_eq!(reply.text().trim(), "\"provisioned-concurrency\"");
 }
+
+#[test]
+fn invocations_running_on_a_killed_worker_fail_at_once_and_give_their_slots_back() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    let mut worker = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(1);
+    // Sleeps as many seconds as its event says; two may run at once.
+    let reply = server.create("long", &sh_runtime("sleep $(cat /tmp/event)"), json!({ "Timeout": 30 }));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = server.lambda("PUT", "/2017-10-31/functions/long/concurrency", br#"{"ReservedConcurrentExecutions": 2}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (replies, killed_at) = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let reply = server.invoke("long", "20");
+                    (reply, Instant::now())
+                })
+            })
+            .collect();
+        assert!(eventually(Duration::from_secs(10), || server.workers()[0]["Sandboxes"] == 2));
+        // Both runtimes have their event (20 s of the function's 30).
+        std::thread::sleep(Duration::from_millis(500));
+        worker.kill9();
+        let killed_at = Instant::now();
+        (calls.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>(), killed_at)
+    });
+    for (reply, answered_at) in &replies {
+        assert_eq!((reply.status, reply.error_type()), (500, "ServiceException"), "{}", reply.text());
+        assert!(reply.text().contains("lost"), "{}", reply.text());
+        let after = answered_at.duration_since(killed_at);
+        assert!(after < Duration::from_secs(2), "answered {after:?} after the kill");
+    }
+    // Both slots are back: two at once run on a new worker, none is throttled.
+    let _other = WorkerHost::start(&server, &[]);
+    assert!(eventually(Duration::from_secs(5), || server.workers().iter().any(|w| w["Healthy"] == true)));
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (0..2).map(|_| s.spawn(|| server.invoke("long", "1"))).collect();
+        for call in calls {
+            let reply = call.join().unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+    });
+}
