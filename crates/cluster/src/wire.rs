@@ -191,9 +191,10 @@ pub fn decode_log_batches(body: &[u8]) -> Result<Vec<LogBatch>, WireError> {
         .collect()
 }
 
-/// Rough size of a batch on the wire, to cut posts below the server's body limit.
+/// An upper bound of a batch's size on the wire (JSON escapes a byte into at
+/// most six), to cut posts below the server's body limit.
 pub fn batch_size(batch: &LogBatch) -> usize {
-    batch.lines.iter().map(|l| l.message.len() * 2 + 32).sum::<usize>() + 256
+    batch.lines.iter().map(|l| l.message.len() * 6 + 32).sum::<usize>() + 256
 }
 
 #[cfg(test)]
@@ -247,6 +248,15 @@ mod tests {
         };
         let back = decode_log_batches(&encode_log_batches(&[batch])).unwrap();
         assert_eq!(back[0].lines, vec![LogLine { timestamp_ms: 5, message: "hi\n".into() }]);
+
+        // The size bound holds for the worst bytes JSON can get.
+        let nasty = LogBatch {
+            account: "a".into(),
+            group: "g".into(),
+            stream: "s".into(),
+            lines: vec![LogLine { timestamp_ms: i64::MIN, message: "\u{1}\"\\\n".repeat(1000) }],
+        };
+        assert!(encode_log_batches(std::slice::from_ref(&nasty)).len() <= batch_size(&nasty));
     }
 
     #[test]
