@@ -294,12 +294,12 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
     /// it was in, or `None` if the pool did not know it.
     pub fn remove(&mut self, id: SandboxId) -> Option<State> {
         let entry = self.entries.remove(&id)?;
-        if entry.state == State::Idle {
-            if let Some(ids) = self.idle.get_mut(&entry.key) {
-                ids.retain(|other| *other != id);
-                if ids.is_empty() {
-                    self.idle.remove(&entry.key);
-                }
+        if entry.state == State::Idle
+            && let Some(ids) = self.idle.get_mut(&entry.key)
+        {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.idle.remove(&entry.key);
             }
         }
         Some(entry.state)

@@ -69,16 +69,16 @@ impl Peer {
         };
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         // A kept connection the peer closed meanwhile fails before the request goes out: then a new one is made.
-        if let Some(mut sender) = pooled.filter(|s| !s.is_closed()) {
-            if sender.ready().await.is_ok() {
-                match self.send(&mut sender, build()?).await {
-                    Ok(answer) => {
-                        self.put_back(sender);
-                        return Ok(answer);
-                    }
-                    Err(e) if e.is_canceled() => {}
-                    Err(e) => return Err(PeerError::Transport(format!("{}: {e}", self.authority))),
+        if let Some(mut sender) = pooled.filter(|s| !s.is_closed())
+            && sender.ready().await.is_ok()
+        {
+            match self.send(&mut sender, build()?).await {
+                Ok(answer) => {
+                    self.put_back(sender);
+                    return Ok(answer);
                 }
+                Err(e) if e.is_canceled() => {}
+                Err(e) => return Err(PeerError::Transport(format!("{}: {e}", self.authority))),
             }
         }
         let mut sender = self.connect().await?;

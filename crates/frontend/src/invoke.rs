@@ -159,10 +159,10 @@ impl State {
     /// Takes a sandbox out of the handle map and its worker's placement
     /// record: the only way a sandbox leaves them.
     fn forget(&mut self, id: SandboxId) -> Option<Handle> {
-        if let Some((worker, needs)) = self.placed.remove(&id) {
-            if let Some(record) = self.workers.iter_mut().find(|w| w.id == worker) {
-                record.remove(&needs);
-            }
+        if let Some((worker, needs)) = self.placed.remove(&id)
+            && let Some(record) = self.workers.iter_mut().find(|w| w.id == worker)
+        {
+            record.remove(&needs);
         }
         self.handles.remove(&id)
     }
