@@ -302,3 +302,21 @@ fn invocations_running_on_a_killed_worker_fail_at_once_and_give_their_slots_back
         }
     });
 }
+
+#[test]
+fn the_worker_command_refuses_a_bad_server_url_or_missing_keys() {
+    let run = |join: &str, keys: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ignis"));
+        command.args(["worker", "--join", join, "--data-dir", "/nonexistent/ignis-worker-test"]);
+        command.env_remove("IGNIS_ACCESS_KEY_ID").env_remove("IGNIS_SECRET_ACCESS_KEY");
+        if keys {
+            command.env("IGNIS_ACCESS_KEY_ID", crate::harness::KEY_ID).env("IGNIS_SECRET_ACCESS_KEY", crate::harness::SECRET);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run("https://127.0.0.1:9000", true).contains("--join must be http://HOST:PORT"));
+    assert!(run("http://127.0.0.1:9000/path", true).contains("--join must be http://HOST:PORT"));
+    assert!(run("http://127.0.0.1:9000", false).contains("IGNIS_ACCESS_KEY_ID"));
+}
