@@ -167,6 +167,22 @@ impl Server {
         self.signed("lambda", "POST", &path, "", headers, payload.as_bytes())
     }
 
+    /// Sends a signed Invoke and hangs up half a second later, without reading the answer.
+    pub fn invoke_and_hang_up(&self, name: &str, body: &[u8]) {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        let parts = ignis_sigv4::RequestParts { method: "POST", path: &path, query: "", headers: &[("host", &self.address)], body };
+        let signed = ignis_sigv4::sign(&parts, &Server::credentials(), "us-east-1", "lambda", SystemTime::now());
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        let mut head = format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n", self.address, body.len());
+        for (name, value) in signed {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     /// All log events of a function, through CloudWatch Logs' FilterLogEvents.
     pub fn log_events(&self, name: &str) -> Vec<Value> {
         let mut events = Vec::new();

@@ -320,3 +320,25 @@ fn the_worker_command_refuses_a_bad_server_url_or_missing_keys() {
     assert!(run("http://127.0.0.1:9000/path", true).contains("--join must be http://HOST:PORT"));
     assert!(run("http://127.0.0.1:9000", false).contains("IGNIS_ACCESS_KEY_ID"));
 }
+
+#[test]
+fn timeouts_and_clients_that_go_away_give_their_slot_back_on_a_worker_host() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    let _worker = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(1);
+    let reply = server.create("slot", &sh_runtime("sleep $(cat /tmp/event)"), json!({ "Timeout": 1 }));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = server.lambda("PUT", "/2017-10-31/functions/slot/concurrency", br#"{"ReservedConcurrentExecutions": 1}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Timeouts: the worker ends the sandbox; the one slot is free for the next.
+    for _ in 0..2 {
+        let reply = server.invoke("slot", "5");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-amz-function-error"), Some("Unhandled"));
+        assert!(reply.text().contains("Task timed out after 1.00 seconds"), "{}", reply.text());
+    }
+    // A client that hangs up: its invocation runs on and holds the slot, then gives it back.
+    server.invoke_and_hang_up("slot", b"0.9");
+    assert_eq!(server.invoke("slot", "0").status, 429);
+    assert!(eventually(Duration::from_secs(10), || server.invoke("slot", "0").status == 200));
+}
