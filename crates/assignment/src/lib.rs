@@ -28,7 +28,8 @@
 //! [`Pool::unprovision`] makes them ordinary ones again.
 //! A sandbox whose function changed (its key was retired) is never handed out
 //! again: idle ones die at once, busy ones when they are released. `Dead` is
-//! final; dead sandboxes leave the pool.
+//! final; dead sandboxes leave the pool. A sandbox whose worker was lost
+//! leaves it at once, whatever its state ([`Pool::remove`]).
 
 use std::collections::HashMap;
 
@@ -286,6 +287,22 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         }
         dead.sort();
         dead
+    }
+
+    /// The sandbox is gone whatever its state (its worker was lost): it leaves
+    /// the pool now, and later reports about it are refused. Returns the state
+    /// it was in, or `None` if the pool did not know it.
+    pub fn remove(&mut self, id: SandboxId) -> Option<State> {
+        let entry = self.entries.remove(&id)?;
+        if entry.state == State::Idle
+            && let Some(ids) = self.idle.get_mut(&entry.key)
+        {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.idle.remove(&entry.key);
+            }
+        }
+        Some(entry.state)
     }
 
     /// Every live sandbox, e.g. to destroy them all at shutdown.

@@ -159,6 +159,31 @@ fn retire_kills_idle_now_and_busy_on_release() {
 }
 
 #[test]
+fn a_lost_sandbox_leaves_the_pool_in_any_state() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let Reservation::Cold(busy) = pool.reserve(&a) else { panic!() };
+    pool.report(busy, Event::InitDone, 0).unwrap();
+    let Reservation::Cold(idle) = pool.reserve(&a) else { panic!() };
+    pool.report(idle, Event::InitDone, 0).unwrap();
+    pool.report(idle, Event::Released, 0).unwrap();
+    let provisioned = pool.provision(&a);
+    pool.report(provisioned, Event::Ready, 0).unwrap();
+    let initialising = pool.provision(&a);
+    assert_eq!(pool.provisioned(&a), (1, 1));
+    assert_eq!(pool.remove(busy), Some(State::Busy));
+    assert_eq!(pool.remove(idle), Some(State::Idle));
+    assert_eq!(pool.remove(provisioned), Some(State::Idle));
+    assert_eq!(pool.remove(initialising), Some(State::Initialising));
+    assert_eq!(pool.remove(idle), None);
+    assert_eq!(pool.provisioned(&a), (0, 0));
+    assert_eq!(pool.counts(), (0, 0, 0));
+    // What the invocation on it reports later is refused; nothing idle is handed out.
+    assert!(pool.report(busy, Event::Released, 1).is_err());
+    assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
+}
+
+#[test]
 fn drain_returns_everything() {
     let mut pool = Pool::new();
     let x = pool.reserve(&key("a")).id();
@@ -222,6 +247,18 @@ fn random_operations_keep_the_books_consistent() {
                     let id = busy.swap_remove(rand(busy.len() as u64) as usize);
                     let event = if rand(4) == 0 { Event::Failed } else { Event::Released };
                     pool.report(id, event, now).unwrap();
+                }
+                5 if rand(2) == 0 && !pool.entries.is_empty() => {
+                    // Its worker was lost.
+                    let mut ids: Vec<SandboxId> = pool.entries.keys().copied().collect();
+                    ids.sort();
+                    let id = ids[rand(ids.len() as u64) as usize];
+                    let state = pool.state(id);
+                    assert_eq!(pool.remove(id), state);
+                    assert_eq!(pool.remove(id), None);
+                    for tracked in [&mut initialising, &mut provisioning, &mut busy] {
+                        tracked.retain(|other| *other != id);
+                    }
                 }
                 4 => {
                     for id in pool.expire(now, 200) {

@@ -11,6 +11,9 @@
 //!   throughput run with 16 clients, each on its own keep-alive connection.
 //! - **Baseline**: the same client, the same signed POSTs, against a bare hyper echo server
 //!   running in this process on its own thread and runtime.
+//! - **Two workers**: a third server started with `--no-local-worker` and two `ignis worker`
+//!   processes joined to it; its warm invokes (concurrency 1, in the same alternating rounds,
+//!   and the throughput run) against the single-process server's: the cost of the extra hop.
 //!
 //! Every request is signed with SigV4 just before it is sent (as an SDK does); the latency clock
 //! starts after signing and stops when the whole answer body is in. Throughput includes signing.
@@ -50,6 +53,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const COLD_TARGET_MS: f64 = 15.0;
 const ADDED_TARGET_MS: f64 = 0.3;
+/// Warm latency the worker hop may add to the single-process server's (p50).
+const HOP_TARGET_MS: f64 = 0.5;
 
 struct Args {
     cold_samples: usize,
@@ -153,14 +158,24 @@ fn run(args: Args) -> Result<(), String> {
     eprintln!("ignis-bench: ignis server (pid {}) on {}, echo baseline on {echo_address}", server.pid(), server.address);
     // A second server without pooled shells, for cold starts that build the whole sandbox.
     let mut unpooled = Server::start(&ignis, &tmp.path().join("data-unpooled"), &["--sandbox-pool", "0"])?;
+    // A third with no worker of its own, and two worker hosts joined to it.
+    let mut cluster = Server::start(&ignis, &tmp.path().join("data-cluster"), &["--no-local-worker"])?;
+    let mut workers = Vec::new();
+    for n in 0..2 {
+        workers.push(Server::worker(&ignis, &cluster.address, &tmp.path().join(format!("data-worker-{n}")))?);
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(measure(&args, &server.address, &unpooled.address, &echo_address, &zip));
+    let addresses = Addresses { ignis: &server.address, unpooled: &unpooled.address, cluster: &cluster.address, echo: &echo_address };
+    let result = runtime.block_on(measure(&args, &addresses, &zip));
     drop(runtime);
-    let stopped = server.stop().and(unpooled.stop());
+    let mut stopped = server.stop().and(unpooled.stop()).and(cluster.stop());
+    for worker in &mut workers {
+        stopped = stopped.and(worker.stop());
+    }
     result?.print(&args, &server.address, &echo_address, binary.len(), zip.len());
     stopped
 }
@@ -168,8 +183,20 @@ fn run(args: Args) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // Measurements
 
+struct Addresses<'a> {
+    ignis: &'a str,
+    unpooled: &'a str,
+    /// The server with two worker hosts and none of its own.
+    cluster: &'a str,
+    echo: &'a str,
+}
+
 struct Report {
     sign: Vec<Duration>,
+    /// Warm c=1 through the server with two worker hosts.
+    cluster: Vec<Duration>,
+    cluster_errors: Vec<String>,
+    cluster_tput: Throughput,
     /// Cold starts with the server's default shell pool.
     cold: Cold,
     /// Cold starts with `--sandbox-pool 0`: every sandbox built from scratch.
@@ -283,7 +310,8 @@ async fn cold_starts(args: &Args, ignis: &str, creds: &Credentials, invoker: &mu
     Ok(cold)
 }
 
-async fn measure(args: &Args, ignis: &str, unpooled: &str, echo: &str, zip: &[u8]) -> Result<Report, String> {
+async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<Report, String> {
+    let Addresses { ignis, unpooled, cluster, echo } = *addresses;
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
 
@@ -298,6 +326,7 @@ async fn measure(args: &Args, ignis: &str, unpooled: &str, echo: &str, zip: &[u8
     // 1. Cold starts, with and without pooled shells.
     let create_time = deploy(&mut Conn::connect(ignis, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
+    deploy(&mut Conn::connect(cluster, creds.clone()).await?, zip).await?;
     eprintln!("ignis-bench: cold starts ({} samples, then as many without the shell pool)", args.cold_samples);
     let mut invoker = Conn::connect(ignis, creds.clone()).await?;
     let cold = cold_starts(args, ignis, &creds, &mut invoker).await?;
@@ -306,12 +335,15 @@ async fn measure(args: &Args, ignis: &str, unpooled: &str, echo: &str, zip: &[u8
     // 2 and 3. Warm at concurrency 1, alternating rounds with the baseline.
     eprintln!("ignis-bench: warm invokes at concurrency 1 ({} samples each, in {ROUNDS} alternating rounds)", args.warm_samples);
     let mut base_conn = Conn::connect(echo, creds.clone()).await?;
+    let mut cluster_conn = Conn::connect(cluster, creds.clone()).await?;
     // Warm-up: the first invoke after the last cold sample is warm already, but let both sides
     // (and the CPU caches, the allocator, the connection) settle.
     let warmup = (args.warm_samples / 10).clamp(20, 500);
     sequential(&mut invoker, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut base_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
+    sequential(&mut cluster_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     let (mut warm, mut base, mut warm_errors, mut base_errors) = (vec![], vec![], vec![], vec![]);
+    let (mut on_workers, mut on_workers_errors) = (vec![], vec![]);
     let per_round = args.warm_samples.div_ceil(ROUNDS);
     for round in 0..ROUNDS {
         let n = per_round.min(args.warm_samples - round * per_round);
@@ -321,6 +353,9 @@ async fn measure(args: &Args, ignis: &str, unpooled: &str, echo: &str, zip: &[u8
         let (l, e) = sequential(&mut invoker, &invoke_path, n, Duration::from_secs(60)).await;
         warm.extend(l);
         warm_errors.extend(e);
+        let (l, e) = sequential(&mut cluster_conn, &invoke_path, n, Duration::from_secs(60)).await;
+        on_workers.extend(l);
+        on_workers_errors.extend(e);
     }
 
     // Throughput at concurrency 16. The warm-up lets the pool grow to 16 sandboxes.
@@ -328,11 +363,16 @@ async fn measure(args: &Args, ignis: &str, unpooled: &str, echo: &str, zip: &[u8
     let limit = 20_000;
     concurrent(ignis, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     concurrent(echo, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
+    concurrent(cluster, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     let base_tput = concurrent(echo, &creds, &invoke_path, limit, args.duration).await?;
     let tput = concurrent(ignis, &creds, &invoke_path, limit, args.duration).await?;
+    let cluster_tput = concurrent(cluster, &creds, &invoke_path, limit, args.duration).await?;
 
     Ok(Report {
         sign,
+        cluster: on_workers,
+        cluster_errors: on_workers_errors,
+        cluster_tput,
         cold,
         cold_unpooled,
         create_time,
@@ -641,11 +681,20 @@ struct Server {
 
 impl Server {
     fn start(exe: &Path, data: &Path, extra: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(exe)
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(extra)
+        let mut command = Command::new(exe);
+        command.arg("server").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(extra);
+        Server::launch(command, exe)
+    }
+
+    /// An `ignis worker` joined to the server at `server` (its process is handled like a server's).
+    fn worker(exe: &Path, server: &str, data: &Path) -> Result<Server, String> {
+        let mut command = Command::new(exe);
+        command.arg("worker").args(["--join", &format!("http://{server}"), "--listen", "127.0.0.1:0", "--data-dir"]).arg(data);
+        Server::launch(command, exe)
+    }
+
+    fn launch(mut command: Command, exe: &Path) -> Result<Server, String> {
+        let mut child = command
             .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
             .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
             .stdin(Stdio::null())
@@ -751,6 +800,22 @@ fn row(label: &str, s: Option<&Stats>, note: &str) {
     }
 }
 
+/// What `measured` adds to `reference` at p50, p90 and p99, and whether the p50 stays under `target_ms`.
+fn added_row(label: &str, measured: &Stats, reference: &Stats, target_ms: f64) {
+    let added = measured.p50 - reference.p50;
+    println!(
+        "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  p50 < {target_ms} ms: {}",
+        label,
+        "",
+        "",
+        ms(added),
+        ms(measured.p90 - reference.p90),
+        ms(measured.p99 - reference.p99),
+        "",
+        verdict(added < target_ms)
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "MET" } else { "MISSED" }
 }
@@ -798,18 +863,7 @@ impl Report {
         row("warm Invoke, concurrency 1", warm.as_ref(), "");
         row("baseline echo, concurrency 1", base.as_ref(), "");
         if let (Some(w), Some(b)) = (&warm, &base) {
-            let added = w.p50 - b.p50;
-            println!(
-                "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  p50 < {ADDED_TARGET_MS} ms: {}",
-                "added latency (warm - baseline)",
-                "",
-                "",
-                ms(added),
-                ms(w.p90 - b.p90),
-                ms(w.p99 - b.p99),
-                "",
-                verdict(added < ADDED_TARGET_MS)
-            );
+            added_row("added latency (warm - baseline)", w, b, ADDED_TARGET_MS);
             println!(
                 "  {:<34} {:>6} {:>9} {:>8.2}x {:>8.2}x {:>8.2}x",
                 "ratio warm / baseline",
@@ -821,13 +875,20 @@ impl Report {
             );
         }
         println!("{line}");
+        let hop = stats_ms(&self.cluster);
+        row("warm Invoke, 2 worker hosts, c=1", hop.as_ref(), "--no-local-worker + 2x ignis worker");
+        if let (Some(h), Some(w)) = (&hop, &warm) {
+            added_row("added by the worker hop", h, w, HOP_TARGET_MS);
+        }
+        println!("{line}");
         let tw = stats_ms(&self.tput.latencies);
         let tb = stats_ms(&self.base_tput.latencies);
         row(&format!("warm Invoke, concurrency {CONCURRENCY}"), tw.as_ref(), "");
         row(&format!("baseline echo, concurrency {CONCURRENCY}"), tb.as_ref(), "");
+        row(&format!("2 worker hosts, concurrency {CONCURRENCY}"), stats_ms(&self.cluster_tput.latencies).as_ref(), "");
         println!("{line}");
         println!("  {:<34} {:>9} {:>9} {:>9}", format!("throughput, concurrency {CONCURRENCY}"), "req/s", "requests", "seconds");
-        for (label, t) in [("warm Invoke", &self.tput), ("baseline echo", &self.base_tput)] {
+        for (label, t) in [("warm Invoke", &self.tput), ("baseline echo", &self.base_tput), ("2 worker hosts", &self.cluster_tput)] {
             println!("  {label:<34} {:>9.0} {:>9} {:>9.2}", t.rate(), t.ok, t.elapsed.as_secs_f64());
         }
         if self.base_tput.rate() > 0.0 {
@@ -850,12 +911,13 @@ impl Report {
             ("cold start, no pool", &self.cold_unpooled.errors),
             ("warm c=1", &self.warm_errors),
             ("baseline c=1", &self.base_errors),
+            ("2 worker hosts c=1", &self.cluster_errors),
         ] {
             if !errors.is_empty() {
                 problems.push(format!("{label}: {} errors, first: {}", errors.len(), errors[0]));
             }
         }
-        for (label, t) in [("warm c=16", &self.tput), ("baseline c=16", &self.base_tput)] {
+        for (label, t) in [("warm c=16", &self.tput), ("baseline c=16", &self.base_tput), ("2 worker hosts c=16", &self.cluster_tput)] {
             if t.errors > 0 {
                 problems.push(format!("{label}: {} errors, first: {}", t.errors, t.first_error.as_deref().unwrap_or("?")));
             }

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, control, event_config, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
+use crate::{App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -70,6 +70,14 @@ pub enum Operation {
     ListAccounts,
     /// An SQS call, by its `X-Amz-Target` action.
     Sqs(String),
+    /// Ignis's own cluster calls (`cluster_api`): a worker host registers,
+    /// heartbeats (by worker id), fetches code (by SHA-256), posts logs; the
+    /// workers are listed.
+    RegisterWorker,
+    Heartbeat(String),
+    ListWorkers,
+    GetCode(String),
+    PutLogs,
 }
 
 impl Operation {
@@ -144,6 +152,11 @@ impl Operation {
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
             Operation::Sqs(action) => action,
+            Operation::RegisterWorker => "RegisterWorker",
+            Operation::Heartbeat(_) => "Heartbeat",
+            Operation::ListWorkers => "ListWorkers",
+            Operation::GetCode(_) => "GetCode",
+            Operation::PutLogs => "PutLogs",
         }
     }
 
@@ -151,7 +164,13 @@ impl Operation {
     fn service(&self) -> &'static str {
         match self {
             Operation::Logs(_) => "logs",
-            Operation::CreateAccount | Operation::ListAccounts => "ignis",
+            Operation::CreateAccount
+            | Operation::ListAccounts
+            | Operation::RegisterWorker
+            | Operation::Heartbeat(_)
+            | Operation::ListWorkers
+            | Operation::GetCode(_)
+            | Operation::PutLogs => "ignis",
             Operation::Sqs(_) => "sqs",
             _ => "lambda",
         }
@@ -236,6 +255,11 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
+        (&Method::POST, ["ignis", "workers"]) => Operation::RegisterWorker,
+        (&Method::GET, ["ignis", "workers"]) => Operation::ListWorkers,
+        (&Method::POST, ["ignis", "workers", id, "heartbeat"]) => Operation::Heartbeat(decode(id)?),
+        (&Method::GET, ["ignis", "code", sha]) => Operation::GetCode(decode(sha)?),
+        (&Method::POST, ["ignis", "logs"]) => Operation::PutLogs,
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
     };
     Ok(op)
@@ -380,6 +404,11 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
             let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             sqs_api::handle(app, caller, &action, host, &body).await
         }
+        Operation::RegisterWorker => cluster_api::register(app, caller, &body),
+        Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id),
+        Operation::ListWorkers => cluster_api::list(app, caller),
+        Operation::GetCode(sha) => cluster_api::code(app, caller, &sha).await,
+        Operation::PutLogs => cluster_api::logs(app, caller, &body).await,
     }
 }
 
@@ -477,6 +506,11 @@ mod tests {
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::DELETE, "/ignis/accounts", None);
+        check(Method::POST, "/ignis/workers", Some(RegisterWorker));
+        check(Method::GET, "/ignis/workers", Some(ListWorkers));
+        check(Method::POST, "/ignis/workers/3/heartbeat", Some(Heartbeat("3".into())));
+        check(Method::GET, "/ignis/code/ab12", Some(GetCode("ab12".into())));
+        check(Method::POST, "/ignis/logs", Some(PutLogs));
         check(Method::POST, "/", None);
         check(Method::GET, "/2015-03-31/functions/%zz", None);
         let mut headers = HeaderMap::new();

@@ -6,19 +6,39 @@
 //! task) until it ends, however it ends. Starting a new sandbox also asks the
 //! scaling rate; a refusal throttles the invocation.
 //!
-//! The [`Invoker`] owns the assignment pool and the map from sandbox ids to
-//! worker handles, both under one mutex that is held only for map and pool
-//! updates, never across an await. Each invocation runs in a task of its own,
-//! so a client that goes away does not strand a sandbox half-used: the task
-//! finishes the invocation and returns the sandbox.
+//! The [`Invoker`] owns the assignment pool, the map from sandbox ids to
+//! handles, the workers (the local one, if any, and the remote worker hosts
+//! that registered) with their placement records and liveness, and which
+//! worker each sandbox is on: all under one mutex that is held only for map,
+//! pool and record updates, never across an await. Each invocation runs in a
+//! task of its own, so a client that goes away does not strand a sandbox
+//! half-used: the task finishes the invocation and returns the sandbox.
+//!
+//! # Workers
+//!
+//! A new sandbox goes where `ignis_placement::Packing` says, from each
+//! worker's capacity and the memory its sandboxes reserve (a sandbox's record
+//! is added when it is placed, before it starts, and removed whenever it
+//! leaves the handle map: [`State::forget`] is the one way out). A remote
+//! worker whose heartbeats stop for [`ignis_cluster::HEARTBEAT_TIMEOUT`], or
+//! whose connection fails, is unhealthy for good: it gets no new sandbox, its
+//! sandboxes leave the pool and the handle map, and every call in flight to
+//! it ends at once (the invocation answers `ServiceException`, or runs
+//! elsewhere if it never reached a runtime). The health check runs every
+//! 200 ms.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ignis_assignment::{Event, Pool, Reservation, SandboxId};
-use ignis_worker::{Completion, FunctionSpec, Invocation, Outcome, SandboxHandle, StartError, Worker};
+use ignis_cluster::{Capacity, Failure, RemoteSandbox, RemoteWorker};
+use ignis_placement::{FunctionKey, Health, Liveness, Needs, Packing, Placement, WorkerId};
+use ignis_sigv4::Credentials;
+use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, SandboxHandle, StartError, Worker};
+use tokio::sync::mpsc;
 
 use crate::concurrency::{Admitted, Concurrency};
 use crate::error::ApiError;
@@ -27,8 +47,11 @@ use crate::function::FunctionRecord;
 /// How many sandboxes an invocation may try when they die before taking it.
 const MAX_ATTEMPTS: usize = 3;
 
+/// How often remote workers' health is checked.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(200);
+
 enum Reserved {
-    Sandbox(Reservation, Arc<SandboxHandle>),
+    Sandbox(Reservation, Handle),
     /// The sandbox could not start; this is the invocation's answer.
     Failed(Outcome),
 }
@@ -37,19 +60,150 @@ enum Reserved {
 /// version has a revision of its own).
 type RevisionKey = (String, String, String);
 
+/// Where sandboxes run: the local worker (if the server keeps one) and what
+/// remote workers need (the key their calls are signed with, the log writer
+/// their lines go to).
+pub struct Workers {
+    pub local: Option<(Arc<Worker>, Capacity)>,
+    pub credentials: Credentials,
+    pub logs: mpsc::Sender<LogBatch>,
+}
+
+/// A worker, as the invoker drives it.
+#[derive(Clone)]
+enum Backend {
+    Local(Arc<Worker>),
+    Remote(Arc<RemoteWorker>),
+}
+
+/// A sandbox, on the local worker or on a remote one.
+#[derive(Clone)]
+enum Handle {
+    Local(Arc<SandboxHandle>),
+    Remote(Arc<RemoteSandbox>),
+}
+
+impl Handle {
+    fn is_alive(&self) -> bool {
+        match self {
+            Handle::Local(h) => h.is_alive(),
+            Handle::Remote(h) => h.is_alive(),
+        }
+    }
+
+    fn kill(&self) {
+        match self {
+            Handle::Local(h) => h.kill(),
+            Handle::Remote(h) => h.kill(),
+        }
+    }
+
+    async fn prepare(&self) -> Result<(), String> {
+        match self {
+            Handle::Local(h) => h.prepare().await,
+            Handle::Remote(h) => h.prepare().await,
+        }
+    }
+
+    async fn invoke(&self, invocation: Invocation, timeout: Duration) -> Result<Outcome, Failure> {
+        match self {
+            Handle::Local(h) => h.invoke(invocation).await.map_err(Failure::Untaken),
+            Handle::Remote(h) => h.invoke(invocation, timeout).await,
+        }
+    }
+}
+
+/// One worker's membership: how to reach it and, for a remote one, when it was last heard from.
+struct Member {
+    backend: Backend,
+    address: String,
+    liveness: Option<Liveness>,
+}
+
+/// A worker as `GET /ignis/workers` shows it.
+pub struct WorkerInfo {
+    pub id: u32,
+    pub address: String,
+    pub local: bool,
+    pub healthy: bool,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub used_memory_mb: u64,
+    pub sandboxes: u32,
+}
+
 pub struct Invoker {
-    worker: Arc<Worker>,
     concurrency: Arc<Concurrency>,
     state: Mutex<State>,
     keep_alive: Duration,
     epoch: Instant,
+    local: Option<Arc<Worker>>,
+    credentials: Credentials,
+    logs: mpsc::Sender<LogBatch>,
 }
 
 struct State {
     pool: Pool<RevisionKey>,
-    handles: HashMap<SandboxId, Arc<SandboxHandle>>,
+    handles: HashMap<SandboxId, Handle>,
     /// Revisions with provisioned concurrency, as of the last [`Invoker::provision`].
     provisioned: HashMap<RevisionKey, Provision>,
+    /// Every worker's placement record, oldest first (the order `Packing` fills them in).
+    workers: Vec<ignis_placement::Worker>,
+    members: HashMap<WorkerId, Member>,
+    /// Which worker each placed sandbox is on, and what it reserved there.
+    placed: HashMap<SandboxId, (WorkerId, Needs)>,
+    next_worker: u32,
+}
+
+impl State {
+    /// Takes a sandbox out of the handle map and its worker's placement
+    /// record: the only way a sandbox leaves them.
+    fn forget(&mut self, id: SandboxId) -> Option<Handle> {
+        if let Some((worker, needs)) = self.placed.remove(&id)
+            && let Some(record) = self.workers.iter_mut().find(|w| w.id == worker)
+        {
+            record.remove(&needs);
+        }
+        self.handles.remove(&id)
+    }
+
+    /// Chooses a worker for sandbox `id` and reserves its memory there.
+    fn place(&mut self, id: SandboxId, needs: Needs) -> Result<Backend, ignis_placement::Refusal> {
+        let worker = match Packing::default().choose(&self.workers, &needs) {
+            Placement::Worker(worker) => worker,
+            Placement::Refused(refusal) => return Err(refusal),
+        };
+        let record = self.workers.iter_mut().find(|w| w.id == worker).expect("placement chose a listed worker");
+        record.add(&needs).expect("placement chose a worker with room");
+        self.placed.insert(id, (worker, needs));
+        Ok(self.members[&worker].backend.clone())
+    }
+
+    /// The worker is unhealthy for good: no new sandbox, calls in flight to
+    /// it end, its sandboxes leave the pool and the handle map.
+    fn drop_worker(&mut self, worker: WorkerId) {
+        if !self.workers.iter().any(|w| w.id == worker && w.healthy) {
+            return;
+        }
+        let Some(member) = self.members.get_mut(&worker) else { return };
+        if let Some(liveness) = &mut member.liveness {
+            liveness.fail();
+        }
+        if let Backend::Remote(remote) = &member.backend {
+            remote.mark_down();
+        }
+        let address = member.address.clone();
+        if let Some(record) = self.workers.iter_mut().find(|w| w.id == worker) {
+            record.healthy = false;
+        }
+        let lost: Vec<SandboxId> =
+            self.placed.iter().filter(|(_, (w, _))| *w == worker).map(|(id, _)| *id).collect();
+        for &id in &lost {
+            self.pool.remove(id);
+            self.forget(id);
+        }
+        eprintln!("ignis: {worker} at {address} is unhealthy: {} sandboxes dropped", lost.len());
+    }
 }
 
 /// One revision's provisioned concurrency.
@@ -84,13 +238,30 @@ pub struct Target {
 }
 
 impl Invoker {
-    pub fn new(worker: Arc<Worker>, concurrency: Arc<Concurrency>, keep_alive: Duration) -> Arc<Invoker> {
+    pub fn new(workers: Workers, concurrency: Arc<Concurrency>, keep_alive: Duration) -> Arc<Invoker> {
+        let mut state = State {
+            pool: Pool::new(),
+            handles: HashMap::new(),
+            provisioned: HashMap::new(),
+            workers: Vec::new(),
+            members: HashMap::new(),
+            placed: HashMap::new(),
+            next_worker: 1,
+        };
+        if let Some((worker, capacity)) = &workers.local {
+            let id = WorkerId(0);
+            state.workers.push(ignis_placement::Worker::new(id, capacity.memory_mb, capacity.cpus));
+            let member = Member { backend: Backend::Local(worker.clone()), address: "local".into(), liveness: None };
+            state.members.insert(id, member);
+        }
         let invoker = Arc::new(Invoker {
-            worker,
             concurrency,
-            state: Mutex::new(State { pool: Pool::new(), handles: HashMap::new(), provisioned: HashMap::new() }),
+            state: Mutex::new(state),
             keep_alive,
             epoch: Instant::now(),
+            local: workers.local.map(|(worker, _)| worker),
+            credentials: workers.credentials,
+            logs: workers.logs,
         });
         let reaper = Arc::downgrade(&invoker);
         let period = (keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -101,7 +272,108 @@ impl Invoker {
                 invoker.expire();
             }
         });
+        let checker = Arc::downgrade(&invoker);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEALTH_CHECK_EVERY).await;
+                let Some(invoker) = checker.upgrade() else { return };
+                invoker.check_health();
+            }
+        });
         invoker
+    }
+
+    /// A worker host joined: it gets the next worker id and is healthy until
+    /// its heartbeats stop. A worker listed at the same address is gone (a
+    /// new process listens there): it is dropped, and leaves the list.
+    pub fn register(&self, address: &str, capacity: Capacity) -> u32 {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let id = WorkerId(state.next_worker);
+        state.next_worker += 1;
+        let stale: Vec<WorkerId> = state
+            .members
+            .iter()
+            .filter(|(_, m)| m.address == address && m.liveness.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for old in stale {
+            state.drop_worker(old);
+            state.members.remove(&old);
+            state.workers.retain(|w| w.id != old);
+        }
+        state.workers.push(ignis_placement::Worker::new(id, capacity.memory_mb, capacity.cpus));
+        let timeout = ignis_cluster::HEARTBEAT_TIMEOUT.as_millis() as u64;
+        let member = Member {
+            backend: Backend::Remote(RemoteWorker::new(address, self.credentials.clone())),
+            address: address.to_string(),
+            liveness: Some(Liveness::new(now, timeout)),
+        };
+        state.members.insert(id, member);
+        eprintln!("ignis: {id} joined from {address} ({} MB, {} CPUs)", capacity.memory_mb, capacity.cpus);
+        id.0
+    }
+
+    /// A heartbeat from worker `id`; false if it is unknown or unhealthy (it must register again).
+    pub fn heartbeat(&self, id: u32) -> bool {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let beat = match state.members.get_mut(&WorkerId(id)).and_then(|m| m.liveness.as_mut()) {
+            Some(liveness) => liveness.beat(now),
+            None => false,
+        };
+        if !beat {
+            state.drop_worker(WorkerId(id));
+        }
+        beat
+    }
+
+    /// Drops the remote workers that turned unhealthy (silent too long, or their connection failed).
+    fn check_health(&self) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let State { members, workers, .. } = &mut *state;
+        let failing: Vec<WorkerId> = members
+            .iter_mut()
+            .filter_map(|(id, member)| {
+                let liveness = member.liveness.as_mut()?;
+                if matches!(&member.backend, Backend::Remote(r) if r.is_down()) {
+                    liveness.fail();
+                }
+                let listed_healthy = workers.iter().any(|w| w.id == *id && w.healthy);
+                (listed_healthy && liveness.check(now) == Health::Unhealthy).then_some(*id)
+            })
+            .collect();
+        for id in failing {
+            state.drop_worker(id);
+        }
+    }
+
+    /// Every worker, oldest first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let state = self.lock();
+        state
+            .workers
+            .iter()
+            .map(|w| {
+                let member = &state.members[&w.id];
+                WorkerInfo {
+                    id: w.id.0,
+                    address: member.address.clone(),
+                    local: matches!(member.backend, Backend::Local(_)),
+                    healthy: w.healthy,
+                    memory_mb: w.memory_mb,
+                    cpus: w.cpus,
+                    used_memory_mb: w.used_memory_mb,
+                    sandboxes: w.sandboxes(),
+                }
+            })
+            .collect()
+    }
+
+    /// Where remote workers' log lines go: the server's log writer.
+    pub fn log_sink(&self) -> &mpsc::Sender<LogBatch> {
+        &self.logs
     }
 
     fn now_ms(&self) -> u64 {
@@ -117,7 +389,7 @@ impl Invoker {
         let now = self.now_ms();
         let mut state = self.lock();
         for id in state.pool.expire(now, self.keep_alive.as_millis() as u64) {
-            if let Some(handle) = state.handles.remove(&id) {
+            if let Some(handle) = state.forget(id) {
                 handle.kill();
             }
         }
@@ -129,7 +401,7 @@ impl Invoker {
         let key = (account.to_string(), record.name.clone(), record.revision_id.clone());
         let mut state = self.lock();
         for id in state.pool.retire(&key) {
-            if let Some(handle) = state.handles.remove(&id) {
+            if let Some(handle) = state.forget(id) {
                 handle.kill();
             }
         }
@@ -177,12 +449,9 @@ impl Invoker {
 
     /// Starts one provisioned sandbox and waits for its runtime's init; then it is idle, ready for invocations.
     async fn start_provisioned(self: Arc<Self>, id: SandboxId, key: RevisionKey, target: Target) {
-        let started = self.worker.start(Arc::new(spec(&target, "provisioned-concurrency"))).await;
+        let started = self.start_sandbox(id, &target, "provisioned-concurrency").await;
         let prepared = match started {
-            Ok(handle) => {
-                self.lock().handles.insert(id, handle.clone());
-                handle.prepare().await
-            }
+            Ok(handle) => handle.prepare().await,
             Err(e) => Err(match e {
                 StartError::Entrypoint(message) | StartError::Host(message) => message,
                 StartError::ShuttingDown => "Ignis is shutting down".into(),
@@ -192,7 +461,7 @@ impl Invoker {
         let mut state = self.lock();
         let event = if prepared.is_ok() { Event::Ready } else { Event::InitFailed };
         if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
-            if let Some(handle) = state.handles.remove(&id) {
+            if let Some(handle) = state.forget(id) {
                 handle.kill();
             }
         }
@@ -240,30 +509,41 @@ impl Invoker {
         // Released when this returns (or the task is dropped), whatever the outcome.
         let _admitted = admitted;
         let key = revision_key(&target);
+        let timeout = Duration::from_secs(target.record.timeout_s.into());
         for _ in 0..MAX_ATTEMPTS {
             let (reservation, handle) = match self.reserve(&key, &target, &invocation.request_id).await {
                 Ok(Reserved::Sandbox(reservation, handle)) => (reservation, handle),
                 Ok(Reserved::Failed(outcome)) => return Ok(outcome),
                 Err(e) => return Err(e),
             };
-            let result = handle.invoke(invocation).await;
+            let result = handle.invoke(invocation, timeout).await;
             let id = reservation.id();
             let now = self.now_ms();
-            let mut state = self.lock();
-            if matches!(reservation, Reservation::Cold(_)) {
-                let _ = state.pool.report(id, Event::InitDone, now);
-            }
-            let reusable = matches!(&result, Ok(outcome) if outcome.reusable);
-            let event = if reusable { Event::Released } else { Event::Failed };
-            if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
-                if let Some(handle) = state.handles.remove(&id) {
-                    handle.kill();
+            {
+                let mut state = self.lock();
+                if matches!(reservation, Reservation::Cold(_)) {
+                    let _ = state.pool.report(id, Event::InitDone, now);
+                }
+                let reusable = matches!(&result, Ok(outcome) if outcome.reusable);
+                let event = if reusable { Event::Released } else { Event::Failed };
+                if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle) {
+                    if let Some(handle) = state.forget(id) {
+                        handle.kill();
+                    }
                 }
             }
             match result {
                 Ok(outcome) => return Ok(outcome),
-                // The sandbox died before its runtime took the event: run it elsewhere.
-                Err(untouched) => invocation = untouched,
+                // The sandbox died, or its worker was unreachable, before a runtime took the event: run it elsewhere.
+                Err(Failure::Untaken(untouched)) => {
+                    self.check_health();
+                    invocation = untouched;
+                }
+                // Its worker went down during the invocation: it may have run; the answer is lost.
+                Err(Failure::Lost(message)) => {
+                    self.check_health();
+                    return Err(ApiError::Service(message));
+                }
             }
         }
         Err(ApiError::Service("the function's sandboxes kept failing before they could take the event".into()))
@@ -287,11 +567,8 @@ impl Invoker {
                         let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
                         return Err(throttled);
                     }
-                    return match self.worker.start(Arc::new(spec(target, "on-demand"))).await {
-                        Ok(handle) => {
-                            self.lock().handles.insert(id, handle.clone());
-                            Ok(Reserved::Sandbox(reservation, handle))
-                        }
+                    return match self.start_sandbox(id, target, "on-demand").await {
+                        Ok(handle) => Ok(Reserved::Sandbox(reservation, handle)),
                         Err(e) => {
                             let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
                             start_failure(e, request_id).map(Reserved::Failed)
@@ -302,22 +579,66 @@ impl Invoker {
         }
     }
 
+    /// Places sandbox `id` (see [`State::place`]) and starts it there; it
+    /// joins the handle map unless its worker was lost meanwhile.
+    async fn start_sandbox(&self, id: SandboxId, target: &Target, initialization: &str) -> Result<Handle, StartError> {
+        let needs = Needs { function: function_key(target), memory_mb: target.record.memory_mb.into() };
+        let placed = self.lock().place(id, needs);
+        let backend = placed.map_err(|refusal| {
+            StartError::Host(format!("no worker can take a sandbox of {} MB: {refusal}", needs.memory_mb))
+        })?;
+        let spec = spec(target, initialization);
+        let started = match backend {
+            Backend::Local(worker) => worker.start(Arc::new(spec)).await.map(Handle::Local),
+            Backend::Remote(worker) => worker.start(&spec, &target.record.code_sha256_hex).await.map(Handle::Remote),
+        };
+        let mut state = self.lock();
+        match started {
+            Ok(handle) if state.placed.contains_key(&id) => {
+                state.handles.insert(id, handle.clone());
+                Ok(handle)
+            }
+            Ok(handle) => {
+                handle.kill();
+                Err(StartError::Host("the worker was lost while the sandbox started".into()))
+            }
+            Err(e) => {
+                state.forget(id);
+                Err(e)
+            }
+        }
+    }
+
     fn discard(&self, id: SandboxId) {
         let mut state = self.lock();
         let _ = state.pool.report(id, Event::Failed, 0);
-        if let Some(handle) = state.handles.remove(&id) {
+        if let Some(handle) = state.forget(id) {
             handle.kill();
         }
     }
 
-    /// Ends every sandbox and waits for their cleanup.
+    /// Ends every sandbox and waits for their cleanup (remote ones: until
+    /// their worker acknowledged, briefly).
     pub async fn shutdown(&self) {
-        {
+        let remote: Vec<Arc<RemoteSandbox>> = {
             let mut state = self.lock();
             state.pool.drain();
-            state.handles.clear();
+            let ids: Vec<SandboxId> = state.handles.keys().copied().collect();
+            ids.into_iter()
+                .filter_map(|id| match state.forget(id) {
+                    Some(Handle::Remote(handle)) => Some(handle),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut ends = tokio::task::JoinSet::new();
+        for handle in remote {
+            ends.spawn(async move { handle.end().await });
         }
-        self.worker.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), ends.join_all()).await;
+        if let Some(worker) = &self.local {
+            worker.shutdown().await;
+        }
     }
 }
 
@@ -334,6 +655,13 @@ fn start_failure(e: StartError, request_id: &str) -> Result<Outcome, ApiError> {
         StartError::Host(message) => Err(ApiError::Service(format!("could not start a sandbox: {message}"))),
         StartError::ShuttingDown => Err(ApiError::Service("Ignis is shutting down".into())),
     }
+}
+
+/// The revision, as placement's mixing rule tells functions apart.
+fn function_key(target: &Target) -> FunctionKey {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    revision_key(target).hash(&mut hasher);
+    FunctionKey(hasher.finish())
 }
 
 fn revision_key(target: &Target) -> RevisionKey {

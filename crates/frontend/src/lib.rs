@@ -20,6 +20,8 @@
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
+//! - `cluster_api`: the worker hosts' calls (register, heartbeat, code, logs)
+//!   and `GET /ignis/workers`, for the administrator's key only.
 //! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
 //!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
 //! - `mapping` + `mappings`: event source mappings from queues to functions
@@ -32,6 +34,7 @@
 
 mod accounts_api;
 mod async_invoke;
+mod cluster_api;
 mod concurrency;
 mod control;
 mod error;
@@ -54,10 +57,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ignis_store::{AccessKey, Store};
-use ignis_worker::{LogBatch, Worker};
+use ignis_worker::LogBatch;
 
 pub use error::ApiError;
 pub use http::serve;
+pub use invoke::Workers;
 
 pub struct Config {
     pub region: String,
@@ -131,7 +135,7 @@ impl App {
     pub fn new(
         config: Config,
         store: Arc<Store>,
-        worker: Arc<Worker>,
+        workers: Workers,
         logs: tokio::sync::mpsc::Receiver<LogBatch>,
     ) -> Result<Arc<App>, ApiError> {
         let registry = registry::Registry::load(store.clone())?;
@@ -158,7 +162,7 @@ impl App {
                 }
             }
         }
-        let invoker = invoke::Invoker::new(worker, concurrency.clone(), config.keep_alive);
+        let invoker = invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive);
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         let (log_barriers, barriers) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));

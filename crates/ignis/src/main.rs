@@ -2,6 +2,7 @@
 
 mod client;
 mod server;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Start the platform: API, storage and a local worker, in one process.
     Server(server::ServerArgs),
+    /// Start a worker host that runs sandboxes for a server it joins.
+    Worker(worker::WorkerArgs),
     /// Create a function, or update the code and configuration of an existing one.
     Deploy(client::DeployArgs),
     /// Invoke a function and print its answer.
@@ -31,18 +34,22 @@ enum Command {
     Logs(client::LogsArgs),
     /// Manage tenant accounts (administrator's key only).
     Account(client::AccountArgs),
+    /// List the workers: the local one and the hosts that joined (administrator's key only).
+    Workers(client::Endpoint),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Ls(args) => client::ls(args),
         Command::Rm(args) => client::rm(args),
         Command::Logs(args) => client::logs(args),
         Command::Account(args) => client::account(args),
+        Command::Workers(args) => client::workers(args),
     };
     match result {
         Ok(code) => code,
@@ -51,6 +58,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The sandbox init executable: `given`, else `ignis-init` beside this program.
+fn init_exe(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    let init_exe = match given {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path: {e}"))?
+            .with_file_name("ignis-init"),
+    };
+    if !init_exe.is_file() {
+        return Err(format!("sandbox init {} not found: build it (cargo build) or pass --init", init_exe.display()));
+    }
+    Ok(init_exe)
 }
 
 /// The default data directory: `$XDG_DATA_HOME/ignis`, else `~/.local/share/ignis`.

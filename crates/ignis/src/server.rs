@@ -1,12 +1,14 @@
 //! `ignis server`: opens storage, registers the administrator's account and
-//! key, starts the local worker and serves the API.
+//! key, starts the local worker (unless `--no-local-worker`) and serves the
+//! API, to which worker hosts (`ignis worker`) may also join.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ignis_frontend::{App, Config};
+use ignis_cluster::Capacity;
+use ignis_frontend::{App, Config, Workers};
 use ignis_sigv4::Credentials;
 use ignis_store::{AccessKey, Store};
 use ignis_worker::{Worker, WorkerConfig};
@@ -45,6 +47,13 @@ pub struct ServerArgs {
     /// The sandbox init executable [default: ignis-init beside this program].
     #[arg(long, env = "IGNIS_INIT")]
     pub init: Option<PathBuf>,
+    /// Run no sandbox in this process: only the API, storage and placement,
+    /// for worker hosts that join with `ignis worker --join`.
+    #[arg(long)]
+    pub no_local_worker: bool,
+    /// Memory (MB) the local worker offers sandboxes [default: this machine's].
+    #[arg(long)]
+    pub worker_memory: Option<u64>,
 }
 
 /// The key pair file the server writes and the CLI reads.
@@ -66,25 +75,23 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
     let credentials = credentials(&data_dir)?;
     let admin_account = admin_account_id(&store)?;
-    register_admin_key(&store, &admin_account, credentials)?;
-    let init_exe = match args.init.clone() {
-        Some(path) => path,
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot find this program's path: {e}"))?
-            .with_file_name("ignis-init"),
-    };
-    if !init_exe.is_file() {
-        return Err(format!("sandbox init {} not found: build it (cargo build) or pass --init", init_exe.display()));
-    }
+    register_admin_key(&store, &admin_account, credentials.clone())?;
+    let init_exe = crate::init_exe(args.init.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
-        let worker_config =
-            WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool };
-        let worker = Arc::new(Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?);
+        let local = if args.no_local_worker {
+            None
+        } else {
+            let worker_config =
+                WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool };
+            let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
+            Some((worker, Capacity::of_this_host(args.worker_memory)))
+        };
+        let workers = Workers { local, credentials, logs: log_tx };
         let config = Config {
             region: args.region,
             admin_account,
@@ -94,7 +101,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             scale_rate: args.scale_rate,
             async_retry_delay: Duration::from_secs(args.async_retry_delay),
         };
-        let app = App::new(config, store, worker, log_rx).map_err(|e| e.message().to_string())?;
+        let app = App::new(config, store, workers, log_rx).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -107,7 +114,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     })
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return std::future::pending().await;

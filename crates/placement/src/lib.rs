@@ -54,8 +54,15 @@
 //! - Packing goes above its target only when no candidate stays within it.
 //!
 //! A decision reads each worker once or twice and allocates nothing: O(workers).
+//!
+//! [`Liveness`] (`health.rs`) decides, from heartbeat times the caller passes
+//! in, when a worker turns unhealthy (final: it must register again).
 
 use std::fmt;
+
+mod health;
+
+pub use health::{Health, Liveness};
 
 /// Identifies one worker (host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

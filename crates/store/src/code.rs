@@ -145,6 +145,62 @@ fn is_sha_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Zips a directory's contents (not the directory itself), in a stable order with fixed
+/// timestamps, keeping unix permissions. Symbolic links are stored as links, never followed.
+pub fn zip_tree(root: &Path) -> Result<Vec<u8>, String> {
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    add_dir(&mut zip, root, "")?;
+    let cursor = zip.finish().map_err(|e| format!("cannot build the zip of {}: {e}", root.display()))?;
+    Ok(cursor.into_inner())
+}
+
+fn add_dir(zip: &mut zip::ZipWriter<Cursor<Vec<u8>>>, dir: &Path, prefix: &str) -> Result<(), String> {
+    let read_error = |p: &Path, e: std::io::Error| format!("cannot read {}: {e}", p.display());
+    let mut entries = fs::read_dir(dir)
+        .map_err(|e| read_error(dir, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| format!("cannot zip {}: the name is not UTF-8", path.display()))?;
+        let name = format!("{prefix}{name}");
+        let metadata = fs::symlink_metadata(&path).map_err(|e| read_error(&path, e))?;
+        let mode = metadata.permissions().mode();
+        let zip_error = |e: zip::result::ZipError| format!("cannot zip {}: {e}", path.display());
+        let file_type = metadata.file_type();
+        if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(|e| read_error(&path, e))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| format!("cannot zip {}: the link target is not UTF-8", path.display()))?;
+            zip.add_symlink(&name, target, zip::write::SimpleFileOptions::default().unix_permissions(mode))
+                .map_err(zip_error)?;
+        } else if file_type.is_dir() {
+            zip.add_directory(format!("{name}/"), zip::write::SimpleFileOptions::default().unix_permissions(mode))
+                .map_err(zip_error)?;
+            add_dir(zip, &path, &format!("{name}/"))?;
+        } else if file_type.is_file() {
+            let data = fs::read(&path).map_err(|e| read_error(&path, e))?;
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .unix_permissions(mode)
+                .large_file(data.len() >= u32::MAX as usize);
+            zip.start_file(&name, options).map_err(zip_error)?;
+            zip.write_all(&data).map_err(|e| format!("cannot zip {}: {e}", path.display()))?;
+        } else {
+            return Err(format!(
+                "cannot zip {}: not a regular file, directory or symbolic link",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Validates `zip` against `rules` and unpacks it (once) into
     /// `<data_dir>/code/<sha256-hex>/`.

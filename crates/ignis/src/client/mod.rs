@@ -280,6 +280,38 @@ pub fn read_payload(arg: Option<&str>, mut stdin: impl Read) -> Result<Vec<u8>, 
     }
 }
 
+// ---- workers ----
+
+pub fn workers(endpoint: Endpoint) -> Result<ExitCode, String> {
+    let rows = list_workers(&Client::new(&endpoint)?)?;
+    let header = ["WORKER", "ADDRESS", "HEALTHY", "MEMORY_MB", "USED_MB", "CPUS", "SANDBOXES"];
+    write_stdout(format_table(header, &rows).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every worker (`GET /ignis/workers`), one table row each, oldest first.
+fn list_workers(client: &Client) -> Result<Vec<[String; 7]>, String> {
+    let page = client
+        .send(Request { method: "GET", path: "/ignis/workers", query: "", headers: vec![], body: vec![], service: "ignis" })?
+        .check()?
+        .json()?;
+    let rows = page["Workers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| {
+            let text = |key: &str| match &w[key] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let id = format!("worker-{}", text("WorkerId"));
+            [id, text("Address"), text("Healthy"), text("MemoryMb"), text("UsedMemoryMb"), text("Cpus"), text("Sandboxes")]
+        })
+        .collect();
+    Ok(rows)
+}
+
 // ---- ls ----
 
 pub fn ls(endpoint: Endpoint) -> Result<ExitCode, String> {

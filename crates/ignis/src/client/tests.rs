@@ -147,8 +147,8 @@ fn zipping_keeps_modes_and_symlinks() {
     symlink("/etc/passwd", root.join("outside")).unwrap();
     symlink("lib", root.join("lib-link")).unwrap();
 
-    let zip = archive::zip_dir(root).unwrap();
-    assert_eq!(archive::zip_dir(root).unwrap(), zip, "zipping is deterministic");
+    let zip = ignis_store::zip_tree(root).unwrap();
+    assert_eq!(ignis_store::zip_tree(root).unwrap(), zip, "zipping is deterministic");
     let mut archive = zip::ZipArchive::new(Cursor::new(zip)).unwrap();
     let mut entries = Vec::new();
     for i in 0..archive.len() {
@@ -178,7 +178,7 @@ fn zipping_keeps_modes_and_symlinks() {
 fn package_sends_zip_files_as_they_are() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("bootstrap"), b"x").unwrap();
-    let zip = archive::zip_dir(dir.path()).unwrap();
+    let zip = ignis_store::zip_tree(dir.path()).unwrap();
     let file = dir.path().join("fn.zip");
     fs::write(&file, &zip).unwrap();
     assert_eq!(archive::package(&file).unwrap(), zip);

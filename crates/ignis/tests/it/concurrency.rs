@@ -170,28 +170,7 @@ fn a_client_that_goes_away_does_not_keep_its_slot() {
     sleeper(&server, "gone", 2, 10);
     assert_eq!(put(&server, "gone", 1).status, 200);
     // Send a signed invoke and hang up without reading the answer.
-    {
-        use std::io::Write;
-        let path = "/2015-03-31/functions/gone/invocations";
-        let body = br#"{"sleep": true}"#;
-        let parts = ignis_sigv4::RequestParts {
-            method: "POST",
-            path,
-            query: "",
-            headers: &[("host", &server.address)],
-            body,
-        };
-        let signed = ignis_sigv4::sign(&parts, &Server::credentials(), "us-east-1", "lambda", std::time::SystemTime::now());
-        let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
-        let mut head = format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n", server.address, body.len());
-        for (name, value) in signed {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    server.invoke_and_hang_up("gone", br#"{"sleep": true}"#);
     // The invocation runs on and holds the one slot, then gives it back.
     assert_throttled(&server.invoke("gone", "{}"), "ReservedFunctionConcurrentInvocationLimitExceeded");
     assert!(crate::harness::eventually(Duration::from_secs(15), || server.invoke("gone", "{}").status == 200));

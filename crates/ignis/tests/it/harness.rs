@@ -72,27 +72,9 @@ impl Server {
 
     /// Starts a server on an existing data directory (e.g. to test a restart).
     pub fn start_in(data: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(args)
-            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
-            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ignis server");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines.next().expect("server exited before listening").unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
+        command.arg("server").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+        let (child, address) = launch(command, "server");
         Server { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
     }
 
@@ -110,21 +92,8 @@ impl Server {
 
     /// Stops the server with SIGTERM and waits for it (it ends its sandboxes first).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a child process we started and have not reaped.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("server did not stop within 20 s of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child, true);
         }
     }
 
@@ -237,6 +206,22 @@ impl Server {
         self.signed("lambda", "POST", &path, "", headers, payload.as_bytes())
     }
 
+    /// Sends a signed Invoke and hangs up half a second later, without reading the answer.
+    pub fn invoke_and_hang_up(&self, name: &str, body: &[u8]) {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        let parts = ignis_sigv4::RequestParts { method: "POST", path: &path, query: "", headers: &[("host", &self.address)], body };
+        let signed = ignis_sigv4::sign(&parts, &Server::credentials(), "us-east-1", "lambda", SystemTime::now());
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        let mut head = format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n", self.address, body.len());
+        for (name, value) in signed {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     /// All log events of a function, through CloudWatch Logs' FilterLogEvents.
     pub fn log_events(&self, name: &str) -> Vec<Value> {
         let mut events = Vec::new();
@@ -267,16 +252,48 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a child process we started and have not reaped.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child, false);
+        }
+    }
+}
+
+/// Starts an `ignis` process with the test keys and reads the address it listens on.
+fn launch(mut command: Command, what: &str) -> (Child, String) {
+    let mut child = command
+        .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
+        .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start ignis {what}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines.next().unwrap_or_else(|| panic!("ignis {what} exited before listening")).unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stdout so the process never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+/// SIGTERM, then up to 20 s for the process to end its sandboxes and exit; past that, a
+/// panic if `strict`, else SIGKILL.
+fn terminate(mut child: Child, strict: bool) {
+    // SAFETY: signals a child process we started and have not reaped.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            assert!(!strict, "process {} did not stop within 20 s of SIGTERM", child.id());
+            return;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -441,5 +458,77 @@ impl Server {
             &[("x-amz-target", &target), ("content-type", "application/x-amz-json-1.1")],
             body.to_string().as_bytes(),
         )
+    }
+}
+
+/// A real `ignis worker` joined to a server, on a free loopback port.
+pub struct WorkerHost {
+    child: Option<Child>,
+    pub address: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl WorkerHost {
+    /// Starts a worker with its own data directory and joins it to `server`.
+    pub fn start(server: &Server, args: &[&str]) -> WorkerHost {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut worker = WorkerHost::start_in(server, &tmp.path().join("worker"), args);
+        worker._tmp = Some(tmp);
+        worker
+    }
+
+    /// Starts a worker on an existing data directory (e.g. after one was killed there).
+    pub fn start_in(server: &Server, data: &Path, args: &[&str]) -> WorkerHost {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
+        let join = format!("http://{}", server.address);
+        command.arg("worker").args(["--join", &join, "--data-dir"]).arg(data).args(args);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let (child, address) = launch(command, "worker");
+        WorkerHost { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Kills the worker's process with SIGKILL (no clean-up of its own) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the worker with SIGTERM and waits for it (it ends its sandboxes first).
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child, true);
+        }
+    }
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child, false);
+        }
+    }
+}
+
+impl Server {
+    /// `GET /ignis/workers`: every worker, oldest first.
+    pub fn workers(&self) -> Vec<Value> {
+        let reply = self.signed("ignis", "GET", "/ignis/workers", "", &[], b"");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["Workers"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `count` workers are healthy.
+    pub fn wait_for_workers(&self, count: usize) {
+        let healthy = || self.workers().iter().filter(|w| w["Healthy"] == true).count();
+        assert!(eventually(Duration::from_secs(10), || healthy() == count), "{} workers healthy, not {count}", healthy());
     }
 }

@@ -17,3 +17,4 @@ mod provisioned;
 mod sqs;
 mod tidy;
 mod versions;
+mod workers;

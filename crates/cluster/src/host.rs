@@ -1,0 +1,357 @@
+//! `ignis worker`: a worker host. It runs sandboxes for a server it joins.
+//!
+//! Three tasks: the sandbox API (the server's calls, each checked to be
+//! signed with the administrator's key), membership (register, then a
+//! heartbeat every [`HEARTBEAT_EVERY`]), and the log forwarder (the
+//! sandboxes' lines, posted to the server whatever arrived within 20 ms).
+//!
+//! # Invariants
+//!
+//! - The sandboxes map (id → handle) is this host's one record of what runs;
+//!   one mutex, never held across an await.
+//! - A sandbox runs only while the server counts this worker healthy: when
+//!   the server answers a heartbeat with 404 (it declared the worker
+//!   unhealthy and forgot its sandboxes), or when no heartbeat got through
+//!   for [`HEARTBEAT_TIMEOUT`] (the server will have done so), every sandbox
+//!   is killed, then the worker registers again as a new worker.
+//! - Code comes from the server by SHA-256 and is unpacked with the store's
+//!   checks (`Store::put_code`) into this host's own data directory.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ignis_sigv4::Credentials;
+use ignis_store::{CodeRules, Store};
+use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::peer::{Peer, authentic};
+use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, wire};
+
+/// Largest request body the sandbox API reads (an invocation of 6 MB, base64).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Log lines posted to the server at most this late.
+const LOG_LINGER: Duration = Duration::from_millis(20);
+/// Largest log post (the server reads 1 MB at most).
+const LOG_POST_BYTES: usize = 512 * 1024;
+
+pub struct HostConfig {
+    /// The server's address, `host:port`.
+    pub server: String,
+    /// Where to listen for the server's calls.
+    pub listen: String,
+    /// The address the server should call, if not the one listened on.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub init_exe: PathBuf,
+    pub pool_size: usize,
+    pub capacity: Capacity,
+    /// The administrator's key pair: signs this host's calls and checks the server's.
+    pub credentials: Credentials,
+}
+
+struct Host {
+    worker: Worker,
+    store: Store,
+    server: Peer,
+    credentials: Credentials,
+    sandboxes: Mutex<HashMap<String, Arc<SandboxHandle>>>,
+    /// The server's code SHA-256 → the unpacked tree here.
+    code: Mutex<HashMap<String, PathBuf>>,
+}
+
+/// Runs the worker host until `shutdown` completes; then kills every sandbox.
+pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    // Code unpacked by an earlier run is fetched again when needed.
+    let _ = store.remove_unused_code(&Default::default());
+    let (log_tx, log_rx) = mpsc::channel(1024);
+    let worker_config = WorkerConfig {
+        state_dir: config.data_dir.join("run"),
+        init_exe: config.init_exe.clone(),
+        spawners: 2,
+        pool_size: config.pool_size,
+    };
+    let worker = Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let advertised = config.advertise.clone().unwrap_or_else(|| address.clone());
+    let host = Arc::new(Host {
+        worker,
+        store,
+        server: Peer::new(&config.server, config.credentials.clone()),
+        credentials: config.credentials.clone(),
+        sandboxes: Mutex::default(),
+        code: Mutex::default(),
+    });
+    println!("ignis worker: listening on http://{address} (data in {})", config.data_dir.display());
+    tokio::spawn(forward_logs(Arc::downgrade(&host), log_rx));
+    tokio::spawn(membership(Arc::downgrade(&host), advertised, config.capacity));
+    serve(host.clone(), listener, shutdown).await;
+    println!("ignis worker: shutting down");
+    host.kill_all();
+    host.worker.shutdown().await;
+    Ok(())
+}
+
+impl Host {
+    fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SandboxHandle>>> {
+        self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kill_all(&self) {
+        let all: Vec<_> = self.sandboxes().drain().map(|(_, handle)| handle).collect();
+        if !all.is_empty() {
+            eprintln!("ignis worker: ending {} sandboxes", all.len());
+        }
+        for handle in all {
+            handle.kill();
+        }
+    }
+
+    /// The unpacked tree of the server's code `sha`, fetched on first use.
+    async fn code_dir(&self, sha: &str) -> Result<PathBuf, String> {
+        if let Some(dir) = self.code.lock().unwrap_or_else(|e| e.into_inner()).get(sha) {
+            return Ok(dir.clone());
+        }
+        if sha.is_empty() || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("bad code SHA-256 {sha:?}"));
+        }
+        let (status, zip) = self
+            .server
+            .call(Method::GET, &format!("/ignis/code/{sha}"), Bytes::new())
+            .await
+            .map_err(|e| format!("cannot fetch code {sha}: {e}"))?;
+        if status != StatusCode::OK {
+            return Err(format!("cannot fetch code {sha}: the server answered {status}"));
+        }
+        let code = self.store.put_code(&zip, &CodeRules::default()).map_err(|e| format!("code {sha}: {e}"))?;
+        let dir = self.store.code_dir(&code.sha256_hex());
+        self.code.lock().unwrap_or_else(|e| e.into_inner()).insert(sha.to_string(), dir.clone());
+        Ok(dir)
+    }
+}
+
+/// Registers, then heartbeats; starts over (with no sandbox left) whenever
+/// the server no longer counts this worker.
+async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capacity) {
+    let registration =
+        Bytes::from(json!({ "Address": address, "MemoryMb": capacity.memory_mb, "Cpus": capacity.cpus }).to_string());
+    loop {
+        let Some(strong) = host.upgrade() else { return };
+        let id = match strong.server.call(Method::POST, "/ignis/workers", registration.clone()).await {
+            Ok((StatusCode::CREATED | StatusCode::OK, body)) => {
+                wire::parse(&body).ok().and_then(|v| v.get("WorkerId").and_then(|id| id.as_u64()))
+            }
+            Ok((status, body)) => {
+                eprintln!("ignis worker: registration refused ({status}): {}", String::from_utf8_lossy(&body));
+                None
+            }
+            Err(e) => {
+                eprintln!("ignis worker: cannot register: {e}");
+                None
+            }
+        };
+        drop(strong);
+        let Some(id) = id else {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            continue;
+        };
+        println!("ignis worker: registered as worker-{id}");
+        let path = format!("/ignis/workers/{id}/heartbeat");
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            let Some(strong) = host.upgrade() else { return };
+            let answer = tokio::time::timeout(HEARTBEAT_EVERY * 2, strong.server.call(Method::POST, &path, Bytes::new())).await;
+            match answer {
+                Ok(Ok((status, _))) if status.is_success() => last_ok = Instant::now(),
+                Ok(Ok((StatusCode::NOT_FOUND, _))) => {
+                    eprintln!("ignis worker: the server no longer counts worker-{id}");
+                    strong.kill_all();
+                    break;
+                }
+                _ => {}
+            }
+            if last_ok.elapsed() >= HEARTBEAT_TIMEOUT {
+                eprintln!("ignis worker: no heartbeat got through for {:?}", HEARTBEAT_TIMEOUT);
+                strong.kill_all();
+                break;
+            }
+        }
+    }
+}
+
+/// Posts the sandboxes' log lines to the server.
+async fn forward_logs(host: std::sync::Weak<Host>, mut logs: mpsc::Receiver<LogBatch>) {
+    let mut batches: Vec<LogBatch> = Vec::new();
+    while logs.recv_many(&mut batches, 1024).await > 0 {
+        tokio::time::sleep(LOG_LINGER).await;
+        while let Ok(batch) = logs.try_recv() {
+            batches.push(batch);
+        }
+        let Some(host) = host.upgrade() else { return };
+        let mut post: Vec<LogBatch> = Vec::new();
+        let mut size = 0;
+        for batch in batches.drain(..) {
+            let batch_size = wire::batch_size(&batch);
+            if size + batch_size > LOG_POST_BYTES && !post.is_empty() {
+                send_logs(&host, &std::mem::take(&mut post)).await;
+                size = 0;
+            }
+            size += batch_size;
+            post.push(batch);
+        }
+        if !post.is_empty() {
+            send_logs(&host, &post).await;
+        }
+    }
+}
+
+async fn send_logs(host: &Host, batches: &[LogBatch]) {
+    let body = Bytes::from(wire::encode_log_batches(batches));
+    match host.server.call(Method::POST, "/ignis/logs", body).await {
+        Ok((status, _)) if status.is_success() => {}
+        Ok((status, _)) => eprintln!("ignis worker: the server refused {} log batches ({status})", batches.len()),
+        Err(e) => eprintln!("ignis worker: {} log batches lost: {e}", batches.len()),
+    }
+}
+
+async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let host = host.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let host = host.clone();
+                async move { Ok::<_, Infallible>(handle(host, request).await) }
+            });
+            // No header timeout: the server keeps connections open between calls.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    answer(status, json!({ "Error": kind, "Message": message }).to_string().into_bytes())
+}
+
+async fn handle(host: Arc<Host>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "request body too large"),
+    };
+    if !authentic(&host.credentials, &parts, &body) {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "not signed with the administrator's key");
+    }
+    let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::POST, ["sandboxes"]) => start(&host, &body).await,
+        (&Method::POST, ["sandboxes", id, "invoke"]) => invoke(&host, id, &body).await,
+        (&Method::POST, ["sandboxes", id, "prepare"]) => {
+            let handle = host.sandboxes().get(*id).cloned();
+            let reason = match handle {
+                Some(handle) => handle.prepare().await.err(),
+                None => Some("the sandbox is gone".to_string()),
+            };
+            if reason.is_some() {
+                host.sandboxes().remove(*id);
+            }
+            answer(StatusCode::OK, json!({ "Error": reason }).to_string().into_bytes())
+        }
+        (&Method::DELETE, ["sandboxes", id]) => {
+            if let Some(handle) = host.sandboxes().remove(*id) {
+                handle.kill();
+            }
+            answer(StatusCode::NO_CONTENT, Vec::new())
+        }
+        _ => error(StatusCode::NOT_FOUND, "NotFound", "no such call"),
+    }
+}
+
+async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
+    let (mut spec, sha) = match wire::decode_spec(body) {
+        Ok(decoded) => decoded,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
+    };
+    spec.code_dir = match host.code_dir(&sha).await {
+        Ok(dir) => dir,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, "Host", &e),
+    };
+    match host.worker.start(Arc::new(spec)).await {
+        Ok(handle) => {
+            let id = handle.id().to_string();
+            host.sandboxes().insert(id.clone(), handle);
+            answer(StatusCode::CREATED, json!({ "SandboxId": id }).to_string().into_bytes())
+        }
+        Err(StartError::Entrypoint(message)) => error(StatusCode::UNPROCESSABLE_ENTITY, "Entrypoint", &message),
+        Err(StartError::Host(message)) => error(StatusCode::INTERNAL_SERVER_ERROR, "Host", &message),
+        Err(StartError::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", "shutting down"),
+    }
+}
+
+async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let invocation = match wire::decode_invocation(body) {
+        Ok(invocation) => invocation,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
+    };
+    let Some(handle) = host.sandboxes().get(id).cloned() else {
+        return answer(StatusCode::OK, wire::encode_outcome(None));
+    };
+    // In a task of its own: the invocation ends, and its sandbox's fate is
+    // settled, even if the server's connection goes away meanwhile.
+    let running = handle.clone();
+    let result = tokio::spawn(async move { running.invoke(invocation).await }).await;
+    match result {
+        Ok(Ok(outcome)) => {
+            if !outcome.reusable {
+                host.sandboxes().remove(id);
+            }
+            answer(StatusCode::OK, wire::encode_outcome(Some(&outcome)))
+        }
+        Ok(Err(_untaken)) => {
+            host.sandboxes().remove(id);
+            answer(StatusCode::OK, wire::encode_outcome(None))
+        }
+        Err(e) => {
+            host.sandboxes().remove(id);
+            handle.kill();
+            error(StatusCode::INTERNAL_SERVER_ERROR, "Host", &e.to_string())
+        }
+    }
+}

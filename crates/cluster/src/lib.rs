@@ -1,0 +1,67 @@
+//! Several worker hosts under one server.
+//!
+//! - `wire`: the worker protocol's JSON bodies (function specs, invocations,
+//!   outcomes, log batches); serialisation happens here and nowhere else.
+//! - `peer`: a signed HTTP/1.1 client (SigV4, service `ignis`, the
+//!   administrator's key) that keeps connections open for reuse, and the
+//!   check of a signed request on the receiving side.
+//! - `remote`: the server's view of a worker host ([`RemoteWorker`]) and of a
+//!   sandbox on it ([`RemoteSandbox`]). When the worker is declared down,
+//!   every request in flight to it ends at once with [`Failure::Lost`].
+//! - `host`: the `ignis worker` process: registers with the server, reports
+//!   its capacity, heartbeats, fetches code by SHA-256, forwards its log lines
+//!   and serves the sandbox calls.
+//!
+//! # The protocol (HTTP/1.1, JSON, every call signed with the administrator's key)
+//!
+//! Worker → server:
+//! - `POST /ignis/workers` `{"Address", "MemoryMb", "Cpus"}` → `{"WorkerId"}`
+//! - `POST /ignis/workers/{id}/heartbeat` → 204, or 404 for a worker the
+//!   server does not know (any more): it must register again.
+//! - `GET /ignis/code/{sha256 hex}` → the code tree as a zip.
+//! - `POST /ignis/logs` `{"Batches": [...]}` → 204.
+//!
+//! Server → worker:
+//! - `POST /sandboxes` (a function spec) → 201 `{"SandboxId"}` once started.
+//! - `POST /sandboxes/{id}/invoke` (an invocation) → the outcome, or
+//!   `{"Untaken": true}` when the sandbox never took it (run it elsewhere).
+//! - `POST /sandboxes/{id}/prepare` → `{"Error": null | "..."}`.
+//! - `DELETE /sandboxes/{id}` → 204.
+
+pub mod host;
+mod peer;
+mod remote;
+mod wire;
+
+use std::time::Duration;
+
+pub use peer::{Peer, PeerError, authentic};
+pub use remote::{Failure, RemoteSandbox, RemoteWorker};
+pub use wire::{decode_log_batches, encode_log_batches};
+
+/// How often a worker sends a heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+/// Silence after which a worker is unhealthy (and after which a worker that
+/// cannot reach the server ends its sandboxes).
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a host offers sandboxes: its memory (MB) and CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub memory_mb: u64,
+    pub cpus: u32,
+}
+
+impl Capacity {
+    /// This machine's: `MemTotal` of `/proc/meminfo` (or `memory_mb` if given)
+    /// and the CPUs this process may use.
+    pub fn of_this_host(memory_mb: Option<u64>) -> Capacity {
+        let total = || -> Option<u64> {
+            let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        Capacity { memory_mb: memory_mb.or_else(total).unwrap_or(1024), cpus }
+    }
+}

@@ -1,0 +1,195 @@
+//! The server's side of a worker host: start, invoke, prepare and kill
+//! sandboxes on it over the worker protocol.
+//!
+//! A [`RemoteWorker`] is *down* once the server declares it so (its
+//! heartbeats stopped) or once a call to it fails at the connection level
+//! (its process is gone). Down is final. Going down wakes every call in
+//! flight to the worker, which ends at once with [`Failure::Lost`], so no
+//! client waits for a worker that will never answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use ignis_sigv4::Credentials;
+use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError};
+use tokio::sync::watch;
+
+use crate::peer::{Peer, PeerError};
+use crate::wire;
+
+/// Extra time a call to a sandbox may take beyond the function's own limits.
+const CALL_MARGIN: Duration = Duration::from_secs(5);
+
+/// Why a remote invocation has no outcome.
+pub enum Failure {
+    /// It never reached a runtime: run it elsewhere.
+    Untaken(Invocation),
+    /// It may have run, but its answer is lost (the worker went down).
+    Lost(String),
+}
+
+enum CallError {
+    NotSent(String),
+    Lost(String),
+}
+
+pub struct RemoteWorker {
+    peer: Peer,
+    down: watch::Sender<bool>,
+}
+
+impl RemoteWorker {
+    /// A worker host serving the worker protocol at `address` (`host:port`).
+    pub fn new(address: &str, credentials: Credentials) -> Arc<RemoteWorker> {
+        Arc::new(RemoteWorker { peer: Peer::new(address, credentials), down: watch::channel(false).0 })
+    }
+
+    pub fn address(&self) -> &str {
+        self.peer.authority()
+    }
+
+    pub fn is_down(&self) -> bool {
+        *self.down.borrow()
+    }
+
+    /// Declares the worker down: every call in flight to it ends now.
+    pub fn mark_down(&self) {
+        self.down.send_replace(true);
+        self.peer.close();
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Bytes, limit: Duration) -> Result<(StatusCode, Bytes), CallError> {
+        let mut down = self.down.subscribe();
+        if *down.borrow_and_update() {
+            return Err(CallError::NotSent(format!("worker {} is down", self.address())));
+        }
+        let lost = || CallError::Lost(format!("the worker at {} was lost", self.address()));
+        tokio::select! {
+            answer = tokio::time::timeout(limit, self.peer.call(method, path, body)) => match answer {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(PeerError::Connect(e))) => {
+                    self.mark_down();
+                    Err(CallError::NotSent(e))
+                }
+                Ok(Err(PeerError::Transport(e))) => {
+                    self.mark_down();
+                    Err(CallError::Lost(format!("the worker at {} was lost: {e}", self.address())))
+                }
+                Err(_) => Err(CallError::Lost(format!("the worker at {} did not answer in time", self.address()))),
+            },
+            _ = down.wait_for(|down| *down) => Err(lost()),
+        }
+    }
+
+    /// Starts a sandbox for `spec` (its code named by `code_sha256_hex`) on this worker.
+    pub async fn start(
+        self: &Arc<Self>,
+        spec: &FunctionSpec,
+        code_sha256_hex: &str,
+    ) -> Result<Arc<RemoteSandbox>, StartError> {
+        let body = Bytes::from(wire::encode_spec(spec, code_sha256_hex));
+        // Building the sandbox may mean fetching and unpacking its code first.
+        let limit = INIT_LIMIT + Duration::from_secs(60);
+        let (status, answer) = match self.call(Method::POST, "/sandboxes", body, limit).await {
+            Ok(answer) => answer,
+            Err(CallError::NotSent(e) | CallError::Lost(e)) => return Err(StartError::Host(e)),
+        };
+        let value = wire::parse(&answer).unwrap_or_default();
+        let message = || value.get("Message").and_then(|m| m.as_str()).unwrap_or("").to_string();
+        match (status, value.get("SandboxId").and_then(|s| s.as_str())) {
+            (StatusCode::CREATED, Some(id)) => {
+                Ok(Arc::new(RemoteSandbox { worker: self.clone(), id: id.to_string(), dead: AtomicBool::new(false) }))
+            }
+            _ => Err(match value.get("Error").and_then(|e| e.as_str()) {
+                Some("Entrypoint") => StartError::Entrypoint(message()),
+                Some("ShuttingDown") => StartError::Host(format!("the worker at {} is shutting down", self.address())),
+                _ => StartError::Host(format!("the worker at {} could not start a sandbox ({status}): {}", self.address(), message())),
+            }),
+        }
+    }
+}
+
+/// A sandbox on a worker host.
+pub struct RemoteSandbox {
+    worker: Arc<RemoteWorker>,
+    id: String,
+    dead: AtomicBool,
+}
+
+impl RemoteSandbox {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn worker(&self) -> &Arc<RemoteWorker> {
+        &self.worker
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.dead.load(Ordering::Relaxed) && !self.worker.is_down()
+    }
+
+    /// Runs one invocation on the sandbox, which ends within the function's
+    /// `timeout` (plus the init limit and a margin) or when the worker goes down.
+    pub async fn invoke(&self, invocation: Invocation, timeout: Duration) -> Result<Outcome, Failure> {
+        let body = Bytes::from(wire::encode_invocation(&invocation));
+        let path = format!("/sandboxes/{}/invoke", self.id);
+        let limit = timeout + INIT_LIMIT + CALL_MARGIN;
+        let answer = match self.worker.call(Method::POST, &path, body, limit).await {
+            Ok((StatusCode::OK, answer)) => answer,
+            Ok((status, answer)) => {
+                self.dead.store(true, Ordering::Relaxed);
+                let text = String::from_utf8_lossy(&answer);
+                return Err(Failure::Lost(format!("the worker at {} refused the invocation ({status}): {text}", self.worker.address())));
+            }
+            Err(CallError::NotSent(_)) => {
+                self.dead.store(true, Ordering::Relaxed);
+                return Err(Failure::Untaken(invocation));
+            }
+            Err(CallError::Lost(e)) => {
+                self.dead.store(true, Ordering::Relaxed);
+                return Err(Failure::Lost(e));
+            }
+        };
+        match wire::decode_outcome(&answer) {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => {
+                self.dead.store(true, Ordering::Relaxed);
+                Err(Failure::Untaken(invocation))
+            }
+            Err(e) => Err(Failure::Lost(format!("the worker at {} answered badly: {e}", self.worker.address()))),
+        }
+    }
+
+    /// Waits for the runtime's init (provisioned concurrency); the reason when it failed.
+    pub async fn prepare(&self) -> Result<(), String> {
+        let path = format!("/sandboxes/{}/prepare", self.id);
+        let limit = INIT_LIMIT + CALL_MARGIN;
+        match self.worker.call(Method::POST, &path, Bytes::new(), limit).await {
+            Ok((StatusCode::OK, answer)) => match wire::parse(&answer).ok().and_then(|v| v.get("Error").cloned()) {
+                Some(serde_json::Value::String(reason)) => Err(reason),
+                _ => Ok(()),
+            },
+            Ok((status, _)) => Err(format!("the worker at {} answered {status}", self.worker.address())),
+            Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(e),
+        }
+    }
+
+    /// Ends the sandbox, in the background.
+    pub fn kill(self: &Arc<Self>) {
+        let sandbox = self.clone();
+        tokio::spawn(async move { sandbox.end().await });
+    }
+
+    /// Ends the sandbox and waits (briefly) for its worker's acknowledgement.
+    /// Tried even when the worker is down: a sandbox started just as its
+    /// worker was dropped may sit on a process that still listens there.
+    pub async fn end(&self) {
+        self.dead.store(true, Ordering::Relaxed);
+        let path = format!("/sandboxes/{}", self.id);
+        let _ = tokio::time::timeout(CALL_MARGIN, self.worker.peer.call(Method::DELETE, &path, Bytes::new())).await;
+    }
+}

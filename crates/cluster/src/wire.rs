@@ -1,0 +1,270 @@
+//! The worker protocol's bodies: JSON, bytes as standard base64. The only
+//! place the worker's types are turned into bytes and back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, LogLine, Outcome};
+use serde_json::{Value, json};
+
+/// A malformed body; the text says what is wrong.
+pub type WireError = String;
+
+fn field<'a>(value: &'a Value, name: &str) -> Result<&'a Value, WireError> {
+    value.get(name).ok_or_else(|| format!("missing {name}"))
+}
+
+fn text(value: &Value, name: &str) -> Result<String, WireError> {
+    field(value, name)?.as_str().map(str::to_string).ok_or_else(|| format!("{name} is not a string"))
+}
+
+fn number(value: &Value, name: &str) -> Result<u64, WireError> {
+    field(value, name)?.as_u64().ok_or_else(|| format!("{name} is not a number"))
+}
+
+fn optional_text(value: &Value, name: &str) -> Option<String> {
+    value.get(name).and_then(Value::as_str).map(str::to_string)
+}
+
+fn bytes(value: &Value, name: &str) -> Result<Bytes, WireError> {
+    let encoded = field(value, name)?.as_str().ok_or_else(|| format!("{name} is not a string"))?;
+    STANDARD.decode(encoded).map(Bytes::from).map_err(|e| format!("{name}: {e}"))
+}
+
+pub fn parse(body: &[u8]) -> Result<Value, WireError> {
+    serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// A spec names its code by the SHA-256 (hex) the server stores it under; the
+/// worker host fetches and unpacks it into its own `code_dir`.
+pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
+    json!({
+        "CodeSha256": code_sha256_hex,
+        "MemoryMb": spec.memory_mb,
+        "TmpMb": spec.tmp_mb,
+        "TimeoutMs": spec.timeout.as_millis() as u64,
+        "Env": spec.env,
+        "Version": spec.version,
+        "LogAccount": spec.log_account,
+        "LogGroup": spec.log_group,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The spec and its code's SHA-256; `code_dir` is left empty for the host to fill in.
+pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
+    let v = parse(body)?;
+    let env = field(&v, "Env")?
+        .as_array()
+        .ok_or("Env is not a list")?
+        .iter()
+        .map(|pair| match pair.as_array().map(Vec::as_slice) {
+            Some([Value::String(k), Value::String(v)]) => Ok((k.clone(), v.clone())),
+            _ => Err("Env holds a pair that is not two strings".to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = FunctionSpec {
+        code_dir: PathBuf::new(),
+        memory_mb: u32::try_from(number(&v, "MemoryMb")?).map_err(|e| e.to_string())?,
+        tmp_mb: u32::try_from(number(&v, "TmpMb")?).map_err(|e| e.to_string())?,
+        timeout: Duration::from_millis(number(&v, "TimeoutMs")?),
+        env,
+        version: text(&v, "Version")?,
+        log_account: text(&v, "LogAccount")?,
+        log_group: text(&v, "LogGroup")?,
+    };
+    let sha = text(&v, "CodeSha256")?;
+    Ok((spec, sha))
+}
+
+pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
+    json!({
+        "RequestId": invocation.request_id,
+        "Payload": STANDARD.encode(&invocation.payload),
+        "InvokedFunctionArn": invocation.invoked_function_arn,
+        "TraceId": invocation.trace_id,
+        "ClientContext": invocation.client_context,
+        "CognitoIdentity": invocation.cognito_identity,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub fn decode_invocation(body: &[u8]) -> Result<Invocation, WireError> {
+    let v = parse(body)?;
+    Ok(Invocation {
+        request_id: text(&v, "RequestId")?,
+        payload: bytes(&v, "Payload")?,
+        invoked_function_arn: text(&v, "InvokedFunctionArn")?,
+        trace_id: text(&v, "TraceId")?,
+        client_context: optional_text(&v, "ClientContext"),
+        cognito_identity: optional_text(&v, "CognitoIdentity"),
+    })
+}
+
+/// The answer to an invoke: the outcome, or `None` for "not taken".
+pub fn encode_outcome(outcome: Option<&Outcome>) -> Vec<u8> {
+    let Some(outcome) = outcome else {
+        return br#"{"Untaken":true}"#.to_vec();
+    };
+    let completion = match &outcome.completion {
+        Completion::Response(body) => json!({ "Response": STANDARD.encode(body) }),
+        Completion::Error { body, error_type } => {
+            json!({ "Error": { "Body": STANDARD.encode(body), "ErrorType": error_type } })
+        }
+        Completion::Failed { error_type, message } => {
+            json!({ "Failed": { "ErrorType": error_type, "Message": message } })
+        }
+    };
+    json!({ "Completion": completion, "Log": outcome.log, "Reusable": outcome.reusable }).to_string().into_bytes()
+}
+
+pub fn decode_outcome(body: &[u8]) -> Result<Option<Outcome>, WireError> {
+    let v = parse(body)?;
+    if v.get("Untaken").and_then(Value::as_bool) == Some(true) {
+        return Ok(None);
+    }
+    let c = field(&v, "Completion")?;
+    let completion = if c.get("Response").is_some() {
+        Completion::Response(bytes(c, "Response")?)
+    } else if let Some(e) = c.get("Error") {
+        Completion::Error { body: bytes(e, "Body")?, error_type: optional_text(e, "ErrorType") }
+    } else if let Some(f) = c.get("Failed") {
+        Completion::Failed { error_type: known_error_type(&text(f, "ErrorType")?), message: text(f, "Message")? }
+    } else {
+        return Err("Completion is none of Response, Error, Failed".into());
+    };
+    Ok(Some(Outcome {
+        completion,
+        log: text(&v, "Log")?,
+        reusable: field(&v, "Reusable")?.as_bool().ok_or("Reusable is not a boolean")?,
+    }))
+}
+
+/// The platform's error types, as the worker names them (`Completion::Failed` holds static text).
+fn known_error_type(name: &str) -> &'static str {
+    const KNOWN: [&str; 6] = [
+        "Runtime.InvalidEntrypoint",
+        "Runtime.ExitError",
+        "Runtime.OutOfMemory",
+        "Runtime.Unknown",
+        "Sandbox.Timedout",
+        "Function.ResponseSizeTooLarge",
+    ];
+    KNOWN.into_iter().find(|k| *k == name).unwrap_or("Runtime.Unknown")
+}
+
+pub fn encode_log_batches(batches: &[LogBatch]) -> Vec<u8> {
+    let batches: Vec<Value> = batches
+        .iter()
+        .map(|b| {
+            let lines: Vec<Value> = b.lines.iter().map(|l| json!([l.timestamp_ms, l.message])).collect();
+            json!({ "Account": b.account, "Group": b.group, "Stream": b.stream, "Lines": lines })
+        })
+        .collect();
+    json!({ "Batches": batches }).to_string().into_bytes()
+}
+
+pub fn decode_log_batches(body: &[u8]) -> Result<Vec<LogBatch>, WireError> {
+    let v = parse(body)?;
+    let batches = field(&v, "Batches")?.as_array().ok_or("Batches is not a list")?;
+    batches
+        .iter()
+        .map(|b| {
+            let lines = field(b, "Lines")?
+                .as_array()
+                .ok_or("Lines is not a list")?
+                .iter()
+                .map(|l| match l.as_array().map(Vec::as_slice) {
+                    Some([Value::Number(t), Value::String(m)]) => {
+                        Ok(LogLine { timestamp_ms: t.as_i64().unwrap_or(0), message: m.clone() })
+                    }
+                    _ => Err("a log line is not [timestamp, message]".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(LogBatch { account: text(b, "Account")?, group: text(b, "Group")?, stream: text(b, "Stream")?, lines })
+        })
+        .collect()
+}
+
+/// An upper bound of a batch's size on the wire (JSON escapes a byte into at
+/// most six), to cut posts below the server's body limit.
+pub fn batch_size(batch: &LogBatch) -> usize {
+    batch.lines.iter().map(|l| l.message.len() * 6 + 32).sum::<usize>() + 256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let spec = FunctionSpec {
+            code_dir: PathBuf::from("/x"),
+            memory_mb: 256,
+            tmp_mb: 512,
+            timeout: Duration::from_millis(3500),
+            env: vec![("A".into(), "b\"c".into())],
+            version: "$LATEST".into(),
+            log_account: "123456789012".into(),
+            log_group: "/aws/lambda/f".into(),
+        };
+        let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
+        assert_eq!(sha, "ab");
+        assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env));
+        assert_eq!((back.version, back.log_account, back.log_group), (spec.version, spec.log_account, spec.log_group));
+
+        let invocation = Invocation {
+            request_id: "r".into(),
+            payload: Bytes::from_static(b"\x00{}"),
+            invoked_function_arn: "arn".into(),
+            trace_id: "t".into(),
+            client_context: None,
+            cognito_identity: Some("c".into()),
+        };
+        let back = decode_invocation(&encode_invocation(&invocation)).unwrap();
+        assert_eq!((back.payload, back.client_context, back.cognito_identity), (invocation.payload, None, Some("c".into())));
+
+        for completion in [
+            Completion::Response(Bytes::from_static(b"ok")),
+            Completion::Error { body: Bytes::from_static(b"{}"), error_type: Some("E".into()) },
+            Completion::Failed { error_type: "Sandbox.Timedout", message: "m".into() },
+        ] {
+            let outcome = Outcome { completion: completion.clone(), log: "START\n".into(), reusable: true };
+            let back = decode_outcome(&encode_outcome(Some(&outcome))).unwrap().unwrap();
+            assert_eq!((back.completion, back.log, back.reusable), (completion, outcome.log, true));
+        }
+        assert!(decode_outcome(&encode_outcome(None)).unwrap().is_none());
+
+        let batch = LogBatch {
+            account: "a".into(),
+            group: "g".into(),
+            stream: "s".into(),
+            lines: vec![LogLine { timestamp_ms: 5, message: "hi\n".into() }],
+        };
+        let back = decode_log_batches(&encode_log_batches(&[batch])).unwrap();
+        assert_eq!(back[0].lines, vec![LogLine { timestamp_ms: 5, message: "hi\n".into() }]);
+
+        // The size bound holds for the worst bytes JSON can get.
+        let nasty = LogBatch {
+            account: "a".into(),
+            group: "g".into(),
+            stream: "s".into(),
+            lines: vec![LogLine { timestamp_ms: i64::MIN, message: "\u{1}\"\\\n".repeat(1000) }],
+        };
+        assert!(encode_log_batches(std::slice::from_ref(&nasty)).len() <= batch_size(&nasty));
+    }
+
+    #[test]
+    fn refuses_malformed_bodies() {
+        assert!(decode_spec(b"{}").is_err());
+        assert!(decode_invocation(br#"{"RequestId": 1}"#).is_err());
+        assert!(decode_outcome(br#"{"Completion": {}, "Log": "", "Reusable": true}"#).is_err());
+        assert!(decode_log_batches(br#"{"Batches": [{"Lines": [1]}]}"#).is_err());
+        assert!(parse(b"nope").is_err());
+    }
+}

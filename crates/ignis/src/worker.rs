@@ -1,0 +1,74 @@
+//! `ignis worker`: a worker host that joins a server and runs its sandboxes
+//! (the logic is `ignis_cluster::host`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ignis_cluster::Capacity;
+use ignis_cluster::host::HostConfig;
+use ignis_sigv4::Credentials;
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The server to join, `http://HOST:PORT`.
+    #[arg(long)]
+    pub join: String,
+    /// Address to listen on for the server's calls.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: String,
+    /// The address the server should call [default: the one listened on].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Where this worker keeps code and sandbox state (one worker per directory).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Sandboxes kept ready ahead of time (see `ignis server --sandbox-pool`).
+    #[arg(long, default_value_t = 2)]
+    pub sandbox_pool: usize,
+    /// Memory (MB) this worker offers sandboxes [default: this machine's].
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// The sandbox init executable [default: ignis-init beside this program].
+    #[arg(long, env = "IGNIS_INIT")]
+    pub init: Option<PathBuf>,
+}
+
+pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("ignis worker must run as root: it builds sandboxes with namespaces and cgroups".into());
+    }
+    let server = args
+        .join
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|authority| !authority.is_empty() && !authority.contains('/'))
+        .ok_or_else(|| format!("--join must be http://HOST:PORT, not {:?}", args.join))?
+        .to_string();
+    let credentials = match (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Credentials { access_key_id: id, secret_access_key: secret }
+        }
+        _ => {
+            return Err(
+                "set IGNIS_ACCESS_KEY_ID and IGNIS_SECRET_ACCESS_KEY to the server's administrator key pair".into()
+            );
+        }
+    };
+    let config = HostConfig {
+        server,
+        listen: args.listen,
+        advertise: args.advertise,
+        data_dir: args.data_dir,
+        init_exe: crate::init_exe(args.init)?,
+        pool_size: args.sandbox_pool,
+        capacity: Capacity::of_this_host(args.memory),
+        credentials,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(ignis_cluster::host::run(config, crate::server::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
