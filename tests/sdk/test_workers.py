@@ -4,25 +4,18 @@ Binaries come from IGNIS_BIN_DIR (default: target/debug of this repository).
 """
 
 import concurrent.futures
-import io
 import json
 import os
-import pathlib
 import re
 import signal
 import subprocess
 import tempfile
 import time
-import zipfile
 
-import boto3
 import pytest
-from botocore.config import Config
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN_DIR = pathlib.Path(os.environ.get("IGNIS_BIN_DIR", ROOT / "target" / "debug"))
-KEY_ID = "AKIAWORKERSTESTKEY00"
-SECRET = "workers/test/secret/key/for/ignis"
+from test_boto3 import BIN_DIR, KEY_ID, SECRET, client, rust_example
+
 ENV = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
 
 
@@ -72,26 +65,6 @@ def healthy_workers(endpoint):
         [str(BIN_DIR / "ignis"), "workers", "--endpoint", endpoint], env=ENV, capture_output=True, text=True, check=True
     ).stdout
     return sum(1 for line in listing.splitlines()[1:] if line.split()[2] == "true")
-
-
-def client(endpoint, service):
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        config=Config(retries={"max_attempts": 1}),
-    )
-
-
-def rust_example():
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        info = zipfile.ZipInfo("bootstrap")
-        info.external_attr = (0o100000 | 0o755) << 16
-        archive.writestr(info, (BIN_DIR / "bootstrap").read_bytes())
-    return buffer.getvalue()
 
 
 def test_invokes_run_on_both_workers_and_their_logs_are_readable(cluster):
