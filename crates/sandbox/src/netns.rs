@@ -46,7 +46,7 @@ struct Netns {
 /// One sandbox's hold on its network namespace; clones share it. See the module docs.
 #[derive(Debug, Clone)]
 pub struct NetnsLease {
-    _held: Arc<Held>,
+    held: Arc<Held>,
 }
 
 #[derive(Debug)]
@@ -69,7 +69,7 @@ impl Drop for Held {
 impl NetnsLease {
     /// A copy of the namespace's runtime API listener, bound to 127.0.0.1:9001 (non-blocking).
     pub(crate) fn listener(&self) -> io::Result<TcpListener> {
-        self._held.netns.as_ref().expect("held until dropped").listener.try_clone()
+        self.held.netns.as_ref().expect("held until dropped").listener.try_clone()
     }
 }
 
@@ -81,8 +81,8 @@ impl NetnsPool {
     }
 
     /// Puts the calling thread into an empty network namespace (a reused one, else a new one with `lo` up and the
-    /// listener bound) until
-    /// the returned guard is dropped, and gives the lease for the sandbox about to be cloned into it.
+    /// listener bound) until the returned guard is dropped, and gives the lease for the sandbox about to be cloned
+    /// into it.
     pub(crate) fn enter(self: &Arc<Self>) -> io::Result<(NetnsLease, Entered)> {
         let entered = Entered { previous: open_own()? };
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -103,7 +103,7 @@ impl NetnsPool {
                 Netns { ns: open_own()?, listener }
             }
         };
-        Ok((NetnsLease { _held: Arc::new(Held { netns: Some(netns), pool: Arc::downgrade(self) }) }, entered))
+        Ok((NetnsLease { held: Arc::new(Held { netns: Some(netns), pool: Arc::downgrade(self) }) }, entered))
     }
 }
 
