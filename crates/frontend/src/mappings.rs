@@ -443,6 +443,8 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, uuid: &str) -> Result<Answe
 pub fn list(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
     let (max_items, marker, params) = crate::versions::paging(query)?;
     let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    // Lambda's page for this call is 100 unless MaxItems says otherwise.
+    let max_items = if param("MaxItems").is_some() { max_items } else { 100 };
     let function = param("FunctionName").map(|name| f::parse_function_ref(&name, "functionName")).transpose()?;
     let queue_arn = param("EventSourceArn");
     let items = app
