@@ -148,7 +148,9 @@ fn memory_is_a_hard_limit() {
     let zip = sh_runtime("head -c 400m /dev/zero | tail > /dev/null; echo '\"survived\"' > /tmp/response");
     server.create("hog", &zip, json!({ "MemorySize": 128 }));
     let reply = server.invoke("hog", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
     let tail = reply.log_tail();
+    assert!(!tail.is_empty(), "no log tail; answer {:?}: {}", reply.header("x-amz-function-error"), reply.text());
     let report = report_line(&tail);
     let used: u64 = report.split("Max Memory Used: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(used <= 128, "{report}");
