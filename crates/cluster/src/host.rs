@@ -18,7 +18,6 @@
 //!   checks (`Store::put_code`) into this host's own data directory.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,8 +27,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use ignis_sigv4::Credentials;
 use ignis_store::{CodeRules, Store};
 use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
@@ -232,32 +229,8 @@ async fn send_logs(host: &Host, batches: &[LogBatch]) {
 }
 
 async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let host = host.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let host = host.clone();
-                async move { Ok::<_, Infallible>(handle(host, request).await) }
-            });
-            // No header timeout: the server keeps connections open between calls.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    // No header timeout: the server keeps connections open between calls.
+    crate::serve(listener, None, shutdown, move |request| handle(host.clone(), request)).await;
 }
 
 fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {

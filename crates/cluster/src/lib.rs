@@ -8,6 +8,7 @@
 //! - `remote`: the server's view of a worker host ([`RemoteWorker`]) and of a
 //!   sandbox on it ([`RemoteSandbox`]). When the worker is declared down,
 //!   every request in flight to it ends at once with [`Failure::Lost`].
+//! - `serve`: the HTTP/1.1 accept loop the API server and the worker host share.
 //! - `host`: the `ignis worker` process: registers with the server, reports
 //!   its capacity, heartbeats, fetches code by SHA-256, forwards its log lines
 //!   and serves the sandbox calls.
@@ -31,12 +32,14 @@
 pub mod host;
 mod peer;
 mod remote;
+mod serve;
 mod wire;
 
 use std::time::Duration;
 
 pub use peer::{Peer, PeerError, authentic};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
+pub use serve::serve;
 pub use wire::{decode_log_batches, encode_log_batches};
 
 /// How often a worker sends a heartbeat.

@@ -4,7 +4,6 @@
 //! each operation reads at most its own limit; then its SigV4 signature is
 //! verified (only `GET /healthz` is served unsigned); then it runs.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,8 +12,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 use crate::error::ApiError;
 use crate::{App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
@@ -297,34 +294,7 @@ pub fn query_params(query: &str) -> Vec<(String, String)> {
 
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Out of file descriptors or similar: let it pass, do not spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(app, request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    ignis_cluster::serve(listener, Some(HEADER_READ_TIMEOUT), shutdown, move |request| handle(app.clone(), request)).await;
 }
 
 async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
