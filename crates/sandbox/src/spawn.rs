@@ -345,6 +345,8 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     // What the child uses, as raw values.
     let (devnull_fd, out_fd, ctl_fd) = (host.devnull.as_raw_fd(), child_output.as_raw_fd(), child_control.as_raw_fd());
     let (go_fd, err_fd, init_fd) = (go_r.as_raw_fd(), err_w.as_raw_fd(), host.init_fd.as_raw_fd());
+    let go_w_fd = go_w.as_raw_fd();
+    let go_wait_ms = HANDSHAKE_TIMEOUT.as_millis() as libc::c_int;
     let mountpoint = host.mountpoint_c.as_ptr();
     let argv = [c"ignis-init".as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
@@ -378,8 +380,24 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
             {
                 fail(0);
             }
+            // Never outlive a worker that died before saying go: the child is a copy of the worker, so it holds
+            // the go pipe's write end too (closed here, so that the worker's death is an EOF); the parent-death
+            // signal covers its spawner thread's death from here on (credential changes below clear it, so it is
+            // set again after them); and the wait is bounded, for a write end some other fork holds meanwhile.
+            libc::close(go_w_fd);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+                fail(5);
+            }
             let mut go = 0u8;
             loop {
+                let mut p = libc::pollfd { fd: go_fd, events: libc::POLLIN, revents: 0 };
+                let ready = libc::poll(&mut p, 1, go_wait_ms);
+                if ready < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                if ready != 1 {
+                    libc::_exit(126);
+                }
                 let n = libc::read(go_fd, (&mut go as *mut u8).cast(), 1);
                 if n == 1 {
                     break;
