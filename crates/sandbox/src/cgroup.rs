@@ -10,6 +10,10 @@
 //!   of the sandbox but init's own first steps runs in it. (Init is root only in its own user namespace: it could
 //!   not write the host's cgroup files itself.) Memory and CPU limits are written when the sandbox gets its function.
 //! - Groups are removed by [`crate::Sandbox::destroy`] (or by `spawn` on failure) once all processes are dead.
+//! - Between invocations the worker freezes a sandbox's group ([`CgroupDriver::freeze`]: v1 `freezer.state`, v2
+//!   `cgroup.freeze`): its processes get no CPU until [`CgroupDriver::thaw`]. On v1 a frozen task cannot die, not
+//!   even of `SIGKILL`, until thawed: [`crate::Sandbox::kill`] thaws right after it signals, a start removing stale
+//!   groups thaws them first, and [`ThawGuard`] thaws a worker's groups if the worker dies while they are frozen.
 //!
 //! The drivers are parameterised by the cgroupfs root so they can be tested against a fake tree.
 
@@ -62,6 +66,24 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
         read_u64(&self.peak_memory_path(id))
     }
     fn oom_killed(&self, id: &str) -> bool;
+    /// Stops every process of the group (they get no CPU until [`CgroupDriver::thaw`]). Returns without waiting
+    /// for the kernel to finish: [`CgroupDriver::frozen`] says when it has. A no-op without a freezer (v1 with no
+    /// `freezer` hierarchy mounted).
+    fn freeze(&self, id: &str) -> io::Result<()>;
+    /// Lets the group's processes run again. Missing groups are fine.
+    fn thaw(&self, id: &str) -> io::Result<()>;
+    /// Whether every process of the group is frozen (v1 `freezer.state` `FROZEN`, v2 `cgroup.events` `frozen 1`).
+    fn frozen(&self, id: &str) -> bool;
+    /// Whether a frozen process ignores signals until thawed (v1), so that a kill must be followed by a thaw.
+    fn frozen_holds_signals(&self) -> bool {
+        false
+    }
+    /// Whether a process of the group has a `SIGKILL` pending (sent while frozen, on v1, it waits for a thaw).
+    fn kill_pending(&self, id: &str) -> bool;
+    /// The freezer groups' parent, if a frozen group must be thawed for its processes to die (v1).
+    fn freezer_parent(&self) -> Option<PathBuf> {
+        None
+    }
     /// Removes the sandbox's group(s); retries rmdir for up to `patience` while a group is busy.
     /// Missing groups are fine.
     fn remove(&self, id: &str, patience: Duration) -> io::Result<()> {
@@ -93,7 +115,7 @@ pub struct CgroupV1 {
 impl CgroupV1 {
     /// Required controller; the others are used when mounted.
     const MEMORY: &'static str = "memory";
-    const OPTIONAL: [&'static str; 2] = ["cpu", "pids"];
+    const OPTIONAL: [&'static str; 3] = ["cpu", "pids", "freezer"];
 
     pub fn new(root: &Path) -> CgroupV1 {
         CgroupV1 { root: root.to_owned(), mkdir: create_dir }
@@ -126,6 +148,13 @@ impl CgroupV1 {
         }
         // Not writable on some kernels/configurations; best effort.
         let _ = write(&mem.join("memory.swappiness"), "0");
+        // Socket buffers are not charged to the memory limit on v1: without this a sandbox could queue the host's
+        // TCP memory (`net.ipv4.tcp_mem`, shared by every namespace) on loopback connections it never reads. With it
+        // they have a bound of their own, as large as the memory limit. (v2 charges them to `memory.current`.)
+        let tcp = mem.join("memory.kmem.tcp.limit_in_bytes");
+        if tcp.exists() {
+            write(&tcp, &bytes)?;
+        }
         if self.controllers().contains(&"cpu") {
             write(&self.dir("cpu", id).join("cpu.shares"), &limits.cpu_shares().to_string())?;
         }
@@ -182,6 +211,49 @@ impl CgroupDriver for CgroupV1 {
     fn oom_killed(&self, id: &str) -> bool {
         read_key(&self.dir(Self::MEMORY, id).join("memory.oom_control"), "oom_kill").is_some_and(|n| n > 0)
     }
+
+    fn freeze(&self, id: &str) -> io::Result<()> {
+        if !self.controllers().contains(&"freezer") {
+            return Ok(());
+        }
+        write(&self.dir("freezer", id).join("freezer.state"), "FROZEN")
+    }
+
+    fn thaw(&self, id: &str) -> io::Result<()> {
+        match write(&self.dir("freezer", id).join("freezer.state"), "THAWED") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    fn frozen(&self, id: &str) -> bool {
+        fs::read_to_string(self.dir("freezer", id).join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+    }
+
+    fn frozen_holds_signals(&self) -> bool {
+        true
+    }
+
+    fn freezer_parent(&self) -> Option<PathBuf> {
+        self.controllers().contains(&"freezer").then(|| self.root.join("freezer").join(PARENT))
+    }
+
+    fn kill_pending(&self, id: &str) -> bool {
+        let tasks = fs::read_to_string(self.dir(Self::MEMORY, id).join("tasks")).unwrap_or_default();
+        tasks.lines().any(|tid| {
+            let status = fs::read_to_string(format!("/proc/{}/status", tid.trim())).unwrap_or_default();
+            sigkill_pending(&status)
+        })
+    }
+}
+
+/// Whether a `/proc/<tid>/status` shows a `SIGKILL` pending, for the thread (`SigPnd`) or its process (`ShdPnd`).
+fn sigkill_pending(status: &str) -> bool {
+    let bit = 1u64 << (libc::SIGKILL - 1);
+    status.lines().any(|line| {
+        let Some((key, mask)) = line.split_once(':') else { return false };
+        (key == "SigPnd" || key == "ShdPnd") && u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m & bit != 0)
+    })
 }
 
 /// cgroup v2: one unified hierarchy at `<root>`.
@@ -280,6 +352,126 @@ impl CgroupDriver for CgroupV2 {
 
     fn oom_killed(&self, id: &str) -> bool {
         read_key(&self.dir(id).join("memory.events"), "oom_kill").is_some_and(|n| n > 0)
+    }
+
+    fn freeze(&self, id: &str) -> io::Result<()> {
+        write(&self.dir(id).join("cgroup.freeze"), "1")
+    }
+
+    fn thaw(&self, id: &str) -> io::Result<()> {
+        match write(&self.dir(id).join("cgroup.freeze"), "0") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    fn frozen(&self, id: &str) -> bool {
+        read_key(&self.dir(id).join("cgroup.events"), "frozen") == Some(1)
+    }
+
+    fn kill_pending(&self, _id: &str) -> bool {
+        // A fatal signal wakes a frozen process on v2: nothing waits for a thaw.
+        false
+    }
+}
+
+/// A process that thaws every freezer group named `<prefix>...` under a parent once the process that made it is gone
+/// (v1: a frozen task does not die of `SIGKILL`, not even of the parent-death signal of a sandbox whose worker was
+/// killed, until thawed). It waits for the end of a pipe whose other end only its maker holds; dropping the guard
+/// ends it too (thawing what is left, which is harmless) and reaps it.
+#[derive(Debug)]
+pub struct ThawGuard {
+    pid: libc::pid_t,
+    alive: Option<std::os::fd::OwnedFd>,
+}
+
+impl ThawGuard {
+    pub fn start(parent: &Path, prefix: &str) -> io::Result<ThawGuard> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let parent = std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let prefix = prefix.as_bytes().to_vec();
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid array of two ints.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both just made; we own them.
+        let (read, alive) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: the child only makes async-signal-safe system calls on memory prepared before the fork (no
+        // allocation, no locks), then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe { guard(std::os::fd::AsRawFd::as_raw_fd(&read), &parent, &prefix) }
+        }
+        Ok(ThawGuard { pid, alive: Some(alive) })
+    }
+}
+
+impl Drop for ThawGuard {
+    fn drop(&mut self) {
+        // The end of the pipe ends the guard.
+        self.alive.take();
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+    }
+}
+
+/// The guard's body, in the forked child: waits for the pipe's end, thaws, exits.
+///
+/// # Safety
+/// Only in a child just forked: makes raw system calls and `_exit`s.
+unsafe fn guard(read: libc::c_int, parent: &std::ffi::CStr, prefix: &[u8]) -> ! {
+    // SAFETY: plain system calls on fds and buffers of our own.
+    unsafe {
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        libc::dup2(read, 0);
+        libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32);
+        let mut byte = [0u8; 1];
+        loop {
+            let n = libc::read(0, byte.as_mut_ptr().cast(), 1);
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        let dir = libc::open(parent.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if dir >= 0 {
+            let mut entries = [0u8; 8192];
+            loop {
+                let n = libc::syscall(libc::SYS_getdents64, dir, entries.as_mut_ptr(), entries.len());
+                if n <= 0 {
+                    break;
+                }
+                let mut at = 0usize;
+                while at + 19 < n as usize {
+                    let len = u16::from_ne_bytes([entries[at + 16], entries[at + 17]]) as usize;
+                    let name = &entries[at + 19..at + len];
+                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                    if name.starts_with(prefix) {
+                        let mut path = [0u8; 512];
+                        let file = b"freezer.state\0";
+                        if name.len() + 1 + file.len() < path.len() {
+                            path[..name.len()].copy_from_slice(name);
+                            path[name.len()] = b'/';
+                            path[name.len() + 1..name.len() + 1 + file.len()].copy_from_slice(file);
+                            let fd = libc::openat(dir, path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+                            if fd >= 0 {
+                                libc::write(fd, b"THAWED".as_ptr().cast(), 6);
+                                libc::close(fd);
+                            }
+                        }
+                    }
+                    at += len.max(1);
+                }
+            }
+        }
+        libc::_exit(0)
     }
 }
 
@@ -400,6 +592,8 @@ mod tests {
             ("pids.max", "max"),
             ("memory.peak", "0"),
             ("memory.events", ""),
+            ("cgroup.freeze", "0"),
+            ("cgroup.events", "populated 1\nfrozen 0\n"),
         ] {
             fs::write(dir.join(f), value)?;
         }
@@ -411,8 +605,17 @@ mod tests {
         fs::create_dir(dir)?;
         let ctl = dir.parent().unwrap().parent().unwrap().file_name().unwrap();
         let files: &[&str] = match ctl.to_str().unwrap() {
-            "memory" => &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.swappiness", "memory.max_usage_in_bytes", "memory.oom_control"],
+            "memory" => &[
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                "memory.kmem.tcp.limit_in_bytes",
+                "memory.swappiness",
+                "memory.max_usage_in_bytes",
+                "memory.oom_control",
+                "tasks",
+            ],
             "cpu" => &["cpu.shares"],
+            "freezer" => &["freezer.state"],
             "pids" => &["pids.max"],
             _ => &[],
         };
@@ -476,7 +679,18 @@ mod tests {
         touch(&d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
         assert!(cg.oom_killed("sb-1"));
 
+        assert!(!cg.frozen("sb-1"));
+        cg.freeze("sb-1").unwrap();
+        assert_eq!(read(&d.join("cgroup.freeze")), "1");
+        touch(&d.join("cgroup.events"), "populated 1\nfrozen 1\n");
+        assert!(cg.frozen("sb-1"));
+        cg.thaw("sb-1").unwrap();
+        assert_eq!(read(&d.join("cgroup.freeze")), "0");
+        assert!(!cg.frozen_holds_signals());
+        assert!(!cg.kill_pending("sb-1"));
+
         cg.remove("sb-1", Duration::ZERO).unwrap();
+        cg.thaw("sb-1").unwrap(); // a group that is gone needs no thaw
         assert!(!d.exists());
         cg.remove("sb-1", Duration::ZERO).unwrap(); // idempotent
         assert!(root.join(PARENT).exists());
@@ -497,25 +711,26 @@ mod tests {
     fn v1_fake_tree() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
-        for c in ["memory", "cpu", "pids", "cpuacct"] {
+        for c in ["memory", "cpu", "pids", "freezer", "cpuacct"] {
             fs::create_dir(root.join(c)).unwrap();
         }
         assert_eq!(detect(root).unwrap().version(), 1);
         let cg = CgroupV1::with_mkdir(root, fake_mkdir_v1);
         cg.setup_parent().unwrap();
-        for c in ["memory", "cpu", "pids"] {
+        for c in ["memory", "cpu", "pids", "freezer"] {
             assert!(root.join(c).join(PARENT).is_dir());
         }
         assert!(!root.join("cpuacct").join(PARENT).exists());
 
         let limits = Limits { memory_mb: 128, pids_max: 77 };
         let procs = cg.create("sb-2", &limits).unwrap();
-        assert_eq!(procs, ["memory", "cpu", "pids"].map(|c| root.join(c).join("ignis/sb-2/cgroup.procs")).to_vec());
+        assert_eq!(procs, ["memory", "cpu", "pids", "freezer"].map(|c| root.join(c).join("ignis/sb-2/cgroup.procs")).to_vec());
         assert_eq!(read(&root.join("pids/ignis/sb-2/pids.max")), "77");
         cg.set_limits("sb-2", &limits).unwrap();
         let m = root.join("memory/ignis/sb-2");
         assert_eq!(read(&m.join("memory.limit_in_bytes")), "134217728");
         assert_eq!(read(&m.join("memory.memsw.limit_in_bytes")), "134217728");
+        assert_eq!(read(&m.join("memory.kmem.tcp.limit_in_bytes")), "134217728", "socket buffers bounded too");
         assert_eq!(read(&m.join("memory.swappiness")), "0");
         assert_eq!(read(&root.join("cpu/ignis/sb-2/cpu.shares")), "74");
         assert_eq!(read(&root.join("pids/ignis/sb-2/pids.max")), "77");
@@ -526,14 +741,26 @@ mod tests {
         assert_eq!(cg.peak_memory_bytes("sb-2"), Some(4096));
         assert!(cg.oom_killed("sb-2"));
 
+        let state = root.join("freezer/ignis/sb-2/freezer.state");
+        cg.freeze("sb-2").unwrap();
+        assert_eq!(read(&state), "FROZEN");
+        assert!(cg.frozen("sb-2"));
+        cg.thaw("sb-2").unwrap();
+        assert_eq!(read(&state), "THAWED");
+        assert!(!cg.frozen("sb-2"));
+        assert!(cg.frozen_holds_signals());
+        assert!(!cg.kill_pending("sb-2"), "no tasks");
+
         cg.remove("sb-2", Duration::ZERO).unwrap();
-        for c in ["memory", "cpu", "pids"] {
+        for c in ["memory", "cpu", "pids", "freezer"] {
             assert!(!root.join(c).join("ignis/sb-2").exists());
             assert!(root.join(c).join("ignis").exists());
         }
 
-        // Without swap accounting (plain mkdir: no memsw file), memsw is not written; a missing controller is skipped.
+        // Without swap accounting (plain mkdir: no memsw file), memsw is not written; a missing controller is skipped,
+        // and without a freezer, freezing does nothing.
         fs::remove_dir_all(root.join("pids")).unwrap();
+        fs::remove_dir_all(root.join("freezer")).unwrap();
         let cg = CgroupV1::new(root);
         let limits = Limits { memory_mb: 64, pids_max: 1 };
         let procs = cg.create("sb-3", &limits).unwrap();
@@ -541,7 +768,26 @@ mod tests {
         cg.set_limits("sb-3", &limits).unwrap();
         assert!(!root.join("memory/ignis/sb-3/memory.memsw.limit_in_bytes").exists());
         assert_eq!(read(&root.join("memory/ignis/sb-3/memory.limit_in_bytes")), "67108864");
+        cg.freeze("sb-3").unwrap();
+        cg.thaw("sb-3").unwrap();
+        assert!(!cg.frozen("sb-3"));
         cg.remove("sb-3", Duration::ZERO).unwrap();
         assert!(!root.join("memory/ignis/sb-3").exists());
+    }
+
+    #[test]
+    fn pending_sigkill() {
+        let status = |sig: &str, shd: &str| format!("Name:\tx\nSigQ:\t0/1\nSigPnd:\t{sig}\nShdPnd:\t{shd}\nSigBlk:\t0000000000000100\n");
+        for (sig, shd, pending) in [
+            ("0000000000000000", "0000000000000000", false),
+            ("0000000000000100", "0000000000000000", true),
+            ("0000000000000000", "0000000000000100", true),
+            ("0000000000004000", "0000000000000002", false), // SIGTERM, SIGINT
+            ("0000000000000000", "ffffffffffffffff", true),
+            ("zz", "", false),
+        ] {
+            assert_eq!(sigkill_pending(&status(sig, shd)), pending, "{sig} {shd}");
+        }
+        assert!(!sigkill_pending(""));
     }
 }

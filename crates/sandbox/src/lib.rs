@@ -108,6 +108,9 @@ pub struct SandboxConfig {
     pub env: Vec<(String, String)>,
     /// Absolute path inside the sandbox, e.g. `/var/task/bootstrap`.
     pub entrypoint: String,
+    /// Whose function it is (an account id): a network namespace goes from one tenant's sandbox to another's only
+    /// once nothing of the first is left in it (see [`netns`]).
+    pub tenant: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +171,8 @@ pub struct Host {
     generation: u64,
     /// Empty network namespaces for the next sandboxes (see [`netns`]).
     netns: Arc<netns::NetnsPool>,
+    /// Thaws this host's frozen groups if the process dies (v1, with an id prefix; see [`cgroup::ThawGuard`]).
+    thaw_guard: Option<cgroup::ThawGuard>,
 }
 
 impl std::fmt::Debug for Host {
@@ -249,6 +254,7 @@ impl Host {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             netns: Arc::default(),
+            thaw_guard: None,
         })
     }
 
@@ -260,6 +266,11 @@ impl Host {
             return Err(SandboxError::io(format!("sandbox id prefix {prefix:?}"), std::io::ErrorKind::InvalidInput.into()));
         }
         self.id_prefix = prefix.to_string();
+        self.thaw_guard = None;
+        if let (Some(parent), false) = (self.cgroups.freezer_parent(), prefix.is_empty()) {
+            let guard = cgroup::ThawGuard::start(&parent, prefix).map_err(|e| SandboxError::io("starting the thaw guard", e))?;
+            self.thaw_guard = Some(guard);
+        }
         Ok(())
     }
 
@@ -323,6 +334,14 @@ impl Host {
     pub fn remove_stale_groups(&self) -> usize {
         let prefix = self.id_prefix.as_str();
         let mut removed = 0;
+        // A frozen group's processes (v1) wait for a thaw to die of the signal their worker's death sent them.
+        if let Some(Ok(entries)) = self.cgroups.freezer_parent().map(std::fs::read_dir) {
+            for entry in entries.flatten() {
+                if let Some(name) = entry.file_name().to_str().filter(|n| n.starts_with(prefix)) {
+                    let _ = self.cgroups.thaw(name);
+                }
+            }
+        }
         for parent in self.cgroups.dirs("stale").iter().filter_map(|d| d.parent()) {
             let Ok(entries) = std::fs::read_dir(parent) else { continue };
             for entry in entries.flatten() {
@@ -436,14 +455,36 @@ impl Sandbox {
         self.pidfd.as_fd()
     }
 
-    /// SIGKILLs ignis-init; the kernel then kills everything in the pid namespace. No-op once reaped.
+    /// SIGKILLs ignis-init; the kernel then kills everything in the pid namespace. No-op once reaped. A frozen
+    /// sandbox is thawed right after the signal (on v1 its processes die only then; none returns to its own code).
     pub fn kill(&self) {
         if !self.reaped {
             // SAFETY: plain syscall on a pidfd we own; a pidfd cannot refer to a recycled pid.
             unsafe {
                 libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
             };
+            let _ = self.cgroups.thaw(&self.id);
         }
+    }
+
+    /// Freezes every process of the sandbox (they get no CPU) until [`Sandbox::thaw`] or [`Sandbox::kill`].
+    pub fn freeze(&self) -> std::io::Result<()> {
+        self.cgroups.freeze(&self.id)
+    }
+
+    pub fn thaw(&self) -> std::io::Result<()> {
+        self.cgroups.thaw(&self.id)
+    }
+
+    /// Whether a process of the frozen sandbox was sent `SIGKILL` that waits for a thaw (v1 only): then thaw it, so
+    /// that it dies. [`Sandbox::frozen_holds_signals`] says whether this can happen at all.
+    pub fn kill_pending(&self) -> bool {
+        self.cgroups.kill_pending(&self.id)
+    }
+
+    /// Whether a frozen process ignores `SIGKILL` until thawed (cgroup v1).
+    pub fn frozen_holds_signals(&self) -> bool {
+        self.cgroups.frozen_holds_signals()
     }
 
     /// Blocks until ignis-init exited (immediate after the pidfd became readable, or shortly after [`kill`]),

@@ -1,5 +1,6 @@
 //! Network namespaces for sandboxes: made by the worker, so owned by the host's user namespace, with `lo` up and
-//! the runtime API listener (127.0.0.1:9001) bound in it, and nothing else; reused once empty.
+//! the runtime API listener (127.0.0.1:9001) bound in it, and nothing else; reused once empty, by the same tenant, or
+//! by another once nothing of the previous one is left in it.
 //!
 //! Owned by the host's user namespace, a sandbox's network namespace gives nothing inside it any network privilege,
 //! not even to ignis-init (root only in its own user namespace): no interface, address, route, firewall rule or
@@ -14,6 +15,14 @@
 //! The listener is the namespace's, made once with it: a sandbox's copy (a dup, [`NetnsLease::listener`]) might
 //! outlive it for an instant in a process forked meanwhile, which would keep the port from being bound again.
 //!
+//! A namespace whose sockets are all closed still holds their traces for a while: connections in `TIME_WAIT` (60 s),
+//! orphans finishing their close, all listed in its `/proc/net/tcp` with addresses and ports. So each free namespace
+//! remembers its last tenant (the account its last sandbox ran for; none if no function ever ran in it), and
+//! [`reuse`] decides: a sandbox of the same tenant (or a namespace no function ran in) takes it at once; another
+//! tenant's sandbox, or a shell (whose tenant is not known yet), only once its `/proc/net/tcp` and `tcp6` list nothing
+//! but the runtime API listener ([`clean`]). The oldest few such namespaces are looked at; when none is clean, a new
+//! namespace is made.
+//!
 //! A [`NetnsLease`] stands for one sandbox's use of a namespace: the [`crate::Sandbox`] holds one until its init is
 //! reaped, and whoever keeps fds of the namespace beyond that holds a clone ([`crate::Sandbox::network_lease`]).
 //! The namespace returns to the pool when the last clone is dropped.
@@ -25,6 +34,26 @@ use std::sync::{Arc, Mutex, Weak};
 
 /// Empty namespaces kept for reuse at most; more are closed (and the kernel tears them down).
 const MAX_FREE: usize = 64;
+/// Another tenant's namespaces looked at for a clean one, at most, per sandbox.
+const CLEAN_CHECKS: usize = 4;
+
+/// Whether a sandbox of `wanted` (`None`: a shell, whose tenant is not known yet) may take a free namespace whose
+/// last sandbox ran for `last` (`None`: no function ever ran in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// At once.
+    Now,
+    /// Only if [`clean`].
+    IfClean,
+}
+
+pub(crate) fn reuse(wanted: Option<&str>, last: Option<&str>) -> Reuse {
+    match (wanted, last) {
+        (_, None) => Reuse::Now,
+        (Some(wanted), Some(last)) if wanted == last => Reuse::Now,
+        _ => Reuse::IfClean,
+    }
+}
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
@@ -33,7 +62,15 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// Empty network namespaces ready for a sandbox.
 #[derive(Debug, Default)]
 pub(crate) struct NetnsPool {
-    free: Mutex<Vec<Netns>>,
+    /// Oldest first.
+    free: Mutex<Vec<Free>>,
+}
+
+/// A free namespace and the tenant of its last sandbox.
+#[derive(Debug)]
+struct Free {
+    netns: Netns,
+    last: Option<String>,
 }
 
 /// A network namespace and its runtime API listener.
@@ -52,21 +89,30 @@ pub struct NetnsLease {
 #[derive(Debug)]
 struct Held {
     netns: Option<Netns>,
+    /// The tenant whose function runs in it; `None` until one does.
+    tenant: Mutex<Option<String>>,
     pool: Weak<NetnsPool>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         if let (Some(netns), Some(pool)) = (self.netns.take(), self.pool.upgrade()) {
+            let last = self.tenant.get_mut().unwrap_or_else(|e| e.into_inner()).take();
             let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
-            if free.len() < MAX_FREE {
-                free.push(netns);
+            if free.len() >= MAX_FREE {
+                free.remove(0);
             }
+            free.push(Free { netns, last });
         }
     }
 }
 
 impl NetnsLease {
+    /// Records whose function runs in the namespace (see the module docs).
+    pub(crate) fn set_tenant(&self, tenant: &str) {
+        *self.held.tenant.lock().unwrap_or_else(|e| e.into_inner()) = Some(tenant.to_string());
+    }
+
     /// A copy of the namespace's runtime API listener, bound to 127.0.0.1:9001 (non-blocking).
     pub(crate) fn listener(&self) -> io::Result<TcpListener> {
         self.held.netns.as_ref().expect("held until dropped").listener.try_clone()
@@ -80,20 +126,13 @@ impl NetnsPool {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Puts the calling thread into an empty network namespace (a reused one, else a new one with `lo` up and the
-    /// listener bound) until the returned guard is dropped, and gives the lease for the sandbox about to be cloned
-    /// into it.
-    pub(crate) fn enter(self: &Arc<Self>) -> io::Result<(NetnsLease, Entered)> {
+    /// Puts the calling thread into an empty network namespace (a reused one that [`reuse`] allows for `tenant`,
+    /// else a new one with `lo` up and the listener bound) until the returned guard is dropped, and gives the lease
+    /// for the sandbox about to be cloned into it. `tenant`: whose function the sandbox runs, `None` for a shell.
+    pub(crate) fn enter(self: &Arc<Self>, tenant: Option<&str>) -> io::Result<(NetnsLease, Entered)> {
         let entered = Entered { previous: open_own()? };
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let netns = match reused {
-            Some(netns) => {
-                // Connections the last sandbox made but the worker never accepted: gone with it.
-                while netns.listener.accept().is_ok() {}
-                // SAFETY: plain syscall on a namespace fd we own.
-                cvt(unsafe { libc::setns(netns.ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
-                netns
-            }
+        let netns = match self.reused(tenant)? {
+            Some(netns) => netns,
             None => {
                 // SAFETY: plain syscall; moves only the calling thread.
                 cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
@@ -103,8 +142,68 @@ impl NetnsPool {
                 Netns { ns: open_own()?, listener }
             }
         };
-        Ok((NetnsLease { held: Arc::new(Held { netns: Some(netns), pool: Arc::downgrade(self) }) }, entered))
+        let tenant = Mutex::new(tenant.map(str::to_string));
+        Ok((NetnsLease { held: Arc::new(Held { netns: Some(netns), tenant, pool: Arc::downgrade(self) }) }, entered))
     }
+
+    /// A free namespace `tenant` may have, with the calling thread in it; `None` (the thread where it was) if none.
+    fn reused(&self, tenant: Option<&str>) -> io::Result<Option<Netns>> {
+        let mut candidates = Vec::new();
+        {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            // The most recent one that needs no look, else the oldest few (their traces are the likeliest gone).
+            if let Some(at) = free.iter().rposition(|f| reuse(tenant, f.last.as_deref()) == Reuse::Now) {
+                candidates.push(free.remove(at));
+            } else {
+                let n = free.len().min(CLEAN_CHECKS);
+                candidates.extend(free.drain(..n));
+            }
+        }
+        let mut chosen = None;
+        let mut rest = Vec::new();
+        for candidate in candidates {
+            if chosen.is_some() {
+                rest.push(candidate);
+                continue;
+            }
+            // Connections the last sandbox made but the worker never accepted: gone with it.
+            while candidate.netns.listener.accept().is_ok() {}
+            // SAFETY: plain syscall on a namespace fd we own.
+            cvt(unsafe { libc::setns(candidate.netns.ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+            if reuse(tenant, candidate.last.as_deref()) == Reuse::Now || clean() {
+                chosen = Some(candidate.netns);
+            } else {
+                rest.push(candidate);
+            }
+        }
+        if !rest.is_empty() {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.splice(0..0, rest);
+            let over = free.len().saturating_sub(MAX_FREE);
+            free.drain(..over);
+        }
+        Ok(chosen)
+    }
+}
+
+/// Whether the calling thread's network namespace holds no socket but the runtime API listener (nothing in
+/// `/proc/net/tcp` and `tcp6` but 127.0.0.1:9001 listening). UDP, raw and unix sockets close with their last holder
+/// and leave nothing behind.
+fn clean() -> bool {
+    let listed = |file: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{file}"));
+    match (listed("tcp"), listed("tcp6")) {
+        (Ok(tcp), Ok(tcp6)) => only_listener(&tcp) && only_listener(&tcp6),
+        _ => false,
+    }
+}
+
+/// Whether a `/proc/net/tcp`-style listing shows no socket but 127.0.0.1:9001 listening.
+fn only_listener(listing: &str) -> bool {
+    listing.lines().skip(1).all(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (local, state) = (fields.next(), fields.nth(1));
+        local == Some("0100007F:2329") && state == Some("0A")
+    })
 }
 
 /// The calling thread is in a sandbox's network namespace until this is dropped, which puts it back.
@@ -173,7 +272,7 @@ mod tests {
         std::thread::spawn(|| {
             let pool = Arc::new(NetnsPool::default());
             let home = own_inode();
-            let (lease, entered) = pool.enter().unwrap();
+            let (lease, entered) = pool.enter(Some("a")).unwrap();
             let first = own_inode();
             assert_ne!(first, home);
             // lo is up, the listener on 127.0.0.1:9001; a connection left unaccepted is dropped at reuse.
@@ -188,18 +287,99 @@ mod tests {
             let kept = lease.clone();
             drop(lease);
             assert_eq!(pool.free(), 0);
-            let (other, entered) = pool.enter().unwrap();
+            let (other, entered) = pool.enter(Some("a")).unwrap();
             assert_ne!(own_inode(), first);
             drop(entered);
             drop(kept);
             assert_eq!(pool.free(), 1);
-            let (again, entered) = pool.enter().unwrap();
+            let (again, entered) = pool.enter(Some("a")).unwrap();
             assert_eq!(own_inode(), first);
             let listener = again.listener().unwrap();
             assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
             drop(entered);
             drop(other);
             assert_eq!(pool.free(), 1);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn reuse_rules() {
+        use Reuse::*;
+        for (wanted, last, expected) in [
+            (Some("a"), None, Now),
+            (None, None, Now),
+            (Some("a"), Some("a"), Now),
+            (Some("a"), Some("b"), IfClean),
+            (None, Some("a"), IfClean),
+        ] {
+            assert_eq!(reuse(wanted, last), expected, "{wanted:?} after {last:?}");
+        }
+    }
+
+    #[test]
+    fn listings() {
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let listener = "   0: 0100007F:2329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n";
+        let time_wait = "   1: 0100007F:1092 0100007F:D2F0 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0\n";
+        let established = "   1: 0100007F:D2F0 0100007F:2329 01 00000000:00000000 00:00000000 00000000   993        0 7 1 0\n";
+        assert!(only_listener(header));
+        assert!(only_listener(&format!("{header}{listener}")));
+        assert!(!only_listener(&format!("{header}{listener}{time_wait}")));
+        assert!(!only_listener(&format!("{header}{established}")));
+    }
+
+    /// Connections to 127.0.0.1:4242 closed by the client first: it keeps them in `TIME_WAIT`.
+    fn leave_time_wait() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:4242").unwrap();
+        for _ in 0..3 {
+            let client = std::net::TcpStream::connect("127.0.0.1:4242").unwrap();
+            let (server, _) = listener.accept().unwrap();
+            drop(client);
+            let mut rest = Vec::new();
+            std::io::Read::read_to_end(&mut &server, &mut rest).unwrap();
+        }
+    }
+
+    #[test]
+    fn another_tenant_never_gets_a_namespace_with_traces() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            let pool = Arc::new(NetnsPool::default());
+            let (lease, entered) = pool.enter(Some("a")).unwrap();
+            let first = own_inode();
+            assert!(clean());
+            leave_time_wait();
+            assert!(!clean());
+            drop(entered);
+            drop(lease);
+
+            // Another tenant, or a shell: a new namespace; the same tenant: the same one.
+            let (other, entered) = pool.enter(Some("b")).unwrap();
+            let second = own_inode();
+            assert_ne!(second, first);
+            assert!(clean());
+            drop(entered);
+            let (shell, entered) = pool.enter(None).unwrap();
+            assert_ne!(own_inode(), first);
+            drop(entered);
+            let (again, entered) = pool.enter(Some("a")).unwrap();
+            assert_eq!(own_inode(), first);
+            drop(entered);
+            drop(again);
+
+            // A namespace another tenant used without leaving traces is anyone's; one no function ran in too.
+            drop(other);
+            let (third, entered) = pool.enter(Some("c")).unwrap();
+            assert_eq!(own_inode(), second);
+            drop(entered);
+            drop(third);
+            drop(shell);
+            assert_eq!(pool.free(), 3);
         })
         .join()
         .unwrap();

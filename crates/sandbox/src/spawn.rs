@@ -125,13 +125,14 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 /// `cfg` has been validated.
 /// `code` is [`code_tree`] of `cfg.code_dir`.
 pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
-    let function = Function { limits: limits(cfg), config: function_config(cfg)?, code };
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, code };
     let Shell(sandbox) = make(host, id, Some(function))?;
     await_exec(sandbox, cfg)
 }
 
 /// What [`launch`] gives a shell.
 struct Function<'a> {
+    tenant: &'a str,
     limits: Limits,
     config: Vec<u8>,
     code: &'a OwnedFd,
@@ -156,7 +157,8 @@ fn make(host: &Host, id: String, function: Option<Function<'_>>) -> Result<Shell
 /// `code` is [`code_tree`] of `cfg.code_dir`.
 pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
     let Shell(sandbox) = shell;
-    let function = Function { limits: limits(cfg), config: function_config(cfg)?, code };
+    sandbox.network.set_tenant(&cfg.tenant);
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, code };
     give(&sandbox.cgroups, &sandbox.id, &sandbox.control, &function)?;
     await_exec(sandbox, cfg)
 }
@@ -358,7 +360,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     };
     // The network namespace is the worker's making (see `netns`): the child is cloned into it.
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    let (network, in_netns) = host.netns.enter().map_err(io_err("entering a network namespace"))?;
+    let (network, in_netns) = host.netns.enter(function.as_ref().map(|f| f.tenant)).map_err(io_err("entering a network namespace"))?;
 
     // SAFETY: fork-like clone (no CLONE_VM, stack 0: the child continues on a copy of this stack). The child only
     // makes async-signal-safe raw syscalls on data prepared above and never returns from this block.

@@ -37,6 +37,7 @@ fn config(code_dir: &Path) -> SandboxConfig {
         tmp_mb: 16,
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("GREETING".into(), "hi there".into())],
         entrypoint: "/var/task/bootstrap".into(),
+        tenant: "test".into(),
     }
 }
 

@@ -67,7 +67,9 @@ pub struct FunctionSpec {
     pub env: Vec<(String, String)>,
     /// The version named in `START` lines (`$LATEST`, `3`).
     pub version: String,
-    /// Whose logs these are, and their group (`/aws/lambda/NAME`).
+    /// Whose function and logs these are (the account id; sandboxes of
+    /// other accounts never get a network namespace with its traces), and the
+    /// log group (`/aws/lambda/NAME`).
     pub log_account: String,
     pub log_group: String,
 }

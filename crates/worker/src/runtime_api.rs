@@ -144,7 +144,7 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ()> {
 async fn next(handle: &SandboxHandle) -> Answer {
     let parked = {
         let mut rt = handle.lock_rt();
-        handle.init_done(&mut rt);
+        let awaited = handle.init_done(&mut rt);
         if matches!(rt.phase, Phase::Dead) {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the sandbox is shutting down");
         }
@@ -153,6 +153,10 @@ async fn next(handle: &SandboxHandle) -> Answer {
             None => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 rt.parked = Some(tx);
+                // Nothing to do until the next event: freeze (unless an event is on its way right now).
+                if !awaited {
+                    handle.settle(&mut rt);
+                }
                 Ok(rx)
             }
         }

@@ -11,6 +11,16 @@
 //! - `current`: the invocation whose answer is awaited; set by `invoke`,
 //!   taken by the `/response` and `/error` handlers, by the exit watcher, or by
 //!   `invoke` itself on timeout.
+//! - `frozen`: the sandbox's cgroup is frozen. Set (by [`SandboxHandle::settle`])
+//!   when the runtime waits in `/next` with nothing to do: after it answered an
+//!   invocation, or after its init for a sandbox started ahead of demand, as
+//!   Lambda freezes an execution environment between invocations; whatever the
+//!   function left running gets no CPU until the next invocation. Cleared by
+//!   `invoke`, which thaws before it hands over the next event, and on v1 by
+//!   the kill watcher, which thaws a sandbox one of whose processes was sent
+//!   `SIGKILL` (a frozen v1 task dies only once thawed; it freezes again once
+//!   the runtime is idle). Killing a sandbox thaws it
+//!   ([`ignis_sandbox::Sandbox::kill`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -78,6 +88,7 @@ pub(crate) struct Rt {
     pub init_duration: Option<Duration>,
     /// The runtime reported `/init/error`.
     pub init_error: Option<(Bytes, Option<String>)>,
+    pub frozen: bool,
 }
 
 pub struct SandboxHandle {
@@ -125,6 +136,7 @@ pub(crate) async fn start(
                 tmp_mb: spec.tmp_mb,
                 env,
                 entrypoint: "/var/task/bootstrap".into(),
+                tenant: spec.log_account.clone(),
             }
         }
     };
@@ -177,6 +189,7 @@ pub(crate) async fn start(
             current: None,
             init_duration: None,
             init_error: None,
+            frozen: false,
         }),
         output,
         sandbox: Mutex::new(Some(sandbox)),
@@ -187,8 +200,40 @@ pub(crate) async fn start(
     tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener));
     let reader = handle.clone();
     tokio::spawn(async move { reader.output.run().await });
+    if handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| s.frozen_holds_signals()) {
+        tokio::spawn(watch_kills(handle.clone()));
+    }
     tokio::spawn(watch_exit(handle.clone(), pidfd, live));
     Ok(handle)
+}
+
+/// How often a frozen sandbox is looked at for a `SIGKILL` waiting for a thaw (cgroup v1).
+const KILL_WATCH: Duration = Duration::from_millis(500);
+
+/// On cgroup v1, where a frozen process ignores even `SIGKILL`: thaws the frozen sandbox when one of its processes
+/// was sent one (by the operator, say), so that it dies as it would unfrozen; it freezes again once the runtime is
+/// idle. Ends with the sandbox.
+async fn watch_kills(handle: Arc<SandboxHandle>) {
+    let mut dead = handle.dead_signal();
+    let mut tick = tokio::time::interval(KILL_WATCH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = dead.wait_for(|dead| *dead) => return,
+        }
+        let mut rt = handle.lock_rt();
+        if !rt.frozen {
+            continue;
+        }
+        let pending = handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| s.kill_pending());
+        if pending {
+            handle.thaw(&mut rt);
+        } else {
+            // Frozen again, if it was thawed for a kill that did not end the runtime.
+            handle.settle(&mut rt);
+        }
+    }
 }
 
 /// Waits for the sandbox's init process to exit, then fails whatever was
@@ -251,14 +296,39 @@ impl SandboxHandle {
         self.dead.subscribe()
     }
 
-    /// The runtime's first `/next`: its init is done.
-    pub(crate) fn init_done(&self, rt: &mut Rt) {
+    /// The runtime's first `/next`: its init is done. Returns whether someone was waiting for that (an
+    /// invocation, about to hand over its event, or [`SandboxHandle::prepare`]).
+    pub(crate) fn init_done(&self, rt: &mut Rt) -> bool {
         if let Phase::Initialising { waiter } = &mut rt.phase {
             let waiter = waiter.take();
             rt.phase = Phase::Ready;
             rt.init_duration = Some(self.started.elapsed());
             if let Some(waiter) = waiter {
-                let _ = waiter.send(());
+                return waiter.send(()).is_ok();
+            }
+        }
+        false
+    }
+
+    /// Freezes the sandbox if its runtime waits in `/next` with nothing to do (see the module docs).
+    pub(crate) fn settle(&self, rt: &mut Rt) {
+        let idle = matches!(rt.phase, Phase::Ready)
+            && rt.parked.as_ref().is_some_and(|parked| !parked.is_closed())
+            && rt.queued.is_none()
+            && rt.current.is_none();
+        if rt.frozen || !idle {
+            return;
+        }
+        if let Some(sandbox) = self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            rt.frozen = sandbox.freeze().is_ok();
+        }
+    }
+
+    /// Lets the sandbox's processes run again.
+    fn thaw(&self, rt: &mut Rt) {
+        if std::mem::take(&mut rt.frozen) {
+            if let Some(sandbox) = self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = sandbox.thaw();
             }
         }
     }
@@ -328,6 +398,8 @@ impl SandboxHandle {
     /// reason returned.
     pub async fn prepare(&self) -> Result<(), String> {
         if self.ready().await.is_ok() {
+            let mut rt = self.lock_rt();
+            self.settle(&mut rt);
             return Ok(());
         }
         let init_error = self.lock_rt().init_error.take();
@@ -389,6 +461,7 @@ impl SandboxHandle {
                 cognito_identity: invocation.cognito_identity,
             };
             if matches!(rt.phase, Phase::Ready) {
+                self.thaw(&mut rt);
                 rt.taken = false;
                 rt.current = Some(Current { request_id: request_id.clone(), reply: reply_tx });
                 match rt.parked.take() {

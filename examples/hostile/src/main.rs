@@ -6,6 +6,8 @@
 //! "blocked": bool, "detail": TEXT}`. Attacks that make the sandbox die (memory,
 //! a runaway fork bomb) do not answer: the invocation fails instead.
 
+mod background;
+
 use std::io::Write;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -216,7 +218,7 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
             let ret = unsafe { libc::kill(-1, libc::SIGKILL) };
             syscall_result("kill(-1)", ret.into())
         }
-        other => return Err(format!("unknown attack {other:?}").into()),
+        other => background::attack(other, &event).ok_or_else(|| format!("unknown attack {other:?}"))?,
     };
     Ok(json!({ "attack": attack, "blocked": blocked, "detail": detail }))
 }

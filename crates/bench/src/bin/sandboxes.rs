@@ -210,6 +210,7 @@ impl Ctx {
             tmp_mb: 16,
             env: vec![("PATH".into(), SANDBOX_PATH.into())],
             entrypoint: entrypoint.into(),
+            tenant: "bench".into(),
         }
     }
 
