@@ -145,3 +145,52 @@ fn a_provisioned_sandbox_is_frozen_after_its_init() {
     assert_eq!(reply.text(), "\"done\"");
     assert_eq!(only_sandbox(&server, "pf"), id);
 }
+
+#[test]
+fn socket_buffers_are_bounded_by_the_memory_size() {
+    let server = Server::start();
+    let settings = json!({ "MemorySize": 128, "Timeout": 60 });
+    assert_eq!(server.create("hostile", &hostile_zip(), settings).status, 201);
+    // Loopback connections to itself, written to and never read: what they queue is charged to the sandbox.
+    let memory: u64 = 128 << 20;
+    let answer = attack(&server, "hostile", json!({ "attack": "tcp_hoard", "pairs": 400, "limit": 4 * memory }));
+    let detail = answer["detail"].as_str().unwrap().to_string();
+    let queued: u64 = detail.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // At most the memory size, and a buffer the kernel forces through per connection (a 400-pair attack without
+    // the bound queues the whole 512 MB it tries).
+    let bound = 2 * memory;
+    assert!(queued <= bound, "{detail}");
+    let id = only_sandbox(&server, "hostile");
+    if let Some(dir) = group("/sys/fs/cgroup/memory/ignis", &id) {
+        let usage: u64 = std::fs::read_to_string(dir.join("memory.kmem.tcp.usage_in_bytes")).unwrap().trim().parse().unwrap();
+        assert!(usage <= bound, "TCP memory of the sandbox: {usage}");
+    }
+    // The host still has TCP memory for everyone else.
+    assert_eq!(server.create("other", &hostile_zip(), json!({})).status, 201);
+    assert_eq!(attack(&server, "other", json!({ "attack": "counter" }))["blocked"], true);
+    eprintln!("{detail}");
+}
+
+#[test]
+fn another_accounts_sandbox_never_gets_a_network_namespace_with_traces() {
+    // No shells made ahead: every sandbox takes its network namespace as it starts.
+    let server = Server::start_with(&["--sandbox-pool", "0"]);
+    let (_, tenant) = server.create_account("tenant");
+    assert_eq!(server.create("hostile", &hostile_zip(), json!({})).status, 201);
+    let left = attack(&server, "hostile", json!({ "attack": "time_wait", "port": 4242, "count": 8 }));
+    assert_eq!(left["blocked"], false, "connections in TIME_WAIT: {left}");
+    let first = only_sandbox(&server, "hostile");
+    assert_eq!(server.lambda("DELETE", "/2015-03-31/functions/hostile", b"").status, 204);
+    assert!(eventually(Duration::from_secs(10), || !cgroup_left(&first)));
+
+    // The other account's sandbox sees nothing of them.
+    assert_eq!(server.create_as(&tenant, "probe", &hostile_zip()).status, 201);
+    let seen = server.invoke_as(&tenant, "probe", &json!({ "attack": "net_entries", "port": 4242 }).to_string());
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(seen.json()["blocked"], true, "another account's connections are visible: {}", seen.text());
+
+    // The same account's next sandbox may have the namespace back, traces and all.
+    assert_eq!(server.create("again", &hostile_zip(), json!({})).status, 201);
+    let own = attack(&server, "again", json!({ "attack": "net_entries", "port": 4242 }));
+    assert_eq!(own["blocked"], false, "the namespace was not reused within the account: {own}");
+}
