@@ -11,6 +11,9 @@
 //!   throughput run with 16 clients, each on its own keep-alive connection.
 //! - **Baseline**: the same client, the same signed POSTs, against a bare hyper echo server
 //!   running in this process on its own thread and runtime.
+//! - **Freezing**: a fourth server started with `--no-freeze`, whose idle sandboxes are not frozen between
+//!   invocations; its warm invokes (concurrency 1, in the same alternating rounds, and the throughput run)
+//!   against the default server's, which thaws a sandbox before each event: what freezing costs.
 //! - **Two workers**: a third server started with `--no-local-worker` and two `ignis worker`
 //!   processes joined to it; its warm invokes (concurrency 1, in the same alternating rounds,
 //!   and the throughput run) against the single-process server's: the cost of the extra hop.
@@ -158,6 +161,8 @@ fn run(args: Args) -> Result<(), String> {
     eprintln!("ignis-bench: ignis server (pid {}) on {}, echo baseline on {echo_address}", server.pid(), server.address);
     // A second server without pooled shells, for cold starts that build the whole sandbox.
     let mut unpooled = Server::start(&ignis, &tmp.path().join("data-unpooled"), &["--sandbox-pool", "0"])?;
+    // One that does not freeze idle sandboxes, for what freezing costs warm invokes.
+    let mut unfrozen = Server::start(&ignis, &tmp.path().join("data-unfrozen"), &["--no-freeze"])?;
     // A third with no worker of its own, and two worker hosts joined to it.
     let mut cluster = Server::start(&ignis, &tmp.path().join("data-cluster"), &["--no-local-worker"])?;
     let mut workers = Vec::new();
@@ -169,10 +174,16 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let addresses = Addresses { ignis: &server.address, unpooled: &unpooled.address, cluster: &cluster.address, echo: &echo_address };
+    let addresses = Addresses {
+        ignis: &server.address,
+        unpooled: &unpooled.address,
+        unfrozen: &unfrozen.address,
+        cluster: &cluster.address,
+        echo: &echo_address,
+    };
     let result = runtime.block_on(measure(&args, &addresses, &zip));
     drop(runtime);
-    let mut stopped = server.stop().and(unpooled.stop()).and(cluster.stop());
+    let mut stopped = server.stop().and(unpooled.stop()).and(unfrozen.stop()).and(cluster.stop());
     for worker in &mut workers {
         stopped = stopped.and(worker.stop());
     }
@@ -186,6 +197,8 @@ fn run(args: Args) -> Result<(), String> {
 struct Addresses<'a> {
     ignis: &'a str,
     unpooled: &'a str,
+    /// The server started with `--no-freeze`.
+    unfrozen: &'a str,
     /// The server with two worker hosts and none of its own.
     cluster: &'a str,
     echo: &'a str,
@@ -197,6 +210,10 @@ struct Report {
     cluster: Vec<Duration>,
     cluster_errors: Vec<String>,
     cluster_tput: Throughput,
+    /// Warm c=1 and c=16 on the server that does not freeze idle sandboxes.
+    unfrozen: Vec<Duration>,
+    unfrozen_errors: Vec<String>,
+    unfrozen_tput: Throughput,
     /// Cold starts with the server's default shell pool.
     cold: Cold,
     /// Cold starts with `--sandbox-pool 0`: every sandbox built from scratch.
@@ -311,7 +328,7 @@ async fn cold_starts(args: &Args, ignis: &str, creds: &Credentials, invoker: &mu
 }
 
 async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<Report, String> {
-    let Addresses { ignis, unpooled, cluster, echo } = *addresses;
+    let Addresses { ignis, unpooled, unfrozen, cluster, echo } = *addresses;
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
 
@@ -327,6 +344,7 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     let create_time = deploy(&mut Conn::connect(ignis, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(cluster, creds.clone()).await?, zip).await?;
+    deploy(&mut Conn::connect(unfrozen, creds.clone()).await?, zip).await?;
     eprintln!("ignis-bench: cold starts ({} samples, then as many without the shell pool)", args.cold_samples);
     let mut invoker = Conn::connect(ignis, creds.clone()).await?;
     let cold = cold_starts(args, ignis, &creds, &mut invoker).await?;
@@ -336,12 +354,15 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     eprintln!("ignis-bench: warm invokes at concurrency 1 ({} samples each, in {ROUNDS} alternating rounds)", args.warm_samples);
     let mut base_conn = Conn::connect(echo, creds.clone()).await?;
     let mut cluster_conn = Conn::connect(cluster, creds.clone()).await?;
+    let mut unfrozen_conn = Conn::connect(unfrozen, creds.clone()).await?;
     // Warm-up: the first invoke after the last cold sample is warm already, but let both sides
     // (and the CPU caches, the allocator, the connection) settle.
     let warmup = (args.warm_samples / 10).clamp(20, 500);
     sequential(&mut invoker, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut base_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut cluster_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
+    sequential(&mut unfrozen_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
+    let (mut unfrozen_warm, mut unfrozen_errors) = (vec![], vec![]);
     let (mut warm, mut base, mut warm_errors, mut base_errors) = (vec![], vec![], vec![], vec![]);
     let (mut on_workers, mut on_workers_errors) = (vec![], vec![]);
     let per_round = args.warm_samples.div_ceil(ROUNDS);
@@ -356,6 +377,9 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
         let (l, e) = sequential(&mut cluster_conn, &invoke_path, n, Duration::from_secs(60)).await;
         on_workers.extend(l);
         on_workers_errors.extend(e);
+        let (l, e) = sequential(&mut unfrozen_conn, &invoke_path, n, Duration::from_secs(60)).await;
+        unfrozen_warm.extend(l);
+        unfrozen_errors.extend(e);
     }
 
     // Throughput at concurrency 16. The warm-up lets the pool grow to 16 sandboxes.
@@ -364,15 +388,20 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     concurrent(ignis, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     concurrent(echo, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     concurrent(cluster, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
+    concurrent(unfrozen, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     let base_tput = concurrent(echo, &creds, &invoke_path, limit, args.duration).await?;
     let tput = concurrent(ignis, &creds, &invoke_path, limit, args.duration).await?;
     let cluster_tput = concurrent(cluster, &creds, &invoke_path, limit, args.duration).await?;
+    let unfrozen_tput = concurrent(unfrozen, &creds, &invoke_path, limit, args.duration).await?;
 
     Ok(Report {
         sign,
         cluster: on_workers,
         cluster_errors: on_workers_errors,
         cluster_tput,
+        unfrozen: unfrozen_warm,
+        unfrozen_errors,
+        unfrozen_tput,
         cold,
         cold_unpooled,
         create_time,
@@ -875,6 +904,20 @@ impl Report {
             );
         }
         println!("{line}");
+        let unfrozen = stats_ms(&self.unfrozen);
+        row("warm Invoke, --no-freeze, c=1", unfrozen.as_ref(), "idle sandboxes left running");
+        if let (Some(w), Some(u)) = (&warm, &unfrozen) {
+            println!(
+                "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9}   (thaw before each event, freeze after it)",
+                "added by freezing (default - it)",
+                "",
+                "",
+                ms(w.p50 - u.p50),
+                ms(w.p90 - u.p90),
+                ms(w.p99 - u.p99)
+            );
+        }
+        println!("{line}");
         let hop = stats_ms(&self.cluster);
         row("warm Invoke, 2 worker hosts, c=1", hop.as_ref(), "--no-local-worker + 2x ignis worker");
         if let (Some(h), Some(w)) = (&hop, &warm) {
@@ -886,9 +929,12 @@ impl Report {
         row(&format!("warm Invoke, concurrency {CONCURRENCY}"), tw.as_ref(), "");
         row(&format!("baseline echo, concurrency {CONCURRENCY}"), tb.as_ref(), "");
         row(&format!("2 worker hosts, concurrency {CONCURRENCY}"), stats_ms(&self.cluster_tput.latencies).as_ref(), "");
+        row(&format!("--no-freeze, concurrency {CONCURRENCY}"), stats_ms(&self.unfrozen_tput.latencies).as_ref(), "");
         println!("{line}");
         println!("  {:<34} {:>9} {:>9} {:>9}", format!("throughput, concurrency {CONCURRENCY}"), "req/s", "requests", "seconds");
-        for (label, t) in [("warm Invoke", &self.tput), ("baseline echo", &self.base_tput), ("2 worker hosts", &self.cluster_tput)] {
+        for (label, t) in
+            [("warm Invoke", &self.tput), ("baseline echo", &self.base_tput), ("2 worker hosts", &self.cluster_tput), ("--no-freeze", &self.unfrozen_tput)]
+        {
             println!("  {label:<34} {:>9.0} {:>9} {:>9.2}", t.rate(), t.ok, t.elapsed.as_secs_f64());
         }
         if self.base_tput.rate() > 0.0 {
@@ -912,12 +958,18 @@ impl Report {
             ("warm c=1", &self.warm_errors),
             ("baseline c=1", &self.base_errors),
             ("2 worker hosts c=1", &self.cluster_errors),
+            ("--no-freeze c=1", &self.unfrozen_errors),
         ] {
             if !errors.is_empty() {
                 problems.push(format!("{label}: {} errors, first: {}", errors.len(), errors[0]));
             }
         }
-        for (label, t) in [("warm c=16", &self.tput), ("baseline c=16", &self.base_tput), ("2 worker hosts c=16", &self.cluster_tput)] {
+        for (label, t) in [
+            ("warm c=16", &self.tput),
+            ("baseline c=16", &self.base_tput),
+            ("2 worker hosts c=16", &self.cluster_tput),
+            ("--no-freeze c=16", &self.unfrozen_tput),
+        ] {
             if t.errors > 0 {
                 problems.push(format!("{label}: {} errors, first: {}", t.errors, t.first_error.as_deref().unwrap_or("?")));
             }

@@ -80,6 +80,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         init_exe: config.init_exe.clone(),
         spawners: 2,
         pool_size: config.pool_size,
+        freeze: true,
     };
     let worker = Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

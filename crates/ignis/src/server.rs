@@ -31,6 +31,10 @@ pub struct ServerArgs {
     /// so that a cold start only has to give one its function.
     #[arg(long, default_value_t = 2)]
     pub sandbox_pool: usize,
+    /// Leave idle sandboxes running instead of freezing them between invocations (to measure what freezing
+    /// costs; what a function leaves running then gets CPU between invocations).
+    #[arg(long)]
+    pub no_freeze: bool,
     /// Every account's concurrency limit (invocations running at once).
     #[arg(long, default_value_t = 1000)]
     pub account_concurrency: u32,
@@ -87,7 +91,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             None
         } else {
             let worker_config =
-                WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool };
+                WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool, freeze: !args.no_freeze };
             let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };

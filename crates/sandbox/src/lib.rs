@@ -476,6 +476,11 @@ impl Sandbox {
         self.cgroups.thaw(&self.id)
     }
 
+    /// Whether the cgroup reports every process of the sandbox frozen.
+    pub fn frozen(&self) -> bool {
+        self.cgroups.frozen(&self.id)
+    }
+
     /// Whether a process of the frozen sandbox was sent `SIGKILL` that waits for a thaw (v1 only): then thaw it, so
     /// that it dies. [`Sandbox::frozen_holds_signals`] says whether this can happen at all.
     pub fn kill_pending(&self) -> bool {

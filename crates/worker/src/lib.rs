@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     pub spawners: usize,
     /// Sandboxes kept ready ahead of time (namespaces, cgroup, network; no function yet).
     pub pool_size: usize,
+    /// Freeze sandboxes between invocations (see `sandbox.rs`); off only to measure what it costs.
+    pub freeze: bool,
 }
 
 /// Everything a sandbox needs to run one function revision.
@@ -124,6 +126,7 @@ pub struct Worker {
     live: Arc<Live>,
     /// Prefix of this worker's sandbox cgroup names.
     tag: String,
+    freeze: bool,
 }
 
 /// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
@@ -164,6 +167,7 @@ impl Worker {
             logs,
             live: Arc::default(),
             tag,
+            freeze: config.freeze,
         })
     }
 
@@ -173,7 +177,7 @@ impl Worker {
     pub async fn start(&self, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        sandbox::start(&self.tag, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
+        sandbox::start(&self.tag, spec, self.freeze, &spawn_tx, self.logs.clone(), self.live.clone()).await
     }
 
     /// Kills every sandbox and waits until each is reaped and its cgroup removed.

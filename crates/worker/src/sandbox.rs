@@ -103,6 +103,8 @@ pub struct SandboxHandle {
     end: Mutex<Option<End>>,
     /// Becomes true when the sandbox is gone; stops its tasks.
     dead: watch::Sender<bool>,
+    /// Whether the sandbox is frozen while idle.
+    freeze: bool,
 }
 
 /// The log stream of a sandbox started on `day` (`2024-01-31...`):
@@ -116,6 +118,7 @@ fn log_stream(day: &str, version: &str, sandbox_name: &str, prefix: &str) -> Str
 pub(crate) async fn start(
     prefix: &str,
     spec: Arc<FunctionSpec>,
+    freeze: bool,
     spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
     log_sink: mpsc::Sender<LogBatch>,
     live: Arc<Live>,
@@ -195,12 +198,13 @@ pub(crate) async fn start(
         sandbox: Mutex::new(Some(sandbox)),
         end: Mutex::new(None),
         dead,
+        freeze,
     });
     live.handles.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&handle));
     tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener));
     let reader = handle.clone();
     tokio::spawn(async move { reader.output.run().await });
-    if handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| s.frozen_holds_signals()) {
+    if freeze && handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| s.frozen_holds_signals()) {
         tokio::spawn(watch_kills(handle.clone()));
     }
     tokio::spawn(watch_exit(handle.clone(), pidfd, live));
@@ -316,7 +320,7 @@ impl SandboxHandle {
             && rt.parked.as_ref().is_some_and(|parked| !parked.is_closed())
             && rt.queued.is_none()
             && rt.current.is_none();
-        if rt.frozen || !idle {
+        if rt.frozen || !idle || !self.freeze {
             return;
         }
         if let Some(sandbox) = self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

@@ -11,6 +11,13 @@
 //!   Sequential: samples taken in alternating rounds so drift in the machine's load hits every method alike.
 //!   Parallel: two threads, each its own spawner, aggregate rate. Pooled: a second Host with pool size 2, refilled
 //!   (untimed) before every spawn, so `spawn` only gives a ready shell its function.
+//! - **Network namespace reuse.** A namespace goes to a sandbox of another tenant (account) only once nothing of
+//!   the previous one is left in it. Next to the full sandbox above (one tenant: its namespace is reused at once),
+//!   two Hosts of their own, in the same rounds: a new tenant for every sandbox whose predecessors left nothing
+//!   (reused after a look at `/proc/net/tcp` and `tcp6`), and a new tenant for every sandbox whose predecessor left
+//!   a connection in `TIME_WAIT` (the entrypoint connects to 127.0.0.1:9001 and closes first): a new namespace each
+//!   time, which is also what making a fresh namespace for every sandbox would cost.
+//! - **Freezing.** An idle sandbox (`sleep 1000`) frozen (until its cgroup reports it frozen) and thawed, N times.
 //! - **Idle memory.** K instances whose program is `sleep 1000`, and K plain `sleep 1000` processes, in
 //!   alternating rounds; see [`MEMORY_METHOD`] for what is measured.
 //!
@@ -142,6 +149,10 @@ enum Kind {
     Crun,
     Ignis,
     IgnisPooled,
+    /// A new tenant for every sandbox; clean namespaces.
+    IgnisTenants,
+    /// A new tenant for every sandbox; each leaves a connection in TIME_WAIT.
+    IgnisTraces,
 }
 
 impl Kind {
@@ -153,6 +164,8 @@ impl Kind {
             Kind::Crun => "crun run",
             Kind::Ignis => "Ignis full sandbox",
             Kind::IgnisPooled => "Ignis with a ready shell",
+            Kind::IgnisTenants => "Ignis, new tenant each, clean netns",
+            Kind::IgnisTraces => "Ignis, new tenant each, netns w/ traces",
         }
     }
 }
@@ -182,6 +195,11 @@ const BWRAP_ARGS: [&str; 15] = [
 struct Ctx {
     full: Host,
     pooled: Host,
+    /// For [`Kind::IgnisTenants`] and [`Kind::IgnisTraces`]: namespace pools of their own.
+    tenants: Host,
+    traces: Host,
+    /// Holds `bootstrap`, which connects to 127.0.0.1:9001 and closes first (a connection left in TIME_WAIT).
+    tcp_code: PathBuf,
     /// Empty code dir (the entrypoint is /usr/bin/true) and one holding `bootstrap` = `exec sleep 1000`.
     empty_code: PathBuf,
     sleep_code: PathBuf,
@@ -204,13 +222,17 @@ impl Ctx {
     }
 
     fn sandbox_config(&self, code: &Path, entrypoint: &str) -> SandboxConfig {
+        self.sandbox_config_for(code, entrypoint, "bench")
+    }
+
+    fn sandbox_config_for(&self, code: &Path, entrypoint: &str, tenant: &str) -> SandboxConfig {
         SandboxConfig {
             code_dir: code.to_owned(),
             memory_mb: 128,
             tmp_mb: 16,
             env: vec![("PATH".into(), SANDBOX_PATH.into())],
             entrypoint: entrypoint.into(),
-            tenant: "bench".into(),
+            tenant: tenant.into(),
         }
     }
 
@@ -243,7 +265,7 @@ impl Ctx {
                 c.arg("--root").arg(&crun.state).arg("run").arg("--bundle").arg(bundle).arg(crun_id);
                 c
             }
-            Kind::Ignis | Kind::IgnisPooled => unreachable!("not a tool"),
+            Kind::Ignis | Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces => unreachable!("not a tool"),
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         cmd
@@ -264,8 +286,21 @@ struct Sample {
 
 fn once(ctx: &Ctx, kind: Kind) -> Result<Sample, String> {
     match kind {
-        Kind::Ignis | Kind::IgnisPooled => {
-            let host = if kind == Kind::Ignis { &ctx.full } else { &ctx.pooled };
+        Kind::Ignis | Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces => {
+            let host = match kind {
+                Kind::IgnisPooled => &ctx.pooled,
+                Kind::IgnisTenants => &ctx.tenants,
+                Kind::IgnisTraces => &ctx.traces,
+                _ => &ctx.full,
+            };
+            let tenant = match kind {
+                Kind::IgnisTenants | Kind::IgnisTraces => format!("tenant-{}", ctx.counter.fetch_add(1, Ordering::Relaxed)),
+                _ => "bench".to_string(),
+            };
+            let (code, entrypoint) = match kind {
+                Kind::IgnisTraces => (&ctx.tcp_code, "/var/task/bootstrap"),
+                _ => (&ctx.empty_code, "/usr/bin/true"),
+            };
             let mut shell = None;
             if kind == Kind::IgnisPooled {
                 // Not in the spawn's time: make sure a ready shell waits.
@@ -281,7 +316,7 @@ fn once(ctx: &Ctx, kind: Kind) -> Result<Sample, String> {
                 }
             }
             let t0 = Instant::now();
-            let mut sb = host.spawn(|_| ctx.sandbox_config(&ctx.empty_code, "/usr/bin/true")).map_err(|e| format!("spawn: {e}"))?;
+            let mut sb = host.spawn(|_| ctx.sandbox_config_for(code, entrypoint, &tenant)).map_err(|e| format!("spawn: {e}"))?;
             let created = t0.elapsed();
             if !wait_readable(sb.pidfd(), OP_TIMEOUT) {
                 sb.destroy();
@@ -292,7 +327,7 @@ fn once(ctx: &Ctx, kind: Kind) -> Result<Sample, String> {
             sb.destroy();
             let done = t0.elapsed();
             if exit != Some(RuntimeExit::Code(0)) {
-                return Err(format!("/usr/bin/true in a sandbox ended with {exit:?}"));
+                return Err(format!("{entrypoint} in a sandbox ended with {exit:?}"));
             }
             Ok(Sample { created: Some(created), exited, done, shell })
         }
@@ -408,7 +443,10 @@ fn run(args: &Args) -> Result<(), String> {
     let result = (|| {
         let ctx = setup(tmp.path(), &init)?;
         let result = measure(args, &ctx);
-        let stale = ctx.full.remove_stale_groups() + ctx.pooled.remove_stale_groups();
+        let stale = ctx.full.remove_stale_groups()
+            + ctx.pooled.remove_stale_groups()
+            + ctx.tenants.remove_stale_groups()
+            + ctx.traces.remove_stale_groups();
         if stale > 0 {
             eprintln!("sandboxes: removed {stale} leftover sandbox cgroups");
         }
@@ -423,7 +461,7 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn ignis_parent_groups() -> std::collections::HashSet<PathBuf> {
-    ["memory", "cpu", "pids", ""]
+    ["memory", "cpu", "pids", "freezer", ""]
         .iter()
         .map(|c| Path::new("/sys/fs/cgroup").join(c).join("ignis"))
         .filter(|d| d.is_dir())
@@ -438,20 +476,31 @@ fn setup(tmp: &Path, init: &Path) -> Result<Ctx, String> {
     let mut pooled = Host::new(&tmp.join("state-pooled"), init).map_err(|e| format!("Host::new: {e}"))?;
     pooled.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
     pooled.set_pool_size(2);
+    let mut tenants = Host::new(&tmp.join("state-tenants"), init).map_err(|e| format!("Host::new: {e}"))?;
+    tenants.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
+    let mut traces = Host::new(&tmp.join("state-traces"), init).map_err(|e| format!("Host::new: {e}"))?;
+    traces.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
 
     let empty_code = tmp.join("code-empty");
     let sleep_code = tmp.join("code-sleep");
-    for dir in [&empty_code, &sleep_code] {
+    let tcp_code = tmp.join("code-tcp");
+    for dir in [&empty_code, &sleep_code, &tcp_code] {
         std::fs::create_dir(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod: {e}"))?;
     }
     let bootstrap = sleep_code.join("bootstrap");
     std::fs::write(&bootstrap, "#!/bin/sh\nexec sleep 1000\n").map_err(|e| format!("write {}: {e}", bootstrap.display()))?;
     std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod: {e}"))?;
+    let bootstrap = tcp_code.join("bootstrap");
+    std::fs::write(&bootstrap, "#!/bin/bash\nexec 3<>/dev/tcp/127.0.0.1/9001\n").map_err(|e| format!("write {}: {e}", bootstrap.display()))?;
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod: {e}"))?;
 
     let mut ctx = Ctx {
         full,
         pooled,
+        tenants,
+        traces,
+        tcp_code,
         empty_code,
         sleep_code,
         crun: None,
@@ -597,10 +646,38 @@ struct Results {
     mem: HashMap<Kind, MemKind>,
     mem_notes: Vec<String>,
     features: String,
+    /// Freeze (until reported frozen) and thaw of an idle sandbox.
+    freezing: (Vec<Duration>, Vec<Duration>),
+}
+
+/// Freezes an idle sandbox until its cgroup reports it frozen, and thaws it, `n` times.
+fn freeze_thaw(ctx: &Ctx, n: usize) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    let mut sb = ctx.full.spawn(|_| ctx.sandbox_config(&ctx.sleep_code, "/var/task/bootstrap")).map_err(|e| format!("spawn: {e}"))?;
+    let (mut freeze, mut thaw) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let result = (|| {
+        for _ in 0..n {
+            let t = Instant::now();
+            sb.freeze().map_err(|e| format!("freeze: {e}"))?;
+            while !sb.frozen() {
+                if t.elapsed() > OP_TIMEOUT {
+                    return Err(format!("not frozen within {OP_TIMEOUT:?}"));
+                }
+                std::thread::yield_now();
+            }
+            freeze.push(t.elapsed());
+            let t = Instant::now();
+            sb.thaw().map_err(|e| format!("thaw: {e}"))?;
+            thaw.push(t.elapsed());
+        }
+        Ok(())
+    })();
+    sb.destroy();
+    result.map(|()| (freeze, thaw))
 }
 
 fn measure(args: &Args, ctx: &Ctx) -> Result<(), String> {
-    let kinds: Vec<Kind> = [Kind::Plain, Kind::Unshare, Kind::Bwrap, Kind::Crun, Kind::Ignis, Kind::IgnisPooled]
+    let kinds: Vec<Kind> =
+        [Kind::Plain, Kind::Unshare, Kind::Bwrap, Kind::Crun, Kind::Ignis, Kind::IgnisPooled, Kind::IgnisTenants, Kind::IgnisTraces]
         .into_iter()
         .filter(|k| ctx.available(*k))
         .collect();
@@ -634,7 +711,7 @@ fn measure(args: &Args, ctx: &Ctx) -> Result<(), String> {
     // Parallel: two threads, each its own spawner (sandboxes are destroyed by the thread that made them).
     eprintln!("sandboxes: 2 threads in parallel ({} per method, at most {} s)", args.parallel_samples, args.seconds);
     let mut par = HashMap::new();
-    for &kind in kinds.iter().filter(|k| **k != Kind::IgnisPooled) {
+    for &kind in kinds.iter().filter(|k| !matches!(k, Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces)) {
         let budget = Duration::from_secs_f64(args.seconds);
         let per_thread = args.parallel_samples.div_ceil(2);
         let start = Instant::now();
@@ -677,8 +754,10 @@ fn measure(args: &Args, ctx: &Ctx) -> Result<(), String> {
         args.settle.as_millis()
     );
     let (mem, mem_notes, features) = memory(args, ctx, &mem_kinds)?;
+    eprintln!("sandboxes: freezing and thawing an idle sandbox ({} times)", args.samples);
+    let freezing = freeze_thaw(ctx, args.samples)?;
 
-    let results = Results { seq, par, mem, mem_notes, features };
+    let results = Results { seq, par, mem, mem_notes, features, freezing };
     print(args, ctx, &results);
     Ok(())
 }
@@ -1167,6 +1246,17 @@ fn print(args: &Args, ctx: &Ctx, r: &Results) {
         row("  with a ready shell: spawn -> destroyed", stats_ms(&s.done).as_ref(), None, "");
         row("  making one shell (Host::refill, not above)", stats_ms(&s.shell).as_ref(), None, "namespaces, cgroup, listener");
     }
+    for (kind, note) in [
+        (Kind::IgnisTenants, "netns of another tenant, checked clean, reused"),
+        (Kind::IgnisTraces, "netns with TIME_WAIT of another: a new one"),
+    ] {
+        if let Some(s) = r.seq.get(&kind) {
+            row(&format!("{} (pool 0): spawn -> exec ok", kind.label()), stats_ms(&s.created).as_ref(), None, note);
+            row("  spawn -> destroyed (whole life)", stats_ms(&s.done).as_ref(), Some(s.rate()), "vs the full sandbox (one tenant) above");
+        }
+    }
+    row("freeze an idle sandbox (until frozen)", stats_ms(&r.freezing.0).as_ref(), None, "between invocations");
+    row("thaw it", stats_ms(&r.freezing.1).as_ref(), None, "before an event");
     println!("{line}");
     println!(
         "  {:<46} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  vs sequential rate",
