@@ -221,21 +221,23 @@ async fn watch_kills(handle: Arc<SandboxHandle>) {
     let mut dead = handle.dead_signal();
     let mut tick = tokio::time::interval(KILL_WATCH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Thawed here for a kill: freeze again (if the runtime is still idle) at the next look.
+    let mut thawed = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = dead.wait_for(|dead| *dead) => return,
         }
         let mut rt = handle.lock_rt();
-        if !rt.frozen {
-            continue;
-        }
-        let pending = handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| s.kill_pending());
-        if pending {
-            handle.thaw(&mut rt);
-        } else {
-            // Frozen again, if it was thawed for a kill that did not end the runtime.
+        if std::mem::take(&mut thawed) {
             handle.settle(&mut rt);
+        } else if rt.frozen {
+            let sandbox = handle.sandbox.lock().unwrap_or_else(|e| e.into_inner());
+            if sandbox.as_ref().is_some_and(|s| s.kill_pending()) {
+                drop(sandbox);
+                handle.thaw(&mut rt);
+                thawed = true;
+            }
         }
     }
 }

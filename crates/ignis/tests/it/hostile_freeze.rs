@@ -69,6 +69,20 @@ fn only_sandbox(server: &Server, name: &str) -> String {
     ids.into_iter().next().unwrap()
 }
 
+/// The host pid of the counting child the `background` attack started (`answer`), by its pid inside the
+/// sandbox (the last of its `NSpid`s).
+fn counting_child(sandbox_id: &str, answer: &Value) -> i32 {
+    let inner: String = answer["detail"].as_str().unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let pids = sandbox_pids(sandbox_id);
+    *pids
+        .iter()
+        .find(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            status.lines().any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some(inner.as_str()))
+        })
+        .unwrap_or_else(|| panic!("the counting child ({inner} inside) among {pids:?}"))
+}
+
 #[test]
 fn a_sandbox_is_frozen_between_invocations_and_what_it_left_running_dies_with_it() {
     let server = Server::start();
@@ -79,16 +93,7 @@ fn a_sandbox_is_frozen_between_invocations_and_what_it_left_running_dies_with_it
 
     // Once the runtime waits for its next event, the whole sandbox is frozen.
     assert!(eventually(Duration::from_secs(10), || frozen(&id)), "sandbox {id} not frozen after its invocation");
-    // The child, by its pid inside the sandbox (the last of its `NSpid`s).
-    let inner: String = started["detail"].as_str().unwrap().split_whitespace().nth(1).unwrap().to_string();
-    let pids = sandbox_pids(&id);
-    let counter = *pids
-        .iter()
-        .find(|p| {
-            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
-            status.lines().any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some(inner.as_str()))
-        })
-        .unwrap_or_else(|| panic!("the counting child ({inner} inside) among {pids:?}"));
+    let counter = counting_child(&id, &started);
     // A frozen group gets no CPU at all: its count of CPU time stands still, whatever happens meanwhile (another
     // sandbox starts and answers).
     let before = cpu_ticks(counter);
@@ -102,11 +107,21 @@ fn a_sandbox_is_frozen_between_invocations_and_what_it_left_running_dies_with_it
         attack(&server, "hostile", json!({ "attack": "counter" }));
         cpu_ticks(counter) > before
     }));
-    assert!(eventually(Duration::from_secs(10), || frozen(&id)));
 
-    // The child dies with its sandbox, frozen as it is.
+    // A second child; then the first is killed from outside while the sandbox is frozen: it dies (on v1 a frozen
+    // process dies only once thawed), and the sandbox, which goes on serving, is frozen again.
+    let second = attack(&server, "hostile", json!({ "attack": "background" }));
+    let second = counting_child(&id, &second);
+    assert!(eventually(Duration::from_secs(10), || frozen(&id)));
+    // SAFETY: plain syscall on a pid of the test's own server's sandbox.
+    assert_eq!(unsafe { libc::kill(counter, libc::SIGKILL) }, 0);
+    assert!(eventually(Duration::from_secs(10), || !alive(counter)), "a kill of a frozen sandbox's process did nothing");
+    assert!(eventually(Duration::from_secs(10), || frozen(&id)));
+    assert!(alive(second));
+
+    // The other child dies with its sandbox, frozen as it is.
     assert_eq!(server.lambda("DELETE", "/2015-03-31/functions/hostile", b"").status, 204);
-    assert!(eventually(Duration::from_secs(10), || !alive(counter)), "the child outlived its sandbox");
+    assert!(eventually(Duration::from_secs(10), || !alive(second)), "the child outlived its sandbox");
     assert!(eventually(Duration::from_secs(10), || !cgroup_left(&id)), "cgroup of {id} left behind");
 }
 
@@ -193,4 +208,16 @@ fn another_accounts_sandbox_never_gets_a_network_namespace_with_traces() {
     assert_eq!(server.create("again", &hostile_zip(), json!({})).status, 201);
     let own = attack(&server, "again", json!({ "attack": "net_entries", "port": 4242 }));
     assert_eq!(own["blocked"], false, "the namespace was not reused within the account: {own}");
+}
+
+#[test]
+fn with_no_freeze_what_a_function_leaves_running_goes_on_between_invocations() {
+    let server = Server::start_with(&["--no-freeze"]);
+    assert_eq!(server.create("hostile", &hostile_zip(), json!({})).status, 201);
+    let started = attack(&server, "hostile", json!({ "attack": "background" }));
+    let id = only_sandbox(&server, "hostile");
+    let counter = counting_child(&id, &started);
+    let before = cpu_ticks(counter);
+    assert!(eventually(Duration::from_secs(10), || cpu_ticks(counter) > before), "the child got no CPU");
+    assert!(!frozen(&id));
 }
