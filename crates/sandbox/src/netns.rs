@@ -344,6 +344,7 @@ mod tests {
 
     #[test]
     fn another_tenant_never_gets_a_namespace_with_traces() {
+        // SAFETY: plain syscall.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: needs root");
             return;

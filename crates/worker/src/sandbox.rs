@@ -332,10 +332,11 @@ impl SandboxHandle {
 
     /// Lets the sandbox's processes run again.
     fn thaw(&self, rt: &mut Rt) {
-        if std::mem::take(&mut rt.frozen) {
-            if let Some(sandbox) = self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                let _ = sandbox.thaw();
-            }
+        if !std::mem::take(&mut rt.frozen) {
+            return;
+        }
+        if let Some(sandbox) = self.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = sandbox.thaw();
         }
     }
 

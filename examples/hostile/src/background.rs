@@ -52,7 +52,7 @@ unsafe fn count_forever() -> ! {
         let mut count: u64 = 0;
         loop {
             count += 1;
-            if count % (1 << 20) == 0 {
+            if count.is_multiple_of(1 << 20) {
                 let mut digits = [0u8; 20];
                 let mut at = digits.len();
                 let mut n = count;
