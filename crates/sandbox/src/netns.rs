@@ -19,8 +19,8 @@
 //! orphans finishing their close, all listed in its `/proc/net/tcp` with addresses and ports. So each free namespace
 //! remembers its last tenant (the account its last sandbox ran for; none if no function ever ran in it), and
 //! [`reuse`] decides: a sandbox of the same tenant (or a namespace no function ran in) takes it at once; another
-//! tenant's sandbox, or a shell (whose tenant is not known yet), only once its `/proc/net/tcp` and `tcp6` list nothing
-//! but the runtime API listener ([`clean`]). The oldest few such namespaces are looked at; when none is clean, a new
+//! tenant's sandbox, or a shell (whose tenant is not known yet), only once it holds no socket but the runtime API
+//! listener, none in `TIME_WAIT` ([`clean`]). The oldest few such namespaces are looked at; when none is clean, a new
 //! namespace is made.
 //!
 //! A [`NetnsLease`] stands for one sandbox's use of a namespace: the [`crate::Sandbox`] holds one until its init is
@@ -186,24 +186,35 @@ impl NetnsPool {
     }
 }
 
-/// Whether the calling thread's network namespace holds no socket but the runtime API listener (nothing in
-/// `/proc/net/tcp` and `tcp6` but 127.0.0.1:9001 listening). UDP, raw and unix sockets close with their last holder
-/// and leave nothing behind.
+/// Whether the calling thread's network namespace holds no socket but the runtime API listener: its
+/// `/proc/net/sockstat` and `sockstat6` count one TCP socket in use (the listener), none in `TIME_WAIT` (orphans
+/// finishing their close are in use) and no UDP or raw socket. (These counts are kept per namespace and read in
+/// microseconds; `/proc/net/tcp` would say which sockets, but walks the host's whole connection table, milliseconds.)
 fn clean() -> bool {
-    let listed = |file: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{file}"));
-    match (listed("tcp"), listed("tcp6")) {
-        (Ok(tcp), Ok(tcp6)) => only_listener(&tcp) && only_listener(&tcp6),
+    let read = |file: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{file}"));
+    match (read("sockstat"), read("sockstat6")) {
+        (Ok(v4), Ok(v6)) => only_listener(&v4, &v6),
         _ => false,
     }
 }
 
-/// Whether a `/proc/net/tcp`-style listing shows no socket but 127.0.0.1:9001 listening.
-fn only_listener(listing: &str) -> bool {
-    listing.lines().skip(1).all(|line| {
-        let mut fields = line.split_whitespace().skip(1);
-        let (local, state) = (fields.next(), fields.nth(1));
-        local == Some("0100007F:2329") && state == Some("0A")
-    })
+/// Whether `sockstat` and `sockstat6` show no socket but one listening TCP socket.
+fn only_listener(v4: &str, v6: &str) -> bool {
+    let count = |text: &str, proto: &str, key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.split(':').next() == Some(proto))?;
+        let mut words = line.split_whitespace().skip(1);
+        while let (Some(k), Some(v)) = (words.next(), words.next()) {
+            if k == key {
+                return v.parse().ok();
+            }
+        }
+        None
+    };
+    count(v4, "TCP", "inuse") == Some(1)
+        && count(v4, "TCP", "tw") == Some(0)
+        && [("UDP", v4), ("RAW", v4), ("TCP6", v6), ("UDP6", v6), ("RAW6", v6)]
+            .into_iter()
+            .all(|(proto, text)| count(text, proto, "inuse") == Some(0))
 }
 
 /// The calling thread is in a sandbox's network namespace until this is dropped, which puts it back.
@@ -320,14 +331,22 @@ mod tests {
 
     #[test]
     fn listings() {
-        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
-        let listener = "   0: 0100007F:2329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n";
-        let time_wait = "   1: 0100007F:1092 0100007F:D2F0 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0\n";
-        let established = "   1: 0100007F:D2F0 0100007F:2329 01 00000000:00000000 00:00000000 00000000   993        0 7 1 0\n";
-        assert!(only_listener(header));
-        assert!(only_listener(&format!("{header}{listener}")));
-        assert!(!only_listener(&format!("{header}{listener}{time_wait}")));
-        assert!(!only_listener(&format!("{header}{established}")));
+        let v4 = |tcp: &str, udp: &str| {
+            format!("sockets: used 3\nTCP: {tcp} alloc 4 mem 230\nUDP: inuse {udp} mem 0\nUDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n")
+        };
+        let v6 = |tcp6: u32| format!("TCP6: inuse {tcp6}\nUDP6: inuse 0\nUDPLITE6: inuse 0\nRAW6: inuse 0\nFRAG6: inuse 0 memory 0\n");
+        for (tcp, udp, tcp6, clean) in [
+            ("inuse 1 orphan 0 tw 0", 0, 0, true),
+            ("inuse 1 orphan 7 tw 0", 0, 0, true), // orphans are counted for the whole host
+            ("inuse 1 orphan 0 tw 3", 0, 0, false),
+            ("inuse 3 orphan 1 tw 0", 0, 0, false),
+            ("inuse 0 orphan 0 tw 0", 0, 0, false), // no listener: not one of ours
+            ("inuse 1 orphan 0 tw 0", 1, 0, false),
+            ("inuse 1 orphan 0 tw 0", 0, 2, false),
+        ] {
+            assert_eq!(only_listener(&v4(tcp, &udp.to_string()), &v6(tcp6)), clean, "{tcp} udp {udp} tcp6 {tcp6}");
+        }
+        assert!(!only_listener("", ""));
     }
 
     /// Connections to 127.0.0.1:4242 closed by the client first: it keeps them in `TIME_WAIT`.

@@ -14,7 +14,7 @@
 //! - **Network namespace reuse.** A namespace goes to a sandbox of another tenant (account) only once nothing of
 //!   the previous one is left in it. Next to the full sandbox above (one tenant: its namespace is reused at once),
 //!   two Hosts of their own, in the same rounds: a new tenant for every sandbox whose predecessors left nothing
-//!   (reused after a look at `/proc/net/tcp` and `tcp6`), and a new tenant for every sandbox whose predecessor left
+//!   (reused after a look at its `/proc/net/sockstat` and `sockstat6`), and a new tenant for every sandbox whose predecessor left
 //!   a connection in `TIME_WAIT` (the entrypoint connects to 127.0.0.1:9001 and closes first): a new namespace each
 //!   time, which is also what making a fresh namespace for every sandbox would cost.
 //! - **Freezing.** An idle sandbox (`sleep 1000`) frozen (until its cgroup reports it frozen) and thawed, N times.
