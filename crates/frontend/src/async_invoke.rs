@@ -258,12 +258,12 @@ impl AsyncEvents {
     fn reschedule(&self, lease: &Lease<u64>, at_ms: u64, meta: Option<EventMeta>, throttles: u32) {
         {
             let mut state = self.lock();
-            if state.schedule.reschedule(lease, at_ms).is_ok() {
-                if let Some(pending) = state.pending.get_mut(&lease.id) {
-                    pending.throttles = throttles;
-                    if let Some(meta) = meta {
-                        pending.meta = meta;
-                    }
+            if state.schedule.reschedule(lease, at_ms).is_ok()
+                && let Some(pending) = state.pending.get_mut(&lease.id)
+            {
+                pending.throttles = throttles;
+                if let Some(meta) = meta {
+                    pending.meta = meta;
                 }
             }
         }

@@ -189,7 +189,8 @@ impl State {
     /// Idle sandboxes are a cache, not a reservation: ends the ordinary idle
     /// sandboxes (any account's, least recently used first) that
     /// `ignis_placement::evict` chooses so that `needs` fits on one worker,
-    /// and returns that worker; `None` (nothing ended) if no such choice exists.
+    /// and returns that worker, which now has room; `None` if it cannot make
+    /// room (then, unless the books were out of step, nothing was ended).
     /// Busy, initialising and provisioned sandboxes are never listed.
     fn evict_for(&mut self, needs: &Needs) -> Option<WorkerId> {
         let idle: Vec<Evictable<SandboxId>> = self
@@ -216,7 +217,8 @@ impl State {
                 needs.memory_mb
             );
         }
-        Some(worker)
+        // The victims' reservations are released: the worker has room (checked, not assumed).
+        self.workers.iter().any(|w| w.id == worker && w.healthy && w.fits(needs.memory_mb)).then_some(worker)
     }
 
     /// The worker is unhealthy for good: no new sandbox, calls in flight to

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ignis_sigv4::Credentials;
 use serde_json::{Value, json};
 
-use crate::harness::{Reply, Server, eventually, sh_runtime};
+use crate::harness::{Reply, Server, WorkerHost, eventually, sh_runtime};
 
 /// CreateFunction in the account of `credentials`, with `extra` settings.
 fn create(server: &Server, credentials: &Credentials, name: &str, zip: &[u8], extra: Value) {
@@ -57,36 +57,48 @@ fn count(messages: &[String], prefix: &str) -> usize {
     messages.iter().filter(|m| m.starts_with(prefix)).count()
 }
 
-/// A worker of 512 MB full of one tenant's idle 128 MB sandboxes: another
-/// tenant's cold start evicts the least recently used of them (and only it)
-/// instead of failing.
-#[test]
-fn idle_sandboxes_of_one_tenant_give_way_to_anothers_cold_start() {
-    let server = Server::start_with(&["--worker-memory", "512"]);
+/// Alpha fills the workers (512 MB in all) with idle 128 MB sandboxes of
+/// four functions, invoked once each: beta's cold start evicts the least
+/// recently used of them (f1's), and only it, instead of failing.
+fn idle_sandboxes_give_way(server: &Server) {
     let (_, a) = server.create_account("alpha");
     let (_, b) = server.create_account("beta");
     let code = sh_runtime(r#"echo '"ok"' > /tmp/response"#);
     let names = ["f1", "f2", "f3", "f4"];
     for name in names {
-        create(&server, &a, name, &code, json!({ "MemorySize": 128 }));
-        assert!(cold(&invoke(&server, &a, name)), "{name}: a first invoke starts a sandbox");
+        create(server, &a, name, &code, json!({ "MemorySize": 128 }));
+        assert!(cold(&invoke(server, &a, name)), "{name}: a first invoke starts a sandbox");
     }
-    let workers = server.ignis_as(&Server::credentials(), "GET", "/ignis/workers", b"").json();
-    assert_eq!(workers["Workers"][0]["UsedMemoryMb"], 512, "alpha's idle sandboxes fill the worker: {workers}");
+    let used = || server.workers().iter().map(|w| w["UsedMemoryMb"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(used(), 512, "alpha's idle sandboxes fill the workers: {:?}", server.workers());
 
     // Beta's cold start finds no room but alpha's idle sandboxes: the least recently used one goes.
-    create(&server, &b, "g", &code, json!({ "MemorySize": 128 }));
-    let reply = invoke(&server, &b, "g");
+    create(server, &b, "g", &code, json!({ "MemorySize": 128 }));
+    let reply = invoke(server, &b, "g");
     assert_eq!((reply.status, reply.text().trim()), (200, "\"ok\""), "{}", reply.text());
     assert!(cold(&reply));
 
     // f2, f3 and f4 kept their sandboxes; f1's was the one evicted.
     for name in &names[1..] {
-        assert!(!cold(&invoke(&server, &a, name)), "{name} was not the least recently used: it stays warm");
+        assert!(!cold(&invoke(server, &a, name)), "{name} was not the least recently used: it stays warm");
     }
-    assert!(cold(&invoke(&server, &a, "f1")), "f1's idle sandbox was evicted");
-    let workers = server.ignis_as(&Server::credentials(), "GET", "/ignis/workers", b"").json();
-    assert_eq!(workers["Workers"][0]["UsedMemoryMb"], 512, "never over the worker's memory: {workers}");
+    assert!(cold(&invoke(server, &a, "f1")), "f1's idle sandbox was evicted");
+    assert_eq!(used(), 512, "never over the workers' memory: {:?}", server.workers());
+}
+
+#[test]
+fn idle_sandboxes_of_one_tenant_give_way_to_anothers_cold_start() {
+    idle_sandboxes_give_way(&Server::start_with(&["--worker-memory", "512"]));
+}
+
+/// The same across worker hosts: the evicted sandbox is on another machine.
+#[test]
+fn idle_sandboxes_on_worker_hosts_give_way_too() {
+    let server = Server::start_with(&["--no-local-worker"]);
+    let _first = WorkerHost::start(&server, &["--memory", "256"]);
+    let _second = WorkerHost::start(&server, &["--memory", "256"]);
+    server.wait_for_workers(2);
+    idle_sandboxes_give_way(&server);
 }
 
 /// A busy sandbox is a reservation: a cold start that would need it fails
