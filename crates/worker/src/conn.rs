@@ -301,7 +301,9 @@ where
             Ok::<_, Infallible>(answer)
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
+    // hyper's own header timeout would run from the start of an idle period: the watchdog has both.
+    let connection =
+        hyper::server::conn::http1::Builder::new().keep_alive(true).header_read_timeout(None).serve_connection(io, service);
     tokio::select! {
         _ = connection => {}
         () = watchdog(&watch, &limits) => {}

@@ -85,7 +85,7 @@ async fn route(handle: Arc<SandboxHandle>, request: Request<TimedBody>) -> Answe
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return error(StatusCode::NOT_FOUND, "NotFound", "unknown path");
     };
-    let answer = match (request.method(), rest.split('/').collect::<Vec<_>>().as_slice()) {
+    match (request.method(), rest.split('/').collect::<Vec<_>>().as_slice()) {
         (&Method::GET, ["invocation", "next"]) => next(&handle).await,
         (&Method::POST, ["invocation", id, "response"]) => {
             let id = id.to_string();
@@ -113,8 +113,7 @@ async fn route(handle: Arc<SandboxHandle>, request: Request<TimedBody>) -> Answe
             }
         }
         _ => error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
-    };
-    answer
+    }
 }
 
 fn error_type_header(request: &Request<TimedBody>) -> Option<String> {
