@@ -26,7 +26,9 @@ const MAX_CONNECTIONS: usize = 8;
 /// sandbox's network namespace: `network` is held until the last of them is closed, so that the namespace is not
 /// given to another sandbox before (parameters are dropped last to first: `network` after `listener`). Each
 /// connection has the time `limits` of [`crate::conn`]; a runtime parked in `GET /runtime/invocation/next` has a
-/// request in flight, which no limit ends.
+/// request in flight, which no limit ends. The idle limit given is longer than the worker's by the function's
+/// timeout: a runtime's connection rests while its function runs (after `/next` answered, until the response is
+/// posted), and must not be closed just as the response goes out on it.
 pub(crate) async fn serve(network: NetnsLease, handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener, limits: Limits) {
     let mut dead = handle.dead_signal();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

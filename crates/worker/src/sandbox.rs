@@ -185,7 +185,9 @@ pub(crate) async fn start(
         dead,
     });
     live.handles.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&handle));
-    tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener, client_limits));
+    // Idle while the function runs is not idle for the runtime: see `runtime_api::serve`.
+    let limits = crate::conn::Limits { idle: client_limits.idle + handle.spec.timeout, ..client_limits };
+    tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener, limits));
     let reader = handle.clone();
     tokio::spawn(async move { reader.output.run().await });
     tokio::spawn(watch_exit(handle.clone(), pidfd, live));
