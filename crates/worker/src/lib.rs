@@ -24,6 +24,7 @@
 //! - Every sandbox started is eventually destroyed: by its own exit, by
 //!   [`SandboxHandle::kill`], or by [`Worker::shutdown`].
 
+pub mod conn;
 mod logs;
 mod runtime_api;
 mod sandbox;
@@ -53,6 +54,8 @@ pub struct WorkerConfig {
     pub spawners: usize,
     /// Sandboxes kept ready ahead of time (namespaces, cgroup, network; no function yet).
     pub pool_size: usize,
+    /// Time limits of the Runtime API's connections.
+    pub client_limits: conn::Limits,
 }
 
 /// Everything a sandbox needs to run one function revision.
@@ -122,6 +125,7 @@ pub struct Worker {
     live: Arc<Live>,
     /// Prefix of this worker's sandbox cgroup names.
     tag: String,
+    client_limits: conn::Limits,
 }
 
 /// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
@@ -162,6 +166,7 @@ impl Worker {
             logs,
             live: Arc::default(),
             tag,
+            client_limits: config.client_limits,
         })
     }
 
@@ -171,7 +176,7 @@ impl Worker {
     pub async fn start(&self, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        sandbox::start(&self.tag, spec, &spawn_tx, self.logs.clone(), self.live.clone()).await
+        sandbox::start(&self.tag, spec, &spawn_tx, self.logs.clone(), self.live.clone(), self.client_limits).await
     }
 
     /// Kills every sandbox and waits until each is reaped and its cgroup removed.
