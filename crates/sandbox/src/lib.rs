@@ -21,7 +21,9 @@
 //!    allowed only so that the child can drop the worker's supplementary groups. Init is root *inside* (outside:
 //!    `base`, no privilege at all on the host: its capabilities count only for objects its user namespace owns), the
 //!    runtime is uid 993 / gid 990 inside (`base + 993` / `base + 990` outside). Host files (`/usr`, the code) are
-//!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only.
+//!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only. The namespace
+//!    is owned by `base`, not root, so the kernel charges the sandbox's per-user resources (inotify, message queues,
+//!    ...) to `base`; init sets the namespace's own limits ([`userns::USER_LIMITS`]).
 //! 2. **Other namespaces**: pid (init is pid 1; its death kills the rest), mount (private, pivoted, no `/sys`),
 //!    network (only `lo`; made by the worker, so owned by the host's user namespace: nothing in the sandbox, init
 //!    included, has any network privilege; reused by a later sandbox once empty, see [`netns`]), ipc, uts (hostname
@@ -36,7 +38,9 @@
 //!    with `CLONE_NEW*` flags, `ptrace`, `process_vm_*`, `pidfd_getfd`, `kcmp`, `perf_event_open`, `bpf`, kernel
 //!    modules, `kexec_*`, keyrings, `userfaultfd`, `io_uring_*`, `fanotify_*`, file handles, setting clocks,
 //!    `iopl`/`ioperm`, `acct`, `quotactl`, `swapon`/`swapoff`, `reboot`, `syslog`, `vhangup`, `mknod` of devices,
-//!    `personality` other than the default. The file lists every refused group with its reason.
+//!    `personality` other than the default; sockets of families other than `AF_UNIX`, `AF_INET`, `AF_INET6` and
+//!    `AF_NETLINK` (`EAFNOSUPPORT`), netlink other than `NETLINK_ROUTE` (`EPROTONOSUPPORT`). The file lists every
+//!    refused group with its reason.
 //!
 //! # Invariants
 //!

@@ -5,7 +5,8 @@
 //! every root, built in a mount namespace of the thread's own, of which each sandbox cloned from the thread gets a
 //! copy) → uid slot taken and cgroup created (`pids.max` only) → control socket pair, output pipe, "go" and "error"
 //! pipes → the spawner thread enters an empty network namespace ([`crate::netns`]) → `clone` into new user, pid,
-//! mount, ipc and uts namespaces (the user namespace owns them; the network namespace stays the host's)
+//! mount, ipc and uts namespaces (the user namespace owns them; the network namespace stays the host's), the thread's
+//! effective uid the slot's base for the moment ([`userns::AsOwner`]: the user namespace's owner, charged for it)
 //! → the child sets up fds 0-3 and blocks on the go pipe → the parent writes the child's `uid_map`/`gid_map` (inside
 //! 0..65536 → the slot's outside range), then says go → the child enters the root mountpoint (where its copy of the
 //! base is; while it still has the worker's host-root ids, so the worker's private state directory may be `0700`),
@@ -360,6 +361,9 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     let (network, in_netns) = host.netns.enter().map_err(io_err("entering a network namespace"))?;
 
+    // The user namespace is owned by the slot's base, not root: its per-user kernel resources are charged there.
+    let as_owner = userns::AsOwner::new(slot.base()).map_err(io_err("taking the sandbox's uid to clone"))?;
+
     // SAFETY: fork-like clone (no CLONE_VM, stack 0: the child continues on a copy of this stack). The child only
     // makes async-signal-safe raw syscalls on data prepared above and never returns from this block.
     let pid = unsafe {
@@ -407,7 +411,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
                 }
                 libc::_exit(126);
             }
-            // Still the worker's (host root) ids: may pass through a private state directory.
+            // Still host root as file system uid (see `AsOwner`): may pass through a private state directory.
             if libc::chdir(mountpoint) < 0 {
                 fail(1);
             }
@@ -434,6 +438,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
         pid
     };
     let cloned = io::Error::last_os_error();
+    drop(as_owner);
     drop(in_netns);
     if pid < 0 {
         return Err(SandboxError::io("clone", cloned));
