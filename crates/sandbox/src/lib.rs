@@ -82,6 +82,7 @@
 //! - Zombie: init is a child of the worker process; [`Sandbox::wait`] (or destroy/drop) reaps it.
 
 pub mod cgroup;
+pub mod code;
 pub mod init;
 pub mod netns;
 mod proto;
@@ -102,7 +103,8 @@ use cgroup::CgroupDriver;
 pub struct SandboxConfig {
     /// Host directory mounted read-only at `/var/task`. Its contents must be readable (and searchable) by *others*
     /// (the sandbox user is uid 993 in its own user namespace, an unmapped id for host files), e.g. directories 0755
-    /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it.
+    /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it. Its contents
+    /// must not change once a sandbox was spawned from it: the host packs it once into an image (see [`code`]).
     pub code_dir: PathBuf,
     /// Hard memory limit (no swap).
     pub memory_mb: u32,
@@ -172,6 +174,8 @@ pub struct Host {
     generation: u64,
     /// Empty network namespaces for the next sandboxes (see [`netns`]).
     netns: Arc<netns::NetnsPool>,
+    /// The code directories' images, mounted (see [`code`]).
+    code: code::Images,
 }
 
 impl std::fmt::Debug for Host {
@@ -214,6 +218,7 @@ impl Host {
             ));
         }
         let mountpoint = mountpoint.canonicalize().map_err(|e| SandboxError::io("canonicalizing state dir", e))?;
+        let code = code::Images::new(state_dir, &mountpoint).map_err(|e| SandboxError::io("code images", e))?;
 
         let init_exe = init_exe
             .canonicalize()
@@ -253,6 +258,7 @@ impl Host {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             netns: Arc::default(),
+            code,
         })
     }
 
@@ -360,7 +366,8 @@ impl Host {
         };
         let cfg = configure(&id);
         let code = spawn::validate(&cfg).and_then(|()| {
-            spawn::code_tree(&cfg.code_dir)
+            self.code
+                .tree(&cfg.code_dir)
                 .map_err(|e| SandboxError::io(format!("code dir {}", cfg.code_dir.display()), e))
         });
         let code = match code {

@@ -227,12 +227,13 @@ fn exit_code_and_signal() {
 #[test]
 fn missing_entrypoint() {
     let (host, prefix, _state) = own_host("entry");
-    let dir = code("exit 0");
     for (id, entry, script) in [
         ("missing", "/var/task/nope", None),
         ("noexec", "/var/task/bootstrap", Some(0o644)),
         ("badinterp", "/var/task/bootstrap", None),
     ] {
+        // A code directory of its own each time: one must not change once a sandbox was spawned from it.
+        let dir = code("exit 0");
         if id == "badinterp" {
             std::fs::write(dir.path().join("bootstrap"), "#!/no/such/sh\n").unwrap();
         }
@@ -254,7 +255,6 @@ fn missing_entrypoint() {
         }
         assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
         assert_eq!(host.uid_slots_in_use(), 0);
-        std::fs::set_permissions(dir.path().join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
@@ -874,4 +874,35 @@ PY
     }
     assert_eq!(line(&out, "interfaces="), "lo");
     assert_eq!(line(&out, "resolved="), "127.0.0.1");
+}
+
+#[test]
+fn mounts_reveal_no_host_path() {
+    // Code and state under directories with names of their own, the code's one level deeper, as in a data dir.
+    let data = tempfile::Builder::new().prefix("ignis-data-").tempdir().unwrap();
+    let code_dir = data.path().join("code").join("c0de5eed");
+    std::fs::create_dir_all(&code_dir).unwrap();
+    for dir in [data.path(), &data.path().join("code"), &code_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(code_dir.join("bootstrap"), "#!/bin/sh\ncat /proc/self/mountinfo /proc/self/mounts\necho \"task=$(ls /var/task)\"\n").unwrap();
+    std::fs::set_permissions(code_dir.join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (host, _prefix, state) = own_host("mounts");
+    let mut sb = host.spawn(|_| config(&code_dir)).unwrap();
+    let (exit, out) = finish(&mut sb);
+    eprintln!("{out}");
+    assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+    assert_eq!(line(&out, "task="), "bootstrap");
+    let var_task = out.lines().find(|l| l.split(' ').nth(4) == Some("/var/task")).expect("a mountinfo line for /var/task");
+    assert_eq!(var_task.split(' ').nth(3), Some("/"), "{var_task}");
+    let secret_names = |path: &Path| -> Vec<String> {
+        path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).filter(|c| c.len() > 4).collect()
+    };
+    for path in [&code_dir, state.path()] {
+        let path = path.canonicalize().unwrap();
+        assert!(!out.contains(path.to_str().unwrap()), "{} in:\n{out}", path.display());
+        for name in secret_names(&path) {
+            assert!(!out.contains(&name), "{name} (of {}) in:\n{out}", path.display());
+        }
+    }
 }
