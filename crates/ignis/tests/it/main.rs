@@ -11,6 +11,7 @@ mod concurrency;
 mod esm;
 mod harness;
 mod hostile;
+mod hostile_limits;
 mod invoke;
 mod lifecycle;
 mod provisioned;
