@@ -49,7 +49,8 @@
 //! its exec (`close_range(CLOSE_RANGE_CLOEXEC)`), so nothing of the worker leaks in, not even fds other threads
 //! created without `O_CLOEXEC`. (The child also uses, until that exec, a "go" pipe, an error pipe and the `O_PATH`
 //! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, the code
-//! directory as a detached read-only mount tree (attached at `/var/task`, then closed). The runtime gets only fds
+//! directory as a detached read-only mount tree (a clone of its image's mount, see [`code`]; attached at
+//! `/var/task`, then closed). The runtime gets only fds
 //! 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe ([`Sandbox::output`]), the
 //! runtime API listener of the sandbox's network namespace ([`Sandbox::runtime_api`]), the control socket and a
 //! pidfd of init.
