@@ -81,6 +81,13 @@ impl<K: PartialEq, V> Lru<K, V> {
         evicted
     }
 
+    /// Removes the entries whose key `gone` says are gone; returns their values.
+    pub(crate) fn remove_where(&mut self, gone: impl Fn(&K) -> bool) -> Vec<V> {
+        let (removed, kept) = std::mem::take(&mut self.entries).into_iter().partition(|(k, _, _)| gone(k));
+        self.entries = kept;
+        removed.into_iter().map(|(_, v, _)| v).collect()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
@@ -126,6 +133,13 @@ impl Images {
         let tree = clone(&mount)?;
         lock().insert(key, mount);
         Ok(tree)
+    }
+
+    /// Drops the image of `dir` (any made of a directory at that path): its disk space comes back once no sandbox
+    /// has it mounted. For when the code directory is removed.
+    pub(crate) fn forget(&self, dir: &Path) {
+        let removed = self.mounts.lock().unwrap_or_else(|e| e.into_inner()).remove_where(|key| key.path == dir);
+        drop(removed);
     }
 
     /// Packs `dir` into an unnamed file and mounts it (detached).
@@ -249,5 +263,17 @@ mod tests {
         // A capacity of 0 keeps one.
         check(0, &["i a 1", "i b 2", "g b"], &[None, Some(1), Some(2)], &["b"]);
         check(3, &["i a 1", "i b 2", "i c 3", "g a", "g b", "i d 4", "g c"], &[None, None, None, Some(1), Some(2), Some(3), None], &["a", "b", "d"]);
+    }
+
+    #[test]
+    fn removed_entries_leave_room() {
+        let mut lru = Lru::new(2);
+        lru.insert("a", 1);
+        lru.insert("b", 2);
+        assert_eq!(lru.remove_where(|k| *k == "a"), vec![1]);
+        assert_eq!(lru.remove_where(|k| *k == "a"), Vec::<i32>::new());
+        assert_eq!(lru.insert("c", 3), None);
+        assert_eq!(lru.get(&"b"), Some(&2));
+        assert_eq!(lru.len(), 2);
     }
 }

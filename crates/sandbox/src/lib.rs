@@ -313,6 +313,12 @@ impl Host {
         Ok(format!("{}{hex}", self.id_prefix))
     }
 
+    /// Forgets the image of the code directory `dir` (see [`code`]), e.g. because the directory is being removed:
+    /// its disk space comes back once no sandbox has it mounted. A later spawn from `dir` makes a new one.
+    pub fn forget_code(&self, dir: &Path) {
+        self.code.forget(dir);
+    }
+
     /// Sets `pids.max` for sandboxes spawned from now on (default [`DEFAULT_PIDS_MAX`]).
     pub fn set_pids_max(&mut self, pids_max: u32) {
         self.pids_max = pids_max;

@@ -906,3 +906,34 @@ fn mounts_reveal_no_host_path() {
         }
     }
 }
+
+#[test]
+fn a_code_directory_made_anew_or_forgotten_gets_a_new_image() {
+    let (host, _prefix, _state) = own_host("images");
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.path().join("code");
+    let make = |word: &str| {
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("bootstrap"), format!("#!/bin/sh\necho word={word}\n")).unwrap();
+        std::fs::set_permissions(dir.join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let word = |host: &Host| {
+        let mut sb = host.spawn(|_| config(&dir)).unwrap();
+        let (exit, out) = finish(&mut sb);
+        assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+        line(&out, "word=").to_string()
+    };
+    make("one");
+    assert_eq!(word(&host), "one");
+    assert_eq!(word(&host), "one");
+    // Removed and made again at the same path: another directory, another image.
+    std::fs::remove_dir_all(&dir).unwrap();
+    make("two");
+    assert_eq!(word(&host), "two");
+    // Changed in place (which Ignis never does) after the host was told to forget it.
+    std::fs::write(dir.join("bootstrap"), "#!/bin/sh\necho word=three\n").unwrap();
+    host.forget_code(&dir);
+    assert_eq!(word(&host), "three");
+}
