@@ -7,7 +7,9 @@
 //! directory, and mounts it as a detached, file-backed erofs whose source is given as `/proc/self/fd/N`. Every
 //! sandbox of that code gets a clone of this mount (`open_tree(OPEN_TREE_CLONE)`), read-only, nosuid, nodev and
 //! private; its line in mountinfo reads `/ /var/task ... - erofs /proc/self/fd/N ...`: nothing of the host's paths.
-//! The clones share one superblock, so one page cache per code directory.
+//! The clones share one superblock, so one page cache per code directory. A kernel without file-backed erofs (before
+//! Linux 6.12) gets the image through a loop device instead (read-only, detached by the kernel once the last mount
+//! of it is gone: `LO_FLAGS_AUTOCLEAR`); the source then reads `/dev/loopN`.
 //!
 //! [`Images`] keeps the mounts of at most [`CAPACITY`] code directories, evicting the least recently used ([`Lru`],
 //! no IO). An evicted image lives on as long as a sandbox still has it mounted; the unnamed file is gone with its
@@ -94,23 +96,43 @@ impl<K: PartialEq, V> Lru<K, V> {
     }
 }
 
+/// How an image is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// Straight from the file (Linux 6.12 and later).
+    File,
+    /// Through a loop device.
+    Loop,
+}
+
 /// The code images of one [`crate::Host`]: mounted, detached, by code directory.
 #[derive(Debug)]
 pub(crate) struct Images {
     /// Where the unnamed image files are made.
     state_dir: PathBuf,
     mkfs: PathBuf,
+    backing: Backing,
     mounts: Mutex<Lru<Key, OwnedFd>>,
 }
 
 impl Images {
-    /// Finds `mkfs.erofs` and checks, with an image of the empty directory `empty`, that images can be made and
-    /// mounted here (file-backed erofs needs Linux 6.12 or later).
+    /// Finds `mkfs.erofs` and chooses how images are mounted: from the file if the kernel can (tried with an image
+    /// of the empty directory `empty`), else through loop devices (tried the same way).
     pub(crate) fn new(state_dir: &Path, empty: &Path) -> io::Result<Images> {
+        let from_file = Images::with_backing(state_dir, empty, Backing::File);
+        match from_file {
+            Err(file) if file.kind() != io::ErrorKind::NotFound => Images::with_backing(state_dir, empty, Backing::Loop)
+                .map_err(|e| io::Error::new(e.kind(), format!("file-backed: {file}; through a loop device: {e}"))),
+            done => done,
+        }
+    }
+
+    /// [`Images::new`] with the given backing.
+    pub(crate) fn with_backing(state_dir: &Path, empty: &Path, backing: Backing) -> io::Result<Images> {
         let mkfs = find_mkfs().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("{MKFS} not found on PATH nor in {MKFS_DIRS:?} (install erofs-utils)"))
         })?;
-        let images = Images { state_dir: state_dir.to_owned(), mkfs, mounts: Mutex::new(Lru::new(CAPACITY)) };
+        let images = Images { state_dir: state_dir.to_owned(), mkfs, backing, mounts: Mutex::new(Lru::new(CAPACITY)) };
         images.build(empty).map_err(|e| io::Error::new(e.kind(), format!("checking that code images can be mounted: {e}")))?;
         Ok(images)
     }
@@ -166,8 +188,89 @@ impl Images {
             let tail: String = stderr.trim().chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
             return Err(io::Error::other(format!("{} {} ({}): {tail}", self.mkfs.display(), dir.display(), run.status)));
         }
-        mount_image(&OwnedFd::from(image))
+        let image = OwnedFd::from(image);
+        match self.backing {
+            Backing::File => mount_image(&format!("/proc/self/fd/{}", image.as_raw_fd())),
+            Backing::Loop => {
+                let (device, path) = loop_device(&image)?;
+                let mount = mount_image(&path);
+                // The mount holds the device open; with the last mount of it gone, the kernel detaches it.
+                drop(device);
+                mount
+            }
+        }
     }
+}
+
+/// `struct loop_info64` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// `struct loop_config` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// A free loop device bound to `image`, read-only and detached by the kernel once nothing holds it open: the
+/// device (open) and its path.
+fn loop_device(image: &OwnedFd) -> io::Result<(std::fs::File, String)> {
+    let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/loop-control")
+        .map_err(context("/dev/loop-control".into()))?;
+    // Another process may take the free device first: then ask again.
+    for _ in 0..32 {
+        // SAFETY: plain ioctl without argument.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(context("LOOP_CTL_GET_FREE".into())(io::Error::last_os_error()));
+        }
+        let path = format!("/dev/loop{n}");
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(context(path.clone()))?;
+        // SAFETY: all-zero is a valid loop_config.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = image.as_raw_fd() as u32;
+        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        // SAFETY: a valid loop_config for the ioctl to read.
+        if unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) } == 0 {
+            return Ok((device, path));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(context(format!("LOOP_CONFIGURE {path}"))(e));
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::ResourceBusy, "no free loop device"))
 }
 
 fn find_mkfs() -> Option<PathBuf> {
@@ -194,9 +297,10 @@ fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&CStr>, value: Option<&
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// A detached erofs mount (read-only, nosuid, nodev) of the image file `image`, named by its descriptor.
-fn mount_image(image: &OwnedFd) -> io::Result<OwnedFd> {
+/// A detached erofs mount (read-only, nosuid, nodev) of the image at `source` (`/proc/self/fd/N` or a loop device).
+fn mount_image(source: &str) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -205,9 +309,11 @@ fn mount_image(image: &OwnedFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: valid NUL-terminated name.
     let fs = fd_syscall(unsafe { libc::syscall(libc::SYS_fsopen, c"erofs".as_ptr(), FSOPEN_CLOEXEC) }).map_err(context("fsopen(erofs)"))?;
-    let source = CString::new(format!("/proc/self/fd/{}", image.as_raw_fd())).expect("no NUL");
+    let source = CString::new(source).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     fsconfig(&fs, FSCONFIG_SET_STRING, Some(c"source"), Some(&source)).map_err(context("the source"))?;
-    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None).map_err(context("mounting (file-backed erofs)"))?;
+    // A read-only superblock: a block device is then opened for reading only.
+    fsconfig(&fs, FSCONFIG_SET_FLAG, Some(c"ro"), None).map_err(context("ro"))?;
+    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None).map_err(context("mounting (erofs)"))?;
     let attrs = (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) as libc::c_uint;
     // SAFETY: valid fd.
     fd_syscall(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) }).map_err(context("fsmount"))
@@ -231,7 +337,45 @@ fn clone(mount: &OwnedFd) -> io::Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests {
-    use super::Lru;
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    use super::{Backing, Images, Lru};
+
+    /// Reads `name` through the detached mount `tree`.
+    fn read_in(tree: &std::os::fd::OwnedFd, name: &std::ffi::CStr) -> String {
+        // SAFETY: valid fd and NUL-terminated relative path.
+        let fd = unsafe { libc::openat(tree.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: just opened; ours.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// Both ways of mounting an image serve the directory's files (needs root; the loop way, loop devices).
+    #[test]
+    fn images_through_the_file_and_through_a_loop_device() {
+        // SAFETY: plain syscall.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(code.path().join("f"), "content").unwrap();
+        for backing in [Backing::File, Backing::Loop] {
+            let images = Images::with_backing(state.path(), empty.path(), backing).unwrap();
+            let tree = images.tree(code.path()).unwrap();
+            assert_eq!(read_in(&tree, c"f"), "content", "{backing:?}");
+            // The image and the mount outlive the cache's entry as long as a tree is held.
+            images.forget(code.path());
+            drop(images);
+            assert_eq!(read_in(&tree, c"f"), "content", "{backing:?}");
+        }
+    }
 
     /// Operations: `g k` gets k, `i k v` inserts; expected: what each returns, and the keys left at the end.
     fn check(capacity: usize, ops: &[&str], expected: &[Option<u32>], keys: &[&str]) {
