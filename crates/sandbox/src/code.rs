@@ -7,7 +7,8 @@
 //! directory, and mounts it as a detached, file-backed erofs whose source is given as `/proc/self/fd/N`. Every
 //! sandbox of that code gets a clone of this mount (`open_tree(OPEN_TREE_CLONE)`), read-only, nosuid, nodev and
 //! private; its line in mountinfo reads `/ /var/task ... - erofs /proc/self/fd/N ...`: nothing of the host's paths.
-//! The clones share one superblock, so one page cache per code directory. A kernel without file-backed erofs (before
+//! The clones share one superblock, so one page cache per code directory; the image file itself is read with direct
+//! I/O where the kernel can (`directio`), so that the code is not cached twice. A kernel without file-backed erofs (before
 //! Linux 6.12) gets the image through a loop device instead (read-only, detached by the kernel once the last mount
 //! of it is gone: `LO_FLAGS_AUTOCLEAR`); the source then reads `/dev/loopN`.
 //!
@@ -112,6 +113,9 @@ pub(crate) struct Images {
     state_dir: PathBuf,
     mkfs: PathBuf,
     backing: Backing,
+    /// Whether a file-backed image is read with direct I/O (so that its data is cached once, as the erofs files',
+    /// not also as the image file's); where the kernel can.
+    directio: bool,
     mounts: Mutex<Lru<Key, OwnedFd>>,
 }
 
@@ -132,8 +136,12 @@ impl Images {
         let mkfs = find_mkfs().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("{MKFS} not found on PATH nor in {MKFS_DIRS:?} (install erofs-utils)"))
         })?;
-        let images = Images { state_dir: state_dir.to_owned(), mkfs, backing, mounts: Mutex::new(Lru::new(CAPACITY)) };
-        images.build(empty).map_err(|e| io::Error::new(e.kind(), format!("checking that code images can be mounted: {e}")))?;
+        let mut images =
+            Images { state_dir: state_dir.to_owned(), mkfs, backing, directio: true, mounts: Mutex::new(Lru::new(CAPACITY)) };
+        if backing == Backing::Loop || images.build(empty).is_err() {
+            images.directio = false;
+            images.build(empty).map_err(|e| io::Error::new(e.kind(), format!("checking that code images can be mounted: {e}")))?;
+        }
         Ok(images)
     }
 
@@ -190,10 +198,10 @@ impl Images {
         }
         let image = OwnedFd::from(image);
         match self.backing {
-            Backing::File => mount_image(&format!("/proc/self/fd/{}", image.as_raw_fd())),
+            Backing::File => mount_image(&format!("/proc/self/fd/{}", image.as_raw_fd()), self.directio),
             Backing::Loop => {
                 let (device, path) = loop_device(&image)?;
-                let mount = mount_image(&path);
+                let mount = mount_image(&path, false);
                 // The mount holds the device open; with the last mount of it gone, the kernel detaches it.
                 drop(device);
                 mount
@@ -233,6 +241,7 @@ const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 /// A free loop device bound to `image`, read-only and detached by the kernel once nothing holds it open: the
 /// device (open) and its path.
@@ -260,7 +269,8 @@ fn loop_device(image: &OwnedFd) -> io::Result<(std::fs::File, String)> {
         // SAFETY: all-zero is a valid loop_config.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
         config.fd = image.as_raw_fd() as u32;
-        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        // Direct I/O (where the image's file system has it) caches the data once, as the erofs files'.
+        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
         // SAFETY: a valid loop_config for the ioctl to read.
         if unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) } == 0 {
             return Ok((device, path));
@@ -297,8 +307,9 @@ fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&CStr>, value: Option<&
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// A detached erofs mount (read-only, nosuid, nodev) of the image at `source` (`/proc/self/fd/N` or a loop device).
-fn mount_image(source: &str) -> io::Result<OwnedFd> {
+/// A detached erofs mount (read-only, nosuid, nodev) of the image at `source` (`/proc/self/fd/N` or a loop device),
+/// reading a file-backed image with direct I/O if `directio`.
+fn mount_image(source: &str, directio: bool) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
@@ -313,6 +324,9 @@ fn mount_image(source: &str) -> io::Result<OwnedFd> {
     fsconfig(&fs, FSCONFIG_SET_STRING, Some(c"source"), Some(&source)).map_err(context("the source"))?;
     // A read-only superblock: a block device is then opened for reading only.
     fsconfig(&fs, FSCONFIG_SET_FLAG, Some(c"ro"), None).map_err(context("ro"))?;
+    if directio {
+        fsconfig(&fs, FSCONFIG_SET_FLAG, Some(c"directio"), None).map_err(context("directio"))?;
+    }
     fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None).map_err(context("mounting (erofs)"))?;
     let attrs = (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) as libc::c_uint;
     // SAFETY: valid fd.
