@@ -12,6 +12,10 @@
 //! Linux 6.12) gets the image through a loop device instead (read-only, detached by the kernel once the last mount
 //! of it is gone: `LO_FLAGS_AUTOCLEAR`); the source then reads `/dev/loopN`.
 //!
+//! The first sandbox of a code directory on a host waits for its image (`mkfs.erofs` took 6-15 ms for a one-file
+//! tree and 0.3 s for 54 MB of Python's standard library, measured on 2 shared cores); every later one only clones
+//! the mount (about 20 µs, as long as the bind mount it replaces).
+//!
 //! [`Images`] keeps the mounts of at most [`CAPACITY`] code directories, evicting the least recently used ([`Lru`],
 //! no IO). An evicted image lives on as long as a sandbox still has it mounted; the unnamed file is gone with its
 //! last reference, also when the worker is killed. A code directory is known by its path, device, inode and change
