@@ -8,6 +8,8 @@
 
 use std::io::Write;
 
+mod kernel_limits;
+
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
@@ -216,6 +218,7 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
             let ret = unsafe { libc::kill(-1, libc::SIGKILL) };
             syscall_result("kill(-1)", ret.into())
         }
+        name if kernel_limits::ATTACKS.contains(&name) => kernel_limits::attack(name, &event),
         other => return Err(format!("unknown attack {other:?}").into()),
     };
     Ok(json!({ "attack": attack, "blocked": blocked, "detail": detail }))

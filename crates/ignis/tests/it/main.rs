@@ -12,6 +12,7 @@ mod esm;
 mod harness;
 mod hostile;
 mod hostile_http;
+mod hostile_limits;
 mod hostile_starve;
 mod invoke;
 mod lifecycle;
