@@ -16,7 +16,7 @@
 //!             ▼      │ Ready                  ▼
 //!           Busy ── Failed ─────────────────► Dead
 //!           ▲  │     │                        ▲
-//!   reserve │  │ Released                     │ Expired / Retired
+//!   reserve │  │ Released                     │ Expired / Retired / Evicted
 //!           │  ▼     ▼                        │
 //!           Idle ─────────────────────────────┘
 //! ```
@@ -26,6 +26,10 @@
 //! ([`Pool::provision`]: provisioned concurrency) becomes `Idle` when `Ready`.
 //! Only `Idle` sandboxes are handed out. Provisioned sandboxes never expire;
 //! [`Pool::unprovision`] makes them ordinary ones again.
+//! Idle sandboxes are a cache, not a reservation: when a new sandbox needs the
+//! memory, ordinary idle ones are evicted, least recently used first
+//! ([`Pool::evictable`] lists them in that order, any key); busy,
+//! initialising and provisioned sandboxes never are.
 //! A sandbox whose function changed (its key was retired) is never handed out
 //! again: idle ones die at once, busy ones when they are released. `Dead` is
 //! final; dead sandboxes leave the pool. A sandbox whose worker was lost
@@ -69,6 +73,8 @@ pub enum Event {
     Expired,
     /// Its function's code or configuration changed, or the function was deleted.
     Retired,
+    /// Its memory is needed for a new sandbox (an ordinary idle one only).
+    Evicted,
 }
 
 /// The state machine: the state after `event`, or `None` when the event is
@@ -85,6 +91,7 @@ pub fn next(state: State, event: Event) -> Option<State> {
         (Idle, Reserved) => Some(Busy),
         (Idle, Expired) => Some(Dead),
         (Idle, Retired) => Some(Dead),
+        (Idle, Evicted) => Some(Dead),
         _ => None,
     }
 }
@@ -228,8 +235,8 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
     pub fn report(&mut self, id: SandboxId, event: Event, now_ms: u64) -> Result<State, InvalidTransition> {
         let entry = self.entries.get_mut(&id).ok_or(InvalidTransition { id, state: None, event })?;
         let refused = InvalidTransition { id, state: Some(entry.state), event };
-        if matches!(event, Event::Reserved | Event::Expired | Event::Retired) {
-            // These are the pool's own decisions, made through reserve/expire/retire.
+        if matches!(event, Event::Reserved | Event::Expired | Event::Retired | Event::Evicted) {
+            // These are the pool's own decisions, made through reserve/expire/retire/evict.
             return Err(refused);
         }
         let mut state = next(entry.state, event).ok_or(refused)?;
@@ -272,6 +279,35 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         }
         expired.sort();
         expired
+    }
+
+    /// The idle sandboxes that may be evicted (ordinary ones, not
+    /// provisioned), least recently used first (then by id), of every key.
+    pub fn evictable(&self) -> Vec<SandboxId> {
+        let mut ids: Vec<(u64, SandboxId)> = self
+            .idle
+            .values()
+            .flatten()
+            .filter_map(|id| {
+                let entry = &self.entries[id];
+                (!entry.provisioned).then_some((entry.idle_since, *id))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Ends an idle, ordinary sandbox whose memory a new sandbox needs: it is
+    /// now dead (the caller destroys it). Refused (and nothing changes) for any
+    /// other sandbox: busy, initialising and provisioned ones are reservations.
+    pub fn evict(&mut self, id: SandboxId) -> Result<(), InvalidTransition> {
+        let event = Event::Evicted;
+        let entry = self.entries.get(&id).ok_or(InvalidTransition { id, state: None, event })?;
+        if entry.provisioned || next(entry.state, event).is_none() {
+            return Err(InvalidTransition { id, state: Some(entry.state), event });
+        }
+        self.remove(id);
+        Ok(())
     }
 
     /// The function behind `key` changed or is gone: its idle sandboxes are now

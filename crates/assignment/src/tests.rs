@@ -1,7 +1,7 @@
 use super::*;
 
 const STATES: [State; 4] = [State::Initialising, State::Idle, State::Busy, State::Dead];
-const EVENTS: [Event; 8] = [
+const EVENTS: [Event; 9] = [
     Event::InitDone,
     Event::Ready,
     Event::InitFailed,
@@ -10,6 +10,7 @@ const EVENTS: [Event; 8] = [
     Event::Reserved,
     Event::Expired,
     Event::Retired,
+    Event::Evicted,
 ];
 
 #[test]
@@ -25,6 +26,7 @@ fn state_machine_is_exactly_the_documented_table() {
         (Idle, Reserved, Busy),
         (Idle, Expired, Dead),
         (Idle, Retired, Dead),
+        (Idle, Evicted, Dead),
     ];
     for state in STATES {
         for event in EVENTS {
@@ -107,7 +109,7 @@ fn pool_decisions_cannot_be_reported() {
     let id = pool.reserve(&key("a")).id();
     pool.report(id, Event::InitDone, 0).unwrap();
     pool.report(id, Event::Released, 0).unwrap();
-    for event in [Event::Reserved, Event::Expired, Event::Retired] {
+    for event in [Event::Reserved, Event::Expired, Event::Retired, Event::Evicted] {
         assert!(pool.report(id, event, 0).is_err());
     }
     assert_eq!(pool.state(id), Some(State::Idle));
@@ -226,8 +228,16 @@ fn random_operations_keep_the_books_consistent() {
                     let k = rand(3);
                     provisioning.push(pool.provision(&k));
                 }
-                7 => {
+                7 if rand(2) == 0 => {
                     pool.unprovision(&rand(3), rand(3) as usize, now);
+                }
+                7 => {
+                    // A new sandbox needs memory: the least recently used idle one goes.
+                    if let Some(&id) = pool.evictable().first() {
+                        assert_eq!(pool.evict(id), Ok(()));
+                        assert_eq!(pool.state(id), None);
+                        assert!(pool.evict(id).is_err());
+                    }
                 }
                 2 if !provisioning.is_empty() => {
                     let id = provisioning.swap_remove(rand(provisioning.len() as u64) as usize);
@@ -283,6 +293,18 @@ fn random_operations_keep_the_books_consistent() {
                     assert_eq!(&entry.key, key);
                 }
             }
+            // Evictable: exactly the ordinary idle sandboxes, least recently used first.
+            let mut expected: Vec<(u64, SandboxId)> = pool
+                .entries
+                .iter()
+                .filter(|(_, e)| e.state == State::Idle && !e.provisioned)
+                .map(|(id, e)| (e.idle_since, *id))
+                .collect();
+            expected.sort();
+            assert_eq!(pool.evictable(), expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
+            for id in busy.iter().chain(&initialising).chain(&provisioning) {
+                assert!(pool.evict(*id).is_err(), "only idle sandboxes are evicted");
+            }
             let idle_total: usize = pool.idle.values().map(Vec::len).sum();
             let (init, idle, in_use) = pool.counts();
             assert_eq!(idle, idle_total);
@@ -332,4 +354,35 @@ fn unprovision_prefers_idle_and_failures_leave_the_count() {
     pool.retire(&a);
     assert_eq!(pool.provisioned(&a), (0, 0));
     assert_eq!(pool.report(b, Event::Ready, 3), Ok(State::Dead));
+}
+
+#[test]
+fn eviction_takes_ordinary_idle_sandboxes_least_recently_used_first() {
+    let mut pool = Pool::new();
+    let (a, b) = (key("a"), key("b"));
+    let ids: Vec<SandboxId> = [&a, &b, &a, &b].into_iter().map(|k| pool.reserve(k).id()).collect();
+    for id in &ids {
+        pool.report(*id, Event::InitDone, 0).unwrap();
+    }
+    // Released in the order 2, 0, 3; 1 stays busy.
+    for (t, i) in [(10, 2), (20, 0), (30, 3)] {
+        pool.report(ids[i], Event::Released, t).unwrap();
+    }
+    let provisioned = pool.provision(&a);
+    let initialising = pool.provision(&b);
+    pool.report(provisioned, Event::Ready, 5).unwrap();
+    assert_eq!(pool.evictable(), vec![ids[2], ids[0], ids[3]], "any key, least recently used first, never provisioned");
+    let refused = |state| Err(InvalidTransition { id: ids[1], state: Some(state), event: Event::Evicted });
+    assert_eq!(pool.evict(ids[1]), refused(State::Busy), "busy");
+    assert!(pool.evict(provisioned).is_err(), "provisioned");
+    assert!(pool.evict(initialising).is_err(), "initialising");
+    assert_eq!(pool.evict(SandboxId(999)), Err(InvalidTransition { id: SandboxId(999), state: None, event: Event::Evicted }));
+    assert_eq!(pool.evict(ids[2]), Ok(()));
+    assert_eq!(pool.state(ids[2]), None);
+    assert_eq!(pool.evictable(), vec![ids[0], ids[3]]);
+    // `a` still has its other idle sandboxes (the last one released first); then none.
+    assert_eq!(pool.reserve(&a), Reservation::Warm(provisioned));
+    assert_eq!(pool.reserve(&a), Reservation::Warm(ids[0]));
+    assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
+    assert_eq!(pool.counts(), (2, 1, 3));
 }

@@ -1,7 +1,8 @@
 //! `ignis worker`: a worker host. It runs sandboxes for a server it joins.
 //!
 //! Three tasks: the sandbox API (the server's calls, each checked to be
-//! signed with the administrator's key), membership (register, then a
+//! signed with the administrator's key: the head, with its declared payload
+//! hash, before any of the body is read; then the body), membership (register, then a
 //! heartbeat every [`HEARTBEAT_EVERY`]), and the log forwarder (the
 //! sandboxes' lines, posted to the server whatever arrived within 20 ms).
 //!
@@ -26,14 +27,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use ignis_sigv4::Credentials;
 use ignis_store::{CodeRules, Store};
+use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
 use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::peer::{Peer, authentic};
+use crate::peer::{Peer, authentic_head};
 use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, wire};
 
 /// Largest request body the sandbox API reads (an invocation of 6 MB, base64).
@@ -56,6 +57,8 @@ pub struct HostConfig {
     pub capacity: Capacity,
     /// The administrator's key pair: signs this host's calls and checks the server's.
     pub credentials: Credentials,
+    /// Time limits of every connection to this host, its sandboxes' Runtime API included.
+    pub client_limits: Limits,
 }
 
 struct Host {
@@ -81,6 +84,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         spawners: 2,
         pool_size: config.pool_size,
         freeze: true,
+        client_limits: config.client_limits,
     };
     let worker = Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -99,7 +103,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     println!("ignis worker: listening on http://{address} (data in {})", config.data_dir.display());
     tokio::spawn(forward_logs(Arc::downgrade(&host), log_rx));
     tokio::spawn(membership(Arc::downgrade(&host), advertised, config.capacity));
-    serve(host.clone(), listener, shutdown).await;
+    serve(host.clone(), listener, config.client_limits, shutdown).await;
     println!("ignis worker: shutting down");
     host.kill_all();
     host.worker.shutdown().await;
@@ -229,9 +233,8 @@ async fn send_logs(host: &Host, batches: &[LogBatch]) {
     }
 }
 
-async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
-    // No header timeout: the server keeps connections open between calls.
-    crate::serve(listener, None, shutdown, move |request| handle(host.clone(), request)).await;
+async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>) {
+    crate::serve(listener, limits, shutdown, move |request| handle(host.clone(), request)).await;
 }
 
 fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -244,14 +247,24 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>>
     answer(status, json!({ "Error": kind, "Message": message }).to_string().into_bytes())
 }
 
-async fn handle(host: Arc<Host>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    // The head first: nothing of the body is read for a request not signed with the administrator's key.
+    let Some(head) = authentic_head(&host.credentials, &parts) else {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "not signed with the administrator's key");
+    };
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "request body too large");
+    if hyper::body::Body::size_hint(&body).lower() > MAX_BODY as u64 {
+        return too_large();
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "request body too large"),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) if is_body_timeout(e.as_ref()) => return error(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", &e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &format!("could not read the request body: {e}")),
     };
-    if !authentic(&host.credentials, &parts, &body) {
-        return error(StatusCode::FORBIDDEN, "AccessDenied", "not signed with the administrator's key");
+    if head.finish(&body).is_err() {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "the body is not the one signed");
     }
     let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
     match (&parts.method, segments.as_slice()) {

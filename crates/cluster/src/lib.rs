@@ -37,7 +37,7 @@ mod wire;
 
 use std::time::Duration;
 
-pub use peer::{Peer, PeerError, authentic};
+pub use peer::{Peer, PeerError, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::serve;
 pub use wire::{decode_log_batches, encode_log_batches};

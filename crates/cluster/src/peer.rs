@@ -1,12 +1,13 @@
 //! Signed HTTP/1.1 calls between the server and its workers.
 //!
 //! Every call is signed with SigV4 (service `ignis`) with the administrator's
-//! key pair, which both sides hold, and checked on arrival. Connections are
+//! key pair, which both sides hold, and checked on arrival: the head (with
+//! the declared payload hash) before any of the body is read, then the body. Connections are
 //! kept open and reused (a stack of idle ones per peer); a call takes one, or
 //! opens a new one, and puts it back once the whole answer is read.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -21,6 +22,9 @@ const REGION: &str = "us-east-1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per peer.
 const MAX_IDLE: usize = 256;
+/// A kept connection idle for longer is not used again: the other side may be
+/// closing it (its idle limit is at least [`ignis_worker::conn::MIN_IDLE`]).
+const REUSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why a call got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +47,8 @@ impl std::fmt::Display for PeerError {
 pub struct Peer {
     authority: String,
     credentials: Credentials,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Kept connections and since when each is idle, the most recent last.
+    idle: Mutex<Vec<(SendRequest<Full<Bytes>>, Instant)>>,
 }
 
 impl Peer {
@@ -67,7 +72,12 @@ impl Peer {
             }
             builder.body(Full::new(body.clone())).map_err(|e| PeerError::Connect(format!("bad request {path}: {e}")))
         };
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let pooled = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            // The oldest first: the stale ones go.
+            idle.retain(|(_, since)| since.elapsed() < REUSE_WITHIN);
+            idle.pop().map(|(sender, _)| sender)
+        };
         // A kept connection the peer closed meanwhile fails before the request goes out: then a new one is made.
         if let Some(mut sender) = pooled.filter(|s| !s.is_closed())
             && sender.ready().await.is_ok()
@@ -103,7 +113,7 @@ impl Peer {
     fn put_back(&self, sender: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push((sender, Instant::now()));
         }
     }
 
@@ -127,17 +137,20 @@ impl Peer {
     }
 }
 
-/// Whether a request was signed (service `ignis`) with `credentials`.
-pub fn authentic(credentials: &Credentials, parts: &http::request::Parts, body: &[u8]) -> bool {
+/// Checks a request's head: signed (service `ignis`) with `credentials`, the
+/// payload hash declared (as [`Peer`] does), so that nothing of the body is
+/// read before the signature is proven. The body is then checked with
+/// [`ignis_sigv4::HeadChecked::finish`].
+pub fn authentic_head(credentials: &Credentials, parts: &http::request::Parts) -> Option<ignis_sigv4::HeadChecked> {
     let headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
-    let request = RequestParts {
+    let request = ignis_sigv4::RequestHead {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
-        body,
     };
     let secret = |key: &str| (key == credentials.access_key_id).then(|| credentials.secret_access_key.clone());
-    matches!(ignis_sigv4::verify(&request, secret, SystemTime::now()), Ok(v) if v.service == SERVICE)
+    let head = ignis_sigv4::verify_head(&request, secret, SystemTime::now()).ok()?;
+    (head.signature_verified() && head.claimed().service == SERVICE).then_some(head)
 }

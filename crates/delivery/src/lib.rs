@@ -5,7 +5,9 @@
 //! Pure decision logic: no IO, no clocks (time is passed in as milliseconds),
 //! no threads. The front end stores events durably, owns one [`Schedule`]
 //! behind a mutex, runs what [`Schedule::take`] hands out and does what
-//! [`decide`] answers.
+//! [`decide`] answers. The schedule serves accounts fairly: each holds at
+//! most a share of leases, and the account holding the fewest goes first
+//! (see [`Schedule`]).
 //!
 //! # Lambda's rules
 //!
@@ -187,26 +189,80 @@ enum Slot {
     Leased { token: u64, expires_at_ms: u64 },
 }
 
-/// The events waiting to run and the ones leased to pollers.
+/// One group's (account's) events: waiting, and leased.
 #[derive(Debug)]
-pub struct Schedule<Id> {
-    slots: HashMap<Id, Slot>,
+struct Queue<Id> {
     /// (ready_at, id) of every waiting event.
     waiting: BTreeSet<(u64, Id)>,
     /// (expires_at, id) of every leased event.
     leased: BTreeSet<(u64, Id)>,
-    next_token: u64,
 }
 
-impl<Id: Copy + Ord + Hash> Default for Schedule<Id> {
-    fn default() -> Self {
-        Schedule { slots: HashMap::new(), waiting: BTreeSet::new(), leased: BTreeSet::new(), next_token: 1 }
+impl<Id: Copy + Ord> Queue<Id> {
+    fn new() -> Self {
+        Queue { waiting: BTreeSet::new(), leased: BTreeSet::new() }
+    }
+
+    /// The event this group would hand out at `now_ms`: its waiting event
+    /// ready longest (only while it holds fewer than `share` leases), or its
+    /// lease that ran out first (taking that one again holds no more leases).
+    /// Earlier first, then the smallest id; `true` for a lease.
+    fn candidate(&self, now_ms: u64, share: usize) -> Option<(u64, Id, bool)> {
+        let waiting = self.waiting.first().filter(|&&(t, _)| t <= now_ms && self.leased.len() < share);
+        let expired = self.leased.first().filter(|&&(t, _)| t <= now_ms);
+        match (waiting, expired) {
+            (Some(&(wt, wid)), Some(&(et, eid))) if (et, eid) < (wt, wid) => Some((et, eid, true)),
+            (Some(&(t, id)), _) => Some((t, id, false)),
+            (None, Some(&(t, id))) => Some((t, id, true)),
+            (None, None) => None,
+        }
+    }
+
+    /// When this group next has something to hand out without a lease of it
+    /// being given back: its first waiting event (while under `share`), or its
+    /// first lease running out.
+    fn next_ready_ms(&self, share: usize) -> Option<u64> {
+        let waiting = self.waiting.first().filter(|_| self.leased.len() < share).map(|&(t, _)| t);
+        let leased = self.leased.first().map(|&(t, _)| t);
+        match (waiting, leased) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.leased.is_empty()
     }
 }
 
-impl<Id: Copy + Ord + Hash> Schedule<Id> {
-    pub fn new() -> Self {
-        Self::default()
+/// The events waiting to run and the ones leased to pollers, in groups
+/// (accounts) that are served fairly.
+///
+/// # Fairness
+///
+/// - A group holds at most `share` leases at once: its further ready events
+///   wait until one of its leases is given back (settled or rescheduled), or
+///   runs out. Other groups are not limited by it, so the caller may run
+///   every lease it gets at once (one task each): a group's events never wait
+///   for another group's.
+/// - Among the groups with something ready, [`Schedule::take`] serves the one
+///   holding the fewest leases, then the event ready longest (then the
+///   smallest id): a group with nothing running goes before any group that
+///   has something running, however old that group's events are.
+///
+/// A take looks at each group with events once: O(groups · log events).
+#[derive(Debug)]
+pub struct Schedule<Id, G> {
+    slots: HashMap<Id, (G, Slot)>,
+    groups: HashMap<G, Queue<Id>>,
+    share: usize,
+    next_token: u64,
+}
+
+impl<Id: Copy + Ord + Hash, G: Clone + Eq + Hash> Schedule<Id, G> {
+    /// An empty schedule whose groups hold at most `share` leases each (at least 1).
+    pub fn new(share: usize) -> Self {
+        Schedule { slots: HashMap::new(), groups: HashMap::new(), share: share.max(1), next_token: 1 }
     }
 
     /// Events known (waiting or leased).
@@ -218,72 +274,81 @@ impl<Id: Copy + Ord + Hash> Schedule<Id> {
         self.slots.is_empty()
     }
 
-    /// Adds an event that may run from `ready_at_ms`; an id already known is
-    /// left as it is (returns false).
-    pub fn add(&mut self, id: Id, ready_at_ms: u64) -> bool {
+    /// Leases `group` holds now (current ones, run out or not).
+    pub fn leased(&self, group: &G) -> usize {
+        self.groups.get(group).map_or(0, |q| q.leased.len())
+    }
+
+    /// Adds an event of `group` that may run from `ready_at_ms`; an id
+    /// already known is left as it is (returns false).
+    pub fn add(&mut self, id: Id, group: G, ready_at_ms: u64) -> bool {
         if self.slots.contains_key(&id) {
             return false;
         }
-        self.slots.insert(id, Slot::Waiting { ready_at_ms });
-        self.waiting.insert((ready_at_ms, id));
+        self.groups.entry(group.clone()).or_insert_with(Queue::new).waiting.insert((ready_at_ms, id));
+        self.slots.insert(id, (group, Slot::Waiting { ready_at_ms }));
         true
     }
 
-    /// The waiting event that has been ready longest, or the leased one
-    /// whose lease ran out first (ties: the smallest id), leased until
-    /// `now_ms + lease_ms`; none if nothing is ready. A lease that ran out
+    /// The next event to run, leased until `now_ms + lease_ms`: from the
+    /// group with something ready that holds the fewest leases, the waiting
+    /// event ready longest or the lease that ran out first (see the type's
+    /// docs); none if nothing may be handed out now. A lease that ran out
     /// stays valid until its event is taken again.
     pub fn take(&mut self, now_ms: u64, lease_ms: u64) -> Option<Lease<Id>> {
-        let waiting = self.waiting.first().copied().filter(|&(t, _)| t <= now_ms);
-        let expired = self.leased.first().copied().filter(|&(t, _)| t <= now_ms);
-        let (ready_at, id) = match (waiting, expired) {
-            (Some(w), Some(e)) => w.min(e),
-            (w, e) => w.or(e)?,
-        };
-        if waiting == Some((ready_at, id)) {
-            self.waiting.pop_first();
-        } else {
-            self.leased.pop_first();
-        }
+        let share = self.share;
+        let (_, ready_at, id, was_leased) = self
+            .groups
+            .values()
+            .filter_map(|q| q.candidate(now_ms, share).map(|(t, id, leased)| (q.leased.len(), t, id, leased)))
+            .min_by_key(|&(held, t, id, _)| (held, t, id))?;
         let token = self.next_token;
         self.next_token += 1;
         let expires_at_ms = now_ms.saturating_add(lease_ms.max(1));
-        self.slots.insert(id, Slot::Leased { token, expires_at_ms });
-        self.leased.insert((expires_at_ms, id));
+        let (group, slot) = self.slots.get_mut(&id).expect("queued events are known");
+        *slot = Slot::Leased { token, expires_at_ms };
+        let queue = self.groups.get_mut(group).expect("a known event's group has a queue");
+        if was_leased {
+            queue.leased.remove(&(ready_at, id));
+        } else {
+            queue.waiting.remove(&(ready_at, id));
+        }
+        queue.leased.insert((expires_at_ms, id));
         Some(Lease { id, token, expires_at_ms })
     }
 
-    /// When the next event becomes ready (a waiting one, or a lease running
-    /// out), if any.
+    /// When the next event may be handed out (a waiting one of a group under
+    /// its share, or a lease running out) if no lease is given back meanwhile.
     pub fn next_ready_ms(&self) -> Option<u64> {
-        let waiting = self.waiting.first().map(|&(t, _)| t);
-        let leased = self.leased.first().map(|&(t, _)| t);
-        match (waiting, leased) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.groups.values().filter_map(|q| q.next_ready_ms(self.share)).min()
     }
 
-    fn check(&self, lease: &Lease<Id>) -> Result<u64, StaleLease> {
+    /// The current lease's group and expiry.
+    fn check(&self, lease: &Lease<Id>) -> Result<(G, u64), StaleLease> {
         match self.slots.get(&lease.id) {
-            Some(Slot::Leased { token, expires_at_ms }) if *token == lease.token => Ok(*expires_at_ms),
+            Some((group, Slot::Leased { token, expires_at_ms })) if *token == lease.token => Ok((group.clone(), *expires_at_ms)),
             _ => Err(StaleLease),
         }
     }
 
     /// Gives a leased event back, to run from `ready_at_ms`.
     pub fn reschedule(&mut self, lease: &Lease<Id>, ready_at_ms: u64) -> Result<(), StaleLease> {
-        let expires_at = self.check(lease)?;
-        self.leased.remove(&(expires_at, lease.id));
-        self.slots.insert(lease.id, Slot::Waiting { ready_at_ms });
-        self.waiting.insert((ready_at_ms, lease.id));
+        let (group, expires_at) = self.check(lease)?;
+        let queue = self.groups.get_mut(&group).expect("a known event's group has a queue");
+        queue.leased.remove(&(expires_at, lease.id));
+        queue.waiting.insert((ready_at_ms, lease.id));
+        self.slots.insert(lease.id, (group, Slot::Waiting { ready_at_ms }));
         Ok(())
     }
 
     /// Removes a leased event for good (its outcome is recorded).
     pub fn settle(&mut self, lease: &Lease<Id>) -> Result<(), StaleLease> {
-        let expires_at = self.check(lease)?;
-        self.leased.remove(&(expires_at, lease.id));
+        let (group, expires_at) = self.check(lease)?;
+        let queue = self.groups.get_mut(&group).expect("a known event's group has a queue");
+        queue.leased.remove(&(expires_at, lease.id));
+        if queue.is_empty() {
+            self.groups.remove(&group);
+        }
         self.slots.remove(&lease.id);
         Ok(())
     }

@@ -155,13 +155,18 @@ fn every_short_sequence() {
 
 // ---- the schedule ------------------------------------------------------------
 
+/// One group, no share to speak of: the schedule as a plain leased queue.
+fn single() -> Schedule<u32, ()> {
+    Schedule::new(usize::MAX)
+}
+
 #[test]
 fn take_hands_out_the_oldest_ready_event_once() {
-    let mut s = Schedule::new();
-    assert!(s.add(2u32, 10));
-    assert!(s.add(1, 10));
-    assert!(s.add(3, 5));
-    assert!(!s.add(3, 0), "known ids are kept");
+    let mut s = single();
+    assert!(s.add(2u32, (), 10));
+    assert!(s.add(1, (), 10));
+    assert!(s.add(3, (), 5));
+    assert!(!s.add(3, (), 0), "known ids are kept");
     assert_eq!(s.take(4, 100), None);
     assert_eq!(s.next_ready_ms(), Some(5));
     assert_eq!(s.take(10, 100).map(|l| l.id), Some(3));
@@ -175,8 +180,8 @@ fn take_hands_out_the_oldest_ready_event_once() {
 
 #[test]
 fn an_expired_lease_makes_the_event_available_again_and_stale() {
-    let mut s = Schedule::new();
-    s.add(7u32, 0);
+    let mut s = single();
+    s.add(7u32, (), 0);
     let first = s.take(0, 50).unwrap();
     assert_eq!(s.take(49, 50), None);
     let second = s.take(50, 50).unwrap();
@@ -193,9 +198,50 @@ fn an_expired_lease_makes_the_event_available_again_and_stale() {
     assert_eq!(s.next_ready_ms(), None);
 }
 
-/// Random operations against a plain model: an event is never leased to two
-/// holders at once, every event added is eventually settled or still there,
-/// and take always returns the oldest ready one.
+/// One account's 40 long events and another's one: the other's is taken as
+/// soon as it is ready, while the first account holds its whole share, and
+/// the first gets no more than its share.
+#[test]
+fn one_groups_backlog_does_not_delay_anothers() {
+    let mut s: Schedule<u32, &str> = Schedule::new(32);
+    for id in 0..40 {
+        s.add(id, "a", 0);
+    }
+    let a: Vec<Lease<u32>> = (0..32).map(|_| s.take(1, 1000).unwrap()).collect();
+    assert_eq!(a.iter().map(|l| l.id).collect::<Vec<_>>(), (0..32).collect::<Vec<_>>(), "oldest first");
+    assert_eq!(s.take(1, 1000), None, "a holds its share; its 8 others wait");
+    assert_eq!(s.next_ready_ms(), Some(1001), "only a lease running out, not a's waiting events");
+    assert_eq!(s.leased(&"a"), 32);
+    s.add(100, "b", 2);
+    assert_eq!(s.take(2, 1000).map(|l| l.id), Some(100), "b runs while a's run");
+    // One of a's ends: the next of a's.
+    s.settle(&a[0]).unwrap();
+    assert_eq!(s.take(3, 1000).map(|l| l.id), Some(32));
+}
+
+#[test]
+fn the_group_holding_fewest_leases_goes_first() {
+    let mut s: Schedule<u32, char> = Schedule::new(100);
+    for id in 0..10 {
+        s.add(id, 'a', id.into());
+    }
+    s.add(50, 'b', 20);
+    s.add(51, 'b', 21);
+    s.add(60, 'c', 30);
+    let order: Vec<u32> = std::iter::from_fn(|| s.take(100, 1000).map(|l| l.id)).collect();
+    // a (oldest, nothing held), b (nothing held), c (nothing held), then by leases held.
+    assert_eq!(order, [0, 50, 60, 1, 51, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(s.leased(&'a'), 10);
+    assert_eq!(s.leased(&'z'), 0);
+}
+
+/// Random operations against a plain model, with three groups and small
+/// shares: an event is never leased to two holders at once, every event added
+/// is eventually settled or still there, no group holds more than its share
+/// through new takes, and take always returns the model's choice: among
+/// events takeable now (ready and its group under its share, or a lease run
+/// out), the fewest leases held by its group, then the oldest, then the
+/// smallest id.
 #[test]
 fn random_operations_match_a_model() {
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -203,50 +249,59 @@ fn random_operations_match_a_model() {
         Waiting(u64),
         Leased(u64, u64),
     }
-    for seed in 1..200u64 {
+    for seed in 1..300u64 {
         let mut rand = xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut s: Schedule<u8> = Schedule::new();
-        let mut model: BTreeMap<u8, M> = BTreeMap::new();
+        let share = 1 + rand(4) as usize;
+        let mut s: Schedule<u8, u8> = Schedule::new(share);
+        let mut model: BTreeMap<u8, (u8, M)> = BTreeMap::new();
         let mut leases: Vec<Lease<u8>> = Vec::new();
         let mut now = 0u64;
+        let held = |model: &BTreeMap<u8, (u8, M)>, g: u8| model.values().filter(|(h, m)| *h == g && matches!(m, M::Leased(..))).count();
         for _ in 0..300 {
             now += rand(20);
             match rand(5) {
                 0 => {
                     let id = rand(12) as u8;
+                    let group = (id % 3 + rand(2) as u8) % 3;
                     let at = now + rand(30);
-                    let added = s.add(id, at);
+                    let added = s.add(id, group, at);
                     assert_eq!(added, !model.contains_key(&id));
-                    model.entry(id).or_insert(M::Waiting(at));
+                    model.entry(id).or_insert((group, M::Waiting(at)));
                 }
                 1 | 2 => {
                     let lease_ms = 1 + rand(60);
                     let expected = model
                         .iter()
-                        .filter_map(|(id, m)| match m {
-                            M::Waiting(at) | M::Leased(_, at) if *at <= now => Some((*at, *id)),
-                            _ => None,
+                        .filter_map(|(id, (g, m))| {
+                            let n = held(&model, *g);
+                            match m {
+                                M::Waiting(at) if *at <= now && n < share => Some((n, *at, *id)),
+                                M::Leased(_, at) if *at <= now => Some((n, *at, *id)),
+                                _ => None,
+                            }
                         })
                         .min();
                     let got = s.take(now, lease_ms);
-                    assert_eq!(got.map(|l| l.id), expected.map(|(_, id)| id), "seed {seed}");
+                    assert_eq!(got.map(|l| l.id), expected.map(|(_, _, id)| id), "seed {seed}");
                     if let Some(lease) = got {
-                        model.insert(lease.id, M::Leased(lease.token, lease.expires_at_ms));
+                        let group = model[&lease.id].0;
+                        model.insert(lease.id, (group, M::Leased(lease.token, lease.expires_at_ms)));
                         leases.push(lease);
+                        assert!(held(&model, group) <= share, "seed {seed}: a group over its share");
                     }
                 }
                 3 if !leases.is_empty() => {
                     let lease = leases.swap_remove(rand(leases.len() as u64) as usize);
-                    let current = model.get(&lease.id) == Some(&M::Leased(lease.token, lease.expires_at_ms));
+                    let current = model.get(&lease.id).map(|e| e.1) == Some(M::Leased(lease.token, lease.expires_at_ms));
                     let at = now + rand(30);
                     assert_eq!(s.reschedule(&lease, at).is_ok(), current);
                     if current {
-                        model.insert(lease.id, M::Waiting(at));
+                        model.get_mut(&lease.id).unwrap().1 = M::Waiting(at);
                     }
                 }
                 4 if !leases.is_empty() => {
                     let lease = leases.swap_remove(rand(leases.len() as u64) as usize);
-                    let current = model.get(&lease.id) == Some(&M::Leased(lease.token, lease.expires_at_ms));
+                    let current = model.get(&lease.id).map(|e| e.1) == Some(M::Leased(lease.token, lease.expires_at_ms));
                     assert_eq!(s.settle(&lease).is_ok(), current);
                     if current {
                         model.remove(&lease.id);
@@ -255,11 +310,18 @@ fn random_operations_match_a_model() {
                 _ => {}
             }
             assert_eq!(s.len(), model.len());
-            let next = model.values().map(|m| match m {
-                M::Waiting(at) => *at,
-                M::Leased(_, exp) => *exp,
+            for g in 0..3 {
+                assert_eq!(s.leased(&g), held(&model, g));
+            }
+            let next = model.values().filter_map(|(g, m)| match m {
+                M::Waiting(at) => (held(&model, *g) < share).then_some(*at),
+                M::Leased(_, exp) => Some(*exp),
             });
             assert_eq!(s.next_ready_ms(), next.min(), "seed {seed}");
+        }
+        // Groups with nothing left are forgotten.
+        for lease in leases {
+            let _ = s.settle(&lease);
         }
     }
 }

@@ -13,12 +13,23 @@
 //! - [`AsyncEvents`] holds, under one mutex that is never held across an
 //!   await, the [`Schedule`] (which events wait, until when, and which are
 //!   leased to a poller) and the pending events' contents.
-//! - **Pollers** ([`POLLERS`] tasks) take ready events under a lease, run
-//!   them through the invoker's normal path (admission, so concurrency limits
-//!   and throttles apply), and apply what `ignis_delivery::decide` says: a
-//!   throttle waits and tries again (not a failure); a function error is
-//!   retried after the back-off; the end (success, retries exhausted, too
-//!   old) delivers the record to the destination and removes the event.
+//! - The **dispatcher** task takes ready events under a lease and runs each
+//!   in a task of its own (a poller), through the invoker's normal path
+//!   (admission, so concurrency limits and throttles apply); the poller
+//!   applies what `ignis_delivery::decide` says: a throttle waits and tries
+//!   again (not a failure); a function error is retried after the back-off;
+//!   the end (success, retries exhausted, too old) delivers the record to the
+//!   destination and removes the event.
+//!
+//! # Fairness
+//!
+//! The schedule groups events by account: an account holds at most
+//! [`ACCOUNT_POLLERS`] leases (running events) at once, and among accounts
+//! with ready events the one running the fewest goes first. There is no
+//! server-wide cap beside that, so one account's long-running events never
+//! hold a poller another account's event needs: at most `ACCOUNT_POLLERS`
+//! pollers per account exist at once, started on demand. Every lease given
+//! back (settled or rescheduled) wakes the dispatcher.
 //!
 //! # Invariants
 //!
@@ -52,9 +63,10 @@ use crate::error::ApiError;
 use crate::event_config::{Destination, parse_destination};
 use crate::{App, Caller};
 
-/// Tasks that take events and run them: at most this many asynchronous
-/// invocations run at once.
-pub const POLLERS: usize = 32;
+/// Pollers per account: at most this many asynchronous invocations of one
+/// account run at once (others of its events wait for one of them to end;
+/// other accounts' events do not).
+pub const ACCOUNT_POLLERS: usize = 32;
 /// How long a poller holds an event before another may take it: longer than
 /// any invocation (900 s timeout plus init), so it runs out only if a poller
 /// is lost.
@@ -107,7 +119,8 @@ struct Pending {
 }
 
 struct State {
-    schedule: Schedule<u64>,
+    /// Events by account (see the module's Fairness).
+    schedule: Schedule<u64, String>,
     pending: HashMap<u64, Pending>,
 }
 
@@ -137,13 +150,13 @@ impl AsyncEvents {
     /// Loads every stored event (all ready to run) and starts the writer thread.
     pub fn load(store: Arc<Store>, retry_delay: Duration) -> Result<Arc<AsyncEvents>, ApiError> {
         let now = now_ms();
-        let mut state = State { schedule: Schedule::new(), pending: HashMap::new() };
+        let mut state = State { schedule: Schedule::new(ACCOUNT_POLLERS), pending: HashMap::new() };
         let mut next_id = 1;
         for stored in store.pending_events()? {
             next_id = next_id.max(stored.id + 1);
             match serde_json::from_slice::<EventMeta>(&stored.meta) {
                 Ok(meta) => {
-                    state.schedule.add(stored.id, now);
+                    state.schedule.add(stored.id, meta.account.clone(), now);
                     state.pending.insert(stored.id, Pending { meta, throttles: 0 });
                 }
                 Err(e) => eprintln!("ignis: the stored asynchronous event {} is unreadable, skipped: {e}", stored.id),
@@ -202,11 +215,11 @@ impl AsyncEvents {
             let now = now_ms();
             let mut state = self.lock();
             for (id, meta) in events {
-                state.schedule.add(id, now);
+                state.schedule.add(id, meta.account.clone(), now);
                 state.pending.insert(id, Pending { meta, throttles: 0 });
             }
         }
-        for _ in 0..n {
+        if n > 0 {
             self.wake.notify_one();
         }
     }
@@ -240,25 +253,32 @@ impl AsyncEvents {
         }
     }
 
-    /// Puts a leased event back to wait until `at_ms`.
+    /// Puts a leased event back to wait until `at_ms`; wakes the dispatcher
+    /// (its account may take another event now).
     fn reschedule(&self, lease: &Lease<u64>, at_ms: u64, meta: Option<EventMeta>, throttles: u32) {
-        let mut state = self.lock();
-        if state.schedule.reschedule(lease, at_ms).is_ok() {
-            if let Some(pending) = state.pending.get_mut(&lease.id) {
+        {
+            let mut state = self.lock();
+            if state.schedule.reschedule(lease, at_ms).is_ok()
+                && let Some(pending) = state.pending.get_mut(&lease.id)
+            {
                 pending.throttles = throttles;
                 if let Some(meta) = meta {
                     pending.meta = meta;
                 }
             }
         }
+        self.wake.notify_one();
     }
 
-    /// Forgets a leased event whose removal is stored.
+    /// Forgets a leased event whose removal is stored; wakes the dispatcher.
     fn settle(&self, lease: &Lease<u64>) {
-        let mut state = self.lock();
-        if state.schedule.settle(lease).is_ok() {
-            state.pending.remove(&lease.id);
+        {
+            let mut state = self.lock();
+            if state.schedule.settle(lease).is_ok() {
+                state.pending.remove(&lease.id);
+            }
         }
+        self.wake.notify_one();
     }
 }
 
@@ -292,29 +312,22 @@ fn write_events(store: &Store, mut receiver: mpsc::UnboundedReceiver<Write>, eve
     }
 }
 
-/// Starts the pollers.
+/// Starts the dispatcher, which starts a poller per event it takes.
 pub fn start_pollers(app: &Arc<App>) {
-    for _ in 0..POLLERS {
-        let app = app.clone();
-        tokio::spawn(async move { poll(app).await });
-    }
+    let app = app.clone();
+    tokio::spawn(async move { dispatch(app).await });
 }
 
-async fn poll(app: Arc<App>) {
+/// Takes every event the schedule hands out (fairly, at most
+/// [`ACCOUNT_POLLERS`] per account at once) and runs each in a poller task
+/// of its own; waits for the next ready event, a new one, or a lease given back.
+async fn dispatch(app: Arc<App>) {
     let events = &app.events;
     while !events.stopping() {
         match events.take() {
             Ok((lease, meta, throttles)) => {
-                let store = events.store.clone();
-                let id = lease.id;
-                match tokio::task::spawn_blocking(move || store.event_payload(id)).await {
-                    Ok(Ok(Some(payload))) => run_one(&app, lease, meta, Bytes::from(payload), throttles).await,
-                    // Completed meanwhile.
-                    Ok(Ok(None)) => events.settle(&lease),
-                    // Left leased: it runs again when the lease runs out.
-                    Ok(Err(e)) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
-                    Err(e) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
-                }
+                let app = app.clone();
+                tokio::spawn(async move { poll(app, lease, meta, throttles).await });
             }
             Err(wait) => {
                 let notified = events.wake.notified();
@@ -324,6 +337,21 @@ async fn poll(app: Arc<App>) {
                 }
             }
         }
+    }
+}
+
+/// One poller: runs one leased event to its next step.
+async fn poll(app: Arc<App>, lease: Lease<u64>, meta: EventMeta, throttles: u32) {
+    let events = &app.events;
+    let store = events.store.clone();
+    let id = lease.id;
+    match tokio::task::spawn_blocking(move || store.event_payload(id)).await {
+        Ok(Ok(Some(payload))) => run_one(&app, lease, meta, Bytes::from(payload), throttles).await,
+        // Completed meanwhile.
+        Ok(Ok(None)) => events.settle(&lease),
+        // Left leased: it runs again when the lease runs out.
+        Ok(Err(e)) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
+        Err(e) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
     }
 }
 

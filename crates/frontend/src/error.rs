@@ -36,6 +36,11 @@ pub enum ApiError {
     Service(String),
     /// An invocation throttled by concurrency or the scaling rate.
     TooManyRequests(ignis_counting::Reason),
+    /// A request refused for want of room to read it (Lambda's API request
+    /// rate throttle, `Reason: CallerRateLimitExceeded`).
+    Busy(String),
+    /// The client stopped sending the request's body.
+    RequestTimeout(String),
     ProvisionedConcurrencyConfigNotFound(String),
     /// An SQS error, in its wire form (see [`SqsError`]).
     Sqs(SqsError),
@@ -108,6 +113,8 @@ impl ApiError {
             UnknownOperation(m) => (StatusCode::NOT_FOUND, "UnknownOperationException", m),
             Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded."),
+            Busy(m) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", m),
+            RequestTimeout(m) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException", m),
             ProvisionedConcurrencyConfigNotFound(m) => (StatusCode::NOT_FOUND, "ProvisionedConcurrencyConfigNotFoundException", m),
             Sqs(e) => (e.status, e.shape, &e.message),
         }
@@ -126,8 +133,10 @@ impl ApiError {
         let (status, error_type, message) = self.parts();
         let kind = if status.is_server_error() { "Service" } else { "User" };
         let mut body = serde_json::json!({ "Type": kind, "message": message });
-        if let ApiError::TooManyRequests(reason) = self {
-            body["Reason"] = serde_json::json!(reason.as_str());
+        match self {
+            ApiError::TooManyRequests(reason) => body["Reason"] = serde_json::json!(reason.as_str()),
+            ApiError::Busy(_) => body["Reason"] = serde_json::json!("CallerRateLimitExceeded"),
+            _ => {}
         }
         response(status, error_type, body)
     }

@@ -1,25 +1,47 @@
 //! Connections, routing, body limits and authentication.
 //!
-//! Every request is routed to one [`Operation`] before its body is read, so
-//! each operation reads at most its own limit; then its SigV4 signature is
-//! verified (only `GET /healthz` is served unsigned); then it runs.
+//! A request goes through, in order (only `GET /healthz` is served unsigned):
+//!
+//! 1. routing to one [`Operation`], from the head alone, so each operation
+//!    reads at most its own body limit (a larger `Content-Length` is refused
+//!    at once);
+//! 2. the SigV4 check of the head ([`ignis_sigv4::verify_head`]): the key
+//!    exists, the scope (service included) and date are right, the signed
+//!    headers are there, and, when `x-amz-content-sha256` declares the
+//!    payload hash, the signature itself. Nothing of the body is read before;
+//! 3. the body, read against its limit, then checked
+//!    ([`ignis_sigv4::HeadChecked::finish`]): against the declared hash, or,
+//!    for a request that declared none (the AWS SDKs for Lambda, SQS and
+//!    Logs), by the signature computed with the body's hash. The bodies of
+//!    such requests are read before they are authenticated: all of them
+//!    together hold at most [`UNAUTHENTICATED_BYTES`] at a time (one larger
+//!    body, up to its operation's limit, only alone); a request that finds
+//!    no room within [`BUDGET_WAIT`] is refused with
+//!    `TooManyRequestsException` (429, which the SDKs retry);
+//! 4. the operation.
+//!
+//! Connections have the time limits of [`ignis_worker::conn`].
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bytes that bodies of requests not yet authenticated may hold at once.
+pub const UNAUTHENTICATED_BYTES: usize = 16 * 1024 * 1024;
+/// How long such a request waits for room before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything the API can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,17 +314,45 @@ pub fn query_params(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
-pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
-    ignis_cluster::serve(listener, Some(HEADER_READ_TIMEOUT), shutdown, move |request| handle(app.clone(), request)).await;
+/// Serves the API on `listener` until `shutdown` completes; every connection
+/// has the time `limits`.
+pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>) {
+    let budget = Arc::new(Budget::new(UNAUTHENTICATED_BYTES));
+    ignis_cluster::serve(listener, limits, shutdown, move |request| handle(app.clone(), budget.clone(), request)).await;
 }
 
-async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
+/// The room for bodies of requests not yet authenticated, in bytes.
+struct Budget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl Budget {
+    fn new(total: usize) -> Budget {
+        Budget { bytes: Arc::new(Semaphore::new(total)), total }
+    }
+
+    /// Room for a body of at most `size` bytes (all the room for a larger one), held until the
+    /// permit is dropped.
+    async fn take(&self, size: u64) -> Result<OwnedSemaphorePermit, ApiError> {
+        let wanted = u32::try_from(size.min(self.total as u64)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(BUDGET_WAIT, self.bytes.clone().acquire_many_owned(wanted)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Busy(
+                "Too many request bodies are being read before their signature can be checked; try again, \
+                 or declare the payload hash in x-amz-content-sha256"
+                    .into(),
+            )),
+        }
+    }
+}
+
+async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Answer {
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = request.headers().get("x-amz-target");
     let is_logs = target.is_some();
     let is_sqs = target.is_some_and(|t| t.as_bytes().starts_with(b"AmazonSQS."));
-    let mut answer = match respond(&app, request, &request_id).await {
+    let mut answer = match respond(&app, &budget, request, &request_id).await {
         Ok(answer) => answer,
         Err(e) if is_sqs => e.to_sqs_response(),
         Err(e) if is_logs => e.to_json_protocol_response(),
@@ -314,23 +364,25 @@ async fn handle(app: Arc<App>, request: Request<Incoming>) -> Answer {
     answer
 }
 
-async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -> Result<Answer, ApiError> {
+async fn respond(app: &Arc<App>, budget: &Budget, request: Request<TimedBody>, request_id: &str) -> Result<Answer, ApiError> {
     let (parts, body) = request.into_parts();
     let operation = route(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers)?;
     if operation == Operation::Health {
         return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
     }
     let (limit, too_large) = operation.body_limit();
-    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let size = body.size_hint();
+    if size.lower() > limit as u64 {
         return Err(too_large);
     }
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
-        Err(e) => return Err(ApiError::InvalidRequestContent(format!("could not read the request body: {e}"))),
+    let (head, caller) = authenticate_head(app, &parts, operation.service())?;
+    let body = if head.signature_verified() {
+        read_body(body, limit, too_large).await?
+    } else {
+        let _room = budget.take(size.upper().unwrap_or(limit as u64)).await?;
+        read_body(body, limit, too_large).await?
     };
-    let caller = authenticate(app, &parts, &body, operation.service())?;
+    head.finish(&body)?;
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
     match operation {
@@ -382,29 +434,54 @@ async fn respond(app: &Arc<App>, request: Request<Incoming>, request_id: &str) -
     }
 }
 
-/// Verifies the request's signature with the secret of the access key it
-/// names (from the in-memory key map), and answers whom that key acts for.
-fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], service: &str) -> Result<Caller, ApiError> {
+/// Checks the request's head (see the module docs) with the secret of the
+/// access key it names (from the in-memory key map), and answers whom that
+/// key acts for, once [`ignis_sigv4::HeadChecked::finish`] accepts the body.
+fn authenticate_head(
+    app: &App,
+    parts: &http::request::Parts,
+    service: &str,
+) -> Result<(ignis_sigv4::HeadChecked, Caller), ApiError> {
     let headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
-    let request = ignis_sigv4::RequestParts {
+    let request = ignis_sigv4::RequestHead {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
-        body,
     };
-    let verified = ignis_sigv4::verify(&request, |key| app.secret_for(key), SystemTime::now())?;
-    if verified.service != service {
+    let head = ignis_sigv4::verify_head(&request, |key| app.secret_for(key), SystemTime::now())?;
+    if head.claimed().service != service {
         return Err(ApiError::Auth {
             error_type: "InvalidSignatureException",
             message: format!("Credential should be scoped to correct service: '{service}'. "),
         });
     }
-    app.caller_for(&verified.access_key_id).ok_or_else(|| ApiError::Auth {
+    let caller = app.caller_for(&head.claimed().access_key_id).ok_or_else(|| ApiError::Auth {
         error_type: "UnrecognizedClientException",
         message: "The security token included in the request is invalid.".into(),
-    })
+    })?;
+    Ok((head, caller))
+}
+
+/// Reads a body of at most `limit` bytes into one buffer.
+async fn read_body(mut body: TimedBody, limit: usize, too_large: ApiError) -> Result<Bytes, ApiError> {
+    let expected = body.size_hint().exact().unwrap_or(0).min(limit as u64) as usize;
+    let mut out = BytesMut::with_capacity(expected);
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if is_body_timeout(e.as_ref()) => return Err(ApiError::RequestTimeout(e.to_string())),
+            Err(e) => return Err(ApiError::InvalidRequestContent(format!("could not read the request body: {e}"))),
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(too_large);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 pub fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {

@@ -19,7 +19,12 @@
 //! A new sandbox goes where `ignis_placement::Packing` says, from each
 //! worker's capacity and the memory its sandboxes reserve (a sandbox's record
 //! is added when it is placed, before it starts, and removed whenever it
-//! leaves the handle map: [`State::forget`] is the one way out). A remote
+//! leaves the handle map: [`State::forget`] is the one way out). When no
+//! worker has room, idle sandboxes make it: idle sandboxes are a cache, not a
+//! reservation, so the ones `ignis_placement::evict` picks (ordinary idle
+//! ones of any account, least recently used first, on the one worker that
+//! then fits) are killed and their memory released before the new one is
+//! placed; busy, initialising and provisioned sandboxes are never evicted. A remote
 //! worker whose heartbeats stop for [`ignis_cluster::HEARTBEAT_TIMEOUT`], or
 //! whose connection fails, is unhealthy for good: it gets no new sandbox, its
 //! sandboxes leave the pool and the handle map, and every call in flight to
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use ignis_assignment::{Event, Pool, Reservation, SandboxId};
 use ignis_cluster::{Capacity, Failure, RemoteSandbox, RemoteWorker};
-use ignis_placement::{FunctionKey, Health, Liveness, Needs, Packing, Placement, WorkerId};
+use ignis_placement::{Evictable, Eviction, FunctionKey, Health, Liveness, Needs, Packing, Placement, WorkerId};
 use ignis_sigv4::Credentials;
 use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, SandboxHandle, StartError, Worker};
 use tokio::sync::mpsc;
@@ -167,16 +172,53 @@ impl State {
         self.handles.remove(&id)
     }
 
-    /// Chooses a worker for sandbox `id` and reserves its memory there.
+    /// Chooses a worker for sandbox `id` and reserves its memory there. When
+    /// no worker has room, idle sandboxes are evicted to make it (see
+    /// [`State::evict_for`]).
     fn place(&mut self, id: SandboxId, needs: Needs) -> Result<Backend, ignis_placement::Refusal> {
         let worker = match Packing::default().choose(&self.workers, &needs) {
             Placement::Worker(worker) => worker,
-            Placement::Refused(refusal) => return Err(refusal),
+            Placement::Refused(refusal) => self.evict_for(&needs).ok_or(refusal)?,
         };
         let record = self.workers.iter_mut().find(|w| w.id == worker).expect("placement chose a listed worker");
         record.add(&needs).expect("placement chose a worker with room");
         self.placed.insert(id, (worker, needs));
         Ok(self.members[&worker].backend.clone())
+    }
+
+    /// Idle sandboxes are a cache, not a reservation: ends the ordinary idle
+    /// sandboxes (any account's, least recently used first) that
+    /// `ignis_placement::evict` chooses so that `needs` fits on one worker,
+    /// and returns that worker, which now has room; `None` if it cannot make
+    /// room (then, unless the books were out of step, nothing was ended).
+    /// Busy, initialising and provisioned sandboxes are never listed.
+    fn evict_for(&mut self, needs: &Needs) -> Option<WorkerId> {
+        let idle: Vec<Evictable<SandboxId>> = self
+            .pool
+            .evictable()
+            .into_iter()
+            .filter_map(|sandbox| {
+                let (worker, reserved) = self.placed.get(&sandbox)?;
+                Some(Evictable { sandbox, worker: *worker, memory_mb: reserved.memory_mb })
+            })
+            .collect();
+        let Eviction { worker, victims } = ignis_placement::evict(&self.workers, needs, &idle)?;
+        for &victim in &victims {
+            if self.pool.evict(victim).is_ok()
+                && let Some(handle) = self.forget(victim)
+            {
+                handle.kill();
+            }
+        }
+        if !victims.is_empty() {
+            eprintln!(
+                "ignis: evicted {} idle sandbox(es) on {worker} for a new sandbox of {} MB",
+                victims.len(),
+                needs.memory_mb
+            );
+        }
+        // The victims' reservations are released: the worker has room (checked, not assumed).
+        self.workers.iter().any(|w| w.id == worker && w.healthy && w.fits(needs.memory_mb)).then_some(worker)
     }
 
     /// The worker is unhealthy for good: no new sandbox, calls in flight to

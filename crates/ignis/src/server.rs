@@ -58,6 +58,30 @@ pub struct ServerArgs {
     /// Memory (MB) the local worker offers sandboxes [default: this machine's].
     #[arg(long)]
     pub worker_memory: Option<u64>,
+    /// Time limits of every connection: the API's and the sandboxes' Runtime API's.
+    #[command(flatten)]
+    pub client_timeouts: ClientTimeouts,
+}
+
+/// Time limits of the connections a server or worker serves.
+#[derive(clap::Args)]
+pub struct ClientTimeouts {
+    /// Seconds a client may take to send a request's headers, from their first byte.
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout: u64,
+    /// Seconds a request's body may stop before its connection is closed.
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Seconds a kept-alive connection may stay idle (no request in flight, nothing sent either way).
+    #[arg(long, default_value_t = 75)]
+    pub idle_timeout: u64,
+}
+
+impl ClientTimeouts {
+    pub fn limits(&self) -> Result<ignis_worker::conn::Limits, String> {
+        ignis_worker::conn::Limits::from_secs(self.header_timeout, self.body_timeout, self.idle_timeout)
+            .map_err(|e| format!("--header-timeout/--body-timeout/--idle-timeout: {e}"))
+    }
 }
 
 /// The key pair file the server writes and the CLI reads.
@@ -74,6 +98,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             args.min_unreserved, args.account_concurrency
         ));
     }
+    let client_limits = args.client_timeouts.limits()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
@@ -91,7 +116,14 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             None
         } else {
             let worker_config =
-                WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool, freeze: !args.no_freeze };
+                WorkerConfig {
+                    state_dir: data_dir.join("run"),
+                    init_exe,
+                    spawners: 2,
+                    pool_size: args.sandbox_pool,
+                    freeze: !args.no_freeze,
+                    client_limits,
+                };
             let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
@@ -111,7 +143,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         println!("ignis: listening on http://{address} (data in {})", data_dir.display());
-        ignis_frontend::serve(app.clone(), listener, shutdown_signal()).await;
+        ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()).await;
         println!("ignis: shutting down");
         app.shutdown().await;
         Ok(ExitCode::SUCCESS)

@@ -31,6 +31,9 @@ pub struct WorkerArgs {
     /// The sandbox init executable [default: ignis-init beside this program].
     #[arg(long, env = "IGNIS_INIT")]
     pub init: Option<PathBuf>,
+    /// Time limits of every connection: the server's calls and the sandboxes' Runtime API.
+    #[command(flatten)]
+    pub client_timeouts: crate::server::ClientTimeouts,
 }
 
 pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
@@ -38,6 +41,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("ignis worker must run as root: it builds sandboxes with namespaces and cgroups".into());
     }
+    let client_limits = args.client_timeouts.limits()?;
     let server = args
         .join
         .strip_prefix("http://")
@@ -64,6 +68,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         pool_size: args.sandbox_pool,
         capacity: Capacity::of_this_host(args.memory),
         credentials,
+        client_limits,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -55,13 +55,19 @@
 //!
 //! A decision reads each worker once or twice and allocates nothing: O(workers).
 //!
+//! [`evict`] (`evict.rs`) decides which idle sandboxes (least recently used
+//! first) end when no worker has room for a new one: idle sandboxes are a
+//! cache, not a reservation.
+//!
 //! [`Liveness`] (`health.rs`) decides, from heartbeat times the caller passes
 //! in, when a worker turns unhealthy (final: it must register again).
 
 use std::fmt;
 
+mod evict;
 mod health;
 
+pub use evict::{Evictable, Eviction, evict};
 pub use health::{Health, Liveness};
 
 /// Identifies one worker (host).

@@ -340,3 +340,114 @@ fn decisions_are_deterministic() {
         }
     }
 }
+
+// ---- eviction ----------------------------------------------------------------
+
+fn idle(sandbox: u32, worker: u32, memory_mb: u64) -> Evictable<u32> {
+    Evictable { sandbox, worker: WorkerId(worker), memory_mb }
+}
+
+/// `evict` against a plain model: the shortest prefix of the LRU order after
+/// which some healthy worker fits, and that prefix's sandboxes on that worker.
+fn evict_model(workers: &[Worker], needs: &Needs, lru: &[Evictable<u32>]) -> Option<Eviction<u32>> {
+    if let Some(w) = workers.iter().find(|w| w.healthy && w.fits(needs.memory_mb)) {
+        return Some(Eviction { worker: w.id, victims: vec![] });
+    }
+    for k in 1..=lru.len() {
+        for w in workers.iter().filter(|w| w.healthy) {
+            let on_w: Vec<&Evictable<u32>> = lru[..k].iter().filter(|e| e.worker == w.id).collect();
+            let freed: u64 = on_w.iter().map(|e| e.memory_mb).sum();
+            if w.used_memory_mb - freed + needs.memory_mb <= w.memory_mb {
+                return Some(Eviction { worker: w.id, victims: on_w.iter().map(|e| e.sandbox).collect() });
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn eviction_table() {
+    let full = |id, mbs: &[u64]| worker(id, 512, &mbs.iter().map(|&mb| (u64::from(id), mb)).collect::<Vec<_>>());
+    // One full worker of four idle 128 MB sandboxes: the least recently used one goes.
+    let one = [full(0, &[128, 128, 128, 128])];
+    let lru = [idle(3, 0, 128), idle(1, 0, 128), idle(2, 0, 128), idle(4, 0, 128)];
+    assert_eq!(evict(&one, &needs(9, 128), &lru), Some(Eviction { worker: WorkerId(0), victims: vec![3] }));
+    // 256 MB needs the two least recently used.
+    assert_eq!(evict(&one, &needs(9, 256), &lru), Some(Eviction { worker: WorkerId(0), victims: vec![3, 1] }));
+    // Busy sandboxes are not listed: two idle of 128 cannot make 384.
+    assert_eq!(evict(&one, &needs(9, 384), &lru[..2]), None);
+    assert_eq!(evict(&one, &needs(9, 512), &lru), Some(Eviction { worker: WorkerId(0), victims: vec![3, 1, 2, 4] }));
+    // Larger than the worker: nothing to evict for it.
+    assert_eq!(evict(&one, &needs(9, 513), &lru), None);
+    // Nothing idle: nothing to do.
+    assert_eq!(evict::<u32>(&one, &needs(9, 128), &[]), None);
+    // Room already: no victims.
+    let roomy = [full(0, &[128, 128, 128])];
+    assert_eq!(evict(&roomy, &needs(9, 128), &lru[..3]), Some(Eviction { worker: WorkerId(0), victims: vec![] }));
+    // Two workers: the walk stops on the first worker that fits; the other keeps its idle ones.
+    let two = [full(0, &[256, 256]), full(1, &[128, 128, 128, 128])];
+    let lru = [idle(10, 1, 128), idle(20, 0, 256), idle(11, 1, 128)];
+    assert_eq!(evict(&two, &needs(9, 256), &lru), Some(Eviction { worker: WorkerId(0), victims: vec![20] }));
+    assert_eq!(evict(&two, &needs(9, 128), &lru), Some(Eviction { worker: WorkerId(1), victims: vec![10] }));
+    // An unhealthy worker's idle sandboxes are never chosen, and it never takes the new one.
+    let mut sick = two.clone();
+    sick[0].healthy = false;
+    assert_eq!(evict(&sick, &needs(9, 256), &lru), Some(Eviction { worker: WorkerId(1), victims: vec![10, 11] }));
+    // Unknown workers are skipped.
+    assert_eq!(evict(&one, &needs(9, 128), &[idle(5, 7, 128), idle(3, 0, 128)]), Some(Eviction { worker: WorkerId(0), victims: vec![3] }));
+}
+
+/// Every fleet of two workers (4 units each, healthy or not, some memory
+/// busy) with every LRU list of up to four idle sandboxes (1 or 2 units, on
+/// either worker) and every need of 1–5 units: `evict` answers as the model,
+/// never picks an unhealthy worker, and after its victims end the new sandbox
+/// fits.
+#[test]
+fn eviction_matches_the_model_exhaustively() {
+    let unit = 128;
+    let mut cases = 0;
+    for len in 0..=4u32 {
+        for code in 0..4u32.pow(len) {
+            let lru: Vec<Evictable<u32>> = (0..len)
+                .map(|i| {
+                    let c = code / 4u32.pow(i) % 4;
+                    idle(i, c % 2, (u64::from(c / 2) + 1) * unit)
+                })
+                .collect();
+            let idle_on = |w: u32| lru.iter().filter(|e| e.worker == WorkerId(w)).map(|e| e.memory_mb).sum::<u64>();
+            for fleet in 0..(5u32 * 5 * 4) {
+                let busy = [u64::from(fleet % 5), u64::from(fleet / 5 % 5)];
+                let healthy = [fleet / 25 % 2 == 0, fleet / 50 % 2 == 0];
+                if (0..2).any(|w| idle_on(w as u32) + busy[w] * unit > 4 * unit) {
+                    continue;
+                }
+                let workers: Vec<Worker> = (0..2u32)
+                    .map(|w| {
+                        let mut placed: Vec<(u64, u64)> =
+                            lru.iter().filter(|e| e.worker == WorkerId(w)).map(|e| (1, e.memory_mb)).collect();
+                        placed.extend(std::iter::repeat_n((2, unit), busy[w as usize] as usize));
+                        let mut record = worker(w, 4 * unit, &placed);
+                        record.healthy = healthy[w as usize];
+                        record
+                    })
+                    .collect();
+                for units in 1..=5 {
+                    let n = needs(3, units * unit);
+                    let got = evict(&workers, &n, &lru);
+                    assert_eq!(got, evict_model(&workers, &n, &lru), "{workers:?} {n:?} {lru:?}");
+                    if let Some(Eviction { worker, victims }) = &got {
+                        let w = by_id(&workers, *worker);
+                        assert!(w.healthy);
+                        let freed: u64 = lru.iter().filter(|e| victims.contains(&e.sandbox)).map(|e| e.memory_mb).sum();
+                        assert!(lru.iter().filter(|e| victims.contains(&e.sandbox)).all(|e| e.worker == *worker));
+                        assert!(w.used_memory_mb - freed + n.memory_mb <= w.memory_mb);
+                    } else {
+                        assert!(refusal(&workers, &n).is_some());
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert!(cases > 10_000, "{cases}");
+}

@@ -12,7 +12,9 @@
 //! 1. makes its root from the base and pivots into it (`enter_root`; this needs no config: it overlaps with the
 //!    worker's cgroup writes);
 //! 2. reads its `ShellConfig` (the runtime's user, hostname and seccomp filters) from fd 3, which the worker sends
-//!    only once init is inside its cgroup(s); unshares a cgroup namespace rooted there; sets the hostname;
+//!    only once init is inside its cgroup(s); unshares a cgroup namespace rooted there; sets the hostname; sets the
+//!    per-user limits of its user namespace, the message queue limits of its ipc namespace and `RLIMIT_MSGQUEUE`
+//!    (`limit_kernel_resources`);
 //! 3. says it is ready; then waits, a shell in the worker's pool, for its
 //!    function's `InitConfig` and code (a detached mount tree), which it mounts at `/var/task`, with a `/tmp` and a
 //!    `/dev/shm` of the function's size (`finish_root`);
@@ -149,6 +151,7 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
     let host = shell.hostname.as_bytes();
     // SAFETY: pointer and length describe a valid buffer.
     cvt(unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) }).ctx(|| "sethostname".into())?;
+    limit_kernel_resources()?;
 
     // 3. Ready for a function.
     report(control, &InitMsg::Ready).ctx(|| "reporting ready".into())?;
@@ -181,6 +184,29 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
         let _ = report(control, &msg);
     }
     Ok(())
+}
+
+/// Writes [`crate::userns::USER_LIMITS`] to `/proc/sys/user/` (the sysctls of the writer's user namespace: init
+/// is root there), [`crate::userns::MQUEUE_LIMITS`] to `/proc/sys/fs/mqueue/` (those of its ipc namespace) and
+/// sets `RLIMIT_MSGQUEUE` to at most [`crate::userns::MSGQUEUE_BYTES`]. All inherited by the runtime, none of it
+/// writable by it.
+fn limit_kernel_resources() -> Result<()> {
+    let user = crate::userns::USER_LIMITS.iter().map(|(name, v)| (format!("/proc/sys/user/{name}"), *v));
+    let mqueue = crate::userns::MQUEUE_LIMITS.iter().map(|(name, v)| (format!("/proc/sys/fs/mqueue/{name}"), *v));
+    for (path, value) in user.chain(mqueue) {
+        match fs::write(&path, value.to_string()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            written => written.ctx(|| format!("writing {path}"))?,
+        }
+    }
+    // SAFETY: rlimit is plain old data, written by getrlimit.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_MSGQUEUE, &mut limit) }).ctx(|| "getrlimit(RLIMIT_MSGQUEUE)".into())?;
+    let bytes = limit.rlim_max.min(crate::userns::MSGQUEUE_BYTES);
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+    // SAFETY: valid pointer; lowering a limit needs no privilege.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_MSGQUEUE, &limit) }).map(drop).ctx(|| "setrlimit(RLIMIT_MSGQUEUE)".into())
 }
 
 fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<()> {

@@ -21,7 +21,9 @@
 //!    allowed only so that the child can drop the worker's supplementary groups. Init is root *inside* (outside:
 //!    `base`, no privilege at all on the host: its capabilities count only for objects its user namespace owns), the
 //!    runtime is uid 993 / gid 990 inside (`base + 993` / `base + 990` outside). Host files (`/usr`, the code) are
-//!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only.
+//!    seen through read-only mounts and, being owned by unmapped ids, with "other" permissions only. The namespace
+//!    is owned by `base`, not root, so the kernel charges the sandbox's per-user resources (inotify, message queues,
+//!    ...) to `base`; init sets the namespace's own limits ([`userns::USER_LIMITS`]).
 //! 2. **Other namespaces**: pid (init is pid 1; its death kills the rest), mount (private, pivoted, no `/sys`),
 //!    network (only `lo`; made by the worker, so owned by the host's user namespace: nothing in the sandbox, init
 //!    included, has any network privilege; reused by a later sandbox once empty, see [`netns`]), ipc, uts (hostname
@@ -36,7 +38,9 @@
 //!    with `CLONE_NEW*` flags, `ptrace`, `process_vm_*`, `pidfd_getfd`, `kcmp`, `perf_event_open`, `bpf`, kernel
 //!    modules, `kexec_*`, keyrings, `userfaultfd`, `io_uring_*`, `fanotify_*`, file handles, setting clocks,
 //!    `iopl`/`ioperm`, `acct`, `quotactl`, `swapon`/`swapoff`, `reboot`, `syslog`, `vhangup`, `mknod` of devices,
-//!    `personality` other than the default. The file lists every refused group with its reason.
+//!    `personality` other than the default; sockets of families other than `AF_UNIX`, `AF_INET`, `AF_INET6` and
+//!    `AF_NETLINK` (`EAFNOSUPPORT`), netlink other than `NETLINK_ROUTE` (`EPROTONOSUPPORT`). The file lists every
+//!    refused group with its reason.
 //!
 //! # Invariants
 //!
@@ -45,7 +49,8 @@
 //! its exec (`close_range(CLOSE_RANGE_CLOEXEC)`), so nothing of the worker leaks in, not even fds other threads
 //! created without `O_CLOEXEC`. (The child also uses, until that exec, a "go" pipe, an error pipe and the `O_PATH`
 //! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, the code
-//! directory as a detached read-only mount tree (attached at `/var/task`, then closed). The runtime gets only fds
+//! directory as a detached read-only mount tree (a clone of its image's mount, see [`code`]; attached at
+//! `/var/task`, then closed). The runtime gets only fds
 //! 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe ([`Sandbox::output`]), the
 //! runtime API listener of the sandbox's network namespace ([`Sandbox::runtime_api`]), the control socket and a
 //! pidfd of init.
@@ -78,6 +83,7 @@
 //! - Zombie: init is a child of the worker process; [`Sandbox::wait`] (or destroy/drop) reaps it.
 
 pub mod cgroup;
+pub mod code;
 pub mod init;
 pub mod netns;
 mod proto;
@@ -98,7 +104,8 @@ use cgroup::CgroupDriver;
 pub struct SandboxConfig {
     /// Host directory mounted read-only at `/var/task`. Its contents must be readable (and searchable) by *others*
     /// (the sandbox user is uid 993 in its own user namespace, an unmapped id for host files), e.g. directories 0755
-    /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it.
+    /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it. Its contents
+    /// must not change once a sandbox was spawned from it: the host packs it once into an image (see [`code`]).
     pub code_dir: PathBuf,
     /// Hard memory limit (no swap).
     pub memory_mb: u32,
@@ -173,6 +180,8 @@ pub struct Host {
     netns: Arc<netns::NetnsPool>,
     /// Thaws this host's frozen groups if the process dies (v1, with an id prefix; see [`cgroup::ThawGuard`]).
     thaw_guard: Option<cgroup::ThawGuard>,
+    /// The code directories' images, mounted (see [`code`]).
+    code: code::Images,
 }
 
 impl std::fmt::Debug for Host {
@@ -215,6 +224,7 @@ impl Host {
             ));
         }
         let mountpoint = mountpoint.canonicalize().map_err(|e| SandboxError::io("canonicalizing state dir", e))?;
+        let code = code::Images::new(state_dir, &mountpoint).map_err(|e| SandboxError::io("code images", e))?;
 
         let init_exe = init_exe
             .canonicalize()
@@ -255,6 +265,7 @@ impl Host {
             },
             netns: Arc::default(),
             thaw_guard: None,
+            code,
         })
     }
 
@@ -311,6 +322,12 @@ impl Host {
         }
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Ok(format!("{}{hex}", self.id_prefix))
+    }
+
+    /// Forgets the image of the code directory `dir` (see [`code`]), e.g. because the directory is being removed:
+    /// its disk space comes back once no sandbox has it mounted. A later spawn from `dir` makes a new one.
+    pub fn forget_code(&self, dir: &Path) {
+        self.code.forget(dir);
     }
 
     /// Sets `pids.max` for sandboxes spawned from now on (default [`DEFAULT_PIDS_MAX`]).
@@ -375,7 +392,8 @@ impl Host {
         };
         let cfg = configure(&id);
         let code = spawn::validate(&cfg).and_then(|()| {
-            spawn::code_tree(&cfg.code_dir)
+            self.code
+                .tree(&cfg.code_dir)
                 .map_err(|e| SandboxError::io(format!("code dir {}", cfg.code_dir.display()), e))
         });
         let code = match code {

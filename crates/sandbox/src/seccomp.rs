@@ -7,6 +7,11 @@
 //! - `allow`: an allow-list; a syscall not on it fails with `EPERM`. `clone` is allowed only without `CLONE_NEW*`
 //!   flags, `personality` only with the default persona (or the query value), `mknod`/`mknodat` only for regular
 //!   files, FIFOs and sockets. A foreign architecture (e.g. the i386 ABI via `int 0x80`) kills the process.
+//! - `families`: `socket` and `socketpair` of any family other than `AF_UNIX`, `AF_INET`, `AF_INET6` and
+//!   `AF_NETLINK` fail with `EAFNOSUPPORT`, as on a kernel without that family (`AF_VSOCK` would reach the host's
+//!   own port space: the network namespace does not isolate it, nor `AF_BLUETOOTH`, `AF_ALG`, ...).
+//! - `netlink`: `AF_NETLINK` sockets of any protocol but `NETLINK_ROUTE` fail with `EPROTONOSUPPORT` (uevents, for
+//!   one, would tell the sandbox of the host's devices).
 //! - `enosys`: `clone3` fails with `ENOSYS` (its flags are in memory, out of a filter's reach), so libc falls back to
 //!   `clone`. It is installed last: among filters that return the same action the kernel takes the data of the most
 //!   recently installed one, so `ENOSYS` wins over the allow-list's `EPERM`.
@@ -344,7 +349,7 @@ mod tests {
     #[test]
     fn compiles() {
         let programs = compile().unwrap();
-        assert_eq!(programs.len(), 2);
+        assert_eq!(programs.len(), 4);
         for p in &programs {
             let decoded = decode(p).unwrap();
             assert!(decoded.len() < 4096, "BPF_MAXINSNS");
@@ -473,6 +478,29 @@ mod tests {
         assert_eq!(verdict(libc::SYS_mknodat, [0, 0, u64::from(libc::S_IFIFO | 0o644), 0, 0, 0]), allow);
         assert_eq!(verdict(libc::SYS_mknodat, [0, 0, u64::from(libc::S_IFCHR | 0o644), 0, 0, 0]), eperm);
         assert_eq!(verdict(libc::SYS_mknod, [0, u64::from(libc::S_IFBLK | 0o644), 0, 0, 0, 0]), eperm);
+        // Socket families: those a runtime needs; any other is unknown to this kernel, as it were.
+        let eafnosupport = libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
+        let eprotonosupport = libc::SECCOMP_RET_ERRNO | libc::EPROTONOSUPPORT as u32;
+        let stream = libc::SOCK_STREAM as u64 | libc::SOCK_CLOEXEC as u64;
+        for family in [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6] {
+            assert_eq!(verdict(libc::SYS_socket, [family as u64, stream, 0, 0, 0, 0]), allow, "family {family}");
+            assert_eq!(verdict(libc::SYS_socketpair, [family as u64, stream, 0, 0, 0, 0]), allow, "family {family}");
+        }
+        let netlink = libc::AF_NETLINK as u64;
+        assert_eq!(verdict(libc::SYS_socket, [netlink, libc::SOCK_RAW as u64, libc::NETLINK_ROUTE as u64, 0, 0, 0]), allow);
+        for protocol in [libc::NETLINK_KOBJECT_UEVENT, libc::NETLINK_AUDIT, libc::NETLINK_SOCK_DIAG, libc::NETLINK_GENERIC] {
+            assert_eq!(verdict(libc::SYS_socket, [netlink, libc::SOCK_RAW as u64, protocol as u64, 0, 0, 0]), eprotonosupport);
+        }
+        // Every other family the kernel knows (AF_MAX is 46), and beyond; the upper half of the argument is ignored,
+        // as the kernel ignores it (an int).
+        for family in (0..64).filter(|f| ![libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK].contains(f)) {
+            for args in [[family as u64, stream, 0, 0, 0, 0], [family as u64 | 1 << 32, 0, 0, 0, 0, 0]] {
+                assert_eq!(verdict(libc::SYS_socket, args), eafnosupport, "socket family {family}");
+                assert_eq!(verdict(libc::SYS_socketpair, args), eafnosupport, "socketpair family {family}");
+            }
+        }
+        assert_eq!(verdict(libc::SYS_socket, [libc::AF_INET as u64 | 1 << 32, stream, 0, 0, 0, 0]), allow);
+        assert_eq!(verdict(libc::SYS_socket, [u64::from(u32::MAX), stream, 0, 0, 0, 0]), eafnosupport);
         // A foreign architecture is killed; x32 syscall numbers are refused.
         let d = Data { nr: 0, arch: 0x4000_0003, args: [0; 6] };
         assert_eq!(run(&programs[0], &d).unwrap(), libc::SECCOMP_RET_KILL_PROCESS);

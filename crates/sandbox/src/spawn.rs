@@ -5,7 +5,8 @@
 //! every root, built in a mount namespace of the thread's own, of which each sandbox cloned from the thread gets a
 //! copy) → uid slot taken and cgroup created (`pids.max` only) → control socket pair, output pipe, "go" and "error"
 //! pipes → the spawner thread enters an empty network namespace ([`crate::netns`]) → `clone` into new user, pid,
-//! mount, ipc and uts namespaces (the user namespace owns them; the network namespace stays the host's)
+//! mount, ipc and uts namespaces (the user namespace owns them; the network namespace stays the host's), the thread's
+//! effective uid the slot's base for the moment ([`userns::AsOwner`]: the user namespace's owner, charged for it)
 //! → the child sets up fds 0-3 and blocks on the go pipe → the parent writes the child's `uid_map`/`gid_map` (inside
 //! 0..65536 → the slot's outside range), then says go → the child enters the root mountpoint (where its copy of the
 //! base is; while it still has the worker's host-root ids, so the worker's private state directory may be `0700`),
@@ -20,7 +21,7 @@
 //! ([`new_sandbox`]) gets its function in the same go: limits and config are sent while init still starts.
 //!
 //! [`launch`] gives a shell its function: memory and CPU limits written, the code directory cloned as a detached
-//! mount tree (read-only, nosuid, nodev, private; made by [`crate::Host::spawn`] with [`code_tree`]) and sent with the
+//! mount tree (read-only, nosuid, nodev, private; a clone of the code's image mount, see [`crate::code`]) and sent with the
 //! config; init mounts it, `/tmp` and `/dev/shm`, and starts the runtime; exec result received.
 //!
 //! The caller is a multi-threaded process, so the cloned child (a copy of only the calling thread) must not allocate
@@ -123,7 +124,7 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 /// Makes a sandbox named `id` from nothing: [`new_shell`] and [`launch`] in one, with the function given to init
 /// while it starts rather than after it reported ready.
 /// `cfg` has been validated.
-/// `code` is [`code_tree`] of `cfg.code_dir`.
+/// `code` is the code's mount tree ([`crate::code`]).
 pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
     let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, code };
     let Shell(sandbox) = make(host, id, Some(function))?;
@@ -154,7 +155,7 @@ fn make(host: &Host, id: String, function: Option<Function<'_>>) -> Result<Shell
 
 /// Gives `shell` its function and starts the runtime.
 /// `cfg` has been validated.
-/// `code` is [`code_tree`] of `cfg.code_dir`.
+/// `code` is the code's mount tree ([`crate::code`]).
 pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
     let Shell(sandbox) = shell;
     sandbox.network.set_tenant(&cfg.tenant);
@@ -211,36 +212,12 @@ pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 /// `mount_setattr(dirfd, path, flags, attr)`.
 pub(crate) fn mount_setattr(dirfd: libc::c_int, path: &std::ffi::CStr, flags: libc::c_uint, attr: &MountAttr) -> io::Result<()> {
     // SAFETY: valid NUL-terminated path and a mount_attr of the size passed.
     let r = unsafe { libc::syscall(libc::SYS_mount_setattr, dirfd, path.as_ptr(), flags, attr as *const MountAttr, size_of::<MountAttr>()) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// A detached copy of the mount tree at `dir` (with everything mounted below it), made read-only, nosuid, nodev and
-/// private: ignis-init attaches it at `/var/task` with `move_mount`. Going through an fd spares init (root only in
-/// its own user namespace) from resolving the host path, whose parents may be closed to others.
-pub(crate) fn code_tree(dir: &std::path::Path) -> io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: valid NUL-terminated path.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open_tree just created it; we own it.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: libc::MS_PRIVATE,
-        userns_fd: 0,
-    };
-    mount_setattr(tree.as_raw_fd(), c"", (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint, &attr)?;
-    Ok(tree)
 }
 
 /// One message from init: what it says and any fd it passed.
@@ -362,6 +339,9 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     let (network, in_netns) = host.netns.enter(function.as_ref().map(|f| f.tenant)).map_err(io_err("entering a network namespace"))?;
 
+    // The user namespace is owned by the slot's base, not root: its per-user kernel resources are charged there.
+    let as_owner = userns::AsOwner::new(slot.base()).map_err(io_err("taking the sandbox's uid to clone"))?;
+
     // SAFETY: fork-like clone (no CLONE_VM, stack 0: the child continues on a copy of this stack). The child only
     // makes async-signal-safe raw syscalls on data prepared above and never returns from this block.
     let pid = unsafe {
@@ -409,7 +389,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
                 }
                 libc::_exit(126);
             }
-            // Still the worker's (host root) ids: may pass through a private state directory.
+            // Still host root as file system uid (see `AsOwner`): may pass through a private state directory.
             if libc::chdir(mountpoint) < 0 {
                 fail(1);
             }
@@ -436,6 +416,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
         pid
     };
     let cloned = io::Error::last_os_error();
+    drop(as_owner);
     drop(in_netns);
     if pid < 0 {
         return Err(SandboxError::io("clone", cloned));

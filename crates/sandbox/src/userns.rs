@@ -9,6 +9,23 @@
 //! tmpfs mounts can be owned by these ids (everything else it sees is read-only), so a released range is clean.
 //!
 //! The ranges (from 1 000 000 up) must not be assigned to host users nor handed out in `/etc/subuid`/`/etc/subgid`.
+//!
+//! # Per-user kernel resources
+//!
+//! The kernel counts some resources per user (`kernel/ucount.c`): inotify instances and watches, fanotify groups
+//! and marks, namespaces of each kind (counted by effective uid), POSIX message queue bytes, pending signals,
+//! processes and locked memory (counted by real uid). A count is kept at every level of the user namespace
+//! hierarchy: a charge to (sandbox's namespace, uid) is also a charge to (parent namespace, *owner* of the
+//! sandbox's namespace), each level checked against its namespace's limit. The owner is the effective uid that
+//! created the namespace. Two rules make every sandbox's charges its own:
+//!
+//! - **The owner is the slot's base**, never host root: the spawner thread takes `base` as its effective uid just
+//!   for the `clone` ([`AsOwner`]). In the host's namespace every sandbox is thus charged to an id of its own, under
+//!   the host's per-user limits (`fs.inotify.max_user_instances`, the `RLIMIT_MSGQUEUE` of the worker, ...), and
+//!   nothing a sandbox holds counts against root's.
+//! - **Limits inside**: ignis-init writes [`USER_LIMITS`] into `/proc/sys/user/` of the sandbox's user namespace
+//!   (and [`MQUEUE_LIMITS`] into `/proc/sys/fs/mqueue/` of its ipc namespace, [`MSGQUEUE_BYTES`] as
+//!   `RLIMIT_MSGQUEUE`) before the runtime starts; the runtime, without capabilities, cannot change them.
 
 use std::fs::File;
 use std::io;
@@ -105,6 +122,84 @@ impl Slots {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Limits of the sandbox's user namespace, per user inside (effectively per sandbox: the runtime cannot change its
+/// ids): `/proc/sys/user/<name>`. No namespaces at all (seccomp refuses their creation anyway; init's own cgroup
+/// namespace is made before these are written), no fanotify (refused by seccomp too), and the inotify bounds that
+/// were the kernel's defaults for years. A name the kernel does not have (a feature built out) is skipped.
+pub const USER_LIMITS: [(&str, u32); 12] = [
+    ("max_inotify_instances", 128),
+    ("max_inotify_watches", 8192),
+    ("max_fanotify_groups", 0),
+    ("max_fanotify_marks", 0),
+    ("max_user_namespaces", 0),
+    ("max_pid_namespaces", 0),
+    ("max_ipc_namespaces", 0),
+    ("max_net_namespaces", 0),
+    ("max_mnt_namespaces", 0),
+    ("max_uts_namespaces", 0),
+    ("max_cgroup_namespaces", 0),
+    ("max_time_namespaces", 0),
+];
+
+/// POSIX message queue limits of the sandbox's ipc namespace, `/proc/sys/fs/mqueue/<name>`: at most 256 queues,
+/// of at most 10 messages of at most 8 KiB (the kernel's defaults for a new ipc namespace, written so that they
+/// do not depend on them).
+pub const MQUEUE_LIMITS: [(&str, u32); 3] = [("queues_max", 256), ("msg_max", 10), ("msgsize_max", 8192)];
+
+/// `RLIMIT_MSGQUEUE` (soft and hard) of the runtime, or lower if the worker's own is: the bytes all of the
+/// sandbox's message queues may take (the kernel's default).
+pub const MSGQUEUE_BYTES: u64 = 819_200;
+
+/// While alive, the calling thread's effective uid is a slot's `base` (its file system uid stays 0), so that a user
+/// namespace it creates is owned by `base` (see the module docs); dropping it gives the thread back its ids. Only
+/// the calling thread changes: the raw syscalls do not go through libc, which would change every thread.
+/// `SECBIT_NO_SETUID_FIXUP` keeps the thread's capabilities across the change, so the creation is as privileged as
+/// before (distributions that restrict unprivileged user namespaces do not apply that to it). A user namespace
+/// resets the securebits and capabilities of its first process, so the child inherits none of this.
+pub(crate) struct AsOwner {
+    securebits: libc::c_int,
+    dumpable: libc::c_int,
+}
+
+const SECBIT_NO_SETUID_FIXUP: libc::c_int = 1 << 2;
+const KEEP: libc::c_long = -1;
+
+impl AsOwner {
+    pub(crate) fn new(base: u32) -> io::Result<AsOwner> {
+        let cvt = |r: libc::c_long| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as libc::c_int) };
+        // SAFETY: plain prctl and set*id syscalls on the calling thread's credentials.
+        unsafe {
+            let securebits = cvt(libc::prctl(libc::PR_GET_SECUREBITS).into())?;
+            let dumpable = cvt(libc::prctl(libc::PR_GET_DUMPABLE).into())?;
+            cvt(libc::prctl(libc::PR_SET_SECUREBITS, (securebits | SECBIT_NO_SETUID_FIXUP) as libc::c_ulong).into())?;
+            let owner = AsOwner { securebits, dumpable };
+            cvt(libc::syscall(libc::SYS_setresuid, KEEP, libc::c_long::from(base), KEEP))?;
+            // setfsuid says nothing of failure: ask again (an invalid id only reads it).
+            libc::syscall(libc::SYS_setfsuid, 0);
+            if libc::syscall(libc::SYS_setfsuid, KEEP) != 0 {
+                return Err(io::Error::other("setfsuid(0) failed"));
+            }
+            Ok(owner)
+        }
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; the real and saved uids are still 0, so going back is always allowed.
+        let restored = unsafe {
+            libc::syscall(libc::SYS_setresuid, KEEP, 0, KEEP) == 0
+                && libc::prctl(libc::PR_SET_SECUREBITS, self.securebits as libc::c_ulong) == 0
+                && libc::prctl(libc::PR_SET_DUMPABLE, self.dumpable as libc::c_ulong) == 0
+        };
+        if !restored {
+            // A spawner thread left with another uid would act with the wrong credentials from now on.
+            eprintln!("ignis-sandbox: restoring the spawner thread's credentials: {}", io::Error::last_os_error());
+            std::process::abort();
+        }
     }
 }
 

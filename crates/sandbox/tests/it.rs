@@ -228,12 +228,13 @@ fn exit_code_and_signal() {
 #[test]
 fn missing_entrypoint() {
     let (host, prefix, _state) = own_host("entry");
-    let dir = code("exit 0");
     for (id, entry, script) in [
         ("missing", "/var/task/nope", None),
         ("noexec", "/var/task/bootstrap", Some(0o644)),
         ("badinterp", "/var/task/bootstrap", None),
     ] {
+        // A code directory of its own each time: one must not change once a sandbox was spawned from it.
+        let dir = code("exit 0");
         if id == "badinterp" {
             std::fs::write(dir.path().join("bootstrap"), "#!/no/such/sh\n").unwrap();
         }
@@ -255,7 +256,6 @@ fn missing_entrypoint() {
         }
         assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
         assert_eq!(host.uid_slots_in_use(), 0);
-        std::fs::set_permissions(dir.path().join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
@@ -746,4 +746,195 @@ fn network_namespace_is_the_hosts_and_reused_only_once_empty() {
     let c = host.spawn(|_| config(dir.path())).unwrap();
     assert_eq!(ns_inode(c.pid() as u32, "net"), net_a);
     drop((b, c));
+}
+
+/// Takes inotify instances, inotify watches and POSIX message queues (default-sized, then the smallest) until the
+/// kernel refuses, says how many it got and why it stopped, and holds them.
+const KERNEL_RESOURCES_SCRIPT: &str = r#"
+exec python3 - <<'PY'
+import ctypes, errno, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+def until_refused(name, make, limit, n=0):
+    while n < limit:
+        if make(n) < 0:
+            print(f"{name}={n} {errno.errorcode.get(ctypes.get_errno(), '?')}", flush=True)
+            return
+        n += 1
+    print(f"{name}={n} unbounded", flush=True)
+watcher = libc.inotify_init1(0)
+until_refused("inotify_instances", lambda n: libc.inotify_init1(0), 100000, n=1)
+os.mkdir("/tmp/w")
+def watch(n):
+    path = f"/tmp/w/{n}".encode()
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    return libc.inotify_add_watch(watcher, path, 2)
+until_refused("inotify_watches", watch, 100000)
+class Attr(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_long), ("maxmsg", ctypes.c_long), ("msgsize", ctypes.c_long), ("curmsgs", ctypes.c_long)]
+small = Attr(0, 1, 1, 0)
+until_refused("mqueues_default", lambda n: libc.syscall(240, f"d{n}".encode(), os.O_CREAT | os.O_RDWR, 0o600, None), 100000)
+until_refused("mqueues_small", lambda n: libc.syscall(240, f"s{n}".encode(), os.O_CREAT | os.O_RDWR, 0o600, ctypes.byref(small)), 100000)
+print("ready", flush=True)
+time.sleep(1000)
+PY
+"#;
+
+/// Whether the calling process (host root) can make an inotify instance and a POSIX message queue.
+fn root_can_make_inotify_and_mqueue() -> Result<(), String> {
+    // SAFETY: plain syscall; the fd is closed below.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("inotify_init1: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    let name = std::ffi::CString::new(format!("/ignis-sandbox-it-{}", std::process::id())).unwrap();
+    // SAFETY: valid NUL-terminated name; a null attr asks for the defaults.
+    let q = unsafe { libc::mq_open(name.as_ptr(), libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC, 0o600, std::ptr::null_mut::<libc::mq_attr>()) };
+    if q < 0 {
+        return Err(format!("mq_open: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: our queue and its name.
+    unsafe {
+        libc::mq_close(q);
+        libc::mq_unlink(name.as_ptr());
+    }
+    Ok(())
+}
+
+#[test]
+fn per_user_kernel_resources_are_bounded_per_sandbox_and_not_charged_to_root() {
+    let (mut a, _ca) = spawn("ucount-a", KERNEL_RESOURCES_SCRIPT);
+    let (mut b, _cb) = spawn("ucount-b", KERNEL_RESOURCES_SCRIPT);
+    // One after the other: the second runs while the first holds all it got.
+    for sb in [&mut a, &mut b] {
+        // The sandbox's user namespace is owned by its own base id, not by root.
+        const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+        let userns = std::fs::File::open(format!("/proc/{}/ns/user", sb.pid())).unwrap();
+        let mut owner: libc::uid_t = u32::MAX;
+        // SAFETY: the ioctl writes one uid_t.
+        assert_eq!(unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) }, 0);
+        assert_eq!(Some(owner), sb.uid_base());
+        let out = read_until(sb, "ready");
+        eprintln!("{out}");
+        assert_eq!(line(&out, "inotify_instances="), "128 EMFILE");
+        assert_eq!(line(&out, "inotify_watches="), "8192 ENOSPC");
+        // 800 KiB of RLIMIT_MSGQUEUE: nine queues of ten 8 KiB messages; then queues_max (256) in all.
+        assert_eq!(line(&out, "mqueues_default="), "9 EMFILE");
+        assert_eq!(line(&out, "mqueues_small="), "247 ENOSPC");
+        root_can_make_inotify_and_mqueue().expect("host root, while sandboxes hold all they could get");
+    }
+}
+
+#[test]
+fn socket_families_the_network_namespace_does_not_isolate_are_refused() {
+    let (mut sb, _c) = spawn(
+        "families",
+        r#"
+exec python3 - <<'PY'
+import errno, socket
+def show(name, make):
+    try:
+        s = make(); s.close(); print(f"{name}=ok", flush=True)
+    except OSError as e:
+        print(f"{name}=" + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+def vsock_bind():
+    s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    s.bind((socket.VMADDR_CID_ANY, 4242))
+    return s
+show("vsock", vsock_bind)
+show("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))
+show("alg", lambda: socket.socket(socket.AF_ALG, socket.SOCK_SEQPACKET, 0))
+show("bluetooth", lambda: socket.socket(31, socket.SOCK_STREAM, 0))
+show("key", lambda: socket.socket(15, socket.SOCK_RAW, 2))
+show("xdp", lambda: socket.socket(44, socket.SOCK_RAW, 0))
+show("tipc", lambda: socket.socket(30, socket.SOCK_RDM, 0))
+show("vsock_pair", lambda: socket.socketpair(socket.AF_VSOCK, socket.SOCK_STREAM)[0])
+show("netlink_uevent", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15))
+show("netlink_sock_diag", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4))
+show("netlink_route", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+show("unix_pair", lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)[0])
+show("inet", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+show("inet6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+print("interfaces=" + ",".join(name for _, name in socket.if_nameindex()), flush=True)
+print("resolved=" + socket.getaddrinfo("localhost", 9001, socket.AF_INET, socket.SOCK_STREAM)[0][4][0], flush=True)
+PY
+"#,
+    );
+    let (exit, out) = finish(&mut sb);
+    eprintln!("{out}");
+    assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+    for name in ["vsock", "packet", "alg", "bluetooth", "key", "xdp", "tipc", "vsock_pair"] {
+        assert_eq!(line(&out, &format!("{name}=")), "EAFNOSUPPORT", "{name}");
+    }
+    for name in ["netlink_uevent", "netlink_sock_diag"] {
+        assert_eq!(line(&out, &format!("{name}=")), "EPROTONOSUPPORT", "{name}");
+    }
+    for name in ["netlink_route", "unix_pair", "inet", "inet6"] {
+        assert_eq!(line(&out, &format!("{name}=")), "ok", "{name}");
+    }
+    assert_eq!(line(&out, "interfaces="), "lo");
+    assert_eq!(line(&out, "resolved="), "127.0.0.1");
+}
+
+#[test]
+fn mounts_reveal_no_host_path() {
+    // Code and state under directories with names of their own, the code's one level deeper, as in a data dir.
+    let data = tempfile::Builder::new().prefix("ignis-data-").tempdir().unwrap();
+    let code_dir = data.path().join("code").join("c0de5eed");
+    std::fs::create_dir_all(&code_dir).unwrap();
+    for dir in [data.path(), &data.path().join("code"), &code_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(code_dir.join("bootstrap"), "#!/bin/sh\ncat /proc/self/mountinfo /proc/self/mounts\necho \"task=$(ls /var/task)\"\n").unwrap();
+    std::fs::set_permissions(code_dir.join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (host, _prefix, state) = own_host("mounts");
+    let mut sb = host.spawn(|_| config(&code_dir)).unwrap();
+    let (exit, out) = finish(&mut sb);
+    eprintln!("{out}");
+    assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+    assert_eq!(line(&out, "task="), "bootstrap");
+    let var_task = out.lines().find(|l| l.split(' ').nth(4) == Some("/var/task")).expect("a mountinfo line for /var/task");
+    assert_eq!(var_task.split(' ').nth(3), Some("/"), "{var_task}");
+    let secret_names = |path: &Path| -> Vec<String> {
+        path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).filter(|c| c.len() > 4).collect()
+    };
+    for path in [&code_dir, state.path()] {
+        let path = path.canonicalize().unwrap();
+        assert!(!out.contains(path.to_str().unwrap()), "{} in:\n{out}", path.display());
+        for name in secret_names(&path) {
+            assert!(!out.contains(&name), "{name} (of {}) in:\n{out}", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_code_directory_made_anew_or_forgotten_gets_a_new_image() {
+    let (host, _prefix, _state) = own_host("images");
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.path().join("code");
+    let make = |word: &str| {
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("bootstrap"), format!("#!/bin/sh\necho word={word}\n")).unwrap();
+        std::fs::set_permissions(dir.join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let word = |host: &Host| {
+        let mut sb = host.spawn(|_| config(&dir)).unwrap();
+        let (exit, out) = finish(&mut sb);
+        assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+        line(&out, "word=").to_string()
+    };
+    make("one");
+    assert_eq!(word(&host), "one");
+    assert_eq!(word(&host), "one");
+    // Removed and made again at the same path: another directory, another image.
+    std::fs::remove_dir_all(&dir).unwrap();
+    make("two");
+    assert_eq!(word(&host), "two");
+    // Changed in place (which Ignis never does) after the host was told to forget it.
+    std::fs::write(dir.join("bootstrap"), "#!/bin/sh\necho word=three\n").unwrap();
+    host.forget_code(&dir);
+    assert_eq!(word(&host), "three");
 }

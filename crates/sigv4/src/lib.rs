@@ -29,6 +29,13 @@
 //! names, compares it in constant time, checks the scope's date against the request's date and
 //! rejects requests dated more than 15 minutes away from the server's clock. [`sign`] produces the
 //! headers a client adds.
+//!
+//! A server checks a request in two steps so that it reads no body of a request it can refuse
+//! without it: [`verify_head`] checks everything the head proves (the key, the scope, the date,
+//! the signed headers, and the signature itself when `x-amz-content-sha256` declares the payload
+//! hash, as Ignis's own clients and S3 clients send); [`HeadChecked::finish`] then checks the
+//! body: against the declared hash, or, when none was declared (the AWS SDKs for Lambda, SQS and
+//! CloudWatch Logs send none), by computing the signature with the body's hash.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -88,7 +95,8 @@ pub struct RequestParts<'a> {
     /// `host` must be among them.
     pub headers: &'a [(&'a str, &'a str)],
     /// The whole body. Its SHA-256 is what gets signed; when the request has an
-    /// `x-amz-content-sha256` header, [`verify`] checks that it matches the body.
+    /// `x-amz-content-sha256` header, the signature covers that value and [`verify`] checks that
+    /// the body matches it.
     pub body: &'a [u8],
 }
 
@@ -116,6 +124,8 @@ pub enum AuthError {
     SignatureMismatch,
     /// The request's date is too far from the server's clock; the text says by how much.
     Expired(String),
+    /// The body is not the one whose hash `x-amz-content-sha256` declared (and the signature covers).
+    ContentMismatch,
 }
 
 impl AuthError {
@@ -125,7 +135,9 @@ impl AuthError {
             AuthError::Missing => "MissingAuthenticationTokenException",
             AuthError::Malformed(_) => "IncompleteSignatureException",
             AuthError::UnknownKey(_) => "UnrecognizedClientException",
-            AuthError::SignatureMismatch | AuthError::Expired(_) => "InvalidSignatureException",
+            AuthError::SignatureMismatch | AuthError::Expired(_) | AuthError::ContentMismatch => {
+                "InvalidSignatureException"
+            }
         }
     }
 
@@ -147,6 +159,9 @@ impl fmt::Display for AuthError {
                  Consult the service documentation for details.",
             ),
             AuthError::Expired(why) => write!(f, "{why}"),
+            AuthError::ContentMismatch => {
+                f.write_str("The provided 'x-amz-content-sha256' header does not match what was computed.")
+            }
         }
     }
 }
@@ -209,13 +224,105 @@ pub fn sign(
 }
 
 /// Verifies a request's SigV4 `Authorization` header. `secret_for` returns the secret access key
-/// of an access key id, or `None` for an unknown key. `now` is the server's clock.
+/// of an access key id, or `None` for an unknown key. `now` is the server's clock. The same as
+/// [`verify_head`] then [`HeadChecked::finish`] with the body.
 pub fn verify(
     parts: &RequestParts<'_>,
     secret_for: impl Fn(&str) -> Option<String>,
     now: SystemTime,
 ) -> Result<Verified, AuthError> {
-    let authorization = header_values(parts.headers, "authorization");
+    verify_head(&parts.head(), secret_for, now)?.finish(parts.body)
+}
+
+/// A request without its body: what [`verify_head`] checks before the body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// As in [`RequestParts`].
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> RequestParts<'a> {
+    /// The request without its body.
+    pub fn head(&self) -> RequestHead<'a> {
+        RequestHead { method: self.method, path: self.path, query: self.query, headers: self.headers }
+    }
+}
+
+/// A request whose head checked out: the key exists, the scope and date are valid, every signed
+/// header is there and, when the payload hash is declared (`x-amz-content-sha256`), the
+/// signature is right. What is left needs the body: [`HeadChecked::finish`].
+pub struct HeadChecked {
+    verified: Verified,
+    payload: Payload,
+}
+
+impl fmt::Debug for HeadChecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadChecked")
+            .field("verified", &self.verified)
+            .field("signature_verified", &self.signature_verified())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Payload {
+    /// The declared payload hash (lower-case hex), which the signature covers (already checked).
+    Declared(String),
+    /// No declared hash: the signature covers the body's, so it is checked with the body.
+    Undeclared { signing_key: Vec<u8>, timestamp: String, scope: String, canonical_head: String, signature: String },
+}
+
+impl HeadChecked {
+    /// Whether the signature is already verified (the payload hash was declared): the body then
+    /// only has to match the declared hash, and reading it is reading an authenticated request.
+    pub fn signature_verified(&self) -> bool {
+        matches!(self.payload, Payload::Declared(_))
+    }
+
+    /// What the request claims (proven only once [`HeadChecked::finish`] succeeds, or already if
+    /// [`HeadChecked::signature_verified`]).
+    pub fn claimed(&self) -> &Verified {
+        &self.verified
+    }
+
+    /// Checks the body: against the declared payload hash, or by computing the signature with its
+    /// hash.
+    pub fn finish(self, body: &[u8]) -> Result<Verified, AuthError> {
+        let body_hash = hex::encode(Sha256::digest(body));
+        match self.payload {
+            Payload::Declared(declared) => {
+                if constant_time_eq(declared.as_bytes(), body_hash.as_bytes()) {
+                    Ok(self.verified)
+                } else {
+                    Err(AuthError::ContentMismatch)
+                }
+            }
+            Payload::Undeclared { signing_key, timestamp, scope, canonical_head, signature } => {
+                let canonical = format!("{canonical_head}{body_hash}");
+                let expected = signature_with_key(&signing_key, &timestamp, &scope, &canonical);
+                if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+                    Ok(self.verified)
+                } else {
+                    Err(AuthError::SignatureMismatch)
+                }
+            }
+        }
+    }
+}
+
+/// Verifies everything a request's head can prove: the `Authorization` header's form, the key
+/// (through `secret_for`), the credential scope's date against the request's, the clock skew,
+/// the signed headers' presence, and, when `x-amz-content-sha256` declares the payload hash, the
+/// signature itself. The body is checked by [`HeadChecked::finish`].
+pub fn verify_head(
+    head: &RequestHead<'_>,
+    secret_for: impl Fn(&str) -> Option<String>,
+    now: SystemTime,
+) -> Result<HeadChecked, AuthError> {
+    let authorization = header_values(head.headers, "authorization");
     let authorization = match authorization.as_slice() {
         [] => return Err(AuthError::Missing),
         [one] => *one,
@@ -224,7 +331,7 @@ pub fn verify(
     let auth = parse_authorization(authorization)?;
 
     // The request's date: x-amz-date, else date.
-    let (timestamp, when) = request_date(parts.headers)?;
+    let (timestamp, when) = request_date(head.headers)?;
     if auth.date != timestamp[..8] {
         return Err(AuthError::Malformed(format!(
             "Credential should be scoped to a valid date ('{}' is not '{}').",
@@ -234,45 +341,48 @@ pub fn verify(
     }
     check_skew(&timestamp, when, now)?;
 
-    // The payload hash: the body's, which x-amz-content-sha256 (if sent) must state.
-    let body_hash = hex::encode(Sha256::digest(parts.body));
-    let content_sha = header_values(parts.headers, "x-amz-content-sha256");
-    let payload_hash = match content_sha.as_slice() {
-        [] => body_hash,
+    // The payload hash, if declared.
+    let content_sha = header_values(head.headers, "x-amz-content-sha256");
+    let declared = match content_sha.as_slice() {
+        [] => None,
         [declared] => {
             let declared = declared.trim();
-            if declared.eq_ignore_ascii_case(&body_hash) {
-                declared.to_owned()
-            } else if declared.starts_with("UNSIGNED-PAYLOAD") || declared.starts_with("STREAMING-") {
+            if declared.starts_with("UNSIGNED-PAYLOAD") || declared.starts_with("STREAMING-") {
                 return Err(AuthError::Malformed(format!(
                     "x-amz-content-sha256 '{declared}' is not supported: the payload must be signed"
                 )));
-            } else {
-                return Err(AuthError::Malformed(
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.".into(),
-                ));
             }
+            Some(declared.to_owned())
         }
         _ => return Err(AuthError::Malformed("more than one x-amz-content-sha256 header".into())),
     };
 
-    let canonical = canonical_request(
-        parts.method,
-        parts.path,
-        parts.query,
-        parts.headers,
+    let canonical_head = canonical_request(
+        head.method,
+        head.path,
+        head.query,
+        head.headers,
         &auth.signed_headers.iter().map(String::as_str).collect::<Vec<_>>(),
-        &payload_hash,
+        "",
     )
     .map_err(|missing| AuthError::Malformed(format!("signed header '{missing}' is not in the request")))?;
 
     let secret = secret_for(&auth.access_key_id).ok_or_else(|| AuthError::UnknownKey(auth.access_key_id.clone()))?;
     let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
-    let expected = signature(&secret, &timestamp, &scope, &auth.region, &auth.service, &canonical);
-    if !constant_time_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes()) {
-        return Err(AuthError::SignatureMismatch);
-    }
-    Ok(Verified { access_key_id: auth.access_key_id, region: auth.region, service: auth.service })
+    let signing_key = signing_key(&secret, &timestamp, &auth.region, &auth.service);
+    let signature = auth.signature.to_ascii_lowercase();
+    let verified = Verified { access_key_id: auth.access_key_id, region: auth.region, service: auth.service };
+    let payload = match declared {
+        Some(declared) => {
+            let expected = signature_with_key(&signing_key, &timestamp, &scope, &format!("{canonical_head}{declared}"));
+            if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+                return Err(AuthError::SignatureMismatch);
+            }
+            Payload::Declared(declared.to_ascii_lowercase())
+        }
+        None => Payload::Undeclared { signing_key, timestamp, scope, canonical_head, signature },
+    };
+    Ok(HeadChecked { verified, payload })
 }
 
 /// The parsed `Authorization` header.
@@ -574,15 +684,23 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// The hex signature of a canonical request.
 fn signature(secret: &str, timestamp: &str, scope: &str, region: &str, service: &str, canonical: &str) -> String {
+    signature_with_key(&signing_key(secret, timestamp, region, service), timestamp, scope, canonical)
+}
+
+/// The key of one day, region and service.
+fn signing_key(secret: &str, timestamp: &str, region: &str, service: &str) -> Vec<u8> {
+    let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), &timestamp.as_bytes()[..8]);
+    let k_region = hmac_sha256(&k_date, region.as_bytes());
+    let k_service = hmac_sha256(&k_region, service.as_bytes());
+    hmac_sha256(&k_service, b"aws4_request")
+}
+
+fn signature_with_key(signing_key: &[u8], timestamp: &str, scope: &str, canonical: &str) -> String {
     let string_to_sign = format!(
         "{ALGORITHM}\n{timestamp}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
-    let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), &timestamp.as_bytes()[..8]);
-    let k_region = hmac_sha256(&k_date, region.as_bytes());
-    let k_service = hmac_sha256(&k_region, service.as_bytes());
-    let k_signing = hmac_sha256(&k_service, b"aws4_request");
-    hex::encode(hmac_sha256(&k_signing, string_to_sign.as_bytes()))
+    hex::encode(hmac_sha256(signing_key, string_to_sign.as_bytes()))
 }
 
 /// Compares without stopping at the first difference.

@@ -237,11 +237,18 @@ fn tampering_is_detected() {
 
     let mut req = base();
     req.body = br#"{"hello": "world!"}"#.to_vec();
-    assert!(matches!(req.verify_at(now), Err(AuthError::Malformed(m)) if m.contains("x-amz-content-sha256")));
+    assert_eq!(req.verify_at(now), Err(AuthError::ContentMismatch));
+    // The head alone is fine: the body is what is wrong.
+    let head = req.with_parts(|p| verify_head(&p.head(), secrets, now)).unwrap();
+    assert!(head.signature_verified());
     // Without the declared hash, the body change shows as a signature mismatch.
     req.headers.retain(|(n, _)| n != "x-amz-content-sha256");
     let err = req.verify_at(now).unwrap_err();
     assert!(matches!(err, AuthError::Malformed(_)), "x-amz-content-sha256 was signed: {err:?}");
+    // A declared hash that is not the one signed: refused from the head alone.
+    let mut req = base();
+    *req.header_mut("x-amz-content-sha256") = hex::encode(Sha256::digest(b"other"));
+    assert_eq!(req.with_parts(|p| verify_head(&p.head(), secrets, now)).unwrap_err(), AuthError::SignatureMismatch);
 
     let mut req = base();
     req.path = req.path.replace("hello", "hellp");
@@ -298,8 +305,21 @@ fn body_change_without_declared_hash_is_a_mismatch() {
         ),
     ];
     req.verify_at(at(SUITE_TIME)).unwrap();
+    // The head alone cannot prove the signature; it proves the rest.
+    let head = req.with_parts(|p| verify_head(&p.head(), secrets, at(SUITE_TIME))).unwrap();
+    assert!(!head.signature_verified());
+    assert_eq!(head.claimed().access_key_id, KEY_ID);
     req.body.push(b' ');
     assert_eq!(req.verify_at(at(SUITE_TIME)), Err(AuthError::SignatureMismatch));
+    // An unknown key, a stale date or a missing signed header is refused from the head alone.
+    let unknown = req.with_parts(|p| verify_head(&p.head(), |_| None, at(SUITE_TIME)));
+    assert!(matches!(unknown, Err(AuthError::UnknownKey(_))));
+    let stale = req.with_parts(|p| verify_head(&p.head(), secrets, at(SUITE_TIME + 3600)));
+    assert!(matches!(stale, Err(AuthError::Expired(_))));
+    req.headers.retain(|(n, _)| n != "x-amz-date");
+    req.headers.push(("date".into(), "Sun, 30 Aug 2015 12:36:00 GMT".into()));
+    let missing = req.with_parts(|p| verify_head(&p.head(), secrets, at(SUITE_TIME)));
+    assert!(matches!(missing, Err(AuthError::Malformed(m)) if m.contains("'x-amz-date'")));
 }
 
 #[test]

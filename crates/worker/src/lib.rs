@@ -24,6 +24,7 @@
 //! - Every sandbox started is eventually destroyed: by its own exit, by
 //!   [`SandboxHandle::kill`], or by [`Worker::shutdown`].
 
+pub mod conn;
 mod logs;
 mod runtime_api;
 mod sandbox;
@@ -55,6 +56,8 @@ pub struct WorkerConfig {
     pub pool_size: usize,
     /// Freeze sandboxes between invocations (see `sandbox.rs`); off only to measure what it costs.
     pub freeze: bool,
+    /// Time limits of the Runtime API's connections.
+    pub client_limits: conn::Limits,
 }
 
 /// Everything a sandbox needs to run one function revision.
@@ -127,6 +130,7 @@ pub struct Worker {
     /// Prefix of this worker's sandbox cgroup names.
     tag: String,
     freeze: bool,
+    client_limits: conn::Limits,
 }
 
 /// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
@@ -168,6 +172,7 @@ impl Worker {
             live: Arc::default(),
             tag,
             freeze: config.freeze,
+            client_limits: config.client_limits,
         })
     }
 
@@ -177,7 +182,7 @@ impl Worker {
     pub async fn start(&self, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        sandbox::start(&self.tag, spec, self.freeze, &spawn_tx, self.logs.clone(), self.live.clone()).await
+        sandbox::start(&self.tag, spec, self.freeze, &spawn_tx, self.logs.clone(), self.live.clone(), self.client_limits).await
     }
 
     /// Kills every sandbox and waits until each is reaped and its cgroup removed.

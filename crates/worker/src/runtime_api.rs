@@ -4,18 +4,15 @@
 //! Routes: `GET /runtime/invocation/next`, `POST /runtime/invocation/{id}/response`,
 //! `POST /runtime/invocation/{id}/error`, `POST /runtime/init/error`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use ignis_sandbox::netns::NetnsLease;
 
 use crate::MAX_RESPONSE_BYTES;
+use crate::conn::{Limits, TimedBody, is_body_timeout};
 use crate::sandbox::{Current, Delivery, Phase, Reply, SandboxHandle};
 
 const PREFIX: &str = "/2018-06-01/runtime/";
@@ -27,8 +24,12 @@ const MAX_CONNECTIONS: usize = 8;
 
 /// Accepts the runtime's connections until the sandbox is gone. The listener and every connection live in the
 /// sandbox's network namespace: `network` is held until the last of them is closed, so that the namespace is not
-/// given to another sandbox before (parameters are dropped last to first: `network` after `listener`).
-pub(crate) async fn serve(network: NetnsLease, handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener) {
+/// given to another sandbox before (parameters are dropped last to first: `network` after `listener`). Each
+/// connection has the time `limits` of [`crate::conn`]; a runtime parked in `GET /runtime/invocation/next` has a
+/// request in flight, which no limit ends. The idle limit given is longer than the worker's by the function's
+/// timeout: a runtime's connection rests while its function runs (after `/next` answered, until the response is
+/// posted), and must not be closed just as the response goes out on it.
+pub(crate) async fn serve(network: NetnsLease, handle: Arc<SandboxHandle>, listener: tokio::net::TcpListener, limits: Limits) {
     let mut dead = handle.dead_signal();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -48,16 +49,13 @@ pub(crate) async fn serve(network: NetnsLease, handle: Arc<SandboxHandle>, liste
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let mut dead = handle.dead_signal();
         let network = network.clone();
         tokio::spawn(async move {
             let _held = (slot, network);
-            let service = service_fn(|request| route(handle.clone(), request));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+            let serving = handle.clone();
+            let connection = crate::conn::serve_connection(stream, limits, move |request| route(serving.clone(), request));
             tokio::select! {
                 _ = connection => {}
                 _ = dead.wait_for(|dead| *dead) => {}
@@ -84,18 +82,19 @@ fn error(status: StatusCode, error_type: &str, message: &str) -> Answer {
     json(status, body.to_string())
 }
 
-async fn route(handle: Arc<SandboxHandle>, request: Request<Incoming>) -> Result<Answer, Infallible> {
+async fn route(handle: Arc<SandboxHandle>, request: Request<TimedBody>) -> Answer {
     let path = request.uri().path().to_string();
     let Some(rest) = path.strip_prefix(PREFIX) else {
-        return Ok(error(StatusCode::NOT_FOUND, "NotFound", "unknown path"));
+        return error(StatusCode::NOT_FOUND, "NotFound", "unknown path");
     };
-    let answer = match (request.method(), rest.split('/').collect::<Vec<_>>().as_slice()) {
+    match (request.method(), rest.split('/').collect::<Vec<_>>().as_slice()) {
         (&Method::GET, ["invocation", "next"]) => next(&handle).await,
         (&Method::POST, ["invocation", id, "response"]) => {
             let id = id.to_string();
             match read_body(request).await {
                 Ok(body) => reply(&handle, &id, Reply::Response(body)),
-                Err(()) => too_large(&handle, &id),
+                Err(BodyError::TooLarge) => too_large(&handle, &id),
+                Err(BodyError::Unread(e)) => unread(&e),
             }
         }
         (&Method::POST, ["invocation", id, "error"]) => {
@@ -103,20 +102,23 @@ async fn route(handle: Arc<SandboxHandle>, request: Request<Incoming>) -> Result
             let error_type = error_type_header(&request);
             match read_body(request).await {
                 Ok(body) => reply(&handle, &id, Reply::Error { body: error_body(body, &error_type), error_type }),
-                Err(()) => too_large(&handle, &id),
+                Err(BodyError::TooLarge) => too_large(&handle, &id),
+                Err(BodyError::Unread(e)) => unread(&e),
             }
         }
         (&Method::POST, ["init", "error"]) => {
             let error_type = error_type_header(&request);
-            let body = read_body(request).await.unwrap_or_default();
-            init_error(&handle, error_body(body, &error_type), error_type)
+            match read_body(request).await {
+                Ok(body) => init_error(&handle, error_body(body, &error_type), error_type),
+                Err(BodyError::TooLarge) => init_error(&handle, error_body(Bytes::new(), &error_type), error_type),
+                Err(BodyError::Unread(e)) => unread(&e),
+            }
         }
         _ => error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
-    };
-    Ok(answer)
+    }
 }
 
-fn error_type_header(request: &Request<Incoming>) -> Option<String> {
+fn error_type_header(request: &Request<TimedBody>) -> Option<String> {
     request
         .headers()
         .get("lambda-runtime-function-error-type")
@@ -134,10 +136,29 @@ fn error_body(body: Bytes, error_type: &Option<String>) -> Bytes {
     Bytes::from(serde_json::json!({ "errorMessage": message, "errorType": error_type }).to_string())
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, ()> {
+/// Why a body was not read.
+enum BodyError {
+    /// Over [`MAX_RESPONSE_BYTES`].
+    TooLarge,
+    /// It stopped (for longer than the body limit) or its connection broke: the request is not taken into account,
+    /// the runtime may send it again.
+    Unread(crate::conn::BoxError),
+}
+
+async fn read_body(request: Request<TimedBody>) -> Result<Bytes, BodyError> {
     match Limited::new(request.into_body(), MAX_RESPONSE_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Unread(e)),
+    }
+}
+
+/// The answer to a request whose body did not arrive (its connection is then closed).
+fn unread(e: &crate::conn::BoxError) -> Answer {
+    if is_body_timeout(e.as_ref()) {
+        error(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", &e.to_string())
+    } else {
+        error(StatusCode::BAD_REQUEST, "InvalidRequest", &format!("could not read the request body: {e}"))
     }
 }
 

@@ -122,6 +122,7 @@ pub(crate) async fn start(
     spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
     log_sink: mpsc::Sender<LogBatch>,
     live: Arc<Live>,
+    client_limits: crate::conn::Limits,
 ) -> Result<Arc<SandboxHandle>, StartError> {
     let started = Instant::now();
     let day = humantime::format_rfc3339(SystemTime::now()).to_string();
@@ -201,7 +202,9 @@ pub(crate) async fn start(
         freeze,
     });
     live.handles.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&handle));
-    tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener));
+    // Idle while the function runs is not idle for the runtime: see `runtime_api::serve`.
+    let limits = crate::conn::Limits { idle: client_limits.idle + handle.spec.timeout, ..client_limits };
+    tokio::spawn(crate::runtime_api::serve(network, handle.clone(), listener, limits));
     let reader = handle.clone();
     tokio::spawn(async move { reader.output.run().await });
     if freeze && handle.sandbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| s.frozen_holds_signals()) {

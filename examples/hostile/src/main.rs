@@ -10,6 +10,8 @@ mod background;
 
 use std::io::Write;
 
+mod kernel_limits;
+
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
@@ -218,6 +220,7 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
             let ret = unsafe { libc::kill(-1, libc::SIGKILL) };
             syscall_result("kill(-1)", ret.into())
         }
+        name if kernel_limits::ATTACKS.contains(&name) => kernel_limits::attack(name, &event),
         other => background::attack(other, &event).ok_or_else(|| format!("unknown attack {other:?}"))?,
     };
     Ok(json!({ "attack": attack, "blocked": blocked, "detail": detail }))

@@ -1,0 +1,375 @@
+//! Time limits for every HTTP/1.1 connection Ignis serves: the API server,
+//! worker hosts and each sandbox's Runtime API.
+//!
+//! A connection is in one of three states, and each has its limit
+//! ([`Limits`]):
+//!
+//! - **idle**: nothing in flight and no byte of the next request yet. It is
+//!   closed once [`Limits::idle`] passes with neither a byte read nor a byte of
+//!   the last response written (so a client that stops reading a response is
+//!   closed as well).
+//! - **reading headers**: the first byte of a request came; its headers must
+//!   be complete within [`Limits::headers`] of it.
+//! - **in flight**: the handler has the request (from its headers until its
+//!   answer is ready). No connection limit applies: computing the answer may
+//!   take as long as it takes (an invocation, a Runtime API
+//!   `GET /runtime/invocation/next` parked while its sandbox is idle). The
+//!   body is read through [`TimedBody`], which fails once the handler has
+//!   waited [`Limits::body`] for its next piece; the handler then answers, and
+//!   the connection, whose request was not read to its end, is closed.
+//!
+//! [`deadline`] is the decision, pure; [`serve_connection`] is the IO: the
+//! socket wrapped to note reads and writes, the handler wrapped to count what
+//! is in flight, and a watchdog beside the connection that drops it (closing
+//! the socket) when the deadline passes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+/// How long a client may take, per connection state (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From a request's first byte until its headers are complete.
+    pub headers: Duration,
+    /// Between two pieces of a request's body, while the handler waits for it.
+    pub body: Duration,
+    /// A kept-alive connection with nothing in flight: no byte read or written.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    /// 30 s for headers and for each stretch of a body, 75 s idle (nginx's
+    /// `client_header_timeout`/`client_body_timeout` are 60 s, its
+    /// `keepalive_timeout` 75 s; hyper's header timeout is 30 s).
+    fn default() -> Self {
+        Limits { headers: Duration::from_secs(30), body: Duration::from_secs(30), idle: Duration::from_secs(75) }
+    }
+}
+
+/// The shortest idle limit: Ignis's own clients use a kept connection again
+/// only within 1 s of its last answer, so that the other side never closes it
+/// while a request is on its way.
+pub const MIN_IDLE: Duration = Duration::from_secs(2);
+
+impl Limits {
+    /// Limits of these many seconds each; refuses 0, and an idle limit under [`MIN_IDLE`].
+    pub fn from_secs(headers: u64, body: u64, idle: u64) -> Result<Limits, String> {
+        for (name, value) in [("header", headers), ("body", body)] {
+            if value == 0 {
+                return Err(format!("the {name} timeout must be at least 1 second"));
+            }
+        }
+        if idle < MIN_IDLE.as_secs() {
+            return Err(format!("the idle timeout must be at least {} seconds", MIN_IDLE.as_secs()));
+        }
+        Ok(Limits { headers: Duration::from_secs(headers), body: Duration::from_secs(body), idle: Duration::from_secs(idle) })
+    }
+}
+
+/// What a connection has done lately, as the watchdog sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Requests handed to the handler whose answer is not ready yet.
+    pub in_flight: usize,
+    /// When the connection was accepted or `in_flight` last became 0.
+    pub idle_since: Instant,
+    /// The first byte read since `idle_since` while nothing was in flight.
+    pub first_byte: Option<Instant>,
+    /// The last write that made progress (a response going out).
+    pub last_write: Option<Instant>,
+}
+
+/// When the connection is to be closed, if nothing changes meanwhile; `None`
+/// while a request is in flight.
+pub fn deadline(activity: &Activity, limits: &Limits) -> Option<Instant> {
+    if activity.in_flight > 0 {
+        return None;
+    }
+    let quiet_since = activity.last_write.map_or(activity.idle_since, |w| w.max(activity.idle_since));
+    let idle = quiet_since + limits.idle;
+    Some(match activity.first_byte {
+        // Headers started: their own limit, unless a response is still going out.
+        Some(first) => (first + limits.headers).max(activity.last_write.map_or(first, |w| w + limits.idle)),
+        None => idle,
+    })
+}
+
+/// The connection's shared record, written by the socket wrapper and the
+/// handler wrapper, read by the watchdog. One mutex, short sections, never
+/// held across an await.
+struct Watch {
+    activity: Mutex<Activity>,
+    /// Woken when the deadline may have moved earlier or appeared.
+    changed: Notify,
+}
+
+impl Watch {
+    fn update(&self, change: impl FnOnce(&mut Activity) -> bool) {
+        let wake = change(&mut self.activity.lock().unwrap_or_else(|e| e.into_inner()));
+        if wake {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// The socket, noting reads and writes that made progress.
+struct Watched<S> {
+    inner: S,
+    watch: Arc<Watch>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.watch.update(|a| {
+                if a.in_flight == 0 && a.first_byte.is_none() {
+                    a.first_byte = Some(Instant::now());
+                    return true;
+                }
+                false
+            });
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.note_write();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.note_write();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Watched<S> {
+    fn note_write(&self) {
+        self.watch.update(|a| {
+            a.last_write = Some(Instant::now());
+            false
+        });
+    }
+}
+
+/// Counts a request as in flight while it lives.
+struct InFlight(Arc<Watch>);
+
+impl InFlight {
+    fn new(watch: Arc<Watch>) -> InFlight {
+        watch.update(|a| {
+            a.in_flight += 1;
+            false
+        });
+        InFlight(watch)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.update(|a| {
+            a.in_flight -= 1;
+            if a.in_flight == 0 {
+                a.idle_since = Instant::now();
+                a.first_byte = None;
+                return true;
+            }
+            false
+        });
+    }
+}
+
+/// The body stopped for longer than [`Limits::body`].
+#[derive(Debug)]
+pub struct BodyTimeout(Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no part of the request body arrived for {} s", self.0.as_secs())
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// Whether a body error (possibly boxed by `Limited`) is a [`BodyTimeout`].
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    error.is::<BodyTimeout>()
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body that fails with [`BodyTimeout`] when its reader has waited
+/// `limit` for the next frame.
+pub struct TimedBody {
+    inner: Incoming,
+    limit: Duration,
+    waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = None;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let limit = this.limit;
+                let sleep = this.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(limit))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves one keep-alive HTTP/1.1 connection with `handle` under `limits`,
+/// until the client closes it or a limit closes it.
+pub async fn serve_connection<H, F>(stream: tokio::net::TcpStream, limits: Limits, handle: H)
+where
+    H: Fn(Request<TimedBody>) -> F + Send + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let watch = Arc::new(Watch {
+        activity: Mutex::new(Activity { in_flight: 0, idle_since: Instant::now(), first_byte: None, last_write: None }),
+        changed: Notify::new(),
+    });
+    let io = TokioIo::new(Watched { inner: stream, watch: watch.clone() });
+    let counting = watch.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let in_flight = InFlight::new(counting.clone());
+        let request = request.map(|inner| TimedBody { inner, limit: limits.body, waiting: None });
+        let answer = handle(request);
+        async move {
+            let answer = answer.await;
+            drop(in_flight);
+            Ok::<_, Infallible>(answer)
+        }
+    });
+    // hyper's own header timeout would run from the start of an idle period: the watchdog has both.
+    let connection =
+        hyper::server::conn::http1::Builder::new().keep_alive(true).header_read_timeout(None).serve_connection(io, service);
+    tokio::select! {
+        _ = connection => {}
+        () = watchdog(&watch, &limits) => {}
+    }
+}
+
+/// Completes when the connection's deadline passes.
+async fn watchdog(watch: &Watch, limits: &Limits) {
+    loop {
+        let next = deadline(&watch.activity.lock().unwrap_or_else(|e| e.into_inner()), limits);
+        match next {
+            None => watch.changed.notified().await,
+            Some(at) if at <= Instant::now() => return,
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = watch.changed.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits =
+        Limits { headers: Duration::from_secs(30), body: Duration::from_secs(30), idle: Duration::from_secs(75) };
+
+    fn check(in_flight: usize, first_byte: Option<u64>, last_write: Option<u64>, expected: Option<u64>) {
+        let base = Instant::now();
+        let at = |s: u64| base + Duration::from_secs(s);
+        let activity = Activity { in_flight, idle_since: at(100), first_byte: first_byte.map(at), last_write: last_write.map(at) };
+        assert_eq!(deadline(&activity, &LIMITS), expected.map(at), "{activity:?}");
+    }
+
+    #[test]
+    fn deadlines() {
+        // In flight: none, whatever else happened.
+        for first in [None, Some(100), Some(150)] {
+            for write in [None, Some(90), Some(120)] {
+                check(1, first, write, None);
+                check(3, first, write, None);
+            }
+        }
+        // Idle: from the later of going idle and the last write.
+        check(0, None, None, Some(175));
+        check(0, None, Some(90), Some(175));
+        check(0, None, Some(110), Some(185));
+        // Headers started: their own limit from the first byte...
+        check(0, Some(101), None, Some(131));
+        check(0, Some(140), Some(90), Some(170));
+        // ...unless a response still goes out.
+        check(0, Some(101), Some(120), Some(195));
+    }
+
+    #[test]
+    fn limits_refuse_zero() {
+        assert!(Limits::from_secs(0, 1, 1).is_err());
+        assert!(Limits::from_secs(1, 0, 1).is_err());
+        assert!(Limits::from_secs(1, 1, 0).is_err());
+        assert!(Limits::from_secs(1, 1, 1).is_err());
+        assert_eq!(
+            Limits::from_secs(1, 2, 3),
+            Ok(Limits { headers: Duration::from_secs(1), body: Duration::from_secs(2), idle: Duration::from_secs(3) })
+        );
+    }
+}
