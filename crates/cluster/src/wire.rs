@@ -76,6 +76,7 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         version: text(&v, "Version")?,
         log_account: text(&v, "LogAccount")?,
         log_group: text(&v, "LogGroup")?,
+        code_hold: None,
     };
     let sha = text(&v, "CodeSha256")?;
     Ok((spec, sha))
@@ -212,6 +213,7 @@ mod tests {
             version: "$LATEST".into(),
             log_account: "123456789012".into(),
             log_group: "/aws/lambda/f".into(),
+            code_hold: None,
         };
         let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
         assert_eq!(sha, "ab");

@@ -11,6 +11,7 @@ mod concurrency;
 mod esm;
 mod harness;
 mod hostile;
+mod hostile_growth;
 mod hostile_http;
 mod hostile_limits;
 mod hostile_starve;
