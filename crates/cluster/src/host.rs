@@ -100,6 +100,12 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         sandboxes: Mutex::default(),
         code: Mutex::default(),
     });
+    let images = Arc::downgrade(&host);
+    host.store.on_code_removed(move |dir| {
+        if let Some(host) = images.upgrade() {
+            host.worker.forget_code(dir);
+        }
+    });
     println!("ignis worker: listening on http://{address} (data in {})", config.data_dir.display());
     tokio::spawn(forward_logs(Arc::downgrade(&host), log_rx));
     tokio::spawn(membership(Arc::downgrade(&host), advertised, config.capacity));

@@ -119,6 +119,12 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             let worker_config =
                 WorkerConfig { state_dir: data_dir.join("run"), init_exe, spawners: 2, pool_size: args.sandbox_pool, client_limits };
             let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
+            let images = Arc::downgrade(&worker);
+            store.on_code_removed(move |dir| {
+                if let Some(worker) = images.upgrade() {
+                    worker.forget_code(dir);
+                }
+            });
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
         let workers = Workers { local, credentials, logs: log_tx };

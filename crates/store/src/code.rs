@@ -136,6 +136,8 @@ pub(crate) struct Holds {
     keep: AtomicBool,
     generation: AtomicU64,
     tmp_counter: AtomicU64,
+    /// Set by [`Store::on_code_removed`]: told of each tree before it goes.
+    removed: std::sync::OnceLock<Box<dyn Fn(&Path) + Send + Sync>>,
 }
 
 /// What all holds of one tree (of one generation) share; its drop is the
@@ -154,6 +156,7 @@ impl Holds {
             keep: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
+            removed: std::sync::OnceLock::new(),
         })
     }
 
@@ -201,6 +204,10 @@ impl Holds {
                 }
             }
         };
+        // Outside the lock: what it calls may drop holds of its own.
+        if let Some(removed) = self.removed.get() {
+            removed(&self.root.join(hex));
+        }
         let remove = move || {
             if let Err(e) = remove_path(&aside) {
                 eprintln!("ignis: cannot remove {}: {e}", aside.display());
@@ -445,6 +452,13 @@ impl Store {
         } else {
             self.code_root.join(".invalid")
         }
+    }
+
+    /// Calls `removed` with a tree's directory ([`Store::code_dir`]) just
+    /// before a tree whose last hold went is removed, e.g. to drop what a
+    /// worker derived from it. Only the first call has effect.
+    pub fn on_code_removed(&self, removed: impl Fn(&Path) + Send + Sync + 'static) {
+        let _ = self.code_holds.removed.set(Box::new(removed));
     }
 
     /// From now on, a tree whose last hold goes stays on disk: for a process

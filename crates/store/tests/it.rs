@@ -407,6 +407,9 @@ fn code_trees(data: &Path) -> Vec<String> {
 fn a_tree_goes_with_its_last_hold() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let told = removed.clone();
+    s.on_code_removed(move |tree| told.lock().unwrap().push(tree.to_path_buf()));
     let zip = make_zip(&[E::File("bootstrap", b"a", 0o755)]);
     let code = s.put_code(&zip, &rules()).unwrap();
     let hex = code.sha256_hex();
@@ -430,10 +433,12 @@ fn a_tree_goes_with_its_last_hold() {
     drop(named);
     assert_eq!(code_trees(dir.path()), vec![hex.clone()]);
     assert!(weak.upgrade().is_some());
+    assert!(removed.lock().unwrap().is_empty());
     drop(cloned);
-    // The last hold is gone: so is the tree, at once.
+    // The last hold is gone: so is the tree, at once, and whoever asked is told.
     assert!(code_trees(dir.path()).is_empty());
     assert!(weak.upgrade().is_none());
+    assert_eq!(*removed.lock().unwrap(), vec![s.code_dir(&hex)]);
     // It can be put again, and a hold taken before the tree exists keeps it once it does.
     let early = s.hold_code(&hex);
     let code = s.put_code(&zip, &rules()).unwrap();

@@ -209,6 +209,12 @@ impl Worker {
         }
     }
 
+    /// Drops what this worker derived from the code directory `dir` (its
+    /// image, see [`ignis_sandbox::Host::forget_code`]), which is being removed.
+    pub fn forget_code(&self, dir: &std::path::Path) {
+        self.host.forget_code(dir);
+    }
+
     /// Sandboxes not yet cleaned up.
     pub fn live_sandboxes(&self) -> usize {
         self.live.count.load(Ordering::SeqCst)
