@@ -284,6 +284,16 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
     Ok(json_answer(StatusCode::OK, json!({ "logStreams": streams })))
 }
 
+/// The parsing of a CloudWatch Logs body, for the fuzz targets.
+#[cfg(feature = "fuzz")]
+pub(crate) fn check_body(action: &str, body: &[u8]) {
+    let _ = match action {
+        "FilterLogEvents" => parse_body::<FilterLogEvents>(body).map(drop),
+        "DescribeLogGroups" => parse_body::<DescribeLogGroups>(body).map(drop),
+        _ => parse_body::<DescribeLogStreams>(body).map(drop),
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

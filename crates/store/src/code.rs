@@ -544,6 +544,12 @@ fn join(root: &Path, path: &[String]) -> PathBuf {
     p
 }
 
+/// Checks a zip as [`Store::put_code`] does, decompressing every file, without
+/// writing anything; returns the decompressed size.
+pub fn check_zip(zip: &[u8], rules: &CodeRules) -> Result<u64, CodeError> {
+    unpack(zip, rules, None)
+}
+
 /// Validates the archive and, if `dest` is given, unpacks it there (an empty
 /// directory). Returns the decompressed size.
 fn unpack(zip: &[u8], rules: &CodeRules, dest: Option<&Path>) -> Result<u64, CodeError> {

@@ -51,7 +51,7 @@ use redb::{
 pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
-pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, zip_tree};
+pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
 pub use queues::{QueueMessage, QueueWrite, StoredQueue};
 pub use events::{EventChange, StoredEvent};
 pub use logs::{
