@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use ignis_sigv4::Credentials;
-use ignis_store::{CodeRules, Store};
+use ignis_store::{CodeHold, CodeRules, Store, WeakCodeHold};
 use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
 use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
 use serde_json::json;
@@ -67,8 +67,9 @@ struct Host {
     server: Peer,
     credentials: Credentials,
     sandboxes: Mutex<HashMap<String, Arc<SandboxHandle>>>,
-    /// The server's code SHA-256 → the unpacked tree here.
-    code: Mutex<HashMap<String, PathBuf>>,
+    /// The server's code SHA-256 → the unpacked tree here, while a sandbox
+    /// here uses it (each sandbox holds its tree; the last one's end removes it).
+    code: Mutex<HashMap<String, WeakCodeHold>>,
 }
 
 /// Runs the worker host until `shutdown` completes; then kills every sandbox.
@@ -100,6 +101,12 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         sandboxes: Mutex::default(),
         code: Mutex::default(),
     });
+    let images = Arc::downgrade(&host);
+    host.store.on_code_removed(move |dir| {
+        if let Some(host) = images.upgrade() {
+            host.worker.forget_code(dir);
+        }
+    });
     println!("ignis worker: listening on http://{address} (data in {})", config.data_dir.display());
     tokio::spawn(forward_logs(Arc::downgrade(&host), log_rx));
     tokio::spawn(membership(Arc::downgrade(&host), advertised, config.capacity));
@@ -125,10 +132,15 @@ impl Host {
         }
     }
 
-    /// The unpacked tree of the server's code `sha`, fetched on first use.
-    async fn code_dir(&self, sha: &str) -> Result<PathBuf, String> {
-        if let Some(dir) = self.code.lock().unwrap_or_else(|e| e.into_inner()).get(sha) {
-            return Ok(dir.clone());
+    /// The unpacked tree of the server's code `sha`, fetched unless a
+    /// sandbox here uses it already; held until the caller drops the hold.
+    async fn code_dir(&self, sha: &str) -> Result<CodeHold, String> {
+        {
+            let mut code = self.code.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hold) = code.get(sha).and_then(WeakCodeHold::upgrade) {
+                return Ok(hold);
+            }
+            code.retain(|_, weak| weak.upgrade().is_some());
         }
         if sha.is_empty() || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("bad code SHA-256 {sha:?}"));
@@ -142,9 +154,8 @@ impl Host {
             return Err(format!("cannot fetch code {sha}: the server answered {status}"));
         }
         let code = self.store.put_code(&zip, &CodeRules::default()).map_err(|e| format!("code {sha}: {e}"))?;
-        let dir = self.store.code_dir(&code.sha256_hex());
-        self.code.lock().unwrap_or_else(|e| e.into_inner()).insert(sha.to_string(), dir.clone());
-        Ok(dir)
+        self.code.lock().unwrap_or_else(|e| e.into_inner()).insert(sha.to_string(), code.hold.downgrade());
+        Ok(code.hold)
     }
 }
 
@@ -296,10 +307,12 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
         Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
-    spec.code_dir = match host.code_dir(&sha).await {
-        Ok(dir) => dir,
+    let hold = match host.code_dir(&sha).await {
+        Ok(hold) => hold,
         Err(e) => return error(StatusCode::BAD_GATEWAY, "Host", &e),
     };
+    spec.code_dir = hold.dir();
+    spec.code_hold = Some(Box::new(hold));
     match host.worker.start(Arc::new(spec)).await {
         Ok(handle) => {
             let id = handle.id().to_string();

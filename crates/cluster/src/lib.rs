@@ -29,6 +29,9 @@
 //! - `POST /sandboxes/{id}/prepare` → `{"Error": null | "..."}`.
 //! - `DELETE /sandboxes/{id}` → 204.
 
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod host;
 mod peer;
 mod remote;

@@ -55,6 +55,17 @@ pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The longest timeout a spec may carry: Lambda's 15 minutes.
+pub const MAX_TIMEOUT_MS: u64 = 900_000;
+
+/// A function's timeout; one the worker could not add to its clock is refused.
+fn timeout(ms: u64) -> Result<Duration, WireError> {
+    if ms > MAX_TIMEOUT_MS {
+        return Err(format!("TimeoutMs {ms} is over {MAX_TIMEOUT_MS}"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// The spec and its code's SHA-256; `code_dir` is left empty for the host to fill in.
 pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
     let v = parse(body)?;
@@ -71,11 +82,12 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         code_dir: PathBuf::new(),
         memory_mb: u32::try_from(number(&v, "MemoryMb")?).map_err(|e| e.to_string())?,
         tmp_mb: u32::try_from(number(&v, "TmpMb")?).map_err(|e| e.to_string())?,
-        timeout: Duration::from_millis(number(&v, "TimeoutMs")?),
+        timeout: timeout(number(&v, "TimeoutMs")?)?,
         env,
         version: text(&v, "Version")?,
         log_account: text(&v, "LogAccount")?,
         log_group: text(&v, "LogGroup")?,
+        code_hold: None,
     };
     let sha = text(&v, "CodeSha256")?;
     Ok((spec, sha))
@@ -194,7 +206,8 @@ pub fn decode_log_batches(body: &[u8]) -> Result<Vec<LogBatch>, WireError> {
 /// An upper bound of a batch's size on the wire (JSON escapes a byte into at
 /// most six), to cut posts below the server's body limit.
 pub fn batch_size(batch: &LogBatch) -> usize {
-    batch.lines.iter().map(|l| l.message.len() * 6 + 32).sum::<usize>() + 256
+    let names = batch.account.len() + batch.group.len() + batch.stream.len();
+    batch.lines.iter().map(|l| l.message.len() * 6 + 32).sum::<usize>() + names * 6 + 256
 }
 
 #[cfg(test)]
@@ -212,6 +225,7 @@ mod tests {
             version: "$LATEST".into(),
             log_account: "123456789012".into(),
             log_group: "/aws/lambda/f".into(),
+            code_hold: None,
         };
         let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
         assert_eq!(sha, "ab");
@@ -260,11 +274,36 @@ mod tests {
     }
 
     #[test]
+    fn batch_size_counts_the_names() {
+        // The `wire` fuzz target checks this bound on every batch it decodes:
+        // a long account, group or stream name broke it.
+        let body = format!(r#"{{"Batches":[{{"Account":"{}","Group":"g","Stream":"s","Lines":[]}}]}}"#, "a".repeat(400));
+        let batches = decode_log_batches(body.as_bytes()).unwrap();
+        assert!(encode_log_batches(&batches).len() <= batch_size(&batches[0]));
+        let escaped = LogBatch { account: "\u{1}".repeat(100), group: "\"".repeat(100), stream: "s".into(), lines: Vec::new() };
+        assert!(encode_log_batches(std::slice::from_ref(&escaped)).len() <= batch_size(&escaped));
+    }
+
+    #[test]
     fn refuses_malformed_bodies() {
         assert!(decode_spec(b"{}").is_err());
         assert!(decode_invocation(br#"{"RequestId": 1}"#).is_err());
         assert!(decode_outcome(br#"{"Completion": {}, "Log": "", "Reusable": true}"#).is_err());
         assert!(decode_log_batches(br#"{"Batches": [{"Lines": [1]}]}"#).is_err());
         assert!(parse(b"nope").is_err());
+    }
+
+    #[test]
+    fn refuses_timeouts_past_lambdas_longest() {
+        let spec = |ms: u64| {
+            format!(
+                r#"{{"CodeSha256": "ab", "MemoryMb": 128, "TmpMb": 512, "TimeoutMs": {ms}, "Env": [], "Version": "1", "LogAccount": "a", "LogGroup": "g"}}"#
+            )
+        };
+        assert_eq!(decode_spec(spec(900_000).as_bytes()).unwrap().0.timeout, Duration::from_secs(900));
+        // A sandbox adds its timeout to the clock's milliseconds (an i64): this one overflowed it.
+        assert!(decode_spec(spec(i64::MAX as u64).as_bytes()).is_err());
+        assert!(decode_spec(spec(u64::MAX).as_bytes()).is_err());
+        assert!(decode_spec(spec(900_001).as_bytes()).is_err());
     }
 }

@@ -426,11 +426,11 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
             let mut changes = Vec::new();
             let destination = if condition.is_success() { &config.on_success } else { &config.on_failure };
             if let Some(arn) = destination {
-                changes.extend(deliver(app, &meta, arn, record.to_string()).await);
+                changes.extend(deliver(app, &meta, arn, &record).await);
             }
             if !condition.is_success() {
                 if let Some(target) = &latest.dead_letter_target {
-                    send_to_queue(app, &meta.account, target, String::from_utf8_lossy(&payload).into_owned()).await;
+                    send_to_queue(app, &meta, target, String::from_utf8_lossy(&payload).into_owned()).await;
                 }
                 if destination.is_none() && latest.dead_letter_target.is_none() {
                     eprintln!(
@@ -540,11 +540,81 @@ fn record(meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u
     record
 }
 
+/// The largest record any destination takes: an asynchronous event's payload
+/// (a destination function's) and an SQS message (a queue's own
+/// `MaximumMessageSize` may be smaller) are at most this.
+const MAX_RECORD_BYTES: usize = {
+    let event = crate::invoke_api::MAX_ASYNC_PAYLOAD;
+    let message = ignis_queue::MAX_MAX_MESSAGE_SIZE;
+    if event < message { event } else { message }
+};
+
+/// A writer that takes at most `limit` bytes, then fails.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `record` as the JSON text that goes to the destination, if it is at most
+/// `limit` bytes; what is built on the way never exceeds the limit.
+fn encode_within(record: &Value, limit: usize) -> Option<String> {
+    let mut out = Bounded { bytes: Vec::new(), limit };
+    serde_json::to_writer(&mut out, record).ok()?;
+    String::from_utf8(out.bytes).ok()
+}
+
+/// Says in the function's own log (a stream `YYYY/MM/DD/destinations` of its
+/// group) why a record or event of one of its invocations went nowhere.
+async fn log_undelivered(app: &App, source: &EventMeta, why: String) {
+    eprintln!("ignis: {}/{}: {why}", source.account, source.function);
+    let now = std::time::SystemTime::now();
+    let day = humantime::format_rfc3339(now).to_string();
+    let event = ignis_store::LogEvent {
+        timestamp_ms: now_ms() as i64,
+        stream: format!("{}/{}/{}/destinations", &day[0..4], &day[5..7], &day[8..10]),
+        message: format!("{why}\n"),
+    };
+    let (store, account, group) = (app.store.clone(), source.account.clone(), format!("/aws/lambda/{}", source.function));
+    let written = tokio::task::spawn_blocking(move || store.append_logs(&account, &group, &[event])).await;
+    if let Ok(Err(e)) = written {
+        eprintln!("ignis: could not log that: {e}");
+    }
+}
+
 /// Delivers a record to a destination: a queue takes it now; a function gets
-/// it as a new event, returned to be stored with the completion.
-async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) -> Option<NewEvent> {
+/// it as a new event, returned to be stored with the completion. A record
+/// larger than the destination takes (counted as the JSON text it would
+/// receive) is not delivered, and the source function's log says so.
+async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, record: &Value) -> Option<NewEvent> {
     let account = source.account.as_str();
-    match parse_destination(account, arn) {
+    let destination = parse_destination(account, arn);
+    let limit = match &destination {
+        Some(Destination::Function { .. }) => crate::invoke_api::MAX_ASYNC_PAYLOAD,
+        _ => MAX_RECORD_BYTES,
+    };
+    let Some(body) = encode_within(record, limit) else {
+        let why = format!(
+            "The destination record of RequestId: {} was not delivered to {arn}: it is larger than {limit} bytes, the most the destination takes.",
+            source.request_id
+        );
+        log_undelivered(app, source, why).await;
+        return None;
+    };
+    match destination {
         Some(Destination::Function { name, qualifier }) => {
             if app.registry.get(account, &name).is_none() {
                 eprintln!("ignis: the destination {arn} no longer exists; the record is dropped");
@@ -572,7 +642,7 @@ async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) ->
             Some((app.events.next_id.fetch_add(1, Ordering::Relaxed), meta, Bytes::from(body)))
         }
         Some(Destination::Queue { arn }) => {
-            send_to_queue(app, account, &arn, body).await;
+            send_to_queue(app, source, &arn, body).await;
             None
         }
         None => {
@@ -582,9 +652,12 @@ async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, body: String) ->
     }
 }
 
-/// Sends to one of the account's queues; durable when it returns.
-async fn send_to_queue(app: &App, account: &str, arn: &str, body: String) {
-    if let Err(e) = app.queues().send(account, arn, body).await {
-        eprintln!("ignis: could not send a record to {arn}: {e}");
+/// Sends to one of the source's account's queues; durable when it returns.
+/// What the queue refuses (too large for its `MaximumMessageSize`, ...) is
+/// said in the source function's log.
+async fn send_to_queue(app: &App, source: &EventMeta, arn: &str, body: String) {
+    if let Err(e) = app.queues().send(&source.account, arn, body).await {
+        let why = format!("A message for RequestId: {} was not delivered to {arn}: {e}", source.request_id);
+        log_undelivered(app, source, why).await;
     }
 }

@@ -225,6 +225,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         provisioned: Default::default(),
         dead_letter_target: None,
         event_invoke: Default::default(),
+        code: f::CodeRef::new(code.hold.clone()),
     };
     request.settings.apply(&mut record);
     let (_, record) = app
@@ -338,6 +339,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
         record.code_sha256_hex = code.sha256_hex();
         record.code_sha256 = code.sha256_base64();
         record.code_size = code.zip_size;
+        record.code = f::CodeRef::new(code.hold.clone());
         record.architecture = architecture.clone();
         record.last_modified_ms = now_ms();
         record.revision_id = new_revision();

@@ -85,6 +85,24 @@ fn destination(d: &Option<DestinationIn>) -> Option<String> {
 
 impl EventInvokeConfigIn {
     fn check(&self, app: &App, caller: &Caller) -> Result<(), ApiError> {
+        let (on_success, on_failure) = self.check_model()?;
+        let usable = |arn: &Option<String>| arn.as_deref().is_none_or(|arn| destination_exists(app, caller, arn));
+        if !usable(&on_success) || !usable(&on_failure) {
+            let part = |kind: &str, arn: &Option<String>| match arn {
+                Some(arn) => format!("{kind}(destination={arn})"),
+                None => "null".into(),
+            };
+            return Err(ApiError::InvalidParameterValue(format!(
+                "The provided destination config DestinationConfig(onSuccess={}, onFailure={}) is invalid.",
+                part("OnSuccess", &on_success),
+                part("OnFailure", &on_failure)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The checks that need nothing but the request; returns the destinations given.
+    fn check_model(&self) -> Result<(Option<String>, Option<String>), ApiError> {
         let mut v = Violations::default();
         v.range(self.maximum_retry_attempts, "maximumRetryAttempts", 0, 2);
         v.range(self.maximum_event_age_in_seconds, "maximumEventAgeInSeconds", 60, 21600);
@@ -100,19 +118,7 @@ impl EventInvokeConfigIn {
         if self.maximum_retry_attempts.is_none() && self.maximum_event_age_in_seconds.is_none() && self.destination_config.is_none() {
             return Err(ApiError::InvalidParameterValue("You must specify at least one of error handling or destination setting.".into()));
         }
-        let usable = |arn: &Option<String>| arn.as_deref().is_none_or(|arn| destination_exists(app, caller, arn));
-        if !usable(&on_success) || !usable(&on_failure) {
-            let part = |kind: &str, arn: &Option<String>| match arn {
-                Some(arn) => format!("{kind}(destination={arn})"),
-                None => "null".into(),
-            };
-            return Err(ApiError::InvalidParameterValue(format!(
-                "The provided destination config DestinationConfig(onSuccess={}, onFailure={}) is invalid.",
-                part("OnSuccess", &on_success),
-                part("OnFailure", &on_failure)
-            )));
-        }
-        Ok(())
+        Ok((on_success, on_failure))
     }
 
     /// Writes what is given into `config` (Put starts from an empty one, Update from the current one).
@@ -251,6 +257,18 @@ pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answe
     Ok(crate::versions::page_answer("FunctionEventInvokeConfigs", items, max_items, marker.as_deref()))
 }
 
+/// The checks of an event invoke config body that need no server, for the fuzz targets.
+#[cfg(feature = "fuzz")]
+pub(crate) fn check_body(account: &str, body: &[u8]) {
+    let Ok(request) = crate::function::parse_body::<EventInvokeConfigIn>(body) else { return };
+    if let Ok((on_success, on_failure)) = request.check_model() {
+        for arn in on_success.iter().chain(&on_failure) {
+            parse_destination(account, arn);
+        }
+        request.apply(&mut EventInvokeConfig::default());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,3 +320,4 @@ mod tests {
         );
     }
 }
+

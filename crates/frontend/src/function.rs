@@ -84,6 +84,35 @@ pub struct FunctionRecord {
     /// or an alias; empty in a version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub event_invoke: BTreeMap<String, crate::event_config::EventInvokeConfig>,
+    /// Keeps the code tree on disk while this record, or a clone of it (a
+    /// running invocation's, a sandbox's), lives; set by the registry.
+    #[serde(skip)]
+    pub code: CodeRef,
+}
+
+/// A record's hold of its code tree (not stored; records compare equal whatever it holds).
+#[derive(Debug, Clone, Default)]
+pub struct CodeRef(Option<ignis_store::CodeHold>);
+
+impl CodeRef {
+    pub fn new(hold: ignis_store::CodeHold) -> CodeRef {
+        CodeRef(Some(hold))
+    }
+
+    /// Whether it holds the tree `sha256_hex`.
+    pub fn holds(&self, sha256_hex: &str) -> bool {
+        self.0.as_ref().is_some_and(|h| h.sha256_hex() == sha256_hex)
+    }
+
+    pub fn hold(&self) -> Option<&ignis_store::CodeHold> {
+        self.0.as_ref()
+    }
+}
+
+impl PartialEq for CodeRef {
+    fn eq(&self, _: &CodeRef) -> bool {
+        true
+    }
 }
 
 /// PutProvisionedConcurrencyConfig's setting for one version or alias.
@@ -220,6 +249,7 @@ impl FunctionRecord {
             provisioned: BTreeMap::new(),
             dead_letter_target: self.dead_letter_target.clone(),
             event_invoke: BTreeMap::new(),
+            code: self.code.clone(),
         }
     }
 

@@ -744,5 +744,6 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         version: record.version_label(),
         log_account: target.account.clone(),
         log_group: record.log_group(),
+        code_hold: record.code.hold().map(|hold| Box::new(hold.clone()) as Box<dyn Send + Sync>),
     }
 }

@@ -63,20 +63,7 @@ pub async fn invoke(
             return Err(v.into_result().unwrap_err());
         }
     };
-    let client_context = match header(headers, "x-amz-client-context") {
-        None => None,
-        Some(text) if text.len() > MAX_CLIENT_CONTEXT => {
-            return Err(ApiError::InvalidParameterValue(format!("Client context must be at most {MAX_CLIENT_CONTEXT} bytes")));
-        }
-        Some(text) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(|_| ApiError::InvalidParameterValue("Client context must be a valid Base64-encoded JSON object.".into()))?;
-            serde_json::from_slice::<serde_json::Value>(&decoded)
-                .map_err(|_| ApiError::InvalidParameterValue("Client context must be a valid Base64-encoded JSON object.".into()))?;
-            Some(String::from_utf8_lossy(&decoded).into_owned())
-        }
-    };
+    let client_context = client_context(header(headers, "x-amz-client-context"))?;
     let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
     let (reference, record) = resolve_version(app, caller, "InvokeFunction", name, qualifier.as_deref())?;
 
@@ -123,6 +110,24 @@ pub async fn invoke(
 
 /// What runs `record` in `account`, and the ARN it was invoked by (with the
 /// qualifier it was invoked with).
+/// `X-Amz-Client-Context`: base64 of JSON, at most `MAX_CLIENT_CONTEXT` bytes; the decoded text.
+pub(crate) fn client_context(header: Option<&str>) -> Result<Option<String>, ApiError> {
+    match header {
+        None => Ok(None),
+        Some(text) if text.len() > MAX_CLIENT_CONTEXT => {
+            Err(ApiError::InvalidParameterValue(format!("Client context must be at most {MAX_CLIENT_CONTEXT} bytes")))
+        }
+        Some(text) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| ApiError::InvalidParameterValue("Client context must be a valid Base64-encoded JSON object.".into()))?;
+            serde_json::from_slice::<serde_json::Value>(&decoded)
+                .map_err(|_| ApiError::InvalidParameterValue("Client context must be a valid Base64-encoded JSON object.".into()))?;
+            Ok(Some(String::from_utf8_lossy(&decoded).into_owned()))
+        }
+    }
+}
+
 pub(crate) fn target(app: &App, account: &str, qualifier: Option<&str>, record: Arc<FunctionRecord>) -> (Target, String) {
     let invoked_function_arn = match qualifier {
         Some(q) => format!("{}:{q}", record.arn(&app.config.region, account)),

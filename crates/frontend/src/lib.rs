@@ -40,6 +40,9 @@ mod control;
 mod error;
 mod event_config;
 mod function;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod invoke;
 mod invoke_api;

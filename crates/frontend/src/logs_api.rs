@@ -20,12 +20,21 @@ use crate::http::{Answer, json_answer};
 const LOG_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most batches in one transaction.
 const LOG_BATCHES: usize = 4096;
+/// Most bytes of lines in one transaction (and held by the writer at once):
+/// a log group over its cap is trimmed in the transaction that took it over,
+/// so this also bounds how far past its cap the database file must grow.
+const LOG_TXN_BYTES: usize = 1024 * 1024;
 
 /// A request to the log writer: answer once every line handed to it so far is committed.
 pub type LogBarrier = tokio::sync::oneshot::Sender<()>;
 
+fn batch_bytes(batch: &LogBatch) -> usize {
+    batch.lines.iter().map(|l| l.message.len() + ignis_store::LOG_EVENT_OVERHEAD as usize).sum()
+}
+
 /// Writes log lines to storage: whatever arrives within [`LOG_LINGER`] of
-/// the first, in one transaction, so busy functions cost few transactions.
+/// the first, in one transaction (of at most [`LOG_BATCHES`] batches and
+/// about [`LOG_TXN_BYTES`]), so busy functions cost few transactions.
 ///
 /// A [`LogBarrier`] is answered once every batch handed over before it is
 /// committed (without the linger while one waits): an event source mapping
@@ -34,45 +43,63 @@ pub type LogBarrier = tokio::sync::oneshot::Sender<()>;
 /// invocation's log. Batches are counted as they are taken, so a barrier
 /// waits for those queued when it came, never for later ones.
 pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>, mut barriers: mpsc::UnboundedReceiver<LogBarrier>) {
-    let mut batches = Vec::new();
-    // Batches taken from the channel so far; at the top of the loop, all are committed.
+    // Batches taken from the channel, not yet committed (oldest first), and their bytes.
+    let mut pending: std::collections::VecDeque<LogBatch> = std::collections::VecDeque::new();
+    let mut pending_bytes = 0;
+    // Batches taken from the channel so far, and committed so far.
     let mut taken: usize = 0;
+    let mut committed: usize = 0;
     // Barriers, each with the count of batches that must be committed first.
     let mut waiting: Vec<(usize, LogBarrier)> = Vec::new();
     let mut barriers_open = true;
     loop {
-        tokio::select! {
-            received = logs.recv_many(&mut batches, LOG_BATCHES) => {
-                if received == 0 {
-                    return;
+        if pending.is_empty() {
+            tokio::select! {
+                received = logs.recv() => {
+                    let Some(batch) = received else { return };
+                    pending_bytes += batch_bytes(&batch);
+                    pending.push_back(batch);
+                    taken += 1;
+                    if waiting.is_empty() {
+                        tokio::time::sleep(LOG_LINGER).await;
+                    }
                 }
-                taken += received;
-                if waiting.is_empty() {
-                    tokio::time::sleep(LOG_LINGER).await;
-                }
+                barrier = barriers.recv(), if barriers_open => match barrier {
+                    Some(barrier) => waiting.push((taken + logs.len(), barrier)),
+                    None => barriers_open = false,
+                },
             }
-            barrier = barriers.recv(), if barriers_open => match barrier {
-                Some(barrier) => waiting.push((taken + logs.len(), barrier)),
-                None => barriers_open = false,
-            },
         }
         while let Ok(barrier) = barriers.try_recv() {
             waiting.push((taken + logs.len(), barrier));
         }
-        while batches.len() < LOG_BATCHES {
+        while pending.len() < LOG_BATCHES && pending_bytes < LOG_TXN_BYTES {
             match logs.try_recv() {
                 Ok(batch) => {
-                    batches.push(batch);
+                    pending_bytes += batch_bytes(&batch);
+                    pending.push_back(batch);
                     taken += 1;
                 }
                 Err(_) => break,
             }
         }
-        if !batches.is_empty() {
-            write_batches(&store, std::mem::take(&mut batches)).await;
+        // One transaction's worth (at least one batch, however large).
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        while let Some(batch) = pending.front() {
+            let size = batch_bytes(batch);
+            if !chunk.is_empty() && (chunk.len() >= LOG_BATCHES || chunk_bytes + size > LOG_TXN_BYTES) {
+                break;
+            }
+            chunk_bytes += size;
+            chunk.extend(pending.pop_front());
         }
-        // Everything taken is committed now.
-        let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(needed, _)| *needed <= taken);
+        pending_bytes -= chunk_bytes;
+        if !chunk.is_empty() {
+            committed += chunk.len();
+            write_batches(&store, chunk).await;
+        }
+        let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(needed, _)| *needed <= committed);
         waiting = still;
         for (_, barrier) in ready {
             let _ = barrier.send(());
@@ -255,6 +282,16 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
         })
         .collect();
     Ok(json_answer(StatusCode::OK, json!({ "logStreams": streams })))
+}
+
+/// The parsing of a CloudWatch Logs body, for the fuzz targets.
+#[cfg(feature = "fuzz")]
+pub(crate) fn check_body(action: &str, body: &[u8]) {
+    let _ = match action {
+        "FilterLogEvents" => parse_body::<FilterLogEvents>(body).map(drop),
+        "DescribeLogGroups" => parse_body::<DescribeLogGroups>(body).map(drop),
+        _ => parse_body::<DescribeLogStreams>(body).map(drop),
+    };
 }
 
 #[cfg(test)]

@@ -711,3 +711,23 @@ fn sqs_record(app: &App, account: &str, queue_arn: &str, m: &Message) -> Value {
     }
     out
 }
+
+/// The checks of a mapping body that need no server, for the fuzz targets.
+#[cfg(feature = "fuzz")]
+pub(crate) fn check_body(body: &[u8]) {
+    let Ok(request) = crate::function::parse_body::<MappingIn>(body) else { return };
+    for creating in [true, false] {
+        let _ = check_request(&request, creating);
+    }
+    if let Some(name) = &request.function_name {
+        let _ = crate::function::parse_function_ref(name, "functionName");
+    }
+    if let Some(arn) = &request.event_source_arn {
+        crate::queues::parse_arn(arn);
+    }
+    if let (Some(size), Some(window)) = (request.batch_size, request.maximum_batching_window_in_seconds)
+        && let (Ok(size), Ok(window)) = (u32::try_from(size), u32::try_from(window))
+    {
+        let _ = mapping::check_batching(size, window);
+    }
+}

@@ -5,6 +5,11 @@
 //! (create, update, delete) are serialised by one async mutex, store the record
 //! durably first and then change the map, so the map never shows what storage
 //! does not hold.
+//!
+//! Every record in the map, and each of its versions, holds its code tree
+//! (`FunctionRecord::code`, set here on every load and write): a tree goes
+//! when no record, and no clone of one that an invocation or a sandbox keeps,
+//! uses it any more.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -27,8 +32,9 @@ impl Registry {
     pub fn load(store: Arc<Store>) -> Result<Registry, ApiError> {
         let mut functions = HashMap::new();
         for (account, name, bytes) in store.functions()? {
-            let record: FunctionRecord = serde_json::from_slice(&bytes)
+            let mut record: FunctionRecord = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::Service(format!("stored function {account}/{name} is unreadable: {e}")))?;
+            hold_code(&store, &mut record);
             functions.insert((account, name), Arc::new(record));
         }
         Ok(Registry { store, functions: RwLock::new(functions), writes: tokio::sync::Mutex::new(()) })
@@ -74,7 +80,9 @@ impl Registry {
     ) -> Result<(Option<Arc<FunctionRecord>>, Arc<FunctionRecord>), ApiError> {
         let _guard = self.writes.lock().await;
         let current = self.get(account, name);
-        let record = Arc::new(change(current.as_deref())?);
+        let mut record = change(current.as_deref())?;
+        hold_code(&self.store, &mut record);
+        let record = Arc::new(record);
         let bytes = serde_json::to_vec(&*record).map_err(|e| ApiError::Service(e.to_string()))?;
         let store = self.store.clone();
         let (a, n) = (account.to_string(), name.to_string());
@@ -98,5 +106,25 @@ impl Registry {
         let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
         functions.remove(&(account.to_string(), name.to_string()));
         Ok(Some(current))
+    }
+}
+
+impl Drop for Registry {
+    /// The records go from memory, not from storage: their code stays.
+    fn drop(&mut self) {
+        self.store.keep_code();
+    }
+}
+
+/// Makes `record` and each of its versions hold their code trees.
+fn hold_code(store: &Store, record: &mut FunctionRecord) {
+    fn hold(store: &Store, r: &mut FunctionRecord) {
+        if !r.code.holds(&r.code_sha256_hex) {
+            r.code = crate::function::CodeRef::new(store.hold_code(&r.code_sha256_hex));
+        }
+    }
+    hold(store, record);
+    for version in &mut record.versions {
+        hold(store, version);
     }
 }

@@ -379,70 +379,89 @@ fn attributes_json(attributes: &Attributes) -> Value {
     Value::Object(map)
 }
 
-impl Api<'_> {
-    /// `base` with the settable attributes in `given` applied.
-    fn apply_attributes(&self, base: &QueueConfig, given: &HashMap<String, String>) -> Result<QueueConfig> {
-        let mut config = base.clone();
-        for (name, value) in given {
-            let int = |range: std::ops::RangeInclusive<u32>| {
-                value.trim().parse::<u32>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
-                    QueueError::InvalidAttributeValue(format!(
-                        "Invalid value for the parameter {name}: {value:?} is not an integer from {} to {}.",
-                        range.start(),
-                        range.end()
-                    ))
-                })
-            };
-            let s = &mut config.settings;
-            match name.as_str() {
-                "VisibilityTimeout" => s.visibility_timeout_s = int(0..=MAX_VISIBILITY_TIMEOUT_S)?,
-                "MessageRetentionPeriod" => s.retention_s = int(ignis_queue::MIN_RETENTION_S..=ignis_queue::MAX_RETENTION_S)?,
-                "MaximumMessageSize" => {
-                    s.max_message_size =
-                        int(ignis_queue::MIN_MAX_MESSAGE_SIZE as u32..=ignis_queue::MAX_MAX_MESSAGE_SIZE as u32)? as usize
-                }
-                "DelaySeconds" => s.delay_s = int(0..=MAX_DELAY_S)?,
-                "ReceiveMessageWaitTimeSeconds" => config.wait_s = int(0..=MAX_WAIT_S)?,
-                "RedrivePolicy" => s.redrive = self.redrive_policy(value)?,
-                "FifoQueue" if value.eq_ignore_ascii_case("false") => {}
-                "FifoQueue" => {
-                    return Err(QueueError::InvalidAttributeValue(
-                        "Ignis supports standard queues only; FifoQueue must be false.".into(),
-                    ));
-                }
-                other if NOT_KEPT.contains(&other) => {
-                    return Err(QueueError::InvalidAttributeName(format!("Ignis does not support the queue attribute {other}.")));
-                }
-                other => return Err(QueueError::InvalidAttributeName(format!("Unknown Attribute {other}."))),
-            }
-        }
-        Ok(config)
-    }
-
-    /// A `RedrivePolicy` value: `""` removes the policy; otherwise JSON with
-    /// `deadLetterTargetArn` (a queue of this account) and `maxReceiveCount`.
-    fn redrive_policy(&self, value: &str) -> Result<Option<Redrive>> {
-        if value.trim().is_empty() {
-            return Ok(None);
-        }
-        let invalid =
-            |reason: &str| QueueError::InvalidParameterValue(format!("Value {value} for parameter RedrivePolicy is invalid. Reason: {reason}"));
-        let policy: Value = serde_json::from_str(value).map_err(|_| invalid("Redrive policy is not a valid JSON map."))?;
-        let target = policy["deadLetterTargetArn"].as_str().ok_or_else(|| invalid("Redrive policy does not contain mandatory attribute: deadLetterTargetArn."))?;
-        let count = match &policy["maxReceiveCount"] {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse::<u64>().ok(),
-            Value::Null => return Err(invalid("Redrive policy does not contain mandatory attribute: maxReceiveCount.")),
-            _ => None,
+/// `base` with the settable attributes in `given` applied; `dead_letter_exists`
+/// says whether a `RedrivePolicy`'s target is one of the caller's queues.
+pub(crate) fn apply_attributes(
+    base: &QueueConfig,
+    given: &HashMap<String, String>,
+    dead_letter_exists: &dyn Fn(&str) -> bool,
+) -> Result<QueueConfig> {
+    let mut config = base.clone();
+    for (name, value) in given {
+        let int = |range: std::ops::RangeInclusive<u32>| {
+            value.trim().parse::<u32>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
+                QueueError::InvalidAttributeValue(format!(
+                    "Invalid value for the parameter {name}: {value:?} is not an integer from {} to {}.",
+                    range.start(),
+                    range.end()
+                ))
+            })
         };
-        let count = count
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| (1..=ignis_queue::MAX_MAX_RECEIVE_COUNT).contains(n))
-            .ok_or_else(|| invalid("Invalid value for maxReceiveCount: must be an integer from 1 to 1000."))?;
-        if parse_arn(target).is_none() || self.app.queues.lookup(self.account, target).is_err() {
-            return Err(invalid("Dead letter target does not exist."));
+        let s = &mut config.settings;
+        match name.as_str() {
+            "VisibilityTimeout" => s.visibility_timeout_s = int(0..=MAX_VISIBILITY_TIMEOUT_S)?,
+            "MessageRetentionPeriod" => s.retention_s = int(ignis_queue::MIN_RETENTION_S..=ignis_queue::MAX_RETENTION_S)?,
+            "MaximumMessageSize" => {
+                s.max_message_size =
+                    int(ignis_queue::MIN_MAX_MESSAGE_SIZE as u32..=ignis_queue::MAX_MAX_MESSAGE_SIZE as u32)? as usize
+            }
+            "DelaySeconds" => s.delay_s = int(0..=MAX_DELAY_S)?,
+            "ReceiveMessageWaitTimeSeconds" => config.wait_s = int(0..=MAX_WAIT_S)?,
+            "RedrivePolicy" => s.redrive = redrive_policy(value, dead_letter_exists)?,
+            "FifoQueue" if value.eq_ignore_ascii_case("false") => {}
+            "FifoQueue" => {
+                return Err(QueueError::InvalidAttributeValue(
+                    "Ignis supports standard queues only; FifoQueue must be false.".into(),
+                ));
+            }
+            other if NOT_KEPT.contains(&other) => {
+                return Err(QueueError::InvalidAttributeName(format!("Ignis does not support the queue attribute {other}.")));
+            }
+            other => return Err(QueueError::InvalidAttributeName(format!("Unknown Attribute {other}."))),
         }
-        Ok(Some(Redrive { target: target.to_string(), max_receive_count: count }))
+    }
+    Ok(config)
+}
+
+/// A `RedrivePolicy` value: `""` removes the policy; otherwise JSON with
+/// `deadLetterTargetArn` (a queue of this account) and `maxReceiveCount`.
+fn redrive_policy(value: &str, dead_letter_exists: &dyn Fn(&str) -> bool) -> Result<Option<Redrive>> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let invalid =
+        |reason: &str| QueueError::InvalidParameterValue(format!("Value {value} for parameter RedrivePolicy is invalid. Reason: {reason}"));
+    let policy: Value = serde_json::from_str(value).map_err(|_| invalid("Redrive policy is not a valid JSON map."))?;
+    let target = policy["deadLetterTargetArn"].as_str().ok_or_else(|| invalid("Redrive policy does not contain mandatory attribute: deadLetterTargetArn."))?;
+    let count = match &policy["maxReceiveCount"] {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        Value::Null => return Err(invalid("Redrive policy does not contain mandatory attribute: maxReceiveCount.")),
+        _ => None,
+    };
+    let count = count
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| (1..=ignis_queue::MAX_MAX_RECEIVE_COUNT).contains(n))
+        .ok_or_else(|| invalid("Invalid value for maxReceiveCount: must be an integer from 1 to 1000."))?;
+    if parse_arn(target).is_none() || !dead_letter_exists(target) {
+        return Err(invalid("Dead letter target does not exist."));
+    }
+    Ok(Some(Redrive { target: target.to_string(), max_receive_count: count }))
+}
+
+/// The `(account, name)` a queue URL names: its last two path segments.
+pub(crate) fn queue_path(url: &str) -> Option<(&str, &str)> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest.split_once('/').map_or("", |(_, path)| path));
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    let (Some(name), Some(account)) = (segments.next(), segments.next()) else {
+        return None;
+    };
+    Some((account, name))
+}
+
+impl Api<'_> {
+    fn apply_attributes(&self, base: &QueueConfig, given: &HashMap<String, String>) -> Result<QueueConfig> {
+        apply_attributes(base, given, &|arn| self.app.queues.lookup(self.account, arn).is_ok())
     }
 }
 
@@ -462,9 +481,7 @@ impl Api<'_> {
     /// The caller's queue a `QueueUrl` names.
     fn queue(&self, url: Option<String>) -> Result<QueueRef> {
         let url = required(url, "QueueUrl")?;
-        let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest.split_once('/').map_or("", |(_, path)| path));
-        let mut segments = path.trim_end_matches('/').rsplit('/');
-        let (Some(name), Some(account)) = (segments.next(), segments.next()) else {
+        let Some((account, name)) = queue_path(&url) else {
             return Err(QueueError::DoesNotExist);
         };
         if account != self.account {
@@ -578,7 +595,7 @@ impl Api<'_> {
     }
 
     /// A message to send, checked; its MD5s.
-    fn outgoing(&self, body: Option<String>, delay: Option<i64>, attributes: Option<HashMap<String, AttributeValue>>) -> Result<(Outgoing, Value)> {
+    fn outgoing(body: Option<String>, delay: Option<i64>, attributes: Option<HashMap<String, AttributeValue>>) -> Result<(Outgoing, Value)> {
         let delay_s = delay.map(|d| within(d, "DelaySeconds", 0..=MAX_DELAY_S)).transpose()?;
         let attributes = message_attributes(attributes)?;
         let body = body.unwrap_or_default();
@@ -591,7 +608,7 @@ impl Api<'_> {
 
     async fn send_message(&self, request: SendMessage) -> Result<Answer> {
         let queue = self.queue(request.queue_url)?;
-        let (outgoing, mut sent) = self.outgoing(request.message_body, request.delay_seconds, request.message_attributes)?;
+        let (outgoing, mut sent) = Api::outgoing(request.message_body, request.delay_seconds, request.message_attributes)?;
         let answers = self.app.queues.send_batch(&queue, vec![outgoing]).await?;
         let Some(result) = answers.into_iter().next() else {
             return Err(QueueError::Storage("no answer for the message".into()));
@@ -616,7 +633,7 @@ impl Api<'_> {
         let mut accepted = Vec::new();
         for entry in entries {
             let id = entry.id.unwrap_or_default();
-            match self.outgoing(entry.message_body, entry.delay_seconds, entry.message_attributes) {
+            match Api::outgoing(entry.message_body, entry.delay_seconds, entry.message_attributes) {
                 Ok((outgoing, digests)) => accepted.push((id, outgoing, digests)),
                 Err(e) => failed_entries.push(failed(&id, &e)),
             }
@@ -757,6 +774,67 @@ fn attributes_size(given: &HashMap<String, AttributeValue>) -> usize {
             name.len() + v.data_type.as_ref().map_or(0, String::len) + value
         })
         .sum()
+}
+
+/// Every check this module makes of a body before it reaches a queue, for
+/// the fuzz targets: the action's wire shape, queue names and URLs, queue
+/// attributes, batch entries, message attributes and their MD5.
+#[cfg(feature = "fuzz")]
+pub(crate) fn check_body(action: &str, body: &[u8]) {
+    let any_queue = |_: &str| true;
+    let run = || -> Result<()> {
+        match action {
+            "CreateQueue" => {
+                let request: CreateQueue = parse(body)?;
+                valid_queue_name(&required(request.queue_name, "QueueName")?)?;
+                apply_attributes(&QueueConfig::default(), &request.attributes.unwrap_or_default(), &any_queue)?;
+            }
+            "SetQueueAttributes" => {
+                let request: SetQueueAttributes = parse(body)?;
+                queue_path(&required(request.queue_url, "QueueUrl")?);
+                apply_attributes(&QueueConfig::default(), &required(request.attributes, "Attributes")?, &any_queue)?;
+            }
+            "SendMessage" => {
+                let request: SendMessage = parse(body)?;
+                let (outgoing, _) = Api::outgoing(request.message_body, request.delay_seconds, request.message_attributes)?;
+                attributes_json(&outgoing.attributes);
+            }
+            "SendMessageBatch" => {
+                let request: SendMessageBatch = parse(body)?;
+                let entries = request.entries.unwrap_or_default();
+                check_batch(entries.iter().map(|e| e.id.as_deref().unwrap_or("")))?;
+                entries.iter().filter_map(|e| e.message_attributes.as_ref()).map(attributes_size).sum::<usize>();
+                for entry in entries {
+                    let (outgoing, _) = Api::outgoing(entry.message_body, entry.delay_seconds, entry.message_attributes)?;
+                    attributes_json(&outgoing.attributes);
+                }
+            }
+            "ReceiveMessage" => {
+                let request: ReceiveMessage = parse(body)?;
+                within(request.max_number_of_messages.unwrap_or(1), "MaxNumberOfMessages", 1..=10)?;
+                request.visibility_timeout.map(|v| within(v, "VisibilityTimeout", 0..=MAX_VISIBILITY_TIMEOUT_S)).transpose()?;
+                request.wait_time_seconds.map(|w| within(w, "WaitTimeSeconds", 0..=MAX_WAIT_S)).transpose()?;
+            }
+            "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
+                let request: ChangeMessageVisibilityBatch = parse(body)?;
+                let entries = request.entries.unwrap_or_default();
+                check_batch(entries.iter().map(|e| e.id.as_deref().unwrap_or("")))?;
+                for e in &entries {
+                    within(e.visibility_timeout.unwrap_or(0), "VisibilityTimeout", 0..=MAX_VISIBILITY_TIMEOUT_S)?;
+                }
+            }
+            "ListQueues" => {
+                let request: ListQueues = parse(body)?;
+                request.max_results.map(|n| within(n, "MaxResults", 1..=1000)).transpose()?;
+            }
+            _ => {
+                let request: GetQueueAttributes = parse(body)?;
+                queue_path(&required(request.queue_url, "QueueUrl")?);
+            }
+        }
+        Ok(())
+    };
+    let _ = run();
 }
 
 #[cfg(test)]

@@ -398,6 +398,18 @@ pub(crate) fn page_answer(key: &str, items: Vec<(String, serde_json::Value)>, ma
     json_answer(StatusCode::OK, body)
 }
 
+/// The checks of an alias body that need no function, for the fuzz targets.
+#[cfg(feature = "fuzz")]
+pub(crate) fn check_alias_body(body: &[u8]) {
+    let Ok(request) = f::parse_body::<AliasIn>(body) else { return };
+    let mut v = Violations::default();
+    if let Some(alias) = &request.name {
+        check_alias_name(alias, &mut v);
+    }
+    check_alias_fields(&request, &mut v);
+    let _ = v.into_result();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,10 @@ pub struct ServerArgs {
     /// Time limits of every connection: the API's and the sandboxes' Runtime API's.
     #[command(flatten)]
     pub client_timeouts: ClientTimeouts,
+    /// Bytes of logs kept per function (log group): messages plus 128 per event; past it, the
+    /// oldest events go first.
+    #[arg(long, default_value_t = ignis_store::DEFAULT_MAX_LOG_GROUP_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_bytes_per_function: u64,
 }
 
 /// Time limits of the connections a server or worker serves.
@@ -102,6 +106,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
+    store.set_max_log_group_bytes(args.log_bytes_per_function);
     let credentials = credentials(&data_dir)?;
     let admin_account = admin_account_id(&store)?;
     register_admin_key(&store, &admin_account, credentials.clone())?;
@@ -125,6 +130,12 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                     client_limits,
                 };
             let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
+            let images = Arc::downgrade(&worker);
+            store.on_code_removed(move |dir| {
+                if let Some(worker) = images.upgrade() {
+                    worker.forget_code(dir);
+                }
+            });
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
         let workers = Workers { local, credentials, logs: log_tx };

@@ -1,14 +1,33 @@
 //! Function code: zips validated and unpacked once, content-addressed by the
 //! SHA-256 of the zip bytes.
+//!
+//! # Holds
+//!
+//! A tree stays on disk while something holds it: a [`CodeHold`] (cheap to
+//! clone) is handed out by [`Store::put_code`] (inside [`Code`]) and
+//! [`Store::hold_code`]; whoever uses a tree (a function record, a version, a
+//! sandbox that has it mounted, an upload on its way to a record) keeps one.
+//! When the last hold of a tree is dropped, the tree is removed at once (moved
+//! aside under the holds' mutex, deleted by a thread of its own), so code that
+//! nothing uses does not wait for the next start to go. Invariants:
+//!
+//! - Every hold of a tree shares one generation; a generation's end removes
+//!   the tree only if no newer generation was started meanwhile (a new hold
+//!   taken between the last drop and its cleanup keeps the tree).
+//! - [`Store::put_code`] takes its hold before it looks at the disk, so a
+//!   tree it finds cannot be removed under it.
+//! - Leftovers of removals cut short (`.tmp-*`) go at the next open.
+//! - After [`Store::keep_code`] (a process that stops: its records and
+//!   sandboxes go from memory, its functions stay) nothing is removed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Cursor, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -22,9 +41,6 @@ const CORRUPT_MSG: &str =
 const MAX_LINK_TARGET: u64 = 4096;
 /// Longest entry name accepted (bytes).
 const MAX_NAME: usize = 4096;
-/// Code put by this process this recently is never removed by `remove_unused_code`,
-/// so that a function being created is not raced by a cleanup.
-const RECENT_GRACE: Duration = Duration::from_secs(15 * 60);
 const TMP_PREFIX: &str = ".tmp-";
 
 /// Limits applied when a zip is stored.
@@ -52,7 +68,7 @@ impl Default for CodeRules {
 }
 
 /// A stored code package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Code {
     /// SHA-256 of the zip bytes.
     pub sha256: [u8; 32],
@@ -60,6 +76,161 @@ pub struct Code {
     pub zip_size: u64,
     /// Total bytes of the unpacked files and symlink targets.
     pub unzipped_size: u64,
+    /// Keeps the tree on disk; clone it into whatever uses the tree.
+    pub hold: CodeHold,
+}
+
+/// Keeps one code tree on disk: the tree is removed when the last hold of it
+/// (every clone, and every other hold of the same tree) is dropped.
+#[derive(Clone)]
+pub struct CodeHold(Arc<Held>);
+
+/// A hold that does not keep the tree: [`WeakCodeHold::upgrade`] gives the
+/// hold back while some other hold still keeps it.
+#[derive(Clone)]
+pub struct WeakCodeHold(Weak<Held>);
+
+impl CodeHold {
+    /// The tree's name under `<data_dir>/code/`.
+    pub fn sha256_hex(&self) -> &str {
+        &self.0.hex
+    }
+
+    /// The tree this hold keeps.
+    pub fn dir(&self) -> PathBuf {
+        self.0.holds.root.join(&self.0.hex)
+    }
+
+    /// A reference that does not keep the tree.
+    pub fn downgrade(&self) -> WeakCodeHold {
+        WeakCodeHold(Arc::downgrade(&self.0))
+    }
+}
+
+impl WeakCodeHold {
+    /// The hold, if the tree is still kept by another.
+    pub fn upgrade(&self) -> Option<CodeHold> {
+        self.0.upgrade().map(CodeHold)
+    }
+}
+
+impl std::fmt::Debug for CodeHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CodeHold").field(&self.0.hex).finish()
+    }
+}
+
+impl PartialEq for CodeHold {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.hex == other.0.hex
+    }
+}
+
+impl Eq for CodeHold {}
+
+/// Every held tree of a store: hex → (generation, the holds' shared part).
+pub(crate) struct Holds {
+    root: PathBuf,
+    held: Mutex<HashMap<String, (u64, Weak<Held>)>>,
+    /// Set by [`Store::keep_code`]: the holders are going away, not what they hold.
+    keep: AtomicBool,
+    generation: AtomicU64,
+    tmp_counter: AtomicU64,
+    /// Set by [`Store::on_code_removed`]: told of each tree before it goes.
+    removed: std::sync::OnceLock<Box<dyn Fn(&Path) + Send + Sync>>,
+}
+
+/// What all holds of one tree (of one generation) share; its drop is the
+/// last hold's end.
+struct Held {
+    hex: String,
+    generation: u64,
+    holds: Arc<Holds>,
+}
+
+impl Holds {
+    pub(crate) fn new(root: PathBuf) -> Arc<Holds> {
+        Arc::new(Holds {
+            root,
+            held: Mutex::default(),
+            keep: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            tmp_counter: AtomicU64::new(0),
+            removed: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Weak<Held>)>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A hold of `hex`: shares the live generation, or starts a new one.
+    fn hold(self: &Arc<Self>, hex: &str) -> CodeHold {
+        let mut held = self.lock();
+        if let Some(live) = held.get(hex).and_then(|(_, weak)| weak.upgrade()) {
+            return CodeHold(live);
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let live = Arc::new(Held { hex: hex.to_string(), generation, holds: self.clone() });
+        held.insert(hex.to_string(), (generation, Arc::downgrade(&live)));
+        CodeHold(live)
+    }
+
+    fn is_held(&self, hex: &str) -> bool {
+        self.lock().get(hex).is_some_and(|(_, weak)| weak.strong_count() > 0)
+    }
+
+    /// The end of `generation` of `hex`: moves the tree aside (unless a newer
+    /// generation holds it) and deletes it in the background.
+    fn release(&self, hex: &str, generation: u64) {
+        let aside = {
+            let mut held = self.lock();
+            match held.get(hex) {
+                Some((g, _)) if *g == generation => {
+                    held.remove(hex);
+                }
+                _ => return,
+            }
+            if self.keep.load(Ordering::Acquire) {
+                return;
+            }
+            let aside = self.tmp_path();
+            match fs::rename(self.root.join(hex), &aside) {
+                Ok(()) => aside,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    eprintln!("ignis: cannot remove the unused code tree {hex}: {e}");
+                    return;
+                }
+            }
+        };
+        // Outside the lock: what it calls may drop holds of its own.
+        if let Some(removed) = self.removed.get() {
+            removed(&self.root.join(hex));
+        }
+        let remove = move || {
+            if let Err(e) = remove_path(&aside) {
+                eprintln!("ignis: cannot remove {}: {e}", aside.display());
+            }
+        };
+        // Deleting a big tree takes a while: never on the dropping thread (often an async one).
+        let spawned = std::thread::Builder::new().name("ignis-code-rm".into()).spawn(remove.clone());
+        if spawned.is_err() {
+            remove();
+        }
+    }
+
+    /// A fresh name for a temporary tree under the root (removed at the next open if left).
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        self.root.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.holds.release(&self.hex, self.generation);
+    }
 }
 
 impl Code {
@@ -221,6 +392,8 @@ impl Store {
         let hex = hex::encode(sha256);
         let final_dir = self.code_root.join(&hex);
         let zip_size = zip.len() as u64;
+        // Before looking: a tree found now stays.
+        let hold = self.code_holds.hold(&hex);
 
         let exists = fs::symlink_metadata(&final_dir)
             .map(|m| m.is_dir())
@@ -254,15 +427,20 @@ impl Store {
             File::open(&self.code_root)?.sync_all()?;
             size
         };
-
-        let mut recent = self.recent_code.lock().unwrap_or_else(|p| p.into_inner());
-        recent.retain(|_, t| t.elapsed() < RECENT_GRACE);
-        recent.insert(hex, Instant::now());
         Ok(Code {
             sha256,
             zip_size,
             unzipped_size,
+            hold,
         })
+    }
+
+    /// A hold of the tree `sha256_hex` (see [`CodeHold`]): it stays on disk
+    /// until the last hold is dropped. Holding a tree that is not there is
+    /// allowed (it keeps nothing; a later [`Store::put_code`] shares it).
+    pub fn hold_code(&self, sha256_hex: &str) -> CodeHold {
+        let hex = if is_sha_hex(sha256_hex) { sha256_hex } else { ".invalid" };
+        self.code_holds.hold(hex)
     }
 
     /// `<data_dir>/code/<hex>`: the unpacked tree of the code whose
@@ -276,26 +454,32 @@ impl Store {
         }
     }
 
-    /// Deletes unpacked trees whose hex is not in `live`; returns how many.
-    /// Trees stored by [`Store::put_code`] in the last 15 minutes are kept
-    /// anyway, so a function being created is not raced by a cleanup.
+    /// Calls `removed` with a tree's directory ([`Store::code_dir`]) just
+    /// before a tree whose last hold went is removed, e.g. to drop what a
+    /// worker derived from it. Only the first call has effect.
+    pub fn on_code_removed(&self, removed: impl Fn(&Path) + Send + Sync + 'static) {
+        let _ = self.code_holds.removed.set(Box::new(removed));
+    }
+
+    /// From now on, a tree whose last hold goes stays on disk: for a process
+    /// that stops, whose holders (records, sandboxes) go away while what they
+    /// stand for (stored functions) does not. The next start sorts it out.
+    pub fn keep_code(&self) {
+        self.code_holds.keep.store(true, Ordering::Release);
+    }
+
+    /// Deletes unpacked trees whose hex is not in `live` and that nothing
+    /// holds (see [`CodeHold`]); returns how many. For trees left by an
+    /// earlier process: those of this one go when their last hold does.
     pub fn remove_unused_code(&self, live: &HashSet<String>) -> Result<usize, StoreError> {
         let root = &self.code_root;
-        let recent: HashSet<String> = {
-            let recent = self.recent_code.lock().unwrap_or_else(|p| p.into_inner());
-            recent
-                .iter()
-                .filter(|(_, t)| t.elapsed() < RECENT_GRACE)
-                .map(|(h, _)| h.clone())
-                .collect()
-        };
         let mut removed = 0;
         let entries = fs::read_dir(root).map_err(io_err(format!("listing {}", root.display())))?;
         for entry in entries {
             let entry = entry.map_err(io_err(format!("listing {}", root.display())))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if !is_sha_hex(name) || live.contains(name) || recent.contains(name) {
+            if !is_sha_hex(name) || live.contains(name) || self.code_holds.is_held(name) {
                 continue;
             }
             let path = entry.path();
@@ -307,10 +491,7 @@ impl Store {
 
     fn make_tmp_dir(&self) -> io::Result<PathBuf> {
         loop {
-            let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-            let path = self
-                .code_root
-                .join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+            let path = self.code_holds.tmp_path();
             match fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(path),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -361,6 +542,12 @@ fn join(root: &Path, path: &[String]) -> PathBuf {
     let mut p = root.to_path_buf();
     p.extend(path);
     p
+}
+
+/// Checks a zip as [`Store::put_code`] does, decompressing every file, without
+/// writing anything; returns the decompressed size.
+pub fn check_zip(zip: &[u8], rules: &CodeRules) -> Result<u64, CodeError> {
+    unpack(zip, rules, None)
 }
 
 /// Validates the archive and, if `dest` is given, unpacks it there (an empty

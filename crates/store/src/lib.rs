@@ -39,10 +39,9 @@ mod logs;
 mod mappings;
 mod queues;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -52,11 +51,12 @@ use redb::{
 pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
-pub use code::{Code, CodeError, CodeRules, zip_tree};
+pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
 pub use queues::{QueueMessage, QueueWrite, StoredQueue};
 pub use events::{EventChange, StoredEvent};
 pub use logs::{
-    LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, MAX_LOG_LIMIT, StoredLogEvent,
+    DEFAULT_MAX_LOG_GROUP_BYTES, LOG_EVENT_OVERHEAD, LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo,
+    MAX_LOG_LIMIT, StoredLogEvent,
 };
 
 /// At most this long passes between fsync'd commits while logs are being appended
@@ -144,9 +144,12 @@ pub struct Store {
     last_sync: Mutex<Instant>,
     /// Whether a non-durable (log) commit happened since the last fsync'd one.
     unsynced: AtomicBool,
-    /// Code put recently by this process, protected from [`Store::remove_unused_code`].
-    recent_code: Mutex<HashMap<String, Instant>>,
-    tmp_counter: AtomicU64,
+    /// The code trees something holds (see [`CodeHold`]).
+    code_holds: std::sync::Arc<code::Holds>,
+    /// The most a log group may hold (see the `logs` module).
+    max_log_group_bytes: std::sync::atomic::AtomicU64,
+    /// Log groups' sizes as of the last commit that appended to them.
+    log_sizes: Mutex<logs::GroupSizes>,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,6 +196,7 @@ impl Store {
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 
         let code_root = code::prepare_root(data_dir)?;
+        let code_holds = code::Holds::new(code_root.clone());
         Ok(Store {
             db,
             cipher,
@@ -200,8 +204,9 @@ impl Store {
             code_root,
             last_sync: Mutex::new(Instant::now()),
             unsynced: AtomicBool::new(false),
-            recent_code: Mutex::new(HashMap::new()),
-            tmp_counter: AtomicU64::new(0),
+            code_holds,
+            max_log_group_bytes: std::sync::atomic::AtomicU64::new(logs::DEFAULT_MAX_LOG_GROUP_BYTES),
+            log_sizes: Mutex::default(),
         })
     }
 

@@ -1,4 +1,14 @@
 //! CloudWatch-Logs-like storage: groups, streams, events, per account.
+//!
+//! # Bounded
+//!
+//! Each log group holds at most [`Store::max_log_group_bytes`] (its events'
+//! messages plus [`LOG_EVENT_OVERHEAD`] each, see [`charged`]): the append
+//! that would take a group past it also deletes the group's oldest events, in
+//! the same transaction, until the group is back to [`trim_target`] of it. So
+//! one function that writes without pause keeps its newest logs and cannot
+//! fill the disk; the database file grows at most by what the caps allow (freed
+//! pages are reused).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,6 +34,32 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub const MAX_LOG_LIMIT: usize = 10_000;
 /// Events examined per `filter_logs` call before returning a partial page.
 const MAX_SCAN: usize = 100_000;
+/// What one event costs a log group's cap besides its message: its key, its
+/// stream's name and the database's bookkeeping, roughly (so that a flood of
+/// empty lines is bounded too).
+pub const LOG_EVENT_OVERHEAD: u64 = 128;
+/// The default cap of each log group (see [`Store::set_max_log_group_bytes`]).
+pub const DEFAULT_MAX_LOG_GROUP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What `count` events with `bytes` of messages cost a log group's cap.
+pub fn charged(bytes: u64, count: u64) -> u64 {
+    bytes.saturating_add(count.saturating_mul(LOG_EVENT_OVERHEAD))
+}
+
+/// What a group over its cap is trimmed back to: seven eighths of the cap, so
+/// a group at its cap is not trimmed again at every append.
+pub fn trim_target(cap: u64) -> u64 {
+    cap - cap / 8
+}
+
+/// How many bytes (as [`charged`]) to delete from a group of `size` with cap
+/// `cap`: none while it fits, else down to [`trim_target`].
+pub fn excess(size: u64, cap: u64) -> u64 {
+    if size <= cap { 0 } else { size - trim_target(cap) }
+}
+
+/// Charged sizes of log groups, by (account, group), as far as known.
+pub(crate) type GroupSizes = HashMap<(String, String), u64>;
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(EVENTS).ctx("creating tables")?;
@@ -226,6 +262,11 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
+        let cap = self.max_log_group_bytes();
+        // Held across the transaction: the sizes stay those of the last commit.
+        let mut sizes = self.lock_log_sizes();
+        let mut new_sizes: Vec<((String, String), u64)> = Vec::new();
+        let mut trimmed = false;
         let txn = self.db.begin_write().ctx(CTX)?;
         {
             let mut counters = txn.open_table(COUNTERS).ctx(CTX)?;
@@ -236,6 +277,8 @@ impl Store {
                 .unwrap_or(0);
             let mut table = txn.open_table(EVENTS).ctx(CTX)?;
             let mut per_stream: HashMap<(&str, &str, &str), StreamStats> = HashMap::new();
+            // What this append adds to each group, as charged.
+            let mut added: HashMap<(&str, &str), u64> = HashMap::new();
             for &(account, group, events) in batches {
                 for ev in events {
                     seq = seq.saturating_add(1);
@@ -249,6 +292,8 @@ impl Store {
                         .entry((account, group, ev.stream.as_str()))
                         .or_insert_with(|| StreamStats::new(now))
                         .add(ev.timestamp_ms, now, ev.message.len() as u64);
+                    let group_added = added.entry((account, group)).or_insert(0);
+                    *group_added = group_added.saturating_add(charged(ev.message.len() as u64, 1));
                 }
             }
             counters.insert("log_seq", seq).ctx(CTX)?;
@@ -271,8 +316,31 @@ impl Store {
                 };
                 streams.insert(key, merged.value()).ctx(CTX)?;
             }
+            // Every group appended to, with what it holds now.
+            for ((account, group), add) in added {
+                let known = sizes.get(&(account.to_string(), group.to_string())).copied();
+                let size = match known {
+                    Some(before) => before.saturating_add(add),
+                    None => group_size(&streams, account, group)?,
+                };
+                let extra = excess(size, cap);
+                let freed = if extra > 0 { drop_oldest(&mut table, &mut streams, account, group, extra)? } else { 0 };
+                trimmed |= freed > 0;
+                new_sizes.push(((account.to_string(), group.to_string()), size.saturating_sub(freed)));
+            }
         }
-        self.commit(txn, false, CTX)
+        // The database reuses the pages of deleted events only after a durable
+        // commit: a trim is made durable at once, so a flood reuses what it frees.
+        match self.commit(txn, trimmed, CTX) {
+            Ok(()) => {
+                sizes.extend(new_sizes);
+                Ok(())
+            }
+            Err(e) => {
+                sizes.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Events of `group` of `account` matching `q`, in timestamp order, one page at a time.
@@ -401,6 +469,8 @@ impl Store {
     /// Deletes every event and stream of `group` of `account`. Durable when it returns.
     pub fn delete_log_group(&self, account: &str, group: &str) -> Result<(), StoreError> {
         const CTX: &str = "deleting a log group";
+        let mut sizes = self.lock_log_sizes();
+        sizes.clear();
         let txn = self.db.begin_write().ctx(CTX)?;
         {
             let mut events = txn.open_table(EVENTS).ctx(CTX)?;
@@ -427,6 +497,8 @@ impl Store {
     /// Streams left without events are removed. Durable when it returns.
     pub fn trim_logs(&self, max_events_per_group: u64) -> Result<u64, StoreError> {
         const CTX: &str = "trimming logs";
+        let mut sizes = self.lock_log_sizes();
+        sizes.clear();
         // Group sizes, from the stream statistics.
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         {
@@ -498,9 +570,112 @@ impl Store {
     }
 }
 
+/// What `group` of `account` holds (as [`charged`]), from its streams' statistics.
+fn group_size(
+    streams: &redb::Table<StreamKey, StatsValue>,
+    account: &str,
+    group: &str,
+) -> Result<u64, StoreError> {
+    const CTX: &str = "measuring a log group";
+    let next_group = successor(group);
+    let mut size = 0u64;
+    for item in streams
+        .range((account, group, "")..(account, next_group.as_str(), ""))
+        .ctx(CTX)?
+    {
+        let (_, v) = item.ctx(CTX)?;
+        let s = StreamStats::from_value(v.value());
+        size = size.saturating_add(charged(s.bytes, s.count));
+    }
+    Ok(size)
+}
+
+/// Deletes the oldest events of `group` of `account` until `at_least` bytes
+/// (as [`charged`]) are freed or none is left, and updates its streams'
+/// statistics (a stream left empty goes). Returns the bytes freed.
+fn drop_oldest(
+    events: &mut redb::Table<EventKey, EventValue>,
+    streams: &mut redb::Table<StreamKey, StatsValue>,
+    account: &str,
+    group: &str,
+    at_least: u64,
+) -> Result<u64, StoreError> {
+    const CTX: &str = "trimming a log group";
+    let mut freed = 0u64;
+    // Per stream: (message bytes, events) deleted.
+    let mut removed: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut newest_removed = i64::MIN;
+    let full = (account, group, i64::MIN, 0u64)..=(account, group, i64::MAX, u64::MAX);
+    for item in events.extract_from_if(full, |_, _| true).ctx(CTX)? {
+        let (k, v) = item.ctx(CTX)?;
+        let (_, stream, message) = v.value();
+        let entry = removed.entry(stream.to_string()).or_default();
+        entry.0 = entry.0.saturating_add(message.len() as u64);
+        entry.1 = entry.1.saturating_add(1);
+        newest_removed = newest_removed.max(k.value().2);
+        freed = freed.saturating_add(charged(message.len() as u64, 1));
+        if freed >= at_least {
+            break;
+        }
+    }
+    for (stream, (bytes, count)) in removed {
+        let key = (account, group, stream.as_str());
+        let Some(mut s) = streams.get(key).ctx(CTX)?.map(|g| StreamStats::from_value(g.value())) else { continue };
+        s.bytes = s.bytes.saturating_sub(bytes);
+        s.count = s.count.saturating_sub(count);
+        if s.count == 0 {
+            streams.remove(key).ctx(CTX)?;
+        } else {
+            // Events go in timestamp order: what is left of the stream is no older.
+            s.first_ms = s.first_ms.max(newest_removed);
+            streams.insert(key, s.value()).ctx(CTX)?;
+        }
+    }
+    Ok(freed)
+}
+
+impl Store {
+    /// The most a log group may hold (see the module's docs).
+    pub fn max_log_group_bytes(&self) -> u64 {
+        self.max_log_group_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the most a log group may hold, in bytes (messages plus
+    /// [`LOG_EVENT_OVERHEAD`] per event); applies from the next append to each group.
+    pub fn set_max_log_group_bytes(&self, bytes: u64) {
+        self.max_log_group_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lock_log_sizes(&self) -> std::sync::MutexGuard<'_, GroupSizes> {
+        self.log_sizes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimming_decisions() {
+        // (size, cap) -> bytes to delete
+        let table: [((u64, u64), u64); 8] = [
+            ((0, 0), 0),
+            ((1, 0), 1),
+            ((0, 800), 0),
+            ((800, 800), 0),
+            ((801, 800), 801 - 700),
+            ((10_000, 800), 10_000 - 700),
+            ((u64::MAX, 800), u64::MAX - 700),
+            ((5, u64::MAX), 0),
+        ];
+        for ((size, cap), expected) in table {
+            assert_eq!(excess(size, cap), expected, "size {size}, cap {cap}");
+            assert!(size - excess(size, cap) <= cap);
+        }
+        assert_eq!(charged(10, 2), 10 + 2 * LOG_EVENT_OVERHEAD);
+        assert_eq!(charged(u64::MAX, 2), u64::MAX);
+        assert_eq!(trim_target(0), 0);
+    }
 
     #[test]
     fn tokens() {

@@ -376,9 +376,13 @@ fn unused_code_and_leftovers() {
         let b = s
             .put_code(&make_zip(&[E::File("bootstrap", b"b", 0o755)]), &rules())
             .unwrap();
-        // Recently put code is protected.
+        // Held code is never removed.
         assert_eq!(s.remove_unused_code(&HashSet::new()).unwrap(), 0);
-        (a.sha256_hex(), b.sha256_hex())
+        let hex = (a.sha256_hex(), b.sha256_hex());
+        // As a process that ends (or is killed) while it holds them.
+        std::mem::forget(a);
+        std::mem::forget(b);
+        hex
     };
     // An interrupted upload.
     std::fs::create_dir_all(dir.path().join("code/.tmp-1-1/x")).unwrap();
@@ -392,6 +396,71 @@ fn unused_code_and_leftovers() {
     assert_eq!(s.remove_unused_code(&live).unwrap(), 1);
     assert_eq!(code_entries(dir.path()), vec![a.clone()]);
     assert!(!s.code_dir(&b).exists());
+}
+
+/// The trees under `code/`, without those moved aside for deletion.
+fn code_trees(data: &Path) -> Vec<String> {
+    code_entries(data).into_iter().filter(|e| !e.starts_with(".tmp-")).collect()
+}
+
+#[test]
+fn a_tree_goes_with_its_last_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let told = removed.clone();
+    s.on_code_removed(move |tree| told.lock().unwrap().push(tree.to_path_buf()));
+    let zip = make_zip(&[E::File("bootstrap", b"a", 0o755)]);
+    let code = s.put_code(&zip, &rules()).unwrap();
+    let hex = code.sha256_hex();
+    assert_eq!(code.hold.sha256_hex(), hex);
+    assert_eq!(code.hold.dir(), s.code_dir(&hex));
+    // Every hold counts: another put, a hold by name, a clone.
+    let again = s.put_code(&zip, &rules()).unwrap();
+    let named = s.hold_code(&hex);
+    let cloned = named.clone();
+    let weak = cloned.downgrade();
+    for step in 0..3 {
+        match step {
+            0 => drop(code.clone()),
+            1 => drop(again.clone()),
+            _ => drop(named.clone()),
+        }
+        assert_eq!(code_trees(dir.path()), vec![hex.clone()], "{step}");
+    }
+    drop(code);
+    drop(again);
+    drop(named);
+    assert_eq!(code_trees(dir.path()), vec![hex.clone()]);
+    assert!(weak.upgrade().is_some());
+    assert!(removed.lock().unwrap().is_empty());
+    drop(cloned);
+    // The last hold is gone: so is the tree, at once, and whoever asked is told.
+    assert!(code_trees(dir.path()).is_empty());
+    assert!(weak.upgrade().is_none());
+    assert_eq!(*removed.lock().unwrap(), vec![s.code_dir(&hex)]);
+    // It can be put again, and a hold taken before the tree exists keeps it once it does.
+    let early = s.hold_code(&hex);
+    let code = s.put_code(&zip, &rules()).unwrap();
+    drop(code);
+    assert_eq!(code_trees(dir.path()), vec![hex.clone()]);
+    drop(early);
+    assert!(code_trees(dir.path()).is_empty());
+    // A refused upload leaves nothing, held or not.
+    assert!(s.put_code(b"not a zip", &rules()).is_err());
+    assert!(code_trees(dir.path()).is_empty());
+    // A stopping process keeps what its holders held.
+    let kept = s.put_code(&zip, &rules()).unwrap();
+    s.keep_code();
+    drop(kept);
+    assert_eq!(code_trees(dir.path()), vec![hex.clone()]);
+    assert_eq!(s.remove_unused_code(&HashSet::new()).unwrap(), 1);
+    // The background deletion finishes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !code_entries(dir.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", code_entries(dir.path()));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 fn ev(ts: i64, stream: &str, msg: &str) -> LogEvent {
@@ -632,4 +701,63 @@ fn concurrent_same_code() {
     let codes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(codes.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(code_entries(dir.path()), vec![codes[0].sha256_hex()]);
+    let hex = codes[0].sha256_hex();
+    drop(codes);
+    assert!(!s.code_dir(&hex).exists());
+}
+
+#[test]
+fn a_log_group_keeps_its_newest_events_within_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.max_log_group_bytes(), ignis_store::DEFAULT_MAX_LOG_GROUP_BYTES);
+    let cap = 64 * 1024;
+    s.set_max_log_group_bytes(cap);
+    let (g, other) = ("/aws/lambda/loud", "/aws/lambda/quiet");
+    s.append_logs("111", other, &[ev(1, "s", "kept\n")]).unwrap();
+    let line = "x".repeat(999) + "\n";
+    let size = |group: &str| {
+        let info = s.log_groups("111").unwrap().into_iter().find(|i| i.name == group).unwrap();
+        info.stored_bytes + info.event_count * ignis_store::LOG_EVENT_OVERHEAD
+    };
+    let mut ts = 0;
+    for round in 0..200 {
+        let batch: Vec<LogEvent> = (0..10)
+            .map(|i| {
+                ts += 1;
+                ev(ts, if i % 2 == 0 { "a" } else { "b" }, &line)
+            })
+            .collect();
+        s.append_logs("111", g, &batch).unwrap();
+        assert!(size(g) <= cap, "round {round}: {}", size(g));
+    }
+    // The newest events are there, the oldest not; the statistics match what is stored.
+    let page = s.filter_logs("111", g, &LogQuery::default()).unwrap();
+    assert_eq!(page.events.last().unwrap().timestamp_ms, ts);
+    assert!(page.events.first().unwrap().timestamp_ms > 1000);
+    let streams = s.log_streams("111", g).unwrap();
+    assert_eq!(streams.iter().map(|s| s.event_count).sum::<u64>(), page.events.len() as u64);
+    assert_eq!(streams.iter().map(|s| s.stored_bytes).sum::<u64>(), (page.events.len() * line.len()) as u64);
+    for stream in &streams {
+        let first = page.events.iter().find(|e| e.stream == stream.name).unwrap().timestamp_ms;
+        assert!(stream.first_event_ms <= first && first - stream.first_event_ms <= 2, "{stream:?} {first}");
+    }
+    // Another group is untouched.
+    assert_eq!(s.filter_logs("111", other, &LogQuery::default()).unwrap().events.len(), 1);
+    // A single append larger than the cap keeps only what fits.
+    let big: Vec<LogEvent> = (0..500).map(|i| ev(ts + 1 + i, "c", &line)).collect();
+    s.append_logs("111", g, &big).unwrap();
+    assert!(size(g) <= cap);
+    // Floods again and again: the database file stops growing.
+    let file = dir.path().join("ignis.redb");
+    let mut sizes = Vec::new();
+    for _ in 0..6 {
+        for _ in 0..100 {
+            ts += 1;
+            s.append_logs("111", g, &vec![ev(ts, "d", &line); 20]).unwrap();
+        }
+        s.flush().unwrap();
+        sizes.push(std::fs::metadata(&file).unwrap().len());
+    }
+    assert!(sizes[5] <= sizes[1], "the file grew: {sizes:?}");
 }

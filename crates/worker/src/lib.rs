@@ -40,8 +40,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub use logs::{LogBatch, LogLine, report_line, tail};
 pub use sandbox::SandboxHandle;
 
-/// Largest response a runtime may post, as in Lambda (6 MB).
-pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Largest response a runtime may post, as in Lambda ("6 MB": Lambda's
+/// `Function.ResponseSizeTooLarge` names this many bytes, 100 more than 6 MiB).
+pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
 /// How long a runtime may take to initialise before its first `/next`.
 pub const INIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -77,6 +78,9 @@ pub struct FunctionSpec {
     /// log group (`/aws/lambda/NAME`).
     pub log_account: String,
     pub log_group: String,
+    /// Kept (and dropped) with the sandbox: what keeps `code_dir` on disk
+    /// until the last sandbox that has it mounted is gone.
+    pub code_hold: Option<Box<dyn Send + Sync>>,
 }
 
 /// One invocation, as the runtime sees it.
@@ -209,6 +213,12 @@ impl Worker {
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), gone).await;
         }
+    }
+
+    /// Drops what this worker derived from the code directory `dir` (its
+    /// image, see [`ignis_sandbox::Host::forget_code`]), which is being removed.
+    pub fn forget_code(&self, dir: &std::path::Path) {
+        self.host.forget_code(dir);
     }
 
     /// Sandboxes not yet cleaned up.

@@ -12,6 +12,7 @@ mod esm;
 mod harness;
 mod hostile;
 mod hostile_freeze;
+mod hostile_growth;
 mod hostile_http;
 mod hostile_limits;
 mod hostile_starve;
