@@ -137,8 +137,11 @@ pub(crate) struct Holds {
     generation: AtomicU64,
     tmp_counter: AtomicU64,
     /// Set by [`Store::on_code_removed`]: told of each tree before it goes.
-    removed: std::sync::OnceLock<Box<dyn Fn(&Path) + Send + Sync>>,
+    removed: std::sync::OnceLock<OnRemoved>,
 }
+
+/// What [`Store::on_code_removed`] calls.
+type OnRemoved = Box<dyn Fn(&Path) + Send + Sync>;
 
 /// What all holds of one tree (of one generation) share; its drop is the
 /// last hold's end.
