@@ -181,20 +181,7 @@ impl Server {
     }
 
     pub fn create(&self, name: &str, zip: &[u8], extra: Value) -> Reply {
-        use base64::Engine;
-        let mut body = serde_json::json!({
-            "FunctionName": name,
-            "Runtime": "provided.al2023",
-            "Role": "arn:aws:iam::123456789012:role/test",
-            "Handler": "bootstrap",
-            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
-        });
-        if let Value::Object(fields) = extra {
-            for (k, v) in fields {
-                body[k] = v;
-            }
-        }
-        self.lambda("POST", "/2015-03-31/functions", body.to_string().as_bytes())
+        self.lambda("POST", "/2015-03-31/functions", create_body(name, zip, extra).to_string().as_bytes())
     }
 
     pub fn invoke(&self, name: &str, payload: &str) -> Reply {
@@ -231,14 +218,7 @@ impl Server {
             if let Some(t) = &token {
                 body["nextToken"] = Value::String(t.clone());
             }
-            let reply = self.signed(
-                "logs",
-                "POST",
-                "/",
-                "",
-                &[("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")],
-                body.to_string().as_bytes(),
-            );
+            let reply = self.logs("FilterLogEvents", &body);
             assert_eq!(reply.status, 200, "{}", reply.text());
             let page = reply.json();
             events.extend(page["events"].as_array().unwrap().iter().cloned());
@@ -429,21 +409,23 @@ impl Server {
 
     /// CreateFunction signed with `credentials`.
     pub fn create_as(&self, credentials: &Credentials, name: &str, zip: &[u8]) -> Reply {
-        use base64::Engine;
-        let body = serde_json::json!({
-            "FunctionName": name,
-            "Runtime": "provided.al2023",
-            "Role": "arn:aws:iam::123456789012:role/test",
-            "Handler": "bootstrap",
-            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
-        });
-        self.lambda_as(credentials, "POST", "/2015-03-31/functions", body.to_string().as_bytes())
+        self.create_as_with(credentials, name, zip, Value::Null)
+    }
+
+    /// CreateFunction signed with `credentials`, with `extra` settings.
+    pub fn create_as_with(&self, credentials: &Credentials, name: &str, zip: &[u8], extra: Value) -> Reply {
+        self.lambda_as(credentials, "POST", "/2015-03-31/functions", create_body(name, zip, extra).to_string().as_bytes())
     }
 
     /// Invoke signed with `credentials`; `name` may be an ARN (it is percent-encoded here).
     pub fn invoke_as(&self, credentials: &Credentials, name: &str, payload: &str) -> Reply {
         let path = format!("/2015-03-31/functions/{}/invocations", name.replace(':', "%3A"));
         self.signed_with(credentials, "lambda", "POST", &path, "", &[], payload.as_bytes())
+    }
+
+    /// A CloudWatch Logs call, signed with the administrator's key.
+    pub fn logs(&self, action: &str, body: &Value) -> Reply {
+        self.logs_as(&Server::credentials(), action, body)
     }
 
     /// A CloudWatch Logs call signed with `credentials`.
@@ -531,4 +513,22 @@ impl Server {
         let healthy = || self.workers().iter().filter(|w| w["Healthy"] == true).count();
         assert!(eventually(Duration::from_secs(10), || healthy() == count), "{} workers healthy, not {count}", healthy());
     }
+}
+
+/// CreateFunction's body for a `provided.al2023` zip, with `extra` settings on top.
+fn create_body(name: &str, zip: &[u8], extra: Value) -> Value {
+    use base64::Engine;
+    let mut body = serde_json::json!({
+        "FunctionName": name,
+        "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::123456789012:role/test",
+        "Handler": "bootstrap",
+        "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+    });
+    if let Value::Object(fields) = extra {
+        for (k, v) in fields {
+            body[k] = v;
+        }
+    }
+    body
 }

@@ -107,14 +107,7 @@ fn a_destination_record_too_large_for_its_destination_is_not_delivered() {
 /// The `FilterLogEvents` events of a function that contain `pattern`.
 fn matching(server: &Server, name: &str, pattern: &str) -> usize {
     let body = json!({ "logGroupName": format!("/aws/lambda/{name}"), "filterPattern": pattern });
-    let reply = server.signed(
-        "logs",
-        "POST",
-        "/",
-        "",
-        &[("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")],
-        body.to_string().as_bytes(),
-    );
+    let reply = server.logs("FilterLogEvents", &body);
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["events"].as_array().unwrap().len()
 }
@@ -122,14 +115,7 @@ fn matching(server: &Server, name: &str, pattern: &str) -> usize {
 /// `storedBytes` of a function's log group.
 fn stored_bytes(server: &Server, name: &str) -> u64 {
     let body = json!({ "logGroupNamePrefix": format!("/aws/lambda/{name}") });
-    let reply = server.signed(
-        "logs",
-        "POST",
-        "/",
-        "",
-        &[("x-amz-target", "Logs_20140328.DescribeLogGroups"), ("content-type", "application/x-amz-json-1.1")],
-        body.to_string().as_bytes(),
-    );
+    let reply = server.logs("DescribeLogGroups", &body);
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["logGroups"][0]["storedBytes"].as_u64().unwrap()
 }

@@ -11,20 +11,7 @@ use crate::harness::{Reply, Server, WorkerHost, eventually, sh_runtime};
 
 /// CreateFunction in the account of `credentials`, with `extra` settings.
 fn create(server: &Server, credentials: &Credentials, name: &str, zip: &[u8], extra: Value) {
-    use base64::Engine;
-    let mut body = json!({
-        "FunctionName": name,
-        "Runtime": "provided.al2023",
-        "Role": "arn:aws:iam::123456789012:role/test",
-        "Handler": "bootstrap",
-        "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
-    });
-    if let Value::Object(fields) = extra {
-        for (k, v) in fields {
-            body[k] = v;
-        }
-    }
-    let reply = server.lambda_as(credentials, "POST", "/2015-03-31/functions", body.to_string().as_bytes());
+    let reply = server.create_as_with(credentials, name, zip, extra);
     assert_eq!(reply.status, 201, "{}", reply.text());
 }
 
