@@ -9,11 +9,13 @@
 //!   its root, and sends init its first message only once that is done: init forks nothing before, so every process
 //!   of the sandbox but init's own first steps runs in it. (Init is root only in its own user namespace: it could
 //!   not write the host's cgroup files itself.) Memory and CPU limits are written when the sandbox gets its function.
-//! - Groups are removed by [`crate::Sandbox::destroy`] (or by `spawn` on failure) once all processes are dead.
+//! - Groups are removed by [`crate::Sandbox::destroy`] (or by `spawn` on failure) once all processes are dead. If the
+//!   worker dies first (even by `SIGKILL`), its sandboxes die of their parent-death signal and its [`GroupGuard`], a
+//!   process forked when the worker got its id prefix, removes their groups once they are empty.
 //! - Between invocations the worker freezes a sandbox's group ([`CgroupDriver::freeze`]: v1 `freezer.state`, v2
 //!   `cgroup.freeze`): its processes get no CPU until [`CgroupDriver::thaw`]. On v1 a frozen task cannot die, not
 //!   even of `SIGKILL`, until thawed: [`crate::Sandbox::kill`] thaws right after it signals, a start removing stale
-//!   groups thaws them first, and [`ThawGuard`] thaws a worker's groups if the worker dies while they are frozen.
+//!   groups thaws them first, and [`GroupGuard`] thaws a worker's groups if the worker dies while they are frozen.
 //!
 //! The drivers are parameterised by the cgroupfs root so they can be tested against a fake tree.
 
@@ -60,6 +62,8 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn set_limits(&self, id: &str, limits: &Limits) -> io::Result<()>;
     /// The group directories of a sandbox (whether they exist or not).
     fn dirs(&self, id: &str) -> Vec<PathBuf>;
+    /// The directories the sandboxes' groups are made in: the `ignis` group of each hierarchy in use.
+    fn parents(&self) -> Vec<PathBuf>;
     /// The file that holds the group's peak memory use, in bytes.
     fn peak_memory_path(&self, id: &str) -> PathBuf;
     fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
@@ -204,6 +208,10 @@ impl CgroupDriver for CgroupV1 {
         self.controllers().into_iter().map(|c| self.dir(c, id)).collect()
     }
 
+    fn parents(&self) -> Vec<PathBuf> {
+        self.controllers().into_iter().map(|c| self.root.join(c).join(PARENT)).collect()
+    }
+
     fn peak_memory_path(&self, id: &str) -> PathBuf {
         self.dir(Self::MEMORY, id).join("memory.max_usage_in_bytes")
     }
@@ -346,6 +354,10 @@ impl CgroupDriver for CgroupV2 {
         vec![self.dir(id)]
     }
 
+    fn parents(&self) -> Vec<PathBuf> {
+        vec![self.parent()]
+    }
+
     fn peak_memory_path(&self, id: &str) -> PathBuf {
         self.dir(id).join("memory.peak")
     }
@@ -375,25 +387,51 @@ impl CgroupDriver for CgroupV2 {
     }
 }
 
-/// A process that thaws every freezer group named `<prefix>...` under a parent once the process that made it is gone
-/// (v1: a frozen task does not die of `SIGKILL`, not even of the parent-death signal of a sandbox whose worker was
-/// killed, until thawed). It waits for the end of a pipe whose other end only its maker holds; dropping the guard
-/// ends it too (thawing what is left, which is harmless) and reaps it.
+/// A process that removes the sandbox groups of the process that made it once that process is gone, even by
+/// `SIGKILL`: every group named `<prefix>...` under each of the driver's parents ([`CgroupDriver::parents`]). It first
+/// thaws the prefix's freezer groups (v1: a frozen task does not die of `SIGKILL`, not even of the parent-death signal
+/// of a sandbox whose worker was killed, until thawed), then removes the groups, passing again every
+/// [`GroupGuard::PAUSE`] while some are busy (their processes are still dying), for up to [`GroupGuard::PATIENCE`].
+/// It waits for the end of a socket whose other end only its maker holds. Dropping the guard tells it so first: it
+/// then makes a single pass (after a clean shutdown it finds nothing), ends at once and is reaped.
+///
+/// It is forked from a multi-threaded process: the child only makes raw system calls on memory prepared before the
+/// fork (no allocation, no locks), then `_exit`s.
 #[derive(Debug)]
-pub struct ThawGuard {
+pub struct GroupGuard {
     pid: libc::pid_t,
     alive: Option<std::os::fd::OwnedFd>,
 }
 
-impl ThawGuard {
-    pub fn start(parent: &Path, prefix: &str) -> io::Result<ThawGuard> {
-        use std::os::fd::{FromRawFd, OwnedFd};
+/// What the guard's child works on, made before the fork.
+struct GuardPlan<'a> {
+    parents: &'a [std::ffi::CString],
+    freezer: Option<&'a std::ffi::CStr>,
+    prefix: &'a [u8],
+}
+
+impl GroupGuard {
+    /// How long the guard retries groups that are still busy once its maker is gone.
+    pub const PATIENCE: Duration = Duration::from_secs(30);
+    /// The pause between two passes.
+    pub const PAUSE: Duration = Duration::from_millis(20);
+
+    /// Forks the guard of the groups named `<prefix>...` of `driver`. The prefix must not be empty (the guard would
+    /// remove every sandbox group of the machine).
+    pub fn start(driver: &dyn CgroupDriver, prefix: &str) -> io::Result<GroupGuard> {
+        use std::ffi::CString;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         use std::os::unix::ffi::OsStrExt;
-        let parent = std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let prefix = prefix.as_bytes().to_vec();
+        if prefix.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a group guard needs a sandbox id prefix"));
+        }
+        let c_path = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let parents = driver.parents().iter().map(|p| c_path(p)).collect::<io::Result<Vec<_>>>()?;
+        let freezer = driver.freezer_parent().map(|p| c_path(&p)).transpose()?;
+        let plan = GuardPlan { parents: &parents, freezer: freezer.as_deref(), prefix: prefix.as_bytes() };
         let mut fds = [0; 2];
         // SAFETY: fds is a valid array of two ints.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: both just made; we own them.
@@ -406,26 +444,36 @@ impl ThawGuard {
         }
         if pid == 0 {
             // SAFETY: see above.
-            unsafe { guard(std::os::fd::AsRawFd::as_raw_fd(&read), &parent, &prefix) }
+            unsafe { guard(read.as_raw_fd(), &plan) }
         }
-        Ok(ThawGuard { pid, alive: Some(alive) })
+        Ok(GroupGuard { pid, alive: Some(alive) })
     }
 }
 
-impl Drop for ThawGuard {
+impl Drop for GroupGuard {
     fn drop(&mut self) {
-        // The end of the pipe ends the guard.
-        self.alive.take();
-        // SAFETY: reaps our own child.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        use std::os::fd::AsRawFd;
+        if let Some(alive) = self.alive.take() {
+            // A byte first: its maker is not gone, the guard need not wait for busy groups. (A socket, not a pipe: no
+            // SIGPIPE if the guard is gone already.)
+            // SAFETY: plain system call on a socket we own.
+            unsafe { libc::send(alive.as_raw_fd(), b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        }
+        loop {
+            // SAFETY: reaps our own child.
+            let r = unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+            if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
     }
 }
 
-/// The guard's body, in the forked child: waits for the pipe's end, thaws, exits.
+/// The guard's body, in the forked child: waits for its maker's end, thaws, removes, exits.
 ///
 /// # Safety
 /// Only in a child just forked: makes raw system calls and `_exit`s.
-unsafe fn guard(read: libc::c_int, parent: &std::ffi::CStr, prefix: &[u8]) -> ! {
+unsafe fn guard(read: libc::c_int, plan: &GuardPlan<'_>) -> ! {
     // SAFETY: plain system calls on fds and buffers of our own.
     unsafe {
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
@@ -434,44 +482,93 @@ unsafe fn guard(read: libc::c_int, parent: &std::ffi::CStr, prefix: &[u8]) -> ! 
         libc::dup2(read, 0);
         libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32);
         let mut byte = [0u8; 1];
-        loop {
+        let maker_gone = loop {
             let n = libc::read(0, byte.as_mut_ptr().cast(), 1);
-            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                break;
+            if n > 0 {
+                break false;
             }
-        }
-        let dir = libc::open(parent.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
-        if dir >= 0 {
-            let mut entries = [0u8; 8192];
-            loop {
-                let n = libc::syscall(libc::SYS_getdents64, dir, entries.as_mut_ptr(), entries.len());
-                if n <= 0 {
-                    break;
-                }
-                let mut at = 0usize;
-                while at + 19 < n as usize {
-                    let len = u16::from_ne_bytes([entries[at + 16], entries[at + 17]]) as usize;
-                    let name = &entries[at + 19..at + len];
-                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                    if name.starts_with(prefix) {
-                        let mut path = [0u8; 512];
-                        let file = b"freezer.state\0";
-                        if name.len() + 1 + file.len() < path.len() {
-                            path[..name.len()].copy_from_slice(name);
-                            path[name.len()] = b'/';
-                            path[name.len() + 1..name.len() + 1 + file.len()].copy_from_slice(file);
-                            let fd = libc::openat(dir, path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
-                            if fd >= 0 {
-                                libc::write(fd, b"THAWED".as_ptr().cast(), 6);
-                                libc::close(fd);
-                            }
+            if n == 0 || *libc::__errno_location() != libc::EINTR {
+                break true;
+            }
+        };
+        libc::close(0);
+        let patience = if maker_gone { GroupGuard::PATIENCE } else { Duration::ZERO };
+        let deadline = monotonic_ms() + patience.as_millis() as i64;
+        loop {
+            if let Some(freezer) = plan.freezer {
+                for_each_group(freezer, plan.prefix, |dir, name| {
+                    let mut path = [0u8; 512];
+                    let file = b"/freezer.state\0";
+                    let name = name.to_bytes();
+                    if name.len() + file.len() <= path.len() {
+                        path[..name.len()].copy_from_slice(name);
+                        path[name.len()..name.len() + file.len()].copy_from_slice(file);
+                        let fd = libc::openat(dir, path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd >= 0 {
+                            libc::write(fd, b"THAWED".as_ptr().cast(), 6);
+                            libc::close(fd);
                         }
                     }
-                    at += len.max(1);
-                }
+                });
             }
+            let mut busy = false;
+            for parent in plan.parents {
+                for_each_group(parent, plan.prefix, |dir, name| {
+                    if libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) != 0 && *libc::__errno_location() == libc::EBUSY {
+                        busy = true;
+                    }
+                });
+            }
+            if !busy || monotonic_ms() >= deadline {
+                break;
+            }
+            let pause = libc::timespec { tv_sec: 0, tv_nsec: GroupGuard::PAUSE.as_nanos() as libc::c_long };
+            libc::nanosleep(&pause, std::ptr::null_mut());
         }
         libc::_exit(0)
+    }
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC` (async-signal-safe).
+fn monotonic_ms() -> i64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: now is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+}
+
+/// Calls `f` with an fd of `parent` and the name of each of its entries that starts with `prefix`, without allocating
+/// (for the guard's child).
+///
+/// # Safety
+/// `f` gets a directory fd valid only during the call.
+unsafe fn for_each_group(parent: &std::ffi::CStr, prefix: &[u8], mut f: impl FnMut(libc::c_int, &std::ffi::CStr)) {
+    // SAFETY: plain system calls on a path, an fd and a buffer of our own.
+    unsafe {
+        let dir = libc::open(parent.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if dir < 0 {
+            return;
+        }
+        // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-terminated).
+        let mut entries = [0u8; 8192];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, dir, entries.as_mut_ptr(), entries.len());
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0usize;
+            while at + 19 < n as usize {
+                let len = u16::from_ne_bytes([entries[at + 16], entries[at + 17]]) as usize;
+                let end = (at + len).min(n as usize);
+                if let Ok(name) = std::ffi::CStr::from_bytes_until_nul(&entries[at + 19..end])
+                    && name.to_bytes().starts_with(prefix)
+                {
+                    f(dir, name);
+                }
+                at += len.max(1);
+            }
+        }
+        libc::close(dir);
     }
 }
 
@@ -773,6 +870,38 @@ mod tests {
         assert!(!cg.frozen("sb-3"));
         cg.remove("sb-3", Duration::ZERO).unwrap();
         assert!(!root.join("memory/ignis/sb-3").exists());
+    }
+
+    #[test]
+    fn guard_dropped_by_its_maker_makes_one_pass() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for c in ["memory", "cpu", "pids", "freezer"] {
+            fs::create_dir(root.join(c)).unwrap();
+        }
+        let cg = CgroupV1::new(root);
+        cg.setup_parent().unwrap();
+        assert_eq!(cg.parents(), ["memory", "cpu", "pids", "freezer"].map(|c| root.join(c).join(PARENT)).to_vec());
+        assert_eq!(CgroupV2::new(root).parents(), vec![root.join(PARENT)]);
+        assert!(GroupGuard::start(&cg, "").is_err(), "an empty prefix would take every group");
+
+        let guard = GroupGuard::start(&cg, "w1-").unwrap();
+        for c in ["memory", "cpu", "pids"] {
+            for id in ["w1-a", "w1-b", "w2-a"] {
+                fs::create_dir(root.join(c).join(PARENT).join(id)).unwrap();
+            }
+        }
+        // A group that is not empty (a plain directory with a file: ENOTEMPTY, not busy) stays, thawed.
+        touch(&root.join("freezer/ignis/w1-a/freezer.state"), "FROZEN");
+        touch(&root.join("freezer/ignis/w2-a/freezer.state"), "FROZEN");
+        drop(guard);
+        for c in ["memory", "cpu", "pids"] {
+            let parent = root.join(c).join(PARENT);
+            assert!(!parent.join("w1-a").exists() && !parent.join("w1-b").exists(), "{c}");
+            assert!(parent.join("w2-a").exists(), "{c}: another prefix's group stays");
+        }
+        assert_eq!(read(&root.join("freezer/ignis/w1-a/freezer.state")), "THAWED");
+        assert_eq!(read(&root.join("freezer/ignis/w2-a/freezer.state")), "FROZEN");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! serves the runtime API on a listener bound to 127.0.0.1:9001 in the network namespace), then forks and execs the
 //! entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts live in the sandbox's
 //! own mount namespace or in its spawner thread's (the root base), so they vanish with them; the only host state is the
-//! cgroup, which [`Sandbox::destroy`] removes, and the sandbox's user id range, which it releases.
+//! cgroup, which [`Sandbox::destroy`] removes (or, if the worker dies first, even by `SIGKILL`, the host's
+//! [`cgroup::GroupGuard`]), and the sandbox's user id range, which it releases.
 //!
 //! # Layers
 //!
@@ -178,8 +179,8 @@ pub struct Host {
     generation: u64,
     /// Empty network namespaces for the next sandboxes (see [`netns`]).
     netns: Arc<netns::NetnsPool>,
-    /// Thaws this host's frozen groups if the process dies (v1, with an id prefix; see [`cgroup::ThawGuard`]).
-    thaw_guard: Option<cgroup::ThawGuard>,
+    /// Thaws and removes this host's groups if the process dies (with an id prefix; see [`cgroup::GroupGuard`]).
+    group_guard: Option<cgroup::GroupGuard>,
     /// The code directories' images, mounted (see [`code`]).
     code: code::Images,
 }
@@ -264,23 +265,25 @@ impl Host {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             netns: Arc::default(),
-            thaw_guard: None,
+            group_guard: None,
             code,
         })
     }
 
     /// Names sandboxes `<prefix><32 hex digits>`; `prefix` is `[a-z0-9-]{0,30}`. A worker that owns its state
     /// directory uses a prefix of its own, so that [`Host::remove_stale_groups`] finds what an earlier run left.
+    /// With a prefix, a [`cgroup::GroupGuard`] removes the prefix's groups if the process dies.
     pub fn set_id_prefix(&mut self, prefix: &str) -> Result<(), SandboxError> {
         let valid = prefix.len() <= 30 && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
             return Err(SandboxError::io(format!("sandbox id prefix {prefix:?}"), std::io::ErrorKind::InvalidInput.into()));
         }
         self.id_prefix = prefix.to_string();
-        self.thaw_guard = None;
-        if let (Some(parent), false) = (self.cgroups.freezer_parent(), prefix.is_empty()) {
-            let guard = cgroup::ThawGuard::start(&parent, prefix).map_err(|e| SandboxError::io("starting the thaw guard", e))?;
-            self.thaw_guard = Some(guard);
+        self.group_guard = None;
+        if !prefix.is_empty() {
+            let guard = cgroup::GroupGuard::start(&*self.cgroups, prefix)
+                .map_err(|e| SandboxError::io("starting the cgroup guard", e))?;
+            self.group_guard = Some(guard);
         }
         Ok(())
     }
@@ -345,8 +348,8 @@ impl Host {
         self.cgroups.version()
     }
 
-    /// Removes the empty cgroups left by sandboxes of this host's id prefix
-    /// (by a worker that was killed). Groups that still hold processes stay.
+    /// Removes the empty cgroups left by sandboxes of this host's id prefix (by a worker that was killed together
+    /// with its [`cgroup::GroupGuard`], or the machine). Groups that still hold processes stay.
     /// Returns how many were removed. Only meaningful with a prefix of its own.
     pub fn remove_stale_groups(&self) -> usize {
         let prefix = self.id_prefix.as_str();
@@ -359,8 +362,8 @@ impl Host {
                 }
             }
         }
-        for parent in self.cgroups.dirs("stale").iter().filter_map(|d| d.parent()) {
-            let Ok(entries) = std::fs::read_dir(parent) else { continue };
+        for parent in self.cgroups.parents() {
+            let Ok(entries) = std::fs::read_dir(&parent) else { continue };
             for entry in entries.flatten() {
                 let stale = entry.file_name().to_str().is_some_and(|n| n.starts_with(prefix));
                 if stale && entry.path().is_dir() && std::fs::remove_dir(entry.path()).is_ok() {

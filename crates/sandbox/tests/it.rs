@@ -327,6 +327,71 @@ fn stale_groups_are_removed() {
     assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
 }
 
+/// Cgroups whose name starts with `prefix`, in every hierarchy in use.
+fn groups_anywhere_with_prefix(prefix: &str) -> Vec<std::path::PathBuf> {
+    let parents: Vec<_> = host().cgroup_dirs("x").iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
+    parents
+        .iter()
+        .flat_map(|parent| std::fs::read_dir(parent).unwrap().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The other half of `the_groups_of_a_host_killed_by_sigkill_go_with_it`, in a process of its own: makes a host with
+/// the prefix, state directory and code directory it is given, starts a sandbox there, freezes it, prints its init's
+/// pid on a line of its own and waits to be killed. Does nothing when run without them.
+#[test]
+fn killed_host() {
+    let (Ok(prefix), Ok(state), Ok(code)) =
+        (std::env::var("IGNIS_TEST_PREFIX"), std::env::var("IGNIS_TEST_STATE"), std::env::var("IGNIS_TEST_CODE"))
+    else {
+        return;
+    };
+    let mut host = Host::new(Path::new(&state), Path::new(env!("CARGO_BIN_EXE_ignis-init"))).unwrap();
+    host.set_id_prefix(&prefix).unwrap();
+    let sb = host.spawn(|_| config(Path::new(&code))).unwrap();
+    sb.freeze().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sb.frozen() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("\nready {}", sb.pid());
+    // Bounded, so that a test that went wrong is not left waiting for ever.
+    std::thread::sleep(Duration::from_secs(300));
+}
+
+#[test]
+fn the_groups_of_a_host_killed_by_sigkill_go_with_it() {
+    let state = tempfile::tempdir().unwrap();
+    let code = code("sleep 1000");
+    let prefix = format!("it{}-killed-", std::process::id());
+    let mut maker = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "killed_host", "--nocapture", "--test-threads=1"])
+        .env("IGNIS_TEST_PREFIX", &prefix)
+        .env("IGNIS_TEST_STATE", state.path())
+        .env("IGNIS_TEST_CODE", code.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(maker.stdout.take().unwrap()));
+    let pid: i32 = lines
+        .find_map(|l| l.ok()?.strip_prefix("ready ").map(|p| p.trim().parse().unwrap()))
+        .expect("the sandbox's pid");
+    let groups = groups_anywhere_with_prefix(&prefix);
+    assert_eq!(groups.len(), host().cgroup_dirs("x").len(), "{groups:?}");
+
+    maker.kill().unwrap();
+    maker.wait().unwrap();
+    let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (alive() || !groups_anywhere_with_prefix(&prefix).is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(), "the sandbox outlived its host");
+    assert_eq!(groups_anywhere_with_prefix(&prefix), Vec::<std::path::PathBuf>::new(), "its groups outlived it");
+}
+
 #[test]
 fn memory_limit() {
     let (mut sb, _c) = spawn("oom", "head -c 300m /dev/zero | tail; echo \"tail=$?\"");

@@ -370,11 +370,12 @@ pub fn sandbox_ids(events: &[Value]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// Whether any cgroup of this sandbox is left on the host (its cgroups are
-/// named `<worker tag>-<sandbox id>`).
+/// Whether any cgroup of this sandbox is left on the host, in any controller's
+/// hierarchy (its cgroups are named `<worker tag>-<sandbox id>`).
 pub fn cgroup_left(sandbox_id: &str) -> bool {
-    let parents = ["memory", "pids", "cpu"].map(|c| Path::new("/sys/fs/cgroup").join(c).join("ignis"));
-    parents.iter().chain([Path::new("/sys/fs/cgroup/ignis").to_path_buf()].iter()).any(|parent| {
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path().join("ignis"));
+    std::iter::once(root.join("ignis")).chain(hierarchies).any(|parent| {
         std::fs::read_dir(parent)
             .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(&format!("-{sandbox_id}"))))
             .unwrap_or(false)

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::harness::{Server, cgroup_left, eventually, sandbox_ids, sh_runtime};
 
 /// The pids in a sandbox's memory cgroup (v1 here; v2 on pure-v2 hosts).
-fn sandbox_pids(sandbox_id: &str) -> Vec<i32> {
+pub(crate) fn sandbox_pids(sandbox_id: &str) -> Vec<i32> {
     let parents = [PathBuf::from("/sys/fs/cgroup/memory/ignis"), PathBuf::from("/sys/fs/cgroup/ignis")];
     for parent in parents {
         let Ok(entries) = std::fs::read_dir(&parent) else { continue };
@@ -26,6 +26,17 @@ fn sandbox_pids(sandbox_id: &str) -> Vec<i32> {
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+/// Asserts that the processes and the cgroups (in every hierarchy) of the sandboxes of a killed server or worker
+/// host go, without another process started on its data directory.
+pub(crate) fn assert_gone_with(killed: &str, ids: &std::collections::BTreeSet<String>, pids: &[i32]) {
+    assert!(eventually(Duration::from_secs(10), || pids.iter().all(|&p| !alive(p))), "sandbox processes outlived {killed}: {pids:?}");
+    assert!(
+        eventually(Duration::from_secs(60), || ids.iter().all(|id| !cgroup_left(id))),
+        "cgroups outlived {killed}: {:?}",
+        ids.iter().filter(|id| cgroup_left(id)).collect::<Vec<_>>()
+    );
 }
 
 fn kill9(pid: i32) {
@@ -97,11 +108,12 @@ fn kill_9_of_the_server_takes_its_sandboxes_with_it() {
     assert!(eventually(Duration::from_secs(10), || !sandbox_ids(&server.log_events("forky")).is_empty()));
     let ids = sandbox_ids(&server.log_events("forky"));
     let pids: Vec<i32> = ids.iter().flat_map(|id| sandbox_pids(id)).collect();
+    assert!(ids.iter().all(|id| cgroup_left(id)));
     kill9(server.pid() as i32);
     server.stop();
-    assert!(eventually(Duration::from_secs(10), || pids.iter().all(|&p| !alive(p))), "sandbox processes outlived the server: {pids:?}");
-    // The next server on the same data removes the cgroups left behind.
+    // Their cgroups go too, with no other server started.
+    assert_gone_with("the server", &ids, &pids);
+    // The next server on the same data serves as usual.
     let server = Server::start_in(&data, &[]);
-    assert!(ids.iter().all(|id| !cgroup_left(id)), "stale cgroups not removed at start");
     assert_eq!(server.invoke("forky", "{}").text().trim(), "\"forked\"");
 }

@@ -7,11 +7,33 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::{Server, WorkerHost, cgroup_left, eventually, sandbox_ids, sh_runtime};
+use crate::lifecycle::{assert_gone_with, sandbox_pids};
 
 fn slow_function(server: &Server, name: &str, seconds: &str) {
     let zip = sh_runtime(&format!("sleep {seconds}; echo \"{{\\\"worker\\\": \\\"$AWS_LAMBDA_LOG_STREAM_NAME\\\"}}\" > /tmp/response"));
     let reply = server.create(name, &zip, json!({ "Timeout": 30, "MemorySize": 128 }));
     assert_eq!(reply.status, 201, "{}", reply.text());
+}
+
+#[test]
+fn kill_9_of_a_worker_host_takes_its_sandboxes_and_their_cgroups_with_it() {
+    let mut server = Server::start_with(&["--no-local-worker"]);
+    let mut worker = WorkerHost::start(&server, &[]);
+    server.wait_for_workers(1);
+    // The runtime leaves a child behind, so there is more than init to end.
+    let reply = server.create("forky", &sh_runtime("sleep 1000 & echo '\"forked\"' > /tmp/response"), json!({}));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(server.invoke("forky", "{}").text().trim(), "\"forked\"");
+    assert!(eventually(Duration::from_secs(10), || !sandbox_ids(&server.log_events("forky")).is_empty()));
+    let ids = sandbox_ids(&server.log_events("forky"));
+    let pids: Vec<i32> = ids.iter().flat_map(|id| sandbox_pids(id)).collect();
+    assert!(pids.len() >= 3, "init, runtime and its child: {pids:?}");
+    assert!(ids.iter().all(|id| cgroup_left(id)));
+
+    worker.kill9();
+    // Their cgroups go too, with no other worker started on its data directory.
+    assert_gone_with("the worker", &ids, &pids);
+    server.stop();
 }
 
 #[test]
@@ -147,8 +169,8 @@ fn killing_a_worker_under_load_fails_over_to_the_other() {
     assert_eq!(server.invoke("busy", "{}").status, 200);
 
     // Nothing is left behind: the survivor ends its sandboxes when it stops;
-    // the killed worker's sandboxes died with it, and the next worker on its
-    // data directory removes their cgroups.
+    // the killed worker's sandboxes and their cgroups went with it, and the
+    // next worker on its data directory starts there.
     let ids = sandbox_ids(&server.log_events("busy"));
     assert!(ids.len() >= 2, "{ids:?}");
     second.stop();
