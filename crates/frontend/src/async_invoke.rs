@@ -349,10 +349,16 @@ async fn poll(app: Arc<App>, lease: Lease<u64>, meta: EventMeta, throttles: u32)
         Ok(Ok(Some(payload))) => run_one(&app, lease, meta, Bytes::from(payload), throttles).await,
         // Completed meanwhile.
         Ok(Ok(None)) => events.settle(&lease),
-        // Left leased: it runs again when the lease runs out.
-        Ok(Err(e)) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
-        Err(e) => eprintln!("ignis: reading the asynchronous invocation {id}: {e}"),
+        Ok(Err(e)) => unreadable(events, &lease, throttles, &e),
+        Err(e) => unreadable(events, &lease, throttles, &e),
     }
+}
+
+/// An event whose payload could not be read is tried again a second later
+/// (not left leased, which would hold one of its account's places).
+fn unreadable(events: &AsyncEvents, lease: &Lease<u64>, throttles: u32, error: &dyn std::fmt::Display) {
+    eprintln!("ignis: reading the asynchronous invocation {}: {error}", lease.id);
+    events.reschedule(lease, now_ms() + 1000, None, throttles);
 }
 
 /// How one try ended, with what the function answered.
@@ -578,20 +584,20 @@ fn encode_within(record: &Value, limit: usize) -> Option<String> {
 }
 
 /// Says in the function's own log (a stream `YYYY/MM/DD/destinations` of its
-/// group) why a record or event of one of its invocations went nowhere.
+/// group), through the log writer, why a record or event of one of its
+/// invocations went nowhere.
 async fn log_undelivered(app: &App, source: &EventMeta, why: String) {
     eprintln!("ignis: {}/{}: {why}", source.account, source.function);
     let now = std::time::SystemTime::now();
     let day = humantime::format_rfc3339(now).to_string();
-    let event = ignis_store::LogEvent {
-        timestamp_ms: now_ms() as i64,
+    let batch = ignis_worker::LogBatch {
+        account: source.account.clone(),
+        group: format!("/aws/lambda/{}", source.function),
         stream: format!("{}/{}/{}/destinations", &day[0..4], &day[5..7], &day[8..10]),
-        message: format!("{why}\n"),
+        lines: vec![ignis_worker::LogLine { timestamp_ms: now_ms() as i64, message: format!("{why}\n") }],
     };
-    let (store, account, group) = (app.store.clone(), source.account.clone(), format!("/aws/lambda/{}", source.function));
-    let written = tokio::task::spawn_blocking(move || store.append_logs(&account, &group, &[event])).await;
-    if let Ok(Err(e)) = written {
-        eprintln!("ignis: could not log that: {e}");
+    if app.invoker.log_sink().send(batch).await.is_err() {
+        eprintln!("ignis: could not log that: the log writer has stopped");
     }
 }
 

@@ -26,9 +26,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -465,23 +465,13 @@ fn authenticate_head(
 }
 
 /// Reads a body of at most `limit` bytes into one buffer.
-async fn read_body(mut body: TimedBody, limit: usize, too_large: ApiError) -> Result<Bytes, ApiError> {
-    let expected = body.size_hint().exact().unwrap_or(0).min(limit as u64) as usize;
-    let mut out = BytesMut::with_capacity(expected);
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) if is_body_timeout(e.as_ref()) => return Err(ApiError::RequestTimeout(e.to_string())),
-            Err(e) => return Err(ApiError::InvalidRequestContent(format!("could not read the request body: {e}"))),
-        };
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(too_large);
-            }
-            out.extend_from_slice(&data);
-        }
+async fn read_body(body: TimedBody, limit: usize, too_large: ApiError) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(e) if is_body_timeout(e.as_ref()) => Err(ApiError::RequestTimeout(e.to_string())),
+        Err(e) => Err(ApiError::InvalidRequestContent(format!("could not read the request body: {e}"))),
     }
-    Ok(out.freeze())
 }
 
 pub fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {

@@ -108,8 +108,6 @@ pub async fn invoke(
     }
 }
 
-/// What runs `record` in `account`, and the ARN it was invoked by (with the
-/// qualifier it was invoked with).
 /// `X-Amz-Client-Context`: base64 of JSON, at most `MAX_CLIENT_CONTEXT` bytes; the decoded text.
 pub(crate) fn client_context(header: Option<&str>) -> Result<Option<String>, ApiError> {
     match header {
@@ -128,6 +126,8 @@ pub(crate) fn client_context(header: Option<&str>) -> Result<Option<String>, Api
     }
 }
 
+/// What runs `record` in `account`, and the ARN it was invoked by (with the
+/// qualifier it was invoked with).
 pub(crate) fn target(app: &App, account: &str, qualifier: Option<&str>, record: Arc<FunctionRecord>) -> (Target, String) {
     let invoked_function_arn = match qualifier {
         Some(q) => format!("{}:{q}", record.arn(&app.config.region, account)),

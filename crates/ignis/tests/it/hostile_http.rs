@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::harness::{KEY_ID, Server, WorkerHost, sh_runtime, zip_of};
+use crate::harness::{KEY_ID, Server, WorkerHost, eventually, sandbox_ids, sh_runtime, zip_of};
 
 /// Short limits, so that the tests below see them act.
 const SHORT: [&str; 6] = ["--header-timeout", "2", "--body-timeout", "2", "--idle-timeout", "3"];
@@ -87,7 +87,15 @@ fn bodies_of_unauthenticated_requests_are_not_read_and_their_memory_is_bounded()
 
     let peak = AtomicU64::new(baseline);
     let done = AtomicBool::new(false);
+    /// Ends the sampler however the scope ends (an assertion failing in it included).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
     let (refused, throttled) = std::thread::scope(|s| {
+        let _done = Done(&done);
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
                 peak.fetch_max(rss(server.pid()), Ordering::SeqCst);
@@ -122,7 +130,6 @@ fn bodies_of_unauthenticated_requests_are_not_read_and_their_memory_is_bounded()
         assert_eq!(created.status, 201, "{}", created.text());
         let refused: Vec<_> = refused.into_iter().map(|t| t.join().unwrap()).collect();
         let throttled: Vec<_> = throttled.into_iter().map(|t| t.join().unwrap()).collect();
-        done.store(true, Ordering::SeqCst);
         (refused, throttled)
     });
     assert!(refused.iter().all(|r| *r == Ok(403)), "{refused:?}");
@@ -267,10 +274,18 @@ done
         "{}",
         reply.log_tail()
     );
-    // The runtime stays parked in /next for longer than every limit but the Runtime API's idle
-    // one (3 s + the function's 6 s), which the background check reaches (the wait makes that
-    // happen; it proves nothing by itself); then the same sandbox takes the next invocation.
-    std::thread::sleep(Duration::from_secs(7));
+    // The runtime stays parked in /next until the worker has closed the background check's idle
+    // connection (after the Runtime API's idle limit, 3 s + the function's 6 s: longer than every
+    // other limit); the sandbox, frozen meanwhile, still holds its end of it (CLOSE_WAIT in its
+    // network namespace). Then the same sandbox takes the next invocation.
+    let id = sandbox_ids(&server.log_events("prober")).into_iter().next().expect("the prober's sandbox");
+    let pid = *crate::lifecycle::sandbox_pids(&id).first().expect("the prober's processes");
+    let closed_by_the_worker = || {
+        let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        // Columns: sl, local address, remote address, state; 9001 is 0x2329, CLOSE_WAIT is 08.
+        tcp.lines().any(|l| l.split_whitespace().nth(2).is_some_and(|r| r.ends_with(":2329")) && l.split_whitespace().nth(3) == Some("08"))
+    };
+    assert!(eventually(Duration::from_secs(60), closed_by_the_worker), "the idle connection was never closed");
     let again = server.invoke("prober", "\"second\"");
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json(), json!({ "idle": "closed HTTP/1.1 404" }), "{}", again.log_tail());
