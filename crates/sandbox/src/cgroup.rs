@@ -222,7 +222,7 @@ impl CgroupDriver for CgroupV1 {
 
     fn freeze(&self, id: &str) -> io::Result<()> {
         if !self.controllers().contains(&"freezer") {
-            return Ok(());
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "no v1 freezer hierarchy"));
         }
         write(&self.dir("freezer", id).join("freezer.state"), "FROZEN")
     }
@@ -239,7 +239,7 @@ impl CgroupDriver for CgroupV1 {
     }
 
     fn frozen_holds_signals(&self) -> bool {
-        true
+        self.freezer_parent().is_some()
     }
 
     fn freezer_parent(&self) -> Option<PathBuf> {
@@ -392,7 +392,8 @@ impl CgroupDriver for CgroupV2 {
 /// thaws the prefix's freezer groups (v1: a frozen task does not die of `SIGKILL`, not even of the parent-death signal
 /// of a sandbox whose worker was killed, until thawed), then removes the groups, passing again every
 /// [`GroupGuard::PAUSE`] while some are busy (their processes are still dying), for up to [`GroupGuard::PATIENCE`].
-/// It waits for the end of a socket whose other end only its maker holds. Dropping the guard tells it so first: it
+/// Only the groups there when its maker is gone are touched: a worker started meanwhile with the same prefix (the same
+/// data directory) keeps its own. It waits for the end of a socket whose other end only its maker holds. Dropping the guard tells it so first: it
 /// then makes a single pass (after a clean shutdown it finds nothing), ends at once and is reaped.
 ///
 /// It is forked from a multi-threaded process: the child only makes raw system calls on memory prepared before the
@@ -408,6 +409,26 @@ struct GuardPlan<'a> {
     parents: &'a [std::ffi::CString],
     freezer: Option<&'a std::ffi::CStr>,
     prefix: &'a [u8],
+    /// Room for the names of the groups found when the maker is gone (NUL-terminated, one after the other): only
+    /// those are thawed and removed, never a group of a later worker with the same prefix.
+    found: &'a mut [u8],
+}
+
+/// Room for the names of a dead worker's groups (`<prefix><32 hex digits>`, a few thousand of them).
+const GUARD_NAMES: usize = 256 * 1024;
+
+/// Records NUL-terminated `name` in `found` (holding `len` bytes) unless it is there already or there is no room.
+fn note_name(found: &mut [u8], len: &mut usize, name: &std::ffi::CStr) {
+    let name = name.to_bytes_with_nul();
+    if !has_name(&found[..*len], name) && *len + name.len() <= found.len() {
+        found[*len..*len + name.len()].copy_from_slice(name);
+        *len += name.len();
+    }
+}
+
+/// Whether the NUL-terminated names in `found` include `name` (with its NUL).
+fn has_name(found: &[u8], name: &[u8]) -> bool {
+    found.split_inclusive(|&b| b == 0).any(|n| n == name)
 }
 
 impl GroupGuard {
@@ -428,7 +449,8 @@ impl GroupGuard {
         let c_path = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
         let parents = driver.parents().iter().map(|p| c_path(p)).collect::<io::Result<Vec<_>>>()?;
         let freezer = driver.freezer_parent().map(|p| c_path(&p)).transpose()?;
-        let plan = GuardPlan { parents: &parents, freezer: freezer.as_deref(), prefix: prefix.as_bytes() };
+        let mut found = vec![0u8; GUARD_NAMES];
+        let mut plan = GuardPlan { parents: &parents, freezer: freezer.as_deref(), prefix: prefix.as_bytes(), found: &mut found };
         let mut fds = [0; 2];
         // SAFETY: fds is a valid array of two ints.
         if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
@@ -444,7 +466,7 @@ impl GroupGuard {
         }
         if pid == 0 {
             // SAFETY: see above.
-            unsafe { guard(read.as_raw_fd(), &plan) }
+            unsafe { guard(read.as_raw_fd(), &mut plan) }
         }
         Ok(GroupGuard { pid, alive: Some(alive) })
     }
@@ -473,7 +495,7 @@ impl Drop for GroupGuard {
 ///
 /// # Safety
 /// Only in a child just forked: makes raw system calls and `_exit`s.
-unsafe fn guard(read: libc::c_int, plan: &GuardPlan<'_>) -> ! {
+unsafe fn guard(read: libc::c_int, plan: &mut GuardPlan<'_>) -> ! {
     // SAFETY: plain system calls on fds and buffers of our own.
     unsafe {
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
@@ -494,9 +516,18 @@ unsafe fn guard(read: libc::c_int, plan: &GuardPlan<'_>) -> ! {
         libc::close(0);
         let patience = if maker_gone { GroupGuard::PATIENCE } else { Duration::ZERO };
         let deadline = monotonic_ms() + patience.as_millis() as i64;
+        // The groups there are now: a worker started later with the same prefix makes others, left alone.
+        let mut len = 0;
+        for parent in plan.parents {
+            for_each_group(parent, plan.prefix, |_, name| note_name(plan.found, &mut len, name));
+        }
+        let found = &plan.found[..len];
         loop {
             if let Some(freezer) = plan.freezer {
                 for_each_group(freezer, plan.prefix, |dir, name| {
+                    if !has_name(found, name.to_bytes_with_nul()) {
+                        return;
+                    }
                     let mut path = [0u8; 512];
                     let file = b"/freezer.state\0";
                     let name = name.to_bytes();
@@ -514,7 +545,7 @@ unsafe fn guard(read: libc::c_int, plan: &GuardPlan<'_>) -> ! {
             let mut busy = false;
             for parent in plan.parents {
                 for_each_group(parent, plan.prefix, |dir, name| {
-                    if libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) != 0 && *libc::__errno_location() == libc::EBUSY {
+                    if has_name(found, name.to_bytes_with_nul()) && libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) != 0 && *libc::__errno_location() == libc::EBUSY {
                         busy = true;
                     }
                 });
@@ -855,7 +886,7 @@ mod tests {
         }
 
         // Without swap accounting (plain mkdir: no memsw file), memsw is not written; a missing controller is skipped,
-        // and without a freezer, freezing does nothing.
+        // and without a freezer, freezing is refused (nothing is frozen, no kill waits for a thaw).
         fs::remove_dir_all(root.join("pids")).unwrap();
         fs::remove_dir_all(root.join("freezer")).unwrap();
         let cg = CgroupV1::new(root);
@@ -865,7 +896,8 @@ mod tests {
         cg.set_limits("sb-3", &limits).unwrap();
         assert!(!root.join("memory/ignis/sb-3/memory.memsw.limit_in_bytes").exists());
         assert_eq!(read(&root.join("memory/ignis/sb-3/memory.limit_in_bytes")), "67108864");
-        cg.freeze("sb-3").unwrap();
+        assert_eq!(cg.freeze("sb-3").unwrap_err().kind(), io::ErrorKind::Unsupported);
+        assert!(!cg.frozen_holds_signals());
         cg.thaw("sb-3").unwrap();
         assert!(!cg.frozen("sb-3"));
         cg.remove("sb-3", Duration::ZERO).unwrap();
@@ -902,6 +934,19 @@ mod tests {
         }
         assert_eq!(read(&root.join("freezer/ignis/w1-a/freezer.state")), "THAWED");
         assert_eq!(read(&root.join("freezer/ignis/w2-a/freezer.state")), "FROZEN");
+    }
+
+    #[test]
+    fn the_guard_notes_each_name_once_within_its_room() {
+        let mut room = [0u8; 12];
+        let mut len = 0;
+        for name in [c"w1-a", c"w1-b", c"w1-a", c"w1-cc"] {
+            note_name(&mut room, &mut len, name);
+        }
+        // "w1-cc" does not fit: not noted, so never touched.
+        assert_eq!(&room[..len], b"w1-a\0w1-b\0");
+        assert!(has_name(&room[..len], b"w1-a\0") && has_name(&room[..len], b"w1-b\0"));
+        assert!(!has_name(&room[..len], b"w1-\0") && !has_name(&room[..len], b"w1-cc\0") && !has_name(&room[..len], b"w1-ab\0"));
     }
 
     #[test]

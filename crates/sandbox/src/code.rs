@@ -142,9 +142,11 @@ impl Images {
         })?;
         let mut images =
             Images { state_dir: state_dir.to_owned(), mkfs, backing, directio: true, mounts: Mutex::new(Lru::new(CAPACITY)) };
-        if backing == Backing::Loop || images.build(empty).is_err() {
+        // A sandbox gets a clone of the image's detached mount: check both, once.
+        let check = |images: &Images| images.build(empty).and_then(|mount| clone(&mount)).map(drop);
+        if backing == Backing::Loop || check(&images).is_err() {
             images.directio = false;
-            images.build(empty).map_err(|e| io::Error::new(e.kind(), format!("checking that code images can be mounted: {e}")))?;
+            check(&images).map_err(|e| io::Error::new(e.kind(), format!("checking that code images can be mounted: {e}")))?;
         }
         Ok(images)
     }

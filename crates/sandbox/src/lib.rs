@@ -76,8 +76,11 @@
 //! - The network namespace: back to the host's pool of empty ones once init is reaped and the worker closed its fds in
 //!   it (the last [`netns::NetnsLease`] dropped); the pool keeps a bounded number, the kernel frees the rest.
 //! - The cgroup(s): created by [`Host::spawn`] before init starts, removed by [`Sandbox::destroy`] (also run by
-//!   `Drop`), or by `spawn` itself when it fails. A crashed worker leaves empty groups under `ignis/`; a group of the
-//!   same id is removed when reused.
+//!   `Drop`), or by `spawn` itself when it fails. A crashed worker's groups are thawed and removed by its
+//!   [`cgroup::GroupGuard`] (a process of its own, started with the id prefix); were that killed too, the next
+//!   worker with the prefix removes them ([`Host::remove_stale_groups`]); a group of the same id is removed when reused.
+//! - Code images: unnamed files (gone with their last reference), mounted detached; a loop device (kernels without
+//!   file-backed erofs) is detached by the kernel with its last mount.
 //! - The uid range: taken (an OFD lock on one byte of [`userns::LOCK_FILE`]) before the clone, released by
 //!   [`Sandbox::destroy`] once init is reaped (so no process of the sandbox is left), or by `spawn` when it fails;
 //!   the kernel releases a crashed worker's ranges with its fds.

@@ -169,20 +169,31 @@ impl NetnsPool {
             // Connections the last sandbox made but the worker never accepted: gone with it.
             while candidate.netns.listener.accept().is_ok() {}
             // SAFETY: plain syscall on a namespace fd we own.
-            cvt(unsafe { libc::setns(candidate.netns.ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+            if let Err(e) = cvt(unsafe { libc::setns(candidate.netns.ns.as_raw_fd(), libc::CLONE_NEWNET) }) {
+                // What was taken out of the pool goes back to it.
+                rest.push(candidate);
+                self.give_back(rest);
+                return Err(e);
+            }
             if reuse(tenant, candidate.last.as_deref()) == Reuse::Now || clean() {
                 chosen = Some(candidate.netns);
             } else {
                 rest.push(candidate);
             }
         }
-        if !rest.is_empty() {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            free.splice(0..0, rest);
-            let over = free.len().saturating_sub(MAX_FREE);
-            free.drain(..over);
-        }
+        self.give_back(rest);
         Ok(chosen)
+    }
+
+    /// Puts candidates looked at but not taken back at the front of the free list (oldest first), keeping it bounded.
+    fn give_back(&self, rest: Vec<Free>) {
+        if rest.is_empty() {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.splice(0..0, rest);
+        let over = free.len().saturating_sub(MAX_FREE);
+        free.drain(..over);
     }
 }
 

@@ -158,10 +158,10 @@ pub const MSGQUEUE_BYTES: u64 = 819_200;
 /// the calling thread changes: the raw syscalls do not go through libc, which would change every thread.
 /// `SECBIT_NO_SETUID_FIXUP` keeps the thread's capabilities across the change, so the creation is as privileged as
 /// before (distributions that restrict unprivileged user namespaces do not apply that to it). A user namespace
-/// resets the securebits and capabilities of its first process, so the child inherits none of this.
+/// resets the securebits and capabilities of its first process, so the child inherits none of this. Changing the
+/// effective uid makes the process non-dumpable for a moment; dropping makes it dumpable again.
 pub(crate) struct AsOwner {
     securebits: libc::c_int,
-    dumpable: libc::c_int,
 }
 
 const SECBIT_NO_SETUID_FIXUP: libc::c_int = 1 << 2;
@@ -173,9 +173,8 @@ impl AsOwner {
         // SAFETY: plain prctl and set*id syscalls on the calling thread's credentials.
         unsafe {
             let securebits = cvt(libc::prctl(libc::PR_GET_SECUREBITS).into())?;
-            let dumpable = cvt(libc::prctl(libc::PR_GET_DUMPABLE).into())?;
             cvt(libc::prctl(libc::PR_SET_SECUREBITS, (securebits | SECBIT_NO_SETUID_FIXUP) as libc::c_ulong).into())?;
-            let owner = AsOwner { securebits, dumpable };
+            let owner = AsOwner { securebits };
             cvt(libc::syscall(libc::SYS_setresuid, KEEP, libc::c_long::from(base), KEEP))?;
             // setfsuid says nothing of failure: ask again (an invalid id only reads it).
             libc::syscall(libc::SYS_setfsuid, 0);
@@ -193,7 +192,9 @@ impl Drop for AsOwner {
         let restored = unsafe {
             libc::syscall(libc::SYS_setresuid, KEEP, 0, KEEP) == 0
                 && libc::prctl(libc::PR_SET_SECUREBITS, self.securebits as libc::c_ulong) == 0
-                && libc::prctl(libc::PR_SET_DUMPABLE, self.dumpable as libc::c_ulong) == 0
+                // Dumpable is the whole process's: set, not restored, since another spawner thread may have saved
+                // the value this one's switch left.
+                && libc::prctl(libc::PR_SET_DUMPABLE, 1) == 0
         };
         if !restored {
             // A spawner thread left with another uid would act with the wrong credentials from now on.

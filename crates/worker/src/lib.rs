@@ -79,7 +79,8 @@ pub struct FunctionSpec {
     pub log_account: String,
     pub log_group: String,
     /// Kept (and dropped) with the sandbox: what keeps `code_dir` on disk
-    /// until the last sandbox that has it mounted is gone.
+    /// while a sandbox of it lives (later sandboxes of the code may need it
+    /// for its image).
     pub code_hold: Option<Box<dyn Send + Sync>>,
 }
 
