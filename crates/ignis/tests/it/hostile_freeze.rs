@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{Server, bin_dir, cgroup_left, eventually, sandbox_ids, zip_of};
+use crate::lifecycle::{alive, sandbox_pids};
 
 fn hostile_zip() -> Vec<u8> {
     let binary = std::fs::read(bin_dir().join("hostile")).expect("examples/hostile is built (cargo build --workspace)");
@@ -39,15 +40,6 @@ fn frozen(sandbox_id: &str) -> bool {
         .is_some_and(|dir| std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|s| s.contains("frozen 1")))
 }
 
-fn sandbox_pids(sandbox_id: &str) -> Vec<i32> {
-    let dir = group("/sys/fs/cgroup/memory/ignis", sandbox_id).or_else(|| group("/sys/fs/cgroup/ignis", sandbox_id));
-    let procs = dir.and_then(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok()).unwrap_or_default();
-    procs.lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {

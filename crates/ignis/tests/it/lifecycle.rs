@@ -23,7 +23,7 @@ pub(crate) fn sandbox_pids(sandbox_id: &str) -> Vec<i32> {
     Vec::new()
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
 }
