@@ -13,6 +13,11 @@
 //! - **202 → START**: for every accepted event, the time from the client holding its 202 to the
 //!   `START` line of its invocation (the server's log timestamp, same clock, ms resolution), at
 //!   rest (one event at a time, a warm sandbox waiting) and for the events of the load runs.
+//! - **Previous build** (`--previous-bin-dir`): a second server from that build, started with the
+//!   same flags, goes through the same phases: events at rest alternate between the two servers
+//!   (one each per gap), and each load run (DryRun, Event, the wait for its events to start) and
+//!   the held run is done on one server, then on the other, the order swapped each run. A
+//!   "current / previous" section follows the table.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,26 +45,44 @@ fn dry_run(reply: &Reply) -> Result<(), String> {
     if reply.status == 204 { Ok(()) } else { Err(format!("DryRun answered {}: {}", reply.status, reply.text())) }
 }
 
-pub fn run(args: &Args, ignis: &std::path::Path, zip: &[u8]) -> Result<(), String> {
+/// Measures `ignis` (and, if given, the `previous` build's `ignis` alongside it).
+pub fn run(args: &Args, ignis: &std::path::Path, previous: Option<&std::path::Path>, zip: &[u8]) -> Result<(), String> {
     let tmp = tempfile::Builder::new().prefix("ignis-bench-async-").tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     // A throttled event waits at most a second between looks (the back-off cap), so the backlog
     // of the accept-only run drains as soon as the reservation is lifted.
     let mut server = Server::start(ignis, &tmp.path().join("data"), &["--async-retry-delay", "1"])?;
     eprintln!("ignis-bench: ignis server (pid {}) on {}", server.pid(), server.address);
+    let mut previous_server = match previous {
+        Some(exe) => {
+            let previous = Server::start(exe, &tmp.path().join("data-previous"), &["--async-retry-delay", "1"])?;
+            eprintln!("ignis-bench: previous build's ignis server (pid {}) on {}", previous.pid(), previous.address);
+            Some(previous)
+        }
+        None => None,
+    };
+    let mut addresses = vec![server.address.as_str()];
+    addresses.extend(previous_server.as_ref().map(|s| s.address.as_str()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(measure(args, &server.address, zip));
+    let result = runtime.block_on(measure(args, &addresses, zip));
     drop(runtime);
-    let stopped = server.stop();
-    let result = result?;
+    let mut stopped = server.stop();
+    if let Some(previous) = &mut previous_server {
+        stopped = stopped.and(previous.stop());
+    }
+    let mut result = result?;
     eprintln!("ignis-bench: one durable commit per event, without batching");
     let unbatched: Vec<(usize, f64)> = CLIENTS
         .iter()
         .map(|&clients| (clients, per_event_commits(&tmp.path().join(format!("unbatched-{clients}")), clients, args.duration)))
         .collect();
-    print(&result, &unbatched);
+    let current = result.remove(0);
+    print(&current, &unbatched);
+    if let (Some(previous), Some(dir)) = (result.first(), &args.previous_bin_dir) {
+        print_against(&current, previous, dir);
+    }
     stopped
 }
 
@@ -80,57 +103,92 @@ struct Measured {
     drain: Duration,
 }
 
-async fn measure(args: &Args, address: &str, zip: &[u8]) -> Result<Measured, String> {
+/// One server under measurement: its control connection and how many events it has started.
+struct Target<'a> {
+    address: &'a str,
+    conn: Conn,
+    /// Invocations that have started (or will) on it, so far.
+    expected: usize,
+}
+
+/// The phases, each on every server of `addresses` in turn; one [`Measured`] per address.
+async fn measure(args: &Args, addresses: &[&str], zip: &[u8]) -> Result<Vec<Measured>, String> {
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
-    let mut conn = Conn::connect(address, creds.clone()).await?;
-    deploy(&mut conn, zip).await?;
-    // A warm sandbox.
-    conn.request("POST", &path, &[], PAYLOAD).await?;
+    let mut targets = Vec::with_capacity(addresses.len());
+    for &address in addresses {
+        let mut conn = Conn::connect(address, creds.clone()).await?;
+        deploy(&mut conn, zip).await?;
+        // A warm sandbox.
+        conn.request("POST", &path, &[], PAYLOAD).await?;
+        targets.push(Target { address, conn, expected: 0 });
+    }
 
     eprintln!("ignis-bench: {IDLE_SAMPLES} events at rest, {} ms apart", IDLE_GAP.as_millis());
-    let mut idle_events = Vec::with_capacity(IDLE_SAMPLES);
+    let mut idle_events: Vec<Vec<(String, f64)>> = targets.iter().map(|_| Vec::with_capacity(IDLE_SAMPLES)).collect();
     for _ in 0..IDLE_SAMPLES {
-        let reply = conn.request("POST", &path, &[("x-amz-invocation-type", "Event")], PAYLOAD).await?;
-        accepted(&reply)?;
-        let id = reply.header("x-amzn-requestid").unwrap_or_default().to_string();
-        idle_events.push((id, wall_ms()));
+        for (target, events) in targets.iter_mut().zip(&mut idle_events) {
+            let reply = target.conn.request("POST", &path, &[("x-amz-invocation-type", "Event")], PAYLOAD).await?;
+            accepted(&reply)?;
+            let id = reply.header("x-amzn-requestid").unwrap_or_default().to_string();
+            events.push((id, wall_ms()));
+        }
         tokio::time::sleep(IDLE_GAP).await;
     }
-    let started = start_times(&mut conn, IDLE_SAMPLES).await?;
-    let idle: Vec<f64> = idle_events.iter().filter_map(|(id, at)| Some(*started.get(id)? - at)).collect();
-    let idle_lost = IDLE_SAMPLES - idle.len();
+    let mut measured = Vec::with_capacity(targets.len());
+    for (target, events) in targets.iter_mut().zip(&idle_events) {
+        target.expected = IDLE_SAMPLES;
+        let started = start_times(&mut target.conn, target.expected).await?;
+        let idle: Vec<f64> = events.iter().filter_map(|(id, at)| Some(*started.get(id)? - at)).collect();
+        let idle_lost = IDLE_SAMPLES - idle.len();
+        measured.push(Measured { idle, idle_lost, runs: Vec::new(), held: Throughput::default(), drain: Duration::ZERO });
+    }
 
-    let mut runs = Vec::new();
-    let mut expected = IDLE_SAMPLES;
+    // Each load run on one server and then the other, the order swapped every run.
+    let mut order: Vec<usize> = (0..targets.len()).collect();
     for clients in CLIENTS {
-        eprintln!("ignis-bench: {clients} clients for {:.1} s (or {LIMIT} requests): DryRun, then Event", args.duration.as_secs_f64());
-        let dry = Load { path: &path, headers: &[("x-amz-invocation-type", "DryRun")], check: dry_run, clients };
-        let dry_run = load(address, &creds, dry, LIMIT, args.duration).await?;
-        let event = Load { path: &path, headers: &[("x-amz-invocation-type", "Event")], check: accepted, clients };
-        let events = load(address, &creds, event, LIMIT, args.duration).await?;
-        expected += events.accepted.len();
-        eprintln!("ignis-bench: waiting for the {} events to start", events.accepted.len());
-        let started = start_times(&mut conn, expected).await?;
-        let starts = events.accepted.iter().filter_map(|(id, at)| Some(*started.get(id)? - at)).collect();
-        runs.push(Run { clients, events, dry_run, starts });
+        for &n in &order {
+            let target = &mut targets[n];
+            eprintln!(
+                "ignis-bench: {clients} clients for {:.1} s (or {LIMIT} requests): DryRun, then Event{}",
+                args.duration.as_secs_f64(),
+                if n > 0 { " (previous build)" } else { "" }
+            );
+            let dry = Load { path: &path, headers: &[("x-amz-invocation-type", "DryRun")], check: dry_run, clients };
+            let dry_run = load(target.address, &creds, dry, LIMIT, args.duration).await?;
+            let event = Load { path: &path, headers: &[("x-amz-invocation-type", "Event")], check: accepted, clients };
+            let events = load(target.address, &creds, event, LIMIT, args.duration).await?;
+            target.expected += events.accepted.len();
+            eprintln!("ignis-bench: waiting for the {} events to start", events.accepted.len());
+            let started = start_times(&mut target.conn, target.expected).await?;
+            let starts = events.accepted.iter().filter_map(|(id, at)| Some(*started.get(id)? - at)).collect();
+            measured[n].runs.push(Run { clients, events, dry_run, starts });
+        }
+        order.reverse();
     }
 
     let clients = CLIENTS[CLIENTS.len() - 1];
-    eprintln!("ignis-bench: {clients} clients, the function held at reserved concurrency 0, then drained");
     let concurrency = format!("/2017-10-31/functions/{FUNCTION}/concurrency");
-    let reply = conn.request("PUT", &concurrency, &[], br#"{"ReservedConcurrentExecutions":0}"#).await?;
-    if reply.status != 200 {
-        return Err(format!("PutFunctionConcurrency answered {}: {}", reply.status, reply.text()));
+    for &n in &order {
+        let target = &mut targets[n];
+        eprintln!(
+            "ignis-bench: {clients} clients, the function held at reserved concurrency 0, then drained{}",
+            if n > 0 { " (previous build)" } else { "" }
+        );
+        let reply = target.conn.request("PUT", &concurrency, &[], br#"{"ReservedConcurrentExecutions":0}"#).await?;
+        if reply.status != 200 {
+            return Err(format!("PutFunctionConcurrency answered {}: {}", reply.status, reply.text()));
+        }
+        let event = Load { path: &path, headers: &[("x-amz-invocation-type", "Event")], check: accepted, clients };
+        let held = load(target.address, &creds, event, LIMIT, args.duration).await?;
+        let released = Instant::now();
+        target.conn.request("DELETE", &concurrency, &[], b"").await?;
+        target.expected += held.accepted.len();
+        start_times(&mut target.conn, target.expected).await?;
+        measured[n].drain = released.elapsed();
+        measured[n].held = held;
     }
-    let event = Load { path: &path, headers: &[("x-amz-invocation-type", "Event")], check: accepted, clients };
-    let held = load(address, &creds, event, LIMIT, args.duration).await?;
-    let released = Instant::now();
-    conn.request("DELETE", &concurrency, &[], b"").await?;
-    expected += held.accepted.len();
-    start_times(&mut conn, expected).await?;
-    let drain = released.elapsed();
-    Ok(Measured { idle, idle_lost, runs, held, drain })
+    Ok(measured)
 }
 
 /// The `START` time of every invocation of the function (ms since the epoch), by request id,
@@ -268,4 +326,49 @@ fn print(m: &Measured, unbatched: &[(usize, f64)]) {
     println!("{line}");
     println!("202 -> START compares the client's clock when it holds the 202 with the server's START log time");
     println!("(same machine, ms resolution): a negative value means the invocation started before the 202 arrived.");
+}
+
+/// The previous build's figures beside the current one's, as current / previous.
+fn print_against(current: &Measured, previous: &Measured, dir: &std::path::Path) {
+    let line = "-".repeat(104);
+    println!("{line}");
+    println!("Previous build: {} (same phases, alternating with the current build)", dir.display());
+    println!("  {:<34} {:>10} {:>10} {:>10}  note", "rate (per second)", "current", "previous", "ratio");
+    let rate = |label: &str, c: f64, p: f64, note: &str| {
+        println!("  {label:<34} {c:>10.0} {p:>10.0} {:>9.3}x  {note}", c / p.max(1e-9));
+    };
+    for (c, p) in current.runs.iter().zip(&previous.runs) {
+        rate(&format!("Event 202, {} clients", c.clients), c.events.rate(), p.events.rate(), "below 1: fewer accepted");
+        rate(&format!("DryRun 204, {} clients", c.clients), c.dry_run.rate(), p.dry_run.rate(), "");
+    }
+    rate(&format!("accept only, {} clients", CLIENTS[CLIENTS.len() - 1]), current.held.rate(), previous.held.rate(), "");
+    let drained = |m: &Measured| m.held.accepted.len() as f64 / m.drain.as_secs_f64().max(1e-9);
+    rate("backlog drain (events started/s)", drained(current), drained(previous), "");
+    println!(
+        "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "latency (ms)", "p50 now", "p50 prev", "p99 now", "p99 prev", "p50 c/p", "p99 c/p"
+    );
+    let ratio = |label: &str, c: Option<super::stats::Stats>, p: Option<super::stats::Stats>| match (c, p) {
+        (Some(c), Some(p)) => {
+            // 202 -> START can be 0 or below (ms resolution, the START before the 202 is read).
+            let r = |a: f64, b: f64| if a > 0.0 && b > 0.0 { format!("{:.3}x", a / b) } else { "-".into() };
+            println!(
+                "  {label:<34} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>8}",
+                c.p50,
+                p.p50,
+                c.p99,
+                p.p99,
+                r(c.p50, p.p50),
+                r(c.p99, p.p99)
+            );
+        }
+        _ => println!("  {label:<34} {:>9}", "no data"),
+    };
+    ratio("202 -> START, at rest", stats(&mut current.idle.clone()), stats(&mut previous.idle.clone()));
+    for (c, p) in current.runs.iter().zip(&previous.runs) {
+        ratio(&format!("Event round trip, {} clients", c.clients), stats_ms(&c.events.latencies), stats_ms(&p.events.latencies));
+        ratio(&format!("DryRun round trip, {} clients", c.clients), stats_ms(&c.dry_run.latencies), stats_ms(&p.dry_run.latencies));
+        ratio(&format!("202 -> START, {} clients", c.clients), stats(&mut c.starts.clone()), stats(&mut p.starts.clone()));
+    }
+    println!("{line}");
 }

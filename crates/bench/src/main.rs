@@ -18,6 +18,18 @@
 //!   processes joined to it; its warm invokes (concurrency 1, in the same alternating rounds,
 //!   and the throughput run) against the single-process server's: the cost of the extra hop.
 //!
+//! - **Previous build** (`--previous-bin-dir DIR`): for a before/after comparison in one run,
+//!   two more servers from DIR's `ignis` (with DIR's `ignis-init`), started with the same flags
+//!   as the default server and the one without pooled shells, each on its own data directory.
+//!   The function stays this build's `bootstrap` (it is what runs, not what is measured). Each
+//!   cold-start sample is taken on the current and the previous server in turn (the order swapped
+//!   every sample), pooled and unpooled; in every warm c=1 round the baseline, then the current
+//!   and the previous build run back to back (the order swapped every round); the previous build
+//!   has its own c=16 run right after the current one's. The table gains its rows and
+//!   `current / previous` ratios at p50, p90 and p99 (above 1: the current build is slower), the
+//!   warm ratio of each round (how much noise moves it), and a summary of the ratios. Without the
+//!   option nothing of this runs and the table is as before.
+//!
 //! Every request is signed with SigV4 just before it is sent (as an SDK does); the latency clock
 //! starts after signing and stops when the whole answer body is in. Throughput includes signing.
 //! The machine this runs on is shared and noisy: read medians, percentiles and ratios, and
@@ -69,22 +81,31 @@ struct Args {
     settle: Duration,
     /// Measure asynchronous invocation only (see `async_events`).
     only_async: bool,
+    /// Another build's `ignis` and `ignis-init`, measured beside this one's.
+    previous_bin_dir: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: ignis-bench [--cold-samples N] [--warm-samples N] [--duration SECS] [--bin-dir DIR] [--settle-ms MS]
+                   [--previous-bin-dir DIR] [--async]
 
   --cold-samples N   cold-start invokes to measure (default 50)
   --warm-samples N   warm invokes at concurrency 1, for Ignis and for the baseline (default 2000)
   --duration SECS    time limit of each concurrency-16 throughput run (default 5; also capped at 20000 requests)
   --bin-dir DIR      where `ignis`, `ignis-init` and `bootstrap` are (default: beside this program)
   --settle-ms MS     pause between retiring the sandboxes and each cold-start invoke (default 100)
+  --previous-bin-dir DIR
+                     also measure the build whose `ignis` and `ignis-init` are in DIR (a server started
+                     like the default one, with its own data directory; the function is still this
+                     build's `bootstrap`): cold starts alternating with this build's, warm c=1 in the
+                     same alternating rounds, the same c=16 run; adds rows for it and current / previous
+                     ratios (also with --async)
   --async            measure asynchronous invocation instead: durable accept rate (202s per second)
                      against DryRun and per-event commits, and latency from 202 to the function's START
 
 Must run as root (the server builds sandboxes with namespaces and cgroups).";
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { cold_samples: 50, warm_samples: 2000, duration: Duration::from_secs(5), bin_dir: None, settle: Duration::from_millis(100), only_async: false };
+    let mut args = Args { cold_samples: 50, warm_samples: 2000, duration: Duration::from_secs(5), bin_dir: None, settle: Duration::from_millis(100), only_async: false, previous_bin_dir: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let (flag, inline) = match flag.split_once('=') {
@@ -102,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
             "--warm-samples" => args.warm_samples = number(value()?)?.max(ROUNDS as f64) as usize,
             "--duration" => args.duration = Duration::from_secs_f64(number(value()?)?.clamp(0.1, 600.0)),
             "--bin-dir" => args.bin_dir = Some(PathBuf::from(value()?)),
+            "--previous-bin-dir" => args.previous_bin_dir = Some(PathBuf::from(value()?)),
             "--async" => {
                 args.only_async = true;
                 continue;
@@ -146,10 +168,22 @@ fn run(args: Args) -> Result<(), String> {
             return Err(format!("{} not found: build the workspace (cargo build --release --workspace) or pass --bin-dir", exe.display()));
         }
     }
+    // The previous build's server; its functions run this build's `bootstrap` too.
+    let previous = match &args.previous_bin_dir {
+        Some(dir) => {
+            for exe in [dir.join("ignis"), dir.join("ignis-init")] {
+                if !exe.is_file() {
+                    return Err(format!("{} not found: --previous-bin-dir names a directory with a build's ignis and ignis-init", exe.display()));
+                }
+            }
+            Some(dir.join("ignis"))
+        }
+        None => None,
+    };
     let binary = std::fs::read(&bootstrap).map_err(|e| format!("cannot read {}: {e}", bootstrap.display()))?;
     let zip = zip_of("bootstrap", &binary, 0o755)?;
     if args.only_async {
-        return async_events::run(&args, &ignis, &zip);
+        return async_events::run(&args, &ignis, previous.as_deref(), &zip);
     }
 
     // The echo baseline: its own thread and runtime, stopped when `_echo` is dropped.
@@ -169,6 +203,16 @@ fn run(args: Args) -> Result<(), String> {
     for n in 0..2 {
         workers.push(Server::worker(&ignis, &cluster.address, &tmp.path().join(format!("data-worker-{n}")))?);
     }
+    // The previous build, started like the default server and the one without pooled shells.
+    let mut previous_servers = match &previous {
+        Some(exe) => {
+            let pooled = Server::start(exe, &tmp.path().join("data-previous"), &[])?;
+            let unpooled = Server::start(exe, &tmp.path().join("data-previous-unpooled"), &["--sandbox-pool", "0"])?;
+            eprintln!("ignis-bench: previous build's ignis server (pid {}) on {}", pooled.pid(), pooled.address);
+            Some((pooled, unpooled))
+        }
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,6 +224,7 @@ fn run(args: Args) -> Result<(), String> {
         unfrozen: &unfrozen.address,
         cluster: &cluster.address,
         echo: &echo_address,
+        previous: previous_servers.as_ref().map(|(pooled, unpooled)| (pooled.address.as_str(), unpooled.address.as_str())),
     };
     let result = runtime.block_on(measure(&args, &addresses, &zip));
     drop(runtime);
@@ -187,7 +232,11 @@ fn run(args: Args) -> Result<(), String> {
     for worker in &mut workers {
         stopped = stopped.and(worker.stop());
     }
-    result?.print(&args, &server.address, &echo_address, binary.len(), zip.len());
+    if let Some((pooled, unpooled)) = &mut previous_servers {
+        stopped = stopped.and(pooled.stop()).and(unpooled.stop());
+    }
+    let previous_address = previous_servers.as_ref().map(|(pooled, _)| pooled.address.as_str());
+    result?.print(&args, &server.address, previous_address, &echo_address, binary.len(), zip.len());
     stopped
 }
 
@@ -202,6 +251,8 @@ struct Addresses<'a> {
     /// The server with two worker hosts and none of its own.
     cluster: &'a str,
     echo: &'a str,
+    /// The previous build's servers (`--previous-bin-dir`): default, and `--sandbox-pool 0`.
+    previous: Option<(&'a str, &'a str)>,
 }
 
 struct Report {
@@ -225,6 +276,19 @@ struct Report {
     base_errors: Vec<String>,
     tput: Throughput,
     base_tput: Throughput,
+    /// The previous build's figures, when `--previous-bin-dir` is given.
+    previous: Option<Previous>,
+}
+
+/// The previous build's server, measured like the default server and alongside it.
+struct Previous {
+    cold: Cold,
+    cold_unpooled: Cold,
+    warm: Vec<Duration>,
+    warm_errors: Vec<String>,
+    /// Each warm c=1 round's p50, current / previous: how much the ratio moves between rounds.
+    round_ratios: Vec<f64>,
+    tput: Throughput,
 }
 
 #[derive(Default)]
@@ -281,54 +345,74 @@ async fn deploy(conn: &mut Conn, zip: &[u8]) -> Result<Duration, String> {
 }
 
 /// Cold starts: before each measured invoke, UpdateFunctionConfiguration retires the sandboxes.
-async fn cold_starts(args: &Args, ignis: &str, creds: &Credentials, invoker: &mut Conn) -> Result<Cold, String> {
-    let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
-    let config_path = format!("/2015-03-31/functions/{FUNCTION}/configuration");
-    let mut control = Conn::connect(ignis, creds.clone()).await?;
-    let mut cold = Cold::default();
-    let deadline = Instant::now() + Duration::from_secs(300);
+/// With several servers, each sample is taken on each of them in turn (the order reversed every
+/// other sample), so that the machine's drift hits them alike; `invokers` are their connections.
+async fn cold_starts(args: &Args, creds: &Credentials, invokers: &mut [&mut Conn]) -> Result<Vec<Cold>, String> {
+    let mut controls = Vec::with_capacity(invokers.len());
+    for invoker in invokers.iter() {
+        controls.push(Conn::connect(&invoker.address, creds.clone()).await?);
+    }
+    let mut colds: Vec<Cold> = invokers.iter().map(|_| Cold::default()).collect();
+    let limit = 300 * invokers.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(limit);
     for i in 0..args.cold_samples {
         if Instant::now() > deadline {
-            cold.errors.push(format!("stopped after {i} samples: the cold-start phase is limited to 300 s"));
+            for cold in &mut colds {
+                cold.errors.push(format!("stopped after {i} samples: the cold-start phase is limited to {limit} s"));
+            }
             break;
         }
-        let description = json!({ "Description": format!("ignis-bench cold start {i}") }).to_string();
-        let reply = control.request("PUT", &config_path, &[], description.as_bytes()).await?;
-        if reply.status != 200 {
-            return Err(format!("UpdateFunctionConfiguration answered {}: {}", reply.status, reply.text()));
+        let mut order: Vec<usize> = (0..invokers.len()).collect();
+        if i % 2 == 1 {
+            order.reverse();
         }
-        tokio::time::sleep(args.settle).await;
-        let (elapsed, reply) = match invoker.timed("POST", &invoke_path, &[("x-amz-log-type", "Tail")], PAYLOAD).await {
-            Ok(r) => r,
-            Err(e) => {
-                cold.errors.push(e);
-                *invoker = Conn::connect(ignis, creds.clone()).await?;
-                continue;
-            }
-        };
-        if let Err(e) = check_invoke(&reply) {
-            cold.errors.push(e);
-            continue;
-        }
-        cold.times.push(elapsed);
-        let tail = reply
-            .header("x-amz-log-result")
-            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        match report_field(&tail, "Init Duration") {
-            Some(ms) => cold.init.push(ms),
-            None => cold.not_cold += 1,
-        }
-        if let Some(ms) = report_field(&tail, "Duration") {
-            cold.duration.push(ms);
+        for n in order {
+            cold_start(args, i, &mut controls[n], invokers[n], &mut colds[n]).await?;
         }
     }
-    Ok(cold)
+    Ok(colds)
+}
+
+/// One cold-start sample, added to `cold`.
+async fn cold_start(args: &Args, i: usize, control: &mut Conn, invoker: &mut Conn, cold: &mut Cold) -> Result<(), String> {
+    let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
+    let config_path = format!("/2015-03-31/functions/{FUNCTION}/configuration");
+    let description = json!({ "Description": format!("ignis-bench cold start {i}") }).to_string();
+    let reply = control.request("PUT", &config_path, &[], description.as_bytes()).await?;
+    if reply.status != 200 {
+        return Err(format!("UpdateFunctionConfiguration answered {}: {}", reply.status, reply.text()));
+    }
+    tokio::time::sleep(args.settle).await;
+    let (elapsed, reply) = match invoker.timed("POST", &invoke_path, &[("x-amz-log-type", "Tail")], PAYLOAD).await {
+        Ok(r) => r,
+        Err(e) => {
+            cold.errors.push(e);
+            invoker.reconnect().await?;
+            return Ok(());
+        }
+    };
+    if let Err(e) = check_invoke(&reply) {
+        cold.errors.push(e);
+        return Ok(());
+    }
+    cold.times.push(elapsed);
+    let tail = reply
+        .header("x-amz-log-result")
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    match report_field(&tail, "Init Duration") {
+        Some(ms) => cold.init.push(ms),
+        None => cold.not_cold += 1,
+    }
+    if let Some(ms) = report_field(&tail, "Duration") {
+        cold.duration.push(ms);
+    }
+    Ok(())
 }
 
 async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<Report, String> {
-    let Addresses { ignis, unpooled, unfrozen, cluster, echo } = *addresses;
+    let Addresses { ignis, unpooled, unfrozen, cluster, echo, previous } = *addresses;
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
 
@@ -340,15 +424,42 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
         sign.push(started.elapsed());
     }
 
-    // 1. Cold starts, with and without pooled shells.
+    // 1. Cold starts, with and without pooled shells; each alternating with the previous
+    //    build's when there is one.
     let create_time = deploy(&mut Conn::connect(ignis, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(cluster, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(unfrozen, creds.clone()).await?, zip).await?;
-    eprintln!("ignis-bench: cold starts ({} samples, then as many without the shell pool)", args.cold_samples);
+    if let Some((pooled, unpooled)) = previous {
+        deploy(&mut Conn::connect(pooled, creds.clone()).await?, zip).await?;
+        deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
+    }
+    match previous {
+        None => eprintln!("ignis-bench: cold starts ({} samples, then as many without the shell pool)", args.cold_samples),
+        Some(_) => eprintln!(
+            "ignis-bench: cold starts ({} samples each of this build and the previous one, alternating; then as many without the shell pool)",
+            args.cold_samples
+        ),
+    }
     let mut invoker = Conn::connect(ignis, creds.clone()).await?;
-    let cold = cold_starts(args, ignis, &creds, &mut invoker).await?;
-    let cold_unpooled = cold_starts(args, unpooled, &creds, &mut Conn::connect(unpooled, creds.clone()).await?).await?;
+    let mut unpooled_invoker = Conn::connect(unpooled, creds.clone()).await?;
+    let mut previous_invoker = None;
+    let (cold, cold_unpooled, previous_cold) = match previous {
+        None => {
+            let cold = cold_starts(args, &creds, &mut [&mut invoker]).await?.remove(0);
+            let cold_unpooled = cold_starts(args, &creds, &mut [&mut unpooled_invoker]).await?.remove(0);
+            (cold, cold_unpooled, None)
+        }
+        Some((pooled, unpooled)) => {
+            let mut previous_pooled = Conn::connect(pooled, creds.clone()).await?;
+            let mut colds = cold_starts(args, &creds, &mut [&mut invoker, &mut previous_pooled]).await?;
+            let mut previous_unpooled = Conn::connect(unpooled, creds.clone()).await?;
+            let mut unpooled_colds = cold_starts(args, &creds, &mut [&mut unpooled_invoker, &mut previous_unpooled]).await?;
+            previous_invoker = Some(previous_pooled);
+            let (previous_cold, previous_cold_unpooled) = (colds.remove(1), unpooled_colds.remove(1));
+            (colds.remove(0), unpooled_colds.remove(0), Some((previous_cold, previous_cold_unpooled)))
+        }
+    };
 
     // 2 and 3. Warm at concurrency 1, alternating rounds with the baseline.
     eprintln!("ignis-bench: warm invokes at concurrency 1 ({} samples each, in {ROUNDS} alternating rounds)", args.warm_samples);
@@ -359,21 +470,46 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     // (and the CPU caches, the allocator, the connection) settle.
     let warmup = (args.warm_samples / 10).clamp(20, 500);
     sequential(&mut invoker, &invoke_path, warmup, Duration::from_secs(30)).await;
+    if let Some(conn) = &mut previous_invoker {
+        sequential(conn, &invoke_path, warmup, Duration::from_secs(30)).await;
+    }
     sequential(&mut base_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut cluster_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut unfrozen_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     let (mut unfrozen_warm, mut unfrozen_errors) = (vec![], vec![]);
     let (mut warm, mut base, mut warm_errors, mut base_errors) = (vec![], vec![], vec![], vec![]);
     let (mut on_workers, mut on_workers_errors) = (vec![], vec![]);
+    let (mut previous_warm, mut previous_errors, mut round_ratios) = (vec![], vec![], vec![]);
     let per_round = args.warm_samples.div_ceil(ROUNDS);
     for round in 0..ROUNDS {
         let n = per_round.min(args.warm_samples - round * per_round);
         let (l, e) = sequential(&mut base_conn, &invoke_path, n, Duration::from_secs(60)).await;
         base.extend(l);
         base_errors.extend(e);
-        let (l, e) = sequential(&mut invoker, &invoke_path, n, Duration::from_secs(60)).await;
-        warm.extend(l);
-        warm_errors.extend(e);
+        match &mut previous_invoker {
+            None => {
+                let (l, e) = sequential(&mut invoker, &invoke_path, n, Duration::from_secs(60)).await;
+                warm.extend(l);
+                warm_errors.extend(e);
+            }
+            // This build and the previous one back to back, the first of them swapped every round.
+            Some(previous_conn) => {
+                let (current, previous) = if round % 2 == 0 {
+                    let current = sequential(&mut invoker, &invoke_path, n, Duration::from_secs(60)).await;
+                    (current, sequential(previous_conn, &invoke_path, n, Duration::from_secs(60)).await)
+                } else {
+                    let previous = sequential(previous_conn, &invoke_path, n, Duration::from_secs(60)).await;
+                    (sequential(&mut invoker, &invoke_path, n, Duration::from_secs(60)).await, previous)
+                };
+                if let (Some(c), Some(p)) = (stats_ms(&current.0), stats_ms(&previous.0)) {
+                    round_ratios.push(c.p50 / p.p50);
+                }
+                warm.extend(current.0);
+                warm_errors.extend(current.1);
+                previous_warm.extend(previous.0);
+                previous_errors.extend(previous.1);
+            }
+        }
         let (l, e) = sequential(&mut cluster_conn, &invoke_path, n, Duration::from_secs(60)).await;
         on_workers.extend(l);
         on_workers_errors.extend(e);
@@ -386,14 +522,27 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     eprintln!("ignis-bench: throughput at concurrency {CONCURRENCY} ({:.1} s or 20000 requests each)", args.duration.as_secs_f64());
     let limit = 20_000;
     concurrent(ignis, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
+    if let Some((pooled, _)) = previous {
+        concurrent(pooled, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
+    }
     concurrent(echo, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     concurrent(cluster, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     concurrent(unfrozen, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     let base_tput = concurrent(echo, &creds, &invoke_path, limit, args.duration).await?;
     let tput = concurrent(ignis, &creds, &invoke_path, limit, args.duration).await?;
+    let previous_tput = match previous {
+        Some((pooled, _)) => Some(concurrent(pooled, &creds, &invoke_path, limit, args.duration).await?),
+        None => None,
+    };
     let cluster_tput = concurrent(cluster, &creds, &invoke_path, limit, args.duration).await?;
     let unfrozen_tput = concurrent(unfrozen, &creds, &invoke_path, limit, args.duration).await?;
 
+    let previous = match (previous_cold, previous_tput) {
+        (Some((cold, cold_unpooled)), Some(tput)) => {
+            Some(Previous { cold, cold_unpooled, warm: previous_warm, warm_errors: previous_errors, round_ratios, tput })
+        }
+        _ => None,
+    };
     Ok(Report {
         sign,
         cluster: on_workers,
@@ -411,6 +560,7 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
         base_errors,
         tput,
         base_tput,
+        previous,
     })
 }
 
@@ -845,18 +995,56 @@ fn added_row(label: &str, measured: &Stats, reference: &Stats, target_ms: f64) {
     );
 }
 
+/// `measured` / `reference` at p50, p90 and p99.
+fn ratio_row(label: &str, measured: &Stats, reference: &Stats, note: &str) {
+    println!(
+        "  {label:<34} {:>6} {:>9} {:>8.3}x {:>8.3}x {:>8.3}x {:>9}  {note}",
+        "",
+        "",
+        measured.p50 / reference.p50,
+        measured.p90 / reference.p90,
+        measured.p99 / reference.p99,
+        ""
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "MET" } else { "MISSED" }
 }
 
 impl Report {
-    fn print(&self, args: &Args, ignis: &str, echo: &str, binary_size: usize, zip_size: usize) {
+    /// The current / previous ratios of the table, in one place.
+    fn print_against(&self, previous: &Previous) {
+        println!("  {:<34} {:>9} {:>9}  (above 1: the current build is slower)", "current / previous", "p50", "p99");
+        let pairs = [
+            ("cold start", &self.cold.times, &previous.cold.times),
+            ("cold start, no shell pool", &self.cold_unpooled.times, &previous.cold_unpooled.times),
+            ("warm Invoke, concurrency 1", &self.warm, &previous.warm),
+            (&*format!("warm Invoke, concurrency {CONCURRENCY}"), &self.tput.latencies, &previous.tput.latencies),
+        ];
+        for (label, current, before) in pairs {
+            match (stats_ms(current), stats_ms(before)) {
+                (Some(c), Some(p)) => println!("  {label:<34} {:>8.3}x {:>8.3}x", c.p50 / p.p50, c.p99 / p.p99),
+                _ => println!("  {label:<34} {:>9}", "no data"),
+            }
+        }
+        if self.tput.rate() > 0.0 {
+            println!("  {:<34} {:>8.3}x            (invokes per second, previous / current)", format!("throughput, concurrency {CONCURRENCY}"),
+                previous.tput.rate() / self.tput.rate());
+        }
+    }
+
+    fn print(&self, args: &Args, ignis: &str, previous_address: Option<&str>, echo: &str, binary_size: usize, zip_size: usize) {
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         let line = "-".repeat(104);
         println!();
         println!("Ignis benchmark  ({cpus} CPUs; ignis server {ignis}, echo baseline {echo}; all loopback)");
         println!("Function: examples/hello-rust (lambda_runtime), provided.al2023, 128 MB; bootstrap {:.1} MB, zip {:.1} MB; CreateFunction took {:.0} ms",
             binary_size as f64 / 1e6, zip_size as f64 / 1e6, self.create_time.as_secs_f64() * 1000.0);
+        if let (Some(dir), Some(address)) = (&args.previous_bin_dir, previous_address) {
+            println!("Previous build: {} (server {address}, started like the default one); \"current / previous\" > 1 means the current build is slower",
+                dir.display());
+        }
         println!("Latency = send of a signed request to the end of its answer body, on a keep-alive HTTP/1.1 connection.");
         if let Some(s) = stats_ms(&self.sign) {
             println!("SigV4 signing (per request, client side, not in latencies, in throughput): p50 {:.1} us", s.p50 * 1000.0);
@@ -879,9 +1067,25 @@ impl Report {
             println!("  {:<34} {:>6} {:>9} {:>9}  (round trip p50 - Init Duration p50 - Duration p50)", "  rest of the cold path (p50)", "", "",
                 ms(c.p50 - i.p50 - duration.map_or(0.0, |d| d.p50)));
         }
+        if let Some(previous) = &self.previous {
+            let previous_cold = stats_ms(&previous.cold.times);
+            row("previous build: cold start", previous_cold.as_ref(), "alternating with the current build's");
+            row("  server REPORT Init Duration", stats(&mut previous.cold.init.clone()).as_ref(), "");
+            if let (Some(c), Some(p)) = (&cold, &previous_cold) {
+                ratio_row("  ratio current / previous", c, p, "");
+            }
+        }
         let unpooled = stats_ms(&self.cold_unpooled.times);
         row("cold start, no shell pool", unpooled.as_ref(), "--sandbox-pool 0: whole sandbox built");
         row("  server REPORT Init Duration", stats(&mut self.cold_unpooled.init.clone()).as_ref(), "");
+        if let Some(previous) = &self.previous {
+            let previous_unpooled = stats_ms(&previous.cold_unpooled.times);
+            row("previous build: no shell pool", previous_unpooled.as_ref(), "alternating with the current build's");
+            row("  server REPORT Init Duration", stats(&mut previous.cold_unpooled.init.clone()).as_ref(), "");
+            if let (Some(c), Some(p)) = (&unpooled, &previous_unpooled) {
+                ratio_row("  ratio current / previous", c, p, "");
+            }
+        }
         if let (Some(c), Some(u)) = (&cold, &unpooled) {
             println!("  {:<34} {:>6} {:>9} {:>8.2}x", "ratio pooled / no pool (p50)", "", "", c.p50 / u.p50);
         }
@@ -902,6 +1106,14 @@ impl Report {
                 w.p90 / b.p90,
                 w.p99 / b.p99
             );
+        }
+        if let Some(previous) = &self.previous {
+            let previous_warm = stats_ms(&previous.warm);
+            row("previous build: warm, c=1", previous_warm.as_ref(), "in the same rounds");
+            if let (Some(w), Some(p)) = (&warm, &previous_warm) {
+                let rounds: Vec<String> = previous.round_ratios.iter().map(|r| format!("{r:.3}")).collect();
+                ratio_row("  ratio current / previous", w, p, &format!("p50 by round: {}", rounds.join(" ")));
+            }
         }
         println!("{line}");
         let unfrozen = stats_ms(&self.unfrozen);
@@ -928,14 +1140,27 @@ impl Report {
         let tb = stats_ms(&self.base_tput.latencies);
         row(&format!("warm Invoke, concurrency {CONCURRENCY}"), tw.as_ref(), "");
         row(&format!("baseline echo, concurrency {CONCURRENCY}"), tb.as_ref(), "");
+        if let Some(previous) = &self.previous {
+            let tp = stats_ms(&previous.tput.latencies);
+            row(&format!("previous build, concurrency {CONCURRENCY}"), tp.as_ref(), "");
+            if let (Some(w), Some(p)) = (&tw, &tp) {
+                ratio_row("  ratio current / previous", w, p, "");
+            }
+        }
         row(&format!("2 worker hosts, concurrency {CONCURRENCY}"), stats_ms(&self.cluster_tput.latencies).as_ref(), "");
         row(&format!("--no-freeze, concurrency {CONCURRENCY}"), stats_ms(&self.unfrozen_tput.latencies).as_ref(), "");
         println!("{line}");
         println!("  {:<34} {:>9} {:>9} {:>9}", format!("throughput, concurrency {CONCURRENCY}"), "req/s", "requests", "seconds");
-        for (label, t) in
-            [("warm Invoke", &self.tput), ("baseline echo", &self.base_tput), ("2 worker hosts", &self.cluster_tput), ("--no-freeze", &self.unfrozen_tput)]
-        {
+        let mut rates = vec![("warm Invoke", &self.tput)];
+        rates.extend(self.previous.as_ref().map(|p| ("previous build", &p.tput)));
+        rates.extend([("baseline echo", &self.base_tput), ("2 worker hosts", &self.cluster_tput), ("--no-freeze", &self.unfrozen_tput)]);
+        for (label, t) in rates {
             println!("  {label:<34} {:>9.0} {:>9} {:>9.2}", t.rate(), t.ok, t.elapsed.as_secs_f64());
+        }
+        if let Some(previous) = self.previous.as_ref().filter(|p| p.tput.rate() > 0.0) {
+            println!("  {:<34} {:>8.3}x   (below 1: the current build serves fewer invokes per second)",
+                "ratio current / previous",
+                self.tput.rate() / previous.tput.rate());
         }
         if self.base_tput.rate() > 0.0 {
             println!("  {:<34} {:>8.2}x   (1/rate difference: {:.1} us more machine time per invoke at c={CONCURRENCY})",
@@ -944,32 +1169,52 @@ impl Report {
                 (1.0 / self.tput.rate().max(1e-9) - 1.0 / self.base_tput.rate()) * 1e6);
         }
         println!("{line}");
+        if let Some(previous) = &self.previous {
+            self.print_against(previous);
+            println!("{line}");
+        }
         println!("Settings: --cold-samples {} --warm-samples {} --duration {} --settle-ms {} (throughput also capped at 20000 requests); warm c=1 samples taken in {ROUNDS} alternating baseline/Ignis rounds",
             args.cold_samples, args.warm_samples, args.duration.as_secs_f64(), args.settle.as_millis());
-        let mut problems = Vec::new();
-        for (label, cold) in [("cold start", &self.cold), ("cold start, no pool", &self.cold_unpooled)] {
-            if cold.not_cold > 0 {
-                problems.push(format!("{label}: {} invokes had no Init Duration in their REPORT line (not cold?)", cold.not_cold));
-            }
+        if let Some(dir) = &args.previous_bin_dir {
+            println!("  --previous-bin-dir {}: cold samples alternate current/previous (order swapped each sample), warm c=1 rounds run baseline, then current and previous (order swapped each round)",
+                dir.display());
         }
-        for (label, errors) in [
+        let mut problems = Vec::new();
+        let mut colds = vec![("cold start", &self.cold), ("cold start, no pool", &self.cold_unpooled)];
+        let mut errors = vec![
             ("cold start", &self.cold.errors),
             ("cold start, no pool", &self.cold_unpooled.errors),
             ("warm c=1", &self.warm_errors),
             ("baseline c=1", &self.base_errors),
             ("2 worker hosts c=1", &self.cluster_errors),
             ("--no-freeze c=1", &self.unfrozen_errors),
-        ] {
-            if !errors.is_empty() {
-                problems.push(format!("{label}: {} errors, first: {}", errors.len(), errors[0]));
-            }
-        }
-        for (label, t) in [
+        ];
+        let mut tputs = vec![
             ("warm c=16", &self.tput),
             ("baseline c=16", &self.base_tput),
             ("2 worker hosts c=16", &self.cluster_tput),
             ("--no-freeze c=16", &self.unfrozen_tput),
-        ] {
+        ];
+        if let Some(previous) = &self.previous {
+            colds.extend([("previous build: cold start", &previous.cold), ("previous build: cold start, no pool", &previous.cold_unpooled)]);
+            errors.extend([
+                ("previous build: cold start", &previous.cold.errors),
+                ("previous build: cold start, no pool", &previous.cold_unpooled.errors),
+                ("previous build: warm c=1", &previous.warm_errors),
+            ]);
+            tputs.push(("previous build: c=16", &previous.tput));
+        }
+        for (label, cold) in colds {
+            if cold.not_cold > 0 {
+                problems.push(format!("{label}: {} invokes had no Init Duration in their REPORT line (not cold?)", cold.not_cold));
+            }
+        }
+        for (label, errors) in errors {
+            if !errors.is_empty() {
+                problems.push(format!("{label}: {} errors, first: {}", errors.len(), errors[0]));
+            }
+        }
+        for (label, t) in tputs {
             if t.errors > 0 {
                 problems.push(format!("{label}: {} errors, first: {}", t.errors, t.first_error.as_deref().unwrap_or("?")));
             }
