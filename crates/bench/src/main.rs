@@ -25,7 +25,8 @@
 //!   cold-start sample is taken on the current and the previous server in turn (the order swapped
 //!   every sample), pooled and unpooled; in every warm c=1 round the baseline, then the current
 //!   and the previous build run back to back (the order swapped every round); the previous build
-//!   has its own c=16 run right after the current one's. The table gains its rows and
+//!   has its own c=16 run beside the current one's (each split in halves, run current,
+//!   previous, previous, current). The table gains its rows and
 //!   `current / previous` ratios at p50, p90 and p99 (above 1: the current build is slower), the
 //!   warm ratio of each round (how much noise moves it), and a summary of the ratios. Without the
 //!   option nothing of this runs and the table is as before.
@@ -323,6 +324,18 @@ impl Throughput {
     fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Adds another run's figures to these (its time too).
+    fn add(&mut self, other: Throughput) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.accepted.extend(other.accepted);
+    }
 }
 
 /// Deploys the example function; returns how long CreateFunction took.
@@ -529,10 +542,17 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     concurrent(cluster, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     concurrent(unfrozen, &creds, &invoke_path, (CONCURRENCY * 20) as u64, Duration::from_secs(30)).await?;
     let base_tput = concurrent(echo, &creds, &invoke_path, limit, args.duration).await?;
-    let tput = concurrent(ignis, &creds, &invoke_path, limit, args.duration).await?;
-    let previous_tput = match previous {
-        Some((pooled, _)) => Some(concurrent(pooled, &creds, &invoke_path, limit, args.duration).await?),
-        None => None,
+    let (tput, previous_tput) = match previous {
+        None => (concurrent(ignis, &creds, &invoke_path, limit, args.duration).await?, None),
+        // In halves, current, previous, previous, current: drift in the machine's load hits both alike.
+        Some((pooled, _)) => {
+            let half = args.duration / 2;
+            let mut tput = concurrent(ignis, &creds, &invoke_path, limit / 2, half).await?;
+            let mut previous_tput = concurrent(pooled, &creds, &invoke_path, limit / 2, half).await?;
+            previous_tput.add(concurrent(pooled, &creds, &invoke_path, limit / 2, half).await?);
+            tput.add(concurrent(ignis, &creds, &invoke_path, limit / 2, half).await?);
+            (tput, Some(previous_tput))
+        }
     };
     let cluster_tput = concurrent(cluster, &creds, &invoke_path, limit, args.duration).await?;
     let unfrozen_tput = concurrent(unfrozen, &creds, &invoke_path, limit, args.duration).await?;
@@ -1029,7 +1049,7 @@ impl Report {
             }
         }
         if self.tput.rate() > 0.0 {
-            println!("  {:<34} {:>8.3}x            (invokes per second, previous / current)", format!("throughput, concurrency {CONCURRENCY}"),
+            println!("  {:<34} {:>8.3}x            (previous req/s / current req/s)", format!("time per invoke, concurrency {CONCURRENCY}"),
                 previous.tput.rate() / self.tput.rate());
         }
     }
@@ -1176,7 +1196,7 @@ impl Report {
         println!("Settings: --cold-samples {} --warm-samples {} --duration {} --settle-ms {} (throughput also capped at 20000 requests); warm c=1 samples taken in {ROUNDS} alternating baseline/Ignis rounds",
             args.cold_samples, args.warm_samples, args.duration.as_secs_f64(), args.settle.as_millis());
         if let Some(dir) = &args.previous_bin_dir {
-            println!("  --previous-bin-dir {}: cold samples alternate current/previous (order swapped each sample), warm c=1 rounds run baseline, then current and previous (order swapped each round)",
+            println!("  --previous-bin-dir {}: cold samples alternate current/previous (order swapped each sample), warm c=1 rounds run baseline, then current and previous (order swapped each round), c=16 runs in halves current, previous, previous, current",
                 dir.display());
         }
         let mut problems = Vec::new();
