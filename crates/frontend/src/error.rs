@@ -192,6 +192,27 @@ impl From<ignis_store::StoreError> for ApiError {
     }
 }
 
+/// The invoker's errors: a throttle is Lambda's 429 with its `Reason`, a
+/// reservation the limits refuse is a bad parameter, the rest are the
+/// service's fault (`ServiceException`, with the error's message).
+impl From<ignis_invoke::InvokeError> for ApiError {
+    fn from(e: ignis_invoke::InvokeError) -> Self {
+        use ignis_invoke::InvokeError::*;
+        match e {
+            Throttled(reason) => ApiError::TooManyRequests(reason),
+            Reservation(e) => ApiError::InvalidParameterValue(e.to_string()),
+            e @ (NoHealthyWorker { .. }
+            | NoRoom { .. }
+            | LostWhileStarting
+            | StartFailed(_)
+            | KeptFailing
+            | WorkerLost(_)
+            | ShuttingDown
+            | Task(_)) => ApiError::Service(e.to_string()),
+        }
+    }
+}
+
 impl From<ignis_sigv4::AuthError> for ApiError {
     fn from(e: ignis_sigv4::AuthError) -> Self {
         ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }
