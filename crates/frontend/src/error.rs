@@ -246,4 +246,22 @@ mod tests {
             serde_json::json!({ "Type": "User", "message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded" })
         );
     }
+
+    #[test]
+    fn invoke_errors_keep_their_wire_form() {
+        use ignis_invoke::InvokeError;
+        let reason = ignis_counting::Reason::ReservedFunctionConcurrentInvocationLimitExceeded;
+        assert_eq!(ApiError::from(InvokeError::Throttled(reason)), ApiError::TooManyRequests(reason));
+        let below = ignis_counting::ReservationError::BelowMinimumUnreserved { minimum: 100 };
+        assert_eq!(ApiError::from(InvokeError::Reservation(below)), ApiError::InvalidParameterValue(below.to_string()));
+        assert_eq!(
+            ApiError::from(InvokeError::KeptFailing),
+            ApiError::Service("the function's sandboxes kept failing before they could take the event".into())
+        );
+        assert_eq!(
+            ApiError::from(InvokeError::WorkerLost("the worker at h:1 was lost".into())),
+            ApiError::Service("the worker at h:1 was lost".into())
+        );
+        assert_eq!(ApiError::from(InvokeError::ShuttingDown), ApiError::Service("Ignis is shutting down".into()));
+    }
 }
