@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ignis_delivery::{Attempt, Condition, Decision, Lease, Policy, Progress, Schedule};
+use ignis_invoke::InvokeError;
 use ignis_store::{EventChange, Store};
 use ignis_worker::{Completion, Invocation};
 use serde::{Deserialize, Serialize};
@@ -478,15 +479,16 @@ async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<NewEvent>) {
 /// Runs the event once through the normal invoke path.
 async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: Bytes) -> Result<Tried, ApiError> {
     // Admission first (a slot is per function, whatever the version): a throttled event costs no more.
-    let admitted = app.concurrency.admit(&meta.account, &meta.function);
-    if let Err(ApiError::TooManyRequests(_)) = &admitted {
+    let admitted = app.invoker.admit(&meta.account, &meta.function);
+    if let Err(InvokeError::Throttled(_)) = &admitted {
         let function_arn = format!("arn:aws:lambda:{}:{}:function:{}:$LATEST", app.config.region, meta.account, meta.function);
         return Ok(Tried { attempt: Attempt::Throttled, executed_version: "$LATEST".into(), function_arn, response: None });
     }
     let (reference, record) = resolve_version(app, caller, "InvokeFunction", &meta.function, meta.qualifier.as_deref())?;
     let executed_version = record.version_label();
     let function_arn = format!("{}:{executed_version}", record.arn(&app.config.region, &caller.account));
-    let (target, invoked_function_arn) = crate::invoke_api::target(app, &caller.account, reference.qualifier.as_deref(), record);
+    let invoked_function_arn = crate::invoke_api::invoked_arn(app, &caller.account, reference.qualifier.as_deref(), &record);
+    let target = crate::invoke_api::target(app, &caller.account, &record);
     let invocation = Invocation {
         request_id: meta.request_id.clone(),
         payload,
@@ -498,13 +500,13 @@ async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: By
     let throttled = || Tried { attempt: Attempt::Throttled, executed_version: executed_version.clone(), function_arn: function_arn.clone(), response: None };
     let admitted = match admitted {
         Ok(admitted) => admitted,
-        Err(ApiError::TooManyRequests(_)) => return Ok(throttled()),
-        Err(e) => return Err(e),
+        Err(InvokeError::Throttled(_)) => return Ok(throttled()),
+        Err(e) => return Err(e.into()),
     };
     let outcome = match app.invoker.invoke_admitted(target, invocation, admitted).await {
         Ok(outcome) => outcome,
-        Err(ApiError::TooManyRequests(_)) => return Ok(throttled()),
-        Err(e) => return Err(e),
+        Err(InvokeError::Throttled(_)) => return Ok(throttled()),
+        Err(e) => return Err(e.into()),
     };
     let (attempt, response) = match outcome.completion {
         Completion::Response(body) => (Attempt::Success, (body, false)),

@@ -321,7 +321,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
         })
         .await?;
     if let Some(old) = old {
-        app.invoker.retire(&caller.account, &old);
+        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
     }
     Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
 }
@@ -358,7 +358,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
         })
         .await?;
     if let Some(old) = old {
-        app.invoker.retire(&caller.account, &old);
+        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
     }
     if request.publish == Some(true) {
         let version = crate::versions::publish(app, caller, &reference.name, None, None, None).await?;
@@ -376,9 +376,9 @@ pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query:
     }
     if let Some(old) = app.registry.delete(&caller.account, &reference.name).await? {
         app.concurrency.delete_reservation(&caller.account, &reference.name);
-        app.invoker.retire(&caller.account, &old);
+        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
         for version in &old.versions {
-            app.invoker.retire(&caller.account, version);
+            app.invoker.retire(&crate::invoke_api::revision(&caller.account, version));
         }
     }
     Ok(empty_answer(StatusCode::NO_CONTENT))

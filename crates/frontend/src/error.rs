@@ -192,6 +192,27 @@ impl From<ignis_store::StoreError> for ApiError {
     }
 }
 
+/// The invoker's errors: a throttle is Lambda's 429 with its `Reason`, a
+/// reservation the limits refuse is a bad parameter, the rest are the
+/// service's fault (`ServiceException`, with the error's message).
+impl From<ignis_invoke::InvokeError> for ApiError {
+    fn from(e: ignis_invoke::InvokeError) -> Self {
+        use ignis_invoke::InvokeError::*;
+        match e {
+            Throttled(reason) => ApiError::TooManyRequests(reason),
+            Reservation(e) => ApiError::InvalidParameterValue(e.to_string()),
+            e @ (NoHealthyWorker { .. }
+            | NoRoom { .. }
+            | LostWhileStarting
+            | StartFailed(_)
+            | KeptFailing
+            | WorkerLost(_)
+            | ShuttingDown
+            | Task(_)) => ApiError::Service(e.to_string()),
+        }
+    }
+}
+
 impl From<ignis_sigv4::AuthError> for ApiError {
     fn from(e: ignis_sigv4::AuthError) -> Self {
         ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }
@@ -224,5 +245,23 @@ mod tests {
             body,
             serde_json::json!({ "Type": "User", "message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded" })
         );
+    }
+
+    #[test]
+    fn invoke_errors_keep_their_wire_form() {
+        use ignis_invoke::InvokeError;
+        let reason = ignis_counting::Reason::ReservedFunctionConcurrentInvocationLimitExceeded;
+        assert_eq!(ApiError::from(InvokeError::Throttled(reason)), ApiError::TooManyRequests(reason));
+        let below = ignis_counting::ReservationError::BelowMinimumUnreserved { minimum: 100 };
+        assert_eq!(ApiError::from(InvokeError::Reservation(below)), ApiError::InvalidParameterValue(below.to_string()));
+        assert_eq!(
+            ApiError::from(InvokeError::KeptFailing),
+            ApiError::Service("the function's sandboxes kept failing before they could take the event".into())
+        );
+        assert_eq!(
+            ApiError::from(InvokeError::WorkerLost("the worker at h:1 was lost".into())),
+            ApiError::Service("the worker at h:1 was lost".into())
+        );
+        assert_eq!(ApiError::from(InvokeError::ShuttingDown), ApiError::Service("Ignis is shutting down".into()));
     }
 }

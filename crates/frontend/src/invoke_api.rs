@@ -1,11 +1,13 @@
 //! `Invoke`: the request's headers and payload in, Lambda's answer out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::Full;
+use ignis_invoke::{Function, Revision, Target};
 use ignis_worker::{Completion, Invocation, Outcome};
 
 use crate::{App, Caller};
@@ -15,7 +17,6 @@ use crate::control::resolve_version;
 use crate::error::ApiError;
 use crate::function::Violations;
 use crate::http::{Answer, empty_answer, query_params};
-use crate::invoke::Target;
 
 /// Largest payload of a synchronous invocation (6 MB).
 pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -99,7 +100,8 @@ pub async fn invoke(
             Ok(answer)
         }
         InvocationType::RequestResponse => {
-            let (target, invoked_function_arn) = target(app, &caller.account, reference.qualifier.as_deref(), record);
+            let invoked_function_arn = invoked_arn(app, &caller.account, reference.qualifier.as_deref(), &record);
+            let target = target(app, &caller.account, &record);
             let invocation =
                 Invocation { request_id: request_id.to_string(), payload, invoked_function_arn, trace_id, client_context, cognito_identity: None };
             let outcome = app.invoker.invoke(target, invocation).await?;
@@ -126,15 +128,41 @@ pub(crate) fn client_context(header: Option<&str>) -> Result<Option<String>, Api
     }
 }
 
-/// What runs `record` in `account`, and the ARN it was invoked by (with the
-/// qualifier it was invoked with).
-pub(crate) fn target(app: &App, account: &str, qualifier: Option<&str>, record: Arc<FunctionRecord>) -> (Target, String) {
-    let invoked_function_arn = match qualifier {
+/// What the invoker runs for `record` in `account`: the one place a record
+/// becomes an invoker's [`Function`] (every caller builds its target here).
+pub(crate) fn target(app: &App, account: &str, record: &FunctionRecord) -> Target {
+    let function = Function {
+        revision: revision(account, record),
+        version: record.version_label(),
+        memory_mb: record.memory_mb,
+        ephemeral_mb: record.ephemeral_mb,
+        timeout: Duration::from_secs(record.timeout_s.into()),
+        runtime: record.runtime.clone(),
+        handler: record.handler.clone(),
+        environment: record.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        log_group: record.log_group(),
+        code_sha256_hex: record.code_sha256_hex.clone(),
+        code_dir: app.store.code_dir(&record.code_sha256_hex),
+        code_hold: record.code.hold().map(|hold| Arc::new(hold.clone()) as Arc<dyn Send + Sync>),
+    };
+    Target { function: Arc::new(function), region: app.config.region.clone() }
+}
+
+/// The revision `record` is in `account`: what its sandboxes are kept (and retired) by.
+pub(crate) fn revision(account: &str, record: &FunctionRecord) -> Revision {
+    Revision {
+        account: ignis_ids::AccountId::new(account),
+        function: record.name.clone(),
+        revision_id: record.revision_id.clone(),
+    }
+}
+
+/// The ARN `record` was invoked by, with the qualifier it was invoked with.
+pub(crate) fn invoked_arn(app: &App, account: &str, qualifier: Option<&str>, record: &FunctionRecord) -> String {
+    match qualifier {
         Some(q) => format!("{}:{q}", record.arn(&app.config.region, account)),
         None => record.arn(&app.config.region, account),
-    };
-    let code_dir = app.store.code_dir(&record.code_sha256_hex);
-    (Target { account: account.to_string(), region: app.config.region.clone(), record, code_dir }, invoked_function_arn)
+    }
 }
 
 /// An X-Ray trace header for an invocation that came without one.

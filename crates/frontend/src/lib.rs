@@ -8,9 +8,9 @@
 //!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency.
 //! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
 //!   and the alias calls; versions and aliases live in `$LATEST`'s record.
-//! - `concurrency`: admission (account limit, reserved concurrency, scaling
-//!   rate) over `ignis-counting`.
-//! - `invoke_api` + `invoke`: Invoke, and the path from a request to a sandbox.
+//! - `invoke_api`: Invoke, and the one place a function record becomes an
+//!   `ignis_invoke::Target` (the invoker, admission and the workers are the
+//!   `ignis-invoke` crate).
 //! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs, and the
 //!   task that keeps the configured sandboxes initialised.
 //! - `async_invoke`: durable asynchronous invocation (accept with group
@@ -35,7 +35,6 @@
 mod accounts_api;
 mod async_invoke;
 mod cluster_api;
-mod concurrency;
 mod control;
 mod error;
 mod event_config;
@@ -44,7 +43,6 @@ mod function;
 #[doc(hidden)]
 pub mod fuzz;
 mod http;
-mod invoke;
 mod invoke_api;
 mod logs_api;
 mod mapping;
@@ -64,7 +62,7 @@ use ignis_worker::LogBatch;
 
 pub use error::ApiError;
 pub use http::serve;
-pub use invoke::Workers;
+pub use ignis_invoke::Workers;
 
 pub struct Config {
     pub region: String,
@@ -81,6 +79,8 @@ pub struct Config {
     pub scale_rate: u32,
     /// The wait before an asynchronous invocation's first retry (the second waits twice this).
     pub async_retry_delay: Duration,
+    /// Where the invoker's time comes from (keep-alive, heartbeats, the scaling rate).
+    pub clock: ignis_clock::SharedClock,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -113,9 +113,9 @@ pub struct App {
     config: Config,
     store: Arc<Store>,
     registry: registry::Registry,
-    invoker: Arc<invoke::Invoker>,
-    /// Concurrency admission: the counter and the scaling rate.
-    concurrency: Arc<concurrency::Concurrency>,
+    invoker: Arc<ignis_invoke::Invoker>,
+    /// Concurrency admission: the counter and the scaling rate (the invoker's own).
+    concurrency: Arc<ignis_invoke::Admission>,
     /// Access key id -> secret and account, for every key in the store.
     keys: RwLock<HashMap<String, KeyEntry>>,
     /// Serialises account creation (the store's transaction decides conflicts).
@@ -152,20 +152,19 @@ impl App {
         }
         let limits =
             ignis_counting::Limits { concurrency: config.account_concurrency, min_unreserved: config.min_unreserved };
-        let concurrency = concurrency::Concurrency::new(limits, config.scale_rate);
+        let concurrency = ignis_invoke::Admission::new(limits, config.scale_rate, config.clock.clone());
         for (account, record) in registry.all() {
             if let Some(reserved) = record.reserved_concurrency {
                 if let Err(e) = concurrency.set_reservation(&account, &record.name, reserved) {
                     // The limits were lowered since: the function runs unreserved until it is set again.
                     eprintln!(
-                        "ignis: the reservation of {reserved} for {account}/{} does not fit the limits, ignored: {}",
-                        record.name,
-                        e.message()
+                        "ignis: the reservation of {reserved} for {account}/{} does not fit the limits, ignored: {e}",
+                        record.name
                     );
                 }
             }
         }
-        let invoker = invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive);
+        let invoker = ignis_invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive, config.clock.clone());
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         let (log_barriers, barriers) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));

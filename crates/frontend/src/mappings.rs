@@ -52,8 +52,7 @@ use crate::control::{now, resolve, resolve_version};
 use crate::error::ApiError;
 use crate::function::{self as f, FunctionRecord, Violations};
 use crate::http::{Answer, json_answer};
-use crate::concurrency::Admitted;
-use crate::invoke::Target;
+use ignis_invoke::{Admitted, InvokeError, Target};
 use crate::mapping::{self, Change, Gather, Gathered, Load, MappingRecord, Ran, Scale};
 use crate::queues::{Message, QueueRef, parse_arn};
 use crate::{App, Caller};
@@ -561,14 +560,9 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
     if let Some(q) = &reference.qualifier {
         invoked_function_arn = format!("{invoked_function_arn}:{q}");
     }
-    let target = Target {
-        account: account.to_string(),
-        region: app.config.region.clone(),
-        code_dir: app.store.code_dir(&version.code_sha256_hex),
-        record: version,
-    };
+    let target = crate::invoke_api::target(app, account, &version);
     // Receive nothing the function has no room to run now.
-    if app.invoker.admit(&target).is_err() {
+    if app.invoker.admit(account, &target.function.revision.function).is_err() {
         return Round::pause(THROTTLE_PAUSE);
     }
 
@@ -649,7 +643,7 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
     let pause = match outcome {
         Ok(_) => None,
         Err(e) => {
-            eprintln!("ignis: event source mapping {}: the batch did not run: {}", record.uuid, e.message());
+            eprintln!("ignis: event source mapping {}: the batch did not run: {e}", record.uuid);
             Some(FAILURE_PAUSE)
         }
     };
@@ -658,12 +652,13 @@ async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: 
 
 /// A concurrency slot for a batch of `target`: a throttle is tried again
 /// for up to `patience`, with growing waits. Answers whether it had to wait.
-async fn admit(app: &App, target: &Target, patience: Duration) -> Result<(Admitted, bool), ApiError> {
+async fn admit(app: &App, target: &Target, patience: Duration) -> Result<(Admitted, bool), InvokeError> {
     let deadline = Instant::now() + patience;
     let mut wait = Duration::from_millis(20);
     let mut waited = false;
     loop {
-        match app.invoker.admit(target) {
+        let revision = &target.function.revision;
+        match app.invoker.admit(revision.account.as_str(), &revision.function) {
             Ok(admitted) => return Ok((admitted, waited)),
             Err(e) if Instant::now() + wait > deadline => return Err(e),
             Err(_) => {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::StatusCode;
+use ignis_invoke::Provisioned;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,7 +20,6 @@ use crate::control::{now, resolve};
 use crate::error::ApiError;
 use crate::function::{self as f, FunctionRecord, ProvisionedRecord, Violations};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
-use crate::invoke::{Provisioned, Target};
 use crate::{App, Caller};
 
 /// How often the configured sandboxes are checked (dead ones replaced) without a change.
@@ -50,18 +50,9 @@ fn version_of<'a>(latest: &'a FunctionRecord, qualifier: &str) -> Option<&'a Fun
     latest.find_version(label)
 }
 
-fn target(app: &App, account: &str, version: &FunctionRecord) -> Target {
-    Target {
-        account: account.to_string(),
-        region: app.config.region.clone(),
-        record: Arc::new(version.clone()),
-        code_dir: app.store.code_dir(&version.code_sha256_hex),
-    }
-}
-
 /// A configuration as Lambda shows it, with its live status.
 fn config_body(app: &App, account: &str, latest: &FunctionRecord, qualifier: &str, config: &ProvisionedRecord) -> Value {
-    let allocation = version_of(latest, qualifier).map(|version| app.invoker.allocation(&target(app, account, version)));
+    let allocation = version_of(latest, qualifier).map(|version| app.invoker.allocation(&crate::invoke_api::revision(account, version)));
     let allocated = allocation.as_ref().map_or(0, |a| a.allocated.min(config.requested));
     let failure = allocation.and_then(|a| a.failure);
     let status = match (&failure, allocated >= config.requested) {
@@ -211,7 +202,7 @@ pub async fn keep(app: Weak<App>) {
                     .filter_map(|(qualifier, config)| {
                         let version = version_of(&latest, qualifier)?;
                         Some(Provisioned {
-                            target: target(strong, &account, version),
+                            target: crate::invoke_api::target(strong, &account, version),
                             requested: config.requested,
                             since_ms: config.last_modified_ms,
                         })

@@ -192,7 +192,7 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
         })
         .await?;
     if let Some(version) = removed {
-        app.invoker.retire(&caller.account, &version);
+        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &version));
     }
     Ok(())
 }

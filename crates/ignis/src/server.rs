@@ -138,7 +138,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             });
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
-        let workers = Workers { local, credentials, logs: log_tx };
+        let workers = Workers::hosts(local, credentials, log_tx);
         let config = Config {
             region: args.region,
             admin_account,
@@ -147,6 +147,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             min_unreserved: args.min_unreserved,
             scale_rate: args.scale_rate,
             async_retry_delay: Duration::from_secs(args.async_retry_delay),
+            clock: ignis_clock::SystemClock::shared(),
         };
         let app = App::new(config, store, workers, log_rx).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)

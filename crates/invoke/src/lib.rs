@@ -1,0 +1,678 @@
+//! The worker manager: every invocation (the sync API, asynchronous events,
+//! event source mappings, provisioned concurrency) enters here, and goes
+//! admission → assignment → placement → worker.
+//!
+//! - [`admission`]: concurrency slots and the scaling rate over `ignis-counting`.
+//!   An invocation takes a slot before it reserves a sandbox and holds it (an
+//!   [`Admitted`] guard, moved into its task) until it ends, however it ends.
+//!   Starting a new sandbox also asks the scaling rate; a refusal throttles.
+//! - The [`Invoker`] (this module): the assignment pool (`ignis-assignment`)
+//!   keyed by [`Revision`], the map from sandbox ids to their [`Sandbox`]
+//!   handles, and the provisioned revisions. Each invocation runs in a task of
+//!   its own, so a client that goes away does not strand a sandbox half-used:
+//!   the task finishes the invocation and returns the sandbox.
+//! - [`membership`]: the workers, their capacity records, their liveness, and
+//!   which worker each sandbox is on.
+//! - [`backend`]: the [`WorkerBackend`] and [`Sandbox`] traits, with the local
+//!   worker and remote worker hosts behind them; `fake` (feature `fake`) is an
+//!   in-memory one for tests.
+//!
+//! # API boundary
+//!
+//! Callers describe what to run as a [`Target`] (a [`Function`]: revision,
+//! limits, environment, code; the invoker knows nothing of the registry's
+//! records) and call [`Invoker::invoke`] (or [`Invoker::admit`] then
+//! [`Invoker::invoke_admitted`]), [`Invoker::provision`] /
+//! [`Invoker::allocation`], [`Invoker::retire`] when a function changes,
+//! [`Invoker::register`] / [`Invoker::heartbeat`] for worker hosts, and
+//! [`Invoker::shutdown`]. A function's own failures are [`Outcome`]s; the
+//! platform's are [`InvokeError`]s. Time comes from the [`SharedClock`] given
+//! to [`Invoker::new`].
+//!
+//! # Locks
+//!
+//! The invoker's state mutex, the membership's mutex and admission's two
+//! mutexes are each held only for map, pool and record updates, never across
+//! an await. The only nesting is invoker state → membership (placing,
+//! forgetting a sandbox); membership never calls back into the invoker, and
+//! admission's locks are never held with another.
+//!
+//! # Workers
+//!
+//! A new sandbox goes where `ignis_placement::Packing` says, from each
+//! worker's capacity and the memory its sandboxes reserve (a sandbox's
+//! reservation is added when it is placed, before it starts, and removed
+//! whenever it leaves the handle map: [`Invoker::forget`] is the one way out).
+//! When no worker has room, idle sandboxes make it: idle sandboxes are a
+//! cache, not a reservation, so the ones `ignis_placement::evict` picks
+//! (ordinary idle ones of any account, least recently used first, on the one
+//! worker that then fits) are killed and their memory released before the
+//! new one is placed; busy, initialising and provisioned sandboxes are never
+//! evicted. A remote worker whose heartbeats stop for
+//! [`ignis_cluster::HEARTBEAT_TIMEOUT`], or whose connection fails, is
+//! unhealthy for good: it gets no new sandbox, its sandboxes leave the pool
+//! and the handle map, and every call in flight to it ends at once (the
+//! invocation answers [`InvokeError::WorkerLost`], or runs elsewhere if it
+//! never reached a runtime). The health check runs every 200 ms.
+
+pub mod admission;
+pub mod backend;
+mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod membership;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ignis_assignment::{Event, Pool, Reservation, SandboxId};
+use ignis_clock::SharedClock;
+use ignis_cluster::{Capacity, RemoteWorker};
+use ignis_placement::{Eviction, FunctionKey, Needs, Refusal};
+use ignis_sigv4::Credentials;
+use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, StartError, Worker};
+use tokio::sync::mpsc;
+
+pub use admission::{Admission, Admitted};
+pub use backend::{BoxFuture, Failure, LocalWorker, RemoteHost, Sandbox, WorkerBackend};
+pub use error::InvokeError;
+pub use ignis_ids::Revision;
+use membership::{Dropped, Membership, Plan};
+pub use membership::WorkerInfo;
+
+/// How many sandboxes an invocation may try when they die before taking it.
+const MAX_ATTEMPTS: usize = 3;
+
+/// How often remote workers' health is checked.
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// What the invoker needs to know of a function revision to run it.
+pub struct Function {
+    /// Account, name and revision id: sandboxes are reused only within it.
+    pub revision: Revision,
+    /// `$LATEST` or the version's number.
+    pub version: String,
+    pub memory_mb: u32,
+    /// `/tmp`'s size.
+    pub ephemeral_mb: u32,
+    pub timeout: Duration,
+    /// The runtime's name (`provided.al2023`).
+    pub runtime: String,
+    pub handler: String,
+    /// The function's own environment variables, in order.
+    pub environment: Vec<(String, String)>,
+    /// `/aws/lambda/NAME`.
+    pub log_group: String,
+    /// Hex SHA-256 of the code (names the tree for remote workers).
+    pub code_sha256_hex: String,
+    /// The unpacked code tree.
+    pub code_dir: PathBuf,
+    /// Keeps the code tree on disk while a sandbox of it lives.
+    pub code_hold: Option<Arc<dyn Send + Sync>>,
+}
+
+/// What the caller wants run: a function, in a region.
+#[derive(Clone)]
+pub struct Target {
+    pub function: Arc<Function>,
+    pub region: String,
+}
+
+/// Makes the backend of a worker host that registered at an address.
+pub type Connect = Box<dyn Fn(&str) -> Arc<dyn WorkerBackend> + Send + Sync>;
+
+/// Where sandboxes run: the local worker (if the server keeps one), how to
+/// reach remote workers that register, and the log writer their lines go to.
+pub struct Workers {
+    pub local: Option<(Arc<dyn WorkerBackend>, Capacity)>,
+    pub connect: Connect,
+    pub logs: mpsc::Sender<LogBatch>,
+}
+
+impl Workers {
+    /// The server's workers: `local` (if any), and worker hosts reached over
+    /// the network with calls signed by `credentials`.
+    pub fn hosts(local: Option<(Arc<Worker>, Capacity)>, credentials: Credentials, logs: mpsc::Sender<LogBatch>) -> Workers {
+        Workers {
+            local: local.map(|(worker, capacity)| (Arc::new(LocalWorker(worker)) as Arc<dyn WorkerBackend>, capacity)),
+            connect: Box::new(move |address| Arc::new(RemoteHost(RemoteWorker::new(address, credentials.clone())))),
+            logs,
+        }
+    }
+}
+
+/// What [`Invoker::provision`] keeps: `requested` initialised sandboxes of `target`, as configured at `since_ms`.
+pub struct Provisioned {
+    pub target: Target,
+    pub requested: u32,
+    pub since_ms: i64,
+}
+
+/// Provisioned sandboxes of a revision: how many are ready, and why the last start failed, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub allocated: u32,
+    pub failure: Option<String>,
+}
+
+/// One revision's provisioned concurrency.
+#[derive(Default)]
+struct Provision {
+    /// When the configuration was last set: a new setting tries again after a failure.
+    since_ms: i64,
+    /// Why the last sandbox started for it failed its init; no more are started until the setting changes.
+    failure: Option<String>,
+}
+
+enum Reserved {
+    Sandbox(Reservation, Arc<dyn Sandbox>),
+    /// The sandbox could not start; this is the invocation's answer.
+    Failed(Outcome),
+}
+
+/// Why a sandbox did not start.
+enum StartFailure {
+    Worker(StartError),
+    Refused { memory_mb: u64, refusal: Refusal },
+    LostWhileStarting,
+}
+
+impl StartFailure {
+    /// The reason a provisioned sandbox shows.
+    fn reason(self) -> String {
+        match self {
+            StartFailure::Worker(StartError::Entrypoint(message) | StartError::Host(message)) => message,
+            StartFailure::Worker(StartError::ShuttingDown) => InvokeError::ShuttingDown.to_string(),
+            StartFailure::Refused { memory_mb, refusal } => format!("no worker can take a sandbox of {memory_mb} MB: {refusal}"),
+            StartFailure::LostWhileStarting => "the worker was lost while the sandbox started".into(),
+        }
+    }
+
+    /// An on-demand invocation's answer: a missing entry point is the function's error.
+    fn answer(self, request_id: &str) -> Result<Outcome, InvokeError> {
+        match self {
+            StartFailure::Worker(StartError::Entrypoint(message)) => Ok(Outcome {
+                completion: Completion::Failed {
+                    error_type: "Runtime.InvalidEntrypoint",
+                    message: format!("RequestId: {request_id} Error: {message}"),
+                },
+                log: String::new(),
+                reusable: false,
+            }),
+            StartFailure::Worker(StartError::Host(message)) => Err(InvokeError::StartFailed(message)),
+            StartFailure::Worker(StartError::ShuttingDown) => Err(InvokeError::ShuttingDown),
+            StartFailure::Refused { memory_mb, refusal: Refusal::NoHealthyWorker } => {
+                Err(InvokeError::NoHealthyWorker { memory_mb })
+            }
+            StartFailure::Refused { memory_mb, refusal } => Err(InvokeError::NoRoom { memory_mb, refusal }),
+            StartFailure::LostWhileStarting => Err(InvokeError::LostWhileStarting),
+        }
+    }
+}
+
+/// The invoker's own state (see the module docs for the lock order).
+struct State {
+    pool: Pool<Revision>,
+    handles: HashMap<SandboxId, Arc<dyn Sandbox>>,
+    /// Revisions with provisioned concurrency, as of the last [`Invoker::provision`].
+    provisioned: HashMap<Revision, Provision>,
+}
+
+pub struct Invoker {
+    admission: Arc<Admission>,
+    state: Mutex<State>,
+    membership: Membership,
+    keep_alive: Duration,
+    clock: SharedClock,
+    epoch: Instant,
+    connect: Connect,
+    logs: mpsc::Sender<LogBatch>,
+}
+
+impl Invoker {
+    /// An invoker over `workers`, admitting through `admission`; idle
+    /// sandboxes live `keep_alive`. Starts the keep-alive reaper and the
+    /// health check (tasks that end with the invoker); needs a tokio runtime.
+    pub fn new(workers: Workers, admission: Arc<Admission>, keep_alive: Duration, clock: SharedClock) -> Arc<Invoker> {
+        let state = State { pool: Pool::new(), handles: HashMap::new(), provisioned: HashMap::new() };
+        let invoker = Arc::new(Invoker {
+            admission,
+            state: Mutex::new(state),
+            membership: Membership::new(workers.local),
+            keep_alive,
+            epoch: clock.instant(),
+            clock,
+            connect: workers.connect,
+            logs: workers.logs,
+        });
+        let reaper = Arc::downgrade(&invoker);
+        let period = (keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let clock = invoker.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.sleep(period).await;
+                let Some(invoker) = reaper.upgrade() else { return };
+                invoker.expire();
+            }
+        });
+        let checker = Arc::downgrade(&invoker);
+        let clock = invoker.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.sleep(HEALTH_CHECK_EVERY).await;
+                let Some(invoker) = checker.upgrade() else { return };
+                invoker.check_health();
+            }
+        });
+        invoker
+    }
+
+    /// Admission, for reservations (PutFunctionConcurrency and the like).
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// A worker host joined: it gets the next worker id and is healthy until
+    /// its heartbeats stop. A worker listed at the same address is gone (a
+    /// new process listens there): it is dropped, and leaves the list.
+    pub fn register(&self, address: &str, capacity: Capacity) -> u32 {
+        let timeout = ignis_cluster::HEARTBEAT_TIMEOUT.as_millis() as u64;
+        let backend = (self.connect)(address);
+        let (id, dropped) = self.membership.register(address, capacity, backend, self.now_ms(), timeout);
+        self.forget_dropped(dropped);
+        eprintln!("ignis: {id} joined from {address} ({} MB, {} CPUs)", capacity.memory_mb, capacity.cpus);
+        id.0
+    }
+
+    /// A heartbeat from worker `id`; false if it is unknown or unhealthy (it must register again).
+    pub fn heartbeat(&self, id: u32) -> bool {
+        let (beat, dropped) = self.membership.heartbeat(ignis_placement::WorkerId(id), self.now_ms());
+        self.forget_dropped(dropped);
+        beat
+    }
+
+    /// Drops the remote workers that turned unhealthy (silent too long, or their connection failed).
+    fn check_health(&self) {
+        let dropped = self.membership.check(self.now_ms());
+        self.forget_dropped(dropped);
+    }
+
+    /// The dropped workers' sandboxes leave the pool and the handle map
+    /// (their reservations are already gone).
+    fn forget_dropped(&self, dropped: impl IntoIterator<Item = Dropped>) {
+        for Dropped { worker, address, lost } in dropped {
+            {
+                let mut state = self.lock();
+                for id in &lost {
+                    state.pool.remove(*id);
+                    state.handles.remove(id);
+                }
+            }
+            eprintln!("ignis: {worker} at {address} is unhealthy: {} sandboxes dropped", lost.len());
+        }
+    }
+
+    /// Every worker, oldest first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.membership.workers()
+    }
+
+    /// Where remote workers' log lines go: the server's log writer.
+    pub fn log_sink(&self) -> &mpsc::Sender<LogBatch> {
+        &self.logs
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.instant().saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a sandbox out of the handle map and gives back its reservation:
+    /// the only way a sandbox leaves them.
+    fn forget(&self, state: &mut State, id: SandboxId) -> Option<Arc<dyn Sandbox>> {
+        self.membership.release(id);
+        state.handles.remove(&id)
+    }
+
+    /// Chooses a worker for sandbox `id` and reserves its memory there. When
+    /// no worker has room, idle sandboxes are evicted to make it.
+    fn place(&self, state: &mut State, id: SandboxId, needs: Needs) -> Result<Arc<dyn WorkerBackend>, Refusal> {
+        let mut refused = Refusal::NoHealthyWorker;
+        // A worker dropped between the choice and the reservation: choose again.
+        for _ in 0..MAX_ATTEMPTS {
+            let idle = state.pool.evictable();
+            let worker = match self.membership.plan(&needs, &idle) {
+                Plan::Worker(worker) => worker,
+                Plan::Evict(Eviction { worker, victims }, refusal) => {
+                    refused = refusal;
+                    self.evict(state, worker, &victims, &needs);
+                    worker
+                }
+                Plan::Refused(refusal) => return Err(refusal),
+            };
+            if let Some(backend) = self.membership.take(worker, id, needs) {
+                return Ok(backend);
+            }
+        }
+        Err(refused)
+    }
+
+    /// Idle sandboxes are a cache, not a reservation: ends `victims` (chosen
+    /// by `ignis_placement::evict`) so that `needs` fits.
+    fn evict(&self, state: &mut State, worker: ignis_placement::WorkerId, victims: &[SandboxId], needs: &Needs) {
+        for &victim in victims {
+            if state.pool.evict(victim).is_ok()
+                && let Some(handle) = self.forget(state, victim)
+            {
+                handle.kill();
+            }
+        }
+        if !victims.is_empty() {
+            eprintln!(
+                "ignis: evicted {} idle sandbox(es) on {worker} for a new sandbox of {} MB",
+                victims.len(),
+                needs.memory_mb
+            );
+        }
+    }
+
+    /// Kills idle sandboxes past the keep-alive.
+    fn expire(&self) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        for id in state.pool.expire(now, self.keep_alive.as_millis() as u64) {
+            if let Some(handle) = self.forget(&mut state, id) {
+                handle.kill();
+            }
+        }
+    }
+
+    /// The function changed or is gone: the revision's idle sandboxes die
+    /// now, its busy ones when their invocation ends.
+    pub fn retire(&self, revision: &Revision) {
+        let mut state = self.lock();
+        for id in state.pool.retire(revision) {
+            if let Some(handle) = self.forget(&mut state, id) {
+                handle.kill();
+            }
+        }
+    }
+
+    /// Keeps each target's `requested` sandboxes initialised (provisioned
+    /// concurrency): starts what is missing, and makes the extra ones, and
+    /// those of revisions no longer listed, ordinary sandboxes that age out.
+    /// Called again and again: it also replaces provisioned sandboxes that died.
+    pub fn provision(self: &Arc<Self>, wanted: Vec<Provisioned>) {
+        let now = self.now_ms();
+        let mut starts = Vec::new();
+        {
+            let mut state = self.lock();
+            let keys: HashSet<&Revision> = wanted.iter().map(|w| &w.target.function.revision).collect();
+            let dropped: Vec<Revision> = state.provisioned.keys().filter(|k| !keys.contains(k)).cloned().collect();
+            for key in dropped {
+                let (initialising, ready) = state.pool.provisioned(&key);
+                state.pool.unprovision(&key, initialising + ready, now);
+                state.provisioned.remove(&key);
+            }
+            for Provisioned { target, requested, since_ms } in wanted {
+                let key = target.function.revision.clone();
+                let provision = state.provisioned.entry(key.clone()).or_default();
+                if provision.since_ms != since_ms {
+                    *provision = Provision { since_ms, failure: None };
+                }
+                if provision.failure.is_some() {
+                    continue;
+                }
+                let (initialising, ready) = state.pool.provisioned(&key);
+                let live = (initialising + ready) as u32;
+                if live > requested {
+                    state.pool.unprovision(&key, (live - requested) as usize, now);
+                }
+                for _ in live..requested {
+                    starts.push((state.pool.provision(&key), target.clone()));
+                }
+            }
+        }
+        for (id, target) in starts {
+            tokio::spawn(self.clone().start_provisioned(id, target));
+        }
+    }
+
+    /// Starts one provisioned sandbox and waits for its runtime's init; then it is idle, ready for invocations.
+    async fn start_provisioned(self: Arc<Self>, id: SandboxId, target: Target) {
+        let prepared = match self.start_sandbox(id, &target, "provisioned-concurrency").await {
+            Ok(handle) => handle.prepare().await,
+            Err(failure) => Err(failure.reason()),
+        };
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let event = if prepared.is_ok() { Event::Ready } else { Event::InitFailed };
+        if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle)
+            && let Some(handle) = self.forget(&mut state, id)
+        {
+            handle.kill();
+        }
+        if let (Err(reason), Some(provision)) = (prepared, state.provisioned.get_mut(&target.function.revision)) {
+            provision.failure = Some(reason);
+        }
+    }
+
+    /// How far the provisioned concurrency of `revision` is.
+    pub fn allocation(&self, revision: &Revision) -> Allocation {
+        let state = self.lock();
+        let (_, ready) = state.pool.provisioned(revision);
+        let failure = state.provisioned.get(revision).and_then(|p| p.failure.clone());
+        Allocation { allocated: ready as u32, failure }
+    }
+
+    /// Runs one invocation to its end, in a task of its own, if admission
+    /// gives it a slot now (else [`InvokeError::Throttled`]). The task holds
+    /// the slot until the invocation ends, even if the caller stops waiting.
+    pub async fn invoke(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, InvokeError> {
+        let admitted = self.admit(target.function.revision.account.as_str(), &target.function.revision.function)?;
+        self.invoke_admitted(target, invocation, admitted).await
+    }
+
+    /// A concurrency slot for an invocation of `function` (slots are per
+    /// function, whatever the version), or the throttle.
+    pub fn admit(&self, account: &str, function: &str) -> Result<Admitted, InvokeError> {
+        self.admission.admit(account, function)
+    }
+
+    /// [`Invoker::invoke`] with the slot already taken.
+    pub async fn invoke_admitted(
+        self: &Arc<Self>,
+        target: Target,
+        invocation: Invocation,
+        admitted: Admitted,
+    ) -> Result<Outcome, InvokeError> {
+        let invoker = self.clone();
+        tokio::spawn(async move { invoker.run(target, invocation, admitted).await })
+            .await
+            .map_err(|e| InvokeError::Task(e.to_string()))?
+    }
+
+    async fn run(&self, target: Target, mut invocation: Invocation, admitted: Admitted) -> Result<Outcome, InvokeError> {
+        // Released when this returns (or the task is dropped), whatever the outcome.
+        let _admitted = admitted;
+        for _ in 0..MAX_ATTEMPTS {
+            let (reservation, handle) = match self.reserve(&target, &invocation.request_id).await? {
+                Reserved::Sandbox(reservation, handle) => (reservation, handle),
+                Reserved::Failed(outcome) => return Ok(outcome),
+            };
+            let result = handle.invoke(invocation, target.function.timeout).await;
+            let id = reservation.id();
+            let now = self.now_ms();
+            {
+                let mut state = self.lock();
+                if matches!(reservation, Reservation::Cold(_)) {
+                    let _ = state.pool.report(id, Event::InitDone, now);
+                }
+                let reusable = matches!(&result, Ok(outcome) if outcome.reusable);
+                let event = if reusable { Event::Released } else { Event::Failed };
+                if state.pool.report(id, event, now) != Ok(ignis_assignment::State::Idle)
+                    && let Some(handle) = self.forget(&mut state, id)
+                {
+                    handle.kill();
+                }
+            }
+            match result {
+                Ok(outcome) => return Ok(outcome),
+                // The sandbox died, or its worker was unreachable, before a runtime took the event: run it elsewhere.
+                Err(Failure::Untaken(untouched)) => {
+                    self.check_health();
+                    invocation = untouched;
+                }
+                // Its worker went down during the invocation: it may have run; the answer is lost.
+                Err(Failure::Lost(message)) => {
+                    self.check_health();
+                    return Err(InvokeError::WorkerLost(message));
+                }
+            }
+        }
+        Err(InvokeError::KeptFailing)
+    }
+
+    /// A sandbox for `target`: an idle one, else a new one.
+    async fn reserve(&self, target: &Target, request_id: &str) -> Result<Reserved, InvokeError> {
+        let revision = &target.function.revision;
+        loop {
+            let reservation = self.lock().pool.reserve(revision);
+            match reservation {
+                Reservation::Warm(id) => {
+                    let handle = self.lock().handles.get(&id).cloned();
+                    match handle {
+                        Some(handle) if handle.is_alive() => return Ok(Reserved::Sandbox(reservation, handle)),
+                        // It died while idle (its runtime exited): drop it, take another.
+                        _ => self.discard(id),
+                    }
+                }
+                Reservation::Cold(id) => {
+                    if let Err(throttled) = self.admission.may_start_sandbox(revision.account.as_str(), &revision.function) {
+                        let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
+                        return Err(throttled);
+                    }
+                    return match self.start_sandbox(id, target, "on-demand").await {
+                        Ok(handle) => Ok(Reserved::Sandbox(reservation, handle)),
+                        Err(failure) => {
+                            let _ = self.lock().pool.report(id, Event::InitFailed, self.now_ms());
+                            failure.answer(request_id).map(Reserved::Failed)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Places sandbox `id` (see [`Invoker::place`]) and starts it there; it
+    /// joins the handle map unless its worker was lost meanwhile.
+    async fn start_sandbox(&self, id: SandboxId, target: &Target, initialization: &str) -> Result<Arc<dyn Sandbox>, StartFailure> {
+        let needs = Needs { function: function_key(&target.function.revision), memory_mb: target.function.memory_mb.into() };
+        let placed = {
+            let mut state = self.lock();
+            self.place(&mut state, id, needs)
+        };
+        let backend = placed.map_err(|refusal| StartFailure::Refused { memory_mb: needs.memory_mb, refusal })?;
+        let started = backend.start(spec(target, initialization), &target.function.code_sha256_hex).await;
+        let mut state = self.lock();
+        match started {
+            Ok(handle) if self.membership.is_placed(id) => {
+                state.handles.insert(id, handle.clone());
+                Ok(handle)
+            }
+            Ok(handle) => {
+                handle.kill();
+                Err(StartFailure::LostWhileStarting)
+            }
+            Err(e) => {
+                self.forget(&mut state, id);
+                Err(StartFailure::Worker(e))
+            }
+        }
+    }
+
+    fn discard(&self, id: SandboxId) {
+        let mut state = self.lock();
+        let _ = state.pool.report(id, Event::Failed, 0);
+        if let Some(handle) = self.forget(&mut state, id) {
+            handle.kill();
+        }
+    }
+
+    /// Ends every sandbox and waits for their cleanup (remote ones: until
+    /// their worker acknowledged, briefly), then the workers' own machinery.
+    pub async fn shutdown(&self) {
+        let handles: Vec<Arc<dyn Sandbox>> = {
+            let mut state = self.lock();
+            state.pool.drain();
+            let ids: Vec<SandboxId> = state.handles.keys().copied().collect();
+            ids.into_iter().filter_map(|id| self.forget(&mut state, id)).collect()
+        };
+        let mut ends = tokio::task::JoinSet::new();
+        for handle in handles {
+            ends.spawn(async move { handle.end().await });
+        }
+        let _ = ignis_clock::timeout(&*self.clock, Duration::from_secs(5), ends.join_all()).await;
+        for backend in self.membership.backends() {
+            backend.shutdown().await;
+        }
+    }
+
+    /// How many sandboxes the pool holds: (initialising, idle, busy).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.lock().pool.counts()
+    }
+}
+
+/// The revision, as placement's mixing rule tells functions apart.
+fn function_key(revision: &Revision) -> FunctionKey {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (revision.account.as_str(), &revision.function, &revision.revision_id).hash(&mut hasher);
+    FunctionKey(hasher.finish())
+}
+
+/// The sandbox's view of a function: its code, limits and Lambda's environment;
+/// `initialization` is `AWS_LAMBDA_INITIALIZATION_TYPE`.
+fn spec(target: &Target, initialization: &str) -> FunctionSpec {
+    let function = &target.function;
+    let mut env: Vec<(String, String)> = vec![
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), function.revision.function.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), function.version.clone()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), function.memory_mb.to_string()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME".into(), function.log_group.clone()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), initialization.into()),
+        ("AWS_REGION".into(), target.region.clone()),
+        ("AWS_DEFAULT_REGION".into(), target.region.clone()),
+        ("AWS_EXECUTION_ENV".into(), format!("AWS_Lambda_{}", function.runtime)),
+        ("_HANDLER".into(), function.handler.clone()),
+        ("LAMBDA_TASK_ROOT".into(), "/var/task".into()),
+        ("LAMBDA_RUNTIME_DIR".into(), "/var/runtime".into()),
+        ("TZ".into(), ":UTC".into()),
+        ("LANG".into(), "en_US.UTF-8".into()),
+        ("PATH".into(), "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
+        (
+            "LD_LIBRARY_PATH".into(),
+            "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
+        ),
+    ];
+    env.extend(function.environment.iter().cloned());
+    FunctionSpec {
+        code_dir: function.code_dir.clone(),
+        memory_mb: function.memory_mb,
+        tmp_mb: function.ephemeral_mb,
+        timeout: function.timeout,
+        env,
+        version: function.version.clone(),
+        log_account: function.revision.account.to_string(),
+        log_group: function.log_group.clone(),
+        code_hold: function.code_hold.clone().map(|hold| Box::new(hold) as Box<dyn Send + Sync>),
+    }
+}
