@@ -1,6 +1,7 @@
 //! The live message queues: one owner, [`Queues`], for every account's
 //! queues, over the pure semantics of `ignis-queue` and the queues' own
-//! tables in the server's database ([`tables`]). The front end's SQS API
+//! tables in the server's database (the `tables` module, private: no other
+//! crate reads or writes them). The front end's SQS API
 //! calls it, and so may any other part of the server (async invocation
 //! destinations, event source mappings) through its Rust API:
 //! [`Queues::send`], [`Queues::receive`], [`Queues::delete`],
@@ -31,6 +32,8 @@
 //!   writer puts whatever arrived while it was committing into the next
 //!   transaction (group commit). Sends, deletes and purges are fsync'd before
 //!   their callers are answered; receive counts ride along without waiting.
+//!   Dropping [`Queues`] lets the writer commit what it was handed, and waits
+//!   for it.
 //!
 //! # Restart
 //!
@@ -42,7 +45,7 @@
 //! the dead-letter queue and the delete from the source), so a message is
 //! never lost between the two.
 
-pub mod tables;
+mod tables;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,7 +58,7 @@ use ignis_store::commit::{Ack, GroupCommit, Limits};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-pub use tables::{QueueMessage, QueueWrite, StoredQueue, Tables};
+use tables::{QueueMessage, QueueWrite, Tables};
 
 /// The longest `WaitTimeSeconds`.
 pub const MAX_WAIT_S: u32 = 20;

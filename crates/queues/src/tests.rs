@@ -61,10 +61,14 @@ impl World {
         World { dir, store, clock, queues }
     }
 
-    /// The queues as a restarted server loads them (the same store, a new process epoch).
-    fn reload(&mut self) {
-        let shared: SharedClock = self.clock.clone();
-        self.queues = Queues::load(self.store.clone(), REGION.into(), shared).unwrap();
+    /// The queues as a restarted server loads them (the same store, a new
+    /// process epoch), once the old ones are gone (with what their writer held).
+    fn reloaded(self) -> World {
+        let World { dir, store, clock, queues } = self;
+        drop(queues);
+        let shared: SharedClock = clock.clone();
+        let queues = Queues::load(store.clone(), REGION.into(), shared).unwrap();
+        World { dir, store, clock, queues }
     }
 
     async fn queue(&self, name: &str, settings: impl FnOnce(&mut Settings)) -> QueueRef {
@@ -316,14 +320,14 @@ fn purge_removes_every_message_durably() {
 
 #[test]
 fn receipt_handles_from_before_a_reload_are_invalid() {
-    let mut w = World::new();
+    let w = World::new();
     let (q, old) = runtime().block_on(async {
         let q = w.queue("q", |_| ()).await;
         w.send(&q, "m").await;
         let old = w.receive(&q, None).await.remove(0);
         (q, old)
     });
-    w.reload();
+    let w = w.reloaded();
     runtime().block_on(async {
         let q2 = w.queues.lookup(A, &q.arn).unwrap();
         let invalid = Err(QueueError::ReceiptHandleIsInvalid(old.receipt_handle.clone()));
@@ -339,7 +343,7 @@ fn receipt_handles_from_before_a_reload_are_invalid() {
 
 #[test]
 fn messages_that_expired_while_stopped_are_removed_at_start() {
-    let mut w = World::new();
+    let w = World::new();
     let q = runtime().block_on(async {
         let q = w.queue("old", |_| ()).await;
         w.send(&q, "fresh").await;
@@ -356,7 +360,7 @@ fn messages_that_expired_while_stopped_are_removed_at_start() {
         Tables::open(w.store.clone()).unwrap().write_messages(&[QueueWrite::Put { queue: q.uid, message: ancient }]).unwrap();
         q
     });
-    w.reload();
+    let w = w.reloaded();
     let stored = Tables::open(w.store.clone()).unwrap().messages(q.uid).unwrap();
     assert_eq!(stored.messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
     assert_eq!(stored.next_id, 1001);
@@ -364,7 +368,7 @@ fn messages_that_expired_while_stopped_are_removed_at_start() {
 
 #[test]
 fn a_dead_letter_past_the_targets_retention_is_dropped() {
-    let mut w = World::new();
+    let w = World::new();
     let (source, dlq) = runtime().block_on(async {
         let dlq = w.queue("short", |s| s.retention_s = 60).await;
         let target = dlq.arn.clone();
@@ -388,7 +392,7 @@ fn a_dead_letter_past_the_targets_retention_is_dropped() {
         Tables::open(w.store.clone()).unwrap().write_messages(&[QueueWrite::Put { queue: source.uid, message: old }]).unwrap();
         (source, dlq)
     });
-    w.reload();
+    let w = w.reloaded();
     runtime().block_on(async {
         assert!(w.queues.receive(A, &source.arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
         assert!(w.queues.receive(A, &dlq.arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
