@@ -22,8 +22,8 @@
 //!   administrator's key only.
 //! - `cluster_api`: the worker hosts' calls (register, heartbeat, code, logs)
 //!   and `GET /ignis/workers`, for the administrator's key only.
-//! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
-//!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
+//! - `sqs_api`: Amazon SQS's JSON protocol over `ignis_queues` (the one owner
+//!   of every message queue, with a Rust API for the rest of the server).
 //! - `mapping` + `mappings`: event source mappings from queues to functions
 //!   (the pure decisions; the owner, its pollers and the API calls).
 //! - `error`: every API error and its wire form, in one place.
