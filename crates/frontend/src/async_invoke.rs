@@ -3,8 +3,9 @@
 //!
 //! # Parts and who owns what
 //!
-//! - The **writer thread** owns every write to the store's pending events. An
-//!   accept (or a change of progress, or a completion) sends it a batch of
+//! - The **writer** (an [`ignis_store::commit::GroupCommit`], a thread of its
+//!   own) owns every write to the store's pending events. An accept (or a
+//!   change of progress, or a completion) hands it a batch of
 //!   [`EventChange`]s, with the events they make ready, and waits; the writer
 //!   takes whatever has arrived while the previous commit ran, applies it all
 //!   in one durable transaction (group commit), puts the new events in the
@@ -47,17 +48,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ignis_delivery::{Attempt, Condition, Decision, Lease, Policy, Progress, Schedule};
 use ignis_invoke::InvokeError;
+use ignis_store::commit::{CommitError, GroupCommit, Limits};
 use ignis_store::{EventChange, Store};
 use ignis_worker::{Completion, Invocation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 
 use crate::control::resolve_version;
 use crate::error::ApiError;
@@ -130,16 +132,17 @@ type Ready = (u64, EventMeta);
 /// A new event to store: a destination's record.
 type NewEvent = (u64, EventMeta, Bytes);
 
+/// One request to the writer: changes, and the events they make ready once committed.
 struct Write {
     changes: Vec<EventChange>,
     ready: Vec<Ready>,
-    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// The pending asynchronous events of the whole server.
 pub struct AsyncEvents {
     store: Arc<Store>,
-    writes: mpsc::UnboundedSender<Write>,
+    /// Set once, right after loading (it holds a weak reference back).
+    writer: OnceLock<GroupCommit<Write>>,
     state: Mutex<State>,
     wake: Notify,
     next_id: AtomicU64,
@@ -163,22 +166,21 @@ impl AsyncEvents {
                 Err(e) => eprintln!("ignis: the stored asynchronous event {} is unreadable, skipped: {e}", stored.id),
             }
         }
-        let (writes, receiver) = mpsc::unbounded_channel();
         let events = Arc::new(AsyncEvents {
             store: store.clone(),
-            writes,
+            writer: OnceLock::new(),
             state: Mutex::new(state),
             wake: Notify::new(),
             next_id: AtomicU64::new(next_id),
             retry_delay,
             stopping: AtomicBool::new(false),
         });
-        // The thread ends when `events` (the only sender) is dropped.
+        // The writer ends when `events` (its only owner) is dropped.
         let weak = Arc::downgrade(&events);
-        std::thread::Builder::new()
-            .name("ignis-events".into())
-            .spawn(move || write_events(&store, receiver, &weak))
+        let limits = Limits { max_requests: MAX_BATCH, ..Limits::default() };
+        let writer = GroupCommit::start("events", limits, |_| 1, move |writes| write_events(&store, writes, &weak))
             .map_err(|e| ApiError::Service(format!("cannot start the event writer: {e}")))?;
+        let _ = events.writer.set(writer);
         Ok(events)
     }
 
@@ -189,12 +191,12 @@ impl AsyncEvents {
     /// Applies `changes` durably, in the writer's next commit, which then
     /// makes `ready` ready to run.
     async fn commit(&self, changes: Vec<EventChange>, ready: Vec<Ready>) -> Result<(), ApiError> {
-        let (done, answer) = oneshot::channel();
-        self.writes.send(Write { changes, ready, done }).map_err(|_| ApiError::Service("the event writer stopped".into()))?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ApiError::Service(format!("storing the event: {e}"))),
-            Err(_) => Err(ApiError::Service("the event writer stopped".into())),
+        let stopped = || ApiError::Service("the event writer stopped".into());
+        let writer = self.writer.get().ok_or_else(stopped)?;
+        match writer.submit(vec![Write { changes, ready }]).wait().await {
+            Ok(()) => Ok(()),
+            Err(CommitError::Failed(e)) => Err(ApiError::Service(format!("storing the event: {e}"))),
+            Err(CommitError::Stopped(_)) => Err(stopped()),
         }
     }
 
@@ -283,32 +285,25 @@ impl AsyncEvents {
     }
 }
 
-/// The writer thread: group commit of event changes.
-fn write_events(store: &Store, mut receiver: mpsc::UnboundedReceiver<Write>, events: &std::sync::Weak<AsyncEvents>) {
-    while let Some(first) = receiver.blocking_recv() {
-        let Write { mut changes, mut ready, done } = first;
-        let mut done = vec![done];
-        while done.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(write) => {
-                    changes.extend(write.changes);
-                    ready.extend(write.ready);
-                    done.push(write.done);
-                }
-                Err(_) => break,
+/// Applies one group of the writer's requests in one durable transaction,
+/// then (and only then) puts the new events in the schedule.
+fn write_events(store: &Store, writes: Vec<Write>, events: &std::sync::Weak<AsyncEvents>) -> Result<(), String> {
+    let mut changes = Vec::new();
+    let mut ready = Vec::new();
+    for write in writes {
+        changes.extend(write.changes);
+        ready.extend(write.ready);
+    }
+    match store.apply_event_changes(&changes) {
+        Ok(()) => {
+            if let Some(events) = events.upgrade() {
+                events.ready(ready);
             }
+            Ok(())
         }
-        let result = store.apply_event_changes(&changes).map_err(|e| e.to_string());
-        match &result {
-            Ok(()) => {
-                if let Some(events) = events.upgrade() {
-                    events.ready(ready);
-                }
-            }
-            Err(e) => eprintln!("ignis: storing asynchronous events failed: {e}"),
-        }
-        for sender in done {
-            let _ = sender.send(result.clone());
+        Err(e) => {
+            eprintln!("ignis: storing asynchronous events failed: {e}");
+            Err(e.to_string())
         }
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::queues::QueueError;
+use ignis_queues::QueueError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {

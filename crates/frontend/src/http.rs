@@ -120,7 +120,7 @@ impl Operation {
             ),
             Operation::Sqs(_) => (
                 sqs_api::MAX_REQUEST,
-                ApiError::from(crate::queues::QueueError::InvalidParameterValue(format!(
+                ApiError::from(ignis_queues::QueueError::InvalidParameterValue(format!(
                     "Request must be smaller than {} bytes",
                     sqs_api::MAX_REQUEST
                 ))),

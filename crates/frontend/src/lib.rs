@@ -22,8 +22,8 @@
 //!   administrator's key only.
 //! - `cluster_api`: the worker hosts' calls (register, heartbeat, code, logs)
 //!   and `GET /ignis/workers`, for the administrator's key only.
-//! - `queues` + `sqs_api`: message queues (one owner for all of them, with a
-//!   Rust API for the rest of the server) and Amazon SQS's JSON protocol.
+//! - `sqs_api`: Amazon SQS's JSON protocol over `ignis_queues` (the one owner
+//!   of every message queue, with a Rust API for the rest of the server).
 //! - `mapping` + `mappings`: event source mappings from queues to functions
 //!   (the pure decisions; the owner, its pollers and the API calls).
 //! - `error`: every API error and its wire form, in one place.
@@ -48,7 +48,6 @@ mod logs_api;
 mod mapping;
 mod mappings;
 mod provisioned;
-pub mod queues;
 mod registry;
 mod sqs_api;
 mod versions;
@@ -123,7 +122,7 @@ pub struct App {
     /// Wakes the task that keeps provisioned concurrency in line with the configurations.
     provisioning: Arc<tokio::sync::Notify>,
     /// Every account's message queues.
-    queues: Arc<queues::Queues>,
+    queues: Arc<ignis_queues::Queues>,
     /// Pending asynchronous invocations.
     events: Arc<async_invoke::AsyncEvents>,
     /// Every event source mapping, with its pollers.
@@ -168,7 +167,8 @@ impl App {
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         let (log_barriers, barriers) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));
-        let queues = queues::Queues::load(store.clone(), config.region.clone()).map_err(ApiError::from)?;
+        let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), ignis_clock::SystemClock::shared())
+            .map_err(ApiError::from)?;
         let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
         let mappings = mappings::Mappings::load(&store)?;
         let app = Arc::new(App {
@@ -192,7 +192,7 @@ impl App {
     }
 
     /// Every account's message queues (send, receive, delete, ... by queue ARN).
-    pub fn queues(&self) -> &Arc<queues::Queues> {
+    pub fn queues(&self) -> &Arc<ignis_queues::Queues> {
         &self.queues
     }
 

@@ -2,9 +2,11 @@
 //! calls that read them (`FilterLogEvents`, `DescribeLogGroups`,
 //! `DescribeLogStreams`), so `aws logs` and the SDKs' `logs` clients work.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use http::StatusCode;
+use ignis_store::commit::{Ack, GroupCommit, Limits};
 use ignis_store::{LogEvent, LogQuery, Store};
 use ignis_worker::LogBatch;
 use serde::Deserialize;
@@ -32,107 +34,93 @@ fn batch_bytes(batch: &LogBatch) -> usize {
     batch.lines.iter().map(|l| l.message.len() + ignis_store::LOG_EVENT_OVERHEAD as usize).sum()
 }
 
-/// Writes log lines to storage: whatever arrives within [`LOG_LINGER`] of
-/// the first, in one transaction (of at most [`LOG_BATCHES`] batches and
-/// about [`LOG_TXN_BYTES`]), so busy functions cost few transactions.
+/// Writes log lines to storage through a group-commit writer
+/// ([`GroupCommit`]): whatever arrives within [`LOG_LINGER`] of the first,
+/// in one transaction (of at most [`LOG_BATCHES`] batches and about
+/// [`LOG_TXN_BYTES`]), so busy functions cost few transactions. At most
+/// about [`LOG_TXN_BYTES`] of lines are handed over and not yet committed;
+/// beyond that, batches wait in `logs` (whose senders then wait).
 ///
 /// A [`LogBarrier`] is answered once every batch handed over before it is
 /// committed (without the linger while one waits): an event source mapping
 /// waits for one before it deletes a batch of messages, so the durable delete
 /// (whose fsync covers the earlier log commits) never outlives the
-/// invocation's log. Batches are counted as they are taken, so a barrier
-/// waits for those queued when it came, never for later ones.
+/// invocation's log. The batches queued in `logs` when a barrier comes are
+/// handed over before it, so a barrier waits for those, never for later ones.
 pub async fn write_logs(store: Arc<Store>, mut logs: mpsc::Receiver<LogBatch>, mut barriers: mpsc::UnboundedReceiver<LogBarrier>) {
-    // Batches taken from the channel, not yet committed (oldest first), and their bytes.
-    let mut pending: std::collections::VecDeque<LogBatch> = std::collections::VecDeque::new();
-    let mut pending_bytes = 0;
-    // Batches taken from the channel so far, and committed so far.
-    let mut taken: usize = 0;
-    let mut committed: usize = 0;
-    // Barriers, each with the count of batches that must be committed first.
-    let mut waiting: Vec<(usize, LogBarrier)> = Vec::new();
+    let limits = Limits { max_requests: LOG_BATCHES, max_bytes: LOG_TXN_BYTES, linger: LOG_LINGER };
+    let writer = match GroupCommit::start("logs", limits, batch_bytes, move |batches| write_batches(&store, batches)) {
+        Ok(writer) => writer,
+        Err(e) => {
+            eprintln!("ignis: cannot start the log writer: {e}");
+            return;
+        }
+    };
+    // Batches handed over and not known to be committed, oldest first, with their bytes.
+    let mut in_flight: VecDeque<(Ack, usize)> = VecDeque::new();
+    let mut in_flight_bytes = 0;
     let mut barriers_open = true;
     loop {
-        if pending.is_empty() {
-            tokio::select! {
-                received = logs.recv() => {
-                    let Some(batch) = received else { return };
-                    pending_bytes += batch_bytes(&batch);
-                    pending.push_back(batch);
-                    taken += 1;
-                    if waiting.is_empty() {
-                        tokio::time::sleep(LOG_LINGER).await;
+        tokio::select! {
+            received = logs.recv() => {
+                let Some(batch) = received else { break };
+                hand_over(&writer, batch, &mut in_flight, &mut in_flight_bytes).await;
+            }
+            barrier = barriers.recv(), if barriers_open => match barrier {
+                Some(barrier) => {
+                    for _ in 0..logs.len() {
+                        let Ok(batch) = logs.try_recv() else { break };
+                        hand_over(&writer, batch, &mut in_flight, &mut in_flight_bytes).await;
                     }
+                    let committed = writer.barrier();
+                    tokio::spawn(async move {
+                        let _ = committed.wait().await;
+                        let _ = barrier.send(());
+                    });
                 }
-                barrier = barriers.recv(), if barriers_open => match barrier {
-                    Some(barrier) => waiting.push((taken + logs.len(), barrier)),
-                    None => barriers_open = false,
-                },
-            }
-        }
-        while let Ok(barrier) = barriers.try_recv() {
-            waiting.push((taken + logs.len(), barrier));
-        }
-        while pending.len() < LOG_BATCHES && pending_bytes < LOG_TXN_BYTES {
-            match logs.try_recv() {
-                Ok(batch) => {
-                    pending_bytes += batch_bytes(&batch);
-                    pending.push_back(batch);
-                    taken += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        // One transaction's worth (at least one batch, however large).
-        let mut chunk = Vec::new();
-        let mut chunk_bytes = 0;
-        while let Some(batch) = pending.front() {
-            let size = batch_bytes(batch);
-            if !chunk.is_empty() && (chunk.len() >= LOG_BATCHES || chunk_bytes + size > LOG_TXN_BYTES) {
-                break;
-            }
-            chunk_bytes += size;
-            chunk.extend(pending.pop_front());
-        }
-        pending_bytes -= chunk_bytes;
-        if !chunk.is_empty() {
-            committed += chunk.len();
-            write_batches(&store, chunk).await;
-        }
-        let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(needed, _)| *needed <= committed);
-        waiting = still;
-        for (_, barrier) in ready {
-            let _ = barrier.send(());
+                None => barriers_open = false,
+            },
         }
     }
+    // Dropping the writer commits what it was handed and waits for its thread.
+    let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
 }
 
-async fn write_batches(store: &Arc<Store>, taken: Vec<LogBatch>) {
-    let store = store.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let events: Vec<(String, String, Vec<LogEvent>)> = taken
-            .into_iter()
-            .map(|batch| {
-                let stream = batch.stream;
-                let events = batch
-                    .lines
-                    .into_iter()
-                    .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
-                    .collect();
-                (batch.account, batch.group, events)
-            })
-            .collect();
-        let borrowed: Vec<(&str, &str, &[LogEvent])> =
-            events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
-        if let Err(e) = store.append_log_batches(&borrowed) {
-            let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
-            eprintln!("ignis: could not keep {lines} log lines: {e}");
-        }
-    })
-    .await;
-    if written.is_err() {
-        eprintln!("ignis: the log writer failed");
+/// Hands one batch to the writer, first waiting for the oldest batches' commits
+/// while more than [`LOG_TXN_BYTES`] are in flight.
+async fn hand_over(writer: &GroupCommit<LogBatch>, batch: LogBatch, in_flight: &mut VecDeque<(Ack, usize)>, bytes: &mut usize) {
+    while *bytes >= LOG_TXN_BYTES
+        && let Some((committed, size)) = in_flight.pop_front()
+    {
+        let _ = committed.wait().await;
+        *bytes -= size;
     }
+    let size = batch_bytes(&batch);
+    in_flight.push_back((writer.push(vec![batch]), size));
+    *bytes += size;
+}
+
+/// Appends one group of batches in one transaction (the writer's `apply`).
+fn write_batches(store: &Store, taken: Vec<LogBatch>) -> Result<(), String> {
+    let events: Vec<(String, String, Vec<LogEvent>)> = taken
+        .into_iter()
+        .map(|batch| {
+            let stream = batch.stream;
+            let events = batch
+                .lines
+                .into_iter()
+                .map(|line| LogEvent { timestamp_ms: line.timestamp_ms, stream: stream.clone(), message: line.message })
+                .collect();
+            (batch.account, batch.group, events)
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str, &[LogEvent])> =
+        events.iter().map(|(account, group, events)| (account.as_str(), group.as_str(), events.as_slice())).collect();
+    store.append_log_batches(&borrowed).map_err(|e| {
+        let lines: usize = events.iter().map(|(_, _, events)| events.len()).sum();
+        eprintln!("ignis: could not keep {lines} log lines: {e}");
+        e.to_string()
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

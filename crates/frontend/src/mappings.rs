@@ -54,7 +54,8 @@ use crate::function::{self as f, FunctionRecord, Violations};
 use crate::http::{Answer, json_answer};
 use ignis_invoke::{Admitted, InvokeError, Target};
 use crate::mapping::{self, Change, Gather, Gathered, Load, MappingRecord, Ran, Scale};
-use crate::queues::{Message, QueueRef, parse_arn};
+use ignis_ids::arn::parse_queue as parse_arn;
+use ignis_queues::{Message, QueueRef};
 use crate::{App, Caller};
 
 /// How long a poller waits before it looks again for a function or queue that is gone.
@@ -718,7 +719,7 @@ pub(crate) fn check_body(body: &[u8]) {
         let _ = crate::function::parse_function_ref(name, "functionName");
     }
     if let Some(arn) = &request.event_source_arn {
-        crate::queues::parse_arn(arn);
+        parse_arn(arn);
     }
     if let (Some(size), Some(window)) = (request.batch_size, request.maximum_batching_window_in_seconds)
         && let (Ok(size), Ok(window)) = (u32::try_from(size), u32::try_from(window))

@@ -1,5 +1,5 @@
 //! Amazon SQS's JSON protocol (`POST /`, `X-Amz-Target: AmazonSQS.<Action>`,
-//! `application/x-amz-json-1.0`, SigV4 service `sqs`) over [`crate::queues`]:
+//! `application/x-amz-json-1.0`, SigV4 service `sqs`) over [`ignis_queues`]:
 //! CreateQueue, GetQueueUrl, GetQueueAttributes, SetQueueAttributes,
 //! ListQueues, ListDeadLetterSourceQueues, DeleteQueue, PurgeQueue, SendMessage(Batch),
 //! ReceiveMessage, DeleteMessage(Batch), ChangeMessageVisibility(Batch).
@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, sqs_batch_code};
 use crate::http::{Answer, json_answer};
-use crate::queues::{MAX_WAIT_S, Message, Outgoing, QueueConfig, QueueError, QueueRef, parse_arn};
+use ignis_ids::arn::parse_queue as parse_arn;
+use ignis_queues::{MAX_WAIT_S, Message, Outgoing, QueueConfig, QueueError, QueueRef};
 use crate::{App, Caller};
 
 /// Largest request body an SQS call reads (ten 256 KiB messages, JSON-escaped).
@@ -562,7 +563,7 @@ impl Api<'_> {
                 return Err(QueueError::InvalidAttributeName(format!("Unknown Attribute {name}.")));
             }
         }
-        let info = queue.info();
+        let info = self.app.queues.info(&queue);
         let s = &info.config.settings;
         let mut values = BTreeMap::from([
             ("QueueArn", queue.arn.clone()),

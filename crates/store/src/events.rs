@@ -2,8 +2,9 @@
 //! completed, `id -> (meta, payload)`, both opaque bytes.
 //!
 //! Every change is a batch applied in one durable (fsync'd) transaction, so
-//! a caller can collect the changes of many requests into one commit (group
-//! commit) and still answer each only once it is on disk.
+//! the events' owner can collect the changes of many requests into one
+//! commit (its [`crate::commit::GroupCommit`]) and still answer each only
+//! once it is on disk.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 

@@ -18,8 +18,10 @@
 //! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
 //! the master key, a random nonce each, and unsealed only in memory.
 //!
-//! Queues (see the `queues` module): definitions as opaque records, messages
-//! by queue id; sends, deletes and purges are fsync'd, receive counts not.
+//! Queues keep their tables themselves (`ignis-queues`, through
+//! [`Store::database`] and [`Store::commit_write`]).
+//! Writes that many callers make at once go through one group-commit writer
+//! (the `commit` module: [`commit::GroupCommit`]).
 //! Event source mappings (the `mappings` module): opaque records by account
 //! and UUID, fsync'd.
 //!
@@ -34,10 +36,10 @@
 
 mod accounts;
 mod code;
+pub mod commit;
 mod events;
 mod logs;
 mod mappings;
-mod queues;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -52,7 +54,6 @@ pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
 pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
-pub use queues::{QueueMessage, QueueWrite, StoredQueue};
 pub use events::{EventChange, StoredEvent};
 pub use logs::{
     DEFAULT_MAX_LOG_GROUP_BYTES, LOG_EVENT_OVERHEAD, LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo,
@@ -190,7 +191,6 @@ impl Store {
         logs::create_tables(&txn)?;
         events::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
-        queues::create_tables(&txn)?;
         mappings::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
@@ -326,6 +326,12 @@ impl Store {
 
     fn lock_last_sync(&self) -> std::sync::MutexGuard<'_, Instant> {
         self.last_sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database, for a service that keeps tables of its own in it (and
+    /// commits them with [`Store::commit_write`]).
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 }
 

@@ -1,22 +1,24 @@
-//! Message queues: queue definitions (opaque records, by account and name)
-//! and their messages (by the queue's id, a number its definition holds, so a
-//! queue deleted and made again under the same name never sees the old one's
-//! messages).
+//! The queues' own tables in the server's database: queue definitions
+//! (opaque records, by account and name) and their messages (by the queue's
+//! id, a number its definition holds, so a queue deleted and made again under
+//! the same name never sees the old one's messages). Only this module reads
+//! or writes them; the store lends its database ([`Store::database`]).
 //!
-//! Messages are written by [`Store::write_queue_messages`], many writes in one
-//! transaction (the caller's writer collects them): sends, deletes and purges
-//! need a durable (fsync'd) commit, receive counts do not. A message's body
-//! and attributes are written once; its receive count and first receive time
-//! live in a table of their own, so a receive rewrites a few bytes.
+//! Messages are written by [`Tables::write_messages`], many writes in one
+//! transaction (the queues' group-commit writer collects them): sends,
+//! deletes and purges need a durable (fsync'd) commit, receive counts do not.
+//! A message's body and attributes are written once; its receive count and
+//! first receive time live in a table of their own, so a receive rewrites a
+//! few bytes.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-
-use crate::{DbContext, NamedRecords, Store, StoreError};
+use ignis_store::{Store, StoreError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 /// (account, queue name) -> opaque record.
-const QUEUES: NamedRecords = TableDefinition::new("queues");
+const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queues");
 /// (queue id, message id) -> (sent_ms, visible_at_ms, body, attributes, wire id or "").
 const MESSAGES: TableDefinition<(u64, u64), MessageValue> = TableDefinition::new("queue_messages");
 type MessageValue = (u64, u64, &'static str, &'static [u8], &'static str);
@@ -25,12 +27,21 @@ const RECEIVES: TableDefinition<(u64, u64), (u32, u64)> = TableDefinition::new("
 /// queue id -> the smallest message id never written (ids are not reused).
 const NEXT_IDS: TableDefinition<u64, u64> = TableDefinition::new("queue_next_ids");
 
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(QUEUES).ctx("creating tables")?;
-    txn.open_table(MESSAGES).ctx("creating tables")?;
-    txn.open_table(RECEIVES).ctx("creating tables")?;
-    txn.open_table(NEXT_IDS).ctx("creating tables")?;
-    Ok(())
+/// Adds context to redb results.
+trait DbContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> DbContext<T> for Result<T, E> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Db { context, source: e.into() })
+    }
+}
+
+/// The queues' tables in `store`'s database.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    store: Arc<Store>,
 }
 
 /// A stored message. The store does not read `attributes`.
@@ -75,35 +86,56 @@ pub struct StoredQueue {
     pub next_id: u64,
 }
 
-impl Store {
+impl Tables {
+    /// Creates the tables if missing, so readers never meet a missing one.
+    pub fn open(store: Arc<Store>) -> Result<Tables, StoreError> {
+        const CTX: &str = "creating the queues' tables";
+        let txn = store.database().begin_write().ctx(CTX)?;
+        txn.open_table(QUEUES).ctx(CTX)?;
+        txn.open_table(MESSAGES).ctx(CTX)?;
+        txn.open_table(RECEIVES).ctx(CTX)?;
+        txn.open_table(NEXT_IDS).ctx(CTX)?;
+        store.commit_write(txn, true, CTX)?;
+        Ok(Tables { store })
+    }
+
     /// Stores (inserts or replaces) a queue's definition. Durable when it returns.
     pub fn put_queue(&self, account: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
         const CTX: &str = "storing a queue";
-        let txn = self.db.begin_write().ctx(CTX)?;
+        let txn = self.store.database().begin_write().ctx(CTX)?;
         txn.open_table(QUEUES).ctx(CTX)?.insert((account, name), record).ctx(CTX)?;
-        self.commit(txn, true, CTX)
+        self.store.commit_write(txn, true, CTX)
     }
 
     /// Deletes a queue's definition; its messages go with a
-    /// [`QueueWrite::Purge`] (or at the next [`Store::remove_orphan_messages`]).
+    /// [`QueueWrite::Purge`] (or at the next [`Tables::remove_orphan_messages`]).
     /// Durable when it returns.
     pub fn delete_queue(&self, account: &str, name: &str) -> Result<bool, StoreError> {
         const CTX: &str = "deleting a queue";
-        let txn = self.db.begin_write().ctx(CTX)?;
+        let txn = self.store.database().begin_write().ctx(CTX)?;
         let existed = txn.open_table(QUEUES).ctx(CTX)?.remove((account, name)).ctx(CTX)?.is_some();
-        self.commit(txn, true, CTX)?;
+        self.store.commit_write(txn, true, CTX)?;
         Ok(existed)
     }
 
     /// Every queue definition as `(account, name, record)`, by account then name.
     pub fn queues(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        self.records(QUEUES, "listing queues")
+        const CTX: &str = "listing queues";
+        let txn = self.store.database().begin_read().ctx(CTX)?;
+        let table = txn.open_table(QUEUES).ctx(CTX)?;
+        let mut out = Vec::new();
+        for item in table.iter().ctx(CTX)? {
+            let (k, v) = item.ctx(CTX)?;
+            let (account, name) = k.value();
+            out.push((account.to_string(), name.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// The stored messages of queue `queue`.
-    pub fn queue_messages(&self, queue: u64) -> Result<StoredQueue, StoreError> {
+    pub fn messages(&self, queue: u64) -> Result<StoredQueue, StoreError> {
         const CTX: &str = "reading queue messages";
-        let txn = self.db.begin_read().ctx(CTX)?;
+        let txn = self.store.database().begin_read().ctx(CTX)?;
         let messages = txn.open_table(MESSAGES).ctx(CTX)?;
         let receives = txn.open_table(RECEIVES).ctx(CTX)?;
         let next_id = txn.open_table(NEXT_IDS).ctx(CTX)?.get(queue).ctx(CTX)?.map_or(0, |g| g.value());
@@ -129,9 +161,9 @@ impl Store {
 
     /// Applies `writes` in order, in one transaction, fsync'd if any of them
     /// [needs it](QueueWrite::needs_sync).
-    pub fn write_queue_messages(&self, writes: &[QueueWrite]) -> Result<(), StoreError> {
+    pub fn write_messages(&self, writes: &[QueueWrite]) -> Result<(), StoreError> {
         const CTX: &str = "writing queue messages";
-        let txn = self.db.begin_write().ctx(CTX)?;
+        let txn = self.store.database().begin_write().ctx(CTX)?;
         {
             let mut messages = txn.open_table(MESSAGES).ctx(CTX)?;
             let mut receives = txn.open_table(RECEIVES).ctx(CTX)?;
@@ -167,7 +199,7 @@ impl Store {
                 }
             }
         }
-        self.commit(txn, writes.iter().any(QueueWrite::needs_sync), CTX)
+        self.store.commit_write(txn, writes.iter().any(QueueWrite::needs_sync), CTX)
     }
 
     /// Removes the messages (and next ids) of every queue id not in `live`:
@@ -175,7 +207,7 @@ impl Store {
     /// Returns how many messages went.
     pub fn remove_orphan_messages(&self, live: &HashSet<u64>) -> Result<usize, StoreError> {
         const CTX: &str = "removing messages of deleted queues";
-        let txn = self.db.begin_write().ctx(CTX)?;
+        let txn = self.store.database().begin_write().ctx(CTX)?;
         let mut removed = 0;
         {
             let mut messages = txn.open_table(MESSAGES).ctx(CTX)?;
@@ -189,7 +221,7 @@ impl Store {
             txn.open_table(RECEIVES).ctx(CTX)?.retain(|(queue, _), _| live.contains(&queue)).ctx(CTX)?;
             txn.open_table(NEXT_IDS).ctx(CTX)?.retain(|queue, _| live.contains(&queue)).ctx(CTX)?;
         }
-        self.commit(txn, true, CTX)?;
+        self.store.commit_write(txn, true, CTX)?;
         Ok(removed)
     }
 }
@@ -215,11 +247,11 @@ mod tests {
     fn queues_and_messages_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Tables::open(Arc::new(Store::open(dir.path()).unwrap())).unwrap();
             store.put_queue("111111111111", "q", b"record").unwrap();
             store.put_queue("222222222222", "q", b"other").unwrap();
             store
-                .write_queue_messages(&[
+                .write_messages(&[
                     QueueWrite::Put { queue: 7, message: message(0, "a") },
                     QueueWrite::Put { queue: 7, message: message(1, "b") },
                     QueueWrite::Put { queue: 7, message: message(2, "c") },
@@ -228,13 +260,13 @@ mod tests {
                 ])
                 .unwrap();
             store
-                .write_queue_messages(&[
+                .write_messages(&[
                     QueueWrite::Received { queue: 7, id: 1, receive_count: 3, first_receive_ms: 5000 },
                     QueueWrite::Received { queue: 7, id: 0, receive_count: 1, first_receive_ms: 5000 },
                 ])
                 .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Tables::open(Arc::new(Store::open(dir.path()).unwrap())).unwrap();
         assert_eq!(
             store.queues().unwrap(),
             vec![
@@ -242,26 +274,26 @@ mod tests {
                 ("222222222222".into(), "q".into(), b"other".to_vec())
             ]
         );
-        let stored = store.queue_messages(7).unwrap();
+        let stored = store.messages(7).unwrap();
         let received = QueueMessage { receive_count: 3, first_receive_ms: Some(5000), ..message(1, "b") };
         assert_eq!(stored, StoredQueue { messages: vec![received, message(2, "c")], next_id: 3 });
-        assert_eq!(store.queue_messages(8).unwrap().messages, vec![message(0, "other queue")]);
-        assert_eq!(store.queue_messages(9).unwrap(), StoredQueue::default());
+        assert_eq!(store.messages(8).unwrap().messages, vec![message(0, "other queue")]);
+        assert_eq!(store.messages(9).unwrap(), StoredQueue::default());
     }
 
     #[test]
     fn purge_and_orphans() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Tables::open(Arc::new(Store::open(dir.path()).unwrap())).unwrap();
         let puts: Vec<QueueWrite> = (0..3)
             .flat_map(|id| [7, 8, 9].map(|queue| QueueWrite::Put { queue, message: message(id, "m") }))
             .collect();
-        store.write_queue_messages(&puts).unwrap();
-        store.write_queue_messages(&[QueueWrite::Purge { queue: 7 }]).unwrap();
-        assert_eq!(store.queue_messages(7).unwrap(), StoredQueue { messages: Vec::new(), next_id: 3 }, "ids are not reused");
+        store.write_messages(&puts).unwrap();
+        store.write_messages(&[QueueWrite::Purge { queue: 7 }]).unwrap();
+        assert_eq!(store.messages(7).unwrap(), StoredQueue { messages: Vec::new(), next_id: 3 }, "ids are not reused");
         assert_eq!(store.remove_orphan_messages(&HashSet::from([7, 8])).unwrap(), 3);
-        assert_eq!(store.queue_messages(8).unwrap().messages.len(), 3);
-        assert_eq!(store.queue_messages(9).unwrap(), StoredQueue::default());
+        assert_eq!(store.messages(8).unwrap().messages.len(), 3);
+        assert_eq!(store.messages(9).unwrap(), StoredQueue::default());
         assert!(store.delete_queue("111111111111", "none").is_ok_and(|existed| !existed));
     }
 }

@@ -1,9 +1,21 @@
 //! The live message queues: one owner, [`Queues`], for every account's
-//! queues, over the pure semantics of `ignis-queue` and the store. The SQS
-//! API (`sqs_api`) calls it, and so may any other part of the server (async
-//! invocation destinations, event source mappings) through its Rust API:
+//! queues, over the pure semantics of `ignis-queue` and the queues' own
+//! tables in the server's database (the `tables` module, private: no other
+//! crate reads or writes them). The front end's SQS API
+//! calls it, and so may any other part of the server (async invocation
+//! destinations, event source mappings) through its Rust API:
 //! [`Queues::send`], [`Queues::receive`], [`Queues::delete`],
-//! [`Queues::change_visibility`] and [`Queues::lookup`].
+//! [`Queues::change_visibility`] and [`Queues::lookup`] (by queue ARN), and
+//! the per-queue operations ([`Queues::send_batch`], [`Queues::receive_from`],
+//! [`Queues::delete_batch`], [`Queues::purge`], ...). Errors are
+//! [`QueueError`]; only the front end turns them into SQS's wire errors.
+//!
+//! # Time
+//!
+//! Every time this crate uses (visibility timeouts, delays, retention,
+//! long-poll deadlines and the time-driven look for messages that became
+//! visible, message and queue timestamps) comes from the [`SharedClock`]
+//! given to [`Queues::load`].
 //!
 //! # State and who changes it
 //!
@@ -13,12 +25,15 @@
 //! - Each queue's `ignis_queue::Queue`, wait time and deletion flag: the
 //!   queue's own `std` mutex, short sections, never held across an await and
 //!   never together with another queue's.
-//! - Stored messages: only the writer task ([`write_messages`]) writes them.
-//!   Every change is handed to it *under the queue's mutex*, so the store
-//!   sees one queue's changes in the order memory saw them. The writer puts
-//!   whatever arrived while it was committing into the next transaction
-//!   (group commit). Sends, deletes and purges are fsync'd before their
-//!   callers are answered; receive counts ride along without waiting.
+//! - Stored messages: only the queues' group-commit writer
+//!   ([`ignis_store::commit::GroupCommit`] over [`Tables::write_messages`])
+//!   writes them. Every change is handed to it *under the queue's mutex*, so
+//!   the store sees one queue's changes in the order memory saw them. The
+//!   writer puts whatever arrived while it was committing into the next
+//!   transaction (group commit). Sends, deletes and purges are fsync'd before
+//!   their callers are answered; receive counts ride along without waiting.
+//!   Dropping [`Queues`] lets the writer commit what it was handed, and waits
+//!   for it.
 //!
 //! # Restart
 //!
@@ -30,14 +45,20 @@
 //! the dead-letter queue and the delete from the source), so a message is
 //! never lost between the two.
 
+mod tables;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ignis_clock::SharedClock;
 use ignis_queue::{Attributes, DeadLetter, MessageId, Queue, ReceiptHandle, Redrive, Settings};
-use ignis_store::{QueueMessage, QueueWrite, Store};
+use ignis_store::Store;
+use ignis_store::commit::{Ack, GroupCommit, Limits};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
+
+use tables::{QueueMessage, QueueWrite, Tables};
 
 /// The longest `WaitTimeSeconds`.
 pub const MAX_WAIT_S: u32 = 20;
@@ -47,8 +68,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Most write requests the writer takes into one transaction.
 const WRITES_PER_COMMIT: usize = 4096;
 
-/// What a queue operation can fail with. `frontend::error` turns these into
-/// SQS's wire errors.
+/// What a queue operation can fail with. The front end turns these into
+/// SQS's wire errors (in one place).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     #[error("The specified queue does not exist.")]
@@ -182,25 +203,17 @@ fn derived_id(uid: u64, id: MessageId) -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
-struct WriteRequest {
-    writes: Vec<QueueWrite>,
-    done: Option<oneshot::Sender<Result<(), String>>>,
-}
-
 /// Every live queue; see the module docs.
 pub struct Queues {
-    store: Arc<Store>,
+    tables: Tables,
+    clock: SharedClock,
     region: String,
     queues: Mutex<HashMap<(String, String), QueueRef>>,
     /// Serialises creating, changing and deleting queues.
     definitions: tokio::sync::Mutex<()>,
-    writer: mpsc::UnboundedSender<WriteRequest>,
+    writer: GroupCommit<QueueWrite>,
     /// Random per process: receipt handles from before a restart are not valid.
     epoch: u64,
-}
-
-fn now_ms() -> u64 {
-    crate::control::now().max(0) as u64
 }
 
 fn random_u64() -> u64 {
@@ -246,9 +259,10 @@ fn parse_definition(record: &[u8]) -> Option<(u64, u64, u64, QueueConfig)> {
 
 impl Queues {
     /// Loads every stored queue and its messages, removes messages of deleted
-    /// queues, and starts the writer task. Must run inside a tokio runtime.
-    pub fn load(store: Arc<Store>, region: String) -> Result<Arc<Queues>, QueueError> {
-        let now = now_ms();
+    /// queues, and starts the writer thread. Time comes from `clock`.
+    pub fn load(store: Arc<Store>, region: String, clock: SharedClock) -> Result<Arc<Queues>, QueueError> {
+        let store = Tables::open(store)?;
+        let now = clock.now_ms();
         let mut queues = HashMap::new();
         let mut live = HashSet::new();
         for (account, name, record) in store.queues()? {
@@ -256,7 +270,7 @@ impl Queues {
                 eprintln!("ignis: the stored definition of queue {account}/{name} is unreadable; skipped");
                 continue;
             };
-            let stored = store.queue_messages(uid)?;
+            let stored = store.messages(uid)?;
             let ids: Vec<u64> = stored.messages.iter().map(|m| m.id).collect();
             let mut wire_ids: HashMap<MessageId, String> =
                 stored.messages.iter().filter_map(|m| Some((MessageId(m.id), m.wire_id.clone()?))).collect();
@@ -280,11 +294,11 @@ impl Queues {
                 .map(|id| QueueWrite::Delete { queue: uid, id })
                 .collect();
             if !gone.is_empty() {
-                store.write_queue_messages(&gone)?;
+                store.write_messages(&gone)?;
             }
             wire_ids.retain(|id, _| queue.state(*id).is_some());
             live.insert(uid);
-            let arn = format!("arn:aws:sqs:{region}:{account}:{name}");
+            let arn = ignis_ids::arn::queue(&region, &account, &name);
             let state = QueueState { queue, wire_ids, wait_s: config.wait_s, modified_s, deleted: false };
             let q = LiveQueue {
                 account: account.clone(),
@@ -301,10 +315,18 @@ impl Queues {
         if removed > 0 {
             eprintln!("ignis: removed {removed} stored messages of deleted queues");
         }
-        let (writer, requests) = mpsc::unbounded_channel();
-        tokio::spawn(write_messages(store.clone(), requests));
+        let tables = store.clone();
+        let writer = GroupCommit::start("queue", Limits { max_requests: WRITES_PER_COMMIT, ..Limits::default() }, |_| 1, move |writes: Vec<QueueWrite>| {
+            tables.write_messages(&writes).map_err(|e| {
+                let e = e.to_string();
+                eprintln!("ignis: could not store queue messages: {e}");
+                e
+            })
+        })
+        .map_err(|e| QueueError::Storage(format!("cannot start the queue writer: {e}")))?;
         Ok(Arc::new(Queues {
-            store,
+            tables: store,
+            clock,
             region,
             queues: Mutex::new(queues),
             definitions: tokio::sync::Mutex::new(()),
@@ -327,7 +349,7 @@ impl Queues {
     /// The queue an ARN (`arn:aws:sqs:<region>:<account>:<name>`) names, if it
     /// belongs to `account` (another account's queue does not exist for it).
     pub fn lookup(&self, account: &str, queue_arn: &str) -> Result<QueueRef, QueueError> {
-        let (arn_account, name) = parse_arn(queue_arn).ok_or(QueueError::DoesNotExist)?;
+        let (arn_account, name) = ignis_ids::arn::parse_queue(queue_arn).ok_or(QueueError::DoesNotExist)?;
         if arn_account != account {
             return Err(QueueError::DoesNotExist);
         }
@@ -375,7 +397,7 @@ impl Queues {
     /// Sends messages, each accepted or refused on its own; the accepted ones
     /// are durable (one commit) when it returns.
     pub async fn send_batch(&self, queue: &QueueRef, messages: Vec<Outgoing>) -> Result<Vec<Result<String, QueueError>>, QueueError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (answers, done) = {
             let mut state = queue.live()?;
             let mut writes = expired_writes(queue, &mut state, now);
@@ -404,22 +426,22 @@ impl Queues {
         visibility: Option<u32>,
         wait: Duration,
     ) -> Result<Vec<Message>, QueueError> {
-        let deadline = Instant::now() + wait.min(Duration::from_secs(u64::from(MAX_WAIT_S)));
+        let deadline = self.clock.instant() + wait.min(Duration::from_secs(u64::from(MAX_WAIT_S)));
         loop {
             let arrived = queue.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             let messages = self.receive_now(queue, max, visibility)?;
-            let now = Instant::now();
+            let now = self.clock.instant();
             if !messages.is_empty() || now >= deadline {
                 return Ok(messages);
             }
-            let _ = tokio::time::timeout((deadline - now).min(POLL_INTERVAL), arrived).await;
+            let _ = ignis_clock::timeout(&*self.clock, (deadline - now).min(POLL_INTERVAL), arrived).await;
         }
     }
 
     fn receive_now(&self, queue: &QueueRef, max: usize, visibility: Option<u32>) -> Result<Vec<Message>, QueueError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (messages, dead_letters) = {
             let mut state = queue.live()?;
             let mut writes = expired_writes(queue, &mut state, now);
@@ -493,7 +515,7 @@ impl Queues {
     /// Deletes messages by receipt handle, each on its own; durable (one
     /// commit) when it returns.
     pub async fn delete_batch(&self, queue: &QueueRef, handles: &[&str]) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (answers, done) = {
             let mut state = queue.live()?;
             let mut writes = expired_writes(queue, &mut state, now);
@@ -517,7 +539,7 @@ impl Queues {
     /// Sets a received message's visibility timeout (`0..=43200` s from now).
     pub fn change_visibility_of(&self, queue: &QueueRef, receipt_handle: &str, timeout_s: u32) -> Result<(), QueueError> {
         use ignis_queue::ChangeVisibilityError as E;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let handle =
             self.decode_handle(queue, receipt_handle).ok_or_else(|| QueueError::ReceiptHandleIsInvalid(receipt_handle.to_string()))?;
         {
@@ -572,13 +594,13 @@ impl Queues {
             return Ok(existing);
         }
         let uid = random_u64();
-        let created_s = now_ms() / 1000;
+        let created_s = self.clock.now_ms() / 1000;
         self.store_definition(account, name, definition(uid, created_s, created_s, &config)).await?;
         let queue = Queue::new(config.settings.clone()).map_err(|e| QueueError::InvalidAttributeValue(e.to_string()))?;
         let q = Arc::new(LiveQueue {
             account: account.to_string(),
             name: name.to_string(),
-            arn: format!("arn:aws:sqs:{}:{account}:{name}", self.region),
+            arn: ignis_ids::arn::queue(&self.region, account, name),
             uid,
             created_s,
             state: Mutex::new(QueueState {
@@ -603,7 +625,7 @@ impl Queues {
         let _serialised = self.definitions.lock().await;
         drop(queue.live()?);
         let config = config(&queue.config())?;
-        let modified_s = now_ms() / 1000;
+        let modified_s = self.clock.now_ms() / 1000;
         self.store_definition(&queue.account, &queue.name, definition(queue.uid, queue.created_s, modified_s, &config)).await?;
         let mut state = queue.live()?;
         state.queue.set_settings(config.settings).map_err(|e| QueueError::InvalidAttributeValue(e.to_string()))?;
@@ -616,9 +638,9 @@ impl Queues {
     pub async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
         let _serialised = self.definitions.lock().await;
         drop(queue.live()?);
-        let store = self.store.clone();
+        let tables = self.tables.clone();
         let (account, name) = (queue.account.clone(), queue.name.clone());
-        tokio::task::spawn_blocking(move || store.delete_queue(&account, &name))
+        tokio::task::spawn_blocking(move || tables.delete_queue(&account, &name))
             .await
             .map_err(|e| QueueError::Storage(e.to_string()))??;
         self.map().remove(&(queue.account.clone(), queue.name.clone()));
@@ -633,6 +655,18 @@ impl Queues {
         Ok(())
     }
 
+    /// A queue's counts and times, as of now (what retention dropped is
+    /// deleted from storage too).
+    pub fn info(&self, queue: &QueueRef) -> QueueInfo {
+        let now = self.clock.now_ms();
+        {
+            let mut state = queue.lock();
+            let writes = expired_writes(queue, &mut state, now);
+            drop(self.write(writes, false));
+        }
+        queue.info_at(now)
+    }
+
     /// The queues of `account` whose names start with `prefix`, by name.
     pub fn list(&self, account: &str, prefix: &str) -> Vec<QueueRef> {
         let mut queues: Vec<QueueRef> =
@@ -642,9 +676,9 @@ impl Queues {
     }
 
     async fn store_definition(&self, account: &str, name: &str, record: Vec<u8>) -> Result<(), QueueError> {
-        let store = self.store.clone();
+        let tables = self.tables.clone();
         let (account, name) = (account.to_string(), name.to_string());
-        tokio::task::spawn_blocking(move || store.put_queue(&account, &name, &record))
+        tokio::task::spawn_blocking(move || tables.put_queue(&account, &name, &record))
             .await
             .map_err(|e| QueueError::Storage(e.to_string()))??;
         Ok(())
@@ -654,20 +688,13 @@ impl Queues {
 
     /// Hands writes to the writer (call it under the queue's mutex, so the
     /// store sees the queue's changes in order); the answer says when they
-    /// are committed. `always` asks for an answer even without writes.
-    fn write(&self, writes: Vec<QueueWrite>, always: bool) -> Option<oneshot::Receiver<Result<(), String>>> {
-        if writes.is_empty() && !always {
+    /// are committed. `always` asks for an answer even without writes (at
+    /// once, then); without `always` nobody waits for them.
+    fn write(&self, writes: Vec<QueueWrite>, always: bool) -> Option<Ack> {
+        if writes.is_empty() {
             return None;
         }
-        let (done, answer) = oneshot::channel();
-        if writes.is_empty() {
-            let _ = done.send(Ok(()));
-        } else if let Err(e) = self.writer.send(WriteRequest { writes, done: Some(done) })
-            && let Some(done) = e.0.done
-        {
-            let _ = done.send(Err("the queue writer has stopped".into()));
-        }
-        Some(answer)
+        Some(if always { self.writer.submit(writes) } else { self.writer.push(writes) })
     }
 
     fn encode_handle(&self, queue: &LiveQueue, handle: ReceiptHandle) -> String {
@@ -693,10 +720,10 @@ impl LiveQueue {
         QueueConfig { settings: state.queue.settings().clone(), wait_s: state.wait_s }
     }
 
-    /// Counts and times, as of now.
-    pub fn info(&self) -> QueueInfo {
+    /// Counts and times, as of `now_ms`.
+    fn info_at(&self, now_ms: u64) -> QueueInfo {
         let mut state = self.lock();
-        let counts = state.queue.counts(now_ms());
+        let counts = state.queue.counts(now_ms);
         QueueInfo {
             config: QueueConfig { settings: state.queue.settings().clone(), wait_s: state.wait_s },
             counts,
@@ -704,17 +731,6 @@ impl LiveQueue {
             modified_s: state.modified_s,
         }
     }
-}
-
-/// `(account, name)` of `arn:aws:sqs:<region>:<account>:<name>`.
-pub fn parse_arn(arn: &str) -> Option<(&str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("sqs"), Some(_region), Some(account), Some(name)) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    Some((account, name))
 }
 
 /// The write that stores message `id` as the queue holds it (none if it is gone).
@@ -743,204 +759,10 @@ fn expired_writes(queue: &LiveQueue, state: &mut QueueState, now: u64) -> Vec<Qu
     expired.into_iter().map(|id| QueueWrite::Delete { queue: queue.uid, id: id.0 }).collect()
 }
 
-async fn written(done: Option<oneshot::Receiver<Result<(), String>>>) -> Result<(), QueueError> {
+async fn written(done: Option<Ack>) -> Result<(), QueueError> {
     let Some(done) = done else { return Ok(()) };
-    match done.await {
-        Ok(result) => result.map_err(QueueError::Storage),
-        Err(_) => Err(QueueError::Storage("the queue writer has stopped".into())),
-    }
-}
-
-/// The writer task: everything that arrived while the last transaction was
-/// being committed goes into the next one (group commit).
-async fn write_messages(store: Arc<Store>, mut requests: mpsc::UnboundedReceiver<WriteRequest>) {
-    let mut batch = Vec::new();
-    while requests.recv_many(&mut batch, WRITES_PER_COMMIT).await > 0 {
-        let mut writes = Vec::new();
-        let mut waiting = Vec::new();
-        for request in batch.drain(..) {
-            writes.extend(request.writes);
-            waiting.extend(request.done);
-        }
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.write_queue_messages(&writes))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        if let Err(e) = &result {
-            eprintln!("ignis: could not store queue messages: {e}");
-        }
-        for done in waiting {
-            let _ = done.send(result.clone());
-        }
-    }
+    done.wait().await.map_err(|e| QueueError::Storage(e.to_string()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn definitions_round_trip() {
-        let config = QueueConfig {
-            settings: Settings {
-                visibility_timeout_s: 5,
-                retention_s: 60,
-                max_message_size: 2048,
-                delay_s: 3,
-                redrive: Some(Redrive { target: "arn:aws:sqs:us-east-1:111111111111:dlq".into(), max_receive_count: 4 }),
-            },
-            wait_s: 7,
-        };
-        assert_eq!(parse_definition(&definition(9, 10, 11, &config)), Some((9, 10, 11, config.clone())));
-        let plain = QueueConfig::default();
-        assert_eq!(parse_definition(&definition(1, 2, 3, &plain)), Some((1, 2, 3, plain)));
-        assert_eq!(parse_definition(b"{}"), None);
-    }
-
-    const A: &str = "111111111111";
-    const B: &str = "222222222222";
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-    }
-
-    fn defaults(base: &QueueConfig, given: &HashMap<String, String>) -> Result<QueueConfig, QueueError> {
-        let mut config = base.clone();
-        if let Some(v) = given.get("VisibilityTimeout") {
-            config.settings.visibility_timeout_s = v.parse().map_err(|_| QueueError::InvalidAttributeValue(v.clone()))?;
-        }
-        Ok(config)
-    }
-
-    #[test]
-    fn the_rust_api_by_arn() {
-        let dir = tempfile::tempdir().unwrap();
-        let arn = format!("arn:aws:sqs:us-east-1:{A}:jobs");
-        let kept = runtime().block_on(async {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let queues = Queues::load(store, "us-east-1".into()).unwrap();
-            let given = HashMap::from([("VisibilityTimeout".to_string(), "60".to_string())]);
-            let queue = queues.create(A, "jobs", &given, defaults).await.unwrap();
-            assert_eq!(queue.arn, arn);
-            assert_eq!(queues.lookup(A, &arn).unwrap().name, "jobs");
-            assert_eq!(queues.lookup(B, &arn).unwrap_err(), QueueError::DoesNotExist, "another account's queue");
-            assert_eq!(queues.lookup(A, "jobs").unwrap_err(), QueueError::DoesNotExist);
-            assert_eq!(queues.send(B, &arn, "x".into()).await, Err(QueueError::DoesNotExist));
-
-            let first = queues.send(A, &arn, "one".into()).await.unwrap();
-            queues.send(A, &arn, "two".into()).await.unwrap();
-            let got = queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
-            assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["one", "two"]);
-            assert_eq!((got[0].message_id.as_str(), got[0].receive_count), (first.as_str(), 1));
-            queues.delete(A, &arn, &got[0].receipt_handle).await.unwrap();
-            assert_eq!(
-                queues.delete(A, &arn, &got[0].receipt_handle).await,
-                Err(QueueError::ReceiptHandleIsInvalid(got[0].receipt_handle.clone()))
-            );
-            queues.change_visibility(A, &arn, &got[1].receipt_handle, 0).unwrap();
-            assert_eq!(queues.change_visibility(A, &arn, "forged", 0), Err(QueueError::ReceiptHandleIsInvalid("forged".into())));
-
-            // A waiting receive is answered by a send.
-            queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
-            let waiting = {
-                let queues = queues.clone();
-                let arn = arn.clone();
-                tokio::spawn(async move { queues.receive(A, &arn, 1, None, Duration::from_secs(20)).await })
-            };
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            queues.send(A, &arn, "three".into()).await.unwrap();
-            let woken = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
-            assert_eq!(woken.len(), 1);
-            got[1].message_id.clone()
-        });
-        // The runtime and with it the writer and the store are gone: reopen.
-        runtime().block_on(async {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let queues = Queues::load(store, "us-east-1".into()).unwrap();
-            assert_eq!(queues.lookup(A, &arn).unwrap().config().settings.visibility_timeout_s, 60);
-            let got = queues.receive(A, &arn, 10, None, Duration::ZERO).await.unwrap();
-            let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
-            bodies.sort();
-            assert_eq!(bodies, ["three", "two"], "undeleted messages, in flight or not, are back");
-            assert!(got.iter().any(|m| m.message_id == kept && m.receive_count == 3));
-            let queue = queues.lookup(A, &arn).unwrap();
-            queues.delete_queue(&queue).await.unwrap();
-            assert_eq!(queues.send(A, &arn, "late".into()).await, Err(QueueError::DoesNotExist));
-        });
-    }
-
-    #[test]
-    fn messages_that_expired_while_stopped_are_removed_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let uid = runtime().block_on(async {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
-            let queue = queues.create(A, "old", &HashMap::new(), defaults).await.unwrap();
-            queues.send(A, &queue.arn, "fresh".into()).await.unwrap();
-            let ancient = QueueMessage {
-                id: 1000,
-                wire_id: None,
-                body: "ancient".into(),
-                attributes: Vec::new(),
-                sent_ms: 1,
-                visible_at_ms: 1,
-                receive_count: 0,
-                first_receive_ms: None,
-            };
-            store.write_queue_messages(&[QueueWrite::Put { queue: queue.uid, message: ancient }]).unwrap();
-            queue.uid
-        });
-        runtime().block_on(async {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let _queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
-            let stored = store.queue_messages(uid).unwrap();
-            assert_eq!(stored.messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
-            assert_eq!(stored.next_id, 1001);
-        });
-    }
-
-    #[test]
-    fn a_dead_letter_past_the_targets_retention_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let (source_uid, dlq_arn, source_arn) = runtime().block_on(async {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
-            let dlq = queues.create(A, "short", &HashMap::new(), defaults).await.unwrap();
-            queues.set_attributes(&dlq, |base| Ok(QueueConfig { settings: Settings { retention_s: 60, ..base.settings.clone() }, ..base.clone() })).await.unwrap();
-            let source = queues.create(A, "source", &HashMap::new(), defaults).await.unwrap();
-            let redrive = Some(Redrive { target: dlq.arn.clone(), max_receive_count: 1 });
-            let settings = Settings { retention_s: ignis_queue::MAX_RETENTION_S, redrive, ..Settings::default() };
-            queues.set_attributes(&source, |base| Ok(QueueConfig { settings, ..base.clone() })).await.unwrap();
-            let sent_ms = now_ms() - 120_000;
-            let old = QueueMessage {
-                id: 0,
-                wire_id: None,
-                body: "old".into(),
-                attributes: Vec::new(),
-                sent_ms,
-                visible_at_ms: sent_ms,
-                receive_count: 1,
-                first_receive_ms: Some(sent_ms),
-            };
-            store.write_queue_messages(&[QueueWrite::Put { queue: source.uid, message: old }]).unwrap();
-            (source.uid, dlq.arn.clone(), source.arn.clone())
-        });
-        runtime().block_on(async {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let queues = Queues::load(store.clone(), "us-east-1".into()).unwrap();
-            assert!(queues.receive(A, &source_arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
-            assert!(queues.receive(A, &dlq_arn, 10, None, Duration::ZERO).await.unwrap().is_empty());
-            queues.send(A, &source_arn, "flush".into()).await.unwrap();
-            let left: Vec<String> = store.queue_messages(source_uid).unwrap().messages.into_iter().map(|m| m.body).collect();
-            assert_eq!(left, ["flush"]);
-        });
-    }
-
-    #[test]
-    fn arns() {
-        assert_eq!(parse_arn("arn:aws:sqs:us-east-1:111111111111:q"), Some(("111111111111", "q")));
-        assert_eq!(parse_arn("arn:aws:lambda:us-east-1:111111111111:q"), None);
-        assert_eq!(parse_arn("q"), None);
-    }
-}
+mod tests;
