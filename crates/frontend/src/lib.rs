@@ -167,7 +167,7 @@ impl App {
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         let (log_barriers, barriers) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));
-        let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), ignis_clock::SystemClock::shared())
+        let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), config.clock.clone())
             .map_err(ApiError::from)?;
         let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
         let mappings = mappings::Mappings::load(&store)?;
