@@ -192,6 +192,27 @@ impl From<ignis_store::StoreError> for ApiError {
     }
 }
 
+impl From<ignis_registry::RegistryError> for ApiError {
+    fn from(e: ignis_registry::RegistryError) -> Self {
+        use ignis_registry::RegistryError::*;
+        match e {
+            FunctionNotFound { function } => ApiError::ResourceNotFound(format!("Function not found: {function}")),
+            VersionNotFound { function, version } => ApiError::ResourceNotFound(format!("Function not found: {function}:{version}")),
+            AliasNotFound { function, alias } => ApiError::ResourceNotFound(format!("Alias not found: {function}:{alias}")),
+            AccessDenied { caller, action, resource } => ApiError::AccessDenied(format!(
+                "User: {} is not authorized to perform: lambda:{action} on resource: {resource} because no resource-based policy allows the lambda:{action} action",
+                ignis_ids::arn::account_root(caller.as_str())
+            )),
+            FunctionExists { name } => ApiError::ResourceConflict(format!("Function already exist: {name}")),
+            RevisionMismatch { .. } => ApiError::PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                    .into(),
+            ),
+            Storage(message) => ApiError::Service(message),
+        }
+    }
+}
+
 impl From<ignis_sigv4::AuthError> for ApiError {
     fn from(e: ignis_sigv4::AuthError) -> Self {
         ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }

@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::concurrency::{Admitted, Concurrency};
 use crate::error::ApiError;
-use crate::function::FunctionRecord;
+use ignis_registry::FunctionRecord;
 
 /// How many sandboxes an invocation may try when they die before taking it.
 const MAX_ATTEMPTS: usize = 3;

@@ -51,7 +51,6 @@ mod mapping;
 mod mappings;
 mod provisioned;
 pub mod queues;
-mod registry;
 mod sqs_api;
 mod versions;
 
@@ -112,7 +111,7 @@ struct KeyEntry {
 pub struct App {
     config: Config,
     store: Arc<Store>,
-    registry: registry::Registry,
+    registry: Arc<dyn ignis_registry::Registry>,
     invoker: Arc<invoke::Invoker>,
     /// Concurrency admission: the counter and the scaling rate.
     concurrency: Arc<concurrency::Concurrency>,
@@ -141,7 +140,7 @@ impl App {
         workers: Workers,
         logs: tokio::sync::mpsc::Receiver<LogBatch>,
     ) -> Result<Arc<App>, ApiError> {
-        let registry = registry::Registry::load(store.clone())?;
+        let registry: Arc<dyn ignis_registry::Registry> = Arc::new(ignis_registry::EmbeddedRegistry::load(store.clone())?);
         // No sandbox runs yet, so no code tree is in use but the registry's.
         store.remove_unused_code(&registry.live_code())?;
         if config.min_unreserved > config.account_concurrency {
@@ -155,7 +154,7 @@ impl App {
         let concurrency = concurrency::Concurrency::new(limits, config.scale_rate);
         for (account, record) in registry.all() {
             if let Some(reserved) = record.reserved_concurrency {
-                if let Err(e) = concurrency.set_reservation(&account, &record.name, reserved) {
+                if let Err(e) = concurrency.set_reservation(account.as_str(), &record.name, reserved) {
                     // The limits were lowered since: the function runs unreserved until it is set again.
                     eprintln!(
                         "ignis: the reservation of {reserved} for {account}/{} does not fit the limits, ignored: {}",
