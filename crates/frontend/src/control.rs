@@ -261,7 +261,7 @@ pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer,
     let start = after.map_or(0, |after| records.partition_point(|r| key(r) <= after));
     let page: Vec<&FunctionRecord> = records.iter().skip(start).take(max_items).collect();
     let mut body = json!({
-        "Functions": page.iter().map(|r| f::configuration(&r, &app.config.region, &caller.account)).collect::<Vec<_>>(),
+        "Functions": page.iter().map(|r| f::configuration(r, &app.config.region, &caller.account)).collect::<Vec<_>>(),
     });
     if let Some(last) = page.last().filter(|_| start + page.len() < records.len()) {
         body["NextMarker"] = json!(format!("{}:{}", last.name, last.version_label()));

@@ -424,19 +424,6 @@ mod tests {
     }
 
     #[test]
-    fn alias_picks_by_weight() {
-        let alias = AliasRecord {
-            function_version: "1".into(),
-            description: String::new(),
-            weights: [("2".to_string(), 0.25)].into(),
-            revision_id: String::new(),
-        };
-        assert_eq!(alias.pick(0.1), "2");
-        assert_eq!(alias.pick(0.3), "1");
-        assert!(alias.uses("1") && alias.uses("2") && !alias.uses("3"));
-    }
-
-    #[test]
     fn paging_by_marker() {
         let items: Vec<(String, u32)> = (1..=5).map(|n| (n.to_string(), n)).collect();
         assert_eq!(page(items.clone(), 2, None), (vec![1, 2], Some("2".to_string())));

@@ -133,7 +133,7 @@ pub trait Registry: Send + Sync {
     -> BoxFuture<'a, Result<Option<Arc<FunctionRecord>>, RegistryError>>;
 }
 
-impl dyn Registry {
+impl dyn Registry + '_ {
     /// [`Registry::write`] with a change that may refuse with the caller's
     /// own error: returns the record replaced (if any) and the one stored.
     pub async fn update<E>(
