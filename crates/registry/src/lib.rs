@@ -9,9 +9,9 @@
 //! implementation: [`EmbeddedRegistry`] today (in memory, written through to
 //! the store's redb database), an etcd-backed one (watched, cached in memory)
 //! later. Everything they call is [`Registry`]'s methods and the helpers on
-//! `dyn Registry`: [`update`](trait.Registry.html#method.update) (a write with
-//! the caller's own error type), [`resolve`](trait.Registry.html#method.resolve)
-//! and [`resolve_version`](trait.Registry.html#method.resolve_version).
+//! `dyn Registry`: `update` (a write whose change refuses with the caller's
+//! own error type), `resolve` and `resolve_version` (resolution, with the
+//! random number that picks an alias's version passed in).
 //!
 //! Lambda's wire shapes (the JSON of a configuration, request bodies,
 //! validation, the parsing of request text into a [`FunctionRef`]) are the
@@ -201,7 +201,7 @@ impl dyn Registry + '_ {
         Ok(record)
     }
 
-    /// [`resolve`](#method.resolve), then the record the qualifier runs:
+    /// `resolve`, then the record the qualifier runs:
     /// `$LATEST`, a version, or the version an alias sends this call to
     /// (`random`, uniform in `0..1`, picks by the alias's weights).
     pub fn resolve_version(
