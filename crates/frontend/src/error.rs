@@ -199,10 +199,9 @@ impl From<ignis_registry::RegistryError> for ApiError {
             FunctionNotFound { function } => ApiError::ResourceNotFound(format!("Function not found: {function}")),
             VersionNotFound { function, version } => ApiError::ResourceNotFound(format!("Function not found: {function}:{version}")),
             AliasNotFound { function, alias } => ApiError::ResourceNotFound(format!("Alias not found: {function}:{alias}")),
-            AccessDenied { caller, action, resource } => ApiError::AccessDenied(format!(
-                "User: {} is not authorized to perform: lambda:{action} on resource: {resource} because no resource-based policy allows the lambda:{action} action",
-                ignis_ids::arn::account_root(caller.as_str())
-            )),
+            AccessDenied { caller, action, resource } => {
+                crate::Caller { account: caller.to_string(), admin: false }.denied(&format!("lambda:{action}"), &resource)
+            }
             FunctionExists { name } => ApiError::ResourceConflict(format!("Function already exist: {name}")),
             RevisionMismatch { .. } => ApiError::PreconditionFailed(
                 "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
