@@ -370,7 +370,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
     let events = &app.events;
     let id = lease.id;
     let caller = Caller { account: meta.account.clone(), admin: false };
-    let Some(latest) = app.registry.get(&meta.account, &meta.function) else {
+    let Some(latest) = app.registry.get(&ignis_ids::AccountId::new(meta.account.as_str()), &meta.function) else {
         eprintln!("ignis: dropped the asynchronous invocation {}: {}/{} no longer exists", meta.request_id, meta.account, meta.function);
         finish(app, &lease, Vec::new()).await;
         return;
@@ -476,12 +476,12 @@ async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: By
     // Admission first (a slot is per function, whatever the version): a throttled event costs no more.
     let admitted = app.invoker.admit(&meta.account, &meta.function);
     if let Err(InvokeError::Throttled(_)) = &admitted {
-        let function_arn = format!("arn:aws:lambda:{}:{}:function:{}:$LATEST", app.config.region, meta.account, meta.function);
+        let function_arn = ignis_ids::arn::function_qualified(&app.config.region, &meta.account, &meta.function, "$LATEST");
         return Ok(Tried { attempt: Attempt::Throttled, executed_version: "$LATEST".into(), function_arn, response: None });
     }
     let (reference, record) = resolve_version(app, caller, "InvokeFunction", &meta.function, meta.qualifier.as_deref())?;
     let executed_version = record.version_label();
-    let function_arn = format!("{}:{executed_version}", record.arn(&app.config.region, &caller.account));
+    let function_arn = record.qualified_arn(&app.config.region, &caller.account, &executed_version);
     let invoked_function_arn = crate::invoke_api::invoked_arn(app, &caller.account, reference.qualifier.as_deref(), &record);
     let target = crate::invoke_api::target(app, &caller.account, &record);
     let invocation = Invocation {
@@ -619,7 +619,7 @@ async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, record: &Value) 
     };
     match destination {
         Some(Destination::Function { name, qualifier }) => {
-            if app.registry.get(account, &name).is_none() {
+            if app.registry.get(&ignis_ids::AccountId::new(account), &name).is_none() {
                 eprintln!("ignis: the destination {arn} no longer exists; the record is dropped");
                 return None;
             }

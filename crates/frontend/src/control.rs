@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::{App, Caller};
 use crate::error::ApiError;
-use crate::function::{self as f, FunctionRecord, FunctionRef, Violations};
+use crate::function::{self as f, Violations};
+use ignis_ids::AccountId;
+use ignis_registry::{CodeRef, FunctionRecord, FunctionRef, RegistryError};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 
 /// Largest CreateFunction / UpdateFunctionCode request, as in Lambda.
@@ -19,6 +21,33 @@ const MAX_ZIP: usize = 50 * 1024 * 1024;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The caller's account, as the registry names it.
+pub(crate) fn account_id(caller: &Caller) -> AccountId {
+    AccountId::new(caller.account.as_str())
+}
+
+/// A function named in a request (`text`, with the `Qualifier` parameter if
+/// any), parsed and checked: the two qualifiers must agree, and name `$LATEST`
+/// or a version or alias by Lambda's pattern.
+fn reference(text: &str, qualifier: Option<&str>) -> Result<FunctionRef, ApiError> {
+    let mut reference = f::parse_function_ref(text, "functionName")?;
+    let qualifier = match (reference.qualifier.as_deref(), qualifier) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::InvalidParameterValue(
+                "The derived qualifier from the function name does not match the specified qualifier.".into(),
+            ));
+        }
+        (a, b) => a.or(b).map(str::to_string),
+    };
+    if let Some(q) = qualifier.as_deref().filter(|q| *q != "$LATEST" && !f::valid_name(q)) {
+        let mut v = Violations::default();
+        v.check(false, q, "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)");
+        v.into_result()?;
+    }
+    reference.qualifier = qualifier;
+    Ok(reference)
 }
 
 /// Resolves a function named in a request to the caller's function
@@ -34,46 +63,8 @@ pub fn resolve(
     text: &str,
     qualifier: Option<&str>,
 ) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
-    let mut reference = f::parse_function_ref(text, "functionName")?;
-    let qualifier = match (reference.qualifier.as_deref(), qualifier) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified qualifier.".into(),
-            ));
-        }
-        (a, b) => a.or(b).map(str::to_string),
-    };
-    if let Some(q) = qualifier.as_deref().filter(|q| *q != "$LATEST" && !f::valid_name(q)) {
-        let mut v = Violations::default();
-        v.check(false, q, "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)");
-        v.into_result()?;
-    }
-    reference.qualifier = qualifier.clone();
-    let qualifier = qualifier.as_deref();
-    let account = &caller.account;
-    let arn = |name: &str| {
-        let base = format!("arn:aws:lambda:{}:{account}:function:{name}", app.config.region);
-        match qualifier {
-            Some(q) => format!("{base}:{q}"),
-            None => base,
-        }
-    };
-    let not_found = || ApiError::ResourceNotFound(format!("Function not found: {}", arn(&reference.name)));
-    // Another account's function is out of reach: by name it is simply not in
-    // the caller's namespace; by an ARN carrying that account's id, it is denied.
-    if let Some(other) = reference.account.as_deref().filter(|a| *a != account.as_str()) {
-        let region = reference.region.as_deref().unwrap_or(&app.config.region);
-        let mut resource = format!("arn:aws:lambda:{region}:{other}:function:{}", reference.name);
-        if let Some(q) = qualifier {
-            resource.push(':');
-            resource.push_str(q);
-        }
-        return Err(caller.denied(&format!("lambda:{action}"), &resource));
-    }
-    let record = app.registry.get(account, &reference.name).ok_or_else(not_found)?;
-    if qualifier.is_some_and(|q| !record.has_version(q) && !record.aliases.contains_key(q)) {
-        return Err(not_found());
-    }
+    let reference = reference(text, qualifier)?;
+    let record = app.registry.resolve(&account_id(caller), &app.config.region, action, &reference)?;
     Ok((reference, record))
 }
 
@@ -86,21 +77,9 @@ pub fn resolve_version(
     text: &str,
     qualifier: Option<&str>,
 ) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
-    let (reference, latest) = resolve(app, caller, action, text, qualifier)?;
-    let label = match reference.qualifier.as_deref() {
-        None | Some("$LATEST") => return Ok((reference, latest)),
-        Some(q) => match latest.aliases.get(q) {
-            Some(alias) => alias.pick(random_unit()).to_string(),
-            None => q.to_string(),
-        },
-    };
-    if label == "$LATEST" {
-        return Ok((reference, latest));
-    }
-    let version = latest
-        .find_version(&label)
-        .ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}:{label}", latest.arn(&app.config.region, &caller.account))))?;
-    Ok((reference, Arc::new(version.clone())))
+    let reference = reference(text, qualifier)?;
+    let record = app.registry.resolve_version(&account_id(caller), &app.config.region, action, &reference, random_unit())?;
+    Ok((reference, record))
 }
 
 /// A uniformly random number in `0..1`.
@@ -156,16 +135,6 @@ pub fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn check_revision(record: &FunctionRecord, expected: Option<&str>) -> Result<(), ApiError> {
-    match expected {
-        Some(r) if r != record.revision_id => Err(ApiError::PreconditionFailed(
-            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
-                .into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
 pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::CreateFunction = f::parse_body(body)?;
     let name_text = request.function_name.clone().unwrap_or_default();
@@ -174,9 +143,9 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     request.settings.check_model(&mut v);
     v.into_result()?;
     let reference = f::parse_function_ref(&name_text, "functionName")?;
-    if let Some(other) = reference.account.as_deref().filter(|a| *a != caller.account) {
+    if let Some(other) = reference.account.as_ref().filter(|a| a.as_str() != caller.account) {
         let region = reference.region.as_deref().unwrap_or(&app.config.region);
-        let resource = format!("arn:aws:lambda:{region}:{other}:function:{}", reference.name);
+        let resource = ignis_ids::arn::function(region, other.as_str(), &reference.name);
         return Err(caller.denied("lambda:CreateFunction", &resource));
     }
     if reference.qualifier.is_some() {
@@ -196,8 +165,9 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
-    let conflict = || ApiError::ResourceConflict(format!("Function already exist: {name}"));
-    if app.registry.get(&caller.account, &name).is_some() {
+    let conflict = || ApiError::from(RegistryError::FunctionExists { name: name.clone() });
+    let account = account_id(caller);
+    if app.registry.get(&account, &name).is_some() {
         return Err(conflict());
     }
     let code = store_code(app, zip, &runtime).await?;
@@ -225,27 +195,27 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         provisioned: Default::default(),
         dead_letter_target: None,
         event_invoke: Default::default(),
-        code: f::CodeRef::new(code.hold.clone()),
+        code: CodeRef::new(code.hold.clone()),
     };
     request.settings.apply(&mut record);
     let (_, record) = app
         .registry
-        .write(&caller.account, &name, |current| match current {
+        .update(&account, &name, |current| match current {
             Some(_) => Err(conflict()),
             None => Ok(record),
         })
         .await?;
     if request.publish == Some(true) {
         let version = crate::versions::publish(app, caller, &name, None, None, None).await?;
-        return Ok(json_answer(StatusCode::CREATED, version.configuration(&app.config.region, &caller.account)));
+        return Ok(json_answer(StatusCode::CREATED, f::configuration(&version, &app.config.region, &caller.account)));
     }
-    Ok(json_answer(StatusCode::CREATED, record.configuration(&app.config.region, &caller.account)))
+    Ok(json_answer(StatusCode::CREATED, f::configuration(&record, &app.config.region, &caller.account)))
 }
 
 pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (_, record) = resolve_version(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
     let mut body = json!({
-        "Configuration": record.configuration(&app.config.region, &caller.account),
+        "Configuration": f::configuration(&record, &app.config.region, &caller.account),
         "Code": { "RepositoryType": "S3" },
     });
     if let Some(reserved) = record.reserved_concurrency {
@@ -256,7 +226,7 @@ pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
 
 pub fn get_function_configuration(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (_, record) = resolve_version(app, caller, "GetFunctionConfiguration", name, qualifier_param(query).as_deref())?;
-    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
+    Ok(json_answer(StatusCode::OK, f::configuration(&record, &app.config.region, &caller.account)))
 }
 
 /// ListFunctions: `$LATEST` of each function, or with `FunctionVersion=ALL`
@@ -277,7 +247,7 @@ pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer,
     let key = |r: &FunctionRecord| (r.name.clone(), r.version.unwrap_or(0));
     let records: Vec<FunctionRecord> = app
         .registry
-        .list(&caller.account)
+        .list(&account_id(caller))
         .iter()
         .flat_map(|latest| {
             let versions = if all { latest.versions.clone() } else { Vec::new() };
@@ -291,7 +261,7 @@ pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer,
     let start = after.map_or(0, |after| records.partition_point(|r| key(r) <= after));
     let page: Vec<&FunctionRecord> = records.iter().skip(start).take(max_items).collect();
     let mut body = json!({
-        "Functions": page.iter().map(|r| r.configuration(&app.config.region, &caller.account)).collect::<Vec<_>>(),
+        "Functions": page.iter().map(|r| f::configuration(r, &app.config.region, &caller.account)).collect::<Vec<_>>(),
     });
     if let Some(last) = page.last().filter(|_| start + page.len() < records.len()) {
         body["NextMarker"] = json!(format!("{}:{}", last.name, last.version_label()));
@@ -310,9 +280,9 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let (old, record) = app
         .registry
-        .write(&caller.account, &reference.name, |current| {
-            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
-            check_revision(current, request.revision_id.as_deref())?;
+        .update(&account_id(caller), &reference.name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: reference.name.clone() })?;
+            current.check_revision(request.revision_id.as_deref())?;
             let mut record = current.clone();
             request.settings.apply(&mut record);
             record.last_modified_ms = now_ms();
@@ -323,14 +293,14 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     if let Some(old) = old {
         app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
     }
-    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
+    Ok(json_answer(StatusCode::OK, f::configuration(&record, &app.config.region, &caller.account)))
 }
 
 pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateCode = f::parse_body(body)?;
     let (reference, current) = resolve(app, caller, "UpdateFunctionCode", name, None)?;
     latest_only(&reference)?;
-    check_revision(&current, request.revision_id.as_deref())?;
+    current.check_revision(request.revision_id.as_deref())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let zip = code_source(request.zip_file.as_deref(), request.s3_bucket.is_some() || request.s3_key.is_some(), request.image_uri.is_some())?;
     let code = store_code(app, zip, &current.runtime).await?;
@@ -339,7 +309,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
         record.code_sha256_hex = code.sha256_hex();
         record.code_sha256 = code.sha256_base64();
         record.code_size = code.zip_size;
-        record.code = f::CodeRef::new(code.hold.clone());
+        record.code = CodeRef::new(code.hold.clone());
         record.architecture = architecture.clone();
         record.last_modified_ms = now_ms();
         record.revision_id = new_revision();
@@ -347,13 +317,13 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
     };
     if request.dry_run == Some(true) {
         let record = apply(&current);
-        return Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)));
+        return Ok(json_answer(StatusCode::OK, f::configuration(&record, &app.config.region, &caller.account)));
     }
     let (old, record) = app
         .registry
-        .write(&caller.account, &reference.name, |latest| {
-            let latest = latest.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
-            check_revision(latest, request.revision_id.as_deref())?;
+        .update(&account_id(caller), &reference.name, |latest| -> Result<_, ApiError> {
+            let latest = latest.ok_or_else(|| RegistryError::FunctionNotFound { function: reference.name.clone() })?;
+            latest.check_revision(request.revision_id.as_deref())?;
             Ok(apply(latest))
         })
         .await?;
@@ -362,9 +332,9 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
     }
     if request.publish == Some(true) {
         let version = crate::versions::publish(app, caller, &reference.name, None, None, None).await?;
-        return Ok(json_answer(StatusCode::OK, version.configuration(&app.config.region, &caller.account)));
+        return Ok(json_answer(StatusCode::OK, f::configuration(&version, &app.config.region, &caller.account)));
     }
-    Ok(json_answer(StatusCode::OK, record.configuration(&app.config.region, &caller.account)))
+    Ok(json_answer(StatusCode::OK, f::configuration(&record, &app.config.region, &caller.account)))
 }
 
 pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
@@ -374,7 +344,7 @@ pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query:
         crate::versions::delete_version(app, caller, &reference.name, q).await?;
         return Ok(empty_answer(StatusCode::NO_CONTENT));
     }
-    if let Some(old) = app.registry.delete(&caller.account, &reference.name).await? {
+    if let Some(old) = app.registry.delete(&account_id(caller), &reference.name).await? {
         app.concurrency.delete_reservation(&caller.account, &reference.name);
         app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
         for version in &old.versions {
@@ -427,8 +397,8 @@ async fn change_reservation(
     let mut previous = None;
     let written = app
         .registry
-        .write(account, &name, |current| {
-            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {name}")))?;
+        .update(&account_id(caller), &name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: name.clone() })?;
             match reserved {
                 Some(n) => app.concurrency.set_reservation(account, &name, n).map(drop)?,
                 None => drop(app.concurrency.delete_reservation(account, &name)),

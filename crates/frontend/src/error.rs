@@ -213,6 +213,26 @@ impl From<ignis_invoke::InvokeError> for ApiError {
     }
 }
 
+impl From<ignis_registry::RegistryError> for ApiError {
+    fn from(e: ignis_registry::RegistryError) -> Self {
+        use ignis_registry::RegistryError::*;
+        match e {
+            FunctionNotFound { function } => ApiError::ResourceNotFound(format!("Function not found: {function}")),
+            VersionNotFound { function, version } => ApiError::ResourceNotFound(format!("Function not found: {function}:{version}")),
+            AliasNotFound { function, alias } => ApiError::ResourceNotFound(format!("Alias not found: {function}:{alias}")),
+            AccessDenied { caller, action, resource } => {
+                crate::Caller { account: caller.to_string(), admin: false }.denied(&format!("lambda:{action}"), &resource)
+            }
+            FunctionExists { name } => ApiError::ResourceConflict(format!("Function already exist: {name}")),
+            RevisionMismatch { .. } => ApiError::PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                    .into(),
+            ),
+            Storage(message) => ApiError::Service(message),
+        }
+    }
+}
+
 impl From<ignis_sigv4::AuthError> for ApiError {
     fn from(e: ignis_sigv4::AuthError) -> Self {
         ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }

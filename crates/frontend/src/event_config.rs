@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use ignis_registry::{EventInvokeConfig, RegistryError};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{now, resolve};
+use crate::control::{account_id, now, resolve};
 use crate::error::ApiError;
 use crate::function::{Violations, parse_body, parse_function_ref};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
@@ -21,40 +22,24 @@ use crate::{App, Caller};
 /// Lambda's pattern for a destination ARN.
 const DESTINATION_PATTERN: &str = "Member must satisfy regular expression pattern: $|kafka://([^.]([a-zA-Z0-9\\-_.]{0,248}))|arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\\-])+:([a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{1})?:(\\d{12})?:(.*)";
 
-/// What is stored of one event invoke config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EventInvokeConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_age_s: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_success: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_failure: Option<String>,
-    pub last_modified_ms: i64,
-}
-
-impl EventInvokeConfig {
-    /// Lambda's `FunctionEventInvokeConfig`; `function_arn` is qualified.
-    fn wire(&self, function_arn: &str) -> Value {
-        let destination = |d: &Option<String>| match d {
-            Some(arn) => json!({ "Destination": arn }),
-            None => json!({}),
-        };
-        let mut body = json!({
-            "LastModified": self.last_modified_ms as f64 / 1000.0,
-            "FunctionArn": function_arn,
-            "DestinationConfig": { "OnSuccess": destination(&self.on_success), "OnFailure": destination(&self.on_failure) },
-        });
-        if let Some(n) = self.max_retries {
-            body["MaximumRetryAttempts"] = json!(n);
-        }
-        if let Some(n) = self.max_age_s {
-            body["MaximumEventAgeInSeconds"] = json!(n);
-        }
-        body
+/// Lambda's `FunctionEventInvokeConfig` of `config`; `function_arn` is qualified.
+fn wire(config: &EventInvokeConfig, function_arn: &str) -> Value {
+    let destination = |d: &Option<String>| match d {
+        Some(arn) => json!({ "Destination": arn }),
+        None => json!({}),
+    };
+    let mut body = json!({
+        "LastModified": config.last_modified_ms as f64 / 1000.0,
+        "FunctionArn": function_arn,
+        "DestinationConfig": { "OnSuccess": destination(&config.on_success), "OnFailure": destination(&config.on_failure) },
+    });
+    if let Some(n) = config.max_retries {
+        body["MaximumRetryAttempts"] = json!(n);
     }
+    if let Some(n) = config.max_age_s {
+        body["MaximumEventAgeInSeconds"] = json!(n);
+    }
+    body
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,7 +176,7 @@ fn config_target(app: &App, caller: &Caller, action: &str, name: &str, query: &s
     let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
     let (reference, record) = resolve(app, caller, action, name, qualifier.as_deref())?;
     let qualifier = reference.qualifier.unwrap_or_else(|| "$LATEST".into());
-    let arn = format!("{}:{qualifier}", record.arn(&app.config.region, &caller.account));
+    let arn = record.qualified_arn(&app.config.region, &caller.account, &qualifier);
     Ok((reference.name, qualifier, arn))
 }
 
@@ -208,8 +193,8 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
     request.check(app, caller)?;
     let mut stored = EventInvokeConfig::default();
     app.registry
-        .write(&caller.account, &function, |current| {
-            let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {arn}")))?;
+        .update(&account_id(caller), &function, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: arn.clone() })?;
             let mut record = current.clone();
             let mut config = match (replace, current.event_invoke.get(&qualifier)) {
                 (true, _) => EventInvokeConfig::default(),
@@ -222,20 +207,20 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
             Ok(record)
         })
         .await?;
-    Ok(json_answer(StatusCode::OK, stored.wire(&arn)))
+    Ok(json_answer(StatusCode::OK, wire(&stored, &arn)))
 }
 
 pub fn get(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (function, qualifier, arn) = config_target(app, caller, "GetFunctionEventInvokeConfig", name, query)?;
-    let record = app.registry.get(&caller.account, &function).ok_or_else(|| missing(&arn))?;
+    let record = app.registry.get(&account_id(caller), &function).ok_or_else(|| missing(&arn))?;
     let config = record.event_invoke.get(&qualifier).ok_or_else(|| missing(&arn))?;
-    Ok(json_answer(StatusCode::OK, config.wire(&arn)))
+    Ok(json_answer(StatusCode::OK, wire(config, &arn)))
 }
 
 pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (function, qualifier, arn) = config_target(app, caller, "DeleteFunctionEventInvokeConfig", name, query)?;
     app.registry
-        .write(&caller.account, &function, |current| {
+        .update(&account_id(caller), &function, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| missing(&arn))?;
             let mut record = current.clone();
             record.event_invoke.remove(&qualifier).ok_or_else(|| missing(&arn))?;
@@ -251,9 +236,9 @@ pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answe
     let mut v = Violations::default();
     v.range(Some(max_items as i64), "maxItems", 1, 50);
     v.into_result()?;
-    let base = record.arn(&app.config.region, &caller.account);
+    let (region, account) = (&app.config.region, &caller.account);
     let items: Vec<(String, Value)> =
-        record.event_invoke.iter().map(|(q, c)| (q.clone(), c.wire(&format!("{base}:{q}")))).collect();
+        record.event_invoke.iter().map(|(q, c)| (q.clone(), wire(c, &record.qualified_arn(region, account, q)))).collect();
     Ok(crate::versions::page_answer("FunctionEventInvokeConfigs", items, max_items, marker.as_deref()))
 }
 
@@ -310,7 +295,7 @@ mod tests {
             last_modified_ms: 1_700_000_000_500,
         };
         assert_eq!(
-            config.wire("arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST"),
+            wire(&config, "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST"),
             json!({
                 "LastModified": 1_700_000_000.5,
                 "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST",

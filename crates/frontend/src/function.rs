@@ -1,5 +1,7 @@
-//! A function's configuration: the record kept in storage, the Lambda wire
-//! shapes that create and change it, and their validation.
+//! A function's configuration on the wire: Lambda's shapes of the registry's
+//! records (`FunctionConfiguration`, `AliasConfiguration`), the requests that
+//! create and change them, their validation, and the parsing of a function
+//! named in request text into an `ignis_registry::FunctionRef`.
 //!
 //! Validation follows Lambda: breaking the API's model (a length, a pattern, a
 //! range, an enum) is a `ValidationException` listing every violation; a value
@@ -7,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use ignis_ids::AccountId;
+use ignis_registry::{AliasRecord, FunctionRecord, FunctionRef};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -36,263 +40,53 @@ const RESERVED_KEYS: [&str; 17] = [
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT",
 ];
 
-/// What storage keeps of a function: `$LATEST`, carrying its published
-/// versions (immutable snapshots of the same shape) and its aliases.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionRecord {
-    pub name: String,
-    pub runtime: String,
-    pub role: String,
-    pub handler: String,
-    pub description: String,
-    pub memory_mb: u32,
-    pub timeout_s: u32,
-    pub ephemeral_mb: u32,
-    pub environment: BTreeMap<String, String>,
-    pub architecture: String,
-    /// Hex SHA-256 of the zip: names the unpacked code tree.
-    pub code_sha256_hex: String,
-    /// Base64 SHA-256 of the zip, Lambda's `CodeSha256`.
-    pub code_sha256: String,
-    pub code_size: u64,
-    /// Milliseconds since the epoch.
-    pub last_modified_ms: i64,
-    /// Changes with every update; sandboxes of an older revision are not reused.
-    pub revision_id: String,
-    /// `ReservedConcurrentExecutions` (PutFunctionConcurrency), if set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reserved_concurrency: Option<u32>,
-    /// The published version this record is; `None` for `$LATEST`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u32>,
-    /// `$LATEST`'s published versions, oldest first (empty in a version).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub versions: Vec<FunctionRecord>,
-    /// `$LATEST`'s aliases by name (empty in a version).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub aliases: BTreeMap<String, AliasRecord>,
-    /// The highest version number ever published (numbers are not reused).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub last_version: u32,
-    /// `$LATEST`'s provisioned concurrency, by qualifier (a version or an alias; empty in a version).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub provisioned: BTreeMap<String, ProvisionedRecord>,
-    /// `DeadLetterConfig.TargetArn`: where events that fail every try go (a version keeps its own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_target: Option<String>,
-    /// `$LATEST`'s event invoke configs by qualifier (`$LATEST`, a version
-    /// or an alias; empty in a version).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub event_invoke: BTreeMap<String, crate::event_config::EventInvokeConfig>,
-    /// Keeps the code tree on disk while this record, or a clone of it (a
-    /// running invocation's, a sandbox's), lives; set by the registry.
-    #[serde(skip)]
-    pub code: CodeRef,
+/// Lambda's `FunctionConfiguration` of `record` (`$LATEST` or a version) of `account`.
+pub fn configuration(record: &FunctionRecord, region: &str, account: &str) -> Value {
+    let mut config = json!({
+        "FunctionName": record.name,
+        "FunctionArn": record.version_arn(region, account),
+        "Runtime": record.runtime,
+        "Role": record.role,
+        "Handler": record.handler,
+        "CodeSize": record.code_size,
+        "Description": record.description,
+        "Timeout": record.timeout_s,
+        "MemorySize": record.memory_mb,
+        "LastModified": last_modified(record.last_modified_ms),
+        "CodeSha256": record.code_sha256,
+        "Version": record.version_label(),
+        "TracingConfig": { "Mode": "PassThrough" },
+        "RevisionId": record.revision_id,
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": [record.architecture],
+        "EphemeralStorage": { "Size": record.ephemeral_mb },
+        "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
+        "LoggingConfig": { "LogFormat": "Text", "LogGroup": record.log_group() },
+    });
+    if !record.environment.is_empty() {
+        config["Environment"] = json!({ "Variables": record.environment });
+    }
+    if let Some(target) = &record.dead_letter_target {
+        config["DeadLetterConfig"] = json!({ "TargetArn": target });
+    }
+    config
 }
 
-/// A record's hold of its code tree (not stored; records compare equal whatever it holds).
-#[derive(Debug, Clone, Default)]
-pub struct CodeRef(Option<ignis_store::CodeHold>);
-
-impl CodeRef {
-    pub fn new(hold: ignis_store::CodeHold) -> CodeRef {
-        CodeRef(Some(hold))
+/// Lambda's `AliasConfiguration` of `alias`, named `name`, of `function` of `account`.
+pub fn alias_configuration(alias: &AliasRecord, name: &str, function: &FunctionRecord, region: &str, account: &str) -> Value {
+    let mut config = json!({
+        "AliasArn": function.qualified_arn(region, account, name),
+        "Name": name,
+        "FunctionVersion": alias.function_version,
+        "Description": alias.description,
+        "RevisionId": alias.revision_id,
+    });
+    if !alias.weights.is_empty() {
+        config["RoutingConfig"] = json!({ "AdditionalVersionWeights": alias.weights });
     }
-
-    /// Whether it holds the tree `sha256_hex`.
-    pub fn holds(&self, sha256_hex: &str) -> bool {
-        self.0.as_ref().is_some_and(|h| h.sha256_hex() == sha256_hex)
-    }
-
-    pub fn hold(&self) -> Option<&ignis_store::CodeHold> {
-        self.0.as_ref()
-    }
-}
-
-impl PartialEq for CodeRef {
-    fn eq(&self, _: &CodeRef) -> bool {
-        true
-    }
-}
-
-/// PutProvisionedConcurrencyConfig's setting for one version or alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProvisionedRecord {
-    pub requested: u32,
-    /// Milliseconds since the epoch.
-    pub last_modified_ms: i64,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// An alias: a name for a version, optionally sending a share of the
-/// invocations to one other version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AliasRecord {
-    pub function_version: String,
-    pub description: String,
-    /// Version → share of invocations (0..=1), at most one entry.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub weights: BTreeMap<String, f64>,
-    pub revision_id: String,
-}
-
-impl AliasRecord {
-    /// Lambda's `AliasConfiguration`; `function_arn` is the unqualified ARN.
-    pub fn configuration(&self, name: &str, function_arn: &str) -> Value {
-        let mut config = json!({
-            "AliasArn": format!("{function_arn}:{name}"),
-            "Name": name,
-            "FunctionVersion": self.function_version,
-            "Description": self.description,
-            "RevisionId": self.revision_id,
-        });
-        if !self.weights.is_empty() {
-            config["RoutingConfig"] = json!({ "AdditionalVersionWeights": self.weights });
-        }
-        config
-    }
-
-    /// Whether the alias sends any invocation to `version`.
-    pub fn uses(&self, version: &str) -> bool {
-        self.function_version == version || self.weights.contains_key(version)
-    }
-
-    /// The version an invocation goes to, given `random` in `0..1`.
-    pub fn pick(&self, random: f64) -> &str {
-        match self.weights.iter().next() {
-            Some((other, weight)) if random < *weight => other,
-            _ => &self.function_version,
-        }
-    }
-}
-
-impl FunctionRecord {
-    /// The unqualified ARN.
-    pub fn arn(&self, region: &str, account: &str) -> String {
-        format!("arn:aws:lambda:{region}:{account}:function:{}", self.name)
-    }
-
-    /// `$LATEST` or the version's number.
-    pub fn version_label(&self) -> String {
-        self.version.map_or_else(|| "$LATEST".to_string(), |n| n.to_string())
-    }
-
-    /// A published version by its number (as text).
-    pub fn find_version(&self, label: &str) -> Option<&FunctionRecord> {
-        let n: u32 = label.parse().ok()?;
-        self.versions.iter().find(|v| v.version == Some(n))
-    }
-
-    /// Whether `label` is `$LATEST` or a published version.
-    pub fn has_version(&self, label: &str) -> bool {
-        label == "$LATEST" || self.find_version(label).is_some()
-    }
-
-    /// Whether a published version holds the same code and configuration as
-    /// this `$LATEST` (its description aside, which publishing may override).
-    pub fn same_as(&self, version: &FunctionRecord) -> bool {
-        self.code_sha256_hex == version.code_sha256_hex
-            && self.runtime == version.runtime
-            && self.role == version.role
-            && self.handler == version.handler
-            && self.memory_mb == version.memory_mb
-            && self.timeout_s == version.timeout_s
-            && self.ephemeral_mb == version.ephemeral_mb
-            && self.environment == version.environment
-            && self.architecture == version.architecture
-            && self.dead_letter_target == version.dead_letter_target
-    }
-
-    /// An immutable snapshot of this `$LATEST` as version `number`, with its
-    /// own revision (its sandboxes are its own).
-    pub fn snapshot(&self, number: u32, description: Option<String>, revision_id: String, now_ms: i64) -> FunctionRecord {
-        FunctionRecord {
-            description: description.unwrap_or_else(|| self.description.clone()),
-            last_modified_ms: now_ms,
-            revision_id,
-            reserved_concurrency: None,
-            version: Some(number),
-            versions: Vec::new(),
-            aliases: BTreeMap::new(),
-            last_version: 0,
-            provisioned: BTreeMap::new(),
-            ..self.clone_config()
-        }
-    }
-
-    /// This record without its versions and aliases.
-    fn clone_config(&self) -> FunctionRecord {
-        FunctionRecord {
-            name: self.name.clone(),
-            runtime: self.runtime.clone(),
-            role: self.role.clone(),
-            handler: self.handler.clone(),
-            description: self.description.clone(),
-            memory_mb: self.memory_mb,
-            timeout_s: self.timeout_s,
-            ephemeral_mb: self.ephemeral_mb,
-            environment: self.environment.clone(),
-            architecture: self.architecture.clone(),
-            code_sha256_hex: self.code_sha256_hex.clone(),
-            code_sha256: self.code_sha256.clone(),
-            code_size: self.code_size,
-            last_modified_ms: self.last_modified_ms,
-            revision_id: self.revision_id.clone(),
-            reserved_concurrency: self.reserved_concurrency,
-            version: self.version,
-            versions: Vec::new(),
-            aliases: BTreeMap::new(),
-            last_version: self.last_version,
-            provisioned: BTreeMap::new(),
-            dead_letter_target: self.dead_letter_target.clone(),
-            event_invoke: BTreeMap::new(),
-            code: self.code.clone(),
-        }
-    }
-
-    pub fn log_group(&self) -> String {
-        format!("/aws/lambda/{}", self.name)
-    }
-
-    /// Lambda's `FunctionConfiguration`.
-    pub fn configuration(&self, region: &str, account: &str) -> Value {
-        let mut config = json!({
-            "FunctionName": self.name,
-            "FunctionArn": match self.version {
-                Some(n) => format!("{}:{n}", self.arn(region, account)),
-                None => self.arn(region, account),
-            },
-            "Runtime": self.runtime,
-            "Role": self.role,
-            "Handler": self.handler,
-            "CodeSize": self.code_size,
-            "Description": self.description,
-            "Timeout": self.timeout_s,
-            "MemorySize": self.memory_mb,
-            "LastModified": last_modified(self.last_modified_ms),
-            "CodeSha256": self.code_sha256,
-            "Version": self.version_label(),
-            "TracingConfig": { "Mode": "PassThrough" },
-            "RevisionId": self.revision_id,
-            "State": "Active",
-            "LastUpdateStatus": "Successful",
-            "PackageType": "Zip",
-            "Architectures": [self.architecture],
-            "EphemeralStorage": { "Size": self.ephemeral_mb },
-            "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
-            "LoggingConfig": { "LogFormat": "Text", "LogGroup": self.log_group() },
-        });
-        if !self.environment.is_empty() {
-            config["Environment"] = json!({ "Variables": self.environment });
-        }
-        if let Some(target) = &self.dead_letter_target {
-            config["DeadLetterConfig"] = json!({ "TargetArn": target });
-        }
-        config
-    }
+    config
 }
 
 /// Lambda's timestamp format: `2024-01-31T12:34:56.789+0000`.
@@ -497,14 +291,6 @@ const NAME_PATTERN: &str = "Member must satisfy regular expression pattern: (arn
 /// A function named in a path or a body, by name, partial ARN or ARN, with an
 /// optional qualifier: `my-fn`, `my-fn:3`, `123456789012:function:my-fn`,
 /// `arn:aws:lambda:us-east-1:123456789012:function:my-fn:alias`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionRef {
-    pub name: String,
-    pub account: Option<String>,
-    pub region: Option<String>,
-    pub qualifier: Option<String>,
-}
-
 pub fn parse_function_ref(text: &str, field: &str) -> Result<FunctionRef, ApiError> {
     let invalid = || {
         let mut v = Violations::default();
@@ -529,14 +315,17 @@ pub fn parse_function_ref(text: &str, field: &str) -> Result<FunctionRef, ApiErr
         [name, qualifier] => (*name, Some(*qualifier)),
         _ => return Err(invalid()),
     };
-    let account_ok = account.is_none_or(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()));
+    let account = match account {
+        Some(a) => Some(AccountId::parse(a).ok_or_else(invalid)?),
+        None => None,
+    };
     let qualifier_ok = qualifier.is_none_or(|q| q == "$LATEST" || valid_name(q));
-    if !valid_name(name) || !account_ok || !qualifier_ok {
+    if !valid_name(name) || !qualifier_ok {
         return Err(invalid());
     }
     Ok(FunctionRef {
         name: name.to_string(),
-        account: account.map(str::to_string),
+        account,
         region: region.map(str::to_string),
         qualifier: qualifier.map(str::to_string),
     })
@@ -615,7 +404,7 @@ mod tests {
         match expected {
             Ok((name, account, qualifier)) => {
                 let r = got.unwrap_or_else(|e| panic!("{text}: {e:?}"));
-                assert_eq!((r.name.as_str(), r.account.as_deref(), r.qualifier.as_deref()), (name, account, qualifier), "{text}");
+                assert_eq!((r.name.as_str(), r.account.as_ref().map(AccountId::as_str), r.qualifier.as_deref()), (name, account, qualifier), "{text}");
             }
             Err(error_type) => assert_eq!(got.unwrap_err().error_type(), error_type, "{text}"),
         }

@@ -92,12 +92,12 @@ pub fn sqs_body(kind: u8, body: &[u8]) {
 
 /// Applies checked settings to a function and renders its configuration.
 fn applied(settings: f::Settings) {
-    let mut record: f::FunctionRecord = serde_json::from_str(
+    let mut record: ignis_registry::FunctionRecord = serde_json::from_str(
         r#"{"name": "f", "runtime": "provided.al2023", "role": "", "handler": "bootstrap", "description": "",
             "memory_mb": 128, "timeout_s": 3, "ephemeral_mb": 512, "environment": {}, "architecture": "x86_64",
             "code_sha256_hex": "", "code_sha256": "", "code_size": 0, "last_modified_ms": 0, "revision_id": "r"}"#,
     )
     .expect("a valid record");
     settings.apply(&mut record);
-    record.configuration("us-east-1", "123456789012");
+    f::configuration(&record, "us-east-1", "123456789012");
 }

@@ -12,7 +12,7 @@ use ignis_worker::{Completion, Invocation, Outcome};
 
 use crate::{App, Caller};
 use crate::async_invoke::EventMeta;
-use crate::function::FunctionRecord;
+use ignis_registry::FunctionRecord;
 use crate::control::resolve_version;
 use crate::error::ApiError;
 use crate::function::Violations;

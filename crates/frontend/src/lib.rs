@@ -48,7 +48,6 @@ mod logs_api;
 mod mapping;
 mod mappings;
 mod provisioned;
-mod registry;
 mod sqs_api;
 mod versions;
 
@@ -111,7 +110,7 @@ struct KeyEntry {
 pub struct App {
     config: Config,
     store: Arc<Store>,
-    registry: registry::Registry,
+    registry: Arc<dyn ignis_registry::Registry>,
     invoker: Arc<ignis_invoke::Invoker>,
     /// Concurrency admission: the counter and the scaling rate (the invoker's own).
     concurrency: Arc<ignis_invoke::Admission>,
@@ -140,7 +139,7 @@ impl App {
         workers: Workers,
         logs: tokio::sync::mpsc::Receiver<LogBatch>,
     ) -> Result<Arc<App>, ApiError> {
-        let registry = registry::Registry::load(store.clone())?;
+        let registry: Arc<dyn ignis_registry::Registry> = Arc::new(ignis_registry::EmbeddedRegistry::load(store.clone())?);
         // No sandbox runs yet, so no code tree is in use but the registry's.
         store.remove_unused_code(&registry.live_code())?;
         if config.min_unreserved > config.account_concurrency {
@@ -154,7 +153,7 @@ impl App {
         let concurrency = ignis_invoke::Admission::new(limits, config.scale_rate, config.clock.clone());
         for (account, record) in registry.all() {
             if let Some(reserved) = record.reserved_concurrency {
-                if let Err(e) = concurrency.set_reservation(&account, &record.name, reserved) {
+                if let Err(e) = concurrency.set_reservation(account.as_str(), &record.name, reserved) {
                     // The limits were lowered since: the function runs unreserved until it is set again.
                     eprintln!(
                         "ignis: the reservation of {reserved} for {account}/{} does not fit the limits, ignored: {e}",

@@ -184,7 +184,7 @@ fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identif
         .or(identifier.map(|id| id.rsplit(":log-group:").next().unwrap_or(&id).trim_end_matches(":*").to_string()))
         .ok_or_else(|| ApiError::InvalidParameter("logGroupName is required".into()))?;
     let exists = match name.strip_prefix("/aws/lambda/") {
-        Some(function) if app.registry.get(&caller.account, function).is_some() => true,
+        Some(function) if app.registry.get(&crate::control::account_id(caller), function).is_some() => true,
         _ => app.store.log_groups(&caller.account)?.iter().any(|g| g.name == name),
     };
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }

@@ -50,7 +50,8 @@ use tokio::sync::watch;
 
 use crate::control::{now, resolve, resolve_version};
 use crate::error::ApiError;
-use crate::function::{self as f, FunctionRecord, Violations};
+use crate::function::{self as f, Violations};
+use ignis_registry::FunctionRecord;
 use crate::http::{Answer, json_answer};
 use ignis_invoke::{Admitted, InvokeError, Target};
 use crate::mapping::{self, Change, Gather, Gathered, Load, MappingRecord, Ran, Scale};
@@ -309,11 +310,10 @@ fn check_unique(app: &App, account: &str, record: &MappingRecord) -> Result<(), 
 /// A mapping as Lambda shows it.
 fn config_body(app: &App, account: &str, record: &MappingRecord, state: &str) -> Value {
     let region = &app.config.region;
-    let mut function_arn = format!("arn:aws:lambda:{region}:{account}:function:{}", record.function_name);
-    if let Some(q) = &record.qualifier {
-        function_arn.push(':');
-        function_arn.push_str(q);
-    }
+    let function_arn = match &record.qualifier {
+        Some(q) => ignis_ids::arn::function_qualified(region, account, &record.function_name, q),
+        None => ignis_ids::arn::function(region, account, &record.function_name),
+    };
     let types: Vec<&str> = if record.report_failures { vec![REPORT_BATCH_ITEM_FAILURES] } else { Vec::new() };
     let mut body = json!({
         "UUID": record.uuid,
@@ -407,7 +407,7 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
     }
     record.last_modified_ms = now();
     let queue = app.queues.lookup(&caller.account, &record.queue_arn).ok();
-    let latest = app.registry.get(&caller.account, &record.function_name);
+    let latest = app.registry.get(&crate::control::account_id(caller), &record.function_name);
     let function = latest.as_deref().map(|latest| named_version(latest, record.qualifier.as_deref()));
     check_values(&record, queue.as_ref(), function)?;
     check_unique(app, &caller.account, &record)?;

@@ -16,9 +16,10 @@ use ignis_invoke::Provisioned;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{now, resolve};
+use crate::control::{account_id, now, resolve};
 use crate::error::ApiError;
-use crate::function::{self as f, FunctionRecord, ProvisionedRecord, Violations};
+use crate::function::{self as f, Violations};
+use ignis_registry::{FunctionRecord, ProvisionedRecord};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 use crate::{App, Caller};
 
@@ -96,7 +97,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
     let config = ProvisionedRecord { requested, last_modified_ms: now() };
     let written = app
         .registry
-        .write(&caller.account, &reference.name, |current| {
+        .update(&account_id(caller), &reference.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             check_capacity(app, caller, current, &qualifier, requested)?;
             let mut record = current.clone();
@@ -153,7 +154,7 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) ->
         return Err(not_found());
     }
     app.registry
-        .write(&caller.account, &reference.name, |current| {
+        .update(&account_id(caller), &reference.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             let mut record = current.clone();
             record.provisioned.remove(&qualifier);
@@ -202,7 +203,7 @@ pub async fn keep(app: Weak<App>) {
                     .filter_map(|(qualifier, config)| {
                         let version = version_of(&latest, qualifier)?;
                         Some(Provisioned {
-                            target: crate::invoke_api::target(strong, &account, version),
+                            target: crate::invoke_api::target(strong, account.as_str(), version),
                             requested: config.requested,
                             since_ms: config.last_modified_ms,
                         })

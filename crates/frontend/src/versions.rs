@@ -14,9 +14,11 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::control::{latest_only, new_revision, now, resolve};
+use ignis_registry::{AliasRecord, FunctionRecord, RegistryError};
+
+use crate::control::{account_id, latest_only, new_revision, now, resolve};
 use crate::error::ApiError;
-use crate::function::{self as f, AliasRecord, FunctionRecord, Violations};
+use crate::function::{self as f, Violations};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 use crate::{App, Caller};
 
@@ -44,10 +46,6 @@ pub struct AliasIn {
     pub revision_id: Option<String>,
 }
 
-fn not_found(message: String) -> ApiError {
-    ApiError::ResourceNotFound(message)
-}
-
 /// Publishes `$LATEST` as the next version, or returns the last version if
 /// nothing changed since it was published.
 pub async fn publish(
@@ -60,8 +58,8 @@ pub async fn publish(
 ) -> Result<FunctionRecord, ApiError> {
     let mut published = None;
     app.registry
-        .write(&caller.account, name, |current| {
-            let current = current.ok_or_else(|| not_found(format!("Function not found: {name}")))?;
+        .update(&account_id(caller), name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: name.to_string() })?;
             if let Some(expected) = revision_id.as_deref().filter(|r| *r != current.revision_id) {
                 return Err(ApiError::PreconditionFailed(format!(
                     "The Revision Id provided ({expected}) does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
@@ -107,7 +105,7 @@ pub async fn publish_version(app: &Arc<App>, caller: &Caller, name: &str, body: 
     v.into_result()?;
     let record = unqualified(app, caller, "PublishVersion", name)?;
     let version = publish(app, caller, &record.name, request.description, request.code_sha256, request.revision_id).await?;
-    Ok(json_answer(StatusCode::CREATED, version.configuration(&app.config.region, &caller.account)))
+    Ok(json_answer(StatusCode::CREATED, f::configuration(&version, &app.config.region, &caller.account)))
 }
 
 /// A list call's `MaxItems`, `Marker` and all its parameters.
@@ -149,7 +147,7 @@ pub fn list_versions(app: &App, caller: &Caller, name: &str, query: &str) -> Res
     let (region, account) = (&app.config.region, &caller.account);
     let items: Vec<(String, serde_json::Value)> = std::iter::once(&*record)
         .chain(record.versions.iter())
-        .map(|r| (r.version_label(), r.configuration(region, account)))
+        .map(|r| (r.version_label(), f::configuration(r, region, account)))
         .collect();
     let (versions, next) = page(items, max_items, marker.as_deref());
     let mut body = json!({ "Versions": versions });
@@ -166,16 +164,16 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
     }
     let mut removed = None;
     app.registry
-        .write(&caller.account, name, |current| {
-            let current = current.ok_or_else(|| not_found(format!("Function not found: {name}")))?;
+        .update(&account_id(caller), name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: name.to_string() })?;
             if current.aliases.contains_key(qualifier) {
                 return Err(ApiError::InvalidParameterValue(
                     "Deletion of aliases is not supported by DeleteFunction: use DeleteAlias".into(),
                 ));
             }
-            let arn = format!("{}:{qualifier}", current.arn(&app.config.region, &caller.account));
             let Some(version) = current.find_version(qualifier) else {
-                return Err(not_found(format!("Function not found: {arn}")));
+                let function = current.arn(&app.config.region, &caller.account);
+                return Err(RegistryError::VersionNotFound { function, version: qualifier.to_string() }.into());
             };
             if let Some((alias, _)) = current.aliases.iter().find(|(_, a)| a.uses(qualifier)) {
                 return Err(ApiError::ResourceConflict(format!(
@@ -217,8 +215,9 @@ fn check_target(
     function_version: &str,
     routing: Option<&BTreeMap<String, f64>>,
 ) -> Result<BTreeMap<String, f64>, ApiError> {
+    let version_not_found = |version: &str| RegistryError::VersionNotFound { function: record.name.clone(), version: version.to_string() };
     if !record.has_version(function_version) {
-        return Err(not_found(format!("Function not found: {}:{function_version}", record.name)));
+        return Err(version_not_found(function_version).into());
     }
     let weights = routing.cloned().unwrap_or_default();
     if weights.is_empty() {
@@ -237,7 +236,7 @@ fn check_target(
             ));
         }
         if record.find_version(other).is_none() {
-            return Err(not_found(format!("Function not found: {}:{other}", record.name)));
+            return Err(version_not_found(other).into());
         }
     }
     Ok(weights)
@@ -253,7 +252,7 @@ fn check_weights(routing: Option<&BTreeMap<String, f64>>, v: &mut Violations) {
 }
 
 fn alias_not_found(app: &App, caller: &Caller, record: &FunctionRecord, alias: &str) -> ApiError {
-    not_found(format!("Alias not found: {}:{alias}", record.arn(&app.config.region, &caller.account)))
+    RegistryError::AliasNotFound { function: record.arn(&app.config.region, &caller.account), alias: alias.to_string() }.into()
 }
 
 /// Model checks of the fields CreateAlias and UpdateAlias share; returns the
@@ -283,12 +282,13 @@ pub async fn create_alias(app: &Arc<App>, caller: &Caller, name: &str, body: &[u
     let (alias, function_version) = (request.name.clone().unwrap_or_default(), request.function_version.clone().unwrap_or_default());
     let record = unqualified(app, caller, "CreateAlias", name)?;
     let mut created = None;
-    let function_arn = record.arn(&app.config.region, &caller.account);
-    app.registry
-        .write(&caller.account, &record.name, |current| {
-            let current = current.ok_or_else(|| not_found(format!("Function not found: {function_arn}")))?;
+    let (region, account) = (&app.config.region, &caller.account);
+    let (_, written) = app
+        .registry
+        .update(&account_id(caller), &record.name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.arn(region, account) })?;
             if current.aliases.contains_key(&alias) {
-                return Err(ApiError::ResourceConflict(format!("Alias already exists: {function_arn}:{alias}")));
+                return Err(ApiError::ResourceConflict(format!("Alias already exists: {}", record.qualified_arn(region, account, &alias))));
             }
             let weights = check_target(current, &function_version, weights)?;
             let entry = AliasRecord {
@@ -304,13 +304,13 @@ pub async fn create_alias(app: &Arc<App>, caller: &Caller, name: &str, body: &[u
         })
         .await?;
     let created = created.ok_or_else(|| ApiError::Service("alias not created".into()))?;
-    Ok(json_answer(StatusCode::CREATED, created.configuration(&alias, &function_arn)))
+    Ok(json_answer(StatusCode::CREATED, f::alias_configuration(&created, &alias, &written, region, account)))
 }
 
 pub fn get_alias(app: &App, caller: &Caller, name: &str, alias: &str) -> Result<Answer, ApiError> {
     let record = unqualified(app, caller, "GetAlias", name)?;
     let entry = record.aliases.get(alias).ok_or_else(|| alias_not_found(app, caller, &record, alias))?;
-    Ok(json_answer(StatusCode::OK, entry.configuration(alias, &record.arn(&app.config.region, &caller.account))))
+    Ok(json_answer(StatusCode::OK, f::alias_configuration(entry, alias, &record, &app.config.region, &caller.account)))
 }
 
 pub async fn update_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &str, body: &[u8]) -> Result<Answer, ApiError> {
@@ -319,11 +319,12 @@ pub async fn update_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
     check_alias_fields(&request, &mut v);
     v.into_result()?;
     let record = unqualified(app, caller, "UpdateAlias", name)?;
-    let function_arn = record.arn(&app.config.region, &caller.account);
+    let (region, account) = (&app.config.region, &caller.account);
     let mut updated = None;
-    app.registry
-        .write(&caller.account, &record.name, |current| {
-            let current = current.ok_or_else(|| not_found(format!("Function not found: {function_arn}")))?;
+    let (_, written) = app
+        .registry
+        .update(&account_id(caller), &record.name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.arn(region, account) })?;
             let entry = current.aliases.get(alias).ok_or_else(|| alias_not_found(app, caller, current, alias))?;
             if request.revision_id.as_deref().is_some_and(|r| r != entry.revision_id) {
                 return Err(ApiError::PreconditionFailed(
@@ -352,7 +353,7 @@ pub async fn update_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
         })
         .await?;
     let updated = updated.ok_or_else(|| ApiError::Service("alias not updated".into()))?;
-    Ok(json_answer(StatusCode::OK, updated.configuration(alias, &function_arn)))
+    Ok(json_answer(StatusCode::OK, f::alias_configuration(&updated, alias, &written, region, account)))
 }
 
 pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &str) -> Result<Answer, ApiError> {
@@ -362,8 +363,8 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
         return Ok(empty_answer(StatusCode::NO_CONTENT));
     }
     app.registry
-        .write(&caller.account, &record.name, |current| {
-            let current = current.ok_or_else(|| not_found(format!("Function not found: {}", record.name)))?;
+        .update(&account_id(caller), &record.name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.name.clone() })?;
             let mut record = current.clone();
             record.aliases.remove(alias);
             record.provisioned.remove(alias);
@@ -378,12 +379,11 @@ pub fn list_aliases(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
     let (max_items, marker, params) = paging(query)?;
     let filter = params.into_iter().find(|(k, _)| k == "FunctionVersion").map(|(_, v)| v);
     let record = unqualified(app, caller, "ListAliases", name)?;
-    let function_arn = record.arn(&app.config.region, &caller.account);
     let items: Vec<(String, serde_json::Value)> = record
         .aliases
         .iter()
         .filter(|(_, a)| filter.as_deref().is_none_or(|v| a.function_version == v))
-        .map(|(n, a)| (n.clone(), a.configuration(n, &function_arn)))
+        .map(|(n, a)| (n.clone(), f::alias_configuration(a, n, &record, &app.config.region, &caller.account)))
         .collect();
     Ok(page_answer("Aliases", items, max_items, marker.as_deref()))
 }
@@ -421,19 +421,6 @@ mod tests {
             check_alias_name(name, &mut v);
             assert_eq!(v.into_result().is_ok(), ok, "{name}");
         }
-    }
-
-    #[test]
-    fn alias_picks_by_weight() {
-        let alias = AliasRecord {
-            function_version: "1".into(),
-            description: String::new(),
-            weights: [("2".to_string(), 0.25)].into(),
-            revision_id: String::new(),
-        };
-        assert_eq!(alias.pick(0.1), "2");
-        assert_eq!(alias.pick(0.3), "1");
-        assert!(alias.uses("1") && alias.uses("2") && !alias.uses("3"));
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! Embedded durable storage for Ignis: the function registry, small settings,
-//! unpacked function code and CloudWatch-Logs-like logs.
+//! Embedded durable storage for Ignis: small settings, unpacked function code,
+//! CloudWatch-Logs-like logs, and the redb database other owners keep their
+//! own tables in (see [`Store::database`]; the function registry's are in
+//! `ignis-registry`).
 //!
 //! Everything lives under one data directory that exactly one process owns:
 //!
-//! * `<data_dir>/ignis.redb` — a [redb] database holding function records,
-//!   settings ("meta") and log events;
+//! * `<data_dir>/ignis.redb` — a [redb] database holding settings ("meta"),
+//!   log events, and the tables of other owners (function records);
 //! * `<data_dir>/code/<sha256-hex>/` — unpacked code trees, content-addressed by
 //!   the SHA-256 of the uploaded zip (see [`Store::put_code`]);
 //! * `<data_dir>/master.key` — 32 random bytes (mode 0600, made on first open)
 //!   that seal access keys' secrets in the database (see the `accounts` module):
 //!   the database alone never reveals a secret.
 //!
-//! The store knows nothing about Lambda's JSON: function records and meta values
-//! are opaque bytes.
+//! The store knows nothing about Lambda's JSON: meta values are opaque bytes.
 //!
 //! Accounts and access keys (see [`Store::create_account`], [`Store::access_keys`])
 //! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
@@ -28,7 +29,7 @@
 //! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
 //! opaque `(meta, payload)` rows by id, changed in batches.
 //!
-//! Durability: registry, meta, account, key and event writes are fsync'd before the call returns. Log
+//! Durability: meta, account, key and event writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
@@ -71,8 +72,6 @@ pub(crate) type NamedRecords = TableDefinition<'static, (&'static str, &'static 
 /// the server's memory with it.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// (account, function name) -> opaque record.
-const FUNCTIONS: NamedRecords = TableDefinition::new("functions");
 /// key -> opaque value.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -186,7 +185,6 @@ impl Store {
         };
         // Create every table so readers never meet a missing one.
         let txn = db.begin_write().ctx("creating tables")?;
-        txn.open_table(FUNCTIONS).ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
         events::create_tables(&txn)?;
@@ -213,50 +211,6 @@ impl Store {
     /// The data directory this store was opened on.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    // ----- registry -------------------------------------------------------
-
-    /// Stores (inserts or replaces) the record of function `name` of `account`.
-    /// Durable (fsync'd) when it returns.
-    pub fn put_function(&self, account: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
-        const CTX: &str = "storing a function";
-        let txn = self.db.begin_write().ctx(CTX)?;
-        txn.open_table(FUNCTIONS)
-            .ctx(CTX)?
-            .insert((account, name), record)
-            .ctx(CTX)?;
-        self.commit(txn, true, CTX)
-    }
-
-    /// Deletes the record of function `name`; returns whether it existed. Durable when it returns.
-    pub fn delete_function(&self, account: &str, name: &str) -> Result<bool, StoreError> {
-        const CTX: &str = "deleting a function";
-        let txn = self.db.begin_write().ctx(CTX)?;
-        let existed = txn
-            .open_table(FUNCTIONS)
-            .ctx(CTX)?
-            .remove((account, name))
-            .ctx(CTX)?
-            .is_some();
-        self.commit(txn, true, CTX)?;
-        Ok(existed)
-    }
-
-    /// The record of one function, if stored.
-    pub fn function(&self, account: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        const CTX: &str = "reading a function";
-        let txn = self.db.begin_read().ctx(CTX)?;
-        let table = txn.open_table(FUNCTIONS).ctx(CTX)?;
-        Ok(table
-            .get((account, name))
-            .ctx(CTX)?
-            .map(|g| g.value().to_vec()))
-    }
-
-    /// All function records as `(account, name, record)`, ordered by account then name.
-    pub fn functions(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        self.records(FUNCTIONS, "listing functions")
     }
 
     /// Every `(account, name) -> record` of `table`, ordered by account then name.
@@ -328,8 +282,9 @@ impl Store {
         self.last_sync.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The database, for a service that keeps tables of its own in it (and
-    /// commits them with [`Store::commit_write`]).
+    /// The database, for the services that keep tables of their own in it
+    /// (the registry's `functions`, the queues' tables): they make their own
+    /// tables and commit with [`Store::commit_write`] or transactions of their own.
     pub fn database(&self) -> &Database {
         &self.db
     }

@@ -1,0 +1,176 @@
+//! [`EmbeddedRegistry`]: every record in memory, written through to the
+//! store's redb database (table `functions`: `(account, name)` → the record's
+//! JSON; this module is its only reader and writer).
+//!
+//! Reads take a read lock for a map lookup and never touch storage. Writes
+//! (create, update, delete) are serialised by one async mutex, store the record
+//! durably first and then change the map, so the map never shows what storage
+//! does not hold.
+//!
+//! Every record in the map, and each of its versions, holds its code tree
+//! (`FunctionRecord::code`, set here on every load and write).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use ignis_ids::AccountId;
+use ignis_store::Store;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::{BoxFuture, Change, CodeRef, FunctionRecord, Registry, RegistryError, Written};
+
+/// (account, function name) → the record as JSON.
+const FUNCTIONS: TableDefinition<'static, (&'static str, &'static str), &'static [u8]> = TableDefinition::new("functions");
+
+type Key = (AccountId, String);
+
+/// The registry of one server: in memory, written through to its store.
+pub struct EmbeddedRegistry {
+    store: Arc<Store>,
+    functions: RwLock<HashMap<Key, Arc<FunctionRecord>>>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+fn storage(context: &str) -> impl FnOnce(redb::Error) -> RegistryError + '_ {
+    move |e| RegistryError::Storage(format!("storage: database error while {context}: {e}"))
+}
+
+/// Every stored record as `(account, name, JSON)`, ordered by account then name
+/// (the table is made if missing).
+fn stored(store: &Store) -> Result<Vec<(String, String, Vec<u8>)>, redb::Error> {
+    let db = store.database();
+    let txn = db.begin_write()?;
+    txn.open_table(FUNCTIONS)?;
+    txn.commit()?;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(FUNCTIONS)?;
+    let mut out = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        let (account, name) = k.value();
+        out.push((account.to_string(), name.to_string(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Stores (`Some`) or deletes (`None`) one record, durably (fsync'd) when it returns.
+fn put(store: &Store, account: &str, name: &str, record: Option<&[u8]>) -> Result<(), redb::Error> {
+    let txn = store.database().begin_write()?;
+    {
+        let mut table = txn.open_table(FUNCTIONS)?;
+        match record {
+            Some(bytes) => drop(table.insert((account, name), bytes)?),
+            None => drop(table.remove((account, name))?),
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl EmbeddedRegistry {
+    /// Loads every stored function.
+    pub fn load(store: Arc<Store>) -> Result<EmbeddedRegistry, RegistryError> {
+        let mut functions = HashMap::new();
+        for (account, name, bytes) in stored(&store).map_err(storage("listing functions"))? {
+            let mut record: FunctionRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| RegistryError::Storage(format!("stored function {account}/{name} is unreadable: {e}")))?;
+            hold_code(&store, &mut record);
+            functions.insert((AccountId::new(account), name), Arc::new(record));
+        }
+        Ok(EmbeddedRegistry { store, functions: RwLock::new(functions), writes: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Stores `record` (or deletes, `None`) off the async runtime.
+    async fn store(&self, account: &AccountId, name: &str, record: Option<Vec<u8>>) -> Result<(), RegistryError> {
+        let store = self.store.clone();
+        let (a, n) = (account.as_str().to_string(), name.to_string());
+        let context = if record.is_some() { "storing a function" } else { "deleting a function" };
+        tokio::task::spawn_blocking(move || put(&store, &a, &n, record.as_deref()))
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))?
+            .map_err(storage(context))
+    }
+}
+
+impl Registry for EmbeddedRegistry {
+    fn get(&self, account: &AccountId, name: &str) -> Option<Arc<FunctionRecord>> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        functions.get(&(account.clone(), name.to_string())).cloned()
+    }
+
+    fn list(&self, account: &AccountId) -> Vec<Arc<FunctionRecord>> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let sorted: BTreeMap<&str, &Arc<FunctionRecord>> =
+            functions.iter().filter(|((a, _), _)| a == account).map(|((_, n), r)| (n.as_str(), r)).collect();
+        sorted.into_values().cloned().collect()
+    }
+
+    fn all(&self) -> Vec<(AccountId, Arc<FunctionRecord>)> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        functions.iter().map(|((account, _), record)| (account.clone(), record.clone())).collect()
+    }
+
+    fn live_code(&self) -> HashSet<String> {
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        functions
+            .values()
+            .flat_map(|r| std::iter::once(&**r).chain(r.versions.iter()))
+            .map(|r| r.code_sha256_hex.clone())
+            .collect()
+    }
+
+    fn write<'a>(
+        &'a self,
+        account: &'a AccountId,
+        name: &'a str,
+        change: Change<'a>,
+    ) -> BoxFuture<'a, Result<Option<Written>, RegistryError>> {
+        Box::pin(async move {
+            let _guard = self.writes.lock().await;
+            let current = self.get(account, name);
+            let Some(mut record) = change(current.as_deref()) else { return Ok(None) };
+            hold_code(&self.store, &mut record);
+            let bytes = serde_json::to_vec(&record).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            self.store(account, name, Some(bytes)).await?;
+            let record = Arc::new(record);
+            let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
+            functions.insert((account.clone(), name.to_string()), record.clone());
+            Ok(Some(Written { old: current, new: record }))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        account: &'a AccountId,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<FunctionRecord>>, RegistryError>> {
+        Box::pin(async move {
+            let _guard = self.writes.lock().await;
+            let Some(current) = self.get(account, name) else { return Ok(None) };
+            self.store(account, name, None).await?;
+            let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
+            functions.remove(&(account.clone(), name.to_string()));
+            Ok(Some(current))
+        })
+    }
+}
+
+impl Drop for EmbeddedRegistry {
+    /// The records go from memory, not from storage: their code stays.
+    fn drop(&mut self) {
+        self.store.keep_code();
+    }
+}
+
+/// Makes `record` and each of its versions hold their code trees.
+fn hold_code(store: &Store, record: &mut FunctionRecord) {
+    fn hold(store: &Store, r: &mut FunctionRecord) {
+        if !r.code.holds(&r.code_sha256_hex) {
+            r.code = CodeRef::new(store.hold_code(&r.code_sha256_hex));
+        }
+    }
+    hold(store, record);
+    for version in &mut record.versions {
+        hold(store, version);
+    }
+}

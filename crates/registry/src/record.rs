@@ -1,0 +1,260 @@
+//! The stored records: a function's `$LATEST` ([`FunctionRecord`]) carrying its
+//! published versions, aliases ([`AliasRecord`]), provisioned-concurrency
+//! settings ([`ProvisionedRecord`]) and event invoke configs
+//! ([`EventInvokeConfig`]).
+//!
+//! Serde here is the storage format only (JSON, as in every data directory so
+//! far: fields and defaults must stay readable). Lambda's wire shapes of these
+//! records are the front end's.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::RegistryError;
+
+/// What storage keeps of a function: `$LATEST`, carrying its published
+/// versions (immutable snapshots of the same shape) and its aliases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub runtime: String,
+    pub role: String,
+    pub handler: String,
+    pub description: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub ephemeral_mb: u32,
+    pub environment: BTreeMap<String, String>,
+    pub architecture: String,
+    /// Hex SHA-256 of the zip: names the unpacked code tree.
+    pub code_sha256_hex: String,
+    /// Base64 SHA-256 of the zip, Lambda's `CodeSha256`.
+    pub code_sha256: String,
+    pub code_size: u64,
+    /// Milliseconds since the epoch.
+    pub last_modified_ms: i64,
+    /// Changes with every update; sandboxes of an older revision are not reused.
+    pub revision_id: String,
+    /// `ReservedConcurrentExecutions` (PutFunctionConcurrency), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
+    /// The published version this record is; `None` for `$LATEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// `$LATEST`'s published versions, oldest first (empty in a version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<FunctionRecord>,
+    /// `$LATEST`'s aliases by name (empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, AliasRecord>,
+    /// The highest version number ever published (numbers are not reused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_version: u32,
+    /// `$LATEST`'s provisioned concurrency, by qualifier (a version or an alias; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provisioned: BTreeMap<String, ProvisionedRecord>,
+    /// `DeadLetterConfig.TargetArn`: where events that fail every try go (a version keeps its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
+    /// `$LATEST`'s event invoke configs by qualifier (`$LATEST`, a version
+    /// or an alias; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub event_invoke: BTreeMap<String, EventInvokeConfig>,
+    /// Keeps the code tree on disk while this record, or a clone of it (a
+    /// running invocation's, a sandbox's), lives; set by the registry.
+    #[serde(skip)]
+    pub code: CodeRef,
+}
+
+/// A record's hold of its code tree (not stored; records compare equal whatever it holds).
+#[derive(Debug, Clone, Default)]
+pub struct CodeRef(Option<ignis_store::CodeHold>);
+
+impl CodeRef {
+    pub fn new(hold: ignis_store::CodeHold) -> CodeRef {
+        CodeRef(Some(hold))
+    }
+
+    /// Whether it holds the tree `sha256_hex`.
+    pub fn holds(&self, sha256_hex: &str) -> bool {
+        self.0.as_ref().is_some_and(|h| h.sha256_hex() == sha256_hex)
+    }
+
+    pub fn hold(&self) -> Option<&ignis_store::CodeHold> {
+        self.0.as_ref()
+    }
+}
+
+impl PartialEq for CodeRef {
+    fn eq(&self, _: &CodeRef) -> bool {
+        true
+    }
+}
+
+/// PutProvisionedConcurrencyConfig's setting for one version or alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedRecord {
+    pub requested: u32,
+    /// Milliseconds since the epoch.
+    pub last_modified_ms: i64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What is stored of one event invoke config (`PutFunctionEventInvokeConfig`):
+/// how asynchronous invocations of one qualifier are retried, how old they
+/// may get, and where their records go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+    pub last_modified_ms: i64,
+}
+
+/// An alias: a name for a version, optionally sending a share of the
+/// invocations to one other version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub function_version: String,
+    pub description: String,
+    /// Version → share of invocations (0..=1), at most one entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
+    pub revision_id: String,
+}
+
+impl AliasRecord {
+    /// Whether the alias sends any invocation to `version`.
+    pub fn uses(&self, version: &str) -> bool {
+        self.function_version == version || self.weights.contains_key(version)
+    }
+
+    /// The version an invocation goes to, given `random` in `0..1`.
+    pub fn pick(&self, random: f64) -> &str {
+        match self.weights.iter().next() {
+            Some((other, weight)) if random < *weight => other,
+            _ => &self.function_version,
+        }
+    }
+}
+
+impl FunctionRecord {
+    /// The unqualified ARN (`account` is the function's own).
+    pub fn arn(&self, region: &str, account: &str) -> String {
+        ignis_ids::arn::function(region, account, &self.name)
+    }
+
+    /// The ARN of this version (`:N`), or the unqualified one for `$LATEST`.
+    pub fn version_arn(&self, region: &str, account: &str) -> String {
+        match self.version {
+            Some(n) => ignis_ids::arn::function_qualified(region, account, &self.name, &n.to_string()),
+            None => self.arn(region, account),
+        }
+    }
+
+    /// The ARN qualified by `qualifier` (a version or an alias).
+    pub fn qualified_arn(&self, region: &str, account: &str, qualifier: &str) -> String {
+        ignis_ids::arn::function_qualified(region, account, &self.name, qualifier)
+    }
+
+    /// Refuses a write whose caller expected another revision of this record
+    /// (`RevisionId` in a request); `None` expects nothing.
+    pub fn check_revision(&self, expected: Option<&str>) -> Result<(), RegistryError> {
+        match expected {
+            Some(r) if r != self.revision_id => Err(RegistryError::RevisionMismatch { expected: r.to_string() }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `$LATEST` or the version's number.
+    pub fn version_label(&self) -> String {
+        self.version.map_or_else(|| "$LATEST".to_string(), |n| n.to_string())
+    }
+
+    /// A published version by its number (as text).
+    pub fn find_version(&self, label: &str) -> Option<&FunctionRecord> {
+        let n: u32 = label.parse().ok()?;
+        self.versions.iter().find(|v| v.version == Some(n))
+    }
+
+    /// Whether `label` is `$LATEST` or a published version.
+    pub fn has_version(&self, label: &str) -> bool {
+        label == "$LATEST" || self.find_version(label).is_some()
+    }
+
+    /// Whether a published version holds the same code and configuration as
+    /// this `$LATEST` (its description aside, which publishing may override).
+    pub fn same_as(&self, version: &FunctionRecord) -> bool {
+        self.code_sha256_hex == version.code_sha256_hex
+            && self.runtime == version.runtime
+            && self.role == version.role
+            && self.handler == version.handler
+            && self.memory_mb == version.memory_mb
+            && self.timeout_s == version.timeout_s
+            && self.ephemeral_mb == version.ephemeral_mb
+            && self.environment == version.environment
+            && self.architecture == version.architecture
+            && self.dead_letter_target == version.dead_letter_target
+    }
+
+    /// An immutable snapshot of this `$LATEST` as version `number`, with its
+    /// own revision (its sandboxes are its own).
+    pub fn snapshot(&self, number: u32, description: Option<String>, revision_id: String, now_ms: i64) -> FunctionRecord {
+        FunctionRecord {
+            description: description.unwrap_or_else(|| self.description.clone()),
+            last_modified_ms: now_ms,
+            revision_id,
+            reserved_concurrency: None,
+            version: Some(number),
+            versions: Vec::new(),
+            aliases: BTreeMap::new(),
+            last_version: 0,
+            provisioned: BTreeMap::new(),
+            ..self.clone_config()
+        }
+    }
+
+    /// This record without its versions and aliases.
+    fn clone_config(&self) -> FunctionRecord {
+        FunctionRecord {
+            name: self.name.clone(),
+            runtime: self.runtime.clone(),
+            role: self.role.clone(),
+            handler: self.handler.clone(),
+            description: self.description.clone(),
+            memory_mb: self.memory_mb,
+            timeout_s: self.timeout_s,
+            ephemeral_mb: self.ephemeral_mb,
+            environment: self.environment.clone(),
+            architecture: self.architecture.clone(),
+            code_sha256_hex: self.code_sha256_hex.clone(),
+            code_sha256: self.code_sha256.clone(),
+            code_size: self.code_size,
+            last_modified_ms: self.last_modified_ms,
+            revision_id: self.revision_id.clone(),
+            reserved_concurrency: self.reserved_concurrency,
+            version: self.version,
+            versions: Vec::new(),
+            aliases: BTreeMap::new(),
+            last_version: self.last_version,
+            provisioned: BTreeMap::new(),
+            dead_letter_target: self.dead_letter_target.clone(),
+            event_invoke: BTreeMap::new(),
+            code: self.code.clone(),
+        }
+    }
+
+    /// The function's CloudWatch log group, `/aws/lambda/<name>`.
+    pub fn log_group(&self) -> String {
+        format!("/aws/lambda/{}", self.name)
+    }
+}

@@ -1,0 +1,356 @@
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use ignis_ids::AccountId;
+use ignis_store::Store;
+use redb::TableDefinition;
+
+use super::*;
+
+const REGION: &str = "us-east-1";
+const ACTION: &str = "GetFunction";
+
+fn a() -> AccountId {
+    AccountId::new("111111111111")
+}
+
+fn b() -> AccountId {
+    AccountId::new("222222222222")
+}
+
+fn hex(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+/// A `$LATEST` record named `name` whose code is `hex(code)`.
+fn record(name: &str, code: u8) -> FunctionRecord {
+    FunctionRecord {
+        name: name.into(),
+        runtime: "provided.al2023".into(),
+        role: String::new(),
+        handler: "bootstrap".into(),
+        description: String::new(),
+        memory_mb: 128,
+        timeout_s: 3,
+        ephemeral_mb: 512,
+        environment: BTreeMap::new(),
+        architecture: "x86_64".into(),
+        code_sha256_hex: hex(code),
+        code_sha256: String::new(),
+        code_size: 0,
+        last_modified_ms: 0,
+        revision_id: format!("{name}-r0"),
+        reserved_concurrency: None,
+        version: None,
+        versions: Vec::new(),
+        aliases: BTreeMap::new(),
+        last_version: 0,
+        provisioned: BTreeMap::new(),
+        dead_letter_target: None,
+        event_invoke: BTreeMap::new(),
+        code: CodeRef::default(),
+    }
+}
+
+fn alias(version: &str, weights: &[(&str, f64)]) -> AliasRecord {
+    AliasRecord {
+        function_version: version.into(),
+        description: String::new(),
+        weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+        revision_id: String::new(),
+    }
+}
+
+fn open(dir: &Path) -> (Arc<Store>, Arc<dyn Registry>) {
+    let store = Arc::new(Store::open(dir).unwrap());
+    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::load(store.clone()).unwrap());
+    (store, registry)
+}
+
+async fn put(registry: &dyn Registry, account: &AccountId, record: FunctionRecord) -> Arc<FunctionRecord> {
+    let name = record.name.clone();
+    registry.update(account, &name, |_| Ok::<_, RegistryError>(record)).await.unwrap().1
+}
+
+/// `f` of account A with versions 1 and 2 and aliases `live` (1, 25 % to 2),
+/// `latest` ($LATEST) and `stale` (a version that is gone); `g` of account B.
+async fn fixture(registry: &dyn Registry) {
+    let mut f = record("f", 1);
+    f.versions = vec![f.snapshot(1, None, "v1".into(), 1), f.snapshot(2, None, "v2".into(), 2)];
+    f.versions[1].code_sha256_hex = hex(2);
+    f.last_version = 2;
+    f.aliases.insert("live".into(), alias("1", &[("2", 0.25)]));
+    f.aliases.insert("latest".into(), alias("$LATEST", &[]));
+    f.aliases.insert("stale".into(), alias("9", &[]));
+    put(registry, &a(), f).await;
+    put(registry, &b(), record("g", 3)).await;
+}
+
+fn reference(account: Option<AccountId>, region: Option<&str>, name: &str, qualifier: Option<&str>) -> FunctionRef {
+    FunctionRef {
+        name: name.into(),
+        account,
+        region: region.map(str::to_string),
+        qualifier: qualifier.map(str::to_string),
+    }
+}
+
+fn arn(account: &AccountId, name: &str) -> String {
+    ignis_ids::arn::function(REGION, account.as_str(), name)
+}
+
+/// What a resolution found: the version label of the record, or the error.
+fn found(result: Result<Arc<FunctionRecord>, RegistryError>) -> Result<String, RegistryError> {
+    result.map(|r| format!("{}:{}", r.name, r.version_label()))
+}
+
+#[tokio::test]
+async fn resolution_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, registry) = open(dir.path());
+    fixture(&*registry).await;
+    let not_found = |name: &str| Err(RegistryError::FunctionNotFound { function: arn(&a(), name) });
+    let no_version =
+        |name: &str, version: &str| Err(RegistryError::VersionNotFound { function: arn(&a(), name), version: version.into() });
+    let denied = |resource: &str| Err(RegistryError::AccessDenied { caller: a(), action: ACTION.into(), resource: resource.into() });
+    let cases: Vec<(FunctionRef, Result<String, RegistryError>)> = vec![
+        // Every accepted form of the caller's own function.
+        (reference(None, None, "f", None), Ok("f:$LATEST".into())),
+        (reference(Some(a()), None, "f", None), Ok("f:$LATEST".into())),
+        (reference(Some(a()), Some("eu-west-1"), "f", None), Ok("f:$LATEST".into())),
+        (reference(None, None, "f", Some("$LATEST")), Ok("f:$LATEST".into())),
+        (reference(None, None, "f", Some("1")), Ok("f:$LATEST".into())),
+        (reference(Some(a()), Some(REGION), "f", Some("live")), Ok("f:$LATEST".into())),
+        // What does not exist.
+        (reference(None, None, "nope", None), not_found("nope")),
+        (reference(Some(a()), None, "nope", None), not_found("nope")),
+        (reference(None, None, "nope", Some("1")), no_version("nope", "1")),
+        (reference(None, None, "f", Some("3")), no_version("f", "3")),
+        (reference(None, None, "f", Some("other-alias")), no_version("f", "other-alias")),
+        // Another account's function: by name it is not there, by ARN it is denied.
+        (reference(None, None, "g", None), not_found("g")),
+        (reference(Some(b()), None, "g", None), denied("arn:aws:lambda:us-east-1:222222222222:function:g")),
+        (reference(Some(b()), Some("eu-west-1"), "g", Some("1")), denied("arn:aws:lambda:eu-west-1:222222222222:function:g:1")),
+        (reference(Some(b()), None, "f", None), denied("arn:aws:lambda:us-east-1:222222222222:function:f")),
+    ];
+    for (reference, expected) in cases {
+        let got = found(registry.resolve(&a(), REGION, ACTION, &reference));
+        assert_eq!(got, expected, "{reference:?}");
+    }
+}
+
+#[tokio::test]
+async fn versions_and_aliases_resolve_to_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, registry) = open(dir.path());
+    fixture(&*registry).await;
+    let cases: Vec<(Option<&str>, f64, Result<String, RegistryError>)> = vec![
+        (None, 0.5, Ok("f:$LATEST".into())),
+        (Some("$LATEST"), 0.5, Ok("f:$LATEST".into())),
+        (Some("1"), 0.0, Ok("f:1".into())),
+        (Some("2"), 0.99, Ok("f:2".into())),
+        // `live` sends 25 % to version 2: below the weight goes there.
+        (Some("live"), 0.0, Ok("f:2".into())),
+        (Some("live"), 0.249, Ok("f:2".into())),
+        (Some("live"), 0.25, Ok("f:1".into())),
+        (Some("live"), 0.999, Ok("f:1".into())),
+        (Some("latest"), 0.1, Ok("f:$LATEST".into())),
+        (Some("stale"), 0.1, Err(RegistryError::VersionNotFound { function: arn(&a(), "f"), version: "9".into() })),
+        (Some("7"), 0.1, Err(RegistryError::VersionNotFound { function: arn(&a(), "f"), version: "7".into() })),
+    ];
+    for (qualifier, random, expected) in cases {
+        let got = found(registry.resolve_version(&a(), REGION, ACTION, &reference(None, None, "f", qualifier), random));
+        assert_eq!(got, expected, "{qualifier:?} {random}");
+    }
+    // A version's record is the published snapshot, not `$LATEST`.
+    let two = registry.resolve_version(&a(), REGION, ACTION, &reference(None, None, "f", Some("2")), 0.0).unwrap();
+    assert_eq!((two.revision_id.as_str(), two.code_sha256_hex.clone()), ("v2", hex(2)));
+}
+
+#[test]
+fn alias_picks_by_weight() {
+    let live = alias("1", &[("2", 0.25)]);
+    assert_eq!(live.pick(0.1), "2");
+    assert_eq!(live.pick(0.3), "1");
+    assert!(live.uses("1") && live.uses("2") && !live.uses("3"));
+    assert_eq!(alias("4", &[]).pick(0.0), "4");
+}
+
+#[tokio::test]
+async fn records_round_trip_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_store, registry) = open(dir.path());
+        fixture(&*registry).await;
+        put(&*registry, &a(), record("e", 4)).await;
+        put(&*registry, &a(), record("d", 5)).await;
+        let names = |account: &AccountId| registry.list(account).iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a()), ["d", "e", "f"]);
+        assert_eq!(names(&b()), ["g"]);
+        let deleted = registry.delete(&a(), "d").await.unwrap().expect("d existed");
+        assert_eq!(deleted.name, "d");
+        assert_eq!(registry.delete(&a(), "d").await.unwrap(), None);
+        assert!(registry.get(&a(), "d").is_none());
+        // Same name, other account: a record of its own.
+        put(&*registry, &b(), record("e", 6)).await;
+        assert_eq!(registry.get(&b(), "e").unwrap().code_sha256_hex, hex(6));
+        assert_eq!(registry.get(&a(), "e").unwrap().code_sha256_hex, hex(4));
+    }
+    let (_store, registry) = open(dir.path());
+    let mut all: Vec<(String, String)> =
+        registry.all().iter().map(|(account, r)| (account.to_string(), r.name.clone())).collect();
+    all.sort();
+    let expected = [("111111111111", "e"), ("111111111111", "f"), ("222222222222", "e"), ("222222222222", "g")];
+    assert_eq!(all, expected.map(|(a, n)| (a.to_string(), n.to_string())));
+    let f = registry.get(&a(), "f").unwrap();
+    assert_eq!(f.versions.iter().map(FunctionRecord::version_label).collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(f.aliases["live"], alias("1", &[("2", 0.25)]));
+    // Every record handed out holds its code, and so does each version.
+    assert!(f.code.holds(&hex(1)) && f.versions[1].code.holds(&hex(2)));
+}
+
+/// The stored form is the JSON of every data directory so far: a record
+/// written before versions, aliases and configs existed still loads.
+#[tokio::test]
+async fn old_records_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = r#"{"name":"old","runtime":"provided.al2","role":"","handler":"bootstrap","description":"d","memory_mb":256,
+        "timeout_s":10,"ephemeral_mb":512,"environment":{"K":"v"},"architecture":"x86_64","code_sha256_hex":"ab",
+        "code_sha256":"q80=","code_size":9,"last_modified_ms":5,"revision_id":"r"}"#;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let table: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("functions");
+        let txn = store.database().begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(("111111111111", "old"), old.as_bytes()).unwrap();
+        txn.commit().unwrap();
+    }
+    let (_store, registry) = open(dir.path());
+    let record = registry.get(&a(), "old").unwrap();
+    assert_eq!((record.memory_mb, record.environment["K"].as_str(), record.version_label()), (256, "v", "$LATEST".into()));
+    assert!(record.versions.is_empty() && record.aliases.is_empty() && record.event_invoke.is_empty());
+    // What a write stores reads back the same.
+    let mut changed = (*record).clone();
+    changed.event_invoke.insert("$LATEST".into(), EventInvokeConfig { max_retries: Some(1), ..EventInvokeConfig::default() });
+    put(&*registry, &a(), changed.clone()).await;
+    drop(registry);
+    drop(_store);
+    let (_store, registry) = open(dir.path());
+    assert_eq!(*registry.get(&a(), "old").unwrap(), changed);
+}
+
+#[tokio::test]
+async fn unreadable_records_are_storage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let table: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("functions");
+    let txn = store.database().begin_write().unwrap();
+    txn.open_table(table).unwrap().insert(("111111111111", "bad"), &b"{not json"[..]).unwrap();
+    txn.commit().unwrap();
+    match EmbeddedRegistry::load(store) {
+        Err(RegistryError::Storage(message)) => assert!(message.starts_with("stored function 111111111111/bad is unreadable"), "{message}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn a_revision_precondition_is_checked_atomically_with_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, registry) = open(dir.path());
+    put(&*registry, &a(), record("f", 1)).await;
+    let change = |expected: &'static str, memory: u32| {
+        move |current: Option<&FunctionRecord>| -> Result<FunctionRecord, RegistryError> {
+            let current = current.ok_or(RegistryError::FunctionNotFound { function: "f".into() })?;
+            current.check_revision(Some(expected))?;
+            let mut record = current.clone();
+            record.memory_mb = memory;
+            record.revision_id = format!("f-r{memory}");
+            Ok(record)
+        }
+    };
+    let refused = registry.update(&a(), "f", change("stale", 256)).await.unwrap_err();
+    assert_eq!(refused, RegistryError::RevisionMismatch { expected: "stale".into() });
+    assert_eq!(registry.get(&a(), "f").unwrap().memory_mb, 128);
+    let (old, new) = registry.update(&a(), "f", change("f-r0", 256)).await.unwrap();
+    assert_eq!((old.unwrap().memory_mb, new.memory_mb), (128, 256));
+    // The revision it checked is gone now.
+    assert!(registry.update(&a(), "f", change("f-r0", 512)).await.is_err());
+    assert_eq!(registry.update(&a(), "f", change("f-r256", 512)).await.unwrap().1.memory_mb, 512);
+    assert!(record("f", 1).check_revision(None).is_ok());
+    // A change that refuses stores nothing, also across a reload; a missing function says so.
+    let missing = registry.update(&a(), "nope", change("x", 1)).await.unwrap_err();
+    assert_eq!(missing, RegistryError::FunctionNotFound { function: "f".into() });
+    assert!(registry.get(&a(), "nope").is_none());
+    drop(registry);
+    drop(_store);
+    let (_store, registry) = open(dir.path());
+    assert_eq!(registry.get(&a(), "f").unwrap().memory_mb, 512);
+    assert!(registry.get(&a(), "nope").is_none());
+}
+
+#[tokio::test]
+async fn concurrent_writes_are_serialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, registry) = open(dir.path());
+    put(&*registry, &a(), record("f", 1)).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                registry
+                    .update(&a(), "f", |current| {
+                        let mut record = current.unwrap().clone();
+                        record.last_version += 1;
+                        Ok::<_, RegistryError>(record)
+                    })
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(registry.get(&a(), "f").unwrap().last_version, 20);
+}
+
+#[tokio::test]
+async fn live_code_is_every_function_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, registry) = open(dir.path());
+    assert!(registry.live_code().is_empty());
+    fixture(&*registry).await;
+    assert_eq!(registry.live_code(), HashSet::from([hex(1), hex(2), hex(3)]));
+    registry.delete(&b(), "g").await.unwrap();
+    assert_eq!(registry.live_code(), HashSet::from([hex(1), hex(2)]));
+    registry
+        .update(&a(), "f", |current| {
+            let mut record = current.unwrap().clone();
+            record.versions.retain(|v| v.version != Some(2));
+            Ok::<_, RegistryError>(record)
+        })
+        .await
+        .unwrap();
+    assert_eq!(registry.live_code(), HashSet::from([hex(1)]));
+}
+
+#[test]
+fn snapshots_and_sameness() {
+    let mut latest = record("f", 1);
+    latest.reserved_concurrency = Some(3);
+    latest.aliases.insert("x".into(), alias("1", &[]));
+    let one = latest.snapshot(1, Some("first".into()), "v1".into(), 42);
+    assert_eq!((one.version, one.description.as_str(), one.last_modified_ms), (Some(1), "first", 42));
+    assert!(one.reserved_concurrency.is_none() && one.aliases.is_empty() && one.versions.is_empty());
+    assert!(latest.same_as(&one));
+    latest.memory_mb = 256;
+    assert!(!latest.same_as(&one));
+    latest.versions.push(one);
+    assert!(latest.has_version("$LATEST") && latest.has_version("1") && !latest.has_version("2"));
+    assert_eq!(latest.find_version("1").map(FunctionRecord::version_label), Some("1".into()));
+    let account = a();
+    assert_eq!(latest.arn(REGION, account.as_str()), "arn:aws:lambda:us-east-1:111111111111:function:f");
+    assert_eq!(latest.versions[0].version_arn(REGION, account.as_str()), "arn:aws:lambda:us-east-1:111111111111:function:f:1");
+    assert_eq!(latest.version_arn(REGION, account.as_str()), latest.arn(REGION, account.as_str()));
+    assert_eq!(latest.log_group(), "/aws/lambda/f");
+}
