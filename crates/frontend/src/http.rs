@@ -24,7 +24,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -412,26 +412,46 @@ impl Budget {
     }
 }
 
+/// Answers one request, logs it at `debug` (a 5xx at `warn`, with the error)
+/// and tags it with its request id.
 async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Answer {
+    let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = request.headers().get("x-amz-target");
     let is_logs = target.is_some();
     let is_sqs = target.is_some_and(|t| t.as_bytes().starts_with(b"AmazonSQS."));
-    let mut answer = match respond(&app, &budget, request, &request_id).await {
-        Ok(answer) => answer,
-        Err(e) if is_sqs => e.to_sqs_response(),
-        Err(e) if is_logs => e.to_json_protocol_response(),
-        Err(e) => e.to_rest_response(),
+    // The operation's name once routed; "-" for a request no operation takes.
+    let mut operation = "-";
+    let (mut answer, error) = match respond(&app, &budget, request, &request_id, &mut operation).await {
+        Ok(answer) => (answer, None),
+        Err(e) if is_sqs => (e.to_sqs_response(), Some(e)),
+        Err(e) if is_logs => (e.to_json_protocol_response(), Some(e)),
+        Err(e) => (e.to_rest_response(), Some(e)),
     };
+    let status = answer.status().as_u16();
+    let duration = started.elapsed();
+    if answer.status().is_server_error() {
+        let error = error.as_ref().map_or("", ApiError::message);
+        tracing::warn!(request_id = %request_id, operation, status, ?duration, error, "request failed");
+    } else {
+        tracing::debug!(request_id = %request_id, operation, status, ?duration, "request");
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         answer.headers_mut().insert("x-amzn-requestid", value);
     }
     answer
 }
 
-async fn respond(app: &Arc<App>, budget: &Budget, request: Request<TimedBody>, request_id: &str) -> Result<Answer, ApiError> {
+async fn respond(
+    app: &Arc<App>,
+    budget: &Budget,
+    request: Request<TimedBody>,
+    request_id: &str,
+    routed: &mut &'static str,
+) -> Result<Answer, ApiError> {
     let (parts, body) = request.into_parts();
     let operation = route(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers)?;
+    *routed = operation.name();
     if operation == Operation::Health {
         return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
     }
