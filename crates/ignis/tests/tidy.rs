@@ -146,14 +146,9 @@ fn non_test_code(text: &str) -> (String, Vec<String>) {
             }
             continue;
         }
-        if let Some(rest) = trimmed.strip_prefix("mod ").or_else(|| trimmed.strip_prefix("pub mod ")) {
-            if let Some(name) = rest.strip_suffix(';') {
-                modules.push(name.trim().to_string());
-            }
-        } else if let Some(rest) = trimmed.strip_prefix("pub(crate) mod ") {
-            if let Some(name) = rest.strip_suffix(';') {
-                modules.push(name.trim().to_string());
-            }
+        let declared = ["mod ", "pub mod ", "pub(crate) mod "].iter().find_map(|p| trimmed.strip_prefix(p));
+        if let Some(name) = declared.and_then(|rest| rest.strip_suffix(';')) {
+            modules.push(name.trim().to_string());
         }
         code.push_str(line);
         code.push('\n');
