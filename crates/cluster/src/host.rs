@@ -111,7 +111,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     tokio::spawn(forward_logs(Arc::downgrade(&host), log_rx));
     tokio::spawn(membership(Arc::downgrade(&host), advertised, config.capacity));
     serve(host.clone(), listener, config.client_limits, shutdown).await;
-    println!("ignis worker: shutting down");
+    tracing::info!("shutting down");
     host.kill_all();
     host.worker.shutdown().await;
     Ok(())
@@ -125,7 +125,7 @@ impl Host {
     fn kill_all(&self) {
         let all: Vec<_> = self.sandboxes().drain().map(|(_, handle)| handle).collect();
         if !all.is_empty() {
-            eprintln!("ignis worker: ending {} sandboxes", all.len());
+            tracing::info!(sandboxes = all.len(), "ending sandboxes");
         }
         for handle in all {
             handle.kill();
@@ -171,11 +171,11 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
                 wire::parse(&body).ok().and_then(|v| v.get("WorkerId").and_then(|id| id.as_u64()))
             }
             Ok((status, body)) => {
-                eprintln!("ignis worker: registration refused ({status}): {}", String::from_utf8_lossy(&body));
+                tracing::warn!(%status, body = %String::from_utf8_lossy(&body), "registration refused");
                 None
             }
             Err(e) => {
-                eprintln!("ignis worker: cannot register: {e}");
+                tracing::warn!(error = %e, "cannot register");
                 None
             }
         };
@@ -184,7 +184,7 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
             tokio::time::sleep(HEARTBEAT_EVERY).await;
             continue;
         };
-        println!("ignis worker: registered as worker-{id}");
+        tracing::info!(worker = id, "registered");
         let path = format!("/ignis/workers/{id}/heartbeat");
         let mut last_ok = Instant::now();
         loop {
@@ -194,14 +194,14 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
             match answer {
                 Ok(Ok((status, _))) if status.is_success() => last_ok = Instant::now(),
                 Ok(Ok((StatusCode::NOT_FOUND, _))) => {
-                    eprintln!("ignis worker: the server no longer counts worker-{id}");
+                    tracing::warn!(worker = id, "the server no longer counts this worker; ending its sandboxes");
                     strong.kill_all();
                     break;
                 }
                 _ => {}
             }
             if last_ok.elapsed() >= HEARTBEAT_TIMEOUT {
-                eprintln!("ignis worker: no heartbeat got through for {:?}", HEARTBEAT_TIMEOUT);
+                tracing::warn!(worker = id, timeout = ?HEARTBEAT_TIMEOUT, "no heartbeat got through; ending the sandboxes");
                 strong.kill_all();
                 break;
             }
@@ -239,8 +239,8 @@ async fn send_logs(host: &Host, batches: &[LogBatch]) {
     let body = Bytes::from(wire::encode_log_batches(batches));
     match host.server.call(Method::POST, "/ignis/logs", body).await {
         Ok((status, _)) if status.is_success() => {}
-        Ok((status, _)) => eprintln!("ignis worker: the server refused {} log batches ({status})", batches.len()),
-        Err(e) => eprintln!("ignis worker: {} log batches lost: {e}", batches.len()),
+        Ok((status, _)) => tracing::warn!(batches = batches.len(), %status, "the server refused log batches"),
+        Err(e) => tracing::warn!(batches = batches.len(), error = %e, "log batches lost"),
     }
 }
 

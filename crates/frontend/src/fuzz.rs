@@ -15,7 +15,12 @@ pub fn route(method: &str, path: &str, query: &str, target: &str) {
     if let Ok(value) = HeaderValue::from_str(target) {
         headers.insert("x-amz-target", value);
     }
-    let _ = crate::http::route(&method, path, query, &headers);
+    // A routed SQS or Logs operation is exactly the action the target names.
+    match crate::http::route(&method, path, query, &headers) {
+        Ok(crate::http::Operation::Sqs(action)) => assert_eq!(target, format!("AmazonSQS.{}", action.name())),
+        Ok(crate::http::Operation::Logs(action)) => assert_eq!(target, format!("Logs_20140328.{}", action.name())),
+        _ => {}
+    }
     crate::http::query_params(query);
     let _ = crate::versions::paging(query);
 }

@@ -24,7 +24,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -82,13 +82,13 @@ pub enum Operation {
     UpdateEventSourceMapping(String),
     DeleteEventSourceMapping(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
-    Logs(String),
+    Logs(LogsAction),
     /// Ignis's own: `POST /ignis/accounts`.
     CreateAccount,
     /// Ignis's own: `GET /ignis/accounts`.
     ListAccounts,
     /// An SQS call, by its `X-Amz-Target` action.
-    Sqs(String),
+    Sqs(SqsAction),
     /// Ignis's own cluster calls (`cluster_api`): a worker host registers,
     /// heartbeats (by worker id), fetches code (by SHA-256), posts logs; the
     /// workers are listed.
@@ -97,6 +97,65 @@ pub enum Operation {
     ListWorkers,
     GetCode(String),
     PutLogs,
+}
+
+/// Defines a closed enum of the actions one `X-Amz-Target` prefix names, each
+/// variant spelled as its action.
+macro_rules! actions {
+    ($(#[$doc:meta])* $name:ident { $($action:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($action),+
+        }
+
+        impl $name {
+            /// Every action, in the order declared.
+            pub const ALL: &[$name] = &[$($name::$action),+];
+
+            /// The action's name, as `X-Amz-Target` spells it after the prefix.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$action => stringify!($action)),+
+                }
+            }
+
+            /// The action `name` spells, if Ignis serves it.
+            pub fn from_name(name: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|action| action.name() == name)
+            }
+        }
+    };
+}
+
+actions! {
+    /// The SQS actions Ignis serves (`X-Amz-Target: AmazonSQS.<action>`).
+    SqsAction {
+        CreateQueue,
+        GetQueueUrl,
+        ListQueues,
+        ListDeadLetterSourceQueues,
+        DeleteQueue,
+        GetQueueAttributes,
+        SetQueueAttributes,
+        PurgeQueue,
+        SendMessage,
+        SendMessageBatch,
+        ReceiveMessage,
+        DeleteMessage,
+        DeleteMessageBatch,
+        ChangeMessageVisibility,
+        ChangeMessageVisibilityBatch,
+    }
+}
+
+actions! {
+    /// The CloudWatch Logs actions Ignis serves (`X-Amz-Target: Logs_20140328.<action>`).
+    LogsAction {
+        FilterLogEvents,
+        DescribeLogGroups,
+        DescribeLogStreams,
+    }
 }
 
 impl Operation {
@@ -132,7 +191,7 @@ impl Operation {
         }
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &'static str {
         match self {
             Operation::Health => "Health",
             Operation::CreateFunction => "CreateFunction",
@@ -167,10 +226,10 @@ impl Operation {
             Operation::GetEventSourceMapping(_) => "GetEventSourceMapping",
             Operation::UpdateEventSourceMapping(_) => "UpdateEventSourceMapping",
             Operation::DeleteEventSourceMapping(_) => "DeleteEventSourceMapping",
-            Operation::Logs(action) => action,
+            Operation::Logs(action) => action.name(),
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
-            Operation::Sqs(action) => action,
+            Operation::Sqs(action) => action.name(),
             Operation::RegisterWorker => "RegisterWorker",
             Operation::Heartbeat(_) => "Heartbeat",
             Operation::ListWorkers => "ListWorkers",
@@ -197,7 +256,9 @@ impl Operation {
 }
 
 /// Routes a request by method, path, `X-Amz-Target` and (for the one path
-/// shared by two operations) query.
+/// shared by two operations) query. An SQS or Logs action Ignis does not
+/// serve is refused here, before authentication, with the error its API
+/// gives for an unknown operation.
 pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Result<Operation, ApiError> {
     if path == "/healthz" && method == Method::GET {
         return Ok(Operation::Health);
@@ -205,10 +266,14 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
     if path == "/" && method == Method::POST {
         let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
         if let Some(action) = target.strip_prefix("Logs_20140328.") {
-            return Ok(Operation::Logs(action.to_string()));
+            return LogsAction::from_name(action).map(Operation::Logs).ok_or_else(|| {
+                ApiError::UnknownOperation(format!("Ignis does not implement the CloudWatch Logs operation {action}"))
+            });
         }
         if let Some(action) = target.strip_prefix("AmazonSQS.") {
-            return Ok(Operation::Sqs(action.to_string()));
+            return SqsAction::from_name(action).map(Operation::Sqs).ok_or_else(|| {
+                ignis_queues::QueueError::Unsupported(format!("Ignis does not implement the SQS operation {action}.")).into()
+            });
         }
         return Err(ApiError::UnknownOperation(format!("Unknown operation {target:?}")));
     }
@@ -347,26 +412,46 @@ impl Budget {
     }
 }
 
+/// Answers one request, logs it at `debug` (a 5xx at `warn`, with the error)
+/// and tags it with its request id.
 async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Answer {
+    let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = request.headers().get("x-amz-target");
     let is_logs = target.is_some();
     let is_sqs = target.is_some_and(|t| t.as_bytes().starts_with(b"AmazonSQS."));
-    let mut answer = match respond(&app, &budget, request, &request_id).await {
-        Ok(answer) => answer,
-        Err(e) if is_sqs => e.to_sqs_response(),
-        Err(e) if is_logs => e.to_json_protocol_response(),
-        Err(e) => e.to_rest_response(),
+    // The operation's name once routed; "-" for a request no operation takes.
+    let mut operation = "-";
+    let (mut answer, error) = match respond(&app, &budget, request, &request_id, &mut operation).await {
+        Ok(answer) => (answer, None),
+        Err(e) if is_sqs => (e.to_sqs_response(), Some(e)),
+        Err(e) if is_logs => (e.to_json_protocol_response(), Some(e)),
+        Err(e) => (e.to_rest_response(), Some(e)),
     };
+    let status = answer.status().as_u16();
+    let duration = started.elapsed();
+    if answer.status().is_server_error() {
+        let error = error.as_ref().map_or("", ApiError::message);
+        tracing::warn!(request_id = %request_id, operation, status, ?duration, error, "request failed");
+    } else {
+        tracing::debug!(request_id = %request_id, operation, status, ?duration, "request");
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         answer.headers_mut().insert("x-amzn-requestid", value);
     }
     answer
 }
 
-async fn respond(app: &Arc<App>, budget: &Budget, request: Request<TimedBody>, request_id: &str) -> Result<Answer, ApiError> {
+async fn respond(
+    app: &Arc<App>,
+    budget: &Budget,
+    request: Request<TimedBody>,
+    request_id: &str,
+    routed: &mut &'static str,
+) -> Result<Answer, ApiError> {
     let (parts, body) = request.into_parts();
     let operation = route(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers)?;
+    *routed = operation.name();
     if operation == Operation::Health {
         return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
     }
@@ -419,12 +504,12 @@ async fn respond(app: &Arc<App>, budget: &Budget, request: Request<TimedBody>, r
         Operation::GetEventSourceMapping(uuid) => mappings::get(app, caller, &uuid),
         Operation::UpdateEventSourceMapping(uuid) => mappings::update(app, caller, &uuid, &body).await,
         Operation::DeleteEventSourceMapping(uuid) => mappings::delete(app, caller, &uuid).await,
-        Operation::Logs(action) => logs_api::handle(app, caller, &action, &body).await,
+        Operation::Logs(action) => logs_api::handle(app, caller, action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
         Operation::Sqs(action) => {
             let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            sqs_api::handle(app, caller, &action, host, &body).await
+            sqs_api::handle(app, caller, action, host, &body).await
         }
         Operation::RegisterWorker => cluster_api::register(app, caller, &body),
         Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id),
@@ -550,14 +635,63 @@ mod tests {
         check(Method::POST, "/ignis/logs", Some(PutLogs));
         check(Method::POST, "/", None);
         check(Method::GET, "/2015-03-31/functions/%zz", None);
-        let mut headers = HeaderMap::new();
-        headers.insert("x-amz-target", HeaderValue::from_static("Logs_20140328.FilterLogEvents"));
-        assert_eq!(route(&Method::POST, "/", "", &headers), Ok(Logs("FilterLogEvents".into())));
         let path = "/2019-09-30/functions/f/provisioned-concurrency";
         assert_eq!(route(&Method::GET, path, "List=ALL", &HeaderMap::new()), Ok(ListProvisionedConcurrencyConfigs("f".into())));
         assert_eq!(route(&Method::GET, path, "Qualifier=1", &HeaderMap::new()), Ok(GetProvisionedConcurrencyConfig("f".into())));
+    }
+
+    fn check_target(target: &str, expected: Result<Operation, ApiError>) {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-target", HeaderValue::from_str(target).unwrap());
+        assert_eq!(route(&Method::POST, "/", "", &headers), expected, "{target}");
+    }
+
+    #[test]
+    fn targets() {
+        let sqs = [
+            "CreateQueue",
+            "GetQueueUrl",
+            "ListQueues",
+            "ListDeadLetterSourceQueues",
+            "DeleteQueue",
+            "GetQueueAttributes",
+            "SetQueueAttributes",
+            "PurgeQueue",
+            "SendMessage",
+            "SendMessageBatch",
+            "ReceiveMessage",
+            "DeleteMessage",
+            "DeleteMessageBatch",
+            "ChangeMessageVisibility",
+            "ChangeMessageVisibilityBatch",
+        ];
+        assert_eq!(SqsAction::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(), sqs);
+        for action in SqsAction::ALL {
+            check_target(&format!("AmazonSQS.{}", action.name()), Ok(Operation::Sqs(*action)));
+            assert_eq!(Operation::Sqs(*action).service(), "sqs");
+            assert_eq!(Operation::Sqs(*action).body_limit().0, sqs_api::MAX_REQUEST);
+        }
+        let logs = ["FilterLogEvents", "DescribeLogGroups", "DescribeLogStreams"];
+        assert_eq!(LogsAction::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(), logs);
+        for action in LogsAction::ALL {
+            check_target(&format!("Logs_20140328.{}", action.name()), Ok(Operation::Logs(*action)));
+            assert_eq!(Operation::Logs(*action).service(), "logs");
+        }
+        // Unknown actions: the error each API gives for an operation it lacks.
+        let unsupported = |action: &str| {
+            ApiError::from(ignis_queues::QueueError::Unsupported(format!("Ignis does not implement the SQS operation {action}.")))
+        };
+        check_target("AmazonSQS.TagQueue", Err(unsupported("TagQueue")));
+        check_target("AmazonSQS.", Err(unsupported("")));
+        check_target("AmazonSQS.sendmessage", Err(unsupported("sendmessage")));
+        check_target(
+            "Logs_20140328.PutLogEvents",
+            Err(ApiError::UnknownOperation("Ignis does not implement the CloudWatch Logs operation PutLogEvents".into())),
+        );
+        check_target("Lambda.Invoke", Err(ApiError::UnknownOperation("Unknown operation \"Lambda.Invoke\"".into())));
+        let mut headers = HeaderMap::new();
         headers.insert("x-amz-target", HeaderValue::from_static("AmazonSQS.SendMessage"));
-        assert_eq!(route(&Method::POST, "/", "", &headers), Ok(Sqs("SendMessage".into())));
+        assert!(route(&Method::GET, "/", "", &headers).is_err(), "SQS is POST only");
     }
 
     #[test]

@@ -155,9 +155,12 @@ impl App {
             if let Some(reserved) = record.reserved_concurrency {
                 if let Err(e) = concurrency.set_reservation(account.as_str(), &record.name, reserved) {
                     // The limits were lowered since: the function runs unreserved until it is set again.
-                    eprintln!(
-                        "ignis: the reservation of {reserved} for {account}/{} does not fit the limits, ignored: {e}",
-                        record.name
+                    tracing::warn!(
+                        %account,
+                        function = %record.name,
+                        reserved,
+                        error = %e,
+                        "the reservation does not fit the limits, ignored"
                     );
                 }
             }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::parse_body;
-use crate::http::{Answer, json_answer};
+use crate::http::{Answer, LogsAction, json_answer};
 
 /// How long the log writer waits for more lines before a transaction.
 const LOG_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -153,17 +153,15 @@ struct DescribeLogStreams {
     limit: Option<i64>,
 }
 
-pub async fn handle(app: &Arc<App>, caller: &Caller, action: &str, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &[u8]) -> Result<Answer, ApiError> {
     let app = app.clone();
     let caller = caller.clone();
-    let action = action.to_string();
     let body = body.to_vec();
     // Log reads scan storage: keep them off the async threads.
-    tokio::task::spawn_blocking(move || match action.as_str() {
-        "FilterLogEvents" => filter_log_events(&app, &caller, parse_body(&body)?),
-        "DescribeLogGroups" => describe_log_groups(&app, &caller, parse_body(&body)?),
-        "DescribeLogStreams" => describe_log_streams(&app, &caller, parse_body(&body)?),
-        other => Err(ApiError::UnknownOperation(format!("Ignis does not implement the CloudWatch Logs operation {other}"))),
+    tokio::task::spawn_blocking(move || match action {
+        LogsAction::FilterLogEvents => filter_log_events(&app, &caller, parse_body(&body)?),
+        LogsAction::DescribeLogGroups => describe_log_groups(&app, &caller, parse_body(&body)?),
+        LogsAction::DescribeLogStreams => describe_log_streams(&app, &caller, parse_body(&body)?),
     })
     .await
     .map_err(|e| ApiError::Service(e.to_string()))?

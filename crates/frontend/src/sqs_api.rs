@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, sqs_batch_code};
-use crate::http::{Answer, json_answer};
+use crate::http::{Answer, SqsAction, json_answer};
 use ignis_ids::arn::parse_queue as parse_arn;
 use ignis_queues::{MAX_WAIT_S, Message, Outgoing, QueueConfig, QueueError, QueueRef};
 use crate::{App, Caller};
@@ -36,25 +36,24 @@ const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 
 type Result<T, E = QueueError> = std::result::Result<T, E>;
 
-pub async fn handle(app: &Arc<App>, caller: &Caller, action: &str, host: &str, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn handle(app: &Arc<App>, caller: &Caller, action: SqsAction, host: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let api = Api { app, account: &caller.account, host };
     let answer = match action {
-        "CreateQueue" => api.create_queue(parse(body)?).await?,
-        "GetQueueUrl" => api.get_queue_url(parse(body)?)?,
-        "ListQueues" => api.list_queues(parse(body)?)?,
-        "ListDeadLetterSourceQueues" => api.list_dead_letter_source_queues(parse(body)?)?,
-        "DeleteQueue" => api.delete_queue(parse(body)?).await?,
-        "GetQueueAttributes" => api.get_queue_attributes(parse(body)?)?,
-        "SetQueueAttributes" => api.set_queue_attributes(parse(body)?).await?,
-        "PurgeQueue" => api.purge_queue(parse(body)?).await?,
-        "SendMessage" => api.send_message(parse(body)?).await?,
-        "SendMessageBatch" => api.send_message_batch(parse(body)?).await?,
-        "ReceiveMessage" => api.receive_message(parse(body)?).await?,
-        "DeleteMessage" => api.delete_message(parse(body)?).await?,
-        "DeleteMessageBatch" => api.delete_message_batch(parse(body)?).await?,
-        "ChangeMessageVisibility" => api.change_message_visibility(parse(body)?)?,
-        "ChangeMessageVisibilityBatch" => api.change_message_visibility_batch(parse(body)?)?,
-        other => return Err(QueueError::Unsupported(format!("Ignis does not implement the SQS operation {other}.")).into()),
+        SqsAction::CreateQueue => api.create_queue(parse(body)?).await?,
+        SqsAction::GetQueueUrl => api.get_queue_url(parse(body)?)?,
+        SqsAction::ListQueues => api.list_queues(parse(body)?)?,
+        SqsAction::ListDeadLetterSourceQueues => api.list_dead_letter_source_queues(parse(body)?)?,
+        SqsAction::DeleteQueue => api.delete_queue(parse(body)?).await?,
+        SqsAction::GetQueueAttributes => api.get_queue_attributes(parse(body)?)?,
+        SqsAction::SetQueueAttributes => api.set_queue_attributes(parse(body)?).await?,
+        SqsAction::PurgeQueue => api.purge_queue(parse(body)?).await?,
+        SqsAction::SendMessage => api.send_message(parse(body)?).await?,
+        SqsAction::SendMessageBatch => api.send_message_batch(parse(body)?).await?,
+        SqsAction::ReceiveMessage => api.receive_message(parse(body)?).await?,
+        SqsAction::DeleteMessage => api.delete_message(parse(body)?).await?,
+        SqsAction::DeleteMessageBatch => api.delete_message_batch(parse(body)?).await?,
+        SqsAction::ChangeMessageVisibility => api.change_message_visibility(parse(body)?)?,
+        SqsAction::ChangeMessageVisibilityBatch => api.change_message_visibility_batch(parse(body)?)?,
     };
     Ok(answer)
 }

@@ -41,8 +41,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(args),
-        Command::Worker(args) => worker::run(args),
+        Command::Server(args) => {
+            init_tracing();
+            server::run(args)
+        }
+        Command::Worker(args) => {
+            init_tracing();
+            worker::run(args)
+        }
         Command::Deploy(args) => client::deploy(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Ls(args) => client::ls(args),
@@ -58,6 +64,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The diagnostics of `ignis server` and `ignis worker`: `tracing` events on
+/// stderr, filtered by `RUST_LOG` (default `info`). Their stdout keeps what
+/// callers read (the address listened on, a generated key pair); a command's
+/// fatal error stays one plain line on stderr (`ignis: ...`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// The sandbox init executable: `given`, else `ignis-init` beside this program.

@@ -156,7 +156,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         println!("ignis: listening on http://{address} (data in {})", data_dir.display());
         ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()).await;
-        println!("ignis: shutting down");
+        tracing::info!("shutting down");
         app.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -568,7 +568,7 @@ impl Sandbox {
         self.uid_slot.take();
         self.peak_file.take();
         if let Err(e) = self.cgroups.remove(&self.id, RMDIR_PATIENCE) {
-            eprintln!("ignis-sandbox: removing cgroup of {}: {e}", self.id);
+            tracing::warn!(sandbox = %self.id, error = %e, "cannot remove the sandbox's cgroup");
         }
         self.destroyed = true;
     }

@@ -198,7 +198,7 @@ impl Drop for AsOwner {
         };
         if !restored {
             // A spawner thread left with another uid would act with the wrong credentials from now on.
-            eprintln!("ignis-sandbox: restoring the spawner thread's credentials: {}", io::Error::last_os_error());
+            tracing::error!(error = %io::Error::last_os_error(), "cannot restore the spawner thread's credentials; aborting");
             std::process::abort();
         }
     }

@@ -202,7 +202,7 @@ impl Holds {
                 Ok(()) => aside,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return,
                 Err(e) => {
-                    eprintln!("ignis: cannot remove the unused code tree {hex}: {e}");
+                    tracing::warn!(code = %hex, error = %e, "cannot remove the unused code tree");
                     return;
                 }
             }
@@ -213,7 +213,7 @@ impl Holds {
         }
         let remove = move || {
             if let Err(e) = remove_path(&aside) {
-                eprintln!("ignis: cannot remove {}: {e}", aside.display());
+                tracing::warn!(path = %aside.display(), error = %e, "cannot remove an unused code tree");
             }
         };
         // Deleting a big tree takes a while: never on the dropping thread (often an async one).
