@@ -185,9 +185,19 @@ fn response(status: StatusCode, error_type: &str, body: serde_json::Value) -> Re
 
 impl From<ignis_store::StoreError> for ApiError {
     fn from(e: ignis_store::StoreError) -> Self {
+        ApiError::Service(format!("storage: {e}"))
+    }
+}
+
+/// The log service's errors: a token it did not make is CloudWatch Logs'
+/// bad parameter, the rest are the service's fault.
+impl From<ignis_logs::LogsError> for ApiError {
+    fn from(e: ignis_logs::LogsError) -> Self {
+        use ignis_logs::LogsError::*;
         match e {
-            ignis_store::StoreError::InvalidNextToken => ApiError::InvalidParameter("The specified nextToken is invalid.".into()),
-            e => ApiError::Service(format!("storage: {e}")),
+            InvalidNextToken => ApiError::InvalidParameter("The specified nextToken is invalid.".into()),
+            Storage(e) => e.into(),
+            e @ Writer(_) => ApiError::Service(e.to_string()),
         }
     }
 }

@@ -16,8 +16,8 @@
 //! - `async_invoke`: durable asynchronous invocation (accept with group
 //!   commit, pollers under leases, retries, destinations); `event_config`:
 //!   the event invoke config calls and destination checks.
-//! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
-//!   the task that writes sandboxes' log lines to storage.
+//! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams over
+//!   `ignis_logs` (the log writer, the logs' tables and their queries).
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
 //! - `cluster_api`: the worker hosts' calls (register, heartbeat, code, logs)
@@ -56,7 +56,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ignis_store::{AccessKey, Store};
-use ignis_worker::LogBatch;
 
 pub use error::ApiError;
 pub use http::serve;
@@ -126,18 +125,17 @@ pub struct App {
     events: Arc<async_invoke::AsyncEvents>,
     /// Every event source mapping, with its pollers.
     mappings: mappings::Mappings,
-    /// Asks the log writer to commit what it was handed so far.
-    log_barriers: tokio::sync::mpsc::UnboundedSender<logs_api::LogBarrier>,
+    /// The log service: the log writer and the queries of stored logs.
+    logs: ignis_logs::Logs,
 }
 
 impl App {
-    /// Loads the registry and the access keys, and starts the log writer. Must
-    /// run inside a tokio runtime.
+    /// Loads the registry and the access keys. Must run inside a tokio runtime.
     pub fn new(
         config: Config,
         store: Arc<Store>,
         workers: Workers,
-        logs: tokio::sync::mpsc::Receiver<LogBatch>,
+        logs: ignis_logs::Logs,
     ) -> Result<Arc<App>, ApiError> {
         let registry: Arc<dyn ignis_registry::Registry> = Arc::new(ignis_registry::EmbeddedRegistry::load(store.clone())?);
         // No sandbox runs yet, so no code tree is in use but the registry's.
@@ -167,8 +165,6 @@ impl App {
         }
         let invoker = ignis_invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive, config.clock.clone());
         let keys = store.access_keys()?.into_iter().map(key_entry).collect();
-        let (log_barriers, barriers) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));
         let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), config.clock.clone())
             .map_err(ApiError::from)?;
         let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
@@ -185,7 +181,7 @@ impl App {
             queues,
             events,
             mappings,
-            log_barriers,
+            logs,
         });
         tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
         async_invoke::start_pollers(&app);
@@ -200,10 +196,7 @@ impl App {
 
     /// Waits until every log line handed to the log writer so far is committed.
     async fn logs_written(&self) {
-        let (done, written) = tokio::sync::oneshot::channel();
-        if self.log_barriers.send(done).is_ok() {
-            let _ = written.await;
-        }
+        self.logs.written().await;
     }
 
     /// The administrator's account id.

@@ -63,7 +63,7 @@ pub struct ServerArgs {
     pub client_timeouts: ClientTimeouts,
     /// Bytes of logs kept per function (log group): messages plus 128 per event; past it, the
     /// oldest events go first.
-    #[arg(long, default_value_t = ignis_store::DEFAULT_MAX_LOG_GROUP_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = ignis_logs::DEFAULT_MAX_GROUP_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_bytes_per_function: u64,
 }
 
@@ -106,7 +106,6 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
-    store.set_max_log_group_bytes(args.log_bytes_per_function);
     let credentials = credentials(&data_dir)?;
     let admin_account = admin_account_id(&store)?;
     register_admin_key(&store, &admin_account, credentials.clone())?;
@@ -149,7 +148,9 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             async_retry_delay: Duration::from_secs(args.async_retry_delay),
             clock: ignis_clock::SystemClock::shared(),
         };
-        let app = App::new(config, store, workers, log_rx).map_err(|e| e.message().to_string())?;
+        let logs = ignis_logs::Logs::start(store.clone(), config.clock.clone(), args.log_bytes_per_function, log_rx)
+            .map_err(|e| e.to_string())?;
+        let app = App::new(config, store, workers, logs).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -36,7 +36,7 @@ const IO: &[&str] =
     &["std::fs", "std::net", "std::process", "tokio", "SystemTime::now", "Instant::now", "thread::sleep"];
 
 /// The services the front end calls; they must not call back into it.
-const SERVICES: &[&str] = &["ignis-registry", "ignis-invoke", "ignis-queues", "ignis-pollers"];
+const SERVICES: &[&str] = &["ignis-registry", "ignis-invoke", "ignis-queues", "ignis-pollers", "ignis-logs"];
 
 struct Package {
     /// `src/lib.rs` (or wherever the library target starts), if the crate has one.

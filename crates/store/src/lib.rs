@@ -1,12 +1,12 @@
 //! Embedded durable storage for Ignis: small settings, unpacked function code,
-//! CloudWatch-Logs-like logs, and the redb database other owners keep their
-//! own tables in (see [`Store::database`]; the function registry's are in
-//! `ignis-registry`).
+//! and the redb database other owners keep their own tables in (see
+//! [`Store::database`]; the function registry's are in `ignis-registry`, the
+//! logs' in `ignis-logs`).
 //!
 //! Everything lives under one data directory that exactly one process owns:
 //!
 //! * `<data_dir>/ignis.redb` — a [redb] database holding settings ("meta"),
-//!   log events, and the tables of other owners (function records);
+//!   and the tables of other owners (function records, log events);
 //! * `<data_dir>/code/<sha256-hex>/` — unpacked code trees, content-addressed by
 //!   the SHA-256 of the uploaded zip (see [`Store::put_code`]);
 //! * `<data_dir>/master.key` — 32 random bytes (mode 0600, made on first open)
@@ -30,7 +30,7 @@
 //! opaque `(meta, payload)` rows by id, changed in batches.
 //!
 //! Durability: meta, account, key and event writes are fsync'd before the call returns. Log
-//! appends are committed without fsync when a durable commit happened less than
+//! appends (`ignis-logs`) are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
 //! everything durable.
@@ -39,7 +39,6 @@ mod accounts;
 mod code;
 pub mod commit;
 mod events;
-mod logs;
 mod mappings;
 
 use std::path::{Path, PathBuf};
@@ -56,10 +55,6 @@ pub use accounts::{
 };
 pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
 pub use events::{EventChange, StoredEvent};
-pub use logs::{
-    DEFAULT_MAX_LOG_GROUP_BYTES, LOG_EVENT_OVERHEAD, LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo,
-    MAX_LOG_LIMIT, StoredLogEvent,
-};
 
 /// At most this long passes between fsync'd commits while logs are being appended
 /// (the window of log events a power loss may drop).
@@ -75,8 +70,7 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// key -> opaque value.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Errors of the store. Messages are meant for operators (logs), not API users,
-/// except [`StoreError::InvalidNextToken`].
+/// Errors of the store. Messages are meant for operators (logs), not API users.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (or another `Store` in this process) has the database open.
@@ -109,9 +103,6 @@ pub enum StoreError {
     /// An access key id already belongs to another (non-administrator) key.
     #[error("the access key id {0} already belongs to an account's key")]
     KeyInUse(String),
-    /// A `next_token` given to [`Store::filter_logs`] is not one the store made.
-    #[error("The specified nextToken is invalid.")]
-    InvalidNextToken,
 }
 
 /// Adds context to redb results.
@@ -146,10 +137,6 @@ pub struct Store {
     unsynced: AtomicBool,
     /// The code trees something holds (see [`CodeHold`]).
     code_holds: std::sync::Arc<code::Holds>,
-    /// The most a log group may hold (see the `logs` module).
-    max_log_group_bytes: std::sync::atomic::AtomicU64,
-    /// Log groups' sizes as of the last commit that appended to them.
-    log_sizes: Mutex<logs::GroupSizes>,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,7 +173,6 @@ impl Store {
         // Create every table so readers never meet a missing one.
         let txn = db.begin_write().ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
-        logs::create_tables(&txn)?;
         events::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
         mappings::create_tables(&txn)?;
@@ -203,8 +189,6 @@ impl Store {
             last_sync: Mutex::new(Instant::now()),
             unsynced: AtomicBool::new(false),
             code_holds,
-            max_log_group_bytes: std::sync::atomic::AtomicU64::new(logs::DEFAULT_MAX_LOG_GROUP_BYTES),
-            log_sizes: Mutex::default(),
         })
     }
 

@@ -1,0 +1,262 @@
+//! The log service: sandboxes' log lines from the workers to storage, and
+//! back out to whoever reads them.
+//!
+//! One owner, [`Logs`], holds the logs' tables in the server's database
+//! (the `tables` module, private: no other crate reads or writes them; the
+//! names and types are those the store used before, so old data loads) and
+//! the one task that writes them (the `writer` module). The front end's
+//! CloudWatch Logs API calls its queries ([`Logs::filter`], [`Logs::groups`],
+//! [`Logs::streams`], [`Logs::has_group`]); any service that must not act
+//! before a function's log is stored waits on a [`LogBarrier`]. Errors are
+//! [`LogsError`]; only the front end turns them into wire errors.
+//!
+//! # Promises
+//!
+//! - Order: batches are committed in the order the workers' channel
+//!   delivered them, each batch whole, in one transaction with whatever
+//!   arrived meanwhile (group commit); among events of one timestamp, reads
+//!   give them in that order.
+//! - Barrier: [`LogBarrier::written`] returns once every line handed over
+//!   before it (queued in the channel included) is committed: a service that
+//!   then makes a durable (fsync'd) commit of its own has made the log durable
+//!   too. Event source mappings wait for one before they delete a batch of
+//!   messages, so a deleted message always has its log.
+//! - Durability: log commits are not fsync'd themselves (the store fsyncs at
+//!   least every [`ignis_store::LOG_SYNC_INTERVAL`], and on drop), except a
+//!   commit that trimmed a group; a power loss may drop the last instant of
+//!   logs, never corrupt them.
+//! - Backpressure: at most about 1 MB of lines is handed over and not yet
+//!   committed; beyond that the workers' senders wait.
+//! - Bounded: each log group (a function's) holds at most its cap (messages
+//!   plus [`LOG_EVENT_OVERHEAD`] an event, `--log-bytes-per-function`); the
+//!   append that takes it past the cap deletes that group's oldest events in
+//!   the same transaction, down to seven eighths of the cap. Another group's
+//!   lines are never deleted for it.
+//!
+//! # State and who changes it
+//!
+//! - The tables: written only by the writer's one thread (appends, trims),
+//!   read by the queries on the callers' threads (each in a read transaction
+//!   of its own, so a query sees whole commits). The queries block on storage:
+//!   call them where blocking is fine (`spawn_blocking`).
+//! - Each group's size as of the last commit: under one mutex, held across
+//!   each write transaction (see the `tables` module).
+//! - The writer task owns the receiving end of the workers' channel and the
+//!   group-commit writer; it ends when every sender is gone, after its last
+//!   commit.
+//!
+//! # Time
+//!
+//! Ingestion times (`ingestionTime`, a stream's `creationTime` and
+//! `lastIngestionTime`) come from the [`SharedClock`] given to
+//! [`Logs::start`]. Event timestamps are the lines' own; how often a commit
+//! is fsync'd is the store's policy.
+
+mod tables;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use ignis_clock::SharedClock;
+use ignis_ids::AccountId;
+use ignis_store::{Store, StoreError};
+use ignis_worker::LogBatch;
+use tokio::sync::{mpsc, oneshot};
+
+pub use tables::LOG_EVENT_OVERHEAD;
+use tables::Tables;
+
+/// The most events one [`Logs::filter`] page holds.
+pub const MAX_LIMIT: usize = 10_000;
+/// The default cap of each log group (`--log-bytes-per-function`): 64 MiB.
+pub const DEFAULT_MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the log service can fail with. The front end turns these into
+/// CloudWatch Logs' wire errors (in one place).
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    /// A `next_token` that no [`Logs::filter`] page gave.
+    #[error("The specified nextToken is invalid.")]
+    InvalidNextToken,
+    /// The database failed.
+    #[error("{0}")]
+    Storage(#[from] StoreError),
+    /// The writer's thread could not be started.
+    #[error("cannot start the log writer: {0}")]
+    Writer(std::io::Error),
+}
+
+/// Which streams a [`LogQuery`] reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Streams {
+    /// Every stream of the group.
+    #[default]
+    All,
+    /// Only these.
+    Named(Vec<String>),
+    /// Those whose name starts with this.
+    Prefix(String),
+}
+
+/// A query of [`Logs::filter`]. Events come in (timestamp, arrival) order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Inclusive lower bound of `timestamp_ms`.
+    pub start_ms: Option<i64>,
+    /// Inclusive upper bound of `timestamp_ms`.
+    pub end_ms: Option<i64>,
+    pub streams: Streams,
+    /// Continue after a previous page (its `next_token`; same query otherwise).
+    pub next_token: Option<String>,
+    /// Maximum events returned; 0 means (and larger values are capped to) [`MAX_LIMIT`].
+    pub limit: usize,
+    /// Only messages containing this substring.
+    pub pattern: Option<String>,
+}
+
+/// A stored log event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// Event time, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// When it was stored, ms since the Unix epoch.
+    pub ingestion_ms: i64,
+    /// Log stream name.
+    pub stream: String,
+    /// The message.
+    pub message: String,
+    /// Stable, unique, ordered like the events (decimal digits).
+    pub event_id: String,
+}
+
+/// A page of events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    pub events: Vec<LogEvent>,
+    /// Set when more events may follow (a page may be short, even empty, when
+    /// a selective filter scanned many events).
+    pub next_token: Option<String>,
+}
+
+/// A log stream's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStreamInfo {
+    pub name: String,
+    /// Ingestion time of its first event.
+    pub creation_ms: i64,
+    /// Smallest event timestamp.
+    pub first_event_ms: i64,
+    /// Largest event timestamp.
+    pub last_event_ms: i64,
+    /// Last ingestion time.
+    pub last_ingestion_ms: i64,
+    /// Sum of message sizes (bytes).
+    pub stored_bytes: u64,
+    /// Number of events.
+    pub event_count: u64,
+}
+
+/// A log group's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGroupInfo {
+    pub name: String,
+    /// Ingestion time of its first event (earliest stream creation).
+    pub creation_ms: i64,
+    /// Sum of message sizes (bytes).
+    pub stored_bytes: u64,
+    /// Number of events.
+    pub event_count: u64,
+}
+
+/// Waits for the log writer (cheap to clone, for any service): see
+/// [`LogBarrier::written`].
+#[derive(Debug, Clone)]
+pub struct LogBarrier {
+    requests: mpsc::UnboundedSender<writer::Barrier>,
+}
+
+impl LogBarrier {
+    /// Returns once every log line handed to the writer so far is committed
+    /// (at once if the writer has stopped).
+    pub async fn written(&self) {
+        let (done, written) = oneshot::channel();
+        if self.requests.send(done).is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// The log service's handle (cheap to clone); see the crate docs.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    tables: Arc<Tables>,
+    barrier: LogBarrier,
+}
+
+impl Logs {
+    /// Opens the logs' tables in `store`'s database (made if missing) and
+    /// starts the writer, which takes every batch sent on `lines` until its
+    /// last sender is gone. Each log group keeps at most `max_group_bytes`.
+    /// Must run inside a tokio runtime.
+    pub fn start(
+        store: Arc<Store>,
+        clock: SharedClock,
+        max_group_bytes: u64,
+        lines: mpsc::Receiver<LogBatch>,
+    ) -> Result<Logs, LogsError> {
+        let tables = Arc::new(Tables::open(store, clock, max_group_bytes)?);
+        let writer = writer::start(tables.clone()).map_err(LogsError::Writer)?;
+        let (requests, barriers) = mpsc::unbounded_channel();
+        tokio::spawn(writer::run(writer, lines, barriers));
+        Ok(Logs { tables, barrier: LogBarrier { requests } })
+    }
+
+    /// The barrier, for services that wait for the log writer.
+    pub fn barrier(&self) -> LogBarrier {
+        self.barrier.clone()
+    }
+
+    /// Returns once every log line handed to the writer so far is committed.
+    pub async fn written(&self) {
+        self.barrier.written().await;
+    }
+
+    /// The most each log group holds (messages plus [`LOG_EVENT_OVERHEAD`] an event).
+    pub fn max_group_bytes(&self) -> u64 {
+        self.tables.cap()
+    }
+
+    /// Events of `group` of `account` matching `query`, one page at a time.
+    /// Blocks on storage.
+    pub fn filter(&self, account: &AccountId, group: &str, query: &LogQuery) -> Result<LogPage, LogsError> {
+        self.tables.filter(account.as_str(), group, query)
+    }
+
+    /// At most `limit` log groups of `account` (those with events) whose
+    /// names start with `prefix`, ordered by name. Blocks on storage.
+    pub fn groups(&self, account: &AccountId, prefix: &str, limit: usize) -> Result<Vec<LogGroupInfo>, LogsError> {
+        let groups = self.tables.groups(account.as_str())?;
+        Ok(groups.into_iter().filter(|g| g.name.starts_with(prefix)).take(limit).collect())
+    }
+
+    /// At most `limit` streams of `group` of `account` whose names start
+    /// with `prefix`, ordered by name. Blocks on storage.
+    pub fn streams(&self, account: &AccountId, group: &str, prefix: &str, limit: usize) -> Result<Vec<LogStreamInfo>, LogsError> {
+        let streams = self.tables.streams(account.as_str(), group)?;
+        Ok(streams.into_iter().filter(|s| s.name.starts_with(prefix)).take(limit).collect())
+    }
+
+    /// Whether `group` of `account` holds events. Blocks on storage.
+    pub fn has_group(&self, account: &AccountId, group: &str) -> Result<bool, LogsError> {
+        Ok(self.tables.has_group(account.as_str(), group)?)
+    }
+
+    /// Deletes every event and stream of `group` of `account`; durable when
+    /// it returns. Blocks on storage.
+    pub fn delete_group(&self, account: &AccountId, group: &str) -> Result<(), LogsError> {
+        Ok(self.tables.delete_group(account.as_str(), group)?)
+    }
+}
