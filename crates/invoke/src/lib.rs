@@ -285,7 +285,7 @@ impl Invoker {
         let backend = (self.connect)(address);
         let (id, dropped) = self.membership.register(address, capacity, backend, self.now_ms(), timeout);
         self.forget_dropped(dropped);
-        eprintln!("ignis: {id} joined from {address} ({} MB, {} CPUs)", capacity.memory_mb, capacity.cpus);
+        tracing::info!(worker = %id, address, memory_mb = capacity.memory_mb, cpus = capacity.cpus, "worker joined");
         id.0
     }
 
@@ -313,7 +313,7 @@ impl Invoker {
                     state.handles.remove(id);
                 }
             }
-            eprintln!("ignis: {worker} at {address} is unhealthy: {} sandboxes dropped", lost.len());
+            tracing::warn!(%worker, address = %address, sandboxes_dropped = lost.len(), "worker unhealthy");
         }
     }
 
@@ -376,11 +376,7 @@ impl Invoker {
             }
         }
         if !victims.is_empty() {
-            eprintln!(
-                "ignis: evicted {} idle sandbox(es) on {worker} for a new sandbox of {} MB",
-                victims.len(),
-                needs.memory_mb
-            );
+            tracing::info!(%worker, evicted = victims.len(), memory_mb = needs.memory_mb, "idle sandboxes evicted for a new sandbox");
         }
     }
 

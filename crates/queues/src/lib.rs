@@ -267,7 +267,7 @@ impl Queues {
         let mut live = HashSet::new();
         for (account, name, record) in store.queues()? {
             let Some((uid, created_s, modified_s, config)) = parse_definition(&record) else {
-                eprintln!("ignis: the stored definition of queue {account}/{name} is unreadable; skipped");
+                tracing::warn!(%account, queue = %name, "the stored queue definition is unreadable; skipped");
                 continue;
             };
             let stored = store.messages(uid)?;
@@ -313,13 +313,13 @@ impl Queues {
         }
         let removed = store.remove_orphan_messages(&live)?;
         if removed > 0 {
-            eprintln!("ignis: removed {removed} stored messages of deleted queues");
+            tracing::info!(removed, "removed the stored messages of deleted queues");
         }
         let tables = store.clone();
         let writer = GroupCommit::start("queue", Limits { max_requests: WRITES_PER_COMMIT, ..Limits::default() }, |_| 1, move |writes: Vec<QueueWrite>| {
             tables.write_messages(&writes).map_err(|e| {
                 let e = e.to_string();
-                eprintln!("ignis: could not store queue messages: {e}");
+                tracing::error!(error = %e, "could not store queue messages");
                 e
             })
         })

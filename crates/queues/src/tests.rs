@@ -252,6 +252,41 @@ fn a_long_poll_is_woken_by_a_send_and_ends_at_its_wait_time() {
     });
 }
 
+/// The front end polls for the queue's own wait time when a receive names none.
+#[test]
+fn a_queues_own_wait_time_is_kept_and_a_poll_for_it_waits_that_long() {
+    let w = World::new();
+    let arn = runtime().block_on(async {
+        let q = w.queue("q", |_| ()).await;
+        let mut config = q.config();
+        config.wait_s = 20;
+        w.queues.set_attributes(&q, |_| Ok(config)).await.unwrap();
+        assert_eq!(q.config().wait_s, 20);
+        q.arn.clone()
+    });
+    let w = w.reloaded();
+    runtime().block_on(async {
+        let q = w.queues.lookup(A, &arn).unwrap();
+        let wait = Duration::from_secs(u64::from(q.config().wait_s));
+        assert_eq!(wait, Duration::from_secs(20), "kept across a restart");
+        let poll = || {
+            let (queues, q) = (w.queues.clone(), q.clone());
+            tokio::spawn(async move { queues.receive_from(&q, 10, None, wait).await })
+        };
+        // Still waiting 1 ms before the queue's wait time (a send then answers it) ...
+        let waiting = poll();
+        assert!(w.clock.until_sleepers(1, 1000).await);
+        w.advance(wait - MS);
+        w.send(&q, "late").await;
+        assert_eq!(bodies(&waiting.await.unwrap().unwrap()), ["late"]);
+        // ... and ends, empty, when it passes.
+        let waiting = poll();
+        assert!(w.clock.until_sleepers(1, 1000).await);
+        w.advance(wait);
+        assert!(waiting.await.unwrap().unwrap().is_empty());
+    });
+}
+
 #[test]
 fn retention_drops_old_messages_from_memory_and_storage() {
     runtime().block_on(async {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Reply, Server, sh_runtime};
+use crate::harness::{Reply, Server, eventually, sh_runtime};
 
 const PUT: &str = "/2017-10-31/functions";
 const GET: &str = "/2019-09-30/functions";
@@ -33,15 +33,26 @@ fn assert_throttled(reply: &Reply, reason: &str) {
     assert_eq!(reply.json(), json!({ "Type": "User", "message": "Rate Exceeded.", "Reason": reason }));
 }
 
-/// Runs `invokes` at once (each an event for `name`), each started after
-/// `stagger` so the first ones are surely in flight; returns the replies in order.
-fn concurrently(server: &Server, invokes: &[(&str, &str)], stagger: Duration) -> Vec<Reply> {
+/// How many invocations of `name` have started (their runtimes took their events).
+fn started(server: &Server, name: &str) -> usize {
+    let events = server.log_events(name);
+    events.iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("START RequestId: "))).count()
+}
+
+/// Runs `invokes` at once (each an event for `name`); if `in_turn`, each is
+/// sent once the one before it has started (its `START` line is logged), so
+/// the first ones are surely in flight. Returns the replies in order.
+fn concurrently(server: &Server, invokes: &[(&str, &str)], in_turn: bool) -> Vec<Reply> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = invokes
             .iter()
-            .map(|(name, payload)| {
+            .enumerate()
+            .map(|(i, (name, payload))| {
+                let before = if in_turn { started(server, name) } else { 0 };
                 let handle = scope.spawn(move || server.invoke(name, payload));
-                std::thread::sleep(stagger);
+                if in_turn && i + 1 < invokes.len() {
+                    assert!(eventually(Duration::from_secs(30), || started(server, name) > before), "{name} did not start");
+                }
                 handle
             })
             .collect();
@@ -117,7 +128,7 @@ fn reservation_limits_a_function() {
     sleeper(&server, "one", 3, 10);
     assert_eq!(put(&server, "one", 1).status, 200);
 
-    let replies = concurrently(&server, &[("one", r#"{"sleep": true}"#), ("one", "{}")], Duration::from_millis(500));
+    let replies = concurrently(&server, &[("one", r#"{"sleep": true}"#), ("one", "{}")], true);
     assert_eq!(replies[0].status, 200, "{}", replies[0].text());
     assert_eq!(replies[0].json(), json!("done"));
     assert_throttled(&replies[1], "ReservedFunctionConcurrentInvocationLimitExceeded");
@@ -140,12 +151,12 @@ fn account_limit_throttles_and_slots_come_back() {
     sleeper(&server, "a", 3, 10);
     sleeper(&server, "b", 3, 10);
     let slow = r#"{"sleep": true}"#;
-    let replies = concurrently(&server, &[("a", slow), ("b", slow), ("a", slow)], Duration::from_millis(400));
+    let replies = concurrently(&server, &[("a", slow), ("b", slow), ("a", slow)], true);
     assert_eq!(replies[0].status, 200, "{}", replies[0].text());
     assert_eq!(replies[1].status, 200, "{}", replies[1].text());
     assert_throttled(&replies[2], "ConcurrentInvocationLimitExceeded");
     // Both slow ones finished: their slots are free again, twice over.
-    let again = concurrently(&server, &[("a", "{}"), ("b", "{}")], Duration::ZERO);
+    let again = concurrently(&server, &[("a", "{}"), ("b", "{}")], false);
     for reply in again {
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
@@ -153,6 +164,7 @@ fn account_limit_throttles_and_slots_come_back() {
 
 #[test]
 fn a_timed_out_invocation_returns_its_slot() {
+    // Stays end to end on real time: the worker's sandbox enforces the 1 s timeout.
     let server = Server::start_with(&["--account-concurrency", "10", "--min-unreserved", "0"]);
     sleeper(&server, "late", 30, 1);
     assert_eq!(put(&server, "late", 1).status, 200);
@@ -173,5 +185,5 @@ fn a_client_that_goes_away_does_not_keep_its_slot() {
     server.invoke_and_hang_up("gone", br#"{"sleep": true}"#);
     // The invocation runs on and holds the one slot, then gives it back.
     assert_throttled(&server.invoke("gone", "{}"), "ReservedFunctionConcurrentInvocationLimitExceeded");
-    assert!(crate::harness::eventually(Duration::from_secs(15), || server.invoke("gone", "{}").status == 200));
+    assert!(eventually(Duration::from_secs(15), || server.invoke("gone", "{}").status == 200));
 }

@@ -198,6 +198,8 @@ fn the_api_closes_connections_that_stall_in_headers_in_a_body_or_idle() {
     let healthz = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n", server.address);
     stalled_connections_are_closed(&server.address, "lambda", "POST", "/2015-03-31/functions", &healthz);
     // A request in flight is not idle: an invocation longer than every limit is answered.
+    // Stays end to end on real time: the limits are the connection's own timers
+    // (ignis_worker::conn, on tokio's clock), and the function really runs past them.
     let reply = server.create("slow", &sh_runtime("sleep 5"), json!({ "Timeout": 30 }));
     assert_eq!(reply.status, 201, "{}", reply.text());
     let reply = server.invoke("slow", "{}");
@@ -222,7 +224,8 @@ fn a_worker_host_reads_no_unsigned_body_and_closes_stalled_connections() {
 
     let delete = signed_head(&worker.address, "ignis", "DELETE", "/sandboxes/none", b"");
     stalled_connections_are_closed(&worker.address, "ignis", "POST", "/sandboxes", &delete);
-    // The server's own calls go on: a function runs there.
+    // The server's own calls go on: a function runs there, longer than every limit (real
+    // time, as above).
     let reply = server.create("remote", &sh_runtime("sleep 4"), json!({ "Timeout": 30 }));
     assert_eq!(reply.status, 201, "{}", reply.text());
     for _ in 0..2 {
