@@ -175,15 +175,15 @@ fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identif
         .as_deref()
         .filter(|_| name.is_none())
         .and_then(|id| Some((id, id.split_once(":log-group:")?.0.split(':').nth(4).unwrap_or(""))));
-    if let Some((id, _)) = arn_account.filter(|(_, account)| *account != caller.account) {
+    if let Some((id, _)) = arn_account.filter(|(_, account)| caller.account != *account) {
         return Err(caller.denied(&format!("logs:{action}"), id));
     }
     let name = name
         .or(identifier.map(|id| id.rsplit(":log-group:").next().unwrap_or(&id).trim_end_matches(":*").to_string()))
         .ok_or_else(|| ApiError::InvalidParameter("logGroupName is required".into()))?;
     let exists = match name.strip_prefix("/aws/lambda/") {
-        Some(function) if app.registry.get(&crate::control::account_id(caller), function).is_some() => true,
-        _ => app.store.log_groups(&caller.account)?.iter().any(|g| g.name == name),
+        Some(function) if app.registry.get(&caller.account, function).is_some() => true,
+        _ => app.store.log_groups(caller.account.as_str())?.iter().any(|g| g.name == name),
     };
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
 }
@@ -192,7 +192,7 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
     let group = group(app, caller, "FilterLogEvents", request.log_group_name, request.log_group_identifier)?;
     let mut streams = request.log_stream_names;
     if let Some(prefix) = request.log_stream_name_prefix {
-        let matching = app.store.log_streams(&caller.account, &group)?.into_iter().map(|s| s.name).filter(|n| n.starts_with(&prefix));
+        let matching = app.store.log_streams(caller.account.as_str(), &group)?.into_iter().map(|s| s.name).filter(|n| n.starts_with(&prefix));
         streams = Some(matching.collect());
     }
     let query = LogQuery {
@@ -204,7 +204,7 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
         // Plain terms only: a quoted term or a bare word matches as a substring.
         pattern: request.filter_pattern.map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()),
     };
-    let page = app.store.filter_logs(&caller.account, &group, &query)?;
+    let page = app.store.filter_logs(caller.account.as_str(), &group, &query)?;
     let events: Vec<_> = page
         .events
         .iter()
@@ -230,7 +230,7 @@ fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
     let groups: Vec<_> = app
         .store
-        .log_groups(&caller.account)?
+        .log_groups(caller.account.as_str())?
         .into_iter()
         .filter(|g| g.name.starts_with(&prefix))
         .take(limit)
@@ -252,7 +252,7 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
     let streams: Vec<_> = app
         .store
-        .log_streams(&caller.account, &group)?
+        .log_streams(caller.account.as_str(), &group)?
         .into_iter()
         .filter(|s| s.name.starts_with(&prefix))
         .take(limit)
