@@ -11,11 +11,14 @@
 //! `ValidationException` for a name that is not 1–64 of `[A-Za-z0-9-_]`, 409
 //! `ResourceConflictException` for a name already taken (names are compared
 //! exactly).
+//!
+//! The accounts themselves are the accounts service's (`ignis_registry::Accounts`):
+//! it serialises creation, stores it durably and makes the new key usable
+//! before answering; listing reads its memory.
 
 use std::sync::Arc;
 
 use http::StatusCode;
-use ignis_store::AccountError;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -35,8 +38,8 @@ fn admin_only(caller: &Caller, action: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::AccessDenied(format!(
-            "User: arn:aws:iam::{}:root is not authorized to perform: ignis:{action}: only the administrator's key may manage accounts",
-            caller.account
+            "User: {} is not authorized to perform: ignis:{action}: only the administrator's key may manage accounts",
+            ignis_ids::arn::account_root(caller.account.as_str())
         )))
     }
 }
@@ -55,41 +58,25 @@ pub async fn create_account(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Res
         "Member must satisfy regular expression pattern: [a-zA-Z0-9-_]+",
     );
     v.into_result()?;
-    let _guard = app.account_writes.lock().await;
-    let store = app.store.clone();
-    let wanted = name.clone();
-    let created = tokio::task::spawn_blocking(move || store.create_account(&wanted))
-        .await
-        .map_err(|e| ApiError::Service(e.to_string()))?;
-    let (account, key) = match created {
-        Ok(created) => created,
-        Err(AccountError::NameTaken(name)) => {
-            return Err(ApiError::ResourceConflict(format!("Account already exists: {name}")));
-        }
-        Err(AccountError::Store(e)) => return Err(e.into()),
-    };
+    let (account, key) = app.accounts.create(&name).await?;
     let body = json!({
-        "AccountId": account.id,
+        "AccountId": account.id.as_str(),
         "Name": account.name,
         "AccessKeyId": key.access_key_id,
         "SecretAccessKey": key.secret_access_key,
     });
-    app.add_key(key);
     Ok(json_answer(StatusCode::CREATED, body))
 }
 
 pub async fn list_accounts(app: &Arc<App>, caller: &Caller) -> Result<Answer, ApiError> {
     admin_only(caller, "ListAccounts")?;
-    let store = app.store.clone();
-    let mut accounts = tokio::task::spawn_blocking(move || store.accounts())
-        .await
-        .map_err(|e| ApiError::Service(e.to_string()))??;
+    let mut accounts = app.accounts.list();
     accounts.sort_by(|a, b| a.name.cmp(&b.name));
     let accounts: Vec<_> = accounts
         .iter()
         .map(|a| {
             json!({
-                "AccountId": a.id,
+                "AccountId": a.id.as_str(),
                 "Name": a.name,
                 "CreatedAt": last_modified(a.created_ms),
                 "Administrator": a.id == app.config.admin_account,

@@ -369,7 +369,7 @@ struct Tried {
 async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: Bytes, throttles: u32) {
     let events = &app.events;
     let id = lease.id;
-    let caller = Caller { account: meta.account.clone(), admin: false };
+    let caller = Caller { account: ignis_ids::AccountId::new(meta.account.as_str()), admin: false };
     let Some(latest) = app.registry.get(&ignis_ids::AccountId::new(meta.account.as_str()), &meta.function) else {
         eprintln!("ignis: dropped the asynchronous invocation {}: {}/{} no longer exists", meta.request_id, meta.account, meta.function);
         finish(app, &lease, Vec::new()).await;
@@ -481,9 +481,9 @@ async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: By
     }
     let (reference, record) = resolve_version(app, caller, "InvokeFunction", &meta.function, meta.qualifier.as_deref())?;
     let executed_version = record.version_label();
-    let function_arn = record.qualified_arn(&app.config.region, &caller.account, &executed_version);
-    let invoked_function_arn = crate::invoke_api::invoked_arn(app, &caller.account, reference.qualifier.as_deref(), &record);
-    let target = crate::invoke_api::target(app, &caller.account, &record);
+    let function_arn = record.qualified_arn(&app.config.region, caller.account.as_str(), &executed_version);
+    let invoked_function_arn = crate::invoke_api::invoked_arn(app, caller.account.as_str(), reference.qualifier.as_deref(), &record);
+    let target = crate::invoke_api::target(app, caller.account.as_str(), &record);
     let invocation = Invocation {
         request_id: meta.request_id.clone(),
         payload,

@@ -10,7 +10,6 @@ use serde_json::json;
 use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::{self as f, Violations};
-use ignis_ids::AccountId;
 use ignis_registry::{CodeRef, FunctionRecord, FunctionRef, RegistryError};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 
@@ -21,11 +20,6 @@ const MAX_ZIP: usize = 50 * 1024 * 1024;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The caller's account, as the registry names it.
-pub(crate) fn account_id(caller: &Caller) -> AccountId {
-    AccountId::new(caller.account.as_str())
 }
 
 /// A function named in a request (`text`, with the `Qualifier` parameter if
@@ -64,7 +58,7 @@ pub fn resolve(
     qualifier: Option<&str>,
 ) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
     let reference = reference(text, qualifier)?;
-    let record = app.registry.resolve(&account_id(caller), &app.config.region, action, &reference)?;
+    let record = app.registry.resolve(&caller.account, &app.config.region, action, &reference)?;
     Ok((reference, record))
 }
 
@@ -78,7 +72,7 @@ pub fn resolve_version(
     qualifier: Option<&str>,
 ) -> Result<(FunctionRef, Arc<FunctionRecord>), ApiError> {
     let reference = reference(text, qualifier)?;
-    let record = app.registry.resolve_version(&account_id(caller), &app.config.region, action, &reference, random_unit())?;
+    let record = app.registry.resolve_version(&caller.account, &app.config.region, action, &reference, random_unit())?;
     Ok((reference, record))
 }
 
@@ -143,7 +137,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     request.settings.check_model(&mut v);
     v.into_result()?;
     let reference = f::parse_function_ref(&name_text, "functionName")?;
-    if let Some(other) = reference.account.as_ref().filter(|a| a.as_str() != caller.account) {
+    if let Some(other) = reference.account.as_ref().filter(|a| **a != caller.account) {
         let region = reference.region.as_deref().unwrap_or(&app.config.region);
         let resource = ignis_ids::arn::function(region, other.as_str(), &reference.name);
         return Err(caller.denied("lambda:CreateFunction", &resource));
@@ -166,8 +160,8 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
     let conflict = || ApiError::from(RegistryError::FunctionExists { name: name.clone() });
-    let account = account_id(caller);
-    if app.registry.get(&account, &name).is_some() {
+    let account = &caller.account;
+    if app.registry.get(account, &name).is_some() {
         return Err(conflict());
     }
     let code = store_code(app, zip, &runtime).await?;
@@ -200,7 +194,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     request.settings.apply(&mut record);
     let (_, record) = app
         .registry
-        .update(&account, &name, |current| match current {
+        .update(account, &name, |current| match current {
             Some(_) => Err(conflict()),
             None => Ok(record),
         })
@@ -247,7 +241,7 @@ pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer,
     let key = |r: &FunctionRecord| (r.name.clone(), r.version.unwrap_or(0));
     let records: Vec<FunctionRecord> = app
         .registry
-        .list(&account_id(caller))
+        .list(&caller.account)
         .iter()
         .flat_map(|latest| {
             let versions = if all { latest.versions.clone() } else { Vec::new() };
@@ -280,7 +274,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let (old, record) = app
         .registry
-        .update(&account_id(caller), &reference.name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &reference.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: reference.name.clone() })?;
             current.check_revision(request.revision_id.as_deref())?;
             let mut record = current.clone();
@@ -291,7 +285,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
         })
         .await?;
     if let Some(old) = old {
-        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
+        app.invoker.retire(&crate::invoke_api::revision(caller.account.as_str(), &old));
     }
     Ok(json_answer(StatusCode::OK, f::configuration(&record, &app.config.region, &caller.account)))
 }
@@ -321,14 +315,14 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
     }
     let (old, record) = app
         .registry
-        .update(&account_id(caller), &reference.name, |latest| -> Result<_, ApiError> {
+        .update(&caller.account, &reference.name, |latest| -> Result<_, ApiError> {
             let latest = latest.ok_or_else(|| RegistryError::FunctionNotFound { function: reference.name.clone() })?;
             latest.check_revision(request.revision_id.as_deref())?;
             Ok(apply(latest))
         })
         .await?;
     if let Some(old) = old {
-        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
+        app.invoker.retire(&crate::invoke_api::revision(caller.account.as_str(), &old));
     }
     if request.publish == Some(true) {
         let version = crate::versions::publish(app, caller, &reference.name, None, None, None).await?;
@@ -344,11 +338,11 @@ pub async fn delete_function(app: &Arc<App>, caller: &Caller, name: &str, query:
         crate::versions::delete_version(app, caller, &reference.name, q).await?;
         return Ok(empty_answer(StatusCode::NO_CONTENT));
     }
-    if let Some(old) = app.registry.delete(&account_id(caller), &reference.name).await? {
-        app.concurrency.delete_reservation(&caller.account, &reference.name);
-        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &old));
+    if let Some(old) = app.registry.delete(&caller.account, &reference.name).await? {
+        app.concurrency.delete_reservation(caller.account.as_str(), &reference.name);
+        app.invoker.retire(&crate::invoke_api::revision(caller.account.as_str(), &old));
         for version in &old.versions {
-            app.invoker.retire(&crate::invoke_api::revision(&caller.account, version));
+            app.invoker.retire(&crate::invoke_api::revision(caller.account.as_str(), version));
         }
     }
     Ok(empty_answer(StatusCode::NO_CONTENT))
@@ -393,11 +387,11 @@ async fn change_reservation(
     reserved: Option<u32>,
 ) -> Result<(), ApiError> {
     let name = concurrency_target(app, caller, operation, name)?;
-    let account = &caller.account;
+    let account = caller.account.as_str();
     let mut previous = None;
     let written = app
         .registry
-        .update(&account_id(caller), &name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: name.clone() })?;
             match reserved {
                 Some(n) => app.concurrency.set_reservation(account, &name, n).map(drop)?,

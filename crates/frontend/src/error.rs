@@ -231,7 +231,7 @@ impl From<ignis_registry::RegistryError> for ApiError {
             VersionNotFound { function, version } => ApiError::ResourceNotFound(format!("Function not found: {function}:{version}")),
             AliasNotFound { function, alias } => ApiError::ResourceNotFound(format!("Alias not found: {function}:{alias}")),
             AccessDenied { caller, action, resource } => {
-                crate::Caller { account: caller.to_string(), admin: false }.denied(&format!("lambda:{action}"), &resource)
+                crate::Caller { account: caller, admin: false }.denied(&format!("lambda:{action}"), &resource)
             }
             FunctionExists { name } => ApiError::ResourceConflict(format!("Function already exist: {name}")),
             RevisionMismatch { .. } => ApiError::PreconditionFailed(
@@ -239,6 +239,19 @@ impl From<ignis_registry::RegistryError> for ApiError {
                     .into(),
             ),
             Storage(message) => ApiError::Service(message),
+        }
+    }
+}
+
+/// The accounts service's errors: a name already taken is a conflict, the
+/// rest are the service's fault (storage's as `storage: ...`).
+impl From<ignis_registry::AccountError> for ApiError {
+    fn from(e: ignis_registry::AccountError) -> Self {
+        use ignis_registry::AccountError::*;
+        match e {
+            NameTaken(name) => ApiError::ResourceConflict(format!("Account already exists: {name}")),
+            Storage(e) => e.into(),
+            e @ (KeyInUse(_) | Task(_)) => ApiError::Service(e.to_string()),
         }
     }
 }
@@ -293,5 +306,17 @@ mod tests {
             ApiError::Service("the worker at h:1 was lost".into())
         );
         assert_eq!(ApiError::from(InvokeError::ShuttingDown), ApiError::Service("Ignis is shutting down".into()));
+    }
+
+    #[test]
+    fn account_errors_keep_their_wire_form() {
+        use ignis_registry::AccountError;
+        assert_eq!(
+            ApiError::from(AccountError::NameTaken("alice".into())),
+            ApiError::ResourceConflict("Account already exists: alice".into())
+        );
+        let storage = ignis_store::StoreError::MasterKey("gone".into());
+        assert_eq!(ApiError::from(AccountError::Storage(storage)), ApiError::Service("storage: master key: gone".into()));
+        assert_eq!(ApiError::from(AccountError::Task("panicked".into())), ApiError::Service("panicked".into()));
     }
 }

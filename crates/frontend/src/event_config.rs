@@ -13,7 +13,7 @@ use ignis_registry::{EventInvokeConfig, RegistryError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{account_id, now, resolve};
+use crate::control::{now, resolve};
 use crate::error::ApiError;
 use crate::function::{Violations, parse_body, parse_function_ref};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
@@ -149,9 +149,9 @@ pub fn parse_destination(account: &str, arn: &str) -> Option<Destination> {
 /// Whether `arn` names a destination that exists for the caller: one of its
 /// functions (and the version or alias named), or one of its queues.
 fn destination_exists(app: &App, caller: &Caller, arn: &str) -> bool {
-    match parse_destination(&caller.account, arn) {
+    match parse_destination(caller.account.as_str(), arn) {
         Some(Destination::Function { name, qualifier }) => resolve(app, caller, "InvokeFunction", &name, qualifier.as_deref()).is_ok(),
-        Some(Destination::Queue { arn }) => app.queues().lookup(&caller.account, &arn).is_ok(),
+        Some(Destination::Queue { arn }) => app.queues().lookup(caller.account.as_str(), &arn).is_ok(),
         None => false,
     }
 }
@@ -163,21 +163,28 @@ pub fn check_dead_letter(app: &App, caller: &Caller, target: Option<&str>) -> Re
     let mut v = Violations::default();
     v.check(target.starts_with("arn:"), target, "deadLetterConfig.targetArn", "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()");
     v.into_result()?;
-    match parse_destination(&caller.account, target) {
-        Some(Destination::Queue { arn }) if app.queues().lookup(&caller.account, &arn).is_ok() => Ok(()),
+    match parse_destination(caller.account.as_str(), target) {
+        Some(Destination::Queue { arn }) if app.queues().lookup(caller.account.as_str(), &arn).is_ok() => Ok(()),
         _ => Err(ApiError::InvalidParameterValue(format!(
             "The provided DeadLetterConfig target {target} is invalid: it must name an existing SQS queue of this account."
         ))),
     }
 }
 
-/// The function and qualifier (`$LATEST` when none) a config call names.
-fn config_target(app: &App, caller: &Caller, action: &str, name: &str, query: &str) -> Result<(String, String, String), ApiError> {
+/// What a config call names: the caller's function, by name, and the config's
+/// qualifier (`$LATEST` when none) with the qualified ARN that shows it.
+struct ConfigTarget {
+    function: String,
+    qualifier: String,
+    arn: String,
+}
+
+fn config_target(app: &App, caller: &Caller, action: &str, name: &str, query: &str) -> Result<ConfigTarget, ApiError> {
     let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
     let (reference, record) = resolve(app, caller, action, name, qualifier.as_deref())?;
     let qualifier = reference.qualifier.unwrap_or_else(|| "$LATEST".into());
-    let arn = record.qualified_arn(&app.config.region, &caller.account, &qualifier);
-    Ok((reference.name, qualifier, arn))
+    let arn = record.qualified_arn(&app.config.region, caller.account.as_str(), &qualifier);
+    Ok(ConfigTarget { function: reference.name, qualifier, arn })
 }
 
 fn missing(arn: &str) -> ApiError {
@@ -189,11 +196,11 @@ fn missing(arn: &str) -> ApiError {
 pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body: &[u8], replace: bool) -> Result<Answer, ApiError> {
     let request: EventInvokeConfigIn = parse_body(body)?;
     let action = if replace { "PutFunctionEventInvokeConfig" } else { "UpdateFunctionEventInvokeConfig" };
-    let (function, qualifier, arn) = config_target(app, caller, action, name, query)?;
+    let ConfigTarget { function, qualifier, arn } = config_target(app, caller, action, name, query)?;
     request.check(app, caller)?;
     let mut stored = EventInvokeConfig::default();
     app.registry
-        .update(&account_id(caller), &function, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &function, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: arn.clone() })?;
             let mut record = current.clone();
             let mut config = match (replace, current.event_invoke.get(&qualifier)) {
@@ -211,16 +218,16 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
 }
 
 pub fn get(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
-    let (function, qualifier, arn) = config_target(app, caller, "GetFunctionEventInvokeConfig", name, query)?;
-    let record = app.registry.get(&account_id(caller), &function).ok_or_else(|| missing(&arn))?;
+    let ConfigTarget { function, qualifier, arn } = config_target(app, caller, "GetFunctionEventInvokeConfig", name, query)?;
+    let record = app.registry.get(&caller.account, &function).ok_or_else(|| missing(&arn))?;
     let config = record.event_invoke.get(&qualifier).ok_or_else(|| missing(&arn))?;
     Ok(json_answer(StatusCode::OK, wire(config, &arn)))
 }
 
 pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
-    let (function, qualifier, arn) = config_target(app, caller, "DeleteFunctionEventInvokeConfig", name, query)?;
+    let ConfigTarget { function, qualifier, arn } = config_target(app, caller, "DeleteFunctionEventInvokeConfig", name, query)?;
     app.registry
-        .update(&account_id(caller), &function, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &function, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| missing(&arn))?;
             let mut record = current.clone();
             record.event_invoke.remove(&qualifier).ok_or_else(|| missing(&arn))?;
@@ -236,7 +243,7 @@ pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answe
     let mut v = Violations::default();
     v.range(Some(max_items as i64), "maxItems", 1, 50);
     v.into_result()?;
-    let (region, account) = (&app.config.region, &caller.account);
+    let (region, account) = (&app.config.region, caller.account.as_str());
     let items: Vec<(String, Value)> =
         record.event_invoke.iter().map(|(q, c)| (q.clone(), wire(c, &record.qualified_arn(region, account, q)))).collect();
     Ok(crate::versions::page_answer("FunctionEventInvokeConfigs", items, max_items, marker.as_deref()))

@@ -41,10 +41,10 @@ const RESERVED_KEYS: [&str; 17] = [
 ];
 
 /// Lambda's `FunctionConfiguration` of `record` (`$LATEST` or a version) of `account`.
-pub fn configuration(record: &FunctionRecord, region: &str, account: &str) -> Value {
+pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId) -> Value {
     let mut config = json!({
         "FunctionName": record.name,
-        "FunctionArn": record.version_arn(region, account),
+        "FunctionArn": record.version_arn(region, account.as_str()),
         "Runtime": record.runtime,
         "Role": record.role,
         "Handler": record.handler,
@@ -75,9 +75,9 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &str) -> Va
 }
 
 /// Lambda's `AliasConfiguration` of `alias`, named `name`, of `function` of `account`.
-pub fn alias_configuration(alias: &AliasRecord, name: &str, function: &FunctionRecord, region: &str, account: &str) -> Value {
+pub fn alias_configuration(alias: &AliasRecord, name: &str, function: &FunctionRecord, region: &str, account: &AccountId) -> Value {
     let mut config = json!({
-        "AliasArn": function.qualified_arn(region, account, name),
+        "AliasArn": function.qualified_arn(region, account.as_str(), name),
         "Name": name,
         "FunctionVersion": alias.function_version,
         "Description": alias.description,

@@ -104,5 +104,5 @@ fn applied(settings: f::Settings) {
     )
     .expect("a valid record");
     settings.apply(&mut record);
-    f::configuration(&record, "us-east-1", "123456789012");
+    f::configuration(&record, "us-east-1", &ignis_ids::AccountId::new("123456789012"));
 }

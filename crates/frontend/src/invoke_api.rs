@@ -84,7 +84,7 @@ pub async fn invoke(
         InvocationType::DryRun => Ok(empty_answer(StatusCode::NO_CONTENT)),
         InvocationType::Event => {
             let meta = EventMeta {
-                account: caller.account.clone(),
+                account: caller.account.to_string(),
                 function: reference.name,
                 qualifier: reference.qualifier,
                 request_id: request_id.to_string(),
@@ -100,8 +100,8 @@ pub async fn invoke(
             Ok(answer)
         }
         InvocationType::RequestResponse => {
-            let invoked_function_arn = invoked_arn(app, &caller.account, reference.qualifier.as_deref(), &record);
-            let target = target(app, &caller.account, &record);
+            let invoked_function_arn = invoked_arn(app, caller.account.as_str(), reference.qualifier.as_deref(), &record);
+            let target = target(app, caller.account.as_str(), &record);
             let invocation =
                 Invocation { request_id: request_id.to_string(), payload, invoked_function_arn, trace_id, client_context, cognito_identity: None };
             let outcome = app.invoker.invoke(target, invocation).await?;

@@ -29,8 +29,9 @@
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
-//! to, found in an in-memory key map (loaded from the store at start, updated
-//! when accounts are made). Handlers act only within the caller's account.
+//! to, which SigV4 verification learns from the accounts service
+//! (`ignis_registry::Accounts`, from memory). Handlers act only within the
+//! caller's account.
 
 mod accounts_api;
 mod async_invoke;
@@ -51,11 +52,12 @@ mod provisioned;
 mod sqs_api;
 mod versions;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ignis_store::{AccessKey, Store};
+use ignis_ids::AccountId;
+use ignis_registry::Accounts;
+use ignis_store::Store;
 
 pub use error::ApiError;
 pub use http::serve;
@@ -63,9 +65,9 @@ pub use ignis_invoke::Workers;
 
 pub struct Config {
     pub region: String,
-    /// The administrator's 12-digit account id (its key is the store's
-    /// administrator key; every other account is a tenant).
-    pub admin_account: String,
+    /// The administrator's account (its key is the accounts' administrator
+    /// key; every other account is a tenant).
+    pub admin_account: AccountId,
     /// How long an idle sandbox is kept for reuse.
     pub keep_alive: Duration,
     /// Every account's concurrency limit.
@@ -83,8 +85,7 @@ pub struct Config {
 /// Who made a request: the account its (verified) access key acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// 12-digit account id.
-    pub account: String,
+    pub account: AccountId,
     /// Whether the key is the administrator's.
     pub admin: bool,
 }
@@ -93,16 +94,10 @@ impl Caller {
     /// Lambda's answer when a caller touches what it may not.
     pub fn denied(&self, action: &str, resource: &str) -> ApiError {
         ApiError::AccessDenied(format!(
-            "User: arn:aws:iam::{}:root is not authorized to perform: {action} on resource: {resource} because no resource-based policy allows the {action} action",
-            self.account
+            "User: {} is not authorized to perform: {action} on resource: {resource} because no resource-based policy allows the {action} action",
+            ignis_ids::arn::account_root(self.account.as_str())
         ))
     }
-}
-
-/// What the verifier needs of an access key.
-struct KeyEntry {
-    secret: String,
-    caller: Caller,
 }
 
 /// Everything the API handlers share.
@@ -113,10 +108,8 @@ pub struct App {
     invoker: Arc<ignis_invoke::Invoker>,
     /// Concurrency admission: the counter and the scaling rate (the invoker's own).
     concurrency: Arc<ignis_invoke::Admission>,
-    /// Access key id -> secret and account, for every key in the store.
-    keys: RwLock<HashMap<String, KeyEntry>>,
-    /// Serialises account creation (the store's transaction decides conflicts).
-    account_writes: tokio::sync::Mutex<()>,
+    /// Every account and access key (SigV4 asks it for secrets).
+    accounts: Arc<dyn Accounts>,
     /// Wakes the task that keeps provisioned concurrency in line with the configurations.
     provisioning: Arc<tokio::sync::Notify>,
     /// Every account's message queues.
@@ -134,6 +127,7 @@ impl App {
     pub fn new(
         config: Config,
         store: Arc<Store>,
+        accounts: Arc<dyn Accounts>,
         workers: Workers,
         logs: ignis_logs::Logs,
     ) -> Result<Arc<App>, ApiError> {
@@ -164,7 +158,6 @@ impl App {
             }
         }
         let invoker = ignis_invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive, config.clock.clone());
-        let keys = store.access_keys()?.into_iter().map(key_entry).collect();
         let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), config.clock.clone())
             .map_err(ApiError::from)?;
         let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
@@ -175,8 +168,7 @@ impl App {
             registry,
             invoker,
             concurrency,
-            keys: RwLock::new(keys),
-            account_writes: tokio::sync::Mutex::new(()),
+            accounts,
             provisioning: Arc::default(),
             queues,
             events,
@@ -200,7 +192,7 @@ impl App {
     }
 
     /// The administrator's account id.
-    pub fn admin_account(&self) -> &str {
+    pub fn admin_account(&self) -> &AccountId {
         &self.config.admin_account
     }
 
@@ -210,24 +202,13 @@ impl App {
         self.invoker.shutdown().await;
     }
 
-    /// The secret of an access key (for SigV4), from memory.
+    /// The secret of an access key (for SigV4), from the accounts' memory.
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).get(access_key_id).map(|k| k.secret.clone())
+        self.accounts.key(access_key_id).map(|k| k.secret_access_key)
     }
 
-    /// Whom an access key acts for, from memory.
+    /// Whom an access key acts for, from the accounts' memory.
     fn caller_for(&self, access_key_id: &str) -> Option<Caller> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).get(access_key_id).map(|k| k.caller.clone())
+        self.accounts.key(access_key_id).map(|k| Caller { account: k.account, admin: k.admin })
     }
-
-    /// Makes a key usable at once (after the store holds it).
-    fn add_key(&self, key: AccessKey) {
-        let (id, entry) = key_entry(key);
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(id, entry);
-    }
-}
-
-fn key_entry(key: AccessKey) -> (String, KeyEntry) {
-    let caller = Caller { account: key.account_id, admin: key.admin };
-    (key.access_key_id, KeyEntry { secret: key.secret_access_key, caller })
 }

@@ -68,16 +68,15 @@ fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identif
         .as_deref()
         .filter(|_| name.is_none())
         .and_then(|id| Some((id, id.split_once(":log-group:")?.0.split(':').nth(4).unwrap_or(""))));
-    if let Some((id, _)) = arn_account.filter(|(_, account)| *account != caller.account) {
+    if let Some((id, _)) = arn_account.filter(|(_, account)| caller.account != *account) {
         return Err(caller.denied(&format!("logs:{action}"), id));
     }
     let name = name
         .or(identifier.map(|id| id.rsplit(":log-group:").next().unwrap_or(&id).trim_end_matches(":*").to_string()))
         .ok_or_else(|| ApiError::InvalidParameter("logGroupName is required".into()))?;
-    let account = crate::control::account_id(caller);
     let exists = match name.strip_prefix("/aws/lambda/") {
-        Some(function) if app.registry.get(&account, function).is_some() => true,
-        _ => app.logs.has_group(&account, &name)?,
+        Some(function) if app.registry.get(&caller.account, function).is_some() => true,
+        _ => app.logs.has_group(&caller.account, &name)?,
     };
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
 }
@@ -99,7 +98,7 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
         // Plain terms only: a quoted term or a bare word matches as a substring.
         pattern: request.filter_pattern.map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()),
     };
-    let page = app.logs.filter(&crate::control::account_id(caller), &group, &query)?;
+    let page = app.logs.filter(&caller.account, &group, &query)?;
     let events: Vec<_> = page
         .events
         .iter()
@@ -123,17 +122,16 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
 fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
     let prefix = request.log_group_name_prefix.unwrap_or_default();
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
-    let account = crate::control::account_id(caller);
     let groups: Vec<_> = app
         .logs
-        .groups(&account, &prefix, limit)?
+        .groups(&caller.account, &prefix, limit)?
         .into_iter()
         .map(|g| {
             json!({
                 "logGroupName": g.name,
                 "creationTime": g.creation_ms,
                 "storedBytes": g.stored_bytes,
-                "arn": ignis_ids::arn::log_group(&app.config.region, account.as_str(), &g.name),
+                "arn": ignis_ids::arn::log_group(&app.config.region, caller.account.as_str(), &g.name),
             })
         })
         .collect();
@@ -146,7 +144,7 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
     let streams: Vec<_> = app
         .logs
-        .streams(&crate::control::account_id(caller), &group, &prefix, limit)?
+        .streams(&caller.account, &group, &prefix, limit)?
         .into_iter()
         .map(|s| {
             json!({

@@ -268,7 +268,7 @@ fn queue_of(app: &App, caller: &Caller, arn: Option<&str>) -> Result<QueueRef, A
             "Unrecognized event source {arn}: Ignis maps its SQS-compatible queues only (arn:aws:sqs:<region>:<account>:<name>)"
         )));
     }
-    app.queues.lookup(&caller.account, arn).map_err(|_| {
+    app.queues.lookup(caller.account.as_str(), arn).map_err(|_| {
         ApiError::InvalidParameterValue(
             "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. SQS Error Message: The specified queue does not exist."
                 .into(),
@@ -362,19 +362,19 @@ pub async fn create(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answ
     };
     check_values(&record, Some(&queue), Some(named_version(&latest, record.qualifier.as_deref())))?;
     let _serialised = app.mappings.writes.lock().await;
-    check_unique(app, &caller.account, &record)?;
-    store_record(app, &caller.account, &record).await?;
+    check_unique(app, caller.account.as_str(), &record)?;
+    store_record(app, caller.account.as_str(), &record).await?;
     let pollers = record.enabled.then(|| spawn_pollers(app, &record));
-    let entry = Entry { account: caller.account.clone(), record: record.clone(), pollers };
+    let entry = Entry { account: caller.account.to_string(), record: record.clone(), pollers };
     app.mappings.lock().insert(record.uuid.clone(), entry);
     let state = mapping::answered_state(Change::Create, record.enabled);
-    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &record, state)))
+    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, caller.account.as_str(), &record, state)))
 }
 
 pub fn get(app: &App, caller: &Caller, uuid: &str) -> Result<Answer, ApiError> {
-    let (record, polling) = app.mappings.get(&caller.account, uuid).ok_or_else(not_found)?;
+    let (record, polling) = app.mappings.get(caller.account.as_str(), uuid).ok_or_else(not_found)?;
     let state = mapping::settled_state(record.enabled, polling);
-    Ok(json_answer(StatusCode::OK, config_body(app, &caller.account, &record, state)))
+    Ok(json_answer(StatusCode::OK, config_body(app, caller.account.as_str(), &record, state)))
 }
 
 pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) -> Result<Answer, ApiError> {
@@ -384,7 +384,7 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
         return Err(ApiError::InvalidParameterValue("The event source of a mapping cannot be changed".into()));
     }
     let _serialised = app.mappings.writes.lock().await;
-    let (before, _) = app.mappings.get(&caller.account, uuid).ok_or_else(not_found)?;
+    let (before, _) = app.mappings.get(caller.account.as_str(), uuid).ok_or_else(not_found)?;
     let mut record = before.clone();
     if let Some(name) = &request.function_name {
         let (function_name, qualifier, _) = function_of(app, caller, "UpdateEventSourceMapping", name)?;
@@ -406,12 +406,12 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
         record.max_concurrency = scaling.maximum_concurrency.map(|n| n as u32);
     }
     record.last_modified_ms = now();
-    let queue = app.queues.lookup(&caller.account, &record.queue_arn).ok();
-    let latest = app.registry.get(&crate::control::account_id(caller), &record.function_name);
+    let queue = app.queues.lookup(caller.account.as_str(), &record.queue_arn).ok();
+    let latest = app.registry.get(&caller.account, &record.function_name);
     let function = latest.as_deref().map(|latest| named_version(latest, record.qualifier.as_deref()));
     check_values(&record, queue.as_ref(), function)?;
-    check_unique(app, &caller.account, &record)?;
-    store_record(app, &caller.account, &record).await?;
+    check_unique(app, caller.account.as_str(), &record)?;
+    store_record(app, caller.account.as_str(), &record).await?;
     {
         let mut entries = app.mappings.lock();
         let entry = entries.get_mut(uuid).ok_or_else(not_found)?;
@@ -423,13 +423,13 @@ pub async fn update(app: &Arc<App>, caller: &Caller, uuid: &str, body: &[u8]) ->
         entry.record = record.clone();
     }
     let state = mapping::answered_state(Change::Update { was_enabled: before.enabled }, record.enabled);
-    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &record, state)))
+    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, caller.account.as_str(), &record, state)))
 }
 
 pub async fn delete(app: &Arc<App>, caller: &Caller, uuid: &str) -> Result<Answer, ApiError> {
     let _serialised = app.mappings.writes.lock().await;
-    let (record, _) = app.mappings.get(&caller.account, uuid).ok_or_else(not_found)?;
-    let (store, account, id) = (app.store.clone(), caller.account.clone(), uuid.to_string());
+    let (record, _) = app.mappings.get(caller.account.as_str(), uuid).ok_or_else(not_found)?;
+    let (store, account, id) = (app.store.clone(), caller.account.to_string(), uuid.to_string());
     tokio::task::spawn_blocking(move || store.delete_mapping(&account, &id))
         .await
         .map_err(|e| ApiError::Service(e.to_string()))??;
@@ -437,7 +437,7 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, uuid: &str) -> Result<Answe
         entry.pollers.iter().for_each(|p| p.stop());
     }
     let state = mapping::answered_state(Change::Delete, record.enabled);
-    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &record, state)))
+    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, caller.account.as_str(), &record, state)))
 }
 
 pub fn list(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
@@ -449,7 +449,7 @@ pub fn list(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError>
     let queue_arn = param("EventSourceArn");
     let items = app
         .mappings
-        .list(&caller.account)
+        .list(caller.account.as_str())
         .into_iter()
         .filter(|(record, _)| queue_arn.as_ref().is_none_or(|arn| *arn == record.queue_arn))
         .filter(|(record, _)| {
@@ -459,7 +459,7 @@ pub fn list(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError>
         })
         .map(|(record, polling)| {
             let state = mapping::settled_state(record.enabled, polling);
-            (record.uuid.clone(), config_body(app, &caller.account, &record, state))
+            (record.uuid.clone(), config_body(app, caller.account.as_str(), &record, state))
         })
         .collect();
     let (page, next) = crate::versions::page(items, max_items, marker.as_deref());
@@ -547,7 +547,7 @@ impl Round {
 /// Gathers one batch, invokes the function with it and settles it. Answers
 /// how long to pause before the next, if at all.
 async fn run_batch(app: &Arc<App>, account: &str, record: &MappingRecord, stop: &mut watch::Receiver<bool>) -> Round {
-    let caller = Caller { account: account.to_string(), admin: false };
+    let caller = Caller { account: ignis_ids::AccountId::new(account), admin: false };
     let mut name = record.function_name.clone();
     if let Some(q) = &record.qualifier {
         name = format!("{name}:{q}");

@@ -12,11 +12,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::StatusCode;
+use ignis_ids::AccountId;
 use ignis_invoke::Provisioned;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{account_id, now, resolve};
+use crate::control::{now, resolve};
 use crate::error::ApiError;
 use crate::function::{self as f, Violations};
 use ignis_registry::{FunctionRecord, ProvisionedRecord};
@@ -52,8 +53,8 @@ fn version_of<'a>(latest: &'a FunctionRecord, qualifier: &str) -> Option<&'a Fun
 }
 
 /// A configuration as Lambda shows it, with its live status.
-fn config_body(app: &App, account: &str, latest: &FunctionRecord, qualifier: &str, config: &ProvisionedRecord) -> Value {
-    let allocation = version_of(latest, qualifier).map(|version| app.invoker.allocation(&crate::invoke_api::revision(account, version)));
+fn config_body(app: &App, account: &AccountId, latest: &FunctionRecord, qualifier: &str, config: &ProvisionedRecord) -> Value {
+    let allocation = version_of(latest, qualifier).map(|version| app.invoker.allocation(&crate::invoke_api::revision(account.as_str(), version)));
     let allocated = allocation.as_ref().map_or(0, |a| a.allocated.min(config.requested));
     let failure = allocation.and_then(|a| a.failure);
     let status = match (&failure, allocated >= config.requested) {
@@ -97,7 +98,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
     let config = ProvisionedRecord { requested, last_modified_ms: now() };
     let written = app
         .registry
-        .update(&account_id(caller), &reference.name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &reference.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             check_capacity(app, caller, current, &qualifier, requested)?;
             let mut record = current.clone();
@@ -127,7 +128,7 @@ fn check_capacity(app: &App, caller: &Caller, latest: &FunctionRecord, qualifier
         )),
         Some(_) => Ok(()),
         None => {
-            let available = app.concurrency.unreserved_capacity(&caller.account).saturating_sub(app.config.min_unreserved);
+            let available = app.concurrency.unreserved_capacity(caller.account.as_str()).saturating_sub(app.config.min_unreserved);
             if total > u64::from(available) {
                 Err(ApiError::InvalidParameterValue(format!(
                     "Requested Provisioned Concurrency should not be greater than the account's unreserved concurrency less its minimum of {} ({available})",
@@ -154,7 +155,7 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) ->
         return Err(not_found());
     }
     app.registry
-        .update(&account_id(caller), &reference.name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &reference.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| ApiError::ResourceNotFound(format!("Function not found: {}", reference.name)))?;
             let mut record = current.clone();
             record.provisioned.remove(&qualifier);
@@ -168,13 +169,12 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) ->
 pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (max_items, marker, _) = crate::versions::paging(query)?;
     let (_, latest) = resolve(app, caller, "ListProvisionedConcurrencyConfigs", name, None)?;
-    let arn = latest.arn(&app.config.region, &caller.account);
     let items = latest
         .provisioned
         .iter()
         .map(|(qualifier, config)| {
             let mut body = config_body(app, &caller.account, &latest, qualifier, config);
-            body["FunctionArn"] = json!(format!("{arn}:{qualifier}"));
+            body["FunctionArn"] = json!(latest.qualified_arn(&app.config.region, caller.account.as_str(), qualifier));
             (qualifier.clone(), body)
         })
         .collect();

@@ -37,7 +37,7 @@ const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 pub async fn handle(app: &Arc<App>, caller: &Caller, action: SqsAction, host: &str, body: &[u8]) -> Result<Answer, ApiError> {
-    let api = Api { app, account: &caller.account, host };
+    let api = Api { app, account: caller.account.as_str(), host };
     let answer = match action {
         SqsAction::CreateQueue => api.create_queue(parse(body)?).await?,
         SqsAction::GetQueueUrl => api.get_queue_url(parse(body)?)?,

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use ignis_registry::{AliasRecord, FunctionRecord, RegistryError};
 
-use crate::control::{account_id, latest_only, new_revision, now, resolve};
+use crate::control::{latest_only, new_revision, now, resolve};
 use crate::error::ApiError;
 use crate::function::{self as f, Violations};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
@@ -58,7 +58,7 @@ pub async fn publish(
 ) -> Result<FunctionRecord, ApiError> {
     let mut published = None;
     app.registry
-        .update(&account_id(caller), name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: name.to_string() })?;
             if let Some(expected) = revision_id.as_deref().filter(|r| *r != current.revision_id) {
                 return Err(ApiError::PreconditionFailed(format!(
@@ -164,7 +164,7 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
     }
     let mut removed = None;
     app.registry
-        .update(&account_id(caller), name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: name.to_string() })?;
             if current.aliases.contains_key(qualifier) {
                 return Err(ApiError::InvalidParameterValue(
@@ -172,7 +172,7 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
                 ));
             }
             let Some(version) = current.find_version(qualifier) else {
-                let function = current.arn(&app.config.region, &caller.account);
+                let function = current.arn(&app.config.region, caller.account.as_str());
                 return Err(RegistryError::VersionNotFound { function, version: qualifier.to_string() }.into());
             };
             if let Some((alias, _)) = current.aliases.iter().find(|(_, a)| a.uses(qualifier)) {
@@ -190,7 +190,7 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
         })
         .await?;
     if let Some(version) = removed {
-        app.invoker.retire(&crate::invoke_api::revision(&caller.account, &version));
+        app.invoker.retire(&crate::invoke_api::revision(caller.account.as_str(), &version));
     }
     Ok(())
 }
@@ -252,7 +252,7 @@ fn check_weights(routing: Option<&BTreeMap<String, f64>>, v: &mut Violations) {
 }
 
 fn alias_not_found(app: &App, caller: &Caller, record: &FunctionRecord, alias: &str) -> ApiError {
-    RegistryError::AliasNotFound { function: record.arn(&app.config.region, &caller.account), alias: alias.to_string() }.into()
+    RegistryError::AliasNotFound { function: record.arn(&app.config.region, caller.account.as_str()), alias: alias.to_string() }.into()
 }
 
 /// Model checks of the fields CreateAlias and UpdateAlias share; returns the
@@ -285,10 +285,10 @@ pub async fn create_alias(app: &Arc<App>, caller: &Caller, name: &str, body: &[u
     let (region, account) = (&app.config.region, &caller.account);
     let (_, written) = app
         .registry
-        .update(&account_id(caller), &record.name, |current| -> Result<_, ApiError> {
-            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.arn(region, account) })?;
+        .update(&caller.account, &record.name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.arn(region, account.as_str()) })?;
             if current.aliases.contains_key(&alias) {
-                return Err(ApiError::ResourceConflict(format!("Alias already exists: {}", record.qualified_arn(region, account, &alias))));
+                return Err(ApiError::ResourceConflict(format!("Alias already exists: {}", record.qualified_arn(region, account.as_str(), &alias))));
             }
             let weights = check_target(current, &function_version, weights)?;
             let entry = AliasRecord {
@@ -323,8 +323,8 @@ pub async fn update_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
     let mut updated = None;
     let (_, written) = app
         .registry
-        .update(&account_id(caller), &record.name, |current| -> Result<_, ApiError> {
-            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.arn(region, account) })?;
+        .update(&caller.account, &record.name, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.arn(region, account.as_str()) })?;
             let entry = current.aliases.get(alias).ok_or_else(|| alias_not_found(app, caller, current, alias))?;
             if request.revision_id.as_deref().is_some_and(|r| r != entry.revision_id) {
                 return Err(ApiError::PreconditionFailed(
@@ -363,7 +363,7 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
         return Ok(empty_answer(StatusCode::NO_CONTENT));
     }
     app.registry
-        .update(&account_id(caller), &record.name, |current| -> Result<_, ApiError> {
+        .update(&caller.account, &record.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: record.name.clone() })?;
             let mut record = current.clone();
             record.aliases.remove(alias);

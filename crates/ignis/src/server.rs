@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use ignis_cluster::Capacity;
 use ignis_frontend::{App, Config, Workers};
+use ignis_ids::AccountId;
+use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts};
 use ignis_sigv4::Credentials;
-use ignis_store::{AccessKey, Store};
+use ignis_store::Store;
 use ignis_worker::{Worker, WorkerConfig};
 
 #[derive(clap::Args)]
@@ -106,15 +108,20 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
-    let credentials = credentials(&data_dir)?;
+    let clock = ignis_clock::SystemClock::shared();
+    let accounts: Arc<dyn Accounts> = Arc::new(
+        EmbeddedAccounts::open(store.clone(), clock.clone())
+            .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?,
+    );
     let admin_account = admin_account_id(&store)?;
-    register_admin_key(&store, &admin_account, credentials.clone())?;
+    let credentials = credentials(&data_dir, &admin_account)?;
     let init_exe = crate::init_exe(args.init.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
+        register_admin_key(&*accounts, &admin_account, credentials.clone()).await?;
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
         let local = if args.no_local_worker {
             None
@@ -146,11 +153,11 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             min_unreserved: args.min_unreserved,
             scale_rate: args.scale_rate,
             async_retry_delay: Duration::from_secs(args.async_retry_delay),
-            clock: ignis_clock::SystemClock::shared(),
+            clock,
         };
         let logs = ignis_logs::Logs::start(store.clone(), config.clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
-        let app = App::new(config, store, workers, logs).map_err(|e| e.message().to_string())?;
+        let app = App::new(config, store, accounts, workers, logs).map_err(|e| e.message().to_string())?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -178,8 +185,8 @@ pub async fn shutdown_signal() {
 /// directory's credentials file, else a new pair written there and printed.
 /// The file holds the secret sealed under the data directory's master key
 /// (`SealedSecretAccessKey`); a file from before that, with the secret in
-/// plain text, is rewritten sealed.
-fn credentials(data_dir: &Path) -> Result<Credentials, String> {
+/// plain text, is rewritten sealed. A new pair is made for `admin_account`.
+fn credentials(data_dir: &Path, admin_account: &AccountId) -> Result<Credentials, String> {
     if let (Ok(id), Ok(secret)) = (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
         if !id.is_empty() && !secret.is_empty() {
             return Ok(Credentials { access_key_id: id, secret_access_key: secret });
@@ -202,7 +209,7 @@ fn credentials(data_dir: &Path) -> Result<Credentials, String> {
         write_credentials(data_dir, &credentials)?;
         return Ok(credentials);
     }
-    let generated = AccessKey::generate("", true);
+    let generated = AccessKey::generate(admin_account.clone(), true);
     let credentials =
         Credentials { access_key_id: generated.access_key_id, secret_access_key: generated.secret_access_key };
     write_credentials(data_dir, &credentials)?;
@@ -224,21 +231,20 @@ fn write_credentials(data_dir: &Path, credentials: &Credentials) -> Result<(), S
 /// The administrator account's 12-digit id, kept in the store's meta
 /// `account_id` (made on first start; a data directory from before accounts
 /// existed keeps its id, and its functions and logs stay the administrator's).
-/// The account itself is made if missing, named `admin`.
-fn admin_account_id(store: &Store) -> Result<String, String> {
-    let id = match store.meta("account_id").map_err(|e| e.to_string())? {
-        Some(bytes) => String::from_utf8(bytes).map_err(|e| e.to_string())?,
+/// The account itself is made, if missing, by [`register_admin_key`].
+fn admin_account_id(store: &Store) -> Result<AccountId, String> {
+    match store.meta("account_id").map_err(|e| e.to_string())? {
+        Some(bytes) => String::from_utf8(bytes).map(AccountId::new).map_err(|e| e.to_string()),
         None => {
-            let id = ignis_store::random_account_id();
-            store.put_meta("account_id", id.as_bytes()).map_err(|e| e.to_string())?;
-            id
+            let id = ignis_registry::random_account_id();
+            store.put_meta("account_id", id.as_str().as_bytes()).map_err(|e| e.to_string())?;
+            Ok(id)
         }
-    };
-    store.ensure_account(&id, "admin").map_err(|e| e.to_string())?;
-    Ok(id)
+    }
 }
 
-/// Registers this run's administrator key pair in the store, as the only
+/// Makes sure the administrator's account exists (named `admin` if it has to
+/// be made) and registers this run's administrator key pair as the only
 /// administrator key.
 ///
 /// The pair comes from the environment, else the credentials file, else is
@@ -247,14 +253,17 @@ fn admin_account_id(store: &Store) -> Result<String, String> {
 /// `IGNIS_ACCESS_KEY_ID` now names another key), the stored one is replaced and
 /// stops working. Tenant accounts' keys are never touched; a pair whose access
 /// key id is a tenant's key is refused.
-fn register_admin_key(store: &Store, admin_account: &str, credentials: Credentials) -> Result<(), String> {
+async fn register_admin_key(accounts: &dyn Accounts, admin_account: &AccountId, credentials: Credentials) -> Result<(), String> {
     let key = AccessKey {
         access_key_id: credentials.access_key_id,
         secret_access_key: credentials.secret_access_key,
-        account_id: admin_account.to_string(),
+        account: admin_account.clone(),
         admin: true,
     };
-    store.set_admin_key(&key).map_err(|e| format!("cannot register the administrator key: {e}"))
+    match accounts.set_administrator("admin", key).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot register the administrator key: {e}")),
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

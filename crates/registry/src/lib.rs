@@ -13,6 +13,11 @@
 //! own error type), `resolve` and `resolve_version` (resolution, with the
 //! random number that picks an alias's version passed in).
 //!
+//! Accounts and their access keys sit behind the same kind of seam (the
+//! [`accounts`] module: the [`Accounts`] trait, [`EmbeddedAccounts`]): who
+//! signed a request is read from memory, creations are durable before they
+//! show.
+//!
 //! Lambda's wire shapes (the JSON of a configuration, request bodies,
 //! validation, the parsing of request text into a [`FunctionRef`]) are the
 //! front end's; so is turning a [`RegistryError`] into a wire error.
@@ -31,6 +36,7 @@
 //! - A function belongs to one account: resolution only ever finds the
 //!   caller's own; another account's ARN is [`RegistryError::AccessDenied`].
 
+pub mod accounts;
 mod embedded;
 mod record;
 #[cfg(test)]
@@ -43,6 +49,7 @@ use std::sync::Arc;
 
 use ignis_ids::AccountId;
 
+pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts, random_account_id};
 pub use embedded::EmbeddedRegistry;
 pub use record::{AliasRecord, CodeRef, EventInvokeConfig, FunctionRecord, ProvisionedRecord};
 

@@ -9,15 +9,14 @@
 //!   and the tables of other owners (function records, log events);
 //! * `<data_dir>/code/<sha256-hex>/` — unpacked code trees, content-addressed by
 //!   the SHA-256 of the uploaded zip (see [`Store::put_code`]);
-//! * `<data_dir>/master.key` — 32 random bytes (mode 0600, made on first open)
-//!   that seal access keys' secrets in the database (see the `accounts` module):
-//!   the database alone never reveals a secret.
+//! * `<data_dir>/master.key` — 32 random bytes (mode 0600) that seal access
+//!   keys' secrets (see [`seal`]: [`seal::MasterKey`], made by the accounts'
+//!   owner when it first opens): the database alone never reveals a secret.
 //!
 //! The store knows nothing about Lambda's JSON: meta values are opaque bytes.
 //!
-//! Accounts and access keys (see [`Store::create_account`], [`Store::access_keys`])
-//! are the store's own records; secrets are sealed with ChaCha20-Poly1305 under
-//! the master key, a random nonce each, and unsealed only in memory.
+//! Accounts and access keys keep their tables themselves (`ignis-registry`'s
+//! `EmbeddedAccounts`), sealing secrets with [`seal::MasterKey`].
 //!
 //! Queues keep their tables themselves (`ignis-queues`, through
 //! [`Store::database`] and [`Store::commit_write`]).
@@ -29,17 +28,17 @@
 //! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
 //! opaque `(meta, payload)` rows by id, changed in batches.
 //!
-//! Durability: meta, account, key and event writes are fsync'd before the call returns. Log
+//! Durability: meta and event writes are fsync'd before the call returns. Log
 //! appends (`ignis-logs`) are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
 //! everything durable.
 
-mod accounts;
 mod code;
 pub mod commit;
 mod events;
 mod mappings;
+pub mod seal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -50,11 +49,9 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
-pub use accounts::{
-    AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
-};
 pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
 pub use events::{EventChange, StoredEvent};
+pub use seal::{MASTER_KEY_FILE, MasterKey, open_file_secret, seal_file_secret};
 
 /// At most this long passes between fsync'd commits while logs are being appended
 /// (the window of log events a power loss may drop).
@@ -100,9 +97,6 @@ pub enum StoreError {
     /// The master key is missing, malformed or does not unseal the stored secrets.
     #[error("master key: {0}")]
     MasterKey(String),
-    /// An access key id already belongs to another (non-administrator) key.
-    #[error("the access key id {0} already belongs to an account's key")]
-    KeyInUse(String),
 }
 
 /// Adds context to redb results.
@@ -127,8 +121,6 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
 /// The embedded store. `Send + Sync`; share it with an `Arc`.
 pub struct Store {
     db: Database,
-    /// Seals and unseals access keys' secrets (the master key).
-    cipher: chacha20poly1305::ChaCha20Poly1305,
     data_dir: PathBuf,
     code_root: PathBuf,
     /// When the last fsync'd commit finished.
@@ -149,11 +141,9 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens or creates the store in `data_dir` (created if missing):
-    /// `<data_dir>/ignis.redb`, `<data_dir>/master.key` and `<data_dir>/code/`.
-    /// Fails with [`StoreError::Locked`] if another process holds the database,
-    /// and with [`StoreError::MasterKey`] if the master key is unusable or
-    /// missing while sealed secrets exist. Removes leftovers of interrupted
-    /// code uploads.
+    /// `<data_dir>/ignis.redb` and `<data_dir>/code/`.
+    /// Fails with [`StoreError::Locked`] if another process holds the database.
+    /// Removes leftovers of interrupted code uploads.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(io_err(format!("creating {}", data_dir.display())))?;
@@ -174,16 +164,13 @@ impl Store {
         let txn = db.begin_write().ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
         events::create_tables(&txn)?;
-        accounts::create_tables(&txn)?;
         mappings::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
-        let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 
         let code_root = code::prepare_root(data_dir)?;
         let code_holds = code::Holds::new(code_root.clone());
         Ok(Store {
             db,
-            cipher,
             data_dir: data_dir.to_path_buf(),
             code_root,
             last_sync: Mutex::new(Instant::now()),
@@ -267,7 +254,7 @@ impl Store {
     }
 
     /// The database, for the services that keep tables of their own in it
-    /// (the registry's `functions`, the queues' tables): they make their own
+    /// (the registry's `functions`, the accounts' tables, the queues' tables): they make their own
     /// tables and commit with [`Store::commit_write`] or transactions of their own.
     pub fn database(&self) -> &Database {
         &self.db
@@ -278,14 +265,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.flush();
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
