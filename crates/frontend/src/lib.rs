@@ -11,11 +11,11 @@
 //! - `invoke_api`: Invoke, and the one place a function record becomes an
 //!   `ignis_invoke::Target` (the invoker, admission and the workers are the
 //!   `ignis-invoke` crate).
-//! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs, and the
-//!   task that keeps the configured sandboxes initialised.
-//! - `async_invoke`: durable asynchronous invocation (accept with group
-//!   commit, pollers under leases, retries, destinations); `event_config`:
-//!   the event invoke config calls and destination checks.
+//! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs (the
+//!   keeper of the configured sandboxes is `ignis_pollers::Keeper`).
+//! - `event_config`: the event invoke config calls and destination checks
+//!   (asynchronous events themselves are `ignis_pollers::Events`: Invoke's
+//!   `Event` type hands them over and answers 202 once they are stored).
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams, and
 //!   the task that writes sandboxes' log lines to storage.
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
@@ -24,8 +24,8 @@
 //!   and `GET /ignis/workers`, for the administrator's key only.
 //! - `sqs_api`: Amazon SQS's JSON protocol over `ignis_queues` (the one owner
 //!   of every message queue, with a Rust API for the rest of the server).
-//! - `mapping` + `mappings`: event source mappings from queues to functions
-//!   (the pure decisions; the owner, its pollers and the API calls).
+//! - `mappings_api`: the event source mapping calls, over the mappings' owner
+//!   (`ignis_pollers::Mappings`, with their pollers).
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
@@ -33,7 +33,6 @@
 //! when accounts are made). Handlers act only within the caller's account.
 
 mod accounts_api;
-mod async_invoke;
 mod cluster_api;
 mod control;
 mod error;
@@ -45,8 +44,7 @@ pub mod fuzz;
 mod http;
 mod invoke_api;
 mod logs_api;
-mod mapping;
-mod mappings;
+mod mappings_api;
 mod provisioned;
 mod sqs_api;
 mod versions;
@@ -118,16 +116,14 @@ pub struct App {
     keys: RwLock<HashMap<String, KeyEntry>>,
     /// Serialises account creation (the store's transaction decides conflicts).
     account_writes: tokio::sync::Mutex<()>,
-    /// Wakes the task that keeps provisioned concurrency in line with the configurations.
-    provisioning: Arc<tokio::sync::Notify>,
+    /// Keeps provisioned concurrency in line with the configurations.
+    provisioning: Arc<ignis_pollers::Keeper>,
     /// Every account's message queues.
     queues: Arc<ignis_queues::Queues>,
     /// Pending asynchronous invocations.
-    events: Arc<async_invoke::AsyncEvents>,
+    events: Arc<ignis_pollers::Events>,
     /// Every event source mapping, with its pollers.
-    mappings: mappings::Mappings,
-    /// Asks the log writer to commit what it was handed so far.
-    log_barriers: tokio::sync::mpsc::UnboundedSender<logs_api::LogBarrier>,
+    mappings: Arc<ignis_pollers::Mappings>,
 }
 
 impl App {
@@ -171,8 +167,27 @@ impl App {
         tokio::spawn(logs_api::write_logs(store.clone(), logs, barriers));
         let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), config.clock.clone())
             .map_err(ApiError::from)?;
-        let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
-        let mappings = mappings::Mappings::load(&store)?;
+        let services = ignis_pollers::Services {
+            registry: registry.clone(),
+            invoker: invoker.clone(),
+            queues: queues.clone(),
+            store: store.clone(),
+            clock: config.clock.clone(),
+            region: config.region.clone(),
+        };
+        let events = ignis_pollers::Events::start(services.clone(), config.async_retry_delay)?;
+        // Waits until every log line handed to the log writer so far is committed.
+        let log_barrier: ignis_pollers::LogBarrier = Arc::new(move || {
+            let barriers = log_barriers.clone();
+            Box::pin(async move {
+                let (done, written) = tokio::sync::oneshot::channel();
+                if barriers.send(done).is_ok() {
+                    let _ = written.await;
+                }
+            })
+        });
+        let mappings = ignis_pollers::Mappings::start(services.clone(), log_barrier)?;
+        let provisioning = ignis_pollers::Keeper::start(services);
         let app = Arc::new(App {
             config,
             store,
@@ -181,29 +196,17 @@ impl App {
             concurrency,
             keys: RwLock::new(keys),
             account_writes: tokio::sync::Mutex::new(()),
-            provisioning: Arc::default(),
+            provisioning,
             queues,
             events,
             mappings,
-            log_barriers,
         });
-        tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
-        async_invoke::start_pollers(&app);
-        mappings::start(&app);
         Ok(app)
     }
 
     /// Every account's message queues (send, receive, delete, ... by queue ARN).
     pub fn queues(&self) -> &Arc<ignis_queues::Queues> {
         &self.queues
-    }
-
-    /// Waits until every log line handed to the log writer so far is committed.
-    async fn logs_written(&self) {
-        let (done, written) = tokio::sync::oneshot::channel();
-        if self.log_barriers.send(done).is_ok() {
-            let _ = written.await;
-        }
     }
 
     /// The administrator's account id.

@@ -23,13 +23,10 @@
 //! [`Store::database`] and [`Store::commit_write`]).
 //! Writes that many callers make at once go through one group-commit writer
 //! (the `commit` module: [`commit::GroupCommit`]).
-//! Event source mappings (the `mappings` module): opaque records by account
-//! and UUID, fsync'd.
+//! So do the pollers (`ignis-pollers`: pending asynchronous events and event
+//! source mappings).
 //!
-//! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
-//! opaque `(meta, payload)` rows by id, changed in batches.
-//!
-//! Durability: meta, account, key and event writes are fsync'd before the call returns. Log
+//! Durability: meta, account and key writes are fsync'd before the call returns. Log
 //! appends are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
@@ -38,9 +35,7 @@
 mod accounts;
 mod code;
 pub mod commit;
-mod events;
 mod logs;
-mod mappings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -48,14 +43,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, TableDefinition, WriteTransaction,
 };
 
 pub use accounts::{
     AccessKey, Account, AccountError, MASTER_KEY_FILE, open_file_secret, random_account_id, random_text, seal_file_secret,
 };
 pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
-pub use events::{EventChange, StoredEvent};
 pub use logs::{
     DEFAULT_MAX_LOG_GROUP_BYTES, LOG_EVENT_OVERHEAD, LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo,
     MAX_LOG_LIMIT, StoredLogEvent,
@@ -65,8 +59,6 @@ pub use logs::{
 /// (the window of log events a power loss may drop).
 pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A table of opaque records by (account, name).
-pub(crate) type NamedRecords = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 /// The database's page cache (reads and not yet written pages): bounded, so
 /// that what is stored (logs, queued messages, pending events) does not grow
 /// the server's memory with it.
@@ -187,9 +179,7 @@ impl Store {
         let txn = db.begin_write().ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
         logs::create_tables(&txn)?;
-        events::create_tables(&txn)?;
         accounts::create_tables(&txn)?;
-        mappings::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
         let cipher = accounts::open_master_key(data_dir, accounts::has_access_keys(&db)?)?;
 
@@ -211,19 +201,6 @@ impl Store {
     /// The data directory this store was opened on.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    /// Every `(account, name) -> record` of `table`, ordered by account then name.
-    pub(crate) fn records(&self, table: NamedRecords, context: &'static str) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().ctx(context)?;
-        let table = txn.open_table(table).ctx(context)?;
-        let mut out = Vec::new();
-        for item in table.iter().ctx(context)? {
-            let (k, v) = item.ctx(context)?;
-            let (account, name) = k.value();
-            out.push((account.to_string(), name.to_string(), v.value().to_vec()));
-        }
-        Ok(out)
     }
 
     // ----- meta -----------------------------------------------------------
