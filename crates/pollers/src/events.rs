@@ -298,6 +298,14 @@ impl Events {
         self.lock().pending.len()
     }
 
+    /// The pending events' progress, `(invocations, throttles)`, and when
+    /// the next unleased one is ready (for tests).
+    #[cfg(test)]
+    pub(crate) fn progress(&self) -> (Vec<(u32, u32)>, Option<u64>) {
+        let state = self.lock();
+        (state.pending.values().map(|p| (p.meta.invocations, p.throttles)).collect(), state.schedule.next_ready_ms())
+    }
+
     /// The next ready event under a lease, or how long to wait for one.
     fn take(&self) -> Result<(Lease<u64>, EventMeta, u32), Duration> {
         let now = self.now_ms();
