@@ -73,6 +73,8 @@ const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 pub struct Pollers {
     stop: watch::Sender<bool>,
     running: AtomicUsize,
+    /// Batches tried so far by all of them, whatever became of each (for tests).
+    rounds: AtomicUsize,
     /// When a poller was last added (on the clock); held while a poller decides to grow or end.
     grown: Mutex<Instant>,
 }
@@ -84,6 +86,12 @@ impl Pollers {
 
     fn running(&self) -> bool {
         self.running.load(Ordering::Acquire) > 0
+    }
+
+    /// How many pollers run, and how many batches they tried so far (for tests).
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.running.load(Ordering::Acquire), self.rounds.load(Ordering::Acquire))
     }
 
     /// One poller's decision after a batch, counted at once (under the mutex,
@@ -177,6 +185,12 @@ impl Mappings {
             .filter(|e| e.account == account.as_str())
             .map(|e| (e.record.clone(), e.pollers.as_ref().is_some_and(|p| p.running())))
             .collect()
+    }
+
+    /// A mapping's pollers, if it has any (for tests).
+    #[cfg(test)]
+    pub(crate) fn pollers(&self, uuid: &str) -> Option<Arc<Pollers>> {
+        self.lock().get(uuid)?.pollers.clone()
     }
 
     /// The mapping a poller serves, as it is now.
@@ -296,7 +310,7 @@ impl Mappings {
         let (stop, _) = watch::channel(false);
         let count = mapping::MIN_POLLERS.min(cap(record));
         let grown = Mutex::new(self.services.clock.instant());
-        let pollers = Arc::new(Pollers { stop, running: AtomicUsize::new(count), grown });
+        let pollers = Arc::new(Pollers { stop, running: AtomicUsize::new(count), rounds: AtomicUsize::new(0), grown });
         for _ in 0..count {
             tokio::spawn(poller(Arc::downgrade(self), record.uuid.clone(), pollers.clone()));
         }
@@ -345,6 +359,7 @@ async fn poll(mappings: Weak<Mappings>, uuid: String, pollers: Arc<Pollers>) {
             let Some((account, record)) = owner.current(&uuid) else { return };
             (run_batch(&owner, &account, &record, &mut stop).await, record, owner.services.clock.clone())
         };
+        pollers.rounds.fetch_add(1, Ordering::AcqRel);
         if *stop.borrow() {
             return;
         }

@@ -628,3 +628,36 @@ async fn the_keeper_hands_configurations_over_at_start_and_on_change() {
     until("three sandboxes are ready", || w.services.invoker.allocation(&revision).allocated == 3).await;
     assert_eq!(w.fake.starts(), 3);
 }
+
+#[tokio::test]
+async fn deleting_a_mapping_ends_its_pollers_and_leaves_the_queue_alone() {
+    let w = world();
+    let q = w.queue("q").await;
+    let (mappings, record) = w.mappings(&q, 10, 0, false).await;
+    let pollers = mappings.pollers(&record.uuid).unwrap();
+    mappings.delete(&account(), &record.uuid).await.unwrap();
+    until("the pollers end", || pollers.counts().0 == 0).await;
+    assert!(mappings.list(&account()).is_empty());
+    // No poller is left to take it.
+    w.send(&q, &["stays"]).await;
+    assert_eq!(w.counts(&q).visible, 1);
+    assert!(w.recorder.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_mapping_whose_function_is_gone_receives_nothing_until_it_is_back() {
+    let w = world();
+    let q = w.queue("q").await;
+    let mappings = Mappings::start(w.services.clone(), no_barrier()).unwrap();
+    // No function "f": the pollers look for it before each batch, and pause.
+    let record = mappings.create(&account(), mapping_record(&q, 10, 0, false)).await.unwrap();
+    w.send(&q, &["waits"]).await;
+    let pollers = mappings.pollers(&record.uuid).unwrap();
+    until("every poller tried a batch", || pollers.counts().1 >= crate::mapping::MIN_POLLERS).await;
+    assert_eq!((w.counts(&q).visible, w.counts(&q).in_flight), (1, 0));
+    // Each looks again after its pause, and finds it.
+    w.function("f", None).await;
+    w.clock.advance(Duration::from_secs(2));
+    until("the message ran", || w.recorder.seen().len() == 1).await;
+    assert_eq!(bodies(&w.recorder.seen()[0].payload), ["waits"]);
+}
