@@ -8,9 +8,9 @@
 //!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency.
 //! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
 //!   and the alias calls; versions and aliases live in `$LATEST`'s record.
-//! - `invoke_api`: Invoke, and the one place a function record becomes an
-//!   `ignis_invoke::Target` (the invoker, admission and the workers are the
-//!   `ignis-invoke` crate).
+//! - `invoke_api`: Invoke (a record becomes an `ignis_invoke::Target` in
+//!   `ignis_invoke::from_record`; the invoker, admission and the workers are
+//!   the `ignis-invoke` crate).
 //! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs (the
 //!   keeper of the configured sandboxes is `ignis_pollers::Keeper`).
 //! - `event_config`: the event invoke config calls and destination checks
