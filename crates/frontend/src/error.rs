@@ -256,6 +256,26 @@ impl From<ignis_registry::AccountError> for ApiError {
     }
 }
 
+/// The pollers' errors: an event that could not be stored is the service's
+/// fault; a mapping's refusals are Lambda's own errors for them.
+impl From<ignis_pollers::PollersError> for ApiError {
+    fn from(e: ignis_pollers::PollersError) -> Self {
+        ApiError::Service(e.to_string())
+    }
+}
+
+impl From<ignis_pollers::MappingError> for ApiError {
+    fn from(e: ignis_pollers::MappingError) -> Self {
+        use ignis_pollers::MappingError::*;
+        match e {
+            NotFound => ApiError::ResourceNotFound(e.to_string()),
+            Exists { .. } => ApiError::ResourceConflict(e.to_string()),
+            Invalid(message) => ApiError::InvalidParameterValue(message),
+            Storage(message) => ApiError::Service(message),
+        }
+    }
+}
+
 impl From<ignis_sigv4::AuthError> for ApiError {
     fn from(e: ignis_sigv4::AuthError) -> Self {
         ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }

@@ -9,13 +9,14 @@
 use std::sync::Arc;
 
 use http::StatusCode;
+use ignis_pollers::{Destination, parse_destination};
 use ignis_registry::{EventInvokeConfig, RegistryError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::control::{now, resolve};
 use crate::error::ApiError;
-use crate::function::{Violations, parse_body, parse_function_ref};
+use crate::function::{Violations, parse_body};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 use crate::{App, Caller};
 
@@ -119,30 +120,6 @@ impl EventInvokeConfigIn {
             config.on_failure = destination(&destinations.on_failure);
         }
         config.last_modified_ms = now();
-    }
-}
-
-/// Where an asynchronous invocation's record can go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// A function of the same account, with its qualifier if any.
-    Function { name: String, qualifier: Option<String> },
-    /// A queue, by ARN (through the App's queue sink).
-    Queue { arn: String },
-}
-
-/// What a destination ARN names, if Ignis can deliver to that kind at all.
-pub fn parse_destination(account: &str, arn: &str) -> Option<Destination> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", partition, "lambda", _, owner, rest] if partition.starts_with("aws") && *owner == account && rest.starts_with("function:") => {
-            let reference = parse_function_ref(arn, "destination").ok()?;
-            Some(Destination::Function { name: reference.name, qualifier: reference.qualifier })
-        }
-        ["arn", partition, "sqs", _, owner, name] if partition.starts_with("aws") && *owner == account && !name.is_empty() => {
-            Some(Destination::Queue { arn: arn.to_string() })
-        }
-        _ => None,
     }
 }
 
@@ -264,33 +241,6 @@ pub(crate) fn check_body(account: &str, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn destinations_by_kind() {
-        let account = "123456789012";
-        assert_eq!(
-            parse_destination(account, "arn:aws:lambda:us-east-1:123456789012:function:dest"),
-            Some(Destination::Function { name: "dest".into(), qualifier: None })
-        );
-        assert_eq!(
-            parse_destination(account, "arn:aws:lambda:us-east-1:123456789012:function:dest:live"),
-            Some(Destination::Function { name: "dest".into(), qualifier: Some("live".into()) })
-        );
-        assert_eq!(
-            parse_destination(account, "arn:aws:sqs:us-east-1:123456789012:jobs"),
-            Some(Destination::Queue { arn: "arn:aws:sqs:us-east-1:123456789012:jobs".into() })
-        );
-        for other in [
-            "arn:aws:lambda:us-east-1:210987654321:function:dest",
-            "arn:aws:sqs:us-east-1:210987654321:jobs",
-            "arn:aws:sns:us-east-1:123456789012:topic",
-            "arn:aws:lambda:us-east-1:123456789012:function:a b",
-            "arn:aws:sqs:us-east-1:123456789012:",
-            "dest",
-        ] {
-            assert_eq!(parse_destination(account, other), None, "{other}");
-        }
-    }
 
     #[test]
     fn wire_shape() {

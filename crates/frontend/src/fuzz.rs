@@ -61,16 +61,16 @@ pub fn lambda_body(kind: u8, body: &[u8]) {
         }
         4 => crate::versions::check_alias_body(body),
         5 => crate::event_config::check_body(ACCOUNT, body),
-        6 => crate::mappings::check_body(body),
+        6 => crate::mappings_api::check_body(body),
         7 => {
             // A function's response to a batch with ReportBatchItemFailures.
-            crate::mapping::settle(&["a", "b", "c"], crate::mapping::Ran::Succeeded(body), true);
+            ignis_pollers::mapping::settle(&["a", "b", "c"], ignis_pollers::mapping::Ran::Succeeded(body), true);
         }
         8 => {
             let text = String::from_utf8_lossy(body);
             let _ = crate::invoke_api::client_context(Some(&text));
             let _ = f::parse_function_ref(&text, "functionName");
-            crate::event_config::parse_destination(ACCOUNT, &text);
+            ignis_pollers::parse_destination(ACCOUNT, &text);
         }
         _ => {
             for action in ["FilterLogEvents", "DescribeLogGroups", "DescribeLogStreams"] {

@@ -34,7 +34,7 @@ use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings, provisioned, sqs_api, versions};
+use crate::{App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings_api, provisioned, sqs_api, versions};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -499,11 +499,11 @@ async fn respond(
         Operation::GetFunctionEventInvokeConfig(name) => event_config::get(app, caller, &name, query),
         Operation::DeleteFunctionEventInvokeConfig(name) => event_config::delete(app, caller, &name, query).await,
         Operation::ListFunctionEventInvokeConfigs(name) => event_config::list(app, caller, &name, query),
-        Operation::CreateEventSourceMapping => mappings::create(app, caller, &body).await,
-        Operation::ListEventSourceMappings => mappings::list(app, caller, query),
-        Operation::GetEventSourceMapping(uuid) => mappings::get(app, caller, &uuid),
-        Operation::UpdateEventSourceMapping(uuid) => mappings::update(app, caller, &uuid, &body).await,
-        Operation::DeleteEventSourceMapping(uuid) => mappings::delete(app, caller, &uuid).await,
+        Operation::CreateEventSourceMapping => mappings_api::create(app, caller, &body).await,
+        Operation::ListEventSourceMappings => mappings_api::list(app, caller, query),
+        Operation::GetEventSourceMapping(uuid) => mappings_api::get(app, caller, &uuid),
+        Operation::UpdateEventSourceMapping(uuid) => mappings_api::update(app, caller, &uuid, &body).await,
+        Operation::DeleteEventSourceMapping(uuid) => mappings_api::delete(app, caller, &uuid).await,
         Operation::Logs(action) => logs_api::handle(app, caller, action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,

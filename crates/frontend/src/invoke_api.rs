@@ -1,17 +1,15 @@
 //! `Invoke`: the request's headers and payload in, Lambda's answer out.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::Full;
-use ignis_invoke::{Function, Revision, Target};
+use ignis_invoke::{Revision, Target, from_record};
 use ignis_worker::{Completion, Invocation, Outcome};
 
 use crate::{App, Caller};
-use crate::async_invoke::EventMeta;
 use ignis_registry::FunctionRecord;
 use crate::control::resolve_version;
 use crate::error::ApiError;
@@ -21,7 +19,7 @@ use crate::http::{Answer, empty_answer, query_params};
 /// Largest payload of a synchronous invocation (6 MB).
 pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
 /// Largest payload of an asynchronous invocation (1 MB).
-pub const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
+pub const MAX_ASYNC_PAYLOAD: usize = ignis_pollers::events::MAX_PAYLOAD;
 /// Largest client context, before base64 decoding.
 const MAX_CLIENT_CONTEXT: usize = 3583;
 
@@ -79,22 +77,19 @@ pub async fn invoke(
     }
 
     let executed_version = HeaderValue::from_str(&record.version_label()).unwrap_or(HeaderValue::from_static("$LATEST"));
-    let trace_id = header(headers, "x-amzn-trace-id").map_or_else(|| trace_id(request_id), str::to_string);
+    let trace_id = header(headers, "x-amzn-trace-id").map_or_else(|| trace_id(app, request_id), str::to_string);
     match invocation_type {
         InvocationType::DryRun => Ok(empty_answer(StatusCode::NO_CONTENT)),
         InvocationType::Event => {
-            let meta = EventMeta {
-                account: caller.account.to_string(),
+            let event = ignis_pollers::Event {
+                account: caller.account.clone(),
                 function: reference.name,
                 qualifier: reference.qualifier,
                 request_id: request_id.to_string(),
-                accepted_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-                invocations: 0,
                 trace_id,
                 client_context,
-                chain: 0,
             };
-            app.events.accept(meta, payload).await?;
+            app.events.accept(event, payload).await?;
             let mut answer = empty_answer(StatusCode::ACCEPTED);
             answer.headers_mut().insert("x-amz-executed-version", executed_version);
             Ok(answer)
@@ -128,48 +123,25 @@ pub(crate) fn client_context(header: Option<&str>) -> Result<Option<String>, Api
     }
 }
 
-/// What the invoker runs for `record` in `account`: the one place a record
-/// becomes an invoker's [`Function`] (every caller builds its target here).
+/// What the invoker runs for `record` in `account` (built by
+/// `ignis_invoke::from_record`, the one place a record becomes a target).
 pub(crate) fn target(app: &App, account: &str, record: &FunctionRecord) -> Target {
-    let function = Function {
-        revision: revision(account, record),
-        version: record.version_label(),
-        memory_mb: record.memory_mb,
-        ephemeral_mb: record.ephemeral_mb,
-        timeout: Duration::from_secs(record.timeout_s.into()),
-        runtime: record.runtime.clone(),
-        handler: record.handler.clone(),
-        environment: record.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        log_group: record.log_group(),
-        code_sha256_hex: record.code_sha256_hex.clone(),
-        code_dir: app.store.code_dir(&record.code_sha256_hex),
-        code_hold: record.code.hold().map(|hold| Arc::new(hold.clone()) as Arc<dyn Send + Sync>),
-    };
-    Target { function: Arc::new(function), region: app.config.region.clone() }
+    from_record::target(&app.store, &app.config.region, account, record)
 }
 
 /// The revision `record` is in `account`: what its sandboxes are kept (and retired) by.
 pub(crate) fn revision(account: &str, record: &FunctionRecord) -> Revision {
-    Revision {
-        account: ignis_ids::AccountId::new(account),
-        function: record.name.clone(),
-        revision_id: record.revision_id.clone(),
-    }
+    from_record::revision(account, record)
 }
 
 /// The ARN `record` was invoked by, with the qualifier it was invoked with.
 pub(crate) fn invoked_arn(app: &App, account: &str, qualifier: Option<&str>, record: &FunctionRecord) -> String {
-    match qualifier {
-        Some(q) => format!("{}:{q}", record.arn(&app.config.region, account)),
-        None => record.arn(&app.config.region, account),
-    }
+    from_record::invoked_arn(&app.config.region, account, qualifier, record)
 }
 
 /// An X-Ray trace header for an invocation that came without one.
-pub(crate) fn trace_id(request_id: &str) -> String {
-    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let hex: String = request_id.chars().filter(char::is_ascii_hexdigit).collect();
-    format!("Root=1-{seconds:08x}-{};Parent={};Sampled=0", &hex[..24.min(hex.len())], &hex[hex.len().saturating_sub(16)..])
+pub(crate) fn trace_id(app: &App, request_id: &str) -> String {
+    from_record::trace_id(request_id, app.config.clock.now())
 }
 
 fn answer(outcome: Outcome, tail: bool, executed_version: HeaderValue) -> Answer {

@@ -8,14 +8,14 @@
 //!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency.
 //! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
 //!   and the alias calls; versions and aliases live in `$LATEST`'s record.
-//! - `invoke_api`: Invoke, and the one place a function record becomes an
-//!   `ignis_invoke::Target` (the invoker, admission and the workers are the
-//!   `ignis-invoke` crate).
-//! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs, and the
-//!   task that keeps the configured sandboxes initialised.
-//! - `async_invoke`: durable asynchronous invocation (accept with group
-//!   commit, pollers under leases, retries, destinations); `event_config`:
-//!   the event invoke config calls and destination checks.
+//! - `invoke_api`: Invoke (a record becomes an `ignis_invoke::Target` in
+//!   `ignis_invoke::from_record`; the invoker, admission and the workers are
+//!   the `ignis-invoke` crate).
+//! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs (the
+//!   keeper of the configured sandboxes is `ignis_pollers::Keeper`).
+//! - `event_config`: the event invoke config calls and destination checks
+//!   (asynchronous events themselves are `ignis_pollers::Events`: Invoke's
+//!   `Event` type hands them over and answers 202 once they are stored).
 //! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams over
 //!   `ignis_logs` (the log writer, the logs' tables and their queries).
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
@@ -24,8 +24,8 @@
 //!   and `GET /ignis/workers`, for the administrator's key only.
 //! - `sqs_api`: Amazon SQS's JSON protocol over `ignis_queues` (the one owner
 //!   of every message queue, with a Rust API for the rest of the server).
-//! - `mapping` + `mappings`: event source mappings from queues to functions
-//!   (the pure decisions; the owner, its pollers and the API calls).
+//! - `mappings_api`: the event source mapping calls, over the mappings' owner
+//!   (`ignis_pollers::Mappings`, with their pollers).
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
@@ -34,7 +34,6 @@
 //! caller's account.
 
 mod accounts_api;
-mod async_invoke;
 mod cluster_api;
 mod control;
 mod error;
@@ -46,8 +45,7 @@ pub mod fuzz;
 mod http;
 mod invoke_api;
 mod logs_api;
-mod mapping;
-mod mappings;
+mod mappings_api;
 mod provisioned;
 mod sqs_api;
 mod versions;
@@ -110,14 +108,14 @@ pub struct App {
     concurrency: Arc<ignis_invoke::Admission>,
     /// Every account and access key (SigV4 asks it for secrets).
     accounts: Arc<dyn Accounts>,
-    /// Wakes the task that keeps provisioned concurrency in line with the configurations.
-    provisioning: Arc<tokio::sync::Notify>,
+    /// Keeps provisioned concurrency in line with the configurations.
+    provisioning: Arc<ignis_pollers::Keeper>,
     /// Every account's message queues.
     queues: Arc<ignis_queues::Queues>,
     /// Pending asynchronous invocations.
-    events: Arc<async_invoke::AsyncEvents>,
+    events: Arc<ignis_pollers::Events>,
     /// Every event source mapping, with its pollers.
-    mappings: mappings::Mappings,
+    mappings: Arc<ignis_pollers::Mappings>,
     /// The log service: the log writer and the queries of stored logs.
     logs: ignis_logs::Logs,
 }
@@ -160,8 +158,23 @@ impl App {
         let invoker = ignis_invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive, config.clock.clone());
         let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), config.clock.clone())
             .map_err(ApiError::from)?;
-        let events = async_invoke::AsyncEvents::load(store.clone(), config.async_retry_delay)?;
-        let mappings = mappings::Mappings::load(&store)?;
+        let services = ignis_pollers::Services {
+            registry: registry.clone(),
+            invoker: invoker.clone(),
+            queues: queues.clone(),
+            store: store.clone(),
+            clock: config.clock.clone(),
+            region: config.region.clone(),
+        };
+        let events = ignis_pollers::Events::start(services.clone(), config.async_retry_delay)?;
+        // Waits until every log line handed to the log writer so far is committed.
+        let barrier = logs.barrier();
+        let log_barrier: ignis_pollers::LogBarrier = Arc::new(move || {
+            let barrier = barrier.clone();
+            Box::pin(async move { barrier.written().await })
+        });
+        let mappings = ignis_pollers::Mappings::start(services.clone(), log_barrier)?;
+        let provisioning = ignis_pollers::Keeper::start(services);
         let app = Arc::new(App {
             config,
             store,
@@ -169,26 +182,18 @@ impl App {
             invoker,
             concurrency,
             accounts,
-            provisioning: Arc::default(),
+            provisioning,
             queues,
             events,
             mappings,
             logs,
         });
-        tokio::spawn(provisioned::keep(Arc::downgrade(&app)));
-        async_invoke::start_pollers(&app);
-        mappings::start(&app);
         Ok(app)
     }
 
     /// Every account's message queues (send, receive, delete, ... by queue ARN).
     pub fn queues(&self) -> &Arc<ignis_queues::Queues> {
         &self.queues
-    }
-
-    /// Waits until every log line handed to the log writer so far is committed.
-    async fn logs_written(&self) {
-        self.logs.written().await;
     }
 
     /// The administrator's account id.

@@ -1,19 +1,17 @@
-//! Provisioned concurrency: Put/Get/Delete/ListProvisionedConcurrencyConfigs,
-//! and the task that keeps the configured sandboxes initialised.
+//! Provisioned concurrency: Put/Get/Delete/ListProvisionedConcurrencyConfigs.
 //!
 //! A configuration names a published version or an alias (never `$LATEST`)
-//! and lives in `$LATEST`'s record (`provisioned`, by qualifier). The
-//! [`keep`] task hands the whole set to the invoker every second and whenever
-//! it changes; the invoker starts what is missing, replaces what died and lets
-//! what is no longer wanted age out like any idle sandbox. The status
+//! and lives in `$LATEST`'s record (`provisioned`, by qualifier). The keeper
+//! (`ignis_pollers::Keeper`) hands the whole set to the invoker every second
+//! and whenever it changes; the invoker starts what is missing, replaces what
+//! died and lets what is no longer wanted age out like any idle sandbox. The status
 //! (`IN_PROGRESS`, `READY`, `FAILED`) is read from the invoker, live.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use http::StatusCode;
 use ignis_ids::AccountId;
-use ignis_invoke::Provisioned;
+use ignis_pollers::provisioning::version_of;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,9 +21,6 @@ use crate::function::{self as f, Violations};
 use ignis_registry::{FunctionRecord, ProvisionedRecord};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 use crate::{App, Caller};
-
-/// How often the configured sandboxes are checked (dead ones replaced) without a change.
-const PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -44,12 +39,6 @@ fn qualifier(query: &str) -> Result<String, ApiError> {
     v.check(qualifier.is_some(), "null", "qualifier", "Member must not be null");
     v.into_result()?;
     Ok(qualifier.unwrap_or_default())
-}
-
-/// The record a configured qualifier runs: the version, or the alias's version.
-fn version_of<'a>(latest: &'a FunctionRecord, qualifier: &str) -> Option<&'a FunctionRecord> {
-    let label = latest.aliases.get(qualifier).map_or(qualifier, |alias| alias.function_version.as_str());
-    latest.find_version(label)
 }
 
 /// A configuration as Lambda shows it, with its live status.
@@ -106,7 +95,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
             Ok(record)
         })
         .await?;
-    app.provisioning.notify_one();
+    app.provisioning.changed();
     Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &written.1, &qualifier, &config)))
 }
 
@@ -162,7 +151,7 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) ->
             Ok(record)
         })
         .await?;
-    app.provisioning.notify_one();
+    app.provisioning.changed();
     Ok(empty_answer(StatusCode::NO_CONTENT))
 }
 
@@ -184,36 +173,4 @@ pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answe
         body["NextMarker"] = json!(next);
     }
     Ok(json_answer(StatusCode::OK, body))
-}
-
-/// Keeps the invoker's provisioned sandboxes in line with the stored
-/// configurations, until the app is gone.
-pub async fn keep(app: Weak<App>) {
-    loop {
-        let Some(strong) = app.upgrade() else { return };
-        let wanted = strong
-            .registry
-            .all()
-            .into_iter()
-            .flat_map(|(account, latest)| {
-                let strong = &strong;
-                latest
-                    .provisioned
-                    .iter()
-                    .filter_map(|(qualifier, config)| {
-                        let version = version_of(&latest, qualifier)?;
-                        Some(Provisioned {
-                            target: crate::invoke_api::target(strong, account.as_str(), version),
-                            requested: config.requested,
-                            since_ms: config.last_modified_ms,
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        strong.invoker.provision(wanted);
-        let notified = strong.provisioning.clone();
-        drop(strong);
-        let _ = tokio::time::timeout(PERIOD, notified.notified()).await;
-    }
 }

@@ -16,7 +16,6 @@ use std::time::Duration;
 use base64::Engine;
 use http::{HeaderValue, StatusCode};
 use ignis_queue::{Attribute, Attributes, MAX_DELAY_S, MAX_VISIBILITY_TIMEOUT_S, Redrive};
-use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -24,6 +23,7 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, sqs_batch_code};
 use crate::http::{Answer, SqsAction, json_answer};
 use ignis_ids::arn::parse_queue as parse_arn;
+use ignis_queues::digest::{md5_hex, md5_of_attributes};
 use ignis_queues::{MAX_WAIT_S, Message, Outgoing, QueueConfig, QueueError, QueueRef};
 use crate::{App, Caller};
 
@@ -84,27 +84,6 @@ fn within(value: i64, name: &str, range: std::ops::RangeInclusive<u32>) -> Resul
             range.end()
         ))
     })
-}
-
-pub fn md5_hex(bytes: &[u8]) -> String {
-    hex::encode(Md5::digest(bytes))
-}
-
-/// SQS's `MD5OfMessageAttributes`: over the attributes sorted by name, each
-/// as its name, data type, transport type (1 string, 2 binary) and value, the
-/// variable parts prefixed with their 4-byte big-endian length.
-pub fn md5_of_attributes(attributes: &Attributes) -> String {
-    let mut bytes = Vec::new();
-    for (name, a) in attributes {
-        let transport: &[u8] = if a.data_type.starts_with("Binary") { &[2] } else { &[1] };
-        for (part, prefixed) in [(name.as_bytes(), true), (a.data_type.as_bytes(), true), (transport, false), (&a.value, true)] {
-            if prefixed {
-                bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            }
-            bytes.extend_from_slice(part);
-        }
-    }
-    md5_hex(&bytes)
 }
 
 fn valid_queue_name(name: &str) -> Result<()> {
@@ -840,21 +819,6 @@ pub(crate) fn check_body(action: &str, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn md5_of_message_attributes_matches_sqs() {
-        // The example of the SQS developer guide's "Calculating the MD5
-        // message digest for message attributes" is reproduced by boto3's
-        // tests too; this one is computed independently in tests/sdk.
-        let mut attributes = Attributes::new();
-        attributes.insert("a".into(), Attribute { data_type: "String".into(), value: b"x".to_vec() });
-        let mut expected = Vec::new();
-        expected.extend_from_slice(&[0, 0, 0, 1, b'a', 0, 0, 0, 6]);
-        expected.extend_from_slice(b"String");
-        expected.extend_from_slice(&[1, 0, 0, 0, 1, b'x']);
-        assert_eq!(md5_of_attributes(&attributes), md5_hex(&expected));
-        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
-    }
 
     #[test]
     fn batches_are_checked() {

@@ -16,6 +16,7 @@
 //! - [`backend`]: the [`WorkerBackend`] and [`Sandbox`] traits, with the local
 //!   worker and remote worker hosts behind them; `fake` (feature `fake`) is an
 //!   in-memory one for tests.
+//! - [`from_record`]: a registry record as a [`Target`] (the one place).
 //!
 //! # API boundary
 //!
@@ -60,6 +61,7 @@ pub mod backend;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod from_record;
 pub mod membership;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 //! the per-queue operations ([`Queues::send_batch`], [`Queues::receive_from`],
 //! [`Queues::delete_batch`], [`Queues::purge`], ...). Errors are
 //! [`QueueError`]; only the front end turns them into SQS's wire errors.
+//! A message's MD5 digests are in [`digest`].
 //!
 //! # Time
 //!
@@ -45,6 +46,7 @@
 //! the dead-letter queue and the delete from the source), so a message is
 //! never lost between the two.
 
+pub mod digest;
 mod tables;
 
 use std::collections::{HashMap, HashSet};

@@ -1,12 +1,14 @@
 //! Embedded durable storage for Ignis: small settings, unpacked function code,
-//! and the redb database other owners keep their own tables in (see
-//! [`Store::database`]; the function registry's are in `ignis-registry`, the
-//! logs' in `ignis-logs`).
+//! the one group-commit writer, and the redb database the services keep their
+//! own tables in (see [`Store::database`] and [`Store::commit_write`]).
 //!
 //! Everything lives under one data directory that exactly one process owns:
 //!
 //! * `<data_dir>/ignis.redb` — a [redb] database holding settings ("meta"),
-//!   and the tables of other owners (function records, log events);
+//!   and the tables of the services that own them: function records, accounts
+//!   and access keys (`ignis-registry`), queues (`ignis-queues`), pending
+//!   asynchronous events and event source mappings (`ignis-pollers`), log
+//!   events (`ignis-logs`);
 //! * `<data_dir>/code/<sha256-hex>/` — unpacked code trees, content-addressed by
 //!   the SHA-256 of the uploaded zip (see [`Store::put_code`]);
 //! * `<data_dir>/master.key` — 32 random bytes (mode 0600) that seal access
@@ -14,21 +16,10 @@
 //!   owner when it first opens): the database alone never reveals a secret.
 //!
 //! The store knows nothing about Lambda's JSON: meta values are opaque bytes.
-//!
-//! Accounts and access keys keep their tables themselves (`ignis-registry`'s
-//! `EmbeddedAccounts`), sealing secrets with [`seal::MasterKey`].
-//!
-//! Queues keep their tables themselves (`ignis-queues`, through
-//! [`Store::database`] and [`Store::commit_write`]).
 //! Writes that many callers make at once go through one group-commit writer
 //! (the `commit` module: [`commit::GroupCommit`]).
-//! Event source mappings (the `mappings` module): opaque records by account
-//! and UUID, fsync'd.
 //!
-//! Pending asynchronous invocations (see [`Store::apply_event_changes`]) are
-//! opaque `(meta, payload)` rows by id, changed in batches.
-//!
-//! Durability: meta and event writes are fsync'd before the call returns. Log
+//! Durability: meta writes are fsync'd before the call returns. Log
 //! appends (`ignis-logs`) are committed without fsync when a durable commit happened less than
 //! [`LOG_SYNC_INTERVAL`] ago, so a power loss may drop the last instants of logs,
 //! but never corrupts the database. [`Store::flush`] (also run on drop) makes
@@ -36,8 +27,6 @@
 
 mod code;
 pub mod commit;
-mod events;
-mod mappings;
 pub mod seal;
 
 use std::path::{Path, PathBuf};
@@ -46,19 +35,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, TableDefinition, WriteTransaction,
 };
 
 pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
-pub use events::{EventChange, StoredEvent};
 pub use seal::{MASTER_KEY_FILE, MasterKey, open_file_secret, seal_file_secret};
 
 /// At most this long passes between fsync'd commits while logs are being appended
 /// (the window of log events a power loss may drop).
 pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A table of opaque records by (account, name).
-pub(crate) type NamedRecords = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 /// The database's page cache (reads and not yet written pages): bounded, so
 /// that what is stored (logs, queued messages, pending events) does not grow
 /// the server's memory with it.
@@ -163,8 +149,6 @@ impl Store {
         // Create every table so readers never meet a missing one.
         let txn = db.begin_write().ctx("creating tables")?;
         txn.open_table(META).ctx("creating tables")?;
-        events::create_tables(&txn)?;
-        mappings::create_tables(&txn)?;
         txn.commit().ctx("creating tables")?;
 
         let code_root = code::prepare_root(data_dir)?;
@@ -182,19 +166,6 @@ impl Store {
     /// The data directory this store was opened on.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    /// Every `(account, name) -> record` of `table`, ordered by account then name.
-    pub(crate) fn records(&self, table: NamedRecords, context: &'static str) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().ctx(context)?;
-        let table = txn.open_table(table).ctx(context)?;
-        let mut out = Vec::new();
-        for item in table.iter().ctx(context)? {
-            let (k, v) = item.ctx(context)?;
-            let (account, name) = k.value();
-            out.push((account.to_string(), name.to_string(), v.value().to_vec()));
-        }
-        Ok(out)
     }
 
     // ----- meta -----------------------------------------------------------

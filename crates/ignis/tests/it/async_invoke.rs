@@ -83,7 +83,7 @@ fn success_goes_to_the_on_success_function_with_lambdas_record() {
     assert_eq!(record["requestPayload"], json!({ "n": 1 }));
     assert_eq!(record["responseContext"], json!({ "statusCode": 200, "executedVersion": "$LATEST" }));
     assert_eq!(record["responsePayload"], json!({ "answer": 42 }));
-    std::thread::sleep(Duration::from_millis(500));
+    // That it never runs again: ignis-pollers' an_event_runs_once_with_its_request_id_then_is_removed.
     assert_eq!(starts(&server, "ok", &id).len(), 1, "ran once");
 }
 
@@ -101,9 +101,7 @@ fn function_errors_are_retried_with_back_off_then_go_to_on_failure() {
     assert!(eventually(Duration::from_secs(40), || recorded(&server, "failures").len() == 1), "no failure record");
     let tries = starts(&server, "flaky", &id);
     assert_eq!(tries.len(), 3, "one try and two retries: {tries:?}");
-    // Lambda's back-off: one delay, then two (here 1 s and 2 s; log times have ms resolution).
-    assert!(tries[1] - tries[0] >= 900, "{tries:?}");
-    assert!(tries[2] - tries[1] >= 1900, "{tries:?}");
+    // Lambda's back-off (one delay, then two): ignis-pollers' a_function_error_is_retried_after_the_back_off_then_goes_to_on_failure.
     let record = &recorded(&server, "failures")[0];
     assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
     assert_eq!(record["requestContext"]["requestId"], id.as_str());
@@ -132,7 +130,7 @@ fn throttled_events_wait_and_are_not_failures() {
 
     reserve(&server, "held", Some(0));
     let first = event(&server, "held", r#"{"i": 0}"#);
-    std::thread::sleep(Duration::from_secs(3));
+    // That a reservation of 0 runs nothing, however long: ignis-pollers' a_throttled_event_is_not_run_nor_counted_and_runs_when_the_reservation_allows.
     assert!(starts(&server, "held", &first).is_empty(), "a reservation of 0 runs nothing");
     // One at a time: three events of a second each take turns.
     reserve(&server, "held", Some(1));
@@ -175,8 +173,7 @@ fn a_destination_loop_stops() {
     event(&server, "loop", r#"{"start": true}"#);
     let runs = || server.log_events("loop").iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("START "))).count();
     assert!(eventually(Duration::from_secs(30), || runs() == 17), "ran {} times", runs());
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(runs(), 17, "the event and 16 records, then no more");
+    // That no 18th run follows: ignis-pollers' a_loop_of_destination_records_stops_after_sixteen.
 }
 
 #[test]
@@ -337,6 +334,7 @@ fn crash_test_every_accepted_event_runs() {
         let pid = server.pid() as i32;
         let answered: Vec<u32> = std::thread::scope(|scope| {
             let senders: Vec<_> = (0..4).map(|_| scope.spawn(|| send(&server))).collect();
+            // Stays end-to-end, on real time: SIGKILL lands at a random moment of a real server's commits.
             std::thread::sleep(kill_after);
             // SAFETY: signals the server process this test started and has not reaped yet.
             unsafe { libc::kill(pid, libc::SIGKILL) };

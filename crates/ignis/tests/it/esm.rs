@@ -151,7 +151,7 @@ fn messages_arrive_in_lambdas_sqs_event_and_are_deleted() {
 
     // Without a mapping, messages stay.
     send(&server, &url, "third");
-    std::thread::sleep(Duration::from_secs(1));
+    // That it stays however long: ignis-pollers' deleting_a_mapping_ends_its_pollers_and_leaves_the_queue_alone.
     assert_eq!(left(&server, &url), 1);
 }
 
@@ -212,7 +212,7 @@ fn disabling_stops_delivery_and_enabling_resumes_it() {
     assert!(eventually(Duration::from_secs(10), || state(&server, &uuid) == "Disabled"));
     send(&server, &url, "while-disabled-1");
     send(&server, &url, "while-disabled-2");
-    std::thread::sleep(Duration::from_secs(2));
+    // That they stay however long: ignis-pollers' disabling_a_mapping_stops_its_pollers.
     assert_eq!(attribute(&server, &url, "ApproximateNumberOfMessages"), "2", "a disabled mapping receives nothing");
 
     // Other settings change without enabling it.
@@ -233,7 +233,7 @@ fn disabling_stops_delivery_and_enabling_resumes_it() {
     // A mapping whose function is gone waits, and can still be disabled and deleted.
     assert_eq!(server.lambda("DELETE", "/2015-03-31/functions/switch", b"").status, 204);
     send(&server, &url, "orphan");
-    std::thread::sleep(Duration::from_secs(1));
+    // That it stays however long: ignis-pollers' a_mapping_whose_function_is_gone_receives_nothing_until_it_is_back.
     assert_eq!(left(&server, &url), 1);
     let disabled = update(&server, &uuid, json!({ "Enabled": false }));
     assert_eq!(disabled.status, 202, "{}", disabled.text());
@@ -438,6 +438,7 @@ fn kill_9_while_a_mapping_runs_loses_no_message() {
     let mut waiting_at_kills = Vec::new();
     for round in 0..ROUNDS {
         send_all(&server, &url, &ids[round * PER_ROUND..(round + 1) * PER_ROUND]);
+        // Stays end-to-end, on real time: SIGKILL lands at a random moment of a real server's batches.
         std::thread::sleep(Duration::from_millis(random_below(300)));
         waiting_at_kills.push(left(&server, &url));
         let killed = std::process::Command::new("kill").args(["-9", &server.pid().to_string()]).status().unwrap();

@@ -4,22 +4,26 @@
 //! # Parts and who owns what
 //!
 //! - The **writer** (an [`ignis_store::commit::GroupCommit`], a thread of its
-//!   own) owns every write to the store's pending events. An accept (or a
-//!   change of progress, or a completion) hands it a batch of
-//!   [`EventChange`]s, with the events they make ready, and waits; the writer
-//!   takes whatever has arrived while the previous commit ran, applies it all
-//!   in one durable transaction (group commit), puts the new events in the
-//!   schedule, then answers each sender. A sender that stops waiting (a
-//!   client gone before its 202) changes nothing of that.
-//! - [`AsyncEvents`] holds, under one mutex that is never held across an
-//!   await, the [`Schedule`] (which events wait, until when, and which are
-//!   leased to a poller) and the pending events' contents.
+//!   own) owns every write to the pending events' table
+//!   ([`crate::tables::EventTable`]). An accept (or a change of progress, or
+//!   a completion) hands it a batch of [`EventChange`]s, with the events they
+//!   make ready, and waits; the writer takes whatever has arrived while the
+//!   previous commit ran, applies it all in one durable transaction (group
+//!   commit), puts the new events in the schedule, then answers each sender.
+//!   A sender that stops waiting (a client gone before its 202) changes
+//!   nothing of that.
+//! - [`Events`] holds, under one mutex that is never held across an await,
+//!   the [`Schedule`] (which events wait, until when, and which are leased to
+//!   a poller) and the pending events' metadata (a payload, up to 1 MB, is
+//!   read from the table when its event runs).
 //! - The **dispatcher** task takes ready events under a lease and runs each
 //!   in a task of its own (a poller), through the invoker's normal path
-//!   (admission, so concurrency limits and throttles apply); the poller
-//!   applies what `ignis_delivery::decide` says: a throttle waits and tries
-//!   again (not a failure); a function error is retried after the back-off;
-//!   the end (success, retries exhausted, too old) delivers the record to the
+//!   ([`ignis_invoke::Invoker::admit`] first, so concurrency limits and
+//!   throttles apply, then [`ignis_invoke::Invoker::invoke_admitted`] with
+//!   the event's own request id); the poller applies what
+//!   [`ignis_delivery::decide`] says: a throttle waits and tries again (not a
+//!   failure); a function error is retried after the back-off; the end
+//!   (success, retries exhausted, too old) delivers the record to the
 //!   destination and removes the event.
 //!
 //! # Fairness
@@ -32,10 +36,22 @@
 //! pollers per account exist at once, started on demand. Every lease given
 //! back (settled or rescheduled) wakes the dispatcher.
 //!
+//! # Destinations
+//!
+//! Queue destinations and dead-letter queues go to the account's queues
+//! ([`ignis_queues::Queues::send`]), durably. Like Lambda's recursive loop
+//! detection, a chain of records sent to destination functions stops after
+//! [`MAX_CHAIN`] (16). A record is serialised against its destination's
+//! limit (never building more): a destination function takes what an
+//! `Event` invoke takes ([`MAX_PAYLOAD`]), a queue its `MaximumMessageSize`;
+//! a record or dead letter that does not fit is not delivered, and a line in
+//! the function's log group (stream `YYYY/MM/DD/destinations`, through the
+//! invoker's log sink) says why.
+//!
 //! # Invariants
 //!
-//! - An event is answered 202 only after its commit is on disk, and it is in
-//!   the schedule only after that.
+//! - An event is accepted ([`Events::accept`] returns) only after its commit
+//!   is on disk, and it is in the schedule only after that.
 //! - An event is removed only together with, or after, the delivery of its
 //!   outcome: a function destination's event is put in the same transaction
 //!   that removes the event; a queue destination or dead-letter queue has
@@ -48,23 +64,23 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ignis_delivery::{Attempt, Condition, Decision, Lease, Policy, Progress, Schedule};
-use ignis_invoke::InvokeError;
+use ignis_ids::AccountId;
+use ignis_invoke::{InvokeError, from_record};
+use ignis_registry::{FunctionRef, RegistryError};
 use ignis_store::commit::{CommitError, GroupCommit, Limits};
-use ignis_store::{EventChange, Store};
 use ignis_worker::{Completion, Invocation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::control::resolve_version;
-use crate::error::ApiError;
-use crate::event_config::{Destination, parse_destination};
-use crate::{App, Caller};
+use crate::destination::{Destination, parse_destination};
+use crate::tables::{EventChange, EventTable};
+use crate::{PollersError, Services};
 
 /// Pollers per account: at most this many asynchronous invocations of one
 /// account run at once (others of its events wait for one of them to end;
@@ -78,43 +94,58 @@ const LEASE_MS: u64 = 20 * 60 * 1000;
 /// event may have a destination of its own): like Lambda's recursive loop
 /// detection, the record that would make a longer chain is dropped.
 pub const MAX_CHAIN: u32 = 16;
+/// Largest payload of an asynchronous invocation (1 MB): what an `Event`
+/// invoke and a destination function take.
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
 /// Changes written in one commit at most.
 const MAX_BATCH: usize = 4096;
-/// Longest a poller sleeps without looking at the schedule.
+/// Longest the dispatcher sleeps without looking at the schedule.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How long an event whose payload could not be read waits before it is tried again.
+const UNREADABLE_WAIT_MS: u64 = 1000;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// What the store keeps of an event besides its payload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventMeta {
-    pub account: String,
+/// An event to accept: whom it runs, with which request id, trace and context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub account: AccountId,
     /// The function's name (unqualified).
     pub function: String,
     /// The version or alias it was invoked with, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qualifier: Option<String>,
+    /// The request id its 202 answers with; every try runs with it.
     pub request_id: String,
-    pub accepted_ms: u64,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+}
+
+/// What the table keeps of an event besides its payload (stored as JSON;
+/// the field names are the stored format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EventMeta {
+    account: String,
+    /// The function's name (unqualified).
+    function: String,
+    /// The version or alias it was invoked with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qualifier: Option<String>,
+    request_id: String,
+    accepted_ms: u64,
     /// Invocations that ran so far (throttles do not count).
     #[serde(default)]
-    pub invocations: u32,
-    pub trace_id: String,
+    invocations: u32,
+    trace_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_context: Option<String>,
+    client_context: Option<String>,
     /// How many destination records led to this event (0: a client's).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub chain: u32,
+    chain: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// An event waiting in memory: its metadata only (the payload, up to 1 MB,
-/// is read from the store when the event runs).
+/// An event waiting in memory: its metadata only.
 struct Pending {
     meta: EventMeta,
     /// Throttles in a row (not stored: after a restart an event starts over).
@@ -138,9 +169,10 @@ struct Write {
     ready: Vec<Ready>,
 }
 
-/// The pending asynchronous events of the whole server.
-pub struct AsyncEvents {
-    store: Arc<Store>,
+/// The pending asynchronous events of the whole server; see the module docs.
+pub struct Events {
+    services: Services,
+    table: EventTable,
     /// Set once, right after loading (it holds a weak reference back).
     writer: OnceLock<GroupCommit<Write>>,
     state: Mutex<State>,
@@ -150,24 +182,29 @@ pub struct AsyncEvents {
     stopping: AtomicBool,
 }
 
-impl AsyncEvents {
-    /// Loads every stored event (all ready to run) and starts the writer thread.
-    pub fn load(store: Arc<Store>, retry_delay: Duration) -> Result<Arc<AsyncEvents>, ApiError> {
-        let now = now_ms();
+impl Events {
+    /// Loads every stored event (all ready to run), starts the writer thread
+    /// and the dispatcher task (which runs until [`Events::stop`]). Needs a
+    /// tokio runtime. `retry_delay` is the wait before an event's first
+    /// retry (the second waits twice this).
+    pub fn start(services: Services, retry_delay: Duration) -> Result<Arc<Events>, PollersError> {
+        let table = EventTable::open(services.store.clone())?;
+        let now = services.clock.now_ms();
         let mut state = State { schedule: Schedule::new(ACCOUNT_POLLERS), pending: HashMap::new() };
         let mut next_id = 1;
-        for stored in store.pending_events()? {
+        for stored in table.pending()? {
             next_id = next_id.max(stored.id + 1);
             match serde_json::from_slice::<EventMeta>(&stored.meta) {
                 Ok(meta) => {
                     state.schedule.add(stored.id, meta.account.clone(), now);
                     state.pending.insert(stored.id, Pending { meta, throttles: 0 });
                 }
-                Err(e) => eprintln!("ignis: the stored asynchronous event {} is unreadable, skipped: {e}", stored.id),
+                Err(e) => tracing::warn!(event = stored.id, error = %e, "a stored asynchronous event is unreadable, skipped"),
             }
         }
-        let events = Arc::new(AsyncEvents {
-            store: store.clone(),
+        let events = Arc::new(Events {
+            services,
+            table: table.clone(),
             writer: OnceLock::new(),
             state: Mutex::new(state),
             wake: Notify::new(),
@@ -178,9 +215,10 @@ impl AsyncEvents {
         // The writer ends when `events` (its only owner) is dropped.
         let weak = Arc::downgrade(&events);
         let limits = Limits { max_requests: MAX_BATCH, ..Limits::default() };
-        let writer = GroupCommit::start("events", limits, |_| 1, move |writes| write_events(&store, writes, &weak))
-            .map_err(|e| ApiError::Service(format!("cannot start the event writer: {e}")))?;
+        let writer = GroupCommit::start("events", limits, |_| 1, move |writes| write_events(&table, writes, &weak))
+            .map_err(|e| PollersError::Storage(format!("cannot start the event writer: {e}")))?;
         let _ = events.writer.set(writer);
+        tokio::spawn(dispatch(events.clone()));
         Ok(events)
     }
 
@@ -188,25 +226,40 @@ impl AsyncEvents {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn now_ms(&self) -> u64 {
+        self.services.clock.now_ms()
+    }
+
     /// Applies `changes` durably, in the writer's next commit, which then
     /// makes `ready` ready to run.
-    async fn commit(&self, changes: Vec<EventChange>, ready: Vec<Ready>) -> Result<(), ApiError> {
-        let stopped = || ApiError::Service("the event writer stopped".into());
-        let writer = self.writer.get().ok_or_else(stopped)?;
+    async fn commit(&self, changes: Vec<EventChange>, ready: Vec<Ready>) -> Result<(), PollersError> {
+        let writer = self.writer.get().ok_or(PollersError::WriterStopped)?;
         match writer.submit(vec![Write { changes, ready }]).wait().await {
             Ok(()) => Ok(()),
-            Err(CommitError::Failed(e)) => Err(ApiError::Service(format!("storing the event: {e}"))),
-            Err(CommitError::Stopped(_)) => Err(stopped()),
+            Err(CommitError::Failed(e)) => Err(PollersError::Storage(format!("storing the event: {e}"))),
+            Err(CommitError::Stopped(_)) => Err(PollersError::WriterStopped),
         }
     }
 
-    fn put_change(id: u64, meta: &EventMeta, payload: &Bytes) -> Result<EventChange, ApiError> {
-        let meta = serde_json::to_vec(meta).map_err(|e| ApiError::Service(e.to_string()))?;
+    fn put_change(id: u64, meta: &EventMeta, payload: &Bytes) -> Result<EventChange, PollersError> {
+        let meta = serde_json::to_vec(meta).map_err(|e| PollersError::Storage(e.to_string()))?;
         Ok(EventChange::Put { id, meta, payload: payload.to_vec() })
     }
 
-    /// Stores a new event durably; the writer makes it ready to run.
-    pub async fn accept(&self, meta: EventMeta, payload: Bytes) -> Result<(), ApiError> {
+    /// Stores a new event durably (accepted now, by the clock); the writer
+    /// makes it ready to run. Returns once the event is on disk.
+    pub async fn accept(&self, event: Event, payload: Bytes) -> Result<(), PollersError> {
+        let meta = EventMeta {
+            account: event.account.as_str().to_string(),
+            function: event.function,
+            qualifier: event.qualifier,
+            request_id: event.request_id,
+            accepted_ms: self.now_ms(),
+            invocations: 0,
+            trace_id: event.trace_id,
+            client_context: event.client_context,
+            chain: 0,
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let change = Self::put_change(id, &meta, &payload)?;
         self.commit(vec![change], vec![(id, meta)]).await
@@ -215,7 +268,7 @@ impl AsyncEvents {
     fn ready(&self, events: Vec<Ready>) {
         let n = events.len();
         {
-            let now = now_ms();
+            let now = self.now_ms();
             let mut state = self.lock();
             for (id, meta) in events {
                 state.schedule.add(id, meta.account.clone(), now);
@@ -227,20 +280,35 @@ impl AsyncEvents {
         }
     }
 
-    /// Stops taking events (the server is shutting down): an event whose
-    /// invocation fails from now on is left as stored, for the next start.
+    /// Stops taking events (the server is shutting down): the dispatcher
+    /// ends, and an event whose invocation fails from now on is left as
+    /// stored, for the next start.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_waiters();
+        self.wake.notify_one();
     }
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// How many events are pending (stored and not completed).
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// The pending events' progress, `(invocations, throttles)`, and when
+    /// the next unleased one is ready (for tests).
+    #[cfg(test)]
+    pub(crate) fn progress(&self) -> (Vec<(u32, u32)>, Option<u64>) {
+        let state = self.lock();
+        (state.pending.values().map(|p| (p.meta.invocations, p.throttles)).collect(), state.schedule.next_ready_ms())
+    }
+
     /// The next ready event under a lease, or how long to wait for one.
     fn take(&self) -> Result<(Lease<u64>, EventMeta, u32), Duration> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut state = self.lock();
         loop {
             let Some(lease) = state.schedule.take(now, LEASE_MS) else {
@@ -287,14 +355,14 @@ impl AsyncEvents {
 
 /// Applies one group of the writer's requests in one durable transaction,
 /// then (and only then) puts the new events in the schedule.
-fn write_events(store: &Store, writes: Vec<Write>, events: &std::sync::Weak<AsyncEvents>) -> Result<(), String> {
+fn write_events(table: &EventTable, writes: Vec<Write>, events: &Weak<Events>) -> Result<(), String> {
     let mut changes = Vec::new();
     let mut ready = Vec::new();
     for write in writes {
         changes.extend(write.changes);
         ready.extend(write.ready);
     }
-    match store.apply_event_changes(&changes) {
+    match table.apply(&changes) {
         Ok(()) => {
             if let Some(events) = events.upgrade() {
                 events.ready(ready);
@@ -302,34 +370,27 @@ fn write_events(store: &Store, writes: Vec<Write>, events: &std::sync::Weak<Asyn
             Ok(())
         }
         Err(e) => {
-            eprintln!("ignis: storing asynchronous events failed: {e}");
+            tracing::error!(error = %e, "storing asynchronous events failed");
             Err(e.to_string())
         }
     }
 }
 
-/// Starts the dispatcher, which starts a poller per event it takes.
-pub fn start_pollers(app: &Arc<App>) {
-    let app = app.clone();
-    tokio::spawn(async move { dispatch(app).await });
-}
-
 /// Takes every event the schedule hands out (fairly, at most
 /// [`ACCOUNT_POLLERS`] per account at once) and runs each in a poller task
-/// of its own; waits for the next ready event, a new one, or a lease given back.
-async fn dispatch(app: Arc<App>) {
-    let events = &app.events;
+/// of its own; waits for the next ready event, a new one, or a lease given
+/// back. Ends when the events are stopped.
+async fn dispatch(events: Arc<Events>) {
     while !events.stopping() {
         match events.take() {
             Ok((lease, meta, throttles)) => {
-                let app = app.clone();
-                tokio::spawn(async move { poll(app, lease, meta, throttles).await });
+                tokio::spawn(poll(events.clone(), lease, meta, throttles));
             }
             Err(wait) => {
                 let notified = events.wake.notified();
                 tokio::select! {
                     () = notified => {}
-                    () = tokio::time::sleep(wait) => {}
+                    () = events.services.clock.sleep(wait) => {}
                 }
             }
         }
@@ -337,24 +398,23 @@ async fn dispatch(app: Arc<App>) {
 }
 
 /// One poller: runs one leased event to its next step.
-async fn poll(app: Arc<App>, lease: Lease<u64>, meta: EventMeta, throttles: u32) {
-    let events = &app.events;
-    let store = events.store.clone();
+async fn poll(events: Arc<Events>, lease: Lease<u64>, meta: EventMeta, throttles: u32) {
+    let table = events.table.clone();
     let id = lease.id;
-    match tokio::task::spawn_blocking(move || store.event_payload(id)).await {
-        Ok(Ok(Some(payload))) => run_one(&app, lease, meta, Bytes::from(payload), throttles).await,
+    match tokio::task::spawn_blocking(move || table.payload(id)).await {
+        Ok(Ok(Some(payload))) => run_one(&events, lease, meta, Bytes::from(payload), throttles).await,
         // Completed meanwhile.
         Ok(Ok(None)) => events.settle(&lease),
-        Ok(Err(e)) => unreadable(events, &lease, throttles, &e),
-        Err(e) => unreadable(events, &lease, throttles, &e),
+        Ok(Err(e)) => unreadable(&events, &lease, throttles, &e),
+        Err(e) => unreadable(&events, &lease, throttles, &e),
     }
 }
 
 /// An event whose payload could not be read is tried again a second later
 /// (not left leased, which would hold one of its account's places).
-fn unreadable(events: &AsyncEvents, lease: &Lease<u64>, throttles: u32, error: &dyn std::fmt::Display) {
-    eprintln!("ignis: reading the asynchronous invocation {}: {error}", lease.id);
-    events.reschedule(lease, now_ms() + 1000, None, throttles);
+fn unreadable(events: &Events, lease: &Lease<u64>, throttles: u32, error: &dyn std::fmt::Display) {
+    tracing::warn!(event = lease.id, error = %error, "reading an asynchronous invocation failed");
+    events.reschedule(lease, events.now_ms() + UNREADABLE_WAIT_MS, None, throttles);
 }
 
 /// How one try ended, with what the function answered.
@@ -366,13 +426,51 @@ struct Tried {
     response: Option<(Bytes, bool)>,
 }
 
-async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: Bytes, throttles: u32) {
-    let events = &app.events;
+/// Why a try did not reach the function, as the record's response shows it
+/// (the error type and message Lambda's API would have answered with).
+enum NotRun {
+    Registry(RegistryError),
+    Invoke(InvokeError),
+}
+
+impl NotRun {
+    fn error_type(&self) -> &'static str {
+        match self {
+            NotRun::Registry(
+                RegistryError::FunctionNotFound { .. } | RegistryError::VersionNotFound { .. } | RegistryError::AliasNotFound { .. },
+            ) => "ResourceNotFoundException",
+            NotRun::Registry(RegistryError::AccessDenied { .. }) => "AccessDeniedException",
+            NotRun::Registry(RegistryError::FunctionExists { .. }) => "ResourceConflictException",
+            NotRun::Registry(RegistryError::RevisionMismatch { .. }) => "PreconditionFailedException",
+            NotRun::Registry(RegistryError::Storage(_)) => "ServiceException",
+            NotRun::Invoke(InvokeError::Throttled(_)) => "TooManyRequestsException",
+            NotRun::Invoke(InvokeError::Reservation(_)) => "InvalidParameterValueException",
+            NotRun::Invoke(_) => "ServiceException",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            NotRun::Registry(e) => e.to_string(),
+            NotRun::Invoke(InvokeError::Throttled(_)) => "Rate Exceeded.".into(),
+            NotRun::Invoke(e) => e.to_string(),
+        }
+    }
+}
+
+async fn run_one(events: &Arc<Events>, lease: Lease<u64>, meta: EventMeta, payload: Bytes, throttles: u32) {
+    let services = &events.services;
+    let region = &services.region;
     let id = lease.id;
-    let caller = Caller { account: ignis_ids::AccountId::new(meta.account.as_str()), admin: false };
-    let Some(latest) = app.registry.get(&ignis_ids::AccountId::new(meta.account.as_str()), &meta.function) else {
-        eprintln!("ignis: dropped the asynchronous invocation {}: {}/{} no longer exists", meta.request_id, meta.account, meta.function);
-        finish(app, &lease, Vec::new()).await;
+    let account = AccountId::new(meta.account.as_str());
+    let Some(latest) = services.registry.get(&account, &meta.function) else {
+        tracing::warn!(
+            request_id = %meta.request_id,
+            account = %meta.account,
+            function = %meta.function,
+            "dropped an asynchronous invocation: the function no longer exists"
+        );
+        finish(events, &lease, Vec::new()).await;
         return;
     };
     let config = latest.event_invoke.get(meta.qualifier.as_deref().unwrap_or("$LATEST")).cloned().unwrap_or_default();
@@ -382,13 +480,13 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
         retry_delay_ms: events.retry_delay.as_millis() as u64,
     };
     let progress = Progress { accepted_ms: meta.accepted_ms, invocations: meta.invocations, throttles };
-    let now = now_ms();
-    let default_arn = format!("{}:{}", latest.arn(&app.config.region, &meta.account), meta.qualifier.as_deref().unwrap_or("$LATEST"));
+    let now = events.now_ms();
+    let default_arn = format!("{}:{}", latest.arn(region, &meta.account), meta.qualifier.as_deref().unwrap_or("$LATEST"));
     let decision = if ignis_delivery::too_old(&policy, &progress, now) {
         let tried = Tried { attempt: Attempt::Failed, executed_version: "$LATEST".into(), function_arn: default_arn, response: None };
         (Decision::Done { condition: Condition::EventAgeExceeded, progress }, tried)
     } else {
-        let tried = match try_once(app, &caller, &meta, payload.clone()).await {
+        let tried = match try_once(services, &meta, payload.clone()).await {
             Ok(tried) => tried,
             // The invocation was cut short by the shutdown: it runs again at the next start.
             Err(_) if events.stopping() => return,
@@ -403,7 +501,7 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
             // Its sandbox may have been ended by the shutdown: not counted, it runs again at the next start.
             return;
         }
-        (ignis_delivery::decide(&policy, progress, tried.attempt, now_ms()), tried)
+        (ignis_delivery::decide(&policy, progress, tried.attempt, events.now_ms()), tried)
     };
     match decision {
         (Decision::Retry { at_ms, progress: next }, _) => {
@@ -411,54 +509,53 @@ async fn run_one(app: &Arc<App>, lease: Lease<u64>, meta: EventMeta, payload: By
             if next.invocations != meta.invocations {
                 // Store the count before waiting, so a restart does not grant extra retries.
                 let meta = EventMeta { invocations: next.invocations, ..meta };
-                match AsyncEvents::put_change(id, &meta, &payload) {
+                match Events::put_change(id, &meta, &payload) {
                     Ok(change) => {
                         if let Err(e) = events.commit(vec![change], Vec::new()).await {
-                            eprintln!("ignis: could not store the progress of {}: {}", meta.request_id, e.message());
+                            tracing::warn!(request_id = %meta.request_id, error = %e, "could not store an event's progress");
                         }
                     }
-                    Err(e) => eprintln!("ignis: {}", e.message()),
+                    Err(e) => tracing::warn!(request_id = %meta.request_id, error = %e, "could not encode an event's progress"),
                 }
                 changed = Some(meta);
             }
             events.reschedule(&lease, at_ms, changed, next.throttles);
         }
         (Decision::Done { condition, progress: done }, tried) => {
-            let record = record(&meta, &payload, condition, done.invocations, &tried);
+            let record = record(events, &meta, &payload, condition, done.invocations, &tried);
             let mut changes = Vec::new();
             let destination = if condition.is_success() { &config.on_success } else { &config.on_failure };
             if let Some(arn) = destination {
-                changes.extend(deliver(app, &meta, arn, &record).await);
+                changes.extend(deliver(events, &meta, arn, &record).await);
             }
             if !condition.is_success() {
                 if let Some(target) = &latest.dead_letter_target {
-                    send_to_queue(app, &meta, target, String::from_utf8_lossy(&payload).into_owned()).await;
+                    send_to_queue(services, &meta, target, String::from_utf8_lossy(&payload).into_owned()).await;
                 }
                 if destination.is_none() && latest.dead_letter_target.is_none() {
-                    eprintln!(
-                        "ignis: the asynchronous invocation {} of {}/{} failed ({}) after {} invocation(s) and was discarded",
-                        meta.request_id,
-                        meta.account,
-                        meta.function,
-                        condition.as_str(),
-                        done.invocations
+                    tracing::info!(
+                        request_id = %meta.request_id,
+                        account = %meta.account,
+                        function = %meta.function,
+                        condition = condition.as_str(),
+                        invocations = done.invocations,
+                        "an asynchronous invocation failed and was discarded"
                     );
                 }
             }
-            finish(app, &lease, changes).await;
+            finish(events, &lease, changes).await;
         }
     }
 }
 
 /// Removes the event (with `also`, the destination's new event, in the same
 /// commit), then forgets it.
-async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<NewEvent>) {
-    let events = &app.events;
+async fn finish(events: &Events, lease: &Lease<u64>, also: Vec<NewEvent>) {
     let mut changes = vec![EventChange::Remove { id: lease.id }];
     for (id, meta, payload) in &also {
-        match AsyncEvents::put_change(*id, meta, payload) {
+        match Events::put_change(*id, meta, payload) {
             Ok(change) => changes.push(change),
-            Err(e) => eprintln!("ignis: {}", e.message()),
+            Err(e) => tracing::warn!(request_id = %meta.request_id, error = %e, "could not encode a destination's event"),
         }
     }
     let ready = also.into_iter().map(|(id, meta, _)| (id, meta)).collect();
@@ -466,24 +563,30 @@ async fn finish(app: &Arc<App>, lease: &Lease<u64>, also: Vec<NewEvent>) {
         Ok(()) => events.settle(lease),
         Err(e) => {
             // Not removed: it stays leased and runs again when the lease runs out (or at the next start).
-            eprintln!("ignis: could not complete the asynchronous invocation {}: {}", lease.id, e.message());
+            tracing::warn!(event = lease.id, error = %e, "could not complete an asynchronous invocation");
         }
     }
 }
 
 /// Runs the event once through the normal invoke path.
-async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: Bytes) -> Result<Tried, ApiError> {
+async fn try_once(services: &Services, meta: &EventMeta, payload: Bytes) -> Result<Tried, NotRun> {
+    let region = &services.region;
+    let account = meta.account.as_str();
     // Admission first (a slot is per function, whatever the version): a throttled event costs no more.
-    let admitted = app.invoker.admit(&meta.account, &meta.function);
+    let admitted = services.invoker.admit(account, &meta.function);
     if let Err(InvokeError::Throttled(_)) = &admitted {
-        let function_arn = ignis_ids::arn::function_qualified(&app.config.region, &meta.account, &meta.function, "$LATEST");
+        let function_arn = ignis_ids::arn::function_qualified(region, account, &meta.function, "$LATEST");
         return Ok(Tried { attempt: Attempt::Throttled, executed_version: "$LATEST".into(), function_arn, response: None });
     }
-    let (reference, record) = resolve_version(app, caller, "InvokeFunction", &meta.function, meta.qualifier.as_deref())?;
+    let reference = FunctionRef { name: meta.function.clone(), account: None, region: None, qualifier: meta.qualifier.clone() };
+    let record = services
+        .registry
+        .resolve_version(&AccountId::new(account), region, "InvokeFunction", &reference, crate::random_unit())
+        .map_err(NotRun::Registry)?;
     let executed_version = record.version_label();
-    let function_arn = record.qualified_arn(&app.config.region, caller.account.as_str(), &executed_version);
-    let invoked_function_arn = crate::invoke_api::invoked_arn(app, caller.account.as_str(), reference.qualifier.as_deref(), &record);
-    let target = crate::invoke_api::target(app, caller.account.as_str(), &record);
+    let function_arn = record.qualified_arn(region, account, &executed_version);
+    let invoked_function_arn = from_record::invoked_arn(region, account, reference.qualifier.as_deref(), &record);
+    let target = from_record::target(&services.store, region, account, &record);
     let invocation = Invocation {
         request_id: meta.request_id.clone(),
         payload,
@@ -496,12 +599,12 @@ async fn try_once(app: &Arc<App>, caller: &Caller, meta: &EventMeta, payload: By
     let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(InvokeError::Throttled(_)) => return Ok(throttled()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(NotRun::Invoke(e)),
     };
-    let outcome = match app.invoker.invoke_admitted(target, invocation, admitted).await {
+    let outcome = match services.invoker.invoke_admitted(target, invocation, admitted).await {
         Ok(outcome) => outcome,
         Err(InvokeError::Throttled(_)) => return Ok(throttled()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(NotRun::Invoke(e)),
     };
     let (attempt, response) = match outcome.completion {
         Completion::Response(body) => (Attempt::Success, (body, false)),
@@ -519,8 +622,8 @@ fn as_json(bytes: &[u8]) -> Value {
 }
 
 /// Lambda's invocation record for destinations.
-fn record(meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u32, tried: &Tried) -> Value {
-    let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+fn record(events: &Events, meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u32, tried: &Tried) -> Value {
+    let timestamp = humantime::format_rfc3339_millis(events.services.clock.now()).to_string();
     let mut record = json!({
         "version": "1.0",
         "timestamp": timestamp,
@@ -547,9 +650,8 @@ fn record(meta: &EventMeta, payload: &[u8], condition: Condition, invocations: u
 /// (a destination function's) and an SQS message (a queue's own
 /// `MaximumMessageSize` may be smaller) are at most this.
 const MAX_RECORD_BYTES: usize = {
-    let event = crate::invoke_api::MAX_ASYNC_PAYLOAD;
     let message = ignis_queue::MAX_MAX_MESSAGE_SIZE;
-    if event < message { event } else { message }
+    if MAX_PAYLOAD < message { MAX_PAYLOAD } else { message }
 };
 
 /// A writer that takes at most `limit` bytes, then fails.
@@ -581,20 +683,21 @@ fn encode_within(record: &Value, limit: usize) -> Option<String> {
 }
 
 /// Says in the function's own log (a stream `YYYY/MM/DD/destinations` of its
-/// group), through the log writer, why a record or event of one of its
-/// invocations went nowhere.
-async fn log_undelivered(app: &App, source: &EventMeta, why: String) {
-    eprintln!("ignis: {}/{}: {why}", source.account, source.function);
-    let now = std::time::SystemTime::now();
+/// group), through the invoker's log sink, why a record or event of one of
+/// its invocations went nowhere.
+async fn log_undelivered(services: &Services, source: &EventMeta, why: String) {
+    tracing::info!(account = %source.account, function = %source.function, "{why}");
+    let now = services.clock.now();
     let day = humantime::format_rfc3339(now).to_string();
+    let timestamp_ms = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let batch = ignis_worker::LogBatch {
         account: source.account.clone(),
         group: format!("/aws/lambda/{}", source.function),
         stream: format!("{}/{}/{}/destinations", &day[0..4], &day[5..7], &day[8..10]),
-        lines: vec![ignis_worker::LogLine { timestamp_ms: now_ms() as i64, message: format!("{why}\n") }],
+        lines: vec![ignis_worker::LogLine { timestamp_ms, message: format!("{why}\n") }],
     };
-    if app.invoker.log_sink().send(batch).await.is_err() {
-        eprintln!("ignis: could not log that: the log writer has stopped");
+    if services.invoker.log_sink().send(batch).await.is_err() {
+        tracing::warn!("could not log an undelivered record: the log writer has stopped");
     }
 }
 
@@ -602,11 +705,12 @@ async fn log_undelivered(app: &App, source: &EventMeta, why: String) {
 /// it as a new event, returned to be stored with the completion. A record
 /// larger than the destination takes (counted as the JSON text it would
 /// receive) is not delivered, and the source function's log says so.
-async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, record: &Value) -> Option<NewEvent> {
+async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value) -> Option<NewEvent> {
+    let services = &events.services;
     let account = source.account.as_str();
     let destination = parse_destination(account, arn);
     let limit = match &destination {
-        Some(Destination::Function { .. }) => crate::invoke_api::MAX_ASYNC_PAYLOAD,
+        Some(Destination::Function { .. }) => MAX_PAYLOAD,
         _ => MAX_RECORD_BYTES,
     };
     let Some(body) = encode_within(record, limit) else {
@@ -614,19 +718,19 @@ async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, record: &Value) 
             "The destination record of RequestId: {} was not delivered to {arn}: it is larger than {limit} bytes, the most the destination takes.",
             source.request_id
         );
-        log_undelivered(app, source, why).await;
+        log_undelivered(services, source, why).await;
         return None;
     };
     match destination {
         Some(Destination::Function { name, qualifier }) => {
-            if app.registry.get(&ignis_ids::AccountId::new(account), &name).is_none() {
-                eprintln!("ignis: the destination {arn} no longer exists; the record is dropped");
+            if services.registry.get(&AccountId::new(account), &name).is_none() {
+                tracing::warn!(destination = arn, "the destination no longer exists; the record is dropped");
                 return None;
             }
             if source.chain >= MAX_CHAIN {
-                eprintln!(
-                    "ignis: the record of {} is dropped: {MAX_CHAIN} destination records in a row look like a loop",
-                    source.request_id
+                tracing::warn!(
+                    request_id = %source.request_id,
+                    "the record is dropped: {MAX_CHAIN} destination records in a row look like a loop"
                 );
                 return None;
             }
@@ -635,21 +739,21 @@ async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, record: &Value) 
                 account: account.to_string(),
                 function: name,
                 qualifier,
-                trace_id: crate::invoke_api::trace_id(&request_id),
+                trace_id: from_record::trace_id(&request_id, services.clock.now()),
                 request_id,
-                accepted_ms: now_ms(),
+                accepted_ms: events.now_ms(),
                 invocations: 0,
                 client_context: None,
                 chain: source.chain + 1,
             };
-            Some((app.events.next_id.fetch_add(1, Ordering::Relaxed), meta, Bytes::from(body)))
+            Some((events.next_id.fetch_add(1, Ordering::Relaxed), meta, Bytes::from(body)))
         }
         Some(Destination::Queue { arn }) => {
-            send_to_queue(app, source, &arn, body).await;
+            send_to_queue(services, source, &arn, body).await;
             None
         }
         None => {
-            eprintln!("ignis: the destination {arn} cannot take records; the record is dropped");
+            tracing::warn!(destination = arn, "the destination cannot take records; the record is dropped");
             None
         }
     }
@@ -658,9 +762,9 @@ async fn deliver(app: &Arc<App>, source: &EventMeta, arn: &str, record: &Value) 
 /// Sends to one of the source's account's queues; durable when it returns.
 /// What the queue refuses (too large for its `MaximumMessageSize`, ...) is
 /// said in the source function's log.
-async fn send_to_queue(app: &App, source: &EventMeta, arn: &str, body: String) {
-    if let Err(e) = app.queues().send(&source.account, arn, body).await {
+async fn send_to_queue(services: &Services, source: &EventMeta, arn: &str, body: String) {
+    if let Err(e) = services.queues.send(&source.account, arn, body).await {
         let why = format!("A message for RequestId: {} was not delivered to {arn}: {e}", source.request_id);
-        log_undelivered(app, source, why).await;
+        log_undelivered(services, source, why).await;
     }
 }
