@@ -18,10 +18,6 @@ pub const MAX_CODE_REQUEST: usize = 70_167_211;
 /// Largest zip uploaded directly, as in Lambda.
 const MAX_ZIP: usize = 50 * 1024 * 1024;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A function named in a request (`text`, with the `Qualifier` parameter if
 /// any), parsed and checked: the two qualifiers must agree, and name `$LATEST`
 /// or a version or alias by Lambda's pattern.
@@ -91,8 +87,9 @@ pub fn latest_only(reference: &FunctionRef) -> Result<(), ApiError> {
     }
 }
 
-pub fn now() -> i64 {
-    now_ms()
+/// Milliseconds since the Unix epoch on the server's clock.
+pub fn now(app: &App) -> i64 {
+    app.config.clock.now_ms() as i64
 }
 
 fn qualifier_param(query: &str) -> Option<String> {
@@ -179,7 +176,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         code_sha256_hex: code.sha256_hex(),
         code_sha256: code.sha256_base64(),
         code_size: code.zip_size,
-        last_modified_ms: now_ms(),
+        last_modified_ms: now(app),
         revision_id: new_revision(),
         reserved_concurrency: None,
         version: None,
@@ -279,7 +276,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
             current.check_revision(request.revision_id.as_deref())?;
             let mut record = current.clone();
             request.settings.apply(&mut record);
-            record.last_modified_ms = now_ms();
+            record.last_modified_ms = now(app);
             record.revision_id = new_revision();
             Ok(record)
         })
@@ -305,7 +302,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
         record.code_size = code.zip_size;
         record.code = CodeRef::new(code.hold.clone());
         record.architecture = architecture.clone();
-        record.last_modified_ms = now_ms();
+        record.last_modified_ms = now(app);
         record.revision_id = new_revision();
         record
     };

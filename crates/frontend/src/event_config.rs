@@ -108,7 +108,7 @@ impl EventInvokeConfigIn {
     }
 
     /// Writes what is given into `config` (Put starts from an empty one, Update from the current one).
-    fn apply(&self, config: &mut EventInvokeConfig) {
+    fn apply(&self, config: &mut EventInvokeConfig, now_ms: i64) {
         if let Some(n) = self.maximum_retry_attempts {
             config.max_retries = Some(n as u32);
         }
@@ -119,7 +119,7 @@ impl EventInvokeConfigIn {
             config.on_success = destination(&destinations.on_success);
             config.on_failure = destination(&destinations.on_failure);
         }
-        config.last_modified_ms = now();
+        config.last_modified_ms = now_ms;
     }
 }
 
@@ -185,7 +185,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
                 (false, Some(config)) => config.clone(),
                 (false, None) => return Err(missing(&arn)),
             };
-            request.apply(&mut config);
+            request.apply(&mut config, now(app));
             stored = config.clone();
             record.event_invoke.insert(qualifier.clone(), config);
             Ok(record)
@@ -234,7 +234,7 @@ pub(crate) fn check_body(account: &str, body: &[u8]) {
         for arn in on_success.iter().chain(&on_failure) {
             parse_destination(account, arn);
         }
-        request.apply(&mut EventInvokeConfig::default());
+        request.apply(&mut EventInvokeConfig::default(), 0);
     }
 }
 

@@ -24,7 +24,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -382,7 +382,7 @@ pub fn query_params(query: &str) -> Vec<(String, String)> {
 /// Serves the API on `listener` until `shutdown` completes; every connection
 /// has the time `limits`.
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>) {
-    let budget = Arc::new(Budget::new(UNAUTHENTICATED_BYTES));
+    let budget = Arc::new(Budget::new(UNAUTHENTICATED_BYTES, app.config.clock.clone()));
     ignis_cluster::serve(listener, limits, shutdown, move |request| handle(app.clone(), budget.clone(), request)).await;
 }
 
@@ -390,18 +390,19 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Lim
 struct Budget {
     bytes: Arc<Semaphore>,
     total: usize,
+    clock: ignis_clock::SharedClock,
 }
 
 impl Budget {
-    fn new(total: usize) -> Budget {
-        Budget { bytes: Arc::new(Semaphore::new(total)), total }
+    fn new(total: usize, clock: ignis_clock::SharedClock) -> Budget {
+        Budget { bytes: Arc::new(Semaphore::new(total)), total, clock }
     }
 
     /// Room for a body of at most `size` bytes (all the room for a larger one), held until the
     /// permit is dropped.
     async fn take(&self, size: u64) -> Result<OwnedSemaphorePermit, ApiError> {
         let wanted = u32::try_from(size.min(self.total as u64)).unwrap_or(u32::MAX);
-        match tokio::time::timeout(BUDGET_WAIT, self.bytes.clone().acquire_many_owned(wanted)).await {
+        match ignis_clock::timeout(&*self.clock, BUDGET_WAIT, self.bytes.clone().acquire_many_owned(wanted)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ApiError::Busy(
                 "Too many request bodies are being read before their signature can be checked; try again, \
@@ -415,7 +416,7 @@ impl Budget {
 /// Answers one request, logs it at `debug` (a 5xx at `warn`, with the error)
 /// and tags it with its request id.
 async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Answer {
-    let started = Instant::now();
+    let started = app.config.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = request.headers().get("x-amz-target");
     let is_logs = target.is_some();
@@ -429,7 +430,7 @@ async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>)
         Err(e) => (e.to_rest_response(), Some(e)),
     };
     let status = answer.status().as_u16();
-    let duration = started.elapsed();
+    let duration = app.config.clock.instant().saturating_duration_since(started);
     if answer.status().is_server_error() {
         let error = error.as_ref().map_or("", ApiError::message);
         tracing::warn!(request_id = %request_id, operation, status, ?duration, error, "request failed");
@@ -535,7 +536,7 @@ fn authenticate_head(
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
     };
-    let head = ignis_sigv4::verify_head(&request, |key| app.secret_for(key), SystemTime::now())?;
+    let head = ignis_sigv4::verify_head(&request, |key| app.secret_for(key), app.config.clock.now())?;
     if head.claimed().service != service {
         return Err(ApiError::Auth {
             error_type: "InvalidSignatureException",

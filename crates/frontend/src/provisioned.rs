@@ -84,7 +84,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
     if latest.aliases.get(&qualifier).is_some_and(|alias| !alias.weights.is_empty()) {
         return Err(ApiError::InvalidParameterValue("Alias with weights can not be used with Provisioned Concurrency".into()));
     }
-    let config = ProvisionedRecord { requested, last_modified_ms: now() };
+    let config = ProvisionedRecord { requested, last_modified_ms: now(app) };
     let written = app
         .registry
         .update(&caller.account, &reference.name, |current| -> Result<_, ApiError> {

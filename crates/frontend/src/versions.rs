@@ -76,7 +76,7 @@ pub async fn publish(
                 Some(last) => published = Some(last.clone()),
                 None => {
                     let number = current.last_version + 1;
-                    let version = current.snapshot(number, description.clone(), new_revision(), now());
+                    let version = current.snapshot(number, description.clone(), new_revision(), now(app));
                     record.last_version = number;
                     record.versions.push(version.clone());
                     published = Some(version);

@@ -7,7 +7,10 @@
 //!   crates and [`PURE_EXTERNAL`], and their library sources (test modules and
 //!   `src/bin/` tools left out) name none of [`IO`];
 //! - (c) no service crate depends on `ignis-frontend`; a service crate that does
-//!   not exist (yet) is skipped, not a failure.
+//!   not exist (yet) is skipped, not a failure;
+//! - (d) `ignis-sigv4` depends only on hashing ([`SIGV4_DEPENDENCIES`]);
+//! - (e) the front end and the service crates answer every input with an
+//!   error, never a panic: no `.unwrap()` in their library sources.
 //!
 //! Dependencies are read from `cargo metadata --no-deps`: a path to
 //! `ignis-frontend` has to go through workspace crates, so the members'
@@ -37,6 +40,9 @@ const IO: &[&str] =
 
 /// The services the front end calls; they must not call back into it.
 const SERVICES: &[&str] = &["ignis-registry", "ignis-invoke", "ignis-queues", "ignis-pollers", "ignis-logs"];
+
+/// All that `ignis-sigv4` may depend on: it verifies every request, so it stays pure.
+const SIGV4_DEPENDENCIES: &[&str] = &["hex", "hmac", "sha2"];
 
 struct Package {
     /// `src/lib.rs` (or wherever the library target starts), if the crate has one.
@@ -214,4 +220,31 @@ fn test_code_and_comments_are_left_out() {
     assert_eq!(modules, ["real"]);
     assert!(!code.contains("std::fs") && !code.contains("tokio"), "{code}");
     assert_eq!(code.lines().position(|l| l.contains("fn g()")), Some(11), "lines keep their numbers: {code}");
+}
+
+#[test]
+fn sigv4_depends_only_on_hashing() {
+    let packages = workspace();
+    let sigv4 = packages.get("ignis-sigv4").expect("ignis-sigv4 is a workspace crate");
+    let mut normal: Vec<&str> =
+        sigv4.dependencies.iter().filter(|(_, kind)| kind == "normal").map(|(name, _)| name.as_str()).collect();
+    normal.sort();
+    assert_eq!(normal, SIGV4_DEPENDENCIES, "ignis-sigv4 must stay pure");
+}
+
+#[test]
+fn no_unwrap_in_the_front_end_or_the_services() {
+    let packages = workspace();
+    let mut found = Vec::new();
+    for name in std::iter::once(&FRONTEND).chain(SERVICES) {
+        let Some(lib) = packages.get(*name).and_then(|p| p.lib.as_ref()) else { continue };
+        for (file, code) in library_sources(lib) {
+            for (n, line) in code.lines().enumerate() {
+                if line.contains(".unwrap()") {
+                    found.push(format!("{name}: {}:{} calls .unwrap()", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }

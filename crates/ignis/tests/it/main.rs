@@ -20,6 +20,5 @@ mod invoke;
 mod lifecycle;
 mod provisioned;
 mod sqs;
-mod tidy;
 mod versions;
 mod workers;
