@@ -2,17 +2,23 @@
 //! event source mappings, provisioned concurrency) enters here, and goes
 //! admission → assignment → placement → worker.
 //!
-//! - [`admission`]: concurrency slots and the scaling rate over `ignis-counting`.
-//!   An invocation takes a slot before it reserves a sandbox and holds it (an
-//!   [`Admitted`] guard, moved into its task) until it ends, however it ends.
+//! - [`admission`]: concurrency slots from the region's [`Counter`]
+//!   ([`counter`]: the seam, with [`LocalCounter`] over `ignis-counting`) and
+//!   the scaling rate, local to this front end. An invocation takes a slot
+//!   before it reserves a sandbox and holds it (an [`Admitted`] guard, moved
+//!   into its task) until it ends, however it ends.
 //!   Starting a new sandbox also asks the scaling rate; a refusal throttles.
 //! - The [`Invoker`] (this module): the assignment pool (`ignis-assignment`)
 //!   keyed by [`Revision`], the map from sandbox ids to their [`Sandbox`]
 //!   handles, and the provisioned revisions. Each invocation runs in a task of
 //!   its own, so a client that goes away does not strand a sandbox half-used:
 //!   the task finishes the invocation and returns the sandbox.
-//! - [`membership`]: the workers, their capacity records, their liveness, and
-//!   which worker each sandbox is on.
+//! - [`membership`]: the seam for which worker hosts the region has (members
+//!   with a lease: register, heartbeat, expiry), with [`LocalMembership`]
+//!   beside it; the invoker holds an `Arc<dyn Membership>`.
+//! - `placements`: what stays local to this invoker: the connection to each
+//!   worker, its capacity record, the local worker, and which worker each
+//!   sandbox is on (see [`membership`] for the split).
 //! - [`backend`]: the [`WorkerBackend`] and [`Sandbox`] traits, with the local
 //!   worker and remote worker hosts behind them; `fake` (feature `fake`) is an
 //!   in-memory one for tests.
@@ -28,15 +34,17 @@
 //! [`Invoker::register`] / [`Invoker::heartbeat`] for worker hosts, and
 //! [`Invoker::shutdown`]. A function's own failures are [`Outcome`]s; the
 //! platform's are [`InvokeError`]s. Time comes from the [`SharedClock`] given
-//! to [`Invoker::new`].
+//! to [`Invoker::new`] (or [`Invoker::with_membership`], which takes the
+//! region's [`Membership`]; [`Admission::over`] takes its [`Counter`]).
 //!
 //! # Locks
 //!
-//! The invoker's state mutex, the membership's mutex and admission's two
-//! mutexes are each held only for map, pool and record updates, never across
-//! an await. The only nesting is invoker state → membership (placing,
-//! forgetting a sandbox); membership never calls back into the invoker, and
-//! admission's locks are never held with another.
+//! The invoker's state mutex, the placements' mutex, the local counter's and
+//! the scaling rate's mutexes are each held only for map, pool and record
+//! updates, never across an await. The only nesting is invoker state →
+//! placements (placing, forgetting a sandbox); placements never call back
+//! into the invoker, admission's locks are never held with another, and the
+//! [`Membership`] is called holding no lock of the invoker's.
 //!
 //! # Workers
 //!
@@ -58,11 +66,15 @@
 
 pub mod admission;
 pub mod backend;
+pub mod counter;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod from_record;
 pub mod membership;
+mod placements;
+#[cfg(test)]
+mod seam_tests;
 #[cfg(test)]
 mod tests;
 
@@ -84,8 +96,11 @@ pub use admission::{Admission, Admitted};
 pub use backend::{BoxFuture, Failure, LocalWorker, RemoteHost, Sandbox, WorkerBackend};
 pub use error::InvokeError;
 pub use ignis_ids::Revision;
-use membership::{Dropped, Membership, Plan};
-pub use membership::WorkerInfo;
+pub use counter::{Counter, LocalCounter, Slot};
+pub use membership::{LocalMembership, Membership};
+use membership::{Beat, Joined};
+use placements::{Dropped, Placements, Plan};
+pub use placements::WorkerInfo;
 
 /// How many sandboxes an invocation may try when they die before taking it.
 const MAX_ATTEMPTS: usize = 3;
@@ -228,7 +243,8 @@ struct State {
 pub struct Invoker {
     admission: Arc<Admission>,
     state: Mutex<State>,
-    membership: Membership,
+    membership: Arc<dyn Membership>,
+    placements: Placements,
     keep_alive: Duration,
     clock: SharedClock,
     epoch: Instant,
@@ -241,11 +257,24 @@ impl Invoker {
     /// sandboxes live `keep_alive`. Starts the keep-alive reaper and the
     /// health check (tasks that end with the invoker); needs a tokio runtime.
     pub fn new(workers: Workers, admission: Arc<Admission>, keep_alive: Duration, clock: SharedClock) -> Arc<Invoker> {
+        let timeout = ignis_cluster::HEARTBEAT_TIMEOUT.as_millis() as u64;
+        Invoker::with_membership(workers, admission, Arc::new(LocalMembership::new(timeout)), keep_alive, clock)
+    }
+
+    /// [`Invoker::new`] with the region's worker hosts kept by `membership`.
+    pub fn with_membership(
+        workers: Workers,
+        admission: Arc<Admission>,
+        membership: Arc<dyn Membership>,
+        keep_alive: Duration,
+        clock: SharedClock,
+    ) -> Arc<Invoker> {
         let state = State { pool: Pool::new(), handles: HashMap::new(), provisioned: HashMap::new() };
         let invoker = Arc::new(Invoker {
             admission,
             state: Mutex::new(state),
-            membership: Membership::new(workers.local),
+            membership,
+            placements: Placements::new(workers.local),
             keep_alive,
             epoch: clock.instant(),
             clock,
@@ -283,9 +312,12 @@ impl Invoker {
     /// its heartbeats stop. A worker listed at the same address is gone (a
     /// new process listens there): it is dropped, and leaves the list.
     pub fn register(&self, address: &str, capacity: Capacity) -> u32 {
-        let timeout = ignis_cluster::HEARTBEAT_TIMEOUT.as_millis() as u64;
-        let backend = (self.connect)(address);
-        let (id, dropped) = self.membership.register(address, capacity, backend, self.now_ms(), timeout);
+        let Joined { id, replaced } = self.membership.register(address, capacity, self.now_ms());
+        let dropped: Vec<Dropped> = replaced.iter().filter_map(|&old| self.placements.down(old)).collect();
+        for old in replaced {
+            self.placements.remove(old);
+        }
+        self.placements.adopt(id, address, capacity, &self.connect);
         self.forget_dropped(dropped);
         tracing::info!(worker = %id, address, memory_mb = capacity.memory_mb, cpus = capacity.cpus, "worker joined");
         id.0
@@ -293,15 +325,33 @@ impl Invoker {
 
     /// A heartbeat from worker `id`; false if it is unknown or unhealthy (it must register again).
     pub fn heartbeat(&self, id: u32) -> bool {
-        let (beat, dropped) = self.membership.heartbeat(ignis_placement::WorkerId(id), self.now_ms());
-        self.forget_dropped(dropped);
-        beat
+        let id = ignis_placement::WorkerId(id);
+        match self.membership.heartbeat(id, self.now_ms()) {
+            Beat::Renewed => true,
+            Beat::Expired => {
+                self.forget_dropped(self.placements.down(id));
+                false
+            }
+            Beat::Unknown => false,
+        }
     }
 
-    /// Drops the remote workers that turned unhealthy (silent too long, or their connection failed).
+    /// Drops the remote workers that turned unhealthy (silent too long, or
+    /// their connection failed), and follows the membership: members that
+    /// joined through another front end become workers to place on, members
+    /// listed as gone are down here too.
     fn check_health(&self) {
-        let dropped = self.membership.check(self.now_ms());
-        self.forget_dropped(dropped);
+        let mut gone = Vec::new();
+        for member in self.membership.members() {
+            if member.healthy {
+                self.placements.adopt(member.id, &member.address, member.capacity, &self.connect);
+            } else if self.placements.knows(member.id) {
+                gone.push(member.id);
+            }
+        }
+        let failed = self.placements.unreachable().into_iter().filter(|&id| self.membership.fail(id));
+        gone.extend(failed.chain(self.membership.check(self.now_ms())));
+        self.forget_dropped(gone.into_iter().filter_map(|id| self.placements.down(id)));
     }
 
     /// The dropped workers' sandboxes leave the pool and the handle map
@@ -321,7 +371,7 @@ impl Invoker {
 
     /// Every worker, oldest first.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.membership.workers()
+        self.placements.workers(&self.membership.members())
     }
 
     /// Where remote workers' log lines go: the server's log writer.
@@ -340,7 +390,7 @@ impl Invoker {
     /// Takes a sandbox out of the handle map and gives back its reservation:
     /// the only way a sandbox leaves them.
     fn forget(&self, state: &mut State, id: SandboxId) -> Option<Arc<dyn Sandbox>> {
-        self.membership.release(id);
+        self.placements.release(id);
         state.handles.remove(&id)
     }
 
@@ -351,7 +401,7 @@ impl Invoker {
         // A worker dropped between the choice and the reservation: choose again.
         for _ in 0..MAX_ATTEMPTS {
             let idle = state.pool.evictable();
-            let worker = match self.membership.plan(&needs, &idle) {
+            let worker = match self.placements.plan(&needs, &idle) {
                 Plan::Worker(worker) => worker,
                 Plan::Evict(Eviction { worker, victims }, refusal) => {
                     refused = refusal;
@@ -360,7 +410,7 @@ impl Invoker {
                 }
                 Plan::Refused(refusal) => return Err(refusal),
             };
-            if let Some(backend) = self.membership.take(worker, id, needs) {
+            if let Some(backend) = self.placements.take(worker, id, needs) {
                 return Ok(backend);
             }
         }
@@ -582,7 +632,7 @@ impl Invoker {
         let started = backend.start(spec(target, initialization), &target.function.code_sha256_hex).await;
         let mut state = self.lock();
         match started {
-            Ok(handle) if self.membership.is_placed(id) => {
+            Ok(handle) if self.placements.is_placed(id) => {
                 state.handles.insert(id, handle.clone());
                 Ok(handle)
             }
@@ -619,7 +669,7 @@ impl Invoker {
             ends.spawn(async move { handle.end().await });
         }
         let _ = ignis_clock::timeout(&*self.clock, Duration::from_secs(5), ends.join_all()).await;
-        for backend in self.membership.backends() {
+        for backend in self.placements.backends() {
             backend.shutdown().await;
         }
     }

@@ -1,252 +1,314 @@
-//! Worker membership: which workers there are, how to reach each one (its
-//! [`WorkerBackend`]), its capacity record (`ignis_placement::Worker`: memory,
-//! CPUs, what its sandboxes reserve), its [`Liveness`], and which worker each
-//! placed sandbox is on.
+//! Worker membership: the region's seam for which worker hosts exist. A
+//! worker is a *member with a lease*: it registers (address, capacity) and
+//! gets an id, renews with heartbeats, and a lease that expires means the
+//! worker is gone. [`LocalMembership`] is the embedded implementation (the
+//! leases are `ignis_placement::Liveness` records in this process); an
+//! etcd-backed one keeps members as keys under an etcd lease of the
+//! heartbeat timeout and follows them with a watch.
 //!
-//! [`Membership`] owns all of it behind one mutex of its own, held only for
-//! record updates, never across an await, and never while taking another
-//! lock: the invoker may call in here while it holds its own state lock (the
-//! one order: invoker state, then membership), never the reverse.
+//! # What is here and what stays with the invoker
 //!
-//! Invariants:
-//! - A sandbox's reservation is added when it is placed ([`Membership::take`],
-//!   before it starts) and removed exactly once ([`Membership::release`], or
-//!   when its worker is dropped, which hands the lost sandboxes back).
-//! - A worker turns unhealthy for good (no new sandbox; it must register
-//!   again): when its heartbeats stop for the timeout, its connection
-//!   fails, a heartbeat comes too late, or a new worker registers at its address.
-//! - The local worker (id 0) has no liveness and is never dropped.
+//! Membership is what every front end of a region must agree on: the members,
+//! their addresses and capacities, alive or gone. What a front end does with a
+//! worker stays local to its invoker (the `placements` module): the connection
+//! to it (its `WorkerBackend`), the placement records (what each placed
+//! sandbox reserves on which worker, the memory in use), the local worker
+//! (id 0, which is no member: it has no lease to lose and is never dropped),
+//! and the failures its own calls saw. The invoker applies what membership
+//! reports: a member gone is marked down in the placement records and its
+//! sandboxes are forgotten; a connection that failed is reported back
+//! ([`Membership::fail`]) and ends the member for every front end. The
+//! invoker's health check also follows [`Membership::members`]: a member that
+//! joined through another front end gets a connection and a placement record
+//! here, and one listed as gone is down here too (so a missed report heals).
+//!
+//! # Contract
+//!
+//! - Ids are never reused; 0 is never a member's (it is the local worker's).
+//! - A member goes alive → gone once, for good: a worker that comes back
+//!   registers again, as a new member. Exactly one call reports each member
+//!   as gone (the one that ended it: [`Membership::register`] for members it
+//!   replaces, [`Membership::heartbeat`] answering [`Beat::Expired`],
+//!   [`Membership::check`], or [`Membership::fail`] answering true), so the
+//!   caller forgets a gone worker's sandboxes exactly once.
+//! - Gone members stay listed ([`Member::healthy`] false) until a new worker
+//!   registers at their address (a new process listens there); then they
+//!   leave the list.
+//! - Time is passed in as milliseconds of the invoker's clock; an
+//!   implementation over etcd's leases may ignore it (etcd's TTLs decide).
+//! - Every method answers without waiting (the invoker calls them from sync
+//!   code and holds none of its locks while it does): an etcd implementation
+//!   answers reads from its watched copy.
+//!
+//! [`LocalMembership`] keeps its records behind one mutex of its own, held
+//! only for record updates.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use ignis_assignment::SandboxId;
 use ignis_cluster::Capacity;
-use ignis_placement::{Evictable, Eviction, Health, Liveness, Needs, Packing, Placement, Refusal, WorkerId};
+use ignis_placement::{Health, Liveness, WorkerId};
 
-use crate::backend::WorkerBackend;
+/// The region's worker hosts (see the module docs for the contract).
+pub trait Membership: Send + Sync {
+    /// A worker joined at `address` with `capacity`, at `now_ms`: its new id,
+    /// and the members listed at the same address, which are gone now (if
+    /// they were not already) and no longer listed.
+    fn register(&self, address: &str, capacity: Capacity, now_ms: u64) -> Joined;
 
-/// One worker's membership: how to reach it and, for a remote one, when it was last heard from.
-struct Member {
-    backend: Arc<dyn WorkerBackend>,
-    address: String,
-    liveness: Option<Liveness>,
+    /// Member `id` renews its lease at `now_ms`.
+    fn heartbeat(&self, id: WorkerId, now_ms: u64) -> Beat;
+
+    /// Ends the members whose lease expired by `now_ms`; returns them.
+    fn check(&self, now_ms: u64) -> Vec<WorkerId>;
+
+    /// Member `id` is gone now (a connection to it failed). True if this call
+    /// ended it; false if it was already gone or is unknown.
+    fn fail(&self, id: WorkerId) -> bool;
+
+    /// Every listed member, oldest first.
+    fn members(&self) -> Vec<Member>;
 }
 
-/// A worker as `GET /ignis/workers` shows it.
+/// What [`Membership::register`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerInfo {
-    pub id: u32,
+pub struct Joined {
+    pub id: WorkerId,
+    /// Members that were listed at the same address: gone, and unlisted.
+    pub replaced: Vec<WorkerId>,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// The lease lives on.
+    Renewed,
+    /// It came too late: the lease had expired, and the member is gone now
+    /// (this call reports it).
+    Expired,
+    /// Not a member, or gone already: it must register again.
+    Unknown,
+}
+
+/// A listed member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: WorkerId,
     pub address: String,
-    pub local: bool,
+    pub capacity: Capacity,
+    /// False once it is gone.
     pub healthy: bool,
-    pub memory_mb: u64,
-    pub cpus: u32,
-    pub used_memory_mb: u64,
-    pub sandboxes: u32,
 }
 
-/// Where a new sandbox can go.
-pub(crate) enum Plan {
-    /// This worker has room now.
-    Worker(WorkerId),
-    /// This worker has room once these idle sandboxes are evicted (the
-    /// refusal is what placement said before eviction).
-    Evict(Eviction<SandboxId>, Refusal),
-    Refused(Refusal),
+struct Record {
+    member: Member,
+    liveness: Liveness,
 }
 
-/// A worker dropped as unhealthy, and the sandboxes it took with it.
-pub(crate) struct Dropped {
-    pub worker: WorkerId,
-    pub address: String,
-    pub lost: Vec<SandboxId>,
+struct Records {
+    /// Oldest first.
+    members: Vec<Record>,
+    next: u32,
 }
 
-#[derive(Default)]
-struct Members {
-    /// Every worker's placement record, oldest first (the order `Packing` fills them in).
-    workers: Vec<ignis_placement::Worker>,
-    members: HashMap<WorkerId, Member>,
-    /// Which worker each placed sandbox is on, and what it reserved there.
-    placed: HashMap<SandboxId, (WorkerId, Needs)>,
-    next_worker: u32,
+/// The embedded membership: a lease of `timeout_ms` after each heartbeat, in this process.
+pub struct LocalMembership {
+    timeout_ms: u64,
+    records: Mutex<Records>,
 }
 
-/// The workers, their records and their health.
-pub(crate) struct Membership {
-    inner: Mutex<Members>,
+impl LocalMembership {
+    /// Members are gone after `timeout_ms` without a heartbeat.
+    pub fn new(timeout_ms: u64) -> LocalMembership {
+        LocalMembership { timeout_ms, records: Mutex::new(Records { members: Vec::new(), next: 1 }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-impl Membership {
-    pub fn new(local: Option<(Arc<dyn WorkerBackend>, Capacity)>) -> Membership {
-        let mut members = Members { next_worker: 1, ..Members::default() };
-        if let Some((backend, capacity)) = local {
-            let id = WorkerId(0);
-            members.workers.push(ignis_placement::Worker::new(id, capacity.memory_mb, capacity.cpus));
-            members.members.insert(id, Member { backend, address: "local".into(), liveness: None });
+impl Records {
+    fn get(&mut self, id: WorkerId) -> Option<&mut Record> {
+        self.members.iter_mut().find(|r| r.member.id == id)
+    }
+}
+
+impl Record {
+    /// Ends the member; true if it was alive.
+    fn end(&mut self) -> bool {
+        self.liveness.fail();
+        std::mem::replace(&mut self.member.healthy, false)
+    }
+}
+
+impl Membership for LocalMembership {
+    fn register(&self, address: &str, capacity: Capacity, now_ms: u64) -> Joined {
+        let mut records = self.lock();
+        let id = WorkerId(records.next);
+        records.next += 1;
+        let replaced: Vec<WorkerId> =
+            records.members.iter().filter(|r| r.member.address == address).map(|r| r.member.id).collect();
+        records.members.retain(|r| r.member.address != address);
+        let member = Member { id, address: address.to_string(), capacity, healthy: true };
+        records.members.push(Record { member, liveness: Liveness::new(now_ms, self.timeout_ms) });
+        Joined { id, replaced }
+    }
+
+    fn heartbeat(&self, id: WorkerId, now_ms: u64) -> Beat {
+        let mut records = self.lock();
+        let Some(record) = records.get(id).filter(|r| r.member.healthy) else { return Beat::Unknown };
+        if record.liveness.beat(now_ms) {
+            Beat::Renewed
+        } else {
+            record.end();
+            Beat::Expired
         }
-        Membership { inner: Mutex::new(members) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Members> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A worker host joined at `address`: it gets the next id and is healthy
-    /// until its heartbeats stop (`timeout_ms` after the last). A worker
-    /// listed at the same address is gone (a new process listens there): it
-    /// is dropped and leaves the list.
-    pub fn register(
-        &self,
-        address: &str,
-        capacity: Capacity,
-        backend: Arc<dyn WorkerBackend>,
-        now_ms: u64,
-        timeout_ms: u64,
-    ) -> (WorkerId, Vec<Dropped>) {
-        let mut m = self.lock();
-        let id = WorkerId(m.next_worker);
-        m.next_worker += 1;
-        let stale: Vec<WorkerId> =
-            m.members.iter().filter(|(_, w)| w.address == address && w.liveness.is_some()).map(|(id, _)| *id).collect();
-        let mut dropped = Vec::new();
-        for old in stale {
-            dropped.extend(m.drop_worker(old));
-            m.members.remove(&old);
-            m.workers.retain(|w| w.id != old);
-        }
-        m.workers.push(ignis_placement::Worker::new(id, capacity.memory_mb, capacity.cpus));
-        let liveness = Some(Liveness::new(now_ms, timeout_ms));
-        m.members.insert(id, Member { backend, address: address.to_string(), liveness });
-        (id, dropped)
-    }
-
-    /// A heartbeat from worker `id`; false if it is unknown or unhealthy (then
-    /// it is dropped, if it was not already).
-    pub fn heartbeat(&self, id: WorkerId, now_ms: u64) -> (bool, Option<Dropped>) {
-        let mut m = self.lock();
-        let beat = m.members.get_mut(&id).and_then(|w| w.liveness.as_mut()).is_some_and(|l| l.beat(now_ms));
-        if beat { (true, None) } else { (false, m.drop_worker(id)) }
-    }
-
-    /// Drops the remote workers that turned unhealthy (silent too long, or their connection failed).
-    pub fn check(&self, now_ms: u64) -> Vec<Dropped> {
-        let mut m = self.lock();
-        let Members { members, workers, .. } = &mut *m;
-        let failing: Vec<WorkerId> = members
+    fn check(&self, now_ms: u64) -> Vec<WorkerId> {
+        let mut records = self.lock();
+        records
+            .members
             .iter_mut()
-            .filter_map(|(id, member)| {
-                let liveness = member.liveness.as_mut()?;
-                if member.backend.is_down() {
-                    liveness.fail();
-                }
-                let listed_healthy = workers.iter().any(|w| w.id == *id && w.healthy);
-                (listed_healthy && liveness.check(now_ms) == Health::Unhealthy).then_some(*id)
-            })
-            .collect();
-        failing.into_iter().filter_map(|id| m.drop_worker(id)).collect()
-    }
-
-    /// Where a sandbox with `needs` could go: a worker with room, else the
-    /// idle sandboxes among `idle` (ordinary idle ones, least recently used
-    /// first) whose eviction makes room on one worker, else the refusal.
-    pub fn plan(&self, needs: &Needs, idle: &[SandboxId]) -> Plan {
-        let m = self.lock();
-        match Packing::default().choose(&m.workers, needs) {
-            Placement::Worker(worker) => Plan::Worker(worker),
-            Placement::Refused(refusal) => {
-                let idle: Vec<Evictable<SandboxId>> = idle
-                    .iter()
-                    .filter_map(|&sandbox| {
-                        let (worker, reserved) = m.placed.get(&sandbox)?;
-                        Some(Evictable { sandbox, worker: *worker, memory_mb: reserved.memory_mb })
-                    })
-                    .collect();
-                match ignis_placement::evict(&m.workers, needs, &idle) {
-                    Some(eviction) => Plan::Evict(eviction, refusal),
-                    None => Plan::Refused(refusal),
-                }
-            }
-        }
-    }
-
-    /// Reserves `needs` for sandbox `id` on `worker`, if it is healthy and has
-    /// room (checked, not assumed); its backend.
-    pub fn take(&self, worker: WorkerId, id: SandboxId, needs: Needs) -> Option<Arc<dyn WorkerBackend>> {
-        let mut m = self.lock();
-        let record = m.workers.iter_mut().find(|w| w.id == worker && w.healthy)?;
-        record.add(&needs).ok()?;
-        m.placed.insert(id, (worker, needs));
-        Some(m.members[&worker].backend.clone())
-    }
-
-    /// Gives back sandbox `id`'s reservation; false if it had none (never
-    /// placed, or its worker was dropped).
-    pub fn release(&self, id: SandboxId) -> bool {
-        let mut m = self.lock();
-        let Some((worker, needs)) = m.placed.remove(&id) else { return false };
-        if let Some(record) = m.workers.iter_mut().find(|w| w.id == worker) {
-            record.remove(&needs);
-        }
-        true
-    }
-
-    /// Whether sandbox `id` still holds a reservation (its worker was not dropped).
-    pub fn is_placed(&self, id: SandboxId) -> bool {
-        self.lock().placed.contains_key(&id)
-    }
-
-    /// Every worker, oldest first.
-    pub fn workers(&self) -> Vec<WorkerInfo> {
-        let m = self.lock();
-        m.workers
-            .iter()
-            .map(|w| {
-                let member = &m.members[&w.id];
-                WorkerInfo {
-                    id: w.id.0,
-                    address: member.address.clone(),
-                    local: member.liveness.is_none(),
-                    healthy: w.healthy,
-                    memory_mb: w.memory_mb,
-                    cpus: w.cpus,
-                    used_memory_mb: w.used_memory_mb,
-                    sandboxes: w.sandboxes(),
-                }
+            .filter_map(|r| {
+                let expired = r.member.healthy && r.liveness.check(now_ms) == Health::Unhealthy;
+                (expired && r.end()).then_some(r.member.id)
             })
             .collect()
     }
 
-    /// Every worker's backend (for shutdown).
-    pub fn backends(&self) -> Vec<Arc<dyn WorkerBackend>> {
-        self.lock().members.values().map(|m| m.backend.clone()).collect()
+    fn fail(&self, id: WorkerId) -> bool {
+        self.lock().get(id).is_some_and(Record::end)
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.lock().members.iter().map(|r| r.member.clone()).collect()
     }
 }
 
-impl Members {
-    /// The worker is unhealthy for good: no new sandbox, calls in flight to
-    /// it end, its sandboxes' reservations go; `None` if it already was.
-    fn drop_worker(&mut self, worker: WorkerId) -> Option<Dropped> {
-        if !self.workers.iter().any(|w| w.id == worker && w.healthy) {
-            return None;
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ignis_clock::{Clock, ManualClock};
+    use ignis_cluster::Capacity;
+    use ignis_placement::WorkerId;
+
+    use super::{Beat, Joined, LocalMembership, Member, Membership};
+
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    const CAPACITY: Capacity = Capacity { memory_mb: 1024, cpus: 2 };
+
+    /// A membership over a manual clock, and the clock's time in ms since it started.
+    struct World {
+        membership: Box<dyn Membership>,
+        clock: std::sync::Arc<ManualClock>,
+        epoch: std::time::Instant,
+    }
+
+    fn world() -> World {
+        let clock = ManualClock::at_epoch_2026();
+        let epoch = clock.instant();
+        World { membership: Box::new(LocalMembership::new(TIMEOUT.as_millis() as u64)), clock, epoch }
+    }
+
+    impl World {
+        fn now(&self) -> u64 {
+            self.clock.instant().duration_since(self.epoch).as_millis() as u64
         }
-        let member = self.members.get_mut(&worker)?;
-        // The local worker has no heartbeat to miss.
-        member.liveness.as_mut()?.fail();
-        member.backend.mark_down();
-        let address = member.address.clone();
-        if let Some(record) = self.workers.iter_mut().find(|w| w.id == worker) {
-            record.healthy = false;
+
+        fn register(&self, address: &str) -> Joined {
+            self.membership.register(address, CAPACITY, self.now())
         }
-        let lost: Vec<SandboxId> = self.placed.iter().filter(|(_, (w, _))| *w == worker).map(|(id, _)| *id).collect();
-        for id in &lost {
-            if let Some((_, needs)) = self.placed.remove(id)
-                && let Some(record) = self.workers.iter_mut().find(|w| w.id == worker)
-            {
-                record.remove(&needs);
-            }
+
+        fn heartbeat(&self, id: WorkerId) -> Beat {
+            self.membership.heartbeat(id, self.now())
         }
-        Some(Dropped { worker, address, lost })
+
+        fn check(&self) -> Vec<WorkerId> {
+            self.membership.check(self.now())
+        }
+
+        /// (id, address, healthy) of every listed member.
+        fn listed(&self) -> Vec<(u32, String, bool)> {
+            self.membership.members().into_iter().map(|m| (m.id.0, m.address, m.healthy)).collect()
+        }
+    }
+
+    #[test]
+    fn members_get_new_ids_from_one_and_are_listed_oldest_first() {
+        let w = world();
+        assert_eq!(w.register("a:1"), Joined { id: WorkerId(1), replaced: vec![] });
+        let second = w.membership.register("b:1", Capacity { memory_mb: 2048, cpus: 4 }, w.now());
+        assert_eq!(second.id, WorkerId(2));
+        assert_eq!(
+            w.membership.members(),
+            vec![
+                Member { id: WorkerId(1), address: "a:1".into(), capacity: CAPACITY, healthy: true },
+                Member {
+                    id: WorkerId(2),
+                    address: "b:1".into(),
+                    capacity: Capacity { memory_mb: 2048, cpus: 4 },
+                    healthy: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn heartbeats_keep_the_lease_and_silence_ends_it_once() {
+        let w = world();
+        let id = w.register("a:1").id;
+        w.clock.advance(TIMEOUT - Duration::from_millis(1));
+        assert_eq!(w.check(), vec![]);
+        assert_eq!(w.heartbeat(id), Beat::Renewed);
+        w.clock.advance(TIMEOUT - Duration::from_millis(1));
+        assert_eq!(w.check(), vec![], "the heartbeat renewed it");
+        w.clock.advance(Duration::from_millis(1));
+        assert_eq!(w.check(), vec![id]);
+        assert_eq!(w.check(), vec![], "reported once");
+        assert_eq!(w.heartbeat(id), Beat::Unknown, "it must register again");
+        assert_eq!(w.listed(), vec![(1, "a:1".into(), false)], "listed, gone");
+    }
+
+    #[test]
+    fn a_late_heartbeat_ends_the_member() {
+        let w = world();
+        let id = w.register("a:1").id;
+        w.clock.advance(TIMEOUT);
+        assert_eq!(w.heartbeat(id), Beat::Expired);
+        assert_eq!(w.check(), vec![], "the heartbeat reported it");
+        assert_eq!(w.heartbeat(id), Beat::Unknown);
+        assert_eq!(w.heartbeat(WorkerId(9)), Beat::Unknown);
+    }
+
+    #[test]
+    fn a_failed_connection_ends_the_member_once() {
+        let w = world();
+        let (a, b) = (w.register("a:1").id, w.register("b:1").id);
+        assert!(w.membership.fail(a));
+        assert!(!w.membership.fail(a));
+        assert!(!w.membership.fail(WorkerId(9)));
+        assert_eq!(w.heartbeat(a), Beat::Unknown);
+        w.clock.advance(TIMEOUT);
+        assert_eq!(w.check(), vec![b], "a was reported by fail");
+        assert_eq!(w.listed(), vec![(1, "a:1".into(), false), (2, "b:1".into(), false)]);
+    }
+
+    #[test]
+    fn a_new_worker_at_an_address_replaces_the_listed_ones() {
+        let w = world();
+        let old = w.register("a:1").id;
+        let other = w.register("b:1").id;
+        let again = w.register("a:1");
+        assert_eq!(again, Joined { id: WorkerId(3), replaced: vec![old] });
+        assert_eq!(w.heartbeat(old), Beat::Unknown);
+        assert_eq!(w.listed(), vec![(2, "b:1".into(), true), (3, "a:1".into(), true)]);
+        // A gone member is replaced (and unlisted) too.
+        assert!(w.membership.fail(other));
+        assert_eq!(w.register("b:1").replaced, vec![other]);
+        assert_eq!(w.listed(), vec![(3, "a:1".into(), true), (4, "b:1".into(), true)]);
+        w.clock.advance(TIMEOUT);
+        assert_eq!(w.check(), vec![WorkerId(3), WorkerId(4)], "replaced members are never reported again");
     }
 }
