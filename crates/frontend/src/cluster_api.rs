@@ -44,13 +44,13 @@ pub fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiEr
         return Err(ApiError::Validation(format!("Address must be host:port, not {address:?}")));
     }
     let id = app.invoker.register(address, Capacity { memory_mb, cpus });
-    Ok(json_answer(StatusCode::CREATED, json!({ "WorkerId": id })))
+    Ok(json_answer(StatusCode::CREATED, json!({ "WorkerId": id.0 })))
 }
 
 pub fn heartbeat(app: &App, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
     admin_only(caller)?;
     match id.parse::<u32>() {
-        Ok(id) if app.invoker.heartbeat(id) => Ok(empty_answer(StatusCode::NO_CONTENT)),
+        Ok(id) if app.invoker.heartbeat(ignis_placement::WorkerId(id)) => Ok(empty_answer(StatusCode::NO_CONTENT)),
         _ => Err(ApiError::ResourceNotFound(format!("worker {id} is not registered: register again"))),
     }
 }
@@ -63,7 +63,7 @@ pub fn list(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
         .into_iter()
         .map(|w| {
             json!({
-                "WorkerId": w.id,
+                "WorkerId": w.id.0,
                 "Address": w.address,
                 "Local": w.local,
                 "Healthy": w.healthy,

@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 use ignis_assignment::{Event, Pool, Reservation, SandboxId};
 use ignis_clock::SharedClock;
 use ignis_cluster::{Capacity, RemoteWorker};
-use ignis_placement::{Eviction, FunctionKey, Needs, Refusal};
+use ignis_placement::{Eviction, FunctionKey, Needs, Refusal, WorkerId};
 use ignis_sigv4::Credentials;
 use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, StartError, Worker};
 use tokio::sync::mpsc;
@@ -311,7 +311,7 @@ impl Invoker {
     /// A worker host joined: it gets the next worker id and is healthy until
     /// its heartbeats stop. A worker listed at the same address is gone (a
     /// new process listens there): it is dropped, and leaves the list.
-    pub fn register(&self, address: &str, capacity: Capacity) -> u32 {
+    pub fn register(&self, address: &str, capacity: Capacity) -> WorkerId {
         let Joined { id, replaced } = self.membership.register(address, capacity, self.now_ms());
         let dropped: Vec<Dropped> = replaced.iter().filter_map(|&old| self.placements.down(old)).collect();
         for old in replaced {
@@ -320,12 +320,11 @@ impl Invoker {
         self.placements.adopt(id, address, capacity, &self.connect);
         self.forget_dropped(dropped);
         tracing::info!(worker = %id, address, memory_mb = capacity.memory_mb, cpus = capacity.cpus, "worker joined");
-        id.0
+        id
     }
 
     /// A heartbeat from worker `id`; false if it is unknown or unhealthy (it must register again).
-    pub fn heartbeat(&self, id: u32) -> bool {
-        let id = ignis_placement::WorkerId(id);
+    pub fn heartbeat(&self, id: WorkerId) -> bool {
         match self.membership.heartbeat(id, self.now_ms()) {
             Beat::Renewed => true,
             Beat::Expired => {

@@ -213,7 +213,7 @@ impl Placements {
 /// A worker as `GET /ignis/workers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
-    pub id: u32,
+    pub id: WorkerId,
     pub address: String,
     pub local: bool,
     pub healthy: bool,
@@ -230,7 +230,7 @@ impl Placements {
         let books = self.lock();
         let record = |id: WorkerId| books.workers.iter().find(|w| w.id == id);
         let local = record(LOCAL).map(|w| WorkerInfo {
-            id: LOCAL.0,
+            id: LOCAL,
             address: "local".into(),
             local: true,
             healthy: w.healthy,
@@ -242,7 +242,7 @@ impl Placements {
         let remote = members.iter().map(|m| {
             let (used_memory_mb, sandboxes) = record(m.id).map_or((0, 0), |w| (w.used_memory_mb, w.sandboxes()));
             WorkerInfo {
-                id: m.id.0,
+                id: m.id,
                 address: m.address.clone(),
                 local: false,
                 healthy: m.healthy,

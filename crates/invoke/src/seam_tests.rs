@@ -89,7 +89,7 @@ async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires()
     assert_eq!((invoker.workers()[0].used_memory_mb, invoker.workers()[0].sandboxes), (128, 1));
     // Its heartbeats go to the other front end; this one's heartbeat answers the same.
     assert_eq!(membership.heartbeat(id, 2 * HEALTH_CHECK_EVERY.as_millis() as u64), Beat::Renewed);
-    assert!(invoker.heartbeat(id.0));
+    assert!(invoker.heartbeat(id));
 
     // Silence: the lease expires, the worker is down here, its sandboxes are forgotten.
     for _ in 0..(ignis_cluster::HEARTBEAT_TIMEOUT.as_millis() / HEALTH_CHECK_EVERY.as_millis() + 2) {
@@ -97,7 +97,7 @@ async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires()
         settle().await;
     }
     let info = &invoker.workers()[0];
-    assert_eq!((info.id, info.healthy, info.sandboxes, info.used_memory_mb), (id.0, false, 0, 0));
+    assert_eq!((info.id, info.healthy, info.sandboxes, info.used_memory_mb), (id, false, 0, 0));
     assert_eq!(invoker.counts(), (0, 0, 0));
     assert_eq!(membership.heartbeat(id, u64::MAX), Beat::Unknown);
     assert_eq!(made.lock().unwrap().len(), 1, "one connection per member");

@@ -169,14 +169,14 @@ async fn a_cold_start_goes_where_packing_says() {
     let w = world(Options { local_mb: None, ..Options::default() });
     let first = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 256, cpus: 2 });
     let second = w.invoker.register("10.0.0.2:9000", Capacity { memory_mb: 2048, cpus: 2 });
-    assert_eq!((first, second), (1, 2));
+    assert_eq!((first, second), (WorkerId(1), WorkerId(2)));
     // Small sandboxes fill the oldest worker first.
     response(w.invoker.invoke(function("small", "r1", 128), event("1")).await);
     assert_eq!((w.remote(0).starts(), w.remote(1).starts()), (1, 0));
     // One that cannot fit there goes to the next.
     response(w.invoker.invoke(function("large", "r1", 512), event("2")).await);
     assert_eq!((w.remote(0).starts(), w.remote(1).starts()), (1, 1));
-    let used: Vec<(u32, u64, u32)> = w.invoker.workers().iter().map(|i| (i.id, i.used_memory_mb, i.sandboxes)).collect();
+    let used: Vec<(u32, u64, u32)> = w.invoker.workers().iter().map(|i| (i.id.0, i.used_memory_mb, i.sandboxes)).collect();
     assert_eq!(used, [(1, 128, 1), (2, 512, 1)]);
 }
 
@@ -320,7 +320,7 @@ async fn a_silent_worker_turns_unhealthy_and_its_calls_end() {
 
     // It registers again (a new process at the same address): a new worker, healthy.
     let again = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 });
-    assert_eq!(again, id + 1);
+    assert_eq!(again, WorkerId(id.0 + 1));
     response(w.invoker.invoke(f, event("4")).await);
     assert_eq!(w.remote(1).starts(), 1);
     assert_eq!(w.invoker.workers().len(), 1, "the old listing left");
