@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ignis_pollers::tables::{EventChange, EventStorage, RedbEventStorage};
 use ignis_sigv4::Credentials;
 use serde_json::json;
 
@@ -229,7 +230,7 @@ async fn start_times(conn: &mut Conn, at_least: usize) -> Result<std::collection
 /// Events per second stored with one durable commit each, from `threads` threads, for `duration`.
 fn per_event_commits(dir: &std::path::Path, threads: usize, duration: Duration) -> f64 {
     let Ok(store) = ignis_store::Store::open(dir) else { return 0.0 };
-    let Ok(store) = ignis_pollers::tables::EventTable::open(Arc::new(store)) else { return 0.0 };
+    let Ok(store) = RedbEventStorage::open(Arc::new(store)) else { return 0.0 };
     let store = Arc::new(store);
     let next = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -241,7 +242,7 @@ fn per_event_commits(dir: &std::path::Path, threads: usize, duration: Duration) 
                 let mut done = 0u64;
                 while !stop.load(Ordering::Relaxed) && done < LIMIT {
                     let id = next.fetch_add(1, Ordering::Relaxed);
-                    let change = ignis_pollers::tables::EventChange::Put { id, meta: br#"{"account":"bench"}"#.to_vec(), payload: PAYLOAD.to_vec() };
+                    let change = EventChange::Put { id, meta: br#"{"account":"bench"}"#.to_vec(), payload: PAYLOAD.to_vec() };
                     if store.apply(&[change]).is_err() {
                         break;
                     }

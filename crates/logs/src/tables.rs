@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ignis_clock::SharedClock;
-use ignis_store::{Store, StoreError};
+use ignis_store::{DbContext, Store, StoreError};
 use ignis_worker::LogBatch;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -77,17 +77,6 @@ pub(crate) fn excess(size: u64, cap: u64) -> u64 {
 
 /// Charged sizes of log groups, by (account, group), as far as known.
 type GroupSizes = HashMap<(String, String), u64>;
-
-/// Adds context to redb results.
-trait DbContext<T> {
-    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T, E: Into<redb::Error>> DbContext<T> for Result<T, E> {
-    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::Db { context, source: e.into() })
-    }
-}
 
 /// The logs' tables in the server's database; see the module docs.
 pub(crate) struct Tables {

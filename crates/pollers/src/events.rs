@@ -4,8 +4,8 @@
 //! # Parts and who owns what
 //!
 //! - The **writer** (an [`ignis_store::commit::GroupCommit`], a thread of its
-//!   own) owns every write to the pending events' table
-//!   ([`crate::tables::EventTable`]). An accept (or a change of progress, or
+//!   own) owns every write to the pending events' storage
+//!   ([`crate::tables::EventStorage`]). An accept (or a change of progress, or
 //!   a completion) hands it a batch of [`EventChange`]s, with the events they
 //!   make ready, and waits; the writer takes whatever has arrived while the
 //!   previous commit ran, applies it all in one durable transaction (group
@@ -79,7 +79,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::destination::{Destination, parse_destination};
-use crate::tables::{EventChange, EventTable};
+use crate::tables::{EventChange, EventStorage, RedbEventStorage};
 use crate::{PollersError, Services};
 
 /// Pollers per account: at most this many asynchronous invocations of one
@@ -172,7 +172,7 @@ struct Write {
 /// The pending asynchronous events of the whole server; see the module docs.
 pub struct Events {
     services: Services,
-    table: EventTable,
+    storage: Arc<dyn EventStorage>,
     /// Set once, right after loading (it holds a weak reference back).
     writer: OnceLock<GroupCommit<Write>>,
     state: Mutex<State>,
@@ -183,16 +183,23 @@ pub struct Events {
 }
 
 impl Events {
-    /// Loads every stored event (all ready to run), starts the writer thread
-    /// and the dispatcher task (which runs until [`Events::stop`]). Needs a
-    /// tokio runtime. `retry_delay` is the wait before an event's first
-    /// retry (the second waits twice this).
+    /// [`Events::start_with`] the events' table in the services' store's
+    /// database (the embedded default).
     pub fn start(services: Services, retry_delay: Duration) -> Result<Arc<Events>, PollersError> {
-        let table = EventTable::open(services.store.clone())?;
+        let storage = Arc::new(RedbEventStorage::open(services.store.clone())?);
+        Events::start_with(services, storage, retry_delay)
+    }
+
+    /// Loads every event `storage` holds (all ready to run), starts the
+    /// writer thread and the dispatcher task (which runs until
+    /// [`Events::stop`]). Needs a tokio runtime; blocks on `storage` while it
+    /// loads. `retry_delay` is the wait before an event's first retry (the
+    /// second waits twice this).
+    pub fn start_with(services: Services, storage: Arc<dyn EventStorage>, retry_delay: Duration) -> Result<Arc<Events>, PollersError> {
         let now = services.clock.now_ms();
         let mut state = State { schedule: Schedule::new(ACCOUNT_POLLERS), pending: HashMap::new() };
         let mut next_id = 1;
-        for stored in table.pending()? {
+        for stored in storage.pending()? {
             next_id = next_id.max(stored.id + 1);
             match serde_json::from_slice::<EventMeta>(&stored.meta) {
                 Ok(meta) => {
@@ -204,7 +211,7 @@ impl Events {
         }
         let events = Arc::new(Events {
             services,
-            table: table.clone(),
+            storage: storage.clone(),
             writer: OnceLock::new(),
             state: Mutex::new(state),
             wake: Notify::new(),
@@ -215,7 +222,7 @@ impl Events {
         // The writer ends when `events` (its only owner) is dropped.
         let weak = Arc::downgrade(&events);
         let limits = Limits { max_requests: MAX_BATCH, ..Limits::default() };
-        let writer = GroupCommit::start("events", limits, |_| 1, move |writes| write_events(&table, writes, &weak))
+        let writer = GroupCommit::start("events", limits, |_| 1, move |writes| write_events(&*storage, writes, &weak))
             .map_err(|e| PollersError::Storage(format!("cannot start the event writer: {e}")))?;
         let _ = events.writer.set(writer);
         tokio::spawn(dispatch(events.clone()));
@@ -355,14 +362,14 @@ impl Events {
 
 /// Applies one group of the writer's requests in one durable transaction,
 /// then (and only then) puts the new events in the schedule.
-fn write_events(table: &EventTable, writes: Vec<Write>, events: &Weak<Events>) -> Result<(), String> {
+fn write_events(storage: &dyn EventStorage, writes: Vec<Write>, events: &Weak<Events>) -> Result<(), String> {
     let mut changes = Vec::new();
     let mut ready = Vec::new();
     for write in writes {
         changes.extend(write.changes);
         ready.extend(write.ready);
     }
-    match table.apply(&changes) {
+    match storage.apply(&changes) {
         Ok(()) => {
             if let Some(events) = events.upgrade() {
                 events.ready(ready);
@@ -399,9 +406,9 @@ async fn dispatch(events: Arc<Events>) {
 
 /// One poller: runs one leased event to its next step.
 async fn poll(events: Arc<Events>, lease: Lease<u64>, meta: EventMeta, throttles: u32) {
-    let table = events.table.clone();
+    let storage = events.storage.clone();
     let id = lease.id;
-    match tokio::task::spawn_blocking(move || table.payload(id)).await {
+    match tokio::task::spawn_blocking(move || storage.payload(id)).await {
         Ok(Ok(Some(payload))) => run_one(&events, lease, meta, Bytes::from(payload), throttles).await,
         // Completed meanwhile.
         Ok(Ok(None)) => events.settle(&lease),

@@ -53,7 +53,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::mapping::{self, Gather, Gathered, Load, MappingRecord, Ran, Scale};
-use crate::tables::MappingTable;
+use crate::tables::{MappingStorage, RedbMappingStorage};
 use crate::{LogBarrier, MappingError, PollersError, Services};
 
 /// How long a poller waits before it looks again for a function or queue that is gone.
@@ -127,7 +127,7 @@ struct Entry {
 /// Every event source mapping, with its pollers; see the module docs.
 pub struct Mappings {
     services: Services,
-    table: MappingTable,
+    storage: Arc<dyn MappingStorage>,
     log_barrier: LogBarrier,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Serialises changes: the store is written, then memory.
@@ -135,13 +135,24 @@ pub struct Mappings {
 }
 
 impl Mappings {
-    /// Loads the stored mappings and starts the pollers of every enabled one.
-    /// `log_barrier` waits until the log lines handed to the log writer so
-    /// far are committed. Needs a tokio runtime.
+    /// [`Mappings::start_with`] the mappings' table in the services'
+    /// store's database (the embedded default).
     pub fn start(services: Services, log_barrier: LogBarrier) -> Result<Arc<Mappings>, PollersError> {
-        let table = MappingTable::open(services.store.clone())?;
+        let storage = Arc::new(RedbMappingStorage::open(services.store.clone())?);
+        Mappings::start_with(services, storage, log_barrier)
+    }
+
+    /// Loads the mappings `storage` holds and starts the pollers of every
+    /// enabled one. `log_barrier` waits until the log lines handed to the
+    /// log writer so far are committed. Needs a tokio runtime; blocks on
+    /// `storage` while it loads.
+    pub fn start_with(
+        services: Services,
+        storage: Arc<dyn MappingStorage>,
+        log_barrier: LogBarrier,
+    ) -> Result<Arc<Mappings>, PollersError> {
         let mut entries = BTreeMap::new();
-        for (account, uuid, bytes) in table.all()? {
+        for (account, uuid, bytes) in storage.all()? {
             match serde_json::from_slice::<MappingRecord>(&bytes) {
                 Ok(record) => {
                     entries.insert(uuid, Entry { account, record, pollers: None });
@@ -151,7 +162,7 @@ impl Mappings {
         }
         let mappings = Arc::new(Mappings {
             services,
-            table,
+            storage,
             log_barrier,
             entries: Mutex::new(entries),
             writes: tokio::sync::Mutex::new(()),
@@ -250,8 +261,8 @@ impl Mappings {
     pub async fn delete(&self, account: &AccountId, uuid: &str) -> Result<MappingRecord, MappingError> {
         let _serialised = self.writes.lock().await;
         let (record, _) = self.get(account, uuid)?;
-        let (table, owner, id) = (self.table.clone(), account.as_str().to_string(), uuid.to_string());
-        tokio::task::spawn_blocking(move || table.delete(&owner, &id))
+        let (storage, owner, id) = (self.storage.clone(), account.as_str().to_string(), uuid.to_string());
+        tokio::task::spawn_blocking(move || storage.delete(&owner, &id))
             .await
             .map_err(|e| MappingError::Storage(e.to_string()))??;
         if let Some(entry) = self.lock().remove(uuid) {
@@ -262,8 +273,8 @@ impl Mappings {
 
     async fn store(&self, account: &AccountId, record: &MappingRecord) -> Result<(), MappingError> {
         let bytes = serde_json::to_vec(record).map_err(|e| MappingError::Storage(e.to_string()))?;
-        let (table, account, uuid) = (self.table.clone(), account.as_str().to_string(), record.uuid.clone());
-        tokio::task::spawn_blocking(move || table.put(&account, &uuid, &bytes))
+        let (storage, account, uuid) = (self.storage.clone(), account.as_str().to_string(), record.uuid.clone());
+        tokio::task::spawn_blocking(move || storage.put(&account, &uuid, &bytes))
             .await
             .map_err(|e| MappingError::Storage(e.to_string()))??;
         Ok(())

@@ -22,7 +22,7 @@ use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, Star
 use serde_json::{Value, json};
 
 use crate::mapping::MappingRecord;
-use crate::tables::EventTable;
+use crate::tables::{EventStorage, RedbEventStorage};
 use crate::{Event, Events, LogBarrier, Mappings, Services};
 
 const A: &str = "111111111111";
@@ -262,7 +262,7 @@ impl World {
 }
 
 fn stored_events(world: &World) -> usize {
-    EventTable::open(world.services.store.clone()).unwrap().pending().unwrap().len()
+    RedbEventStorage::open(world.services.store.clone()).unwrap().pending().unwrap().len()
 }
 
 // ----- asynchronous events --------------------------------------------------------

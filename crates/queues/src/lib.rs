@@ -1,7 +1,8 @@
 //! The live message queues: one owner, [`Queues`], for every account's
-//! queues, over the pure semantics of `ignis-queue` and the queues' own
-//! tables in the server's database (the `tables` module, private: no other
-//! crate reads or writes them). The front end's SQS API
+//! queues, over the pure semantics of `ignis-queue` and a [`QueueStorage`]
+//! (the embedded one, [`RedbQueueStorage`], keeps the queues' own tables in
+//! the server's database; no other crate reads or writes them; see
+//! [`tables`] for what an implementation promises). The front end's SQS API
 //! calls it, and so may any other part of the server (async invocation
 //! destinations, event source mappings) through its Rust API:
 //! [`Queues::send`], [`Queues::receive`], [`Queues::delete`],
@@ -27,7 +28,7 @@
 //!   queue's own `std` mutex, short sections, never held across an await and
 //!   never together with another queue's.
 //! - Stored messages: only the queues' group-commit writer
-//!   ([`ignis_store::commit::GroupCommit`] over [`Tables::write_messages`])
+//!   ([`ignis_store::commit::GroupCommit`] over [`QueueStorage::apply`])
 //!   writes them. Every change is handed to it *under the queue's mutex*, so
 //!   the store sees one queue's changes in the order memory saw them. The
 //!   writer puts whatever arrived while it was committing into the next
@@ -47,7 +48,7 @@
 //! never lost between the two.
 
 pub mod digest;
-mod tables;
+pub mod tables;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,7 +61,7 @@ use ignis_store::commit::{Ack, GroupCommit, Limits};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use tables::{QueueMessage, QueueWrite, Tables};
+pub use tables::{QueueMessage, QueueStorage, QueueWrite, RedbQueueStorage, StoredQueue};
 
 /// The longest `WaitTimeSeconds`.
 pub const MAX_WAIT_S: u32 = 20;
@@ -207,7 +208,7 @@ fn derived_id(uid: u64, id: MessageId) -> String {
 
 /// Every live queue; see the module docs.
 pub struct Queues {
-    tables: Tables,
+    storage: Arc<dyn QueueStorage>,
     clock: SharedClock,
     region: String,
     queues: Mutex<HashMap<(String, String), QueueRef>>,
@@ -260,19 +261,25 @@ fn parse_definition(record: &[u8]) -> Option<(u64, u64, u64, QueueConfig)> {
 }
 
 impl Queues {
-    /// Loads every stored queue and its messages, removes messages of deleted
-    /// queues, and starts the writer thread. Time comes from `clock`.
+    /// [`Queues::with_storage`] over the queues' tables in `store`'s
+    /// database (the embedded default).
     pub fn load(store: Arc<Store>, region: String, clock: SharedClock) -> Result<Arc<Queues>, QueueError> {
-        let store = Tables::open(store)?;
+        Queues::with_storage(Arc::new(RedbQueueStorage::open(store)?), region, clock)
+    }
+
+    /// Loads every queue `storage` holds and its messages, removes messages
+    /// of deleted queues, and starts the writer thread. Time comes from
+    /// `clock`. Blocks on `storage` (call it where blocking is allowed).
+    pub fn with_storage(storage: Arc<dyn QueueStorage>, region: String, clock: SharedClock) -> Result<Arc<Queues>, QueueError> {
         let now = clock.now_ms();
         let mut queues = HashMap::new();
         let mut live = HashSet::new();
-        for (account, name, record) in store.queues()? {
+        for (account, name, record) in storage.definitions()? {
             let Some((uid, created_s, modified_s, config)) = parse_definition(&record) else {
                 tracing::warn!(%account, queue = %name, "the stored queue definition is unreadable; skipped");
                 continue;
             };
-            let stored = store.messages(uid)?;
+            let stored = storage.messages(uid)?;
             let ids: Vec<u64> = stored.messages.iter().map(|m| m.id).collect();
             let mut wire_ids: HashMap<MessageId, String> =
                 stored.messages.iter().filter_map(|m| Some((MessageId(m.id), m.wire_id.clone()?))).collect();
@@ -296,7 +303,7 @@ impl Queues {
                 .map(|id| QueueWrite::Delete { queue: uid, id })
                 .collect();
             if !gone.is_empty() {
-                store.write_messages(&gone)?;
+                storage.apply(&gone)?;
             }
             wire_ids.retain(|id, _| queue.state(*id).is_some());
             live.insert(uid);
@@ -313,13 +320,13 @@ impl Queues {
             };
             queues.insert((account, name), Arc::new(q));
         }
-        let removed = store.remove_orphan_messages(&live)?;
+        let removed = storage.remove_orphans(&live)?;
         if removed > 0 {
             tracing::info!(removed, "removed the stored messages of deleted queues");
         }
-        let tables = store.clone();
+        let writer_storage = storage.clone();
         let writer = GroupCommit::start("queue", Limits { max_requests: WRITES_PER_COMMIT, ..Limits::default() }, |_| 1, move |writes: Vec<QueueWrite>| {
-            tables.write_messages(&writes).map_err(|e| {
+            writer_storage.apply(&writes).map_err(|e| {
                 let e = e.to_string();
                 tracing::error!(error = %e, "could not store queue messages");
                 e
@@ -327,7 +334,7 @@ impl Queues {
         })
         .map_err(|e| QueueError::Storage(format!("cannot start the queue writer: {e}")))?;
         Ok(Arc::new(Queues {
-            tables: store,
+            storage,
             clock,
             region,
             queues: Mutex::new(queues),
@@ -640,9 +647,9 @@ impl Queues {
     pub async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
         let _serialised = self.definitions.lock().await;
         drop(queue.live()?);
-        let tables = self.tables.clone();
+        let storage = self.storage.clone();
         let (account, name) = (queue.account.clone(), queue.name.clone());
-        tokio::task::spawn_blocking(move || tables.delete_queue(&account, &name))
+        tokio::task::spawn_blocking(move || storage.delete_definition(&account, &name))
             .await
             .map_err(|e| QueueError::Storage(e.to_string()))??;
         self.map().remove(&(queue.account.clone(), queue.name.clone()));
@@ -678,9 +685,9 @@ impl Queues {
     }
 
     async fn store_definition(&self, account: &str, name: &str, record: Vec<u8>) -> Result<(), QueueError> {
-        let tables = self.tables.clone();
+        let storage = self.storage.clone();
         let (account, name) = (account.to_string(), name.to_string());
-        tokio::task::spawn_blocking(move || tables.put_queue(&account, &name, &record))
+        tokio::task::spawn_blocking(move || storage.put_definition(&account, &name, &record))
             .await
             .map_err(|e| QueueError::Storage(e.to_string()))??;
         Ok(())

@@ -88,7 +88,7 @@ impl World {
     }
 
     fn stored(&self, queue: &QueueRef) -> Vec<String> {
-        Tables::open(self.store.clone()).unwrap().messages(queue.uid).unwrap().messages.into_iter().map(|m| m.body).collect()
+        RedbQueueStorage::open(self.store.clone()).unwrap().messages(queue.uid).unwrap().messages.into_iter().map(|m| m.body).collect()
     }
 
     fn advance(&self, by: Duration) {
@@ -392,11 +392,11 @@ fn messages_that_expired_while_stopped_are_removed_at_start() {
             receive_count: 0,
             first_receive_ms: None,
         };
-        Tables::open(w.store.clone()).unwrap().write_messages(&[QueueWrite::Put { queue: q.uid, message: ancient }]).unwrap();
+        RedbQueueStorage::open(w.store.clone()).unwrap().apply(&[QueueWrite::Put { queue: q.uid, message: ancient }]).unwrap();
         q
     });
     let w = w.reloaded();
-    let stored = Tables::open(w.store.clone()).unwrap().messages(q.uid).unwrap();
+    let stored = RedbQueueStorage::open(w.store.clone()).unwrap().messages(q.uid).unwrap();
     assert_eq!(stored.messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["fresh"]);
     assert_eq!(stored.next_id, 1001);
 }
@@ -424,7 +424,7 @@ fn a_dead_letter_past_the_targets_retention_is_dropped() {
             receive_count: 1,
             first_receive_ms: Some(sent_ms),
         };
-        Tables::open(w.store.clone()).unwrap().write_messages(&[QueueWrite::Put { queue: source.uid, message: old }]).unwrap();
+        RedbQueueStorage::open(w.store.clone()).unwrap().apply(&[QueueWrite::Put { queue: source.uid, message: old }]).unwrap();
         (source, dlq)
     });
     let w = w.reloaded();

@@ -36,7 +36,7 @@ use std::sync::{Arc, RwLock};
 
 use ignis_clock::SharedClock;
 use ignis_ids::AccountId;
-use ignis_store::{MasterKey, Store, StoreError};
+use ignis_store::{DbContext, MasterKey, Store, StoreError};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::BoxFuture;
@@ -144,17 +144,6 @@ pub trait Accounts: Send + Sync {
     /// working. Refuses an access key id that belongs to a tenant's key.
     /// Returns the account; durable and the key usable when it returns.
     fn set_administrator<'a>(&'a self, name: &'a str, key: AccessKey) -> BoxFuture<'a, Result<Account, AccountError>>;
-}
-
-/// Adds context to redb results.
-trait DbContext<T> {
-    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T, E: Into<redb::Error>> DbContext<T> for Result<T, E> {
-    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::Db { context, source: e.into() })
-    }
 }
 
 /// The accounts' tables in the store's database, and the master key that

@@ -83,10 +83,24 @@ pub enum StoreError {
     /// The master key is missing, malformed or does not unseal the stored secrets.
     #[error("master key: {0}")]
     MasterKey(String),
+    /// An error of a storage backend other than the embedded database (a
+    /// shared one, over the network), from an implementation of a service's
+    /// storage trait.
+    #[error("storage error while {context}: {source}")]
+    Backend {
+        /// What the backend was doing.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// Adds context to redb results.
-pub(crate) trait DbContext<T> {
+/// Adds what was being done to the results of the embedded database, as a
+/// [`StoreError::Db`]: `txn.open_table(T).ctx("listing queues")?`. For every
+/// owner of tables in [`Store::database`].
+pub trait DbContext<T> {
+    /// The result, its error turned into a [`StoreError::Db`] that says `context`.
     fn ctx(self, context: &'static str) -> Result<T, StoreError>;
 }
 
