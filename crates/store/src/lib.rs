@@ -83,17 +83,6 @@ pub enum StoreError {
     /// The master key is missing, malformed or does not unseal the stored secrets.
     #[error("master key: {0}")]
     MasterKey(String),
-    /// An error of a storage backend other than the embedded database (a
-    /// shared one, over the network), from an implementation of a service's
-    /// storage trait.
-    #[error("storage error while {context}: {source}")]
-    Backend {
-        /// What the backend was doing.
-        context: &'static str,
-        /// The backend's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
 }
 
 /// Adds what was being done to the results of the embedded database, as a
