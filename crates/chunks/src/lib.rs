@@ -3,8 +3,7 @@
 //!
 //! A container image is flattened into one filesystem image, cut into fixed
 //! 512 KiB chunks and each chunk encrypted under a key derived from its
-//! plaintext (convergent encryption, see the on-demand loading paper in
-//! `../shared/seeds/`). The store sees only the ciphertext: a chunk is opaque
+//! plaintext (convergent encryption). The store sees only the ciphertext: a chunk is opaque
 //! bytes, named by the SHA-256 of those bytes, its [`ChunkDigest`]. Identical
 //! chunks of different images have the same name and are stored once.
 //!

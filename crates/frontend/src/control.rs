@@ -163,30 +163,14 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     }
     let code = store_code(app, zip, &runtime).await?;
     let mut record = FunctionRecord {
-        name: name.clone(),
-        runtime,
-        role: String::new(),
-        handler: "bootstrap".into(),
-        description: String::new(),
-        memory_mb: f::DEFAULT_MEMORY_MB,
-        timeout_s: f::DEFAULT_TIMEOUT_S,
-        ephemeral_mb: f::DEFAULT_EPHEMERAL_MB,
-        environment: Default::default(),
         architecture,
         code_sha256_hex: code.sha256_hex(),
         code_sha256: code.sha256_base64(),
         code_size: code.zip_size,
         last_modified_ms: now(app),
         revision_id: new_revision(),
-        reserved_concurrency: None,
-        version: None,
-        versions: Vec::new(),
-        aliases: Default::default(),
-        last_version: 0,
-        provisioned: Default::default(),
-        dead_letter_target: None,
-        event_invoke: Default::default(),
         code: CodeRef::new(code.hold.clone()),
+        ..FunctionRecord::new(name.clone(), runtime)
     };
     request.settings.apply(&mut record);
     let (_, record) = app

@@ -16,9 +16,6 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
-pub const DEFAULT_MEMORY_MB: u32 = 128;
-pub const DEFAULT_TIMEOUT_S: u32 = 3;
-pub const DEFAULT_EPHEMERAL_MB: u32 = 512;
 /// Lambda's limit on the environment variables' total size.
 const MAX_ENVIRONMENT_BYTES: usize = 4096;
 

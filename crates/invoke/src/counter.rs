@@ -25,7 +25,7 @@
 //! - The scaling rate is not part of the counter: it stays in [`Admission`],
 //!   one per front end (each front end limits the sandboxes it starts itself).
 //!
-//! # A distributed counter (design.md: "Toward many machines")
+//! # A distributed counter
 //!
 //! Counting must not cost a consensus round per invoke. An etcd-backed
 //! counter keeps the pure books of `ignis_counting` in etcd (one `Counter`

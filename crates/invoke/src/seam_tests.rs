@@ -5,51 +5,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use ignis_clock::ManualClock;
 use ignis_cluster::Capacity;
 use ignis_counting::Limits;
-use ignis_ids::AccountId;
-use ignis_worker::{Completion, Invocation};
+use ignis_worker::Completion;
 
 use crate::fake::FakeWorker;
 use crate::membership::Beat;
+use crate::tests::{event, function, settle};
 use crate::*;
-
-fn target(memory_mb: u32) -> Target {
-    let function = Function {
-        revision: Revision { account: AccountId::new("123456789012"), function: "f".into(), revision_id: "r1".into() },
-        version: "$LATEST".into(),
-        memory_mb,
-        ephemeral_mb: 512,
-        timeout: Duration::from_secs(3),
-        runtime: "provided.al2023".into(),
-        handler: "bootstrap".into(),
-        environment: vec![],
-        log_group: "/aws/lambda/f".into(),
-        code_sha256_hex: "ab".into(),
-        code_dir: "/nonexistent".into(),
-        code_hold: None,
-    };
-    Target { function: Arc::new(function), region: "eu-west-1".into() }
-}
-
-fn event(id: &str) -> Invocation {
-    Invocation {
-        request_id: id.into(),
-        payload: Bytes::from_static(b"{}"),
-        invoked_function_arn: "arn:aws:lambda:eu-west-1:123456789012:function:f".into(),
-        trace_id: "Root=1-0-0".into(),
-        client_context: None,
-        cognito_identity: None,
-    }
-}
-
-async fn settle() {
-    for _ in 0..200 {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[tokio::test]
 async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires() {
@@ -76,13 +40,13 @@ async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires()
     // A worker host registers through another front end (same membership, the same clock's time).
     let id = membership.register("10.0.0.9:9000", Capacity { memory_mb: 1024, cpus: 2 }, 0).id;
     assert_eq!(invoker.workers()[0].address, "10.0.0.9:9000", "listed at once");
-    let refused = invoker.invoke(target(128), event("1")).await;
+    let refused = invoker.invoke(function("f", "r1", 128), event("1")).await;
     assert_eq!(refused.err(), Some(InvokeError::NoHealthyWorker { memory_mb: 128 }), "not connected yet");
 
     // The next health check connects to it.
     clock.advance(HEALTH_CHECK_EVERY);
     settle().await;
-    let outcome = invoker.invoke(target(128), event("2")).await.expect("an outcome");
+    let outcome = invoker.invoke(function("f", "r1", 128), event("2")).await.expect("an outcome");
     assert!(matches!(outcome.completion, Completion::Response(_)));
     let worker = made.lock().unwrap()[0].clone();
     assert_eq!(worker.starts(), 1);

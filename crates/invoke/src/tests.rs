@@ -80,7 +80,7 @@ impl World {
     }
 }
 
-fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target {
+pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target {
     let function = Function {
         revision: Revision { account: AccountId::new(ACCOUNT), function: name.into(), revision_id: revision_id.into() },
         version: "$LATEST".into(),
@@ -98,7 +98,7 @@ fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target {
     Target { function: Arc::new(function), region: "eu-west-1".into() }
 }
 
-fn event(id: &str) -> Invocation {
+pub(crate) fn event(id: &str) -> Invocation {
     Invocation {
         request_id: id.into(),
         payload: Bytes::from_static(br#"{"n":1}"#),
@@ -117,7 +117,7 @@ fn response(outcome: Result<Outcome, InvokeError>) -> Bytes {
 }
 
 /// Lets every ready task run (yields only; no time passes).
-async fn settle() {
+pub(crate) async fn settle() {
     for _ in 0..200 {
         tokio::task::yield_now().await;
     }

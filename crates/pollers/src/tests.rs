@@ -3,7 +3,7 @@
 //! sandboxes, and no real waiting for time to pass (tests wait only for
 //! background tasks and threads to reach a state they then check).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,7 @@ use ignis_invoke::backend::{BoxFuture, Failure, Sandbox, WorkerBackend};
 use ignis_invoke::fake::{FakeWorker, Step};
 use ignis_invoke::{Admission, Invoker, Workers};
 use ignis_queues::{QueueRef, Queues};
-use ignis_registry::{CodeRef, EmbeddedRegistry, EventInvokeConfig, FunctionRecord, Registry};
+use ignis_registry::{EmbeddedRegistry, EventInvokeConfig, FunctionRecord, Registry};
 use ignis_store::Store;
 use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, StartError};
 use serde_json::{Value, json};
@@ -155,30 +155,9 @@ fn account() -> AccountId {
 /// A `$LATEST` record named `name`.
 fn record(name: &str) -> FunctionRecord {
     FunctionRecord {
-        name: name.into(),
-        runtime: "provided.al2023".into(),
-        role: String::new(),
-        handler: "bootstrap".into(),
-        description: String::new(),
-        memory_mb: 128,
-        timeout_s: 3,
-        ephemeral_mb: 512,
-        environment: BTreeMap::new(),
-        architecture: "x86_64".into(),
         code_sha256_hex: "ab".repeat(32),
-        code_sha256: String::new(),
-        code_size: 0,
-        last_modified_ms: 0,
         revision_id: format!("{name}-r0"),
-        reserved_concurrency: None,
-        version: None,
-        versions: Vec::new(),
-        aliases: BTreeMap::new(),
-        last_version: 0,
-        provisioned: BTreeMap::new(),
-        dead_letter_target: None,
-        event_invoke: BTreeMap::new(),
-        code: CodeRef::default(),
+        ..FunctionRecord::new(name, "provided.al2023")
     }
 }
 

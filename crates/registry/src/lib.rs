@@ -51,7 +51,10 @@ use ignis_ids::AccountId;
 
 pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts, random_account_id};
 pub use embedded::EmbeddedRegistry;
-pub use record::{AliasRecord, CodeRef, EventInvokeConfig, FunctionRecord, ProvisionedRecord};
+pub use record::{
+    AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
+    ProvisionedRecord,
+};
 
 /// A boxed future that can cross tasks.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

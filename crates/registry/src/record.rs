@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::RegistryError;
 
+/// Lambda's default `MemorySize`, in MB.
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+/// Lambda's default `Timeout`, in seconds.
+pub const DEFAULT_TIMEOUT_S: u32 = 3;
+/// Lambda's default `EphemeralStorage.Size`, in MB.
+pub const DEFAULT_EPHEMERAL_MB: u32 = 512;
+
 /// What storage keeps of a function: `$LATEST`, carrying its published
 /// versions (immutable snapshots of the same shape) and its aliases.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +155,37 @@ impl AliasRecord {
 }
 
 impl FunctionRecord {
+    /// A new function's `$LATEST` with Lambda's defaults (128 MB, 3 s, 512 MB
+    /// of `/tmp`, handler `bootstrap`, `x86_64`), no code and no revision yet.
+    pub fn new(name: impl Into<String>, runtime: impl Into<String>) -> FunctionRecord {
+        FunctionRecord {
+            name: name.into(),
+            runtime: runtime.into(),
+            role: String::new(),
+            handler: "bootstrap".into(),
+            description: String::new(),
+            memory_mb: DEFAULT_MEMORY_MB,
+            timeout_s: DEFAULT_TIMEOUT_S,
+            ephemeral_mb: DEFAULT_EPHEMERAL_MB,
+            environment: BTreeMap::new(),
+            architecture: "x86_64".into(),
+            code_sha256_hex: String::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified_ms: 0,
+            revision_id: String::new(),
+            reserved_concurrency: None,
+            version: None,
+            versions: Vec::new(),
+            aliases: BTreeMap::new(),
+            last_version: 0,
+            provisioned: BTreeMap::new(),
+            dead_letter_target: None,
+            event_invoke: BTreeMap::new(),
+            code: CodeRef::default(),
+        }
+    }
+
     /// The unqualified ARN (`account` is the function's own).
     pub fn arn(&self, region: &str, account: &str) -> String {
         ignis_ids::arn::function(region, account, &self.name)

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,30 +26,9 @@ fn hex(n: u8) -> String {
 /// A `$LATEST` record named `name` whose code is `hex(code)`.
 fn record(name: &str, code: u8) -> FunctionRecord {
     FunctionRecord {
-        name: name.into(),
-        runtime: "provided.al2023".into(),
-        role: String::new(),
-        handler: "bootstrap".into(),
-        description: String::new(),
-        memory_mb: 128,
-        timeout_s: 3,
-        ephemeral_mb: 512,
-        environment: BTreeMap::new(),
-        architecture: "x86_64".into(),
         code_sha256_hex: hex(code),
-        code_sha256: String::new(),
-        code_size: 0,
-        last_modified_ms: 0,
         revision_id: format!("{name}-r0"),
-        reserved_concurrency: None,
-        version: None,
-        versions: Vec::new(),
-        aliases: BTreeMap::new(),
-        last_version: 0,
-        provisioned: BTreeMap::new(),
-        dead_letter_target: None,
-        event_invoke: BTreeMap::new(),
-        code: CodeRef::default(),
+        ..FunctionRecord::new(name, "provided.al2023")
     }
 }
 
