@@ -51,33 +51,45 @@ mod sqs_api;
 mod versions;
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use ignis_ids::AccountId;
 use ignis_registry::Accounts;
 use ignis_store::Store;
 
 pub use error::ApiError;
 pub use http::serve;
-pub use ignis_invoke::Workers;
 
 pub struct Config {
     pub region: String,
     /// The administrator's account (its key is the accounts' administrator
     /// key; every other account is a tenant).
     pub admin_account: AccountId,
-    /// How long an idle sandbox is kept for reuse.
-    pub keep_alive: Duration,
-    /// Every account's concurrency limit.
-    pub account_concurrency: u32,
-    /// Concurrency reservations must leave unreserved in every account.
+    /// Concurrency reservations must leave unreserved in every account
+    /// (what provisioned concurrency may take, too).
     pub min_unreserved: u32,
-    /// New sandboxes a function may start per 10 s.
-    pub scale_rate: u32,
-    /// The wait before an asynchronous invocation's first retry (the second waits twice this).
-    pub async_retry_delay: Duration,
-    /// Where the invoker's time comes from (keep-alive, heartbeats, the scaling rate).
+    /// The server's clock: records' times, SigV4's skew, request durations.
     pub clock: ignis_clock::SharedClock,
+}
+
+/// The services the API is a front end for, made by the binary (the embedded
+/// implementations, or any other implementation of their traits).
+pub struct Services {
+    /// The data directory's store: code trees, by SHA-256.
+    pub store: Arc<Store>,
+    pub registry: Arc<dyn ignis_registry::Registry>,
+    /// Every account and access key (SigV4 asks it for secrets).
+    pub accounts: Arc<dyn Accounts>,
+    /// Admission, assignment, placement and the workers.
+    pub invoker: Arc<ignis_invoke::Invoker>,
+    /// Every account's message queues.
+    pub queues: Arc<ignis_queues::Queues>,
+    /// Pending asynchronous invocations.
+    pub events: Arc<ignis_pollers::Events>,
+    /// Every event source mapping, with its pollers.
+    pub mappings: Arc<ignis_pollers::Mappings>,
+    /// Keeps provisioned concurrency in line with the configurations.
+    pub provisioning: Arc<ignis_pollers::Keeper>,
+    /// The log writer and the queries of stored logs.
+    pub logs: ignis_logs::Logs,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -106,89 +118,31 @@ pub struct App {
     invoker: Arc<ignis_invoke::Invoker>,
     /// Concurrency admission: the counter and the scaling rate (the invoker's own).
     concurrency: Arc<ignis_invoke::Admission>,
-    /// Every account and access key (SigV4 asks it for secrets).
     accounts: Arc<dyn Accounts>,
-    /// Keeps provisioned concurrency in line with the configurations.
     provisioning: Arc<ignis_pollers::Keeper>,
-    /// Every account's message queues.
     queues: Arc<ignis_queues::Queues>,
-    /// Pending asynchronous invocations.
     events: Arc<ignis_pollers::Events>,
-    /// Every event source mapping, with its pollers.
     mappings: Arc<ignis_pollers::Mappings>,
-    /// The log service: the log writer and the queries of stored logs.
     logs: ignis_logs::Logs,
 }
 
 impl App {
-    /// Loads the registry and the access keys. Must run inside a tokio runtime.
-    pub fn new(
-        config: Config,
-        store: Arc<Store>,
-        accounts: Arc<dyn Accounts>,
-        workers: Workers,
-        logs: ignis_logs::Logs,
-    ) -> Result<Arc<App>, ApiError> {
-        let registry: Arc<dyn ignis_registry::Registry> = Arc::new(ignis_registry::EmbeddedRegistry::load(store.clone())?);
-        // No sandbox runs yet, so no code tree is in use but the registry's.
-        store.remove_unused_code(&registry.live_code())?;
-        if config.min_unreserved > config.account_concurrency {
-            return Err(ApiError::Service(format!(
-                "the minimum unreserved concurrency ({}) is above the account concurrency ({})",
-                config.min_unreserved, config.account_concurrency
-            )));
-        }
-        let limits =
-            ignis_counting::Limits { concurrency: config.account_concurrency, min_unreserved: config.min_unreserved };
-        let concurrency = ignis_invoke::Admission::new(limits, config.scale_rate, config.clock.clone());
-        for (account, record) in registry.all() {
-            if let Some(reserved) = record.reserved_concurrency {
-                if let Err(e) = concurrency.set_reservation(account.as_str(), &record.name, reserved) {
-                    // The limits were lowered since: the function runs unreserved until it is set again.
-                    tracing::warn!(
-                        %account,
-                        function = %record.name,
-                        reserved,
-                        error = %e,
-                        "the reservation does not fit the limits, ignored"
-                    );
-                }
-            }
-        }
-        let invoker = ignis_invoke::Invoker::new(workers, concurrency.clone(), config.keep_alive, config.clock.clone());
-        let queues = ignis_queues::Queues::load(store.clone(), config.region.clone(), config.clock.clone())
-            .map_err(ApiError::from)?;
-        let services = ignis_pollers::Services {
-            registry: registry.clone(),
-            invoker: invoker.clone(),
-            queues: queues.clone(),
-            store: store.clone(),
-            clock: config.clock.clone(),
-            region: config.region.clone(),
-        };
-        let events = ignis_pollers::Events::start(services.clone(), config.async_retry_delay)?;
-        // Waits until every log line handed to the log writer so far is committed.
-        let barrier = logs.barrier();
-        let log_barrier: ignis_pollers::LogBarrier = Arc::new(move || {
-            let barrier = barrier.clone();
-            Box::pin(async move { barrier.written().await })
-        });
-        let mappings = ignis_pollers::Mappings::start(services.clone(), log_barrier)?;
-        let provisioning = ignis_pollers::Keeper::start(services);
-        let app = Arc::new(App {
+    /// The API over `services`.
+    pub fn new(config: Config, services: Services) -> Arc<App> {
+        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs } = services;
+        Arc::new(App {
             config,
             store,
             registry,
+            concurrency: invoker.admission().clone(),
             invoker,
-            concurrency,
             accounts,
             provisioning,
             queues,
             events,
             mappings,
             logs,
-        });
-        Ok(app)
+        })
     }
 
     /// Every account's message queues (send, receive, delete, ... by queue ARN).

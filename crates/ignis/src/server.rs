@@ -7,10 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ignis_clock::SharedClock;
 use ignis_cluster::Capacity;
-use ignis_frontend::{App, Config, Workers};
+use ignis_counting::Limits;
+use ignis_frontend::{App, Config, Services};
 use ignis_ids::AccountId;
-use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts};
+use ignis_invoke::{Admission, Invoker, Workers};
+use ignis_pollers::{Events, Keeper, Mappings};
+use ignis_queues::Queues;
+use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts, EmbeddedRegistry, Registry};
 use ignis_sigv4::Credentials;
 use ignis_store::Store;
 use ignis_worker::{Worker, WorkerConfig};
@@ -145,19 +150,11 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
         let workers = Workers::hosts(local, credentials, log_tx);
-        let config = Config {
-            region: args.region,
-            admin_account,
-            keep_alive: Duration::from_secs(args.keep_alive),
-            account_concurrency: args.account_concurrency,
-            min_unreserved: args.min_unreserved,
-            scale_rate: args.scale_rate,
-            async_retry_delay: Duration::from_secs(args.async_retry_delay),
-            clock,
-        };
-        let logs = ignis_logs::Logs::start(store.clone(), config.clock.clone(), args.log_bytes_per_function, log_rx)
+        let logs = ignis_logs::Logs::start(store.clone(), clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
-        let app = App::new(config, store, accounts, workers, logs).map_err(|e| e.message().to_string())?;
+        let services = embedded_services(&args, store, accounts, workers, logs, clock.clone())?;
+        let config = Config { region: args.region.clone(), admin_account, min_unreserved: args.min_unreserved, clock };
+        let app = App::new(config, services);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -168,6 +165,54 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         app.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The services of one machine, over its embedded storage: the one place
+/// their implementations are chosen (the front end takes them through their
+/// traits and handles).
+fn embedded_services(
+    args: &ServerArgs,
+    store: Arc<Store>,
+    accounts: Arc<dyn Accounts>,
+    workers: Workers,
+    logs: ignis_logs::Logs,
+    clock: SharedClock,
+) -> Result<Services, String> {
+    let registry: Arc<dyn Registry> =
+        Arc::new(EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?);
+    // No sandbox runs yet, so no code tree is in use but the registry's.
+    store.remove_unused_code(&registry.live_code()).map_err(|e| e.to_string())?;
+    let limits = Limits { concurrency: args.account_concurrency, min_unreserved: args.min_unreserved };
+    let admission = Admission::new(limits, args.scale_rate, clock.clone());
+    for (account, record) in registry.all() {
+        if let Some(reserved) = record.reserved_concurrency
+            && let Err(e) = admission.set_reservation(account.as_str(), &record.name, reserved)
+        {
+            // The limits were lowered since: the function runs unreserved until it is set again.
+            tracing::warn!(%account, function = %record.name, reserved, error = %e, "the reservation does not fit the limits, ignored");
+        }
+    }
+    let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
+    let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
+    let pollers = ignis_pollers::Services {
+        registry: registry.clone(),
+        invoker: invoker.clone(),
+        queues: queues.clone(),
+        store: store.clone(),
+        clock,
+        region: args.region.clone(),
+    };
+    let events =
+        Events::start(pollers.clone(), Duration::from_secs(args.async_retry_delay)).map_err(|e| e.to_string())?;
+    // A mapping deletes what it processed only once the invocation's log lines are committed.
+    let barrier = logs.barrier();
+    let log_barrier: ignis_pollers::LogBarrier = Arc::new(move || {
+        let barrier = barrier.clone();
+        Box::pin(async move { barrier.written().await })
+    });
+    let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
+    let provisioning = Keeper::start(pollers);
+    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs })
 }
 
 pub async fn shutdown_signal() {
