@@ -1,0 +1,94 @@
+//! The keys and ciphers of convergent encryption (see the crate docs for the
+//! scheme and why a fixed IV is safe). No IO.
+
+use std::fmt;
+
+use aes::cipher::{KeyIvInit as _, StreamCipher as _};
+use hmac::{Hmac, Mac as _};
+use sha2::{Digest as _, Sha256};
+
+type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
+type HmacSha256 = Hmac<Sha256>;
+
+const CHUNK_KEY_DOMAIN: &[u8] = b"ignis chunk key v1";
+const SALT_DOMAIN: &[u8] = b"ignis chunk salt v1";
+const KEY_TABLE_DOMAIN: &[u8] = b"ignis image key table v1";
+
+/// An account's secret key: it seals the key tables of that account's image
+/// manifests. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountKey([u8; 32]);
+
+impl AccountKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key that seals key tables (kept apart from any other use of the
+    /// account key).
+    pub(crate) fn key_table_key(&self) -> [u8; 32] {
+        hmac(&self.0, &[KEY_TABLE_DOMAIN])
+    }
+}
+
+impl fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccountKey(..)")
+    }
+}
+
+/// What every chunk key is derived with: the chunk store's current root id
+/// and an optional operator-set value. Chunks deduplicate only under the
+/// same salt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Salt([u8; 32]);
+
+impl Salt {
+    /// The salt of chunk store root `root_id`, varied by the operator's
+    /// `operator` value if set (`None` and `Some(b"")` differ).
+    pub fn new(root_id: &str, operator: Option<&[u8]>) -> Self {
+        let mut h = Sha256::new();
+        h.update(SALT_DOMAIN);
+        h.update((root_id.len() as u64).to_be_bytes());
+        h.update(root_id.as_bytes());
+        match operator {
+            None => h.update([0]),
+            Some(value) => {
+                h.update([1]);
+                h.update((value.len() as u64).to_be_bytes());
+                h.update(value);
+            }
+        }
+        Self(h.finalize().into())
+    }
+}
+
+impl fmt::Debug for Salt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Salt(..)")
+    }
+}
+
+/// The key of the chunk whose plaintext hashes to `plaintext_sha256`.
+pub(crate) fn chunk_key(salt: &Salt, plaintext_sha256: &[u8; 32]) -> [u8; 32] {
+    hmac(&salt.0, &[CHUNK_KEY_DOMAIN, plaintext_sha256])
+}
+
+/// AES-256-CTR with a zero IV, in place; its own inverse.
+pub(crate) fn apply_chunk_cipher(key: &[u8; 32], data: &mut [u8]) {
+    let mut cipher = Aes256Ctr::new(key.into(), &[0u8; 16].into());
+    cipher.apply_keystream(data);
+}
+
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail.
+    let Ok(mut mac) = HmacSha256::new_from_slice(key) else { unreachable!("HMAC accepts any key length") };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}

@@ -1,0 +1,88 @@
+//! Container images after flattening: one filesystem image cut into fixed
+//! chunks, each encrypted convergently, deduplicated in the chunk store, and
+//! the [`Manifest`] that names them.
+//!
+//! # API boundary
+//! - [`chunk_and_store`]: reads a flattened image as a stream, puts its
+//!   chunks into a [`ChunkStore`](ignis_chunks::ChunkStore) and answers the
+//!   image's [`Manifest`] with [`ChunkStats`] (new against deduplicated chunks
+//!   and bytes). It never holds the whole image: at most [`IN_FLIGHT`] chunks
+//!   are being sealed or put at once.
+//! - [`Manifest`]: [`Manifest::encode`] / [`Manifest::decode`] (a versioned
+//!   binary form); [`Manifest::chunk_names`] without any key (for garbage
+//!   collection); [`Manifest::open`] with the account's key gives an
+//!   [`Opened`] manifest, whose [`Opened::read_chunk`] fetches, decrypts and
+//!   checks one chunk. [`read_chunk`] does both in one call.
+//! - Keys: [`AccountKey`] (per account; where it comes from is the caller's
+//!   business) and [`Salt`] (the chunk store's root id and an optional
+//!   operator-set value).
+//!
+//! What this crate does not know: tar layers, filesystems (the flattener
+//! hands it bytes), which images or functions are live, where account keys
+//! are kept.
+//!
+//! # Convergent encryption
+//! For a chunk with plaintext `p` (the last chunk may be short):
+//! - `h = SHA-256(p)`; `key = HMAC-SHA256(salt, "ignis chunk key v1" ‖ h)`;
+//! - `c = AES-256-CTR(key, iv = 0, p)` (same length as `p`);
+//! - the chunk's name is `SHA-256(c)`, its [`ChunkDigest`](ignis_chunks::ChunkDigest),
+//!   and it is put only if the store does not hold that name.
+//!
+//! Identical chunks under the same salt so encrypt identically (also across
+//! accounts) and are stored once; the store sees only ciphertext.
+//!
+//! Why a fixed IV is safe: CTR mode breaks when one (key, IV) pair encrypts
+//! two different plaintexts (the keystreams cancel out). Here a key is a
+//! function of its plaintext's SHA-256, so a key encrypts exactly one
+//! plaintext (two would be a SHA-256 collision), and re-encrypting that same
+//! plaintext gives the same ciphertext, which reveals nothing new. An IV
+//! would add nothing, and a random one would defeat deduplication.
+//!
+//! What convergent encryption reveals, and how the salt bounds it: whoever
+//! holds the ciphertexts can tell that two chunks are equal, and whoever can
+//! guess a chunk's whole plaintext and knows the salt can confirm the guess.
+//! The salt is `SHA-256` of the store's current root id and the operator's
+//! value: a secret operator value stops confirmation by outsiders, and each
+//! new root or operator value starts a fresh namespace, bounding the blast
+//! radius of one bad chunk (deduplication works within one salt only). For
+//! the same reason the plaintext hashes are not in the manifest's clear
+//! part: with the salt, a plaintext hash *is* the key. They travel, with the
+//! keys, in the encrypted key table.
+//!
+//! An all-zero chunk (of any length) is never encrypted nor stored: the
+//! manifest marks it [`ChunkName::Zero`] and a read answers zeros without a
+//! fetch.
+//!
+//! # The manifest's integrity
+//! The key table (each chunk's plaintext hash and key) is sealed with
+//! XChaCha20-Poly1305 under a key derived from the [`AccountKey`], with a
+//! random nonce, and with the whole clear part (version, sizes, every chunk's
+//! offset and name) as associated data: [`Manifest::open`] fails with
+//! [`ManifestError::Unauthenticated`] if any byte of the manifest changed or
+//! the key is another account's, and nothing is read from a manifest that
+//! does not open. [`Manifest::decode`] checks, without a key, the structure
+//! and a trailing SHA-256 of the encoding (damage and naive edits:
+//! [`ManifestError::Corrupt`]); a keyless reader such as garbage collection
+//! that must trust the names against deliberate edits compares
+//! [`Manifest::digest`] with the digest recorded where the manifest is
+//! referenced.
+//!
+//! # Invariants
+//! - [`read_chunk`] never answers bytes other than the chunk's plaintext as
+//!   it was stored: the store checks the ciphertext's hash against the name,
+//!   the name is authenticated by the manifest, and the decrypted bytes are
+//!   checked against the authenticated plaintext hash; any mismatch or
+//!   absence is a [`ReadError`].
+//! - A manifest's chunks cover `0..image_bytes` in order, each
+//!   `chunk_bytes` long but the last; `decode` refuses any other layout.
+
+mod chunking;
+mod crypto;
+mod manifest;
+
+#[cfg(test)]
+mod tests;
+
+pub use chunking::{ChunkStats, Chunked, ChunkingError, IN_FLIGHT, ReadError, chunk_and_store, read_chunk};
+pub use crypto::{AccountKey, Salt};
+pub use manifest::{ChunkName, ChunkRef, FORMAT_VERSION, Manifest, ManifestError, Opened};
