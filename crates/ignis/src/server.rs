@@ -212,7 +212,8 @@ fn embedded_services(
     });
     let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
     let provisioning = Keeper::start(pollers);
-    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs })
+    let oci = Arc::new(ignis_oci::Oci::open(store.clone()).map_err(|e| format!("cannot open the image repositories: {e}"))?);
+    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci })
 }
 
 pub async fn shutdown_signal() {
