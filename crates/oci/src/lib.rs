@@ -25,7 +25,10 @@
 //! An upload in progress is a file in `<data>/oci/uploads/` (emptied at
 //! start: clients restart an upload they lost) and a running SHA-256 kept in
 //! memory. Every upload is at most [`Limits::blob`] bytes, all of them
-//! together at most [`Limits::spool`] bytes and [`Limits::uploads`] in number.
+//! together at most [`Limits::spool`] bytes and [`Limits::uploads`] in number,
+//! one account's at most [`Limits::account_uploads`]. An upload untouched for
+//! [`Limits::idle`] (by the clock given at open) is abandoned, its room freed,
+//! when the next upload starts.
 //! A finished upload becomes a blob only if its bytes hash to the digest the
 //! client names ([`OciError::DigestInvalid`]).
 //!
@@ -48,6 +51,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ignis_clock::SharedClock;
 
 use ignis_store::{DbContext, Store, StoreError};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -83,12 +89,23 @@ pub struct Limits {
     pub spool: u64,
     /// Uploads in progress at once.
     pub uploads: usize,
+    /// One account's uploads in progress at once.
+    pub account_uploads: usize,
+    /// How long an upload may go untouched before it is abandoned.
+    pub idle: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         const GIB: u64 = 1024 * 1024 * 1024;
-        Limits { image: 10 * GIB, blob: 10 * GIB, spool: 20 * GIB, uploads: 1024 }
+        Limits {
+            image: 10 * GIB,
+            blob: 10 * GIB,
+            spool: 20 * GIB,
+            uploads: 1024,
+            account_uploads: 64,
+            idle: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -137,6 +154,10 @@ struct Upload {
     repository: String,
     size: u64,
     hasher: Sha256,
+    touched: Instant,
+    /// Chunks reserved (hashed, sized) but still being written to the file:
+    /// the upload cannot finish until they are on it.
+    writing: u32,
 }
 
 /// A stored manifest, as read back.
@@ -152,6 +173,7 @@ pub struct Oci {
     store: Arc<Store>,
     root: PathBuf,
     limits: Limits,
+    clock: SharedClock,
     uploads: Mutex<HashMap<String, Upload>>,
 }
 
@@ -211,13 +233,13 @@ fn digest_of(bytes: &[u8]) -> String {
 
 impl Oci {
     /// The repositories under `store`'s data directory with the default limits.
-    pub fn open(store: Arc<Store>) -> Result<Oci, OciError> {
-        Oci::open_with(store, Limits::default())
+    pub fn open(store: Arc<Store>, clock: SharedClock) -> Result<Oci, OciError> {
+        Oci::open_with(store, Limits::default(), clock)
     }
 
     /// Creates the tables and directories if missing; forgets every upload
     /// left in progress.
-    pub fn open_with(store: Arc<Store>, limits: Limits) -> Result<Oci, OciError> {
+    pub fn open_with(store: Arc<Store>, limits: Limits, clock: SharedClock) -> Result<Oci, OciError> {
         const CTX: &str = "creating the registry's tables";
         let root = store.data_dir().join("oci");
         let uploads = root.join("uploads");
@@ -232,7 +254,7 @@ impl Oci {
         txn.open_table(MANIFESTS).ctx(CTX)?;
         txn.open_table(TAGS).ctx(CTX)?;
         store.commit_write(txn, true, CTX)?;
-        Ok(Oci { store, root, limits, uploads: Mutex::new(HashMap::new()) })
+        Ok(Oci { store, root, limits, clock, uploads: Mutex::new(HashMap::new()) })
     }
 
     pub fn limits(&self) -> Limits {
@@ -274,16 +296,31 @@ impl Oci {
     /// Starts an upload into `repository`; answers its id.
     pub fn start_upload(&self, account: &str, repository: &str) -> Result<String, OciError> {
         self.check_write(account, repository)?;
+        let now = self.clock.instant();
         let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let idle: Vec<String> = uploads
+            .iter()
+            .filter(|(_, u)| u.writing == 0 && now.saturating_duration_since(u.touched) >= self.limits.idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            uploads.remove(&id);
+            fs::remove_file(self.upload_path(&id)).ok();
+        }
         if uploads.len() >= self.limits.uploads {
             return Err(OciError::TooManyRequests(format!("at most {} uploads at once", self.limits.uploads)));
         }
+        if uploads.values().filter(|u| u.account == account).count() >= self.limits.account_uploads {
+            return Err(OciError::TooManyRequests(format!(
+                "at most {} uploads of one account at once",
+                self.limits.account_uploads
+            )));
+        }
         let id = uuid::Uuid::new_v4().to_string();
         File::create(self.upload_path(&id))?;
-        uploads.insert(
-            id.clone(),
-            Upload { account: account.into(), repository: repository.into(), size: 0, hasher: Sha256::new() },
-        );
+        let upload =
+            Upload { account: account.into(), repository: repository.into(), size: 0, hasher: Sha256::new(), touched: now, writing: 0 };
+        uploads.insert(id.clone(), upload);
         Ok(id)
     }
 
@@ -325,15 +362,26 @@ impl Oci {
             let upload = uploads.get_mut(id).expect("checked above");
             upload.hasher.update(data);
             upload.size = end;
+            upload.touched = self.clock.instant();
+            upload.writing += 1;
             end - data.len() as u64
         };
-        // Sizes are reserved above; the one writer of an upload is its client's request.
-        let mut file = OpenOptions::new().write(true).open(self.upload_path(id))?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
-        if let Err(e) = file.write_all(data) {
-            self.cancel(account, repository, id).ok();
-            return Err(e.into());
+        // The range is reserved above: concurrent chunks land where they were hashed.
+        let written = (|| {
+            let mut file = OpenOptions::new().write(true).open(self.upload_path(id))?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
+            file.write_all(data)
+        })();
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(upload) = uploads.get_mut(id) {
+            upload.writing -= 1;
+            if written.is_err() {
+                // The file no longer matches the hash: the upload is lost.
+                uploads.remove(id);
+                fs::remove_file(self.upload_path(id)).ok();
+            }
         }
+        written?;
         Ok(start + data.len() as u64)
     }
 
@@ -341,7 +389,9 @@ impl Oci {
     pub fn finish_upload(&self, account: &str, repository: &str, id: &str, digest: &str) -> Result<(), OciError> {
         let upload = {
             let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-            Self::upload_of(&uploads, account, repository, id)?;
+            if Self::upload_of(&uploads, account, repository, id)?.writing > 0 {
+                return Err(OciError::UploadInvalid("a chunk of the upload is still being written".into()));
+            }
             uploads.remove(id).expect("checked above")
         };
         let path = self.upload_path(id);

@@ -1,9 +1,15 @@
 use super::*;
 
 fn oci_with(limits: Limits) -> (tempfile::TempDir, Oci) {
+    let (dir, oci, _) = oci_clocked(limits);
+    (dir, oci)
+}
+
+fn oci_clocked(limits: Limits) -> (tempfile::TempDir, Oci, Arc<ignis_clock::ManualClock>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    (dir, Oci::open_with(store, limits).unwrap())
+    let clock = ignis_clock::ManualClock::at_epoch_2026();
+    (dir, Oci::open_with(store, limits, clock.clone()).unwrap(), clock)
 }
 
 fn oci() -> (tempfile::TempDir, Oci) {
@@ -117,7 +123,7 @@ fn other_accounts_neither_read_nor_write() {
 
 #[test]
 fn size_caps() {
-    let limits = Limits { image: 100, blob: 10, spool: 15, uploads: 2 };
+    let limits = Limits { image: 100, blob: 10, spool: 15, uploads: 2, ..Limits::default() };
     let (_dir, oci) = oci_with(limits);
     let id = oci.start_upload("a", "app").unwrap();
     oci.append("a", "app", &id, None, b"12345678").unwrap();
@@ -143,4 +149,23 @@ fn names_and_tags() {
     }
     assert!(valid_tag("v1.0-rc_1") && valid_tag("_x") && !valid_tag(".x") && !valid_tag("") && !valid_tag(&"x".repeat(129)));
     assert!(valid_digest(&digest_of(b"")) && !valid_digest("sha256:ABC") && !valid_digest("md5:00"));
+}
+
+#[test]
+fn idle_uploads_are_abandoned_and_accounts_capped() {
+    let limits = Limits { uploads: 3, account_uploads: 2, idle: std::time::Duration::from_secs(60), ..Limits::default() };
+    let (_dir, oci, clock) = oci_clocked(limits);
+    let old = oci.start_upload("a", "app").unwrap();
+    oci.append("a", "app", &old, None, b"12").unwrap();
+    clock.advance(std::time::Duration::from_secs(30));
+    let busy = oci.start_upload("a", "app").unwrap();
+    assert!(matches!(oci.start_upload("a", "app"), Err(OciError::TooManyRequests(_))), "one account's cap");
+    oci.start_upload("b", "other").unwrap();
+    clock.advance(std::time::Duration::from_secs(31));
+    // `old` was idle for 61 s, `busy` for 31 s: starting a new one abandons `old` alone.
+    let new = oci.start_upload("a", "app").unwrap();
+    assert!(matches!(oci.upload_size("a", "app", &old), Err(OciError::UploadUnknown(_))));
+    assert!(!oci.upload_path(&old).exists());
+    assert_eq!(oci.upload_size("a", "app", &busy).unwrap(), 0);
+    assert_eq!(oci.upload_size("a", "app", &new).unwrap(), 0);
 }
