@@ -2,7 +2,8 @@
 //! Lambda's wire errors: an HTTP status, an `x-amzn-ErrorType` header and a
 //! JSON body with `Type` and `message` (REST APIs) or `__type` and `message`
 //! (JSON-protocol APIs such as CloudWatch Logs), and SQS's query-compatible
-//! JSON errors (`__type` and `x-amzn-query-error`).
+//! JSON errors (`__type` and `x-amzn-query-error`), and the OCI distribution
+//! API's errors (`{"errors":[{"code","message","detail"}]}`).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -44,6 +45,10 @@ pub enum ApiError {
     ProvisionedConcurrencyConfigNotFound(String),
     /// An SQS error, in its wire form (see [`SqsError`]).
     Sqs(SqsError),
+    /// An OCI distribution API error: its status, its spec code
+    /// (`NAME_UNKNOWN`, `DENIED`, ...) and a message. `UNAUTHORIZED` answers
+    /// carry the Basic challenge.
+    Registry { status: StatusCode, code: &'static str, message: String },
 }
 
 /// An SQS error as the wire gives it: the status, the error shape (`__type`
@@ -117,6 +122,7 @@ impl ApiError {
             RequestTimeout(m) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException", m),
             ProvisionedConcurrencyConfigNotFound(m) => (StatusCode::NOT_FOUND, "ProvisionedConcurrencyConfigNotFoundException", m),
             Sqs(e) => (e.status, e.shape, &e.message),
+            Registry { status, code, message } => (*status, code, message),
         }
     }
 
@@ -169,6 +175,72 @@ impl ApiError {
             headers.insert("x-amzn-query-error", value);
         }
         answer
+    }
+}
+
+/// The header every answer of the OCI distribution API carries.
+pub const REGISTRY_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+impl ApiError {
+    /// An OCI distribution API answer: `{"errors":[{"code","message","detail"}]}`.
+    /// Errors that are not the registry's own (a body read too slowly, the
+    /// service's fault, ...) get the code nearest their status.
+    pub fn to_registry_response(&self) -> Response<Full<Bytes>> {
+        let (status, code, message) = match self {
+            ApiError::Registry { status, code, message } => (*status, *code, message.as_str()),
+            other => {
+                let (status, _, message) = other.parts();
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+                    StatusCode::FORBIDDEN => "DENIED",
+                    StatusCode::NOT_FOUND => "NAME_UNKNOWN",
+                    StatusCode::TOO_MANY_REQUESTS => "TOOMANYREQUESTS",
+                    StatusCode::PAYLOAD_TOO_LARGE => "SIZE_INVALID",
+                    StatusCode::METHOD_NOT_ALLOWED => "UNSUPPORTED",
+                    _ => "UNKNOWN",
+                };
+                (status, code, message)
+            }
+        };
+        let body = serde_json::json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
+        let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+        *answer.status_mut() = status;
+        let headers = answer.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(REGISTRY_VERSION.0, HeaderValue::from_static(REGISTRY_VERSION.1));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ignis\""));
+        }
+        answer
+    }
+
+    /// The registry's `UNAUTHORIZED`: no credentials, or wrong ones.
+    pub fn registry_unauthorized(message: &str) -> ApiError {
+        ApiError::Registry { status: StatusCode::UNAUTHORIZED, code: "UNAUTHORIZED", message: message.into() }
+    }
+}
+
+/// The registry's errors, with the distribution spec's codes and statuses.
+impl From<ignis_oci::OciError> for ApiError {
+    fn from(e: ignis_oci::OciError) -> Self {
+        use ignis_oci::OciError::*;
+        let (status, code) = match &e {
+            NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            UploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            RangeInvalid(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+            ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+            TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            Io(_) | Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        };
+        ApiError::Registry { status, code, message: e.to_string() }
     }
 }
 
@@ -338,5 +410,27 @@ mod tests {
         let storage = ignis_store::StoreError::MasterKey("gone".into());
         assert_eq!(ApiError::from(AccountError::Storage(storage)), ApiError::Service("storage: master key: gone".into()));
         assert_eq!(ApiError::from(AccountError::Task("panicked".into())), ApiError::Service("panicked".into()));
+    }
+
+    #[tokio::test]
+    async fn registry_errors_have_the_distribution_form() {
+        let answer = ApiError::from(ignis_oci::OciError::NameUnknown("app".into())).to_registry_response();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        assert_eq!(answer.headers()[REGISTRY_VERSION.0], REGISTRY_VERSION.1);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "errors": [{ "code": "NAME_UNKNOWN", "message": "repository name not known to registry: app", "detail": null }] })
+        );
+        let answer = ApiError::registry_unauthorized("authentication required").to_registry_response();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.headers()[http::header::WWW_AUTHENTICATE], "Basic realm=\"ignis\"");
+        let denied = ApiError::from(ignis_oci::OciError::Denied("app".into())).to_registry_response();
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        let digest = ApiError::from(ignis_oci::OciError::DigestInvalid("x".into()));
+        assert!(matches!(digest, ApiError::Registry { code: "DIGEST_INVALID", .. }));
+        let blob = ApiError::from(ignis_oci::OciError::ManifestBlobUnknown("x".into()));
+        assert!(matches!(blob, ApiError::Registry { code: "MANIFEST_BLOB_UNKNOWN", .. }));
     }
 }

@@ -1,6 +1,8 @@
 //! Connections, routing, body limits and authentication.
 //!
-//! A request goes through, in order (only `GET /healthz` is served unsigned):
+//! A request goes through, in order (only `GET /healthz` is served unsigned,
+//! and the OCI distribution API under `/v2/`, which `oci_api` authenticates
+//! with HTTP Basic and whose upload bodies it streams):
 //!
 //! 1. routing to one [`Operation`], from the head alone, so each operation
 //!    reads at most its own body limit (a larger `Content-Length` is refused
@@ -34,7 +36,10 @@ use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
-use crate::{App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings_api, provisioned, sqs_api, versions};
+use crate::{
+    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings_api, oci_api, provisioned, sqs_api,
+    versions,
+};
 
 pub type Answer = Response<Full<Bytes>>;
 
@@ -97,6 +102,8 @@ pub enum Operation {
     ListWorkers,
     GetCode(String),
     PutLogs,
+    /// The OCI distribution API (`/v2/...`): container image push and pull.
+    Oci(oci_api::OciRequest),
 }
 
 /// Defines a closed enum of the actions one `X-Amz-Target` prefix names, each
@@ -235,6 +242,7 @@ impl Operation {
             Operation::ListWorkers => "ListWorkers",
             Operation::GetCode(_) => "GetCode",
             Operation::PutLogs => "PutLogs",
+            Operation::Oci(request) => request.name(),
         }
     }
 
@@ -262,6 +270,9 @@ impl Operation {
 pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Result<Operation, ApiError> {
     if path == "/healthz" && method == Method::GET {
         return Ok(Operation::Health);
+    }
+    if oci_api::is_registry_path(path) {
+        return oci_api::route(method, path).map(Operation::Oci);
     }
     if path == "/" && method == Method::POST {
         let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -421,10 +432,12 @@ async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>)
     let target = request.headers().get("x-amz-target");
     let is_logs = target.is_some();
     let is_sqs = target.is_some_and(|t| t.as_bytes().starts_with(b"AmazonSQS."));
+    let is_registry = oci_api::is_registry_path(request.uri().path());
     // The operation's name once routed; "-" for a request no operation takes.
     let mut operation = "-";
     let (mut answer, error) = match respond(&app, &budget, request, &request_id, &mut operation).await {
         Ok(answer) => (answer, None),
+        Err(e) if is_registry => (e.to_registry_response(), Some(e)),
         Err(e) if is_sqs => (e.to_sqs_response(), Some(e)),
         Err(e) if is_logs => (e.to_json_protocol_response(), Some(e)),
         Err(e) => (e.to_rest_response(), Some(e)),
@@ -456,6 +469,9 @@ async fn respond(
     if operation == Operation::Health {
         return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
     }
+    if let Operation::Oci(request) = operation {
+        return oci_api::handle(app, Request::from_parts(parts, body), request).await;
+    }
     let (limit, too_large) = operation.body_limit();
     let size = body.size_hint();
     if size.lower() > limit as u64 {
@@ -472,7 +488,7 @@ async fn respond(
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
     match operation {
-        Operation::Health => unreachable!("answered above"),
+        Operation::Health | Operation::Oci(_) => unreachable!("answered above"),
         Operation::CreateFunction => control::create_function(app, caller, &body).await,
         Operation::ListFunctions => control::list_functions(app, caller, query),
         Operation::GetFunction(name) => control::get_function(app, caller, &name, query),
@@ -551,7 +567,7 @@ fn authenticate_head(
 }
 
 /// Reads a body of at most `limit` bytes into one buffer.
-async fn read_body(body: TimedBody, limit: usize, too_large: ApiError) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: TimedBody, limit: usize, too_large: ApiError) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
@@ -635,6 +651,8 @@ mod tests {
         check(Method::GET, "/ignis/code/ab12", Some(GetCode("ab12".into())));
         check(Method::POST, "/ignis/logs", Some(PutLogs));
         check(Method::POST, "/", None);
+        check(Method::GET, "/v2/", Some(Oci(oci_api::OciRequest::Base)));
+        check(Method::PUT, "/v2/a/b/manifests/v1", Some(Oci(oci_api::OciRequest::PutManifest("a/b".into(), "v1".into()))));
         check(Method::GET, "/2015-03-31/functions/%zz", None);
         let path = "/2019-09-30/functions/f/provisioned-concurrency";
         assert_eq!(route(&Method::GET, path, "List=ALL", &HeaderMap::new()), Ok(ListProvisionedConcurrencyConfigs("f".into())));

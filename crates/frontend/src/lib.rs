@@ -26,6 +26,9 @@
 //!   of every message queue, with a Rust API for the rest of the server).
 //! - `mappings_api`: the event source mapping calls, over the mappings' owner
 //!   (`ignis_pollers::Mappings`, with their pollers).
+//! - `oci_api`: the OCI distribution API under `/v2/` (push and pull of
+//!   container images, over `ignis_oci::Oci`), authenticated with HTTP Basic
+//!   (an access key id and its secret), not SigV4.
 //! - `error`: every API error and its wire form, in one place.
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
@@ -46,6 +49,7 @@ mod http;
 mod invoke_api;
 mod logs_api;
 mod mappings_api;
+mod oci_api;
 mod provisioned;
 mod sqs_api;
 mod versions;
@@ -90,6 +94,8 @@ pub struct Services {
     pub provisioning: Arc<ignis_pollers::Keeper>,
     /// The log writer and the queries of stored logs.
     pub logs: ignis_logs::Logs,
+    /// Container image repositories (the OCI distribution API's storage).
+    pub oci: Arc<ignis_oci::Oci>,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -124,12 +130,13 @@ pub struct App {
     events: Arc<ignis_pollers::Events>,
     mappings: Arc<ignis_pollers::Mappings>,
     logs: ignis_logs::Logs,
+    oci: Arc<ignis_oci::Oci>,
 }
 
 impl App {
     /// The API over `services`.
     pub fn new(config: Config, services: Services) -> Arc<App> {
-        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs } = services;
+        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci } = services;
         Arc::new(App {
             config,
             store,
@@ -142,6 +149,7 @@ impl App {
             events,
             mappings,
             logs,
+            oci,
         })
     }
 

@@ -194,6 +194,7 @@ fn embedded_services(
     }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
+    let oci = Arc::new(ignis_oci::Oci::open(store.clone(), clock.clone()).map_err(|e| format!("cannot open the image repositories: {e}"))?);
     let pollers = ignis_pollers::Services {
         registry: registry.clone(),
         invoker: invoker.clone(),
@@ -212,7 +213,7 @@ fn embedded_services(
     });
     let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
     let provisioning = Keeper::start(pollers);
-    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs })
+    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci })
 }
 
 pub async fn shutdown_signal() {

@@ -39,7 +39,16 @@ const IO: &[&str] =
     &["std::fs", "std::net", "std::process", "tokio", "SystemTime::now", "Instant::now", "thread::sleep"];
 
 /// The services (and storage seams) below the front end; they must not call back into it.
-const SERVICES: &[&str] = &["ignis-registry", "ignis-invoke", "ignis-queues", "ignis-pollers", "ignis-logs", "ignis-chunks", "ignis-images"];
+const SERVICES: &[&str] = &[
+    "ignis-registry",
+    "ignis-invoke",
+    "ignis-queues",
+    "ignis-pollers",
+    "ignis-logs",
+    "ignis-chunks",
+    "ignis-images",
+    "ignis-oci",
+];
 
 /// All that `ignis-sigv4` may depend on: it verifies every request, so it stays pure.
 const SIGV4_DEPENDENCIES: &[&str] = &["hex", "hmac", "sha2"];

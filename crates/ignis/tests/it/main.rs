@@ -18,6 +18,7 @@ mod hostile_limits;
 mod hostile_starve;
 mod invoke;
 mod lifecycle;
+mod oci;
 mod provisioned;
 mod sqs;
 mod versions;

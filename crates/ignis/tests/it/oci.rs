@@ -1,0 +1,269 @@
+//! The OCI distribution API: a real `skopeo` pushes an image from an OCI
+//! layout, pulls it back unchanged and inspects it, with an account's access
+//! key as its Basic credentials; another account can neither read nor
+//! overwrite the repository.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use ignis_sigv4::Credentials;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::harness::Server;
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn write_blob(layout: &Path, bytes: &[u8]) -> Value {
+    let digest = digest(bytes);
+    std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), bytes).unwrap();
+    json!({ "digest": digest, "size": bytes.len() })
+}
+
+/// A tar archive holding one file `path` of `content` (ustar, no compression).
+fn tar_of(path: &str, content: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..path.len()].copy_from_slice(path.as_bytes());
+    header[100..107].copy_from_slice(b"0000755");
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(format!("{:011o}", content.len()).as_bytes());
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut tar = header.to_vec();
+    tar.extend_from_slice(content);
+    tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+    tar
+}
+
+/// Writes an OCI image layout with one image tagged `tag` (a config and two
+/// layers, one of them several MiB so its upload comes in many pieces);
+/// answers the manifest's digest.
+fn make_layout(layout: &Path, tag: &str) -> String {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let layers = [tar_of("hello", b"#!/bin/sh\necho hello\n"), tar_of("data.bin", &noise)];
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in &layers {
+        // Compressed, so that a push stores the layout's manifest unchanged.
+        let mut descriptor = write_blob(layout, &gzip(layer));
+        descriptor["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip");
+        diff_ids.push(digest(layer));
+        descriptors.push(descriptor);
+    }
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/hello"], "Env": ["GREETING=hi"], "WorkingDir": "/" },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let mut config = write_blob(layout, config.to_string().as_bytes());
+    config["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+    let manifest = json!({ "schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": descriptors });
+    let mut descriptor = write_blob(layout, manifest.to_string().as_bytes());
+    descriptor["mediaType"] = json!(MANIFEST);
+    descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
+    let index = json!({ "schemaVersion": 2, "manifests": [descriptor] });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    descriptor["digest"].as_str().unwrap().to_string()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = Command::new("gzip")
+        .args(["-n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(output.status.success());
+    output.stdout
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo").arg("--insecure-policy").args(args).output().expect("skopeo is installed (scripts/test installs it)")
+}
+
+fn creds(credentials: &Credentials) -> String {
+    format!("{}:{}", credentials.access_key_id, credentials.secret_access_key)
+}
+
+fn basic(credentials: &Credentials) -> (String, String) {
+    let token = base64::engine::general_purpose::STANDARD.encode(creds(credentials));
+    ("authorization".into(), format!("Basic {token}"))
+}
+
+fn check(output: &Output, what: &str) {
+    assert!(output.status.success(), "{what}: {}\n{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+}
+
+/// The blob files of a layout, by name.
+fn blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn skopeo_pushes_pulls_and_inspects_images() {
+    let server = Server::start();
+    let (_, alice) = server.create_account("alice");
+    let (_, bob) = server.create_account("bob");
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source");
+    let pushed = make_layout(&source, "v1");
+    let host = &server.address;
+    let image = format!("docker://{host}/team/app:v1");
+
+    // Without credentials: the Basic challenge, in the registry's error form.
+    let reply = server.raw("GET", "/v2/", "", &[], b"");
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.header("www-authenticate"), Some("Basic realm=\"ignis\""));
+    assert_eq!(reply.json()["errors"][0]["code"], "UNAUTHORIZED");
+    let wrong = Credentials { access_key_id: alice.access_key_id.clone(), secret_access_key: "wrong".into() };
+    assert_eq!(server.raw("GET", "/v2/", "", &[basic(&wrong)], b"").status, 401);
+    assert_eq!(server.raw("GET", "/v2/", "", &[basic(&alice)], b"").status, 200);
+
+    let push = skopeo(&[
+        "copy",
+        &format!("oci:{}:v1", source.display()),
+        &image,
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(&alice),
+    ]);
+    check(&push, "push");
+
+    // Pulled back, the image is the same bytes.
+    let pulled = tmp.path().join("pulled");
+    let pull = skopeo(&[
+        "copy",
+        &image,
+        &format!("oci:{}:v1", pulled.display()),
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds(&alice),
+    ]);
+    check(&pull, "pull");
+    let index: Value = serde_json::from_slice(&std::fs::read(pulled.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], pushed.as_str());
+    assert_eq!(blobs(&pulled), blobs(&source));
+
+    let inspect = skopeo(&["inspect", &image, "--tls-verify=false", "--creds", &creds(&alice)]);
+    check(&inspect, "inspect");
+    let inspected: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspected["Digest"], pushed.as_str());
+    assert_eq!(inspected["Architecture"], "amd64");
+    assert_eq!(inspected["Env"], json!(["GREETING=hi"]));
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+    let tags = skopeo(&["list-tags", &format!("docker://{host}/team/app"), "--tls-verify=false", "--creds", &creds(&alice)]);
+    check(&tags, "list-tags");
+    assert_eq!(serde_json::from_slice::<Value>(&tags.stdout).unwrap()["Tags"], json!(["v1"]));
+
+    // The manifest by digest, with its digest and media type.
+    let manifest = server.raw("GET", &format!("/v2/team/app/manifests/{pushed}"), "", &[basic(&alice)], b"");
+    assert_eq!(manifest.status, 200);
+    assert_eq!(manifest.header("docker-content-digest"), Some(pushed.as_str()));
+    assert_eq!(manifest.header("content-type"), Some(MANIFEST));
+    assert_eq!(digest(&manifest.body), pushed);
+
+    // Another account can neither read nor overwrite the repository.
+    let denied = server.raw("GET", "/v2/team/app/manifests/v1", "", &[basic(&bob)], b"");
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(denied.json()["errors"][0]["code"], "DENIED");
+    let inspect = skopeo(&["inspect", &image, "--tls-verify=false", "--creds", &creds(&bob)]);
+    assert!(!inspect.status.success(), "bob read alice's image");
+    let overwrite = skopeo(&[
+        "copy",
+        &format!("oci:{}:v1", source.display()),
+        &image,
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(&bob),
+    ]);
+    assert!(!overwrite.status.success(), "bob overwrote alice's image");
+    let denied = server.raw("POST", "/v2/team/app/blobs/uploads/", "", &[basic(&bob)], b"");
+    assert_eq!(denied.status, 403);
+    // Bob's own repository of the same image is his.
+    let own = skopeo(&[
+        "copy",
+        &format!("oci:{}:v1", source.display()),
+        &format!("docker://{host}/bob/app:v1"),
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(&bob),
+    ]);
+    check(&own, "bob's push");
+    assert_eq!(server.raw("GET", "/v2/bob/app/tags/list", "", &[basic(&alice)], b"").status, 403);
+    let unknown = server.raw("GET", "/v2/nothing/here/tags/list", "", &[basic(&alice)], b"");
+    assert_eq!((unknown.status, unknown.json()["errors"][0]["code"].clone()), (404, json!("NAME_UNKNOWN")));
+
+    // A chunked upload: chunks must follow each other.
+    let start = server.raw("POST", "/v2/team/app/blobs/uploads/", "", &[basic(&alice)], b"");
+    assert_eq!((start.status, start.header("range")), (202, Some("0-0")));
+    let location = start.header("location").unwrap().to_string();
+    let range = |r: &str| vec![basic(&alice), ("content-range".to_string(), r.to_string())];
+    let first = server.raw("PATCH", &location, "", &range("0-4"), b"hello");
+    assert_eq!((first.status, first.header("range")), (202, Some("0-4")), "{}", first.text());
+    assert_eq!(server.raw("PATCH", &location, "", &range("2-6"), b"xxxxx").status, 416);
+    assert_eq!(server.raw("PATCH", &location, "", &range("5-10"), b", blob").status, 202);
+    let status = server.raw("GET", &location, "", &[basic(&alice)], b"");
+    assert_eq!((status.status, status.header("range")), (204, Some("0-10")));
+    let blob = digest(b"hello, blob");
+    let put = server.raw("PUT", &location, &format!("digest={blob}"), &[basic(&alice)], b"");
+    assert_eq!((put.status, put.header("docker-content-digest")), (201, Some(blob.as_str())), "{}", put.text());
+    let got = server.raw("GET", &format!("/v2/team/app/blobs/{blob}"), "", &[basic(&alice)], b"");
+    assert_eq!((got.status, got.body.as_slice()), (200, b"hello, blob".as_slice()));
+    let head = server.raw("HEAD", &format!("/v2/team/app/blobs/{blob}"), "", &[basic(&alice)], b"");
+    assert_eq!((head.status, head.header("content-length")), (200, Some("11")));
+    assert_eq!(server.raw("HEAD", &format!("/v2/team/app/blobs/{blob}"), "", &[basic(&bob)], b"").status, 403);
+
+    // A manifest naming a blob the repository lacks is refused.
+    let missing = json!({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(b"none"), "size": 4 },
+        "layers": [],
+    });
+    let content_type = ("content-type".to_string(), MANIFEST.to_string());
+    let put = server.raw("PUT", "/v2/team/app/manifests/v2", "", &[basic(&alice), content_type], missing.to_string().as_bytes());
+    assert_eq!((put.status, put.json()["errors"][0]["code"].clone()), (400, json!("MANIFEST_BLOB_UNKNOWN")));
+
+    // A blob whose bytes do not match its digest is refused.
+    let start = server.raw("POST", "/v2/team/app/blobs/uploads/", "", &[basic(&alice)], b"");
+    assert_eq!(start.status, 202, "{}", start.text());
+    let location = start.header("location").unwrap().to_string();
+    let wrong_digest = digest(b"something else");
+    let put = server.raw("PUT", &location, &format!("digest={wrong_digest}"), &[basic(&alice)], b"these bytes");
+    assert_eq!((put.status, put.json()["errors"][0]["code"].clone()), (400, json!("DIGEST_INVALID")));
+}
