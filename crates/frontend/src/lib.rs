@@ -131,6 +131,8 @@ pub struct App {
     mappings: Arc<ignis_pollers::Mappings>,
     logs: ignis_logs::Logs,
     oci: Arc<ignis_oci::Oci>,
+    /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
+    blob_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -150,6 +152,7 @@ impl App {
             mappings,
             logs,
             oci,
+            blob_reads: Arc::new(tokio::sync::Semaphore::new(oci_api::BLOB_GET_BUDGET as usize)),
         })
     }
 

@@ -32,6 +32,15 @@ use crate::{App, Caller};
 /// The most of an upload body held in memory before it is written to the spool.
 pub const PIECE: usize = 1024 * 1024;
 
+/// The largest blob a `GET` serves: an answer is one buffer, so a blob is
+/// read whole into memory before it is sent.
+pub const MAX_BLOB_GET: u64 = 256 * 1024 * 1024;
+/// The bytes of blobs all `GET`s together hold in memory at once; a `GET`
+/// that finds no room within [`BLOB_GET_WAIT`] is refused (`TOOMANYREQUESTS`).
+pub const BLOB_GET_BUDGET: u64 = 2 * MAX_BLOB_GET;
+/// How long a blob `GET` waits for room in [`BLOB_GET_BUDGET`].
+pub const BLOB_GET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A request of the distribution API, routed from its method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OciRequest {
@@ -137,6 +146,20 @@ pub fn route(method: &Method, path: &str) -> Result<OciRequest, ApiError> {
     Ok(request)
 }
 
+/// Room for `size` bytes of a blob in memory, held until the answer is made.
+async fn blob_room(app: &App, size: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let permits = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
+    let room = app.blob_reads.clone().acquire_many_owned(permits);
+    match ignis_clock::timeout(&*app.config.clock, BLOB_GET_WAIT, room).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::Registry {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "TOOMANYREQUESTS",
+            message: "too many blobs are being read at once; try again".into(),
+        }),
+    }
+}
+
 fn unsupported(method: &Method, path: &str) -> ApiError {
     ApiError::Registry {
         status: StatusCode::METHOD_NOT_ALLOWED,
@@ -237,12 +260,21 @@ pub async fn handle(app: &Arc<App>, request: Request<TimedBody>, oci_request: Oc
         OciRequest::GetBlob(repository, digest) | OciRequest::HeadBlob(repository, digest) => {
             let head = parts.method == Method::HEAD;
             let d = digest.clone();
-            let (body, size) = if head {
-                (Bytes::new(), blocking(oci, move |o| o.blob_size(&account, &repository, &d)).await?)
+            let (acct, repo) = (account.clone(), repository.clone());
+            let size = blocking(oci, move |o| o.blob_size(&acct, &repo, &d)).await?;
+            let body = if head {
+                Bytes::new()
             } else {
-                let bytes = blocking(oci, move |o| o.read_blob(&account, &repository, &d)).await?;
-                let size = bytes.len() as u64;
-                (Bytes::from(bytes), size)
+                if size > MAX_BLOB_GET {
+                    return Err(ApiError::Registry {
+                        status: StatusCode::METHOD_NOT_ALLOWED,
+                        code: "UNSUPPORTED",
+                        message: format!("Ignis serves blobs of at most {MAX_BLOB_GET} bytes; this one has {size}"),
+                    });
+                }
+                let _room = blob_room(app, size).await?;
+                let d = digest.clone();
+                Bytes::from(blocking(oci, move |o| o.read_blob(&account, &repository, &d)).await?)
             };
             let mut reply = answer(StatusCode::OK, body, Some("application/octet-stream"));
             insert(&mut reply, "docker-content-digest", &digest);
