@@ -17,9 +17,15 @@
 //!   business) and [`Salt`] (the chunk store's root id and an optional
 //!   operator-set value).
 //!
-//! What this crate does not know: tar layers, filesystems (the flattener
-//! hands it bytes), which images or functions are live, where account keys
-//! are kept.
+//! - [`flatten`](mod@flatten): applies an image's tar layers, in order, into
+//!   one tree ([`flatten::Flattened`]: whiteouts, opaque directories, hard
+//!   links, symlinks, modes, owners; device nodes, setuid bits and escaping
+//!   paths dropped or refused), with file bodies spooled on disk, and writes
+//!   it into a directory, the input of the filesystem image builder.
+//!
+//! What this crate does not know: filesystem images (the builder hands
+//! [`chunk_and_store`] bytes), which images or functions are live, where
+//! account keys are kept.
 //!
 //! # Convergent encryption
 //! For a chunk with plaintext `p` (the last chunk may be short):
@@ -78,6 +84,7 @@
 
 mod chunking;
 mod crypto;
+pub mod flatten;
 mod manifest;
 
 #[cfg(test)]
