@@ -1,7 +1,7 @@
 //! `ignis image push` and `ignis image ls`: the OCI distribution API (`/v2/`), with the access
 //! key id and its secret as HTTP Basic credentials.
 //!
-//! A push uploads each blob the repository lacks (`HEAD` first) in pieces of [`CHUNK`] bytes read
+//! A push uploads each blob the repository lacks (`HEAD` first) in pieces of `--chunk-mib` read
 //! from disk (`POST` to start, `PATCH` per piece, `PUT ?digest=` to end), then puts the manifest
 //! by tag. Progress goes to stderr (a bar on a terminal, plain lines otherwise); the pushed
 //! `NAME:TAG@DIGEST` to stdout.
@@ -17,8 +17,8 @@ use super::Endpoint;
 use super::http::{Client, Response};
 use super::image_source::{self, Blob, Image};
 
-/// The most bytes of a blob sent in one `PATCH` (and held in memory).
-pub const CHUNK: usize = 8 * 1024 * 1024;
+/// The default of the most bytes of a blob sent in one `PATCH` (and held in memory), in MiB.
+pub const CHUNK_MIB: u16 = 8;
 /// Names asked for per page of `_catalog` and `tags/list`.
 const PAGE: usize = 100;
 
@@ -39,6 +39,9 @@ pub enum ImageCommand {
         /// An OCI image layout directory (the image tagged TAG, or its only one) or a
         /// `docker save` archive.
         path: PathBuf,
+        /// The most of a blob sent in one request (and held in memory), in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = CHUNK_MIB, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        chunk_mib: u16,
     },
     /// List your repositories and their tags, one NAME:TAG a line.
     Ls {
@@ -49,11 +52,11 @@ pub enum ImageCommand {
 
 pub fn image(args: ImageArgs) -> Result<ExitCode, String> {
     match args.command {
-        ImageCommand::Push { endpoint, reference, path } => {
+        ImageCommand::Push { endpoint, reference, path, chunk_mib } => {
             let (name, tag) = parse_reference(&reference)?;
             let image = image_source::read(&path, tag)?;
             let client = Client::new(&endpoint)?;
-            let digest = push(&client, name, tag, &image, &mut Progress::new())?;
+            let digest = push(&client, name, tag, &image, usize::from(chunk_mib) << 20, &mut Progress::new())?;
             super::write_stdout(format!("{name}:{tag}@{digest}\n").as_bytes())?;
         }
         ImageCommand::Ls { endpoint } => {
@@ -89,7 +92,7 @@ pub fn parse_reference(reference: &str) -> Result<(&str, &str), String> {
 }
 
 /// Pushes `image` as `name:tag`; answers the manifest's digest.
-fn push(client: &Client, name: &str, tag: &str, image: &Image, progress: &mut Progress) -> Result<String, String> {
+fn push(client: &Client, name: &str, tag: &str, image: &Image, chunk: usize, progress: &mut Progress) -> Result<String, String> {
     let mut missing = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for blob in &image.blobs {
@@ -105,7 +108,7 @@ fn push(client: &Client, name: &str, tag: &str, image: &Image, progress: &mut Pr
     }
     progress.start(missing.iter().map(|b| b.size).sum());
     for blob in missing {
-        upload(client, name, blob, progress)?;
+        upload(client, name, blob, chunk, progress)?;
         progress.line(format!("{} uploaded ({} bytes)", blob.digest, blob.size));
     }
     progress.finish();
@@ -121,8 +124,8 @@ fn push(client: &Client, name: &str, tag: &str, image: &Image, progress: &mut Pr
     Ok(put.header("docker-content-digest").map(str::to_owned).unwrap_or_else(|| image.digest()))
 }
 
-/// Uploads one blob in [`CHUNK`]-byte pieces read from disk.
-fn upload(client: &Client, name: &str, blob: &Blob, progress: &mut Progress) -> Result<(), String> {
+/// Uploads one blob in pieces of `chunk` bytes read from disk.
+fn upload(client: &Client, name: &str, blob: &Blob, chunk: usize, progress: &mut Progress) -> Result<(), String> {
     let start = client.send_registry("POST", &format!("/v2/{name}/blobs/uploads/"), &[], Vec::new())?;
     if start.status != 202 {
         return Err(registry_error(start));
@@ -130,7 +133,7 @@ fn upload(client: &Client, name: &str, blob: &Blob, progress: &mut Progress) -> 
     let mut location = location(&start)?;
     let mut reader = blob.open()?;
     let mut offset = 0u64;
-    let mut chunk = vec![0u8; CHUNK];
+    let mut chunk = vec![0u8; chunk];
     loop {
         let n = read_full(&mut reader, &mut chunk).map_err(|e| format!("cannot read {}: {e}", blob.source.file.display()))?;
         if n == 0 {
@@ -225,7 +228,14 @@ pub fn registry_error(response: Response) -> String {
         let body = String::from_utf8_lossy(&response.body);
         let body = body.trim();
         if body.is_empty() {
-            format!("the registry answered {}", response.status)
+            // A HEAD answer has no body: name what its status means.
+            let meaning = match response.status {
+                401 => ": UNAUTHORIZED: the access key or its secret was refused",
+                403 => ": DENIED: the repository belongs to another account",
+                404 => ": not found",
+                _ => "",
+            };
+            format!("the registry answered {}{meaning}", response.status)
         } else {
             format!("the registry answered {}: {body}", response.status)
         }
@@ -298,6 +308,8 @@ mod tests {
         assert_eq!(registry_error(response), "the registry answered 403: DENIED: not yours");
         let response = Response { status: 502, headers: vec![], body: b"bad gateway".to_vec() };
         assert_eq!(registry_error(response), "the registry answered 502: bad gateway");
+        let response = Response { status: 403, headers: vec![], body: vec![] };
+        assert_eq!(registry_error(response), "the registry answered 403: DENIED: the repository belongs to another account");
     }
 
     #[test]
