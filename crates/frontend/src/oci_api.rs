@@ -13,6 +13,8 @@
 //!   are single buffers).
 //! - Cross-repository mounts (`POST ?mount=&from=`) are answered by starting
 //!   a normal upload, which the spec allows.
+//! - `GET /v2/_catalog` lists only the caller's repositories, paged with
+//!   `?n=&last=` and a `Link` header as `tags/list` is.
 //! - Errors are the spec's `{"errors":[{"code","message","detail"}]}`
 //!   (`ApiError::to_registry_response`); every answer carries
 //!   `Docker-Distribution-API-Version: registry/2.0`.
@@ -46,6 +48,8 @@ pub const BLOB_GET_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 pub enum OciRequest {
     /// `GET /v2/`: the API version check.
     Base,
+    /// `GET /v2/_catalog`: the caller's repositories (only theirs).
+    Catalog,
     /// Repository.
     Tags(String),
     /// Repository, reference (tag or digest).
@@ -68,6 +72,7 @@ impl OciRequest {
     pub fn name(&self) -> &'static str {
         match self {
             OciRequest::Base => "OciBase",
+            OciRequest::Catalog => "OciCatalog",
             OciRequest::Tags(_) => "OciListTags",
             OciRequest::GetManifest(..) => "OciGetManifest",
             OciRequest::HeadManifest(..) => "OciHeadManifest",
@@ -94,6 +99,12 @@ pub fn route(method: &Method, path: &str) -> Result<OciRequest, ApiError> {
     if rest.is_empty() || rest == "/" {
         return match *method {
             Method::GET | Method::HEAD => Ok(OciRequest::Base),
+            _ => Err(unsupported(method, path)),
+        };
+    }
+    if rest == "/_catalog" {
+        return match *method {
+            Method::GET => Ok(OciRequest::Catalog),
             _ => Err(unsupported(method, path)),
         };
     }
@@ -213,25 +224,25 @@ pub async fn handle(app: &Arc<App>, request: Request<TimedBody>, oci_request: Oc
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     match oci_request {
         OciRequest::Base => Ok(answer(StatusCode::OK, Bytes::from_static(b"{}"), Some("application/json"))),
+        OciRequest::Catalog => {
+            let mut repositories = blocking(oci, move |o| o.repositories(&account)).await?;
+            repositories.sort();
+            let (repositories, next) = page(repositories, param("last"), param("n"));
+            let body = serde_json::json!({ "repositories": repositories }).to_string();
+            let mut reply = answer(StatusCode::OK, Bytes::from(body), Some("application/json"));
+            if let Some((n, last)) = next {
+                insert(&mut reply, "link", &format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""));
+            }
+            Ok(reply)
+        }
         OciRequest::Tags(repository) => {
             let (acct, repo) = (account.clone(), repository.clone());
-            let mut tags = blocking(oci, move |o| o.tags(&acct, &repo)).await?;
-            if let Some(last) = param("last") {
-                tags.retain(|t| *t > last);
-            }
-            let mut link = None;
-            if let Some(n) = param("n").and_then(|n| n.parse::<usize>().ok())
-                && tags.len() > n
-            {
-                tags.truncate(n);
-                if let Some(last) = tags.last() {
-                    link = Some(format!("</v2/{repository}/tags/list?n={n}&last={last}>; rel=\"next\""));
-                }
-            }
+            let tags = blocking(oci, move |o| o.tags(&acct, &repo)).await?;
+            let (tags, next) = page(tags, param("last"), param("n"));
             let body = serde_json::json!({ "name": repository, "tags": tags }).to_string();
             let mut reply = answer(StatusCode::OK, Bytes::from(body), Some("application/json"));
-            if let Some(link) = link {
-                insert(&mut reply, "link", &link);
+            if let Some((n, last)) = next {
+                insert(&mut reply, "link", &format!("</v2/{repository}/tags/list?n={n}&last={last}>; rel=\"next\""));
             }
             Ok(reply)
         }
@@ -316,6 +327,23 @@ pub async fn handle(app: &Arc<App>, request: Request<TimedBody>, oci_request: Oc
             Ok(answer(StatusCode::NO_CONTENT, Bytes::new(), None))
         }
     }
+}
+
+/// One page of a sorted list, as the spec pages `_catalog` and `tags/list`:
+/// the names after `last`, at most `n` of them; with `(n, last name)` for the
+/// `Link` to the next page when the list was cut.
+fn page(mut names: Vec<String>, last: Option<String>, n: Option<String>) -> (Vec<String>, Option<(usize, String)>) {
+    if let Some(last) = last {
+        names.retain(|name| *name > last);
+    }
+    let mut next = None;
+    if let Some(n) = n.and_then(|n| n.parse::<usize>().ok())
+        && names.len() > n
+    {
+        names.truncate(n);
+        next = names.last().map(|last| (n, last.clone()));
+    }
+    (names, next)
 }
 
 /// Ends upload `id` as blob `digest` (or abandons it if the body failed).
@@ -427,6 +455,8 @@ mod tests {
         let r = |m: Method, p: &str| route(&m, p).ok();
         assert_eq!(r(Method::GET, "/v2/"), Some(Base));
         assert_eq!(r(Method::GET, "/v2"), Some(Base));
+        assert_eq!(r(Method::GET, "/v2/_catalog"), Some(Catalog));
+        assert_eq!(r(Method::POST, "/v2/_catalog"), None);
         assert_eq!(r(Method::GET, "/v2/a/b/tags/list"), Some(Tags("a/b".into())));
         assert_eq!(r(Method::GET, "/v2/app/manifests/v1"), Some(GetManifest("app".into(), "v1".into())));
         assert_eq!(r(Method::HEAD, "/v2/app/manifests/v1"), Some(HeadManifest("app".into(), "v1".into())));
@@ -443,6 +473,16 @@ mod tests {
         assert_eq!(r(Method::GET, "/v2/manifests/v1"), None);
         assert_eq!(r(Method::GET, "/v2/app"), None);
         assert_eq!(r(Method::POST, "/v2/"), None);
+    }
+
+    #[test]
+    fn pages() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = names(&["a", "b", "c"]);
+        assert_eq!(page(all.clone(), None, None), (all.clone(), None));
+        assert_eq!(page(all.clone(), None, Some("2".into())), (names(&["a", "b"]), Some((2, "b".into()))));
+        assert_eq!(page(all.clone(), Some("b".into()), Some("2".into())), (names(&["c"]), None));
+        assert_eq!(page(all.clone(), None, Some("3".into())), (all, None));
     }
 
     #[test]

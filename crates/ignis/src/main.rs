@@ -32,6 +32,8 @@ enum Command {
     Rm(client::RmArgs),
     /// Print a function's logs.
     Logs(client::LogsArgs),
+    /// Push container images (an OCI image layout or a `docker save` archive) and list them.
+    Image(client::ImageArgs),
     /// Manage tenant accounts (administrator's key only).
     Account(client::AccountArgs),
     /// List the workers: the local one and the hosts that joined (administrator's key only).
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => client::ls(args),
         Command::Rm(args) => client::rm(args),
         Command::Logs(args) => client::logs(args),
+        Command::Image(args) => client::image(args),
         Command::Account(args) => client::account(args),
         Command::Workers(args) => client::workers(args),
     };

@@ -163,7 +163,34 @@ impl Client {
         let request = builder
             .body(Full::new(Bytes::from(req.body)))
             .map_err(|e| format!("cannot build the request for {target}: {e}"))?;
+        self.exchange(request)
+    }
 
+    /// Sends a request of the registry API (`/v2/...`), authenticated with HTTP Basic (the
+    /// access key id and its secret), and reads the whole response. `target` is the path and
+    /// query, already percent-encoded; the endpoint's path prefix is put before it.
+    pub fn send_registry(&self, method: &str, target: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Response, String> {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.credentials.access_key_id, self.credentials.secret_access_key));
+        let target = format!("{}{target}", self.url.prefix);
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(&target)
+            .header("host", &self.url.authority)
+            .header("authorization", format!("Basic {basic}"))
+            .header("user-agent", concat!("ignis-cli/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("cannot build the request for {target}: {e}"))?;
+        self.exchange(request)
+    }
+
+    /// Sends one request on a new connection and reads the whole response.
+    fn exchange(&self, request: hyper::Request<Full<Bytes>>) -> Result<Response, String> {
         self.runtime.block_on(async {
             let addr = (self.url.host.as_str(), self.url.port);
             let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {

@@ -1,8 +1,10 @@
 //! The command-line client: Lambda's API (and CloudWatch Logs' `FilterLogEvents`) over HTTP,
-//! signed with SigV4.
+//! signed with SigV4, and the OCI distribution API for `ignis image` (HTTP Basic).
 
 mod archive;
 mod http;
+mod image;
+mod image_source;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +20,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use http::{Client, Request, Response};
+pub use image::{ImageArgs, image};
 
 const API: &str = "/2015-03-31/functions";
 const DEFAULT_RUNTIME: &str = "provided.al2023";

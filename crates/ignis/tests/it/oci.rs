@@ -267,3 +267,125 @@ fn skopeo_pushes_pulls_and_inspects_images() {
     let put = server.raw("PUT", &location, &format!("digest={wrong_digest}"), &[basic(&alice)], b"these bytes");
     assert_eq!((put.status, put.json()["errors"][0]["code"].clone()), (400, json!("DIGEST_INVALID")));
 }
+
+/// Runs the built `ignis` CLI with `credentials`.
+fn ignis_as(server: &Server, credentials: &Credentials, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(args)
+        .env("IGNIS_ENDPOINT", format!("http://{}", server.address))
+        .env("IGNIS_ACCESS_KEY_ID", &credentials.access_key_id)
+        .env("IGNIS_SECRET_ACCESS_KEY", &credentials.secret_access_key)
+        .output()
+        .unwrap()
+}
+
+/// Writes a `docker save`-style archive: `manifest.json`, the config and two plain layer tars
+/// (one of them several MiB); answers the config's digest.
+fn make_docker_archive(path: &Path) -> String {
+    let noise: Vec<u8> = (0..2 * 1024 * 1024 + 5).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let layers = [tar_of("hello", b"#!/bin/sh\necho saved\n"), tar_of("data.bin", &noise)];
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/hello"], "Env": ["FROM=docker"] },
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| digest(l)).collect::<Vec<_>>() },
+    })
+    .to_string();
+    let config_name = format!("{}.json", &digest(config.as_bytes())[7..]);
+    let listing = json!([{ "Config": config_name, "RepoTags": ["team/saved:latest"], "Layers": ["a/layer.tar", "b/layer.tar"] }]).to_string();
+    let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let files: [(&str, &[u8]); 4] =
+        [("a/layer.tar", &layers[0]), ("b/layer.tar", &layers[1]), (&config_name, config.as_bytes()), ("manifest.json", listing.as_bytes())];
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, bytes).unwrap();
+    }
+    builder.finish().unwrap();
+    digest(config.as_bytes())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_cli_pushes_layouts_and_docker_archives_and_lists_them() {
+    let server = Server::start();
+    let (_, alice) = server.create_account("alice");
+    let (_, bob) = server.create_account("bob");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let pushed = make_layout(&layout, "v1");
+    let archive = tmp.path().join("saved.tar");
+    let config = make_docker_archive(&archive);
+    let host = &server.address;
+
+    // A layout: the manifest is pushed as it is, so its digest is the layout's. In 1 MiB
+    // pieces, the 3 MiB layer goes up in four PATCHes, which the registry checks follow each
+    // other, and the digest it checks at the end proves they were put together right.
+    let push = ignis_as(&server, &alice, &["image", "push", "--chunk-mib", "1", "team/app:v1", layout.to_str().unwrap()]);
+    check(&push, "push of the layout");
+    assert_eq!(text(&push.stdout), format!("team/app:v1@{pushed}\n"));
+    assert_eq!(text(&push.stderr).matches(" uploaded (").count(), 3, "config and two layers: {}", text(&push.stderr));
+
+    // A docker save archive, converted to a Docker v2 manifest.
+    let push = ignis_as(&server, &alice, &["image", "push", "team/saved:latest", archive.to_str().unwrap()]);
+    check(&push, "push of the archive");
+    let out = text(&push.stdout);
+    let saved = out.trim().strip_prefix("team/saved:latest@").expect("NAME:TAG@DIGEST").to_string();
+
+    // skopeo reads it back as a valid image: inspected, and pulled with every digest checked.
+    let image = format!("docker://{host}/team/saved:latest");
+    let inspect = skopeo(&["inspect", &image, "--tls-verify=false", "--creds", &creds(&alice)]);
+    check(&inspect, "inspect");
+    let inspected: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspected["Digest"], saved.as_str());
+    assert_eq!(inspected["Env"], json!(["FROM=docker"]));
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+    let raw = skopeo(&["inspect", "--raw", &image, "--tls-verify=false", "--creds", &creds(&alice)]);
+    check(&raw, "inspect --raw");
+    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(manifest["config"]["digest"], config.as_str());
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+    let pulled = tmp.path().join("pulled");
+    let pull = skopeo(&["copy", &image, &format!("oci:{}:latest", pulled.display()), "--src-tls-verify=false", "--src-creds", &creds(&alice)]);
+    check(&pull, "pull");
+
+    // Pushed again, every blob is found on the registry (HEAD) and none is uploaded.
+    let again = ignis_as(&server, &alice, &["image", "push", "team/app:v1", layout.to_str().unwrap()]);
+    check(&again, "second push");
+    assert_eq!(text(&again.stdout), format!("team/app:v1@{pushed}\n"));
+    let stderr = text(&again.stderr);
+    assert_eq!((stderr.matches(" exists, skipped (").count(), stderr.matches(" uploaded (").count()), (3, 0), "{stderr}");
+
+    // The caller's repositories and tags, and only theirs.
+    let ls = ignis_as(&server, &alice, &["image", "ls"]);
+    check(&ls, "ls");
+    assert_eq!(text(&ls.stdout), "team/app:v1\nteam/saved:latest\n");
+    let ls = ignis_as(&server, &bob, &["image", "ls"]);
+    check(&ls, "bob's ls");
+    assert_eq!(text(&ls.stdout), "");
+    let page = server.raw("GET", "/v2/_catalog", "n=1", &[basic(&alice)], b"");
+    assert_eq!(page.json()["repositories"], json!(["team/app"]));
+    assert_eq!(page.header("link"), Some("</v2/_catalog?n=1&last=team/app>; rel=\"next\""));
+    let page = server.raw("GET", "/v2/_catalog", "n=1&last=team/app", &[basic(&alice)], b"");
+    assert_eq!((page.json()["repositories"].clone(), page.header("link")), (json!(["team/saved"]), None));
+
+    // Clear one-line errors: a missing path, a directory that is no layout, the registry's refusal.
+    let one_line = |output: &Output, expected: &str| {
+        assert!(!output.status.success());
+        let message = text(&output.stderr);
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.contains(expected), "{message}");
+    };
+    one_line(&ignis_as(&server, &alice, &["image", "push", "team/app:v2", "/no/such/image"]), "cannot read /no/such/image");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    one_line(&ignis_as(&server, &alice, &["image", "push", "team/app:v2", empty.to_str().unwrap()]), "is not an OCI image layout");
+    one_line(&ignis_as(&server, &alice, &["image", "push", "team/app", layout.to_str().unwrap()]), "expected NAME:TAG");
+    let denied = ignis_as(&server, &bob, &["image", "push", "team/app:v1", layout.to_str().unwrap()]);
+    one_line(&denied, "DENIED: ");
+}
