@@ -3,23 +3,13 @@
 //! secrets never stored in plain text.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use ignis_sigv4::Credentials;
 use serde_json::{Value, json};
 
 use crate::harness::{KEY_ID, SECRET, Server, eventually, sh_runtime};
-
-fn ignis(server: &Server, credentials: &Credentials, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ignis"))
-        .args(args)
-        .env("IGNIS_ENDPOINT", format!("http://{}", server.address))
-        .env("IGNIS_ACCESS_KEY_ID", &credentials.access_key_id)
-        .env("IGNIS_SECRET_ACCESS_KEY", &credentials.secret_access_key)
-        .output()
-        .unwrap()
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -63,7 +53,7 @@ fn accounts_are_isolated_from_each_other() {
 
     // The administrator makes one account through the API and one through the CLI.
     let (a_id, a) = server.create_account("alpha");
-    let made = ignis(&server, &admin(), &["account", "create", "beta"]);
+    let made = server.cli_as(&admin(), &["account", "create", "beta"]);
     assert!(made.status.success(), "{}", stderr(&made));
     let made: Value = serde_json::from_str(&stdout(&made)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&made)));
     assert_eq!(made["Name"], "beta");
@@ -88,7 +78,7 @@ fn accounts_are_isolated_from_each_other() {
         .unwrap()
         .to_string();
     assert!(is_account_id(&admin_account) && admin_account != a_id && admin_account != b_id);
-    let ls = ignis(&server, &admin(), &["account", "ls"]);
+    let ls = server.cli_as(&admin(), &["account", "ls"]);
     assert!(ls.status.success(), "{}", stderr(&ls));
     let ls = stdout(&ls);
     assert!(ls.lines().any(|l| l.starts_with(&a_id) && l.contains("alpha")), "{ls}");
@@ -196,7 +186,7 @@ fn accounts_are_isolated_from_each_other() {
         let reply = server.ignis_as(who, "GET", "/ignis/accounts", b"");
         assert_eq!((reply.status, reply.error_type()), (403, "AccessDeniedException"), "{}", reply.text());
     }
-    let refused = ignis(&server, &a, &["account", "create", "gamma"]);
+    let refused = server.cli_as(&a, &["account", "create", "gamma"]);
     assert!(!refused.status.success());
     assert_eq!(stderr(&refused).lines().count(), 1, "{}", stderr(&refused));
     assert!(stderr(&refused).contains("AccessDeniedException"), "{}", stderr(&refused));
@@ -204,7 +194,7 @@ fn accounts_are_isolated_from_each_other() {
     // Names are unique and well-formed.
     let duplicate = server.ignis_as(&admin(), "POST", "/ignis/accounts", br#"{"Name": "alpha"}"#);
     assert_eq!((duplicate.status, duplicate.error_type()), (409, "ResourceConflictException"), "{}", duplicate.text());
-    let duplicate = ignis(&server, &admin(), &["account", "create", "beta"]);
+    let duplicate = server.cli_as(&admin(), &["account", "create", "beta"]);
     assert!(!duplicate.status.success());
     assert_eq!(stderr(&duplicate).lines().count(), 1, "{}", stderr(&duplicate));
     assert!(stderr(&duplicate).contains("ResourceConflictException"), "{}", stderr(&duplicate));

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use ignis_sigv4::Credentials;
@@ -396,6 +396,17 @@ impl Server {
     }
 
     /// Creates an account with the administrator's key; returns its id and key pair.
+    /// Runs the built `ignis` CLI against this server with `credentials`.
+    pub fn cli_as(&self, credentials: &Credentials, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .args(args)
+            .env("IGNIS_ENDPOINT", format!("http://{}", self.address))
+            .env("IGNIS_ACCESS_KEY_ID", &credentials.access_key_id)
+            .env("IGNIS_SECRET_ACCESS_KEY", &credentials.secret_access_key)
+            .output()
+            .unwrap()
+    }
+
     pub fn create_account(&self, name: &str) -> (String, Credentials) {
         let body = serde_json::json!({ "Name": name }).to_string();
         let reply = self.ignis_as(&Server::credentials(), "POST", "/ignis/accounts", body.as_bytes());

@@ -268,17 +268,6 @@ fn skopeo_pushes_pulls_and_inspects_images() {
     assert_eq!((put.status, put.json()["errors"][0]["code"].clone()), (400, json!("DIGEST_INVALID")));
 }
 
-/// Runs the built `ignis` CLI with `credentials`.
-fn ignis_as(server: &Server, credentials: &Credentials, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ignis"))
-        .args(args)
-        .env("IGNIS_ENDPOINT", format!("http://{}", server.address))
-        .env("IGNIS_ACCESS_KEY_ID", &credentials.access_key_id)
-        .env("IGNIS_SECRET_ACCESS_KEY", &credentials.secret_access_key)
-        .output()
-        .unwrap()
-}
-
 /// Writes a `docker save`-style archive: `manifest.json`, the config and two plain layer tars
 /// (one of them several MiB); answers the config's digest.
 fn make_docker_archive(path: &Path) -> String {
@@ -325,13 +314,13 @@ fn the_cli_pushes_layouts_and_docker_archives_and_lists_them() {
     // A layout: the manifest is pushed as it is, so its digest is the layout's. In 1 MiB
     // pieces, the 3 MiB layer goes up in four PATCHes, which the registry checks follow each
     // other, and the digest it checks at the end proves they were put together right.
-    let push = ignis_as(&server, &alice, &["image", "push", "--chunk-mib", "1", "team/app:v1", layout.to_str().unwrap()]);
+    let push = server.cli_as(&alice, &["image", "push", "--chunk-mib", "1", "team/app:v1", layout.to_str().unwrap()]);
     check(&push, "push of the layout");
     assert_eq!(text(&push.stdout), format!("team/app:v1@{pushed}\n"));
     assert_eq!(text(&push.stderr).matches(" uploaded (").count(), 3, "config and two layers: {}", text(&push.stderr));
 
     // A docker save archive, converted to a Docker v2 manifest.
-    let push = ignis_as(&server, &alice, &["image", "push", "team/saved:latest", archive.to_str().unwrap()]);
+    let push = server.cli_as(&alice, &["image", "push", "team/saved:latest", archive.to_str().unwrap()]);
     check(&push, "push of the archive");
     let out = text(&push.stdout);
     let saved = out.trim().strip_prefix("team/saved:latest@").expect("NAME:TAG@DIGEST").to_string();
@@ -355,17 +344,17 @@ fn the_cli_pushes_layouts_and_docker_archives_and_lists_them() {
     check(&pull, "pull");
 
     // Pushed again, every blob is found on the registry (HEAD) and none is uploaded.
-    let again = ignis_as(&server, &alice, &["image", "push", "team/app:v1", layout.to_str().unwrap()]);
+    let again = server.cli_as(&alice, &["image", "push", "team/app:v1", layout.to_str().unwrap()]);
     check(&again, "second push");
     assert_eq!(text(&again.stdout), format!("team/app:v1@{pushed}\n"));
     let stderr = text(&again.stderr);
     assert_eq!((stderr.matches(" exists, skipped (").count(), stderr.matches(" uploaded (").count()), (3, 0), "{stderr}");
 
     // The caller's repositories and tags, and only theirs.
-    let ls = ignis_as(&server, &alice, &["image", "ls"]);
+    let ls = server.cli_as(&alice, &["image", "ls"]);
     check(&ls, "ls");
     assert_eq!(text(&ls.stdout), "team/app:v1\nteam/saved:latest\n");
-    let ls = ignis_as(&server, &bob, &["image", "ls"]);
+    let ls = server.cli_as(&bob, &["image", "ls"]);
     check(&ls, "bob's ls");
     assert_eq!(text(&ls.stdout), "");
     let page = server.raw("GET", "/v2/_catalog", "n=1", &[basic(&alice)], b"");
@@ -381,11 +370,11 @@ fn the_cli_pushes_layouts_and_docker_archives_and_lists_them() {
         assert_eq!(message.lines().count(), 1, "{message}");
         assert!(message.contains(expected), "{message}");
     };
-    one_line(&ignis_as(&server, &alice, &["image", "push", "team/app:v2", "/no/such/image"]), "cannot read /no/such/image");
+    one_line(&server.cli_as(&alice, &["image", "push", "team/app:v2", "/no/such/image"]), "cannot read /no/such/image");
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    one_line(&ignis_as(&server, &alice, &["image", "push", "team/app:v2", empty.to_str().unwrap()]), "is not an OCI image layout");
-    one_line(&ignis_as(&server, &alice, &["image", "push", "team/app", layout.to_str().unwrap()]), "expected NAME:TAG");
-    let denied = ignis_as(&server, &bob, &["image", "push", "team/app:v1", layout.to_str().unwrap()]);
+    one_line(&server.cli_as(&alice, &["image", "push", "team/app:v2", empty.to_str().unwrap()]), "is not an OCI image layout");
+    one_line(&server.cli_as(&alice, &["image", "push", "team/app", layout.to_str().unwrap()]), "expected NAME:TAG");
+    let denied = server.cli_as(&bob, &["image", "push", "team/app:v1", layout.to_str().unwrap()]);
     one_line(&denied, "DENIED: ");
 }
