@@ -14,15 +14,8 @@ use ignis_chunks::{ChunkStore, DirectoryChunkStore, MemoryChunkStore};
 use ignis_images::{AccountKey, Salt, chunk_and_store};
 
 fn random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    getrandom::fill(&mut out).expect("the system's random source");
     out
 }
 

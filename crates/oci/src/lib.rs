@@ -227,6 +227,20 @@ pub fn valid_tag(tag: &str) -> bool {
         && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
+/// Makes `repository` the account's if it has no owner yet; another account's is `Denied`.
+fn claim(txn: &redb::WriteTransaction, account: &str, repository: &str, context: &'static str) -> Result<(), OciError> {
+    let mut repositories = txn.open_table(REPOSITORIES).ctx(context)?;
+    let owner = repositories.get(repository).ctx(context)?.map(|o| o.value().to_string());
+    match owner {
+        Some(owner) if owner != account => Err(OciError::Denied(repository.into())),
+        Some(_) => Ok(()),
+        None => {
+            repositories.insert(repository, account).ctx(context)?;
+            Ok(())
+        }
+    }
+}
+
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -450,15 +464,7 @@ impl Oci {
         const CTX: &str = "adding a blob";
         let txn = self.store.database().begin_write().ctx(CTX)?;
         {
-            let mut repositories = txn.open_table(REPOSITORIES).ctx(CTX)?;
-            let owner = repositories.get(repository).ctx(CTX)?.map(|o| o.value().to_string());
-            match owner {
-                Some(owner) if owner != account => return Err(OciError::Denied(repository.into())),
-                Some(_) => {}
-                None => {
-                    repositories.insert(repository, account).ctx(CTX)?;
-                }
-            }
+            claim(&txn, account, repository, CTX)?;
             txn.open_table(BLOBS).ctx(CTX)?.insert((repository, digest), size).ctx(CTX)?;
         }
         self.store.commit_write(txn, true, CTX)?;
@@ -557,15 +563,7 @@ impl Oci {
         const CTX: &str = "storing a manifest";
         let txn = self.store.database().begin_write().ctx(CTX)?;
         {
-            let mut repositories = txn.open_table(REPOSITORIES).ctx(CTX)?;
-            let owner = repositories.get(repository).ctx(CTX)?.map(|o| o.value().to_string());
-            match owner {
-                Some(owner) if owner != account => return Err(OciError::Denied(repository.into())),
-                Some(_) => {}
-                None => {
-                    repositories.insert(repository, account).ctx(CTX)?;
-                }
-            }
+            claim(&txn, account, repository, CTX)?;
             let blobs = txn.open_table(BLOBS).ctx(CTX)?;
             let mut manifests = txn.open_table(MANIFESTS).ctx(CTX)?;
             for (d, size) in &referenced {
