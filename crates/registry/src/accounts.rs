@@ -144,6 +144,11 @@ pub trait Accounts: Send + Sync {
     /// working. Refuses an access key id that belongs to a tenant's key.
     /// Returns the account; durable and the key usable when it returns.
     fn set_administrator<'a>(&'a self, name: &'a str, key: AccessKey) -> BoxFuture<'a, Result<Account, AccountError>>;
+
+    /// A secret key of `account` for `purpose` (such as the key its images'
+    /// chunk keys are sealed under), derived from the data directory's master
+    /// key: never stored, the same for as long as the master key is.
+    fn data_key(&self, account: &AccountId, purpose: &str) -> [u8; 32];
 }
 
 /// The accounts' tables in the store's database, and the master key that
@@ -341,6 +346,10 @@ impl EmbeddedAccounts {
 }
 
 impl Accounts for EmbeddedAccounts {
+    fn data_key(&self, account: &AccountId, purpose: &str) -> [u8; 32] {
+        self.tables.master.derive(purpose, account.as_str().as_bytes())
+    }
+
     fn key(&self, access_key_id: &str) -> Option<AccessKey> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).get(access_key_id).cloned()
     }

@@ -14,12 +14,18 @@
 //! `version (1) || nonce (12) || ciphertext+tag`, with the access key id as
 //! associated data, so a sealed secret cannot be moved to another key. Plain
 //! secrets only ever exist in memory.
+//!
+//! Other keys are derived from the master key, never stored:
+//! [`MasterKey::derive`] is `HMAC-SHA256(master, label || 0 || context)`, a
+//! different key for each label (what it is for) and context (whose it is).
 
 use std::io::Write;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::{StoreError, io_err};
 
@@ -32,6 +38,8 @@ const NONCE_LEN: usize = 12;
 /// The data directory's master key, loaded: seals and opens secrets.
 pub struct MasterKey {
     cipher: ChaCha20Poly1305,
+    /// The master key as an HMAC key, for [`MasterKey::derive`].
+    derivation: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -89,7 +97,19 @@ impl MasterKey {
             }
             Err(e) => return Err(StoreError::Io { context: format!("reading {}", path.display()), source: e }),
         };
-        Ok(MasterKey { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) })
+        let derivation = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes keys of any length");
+        Ok(MasterKey { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)), derivation })
+    }
+
+    /// A 32-byte key derived from the master key for `label` (what it is
+    /// for) and `context` (whose it is): the same inputs give the same key
+    /// for as long as the master key is the same.
+    pub fn derive(&self, label: &str, context: &[u8]) -> [u8; 32] {
+        let mut mac = self.derivation.clone();
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(context);
+        mac.finalize().into_bytes().into()
     }
 
     /// `secret` sealed for `access_key_id` (see the module docs).
@@ -168,6 +188,20 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let stranger = MasterKey::open(other.path(), false).unwrap();
         assert!(matches!(stranger.open_sealed("AKIAONE", &sealed), Err(StoreError::MasterKey(_))));
+    }
+
+    #[test]
+    fn derived_keys_depend_on_label_context_and_master_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = MasterKey::open(tmp.path(), false).unwrap();
+        let one = key.derive("images", b"111111111111");
+        assert_eq!(one, MasterKey::open(tmp.path(), true).unwrap().derive("images", b"111111111111"));
+        assert_ne!(one, key.derive("images", b"222222222222"));
+        assert_ne!(one, key.derive("other", b"111111111111"));
+        // The separator keeps label and context apart.
+        assert_ne!(key.derive("ab", b"c"), key.derive("a", b"bc"));
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(one, MasterKey::open(other.path(), false).unwrap().derive("images", b"111111111111"));
     }
 
     #[test]
