@@ -1,6 +1,7 @@
 //! `ignis`: the server and the command-line client, thin over the library crates.
 
 mod client;
+mod metrics;
 mod server;
 mod worker;
 

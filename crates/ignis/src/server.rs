@@ -72,6 +72,9 @@ pub struct ServerArgs {
     /// oldest events go first.
     #[arg(long, default_value_t = ignis_logs::DEFAULT_MAX_GROUP_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_bytes_per_function: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Time limits of the connections a server or worker serves.
@@ -126,6 +129,9 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
+        if let Some(listen) = &args.metrics_listen {
+            crate::metrics::serve(listen)?;
+        }
         register_admin_key(&*accounts, &admin_account, credentials.clone()).await?;
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
         let local = if args.no_local_worker {

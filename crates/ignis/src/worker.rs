@@ -34,6 +34,9 @@ pub struct WorkerArgs {
     /// Time limits of every connection: the server's calls and the sandboxes' Runtime API.
     #[command(flatten)]
     pub client_timeouts: crate::server::ClientTimeouts,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
@@ -74,6 +77,11 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(ignis_cluster::host::run(config, crate::server::shutdown_signal()))?;
+    runtime.block_on(async {
+        if let Some(listen) = &args.metrics_listen {
+            crate::metrics::serve(listen)?;
+        }
+        ignis_cluster::host::run(config, crate::server::shutdown_signal()).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
