@@ -21,7 +21,8 @@
 //! What the store does not know: keys, manifests, images, which chunks are
 //! live. One store is one GC *root*: rotating roots (new root, copy forward
 //! what live manifests name, retire, expire, delete) is done above this seam,
-//! with one store per root.
+//! with one store per root ([`RootStores`]: [`DirectoryRoots`],
+//! [`MemoryRoots`]); [`roots`] decides the steps (pure).
 //!
 //! # Invariants every implementation keeps
 //! - Content-addressed: a chunk is stored under the SHA-256 of its bytes,
@@ -43,6 +44,8 @@
 
 mod directory;
 mod memory;
+mod rooted;
+pub mod roots;
 
 #[cfg(test)]
 mod tests;
@@ -57,6 +60,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use directory::DirectoryChunkStore;
 pub use memory::MemoryChunkStore;
+pub use rooted::{DirectoryRoots, MemoryRoots, RootStores, valid_root_id};
 
 /// The size of an image's chunks (the store accepts any size up to its limit).
 pub const CHUNK_BYTES: usize = 512 * 1024;

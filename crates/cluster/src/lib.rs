@@ -20,6 +20,8 @@
 //! - `POST /ignis/workers/{id}/heartbeat` → 204, or 404 for a worker the
 //!   server does not know (any more): it must register again.
 //! - `GET /ignis/code/{sha256 hex}` → the code tree as a zip.
+//! - `GET /ignis/chunks/{sha256 hex}` → one chunk of an image, as stored
+//!   (encrypted); the worker checks it against its name ([`RemoteChunks`]).
 //! - `POST /ignis/logs` `{"Batches": [...]}` → 204.
 //!
 //! Server → worker:
@@ -29,6 +31,7 @@
 //! - `POST /sandboxes/{id}/prepare` → `{"Error": null | "..."}`.
 //! - `DELETE /sandboxes/{id}` → 204.
 
+mod chunks;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
@@ -40,6 +43,7 @@ mod wire;
 
 use std::time::Duration;
 
+pub use chunks::{FETCH_TIMEOUT, RemoteChunks};
 pub use peer::{Peer, PeerError, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::serve;
