@@ -315,7 +315,7 @@ fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&CStr>, value: Option<&
 
 /// A detached erofs mount (read-only, nosuid, nodev) of the image at `source` (`/proc/self/fd/N` or a loop device),
 /// reading a file-backed image with direct I/O if `directio`.
-fn mount_image(source: &str, directio: bool) -> io::Result<OwnedFd> {
+pub fn mount_image(source: &str, directio: bool) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
@@ -340,7 +340,7 @@ fn mount_image(source: &str, directio: bool) -> io::Result<OwnedFd> {
 }
 
 /// A detached clone of the mount `mount`, read-only, nosuid, nodev and private.
-fn clone(mount: &OwnedFd) -> io::Result<OwnedFd> {
+pub fn clone(mount: &OwnedFd) -> io::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     let flags = OPEN_TREE_CLONE | (libc::O_CLOEXEC | libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
     // SAFETY: valid fd and NUL-terminated (empty) path.

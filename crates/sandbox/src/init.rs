@@ -16,12 +16,14 @@
 //!    per-user limits of its user namespace, the message queue limits of its ipc namespace and `RLIMIT_MSGQUEUE`
 //!    (`limit_kernel_resources`);
 //! 3. says it is ready; then waits, a shell in the worker's pool, for its
-//!    function's `InitConfig` and code (a detached mount tree), which it mounts at `/var/task`, with a `/tmp` and a
-//!    `/dev/shm` of the function's size (`finish_root`);
+//!    function's `InitConfig` and mount tree (detached): the code, which it mounts at `/var/task`, or a container
+//!    image, which becomes the root in place of the base (`enter_image`); then a `/tmp` and a `/dev/shm` of the
+//!    function's size (`mount_scratch`); the tree's fd is closed;
 //! 4. forks the runtime: default signal dispositions, empty mask, new session; empties the capability bounding
 //!    set; no supplementary groups; gid/uid of the sandbox user (which clears the effective, permitted and ambient
-//!    sets), inheritable set cleared with `capset`, ambient cleared; `no_new_privs`; cwd `/var/task`; then installs
-//!    the seccomp filters and `execve`s the entrypoint with exactly the configured environment and fds 0-2 only.
+//!    sets), inheritable set cleared with `capset`, ambient cleared; `no_new_privs`; cwd `/var/task` (an image's:
+//!    its working directory); then installs the seccomp filters and `execve`s the entrypoint (with an image's
+//!    arguments) with exactly the configured environment and fds 0-2 only.
 //!    Reports "exec ok"/"exec failed" (with the failing step) to the worker;
 //! 5. reaps every process that gets reparented to it; when the runtime exits, reports its status and exits, which
 //!    makes the kernel kill whatever else is left in the pid namespace. It also exits when the worker hangs up.
@@ -36,7 +38,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
+use crate::proto::{self, InitConfig, InitMsg, ShellConfig, Tree};
 use crate::spawn::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, mount_setattr};
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -156,10 +158,16 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
     // 3. Ready for a function.
     report(control, &InitMsg::Ready).ctx(|| "reporting ready".into())?;
 
-    // 4. The function: code, /tmp, /dev/shm.
-    let (cfg, code): (InitConfig, _) = receive(control, "config")?;
-    let code = code.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no code tree")).ctx(|| "config".into())?;
-    finish_root(&cfg, code)?;
+    // 4. The function: code at /var/task or an image as the root; /tmp, /dev/shm.
+    let (cfg, tree): (InitConfig, _) = receive(control, "config")?;
+    let tree = tree.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no mount tree")).ctx(|| "config".into())?;
+    match cfg.tree {
+        Tree::Code => attach(tree.as_fd(), Path::new("/var/task")).ctx(|| "attaching the code at /var/task".into())?,
+        Tree::Image => enter_image(tree.as_fd())?,
+    }
+    // Not for the runtime to inherit.
+    drop(tree);
+    mount_scratch(cfg.tmp_mb)?;
 
     // 5. The runtime.
     let runtime = match start_runtime(&cfg, &shell, &filters)? {
@@ -167,7 +175,7 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
         Err((stage, errno)) => {
             let err = io::Error::from_raw_os_error(errno);
             let _ = writeln!(io::stderr(), "ignis-init: {stage} {}: {err}", cfg.entrypoint);
-            let _ = report(control, &InitMsg::ExecFailed { stage: stage.into(), errno });
+            let _ = report(control, &InitMsg::ExecFailed { stage, errno });
             std::process::exit(1);
         }
     };
@@ -341,13 +349,15 @@ fn ln_s(target: &str, link: &Path) -> Result<()> {
 ///
 /// Its files belong to host root, an id no sandbox maps: inside they show as the overflow id, readable by others.
 /// In a sandbox's (less privileged) mount namespace the kernel locks the flags of the copied mounts (read-only,
-/// nosuid, nodev, noexec), so no sandbox can make its copy writable. [`enter_root`] and [`finish_root`] add
-/// what is the sandbox's own:
+/// nosuid, nodev, noexec), so no sandbox can make its copy writable. [`enter_root`], `run` and [`mount_scratch`]
+/// add what is the sandbox's own:
 ///
 /// - `proc`: a fresh procfs of the sandbox's pid namespace, nosuid, nodev, noexec (mounted before the pivot: in a
 ///   user namespace the kernel allows a new procfs only while a fully visible one is mounted);
 /// - `var/task`: the code directory: the detached mount tree the worker cloned (read-only, nosuid, nodev);
 /// - `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev; `dev/shm`: one of up to 64 MiB.
+///
+/// A sandbox of a container image leaves the base for the image instead ([`enter_image`]).
 fn build_base(root: &Path, uid: u32, gid: u32, hostname: &str) -> Result<()> {
     let root_fs = new_tmpfs(&[(c"size", c"4m"), (c"mode", c"0755")]).ctx(|| "creating the root tmpfs".into())?;
     attach(root_fs.as_fd(), root).ctx(|| format!("mount tmpfs on {}", root.display()))?;
@@ -449,8 +459,19 @@ fn enter_root() -> Result<()> {
     // SAFETY: plain syscall on an fd we own (the root of the new tree).
     cvt(unsafe { libc::fchdir(tree.as_raw_fd()) }).ctx(|| "entering the root".into())?;
     drop(tree);
-    mount(Some(Path::new("proc")), Path::new("proc"), Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    mount_proc()?;
+    pivot_to_cwd()
+}
 
+/// A fresh `/proc` (of the sandbox's pid namespace) on `proc` of the cwd.
+fn mount_proc() -> Result<()> {
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount(Some(Path::new("proc")), Path::new("proc"), Some("proc"), flags, None)
+}
+
+/// Makes the cwd (the root of a mount) the root and detaches the old one with everything mounted below it; the
+/// new root read-only, nosuid and nodev.
+fn pivot_to_cwd() -> Result<()> {
     // Pivot: stack the new root on the old one, then detach the old one (pivot_root(2), "pivot_root(".", ".")").
     let dot = c".";
     // SAFETY: valid NUL-terminated paths.
@@ -463,33 +484,49 @@ fn enter_root() -> Result<()> {
     set_attr(Path::new("/"), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false)
 }
 
-/// Mounts what depends on the function on the root [`enter_root`] made: the code (`code`, a detached mount tree)
-/// at `/var/task`, a tmpfs of `tmp_mb` MiB at `/tmp` and one of up to 64 MiB at `/dev/shm` (nosuid, nodev, noexec).
-fn finish_root(cfg: &InitConfig, code: OwnedFd) -> Result<()> {
-    attach(code.as_fd(), Path::new("/var/task")).ctx(|| "attaching the code at /var/task".into())?;
-    drop(code);
+/// Makes a container image (`image`, a detached mount tree) the root, in place of the base [`enter_root`] pivoted
+/// into: the image attached on the base's `/var/task` (an empty directory no image function uses) and entered, a
+/// fresh `/proc` on its `proc` (allowed, as the base's `/proc` is a fully visible one), a recursive bind of the
+/// base's `/dev` on its `dev` (recursive: the host's device nodes in it are locked mounts, which can be neither
+/// moved nor left behind), then a pivot into it that detaches the base, and with it every host path (`/usr`,
+/// `/etc`'s files). The worker checked that `dev`, `proc` and `tmp` are directories of the image.
+fn enter_image(image: BorrowedFd<'_>) -> Result<()> {
+    attach(image, Path::new("/var/task")).ctx(|| "attaching the image".into())?;
+    // SAFETY: plain syscall on a valid fd (the root of the image's tree).
+    cvt(unsafe { libc::fchdir(image.as_raw_fd()) }).ctx(|| "entering the image".into())?;
+    mount_proc()?;
+    mount(Some(Path::new("/dev")), Path::new("dev"), None, libc::MS_BIND | libc::MS_REC, None)?;
+    pivot_to_cwd()
+}
+
+/// Mounts what every function gets on its root: a tmpfs of `tmp_mb` MiB at `/tmp` and one of up to 64 MiB at
+/// `/dev/shm` (nosuid, nodev; `/dev/shm` noexec).
+fn mount_scratch(tmp_mb: u32) -> Result<()> {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    let tmp_opts = format!("size={}m,mode=1777", cfg.tmp_mb);
+    let tmp_opts = format!("size={tmp_mb}m,mode=1777");
     mount(Some(Path::new("tmpfs")), Path::new("/tmp"), Some("tmpfs"), nosuid_nodev, Some(&tmp_opts))?;
-    let shm_opts = format!("size={}m,mode=1777", cfg.tmp_mb.min(64));
+    let shm_opts = format!("size={}m,mode=1777", tmp_mb.min(64));
     mount(Some(Path::new("tmpfs")), Path::new("/dev/shm"), Some("tmpfs"), nosuid_nodev | libc::MS_NOEXEC, Some(&shm_opts))
 }
 
 /// Forks and execs the runtime. Outer error: init's own failure. Inner error: (stage, errno) of the runtime's
-/// launch, detected through a CLOEXEC pipe that the child writes to only if it fails before/at execve.
+/// launch (the stage of a `chdir` names the directory), detected through a CLOEXEC pipe that the child writes to only
+/// if it fails before/at execve.
 fn start_runtime(
     cfg: &InitConfig,
     shell: &ShellConfig,
     filters: &[Vec<libc::sock_filter>],
-) -> Result<std::result::Result<libc::pid_t, (&'static str, i32)>> {
+) -> Result<std::result::Result<libc::pid_t, (String, i32)>> {
     // Everything the child needs is prepared here: after fork it only makes syscalls.
     let entry = cstr(&cfg.entrypoint).ctx(|| "entrypoint".into())?;
-    let argv = [entry.as_ptr(), std::ptr::null()];
+    let args: Vec<CString> = cfg.args.iter().map(cstr).collect::<io::Result<_>>().ctx(|| "arguments".into())?;
+    let mut argv: Vec<*const libc::c_char> = std::iter::once(&entry).chain(&args).map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
     let env: Vec<CString> =
         cfg.env.iter().map(|(k, v)| cstr(format!("{k}={v}"))).collect::<io::Result<_>>().ctx(|| "environment".into())?;
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let cwd = c"/var/task";
+    let cwd = cstr(&cfg.cwd).ctx(|| "working directory".into())?;
     let (uid, gid) = (shell.uid, shell.gid);
     let progs: Vec<libc::sock_fprog> = filters
         .iter()
@@ -585,12 +622,14 @@ fn start_runtime(
         "setuid",
         "clearing capabilities",
         "no_new_privs",
-        "chdir /var/task",
+        "chdir",
         "seccomp",
         "execve",
     ];
     let errno = i32::from_ne_bytes(msg[1..].try_into().expect("4 bytes"));
-    Ok(Err((STAGES.get(msg[0] as usize).copied().unwrap_or("?"), errno)))
+    let stage = STAGES.get(msg[0] as usize).copied().unwrap_or("?");
+    let stage = if stage == "chdir" { format!("chdir {}", cfg.cwd) } else { stage.to_string() };
+    Ok(Err((stage, errno)))
 }
 
 fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -7,7 +7,9 @@
 //! sandbox (from a shell when there is one): a process `ignis-init` that is pid 1 of new user, pid, mount, ipc and uts
 //! namespaces (owned by the new user namespace) and of an empty network namespace of the worker's ([`netns`]), inside
 //! its own cgroup, which pivot_roots into a fresh root
-//! holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded `/tmp` (the worker
+//! holding only the read-only runtime base, the code at `/var/task` (read-only) and a size-bounded `/tmp`, or, for a
+//! function packaged as a container image ([`ImageRoot`]), the image read-only as the root with the same `/proc`,
+//! `/dev` and `/tmp` (the worker
 //! serves the runtime API on a listener bound to 127.0.0.1:9001 in the network namespace), then forks and execs the
 //! entrypoint as an unprivileged user without capabilities, under a seccomp filter. All mounts live in the sandbox's
 //! own mount namespace or in its spawner thread's (the root base), so they vanish with them; the only host state is the
@@ -51,12 +53,14 @@
 //! created without `O_CLOEXEC`. (The child also uses, until that exec, a "go" pipe, an error pipe and the `O_PATH`
 //! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, the code
 //! directory as a detached read-only mount tree (a clone of its image's mount, see [`code`]; attached at
-//! `/var/task`, then closed). The runtime gets only fds
+//! `/var/task`, then closed), or a container image's tree (a clone of [`ImageRoot::tree`]; attached, entered, then
+//! closed, before the pivot into it). The caller's [`ImageRoot::tree`] is closed with the [`SandboxConfig`], once
+//! [`Host::spawn`] returns. The runtime gets only fds
 //! 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe ([`Sandbox::output`]), the
 //! runtime API listener of the sandbox's network namespace ([`Sandbox::runtime_api`]), the control socket and a
 //! pidfd of init.
 //!
-//! **What the root holds.** See [`init`] (`build_base`, `enter_root`, `finish_root`): read-only host `/usr` (+ the
+//! **What the root holds.** See [`init`] (`build_base`, `enter_root`, `mount_scratch`): read-only host `/usr` (+ the
 //! top-level links into it), a generated minimal `/etc` with a few read-only host files (never `/etc/shadow`), the
 //! code read-only at `/var/task`, empty `/opt`, a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no
 //! `/sys`. The read-only part (a read-only tmpfs with the binds) is the *base*, built once per [`Host`] and spawner
@@ -66,6 +70,15 @@
 //! cloned from the thread gets a copy of the base (its mounts' flags locked by the kernel), binds it recursively as
 //! its root and adds its own `/proc`, code, `/tmp` and `/dev/shm`. Nothing of it is seen on the host, and it all
 //! vanishes with the thread and the sandboxes.
+//!
+//! A sandbox of a container image ([`ImageRoot`]; see [`init`], `enter_image`) holds instead: the image read-only,
+//! nosuid and nodev as `/`, a fresh `/proc`, the base's minimal `/dev` (a recursive bind: the host's device nodes in
+//! it are locked mounts, which cannot be moved), a private bounded `/tmp` and `/dev/shm`; no host `/usr` or `/etc`
+//! files, no `/var/task` mount, no `/sys`. It starts as every sandbox does, from the base (so shells serve both
+//! kinds), and once given its function attaches the image on the base's `/var/task`, mounts `/proc` and `/dev` on
+//! the image's own `proc` and `dev` directories, pivots into it and detaches the base. The image's `dev`, `proc`
+//! and `tmp` must be directories (the worker checks before it sends the tree: [`SandboxError::Image`]); its files
+//! appear owned by the overflow id (their owners are unmapped in the sandbox), so must be readable by others.
 //!
 //! **Who cleans up what.**
 //! - Processes: when the runtime exits, init reports its status and exits, and the kernel kills everything else in
@@ -81,6 +94,7 @@
 //!   worker with the prefix removes them ([`Host::remove_stale_groups`]); a group of the same id is removed when reused.
 //! - Code images: unnamed files (gone with their last reference), mounted detached; a loop device (kernels without
 //!   file-backed erofs) is detached by the kernel with its last mount.
+//! - Container images: the caller's mounts; a sandbox holds a clone of one's tree for its life.
 //! - The uid range: taken (an OFD lock on one byte of [`userns::LOCK_FILE`]) before the clone, released by
 //!   [`Sandbox::destroy`] once init is reaped (so no process of the sandbox is left), or by `spawn` when it fails;
 //!   the kernel releases a crashed worker's ranges with its fds.
@@ -110,24 +124,53 @@ pub struct SandboxConfig {
     /// (the sandbox user is uid 993 in its own user namespace, an unmapped id for host files), e.g. directories 0755
     /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it. Its contents
     /// must not change once a sandbox was spawned from it: the host packs it once into an image (see [`code`]).
+    /// Ignored with an [`image`](SandboxConfig::image).
     pub code_dir: PathBuf,
+    /// A container image as the root file system instead of the runtime base and the code (see [`ImageRoot`]);
+    /// `None` for a function of a code directory.
+    pub image: Option<ImageRoot>,
     /// Hard memory limit (no swap).
     pub memory_mb: u32,
     /// Size bound of `/tmp`.
     pub tmp_mb: u32,
     /// Whole environment of the entrypoint.
     pub env: Vec<(String, String)>,
-    /// Absolute path inside the sandbox, e.g. `/var/task/bootstrap`.
+    /// Absolute path inside the sandbox, e.g. `/var/task/bootstrap`, or with an image e.g. `/lambda-entrypoint.sh`.
     pub entrypoint: String,
     /// Whose function it is (an account id): a network namespace goes from one tenant's sandbox to another's only
     /// once nothing of the first is left in it (see [`netns`]).
     pub tenant: String,
 }
 
+/// The root file system of a sandbox that runs a container image, as Lambda runs a function packaged as one: the
+/// image read-only as `/`, with a fresh `/proc`, the minimal `/dev` of every sandbox, and `/tmp` (of
+/// [`SandboxConfig::tmp_mb`] MiB) and `/dev/shm` writable; nothing of the host (no `/usr`, no generated `/etc`)
+/// and no code at `/var/task`. The entrypoint ([`SandboxConfig::entrypoint`], an absolute path in the image) is
+/// exec'd with `args` as its further arguments, in `workdir`.
+#[derive(Debug)]
+pub struct ImageRoot {
+    /// The image's file system as a detached mount tree: an `open_tree(OPEN_TREE_CLONE)` clone of a read-only mount
+    /// (such as [`code::mount_image`] makes), whose source names no host path (e.g. `/proc/self/fd/N`), as the
+    /// sandbox's mountinfo shows it. The sandbox mounts a clone of it read-only, nosuid, nodev and private; the fd
+    /// is closed with the config. Its top level must hold the directories `dev`, `proc` and `tmp` (empty: they
+    /// become mountpoints), else the spawn fails with [`SandboxError::Image`]. Its files must be readable (and
+    /// searchable, executable) by *others*, as a code directory's.
+    pub tree: OwnedFd,
+    /// The entrypoint's arguments after `argv[0]` (which is the entrypoint's path).
+    pub args: Vec<String>,
+    /// The entrypoint's working directory, an absolute path in the image; `/` when empty.
+    pub workdir: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// The entrypoint could not be started: missing, not executable, a bad interpreter, or its working directory
+    /// (`/var/task`, an image's `workdir`) missing or not searchable.
     #[error("entrypoint {path}: {source}")]
     Entrypoint { path: String, source: std::io::Error },
+    /// The image cannot be a sandbox's root (see [`ImageRoot::tree`]).
+    #[error("image: {what}")]
+    Image { what: String },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -386,8 +429,9 @@ impl Host {
     /// as the sandboxes it made (PR_SET_PDEATHSIG is tied to the creating thread); callers use a dedicated
     /// long-lived spawner thread. On its first call the thread gets a mount namespace of its own (and its own cwd
     /// and root; see the crate docs), where it builds this host's root base once. Returns only once the entrypoint
-    /// was exec'd successfully; if exec fails (missing / not executable / bad interpreter) returns
-    /// SandboxError::Entrypoint and leaves nothing behind.
+    /// was exec'd successfully; if exec fails (missing / not executable / bad interpreter / no working directory)
+    /// returns [`SandboxError::Entrypoint`], for an image that cannot be a root [`SandboxError::Image`], and leaves
+    /// nothing behind. Shells serve functions of code directories and of images alike.
     ///
     /// `configure` gets the sandbox's id (to name its logs, say) and returns its configuration.
     pub fn spawn(&self, configure: impl FnOnce(&str) -> SandboxConfig) -> Result<Sandbox, SandboxError> {
@@ -397,13 +441,15 @@ impl Host {
             None => self.new_id()?,
         };
         let cfg = configure(&id);
-        let code = spawn::validate(&cfg).and_then(|()| {
-            self.code
+        let tree = spawn::validate(&cfg).and_then(|()| match &cfg.image {
+            Some(image) => spawn::image_tree(image),
+            None => self
+                .code
                 .tree(&cfg.code_dir)
-                .map_err(|e| SandboxError::io(format!("code dir {}", cfg.code_dir.display()), e))
+                .map_err(|e| SandboxError::io(format!("code dir {}", cfg.code_dir.display()), e)),
         });
-        let code = match code {
-            Ok(code) => code,
+        let tree = match tree {
+            Ok(tree) => tree,
             Err(e) => {
                 if let Some(shell) = pooled {
                     self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(shell);
@@ -412,11 +458,11 @@ impl Host {
             }
         };
         let Some(shell) = pooled else {
-            return spawn::new_sandbox(self, id, &cfg, &code);
+            return spawn::new_sandbox(self, id, &cfg, &tree);
         };
-        match spawn::launch(shell, &cfg, &code) {
+        match spawn::launch(shell, &cfg, &tree) {
             // A pooled shell that died while it waited (and is gone now): a fresh one of the same id will do.
-            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &code),
+            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &tree),
             done => done,
         }
     }

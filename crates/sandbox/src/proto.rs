@@ -8,8 +8,8 @@
 //! 2. init → worker: [`InitMsg::Ready`]. The sandbox is now a shell: namespaces, cgroup, network (with its runtime
 //!    API listener, made by the worker: see [`crate::netns`]) and root filesystem (all but the code, `/tmp` and
 //!    `/dev/shm`) ready, no function yet. It may wait in the pool.
-//! 3. worker → init: [`InitConfig`] (the function), carrying the code directory as a detached, read-only mount
-//!    tree (an `open_tree(OPEN_TREE_CLONE)` fd, SCM_RIGHTS).
+//! 3. worker → init: [`InitConfig`] (the function), carrying the code directory, or the container image that is to
+//!    be the root ([`Tree`]), as a detached, read-only mount tree (an `open_tree(OPEN_TREE_CLONE)` fd, SCM_RIGHTS).
 //! 4. init → worker: [`InitMsg::ExecOk`] or [`InitMsg::ExecFailed`]; or [`InitMsg::SetupFailed`] at any point.
 //! 5. init → worker, when the runtime ended: [`InitMsg::Exited`] or [`InitMsg::Signaled`]; then init exits.
 //!
@@ -39,6 +39,21 @@ pub struct InitConfig {
     pub tmp_mb: u32,
     pub env: Vec<(String, String)>,
     pub entrypoint: String,
+    /// `argv[1..]` of the entrypoint.
+    pub args: Vec<String>,
+    /// The entrypoint's working directory.
+    pub cwd: String,
+    /// What the mount tree sent with this config is.
+    pub tree: Tree,
+}
+
+/// The mount tree that comes with an [`InitConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tree {
+    /// The code, for `/var/task` of the root base.
+    Code,
+    /// A container image: the root itself.
+    Image,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

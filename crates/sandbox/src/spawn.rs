@@ -21,8 +21,10 @@
 //! ([`new_sandbox`]) gets its function in the same go: limits and config are sent while init still starts.
 //!
 //! [`launch`] gives a shell its function: memory and CPU limits written, the code directory cloned as a detached
-//! mount tree (read-only, nosuid, nodev, private; a clone of the code's image mount, see [`crate::code`]) and sent with the
-//! config; init mounts it, `/tmp` and `/dev/shm`, and starts the runtime; exec result received.
+//! mount tree (read-only, nosuid, nodev, private; a clone of the code's image mount, see [`crate::code`]), or a
+//! container image's tree cloned the same way ([`image_tree`]), sent with the config; init mounts it (the code at
+//! `/var/task`; an image as the root, see [`crate::init`]), `/tmp` and `/dev/shm`, and starts the runtime; exec
+//! result received.
 //!
 //! The caller is a multi-threaded process, so the cloned child (a copy of only the calling thread) must not allocate
 //! or take locks: everything it touches (C strings, argv, envp, fds) is prepared before the `clone`, and the child
@@ -37,9 +39,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cgroup::{CgroupDriver, Limits};
-use crate::proto::{self, InitConfig, InitMsg, ShellConfig};
+use crate::proto::{self, InitConfig, InitMsg, ShellConfig, Tree};
 use crate::userns::{self, Slot};
-use crate::{HANDSHAKE_TIMEOUT, Host, RMDIR_PATIENCE, Sandbox, SandboxConfig, SandboxError};
+use crate::{HANDSHAKE_TIMEOUT, Host, ImageRoot, RMDIR_PATIENCE, Sandbox, SandboxConfig, SandboxError};
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
@@ -70,10 +72,51 @@ pub(crate) fn validate(cfg: &SandboxConfig) -> Result<(), SandboxError> {
     if cfg.memory_mb == 0 || cfg.tmp_mb == 0 {
         return invalid("memory_mb and tmp_mb must be > 0".into());
     }
+    if let Some(image) = &cfg.image {
+        if !(image.workdir.is_empty() || image.workdir.starts_with('/')) || image.workdir.contains('\0') {
+            return invalid(format!("working directory {:?} (want an absolute path)", image.workdir));
+        }
+        if image.args.iter().any(|arg| arg.contains('\0')) {
+            return invalid("an argument holds a NUL byte".into());
+        }
+        return Ok(());
+    }
     if !cfg.code_dir.is_dir() {
         return Err(SandboxError::io(format!("code dir {}", cfg.code_dir.display()), io::ErrorKind::NotFound.into()));
     }
     Ok(())
+}
+
+/// Top-level directories of an image that init mounts on (see [`crate::init`]).
+const IMAGE_MOUNTPOINTS: [&std::ffi::CStr; 3] = [c"dev", c"proc", c"tmp"];
+
+/// The mount tree a sandbox of `image` gets: a clone of the image's tree, read-only, nosuid, nodev and private
+/// (whatever the caller's was), once checked that it holds the directories init mounts on. These must be
+/// directories, not links: init resolves them below the image's root before it pivots into it.
+pub(crate) fn image_tree(image: &ImageRoot) -> Result<OwnedFd, SandboxError> {
+    let tree = crate::code::clone(&image.tree).map_err(io_err("cloning the image's mount tree"))?;
+    for path in IMAGE_MOUNTPOINTS {
+        let name = path.to_string_lossy();
+        // SAFETY: stat is plain old data, written by fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, NUL-terminated relative path, valid out pointer.
+        let r = unsafe { libc::fstatat(tree.as_raw_fd(), path.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let what = if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(SandboxError::io(format!("the image's /{name}"), e));
+            }
+            "no"
+        } else if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            "not a directory:"
+        } else {
+            continue;
+        };
+        return Err(SandboxError::Image {
+            what: format!("{what} /{name} (every image needs the directories /dev, /proc and /tmp at its top, empty)"),
+        });
+    }
+    Ok(tree)
 }
 
 /// A sandbox with namespaces, cgroup and runtime API listener, waiting for its function. Dropping it kills and
@@ -124,9 +167,14 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 /// Makes a sandbox named `id` from nothing: [`new_shell`] and [`launch`] in one, with the function given to init
 /// while it starts rather than after it reported ready.
 /// `cfg` has been validated.
-/// `code` is the code's mount tree ([`crate::code`]).
-pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
-    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, code };
+/// `tree` is the code's mount tree ([`crate::code`]) or the image's ([`image_tree`]).
+pub(crate) fn new_sandbox(
+    host: &Host,
+    id: String,
+    cfg: &SandboxConfig,
+    tree: &OwnedFd,
+) -> Result<Sandbox, SandboxError> {
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, tree };
     let Shell(sandbox) = make(host, id, Some(function))?;
     await_exec(sandbox, cfg)
 }
@@ -136,7 +184,7 @@ struct Function<'a> {
     tenant: &'a str,
     limits: Limits,
     config: Vec<u8>,
-    code: &'a OwnedFd,
+    tree: &'a OwnedFd,
 }
 
 fn limits(cfg: &SandboxConfig) -> Limits {
@@ -155,34 +203,38 @@ fn make(host: &Host, id: String, function: Option<Function<'_>>) -> Result<Shell
 
 /// Gives `shell` its function and starts the runtime.
 /// `cfg` has been validated.
-/// `code` is the code's mount tree ([`crate::code`]).
-pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, code: &OwnedFd) -> Result<Sandbox, SandboxError> {
+/// `tree` is the code's mount tree ([`crate::code`]) or the image's ([`image_tree`]).
+pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, tree: &OwnedFd) -> Result<Sandbox, SandboxError> {
     let Shell(sandbox) = shell;
     sandbox.network.set_tenant(&cfg.tenant);
-    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, code };
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, tree };
     give(&sandbox.cgroups, &sandbox.id, &sandbox.control, &function)?;
     await_exec(sandbox, cfg)
 }
 
 /// Init's configuration for `cfg`, serialized.
 fn function_config(cfg: &SandboxConfig) -> Result<Vec<u8>, SandboxError> {
-    let init_cfg = InitConfig {
-        tmp_mb: cfg.tmp_mb,
-        env: cfg.env.clone(),
-        entrypoint: cfg.entrypoint.clone(),
+    let (args, cwd, tree) = match &cfg.image {
+        Some(image) if image.workdir.is_empty() => (image.args.clone(), "/".into(), Tree::Image),
+        Some(image) => (image.args.clone(), image.workdir.clone(), Tree::Image),
+        None => (Vec::new(), "/var/task".into(), Tree::Code),
     };
+    let init_cfg =
+        InitConfig { tmp_mb: cfg.tmp_mb, env: cfg.env.clone(), entrypoint: cfg.entrypoint.clone(), args, cwd, tree };
     let config = serde_json::to_vec(&init_cfg).map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
     if config.len() > proto::MAX_MSG {
-        return Err(SandboxError::io("sandbox config (environment too large)", io::ErrorKind::InvalidInput.into()));
+        let what = "sandbox config (environment or arguments too large)";
+        return Err(SandboxError::io(what, io::ErrorKind::InvalidInput.into()));
     }
     Ok(config)
 }
 
-/// Memory and CPU limits written, then the function's config and code sent to init (which forks the runtime only
-/// once it has them).
+/// Memory and CPU limits written, then the function's config and mount tree sent to init (which forks the runtime
+/// only once it has them).
 fn give(cgroups: &Arc<dyn CgroupDriver>, id: &str, control: &OwnedFd, function: &Function<'_>) -> Result<(), SandboxError> {
     cgroups.set_limits(id, &function.limits).map_err(|e| SandboxError::io("setting cgroup limits", e))?;
-    proto::send(control.as_fd(), &function.config, Some(function.code.as_fd())).map_err(io_err("sending config to ignis-init"))
+    proto::send(control.as_fd(), &function.config, Some(function.tree.as_fd()))
+        .map_err(io_err("sending config to ignis-init"))
 }
 
 /// Waits for init's report of the entrypoint's exec.

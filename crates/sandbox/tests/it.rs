@@ -33,6 +33,7 @@ fn code(script: &str) -> tempfile::TempDir {
 fn config(code_dir: &Path) -> SandboxConfig {
     SandboxConfig {
         code_dir: code_dir.to_owned(),
+        image: None,
         memory_mb: 128,
         tmp_mb: 16,
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("GREETING".into(), "hi there".into())],
@@ -1002,4 +1003,211 @@ fn a_code_directory_made_anew_or_forgotten_gets_a_new_image() {
     std::fs::write(dir.join("bootstrap"), "#!/bin/sh\necho word=three\n").unwrap();
     host.forget_code(&dir);
     assert_eq!(word(&host), "three");
+}
+
+/// Host programs an image of these tests holds, at the same paths, with the libraries and loader `ldd` lists.
+const IMAGE_PROGRAMS: [&str; 8] =
+    ["/bin/sh", "/bin/cat", "/bin/dd", "/bin/id", "/bin/wc", "/bin/grep", "/bin/ls", "/bin/tr"];
+
+/// Copies the host file `path` (following links) to the same path under `root`.
+fn copy_into(root: &Path, path: &Path) {
+    let target = root.join(path.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(path, &target).unwrap();
+}
+
+/// An image's directory: [`IMAGE_PROGRAMS`], `app/run` = `script` (a `/bin/sh` script), and the empty directories
+/// `dev`, `proc`, `sys` and `tmp` but those in `without`; everything readable by others.
+fn image_dir(script: &str, without: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("ignis-image-").tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for program in IMAGE_PROGRAMS {
+        copy_into(root, Path::new(program));
+        let ldd = std::process::Command::new("ldd").arg(program).output().unwrap();
+        assert!(ldd.status.success(), "ldd {program}");
+        let listed = String::from_utf8(ldd.stdout).unwrap();
+        for lib in listed.lines().filter_map(|l| l.split_whitespace().find(|t| t.starts_with('/'))) {
+            copy_into(root, Path::new(lib));
+        }
+    }
+    for name in ["dev", "proc", "sys", "tmp"].into_iter().filter(|name| !without.contains(name)) {
+        std::fs::create_dir(root.join(name)).unwrap();
+    }
+    std::fs::create_dir(root.join("app")).unwrap();
+    let run = root.join("app/run");
+    std::fs::write(&run, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `dir` packed into an EROFS image file (under a directory of its own) and mounted detached from it, as a worker
+/// does (file-backed erofs: Linux 6.12 or later); the mount's source is `/proc/self/fd/N`. Returns a clone of the
+/// mount (a detached tree) and the directory holding the file.
+fn image_tree(dir: &Path) -> (std::os::fd::OwnedFd, tempfile::TempDir) {
+    let files = tempfile::Builder::new().prefix("ignis-image-file-").tempdir().unwrap();
+    let file = files.path().join("image.erofs");
+    let mkfs = std::process::Command::new("mkfs.erofs").arg("--quiet").arg("-x-1").arg(&file).arg(dir).output().unwrap();
+    assert!(mkfs.status.success(), "{}", String::from_utf8_lossy(&mkfs.stderr));
+    let image = std::fs::File::open(&file).unwrap();
+    let mount = ignis_sandbox::code::mount_image(&format!("/proc/self/fd/{}", image.as_raw_fd()), false).unwrap();
+    (ignis_sandbox::code::clone(&mount).unwrap(), files)
+}
+
+/// A sandbox of the image `tree`: entrypoint `/app/run` with two arguments, in `/app`.
+fn image_config(tree: std::os::fd::OwnedFd) -> SandboxConfig {
+    let image = ignis_sandbox::ImageRoot { tree, args: vec!["one".into(), "two words".into()], workdir: "/app".into() };
+    SandboxConfig { image: Some(image), entrypoint: "/app/run".into(), ..config(Path::new("")) }
+}
+
+const IMAGE_SCRIPT: &str = r#"
+echo "argv=$0|$1|$2|$#"
+echo "cwd=$(pwd)"
+echo "id=$(id -u):$(id -g)"
+echo "caps=$(grep CapEff /proc/self/status)"
+echo "root=$(ls / | tr '\n' ' ')"
+echo "dev=$(ls /dev | tr '\n' ' ')"
+echo "fds=$(ls /proc/self/fd | tr '\n' ' ')"
+(echo > /x) 2>/dev/null && echo "rootfs=writable" || echo "rootfs=readonly"
+(echo > /app/x) 2>/dev/null && echo "app=writable" || echo "app=readonly"
+echo hello > /tmp/f && echo "tmp=$(cat /tmp/f)"
+dd if=/dev/zero of=/tmp/big bs=1M count=64 2>/dev/null; echo "big=$(wc -c < /tmp/big)"
+echo shm > /dev/shm/f && echo "shm=$(cat /dev/shm/f)"
+[ -e /usr ] && echo "usr=present" || echo "usr=absent"
+echo "env=$GREETING"
+cat /proc/self/mountinfo
+"#;
+
+#[test]
+fn an_image_is_the_root_read_only_with_a_bounded_tmp_as_root() {
+    let (mut host, _prefix, state) = own_host("image");
+    host.set_pool_size(1);
+    let dir = image_dir(IMAGE_SCRIPT, &[]);
+    let (tree, files) = image_tree(dir.path());
+    let mut times = Vec::new();
+    // From a pooled shell, then from nothing.
+    let again = ignis_sandbox::code::clone(&tree).unwrap();
+    for tree in [tree, again] {
+        let pooled = host.refill().unwrap();
+        let t = Instant::now();
+        let mut sb = host.spawn(|_| image_config(tree)).unwrap();
+        times.push(t.elapsed());
+        if pooled {
+            assert_eq!(host.pooled(), 0);
+        }
+        let (exit, out) = finish(&mut sb);
+        eprintln!("{out}");
+        assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+        assert_eq!(line(&out, "argv="), "/app/run|one|two words|2");
+        assert_eq!(line(&out, "cwd="), "/app");
+        assert_eq!(line(&out, "id="), "993:990");
+        assert!(line(&out, "caps=").ends_with("0000000000000000"), "{out}");
+        assert_eq!(line(&out, "root=").trim_end(), "app bin dev lib lib64 proc sys tmp");
+        assert_eq!(line(&out, "dev=").trim_end(), "fd full null random shm stderr stdin stdout tty urandom zero");
+        // ls's own directory fd is 3.
+        assert_eq!(line(&out, "fds=").trim_end(), "0 1 2 3");
+        assert_eq!(line(&out, "rootfs="), "readonly");
+        assert_eq!(line(&out, "app="), "readonly");
+        assert_eq!(line(&out, "tmp="), "hello");
+        let big: u64 = line(&out, "big=").parse().unwrap();
+        assert!(big > 8 << 20 && big <= 16 << 20, "{big}");
+        assert_eq!(line(&out, "shm="), "shm");
+        assert_eq!(line(&out, "usr="), "absent");
+        assert_eq!(line(&out, "env="), "hi there");
+        let root = out.lines().find(|l| l.split(' ').nth(4) == Some("/")).expect("a mountinfo line for /");
+        assert!(root.contains(" - erofs /proc/self/fd/"), "{root}");
+        assert!(root.split(' ').nth(5).unwrap().starts_with("ro,"), "{root}");
+        for l in out.lines().filter(|l| l.split(' ').count() > 5 && l.contains(" - ")) {
+            let mountpoint = l.split(' ').nth(4).unwrap();
+            assert!(["/usr", "/var", "/etc"].iter().all(|host| !mountpoint.starts_with(host)), "{l}");
+        }
+        for path in [dir.path(), files.path(), state.path()] {
+            let path = path.canonicalize().unwrap();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(!out.contains(name), "{} in:\n{out}", path.display());
+        }
+    }
+
+    // Functions of a code directory right after, on the same host and from a shell (the second one's code image
+    // is made already, as the image's was).
+    let code = code("echo \"cwd=$(pwd)\"; echo \"task=$(ls /var/task)\"");
+    for _ in 0..2 {
+        assert!(host.refill().unwrap());
+        let t = Instant::now();
+        let mut sb = host.spawn(|_| config(code.path())).unwrap();
+        times.push(t.elapsed());
+        let (exit, out) = finish(&mut sb);
+        assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+        assert_eq!(line(&out, "cwd="), "/var/task");
+        assert_eq!(line(&out, "task="), "bootstrap");
+    }
+    eprintln!(
+        "spawn of an image sandbox: {:?} from a shell, {:?} from nothing; of a zip sandbox from a shell: {:?} (its code \
+         image made), {:?}",
+        times[0], times[1], times[2], times[3]
+    );
+}
+
+#[test]
+fn image_errors_are_clear_as_root() {
+    let (mut host, prefix, _state) = own_host("imageerr");
+    host.set_pool_size(1);
+    let dir = image_dir("exit 0", &[]);
+    let (tree, _files) = image_tree(dir.path());
+    let clone = || ignis_sandbox::code::clone(&tree).unwrap();
+
+    assert!(host.refill().unwrap());
+    let missing = SandboxConfig { entrypoint: "/app/nope".into(), ..image_config(clone()) };
+    match host.spawn(|_| missing).unwrap_err() {
+        SandboxError::Entrypoint { path, source } => {
+            assert_eq!(path, "/app/nope");
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{source}");
+        }
+        e => panic!("{e}"),
+    }
+
+    assert!(host.refill().unwrap());
+    let mut no_workdir = image_config(clone());
+    no_workdir.image.as_mut().unwrap().workdir = "/nope".into();
+    match host.spawn(|_| no_workdir).unwrap_err() {
+        SandboxError::Entrypoint { path, source } => {
+            assert_eq!(path, "/app/run");
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}");
+            assert!(source.to_string().contains("chdir /nope"), "{source}");
+        }
+        e => panic!("{e}"),
+    }
+
+    // An image without /proc is refused before a shell is used.
+    assert!(host.refill().unwrap());
+    let no_proc = image_dir("exit 0", &["proc"]);
+    let (no_proc_tree, _no_proc_files) = image_tree(no_proc.path());
+    match host.spawn(|_| image_config(no_proc_tree)).unwrap_err() {
+        SandboxError::Image { what } => assert!(what.starts_with("no /proc"), "{what}"),
+        e => panic!("{e}"),
+    }
+    assert_eq!(host.pooled(), 1);
+    let mut bad_workdir = image_config(clone());
+    bad_workdir.image.as_mut().unwrap().workdir = "relative".into();
+    assert!(matches!(host.spawn(|_| bad_workdir), Err(SandboxError::Io { .. })));
+
+    // The default working directory is /.
+    let mut default_workdir = SandboxConfig { entrypoint: "/bin/sh".into(), ..image_config(clone()) };
+    default_workdir.image.as_mut().unwrap().args = vec!["-c".into(), "echo \"cwd=$(pwd)\"".into()];
+    default_workdir.image.as_mut().unwrap().workdir = String::new();
+    let mut sb = host.spawn(|_| default_workdir).unwrap();
+    let (exit, out) = finish(&mut sb);
+    assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+    assert_eq!(line(&out, "cwd="), "/");
+    sb.destroy();
+
+    // A function of a code directory still starts, from a shell and from nothing.
+    for _ in 0..2 {
+        let code = code("exit 7");
+        let mut sb = host.spawn(|_| config(code.path())).unwrap();
+        assert_eq!(finish(&mut sb).0, Some(RuntimeExit::Code(7)));
+    }
+    host.drain_pool();
+    assert_eq!(groups_with_prefix(&prefix), Vec::<String>::new());
+    assert_eq!(host.uid_slots_in_use(), 0);
 }

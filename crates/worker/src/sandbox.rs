@@ -136,6 +136,7 @@ pub(crate) async fn start(
             env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream(&day, &spec.version, name, &prefix)));
             ignis_sandbox::SandboxConfig {
                 code_dir: spec.code_dir.clone(),
+                image: None,
                 memory_mb: spec.memory_mb,
                 tmp_mb: spec.tmp_mb,
                 env,

@@ -228,6 +228,7 @@ impl Ctx {
     fn sandbox_config_for(&self, code: &Path, entrypoint: &str, tenant: &str) -> SandboxConfig {
         SandboxConfig {
             code_dir: code.to_owned(),
+            image: None,
             memory_mb: 128,
             tmp_mb: 16,
             env: vec![("PATH".into(), SANDBOX_PATH.into())],
