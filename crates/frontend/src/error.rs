@@ -238,6 +238,7 @@ impl From<ignis_oci::OciError> for ApiError {
             ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            ImageUnsupported(_) | Architecture { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             Io(_) | Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         ApiError::Registry { status, code, message: e.to_string() }
