@@ -111,12 +111,14 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A list setting: the image's, the override, and what is in effect.
+    type Case = (Option<Vec<String>>, Option<Vec<String>>, Vec<String>);
+
     /// Every combination of the image's ENTRYPOINT, CMD and WORKDIR (unset,
     /// set) with every override of each (none, empty, set).
     #[test]
     fn the_command_is_entrypoint_then_cmd_each_overridden_on_its_own() {
-        let lists = |image: &[&str], given: &[&str]| -> Vec<(Option<Vec<String>>, Option<Vec<String>>, Vec<String>)> {
-            // (image's, override, effective)
+        let lists = |image: &[&str], given: &[&str]| -> Vec<Case> {
             let mut out = Vec::new();
             for image_value in [None, Some(strings(image))] {
                 for (override_value, effective) in [
