@@ -174,15 +174,7 @@ fn skopeo_pushes_pulls_and_inspects_images() {
     assert_eq!(server.raw("GET", "/v2/", "", &[basic(&wrong)], b"").status, 401);
     assert_eq!(server.raw("GET", "/v2/", "", &[basic(&alice)], b"").status, 200);
 
-    let push = skopeo(&[
-        "copy",
-        &format!("oci:{}:v1", source.display()),
-        &image,
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(&alice),
-    ]);
-    check(&push, "push");
+    push(&server, &source, "v1", "team/app:v1", &alice);
 
     // Pulled back, the image is the same bytes.
     let pulled = tmp.path().join("pulled");
@@ -235,15 +227,7 @@ fn skopeo_pushes_pulls_and_inspects_images() {
     let denied = server.raw("POST", "/v2/team/app/blobs/uploads/", "", &[basic(&bob)], b"");
     assert_eq!(denied.status, 403);
     // Bob's own repository of the same image is his.
-    let own = skopeo(&[
-        "copy",
-        &format!("oci:{}:v1", source.display()),
-        &format!("docker://{host}/bob/app:v1"),
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(&bob),
-    ]);
-    check(&own, "bob's push");
+    push(&server, &source, "v1", "bob/app:v1", &bob);
     assert_eq!(server.raw("GET", "/v2/bob/app/tags/list", "", &[basic(&alice)], b"").status, 403);
     let unknown = server.raw("GET", "/v2/nothing/here/tags/list", "", &[basic(&alice)], b"");
     assert_eq!((unknown.status, unknown.json()["errors"][0]["code"].clone()), (404, json!("NAME_UNKNOWN")));
