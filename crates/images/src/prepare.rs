@@ -51,3 +51,15 @@ impl ImagePreparer for UnpreparedImages {
         Box::pin(async move { Ok(PreparedImage { id: manifest_digest.to_string() }) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unprepared_images_answer_the_manifest_digest() {
+        let preparer: &dyn ImagePreparer = &UnpreparedImages;
+        let prepared = preparer.prepare(&AccountId::new("111111111111"), "team/app", "sha256:ab").await;
+        assert_eq!(prepared, Ok(PreparedImage { id: "sha256:ab".into() }));
+    }
+}

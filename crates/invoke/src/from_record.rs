@@ -165,6 +165,45 @@ mod tests {
         }
     }
 
+    /// An image function's target carries its image (a zip function's none).
+    #[test]
+    fn targets_of_image_functions_carry_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let zip = FunctionRecord::new("zip", "provided.al2023");
+        assert!(target(&store, "us-east-1", "111111111111", &zip).function.image.is_none());
+        let image = ImageRecord {
+            image_uri: "team/app:v1".into(),
+            resolved_image_uri: "team/app@sha256:aa".into(),
+            repository: "team/app".into(),
+            manifest_digest: "sha256:aa".into(),
+            settings: ImageSettings {
+                entrypoint: Some(strings(&["/app"])),
+                cmd: Some(strings(&["serve"])),
+                env: strings(&["A=1"]),
+                working_dir: None,
+            },
+            prepared_id: "prepared-1".into(),
+        };
+        let record = FunctionRecord {
+            image: Some(image),
+            image_config: ImageConfigOverride { command: Some(strings(&["run"])), ..ImageConfigOverride::default() },
+            ..FunctionRecord::new("img", "")
+        };
+        let got = target(&store, "us-east-1", "111111111111", &record).function.image.clone();
+        assert_eq!(
+            got,
+            Some(FunctionImage {
+                prepared_id: "prepared-1".into(),
+                manifest_digest: "sha256:aa".into(),
+                repository: "team/app".into(),
+                command: strings(&["/app", "run"]),
+                workdir: "/".into(),
+                env: vec![("A".into(), "1".into())],
+            })
+        );
+    }
+
     #[test]
     fn image_env_keeps_order_and_splits_at_the_first_equals() {
         let env = image_env(&strings(&["PATH=/bin:/usr/bin", "EMPTY=", "A=b=c", "NOVALUE", "PATH=/again"]));
