@@ -1,4 +1,7 @@
-//! The control plane: create, read, list, change and delete functions.
+//! The control plane: create, read, list, change and delete functions, of
+//! package type `Zip` (the code is a zip stored in the code store) or `Image`
+//! (a container image of the caller's repositories, see `function_image`).
+//! A function's package type never changes.
 
 use std::sync::Arc;
 
@@ -10,7 +13,7 @@ use serde_json::json;
 use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::{self as f, Violations};
-use ignis_registry::{CodeRef, FunctionRecord, FunctionRef, RegistryError};
+use ignis_registry::{CodeRef, FunctionRecord, FunctionRef, PackageType, RegistryError};
 use crate::http::{Answer, empty_answer, json_answer, query_params};
 
 /// Largest CreateFunction / UpdateFunctionCode request, as in Lambda.
@@ -112,9 +115,11 @@ async fn store_code(app: &App, zip_base64: &str, runtime: &str) -> Result<ignis_
         .map_err(ApiError::from)
 }
 
-fn code_source(zip_file: Option<&str>, s3: bool, image: bool) -> Result<&str, ApiError> {
+/// The zip of a zip function's code (`image`: an `ImageUri` was given too,
+/// which Lambda refuses with `image_refusal`).
+fn code_source<'a>(zip_file: Option<&'a str>, s3: bool, image: bool, image_refusal: &str) -> Result<&'a str, ApiError> {
     if image {
-        return Err(ApiError::InvalidParameterValue("Ignis does not run container images yet: upload a ZipFile".into()));
+        return Err(ApiError::InvalidParameterValue(image_refusal.into()));
     }
     if s3 {
         return Err(ApiError::InvalidParameterValue("Ignis has no S3: upload the code as ZipFile".into()));
@@ -132,6 +137,9 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let mut v = Violations::default();
     v.check(request.function_name.is_some(), "null", "functionName", "Member must not be null");
     request.settings.check_model(&mut v);
+    if let Some(image_config) = &request.image_config {
+        image_config.check_model(&mut v);
+    }
     v.into_result()?;
     let reference = f::parse_function_ref(&name_text, "functionName")?;
     if let Some(other) = reference.account.as_ref().filter(|a| **a != caller.account) {
@@ -143,8 +151,17 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         return Err(ApiError::InvalidParameterValue("FunctionName must name a function of this account, without a qualifier".into()));
     }
     let name = reference.name;
-    if request.package_type.as_deref().is_some_and(|p| p != "Zip") {
-        code_source(None, false, true)?;
+    match request.package_type.as_deref() {
+        None | Some("Zip") => {}
+        Some("Image") => return create_image_function(app, caller, name, request).await,
+        Some(other) => {
+            let mut v = Violations::default();
+            v.check(false, other, "packageType", "Member must satisfy enum value set: [Zip, Image]");
+            return v.into_result().map(|()| unreachable!());
+        }
+    }
+    if request.image_config.is_some() {
+        return Err(image_config_on_zip());
     }
     let Some(runtime) = request.settings.runtime.clone() else {
         return Err(ApiError::InvalidParameterValue(
@@ -155,12 +172,13 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let code_in = request.code.unwrap_or_default();
-    let zip = code_source(code_in.zip_file.as_deref(), code_in.s3_bucket.is_some() || code_in.s3_key.is_some(), code_in.image_uri.is_some())?;
-    let conflict = || ApiError::from(RegistryError::FunctionExists { name: name.clone() });
-    let account = &caller.account;
-    if app.registry.get(account, &name).is_some() {
-        return Err(conflict());
-    }
+    let zip = code_source(
+        code_in.zip_file.as_deref(),
+        code_in.s3_bucket.is_some() || code_in.s3_key.is_some(),
+        code_in.image_uri.is_some(),
+        "Please don't provide ImageUri when the intended function PackageType is Zip.",
+    )?;
+    refuse_existing(app, caller, &name)?;
     let code = store_code(app, zip, &runtime).await?;
     let mut record = FunctionRecord {
         architecture,
@@ -173,25 +191,90 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         ..FunctionRecord::new(name.clone(), runtime)
     };
     request.settings.apply(&mut record);
+    store_new(app, caller, record, request.publish == Some(true)).await
+}
+
+/// Refuses to create `name` when the caller has a function of that name.
+fn refuse_existing(app: &App, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    match app.registry.get(&caller.account, name) {
+        Some(_) => Err(RegistryError::FunctionExists { name: name.to_string() }.into()),
+        None => Ok(()),
+    }
+}
+
+/// Stores a new function's `$LATEST` (unless one appeared meanwhile), publishes
+/// it as version 1 if asked, and answers CreateFunction.
+async fn store_new(app: &Arc<App>, caller: &Caller, record: FunctionRecord, publish: bool) -> Result<Answer, ApiError> {
+    let name = record.name.clone();
     let (_, record) = app
         .registry
-        .update(account, &name, |current| match current {
-            Some(_) => Err(conflict()),
+        .update(&caller.account, &name, |current| match current {
+            Some(_) => Err(ApiError::from(RegistryError::FunctionExists { name: name.clone() })),
             None => Ok(record),
         })
         .await?;
-    if request.publish == Some(true) {
+    if publish {
         let version = crate::versions::publish(app, caller, &name, None, None, None).await?;
         return Ok(json_answer(StatusCode::CREATED, f::configuration(&version, &app.config.region, &caller.account)));
     }
     Ok(json_answer(StatusCode::CREATED, f::configuration(&record, &app.config.region, &caller.account)))
 }
 
+/// Lambda's refusal of `ImageConfig` for a zip function.
+fn image_config_on_zip() -> ApiError {
+    ApiError::InvalidParameterValue("ImageConfig is only for functions whose PackageType is Image.".into())
+}
+
+/// CreateFunction of `PackageType: Image`: the code is `Code.ImageUri`, an
+/// image of the caller's repositories, resolved to its digest now; `Runtime`,
+/// `Handler`, `Layers` and zip code are refused, as Lambda refuses them.
+async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, request: f::CreateFunction) -> Result<Answer, ApiError> {
+    if request.settings.runtime.is_some() || request.settings.handler.is_some() || request.layers.is_some() {
+        return Err(crate::function_image::zip_settings_refused());
+    }
+    let code = request.code.unwrap_or_default();
+    if code.zip_file.is_some() || code.s3_bucket.is_some() || code.s3_key.is_some() {
+        return Err(ApiError::InvalidParameterValue(
+            "Please don't provide ZipFile, S3Bucket or S3Key when the intended function PackageType is Image: name the image with ImageUri.".into(),
+        ));
+    }
+    let Some(uri) = code.image_uri else {
+        return Err(ApiError::InvalidParameterValue("Please provide ImageUri when the intended function PackageType is Image.".into()));
+    };
+    request.settings.check_values()?;
+    crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
+    // x86_64 only, as the registry accepts only linux/amd64 images: the two always match.
+    let architecture = f::check_architectures(request.architectures.as_deref())?;
+    refuse_existing(app, caller, &name)?;
+    let image = crate::function_image::resolve(app, caller, &uri).await?;
+    let mut record = FunctionRecord {
+        handler: String::new(),
+        architecture,
+        code_sha256: crate::function_image::code_sha256(&image),
+        code_size: 0,
+        last_modified_ms: now(app),
+        revision_id: new_revision(),
+        image: Some(image),
+        image_config: request.image_config.map(f::ImageConfigIn::into_override).unwrap_or_default(),
+        ..FunctionRecord::new(name, "")
+    };
+    request.settings.apply(&mut record);
+    store_new(app, caller, record, request.publish == Some(true)).await
+}
+
 pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (_, record) = resolve_version(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
+    let code = match &record.image {
+        Some(image) => json!({
+            "RepositoryType": "ECR",
+            "ImageUri": image.image_uri,
+            "ResolvedImageUri": image.resolved_image_uri,
+        }),
+        None => json!({ "RepositoryType": "S3" }),
+    };
     let mut body = json!({
         "Configuration": f::configuration(&record, &app.config.region, &caller.account),
-        "Code": { "RepositoryType": "S3" },
+        "Code": code,
     });
     if let Some(reserved) = record.reserved_concurrency {
         body["Concurrency"] = json!({ "ReservedConcurrentExecutions": reserved });
@@ -250,6 +333,9 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     latest_only(&reference)?;
     let mut v = Violations::default();
     request.settings.check_model(&mut v);
+    if let Some(image_config) = &request.image_config {
+        image_config.check_model(&mut v);
+    }
     v.into_result()?;
     request.settings.check_values()?;
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
@@ -258,7 +344,17 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
         .update(&caller.account, &reference.name, |current| -> Result<_, ApiError> {
             let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: reference.name.clone() })?;
             current.check_revision(request.revision_id.as_deref())?;
+            match current.package_type() {
+                PackageType::Zip if request.image_config.is_some() => return Err(image_config_on_zip()),
+                PackageType::Image if request.settings.runtime.is_some() || request.settings.handler.is_some() => {
+                    return Err(crate::function_image::zip_settings_refused());
+                }
+                _ => {}
+            }
             let mut record = current.clone();
+            if let Some(image_config) = request.image_config {
+                record.image_config = image_config.into_override();
+            }
             request.settings.apply(&mut record);
             record.last_modified_ms = now(app);
             record.revision_id = new_revision();
@@ -271,20 +367,48 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     Ok(json_answer(StatusCode::OK, f::configuration(&record, &app.config.region, &caller.account)))
 }
 
+/// The code UpdateFunctionCode sets: a stored zip, or a resolved image.
+enum NewCode {
+    Zip(ignis_store::Code),
+    Image(ignis_registry::ImageRecord),
+}
+
 pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateCode = f::parse_body(body)?;
     let (reference, current) = resolve(app, caller, "UpdateFunctionCode", name, None)?;
     latest_only(&reference)?;
     current.check_revision(request.revision_id.as_deref())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
-    let zip = code_source(request.zip_file.as_deref(), request.s3_bucket.is_some() || request.s3_key.is_some(), request.image_uri.is_some())?;
-    let code = store_code(app, zip, &current.runtime).await?;
+    let zip_given = request.zip_file.is_some() || request.s3_bucket.is_some() || request.s3_key.is_some();
+    let code = match (current.package_type(), request.image_uri.as_deref()) {
+        (PackageType::Image, Some(uri)) if !zip_given => NewCode::Image(crate::function_image::resolve(app, caller, uri).await?),
+        (PackageType::Image, _) => {
+            return Err(ApiError::InvalidParameterValue("Please provide ImageUri when updating a function with packageType Image.".into()));
+        }
+        (PackageType::Zip, image_uri) => {
+            let zip = code_source(
+                request.zip_file.as_deref(),
+                request.s3_bucket.is_some() || request.s3_key.is_some(),
+                image_uri.is_some(),
+                "Please don't provide ImageUri when updating a function with packageType Zip.",
+            )?;
+            NewCode::Zip(store_code(app, zip, &current.runtime).await?)
+        }
+    };
     let apply = |current: &FunctionRecord| {
         let mut record = current.clone();
-        record.code_sha256_hex = code.sha256_hex();
-        record.code_sha256 = code.sha256_base64();
-        record.code_size = code.zip_size;
-        record.code = CodeRef::new(code.hold.clone());
+        match &code {
+            NewCode::Zip(code) => {
+                record.code_sha256_hex = code.sha256_hex();
+                record.code_sha256 = code.sha256_base64();
+                record.code_size = code.zip_size;
+                record.code = CodeRef::new(code.hold.clone());
+            }
+            NewCode::Image(image) => {
+                record.code_sha256 = crate::function_image::code_sha256(image);
+                record.image = Some(image.clone());
+            }
+        }
         record.architecture = architecture.clone();
         record.last_modified_ms = now(app);
         record.revision_id = new_revision();

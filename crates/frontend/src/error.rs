@@ -238,9 +238,47 @@ impl From<ignis_oci::OciError> for ApiError {
             ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            ImageUnsupported(_) | Architecture { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             Io(_) | Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         ApiError::Registry { status, code, message: e.to_string() }
+    }
+}
+
+impl ApiError {
+    /// Lambda's refusal of an `ImageUri` that names no image.
+    pub fn invalid_source_image(uri: &str) -> ApiError {
+        ApiError::InvalidParameterValue(format!("Source image {uri} is not valid. Provide a valid source image."))
+    }
+
+    /// A registry error met resolving the function image `uri` (the caller's
+    /// own repositories only: another account's is one that does not exist).
+    pub fn image_source(uri: &str, e: ignis_oci::OciError) -> ApiError {
+        use ignis_oci::OciError::*;
+        match e {
+            NameInvalid(_) | NameUnknown(_) | Denied(_) | ManifestUnknown(_) | BlobUnknown(_) => {
+                ApiError::InvalidParameterValue(format!("Source image {uri} does not exist. Provide a valid source image."))
+            }
+            ImageUnsupported(reason) | ManifestInvalid(reason) => ApiError::InvalidParameterValue(format!(
+                "The image manifest, config or layer media type for the source image {uri} is not supported: {reason}"
+            )),
+            Architecture { os, architecture } => ApiError::InvalidParameterValue(format!(
+                "The source image {uri} is built for {os}/{architecture}; this Ignis host runs x86_64 (linux/amd64) images only"
+            )),
+            other => ApiError::Service(format!("reading the source image {uri}: {other}")),
+        }
+    }
+}
+
+/// An image the preparer refused is the caller's; a failure of its own is the platform's.
+impl From<ignis_images::PrepareError> for ApiError {
+    fn from(e: ignis_images::PrepareError) -> Self {
+        match e {
+            ignis_images::PrepareError::Image(reason) => {
+                ApiError::InvalidParameterValue(format!("The source image cannot be used: {reason}"))
+            }
+            internal @ ignis_images::PrepareError::Internal(_) => ApiError::Service(internal.to_string()),
+        }
     }
 }
 
@@ -432,5 +470,24 @@ mod tests {
         assert!(matches!(digest, ApiError::Registry { code: "DIGEST_INVALID", .. }));
         let blob = ApiError::from(ignis_oci::OciError::ManifestBlobUnknown("x".into()));
         assert!(matches!(blob, ApiError::Registry { code: "MANIFEST_BLOB_UNKNOWN", .. }));
+    }
+
+    #[test]
+    fn image_source_errors_are_lambdas() {
+        use ignis_oci::OciError;
+        let uri = "localhost/app:v1";
+        for e in [OciError::NameUnknown("app".into()), OciError::Denied("app".into()), OciError::ManifestUnknown("v1".into())] {
+            let err = ApiError::image_source(uri, e);
+            assert_eq!(err.error_type(), "InvalidParameterValueException");
+            assert_eq!(err.message(), "Source image localhost/app:v1 does not exist. Provide a valid source image.");
+        }
+        let err = ApiError::image_source(uri, OciError::ImageUnsupported("layer x has media type zstd".into()));
+        assert!(err.message().ends_with("is not supported: layer x has media type zstd"), "{}", err.message());
+        let err = ApiError::image_source(uri, OciError::Architecture { os: "linux".into(), architecture: "arm64".into() });
+        assert!(err.message().contains("linux/arm64") && err.message().contains("x86_64"), "{}", err.message());
+        assert_eq!(ApiError::invalid_source_image("app").message(), "Source image app is not valid. Provide a valid source image.");
+        let refused = ApiError::from(ignis_images::PrepareError::Image("too big".into()));
+        assert_eq!((refused.error_type(), refused.message().ends_with("too big")), ("InvalidParameterValueException", true));
+        assert_eq!(ApiError::from(ignis_images::PrepareError::Internal("disk".into())).error_type(), "ServiceException");
     }
 }

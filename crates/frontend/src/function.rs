@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use ignis_ids::AccountId;
-use ignis_registry::{AliasRecord, FunctionRecord, FunctionRef};
+use ignis_registry::{AliasRecord, FunctionRecord, FunctionRef, ImageConfigOverride, PackageType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -56,7 +56,7 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
         "RevisionId": record.revision_id,
         "State": "Active",
         "LastUpdateStatus": "Successful",
-        "PackageType": "Zip",
+        "PackageType": record.package_type().as_str(),
         "Architectures": [record.architecture],
         "EphemeralStorage": { "Size": record.ephemeral_mb },
         "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
@@ -65,10 +65,63 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
     if !record.environment.is_empty() {
         config["Environment"] = json!({ "Variables": record.environment });
     }
+    if record.package_type() == PackageType::Image
+        && let Some(fields) = config.as_object_mut()
+    {
+        // An image function has neither: its image says what runs.
+        fields.remove("Runtime");
+        fields.remove("Handler");
+    }
+    if !record.image_config.is_empty() {
+        config["ImageConfigResponse"] = json!({ "ImageConfig": image_config(&record.image_config) });
+    }
     if let Some(target) = &record.dead_letter_target {
         config["DeadLetterConfig"] = json!({ "TargetArn": target });
     }
     config
+}
+
+/// Lambda's `ImageConfig` of a function's overrides (only the fields set).
+fn image_config(overrides: &ImageConfigOverride) -> Value {
+    let mut out = json!({});
+    if let Some(e) = &overrides.entry_point {
+        out["EntryPoint"] = json!(e);
+    }
+    if let Some(c) = &overrides.command {
+        out["Command"] = json!(c);
+    }
+    if let Some(w) = &overrides.working_directory {
+        out["WorkingDirectory"] = json!(w);
+    }
+    out
+}
+
+/// Lambda's `ImageConfig` in a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfigIn {
+    pub entry_point: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub working_directory: Option<String>,
+}
+
+impl ImageConfigIn {
+    /// Model checks (list and length limits), added to `v`.
+    pub fn check_model(&self, v: &mut Violations) {
+        for (list, field) in [(&self.entry_point, "imageConfig.entryPoint"), (&self.command, "imageConfig.command")] {
+            if let Some(list) = list {
+                v.check(list.len() <= 1500, format!("{list:?}"), field, "Member must have length less than or equal to 1500");
+            }
+        }
+        if let Some(w) = &self.working_directory {
+            v.check(w.len() <= 1000, w, "imageConfig.workingDirectory", "Member must have length less than or equal to 1000");
+        }
+    }
+
+    /// The overrides it sets (each field given replaces the image's setting).
+    pub fn into_override(self) -> ImageConfigOverride {
+        ImageConfigOverride { entry_point: self.entry_point, command: self.command, working_directory: self.working_directory }
+    }
 }
 
 /// Lambda's `AliasConfiguration` of `alias`, named `name`, of `function` of `account`.
@@ -218,6 +271,8 @@ pub struct CreateFunction {
     pub package_type: Option<String>,
     pub code: Option<CodeIn>,
     pub publish: Option<bool>,
+    pub image_config: Option<ImageConfigIn>,
+    pub layers: Option<Vec<String>>,
 }
 
 /// `UpdateFunctionConfiguration`'s body.
@@ -227,6 +282,7 @@ pub struct UpdateConfiguration {
     #[serde(flatten)]
     pub settings: Settings,
     pub revision_id: Option<String>,
+    pub image_config: Option<ImageConfigIn>,
 }
 
 /// `UpdateFunctionCode`'s body.
@@ -459,6 +515,56 @@ mod tests {
         assert!(reserved.message().ends_with("Reserved keys used in this request: AWS_REGION"));
         let big = "x".repeat(5000);
         assert_eq!(check_environment(&vars(&[("BIG", &big)])).unwrap_err().error_type(), "InvalidParameterValueException");
+    }
+
+    fn image_function() -> FunctionRecord {
+        let digest = format!("sha256:{}", "c".repeat(64));
+        FunctionRecord {
+            handler: String::new(),
+            code_sha256: "c".repeat(64),
+            image: Some(ignis_registry::ImageRecord {
+                image_uri: "localhost:9000/team/app:v1".into(),
+                resolved_image_uri: format!("localhost:9000/team/app@{digest}"),
+                repository: "team/app".into(),
+                manifest_digest: digest.clone(),
+                settings: ignis_registry::ImageSettings::default(),
+                prepared_id: digest,
+            }),
+            ..FunctionRecord::new("img", "")
+        }
+    }
+
+    #[test]
+    fn image_functions_have_no_runtime_or_handler_and_show_their_overrides() {
+        let account = AccountId::new("111111111111");
+        let mut record = image_function();
+        let config = configuration(&record, "us-east-1", &account);
+        assert_eq!(config["PackageType"], "Image");
+        assert_eq!((config["CodeSize"].clone(), config["CodeSha256"].clone()), (json!(0), json!("c".repeat(64))));
+        assert!(config.get("Runtime").is_none() && config.get("Handler").is_none(), "{config}");
+        assert!(config.get("ImageConfigResponse").is_none(), "no override, no ImageConfigResponse: {config}");
+        record.image_config = ImageConfigOverride { command: Some(vec!["x".into()]), working_directory: Some("/w".into()), ..ImageConfigOverride::default() };
+        let config = configuration(&record, "us-east-1", &account);
+        assert_eq!(config["ImageConfigResponse"], json!({ "ImageConfig": { "Command": ["x"], "WorkingDirectory": "/w" } }));
+        let zip = configuration(&FunctionRecord::new("z", "provided.al2023"), "us-east-1", &account);
+        assert_eq!((zip["PackageType"].clone(), zip["Runtime"].clone(), zip["Handler"].clone()), (json!("Zip"), json!("provided.al2023"), json!("bootstrap")));
+    }
+
+    #[test]
+    fn image_config_limits() {
+        let check = |config: ImageConfigIn| {
+            let mut v = Violations::default();
+            config.check_model(&mut v);
+            v.into_result()
+        };
+        let many = vec![String::new(); 1501];
+        assert!(check(ImageConfigIn { entry_point: Some(vec![String::new(); 1500]), command: Some(Vec::new()), working_directory: Some("w".repeat(1000)) }).is_ok());
+        let err = check(ImageConfigIn { entry_point: Some(many.clone()), command: Some(many), working_directory: Some("w".repeat(1001)) }).unwrap_err();
+        assert_eq!(err.error_type(), "ValidationException");
+        assert!(err.message().starts_with("3 validation errors detected"), "{}", err.message());
+        let request: CreateFunction = parse_body(br#"{"PackageType":"Image","ImageConfig":{"EntryPoint":["/e"],"Command":["c"],"WorkingDirectory":"/w"}}"#).unwrap();
+        let overrides = request.image_config.unwrap().into_override();
+        assert_eq!((overrides.entry_point, overrides.command, overrides.working_directory), (Some(vec!["/e".into()]), Some(vec!["c".into()]), Some("/w".into())));
     }
 
     #[test]

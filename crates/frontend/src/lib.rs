@@ -5,7 +5,9 @@
 //! - `http`: connections, routing to a closed set of [`http::Operation`]s,
 //!   body limits, authentication.
 //! - `control`: CreateFunction, GetFunction, ListFunctions, UpdateFunctionCode,
-//!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency.
+//!   UpdateFunctionConfiguration, DeleteFunction, and Put/Get/DeleteFunctionConcurrency;
+//!   `function_image`: an image function's `ImageUri`, resolved in the
+//!   caller's repositories and prepared (`ignis_images::ImagePreparer`).
 //! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
 //!   and the alias calls; versions and aliases live in `$LATEST`'s record.
 //! - `invoke_api`: Invoke (a record becomes an `ignis_invoke::Target` in
@@ -42,6 +44,7 @@ mod control;
 mod error;
 mod event_config;
 mod function;
+mod function_image;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
@@ -96,6 +99,8 @@ pub struct Services {
     pub logs: ignis_logs::Logs,
     /// Container image repositories (the OCI distribution API's storage).
     pub oci: Arc<ignis_oci::Oci>,
+    /// Makes an image function's image runnable when its code is set.
+    pub images: Arc<dyn ignis_images::ImagePreparer>,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -131,6 +136,7 @@ pub struct App {
     mappings: Arc<ignis_pollers::Mappings>,
     logs: ignis_logs::Logs,
     oci: Arc<ignis_oci::Oci>,
+    images: Arc<dyn ignis_images::ImagePreparer>,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
 }
@@ -138,7 +144,7 @@ pub struct App {
 impl App {
     /// The API over `services`.
     pub fn new(config: Config, services: Services) -> Arc<App> {
-        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci } = services;
+        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images } = services;
         Arc::new(App {
             config,
             store,
@@ -152,6 +158,7 @@ impl App {
             mappings,
             logs,
             oci,
+            images,
             blob_reads: Arc::new(tokio::sync::Semaphore::new(oci_api::BLOB_GET_BUDGET as usize)),
         })
     }

@@ -219,7 +219,9 @@ fn embedded_services(
     });
     let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
     let provisioning = Keeper::start(pollers);
-    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci })
+    // Images are not prepared yet: a function's prepared id is its manifest digest.
+    let images = Arc::new(ignis_images::UnpreparedImages);
+    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images })
 }
 
 pub async fn shutdown_signal() {

@@ -23,6 +23,11 @@
 //!   paths dropped or refused), with file bodies spooled on disk, and writes
 //!   it into a directory, the input of the filesystem image builder.
 //!
+//! - [`prepare`](mod@prepare): the seam the control plane calls when a
+//!   function's code becomes an image ([`ImagePreparer`], [`PreparedImage`]),
+//!   and [`UnpreparedImages`], which prepares nothing and answers the manifest
+//!   digest as the id, used until the preparation pipeline exists.
+//!
 //! What this crate does not know: filesystem images (the builder hands
 //! [`chunk_and_store`] bytes), which images or functions are live, where
 //! account keys are kept.
@@ -86,6 +91,7 @@ mod chunking;
 mod crypto;
 pub mod flatten;
 mod manifest;
+pub mod prepare;
 
 #[cfg(test)]
 mod tests;
@@ -93,3 +99,4 @@ mod tests;
 pub use chunking::{ChunkStats, Chunked, ChunkingError, IN_FLIGHT, ReadError, chunk_and_store, read_chunk};
 pub use crypto::{AccountKey, Salt};
 pub use manifest::{ChunkName, ChunkRef, FORMAT_VERSION, Manifest, ManifestError, Opened};
+pub use prepare::{ImagePreparer, PrepareError, PrepareFuture, PreparedImage, UnpreparedImages};

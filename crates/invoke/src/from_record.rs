@@ -4,14 +4,24 @@
 //! invocation that came without one gets. Every caller (the sync API,
 //! asynchronous events, mapping pollers, the provisioned-concurrency keeper)
 //! builds its target here.
+//!
+//! An image function's command follows Lambda's `ImageConfig`, each field
+//! replacing only the image setting it names ([`image_launch`]): `EntryPoint`
+//! replaces ENTRYPOINT, `Command` replaces CMD, `WorkingDirectory` replaces
+//! WORKDIR, and what runs is ENTRYPOINT followed by CMD (the OCI/Docker rule).
+//! Lambda documents the two overrides as independent settings, so an
+//! `EntryPoint` given without `Command` keeps the image's CMD as its
+//! arguments; Docker's `--entrypoint` flag clearing CMD is a rule of that
+//! command line, not of the image. An image that names nothing to run is
+//! accepted (as Lambda accepts it); its sandbox fails to start.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ignis_registry::FunctionRecord;
+use ignis_registry::{FunctionRecord, ImageConfigOverride, ImageRecord};
 use ignis_store::Store;
 
-use crate::{Function, Revision, Target};
+use crate::{Function, FunctionImage, Revision, Target};
 
 /// What the invoker runs for `record` in `account`, in `region`; the code
 /// tree is `store`'s.
@@ -29,8 +39,45 @@ pub fn target(store: &Store, region: &str, account: &str, record: &FunctionRecor
         code_sha256_hex: record.code_sha256_hex.clone(),
         code_dir: store.code_dir(&record.code_sha256_hex),
         code_hold: record.code.hold().map(|hold| Arc::new(hold.clone()) as Arc<dyn Send + Sync>),
+        image: record.image.as_ref().map(|image| function_image(image, &record.image_config)),
     };
     Target { function: Arc::new(function), region: region.to_string() }
+}
+
+/// What a sandbox of `image`, with the function's overrides, runs.
+fn function_image(image: &ImageRecord, overrides: &ImageConfigOverride) -> FunctionImage {
+    let (command, workdir) = image_launch(image, overrides);
+    FunctionImage {
+        prepared_id: image.prepared_id.clone(),
+        manifest_digest: image.manifest_digest.clone(),
+        repository: image.repository.clone(),
+        command,
+        workdir,
+        env: image_env(&image.settings.env),
+    }
+}
+
+/// The command (effective ENTRYPOINT, then effective CMD) and working
+/// directory of `image` under the function's `ImageConfig` (see the module
+/// docs); the working directory is `/` when nothing sets one.
+pub fn image_launch(image: &ImageRecord, overrides: &ImageConfigOverride) -> (Vec<String>, String) {
+    let settings = &image.settings;
+    let entrypoint = overrides.entry_point.as_ref().or(settings.entrypoint.as_ref());
+    let cmd = overrides.command.as_ref().or(settings.cmd.as_ref());
+    let command = entrypoint.into_iter().chain(cmd).flatten().cloned().collect();
+    let workdir = overrides
+        .working_directory
+        .as_ref()
+        .or(settings.working_dir.as_ref())
+        .filter(|w| !w.is_empty())
+        .map_or_else(|| "/".to_string(), Clone::clone);
+    (command, workdir)
+}
+
+/// An image's `NAME=value` entries as pairs, in order; an entry without `=`
+/// names no variable and is left out.
+pub fn image_env(entries: &[String]) -> Vec<(String, String)> {
+    entries.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// The revision `record` is in `account`: what its sandboxes are kept (and retired) by.
@@ -52,4 +99,115 @@ pub fn trace_id(request_id: &str, now: SystemTime) -> String {
     let seconds = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let hex: String = request_id.chars().filter(char::is_ascii_hexdigit).collect();
     format!("Root=1-{seconds:08x}-{};Parent={};Sampled=0", &hex[..24.min(hex.len())], &hex[hex.len().saturating_sub(16)..])
+}
+
+#[cfg(test)]
+mod tests {
+    use ignis_registry::ImageSettings;
+
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A list setting: the image's, the override, and what is in effect.
+    type Case = (Option<Vec<String>>, Option<Vec<String>>, Vec<String>);
+
+    /// Every combination of the image's ENTRYPOINT, CMD and WORKDIR (unset,
+    /// set) with every override of each (none, empty, set).
+    #[test]
+    fn the_command_is_entrypoint_then_cmd_each_overridden_on_its_own() {
+        let lists = |image: &[&str], given: &[&str]| -> Vec<Case> {
+            let mut out = Vec::new();
+            for image_value in [None, Some(strings(image))] {
+                for (override_value, effective) in [
+                    (None, image_value.clone().unwrap_or_default()),
+                    (Some(Vec::new()), Vec::new()),
+                    (Some(strings(given)), strings(given)),
+                ] {
+                    out.push((image_value.clone(), override_value, effective));
+                }
+            }
+            out
+        };
+        for (image_entry, entry_point, entry) in lists(&["/entry", "-x"], &["/other"]) {
+            for (image_cmd, command, cmd) in lists(&["serve"], &["run", "fast"]) {
+                for (image_dir, dir_override, dir) in [
+                    (None, None, "/"),
+                    (Some("/srv"), None, "/srv"),
+                    (None, Some("/work"), "/work"),
+                    (Some("/srv"), Some("/work"), "/work"),
+                    (Some("/srv"), Some(""), "/"),
+                ] {
+                    let image = ImageRecord {
+                        image_uri: String::new(),
+                        resolved_image_uri: String::new(),
+                        repository: "app".into(),
+                        manifest_digest: "sha256:00".into(),
+                        settings: ImageSettings {
+                            entrypoint: image_entry.clone(),
+                            cmd: image_cmd.clone(),
+                            env: Vec::new(),
+                            working_dir: image_dir.map(str::to_string),
+                        },
+                        prepared_id: "p".into(),
+                    };
+                    let overrides = ImageConfigOverride {
+                        entry_point: entry_point.clone(),
+                        command: command.clone(),
+                        working_directory: dir_override.map(str::to_string),
+                    };
+                    let expected: Vec<String> = entry.iter().chain(&cmd).cloned().collect();
+                    assert_eq!(image_launch(&image, &overrides), (expected, dir.to_string()), "{image:?} {overrides:?}");
+                }
+            }
+        }
+    }
+
+    /// An image function's target carries its image (a zip function's none).
+    #[test]
+    fn targets_of_image_functions_carry_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let zip = FunctionRecord::new("zip", "provided.al2023");
+        assert!(target(&store, "us-east-1", "111111111111", &zip).function.image.is_none());
+        let image = ImageRecord {
+            image_uri: "team/app:v1".into(),
+            resolved_image_uri: "team/app@sha256:aa".into(),
+            repository: "team/app".into(),
+            manifest_digest: "sha256:aa".into(),
+            settings: ImageSettings {
+                entrypoint: Some(strings(&["/app"])),
+                cmd: Some(strings(&["serve"])),
+                env: strings(&["A=1"]),
+                working_dir: None,
+            },
+            prepared_id: "prepared-1".into(),
+        };
+        let record = FunctionRecord {
+            image: Some(image),
+            image_config: ImageConfigOverride { command: Some(strings(&["run"])), ..ImageConfigOverride::default() },
+            ..FunctionRecord::new("img", "")
+        };
+        let got = target(&store, "us-east-1", "111111111111", &record).function.image.clone();
+        assert_eq!(
+            got,
+            Some(FunctionImage {
+                prepared_id: "prepared-1".into(),
+                manifest_digest: "sha256:aa".into(),
+                repository: "team/app".into(),
+                command: strings(&["/app", "run"]),
+                workdir: "/".into(),
+                env: vec![("A".into(), "1".into())],
+            })
+        );
+    }
+
+    #[test]
+    fn image_env_keeps_order_and_splits_at_the_first_equals() {
+        let env = image_env(&strings(&["PATH=/bin:/usr/bin", "EMPTY=", "A=b=c", "NOVALUE", "PATH=/again"]));
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, [("PATH", "/bin:/usr/bin"), ("EMPTY", ""), ("A", "b=c"), ("PATH", "/again")]);
+    }
 }

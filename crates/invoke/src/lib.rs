@@ -131,6 +131,30 @@ pub struct Function {
     pub code_dir: PathBuf,
     /// Keeps the code tree on disk while a sandbox of it lives.
     pub code_hold: Option<Arc<dyn Send + Sync>>,
+    /// A function of package type `Image`: the image to run instead of a
+    /// code tree (`None` for a zip function).
+    pub image: Option<FunctionImage>,
+}
+
+/// What a sandbox of an image function runs (made by
+/// [`from_record::target`]; see [`from_record::image_launch`] for how the
+/// command and working directory follow from the image and `ImageConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionImage {
+    /// The prepared image (the image preparer's id).
+    pub prepared_id: String,
+    /// `sha256:<hex>` of the image manifest.
+    pub manifest_digest: String,
+    /// The repository in Ignis's registry.
+    pub repository: String,
+    /// The program and its arguments: effective ENTRYPOINT followed by effective CMD
+    /// (empty: the image names nothing to run, and the runtime's start fails).
+    pub command: Vec<String>,
+    /// The working directory (`/` when neither the image nor `ImageConfig` sets one).
+    pub workdir: String,
+    /// The image's own environment, in order. The function's `Environment`
+    /// wins over it; merging is the worker's.
+    pub env: Vec<(String, String)>,
 }
 
 /// What the caller wants run: a function, in a region.

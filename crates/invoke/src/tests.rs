@@ -94,6 +94,7 @@ pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target 
         code_sha256_hex: "ab".into(),
         code_dir: "/nonexistent".into(),
         code_hold: None,
+        image: None,
     };
     Target { function: Arc::new(function), region: "eu-west-1".into() }
 }

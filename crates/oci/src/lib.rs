@@ -40,6 +40,13 @@
 //! config and layers together at most [`Limits::image`] bytes (10 GiB, Lambda's
 //! limit).
 //!
+//! # Images of functions
+//!
+//! [`image`]: the `ImageUri` a function names ([`ImageUri::parse`]) and
+//! [`Oci::resolve_image`], which resolves a tag or digest to the manifest
+//! digest, the image's config and its layers, refusing what a function
+//! cannot run (see that module's rules).
+//!
 //! # API boundary
 //!
 //! The methods are synchronous and may block on the disk: callers on an async
@@ -58,6 +65,9 @@ use ignis_clock::SharedClock;
 use ignis_store::{DbContext, Store, StoreError};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::{Digest as _, Sha256};
+
+pub mod image;
+pub use image::{ImageConfig, ImageReference, ImageUri, ImageUriError, Layer, ResolvedImage};
 
 /// repository name -> owning account.
 const REPOSITORIES: TableDefinition<&str, &str> = TableDefinition::new("oci_repositories");
@@ -142,6 +152,15 @@ pub enum OciError {
     /// The spool is full or too many uploads are in progress.
     #[error("too many uploads in progress: {0}")]
     TooManyRequests(String),
+    /// An image a function cannot use (an index without a linux/amd64
+    /// entry, a layer media type other than tar or tar+gzip, a config too large).
+    #[error("unsupported image: {0}")]
+    ImageUnsupported(String),
+    /// An image built for another platform than linux/amd64.
+    #[error(
+        "the image is built for {os}/{architecture}; Ignis runs linux/amd64 (x86_64) images only"
+    )]
+    Architecture { os: String, architecture: String },
     #[error("registry storage: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -179,13 +198,18 @@ pub struct Oci {
 
 impl std::fmt::Debug for Oci {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Oci").field("root", &self.root).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Oci")
+            .field("root", &self.root)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
 /// Whether `digest` is `sha256:` and 64 lowercase hex digits (the only algorithm accepted).
 pub fn valid_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 /// Whether `name` is a repository name as the distribution spec spells them:
@@ -224,13 +248,22 @@ pub fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 /// Makes `repository` the account's if it has no owner yet; another account's is `Denied`.
-fn claim(txn: &redb::WriteTransaction, account: &str, repository: &str, context: &'static str) -> Result<(), OciError> {
+fn claim(
+    txn: &redb::WriteTransaction,
+    account: &str,
+    repository: &str,
+    context: &'static str,
+) -> Result<(), OciError> {
     let mut repositories = txn.open_table(REPOSITORIES).ctx(context)?;
-    let owner = repositories.get(repository).ctx(context)?.map(|o| o.value().to_string());
+    let owner = repositories
+        .get(repository)
+        .ctx(context)?
+        .map(|o| o.value().to_string());
     match owner {
         Some(owner) if owner != account => Err(OciError::Denied(repository.into())),
         Some(_) => Ok(()),
@@ -253,7 +286,11 @@ impl Oci {
 
     /// Creates the tables and directories if missing; forgets every upload
     /// left in progress.
-    pub fn open_with(store: Arc<Store>, limits: Limits, clock: SharedClock) -> Result<Oci, OciError> {
+    pub fn open_with(
+        store: Arc<Store>,
+        limits: Limits,
+        clock: SharedClock,
+    ) -> Result<Oci, OciError> {
         const CTX: &str = "creating the registry's tables";
         let root = store.data_dir().join("oci");
         let uploads = root.join("uploads");
@@ -268,7 +305,13 @@ impl Oci {
         txn.open_table(MANIFESTS).ctx(CTX)?;
         txn.open_table(TAGS).ctx(CTX)?;
         store.commit_write(txn, true, CTX)?;
-        Ok(Oci { store, root, limits, clock, uploads: Mutex::new(HashMap::new()) })
+        Ok(Oci {
+            store,
+            root,
+            limits,
+            clock,
+            uploads: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn limits(&self) -> Limits {
@@ -276,7 +319,10 @@ impl Oci {
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(digest.trim_start_matches("sha256:"))
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(digest.trim_start_matches("sha256:"))
     }
 
     fn upload_path(&self, id: &str) -> PathBuf {
@@ -290,7 +336,12 @@ impl Oci {
         }
         const CTX: &str = "reading a repository";
         let txn = self.store.database().begin_read().ctx(CTX)?;
-        match txn.open_table(REPOSITORIES).ctx(CTX)?.get(repository).ctx(CTX)? {
+        match txn
+            .open_table(REPOSITORIES)
+            .ctx(CTX)?
+            .get(repository)
+            .ctx(CTX)?
+        {
             None => Err(OciError::NameUnknown(repository.into())),
             Some(owner) if owner.value() != account => Err(OciError::Denied(repository.into())),
             Some(_) => Ok(()),
@@ -314,7 +365,9 @@ impl Oci {
         let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
         let idle: Vec<String> = uploads
             .iter()
-            .filter(|(_, u)| u.writing == 0 && now.saturating_duration_since(u.touched) >= self.limits.idle)
+            .filter(|(_, u)| {
+                u.writing == 0 && now.saturating_duration_since(u.touched) >= self.limits.idle
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in idle {
@@ -322,9 +375,13 @@ impl Oci {
             fs::remove_file(self.upload_path(&id)).ok();
         }
         if uploads.len() >= self.limits.uploads {
-            return Err(OciError::TooManyRequests(format!("at most {} uploads at once", self.limits.uploads)));
+            return Err(OciError::TooManyRequests(format!(
+                "at most {} uploads at once",
+                self.limits.uploads
+            )));
         }
-        if uploads.values().filter(|u| u.account == account).count() >= self.limits.account_uploads {
+        if uploads.values().filter(|u| u.account == account).count() >= self.limits.account_uploads
+        {
             return Err(OciError::TooManyRequests(format!(
                 "at most {} uploads of one account at once",
                 self.limits.account_uploads
@@ -332,8 +389,14 @@ impl Oci {
         }
         let id = uuid::Uuid::new_v4().to_string();
         File::create(self.upload_path(&id))?;
-        let upload =
-            Upload { account: account.into(), repository: repository.into(), size: 0, hasher: Sha256::new(), touched: now, writing: 0 };
+        let upload = Upload {
+            account: account.into(),
+            repository: repository.into(),
+            size: 0,
+            hasher: Sha256::new(),
+            touched: now,
+            writing: 0,
+        };
         uploads.insert(id.clone(), upload);
         Ok(id)
     }
@@ -358,17 +421,30 @@ impl Oci {
 
     /// Appends `data` to upload `id`, which must now hold `offset` bytes
     /// (the chunk's `Content-Range` start); answers the new size.
-    pub fn append(&self, account: &str, repository: &str, id: &str, offset: Option<u64>, data: &[u8]) -> Result<u64, OciError> {
+    pub fn append(
+        &self,
+        account: &str,
+        repository: &str,
+        id: &str,
+        offset: Option<u64>,
+        data: &[u8],
+    ) -> Result<u64, OciError> {
         let start = {
             let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
             let spooled: u64 = uploads.values().map(|u| u.size).sum();
             let upload = Self::upload_of(&uploads, account, repository, id)?;
             if offset.is_some_and(|o| o != upload.size) {
-                return Err(OciError::RangeInvalid(format!("the upload holds {} bytes", upload.size)));
+                return Err(OciError::RangeInvalid(format!(
+                    "the upload holds {} bytes",
+                    upload.size
+                )));
             }
             let end = upload.size + data.len() as u64;
             if end > self.limits.blob {
-                return Err(OciError::SizeInvalid(format!("a blob holds at most {} bytes", self.limits.blob)));
+                return Err(OciError::SizeInvalid(format!(
+                    "a blob holds at most {} bytes",
+                    self.limits.blob
+                )));
             }
             if spooled + data.len() as u64 > self.limits.spool {
                 return Err(OciError::TooManyRequests("the upload spool is full".into()));
@@ -400,11 +476,19 @@ impl Oci {
     }
 
     /// Ends upload `id`: its bytes become blob `digest` of `repository` if they hash to it.
-    pub fn finish_upload(&self, account: &str, repository: &str, id: &str, digest: &str) -> Result<(), OciError> {
+    pub fn finish_upload(
+        &self,
+        account: &str,
+        repository: &str,
+        id: &str,
+        digest: &str,
+    ) -> Result<(), OciError> {
         let upload = {
             let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
             if Self::upload_of(&uploads, account, repository, id)?.writing > 0 {
-                return Err(OciError::UploadInvalid("a chunk of the upload is still being written".into()));
+                return Err(OciError::UploadInvalid(
+                    "a chunk of the upload is still being written".into(),
+                ));
             }
             uploads.remove(id).expect("checked above")
         };
@@ -412,9 +496,13 @@ impl Oci {
         let actual = format!("sha256:{}", hex::encode(upload.hasher.finalize()));
         if !valid_digest(digest) || actual != digest {
             fs::remove_file(&path).ok();
-            return Err(OciError::DigestInvalid(format!("the upload's digest is {actual}, not {digest}")));
+            return Err(OciError::DigestInvalid(format!(
+                "the upload's digest is {actual}, not {digest}"
+            )));
         }
-        let result = self.commit_file(&path, digest).and_then(|()| self.add_blob(account, repository, digest, upload.size));
+        let result = self
+            .commit_file(&path, digest)
+            .and_then(|()| self.add_blob(account, repository, digest, upload.size));
         fs::remove_file(&path).ok();
         result
     }
@@ -448,7 +536,10 @@ impl Oci {
         if self.blob_path(&digest).exists() {
             return Ok(digest);
         }
-        let temp = self.root.join("uploads").join(format!("{}.tmp", uuid::Uuid::new_v4()));
+        let temp = self
+            .root
+            .join("uploads")
+            .join(format!("{}.tmp", uuid::Uuid::new_v4()));
         let result = (|| {
             let mut file = File::create(&temp)?;
             file.write_all(bytes)?;
@@ -460,12 +551,21 @@ impl Oci {
     }
 
     /// Records that `repository` (made the account's if new) holds blob `digest`.
-    fn add_blob(&self, account: &str, repository: &str, digest: &str, size: u64) -> Result<(), OciError> {
+    fn add_blob(
+        &self,
+        account: &str,
+        repository: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), OciError> {
         const CTX: &str = "adding a blob";
         let txn = self.store.database().begin_write().ctx(CTX)?;
         {
             claim(&txn, account, repository, CTX)?;
-            txn.open_table(BLOBS).ctx(CTX)?.insert((repository, digest), size).ctx(CTX)?;
+            txn.open_table(BLOBS)
+                .ctx(CTX)?
+                .insert((repository, digest), size)
+                .ctx(CTX)?;
         }
         self.store.commit_write(txn, true, CTX)?;
         Ok(())
@@ -474,22 +574,42 @@ impl Oci {
     // ----- blobs ----------------------------------------------------------
 
     /// The size of blob `digest` of `repository`.
-    pub fn blob_size(&self, account: &str, repository: &str, digest: &str) -> Result<u64, OciError> {
+    pub fn blob_size(
+        &self,
+        account: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<u64, OciError> {
         self.check_read(account, repository)?;
         const CTX: &str = "reading a blob";
         let txn = self.store.database().begin_read().ctx(CTX)?;
-        let size = txn.open_table(BLOBS).ctx(CTX)?.get((repository, digest)).ctx(CTX)?.map(|s| s.value());
+        let size = txn
+            .open_table(BLOBS)
+            .ctx(CTX)?
+            .get((repository, digest))
+            .ctx(CTX)?
+            .map(|s| s.value());
         size.ok_or_else(|| OciError::BlobUnknown(digest.into()))
     }
 
     /// Opens blob `digest` of `repository`, with its size.
-    pub fn open_blob(&self, account: &str, repository: &str, digest: &str) -> Result<(File, u64), OciError> {
+    pub fn open_blob(
+        &self,
+        account: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<(File, u64), OciError> {
         let size = self.blob_size(account, repository, digest)?;
         Ok((File::open(self.blob_path(digest))?, size))
     }
 
     /// Reads blob `digest` of `repository` whole.
-    pub fn read_blob(&self, account: &str, repository: &str, digest: &str) -> Result<Vec<u8>, OciError> {
+    pub fn read_blob(
+        &self,
+        account: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, OciError> {
         let (mut file, size) = self.open_blob(account, repository, digest)?;
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         file.read_to_end(&mut bytes)?;
@@ -511,52 +631,85 @@ impl Oci {
     ) -> Result<String, OciError> {
         self.check_write(account, repository)?;
         if bytes.len() > MAX_MANIFEST {
-            return Err(OciError::SizeInvalid(format!("a manifest holds at most {MAX_MANIFEST} bytes")));
+            return Err(OciError::SizeInvalid(format!(
+                "a manifest holds at most {MAX_MANIFEST} bytes"
+            )));
         }
         let digest = digest_of(bytes);
         let by_digest = reference.starts_with("sha256:") || reference.contains(':');
         if by_digest && reference != digest {
-            return Err(OciError::DigestInvalid(format!("the manifest's digest is {digest}, not {reference}")));
+            return Err(OciError::DigestInvalid(format!(
+                "the manifest's digest is {digest}, not {reference}"
+            )));
         }
         if !by_digest && !valid_tag(reference) {
-            return Err(OciError::ManifestInvalid(format!("invalid tag {reference:?}")));
+            return Err(OciError::ManifestInvalid(format!(
+                "invalid tag {reference:?}"
+            )));
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| OciError::ManifestInvalid(format!("not JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| OciError::ManifestInvalid(format!("not JSON: {e}")))?;
         let declared = json.get("mediaType").and_then(|m| m.as_str());
-        let content_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).filter(|c| !c.is_empty());
+        let content_type = content_type
+            .map(|c| c.split(';').next().unwrap_or("").trim())
+            .filter(|c| !c.is_empty());
         let media_type = match (declared, content_type) {
             (Some(d), Some(c)) if d != c => {
-                return Err(OciError::ManifestInvalid(format!("mediaType {d} but Content-Type {c}")));
+                return Err(OciError::ManifestInvalid(format!(
+                    "mediaType {d} but Content-Type {c}"
+                )));
             }
             (Some(m), _) | (None, Some(m)) => m.to_string(),
             (None, None) => return Err(OciError::ManifestInvalid("no media type".into())),
         };
         if !MEDIA_TYPES.contains(&media_type.as_str()) {
-            return Err(OciError::ManifestInvalid(format!("unsupported media type {media_type}")));
+            return Err(OciError::ManifestInvalid(format!(
+                "unsupported media type {media_type}"
+            )));
         }
         let descriptor = |d: &serde_json::Value| -> Result<(String, u64), OciError> {
-            let digest = d.get("digest").and_then(|x| x.as_str()).filter(|x| valid_digest(x));
+            let digest = d
+                .get("digest")
+                .and_then(|x| x.as_str())
+                .filter(|x| valid_digest(x));
             let size = d.get("size").and_then(|x| x.as_u64());
             match (digest, size) {
                 (Some(digest), Some(size)) => Ok((digest.to_string(), size)),
-                _ => Err(OciError::ManifestInvalid("a descriptor without a valid digest and size".into())),
+                _ => Err(OciError::ManifestInvalid(
+                    "a descriptor without a valid digest and size".into(),
+                )),
             }
         };
         let index = media_type == OCI_INDEX || media_type == DOCKER_LIST;
         let mut referenced = Vec::new();
         if index {
-            for m in json.get("manifests").and_then(|m| m.as_array()).ok_or_else(|| OciError::ManifestInvalid("no manifests".into()))? {
+            for m in json
+                .get("manifests")
+                .and_then(|m| m.as_array())
+                .ok_or_else(|| OciError::ManifestInvalid("no manifests".into()))?
+            {
                 referenced.push(descriptor(m)?);
             }
         } else {
-            referenced.push(descriptor(json.get("config").ok_or_else(|| OciError::ManifestInvalid("no config".into()))?)?);
-            for l in json.get("layers").and_then(|l| l.as_array()).ok_or_else(|| OciError::ManifestInvalid("no layers".into()))? {
+            referenced
+                .push(descriptor(json.get("config").ok_or_else(|| {
+                    OciError::ManifestInvalid("no config".into())
+                })?)?);
+            for l in json
+                .get("layers")
+                .and_then(|l| l.as_array())
+                .ok_or_else(|| OciError::ManifestInvalid("no layers".into()))?
+            {
                 referenced.push(descriptor(l)?);
             }
-            let total = referenced.iter().try_fold(0u64, |sum, (_, size)| sum.checked_add(*size));
+            let total = referenced
+                .iter()
+                .try_fold(0u64, |sum, (_, size)| sum.checked_add(*size));
             if total.is_none_or(|t| t > self.limits.image) {
-                return Err(OciError::SizeInvalid(format!("an image holds at most {} bytes", self.limits.image)));
+                return Err(OciError::SizeInvalid(format!(
+                    "an image holds at most {} bytes",
+                    self.limits.image
+                )));
             }
         }
         self.write_content(bytes)?;
@@ -570,15 +723,23 @@ impl Oci {
                 let known = if index {
                     manifests.get((repository, d.as_str())).ctx(CTX)?.is_some()
                 } else {
-                    blobs.get((repository, d.as_str())).ctx(CTX)?.is_some_and(|s| s.value() == *size)
+                    blobs
+                        .get((repository, d.as_str()))
+                        .ctx(CTX)?
+                        .is_some_and(|s| s.value() == *size)
                 };
                 if !known {
                     return Err(OciError::ManifestBlobUnknown(d.clone()));
                 }
             }
-            manifests.insert((repository, digest.as_str()), media_type.as_str()).ctx(CTX)?;
+            manifests
+                .insert((repository, digest.as_str()), media_type.as_str())
+                .ctx(CTX)?;
             if !by_digest {
-                txn.open_table(TAGS).ctx(CTX)?.insert((repository, reference), digest.as_str()).ctx(CTX)?;
+                txn.open_table(TAGS)
+                    .ctx(CTX)?
+                    .insert((repository, reference), digest.as_str())
+                    .ctx(CTX)?;
             }
         }
         self.store.commit_write(txn, true, CTX)?;
@@ -586,20 +747,39 @@ impl Oci {
     }
 
     /// The manifest `reference` (a tag or a digest) names in `repository`.
-    pub fn get_manifest(&self, account: &str, repository: &str, reference: &str) -> Result<Manifest, OciError> {
+    pub fn get_manifest(
+        &self,
+        account: &str,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Manifest, OciError> {
         self.check_read(account, repository)?;
         const CTX: &str = "reading a manifest";
         let txn = self.store.database().begin_read().ctx(CTX)?;
         let digest = if reference.contains(':') {
             reference.to_string()
         } else {
-            let tag = txn.open_table(TAGS).ctx(CTX)?.get((repository, reference)).ctx(CTX)?.map(|d| d.value().to_string());
+            let tag = txn
+                .open_table(TAGS)
+                .ctx(CTX)?
+                .get((repository, reference))
+                .ctx(CTX)?
+                .map(|d| d.value().to_string());
             tag.ok_or_else(|| OciError::ManifestUnknown(reference.into()))?
         };
-        let media_type = txn.open_table(MANIFESTS).ctx(CTX)?.get((repository, digest.as_str())).ctx(CTX)?.map(|m| m.value().to_string());
+        let media_type = txn
+            .open_table(MANIFESTS)
+            .ctx(CTX)?
+            .get((repository, digest.as_str()))
+            .ctx(CTX)?
+            .map(|m| m.value().to_string());
         let media_type = media_type.ok_or_else(|| OciError::ManifestUnknown(reference.into()))?;
         let bytes = fs::read(self.blob_path(&digest))?;
-        Ok(Manifest { digest, media_type, bytes })
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes,
+        })
     }
 
     /// The tags of `repository`, sorted.

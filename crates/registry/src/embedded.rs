@@ -115,6 +115,7 @@ impl Registry for EmbeddedRegistry {
         functions
             .values()
             .flat_map(|r| std::iter::once(&**r).chain(r.versions.iter()))
+            .filter(|r| r.image.is_none())
             .map(|r| r.code_sha256_hex.clone())
             .collect()
     }

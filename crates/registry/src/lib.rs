@@ -53,7 +53,7 @@ pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts,
 pub use embedded::EmbeddedRegistry;
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
-    ProvisionedRecord,
+    ImageConfigOverride, ImageRecord, ImageSettings, PackageType, ProvisionedRecord,
 };
 
 /// A boxed future that can cross tasks.

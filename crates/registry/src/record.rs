@@ -68,10 +68,90 @@ pub struct FunctionRecord {
     /// or an alias; empty in a version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub event_invoke: BTreeMap<String, EventInvokeConfig>,
+    /// The container image of a function of package type `Image` (`None`:
+    /// a zip function, whose code is the tree `code_sha256_hex` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRecord>,
+    /// `ImageConfig`: the function's overrides of its image's settings
+    /// (changed by UpdateFunctionConfiguration, kept by UpdateFunctionCode).
+    #[serde(default, skip_serializing_if = "ImageConfigOverride::is_empty")]
+    pub image_config: ImageConfigOverride,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
     pub code: CodeRef,
+}
+
+/// Lambda's `PackageType`: how a function's code is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageType {
+    Zip,
+    Image,
+}
+
+impl PackageType {
+    /// `Zip` or `Image`, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageType::Zip => "Zip",
+            PackageType::Image => "Image",
+        }
+    }
+}
+
+/// What a function of package type `Image` runs: the image as named, as
+/// resolved (a tag is resolved to its digest once, when the code is set: a
+/// later push to the tag does not change the function), the image's own
+/// settings read then, and the prepared image the workers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `ImageUri` as the caller gave it.
+    pub image_uri: String,
+    /// `ResolvedImageUri`: the same registry host, `repository@sha256:<hex>`.
+    pub resolved_image_uri: String,
+    /// The repository in Ignis's registry (of the function's account).
+    pub repository: String,
+    /// `sha256:<hex>` of the image manifest.
+    pub manifest_digest: String,
+    /// The image config's settings, read when the code was set.
+    #[serde(default)]
+    pub settings: ImageSettings,
+    /// The prepared image's id (from the image preparer), what the invoke path runs.
+    pub prepared_id: String,
+}
+
+/// What an image's config says about running it (absent: `None` or empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// `NAME=value` entries, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+/// Lambda's `ImageConfig`: each field given replaces the image's own setting
+/// (`EntryPoint` its ENTRYPOINT, `Command` its CMD, `WorkingDirectory` its
+/// WORKDIR).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfigOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+}
+
+impl ImageConfigOverride {
+    /// Whether it overrides nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entry_point.is_none() && self.command.is_none() && self.working_directory.is_none()
+    }
 }
 
 /// A record's hold of its code tree (not stored; records compare equal whatever it holds).
@@ -182,8 +262,15 @@ impl FunctionRecord {
             provisioned: BTreeMap::new(),
             dead_letter_target: None,
             event_invoke: BTreeMap::new(),
+            image: None,
+            image_config: ImageConfigOverride::default(),
             code: CodeRef::default(),
         }
+    }
+
+    /// `Image` for a function of a container image, else `Zip`.
+    pub fn package_type(&self) -> PackageType {
+        if self.image.is_some() { PackageType::Image } else { PackageType::Zip }
     }
 
     /// The unqualified ARN (`account` is the function's own).
@@ -242,6 +329,8 @@ impl FunctionRecord {
             && self.environment == version.environment
             && self.architecture == version.architecture
             && self.dead_letter_target == version.dead_letter_target
+            && self.image == version.image
+            && self.image_config == version.image_config
     }
 
     /// An immutable snapshot of this `$LATEST` as version `number`, with its
@@ -287,6 +376,8 @@ impl FunctionRecord {
             provisioned: BTreeMap::new(),
             dead_letter_target: self.dead_letter_target.clone(),
             event_invoke: BTreeMap::new(),
+            image: self.image.clone(),
+            image_config: self.image_config.clone(),
             code: self.code.clone(),
         }
     }

@@ -333,3 +333,50 @@ fn snapshots_and_sameness() {
     assert_eq!(latest.version_arn(REGION, account.as_str()), latest.arn(REGION, account.as_str()));
     assert_eq!(latest.log_group(), "/aws/lambda/f");
 }
+
+fn image(digest_char: char) -> ImageRecord {
+    let digest = format!("sha256:{}", digest_char.to_string().repeat(64));
+    ImageRecord {
+        image_uri: "localhost:9000/team/app:v1".into(),
+        resolved_image_uri: format!("localhost:9000/team/app@{digest}"),
+        repository: "team/app".into(),
+        manifest_digest: digest.clone(),
+        settings: ImageSettings {
+            entrypoint: Some(vec!["/app".into()]),
+            cmd: None,
+            env: vec!["A=1".into()],
+            working_dir: Some("/srv".into()),
+        },
+        prepared_id: digest,
+    }
+}
+
+/// An image function's record: its package type, its image and overrides
+/// are stored, reloaded, snapshotted and compared; it holds no code tree.
+#[tokio::test]
+async fn image_functions_round_trip_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, registry) = open(dir.path());
+    let mut record = FunctionRecord { code_sha256_hex: String::new(), ..record("img", 1) };
+    assert_eq!(record.package_type(), PackageType::Zip);
+    record.image = Some(image('a'));
+    record.image_config = ImageConfigOverride { command: Some(vec!["x".into()]), ..ImageConfigOverride::default() };
+    assert_eq!((record.package_type(), record.package_type().as_str()), (PackageType::Image, "Image"));
+    put(&*registry, &a(), record.clone()).await;
+    assert!(registry.live_code().is_empty());
+    drop(registry);
+    drop(store);
+    let (_store, registry) = open(dir.path());
+    let loaded = registry.get(&a(), "img").unwrap();
+    assert_eq!(*loaded, record);
+
+    let one = loaded.snapshot(1, None, "v1".into(), 7);
+    assert_eq!((one.image.as_ref(), &one.image_config), (record.image.as_ref(), &record.image_config));
+    assert!(loaded.same_as(&one));
+    let mut other = (*loaded).clone();
+    other.image = Some(image('b'));
+    assert!(!other.same_as(&one));
+    let mut other = (*loaded).clone();
+    other.image_config = ImageConfigOverride::default();
+    assert!(!other.same_as(&one));
+}

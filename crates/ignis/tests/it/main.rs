@@ -16,6 +16,7 @@ mod hostile_growth;
 mod hostile_http;
 mod hostile_limits;
 mod hostile_starve;
+mod image_functions;
 mod invoke;
 mod lifecycle;
 mod oci;

@@ -49,7 +49,12 @@ fn tar_of(path: &str, content: &[u8]) -> Vec<u8> {
 /// Writes an OCI image layout with one image tagged `tag` (a config and two
 /// layers, one of them several MiB so its upload comes in many pieces);
 /// answers the manifest's digest.
-fn make_layout(layout: &Path, tag: &str) -> String {
+pub fn make_layout(layout: &Path, tag: &str) -> String {
+    make_layout_of(layout, tag, "amd64", json!({ "Entrypoint": ["/hello"], "Env": ["GREETING=hi"], "WorkingDir": "/" }))
+}
+
+/// [`make_layout`] with the image config's `architecture` and `config` object given.
+pub fn make_layout_of(layout: &Path, tag: &str, architecture: &str, run_config: Value) -> String {
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -72,9 +77,9 @@ fn make_layout(layout: &Path, tag: &str) -> String {
         descriptors.push(descriptor);
     }
     let config = json!({
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
-        "config": { "Entrypoint": ["/hello"], "Env": ["GREETING=hi"], "WorkingDir": "/" },
+        "config": run_config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
     let mut config = write_blob(layout, config.to_string().as_bytes());
@@ -105,11 +110,11 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     output.stdout
 }
 
-fn skopeo(args: &[&str]) -> Output {
+pub fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo").arg("--insecure-policy").args(args).output().expect("skopeo is installed (scripts/test installs it)")
 }
 
-fn creds(credentials: &Credentials) -> String {
+pub fn creds(credentials: &Credentials) -> String {
     format!("{}:{}", credentials.access_key_id, credentials.secret_access_key)
 }
 
@@ -118,8 +123,22 @@ fn basic(credentials: &Credentials) -> (String, String) {
     ("authorization".into(), format!("Basic {token}"))
 }
 
-fn check(output: &Output, what: &str) {
+pub fn check(output: &Output, what: &str) {
     assert!(output.status.success(), "{what}: {}\n{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+}
+
+/// Pushes the image tagged `tag` of `layout` to `target` (`repository:tag`) of
+/// `server`'s registry with skopeo, as `credentials`' account.
+pub fn push(server: &Server, layout: &Path, tag: &str, target: &str, credentials: &Credentials) {
+    let output = skopeo(&[
+        "copy",
+        &format!("oci:{}:{tag}", layout.display()),
+        &format!("docker://{}/{target}", server.address),
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds(credentials),
+    ]);
+    check(&output, &format!("push of {target}"));
 }
 
 /// The blob files of a layout, by name.
@@ -155,15 +174,7 @@ fn skopeo_pushes_pulls_and_inspects_images() {
     assert_eq!(server.raw("GET", "/v2/", "", &[basic(&wrong)], b"").status, 401);
     assert_eq!(server.raw("GET", "/v2/", "", &[basic(&alice)], b"").status, 200);
 
-    let push = skopeo(&[
-        "copy",
-        &format!("oci:{}:v1", source.display()),
-        &image,
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(&alice),
-    ]);
-    check(&push, "push");
+    push(&server, &source, "v1", "team/app:v1", &alice);
 
     // Pulled back, the image is the same bytes.
     let pulled = tmp.path().join("pulled");
@@ -216,15 +227,7 @@ fn skopeo_pushes_pulls_and_inspects_images() {
     let denied = server.raw("POST", "/v2/team/app/blobs/uploads/", "", &[basic(&bob)], b"");
     assert_eq!(denied.status, 403);
     // Bob's own repository of the same image is his.
-    let own = skopeo(&[
-        "copy",
-        &format!("oci:{}:v1", source.display()),
-        &format!("docker://{host}/bob/app:v1"),
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds(&bob),
-    ]);
-    check(&own, "bob's push");
+    push(&server, &source, "v1", "bob/app:v1", &bob);
     assert_eq!(server.raw("GET", "/v2/bob/app/tags/list", "", &[basic(&alice)], b"").status, 403);
     let unknown = server.raw("GET", "/v2/nothing/here/tags/list", "", &[basic(&alice)], b"");
     assert_eq!((unknown.status, unknown.json()["errors"][0]["code"].clone()), (404, json!("NAME_UNKNOWN")));

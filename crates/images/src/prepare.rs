@@ -1,0 +1,65 @@
+//! The seam between the control plane and image preparation: when a function's
+//! code becomes a container image (CreateFunction, UpdateFunctionCode), the
+//! front end asks an [`ImagePreparer`] to make the image runnable (flatten its
+//! layers, build the filesystem image, cut it into chunks, store the chunk
+//! manifest) and stores the [`PreparedImage`]'s id in the function's record;
+//! the invoke path runs what that id names.
+//!
+//! Contract: `prepare` is called after the image reference was resolved (the
+//! repository is the account's and holds the manifest) and before the record
+//! is stored; the same image prepared twice may answer the same id. An image
+//! that cannot be prepared is [`PrepareError::Image`] (the caller's fault, with
+//! the reason), a platform failure [`PrepareError::Internal`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use ignis_ids::AccountId;
+
+/// A prepared image: what the invoke path runs, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedImage {
+    pub id: String,
+}
+
+/// Why an image was not prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    /// The image cannot be run as a function (the reason says why).
+    #[error("{0}")]
+    Image(String),
+    /// Preparation failed on the platform's side.
+    #[error("preparing the image failed: {0}")]
+    Internal(String),
+}
+
+/// What [`ImagePreparer::prepare`] answers.
+pub type PrepareFuture<'a> = Pin<Box<dyn Future<Output = Result<PreparedImage, PrepareError>> + Send + 'a>>;
+
+/// Makes an image of an account's repository runnable; see the module docs.
+pub trait ImagePreparer: Send + Sync {
+    fn prepare<'a>(&'a self, account: &'a AccountId, repository: &'a str, manifest_digest: &'a str) -> PrepareFuture<'a>;
+}
+
+/// The preparer used until the preparation pipeline exists: it does no work
+/// and answers the manifest digest as the prepared image's id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpreparedImages;
+
+impl ImagePreparer for UnpreparedImages {
+    fn prepare<'a>(&'a self, _account: &'a AccountId, _repository: &'a str, manifest_digest: &'a str) -> PrepareFuture<'a> {
+        Box::pin(async move { Ok(PreparedImage { id: manifest_digest.to_string() }) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unprepared_images_answer_the_manifest_digest() {
+        let preparer: &dyn ImagePreparer = &UnpreparedImages;
+        let prepared = preparer.prepare(&AccountId::new("111111111111"), "team/app", "sha256:ab").await;
+        assert_eq!(prepared, Ok(PreparedImage { id: "sha256:ab".into() }));
+    }
+}
