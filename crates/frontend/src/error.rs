@@ -271,13 +271,13 @@ impl ApiError {
 }
 
 /// An image the preparer refused is the caller's; a failure of its own is the platform's.
-impl From<ignis_images::PrepareError> for ApiError {
-    fn from(e: ignis_images::PrepareError) -> Self {
+impl From<ignis_images::PreparerError> for ApiError {
+    fn from(e: ignis_images::PreparerError) -> Self {
         match e {
-            ignis_images::PrepareError::Image(reason) => {
+            ignis_images::PreparerError::Image(reason) => {
                 ApiError::InvalidParameterValue(format!("The source image cannot be used: {reason}"))
             }
-            internal @ ignis_images::PrepareError::Internal(_) => ApiError::Service(internal.to_string()),
+            internal @ ignis_images::PreparerError::Internal(_) => ApiError::Service(internal.to_string()),
         }
     }
 }
@@ -486,8 +486,8 @@ mod tests {
         let err = ApiError::image_source(uri, OciError::Architecture { os: "linux".into(), architecture: "arm64".into() });
         assert!(err.message().contains("linux/arm64") && err.message().contains("x86_64"), "{}", err.message());
         assert_eq!(ApiError::invalid_source_image("app").message(), "Source image app is not valid. Provide a valid source image.");
-        let refused = ApiError::from(ignis_images::PrepareError::Image("too big".into()));
+        let refused = ApiError::from(ignis_images::PreparerError::Image("too big".into()));
         assert_eq!((refused.error_type(), refused.message().ends_with("too big")), ("InvalidParameterValueException", true));
-        assert_eq!(ApiError::from(ignis_images::PrepareError::Internal("disk".into())).error_type(), "ServiceException");
+        assert_eq!(ApiError::from(ignis_images::PreparerError::Internal("disk".into())).error_type(), "ServiceException");
     }
 }

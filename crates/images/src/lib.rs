@@ -23,7 +23,7 @@
 //!   paths dropped or refused), with file bodies spooled on disk, and writes
 //!   it into a directory, the input of the filesystem image builder.
 //!
-//! - [`prepare`](mod@prepare): the seam the control plane calls when a
+//! - [`seam`]: the seam the control plane calls when a
 //!   function's code becomes an image ([`ImagePreparer`], [`PreparedImage`]),
 //!   and [`UnpreparedImages`], which prepares nothing and answers the manifest
 //!   digest as the id, used until the preparation pipeline exists.
@@ -91,7 +91,7 @@ mod chunking;
 mod crypto;
 pub mod flatten;
 mod manifest;
-pub mod prepare;
+pub mod seam;
 
 #[cfg(test)]
 mod tests;
@@ -99,4 +99,4 @@ mod tests;
 pub use chunking::{ChunkStats, Chunked, ChunkingError, IN_FLIGHT, ReadError, chunk_and_store, read_chunk};
 pub use crypto::{AccountKey, Salt};
 pub use manifest::{ChunkName, ChunkRef, FORMAT_VERSION, Manifest, ManifestError, Opened};
-pub use prepare::{ImagePreparer, PrepareError, PrepareFuture, PreparedImage, UnpreparedImages};
+pub use seam::{ImagePreparer, PrepareFuture, PreparedImage, PreparerError, UnpreparedImages};

@@ -8,8 +8,8 @@
 //! Contract: `prepare` is called after the image reference was resolved (the
 //! repository is the account's and holds the manifest) and before the record
 //! is stored; the same image prepared twice may answer the same id. An image
-//! that cannot be prepared is [`PrepareError::Image`] (the caller's fault, with
-//! the reason), a platform failure [`PrepareError::Internal`].
+//! that cannot be prepared is [`PreparerError::Image`] (the caller's fault, with
+//! the reason), a platform failure [`PreparerError::Internal`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ pub struct PreparedImage {
 
 /// Why an image was not prepared.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PrepareError {
+pub enum PreparerError {
     /// The image cannot be run as a function (the reason says why).
     #[error("{0}")]
     Image(String),
@@ -34,7 +34,7 @@ pub enum PrepareError {
 }
 
 /// What [`ImagePreparer::prepare`] answers.
-pub type PrepareFuture<'a> = Pin<Box<dyn Future<Output = Result<PreparedImage, PrepareError>> + Send + 'a>>;
+pub type PrepareFuture<'a> = Pin<Box<dyn Future<Output = Result<PreparedImage, PreparerError>> + Send + 'a>>;
 
 /// Makes an image of an account's repository runnable; see the module docs.
 pub trait ImagePreparer: Send + Sync {
