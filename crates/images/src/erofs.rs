@@ -155,11 +155,12 @@ pub enum ErofsError {
 pub fn build(flat: &Flattened, out: &mut File, options: &ErofsOptions) -> Result<ErofsStats, ErofsError> {
     let plan = plan(flat.entries(), flat.stats().layers, options)?;
     let mut out = Out::new(out).map_err(ErofsError::Write)?;
+    let mut buf = vec![0u8; 256 * 1024];
     for &(i, offset) in &plan.data {
         let inode = &plan.inodes[i];
         let InodeKind::File { path } = &inode.kind else { continue };
         out.pad_to(offset).map_err(ErofsError::Write)?;
-        copy_body(flat, path, inode.size, &mut out)?;
+        copy_body(flat, path, inode.size, &mut out, &mut buf)?;
     }
     write_metadata(&plan, &mut out).map_err(ErofsError::Write)?;
     out.finish(plan.total_bytes, &superblock(&plan)).map_err(ErofsError::Write)?;
@@ -171,18 +172,17 @@ pub fn build(flat: &Flattened, out: &mut File, options: &ErofsOptions) -> Result
     })
 }
 
-/// Copies the body of the file at `path`, checking its size.
-fn copy_body(flat: &Flattened, path: &Path, size: u64, out: &mut Out<'_>) -> Result<(), ErofsError> {
+/// Copies the body of the file at `path` through `buf`, checking its size.
+fn copy_body(flat: &Flattened, path: &Path, size: u64, out: &mut Out<'_>, buf: &mut [u8]) -> Result<(), ErofsError> {
     let body_error = |source| ErofsError::Body { path: path.to_path_buf(), source };
     let reader = match flat.open(path) {
         Some(reader) => reader.map_err(body_error)?,
         None => return Err(ErofsError::Malformed { path: path.to_path_buf() }),
     };
     let mut reader = reader.take(size);
-    let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
