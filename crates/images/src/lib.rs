@@ -31,8 +31,9 @@
 //! - [`prepare`]: the whole way from layer streams to a stored image:
 //!   flatten, build the EROFS image in an unnamed file, [`chunk_and_store`];
 //!   answers the [`Manifest`] and each stage's statistics ([`Prepared`]),
-//!   or the failing stage's error ([`PrepareError`]). Nothing is stored if
-//!   a layer is bad.
+//!   or the failing stage's error ([`PrepareError`], which tells the
+//!   image's faults from the platform's). Nothing is stored if a layer is
+//!   bad.
 //!
 //! What this crate does not know: which images or functions are live,
 //! where manifests and account keys are kept, how an image is mounted.

@@ -58,6 +58,26 @@ pub enum PrepareError {
     Task(#[source] tokio::task::JoinError),
 }
 
+impl PrepareError {
+    /// Whether the image itself is at fault (a layer that is not a tar
+    /// stream, a path escaping the root, a bound exceeded, what the
+    /// filesystem cannot hold), as opposed to a failure of the platform
+    /// (disk, store, task): the first is the caller's to fix.
+    pub fn is_image_fault(&self) -> bool {
+        match self {
+            PrepareError::Flatten(e) => !matches!(e, FlattenError::Spool(_)),
+            PrepareError::Erofs(e) => matches!(
+                e,
+                ErofsError::NameTooLong { .. }
+                    | ErofsError::SymlinkTooLong { .. }
+                    | ErofsError::OwnerTooLarge { .. }
+                    | ErofsError::TooLarge
+            ),
+            PrepareError::ImageFile { .. } | PrepareError::Chunking(_) | PrepareError::Task(_) => false,
+        }
+    }
+}
+
 /// Flattens `layers` (bottom first, each a gzip or plain tar stream), builds
 /// the filesystem image in `work_dir`, and chunks it into `store` under
 /// `salt`, the manifest's key table sealed under `account`.

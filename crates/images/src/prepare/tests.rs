@@ -68,7 +68,21 @@ async fn a_bad_layer_stores_nothing() {
         let layers = [base(2).remove(1), bad];
         let err = run(&layers, work.path(), &store).await.unwrap_err();
         assert!(matches!(err, PrepareError::Flatten(FlattenError::NotATar { layer: 1, .. })), "{err}");
+        assert!(err.is_image_fault());
         assert_eq!(store.size().await.unwrap().chunks, 0);
         assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
     }
+}
+
+#[tokio::test]
+async fn what_the_filesystem_cannot_hold_is_the_images_fault() {
+    let work = tempfile::tempdir().unwrap();
+    let store = MemoryChunkStore::new();
+    let long = "n".repeat(300);
+    let err = run(&[layer(&[T::File(&long, 0o644, b"x".to_vec())])], work.path(), &store).await.unwrap_err();
+    assert!(matches!(err, PrepareError::Erofs(ErofsError::NameTooLong { .. })), "{err}");
+    assert!(err.is_image_fault());
+    assert_eq!(store.size().await.unwrap().chunks, 0);
+    let spool = PrepareError::Flatten(FlattenError::Spool(io::Error::other("disk full")));
+    assert!(!spool.is_image_fault());
 }
