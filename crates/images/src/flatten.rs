@@ -148,6 +148,10 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
+    /// The layer (from 0, the bottom one) that last wrote the entry; for a
+    /// file, the layer its body comes from (a hard link shares its
+    /// target's). The filesystem image places bodies by it.
+    pub layer: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,7 +317,9 @@ struct Node {
 #[derive(Debug, Clone)]
 enum NodeKind {
     Dir,
-    File { body: u64, size: u64 },
+    /// `layer`: the layer the body was read from (a hard link made in a
+    /// later layer keeps it).
+    File { body: u64, size: u64, layer: usize },
     Symlink(PathBuf),
 }
 
@@ -452,7 +458,7 @@ impl Tree {
             };
             file.write_all(&buf[..n]).map_err(FlattenError::Spool)?;
         }
-        Ok(NodeKind::File { body, size })
+        Ok(NodeKind::File { body, size, layer })
     }
 
     /// Puts `node` at `path`, making parents directories.
@@ -544,10 +550,14 @@ impl Tree {
         let mut entries = Vec::with_capacity(self.nodes.len());
         let mut bodies = HashMap::new();
         for (path, node) in self.nodes {
+            let layer = match node.kind {
+                NodeKind::File { layer, .. } => layer,
+                NodeKind::Dir | NodeKind::Symlink(_) => node.layer,
+            };
             let kind = match node.kind {
                 NodeKind::Dir => EntryKind::Dir,
                 NodeKind::Symlink(target) => EntryKind::Symlink { target },
-                NodeKind::File { body, size } => match first_name.get(&body) {
+                NodeKind::File { body, size, .. } => match first_name.get(&body) {
                     Some(target) => EntryKind::HardLink { target: target.clone() },
                     None => {
                         first_name.insert(body, path.clone());
@@ -558,7 +568,7 @@ impl Tree {
                     }
                 },
             };
-            entries.push((path, Entry { kind, mode: node.mode, uid: node.uid, gid: node.gid }));
+            entries.push((path, Entry { kind, mode: node.mode, uid: node.uid, gid: node.gid, layer }));
         }
         Flattened { entries, bodies, stats: self.stats, _spool: spool }
     }

@@ -20,17 +20,27 @@
 //! - [`flatten`](mod@flatten): applies an image's tar layers, in order, into
 //!   one tree ([`flatten::Flattened`]: whiteouts, opaque directories, hard
 //!   links, symlinks, modes, owners; device nodes, setuid bits and escaping
-//!   paths dropped or refused), with file bodies spooled on disk, and writes
-//!   it into a directory, the input of the filesystem image builder.
+//!   paths dropped or refused), with file bodies spooled on disk and each
+//!   entry's layer kept, and writes it into a directory.
+//! - [`erofs`](mod@erofs): [`erofs::build`] writes a flattened tree as a
+//!   read-only EROFS image (the kernel's format, uncompressed), laid out
+//!   for sharing: each layer's file bodies in a region of their own that
+//!   starts on a chunk boundary, so images on the same base layers have the
+//!   same chunks there; the metadata after them. Deterministic: the same
+//!   tree gives the same bytes.
+//! - [`prepare`]: the whole way from layer streams to a stored image:
+//!   flatten, build the EROFS image in an unnamed file, [`chunk_and_store`];
+//!   answers the [`Manifest`] and each stage's statistics ([`Prepared`]),
+//!   or the failing stage's error ([`PrepareError`], which tells the
+//!   image's faults from the platform's). Nothing is stored if a layer is
+//!   bad.
 //!
-//! - [`seam`]: the seam the control plane calls when a
-//!   function's code becomes an image ([`ImagePreparer`], [`PreparedImage`]),
-//!   and [`UnpreparedImages`], which prepares nothing and answers the manifest
-//!   digest as the id, used until the preparation pipeline exists.
+//! - [`seam`]: the seam the control plane calls when a function's code
+//!   becomes an image ([`ImagePreparer`], [`PreparedImage`]), and
+//!   [`UnpreparedImages`], which prepares nothing (for tests of the front end).
 //!
-//! What this crate does not know: filesystem images (the builder hands
-//! [`chunk_and_store`] bytes), which images or functions are live, where
-//! account keys are kept.
+//! What this crate does not know: which images or functions are live,
+//! where manifests and account keys are kept, how an image is mounted.
 //!
 //! # Convergent encryption
 //! For a chunk with plaintext `p` (the last chunk may be short):
@@ -89,8 +99,10 @@
 
 mod chunking;
 mod crypto;
+pub mod erofs;
 pub mod flatten;
 mod manifest;
+mod prepare;
 pub mod seam;
 
 #[cfg(test)]
@@ -99,4 +111,5 @@ mod tests;
 pub use chunking::{ChunkStats, Chunked, ChunkingError, IN_FLIGHT, ReadError, chunk_and_store, read_chunk};
 pub use crypto::{AccountKey, Salt};
 pub use manifest::{ChunkName, ChunkRef, FORMAT_VERSION, Manifest, ManifestError, Opened};
+pub use prepare::{PrepareError, PrepareOptions, Prepared, prepare};
 pub use seam::{ImagePreparer, PrepareFuture, PreparedImage, PreparerError, UnpreparedImages};

@@ -12,7 +12,7 @@ use crate::*;
 const MIB: usize = 1024 * 1024;
 
 /// `len` pseudo-random bytes (xorshift), the same for the same seed.
-fn random(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {

@@ -232,6 +232,39 @@ fn a_hard_link_to_a_lower_layer_is_written_as_a_link() {
 }
 
 #[test]
+fn each_entry_names_the_layer_that_last_wrote_it() {
+    let lower = layer(&[
+        E::Dir("etc/", 0o755),
+        E::File("etc/passwd", 0o644, b"root"),
+        E::File("keep", 0o644, b"kept body"),
+        E::File("zz-target", 0o644, b"z"),
+    ]);
+    let upper = layer(&[
+        E::Dir("etc/", 0o750),
+        E::Link("alias", "keep"),
+        E::File(".wh.keep", 0o644, b""),
+        E::Link("a-link", "zz-target"),
+        E::Symlink("s", "keep"),
+        E::File("new", 0o644, b"new"),
+    ]);
+    let f = run(&[lower, upper]).unwrap();
+    let layers: Vec<(String, usize)> = f.entries().iter().map(|(p, e)| (p.display().to_string(), e.layer)).collect();
+    let expected = [
+        ("", 0),
+        // A file's layer is its body's, whichever layer named it.
+        ("a-link", 0),
+        ("alias", 0),
+        ("etc", 1),
+        ("etc/passwd", 0),
+        ("new", 1),
+        ("s", 1),
+        ("zz-target", 0),
+    ];
+    let expected: Vec<(String, usize)> = expected.iter().map(|(p, l)| (p.to_string(), *l)).collect();
+    assert_eq!(layers, expected);
+}
+
+#[test]
 fn flattening_is_deterministic() {
     let layers = [gzip(&base()), upper()];
     let one = run(&layers).unwrap();
