@@ -104,6 +104,7 @@ pub mod flatten;
 mod manifest;
 mod prepare;
 pub mod seam;
+mod service;
 
 #[cfg(test)]
 mod tests;
@@ -112,4 +113,5 @@ pub use chunking::{ChunkStats, Chunked, ChunkingError, IN_FLIGHT, ReadError, chu
 pub use crypto::{AccountKey, Salt};
 pub use manifest::{ChunkName, ChunkRef, FORMAT_VERSION, Manifest, ManifestError, Opened};
 pub use prepare::{PrepareError, PrepareOptions, Prepared, prepare};
+pub use service::{ACCOUNT_KEY_PURPOSE, AccountKeys, CollectReport, ImageManifest, Images, ImagesConfig, ImagesError, PrepareReport};
 pub use seam::{ImagePreparer, PrepareFuture, PreparedImage, PreparerError, UnpreparedImages};
