@@ -12,6 +12,7 @@ use ignis_chunks::{CHUNK_BYTES, ChunkStore, DirectoryChunkStore};
 use ignis_images::{AccountKey, ChunkName, Manifest, Salt, chunk_and_store};
 use ignis_sandbox::code::{fd_syscall, fsconfig};
 
+use crate::cache::Image;
 use crate::{ImageFs, ImageFsConfig, LoadError};
 
 /// Bytes from splitmix64 over a counter: "random" content that neither compresses nor repeats, different for
@@ -356,5 +357,92 @@ fn nothing_is_left_after_kill_9_as_root() {
     assert!(fuse_connections().contains(&connection));
     child.kill().unwrap();
     child.wait().unwrap();
+    assert_gone(connection);
+}
+
+#[test]
+fn images_mount_through_a_loop_device_too_as_root() {
+    let fixture = Fixture::new();
+    let fs = fixture.imagefs(64 << 20);
+    let connection = fs.connection();
+    *fs.backing.lock().unwrap() = Some(crate::Backing::Loop);
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+    let tree = image.tree().unwrap();
+    fixture.check_all(&tree);
+    drop((tree, image, fs));
+    assert_gone(connection);
+}
+
+/// A chunk store whose `get`s wait until the gate opens.
+#[derive(Debug)]
+struct Gated {
+    inner: Arc<DirectoryChunkStore>,
+    gate: tokio::sync::Semaphore,
+}
+
+impl ChunkStore for Gated {
+    fn put(&self, chunk: bytes::Bytes) -> ignis_chunks::BoxFuture<'_, Result<ignis_chunks::Stored, ignis_chunks::ChunkError>> {
+        self.inner.put(chunk)
+    }
+    fn get(&self, digest: ignis_chunks::ChunkDigest) -> ignis_chunks::BoxFuture<'_, Result<bytes::Bytes, ignis_chunks::ChunkError>> {
+        Box::pin(async move {
+            drop(self.gate.acquire().await);
+            self.inner.get(digest).await
+        })
+    }
+    fn contains<'a>(&'a self, digests: &'a [ignis_chunks::ChunkDigest]) -> ignis_chunks::BoxFuture<'a, Result<Vec<bool>, ignis_chunks::ChunkError>> {
+        self.inner.contains(digests)
+    }
+    fn delete(&self, digest: ignis_chunks::ChunkDigest) -> ignis_chunks::BoxFuture<'_, Result<bool, ignis_chunks::ChunkError>> {
+        self.inner.delete(digest)
+    }
+    fn list(&self, after: Option<ignis_chunks::ChunkDigest>, limit: usize) -> ignis_chunks::BoxFuture<'_, Result<Vec<ignis_chunks::ChunkDigest>, ignis_chunks::ChunkError>> {
+        self.inner.list(after, limit)
+    }
+    fn size(&self) -> ignis_chunks::BoxFuture<'_, Result<ignis_chunks::Size, ignis_chunks::ChunkError>> {
+        self.inner.size()
+    }
+}
+
+#[test]
+fn concurrent_readers_of_a_missing_chunk_cause_one_fetch_as_root() {
+    let fixture = Fixture::new();
+    let gated = Arc::new(Gated { inner: fixture.store.clone(), gate: tokio::sync::Semaphore::new(0) });
+    let store: Arc<dyn ChunkStore> = gated.clone();
+    let fs = ImageFs::new(ImageFsConfig::new(fixture.cache_dir.path(), 64 << 20), store, fixture.runtime.handle().clone())
+        .unwrap();
+    let connection = fs.connection();
+    // The image's own file, read straight (every read reaches the server: no page cache).
+    let image = Arc::new(Image::open("img", fixture.manifest.clone(), &fixture.key).unwrap());
+    let ino = fs.inodes.name(image);
+    let name = CString::new(ino.to_string()).unwrap();
+    // SAFETY: valid fd and NUL-terminated relative path.
+    let fd = unsafe { libc::openat(fs.fuse.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    fs.inodes.unname(ino);
+    // SAFETY: just opened; ours.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let index = fixture.chunk_inside("noise-b.bin");
+    let offset = (index * CHUNK_BYTES) as u64;
+    let want = &fixture.image[index * CHUNK_BYTES..][..8192];
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..6u64)
+            .map(|i| {
+                let file = &file;
+                s.spawn(move || {
+                    let mut buf = vec![0u8; 4096];
+                    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, offset + (i % 2) * 4096).unwrap();
+                    buf
+                })
+            })
+            .collect();
+        gated.gate.add_permits(1000);
+        for (i, reader) in readers.into_iter().enumerate() {
+            assert!(reader.join().unwrap() == want[(i % 2) * 4096..][..4096], "reader {i}");
+        }
+    });
+    let stats = fs.stats();
+    assert_eq!(stats.chunk_fetches_total, 1, "{stats:?}");
+    drop((file, fs));
     assert_gone(connection);
 }
