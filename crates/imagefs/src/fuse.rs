@@ -54,7 +54,7 @@ struct Inode {
 
 impl Inodes {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Inode>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.table)
     }
 
     /// Gives `image` a new inode, named: its name is the inode's number.

@@ -47,7 +47,7 @@
 //!   missing or does not verify fails the read with `EIO`, counted in [`Stats`]; it is not cached, and the next
 //!   read tries again. The cache holds only verified plaintext, keyed by name and plaintext hash, in a directory of
 //!   the worker's own that it empties at start.
-//! - Bounded: the cache's files take at most `cache_bytes` (least recently used evicted, [`lru`](mod@lru) decides
+//! - Bounded: the cache's files take at most `cache_bytes` (least recently used evicted, `lru.rs` decides
 //!   with no IO), plus one temporary file per fetch in progress; at most `max_fetches` fetches at once; memory
 //!   holds only the chunks of fetches and reads in progress.
 //! - Nothing is left after the process dies, even by `kill -9`: the FUSE connection lives only through its
@@ -171,7 +171,8 @@ pub struct MountedImage {
     mount: OwnedFd,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A mutex's guard, also after a panic elsewhere (every critical section leaves its state whole).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
