@@ -201,12 +201,16 @@ impl Shared {
         }
         let shared = self.clone();
         self.runtime.spawn(async move {
+            // Every flight is awaited, also after a failure: a flight this read started is always flown.
+            let mut failed = false;
             for (at, index, flight) in waits {
-                let fetched = flight.get_or_init(|| shared.clone().fetch(image.clone(), index)).await;
-                match fetched {
+                match flight.get_or_init(|| shared.clone().fetch(image.clone(), index)).await {
                     Ok(bytes) => pieces[at].source = Some(Source::Bytes(bytes.clone())),
-                    Err(_) => return reply.error(Errno::EIO),
+                    Err(_) => failed = true,
                 }
+            }
+            if failed {
+                return reply.error(Errno::EIO);
             }
             match tokio::task::spawn_blocking(move || assemble(pieces)).await {
                 Ok(assembled) => answer(assembled, reply),

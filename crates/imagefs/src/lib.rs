@@ -18,6 +18,7 @@
 //! # API boundary
 //! - [`ImageFs::new`] with an [`ImageFsConfig`], the chunk store and a tokio runtime's handle (fetches run on it;
 //!   it must keep running while images are mounted): empties the cache directory and starts the FUSE connection.
+//!   One [`ImageFs`] per cache directory (and normally per worker).
 //! - [`ImageFs::mount`]: one [`MountedImage`] per image id at a time, shared by every sandbox of the image (a
 //!   second call while the first's result lives answers the same); blocking (it reads the image's superblock
 //!   through the chunk path), so called from a thread that may block, not from the runtime's.

@@ -295,9 +295,13 @@ fn a_cache_smaller_than_the_image_serves_every_read_as_root() {
 }
 
 #[test]
-fn a_manifest_under_another_key_is_refused_as_root() {
+fn a_manifest_under_another_key_is_refused_and_the_cache_starts_empty_as_root() {
     let fixture = Fixture::new();
+    // What a cache directory held before is gone: the cache starts empty.
+    std::fs::write(fixture.cache_dir.path().join("stale"), "old").unwrap();
+    std::fs::create_dir(fixture.cache_dir.path().join("stale-dir")).unwrap();
     let fs = fixture.imagefs(1 << 20);
+    assert_eq!(std::fs::read_dir(fixture.cache_dir.path()).unwrap().count(), 0);
     let err = fs.mount("img", fixture.manifest.clone(), AccountKey::from_bytes([8; 32])).unwrap_err();
     assert!(matches!(err, LoadError::Manifest { .. }), "{err}");
     assert_eq!(fs.inodes.len(), 0);
