@@ -38,7 +38,8 @@ const PURE_EXTERNAL: &[&str] = &[];
 const IO: &[&str] =
     &["std::fs", "std::net", "std::process", "tokio", "SystemTime::now", "Instant::now", "thread::sleep"];
 
-/// The services (and storage seams) below the front end; they must not call back into it.
+/// The services (and storage seams, and the image loader over them) below the front end; they must not call
+/// back into it.
 const SERVICES: &[&str] = &[
     "ignis-registry",
     "ignis-invoke",
@@ -48,6 +49,7 @@ const SERVICES: &[&str] = &[
     "ignis-chunks",
     "ignis-images",
     "ignis-oci",
+    "ignis-imagefs",
 ];
 
 /// All that `ignis-sigv4` may depend on: it verifies every request, so it stays pure.

@@ -250,8 +250,8 @@ const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 /// A free loop device bound to `image`, read-only and detached by the kernel once nothing holds it open: the
-/// device (open) and its path.
-fn loop_device(image: &OwnedFd) -> io::Result<(std::fs::File, String)> {
+/// device (open) and its path. Also used by `ignis-imagefs` for kernels without file-backed erofs.
+pub fn loop_device(image: &OwnedFd) -> io::Result<(std::fs::File, String)> {
     let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     let control = std::fs::OpenOptions::new()
         .read(true)
@@ -298,7 +298,7 @@ fn find_mkfs() -> Option<PathBuf> {
 }
 
 /// Raw syscall returning an fd.
-fn fd_syscall(ret: libc::c_long) -> io::Result<OwnedFd> {
+pub fn fd_syscall(ret: libc::c_long) -> io::Result<OwnedFd> {
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -306,7 +306,8 @@ fn fd_syscall(ret: libc::c_long) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
 }
 
-fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>) -> io::Result<()> {
+/// `fsconfig(2)` on the filesystem context `fs`.
+pub fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>) -> io::Result<()> {
     let ptr = |c: Option<&CStr>| c.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: valid fd; key and value are null or NUL-terminated strings.
     let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, ptr(key), ptr(value), 0) };
@@ -314,7 +315,7 @@ fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&CStr>, value: Option<&
 }
 
 /// A detached erofs mount (read-only, nosuid, nodev) of the image at `source` (`/proc/self/fd/N` or a loop device),
-/// reading a file-backed image with direct I/O if `directio`.
+/// reading a file-backed image with direct I/O if `directio`. Also used by `ignis-imagefs` for container images.
 pub fn mount_image(source: &str, directio: bool) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_FLAG: libc::c_uint = 0;

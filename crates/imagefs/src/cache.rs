@@ -1,0 +1,374 @@
+//! Serving reads of an image: the chunks that cover each read, from the local cache of verified plaintext or
+//! fetched once from the chunk store.
+//!
+//! # The cache
+//! One file per chunk in the cache directory, named `<name>-<plaintext SHA-256>` (both in hex), holding the
+//! chunk's plaintext as [`Opened::read_chunk`] answered it (fetched, its ciphertext hash, decryption and plaintext
+//! hash checked). A hit needs both halves of the name to match: a manifest that names a stored chunk with other
+//! keys (another account's, or a crafted one) never reads bytes cached for another manifest, nor evicts them. The
+//! files' total size is kept within the budget by [`Lru`] (least recently used goes first); a file is written
+//! under a temporary name and renamed into place, so a present name always holds a whole chunk. Disk use: at most
+//! the budget, plus one temporary file per fetch in progress.
+//!
+//! # Lock discipline
+//! One mutex guards the LRU index and the map of fetches in progress, and is held across the file operations
+//! that must agree with the index (open on a hit, rename on admission, unlink on eviction): a name in the index
+//! always has its file. Nothing waits for the network or for another lock while holding it.
+//!
+//! # Single flight
+//! A chunk that is neither zero nor cached is fetched through a [`Flight`] (a `OnceCell` of the result): the first
+//! reader's task fetches, every concurrent reader of that chunk awaits the same cell. The fetching task puts the
+//! chunk into the cache and removes the flight under the lock in one step, so a reader either finds the flight or
+//! the cached file, and a chunk is fetched once however many read it at once. A failed fetch is not remembered:
+//! the next read tries again.
+//!
+//! # Reads
+//! A FUSE read names a byte range of the image; [`Shared::read`] looks each covering chunk up on the FUSE thread.
+//! If all are zero or cached it answers there; otherwise it hands the read to the runtime, which awaits the
+//! flights (at most `max_fetches` fetching at once, a semaphore) and answers from the task, so FUSE threads never
+//! wait for the network. A chunk that cannot be fetched or does not verify fails the whole read with `EIO`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use fuser::{Errno, ReplyData};
+use ignis_chunks::{ChunkDigest, ChunkStore};
+use ignis_images::{AccountKey, ChunkName, Manifest, ManifestError, Opened, ReadError};
+use tokio::runtime::Handle;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::lru::{Admission, Lru};
+
+self_cell::self_cell!(
+    /// A manifest and its opened key table, kept together for the life of the mount.
+    struct OpenedManifest {
+        owner: Manifest,
+        #[covariant]
+        dependent: Opened,
+    }
+);
+
+/// One image being served: its id (for logs) and its opened manifest.
+pub(crate) struct Image {
+    id: String,
+    manifest: OpenedManifest,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image").field("id", &self.id).field("bytes", &self.bytes()).finish_non_exhaustive()
+    }
+}
+
+impl Image {
+    /// Opens `manifest` with `key`: refused if it does not authenticate.
+    pub(crate) fn open(id: &str, manifest: Manifest, key: &AccountKey) -> Result<Image, ManifestError> {
+        let manifest = OpenedManifest::try_new(manifest, |m| m.open(key))?;
+        Ok(Image { id: id.to_string(), manifest })
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.manifest.borrow_owner().image_bytes()
+    }
+
+    fn opened(&self) -> &Opened<'_> {
+        self.manifest.borrow_dependent()
+    }
+}
+
+/// A cached chunk's identity: its stored name and its plaintext's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    name: ChunkDigest,
+    plaintext: [u8; 32],
+}
+
+/// Why a chunk could not be had; every one answers `EIO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Missing from the store, or the store failed.
+    Fetch,
+    /// Its bytes did not verify (corrupt in the store, or not the plaintext its manifest names).
+    Verify,
+}
+
+type Flight = OnceCell<Result<Bytes, Failure>>;
+
+/// Where the bytes of one chunk's part of a read come from.
+enum Source {
+    Zero,
+    File(File),
+    Bytes(Bytes),
+}
+
+/// One chunk's part of a read: `len` bytes from `start` within the chunk.
+struct Piece {
+    source: Option<Source>,
+    start: u64,
+    len: usize,
+}
+
+/// The counters behind [`crate::Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) fetches: AtomicU64,
+    pub(crate) fetch_bytes: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) verify_failures: AtomicU64,
+    pub(crate) fetch_failures: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    lru: Lru<Key>,
+    flights: HashMap<Key, Arc<Flight>>,
+}
+
+/// What every mounted image of one [`crate::ImageFs`] shares: the store, the cache, the fetch slots, the counters.
+pub(crate) struct Shared {
+    store: Arc<dyn ChunkStore>,
+    runtime: Handle,
+    fetch_slots: Semaphore,
+    dir: PathBuf,
+    state: Mutex<State>,
+    temp: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        store: Arc<dyn ChunkStore>,
+        runtime: Handle,
+        dir: &Path,
+        cache_bytes: u64,
+        max_fetches: usize,
+    ) -> Shared {
+        Shared {
+            store,
+            runtime,
+            fetch_slots: Semaphore::new(max_fetches.max(1)),
+            dir: dir.to_owned(),
+            state: Mutex::new(State { lru: Lru::new(cache_bytes), flights: HashMap::new() }),
+            temp: AtomicU64::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        crate::lock(&self.state)
+    }
+
+    /// The bytes the cached chunks take.
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        self.lock().lru.used()
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{}-{}", key.name, hex::encode(key.plaintext)))
+    }
+
+    /// Answers the read of `size` bytes at `offset` of `image` through `reply`, now or from the runtime.
+    pub(crate) fn read(self: &Arc<Self>, image: Arc<Image>, offset: u64, size: u32, reply: ReplyData) {
+        let manifest = image.opened().manifest();
+        let end = offset.saturating_add(u64::from(size)).min(manifest.image_bytes());
+        if offset >= end {
+            return reply.data(&[]);
+        }
+        let chunk_bytes = u64::from(manifest.chunk_bytes());
+        let mut pieces = Vec::new();
+        let mut waits = Vec::new();
+        for index in offset / chunk_bytes..=(end - 1) / chunk_bytes {
+            let chunk_start = index * chunk_bytes;
+            let start = offset.max(chunk_start) - chunk_start;
+            let len = (end.min(chunk_start + chunk_bytes) - chunk_start - start) as usize;
+            let source = match self.lookup(&image, index as usize) {
+                Ok(source) => Some(source),
+                Err(flight) => {
+                    waits.push((pieces.len(), index as usize, flight));
+                    None
+                }
+            };
+            pieces.push(Piece { source, start, len });
+        }
+        if waits.is_empty() {
+            return answer(assemble(pieces), reply);
+        }
+        let shared = self.clone();
+        self.runtime.spawn(async move {
+            // Every flight is awaited, also after a failure: a flight this read started is always flown.
+            let mut failed = false;
+            for (at, index, flight) in waits {
+                match flight.get_or_init(|| shared.clone().fetch(image.clone(), index)).await {
+                    Ok(bytes) => pieces[at].source = Some(Source::Bytes(bytes.clone())),
+                    Err(_) => failed = true,
+                }
+            }
+            if failed {
+                return reply.error(Errno::EIO);
+            }
+            match tokio::task::spawn_blocking(move || assemble(pieces)).await {
+                Ok(assembled) => answer(assembled, reply),
+                Err(_) => reply.error(Errno::EIO),
+            }
+        });
+    }
+
+    /// Chunk `index` of `image` if it can be had now (zero, or cached: counted as a hit), else the flight that
+    /// fetches it.
+    fn lookup(&self, image: &Image, index: usize) -> Result<Source, Arc<Flight>> {
+        let opened = image.opened();
+        let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_sha256(index))
+        else {
+            // Not reached: reads are bounded by the image's size, which the chunks cover.
+            return Ok(Source::Zero);
+        };
+        let name = match chunk.name {
+            ChunkName::Zero => return Ok(Source::Zero),
+            ChunkName::Stored(name) => name,
+        };
+        let key = Key { name, plaintext };
+        let mut state = self.lock();
+        if state.lru.touch(&key) {
+            match File::open(self.path(&key)) {
+                Ok(file) => {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Source::File(file));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, chunk = %name, "a cached chunk's file cannot be opened; fetching it again");
+                    state.lru.remove(&key);
+                }
+            }
+        }
+        Err(state.flights.entry(key).or_default().clone())
+    }
+
+    /// Fetches chunk `index` of `image` (waiting for a fetch slot), keeps it in the cache and ends its flight.
+    async fn fetch(self: Arc<Self>, image: Arc<Image>, index: usize) -> Result<Bytes, Failure> {
+        let opened = image.opened();
+        let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_sha256(index))
+        else {
+            return Err(Failure::Fetch);
+        };
+        let ChunkName::Stored(name) = chunk.name else { return Ok(Bytes::from(vec![0; chunk.len as usize])) };
+        let key = Key { name, plaintext };
+        let read = {
+            let _slot = self.fetch_slots.acquire().await;
+            self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+            opened.read_chunk(index, &*self.store).await
+        };
+        let result = match read {
+            Ok(bytes) => {
+                self.counters.fetch_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(e) => {
+                let failure = match e {
+                    ReadError::Corrupt { .. } | ReadError::WrongPlaintext { .. } => Failure::Verify,
+                    _ => Failure::Fetch,
+                };
+                let counter = match failure {
+                    Failure::Verify => &self.counters.verify_failures,
+                    Failure::Fetch => &self.counters.fetch_failures,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(image = %image.id, chunk = index, error = %e, "an image chunk could not be read");
+                Err(failure)
+            }
+        };
+        let keep = result.as_ref().ok().cloned();
+        let shared = self.clone();
+        if tokio::task::spawn_blocking(move || shared.keep(key, keep)).await.is_err() {
+            self.end_flight(&key);
+        }
+        result
+    }
+
+    /// Puts a fetched chunk into the cache (if it has one and it fits) and ends its flight, in one step under the
+    /// lock.
+    fn keep(&self, key: Key, bytes: Option<Bytes>) {
+        let temp = bytes.and_then(|bytes| {
+            let temp = self.dir.join(format!("tmp.{}", self.temp.fetch_add(1, Ordering::Relaxed)));
+            match std::fs::write(&temp, &bytes) {
+                Ok(()) => Some((temp, bytes.len() as u64)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing a chunk into the image cache");
+                    let _ = std::fs::remove_file(&temp);
+                    None
+                }
+            }
+        });
+        let mut state = self.lock();
+        if let Some((temp, len)) = temp {
+            match state.lru.admit(key, len) {
+                Admission::Admitted { evicted } => {
+                    for gone in evicted {
+                        let _ = std::fs::remove_file(self.path(&gone));
+                    }
+                    if let Err(e) = std::fs::rename(&temp, self.path(&key)) {
+                        tracing::warn!(error = %e, "renaming a chunk into the image cache");
+                        state.lru.remove(&key);
+                        let _ = std::fs::remove_file(&temp);
+                    }
+                }
+                Admission::Present | Admission::TooLarge => {
+                    let _ = std::fs::remove_file(&temp);
+                }
+            }
+        }
+        state.flights.remove(&key);
+    }
+
+    fn end_flight(&self, key: &Key) {
+        self.lock().flights.remove(key);
+    }
+}
+
+/// The bytes of a read, in order.
+fn assemble(pieces: Vec<Piece>) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len).sum());
+    for piece in pieces {
+        let at = out.len();
+        out.resize(at + piece.len, 0);
+        match piece.source {
+            Some(Source::Zero) => {}
+            Some(Source::File(file)) => file.read_exact_at(&mut out[at..], piece.start)?,
+            Some(Source::Bytes(bytes)) => {
+                let start = piece.start as usize;
+                let part = bytes.get(start..start + piece.len).ok_or(io::ErrorKind::UnexpectedEof)?;
+                out[at..].copy_from_slice(part);
+            }
+            None => return Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+    Ok(out)
+}
+
+fn answer(assembled: io::Result<Vec<u8>>, reply: ReplyData) {
+    match assembled {
+        Ok(bytes) => reply.data(&bytes),
+        Err(e) => {
+            tracing::warn!(error = %e, "assembling an image read");
+            reply.error(Errno::EIO)
+        }
+    }
+}
+
+/// Empties `dir` (making it if absent): the cache starts empty.
+pub(crate) fn empty_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        match entry.file_type()?.is_dir() {
+            true => std::fs::remove_dir_all(entry.path())?,
+            false => std::fs::remove_file(entry.path())?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! A container image as a read-only filesystem whose chunks are fetched on first read (as in "On-demand container
+//! loading in AWS Lambda", ATC'23).
+//!
+//! The image is an EROFS filesystem image cut into 512 KiB chunks ([`ignis_images`]); its [`Manifest`] names them
+//! and a [`ChunkStore`] holds them. The worker presents it to sandboxes without reading it whole:
+//!
+//! ```text
+//!  sandbox: /var/task/... ── a clone of ──► erofs, file-backed (one superblock, one page cache per image)
+//!                                                │ reads of the image file
+//!                                                ▼
+//!  FUSE (one connection per ImageFs, detached): one read-only file per image, FOPEN_DIRECT_IO
+//!                                                │ READ(offset, len)
+//!                                                ▼
+//!  the covering chunks: zero → zeros; cached → the cache file; else one fetch per chunk
+//!  (single flight, at most max_fetches at once): store → verify → decrypt → cache (LRU, cache_bytes) → answer
+//! ```
+//!
+//! # API boundary
+//! - [`ImageFs::new`] with an [`ImageFsConfig`], the chunk store and a tokio runtime's handle (fetches run on it;
+//!   it must keep running while images are mounted): empties the cache directory and starts the FUSE connection.
+//!   One [`ImageFs`] per cache directory (and normally per worker).
+//! - [`ImageFs::mount`]: one [`MountedImage`] per image id at a time, shared by every sandbox of the image (a
+//!   second call while the first's result lives answers the same); blocking (it reads the image's superblock
+//!   through the chunk path), so called from a thread that may block, not from the runtime's.
+//! - [`MountedImage::tree`]: a detached clone of the image's erofs mount (read-only, nosuid, nodev, private) for
+//!   one sandbox, as `ignis_sandbox::code` gives code directories.
+//! - [`ImageFs::stats`]: the counters for the metrics endpoint.
+//!
+//! What it does not know: where manifests, account keys and chunks come from (a worker host's chunk store fetches
+//! from the server; this crate sees only the [`ChunkStore`] trait), which images are live. No prefetch yet: every
+//! chunk is fetched by the first read that needs it.
+//!
+//! # Mounts and their lifetimes
+//! The FUSE filesystem is mounted with the new mount API and never attached to any tree (`fsopen("fuse")`,
+//! `fsmount`); an image's file is opened through that mount fd and erofs is mounted from it, detached, by
+//! `/proc/self/fd/N` (`ignis_sandbox::code::mount_image`; through a loop device where the kernel cannot back
+//! erofs by a file). Every sandbox gets an `open_tree(OPEN_TREE_CLONE)` clone. Nothing of it appears in any mount
+//! table until a sandbox moves its clone into its own namespace.
+//!
+//! The erofs superblock holds the image file open, and the image's state is kept by the FUSE server as long as
+//! that file is open (until its `RELEASE`): a sandbox's tree keeps serving reads after its [`MountedImage`] and
+//! even the [`ImageFs`] are dropped. Once the last tree, mount and the [`ImageFs`] are gone, the FUSE superblock
+//! is destroyed, the connection aborted, and its threads end.
+//!
+//! # Invariants
+//! - Never wrong bytes: a read answers only bytes that are zero by the manifest or that [`ignis_images`] verified
+//!   (the ciphertext's hash against its name, the plaintext's against the authenticated manifest). A chunk that is
+//!   missing or does not verify fails the read with `EIO`, counted in [`Stats`]; it is not cached, and the next
+//!   read tries again. The cache holds only verified plaintext, keyed by name and plaintext hash, in a directory of
+//!   the worker's own that it empties at start.
+//! - Bounded: the cache's files take at most `cache_bytes` (least recently used evicted, `lru.rs` decides
+//!   with no IO), plus one temporary file per fetch in progress; at most `max_fetches` fetches at once; memory
+//!   holds only the chunks of fetches and reads in progress.
+//! - Nothing is left after the process dies, even by `kill -9`: the FUSE connection lives only through its
+//!   `/dev/fuse` descriptor and its detached mounts, which the kernel ends with the process's descriptors. Caveat:
+//!   the kernel cannot end a process one of whose threads waits for a FUSE request that the same process's
+//!   server had read; the only such reads in the worker are [`ImageFs::mount`]'s (erofs reads the superblock),
+//!   a window of one chunk fetch. Sandboxes are other processes: when the worker dies, their reads fail.
+
+mod cache;
+mod fuse;
+mod lru;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use ignis_chunks::ChunkStore;
+use ignis_images::{AccountKey, Manifest, ManifestError};
+use ignis_sandbox::code::{clone, loop_device, mount_image};
+
+use crate::cache::{Image, Shared};
+use crate::fuse::{Inodes, Server};
+
+/// How an [`ImageFs`] caches and fetches.
+#[derive(Debug, Clone)]
+pub struct ImageFsConfig {
+    /// The cache's directory: the worker's own, emptied at start; one [`ImageFs`] per directory.
+    pub cache_dir: PathBuf,
+    /// The most bytes the cached chunks may take.
+    pub cache_bytes: u64,
+    /// The most chunk fetches from the store at once.
+    pub max_fetches: usize,
+    /// The threads that serve FUSE requests (reads that must fetch are handed to the runtime, so few suffice).
+    pub threads: usize,
+}
+
+impl ImageFsConfig {
+    /// A cache in `cache_dir` of `cache_bytes`, 8 fetches at once, 4 FUSE threads.
+    pub fn new(cache_dir: impl Into<PathBuf>, cache_bytes: u64) -> Self {
+        Self { cache_dir: cache_dir.into(), cache_bytes, max_fetches: 8, threads: 4 }
+    }
+}
+
+/// The counters of an [`ImageFs`] (totals since it started, and the cache's size now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Chunks fetched from the store (each fetch once, however many reads waited for it), failed ones included.
+    pub chunk_fetches_total: u64,
+    /// The bytes of the chunks fetched and verified.
+    pub chunk_fetch_bytes_total: u64,
+    /// Chunks a read found in the cache.
+    pub cache_hits_total: u64,
+    /// Fetched chunks that did not verify (corrupt in the store, or not what their manifest names).
+    pub verify_failures_total: u64,
+    /// Fetches that failed otherwise (a chunk missing from the store, the store failing).
+    pub fetch_failures_total: u64,
+    /// The bytes the cached chunks take now.
+    pub cache_bytes: u64,
+}
+
+/// Why an image could not be mounted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The manifest does not open under the account's key (tampered with, or another account's).
+    #[error("image {image}: {source}")]
+    Manifest {
+        image: String,
+        #[source]
+        source: ManifestError,
+    },
+    /// The kernel refused the mount (or its first reads failed: e.g. the superblock's chunk is missing).
+    #[error("mounting image {image}: {source}")]
+    Mount {
+        image: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How erofs is given an image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    /// Straight from the file (Linux 6.12 and later).
+    File,
+    /// Through a loop device.
+    Loop,
+}
+
+/// Container images served lazily from a chunk store; see the crate docs.
+pub struct ImageFs {
+    shared: Arc<Shared>,
+    inodes: Arc<Inodes>,
+    /// The FUSE filesystem's detached mount.
+    fuse: OwnedFd,
+    connection: u32,
+    /// How erofs mounts work here, once known.
+    backing: Mutex<Option<Backing>>,
+    /// Image id → its mount while one lives; each slot locked while its image is being mounted.
+    mounted: Mutex<HashMap<String, Arc<Mutex<Weak<MountedImage>>>>>,
+}
+
+impl std::fmt::Debug for ImageFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFs").field("connection", &self.connection).finish_non_exhaustive()
+    }
+}
+
+/// One image's erofs mount, shared by its sandboxes; dropped with the last [`Arc`] (sandboxes' trees live on).
+#[derive(Debug)]
+pub struct MountedImage {
+    image_id: String,
+    image_bytes: u64,
+    mount: OwnedFd,
+}
+
+/// A mutex's guard, also after a panic elsewhere (every critical section leaves its state whole).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ImageFs {
+    /// Empties `config.cache_dir` and starts the FUSE connection (as root: it opens `/dev/fuse` and mounts).
+    pub fn new(config: ImageFsConfig, store: Arc<dyn ChunkStore>, runtime: tokio::runtime::Handle) -> io::Result<ImageFs> {
+        cache::empty_dir(&config.cache_dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("emptying the image cache {}: {e}", config.cache_dir.display()))
+        })?;
+        let shared =
+            Arc::new(Shared::new(store, runtime, &config.cache_dir, config.cache_bytes, config.max_fetches));
+        let inodes = Arc::new(Inodes::default());
+        let server = Server { inodes: inodes.clone(), shared: shared.clone() };
+        let (fuse, connection) = fuse::mount(server, config.threads)?;
+        Ok(ImageFs {
+            shared,
+            inodes,
+            fuse,
+            connection,
+            backing: Mutex::new(None),
+            mounted: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The image `image_id` (its `manifest` opened with the account's `key`) mounted, or the mount that already
+    /// serves it. Blocks while erofs reads the image's superblock (fetching its first chunk if not cached).
+    pub fn mount(&self, image_id: &str, manifest: Manifest, key: AccountKey) -> Result<Arc<MountedImage>, LoadError> {
+        let slot = {
+            let mut mounted = lock(&self.mounted);
+            // Forget the images that are gone and that no one is mounting.
+            mounted.retain(|_, slot| Arc::strong_count(slot) > 1 || lock(slot).strong_count() > 0);
+            mounted.entry(image_id.to_string()).or_default().clone()
+        };
+        let mut held = lock(&slot);
+        if let Some(image) = held.upgrade() {
+            return Ok(image);
+        }
+        let image = Image::open(image_id, manifest, &key)
+            .map_err(|source| LoadError::Manifest { image: image_id.to_string(), source })?;
+        let image_bytes = image.bytes();
+        let ino = self.inodes.name(Arc::new(image));
+        let mount = self.mount_erofs(ino);
+        self.inodes.unname(ino);
+        let mount = mount.map_err(|source| LoadError::Mount { image: image_id.to_string(), source })?;
+        let image = Arc::new(MountedImage { image_id: image_id.to_string(), image_bytes, mount });
+        *held = Arc::downgrade(&image);
+        Ok(image)
+    }
+
+    /// Mounts erofs from the FUSE file `ino`: from the file if the kernel can, else through a loop device.
+    fn mount_erofs(&self, ino: u64) -> io::Result<OwnedFd> {
+        let name = CString::new(ino.to_string()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: valid fd and NUL-terminated relative path.
+        let fd = unsafe { libc::openat(self.fuse.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("opening the image's file: {e}")));
+        }
+        // SAFETY: just opened; ours.
+        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+        let known = *lock(&self.backing);
+        if known != Some(Backing::Loop) {
+            match mount_image(&format!("/proc/self/fd/{}", file.as_raw_fd()), false) {
+                Ok(mount) => {
+                    *lock(&self.backing) = Some(Backing::File);
+                    return Ok(mount);
+                }
+                Err(e) if known == Some(Backing::File) => return Err(e),
+                Err(from_file) => {
+                    let mount = Self::mount_through_loop(&file).map_err(|e| {
+                        io::Error::new(e.kind(), format!("file-backed: {from_file}; through a loop device: {e}"))
+                    })?;
+                    *lock(&self.backing) = Some(Backing::Loop);
+                    return Ok(mount);
+                }
+            }
+        }
+        Self::mount_through_loop(&file)
+    }
+
+    fn mount_through_loop(file: &OwnedFd) -> io::Result<OwnedFd> {
+        let (device, path) = loop_device(file)?;
+        let mount = mount_image(&path, false);
+        // The mount holds the device open; with the last mount of it gone, the kernel detaches it.
+        drop(device);
+        mount
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            chunk_fetches_total: c.fetches.load(Ordering::Relaxed),
+            chunk_fetch_bytes_total: c.fetch_bytes.load(Ordering::Relaxed),
+            cache_hits_total: c.hits.load(Ordering::Relaxed),
+            verify_failures_total: c.verify_failures.load(Ordering::Relaxed),
+            fetch_failures_total: c.fetch_failures.load(Ordering::Relaxed),
+            cache_bytes: self.shared.cache_bytes(),
+        }
+    }
+
+    /// The FUSE connection's number (its directory under `/sys/fs/fuse/connections`).
+    pub fn connection(&self) -> u32 {
+        self.connection
+    }
+}
+
+impl MountedImage {
+    /// A detached clone of the image's mount (read-only, nosuid, nodev, private) for one sandbox.
+    pub fn tree(&self) -> io::Result<OwnedFd> {
+        clone(&self.mount)
+    }
+
+    pub fn image_id(&self) -> &str {
+        &self.image_id
+    }
+
+    /// The image's size in bytes (its erofs filesystem image's).
+    pub fn image_bytes(&self) -> u64 {
+        self.image_bytes
+    }
+}
