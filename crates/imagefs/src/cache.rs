@@ -58,6 +58,8 @@ self_cell::self_cell!(
 pub(crate) struct Image {
     id: String,
     manifest: OpenedManifest,
+    /// Where its chunks are (a root of the server's store, or the server itself over the network).
+    store: Arc<dyn ChunkStore>,
 }
 
 impl std::fmt::Debug for Image {
@@ -68,9 +70,14 @@ impl std::fmt::Debug for Image {
 
 impl Image {
     /// Opens `manifest` with `key`: refused if it does not authenticate.
-    pub(crate) fn open(id: &str, manifest: Manifest, key: &AccountKey) -> Result<Image, ManifestError> {
+    pub(crate) fn open(
+        id: &str,
+        manifest: Manifest,
+        key: &AccountKey,
+        store: Arc<dyn ChunkStore>,
+    ) -> Result<Image, ManifestError> {
         let manifest = OpenedManifest::try_new(manifest, |m| m.open(key))?;
-        Ok(Image { id: id.to_string(), manifest })
+        Ok(Image { id: id.to_string(), manifest, store })
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -130,9 +137,8 @@ struct State {
     flights: HashMap<Key, Arc<Flight>>,
 }
 
-/// What every mounted image of one [`crate::ImageFs`] shares: the store, the cache, the fetch slots, the counters.
+/// What every mounted image of one [`crate::ImageFs`] shares: the cache, the fetch slots, the counters.
 pub(crate) struct Shared {
-    store: Arc<dyn ChunkStore>,
     runtime: Handle,
     fetch_slots: Semaphore,
     dir: PathBuf,
@@ -143,14 +149,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        store: Arc<dyn ChunkStore>,
         runtime: Handle,
         dir: &Path,
         cache_bytes: u64,
         max_fetches: usize,
     ) -> Shared {
         Shared {
-            store,
             runtime,
             fetch_slots: Semaphore::new(max_fetches.max(1)),
             dir: dir.to_owned(),
@@ -261,7 +265,7 @@ impl Shared {
         let read = {
             let _slot = self.fetch_slots.acquire().await;
             self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-            opened.read_chunk(index, &*self.store).await
+            opened.read_chunk(index, &*image.store).await
         };
         let result = match read {
             Ok(bytes) => {

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! # API boundary
-//! - [`ImageFs::new`] with an [`ImageFsConfig`], the chunk store and a tokio runtime's handle (fetches run on it;
+//! - [`ImageFs::new`] with an [`ImageFsConfig`] and a tokio runtime's handle (fetches run on it;
 //!   it must keep running while images are mounted): empties the cache directory and starts the FUSE connection.
 //!   One [`ImageFs`] per cache directory (and normally per worker).
 //! - [`ImageFs::mount`]: one [`MountedImage`] per image id at a time, shared by every sandbox of the image (a
@@ -179,12 +179,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ImageFs {
     /// Empties `config.cache_dir` and starts the FUSE connection (as root: it opens `/dev/fuse` and mounts).
-    pub fn new(config: ImageFsConfig, store: Arc<dyn ChunkStore>, runtime: tokio::runtime::Handle) -> io::Result<ImageFs> {
+    pub fn new(config: ImageFsConfig, runtime: tokio::runtime::Handle) -> io::Result<ImageFs> {
         cache::empty_dir(&config.cache_dir).map_err(|e| {
             io::Error::new(e.kind(), format!("emptying the image cache {}: {e}", config.cache_dir.display()))
         })?;
         let shared =
-            Arc::new(Shared::new(store, runtime, &config.cache_dir, config.cache_bytes, config.max_fetches));
+            Arc::new(Shared::new(runtime, &config.cache_dir, config.cache_bytes, config.max_fetches));
         let inodes = Arc::new(Inodes::default());
         let server = Server { inodes: inodes.clone(), shared: shared.clone() };
         let (fuse, connection) = fuse::mount(server, config.threads)?;
@@ -198,9 +198,16 @@ impl ImageFs {
         })
     }
 
-    /// The image `image_id` (its `manifest` opened with the account's `key`) mounted, or the mount that already
-    /// serves it. Blocks while erofs reads the image's superblock (fetching its first chunk if not cached).
-    pub fn mount(&self, image_id: &str, manifest: Manifest, key: AccountKey) -> Result<Arc<MountedImage>, LoadError> {
+    /// The image `image_id` (its `manifest` opened with the account's `key`, its chunks in `store`) mounted, or the
+    /// mount that already serves it. Blocks while erofs reads the image's superblock (fetching its first chunk if
+    /// not cached).
+    pub fn mount(
+        &self,
+        image_id: &str,
+        manifest: Manifest,
+        key: AccountKey,
+        store: Arc<dyn ChunkStore>,
+    ) -> Result<Arc<MountedImage>, LoadError> {
         let slot = {
             let mut mounted = lock(&self.mounted);
             // Forget the images that are gone and that no one is mounting.
@@ -211,7 +218,7 @@ impl ImageFs {
         if let Some(image) = held.upgrade() {
             return Ok(image);
         }
-        let image = Image::open(image_id, manifest, &key)
+        let image = Image::open(image_id, manifest, &key, store)
             .map_err(|source| LoadError::Manifest { image: image_id.to_string(), source })?;
         let image_bytes = image.bytes();
         let ino = self.inodes.name(Arc::new(image));

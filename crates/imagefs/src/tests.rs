@@ -121,9 +121,12 @@ impl Fixture {
     }
 
     fn imagefs(&self, cache_bytes: u64) -> ImageFs {
-        let store: Arc<dyn ChunkStore> = self.store.clone();
-        ImageFs::new(ImageFsConfig::new(self.cache_dir.path(), cache_bytes), store, self.runtime.handle().clone())
-            .unwrap()
+        ImageFs::new(ImageFsConfig::new(self.cache_dir.path(), cache_bytes), self.runtime.handle().clone()).unwrap()
+    }
+
+    /// The store, as a mount takes it.
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        self.store.clone()
     }
 
     fn stored_chunks(&self) -> usize {
@@ -204,7 +207,7 @@ fn every_file_reads_back_and_a_small_file_fetches_few_chunks_as_root() {
         let fs = fixture.imagefs(64 << 20);
         connection = fs.connection();
         assert!(fuse_connections().contains(&connection));
-        let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+        let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
         assert_eq!(image.image_bytes(), fixture.image.len() as u64);
         let tree = image.tree().unwrap();
         let after_mount = fs.stats();
@@ -227,12 +230,12 @@ fn every_file_reads_back_and_a_small_file_fetches_few_chunks_as_root() {
         assert!(all.cache_bytes > 0 && all.cache_bytes <= 64 << 20);
 
         // The same image mounted again while the first lives is the same mount.
-        let again = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+        let again = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
         assert!(Arc::ptr_eq(&image, &again));
         drop((again, image));
 
         // A new mount of it (a new erofs page cache) reads from the chunk cache: no fetch.
-        let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+        let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
         let tree2 = image.tree().unwrap();
         fixture.check_all(&tree2);
         let cached = fs.stats();
@@ -253,7 +256,7 @@ fn a_tampered_chunk_fails_its_file_with_eio_and_nothing_else_as_root() {
     fixture.tamper(index);
     let fs = fixture.imagefs(64 << 20);
     let connection = fs.connection();
-    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
     let tree = image.tree().unwrap();
     let err = read_in(&tree, Path::new("noise-b.bin")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
@@ -280,7 +283,7 @@ fn a_cache_smaller_than_the_image_serves_every_read_as_root() {
     let connection = fs.connection();
     for _ in 0..2 {
         // A new mount each time: erofs's page cache starts empty, the chunk cache holds what is left of the last.
-        let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+        let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
         let tree = image.tree().unwrap();
         fixture.check_all(&tree);
         let stats = fs.stats();
@@ -302,7 +305,7 @@ fn a_manifest_under_another_key_is_refused_and_the_cache_starts_empty_as_root() 
     std::fs::create_dir(fixture.cache_dir.path().join("stale-dir")).unwrap();
     let fs = fixture.imagefs(1 << 20);
     assert_eq!(std::fs::read_dir(fixture.cache_dir.path()).unwrap().count(), 0);
-    let err = fs.mount("img", fixture.manifest.clone(), AccountKey::from_bytes([8; 32])).unwrap_err();
+    let err = fs.mount("img", fixture.manifest.clone(), AccountKey::from_bytes([8; 32]), fixture.store()).unwrap_err();
     assert!(matches!(err, LoadError::Manifest { .. }), "{err}");
     assert_eq!(fs.inodes.len(), 0);
     let connection = fs.connection();
@@ -316,10 +319,9 @@ const CHILD: &str = "IGNIS_IMAGEFS_KILL_CHILD";
 /// The child: mounts an image, reads it, says so on stdout with its connection's number, and waits to be killed.
 fn child(dir: &Path) {
     let fixture = Fixture::new();
-    let store: Arc<dyn ChunkStore> = fixture.store.clone();
     let config = ImageFsConfig::new(dir.join("cache"), 64 << 20);
-    let fs = ImageFs::new(config, store, fixture.runtime.handle().clone()).unwrap();
-    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+    let fs = ImageFs::new(config, fixture.runtime.handle().clone()).unwrap();
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
     let tree = image.tree().unwrap();
     fixture.check_all(&tree);
     // Straight to the descriptor: the test harness captures what goes through `std::io`.
@@ -370,7 +372,7 @@ fn images_mount_through_a_loop_device_too_as_root() {
     let fs = fixture.imagefs(64 << 20);
     let connection = fs.connection();
     *fs.backing.lock().unwrap() = Some(crate::Backing::Loop);
-    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone()).unwrap();
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
     let tree = image.tree().unwrap();
     fixture.check_all(&tree);
     drop((tree, image, fs));
@@ -413,11 +415,10 @@ fn concurrent_readers_of_a_missing_chunk_cause_one_fetch_as_root() {
     let fixture = Fixture::new();
     let gated = Arc::new(Gated { inner: fixture.store.clone(), gate: tokio::sync::Semaphore::new(0) });
     let store: Arc<dyn ChunkStore> = gated.clone();
-    let fs = ImageFs::new(ImageFsConfig::new(fixture.cache_dir.path(), 64 << 20), store, fixture.runtime.handle().clone())
-        .unwrap();
+    let fs = ImageFs::new(ImageFsConfig::new(fixture.cache_dir.path(), 64 << 20), fixture.runtime.handle().clone()).unwrap();
     let connection = fs.connection();
     // The image's own file, read straight (every read reaches the server: no page cache).
-    let image = Arc::new(Image::open("img", fixture.manifest.clone(), &fixture.key).unwrap());
+    let image = Arc::new(Image::open("img", fixture.manifest.clone(), &fixture.key, store).unwrap());
     let ino = fs.inodes.name(image);
     let name = CString::new(ino.to_string()).unwrap();
     // SAFETY: valid fd and NUL-terminated relative path.
