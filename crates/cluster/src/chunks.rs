@@ -1,10 +1,11 @@
 //! A worker host's view of the server's chunk store: [`RemoteChunks`] reads
-//! chunks with signed `GET /ignis/chunks/{digest}` calls and checks each one
+//! one root's chunks with signed `GET /ignis/chunks/{root}/{digest}` calls and checks each one
 //! against its name, as every [`ChunkStore`] does, so a worker never trusts
 //! the bytes on the wire more than the disk they came from. It only reads:
 //! chunks are written (by image preparation) and deleted (by garbage
 //! collection) on the server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,9 +18,10 @@ use crate::Peer;
 /// error rather than waiting on a server that hangs).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The server's chunk store, read over the worker protocol.
+/// One root of the server's chunk store, read over the worker protocol.
 pub struct RemoteChunks {
-    peer: Peer,
+    peer: Arc<Peer>,
+    root: String,
 }
 
 impl std::fmt::Debug for RemoteChunks {
@@ -31,8 +33,8 @@ impl std::fmt::Debug for RemoteChunks {
 }
 
 impl RemoteChunks {
-    pub fn new(peer: Peer) -> RemoteChunks {
-        RemoteChunks { peer }
+    pub fn new(peer: Arc<Peer>, root: &str) -> RemoteChunks {
+        RemoteChunks { peer, root: root.to_string() }
     }
 
     async fn fetch(&self, digest: ChunkDigest) -> Result<Bytes, ChunkError> {
@@ -40,7 +42,7 @@ impl RemoteChunks {
             what,
             source: std::io::Error::other("fetch failed"),
         };
-        let path = format!("/ignis/chunks/{digest}");
+        let path = format!("/ignis/chunks/{}/{digest}", self.root);
         let call = self.peer.call(Method::GET, &path, Bytes::new());
         let (status, body) = match tokio::time::timeout(FETCH_TIMEOUT, call).await {
             Ok(Ok(answer)) => answer,

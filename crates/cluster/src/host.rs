@@ -17,6 +17,10 @@
 //!   is killed, then the worker registers again as a new worker.
 //! - Code comes from the server by SHA-256 and is unpacked with the store's
 //!   checks (`Store::put_code`) into this host's own data directory.
+//! - Images are never fetched whole: an image function's manifest comes from
+//!   the server and its chunks on first read, each checked
+//!   ([`RemoteManifests`], [`crate::RemoteChunks`]), cached in
+//!   `<data_dir>/image-cache` up to `image_cache_bytes`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,15 +31,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use ignis_imagefs::{ImageFs, ImageFsConfig};
 use ignis_sigv4::Credentials;
 use ignis_store::{CodeHold, CodeRules, Store, WeakCodeHold};
 use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
+use ignis_worker::images::Images;
 use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::peer::{Peer, authentic_head};
-use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, wire};
+use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, RemoteManifests, wire};
 
 /// Largest request body the sandbox API reads (an invocation of 6 MB, base64).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -59,12 +65,14 @@ pub struct HostConfig {
     pub credentials: Credentials,
     /// Time limits of every connection to this host, its sandboxes' Runtime API included.
     pub client_limits: Limits,
+    /// Bytes of image chunks kept on this host's disk (`<data_dir>/image-cache`).
+    pub image_cache_bytes: u64,
 }
 
 struct Host {
     worker: Worker,
     store: Store,
-    server: Peer,
+    server: Arc<Peer>,
     credentials: Credentials,
     sandboxes: Mutex<HashMap<String, Arc<SandboxHandle>>>,
     /// The server's code SHA-256 → the unpacked tree here, while a sandbox
@@ -96,11 +104,15 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let host = Arc::new(Host {
         worker,
         store,
-        server: Peer::new(&config.server, config.credentials.clone()),
+        server: Arc::new(Peer::new(&config.server, config.credentials.clone())),
         credentials: config.credentials.clone(),
         sandboxes: Mutex::default(),
         code: Mutex::default(),
     });
+    let fs = ImageFs::new(ImageFsConfig::new(config.data_dir.join("image-cache"), config.image_cache_bytes), tokio::runtime::Handle::current())
+        .map_err(|e| format!("cannot start the image loader: {e}"))?;
+    let manifests = Arc::new(RemoteManifests { server: host.server.clone() });
+    host.worker.set_images(Arc::new(Images::new(Arc::new(fs), manifests)));
     let images = Arc::downgrade(&host);
     host.store.on_code_removed(move |dir| {
         if let Some(host) = images.upgrade() {
@@ -307,12 +319,15 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
         Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
-    let hold = match host.code_dir(&sha).await {
-        Ok(hold) => hold,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, "Host", &e),
-    };
-    spec.code_dir = hold.dir();
-    spec.code_hold = Some(Box::new(hold));
+    // An image function has no code tree: its image is mounted by the worker.
+    if spec.image.is_none() {
+        let hold = match host.code_dir(&sha).await {
+            Ok(hold) => hold,
+            Err(e) => return error(StatusCode::BAD_GATEWAY, "Host", &e),
+        };
+        spec.code_dir = hold.dir();
+        spec.code_hold = Some(Box::new(hold));
+    }
     match host.worker.start(Arc::new(spec)).await {
         Ok(handle) => {
             let id = handle.id().to_string();

@@ -20,8 +20,12 @@
 //! - `POST /ignis/workers/{id}/heartbeat` → 204, or 404 for a worker the
 //!   server does not know (any more): it must register again.
 //! - `GET /ignis/code/{sha256 hex}` → the code tree as a zip.
-//! - `GET /ignis/chunks/{sha256 hex}` → one chunk of an image, as stored
-//!   (encrypted); the worker checks it against its name ([`RemoteChunks`]).
+//! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
+//!   `{"Id", "Manifest" (base64), "Key" (base64), "Root"}`: an image's chunk
+//!   manifest, prepared now if it is not yet, and the key that opens it.
+//! - `GET /ignis/chunks/{root}/{sha256 hex}` → one chunk of an image, as
+//!   stored (encrypted); the worker checks it against its name
+//!   ([`RemoteChunks`]).
 //! - `POST /ignis/logs` `{"Batches": [...]}` → 204.
 //!
 //! Server → worker:
@@ -36,6 +40,7 @@ mod chunks;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod host;
+mod images;
 mod peer;
 mod remote;
 mod serve;
@@ -44,6 +49,7 @@ mod wire;
 use std::time::Duration;
 
 pub use chunks::{FETCH_TIMEOUT, RemoteChunks};
+pub use images::RemoteManifests;
 pub use peer::{Peer, PeerError, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::serve;

@@ -60,10 +60,11 @@ impl Peer {
         &self.authority
     }
 
-    /// Sends a signed call and reads its whole answer.
+    /// Sends a signed call and reads its whole answer. `path` may end in a query (`?a=b`, percent-encoded).
     pub async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), PeerError> {
         let host = [("host", self.authority.as_str())];
-        let parts = RequestParts { method: method.as_str(), path, query: "", headers: &host, body: &body };
+        let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+        let parts = RequestParts { method: method.as_str(), path: path_only, query, headers: &host, body: &body };
         let signed = ignis_sigv4::sign(&parts, &self.credentials, REGION, SERVICE, SystemTime::now());
         let build = || {
             let mut builder = hyper::Request::builder().method(method.clone()).uri(path).header("host", &self.authority);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, LogLine, Outcome};
+use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome};
 use serde_json::{Value, json};
 
 /// A malformed body; the text says what is wrong.
@@ -50,9 +50,35 @@ pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
         "Version": spec.version,
         "LogAccount": spec.log_account,
         "LogGroup": spec.log_group,
+        "Image": spec.image.as_ref().map(|image| json!({
+            "Digest": image.digest,
+            "Repository": image.repository,
+            "Command": image.command,
+            "Workdir": image.workdir,
+        })),
     })
     .to_string()
     .into_bytes()
+}
+
+/// An image function's image, or `None` for a zip function (`Image` null or absent).
+fn decode_image(v: &Value) -> Result<Option<ImageLaunch>, WireError> {
+    let image = match v.get("Image") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(image) => image,
+    };
+    let command = field(image, "Command")?
+        .as_array()
+        .ok_or("Image.Command is not a list")?
+        .iter()
+        .map(|part| part.as_str().map(str::to_string).ok_or_else(|| "Image.Command holds a non-string".to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ImageLaunch {
+        digest: text(image, "Digest")?,
+        repository: text(image, "Repository")?,
+        command,
+        workdir: text(image, "Workdir")?,
+    }))
 }
 
 /// The longest timeout a spec may carry: Lambda's 15 minutes.
@@ -88,6 +114,7 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         log_account: text(&v, "LogAccount")?,
         log_group: text(&v, "LogGroup")?,
         code_hold: None,
+        image: decode_image(&v)?,
     };
     let sha = text(&v, "CodeSha256")?;
     Ok((spec, sha))
@@ -226,11 +253,22 @@ mod tests {
             log_account: "123456789012".into(),
             log_group: "/aws/lambda/f".into(),
             code_hold: None,
+            image: None,
         };
         let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
         assert_eq!(sha, "ab");
-        assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env));
-        assert_eq!((back.version, back.log_account, back.log_group), (spec.version, spec.log_account, spec.log_group));
+        assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env.clone()));
+        assert_eq!((&back.version, &back.log_account, &back.log_group), (&spec.version, &spec.log_account, &spec.log_group));
+        assert_eq!(back.image, None);
+        let image = ImageLaunch {
+            digest: "sha256:ab".into(),
+            repository: "team/app".into(),
+            command: vec!["/lambda-entrypoint.sh".into(), "app.handler".into()],
+            workdir: "/var/task".into(),
+        };
+        let with_image = FunctionSpec { image: Some(image.clone()), code_hold: None, env: Vec::new(), ..spec };
+        let (back, _) = decode_spec(&encode_spec(&with_image, "")).unwrap();
+        assert_eq!(back.image, Some(image));
 
         let invocation = Invocation {
             request_id: "r".into(),

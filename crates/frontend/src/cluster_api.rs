@@ -8,8 +8,15 @@
 //! - `GET /ignis/workers` → `{"Workers": [{"WorkerId", "Address", "Local",
 //!   "Healthy", "MemoryMb", "Cpus", "UsedMemoryMb", "Sandboxes"}]}`, oldest first.
 //! - `GET /ignis/code/{sha256 hex}` → the code tree, zipped.
+//! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
+//!   `{"Id", "Manifest", "Key", "Root"}`: a prepared image (prepared now if it
+//!   is not: garbage collection may have forgotten it), for a worker host.
+//! - `GET /ignis/chunks/{root}/{sha256 hex}` → one stored chunk, as stored.
+//! - `POST /ignis/images/gc[?RetireSeconds=N&ExpireSeconds=N]` → what one
+//!   garbage collection of the chunk store did.
 //! - `POST /ignis/logs` `{"Batches": [...]}` → 204, once the log writer has them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -99,4 +106,97 @@ pub async fn logs(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, Api
         app.invoker.log_sink().send(batch).await.map_err(|_| ApiError::Service("the log writer is gone".into()))?;
     }
     Ok(empty_answer(StatusCode::NO_CONTENT))
+}
+
+pub async fn image(app: &Arc<App>, caller: &Caller, account: &str, digest: &str, query: &str) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let account = ignis_ids::AccountId::new(account);
+    let found = match app.images.find(&account, digest).map_err(|e| ApiError::Service(e.to_string()))? {
+        Some(found) => found,
+        None => {
+            let params = crate::http::query_params(query);
+            let repository = params.iter().find(|(k, _)| k == "repository").map(|(_, v)| v.as_str()).unwrap_or("");
+            ignis_images::ImagePreparer::prepare(&*app.images, &account, repository, digest).await?;
+            app.images
+                .find(&account, digest)
+                .map_err(|e| ApiError::Service(e.to_string()))?
+                .ok_or_else(|| ApiError::ResourceNotFound(format!("no image {digest}")))?
+        }
+    };
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({
+            "Id": found.id,
+            "Manifest": b64.encode(found.manifest.encode()),
+            "Key": b64.encode(found.key.as_bytes()),
+            "Root": found.root,
+        }),
+    ))
+}
+
+pub async fn chunk(app: &Arc<App>, caller: &Caller, root: &str, digest: &str) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let digest: ignis_chunks::ChunkDigest =
+        digest.parse().map_err(|_| ApiError::InvalidParameterValue(format!("{digest:?} is not a chunk name")))?;
+    if !ignis_chunks::valid_root_id(root) {
+        return Err(ApiError::InvalidParameterValue(format!("{root:?} is not a chunk store root")));
+    }
+    let reader = app.images.reader(root).map_err(|e| ApiError::Service(e.to_string()))?;
+    match reader.get(digest).await {
+        Ok(bytes) => Ok(Answer::new(Full::new(bytes))),
+        Err(ignis_chunks::ChunkError::NotFound(_)) => Err(ApiError::ResourceNotFound(format!("no chunk {digest} in root {root}"))),
+        Err(e) => Err(ApiError::Service(e.to_string())),
+    }
+}
+
+/// Every image a function or version names: what garbage collection keeps.
+fn live_images(app: &App) -> HashSet<(ignis_ids::AccountId, String)> {
+    let mut live = HashSet::new();
+    for (account, record) in app.registry.all() {
+        for image in std::iter::once(&*record).chain(&record.versions).filter_map(|r| r.image.as_ref()) {
+            live.insert((account.clone(), image.manifest_digest.clone()));
+        }
+    }
+    live
+}
+
+/// How long a retired root stays readable, and an expired one kept, unless the call says otherwise.
+pub const DEFAULT_RETIRE_SECONDS: u64 = 3600;
+pub const DEFAULT_EXPIRE_SECONDS: u64 = 3600;
+
+pub async fn collect_images(app: &Arc<App>, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let params = crate::http::query_params(query);
+    let seconds = |name: &str, default: u64| -> Result<i64, ApiError> {
+        let value = params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let seconds = match value {
+            None => default,
+            Some(v) => v.parse::<u64>().map_err(|_| ApiError::InvalidParameterValue(format!("{name} must be a number of seconds, not {v:?}")))?,
+        };
+        i64::try_from(seconds.saturating_mul(1000)).map_err(|_| ApiError::InvalidParameterValue(format!("{name} is too large")))
+    };
+    let policy = ignis_chunks::roots::Policy {
+        retire_for_ms: seconds("RetireSeconds", DEFAULT_RETIRE_SECONDS)?,
+        expire_for_ms: seconds("ExpireSeconds", DEFAULT_EXPIRE_SECONDS)?,
+    };
+    let live = live_images(app);
+    let report = app.images.collect(&live, policy).await.map_err(|e| ApiError::Service(e.to_string()))?;
+    let stored = app.images.stored().await.map_err(|e| ApiError::Service(e.to_string()))?;
+    metrics::gauge!("ignis_chunk_store_bytes").set(stored.bytes as f64);
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({
+            "ActiveRoot": report.active_root,
+            "LiveImages": live.len(),
+            "Copied": report.copied,
+            "Dropped": report.dropped,
+            "Expired": report.expired,
+            "Deleted": report.deleted,
+            "Alarms": report.alarms,
+            "StoredChunks": stored.chunks,
+            "StoredBytes": stored.bytes,
+        }),
+    ))
 }

@@ -26,7 +26,8 @@ pub async fn resolve(app: &App, caller: &Caller, uri: &str) -> Result<ImageRecor
         .await
         .map_err(|e| ApiError::Service(format!("registry task failed: {e}")))?
         .map_err(|e: OciError| ApiError::image_source(uri, e))?;
-    let prepared = app.images.prepare(&caller.account, &parsed.repository, &resolved.manifest_digest).await?;
+    let prepared = ignis_images::ImagePreparer::prepare(&*app.images, &caller.account, &parsed.repository, &resolved.manifest_digest)
+        .await?;
     let config = resolved.config;
     Ok(ImageRecord {
         image_uri: uri.to_string(),

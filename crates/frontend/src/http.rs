@@ -101,6 +101,12 @@ pub enum Operation {
     Heartbeat(String),
     ListWorkers,
     GetCode(String),
+    /// `GET /ignis/images/{account}/{digest}?repository=NAME`: a prepared image, for a worker host.
+    GetImage(String, String),
+    /// `GET /ignis/chunks/{root}/{digest}`: one stored chunk, for a worker host.
+    GetChunk(String, String),
+    /// `POST /ignis/images/gc`: one garbage collection of the chunk store.
+    CollectImages,
     PutLogs,
     /// The OCI distribution API (`/v2/...`): container image push and pull.
     Oci(oci_api::OciRequest),
@@ -241,6 +247,9 @@ impl Operation {
             Operation::Heartbeat(_) => "Heartbeat",
             Operation::ListWorkers => "ListWorkers",
             Operation::GetCode(_) => "GetCode",
+            Operation::GetImage(..) => "GetImage",
+            Operation::GetChunk(..) => "GetChunk",
+            Operation::CollectImages => "CollectImages",
             Operation::PutLogs => "PutLogs",
             Operation::Oci(request) => request.name(),
         }
@@ -256,6 +265,9 @@ impl Operation {
             | Operation::Heartbeat(_)
             | Operation::ListWorkers
             | Operation::GetCode(_)
+            | Operation::GetImage(..)
+            | Operation::GetChunk(..)
+            | Operation::CollectImages
             | Operation::PutLogs => "ignis",
             Operation::Sqs(_) => "sqs",
             _ => "lambda",
@@ -354,6 +366,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["ignis", "workers"]) => Operation::ListWorkers,
         (&Method::POST, ["ignis", "workers", id, "heartbeat"]) => Operation::Heartbeat(decode(id)?),
         (&Method::GET, ["ignis", "code", sha]) => Operation::GetCode(decode(sha)?),
+        (&Method::GET, ["ignis", "images", account, digest]) => Operation::GetImage(decode(account)?, decode(digest)?),
+        (&Method::GET, ["ignis", "chunks", root, digest]) => Operation::GetChunk(decode(root)?, decode(digest)?),
+        (&Method::POST, ["ignis", "images", "gc"]) => Operation::CollectImages,
         (&Method::POST, ["ignis", "logs"]) => Operation::PutLogs,
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
     };
@@ -532,6 +547,9 @@ async fn respond(
         Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id),
         Operation::ListWorkers => cluster_api::list(app, caller),
         Operation::GetCode(sha) => cluster_api::code(app, caller, &sha).await,
+        Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
+        Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
+        Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,
         Operation::PutLogs => cluster_api::logs(app, caller, &body).await,
     }
 }

@@ -99,8 +99,9 @@ pub struct Services {
     pub logs: ignis_logs::Logs,
     /// Container image repositories (the OCI distribution API's storage).
     pub oci: Arc<ignis_oci::Oci>,
-    /// Makes an image function's image runnable when its code is set.
-    pub images: Arc<dyn ignis_images::ImagePreparer>,
+    /// Prepares an image function's image when its code is set, serves
+    /// prepared images and chunks to worker hosts, collects garbage.
+    pub images: Arc<ignis_images::Images>,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -136,7 +137,7 @@ pub struct App {
     mappings: Arc<ignis_pollers::Mappings>,
     logs: ignis_logs::Logs,
     oci: Arc<ignis_oci::Oci>,
-    images: Arc<dyn ignis_images::ImagePreparer>,
+    images: Arc<ignis_images::Images>,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
 }

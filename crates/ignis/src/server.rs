@@ -18,7 +18,11 @@ use ignis_queues::Queues;
 use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts, EmbeddedRegistry, Registry};
 use ignis_sigv4::Credentials;
 use ignis_store::Store;
-use ignis_worker::{Worker, WorkerConfig};
+use ignis_chunks::DirectoryRoots;
+use ignis_imagefs::{ImageFs, ImageFsConfig};
+use ignis_images::{ACCOUNT_KEY_PURPOSE, AccountKey, AccountKeys, Images, ImagesConfig};
+use ignis_worker::images::{BoxFuture, ImageManifest, ManifestSource};
+use ignis_worker::{ImageLaunch, Worker, WorkerConfig};
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
@@ -75,6 +79,13 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// MiB of image chunks the local worker keeps on disk (`<data-dir>/image-cache`).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_cache_mb: u64,
+    /// A secret value mixed into every image chunk's encryption salt: chunks are shared only between images
+    /// prepared under the same value (and the same chunk store root).
+    #[arg(long, env = "IGNIS_CHUNK_SALT", hide_env_values = true)]
+    pub chunk_salt: Option<String>,
 }
 
 /// Time limits of the connections a server or worker serves.
@@ -133,6 +144,11 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             crate::metrics::serve(listen)?;
         }
         register_admin_key(&*accounts, &admin_account, credentials.clone()).await?;
+        let oci = Arc::new(
+            ignis_oci::Oci::open(store.clone(), clock.clone())
+                .map_err(|e| format!("cannot open the image repositories: {e}"))?,
+        );
+        let images = open_images(&args, &data_dir, &store, &oci, &accounts, &clock)?;
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
         let local = if args.no_local_worker {
             None
@@ -147,18 +163,24 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                     client_limits,
                 };
             let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
-            let images = Arc::downgrade(&worker);
+            let code_users = Arc::downgrade(&worker);
             store.on_code_removed(move |dir| {
-                if let Some(worker) = images.upgrade() {
+                if let Some(worker) = code_users.upgrade() {
                     worker.forget_code(dir);
                 }
             });
+            let cache = ImageFsConfig::new(data_dir.join("image-cache"), args.image_cache_mb << 20);
+            let fs = ImageFs::new(cache, tokio::runtime::Handle::current())
+                .map_err(|e| format!("cannot start the image loader: {e}"))?;
+            let manifests = Arc::new(LocalManifests { images: images.clone() });
+            worker.set_images(Arc::new(ignis_worker::images::Images::new(Arc::new(fs), manifests)));
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
         let workers = Workers::hosts(local, credentials, log_tx);
         let logs = ignis_logs::Logs::start(store.clone(), clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
-        let services = embedded_services(&args, store, accounts, workers, logs, clock.clone())?;
+        tokio::spawn(publish_store_size(Arc::downgrade(&images)));
+        let services = embedded_services(&args, store, accounts, workers, logs, oci, images, clock.clone())?;
         let config = Config { region: args.region.clone(), admin_account, min_unreserved: args.min_unreserved, clock };
         let app = App::new(config, services);
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -176,12 +198,15 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
 /// The services of one machine, over its embedded storage: the one place
 /// their implementations are chosen (the front end takes them through their
 /// traits and handles).
+#[allow(clippy::too_many_arguments)]
 fn embedded_services(
     args: &ServerArgs,
     store: Arc<Store>,
     accounts: Arc<dyn Accounts>,
     workers: Workers,
     logs: ignis_logs::Logs,
+    oci: Arc<ignis_oci::Oci>,
+    images: Arc<Images>,
     clock: SharedClock,
 ) -> Result<Services, String> {
     let registry: Arc<dyn Registry> =
@@ -200,7 +225,6 @@ fn embedded_services(
     }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
-    let oci = Arc::new(ignis_oci::Oci::open(store.clone(), clock.clone()).map_err(|e| format!("cannot open the image repositories: {e}"))?);
     let pollers = ignis_pollers::Services {
         registry: registry.clone(),
         invoker: invoker.clone(),
@@ -219,10 +243,73 @@ fn embedded_services(
     });
     let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
     let provisioning = Keeper::start(pollers);
-    // Images are not prepared yet: a function's prepared id is its manifest digest.
-    let images = Arc::new(ignis_images::UnpreparedImages);
     Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images })
 }
+
+/// The images service over the data directory's chunk store (`<data-dir>/chunks`, a directory per root).
+fn open_images(
+    args: &ServerArgs,
+    data_dir: &Path,
+    store: &Arc<Store>,
+    oci: &Arc<ignis_oci::Oci>,
+    accounts: &Arc<dyn Accounts>,
+    clock: &SharedClock,
+) -> Result<Arc<Images>, String> {
+    let roots = Arc::new(
+        DirectoryRoots::new(data_dir.join("chunks")).map_err(|e| format!("cannot open the chunk store: {e}"))?,
+    );
+    let keys: AccountKeys = {
+        let accounts = accounts.clone();
+        Arc::new(move |account: &AccountId| AccountKey::from_bytes(accounts.data_key(account, ACCOUNT_KEY_PURPOSE)))
+    };
+    let config = ImagesConfig {
+        work_dir: data_dir.join("images-work"),
+        operator_salt: args.chunk_salt.as_ref().map(|salt| salt.as_bytes().to_vec()),
+        prepare: Default::default(),
+    };
+    Images::open(store.clone(), oci.clone(), roots, keys, clock.clone(), config)
+        .map_err(|e| format!("cannot open the images: {e}"))
+}
+
+/// The local worker's image manifests: the images service itself (an image
+/// that garbage collection forgot is prepared again).
+struct LocalManifests {
+    images: Arc<Images>,
+}
+
+impl ManifestSource for LocalManifests {
+    fn manifest<'a>(&'a self, account: &'a str, image: &'a ImageLaunch) -> BoxFuture<'a, Result<ImageManifest, String>> {
+        Box::pin(async move {
+            let account = AccountId::new(account);
+            let find = || self.images.find(&account, &image.digest).map_err(|e| e.to_string());
+            let found = match find()? {
+                Some(found) => found,
+                None => {
+                    self.images.prepare(&account, &image.repository, &image.digest).await.map_err(|e| e.to_string())?;
+                    find()?.ok_or_else(|| format!("the image {} is not prepared", image.digest))?
+                }
+            };
+            let chunks = self.images.reader(&found.root).map_err(|e| e.to_string())?;
+            Ok(ImageManifest { id: found.id, manifest: (*found.manifest).clone(), key: found.key, chunks })
+        })
+    }
+}
+
+/// Keeps `ignis_chunk_store_bytes` current while the images service lives.
+async fn publish_store_size(images: std::sync::Weak<Images>) {
+    let mut every = tokio::time::interval(STORE_SIZE_EVERY);
+    loop {
+        every.tick().await;
+        let Some(images) = images.upgrade() else { return };
+        match images.stored().await {
+            Ok(size) => metrics::gauge!("ignis_chunk_store_bytes").set(size.bytes as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot measure the chunk store"),
+        }
+    }
+}
+
+/// How often the chunk store's size is measured for the metrics.
+const STORE_SIZE_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

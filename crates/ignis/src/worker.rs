@@ -37,6 +37,9 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// MiB of image chunks kept on disk (`<data-dir>/image-cache`).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_cache_mb: u64,
 }
 
 pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
@@ -72,6 +75,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         capacity: Capacity::of_this_host(args.memory),
         credentials,
         client_limits,
+        image_cache_bytes: args.image_cache_mb << 20,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

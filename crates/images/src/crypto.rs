@@ -24,6 +24,11 @@ impl AccountKey {
         Self(bytes)
     }
 
+    /// The key's bytes, to hand to a worker host that loads the account's images.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The key that seals key tables (kept apart from any other use of the
     /// account key).
     pub(crate) fn key_table_key(&self) -> [u8; 32] {

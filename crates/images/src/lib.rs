@@ -36,8 +36,10 @@
 //!   bad.
 //!
 //! - [`seam`]: the seam the control plane calls when a function's code
-//!   becomes an image ([`ImagePreparer`], [`PreparedImage`]), and
-//!   [`UnpreparedImages`], which prepares nothing (for tests of the front end).
+//!   becomes an image ([`ImagePreparer`], [`PreparedImage`]), implemented by
+//!   [`Images`].
+//! - [`Images`] (`service.rs`): the server's owner of prepared images, the
+//!   chunk store's roots and garbage collection (see its docs).
 //!
 //! What this crate does not know: which images or functions are live,
 //! where manifests and account keys are kept, how an image is mounted.
@@ -114,4 +116,4 @@ pub use crypto::{AccountKey, Salt};
 pub use manifest::{ChunkName, ChunkRef, FORMAT_VERSION, Manifest, ManifestError, Opened};
 pub use prepare::{PrepareError, PrepareOptions, Prepared, prepare};
 pub use service::{ACCOUNT_KEY_PURPOSE, AccountKeys, CollectReport, ImageManifest, Images, ImagesConfig, ImagesError, PrepareReport};
-pub use seam::{ImagePreparer, PrepareFuture, PreparedImage, PreparerError, UnpreparedImages};
+pub use seam::{ImagePreparer, PrepareFuture, PreparedImage, PreparerError};

@@ -40,26 +40,3 @@ pub type PrepareFuture<'a> = Pin<Box<dyn Future<Output = Result<PreparedImage, P
 pub trait ImagePreparer: Send + Sync {
     fn prepare<'a>(&'a self, account: &'a AccountId, repository: &'a str, manifest_digest: &'a str) -> PrepareFuture<'a>;
 }
-
-/// The preparer used until the preparation pipeline exists: it does no work
-/// and answers the manifest digest as the prepared image's id.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnpreparedImages;
-
-impl ImagePreparer for UnpreparedImages {
-    fn prepare<'a>(&'a self, _account: &'a AccountId, _repository: &'a str, manifest_digest: &'a str) -> PrepareFuture<'a> {
-        Box::pin(async move { Ok(PreparedImage { id: manifest_digest.to_string() }) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn unprepared_images_answer_the_manifest_digest() {
-        let preparer: &dyn ImagePreparer = &UnpreparedImages;
-        let prepared = preparer.prepare(&AccountId::new("111111111111"), "team/app", "sha256:ab").await;
-        assert_eq!(prepared, Ok(PreparedImage { id: "sha256:ab".into() }));
-    }
-}

@@ -213,6 +213,11 @@ impl Images {
         config: ImagesConfig,
     ) -> Result<Arc<Images>, ImagesError> {
         const CTX: &str = "opening the image tables";
+        // Spools and filesystem images of preparations a crash interrupted.
+        if config.work_dir.exists() {
+            std::fs::remove_dir_all(&config.work_dir)
+                .map_err(|e| ImagesError::Record(format!("emptying {}: {e}", config.work_dir.display())))?;
+        }
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|e| ImagesError::Record(format!("creating {}: {e}", config.work_dir.display())))?;
         let txn = store.database().begin_write().ctx(CTX)?;

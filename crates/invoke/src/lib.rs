@@ -89,7 +89,7 @@ use ignis_clock::SharedClock;
 use ignis_cluster::{Capacity, RemoteWorker};
 use ignis_placement::{Eviction, FunctionKey, Needs, Refusal, WorkerId};
 use ignis_sigv4::Credentials;
-use ignis_worker::{Completion, FunctionSpec, Invocation, LogBatch, Outcome, StartError, Worker};
+use ignis_worker::{ImageLaunch, Completion, FunctionSpec, Invocation, LogBatch, Outcome, StartError, Worker};
 use tokio::sync::mpsc;
 
 pub use admission::{Admission, Admitted};
@@ -109,6 +109,7 @@ const MAX_ATTEMPTS: usize = 3;
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// What the invoker needs to know of a function revision to run it.
+#[derive(Clone)]
 pub struct Function {
     /// Account, name and revision id: sandboxes are reused only within it.
     pub revision: Revision,
@@ -734,7 +735,17 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
             "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
         ),
     ];
+    if let Some(image) = &function.image {
+        // An image brings its own runtime: no runtime or handler of Lambda's, and its environment over Lambda's
+        // defaults (its PATH, say), the function's own over both.
+        env.retain(|(name, _)| name != "AWS_EXECUTION_ENV" && name != "_HANDLER");
+        env.extend(image.env.iter().cloned());
+    }
     env.extend(function.environment.iter().cloned());
+    // Each name once, in its first place, with its last value.
+    let mut last: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    let env: Vec<(String, String)> =
+        env.into_iter().filter_map(|(name, _)| last.remove(&name).map(|value| (name, value))).collect();
     FunctionSpec {
         code_dir: function.code_dir.clone(),
         memory_mb: function.memory_mb,
@@ -745,5 +756,11 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         log_account: function.revision.account.to_string(),
         log_group: function.log_group.clone(),
         code_hold: function.code_hold.clone().map(|hold| Box::new(hold) as Box<dyn Send + Sync>),
+        image: function.image.as_ref().map(|image| ImageLaunch {
+            digest: image.manifest_digest.clone(),
+            repository: image.repository.clone(),
+            command: image.command.clone(),
+            workdir: image.workdir.clone(),
+        }),
     }
 }

@@ -166,6 +166,35 @@ async fn a_new_sandbox_gets_lambdas_environment() {
 }
 
 #[tokio::test]
+async fn an_image_functions_environment_is_lambdas_then_the_images_then_its_own() {
+    let w = world(Options::default());
+    let mut target = function("f", "r1", 256);
+    let mut f = (*target.function).clone();
+    f.environment = vec![("GREETING".into(), "mine".into()), ("ONLY_MINE".into(), "1".into())];
+    f.image = Some(crate::FunctionImage {
+        prepared_id: "sha256:ab".into(),
+        manifest_digest: "sha256:ab".into(),
+        repository: "team/app".into(),
+        command: vec!["/entry".into(), "arg".into()],
+        workdir: "/srv".into(),
+        env: vec![("PATH".into(), "/image/bin".into()), ("GREETING".into(), "image's".into())],
+    });
+    target.function = Arc::new(f);
+    response(w.invoker.invoke(target, event("1")).await);
+    let env = &w.local.environments()[0];
+    let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("PATH"), Some("/image/bin"), "the image's environment over Lambda's defaults");
+    assert_eq!(get("GREETING"), Some("mine"), "the function's own over the image's");
+    assert_eq!((get("ONLY_MINE"), get("AWS_LAMBDA_FUNCTION_NAME")), (Some("1"), Some("f")));
+    assert_eq!((get("AWS_EXECUTION_ENV"), get("_HANDLER")), (None, None), "an image brings its own runtime");
+    let mut names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    let count = names.len();
+    names.dedup();
+    assert_eq!(names.len(), count, "each name once: {env:?}");
+}
+
+#[tokio::test]
 async fn a_cold_start_goes_where_packing_says() {
     let w = world(Options { local_mb: None, ..Options::default() });
     let first = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 256, cpus: 2 });

@@ -518,7 +518,7 @@ fn start_runtime(
     filters: &[Vec<libc::sock_filter>],
 ) -> Result<std::result::Result<libc::pid_t, (String, i32)>> {
     // Everything the child needs is prepared here: after fork it only makes syscalls.
-    let entry = cstr(&cfg.entrypoint).ctx(|| "entrypoint".into())?;
+    let entry = cstr(search_path(&cfg.entrypoint, &cfg.env)).ctx(|| "entrypoint".into())?;
     let args: Vec<CString> = cfg.args.iter().map(cstr).collect::<io::Result<_>>().ctx(|| "arguments".into())?;
     let mut argv: Vec<*const libc::c_char> = std::iter::once(&entry).chain(&args).map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -630,6 +630,26 @@ fn start_runtime(
     let stage = STAGES.get(msg[0] as usize).copied().unwrap_or("?");
     let stage = if stage == "chdir" { format!("chdir {}", cfg.cwd) } else { stage.to_string() };
     Ok(Err((stage, errno)))
+}
+
+/// The search path of a command without a `/` when the environment sets no `PATH` (an image's config usually does).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `command` as `execvp` would find it: a name without `/` is looked for in the environment's `PATH` (an image's
+/// ENTRYPOINT may be `["python3", ...]`), the first executable regular file found; else it stays as it is (and
+/// `execve` fails on it with ENOENT).
+fn search_path(command: &str, env: &[(String, String)]) -> String {
+    if command.contains('/') || command.is_empty() {
+        return command.to_string();
+    }
+    let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    path.split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| format!("{}/{command}", dir.trim_end_matches('/')))
+        .find(|candidate| {
+            fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| command.to_string())
 }
 
 fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -25,6 +25,7 @@
 //!   [`SandboxHandle::kill`], or by [`Worker::shutdown`].
 
 pub mod conn;
+pub mod images;
 mod logs;
 mod runtime_api;
 mod sandbox;
@@ -82,6 +83,21 @@ pub struct FunctionSpec {
     /// while a sandbox of it lives (later sandboxes of the code may need it
     /// for its image).
     pub code_hold: Option<Box<dyn Send + Sync>>,
+    /// An image function's image (`code_dir` is then unused).
+    pub image: Option<ImageLaunch>,
+}
+
+/// What an image function's sandbox runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLaunch {
+    /// `sha256:<hex>` of the image's OCI manifest: names the prepared image.
+    pub digest: String,
+    /// The account's repository it was pushed to.
+    pub repository: String,
+    /// The program and its arguments (effective ENTRYPOINT, then CMD).
+    pub command: Vec<String>,
+    /// The working directory.
+    pub workdir: String,
 }
 
 /// One invocation, as the runtime sees it.
@@ -136,6 +152,8 @@ pub struct Worker {
     tag: String,
     freeze: bool,
     client_limits: conn::Limits,
+    /// Mounts image functions' images; without it they cannot start here.
+    images: std::sync::OnceLock<Arc<images::Images>>,
 }
 
 /// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
@@ -178,6 +196,7 @@ impl Worker {
             tag,
             freeze: config.freeze,
             client_limits: config.client_limits,
+            images: std::sync::OnceLock::new(),
         })
     }
 
@@ -187,7 +206,30 @@ impl Worker {
     pub async fn start(&self, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        sandbox::start(&self.tag, spec, self.freeze, &spawn_tx, self.logs.clone(), self.live.clone(), self.client_limits).await
+        let image = match &spec.image {
+            None => None,
+            Some(launch) => {
+                let images = self.images.get().ok_or_else(|| StartError::Host("this worker runs no image functions".into()))?;
+                Some(images.mount(&spec.log_account, launch).await.map_err(StartError::Host)?)
+            }
+        };
+        let live = self.live.clone();
+        sandbox::start(&self.tag, spec, image, self.freeze, &spawn_tx, self.logs.clone(), live, self.client_limits).await
+    }
+
+    /// Lets this worker run image functions, mounting their images with
+    /// `images` (once; a second call changes nothing).
+    pub fn set_images(&self, images: Arc<images::Images>) {
+        if self.images.set(images.clone()).is_ok()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(images::publish_metrics(Arc::downgrade(&images)));
+        }
+    }
+
+    /// The image loader's counters, if this worker runs images.
+    pub fn image_stats(&self) -> Option<ignis_imagefs::Stats> {
+        self.images.get().map(|images| images.stats())
     }
 
     /// Kills every sandbox and waits until each is reaped and its cgroup removed.

@@ -94,6 +94,8 @@ pub(crate) struct Rt {
 pub struct SandboxHandle {
     id: String,
     spec: Arc<FunctionSpec>,
+    /// An image function's image, mounted while the sandbox lives.
+    _image: Option<Arc<ignis_imagefs::MountedImage>>,
     started: Instant,
     pub(crate) rt: Mutex<Rt>,
     output: Output,
@@ -118,6 +120,7 @@ fn log_stream(day: &str, version: &str, sandbox_name: &str, prefix: &str) -> Str
 pub(crate) async fn start(
     prefix: &str,
     spec: Arc<FunctionSpec>,
+    image: Option<Arc<ignis_imagefs::MountedImage>>,
     freeze: bool,
     spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
     log_sink: mpsc::Sender<LogBatch>,
@@ -126,6 +129,21 @@ pub(crate) async fn start(
 ) -> Result<Arc<SandboxHandle>, StartError> {
     let started = Instant::now();
     let day = humantime::format_rfc3339(SystemTime::now()).to_string();
+    // An image function runs its command on the image as the root; a zip function its bootstrap.
+    let (entrypoint, image_root) = match (&spec.image, &image) {
+        (Some(launch), Some(mounted)) => {
+            let Some((program, args)) = launch.command.split_first() else {
+                return Err(StartError::Entrypoint(
+                    "The image sets no ENTRYPOINT or CMD, and the function's ImageConfig gives none: nothing to run".into(),
+                ));
+            };
+            let tree = mounted.tree().map_err(|e| StartError::Host(format!("cloning the image's mount: {e}")))?;
+            let root = ignis_sandbox::ImageRoot { tree, args: args.to_vec(), workdir: launch.workdir.clone() };
+            (program.clone(), Some(root))
+        }
+        _ => ("/var/task/bootstrap".to_string(), None),
+    };
+    let is_image = image_root.is_some();
     let configure = {
         let spec = spec.clone();
         let prefix = prefix.to_string();
@@ -136,11 +154,11 @@ pub(crate) async fn start(
             env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream(&day, &spec.version, name, &prefix)));
             ignis_sandbox::SandboxConfig {
                 code_dir: spec.code_dir.clone(),
-                image: None,
+                image: image_root,
                 memory_mb: spec.memory_mb,
                 tmp_mb: spec.tmp_mb,
                 env,
-                entrypoint: "/var/task/bootstrap".into(),
+                entrypoint,
                 tenant: spec.log_account.clone(),
             }
         }
@@ -149,9 +167,13 @@ pub(crate) async fn start(
     spawn_tx.send((Box::new(configure), reply_tx)).map_err(|_| StartError::ShuttingDown)?;
     let sandbox = match reply_rx.await {
         Err(_) => return Err(StartError::ShuttingDown),
+        Ok(Err(ignis_sandbox::SandboxError::Entrypoint { path, source })) if is_image => {
+            return Err(StartError::Entrypoint(format!("fork/exec {path}: {source}")));
+        }
         Ok(Err(ignis_sandbox::SandboxError::Entrypoint { path, source })) => {
             return Err(StartError::Entrypoint(format!("Couldn't find valid bootstrap(s): [{path}]: {source}")));
         }
+        Ok(Err(ignis_sandbox::SandboxError::Image { what })) => return Err(StartError::Entrypoint(what)),
         Ok(Err(e)) => return Err(StartError::Host(e.to_string())),
         Ok(Ok(sandbox)) => sandbox,
     };
@@ -185,6 +207,7 @@ pub(crate) async fn start(
     let handle = Arc::new(SandboxHandle {
         id: sandbox_id,
         spec,
+        _image: image,
         started,
         rt: Mutex::new(Rt {
             phase: Phase::Initialising { waiter: None },

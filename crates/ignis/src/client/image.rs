@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::Endpoint;
-use super::http::{Client, Response};
+use super::http::{Client, Request, Response};
 use super::image_source::{self, Blob, Image};
 
 /// The default of the most bytes of a blob sent in one `PATCH` (and held in memory), in MiB.
@@ -48,6 +48,18 @@ pub enum ImageCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Collect the chunk store's garbage (administrator's key only): rotate to a new root, copy forward what
+    /// functions use, expire and delete older roots once they have waited long enough.
+    Gc {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Seconds a retired root stays readable (for sandboxes that mounted an image from it) before it expires.
+        #[arg(long, default_value_t = 3600)]
+        retire_seconds: u64,
+        /// Seconds an expired root is kept (a read of it raises an alarm and keeps it) before it is deleted.
+        #[arg(long, default_value_t = 3600)]
+        expire_seconds: u64,
+    },
 }
 
 pub fn image(args: ImageArgs) -> Result<ExitCode, String> {
@@ -72,6 +84,14 @@ pub fn image(args: ImageArgs) -> Result<ExitCode, String> {
                 }
             }
             super::write_stdout(out.as_bytes())?;
+        }
+        ImageCommand::Gc { endpoint, retire_seconds, expire_seconds } => {
+            let client = Client::new(&endpoint)?;
+            let query = format!("ExpireSeconds={expire_seconds}&RetireSeconds={retire_seconds}");
+            let request =
+                Request { method: "POST", path: "/ignis/images/gc", query: &query, headers: vec![], body: vec![], service: "ignis" };
+            let report = client.send(request)?.check()?.json()?;
+            super::write_stdout(format!("{}\n", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).as_bytes())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -25,6 +25,36 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> Value {
     json!({ "digest": digest, "size": bytes.len() })
 }
 
+/// A tar archive of `files` (path, content, mode), with the directories above them, owned by root.
+pub fn tar_of_files(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _, _) in files {
+        let mut parent = Path::new(path).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(dir.to_path_buf());
+            parent = dir.parent();
+        }
+    }
+    let header = |kind, size, mode| {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_size(size);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header
+    };
+    for dir in dirs {
+        tar.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), &dir, std::io::empty()).unwrap();
+    }
+    for (path, content, mode) in files {
+        tar.append_data(&mut header(tar::EntryType::Regular, content.len() as u64, *mode), path, *content).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
 /// A tar archive holding one file `path` of `content` (ustar, no compression).
 fn tar_of(path: &str, content: &[u8]) -> Vec<u8> {
     let mut header = [0u8; 512];
@@ -55,8 +85,6 @@ pub fn make_layout(layout: &Path, tag: &str) -> String {
 
 /// [`make_layout`] with the image config's `architecture` and `config` object given.
 pub fn make_layout_of(layout: &Path, tag: &str, architecture: &str, run_config: Value) -> String {
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let noise: Vec<u8> = (0..3 * 1024 * 1024 + 17)
         .map(|_| {
@@ -67,9 +95,17 @@ pub fn make_layout_of(layout: &Path, tag: &str, architecture: &str, run_config: 
         })
         .collect();
     let layers = [tar_of("hello", b"#!/bin/sh\necho hello\n"), tar_of("data.bin", &noise)];
+    make_layout_with(layout, tag, architecture, &layers, run_config)
+}
+
+/// An OCI image layout with one image tagged `tag`: `layers` (plain tars, pushed gzipped) and a config of
+/// `architecture` and `run_config`; answers the manifest's digest.
+pub fn make_layout_with(layout: &Path, tag: &str, architecture: &str, layers: &[Vec<u8>], run_config: Value) -> String {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
-    for layer in &layers {
+    for layer in layers {
         // Compressed, so that a push stores the layout's manifest unchanged.
         let mut descriptor = write_blob(layout, &gzip(layer));
         descriptor["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip");

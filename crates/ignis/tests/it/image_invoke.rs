@@ -1,0 +1,206 @@
+//! Container-image functions run: an image pushed with skopeo (the `lambda_runtime` example and the libraries it
+//! links, nothing of the host) is prepared once, mounted lazily on the worker that runs it, and invoked with the
+//! image as the sandbox's root, on the local worker and on a worker host; garbage collection keeps it; a tampered
+//! chunk fails the start clearly.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use std::time::Duration;
+
+use crate::harness::{Server, WorkerHost, bin_dir, eventually};
+use crate::oci::{make_layout_with, push, tar_of_files};
+
+const FUNCTIONS: &str = "/2015-03-31/functions";
+/// Bytes of a file the function never reads: an image's start must not fetch them.
+const UNREAD_BYTES: usize = 24 << 20;
+
+/// The files `binary` needs to run (`ldd`'s libraries and loader), as (path, content).
+fn libraries(binary: &Path) -> Vec<(String, Vec<u8>)> {
+    let output = std::process::Command::new("ldd").arg(binary).output().unwrap();
+    assert!(output.status.success(), "ldd {}", binary.display());
+    let mut files = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`
+        let path = line.split("=>").last().unwrap().split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            files.push((path.trim_start_matches('/').to_string(), std::fs::read(path).unwrap()));
+        }
+    }
+    files
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// An OCI layout of the hello-rust example as an image: a base layer of its libraries and a large file nobody
+/// reads, and a layer with the program at `/var/task/bootstrap`.
+fn hello_layout(layout: &Path, tag: &str, run_config: Value) -> String {
+    let binary = bin_dir().join("bootstrap");
+    let libs = libraries(&binary);
+    let unread = noise(UNREAD_BYTES);
+    let mut base: Vec<(&str, &[u8], u32)> = libs.iter().map(|(p, c)| (p.as_str(), c.as_slice(), 0o755)).collect();
+    base.push(("opt/unread.bin", &unread, 0o644));
+    let program = std::fs::read(&binary).unwrap();
+    let app = [("var/task/bootstrap", program.as_slice(), 0o755)];
+    make_layout_with(layout, tag, "amd64", &[tar_of_files(&base), tar_of_files(&app)], run_config)
+}
+
+fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &str, uri: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "FunctionName": name, "Role": "arn:aws:iam::123456789012:role/r", "PackageType": "Image",
+        "Code": { "ImageUri": uri },
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
+    let reply = server.lambda_as(credentials, "POST", FUNCTIONS, body.to_string().as_bytes());
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    reply.json()
+}
+
+/// The chunk files of the server's chunk store.
+fn chunk_files(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![data.join("chunks")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn gc(server: &Server, retire: &str, expire: &str) -> Value {
+    let out = server.cli_as(&Server::credentials(), &["image", "gc", "--retire-seconds", retire, "--expire-seconds", expire]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn an_image_pushed_with_skopeo_runs_as_a_function_and_survives_garbage_collection() {
+    let server = Server::start();
+    let (_, alice) = server.create_account("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = json!({ "Entrypoint": ["/var/task/bootstrap"], "Env": ["PRINT_EVENT=1"], "WorkingDir": "/var/task" });
+    hello_layout(&tmp.path().join("hello"), "v1", config);
+    push(&server, &tmp.path().join("hello"), "v1", "team/hello:v1", &alice);
+    let uri = format!("{}/team/hello:v1", server.address);
+    create_image(&server, &alice, "hello", &uri, json!({}));
+
+    let reply = server.invoke_as(&alice, "hello", r#"{"name":"image"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-amz-function-error"), None, "{}", reply.text());
+    assert_eq!(reply.json(), json!({ "message": "Hello, image!" }));
+
+    // Chunks are stored once, encrypted: the program's bytes are nowhere in the clear.
+    let program = std::fs::read(bin_dir().join("bootstrap")).unwrap();
+    let stored = chunk_files(&server.data);
+    assert!(!stored.is_empty());
+    let needle = &program[program.len() / 2..program.len() / 2 + 64];
+    assert!(stored.iter().all(|f| !std::fs::read(f).unwrap().windows(64).any(|w| w == needle)));
+
+    // A collection copies the live image into a new root; it runs on, also from a new sandbox.
+    let report = gc(&server, "0", "0");
+    assert_eq!((report["LiveImages"].clone(), report["Copied"].clone()), (json!(1), json!(1)), "{report}");
+    for _ in 0..2 {
+        let report = gc(&server, "0", "0");
+        assert_eq!(report["Copied"], json!(1), "{report}");
+    }
+    let update = json!({ "Environment": { "Variables": { "AFTER_GC": "1" } } });
+    let updated = server.lambda_as(&alice, "PUT", &format!("{FUNCTIONS}/hello/configuration"), update.to_string().as_bytes());
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let reply = server.invoke_as(&alice, "hello", r#"{"name":"again"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({ "message": "Hello, again!" }));
+
+    // Once no function names it, its chunks go.
+    let deleted = server.lambda_as(&alice, "DELETE", &format!("{FUNCTIONS}/hello"), b"");
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let report = gc(&server, "0", "0");
+    assert_eq!(report["Dropped"], json!(1), "{report}");
+    gc(&server, "0", "0");
+    let report = gc(&server, "0", "0");
+    assert_eq!(report["StoredChunks"], json!(0), "{report}");
+}
+
+/// A loopback address no one listens on now.
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// The value of the metric line `name ...` at `http://address/metrics`, once it is there.
+fn metric(address: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn an_image_runs_on_a_worker_host_which_fetches_only_what_it_reads() {
+    let (server_metrics, worker_metrics) = (free_address(), free_address());
+    let server = Server::start_with(&["--no-local-worker", "--metrics-listen", &server_metrics]);
+    let worker = WorkerHost::start(&server, &["--metrics-listen", &worker_metrics]);
+    server.wait_for_workers(1);
+    let (_, alice) = server.create_account("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    hello_layout(&tmp.path().join("hello"), "v1", json!({ "Entrypoint": ["/var/task/bootstrap"] }));
+    push(&server, &tmp.path().join("hello"), "v1", "hello:v1", &alice);
+    create_image(&server, &alice, "hello", &format!("{}/hello:v1", server.address), json!({}));
+    let reply = server.invoke_as(&alice, "hello", r#"{"name":"host"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({ "message": "Hello, host!" }));
+    // The worker's cache holds what the start read: far less than the image (the unread file alone is larger).
+    let cached: u64 = chunk_files_in(&worker.data.join("image-cache")).iter().map(|f| f.metadata().unwrap().len()).sum();
+    assert!(cached > 0);
+    assert!(cached < UNREAD_BYTES as u64 / 2, "the worker cached {cached} bytes");
+    // The metrics say the same: the worker fetched some chunks, the server holds the whole image.
+    let fetched = || metric(&worker_metrics, "ignis_chunk_fetch_bytes_total");
+    assert!(eventually(Duration::from_secs(30), || fetched().is_some_and(|b| b > 0.0)), "{:?}", fetched());
+    assert!(fetched().unwrap() < UNREAD_BYTES as f64 / 2.0);
+    assert!(metric(&worker_metrics, "ignis_chunk_fetches_total").unwrap() >= 1.0);
+    let stored = || metric(&server_metrics, "ignis_chunk_store_bytes");
+    assert!(eventually(Duration::from_secs(30), || stored().is_some_and(|b| b >= UNREAD_BYTES as f64)), "{:?}", stored());
+}
+
+fn chunk_files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect()
+}
+
+#[test]
+fn a_tampered_chunk_fails_the_start_and_is_never_read() {
+    let server = Server::start();
+    let (_, alice) = server.create_account("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    hello_layout(&tmp.path().join("hello"), "v1", json!({ "Entrypoint": ["/var/task/bootstrap"] }));
+    push(&server, &tmp.path().join("hello"), "v1", "hello:v1", &alice);
+    create_image(&server, &alice, "hello", &format!("{}/hello:v1", server.address), json!({}));
+    for file in chunk_files(&server.data) {
+        let mut bytes = std::fs::read(&file).unwrap();
+        for b in bytes.iter_mut().step_by(4096) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&file, bytes).unwrap();
+    }
+    let reply = server.invoke_as(&alice, "hello", r#"{"name":"x"}"#);
+    assert_ne!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("cannot be loaded") || reply.text().contains("corrupt"), "{}", reply.text());
+}

@@ -1,0 +1,87 @@
+//! The images of image functions, on this worker: [`Images`] finds an
+//! image's chunk manifest through a [`ManifestSource`] (the server's own
+//! images service on the local worker; the server, over the worker protocol,
+//! on a worker host) and mounts it lazily through one [`ImageFs`] (chunks are
+//! fetched on first read, verified, and cached in a bounded directory).
+//!
+//! A sandbox of an image function holds its [`MountedImage`]: the mount
+//! lives as long as a sandbox uses it, and the next cold start of the same
+//! image while one lives reuses it (one mount, one page cache per image).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use ignis_chunks::ChunkStore;
+use ignis_imagefs::{ImageFs, MountedImage};
+use ignis_images::{AccountKey, Manifest};
+
+use crate::ImageLaunch;
+
+/// A boxed future, so that the trait is object safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// An image's chunk manifest, what opens it, and where its chunks are.
+pub struct ImageManifest {
+    /// Names the manifest (hex SHA-256 of its bytes): one mount per id.
+    pub id: String,
+    pub manifest: Manifest,
+    pub key: AccountKey,
+    pub chunks: Arc<dyn ChunkStore>,
+}
+
+/// Where a worker finds the manifests of the images it runs.
+pub trait ManifestSource: Send + Sync {
+    /// The manifest of `account`'s image `image`, or why there is none (said
+    /// to the caller as the reason the sandbox could not start).
+    fn manifest<'a>(&'a self, account: &'a str, image: &'a ImageLaunch) -> BoxFuture<'a, Result<ImageManifest, String>>;
+}
+
+/// How often the loader's counters are copied to the metrics.
+pub const METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Copies the loader's counters to the metrics every [`METRICS_EVERY`] while `images` lives:
+/// `ignis_chunk_fetches_total` and `ignis_chunk_fetch_bytes_total` (chunks fetched from below the local cache),
+/// `ignis_chunk_cache_hits_total`, `ignis_chunk_verify_failures_total`, `ignis_chunk_fetch_failures_total`, and the
+/// gauge `ignis_chunk_cache_bytes`.
+pub async fn publish_metrics(images: Weak<Images>) {
+    let mut every = tokio::time::interval(METRICS_EVERY);
+    loop {
+        every.tick().await;
+        let Some(images) = images.upgrade() else { return };
+        let stats = images.stats();
+        metrics::counter!("ignis_chunk_fetches_total").absolute(stats.chunk_fetches_total);
+        metrics::counter!("ignis_chunk_fetch_bytes_total").absolute(stats.chunk_fetch_bytes_total);
+        metrics::counter!("ignis_chunk_cache_hits_total").absolute(stats.cache_hits_total);
+        metrics::counter!("ignis_chunk_verify_failures_total").absolute(stats.verify_failures_total);
+        metrics::counter!("ignis_chunk_fetch_failures_total").absolute(stats.fetch_failures_total);
+        metrics::gauge!("ignis_chunk_cache_bytes").set(stats.cache_bytes as f64);
+    }
+}
+
+/// Mounts the images of image functions (see the module docs).
+pub struct Images {
+    fs: Arc<ImageFs>,
+    source: Arc<dyn ManifestSource>,
+}
+
+impl Images {
+    pub fn new(fs: Arc<ImageFs>, source: Arc<dyn ManifestSource>) -> Images {
+        Images { fs, source }
+    }
+
+    /// The lazy loader's counters.
+    pub fn stats(&self) -> ignis_imagefs::Stats {
+        self.fs.stats()
+    }
+
+    /// The mounted image `image` of `account`, mounted now unless a sandbox
+    /// already holds it.
+    pub async fn mount(&self, account: &str, image: &ImageLaunch) -> Result<Arc<MountedImage>, String> {
+        let found = self.source.manifest(account, image).await?;
+        let fs = self.fs.clone();
+        tokio::task::spawn_blocking(move || fs.mount(&found.id, found.manifest, found.key, found.chunks))
+            .await
+            .map_err(|e| format!("mounting the image failed: {e}"))?
+            .map_err(|e| format!("the image {} cannot be loaded: {e}", image.digest))
+    }
+}
