@@ -717,3 +717,37 @@ fn reap_until(runtime: libc::pid_t, control: BorrowedFd<'_>) -> Result<Option<li
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::search_path;
+
+    #[test]
+    fn commands_without_a_slash_are_looked_for_in_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, second) = (tmp.path().join("a"), tmp.path().join("b"));
+        for dir in [&first, &second] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let write = |path: &std::path::Path, mode: u32| {
+            std::fs::write(path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&first.join("plain"), 0o644);
+        write(&second.join("plain"), 0o755);
+        write(&second.join("run"), 0o755);
+        std::fs::create_dir(first.join("dir")).unwrap();
+        let path = format!("relative:{}:{}", first.display(), second.display());
+        let env = vec![("PATH".to_string(), "/nowhere".to_string()), ("PATH".to_string(), path)];
+        let found = |command: &str| search_path(command, &env);
+        assert_eq!(found("run"), second.join("run").display().to_string(), "the last PATH wins");
+        assert_eq!(found("plain"), second.join("plain").display().to_string(), "only executables");
+        assert_eq!(found("dir"), "dir", "only files");
+        assert_eq!(found("missing"), "missing");
+        assert_eq!(found("/abs/run"), "/abs/run");
+        assert_eq!(found("./run"), "./run");
+        assert_eq!(found(""), "");
+    }
+}
