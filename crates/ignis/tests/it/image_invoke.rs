@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use crate::harness::{Server, WorkerHost, bin_dir, eventually};
-use crate::oci::{make_layout_with, push, tar_of_files};
+use crate::oci::{make_layout_with, noise, push, tar_of_files};
 
 const FUNCTIONS: &str = "/2015-03-31/functions";
 /// Bytes of a file the function never reads: an image's start must not fetch them.
@@ -29,18 +29,6 @@ fn libraries(binary: &Path) -> Vec<(String, Vec<u8>)> {
         }
     }
     files
-}
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 /// An OCI layout of the hello-rust example as an image: a base layer of its libraries and a large file nobody

@@ -85,17 +85,21 @@ pub fn make_layout(layout: &Path, tag: &str) -> String {
 
 /// [`make_layout`] with the image config's `architecture` and `config` object given.
 pub fn make_layout_of(layout: &Path, tag: &str, architecture: &str, run_config: Value) -> String {
+    let layers = [tar_of("hello", b"#!/bin/sh\necho hello\n"), tar_of("data.bin", &noise(3 * 1024 * 1024 + 17))];
+    make_layout_with(layout, tag, architecture, &layers, run_config)
+}
+
+/// `len` bytes that do not compress (xorshift), the same every time.
+pub fn noise(len: usize) -> Vec<u8> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+    (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state as u8
         })
-        .collect();
-    let layers = [tar_of("hello", b"#!/bin/sh\necho hello\n"), tar_of("data.bin", &noise)];
-    make_layout_with(layout, tag, architecture, &layers, run_config)
+        .collect()
 }
 
 /// An OCI image layout with one image tagged `tag`: `layers` (plain tars, pushed gzipped) and a config of
