@@ -117,6 +117,7 @@ fn log_stream(day: &str, version: &str, sandbox_name: &str, prefix: &str) -> Str
     format!("{}/{}/{}/[{version}]{id}", &day[0..4], &day[5..7], &day[8..10])
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start(
     prefix: &str,
     spec: Arc<FunctionSpec>,
