@@ -81,7 +81,8 @@ fn layers_that_are_not_tars_or_climb_out_of_the_root_are_refused_and_harm_nothin
         (format!("{host}/hello@sha256:{}", "0".repeat(64)), "does not exist"),
         ("not an image".to_string(), "is not valid"),
     ] {
-        let reply = crate::image_functions::create_image(&server, &alice, "missing", json!({ "Code": { "ImageUri": uri } }));
+        let code = json!({ "Code": { "ImageUri": uri } });
+        let reply = crate::image_functions::create_image(&server, &alice, "missing", code);
         refused(&reply, "InvalidParameterValueException", &format!("Source image {uri} {reason}"));
     }
     // The image prepared before is not harmed: a new function of it runs too.
@@ -296,24 +297,30 @@ impl Held {
     }
 }
 
-#[test]
-fn a_server_killed_with_an_image_mounted_leaves_nothing_behind_and_starts_again() {
-    let mut server = Server::start();
+/// Runs the hello-rust example as image function `hello` (the administrator's) on `server`; answers what the
+/// process `pid` (whose data directory is `data`) holds for it.
+fn run_an_image(server: &Server, pid: u32, data: &Path) -> Held {
     let admin = Server::credentials();
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("hello");
     program_layout(&layout, "v1", "bootstrap", &[], serde_json::from_str(HELLO).unwrap());
-    push(&server, &layout, "v1", "hello:v1", &admin);
-    create_image(&server, &admin, "hello", &format!("{}/hello:v1", server.address), json!({}));
-    says_hello(&server, &admin, "hello");
-    assert!(!chunk_files_in(&server.data.join("image-cache")).is_empty());
-    let held = Held::by(server.pid(), &server, "hello");
+    push(server, &layout, "v1", "hello:v1", &admin);
+    create_image(server, &admin, "hello", &format!("{}/hello:v1", server.address), json!({}));
+    says_hello(server, &admin, "hello");
+    assert!(!chunk_files_in(&data.join("image-cache")).is_empty());
+    Held::by(pid, server, "hello")
+}
+
+#[test]
+fn a_server_killed_with_an_image_mounted_leaves_nothing_behind_and_starts_again() {
+    let mut server = Server::start();
+    let held = run_an_image(&server, server.pid(), &server.data);
     server.kill();
     held.gone();
 
     let again = Server::start_in(&server.data, &[]);
     assert!(chunk_files_in(&again.data.join("image-cache")).is_empty(), "the image cache is emptied at start");
-    says_hello(&again, &admin, "hello");
+    says_hello(&again, &Server::credentials(), "hello");
 }
 
 #[test]
@@ -322,20 +329,12 @@ fn a_worker_host_killed_with_an_image_mounted_leaves_nothing_behind_and_starts_a
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let mut worker = WorkerHost::start(&server, &["--listen", &listen]);
     server.wait_for_workers(1);
-    let admin = Server::credentials();
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("hello");
-    program_layout(&layout, "v1", "bootstrap", &[], serde_json::from_str(HELLO).unwrap());
-    push(&server, &layout, "v1", "hello:v1", &admin);
-    create_image(&server, &admin, "hello", &format!("{}/hello:v1", server.address), json!({}));
-    says_hello(&server, &admin, "hello");
-    assert!(!chunk_files_in(&worker.data.join("image-cache")).is_empty());
-    let held = Held::by(worker.pid(), &server, "hello");
+    let held = run_an_image(&server, worker.pid(), &worker.data);
     worker.kill9();
     held.gone();
 
     let again = WorkerHost::start_in(&server, &worker.data, &["--listen", &listen]);
     assert!(chunk_files_in(&again.data.join("image-cache")).is_empty(), "the image cache is emptied at start");
     assert!(eventually(Duration::from_secs(10), || server.workers().iter().any(|w| w["WorkerId"] == 2)));
-    says_hello(&server, &admin, "hello");
+    says_hello(&server, &Server::credentials(), "hello");
 }
