@@ -1,7 +1,11 @@
 //! One chunk store per garbage-collection root (see [`roots`](crate::roots)):
 //! [`RootStores`] opens a root's store and deletes a whole root at once.
+//!
+//! A deleted root is never made again: root ids are never reused, and a store
+//! opened while its root is removed (the size of every root measured for the
+//! metrics, say) would put an empty root back, or make the removal fail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,10 +14,12 @@ use crate::{BoxFuture, ChunkError, ChunkStore, DirectoryChunkStore, MemoryChunkS
 
 /// The chunk stores of every root, by root id.
 pub trait RootStores: Send + Sync + fmt::Debug {
-    /// The store of root `id`, made if new.
+    /// The store of root `id`, made if new; an error for a root deleted by
+    /// this value.
     fn root(&self, id: &str) -> Result<Arc<dyn ChunkStore>, ChunkError>;
 
-    /// Removes root `id` with all its chunks (nothing if it is not there).
+    /// Removes root `id` with all its chunks (nothing if it is not there);
+    /// from its start, [`RootStores::root`] refuses `id`.
     fn delete_root<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ChunkError>>;
 }
 
@@ -37,12 +43,53 @@ fn check(id: &str) -> Result<(), ChunkError> {
     }
 }
 
+/// Roots open and roots deleted, under one lock.
+#[derive(Debug)]
+struct Known<S> {
+    open: HashMap<String, Arc<S>>,
+    deleted: HashSet<String>,
+}
+
+impl<S> Default for Known<S> {
+    fn default() -> Self {
+        Known { open: HashMap::new(), deleted: HashSet::new() }
+    }
+}
+
+impl<S> Known<S> {
+    /// Root `id`'s store, opened by `open` if it is not yet; refused if the root was deleted.
+    fn root(&mut self, id: &str, open: impl FnOnce() -> Result<S, ChunkError>) -> Result<Arc<S>, ChunkError> {
+        check(id)?;
+        if self.deleted.contains(id) {
+            return Err(ChunkError::Io {
+                what: format!("root {id}"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "the root was deleted"),
+            });
+        }
+        if let Some(store) = self.open.get(id) {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(open()?);
+        self.open.insert(id.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// Forgets root `id`'s store and refuses it from now on.
+    fn delete(&mut self, id: &str) -> Result<(), ChunkError> {
+        check(id)?;
+        self.open.remove(id);
+        self.deleted.insert(id.to_string());
+        Ok(())
+    }
+}
+
 /// Roots as subdirectories `<base>/<id>/` of one directory, each a
 /// [`DirectoryChunkStore`].
 #[derive(Debug)]
 pub struct DirectoryRoots {
     base: PathBuf,
-    open: Mutex<HashMap<String, Arc<DirectoryChunkStore>>>,
+    /// Held while a store opens, so a deletion that takes it waits for an open in progress.
+    known: Mutex<Known<DirectoryChunkStore>>,
 }
 
 impl DirectoryRoots {
@@ -52,30 +99,20 @@ impl DirectoryRoots {
             .map_err(ChunkError::io(format!("creating {}", base.display())))?;
         Ok(DirectoryRoots {
             base,
-            open: Mutex::default(),
+            known: Mutex::default(),
         })
     }
 }
 
 impl RootStores for DirectoryRoots {
     fn root(&self, id: &str) -> Result<Arc<dyn ChunkStore>, ChunkError> {
-        check(id)?;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = open.get(id) {
-            return Ok(store.clone());
-        }
-        let store = Arc::new(DirectoryChunkStore::open(self.base.join(id))?);
-        open.insert(id.to_string(), store.clone());
-        Ok(store)
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(known.root(id, || DirectoryChunkStore::open(self.base.join(id)))?)
     }
 
     fn delete_root<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ChunkError>> {
         Box::pin(async move {
-            check(id)?;
-            self.open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
+            self.known.lock().unwrap_or_else(|e| e.into_inner()).delete(id)?;
             let dir = self.base.join(id);
             let removed = tokio::task::spawn_blocking({
                 let dir = dir.clone();
@@ -96,7 +133,7 @@ impl RootStores for DirectoryRoots {
 /// Roots in memory, for tests.
 #[derive(Debug, Default)]
 pub struct MemoryRoots {
-    roots: Mutex<HashMap<String, Arc<MemoryChunkStore>>>,
+    roots: Mutex<Known<MemoryChunkStore>>,
 }
 
 impl MemoryRoots {
@@ -105,6 +142,7 @@ impl MemoryRoots {
         self.roots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .open
             .get(id)
             .cloned()
     }
@@ -112,20 +150,12 @@ impl MemoryRoots {
 
 impl RootStores for MemoryRoots {
     fn root(&self, id: &str) -> Result<Arc<dyn ChunkStore>, ChunkError> {
-        check(id)?;
         let mut roots = self.roots.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(roots.entry(id.to_string()).or_default().clone())
+        Ok(roots.root(id, || Ok(MemoryChunkStore::default()))?)
     }
 
     fn delete_root<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ChunkError>> {
-        Box::pin(async move {
-            check(id)?;
-            self.roots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
-            Ok(())
-        })
+        Box::pin(async move { self.roots.lock().unwrap_or_else(|e| e.into_inner()).delete(id) })
     }
 }
 
@@ -154,7 +184,14 @@ mod tests {
         assert!(roots.root("../aa").is_err());
         roots.delete_root("aa").await.unwrap();
         assert!(!tmp.path().join("aa").exists());
-        assert!(!roots.root("aa").unwrap().has(stored.digest).await.unwrap());
         roots.delete_root("cc").await.unwrap();
+        // A deleted root is not made again (an open of it while it is removed would put it back).
+        assert!(roots.root("aa").is_err() && roots.root("cc").is_err());
+        assert!(!tmp.path().join("aa").exists() && !tmp.path().join("cc").exists());
+        assert!(roots.root("bb").unwrap().has(stored.digest).await.is_ok());
+        let memory = MemoryRoots::default();
+        memory.root("aa").unwrap();
+        memory.delete_root("aa").await.unwrap();
+        assert!(memory.root("aa").is_err() && memory.store("aa").is_none());
     }
 }

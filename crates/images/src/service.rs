@@ -191,6 +191,9 @@ pub struct Images {
     table: RwLock<Vec<Root>>,
     /// Shared by preparations while they put chunks; exclusive to a rotation.
     rotation: tokio::sync::RwLock<()>,
+    /// Shared by measurements of the roots; exclusive to a root's deletion until the table says it is deleted
+    /// (a deleted root cannot be opened).
+    deletion: tokio::sync::RwLock<()>,
     /// One lock per image being prepared.
     preparing: Mutex<HashMap<ImageKey, Weak<tokio::sync::Mutex<()>>>>,
 }
@@ -248,6 +251,7 @@ impl Images {
             config,
             table: RwLock::new(table),
             rotation: tokio::sync::RwLock::new(()),
+            deletion: tokio::sync::RwLock::new(()),
             preparing: Mutex::default(),
         }))
     }
@@ -456,6 +460,11 @@ impl Images {
         let holding: HashSet<String> = self.records()?.into_iter().map(|(_, r)| r.root).collect();
         let steps = roots::plan(&self.roots(), |id| holding.contains(id), self.now_ms(), policy, false);
         for step in steps {
+            // A root being deleted cannot be opened: measurements wait until the table says it is deleted.
+            let _not_measured = match &step {
+                Step::Delete(_) => Some(self.deletion.write().await),
+                _ => None,
+            };
             match &step {
                 Step::Expire(id) => report.expired.push(id.clone()),
                 Step::Delete(id) => {
@@ -515,6 +524,7 @@ impl Images {
 
     /// Chunks and bytes in every root not deleted.
     pub async fn stored(&self) -> Result<Size, ImagesError> {
+        let _no_deletion = self.deletion.read().await;
         let mut total = Size::default();
         for root in self.roots().into_iter().filter(|r| r.state != RootState::Deleted) {
             let size = self.roots.root(&root.id)?.size().await?;

@@ -12,7 +12,7 @@ use crate::oci::{make_layout, make_layout_of, push};
 
 const FUNCTIONS: &str = "/2015-03-31/functions";
 
-fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &str, extra: Value) -> crate::harness::Reply {
+pub fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &str, extra: Value) -> crate::harness::Reply {
     let mut body = json!({ "FunctionName": name, "Role": "arn:aws:iam::123456789012:role/r", "PackageType": "Image" });
     for (k, v) in extra.as_object().into_iter().flatten() {
         body[k] = v.clone();
@@ -20,7 +20,7 @@ fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &
     server.lambda_as(credentials, "POST", FUNCTIONS, body.to_string().as_bytes())
 }
 
-fn refused(reply: &crate::harness::Reply, error_type: &str, message: &str) {
+pub fn refused(reply: &crate::harness::Reply, error_type: &str, message: &str) {
     assert_eq!((reply.status, reply.error_type()), (400, error_type), "{}", reply.text());
     let body = reply.json();
     let got = body["message"].as_str().or(body["Message"].as_str()).unwrap_or_default().to_string();

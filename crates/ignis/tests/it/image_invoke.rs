@@ -14,7 +14,7 @@ use crate::oci::{make_layout_with, noise, push, tar_of_files};
 
 const FUNCTIONS: &str = "/2015-03-31/functions";
 /// Bytes of a file the function never reads: an image's start must not fetch them.
-const UNREAD_BYTES: usize = 24 << 20;
+pub const UNREAD_BYTES: usize = 24 << 20;
 
 /// The files `binary` needs to run (`ldd`'s libraries and loader), as (path, content).
 fn libraries(binary: &Path) -> Vec<(String, Vec<u8>)> {
@@ -34,17 +34,26 @@ fn libraries(binary: &Path) -> Vec<(String, Vec<u8>)> {
 /// An OCI layout of the hello-rust example as an image: a base layer of its libraries and a large file nobody
 /// reads, and a layer with the program at `/var/task/bootstrap`.
 fn hello_layout(layout: &Path, tag: &str, run_config: Value) -> String {
-    let binary = bin_dir().join("bootstrap");
+    program_layout(layout, tag, "bootstrap", &[], run_config)
+}
+
+/// An OCI layout of the built example `program` as an image: a base layer of its libraries and a large file
+/// (`/opt/unread.bin`, [`UNREAD_BYTES`]), the layers `extra` (plain tars), and a layer with the program at
+/// `/var/task/bootstrap`.
+pub fn program_layout(layout: &Path, tag: &str, program: &str, extra: &[Vec<u8>], run_config: Value) -> String {
+    let binary = bin_dir().join(program);
     let libs = libraries(&binary);
     let unread = noise(UNREAD_BYTES);
     let mut base: Vec<(&str, &[u8], u32)> = libs.iter().map(|(p, c)| (p.as_str(), c.as_slice(), 0o755)).collect();
     base.push(("opt/unread.bin", &unread, 0o644));
     let program = std::fs::read(&binary).unwrap();
     let app = [("var/task/bootstrap", program.as_slice(), 0o755)];
-    make_layout_with(layout, tag, "amd64", &[tar_of_files(&base), tar_of_files(&app)], run_config)
+    let layers: Vec<Vec<u8>> =
+        std::iter::once(tar_of_files(&base)).chain(extra.iter().cloned()).chain([tar_of_files(&app)]).collect();
+    make_layout_with(layout, tag, "amd64", &layers, run_config)
 }
 
-fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &str, uri: &str, extra: Value) -> Value {
+pub fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &str, uri: &str, extra: Value) -> Value {
     let mut body = json!({
         "FunctionName": name, "Role": "arn:aws:iam::123456789012:role/r", "PackageType": "Image",
         "Code": { "ImageUri": uri },
@@ -58,7 +67,7 @@ fn create_image(server: &Server, credentials: &ignis_sigv4::Credentials, name: &
 }
 
 /// The chunk files of the server's chunk store.
-fn chunk_files(data: &Path) -> Vec<PathBuf> {
+pub fn chunk_files(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut dirs = vec![data.join("chunks")];
     while let Some(dir) = dirs.pop() {
@@ -169,7 +178,7 @@ fn an_image_runs_on_a_worker_host_which_fetches_only_what_it_reads() {
     assert!(eventually(Duration::from_secs(30), || stored().is_some_and(|b| b >= UNREAD_BYTES as f64)), "{:?}", stored());
 }
 
-fn chunk_files_in(dir: &Path) -> Vec<PathBuf> {
+pub fn chunk_files_in(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect()
 }
 

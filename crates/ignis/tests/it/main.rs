@@ -17,6 +17,7 @@ mod hostile_http;
 mod hostile_limits;
 mod hostile_starve;
 mod image_functions;
+mod image_hostile;
 mod image_invoke;
 mod invoke;
 mod lifecycle;

@@ -15,7 +15,7 @@ use crate::harness::Server;
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-fn digest(bytes: &[u8]) -> String {
+pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
@@ -57,22 +57,39 @@ pub fn tar_of_files(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
 
 /// A tar archive holding one file `path` of `content` (ustar, no compression).
 fn tar_of(path: &str, content: &[u8]) -> Vec<u8> {
+    let mut tar = tar_entry(path, b'0', content.len() as u64, content);
+    tar.resize(tar.len() + 1024, 0);
+    tar
+}
+
+/// One ustar entry as written, unchecked (so also a path with `..`, a device node or a size the content lacks):
+/// `path`, entry type `kind`, the `declared` size (base-256 past 8 GiB) and `content`, padded to 512 bytes.
+pub fn tar_entry(path: &str, kind: u8, declared: u64, content: &[u8]) -> Vec<u8> {
     let mut header = [0u8; 512];
     header[..path.len()].copy_from_slice(path.as_bytes());
     header[100..107].copy_from_slice(b"0000755");
     header[108..115].copy_from_slice(b"0000000");
     header[116..123].copy_from_slice(b"0000000");
-    header[124..135].copy_from_slice(format!("{:011o}", content.len()).as_bytes());
+    if declared < 1 << 33 {
+        header[124..135].copy_from_slice(format!("{declared:011o}").as_bytes());
+    } else {
+        header[124] = 0x80;
+        header[128..136].copy_from_slice(&declared.to_be_bytes());
+    }
     header[136..147].copy_from_slice(b"00000000000");
-    header[156] = b'0';
+    header[156] = kind;
     header[257..263].copy_from_slice(b"ustar\0");
     header[263..265].copy_from_slice(b"00");
+    if kind == b'3' || kind == b'4' {
+        header[329..336].copy_from_slice(b"0000001");
+        header[337..344].copy_from_slice(b"0000003");
+    }
     header[148..156].copy_from_slice(b"        ");
     let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
     header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
     let mut tar = header.to_vec();
     tar.extend_from_slice(content);
-    tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
     tar
 }
 
@@ -105,15 +122,28 @@ pub fn noise(len: usize) -> Vec<u8> {
 /// An OCI image layout with one image tagged `tag`: `layers` (plain tars, pushed gzipped) and a config of
 /// `architecture` and `run_config`; answers the manifest's digest.
 pub fn make_layout_with(layout: &Path, tag: &str, architecture: &str, layers: &[Vec<u8>], run_config: Value) -> String {
+    let gzip_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let blobs: Vec<_> = layers.iter().map(|l| (gzip(l), gzip_type, digest(l))).collect();
+    make_layout_of_blobs(layout, tag, architecture, &blobs, run_config)
+}
+
+/// [`make_layout_with`] with each layer's blob, media type and diff id given as they are, so also layers that
+/// are not what they claim to be.
+pub fn make_layout_of_blobs(
+    layout: &Path,
+    tag: &str,
+    architecture: &str,
+    layers: &[(Vec<u8>, &str, String)],
+    run_config: Value,
+) -> String {
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
-    for layer in layers {
-        // Compressed, so that a push stores the layout's manifest unchanged.
-        let mut descriptor = write_blob(layout, &gzip(layer));
-        descriptor["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip");
-        diff_ids.push(digest(layer));
+    for (blob, media_type, diff_id) in layers {
+        let mut descriptor = write_blob(layout, blob);
+        descriptor["mediaType"] = json!(media_type);
+        diff_ids.push(diff_id.clone());
         descriptors.push(descriptor);
     }
     let config = json!({
@@ -133,7 +163,7 @@ pub fn make_layout_with(layout: &Path, tag: &str, architecture: &str, layers: &[
     descriptor["digest"].as_str().unwrap().to_string()
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut child = Command::new("gzip")
         .args(["-n", "-c"])
@@ -158,7 +188,7 @@ pub fn creds(credentials: &Credentials) -> String {
     format!("{}:{}", credentials.access_key_id, credentials.secret_access_key)
 }
 
-fn basic(credentials: &Credentials) -> (String, String) {
+pub fn basic(credentials: &Credentials) -> (String, String) {
     let token = base64::engine::general_purpose::STANDARD.encode(creds(credentials));
     ("authorization".into(), format!("Basic {token}"))
 }
