@@ -1,7 +1,7 @@
 //! What the benchmark binaries share: the signed HTTP client, the `ignis server` process, and the table's rows.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -236,6 +236,24 @@ impl Drop for Server {
 
 unsafe extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
+}
+
+/// The directory with the build's `ignis`, `ignis-init` and `bootstrap`: `given`, else this program's own.
+pub fn build_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = match given {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path: {e}"))?
+            .parent()
+            .ok_or("this program has no parent directory")?
+            .to_path_buf(),
+    };
+    for exe in ["ignis", "ignis-init", "bootstrap"].map(|name| dir.join(name)) {
+        if !exe.is_file() {
+            return Err(format!("{} not found: build the workspace (cargo build --release --workspace) or pass --bin-dir", exe.display()));
+        }
+    }
+    Ok(dir)
 }
 
 pub fn zip_of(name: &str, content: &[u8], mode: u32) -> Result<Vec<u8>, String> {

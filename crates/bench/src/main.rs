@@ -51,7 +51,7 @@ use serde_json::json;
 mod async_events;
 mod harness;
 mod stats;
-use harness::{Conn, KEY_ID, Reply, SECRET, Server, check_invoke, ms, ratio_row, report_field, row, sign_request, verdict, zip_of};
+use harness::{Conn, KEY_ID, build_dir, Reply, SECRET, Server, check_invoke, ms, ratio_row, report_field, row, sign_request, verdict, zip_of};
 use stats::{Stats, stats, stats_ms};
 
 const FUNCTION: &str = "bench-hello-rust";
@@ -148,21 +148,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot find this program's path: {e}"))?
-            .parent()
-            .ok_or("this program has no parent directory")?
-            .to_path_buf(),
-    };
-    let ignis = bin_dir.join("ignis");
-    let bootstrap = bin_dir.join("bootstrap");
-    for exe in [&ignis, &bin_dir.join("ignis-init"), &bootstrap] {
-        if !exe.is_file() {
-            return Err(format!("{} not found: build the workspace (cargo build --release --workspace) or pass --bin-dir", exe.display()));
-        }
-    }
+    let bin_dir = build_dir(args.bin_dir.as_deref())?;
+    let (ignis, bootstrap) = (bin_dir.join("ignis"), bin_dir.join("bootstrap"));
     // The previous build's server; its functions run this build's `bootstrap` too.
     let previous = match &args.previous_bin_dir {
         Some(dir) => {

@@ -43,7 +43,7 @@ use sha2::{Digest as _, Sha256};
 mod harness;
 #[path = "../stats.rs"]
 mod stats;
-use harness::{Conn, KEY_ID, SECRET, Server, check_invoke, ratio_row, report_field, row, verdict, zip_of};
+use harness::{Conn, KEY_ID, build_dir, SECRET, Server, check_invoke, ratio_row, report_field, row, verdict, zip_of};
 use stats::{stats, stats_ms};
 
 const FUNCTIONS: &str = "/2015-03-31/functions";
@@ -569,20 +569,8 @@ fn pulled_layers(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot find this program's path: {e}"))?
-            .parent()
-            .ok_or("this program has no parent directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = build_dir(args.bin_dir.as_deref())?;
     let (ignis, bootstrap) = (bin_dir.join("ignis"), bin_dir.join("bootstrap"));
-    for exe in [&ignis, &bin_dir.join("ignis-init"), &bootstrap] {
-        if !exe.is_file() {
-            return Err(format!("{} not found: build the workspace (cargo build --release --workspace) or pass --bin-dir", exe.display()));
-        }
-    }
     let tmp = tempfile::Builder::new().prefix("ignis-images-").tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     let data = tmp.path().join("data");
 
