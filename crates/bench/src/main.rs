@@ -36,36 +36,30 @@
 //! The machine this runs on is shared and noisy: read medians, percentiles and ratios, and
 //! compare the baseline (measured in alternating rounds with Ignis) rather than absolute times.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use ignis_sigv4::Credentials;
 use serde_json::json;
 
 mod async_events;
+mod harness;
 mod stats;
+use harness::{Conn, KEY_ID, build_dir, Reply, SECRET, Server, check_invoke, ms, ratio_row, report_field, row, sign_request, verdict, zip_of};
 use stats::{Stats, stats, stats_ms};
 
-const KEY_ID: &str = "AKIABENCHBENCHBENCH0";
-const SECRET: &str = "bench/secret/key/for/the/ignis/benchmark";
-const REGION: &str = "us-east-1";
 const FUNCTION: &str = "bench-hello-rust";
 const PAYLOAD: &[u8] = br#"{"name":"bench"}"#;
 const CONCURRENCY: usize = 16;
 /// Rounds the warm concurrency-1 samples are split into, alternating baseline and Ignis, so
 /// that drift in the machine's load hits both alike.
 const ROUNDS: usize = 4;
-/// Longest any single request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const COLD_TARGET_MS: f64 = 15.0;
 const ADDED_TARGET_MS: f64 = 0.3;
@@ -154,21 +148,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot find this program's path: {e}"))?
-            .parent()
-            .ok_or("this program has no parent directory")?
-            .to_path_buf(),
-    };
-    let ignis = bin_dir.join("ignis");
-    let bootstrap = bin_dir.join("bootstrap");
-    for exe in [&ignis, &bin_dir.join("ignis-init"), &bootstrap] {
-        if !exe.is_file() {
-            return Err(format!("{} not found: build the workspace (cargo build --release --workspace) or pass --bin-dir", exe.display()));
-        }
-    }
+    let bin_dir = build_dir(args.bin_dir.as_deref())?;
+    let (ignis, bootstrap) = (bin_dir.join("ignis"), bin_dir.join("bootstrap"));
     // The previous build's server; its functions run this build's `bootstrap` too.
     let previous = match &args.previous_bin_dir {
         Some(dir) => {
@@ -584,23 +565,6 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     })
 }
 
-/// Whether an Invoke answer is the example's success.
-fn check_invoke(reply: &Reply) -> Result<(), String> {
-    if reply.status != 200 {
-        return Err(format!("invoke answered {}: {}", reply.status, reply.text()));
-    }
-    if let Some(kind) = reply.header("x-amz-function-error") {
-        return Err(format!("function error ({kind}): {}", reply.text()));
-    }
-    Ok(())
-}
-
-/// A number of milliseconds from the `REPORT` line of a log tail, e.g. `Init Duration: 4.20 ms`.
-fn report_field(tail: &str, field: &str) -> Option<f64> {
-    let line = tail.lines().rev().find(|l| l.starts_with("REPORT "))?;
-    line.split('\t').find_map(|part| part.trim().strip_prefix(field)?.strip_prefix(": ")?.trim_end_matches(" ms").trim().parse().ok())
-}
-
 /// `n` sequential invokes (or until `limit` passes), their latencies and the errors (at most
 /// a few kept).
 async fn sequential(conn: &mut Conn, path: &str, n: usize, limit: Duration) -> (Vec<Duration>, Vec<String>) {
@@ -707,109 +671,6 @@ async fn load(address: &str, creds: &Credentials, load: Load<'_>, limit: u64, du
 }
 
 // ---------------------------------------------------------------------------------------------
-// The client: hyper 1 over a keep-alive HTTP/1.1 connection, every request signed.
-
-struct Conn {
-    address: String,
-    creds: Credentials,
-    sender: SendRequest<Full<Bytes>>,
-}
-
-struct Reply {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).chars().take(500).collect()
-    }
-}
-
-fn sign_request(creds: &Credentials, host: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
-    sign_for("lambda", creds, host, method, path, extra, body)
-}
-
-/// Signs a request for `service` (`lambda`, or `logs` with an `x-amz-target` header in `extra`).
-fn sign_for(service: &str, creds: &Credentials, host: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let content_type = if service == "logs" { "application/x-amz-json-1.1" } else { "application/json" };
-    let mut headers: Vec<(&str, &str)> = vec![("host", host), ("content-type", content_type)];
-    headers.extend_from_slice(extra);
-    let parts = ignis_sigv4::RequestParts { method, path, query, headers: &headers, body };
-    let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    all.extend(ignis_sigv4::sign(&parts, creds, REGION, service, SystemTime::now()));
-    all
-}
-
-impl Conn {
-    async fn connect(address: &str, creds: Credentials) -> Result<Conn, String> {
-        let sender = open(address).await?;
-        Ok(Conn { address: address.to_string(), creds, sender })
-    }
-
-    async fn reconnect(&mut self) -> Result<(), String> {
-        self.sender = open(&self.address).await?;
-        Ok(())
-    }
-
-    async fn request(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<Reply, String> {
-        self.timed(method, path, extra, body).await.map(|(_, reply)| reply)
-    }
-
-    /// Signs and sends a request; the time from sending it to having the whole answer.
-    async fn timed(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<(Duration, Reply), String> {
-        self.timed_for("lambda", method, path, extra, body).await
-    }
-
-    /// A CloudWatch Logs call (`action`, e.g. `FilterLogEvents`).
-    async fn logs(&mut self, action: &str, body: &serde_json::Value) -> Result<Reply, String> {
-        let target = format!("Logs_20140328.{action}");
-        self.timed_for("logs", "POST", "/", &[("x-amz-target", &target)], body.to_string().as_bytes()).await.map(|(_, reply)| reply)
-    }
-
-    async fn timed_for(&mut self, service: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<(Duration, Reply), String> {
-        let headers = sign_for(service, &self.creds, &self.address, method, path, extra, body);
-        let mut builder = hyper::Request::builder().method(method).uri(path);
-        for (name, value) in &headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let request = builder.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| format!("bad request: {e}"))?;
-        let started = Instant::now();
-        let exchange = async {
-            self.sender.ready().await.map_err(|e| format!("connection to {} lost: {e}", self.address))?;
-            let response = self.sender.send_request(request).await.map_err(|e| format!("{method} {path} to {} failed: {e}", self.address))?;
-            let (parts, incoming) = response.into_parts();
-            let body = incoming.collect().await.map_err(|e| format!("reading the answer to {method} {path}: {e}"))?.to_bytes();
-            Ok::<_, String>(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
-        };
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| format!("{method} {path} to {} took over {} s", self.address, REQUEST_TIMEOUT.as_secs()))??;
-        Ok((started.elapsed(), reply))
-    }
-}
-
-async fn open(address: &str) -> Result<SendRequest<Full<Bytes>>, String> {
-    if !address.starts_with("127.0.0.1:") {
-        return Err(format!("refusing to send traffic to {address}: only 127.0.0.1 is benchmarked"));
-    }
-    let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("HTTP handshake with {address}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
-// ---------------------------------------------------------------------------------------------
 // The echo baseline.
 
 struct EchoServer {
@@ -871,133 +732,8 @@ impl Drop for EchoServer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The ignis server process.
-
-struct Server {
-    child: Option<Child>,
-    address: String,
-}
-
-impl Server {
-    fn start(exe: &Path, data: &Path, extra: &[&str]) -> Result<Server, String> {
-        let mut command = Command::new(exe);
-        command.arg("server").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(extra);
-        Server::launch(command, exe)
-    }
-
-    /// An `ignis worker` joined to the server at `server` (its process is handled like a server's).
-    fn worker(exe: &Path, server: &str, data: &Path) -> Result<Server, String> {
-        let mut command = Command::new(exe);
-        command.arg("worker").args(["--join", &format!("http://{server}"), "--listen", "127.0.0.1:0", "--data-dir"]).arg(data);
-        Server::launch(command, exe)
-    }
-
-    fn launch(mut command: Command, exe: &Path) -> Result<Server, String> {
-        let mut child = command
-            .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
-            .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        // From here on, `server` stops the child whatever happens.
-        let mut server = Server { child: Some(child), address: String::new() };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let tx = Some(tx);
-            // Keep draining stdout for the server's whole life, so it never blocks on it.
-            while let Some(Ok(line)) = lines.next() {
-                if let (Some(rest), Some(tx)) = (line.split("listening on http://").nth(1), tx.as_ref()) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => server.address = address,
-            Err(_) => {
-                let status = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                return Err(match status {
-                    Some(status) => format!("ignis server exited ({status}) before listening"),
-                    None => "ignis server did not print its address within 30 s".into(),
-                });
-            }
-        }
-        if !server.address.starts_with("127.0.0.1:") {
-            return Err(format!("ignis server listens on {:?}, not on 127.0.0.1", server.address));
-        }
-        Ok(server)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// SIGTERM, then up to 20 s for it to end its sandboxes and exit, else SIGKILL.
-    fn stop(&mut self) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        // SAFETY: signals a child process we started and have not reaped, so its pid is ours.
-        unsafe { kill(child.id() as i32, 15) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => return Err(format!("ignis server exited with {status} after SIGTERM")),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err("ignis server did not stop within 20 s of SIGTERM; killed it".into());
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop() {
-            eprintln!("ignis-bench: {e}");
-        }
-    }
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, signal: i32) -> i32;
-}
-
-fn zip_of(name: &str, content: &[u8], mode: u32) -> Result<Vec<u8>, String> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default().unix_permissions(mode);
-    writer.start_file(name, options).map_err(|e| format!("zip: {e}"))?;
-    writer.write_all(content).map_err(|e| format!("zip: {e}"))?;
-    Ok(writer.finish().map_err(|e| format!("zip: {e}"))?.into_inner())
-}
-
-// ---------------------------------------------------------------------------------------------
 // Statistics and the table.
 
-
-fn ms(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.1}") } else { format!("{v:.3}") }
-}
-
-fn row(label: &str, s: Option<&Stats>, note: &str) {
-    match s {
-        Some(s) => println!(
-            "  {label:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  {note}",
-            s.n,
-            ms(s.min),
-            ms(s.p50),
-            ms(s.p90),
-            ms(s.p99),
-            ms(s.max)
-        ),
-        None => println!("  {label:<34} {:>6} {:>9}  {note}", 0, "no data"),
-    }
-}
 
 /// What `measured` adds to `reference` at p50, p90 and p99, and whether the p50 stays under `target_ms`.
 fn added_row(label: &str, measured: &Stats, reference: &Stats, target_ms: f64) {
@@ -1013,23 +749,6 @@ fn added_row(label: &str, measured: &Stats, reference: &Stats, target_ms: f64) {
         "",
         verdict(added < target_ms)
     );
-}
-
-/// `measured` / `reference` at p50, p90 and p99.
-fn ratio_row(label: &str, measured: &Stats, reference: &Stats, note: &str) {
-    println!(
-        "  {label:<34} {:>6} {:>9} {:>8.3}x {:>8.3}x {:>8.3}x {:>9}  {note}",
-        "",
-        "",
-        measured.p50 / reference.p50,
-        measured.p90 / reference.p90,
-        measured.p99 / reference.p99,
-        ""
-    );
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET" } else { "MISSED" }
 }
 
 impl Report {
