@@ -45,11 +45,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => {
-            init_tracing();
+            init_daemon();
             server::run(args)
         }
         Command::Worker(args) => {
-            init_tracing();
+            init_daemon();
             worker::run(args)
         }
         Command::Deploy(args) => client::deploy(args),
@@ -69,6 +69,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// What `ignis server` and `ignis worker` set up first: their diagnostics, and their allocator.
+///
+/// Buffers of 256 KiB and more (request bodies, events, chunks) are always their own mappings,
+/// returned to the system when freed. Left to itself, glibc raises that threshold to the size of
+/// the largest such buffer freed so far, after which megabyte bodies come from the per-thread
+/// heaps and stay there: a burst of large requests would keep the process that much bigger.
+fn init_daemon() {
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    };
+    init_tracing();
+}
+
+/// Allocations of at least this many bytes get their own mapping (see [`init_daemon`]).
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 
 /// The diagnostics of `ignis server` and `ignis worker`: `tracing` events on
 /// stderr, filtered by `RUST_LOG` (default `info`). Their stdout keeps what
