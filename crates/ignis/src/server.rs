@@ -268,12 +268,14 @@ fn open_roots(args: &ServerArgs, data_dir: &Path) -> Result<Arc<dyn RootStores>,
                 Ok(value) if !value.is_empty() => Ok(value),
                 _ => Err(format!("an s3:// --object-store needs {name} in the environment")),
             };
+            if let Some(endpoint) = endpoint
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return Err(format!("--s3-endpoint {endpoint:?}: not an http:// or https:// URL"));
+            }
             let (key, secret) = (env("AWS_ACCESS_KEY_ID")?, env("AWS_SECRET_ACCESS_KEY")?);
             let mut options = S3Options::new(&bucket, &prefix, &args.s3_region, &key, &secret);
             if let Some(endpoint) = endpoint {
-                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(format!("--s3-endpoint {endpoint:?}: not an http:// or https:// URL"));
-                }
                 options = options.with_endpoint(endpoint);
             }
             Ok(Arc::new(S3Roots::new(options).map_err(opened)?))
