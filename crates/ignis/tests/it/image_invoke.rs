@@ -115,27 +115,31 @@ fn an_image_pushed_with_skopeo_runs_as_a_function_and_survives_garbage_collectio
     let needle = &program[program.len() / 2..program.len() / 2 + 64];
     assert!(stored.iter().all(|f| !std::fs::read(f).unwrap().windows(64).any(|w| w == needle)));
 
-    // A collection copies the live image into a new root; it runs on, also from a new sandbox.
-    let report = gc(&server, "0", "0");
+    collect_then_delete(&server, &alice);
+}
+
+/// Garbage collection of the live function `hello`: collections copy its image into a new root each (the old
+/// roots go), and it runs on, also from a new sandbox; once it is deleted, its chunks go.
+fn collect_then_delete(server: &Server, alice: &ignis_sigv4::Credentials) {
+    let report = gc(server, "0", "0");
     assert_eq!((report["LiveImages"].clone(), report["Copied"].clone()), (json!(1), json!(1)), "{report}");
     for _ in 0..2 {
-        let report = gc(&server, "0", "0");
+        let report = gc(server, "0", "0");
         assert_eq!(report["Copied"], json!(1), "{report}");
     }
     let update = json!({ "Environment": { "Variables": { "AFTER_GC": "1" } } });
-    let updated = server.lambda_as(&alice, "PUT", &format!("{FUNCTIONS}/hello/configuration"), update.to_string().as_bytes());
+    let updated = server.lambda_as(alice, "PUT", &format!("{FUNCTIONS}/hello/configuration"), update.to_string().as_bytes());
     assert_eq!(updated.status, 200, "{}", updated.text());
-    let reply = server.invoke_as(&alice, "hello", r#"{"name":"again"}"#);
+    let reply = server.invoke_as(alice, "hello", r#"{"name":"again"}"#);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json(), json!({ "message": "Hello, again!" }));
 
-    // Once no function names it, its chunks go.
-    let deleted = server.lambda_as(&alice, "DELETE", &format!("{FUNCTIONS}/hello"), b"");
+    let deleted = server.lambda_as(alice, "DELETE", &format!("{FUNCTIONS}/hello"), b"");
     assert_eq!(deleted.status, 204, "{}", deleted.text());
-    let report = gc(&server, "0", "0");
+    let report = gc(server, "0", "0");
     assert_eq!(report["Dropped"], json!(1), "{report}");
-    gc(&server, "0", "0");
-    let report = gc(&server, "0", "0");
+    gc(server, "0", "0");
+    let report = gc(server, "0", "0");
     assert_eq!(report["StoredChunks"], json!(0), "{report}");
 }
 
@@ -233,25 +237,9 @@ fn an_image_runs_from_chunks_in_an_s3_object_store_and_garbage_collection_delete
     assert!(chunk_files(&server.data).is_empty(), "no chunk is kept in the data directory");
     assert!(objects(&garage, "").iter().all(|o| o.starts_with("ignis/")), "nothing outside the prefix");
 
-    // A collection copies the live image into a new root and deletes the old one; the function runs on.
-    let report = gc(&server, "0", "0");
-    assert_eq!((report["LiveImages"].clone(), report["Copied"].clone()), (json!(1), json!(1)), "{report}");
-    gc(&server, "0", "0");
-    let update = json!({ "Environment": { "Variables": { "AFTER_GC": "1" } } });
-    let updated = server.lambda_as(&alice, "PUT", &format!("{FUNCTIONS}/hello/configuration"), update.to_string().as_bytes());
-    assert_eq!(updated.status, 200, "{}", updated.text());
-    let reply = server.invoke_as(&alice, "hello", r#"{"name":"again"}"#);
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json(), json!({ "message": "Hello, again!" }));
-
-    // Once no function names it, its chunks go: no object is left under the prefix.
-    let deleted = server.lambda_as(&alice, "DELETE", &format!("{FUNCTIONS}/hello"), b"");
-    assert_eq!(deleted.status, 204, "{}", deleted.text());
-    let report = gc(&server, "0", "0");
-    assert_eq!(report["Dropped"], json!(1), "{report}");
-    gc(&server, "0", "0");
-    let report = gc(&server, "0", "0");
-    assert_eq!(report["StoredChunks"], json!(0), "{report}");
+    // Collections copy the live image into new roots and delete the old ones; the function runs on. Once it is
+    // deleted, its chunks go: no object is left under the prefix.
+    collect_then_delete(&server, &alice);
     assert_eq!(objects(&garage, "ignis"), Vec::<String>::new());
 }
 
