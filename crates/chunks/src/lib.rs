@@ -16,13 +16,18 @@
 //! - [`DirectoryChunkStore`]: a local directory, the embedded default (and the
 //!   `--object-store file:///PATH` of a cluster whose nodes share a directory);
 //! - [`MemoryChunkStore`]: a map in memory, for tests;
-//! - later, an S3-compatible object store, and cache tiers in front of either.
+//! - [`S3ChunkStore`]: objects `<prefix>/<root>/<digest hex>` in a bucket of an
+//!   S3-compatible object store (`--object-store s3://BUCKET/PREFIX`), opened
+//!   per root by [`S3Roots`]; see its module for how each invariant holds
+//!   over S3;
+//! - later, cache tiers in front of any of them.
 //!
 //! What the store does not know: keys, manifests, images, which chunks are
 //! live. One store is one GC *root*: rotating roots (new root, copy forward
 //! what live manifests name, retire, expire, delete) is done above this seam,
 //! with one store per root ([`RootStores`]: [`DirectoryRoots`],
-//! [`MemoryRoots`]); [`roots`] decides the steps (pure).
+//! [`S3Roots`], [`MemoryRoots`]); [`roots`] decides the steps (pure).
+//! [`ObjectStoreUrl`] is the server's `--object-store` flag, parsed.
 //!
 //! # Invariants every implementation keeps
 //! - Content-addressed: a chunk is stored under the SHA-256 of its bytes,
@@ -35,17 +40,22 @@
 //! - Idempotent puts: putting a present chunk changes nothing and answers
 //!   `new: false`.
 //! - Concurrent puts of the same chunk are safe (also from several processes
-//!   sharing a directory): the chunk ends up stored once, whole.
+//!   sharing a directory or a bucket): the chunk ends up stored once, whole.
 //! - Bounded chunks: a put of more than the store's limit (1 MiB unless set,
 //!   [`DEFAULT_MAX_CHUNK_BYTES`]) is refused with [`ChunkError::TooLarge`] and
 //!   stores nothing.
 //! - `delete` and `put` of different chunks never affect each other; a
 //!   `list` sees every chunk present for its whole duration exactly once.
+//! - Bounded in time where the medium is remote: every request of the S3
+//!   store has a time limit ([`ChunkError::Backend`] when it passes).
 
 mod directory;
+#[cfg(any(test, feature = "garage"))]
+pub mod garage;
 mod memory;
 mod rooted;
 pub mod roots;
+mod s3;
 
 #[cfg(test)]
 mod tests;
@@ -61,6 +71,7 @@ use sha2::{Digest as _, Sha256};
 pub use directory::DirectoryChunkStore;
 pub use memory::MemoryChunkStore;
 pub use rooted::{DirectoryRoots, MemoryRoots, RootStores, valid_root_id};
+pub use s3::{ObjectStoreUrl, ParseObjectStoreUrlError, S3ChunkStore, S3Options, S3Roots, valid_prefix};
 
 /// The size of an image's chunks (the store accepts any size up to its limit).
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -166,12 +177,25 @@ pub enum ChunkError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store behind the chunk store failed or did not answer in time (S3: refused, unreachable,
+    /// a wrong key or bucket, a time limit passed).
+    #[error("chunk store: {what}: {source}")]
+    Backend {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ChunkError {
     fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
         move |source| Self::Io { what, source }
+    }
+
+    fn backend(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Self {
+        let what = what.into();
+        move |source| Self::Backend { what, source }
     }
 }
 

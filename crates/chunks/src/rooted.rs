@@ -32,7 +32,7 @@ pub fn valid_root_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn check(id: &str) -> Result<(), ChunkError> {
+pub(crate) fn check(id: &str) -> Result<(), ChunkError> {
     if valid_root_id(id) {
         Ok(())
     } else {

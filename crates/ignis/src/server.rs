@@ -18,7 +18,7 @@ use ignis_queues::Queues;
 use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts, EmbeddedRegistry, Registry};
 use ignis_sigv4::Credentials;
 use ignis_store::Store;
-use ignis_chunks::DirectoryRoots;
+use ignis_chunks::{ChunkError, DirectoryRoots, ObjectStoreUrl, RootStores, S3Options, S3Roots};
 use ignis_imagefs::{ImageFs, ImageFsConfig};
 use ignis_images::{ACCOUNT_KEY_PURPOSE, AccountKey, AccountKeys, Images, ImagesConfig};
 use ignis_worker::images::{BoxFuture, ImageManifest, ManifestSource};
@@ -86,6 +86,16 @@ pub struct ServerArgs {
     /// prepared under the same value (and the same chunk store root).
     #[arg(long, env = "IGNIS_CHUNK_SALT", hide_env_values = true)]
     pub chunk_salt: Option<String>,
+    /// Where image chunks are kept: `file:///PATH` (a directory) or `s3://BUCKET[/PREFIX]` (an S3-compatible
+    /// object store; the key from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: <data-dir>/chunks].
+    #[arg(long, value_name = "URL")]
+    pub object_store: Option<ObjectStoreUrl>,
+    /// The S3 service of an `s3://` object store, e.g. http://127.0.0.1:3900 [default: AWS S3].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The region an `s3://` object store's requests are signed for (Garage's is its `s3_region`).
+    #[arg(long, default_value = "us-east-1")]
+    pub s3_region: String,
 }
 
 /// Time limits of the connections a server or worker serves.
@@ -246,7 +256,34 @@ fn embedded_services(
     Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images })
 }
 
-/// The images service over the data directory's chunk store (`<data-dir>/chunks`, a directory per root).
+/// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).
+fn open_roots(args: &ServerArgs, data_dir: &Path) -> Result<Arc<dyn RootStores>, String> {
+    let opened = |e: ChunkError| format!("cannot open the chunk store: {e}");
+    let url = args.object_store.clone().unwrap_or_else(|| ObjectStoreUrl::Directory(data_dir.join("chunks")));
+    match (url, &args.s3_endpoint) {
+        (ObjectStoreUrl::Directory(_), Some(_)) => Err("--s3-endpoint is for an s3:// --object-store".into()),
+        (ObjectStoreUrl::Directory(dir), None) => Ok(Arc::new(DirectoryRoots::new(dir).map_err(opened)?)),
+        (ObjectStoreUrl::S3 { bucket, prefix }, endpoint) => {
+            let env = |name: &str| match std::env::var(name) {
+                Ok(value) if !value.is_empty() => Ok(value),
+                _ => Err(format!("an s3:// --object-store needs {name} in the environment")),
+            };
+            if let Some(endpoint) = endpoint
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return Err(format!("--s3-endpoint {endpoint:?}: not an http:// or https:// URL"));
+            }
+            let (key, secret) = (env("AWS_ACCESS_KEY_ID")?, env("AWS_SECRET_ACCESS_KEY")?);
+            let mut options = S3Options::new(&bucket, &prefix, &args.s3_region, &key, &secret);
+            if let Some(endpoint) = endpoint {
+                options = options.with_endpoint(endpoint);
+            }
+            Ok(Arc::new(S3Roots::new(options).map_err(opened)?))
+        }
+    }
+}
+
+/// The images service over the chunk store `--object-store` names (a directory or a prefix per root).
 fn open_images(
     args: &ServerArgs,
     data_dir: &Path,
@@ -255,9 +292,7 @@ fn open_images(
     accounts: &Arc<dyn Accounts>,
     clock: &SharedClock,
 ) -> Result<Arc<Images>, String> {
-    let roots = Arc::new(
-        DirectoryRoots::new(data_dir.join("chunks")).map_err(|e| format!("cannot open the chunk store: {e}"))?,
-    );
+    let roots = open_roots(args, data_dir)?;
     let keys: AccountKeys = {
         let accounts = accounts.clone();
         Arc::new(move |account: &AccountId| AccountKey::from_bytes(accounts.data_key(account, ACCOUNT_KEY_PURPOSE)))

@@ -63,17 +63,27 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Starts a server with `args` and the environment variables `env` added.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let mut server = Server::start_in(&data, args);
+        let mut server = Server::start_in_env(&data, args, env);
         server._tmp = Some(tmp);
         server
     }
 
     /// Starts a server on an existing data directory (e.g. to test a restart).
     pub fn start_in(data: &Path, args: &[&str]) -> Server {
+        Server::start_in_env(data, args, &[])
+    }
+
+    fn start_in_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
         command.arg("server").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+        command.envs(env.iter().copied());
         let (child, address) = launch(command, "server");
         Server { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
     }

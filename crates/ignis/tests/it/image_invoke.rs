@@ -112,27 +112,31 @@ fn an_image_pushed_with_skopeo_runs_as_a_function_and_survives_garbage_collectio
     let needle = &program[program.len() / 2..program.len() / 2 + 64];
     assert!(stored.iter().all(|f| !std::fs::read(f).unwrap().windows(64).any(|w| w == needle)));
 
-    // A collection copies the live image into a new root; it runs on, also from a new sandbox.
-    let report = gc(&server, "0", "0");
+    collect_then_delete(&server, &alice);
+}
+
+/// Garbage collection of the live function `hello`: collections copy its image into a new root each (the old
+/// roots go), and it runs on, also from a new sandbox; once it is deleted, its chunks go.
+fn collect_then_delete(server: &Server, alice: &ignis_sigv4::Credentials) {
+    let report = gc(server, "0", "0");
     assert_eq!((report["LiveImages"].clone(), report["Copied"].clone()), (json!(1), json!(1)), "{report}");
     for _ in 0..2 {
-        let report = gc(&server, "0", "0");
+        let report = gc(server, "0", "0");
         assert_eq!(report["Copied"], json!(1), "{report}");
     }
     let update = json!({ "Environment": { "Variables": { "AFTER_GC": "1" } } });
-    let updated = server.lambda_as(&alice, "PUT", &format!("{FUNCTIONS}/hello/configuration"), update.to_string().as_bytes());
+    let updated = server.lambda_as(alice, "PUT", &format!("{FUNCTIONS}/hello/configuration"), update.to_string().as_bytes());
     assert_eq!(updated.status, 200, "{}", updated.text());
-    let reply = server.invoke_as(&alice, "hello", r#"{"name":"again"}"#);
+    let reply = server.invoke_as(alice, "hello", r#"{"name":"again"}"#);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json(), json!({ "message": "Hello, again!" }));
 
-    // Once no function names it, its chunks go.
-    let deleted = server.lambda_as(&alice, "DELETE", &format!("{FUNCTIONS}/hello"), b"");
+    let deleted = server.lambda_as(alice, "DELETE", &format!("{FUNCTIONS}/hello"), b"");
     assert_eq!(deleted.status, 204, "{}", deleted.text());
-    let report = gc(&server, "0", "0");
+    let report = gc(server, "0", "0");
     assert_eq!(report["Dropped"], json!(1), "{report}");
-    gc(&server, "0", "0");
-    let report = gc(&server, "0", "0");
+    gc(server, "0", "0");
+    let report = gc(server, "0", "0");
     assert_eq!(report["StoredChunks"], json!(0), "{report}");
 }
 
@@ -200,4 +204,74 @@ fn a_tampered_chunk_fails_the_start_and_is_never_read() {
     let reply = server.invoke_as(&alice, "hello", r#"{"name":"x"}"#);
     assert_ne!(reply.status, 200, "{}", reply.text());
     assert!(reply.text().contains("cannot be loaded") || reply.text().contains("corrupt"), "{}", reply.text());
+}
+
+/// The bucket's objects under `prefix`.
+fn objects(garage: &ignis_chunks::garage::Garage, prefix: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(garage.object_names(prefix)).unwrap()
+}
+
+#[test]
+fn an_image_runs_from_chunks_in_an_s3_object_store_and_garbage_collection_deletes_what_is_not_live() {
+    let garage = ignis_chunks::garage::Garage::start().unwrap();
+    let store = format!("s3://{}/ignis", garage.bucket);
+    let args = ["--object-store", &store, "--s3-endpoint", &garage.endpoint, "--s3-region", ignis_chunks::garage::REGION];
+    let key = [("AWS_ACCESS_KEY_ID", garage.access_key_id.as_str()), ("AWS_SECRET_ACCESS_KEY", &garage.secret_access_key)];
+    let server = Server::start_with_env(&args, &key);
+    let (_, alice) = server.create_account("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = json!({ "Entrypoint": ["/var/task/bootstrap"], "WorkingDir": "/var/task" });
+    hello_layout(&tmp.path().join("hello"), "v1", config);
+    push(&server, &tmp.path().join("hello"), "v1", "team/hello:v1", &alice);
+    create_image(&server, &alice, "hello", &format!("{}/team/hello:v1", server.address), json!({}));
+
+    let reply = server.invoke_as(&alice, "hello", r#"{"name":"s3"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({ "message": "Hello, s3!" }), "{}", reply.text());
+    let stored = objects(&garage, "ignis");
+    assert!(!stored.is_empty() && stored.iter().all(|o| o.starts_with("ignis/")), "{stored:?}");
+    assert!(chunk_files(&server.data).is_empty(), "no chunk is kept in the data directory");
+    assert!(objects(&garage, "").iter().all(|o| o.starts_with("ignis/")), "nothing outside the prefix");
+
+    // Collections copy the live image into new roots and delete the old ones; the function runs on. Once it is
+    // deleted, its chunks go: no object is left under the prefix.
+    collect_then_delete(&server, &alice);
+    assert_eq!(objects(&garage, "ignis"), Vec::<String>::new());
+}
+
+#[test]
+fn a_bad_object_store_is_refused_at_start_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--object-store", "ftp://host/chunks"], "the scheme is neither file nor s3"),
+        (&["--object-store", "s3://Bad_Bucket"], "a bucket name is 3 to 63"),
+        (&["--object-store", "s3://chunks"], "needs AWS_ACCESS_KEY_ID"),
+        (&["--object-store", "s3://chunks", "--s3-endpoint", "127.0.0.1:3900"], "not an http:// or https:// URL"),
+        (&["--object-store", "file:///tmp/chunks", "--s3-endpoint", "http://127.0.0.1:3900"], "--s3-endpoint is for"),
+    ];
+    for (args, message) in cases {
+        let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path())
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut exited = None;
+        eventually(Duration::from_secs(60), || {
+            exited = server.try_wait().unwrap();
+            exited.is_some()
+        });
+        if exited.is_none() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let out = server.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(exited.is_some_and(|s| !s.success()) && stderr.contains(message), "{args:?}: {stderr}");
+    }
 }
