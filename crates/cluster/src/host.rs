@@ -20,7 +20,8 @@
 //! - Images are never fetched whole: an image function's manifest comes from
 //!   the server and its chunks on first read, each checked
 //!   ([`RemoteManifests`], [`crate::RemoteChunks`]), cached in
-//!   `<data_dir>/image-cache` up to `image_cache_bytes`.
+//!   `<data_dir>/image-cache` up to `image_cache_bytes`; the records of image starts it prefetches from in
+//!   `<data_dir>/image-starts`, kept across restarts.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -109,7 +110,9 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         sandboxes: Mutex::default(),
         code: Mutex::default(),
     });
-    let fs = ImageFs::new(ImageFsConfig::new(config.data_dir.join("image-cache"), config.image_cache_bytes), tokio::runtime::Handle::current())
+    let mut images_config = ImageFsConfig::new(config.data_dir.join("image-cache"), config.image_cache_bytes);
+    images_config.starts_dir = Some(config.data_dir.join("image-starts"));
+    let fs = ImageFs::new(images_config, tokio::runtime::Handle::current())
         .map_err(|e| format!("cannot start the image loader: {e}"))?;
     let manifests = Arc::new(RemoteManifests { server: host.server.clone() });
     host.worker.set_images(Arc::new(Images::new(Arc::new(fs), manifests)));

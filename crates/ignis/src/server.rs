@@ -179,7 +179,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                     worker.forget_code(dir);
                 }
             });
-            let cache = ImageFsConfig::new(data_dir.join("image-cache"), args.image_cache_mb << 20);
+            let mut cache = ImageFsConfig::new(data_dir.join("image-cache"), args.image_cache_mb << 20);
+            cache.starts_dir = Some(data_dir.join("image-starts"));
             let fs = ImageFs::new(cache, tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the image loader: {e}"))?;
             let manifests = Arc::new(LocalManifests { images: images.clone() });

@@ -27,6 +27,11 @@
 //! If all are zero or cached it answers there; otherwise it hands the read to the runtime, which awaits the
 //! flights (at most `max_fetches` fetching at once, a semaphore) and answers from the task, so FUSE threads never
 //! wait for the network. A chunk that cannot be fetched or does not verify fails the whole read with `EIO`.
+//!
+//! # Prefetch
+//! [`Shared::prefetch`] starts one task per chunk of a start's record, in its order, each flying its chunk's
+//! flight like a read would (same fetch slots, same cache): a read that needs the chunk meanwhile joins the flight.
+//! Reads also tell the image's [`Start`] which chunks they touch (the next record).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,6 +49,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::lru::{Admission, Lru};
+use crate::starts::Start;
 
 self_cell::self_cell!(
     /// A manifest and its opened key table, kept together for the life of the mount.
@@ -60,6 +66,8 @@ pub(crate) struct Image {
     manifest: OpenedManifest,
     /// Where its chunks are (a root of the server's store, or the server itself over the network).
     store: Arc<dyn ChunkStore>,
+    /// The record of the chunks its mount's reads touch first, if kept.
+    start: Option<Arc<Start>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -77,7 +85,16 @@ impl Image {
         store: Arc<dyn ChunkStore>,
     ) -> Result<Image, ManifestError> {
         let manifest = OpenedManifest::try_new(manifest, |m| m.open(key))?;
-        Ok(Image { id: id.to_string(), manifest, store })
+        Ok(Image { id: id.to_string(), manifest, store, start: None })
+    }
+
+    /// The image, recording its start into `start`.
+    pub(crate) fn recording(self, start: Arc<Start>) -> Image {
+        Image { start: Some(start), ..self }
+    }
+
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.manifest.borrow_owner().chunks().len()
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -127,6 +144,7 @@ pub(crate) struct Counters {
     pub(crate) fetches: AtomicU64,
     pub(crate) fetch_bytes: AtomicU64,
     pub(crate) hits: AtomicU64,
+    pub(crate) prefetched: AtomicU64,
     pub(crate) verify_failures: AtomicU64,
     pub(crate) fetch_failures: AtomicU64,
 }
@@ -139,7 +157,7 @@ struct State {
 
 /// What every mounted image of one [`crate::ImageFs`] shares: the cache, the fetch slots, the counters.
 pub(crate) struct Shared {
-    runtime: Handle,
+    pub(crate) runtime: Handle,
     fetch_slots: Semaphore,
     dir: PathBuf,
     state: Mutex<State>,
@@ -191,7 +209,10 @@ impl Shared {
             let chunk_start = index * chunk_bytes;
             let start = offset.max(chunk_start) - chunk_start;
             let len = (end.min(chunk_start + chunk_bytes) - chunk_start - start) as usize;
-            let source = match self.lookup(&image, index as usize) {
+            if let Some(record) = &image.start {
+                record.touch(index as usize);
+            }
+            let source = match self.lookup(&image, index as usize, true) {
                 Ok(source) => Some(source),
                 Err(flight) => {
                     waits.push((pieces.len(), index as usize, flight));
@@ -223,9 +244,31 @@ impl Shared {
         });
     }
 
-    /// Chunk `index` of `image` if it can be had now (zero, or cached: counted as a hit), else the flight that
-    /// fetches it.
-    fn lookup(&self, image: &Image, index: usize) -> Result<Source, Arc<Flight>> {
+    /// Starts fetching `chunks` of `image` (indexes below its chunk count), in their order, through the flights
+    /// and fetch slots reads use: a read of one joins its flight. Chunks zero, cached or in flight are skipped; the
+    /// chunks fetched this way are counted.
+    pub(crate) fn prefetch(self: &Arc<Self>, image: &Arc<Image>, chunks: &[u32]) {
+        for &index in chunks {
+            let index = index as usize;
+            let Err(flight) = self.lookup(image, index, false) else { continue };
+            let (shared, image) = (self.clone(), image.clone());
+            self.runtime.spawn(async move {
+                let mut fetched = false;
+                let fetch = || {
+                    fetched = true;
+                    shared.clone().fetch(image, index)
+                };
+                let _ = flight.get_or_init(fetch).await;
+                if fetched {
+                    shared.counters.prefetched.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    }
+
+    /// Chunk `index` of `image` if it can be had now (zero, or cached: counted as a hit if `hit`), else the flight
+    /// that fetches it.
+    fn lookup(&self, image: &Image, index: usize, hit: bool) -> Result<Source, Arc<Flight>> {
         let opened = image.opened();
         let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_sha256(index))
         else {
@@ -241,7 +284,9 @@ impl Shared {
         if state.lru.touch(&key) {
             match File::open(self.path(&key)) {
                 Ok(file) => {
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    if hit {
+                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(Source::File(file));
                 }
                 Err(e) => {

@@ -27,8 +27,15 @@
 //! - [`ImageFs::stats`]: the counters for the metrics endpoint.
 //!
 //! What it does not know: where manifests, account keys and chunks come from (a worker host's chunk store fetches
-//! from the server; this crate sees only the [`ChunkStore`] trait), which images are live. No prefetch yet: every
-//! chunk is fetched by the first read that needs it.
+//! from the server; this crate sees only the [`ChunkStore`] trait), which images are live.
+//!
+//! # Prefetch
+//! With a `starts_dir`, each mount records the chunks its reads touch first (first-touch order, the first 10 s or
+//! 512 chunks; `starts.rs`) into a small file per image id there, and the next mount of the same image id (also
+//! after a restart: the directory is not emptied) starts fetching those chunks at once, in that order, through
+//! the same flights and `max_fetches` slots as reads, without waiting for them: a read of a chunk being prefetched
+//! joins its flight. Nothing else is fetched ahead of need. A record file that does not parse, or names a chunk
+//! the image does not have, is ignored.
 //!
 //! # Mounts and their lifetimes
 //! The FUSE filesystem is mounted with the new mount API and never attached to any tree (`fsopen("fuse")`,
@@ -60,6 +67,7 @@
 mod cache;
 mod fuse;
 mod lru;
+mod starts;
 
 #[cfg(test)]
 mod tests;
@@ -78,6 +86,7 @@ use ignis_sandbox::code::{clone, loop_device, mount_image};
 
 use crate::cache::{Image, Shared};
 use crate::fuse::{Inodes, Server};
+use crate::starts::Start;
 
 /// How an [`ImageFs`] caches and fetches.
 #[derive(Debug, Clone)]
@@ -90,12 +99,16 @@ pub struct ImageFsConfig {
     pub max_fetches: usize,
     /// The threads that serve FUSE requests (reads that must fetch are handed to the runtime, so few suffice).
     pub threads: usize,
+    /// Where the records of starts are kept (the chunks a mount's reads touched first, one small file per image
+    /// id), which the next mount of the image prefetches: a directory that is not emptied at start. `None`: no
+    /// records, no prefetch.
+    pub starts_dir: Option<PathBuf>,
 }
 
 impl ImageFsConfig {
     /// A cache in `cache_dir` of `cache_bytes`, 8 fetches at once, 4 FUSE threads.
     pub fn new(cache_dir: impl Into<PathBuf>, cache_bytes: u64) -> Self {
-        Self { cache_dir: cache_dir.into(), cache_bytes, max_fetches: 8, threads: 4 }
+        Self { cache_dir: cache_dir.into(), cache_bytes, max_fetches: 8, threads: 4, starts_dir: None }
     }
 }
 
@@ -108,6 +121,8 @@ pub struct Stats {
     pub chunk_fetch_bytes_total: u64,
     /// Chunks a read found in the cache.
     pub cache_hits_total: u64,
+    /// Chunk fetches started by a prefetch (the record of the image's previous start), not by a read.
+    pub prefetched_total: u64,
     /// Fetched chunks that did not verify (corrupt in the store, or not what their manifest names).
     pub verify_failures_total: u64,
     /// Fetches that failed otherwise (a chunk missing from the store, the store failing).
@@ -151,6 +166,7 @@ pub struct ImageFs {
     inodes: Arc<Inodes>,
     /// The FUSE filesystem's detached mount.
     fuse: OwnedFd,
+    starts_dir: Option<PathBuf>,
     connection: u32,
     /// How erofs mounts work here, once known.
     backing: Mutex<Option<Backing>>,
@@ -192,6 +208,7 @@ impl ImageFs {
             shared,
             inodes,
             fuse,
+            starts_dir: config.starts_dir,
             connection,
             backing: Mutex::new(None),
             mounted: Mutex::new(HashMap::new()),
@@ -218,10 +235,19 @@ impl ImageFs {
         if let Some(image) = held.upgrade() {
             return Ok(image);
         }
-        let image = Image::open(image_id, manifest, &key, store)
+        let mut image = Image::open(image_id, manifest, &key, store)
             .map_err(|source| LoadError::Manifest { image: image_id.to_string(), source })?;
         let image_bytes = image.bytes();
-        let ino = self.inodes.name(Arc::new(image));
+        let mut prefetch = None;
+        if let Some(record) = self.starts_dir.as_deref().and_then(|dir| starts::path(dir, image_id)) {
+            prefetch = starts::load(&record, image.chunk_count());
+            image = image.recording(Start::begin(record, self.shared.runtime.clone()));
+        }
+        let image = Arc::new(image);
+        if let Some(chunks) = prefetch {
+            self.shared.prefetch(&image, &chunks);
+        }
+        let ino = self.inodes.name(image);
         let mount = self.mount_erofs(ino);
         self.inodes.unname(ino);
         let mount = mount.map_err(|source| LoadError::Mount { image: image_id.to_string(), source })?;
@@ -276,6 +302,7 @@ impl ImageFs {
             chunk_fetches_total: c.fetches.load(Ordering::Relaxed),
             chunk_fetch_bytes_total: c.fetch_bytes.load(Ordering::Relaxed),
             cache_hits_total: c.hits.load(Ordering::Relaxed),
+            prefetched_total: c.prefetched.load(Ordering::Relaxed),
             verify_failures_total: c.verify_failures.load(Ordering::Relaxed),
             fetch_failures_total: c.fetch_failures.load(Ordering::Relaxed),
             cache_bytes: self.shared.cache_bytes(),

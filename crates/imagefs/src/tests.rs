@@ -451,3 +451,70 @@ fn concurrent_readers_of_a_missing_chunk_cause_one_fetch_as_root() {
     drop((file, fs));
     assert_gone(connection);
 }
+
+#[test]
+fn a_second_mount_prefetches_what_the_first_read_as_root() {
+    let fixture = Fixture::new();
+    let starts = tempfile::tempdir().unwrap();
+    let imagefs = || {
+        let mut config = ImageFsConfig::new(fixture.cache_dir.path(), 64 << 20);
+        config.starts_dir = Some(starts.path().to_owned());
+        ImageFs::new(config, fixture.runtime.handle().clone()).unwrap()
+    };
+    let mount = |fs: &ImageFs| fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
+    let want = std::fs::read(fixture.source.path().join("noise-b.bin")).unwrap();
+    let inside = fixture.chunk_inside("noise-b.bin");
+    let record = starts.path().join(hex::encode("img"));
+
+    // The first start: nothing recorded, nothing prefetched; its record is written when its image is released.
+    let fs = imagefs();
+    let connection = fs.connection();
+    let image = mount(&fs);
+    let tree = image.tree().unwrap();
+    assert_eq!(read_in(&tree, Path::new("noise-b.bin")).unwrap(), want);
+    let first = fs.stats();
+    assert_eq!(first.prefetched_total, 0);
+    drop((tree, image, fs));
+    assert_gone(connection);
+    wait_until("the start is recorded", || record.exists());
+    let recorded = crate::starts::load(&record, fixture.manifest.chunks().len()).expect("a valid record");
+    assert!(recorded.contains(&(inside as u32)), "{recorded:?} holds the file's chunk {inside}");
+
+    // The second: a new ImageFs on the same directories (its cache emptied) fetches the record's chunks at mount,
+    // before any read asks for them (the mount's own superblock read may start the first chunk's fetch itself).
+    let fs = imagefs();
+    let connection = fs.connection();
+    assert_eq!(fs.stats().cache_bytes, 0);
+    let image = mount(&fs);
+    wait_until("the recorded chunks are cached", || fs.stats().cache_bytes >= first.cache_bytes);
+    let prefetched = fs.stats();
+    assert_eq!(prefetched.chunk_fetches_total, first.chunk_fetches_total, "{prefetched:?}");
+    assert!(prefetched.prefetched_total + 1 >= first.chunk_fetches_total, "{prefetched:?} after {first:?}");
+    assert_eq!((prefetched.verify_failures_total, prefetched.fetch_failures_total), (0, 0));
+    // The read finds every chunk cached: nothing more is fetched.
+    let tree = image.tree().unwrap();
+    assert_eq!(read_in(&tree, Path::new("noise-b.bin")).unwrap(), want);
+    let read = fs.stats();
+    assert_eq!(read.chunk_fetches_total, first.chunk_fetches_total);
+    assert!(read.cache_hits_total > prefetched.cache_hits_total);
+    drop((tree, image, fs));
+    assert_gone(connection);
+}
+
+#[test]
+fn an_invalid_start_record_is_ignored_as_root() {
+    let fixture = Fixture::new();
+    let starts = tempfile::tempdir().unwrap();
+    let record = starts.path().join(hex::encode("img"));
+    // An index past the image's chunks: the whole record is refused.
+    std::fs::write(&record, crate::starts::format(&[0, u32::MAX])).unwrap();
+    let mut config = ImageFsConfig::new(fixture.cache_dir.path(), 64 << 20);
+    config.starts_dir = Some(starts.path().to_owned());
+    let fs = ImageFs::new(config, fixture.runtime.handle().clone()).unwrap();
+    let connection = fs.connection();
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
+    fixture.check_all(&image.tree().unwrap());
+    assert_eq!(fs.stats().prefetched_total, 0);
+    drop((image, fs));
+    assert_gone(connection);
+}
