@@ -111,18 +111,12 @@ pub async fn logs(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, Api
 pub async fn image(app: &Arc<App>, caller: &Caller, account: &str, digest: &str, query: &str) -> Result<Answer, ApiError> {
     admin_only(caller)?;
     let account = ignis_ids::AccountId::new(account);
-    let found = match app.images.find(&account, digest).map_err(|e| ApiError::Service(e.to_string()))? {
-        Some(found) => found,
-        None => {
-            let params = crate::http::query_params(query);
-            let repository = params.iter().find(|(k, _)| k == "repository").map(|(_, v)| v.as_str()).unwrap_or("");
-            ignis_images::ImagePreparer::prepare(&*app.images, &account, repository, digest).await?;
-            app.images
-                .find(&account, digest)
-                .map_err(|e| ApiError::Service(e.to_string()))?
-                .ok_or_else(|| ApiError::ResourceNotFound(format!("no image {digest}")))?
-        }
-    };
+    let params = crate::http::query_params(query);
+    let repository = params.iter().find(|(k, _)| k == "repository").map(|(_, v)| v.as_str()).unwrap_or("");
+    let found = app.images.prepared(&account, repository, digest).await.map_err(|e| match e.is_image_fault() {
+        true => ApiError::from(ignis_images::PreparerError::Image(e.to_string())),
+        false => ApiError::Service(e.to_string()),
+    })?;
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(json_answer(

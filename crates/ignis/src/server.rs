@@ -317,14 +317,8 @@ impl ManifestSource for LocalManifests {
     fn manifest<'a>(&'a self, account: &'a str, image: &'a ImageLaunch) -> BoxFuture<'a, Result<ImageManifest, String>> {
         Box::pin(async move {
             let account = AccountId::new(account);
-            let find = || self.images.find(&account, &image.digest).map_err(|e| e.to_string());
-            let found = match find()? {
-                Some(found) => found,
-                None => {
-                    self.images.prepare(&account, &image.repository, &image.digest).await.map_err(|e| e.to_string())?;
-                    find()?.ok_or_else(|| format!("the image {} is not prepared", image.digest))?
-                }
-            };
+            let found =
+                self.images.prepared(&account, &image.repository, &image.digest).await.map_err(|e| e.to_string())?;
             let chunks = self.images.reader(&found.root).map_err(|e| e.to_string())?;
             Ok(ImageManifest { id: found.id, manifest: (*found.manifest).clone(), key: found.key, chunks })
         })

@@ -373,6 +373,16 @@ impl Images {
         self.manifest_of(account, &record).map(Some)
     }
 
+    /// The prepared image `digest` of `account`'s `repository`, prepared now if it is not (garbage collection
+    /// forgets images no function names; a worker may still start one).
+    pub async fn prepared(&self, account: &AccountId, repository: &str, digest: &str) -> Result<ImageManifest, ImagesError> {
+        if let Some(found) = self.find(account, digest)? {
+            return Ok(found);
+        }
+        self.prepare(account, repository, digest).await?;
+        self.find(account, digest)?.ok_or_else(|| ImagesError::Record(format!("the image {digest} is not prepared")))
+    }
+
     /// Reads of root `root`'s chunks, under the root's verdict (see the
     /// module docs).
     pub fn reader(self: &Arc<Self>, root: &str) -> Result<Arc<dyn ChunkStore>, ImagesError> {
