@@ -8,6 +8,9 @@
 //!   computed from the node names alone, so every worker that knows the same nodes places every chunk the same
 //!   way without asking a directory.
 //!
+//! `src/bin/cache-sim.rs` (`bench/cache-policy`) replays a synthetic trace of chunk reads against the eviction
+//! policies.
+//!
 //! **Boundary**: keys are the caller's (any `Clone + Eq + Hash` for eviction, a 32-byte chunk digest for
 //! placement); sizes are bytes the caller states. Nothing here reads or writes a chunk.
 
