@@ -17,8 +17,8 @@
 //!   histories of at most `max(len(), min_retained)` non-resident keys are kept (the least recently referenced
 //!   forgotten first; `min_retained` defaults to [`LruK::DEFAULT_MIN_RETAINED`]). No correlated-reference
 //!   period: every call is one reference (the caller collapses the reads of one chunk into one call).
-//! - [`Lru`]: the least recently used entry goes first (LRU-K with K = 1).
-//! - [`Fifo`]: the entry admitted first goes first; hits change nothing.
+//! - [`Lru`]: the least recently used entry goes first (LRU-K with K = 1); a [`Queue`] that a hit requeues.
+//! - [`Fifo`]: the entry admitted first goes first; a [`Queue`] that hits do not change.
 //!
 //! # Invariants (every policy, after every call)
 //!
@@ -28,7 +28,7 @@
 //!   admitted, and the entry admitted is resident afterwards.
 //! - Memory is bounded: the resident entries, and for [`LruK`] at most K references for each of at most
 //!   `len() + max(len(), min_retained)` keys.
-//! - Each call is O(log n) (hash maps and one ordered map), plus O(1) per entry evicted.
+//! - Each call is O(log n) (hash maps and ordered maps), plus O(log n) per entry evicted or forgotten.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
