@@ -302,11 +302,11 @@ impl Shared {
             }
         };
         let mut state = self.lock();
-        if state.memory.touch(&key) {
-            if let Some(bytes) = state.held.get(&key) {
-                count(&self.counters.memory_hits);
-                return Ok(Source::Bytes(bytes.clone()));
-            }
+        if state.memory.touch(&key)
+            && let Some(bytes) = state.held.get(&key)
+        {
+            count(&self.counters.memory_hits);
+            return Ok(Source::Bytes(bytes.clone()));
         }
         if state.disk.touch(&key) {
             match File::open(self.path(&key)) {
