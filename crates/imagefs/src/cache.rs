@@ -38,8 +38,9 @@
 //! wait for the network. A chunk that cannot be fetched or does not verify fails the whole read with `EIO`.
 //!
 //! # Prefetch
-//! [`Shared::prefetch`] starts one task per chunk of a start's record, in its order, each flying its chunk's
-//! flight like a read would (same fetch slots, same cache): a read that needs the chunk meanwhile joins the flight.
+//! [`Shared::prefetch`] fetches the chunks of a start's record in its order, `max_prefetches` at once, each
+//! flying its chunk's flight like a read would (same fetch slots, same cache): a read that needs a chunk being
+//! prefetched joins its flight, and one that needs a chunk the prefetch has not reached yet fetches it at once.
 //! Reads also tell the image's [`Start`] which chunks they touch (the next record).
 
 use std::collections::HashMap;
@@ -173,6 +174,9 @@ struct State {
 pub(crate) struct Shared {
     pub(crate) runtime: Handle,
     fetch_slots: Arc<Semaphore>,
+    /// How many of a start record's chunks are fetched at once: as many as there are cores, so that the chunks a
+    /// start needs first are not slowed by those it needs later.
+    prefetch_slots: Arc<Semaphore>,
     dir: PathBuf,
     state: Mutex<State>,
     temp: AtomicU64,
@@ -190,6 +194,7 @@ impl Shared {
         Shared {
             runtime,
             fetch_slots: Arc::new(Semaphore::new(config.max_fetches.max(1))),
+            prefetch_slots: Arc::new(Semaphore::new(config.max_prefetches.max(1))),
             dir: dir.to_owned(),
             state: Mutex::new(state),
             temp: AtomicU64::new(0),
@@ -263,23 +268,29 @@ impl Shared {
     /// Starts fetching `chunks` of `image` (indexes below its chunk count), in their order, through the flights
     /// and fetch slots reads use: a read of one joins its flight. Chunks zero, cached or in flight are skipped; the
     /// chunks fetched this way are counted.
-    pub(crate) fn prefetch(self: &Arc<Self>, image: &Arc<Image>, chunks: &[u32]) {
-        for &index in chunks {
-            let index = index as usize;
-            let Err(flight) = self.lookup(image, index, false) else { continue };
-            let (shared, image) = (self.clone(), image.clone());
-            self.runtime.spawn(async move {
-                let mut fetched = false;
-                let fetch = || {
-                    fetched = true;
-                    shared.clone().fetch(image, index)
-                };
-                let _ = flight.get_or_init(fetch).await;
-                if fetched {
-                    shared.counters.prefetched.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
+    pub(crate) fn prefetch(self: &Arc<Self>, image: &Arc<Image>, chunks: Vec<u32>) {
+        let (shared, image) = (self.clone(), image.clone());
+        self.runtime.spawn(async move {
+            for index in chunks {
+                // In the record's order, a few at once (the semaphore is never closed).
+                let Ok(slot) = shared.prefetch_slots.clone().acquire_owned().await else { return };
+                let index = index as usize;
+                let Err(flight) = shared.lookup(&image, index, false) else { continue };
+                let (shared, image) = (shared.clone(), image.clone());
+                tokio::spawn(async move {
+                    let mut fetched = false;
+                    let fetch = || {
+                        fetched = true;
+                        shared.clone().fetch(image, index)
+                    };
+                    let _ = flight.get_or_init(fetch).await;
+                    if fetched {
+                        shared.counters.prefetched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    drop(slot);
+                });
+            }
+        });
     }
 
     /// Chunk `index` of `image` if it can be had now (zero, or cached), else the flight that fetches it; counted

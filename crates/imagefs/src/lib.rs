@@ -33,9 +33,10 @@
 //! # Prefetch
 //! With a `starts_dir`, each mount records the chunks its reads touch first (first-touch order, the first 10 s or
 //! 512 chunks; `starts.rs`) into a small file per image id there, and the next mount of the same image id (also
-//! after a restart: the directory is not emptied) starts fetching those chunks at once, in that order, through
-//! the same flights and `max_fetches` slots as reads, without waiting for them: a read of a chunk being prefetched
-//! joins its flight. Nothing else is fetched ahead of need. A record file that does not parse, or names a chunk
+//! after a restart: the directory is not emptied) starts fetching those chunks at once, in that order,
+//! `max_prefetches` at a time, through the same flights and `max_fetches` slots as reads, without waiting for
+//! them: a read of a chunk being prefetched joins its flight, a read of one not reached yet fetches it itself.
+//! Nothing else is fetched ahead of need. A record file that does not parse, or names a chunk
 //! the image does not have, is ignored.
 //!
 //! # Mounts and their lifetimes
@@ -106,6 +107,9 @@ pub struct ImageFsConfig {
     pub eviction: Policy,
     /// The most chunk fetches from the store at once.
     pub max_fetches: usize,
+    /// The most of them a prefetch makes at once (fetching is mostly decryption and hashing: one per core, so
+    /// the chunks a start needs first come first).
+    pub max_prefetches: usize,
     /// The threads that serve FUSE requests (reads that must fetch are handed to the runtime, so few suffice).
     pub threads: usize,
     /// Where the records of starts are kept (the chunks a mount's reads touched first, one small file per image
@@ -115,12 +119,21 @@ pub struct ImageFsConfig {
 }
 
 impl ImageFsConfig {
-    /// A cache of [`DEFAULT_MEMORY_BYTES`] in memory and `disk_bytes` in `cache_dir`, 8 fetches at once, 4 FUSE
-    /// threads.
+    /// A cache of [`DEFAULT_MEMORY_BYTES`] in memory and `disk_bytes` in `cache_dir`, LRU-2, 8 fetches at once (a
+    /// prefetch: one per core), 4 FUSE threads.
     pub fn new(cache_dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
         let memory_bytes = DEFAULT_MEMORY_BYTES;
-        let eviction = Policy::default();
-        Self { cache_dir: cache_dir.into(), memory_bytes, disk_bytes, eviction, max_fetches: 8, threads: 4, starts_dir: None }
+        let (eviction, max_prefetches) = (Policy::default(), std::thread::available_parallelism().map_or(2, |n| n.get()));
+        Self {
+            cache_dir: cache_dir.into(),
+            memory_bytes,
+            disk_bytes,
+            eviction,
+            max_fetches: 8,
+            max_prefetches,
+            threads: 4,
+            starts_dir: None,
+        }
     }
 }
 
@@ -263,7 +276,7 @@ impl ImageFs {
         }
         let image = Arc::new(image);
         if let Some(chunks) = prefetch {
-            self.shared.prefetch(&image, &chunks);
+            self.shared.prefetch(&image, chunks);
         }
         let ino = self.inodes.name(image);
         let mount = self.mount_erofs(ino);

@@ -210,7 +210,10 @@ impl Worker {
             None => None,
             Some(launch) => {
                 let images = self.images.get().ok_or_else(|| StartError::Host("this worker runs no image functions".into()))?;
-                Some(images.mount(&spec.log_account, launch).await.map_err(StartError::Host)?)
+                let began = std::time::Instant::now();
+                let mounted = images.mount(&spec.log_account, launch).await.map_err(StartError::Host)?;
+                tracing::debug!(image = %launch.digest, elapsed = ?began.elapsed(), "image mounted");
+                Some(mounted)
             }
         };
         let live = self.live.clone();
