@@ -191,14 +191,26 @@ mod tests {
         all
     }
 
-    /// Every assignment of at most two faults to the five stripes, in every arrival order: the outcome is
+    /// Whether `order` is a rotation of 0..5, or of its reverse.
+    fn rotation(order: &[usize]) -> bool {
+        let step = |d: usize| order.windows(2).all(|w| w[1] == (w[0] + d) % STRIPES);
+        step(1) || step(STRIPES - 1)
+    }
+
+    /// Whether `order` is 0..5 ascending or descending.
+    fn monotonic(order: &[usize]) -> bool {
+        order.is_sorted() || order.iter().rev().is_sorted()
+    }
+
+    /// Every assignment of at most two faults to the five stripes, in several arrival orders: the outcome is
     /// the chunk exactly when 4 correct stripes are to be had, never other bytes; the counts follow.
     #[test]
-    fn every_fault_pair_in_every_order() {
+    fn every_fault_and_fault_pair() {
         let chunk: Vec<u8> = (0..61u32).map(|i| (i * 7 % 251) as u8).collect();
         let digest = ChunkDigest::of(&chunk);
         let stripes = erasure::encode(&chunk).expect("encode");
         let orders = permutations((0..STRIPES).collect());
+        assert_eq!(orders.len(), 120);
         let mut cases = 0;
         for a in 0..STRIPES {
             for b in a..STRIPES {
@@ -210,7 +222,10 @@ mod tests {
                         let mut faults = [Fault::Ok; STRIPES];
                         faults[a] = fa;
                         faults[b] = fb;
-                        for order in &orders {
+                        // Each stripe first and each last, both ways round, for a single fault; ascending
+                        // and descending for two (a decode with parity costs milliseconds in a debug build).
+                        let single = faults.iter().filter(|f| **f != Fault::Ok).count() <= 1;
+                        for order in orders.iter().filter(|o| if single { rotation(o) } else { monotonic(o) }) {
                             check(&stripes, digest, &chunk, faults, order);
                             cases += 1;
                         }
@@ -218,7 +233,7 @@ mod tests {
                 }
             }
         }
-        assert!(cases > 30_000, "{cases}");
+        assert_eq!(cases, 1900);
     }
 
     fn check(stripes: &[Bytes; STRIPES], digest: ChunkDigest, chunk: &[u8], faults: [Fault; STRIPES], order: &[usize]) {
