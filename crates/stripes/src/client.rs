@@ -137,8 +137,8 @@ impl StripeTier {
         }
     }
 
-    /// For each stripe index, the index in `nodes` of the node that holds it.
-    fn placement(&self, digest: ChunkDigest) -> [usize; STRIPES] {
+    /// For each stripe index of the chunk, the index in [`StripeTier::nodes`] of the node that holds it.
+    pub fn placement(&self, digest: ChunkDigest) -> [usize; STRIPES] {
         let n = self.nodes.len().max(1);
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest.as_bytes()[..8]);
