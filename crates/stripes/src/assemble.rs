@@ -91,30 +91,28 @@ impl Assembly {
         if self.good.len() < DATA_STRIPES {
             return None;
         }
-        // With 5 good stripes, leaving out the parity one first (no decoding), then each data stripe.
-        for left_out in (0..self.good.len()).rev() {
-            let set: Vec<(usize, &[u8])> = match self.good.len() {
-                DATA_STRIPES => self.good.iter().map(|(i, s)| (*i, &s[..])).collect(),
-                _ => {
-                    let mut by_index: Vec<_> = self.good.iter().collect();
-                    by_index.sort_by_key(|(i, _)| *i);
-                    let out = by_index[left_out].0;
-                    by_index.iter().filter(|(i, _)| *i != out).map(|(i, s)| (*i, &s[..])).collect()
-                }
-            };
-            let mask = set.iter().fold(0u8, |m, (i, _)| m | 1 << i);
+        let all = self.good.iter().fold(0u8, |m, (i, _)| m | 1 << i);
+        // With 5 good stripes: without the parity one first (no decoding), then without each data stripe.
+        let sets: Vec<u8> = match self.good.len() {
+            DATA_STRIPES => vec![all],
+            _ => (0..STRIPES).rev().map(|left_out| all & !(1 << left_out)).collect(),
+        };
+        for mask in sets {
             if self.tried.contains(&mask) {
                 continue;
             }
             let failed_before = !self.tried.is_empty();
             self.tried.push(mask);
+            let set: Vec<(usize, &[u8])> =
+                self.good.iter().filter(|(i, _)| mask & 1 << i != 0).map(|(i, s)| (*i, &s[..])).collect();
             if let Ok(bytes) = erasure::decode(&set)
                 && ChunkDigest::of(&bytes) == self.digest
             {
                 if failed_before {
+                    // Any 4 correct stripes rebuild the chunk: the one left out is wrong.
                     self.bad += (self.good.len() - DATA_STRIPES) as u64;
                 }
-                return Some(Outcome::Chunk { bytes, rebuilt: mask & (1 << DATA_STRIPES) != 0 });
+                return Some(Outcome::Chunk { bytes, rebuilt: mask & 1 << DATA_STRIPES != 0 });
             }
         }
         None

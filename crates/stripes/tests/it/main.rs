@@ -272,7 +272,7 @@ async fn wrong_stripes_are_detected_counted_and_never_served() {
         assert_eq!(tier.stats().bad, bad_before + 1);
         let stopped = tier.placement(corrupt_digest)[other];
         if tier.placement(truncated_digest)[wrong] != stopped {
-            let missing_too = tier.placement(truncated_digest).iter().any(|&n| n == stopped);
+            let missing_too = tier.placement(truncated_digest).contains(&stopped);
             let got = tier.get(truncated_digest).await;
             match missing_too {
                 true => assert_eq!(got, Err(Miss::Unavailable), "stripe {wrong}"),
