@@ -22,16 +22,8 @@ fn credentials() -> Credentials {
 
 /// Deterministic bytes, different per seed.
 fn chunk(seed: u64, len: usize) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
+    let block = ChunkDigest::of(&seed.to_le_bytes());
+    (0..len).map(|i| block.as_bytes()[i % 32] ^ (i / 32) as u8).collect::<Vec<u8>>().into()
 }
 
 /// Chunks of assorted sizes, the largest striped one among them.
