@@ -2,7 +2,7 @@
 //! its placement names.
 //!
 //! # Invariants
-//! - [`StripeTier::get`] never returns bytes whose SHA-256 is not the digest asked for ([`Assembly`]).
+//! - [`StripeTier::get`] never returns bytes whose SHA-256 is not the digest asked for (`assemble` checks).
 //! - A get sends its 5 stripe requests at once and answers as soon as 4 good stripes rebuild the chunk: it
 //!   does not wait for the 5th (whose request is dropped), and asks no node twice (no retries). It waits for
 //!   the 5th only when the first 4 do not verify. Everything is bounded by [`Limits::get`]: a hung node costs
@@ -15,7 +15,7 @@
 //!
 //! Metrics (the `metrics` facade): `ignis_stripe_fetch_seconds` (each stripe request's time to its answer),
 //! `ignis_stripes_rebuilt_total` (chunks rebuilt using parity), `ignis_stripes_bad_total` (stripes found
-//! wrong, as [`Assembly`] counts them), `ignis_chunk_cache_hits_total{tier="shared"}` and
+//! wrong, as the assembly counts them), `ignis_chunk_cache_hits_total{tier="shared"}` and
 //! `ignis_chunk_cache_misses_total{tier="shared"}`; the same as plain counters in [`StripeTier::stats`].
 
 use std::sync::Arc;
