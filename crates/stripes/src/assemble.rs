@@ -236,7 +236,8 @@ mod tests {
 
     fn check(stripes: &[Bytes; STRIPES], digest: ChunkDigest, chunk: &[u8], faults: [Fault; STRIPES], order: &[usize]) {
         let correct = faults.iter().filter(|f| **f == Fault::Ok).count();
-        let wrong = faults.iter().filter(|f| matches!(f, Fault::Corrupt | Fault::Truncated | Fault::OtherIndex)).count();
+        let is_wrong = |f: &&Fault| matches!(f, Fault::Corrupt | Fault::Truncated | Fault::OtherIndex);
+        let wrong = faults.iter().filter(is_wrong).count();
         let hung = faults.contains(&Fault::Hung);
         let mut assembly = Assembly::new(digest);
         let mut outcome = None;
@@ -293,7 +294,8 @@ mod tests {
             }
             let last = (wrong + 1) % STRIPES;
             let done = assembly.offer(last, Answer::Stripe(stripes[last].clone()));
-            assert_eq!(done, Some(Outcome::Chunk { bytes: chunk.clone().into(), rebuilt: wrong != 4 }), "wrong {wrong}");
+            let expected = Outcome::Chunk { bytes: chunk.clone().into(), rebuilt: wrong != 4 };
+            assert_eq!(done, Some(expected), "wrong {wrong}");
             assert_eq!(assembly.bad(), 1);
         }
     }

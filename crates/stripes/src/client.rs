@@ -242,7 +242,8 @@ impl StripeTier {
                 match answer {
                     Ok((StatusCode::NO_CONTENT, _)) => stored += 1,
                     Ok((status, body)) => {
-                        tracing::debug!(%digest, %status, body = %String::from_utf8_lossy(&body), "a stripe was refused")
+                        let body = String::from_utf8_lossy(&body);
+                        tracing::debug!(%digest, %status, %body, "a stripe was refused")
                     }
                     Err(e) => tracing::debug!(%digest, error = %e, "a stripe was not written"),
                 }

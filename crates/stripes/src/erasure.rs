@@ -2,10 +2,10 @@
 //!
 //! The chunk (opaque bytes, at most [`MAX_CHUNK_BYTES`]) is cut into 4 equal shards of
 //! [`shard_bytes`]`(len)` bytes (the last padded with zeros); the parity shard is computed by
-//! Reed-Solomon over GF(2^16) (`reed-solomon-simd`: kept up, pure Rust, SIMD where the CPU has it, any
-//! 4 of the 5 shards give back the other; a decode that uses parity has a fixed cost, a transform over the
-//! field, whatever the chunk's size: milliseconds in a debug build). Each stripe is its shard behind a [`HEADER_BYTES`]-byte
-//! header:
+//! Reed-Solomon over GF(2^16) (`reed-solomon-simd`: kept up, pure Rust, SIMD where the CPU has it; any
+//! 4 of the 5 shards give back the other; a decode that uses parity has a fixed cost, a transform over
+//! the field, whatever the chunk's size: milliseconds in a debug build). Each stripe is its shard
+//! behind a [`HEADER_BYTES`]-byte header:
 //!
 //! ```text
 //!  0..3  magic "IGS"

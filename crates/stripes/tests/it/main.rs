@@ -54,7 +54,8 @@ impl Node {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("address").to_string();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let serving = node.clone();
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -295,17 +296,20 @@ async fn unsigned_wrongly_signed_and_malformed_requests_are_refused() {
     let node = Node::start(1 << 20, 1 << 20);
     let digest = ChunkDigest::of(b"x");
     // Unsigned: refused before the body, which never comes (were it awaited, this would be a 408 after 30 s).
-    let put = format!("PUT /ignis/stripes/{digest}/0 HTTP/1.1\r\nhost: {}\r\ncontent-length: 100000\r\n\r\n", node.addr);
+    let host = &node.addr;
+    let put = format!("PUT /ignis/stripes/{digest}/0 HTTP/1.1\r\nhost: {host}\r\ncontent-length: 100000\r\n\r\n");
     assert_eq!(raw(&node.addr, &put).await, "HTTP/1.1 403 Forbidden");
-    let get = format!("GET /ignis/health HTTP/1.1\r\nhost: {}\r\n\r\n", node.addr);
+    let get = format!("GET /ignis/health HTTP/1.1\r\nhost: {host}\r\n\r\n");
     assert_eq!(raw(&node.addr, &get).await, "HTTP/1.1 403 Forbidden");
     // Signed with another key.
     let stranger = Credentials { access_key_id: "AKIDCACHE".into(), secret_access_key: "not-the-secret".into() };
-    let (status, _) = Peer::new(&node.addr, stranger).call(Method::GET, "/ignis/health", Bytes::new()).await.expect("call");
+    let stranger = Peer::new(&node.addr, stranger);
+    let (status, _) = stranger.call(Method::GET, "/ignis/health", Bytes::new()).await.expect("call");
     assert_eq!(status, StatusCode::FORBIDDEN);
     let stranger = Credentials { access_key_id: "AKIDOTHER".into(), secret_access_key: "cache-secret".into() };
     let path = format!("/ignis/stripes/{digest}/0");
-    let (status, _) = Peer::new(&node.addr, stranger).call(Method::PUT, &path, Bytes::from_static(b"s")).await.expect("call");
+    let stranger = Peer::new(&node.addr, stranger);
+    let (status, _) = stranger.call(Method::PUT, &path, Bytes::from_static(b"s")).await.expect("call");
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let peer = node.peer();
@@ -488,7 +492,8 @@ async fn the_origin_is_not_read_for_chunks_the_tier_holds() {
 #[tokio::test]
 async fn misses_past_the_write_limit_write_nothing() {
     let hung = Hung::start(true).await;
-    let tier = Arc::new(tier(vec![hung.addr; 5], Limits { get: Duration::from_millis(200), put: Duration::from_secs(600) }));
+    let limits = Limits { get: Duration::from_millis(200), put: Duration::from_secs(600) };
+    let tier = Arc::new(tier(vec![hung.addr; 5], limits));
     let origin = Arc::new(Counting::default());
     let store = TieredChunkStore::new(tier.clone(), origin.clone()).with_max_puts(2);
     let chunks = &chunks()[..5];
