@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, DEFAULT_MAX_CHUNK_BYTES, Size, Stored, check_len};
+use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, DEFAULT_MAX_CHUNK_BYTES, NamedChunk, Size, Stored, check_len};
 
 const TMP: &str = "tmp";
 const LOCK: &str = ".lock";
@@ -130,9 +130,9 @@ impl Inner {
         self.fan_out(digest.as_bytes()[0]).join(digest.to_string())
     }
 
-    fn put(&self, chunk: &[u8]) -> Result<Stored, ChunkError> {
+    fn put(&self, named: &NamedChunk) -> Result<Stored, ChunkError> {
+        let (chunk, digest) = (named.bytes(), named.digest());
         check_len(chunk, self.max_chunk_bytes)?;
-        let digest = ChunkDigest::of(chunk);
         let path = self.path(&digest);
         if fs::exists(&path).map_err(ChunkError::io(format!("look up {}", path.display())))? {
             return Ok(Stored { digest, new: false });
@@ -154,15 +154,19 @@ impl Inner {
     }
 
     fn get(&self, digest: ChunkDigest) -> Result<Bytes, ChunkError> {
-        let path = self.path(&digest);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkError::NotFound(digest)),
-            Err(e) => return Err(ChunkError::io(format!("read {}", path.display()))(e)),
-        };
+        let bytes = self.get_unverified(digest)?;
         match ChunkDigest::of(&bytes) == digest {
-            true => Ok(Bytes::from(bytes)),
+            true => Ok(bytes),
             false => Err(ChunkError::Corrupt(digest)),
+        }
+    }
+
+    fn get_unverified(&self, digest: ChunkDigest) -> Result<Bytes, ChunkError> {
+        let path = self.path(&digest);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ChunkError::NotFound(digest)),
+            Err(e) => Err(ChunkError::io(format!("read {}", path.display()))(e)),
         }
     }
 
@@ -246,16 +250,28 @@ impl Drop for Inner {
 }
 
 impl ChunkStore for DirectoryChunkStore {
-    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
         // Refused before it is handed to the blocking pool.
-        if let Err(e) = check_len(&chunk, self.inner.max_chunk_bytes) {
+        if let Err(e) = check_len(chunk.bytes(), self.inner.max_chunk_bytes) {
             return Box::pin(async move { Err(e) });
         }
         self.blocking(move |inner| inner.put(&chunk))
     }
 
+    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+        if let Err(e) = check_len(&chunk, self.inner.max_chunk_bytes) {
+            return Box::pin(async move { Err(e) });
+        }
+        // Named on the blocking pool, not on the caller's thread.
+        self.blocking(move |inner| inner.put(&NamedChunk::new(chunk)))
+    }
+
     fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
         self.blocking(move |inner| inner.get(digest))
+    }
+
+    fn get_unverified(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        self.blocking(move |inner| inner.get_unverified(digest))
     }
 
     fn contains<'a>(&'a self, digests: &'a [ChunkDigest]) -> BoxFuture<'a, Result<Vec<bool>, ChunkError>> {

@@ -31,9 +31,12 @@
 //!
 //! # Invariants every implementation keeps
 //! - Content-addressed: a chunk is stored under the SHA-256 of its bytes,
-//!   computed by the store on put (a caller cannot name a chunk wrongly), and
+//!   computed on put (by the store, or by [`NamedChunk::new`], the only way to name a chunk: a caller cannot name
+//!   one wrongly), and
 //!   `get(d)` returns bytes whose SHA-256 is `d`, checked on every read: bytes
-//!   that do not match are [`ChunkError::Corrupt`], never returned.
+//!   that do not match are [`ChunkError::Corrupt`], never returned
+//!   ([`ChunkStore::get_unverified`] skips the check, for callers that verify
+//!   the bytes themselves).
 //! - Atomic puts: a chunk is visible (to `get`, `contains`, `list`, `size`)
 //!   whole or not at all; a crash or an error during a put never leaves part
 //!   of a chunk visible.
@@ -137,6 +140,34 @@ impl FromStr for ChunkDigest {
     }
 }
 
+/// A chunk with its name, computed from its bytes by [`NamedChunk::new`], the only way to make one: a store given
+/// one need not hash it again (the image builder hashes each ciphertext once, to name it and to ask whether the
+/// store holds it, and hands the store the result).
+#[derive(Debug, Clone)]
+pub struct NamedChunk {
+    digest: ChunkDigest,
+    bytes: Bytes,
+}
+
+impl NamedChunk {
+    /// `bytes`, named by their SHA-256.
+    pub fn new(bytes: Bytes) -> Self {
+        Self { digest: ChunkDigest::of(&bytes), bytes }
+    }
+
+    pub fn digest(&self) -> ChunkDigest {
+        self.digest
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
 /// What a put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
@@ -204,15 +235,27 @@ impl ChunkError {
 /// `Arc<dyn ChunkStore>`.
 pub trait ChunkStore: Send + Sync + fmt::Debug {
     /// Stores `chunk` under its digest, atomically, unless a chunk with that
-    /// digest is already there. Of concurrent puts of the same absent chunk,
+    /// digest is already there (its name is not computed again: see [`NamedChunk`]). Of concurrent puts of the same absent chunk,
     /// exactly one answers `new: true` (an implementation over a backend that
     /// cannot decide this says so: at least one then does).
-    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>>;
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>>;
+
+    /// [`ChunkStore::put_named`] of `chunk`, named here.
+    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+        self.put_named(NamedChunk::new(chunk))
+    }
 
     /// The whole chunk named `digest`, its hash checked:
     /// [`ChunkError::NotFound`] if absent, [`ChunkError::Corrupt`] if its
     /// bytes do not match.
     fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>>;
+
+    /// The bytes stored under `digest`, without checking that they hash to it: only for a caller that checks them
+    /// otherwise (the image loader checks every decrypted chunk against its authenticated manifest, which also
+    /// catches a tampered ciphertext) and so need not pay for a second hash. [`ChunkError::NotFound`] if absent.
+    fn get_unverified(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        self.get(digest)
+    }
 
     /// For each digest, in order, whether the store holds a chunk by that
     /// name (its bytes are not read: a corrupt chunk counts as held).

@@ -36,7 +36,7 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, RetryConfig};
 
 use crate::rooted::check;
-use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, DEFAULT_MAX_CHUNK_BYTES, RootStores, Size, Stored, check_len};
+use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, DEFAULT_MAX_CHUNK_BYTES, NamedChunk, RootStores, Size, Stored, check_len};
 
 /// How many HEADs `contains` has in flight at once.
 const PARALLEL_HEADS: usize = 16;
@@ -244,6 +244,25 @@ struct Page {
 }
 
 impl S3ChunkStore {
+    /// Chunk `digest`, its hash checked if `verify`; an object over the chunk limit is [`ChunkError::Corrupt`]
+    /// (never read whole).
+    async fn read(&self, digest: ChunkDigest, verify: bool) -> Result<Bytes, ChunkError> {
+        let what = format!("reading chunk {digest}");
+        let read = async {
+            let found = self.client.get(&self.name(digest)).await?;
+            match usize::try_from(found.meta.size).is_ok_and(|size| size <= self.max_chunk_bytes) {
+                true => found.bytes().await.map(Some),
+                false => Ok(None),
+            }
+        };
+        match self.within(&what, read).await? {
+            Ok(Some(bytes)) if !verify || ChunkDigest::of(&bytes) == digest => Ok(bytes),
+            Ok(_) => Err(ChunkError::Corrupt(digest)),
+            Err(object_store::Error::NotFound { .. }) => Err(ChunkError::NotFound(digest)),
+            Err(e) => Err(ChunkError::backend(what)(e.into())),
+        }
+    }
+
     fn name(&self, digest: ChunkDigest) -> Path {
         Path::from(format!("{}{digest}", self.dir))
     }
@@ -310,10 +329,11 @@ impl S3ChunkStore {
 }
 
 impl ChunkStore for S3ChunkStore {
-    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
         Box::pin(async move {
-            check_len(&chunk, self.max_chunk_bytes)?;
-            let digest = ChunkDigest::of(&chunk);
+            check_len(chunk.bytes(), self.max_chunk_bytes)?;
+            let digest = chunk.digest();
+            let chunk = chunk.into_bytes();
             if self.exists(digest).await? {
                 return Ok(Stored { digest, new: false });
             }
@@ -330,22 +350,11 @@ impl ChunkStore for S3ChunkStore {
     }
 
     fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
-        Box::pin(async move {
-            let what = format!("reading chunk {digest}");
-            let read = async {
-                let found = self.client.get(&self.name(digest)).await?;
-                match usize::try_from(found.meta.size).is_ok_and(|size| size <= self.max_chunk_bytes) {
-                    true => found.bytes().await.map(Some),
-                    false => Ok(None),
-                }
-            };
-            match self.within(&what, read).await? {
-                Ok(Some(bytes)) if ChunkDigest::of(&bytes) == digest => Ok(bytes),
-                Ok(_) => Err(ChunkError::Corrupt(digest)),
-                Err(object_store::Error::NotFound { .. }) => Err(ChunkError::NotFound(digest)),
-                Err(e) => Err(ChunkError::backend(what)(e.into())),
-            }
-        })
+        Box::pin(self.read(digest, true))
+    }
+
+    fn get_unverified(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        Box::pin(self.read(digest, false))
     }
 
     fn contains<'a>(&'a self, digests: &'a [ChunkDigest]) -> BoxFuture<'a, Result<Vec<bool>, ChunkError>> {

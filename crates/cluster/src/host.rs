@@ -19,8 +19,8 @@
 //!   checks (`Store::put_code`) into this host's own data directory.
 //! - Images are never fetched whole: an image function's manifest comes from
 //!   the server and its chunks on first read, each checked
-//!   ([`RemoteManifests`], [`crate::RemoteChunks`]), cached in
-//!   `<data_dir>/image-cache` up to `image_cache_bytes`; the records of image starts it prefetches from in
+//!   ([`RemoteManifests`], [`crate::RemoteChunks`]), cached in memory up to
+//!   `image_memory_bytes` and in `<data_dir>/image-cache` up to `image_disk_bytes`; the records of image starts it prefetches from in
 //!   `<data_dir>/image-starts`, kept across restarts.
 
 use std::collections::HashMap;
@@ -66,8 +66,10 @@ pub struct HostConfig {
     pub credentials: Credentials,
     /// Time limits of every connection to this host, its sandboxes' Runtime API included.
     pub client_limits: Limits,
+    /// Bytes of image chunks kept in this host's memory.
+    pub image_memory_bytes: u64,
     /// Bytes of image chunks kept on this host's disk (`<data_dir>/image-cache`).
-    pub image_cache_bytes: u64,
+    pub image_disk_bytes: u64,
 }
 
 struct Host {
@@ -110,7 +112,8 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         sandboxes: Mutex::default(),
         code: Mutex::default(),
     });
-    let mut images_config = ImageFsConfig::new(config.data_dir.join("image-cache"), config.image_cache_bytes);
+    let mut images_config = ImageFsConfig::new(config.data_dir.join("image-cache"), config.image_disk_bytes);
+    images_config.memory_bytes = config.image_memory_bytes;
     images_config.starts_dir = Some(config.data_dir.join("image-starts"));
     let fs = ImageFs::new(images_config, tokio::runtime::Handle::current())
         .map_err(|e| format!("cannot start the image loader: {e}"))?;

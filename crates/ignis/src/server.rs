@@ -82,6 +82,9 @@ pub struct ServerArgs {
     /// MiB of image chunks the local worker keeps on disk (`<data-dir>/image-cache`).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub image_cache_mb: u64,
+    /// MiB of image chunks the local worker keeps in memory, in front of those on disk.
+    #[arg(long, default_value_t = ignis_imagefs::DEFAULT_MEMORY_BYTES >> 20)]
+    pub image_memory_cache_mb: u64,
     /// A secret value mixed into every image chunk's encryption salt: chunks are shared only between images
     /// prepared under the same value (and the same chunk store root).
     #[arg(long, env = "IGNIS_CHUNK_SALT", hide_env_values = true)]
@@ -181,6 +184,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             });
             let mut cache = ImageFsConfig::new(data_dir.join("image-cache"), args.image_cache_mb << 20);
             cache.starts_dir = Some(data_dir.join("image-starts"));
+            cache.memory_bytes = args.image_memory_cache_mb << 20;
             let fs = ImageFs::new(cache, tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the image loader: {e}"))?;
             let manifests = Arc::new(LocalManifests { images: images.clone() });

@@ -40,6 +40,9 @@ pub struct WorkerArgs {
     /// MiB of image chunks kept on disk (`<data-dir>/image-cache`).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub image_cache_mb: u64,
+    /// MiB of image chunks kept in memory, in front of those on disk.
+    #[arg(long, default_value_t = ignis_imagefs::DEFAULT_MEMORY_BYTES >> 20)]
+    pub image_memory_cache_mb: u64,
 }
 
 pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
@@ -75,7 +78,8 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         capacity: Capacity::of_this_host(args.memory),
         credentials,
         client_limits,
-        image_cache_bytes: args.image_cache_mb << 20,
+        image_memory_bytes: args.image_memory_cache_mb << 20,
+        image_disk_bytes: args.image_cache_mb << 20,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,26 +1,34 @@
 //! Serving reads of an image: the chunks that cover each read, from the local cache of verified plaintext or
 //! fetched once from the chunk store.
 //!
-//! # The cache
-//! One file per chunk in the cache directory, named `<name>-<plaintext SHA-256>` (both in hex), holding the
-//! chunk's plaintext as [`Opened::read_chunk`] answered it (fetched, its ciphertext hash, decryption and plaintext
-//! hash checked). A hit needs both halves of the name to match: a manifest that names a stored chunk with other
-//! keys (another account's, or a crafted one) never reads bytes cached for another manifest, nor evicts them. The
-//! files' total size is kept within the budget by [`Lru`] (least recently used goes first); a file is written
-//! under a temporary name and renamed into place, so a present name always holds a whole chunk. Disk use: at most
-//! the budget, plus one temporary file per fetch in progress.
+//! # The cache: a memory tier, then a disk tier
+//! Both hold a chunk's plaintext as [`Opened::read_chunk`] answered it (fetched, decrypted, its plaintext hash
+//! checked against the authenticated manifest), keyed by its stored name and its plaintext SHA-256. A hit needs
+//! both to match: a manifest that names a stored chunk with other keys (another account's, or a crafted one) never
+//! reads bytes cached for another manifest, nor evicts them. A fetched chunk goes into both (write-through): into
+//! memory at once, before its readers are answered, and onto disk by a task of its own after; each tier keeps its
+//! bytes within its budget by its own [`Lru`] (least recently used goes first). A lookup tries memory, then disk.
+//! - Memory: the chunks' bytes, at most `memory_bytes`.
+//! - Disk: one file per chunk in the cache directory, named `<name>-<plaintext SHA-256>` (both in hex), written
+//!   under a temporary name and renamed into place, so a present name always holds a whole chunk. Disk use: at
+//!   most the budget, plus one temporary file per write in progress.
 //!
 //! # Lock discipline
-//! One mutex guards the LRU index and the map of fetches in progress, and is held across the file operations
-//! that must agree with the index (open on a hit, rename on admission, unlink on eviction): a name in the index
-//! always has its file. Nothing waits for the network or for another lock while holding it.
+//! One mutex guards both tiers' indexes, the memory tier's bytes and the map of fetches in progress, and is held
+//! across the file operations that must agree with the disk index (open on a hit, rename on admission, unlink on
+//! eviction): a name in the disk index always has its file. Nothing waits for the network or for another lock
+//! while holding it.
 //!
 //! # Single flight
 //! A chunk that is neither zero nor cached is fetched through a [`Flight`] (a `OnceCell` of the result): the first
 //! reader's task fetches, every concurrent reader of that chunk awaits the same cell. The fetching task puts the
-//! chunk into the cache and removes the flight under the lock in one step, so a reader either finds the flight or
-//! the cached file, and a chunk is fetched once however many read it at once. A failed fetch is not remembered:
-//! the next read tries again.
+//! chunk into the memory tier and removes the flight under the lock in one step (or, when memory cannot hold it,
+//! only once its file is on disk), so a reader either finds the flight or the cached chunk, and a chunk is fetched
+//! once however many read it at once. A failed fetch is not remembered: the next read tries again.
+//!
+//! # Bounded
+//! At most `max_fetches` fetches at once, each holding its slot until its chunk is also on disk: the chunks that
+//! memory holds beyond its budget are at most those of the fetches in progress.
 //!
 //! # Reads
 //! A FUSE read names a byte range of the image; [`Shared::read`] looks each covering chunk up on the FUSE thread.
@@ -143,7 +151,9 @@ struct Piece {
 pub(crate) struct Counters {
     pub(crate) fetches: AtomicU64,
     pub(crate) fetch_bytes: AtomicU64,
-    pub(crate) hits: AtomicU64,
+    pub(crate) memory_hits: AtomicU64,
+    pub(crate) disk_hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
     pub(crate) prefetched: AtomicU64,
     pub(crate) verify_failures: AtomicU64,
     pub(crate) fetch_failures: AtomicU64,
@@ -151,14 +161,18 @@ pub(crate) struct Counters {
 
 #[derive(Debug)]
 struct State {
-    lru: Lru<Key>,
+    /// The memory tier: its index and its chunks.
+    memory: Lru<Key>,
+    held: HashMap<Key, Bytes>,
+    /// The disk tier's index (its files are in the cache directory).
+    disk: Lru<Key>,
     flights: HashMap<Key, Arc<Flight>>,
 }
 
 /// What every mounted image of one [`crate::ImageFs`] shares: the cache, the fetch slots, the counters.
 pub(crate) struct Shared {
     pub(crate) runtime: Handle,
-    fetch_slots: Semaphore,
+    fetch_slots: Arc<Semaphore>,
     dir: PathBuf,
     state: Mutex<State>,
     temp: AtomicU64,
@@ -166,17 +180,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        runtime: Handle,
-        dir: &Path,
-        cache_bytes: u64,
-        max_fetches: usize,
-    ) -> Shared {
+    pub(crate) fn new(runtime: Handle, dir: &Path, memory_bytes: u64, disk_bytes: u64, max_fetches: usize) -> Shared {
+        let state = State {
+            memory: Lru::new(memory_bytes),
+            held: HashMap::new(),
+            disk: Lru::new(disk_bytes),
+            flights: HashMap::new(),
+        };
         Shared {
             runtime,
-            fetch_slots: Semaphore::new(max_fetches.max(1)),
+            fetch_slots: Arc::new(Semaphore::new(max_fetches.max(1))),
             dir: dir.to_owned(),
-            state: Mutex::new(State { lru: Lru::new(cache_bytes), flights: HashMap::new() }),
+            state: Mutex::new(state),
             temp: AtomicU64::new(0),
             counters: Counters::default(),
         }
@@ -186,9 +201,10 @@ impl Shared {
         crate::lock(&self.state)
     }
 
-    /// The bytes the cached chunks take.
-    pub(crate) fn cache_bytes(&self) -> u64 {
-        self.lock().lru.used()
+    /// The bytes the cached chunks take: in memory, on disk.
+    pub(crate) fn cache_bytes(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.memory.used(), state.disk.used())
     }
 
     fn path(&self, key: &Key) -> PathBuf {
@@ -266,9 +282,9 @@ impl Shared {
         }
     }
 
-    /// Chunk `index` of `image` if it can be had now (zero, or cached: counted as a hit if `hit`), else the flight
-    /// that fetches it.
-    fn lookup(&self, image: &Image, index: usize, hit: bool) -> Result<Source, Arc<Flight>> {
+    /// Chunk `index` of `image` if it can be had now (zero, or cached), else the flight that fetches it; counted
+    /// (a hit of its tier, or a miss) if `count`.
+    fn lookup(&self, image: &Image, index: usize, count: bool) -> Result<Source, Arc<Flight>> {
         let opened = image.opened();
         let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_sha256(index))
         else {
@@ -280,21 +296,31 @@ impl Shared {
             ChunkName::Stored(name) => name,
         };
         let key = Key { name, plaintext };
+        let count = |counter: &AtomicU64| {
+            if count {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        };
         let mut state = self.lock();
-        if state.lru.touch(&key) {
+        if state.memory.touch(&key) {
+            if let Some(bytes) = state.held.get(&key) {
+                count(&self.counters.memory_hits);
+                return Ok(Source::Bytes(bytes.clone()));
+            }
+        }
+        if state.disk.touch(&key) {
             match File::open(self.path(&key)) {
                 Ok(file) => {
-                    if hit {
-                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    }
+                    count(&self.counters.disk_hits);
                     return Ok(Source::File(file));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, chunk = %name, "a cached chunk's file cannot be opened; fetching it again");
-                    state.lru.remove(&key);
+                    state.disk.remove(&key);
                 }
             }
         }
+        count(&self.counters.misses);
         Err(state.flights.entry(key).or_default().clone())
     }
 
@@ -307,71 +333,91 @@ impl Shared {
         };
         let ChunkName::Stored(name) = chunk.name else { return Ok(Bytes::from(vec![0; chunk.len as usize])) };
         let key = Key { name, plaintext };
-        let read = {
-            let _slot = self.fetch_slots.acquire().await;
-            self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-            opened.read_chunk(index, &*image.store).await
-        };
-        let result = match read {
-            Ok(bytes) => {
-                self.counters.fetch_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Ok(bytes)
-            }
+        // Held until the chunk is also on disk (see "Bounded"); the semaphore is never closed.
+        let Ok(slot) = self.fetch_slots.clone().acquire_owned().await else { return Err(Failure::Fetch) };
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let bytes = match opened.read_chunk(index, &*image.store).await {
+            Ok(bytes) => bytes,
             Err(e) => {
-                let failure = match e {
-                    ReadError::Corrupt { .. } | ReadError::WrongPlaintext { .. } => Failure::Verify,
-                    _ => Failure::Fetch,
-                };
-                let counter = match failure {
-                    Failure::Verify => &self.counters.verify_failures,
-                    Failure::Fetch => &self.counters.fetch_failures,
+                let (failure, counter) = match e {
+                    ReadError::Corrupt { .. } | ReadError::WrongPlaintext { .. } => {
+                        (Failure::Verify, &self.counters.verify_failures)
+                    }
+                    _ => (Failure::Fetch, &self.counters.fetch_failures),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(image = %image.id, chunk = index, error = %e, "an image chunk could not be read");
-                Err(failure)
+                self.end_flight(&key);
+                return Err(failure);
             }
         };
-        let keep = result.as_ref().ok().cloned();
-        let shared = self.clone();
-        if tokio::task::spawn_blocking(move || shared.keep(key, keep)).await.is_err() {
+        self.counters.fetch_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let in_memory = self.keep_in_memory(key, &bytes);
+        let (shared, kept) = (self.clone(), bytes.clone());
+        let write = tokio::task::spawn_blocking(move || {
+            shared.keep_on_disk(key, &kept, !in_memory);
+            drop(slot);
+        });
+        if !in_memory && write.await.is_err() {
             self.end_flight(&key);
         }
-        result
+        Ok(bytes)
     }
 
-    /// Puts a fetched chunk into the cache (if it has one and it fits) and ends its flight, in one step under the
-    /// lock.
-    fn keep(&self, key: Key, bytes: Option<Bytes>) {
-        let temp = bytes.and_then(|bytes| {
-            let temp = self.dir.join(format!("tmp.{}", self.temp.fetch_add(1, Ordering::Relaxed)));
-            match std::fs::write(&temp, &bytes) {
-                Ok(()) => Some((temp, bytes.len() as u64)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing a chunk into the image cache");
-                    let _ = std::fs::remove_file(&temp);
-                    None
-                }
-            }
-        });
+    /// Puts a fetched chunk into the memory tier (if it fits) and then ends its flight, in one step under the lock;
+    /// whether it is there.
+    fn keep_in_memory(&self, key: Key, bytes: &Bytes) -> bool {
         let mut state = self.lock();
-        if let Some((temp, len)) = temp {
-            match state.lru.admit(key, len) {
+        let kept = match state.memory.admit(key, bytes.len() as u64) {
+            Admission::Admitted { evicted } => {
+                for gone in evicted {
+                    state.held.remove(&gone);
+                }
+                state.held.insert(key, bytes.clone());
+                true
+            }
+            Admission::Present => true,
+            Admission::TooLarge => false,
+        };
+        if kept {
+            state.flights.remove(&key);
+        }
+        kept
+    }
+
+    /// Writes a fetched chunk into the disk tier (if it fits; a failure only costs a later fetch), ending its
+    /// flight under the same lock if `end_flight`.
+    fn keep_on_disk(&self, key: Key, bytes: &Bytes, end_flight: bool) {
+        let temp = self.dir.join(format!("tmp.{}", self.temp.fetch_add(1, Ordering::Relaxed)));
+        let written = match std::fs::write(&temp, bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing a chunk into the image cache");
+                false
+            }
+        };
+        let mut state = self.lock();
+        let renamed = written
+            && match state.disk.admit(key, bytes.len() as u64) {
                 Admission::Admitted { evicted } => {
                     for gone in evicted {
                         let _ = std::fs::remove_file(self.path(&gone));
                     }
-                    if let Err(e) = std::fs::rename(&temp, self.path(&key)) {
+                    let renamed = std::fs::rename(&temp, self.path(&key));
+                    if let Err(e) = &renamed {
                         tracing::warn!(error = %e, "renaming a chunk into the image cache");
-                        state.lru.remove(&key);
-                        let _ = std::fs::remove_file(&temp);
+                        state.disk.remove(&key);
                     }
+                    renamed.is_ok()
                 }
-                Admission::Present | Admission::TooLarge => {
-                    let _ = std::fs::remove_file(&temp);
-                }
-            }
+                Admission::Present | Admission::TooLarge => false,
+            };
+        if !renamed {
+            let _ = std::fs::remove_file(&temp);
         }
-        state.flights.remove(&key);
+        if end_flight {
+            state.flights.remove(&key);
+        }
     }
 
     fn end_flight(&self, key: &Key) {

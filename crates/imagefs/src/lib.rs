@@ -12,7 +12,8 @@
 //!                                                │ READ(offset, len)
 //!                                                ▼
 //!  the covering chunks: zero → zeros; cached → the cache file; else one fetch per chunk
-//!  (single flight, at most max_fetches at once): store → verify → decrypt → cache (LRU, cache_bytes) → answer
+//!  memory tier, else disk tier, else one fetch per chunk (single flight, at most max_fetches at once):
+//!  store → decrypt → verify → memory (LRU, memory_bytes) → answer; → disk (LRU, disk_bytes) after
 //! ```
 //!
 //! # API boundary
@@ -55,7 +56,8 @@
 //!   missing or does not verify fails the read with `EIO`, counted in [`Stats`]; it is not cached, and the next
 //!   read tries again. The cache holds only verified plaintext, keyed by name and plaintext hash, in a directory of
 //!   the worker's own that it empties at start.
-//! - Bounded: the cache's files take at most `cache_bytes` (least recently used evicted, `lru.rs` decides
+//! - Bounded: the cache's chunks take at most `memory_bytes` in memory and `disk_bytes` on disk (least recently
+//!   used evicted, `lru.rs` decides
 //!   with no IO), plus one temporary file per fetch in progress; at most `max_fetches` fetches at once; memory
 //!   holds only the chunks of fetches and reads in progress.
 //! - Nothing is left after the process dies, even by `kill -9`: the FUSE connection lives only through its
@@ -88,13 +90,18 @@ use crate::cache::{Image, Shared};
 use crate::fuse::{Inodes, Server};
 use crate::starts::Start;
 
+/// The memory tier's budget unless set.
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
+
 /// How an [`ImageFs`] caches and fetches.
 #[derive(Debug, Clone)]
 pub struct ImageFsConfig {
     /// The cache's directory: the worker's own, emptied at start; one [`ImageFs`] per directory.
     pub cache_dir: PathBuf,
-    /// The most bytes the cached chunks may take.
-    pub cache_bytes: u64,
+    /// The most bytes the chunks cached in memory may take.
+    pub memory_bytes: u64,
+    /// The most bytes the chunks cached on disk (in `cache_dir`) may take.
+    pub disk_bytes: u64,
     /// The most chunk fetches from the store at once.
     pub max_fetches: usize,
     /// The threads that serve FUSE requests (reads that must fetch are handed to the runtime, so few suffice).
@@ -106,9 +113,11 @@ pub struct ImageFsConfig {
 }
 
 impl ImageFsConfig {
-    /// A cache in `cache_dir` of `cache_bytes`, 8 fetches at once, 4 FUSE threads.
-    pub fn new(cache_dir: impl Into<PathBuf>, cache_bytes: u64) -> Self {
-        Self { cache_dir: cache_dir.into(), cache_bytes, max_fetches: 8, threads: 4, starts_dir: None }
+    /// A cache of [`DEFAULT_MEMORY_BYTES`] in memory and `disk_bytes` in `cache_dir`, 8 fetches at once, 4 FUSE
+    /// threads.
+    pub fn new(cache_dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
+        let memory_bytes = DEFAULT_MEMORY_BYTES;
+        Self { cache_dir: cache_dir.into(), memory_bytes, disk_bytes, max_fetches: 8, threads: 4, starts_dir: None }
     }
 }
 
@@ -119,16 +128,22 @@ pub struct Stats {
     pub chunk_fetches_total: u64,
     /// The bytes of the chunks fetched and verified.
     pub chunk_fetch_bytes_total: u64,
-    /// Chunks a read found in the cache.
-    pub cache_hits_total: u64,
+    /// Chunks a read found in memory.
+    pub memory_hits_total: u64,
+    /// Chunks a read found on disk, not in memory.
+    pub disk_hits_total: u64,
+    /// Chunks a read found in neither tier (it fetched them, or joined a fetch in progress).
+    pub misses_total: u64,
     /// Chunk fetches started by a prefetch (the record of the image's previous start), not by a read.
     pub prefetched_total: u64,
     /// Fetched chunks that did not verify (corrupt in the store, or not what their manifest names).
     pub verify_failures_total: u64,
     /// Fetches that failed otherwise (a chunk missing from the store, the store failing).
     pub fetch_failures_total: u64,
-    /// The bytes the cached chunks take now.
-    pub cache_bytes: u64,
+    /// The bytes the chunks cached in memory take now.
+    pub memory_bytes: u64,
+    /// The bytes the chunks cached on disk take now.
+    pub disk_bytes: u64,
 }
 
 /// Why an image could not be mounted.
@@ -200,7 +215,7 @@ impl ImageFs {
             io::Error::new(e.kind(), format!("emptying the image cache {}: {e}", config.cache_dir.display()))
         })?;
         let shared =
-            Arc::new(Shared::new(runtime, &config.cache_dir, config.cache_bytes, config.max_fetches));
+            Arc::new(Shared::new(runtime, &config.cache_dir, config.memory_bytes, config.disk_bytes, config.max_fetches));
         let inodes = Arc::new(Inodes::default());
         let server = Server { inodes: inodes.clone(), shared: shared.clone() };
         let (fuse, connection) = fuse::mount(server, config.threads)?;
@@ -298,14 +313,18 @@ impl ImageFs {
     /// The counters now.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
+        let (memory_bytes, disk_bytes) = self.shared.cache_bytes();
         Stats {
             chunk_fetches_total: c.fetches.load(Ordering::Relaxed),
             chunk_fetch_bytes_total: c.fetch_bytes.load(Ordering::Relaxed),
-            cache_hits_total: c.hits.load(Ordering::Relaxed),
+            memory_hits_total: c.memory_hits.load(Ordering::Relaxed),
+            disk_hits_total: c.disk_hits.load(Ordering::Relaxed),
+            misses_total: c.misses.load(Ordering::Relaxed),
             prefetched_total: c.prefetched.load(Ordering::Relaxed),
             verify_failures_total: c.verify_failures.load(Ordering::Relaxed),
             fetch_failures_total: c.fetch_failures.load(Ordering::Relaxed),
-            cache_bytes: self.shared.cache_bytes(),
+            memory_bytes,
+            disk_bytes,
         }
     }
 

@@ -121,7 +121,9 @@ impl Fixture {
     }
 
     fn imagefs(&self, cache_bytes: u64) -> ImageFs {
-        ImageFs::new(ImageFsConfig::new(self.cache_dir.path(), cache_bytes), self.runtime.handle().clone()).unwrap()
+        let mut config = ImageFsConfig::new(self.cache_dir.path(), cache_bytes);
+        config.memory_bytes = cache_bytes;
+        ImageFs::new(config, self.runtime.handle().clone()).unwrap()
     }
 
     /// The store, as a mount takes it.
@@ -227,7 +229,8 @@ fn every_file_reads_back_and_a_small_file_fetches_few_chunks_as_root() {
         assert_eq!(all.chunk_fetches_total, all.chunk_fetch_bytes_total.div_ceil(CHUNK_BYTES as u64));
         assert!(all.chunk_fetches_total <= total, "each chunk fetched at most once: {all:?} of {total}");
         assert_eq!((all.verify_failures_total, all.fetch_failures_total), (0, 0));
-        assert!(all.cache_bytes > 0 && all.cache_bytes <= 64 << 20);
+        assert!(all.memory_bytes > 0 && all.memory_bytes <= 64 << 20);
+        wait_until("the fetched chunks are on disk", || fs.stats().disk_bytes == all.memory_bytes);
 
         // The same image mounted again while the first lives is the same mount.
         let again = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
@@ -240,7 +243,7 @@ fn every_file_reads_back_and_a_small_file_fetches_few_chunks_as_root() {
         fixture.check_all(&tree2);
         let cached = fs.stats();
         assert_eq!(cached.chunk_fetches_total, all.chunk_fetches_total);
-        assert!(cached.cache_hits_total > all.cache_hits_total);
+        assert!(cached.memory_hits_total > all.memory_hits_total);
         // Trees outlive their image and the ImageFs.
         drop((image, fs));
         fixture.check_all(&tree);
@@ -275,6 +278,31 @@ fn a_tampered_chunk_fails_its_file_with_eio_and_nothing_else_as_root() {
 }
 
 #[test]
+fn without_a_memory_tier_chunks_are_served_from_disk_as_root() {
+    let fixture = Fixture::new();
+    let mut config = ImageFsConfig::new(fixture.cache_dir.path(), 64 << 20);
+    config.memory_bytes = 0;
+    let fs = ImageFs::new(config, fixture.runtime.handle().clone()).unwrap();
+    let connection = fs.connection();
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
+    let tree = image.tree().unwrap();
+    fixture.check_all(&tree);
+    let first = fs.stats();
+    assert_eq!((first.memory_bytes, first.memory_hits_total), (0, 0), "{first:?}");
+    assert!(first.disk_bytes > 0, "{first:?}");
+    drop((tree, image));
+    // A new mount: every chunk it reads is on disk.
+    let image = fs.mount("img", fixture.manifest.clone(), fixture.key.clone(), fixture.store()).unwrap();
+    let tree = image.tree().unwrap();
+    fixture.check_all(&tree);
+    let again = fs.stats();
+    assert_eq!(again.chunk_fetches_total, first.chunk_fetches_total, "{again:?}");
+    assert!(again.disk_hits_total > first.disk_hits_total, "{again:?}");
+    drop((tree, image, fs));
+    assert_gone(connection);
+}
+
+#[test]
 fn a_cache_smaller_than_the_image_serves_every_read_as_root() {
     let fixture = Fixture::new();
     let budget = 3 * CHUNK_BYTES as u64;
@@ -287,8 +315,12 @@ fn a_cache_smaller_than_the_image_serves_every_read_as_root() {
         let tree = image.tree().unwrap();
         fixture.check_all(&tree);
         let stats = fs.stats();
-        assert!(stats.cache_bytes <= budget, "{stats:?}");
-        let on_disk: u64 = std::fs::read_dir(fixture.cache_dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert!(stats.memory_bytes <= budget && stats.disk_bytes <= budget, "{stats:?}");
+        // Chunks are written to disk after their reads are answered: wait for the writes in progress.
+        let temporary = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().starts_with("tmp.");
+        let entries = || std::fs::read_dir(fixture.cache_dir.path()).unwrap().map(|e| e.unwrap());
+        wait_until("the chunks are written", || !entries().any(|e| temporary(&e)));
+        let on_disk: u64 = entries().map(|e| e.metadata().unwrap().len()).sum();
         assert!(on_disk <= budget, "{on_disk} bytes in the cache directory");
     }
     // Chunks evicted were fetched again.
@@ -387,8 +419,8 @@ struct Gated {
 }
 
 impl ChunkStore for Gated {
-    fn put(&self, chunk: bytes::Bytes) -> ignis_chunks::BoxFuture<'_, Result<ignis_chunks::Stored, ignis_chunks::ChunkError>> {
-        self.inner.put(chunk)
+    fn put_named(&self, chunk: ignis_chunks::NamedChunk) -> ignis_chunks::BoxFuture<'_, Result<ignis_chunks::Stored, ignis_chunks::ChunkError>> {
+        self.inner.put_named(chunk)
     }
     fn get(&self, digest: ignis_chunks::ChunkDigest) -> ignis_chunks::BoxFuture<'_, Result<bytes::Bytes, ignis_chunks::ChunkError>> {
         Box::pin(async move {
@@ -484,9 +516,9 @@ fn a_second_mount_prefetches_what_the_first_read_as_root() {
     // before any read asks for them (the mount's own superblock read may start the first chunk's fetch itself).
     let fs = imagefs();
     let connection = fs.connection();
-    assert_eq!(fs.stats().cache_bytes, 0);
+    assert_eq!(fs.stats().memory_bytes, 0);
     let image = mount(&fs);
-    wait_until("the recorded chunks are cached", || fs.stats().cache_bytes >= first.cache_bytes);
+    wait_until("the recorded chunks are cached", || fs.stats().memory_bytes >= first.memory_bytes);
     let prefetched = fs.stats();
     assert_eq!(prefetched.chunk_fetches_total, first.chunk_fetches_total, "{prefetched:?}");
     assert!(prefetched.prefetched_total + 1 >= first.chunk_fetches_total, "{prefetched:?} after {first:?}");
@@ -496,7 +528,7 @@ fn a_second_mount_prefetches_what_the_first_read_as_root() {
     assert_eq!(read_in(&tree, Path::new("noise-b.bin")).unwrap(), want);
     let read = fs.stats();
     assert_eq!(read.chunk_fetches_total, first.chunk_fetches_total);
-    assert!(read.cache_hits_total > prefetched.cache_hits_total);
+    assert!(read.memory_hits_total > prefetched.memory_hits_total);
     drop((tree, image, fs));
     assert_gone(connection);
 }

@@ -12,8 +12,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use bytes::Bytes;
-use ignis_chunks::{CHUNK_BYTES, ChunkDigest, ChunkError, ChunkStore};
+use bytes::{Bytes, BytesMut};
+use ignis_chunks::{CHUNK_BYTES, ChunkDigest, ChunkError, ChunkStore, NamedChunk};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::crypto::{AccountKey, Salt, apply_chunk_cipher, chunk_key, sha256};
@@ -206,7 +206,7 @@ fn next_finished<'a, 'b, T>(
 /// is all zero.
 struct Sealed {
     key: KeyEntry,
-    stored: Option<(ChunkDigest, Bytes)>,
+    stored: Option<NamedChunk>,
 }
 
 /// Hashes, derives the key, encrypts in place and names; CPU work.
@@ -217,9 +217,7 @@ fn seal(salt: &Salt, mut plaintext: Vec<u8>) -> Sealed {
     }
     let key = chunk_key(salt, &plaintext_sha256);
     apply_chunk_cipher(&key, &mut plaintext);
-    let ciphertext = Bytes::from(plaintext);
-    let name = ChunkDigest::of(&ciphertext);
-    Sealed { key: KeyEntry { plaintext_sha256, key }, stored: Some((name, ciphertext)) }
+    Sealed { key: KeyEntry { plaintext_sha256, key }, stored: Some(NamedChunk::new(Bytes::from(plaintext))) }
 }
 
 async fn seal_and_put(
@@ -235,9 +233,10 @@ async fn seal_and_put(
         None => (ChunkName::Zero, Outcome::Zero),
         // Ask first: a chunk already held is not sent again (for a remote
         // store, not uploaded).
-        Some((name, _)) if store.has(name).await? => (ChunkName::Stored(name), Outcome::Deduplicated),
-        Some((name, ciphertext)) => {
-            let stored = store.put(ciphertext).await?;
+        Some(chunk) if store.has(chunk.digest()).await? => (ChunkName::Stored(chunk.digest()), Outcome::Deduplicated),
+        Some(chunk) => {
+            let name = chunk.digest();
+            let stored = store.put_named(chunk).await?;
             if stored.digest != name {
                 return Err(ChunkingError::Misnamed { expected: name, got: stored.digest });
             }
@@ -259,7 +258,8 @@ pub(crate) async fn read_with(
         ChunkName::Zero => return Ok(Bytes::from(vec![0u8; chunk.len as usize])),
         ChunkName::Stored(name) => name,
     };
-    let ciphertext = store.get(name).await.map_err(|e| match e {
+    // The plaintext's hash, authenticated by the manifest, is checked below: the store need not hash the ciphertext.
+    let ciphertext = store.get_unverified(name).await.map_err(|e| match e {
         ChunkError::NotFound(name) => ReadError::Missing { index, name },
         ChunkError::Corrupt(name) => ReadError::Corrupt { index, name },
         e => ReadError::Store(e),
@@ -268,11 +268,20 @@ pub(crate) async fn read_with(
         return Err(ReadError::WrongPlaintext { index });
     }
     let plaintext = tokio::task::spawn_blocking(move || {
-        let mut plaintext = ciphertext.to_vec();
+        let mut plaintext = ciphertext.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         apply_chunk_cipher(&key.key, &mut plaintext);
-        (sha256(&plaintext) == key.plaintext_sha256).then_some(plaintext)
+        if sha256(&plaintext) == key.plaintext_sha256 {
+            return Ok(plaintext.freeze());
+        }
+        // Which failure it is, told apart only now: bytes that are not the stored chunk, or a chunk that is not
+        // the one this manifest names.
+        apply_chunk_cipher(&key.key, &mut plaintext);
+        match ChunkDigest::of(&plaintext) == name {
+            true => Err(ReadError::WrongPlaintext { index }),
+            false => Err(ReadError::Corrupt { index, name }),
+        }
     })
     .await
     .map_err(ReadError::Decrypting)?;
-    plaintext.map(Bytes::from).ok_or(ReadError::WrongPlaintext { index })
+    plaintext
 }

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use base64::Engine as _;
 use bytes::Bytes;
 use ignis_chunks::roots::{self, Policy, ReadVerdict, Root, RootState, Step};
-use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, RootStores, Size, Stored};
+use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, NamedChunk, RootStores, Size, Stored};
 use ignis_clock::SharedClock;
 use ignis_ids::AccountId;
 use ignis_oci::{Oci, OciError};
@@ -559,26 +559,35 @@ impl std::fmt::Debug for RootReader {
 }
 
 impl RootReader {
-    fn gone(&self) -> ChunkError {
-        ChunkError::Io {
+    /// The root's verdict on a read (an expired root's read raises the alarm): an error if it is gone.
+    fn judged(&self) -> Result<(), ChunkError> {
+        let verdict = self.images.upgrade().map(|images| images.verdict(&self.root));
+        if verdict != Some(ReadVerdict::Gone) {
+            return Ok(());
+        }
+        Err(ChunkError::Io {
             what: format!("chunk store root {}", self.root),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "the root was deleted"),
-        }
+        })
     }
 }
 
 impl ChunkStore for RootReader {
-    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
-        self.inner.put(chunk)
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+        self.inner.put_named(chunk)
     }
 
     fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
         Box::pin(async move {
-            let verdict = self.images.upgrade().map(|images| images.verdict(&self.root));
-            if verdict == Some(ReadVerdict::Gone) {
-                return Err(self.gone());
-            }
+            self.judged()?;
             self.inner.get(digest).await
+        })
+    }
+
+    fn get_unverified(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        Box::pin(async move {
+            self.judged()?;
+            self.inner.get_unverified(digest).await
         })
     }
 

@@ -41,8 +41,9 @@ pub const METRICS_EVERY: Duration = Duration::from_secs(5);
 
 /// Copies the loader's counters to the metrics every [`METRICS_EVERY`] while `images` lives:
 /// `ignis_chunk_fetches_total` and `ignis_chunk_fetch_bytes_total` (chunks fetched from below the local cache),
-/// `ignis_chunk_cache_hits_total`, `ignis_chunk_prefetched_total` (fetches a start's record began),
-/// `ignis_chunk_verify_failures_total`, `ignis_chunk_fetch_failures_total`, and the gauge `ignis_chunk_cache_bytes`.
+/// `ignis_chunk_cache_hits_total` and `ignis_chunk_cache_misses_total` by `tier` (`memory`, `disk`),
+/// `ignis_chunk_prefetched_total` (fetches a start's record began), `ignis_chunk_verify_failures_total`,
+/// `ignis_chunk_fetch_failures_total`, and the gauge `ignis_chunk_cache_bytes` by `tier`.
 pub async fn publish_metrics(images: Weak<Images>) {
     let mut every = tokio::time::interval(METRICS_EVERY);
     loop {
@@ -51,11 +52,16 @@ pub async fn publish_metrics(images: Weak<Images>) {
         let stats = images.stats();
         metrics::counter!("ignis_chunk_fetches_total").absolute(stats.chunk_fetches_total);
         metrics::counter!("ignis_chunk_fetch_bytes_total").absolute(stats.chunk_fetch_bytes_total);
-        metrics::counter!("ignis_chunk_cache_hits_total").absolute(stats.cache_hits_total);
+        let (memory_misses, disk_misses) = (stats.disk_hits_total + stats.misses_total, stats.misses_total);
+        metrics::counter!("ignis_chunk_cache_hits_total", "tier" => "memory").absolute(stats.memory_hits_total);
+        metrics::counter!("ignis_chunk_cache_misses_total", "tier" => "memory").absolute(memory_misses);
+        metrics::counter!("ignis_chunk_cache_hits_total", "tier" => "disk").absolute(stats.disk_hits_total);
+        metrics::counter!("ignis_chunk_cache_misses_total", "tier" => "disk").absolute(disk_misses);
         metrics::counter!("ignis_chunk_prefetched_total").absolute(stats.prefetched_total);
         metrics::counter!("ignis_chunk_verify_failures_total").absolute(stats.verify_failures_total);
         metrics::counter!("ignis_chunk_fetch_failures_total").absolute(stats.fetch_failures_total);
-        metrics::gauge!("ignis_chunk_cache_bytes").set(stats.cache_bytes as f64);
+        metrics::gauge!("ignis_chunk_cache_bytes", "tier" => "memory").set(stats.memory_bytes as f64);
+        metrics::gauge!("ignis_chunk_cache_bytes", "tier" => "disk").set(stats.disk_bytes as f64);
     }
 }
 
