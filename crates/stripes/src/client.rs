@@ -26,6 +26,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http::{Method, StatusCode};
+use ignis_cachepolicy::Placement;
 use ignis_chunks::ChunkDigest;
 use ignis_cluster::Peer;
 use ignis_sigv4::Credentials;
@@ -98,6 +99,8 @@ struct Counters {
 /// The shared tier, as a worker sees it.
 pub struct StripeTier {
     nodes: Vec<String>,
+    /// `None` only if the ring refused its parameters, which are constants: then every get misses.
+    placement: Option<Placement>,
     peers: Vec<Arc<Peer>>,
     limits: Limits,
     counters: Counters,
@@ -113,7 +116,8 @@ impl StripeTier {
     /// The tier over the cache nodes at `nodes` (`host:port`), calls signed with `credentials`.
     pub fn new(nodes: Vec<String>, credentials: Credentials) -> StripeTier {
         let peers = nodes.iter().map(|node| Arc::new(Peer::new(node, credentials.clone()))).collect();
-        StripeTier { nodes, peers, limits: Limits::default(), counters: Counters::default() }
+        let placement = Placement::new(&nodes, STRIPES).ok();
+        StripeTier { nodes, placement, peers, limits: Limits::default(), counters: Counters::default() }
     }
 
     /// The same tier with other time limits.
@@ -137,13 +141,17 @@ impl StripeTier {
         }
     }
 
-    /// For each stripe index of the chunk, the index in [`StripeTier::nodes`] of the node that holds it.
-    pub fn placement(&self, digest: ChunkDigest) -> [usize; STRIPES] {
-        let n = self.nodes.len().max(1);
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.as_bytes()[..8]);
-        let start = (u64::from_be_bytes(first) % n as u64) as usize;
-        std::array::from_fn(|i| (start + i) % n)
+    /// For each stripe index of the chunk, the index in [`StripeTier::nodes`] of the node that holds it
+    /// (consistent hashing with bounded loads); empty when there are no nodes.
+    pub fn placement(&self, digest: ChunkDigest) -> &[usize] {
+        self.placement.as_ref().map_or(&[], |placement| placement.nodes(digest.as_bytes()))
+    }
+
+    /// The node of each stripe of the chunk; `None` with no nodes.
+    fn peers(&self, digest: ChunkDigest) -> Option<[Arc<Peer>; STRIPES]> {
+        let placement = self.placement(digest);
+        let peers: Option<Vec<Arc<Peer>>> = placement.iter().map(|&node| self.peers.get(node).cloned()).collect();
+        peers?.try_into().ok()
     }
 
     fn path(digest: ChunkDigest, index: usize) -> String {
@@ -152,9 +160,9 @@ impl StripeTier {
 
     /// The chunk named `digest`, rebuilt from its stripes and its hash checked; see the module docs.
     pub async fn get(&self, digest: ChunkDigest) -> Result<Bytes, Miss> {
-        let outcome = match self.nodes.is_empty() {
-            true => Err(Miss::NoNodes),
-            false => self.assemble(digest).await,
+        let outcome = match self.peers(digest) {
+            Some(peers) => self.assemble(digest, peers).await,
+            None => Err(Miss::NoNodes),
         };
         match &outcome {
             Ok(_) => {
@@ -169,13 +177,11 @@ impl StripeTier {
         outcome
     }
 
-    async fn assemble(&self, digest: ChunkDigest) -> Result<Bytes, Miss> {
-        let placement = self.placement(digest);
-        let mut requests: FuturesUnordered<_> = placement
-            .iter()
+    async fn assemble(&self, digest: ChunkDigest, peers: [Arc<Peer>; STRIPES]) -> Result<Bytes, Miss> {
+        let mut requests: FuturesUnordered<_> = peers
+            .into_iter()
             .enumerate()
-            .map(|(index, &node)| {
-                let peer = self.peers[node].clone();
+            .map(|(index, peer)| {
                 async move {
                     let started = Instant::now();
                     let answer = match peer.call(Method::GET, &Self::path(digest, index), Bytes::new()).await {
@@ -224,17 +230,12 @@ impl StripeTier {
             return Err(PutError::WrongDigest(digest));
         }
         let stripes = erasure::encode(&chunk)?;
-        if self.nodes.is_empty() {
-            return Ok(0);
-        }
-        let placement = self.placement(digest);
+        let Some(peers) = self.peers(digest) else { return Ok(0) };
         let mut requests: FuturesUnordered<_> = stripes
             .into_iter()
+            .zip(peers)
             .enumerate()
-            .map(|(index, stripe)| {
-                let peer = self.peers[placement[index]].clone();
-                async move { peer.call(Method::PUT, &Self::path(digest, index), stripe).await }
-            })
+            .map(|(index, (stripe, peer))| async move { peer.call(Method::PUT, &Self::path(digest, index), stripe).await })
             .collect();
         let mut stored = 0;
         let _ = tokio::time::timeout(self.limits.put, async {

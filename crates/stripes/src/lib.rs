@@ -29,7 +29,6 @@ mod assemble;
 pub mod client;
 pub mod erasure;
 pub mod node;
-mod policy;
 mod store;
 pub mod tiered;
 

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use ignis_chunks::ChunkDigest;
 
-use crate::policy::{Admission, LruK};
+use ignis_cachepolicy::{Admission, Eviction, LruK};
 
 /// A stripe's name: its chunk and its index.
 pub(crate) type Key = (ChunkDigest, u8);
@@ -95,9 +95,9 @@ impl Tiers {
             }
         }
         let state = State {
-            memory: LruK::new(memory_bytes),
+            memory: LruK::lru2(memory_bytes),
             in_memory: HashMap::new(),
-            disk: LruK::new(disk_bytes),
+            disk: LruK::lru2(disk_bytes),
             on_disk: HashMap::new(),
             writing: HashMap::new(),
             generation: 0,
@@ -321,6 +321,26 @@ mod tests {
         assert_eq!(files(dir.path()), 3);
         let held = futures::future::join_all((0..7).map(|n| tiers.get(key(n, 0)))).await;
         assert_eq!(held.iter().filter(|h| matches!(h, Ok(Some(_)))).count(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_scan_does_not_push_stripes_read_twice_out_of_memory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tiers = Tiers::open(dir.path(), 30, 1000).expect("open");
+        for n in 0..2 {
+            tiers.put(key(n, 0), Bytes::from(vec![n; 10])).await.expect("put");
+            assert!(tiers.get(key(n, 0)).await.expect("get").is_some());
+        }
+        // Stripes put once each, more than memory holds: they push each other out, not the two read again.
+        for n in 10..20 {
+            tiers.put(key(n, 0), Bytes::from(vec![n; 10])).await.expect("put");
+        }
+        let in_memory = |n: u8| tiers.state().in_memory.contains_key(&key(n, 0));
+        assert!(in_memory(0) && in_memory(1) && in_memory(19));
+        assert_eq!(tiers.stats().memory_stripes, 3);
+        // The scanned ones went to disk.
+        assert_eq!(tiers.stats().disk_stripes, 9);
+        assert_eq!(tiers.get(key(10, 0)).await.expect("get"), Some(Bytes::from(vec![10; 10])));
     }
 
     #[tokio::test]

@@ -1,12 +1,14 @@
 //! A [`ChunkStore`] with the shared tier in front of the origin.
 //!
-//! `get` asks the tier; on a miss it reads the origin, and this worker (the one that missed) writes the
-//! chunk's stripes to the tier in the background. `put`, `contains`, `delete`, `list` and `size` go to the
-//! origin alone: the tier is a cache, and the origin is the store of record.
+//! `get` (and `get_unverified`) asks the tier; on a miss it reads the origin, and this worker (the one that missed) writes the
+//! chunk's stripes to the tier in the background. `put_named`, `contains`, `delete`, `list` and `size` go to
+//! the origin alone: the tier is a cache, and the origin is the store of record.
 //!
 //! # Invariants
 //! - `get` returns the tier's bytes only if they hash to the digest ([`StripeTier::get`]), else the origin's,
-//!   which the origin checks itself: never bytes other than the chunk's.
+//!   which the origin checks itself: never bytes other than the chunk's. `get_unverified` is the same but for
+//!   the origin's check (the tier checks always); the stripes written after it are of bytes that hash to the
+//!   digest or none ([`StripeTier::put`] checks).
 //! - The origin is not read for a chunk the tier answers.
 //! - At most `max_puts` stripe writes are in flight; a miss past that writes nothing (the next miss of the
 //!   chunk will). Writes never delay a get.
@@ -17,10 +19,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, Size, Stored};
+use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, NamedChunk, Size, Stored};
 use tokio::sync::Semaphore;
 
 use crate::client::StripeTier;
+
+/// Whether the origin checks the chunk's hash (the tier always does: it must, to pick 4 stripes that verify).
+#[derive(Debug, Clone, Copy)]
+enum Verify {
+    Yes,
+    No,
+}
 
 /// Stripe writes in flight at most, unless set.
 pub const DEFAULT_MAX_PUTS: usize = 16;
@@ -83,11 +92,14 @@ impl TieredChunkStore {
         let _ = self.puts.acquire_many(all).await;
     }
 
-    async fn get_through(&self, digest: ChunkDigest) -> Result<Bytes, ChunkError> {
+    async fn get_through(&self, digest: ChunkDigest, verify: Verify) -> Result<Bytes, ChunkError> {
         if let Ok(bytes) = self.tier.get(digest).await {
             return Ok(bytes);
         }
-        let chunk = self.origin.get(digest).await?;
+        let chunk = match verify {
+            Verify::Yes => self.origin.get(digest).await?,
+            Verify::No => self.origin.get_unverified(digest).await?,
+        };
         self.origin_fetches.fetch_add(1, Ordering::Relaxed);
         self.origin_fetch_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         metrics::counter!("ignis_origin_fetch_bytes_total").increment(chunk.len() as u64);
@@ -111,12 +123,16 @@ impl TieredChunkStore {
 }
 
 impl ChunkStore for TieredChunkStore {
-    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
-        self.origin.put(chunk)
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+        self.origin.put_named(chunk)
     }
 
     fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
-        Box::pin(self.get_through(digest))
+        Box::pin(self.get_through(digest, Verify::Yes))
+    }
+
+    fn get_unverified(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        Box::pin(self.get_through(digest, Verify::No))
     }
 
     fn contains<'a>(&'a self, digests: &'a [ChunkDigest]) -> BoxFuture<'a, Result<Vec<bool>, ChunkError>> {

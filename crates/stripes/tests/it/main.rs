@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, MemoryChunkStore, Size, Stored};
+use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, MemoryChunkStore, NamedChunk, Size, Stored};
 use ignis_cluster::Peer;
 use ignis_sigv4::Credentials;
 use ignis_stripes::client::Limits;
@@ -410,8 +410,8 @@ struct Counting {
 }
 
 impl ChunkStore for Counting {
-    fn put(&self, chunk: Bytes) -> BoxFuture<'_, Result<Stored, ChunkError>> {
-        self.inner.put(chunk)
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+        self.inner.put_named(chunk)
     }
 
     fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
@@ -461,9 +461,10 @@ async fn the_origin_is_not_read_for_chunks_the_tier_holds() {
     store.settled().await;
     assert_eq!(tier.stats().stripes_stored, 5 * chunks.len() as u64);
 
-    // Then from the tier, also with a node stopped.
+    // Then from the tier (checked by it, also when the caller checks itself), also with a node stopped.
     for chunk in &chunks {
         assert_eq!(store.get(ChunkDigest::of(chunk)).await.as_ref().ok(), Some(chunk));
+        assert_eq!(store.get_unverified(ChunkDigest::of(chunk)).await.as_ref().ok(), Some(chunk));
     }
     nodes[4].stop().await;
     for chunk in &chunks {
