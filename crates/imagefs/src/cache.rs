@@ -7,7 +7,8 @@
 //! both to match: a manifest that names a stored chunk with other keys (another account's, or a crafted one) never
 //! reads bytes cached for another manifest, nor evicts them. A fetched chunk goes into both (write-through): into
 //! memory at once, before its readers are answered, and onto disk by a task of its own after; each tier keeps its
-//! bytes within its budget by its own [`Lru`] (least recently used goes first). A lookup tries memory, then disk.
+//! bytes within its budget by its own [`Eviction`] policy (LRU-2 unless configured: a chunk read once, as by a
+//! rarely run function, does not push out chunks read again and again). A lookup tries memory, then disk.
 //! - Memory: the chunks' bytes, at most `memory_bytes`.
 //! - Disk: one file per chunk in the cache directory, named `<name>-<plaintext SHA-256>` (both in hex), written
 //!   under a temporary name and renamed into place, so a present name always holds a whole chunk. Disk use: at
@@ -56,7 +57,7 @@ use ignis_images::{AccountKey, ChunkName, Manifest, ManifestError, Opened, ReadE
 use tokio::runtime::Handle;
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::lru::{Admission, Lru};
+use ignis_cachepolicy::{Admission, Eviction};
 use crate::starts::Start;
 
 self_cell::self_cell!(
@@ -159,13 +160,12 @@ pub(crate) struct Counters {
     pub(crate) fetch_failures: AtomicU64,
 }
 
-#[derive(Debug)]
 struct State {
     /// The memory tier: its index and its chunks.
-    memory: Lru<Key>,
+    memory: Box<dyn Eviction<Key>>,
     held: HashMap<Key, Bytes>,
     /// The disk tier's index (its files are in the cache directory).
-    disk: Lru<Key>,
+    disk: Box<dyn Eviction<Key>>,
     flights: HashMap<Key, Arc<Flight>>,
 }
 
@@ -180,16 +180,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(runtime: Handle, dir: &Path, memory_bytes: u64, disk_bytes: u64, max_fetches: usize) -> Shared {
+    pub(crate) fn new(runtime: Handle, dir: &Path, config: &crate::ImageFsConfig) -> Shared {
         let state = State {
-            memory: Lru::new(memory_bytes),
+            memory: config.eviction.build(config.memory_bytes),
             held: HashMap::new(),
-            disk: Lru::new(disk_bytes),
+            disk: config.eviction.build(config.disk_bytes),
             flights: HashMap::new(),
         };
         Shared {
             runtime,
-            fetch_slots: Arc::new(Semaphore::new(max_fetches.max(1))),
+            fetch_slots: Arc::new(Semaphore::new(config.max_fetches.max(1))),
             dir: dir.to_owned(),
             state: Mutex::new(state),
             temp: AtomicU64::new(0),
@@ -302,11 +302,11 @@ impl Shared {
             }
         };
         let mut state = self.lock();
-        if state.memory.touch(&key) {
-            if let Some(bytes) = state.held.get(&key) {
-                count(&self.counters.memory_hits);
-                return Ok(Source::Bytes(bytes.clone()));
-            }
+        if state.memory.touch(&key)
+            && let Some(bytes) = state.held.get(&key)
+        {
+            count(&self.counters.memory_hits);
+            return Ok(Source::Bytes(bytes.clone()));
         }
         if state.disk.touch(&key) {
             match File::open(self.path(&key)) {

@@ -56,10 +56,10 @@
 //!   missing or does not verify fails the read with `EIO`, counted in [`Stats`]; it is not cached, and the next
 //!   read tries again. The cache holds only verified plaintext, keyed by name and plaintext hash, in a directory of
 //!   the worker's own that it empties at start.
-//! - Bounded: the cache's chunks take at most `memory_bytes` in memory and `disk_bytes` on disk (least recently
-//!   used evicted, `lru.rs` decides
-//!   with no IO), plus one temporary file per fetch in progress; at most `max_fetches` fetches at once; memory
-//!   holds only the chunks of fetches and reads in progress.
+//! - Bounded: the cache's chunks take at most `memory_bytes` in memory and `disk_bytes` on disk (what to evict
+//!   is decided by an `ignis_cachepolicy` policy, with no IO), plus one temporary file per disk write in progress;
+//!   at most `max_fetches` fetches at once, each holding its slot until its chunk is on disk; memory beyond the
+//!   memory tier holds only the chunks of fetches and reads in progress.
 //! - Nothing is left after the process dies, even by `kill -9`: the FUSE connection lives only through its
 //!   `/dev/fuse` descriptor and its detached mounts, which the kernel ends with the process's descriptors. Caveat:
 //!   the kernel cannot end a process one of whose threads waits for a FUSE request that the same process's
@@ -68,7 +68,6 @@
 
 mod cache;
 mod fuse;
-mod lru;
 mod starts;
 
 #[cfg(test)]
@@ -82,6 +81,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use ignis_cachepolicy::Policy;
 use ignis_chunks::ChunkStore;
 use ignis_images::{AccountKey, Manifest, ManifestError};
 use ignis_sandbox::code::{clone, loop_device, mount_image};
@@ -102,6 +102,8 @@ pub struct ImageFsConfig {
     pub memory_bytes: u64,
     /// The most bytes the chunks cached on disk (in `cache_dir`) may take.
     pub disk_bytes: u64,
+    /// Which chunks each tier keeps (LRU-2 unless set).
+    pub eviction: Policy,
     /// The most chunk fetches from the store at once.
     pub max_fetches: usize,
     /// The threads that serve FUSE requests (reads that must fetch are handed to the runtime, so few suffice).
@@ -117,7 +119,8 @@ impl ImageFsConfig {
     /// threads.
     pub fn new(cache_dir: impl Into<PathBuf>, disk_bytes: u64) -> Self {
         let memory_bytes = DEFAULT_MEMORY_BYTES;
-        Self { cache_dir: cache_dir.into(), memory_bytes, disk_bytes, max_fetches: 8, threads: 4, starts_dir: None }
+        let eviction = Policy::default();
+        Self { cache_dir: cache_dir.into(), memory_bytes, disk_bytes, eviction, max_fetches: 8, threads: 4, starts_dir: None }
     }
 }
 
@@ -215,7 +218,7 @@ impl ImageFs {
             io::Error::new(e.kind(), format!("emptying the image cache {}: {e}", config.cache_dir.display()))
         })?;
         let shared =
-            Arc::new(Shared::new(runtime, &config.cache_dir, config.memory_bytes, config.disk_bytes, config.max_fetches));
+            Arc::new(Shared::new(runtime, &config.cache_dir, &config));
         let inodes = Arc::new(Inodes::default());
         let server = Server { inodes: inodes.clone(), shared: shared.clone() };
         let (fuse, connection) = fuse::mount(server, config.threads)?;

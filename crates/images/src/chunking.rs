@@ -267,7 +267,7 @@ pub(crate) async fn read_with(
     if ciphertext.len() != chunk.len as usize {
         return Err(ReadError::WrongPlaintext { index });
     }
-    let plaintext = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut plaintext = ciphertext.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         apply_chunk_cipher(&key.key, &mut plaintext);
         if sha256(&plaintext) == key.plaintext_sha256 {
@@ -282,6 +282,5 @@ pub(crate) async fn read_with(
         }
     })
     .await
-    .map_err(ReadError::Decrypting)?;
-    plaintext
+    .map_err(ReadError::Decrypting)?
 }
