@@ -399,8 +399,7 @@ async fn a_node_whose_disk_is_full_answers_507_and_serves_on_as_root() {
     assert_eq!(node.node.stats().disk_write_failures, 1);
     // With a memory tier, stripes pushed out to a full disk are dropped; puts and gets go on.
     node.stop().await;
-    drop(node);
-    let node = Node::start_in(disk.dir.path().join("data"), 300_000, 64 << 20);
+    node = Node::start_in(disk.dir.path().join("data"), 300_000, 64 << 20);
     let peer = node.peer();
     for i in 0..4u8 {
         let path = format!("/ignis/stripes/{}/0", ChunkDigest::of(&[i]));
@@ -410,7 +409,6 @@ async fn a_node_whose_disk_is_full_answers_507_and_serves_on_as_root() {
     }
     assert!(node.node.stats().disk_write_failures >= 1);
     assert_eq!(peer.call(Method::GET, "/ignis/health", Bytes::new()).await.expect("health").0, StatusCode::OK);
-    let mut node = node;
     node.stop().await;
 }
 
