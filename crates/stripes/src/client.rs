@@ -235,7 +235,9 @@ impl StripeTier {
             .into_iter()
             .zip(peers)
             .enumerate()
-            .map(|(index, (stripe, peer))| async move { peer.call(Method::PUT, &Self::path(digest, index), stripe).await })
+            .map(|(index, (stripe, peer))| async move {
+                peer.call(Method::PUT, &Self::path(digest, index), stripe).await
+            })
             .collect();
         let mut stored = 0;
         let _ = tokio::time::timeout(self.limits.put, async {

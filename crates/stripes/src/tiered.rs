@@ -1,7 +1,7 @@
 //! A [`ChunkStore`] with the shared tier in front of the origin.
 //!
-//! `get` (and `get_unverified`) asks the tier; on a miss it reads the origin, and this worker (the one that missed) writes the
-//! chunk's stripes to the tier in the background. `put_named`, `contains`, `delete`, `list` and `size` go to
+//! `get` (and `get_unverified`) asks the tier; on a miss it reads the origin, and this worker (the one that
+//! missed) writes the chunk's stripes to the tier in the background. `put_named`, `contains`, `delete`, `list` and `size` go to
 //! the origin alone: the tier is a cache, and the origin is the store of record.
 //!
 //! # Invariants
