@@ -9,8 +9,9 @@
 //!   nothing while 4 others answer, and at most that limit otherwise.
 //! - A put sends the 5 stripes at once and is done when all answered or [`Limits::put`] passed: best
 //!   effort, a node that refuses or hangs leaves its stripe unwritten.
-//! - Stripe `i` of a chunk goes to, and is read from, node `placement(digest)[i]`; every worker given the
-//!   same node list places alike. With fewer than 5 nodes, a node holds several stripes of a chunk; with
+//! - Stripe `i` of a chunk goes to, and is read from, node `placement(digest)[i]` (consistent hashing with
+//!   bounded loads over the node names: every worker given the same names places alike, in whatever order;
+//!   5 distinct nodes when there are 5). With fewer than 5 nodes, a node holds several stripes of a chunk; with
 //!   none, every get misses and puts store nothing.
 //!
 //! Metrics (the `metrics` facade): `ignis_stripe_fetch_seconds` (each stripe request's time to its answer),
