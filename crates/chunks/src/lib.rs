@@ -20,7 +20,8 @@
 //!   S3-compatible object store (`--object-store s3://BUCKET/PREFIX`), opened
 //!   per root by [`S3Roots`]; see its module for how each invariant holds
 //!   over S3;
-//! - later, cache tiers in front of any of them.
+//! - cache tiers in front of any of them (`ignis_stripes`), and [`OriginLimit::store`], which bounds how many
+//!   reads of the store below them are in flight at once (`limit.rs`).
 //!
 //! What the store does not know: keys, manifests, images, which chunks are
 //! live. One store is one GC *root*: rotating roots (new root, copy forward
@@ -53,6 +54,7 @@
 //!   store has a time limit ([`ChunkError::Backend`] when it passes).
 
 mod directory;
+mod limit;
 #[cfg(any(test, feature = "garage"))]
 pub mod garage;
 mod memory;
@@ -72,6 +74,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 pub use directory::DirectoryChunkStore;
+pub use limit::{OriginLimit, OriginStats, StartPermit, Throttled};
 pub use memory::MemoryChunkStore;
 pub use rooted::{DirectoryRoots, MemoryRoots, RootStores, valid_root_id};
 pub use s3::{ObjectStoreUrl, ParseObjectStoreUrlError, S3ChunkStore, S3Options, S3Roots, valid_prefix};

@@ -36,7 +36,8 @@ use ignis_imagefs::{ImageFs, ImageFsConfig};
 use ignis_sigv4::Credentials;
 use ignis_store::{CodeHold, CodeRules, Store, WeakCodeHold};
 use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
-use ignis_worker::images::Images;
+use ignis_chunks::OriginLimit;
+use ignis_worker::images::{ChunkPath, Images};
 use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -50,6 +51,9 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 const LOG_LINGER: Duration = Duration::from_millis(20);
 /// Largest log post (the server reads 1 MB at most).
 const LOG_POST_BYTES: usize = 512 * 1024;
+
+/// Makes the path through the shared cache tier from the nodes' addresses (`host:port`).
+pub type CacheTier = Arc<dyn Fn(Vec<String>) -> Arc<dyn ChunkPath> + Send + Sync>;
 
 pub struct HostConfig {
     /// The server's address, `host:port`.
@@ -68,6 +72,12 @@ pub struct HostConfig {
     pub client_limits: Limits,
     /// Bytes of image chunks kept in this host's memory.
     pub image_memory_bytes: u64,
+    /// Reads of the chunk store of record (the server's) at once, and how long a start that must mount its image
+    /// waits for them before it is refused.
+    pub origin_fetches: usize,
+    pub origin_start_wait: Duration,
+    /// Makes the path through the shared cache tier from the cache nodes the server names at registration.
+    pub cache_tier: Option<CacheTier>,
     /// Bytes of image chunks kept on this host's disk (`<data_dir>/image-cache`).
     pub image_disk_bytes: u64,
 }
@@ -81,6 +91,9 @@ struct Host {
     /// The server's code SHA-256 → the unpacked tree here, while a sandbox
     /// here uses it (each sandbox holds its tree; the last one's end removes it).
     code: Mutex<HashMap<String, WeakCodeHold>>,
+    cache_tier: Option<CacheTier>,
+    /// The cache nodes the server named at the last registration.
+    cache_nodes: Mutex<Vec<String>>,
 }
 
 /// Runs the worker host until `shutdown` completes; then kills every sandbox.
@@ -111,6 +124,8 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         credentials: config.credentials.clone(),
         sandboxes: Mutex::default(),
         code: Mutex::default(),
+        cache_tier: config.cache_tier.clone(),
+        cache_nodes: Mutex::default(),
     });
     let mut images_config = ImageFsConfig::new(config.data_dir.join("image-cache"), config.image_disk_bytes);
     images_config.memory_bytes = config.image_memory_bytes;
@@ -118,7 +133,8 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let fs = ImageFs::new(images_config, tokio::runtime::Handle::current())
         .map_err(|e| format!("cannot start the image loader: {e}"))?;
     let manifests = Arc::new(RemoteManifests { server: host.server.clone() });
-    host.worker.set_images(Arc::new(Images::new(Arc::new(fs), manifests)));
+    let origin = OriginLimit::new(config.origin_fetches);
+    host.worker.set_images(Arc::new(Images::new(Arc::new(fs), manifests, origin, config.origin_start_wait)));
     let images = Arc::downgrade(&host);
     host.store.on_code_removed(move |dir| {
         if let Some(host) = images.upgrade() {
@@ -177,6 +193,21 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Reads image chunks through the shared cache tier on `nodes` from now on (nothing changes if they are the
+    /// ones already known, or if this host has no way to reach a tier).
+    fn learn_cache_nodes(&self, nodes: Vec<String>) {
+        let (Some(tier), Some(images)) = (&self.cache_tier, self.worker.images()) else { return };
+        let mut known = self.cache_nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if nodes.is_empty() || *known == nodes {
+            return;
+        }
+        tracing::info!(nodes = ?nodes, "image chunks are read through the shared cache tier");
+        images.set_path(tier(nodes.clone()));
+        *known = nodes;
+    }
+}
+
 /// Registers, then heartbeats; starts over (with no sandbox left) whenever
 /// the server no longer counts this worker.
 async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capacity) {
@@ -186,7 +217,11 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
         let Some(strong) = host.upgrade() else { return };
         let id = match strong.server.call(Method::POST, "/ignis/workers", registration.clone()).await {
             Ok((StatusCode::CREATED | StatusCode::OK, body)) => {
-                wire::parse(&body).ok().and_then(|v| v.get("WorkerId").and_then(|id| id.as_u64()))
+                let answer = wire::parse(&body).ok();
+                if let Some(nodes) = answer.as_ref().and_then(|v| v.get("CacheNodes")).and_then(|n| n.as_array()) {
+                    strong.learn_cache_nodes(nodes.iter().filter_map(|n| n.as_str().map(str::to_string)).collect());
+                }
+                answer.and_then(|v| v.get("WorkerId").and_then(|id| id.as_u64()))
             }
             Ok((status, body)) => {
                 tracing::warn!(%status, body = %String::from_utf8_lossy(&body), "registration refused");
@@ -342,6 +377,7 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
         }
         Err(StartError::Entrypoint(message)) => error(StatusCode::UNPROCESSABLE_ENTITY, "Entrypoint", &message),
         Err(StartError::Host(message)) => error(StatusCode::INTERNAL_SERVER_ERROR, "Host", &message),
+        Err(StartError::Throttled(message)) => error(StatusCode::TOO_MANY_REQUESTS, "Throttled", &message),
         Err(StartError::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", "shutting down"),
     }
 }

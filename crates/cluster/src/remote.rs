@@ -105,6 +105,7 @@ impl RemoteWorker {
             }
             _ => Err(match value.get("Error").and_then(|e| e.as_str()) {
                 Some("Entrypoint") => StartError::Entrypoint(message()),
+                Some("Throttled") => StartError::Throttled(message()),
                 Some("ShuttingDown") => StartError::Host(format!("the worker at {} is shutting down", self.address())),
                 _ => StartError::Host(format!("the worker at {} could not start a sandbox ({status}): {}", self.address(), message())),
             }),

@@ -51,7 +51,7 @@ pub fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiEr
         return Err(ApiError::Validation(format!("Address must be host:port, not {address:?}")));
     }
     let id = app.invoker.register(address, Capacity { memory_mb, cpus });
-    Ok(json_answer(StatusCode::CREATED, json!({ "WorkerId": id.0 })))
+    Ok(json_answer(StatusCode::CREATED, json!({ "WorkerId": id.0, "CacheNodes": app.config.cache_nodes })))
 }
 
 pub fn heartbeat(app: &App, caller: &Caller, id: &str) -> Result<Answer, ApiError> {

@@ -320,6 +320,7 @@ impl From<ignis_invoke::InvokeError> for ApiError {
         use ignis_invoke::InvokeError::*;
         match e {
             Throttled(reason) => ApiError::TooManyRequests(reason),
+            e @ StartThrottled(_) => ApiError::Busy(e.to_string()),
             Reservation(e) => ApiError::InvalidParameterValue(e.to_string()),
             e @ (NoHealthyWorker { .. }
             | NoRoom { .. }

@@ -75,6 +75,8 @@ pub struct Config {
     pub min_unreserved: u32,
     /// The server's clock: records' times, SigV4's skew, request durations.
     pub clock: ignis_clock::SharedClock,
+    /// The shared chunk cache tier's nodes (`host:port`), which worker hosts learn when they register.
+    pub cache_nodes: Vec<String>,
 }
 
 /// The services the API is a front end for, made by the binary (the embedded

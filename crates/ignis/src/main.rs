@@ -1,5 +1,6 @@
 //! `ignis`: the server and the command-line client, thin over the library crates.
 
+mod cache;
 mod client;
 mod metrics;
 mod server;
@@ -23,6 +24,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Start a worker host that runs sandboxes for a server it joins.
     Worker(worker::WorkerArgs),
+    /// Start a node of the shared chunk cache that workers keep image chunks' stripes on.
+    Cache(cache::CacheArgs),
     /// Create a function, or update the code and configuration of an existing one.
     Deploy(client::DeployArgs),
     /// Invoke a function and print its answer.
@@ -47,6 +50,10 @@ fn main() -> ExitCode {
         Command::Server(args) => {
             init_daemon();
             server::run(args)
+        }
+        Command::Cache(args) => {
+            init_daemon();
+            cache::run(args)
         }
         Command::Worker(args) => {
             init_daemon();

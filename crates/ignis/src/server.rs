@@ -79,12 +79,13 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
-    /// MiB of image chunks the local worker keeps on disk (`<data-dir>/image-cache`).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
-    pub image_cache_mb: u64,
-    /// MiB of image chunks the local worker keeps in memory, in front of those on disk.
-    #[arg(long, default_value_t = ignis_imagefs::DEFAULT_MEMORY_BYTES >> 20)]
-    pub image_memory_cache_mb: u64,
+    /// How the local worker loads images.
+    #[command(flatten)]
+    pub image_loading: ImageLoading,
+    /// Cache nodes (`ignis cache`) of the shared chunk cache tier, `HOST:PORT,...`: the local worker and every
+    /// worker host that joins keep image chunks' stripes on them.
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    pub cache_nodes: Vec<String>,
     /// A secret value mixed into every image chunk's encryption salt: chunks are shared only between images
     /// prepared under the same value (and the same chunk store root).
     #[arg(long, env = "IGNIS_CHUNK_SALT", hide_env_values = true)]
@@ -119,6 +120,38 @@ impl ClientTimeouts {
     pub fn limits(&self) -> Result<ignis_worker::conn::Limits, String> {
         ignis_worker::conn::Limits::from_secs(self.header_timeout, self.body_timeout, self.idle_timeout)
             .map_err(|e| format!("--header-timeout/--body-timeout/--idle-timeout: {e}"))
+    }
+}
+
+/// How a worker loads images: its chunk cache, and its reads of the chunk store of record (the origin).
+#[derive(clap::Args)]
+pub struct ImageLoading {
+    /// MiB of image chunks kept on disk (`<data-dir>/image-cache`).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_cache_mb: u64,
+    /// MiB of image chunks kept in memory, in front of those on disk.
+    #[arg(long, default_value_t = ignis_imagefs::DEFAULT_MEMORY_BYTES >> 20)]
+    pub image_memory_cache_mb: u64,
+    /// Reads of the chunk store of record at once (below every cache tier).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub origin_fetches: u64,
+    /// Seconds a sandbox start that must mount its image waits while the chunk store is read as fast as
+    /// `--origin-fetches` allows, before it is refused (TooManyRequestsException).
+    #[arg(long, default_value_t = 5)]
+    pub origin_start_wait: u64,
+}
+
+impl ImageLoading {
+    /// The image loader's configuration for a worker whose data directory is `data_dir`.
+    pub fn fs_config(&self, data_dir: &Path) -> ImageFsConfig {
+        let mut config = ImageFsConfig::new(data_dir.join("image-cache"), self.image_cache_mb << 20);
+        config.memory_bytes = self.image_memory_cache_mb << 20;
+        config.starts_dir = Some(data_dir.join("image-starts"));
+        config
+    }
+
+    pub fn origin_start_wait(&self) -> Duration {
+        Duration::from_secs(self.origin_start_wait)
     }
 }
 
@@ -182,13 +215,16 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                     worker.forget_code(dir);
                 }
             });
-            let mut cache = ImageFsConfig::new(data_dir.join("image-cache"), args.image_cache_mb << 20);
-            cache.starts_dir = Some(data_dir.join("image-starts"));
-            cache.memory_bytes = args.image_memory_cache_mb << 20;
-            let fs = ImageFs::new(cache, tokio::runtime::Handle::current())
+            let loading = &args.image_loading;
+            let fs = ImageFs::new(loading.fs_config(&data_dir), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the image loader: {e}"))?;
             let manifests = Arc::new(LocalManifests { images: images.clone() });
-            worker.set_images(Arc::new(ignis_worker::images::Images::new(Arc::new(fs), manifests)));
+            let origin = ignis_chunks::OriginLimit::new(loading.origin_fetches as usize);
+            let loader = ignis_worker::images::Images::new(Arc::new(fs), manifests, origin, loading.origin_start_wait());
+            if !args.cache_nodes.is_empty() {
+                loader.set_path(crate::cache::tier_path(args.cache_nodes.clone(), credentials.clone()));
+            }
+            worker.set_images(Arc::new(loader));
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
         let workers = Workers::hosts(local, credentials, log_tx);
@@ -196,7 +232,13 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         tokio::spawn(publish_store_size(Arc::downgrade(&images)));
         let services = embedded_services(&args, store, accounts, workers, logs, oci, images, clock.clone())?;
-        let config = Config { region: args.region.clone(), admin_account, min_unreserved: args.min_unreserved, clock };
+        let config = Config {
+            region: args.region.clone(),
+            admin_account,
+            min_unreserved: args.min_unreserved,
+            clock,
+            cache_nodes: args.cache_nodes.clone(),
+        };
         let app = App::new(config, services);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use ignis_cluster::Capacity;
 use ignis_cluster::host::HostConfig;
@@ -37,12 +38,19 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
-    /// MiB of image chunks kept on disk (`<data-dir>/image-cache`).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
-    pub image_cache_mb: u64,
-    /// MiB of image chunks kept in memory, in front of those on disk.
-    #[arg(long, default_value_t = ignis_imagefs::DEFAULT_MEMORY_BYTES >> 20)]
-    pub image_memory_cache_mb: u64,
+    /// How this worker loads images (the shared cache tier's nodes come from the server).
+    #[command(flatten)]
+    pub image_loading: crate::server::ImageLoading,
+}
+
+/// The administrator's key pair from the environment, which every cluster call is signed with.
+pub fn admin_credentials() -> Result<Credentials, String> {
+    match (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Ok(Credentials { access_key_id: id, secret_access_key: secret })
+        }
+        _ => Err("set IGNIS_ACCESS_KEY_ID and IGNIS_SECRET_ACCESS_KEY to the server's administrator key pair".into()),
+    }
 }
 
 pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
@@ -58,16 +66,8 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         .filter(|authority| !authority.is_empty() && !authority.contains('/'))
         .ok_or_else(|| format!("--join must be http://HOST:PORT, not {:?}", args.join))?
         .to_string();
-    let credentials = match (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
-        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => {
-            Credentials { access_key_id: id, secret_access_key: secret }
-        }
-        _ => {
-            return Err(
-                "set IGNIS_ACCESS_KEY_ID and IGNIS_SECRET_ACCESS_KEY to the server's administrator key pair".into()
-            );
-        }
-    };
+    let credentials = admin_credentials()?;
+    let tier_credentials = credentials.clone();
     let config = HostConfig {
         server,
         listen: args.listen,
@@ -78,8 +78,11 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         capacity: Capacity::of_this_host(args.memory),
         credentials,
         client_limits,
-        image_memory_bytes: args.image_memory_cache_mb << 20,
-        image_disk_bytes: args.image_cache_mb << 20,
+        image_memory_bytes: args.image_loading.image_memory_cache_mb << 20,
+        image_disk_bytes: args.image_loading.image_cache_mb << 20,
+        origin_fetches: args.image_loading.origin_fetches as usize,
+        origin_start_wait: args.image_loading.origin_start_wait(),
+        cache_tier: Some(Arc::new(move |nodes| crate::cache::tier_path(nodes, tier_credentials.clone()))),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -287,6 +287,17 @@ impl ImageFs {
         Ok(image)
     }
 
+    /// Whether the image `image_id` is mounted or being mounted now (a [`ImageFs::mount`] of it would make no new
+    /// mount, or wait for the one being made). Never blocks.
+    pub fn is_mounted(&self, image_id: &str) -> bool {
+        let Some(slot) = lock(&self.mounted).get(image_id).cloned() else { return false };
+        match slot.try_lock() {
+            Ok(held) => held.strong_count() > 0,
+            Err(std::sync::TryLockError::Poisoned(held)) => held.into_inner().strong_count() > 0,
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        }
+    }
+
     /// Mounts erofs from the FUSE file `ino`: from the file if the kernel can, else through a loop device.
     fn mount_erofs(&self, ino: u64) -> io::Result<OwnedFd> {
         let name = CString::new(ino.to_string()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

@@ -28,6 +28,10 @@ pub enum InvokeError {
     /// The worker was lost while the sandbox started on it.
     #[error("could not start a sandbox: the worker was lost while the sandbox started")]
     LostWhileStarting,
+    /// The worker would not start the sandbox now: loading its image would read the chunk store faster than the
+    /// worker may (a throttle: the caller may try again).
+    #[error("could not start a sandbox: {0}")]
+    StartThrottled(String),
     /// The worker could not start the sandbox (its host failed).
     #[error("could not start a sandbox: {0}")]
     StartFailed(String),
@@ -48,6 +52,6 @@ pub enum InvokeError {
 impl InvokeError {
     /// Whether this is a throttle (the caller may try again later).
     pub fn is_throttle(&self) -> bool {
-        matches!(self, InvokeError::Throttled(_))
+        matches!(self, InvokeError::Throttled(_) | InvokeError::StartThrottled(_))
     }
 }

@@ -228,7 +228,9 @@ impl StartFailure {
     /// The reason a provisioned sandbox shows.
     fn reason(self) -> String {
         match self {
-            StartFailure::Worker(StartError::Entrypoint(message) | StartError::Host(message)) => message,
+            StartFailure::Worker(
+                StartError::Entrypoint(message) | StartError::Host(message) | StartError::Throttled(message),
+            ) => message,
             StartFailure::Worker(StartError::ShuttingDown) => InvokeError::ShuttingDown.to_string(),
             StartFailure::Refused { memory_mb, refusal } => format!("no worker can take a sandbox of {memory_mb} MB: {refusal}"),
             StartFailure::LostWhileStarting => "the worker was lost while the sandbox started".into(),
@@ -247,6 +249,7 @@ impl StartFailure {
                 reusable: false,
             }),
             StartFailure::Worker(StartError::Host(message)) => Err(InvokeError::StartFailed(message)),
+            StartFailure::Worker(StartError::Throttled(message)) => Err(InvokeError::StartThrottled(message)),
             StartFailure::Worker(StartError::ShuttingDown) => Err(InvokeError::ShuttingDown),
             StartFailure::Refused { memory_mb, refusal: Refusal::NoHealthyWorker } => {
                 Err(InvokeError::NoHealthyWorker { memory_mb })

@@ -7,15 +7,23 @@
 //! A sandbox of an image function holds its [`MountedImage`]: the mount
 //! lives as long as a sandbox uses it, and the next cold start of the same
 //! image while one lives reuses it (one mount, one page cache per image).
+//!
+//! Below the loader's own cache, chunks come from the image's origin store
+//! (as its source names it) through this worker's [`OriginLimit`] (at most
+//! so many origin reads at once), and through a [`ChunkPath`] when one is set
+//! (the shared cache tier, in front of the limited origin). A start that must
+//! mount its image is admitted by the limit first: it waits while the origin
+//! is saturated, at most `start_wait`, and is then refused
+//! ([`StartError::Throttled`](crate::StartError::Throttled)).
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use ignis_chunks::ChunkStore;
+use ignis_chunks::{ChunkStore, OriginLimit};
 use ignis_imagefs::{ImageFs, MountedImage};
 use ignis_images::{AccountKey, Manifest};
 
-use crate::ImageLaunch;
+use crate::{ImageLaunch, StartError};
 
 /// A boxed future, so that the trait is object safe.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -36,6 +44,12 @@ pub trait ManifestSource: Send + Sync {
     fn manifest<'a>(&'a self, account: &'a str, image: &'a ImageLaunch) -> BoxFuture<'a, Result<ImageManifest, String>>;
 }
 
+/// What stands between an image's origin store and the loader's own cache: the shared cache tier.
+pub trait ChunkPath: Send + Sync {
+    /// `origin` (already under the worker's origin limit), read through this path.
+    fn through(&self, origin: Arc<dyn ChunkStore>) -> Arc<dyn ChunkStore>;
+}
+
 /// How often the loader's counters are copied to the metrics.
 pub const METRICS_EVERY: Duration = Duration::from_secs(5);
 
@@ -43,7 +57,9 @@ pub const METRICS_EVERY: Duration = Duration::from_secs(5);
 /// `ignis_chunk_fetches_total` and `ignis_chunk_fetch_bytes_total` (chunks fetched from below the local cache),
 /// `ignis_chunk_cache_hits_total` and `ignis_chunk_cache_misses_total` by `tier` (`memory`, `disk`),
 /// `ignis_chunk_prefetched_total` (fetches a start's record began), `ignis_chunk_verify_failures_total`,
-/// `ignis_chunk_fetch_failures_total`, and the gauge `ignis_chunk_cache_bytes` by `tier`.
+/// `ignis_chunk_fetch_failures_total`, and the gauge `ignis_chunk_cache_bytes` by `tier`; the origin limit's
+/// `ignis_origin_fetches_total`, `ignis_origin_fetches_in_flight`, `ignis_origin_fetches_waiting` and
+/// `ignis_image_starts_throttled_total`.
 pub async fn publish_metrics(images: Weak<Images>) {
     let mut every = tokio::time::interval(METRICS_EVERY);
     loop {
@@ -62,6 +78,11 @@ pub async fn publish_metrics(images: Weak<Images>) {
         metrics::counter!("ignis_chunk_fetch_failures_total").absolute(stats.fetch_failures_total);
         metrics::gauge!("ignis_chunk_cache_bytes", "tier" => "memory").set(stats.memory_bytes as f64);
         metrics::gauge!("ignis_chunk_cache_bytes", "tier" => "disk").set(stats.disk_bytes as f64);
+        let origin = images.origin_stats();
+        metrics::counter!("ignis_origin_fetches_total").absolute(origin.reads);
+        metrics::gauge!("ignis_origin_fetches_in_flight").set(origin.in_flight as f64);
+        metrics::gauge!("ignis_origin_fetches_waiting").set(origin.waiting as f64);
+        metrics::counter!("ignis_image_starts_throttled_total").absolute(origin.throttled);
     }
 }
 
@@ -69,11 +90,26 @@ pub async fn publish_metrics(images: Weak<Images>) {
 pub struct Images {
     fs: Arc<ImageFs>,
     source: Arc<dyn ManifestSource>,
+    origin: Arc<OriginLimit>,
+    start_wait: Duration,
+    path: RwLock<Option<Arc<dyn ChunkPath>>>,
 }
 
 impl Images {
-    pub fn new(fs: Arc<ImageFs>, source: Arc<dyn ManifestSource>) -> Images {
-        Images { fs, source }
+    /// Images mounted by `fs`, found by `source`, their origin reads under `origin`; a start that must mount
+    /// waits at most `start_wait` for the origin.
+    pub fn new(fs: Arc<ImageFs>, source: Arc<dyn ManifestSource>, origin: Arc<OriginLimit>, start_wait: Duration) -> Images {
+        Images { fs, source, origin, start_wait, path: RwLock::new(None) }
+    }
+
+    /// Reads chunks through `path` from now on (mounts already made keep theirs).
+    pub fn set_path(&self, path: Arc<dyn ChunkPath>) {
+        *self.path.write().unwrap_or_else(|e| e.into_inner()) = Some(path);
+    }
+
+    /// The origin limit's counters.
+    pub fn origin_stats(&self) -> ignis_chunks::OriginStats {
+        self.origin.stats()
     }
 
     /// The lazy loader's counters.
@@ -83,12 +119,24 @@ impl Images {
 
     /// The mounted image `image` of `account`, mounted now unless a sandbox
     /// already holds it.
-    pub async fn mount(&self, account: &str, image: &ImageLaunch) -> Result<Arc<MountedImage>, String> {
-        let found = self.source.manifest(account, image).await?;
+    pub async fn mount(&self, account: &str, image: &ImageLaunch) -> Result<Arc<MountedImage>, StartError> {
+        let found = self.source.manifest(account, image).await.map_err(StartError::Host)?;
+        let permit = match self.fs.is_mounted(&found.id) {
+            true => None,
+            false => Some(self.origin.admit(self.start_wait).await.map_err(|e| StartError::Throttled(e.to_string()))?),
+        };
+        let origin = self.origin.store(found.chunks);
+        let path = self.path.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let chunks = match path {
+            Some(path) => path.through(origin),
+            None => origin,
+        };
         let fs = self.fs.clone();
-        tokio::task::spawn_blocking(move || fs.mount(&found.id, found.manifest, found.key, found.chunks))
+        let mounted = tokio::task::spawn_blocking(move || fs.mount(&found.id, found.manifest, found.key, chunks))
             .await
-            .map_err(|e| format!("mounting the image failed: {e}"))?
-            .map_err(|e| format!("the image {} cannot be loaded: {e}", image.digest))
+            .map_err(|e| StartError::Host(format!("mounting the image failed: {e}")))?
+            .map_err(|e| StartError::Host(format!("the image {} cannot be loaded: {e}", image.digest)));
+        drop(permit);
+        mounted
     }
 }

@@ -211,7 +211,7 @@ impl Worker {
             Some(launch) => {
                 let images = self.images.get().ok_or_else(|| StartError::Host("this worker runs no image functions".into()))?;
                 let began = std::time::Instant::now();
-                let mounted = images.mount(&spec.log_account, launch).await.map_err(StartError::Host)?;
+                let mounted = images.mount(&spec.log_account, launch).await?;
                 tracing::debug!(image = %launch.digest, elapsed = ?began.elapsed(), "image mounted");
                 Some(mounted)
             }
@@ -228,6 +228,11 @@ impl Worker {
         {
             runtime.spawn(images::publish_metrics(Arc::downgrade(&images)));
         }
+    }
+
+    /// The images of this worker's image functions, once set.
+    pub fn images(&self) -> Option<&Arc<images::Images>> {
+        self.images.get()
     }
 
     /// The image loader's counters, if this worker runs images.
@@ -283,6 +288,10 @@ pub enum StartError {
     /// The host failed: a service error.
     #[error("{0}")]
     Host(String),
+    /// The image's chunk store is read as fast as this worker may: the start
+    /// waited its time and was refused (the caller may try again).
+    #[error("{0}")]
+    Throttled(String),
     #[error("worker is shutting down")]
     ShuttingDown,
 }

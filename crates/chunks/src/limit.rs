@@ -1,0 +1,327 @@
+//! A worker's limit on reads of the origin store (the chunk store of record, below every cache), so that an
+//! empty cache cannot melt it: [`OriginLimit`].
+//!
+//! - Reads: [`OriginLimit::store`] wraps an origin [`ChunkStore`]; its `get` and `get_unverified` each take one
+//!   of the limit's slots for their whole duration, waiting for one if none is free (the other calls pass
+//!   straight through). Every store a limit wraps shares its slots: at most `limit` origin reads at once per
+//!   limit, whatever the number of images.
+//! - Starts: [`OriginLimit::admit`] is asked before a sandbox start that may read the origin (a new mount of an
+//!   image). It is admitted while fewer reads wait for a slot, plus starts admitted and not yet mounted, than
+//!   there are slots; otherwise it waits until that holds, at most the time given, and is then refused with
+//!   [`Throttled`]. So a cold-cache storm is let in at the pace the origin is read and the rest are told to try
+//!   again, rather than piling up behind the slots.
+//!
+//! # Invariants
+//! - At most `limit` reads of wrapped stores are in flight at any time ([`OriginStats::peak`] shows the most seen).
+//! - An admission answers within the time it was given (plus scheduling), admitted or [`Throttled`].
+//! - A [`StartPermit`] counts as waiting until dropped (the caller drops it once its mount is made).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, NamedChunk, Size, Stored};
+
+/// A start was not admitted in time: the origin is saturated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too many sandboxes are loading images at once: {waiting} chunk reads wait for the chunk store ({limit} at a \
+     time) after {waited:?}; try again"
+)]
+pub struct Throttled {
+    pub waiting: usize,
+    pub limit: usize,
+    pub waited: Duration,
+}
+
+/// What a limit has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OriginStats {
+    /// Reads of the origin started.
+    pub reads: u64,
+    /// Reads of the origin in flight now.
+    pub in_flight: usize,
+    /// The most reads in flight at once so far.
+    pub peak: usize,
+    /// Reads waiting for a slot now.
+    pub waiting: usize,
+    /// Starts admitted, and refused.
+    pub admitted: u64,
+    pub throttled: u64,
+}
+
+/// The limit on one worker's reads of the origin; see the module docs.
+#[derive(Debug)]
+pub struct OriginLimit {
+    limit: usize,
+    slots: Semaphore,
+    /// Reads waiting for a slot, and starts admitted but not yet mounted.
+    waiting: AtomicUsize,
+    starting: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    reads: AtomicU64,
+    admitted: AtomicU64,
+    throttled: AtomicU64,
+    /// Told whenever `waiting` or `starting` goes down.
+    eased: Notify,
+}
+
+impl OriginLimit {
+    /// A limit of `limit` reads at once (at least 1).
+    pub fn new(limit: usize) -> Arc<OriginLimit> {
+        let limit = limit.max(1);
+        Arc::new(OriginLimit {
+            limit,
+            slots: Semaphore::new(limit),
+            waiting: AtomicUsize::new(0),
+            starting: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            eased: Notify::new(),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn stats(&self) -> OriginStats {
+        OriginStats {
+            reads: self.reads.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            peak: self.peak.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            admitted: self.admitted.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `origin`, its reads under this limit.
+    pub fn store(self: &Arc<Self>, origin: Arc<dyn ChunkStore>) -> Arc<dyn ChunkStore> {
+        Arc::new(Limited { limit: self.clone(), origin })
+    }
+
+    /// The backlog a start is judged by: reads waiting for a slot and starts not yet mounted.
+    fn backlog(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst)
+    }
+
+    /// Admits a start once the backlog is below the limit, waiting at most `wait`; see the module docs.
+    pub async fn admit(self: &Arc<Self>, wait: Duration) -> Result<StartPermit, Throttled> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let eased = self.eased.notified();
+            tokio::pin!(eased);
+            // Registered before the check, so that no easing between the check and the wait is missed.
+            eased.as_mut().enable();
+            let backlog = self.backlog();
+            if backlog < self.limit {
+                self.starting.fetch_add(1, Ordering::SeqCst);
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                return Ok(StartPermit { limit: self.clone() });
+            }
+            if tokio::time::timeout_at(deadline, eased).await.is_err() {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(Throttled { waiting: backlog, limit: self.limit, waited: wait });
+            }
+        }
+    }
+
+    fn ease(&self, counter: &AtomicUsize) {
+        counter.fetch_sub(1, Ordering::SeqCst);
+        self.eased.notify_waiters();
+    }
+
+    /// Runs `read` in one of the slots (the counts stay right if the future is dropped at any point).
+    async fn read<T>(&self, read: impl Future<Output = T>) -> T {
+        let waiting = Counted::up(self, &self.waiting);
+        let slot = self.slots.acquire().await;
+        drop(waiting);
+        let in_flight = Counted::up(self, &self.in_flight);
+        self.peak.fetch_max(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let out = read.await;
+        drop((in_flight, slot));
+        out
+    }
+}
+
+/// One count of `counter`, given back (and the limit eased) when dropped.
+struct Counted<'a> {
+    limit: &'a OriginLimit,
+    counter: &'a AtomicUsize,
+}
+
+impl<'a> Counted<'a> {
+    fn up(limit: &'a OriginLimit, counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted { limit, counter }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.limit.ease(self.counter);
+    }
+}
+
+/// An admitted start, counted until dropped.
+#[derive(Debug)]
+pub struct StartPermit {
+    limit: Arc<OriginLimit>,
+}
+
+impl Drop for StartPermit {
+    fn drop(&mut self) {
+        self.limit.ease(&self.limit.starting);
+    }
+}
+
+/// An origin store whose reads go through an [`OriginLimit`].
+#[derive(Debug)]
+struct Limited {
+    limit: Arc<OriginLimit>,
+    origin: Arc<dyn ChunkStore>,
+}
+
+impl ChunkStore for Limited {
+    fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+        self.origin.put_named(chunk)
+    }
+
+    fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        Box::pin(self.limit.read(self.origin.get(digest)))
+    }
+
+    fn get_unverified(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        Box::pin(self.limit.read(self.origin.get_unverified(digest)))
+    }
+
+    fn contains<'a>(&'a self, digests: &'a [ChunkDigest]) -> BoxFuture<'a, Result<Vec<bool>, ChunkError>> {
+        self.origin.contains(digests)
+    }
+
+    fn delete(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<bool, ChunkError>> {
+        self.origin.delete(digest)
+    }
+
+    fn list(&self, after: Option<ChunkDigest>, limit: usize) -> BoxFuture<'_, Result<Vec<ChunkDigest>, ChunkError>> {
+        self.origin.list(after, limit)
+    }
+
+    fn size(&self) -> BoxFuture<'_, Result<Size, ChunkError>> {
+        self.origin.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::MemoryChunkStore;
+
+    /// A store whose gets wait for a permit of `gate` each.
+    #[derive(Debug)]
+    struct Gated {
+        inner: MemoryChunkStore,
+        gate: Arc<Semaphore>,
+    }
+
+    impl ChunkStore for Gated {
+        fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>> {
+            self.inner.put_named(chunk)
+        }
+        fn get(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+            Box::pin(async move {
+                let _pass = self.gate.acquire().await;
+                self.inner.get(digest).await
+            })
+        }
+        fn contains<'a>(&'a self, digests: &'a [ChunkDigest]) -> BoxFuture<'a, Result<Vec<bool>, ChunkError>> {
+            self.inner.contains(digests)
+        }
+        fn delete(&self, digest: ChunkDigest) -> BoxFuture<'_, Result<bool, ChunkError>> {
+            self.inner.delete(digest)
+        }
+        fn list(&self, after: Option<ChunkDigest>, n: usize) -> BoxFuture<'_, Result<Vec<ChunkDigest>, ChunkError>> {
+            self.inner.list(after, n)
+        }
+        fn size(&self) -> BoxFuture<'_, Result<Size, ChunkError>> {
+            self.inner.size()
+        }
+    }
+
+    async fn wait_for(limit: &OriginLimit, done: impl Fn(OriginStats) -> bool) {
+        while !done(limit.stats()) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn reads_never_exceed_the_limit_and_starts_wait_then_are_throttled() {
+        let gate = Arc::new(Semaphore::new(0));
+        let gated = Gated { inner: MemoryChunkStore::new(), gate: gate.clone() };
+        let digest = gated.put(Bytes::from_static(b"chunk")).await.unwrap().digest;
+        let limit = OriginLimit::new(2);
+        let store = limit.store(Arc::new(gated));
+
+        // Nothing waits: a start is admitted at once.
+        let first = limit.admit(Duration::ZERO).await.expect("admitted");
+        drop(first);
+
+        // Five reads: two in flight, three waiting.
+        let reads: Vec<_> = (0..5)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.get(digest).await })
+            })
+            .collect();
+        wait_for(&limit, |s| s.in_flight == 2 && s.waiting == 3).await;
+
+        // The backlog is over the limit: a start waits, and is refused when its time is up.
+        let refused = limit.admit(Duration::from_secs(5)).await.expect_err("throttled");
+        assert_eq!((refused.limit, refused.waiting), (2, 3));
+
+        // A start waiting while the backlog drains is admitted.
+        let admitted = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.admit(Duration::from_secs(3600)).await.map(drop) }
+        });
+        gate.add_permits(5);
+        for read in reads {
+            assert_eq!(read.await.unwrap().unwrap(), Bytes::from_static(b"chunk"));
+        }
+        admitted.await.unwrap().expect("admitted once the reads were done");
+        let stats = limit.stats();
+        assert_eq!((stats.peak, stats.in_flight, stats.waiting, stats.reads), (2, 0, 0, 5), "{stats:?}");
+        assert_eq!((stats.admitted, stats.throttled), (2, 1), "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn starts_admitted_and_not_yet_mounted_count_as_backlog() {
+        let limit = OriginLimit::new(2);
+        let a = limit.admit(Duration::ZERO).await.expect("first");
+        let b = limit.admit(Duration::ZERO).await.expect("second");
+        assert!(limit.admit(Duration::from_secs(1)).await.is_err(), "two starts are loading: a third waits, then is refused");
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.admit(Duration::from_secs(3600)).await.map(drop) }
+        });
+        drop(a);
+        waiting.await.unwrap().expect("admitted once a start mounted");
+        drop(b);
+        assert_eq!(limit.stats().throttled, 1);
+    }
+}
