@@ -293,6 +293,40 @@ impl Shared {
         });
     }
 
+    /// Fetches (unless cached) the chunks an erofs mount of `image` reads: the superblock's, then the root inode's
+    /// (found from the superblock; the image is Ignis's own erofs layout, see `ignis_images::erofs`).
+    pub(crate) async fn before_mount(self: Arc<Self>, image: Arc<Image>) -> io::Result<()> {
+        let first = self.chunk(&image, 0).await?;
+        let chunk_bytes = u64::from(image.opened().manifest().chunk_bytes());
+        if let Some(root) = root_inode_offset(&first).map(|at| at / chunk_bytes).filter(|&i| i != 0) {
+            self.chunk(&image, root as usize).await?;
+        }
+        Ok(())
+    }
+
+    /// The plaintext of chunk `index` of `image`, cached or fetched (not counted as a read's).
+    async fn chunk(self: &Arc<Self>, image: &Arc<Image>, index: usize) -> io::Result<Bytes> {
+        let failed = |what: &str| io::Error::other(format!("chunk {index}, which the mount reads, {what}"));
+        let source = match self.lookup(image, index, false) {
+            Ok(source) => source,
+            Err(flight) => match flight.get_or_init(|| self.clone().fetch(image.clone(), index)).await {
+                Ok(bytes) => Source::Bytes(bytes.clone()),
+                Err(Failure::Fetch) => return Err(failed("could not be fetched")),
+                Err(Failure::Verify) => return Err(failed("did not verify")),
+            },
+        };
+        match source {
+            Source::Bytes(bytes) => Ok(bytes),
+            Source::Zero => Ok(Bytes::new()),
+            Source::File(file) => tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut &file, &mut bytes).map(|_| Bytes::from(bytes))
+            })
+            .await
+            .map_err(io::Error::other)?,
+        }
+    }
+
     /// Chunk `index` of `image` if it can be had now (zero, or cached), else the flight that fetches it; counted
     /// (a hit of its tier, or a miss) if `count`.
     fn lookup(&self, image: &Image, index: usize, count: bool) -> Result<Source, Arc<Flight>> {
@@ -434,6 +468,17 @@ impl Shared {
     fn end_flight(&self, key: &Key) {
         self.lock().flights.remove(key);
     }
+}
+
+/// Where the root inode of the erofs image whose first chunk is `first` starts (superblock at byte 1024:
+/// `blkszbits` at 12, `root_nid` at 14, `meta_blkaddr` at 40; inodes are 32-byte slots from the metadata block).
+fn root_inode_offset(first: &[u8]) -> Option<u64> {
+    let sb = first.get(1024..1024 + 44)?;
+    let magic = u32::from_le_bytes(sb[0..4].try_into().ok()?);
+    let bits = u32::from(sb[12]);
+    let root_nid = u64::from(u16::from_le_bytes(sb[14..16].try_into().ok()?));
+    let meta = u64::from(u32::from_le_bytes(sb[40..44].try_into().ok()?));
+    (magic == 0xE0F5_E1E2 && (9..=16).contains(&bits)).then(|| (meta << bits) + root_nid * 32)
 }
 
 /// The bytes of a read, in order.

@@ -51,6 +51,11 @@
 //! even the [`ImageFs`] are dropped. Once the last tree, mount and the [`ImageFs`] are gone, the FUSE superblock
 //! is destroyed, the connection aborted, and its threads end.
 //!
+//! The kernel cannot end a process one of whose threads waits for a FUSE request that the same process's server
+//! had read. The only such requests in the worker are the reads erofs makes while [`ImageFs::mount`] mounts (the
+//! superblock, the root inode): so `mount` fetches those chunks first, within [`MOUNT_FETCH_LIMIT`], and calls the
+//! kernel only once they are cached, when the kernel's reads are answered at once from memory.
+//!
 //! # Invariants
 //! - Never wrong bytes: a read answers only bytes that are zero by the manifest or that [`ignis_images`] verified
 //!   (the ciphertext's hash against its name, the plaintext's against the authenticated manifest). A chunk that is
@@ -62,10 +67,10 @@
 //!   at most `max_fetches` fetches at once, each holding its slot until its chunk is on disk; memory beyond the
 //!   memory tier holds only the chunks of fetches and reads in progress.
 //! - Nothing is left after the process dies, even by `kill -9`: the FUSE connection lives only through its
-//!   `/dev/fuse` descriptor and its detached mounts, which the kernel ends with the process's descriptors. Caveat:
-//!   the kernel cannot end a process one of whose threads waits for a FUSE request that the same process's
-//!   server had read; the only such reads in the worker are [`ImageFs::mount`]'s (erofs reads the superblock),
-//!   a window of one chunk fetch. Sandboxes are other processes: when the worker dies, their reads fail.
+//!   `/dev/fuse` descriptor and its detached mounts, which the kernel ends with the process's descriptors; the
+//!   reads erofs makes while it mounts are answered from the cache (see "Mounts and their lifetimes"), so no thread
+//!   of the worker waits on its own FUSE server for the store. Sandboxes are other processes: when the worker dies,
+//!   their reads fail.
 
 mod cache;
 mod fuse;
@@ -90,6 +95,10 @@ use ignis_sandbox::code::{clone, loop_device, mount_image};
 use crate::cache::{Image, Shared};
 use crate::fuse::{Inodes, Server};
 use crate::starts::Start;
+
+/// How long the chunks an erofs mount reads (the superblock's, the root inode's) may take to fetch before the
+/// mount is given up.
+pub const MOUNT_FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The memory tier's budget unless set.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
@@ -277,6 +286,17 @@ impl ImageFs {
         let image = Arc::new(image);
         if let Some(chunks) = prefetch {
             self.shared.prefetch(&image, chunks);
+        }
+        // What the kernel reads while it mounts is fetched first, and bounded in time: a mount never waits for
+        // the store (see "Mounts and their lifetimes").
+        let before = self.shared.clone().before_mount(image.clone());
+        match self.shared.runtime.block_on(async { tokio::time::timeout(MOUNT_FETCH_LIMIT, before).await }) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(LoadError::Mount { image: image_id.to_string(), source: e }),
+            Err(_) => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, format!("no superblock in {MOUNT_FETCH_LIMIT:?}"));
+                return Err(LoadError::Mount { image: image_id.to_string(), source: e });
+            }
         }
         let ino = self.inodes.name(image);
         let mount = self.mount_erofs(ino);

@@ -522,6 +522,82 @@ impl Drop for WorkerHost {
     }
 }
 
+/// A loopback address no one listens on now.
+pub fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// The value of the metric line `name ...` at `http://address/metrics`, once it is there.
+pub fn metric(address: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A real `ignis cache` node on a free loopback port, its stripes on disk only (`--memory 0`), in its own directory.
+pub struct CacheNode {
+    child: Option<Child>,
+    pub address: String,
+    pub data: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl CacheNode {
+    pub fn start() -> CacheNode {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("cache");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
+        command.args(["cache", "--listen", "127.0.0.1:0", "--memory", "0", "--data-dir"]).arg(&data);
+        let (child, address) = launch(command, "cache");
+        CacheNode { child: Some(child), address, data, _tmp: tmp }
+    }
+
+    /// How many stripes the node holds (files under its directory).
+    pub fn stripes(&self) -> usize {
+        let mut count = 0;
+        let mut dirs = vec![self.data.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => dirs.push(entry.path()),
+                    Ok(_) => count += 1,
+                    Err(_) => {}
+                }
+            }
+        }
+        count
+    }
+
+    /// Sends `signal` to the node's process (e.g. 19, SIGSTOP; 18, SIGCONT).
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: signals a child process we started and have not reaped.
+        unsafe { libc_kill(pid, signal) };
+    }
+
+    /// Kills the node with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for CacheNode {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            // A stopped node cannot end on SIGTERM until it runs again.
+            // SAFETY: signals a child process we started and have not reaped.
+            unsafe { libc_kill(child.id() as i32, 18) };
+            terminate(child, false);
+        }
+    }
+}
+
 impl Server {
     /// `GET /ignis/workers`: every worker, oldest first.
     pub fn workers(&self) -> Vec<Value> {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use std::time::Duration;
 
-use crate::harness::{Server, WorkerHost, bin_dir, eventually};
+use crate::harness::{Server, WorkerHost, bin_dir, eventually, free_address, metric};
 use crate::oci::{make_layout_with, noise, push, tar_of_files};
 
 const FUNCTIONS: &str = "/2015-03-31/functions";
@@ -138,21 +138,6 @@ fn collect_then_delete(server: &Server, alice: &ignis_sigv4::Credentials) {
     gc(server, "0", "0");
     let report = gc(server, "0", "0");
     assert_eq!(report["StoredChunks"], json!(0), "{report}");
-}
-
-/// A loopback address no one listens on now.
-fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
-}
-
-/// The value of the metric line `name ...` at `http://address/metrics`, once it is there.
-fn metric(address: &str, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]

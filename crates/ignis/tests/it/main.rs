@@ -6,6 +6,7 @@ mod accounts;
 mod api;
 mod async_invoke;
 mod bad_input;
+mod cache_tier;
 mod cli;
 mod concurrency;
 mod esm;
