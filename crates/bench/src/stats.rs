@@ -17,6 +17,8 @@ pub struct Stats {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
+    #[allow(dead_code, reason = "only the cache benchmark shows p99.9")]
+    pub p999: f64,
     pub max: f64,
 }
 
@@ -35,6 +37,7 @@ pub fn stats(values: &mut [f64]) -> Option<Stats> {
         p50: pct(values, 50.0)?,
         p90: pct(values, 90.0)?,
         p99: pct(values, 99.0)?,
+        p999: pct(values, 99.9)?,
         max: *values.last()?,
     })
 }
