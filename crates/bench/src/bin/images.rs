@@ -36,7 +36,6 @@
 //!
 //! Must run as root. `bench/images` builds everything in release mode and runs this.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -44,13 +43,15 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use ignis_sigv4::Credentials;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 #[path = "../harness.rs"]
 #[allow(dead_code, reason = "shared with ignis-bench; this benchmark uses part of it")]
 mod harness;
 #[path = "../stats.rs"]
 mod stats;
+#[path = "../oci_images.rs"]
+mod oci_images;
+use oci_images::{Body, Layout, Noise, create_image_function, libraries, push};
 use harness::{Conn, KEY_ID, build_dir, SECRET, Server, check_invoke, ratio_row, report_field, row, verdict, zip_of};
 use stats::{stats, stats_ms};
 
@@ -63,8 +64,6 @@ const BASE_LAYERS: usize = 5;
 const FILE_BYTES: u64 = 16 << 20;
 /// The second image's own layer.
 const SMALL_LAYER_BYTES: u64 = 1 << 20;
-/// Longest a CreateFunction that prepares the image may take.
-const PREPARE_LIMIT: Duration = Duration::from_secs(600);
 const LAZY_VS_CLASSIC_TARGET: f64 = 10.0;
 const LAZY_VS_CACHED_TARGET: f64 = 1.5;
 const NEW_BYTES_TARGET_PERCENT: f64 = 5.0;
@@ -144,187 +143,6 @@ fn main() -> ExitCode {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The image: an OCI layout written to disk, layers as plain tars.
-
-/// Random bytes (xorshift64), eight a step: incompressible, and no two files alike.
-struct Noise(u64);
-
-impl Noise {
-    fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
-
-/// `left` bytes of noise, as a reader.
-struct NoiseReader<'a> {
-    noise: &'a mut Noise,
-    left: u64,
-}
-
-impl Read for NoiseReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        self.noise.fill(&mut buf[..n]);
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Writes a file while hashing it.
-struct HashingWriter {
-    file: std::io::BufWriter<std::fs::File>,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// A content-addressed blob of an OCI layout.
-#[derive(Clone)]
-struct Blob {
-    digest: String,
-    size: u64,
-}
-
-impl Blob {
-    fn descriptor(&self, media_type: &str) -> Value {
-        json!({ "mediaType": media_type, "digest": self.digest, "size": self.size })
-    }
-}
-
-struct Layout {
-    dir: PathBuf,
-    temp: usize,
-}
-
-/// What goes into a layer: a file of `content` or of `noise` bytes.
-enum Body {
-    Bytes(Vec<u8>),
-    Noise(u64),
-}
-
-impl Layout {
-    fn new(dir: &Path) -> Result<Layout, String> {
-        std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(|e| format!("{}: {e}", dir.display()))?;
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).map_err(|e| e.to_string())?;
-        Ok(Layout { dir: dir.to_path_buf(), temp: 0 })
-    }
-
-    /// Writes a blob with `write`, then names it by its digest.
-    fn blob(&mut self, write: impl FnOnce(&mut HashingWriter) -> std::io::Result<()>) -> Result<Blob, String> {
-        self.temp += 1;
-        let temp = self.dir.join(format!("blobs/tmp-{}", self.temp));
-        let file = std::fs::File::create(&temp).map_err(|e| format!("{}: {e}", temp.display()))?;
-        let mut writer = HashingWriter { file: std::io::BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), len: 0 };
-        write(&mut writer).and_then(|()| writer.flush()).map_err(|e| format!("writing a blob: {e}"))?;
-        let hex = hex::encode(writer.hasher.finalize());
-        std::fs::rename(&temp, self.dir.join("blobs/sha256").join(&hex)).map_err(|e| format!("naming a blob: {e}"))?;
-        Ok(Blob { digest: format!("sha256:{hex}"), size: writer.len })
-    }
-
-    /// A plain tar layer of `files` (path, body, mode), with the directories above them, owned by root.
-    fn layer(&mut self, files: &[(String, Body, u32)], noise: &mut Noise) -> Result<Blob, String> {
-        let mut dirs = std::collections::BTreeSet::new();
-        for (path, _, _) in files {
-            let mut parent = Path::new(path).parent();
-            while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-                dirs.insert(dir.to_path_buf());
-                parent = dir.parent();
-            }
-        }
-        self.blob(|writer| {
-            let mut tar = tar::Builder::new(writer);
-            let header = |kind, size, mode| {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(kind);
-                header.set_size(size);
-                header.set_mode(mode);
-                header.set_uid(0);
-                header.set_gid(0);
-                header.set_mtime(0);
-                header
-            };
-            for dir in &dirs {
-                tar.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), dir, std::io::empty())?;
-            }
-            for (path, body, mode) in files {
-                match body {
-                    Body::Bytes(bytes) => {
-                        tar.append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64, *mode), path, bytes.as_slice())?
-                    }
-                    Body::Noise(len) => {
-                        let reader = NoiseReader { noise: &mut *noise, left: *len };
-                        tar.append_data(&mut header(tar::EntryType::Regular, *len, *mode), path, reader)?
-                    }
-                }
-            }
-            tar.finish()
-        })
-    }
-
-    /// An image of `layers` tagged `tag`: its config and manifest blobs and an index entry (returned).
-    fn image(&mut self, tag: &str, layers: &[Blob]) -> Result<Value, String> {
-        const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-        let config = json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": { "Entrypoint": ["/var/task/bootstrap"], "WorkingDir": "/var/task" },
-            "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>() },
-        });
-        let config = self.blob(|w| w.write_all(config.to_string().as_bytes()))?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config.descriptor("application/vnd.oci.image.config.v1+json"),
-            "layers": layers.iter().map(|l| l.descriptor(LAYER)).collect::<Vec<_>>(),
-        });
-        let manifest = self.blob(|w| w.write_all(manifest.to_string().as_bytes()))?;
-        let mut entry = manifest.descriptor("application/vnd.oci.image.manifest.v1+json");
-        entry["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
-        Ok(entry)
-    }
-
-    fn index(&self, entries: &[Value]) -> Result<(), String> {
-        let index = json!({ "schemaVersion": 2, "manifests": entries });
-        std::fs::write(self.dir.join("index.json"), index.to_string()).map_err(|e| format!("index.json: {e}"))
-    }
-}
-
-/// The files `binary` needs to run (`ldd`'s libraries and loader), as layer entries.
-fn libraries(binary: &Path) -> Result<Vec<(String, Body, u32)>, String> {
-    let output = Command::new("ldd").arg(binary).output().map_err(|e| format!("ldd: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("ldd {} failed", binary.display()));
-    }
-    let mut files = Vec::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`
-        let path = line.split("=>").last().and_then(|p| p.split_whitespace().next()).unwrap_or("");
-        if path.starts_with('/') {
-            let content = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-            files.push((path.trim_start_matches('/').to_string(), Body::Bytes(content), 0o755));
-        }
-    }
-    Ok(files)
-}
-
 /// The two images: `v1` (the base layers, the app layer) and `v2` (the same plus a small layer).
 struct Images {
     layout: PathBuf,
@@ -366,35 +184,6 @@ fn write_images(dir: &Path, bootstrap: &Path, base_mib: u64) -> Result<Images, S
 
 fn credentials() -> Credentials {
     Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() }
-}
-
-/// `ignis image push` of the layout's image `tag` to `bench/app:tag`; how long it took.
-fn push(ignis: &Path, server: &Server, layout: &Path, tag: &str) -> Result<Duration, String> {
-    let started = Instant::now();
-    let output = Command::new(ignis)
-        .args(["image", "push", "--endpoint", &format!("http://{}", server.address), &format!("{REPOSITORY}:{tag}")])
-        .arg(layout)
-        .env("IGNIS_ACCESS_KEY_ID", KEY_ID)
-        .env("IGNIS_SECRET_ACCESS_KEY", SECRET)
-        .output()
-        .map_err(|e| format!("ignis image push: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("ignis image push {tag} failed: {}", String::from_utf8_lossy(&output.stderr)));
-    }
-    Ok(started.elapsed())
-}
-
-/// Creates the function `name` on the image `tag`; how long CreateFunction took.
-async fn create_image_function(conn: &mut Conn, server: &Server, name: &str, tag: &str) -> Result<Duration, String> {
-    let body = json!({
-        "FunctionName": name, "Role": "arn:aws:iam::123456789012:role/bench", "PackageType": "Image",
-        "Code": { "ImageUri": format!("{}/{REPOSITORY}:{tag}", server.address) },
-    });
-    let (elapsed, reply) = conn.request_within(PREPARE_LIMIT, "POST", FUNCTIONS, body.to_string().as_bytes()).await?;
-    if reply.status != 201 {
-        return Err(format!("CreateFunction {name} answered {}: {}", reply.status, reply.text()));
-    }
-    Ok(elapsed)
 }
 
 async fn create_zip_function(conn: &mut Conn, name: &str, zip: &[u8]) -> Result<(), String> {
@@ -500,14 +289,14 @@ async fn storage(ignis: &Path, server: &Server, conn: &mut Conn, data: &Path, im
         steps.push((label, after.0.saturating_sub(before.0), after.1.saturating_sub(before.1)));
         before = after;
     };
-    let pushed = push(ignis, server, &images.layout, "v1")?;
-    let prepare = create_image_function(conn, server, "image-v1", "v1").await?;
+    let pushed = push(ignis, server, &images.layout, REPOSITORY, "v1")?;
+    let prepare = create_image_function(conn, server, "image-v1", REPOSITORY, "v1").await?;
     step(format!("push v1 ({:.1} s) + its first function", pushed.as_secs_f64()), &mut steps);
-    push(ignis, server, &images.layout, "v1")?;
-    create_image_function(conn, server, "image-v1-again", "v1").await?;
+    push(ignis, server, &images.layout, REPOSITORY, "v1")?;
+    create_image_function(conn, server, "image-v1-again", REPOSITORY, "v1").await?;
     step("the same image pushed again + a function".into(), &mut steps);
-    push(ignis, server, &images.layout, "v2")?;
-    create_image_function(conn, server, "image-v2", "v2").await?;
+    push(ignis, server, &images.layout, REPOSITORY, "v2")?;
+    create_image_function(conn, server, "image-v2", REPOSITORY, "v2").await?;
     step(format!("v2: v1's layers + {} KiB layer + a function", SMALL_LAYER_BYTES >> 10), &mut steps);
     Ok(Storage { steps, prepare, image_bytes: images.image_bytes })
 }
@@ -525,7 +314,7 @@ const RECORD_WINDOW: Duration = Duration::from_secs(10);
 /// of another new function on a new mount with every chunk in the local chunk cache.
 async fn lazy_sample(args: &Args, i: usize, server: &Server, conn: &mut Conn, data: &Path, s: &mut Samples) -> Result<(), String> {
     let name = format!("lazy-{i}");
-    create_image_function(conn, server, &name, "v1").await?;
+    create_image_function(conn, server, &name, REPOSITORY, "v1").await?;
     tokio::time::sleep(args.settle / 5).await;
     s.prefetched.push(newest_record(data).is_some());
     let mounted = std::time::SystemTime::now();
@@ -551,7 +340,7 @@ async fn lazy_sample(args: &Args, i: usize, server: &Server, conn: &mut Conn, da
     };
     s.unmounted.push(written.is_some_and(|after| after < RECORD_WINDOW));
     let local = format!("local-{i}");
-    create_image_function(conn, server, &local, "v1").await?;
+    create_image_function(conn, server, &local, REPOSITORY, "v1").await?;
     tokio::time::sleep(args.settle / 5).await;
     let (elapsed, init) = cold_invoke(conn, &local).await?;
     s.local.push(elapsed);
