@@ -40,8 +40,9 @@ pub struct Throttled {
 /// What a limit has seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OriginStats {
-    /// Reads of the origin started.
+    /// Reads of the origin started, and the bytes of those that answered a chunk.
     pub reads: u64,
+    pub read_bytes: u64,
     /// Reads of the origin in flight now.
     pub in_flight: usize,
     /// The most reads in flight at once so far.
@@ -64,6 +65,7 @@ pub struct OriginLimit {
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     reads: AtomicU64,
+    read_bytes: AtomicU64,
     admitted: AtomicU64,
     throttled: AtomicU64,
     /// Told whenever `waiting` or `starting` goes down.
@@ -82,6 +84,7 @@ impl OriginLimit {
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             eased: Notify::new(),
@@ -95,6 +98,7 @@ impl OriginLimit {
     pub fn stats(&self) -> OriginStats {
         OriginStats {
             reads: self.reads.load(Ordering::Relaxed),
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             peak: self.peak.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
@@ -140,7 +144,7 @@ impl OriginLimit {
     }
 
     /// Runs `read` in one of the slots (the counts stay right if the future is dropped at any point).
-    async fn read<T>(&self, read: impl Future<Output = T>) -> T {
+    async fn read(&self, read: BoxFuture<'_, Result<Bytes, ChunkError>>) -> Result<Bytes, ChunkError> {
         let waiting = Counted::up(self, &self.waiting);
         let slot = self.slots.acquire().await;
         drop(waiting);
@@ -149,6 +153,9 @@ impl OriginLimit {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let out = read.await;
         drop((in_flight, slot));
+        if let Ok(bytes) = &out {
+            self.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
         out
     }
 }
@@ -305,7 +312,7 @@ mod tests {
         }
         admitted.await.unwrap().expect("admitted once the reads were done");
         let stats = limit.stats();
-        assert_eq!((stats.peak, stats.in_flight, stats.waiting, stats.reads), (2, 0, 0, 5), "{stats:?}");
+        assert_eq!((stats.peak, stats.in_flight, stats.waiting, stats.reads, stats.read_bytes), (2, 0, 0, 5, 25), "{stats:?}");
         assert_eq!((stats.admitted, stats.throttled), (2, 1), "{stats:?}");
     }
 

@@ -13,7 +13,8 @@
 //! - At most `max_puts` stripe writes are in flight; a miss past that writes nothing (the next miss of the
 //!   chunk will). Writes never delay a get.
 //!
-//! Metrics: `ignis_origin_fetch_bytes_total`, the bytes read from the origin by `get`.
+//! Its counters are [`TieredStats`]; the worker's metrics of origin reads come from the origin limit below it
+//! (`ignis_chunks::OriginLimit`), which sees every origin read, tier or not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,7 +103,6 @@ impl TieredChunkStore {
         };
         self.origin_fetches.fetch_add(1, Ordering::Relaxed);
         self.origin_fetch_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        metrics::counter!("ignis_origin_fetch_bytes_total").increment(chunk.len() as u64);
         match self.puts.clone().try_acquire_owned() {
             Ok(permit) => {
                 let tier = self.tier.clone();
