@@ -238,7 +238,8 @@ impl ChunkError {
 /// `Arc<dyn ChunkStore>`.
 pub trait ChunkStore: Send + Sync + fmt::Debug {
     /// Stores `chunk` under its digest, atomically, unless a chunk with that
-    /// digest is already there (its name is not computed again: see [`NamedChunk`]). Of concurrent puts of the same absent chunk,
+    /// digest is already there (its name is not computed again: see [`NamedChunk`]).
+    /// Of concurrent puts of the same absent chunk,
     /// exactly one answers `new: true` (an implementation over a backend that
     /// cannot decide this says so: at least one then does).
     fn put_named(&self, chunk: NamedChunk) -> BoxFuture<'_, Result<Stored, ChunkError>>;

@@ -312,7 +312,8 @@ mod tests {
         }
         admitted.await.unwrap().expect("admitted once the reads were done");
         let stats = limit.stats();
-        assert_eq!((stats.peak, stats.in_flight, stats.waiting, stats.reads, stats.read_bytes), (2, 0, 0, 5, 25), "{stats:?}");
+        let counts = (stats.peak, stats.in_flight, stats.waiting, stats.reads, stats.read_bytes);
+        assert_eq!(counts, (2, 0, 0, 5, 25), "{stats:?}");
         assert_eq!((stats.admitted, stats.throttled), (2, 1), "{stats:?}");
     }
 
@@ -321,7 +322,8 @@ mod tests {
         let limit = OriginLimit::new(2);
         let a = limit.admit(Duration::ZERO).await.expect("first");
         let b = limit.admit(Duration::ZERO).await.expect("second");
-        assert!(limit.admit(Duration::from_secs(1)).await.is_err(), "two starts are loading: a third waits, then is refused");
+        let third = limit.admit(Duration::from_secs(1)).await;
+        assert!(third.is_err(), "two starts are loading: a third waits, then is refused");
         let waiting = tokio::spawn({
             let limit = limit.clone();
             async move { limit.admit(Duration::from_secs(3600)).await.map(drop) }

@@ -20,7 +20,8 @@
 //! - Images are never fetched whole: an image function's manifest comes from
 //!   the server and its chunks on first read, each checked
 //!   ([`RemoteManifests`], [`crate::RemoteChunks`]), cached in memory up to
-//!   `image_memory_bytes` and in `<data_dir>/image-cache` up to `image_disk_bytes`; the records of image starts it prefetches from in
+//!   `image_memory_bytes` and in `<data_dir>/image-cache` up to `image_disk_bytes`; the records of image
+//!   starts it prefetches from in
 //!   `<data_dir>/image-starts`, kept across restarts.
 
 use std::collections::HashMap;

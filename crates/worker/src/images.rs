@@ -58,9 +58,8 @@ pub const METRICS_EVERY: Duration = Duration::from_secs(5);
 /// `ignis_chunk_cache_hits_total` and `ignis_chunk_cache_misses_total` by `tier` (`memory`, `disk`),
 /// `ignis_chunk_prefetched_total` (fetches a start's record began), `ignis_chunk_verify_failures_total`,
 /// `ignis_chunk_fetch_failures_total`, and the gauge `ignis_chunk_cache_bytes` by `tier`; the origin limit's
-/// `ignis_origin_fetches_total`, `ignis_origin_fetch_bytes_total`, `ignis_origin_fetches_in_flight` (and `_peak`, the most at once so far),
-/// `ignis_origin_fetches_waiting` and
-/// `ignis_image_starts_throttled_total`.
+/// `ignis_origin_fetches_total`, `ignis_origin_fetch_bytes_total`, `ignis_origin_fetches_in_flight` (and
+/// `_peak`, the most at once so far), `ignis_origin_fetches_waiting` and `ignis_image_starts_throttled_total`.
 pub async fn publish_metrics(images: Weak<Images>) {
     let mut every = tokio::time::interval(METRICS_EVERY);
     loop {

@@ -106,7 +106,10 @@ fn write_images(dir: &Path, bootstrap: &Path, count: usize) -> Result<(), String
         let pad = (i as u64 + 1) * 4096 + 1024;
         let mut base = vec![("aaa-pad".to_string(), Body::Noise(pad), 0o644)];
         base.extend(libs.iter().map(|(path, body, mode)| (path.clone(), body.clone(), *mode)));
-        let app = [("var/task/a-pad".to_string(), Body::Noise(pad), 0o644), ("var/task/bootstrap".into(), Body::Bytes(program.clone()), 0o755)];
+        let app = [
+            ("var/task/a-pad".to_string(), Body::Noise(pad), 0o644),
+            ("var/task/bootstrap".into(), Body::Bytes(program.clone()), 0o755),
+        ];
         let layers = [layout.layer(&base, &mut noise)?, layout.layer(&app, &mut noise)?];
         images.push(layout.image(&format!("s{i}"), &layers)?);
     }
