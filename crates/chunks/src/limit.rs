@@ -4,7 +4,9 @@
 //! - Reads: [`OriginLimit::store`] wraps an origin [`ChunkStore`]; its `get` and `get_unverified` each take one
 //!   of the limit's slots for their whole duration, waiting for one if none is free (the other calls pass
 //!   straight through). Every store a limit wraps shares its slots: at most `limit` origin reads at once per
-//!   limit, whatever the number of images.
+//!   limit, whatever the number of images. [`OriginLimit::set_limit`] changes the limit at any time (a worker's
+//!   share of a cluster-wide budget): reads past a lowered limit finish, and no new one starts until the reads in
+//!   flight are below it.
 //! - Starts: [`OriginLimit::admit`] is asked before a sandbox start that may read the origin (a new mount of an
 //!   image). It is admitted while fewer reads wait for a slot, plus starts admitted and not yet mounted, than
 //!   there are slots; otherwise it waits until that holds, at most the time given, and is then refused with
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, NamedChunk, Size, Stored};
 
@@ -57,8 +59,7 @@ pub struct OriginStats {
 /// The limit on one worker's reads of the origin; see the module docs.
 #[derive(Debug)]
 pub struct OriginLimit {
-    limit: usize,
-    slots: Semaphore,
+    limit: AtomicUsize,
     /// Reads waiting for a slot, and starts admitted but not yet mounted.
     waiting: AtomicUsize,
     starting: AtomicUsize,
@@ -68,7 +69,7 @@ pub struct OriginLimit {
     read_bytes: AtomicU64,
     admitted: AtomicU64,
     throttled: AtomicU64,
-    /// Told whenever `waiting` or `starting` goes down.
+    /// Told whenever `waiting`, `starting` or `in_flight` goes down, or the limit changes.
     eased: Notify,
 }
 
@@ -77,8 +78,7 @@ impl OriginLimit {
     pub fn new(limit: usize) -> Arc<OriginLimit> {
         let limit = limit.max(1);
         Arc::new(OriginLimit {
-            limit,
-            slots: Semaphore::new(limit),
+            limit: AtomicUsize::new(limit),
             waiting: AtomicUsize::new(0),
             starting: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -92,7 +92,13 @@ impl OriginLimit {
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::SeqCst)
+    }
+
+    /// Allows `limit` reads at once from now on (at least 1).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit.max(1), Ordering::SeqCst);
+        self.eased.notify_waiters();
     }
 
     pub fn stats(&self) -> OriginStats {
@@ -126,14 +132,14 @@ impl OriginLimit {
             // Registered before the check, so that no easing between the check and the wait is missed.
             eased.as_mut().enable();
             let backlog = self.backlog();
-            if backlog < self.limit {
+            if backlog < self.limit() {
                 self.starting.fetch_add(1, Ordering::SeqCst);
                 self.admitted.fetch_add(1, Ordering::Relaxed);
                 return Ok(StartPermit { limit: self.clone() });
             }
             if tokio::time::timeout_at(deadline, eased).await.is_err() {
                 self.throttled.fetch_add(1, Ordering::Relaxed);
-                return Err(Throttled { waiting: backlog, limit: self.limit, waited: wait });
+                return Err(Throttled { waiting: backlog, limit: self.limit(), waited: wait });
             }
         }
     }
@@ -146,13 +152,24 @@ impl OriginLimit {
     /// Runs `read` in one of the slots (the counts stay right if the future is dropped at any point).
     async fn read(&self, read: BoxFuture<'_, Result<Bytes, ChunkError>>) -> Result<Bytes, ChunkError> {
         let waiting = Counted::up(self, &self.waiting);
-        let slot = self.slots.acquire().await;
+        let in_flight = loop {
+            let eased = self.eased.notified();
+            tokio::pin!(eased);
+            // Registered before the check, so that no slot given back between the check and the wait is missed.
+            eased.as_mut().enable();
+            let now = self.in_flight.load(Ordering::SeqCst);
+            let claimed = now < self.limit()
+                && self.in_flight.compare_exchange(now, now + 1, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+            if claimed {
+                self.peak.fetch_max(now + 1, Ordering::SeqCst);
+                break Counted { limit: self, counter: &self.in_flight };
+            }
+            eased.await;
+        };
         drop(waiting);
-        let in_flight = Counted::up(self, &self.in_flight);
-        self.peak.fetch_max(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         self.reads.fetch_add(1, Ordering::Relaxed);
         let out = read.await;
-        drop((in_flight, slot));
+        drop(in_flight);
         if let Ok(bytes) = &out {
             self.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
@@ -315,6 +332,33 @@ mod tests {
         let counts = (stats.peak, stats.in_flight, stats.waiting, stats.reads, stats.read_bytes);
         assert_eq!(counts, (2, 0, 0, 5, 25), "{stats:?}");
         assert_eq!((stats.admitted, stats.throttled), (2, 1), "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_changed_limit_holds_for_the_reads_that_wait() {
+        let gate = Arc::new(Semaphore::new(0));
+        let gated = Gated { inner: MemoryChunkStore::new(), gate: gate.clone() };
+        let digest = gated.put(Bytes::from_static(b"chunk")).await.unwrap().digest;
+        let limit = OriginLimit::new(1);
+        let store = limit.store(Arc::new(gated));
+        let reads: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.get(digest).await })
+            })
+            .collect();
+        wait_for(&limit, |s| s.in_flight == 1 && s.waiting == 3).await;
+        limit.set_limit(3);
+        wait_for(&limit, |s| s.in_flight == 3 && s.waiting == 1).await;
+        // Lowered: the reads in flight finish, and the one waiting starts only when fewer than 2 are.
+        limit.set_limit(2);
+        gate.add_permits(2);
+        wait_for(&limit, |s| s.reads == 4).await;
+        gate.add_permits(2);
+        for read in reads {
+            read.await.unwrap().unwrap();
+        }
+        assert_eq!((limit.limit(), limit.stats().peak), (2, 3));
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

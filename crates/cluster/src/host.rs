@@ -153,6 +153,15 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
 }
 
 impl Host {
+    /// Takes this host's share of the cluster-wide origin budget from a registration's or heartbeat's answer, when
+    /// the server names one (`OriginFetches`).
+    fn learn_origin_share(&self, answer: &[u8]) {
+        let share = wire::parse(answer).ok().and_then(|v| v.get("OriginFetches").and_then(|n| n.as_u64()));
+        if let (Some(share), Some(images)) = (share, self.worker.images()) {
+            images.set_origin_limit(usize::try_from(share).unwrap_or(usize::MAX));
+        }
+    }
+
     fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SandboxHandle>>> {
         self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -218,6 +227,7 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
         let Some(strong) = host.upgrade() else { return };
         let id = match strong.server.call(Method::POST, "/ignis/workers", registration.clone()).await {
             Ok((StatusCode::CREATED | StatusCode::OK, body)) => {
+                strong.learn_origin_share(&body);
                 let answer = wire::parse(&body).ok();
                 if let Some(nodes) = answer.as_ref().and_then(|v| v.get("CacheNodes")).and_then(|n| n.as_array()) {
                     strong.learn_cache_nodes(nodes.iter().filter_map(|n| n.as_str().map(str::to_string)).collect());
@@ -246,7 +256,10 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
             let Some(strong) = host.upgrade() else { return };
             let answer = tokio::time::timeout(HEARTBEAT_EVERY * 2, strong.server.call(Method::POST, &path, Bytes::new())).await;
             match answer {
-                Ok(Ok((status, _))) if status.is_success() => last_ok = Instant::now(),
+                Ok(Ok((status, body))) if status.is_success() => {
+                    last_ok = Instant::now();
+                    strong.learn_origin_share(&body);
+                }
                 Ok(Ok((StatusCode::NOT_FOUND, _))) => {
                     tracing::warn!(worker = id, "the server no longer counts this worker; ending its sandboxes");
                     strong.kill_all();

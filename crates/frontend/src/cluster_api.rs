@@ -2,9 +2,10 @@
 //! the list of workers; all signed for the service `ignis` with the
 //! administrator's key:
 //!
-//! - `POST /ignis/workers` `{"Address", "MemoryMb", "Cpus"}` → 201 `{"WorkerId"}`
-//! - `POST /ignis/workers/{id}/heartbeat` → 204, or 404 `ResourceNotFoundException`
-//!   for a worker that is unknown or was declared unhealthy (it registers again).
+//! - `POST /ignis/workers` `{"Address", "MemoryMb", "Cpus"}` → 201 `{"WorkerId", "CacheNodes"}` (and
+//!   `"OriginFetches"`, the worker's share of the cluster-wide origin budget, when one is set)
+//! - `POST /ignis/workers/{id}/heartbeat` → 204 (200 `{"OriginFetches"}` with a budget), or 404
+//!   `ResourceNotFoundException` for a worker that is unknown or was declared unhealthy (it registers again).
 //! - `GET /ignis/workers` → `{"Workers": [{"WorkerId", "Address", "Local",
 //!   "Healthy", "MemoryMb", "Cpus", "UsedMemoryMb", "Sandboxes"}]}`, oldest first.
 //! - `GET /ignis/code/{sha256 hex}` → the code tree, zipped.
@@ -51,15 +52,34 @@ pub fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiEr
         return Err(ApiError::Validation(format!("Address must be host:port, not {address:?}")));
     }
     let id = app.invoker.register(address, Capacity { memory_mb, cpus });
-    Ok(json_answer(StatusCode::CREATED, json!({ "WorkerId": id.0, "CacheNodes": app.config.cache_nodes })))
+    let mut answer = json!({ "WorkerId": id.0, "CacheNodes": app.config.cache_nodes });
+    if let Some(share) = origin_share(app) {
+        answer["OriginFetches"] = json!(share);
+    }
+    Ok(json_answer(StatusCode::CREATED, answer))
 }
 
 pub fn heartbeat(app: &App, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
     admin_only(caller)?;
     match id.parse::<u32>() {
-        Ok(id) if app.invoker.heartbeat(ignis_placement::WorkerId(id)) => Ok(empty_answer(StatusCode::NO_CONTENT)),
+        Ok(id) if app.invoker.heartbeat(ignis_placement::WorkerId(id)) => match origin_share(app) {
+            Some(share) => Ok(json_answer(StatusCode::OK, json!({ "OriginFetches": share }))),
+            None => Ok(empty_answer(StatusCode::NO_CONTENT)),
+        },
         _ => Err(ApiError::ResourceNotFound(format!("worker {id} is not registered: register again"))),
     }
+}
+
+/// Each healthy worker's share of the cluster-wide origin budget now (at least 1), if one is set; the server's own
+/// worker's limit is set to it here too.
+fn origin_share(app: &App) -> Option<usize> {
+    let budget = app.config.origin_budget.as_ref()?;
+    let workers = app.invoker.workers().iter().filter(|w| w.healthy).count().max(1);
+    let share = (budget.total / workers).max(1);
+    if let Some(local) = &budget.local {
+        local.set_limit(share);
+    }
+    Some(share)
 }
 
 pub fn list(app: &App, caller: &Caller) -> Result<Answer, ApiError> {

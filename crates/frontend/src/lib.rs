@@ -77,6 +77,15 @@ pub struct Config {
     pub clock: ignis_clock::SharedClock,
     /// The shared chunk cache tier's nodes (`host:port`), which worker hosts learn when they register.
     pub cache_nodes: Vec<String>,
+    /// The cluster-wide budget of origin reads at once, if set: shared evenly by the healthy workers.
+    pub origin_budget: Option<OriginBudget>,
+}
+
+/// A cluster-wide budget of reads of the chunk store of record, shared evenly by the healthy workers: each learns
+/// its share when it registers and at every heartbeat; the server's own worker's limit is set at the same times.
+pub struct OriginBudget {
+    pub total: usize,
+    pub local: Option<Arc<ignis_chunks::OriginLimit>>,
 }
 
 /// The services the API is a front end for, made by the binary (the embedded

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ignis_clock::SharedClock;
 use ignis_cluster::Capacity;
 use ignis_counting::Limits;
-use ignis_frontend::{App, Config, Services};
+use ignis_frontend::{App, Config, OriginBudget, Services};
 use ignis_ids::AccountId;
 use ignis_invoke::{Admission, Invoker, Workers};
 use ignis_pollers::{Events, Keeper, Mappings};
@@ -86,6 +86,10 @@ pub struct ServerArgs {
     /// worker host that joins keep image chunks' stripes on them.
     #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
     pub cache_nodes: Vec<String>,
+    /// Origin reads at once across the whole cluster: shared evenly by the healthy workers, each of which learns
+    /// its share when it registers and at every heartbeat (instead of its own --origin-fetches).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub origin_budget: Option<u64>,
     /// A secret value mixed into every image chunk's encryption salt: chunks are shared only between images
     /// prepared under the same value (and the same chunk store root).
     #[arg(long, env = "IGNIS_CHUNK_SALT", hide_env_values = true)]
@@ -196,6 +200,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         );
         let images = open_images(&args, &data_dir, &store, &oci, &accounts, &clock)?;
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
+        // The local worker's origin limit, which a cluster-wide budget sets.
+        let mut local_origin = None;
         let local = if args.no_local_worker {
             None
         } else {
@@ -220,6 +226,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("cannot start the image loader: {e}"))?;
             let manifests = Arc::new(LocalManifests { images: images.clone() });
             let origin = ignis_chunks::OriginLimit::new(loading.origin_fetches as usize);
+            local_origin = Some(origin.clone());
             let loader = ignis_worker::images::Images::new(Arc::new(fs), manifests, origin, loading.origin_start_wait());
             if !args.cache_nodes.is_empty() {
                 loader.set_path(crate::cache::tier_path(args.cache_nodes.clone(), credentials.clone()));
@@ -238,6 +245,13 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             min_unreserved: args.min_unreserved,
             clock,
             cache_nodes: args.cache_nodes.clone(),
+            origin_budget: args.origin_budget.map(|total| {
+                // Alone until a worker host joins: the whole budget.
+                if let Some(local) = &local_origin {
+                    local.set_limit(total as usize);
+                }
+                OriginBudget { total: total as usize, local: local_origin }
+            }),
         };
         let app = App::new(config, services);
         let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -59,7 +59,8 @@ pub const METRICS_EVERY: Duration = Duration::from_secs(5);
 /// `ignis_chunk_prefetched_total` (fetches a start's record began), `ignis_chunk_verify_failures_total`,
 /// `ignis_chunk_fetch_failures_total`, and the gauge `ignis_chunk_cache_bytes` by `tier`; the origin limit's
 /// `ignis_origin_fetches_total`, `ignis_origin_fetch_bytes_total`, `ignis_origin_fetches_in_flight` (and
-/// `_peak`, the most at once so far), `ignis_origin_fetches_waiting` and `ignis_image_starts_throttled_total`.
+/// `_peak`, the most at once so far; `_limit`, the limit now), `ignis_origin_fetches_waiting` and
+/// `ignis_image_starts_throttled_total`.
 pub async fn publish_metrics(images: Weak<Images>) {
     let mut every = tokio::time::interval(METRICS_EVERY);
     loop {
@@ -83,6 +84,7 @@ pub async fn publish_metrics(images: Weak<Images>) {
         metrics::counter!("ignis_origin_fetch_bytes_total").absolute(origin.read_bytes);
         metrics::gauge!("ignis_origin_fetches_in_flight").set(origin.in_flight as f64);
         metrics::gauge!("ignis_origin_fetches_peak").set(origin.peak as f64);
+        metrics::gauge!("ignis_origin_fetches_limit").set(images.origin.limit() as f64);
         metrics::gauge!("ignis_origin_fetches_waiting").set(origin.waiting as f64);
         metrics::counter!("ignis_image_starts_throttled_total").absolute(origin.throttled);
     }
@@ -107,6 +109,11 @@ impl Images {
     /// Reads chunks through `path` from now on (mounts already made keep theirs).
     pub fn set_path(&self, path: Arc<dyn ChunkPath>) {
         *self.path.write().unwrap_or_else(|e| e.into_inner()) = Some(path);
+    }
+
+    /// Allows `limit` origin reads at once from now on (a share of a cluster-wide budget).
+    pub fn set_origin_limit(&self, limit: usize) {
+        self.origin.set_limit(limit);
     }
 
     /// The origin limit's counters.

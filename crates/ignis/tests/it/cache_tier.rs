@@ -128,3 +128,20 @@ fn a_start_is_throttled_while_the_origin_is_saturated() {
     });
     assert!(eventually(Duration::from_secs(30), || metric(&metrics, "ignis_image_starts_throttled_total") == Some(1.0)));
 }
+
+/// A cluster-wide origin budget is shared evenly by the healthy workers: the server's own and each worker host,
+/// which learns its share when it registers and at every heartbeat.
+#[test]
+fn a_cluster_wide_origin_budget_is_shared_by_the_workers() {
+    let (server_metrics, first_metrics, second_metrics) = (free_address(), free_address(), free_address());
+    let server = Server::start_with(&["--origin-budget", "6", "--metrics-listen", &server_metrics]);
+    let limit = |metrics: &str| metric(metrics, "ignis_origin_fetches_limit");
+    let _first = WorkerHost::start(&server, &["--metrics-listen", &first_metrics]);
+    server.wait_for_workers(2);
+    let shared = |n: f64, all: &[&str]| eventually(Duration::from_secs(30), || all.iter().all(|m| limit(m) == Some(n)));
+    assert!(shared(3.0, &[&server_metrics, &first_metrics]), "{:?} {:?}", limit(&server_metrics), limit(&first_metrics));
+    let _second = WorkerHost::start(&server, &["--metrics-listen", &second_metrics]);
+    server.wait_for_workers(3);
+    let all = [&server_metrics[..], &first_metrics, &second_metrics];
+    assert!(shared(2.0, &all), "{:?}", all.iter().map(|m| limit(m)).collect::<Vec<_>>());
+}
