@@ -63,6 +63,7 @@ const SERVICES: &[&str] = &[
     "ignis-images",
     "ignis-oci",
     "ignis-imagefs",
+    "ignis-stripes",
 ];
 
 /// All that `ignis-sigv4` may depend on: it verifies every request, so it stays pure.
