@@ -174,6 +174,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         ));
     }
     let client_limits = args.client_timeouts.limits()?;
+    crate::cache::check_cache_nodes(&args.cache_nodes)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);

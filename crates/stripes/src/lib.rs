@@ -35,4 +35,4 @@ pub mod tiered;
 pub use client::{Miss, PutError, StripeTier, TierStats};
 pub use node::{CacheNode, NodeConfig, NodeError};
 pub use store::NodeStats;
-pub use tiered::{TieredChunkStore, TieredStats};
+pub use tiered::{PutSlots, TieredChunkStore, TieredStats};

@@ -10,7 +10,7 @@
 //!   the origin's check (the tier checks always); the stripes written after it are of bytes that hash to the
 //!   digest or none ([`StripeTier::put`] checks).
 //! - The origin is not read for a chunk the tier answers.
-//! - At most `max_puts` stripe writes are in flight; a miss past that writes nothing (the next miss of the
+//! - At most `max_puts` stripe writes are in flight (per [`PutSlots`], which stores may share); a miss past that writes nothing (the next miss of the
 //!   chunk will). Writes never delay a get.
 //!
 //! Its counters are [`TieredStats`]; the worker's metrics of origin reads come from the origin limit below it
@@ -45,13 +45,28 @@ pub struct TieredStats {
     pub puts_dropped: u64,
 }
 
+/// A bound on stripe writes in flight, which several tiered stores share (a worker's stores, one per mounted
+/// image, share one: the bound is the worker's).
+#[derive(Debug, Clone)]
+pub struct PutSlots {
+    max: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl PutSlots {
+    /// At most `max` writes in flight (at least 1).
+    pub fn new(max: usize) -> PutSlots {
+        let max = max.max(1);
+        PutSlots { max, slots: Arc::new(Semaphore::new(max)) }
+    }
+}
+
 /// The shared tier in front of an origin chunk store.
 #[derive(Debug)]
 pub struct TieredChunkStore {
     tier: Arc<StripeTier>,
     origin: Arc<dyn ChunkStore>,
-    max_puts: usize,
-    puts: Arc<Semaphore>,
+    puts: PutSlots,
     origin_fetches: AtomicU64,
     origin_fetch_bytes: AtomicU64,
     puts_dropped: AtomicU64,
@@ -62,8 +77,7 @@ impl TieredChunkStore {
         TieredChunkStore {
             tier,
             origin,
-            max_puts: DEFAULT_MAX_PUTS,
-            puts: Arc::new(Semaphore::new(DEFAULT_MAX_PUTS)),
+            puts: PutSlots::new(DEFAULT_MAX_PUTS),
             origin_fetches: AtomicU64::new(0),
             origin_fetch_bytes: AtomicU64::new(0),
             puts_dropped: AtomicU64::new(0),
@@ -71,9 +85,13 @@ impl TieredChunkStore {
     }
 
     /// The same store with at most `max_puts` stripe writes in flight (at least 1).
-    pub fn with_max_puts(mut self, max_puts: usize) -> TieredChunkStore {
-        self.max_puts = max_puts.max(1);
-        self.puts = Arc::new(Semaphore::new(self.max_puts));
+    pub fn with_max_puts(self, max_puts: usize) -> TieredChunkStore {
+        self.with_puts(PutSlots::new(max_puts))
+    }
+
+    /// The same store, its stripe writes counted against `puts` (shared with other stores).
+    pub fn with_puts(mut self, puts: PutSlots) -> TieredChunkStore {
+        self.puts = puts;
         self
     }
 
@@ -88,9 +106,9 @@ impl TieredChunkStore {
     /// Completes once no stripe write is in flight (for shutdown, and for tests that read back what a miss
     /// wrote).
     pub async fn settled(&self) {
-        let all = u32::try_from(self.max_puts).unwrap_or(u32::MAX);
+        let all = u32::try_from(self.puts.max).unwrap_or(u32::MAX);
         // The semaphore is never closed.
-        let _ = self.puts.acquire_many(all).await;
+        let _ = self.puts.slots.acquire_many(all).await;
     }
 
     async fn get_through(&self, digest: ChunkDigest, verify: Verify) -> Result<Bytes, ChunkError> {
@@ -103,7 +121,7 @@ impl TieredChunkStore {
         };
         self.origin_fetches.fetch_add(1, Ordering::Relaxed);
         self.origin_fetch_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        match self.puts.clone().try_acquire_owned() {
+        match self.puts.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let tier = self.tier.clone();
                 let stripes = chunk.clone();
