@@ -2,15 +2,15 @@
 //! fetched once from the chunk store.
 //!
 //! # The cache: a memory tier, then a disk tier
-//! Both hold a chunk's plaintext as [`Opened::read_chunk`] answered it (fetched, decrypted, its plaintext hash
-//! checked against the authenticated manifest), keyed by its stored name and its plaintext SHA-256. A hit needs
+//! Both hold a chunk's plaintext as [`Opened::read_chunk`] answered it (fetched, checked against the
+//! authenticated manifest, decrypted), keyed by its stored name and its [`Opened::plaintext_id`]. A hit needs
 //! both to match: a manifest that names a stored chunk with other keys (another account's, or a crafted one) never
 //! reads bytes cached for another manifest, nor evicts them. A fetched chunk goes into both (write-through): into
 //! memory at once, before its readers are answered, and onto disk by a task of its own after; each tier keeps its
 //! bytes within its budget by its own [`Eviction`] policy (LRU-2 unless configured: a chunk read once, as by a
 //! rarely run function, does not push out chunks read again and again). A lookup tries memory, then disk.
 //! - Memory: the chunks' bytes, at most `memory_bytes`.
-//! - Disk: one file per chunk in the cache directory, named `<name>-<plaintext SHA-256>` (both in hex), written
+//! - Disk: one file per chunk in the cache directory, named `<name>-<plaintext id>` (both in hex), written
 //!   under a temporary name and renamed into place, so a present name always holds a whole chunk. Disk use: at
 //!   most the budget, plus one temporary file per write in progress.
 //!
@@ -116,7 +116,7 @@ impl Image {
     }
 }
 
-/// A cached chunk's identity: its stored name and its plaintext's hash.
+/// A cached chunk's identity: its stored name and its plaintext's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     name: ChunkDigest,
@@ -331,7 +331,7 @@ impl Shared {
     /// (a hit of its tier, or a miss) if `count`.
     fn lookup(&self, image: &Image, index: usize, count: bool) -> Result<Source, Arc<Flight>> {
         let opened = image.opened();
-        let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_sha256(index))
+        let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_id(index))
         else {
             // Not reached: reads are bounded by the image's size, which the chunks cover.
             return Ok(Source::Zero);
@@ -372,7 +372,7 @@ impl Shared {
     /// Fetches chunk `index` of `image` (waiting for a fetch slot), keeps it in the cache and ends its flight.
     async fn fetch(self: Arc<Self>, image: Arc<Image>, index: usize) -> Result<Bytes, Failure> {
         let opened = image.opened();
-        let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_sha256(index))
+        let (Some(chunk), Some(plaintext)) = (opened.manifest().chunks().get(index), opened.plaintext_id(index))
         else {
             return Err(Failure::Fetch);
         };

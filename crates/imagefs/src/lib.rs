@@ -58,10 +58,10 @@
 //!
 //! # Invariants
 //! - Never wrong bytes: a read answers only bytes that are zero by the manifest or that [`ignis_images`] verified
-//!   (the ciphertext's hash against its name, the plaintext's against the authenticated manifest). A chunk that is
-//!   missing or does not verify fails the read with `EIO`, counted in [`Stats`]; it is not cached, and the next
-//!   read tries again. The cache holds only verified plaintext, keyed by name and plaintext hash, in a directory of
-//!   the worker's own that it empties at start.
+//!   (the chunk's bytes against the hash in its authenticated manifest). A chunk that is missing or does not
+//!   verify fails the read with `EIO`, counted in [`Stats`]; it is not cached, and the next read tries again. The
+//!   cache holds only verified plaintext, keyed by name and plaintext id, in a directory of the worker's own that
+//!   it empties at start.
 //! - Bounded: the cache's chunks take at most `memory_bytes` in memory and `disk_bytes` on disk (what to evict
 //!   is decided by an `ignis_cachepolicy` policy, with no IO), plus one temporary file per disk write in progress;
 //!   at most `max_fetches` fetches at once, each holding its slot until its chunk is on disk; memory beyond the

@@ -17,7 +17,7 @@ use ignis_chunks::{CHUNK_BYTES, ChunkDigest, ChunkError, ChunkStore, NamedChunk}
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::crypto::{AccountKey, Salt, apply_chunk_cipher, chunk_key, sha256};
-use crate::manifest::{ChunkName, ChunkRef, KeyEntry, Manifest, ManifestError};
+use crate::manifest::{Check, ChunkName, ChunkRef, FORMAT_VERSION, KeyEntry, Manifest, ManifestError};
 
 /// How many chunks [`chunk_and_store`] seals and puts at once.
 pub const IN_FLIGHT: usize = 8;
@@ -159,14 +159,14 @@ where
         }
     }
     let (chunks, keys): (Vec<ChunkRef>, Vec<KeyEntry>) = done.into_iter().flatten().unzip();
-    let manifest = Manifest::seal(offset, CHUNK_BYTES as u32, chunks, &keys, account)
+    let manifest = Manifest::seal(FORMAT_VERSION, offset, CHUNK_BYTES as u32, chunks, &keys, account)
         .map_err(ChunkingError::Randomness)?;
     Ok(Chunked { manifest, stats })
 }
 
 /// The plaintext of chunk `index`: the manifest opened under `account`, the
-/// chunk fetched (zeros without a fetch for a zero chunk), decrypted, and
-/// checked against its plaintext hash. To read many chunks, open the
+/// chunk fetched (zeros without a fetch for a zero chunk), checked against
+/// the manifest's key table and decrypted. To read many chunks, open the
 /// manifest once ([`Manifest::open`]) and call [`Opened::read_chunk`](crate::Opened::read_chunk).
 pub async fn read_chunk(
     manifest: &Manifest,
@@ -211,13 +211,13 @@ struct Sealed {
 
 /// Hashes, derives the key, encrypts in place and names; CPU work.
 fn seal(salt: &Salt, mut plaintext: Vec<u8>) -> Sealed {
-    let plaintext_sha256 = sha256(&plaintext);
     if plaintext.iter().all(|&b| b == 0) {
-        return Sealed { key: KeyEntry { plaintext_sha256, key: [0; 32] }, stored: None };
+        return Sealed { key: KeyEntry { check: [0; 32], key: [0; 32] }, stored: None };
     }
-    let key = chunk_key(salt, &plaintext_sha256);
+    let key = chunk_key(salt, &sha256(&plaintext));
     apply_chunk_cipher(&key, &mut plaintext);
-    Sealed { key: KeyEntry { plaintext_sha256, key }, stored: Some(NamedChunk::new(Bytes::from(plaintext))) }
+    let check = *blake3::hash(&plaintext).as_bytes();
+    Sealed { key: KeyEntry { check, key }, stored: Some(NamedChunk::new(Bytes::from(plaintext))) }
 }
 
 async fn seal_and_put(
@@ -247,18 +247,20 @@ async fn seal_and_put(
     Ok((index, ChunkRef { offset, len, name }, sealed.key, outcome))
 }
 
-/// Reads one chunk given its entries; see [`read_chunk`].
+/// Reads one chunk given its entries and how its manifest checks them; see [`read_chunk`].
 pub(crate) async fn read_with(
     index: usize,
     chunk: ChunkRef,
     key: KeyEntry,
+    check: Check,
     store: &dyn ChunkStore,
 ) -> Result<Bytes, ReadError> {
     let name = match chunk.name {
         ChunkName::Zero => return Ok(Bytes::from(vec![0u8; chunk.len as usize])),
         ChunkName::Stored(name) => name,
     };
-    // The plaintext's hash, authenticated by the manifest, is checked below: the store need not hash the ciphertext.
+    // The key table's check, authenticated by the manifest, is compared below: the store need not hash the
+    // ciphertext.
     let ciphertext = store.get_unverified(name).await.map_err(|e| match e {
         ChunkError::NotFound(name) => ReadError::Missing { index, name },
         ChunkError::Corrupt(name) => ReadError::Corrupt { index, name },
@@ -268,18 +270,22 @@ pub(crate) async fn read_with(
         return Err(ReadError::WrongPlaintext { index });
     }
     tokio::task::spawn_blocking(move || {
-        let mut plaintext = ciphertext.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        apply_chunk_cipher(&key.key, &mut plaintext);
-        if sha256(&plaintext) == key.plaintext_sha256 {
-            return Ok(plaintext.freeze());
-        }
-        // Which failure it is, told apart only now: bytes that are not the stored chunk, or a chunk that is not
-        // the one this manifest names.
-        apply_chunk_cipher(&key.key, &mut plaintext);
-        match ChunkDigest::of(&plaintext) == name {
+        // Which failure it is, told apart only on failure: bytes that are not the stored chunk, or a chunk that
+        // is not the one this manifest names.
+        let failed = |ciphertext: &[u8]| match ChunkDigest::of(ciphertext) == name {
             true => Err(ReadError::WrongPlaintext { index }),
             false => Err(ReadError::Corrupt { index, name }),
+        };
+        if check == Check::CiphertextBlake3 && *blake3::hash(&ciphertext).as_bytes() != key.check {
+            return failed(&ciphertext);
         }
+        let mut plaintext = ciphertext.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        apply_chunk_cipher(&key.key, &mut plaintext);
+        if check == Check::PlaintextSha256 && sha256(&plaintext) != key.check {
+            apply_chunk_cipher(&key.key, &mut plaintext);
+            return failed(&plaintext);
+        }
+        Ok(plaintext.freeze())
     })
     .await
     .map_err(ReadError::Decrypting)?

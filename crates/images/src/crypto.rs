@@ -13,6 +13,7 @@ type HmacSha256 = Hmac<Sha256>;
 const CHUNK_KEY_DOMAIN: &[u8] = b"ignis chunk key v1";
 const SALT_DOMAIN: &[u8] = b"ignis chunk salt v1";
 const KEY_TABLE_DOMAIN: &[u8] = b"ignis image key table v1";
+const PLAINTEXT_ID_DOMAIN: &[u8] = b"ignis chunk plaintext id v1";
 
 /// An account's secret key: it seals the key tables of that account's image
 /// manifests. Never printed.
@@ -77,6 +78,15 @@ impl fmt::Debug for Salt {
 /// The key of the chunk whose plaintext hashes to `plaintext_sha256`.
 pub(crate) fn chunk_key(salt: &Salt, plaintext_sha256: &[u8; 32]) -> [u8; 32] {
     hmac(&salt.0, &[CHUNK_KEY_DOMAIN, plaintext_sha256])
+}
+
+/// What tells apart the plaintexts that ciphertexts of one name decrypt to: one per key, so a hash of the key
+/// (never the key itself).
+pub(crate) fn plaintext_id(key: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(PLAINTEXT_ID_DOMAIN);
+    h.update(key);
+    h.finalize().into()
 }
 
 /// AES-256-CTR with a zero IV, in place; its own inverse.

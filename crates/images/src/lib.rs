@@ -49,7 +49,9 @@
 //! - `h = SHA-256(p)`; `key = HMAC-SHA256(salt, "ignis chunk key v1" ‖ h)`;
 //! - `c = AES-256-CTR(key, iv = 0, p)` (same length as `p`);
 //! - the chunk's name is `SHA-256(c)`, its [`ChunkDigest`](ignis_chunks::ChunkDigest),
-//!   and it is put only if the store does not hold that name.
+//!   and it is put only if the store does not hold that name;
+//! - its check, in the manifest's sealed key table beside its key, is `BLAKE3(c)`
+//!   (version 1 manifests, still read, have `h` there instead).
 //!
 //! Identical chunks under the same salt so encrypt identically (also across
 //! accounts) and are stored once; the store sees only ciphertext.
@@ -68,16 +70,16 @@
 //! value: a secret operator value stops confirmation by outsiders, and each
 //! new root or operator value starts a fresh namespace, bounding the blast
 //! radius of one bad chunk (deduplication works within one salt only). For
-//! the same reason the plaintext hashes are not in the manifest's clear
-//! part: with the salt, a plaintext hash *is* the key. They travel, with the
-//! keys, in the encrypted key table.
+//! the same reason the keys and the plaintext hashes are not in the
+//! manifest's clear part: with the salt, a plaintext hash *is* the key. The
+//! keys travel in the encrypted key table.
 //!
 //! An all-zero chunk (of any length) is never encrypted nor stored: the
 //! manifest marks it [`ChunkName::Zero`] and a read answers zeros without a
 //! fetch.
 //!
 //! # The manifest's integrity
-//! The key table (each chunk's plaintext hash and key) is sealed with
+//! The key table (each chunk's check and key) is sealed with
 //! XChaCha20-Poly1305 under a key derived from the [`AccountKey`], with a
 //! random nonce, and with the whole clear part (version, sizes, every chunk's
 //! offset and name) as associated data: [`Manifest::open`] fails with
@@ -92,10 +94,12 @@
 //!
 //! # Invariants
 //! - [`read_chunk`] never answers bytes other than the chunk's plaintext as
-//!   it was stored: the store checks the ciphertext's hash against the name,
-//!   the name is authenticated by the manifest, and the decrypted bytes are
-//!   checked against the authenticated plaintext hash; any mismatch or
-//!   absence is a [`ReadError`].
+//!   it was stored: the fetched ciphertext is checked against its BLAKE3
+//!   hash in the authenticated key table before it is decrypted with the
+//!   authenticated key (version 1: the decrypted bytes against the
+//!   authenticated plaintext hash), so the store need not check it; any
+//!   mismatch or absence is a [`ReadError`], `Corrupt` if the bytes do not
+//!   hash to their name either, else `WrongPlaintext`.
 //! - A manifest's chunks cover `0..image_bytes` in order, each
 //!   `chunk_bytes` long but the last; `decode` refuses any other layout.
 

@@ -1,9 +1,9 @@
 //! The image manifest and its binary form.
 //!
-//! Encoding, version 1 (integers big-endian):
+//! Encoding, versions 1 and 2 (integers big-endian):
 //! ```text
 //! "IGNISMAN"                 8 bytes, magic
-//! version        u16         = 1
+//! version        u16         = 2 (1 is still read)
 //! chunk_bytes    u32         > 0
 //! image_bytes    u64
 //! count          u32         = ceil(image_bytes / chunk_bytes)
@@ -14,11 +14,15 @@
 //! }                          -- end of the clear part (the AEAD's associated data)
 //! nonce          [24]        XChaCha20-Poly1305 nonce
 //! sealed_len     u32         = count × 64 + 16
-//! sealed         [sealed_len] the key table: count × { plaintext SHA-256 [32], key [32] }, sealed
+//! sealed         [sealed_len] the key table: count × { check [32], key [32] }, sealed
 //! checksum       [32]        SHA-256 of every byte before it
 //! ```
 //! Nothing may follow the checksum. Only [`Manifest::open`] reads the sealed
-//! part.
+//! part. A chunk's `check` is what a reader compares before answering its
+//! bytes: in version 2 the BLAKE3 hash of its ciphertext (checked before
+//! decrypting, a quarter of SHA-256's work), in version 1 the SHA-256 of its
+//! plaintext (checked after). A manifest keeps its version: it encodes to the
+//! bytes it was decoded from, so its [`Manifest::digest`] stays the same.
 
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -27,12 +31,15 @@ use ignis_chunks::{ChunkDigest, ChunkStore};
 use bytes::Bytes;
 
 use crate::chunking::{ReadError, read_with};
-use crate::crypto::{AccountKey, sha256};
+use crate::crypto::{AccountKey, plaintext_id, sha256};
 
 const MAGIC: &[u8; 8] = b"IGNISMAN";
 
-/// The version [`Manifest::encode`] writes; [`Manifest::decode`] reads only this one.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version new manifests are sealed with; [`Manifest::decode`] reads it and [`OLDEST_VERSION`]..
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest version [`Manifest::decode`] reads.
+pub const OLDEST_VERSION: u16 = 1;
 
 const HEADER: usize = 8 + 2 + 4 + 8 + 4;
 const ENTRY: usize = 8 + 1 + 32;
@@ -63,8 +70,18 @@ pub struct ChunkRef {
 /// A chunk's secrets, in the sealed key table.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyEntry {
-    pub(crate) plaintext_sha256: [u8; 32],
+    /// What the chunk's bytes are checked against; its meaning is the manifest's [`Check`].
+    pub(crate) check: [u8; 32],
     pub(crate) key: [u8; 32],
+}
+
+/// How a manifest's chunks are checked when read (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Version 1: the SHA-256 of the plaintext.
+    PlaintextSha256,
+    /// Version 2: the BLAKE3 hash of the ciphertext.
+    CiphertextBlake3,
 }
 
 /// An image's manifest: its chunks' offsets and names in the clear, their
@@ -72,6 +89,7 @@ pub(crate) struct KeyEntry {
 /// docs).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Manifest {
+    version: u16,
     image_bytes: u64,
     chunk_bytes: u32,
     chunks: Vec<ChunkRef>,
@@ -82,6 +100,7 @@ pub struct Manifest {
 impl std::fmt::Debug for Manifest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manifest")
+            .field("version", &self.version)
             .field("image_bytes", &self.image_bytes)
             .field("chunk_bytes", &self.chunk_bytes)
             .field("chunks", &self.chunks.len())
@@ -95,7 +114,7 @@ impl std::fmt::Debug for Manifest {
 pub enum ManifestError {
     #[error("not an image manifest (bad magic)")]
     NotAManifest,
-    #[error("image manifest version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error("image manifest version {0} is not supported (this build reads versions {OLDEST_VERSION} to {FORMAT_VERSION})")]
     UnsupportedVersion(u16),
     #[error("image manifest is truncated")]
     Truncated,
@@ -111,9 +130,11 @@ pub enum ManifestError {
 }
 
 impl Manifest {
-    /// Seals `keys` (one per chunk, in order) under `account`, binding the
-    /// clear part.
+    /// Seals `keys` (one per chunk, in order, each with the check `version`
+    /// names) under `account`, binding the clear part. New manifests are
+    /// [`FORMAT_VERSION`]; tests seal older ones.
     pub(crate) fn seal(
+        version: u16,
         image_bytes: u64,
         chunk_bytes: u32,
         chunks: Vec<ChunkRef>,
@@ -122,10 +143,10 @@ impl Manifest {
     ) -> Result<Self, getrandom::Error> {
         let mut nonce = [0u8; NONCE];
         getrandom::fill(&mut nonce)?;
-        let mut manifest = Self { image_bytes, chunk_bytes, chunks, nonce, sealed: Vec::new() };
+        let mut manifest = Self { version, image_bytes, chunk_bytes, chunks, nonce, sealed: Vec::new() };
         let mut table = Vec::with_capacity(keys.len() * KEY_ENTRY);
         for entry in keys {
-            table.extend_from_slice(&entry.plaintext_sha256);
+            table.extend_from_slice(&entry.check);
             table.extend_from_slice(&entry.key);
         }
         let aad = manifest.clear_part();
@@ -135,6 +156,18 @@ impl Manifest {
         };
         manifest.sealed = sealed;
         Ok(manifest)
+    }
+
+    /// The format version the manifest was sealed with.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    pub(crate) fn check(&self) -> Check {
+        match self.version {
+            1 => Check::PlaintextSha256,
+            _ => Check::CiphertextBlake3,
+        }
     }
 
     /// The image's length in bytes.
@@ -180,8 +213,8 @@ impl Manifest {
         let keys = table
             .chunks_exact(KEY_ENTRY)
             .map(|e| {
-                let mut entry = KeyEntry { plaintext_sha256: [0; 32], key: [0; 32] };
-                entry.plaintext_sha256.copy_from_slice(&e[..32]);
+                let mut entry = KeyEntry { check: [0; 32], key: [0; 32] };
+                entry.check.copy_from_slice(&e[..32]);
                 entry.key.copy_from_slice(&e[32..]);
                 entry
             })
@@ -212,7 +245,7 @@ impl Manifest {
         }
         let mut r = Reader { bytes, at: 8 };
         let version = r.u16()?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(ManifestError::UnsupportedVersion(version));
         }
         if bytes.len() < HEADER + NONCE + 4 + TAG + CHECKSUM {
@@ -223,14 +256,14 @@ impl Manifest {
             return Err(ManifestError::Corrupt);
         }
         let mut r = Reader { bytes: body, at: r.at };
-        let manifest = Self::parse(&mut r)?;
+        let manifest = Self::parse(version, &mut r)?;
         match r.remaining() {
             0 => Ok(manifest),
             _ => Err(ManifestError::Malformed("bytes after the key table")),
         }
     }
 
-    fn parse(r: &mut Reader<'_>) -> Result<Self, ManifestError> {
+    fn parse(version: u16, r: &mut Reader<'_>) -> Result<Self, ManifestError> {
         let chunk_bytes = r.u32()?;
         let image_bytes = r.u64()?;
         let count = r.u32()? as usize;
@@ -268,14 +301,14 @@ impl Manifest {
             return Err(ManifestError::Malformed("the key table's length does not match the chunk count"));
         }
         let sealed = r.take(sealed_len)?.to_vec();
-        Ok(Self { image_bytes, chunk_bytes, chunks, nonce, sealed })
+        Ok(Self { version, image_bytes, chunk_bytes, chunks, nonce, sealed })
     }
 
     /// The header and chunk list: the clear part, which the seal binds.
     fn clear_part(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.chunks.len() * ENTRY);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.chunk_bytes.to_be_bytes());
         out.extend_from_slice(&self.image_bytes.to_be_bytes());
         out.extend_from_slice(&(self.chunks.len() as u32).to_be_bytes());
@@ -314,18 +347,21 @@ impl Opened<'_> {
         self.manifest
     }
 
-    /// The SHA-256 of chunk `index`'s plaintext, if there is such a chunk.
-    pub fn plaintext_sha256(&self, index: usize) -> Option<[u8; 32]> {
-        self.keys.get(index).map(|k| k.plaintext_sha256)
+    /// What identifies chunk `index`'s plaintext among the plaintexts a chunk of its name could decrypt to (a
+    /// hash of its key: the same for the same chunk in any manifest, of any account or version; never the key),
+    /// if there is such a chunk. A cache of plaintexts keyed by name and this never answers one manifest's
+    /// chunk with bytes another decrypted under other keys.
+    pub fn plaintext_id(&self, index: usize) -> Option<[u8; 32]> {
+        self.keys.get(index).map(|k| plaintext_id(&k.key))
     }
 
-    /// Chunk `index`'s plaintext: fetched by name, decrypted and checked
-    /// against its plaintext hash; zeros without a fetch for a zero chunk.
+    /// Chunk `index`'s plaintext: fetched by name, checked against the key
+    /// table's check and decrypted; zeros without a fetch for a zero chunk.
     pub async fn read_chunk(&self, index: usize, store: &dyn ChunkStore) -> Result<Bytes, ReadError> {
         let (Some(chunk), Some(key)) = (self.manifest.chunks.get(index), self.keys.get(index)) else {
             return Err(ReadError::OutOfRange { index, chunks: self.manifest.chunks.len() });
         };
-        read_with(index, *chunk, *key, store).await
+        read_with(index, *chunk, *key, self.manifest.check(), store).await
     }
 }
 

@@ -119,12 +119,14 @@ async fn round_trip(store: &dyn ChunkStore) {
     assert_eq!(decoded.digest(), manifest.digest());
     assert_eq!(read_all(&decoded, store, &alice()).await, image);
 
-    // The plaintext hashes are the chunks' own; the store holds only ciphertext.
+    // Each chunk is checked by its ciphertext's BLAKE3 hash; the store holds only ciphertext.
+    assert_eq!(decoded.version(), FORMAT_VERSION);
     let opened = decoded.open(&alice()).expect("open");
     for (index, piece) in image.chunks(CHUNK_BYTES).enumerate() {
-        assert_eq!(opened.plaintext_sha256(index), Some(crate::crypto::sha256(piece)));
         let ChunkName::Stored(name) = decoded.chunks()[index].name else { panic!("chunk {index} is not stored") };
-        assert_ne!(&store.get(name).await.expect("get")[..], piece);
+        let ciphertext = store.get(name).await.expect("get");
+        assert_ne!(&ciphertext[..], piece);
+        assert_eq!(&opened.keys[index].check, blake3::hash(&ciphertext).as_bytes());
     }
     assert!(matches!(
         read_chunk(&decoded, 7, store, &alice()).await,
@@ -254,9 +256,11 @@ async fn tampered_manifest_is_refused(store: &dyn ChunkStore) {
     assert_eq!(Manifest::decode(&good[..30]), Err(ManifestError::Truncated));
     assert_eq!(Manifest::decode(b"IGNI"), Err(ManifestError::Truncated));
     assert_eq!(Manifest::decode(b"{\"not\": \"a manifest\"}"), Err(ManifestError::NotAManifest));
-    let mut later = good.clone();
-    later[9] = 2;
-    assert_eq!(Manifest::decode(&later), Err(ManifestError::UnsupportedVersion(2)));
+    for version in [0, FORMAT_VERSION + 1, 0x0100] {
+        let mut other = good.clone();
+        other[8..10].copy_from_slice(&version.to_be_bytes());
+        assert_eq!(Manifest::decode(&other), Err(ManifestError::UnsupportedVersion(version)));
+    }
     let mut longer = good.clone();
     longer.extend_from_slice(&[0; 32]);
     assert_eq!(Manifest::decode(&rechecksummed(longer)), Err(ManifestError::Malformed("bytes after the key table")));
@@ -310,7 +314,7 @@ async fn a_chunk_under_the_wrong_key_is_refused() {
     let opened = manifest.open(&alice()).expect("open");
     let (first, second) = (manifest.chunks()[0], opened.keys[1]);
     assert!(matches!(
-        crate::chunking::read_with(0, first, second, &store).await,
+        crate::chunking::read_with(0, first, second, manifest.check(), &store).await,
         Err(ReadError::WrongPlaintext { index: 0 })
     ));
 }
@@ -340,4 +344,42 @@ async fn another_salt_gives_other_names(store: &dyn ChunkStore) {
         assert_eq!(read_all(&other.manifest, store, &alice()).await, image);
     }
     assert_eq!(held(store).await, 8);
+}
+
+/// `manifest` of `image` as version 1 sealed it: each chunk checked by its plaintext's SHA-256.
+fn as_version_1(manifest: &Manifest, image: &[u8]) -> Manifest {
+    let opened = manifest.open(&alice()).expect("open");
+    let keys: Vec<_> = (opened.keys.iter().zip(image.chunks(CHUNK_BYTES)))
+        .map(|(entry, piece)| crate::manifest::KeyEntry { check: crate::crypto::sha256(piece), key: entry.key })
+        .collect();
+    let chunks = manifest.chunks().to_vec();
+    Manifest::seal(1, manifest.image_bytes(), manifest.chunk_bytes(), chunks, &keys, &alice()).expect("seal")
+}
+
+/// A version 1 manifest (plaintext hashes in its key table) still reads, keeps its bytes and digest, and
+/// tells a tampered chunk and a chunk under the wrong key apart as version 2 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_manifests_still_read() {
+    let store = MemoryChunkStore::new();
+    let image = [random(2 * CHUNK_BYTES, 16), vec![0; CHUNK_BYTES], random(999, 17)].concat();
+    let manifest = as_version_1(&chunk(&image, &store, &salt(), &alice()).await.manifest, &image);
+    let encoded = manifest.encode();
+    assert_eq!(&encoded[8..10], &[0, 1]);
+    let decoded = Manifest::decode(&encoded).expect("decode version 1");
+    assert_eq!((decoded.version(), decoded.encode(), decoded.digest()), (1, encoded, manifest.digest()));
+    assert_eq!(read_all(&decoded, &store, &alice()).await, image);
+
+    let opened = decoded.open(&alice()).expect("open");
+    let (first, second) = (decoded.chunks()[0], opened.keys[1]);
+    assert!(matches!(
+        crate::chunking::read_with(0, first, second, decoded.check(), &store).await,
+        Err(ReadError::WrongPlaintext { index: 0 })
+    ));
+    let ChunkName::Stored(name) = decoded.chunks()[1].name else { panic!("chunk 1 is not stored") };
+    assert!(store.tamper(name, flipped));
+    assert!(matches!(
+        read_chunk(&decoded, 1, &store, &alice()).await,
+        Err(ReadError::Corrupt { index: 1, name: n }) if n == name
+    ));
+    assert_eq!(read_chunk(&decoded, 0, &store, &alice()).await.expect("chunk 0"), &image[..CHUNK_BYTES]);
 }
