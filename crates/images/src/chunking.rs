@@ -214,7 +214,7 @@ fn seal(salt: &Salt, mut plaintext: Vec<u8>) -> Sealed {
     if plaintext.iter().all(|&b| b == 0) {
         return Sealed { key: KeyEntry { check: [0; 32], key: [0; 32] }, stored: None };
     }
-    let key = chunk_key(salt, &sha256(&plaintext));
+    let key = chunk_key(salt, &plaintext);
     apply_chunk_cipher(&key, &mut plaintext);
     let check = *blake3::hash(&plaintext).as_bytes();
     Sealed { key: KeyEntry { check, key }, stored: Some(NamedChunk::new(Bytes::from(plaintext))) }

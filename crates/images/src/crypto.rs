@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 type HmacSha256 = Hmac<Sha256>;
 
-const CHUNK_KEY_DOMAIN: &[u8] = b"ignis chunk key v1";
+const CHUNK_KEY_CONTEXT: &str = "ignis chunk key v2";
 const SALT_DOMAIN: &[u8] = b"ignis chunk salt v1";
 const KEY_TABLE_DOMAIN: &[u8] = b"ignis image key table v1";
 const PLAINTEXT_ID_DOMAIN: &[u8] = b"ignis chunk plaintext id v1";
@@ -47,7 +47,10 @@ impl fmt::Debug for AccountKey {
 /// and an optional operator-set value. Chunks deduplicate only under the
 /// same salt.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Salt([u8; 32]);
+pub struct Salt {
+    /// The BLAKE3 key chunk keys are hashed under, derived from the salt's value.
+    chunk_key_key: [u8; 32],
+}
 
 impl Salt {
     /// The salt of chunk store root `root_id`, varied by the operator's
@@ -65,7 +68,8 @@ impl Salt {
                 h.update(value);
             }
         }
-        Self(h.finalize().into())
+        let value: [u8; 32] = h.finalize().into();
+        Self { chunk_key_key: blake3::derive_key(CHUNK_KEY_CONTEXT, &value) }
     }
 }
 
@@ -75,9 +79,10 @@ impl fmt::Debug for Salt {
     }
 }
 
-/// The key of the chunk whose plaintext hashes to `plaintext_sha256`.
-pub(crate) fn chunk_key(salt: &Salt, plaintext_sha256: &[u8; 32]) -> [u8; 32] {
-    hmac(&salt.0, &[CHUNK_KEY_DOMAIN, plaintext_sha256])
+/// The key of the chunk `plaintext`: its BLAKE3 hash keyed by the salt (a pseudo-random function of the
+/// plaintext, so a key encrypts exactly one plaintext).
+pub(crate) fn chunk_key(salt: &Salt, plaintext: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(&salt.chunk_key_key, plaintext).as_bytes()
 }
 
 /// What tells apart the plaintexts that ciphertexts of one name decrypt to: one per key, so a hash of the key

@@ -46,20 +46,22 @@
 //!
 //! # Convergent encryption
 //! For a chunk with plaintext `p` (the last chunk may be short):
-//! - `h = SHA-256(p)`; `key = HMAC-SHA256(salt, "ignis chunk key v1" ‖ h)`;
+//! - `key = BLAKE3-keyed(k, p)`, where `k = BLAKE3-derive-key("ignis chunk key v2", salt)`;
 //! - `c = AES-256-CTR(key, iv = 0, p)` (same length as `p`);
 //! - the chunk's name is `SHA-256(c)`, its [`ChunkDigest`](ignis_chunks::ChunkDigest),
 //!   and it is put only if the store does not hold that name;
 //! - its check, in the manifest's sealed key table beside its key, is `BLAKE3(c)`
-//!   (version 1 manifests, still read, have `h` there instead).
+//!   (version 1 manifests, still read, have `SHA-256(p)` there instead; their
+//!   chunks' keys were `HMAC-SHA256(salt, "ignis chunk key v1" ‖ SHA-256(p))`,
+//!   so the same plaintext stored by both versions is two chunks).
 //!
 //! Identical chunks under the same salt so encrypt identically (also across
 //! accounts) and are stored once; the store sees only ciphertext.
 //!
 //! Why a fixed IV is safe: CTR mode breaks when one (key, IV) pair encrypts
 //! two different plaintexts (the keystreams cancel out). Here a key is a
-//! function of its plaintext's SHA-256, so a key encrypts exactly one
-//! plaintext (two would be a SHA-256 collision), and re-encrypting that same
+//! keyed hash of its plaintext, so a key encrypts exactly one plaintext (two
+//! would be a BLAKE3 collision), and re-encrypting that same
 //! plaintext gives the same ciphertext, which reveals nothing new. An IV
 //! would add nothing, and a random one would defeat deduplication.
 //!
@@ -69,10 +71,9 @@
 //! The salt is `SHA-256` of the store's current root id and the operator's
 //! value: a secret operator value stops confirmation by outsiders, and each
 //! new root or operator value starts a fresh namespace, bounding the blast
-//! radius of one bad chunk (deduplication works within one salt only). For
-//! the same reason the keys and the plaintext hashes are not in the
-//! manifest's clear part: with the salt, a plaintext hash *is* the key. The
-//! keys travel in the encrypted key table.
+//! radius of one bad chunk (deduplication works within one salt only). The
+//! keys are not in the manifest's clear part: they travel in the encrypted
+//! key table.
 //!
 //! An all-zero chunk (of any length) is never encrypted nor stored: the
 //! manifest marks it [`ChunkName::Zero`] and a read answers zeros without a

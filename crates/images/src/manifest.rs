@@ -348,7 +348,7 @@ impl Opened<'_> {
     }
 
     /// What identifies chunk `index`'s plaintext among the plaintexts a chunk of its name could decrypt to (a
-    /// hash of its key: the same for the same chunk in any manifest, of any account or version; never the key),
+    /// hash of its key: the same for the same chunk in any manifest, of any account; never the key),
     /// if there is such a chunk. A cache of plaintexts keyed by name and this never answers one manifest's
     /// chunk with bytes another decrypted under other keys.
     pub fn plaintext_id(&self, index: usize) -> Option<[u8; 32]> {
