@@ -16,9 +16,10 @@
 //!    per-user limits of its user namespace, the message queue limits of its ipc namespace and `RLIMIT_MSGQUEUE`
 //!    (`limit_kernel_resources`);
 //! 3. says it is ready; then waits, a shell in the worker's pool, for its
-//!    function's `InitConfig` and mount tree (detached): the code, which it mounts at `/var/task`, or a container
-//!    image, which becomes the root in place of the base (`enter_image`); then a `/tmp` and a `/dev/shm` of the
-//!    function's size (`mount_scratch`); the tree's fd is closed;
+//!    function's `InitConfig` and mount trees (detached), in this order: a container image or runtime base, which
+//!    becomes the root in place of the base (`enter_image`); the code, which it mounts at `/var/task`; the layers,
+//!    at `/opt` (each optional); then a `/tmp` and a `/dev/shm` of the function's size (`mount_scratch`); the
+//!    trees' fds are closed;
 //! 4. forks the runtime: default signal dispositions, empty mask, new session; empties the capability bounding
 //!    set; no supplementary groups; gid/uid of the sandbox user (which clears the effective, permitted and ambient
 //!    sets), inheritable set cleared with `capset`, ambient cleared; `no_new_privs`; cwd `/var/task` (an image's:
@@ -124,18 +125,18 @@ pub fn main() -> ! {
 }
 
 fn report(control: BorrowedFd<'_>, msg: &InitMsg) -> io::Result<()> {
-    proto::send(control, &serde_json::to_vec(msg).expect("serializable"), None)
+    proto::send(control, &serde_json::to_vec(msg).expect("serializable"), &[])
 }
 
-/// Reads one JSON message (and the fd it carries, if any) from the worker; exits quietly if the worker hung up (a
-/// pooled shell it discarded).
-fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) -> Result<(T, Option<OwnedFd>)> {
-    let (buf, fd) = match proto::recv(control, 0).ctx(|| format!("reading {what}"))? {
+/// Reads one JSON message (and the fds it carries) from the worker; exits quietly if the worker hung up (a pooled
+/// shell it discarded).
+fn receive<T: serde::de::DeserializeOwned>(control: BorrowedFd<'_>, what: &str) -> Result<(T, Vec<OwnedFd>)> {
+    let (buf, fds) = match proto::recv(control, 0).ctx(|| format!("reading {what}"))? {
         Some(message) => message,
         None => std::process::exit(0),
     };
     let msg = serde_json::from_slice(&buf).map_err(io::Error::other).ctx(|| format!("parsing {what}"))?;
-    Ok((msg, fd))
+    Ok((msg, fds))
 }
 
 fn run(control: BorrowedFd<'_>) -> Result<()> {
@@ -158,15 +159,22 @@ fn run(control: BorrowedFd<'_>) -> Result<()> {
     // 3. Ready for a function.
     report(control, &InitMsg::Ready).ctx(|| "reporting ready".into())?;
 
-    // 4. The function: code at /var/task or an image as the root; /tmp, /dev/shm.
-    let (cfg, tree): (InitConfig, _) = receive(control, "config")?;
-    let tree = tree.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no mount tree")).ctx(|| "config".into())?;
-    match cfg.tree {
-        Tree::Code => attach(tree.as_fd(), Path::new("/var/task")).ctx(|| "attaching the code at /var/task".into())?,
-        Tree::Image => enter_image(tree.as_fd())?,
+    // 4. The function: an image (or runtime base) as the root, the code at /var/task, the layers at /opt; /tmp,
+    //    /dev/shm.
+    let (cfg, trees): (InitConfig, _) = receive(control, "config")?;
+    if trees.len() != cfg.trees.len() {
+        let e = io::Error::new(io::ErrorKind::InvalidData, format!("{} mount trees for {:?}", trees.len(), cfg.trees));
+        return Err(e).ctx(|| "config".into());
+    }
+    for (kind, tree) in cfg.trees.iter().zip(&trees) {
+        match kind {
+            Tree::Image => enter_image(tree.as_fd())?,
+            Tree::Code => attach(tree.as_fd(), Path::new("/var/task")).ctx(|| "attaching the code at /var/task".into())?,
+            Tree::Opt => attach(tree.as_fd(), Path::new("/opt")).ctx(|| "attaching the layers at /opt".into())?,
+        }
     }
     // Not for the runtime to inherit.
-    drop(tree);
+    drop(trees);
     mount_scratch(cfg.tmp_mb)?;
 
     // 5. The runtime.
@@ -354,7 +362,8 @@ fn ln_s(target: &str, link: &Path) -> Result<()> {
 ///
 /// - `proc`: a fresh procfs of the sandbox's pid namespace, nosuid, nodev, noexec (mounted before the pivot: in a
 ///   user namespace the kernel allows a new procfs only while a fully visible one is mounted);
-/// - `var/task`: the code directory: the detached mount tree the worker cloned (read-only, nosuid, nodev);
+/// - `var/task`: the code directory: the detached mount tree the worker cloned (read-only, nosuid, nodev); `opt`:
+///   the layers' tree, likewise, if the function has layers;
 /// - `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev; `dev/shm`: one of up to 64 MiB.
 ///
 /// A sandbox of a container image leaves the base for the image instead ([`enter_image`]).

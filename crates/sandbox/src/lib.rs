@@ -51,10 +51,11 @@
 //! end of the output pipe) and fd 3 (its end of the control socket); every other fd is made close-on-exec before
 //! its exec (`close_range(CLOSE_RANGE_CLOEXEC)`), so nothing of the worker leaks in, not even fds other threads
 //! created without `O_CLOEXEC`. (The child also uses, until that exec, a "go" pipe, an error pipe and the `O_PATH`
-//! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, the code
-//! directory as a detached read-only mount tree (a clone of its image's mount, see [`code`]; attached at
-//! `/var/task`, then closed), or a container image's tree (a clone of [`ImageRoot::tree`]; attached, entered, then
-//! closed, before the pivot into it). The caller's [`ImageRoot::tree`] is closed with the [`SandboxConfig`], once
+//! fd of the `ignis-init` executable it execs through.) Init then receives, over the control socket, detached
+//! read-only mount trees, each closed once attached: a container image's or runtime base's (a clone of
+//! [`ImageRoot::tree`]; attached and entered, before the pivot into it), the code directory's (a clone of its
+//! image's mount, see [`code`]; attached at `/var/task`) and the layers directory's (likewise, at `/opt`), each if
+//! the function has one. The caller's [`ImageRoot::tree`] is closed with the [`SandboxConfig`], once
 //! [`Host::spawn`] returns. The runtime gets only fds
 //! 0, 1 and 2 (fd 3 is close-on-exec). The worker keeps: the read end of the output pipe ([`Sandbox::output`]), the
 //! runtime API listener of the sandbox's network namespace ([`Sandbox::runtime_api`]), the control socket and a
@@ -62,7 +63,7 @@
 //!
 //! **What the root holds.** See [`init`] (`build_base`, `enter_root`, `mount_scratch`): read-only host `/usr` (+ the
 //! top-level links into it), a generated minimal `/etc` with a few read-only host files (never `/etc/shadow`), the
-//! code read-only at `/var/task`, empty `/opt`, a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no
+//! code read-only at `/var/task`, the layers read-only at `/opt` (else it is empty), a private bounded `/tmp`, a fresh `/proc`, a minimal `/dev`; no
 //! `/sys`. The read-only part (a read-only tmpfs with the binds) is the *base*, built once per [`Host`] and spawner
 //! thread, on the empty directory `<state_dir>/root`, in a mount namespace of that thread's own (the thread unshares
 //! it on its first spawn: `unshare(CLONE_NEWNS)` affects only the calling thread, and also gives it its own cwd and
@@ -78,7 +79,9 @@
 //! kinds), and once given its function attaches the image on the base's `/var/task`, mounts `/proc` and `/dev` on
 //! the image's own `proc` and `dev` directories, pivots into it and detaches the base. The image's `dev`, `proc`
 //! and `tmp` must be directories (the worker checks before it sends the tree: [`SandboxError::Image`]); its files
-//! appear owned by the overflow id (their owners are unmapped in the sandbox), so must be readable by others.
+//! appear owned by the overflow id (their owners are unmapped in the sandbox), so must be readable by others. A
+//! *runtime base* is such an image given with a code directory, and maybe a layers directory: they are mounted on
+//! the image's own `/var/task` and `/opt` (which must be directories) after the pivot, as on the host base.
 //!
 //! **Who cleans up what.**
 //! - Processes: when the runtime exits, init reports its status and exits, and the kernel kills everything else in
@@ -118,16 +121,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cgroup::CgroupDriver;
+use proto::Tree;
 
 pub struct SandboxConfig {
-    /// Host directory mounted read-only at `/var/task`. Its contents must be readable (and searchable) by *others*
-    /// (the sandbox user is uid 993 in its own user namespace, an unmapped id for host files), e.g. directories 0755
-    /// and files 0644, the entrypoint 0755. Its parent directories need not be: the worker opens it. Its contents
-    /// must not change once a sandbox was spawned from it: the host packs it once into an image (see [`code`]).
-    /// Ignored with an [`image`](SandboxConfig::image).
-    pub code_dir: PathBuf,
-    /// A container image as the root file system instead of the runtime base and the code (see [`ImageRoot`]);
-    /// `None` for a function of a code directory.
+    /// Host directory mounted read-only at `/var/task`, or `None` (a container image's sandbox: no code apart from
+    /// the image). Its contents must be readable (and searchable) by *others* (the sandbox user is uid 993 in its
+    /// own user namespace, an unmapped id for host files), e.g. directories 0755 and files 0644, the entrypoint
+    /// 0755. Its parent directories need not be: the worker opens it. Its contents must not change once a sandbox
+    /// was spawned from it: the host packs it once into an image (see [`code`]).
+    pub code_dir: Option<PathBuf>,
+    /// Host directory mounted read-only at `/opt` (the function's layers, unpacked into one tree), or `None` (an
+    /// empty `/opt`, or the image's own). The same rules as for [`code_dir`](SandboxConfig::code_dir).
+    pub opt_dir: Option<PathBuf>,
+    /// The root file system: a container image, or a runtime base (see [`ImageRoot`]), in place of the host base;
+    /// with a code or layers directory it must hold `/var/task` or `/opt` to mount them on.
     pub image: Option<ImageRoot>,
     /// Hard memory limit (no swap).
     pub memory_mb: u32,
@@ -441,15 +448,9 @@ impl Host {
             None => self.new_id()?,
         };
         let cfg = configure(&id);
-        let tree = spawn::validate(&cfg).and_then(|()| match &cfg.image {
-            Some(image) => spawn::image_tree(image),
-            None => self
-                .code
-                .tree(&cfg.code_dir)
-                .map_err(|e| SandboxError::io(format!("code dir {}", cfg.code_dir.display()), e)),
-        });
-        let tree = match tree {
-            Ok(tree) => tree,
+        let trees = spawn::validate(&cfg).and_then(|()| self.trees(&cfg));
+        let trees = match trees {
+            Ok(trees) => trees,
             Err(e) => {
                 if let Some(shell) = pooled {
                     self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(shell);
@@ -458,13 +459,28 @@ impl Host {
             }
         };
         let Some(shell) = pooled else {
-            return spawn::new_sandbox(self, id, &cfg, &tree);
+            return spawn::new_sandbox(self, id, &cfg, &trees);
         };
-        match spawn::launch(shell, &cfg, &tree) {
+        match spawn::launch(shell, &cfg, &trees) {
             // A pooled shell that died while it waited (and is gone now): a fresh one of the same id will do.
-            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &tree),
+            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &trees),
             done => done,
         }
+    }
+
+    /// The mount trees of a sandbox of `cfg` (validated), in the order init takes them.
+    fn trees(&self, cfg: &SandboxConfig) -> Result<spawn::Trees, SandboxError> {
+        let mut trees = Vec::with_capacity(proto::MAX_FDS);
+        if let Some(image) = &cfg.image {
+            trees.push((Tree::Image, spawn::image_tree(image, cfg.code_dir.is_some(), cfg.opt_dir.is_some())?));
+        }
+        for (kind, dir) in [(Tree::Code, &cfg.code_dir), (Tree::Opt, &cfg.opt_dir)] {
+            if let Some(dir) = dir {
+                let tree = self.code.tree(dir).map_err(|e| SandboxError::io(format!("directory {}", dir.display()), e))?;
+                trees.push((kind, tree));
+            }
+        }
+        Ok(trees)
     }
 }
 

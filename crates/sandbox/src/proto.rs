@@ -43,18 +43,23 @@ pub struct InitConfig {
     pub args: Vec<String>,
     /// The entrypoint's working directory.
     pub cwd: String,
-    /// What the mount tree sent with this config is.
-    pub tree: Tree,
+    /// What the mount trees sent with this config are, in the order of their fds: the image first, if any.
+    pub trees: Vec<Tree>,
 }
 
-/// The mount tree that comes with an [`InitConfig`].
+/// A mount tree that comes with an [`InitConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tree {
-    /// The code, for `/var/task` of the root base.
-    Code,
-    /// A container image: the root itself.
+    /// A container image or a runtime base: the root itself.
     Image,
+    /// The code, for `/var/task` (of the root base, or of the image).
+    Code,
+    /// The function's layers, for `/opt` (of the root base, or of the image).
+    Opt,
 }
+
+/// The most fds one message carries.
+pub const MAX_FDS: usize = 3;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum InitMsg {
@@ -69,8 +74,8 @@ pub enum InitMsg {
     Signaled { signal: i32 },
 }
 
-/// Sends one packet, optionally with one fd attached.
-pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+/// Sends one packet, with `fds` (at most [`MAX_FDS`]) attached.
+pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
     // u64 storage keeps the control buffer aligned for cmsghdr.
     let mut cbuf = [0u64; 8];
@@ -78,20 +83,27 @@ pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
     let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
     mh.msg_iov = &mut iov;
     mh.msg_iovlen = 1;
-    if let Some(fd) = fd {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds for one message"));
+    }
+    if !fds.is_empty() {
+        let bytes = (fds.len() * size_of::<libc::c_int>()) as u32;
         // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         assert!(space <= size_of_val(&cbuf));
         mh.msg_control = cbuf.as_mut_ptr().cast();
         mh.msg_controllen = space as _;
-        // SAFETY: msg_control points at `space` zeroed, aligned bytes, enough for one cmsghdr with one int, so
-        // CMSG_FIRSTHDR is non-null and CMSG_DATA is within the buffer.
+        // SAFETY: msg_control points at `space` zeroed, aligned bytes, enough for one cmsghdr with `fds.len()` ints,
+        // so CMSG_FIRSTHDR is non-null and CMSG_DATA is within the buffer for each of them.
         unsafe {
             let cm = libc::CMSG_FIRSTHDR(&mh);
             (*cm).cmsg_level = libc::SOL_SOCKET;
             (*cm).cmsg_type = libc::SCM_RIGHTS;
-            (*cm).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<libc::c_int>(), fd.as_raw_fd());
+            (*cm).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            let data = libc::CMSG_DATA(cm).cast::<libc::c_int>();
+            for (i, fd) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+            }
         }
     }
     loop {
@@ -107,9 +119,9 @@ pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
     }
 }
 
-/// Receives one packet (and an attached fd, made CLOEXEC). `Ok(None)` on end of stream.
-/// `flags` e.g. `MSG_DONTWAIT`.
-pub fn recv(sock: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+/// Receives one packet and the fds attached to it (made CLOEXEC; at most [`MAX_FDS`] kept, in order, any further
+/// ones closed). `Ok(None)` on end of stream. `flags` e.g. `MSG_DONTWAIT`.
+pub fn recv(sock: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MSG];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut cbuf = [0u64; 8];
@@ -130,7 +142,7 @@ pub fn recv(sock: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<(Vec<
             return Err(e);
         }
     };
-    let mut fd = None;
+    let mut fds = Vec::new();
     // SAFETY: mh was filled by recvmsg; the CMSG_* macros walk the control buffer within msg_controllen.
     unsafe {
         let mut cm = libc::CMSG_FIRSTHDR(&mh);
@@ -142,20 +154,20 @@ pub fn recv(sock: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<(Vec<
                     let raw = std::ptr::read_unaligned(data.add(i));
                     // SAFETY: the kernel installed this fd in our table for us; we own it now. Extra fds are closed.
                     let owned = OwnedFd::from_raw_fd(raw);
-                    if fd.is_none() {
-                        fd = Some(owned);
+                    if fds.len() < MAX_FDS {
+                        fds.push(owned);
                     }
                 }
             }
             cm = libc::CMSG_NXTHDR(&mh, cm);
         }
     }
-    if n == 0 && fd.is_none() {
+    if n == 0 && fds.is_empty() {
         return Ok(None);
     }
     if mh.msg_flags & libc::MSG_TRUNC != 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "control message too large"));
     }
     buf.truncate(n);
-    Ok(Some((buf, fd)))
+    Ok(Some((buf, fds)))
 }

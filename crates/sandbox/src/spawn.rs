@@ -33,7 +33,7 @@
 //! reaped, the cgroup removed and the uid slot released (by dropping the [`Shell`] or the half-made parts).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,23 +79,30 @@ pub(crate) fn validate(cfg: &SandboxConfig) -> Result<(), SandboxError> {
         if image.args.iter().any(|arg| arg.contains('\0')) {
             return invalid("an argument holds a NUL byte".into());
         }
-        return Ok(());
     }
-    if !cfg.code_dir.is_dir() {
-        return Err(SandboxError::io(format!("code dir {}", cfg.code_dir.display()), io::ErrorKind::NotFound.into()));
+    for dir in cfg.code_dir.iter().chain(&cfg.opt_dir) {
+        if !dir.is_dir() {
+            return Err(SandboxError::io(format!("directory {}", dir.display()), io::ErrorKind::NotFound.into()));
+        }
     }
     Ok(())
 }
 
-/// Top-level directories of an image that init mounts on (see [`crate::init`]).
+/// Directories of an image that init mounts on (see [`crate::init`]): always; and with code (`var` checked to be
+/// a directory first, not a link); and with layers.
 const IMAGE_MOUNTPOINTS: [&std::ffi::CStr; 3] = [c"dev", c"proc", c"tmp"];
+const CODE_MOUNTPOINTS: [&std::ffi::CStr; 2] = [c"var", c"var/task"];
+const OPT_MOUNTPOINTS: [&std::ffi::CStr; 1] = [c"opt"];
 
 /// The mount tree a sandbox of `image` gets: a clone of the image's tree, read-only, nosuid, nodev and private
-/// (whatever the caller's was), once checked that it holds the directories init mounts on. These must be
-/// directories, not links: init resolves them below the image's root before it pivots into it.
-pub(crate) fn image_tree(image: &ImageRoot) -> Result<OwnedFd, SandboxError> {
+/// (whatever the caller's was), once checked that it holds the directories init mounts on (`/var/task` if `code`,
+/// `/opt` if `opt`). These must be directories, not links: init resolves them below the image's root.
+pub(crate) fn image_tree(image: &ImageRoot, code: bool, opt: bool) -> Result<OwnedFd, SandboxError> {
     let tree = crate::code::clone(&image.tree).map_err(io_err("cloning the image's mount tree"))?;
-    for path in IMAGE_MOUNTPOINTS {
+    let code = CODE_MOUNTPOINTS.iter().filter(|_| code);
+    let opt = OPT_MOUNTPOINTS.iter().filter(|_| opt);
+    let needed: Vec<&std::ffi::CStr> = IMAGE_MOUNTPOINTS.iter().chain(code).chain(opt).copied().collect();
+    for &path in &needed {
         let name = path.to_string_lossy();
         // SAFETY: stat is plain old data, written by fstatat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -112,9 +119,8 @@ pub(crate) fn image_tree(image: &ImageRoot) -> Result<OwnedFd, SandboxError> {
         } else {
             continue;
         };
-        return Err(SandboxError::Image {
-            what: format!("{what} /{name} (every image needs the directories /dev, /proc and /tmp at its top, empty)"),
-        });
+        let all: Vec<String> = needed.iter().map(|p| format!("/{}", p.to_string_lossy())).collect();
+        return Err(SandboxError::Image { what: format!("{what} /{name} (it needs the directories {}, empty)", all.join(", ")) });
     }
     Ok(tree)
 }
@@ -166,25 +172,23 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 
 /// Makes a sandbox named `id` from nothing: [`new_shell`] and [`launch`] in one, with the function given to init
 /// while it starts rather than after it reported ready.
-/// `cfg` has been validated.
-/// `tree` is the code's mount tree ([`crate::code`]) or the image's ([`image_tree`]).
-pub(crate) fn new_sandbox(
-    host: &Host,
-    id: String,
-    cfg: &SandboxConfig,
-    tree: &OwnedFd,
-) -> Result<Sandbox, SandboxError> {
-    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, tree };
+/// `cfg` has been validated; `trees` are its mount trees ([`Trees`]).
+pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, trees: &Trees) -> Result<Sandbox, SandboxError> {
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg, trees)?, trees };
     let Shell(sandbox) = make(host, id, Some(function))?;
     await_exec(sandbox, cfg)
 }
+
+/// A sandbox's mount trees, in the order init takes them: the image's or runtime base's ([`image_tree`]), the
+/// code's and the layers' ([`crate::code`]), each if any.
+pub(crate) type Trees = Vec<(Tree, OwnedFd)>;
 
 /// What [`launch`] gives a shell.
 struct Function<'a> {
     tenant: &'a str,
     limits: Limits,
     config: Vec<u8>,
-    tree: &'a OwnedFd,
+    trees: &'a Trees,
 }
 
 fn limits(cfg: &SandboxConfig) -> Limits {
@@ -202,25 +206,25 @@ fn make(host: &Host, id: String, function: Option<Function<'_>>) -> Result<Shell
 }
 
 /// Gives `shell` its function and starts the runtime.
-/// `cfg` has been validated.
-/// `tree` is the code's mount tree ([`crate::code`]) or the image's ([`image_tree`]).
-pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, tree: &OwnedFd) -> Result<Sandbox, SandboxError> {
+/// `cfg` has been validated; `trees` are its mount trees ([`Trees`]).
+pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, trees: &Trees) -> Result<Sandbox, SandboxError> {
     let Shell(sandbox) = shell;
     sandbox.network.set_tenant(&cfg.tenant);
-    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg)?, tree };
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg, trees)?, trees };
     give(&sandbox.cgroups, &sandbox.id, &sandbox.control, &function)?;
     await_exec(sandbox, cfg)
 }
 
-/// Init's configuration for `cfg`, serialized.
-fn function_config(cfg: &SandboxConfig) -> Result<Vec<u8>, SandboxError> {
-    let (args, cwd, tree) = match &cfg.image {
-        Some(image) if image.workdir.is_empty() => (image.args.clone(), "/".into(), Tree::Image),
-        Some(image) => (image.args.clone(), image.workdir.clone(), Tree::Image),
-        None => (Vec::new(), "/var/task".into(), Tree::Code),
+/// Init's configuration for `cfg` with `trees`, serialized.
+fn function_config(cfg: &SandboxConfig, trees: &Trees) -> Result<Vec<u8>, SandboxError> {
+    let (args, cwd) = match &cfg.image {
+        Some(image) if image.workdir.is_empty() => (image.args.clone(), "/".into()),
+        Some(image) => (image.args.clone(), image.workdir.clone()),
+        None => (Vec::new(), "/var/task".into()),
     };
+    let trees = trees.iter().map(|(kind, _)| *kind).collect();
     let init_cfg =
-        InitConfig { tmp_mb: cfg.tmp_mb, env: cfg.env.clone(), entrypoint: cfg.entrypoint.clone(), args, cwd, tree };
+        InitConfig { tmp_mb: cfg.tmp_mb, env: cfg.env.clone(), entrypoint: cfg.entrypoint.clone(), args, cwd, trees };
     let config = serde_json::to_vec(&init_cfg).map_err(|e| SandboxError::io("serializing config", io::Error::other(e)))?;
     if config.len() > proto::MAX_MSG {
         let what = "sandbox config (environment or arguments too large)";
@@ -229,12 +233,12 @@ fn function_config(cfg: &SandboxConfig) -> Result<Vec<u8>, SandboxError> {
     Ok(config)
 }
 
-/// Memory and CPU limits written, then the function's config and mount tree sent to init (which forks the runtime
+/// Memory and CPU limits written, then the function's config and mount trees sent to init (which forks the runtime
 /// only once it has them).
 fn give(cgroups: &Arc<dyn CgroupDriver>, id: &str, control: &OwnedFd, function: &Function<'_>) -> Result<(), SandboxError> {
     cgroups.set_limits(id, &function.limits).map_err(|e| SandboxError::io("setting cgroup limits", e))?;
-    proto::send(control.as_fd(), &function.config, Some(function.tree.as_fd()))
-        .map_err(io_err("sending config to ignis-init"))
+    let fds: Vec<BorrowedFd<'_>> = function.trees.iter().map(|(_, tree)| tree.as_fd()).collect();
+    proto::send(control.as_fd(), &function.config, &fds).map_err(io_err("sending config to ignis-init"))
 }
 
 /// Waits for init's report of the entrypoint's exec.
@@ -273,8 +277,8 @@ pub(crate) fn mount_setattr(dirfd: libc::c_int, path: &std::ffi::CStr, flags: li
 }
 
 /// One message from init: what it says and any fd it passed.
-fn receive(control: &OwnedFd) -> Result<(InitMsg, Option<OwnedFd>), SandboxError> {
-    let (bytes, fd) = match proto::recv(control.as_fd(), 0) {
+fn receive(control: &OwnedFd) -> Result<(InitMsg, Vec<OwnedFd>), SandboxError> {
+    let (bytes, fds) = match proto::recv(control.as_fd(), 0) {
         Ok(Some(m)) => m,
         Ok(None) => return Err(SandboxError::io("ignis-init exited during setup", io::ErrorKind::UnexpectedEof.into())),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -283,7 +287,7 @@ fn receive(control: &OwnedFd) -> Result<(InitMsg, Option<OwnedFd>), SandboxError
         Err(e) => return Err(SandboxError::io("receiving from ignis-init", e)),
     };
     let message = serde_json::from_slice(&bytes).map_err(|e| SandboxError::io("bad message from ignis-init", io::Error::other(e)))?;
-    Ok((message, fd))
+    Ok((message, fds))
 }
 
 /// A message init should not send at this point, or its report of a failed setup.
@@ -498,7 +502,7 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     }
     set_recv_timeout(&control, HANDSHAKE_TIMEOUT).map_err(io_err("SO_RCVTIMEO"))?;
     // If the child failed before its exec, say why rather than that the send failed.
-    let sent = proto::send(control.as_fd(), &config, None).map_err(io_err("sending config to ignis-init"));
+    let sent = proto::send(control.as_fd(), &config, &[]).map_err(io_err("sending config to ignis-init"));
     if let Some((stage, errno)) = child_failure(err_r)? {
         let stage = CHILD_STAGES.get(usize::from(stage)).copied().unwrap_or("?");
         let what = if stage == CHILD_STAGES[1] {
@@ -511,14 +515,14 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
 
     sent?;
     // A sandbox made from nothing: its function goes now, while init is still starting.
-    if let Some(function) = &function {
-        if let Err(e) = give(&host.cgroups, id, &control, function) {
-            // Init may have failed its setup and said why before it hung up.
-            return Err(match receive(&control) {
-                Ok((message, _)) => unexpected(message),
-                Err(_) => e,
-            });
-        }
+    if let Some(function) = &function
+        && let Err(e) = give(&host.cgroups, id, &control, function)
+    {
+        // Init may have failed its setup and said why before it hung up.
+        return Err(match receive(&control) {
+            Ok((message, _)) => unexpected(message),
+            Err(_) => e,
+        });
     }
     match receive(&control)? {
         (InitMsg::Ready, _) => {}

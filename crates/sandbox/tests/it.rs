@@ -32,7 +32,8 @@ fn code(script: &str) -> tempfile::TempDir {
 
 fn config(code_dir: &Path) -> SandboxConfig {
     SandboxConfig {
-        code_dir: code_dir.to_owned(),
+        code_dir: Some(code_dir.to_owned()),
+        opt_dir: None,
         image: None,
         memory_mb: 128,
         tmp_mb: 16,
@@ -266,7 +267,10 @@ fn bad_config() {
     assert!(host.set_id_prefix("Bad/Prefix").is_err());
     let dir = code("exit 0");
     let mut cfg = config(dir.path());
-    cfg.code_dir = dir.path().join("nope");
+    cfg.code_dir = Some(dir.path().join("nope"));
+    assert!(matches!(host.spawn(|_| cfg), Err(SandboxError::Io { .. })));
+    let mut cfg = config(dir.path());
+    cfg.opt_dir = Some(dir.path().join("nope"));
     assert!(matches!(host.spawn(|_| cfg), Err(SandboxError::Io { .. })));
     let mut cfg = config(dir.path());
     cfg.entrypoint = "relative".into();
@@ -1019,6 +1023,11 @@ fn copy_into(root: &Path, path: &Path) {
 /// An image's directory: [`IMAGE_PROGRAMS`], `app/run` = `script` (a `/bin/sh` script), and the empty directories
 /// `dev`, `proc`, `sys` and `tmp` but those in `without`; everything readable by others.
 fn image_dir(script: &str, without: &[&str]) -> tempfile::TempDir {
+    image_dir_with(script, ["dev", "proc", "sys", "tmp"].into_iter().filter(|name| !without.contains(name)))
+}
+
+/// [`image_dir`] with the empty directories `dirs`.
+fn image_dir_with<'a>(script: &str, dirs: impl IntoIterator<Item = &'a str>) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("ignis-image-").tempdir().unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1031,8 +1040,8 @@ fn image_dir(script: &str, without: &[&str]) -> tempfile::TempDir {
             copy_into(root, Path::new(lib));
         }
     }
-    for name in ["dev", "proc", "sys", "tmp"].into_iter().filter(|name| !without.contains(name)) {
-        std::fs::create_dir(root.join(name)).unwrap();
+    for name in dirs {
+        std::fs::create_dir_all(root.join(name)).unwrap();
     }
     std::fs::create_dir(root.join("app")).unwrap();
     let run = root.join("app/run");
@@ -1057,7 +1066,7 @@ fn image_tree(dir: &Path) -> (std::os::fd::OwnedFd, tempfile::TempDir) {
 /// A sandbox of the image `tree`: entrypoint `/app/run` with two arguments, in `/app`.
 fn image_config(tree: std::os::fd::OwnedFd) -> SandboxConfig {
     let image = ignis_sandbox::ImageRoot { tree, args: vec!["one".into(), "two words".into()], workdir: "/app".into() };
-    SandboxConfig { image: Some(image), entrypoint: "/app/run".into(), ..config(Path::new("")) }
+    SandboxConfig { image: Some(image), code_dir: None, entrypoint: "/app/run".into(), ..config(Path::new("")) }
 }
 
 const IMAGE_SCRIPT: &str = r#"
@@ -1146,6 +1155,69 @@ fn an_image_is_the_root_read_only_with_a_bounded_tmp_as_root() {
          image made), {:?}",
         times[0], times[1], times[2], times[3]
     );
+}
+
+const BASE_SCRIPT: &str = r#"
+echo "task=$(cat /var/task/data)"
+echo "opt=$(cat /opt/lib/x)"
+(echo > /var/task/y) 2>/dev/null && echo "code=writable" || echo "code=readonly"
+(echo > /opt/y) 2>/dev/null && echo "layers=writable" || echo "layers=readonly"
+echo "cwd=$(pwd)"
+echo "app=$(ls /app)"
+[ -e /usr ] && echo "usr=present" || echo "usr=absent"
+"#;
+
+/// A runtime base: an image as the root with the function's code on its own `/var/task` and the layers on its
+/// `/opt`, both read-only, from a shell and from nothing; a base without those directories is refused before a
+/// shell is used.
+#[test]
+fn a_runtime_base_gets_the_code_at_var_task_and_the_layers_at_opt_as_root() {
+    let (mut host, _prefix, _state) = own_host("base");
+    host.set_pool_size(1);
+    let base = image_dir_with("exit 0", ["dev", "proc", "tmp", "var/task", "opt"]);
+    let (tree, _files) = image_tree(base.path());
+    let code = code(BASE_SCRIPT);
+    std::fs::write(code.path().join("data"), "the code").unwrap();
+    std::fs::set_permissions(code.path().join("data"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let opt = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(opt.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(opt.path().join("lib")).unwrap();
+    std::fs::write(opt.path().join("lib/x"), "a layer").unwrap();
+    std::fs::set_permissions(opt.path().join("lib/x"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let base_config = |tree| {
+        let image = ignis_sandbox::ImageRoot { tree, args: Vec::new(), workdir: "/var/task".into() };
+        SandboxConfig { image: Some(image), opt_dir: Some(opt.path().to_owned()), ..config(code.path()) }
+    };
+    for pooled in [true, false] {
+        assert_eq!(host.refill().unwrap(), pooled);
+        let mut sb = host.spawn(|_| base_config(ignis_sandbox::code::clone(&tree).unwrap())).unwrap();
+        let (exit, out) = finish(&mut sb);
+        assert_eq!(exit, Some(RuntimeExit::Code(0)), "{out}");
+        assert_eq!(line(&out, "task="), "the code");
+        assert_eq!(line(&out, "opt="), "a layer");
+        assert_eq!((line(&out, "code="), line(&out, "layers=")), ("readonly", "readonly"));
+        assert_eq!(line(&out, "cwd="), "/var/task");
+        assert_eq!(line(&out, "app="), "run");
+        assert_eq!(line(&out, "usr="), "absent");
+        host.set_pool_size(0);
+    }
+
+    host.set_pool_size(1);
+    assert!(host.refill().unwrap());
+    let lacks = [
+        (&["dev", "proc", "tmp", "var", "opt"][..], "/var/task"),
+        (&["dev", "proc", "tmp", "opt"], "/var"),
+        (&["dev", "proc", "tmp", "var/task"], "/opt"),
+    ];
+    for (dirs, missing) in lacks {
+        let lacking = image_dir_with("exit 0", dirs.iter().copied());
+        let (lacking_tree, _lacking_files) = image_tree(lacking.path());
+        match host.spawn(|_| base_config(lacking_tree)).unwrap_err() {
+            SandboxError::Image { what } => assert!(what.starts_with(&format!("no {missing} ")), "{what}"),
+            e => panic!("{e}"),
+        }
+        assert_eq!(host.pooled(), 1);
+    }
 }
 
 #[test]

@@ -154,7 +154,8 @@ pub(crate) async fn start(
             env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
             env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream(&day, &spec.version, name, &prefix)));
             ignis_sandbox::SandboxConfig {
-                code_dir: spec.code_dir.clone(),
+                code_dir: (!is_image).then(|| spec.code_dir.clone()),
+                opt_dir: None,
                 image: image_root,
                 memory_mb: spec.memory_mb,
                 tmp_mb: spec.tmp_mb,

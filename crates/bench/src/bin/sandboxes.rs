@@ -227,7 +227,8 @@ impl Ctx {
 
     fn sandbox_config_for(&self, code: &Path, entrypoint: &str, tenant: &str) -> SandboxConfig {
         SandboxConfig {
-            code_dir: code.to_owned(),
+            code_dir: Some(code.to_owned()),
+            opt_dir: None,
             image: None,
             memory_mb: 128,
             tmp_mb: 16,
