@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome};
+use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome, RuntimeBase};
 use serde_json::{Value, json};
 
 /// A malformed body; the text says what is wrong.
@@ -50,35 +50,46 @@ pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
         "Version": spec.version,
         "LogAccount": spec.log_account,
         "LogGroup": spec.log_group,
-        "Image": spec.image.as_ref().map(|image| json!({
-            "Digest": image.digest,
-            "Repository": image.repository,
-            "Command": image.command,
-            "Workdir": image.workdir,
-        })),
+        "Image": spec.image.as_ref().map(encode_launch),
+        "Base": spec.base.as_ref().map(|base| {
+            let mut launch = encode_launch(&base.launch);
+            launch["Account"] = json!(base.account);
+            launch
+        }),
     })
     .to_string()
     .into_bytes()
 }
 
-/// An image function's image, or `None` for a zip function (`Image` null or absent).
-fn decode_image(v: &Value) -> Result<Option<ImageLaunch>, WireError> {
-    let image = match v.get("Image") {
+fn encode_launch(image: &ImageLaunch) -> Value {
+    json!({
+        "Digest": image.digest,
+        "Repository": image.repository,
+        "Command": image.command,
+        "Workdir": image.workdir,
+    })
+}
+
+/// The image `name` names (`Image`: an image function's; `Base`: a zip function's runtime base), or `None` (null or
+/// absent).
+fn decode_launch<'v>(v: &'v Value, name: &str) -> Result<Option<(ImageLaunch, &'v Value)>, WireError> {
+    let image = match v.get(name) {
         None | Some(Value::Null) => return Ok(None),
         Some(image) => image,
     };
     let command = field(image, "Command")?
         .as_array()
-        .ok_or("Image.Command is not a list")?
+        .ok_or_else(|| format!("{name}.Command is not a list"))?
         .iter()
-        .map(|part| part.as_str().map(str::to_string).ok_or_else(|| "Image.Command holds a non-string".to_string()))
+        .map(|part| part.as_str().map(str::to_string).ok_or_else(|| format!("{name}.Command holds a non-string")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(ImageLaunch {
-        digest: text(image, "Digest")?,
-        repository: text(image, "Repository")?,
-        command,
-        workdir: text(image, "Workdir")?,
-    }))
+    let launch =
+        ImageLaunch { digest: text(image, "Digest")?, repository: text(image, "Repository")?, command, workdir: text(image, "Workdir")? };
+    Ok(Some((launch, image)))
+}
+
+fn decode_base(v: &Value) -> Result<Option<RuntimeBase>, WireError> {
+    decode_launch(v, "Base")?.map(|(launch, base)| Ok(RuntimeBase { account: text(base, "Account")?, launch })).transpose()
 }
 
 /// The longest timeout a spec may carry: Lambda's 15 minutes.
@@ -114,7 +125,8 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         log_account: text(&v, "LogAccount")?,
         log_group: text(&v, "LogGroup")?,
         code_hold: None,
-        image: decode_image(&v)?,
+        image: decode_launch(&v, "Image")?.map(|(launch, _)| launch),
+        base: decode_base(&v)?,
     };
     let sha = text(&v, "CodeSha256")?;
     Ok((spec, sha))
@@ -254,12 +266,13 @@ mod tests {
             log_group: "/aws/lambda/f".into(),
             code_hold: None,
             image: None,
+            base: None,
         };
         let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
         assert_eq!(sha, "ab");
         assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env.clone()));
         assert_eq!((&back.version, &back.log_account, &back.log_group), (&spec.version, &spec.log_account, &spec.log_group));
-        assert_eq!(back.image, None);
+        assert_eq!((back.image, back.base), (None, None));
         let image = ImageLaunch {
             digest: "sha256:ab".into(),
             repository: "team/app".into(),
@@ -268,7 +281,11 @@ mod tests {
         };
         let with_image = FunctionSpec { image: Some(image.clone()), code_hold: None, env: Vec::new(), ..spec };
         let (back, _) = decode_spec(&encode_spec(&with_image, "")).unwrap();
-        assert_eq!(back.image, Some(image));
+        assert_eq!((back.image, back.base), (Some(image.clone()), None));
+        let base = RuntimeBase { account: "000000000001".into(), launch: image };
+        let on_base = FunctionSpec { image: None, base: Some(base.clone()), code_hold: None, ..with_image };
+        let (back, _) = decode_spec(&encode_spec(&on_base, "")).unwrap();
+        assert_eq!((back.image, back.base), (None, Some(base)));
 
         let invocation = Invocation {
             request_id: "r".into(),

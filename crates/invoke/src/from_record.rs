@@ -14,14 +14,19 @@
 //! arguments; Docker's `--entrypoint` flag clearing CMD is a rule of that
 //! command line, not of the image. An image that names nothing to run is
 //! accepted (as Lambda accepts it); its sandbox fails to start.
+//!
+//! A zip function on a runtime base ([`base_launch`]) runs the base's
+//! ENTRYPOINT with the function's handler as its one argument (as AWS's base
+//! images take it, `/lambda-entrypoint.sh app.handler`), in `/var/task`; a
+//! `provided` runtime's with no argument, as Lambda starts a `bootstrap`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ignis_registry::{FunctionRecord, ImageConfigOverride, ImageRecord};
+use ignis_registry::{FunctionRecord, ImageConfigOverride, ImageRecord, RuntimeRecord};
 use ignis_store::Store;
 
-use crate::{Function, FunctionImage, Revision, Target};
+use crate::{Function, FunctionBase, FunctionImage, Revision, Target};
 
 /// What the invoker runs for `record` in `account`, in `region`; the code
 /// tree is `store`'s.
@@ -40,6 +45,7 @@ pub fn target(store: &Store, region: &str, account: &str, record: &FunctionRecor
         code_dir: store.code_dir(&record.code_sha256_hex),
         code_hold: record.code.hold().map(|hold| Arc::new(hold.clone()) as Arc<dyn Send + Sync>),
         image: record.image.as_ref().map(|image| function_image(image, &record.image_config)),
+        base: record.base.as_ref().filter(|_| record.image.is_none()).map(|base| function_base(base, &record.handler)),
     };
     Target { function: Arc::new(function), region: region.to_string() }
 }
@@ -55,6 +61,33 @@ fn function_image(image: &ImageRecord, overrides: &ImageConfigOverride) -> Funct
         workdir,
         env: image_env(&image.settings.env),
     }
+}
+
+/// What a sandbox of a zip function with `handler` on the runtime base `base` runs.
+fn function_base(base: &RuntimeRecord, handler: &str) -> FunctionBase {
+    let image = &base.image;
+    FunctionBase {
+        account: base.account.clone(),
+        image: FunctionImage {
+            prepared_id: image.prepared_id.clone(),
+            manifest_digest: image.manifest_digest.clone(),
+            repository: image.repository.clone(),
+            command: base_launch(image, &base.name, handler),
+            workdir: "/var/task".into(),
+            env: image_env(&image.settings.env),
+        },
+    }
+}
+
+/// The command of a zip function with `handler` on the base `image` of runtime `runtime`: the base's ENTRYPOINT
+/// (its CMD if it sets none), then the handler unless the runtime is a `provided` one (see the module docs).
+pub fn base_launch(image: &ImageRecord, runtime: &str, handler: &str) -> Vec<String> {
+    let settings = &image.settings;
+    let mut command: Vec<String> = settings.entrypoint.clone().or_else(|| settings.cmd.clone()).unwrap_or_default();
+    if !runtime.starts_with("provided") {
+        command.push(handler.to_string());
+    }
+    command
 }
 
 /// The command (effective ENTRYPOINT, then effective CMD) and working
@@ -209,5 +242,26 @@ mod tests {
         let env = image_env(&strings(&["PATH=/bin:/usr/bin", "EMPTY=", "A=b=c", "NOVALUE", "PATH=/again"]));
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(pairs, [("PATH", "/bin:/usr/bin"), ("EMPTY", ""), ("A", "b=c"), ("PATH", "/again")]);
+    }
+
+    #[test]
+    fn a_base_runs_its_entrypoint_with_the_handler_but_a_provided_ones_alone() {
+        let base = |entrypoint: Option<&[&str]>, cmd: Option<&[&str]>| ImageRecord {
+            image_uri: String::new(),
+            resolved_image_uri: String::new(),
+            repository: "runtimes/x".into(),
+            manifest_digest: "sha256:ab".into(),
+            settings: ImageSettings { entrypoint: entrypoint.map(strings), cmd: cmd.map(strings), ..ImageSettings::default() },
+            prepared_id: String::new(),
+        };
+        let ours = base(Some(&["/var/runtime/bootstrap"]), None);
+        assert_eq!(base_launch(&ours, "python3.11", "app.handler"), strings(&["/var/runtime/bootstrap", "app.handler"]));
+        let provided = base(Some(&["/var/task/bootstrap"]), None);
+        assert_eq!(base_launch(&provided, "provided.al2023", "bootstrap"), strings(&["/var/task/bootstrap"]));
+        // An image of AWS's own: its entry point script takes the handler (its CMD, a placeholder, is not used).
+        let aws = base(Some(&["/lambda-entrypoint.sh"]), Some(&["app.handler"]));
+        assert_eq!(base_launch(&aws, "nodejs20.x", "index.handler"), strings(&["/lambda-entrypoint.sh", "index.handler"]));
+        let cmd_only = base(None, Some(&["/var/runtime/bootstrap"]));
+        assert_eq!(base_launch(&cmd_only, "python3.11", "a.b"), strings(&["/var/runtime/bootstrap", "a.b"]));
     }
 }

@@ -89,7 +89,7 @@ use ignis_clock::SharedClock;
 use ignis_cluster::{Capacity, RemoteWorker};
 use ignis_placement::{Eviction, FunctionKey, Needs, Refusal, WorkerId};
 use ignis_sigv4::Credentials;
-use ignis_worker::{ImageLaunch, Completion, FunctionSpec, Invocation, LogBatch, Outcome, StartError, Worker};
+use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, Outcome, RuntimeBase, StartError, Worker};
 use tokio::sync::mpsc;
 
 pub use admission::{Admission, Admitted};
@@ -135,6 +135,17 @@ pub struct Function {
     /// A function of package type `Image`: the image to run instead of a
     /// code tree (`None` for a zip function).
     pub image: Option<FunctionImage>,
+    /// A zip function's runtime base, its sandbox's root (`None`: the host's base).
+    pub base: Option<FunctionBase>,
+}
+
+/// The runtime base of a zip function (made by [`from_record::target`]; see [`from_record::base_launch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionBase {
+    /// The account whose repository holds the base image.
+    pub account: String,
+    /// The base image and what runs on it (in `/var/task`); its environment goes under Lambda's variables.
+    pub image: FunctionImage,
 }
 
 /// What a sandbox of an image function runs (made by
@@ -743,6 +754,9 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         // defaults (its PATH, say), the function's own over both.
         env.retain(|(name, _)| name != "AWS_EXECUTION_ENV" && name != "_HANDLER");
         env.extend(image.env.iter().cloned());
+    } else if let Some(base) = &function.base {
+        // A base's environment (its PATH, its LD_LIBRARY_PATH) over Lambda's defaults, the function's own over both.
+        env.extend(base.image.env.iter().cloned());
     }
     env.extend(function.environment.iter().cloned());
     // Each name once, in its first place, with its last value.
@@ -759,11 +773,17 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         log_account: function.revision.account.to_string(),
         log_group: function.log_group.clone(),
         code_hold: function.code_hold.clone().map(|hold| Box::new(hold) as Box<dyn Send + Sync>),
-        image: function.image.as_ref().map(|image| ImageLaunch {
-            digest: image.manifest_digest.clone(),
-            repository: image.repository.clone(),
-            command: image.command.clone(),
-            workdir: image.workdir.clone(),
-        }),
+        image: function.image.as_ref().map(launch),
+        base: function.base.as_ref().map(|base| RuntimeBase { account: base.account.clone(), launch: launch(&base.image) }),
+    }
+}
+
+/// What a sandbox of `image` runs.
+fn launch(image: &FunctionImage) -> ImageLaunch {
+    ImageLaunch {
+        digest: image.manifest_digest.clone(),
+        repository: image.repository.clone(),
+        command: image.command.clone(),
+        workdir: image.workdir.clone(),
     }
 }

@@ -95,6 +95,7 @@ pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target 
         code_dir: "/nonexistent".into(),
         code_hold: None,
         image: None,
+        base: None,
     };
     Target { function: Arc::new(function), region: "eu-west-1".into() }
 }
@@ -192,6 +193,32 @@ async fn an_image_functions_environment_is_lambdas_then_the_images_then_its_own(
     let count = names.len();
     names.dedup();
     assert_eq!(names.len(), count, "each name once: {env:?}");
+}
+
+#[tokio::test]
+async fn a_function_on_a_runtime_base_gets_lambdas_environment_then_the_bases_then_its_own() {
+    let w = world(Options::default());
+    let mut target = function("f", "r1", 256);
+    let mut f = (*target.function).clone();
+    f.runtime = "python3.11".into();
+    f.handler = "app.handler".into();
+    f.environment = vec![("LANG".into(), "C.UTF-8".into())];
+    let image = crate::FunctionImage {
+        prepared_id: "sha256:ab".into(),
+        manifest_digest: "sha256:ab".into(),
+        repository: "runtimes/python3.11".into(),
+        command: vec!["/var/runtime/bootstrap".into(), "app.handler".into()],
+        workdir: "/var/task".into(),
+        env: vec![("PATH".into(), "/var/lang/bin:/usr/bin".into()), ("LANG".into(), "en_US.UTF-8".into())],
+    };
+    f.base = Some(crate::FunctionBase { account: "000000000001".into(), image });
+    target.function = Arc::new(f);
+    response(w.invoker.invoke(target, event("1")).await);
+    let env = &w.local.environments()[0];
+    let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("PATH"), Some("/var/lang/bin:/usr/bin"), "the base's environment over Lambda's defaults");
+    assert_eq!(get("LANG"), Some("C.UTF-8"), "the function's own over the base's");
+    assert_eq!((get("AWS_EXECUTION_ENV"), get("_HANDLER")), (Some("AWS_Lambda_python3.11"), Some("app.handler")));
 }
 
 #[tokio::test]

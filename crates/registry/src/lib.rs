@@ -39,6 +39,7 @@
 pub mod accounts;
 mod embedded;
 mod record;
+pub mod runtimes;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +52,7 @@ use ignis_ids::AccountId;
 
 pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts, random_account_id};
 pub use embedded::EmbeddedRegistry;
+pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
     ImageConfigOverride, ImageRecord, ImageSettings, PackageType, ProvisionedRecord,

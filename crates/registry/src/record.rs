@@ -76,6 +76,10 @@ pub struct FunctionRecord {
     /// (changed by UpdateFunctionConfiguration, kept by UpdateFunctionCode).
     #[serde(default, skip_serializing_if = "ImageConfigOverride::is_empty")]
     pub image_config: ImageConfigOverride,
+    /// A zip function's runtime base: the installed runtime its `runtime` had when the code or configuration last
+    /// changed (`None`: none was installed then, and it runs on the host's base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<crate::RuntimeRecord>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -264,6 +268,7 @@ impl FunctionRecord {
             event_invoke: BTreeMap::new(),
             image: None,
             image_config: ImageConfigOverride::default(),
+            base: None,
             code: CodeRef::default(),
         }
     }
@@ -331,6 +336,7 @@ impl FunctionRecord {
             && self.dead_letter_target == version.dead_letter_target
             && self.image == version.image
             && self.image_config == version.image_config
+            && self.base.as_ref().map(|base| &base.image) == version.base.as_ref().map(|base| &base.image)
     }
 
     /// An immutable snapshot of this `$LATEST` as version `number`, with its
@@ -378,6 +384,7 @@ impl FunctionRecord {
             event_invoke: BTreeMap::new(),
             image: self.image.clone(),
             image_config: self.image_config.clone(),
+            base: self.base.clone(),
             code: self.code.clone(),
         }
     }

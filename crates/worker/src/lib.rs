@@ -85,6 +85,20 @@ pub struct FunctionSpec {
     pub code_hold: Option<Box<dyn Send + Sync>>,
     /// An image function's image (`code_dir` is then unused).
     pub image: Option<ImageLaunch>,
+    /// A zip function's runtime base: the image its sandbox has as `/`, with the code on the base's own
+    /// `/var/task`; `None`: the host's base (read-only host `/usr`), for a function whose runtime has no base here.
+    pub base: Option<RuntimeBase>,
+}
+
+/// The root file system of a zip function's sandbox: an image (built by `ignis runtime build` or imported) that
+/// holds a runtime's interpreter, libraries and runtime interface client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeBase {
+    /// The account whose repository holds the base (the administrator's), whose key opens its manifest.
+    pub account: String,
+    /// The base image, and what runs on it (the base's ENTRYPOINT, with the function's handler as its argument; the
+    /// working directory `/var/task`).
+    pub launch: ImageLaunch,
 }
 
 /// What an image function's sandbox runs.
@@ -206,12 +220,17 @@ impl Worker {
     pub async fn start(&self, spec: Arc<FunctionSpec>) -> Result<Arc<SandboxHandle>, StartError> {
         let spawn_tx = self.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawn_tx = spawn_tx.ok_or(StartError::ShuttingDown)?;
-        let image = match &spec.image {
+        let root = match (&spec.image, &spec.base) {
+            (Some(launch), _) => Some((spec.log_account.as_str(), launch)),
+            (None, Some(base)) => Some((base.account.as_str(), &base.launch)),
+            (None, None) => None,
+        };
+        let image = match root {
             None => None,
-            Some(launch) => {
-                let images = self.images.get().ok_or_else(|| StartError::Host("this worker runs no image functions".into()))?;
+            Some((account, launch)) => {
+                let images = self.images.get().ok_or_else(|| StartError::Host("this worker runs no images".into()))?;
                 let began = std::time::Instant::now();
-                let mounted = images.mount(&spec.log_account, launch).await?;
+                let mounted = images.mount(account, launch).await?;
                 tracing::debug!(image = %launch.digest, elapsed = ?began.elapsed(), "image mounted");
                 Some(mounted)
             }

@@ -130,8 +130,10 @@ pub(crate) async fn start(
 ) -> Result<Arc<SandboxHandle>, StartError> {
     let started = Instant::now();
     let day = humantime::format_rfc3339(SystemTime::now()).to_string();
-    // An image function runs its command on the image as the root; a zip function its bootstrap.
-    let (entrypoint, image_root) = match (&spec.image, &image) {
+    // An image function runs its command on the image as the root; a zip function on its runtime's base runs the
+    // base's command, one without a base its bootstrap on the host's base.
+    let launch = spec.image.as_ref().or(spec.base.as_ref().map(|base| &base.launch));
+    let (entrypoint, image_root) = match (launch, &image) {
         (Some(launch), Some(mounted)) => {
             let Some((program, args)) = launch.command.split_first() else {
                 return Err(StartError::Entrypoint(
@@ -144,7 +146,7 @@ pub(crate) async fn start(
         }
         _ => ("/var/task/bootstrap".to_string(), None),
     };
-    let is_image = image_root.is_some();
+    let is_image = spec.image.is_some();
     let configure = {
         let spec = spec.clone();
         let prefix = prefix.to_string();
