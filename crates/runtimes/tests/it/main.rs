@@ -102,6 +102,17 @@ fn run_in(root: &Path, built: &Built, extra: &[&str], command: &[&str]) -> Strin
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Builds `name` twice (see [`build_twice`]), checks its entry point and unpacks it; answers the
+/// cache, the base and the unpacked root, all removed when dropped.
+fn built_and_unpacked(name: &str, entrypoint: &str) -> (tempfile::TempDir, Built, tempfile::TempDir) {
+    let (cache, built) = build_twice(name);
+    assert_eq!(built.config.entrypoint, [entrypoint]);
+    let root = unpack(&built);
+    check_common(root.path());
+    (cache, built, root)
+}
+
+/// What every base holds.
 fn check_common(root: &Path) {
     for dir in ["dev", "proc", "tmp", "var/task", "opt"] {
         assert_eq!(fs::read_dir(root.join(dir)).unwrap().count(), 0, "{dir} is empty");
@@ -113,10 +124,7 @@ fn check_common(root: &Path) {
 
 #[test]
 fn provided_base_builds_and_runs_sh_as_root() {
-    let (_cache, built) = build_twice("provided.al2023");
-    assert_eq!(built.config.entrypoint, ["/var/task/bootstrap"]);
-    let root = unpack(&built);
-    check_common(root.path());
+    let (_cache, built, root) = built_and_unpacked("provided.al2023", "/var/task/bootstrap");
     assert_eq!(run_in(root.path(), &built, &[], &["/bin/sh", "-c", "echo ok"]), "ok\n");
     // Without LD_LIBRARY_PATH the loader still finds the libraries, at their host paths.
     let output = Command::new(CHROOT).arg(root.path()).args(["/bin/sh", "-c", "echo ok"]).env_clear().output().unwrap();
@@ -125,10 +133,7 @@ fn provided_base_builds_and_runs_sh_as_root() {
 
 #[test]
 fn python_base_builds_and_imports_the_runtime_as_root() {
-    let (_cache, built) = build_twice("python3.11");
-    assert_eq!(built.config.entrypoint, ["/var/runtime/bootstrap"]);
-    let root = unpack(&built);
-    check_common(root.path());
+    let (_cache, built, root) = built_and_unpacked("python3.11", "/var/runtime/bootstrap");
     let python = "/var/lang/bin/python3.11";
     let imports = "import awslambdaric, boto3, json, ssl, sqlite3, ctypes, zlib, sys; print('ok', sys.prefix)";
     let pythonpath = "PYTHONPATH=/var/task:/opt/python/lib/python3.11/site-packages:/opt/python";
