@@ -4,7 +4,8 @@
 
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::Command;
+use std::net::TcpListener;
+use std::process::{Command, Output};
 
 use ignis_runtimes::{Built, build, directory_name};
 use serde_json::Value;
@@ -86,18 +87,24 @@ fn unpack(built: &Built) -> tempfile::TempDir {
     root
 }
 
-/// Runs a command in the unpacked base under `chroot`, with only the base's environment and
-/// `extra`; answers its stdout.
-fn run_in(root: &Path, built: &Built, extra: &[&str], command: &[&str]) -> String {
+/// Runs a command in the unpacked base under `chroot` as `user` (`uid:gid`), with only the base's
+/// environment and `extra`.
+fn output_in(root: &Path, built: &Built, user: &str, extra: &[&str], command: &[&str]) -> Output {
     let env: Vec<&str> = built.config.env.iter().map(String::as_str).chain(extra.iter().copied()).collect();
-    let output = Command::new(CHROOT)
+    Command::new(CHROOT)
+        .arg(format!("--userspec={user}"))
         .arg(root)
         .args(command)
         .env_clear()
         .envs(env.iter().filter_map(|p| p.split_once('=')))
         .current_dir(root)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a command as root in the unpacked base (see [`output_in`]); answers its stdout.
+fn run_in(root: &Path, built: &Built, extra: &[&str], command: &[&str]) -> String {
+    let output = output_in(root, built, "0:0", extra, command);
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
@@ -157,4 +164,13 @@ fn python_base_builds_and_imports_the_runtime_as_root() {
         &["/var/runtime/bootstrap"],
     );
     assert_eq!(script, "AWS_Lambda_python3.11 /var/lang/bin/python3.11 -m awslambdaric app.handler\n");
+    // Unwrapped, as the sandbox's user: the client starts, imports everything and calls the runtime
+    // API, here a port just closed.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}");
+    let env = [api.as_str(), "_HANDLER=app.handler"];
+    let output = output_in(root.path(), &built, "993:990", &env, &["/var/runtime/bootstrap"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("awslambdaric") && stderr.contains("Connection refused"), "{stderr}");
 }
