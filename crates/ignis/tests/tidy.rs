@@ -64,6 +64,7 @@ const SERVICES: &[&str] = &[
     "ignis-oci",
     "ignis-imagefs",
     "ignis-stripes",
+    "ignis-runtimes",
 ];
 
 /// All that `ignis-sigv4` may depend on: it verifies every request, so it stays pure.

@@ -1,0 +1,327 @@
+//! Runtime bases: the read-only root filesystems that zip functions of managed runtimes
+//! (`python3.x`, `nodejs2x.x`, `provided.*`) run on, never the host's `/usr`. A base is an OCI
+//! image like any other; this crate only builds it, as an OCI image layout directory, from what
+//! the host has (its interpreter, its libraries, pip). The server pushes and prepares it with its
+//! container-image machinery; the sandbox mounts it as `/`, the function's code on `/var/task`,
+//! the layers on `/opt`, a tmpfs on `/tmp`, fresh `/proc` and `/dev`.
+//!
+//! # What every base holds
+//!
+//! `/etc/passwd` and `/etc/group` (root, and `sbx_user1051` as 993:990, the user the runtime runs
+//! as), `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/localtime` (UTC), `/etc/os-release`,
+//! `/etc/ssl/certs/ca-certificates.crt` (the host's); `/bin/sh` (the host's dash, for
+//! `AWS_LAMBDA_EXEC_WRAPPER` scripts); empty `dev`, `proc`, `tmp`, `var/task`, `opt`,
+//! `var/runtime`; the dynamic loader at `/lib64/ld-linux-x86-64.so.2` and every library the
+//! base's ELF files need, as `ldd` resolves them, at their host paths (`/lib/x86_64-linux-gnu`,
+//! which Debian's loader searches without a cache). The image config sets Lambda's `Env`
+//! (`PATH`, `LD_LIBRARY_PATH`, `LANG`, `TZ`, `LAMBDA_TASK_ROOT`, `LAMBDA_RUNTIME_DIR`),
+//! `WorkingDir` `/var/task`, linux/amd64.
+//!
+//! - `provided.al2023`, `provided.al2`: what a dynamically linked Rust or C `bootstrap` needs
+//!   (libc, libm, libgcc_s, libstdc++, libpthread, libdl, librt, libz, libssl, libcrypto, those
+//!   the host has); entry point `/var/task/bootstrap`, the function's own.
+//! - `python3.X`: the host's `/usr/bin/python3.X` at `/var/lang/bin/python3.X` (with `python3` and
+//!   `python` links), its standard library at `/var/lang/lib/python3.X` (tests, IDLE, Tk, demos,
+//!   `ensurepip` left out), so the interpreter finds its prefix, `/var/lang`, by its own landmark;
+//!   `awslambdaric` and `boto3` (every package pinned, [`recipe::PYTHON_PACKAGES`]) in
+//!   `/var/runtime`, put on `sys.path` after the standard library by a `.pth` file; byte code
+//!   compiled at build time (`unchecked-hash`: never rewritten, the base is read-only); entry
+//!   point `/var/runtime/bootstrap`, a `/bin/sh` script that sets `AWS_EXECUTION_ENV` (if
+//!   unset), puts `LAMBDA_TASK_ROOT`, `/opt/python/lib/python3.X/site-packages` and
+//!   `/opt/python` first on `PYTHONPATH`, and execs `python3.X -m awslambdaric "$_HANDLER"`,
+//!   through `AWS_LAMBDA_EXEC_WRAPPER` if set (the wrapper gets the command as its arguments).
+//! - `nodejs*.x`: known ([`names`]) but not built yet: the runtime interface client
+//!   `aws-lambda-ric` compiles a native addon at install time; [`build`] answers
+//!   [`BuildError::NotBuildable`].
+//!
+//! # Invariants
+//!
+//! - A base directory `<cache>/<name>-r<recipe version>` is complete or absent: it is built in a
+//!   temporary directory beside it and renamed into place; a second builder that loses the race
+//!   uses the winner's. A complete one is returned as it is, never rebuilt.
+//! - Deterministic: the same host files and pinned packages give the same layer bytes (paths in
+//!   order, mtimes 0, owner 0:0, modes normalised: directories 0755, `/tmp` 1777, files 0644 or
+//!   0755; no devices, no setuid).
+//! - Blocking; run it on a blocking thread.
+
+mod layout;
+mod recipe;
+mod stage;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use recipe::Runtime;
+use stage::{Stage, run};
+
+/// Every runtime name Ignis knows.
+pub fn names() -> &'static [&'static str] {
+    recipe::NAMES
+}
+
+/// The runtimes a server installs at its first start.
+pub fn defaults() -> &'static [&'static str] {
+    recipe::DEFAULTS
+}
+
+/// The runtimes this machine can build now, in the order of [`names`].
+pub fn buildable() -> Vec<String> {
+    names().iter().filter(|name| why_not(name).is_none()).map(|name| name.to_string()).collect()
+}
+
+/// The directory name a base has in a cache: `<name>-r<recipe version>`.
+pub fn directory_name(name: &str) -> String {
+    format!("{name}-r{}", recipe::RECIPE_VERSION)
+}
+
+/// What an image config says, as the sandbox needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `NAME=value` pairs.
+    pub env: Vec<String>,
+    /// The command the sandbox starts.
+    pub entrypoint: Vec<String>,
+    /// The working directory.
+    pub working_dir: String,
+}
+
+/// A base built (or found built) in a cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The runtime's name, also the `org.opencontainers.image.ref.name` of the image.
+    pub name: String,
+    /// The OCI image layout directory.
+    pub layout: PathBuf,
+    /// The image manifest's digest (`sha256:<hex>`).
+    pub manifest_digest: String,
+    /// The one layer's digest (`sha256:<hex>`, an uncompressed tar).
+    pub layer_digest: String,
+    /// The layer's size in bytes.
+    pub layer_size: u64,
+    /// What the image config says.
+    pub config: Config,
+}
+
+/// Why a base could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The name is not a runtime Ignis knows.
+    #[error("unknown runtime {name:?}; known runtimes: {}", names().join(", "))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// Ignis knows the runtime but this machine cannot build it.
+    #[error("runtime {name} cannot be built on this machine: {reason}")]
+    NotBuildable {
+        /// The runtime.
+        name: String,
+        /// What is missing, and what to install.
+        reason: String,
+    },
+    /// A tool the build runs failed.
+    #[error("{tool} failed ({status}): {stderr}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// How it ended.
+        status: String,
+        /// The end of its standard error.
+        stderr: String,
+    },
+    /// A file of the base needs a library the host does not have.
+    #[error("{file} needs {library}, which the host does not have")]
+    Library {
+        /// The file (in the staging directory).
+        file: PathBuf,
+        /// The library `ldd` could not find.
+        library: String,
+    },
+    /// A layout in the cache does not read as one this crate writes.
+    #[error("base {path} is damaged: {reason}; remove it to rebuild")]
+    Layout {
+        /// The layout directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> BuildError {
+        BuildError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Why this machine cannot build a known runtime now, if it cannot.
+fn why_not(name: &str) -> Option<String> {
+    match Runtime::parse(name)? {
+        Runtime::Provided => None,
+        Runtime::Python { minor } => {
+            let interpreter = format!("/usr/bin/python3.{minor}");
+            let stdlib = format!("/usr/lib/python3.{minor}/os.py");
+            if !Path::new(&interpreter).exists() || !Path::new(&stdlib).exists() {
+                return Some(format!("{interpreter} and its standard library are missing (install python3.{minor})"));
+            }
+            (!python_has_pip()).then(|| "python3 has no pip (install python3-pip)".to_string())
+        }
+        Runtime::Node { .. } => Some(
+            "Node.js bases are not built yet: the runtime interface client aws-lambda-ric compiles a native \
+             addon at install time"
+                .to_string(),
+        ),
+    }
+}
+
+fn python_has_pip() -> bool {
+    Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|output| output.status.success())
+}
+
+/// Builds the base `name` into `cache_dir/<name>-r<recipe version>/` (see [`directory_name`]),
+/// or returns it if it is there already. `progress` hears each step as a line of text. Blocking:
+/// a cold Python base runs pip (network to PyPI, pip's own download cache) and `compileall`.
+pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Built, BuildError> {
+    let runtime = Runtime::parse(name).ok_or_else(|| BuildError::Unknown { name: name.to_string() })?;
+    let target = cache_dir.join(directory_name(name));
+    if target.join("index.json").exists() {
+        progress(&format!("already built in {}", target.display()));
+        return built(name, &target);
+    }
+    if let Some(reason) = why_not(name) {
+        return Err(BuildError::NotBuildable { name: name.to_string(), reason });
+    }
+    std::fs::create_dir_all(cache_dir).map_err(|source| BuildError::io(cache_dir, source))?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".{}.", directory_name(name)))
+        .tempdir_in(cache_dir)
+        .map_err(|source| BuildError::io(cache_dir, source))?;
+    let stage = Stage { root: work.path().join("rootfs") };
+    stage.dir("")?;
+    common(&stage, name, progress)?;
+    let mut extra = Vec::new();
+    match runtime {
+        Runtime::Provided => extra = provided_libraries(),
+        Runtime::Python { minor } => python(&stage, minor, progress)?,
+        Runtime::Node { .. } => {}
+    }
+    progress("copying the libraries every ELF file needs (ldd)");
+    let count = stage.add_libraries(&extra)?;
+    progress(&format!("{count} libraries"));
+    let config = Config {
+        env: recipe::ENV.iter().map(|pair| pair.to_string()).collect(),
+        entrypoint: vec![recipe::entrypoint(runtime).to_string()],
+        working_dir: recipe::WORKING_DIR.to_string(),
+    };
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).map_err(|source| BuildError::io(&layout, source))?;
+    layout::write(&layout, &stage.root, name, &config, progress)?;
+    match std::fs::rename(&layout, &target) {
+        Ok(()) => {}
+        // Another builder finished first: its base is as good as this one.
+        Err(_) if target.join("index.json").exists() => {}
+        Err(source) => return Err(BuildError::io(&target, source)),
+    }
+    progress(&format!("built in {}", target.display()));
+    built(name, &target)
+}
+
+fn built(name: &str, layout_dir: &Path) -> Result<Built, BuildError> {
+    let (manifest, layer, config) = layout::read(layout_dir)?;
+    Ok(Built {
+        name: name.to_string(),
+        layout: layout_dir.to_path_buf(),
+        manifest_digest: manifest.digest,
+        layer_digest: layer.digest,
+        layer_size: layer.size,
+        config,
+    })
+}
+
+/// What every base holds (see the crate docs), but the libraries.
+fn common(stage: &Stage, name: &str, progress: &dyn Fn(&str)) -> Result<(), BuildError> {
+    progress("writing /etc and the mount points");
+    for dir in recipe::EMPTY_DIRS {
+        stage.dir(dir)?;
+    }
+    for (path, contents) in recipe::etc_files(name) {
+        stage.write(path, &contents, false)?;
+    }
+    stage.copy(Path::new("/usr/share/zoneinfo/UTC"), "etc/localtime")?;
+    stage.copy(Path::new("/etc/ssl/certs/ca-certificates.crt"), "etc/ssl/certs/ca-certificates.crt")?;
+    progress("copying /bin/sh");
+    let shell = ["/usr/bin/dash", "/bin/dash", "/bin/sh"].iter().map(Path::new).find(|path| path.is_file());
+    let shell = shell.ok_or_else(|| BuildError::NotBuildable {
+        name: name.to_string(),
+        reason: "the host has no /bin/sh to copy (install dash)".to_string(),
+    })?;
+    stage.copy(shell, "bin/sh")
+}
+
+/// The host's copies of [`recipe::PROVIDED_LIBRARIES`], those it has.
+fn provided_libraries() -> Vec<PathBuf> {
+    recipe::PROVIDED_LIBRARIES
+        .iter()
+        .filter_map(|soname| {
+            recipe::LIBRARY_DIRS.iter().map(|dir| Path::new(dir).join(soname)).find(|path| path.is_file())
+        })
+        .collect()
+}
+
+/// The interpreter, its standard library, `/var/runtime` and the bootstrap.
+fn python(stage: &Stage, minor: u32, progress: &dyn Fn(&str)) -> Result<(), BuildError> {
+    let version = format!("python3.{minor}");
+    progress("copying the interpreter");
+    stage.copy(Path::new(&format!("/usr/bin/{version}")), &format!("var/lang/bin/{version}"))?;
+    stage.link(&version, "var/lang/bin/python3")?;
+    stage.link(&version, "var/lang/bin/python")?;
+    progress(&format!("copying the standard library (/usr/lib/{version})"));
+    let stdlib = format!("var/lang/lib/{version}");
+    stage.copy_tree(Path::new(&format!("/usr/lib/{version}")), &stdlib, &recipe::stdlib_excluded)?;
+    let (pth, contents) = recipe::RUNTIME_PTH;
+    stage.write(pth, contents, false)?;
+    progress("pip install awslambdaric boto3");
+    let runtime_dir = stage.path("var/runtime");
+    run(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--no-deps"])
+            .args(["--no-compile", "--only-binary=:all:", "--implementation", "cp", "--platform"])
+            .args(["manylinux2014_x86_64", "--python-version", &format!("3.{minor}"), "--target"])
+            .arg(&runtime_dir)
+            .args(recipe::PYTHON_PACKAGES)
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+        "pip install",
+        &[0],
+    )?;
+    // Console scripts name the interpreter pip ran under, a host path.
+    let scripts = runtime_dir.join("bin");
+    if scripts.exists() {
+        std::fs::remove_dir_all(&scripts).map_err(|source| BuildError::io(&scripts, source))?;
+    }
+    stage.write("var/runtime/bootstrap", &recipe::python_bootstrap(minor), true)?;
+    progress("compiling byte code");
+    run(
+        Command::new(format!("/usr/bin/{version}"))
+            .args(["-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "-s"])
+            .arg(&stage.root)
+            .args(["-p", "/"])
+            .arg(stage.path(&stdlib))
+            .arg(&runtime_dir)
+            .env("PYTHONHASHSEED", "0"),
+        "compileall",
+        &[0],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+use crate::recipe::{self, Runtime};
+use crate::{BuildError, build, buildable, defaults, names};
+
+#[test]
+fn every_name_parses_to_its_family() {
+    let families: Vec<_> = names().iter().map(|name| Runtime::parse(name)).collect();
+    assert_eq!(
+        families,
+        [
+            Some(Runtime::Python { minor: 11 }),
+            Some(Runtime::Python { minor: 12 }),
+            Some(Runtime::Python { minor: 13 }),
+            Some(Runtime::Python { minor: 14 }),
+            Some(Runtime::Node { major: 20 }),
+            Some(Runtime::Node { major: 22 }),
+            Some(Runtime::Node { major: 24 }),
+            Some(Runtime::Provided),
+            Some(Runtime::Provided),
+        ]
+    );
+    for unknown in ["", "python3.10", "python3.x", "nodejs18.x", "provided", "java21", "python3.11 "] {
+        assert_eq!(Runtime::parse(unknown), None, "{unknown:?}");
+    }
+}
+
+#[test]
+fn defaults_and_buildable_are_known_names() {
+    assert!(defaults().iter().all(|name| names().contains(name)));
+    let buildable = buildable();
+    assert!(buildable.iter().all(|name| names().contains(&name.as_str())));
+    assert!(buildable.iter().any(|name| name == "provided.al2023"));
+    assert!(buildable.iter().any(|name| name == "provided.al2"));
+}
+
+#[test]
+fn unknown_and_unbuildable_names_are_refused_before_any_work() {
+    let cache = tempfile::tempdir().unwrap();
+    let missing = cache.path().join("absent");
+    match build("ruby3.3", &missing, &|_| {}) {
+        Err(error @ BuildError::Unknown { .. }) => assert!(error.to_string().contains("python3.11, python3.12")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(build("nodejs22.x", &missing, &|_| {}), Err(BuildError::NotBuildable { .. })));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn ldd_output_is_read() {
+    let output = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                  \tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f)\n\
+                  \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                  \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+    assert_eq!(
+        recipe::parse_ldd(output),
+        Ok(vec![
+            "/lib/x86_64-linux-gnu/libm.so.6".to_string(),
+            "/lib/x86_64-linux-gnu/libc.so.6".to_string(),
+            "/lib64/ld-linux-x86-64.so.2".to_string(),
+        ])
+    );
+    assert_eq!(recipe::parse_ldd("\tstatically linked\n"), Ok(vec![]));
+    assert_eq!(recipe::parse_ldd("\tnot a dynamic executable\n"), Ok(vec![]));
+    assert_eq!(recipe::parse_ldd("\tlibfoo.so.1 => not found\n"), Err("libfoo.so.1".to_string()));
+}
+
+#[test]
+fn stdlib_exclusions() {
+    for excluded in [
+        "test",
+        "test/test_os.py",
+        "idlelib/idle.py",
+        "tkinter",
+        "turtledemo",
+        "ensurepip/__init__.py",
+        "lib2to3/tests/data",
+        "config-3.11-x86_64-linux-gnu/libpython3.11.a",
+        "EXTERNALLY-MANAGED",
+        "sitecustomize.py",
+        "__pycache__",
+        "json/__pycache__/decoder.cpython-311.pyc",
+    ] {
+        assert!(recipe::stdlib_excluded(excluded), "{excluded}");
+    }
+    let dynload = "lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so";
+    for kept in ["os.py", "json/decoder.py", "lib2to3/fixer_base.py", dynload, "unittest/test"] {
+        assert!(!recipe::stdlib_excluded(kept), "{kept}");
+    }
+}
+
+#[test]
+fn modes_are_normalised() {
+    let cases = [
+        ("tmp", true, 0o700, 0o1777),
+        ("var/tmp", true, 0o1777, 0o755),
+        ("etc", true, 0o700, 0o755),
+        ("bin/sh", false, 0o4755, 0o755),
+        ("bin/x", false, 0o700, 0o755),
+        ("etc/passwd", false, 0o600, 0o644),
+        ("etc/shadow", false, 0o2640, 0o644),
+    ];
+    for (path, is_dir, mode, expected) in cases {
+        assert_eq!(recipe::normal_mode(path, is_dir, mode), expected, "{path}");
+    }
+}
+
+#[test]
+fn the_python_bootstrap_runs_the_client_on_the_handler() {
+    let script = recipe::python_bootstrap(11);
+    assert!(script.starts_with("#!/bin/sh\n"));
+    assert!(script.contains("AWS_Lambda_python3.11"));
+    assert!(script.contains("/opt/python/lib/python3.11/site-packages:/opt/python"));
+    let wrapped = "exec \"$AWS_LAMBDA_EXEC_WRAPPER\" /var/lang/bin/python3.11 -m awslambdaric \"$_HANDLER\"";
+    assert!(script.contains(wrapped));
+    assert!(script.ends_with("exec /var/lang/bin/python3.11 -m awslambdaric \"$_HANDLER\"\n"));
+}
