@@ -46,8 +46,14 @@ def shell_example():
     return zip_bytes([("bootstrap", (ROOT / "examples" / "hello-sh" / "bootstrap").read_bytes(), 0o755)])
 
 
+# The runtimes a test server installs: the bases of the functions the tests deploy.
+TEST_RUNTIMES = "provided.al2023,provided.al2"
+
+
 def run_server(*args):
     """A server on a free port with its own data directory; yields its address, stops it after."""
+    if "--runtimes" not in args:
+        args = (*args, "--runtimes", TEST_RUNTIMES)
     data = tempfile.TemporaryDirectory()
     env = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
     process = subprocess.Popen(

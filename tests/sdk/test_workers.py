@@ -42,7 +42,8 @@ def stop(process):
 @pytest.fixture(scope="module")
 def cluster():
     data = tempfile.TemporaryDirectory()
-    server, address = start(["server", "--listen", "127.0.0.1:0", "--data-dir", data.name + "/server", "--no-local-worker"])
+    server, address = start(["server", "--listen", "127.0.0.1:0", "--data-dir", data.name + "/server", "--no-local-worker",
+                             "--runtimes", "provided.al2023"])
     workers = [
         start(["worker", "--join", f"http://{address}", "--listen", "127.0.0.1:0", "--data-dir", f"{data.name}/w{n}", "--memory", "256"])[0]
         for n in range(2)

@@ -166,14 +166,20 @@ pub async fn chunk(app: &Arc<App>, caller: &Caller, root: &str, digest: &str) ->
     }
 }
 
-/// Every image a function or version names: what garbage collection keeps.
+/// Every image a function or version names, as its image or its runtime base, and every installed runtime's: what
+/// garbage collection keeps.
 fn live_images(app: &App) -> HashSet<(ignis_ids::AccountId, String)> {
     let mut live = HashSet::new();
+    let base = |base: &ignis_registry::RuntimeRecord| (ignis_ids::AccountId::new(base.account.clone()), base.image.manifest_digest.clone());
     for (account, record) in app.registry.all() {
-        for image in std::iter::once(&*record).chain(&record.versions).filter_map(|r| r.image.as_ref()) {
-            live.insert((account.clone(), image.manifest_digest.clone()));
+        for r in std::iter::once(&*record).chain(&record.versions) {
+            if let Some(image) = &r.image {
+                live.insert((account.clone(), image.manifest_digest.clone()));
+            }
+            live.extend(r.base.as_ref().map(base));
         }
     }
+    live.extend(app.runtimes.list().iter().map(|runtime| base(runtime)));
     live
 }
 

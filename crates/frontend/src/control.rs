@@ -169,6 +169,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         ));
     };
     request.settings.check_values()?;
+    let base = installed_base(app, &runtime)?;
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     let code_in = request.code.unwrap_or_default();
@@ -188,10 +189,31 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         last_modified_ms: now(app),
         revision_id: new_revision(),
         code: CodeRef::new(code.hold.clone()),
+        base: Some(base),
         ..FunctionRecord::new(name.clone(), runtime)
     };
     request.settings.apply(&mut record);
     store_new(app, caller, record, request.publish == Some(true)).await
+}
+
+/// The base zip functions of `runtime` run on now: the installed runtime's, or Lambda's kind of error for a runtime
+/// this Ignis does not run, naming the commands that install it.
+fn installed_base(app: &App, runtime: &str) -> Result<ignis_registry::RuntimeRecord, ApiError> {
+    app.runtimes.get(runtime).map(|installed| (*installed).clone()).ok_or_else(|| {
+        ApiError::InvalidParameterValue(format!(
+            "The runtime parameter of {runtime} is not installed on this Ignis: its administrator installs it with \
+             `ignis runtime build {runtime}`, or imports an image of it with `ignis runtime import {runtime} PATH`"
+        ))
+    })
+}
+
+/// A zip function's base after a change to its code or configuration: its runtime's as installed now, or, if that
+/// runtime is not installed any more, the one it had (a changed runtime must be installed: `installed_base`).
+fn refreshed_base(app: &App, record: &FunctionRecord) -> Option<ignis_registry::RuntimeRecord> {
+    match record.package_type() {
+        PackageType::Image => None,
+        PackageType::Zip => app.runtimes.get(&record.runtime).map(|installed| (*installed).clone()).or_else(|| record.base.clone()),
+    }
 }
 
 /// Refuses to create `name` when the caller has a function of that name.
@@ -338,6 +360,9 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
     }
     v.into_result()?;
     request.settings.check_values()?;
+    if let Some(runtime) = &request.settings.runtime {
+        installed_base(app, runtime)?;
+    }
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
     let (old, record) = app
         .registry
@@ -356,6 +381,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
                 record.image_config = image_config.into_override();
             }
             request.settings.apply(&mut record);
+            record.base = refreshed_base(app, &record);
             record.last_modified_ms = now(app);
             record.revision_id = new_revision();
             Ok(record)
@@ -410,6 +436,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
             }
         }
         record.architecture = architecture.clone();
+        record.base = refreshed_base(app, &record);
         record.last_modified_ms = now(app);
         record.revision_id = new_revision();
         record

@@ -20,12 +20,13 @@ use crate::error::ApiError;
 const MAX_ENVIRONMENT_BYTES: usize = 4096;
 
 /// Runtimes Ignis runs: the OS-only ones, whose entry point is `bootstrap`.
-const SUPPORTED_RUNTIMES: [&str; 3] = ["provided.al2023", "provided.al2", "provided"];
-/// Lambda's other runtimes: valid names that Ignis does not run yet.
-const OTHER_RUNTIMES: [&str; 22] = [
-    "nodejs18.x", "nodejs20.x", "nodejs22.x", "python3.8", "python3.9", "python3.10", "python3.11",
-    "python3.12", "python3.13", "java8.al2", "java11", "java17", "java21", "dotnet6", "dotnet8",
-    "ruby3.2", "ruby3.3", "nodejs16.x", "go1.x", "java8", "python3.7", "nodejs14.x",
+/// Lambda's runtime names (the `Runtime` values its API accepts); a function's must also be installed here (see
+/// `runtimes_api`).
+const RUNTIMES: [&str; 33] = [
+    "provided.al2023", "provided.al2", "provided", "python3.14", "python3.13", "python3.12", "python3.11",
+    "python3.10", "python3.9", "python3.8", "python3.7", "nodejs24.x", "nodejs22.x", "nodejs20.x", "nodejs18.x",
+    "nodejs16.x", "nodejs14.x", "java25", "java21", "java17", "java11", "java8.al2", "java8", "dotnet10",
+    "dotnet8", "dotnet6", "ruby3.4", "ruby3.3", "ruby3.2", "go1.x", "nodejs12.x", "python3.6", "ruby2.7",
 ];
 
 /// Environment variables Lambda reserves.
@@ -213,7 +214,7 @@ impl Settings {
     /// Checks of values the model allows but Ignis may not honour. Run after the model checks.
     pub fn check_values(&self) -> Result<(), ApiError> {
         if let Some(runtime) = &self.runtime {
-            check_runtime(runtime)?;
+            check_runtime_name(runtime)?;
         }
         if let Some(vars) = self.environment.as_ref().and_then(|e| e.variables.as_ref()) {
             check_environment(vars)?;
@@ -384,20 +385,12 @@ pub fn parse_function_ref(text: &str, field: &str) -> Result<FunctionRef, ApiErr
     })
 }
 
-pub fn check_runtime(runtime: &str) -> Result<(), ApiError> {
-    if SUPPORTED_RUNTIMES.contains(&runtime) {
-        return Ok(());
-    }
-    if OTHER_RUNTIMES.contains(&runtime) {
-        return Err(ApiError::InvalidParameterValue(format!(
-            "The runtime parameter of {runtime} is not supported by Ignis yet; use one of: {}",
-            SUPPORTED_RUNTIMES.join(", ")
-        )));
-    }
-    let mut all: Vec<&str> = SUPPORTED_RUNTIMES.iter().chain(OTHER_RUNTIMES.iter()).copied().collect();
+/// Checks that `runtime` is one of Lambda's runtime names (`ValidationException`, listing them, if not).
+pub fn check_runtime_name(runtime: &str) -> Result<(), ApiError> {
+    let mut all = RUNTIMES;
     all.sort_unstable();
     let mut v = Violations::default();
-    v.check(false, runtime, "runtime", &format!("Member must satisfy enum value set: [{}]", all.join(", ")));
+    v.check(RUNTIMES.contains(&runtime), runtime, "runtime", &format!("Member must satisfy enum value set: [{}]", all.join(", ")));
     v.into_result()
 }
 
@@ -499,10 +492,12 @@ mod tests {
 
     #[test]
     fn runtimes() {
-        assert!(check_runtime("provided.al2023").is_ok());
-        assert!(check_runtime("provided.al2").is_ok());
-        assert_eq!(check_runtime("python3.12").unwrap_err().error_type(), "InvalidParameterValueException");
-        assert_eq!(check_runtime("cobol").unwrap_err().error_type(), "ValidationException");
+        for name in ["provided.al2023", "provided.al2", "python3.11", "python3.14", "nodejs24.x"] {
+            assert!(check_runtime_name(name).is_ok(), "{name}");
+        }
+        for name in ["cobol", "", "python3", "Python3.11", "nodejs20"] {
+            assert_eq!(check_runtime_name(name).unwrap_err().error_type(), "ValidationException", "{name}");
+        }
     }
 
     #[test]

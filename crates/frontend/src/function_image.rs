@@ -5,7 +5,10 @@
 //! (`ignis_images::ImagePreparer`), into the record's `ImageRecord`; and
 //! Lambda's refusals of zip settings on image functions.
 
-use ignis_oci::{ImageUri, OciError};
+use std::sync::Arc;
+
+use ignis_ids::AccountId;
+use ignis_oci::{ImageUri, Oci, OciError};
 use ignis_registry::{ImageRecord, ImageSettings};
 
 use crate::error::ApiError;
@@ -18,16 +21,26 @@ pub fn zip_settings_refused() -> ApiError {
 
 /// The image `uri` names in the caller's repositories, resolved and prepared.
 pub async fn resolve(app: &App, caller: &Caller, uri: &str) -> Result<ImageRecord, ApiError> {
+    resolve_image(&app.oci, &*app.images, &caller.account, uri).await
+}
+
+/// The image `uri` names in `account`'s repositories of `oci`, resolved and prepared by `images`: [`resolve`] with
+/// the services given (the server installs runtimes with it before it serves).
+pub async fn resolve_image(
+    oci: &Arc<Oci>,
+    images: &dyn ignis_images::ImagePreparer,
+    account: &AccountId,
+    uri: &str,
+) -> Result<ImageRecord, ApiError> {
     let parsed = ImageUri::parse(uri).map_err(|_| ApiError::invalid_source_image(uri))?;
-    let oci = app.oci.clone();
-    let (account, repository, reference) =
-        (caller.account.as_str().to_string(), parsed.repository.clone(), parsed.reference.as_str().to_string());
-    let resolved = tokio::task::spawn_blocking(move || oci.resolve_image(&account, &repository, &reference))
+    let oci = oci.clone();
+    let (account_id, repository, reference) =
+        (account.as_str().to_string(), parsed.repository.clone(), parsed.reference.as_str().to_string());
+    let resolved = tokio::task::spawn_blocking(move || oci.resolve_image(&account_id, &repository, &reference))
         .await
         .map_err(|e| ApiError::Service(format!("registry task failed: {e}")))?
         .map_err(|e: OciError| ApiError::image_source(uri, e))?;
-    let prepared = ignis_images::ImagePreparer::prepare(&*app.images, &caller.account, &parsed.repository, &resolved.manifest_digest)
-        .await?;
+    let prepared = images.prepare(account, &parsed.repository, &resolved.manifest_digest).await?;
     let config = resolved.config;
     Ok(ImageRecord {
         image_uri: uri.to_string(),

@@ -37,8 +37,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{
-    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings_api, oci_api, provisioned, sqs_api,
-    versions,
+    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings_api, oci_api, provisioned,
+    runtimes_api, sqs_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -92,6 +92,10 @@ pub enum Operation {
     CreateAccount,
     /// Ignis's own: `GET /ignis/accounts`.
     ListAccounts,
+    /// Ignis's own: `PUT /ignis/runtimes/{name}` (`runtimes_api`).
+    PutRuntime(String),
+    /// Ignis's own: `GET /ignis/runtimes`.
+    ListRuntimes,
     /// An SQS call, by its `X-Amz-Target` action.
     Sqs(SqsAction),
     /// Ignis's own cluster calls (`cluster_api`): a worker host registers,
@@ -242,6 +246,8 @@ impl Operation {
             Operation::Logs(action) => action.name(),
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
+            Operation::PutRuntime(..) => "PutRuntime",
+            Operation::ListRuntimes => "ListRuntimes",
             Operation::Sqs(action) => action.name(),
             Operation::RegisterWorker => "RegisterWorker",
             Operation::Heartbeat(_) => "Heartbeat",
@@ -261,6 +267,8 @@ impl Operation {
             Operation::Logs(_) => "logs",
             Operation::CreateAccount
             | Operation::ListAccounts
+            | Operation::PutRuntime(..)
+            | Operation::ListRuntimes
             | Operation::RegisterWorker
             | Operation::Heartbeat(_)
             | Operation::ListWorkers
@@ -362,6 +370,8 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
+        (&Method::PUT, ["ignis", "runtimes", name]) => Operation::PutRuntime(decode(name)?),
+        (&Method::GET, ["ignis", "runtimes"] | ["ignis", "runtimes", ""]) => Operation::ListRuntimes,
         (&Method::POST, ["ignis", "workers"]) => Operation::RegisterWorker,
         (&Method::GET, ["ignis", "workers"]) => Operation::ListWorkers,
         (&Method::POST, ["ignis", "workers", id, "heartbeat"]) => Operation::Heartbeat(decode(id)?),
@@ -539,6 +549,8 @@ async fn respond(
         Operation::Logs(action) => logs_api::handle(app, caller, action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
+        Operation::PutRuntime(name) => runtimes_api::put_runtime(app, caller, &name, &body).await,
+        Operation::ListRuntimes => runtimes_api::list_runtimes(app).await,
         Operation::Sqs(action) => {
             let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             sqs_api::handle(app, caller, action, host, &body).await
@@ -662,6 +674,8 @@ mod tests {
         check(Method::POST, "/2015-03-31/event-source-mappings/u-1", None);
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
+        check(Method::PUT, "/ignis/runtimes/python3.11", Some(PutRuntime("python3.11".into())));
+        check(Method::GET, "/ignis/runtimes", Some(ListRuntimes));
         check(Method::DELETE, "/ignis/accounts", None);
         check(Method::POST, "/ignis/workers", Some(RegisterWorker));
         check(Method::GET, "/ignis/workers", Some(ListWorkers));

@@ -39,6 +39,7 @@
 //! caller's account.
 
 mod accounts_api;
+mod runtimes_api;
 mod cluster_api;
 mod control;
 mod error;
@@ -63,6 +64,7 @@ use ignis_registry::Accounts;
 use ignis_store::Store;
 
 pub use error::ApiError;
+pub use function_image::resolve_image;
 pub use http::serve;
 
 pub struct Config {
@@ -113,6 +115,8 @@ pub struct Services {
     /// Prepares an image function's image when its code is set, serves
     /// prepared images and chunks to worker hosts, collects garbage.
     pub images: Arc<ignis_images::Images>,
+    /// The installed runtimes: the bases zip functions run on.
+    pub runtimes: Arc<dyn ignis_registry::Runtimes>,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -149,6 +153,7 @@ pub struct App {
     logs: ignis_logs::Logs,
     oci: Arc<ignis_oci::Oci>,
     images: Arc<ignis_images::Images>,
+    runtimes: Arc<dyn ignis_registry::Runtimes>,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
 }
@@ -156,7 +161,8 @@ pub struct App {
 impl App {
     /// The API over `services`.
     pub fn new(config: Config, services: Services) -> Arc<App> {
-        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images } = services;
+        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes } =
+            services;
         Arc::new(App {
             config,
             store,
@@ -171,6 +177,7 @@ impl App {
             logs,
             oci,
             images,
+            runtimes,
             blob_reads: Arc::new(tokio::sync::Semaphore::new(oci_api::BLOB_GET_BUDGET as usize)),
         })
     }

@@ -40,6 +40,8 @@ enum Command {
     Image(client::ImageArgs),
     /// Manage tenant accounts (administrator's key only).
     Account(client::AccountArgs),
+    /// Install the runtimes zip functions run on (administrator's key only), and list them.
+    Runtime(client::RuntimeArgs),
     /// List the workers: the local one and the hosts that joined (administrator's key only).
     Workers(client::Endpoint),
 }
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => client::logs(args),
         Command::Image(args) => client::image(args),
         Command::Account(args) => client::account(args),
+        Command::Runtime(args) => client::runtime(args),
         Command::Workers(args) => client::workers(args),
     };
     match result {

@@ -15,7 +15,7 @@ use ignis_ids::AccountId;
 use ignis_invoke::{Admission, Invoker, Workers};
 use ignis_pollers::{Events, Keeper, Mappings};
 use ignis_queues::Queues;
-use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts, EmbeddedRegistry, Registry};
+use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts, EmbeddedRegistry, EmbeddedRuntimes, Registry, Runtimes};
 use ignis_sigv4::Credentials;
 use ignis_store::Store;
 use ignis_chunks::{ChunkError, DirectoryRoots, ObjectStoreUrl, RootStores, S3Options, S3Roots};
@@ -86,6 +86,15 @@ pub struct ServerArgs {
     /// worker host that joins keep image chunks' stripes on them.
     #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
     pub cache_nodes: Vec<String>,
+    /// The runtimes to have installed, `NAME,...` or `none`: each one missing (or built anew since) is built from
+    /// what this machine has, into --runtime-cache, and installed before the server says it listens; one this
+    /// machine cannot build is skipped with a warning [default: provided.al2023, provided.al2, python3.11,
+    /// nodejs20.x].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub runtimes: Option<Vec<String>>,
+    /// Where built runtime bases are kept, shared by every server of the machine.
+    #[arg(long, value_name = "DIR", default_value = "/var/cache/ignis/runtimes")]
+    pub runtime_cache: PathBuf,
     /// Origin reads at once across the whole cluster: shared evenly by the healthy workers, each of which learns
     /// its share when it registers and at every heartbeat (instead of its own --origin-fetches).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -235,7 +244,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             worker.set_images(Arc::new(loader));
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
-        let workers = Workers::hosts(local, credentials, log_tx);
+        let workers = Workers::hosts(local, credentials.clone(), log_tx);
         let logs = ignis_logs::Logs::start(store.clone(), clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
         tokio::spawn(publish_store_size(Arc::downgrade(&images)));
@@ -259,8 +268,23 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let serving = tokio::spawn(ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()));
+        let wanted = match &args.runtimes {
+            Some(names) if names.iter().any(|name| name == "none") => Vec::new(),
+            Some(names) => names.clone(),
+            None => ignis_runtimes::defaults().iter().map(|name| name.to_string()).collect(),
+        };
+        let installer = crate::client::Installer {
+            endpoint: format!("http://{address}"),
+            credentials: credentials.clone(),
+            region: args.region.clone(),
+            cache_dir: args.runtime_cache.clone(),
+        };
+        tokio::task::spawn_blocking(move || installer.install_missing(&wanted)).await.map_err(|e| e.to_string())?;
         println!("ignis: listening on http://{address} (data in {})", data_dir.display());
-        ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()).await;
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "the API server failed");
+        }
         tracing::info!("shutting down");
         app.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -315,7 +339,9 @@ fn embedded_services(
     });
     let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
     let provisioning = Keeper::start(pollers);
-    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images })
+    let runtimes: Arc<dyn Runtimes> =
+        Arc::new(EmbeddedRuntimes::load(store.clone()).map_err(|e| format!("cannot load the runtimes: {e}"))?);
+    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes })
 }
 
 /// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).

@@ -755,8 +755,11 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         env.retain(|(name, _)| name != "AWS_EXECUTION_ENV" && name != "_HANDLER");
         env.extend(image.env.iter().cloned());
     } else if let Some(base) = &function.base {
-        // A base's environment (its PATH, its LD_LIBRARY_PATH) over Lambda's defaults, the function's own over both.
-        env.extend(base.image.env.iter().cloned());
+        // A base's environment adds to Lambda's, and sets the search paths (its interpreter's directories), as on
+        // Lambda; Lambda's other variables stay (`TZ=:UTC`, whatever the base says). The function's own win over both.
+        let lambdas: Vec<String> = env.iter().map(|(name, _)| name.clone()).collect();
+        let search_path = |name: &str| name == "PATH" || name == "LD_LIBRARY_PATH";
+        env.extend(base.image.env.iter().filter(|(name, _)| search_path(name) || !lambdas.contains(name)).cloned());
     }
     env.extend(function.environment.iter().cloned());
     // Each name once, in its first place, with its last value.

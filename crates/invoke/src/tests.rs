@@ -196,7 +196,7 @@ async fn an_image_functions_environment_is_lambdas_then_the_images_then_its_own(
 }
 
 #[tokio::test]
-async fn a_function_on_a_runtime_base_gets_lambdas_environment_then_the_bases_then_its_own() {
+async fn a_function_on_a_runtime_base_gets_lambdas_environment_with_the_bases_search_paths_then_its_own() {
     let w = world(Options::default());
     let mut target = function("f", "r1", 256);
     let mut f = (*target.function).clone();
@@ -209,14 +209,20 @@ async fn a_function_on_a_runtime_base_gets_lambdas_environment_then_the_bases_th
         repository: "runtimes/python3.11".into(),
         command: vec!["/var/runtime/bootstrap".into(), "app.handler".into()],
         workdir: "/var/task".into(),
-        env: vec![("PATH".into(), "/var/lang/bin:/usr/bin".into()), ("LANG".into(), "en_US.UTF-8".into())],
+        env: vec![
+            ("PATH".into(), "/var/lang/bin:/usr/bin".into()),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("TZ".into(), ":/etc/localtime".into()),
+            ("BASE_ONLY".into(), "1".into()),
+        ],
     };
     f.base = Some(crate::FunctionBase { account: "000000000001".into(), image });
     target.function = Arc::new(f);
     response(w.invoker.invoke(target, event("1")).await);
     let env = &w.local.environments()[0];
     let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    assert_eq!(get("PATH"), Some("/var/lang/bin:/usr/bin"), "the base's environment over Lambda's defaults");
+    assert_eq!(get("PATH"), Some("/var/lang/bin:/usr/bin"), "the base's search path over Lambda's default");
+    assert_eq!((get("TZ"), get("BASE_ONLY")), (Some(":UTC"), Some("1")), "Lambda's other variables over the base's");
     assert_eq!(get("LANG"), Some("C.UTF-8"), "the function's own over the base's");
     assert_eq!((get("AWS_EXECUTION_ENV"), get("_HANDLER")), (Some("AWS_Lambda_python3.11"), Some("app.handler")));
 }

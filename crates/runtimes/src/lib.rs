@@ -10,7 +10,9 @@
 //! `/etc/passwd` and `/etc/group` (root, and `sbx_user1051` as 993:990, the user the runtime runs
 //! as), `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/localtime` (UTC), `/etc/os-release`,
 //! `/etc/ssl/certs/ca-certificates.crt` (the host's); `/bin/sh` (the host's dash, for
-//! `AWS_LAMBDA_EXEC_WRAPPER` scripts); empty `dev`, `proc`, `tmp`, `var/task`, `opt`,
+//! `AWS_LAMBDA_EXEC_WRAPPER` scripts) and, as Lambda's Amazon Linux 2023 minimal bases, a small
+//! userland in `/usr/bin` (bash, also at `/bin/bash`, the core utilities, grep, sed, awk, find,
+//! curl, tar, gzip: [`recipe::USERLAND`], those the host has); empty `dev`, `proc`, `tmp`, `var/task`, `opt`,
 //! `var/runtime`; the dynamic loader at `/lib64/ld-linux-x86-64.so.2` and every library the
 //! base's ELF files need, as `ldd` resolves them, at their host paths (`/lib/x86_64-linux-gnu`,
 //! which Debian's loader searches without a cache). The image config sets Lambda's `Env`
@@ -266,7 +268,14 @@ fn common(stage: &Stage, name: &str, progress: &dyn Fn(&str)) -> Result<(), Buil
         name: name.to_string(),
         reason: "the host has no /bin/sh to copy (install dash)".to_string(),
     })?;
-    stage.copy(shell, "bin/sh")
+    stage.copy(shell, "bin/sh")?;
+    progress("copying the userland (bash, the core utilities, grep, sed, awk, find, curl, tar, gzip)");
+    for program in recipe::USERLAND {
+        if let Some(host) = ["/usr/bin", "/bin"].iter().map(|dir| Path::new(dir).join(program)).find(|path| path.is_file()) {
+            stage.copy(&host, &format!("usr/bin/{program}"))?;
+        }
+    }
+    stage.link("../usr/bin/bash", "bin/bash")
 }
 
 /// The host's copies of [`recipe::PROVIDED_LIBRARIES`], those it has.

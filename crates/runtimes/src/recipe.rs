@@ -20,7 +20,18 @@ pub(crate) const DEFAULTS: &[&str] = &["provided.al2023", "provided.al2", "pytho
 
 /// The recipe's version: part of a base's directory name, raised whenever what a recipe writes
 /// changes, so that a machine's cache never serves a base built by an older recipe.
-pub(crate) const RECIPE_VERSION: u32 = 1;
+pub(crate) const RECIPE_VERSION: u32 = 2;
+
+/// The minimal userland every base holds, as Lambda's Amazon Linux 2023 minimal bases do (bash, the core
+/// utilities, grep, sed, awk, find, curl, tar, gzip): the host's programs of these names, copied to `/usr/bin` (those
+/// the host lacks are left out). Custom runtimes written in shell use them.
+pub(crate) const USERLAND: &[&str] = &[
+    "bash", "cat", "ls", "cp", "mv", "rm", "mkdir", "rmdir", "ln", "chmod", "touch", "head", "tail", "cut", "tr", "wc",
+    "sort", "uniq", "tee", "sleep", "date", "echo", "printf", "env", "printenv", "id", "whoami", "uname", "basename",
+    "dirname", "readlink", "realpath", "stat", "dd", "df", "du", "seq", "yes", "true", "false", "test", "[", "expr",
+    "md5sum", "sha1sum", "sha256sum", "base64", "od", "timeout", "nproc", "mktemp", "pwd", "paste", "tac", "nl",
+    "fold", "shuf", "sync", "grep", "sed", "awk", "find", "xargs", "curl", "tar", "gzip", "kill", "ps", "which",
+];
 
 /// The Python packages in `/var/runtime`, every one pinned (installed with `--no-deps`), so that
 /// the same recipe always installs the same files.

@@ -55,6 +55,9 @@ use oci_images::{Body, Layout, Noise, create_image_function, libraries, push};
 use harness::{Conn, KEY_ID, build_dir, SECRET, Server, check_invoke, ratio_row, report_field, row, verdict, zip_of};
 use stats::{stats, stats_ms};
 
+/// The server installs only the base of the zip function it starts (`provided.al2023`).
+const RUNTIMES: &[&str] = &["--runtimes", "provided.al2023"];
+
 const FUNCTIONS: &str = "/2015-03-31/functions";
 const PAYLOAD: &[u8] = br#"{"name":"images"}"#;
 const REPOSITORY: &str = "bench/app";
@@ -423,7 +426,7 @@ async fn run(args: Args) -> Result<(), String> {
     let images = write_images(&tmp.path().join("layout"), &bootstrap, args.base_mib)?;
     eprintln!("images: wrote the images ({} MiB) in {:.1} s", images.image_bytes >> 20, started.elapsed().as_secs_f64());
 
-    let mut server = Server::start(&ignis, &data, &[])?;
+    let mut server = Server::start(&ignis, &data, RUNTIMES)?;
     eprintln!("images: ignis server (pid {}) on {}", server.pid(), server.address);
     let mut conn = Conn::connect(&server.address, credentials()).await?;
     let storage = storage(&ignis, &server, &mut conn, &data, &images).await?;
@@ -432,7 +435,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut samples = Samples::default();
     for i in 0..args.samples {
         server.stop()?;
-        server = Server::start(&ignis, &data, &[])?;
+        server = Server::start(&ignis, &data, RUNTIMES)?;
         conn = Conn::connect(&server.address, credentials()).await?;
         tokio::time::sleep(args.settle).await;
         if i % 2 == 0 {

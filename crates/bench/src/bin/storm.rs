@@ -140,7 +140,8 @@ async fn storm(ignis: &Path, data: &Path, args: &Args, wait: u64) -> Result<Roun
     let _ = std::fs::remove_dir_all(data.join("image-starts"));
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.to_string();
     let (fetches, wait_arg) = (args.origin_fetches.to_string(), wait.to_string());
-    let extra = ["--origin-fetches", &fetches, "--origin-start-wait", &wait_arg, "--metrics-listen", &metrics];
+    let extra =
+        ["--origin-fetches", &fetches, "--origin-start-wait", &wait_arg, "--metrics-listen", &metrics, "--runtimes", "none"];
     let mut server = Server::start(ignis, data, &extra)?;
     let mut conns = Vec::new();
     for _ in 0..args.functions {
@@ -189,7 +190,7 @@ async fn run(args: Args) -> Result<(), String> {
     write_images(&layout, &bootstrap, args.functions)?;
     let started = Instant::now();
     {
-        let mut server = Server::start(&ignis, &data, &[])?;
+        let mut server = Server::start(&ignis, &data, &["--runtimes", "none"])?;
         let mut conn = Conn::connect(&server.address, credentials()).await?;
         for i in 0..args.functions {
             push(&ignis, &server, &layout, REPOSITORY, &format!("s{i}"))?;

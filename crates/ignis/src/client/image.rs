@@ -112,7 +112,7 @@ pub fn parse_reference(reference: &str) -> Result<(&str, &str), String> {
 }
 
 /// Pushes `image` as `name:tag`; answers the manifest's digest.
-fn push(client: &Client, name: &str, tag: &str, image: &Image, chunk: usize, progress: &mut Progress) -> Result<String, String> {
+pub(super) fn push(client: &Client, name: &str, tag: &str, image: &Image, chunk: usize, progress: &mut Progress) -> Result<String, String> {
     let mut missing = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for blob in &image.blobs {
@@ -266,13 +266,13 @@ pub fn registry_error(response: Response) -> String {
 
 /// What a push tells the user on stderr: a bar over the bytes to upload on a terminal, plain
 /// lines otherwise.
-struct Progress {
+pub(super) struct Progress {
     bar: Option<ProgressBar>,
     terminal: bool,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    pub(super) fn new() -> Progress {
         Progress { bar: None, terminal: std::io::stderr().is_terminal() }
     }
 

@@ -53,6 +53,9 @@ impl Reply {
     }
 }
 
+/// The runtimes a test server installs unless its test names others.
+pub const TEST_RUNTIMES: &str = "provided.al2023";
+
 pub fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_ignis")).parent().unwrap().to_path_buf()
 }
@@ -83,6 +86,10 @@ impl Server {
     fn start_in_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
         command.arg("server").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+        if !args.contains(&"--runtimes") {
+            // The bases of the functions tests deploy, not every default one.
+            command.args(["--runtimes", TEST_RUNTIMES]);
+        }
         command.envs(env.iter().copied());
         let (child, address) = launch(command, "server");
         Server { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
@@ -348,6 +355,11 @@ done
 "#
     );
     zip_of(&[("bootstrap", script.as_bytes(), 0o755)])
+}
+
+/// The `REPORT` line of a log tail.
+pub fn report_line(tail: &str) -> &str {
+    tail.lines().find(|l| l.starts_with("REPORT RequestId: ")).unwrap_or_else(|| panic!("no REPORT line in {tail:?}"))
 }
 
 /// The `lambda_runtime` example, as a deployable zip.

@@ -4,11 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, cgroup_left, eventually, rust_example, sandbox_ids, sh_runtime, zip_of};
-
-fn report_line(tail: &str) -> &str {
-    tail.lines().find(|l| l.starts_with("REPORT RequestId: ")).unwrap_or_else(|| panic!("no REPORT line in {tail:?}"))
-}
+use crate::harness::{Server, cgroup_left, eventually, report_line, rust_example, sandbox_ids, sh_runtime, zip_of};
 
 #[test]
 fn lambda_runtime_example_cold_then_warm() {
@@ -215,6 +211,8 @@ fn the_sandbox_has_lambdas_environment_and_nothing_of_the_host() {
   if curl -s -m 2 "http://$HOST_API/healthz" >/dev/null 2>&1; then echo host=reachable; else echo host=unreachable; fi
   echo "pids=$(ls /proc | grep -c '^[0-9]')"
   echo "root=$(ls / | tr '\n' ' ')"
+  echo "sys=$(ls -A /sys 2>/dev/null | wc -l)"
+  echo "usr=$(ls /usr/bin | wc -l)"
 } > /tmp/probe
 printf '"%s"' "$(base64 -w0 /tmp/probe)" > /tmp/response
 "#;
@@ -247,7 +245,10 @@ printf '"%s"' "$(base64 -w0 /tmp/probe)" > /tmp/response
     assert!(facts["env_stream"].contains("/[$LATEST]"), "{text}");
     let pids: u32 = facts["pids"].parse().unwrap();
     assert!(pids < 10, "the sandbox sees only its own processes: {text}");
-    assert!(!facts["root"].contains("home") && !facts["root"].contains("root ") && !facts["root"].contains("sys "), "{text}");
+    assert!(!facts["root"].contains("home") && !facts["root"].contains("root "), "{text}");
+    // The runtime's own base, not the host's: no sysfs, and a small /usr.
+    expect("sys", "0");
+    assert!(facts["usr"].parse::<u32>().unwrap() < 150, "{text}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ mod invoke;
 mod lifecycle;
 mod oci;
 mod provisioned;
+mod runtimes;
 mod sqs;
 mod versions;
 mod workers;

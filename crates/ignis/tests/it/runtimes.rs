@@ -1,0 +1,125 @@
+//! Managed runtimes: a Python handler, written as for Lambda and zipped, runs on its runtime's base through the
+//! official runtime interface client, with Lambda's context, errors and logs; a runtime that is not installed is
+//! refused at CreateFunction; a function's layers are its `/opt`.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// The runtimes these tests install: the Python base, built once per machine (pip, from PyPI) and cached.
+const RUNTIMES: &str = "provided.al2023,python3.11";
+
+const APP: &str = r#"
+import json, logging, os, sys
+import boto3
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+COLD = {"starts": 0}
+COLD["starts"] += 1
+print("init ran")
+
+def handler(event, context):
+    COLD.setdefault("calls", 0)
+    COLD["calls"] += 1
+    print("handling", json.dumps(event))
+    logger.info("from logging")
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    return {
+        "event": event,
+        "function": context.function_name,
+        "version": context.function_version,
+        "memory": context.memory_limit_in_mb,
+        "request": context.aws_request_id,
+        "arn": context.invoked_function_arn,
+        "group": context.log_group_name,
+        "remaining": context.get_remaining_time_in_millis(),
+        "calls": COLD["calls"],
+        "starts": COLD["starts"],
+        "boto3": boto3.__version__,
+        "python": sys.version.split()[0],
+        "exec_env": os.environ.get("AWS_EXECUTION_ENV"),
+        "handler_env": os.environ.get("_HANDLER"),
+        "cwd": os.getcwd(),
+        "usr_local": os.path.exists("/usr/local/lib/python3.11"),
+    }
+"#;
+
+fn python(name: &str, server: &Server, files: &[(&str, &[u8], u32)], handler: &str) -> Reply {
+    server.create(name, &zip_of(files), json!({ "Runtime": "python3.11", "Handler": handler, "MemorySize": 256 }))
+}
+
+#[test]
+fn a_python_handler_runs_with_lambdas_context_errors_and_logs() {
+    let server = Server::start_with(&["--runtimes", RUNTIMES]);
+    let created = python("py", &server, &[("app.py", APP.as_bytes(), 0o644)], "app.handler");
+    assert_eq!(created.status, 201, "{}", created.text());
+
+    let first = server.invoke("py", r#"{"n": 1}"#);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-amz-function-error"), None, "{}", first.text());
+    let body = first.json();
+    assert_eq!(body["event"], json!({ "n": 1 }));
+    assert_eq!((body["function"].as_str(), body["version"].as_str(), body["memory"].as_str()), (Some("py"), Some("$LATEST"), Some("256")));
+    assert_eq!(body["group"], "/aws/lambda/py");
+    assert!(body["arn"].as_str().unwrap().ends_with(":function:py"), "{body}");
+    let remaining = body["remaining"].as_u64().unwrap();
+    assert!(remaining > 0 && remaining <= 3000, "{body}");
+    assert_eq!((body["exec_env"].as_str(), body["handler_env"].as_str()), (Some("AWS_Lambda_python3.11"), Some("app.handler")));
+    assert_eq!(body["cwd"], "/var/task");
+    assert!(body["boto3"].as_str().is_some_and(|v| v.starts_with('1')), "{body}");
+    assert!(body["python"].as_str().unwrap().starts_with("3.11"), "{body}");
+    let tail = first.log_tail();
+    assert!(tail.contains("init ran") && tail.contains("handling {\"n\": 1}") && tail.contains("from logging"), "{tail}");
+    assert!(report_line(&tail).contains("Init Duration"), "{tail}");
+
+    // Warm: the module's globals are kept, its code ran once.
+    let second = server.invoke("py", r#"{"n": 2}"#).json();
+    assert_eq!((second["calls"].as_u64(), second["starts"].as_u64()), (Some(2), Some(1)), "{second}");
+
+    // An exception is Lambda's error shape, and the sandbox stays.
+    let failed = server.invoke("py", r#"{"fail": true}"#);
+    assert_eq!(failed.status, 200);
+    assert_eq!(failed.header("x-amz-function-error"), Some("Unhandled"));
+    let error = failed.json();
+    assert_eq!((error["errorType"].as_str(), error["errorMessage"].as_str()), (Some("ValueError"), Some("asked to fail")), "{error}");
+    assert!(error["stackTrace"].as_array().is_some_and(|trace| !trace.is_empty()), "{error}");
+    assert!(failed.log_tail().contains("ValueError"), "{}", failed.log_tail());
+    assert_eq!(server.invoke("py", "{}").json()["calls"].as_u64(), Some(4));
+}
+
+#[test]
+fn a_bad_python_handler_is_lambdas_init_error() {
+    let server = Server::start_with(&["--runtimes", RUNTIMES]);
+    let files: &[(&str, &[u8], u32)] = &[("app.py", b"def handler(event, context):\n    return 1\n", 0o644)];
+    for (name, handler, error_type) in
+        [("nomodule", "nope.handler", "Runtime.ImportModuleError"), ("nohandler", "app.missing", "Runtime.HandlerNotFound")]
+    {
+        assert_eq!(python(name, &server, files, handler).status, 201);
+        let reply = server.invoke(name, "{}");
+        assert_eq!(reply.header("x-amz-function-error"), Some("Unhandled"), "{}", reply.text());
+        assert_eq!(reply.json()["errorType"], error_type, "{}", reply.text());
+    }
+    // A module that exits the process.
+    let exits: &[(&str, &[u8], u32)] = &[("app.py", b"import sys\ndef handler(event, context):\n    sys.exit(3)\n", 0o644)];
+    assert_eq!(python("exits", &server, exits, "app.handler").status, 201);
+    let reply = server.invoke("exits", "{}");
+    assert_eq!(reply.header("x-amz-function-error"), Some("Unhandled"), "{}", reply.text());
+    assert_eq!(server.invoke("exits", "{}").header("x-amz-function-error"), Some("Unhandled"));
+}
+
+#[test]
+fn a_runtime_that_is_not_installed_is_refused_at_create_function() {
+    let server = Server::start();
+    let reply = python("py", &server, &[("app.py", APP.as_bytes(), 0o644)], "app.handler");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let body: Value = reply.json();
+    assert_eq!(body["Type"].as_str().or(body["__type"].as_str()), Some("InvalidParameterValueException"), "{body}");
+    let message = body["message"].as_str().or(body["Message"].as_str()).unwrap_or_default().to_string();
+    assert!(message.contains("python3.11") && message.contains("ignis runtime build python3.11"), "{message}");
+    // Not one of Lambda's runtimes at all: the model's error.
+    let reply = server.create("odd", &zip_of(&[("x", b"x", 0o644)]), json!({ "Runtime": "cobol85" }));
+    assert_eq!(reply.status, 400);
+    assert!(reply.text().contains("ValidationException") || reply.header("x-amzn-errortype").is_some_and(|t| t.starts_with("ValidationException")), "{}", reply.text());
+}
