@@ -20,9 +20,9 @@ use crate::error::ApiError;
 const MAX_ENVIRONMENT_BYTES: usize = 4096;
 
 /// Runtimes Ignis runs: the OS-only ones, whose entry point is `bootstrap`.
-const SUPPORTED_RUNTIMES: [&str; 3] = ["provided.al2023", "provided.al2", "provided"];
+pub(crate) const SUPPORTED_RUNTIMES: [&str; 3] = ["provided.al2023", "provided.al2", "provided"];
 /// Lambda's other runtimes: valid names that Ignis does not run yet.
-const OTHER_RUNTIMES: [&str; 22] = [
+pub(crate) const OTHER_RUNTIMES: [&str; 22] = [
     "nodejs18.x", "nodejs20.x", "nodejs22.x", "python3.8", "python3.9", "python3.10", "python3.11",
     "python3.12", "python3.13", "java8.al2", "java11", "java17", "java21", "dotnet6", "dotnet8",
     "ruby3.2", "ruby3.3", "nodejs16.x", "go1.x", "java8", "python3.7", "nodejs14.x",
@@ -77,6 +77,10 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
     }
     if let Some(target) = &record.dead_letter_target {
         config["DeadLetterConfig"] = json!({ "TargetArn": target });
+    }
+    if !record.layers.is_empty() {
+        let layers: Vec<Value> = record.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size })).collect();
+        config["Layers"] = json!(layers);
     }
     config
 }
@@ -283,6 +287,8 @@ pub struct UpdateConfiguration {
     pub settings: Settings,
     pub revision_id: Option<String>,
     pub image_config: Option<ImageConfigIn>,
+    /// Absent: the layers stay; empty: removed.
+    pub layers: Option<Vec<String>>,
 }
 
 /// `UpdateFunctionCode`'s body.
