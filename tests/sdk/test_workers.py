@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from test_boto3 import BIN_DIR, KEY_ID, SECRET, client, rust_example
+from test_boto3 import BIN_DIR, KEY_ID, SECRET, client, rust_example, zip_bytes
 
 ENV = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
 
@@ -100,3 +100,20 @@ def test_invokes_run_on_both_workers_and_their_logs_are_readable(cluster):
     assert len(reports) == 12
     streams = {e["logStreamName"] for e in events}
     assert len(streams) >= 2
+
+
+def test_a_function_with_layers_starts_on_worker_hosts(cluster):
+    """A worker host fetches the function's merged layers by their SHA-256, as it fetches code."""
+    lam = client(cluster, "lambda")
+    layer = lam.publish_layer_version(LayerName="host-layer", Content={"ZipFile": zip_bytes([("lib/data", b"layer", 0o644)])})
+    lam.create_function(
+        FunctionName="host-layered",
+        Runtime="provided.al2023",
+        Role="arn:aws:iam::123456789012:role/ignis",
+        Handler="bootstrap",
+        Code={"ZipFile": rust_example()},
+        Layers=[layer["LayerVersionArn"]],
+    )
+    answer = lam.invoke(FunctionName="host-layered", Payload=json.dumps({"name": "opt"}))
+    assert "FunctionError" not in answer
+    assert json.loads(answer["Payload"].read()) == {"message": "Hello, opt!"}

@@ -15,8 +15,9 @@
 //!   unhealthy and forgot its sandboxes), or when no heartbeat got through
 //!   for [`HEARTBEAT_TIMEOUT`] (the server will have done so), every sandbox
 //!   is killed, then the worker registers again as a new worker.
-//! - Code comes from the server by SHA-256 and is unpacked with the store's
-//!   checks (`Store::put_code`) into this host's own data directory.
+//! - Code, and a function's merged layers (its `/opt` tree), come from the
+//!   server by SHA-256 and are unpacked with the store's checks
+//!   (`Store::put_code`) into this host's own data directory.
 //! - Images are never fetched whole: an image function's manifest comes from
 //!   the server and its chunks on first read, each checked
 //!   ([`RemoteManifests`], [`crate::RemoteChunks`]), cached in memory up to
@@ -375,13 +376,27 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
     // An image function has no code tree: its image is mounted by the worker.
-    if spec.image.is_none() {
-        let hold = match host.code_dir(&sha).await {
-            Ok(hold) => hold,
+    let code = match spec.image {
+        None => match host.code_dir(&sha).await {
+            Ok(hold) => Some(hold),
             Err(e) => return error(StatusCode::BAD_GATEWAY, "Host", &e),
-        };
+        },
+        Some(_) => None,
+    };
+    // The merged layers are a code tree too, fetched by their SHA-256 as the code is.
+    let opt = match wire::opt_sha256(&spec).map(str::to_string) {
+        Some(opt_sha) => match host.code_dir(&opt_sha).await {
+            Ok(hold) => Some(hold),
+            Err(e) => return error(StatusCode::BAD_GATEWAY, "Host", &e),
+        },
+        None => None,
+    };
+    if let Some(hold) = &code {
         spec.code_dir = hold.dir();
-        spec.code_hold = Some(Box::new(hold));
+    }
+    spec.opt_dir = opt.as_ref().map(CodeHold::dir);
+    if code.is_some() || opt.is_some() {
+        spec.code_hold = Some(Box::new((code, opt)));
     }
     match host.worker.start(Arc::new(spec)).await {
         Ok(handle) => {

@@ -39,10 +39,13 @@ pub fn parse(body: &[u8]) -> Result<Value, WireError> {
 }
 
 /// A spec names its code by the SHA-256 (hex) the server stores it under; the
-/// worker host fetches and unpacks it into its own `code_dir`.
+/// worker host fetches and unpacks it into its own `code_dir`. Its merged
+/// layers (`opt_dir`, a code tree named by its SHA-256, as every one) go as
+/// `"OptSha256"`, fetched the same way.
 pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
     json!({
         "CodeSha256": code_sha256_hex,
+        "OptSha256": opt_sha256(spec),
         "MemoryMb": spec.memory_mb,
         "TmpMb": spec.tmp_mb,
         "TimeoutMs": spec.timeout.as_millis() as u64,
@@ -92,6 +95,22 @@ fn decode_base(v: &Value) -> Result<Option<RuntimeBase>, WireError> {
     decode_launch(v, "Base")?.map(|(launch, base)| Ok(RuntimeBase { account: text(base, "Account")?, launch })).transpose()
 }
 
+/// The name of `spec`'s `/opt` tree: its directory's last component.
+pub fn opt_sha256(spec: &FunctionSpec) -> Option<&str> {
+    spec.opt_dir.as_deref().and_then(std::path::Path::file_name).and_then(|name| name.to_str())
+}
+
+/// `"OptSha256"`: null or absent, or a tree's name (64 lower-case hex digits).
+fn decode_opt(v: &Value) -> Result<Option<PathBuf>, WireError> {
+    match v.get("OptSha256") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(sha)) if sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Ok(Some(PathBuf::from(sha)))
+        }
+        Some(_) => Err("OptSha256 is not a SHA-256 in lower-case hex".into()),
+    }
+}
+
 /// The longest timeout a spec may carry: Lambda's 15 minutes.
 pub const MAX_TIMEOUT_MS: u64 = 900_000;
 
@@ -103,7 +122,9 @@ fn timeout(ms: u64) -> Result<Duration, WireError> {
     Ok(Duration::from_millis(ms))
 }
 
-/// The spec and its code's SHA-256; `code_dir` is left empty for the host to fill in.
+/// The spec and its code's SHA-256; `code_dir` is left empty for the host to
+/// fill in, and `opt_dir` holds only the `/opt` tree's SHA-256, for the host to
+/// fetch and replace by its directory.
 pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
     let v = parse(body)?;
     let env = field(&v, "Env")?
@@ -127,6 +148,7 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         code_hold: None,
         image: decode_launch(&v, "Image")?.map(|(launch, _)| launch),
         base: decode_base(&v)?,
+        opt_dir: decode_opt(&v)?,
     };
     let sha = text(&v, "CodeSha256")?;
     Ok((spec, sha))
@@ -267,9 +289,20 @@ mod tests {
             code_hold: None,
             image: None,
             base: None,
+            opt_dir: None,
         };
         let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
         assert_eq!(sha, "ab");
+        assert_eq!(back.opt_dir, None);
+        let opt = "0f".repeat(32);
+        let with_layers = FunctionSpec { opt_dir: Some(PathBuf::from("/data/code").join(&opt)), code_hold: None, env: Vec::new(), ..spec };
+        let (back, _) = decode_spec(&encode_spec(&with_layers, "ab")).unwrap();
+        assert_eq!(back.opt_dir, Some(PathBuf::from(&opt)));
+        let spec = FunctionSpec { opt_dir: None, ..with_layers };
+        for bad in [r#""../x""#, r#""AB""#, "1"] {
+            let body = String::from_utf8(encode_spec(&spec, "ab")).unwrap().replace(r#""OptSha256":null"#, &format!(r#""OptSha256":{bad}"#));
+            assert!(decode_spec(body.as_bytes()).is_err(), "{bad}");
+        }
         assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env.clone()));
         assert_eq!((&back.version, &back.log_account, &back.log_group), (&spec.version, &spec.log_account, &spec.log_group));
         assert_eq!((back.image, back.base), (None, None));

@@ -99,15 +99,19 @@ fn qualifier_param(query: &str) -> Option<String> {
     query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v)
 }
 
-/// Decodes and stores a zip: validated, unpacked once, content-addressed.
-async fn store_code(app: &App, zip_base64: &str, runtime: &str) -> Result<ignis_store::Code, ApiError> {
+/// The rules a function's code is stored by.
+fn code_rules(runtime: &str) -> CodeRules {
+    CodeRules { require_bootstrap: runtime.starts_with("provided"), ..CodeRules::default() }
+}
+
+/// Decodes and stores a zip (a function's code or a layer's): validated, unpacked once, content-addressed.
+pub(crate) async fn store_code(app: &App, zip_base64: &str, rules: CodeRules) -> Result<ignis_store::Code, ApiError> {
     let zip = base64::engine::general_purpose::STANDARD
         .decode(zip_base64.trim())
         .map_err(|_| ApiError::InvalidRequestContent("Could not parse request body into json: ZipFile is not valid base64".into()))?;
     if zip.len() > MAX_ZIP {
         return Err(ApiError::RequestEntityTooLarge(format!("Zipped file size must be smaller than {MAX_ZIP} bytes")));
     }
-    let rules = CodeRules { require_bootstrap: runtime.starts_with("provided"), ..CodeRules::default() };
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.put_code(&zip, &rules))
         .await
@@ -180,18 +184,23 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         "Please don't provide ImageUri when the intended function PackageType is Zip.",
     )?;
     refuse_existing(app, caller, &name)?;
-    let code = store_code(app, zip, &runtime).await?;
+    let layer_arns = request.layers.unwrap_or_default();
+    crate::layers_api::check_layer_list(&layer_arns, &caller.account)?;
+    let code = store_code(app, zip, code_rules(&runtime)).await?;
+    let layers = crate::layers_api::function_layers(app, caller, &layer_arns, code.unzipped_size).await?;
     let mut record = FunctionRecord {
         architecture,
         code_sha256_hex: code.sha256_hex(),
         code_sha256: code.sha256_base64(),
         code_size: code.zip_size,
+        code_unzipped_size: code.unzipped_size,
         last_modified_ms: now(app),
         revision_id: new_revision(),
         code: CodeRef::new(code.hold.clone()),
         base: Some(base),
         ..FunctionRecord::new(name.clone(), runtime)
     };
+    layers.apply(&mut record);
     request.settings.apply(&mut record);
     store_new(app, caller, record, request.publish == Some(true)).await
 }
@@ -351,7 +360,7 @@ pub fn list_functions(app: &App, caller: &Caller, query: &str) -> Result<Answer,
 
 pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let request: f::UpdateConfiguration = f::parse_body(body)?;
-    let (reference, _) = resolve(app, caller, "UpdateFunctionConfiguration", name, None)?;
+    let (reference, current) = resolve(app, caller, "UpdateFunctionConfiguration", name, None)?;
     latest_only(&reference)?;
     let mut v = Violations::default();
     request.settings.check_model(&mut v);
@@ -364,6 +373,12 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
         installed_base(app, runtime)?;
     }
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
+    // `Layers` absent keeps the function's, an empty list removes them.
+    let layers = match &request.layers {
+        Some(_) if current.package_type() == PackageType::Image => return Err(crate::function_image::zip_settings_refused()),
+        Some(arns) => Some(crate::layers_api::function_layers(app, caller, arns, current.code_unzipped_size).await?),
+        None => None,
+    };
     let (old, record) = app
         .registry
         .update(&caller.account, &reference.name, |current| -> Result<_, ApiError> {
@@ -379,6 +394,9 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
             let mut record = current.clone();
             if let Some(image_config) = request.image_config {
                 record.image_config = image_config.into_override();
+            }
+            if let Some(layers) = &layers {
+                layers.apply(&mut record);
             }
             request.settings.apply(&mut record);
             record.base = refreshed_base(app, &record);
@@ -418,7 +436,9 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
                 image_uri.is_some(),
                 "Please don't provide ImageUri when updating a function with packageType Zip.",
             )?;
-            NewCode::Zip(store_code(app, zip, &current.runtime).await?)
+            let code = store_code(app, zip, code_rules(&current.runtime)).await?;
+            crate::layers_api::check_total_size(code.unzipped_size, current.layers.iter().map(|l| l.unzipped_size))?;
+            NewCode::Zip(code)
         }
     };
     let apply = |current: &FunctionRecord| {
@@ -428,6 +448,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
                 record.code_sha256_hex = code.sha256_hex();
                 record.code_sha256 = code.sha256_base64();
                 record.code_size = code.zip_size;
+                record.code_unzipped_size = code.unzipped_size;
                 record.code = CodeRef::new(code.hold.clone());
             }
             NewCode::Image(image) => {

@@ -22,7 +22,7 @@ const MAX_ENVIRONMENT_BYTES: usize = 4096;
 /// Runtimes Ignis runs: the OS-only ones, whose entry point is `bootstrap`.
 /// Lambda's runtime names (the `Runtime` values its API accepts); a function's must also be installed here (see
 /// `runtimes_api`).
-const RUNTIMES: [&str; 33] = [
+pub(crate) const RUNTIMES: [&str; 33] = [
     "provided.al2023", "provided.al2", "provided", "python3.14", "python3.13", "python3.12", "python3.11",
     "python3.10", "python3.9", "python3.8", "python3.7", "nodejs24.x", "nodejs22.x", "nodejs20.x", "nodejs18.x",
     "nodejs16.x", "nodejs14.x", "java25", "java21", "java17", "java11", "java8.al2", "java8", "dotnet10",
@@ -78,6 +78,10 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
     }
     if let Some(target) = &record.dead_letter_target {
         config["DeadLetterConfig"] = json!({ "TargetArn": target });
+    }
+    if !record.layers.is_empty() {
+        let layers: Vec<Value> = record.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size })).collect();
+        config["Layers"] = json!(layers);
     }
     config
 }
@@ -284,6 +288,8 @@ pub struct UpdateConfiguration {
     pub settings: Settings,
     pub revision_id: Option<String>,
     pub image_config: Option<ImageConfigIn>,
+    /// Absent: the layers stay; empty: removed.
+    pub layers: Option<Vec<String>>,
 }
 
 /// `UpdateFunctionCode`'s body.

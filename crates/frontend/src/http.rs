@@ -37,8 +37,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{
-    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, logs_api, mappings_api, oci_api, provisioned,
-    runtimes_api, sqs_api, versions,
+    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api, oci_api,
+    provisioned, runtimes_api, sqs_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -112,6 +112,13 @@ pub enum Operation {
     /// `POST /ignis/images/gc`: one garbage collection of the chunk store.
     CollectImages,
     PutLogs,
+    PublishLayerVersion(String),
+    ListLayers,
+    ListLayerVersions(String),
+    /// Layer, version number.
+    GetLayerVersion(String, String),
+    DeleteLayerVersion(String, String),
+    GetLayerVersionByArn,
     /// The OCI distribution API (`/v2/...`): container image push and pull.
     Oci(oci_api::OciRequest),
 }
@@ -186,7 +193,7 @@ impl Operation {
                     invoke_api::MAX_SYNC_PAYLOAD
                 )),
             ),
-            Operation::CreateFunction | Operation::UpdateFunctionCode(_) => (
+            Operation::CreateFunction | Operation::UpdateFunctionCode(_) | Operation::PublishLayerVersion(_) => (
                 control::MAX_CODE_REQUEST,
                 ApiError::RequestEntityTooLarge(format!(
                     "Request must be smaller than {} bytes for the {} operation",
@@ -257,6 +264,12 @@ impl Operation {
             Operation::GetChunk(..) => "GetChunk",
             Operation::CollectImages => "CollectImages",
             Operation::PutLogs => "PutLogs",
+            Operation::PublishLayerVersion(_) => "PublishLayerVersion",
+            Operation::ListLayers => "ListLayers",
+            Operation::ListLayerVersions(_) => "ListLayerVersions",
+            Operation::GetLayerVersion(..) => "GetLayerVersion",
+            Operation::DeleteLayerVersion(..) => "DeleteLayerVersion",
+            Operation::GetLayerVersionByArn => "GetLayerVersionByArn",
             Operation::Oci(request) => request.name(),
         }
     }
@@ -368,6 +381,17 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["2015-03-31", "event-source-mappings", uuid]) => Operation::GetEventSourceMapping(decode(uuid)?),
         (&Method::PUT, ["2015-03-31", "event-source-mappings", uuid]) => Operation::UpdateEventSourceMapping(decode(uuid)?),
         (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
+        (&Method::GET, ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
+            if query_params(query).iter().any(|(k, v)| k == "find" && v == "LayerVersion") {
+                Operation::GetLayerVersionByArn
+            } else {
+                Operation::ListLayers
+            }
+        }
+        (&Method::POST, ["2018-10-31", "layers", name, "versions"]) => Operation::PublishLayerVersion(decode(name)?),
+        (&Method::GET, ["2018-10-31", "layers", name, "versions"]) => Operation::ListLayerVersions(decode(name)?),
+        (&Method::GET, ["2018-10-31", "layers", name, "versions", n]) => Operation::GetLayerVersion(decode(name)?, decode(n)?),
+        (&Method::DELETE, ["2018-10-31", "layers", name, "versions", n]) => Operation::DeleteLayerVersion(decode(name)?, decode(n)?),
         (&Method::POST, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::CreateAccount,
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
         (&Method::PUT, ["ignis", "runtimes", name]) => Operation::PutRuntime(decode(name)?),
@@ -526,6 +550,12 @@ async fn respond(
         Operation::GetFunctionConcurrency(name) => control::get_concurrency(app, caller, &name),
         Operation::DeleteFunctionConcurrency(name) => control::delete_concurrency(app, caller, &name).await,
         Operation::PublishVersion(name) => versions::publish_version(app, caller, &name, &body).await,
+        Operation::PublishLayerVersion(name) => layers_api::publish_layer_version(app, caller, &name, &body).await,
+        Operation::ListLayers => layers_api::list_layers(app, caller, query),
+        Operation::ListLayerVersions(name) => layers_api::list_layer_versions(app, caller, &name, query),
+        Operation::GetLayerVersion(name, n) => layers_api::get_layer_version(app, caller, &name, &n),
+        Operation::DeleteLayerVersion(name, n) => layers_api::delete_layer_version(app, caller, &name, &n).await,
+        Operation::GetLayerVersionByArn => layers_api::get_layer_version_by_arn(app, caller, query),
         Operation::ListVersionsByFunction(name) => versions::list_versions(app, caller, &name, query),
         Operation::CreateAlias(name) => versions::create_alias(app, caller, &name, &body).await,
         Operation::ListAliases(name) => versions::list_aliases(app, caller, &name, query),

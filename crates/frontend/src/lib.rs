@@ -51,6 +51,7 @@ mod function_image;
 pub mod fuzz;
 mod http;
 mod invoke_api;
+mod layers_api;
 mod logs_api;
 mod mappings_api;
 mod oci_api;
@@ -96,6 +97,8 @@ pub struct Services {
     /// The data directory's store: code trees, by SHA-256.
     pub store: Arc<Store>,
     pub registry: Arc<dyn ignis_registry::Registry>,
+    /// Every account's layer versions.
+    pub layers: Arc<dyn ignis_registry::Layers>,
     /// Every account and access key (SigV4 asks it for secrets).
     pub accounts: Arc<dyn Accounts>,
     /// Admission, assignment, placement and the workers.
@@ -142,6 +145,7 @@ pub struct App {
     config: Config,
     store: Arc<Store>,
     registry: Arc<dyn ignis_registry::Registry>,
+    layers: Arc<dyn ignis_registry::Layers>,
     invoker: Arc<ignis_invoke::Invoker>,
     /// Concurrency admission: the counter and the scaling rate (the invoker's own).
     concurrency: Arc<ignis_invoke::Admission>,
@@ -161,12 +165,14 @@ pub struct App {
 impl App {
     /// The API over `services`.
     pub fn new(config: Config, services: Services) -> Arc<App> {
-        let Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes } =
-            services;
+        let Services {
+            store, registry, layers, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes,
+        } = services;
         Arc::new(App {
             config,
             store,
             registry,
+            layers,
             concurrency: invoker.admission().clone(),
             invoker,
             accounts,

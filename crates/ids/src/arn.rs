@@ -16,6 +16,16 @@ pub fn event_source_mapping(region: &str, account: &str, uuid: &str) -> String {
     format!("arn:aws:lambda:{region}:{account}:event-source-mapping:{uuid}")
 }
 
+/// `arn:aws:lambda:{region}:{account}:layer:{name}`
+pub fn layer(region: &str, account: &str, name: &str) -> String {
+    format!("arn:aws:lambda:{region}:{account}:layer:{name}")
+}
+
+/// `arn:aws:lambda:{region}:{account}:layer:{name}:{version}`
+pub fn layer_version(region: &str, account: &str, name: &str, version: u32) -> String {
+    format!("arn:aws:lambda:{region}:{account}:layer:{name}:{version}")
+}
+
 /// `arn:aws:sqs:{region}:{account}:{name}`
 pub fn queue(region: &str, account: &str, name: &str) -> String {
     format!("arn:aws:sqs:{region}:{account}:{name}")

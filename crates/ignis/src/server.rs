@@ -15,7 +15,9 @@ use ignis_ids::AccountId;
 use ignis_invoke::{Admission, Invoker, Workers};
 use ignis_pollers::{Events, Keeper, Mappings};
 use ignis_queues::Queues;
-use ignis_registry::{AccessKey, Accounts, EmbeddedAccounts, EmbeddedRegistry, EmbeddedRuntimes, Registry, Runtimes};
+use ignis_registry::{
+    AccessKey, Accounts, EmbeddedAccounts, EmbeddedLayers, EmbeddedRegistry, EmbeddedRuntimes, Layers, Registry, Runtimes,
+};
 use ignis_sigv4::Credentials;
 use ignis_store::Store;
 use ignis_chunks::{ChunkError, DirectoryRoots, ObjectStoreUrl, RootStores, S3Options, S3Roots};
@@ -307,8 +309,12 @@ fn embedded_services(
 ) -> Result<Services, String> {
     let registry: Arc<dyn Registry> =
         Arc::new(EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?);
-    // No sandbox runs yet, so no code tree is in use but the registry's.
-    store.remove_unused_code(&registry.live_code()).map_err(|e| e.to_string())?;
+    let layers: Arc<dyn Layers> =
+        Arc::new(EmbeddedLayers::load(store.clone()).map_err(|e| format!("cannot load the layers: {e}"))?);
+    // No sandbox runs yet, so no code tree is in use but the functions' and the layer versions'.
+    let mut live = registry.live_code();
+    live.extend(layers.live_code());
+    store.remove_unused_code(&live).map_err(|e| e.to_string())?;
     let limits = Limits { concurrency: args.account_concurrency, min_unreserved: args.min_unreserved };
     let admission = Admission::new(limits, args.scale_rate, clock.clone());
     for (account, record) in registry.all() {
@@ -341,7 +347,7 @@ fn embedded_services(
     let provisioning = Keeper::start(pollers);
     let runtimes: Arc<dyn Runtimes> =
         Arc::new(EmbeddedRuntimes::load(store.clone()).map_err(|e| format!("cannot load the runtimes: {e}"))?);
-    Ok(Services { store, registry, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes })
+    Ok(Services { store, registry, layers, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes })
 }
 
 /// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).

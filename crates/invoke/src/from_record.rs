@@ -43,11 +43,20 @@ pub fn target(store: &Store, region: &str, account: &str, record: &FunctionRecor
         log_group: record.log_group(),
         code_sha256_hex: record.code_sha256_hex.clone(),
         code_dir: store.code_dir(&record.code_sha256_hex),
-        code_hold: record.code.hold().map(|hold| Arc::new(hold.clone()) as Arc<dyn Send + Sync>),
+        opt_dir: record.opt.hold().map(|_| store.code_dir(&record.opt_sha256_hex)),
+        code_hold: holds(record),
         image: record.image.as_ref().map(|image| function_image(image, &record.image_config)),
         base: record.base.as_ref().filter(|_| record.image.is_none()).map(|base| function_base(base, &record.handler)),
     };
     Target { function: Arc::new(function), region: region.to_string() }
+}
+
+/// What keeps `record`'s code tree and merged layers on disk while a sandbox uses them.
+fn holds(record: &FunctionRecord) -> Option<Arc<dyn Send + Sync>> {
+    match (record.code.hold(), record.opt.hold()) {
+        (None, None) => None,
+        (code, opt) => Some(Arc::new((code.cloned(), opt.cloned()))),
+    }
 }
 
 /// What a sandbox of `image`, with the function's overrides, runs.
@@ -235,6 +244,24 @@ mod tests {
                 env: vec![("A".into(), "1".into())],
             })
         );
+    }
+
+    /// A function with layers gets its merged tree as `/opt`; one without, none.
+    #[test]
+    fn targets_carry_the_merged_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let plain = FunctionRecord::new("plain", "provided.al2023");
+        assert_eq!(target(&store, "us-east-1", "111111111111", &plain).function.opt_dir, None);
+        let opt = "0f".repeat(32);
+        let layered = FunctionRecord {
+            opt_sha256_hex: opt.clone(),
+            opt: ignis_registry::CodeRef::new(store.hold_code(&opt)),
+            ..FunctionRecord::new("layered", "provided.al2023")
+        };
+        let function = target(&store, "us-east-1", "111111111111", &layered).function;
+        assert_eq!(function.opt_dir, Some(store.code_dir(&opt)));
+        assert!(function.code_hold.is_some());
     }
 
     #[test]

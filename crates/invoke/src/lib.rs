@@ -130,7 +130,10 @@ pub struct Function {
     pub code_sha256_hex: String,
     /// The unpacked code tree.
     pub code_dir: PathBuf,
-    /// Keeps the code tree on disk while a sandbox of it lives.
+    /// The function's layers merged into one code tree, for `/opt` (`None`:
+    /// no layers); its directory is named by its SHA-256, as every code tree's.
+    pub opt_dir: Option<PathBuf>,
+    /// Keeps the code tree (and the `/opt` tree) on disk while a sandbox of it lives.
     pub code_hold: Option<Arc<dyn Send + Sync>>,
     /// A function of package type `Image`: the image to run instead of a
     /// code tree (`None` for a zip function).
@@ -776,6 +779,7 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         log_account: function.revision.account.to_string(),
         log_group: function.log_group.clone(),
         code_hold: function.code_hold.clone().map(|hold| Box::new(hold) as Box<dyn Send + Sync>),
+        opt_dir: function.opt_dir.clone(),
         image: function.image.as_ref().map(launch),
         base: function.base.as_ref().map(|base| RuntimeBase { account: base.account.clone(), launch: launch(&base.image) }),
     }

@@ -93,6 +93,7 @@ pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target 
         log_group: format!("/aws/lambda/{name}"),
         code_sha256_hex: "ab".into(),
         code_dir: "/nonexistent".into(),
+        opt_dir: None,
         code_hold: None,
         image: None,
         base: None,

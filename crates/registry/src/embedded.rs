@@ -8,7 +8,8 @@
 //! does not hold.
 //!
 //! Every record in the map, and each of its versions, holds its code tree
-//! (`FunctionRecord::code`, set here on every load and write).
+//! (`FunctionRecord::code`) and its merged layers (`FunctionRecord::opt`), set
+//! here on every load and write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -19,10 +20,13 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{BoxFuture, Change, CodeRef, FunctionRecord, Registry, RegistryError, Written};
 
-/// (account, function name) → the record as JSON.
-const FUNCTIONS: TableDefinition<'static, (&'static str, &'static str), &'static [u8]> = TableDefinition::new("functions");
+/// A table of records as JSON by (account, name).
+pub(crate) type NamedTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 
-type Key = (AccountId, String);
+/// (account, function name) → the record as JSON.
+const FUNCTIONS: NamedTable = TableDefinition::new("functions");
+
+pub(crate) type Key = (AccountId, String);
 
 /// The registry of one server: in memory, written through to its store.
 pub struct EmbeddedRegistry {
@@ -31,19 +35,19 @@ pub struct EmbeddedRegistry {
     writes: tokio::sync::Mutex<()>,
 }
 
-fn storage(context: &str) -> impl FnOnce(redb::Error) -> RegistryError + '_ {
+pub(crate) fn storage(context: &str) -> impl FnOnce(redb::Error) -> RegistryError + '_ {
     move |e| RegistryError::Storage(format!("storage: database error while {context}: {e}"))
 }
 
-/// Every stored record as `(account, name, JSON)`, ordered by account then name
+/// Every record stored in `table` as `(account, name, JSON)`, ordered by account then name
 /// (the table is made if missing).
-fn stored(store: &Store) -> Result<Vec<(String, String, Vec<u8>)>, redb::Error> {
+pub(crate) fn stored(store: &Store, table: NamedTable) -> Result<Vec<(String, String, Vec<u8>)>, redb::Error> {
     let db = store.database();
     let txn = db.begin_write()?;
-    txn.open_table(FUNCTIONS)?;
+    txn.open_table(table)?;
     txn.commit()?;
     let txn = db.begin_read()?;
-    let table = txn.open_table(FUNCTIONS)?;
+    let table = txn.open_table(table)?;
     let mut out = Vec::new();
     for item in table.iter()? {
         let (k, v) = item?;
@@ -53,11 +57,11 @@ fn stored(store: &Store) -> Result<Vec<(String, String, Vec<u8>)>, redb::Error> 
     Ok(out)
 }
 
-/// Stores (`Some`) or deletes (`None`) one record, durably (fsync'd) when it returns.
-fn put(store: &Store, account: &str, name: &str, record: Option<&[u8]>) -> Result<(), redb::Error> {
+/// Stores (`Some`) or deletes (`None`) one record of `table`, durably (fsync'd) when it returns.
+pub(crate) fn put(store: &Store, table: NamedTable, account: &str, name: &str, record: Option<&[u8]>) -> Result<(), redb::Error> {
     let txn = store.database().begin_write()?;
     {
-        let mut table = txn.open_table(FUNCTIONS)?;
+        let mut table = txn.open_table(table)?;
         match record {
             Some(bytes) => drop(table.insert((account, name), bytes)?),
             None => drop(table.remove((account, name))?),
@@ -67,16 +71,28 @@ fn put(store: &Store, account: &str, name: &str, record: Option<&[u8]>) -> Resul
     Ok(())
 }
 
+/// Every record of `table` (of what `kind` names: "function", "layer"), read,
+/// each made to hold its code trees by `hold`.
+pub(crate) fn load_all<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    table: NamedTable,
+    kind: &str,
+    hold: fn(&Store, &mut T),
+) -> Result<HashMap<Key, Arc<T>>, RegistryError> {
+    let mut records = HashMap::new();
+    for (account, name, bytes) in stored(store, table).map_err(storage(&format!("listing {kind}s")))? {
+        let mut record: T = serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::Storage(format!("stored {kind} {account}/{name} is unreadable: {e}")))?;
+        hold(store, &mut record);
+        records.insert((AccountId::new(account), name), Arc::new(record));
+    }
+    Ok(records)
+}
+
 impl EmbeddedRegistry {
     /// Loads every stored function.
     pub fn load(store: Arc<Store>) -> Result<EmbeddedRegistry, RegistryError> {
-        let mut functions = HashMap::new();
-        for (account, name, bytes) in stored(&store).map_err(storage("listing functions"))? {
-            let mut record: FunctionRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| RegistryError::Storage(format!("stored function {account}/{name} is unreadable: {e}")))?;
-            hold_code(&store, &mut record);
-            functions.insert((AccountId::new(account), name), Arc::new(record));
-        }
+        let functions = load_all(&store, FUNCTIONS, "function", hold_code)?;
         Ok(EmbeddedRegistry { store, functions: RwLock::new(functions), writes: tokio::sync::Mutex::new(()) })
     }
 
@@ -85,7 +101,7 @@ impl EmbeddedRegistry {
         let store = self.store.clone();
         let (a, n) = (account.as_str().to_string(), name.to_string());
         let context = if record.is_some() { "storing a function" } else { "deleting a function" };
-        tokio::task::spawn_blocking(move || put(&store, &a, &n, record.as_deref()))
+        tokio::task::spawn_blocking(move || put(&store, FUNCTIONS, &a, &n, record.as_deref()))
             .await
             .map_err(|e| RegistryError::Storage(e.to_string()))?
             .map_err(storage(context))
@@ -115,8 +131,11 @@ impl Registry for EmbeddedRegistry {
         functions
             .values()
             .flat_map(|r| std::iter::once(&**r).chain(r.versions.iter()))
-            .filter(|r| r.image.is_none())
-            .map(|r| r.code_sha256_hex.clone())
+            .flat_map(|r| {
+                let code = Some(&r.code_sha256_hex).filter(|_| r.image.is_none());
+                code.into_iter().chain(Some(&r.opt_sha256_hex).filter(|o| !o.is_empty()))
+            })
+            .cloned()
             .collect()
     }
 
@@ -163,11 +182,16 @@ impl Drop for EmbeddedRegistry {
     }
 }
 
-/// Makes `record` and each of its versions hold their code trees.
+/// Makes `record` and each of its versions hold their code trees (and their merged layers).
 fn hold_code(store: &Store, record: &mut FunctionRecord) {
     fn hold(store: &Store, r: &mut FunctionRecord) {
         if !r.code.holds(&r.code_sha256_hex) {
             r.code = CodeRef::new(store.hold_code(&r.code_sha256_hex));
+        }
+        if r.opt_sha256_hex.is_empty() {
+            r.opt = CodeRef::default();
+        } else if !r.opt.holds(&r.opt_sha256_hex) {
+            r.opt = CodeRef::new(store.hold_code(&r.opt_sha256_hex));
         }
     }
     hold(store, record);

@@ -38,6 +38,7 @@
 
 pub mod accounts;
 mod embedded;
+pub mod layers;
 mod record;
 pub mod runtimes;
 #[cfg(test)]
@@ -52,10 +53,11 @@ use ignis_ids::AccountId;
 
 pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts, random_account_id};
 pub use embedded::EmbeddedRegistry;
+pub use layers::{EmbeddedLayers, LayerRecord, LayerVersionRecord, Layers};
 pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
-    ImageConfigOverride, ImageRecord, ImageSettings, PackageType, ProvisionedRecord,
+    ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord,
 };
 
 /// A boxed future that can cross tasks.

@@ -76,6 +76,17 @@ pub struct FunctionRecord {
     /// (changed by UpdateFunctionConfiguration, kept by UpdateFunctionCode).
     #[serde(default, skip_serializing_if = "ImageConfigOverride::is_empty")]
     pub image_config: ImageConfigOverride,
+    /// Total bytes of the unpacked code (0 in records stored before it was kept).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub code_unzipped_size: u64,
+    /// `Layers`: the layer versions mounted at `/opt`, in order (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerUse>,
+    /// The merged tree of `layers` (`ignis_store::merged_name` of their trees;
+    /// empty when there are none): what `/opt` is. It is a copy, so deleting a
+    /// layer version never breaks the function.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub opt_sha256_hex: String,
     /// A zip function's runtime base: the installed runtime its `runtime` had when the code or configuration last
     /// changed (`None`: none was installed then, and it runs on the host's base).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +95,20 @@ pub struct FunctionRecord {
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
     pub code: CodeRef,
+    /// Keeps the merged `/opt` tree on disk as `code` keeps the code's.
+    #[serde(skip)]
+    pub opt: CodeRef,
+}
+
+/// One of a function's layers: Lambda's `Layer` (`Arn`, `CodeSize`) and the
+/// unpacked size that counts against the function's limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerUse {
+    /// The layer version's ARN.
+    pub arn: String,
+    /// The layer version's zip size.
+    pub code_size: u64,
+    pub unzipped_size: u64,
 }
 
 /// Lambda's `PackageType`: how a function's code is delivered.
@@ -195,6 +220,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What is stored of one event invoke config (`PutFunctionEventInvokeConfig`):
 /// how asynchronous invocations of one qualifier are retried, how old they
 /// may get, and where their records go.
@@ -268,8 +297,12 @@ impl FunctionRecord {
             event_invoke: BTreeMap::new(),
             image: None,
             image_config: ImageConfigOverride::default(),
+            code_unzipped_size: 0,
+            layers: Vec::new(),
+            opt_sha256_hex: String::new(),
             base: None,
             code: CodeRef::default(),
+            opt: CodeRef::default(),
         }
     }
 
@@ -336,6 +369,7 @@ impl FunctionRecord {
             && self.dead_letter_target == version.dead_letter_target
             && self.image == version.image
             && self.image_config == version.image_config
+            && self.layers == version.layers
             && self.base.as_ref().map(|base| &base.image) == version.base.as_ref().map(|base| &base.image)
     }
 
@@ -384,8 +418,12 @@ impl FunctionRecord {
             event_invoke: BTreeMap::new(),
             image: self.image.clone(),
             image_config: self.image_config.clone(),
+            code_unzipped_size: self.code_unzipped_size,
+            layers: self.layers.clone(),
+            opt_sha256_hex: self.opt_sha256_hex.clone(),
             base: self.base.clone(),
             code: self.code.clone(),
+            opt: self.opt.clone(),
         }
     }
 

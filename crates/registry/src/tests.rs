@@ -380,3 +380,37 @@ async fn image_functions_round_trip_and_snapshot() {
     other.image_config = ImageConfigOverride::default();
     assert!(!other.same_as(&one));
 }
+
+/// A function's merged layers are live, and held, with the function and each
+/// version that uses them; they are stored, reloaded, snapshotted and compared.
+#[tokio::test]
+async fn merged_layers_are_live_held_and_snapshotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, registry) = open(dir.path());
+    let mut f = record("f", 1);
+    f.layers = vec![LayerUse { arn: "arn:aws:lambda:us-east-1:111111111111:layer:l:1".into(), code_size: 10, unzipped_size: 20 }];
+    f.opt_sha256_hex = hex(9);
+    f.code_unzipped_size = 30;
+    let one = f.snapshot(1, None, "v1".into(), 1);
+    assert!(f.same_as(&one));
+    f.versions = vec![one];
+    let stored = put(&*registry, &a(), f.clone()).await;
+    assert!(stored.opt.holds(&hex(9)) && stored.versions[0].opt.holds(&hex(9)));
+    assert_eq!(registry.live_code(), HashSet::from([hex(1), hex(9)]));
+
+    // Layers removed from $LATEST: the version keeps them.
+    let mut without = (*stored).clone();
+    (without.layers, without.opt_sha256_hex) = (Vec::new(), String::new());
+    assert!(!without.same_as(&stored.versions[0]));
+    let written = put(&*registry, &a(), without).await;
+    assert!(written.opt.hold().is_none());
+    assert_eq!(registry.live_code(), HashSet::from([hex(1), hex(9)]));
+    drop((written, stored));
+    drop(registry);
+    drop(store);
+
+    let (_store, registry) = open(dir.path());
+    let loaded = registry.get(&a(), "f").unwrap();
+    assert_eq!((loaded.layers.len(), &loaded.versions[0].layers, loaded.versions[0].code_unzipped_size), (0, &f.layers, 30));
+    assert!(loaded.versions[0].opt.holds(&hex(9)));
+}

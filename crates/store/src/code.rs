@@ -19,6 +19,18 @@
 //! - Leftovers of removals cut short (`.tmp-*`) go at the next open.
 //! - After [`Store::keep_code`] (a process that stops: its records and
 //!   sandboxes go from memory, its functions stay) nothing is removed.
+//!
+//! # Merged trees
+//!
+//! [`Store::merge_code`] makes one tree of several (a function's layers, for
+//! `/opt`): each part copied in order over the ones before (a later part's
+//! file, link or directory replaces what an earlier one had at that path;
+//! directories merge). It is a code tree like any other, named by
+//! [`merged_name`] (a SHA-256 over a domain prefix and the parts' names, in
+//! order), held and removed the same way. Its parts are trees this module
+//! unpacked, so it copies only regular files (hard links where it can: trees
+//! never change), directories and symlinks (verbatim, never followed), and
+//! writes only through directories it made itself.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -77,6 +89,15 @@ pub struct Code {
     /// Total bytes of the unpacked files and symlink targets.
     pub unzipped_size: u64,
     /// Keeps the tree on disk; clone it into whatever uses the tree.
+    pub hold: CodeHold,
+}
+
+/// A tree made by [`Store::merge_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedCode {
+    /// Total bytes of its files and symlink targets.
+    pub unzipped_size: u64,
+    /// Keeps the tree on disk (its name is [`CodeHold::sha256_hex`]).
     pub hold: CodeHold,
 }
 
@@ -375,7 +396,139 @@ fn add_dir(zip: &mut zip::ZipWriter<Cursor<Vec<u8>>>, dir: &Path, prefix: &str) 
     Ok(())
 }
 
+/// What [`merged_name`] hashes before the parts' names: no zip's SHA-256 is a merged tree's name.
+const MERGED_DOMAIN: &[u8] = b"ignis merged code tree v1\0";
+
+/// The name (lower-case hex SHA-256) of the tree merging the trees named
+/// `parts`, in this order: the hash of a domain prefix and each part's name
+/// followed by a newline.
+pub fn merged_name(parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(MERGED_DOMAIN);
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update(b"\n");
+    }
+    hex::encode(hash.finalize())
+}
+
+/// Copies the tree `src` over `dst` (a directory this module made): see the module docs' merged trees.
+fn merge_into(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut entries = fs::read_dir(src)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let kind = fs::symlink_metadata(&from)?.file_type();
+        let there = fs::symlink_metadata(&to).ok().map(|m| m.file_type());
+        if kind.is_dir() {
+            if !there.is_some_and(|t| t.is_dir()) {
+                if there.is_some() {
+                    remove_path(&to)?;
+                }
+                fs::DirBuilder::new().mode(0o755).create(&to)?;
+                fs::set_permissions(&to, Permissions::from_mode(0o755))?;
+            }
+            merge_into(&from, &to)?;
+            File::open(&to)?.sync_all()?;
+            continue;
+        }
+        if there.is_some() {
+            remove_path(&to)?;
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if kind.is_file() && fs::hard_link(&from, &to).is_err() {
+            // Another file system, or too many links: a copy.
+            let mode = if fs::metadata(&from)?.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&to)?;
+            io::copy(&mut File::open(&from)?, &mut out)?;
+            out.set_permissions(Permissions::from_mode(mode))?;
+            out.sync_all()?;
+        }
+        // Nothing else is in a tree this module unpacked.
+    }
+    Ok(())
+}
+
+/// The bytes of a tree's files and symlink targets, and how many paths it has (beyond the root).
+fn tree_size(dir: &Path) -> io::Result<(u64, usize)> {
+    let (mut bytes, mut paths) = (0u64, 0usize);
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let metadata = fs::symlink_metadata(entry.path())?;
+        paths += 1;
+        if metadata.is_dir() {
+            let (b, p) = tree_size(&entry.path())?;
+            bytes = bytes.saturating_add(b);
+            paths += p;
+        } else {
+            bytes = bytes.saturating_add(metadata.len());
+        }
+    }
+    Ok((bytes, paths))
+}
+
 impl Store {
+    /// The tree merging `parts` (trees of this store, each held), in order, made
+    /// unless it exists: named by [`merged_name`], checked against `rules`'
+    /// size and path limits (the merged result's; `require_bootstrap` does not
+    /// apply). Like [`Store::put_code`], it appears atomically and only
+    /// complete, and its hold is taken before the disk is looked at. Blocks:
+    /// call it off the async runtime's threads.
+    pub fn merge_code(&self, parts: &[CodeHold], rules: &CodeRules) -> Result<MergedCode, CodeError> {
+        let names: Vec<&str> = parts.iter().map(CodeHold::sha256_hex).collect();
+        let hex = merged_name(&names);
+        let final_dir = self.code_root.join(&hex);
+        let hold = self.code_holds.hold(&hex);
+        let check = |dir: &Path| -> Result<u64, CodeError> {
+            let (bytes, paths) = tree_size(dir)?;
+            if bytes > rules.max_unzipped_bytes {
+                return Err(CodeError::TooLarge { limit: rules.max_unzipped_bytes });
+            }
+            if paths > rules.max_files {
+                return Err(CodeError::TooManyFiles { limit: rules.max_files });
+            }
+            Ok(bytes)
+        };
+        if fs::symlink_metadata(&final_dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(MergedCode { unzipped_size: check(&final_dir)?, hold });
+        }
+        let unzipped_size = self.make_tree(&final_dir, |tmp| {
+            parts.iter().try_for_each(|part| merge_into(&part.dir(), tmp))?;
+            check(tmp)
+        })?;
+        Ok(MergedCode { unzipped_size, hold })
+    }
+
+    /// Makes the tree `final_dir`: `fill` writes it into a fresh temporary
+    /// directory (and answers its size), which is then made durable and
+    /// renamed into place (a concurrent maker of the same content may have
+    /// won: the same tree). A failure leaves nothing.
+    fn make_tree(&self, final_dir: &Path, fill: impl FnOnce(&Path) -> Result<u64, CodeError>) -> Result<u64, CodeError> {
+        let tmp = self.make_tmp_dir()?;
+        let made = fill(&tmp).and_then(|size| {
+            fs::set_permissions(&tmp, Permissions::from_mode(0o755))?;
+            File::open(&tmp)?.sync_all()?;
+            Ok(size)
+        });
+        let size = match made {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = remove_path(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = fs::rename(&tmp, final_dir) {
+            let _ = remove_path(&tmp);
+            if !fs::symlink_metadata(final_dir).is_ok_and(|m| m.is_dir()) {
+                return Err(CodeError::Io(e));
+            }
+        }
+        File::open(&self.code_root)?.sync_all()?;
+        Ok(size)
+    }
+
     /// Validates `zip` against `rules` and unpacks it (once) into
     /// `<data_dir>/code/<sha256-hex>/`.
     ///
@@ -404,31 +557,7 @@ impl Store {
         let unzipped_size = if exists {
             unpack(zip, rules, None)?
         } else {
-            let tmp = self.make_tmp_dir()?;
-            let result = unpack(zip, rules, Some(&tmp)).and_then(|size| {
-                fs::set_permissions(&tmp, Permissions::from_mode(0o755))?;
-                File::open(&tmp)?.sync_all()?;
-                Ok(size)
-            });
-            let size = match result {
-                Ok(size) => size,
-                Err(e) => {
-                    let _ = remove_path(&tmp);
-                    return Err(e);
-                }
-            };
-            if let Err(e) = fs::rename(&tmp, &final_dir) {
-                let _ = remove_path(&tmp);
-                // A concurrent put of the same zip won the race: same content.
-                if !fs::symlink_metadata(&final_dir)
-                    .map(|m| m.is_dir())
-                    .unwrap_or(false)
-                {
-                    return Err(CodeError::Io(e));
-                }
-            }
-            File::open(&self.code_root)?.sync_all()?;
-            size
+            self.make_tree(&final_dir, |tmp| unpack(zip, rules, Some(tmp)))?
         };
         Ok(Code {
             sha256,

@@ -38,7 +38,7 @@ use redb::{
     Database, Durability, ReadableDatabase, TableDefinition, WriteTransaction,
 };
 
-pub use code::{Code, CodeError, CodeHold, CodeRules, WeakCodeHold, check_zip, zip_tree};
+pub use code::{Code, CodeError, CodeHold, CodeRules, MergedCode, WeakCodeHold, check_zip, merged_name, zip_tree};
 pub use seal::{MASTER_KEY_FILE, MasterKey, open_file_secret, seal_file_secret};
 
 /// At most this long passes between fsync'd commits while logs are being appended

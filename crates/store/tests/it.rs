@@ -463,3 +463,108 @@ fn concurrent_same_code() {
     drop(codes);
     assert!(!s.code_dir(&hex).exists());
 }
+
+/// Stores each zip as a layer would be (default rules) and merges them in order.
+fn merge(s: &Store, layers: &[Vec<u8>], rules: &CodeRules) -> Result<ignis_store::MergedCode, CodeError> {
+    let holds: Vec<_> = layers.iter().map(|zip| s.put_code(zip, &CodeRules::default()).unwrap().hold).collect();
+    s.merge_code(&holds, rules)
+}
+
+#[test]
+fn merged_layers_later_ones_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let first = make_zip(&[
+        E::File("bin/tool", b"one", 0o755),
+        E::File("lib/a.so", b"a1", 0o644),
+        E::Link("lib/link", "a.so"),
+        E::File("shadowed/file", b"gone", 0o644),
+        E::Dir("empty/"),
+    ]);
+    let second = make_zip(&[
+        E::File("lib/a.so", b"a2", 0o644),
+        E::File("lib/b.so", b"b2", 0o644),
+        // A directory replaces a link, a file replaces a directory.
+        E::File("lib/link/inside", b"x", 0o644),
+        E::File("shadowed", b"file now", 0o755),
+    ]);
+    let merged = merge(&s, &[first.clone(), second.clone()], &CodeRules::default()).unwrap();
+    let root = merged.hold.dir();
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+    assert_eq!(read("bin/tool"), b"one");
+    assert_eq!(read("lib/a.so"), b"a2");
+    assert_eq!(read("lib/b.so"), b"b2");
+    assert!(std::fs::symlink_metadata(root.join("lib/link")).unwrap().is_dir());
+    assert_eq!(read("lib/link/inside"), b"x");
+    assert_eq!(read("shadowed"), b"file now");
+    assert!(root.join("empty").is_dir());
+    assert_eq!(mode(&root.join("bin/tool")), 0o755);
+    assert_eq!(mode(&root.join("lib/a.so")), 0o644);
+    assert_eq!(mode(&root), 0o755);
+    assert_eq!(merged.unzipped_size, 3 + 2 + 2 + 1 + 8);
+
+    // Named by the parts in order: the other order is another tree, where the first layer wins.
+    let names = |zips: &[&Vec<u8>]| -> Vec<String> {
+        zips.iter().map(|z| s.put_code(z, &CodeRules::default()).unwrap().sha256_hex()).collect()
+    };
+    let order = names(&[&first, &second]);
+    assert_eq!(merged.hold.sha256_hex(), ignis_store::merged_name(&[&order[0], &order[1]]));
+    let reversed = merge(&s, &[second, first], &CodeRules::default()).unwrap();
+    assert_ne!(reversed.hold.sha256_hex(), merged.hold.sha256_hex());
+    let back = reversed.hold.dir();
+    assert_eq!(std::fs::read(back.join("lib/a.so")).unwrap(), b"a1");
+    assert_eq!(std::fs::read_link(back.join("lib/link")).unwrap(), Path::new("a.so"));
+    assert_eq!(std::fs::read(back.join("shadowed/file")).unwrap(), b"gone");
+
+    // Made once: the same parts again find the tree.
+    let again = merge(&s, &[make_zip(&[E::File("bin/tool", b"one", 0o755)])], &CodeRules::default()).unwrap();
+    let same = merge(&s, &[make_zip(&[E::File("bin/tool", b"one", 0o755)])], &CodeRules::default()).unwrap();
+    assert_eq!(again.hold, same.hold);
+    assert_eq!(same.unzipped_size, 3);
+}
+
+#[test]
+fn a_merged_tree_outlives_its_parts_and_goes_with_its_last_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let part = s.put_code(&make_zip(&[E::File("x", b"data", 0o644)]), &CodeRules::default()).unwrap();
+    let merged = s.merge_code(std::slice::from_ref(&part.hold), &CodeRules::default()).unwrap();
+    let (part_dir, merged_dir) = (part.hold.dir(), merged.hold.dir());
+    drop(part);
+    assert!(!part_dir.exists());
+    assert_eq!(std::fs::read(merged_dir.join("x")).unwrap(), b"data");
+    drop(merged);
+    assert!(!merged_dir.exists());
+}
+
+#[test]
+fn merged_limits_count_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let a = make_zip(&[E::File("a", &[1; 60], 0o644)]);
+    let b = make_zip(&[E::File("b", &[2; 60], 0o644)]);
+    let small = CodeRules { max_unzipped_bytes: 100, ..CodeRules::default() };
+    assert!(matches!(merge(&s, &[a.clone(), b.clone()], &small), Err(CodeError::TooLarge { limit: 100 })));
+    // An overridden file no longer counts.
+    let a_again = make_zip(&[E::File("a", &[3; 60], 0o644)]);
+    assert_eq!(merge(&s, &[a.clone(), a_again], &small).unwrap().unzipped_size, 60);
+    let few = CodeRules { max_files: 1, ..CodeRules::default() };
+    assert!(matches!(merge(&s, &[a, b], &few), Err(CodeError::TooManyFiles { limit: 1 })));
+    // A refused merge leaves no tree under its name.
+    let parts: Vec<String> = code_entries(dir.path()).into_iter().filter(|e| e.len() == 64).collect();
+    assert!(parts.iter().all(|p| !dir.path().join("code").join(ignis_store::merged_name(&[p])).exists()));
+}
+
+#[test]
+fn layer_zips_with_unsafe_paths_or_too_large_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for name in ["../escape", "a/../../escape", "/etc/passwd"] {
+        let zip = make_zip(&[E::File(name, b"x", 0o644)]);
+        assert!(matches!(s.put_code(&zip, &CodeRules::default()), Err(CodeError::UnsafePath(_))), "{name}");
+    }
+    let big = make_zip(&[E::File("big", &[0; 1000], 0o644)]);
+    let rules = CodeRules { max_unzipped_bytes: 999, ..CodeRules::default() };
+    assert!(matches!(s.put_code(&big, &rules), Err(CodeError::TooLarge { limit: 999 })));
+    assert!(code_entries(dir.path()).is_empty());
+}

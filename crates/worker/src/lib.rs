@@ -85,6 +85,9 @@ pub struct FunctionSpec {
     pub code_hold: Option<Box<dyn Send + Sync>>,
     /// An image function's image (`code_dir` is then unused).
     pub image: Option<ImageLaunch>,
+    /// The function's layers merged into one code tree, mounted read-only at
+    /// `/opt` (`None`: no layers). `code_hold` keeps it on disk too.
+    pub opt_dir: Option<PathBuf>,
     /// A zip function's runtime base: the image its sandbox has as `/`, with the code on the base's own
     /// `/var/task`; `None`: the host's base (read-only host `/usr`), for a function whose runtime has no base here.
     pub base: Option<RuntimeBase>,
