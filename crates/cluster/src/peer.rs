@@ -157,6 +157,7 @@ impl Peer {
         Peer::with_protocol(authority, credentials, Protocol::Http1)
     }
 
+    /// A peer spoken to in `protocol` (the other side must speak it: cache nodes speak both).
     pub fn with_protocol(authority: &str, credentials: Credentials, protocol: Protocol) -> Peer {
         let connections = match protocol {
             Protocol::Http1 => Connections::Http1(Mutex::new(Vec::new())),
@@ -265,7 +266,8 @@ impl Peer {
             return Ok(leased);
         }
         let stream = self.connect().await?;
-        let handshake = http2::Builder::new(TokioExecutor::new()).max_frame_size(MAX_FRAME).handshake(TokioIo::new(stream));
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let handshake = builder.max_frame_size(MAX_FRAME).handshake(TokioIo::new(stream));
         let (sender, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(made)) => made,
             Ok(Err(e)) => return Err(self.unreachable(e)),

@@ -35,7 +35,8 @@ use ignis_sigv4::Credentials;
 use crate::assemble::{Answer, Assembly, Outcome};
 use crate::erasure::{self, STRIPES};
 
-/// The protocol [`StripeTier::new`] speaks to the nodes: the faster in `bench/cache` (see ARCHITECTURE.md).
+/// The protocol [`StripeTier::new`] speaks to the nodes: in `bench/cache`, about even with HTTP/1.1 one get at a
+/// time and faster with 16 in flight (the numbers are in ARCHITECTURE.md's known limits).
 pub const DEFAULT_PROTOCOL: Protocol = Protocol::Http2;
 
 /// How long a get and a put may take, all requests included.

@@ -5,8 +5,8 @@
 //!
 //! - **Nodes.** [`CacheNode`]s in this process (five per condition), each serving a `127.0.0.1` port from a tokio
 //!   runtime of its own (one thread): real HTTP (HTTP/1.1 with kept connections and HTTP/2 on the same port), every
-//!   request SigV4-signed and checked, as in the product. A node's memory tier can hold every byte written to it (nothing is evicted, nothing goes
-//!   to disk). The nodes' names, which are all placement knows, are their addresses.
+//!   request SigV4-signed and checked, as in the product. A node's memory tier can hold every byte written to it
+//!   (nothing is evicted, nothing goes to disk). The nodes' names, which are all placement knows, are their addresses.
 //! - **Chunks.** `--chunks` (300) chunks of 512 KiB of random bytes (the OS's random source) per scheme and
 //!   condition, none shared, all written before any read; the benchmark keeps only their digests.
 //! - **4+1 erasure coding.** [`StripeTier`] as a worker uses it: `put` writes the 5 stripes (4 data + 1 parity of
@@ -16,11 +16,11 @@
 //!   speaking HTTP/2 (one connection per node, every call a stream; the dropped one is reset), both reading the
 //!   same chunks.
 //! - **Single copy (the baseline).** The whole chunk once, on the node `Placement::new(&nodes, 1)` names, over the
-//!   same protocol (HTTP/1.1). A node takes bodies of at most [`MAX_BODY`] bytes (a stripe of the largest chunk: 12 + 256 KiB),
-//!   so a 512 KiB chunk does not fit in one: it is stored in 2 parts, as "stripes" 0 and 1 of its digest on that
-//!   node, and read with 2 signed GETs to it at once (the limit is not raised for a baseline). The bytes are
-//!   SHA-256 checked as the tier's are. No answer, an answer other than 200, wrong bytes or the get's time limit
-//!   ([`Limits::default`], 2 s, as the tier's) reads the origin instead.
+//!   same protocol (HTTP/1.1). A node takes bodies of at most [`MAX_BODY`] bytes (a stripe of the largest chunk:
+//!   12 + 256 KiB), so a 512 KiB chunk does not fit in one: it is stored in 2 parts, as "stripes" 0 and 1 of its
+//!   digest on that node, and read with 2 signed GETs to it at once (the limit is not raised for a baseline). The
+//!   bytes are SHA-256 checked as the tier's are. No answer, an answer other than 200, wrong bytes or the get's time
+//!   limit ([`Limits::default`], 2 s, as the tier's) reads the origin instead.
 //! - **Origin.** A [`DirectoryChunkStore`] in the temporary directory holding every chunk, which both schemes fall
 //!   back to on a miss; its read (from the page cache, its hash checked) counts in the fetch's latency. This is the
 //!   best case for single copy: a remote origin (S3) answers in tens of milliseconds.
@@ -638,7 +638,8 @@ async fn measure_load(args: &Args, clusters: &[Cluster], origin: &DirectoryChunk
                 let fetched: Vec<Result<(Duration, bool), String>> = futures::stream::iter(block)
                     .map(|&i| async move {
                         let fetching = Instant::now();
-                        let from_origin = cluster.fetch(Scheme::Erasure(protocol), cluster.erasure_chunks[i], origin).await?;
+                        let digest = cluster.erasure_chunks[i];
+                        let from_origin = cluster.fetch(Scheme::Erasure(protocol), digest, origin).await?;
                         Ok((fetching.elapsed(), from_origin))
                     })
                     .buffer_unordered(IN_FLIGHT)
@@ -669,16 +670,17 @@ fn print(args: &Args, measured: &Measured) {
         .map(|(c, n)| format!("{n} ({})", format!("{c:?}").to_lowercase()))
         .collect();
     println!();
-    println!("Chunk fetch latency from cache nodes on loopback (in-process, signed; the nodes speak HTTP/1.1 with kept");
-    println!("connections and HTTP/2 on the same port): a cluster of 5 nodes per condition, each holding {} chunks of",
+    println!("Chunk fetch latency from cache nodes on loopback (in-process, signed; the nodes speak HTTP/1.1 with");
+    println!("kept connections and HTTP/2 on the same port): a cluster of 5 nodes per condition, each holding {}",
         args.chunks());
-    println!("512 KiB per scheme (both erasure-coded rows read the same chunks); {} passes, every row fetching chunk i",
+    println!("chunks of 512 KiB per scheme (both erasure-coded rows read the same chunks); {} passes, every row",
         args.rounds());
-    println!("before any fetches chunk i + 1, one fetch at a time: {} fetches a row. Node {VICTIM} is behind a proxy on its",
+    println!("fetching chunk i before any fetches chunk i + 1, one fetch at a time: {} fetches a row. Node {VICTIM} is",
         args.chunks() * args.rounds());
-    println!("address that holds its answers {} ms (slow), or stopped, its port closed (dead); it holds one stripe of",
+    println!("behind a proxy on its address that holds its answers {} ms (slow), or stopped, its port closed (dead);",
         delay.as_millis());
-    println!("every erasure-coded chunk, and {} of the {} single-copy chunks.", shares.join(" and "), args.chunks());
+    println!("it holds one stripe of every erasure-coded chunk, and {} of the {} single-copy chunks.",
+        shares.join(" and "), args.chunks());
     println!();
     println!("  {:<22} {:<24} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8}", "scheme", "condition", "n", "p50 ms", "p99 ms",
         "p99.9 ms", "origin", "rebuilt");
@@ -744,8 +746,8 @@ fn print(args: &Args, measured: &Measured) {
 
 fn print_load(load: &[LoadRow], delay: Duration) {
     println!();
-    println!("4+1 EC under load: {IN_FLIGHT} gets in flight at once, the same chunks, each (condition, protocol) in turn");
-    println!("for {LOAD_BLOCK} chunks at a time; chunks/s is the fetches over the time their blocks took.");
+    println!("4+1 EC under load: {IN_FLIGHT} gets in flight at once, the same chunks, each (condition, protocol) in");
+    println!("turn for {LOAD_BLOCK} chunks at a time; chunks/s is the fetches over the time their blocks took.");
     println!();
     println!("  {:<22} {:<24} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}", "protocol", "condition", "n", "chunks/s", "p50 ms",
         "p99 ms", "p99.9 ms", "origin");
