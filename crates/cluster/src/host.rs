@@ -37,7 +37,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use ignis_imagefs::{ImageFs, ImageFsConfig};
 use ignis_sigv4::Credentials;
 use ignis_store::{CodeHold, CodeRules, Store, WeakCodeHold};
-use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
+use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
 use ignis_chunks::OriginLimit;
 use ignis_worker::images::{ChunkPath, Images};
 use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
@@ -313,7 +313,7 @@ async fn send_logs(host: &Host, batches: &[LogBatch]) {
 }
 
 async fn serve(host: Arc<Host>, listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>) {
-    crate::serve(listener, limits, shutdown, move |request| handle(host.clone(), request)).await;
+    crate::serve(listener, limits, Protocols::Http1, shutdown, move |request| handle(host.clone(), request)).await;
 }
 
 fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {

@@ -2,13 +2,15 @@
 //!
 //! - `wire`: the worker protocol's JSON bodies (function specs, invocations,
 //!   outcomes, log batches); serialisation happens here and nowhere else.
-//! - `peer`: a signed HTTP/1.1 client (SigV4, service `ignis`, the
-//!   administrator's key) that keeps connections open for reuse, and the
-//!   check of a signed request on the receiving side.
+//! - `peer`: a signed HTTP client (SigV4, service `ignis`, the
+//!   administrator's key) that keeps connections open for reuse, over HTTP/1.1
+//!   or HTTP/2 ([`Protocol`]), and the check of a signed request on the
+//!   receiving side.
 //! - `remote`: the server's view of a worker host ([`RemoteWorker`]) and of a
 //!   sandbox on it ([`RemoteSandbox`]). When the worker is declared down,
 //!   every request in flight to it ends at once with [`Failure::Lost`].
-//! - `serve`: the HTTP/1.1 accept loop the API server and the worker host share.
+//! - `serve`: the accept loop the API server and the worker host share
+//!   (HTTP/1.1), and cache nodes (HTTP/1.1 and HTTP/2).
 //! - `host`: the `ignis worker` process: registers with the server, reports
 //!   its capacity, heartbeats, fetches code by SHA-256, forwards its log lines
 //!   and serves the sandbox calls.
@@ -50,7 +52,7 @@ use std::time::Duration;
 
 pub use chunks::{FETCH_TIMEOUT, RemoteChunks};
 pub use images::RemoteManifests;
-pub use peer::{Peer, PeerError, authentic_head};
+pub use peer::{Peer, PeerError, Protocol, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::serve;
 pub use wire::{decode_log_batches, encode_log_batches};

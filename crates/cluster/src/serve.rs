@@ -1,4 +1,4 @@
-//! One HTTP/1.1 accept loop, for the API server and the worker host alike.
+//! One accept loop, for the API server and the worker host alike (HTTP/1.1), and cache nodes (HTTP/1.1 or HTTP/2).
 
 use std::future::Future;
 use std::time::Duration;
@@ -6,13 +6,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use ignis_worker::conn::{Limits, TimedBody};
+use ignis_worker::conn::{Limits, Protocols, TimedBody};
 
-/// Serves keep-alive HTTP/1.1 connections on `listener` with `handle` until
-/// `shutdown` completes. Every connection has the time `limits` of
-/// [`ignis_worker::conn`] (headers, each stretch of a body, idle keep-alive).
-pub async fn serve<H, F>(listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>, handle: H)
-where
+/// Serves keep-alive connections in one of `protocols` on `listener` with
+/// `handle` until `shutdown` completes. Every connection has the time `limits`
+/// of [`ignis_worker::conn`] (headers, each stretch of a body, idle keep-alive).
+pub async fn serve<H, F>(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    protocols: Protocols,
+    shutdown: impl Future<Output = ()>,
+    handle: H,
+) where
     H: Fn(Request<TimedBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
@@ -29,6 +34,6 @@ where
             },
             () = &mut shutdown => return,
         };
-        tokio::spawn(ignis_worker::conn::serve_connection(stream, limits, handle.clone()));
+        tokio::spawn(ignis_worker::conn::serve_connection(stream, limits, protocols, handle.clone()));
     }
 }

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
-use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
+use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -443,7 +443,10 @@ pub fn query_params(query: &str) -> Vec<(String, String)> {
 /// has the time `limits`.
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>) {
     let budget = Arc::new(Budget::new(UNAUTHENTICATED_BYTES, app.config.clock.clone()));
-    ignis_cluster::serve(listener, limits, shutdown, move |request| handle(app.clone(), budget.clone(), request)).await;
+    ignis_cluster::serve(listener, limits, Protocols::Http1, shutdown, move |request| {
+        handle(app.clone(), budget.clone(), request)
+    })
+    .await;
 }
 
 /// The room for bodies of requests not yet authenticated, in bytes.

@@ -29,11 +29,15 @@ use futures::stream::FuturesUnordered;
 use http::{Method, StatusCode};
 use ignis_cachepolicy::Placement;
 use ignis_chunks::ChunkDigest;
-use ignis_cluster::Peer;
+use ignis_cluster::{Peer, Protocol};
 use ignis_sigv4::Credentials;
 
 use crate::assemble::{Answer, Assembly, Outcome};
 use crate::erasure::{self, STRIPES};
+
+/// The protocol [`StripeTier::new`] speaks to the nodes: in `bench/cache`, about even with HTTP/1.1 one get at a
+/// time and faster with 16 in flight (the numbers are in ARCHITECTURE.md's known limits).
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::Http2;
 
 /// How long a get and a put may take, all requests included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,9 +118,16 @@ impl std::fmt::Debug for StripeTier {
 }
 
 impl StripeTier {
-    /// The tier over the cache nodes at `nodes` (`host:port`), calls signed with `credentials`.
+    /// The tier over the cache nodes at `nodes` (`host:port`), calls signed with `credentials`, in
+    /// [`DEFAULT_PROTOCOL`].
     pub fn new(nodes: Vec<String>, credentials: Credentials) -> StripeTier {
-        let peers = nodes.iter().map(|node| Arc::new(Peer::new(node, credentials.clone()))).collect();
+        StripeTier::with_protocol(nodes, credentials, DEFAULT_PROTOCOL)
+    }
+
+    /// The same, the nodes spoken to in `protocol` (a node speaks both).
+    pub fn with_protocol(nodes: Vec<String>, credentials: Credentials, protocol: Protocol) -> StripeTier {
+        let peer = |node: &String| Arc::new(Peer::with_protocol(node, credentials.clone(), protocol));
+        let peers = nodes.iter().map(peer).collect();
         let placement = Placement::new(&nodes, STRIPES).ok();
         StripeTier { nodes, placement, peers, limits: Limits::default(), counters: Counters::default() }
     }

@@ -5,11 +5,12 @@
 //!   chunk's length), and back from any 4.
 //! - `assemble` (pure, private): rebuilding a chunk from stripes as they arrive, in any order, with its
 //!   hash checked; which stripes were wrong.
-//! - [`node`]: the cache node ([`CacheNode`]): signed HTTP/1.1 (`PUT`/`GET /ignis/stripes/{digest}/{index}`,
-//!   `GET /ignis/health`), stripes kept opaquely in a memory tier then a disk tier, each bounded in bytes,
-//!   LRU-K eviction.
+//! - [`node`]: the cache node ([`CacheNode`]): signed HTTP/1.1 and HTTP/2 on one port (`PUT`/`GET
+//!   /ignis/stripes/{digest}/{index}`, `GET /ignis/health`), stripes kept opaquely in a memory tier then a
+//!   disk tier, each bounded in bytes, LRU-K eviction.
 //! - [`client`]: [`StripeTier`], the worker's client: places a chunk's stripes on 5 nodes, reads all 5 at
-//!   once and rebuilds from the first 4 good ones, writes them best effort.
+//!   once and rebuilds from the first 4 good ones, writes them best effort; over HTTP/2 by default (one
+//!   connection per node), or HTTP/1.1.
 //! - [`tiered`]: [`TieredChunkStore`], a [`ignis_chunks::ChunkStore`] with the tier in front of the origin:
 //!   a miss is read from the origin and its stripes written by the worker that missed.
 //!

@@ -1,6 +1,7 @@
-//! A cache node: stripes over signed HTTP/1.1, kept in memory then on disk.
+//! A cache node: stripes over signed HTTP, kept in memory then on disk.
 //!
-//! # Protocol (HTTP/1.1, kept connections; every request SigV4-signed as [`ignis_cluster::Peer`] signs)
+//! # Protocol (HTTP/1.1 with kept connections, or HTTP/2 with prior knowledge, on the same port; every request
+//! SigV4-signed as [`ignis_cluster::Peer`] signs)
 //! - `PUT /ignis/stripes/{digest hex}/{index}` (body: the stripe, at most [`MAX_BODY`] bytes) → 204 stored;
 //!   413 over the limit; 507 when neither tier can take it (the disk is full).
 //! - `GET /ignis/stripes/{digest hex}/{index}` → 200 with the stripe's bytes, or 404.
@@ -25,7 +26,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use ignis_chunks::ChunkDigest;
 use ignis_cluster::authentic_head;
 use ignis_sigv4::Credentials;
-use ignis_worker::conn::{Limits, TimedBody, is_body_timeout};
+use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
 
 use crate::erasure::{MAX_STRIPE_BYTES, STRIPES};
 use crate::store::{Key, NodeStats, StoreError, Tiers};
@@ -122,7 +123,8 @@ impl CacheNode {
 
     /// Serves requests on `listener` until `shutdown` completes.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
-        ignis_cluster::serve(listener, Limits::default(), shutdown, move |request| self.clone().handle(request)).await;
+        let handle = move |request| self.clone().handle(request);
+        ignis_cluster::serve(listener, Limits::default(), Protocols::Http1AndHttp2, shutdown, handle).await;
     }
 
     async fn handle(self: Arc<Self>, request: Request<TimedBody>) -> Response<Full<Bytes>> {

@@ -1,5 +1,6 @@
-//! Time limits for every HTTP/1.1 connection Ignis serves: the API server,
-//! worker hosts and each sandbox's Runtime API.
+//! Time limits for every HTTP connection Ignis serves: the API server,
+//! worker hosts and each sandbox's Runtime API (HTTP/1.1), and cache nodes
+//! (HTTP/1.1 or HTTP/2 on the same port, [`Protocols`]).
 //!
 //! A connection is in one of three states, and each has its limit
 //! ([`Limits`]):
@@ -18,6 +19,12 @@
 //!   waited [`Limits::body`] for its next piece; the handler then answers, and
 //!   the connection, whose request was not read to its end, is closed.
 //!
+//! Under HTTP/2 the states are the connection's as well: it is in flight while
+//! any of its streams is (each request counts, as it does under HTTP/1.1), and
+//! idle when none is. Any byte read while idle starts the headers limit, a
+//! control frame (PING, SETTINGS) included: a connection that only sends those
+//! is closed once it passes. A body that stops fails its own stream only.
+//!
 //! [`deadline`] is the decision, pure; [`serve_connection`] is the IO: the
 //! socket wrapped to note reads and writes, the handler wrapped to count what
 //! is in flight, and a watchdog beside the connection that drops it (closing
@@ -35,7 +42,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -277,9 +284,22 @@ impl Body for TimedBody {
     }
 }
 
-/// Serves one keep-alive HTTP/1.1 connection with `handle` under `limits`,
-/// until the client closes it or a limit closes it.
-pub async fn serve_connection<H, F>(stream: tokio::net::TcpStream, limits: Limits, handle: H)
+/// Which protocols a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/1.1, or HTTP/2 with prior knowledge (cleartext h2c, no upgrade): the first bytes decide.
+    Http1AndHttp2,
+}
+
+/// The largest HTTP/2 frame a connection takes (`SETTINGS_MAX_FRAME_SIZE`): a cache node's stripe in one frame
+/// or a few, not in 16 KiB ones (hyper's default).
+const MAX_FRAME: u32 = 1 << 20;
+
+/// Serves one keep-alive connection with `handle` under `limits`, in one of
+/// `protocols`, until the client closes it or a limit closes it.
+pub async fn serve_connection<H, F>(stream: tokio::net::TcpStream, limits: Limits, protocols: Protocols, handle: H)
 where
     H: Fn(Request<TimedBody>) -> F + Send + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -302,10 +322,21 @@ where
         }
     });
     // hyper's own header timeout would run from the start of an idle period: the watchdog has both.
-    let connection =
-        hyper::server::conn::http1::Builder::new().keep_alive(true).header_read_timeout(None).serve_connection(io, service);
+    let connection: Pin<Box<dyn Future<Output = ()> + Send>> = match protocols {
+        Protocols::Http1 => Box::pin(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.keep_alive(true).header_read_timeout(None);
+            let _ = builder.serve_connection(io, service).await;
+        }),
+        Protocols::Http1AndHttp2 => Box::pin(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().keep_alive(true).header_read_timeout(None);
+            builder.http2().max_frame_size(MAX_FRAME);
+            let _ = builder.serve_connection(io, service).await;
+        }),
+    };
     tokio::select! {
-        _ = connection => {}
+        () = connection => {}
         () = watchdog(&watch, &limits) => {}
     }
 }

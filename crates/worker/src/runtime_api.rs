@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use ignis_sandbox::netns::NetnsLease;
 
 use crate::MAX_RESPONSE_BYTES;
-use crate::conn::{Limits, TimedBody, is_body_timeout};
+use crate::conn::{Limits, Protocols, TimedBody, is_body_timeout};
 use crate::sandbox::{Current, Delivery, Phase, Reply, SandboxHandle};
 
 const PREFIX: &str = "/2018-06-01/runtime/";
@@ -55,7 +55,9 @@ pub(crate) async fn serve(network: NetnsLease, handle: Arc<SandboxHandle>, liste
         tokio::spawn(async move {
             let _held = (slot, network);
             let serving = handle.clone();
-            let connection = crate::conn::serve_connection(stream, limits, move |request| route(serving.clone(), request));
+            let connection = crate::conn::serve_connection(stream, limits, Protocols::Http1, move |request| {
+                route(serving.clone(), request)
+            });
             tokio::select! {
                 _ = connection => {}
                 _ = dead.wait_for(|dead| *dead) => {}

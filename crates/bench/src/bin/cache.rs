@@ -1,22 +1,26 @@
-//! `cache`: chunk fetch latency from five cache nodes on loopback, 4+1 erasure coding against single-copy
-//! placement, with every node healthy, with one node 50 ms slower and with one node dead (part 2 of the shared
-//! chunk cache's benchmark; `bench/cache` runs the hit-rate simulation, part 1, before it).
+//! `cache`: chunk fetch latency from five cache nodes on loopback, 4+1 erasure coding (over HTTP/1.1 and over
+//! HTTP/2, side by side) against single-copy placement, with every node healthy, with one node 50 ms slower and
+//! with one node dead; then erasure coding under load in both protocols (part 2 of the shared chunk cache's
+//! benchmark; `bench/cache` runs the hit-rate simulation, part 1, before it).
 //!
 //! - **Nodes.** [`CacheNode`]s in this process (five per condition), each serving a `127.0.0.1` port from a tokio
-//!   runtime of its own (one thread): real HTTP/1.1 with kept connections, every request SigV4-signed and checked,
-//!   as in the product. A node's memory tier can hold every byte written to it (nothing is evicted, nothing goes
-//!   to disk). The nodes' names, which are all placement knows, are their addresses.
+//!   runtime of its own (one thread): real HTTP (HTTP/1.1 with kept connections and HTTP/2 on the same port), every
+//!   request SigV4-signed and checked, as in the product. A node's memory tier can hold every byte written to it
+//!   (nothing is evicted, nothing goes to disk). The nodes' names, which are all placement knows, are their addresses.
 //! - **Chunks.** `--chunks` (300) chunks of 512 KiB of random bytes (the OS's random source) per scheme and
 //!   condition, none shared, all written before any read; the benchmark keeps only their digests.
 //! - **4+1 erasure coding.** [`StripeTier`] as a worker uses it: `put` writes the 5 stripes (4 data + 1 parity of
 //!   128 KiB each, behind a header) to the 5 nodes the chunk's placement names; `get` asks all 5 at once, answers
-//!   from the first 4 good ones (SHA-256 checked) and drops the 5th request; no retries.
+//!   from the first 4 good ones (SHA-256 checked) and drops the 5th request; no retries. Two rows per condition:
+//!   one tier speaking HTTP/1.1 (a call per kept connection; the dropped 5th request drops its connection), one
+//!   speaking HTTP/2 (one connection per node, every call a stream; the dropped one is reset), both reading the
+//!   same chunks.
 //! - **Single copy (the baseline).** The whole chunk once, on the node `Placement::new(&nodes, 1)` names, over the
-//!   same protocol. A node takes bodies of at most [`MAX_BODY`] bytes (a stripe of the largest chunk: 12 + 256 KiB),
-//!   so a 512 KiB chunk does not fit in one: it is stored in 2 parts, as "stripes" 0 and 1 of its digest on that
-//!   node, and read with 2 signed GETs to it at once (the limit is not raised for a baseline). The bytes are
-//!   SHA-256 checked as the tier's are. No answer, an answer other than 200, wrong bytes or the get's time limit
-//!   ([`Limits::default`], 2 s, as the tier's) reads the origin instead.
+//!   same protocol (HTTP/1.1). A node takes bodies of at most [`MAX_BODY`] bytes (a stripe of the largest chunk:
+//!   12 + 256 KiB), so a 512 KiB chunk does not fit in one: it is stored in 2 parts, as "stripes" 0 and 1 of its
+//!   digest on that node, and read with 2 signed GETs to it at once (the limit is not raised for a baseline). The
+//!   bytes are SHA-256 checked as the tier's are. No answer, an answer other than 200, wrong bytes or the get's time
+//!   limit ([`Limits::default`], 2 s, as the tier's) reads the origin instead.
 //! - **Origin.** A [`DirectoryChunkStore`] in the temporary directory holding every chunk, which both schemes fall
 //!   back to on a miss; its read (from the page cache, its hash checked) counts in the fetch's latency. This is the
 //!   best case for single copy: a remote origin (S3) answers in tens of milliseconds.
@@ -27,10 +31,14 @@
 //!   answers for `--delay-ms` (50) ms: a delay line, so an answer is that much late whatever its size. *One node
 //!   dead*: node 0 stopped: its port is closed, connections to it are refused.
 //! - **Reads.** An untimed warm-up of [`WARMUP`] chunks per scheme and cluster, then `--rounds` (8) passes over
-//!   the chunks, one fetch at a time, each of the six rows (scheme, condition) fetching chunk `i` before any
+//!   the chunks, one fetch at a time, each of the nine rows (scheme, condition) fetching chunk `i` before any
 //!   fetches chunk `i + 1`, in an order that rotates from chunk to chunk: the machine's noise (it is shared, and
 //!   has 2 cores) lands on every row alike. `--chunks × --rounds` samples per row, each timed from the call to the
 //!   chunk's checked bytes (from the nodes or, failing them, the origin).
+//! - **Under load.** Then, in the healthy and the slow cluster, `--rounds` more passes of erasure coding in each
+//!   protocol with [`IN_FLIGHT`] (16) gets in flight at once, in blocks of [`LOAD_BLOCK`] chunks that the four
+//!   (condition, protocol) rows fetch in turn, in an order that rotates: each get timed, and chunks a second over
+//!   the time the row's blocks took.
 //! - **Verdicts.** Under erasure coding, p99.9 with one node slow and with one node dead within 1.5× of its
 //!   healthy p99.9 (the target); single copy is shown to degrade: its p99.9 ratio to healthy, above 1.5× or not.
 //!
@@ -46,12 +54,13 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use ignis_cachepolicy::Placement;
 use ignis_chunks::{ChunkDigest, ChunkStore, DirectoryChunkStore};
-use ignis_cluster::Peer;
+use ignis_cluster::{Peer, Protocol};
 use ignis_sigv4::Credentials;
 use ignis_stripes::client::Limits;
 use ignis_stripes::erasure::STRIPES;
 use ignis_stripes::node::MAX_BODY;
 use ignis_stripes::{CacheNode, NodeConfig, StripeTier};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
@@ -343,18 +352,24 @@ impl SingleCopy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
-    Erasure,
+    /// 4+1 erasure coding, the nodes spoken to in this protocol.
+    Erasure(Protocol),
+    /// Single copy, over HTTP/1.1.
     Single,
 }
 
 impl Scheme {
     fn label(self) -> &'static str {
         match self {
-            Scheme::Erasure => "4+1 erasure coding",
-            Scheme::Single => "single copy",
+            Scheme::Erasure(Protocol::Http1) => "4+1 EC, HTTP/1.1",
+            Scheme::Erasure(Protocol::Http2) => "4+1 EC, HTTP/2",
+            Scheme::Single => "single copy, HTTP/1.1",
         }
     }
 }
+
+/// The protocols erasure coding is measured in, side by side.
+const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Condition {
@@ -386,14 +401,15 @@ struct Row {
     rebuilt: u64,
 }
 
-const SCHEMES: [Scheme; 2] = [Scheme::Erasure, Scheme::Single];
+const SCHEMES: [Scheme; 3] = [Scheme::Erasure(Protocol::Http1), Scheme::Erasure(Protocol::Http2), Scheme::Single];
 
-/// Five cache nodes, node [`VICTIM`] in one condition, and the two schemes' clients over them, each scheme with
-/// chunks of its own.
+/// Five cache nodes, node [`VICTIM`] in one condition, and the schemes' clients over them: erasure coding's (one
+/// per protocol, reading the same chunks) and single copy's, with chunks of its own.
 struct Cluster {
     condition: Condition,
     nodes: Vec<Node>,
-    tier: StripeTier,
+    /// Erasure coding's clients, in the order of [`PROTOCOLS`].
+    tiers: [StripeTier; 2],
     single: SingleCopy,
     erasure_chunks: Vec<ChunkDigest>,
     single_chunks: Vec<ChunkDigest>,
@@ -415,10 +431,10 @@ impl Cluster {
             .map(|i| Node::start(dir.join(format!("node-{i}")), memory))
             .collect::<Result<Vec<Node>, String>>()?;
         let names: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-        let tier = StripeTier::new(names.clone(), credentials());
+        let tiers = PROTOCOLS.map(|protocol| StripeTier::with_protocol(names.clone(), credentials(), protocol));
         let single = SingleCopy::new(&names)?;
         let erasure_chunks = write_chunks(count, origin, |chunk| {
-            let tier = &tier;
+            let tier = &tiers[0];
             async move {
                 match tier.put(ChunkDigest::of(&chunk), chunk).await {
                     Ok(STRIPES) => Ok(()),
@@ -436,12 +452,19 @@ impl Cluster {
         if condition != Condition::Healthy {
             nodes[VICTIM].set(condition, delay).await?;
         }
-        Ok(Cluster { condition, nodes, tier, single, erasure_chunks, single_chunks })
+        Ok(Cluster { condition, nodes, tiers, single, erasure_chunks, single_chunks })
+    }
+
+    fn tier(&self, protocol: Protocol) -> &StripeTier {
+        match protocol {
+            Protocol::Http1 => &self.tiers[0],
+            Protocol::Http2 => &self.tiers[1],
+        }
     }
 
     fn chunks(&self, scheme: Scheme) -> &[ChunkDigest] {
         match scheme {
-            Scheme::Erasure => &self.erasure_chunks,
+            Scheme::Erasure(_) => &self.erasure_chunks,
             Scheme::Single => &self.single_chunks,
         }
     }
@@ -454,7 +477,7 @@ impl Cluster {
     /// One fetch of the chunk: from the nodes, or else from `origin` (then `true`).
     async fn fetch(&self, scheme: Scheme, digest: ChunkDigest, origin: &DirectoryChunkStore) -> Result<bool, String> {
         let from_nodes = match scheme {
-            Scheme::Erasure => self.tier.get(digest).await.ok(),
+            Scheme::Erasure(protocol) => self.tier(protocol).get(digest).await.ok(),
             Scheme::Single => self.single.get(digest, CHUNK_BYTES).await,
         };
         match from_nodes {
@@ -499,15 +522,22 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     let result = measure_all(&args, tmp.path()).await;
     let removed = tmp.close().map_err(|e| format!("cannot remove the temporary directory: {e}"));
-    let (rows, victim_shares) = result?;
+    let measured = result?;
     removed?;
-    print(&args, &rows, &victim_shares);
+    print(&args, &measured);
     Ok(())
 }
 
-/// Starts a cluster per condition, reads from all three, chunk by chunk, and stops them: the rows, and how many
-/// single-copy chunks the victim holds in each cluster.
-async fn measure_all(args: &Args, dir: &Path) -> Result<(Vec<Row>, Vec<(Condition, usize)>), String> {
+/// What [`measure_all`] measured.
+struct Measured {
+    rows: Vec<Row>,
+    load: Vec<LoadRow>,
+    /// How many single-copy chunks the victim holds in each cluster.
+    victim_shares: Vec<(Condition, usize)>,
+}
+
+/// Starts a cluster per condition, reads from all three, chunk by chunk, then under load, and stops them.
+async fn measure_all(args: &Args, dir: &Path) -> Result<Measured, String> {
     let origin = DirectoryChunkStore::open(dir.join("origin")).map_err(|e| format!("the origin: {e}"))?;
     let mut clusters = Vec::new();
     for condition in Condition::ALL {
@@ -526,10 +556,14 @@ async fn measure_all(args: &Args, dir: &Path) -> Result<(Vec<Row>, Vec<(Conditio
             }
         }
     }
-    let rebuilt_before: Vec<u64> = clusters.iter().map(|c| c.tier.stats().rebuilt).collect();
+    let rebuilt = |cluster: &Cluster, scheme: Scheme| match scheme {
+        Scheme::Erasure(protocol) => cluster.tier(protocol).stats().rebuilt,
+        Scheme::Single => 0,
+    };
     // Every (cluster, scheme) pair fetches chunk i before any fetches chunk i + 1, in an order that rotates: noise
-    // lands on all six rows alike.
+    // lands on all nine rows alike.
     let pairs: Vec<(usize, Scheme)> = (0..clusters.len()).flat_map(|c| SCHEMES.map(|scheme| (c, scheme))).collect();
+    let rebuilt_before: Vec<u64> = pairs.iter().map(|&(c, scheme)| rebuilt(&clusters[c], scheme)).collect();
     let mut rows: Vec<Row> = pairs
         .iter()
         .map(|&(c, scheme)| {
@@ -552,20 +586,83 @@ async fn measure_all(args: &Args, dir: &Path) -> Result<(Vec<Row>, Vec<(Conditio
         }
         eprintln!("cache: pass {}/{} done in {:.1} s", round + 1, args.rounds(), started.elapsed().as_secs_f64());
     }
-    for (row, &(c, _)) in rows.iter_mut().zip(&pairs).filter(|(row, _)| row.scheme == Scheme::Erasure) {
-        row.rebuilt = clusters[c].tier.stats().rebuilt - rebuilt_before[c];
+    for ((row, &(c, scheme)), before) in rows.iter_mut().zip(&pairs).zip(rebuilt_before) {
+        row.rebuilt = rebuilt(&clusters[c], scheme) - before;
     }
+    let load = measure_load(args, &clusters, &origin).await?;
     let victim_shares = clusters.iter().map(|c| (c.condition, c.victim_share())).collect();
     for cluster in &mut clusters {
         cluster.stop().await?;
     }
-    Ok((rows, victim_shares))
+    Ok(Measured { rows, load, victim_shares })
+}
+
+/// Gets in flight at once under load.
+const IN_FLIGHT: usize = 16;
+/// Chunks a protocol fetches under load before the other's turn.
+const LOAD_BLOCK: usize = 4 * IN_FLIGHT;
+
+/// Erasure coding's fetches in one protocol and condition, [`IN_FLIGHT`] at a time.
+struct LoadRow {
+    protocol: Protocol,
+    condition: Condition,
+    samples: Vec<Duration>,
+    /// The time its blocks took, all passes: `samples / busy` chunks a second.
+    busy: Duration,
+    from_origin: usize,
+}
+
+/// Erasure coding under load, in the healthy and the slow cluster: `--rounds` passes over the chunks, each pass in
+/// blocks of [`LOAD_BLOCK`] chunks that every (cluster, protocol) pair fetches in turn, in an order that rotates,
+/// [`IN_FLIGHT`] gets at once (from one task, as `buffer_unordered` polls them), each timed.
+async fn measure_load(args: &Args, clusters: &[Cluster], origin: &DirectoryChunkStore) -> Result<Vec<LoadRow>, String> {
+    let pairs: Vec<(usize, Protocol)> = (0..clusters.len())
+        .filter(|&c| clusters[c].condition != Condition::Dead)
+        .flat_map(|c| PROTOCOLS.map(|protocol| (c, protocol)))
+        .collect();
+    let mut rows: Vec<LoadRow> = pairs
+        .iter()
+        .map(|&(c, protocol)| {
+            let condition = clusters[c].condition;
+            LoadRow { protocol, condition, samples: Vec::new(), busy: Duration::ZERO, from_origin: 0 }
+        })
+        .collect();
+    let started = Instant::now();
+    for round in 0..args.rounds() {
+        for (b, block) in (0..args.chunks()).collect::<Vec<usize>>().chunks(LOAD_BLOCK).enumerate() {
+            for turn in 0..pairs.len() {
+                let r = (round + b + turn) % pairs.len();
+                let (c, protocol) = pairs[r];
+                let cluster = &clusters[c];
+                let fetching_block = Instant::now();
+                let fetched: Vec<Result<(Duration, bool), String>> = futures::stream::iter(block)
+                    .map(|&i| async move {
+                        let fetching = Instant::now();
+                        let digest = cluster.erasure_chunks[i];
+                        let from_origin = cluster.fetch(Scheme::Erasure(protocol), digest, origin).await?;
+                        Ok((fetching.elapsed(), from_origin))
+                    })
+                    .buffer_unordered(IN_FLIGHT)
+                    .collect()
+                    .await;
+                rows[r].busy += fetching_block.elapsed();
+                for fetch in fetched {
+                    let (took, from_origin) = fetch?;
+                    rows[r].samples.push(took);
+                    rows[r].from_origin += usize::from(from_origin);
+                }
+            }
+        }
+        eprintln!("cache: load pass {}/{} done in {:.1} s", round + 1, args.rounds(), started.elapsed().as_secs_f64());
+    }
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The table.
 
-fn print(args: &Args, rows: &[Row], victim_shares: &[(Condition, usize)]) {
+fn print(args: &Args, measured: &Measured) {
+    let Measured { rows, load, victim_shares } = measured;
     let delay = args.delay();
     let shares: Vec<String> = victim_shares
         .iter()
@@ -573,9 +670,11 @@ fn print(args: &Args, rows: &[Row], victim_shares: &[(Condition, usize)]) {
         .map(|(c, n)| format!("{n} ({})", format!("{c:?}").to_lowercase()))
         .collect();
     println!();
-    println!("Chunk fetch latency from cache nodes on loopback (in-process, signed HTTP/1.1, kept connections): a");
-    println!("cluster of 5 nodes per condition, each holding {} chunks of 512 KiB per scheme; {} passes, every row",
-        args.chunks(), args.rounds());
+    println!("Chunk fetch latency from cache nodes on loopback (in-process, signed; the nodes speak HTTP/1.1 with");
+    println!("kept connections and HTTP/2 on the same port): a cluster of 5 nodes per condition, each holding {}",
+        args.chunks());
+    println!("chunks of 512 KiB per scheme (both erasure-coded rows read the same chunks); {} passes, every row",
+        args.rounds());
     println!("fetching chunk i before any fetches chunk i + 1, one fetch at a time: {} fetches a row. Node {VICTIM} is",
         args.chunks() * args.rounds());
     println!("behind a proxy on its address that holds its answers {} ms (slow), or stopped, its port closed (dead);",
@@ -583,20 +682,20 @@ fn print(args: &Args, rows: &[Row], victim_shares: &[(Condition, usize)]) {
     println!("it holds one stripe of every erasure-coded chunk, and {} of the {} single-copy chunks.",
         shares.join(" and "), args.chunks());
     println!();
-    println!("  {:<20} {:<24} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}", "scheme", "condition", "n", "p50 ms", "p99 ms",
+    println!("  {:<22} {:<24} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8}", "scheme", "condition", "n", "p50 ms", "p99 ms",
         "p99.9 ms", "origin", "rebuilt");
     let stats: Vec<Option<Stats>> = rows.iter().map(|row| stats_ms(&row.samples)).collect();
-    for scheme in [Scheme::Erasure, Scheme::Single] {
+    for scheme in SCHEMES {
         for (row, stats) in rows.iter().zip(&stats).filter(|(row, _)| row.scheme == scheme) {
             let condition = row.condition.label(delay);
             let rebuilt = match scheme {
-                Scheme::Erasure => row.rebuilt.to_string(),
+                Scheme::Erasure(_) => row.rebuilt.to_string(),
                 Scheme::Single => "-".into(),
             };
             match stats {
-                Some(s) => println!("  {:<20} {condition:<24} {:>6} {:>9} {:>9} {:>9} {:>8} {rebuilt:>8}",
+                Some(s) => println!("  {:<22} {condition:<24} {:>6} {:>9} {:>9} {:>9} {:>8} {rebuilt:>8}",
                     scheme.label(), s.n, ms(s.p50), ms(s.p99), ms(s.p999), row.from_origin),
-                None => println!("  {:<20} {condition:<24} {:>6} {:>9}", scheme.label(), 0, "no data"),
+                None => println!("  {:<22} {condition:<24} {:>6} {:>9}", scheme.label(), 0, "no data"),
             }
         }
     }
@@ -604,25 +703,35 @@ fn print(args: &Args, rows: &[Row], victim_shares: &[(Condition, usize)]) {
     println!("  the parity stripe)");
     println!();
     println!("  p99.9 against the same scheme's healthy p99.9:");
-    let p999 = |scheme: Scheme, condition: Condition| {
+    let stat = |scheme: Scheme, condition: Condition| {
         let (_, stats) = rows.iter().zip(&stats).find(|(r, _)| r.scheme == scheme && r.condition == condition)?;
-        stats.as_ref().map(|s| s.p999)
+        stats.as_ref()
     };
-    for scheme in [Scheme::Erasure, Scheme::Single] {
+    for scheme in SCHEMES {
         for condition in [Condition::Slow, Condition::Dead] {
             let label = format!("{}, {}", scheme.label(), condition.label(delay));
-            let (Some(faulty), Some(healthy)) = (p999(scheme, condition), p999(scheme, Condition::Healthy)) else {
+            let (Some(faulty), Some(healthy)) = (stat(scheme, condition), stat(scheme, Condition::Healthy)) else {
                 println!("  {label:<46} no data");
                 continue;
             };
-            let ratio = faulty / healthy;
+            let ratio = faulty.p999 / healthy.p999;
             let note = match scheme {
-                Scheme::Erasure => format!("within {TARGET}x (target): {}", verdict(ratio <= TARGET)),
+                Scheme::Erasure(_) => format!("within {TARGET}x (target): {}", verdict(ratio <= TARGET)),
                 Scheme::Single => format!("degrades (over {TARGET}x): {}", if ratio > TARGET { "yes" } else { "no" }),
             };
             println!("  {label:<46} {:>8.2}x  {note}", ratio);
         }
     }
+    println!();
+    println!("  4+1 EC, HTTP/2 against HTTP/1.1, one fetch at a time (below 1: HTTP/2 is faster):");
+    for condition in Condition::ALL {
+        let [Some(h1), Some(h2)] = PROTOCOLS.map(|protocol| stat(Scheme::Erasure(protocol), condition)) else {
+            continue;
+        };
+        println!("  {:<24} p50 {:>5.2}x   p99 {:>5.2}x   p99.9 {:>5.2}x", condition.label(delay), h2.p50 / h1.p50,
+            h2.p99 / h1.p99, h2.p999 / h1.p999);
+    }
+    print_load(load, delay);
     println!();
     println!("The origin is a DirectoryChunkStore on this machine's disk, read from the page cache with its SHA-256");
     println!("check: the best case for single copy's fallback (a remote origin answers in tens of milliseconds).");
@@ -633,4 +742,24 @@ fn print(args: &Args, rows: &[Row], victim_shares: &[(Condition, usize)]) {
         k => format!("the slowest of its samples but {}", k - 1),
     };
     println!("The machine is shared and noisy: a row's p99.9 is {rank}.");
+}
+
+fn print_load(load: &[LoadRow], delay: Duration) {
+    println!();
+    println!("4+1 EC under load: {IN_FLIGHT} gets in flight at once, the same chunks, each (condition, protocol) in");
+    println!("turn for {LOAD_BLOCK} chunks at a time; chunks/s is the fetches over the time their blocks took.");
+    println!();
+    println!("  {:<22} {:<24} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}", "protocol", "condition", "n", "chunks/s", "p50 ms",
+        "p99 ms", "p99.9 ms", "origin");
+    let stats: Vec<Option<Stats>> = load.iter().map(|row| stats_ms(&row.samples)).collect();
+    for (row, stats) in load.iter().zip(&stats) {
+        let protocol = Scheme::Erasure(row.protocol).label();
+        let condition = row.condition.label(delay);
+        let rate = row.samples.len() as f64 / row.busy.as_secs_f64().max(f64::MIN_POSITIVE);
+        match stats {
+            Some(s) => println!("  {protocol:<22} {condition:<24} {:>6} {rate:>9.0} {:>9} {:>9} {:>9} {:>8}", s.n,
+                ms(s.p50), ms(s.p99), ms(s.p999), row.from_origin),
+            None => println!("  {protocol:<22} {condition:<24} {:>6} {:>9}", 0, "no data"),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ignis_chunks::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, MemoryChunkStore, NamedChunk, Size, Stored};
-use ignis_cluster::Peer;
+use ignis_cluster::{Peer, Protocol};
 use ignis_sigv4::Credentials;
 use ignis_stripes::client::Limits;
 use ignis_stripes::erasure::{self, MAX_STRIPE_BYTES, STRIPES};
@@ -127,6 +127,12 @@ fn tier(addrs: Vec<String>, limits: Limits) -> StripeTier {
     StripeTier::new(addrs, credentials()).with_limits(limits)
 }
 
+fn tier_over(addrs: Vec<String>, limits: Limits, protocol: Protocol) -> StripeTier {
+    StripeTier::with_protocol(addrs, credentials(), protocol).with_limits(limits)
+}
+
+const PROTOCOLS: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
+
 fn addrs(nodes: &[Node]) -> Vec<String> {
     nodes.iter().map(|n| n.addr.clone()).collect()
 }
@@ -142,9 +148,18 @@ async fn put_all(tier: &StripeTier, chunks: &[Bytes]) {
 }
 
 #[tokio::test]
-async fn chunks_come_back_whole_with_all_nodes_and_with_one_stopped() {
+async fn chunks_come_back_whole_with_all_nodes_and_with_one_stopped_over_http1() {
+    chunks_come_back_whole_with_all_nodes_and_with_one_stopped(Protocol::Http1).await;
+}
+
+#[tokio::test]
+async fn chunks_come_back_whole_with_all_nodes_and_with_one_stopped_over_http2() {
+    chunks_come_back_whole_with_all_nodes_and_with_one_stopped(Protocol::Http2).await;
+}
+
+async fn chunks_come_back_whole_with_all_nodes_and_with_one_stopped(protocol: Protocol) {
     let mut nodes = five_nodes();
-    let tier = tier(addrs(&nodes), PATIENT);
+    let tier = tier_over(addrs(&nodes), PATIENT, protocol);
     let chunks = chunks();
     put_all(&tier, &chunks).await;
     for chunk in &chunks {
@@ -193,23 +208,48 @@ async fn a_node_down_from_the_start_costs_nothing() {
 
 #[tokio::test]
 async fn a_hung_node_does_not_delay_the_answer() {
-    let nodes: Vec<Node> = (0..4).map(|_| Node::start(8 << 20, 8 << 20)).collect();
-    let mut list = addrs(&nodes);
-    let hung = Hung::start(false).await;
-    list.insert(3, hung.addr.clone());
-    // Gets must not wait for the hung node at all: their limit is long, and a get that waited for the hung
-    // node would not finish.
-    let tier = tier(list, PATIENT);
+    for protocol in PROTOCOLS {
+        let nodes: Vec<Node> = (0..4).map(|_| Node::start(8 << 20, 8 << 20)).collect();
+        let mut list = addrs(&nodes);
+        let hung = Hung::start(false).await;
+        list.insert(3, hung.addr.clone());
+        // Gets must not wait for the hung node at all: their limit is long, and a get that waited for the hung
+        // node would not finish.
+        let tier = tier_over(list, PATIENT, protocol);
+        let chunks = chunks();
+        for chunk in &chunks {
+            assert_eq!(tier.put(ChunkDigest::of(chunk), chunk.clone()).await, Ok(4), "{protocol:?}");
+        }
+        hung.hang();
+        for chunk in &chunks {
+            assert_eq!(tier.get(ChunkDigest::of(chunk)).await.as_ref(), Ok(chunk), "{protocol:?}");
+        }
+        let held_data = chunks.iter().filter(|c| tier.placement(ChunkDigest::of(c))[4] != 3).count() as u64;
+        assert_eq!(tier.stats().rebuilt, held_data, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn many_gets_at_once_come_back_whole_in_either_protocol() {
+    let nodes = five_nodes();
     let chunks = chunks();
-    for chunk in &chunks {
-        assert_eq!(tier.put(ChunkDigest::of(chunk), chunk.clone()).await, Ok(4));
+    put_all(&tier(addrs(&nodes), PATIENT), &chunks).await;
+    for protocol in PROTOCOLS {
+        let tier = Arc::new(tier_over(addrs(&nodes), PATIENT, protocol));
+        let mut gets = tokio::task::JoinSet::new();
+        for round in 0..4 {
+            for (i, chunk) in chunks.iter().enumerate() {
+                let (tier, chunk) = (tier.clone(), chunk.clone());
+                gets.spawn(async move { (round, i, tier.get(ChunkDigest::of(&chunk)).await == Ok(chunk)) });
+            }
+        }
+        while let Some(got) = gets.join_next().await {
+            let (round, i, whole) = got.expect("a get");
+            assert!(whole, "{protocol:?}: chunk {i}, round {round}");
+        }
+        let stats = tier.stats();
+        assert_eq!((stats.hits, stats.misses, stats.bad), (4 * chunks.len() as u64, 0, 0), "{protocol:?}");
     }
-    hung.hang();
-    for chunk in &chunks {
-        assert_eq!(tier.get(ChunkDigest::of(chunk)).await.as_ref(), Ok(chunk));
-    }
-    let held_data = chunks.iter().filter(|c| tier.placement(ChunkDigest::of(c))[4] != 3).count() as u64;
-    assert_eq!(tier.stats().rebuilt, held_data);
 }
 
 #[tokio::test]
