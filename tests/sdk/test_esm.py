@@ -2,6 +2,8 @@
 `lambda`, `sqs` and `logs` clients."""
 
 import hashlib
+import pathlib
+import subprocess
 import json
 import time
 
@@ -21,7 +23,19 @@ def sqs(server):
     return client(server, "sqs")
 
 
-def shell_function(handler):
+def jq_files():
+    """The host's jq as a function packages it (no runtime base has it): bin/jq, and lib/ for the libraries the base
+    lacks (/var/task/lib is on Lambda's LD_LIBRARY_PATH); run it as /var/task/bin/jq."""
+    files = [("bin/jq", pathlib.Path("/usr/bin/jq").read_bytes(), 0o755)]
+    listed = subprocess.run(["ldd", "/usr/bin/jq"], capture_output=True, text=True, check=True).stdout
+    for path in (word for line in listed.splitlines() for word in line.split() if word.startswith("/")):
+        name = pathlib.Path(path).name
+        if name.startswith(("libjq", "libonig")):
+            files.append((f"lib/{name}", pathlib.Path(path).read_bytes(), 0o644))
+    return files
+
+
+def shell_function(handler, files=()):
     """A custom runtime that logs each event on one line, then runs `handler` (which may write /tmp/response)."""
     script = (
         '#!/bin/sh\napi="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"\nwhile true; do\n'
@@ -33,7 +47,7 @@ def shell_function(handler):
         '  curl -sS -o /dev/null -X POST "$api/invocation/$id/response" --data-binary @/tmp/response\n'
         "done\n"
     )
-    return zip_bytes([("bootstrap", script.encode(), 0o755)])
+    return zip_bytes([("bootstrap", script.encode(), 0o755), *files])
 
 
 def wait_for(check, seconds=30):
@@ -120,10 +134,10 @@ def test_mapping_lifecycle_and_delivery(server, lam, sqs):
 
 def test_batch_item_failures_and_errors(server, lam, sqs):
     report = (
-        "jq -c '{batchItemFailures: [.Records[] | select(.body | startswith(\"bad\")) | {itemIdentifier: .messageId}]}' "
+        "/var/task/bin/jq -c '{batchItemFailures: [.Records[] | select(.body | startswith(\"bad\")) | {itemIdentifier: .messageId}]}' "
         "/tmp/event > /tmp/response"
     )
-    lam.create_function(FunctionName="boto-esm-picky", Runtime="provided.al2023", Role="r", Handler="x", Timeout=3, Code={"ZipFile": shell_function(report)})
+    lam.create_function(FunctionName="boto-esm-picky", Runtime="provided.al2023", Role="r", Handler="x", Timeout=3, Code={"ZipFile": shell_function(report, jq_files())})
     dlq = sqs.create_queue(QueueName="boto-esm-dead")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})

@@ -157,7 +157,7 @@ pub(crate) async fn start(
             env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream(&day, &spec.version, name, &prefix)));
             ignis_sandbox::SandboxConfig {
                 code_dir: (!is_image).then(|| spec.code_dir.clone()),
-                opt_dir: None,
+                opt_dir: spec.opt_dir.clone().filter(|_| !is_image),
                 image: image_root,
                 memory_mb: spec.memory_mb,
                 tmp_mb: spec.tmp_mb,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Reply, Server, eventually, sandbox_ids, sh_runtime};
+use crate::harness::{Reply, Server, eventually, jq_files, sandbox_ids, sh_runtime, sh_runtime_with};
 use crate::sqs::{attribute, bodies, create, md5, ok, receive, send};
 
 const MAPPINGS: &str = "/2015-03-31/event-source-mappings/";
@@ -177,8 +177,9 @@ fn failures_are_redriven_and_reported_item_failures_delete_only_the_others() {
     assert!(counts.iter().all(|n| *n >= 2), "each was tried maxReceiveCount times: {counts:?}");
 
     // ReportBatchItemFailures: the function names the bad ones; the others are deleted.
-    let report = r#"jq -c '{batchItemFailures: [.Records[] | select(.body | startswith("bad")) | {itemIdentifier: .messageId}]}' /tmp/event > /tmp/response"#;
-    function(&server, "picky", report, json!({ "Timeout": 3 }));
+    let report = r#"/var/task/bin/jq -c '{batchItemFailures: [.Records[] | select(.body | startswith("bad")) | {itemIdentifier: .messageId}]}' /tmp/event > /tmp/response"#;
+    let picky = sh_runtime_with(&format!("cat /tmp/event; echo; {report}"), &jq_files());
+    assert_eq!(server.create("picky", &picky, json!({ "Timeout": 3 })).status, 201);
     let (dlq2_url, dlq2_arn) = queue(&server, "dead2", json!({}));
     let redrive = json!({ "deadLetterTargetArn": dlq2_arn, "maxReceiveCount": 1 }).to_string();
     let (url2, arn2) = queue(&server, "work2", json!({ "VisibilityTimeout": "3", "RedrivePolicy": redrive }));

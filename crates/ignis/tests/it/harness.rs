@@ -342,6 +342,11 @@ pub fn zip_of(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
 /// A shell custom runtime: for each event (in `/tmp/event`, with `$id` its
 /// request id) it runs `handler`, which writes the response to `/tmp/response`.
 pub fn sh_runtime(handler: &str) -> Vec<u8> {
+    sh_runtime_with(handler, &[])
+}
+
+/// [`sh_runtime`] with `files` (path in the zip, bytes, mode) packaged beside the bootstrap.
+pub fn sh_runtime_with(handler: &str, files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
     let script = format!(
         r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
@@ -354,7 +359,24 @@ while true; do
 done
 "#
     );
-    zip_of(&[("bootstrap", script.as_bytes(), 0o755)])
+    let mut entries: Vec<(&str, &[u8], u32)> = vec![("bootstrap", script.as_bytes(), 0o755)];
+    entries.extend(files.iter().map(|(path, bytes, mode)| (path.as_str(), bytes.as_slice(), *mode)));
+    zip_of(&entries)
+}
+
+/// The host's `jq` as a function packages it, since no runtime base has it: `bin/jq` and the libraries the base
+/// lacks in `lib/` (on Lambda's `LD_LIBRARY_PATH` as `/var/task/lib`); run it as `/var/task/bin/jq`.
+pub fn jq_files() -> Vec<(String, Vec<u8>, u32)> {
+    let mut files = vec![("bin/jq".to_string(), std::fs::read("/usr/bin/jq").expect("jq is installed"), 0o755)];
+    let ldd = Command::new("ldd").arg("/usr/bin/jq").output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let Some(path) = line.split_whitespace().find(|word| word.starts_with('/')) else { continue };
+        let name = Path::new(path).file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("libjq") || name.starts_with("libonig") {
+            files.push((format!("lib/{name}"), std::fs::read(path).unwrap(), 0o644));
+        }
+    }
+    files
 }
 
 /// The `REPORT` line of a log tail.

@@ -91,7 +91,8 @@ fn gc(server: &Server, retire: &str, expire: &str) -> Value {
 
 #[test]
 fn an_image_pushed_with_skopeo_runs_as_a_function_and_survives_garbage_collection() {
-    let server = Server::start();
+    // No runtime base: garbage collection keeps only this image.
+    let server = Server::start_with(&["--runtimes", "none"]);
     let (_, alice) = server.create_account("alice");
     let tmp = tempfile::tempdir().unwrap();
     let config = json!({ "Entrypoint": ["/var/task/bootstrap"], "Env": ["PRINT_EVENT=1"], "WorkingDir": "/var/task" });
@@ -201,7 +202,9 @@ fn objects(garage: &ignis_chunks::garage::Garage, prefix: &str) -> Vec<String> {
 fn an_image_runs_from_chunks_in_an_s3_object_store_and_garbage_collection_deletes_what_is_not_live() {
     let garage = ignis_chunks::garage::Garage::start().unwrap();
     let store = format!("s3://{}/ignis", garage.bucket);
-    let args = ["--object-store", &store, "--s3-endpoint", &garage.endpoint, "--s3-region", ignis_chunks::garage::REGION];
+    let region = ignis_chunks::garage::REGION;
+    // No runtime base: garbage collection keeps only this image.
+    let args = ["--object-store", &store, "--s3-endpoint", &garage.endpoint, "--s3-region", region, "--runtimes", "none"];
     let key = [("AWS_ACCESS_KEY_ID", garage.access_key_id.as_str()), ("AWS_SECRET_ACCESS_KEY", &garage.secret_access_key)];
     let server = Server::start_with_env(&args, &key);
     let (_, alice) = server.create_account("alice");
