@@ -30,18 +30,29 @@
 //!   unset), puts `LAMBDA_TASK_ROOT`, `/opt/python/lib/python3.X/site-packages` and
 //!   `/opt/python` first on `PYTHONPATH`, and execs `python3.X -m awslambdaric "$_HANDLER"`,
 //!   through `AWS_LAMBDA_EXEC_WRAPPER` if set (the wrapper gets the command as its arguments).
-//! - `nodejs*.x`: known ([`names`]) but not built yet: the runtime interface client
-//!   `aws-lambda-ric` compiles a native addon at install time; [`build`] answers
+//! - `nodejs20.x`: the host's Node.js 20 (`/usr/bin/node`) at `/var/lang/bin/node`;
+//!   `/var/runtime/node_modules` with the runtime interface client `aws-lambda-ric` (3.x; its
+//!   install builds curl, aws-lambda-cpp and a native addon, so the build needs npm, cmake,
+//!   autotools, make and g++, and takes minutes: once per machine, the base is cached) and the AWS
+//!   SDK v3 clients ([`recipe::NODE_SDK`]); entry point `/var/runtime/bootstrap`, a `/bin/sh`
+//!   script that sets `AWS_EXECUTION_ENV` (if unset), `NODE_PATH` (unless set) as Lambda's, the
+//!   V8 heap from `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` unless `NODE_OPTIONS` sets it
+//!   ([`recipe::node_bootstrap`]), and execs node on the client with `"$_HANDLER"`, through
+//!   `AWS_LAMBDA_EXEC_WRAPPER` if set. Its layer is not byte-for-byte reproducible (the addon is
+//!   compiled in a temporary directory; npm writes its own metadata). `nodejs22.x` and
+//!   `nodejs24.x` are known ([`names`]) but not built yet: [`build`] answers
 //!   [`BuildError::NotBuildable`].
 //!
 //! # Invariants
 //!
 //! - A base directory `<cache>/<name>-r<recipe version>` is complete or absent: it is built in a
-//!   temporary directory beside it and renamed into place; a second builder that loses the race
-//!   uses the winner's. A complete one is returned as it is, never rebuilt.
-//! - Deterministic: the same host files and pinned packages give the same layer bytes (paths in
-//!   order, mtimes 0, owner 0:0, modes normalised: directories 0755, `/tmp` 1777, files 0644 or
-//!   0755; no devices, no setuid).
+//!   temporary directory beside it and renamed into place. One builder per base at a time (an
+//!   exclusive lock on `.<name>-r<version>.lock` beside it, across processes); the next finds the
+//!   base built, and removes the staging directories of builds that were killed. A complete base
+//!   is returned as it is, never rebuilt.
+//! - Deterministic (but the Node.js bases, see above): the same host files and pinned packages
+//!   give the same layer bytes (paths in order, mtimes 0, owner 0:0, modes normalised:
+//!   directories 0755, `/tmp` 1777, files 0644 or 0755; no devices, no setuid).
 //! - Blocking; run it on a blocking thread.
 
 mod layout;
@@ -62,6 +73,9 @@ use stage::{Stage, run};
 pub fn names() -> &'static [&'static str] {
     recipe::NAMES
 }
+
+/// The machine-wide cache of bases a server uses unless told otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/ignis/runtimes";
 
 /// The runtimes a server installs at its first start.
 pub fn defaults() -> &'static [&'static str] {
@@ -177,12 +191,32 @@ fn why_not(name: &str) -> Option<String> {
             }
             (!python_has_pip()).then(|| "python3 has no pip (install python3-pip)".to_string())
         }
+        Runtime::Node { major: 20 } => {
+            let version = run(Command::new("/usr/bin/node").arg("--version"), "node", &[0]).unwrap_or_default();
+            if !version.starts_with("v20.") {
+                return Some("/usr/bin/node is not Node.js 20 (install nodejs 20)".to_string());
+            }
+            // aws-lambda-ric builds curl and aws-lambda-cpp from source, then a node-gyp addon.
+            let tools = ["npm", "cmake", "autoreconf", "libtoolize", "make", "g++"];
+            let missing: Vec<&str> = tools.into_iter().filter(|tool| !on_path(tool)).collect();
+            (!missing.is_empty()).then(|| {
+                format!(
+                    "aws-lambda-ric compiles a native addon at install time and {} missing (install npm, cmake, \
+                     autoconf, automake, libtool, make, g++)",
+                    missing.join(", ")
+                )
+            })
+        }
         Runtime::Node { .. } => Some(
-            "Node.js bases are not built yet: the runtime interface client aws-lambda-ric compiles a native \
-             addon at install time"
+            "only nodejs20.x is built yet, from the host's Node.js 20; 22 and 24 need a Node.js binary of \
+             their own"
                 .to_string(),
         ),
     }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 fn python_has_pip() -> bool {
@@ -203,8 +237,18 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
         return Err(BuildError::NotBuildable { name: name.to_string(), reason });
     }
     std::fs::create_dir_all(cache_dir).map_err(|source| BuildError::io(cache_dir, source))?;
+    // One builder per base at a time: a second waits, then finds the first's base.
+    let lock_path = cache_dir.join(format!(".{}.lock", directory_name(name)));
+    let lock = std::fs::File::create(&lock_path).map_err(|source| BuildError::io(&lock_path, source))?;
+    lock.lock().map_err(|source| BuildError::io(&lock_path, source))?;
+    if target.join("index.json").exists() {
+        progress(&format!("built meanwhile in {}", target.display()));
+        return built(name, &target);
+    }
+    let staging = format!(".{}.", directory_name(name));
+    remove_abandoned(cache_dir, &staging)?;
     let work = tempfile::Builder::new()
-        .prefix(&format!(".{}.", directory_name(name)))
+        .prefix(&staging)
         .tempdir_in(cache_dir)
         .map_err(|source| BuildError::io(cache_dir, source))?;
     let stage = Stage { root: work.path().join("rootfs") };
@@ -214,7 +258,7 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
     match runtime {
         Runtime::Provided => extra = provided_libraries(),
         Runtime::Python { minor } => python(&stage, minor, progress)?,
-        Runtime::Node { .. } => {}
+        Runtime::Node { major } => node(&stage, major, progress)?,
     }
     progress("copying the libraries every ELF file needs (ldd)");
     let count = stage.add_libraries(&extra)?;
@@ -235,6 +279,19 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
     }
     progress(&format!("built in {}", target.display()));
     built(name, &target)
+}
+
+/// Removes the staging directories (names starting with `prefix`) of builds that were killed:
+/// the caller holds the base's lock, so none is in use.
+fn remove_abandoned(cache_dir: &Path, prefix: &str) -> Result<(), BuildError> {
+    for entry in std::fs::read_dir(cache_dir).map_err(|source| BuildError::io(cache_dir, source))? {
+        let entry = entry.map_err(|source| BuildError::io(cache_dir, source))?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(prefix) && path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|source| BuildError::io(&path, source))?;
+        }
+    }
+    Ok(())
 }
 
 fn built(name: &str, layout_dir: &Path) -> Result<Built, BuildError> {
@@ -324,4 +381,31 @@ fn python(stage: &Stage, minor: u32, progress: &dyn Fn(&str)) -> Result<(), Buil
         &[0],
     )?;
     Ok(())
+}
+
+/// Node.js, `/var/runtime/node_modules` (the runtime interface client, built here, and the SDK)
+/// and the bootstrap.
+fn node(stage: &Stage, major: u32, progress: &dyn Fn(&str)) -> Result<(), BuildError> {
+    progress("copying node");
+    let node = Path::new("/usr/bin/node");
+    let host = std::fs::canonicalize(node).map_err(|source| BuildError::io(node, source))?;
+    stage.copy(&host, "var/lang/bin/node")?;
+    let (ric, _) = recipe::node_ric(major);
+    progress(&format!("npm install {ric} (builds its native addon) and the AWS SDK v3 clients"));
+    let runtime_dir = stage.path("var/runtime");
+    run(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--no-update-notifier", "--omit=dev", "--prefix"])
+            .arg(&runtime_dir)
+            .arg(ric)
+            .args(recipe::NODE_SDK),
+        "npm install",
+        &[0],
+    )?;
+    // The sources and objects of curl and aws-lambda-cpp the addon was built from (about 150 MB).
+    let leftovers = runtime_dir.join("node_modules/aws-lambda-ric/deps");
+    if leftovers.exists() {
+        std::fs::remove_dir_all(&leftovers).map_err(|source| BuildError::io(&leftovers, source))?;
+    }
+    stage.write("var/runtime/bootstrap", &recipe::node_bootstrap(major), true)
 }
