@@ -363,10 +363,7 @@ fn python(stage: &Stage, minor: u32, progress: &dyn Fn(&str)) -> Result<(), Buil
         &[0],
     )?;
     // Console scripts name the interpreter pip ran under, a host path.
-    let scripts = runtime_dir.join("bin");
-    if scripts.exists() {
-        std::fs::remove_dir_all(&scripts).map_err(|source| BuildError::io(&scripts, source))?;
-    }
+    stage.remove("var/runtime/bin")?;
     stage.write("var/runtime/bootstrap", &recipe::python_bootstrap(minor), true)?;
     progress("compiling byte code");
     run(
@@ -403,9 +400,6 @@ fn node(stage: &Stage, major: u32, progress: &dyn Fn(&str)) -> Result<(), BuildE
         &[0],
     )?;
     // The sources and objects of curl and aws-lambda-cpp the addon was built from (about 150 MB).
-    let leftovers = runtime_dir.join("node_modules/aws-lambda-ric/deps");
-    if leftovers.exists() {
-        std::fs::remove_dir_all(&leftovers).map_err(|source| BuildError::io(&leftovers, source))?;
-    }
+    stage.remove("var/runtime/node_modules/aws-lambda-ric/deps")?;
     stage.write("var/runtime/bootstrap", &recipe::node_bootstrap(major), true)
 }
