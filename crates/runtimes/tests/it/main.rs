@@ -66,13 +66,18 @@ fn build_twice(name: &str) -> (tempfile::TempDir, Built) {
     let again = build(name, first_cache.path(), &quiet).unwrap();
     assert_eq!(again, first);
     let second_cache = tempfile::tempdir().unwrap();
+    // A killed build's staging directory is removed by the next build.
+    let abandoned = second_cache.path().join(format!(".{}.killed", directory_name(name)));
+    fs::create_dir_all(abandoned.join("rootfs/etc")).unwrap();
     let second = build(name, second_cache.path(), &quiet).unwrap();
+    assert!(!abandoned.exists());
     assert_eq!(second.layer_digest, first.layer_digest, "{name}: the same inputs give the same layer");
     assert_eq!(second.manifest_digest, first.manifest_digest);
-    // Only the base is left in the cache: the staging directory is gone.
+    // Only the base (and its lock) is left in the cache: the staging directory is gone.
     let entries = fs::read_dir(first_cache.path()).unwrap();
-    let entries: Vec<_> = entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert_eq!(entries, [directory_name(name)]);
+    let mut entries: Vec<_> = entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    entries.sort();
+    assert_eq!(entries, [format!(".{}.lock", directory_name(name)), directory_name(name)]);
     (first_cache, first)
 }
 
@@ -173,4 +178,61 @@ fn python_base_builds_and_imports_the_runtime_as_root() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("awslambdaric") && stderr.contains("Connection refused"), "{stderr}");
+}
+
+/// The Node.js bases are built in the machine-wide cache: their install compiles a native addon
+/// for minutes, so each is built once per machine, then found. One the machine cannot build is
+/// refused with the reason.
+#[test]
+fn node_bases_build_once_per_machine_and_load_the_runtime_as_root() {
+    let cache = Path::new(ignis_runtimes::DEFAULT_CACHE_DIR);
+    let buildable = ignis_runtimes::buildable();
+    // (runtime, major, the client's entry point and addon inside its package)
+    let cases = [
+        ("nodejs20.x", 20, "bin/index.mjs", "dist/rapid-client.node"),
+        ("nodejs22.x", 22, "index.mjs", "rapid-client.node"),
+        ("nodejs24.x", 24, "index.mjs", "rapid-client.node"),
+    ];
+    for (name, major, client, addon) in cases {
+        if !buildable.iter().any(|b| b == name) {
+            let error = build(name, cache, &quiet).unwrap_err();
+            assert!(matches!(error, ignis_runtimes::BuildError::NotBuildable { .. }), "{error}");
+            continue;
+        }
+        check_node(&build(name, cache, &quiet).unwrap(), major, client, addon);
+    }
+}
+
+fn check_node(built: &Built, major: u32, client: &str, addon: &str) {
+    check_layout(built);
+    assert_eq!(&build(&built.name, Path::new(ignis_runtimes::DEFAULT_CACHE_DIR), &quiet).unwrap(), built);
+    assert_eq!(built.config.entrypoint, ["/var/runtime/bootstrap"]);
+    let root = unpack(built);
+    check_common(root.path());
+    // The SDK clients resolve through NODE_PATH, and the client's addon loads with its libraries,
+    // as the sandbox's user.
+    let script = format!(
+        "for (const m of ['@aws-sdk/client-s3', '@aws-sdk/client-dynamodb', '@aws-sdk/lib-dynamodb', \
+         '@aws-sdk/client-lambda', '@aws-sdk/client-sqs', '@aws-sdk/client-sns', '@aws-sdk/client-sts']) \
+         require(m); require('/var/runtime/node_modules/aws-lambda-ric/{addon}'); \
+         console.log('ok', process.version.split('.')[0])"
+    );
+    // (The addon reads the runtime API's address when it loads; nothing connects to it here.)
+    let env = ["NODE_PATH=/var/runtime/node_modules", "AWS_LAMBDA_RUNTIME_API=127.0.0.1:9"];
+    let output = output_in(root.path(), built, "993:990", &env, &["/var/lang/bin/node", "-e", &script]);
+    assert!(output.status.success(), "{}: {}", built.name, String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), format!("ok v{major}\n"));
+    // The bootstrap: the heap from the memory size, the client on the handler, through the wrapper.
+    let wrapper = root.path().join("tmp/wrapper");
+    fs::write(&wrapper, "#!/bin/sh\necho \"$AWS_EXECUTION_ENV $NODE_PATH $*\"\n").unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let env = ["AWS_LAMBDA_EXEC_WRAPPER=/tmp/wrapper", "_HANDLER=index.handler", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128"];
+    assert_eq!(
+        run_in(root.path(), built, &env, &["/var/runtime/bootstrap"]),
+        format!(
+            "AWS_Lambda_nodejs{major}.x /opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:\
+             /var/runtime/node_modules:/var/runtime:/var/task /var/lang/bin/node --expose-gc --max-semi-space-size=6 \
+             --max-old-space-size=116 /var/runtime/node_modules/aws-lambda-ric/{client} index.handler\n"
+        )
+    );
 }
