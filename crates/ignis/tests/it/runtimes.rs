@@ -154,3 +154,44 @@ fn a_layer_supplies_a_python_dependency_at_opt() {
     assert_eq!(answer["file"], "/opt/python/greeting.py", "{answer}");
     assert_eq!(answer["writable"], false, "{answer}");
 }
+
+/// Node.js handlers, ES module and CommonJS, async and callback style, with Lambda's context and error shape.
+#[test]
+fn node_handlers_run_as_es_modules_and_commonjs() {
+    let server = Server::start_with(&["--runtimes", "provided.al2023,nodejs20.x"]);
+    let esm = br#"
+let calls = 0;
+export const handler = async (event, context) => {
+  calls += 1;
+  console.log("handling", JSON.stringify(event));
+  if (event.fail) throw new TypeError("asked to fail");
+  return { event, calls, function: context.functionName, remaining: context.getRemainingTimeInMillis(),
+           exec: process.env.AWS_EXECUTION_ENV, node: process.version, cwd: process.cwd() };
+};
+"#;
+    let created = server.create(
+        "mjs",
+        &zip_of(&[("index.mjs", esm, 0o644)]),
+        json!({ "Runtime": "nodejs20.x", "Handler": "index.handler" }),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let first = server.invoke("mjs", r#"{"n": 1}"#);
+    assert_eq!(first.header("x-amz-function-error"), None, "{}", first.text());
+    let body = first.json();
+    assert_eq!((body["event"].clone(), body["calls"].clone(), body["function"].clone()), (json!({ "n": 1 }), json!(1), json!("mjs")));
+    assert!(body["remaining"].as_u64().is_some_and(|ms| ms > 0 && ms <= 3000), "{body}");
+    assert_eq!((body["exec"].as_str(), body["cwd"].as_str()), (Some("AWS_Lambda_nodejs20.x"), Some("/var/task")));
+    assert!(body["node"].as_str().unwrap().starts_with("v20."), "{body}");
+    assert!(first.log_tail().contains("handling"), "{}", first.log_tail());
+    assert_eq!(server.invoke("mjs", "{}").json()["calls"], 2, "warm: the module is loaded once");
+    let failed = server.invoke("mjs", r#"{"fail": true}"#);
+    assert_eq!(failed.header("x-amz-function-error"), Some("Unhandled"));
+    let error = failed.json();
+    assert_eq!((error["errorType"].as_str(), error["errorMessage"].as_str()), (Some("TypeError"), Some("asked to fail")), "{error}");
+
+    let cjs = b"exports.handler = (event, context, callback) => callback(null, { sum: event.a + event.b });\n";
+    let created =
+        server.create("cjs", &zip_of(&[("app.js", cjs, 0o644)]), json!({ "Runtime": "nodejs20.x", "Handler": "app.handler" }));
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(server.invoke("cjs", r#"{"a": 2, "b": 3}"#).json(), json!({ "sum": 5 }));
+}
