@@ -66,6 +66,7 @@ use ignis_store::Store;
 
 pub use error::ApiError;
 pub use function_image::resolve_image;
+pub use runtimes_api::adopt_bases;
 pub use http::serve;
 
 pub struct Config {

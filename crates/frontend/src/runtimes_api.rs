@@ -66,3 +66,20 @@ fn runtime(record: &RuntimeRecord) -> Value {
         "InstalledAt": last_modified(record.installed_ms),
     })
 }
+
+/// Gives every zip function and version stored without a runtime base (from before its runtime was installed) the
+/// base its runtime has now (`FunctionRecord::with_bases`), so that none runs on the host's `/usr` once its runtime
+/// is installed; answers how many functions changed. The server runs it at start, once its runtimes are installed.
+pub async fn adopt_bases(app: &App) -> Result<usize, ignis_registry::RegistryError> {
+    let mut changed = 0;
+    for (account, record) in app.registry.all() {
+        let installed = |name: &str| app.runtimes.get(name).map(|runtime| (*runtime).clone());
+        if record.with_bases(installed).is_none() {
+            continue;
+        }
+        let change = Box::new(move |current: Option<&ignis_registry::FunctionRecord>| current?.with_bases(installed));
+        let written = app.registry.write(&account, &record.name, change).await?;
+        changed += usize::from(written.is_some());
+    }
+    Ok(changed)
+}

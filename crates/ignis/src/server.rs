@@ -283,6 +283,11 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             cache_dir: args.runtime_cache.clone(),
         };
         tokio::task::spawn_blocking(move || installer.install_missing(&wanted)).await.map_err(|e| e.to_string())?;
+        match ignis_frontend::adopt_bases(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(functions = n, "functions stored without a runtime base now have their runtime's"),
+            Err(e) => tracing::warn!(error = %e, "functions stored without a runtime base keep running on the host's /usr"),
+        }
         println!("ignis: listening on http://{address} (data in {})", data_dir.display());
         if let Err(e) = serving.await {
             tracing::error!(error = %e, "the API server failed");

@@ -354,6 +354,28 @@ impl FunctionRecord {
         label == "$LATEST" || self.find_version(label).is_some()
     }
 
+    /// This record with a runtime base for it and each of its versions that is a zip function stored without one (from
+    /// before its runtime was installed), as `installed` has it by runtime name; `None` if no such one lacked a base.
+    /// Nothing else changes (not the revision: the code and configuration are the same).
+    pub fn with_bases(&self, installed: impl Fn(&str) -> Option<crate::RuntimeRecord>) -> Option<FunctionRecord> {
+        let lacking = |r: &FunctionRecord| r.image.is_none() && r.base.is_none();
+        let give = |r: &mut FunctionRecord| {
+            if lacking(r)
+                && let Some(base) = installed(&r.runtime)
+            {
+                r.base = Some(base);
+                return true;
+            }
+            false
+        };
+        let mut record = self.clone();
+        let mut given = give(&mut record);
+        for version in &mut record.versions {
+            given |= give(version);
+        }
+        given.then_some(record)
+    }
+
     /// Whether a published version holds the same code and configuration as
     /// this `$LATEST` (its description aside, which publishing may override).
     pub fn same_as(&self, version: &FunctionRecord) -> bool {

@@ -414,3 +414,37 @@ async fn merged_layers_are_live_held_and_snapshotted() {
     assert_eq!((loaded.layers.len(), &loaded.versions[0].layers, loaded.versions[0].code_unzipped_size), (0, &f.layers, 30));
     assert!(loaded.versions[0].opt.holds(&hex(9)));
 }
+
+#[test]
+fn records_stored_without_a_base_get_their_installed_runtimes() {
+    let base = |name: &str| RuntimeRecord {
+        name: name.into(),
+        account: "000000000001".into(),
+        image: ImageRecord {
+            image_uri: format!("ignis-runtimes/{name}@sha256:ab"),
+            resolved_image_uri: format!("ignis-runtimes/{name}@sha256:ab"),
+            repository: format!("ignis-runtimes/{name}"),
+            manifest_digest: "sha256:ab".into(),
+            settings: ImageSettings::default(),
+            prepared_id: "p".into(),
+        },
+        installed_ms: 1,
+    };
+    let installed = |name: &str| (name == "provided.al2023").then(|| base(name));
+    let mut old = record("f", 1);
+    let legacy = FunctionRecord { runtime: "provided".into(), ..record("f", 2) };
+    old.versions = vec![record("f", 1).snapshot(1, None, "v1".into(), 0), legacy];
+    let given = old.with_bases(installed).expect("lacking bases are given");
+    assert_eq!(given.base, Some(base("provided.al2023")));
+    assert_eq!(given.versions[0].base, Some(base("provided.al2023")));
+    assert_eq!(given.versions[1].base, None, "a runtime not installed stays without");
+    assert_eq!((given.revision_id.as_str(), given.versions[0].revision_id.as_str()), ("f-r0", "v1"));
+    // Nothing left to give, an image function, a record with a base already: no change.
+    assert!(given.with_bases(installed).is_none());
+    let mut image = record("i", 3);
+    image.image = Some(base("x").image);
+    assert!(image.with_bases(installed).is_none());
+    let mut other = record("g", 4);
+    other.base = Some(base("provided.al2"));
+    assert!(other.with_bases(installed).is_none());
+}
