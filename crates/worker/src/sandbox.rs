@@ -409,9 +409,9 @@ impl SandboxHandle {
         }
     }
 
-    /// Waits until the runtime is ready for its first event. `Ok(Some(d))` the
+    /// Waits until the runtime is ready for its first event, at most `limit`. `Ok(Some(d))` the
     /// first time (the init took `d`), `Ok(None)` after.
-    async fn ready(&self) -> Result<Option<Duration>, ()> {
+    async fn ready(&self, limit: Duration) -> Result<Option<Duration>, ()> {
         let waiter = {
             let mut rt = self.lock_rt();
             match &mut rt.phase {
@@ -424,7 +424,7 @@ impl SandboxHandle {
                 }
             }
         };
-        match tokio::time::timeout(INIT_LIMIT, waiter).await {
+        match tokio::time::timeout(limit, waiter).await {
             Ok(Ok(())) => Ok(self.lock_rt().init_duration.take()),
             _ => Err(()),
         }
@@ -435,7 +435,7 @@ impl SandboxHandle {
     /// start and reports no init. On failure the sandbox is killed and the
     /// reason returned.
     pub async fn prepare(&self) -> Result<(), String> {
-        if self.ready().await.is_ok() {
+        if self.ready(INIT_LIMIT).await.is_ok() {
             let mut rt = self.lock_rt();
             self.settle(&mut rt);
             return Ok(());
@@ -459,7 +459,14 @@ impl SandboxHandle {
     /// invocation ran: it is given back to be run elsewhere.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, Invocation> {
         let request_id = invocation.request_id.clone();
-        let init = self.ready().await;
+        let mut init = self.ready(INIT_LIMIT).await;
+        // As on Lambda, an init still running after INIT_LIMIT goes on within the first invocation's own timeout,
+        // which then counts from here and covers the rest of the init and the handler.
+        let mut retried = None;
+        if init.is_err() && self.is_alive() && self.lock_rt().init_error.is_none() {
+            retried = Some(Instant::now());
+            init = self.ready(self.spec.timeout).await;
+        }
         let init_duration = match init {
             Ok(init_duration) => init_duration,
             Err(()) => {
@@ -469,7 +476,9 @@ impl SandboxHandle {
                     None if self.is_alive() => Completion::Failed {
                         error_type: "Sandbox.Timedout",
                         message: format!(
-                            "RequestId: {request_id} Error: Runtime failed to start within {} seconds",
+                            "RequestId: {request_id} Error: Task timed out after {:.2} seconds (the init did not end \
+                             within {} seconds, nor within the function's timeout after)",
+                            self.spec.timeout.as_secs_f64(),
                             INIT_LIMIT.as_secs()
                         ),
                     },
@@ -486,13 +495,13 @@ impl SandboxHandle {
 
         let (reply_tx, reply_rx) = oneshot::channel();
         let delivered = Instant::now();
-        let deadline = delivered + self.spec.timeout;
+        let deadline = retried.unwrap_or(delivered) + self.spec.timeout;
         {
             let mut rt = self.lock_rt();
             let delivery = Delivery {
                 request_id: request_id.clone(),
                 payload: invocation.payload,
-                deadline_ms: logs::now_ms() + self.spec.timeout.as_millis() as i64,
+                deadline_ms: logs::now_ms() + deadline.saturating_duration_since(Instant::now()).as_millis() as i64,
                 invoked_function_arn: invocation.invoked_function_arn,
                 trace_id: invocation.trace_id,
                 client_context: invocation.client_context,
@@ -571,10 +580,10 @@ impl SandboxHandle {
         reusable: bool,
     ) -> Outcome {
         self.output.begin(request_id, &self.spec.version);
-        if let Completion::Failed { error_type, message } = &completion {
-            if error_type.starts_with("Runtime.") {
-                self.output.platform_line(format!("{message}\n{error_type}\n"));
-            }
+        if let Completion::Failed { error_type, message } = &completion
+            && error_type.starts_with("Runtime.")
+        {
+            self.output.platform_line(format!("{message}\n{error_type}\n"));
         }
         let report = logs::report_line(
             request_id,

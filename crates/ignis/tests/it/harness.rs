@@ -347,7 +347,15 @@ pub fn sh_runtime(handler: &str) -> Vec<u8> {
 
 /// [`sh_runtime`] with `files` (path in the zip, bytes, mode) packaged beside the bootstrap.
 pub fn sh_runtime_with(handler: &str, files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
-    let script = format!(
+    let script = sh_runtime_script(handler);
+    let mut entries: Vec<(&str, &[u8], u32)> = vec![("bootstrap", script.as_bytes(), 0o755)];
+    entries.extend(files.iter().map(|(path, bytes, mode)| (path.as_str(), bytes.as_slice(), *mode)));
+    zip_of(&entries)
+}
+
+/// The bootstrap script of [`sh_runtime`].
+pub fn sh_runtime_script(handler: &str) -> String {
+    format!(
         r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
 while true; do
@@ -358,10 +366,7 @@ while true; do
   curl -sS -o /dev/null -X POST "$api/invocation/$id/response" --data-binary @/tmp/response
 done
 "#
-    );
-    let mut entries: Vec<(&str, &[u8], u32)> = vec![("bootstrap", script.as_bytes(), 0o755)];
-    entries.extend(files.iter().map(|(path, bytes, mode)| (path.as_str(), bytes.as_slice(), *mode)));
-    zip_of(&entries)
+    )
 }
 
 /// The host's `jq` as a function packages it, since no runtime base has it: `bin/jq` and the libraries the base

@@ -195,3 +195,27 @@ export const handler = async (event, context) => {
     assert_eq!(created.status, 201, "{}", created.text());
     assert_eq!(server.invoke("cjs", r#"{"a": 2, "b": 3}"#).json(), json!({ "sum": 5 }));
 }
+
+/// An init longer than Lambda's 10 s goes on within the first invocation's timeout, which then covers the rest of
+/// the init and the handler; one that does not end within that either is the invocation's timeout.
+#[test]
+fn an_init_longer_than_ten_seconds_goes_on_within_the_first_invocations_timeout() {
+    let server = Server::start();
+    let slow_init = |timeout: u32| {
+        let script = sh_runtime_script(r#"echo '"done"' > /tmp/response"#).replacen("#!/bin/sh\n", "#!/bin/sh\nsleep 12\n", 1);
+        (zip_of(&[("bootstrap", script.as_bytes(), 0o755)]), json!({ "Timeout": timeout }))
+    };
+    let (zip, settings) = slow_init(30);
+    assert_eq!(server.create("slow-init", &zip, settings).status, 201);
+    let (zip, settings) = slow_init(1);
+    assert_eq!(server.create("slower-init", &zip, settings).status, 201);
+    let (ok, timed_out) = std::thread::scope(|scope| {
+        let ok = scope.spawn(|| server.invoke("slow-init", "{}"));
+        let timed_out = scope.spawn(|| server.invoke("slower-init", "{}"));
+        (ok.join().unwrap(), timed_out.join().unwrap())
+    });
+    assert_eq!(ok.header("x-amz-function-error"), None, "{}", ok.text());
+    assert_eq!(ok.json(), json!("done"));
+    assert_eq!(timed_out.header("x-amz-function-error"), Some("Unhandled"), "{}", timed_out.text());
+    assert_eq!(timed_out.json()["errorType"], "Sandbox.Timedout", "{}", timed_out.text());
+}
