@@ -145,3 +145,39 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+/// `ignis runtime build`, `import` and `ls`: a runtime built here (into the machine's cache) and one imported from an
+/// OCI image layout are installed, listed, and run functions; a tenant's key may list but not install.
+#[test]
+fn runtimes_are_built_imported_and_listed() {
+    let server = Server::start_with(&["--runtimes", "none"]);
+    let built = ignis(&server, &["runtime", "build", "provided.al2023"]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert!(stdout(&built).starts_with("provided.al2023\tignis-runtimes/provided.al2023@sha256:"), "{}", stdout(&built));
+    assert!(stderr(&built).contains("provided.al2023:"), "progress is shown: {}", stderr(&built));
+    // The layout just built, imported under another name, as an operator imports AWS's own base image.
+    let layout = Path::new(ignis_runtimes::DEFAULT_CACHE_DIR).join(ignis_runtimes::directory_name("provided.al2023"));
+    let layout = layout.to_str().unwrap();
+    let imported = ignis(&server, &["runtime", "import", "provided.al2", layout, "--tag", "provided.al2023"]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let listed = stdout(&ignis(&server, &["runtime", "ls"]));
+    let names: Vec<&str> = listed.lines().filter_map(|line| line.split('\t').next()).collect();
+    assert_eq!(names, ["provided.al2", "provided.al2023"], "{listed}");
+    let zip = crate::harness::sh_runtime(r#"echo '"on a base"' > /tmp/response"#);
+    for runtime in ["provided.al2023", "provided.al2"] {
+        let name = format!("fn-{}", runtime.replace('.', "-"));
+        let created = server.create(&name, &zip, serde_json::json!({ "Runtime": runtime }));
+        assert_eq!(created.status, 201, "{}", created.text());
+        let reply = server.invoke(&name, "{}");
+        assert_eq!(reply.json(), serde_json::json!("on a base"), "{runtime}: {}", reply.text());
+    }
+    let (_, tenant) = server.create_account("tenant");
+    let refused = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["runtime", "import", "provided.al2", layout])
+        .env("IGNIS_ENDPOINT", format!("http://{}", server.address))
+        .env("IGNIS_ACCESS_KEY_ID", &tenant.access_key_id)
+        .env("IGNIS_SECRET_ACCESS_KEY", &tenant.secret_access_key)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

@@ -219,3 +219,20 @@ fn an_init_longer_than_ten_seconds_goes_on_within_the_first_invocations_timeout(
     assert_eq!(timed_out.header("x-amz-function-error"), Some("Unhandled"), "{}", timed_out.text());
     assert_eq!(timed_out.json()["errorType"], "Sandbox.Timedout", "{}", timed_out.text());
 }
+
+/// `nodejs24.x` drops callback-style handlers, as Lambda does: an async one runs, a callback one is refused.
+#[test]
+fn nodejs24_refuses_callback_handlers() {
+    let server = Server::start_with(&["--runtimes", "nodejs24.x"]);
+    let callback = b"exports.handler = (event, context, callback) => callback(null, { ok: 1 });\n";
+    let created = server.create("cb", &zip_of(&[("app.js", callback, 0o644)]), json!({ "Runtime": "nodejs24.x", "Handler": "app.handler" }));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let refused = server.invoke("cb", "{}");
+    assert_eq!(refused.header("x-amz-function-error"), Some("Unhandled"), "{}", refused.text());
+    assert_eq!(refused.json()["errorType"], "Runtime.CallbackHandlerDeprecated", "{}", refused.text());
+    let async_handler = b"export const handler = async () => ({ node: process.version });\n";
+    let created =
+        server.create("as", &zip_of(&[("app.mjs", async_handler, 0o644)]), json!({ "Runtime": "nodejs24.x", "Handler": "app.handler" }));
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert!(server.invoke("as", "{}").json()["node"].as_str().unwrap().starts_with("v24."));
+}
