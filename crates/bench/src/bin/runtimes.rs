@@ -96,10 +96,20 @@ async fn run(args: &Args) -> Result<(), String> {
     eprintln!("runtimes: ignis server (pid {}) on {}, runtimes installed in {:.1} s", server.pid(), server.address, started.elapsed().as_secs_f64());
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let mut conn = Conn::connect(&server.address, creds).await?;
+    let function = |name, label, runtime, handler, file| Function {
+        name,
+        label,
+        runtime,
+        handler,
+        file,
+        cold: Vec::new(),
+        init: Vec::new(),
+        warm: Vec::new(),
+    };
     let mut functions = [
-        Function { name: "bench-provided", label: "provided.al2023 (Rust)", runtime: "provided.al2023", handler: "bootstrap", file: "bootstrap", cold: Vec::new(), init: Vec::new(), warm: Vec::new() },
-        Function { name: "bench-python", label: "python3.11", runtime: "python3.11", handler: "app.handler", file: "app.py", cold: Vec::new(), init: Vec::new(), warm: Vec::new() },
-        Function { name: "bench-node", label: "nodejs20.x", runtime: "nodejs20.x", handler: "index.handler", file: "index.mjs", cold: Vec::new(), init: Vec::new(), warm: Vec::new() },
+        function("bench-provided", "provided.al2023 (Rust)", "provided.al2023", "bootstrap", "bootstrap"),
+        function("bench-python", "python3.11", "python3.11", "app.handler", "app.py"),
+        function("bench-node", "nodejs20.x", "nodejs20.x", "index.handler", "index.mjs"),
     ];
     for f in &functions {
         let (content, mode) = match f.runtime {

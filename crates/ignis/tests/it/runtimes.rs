@@ -128,29 +128,38 @@ fn a_runtime_that_is_not_installed_is_refused_at_create_function() {
     assert_eq!(reply.header("x-amzn-errortype").and_then(|t| t.split(':').next()), Some("ValidationException"), "{}", reply.text());
 }
 
-/// A layer supplies a dependency: its `python/` is on the handler's import path, under a read-only `/opt`.
+/// Publishes a layer of `files`; answers its version's ARN.
+fn publish_layer(server: &Server, name: &str, files: &[(&str, &[u8], u32)]) -> String {
+    use base64::Engine;
+    let body = json!({ "Content": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip_of(files)) } });
+    let published = server.lambda("POST", &format!("/2018-10-31/layers/{name}/versions"), body.to_string().as_bytes());
+    assert_eq!(published.status, 201, "{}", published.text());
+    published.json()["LayerVersionArn"].as_str().unwrap().to_string()
+}
+
+/// A layer supplies a dependency: its `python/` and `python/lib/python3.11/site-packages/` are on the handler's
+/// import path, under a read-only `/opt`; the handler is a module of a package.
 #[test]
 fn a_layer_supplies_a_python_dependency_at_opt() {
-    use base64::Engine;
     let server = Server::start_with(&["--runtimes", RUNTIMES]);
-    let layer = zip_of(&[("python/greeting.py", b"WORD = 'from a layer'\n", 0o644)]);
-    let body = json!({
-        "Content": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(&layer) },
-        "CompatibleRuntimes": ["python3.11"],
-    });
-    let published = server.lambda("POST", "/2018-10-31/layers/greetings/versions", body.to_string().as_bytes());
-    assert_eq!(published.status, 201, "{}", published.text());
-    let arn = published.json()["LayerVersionArn"].as_str().unwrap().to_string();
-    let app = b"import os, greeting\ndef handler(event, context):\n    return {'word': greeting.WORD, 'file': greeting.__file__, \
-'writable': os.access('/opt/python', os.W_OK)}\n";
+    let arn = publish_layer(
+        &server,
+        "greetings",
+        &[
+            ("python/greeting.py", b"WORD = 'from a layer'\n", 0o644),
+            ("python/lib/python3.11/site-packages/other.py", b"WORD = 'from site-packages'\n", 0o644),
+        ],
+    );
+    let app = b"import os, greeting, other\ndef handler(event, context):\n    return {'word': greeting.WORD, \
+'file': greeting.__file__, 'other': other.WORD, 'writable': os.access('/opt/python', os.W_OK)}\n";
     let created = server.create(
         "layered",
-        &zip_of(&[("app.py", app, 0o644)]),
-        json!({ "Runtime": "python3.11", "Handler": "app.handler", "Layers": [arn] }),
+        &zip_of(&[("pkg/__init__.py", b"", 0o644), ("pkg/app.py", app, 0o644)]),
+        json!({ "Runtime": "python3.11", "Handler": "pkg.app.handler", "Layers": [arn] }),
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let answer = server.invoke("layered", "{}").json();
-    assert_eq!(answer["word"], "from a layer", "{answer}");
+    assert_eq!((answer["word"].as_str(), answer["other"].as_str()), (Some("from a layer"), Some("from site-packages")), "{answer}");
     assert_eq!(answer["file"], "/opt/python/greeting.py", "{answer}");
     assert_eq!(answer["writable"], false, "{answer}");
 }
@@ -189,9 +198,11 @@ export const handler = async (event, context) => {
     let error = failed.json();
     assert_eq!((error["errorType"].as_str(), error["errorMessage"].as_str()), (Some("TypeError"), Some("asked to fail")), "{error}");
 
-    let cjs = b"exports.handler = (event, context, callback) => callback(null, { sum: event.a + event.b });\n";
-    let created =
-        server.create("cjs", &zip_of(&[("app.js", cjs, 0o644)]), json!({ "Runtime": "nodejs20.x", "Handler": "app.handler" }));
+    // A CommonJS callback handler, its dependency from a layer's nodejs/node_modules.
+    let arn = publish_layer(&server, "adder", &[("nodejs/node_modules/adder/index.js", b"module.exports = (a, b) => a + b;\n", 0o644)]);
+    let cjs = b"const add = require('adder');\nexports.handler = (event, context, callback) => callback(null, { sum: add(event.a, event.b) });\n";
+    let settings = json!({ "Runtime": "nodejs20.x", "Handler": "app.handler", "Layers": [arn] });
+    let created = server.create("cjs", &zip_of(&[("app.js", cjs, 0o644)]), settings);
     assert_eq!(created.status, 201, "{}", created.text());
     assert_eq!(server.invoke("cjs", r#"{"a": 2, "b": 3}"#).json(), json!({ "sum": 5 }));
 }
