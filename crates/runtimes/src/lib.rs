@@ -51,7 +51,8 @@
 //!   temporary directory beside it and renamed into place. One builder per base at a time (an
 //!   exclusive lock on `.<name>-r<version>.lock` beside it, across processes); the next finds the
 //!   base built, and removes the staging directories of builds that were killed. A complete base
-//!   is returned as it is, never rebuilt.
+//!   is returned as it is, never rebuilt. A build removes the bases (and locks) of its runtime
+//!   that older recipe versions built: a cache keeps one base per runtime.
 //! - Deterministic (but the Node.js bases, see above): the same host files and pinned packages
 //!   give the same layer bytes (paths in order, mtimes 0, owner 0:0, modes normalised:
 //!   directories 0755, `/tmp` 1777, files 0644 or 0755; no devices, no setuid).
@@ -284,7 +285,27 @@ pub fn build(name: &str, cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<Bu
         Err(source) => return Err(BuildError::io(&target, source)),
     }
     progress(&format!("built in {}", target.display()));
+    remove_older(cache_dir, name, recipe::RECIPE_VERSION)?;
     built(name, &target)
+}
+
+/// Removes the bases of `name` built by recipe versions older than `version`, and their lock files: a cache keeps one
+/// base of each runtime (a build by a newer recipe replaces the older).
+fn remove_older(cache_dir: &Path, name: &str, version: u32) -> Result<(), BuildError> {
+    let older = |file: &str| {
+        let rest = file.strip_prefix('.').and_then(|f| f.strip_suffix(".lock")).unwrap_or(file);
+        rest.strip_prefix(name)?.strip_prefix("-r")?.parse::<u32>().ok().filter(|v| *v < version)
+    };
+    for entry in std::fs::read_dir(cache_dir).map_err(|source| BuildError::io(cache_dir, source))? {
+        let entry = entry.map_err(|source| BuildError::io(cache_dir, source))?;
+        if older(&entry.file_name().to_string_lossy()).is_none() {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.map_err(|source| BuildError::io(&path, source))?;
+    }
+    Ok(())
 }
 
 /// Removes the staging directories (names starting with `prefix`) of builds that were killed:

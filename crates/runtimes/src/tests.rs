@@ -156,3 +156,23 @@ fn the_node_bootstrap_heap_arithmetic() {
         assert!(!String::from_utf8(output.stdout).unwrap().contains("space-size"));
     }
 }
+
+#[test]
+fn a_newer_recipe_removes_the_older_bases_of_its_runtime_only() {
+    let cache = tempfile::tempdir().unwrap();
+    let entries = ["provided.al2023-r1", "provided.al2023-r3", "provided.al2023-r4", "provided.al2-r1", "python3.11-r1"];
+    for dir in entries {
+        std::fs::create_dir_all(cache.path().join(dir).join("blobs")).unwrap();
+    }
+    for lock in [".provided.al2023-r1.lock", ".provided.al2023-r4.lock", ".provided.al2023-rx.lock"] {
+        std::fs::write(cache.path().join(lock), b"").unwrap();
+    }
+    crate::remove_older(cache.path(), "provided.al2023", 4).unwrap();
+    let mut left: Vec<String> =
+        std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".provided.al2023-r4.lock", ".provided.al2023-rx.lock", "provided.al2-r1", "provided.al2023-r4", "python3.11-r1"]
+    );
+}
