@@ -95,7 +95,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub runtimes: Option<Vec<String>>,
     /// Where built runtime bases are kept, shared by every server of the machine.
-    #[arg(long, value_name = "DIR", default_value = "/var/cache/ignis/runtimes")]
+    #[arg(long, value_name = "DIR", default_value = ignis_runtimes::DEFAULT_CACHE_DIR)]
     pub runtime_cache: PathBuf,
     /// Origin reads at once across the whole cluster: shared evenly by the healthy workers, each of which learns
     /// its share when it registers and at every heartbeat (instead of its own --origin-fetches).

@@ -29,9 +29,6 @@ pub struct RuntimeArgs {
     pub command: RuntimeCommand,
 }
 
-/// Where `ignis runtime build` and servers keep built bases unless told otherwise.
-pub const CACHE_DIR: &str = "/var/cache/ignis/runtimes";
-
 #[derive(clap::Subcommand)]
 pub enum RuntimeCommand {
     /// Build a runtime's base from what this machine has (its interpreter and libraries, the runtime interface
@@ -42,7 +39,7 @@ pub enum RuntimeCommand {
         /// The runtime's name (python3.11, provided.al2023, ...).
         name: String,
         /// Where built bases are kept (a base built already is not built again).
-        #[arg(long, value_name = "DIR", default_value = CACHE_DIR)]
+        #[arg(long, value_name = "DIR", default_value = ignis_runtimes::DEFAULT_CACHE_DIR)]
         cache_dir: PathBuf,
     },
     /// Install a runtime from an image (administrator's key only): an OCI image layout directory (the image tagged
@@ -79,10 +76,7 @@ pub fn runtime(args: RuntimeArgs) -> Result<ExitCode, String> {
             super::write_stdout(format!("{}\n", line(&installed)).as_bytes())?;
         }
         RuntimeCommand::Ls { endpoint } => {
-            let client = Client::new(&endpoint)?;
-            let request =
-                Request { method: "GET", path: "/ignis/runtimes", query: "", headers: vec![], body: vec![], service: "ignis" };
-            let listing = client.send(request)?.check()?.json()?;
+            let listing = list(&Client::new(&endpoint)?)?;
             let lines: String = listing["Runtimes"].as_array().into_iter().flatten().map(|r| format!("{}\n", line(r))).collect();
             super::write_stdout(lines.as_bytes())?;
         }
@@ -100,6 +94,12 @@ pub fn install(client: &Client, name: &str, path: &Path, tag: &str) -> Result<Va
     let body = json!({ "ImageUri": format!("{repository}@{digest}") }).to_string().into_bytes();
     let path = format!("/ignis/runtimes/{name}");
     let request = Request { method: "PUT", path: &path, query: "", headers: vec![], body, service: "ignis" };
+    client.send(request)?.check()?.json()
+}
+
+/// The server's installed runtimes (`GET /ignis/runtimes`).
+fn list(client: &Client) -> Result<Value, String> {
+    let request = Request { method: "GET", path: "/ignis/runtimes", query: "", headers: vec![], body: vec![], service: "ignis" };
     client.send(request)?.check()?.json()
 }
 
@@ -128,11 +128,8 @@ impl Installer {
         if names.is_empty() {
             return;
         }
-        let outcome = Client::with_credentials(&self.endpoint, self.credentials.clone(), self.region.clone()).and_then(|client| {
-            let request = Request { method: "GET", path: "/ignis/runtimes", query: "", headers: vec![], body: vec![], service: "ignis" };
-            let listing = client.send(request)?.check()?.json()?;
-            Ok((client, listing))
-        });
+        let outcome = Client::with_credentials(&self.endpoint, self.credentials.clone(), self.region.clone())
+            .and_then(|client| list(&client).map(|listing| (client, listing)));
         let (client, listing) = match outcome {
             Ok(answer) => answer,
             Err(e) => return tracing::warn!(error = %e, "cannot ask the server which runtimes it has; none installed"),
