@@ -54,6 +54,9 @@ def run_server(*args):
     """A server on a free port with its own data directory; yields its address, stops it after."""
     if "--runtimes" not in args:
         args = (*args, "--runtimes", TEST_RUNTIMES)
+    if "--egress" not in args:
+        # Servers of tests run side by side: only those about networking give sandboxes a network.
+        args = (*args, "--egress", "none")
     data = tempfile.TemporaryDirectory()
     env = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
     process = subprocess.Popen(

@@ -43,9 +43,10 @@ def stop(process):
 def cluster():
     data = tempfile.TemporaryDirectory()
     server, address = start(["server", "--listen", "127.0.0.1:0", "--data-dir", data.name + "/server", "--no-local-worker",
-                             "--runtimes", "provided.al2023"])
+                             "--runtimes", "provided.al2023", "--egress", "none"])
     workers = [
-        start(["worker", "--join", f"http://{address}", "--listen", "127.0.0.1:0", "--data-dir", f"{data.name}/w{n}", "--memory", "256"])[0]
+        start(["worker", "--join", f"http://{address}", "--listen", "127.0.0.1:0", "--data-dir", f"{data.name}/w{n}", "--memory", "256",
+               "--egress", "none"])[0]
         for n in range(2)
     ]
     endpoint = f"http://{address}"

@@ -82,6 +82,8 @@ pub struct HostConfig {
     pub cache_tier: Option<CacheTier>,
     /// Bytes of image chunks kept on this host's disk (`<data_dir>/image-cache`).
     pub image_disk_bytes: u64,
+    /// The sandboxes' network; `None`: only `lo` in each.
+    pub network: Option<ignis_net::Config>,
 }
 
 struct Host {
@@ -112,6 +114,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         pool_size: config.pool_size,
         freeze: true,
         client_limits: config.client_limits,
+        network: config.network.clone(),
     };
     let worker = Worker::new(worker_config, log_tx).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -105,6 +105,9 @@ pub struct ServerArgs {
     /// prepared under the same value (and the same chunk store root).
     #[arg(long, env = "IGNIS_CHUNK_SALT", hide_env_values = true)]
     pub chunk_salt: Option<String>,
+    /// The sandboxes' network.
+    #[command(flatten)]
+    pub networking: SandboxNetworking,
     /// Where image chunks are kept: `file:///PATH` (a directory) or `s3://BUCKET[/PREFIX]` (an S3-compatible
     /// object store; the key from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: <data-dir>/chunks].
     #[arg(long, value_name = "URL")]
@@ -136,6 +139,66 @@ impl ClientTimeouts {
         ignis_worker::conn::Limits::from_secs(self.header_timeout, self.body_timeout, self.idle_timeout)
             .map_err(|e| format!("--header-timeout/--body-timeout/--idle-timeout: {e}"))
     }
+}
+
+/// Whether sandboxes reach the network, and what they may reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Egress {
+    /// A link to the host, routed and masqueraded out (as Lambda functions outside a VPC reach the internet).
+    All,
+    /// Only `lo` in each sandbox.
+    None,
+}
+
+/// The sandboxes' network (see `ignis_net`).
+#[derive(clap::Args)]
+pub struct SandboxNetworking {
+    /// Whether sandboxes reach the network: `all` gives each a routed link to the host, behind a firewall that keeps
+    /// the host, other sandboxes, link-local addresses and the private ranges out of reach; `none` keeps only `lo`.
+    #[arg(long, value_enum, default_value_t = Egress::All)]
+    pub egress: Egress,
+    /// The sandboxes' addresses, a private range from /8 to /20 [default: 10.213.0.0/16].
+    #[arg(long, value_name = "CIDR")]
+    pub sandbox_network: Option<ipnet::Ipv4Net>,
+    /// A private range every sandbox may reach all the same (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub egress_allow: Vec<ipnet::Ipv4Net>,
+    /// A resolver the sandboxes' DNS queries go to, `IP[:PORT]` (repeatable) [default: the host's, from
+    /// /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR", value_parser = parse_resolver)]
+    pub sandbox_dns: Vec<std::net::SocketAddr>,
+}
+
+fn parse_resolver(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{text:?} is not IP or IP:PORT"))
+}
+
+impl SandboxNetworking {
+    /// The worker's network configuration (`None` with `--egress none`), with Ignis's API reachable on the
+    /// sandboxes' gateway as `endpoint` says.
+    pub fn config(&self, endpoint: Option<ignis_net::Endpoint>) -> Result<Option<ignis_net::Config>, String> {
+        if self.egress == Egress::None {
+            if self.sandbox_network.is_some() || !self.egress_allow.is_empty() || !self.sandbox_dns.is_empty() {
+                return Err("--sandbox-network, --egress-allow and --sandbox-dns need --egress all".into());
+            }
+            return Ok(None);
+        }
+        let range = match self.sandbox_network {
+            Some(range) => range,
+            None => ignis_net::plan::DEFAULT_RANGE.parse().map_err(|e| format!("{e}"))?,
+        };
+        ignis_net::plan::Plan::new(range).map_err(|e| format!("--sandbox-network: {e}"))?;
+        Ok(Some(ignis_net::Config { range, allow: self.egress_allow.clone(), dns: self.sandbox_dns.clone(), endpoint }))
+    }
+}
+
+/// Ignis's API on the sandboxes' gateway, at the port the API listens on: relayed there unless it already listens on
+/// every address.
+pub fn endpoint_for(api: std::net::SocketAddr) -> ignis_net::Endpoint {
+    let relay_to = (!api.ip().is_unspecified()).then(|| api.to_string());
+    ignis_net::Endpoint { port: api.port(), relay_to }
 }
 
 /// How a worker loads images: its chunk cache, and its reads of the chunk store of record (the origin).
@@ -212,6 +275,11 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         );
         let images = open_images(&args, &data_dir, &store, &oci, &accounts, &clock)?;
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let network = args.networking.config(Some(endpoint_for(address)))?;
         // The local worker's origin limit, which a cluster-wide budget sets.
         let mut local_origin = None;
         let local = if args.no_local_worker {
@@ -225,6 +293,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                     pool_size: args.sandbox_pool,
                     freeze: !args.no_freeze,
                     client_limits,
+                    network,
                 };
             let worker = Arc::new(Worker::new(worker_config, log_tx.clone()).map_err(|e| e.to_string())?);
             let code_users = Arc::downgrade(&worker);
@@ -266,10 +335,6 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             }),
         };
         let app = App::new(config, services);
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
         let serving = tokio::spawn(ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()));
         let wanted = match &args.runtimes {
             Some(names) if names.iter().any(|name| name == "none") => Vec::new(),

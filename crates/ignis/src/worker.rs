@@ -41,6 +41,9 @@ pub struct WorkerArgs {
     /// How this worker loads images (the shared cache tier's nodes come from the server).
     #[command(flatten)]
     pub image_loading: crate::server::ImageLoading,
+    /// The sandboxes' network (Ignis's API on its gateway is relayed to the server).
+    #[command(flatten)]
+    pub networking: crate::server::SandboxNetworking,
 }
 
 /// The administrator's key pair from the environment, which every cluster call is signed with.
@@ -66,6 +69,11 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         .filter(|authority| !authority.is_empty() && !authority.contains('/'))
         .ok_or_else(|| format!("--join must be http://HOST:PORT, not {:?}", args.join))?
         .to_string();
+    let endpoint = server
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .map(|port| ignis_net::Endpoint { port, relay_to: Some(server.clone()) });
+    let network = args.networking.config(endpoint)?;
     let credentials = admin_credentials()?;
     let tier_credentials = credentials.clone();
     let config = HostConfig {
@@ -83,6 +91,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         origin_fetches: args.image_loading.origin_fetches as usize,
         origin_start_wait: args.image_loading.origin_start_wait(),
         cache_tier: Some(Arc::new(move |nodes| crate::cache::tier_path(nodes, tier_credentials.clone()))),
+        network,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

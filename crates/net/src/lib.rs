@@ -1,4 +1,16 @@
-//! Sandbox networking.
+//! Sandbox networking: each sandbox's network namespace gets a routed veth link to the host ([`link`]), with an
+//! address from the operator's range ([`plan`]); the host forwards and masquerades its traffic under a firewall
+//! table of Ignis's own ([`firewall`]) that keeps the host, the other sandboxes and private ranges out of reach, and
+//! answers its DNS through a forwarder on the gateway ([`dns`]), where Ignis's API is relayed too ([`relay`]). [`HostNetwork`] runs all of it for one host.
+
+pub mod dns;
+pub mod firewall;
+mod host;
+pub mod link;
+pub mod plan;
+pub mod relay;
+
+pub use host::{Config, Endpoint, HostNetwork, NetError};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@
 //! # What every base holds
 //!
 //! `/etc/passwd` and `/etc/group` (root, and `sbx_user1051` as 993:990, the user the runtime runs
-//! as), `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/localtime` (UTC), `/etc/os-release`,
+//! as), `/etc/hosts`, an empty `/etc/resolv.conf` (the sandbox's resolver is mounted on it), `/etc/nsswitch.conf`, `/etc/localtime` (UTC), `/etc/os-release`,
 //! `/etc/ssl/certs/ca-certificates.crt` (the host's); `/bin/sh` (the host's dash, for
 //! `AWS_LAMBDA_EXEC_WRAPPER` scripts) and, as Lambda's Amazon Linux 2023 minimal bases, a small
 //! userland in `/usr/bin` (bash, also at `/bin/bash`, the core utilities, grep, sed, awk, find,

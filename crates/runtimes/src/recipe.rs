@@ -20,7 +20,7 @@ pub(crate) const DEFAULTS: &[&str] = &["provided.al2023", "provided.al2", "pytho
 
 /// The recipe's version: part of a base's directory name, raised whenever what a recipe writes
 /// changes, so that a machine's cache never serves a base built by an older recipe.
-pub(crate) const RECIPE_VERSION: u32 = 2;
+pub(crate) const RECIPE_VERSION: u32 = 3;
 
 /// The minimal userland every base holds, as Lambda's Amazon Linux 2023 minimal bases do (bash, the core
 /// utilities, grep, sed, awk, find, curl, tar, gzip): the host's programs of these names, copied to `/usr/bin` (those
@@ -197,6 +197,8 @@ pub(crate) fn etc_files(name: &str) -> Vec<(&'static str, String)> {
         ),
         ("etc/group", format!("root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\n")),
         ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string()),
+        // Empty: where the worker mounts the sandbox's resolver.
+        ("etc/resolv.conf", String::new()),
         ("etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n".to_string()),
         (
             "etc/os-release",

@@ -36,7 +36,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
 use crate::proto::{self, InitConfig, InitMsg, ShellConfig, Tree};
@@ -348,7 +348,8 @@ fn ln_s(target: &str, link: &Path) -> Result<()> {
 ///
 /// - `usr`: host `/usr`, bind, read-only, nosuid, nodev; `bin`, `sbin`, `lib*`: as on the host (symlinks into
 ///   `usr` on merged-/usr hosts, else read-only binds);
-/// - `etc`: generated `passwd`, `group`, `hosts`, `resolv.conf` (empty), `nsswitch.conf`, `hostname`, plus read-only
+/// - `etc`: generated `passwd`, `group`, `hosts`, `resolv.conf` (the host's [`crate::Host::set_network`] resolver, else
+///   empty), `nsswitch.conf`, `hostname`, plus read-only
 ///   binds of the host's `ld.so.cache`, `ssl`, `ca-certificates`, `alternatives` when present. Nothing else of the
 ///   host's `/etc` (in particular not `shadow`);
 /// - `dev`: a small read-only tmpfs with binds of the host's null, zero, full, random, urandom, tty (those that
@@ -367,7 +368,7 @@ fn ln_s(target: &str, link: &Path) -> Result<()> {
 /// - `tmp`: its own tmpfs of `tmp_mb` MiB, mode 1777, nosuid, nodev; `dev/shm`: one of up to 64 MiB.
 ///
 /// A sandbox of a container image leaves the base for the image instead ([`enter_image`]).
-fn build_base(root: &Path, uid: u32, gid: u32, hostname: &str) -> Result<()> {
+fn build_base(root: &Path, uid: u32, gid: u32, hostname: &str, resolv_conf: &str) -> Result<()> {
     let root_fs = new_tmpfs(&[(c"size", c"4m"), (c"mode", c"0755")]).ctx(|| "creating the root tmpfs".into())?;
     attach(root_fs.as_fd(), root).ctx(|| format!("mount tmpfs on {}", root.display()))?;
     drop(root_fs);
@@ -397,7 +398,7 @@ fn build_base(root: &Path, uid: u32, gid: u32, hostname: &str) -> Result<()> {
     write_file(&etc.join("group"), &format!("root:x:0:\nsbx_user1051:x:{gid}:\n"))?;
     write_file(&etc.join("hosts"), &format!("127.0.0.1 localhost {hostname}\n::1 localhost {hostname}\n"))?;
     write_file(&etc.join("hostname"), &format!("{hostname}\n"))?;
-    write_file(&etc.join("resolv.conf"), "")?;
+    write_file(&etc.join("resolv.conf"), resolv_conf)?;
     write_file(
         &etc.join("nsswitch.conf"),
         "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
@@ -447,8 +448,8 @@ fn build_base(root: &Path, uid: u32, gid: u32, hostname: &str) -> Result<()> {
 }
 
 /// [`build_base`] for the worker.
-pub(crate) fn build_base_for_host(root: &Path) -> std::result::Result<(), crate::SandboxError> {
-    build_base(root, crate::SANDBOX_UID, crate::SANDBOX_GID, crate::SANDBOX_HOSTNAME)
+pub(crate) fn build_base_for_host(root: &Path, resolv_conf: &str) -> std::result::Result<(), crate::SandboxError> {
+    build_base(root, crate::SANDBOX_UID, crate::SANDBOX_GID, crate::SANDBOX_HOSTNAME, resolv_conf)
         .map_err(|SetupError { what, err }| crate::SandboxError::io(format!("building the sandbox root base: {what}"), err))
 }
 
@@ -505,6 +506,12 @@ fn enter_image(image: BorrowedFd<'_>) -> Result<()> {
     cvt(unsafe { libc::fchdir(image.as_raw_fd()) }).ctx(|| "entering the image".into())?;
     mount_proc()?;
     mount(Some(Path::new("/dev")), Path::new("dev"), None, libc::MS_BIND | libc::MS_REC, None)?;
+    // The host's resolver for the sandbox (the base's `resolv.conf`) over the image's, where it has one: a regular
+    // file in a real `etc` directory (the image is read-only and nothing of the sandbox runs yet: it stays so).
+    let is = |path: &str, kind: u32| fs::symlink_metadata(path).is_ok_and(|m| m.mode() & libc::S_IFMT == kind);
+    if is("etc", libc::S_IFDIR) && is("etc/resolv.conf", libc::S_IFREG) {
+        mount(Some(Path::new("/etc/resolv.conf")), Path::new("etc/resolv.conf"), None, libc::MS_BIND, None)?;
+    }
     pivot_to_cwd()
 }
 

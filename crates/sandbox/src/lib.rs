@@ -232,6 +232,8 @@ pub struct Host {
     generation: u64,
     /// Empty network namespaces for the next sandboxes (see [`netns`]).
     netns: Arc<netns::NetnsPool>,
+    /// The sandboxes' `/etc/resolv.conf` (empty without a network).
+    resolv_conf: String,
     /// Thaws and removes this host's groups if the process dies (with an id prefix; see [`cgroup::GroupGuard`]).
     group_guard: Option<cgroup::GroupGuard>,
     /// The code directories' images, mounted (see [`code`]).
@@ -318,6 +320,7 @@ impl Host {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             netns: Arc::default(),
+            resolv_conf: String::new(),
             group_guard: None,
             code,
         })
@@ -339,6 +342,14 @@ impl Host {
             self.group_guard = Some(guard);
         }
         Ok(())
+    }
+
+    /// Gives every later sandbox a link to the host (an address of the sandbox network, a route out through the
+    /// host: see `ignis_net::link`) and `resolv_conf` as its `/etc/resolv.conf`; without this, a sandbox's network
+    /// namespace has only `lo`. Call it before the first spawn.
+    pub fn set_network(&mut self, links: Arc<ignis_net::link::Links>, resolv_conf: String) {
+        self.netns = Arc::new(netns::NetnsPool::with_links(links));
+        self.resolv_conf = resolv_conf;
     }
 
     /// Keeps up to `size` shells (sandboxes with namespaces, cgroup and network ready, but no function) made
@@ -442,7 +453,14 @@ impl Host {
     ///
     /// `configure` gets the sandbox's id (to name its logs, say) and returns its configuration.
     pub fn spawn(&self, configure: impl FnOnce(&str) -> SandboxConfig) -> Result<Sandbox, SandboxError> {
-        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        self.spawn_in(0, configure)
+    }
+
+    /// [`Host::spawn`] with an address of block `block` of the sandbox network (see [`Host::set_network`] and
+    /// `ignis_net::plan`): a function attached to networks has a block of its own, and never gets a shell (shells
+    /// are made in block 0).
+    pub fn spawn_in(&self, block: u8, configure: impl FnOnce(&str) -> SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let pooled = if block == 0 { self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() } else { None };
         let id = match &pooled {
             Some(shell) => shell.id().to_string(),
             None => self.new_id()?,
@@ -459,11 +477,11 @@ impl Host {
             }
         };
         let Some(shell) = pooled else {
-            return spawn::new_sandbox(self, id, &cfg, &trees);
+            return spawn::new_sandbox(self, id, &cfg, &trees, block);
         };
         match spawn::launch(shell, &cfg, &trees) {
             // A pooled shell that died while it waited (and is gone now): a fresh one of the same id will do.
-            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &trees),
+            Err(SandboxError::Io { .. }) => spawn::new_sandbox(self, id, &cfg, &trees, 0),
             done => done,
         }
     }

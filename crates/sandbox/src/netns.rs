@@ -32,6 +32,8 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
 
+use ignis_net::link::{Link, Links};
+
 /// Empty namespaces kept for reuse at most; more are closed (and the kernel tears them down).
 const MAX_FREE: usize = 64;
 /// Another tenant's namespaces looked at for a clean one, at most, per sandbox.
@@ -64,6 +66,8 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 pub(crate) struct NetnsPool {
     /// Oldest first.
     free: Mutex<Vec<Free>>,
+    /// The host's sandbox links, if sandboxes have a network beyond `lo` (see `ignis_net::link`).
+    links: Option<Arc<Links>>,
 }
 
 /// A free namespace and the tenant of its last sandbox.
@@ -73,11 +77,19 @@ struct Free {
     last: Option<String>,
 }
 
-/// A network namespace and its runtime API listener.
+/// A network namespace and its runtime API listener, and its link to the host if it has one (whose block it is
+/// reused within only).
 #[derive(Debug)]
 struct Netns {
     ns: OwnedFd,
     listener: TcpListener,
+    link: Option<Link>,
+}
+
+impl Netns {
+    fn block(&self) -> u8 {
+        self.link.as_ref().map_or(0, Link::block)
+    }
 }
 
 /// One sandbox's hold on its network namespace; clones share it. See the module docs.
@@ -120,6 +132,11 @@ impl NetnsLease {
 }
 
 impl NetnsPool {
+    /// A pool whose new namespaces get a link to the host from `links`.
+    pub(crate) fn with_links(links: Arc<Links>) -> NetnsPool {
+        NetnsPool { free: Mutex::default(), links: Some(links) }
+    }
+
     /// Namespaces waiting for reuse.
     #[cfg(test)]
     pub(crate) fn free(&self) -> usize {
@@ -128,10 +145,11 @@ impl NetnsPool {
 
     /// Puts the calling thread into an empty network namespace (a reused one that [`reuse`] allows for `tenant`,
     /// else a new one with `lo` up and the listener bound) until the returned guard is dropped, and gives the lease
-    /// for the sandbox about to be cloned into it. `tenant`: whose function the sandbox runs, `None` for a shell.
-    pub(crate) fn enter(self: &Arc<Self>, tenant: Option<&str>) -> io::Result<(NetnsLease, Entered)> {
+    /// for the sandbox about to be cloned into it. `tenant`: whose function the sandbox runs, `None` for a shell;
+    /// `block`: the block of sandbox addresses it takes (see `ignis_net::plan`; 0 without a network attachment).
+    pub(crate) fn enter(self: &Arc<Self>, tenant: Option<&str>, block: u8) -> io::Result<(NetnsLease, Entered)> {
         let entered = Entered { previous: open_own()? };
-        let netns = match self.reused(tenant)? {
+        let netns = match self.reused(tenant, block)? {
             Some(netns) => netns,
             None => {
                 // SAFETY: plain syscall; moves only the calling thread.
@@ -139,24 +157,33 @@ impl NetnsPool {
                 loopback_up()?;
                 let listener = TcpListener::bind("127.0.0.1:9001")?;
                 listener.set_nonblocking(true)?;
-                Netns { ns: open_own()?, listener }
+                let link = self.links.as_ref().map(|links| links.connect(block)).transpose()?;
+                Netns { ns: open_own()?, listener, link }
             }
         };
         let tenant = Mutex::new(tenant.map(str::to_string));
         Ok((NetnsLease { held: Arc::new(Held { netns: Some(netns), tenant, pool: Arc::downgrade(self) }) }, entered))
     }
 
-    /// A free namespace `tenant` may have, with the calling thread in it; `None` (the thread where it was) if none.
-    fn reused(&self, tenant: Option<&str>) -> io::Result<Option<Netns>> {
+    /// A free namespace of `block` that `tenant` may have, with the calling thread in it; `None` (the thread where
+    /// it was) if none.
+    fn reused(&self, tenant: Option<&str>, block: u8) -> io::Result<Option<Netns>> {
         let mut candidates = Vec::new();
         {
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
             // The most recent one that needs no look, else the oldest few (their traces are the likeliest gone).
-            if let Some(at) = free.iter().rposition(|f| reuse(tenant, f.last.as_deref()) == Reuse::Now) {
+            let now = |f: &Free| f.netns.block() == block && reuse(tenant, f.last.as_deref()) == Reuse::Now;
+            if let Some(at) = free.iter().rposition(now) {
                 candidates.push(free.remove(at));
             } else {
-                let n = free.len().min(CLEAN_CHECKS);
-                candidates.extend(free.drain(..n));
+                let mut at = 0;
+                while at < free.len() && candidates.len() < CLEAN_CHECKS {
+                    if free[at].netns.block() == block {
+                        candidates.push(free.remove(at));
+                    } else {
+                        at += 1;
+                    }
+                }
             }
         }
         let mut chosen = None;
@@ -290,7 +317,7 @@ mod tests {
         std::thread::spawn(|| {
             let pool = Arc::new(NetnsPool::default());
             let home = own_inode();
-            let (lease, entered) = pool.enter(Some("a")).unwrap();
+            let (lease, entered) = pool.enter(Some("a"), 0).unwrap();
             let first = own_inode();
             assert_ne!(first, home);
             // lo is up, the listener on 127.0.0.1:9001; a connection left unaccepted is dropped at reuse.
@@ -305,18 +332,53 @@ mod tests {
             let kept = lease.clone();
             drop(lease);
             assert_eq!(pool.free(), 0);
-            let (other, entered) = pool.enter(Some("a")).unwrap();
+            let (other, entered) = pool.enter(Some("a"), 0).unwrap();
             assert_ne!(own_inode(), first);
             drop(entered);
             drop(kept);
             assert_eq!(pool.free(), 1);
-            let (again, entered) = pool.enter(Some("a")).unwrap();
+            let (again, entered) = pool.enter(Some("a"), 0).unwrap();
             assert_eq!(own_inode(), first);
             let listener = again.listener().unwrap();
             assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
             drop(entered);
             drop(other);
             assert_eq!(pool.free(), 1);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_namespace_gets_a_routed_link_of_its_block_and_loses_it_with_the_pool_as_root() {
+        std::thread::spawn(|| {
+            let plan = ignis_net::plan::Plan::new("10.251.0.0/16".parse().unwrap()).unwrap();
+            let links = Arc::new(Links::new(plan.clone()).unwrap());
+            let pool = Arc::new(NetnsPool::with_links(links.clone()));
+            let host_links = || ignis_net::link::Netlink::open().unwrap().links_named(&plan.link_prefix()).unwrap();
+            let (lease, entered) = pool.enter(Some("a"), 0).unwrap();
+            // The sandbox's address is its own, and the gateway is one hop away.
+            let first = plan.address(0, 0).unwrap();
+            std::net::UdpSocket::bind((first, 0)).unwrap();
+            let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            probe.connect((plan.gateway(), 53)).unwrap();
+            assert_eq!(probe.local_addr().unwrap().ip(), first);
+            drop(probe);
+            drop(entered);
+            assert_eq!(host_links().len(), 1);
+            // Another block: another namespace and address; the same block again: the same namespace.
+            let (other, entered) = pool.enter(Some("a"), 3).unwrap();
+            std::net::UdpSocket::bind((plan.address(3, 0).unwrap(), 0)).unwrap();
+            drop(entered);
+            drop(lease);
+            drop(other);
+            let (again, entered) = pool.enter(Some("a"), 3).unwrap();
+            std::net::UdpSocket::bind((plan.address(3, 0).unwrap(), 0)).unwrap();
+            drop(entered);
+            drop(again);
+            assert_eq!(host_links().len(), 2);
+            drop(pool);
+            assert_eq!(host_links(), vec![]);
         })
         .join()
         .unwrap();
@@ -372,7 +434,7 @@ mod tests {
     fn another_tenant_never_gets_a_namespace_with_traces_as_root() {
         std::thread::spawn(|| {
             let pool = Arc::new(NetnsPool::default());
-            let (lease, entered) = pool.enter(Some("a")).unwrap();
+            let (lease, entered) = pool.enter(Some("a"), 0).unwrap();
             let first = own_inode();
             assert!(clean());
             leave_time_wait();
@@ -381,22 +443,22 @@ mod tests {
             drop(lease);
 
             // Another tenant, or a shell: a new namespace; the same tenant: the same one.
-            let (other, entered) = pool.enter(Some("b")).unwrap();
+            let (other, entered) = pool.enter(Some("b"), 0).unwrap();
             let second = own_inode();
             assert_ne!(second, first);
             assert!(clean());
             drop(entered);
-            let (shell, entered) = pool.enter(None).unwrap();
+            let (shell, entered) = pool.enter(None, 0).unwrap();
             assert_ne!(own_inode(), first);
             drop(entered);
-            let (again, entered) = pool.enter(Some("a")).unwrap();
+            let (again, entered) = pool.enter(Some("a"), 0).unwrap();
             assert_eq!(own_inode(), first);
             drop(entered);
             drop(again);
 
             // A namespace another tenant used without leaving traces is anyone's; one no function ran in too.
             drop(other);
-            let (third, entered) = pool.enter(Some("c")).unwrap();
+            let (third, entered) = pool.enter(Some("c"), 0).unwrap();
             assert_eq!(own_inode(), second);
             drop(entered);
             drop(third);

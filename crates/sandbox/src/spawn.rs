@@ -159,7 +159,7 @@ fn ensure_base(host: &Host) -> Result<(), SandboxError> {
                 cvt(r).map_err(io_err("making the spawner thread's mounts slaves"))?;
             }
         }
-        crate::init::build_base_for_host(&host.mountpoint)?;
+        crate::init::build_base_for_host(&host.mountpoint, &host.resolv_conf)?;
         bases.as_mut().expect("set above").push(host.generation);
         Ok(())
     })
@@ -173,8 +173,16 @@ pub(crate) fn new_shell(host: &Host, id: String) -> Result<Shell, SandboxError> 
 /// Makes a sandbox named `id` from nothing: [`new_shell`] and [`launch`] in one, with the function given to init
 /// while it starts rather than after it reported ready.
 /// `cfg` has been validated; `trees` are its mount trees ([`Trees`]).
-pub(crate) fn new_sandbox(host: &Host, id: String, cfg: &SandboxConfig, trees: &Trees) -> Result<Sandbox, SandboxError> {
-    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg, trees)?, trees };
+/// `block`: the block of sandbox addresses its network namespace takes (see [`crate::Host::spawn_in`]).
+pub(crate) fn new_sandbox(
+    host: &Host,
+    id: String,
+    cfg: &SandboxConfig,
+    trees: &Trees,
+    block: u8,
+) -> Result<Sandbox, SandboxError> {
+    let config = function_config(cfg, trees)?;
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config, trees, block };
     let Shell(sandbox) = make(host, id, Some(function))?;
     await_exec(sandbox, cfg)
 }
@@ -189,6 +197,8 @@ struct Function<'a> {
     limits: Limits,
     config: Vec<u8>,
     trees: &'a Trees,
+    /// The block of sandbox addresses (shells: 0).
+    block: u8,
 }
 
 fn limits(cfg: &SandboxConfig) -> Limits {
@@ -210,7 +220,7 @@ fn make(host: &Host, id: String, function: Option<Function<'_>>) -> Result<Shell
 pub(crate) fn launch(shell: Shell, cfg: &SandboxConfig, trees: &Trees) -> Result<Sandbox, SandboxError> {
     let Shell(sandbox) = shell;
     sandbox.network.set_tenant(&cfg.tenant);
-    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg, trees)?, trees };
+    let function = Function { tenant: &cfg.tenant, limits: limits(cfg), config: function_config(cfg, trees)?, trees, block: 0 };
     give(&sandbox.cgroups, &sandbox.id, &sandbox.control, &function)?;
     await_exec(sandbox, cfg)
 }
@@ -393,7 +403,8 @@ fn start(host: &Host, id: &str, cgroup_procs: Vec<PathBuf>, slot: Slot, function
     };
     // The network namespace is the worker's making (see `netns`): the child is cloned into it.
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    let (network, in_netns) = host.netns.enter(function.as_ref().map(|f| f.tenant)).map_err(io_err("entering a network namespace"))?;
+    let (tenant, block) = function.as_ref().map_or((None, 0), |f| (Some(f.tenant), f.block));
+    let (network, in_netns) = host.netns.enter(tenant, block).map_err(io_err("entering a network namespace"))?;
 
     // The user namespace is owned by the slot's base, not root: its per-user kernel resources are charged there.
     let as_owner = userns::AsOwner::new(slot.base()).map_err(io_err("taking the sandbox's uid to clone"))?;

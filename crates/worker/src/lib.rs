@@ -60,6 +60,8 @@ pub struct WorkerConfig {
     pub freeze: bool,
     /// Time limits of the Runtime API's connections.
     pub client_limits: conn::Limits,
+    /// The sandboxes' network (egress through the host); `None`: only `lo` in each sandbox.
+    pub network: Option<ignis_net::Config>,
 }
 
 /// Everything a sandbox needs to run one function revision.
@@ -151,13 +153,16 @@ pub struct Outcome {
 pub enum WorkerError {
     #[error("sandbox host: {0}")]
     Host(#[from] ignis_sandbox::SandboxError),
+    #[error("sandbox network: {0}")]
+    Network(#[from] ignis_net::NetError),
     #[error("worker is shutting down")]
     ShuttingDown,
 }
 
 /// Builds a sandbox's configuration once its id is known.
 type Configure = Box<dyn FnOnce(&str) -> ignis_sandbox::SandboxConfig + Send>;
-type SpawnJob = (Configure, oneshot::Sender<Result<ignis_sandbox::Sandbox, ignis_sandbox::SandboxError>>);
+/// What a spawner thread is asked for: a sandbox of the given block of sandbox addresses, configured so.
+type SpawnJob = (u8, Configure, oneshot::Sender<Result<ignis_sandbox::Sandbox, ignis_sandbox::SandboxError>>);
 
 pub struct Worker {
     host: Arc<ignis_sandbox::Host>,
@@ -171,6 +176,8 @@ pub struct Worker {
     client_limits: conn::Limits,
     /// Mounts image functions' images; without it they cannot start here.
     images: std::sync::OnceLock<Arc<images::Images>>,
+    /// The sandboxes' network, until shutdown.
+    network: Mutex<Option<Arc<ignis_net::HostNetwork>>>,
 }
 
 /// Live sandboxes, so that shutdown can end them all and wait for their cleanup.
@@ -182,9 +189,14 @@ struct Live {
 }
 
 impl Worker {
-    /// Starts the spawner threads. Log lines of every sandbox go to `logs`.
+    /// Starts the sandboxes' network (if configured; on the current tokio runtime) and the spawner threads. Log
+    /// lines of every sandbox go to `logs`.
     pub fn new(config: WorkerConfig, logs: mpsc::Sender<LogBatch>) -> Result<Worker, WorkerError> {
         let mut host = ignis_sandbox::Host::new(&config.state_dir, &config.init_exe)?;
+        let network = config.network.map(ignis_net::HostNetwork::start).transpose()?.map(Arc::new);
+        if let Some(network) = &network {
+            host.set_network(network.links(), network.resolv_conf());
+        }
         // Sandbox cgroups are named after the state directory, which one
         // worker at a time owns: any left from an earlier run are stale.
         let tag = format!("{:08x}-", fnv1a(config.state_dir.as_os_str().as_encoded_bytes()) as u32);
@@ -214,7 +226,13 @@ impl Worker {
             freeze: config.freeze,
             client_limits: config.client_limits,
             images: std::sync::OnceLock::new(),
+            network: Mutex::new(network),
         })
+    }
+
+    /// The sandboxes' network, if they have one (until shutdown).
+    pub fn network(&self) -> Option<Arc<ignis_net::HostNetwork>> {
+        self.network.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Builds a sandbox for `spec` and starts its runtime. Returns once the
@@ -239,7 +257,12 @@ impl Worker {
             }
         };
         let live = self.live.clone();
-        sandbox::start(&self.tag, spec, image, self.freeze, &spawn_tx, self.logs.clone(), live, self.client_limits).await
+        let network = match self.network() {
+            Some(network) => (0, network.endpoint_url()),
+            None => (0, None),
+        };
+        let (tag, logs, limits) = (&self.tag, self.logs.clone(), self.client_limits);
+        sandbox::start(tag, spec, image, self.freeze, &spawn_tx, network, logs, live, limits).await
     }
 
     /// Lets this worker run image functions, mounting their images with
@@ -286,6 +309,8 @@ impl Worker {
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), gone).await;
         }
+        // Its firewall table goes now; the links go with the namespaces.
+        self.network.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Drops what this worker derived from the code directory `dir` (its
@@ -323,7 +348,7 @@ fn spawner(host: &ignis_sandbox::Host, jobs: &Mutex<std::sync::mpsc::Receiver<Sp
     use std::sync::mpsc::TryRecvError;
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).try_recv();
-        let (configure, reply) = match job {
+        let (block, configure, reply) = match job {
             Ok(job) => job,
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
@@ -336,7 +361,7 @@ fn spawner(host: &ignis_sandbox::Host, jobs: &Mutex<std::sync::mpsc::Receiver<Sp
                 }
             }
         };
-        let _ = reply.send(host.spawn(configure));
+        let _ = reply.send(host.spawn_in(block, configure));
     }
 }
 

@@ -124,6 +124,7 @@ pub(crate) async fn start(
     image: Option<Arc<ignis_imagefs::MountedImage>>,
     freeze: bool,
     spawn_tx: &std::sync::mpsc::Sender<SpawnJob>,
+    (block, endpoint): (u8, Option<String>),
     log_sink: mpsc::Sender<LogBatch>,
     live: Arc<Live>,
     client_limits: crate::conn::Limits,
@@ -154,6 +155,12 @@ pub(crate) async fn start(
         move |name: &str| {
             let mut env = spec.env.clone();
             env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
+            // Ignis's API for the AWS SDKs, unless the function points them elsewhere itself.
+            if let Some(endpoint) = endpoint
+                && !env.iter().any(|(name, _)| name == "AWS_ENDPOINT_URL")
+            {
+                env.push(("AWS_ENDPOINT_URL".into(), endpoint));
+            }
             env.push(("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream(&day, &spec.version, name, &prefix)));
             ignis_sandbox::SandboxConfig {
                 code_dir: (!is_image).then(|| spec.code_dir.clone()),
@@ -168,7 +175,7 @@ pub(crate) async fn start(
         }
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    spawn_tx.send((Box::new(configure), reply_tx)).map_err(|_| StartError::ShuttingDown)?;
+    spawn_tx.send((block, Box::new(configure), reply_tx)).map_err(|_| StartError::ShuttingDown)?;
     let sandbox = match reply_rx.await {
         Err(_) => return Err(StartError::ShuttingDown),
         Ok(Err(ignis_sandbox::SandboxError::Entrypoint { path, source })) if is_image => {

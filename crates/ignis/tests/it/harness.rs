@@ -90,6 +90,11 @@ impl Server {
             // The bases of the functions tests deploy, not every default one.
             command.args(["--runtimes", TEST_RUNTIMES]);
         }
+        if !args.contains(&"--egress") {
+            // Servers of tests run side by side: only those about networking give their sandboxes a network (each
+            // a range of its own).
+            command.args(["--egress", "none"]);
+        }
         command.envs(env.iter().copied());
         let (child, address) = launch(command, "server");
         Server { child: Some(child), address, data: data.to_path_buf(), _tmp: None }
@@ -528,6 +533,9 @@ impl WorkerHost {
         command.arg("worker").args(["--join", &join, "--data-dir"]).arg(data).args(args);
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--egress") {
+            command.args(["--egress", "none"]);
         }
         let (child, address) = launch(command, "worker");
         WorkerHost { child: Some(child), address, data: data.to_path_buf(), _tmp: None }

@@ -1,0 +1,324 @@
+//! Sandbox networking end to end: test hosts in network namespaces the tests make (an HTTP server, a DNS server),
+//! a hostile function that probes what it must not reach, and what is left after the server ends.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const RUNTIMES: &str = "provided.al2023,python3.11";
+/// The name the test DNS server answers.
+const NAME: &str = "testhost.ignis.test";
+
+/// A host outside the machine, as far as sandboxes can tell: a network namespace of its own behind a veth pair,
+/// `address` inside (a /30 with the host side), running an HTTP server on port 8080 (answering `hello from
+/// ADDRESS`) and a DNS server on port 53 that knows [`NAME`].
+struct TestHost {
+    netns: String,
+    server: Option<Child>,
+    address: String,
+}
+
+impl TestHost {
+    /// `subnet`: the /30's base, e.g. `198.51.100.0`; `dns_answer`: the address the DNS server gives for [`NAME`].
+    fn start(tag: &str, subnet: [u8; 4], dns_answer: &str) -> TestHost {
+        let netns = format!("ignis-it-{}-{tag}", std::process::id());
+        let outside = format!("itv{}{tag}", std::process::id() % 100_000);
+        let [a, b, c, d] = subnet;
+        let (host_side, address) = (format!("{a}.{b}.{c}.{}", d + 1), format!("{a}.{b}.{c}.{}", d + 2));
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().expect("ip");
+            assert!(status.success(), "ip {args:?}");
+        };
+        let _ = Command::new("ip").args(["netns", "del", &netns]).stderr(Stdio::null()).status();
+        ip(&["netns", "add", &netns]);
+        // From here on, dropping it (a failed assertion included) removes the namespace.
+        let mut host = TestHost { netns: netns.clone(), server: None, address };
+        ip(&["link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &netns]);
+        ip(&["addr", "add", &format!("{host_side}/30"), "dev", &outside]);
+        ip(&["link", "set", &outside, "up"]);
+        let inside = |args: &[&str]| ip(&[&["netns", "exec", &netns, "ip"], args].concat());
+        inside(&["addr", "add", &format!("{}/30", host.address), "dev", "eth0"]);
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["route", "add", "default", "via", &host_side]);
+        let records = format!("{NAME}={dns_answer}");
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &netns, "python3", "-c", TEST_HOST, &host.address, &records])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = server.stdout.take().unwrap();
+        host.server = Some(server);
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready");
+        host
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:8080/", self.address)
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        // Its end of the veth pair goes with it, and the other end with that.
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}
+
+/// The test host's servers: HTTP on ADDRESS:8080, DNS (A records only) on ADDRESS:53.
+const TEST_HOST: &str = r#"
+import http.server, socket, sys, threading
+address = sys.argv[1]
+records = dict(arg.split("=") for arg in sys.argv[2:])
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("hello from " + address).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+def dns():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((address, 53))
+    while True:
+        q, client = s.recvfrom(512)
+        i, labels = 12, []
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode())
+            i += q[i] + 1
+        end = i + 5
+        ip = records.get(".".join(labels).lower())
+        answer = b""
+        if ip and q[end - 4:end - 2] == b"\x00\x01":
+            answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)
+        flags = b"\x81\x80" if ip else b"\x81\x83"
+        counts = b"\x00\x01" + (b"\x00\x01" if answer else b"\x00\x00") + b"\x00\x00\x00\x00"
+        s.sendto(q[:2] + flags + counts + q[12:end] + answer, client)
+server = http.server.ThreadingHTTPServer((address, 8080), Hello)
+threading.Thread(target=dns, daemon=True).start()
+print("ready", flush=True)
+server.serve_forever()
+"#;
+
+/// A function that runs the probes its event lists, all at once, and answers each one's result: `ok[:detail]` or
+/// `err:...`. It also listens on port 7000 from its start, for other sandboxes to try.
+const PROBER: &str = r#"
+import json, socket, threading, urllib.error, urllib.request
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", 7000))
+listener.listen(16)
+def serve():
+    while True:
+        conn, _ = listener.accept()
+        conn.close()
+threading.Thread(target=serve, daemon=True).start()
+def probe(p):
+    try:
+        kind = p["kind"]
+        if kind == "resolve":
+            return "ok:" + socket.gethostbyname(p["name"])
+        if kind == "address":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((p["toward"], 9))
+            return "ok:" + s.getsockname()[0]
+        if kind == "http":
+            try:
+                with urllib.request.urlopen(p["url"], timeout=3) as r:
+                    return "ok:" + r.read().decode()
+            except urllib.error.HTTPError as e:
+                return "ok:" + str(e.code)
+        if kind == "tcp":
+            s = socket.socket()
+            s.settimeout(3)
+            if p.get("bind"):
+                s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: any source address, owned or not
+                s.bind((p["bind"], 0))
+            s.connect((p["host"], p["port"]))
+            s.close()
+            return "ok"
+        if kind == "env":
+            import os
+            return "ok:" + os.environ.get(p["name"], "")
+        if kind == "file":
+            return "ok:" + open(p["path"]).read()
+        return "err:unknown probe"
+    except Exception as e:
+        return "err:" + repr(e)
+def handler(event, context):
+    results = [None] * len(event)
+    def run(i, p):
+        results[i] = probe(p)
+    threads = [threading.Thread(target=run, args=(i, p)) for i, p in enumerate(event)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+"#;
+
+fn create_prober(server: &Server, name: &str) {
+    let zip = zip_of(&[("app.py", PROBER.as_bytes(), 0o644)]);
+    let created = server.create(name, &zip, json!({ "Runtime": "python3.11", "Handler": "app.handler", "Timeout": 60 }));
+    assert_eq!(created.status, 201, "{}", created.text());
+}
+
+/// Runs `probes` in function `name`; the results, in order.
+fn probe(server: &Server, name: &str, probes: &[Value]) -> Vec<String> {
+    let reply = server.invoke(name, &Value::Array(probes.to_vec()).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let results: Vec<String> = serde_json::from_value(reply.json()).unwrap_or_else(|_| panic!("{}", reply.text()));
+    assert_eq!(results.len(), probes.len());
+    results
+}
+
+fn tcp(host: &str, port: u16) -> Value {
+    json!({ "kind": "tcp", "host": host, "port": port })
+}
+
+/// The host's IPv4 addresses.
+fn host_addresses() -> Vec<String> {
+    let out = Command::new("ip").args(["-4", "-o", "addr", "show"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3)?.split('/').next().map(str::to_string))
+        .collect()
+}
+
+fn plan(range: &str) -> ignis_net::plan::Plan {
+    ignis_net::plan::Plan::new(range.parse().unwrap()).unwrap()
+}
+
+/// Whether the host still has the range's firewall table, and how many of its links.
+fn leftovers(range: &str) -> (bool, usize) {
+    let plan = plan(range);
+    let table = Command::new("nft").args(["list", "table", "inet", &plan.table()]).output().unwrap();
+    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let prefix = plan.link_prefix();
+    let count = String::from_utf8_lossy(&links.stdout).lines().filter(|line| line.contains(&prefix)).count();
+    (table.status.success(), count)
+}
+
+#[test]
+fn functions_reach_allowed_hosts_by_name_and_address_and_nothing_on_the_deny_list_as_root() {
+    let public = TestHost::start("p", [198, 51, 100, 0], "198.51.100.2");
+    let denied = TestHost::start("d", [192, 168, 231, 0], "192.168.231.2");
+    let allowed = TestHost::start("a", [192, 168, 232, 0], "192.168.232.2");
+    let range = "10.217.0.0/16";
+    let server = Server::start_with(&[
+        "--runtimes", RUNTIMES, "--egress", "all", "--sandbox-network", range,
+        "--sandbox-dns", &public.address, "--egress-allow", "192.168.232.0/24",
+    ]);
+    let gateway = plan(range).gateway().to_string();
+    create_prober(&server, "prober");
+    create_prober(&server, "other");
+
+    // Another sandbox, listening on port 7000.
+    let other = probe(&server, "other", &[json!({ "kind": "address", "toward": public.address })]);
+    let other_address = other[0].strip_prefix("ok:").unwrap_or_else(|| panic!("{other:?}")).to_string();
+    assert!(plan(range).range().contains(&other_address.parse::<std::net::Ipv4Addr>().unwrap()), "{other_address}");
+
+    // Something listening on every host address, as SSH or a cache node would.
+    let listening = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listening.local_addr().unwrap().port();
+    let api_port: u16 = server.address.rsplit_once(':').unwrap().1.parse().unwrap();
+
+    let allowed_probes = vec![
+        json!({ "kind": "resolve", "name": NAME }),
+        json!({ "kind": "http", "url": format!("http://{NAME}:8080/") }),
+        json!({ "kind": "http", "url": public.url() }),
+        json!({ "kind": "http", "url": allowed.url() }),
+        // The one endpoint of the host a function may call: Ignis's API (unsigned: refused, but reached).
+        json!({ "kind": "http", "url": format!("http://{gateway}:{api_port}/2015-03-31/functions/") }),
+        json!({ "kind": "file", "path": "/etc/resolv.conf" }),
+    ];
+    let mut denied_probes = vec![
+        json!({ "kind": "http", "url": denied.url() }),
+        tcp("169.254.169.254", 80),
+        tcp(&other_address, 7000),
+        tcp(&gateway, port),
+        tcp(&gateway, 22),
+        // Spoofing: another sandbox's address, and one outside the range, as the source.
+        json!({ "kind": "tcp", "host": public.address, "port": 8080, "bind": other_address }),
+        json!({ "kind": "tcp", "host": public.address, "port": 8080, "bind": "203.0.113.9" }),
+    ];
+    let mut addresses = host_addresses();
+    addresses.sort();
+    addresses.dedup();
+    for address in addresses {
+        denied_probes.push(tcp(&address, port));
+        if address != gateway {
+            denied_probes.push(tcp(&address, api_port));
+        }
+    }
+    let probes: Vec<Value> = allowed_probes.iter().chain(&denied_probes).cloned().collect();
+    let results = probe(&server, "prober", &probes);
+    let (reached, refused) = results.split_at(allowed_probes.len());
+    assert_eq!(reached[0], "ok:198.51.100.2", "{results:?}");
+    assert_eq!(reached[1], "ok:hello from 198.51.100.2");
+    assert_eq!(reached[2], "ok:hello from 198.51.100.2");
+    assert_eq!(reached[3], "ok:hello from 192.168.232.2");
+    assert!(reached[4].starts_with("ok:4"), "the API endpoint: {}", reached[4]);
+    assert_eq!(reached[5], format!("ok:nameserver {gateway}\n"));
+    for (probe, result) in denied_probes.iter().zip(refused) {
+        assert!(result.starts_with("err:"), "{probe} reached: {result}");
+    }
+    // The sandbox's own address as its source works (the probes above failed for what they were, not for want of
+    // a network).
+    let me = probe(&server, "prober", &[json!({ "kind": "address", "toward": public.address })]);
+    let me = me[0].strip_prefix("ok:").unwrap().to_string();
+    let control = probe(&server, "prober", &[json!({ "kind": "tcp", "host": public.address, "port": 8080, "bind": me })]);
+    assert_eq!(control, ["ok"]);
+    drop(listening);
+}
+
+#[test]
+fn without_egress_a_function_reaches_nothing_as_root() {
+    let public = TestHost::start("n", [198, 51, 100, 4], "198.51.100.6");
+    let server = Server::start_with(&["--runtimes", RUNTIMES, "--egress", "none"]);
+    create_prober(&server, "prober");
+    let results = probe(
+        &server,
+        "prober",
+        &[
+            json!({ "kind": "http", "url": public.url() }),
+            json!({ "kind": "resolve", "name": NAME }),
+            json!({ "kind": "file", "path": "/etc/resolv.conf" }),
+        ],
+    );
+    assert!(results[0].starts_with("err:") && results[1].starts_with("err:"), "{results:?}");
+    assert_eq!(results[2], "ok:");
+}
+
+#[test]
+fn rules_and_links_are_gone_after_shutdown_and_after_kill_9_and_a_restart_as_root() {
+    let range = "10.218.0.0/16";
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--runtimes", "provided.al2023", "--egress", "all", "--sandbox-network", range];
+    let mut server = Server::start_in(data.path(), &args);
+    let created = server.create("f", &sh_runtime("true"), json!({}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(server.invoke("f", "{}").status, 200);
+    let (table, links) = leftovers(range);
+    assert!(table && links > 0, "table {table}, links {links}");
+
+    // Killed: its namespaces (and so their links) die with it; the table stays until the next start replaces it.
+    server.kill();
+    assert!(eventually(Duration::from_secs(30), || leftovers(range).1 == 0), "links left: {:?}", leftovers(range));
+    let mut server = Server::start_in(data.path(), &args);
+    assert_eq!(server.invoke("f", "{}").status, 200);
+    server.stop();
+    assert_eq!(leftovers(range), (false, 0));
+}
