@@ -285,46 +285,34 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
     /// replace. Called before [`Pool::reserve`] with the same time, no
     /// sandbox past its renewal time is handed out.
     pub fn renew(&mut self, now_ms: u64) -> Vec<SandboxId> {
-        let entries = &self.entries;
-        let mut aged = Vec::new();
-        self.idle.retain(|_, ids| {
-            ids.retain(|id| {
-                let keep = !entries[id].spent(now_ms);
-                if !keep {
-                    aged.push(*id);
-                }
-                keep
-            });
-            !ids.is_empty()
-        });
-        for id in &aged {
-            self.entries.remove(id);
-        }
-        aged.sort();
-        aged
+        self.end_idle(|entry| entry.spent(now_ms))
     }
 
     /// Idle sandboxes unused for `keep_alive_ms` or more: they are now dead and
     /// the caller destroys them.
     pub fn expire(&mut self, now_ms: u64, keep_alive_ms: u64) -> Vec<SandboxId> {
+        self.end_idle(|entry| !entry.provisioned && now_ms.saturating_sub(entry.idle_since) >= keep_alive_ms)
+    }
+
+    /// Ends the idle sandboxes for which `ends` holds: they leave the pool; their ids, sorted.
+    fn end_idle(&mut self, ends: impl Fn(&Entry<K>) -> bool) -> Vec<SandboxId> {
         let entries = &self.entries;
-        let mut expired = Vec::new();
+        let mut ended = Vec::new();
         self.idle.retain(|_, ids| {
             ids.retain(|id| {
-                let entry = &entries[id];
-                let keep = entry.provisioned || now_ms.saturating_sub(entry.idle_since) < keep_alive_ms;
-                if !keep {
-                    expired.push(*id);
+                let end = ends(&entries[id]);
+                if end {
+                    ended.push(*id);
                 }
-                keep
+                !end
             });
             !ids.is_empty()
         });
-        for id in &expired {
+        for id in &ended {
             self.entries.remove(id);
         }
-        expired.sort();
-        expired
+        ended.sort();
+        ended
     }
 
     /// The idle sandboxes that may be evicted (ordinary ones, not
