@@ -19,6 +19,11 @@ fn reader() -> Vec<u8> {
     sh_runtime(r#"printf '%s\n%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$AWS_SESSION_TOKEN" > /tmp/response"#)
 }
 
+/// Room for a cold start on a busy machine.
+fn slow_start() -> serde_json::Value {
+    json!({ "Timeout": 30 })
+}
+
 /// Invokes `name` (a [`reader`]) with `owner`'s key and reads its credentials.
 fn session_of(server: &Server, owner: &Credentials, name: &str) -> Session {
     let reply = server.invoke_as(owner, name, "{}");
@@ -64,7 +69,7 @@ fn sandboxes_act_for_their_functions_account_with_session_credentials() {
     let (_, alpha) = server.create_account("creds-alpha");
     let (_, beta) = server.create_account("creds-beta");
     for (name, zip) in [("reader", reader()), ("other", sh_runtime("echo '\"other\"' > /tmp/response"))] {
-        let created = server.create_as(&alpha, name, &zip);
+        let created = server.create_as_with(&alpha, name, &zip, slow_start());
         assert_eq!(created.status, 201, "{}", created.text());
     }
     let session = session_of(&server, &alpha, "reader");
@@ -123,7 +128,7 @@ fn sandboxes_act_for_their_functions_account_with_session_credentials() {
     assert_eq!(deleted.status, 204, "{}", deleted.text());
     refused(&invoke(&server, &session, "other"), "UnrecognizedClientException");
     // Created again under the same name, it is another function: the old ones stay refused.
-    let again = server.create_as(&alpha, "reader", &reader());
+    let again = server.create_as_with(&alpha, "reader", &reader(), slow_start());
     assert_eq!(again.status, 201, "{}", again.text());
     refused(&invoke(&server, &session, "other"), "UnrecognizedClientException");
     let renewed = session_of(&server, &alpha, "reader");
@@ -134,7 +139,7 @@ fn sandboxes_act_for_their_functions_account_with_session_credentials() {
 #[test]
 fn a_function_of_the_administrators_account_is_no_administrator() {
     let server = Server::start();
-    let created = server.create("root-reader", &reader(), serde_json::Value::Null);
+    let created = server.create("root-reader", &reader(), slow_start());
     assert_eq!(created.status, 201, "{}", created.text());
     let session = session_of(&server, &Server::credentials(), "root-reader");
     for (method, path) in [("GET", "/ignis/accounts"), ("POST", "/ignis/accounts"), ("GET", "/ignis/workers")] {
