@@ -16,7 +16,7 @@
 //!             ▼      │ Ready                  ▼
 //!           Busy ── Failed ─────────────────► Dead
 //!           ▲  │     │                        ▲
-//!   reserve │  │ Released                     │ Expired / Retired / Evicted
+//!   reserve │  │ Released                     │ Expired / Retired / Evicted / Aged
 //!           │  ▼     ▼                        │
 //!           Idle ─────────────────────────────┘
 //! ```
@@ -34,6 +34,12 @@
 //! again: idle ones die at once, busy ones when they are released. `Dead` is
 //! final; dead sandboxes leave the pool. A sandbox whose worker was lost
 //! leaves it at once, whatever its state ([`Pool::remove`]).
+//!
+//! A sandbox may have a renewal time ([`Pool::renew_at`]: its session
+//! credentials, fixed in its environment, are then near their expiry). From
+//! that time on it is never handed out again, provisioned or not: idle ones
+//! die when [`Pool::renew`] is called (`Aged`), busy ones when they are
+//! released; the caller starts fresh ones.
 
 use std::collections::HashMap;
 
@@ -75,6 +81,8 @@ pub enum Event {
     Retired,
     /// Its memory is needed for a new sandbox (an ordinary idle one only).
     Evicted,
+    /// Its renewal time came ([`Pool::renew_at`]): its credentials are near their expiry.
+    Aged,
 }
 
 /// The state machine: the state after `event`, or `None` when the event is
@@ -92,6 +100,7 @@ pub fn next(state: State, event: Event) -> Option<State> {
         (Idle, Expired) => Some(Dead),
         (Idle, Retired) => Some(Dead),
         (Idle, Evicted) => Some(Dead),
+        (Idle, Aged) => Some(Dead),
         _ => None,
     }
 }
@@ -142,11 +151,18 @@ struct Entry<K> {
     retired: bool,
     /// Kept for provisioned concurrency: never expires.
     provisioned: bool,
+    /// From this time on it is never handed out again ([`Pool::renew_at`]).
+    renew_at: Option<u64>,
 }
 
 impl<K: Clone> Entry<K> {
     fn new(key: &K, provisioned: bool) -> Self {
-        Entry { key: key.clone(), state: State::Initialising, idle_since: 0, retired: false, provisioned }
+        Entry { key: key.clone(), state: State::Initialising, idle_since: 0, retired: false, provisioned, renew_at: None }
+    }
+
+    /// Whether it may serve no more invocations: its key was retired, or its renewal time came.
+    fn spent(&self, now_ms: u64) -> bool {
+        self.retired || self.renew_at.is_some_and(|at| now_ms >= at)
     }
 }
 
@@ -235,12 +251,12 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
     pub fn report(&mut self, id: SandboxId, event: Event, now_ms: u64) -> Result<State, InvalidTransition> {
         let entry = self.entries.get_mut(&id).ok_or(InvalidTransition { id, state: None, event })?;
         let refused = InvalidTransition { id, state: Some(entry.state), event };
-        if matches!(event, Event::Reserved | Event::Expired | Event::Retired | Event::Evicted) {
+        if matches!(event, Event::Reserved | Event::Expired | Event::Retired | Event::Evicted | Event::Aged) {
             // These are the pool's own decisions, made through reserve/expire/retire/evict.
             return Err(refused);
         }
         let mut state = next(entry.state, event).ok_or(refused)?;
-        if state == State::Idle && entry.retired {
+        if state == State::Idle && entry.spent(now_ms) {
             state = State::Dead;
         }
         entry.state = state;
@@ -258,27 +274,45 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         Ok(state)
     }
 
+    /// Sandbox `id` may not be handed out from `at_ms` on (its credentials
+    /// are then near their expiry); false if the pool does not know it.
+    pub fn renew_at(&mut self, id: SandboxId, at_ms: u64) -> bool {
+        self.entries.get_mut(&id).map(|entry| entry.renew_at = Some(at_ms)).is_some()
+    }
+
+    /// Idle sandboxes (provisioned ones too) whose renewal time has come by
+    /// `now_ms`: they are now dead (`Aged`), for the caller to destroy and
+    /// replace. Called before [`Pool::reserve`] with the same time, no
+    /// sandbox past its renewal time is handed out.
+    pub fn renew(&mut self, now_ms: u64) -> Vec<SandboxId> {
+        self.end_idle(|entry| entry.spent(now_ms))
+    }
+
     /// Idle sandboxes unused for `keep_alive_ms` or more: they are now dead and
     /// the caller destroys them.
     pub fn expire(&mut self, now_ms: u64, keep_alive_ms: u64) -> Vec<SandboxId> {
+        self.end_idle(|entry| !entry.provisioned && now_ms.saturating_sub(entry.idle_since) >= keep_alive_ms)
+    }
+
+    /// Ends the idle sandboxes for which `ends` holds: they leave the pool; their ids, sorted.
+    fn end_idle(&mut self, ends: impl Fn(&Entry<K>) -> bool) -> Vec<SandboxId> {
         let entries = &self.entries;
-        let mut expired = Vec::new();
+        let mut ended = Vec::new();
         self.idle.retain(|_, ids| {
             ids.retain(|id| {
-                let entry = &entries[id];
-                let keep = entry.provisioned || now_ms.saturating_sub(entry.idle_since) < keep_alive_ms;
-                if !keep {
-                    expired.push(*id);
+                let end = ends(&entries[id]);
+                if end {
+                    ended.push(*id);
                 }
-                keep
+                !end
             });
             !ids.is_empty()
         });
-        for id in &expired {
+        for id in &ended {
             self.entries.remove(id);
         }
-        expired.sort();
-        expired
+        ended.sort();
+        ended
     }
 
     /// The idle sandboxes that may be evicted (ordinary ones, not

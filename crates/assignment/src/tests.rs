@@ -1,7 +1,7 @@
 use super::*;
 
 const STATES: [State; 4] = [State::Initialising, State::Idle, State::Busy, State::Dead];
-const EVENTS: [Event; 9] = [
+const EVENTS: [Event; 10] = [
     Event::InitDone,
     Event::Ready,
     Event::InitFailed,
@@ -11,6 +11,7 @@ const EVENTS: [Event; 9] = [
     Event::Expired,
     Event::Retired,
     Event::Evicted,
+    Event::Aged,
 ];
 
 #[test]
@@ -27,6 +28,7 @@ fn state_machine_is_exactly_the_documented_table() {
         (Idle, Expired, Dead),
         (Idle, Retired, Dead),
         (Idle, Evicted, Dead),
+        (Idle, Aged, Dead),
     ];
     for state in STATES {
         for event in EVENTS {
@@ -109,7 +111,7 @@ fn pool_decisions_cannot_be_reported() {
     let id = pool.reserve(&key("a")).id();
     pool.report(id, Event::InitDone, 0).unwrap();
     pool.report(id, Event::Released, 0).unwrap();
-    for event in [Event::Reserved, Event::Expired, Event::Retired, Event::Evicted] {
+    for event in [Event::Reserved, Event::Expired, Event::Retired, Event::Evicted, Event::Aged] {
         assert!(pool.report(id, event, 0).is_err());
     }
     assert_eq!(pool.state(id), Some(State::Idle));
@@ -134,6 +136,37 @@ fn expiry_after_keep_alive() {
     assert_eq!(pool.state(busy), Some(State::Busy));
     assert_eq!(pool.counts(), (0, 0, 1));
     assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
+}
+
+#[test]
+fn sandboxes_past_their_renewal_time_are_never_handed_out() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let (old, busy, young) = (pool.reserve(&a).id(), pool.reserve(&a).id(), pool.reserve(&a).id());
+    let provisioned = pool.provision(&a);
+    assert!(pool.renew_at(old, 1000) && pool.renew_at(busy, 1000) && pool.renew_at(young, 5000));
+    assert!(pool.renew_at(provisioned, 1000));
+    assert!(!pool.renew_at(SandboxId(999), 1000), "unknown");
+    for id in [old, busy, young] {
+        pool.report(id, Event::InitDone, 0).unwrap();
+    }
+    pool.report(provisioned, Event::Ready, 0).unwrap();
+    pool.report(old, Event::Released, 10).unwrap();
+    pool.report(young, Event::Released, 20).unwrap();
+    assert_eq!(pool.renew(999), vec![], "not yet");
+    assert_eq!(pool.counts(), (0, 3, 1));
+    // From its renewal time on: idle ones die, provisioned or not; the busy one dies when released.
+    assert_eq!(pool.renew(1000), vec![old, provisioned]);
+    assert_eq!(pool.provisioned(&a), (0, 0), "to be started again");
+    assert_eq!(pool.report(busy, Event::Released, 1000), Ok(State::Dead));
+    assert_eq!(pool.reserve(&a), Reservation::Warm(young));
+    pool.report(young, Event::Released, 4999).unwrap();
+    assert_eq!(pool.renew(4999), vec![]);
+    assert_eq!(pool.renew(6000), vec![young]);
+    assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
+    // Without a renewal time, a sandbox never ages.
+    let (_, idle, _) = pool.counts();
+    assert_eq!(idle, 0);
 }
 
 #[test]
@@ -217,19 +250,33 @@ fn random_operations_keep_the_books_consistent() {
         for _ in 0..300 {
             now += rand(50);
             match rand(8) {
-                0 | 1 => match pool.reserve(&rand(3)) {
-                    Reservation::Warm(id) => {
-                        assert!(!busy.contains(&id) && !initialising.contains(&id));
-                        busy.push(id);
+                0 | 1 => {
+                    pool.renew(now);
+                    match pool.reserve(&rand(3)) {
+                        Reservation::Warm(id) => {
+                            assert!(!busy.contains(&id) && !initialising.contains(&id));
+                            assert!(!pool.entries[&id].spent(now), "renewed before it was handed out");
+                            busy.push(id);
+                        }
+                        Reservation::Cold(id) => initialising.push(id),
                     }
-                    Reservation::Cold(id) => initialising.push(id),
-                },
+                }
                 6 => {
                     let k = rand(3);
                     provisioning.push(pool.provision(&k));
                 }
-                7 if rand(2) == 0 => {
+                7 if rand(3) == 0 => {
                     pool.unprovision(&rand(3), rand(3) as usize, now);
+                }
+                7 if rand(2) == 0 && !pool.entries.is_empty() => {
+                    // A sandbox's credentials were minted: it ages from some time on.
+                    let mut ids: Vec<SandboxId> = pool.entries.keys().copied().collect();
+                    ids.sort();
+                    assert!(pool.renew_at(ids[rand(ids.len() as u64) as usize], now + rand(400)));
+                    for id in pool.renew(now) {
+                        assert!(!busy.contains(&id) && !initialising.contains(&id) && !provisioning.contains(&id));
+                        assert!(!pool.entries.contains_key(&id));
+                    }
                 }
                 7 => {
                     // A new sandbox needs memory: the least recently used idle one goes.

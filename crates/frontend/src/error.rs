@@ -33,6 +33,10 @@ pub enum ApiError {
     AccessDenied(String),
     /// Authentication failed: the type is SigV4's own (`InvalidSignatureException`, ...).
     Auth { error_type: &'static str, message: String },
+    /// Session credentials (`X-Amz-Security-Token`) that are not valid
+    /// (`expired: false`: not Ignis's, changed, of another key, of a function
+    /// that is gone) or expired: each service's own error.
+    SecurityToken { expired: bool },
     UnknownOperation(String),
     Service(String),
     /// An invocation throttled by concurrency or the scaling rate.
@@ -115,6 +119,8 @@ impl ApiError {
             RequestEntityTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException", m),
             AccessDenied(m) => (StatusCode::FORBIDDEN, "AccessDeniedException", m),
             Auth { error_type, message } => (StatusCode::FORBIDDEN, error_type, message),
+            SecurityToken { expired: false } => (StatusCode::FORBIDDEN, "UnrecognizedClientException", INVALID_TOKEN),
+            SecurityToken { expired: true } => (StatusCode::FORBIDDEN, "ExpiredTokenException", EXPIRED_TOKEN),
             UnknownOperation(m) => (StatusCode::NOT_FOUND, "UnknownOperationException", m),
             Service(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", m),
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded."),
@@ -165,7 +171,16 @@ impl ApiError {
     /// shape, `x-amzn-query-error` its SQS code and fault. Errors that are not
     /// SQS's own (authentication, unknown operation) keep their type.
     pub fn to_sqs_response(&self) -> Response<Full<Bytes>> {
-        let ApiError::Sqs(e) = self else { return self.to_json_protocol_response() };
+        let token;
+        let e = match self {
+            ApiError::Sqs(e) => e,
+            ApiError::SecurityToken { expired } => {
+                let (shape, message) = if *expired { ("ExpiredToken", EXPIRED_TOKEN) } else { ("InvalidClientTokenId", INVALID_TOKEN) };
+                token = SqsError { status: StatusCode::FORBIDDEN, shape, code: shape, message: message.into() };
+                &token
+            }
+            _ => return self.to_json_protocol_response(),
+        };
         let body = serde_json::json!({ "__type": format!("com.amazonaws.sqs#{}", e.shape), "message": e.message });
         let mut answer = response(e.status, e.shape, body);
         let fault = if e.status.is_server_error() { "Receiver" } else { "Sender" };
@@ -342,7 +357,7 @@ impl From<ignis_registry::RegistryError> for ApiError {
             VersionNotFound { function, version } => ApiError::ResourceNotFound(format!("Function not found: {function}:{version}")),
             AliasNotFound { function, alias } => ApiError::ResourceNotFound(format!("Alias not found: {function}:{alias}")),
             AccessDenied { caller, action, resource } => {
-                crate::Caller { account: caller, admin: false }.denied(&format!("lambda:{action}"), &resource)
+                crate::Caller { account: caller, admin: false, session: None }.denied(&format!("lambda:{action}"), &resource)
             }
             FunctionExists { name } => ApiError::ResourceConflict(format!("Function already exist: {name}")),
             RevisionMismatch { .. } => ApiError::PreconditionFailed(
@@ -387,6 +402,18 @@ impl From<ignis_pollers::MappingError> for ApiError {
     }
 }
 
+/// The message of an invalid security token, as AWS's services give it.
+const INVALID_TOKEN: &str = "The security token included in the request is invalid.";
+/// The message of an expired security token, as AWS's services give it.
+const EXPIRED_TOKEN: &str = "The security token included in the request is expired";
+
+/// Every refusal of session credentials is an invalid token, but expiry.
+impl From<ignis_registry::SessionError> for ApiError {
+    fn from(e: ignis_registry::SessionError) -> Self {
+        ApiError::SecurityToken { expired: e == ignis_registry::SessionError::Expired }
+    }
+}
+
 impl From<ignis_sigv4::AuthError> for ApiError {
     fn from(e: ignis_sigv4::AuthError) -> Self {
         ApiError::Auth { error_type: e.aws_error_type(), message: e.to_string() }
@@ -419,6 +446,34 @@ mod tests {
             body,
             serde_json::json!({ "Type": "User", "message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded" })
         );
+    }
+
+    #[tokio::test]
+    async fn refused_session_tokens_answer_each_services_own_error() {
+        use ignis_registry::SessionError::*;
+        let json = |answer: Response<Full<Bytes>>| async move {
+            let (parts, body) = answer.into_parts();
+            let body: serde_json::Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+            (parts.status, parts.headers, body)
+        };
+        for (refused, expired) in [(Malformed, false), (Forged, false), (WrongKey, false), (FunctionGone, false), (Expired, true)] {
+            let e = ApiError::from(refused);
+            let (lambda_type, message, sqs) = if expired {
+                ("ExpiredTokenException", EXPIRED_TOKEN, "ExpiredToken")
+            } else {
+                ("UnrecognizedClientException", INVALID_TOKEN, "InvalidClientTokenId")
+            };
+            let (status, headers, body) = json(e.to_rest_response()).await;
+            assert_eq!((status, &headers["x-amzn-errortype"]), (StatusCode::FORBIDDEN, &HeaderValue::from_static(lambda_type)));
+            assert_eq!(body["message"], message);
+            let (status, _, body) = json(e.to_json_protocol_response()).await;
+            assert_eq!((status, body["__type"].as_str()), (StatusCode::FORBIDDEN, Some(lambda_type)), "CloudWatch Logs");
+            let (status, headers, body) = json(e.to_sqs_response()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(body["__type"], format!("com.amazonaws.sqs#{sqs}"));
+            assert_eq!(body["message"], message);
+            assert_eq!(headers["x-amzn-query-error"], format!("{sqs};Sender").as_str());
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!    reads at most its own body limit (a larger `Content-Length` is refused
 //!    at once);
 //! 2. the SigV4 check of the head ([`ignis_sigv4::verify_head`]): the key
-//!    exists, the scope (service included) and date are right, the signed
+//!    exists (or, for a request with `X-Amz-Security-Token` or an `ASIA` key
+//!    id, the session credentials check out: `ignis_registry::Sessions`
+//!    gives the secret), the scope (service included) and date are right, the signed
 //!    headers are there, and, when `x-amz-content-sha256` declares the
 //!    payload hash, the signature itself. Nothing of the body is read before;
 //! 3. the body, read against its limit, then checked
@@ -615,18 +617,62 @@ fn authenticate_head(
         query: parts.uri.query().unwrap_or(""),
         headers: &headers,
     };
-    let head = ignis_sigv4::verify_head(&request, |key| app.secret_for(key), app.config.clock.now())?;
+    let now = app.config.clock.now();
+    let token = security_token(parts)?;
+    // A session's secret comes from its token; what its check found is kept for the caller, or the error.
+    let session = std::cell::RefCell::new(None);
+    let secret_for = |key: &str| {
+        if token.is_none() && !key.starts_with(SESSION_KEY_PREFIX) {
+            return app.secret_for(key);
+        }
+        let checked = app.sessions.verify(key, token.unwrap_or(""), now);
+        let secret = checked.as_ref().ok().map(|s| s.secret_access_key.clone());
+        *session.borrow_mut() = Some(checked);
+        secret
+    };
+    let head = ignis_sigv4::verify_head(&request, secret_for, now).map_err(|e| match session.borrow_mut().take() {
+        Some(Err(refused)) => ApiError::from(refused),
+        _ => ApiError::from(e),
+    })?;
     if head.claimed().service != service {
         return Err(ApiError::Auth {
             error_type: "InvalidSignatureException",
             message: format!("Credential should be scoped to correct service: '{service}'. "),
         });
     }
-    let caller = app.caller_for(&head.claimed().access_key_id).ok_or_else(|| ApiError::Auth {
-        error_type: "UnrecognizedClientException",
-        message: "The security token included in the request is invalid.".into(),
-    })?;
+    let caller = match session.into_inner() {
+        Some(Ok(session)) => {
+            let claims = session.claims;
+            Caller { account: claims.account, admin: false, session: Some(claims.function) }
+        }
+        _ => app.caller_for(&head.claimed().access_key_id).ok_or(ApiError::SecurityToken { expired: false })?,
+    };
+    if caller.session.is_some() && service == "ignis" {
+        return Err(ApiError::AccessDenied(
+            "A function's session credentials may not call Ignis's own API (accounts, runtimes, workers).".into(),
+        ));
+    }
     Ok((head, caller))
+}
+
+/// Access key ids of session credentials begin so (as AWS's temporary ones).
+const SESSION_KEY_PREFIX: &str = "ASIA";
+
+/// The request's `X-Amz-Security-Token`: the header, else the query parameter; at most one.
+fn security_token(parts: &http::request::Parts) -> Result<Option<&str>, ApiError> {
+    let mut headers = parts.headers.get_all("x-amz-security-token").iter();
+    let header = match (headers.next(), headers.next()) {
+        (Some(_), Some(_)) => return Err(ApiError::SecurityToken { expired: false }),
+        (Some(value), None) => Some(value.to_str().map_err(|_| ApiError::SecurityToken { expired: false })?),
+        (None, _) => None,
+    };
+    let query = parts.uri.query().unwrap_or("");
+    let in_query = query.split('&').find_map(|pair| pair.strip_prefix("X-Amz-Security-Token="));
+    match (header, in_query) {
+        (Some(_), Some(_)) => Err(ApiError::SecurityToken { expired: false }),
+        (Some(token), None) | (None, Some(token)) => Ok(Some(token)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Reads a body of at most `limit` bytes into one buffer.

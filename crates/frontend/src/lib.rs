@@ -35,8 +35,12 @@
 //!
 //! Every request is made by a [`Caller`]: the account its access key belongs
 //! to, which SigV4 verification learns from the accounts service
-//! (`ignis_registry::Accounts`, from memory). Handlers act only within the
-//! caller's account.
+//! (`ignis_registry::Accounts`, from memory), or, for a request signed with a
+//! sandbox's session credentials (`X-Amz-Security-Token`), the account of the
+//! function they were minted for (`ignis_registry::Sessions`). Handlers act
+//! only within the caller's account. A session caller is never the
+//! administrator, even in the administrator's account, and calls none of
+//! Ignis's own routes (service `ignis`).
 
 mod accounts_api;
 mod runtimes_api;
@@ -127,8 +131,11 @@ pub struct Services {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub account: AccountId,
-    /// Whether the key is the administrator's.
+    /// Whether the key is the administrator's (never for a session).
     pub admin: bool,
+    /// `Some(function)`: the request was signed with the session credentials
+    /// of a sandbox of `account`'s `function`.
+    pub session: Option<String>,
 }
 
 impl Caller {
@@ -159,6 +166,8 @@ pub struct App {
     oci: Arc<ignis_oci::Oci>,
     images: Arc<ignis_images::Images>,
     runtimes: Arc<dyn ignis_registry::Runtimes>,
+    /// Verifies sandboxes' session credentials (over `accounts` and `registry`).
+    sessions: ignis_registry::Sessions,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
 }
@@ -169,9 +178,11 @@ impl App {
         let Services {
             store, registry, layers, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes,
         } = services;
+        let sessions = ignis_registry::Sessions::new(accounts.clone(), registry.clone());
         Arc::new(App {
             config,
             store,
+            sessions,
             registry,
             layers,
             concurrency: invoker.admission().clone(),
@@ -212,6 +223,6 @@ impl App {
 
     /// Whom an access key acts for, from the accounts' memory.
     fn caller_for(&self, access_key_id: &str) -> Option<Caller> {
-        self.accounts.key(access_key_id).map(|k| Caller { account: k.account, admin: k.admin })
+        self.accounts.key(access_key_id).map(|k| Caller { account: k.account, admin: k.admin, session: None })
     }
 }

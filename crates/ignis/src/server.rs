@@ -396,6 +396,9 @@ fn embedded_services(
         }
     }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
+    // Every sandbox gets session credentials for its function's account; where sandboxes reach the API is not
+    // set yet (`Invoker::set_sandbox_endpoint`).
+    invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
     let pollers = ignis_pollers::Services {
         registry: registry.clone(),

@@ -33,6 +33,7 @@ use crate::{Function, FunctionBase, FunctionImage, Revision, Target};
 pub fn target(store: &Store, region: &str, account: &str, record: &FunctionRecord) -> Target {
     let function = Function {
         revision: revision(account, record),
+        incarnation: record.incarnation,
         version: record.version_label(),
         memory_mb: record.memory_mb,
         ephemeral_mb: record.ephemeral_mb,

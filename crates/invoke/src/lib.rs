@@ -23,6 +23,11 @@
 //!   worker and remote worker hosts behind them; `fake` (feature `fake`) is an
 //!   in-memory one for tests.
 //! - [`from_record`]: a registry record as a [`Target`] (the one place).
+//! - [`credentials`]: the session credentials every new sandbox gets in its
+//!   environment, from the [`CredentialSource`] the server sets
+//!   ([`Invoker::set_credential_source`]), and the endpoint of Ignis's APIs
+//!   ([`Invoker::set_sandbox_endpoint`]); a sandbox whose credentials are
+//!   within [`credentials::RENEW_BEFORE`] of their expiry is ended, not reused.
 //!
 //! # API boundary
 //!
@@ -67,6 +72,7 @@
 pub mod admission;
 pub mod backend;
 pub mod counter;
+pub mod credentials;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -97,6 +103,7 @@ pub use backend::{BoxFuture, Failure, LocalWorker, RemoteHost, Sandbox, WorkerBa
 pub use error::InvokeError;
 pub use ignis_ids::Revision;
 pub use counter::{Counter, LocalCounter, Slot};
+pub use credentials::CredentialSource;
 pub use membership::{LocalMembership, Membership};
 use membership::{Beat, Joined};
 use placements::{Dropped, Placements, Plan};
@@ -113,6 +120,9 @@ pub const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(200);
 pub struct Function {
     /// Account, name and revision id: sandboxes are reused only within it.
     pub revision: Revision,
+    /// Which life of the function this is (`ignis_registry::FunctionRecord::incarnation`): its sandboxes'
+    /// credentials name it.
+    pub incarnation: u64,
     /// `$LATEST` or the version's number.
     pub version: String,
     pub memory_mb: u32,
@@ -274,6 +284,13 @@ impl StartFailure {
     }
 }
 
+/// What every new sandbox gets besides its function's environment (see [`credentials`]).
+#[derive(Default)]
+struct SandboxEnv {
+    credentials: Option<Arc<dyn CredentialSource>>,
+    endpoint: Option<String>,
+}
+
 /// The invoker's own state (see the module docs for the lock order).
 struct State {
     pool: Pool<Revision>,
@@ -292,6 +309,8 @@ pub struct Invoker {
     epoch: Instant,
     connect: Connect,
     logs: mpsc::Sender<LogBatch>,
+    /// Set by the server; read when a sandbox starts (its lock is never held with another).
+    sandbox_env: std::sync::RwLock<SandboxEnv>,
 }
 
 impl Invoker {
@@ -322,6 +341,7 @@ impl Invoker {
             clock,
             connect: workers.connect,
             logs: workers.logs,
+            sandbox_env: std::sync::RwLock::default(),
         });
         let reaper = Arc::downgrade(&invoker);
         let period = (keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -343,6 +363,19 @@ impl Invoker {
             }
         });
         invoker
+    }
+
+    /// Every sandbox started from now on gets credentials minted by `source`
+    /// in its environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`), and is not reused once they near their expiry.
+    pub fn set_credential_source(&self, source: Arc<dyn CredentialSource>) {
+        self.sandbox_env.write().unwrap_or_else(|e| e.into_inner()).credentials = Some(source);
+    }
+
+    /// Where sandboxes reach Ignis's APIs: `AWS_ENDPOINT_URL` of every sandbox
+    /// started from now on (`None`: not set).
+    pub fn set_sandbox_endpoint(&self, endpoint: Option<String>) {
+        self.sandbox_env.write().unwrap_or_else(|e| e.into_inner()).endpoint = endpoint;
     }
 
     /// Admission, for reservations (PutFunctionConcurrency and the like).
@@ -473,10 +506,21 @@ impl Invoker {
         }
     }
 
-    /// Kills idle sandboxes past the keep-alive.
+    /// Kills idle sandboxes whose credentials near their expiry (provisioned
+    /// ones are started again by the next [`Invoker::provision`]).
+    fn renew(&self, state: &mut State) {
+        for id in state.pool.renew(self.now_ms()) {
+            if let Some(handle) = self.forget(state, id) {
+                handle.kill();
+            }
+        }
+    }
+
+    /// Kills idle sandboxes past the keep-alive, or whose credentials near their expiry.
     fn expire(&self) {
         let now = self.now_ms();
         let mut state = self.lock();
+        self.renew(&mut state);
         for id in state.pool.expire(now, self.keep_alive.as_millis() as u64) {
             if let Some(handle) = self.forget(&mut state, id) {
                 handle.kill();
@@ -634,7 +678,11 @@ impl Invoker {
     async fn reserve(&self, target: &Target, request_id: &str) -> Result<Reserved, InvokeError> {
         let revision = &target.function.revision;
         loop {
-            let reservation = self.lock().pool.reserve(revision);
+            let reservation = {
+                let mut state = self.lock();
+                self.renew(&mut state);
+                state.pool.reserve(revision)
+            };
             match reservation {
                 Reservation::Warm(id) => {
                     let handle = self.lock().handles.get(&id).cloned();
@@ -670,7 +718,8 @@ impl Invoker {
             self.place(&mut state, id, needs)
         };
         let backend = placed.map_err(|refusal| StartFailure::Refused { memory_mb: needs.memory_mb, refusal })?;
-        let started = backend.start(spec(target, initialization), &target.function.code_sha256_hex).await;
+        let ignis_env = self.sandbox_variables(id, &target.function);
+        let started = backend.start(spec(target, initialization, ignis_env), &target.function.code_sha256_hex).await;
         let mut state = self.lock();
         match started {
             Ok(handle) if self.placements.is_placed(id) => {
@@ -686,6 +735,24 @@ impl Invoker {
                 Err(StartFailure::Worker(e))
             }
         }
+    }
+
+    /// The credentials (minted now, if a source is set; the sandbox's renewal
+    /// time is noted in the pool) and endpoint variables of new sandbox `id`.
+    fn sandbox_variables(&self, id: SandboxId, function: &Function) -> Vec<(String, String)> {
+        let (source, endpoint) = {
+            let env = self.sandbox_env.read().unwrap_or_else(|e| e.into_inner());
+            (env.credentials.clone(), env.endpoint.clone())
+        };
+        let credentials = source.map(|source| {
+            let now = self.clock.now();
+            let revision = &function.revision;
+            let minted = source.mint(&revision.account, &revision.function, function.incarnation, now);
+            let usable = credentials::usable_for(minted.expiration, now).as_millis() as u64;
+            self.lock().pool.renew_at(id, self.now_ms().saturating_add(usable));
+            minted
+        });
+        credentials::variables(credentials.as_ref(), endpoint.as_deref())
     }
 
     fn discard(&self, id: SandboxId) {
@@ -729,8 +796,9 @@ fn function_key(revision: &Revision) -> FunctionKey {
 }
 
 /// The sandbox's view of a function: its code, limits and Lambda's environment;
-/// `initialization` is `AWS_LAMBDA_INITIALIZATION_TYPE`.
-fn spec(target: &Target, initialization: &str) -> FunctionSpec {
+/// `initialization` is `AWS_LAMBDA_INITIALIZATION_TYPE`; `ignis_env` (its
+/// credentials and endpoint) comes last and replaces any variable of the same name.
+fn spec(target: &Target, initialization: &str, ignis_env: Vec<(String, String)>) -> FunctionSpec {
     let function = &target.function;
     let mut env: Vec<(String, String)> = vec![
         ("AWS_LAMBDA_FUNCTION_NAME".into(), function.revision.function.clone()),
@@ -767,8 +835,10 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
     env.extend(function.environment.iter().cloned());
     // Each name once, in its first place, with its last value.
     let mut last: std::collections::HashMap<String, String> = env.iter().cloned().collect();
-    let env: Vec<(String, String)> =
+    let mut env: Vec<(String, String)> =
         env.into_iter().filter_map(|(name, _)| last.remove(&name).map(|value| (name, value))).collect();
+    env.retain(|(name, _)| !ignis_env.iter().any(|(ours, _)| ours == name));
+    env.extend(ignis_env);
     FunctionSpec {
         code_dir: function.code_dir.clone(),
         memory_mb: function.memory_mb,

@@ -83,6 +83,7 @@ impl World {
 pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target {
     let function = Function {
         revision: Revision { account: AccountId::new(ACCOUNT), function: name.into(), revision_id: revision_id.into() },
+        incarnation: 1,
         version: "$LATEST".into(),
         memory_mb,
         ephemeral_mb: 512,
@@ -165,6 +166,109 @@ async fn a_new_sandbox_gets_lambdas_environment() {
     assert_eq!(get("AWS_EXECUTION_ENV"), Some("AWS_Lambda_provided.al2023"));
     assert_eq!(get("_HANDLER"), Some("bootstrap"));
     assert_eq!(env.last(), Some(&("GREETING".to_string(), "hello".to_string())), "the function's own variables come last");
+}
+
+/// Credentials numbered in minting order, valid 12 hours.
+#[derive(Default)]
+struct NumberedCredentials {
+    minted: Mutex<Vec<(String, String, u64)>>,
+}
+
+impl CredentialSource for NumberedCredentials {
+    fn mint(&self, account: &AccountId, function: &str, incarnation: u64, now: std::time::SystemTime) -> ignis_registry::SessionCredentials {
+        let mut minted = self.minted.lock().unwrap();
+        minted.push((account.to_string(), function.to_string(), incarnation));
+        ignis_registry::SessionCredentials {
+            access_key_id: format!("ASIA{:016}", minted.len()),
+            secret_access_key: format!("secret-{}", minted.len()),
+            session_token: format!("token-{}", minted.len()),
+            expiration: now + Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_new_sandbox_gets_credentials_of_its_own_and_the_endpoint() {
+    let w = world(Options::default());
+    let source = Arc::new(NumberedCredentials::default());
+    response(w.invoker.invoke(function("f", "r1", 256), event("0")).await);
+    w.invoker.set_credential_source(source.clone());
+    w.invoker.set_sandbox_endpoint(Some("http://10.0.0.1:9000".into()));
+    let mut target = function("g", "r1", 256);
+    let mut f = (*target.function).clone();
+    // Neither the function's nor its image's environment can set them.
+    f.environment.push(("AWS_SECRET_ACCESS_KEY".into(), "mine".into()));
+    f.image = Some(crate::FunctionImage {
+        prepared_id: "sha256:ab".into(),
+        manifest_digest: "sha256:ab".into(),
+        repository: "team/app".into(),
+        command: vec!["/entry".into()],
+        workdir: "/".into(),
+        env: vec![("AWS_ACCESS_KEY_ID".into(), "AKIAIMAGE".into()), ("AWS_ENDPOINT_URL".into(), "http://elsewhere".into())],
+    });
+    target.function = Arc::new(f);
+    w.local.script([Step::Hold, Step::Hold]);
+    let (first, second) = (w.spawn(&target, "1"), w.spawn(&target, "2"));
+    until("both invocations are held", || w.local.holding() == 2).await;
+    w.local.release();
+    response(first.await.unwrap());
+    response(second.await.unwrap());
+    let envs = w.local.environments();
+    let get = |env: &Vec<(String, String)>, k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    assert_eq!(get(&envs[0], "AWS_ACCESS_KEY_ID"), None, "no source yet");
+    assert_eq!(get(&envs[0], "AWS_ENDPOINT_URL"), None);
+    let mut keys = Vec::new();
+    for env in &envs[1..] {
+        let mut names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "each name once: {env:?}");
+        let n = get(env, "AWS_SECRET_ACCESS_KEY").unwrap().trim_start_matches("secret-").to_string();
+        assert_eq!(get(env, "AWS_ACCESS_KEY_ID"), Some(format!("ASIA{:0>16}", n)));
+        assert_eq!(get(env, "AWS_SESSION_TOKEN"), Some(format!("token-{n}")));
+        assert_eq!(get(env, "AWS_ENDPOINT_URL").as_deref(), Some("http://10.0.0.1:9000"));
+        keys.push(n);
+    }
+    keys.sort();
+    assert_eq!(keys, ["1", "2"], "two sandboxes, two pairs");
+    assert_eq!(*source.minted.lock().unwrap(), vec![(ACCOUNT.to_string(), "g".to_string(), 1); 2]);
+}
+
+#[tokio::test]
+async fn a_sandbox_whose_credentials_near_their_expiry_is_replaced() {
+    let w = world(Options { keep_alive: Duration::from_secs(24 * 3600), ..Options::default() });
+    w.invoker.set_credential_source(Arc::new(NumberedCredentials::default()));
+    let target = function("f", "r1", 256);
+    response(w.invoker.invoke(target.clone(), event("1")).await);
+    // Reused until an hour before its credentials expire (12 h after they were minted)...
+    w.advance(Duration::from_secs(11 * 3600) - Duration::from_millis(1)).await;
+    response(w.invoker.invoke(target.clone(), event("2")).await);
+    assert_eq!((w.local.starts(), w.local.kills()), (1, 0));
+    // ... then ended and replaced by one with fresh credentials.
+    w.advance(Duration::from_millis(1)).await;
+    response(w.invoker.invoke(target.clone(), event("3")).await);
+    assert_eq!((w.local.starts(), w.local.kills()), (2, 1));
+    let envs = w.local.environments();
+    let secret = |env: &Vec<(String, String)>| env.iter().find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY").map(|(_, v)| v.clone());
+    assert_ne!(secret(&envs[0]), secret(&envs[1]));
+    assert_eq!(w.invoker.counts(), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn a_busy_sandbox_past_its_renewal_time_is_not_reused() {
+    let w = world(Options { keep_alive: Duration::from_secs(24 * 3600), ..Options::default() });
+    w.invoker.set_credential_source(Arc::new(NumberedCredentials::default()));
+    let target = function("f", "r1", 256);
+    w.local.script([Step::Hold]);
+    let held = w.spawn(&target, "1");
+    until("the invocation is held", || w.local.holding() == 1).await;
+    w.advance(Duration::from_secs(11 * 3600)).await;
+    w.local.release();
+    response(held.await.unwrap());
+    assert_eq!(w.invoker.counts(), (0, 0, 0), "ended when released");
+    response(w.invoker.invoke(target, event("2")).await);
+    assert_eq!(w.local.starts(), 2);
 }
 
 #[tokio::test]

@@ -7,6 +7,9 @@
 //! durably first and then change the map, so the map never shows what storage
 //! does not hold.
 //!
+//! A write that creates a function gives it a new incarnation; every other write keeps the current one (callers
+//! cannot change it), and versions carry their function's.
+//!
 //! Every record in the map, and each of its versions, holds its code tree
 //! (`FunctionRecord::code`) and its merged layers (`FunctionRecord::opt`), set
 //! here on every load and write.
@@ -149,6 +152,7 @@ impl Registry for EmbeddedRegistry {
             let _guard = self.writes.lock().await;
             let current = self.get(account, name);
             let Some(mut record) = change(current.as_deref()) else { return Ok(None) };
+            set_incarnation(&mut record, current.as_deref().map(|c| c.incarnation));
             hold_code(&self.store, &mut record);
             let bytes = serde_json::to_vec(&record).map_err(|e| RegistryError::Storage(e.to_string()))?;
             self.store(account, name, Some(bytes)).await?;
@@ -179,6 +183,16 @@ impl Drop for EmbeddedRegistry {
     /// The records go from memory, not from storage: their code stays.
     fn drop(&mut self) {
         self.store.keep_code();
+    }
+}
+
+/// Gives `record` and its versions the function's incarnation: the current record's (`existing`), or a new random
+/// one (never 0) when the write creates the function.
+fn set_incarnation(record: &mut FunctionRecord, existing: Option<u64>) {
+    let incarnation = existing.unwrap_or_else(crate::sessions::new_incarnation);
+    record.incarnation = incarnation;
+    for version in &mut record.versions {
+        version.incarnation = incarnation;
     }
 }
 

@@ -18,6 +18,9 @@
 //! signed a request is read from memory, creations are durable before they
 //! show.
 //!
+//! The [`sessions`] module mints and verifies the temporary credentials each
+//! sandbox gets ([`Sessions`]): stateless, from keys derived from the master key.
+//!
 //! Lambda's wire shapes (the JSON of a configuration, request bodies,
 //! validation, the parsing of request text into a [`FunctionRef`]) are the
 //! front end's; so is turning a [`RegistryError`] into a wire error.
@@ -41,6 +44,7 @@ mod embedded;
 pub mod layers;
 mod record;
 pub mod runtimes;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +59,7 @@ pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts,
 pub use embedded::EmbeddedRegistry;
 pub use layers::{EmbeddedLayers, LayerRecord, LayerVersionRecord, Layers};
 pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
+pub use sessions::{SESSION_LIFETIME, Session, SessionClaims, SessionCredentials, SessionError, Sessions};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
     ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord,

@@ -91,6 +91,11 @@ pub struct FunctionRecord {
     /// changed (`None`: none was installed then, and it runs on the host's base).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<crate::RuntimeRecord>,
+    /// Which life of the function this is: set by the registry when the function is created (random, never 0),
+    /// kept by every later write and by its versions; a function deleted and created again has another (0: a
+    /// record stored before incarnations were kept). Session credentials name it (`crate::sessions`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub incarnation: u64,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -301,6 +306,7 @@ impl FunctionRecord {
             layers: Vec::new(),
             opt_sha256_hex: String::new(),
             base: None,
+            incarnation: 0,
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -444,6 +450,7 @@ impl FunctionRecord {
             layers: self.layers.clone(),
             opt_sha256_hex: self.opt_sha256_hex.clone(),
             base: self.base.clone(),
+            incarnation: self.incarnation,
             code: self.code.clone(),
             opt: self.opt.clone(),
         }
