@@ -140,6 +140,9 @@ pub struct Function {
     pub image: Option<FunctionImage>,
     /// A zip function's runtime base, its sandbox's root (`None`: the host's base).
     pub base: Option<FunctionBase>,
+    /// The networks the function is attached to, with the ranges they allow as this target was made (`None`: no
+    /// network).
+    pub network: Option<ignis_net::Attachment>,
 }
 
 /// The runtime base of a zip function (made by [`from_record::target`]; see [`from_record::base_launch`]).
@@ -782,6 +785,7 @@ fn spec(target: &Target, initialization: &str) -> FunctionSpec {
         opt_dir: function.opt_dir.clone(),
         image: function.image.as_ref().map(launch),
         base: function.base.as_ref().map(|base| RuntimeBase { account: base.account.clone(), launch: launch(&base.image) }),
+        network: function.network.clone(),
     }
 }
 

@@ -97,6 +97,7 @@ pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target 
         code_hold: None,
         image: None,
         base: None,
+        network: None,
     };
     Target { function: Arc::new(function), region: "eu-west-1".into() }
 }
@@ -551,4 +552,15 @@ fn errors_say_what_the_api_shows() {
         InvokeError::Reservation(ReservationError::BelowMinimumUnreserved { minimum: 100 }),
         "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [100].",
     );
+}
+
+/// A sandbox's spec carries its function's networks, as its target had them.
+#[test]
+fn specs_carry_the_network() {
+    let mut target = function("f", "r1", 128);
+    assert_eq!(spec(&target, "on-demand").network, None);
+    let allow = ["10.0.0.0/8".parse().unwrap()];
+    let network = ignis_net::Attachment::new([("db", &allow[..])]);
+    Arc::get_mut(&mut target.function).unwrap().network = network.clone();
+    assert_eq!(spec(&target, "on-demand").network, network);
 }

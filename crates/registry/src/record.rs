@@ -91,6 +91,9 @@ pub struct FunctionRecord {
     /// changed (`None`: none was installed then, and it runs on the host's base).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<crate::RuntimeRecord>,
+    /// `VpcConfig`: the networks the function is attached to (`None`: none; a version keeps its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<VpcRecord>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -109,6 +112,15 @@ pub struct LayerUse {
     /// The layer version's zip size.
     pub code_size: u64,
     pub unzipped_size: u64,
+}
+
+/// A function's `VpcConfig`: the networks (`crate::networks`) it is attached to, named in `SubnetIds`, and those
+/// named in `SecurityGroupIds` (each one of the former: a network is its own security group). Each list is in the
+/// order given, each name once, and neither is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcRecord {
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
 }
 
 /// Lambda's `PackageType`: how a function's code is delivered.
@@ -301,6 +313,7 @@ impl FunctionRecord {
             layers: Vec::new(),
             opt_sha256_hex: String::new(),
             base: None,
+            vpc: None,
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -392,6 +405,7 @@ impl FunctionRecord {
             && self.image == version.image
             && self.image_config == version.image_config
             && self.layers == version.layers
+            && self.vpc == version.vpc
             && self.base.as_ref().map(|base| &base.image) == version.base.as_ref().map(|base| &base.image)
     }
 
@@ -444,6 +458,7 @@ impl FunctionRecord {
             layers: self.layers.clone(),
             opt_sha256_hex: self.opt_sha256_hex.clone(),
             base: self.base.clone(),
+            vpc: self.vpc.clone(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }
