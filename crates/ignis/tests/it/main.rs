@@ -22,6 +22,7 @@ mod image_hostile;
 mod image_invoke;
 mod invoke;
 mod lifecycle;
+mod networks;
 mod oci;
 mod provisioned;
 mod runtimes;
