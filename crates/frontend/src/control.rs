@@ -253,7 +253,10 @@ async fn store_new(app: &Arc<App>, caller: &Caller, record: FunctionRecord, publ
         .registry
         .update(&caller.account, &name, |current| match current {
             Some(_) => Err(ApiError::from(RegistryError::FunctionExists { name: name.clone() })),
-            None => Ok(record),
+            None => {
+                crate::vpc_config::still_there(app, caller, record.vpc.as_ref())?;
+                Ok(record)
+            }
         })
         .await?;
     if publish {
@@ -414,6 +417,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
                 layers.apply(&mut record);
             }
             if let Some(vpc) = vpc {
+                crate::vpc_config::still_there(app, caller, vpc.as_ref())?;
                 record.vpc = vpc;
             }
             request.settings.apply(&mut record);

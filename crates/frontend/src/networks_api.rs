@@ -4,7 +4,10 @@
 //!   network `name` (`[A-Za-z0-9_-]{1,64}`, unique on the host) of `Account` (the administrator's when absent; it
 //!   must exist), or sets the ranges of that account's network of that name. 200 with the network's JSON.
 //! - `GET /ignis/networks`: `{"Networks": [{"Name", "Account", "Allow", "CreatedAt"}]}`, ordered by name.
-//! - `DELETE /ignis/networks/{name}`: 204; refused while a function or a published version is attached to it.
+//! - `DELETE /ignis/networks/{name}`: 204; refused while a function or a published version is attached to it. No
+//!   write can attach a function to it meanwhile: function writes check their networks again inside the registry's
+//!   write, and the delete looks for users again once the writes in flight are done (restoring the network if one
+//!   got in).
 //!
 //! A network's ranges are read when an invocation's target is made: a change reaches the sandboxes started after
 //! it, not those running (a function's sandboxes are reused until they end).
@@ -84,16 +87,32 @@ pub async fn delete_network(app: &Arc<App>, caller: &Caller, name: &str) -> Resu
     let Some(current) = app.networks.get(name) else {
         return Err(ApiError::ResourceNotFound(format!("Network not found: {name}")));
     };
-    let users = users(app, &current);
-    if !users.is_empty() {
-        return Err(ApiError::ResourceConflict(format!(
-            "Network {name} is in use by {}: detach them (UpdateFunctionConfiguration with empty VpcConfig lists) \
-             and delete the versions first",
-            listed(&users)
-        )));
-    }
+    refuse_if_used(app, &current)?;
     app.networks.delete(name).await?;
+    // A function write that checked the network before it went may still be storing: once every write in flight
+    // is done (the registry serialises them all), none can attach to it any more (each checks again inside its
+    // write, `vpc_config::still_there`), so a use found now is one that got in before, and the network comes back.
+    let account = AccountId::new(current.account.clone());
+    app.registry.write(&account, name, Box::new(|_| None)).await?;
+    if let Err(in_use) = refuse_if_used(app, &current) {
+        app.networks.put((*current).clone()).await?;
+        return Err(in_use);
+    }
     Ok(empty_answer(StatusCode::NO_CONTENT))
+}
+
+/// Lambda's conflict when a function or published version is attached to `network`.
+fn refuse_if_used(app: &App, network: &NetworkRecord) -> Result<(), ApiError> {
+    let users = users(app, network);
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::ResourceConflict(format!(
+        "Network {} is in use by {}: detach them (UpdateFunctionConfiguration with empty VpcConfig lists) and \
+         delete the versions first",
+        network.name,
+        listed(&users)
+    )))
 }
 
 /// The functions (`name`) and published versions (`name:N`) of the network's account attached to `network`.

@@ -69,6 +69,24 @@ pub fn attach(app: &App, caller: &Caller, config: &VpcConfigIn) -> Result<Option
     decide(config, |name| app.networks.of_account(&caller.account, name).is_some())
 }
 
+/// Checks again, inside the registry's write that stores it, that every network `vpc` attaches to is still the
+/// caller's: a network deleted since [`attach`] checked it is refused as [`attach`] refuses one that never was
+/// (`networks_api`'s delete relies on it, see there).
+pub fn still_there(app: &App, caller: &Caller, vpc: Option<&VpcRecord>) -> Result<(), ApiError> {
+    match vpc.and_then(|vpc| vpc.subnets.iter().find(|name| app.networks.of_account(&caller.account, name).is_none())) {
+        Some(gone) => Err(no_subnet(gone)),
+        None => Ok(()),
+    }
+}
+
+/// Lambda's refusal of a subnet that does not exist.
+fn no_subnet(name: &str) -> ApiError {
+    ApiError::InvalidParameterValue(format!(
+        "Error occurred while DescribeSubnets. EC2 Error Code: InvalidSubnetID.NotFound. EC2 Error Message: The \
+         subnet ID '{name}' does not exist"
+    ))
+}
+
 /// [`attach`]'s decision, with `ours` saying whether a name is a network of the caller's account (see the module
 /// docs for the rules, checked in this order).
 pub fn decide(config: &VpcConfigIn, ours: impl Fn(&str) -> bool) -> Result<Option<VpcRecord>, ApiError> {
@@ -85,10 +103,7 @@ pub fn decide(config: &VpcConfigIn, ours: impl Fn(&str) -> bool) -> Result<Optio
         _ => return Err(ApiError::InvalidParameterValue(COEXIST.into())),
     }
     if let Some(unknown) = subnets.iter().find(|s| !ours(s)) {
-        return Err(ApiError::InvalidParameterValue(format!(
-            "Error occurred while DescribeSubnets. EC2 Error Code: InvalidSubnetID.NotFound. EC2 Error Message: The \
-             subnet ID '{unknown}' does not exist"
-        )));
+        return Err(no_subnet(unknown));
     }
     if let Some(unknown) = security_groups.iter().find(|g| !subnets.contains(g)) {
         return Err(ApiError::InvalidParameterValue(format!(
