@@ -59,6 +59,7 @@ pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
             launch["Account"] = json!(base.account);
             launch
         }),
+        "Network": spec.network,
     })
     .to_string()
     .into_bytes()
@@ -111,6 +112,14 @@ fn decode_opt(v: &Value) -> Result<Option<PathBuf>, WireError> {
     }
 }
 
+/// `"Network"`: null or absent (no network, as from a server that sends none), or the function's attachment.
+fn decode_network(v: &Value) -> Result<Option<ignis_net::Attachment>, WireError> {
+    match v.get("Network") {
+        None | Some(Value::Null) => Ok(None),
+        Some(network) => serde_json::from_value(network.clone()).map(Some).map_err(|e| format!("Network: {e}")),
+    }
+}
+
 /// The longest timeout a spec may carry: Lambda's 15 minutes.
 pub const MAX_TIMEOUT_MS: u64 = 900_000;
 
@@ -149,6 +158,7 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         image: decode_launch(&v, "Image")?.map(|(launch, _)| launch),
         base: decode_base(&v)?,
         opt_dir: decode_opt(&v)?,
+        network: decode_network(&v)?,
     };
     let sha = text(&v, "CodeSha256")?;
     Ok((spec, sha))
@@ -290,6 +300,7 @@ mod tests {
             image: None,
             base: None,
             opt_dir: None,
+            network: None,
         };
         let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
         assert_eq!(sha, "ab");
@@ -319,6 +330,21 @@ mod tests {
         let on_base = FunctionSpec { image: None, base: Some(base.clone()), code_hold: None, ..with_image };
         let (back, _) = decode_spec(&encode_spec(&on_base, "")).unwrap();
         assert_eq!((back.image, back.base), (None, Some(base)));
+        assert_eq!(back.network, None);
+        let allow = ["10.1.0.0/16".parse().unwrap(), "192.168.0.0/24".parse().unwrap()];
+        let network = ignis_net::Attachment::new([("db", &allow[..]), ("cache", &allow[..1])]);
+        let attached = FunctionSpec { network: network.clone(), code_hold: None, ..on_base };
+        let (back, _) = decode_spec(&encode_spec(&attached, "")).unwrap();
+        assert_eq!(back.network, network);
+        // A server that sends no network (an older one) starts sandboxes without one; a malformed one is refused.
+        let body = String::from_utf8(encode_spec(&attached, "")).unwrap();
+        let start = body.find(r#""Network":"#).unwrap();
+        let end = start + body[start..].find("]}").unwrap() + 2;
+        let without = format!("{}{}", &body[..start], body[end..].trim_start_matches(','));
+        assert_eq!(decode_spec(without.as_bytes()).unwrap().0.network, None);
+        let bad = r#""Network":{"networks":["db"],"allow":["10.0.0.0/33"]}"#;
+        let malformed = format!("{}{bad}{}", &body[..start], &body[end..]);
+        assert!(decode_spec(malformed.as_bytes()).is_err(), "{malformed}");
 
         let invocation = Invocation {
             request_id: "r".into(),

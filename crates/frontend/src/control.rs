@@ -184,6 +184,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         "Please don't provide ImageUri when the intended function PackageType is Zip.",
     )?;
     refuse_existing(app, caller, &name)?;
+    let vpc = networks_given(app, caller, &request.settings)?;
     let layer_arns = request.layers.unwrap_or_default();
     crate::layers_api::check_layer_list(&layer_arns, &caller.account)?;
     let code = store_code(app, zip, code_rules(&runtime)).await?;
@@ -198,6 +199,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         revision_id: new_revision(),
         code: CodeRef::new(code.hold.clone()),
         base: Some(base),
+        vpc: vpc.flatten(),
         ..FunctionRecord::new(name.clone(), runtime)
     };
     layers.apply(&mut record);
@@ -225,6 +227,16 @@ fn refreshed_base(app: &App, record: &FunctionRecord) -> Option<ignis_registry::
     }
 }
 
+/// The networks a request's `VpcConfig` attaches the function to (`Some(None)`: detached), or `None` when it gives
+/// none (see `vpc_config`).
+fn networks_given(
+    app: &App,
+    caller: &Caller,
+    settings: &f::Settings,
+) -> Result<Option<Option<ignis_registry::VpcRecord>>, ApiError> {
+    settings.vpc_config.as_ref().map(|config| crate::vpc_config::attach(app, caller, config)).transpose()
+}
+
 /// Refuses to create `name` when the caller has a function of that name.
 fn refuse_existing(app: &App, caller: &Caller, name: &str) -> Result<(), ApiError> {
     match app.registry.get(&caller.account, name) {
@@ -241,7 +253,10 @@ async fn store_new(app: &Arc<App>, caller: &Caller, record: FunctionRecord, publ
         .registry
         .update(&caller.account, &name, |current| match current {
             Some(_) => Err(ApiError::from(RegistryError::FunctionExists { name: name.clone() })),
-            None => Ok(record),
+            None => {
+                crate::vpc_config::still_there(app, caller, record.vpc.as_ref())?;
+                Ok(record)
+            }
         })
         .await?;
     if publish {
@@ -277,6 +292,7 @@ async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, re
     // x86_64 only, as the registry accepts only linux/amd64 images: the two always match.
     let architecture = f::check_architectures(request.architectures.as_deref())?;
     refuse_existing(app, caller, &name)?;
+    let vpc = networks_given(app, caller, &request.settings)?;
     let image = crate::function_image::resolve(app, caller, &uri).await?;
     let mut record = FunctionRecord {
         handler: String::new(),
@@ -287,6 +303,7 @@ async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, re
         revision_id: new_revision(),
         image: Some(image),
         image_config: request.image_config.map(f::ImageConfigIn::into_override).unwrap_or_default(),
+        vpc: vpc.flatten(),
         ..FunctionRecord::new(name, "")
     };
     request.settings.apply(&mut record);
@@ -373,6 +390,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
         installed_base(app, runtime)?;
     }
     crate::event_config::check_dead_letter(app, caller, request.settings.dead_letter_target())?;
+    let vpc = networks_given(app, caller, &request.settings)?;
     // `Layers` absent keeps the function's, an empty list removes them.
     let layers = match &request.layers {
         Some(_) if current.package_type() == PackageType::Image => return Err(crate::function_image::zip_settings_refused()),
@@ -397,6 +415,10 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
             }
             if let Some(layers) = &layers {
                 layers.apply(&mut record);
+            }
+            if let Some(vpc) = vpc {
+                crate::vpc_config::still_there(app, caller, vpc.as_ref())?;
+                record.vpc = vpc;
             }
             request.settings.apply(&mut record);
             record.base = refreshed_base(app, &record);

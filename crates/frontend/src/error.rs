@@ -369,6 +369,20 @@ impl From<ignis_registry::RegistryError> for ApiError {
     }
 }
 
+/// The networks' errors: a request's bad name or range breaks the model (`ValidationException`), an IPv6 range is
+/// a value Ignis cannot honour, a name another account holds a conflict.
+impl From<ignis_registry::NetworkError> for ApiError {
+    fn from(e: ignis_registry::NetworkError) -> Self {
+        use ignis_registry::NetworkError::*;
+        match e {
+            Name(_) | NoRange | TooManyRanges(_) | Range(_) => ApiError::Validation(e.to_string()),
+            Ipv6(_) => ApiError::InvalidParameterValue(e.to_string()),
+            OtherAccount { .. } => ApiError::ResourceConflict(e.to_string()),
+            Storage(message) => ApiError::Service(message),
+        }
+    }
+}
+
 /// The accounts service's errors: a name already taken is a conflict, the
 /// rest are the service's fault (storage's as `storage: ...`).
 impl From<ignis_registry::AccountError> for ApiError {

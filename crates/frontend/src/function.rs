@@ -79,6 +79,9 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
     if let Some(target) = &record.dead_letter_target {
         config["DeadLetterConfig"] = json!({ "TargetArn": target });
     }
+    if let Some(vpc) = &record.vpc {
+        config["VpcConfig"] = crate::vpc_config::wire(vpc);
+    }
     if !record.layers.is_empty() {
         let layers: Vec<Value> = record.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size })).collect();
         config["Layers"] = json!(layers);
@@ -198,6 +201,8 @@ pub struct Settings {
     pub environment: Option<EnvironmentIn>,
     pub ephemeral_storage: Option<EphemeralStorageIn>,
     pub dead_letter_config: Option<DeadLetterIn>,
+    /// Absent: the networks stay; both lists empty: detached (`vpc_config`).
+    pub vpc_config: Option<crate::vpc_config::VpcConfigIn>,
 }
 
 impl Settings {
@@ -208,6 +213,9 @@ impl Settings {
         v.range(self.ephemeral_storage.as_ref().and_then(|e| e.size), "ephemeralStorage.size", 512, 10240);
         if let Some(d) = &self.description {
             v.check(d.len() <= 256, d, "description", "Member must have length less than or equal to 256");
+        }
+        if let Some(vpc) = &self.vpc_config {
+            vpc.check_model(v);
         }
         if let Some(h) = &self.handler {
             v.check(h.len() <= 128, h, "handler", "Member must have length less than or equal to 128");

@@ -39,8 +39,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{
-    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api, oci_api,
-    provisioned, runtimes_api, sqs_api, versions,
+    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
+    networks_api, oci_api, provisioned, runtimes_api, sqs_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -98,6 +98,12 @@ pub enum Operation {
     PutRuntime(String),
     /// Ignis's own: `GET /ignis/runtimes`.
     ListRuntimes,
+    /// Ignis's own: `PUT /ignis/networks/{name}` (`networks_api`).
+    PutNetwork(String),
+    /// Ignis's own: `GET /ignis/networks`.
+    ListNetworks,
+    /// Ignis's own: `DELETE /ignis/networks/{name}`.
+    DeleteNetwork(String),
     /// An SQS call, by its `X-Amz-Target` action.
     Sqs(SqsAction),
     /// Ignis's own cluster calls (`cluster_api`): a worker host registers,
@@ -257,6 +263,9 @@ impl Operation {
             Operation::ListAccounts => "ListAccounts",
             Operation::PutRuntime(..) => "PutRuntime",
             Operation::ListRuntimes => "ListRuntimes",
+            Operation::PutNetwork(_) => "PutNetwork",
+            Operation::ListNetworks => "ListNetworks",
+            Operation::DeleteNetwork(_) => "DeleteNetwork",
             Operation::Sqs(action) => action.name(),
             Operation::RegisterWorker => "RegisterWorker",
             Operation::Heartbeat(_) => "Heartbeat",
@@ -284,6 +293,9 @@ impl Operation {
             | Operation::ListAccounts
             | Operation::PutRuntime(..)
             | Operation::ListRuntimes
+            | Operation::PutNetwork(_)
+            | Operation::ListNetworks
+            | Operation::DeleteNetwork(_)
             | Operation::RegisterWorker
             | Operation::Heartbeat(_)
             | Operation::ListWorkers
@@ -398,6 +410,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["ignis", "accounts"] | ["ignis", "accounts", ""]) => Operation::ListAccounts,
         (&Method::PUT, ["ignis", "runtimes", name]) => Operation::PutRuntime(decode(name)?),
         (&Method::GET, ["ignis", "runtimes"] | ["ignis", "runtimes", ""]) => Operation::ListRuntimes,
+        (&Method::PUT, ["ignis", "networks", name]) => Operation::PutNetwork(decode(name)?),
+        (&Method::GET, ["ignis", "networks"] | ["ignis", "networks", ""]) => Operation::ListNetworks,
+        (&Method::DELETE, ["ignis", "networks", name]) => Operation::DeleteNetwork(decode(name)?),
         (&Method::POST, ["ignis", "workers"]) => Operation::RegisterWorker,
         (&Method::GET, ["ignis", "workers"]) => Operation::ListWorkers,
         (&Method::POST, ["ignis", "workers", id, "heartbeat"]) => Operation::Heartbeat(decode(id)?),
@@ -586,6 +601,9 @@ async fn respond(
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
         Operation::PutRuntime(name) => runtimes_api::put_runtime(app, caller, &name, &body).await,
         Operation::ListRuntimes => runtimes_api::list_runtimes(app).await,
+        Operation::PutNetwork(name) => networks_api::put_network(app, caller, &name, &body).await,
+        Operation::ListNetworks => networks_api::list_networks(app, caller),
+        Operation::DeleteNetwork(name) => networks_api::delete_network(app, caller, &name).await,
         Operation::Sqs(action) => {
             let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             sqs_api::handle(app, caller, action, host, &body).await
@@ -755,6 +773,11 @@ mod tests {
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::PUT, "/ignis/runtimes/python3.11", Some(PutRuntime("python3.11".into())));
         check(Method::GET, "/ignis/runtimes", Some(ListRuntimes));
+        check(Method::PUT, "/ignis/networks/db-net", Some(PutNetwork("db-net".into())));
+        check(Method::GET, "/ignis/networks", Some(ListNetworks));
+        check(Method::DELETE, "/ignis/networks/db-net", Some(DeleteNetwork("db-net".into())));
+        check(Method::POST, "/ignis/networks/db-net", None);
+        check(Method::DELETE, "/ignis/networks", None);
         check(Method::DELETE, "/ignis/accounts", None);
         check(Method::POST, "/ignis/workers", Some(RegisterWorker));
         check(Method::GET, "/ignis/workers", Some(ListWorkers));

@@ -126,7 +126,7 @@ pub(crate) fn client_context(header: Option<&str>) -> Result<Option<String>, Api
 /// What the invoker runs for `record` in `account` (built by
 /// `ignis_invoke::from_record`, the one place a record becomes a target).
 pub(crate) fn target(app: &App, account: &str, record: &FunctionRecord) -> Target {
-    from_record::target(&app.store, &app.config.region, account, record)
+    from_record::target(&app.store, &*app.networks, &app.config.region, account, record)
 }
 
 /// The revision `record` is in `account`: what its sandboxes are kept (and retired) by.

@@ -22,6 +22,9 @@
 //!   `ignis_logs` (the log writer, the logs' tables and their queries).
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.
+//! - `networks_api`: Ignis's own network calls (`/ignis/networks`), for the
+//!   administrator's key only; `vpc_config`: a function's `VpcConfig`,
+//!   which attaches it to networks of its account.
 //! - `cluster_api`: the worker hosts' calls (register, heartbeat, code, logs)
 //!   and `GET /ignis/workers`, for the administrator's key only.
 //! - `sqs_api`: Amazon SQS's JSON protocol over `ignis_queues` (the one owner
@@ -58,10 +61,12 @@ mod invoke_api;
 mod layers_api;
 mod logs_api;
 mod mappings_api;
+mod networks_api;
 mod oci_api;
 mod provisioned;
 mod sqs_api;
 mod versions;
+mod vpc_config;
 
 use std::sync::Arc;
 use ignis_ids::AccountId;
@@ -125,6 +130,8 @@ pub struct Services {
     pub images: Arc<ignis_images::Images>,
     /// The installed runtimes: the bases zip functions run on.
     pub runtimes: Arc<dyn ignis_registry::Runtimes>,
+    /// The networks functions may attach to (`VpcConfig`).
+    pub networks: Arc<dyn ignis_registry::Networks>,
 }
 
 /// Who made a request: the account its (verified) access key acts for.
@@ -168,6 +175,7 @@ pub struct App {
     runtimes: Arc<dyn ignis_registry::Runtimes>,
     /// Verifies sandboxes' session credentials (over `accounts` and `registry`).
     sessions: ignis_registry::Sessions,
+    networks: Arc<dyn ignis_registry::Networks>,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
 }
@@ -177,6 +185,7 @@ impl App {
     pub fn new(config: Config, services: Services) -> Arc<App> {
         let Services {
             store, registry, layers, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes,
+            networks,
         } = services;
         let sessions = ignis_registry::Sessions::new(accounts.clone(), registry.clone());
         Arc::new(App {
@@ -196,6 +205,7 @@ impl App {
             oci,
             images,
             runtimes,
+            networks,
             blob_reads: Arc::new(tokio::sync::Semaphore::new(oci_api::BLOB_GET_BUDGET as usize)),
         })
     }

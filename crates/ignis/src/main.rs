@@ -42,6 +42,8 @@ enum Command {
     Account(client::AccountArgs),
     /// Install the runtimes zip functions run on (administrator's key only), and list them.
     Runtime(client::RuntimeArgs),
+    /// Manage the networks functions may attach to through VpcConfig (administrator's key only).
+    Network(client::NetworkArgs),
     /// List the workers: the local one and the hosts that joined (administrator's key only).
     Workers(client::Endpoint),
 }
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Image(args) => client::image(args),
         Command::Account(args) => client::account(args),
         Command::Runtime(args) => client::runtime(args),
+        Command::Network(args) => client::network(args),
         Command::Workers(args) => client::workers(args),
     };
     match result {

@@ -16,7 +16,8 @@ use ignis_invoke::{Admission, Invoker, Workers};
 use ignis_pollers::{Events, Keeper, Mappings};
 use ignis_queues::Queues;
 use ignis_registry::{
-    AccessKey, Accounts, EmbeddedAccounts, EmbeddedLayers, EmbeddedRegistry, EmbeddedRuntimes, Layers, Registry, Runtimes,
+    AccessKey, Accounts, EmbeddedAccounts, EmbeddedLayers, EmbeddedNetworks, EmbeddedRegistry, EmbeddedRuntimes, Layers,
+    Networks, Registry, Runtimes,
 };
 use ignis_sigv4::Credentials;
 use ignis_store::Store;
@@ -396,12 +397,14 @@ fn embedded_services(
         }
     }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
-    // Every sandbox gets session credentials for its function's account; where sandboxes reach the API is not
-    // set yet (`Invoker::set_sandbox_endpoint`).
+    // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).
     invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
+    let networks: Arc<dyn Networks> =
+        Arc::new(EmbeddedNetworks::load(store.clone()).map_err(|e| format!("cannot load the networks: {e}"))?);
     let pollers = ignis_pollers::Services {
         registry: registry.clone(),
+        networks: networks.clone(),
         invoker: invoker.clone(),
         queues: queues.clone(),
         store: store.clone(),
@@ -420,7 +423,10 @@ fn embedded_services(
     let provisioning = Keeper::start(pollers);
     let runtimes: Arc<dyn Runtimes> =
         Arc::new(EmbeddedRuntimes::load(store.clone()).map_err(|e| format!("cannot load the runtimes: {e}"))?);
-    Ok(Services { store, registry, layers, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes })
+    Ok(Services {
+        store, registry, layers, accounts, invoker, queues, events, mappings, provisioning, logs, oci, images, runtimes,
+        networks,
+    })
 }
 
 /// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).

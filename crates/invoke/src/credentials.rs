@@ -2,8 +2,8 @@
 //! each execution environment its role's: `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, minted for the function's
 //! account by a [`CredentialSource`] (the server gives the invoker the
-//! registry's `ignis_registry::Sessions`), and `AWS_ENDPOINT_URL` when the
-//! invoker knows where sandboxes reach Ignis's APIs.
+//! registry's `ignis_registry::Sessions`). (`AWS_ENDPOINT_URL`, where they
+//! reach Ignis's APIs, is the worker's to add: see `ignis_worker`.)
 //!
 //! # Invariants
 //! - Every sandbox started while a source is set gets credentials of its own,
@@ -24,9 +24,8 @@ use ignis_registry::{SessionCredentials, Sessions};
 /// How long before its credentials expire a sandbox stops being handed out.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(3600);
 
-/// The environment variables that carry a sandbox's credentials and endpoint; Ignis's own, always.
-pub const CREDENTIAL_VARIABLES: [&str; 4] =
-    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"];
+/// The environment variables that carry a sandbox's credentials; Ignis's own, always.
+pub const CREDENTIAL_VARIABLES: [&str; 3] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
 
 /// Mints the credentials of a new sandbox of `account`'s `function`.
 pub trait CredentialSource: Send + Sync {
@@ -41,18 +40,11 @@ impl CredentialSource for Sessions {
     }
 }
 
-/// The variables of `credentials` and `endpoint` for a sandbox's environment.
-pub(crate) fn variables(credentials: Option<&SessionCredentials>, endpoint: Option<&str>) -> Vec<(String, String)> {
-    let mut env = Vec::new();
-    if let Some(c) = credentials {
-        env.push(("AWS_ACCESS_KEY_ID".to_string(), c.access_key_id.clone()));
-        env.push(("AWS_SECRET_ACCESS_KEY".to_string(), c.secret_access_key.clone()));
-        env.push(("AWS_SESSION_TOKEN".to_string(), c.session_token.clone()));
-    }
-    if let Some(endpoint) = endpoint {
-        env.push(("AWS_ENDPOINT_URL".to_string(), endpoint.to_string()));
-    }
-    env
+/// The variables of `credentials` for a sandbox's environment.
+pub(crate) fn variables(credentials: Option<&SessionCredentials>) -> Vec<(String, String)> {
+    let Some(c) = credentials else { return Vec::new() };
+    let values = [&c.access_key_id, &c.secret_access_key, &c.session_token];
+    CREDENTIAL_VARIABLES.iter().zip(values).map(|(name, value)| (name.to_string(), value.clone())).collect()
 }
 
 /// How long after `now` a sandbox whose credentials expire at `expiration` may still be handed out.
@@ -75,15 +67,14 @@ mod tests {
 
     #[test]
     fn variables_are_only_those_given() {
-        assert!(variables(None, None).is_empty());
-        assert_eq!(variables(None, Some("http://10.0.0.1:9000")), [("AWS_ENDPOINT_URL".into(), "http://10.0.0.1:9000".into())]);
+        assert!(variables(None).is_empty());
         let c = SessionCredentials {
             access_key_id: "ASIA".into(),
             secret_access_key: "s".into(),
             session_token: "t".into(),
             expiration: SystemTime::UNIX_EPOCH,
         };
-        let names: Vec<String> = variables(Some(&c), None).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, CREDENTIAL_VARIABLES[..3]);
+        let names: Vec<String> = variables(Some(&c)).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, CREDENTIAL_VARIABLES);
     }
 }

@@ -23,14 +23,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ignis_registry::{FunctionRecord, ImageConfigOverride, ImageRecord, RuntimeRecord};
+use ignis_registry::{FunctionRecord, ImageConfigOverride, ImageRecord, NetworkRecord, Networks, RuntimeRecord};
 use ignis_store::Store;
 
 use crate::{Function, FunctionBase, FunctionImage, Revision, Target};
 
 /// What the invoker runs for `record` in `account`, in `region`; the code
-/// tree is `store`'s.
-pub fn target(store: &Store, region: &str, account: &str, record: &FunctionRecord) -> Target {
+/// tree is `store`'s, the ranges of its networks `networks`' now.
+pub fn target(store: &Store, networks: &dyn Networks, region: &str, account: &str, record: &FunctionRecord) -> Target {
     let function = Function {
         revision: revision(account, record),
         incarnation: record.incarnation,
@@ -48,8 +48,24 @@ pub fn target(store: &Store, region: &str, account: &str, record: &FunctionRecor
         code_hold: holds(record),
         image: record.image.as_ref().map(|image| function_image(image, &record.image_config)),
         base: record.base.as_ref().filter(|_| record.image.is_none()).map(|base| function_base(base, &record.handler)),
+        network: attachment(networks, account, record),
     };
     Target { function: Arc::new(function), region: region.to_string() }
+}
+
+/// The attachment of `record` (of `account`) to the networks its `VpcConfig` names, with their ranges as `networks`
+/// has them now. A network that is gone, or is no longer the account's, still counts as attached but allows nothing
+/// (attaching was checked when the record was written; this only follows what changed since).
+fn attachment(networks: &dyn Networks, account: &str, record: &FunctionRecord) -> Option<ignis_net::Attachment> {
+    let vpc = record.vpc.as_ref()?;
+    let found: Vec<(&str, Option<Arc<NetworkRecord>>)> =
+        vpc.subnets.iter().map(|name| (name.as_str(), networks.get(name).filter(|n| n.account == account))).collect();
+    ignis_net::Attachment::new(found.iter().map(|(name, network)| (*name, allows(network))))
+}
+
+/// The ranges `network` allows (none if it is missing).
+fn allows(network: &Option<Arc<NetworkRecord>>) -> &[ignis_registry::networks::Ipv4Net] {
+    network.as_deref().map_or(&[], |n| &n.allow)
 }
 
 /// What keeps `record`'s code tree and merged layers on disk while a sandbox uses them.
@@ -146,7 +162,7 @@ pub fn trace_id(request_id: &str, now: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use ignis_registry::ImageSettings;
+    use ignis_registry::{BoxFuture, ImageSettings, NetworkError, VpcRecord};
 
     use super::*;
 
@@ -208,13 +224,67 @@ mod tests {
         }
     }
 
+    /// Networks as a fixed list (writes are not for these tests).
+    struct Fixed(Vec<NetworkRecord>);
+    const NO_NETWORKS: Fixed = Fixed(Vec::new());
+
+    impl Networks for Fixed {
+        fn get(&self, name: &str) -> Option<Arc<NetworkRecord>> {
+            self.0.iter().find(|n| n.name == name).cloned().map(Arc::new)
+        }
+        fn list(&self) -> Vec<Arc<NetworkRecord>> {
+            self.0.iter().cloned().map(Arc::new).collect()
+        }
+        fn put(&self, _: NetworkRecord) -> BoxFuture<'_, Result<Arc<NetworkRecord>, NetworkError>> {
+            Box::pin(async { Err(NetworkError::Storage("fixed".into())) })
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<Arc<NetworkRecord>>, NetworkError>> {
+            Box::pin(async { Err(NetworkError::Storage("fixed".into())) })
+        }
+    }
+
+    /// A function attached to networks gets their names and the union of their ranges as they are now; a network
+    /// gone (or given to another account) since allows nothing, and a function without `VpcConfig` has no network.
+    #[test]
+    fn targets_carry_the_networks_ranges_of_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let account = "111111111111";
+        let net = |name: &str, account: &str, allow: &[&str]| NetworkRecord {
+            name: name.into(),
+            account: account.into(),
+            allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+            created_ms: 0,
+        };
+        let networks = Fixed(vec![
+            net("db", account, &["10.1.0.0/16", "10.9.0.0/16"]),
+            net("cache", account, &["10.2.0.0/16", "10.1.0.0/16"]),
+            net("theirs", "222222222222", &["10.3.0.0/16"]),
+        ]);
+        let attached = |subnets: &[&str]| FunctionRecord {
+            vpc: Some(VpcRecord { subnets: strings(subnets), security_groups: strings(&subnets[..1]) }),
+            ..FunctionRecord::new("f", "provided.al2023")
+        };
+        let network =
+            |record: &FunctionRecord| target(&store, &networks, "us-east-1", account, record).function.network.clone();
+        assert_eq!(network(&FunctionRecord::new("f", "provided.al2023")), None);
+        let both = network(&attached(&["db", "cache"])).unwrap();
+        assert_eq!(both.networks, strings(&["cache", "db"]));
+        let ranges: Vec<String> = both.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(ranges, strings(&["10.1.0.0/16", "10.2.0.0/16", "10.9.0.0/16"]));
+        for gone in [&["gone"][..], &["theirs"]] {
+            let got = network(&attached(gone)).unwrap();
+            assert_eq!((got.networks, got.allow), (strings(gone), Vec::new()));
+        }
+    }
+
     /// An image function's target carries its image (a zip function's none).
     #[test]
     fn targets_of_image_functions_carry_the_image() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let zip = FunctionRecord::new("zip", "provided.al2023");
-        assert!(target(&store, "us-east-1", "111111111111", &zip).function.image.is_none());
+        assert!(target(&store, &NO_NETWORKS, "us-east-1", "111111111111", &zip).function.image.is_none());
         let image = ImageRecord {
             image_uri: "team/app:v1".into(),
             resolved_image_uri: "team/app@sha256:aa".into(),
@@ -233,7 +303,7 @@ mod tests {
             image_config: ImageConfigOverride { command: Some(strings(&["run"])), ..ImageConfigOverride::default() },
             ..FunctionRecord::new("img", "")
         };
-        let got = target(&store, "us-east-1", "111111111111", &record).function.image.clone();
+        let got = target(&store, &NO_NETWORKS, "us-east-1", "111111111111", &record).function.image.clone();
         assert_eq!(
             got,
             Some(FunctionImage {
@@ -253,14 +323,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let plain = FunctionRecord::new("plain", "provided.al2023");
-        assert_eq!(target(&store, "us-east-1", "111111111111", &plain).function.opt_dir, None);
+        assert_eq!(target(&store, &NO_NETWORKS, "us-east-1", "111111111111", &plain).function.opt_dir, None);
         let opt = "0f".repeat(32);
         let layered = FunctionRecord {
             opt_sha256_hex: opt.clone(),
             opt: ignis_registry::CodeRef::new(store.hold_code(&opt)),
             ..FunctionRecord::new("layered", "provided.al2023")
         };
-        let function = target(&store, "us-east-1", "111111111111", &layered).function;
+        let function = target(&store, &NO_NETWORKS, "us-east-1", "111111111111", &layered).function;
         assert_eq!(function.opt_dir, Some(store.code_dir(&opt)));
         assert!(function.code_hold.is_some());
     }

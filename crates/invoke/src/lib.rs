@@ -25,9 +25,10 @@
 //! - [`from_record`]: a registry record as a [`Target`] (the one place).
 //! - [`credentials`]: the session credentials every new sandbox gets in its
 //!   environment, from the [`CredentialSource`] the server sets
-//!   ([`Invoker::set_credential_source`]), and the endpoint of Ignis's APIs
-//!   ([`Invoker::set_sandbox_endpoint`]); a sandbox whose credentials are
+//!   ([`Invoker::set_credential_source`]); a sandbox whose credentials are
 //!   within [`credentials::RENEW_BEFORE`] of their expiry is ended, not reused.
+//!   (Where a sandbox reaches Ignis's APIs, `AWS_ENDPOINT_URL`, is its
+//!   worker's to say: the gateway of its host's sandbox network.)
 //!
 //! # API boundary
 //!
@@ -150,6 +151,9 @@ pub struct Function {
     pub image: Option<FunctionImage>,
     /// A zip function's runtime base, its sandbox's root (`None`: the host's base).
     pub base: Option<FunctionBase>,
+    /// The networks the function is attached to, with the ranges they allow as this target was made (`None`: no
+    /// network).
+    pub network: Option<ignis_net::Attachment>,
 }
 
 /// The runtime base of a zip function (made by [`from_record::target`]; see [`from_record::base_launch`]).
@@ -288,7 +292,6 @@ impl StartFailure {
 #[derive(Default)]
 struct SandboxEnv {
     credentials: Option<Arc<dyn CredentialSource>>,
-    endpoint: Option<String>,
 }
 
 /// The invoker's own state (see the module docs for the lock order).
@@ -370,12 +373,6 @@ impl Invoker {
     /// `AWS_SESSION_TOKEN`), and is not reused once they near their expiry.
     pub fn set_credential_source(&self, source: Arc<dyn CredentialSource>) {
         self.sandbox_env.write().unwrap_or_else(|e| e.into_inner()).credentials = Some(source);
-    }
-
-    /// Where sandboxes reach Ignis's APIs: `AWS_ENDPOINT_URL` of every sandbox
-    /// started from now on (`None`: not set).
-    pub fn set_sandbox_endpoint(&self, endpoint: Option<String>) {
-        self.sandbox_env.write().unwrap_or_else(|e| e.into_inner()).endpoint = endpoint;
     }
 
     /// Admission, for reservations (PutFunctionConcurrency and the like).
@@ -738,12 +735,9 @@ impl Invoker {
     }
 
     /// The credentials (minted now, if a source is set; the sandbox's renewal
-    /// time is noted in the pool) and endpoint variables of new sandbox `id`.
+    /// time is noted in the pool) of new sandbox `id`.
     fn sandbox_variables(&self, id: SandboxId, function: &Function) -> Vec<(String, String)> {
-        let (source, endpoint) = {
-            let env = self.sandbox_env.read().unwrap_or_else(|e| e.into_inner());
-            (env.credentials.clone(), env.endpoint.clone())
-        };
+        let source = self.sandbox_env.read().unwrap_or_else(|e| e.into_inner()).credentials.clone();
         let credentials = source.map(|source| {
             let now = self.clock.now();
             let revision = &function.revision;
@@ -752,7 +746,7 @@ impl Invoker {
             self.lock().pool.renew_at(id, self.now_ms().saturating_add(usable));
             minted
         });
-        credentials::variables(credentials.as_ref(), endpoint.as_deref())
+        credentials::variables(credentials.as_ref())
     }
 
     fn discard(&self, id: SandboxId) {
@@ -797,7 +791,7 @@ fn function_key(revision: &Revision) -> FunctionKey {
 
 /// The sandbox's view of a function: its code, limits and Lambda's environment;
 /// `initialization` is `AWS_LAMBDA_INITIALIZATION_TYPE`; `ignis_env` (its
-/// credentials and endpoint) comes last and replaces any variable of the same name.
+/// credentials) comes last and replaces any variable of the same name.
 fn spec(target: &Target, initialization: &str, ignis_env: Vec<(String, String)>) -> FunctionSpec {
     let function = &target.function;
     let mut env: Vec<(String, String)> = vec![
@@ -852,6 +846,7 @@ fn spec(target: &Target, initialization: &str, ignis_env: Vec<(String, String)>)
         opt_dir: function.opt_dir.clone(),
         image: function.image.as_ref().map(launch),
         base: function.base.as_ref().map(|base| RuntimeBase { account: base.account.clone(), launch: launch(&base.image) }),
+        network: function.network.clone(),
     }
 }
 

@@ -98,6 +98,7 @@ pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target 
         code_hold: None,
         image: None,
         base: None,
+        network: None,
     };
     Target { function: Arc::new(function), region: "eu-west-1".into() }
 }
@@ -188,12 +189,11 @@ impl CredentialSource for NumberedCredentials {
 }
 
 #[tokio::test]
-async fn every_new_sandbox_gets_credentials_of_its_own_and_the_endpoint() {
+async fn every_new_sandbox_gets_credentials_of_its_own() {
     let w = world(Options::default());
     let source = Arc::new(NumberedCredentials::default());
     response(w.invoker.invoke(function("f", "r1", 256), event("0")).await);
     w.invoker.set_credential_source(source.clone());
-    w.invoker.set_sandbox_endpoint(Some("http://10.0.0.1:9000".into()));
     let mut target = function("g", "r1", 256);
     let mut f = (*target.function).clone();
     // Neither the function's nor its image's environment can set them.
@@ -204,7 +204,7 @@ async fn every_new_sandbox_gets_credentials_of_its_own_and_the_endpoint() {
         repository: "team/app".into(),
         command: vec!["/entry".into()],
         workdir: "/".into(),
-        env: vec![("AWS_ACCESS_KEY_ID".into(), "AKIAIMAGE".into()), ("AWS_ENDPOINT_URL".into(), "http://elsewhere".into())],
+        env: vec![("AWS_ACCESS_KEY_ID".into(), "AKIAIMAGE".into())],
     });
     target.function = Arc::new(f);
     w.local.script([Step::Hold, Step::Hold]);
@@ -216,7 +216,6 @@ async fn every_new_sandbox_gets_credentials_of_its_own_and_the_endpoint() {
     let envs = w.local.environments();
     let get = |env: &Vec<(String, String)>, k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     assert_eq!(get(&envs[0], "AWS_ACCESS_KEY_ID"), None, "no source yet");
-    assert_eq!(get(&envs[0], "AWS_ENDPOINT_URL"), None);
     let mut keys = Vec::new();
     for env in &envs[1..] {
         let mut names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
@@ -227,7 +226,6 @@ async fn every_new_sandbox_gets_credentials_of_its_own_and_the_endpoint() {
         let n = get(env, "AWS_SECRET_ACCESS_KEY").unwrap().trim_start_matches("secret-").to_string();
         assert_eq!(get(env, "AWS_ACCESS_KEY_ID"), Some(format!("ASIA{:0>16}", n)));
         assert_eq!(get(env, "AWS_SESSION_TOKEN"), Some(format!("token-{n}")));
-        assert_eq!(get(env, "AWS_ENDPOINT_URL").as_deref(), Some("http://10.0.0.1:9000"));
         keys.push(n);
     }
     keys.sort();
@@ -655,4 +653,15 @@ fn errors_say_what_the_api_shows() {
         InvokeError::Reservation(ReservationError::BelowMinimumUnreserved { minimum: 100 }),
         "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [100].",
     );
+}
+
+/// A sandbox's spec carries its function's networks, as its target had them.
+#[test]
+fn specs_carry_the_network() {
+    let mut target = function("f", "r1", 128);
+    assert_eq!(spec(&target, "on-demand", Vec::new()).network, None);
+    let allow = ["10.0.0.0/8".parse().unwrap()];
+    let network = ignis_net::Attachment::new([("db", &allow[..])]);
+    Arc::get_mut(&mut target.function).unwrap().network = network.clone();
+    assert_eq!(spec(&target, "on-demand", Vec::new()).network, network);
 }

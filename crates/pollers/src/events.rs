@@ -593,7 +593,7 @@ async fn try_once(services: &Services, meta: &EventMeta, payload: Bytes) -> Resu
     let executed_version = record.version_label();
     let function_arn = record.qualified_arn(region, account, &executed_version);
     let invoked_function_arn = from_record::invoked_arn(region, account, reference.qualifier.as_deref(), &record);
-    let target = from_record::target(&services.store, region, account, &record);
+    let target = from_record::target(&services.store, &*services.networks, region, account, &record);
     let invocation = Invocation {
         request_id: meta.request_id.clone(),
         payload,

@@ -60,6 +60,8 @@ pub type LogBarrier = Arc<dyn Fn() -> BoxFuture<()> + Send + Sync>;
 #[derive(Clone)]
 pub struct Services {
     pub registry: Arc<dyn ignis_registry::Registry>,
+    /// The networks whose ranges a function's sandboxes may reach (read when a record becomes a target).
+    pub networks: Arc<dyn ignis_registry::Networks>,
     pub invoker: Arc<ignis_invoke::Invoker>,
     pub queues: Arc<ignis_queues::Queues>,
     /// The pollers' tables live in its database; code trees under its root.

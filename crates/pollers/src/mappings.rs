@@ -425,7 +425,7 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
         services.registry.resolve_version(&AccountId::new(account), region, "InvokeFunction", &reference, crate::random_unit());
     let Ok(version) = resolved else { return Round::pause(MISSING_PAUSE) };
     let invoked_function_arn = from_record::invoked_arn(region, account, reference.qualifier.as_deref(), &version);
-    let target = from_record::target(&services.store, region, account, &version);
+    let target = from_record::target(&services.store, &*services.networks, region, account, &version);
     // Receive nothing the function has no room to run now.
     if services.invoker.admit(account, &target.function.revision.function).is_err() {
         return Round::pause(THROTTLE_PAUSE);

@@ -55,7 +55,13 @@ impl Keeper {
                     .filter_map(|(qualifier, config)| {
                         let version = version_of(&latest, qualifier)?;
                         Some(Provisioned {
-                            target: from_record::target(&services.store, &services.region, account.as_str(), version),
+                            target: from_record::target(
+                                &services.store,
+                                &*services.networks,
+                                &services.region,
+                                account.as_str(),
+                                version,
+                            ),
                             requested: config.requested,
                             since_ms: config.last_modified_ms,
                         })

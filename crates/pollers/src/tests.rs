@@ -144,7 +144,9 @@ fn world() -> World {
     let invoker = Invoker::new(workers, admission, Duration::from_secs(600), shared.clone());
     let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::load(store.clone()).unwrap());
     let queues = Queues::load(store.clone(), REGION.into(), shared.clone()).unwrap();
-    let services = Services { registry, invoker, queues, store, clock: shared, region: REGION.into() };
+    let networks: Arc<dyn ignis_registry::Networks> =
+        Arc::new(ignis_registry::EmbeddedNetworks::load(store.clone()).unwrap());
+    let services = Services { registry, networks, invoker, queues, store, clock: shared, region: REGION.into() };
     World { _dir: dir, clock, fake, recorder, services, _logs: logs }
 }
 

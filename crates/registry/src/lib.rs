@@ -13,6 +13,10 @@
 //! own error type), `resolve` and `resolve_version` (resolution, with the
 //! random number that picks an alias's version passed in).
 //!
+//! Networks (the [`networks`] module: the [`Networks`] trait,
+//! [`EmbeddedNetworks`]) are the ranges functions attached to them may reach;
+//! a function's record keeps the names of its networks ([`VpcRecord`]).
+//!
 //! Accounts and their access keys sit behind the same kind of seam (the
 //! [`accounts`] module: the [`Accounts`] trait, [`EmbeddedAccounts`]): who
 //! signed a request is read from memory, creations are durable before they
@@ -42,6 +46,7 @@
 pub mod accounts;
 mod embedded;
 pub mod layers;
+pub mod networks;
 mod record;
 pub mod runtimes;
 pub mod sessions;
@@ -58,11 +63,12 @@ use ignis_ids::AccountId;
 pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts, random_account_id};
 pub use embedded::EmbeddedRegistry;
 pub use layers::{EmbeddedLayers, LayerRecord, LayerVersionRecord, Layers};
+pub use networks::{EmbeddedNetworks, NetworkError, NetworkRecord, Networks};
 pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
 pub use sessions::{SESSION_LIFETIME, Session, SessionClaims, SessionCredentials, SessionError, Sessions};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
-    ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord,
+    ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord, VpcRecord,
 };
 
 /// A boxed future that can cross tasks.

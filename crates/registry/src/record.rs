@@ -96,6 +96,9 @@ pub struct FunctionRecord {
     /// record stored before incarnations were kept). Session credentials name it (`crate::sessions`).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub incarnation: u64,
+    /// `VpcConfig`: the networks the function is attached to (`None`: none; a version keeps its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<VpcRecord>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -114,6 +117,15 @@ pub struct LayerUse {
     /// The layer version's zip size.
     pub code_size: u64,
     pub unzipped_size: u64,
+}
+
+/// A function's `VpcConfig`: the networks (`crate::networks`) it is attached to, named in `SubnetIds`, and those
+/// named in `SecurityGroupIds` (each one of the former: a network is its own security group). Each list is in the
+/// order given, each name once, and neither is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcRecord {
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
 }
 
 /// Lambda's `PackageType`: how a function's code is delivered.
@@ -307,6 +319,7 @@ impl FunctionRecord {
             opt_sha256_hex: String::new(),
             base: None,
             incarnation: 0,
+            vpc: None,
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -398,6 +411,7 @@ impl FunctionRecord {
             && self.image == version.image
             && self.image_config == version.image_config
             && self.layers == version.layers
+            && self.vpc == version.vpc
             && self.base.as_ref().map(|base| &base.image) == version.base.as_ref().map(|base| &base.image)
     }
 
@@ -451,6 +465,7 @@ impl FunctionRecord {
             opt_sha256_hex: self.opt_sha256_hex.clone(),
             base: self.base.clone(),
             incarnation: self.incarnation,
+            vpc: self.vpc.clone(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }

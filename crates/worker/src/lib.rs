@@ -93,6 +93,10 @@ pub struct FunctionSpec {
     /// A zip function's runtime base: the image its sandbox has as `/`, with the code on the base's own
     /// `/var/task`; `None`: the host's base (read-only host `/usr`), for a function whose runtime has no base here.
     pub base: Option<RuntimeBase>,
+    /// The networks the function is attached to (its `VpcConfig`), with the ranges they allowed when the spec was
+    /// made (`None`: no network). A sandbox keeps what its spec says: a network's ranges changing later reaches
+    /// new sandboxes only.
+    pub network: Option<ignis_net::Attachment>,
 }
 
 /// The root file system of a zip function's sandbox: an image (built by `ignis runtime build` or imported) that
@@ -258,7 +262,10 @@ impl Worker {
         };
         let live = self.live.clone();
         let network = match self.network() {
-            Some(network) => (0, network.endpoint_url()),
+            Some(network) => {
+                let block = network.block(spec.network.as_ref()).map_err(|e| StartError::Host(format!("sandbox network: {e}")))?;
+                (block, network.endpoint_url())
+            }
             None => (0, None),
         };
         let (tag, logs, limits) = (&self.tag, self.logs.clone(), self.client_limits);

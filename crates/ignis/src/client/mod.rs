@@ -5,6 +5,7 @@ mod archive;
 mod http;
 mod image;
 mod image_source;
+mod network;
 mod runtime;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use http::{Client, Request, Response};
 pub use image::{ImageArgs, image};
+pub use network::{NetworkArgs, network};
 pub use runtime::{Installer, RuntimeArgs, runtime};
 
 const API: &str = "/2015-03-31/functions";
