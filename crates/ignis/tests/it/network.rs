@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use ignis_sigv4::Credentials;
+
 use crate::harness::*;
 
 const RUNTIMES: &str = "provided.al2023,python3.11";
@@ -321,4 +323,78 @@ fn rules_and_links_are_gone_after_shutdown_and_after_kill_9_and_a_restart_as_roo
     assert_eq!(server.invoke("f", "{}").status, 200);
     server.stop();
     assert_eq!(leftovers(range), (false, 0));
+}
+
+/// A function that calls Ignis with boto3, as an unmodified Lambda function would: the credentials and the endpoint
+/// come from its environment.
+const SDK_CALLER: &str = r#"
+import boto3, os
+def handler(event, context):
+    results = {"endpoint": os.environ.get("AWS_ENDPOINT_URL", "")}
+    sqs = boto3.client("sqs")
+    for key, url in (("own", event["own_queue"]), ("other", event["other_queue"])):
+        try:
+            results[key] = "sent " + sqs.send_message(QueueUrl=url, MessageBody="from a sandbox")["MessageId"]
+        except Exception as e:
+            results[key] = "error " + getattr(e, "response", {}).get("Error", {}).get("Code", repr(e))
+    answer = boto3.client("lambda").invoke(FunctionName=event["function"], Payload=b"{}")
+    results["invoked"] = answer["Payload"].read().decode()
+    return results
+"#;
+
+#[test]
+fn functions_call_ignis_with_the_sdk_and_networks_open_their_ranges_as_root() {
+    let private = TestHost::start("v", [192, 168, 233, 0], "192.168.233.2");
+    let range = "10.216.0.0/16";
+    let server = Server::start_with(&["--runtimes", RUNTIMES, "--egress", "all", "--sandbox-network", range]);
+    let admin = Server::credentials();
+
+    // The SDK inside a function: its own account's queue and functions, not another account's queue.
+    let (_, tenant) = server.create_account("tenant");
+    let (_, other) = server.create_account("other");
+    let queue = |credentials: &Credentials, name: &str| {
+        let target = [("x-amz-target", "AmazonSQS.CreateQueue"), ("content-type", "application/x-amz-json-1.0")];
+        let body = json!({ "QueueName": name }).to_string();
+        let made = server.signed_with(credentials, "sqs", "POST", "/", "", &target, body.as_bytes());
+        assert_eq!(made.status, 200, "{}", made.text());
+        made.json()["QueueUrl"].as_str().unwrap().to_string()
+    };
+    let (own_queue, other_queue) = (queue(&tenant, "inbox"), queue(&other, "private"));
+    let zip = zip_of(&[("app.py", SDK_CALLER.as_bytes(), 0o644)]);
+    let settings = json!({ "Runtime": "python3.11", "Handler": "app.handler", "Timeout": 60, "MemorySize": 256 });
+    let created = server.create_as_with(&tenant, "caller", &zip, settings);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = server.create_as_with(&tenant, "callee", &sh_runtime(r#"echo '"callee here"' > /tmp/response"#), json!({}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let event = json!({ "own_queue": own_queue, "other_queue": other_queue, "function": "callee" }).to_string();
+    let reply = server.invoke_as(&tenant, "caller", &event);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let results = reply.json();
+    assert_eq!(results["endpoint"], format!("http://{}:{}", plan(range).gateway(), server.address.rsplit_once(':').unwrap().1));
+    assert!(results["own"].as_str().unwrap().starts_with("sent "), "{results}");
+    assert_eq!(results["other"], "error AWS.SimpleQueueService.NonExistentQueue", "{results}");
+    assert_eq!(results["invoked"].as_str().map(str::trim), Some("\"callee here\""));
+    let received = {
+        let target = [("x-amz-target", "AmazonSQS.ReceiveMessage"), ("content-type", "application/x-amz-json-1.0")];
+        let body = json!({ "QueueUrl": own_queue, "WaitTimeSeconds": 1 }).to_string();
+        server.signed_with(&tenant, "sqs", "POST", "/", "", &target, body.as_bytes())
+    };
+    assert_eq!(received.json()["Messages"][0]["Body"], "from a sandbox", "{}", received.text());
+
+    // A network opens its ranges to the functions attached to it, and to no other.
+    let made = server.ignis_as(&admin, "PUT", "/ignis/networks/db", json!({ "Allow": ["192.168.233.0/24"] }).to_string().as_bytes());
+    assert!(made.status < 300, "{}", made.text());
+    create_prober(&server, "attached");
+    create_prober(&server, "detached");
+    let vpc = json!({ "VpcConfig": { "SubnetIds": ["db"], "SecurityGroupIds": ["db"] } });
+    let updated = server.lambda("PUT", "/2015-03-31/functions/attached/configuration", vpc.to_string().as_bytes());
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let reach = [json!({ "kind": "http", "url": private.url() }), json!({ "kind": "address", "toward": private.address })];
+    let attached = probe(&server, "attached", &reach);
+    assert_eq!(attached[0], "ok:hello from 192.168.233.2", "{attached:?}");
+    let detached = probe(&server, "detached", &reach);
+    assert!(detached[0].starts_with("err:"), "{detached:?}");
+    // Each from its own block of the range.
+    let block = |result: &str| plan(range).block(1).contains(&result.strip_prefix("ok:").unwrap().parse::<std::net::Ipv4Addr>().unwrap());
+    assert!(block(&attached[1]) && !block(&detached[1]), "{attached:?} {detached:?}");
 }
