@@ -45,6 +45,8 @@ pub enum NetError {
     Io { what: String, source: std::io::Error },
     #[error("this host has blocks of sandbox addresses for {} network attachments at most", BLOCKS - 1)]
     Blocks,
+    #[error("the sandbox network {0} is in use by another Ignis on this machine (--sandbox-network picks another)")]
+    InUse(Ipv4Net),
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
@@ -55,6 +57,8 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
 /// with their namespaces.
 #[derive(Debug)]
 pub struct HostNetwork {
+    /// Held while it runs (a lock on [`LOCK_DIR`]`/<table>.lock`): one Ignis per range and machine.
+    _lock: std::fs::File,
     links: Arc<Links>,
     _forwarder: Forwarder,
     _relay: Option<Relay>,
@@ -69,6 +73,7 @@ impl HostNetwork {
     /// the DNS forwarder (on the current tokio runtime) and installs the firewall table. Needs root.
     pub fn start(config: Config) -> Result<HostNetwork, NetError> {
         let plan = Plan::new(config.range)?;
+        let lock = lock(&plan)?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(io("turning IPv4 forwarding on"))?;
         let links = Arc::new(Links::new(plan.clone()).map_err(io("removing stale sandbox links"))?);
         let upstreams = if config.dns.is_empty() {
@@ -89,6 +94,7 @@ impl HostNetwork {
             Policy { allow: config.allow, dns_port: Some(forwarder.port()), endpoint_port, attachments: Vec::new() };
         firewall::install(&plan, &policy).map_err(io("installing the sandbox firewall table"))?;
         Ok(HostNetwork {
+            _lock: lock,
             links,
             _forwarder: forwarder,
             _relay: relay,
@@ -132,6 +138,23 @@ impl HostNetwork {
         blocks.insert(attachment.clone(), block);
         Ok(block)
     }
+}
+
+/// Where the locks of the ranges in use are.
+pub const LOCK_DIR: &str = "/run/ignis";
+
+/// The lock of `plan`'s range, taken (the kernel drops it with its last fd, a crash included).
+fn lock(plan: &Plan) -> Result<std::fs::File, NetError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(LOCK_DIR).map_err(io("creating /run/ignis"))?;
+    let path = format!("{LOCK_DIR}/{}.lock", plan.table());
+    let file = std::fs::File::create(&path).map_err(io("opening the sandbox network's lock"))?;
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock { NetError::InUse(plan.range()) } else { io("locking")(e) });
+    }
+    Ok(file)
 }
 
 impl Drop for HostNetwork {

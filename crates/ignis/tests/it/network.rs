@@ -315,6 +315,24 @@ fn rules_and_links_are_gone_after_shutdown_and_after_kill_9_and_a_restart_as_roo
     assert_eq!(server.invoke("f", "{}").status, 200);
     let (table, links) = leftovers(range);
     assert!(table && links > 0, "table {table}, links {links}");
+    // The range is this server's while it runs: another server on the machine is refused it.
+    let other = tempfile::tempdir().unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(other.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = eventually(Duration::from_secs(60), || second.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(ended && !out.status.success() && stderr.contains("in use by another Ignis"), "{stderr}");
+    assert_eq!(server.invoke("f", "{}").status, 200);
 
     // Killed: its namespaces (and so their links) die with it; the table stays until the next start replaces it.
     server.kill();
