@@ -55,7 +55,10 @@ pub fn run(args: &Args, ignis: &std::path::Path, previous: Option<&std::path::Pa
     eprintln!("ignis-bench: ignis server (pid {}) on {}", server.pid(), server.address);
     let mut previous_server = match previous {
         Some(exe) => {
-            let previous = Server::start(exe, &tmp.path().join("data-previous"), &["--async-retry-delay", "1"])?;
+            let mut extra = crate::harness::own_range(exe, 210);
+            extra.extend(["--async-retry-delay".to_string(), "1".to_string()]);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let previous = Server::start(exe, &tmp.path().join("data-previous"), &extra)?;
             eprintln!("ignis-bench: previous build's ignis server (pid {}) on {}", previous.pid(), previous.address);
             Some(previous)
         }

@@ -316,3 +316,14 @@ pub fn ratio_row(label: &str, measured: &Stats, reference: &Stats, note: &str) {
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "MET" } else { "MISSED" }
 }
+
+/// The arguments that give a server of `exe` a sandbox range of its own (`10.<octet>.0.0/16`: one server per range
+/// and machine), if that build has sandbox networking; none for an older build.
+pub fn own_range(exe: &std::path::Path, octet: u8) -> Vec<String> {
+    let help = std::process::Command::new(exe).args(["server", "--help"]).output();
+    if help.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--sandbox-network")) {
+        vec!["--sandbox-network".into(), format!("10.{octet}.0.0/16")]
+    } else {
+        Vec::new()
+    }
+}

@@ -175,10 +175,15 @@ fn run(args: Args) -> Result<(), String> {
     // Dropped (SIGTERM, wait) before `tmp` is removed, on every path out of here.
     let mut server = Server::start(&ignis, &tmp.path().join("data"), &[])?;
     eprintln!("ignis-bench: ignis server (pid {}) on {}, echo baseline on {echo_address}", server.pid(), server.address);
-    // A second server without pooled shells, for cold starts that build the whole sandbox.
-    let mut unpooled = Server::start(&ignis, &tmp.path().join("data-unpooled"), &["--sandbox-pool", "0"])?;
+    // A second server without pooled shells, for cold starts that build the whole sandbox. (Each server with
+    // networking has a sandbox range of its own: one per range and machine.)
+    let unpooled_args = ["--sandbox-pool", "0", "--sandbox-network", "10.214.0.0/16"];
+    let mut unpooled = Server::start(&ignis, &tmp.path().join("data-unpooled"), &unpooled_args)?;
     // One that does not freeze idle sandboxes, for what freezing costs warm invokes.
-    let mut unfrozen = Server::start(&ignis, &tmp.path().join("data-unfrozen"), &["--no-freeze"])?;
+    let unfrozen_args = ["--no-freeze", "--sandbox-network", "10.215.0.0/16"];
+    let mut unfrozen = Server::start(&ignis, &tmp.path().join("data-unfrozen"), &unfrozen_args)?;
+    // One whose sandboxes have no network (only `lo`), for what networking costs cold starts and warm invokes.
+    let mut offline = Server::start(&ignis, &tmp.path().join("data-offline"), &["--egress", "none"])?;
     // A third with no worker of its own, and two worker hosts joined to it.
     let mut cluster = Server::start(&ignis, &tmp.path().join("data-cluster"), &["--no-local-worker"])?;
     let mut workers = Vec::new();
@@ -188,8 +193,13 @@ fn run(args: Args) -> Result<(), String> {
     // The previous build, started like the default server and the one without pooled shells.
     let mut previous_servers = match &previous {
         Some(exe) => {
-            let pooled = Server::start(exe, &tmp.path().join("data-previous"), &[])?;
-            let unpooled = Server::start(exe, &tmp.path().join("data-previous-unpooled"), &["--sandbox-pool", "0"])?;
+            let pooled_args = harness::own_range(exe, 210);
+            let mut unpooled_args = harness::own_range(exe, 211);
+            unpooled_args.extend(["--sandbox-pool".to_string(), "0".to_string()]);
+            let pooled_args: Vec<&str> = pooled_args.iter().map(String::as_str).collect();
+            let unpooled_args: Vec<&str> = unpooled_args.iter().map(String::as_str).collect();
+            let pooled = Server::start(exe, &tmp.path().join("data-previous"), &pooled_args)?;
+            let unpooled = Server::start(exe, &tmp.path().join("data-previous-unpooled"), &unpooled_args)?;
             eprintln!("ignis-bench: previous build's ignis server (pid {}) on {}", pooled.pid(), pooled.address);
             Some((pooled, unpooled))
         }
@@ -204,13 +214,14 @@ fn run(args: Args) -> Result<(), String> {
         ignis: &server.address,
         unpooled: &unpooled.address,
         unfrozen: &unfrozen.address,
+        offline: &offline.address,
         cluster: &cluster.address,
         echo: &echo_address,
         previous: previous_servers.as_ref().map(|(pooled, unpooled)| (pooled.address.as_str(), unpooled.address.as_str())),
     };
     let result = runtime.block_on(measure(&args, &addresses, &zip));
     drop(runtime);
-    let mut stopped = server.stop().and(unpooled.stop()).and(unfrozen.stop()).and(cluster.stop());
+    let mut stopped = server.stop().and(unpooled.stop()).and(unfrozen.stop()).and(offline.stop()).and(cluster.stop());
     for worker in &mut workers {
         stopped = stopped.and(worker.stop());
     }
@@ -230,6 +241,8 @@ struct Addresses<'a> {
     unpooled: &'a str,
     /// The server started with `--no-freeze`.
     unfrozen: &'a str,
+    /// The server started with `--egress none`.
+    offline: &'a str,
     /// The server with two worker hosts and none of its own.
     cluster: &'a str,
     echo: &'a str,
@@ -247,6 +260,10 @@ struct Report {
     unfrozen: Vec<Duration>,
     unfrozen_errors: Vec<String>,
     unfrozen_tput: Throughput,
+    /// Cold starts and warm c=1 on the server whose sandboxes have no network (alternating with the default's).
+    offline_cold: Cold,
+    offline_warm: Vec<Duration>,
+    offline_errors: Vec<String>,
     /// Cold starts with the server's default shell pool.
     cold: Cold,
     /// Cold starts with `--sandbox-pool 0`: every sandbox built from scratch.
@@ -406,7 +423,7 @@ async fn cold_start(args: &Args, i: usize, control: &mut Conn, invoker: &mut Con
 }
 
 async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<Report, String> {
-    let Addresses { ignis, unpooled, unfrozen, cluster, echo, previous } = *addresses;
+    let Addresses { ignis, unpooled, unfrozen, offline, cluster, echo, previous } = *addresses;
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let invoke_path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
 
@@ -424,6 +441,7 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(cluster, creds.clone()).await?, zip).await?;
     deploy(&mut Conn::connect(unfrozen, creds.clone()).await?, zip).await?;
+    deploy(&mut Conn::connect(offline, creds.clone()).await?, zip).await?;
     if let Some((pooled, unpooled)) = previous {
         deploy(&mut Conn::connect(pooled, creds.clone()).await?, zip).await?;
         deploy(&mut Conn::connect(unpooled, creds.clone()).await?, zip).await?;
@@ -437,21 +455,24 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     }
     let mut invoker = Conn::connect(ignis, creds.clone()).await?;
     let mut unpooled_invoker = Conn::connect(unpooled, creds.clone()).await?;
+    let mut offline_invoker = Conn::connect(offline, creds.clone()).await?;
     let mut previous_invoker = None;
-    let (cold, cold_unpooled, previous_cold) = match previous {
+    let (cold, cold_unpooled, previous_cold, offline_cold) = match previous {
         None => {
-            let cold = cold_starts(args, &creds, &mut [&mut invoker]).await?.remove(0);
+            let mut colds = cold_starts(args, &creds, &mut [&mut invoker, &mut offline_invoker]).await?;
+            let (offline_cold, cold) = (colds.remove(1), colds.remove(0));
             let cold_unpooled = cold_starts(args, &creds, &mut [&mut unpooled_invoker]).await?.remove(0);
-            (cold, cold_unpooled, None)
+            (cold, cold_unpooled, None, offline_cold)
         }
         Some((pooled, unpooled)) => {
             let mut previous_pooled = Conn::connect(pooled, creds.clone()).await?;
-            let mut colds = cold_starts(args, &creds, &mut [&mut invoker, &mut previous_pooled]).await?;
+            let mut colds = cold_starts(args, &creds, &mut [&mut invoker, &mut previous_pooled, &mut offline_invoker]).await?;
+            let offline_cold = colds.remove(2);
             let mut previous_unpooled = Conn::connect(unpooled, creds.clone()).await?;
             let mut unpooled_colds = cold_starts(args, &creds, &mut [&mut unpooled_invoker, &mut previous_unpooled]).await?;
             previous_invoker = Some(previous_pooled);
             let (previous_cold, previous_cold_unpooled) = (colds.remove(1), unpooled_colds.remove(1));
-            (colds.remove(0), unpooled_colds.remove(0), Some((previous_cold, previous_cold_unpooled)))
+            (colds.remove(0), unpooled_colds.remove(0), Some((previous_cold, previous_cold_unpooled)), offline_cold)
         }
     };
 
@@ -460,6 +481,7 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     let mut base_conn = Conn::connect(echo, creds.clone()).await?;
     let mut cluster_conn = Conn::connect(cluster, creds.clone()).await?;
     let mut unfrozen_conn = Conn::connect(unfrozen, creds.clone()).await?;
+    let mut offline_conn = Conn::connect(offline, creds.clone()).await?;
     // Warm-up: the first invoke after the last cold sample is warm already, but let both sides
     // (and the CPU caches, the allocator, the connection) settle.
     let warmup = (args.warm_samples / 10).clamp(20, 500);
@@ -470,7 +492,9 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
     sequential(&mut base_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut cluster_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     sequential(&mut unfrozen_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
+    sequential(&mut offline_conn, &invoke_path, warmup, Duration::from_secs(30)).await;
     let (mut unfrozen_warm, mut unfrozen_errors) = (vec![], vec![]);
+    let (mut offline_warm, mut offline_errors) = (vec![], vec![]);
     let (mut warm, mut base, mut warm_errors, mut base_errors) = (vec![], vec![], vec![], vec![]);
     let (mut on_workers, mut on_workers_errors) = (vec![], vec![]);
     let (mut previous_warm, mut previous_errors, mut round_ratios) = (vec![], vec![], vec![]);
@@ -510,6 +534,9 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
         let (l, e) = sequential(&mut unfrozen_conn, &invoke_path, n, Duration::from_secs(60)).await;
         unfrozen_warm.extend(l);
         unfrozen_errors.extend(e);
+        let (l, e) = sequential(&mut offline_conn, &invoke_path, n, Duration::from_secs(60)).await;
+        offline_warm.extend(l);
+        offline_errors.extend(e);
     }
 
     // Throughput at concurrency 16. The warm-up lets the pool grow to 16 sandboxes.
@@ -552,6 +579,9 @@ async fn measure(args: &Args, addresses: &Addresses<'_>, zip: &[u8]) -> Result<R
         unfrozen: unfrozen_warm,
         unfrozen_errors,
         unfrozen_tput,
+        offline_cold,
+        offline_warm,
+        offline_errors,
         cold,
         cold_unpooled,
         create_time,
@@ -814,6 +844,12 @@ impl Report {
                 ratio_row("  ratio current / previous", c, p, "");
             }
         }
+        let offline = stats_ms(&self.offline_cold.times);
+        row("cold start, sandboxes without network", offline.as_ref(), "--egress none, alternating with the default's");
+        if let (Some(c), Some(o)) = (&cold, &offline) {
+            println!("  {:<34} {:>6} {:>9} {:>9}  (p50 with networking - without; target < 0.5 ms)", "  networking adds (p50)", "", "",
+                ms(c.p50 - o.p50));
+        }
         let unpooled = stats_ms(&self.cold_unpooled.times);
         row("cold start, no shell pool", unpooled.as_ref(), "--sandbox-pool 0: whole sandbox built");
         row("  server REPORT Init Duration", stats(&mut self.cold_unpooled.init.clone()).as_ref(), "");
@@ -853,6 +889,11 @@ impl Report {
                 let rounds: Vec<String> = previous.round_ratios.iter().map(|r| format!("{r:.3}")).collect();
                 ratio_row("  ratio current / previous", w, p, &format!("p50 by round: {}", rounds.join(" ")));
             }
+        }
+        let offline = stats_ms(&self.offline_warm);
+        row("warm Invoke, --egress none, c=1", offline.as_ref(), "sandboxes without network, same rounds");
+        if let (Some(w), Some(o)) = (&warm, &offline) {
+            ratio_row("  ratio with networking / without", w, o, "target: no cost (about 1.00)");
         }
         println!("{line}");
         let unfrozen = stats_ms(&self.unfrozen);
@@ -919,7 +960,11 @@ impl Report {
                 dir.display());
         }
         let mut problems = Vec::new();
-        let mut colds = vec![("cold start", &self.cold), ("cold start, no pool", &self.cold_unpooled)];
+        let mut colds = vec![
+            ("cold start", &self.cold),
+            ("cold start, no pool", &self.cold_unpooled),
+            ("cold start, --egress none", &self.offline_cold),
+        ];
         let mut errors = vec![
             ("cold start", &self.cold.errors),
             ("cold start, no pool", &self.cold_unpooled.errors),
@@ -927,6 +972,7 @@ impl Report {
             ("baseline c=1", &self.base_errors),
             ("2 worker hosts c=1", &self.cluster_errors),
             ("--no-freeze c=1", &self.unfrozen_errors),
+            ("--egress none c=1", &self.offline_errors),
         ];
         let mut tputs = vec![
             ("warm c=16", &self.tput),

@@ -131,6 +131,22 @@ impl Netlink {
             .collect())
     }
 
+    /// A bridge named `name` (sandbox links are routed, not bridged: `bench/sandboxes` measures both).
+    pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+        let mut message = LinkMessage::default();
+        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        message.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).map(drop)
+    }
+
+    /// Makes link `index` a port of bridge `master`.
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes.push(LinkAttribute::Controller(master));
+        self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK).map(drop)
+    }
+
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut message = LinkMessage::default();
         message.header.index = index;

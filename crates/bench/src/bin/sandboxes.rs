@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -153,6 +153,10 @@ enum Kind {
     IgnisTenants,
     /// A new tenant for every sandbox; each leaves a connection in TIME_WAIT.
     IgnisTraces,
+    /// [`Kind::Ignis`] with networking on (a routed link per network namespace, NAT, the firewall table).
+    IgnisNet,
+    /// [`Kind::IgnisTraces`] with networking on: a new namespace, and so a new link, for every sandbox.
+    IgnisTracesNet,
 }
 
 impl Kind {
@@ -166,6 +170,8 @@ impl Kind {
             Kind::IgnisPooled => "Ignis with a ready shell",
             Kind::IgnisTenants => "Ignis, new tenant each, clean netns",
             Kind::IgnisTraces => "Ignis, new tenant each, netns w/ traces",
+            Kind::IgnisNet => "Ignis full sandbox, networking on",
+            Kind::IgnisTracesNet => "Ignis, new netns each, networking on",
         }
     }
 }
@@ -198,6 +204,11 @@ struct Ctx {
     /// For [`Kind::IgnisTenants`] and [`Kind::IgnisTraces`]: namespace pools of their own.
     tenants: Host,
     traces: Host,
+    /// [`Kind::IgnisNet`] and [`Kind::IgnisTracesNet`]: hosts whose sandboxes have a network, over `network`.
+    net_full: Host,
+    net_traces: Host,
+    /// Kept while the hosts above run (dropped after them).
+    _network: Network,
     /// Holds `bootstrap`, which connects to 127.0.0.1:9001 and closes first (a connection left in TIME_WAIT).
     tcp_code: PathBuf,
     /// Empty code dir (the entrypoint is /usr/bin/true) and one holding `bootstrap` = `exec sleep 1000`.
@@ -267,7 +278,9 @@ impl Ctx {
                 c.arg("--root").arg(&crun.state).arg("run").arg("--bundle").arg(bundle).arg(crun_id);
                 c
             }
-            Kind::Ignis | Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces => unreachable!("not a tool"),
+            Kind::Ignis | Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces | Kind::IgnisNet | Kind::IgnisTracesNet => {
+                unreachable!("not a tool")
+            }
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         cmd
@@ -288,19 +301,23 @@ struct Sample {
 
 fn once(ctx: &Ctx, kind: Kind) -> Result<Sample, String> {
     match kind {
-        Kind::Ignis | Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces => {
+        Kind::Ignis | Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces | Kind::IgnisNet | Kind::IgnisTracesNet => {
             let host = match kind {
                 Kind::IgnisPooled => &ctx.pooled,
                 Kind::IgnisTenants => &ctx.tenants,
                 Kind::IgnisTraces => &ctx.traces,
+                Kind::IgnisNet => &ctx.net_full,
+                Kind::IgnisTracesNet => &ctx.net_traces,
                 _ => &ctx.full,
             };
             let tenant = match kind {
-                Kind::IgnisTenants | Kind::IgnisTraces => format!("tenant-{}", ctx.counter.fetch_add(1, Ordering::Relaxed)),
+                Kind::IgnisTenants | Kind::IgnisTraces | Kind::IgnisTracesNet => {
+                    format!("tenant-{}", ctx.counter.fetch_add(1, Ordering::Relaxed))
+                }
                 _ => "bench".to_string(),
             };
             let (code, entrypoint) = match kind {
-                Kind::IgnisTraces => (&ctx.tcp_code, "/var/task/bootstrap"),
+                Kind::IgnisTraces | Kind::IgnisTracesNet => (&ctx.tcp_code, "/var/task/bootstrap"),
                 _ => (&ctx.empty_code, "/usr/bin/true"),
             };
             let mut shell = None;
@@ -448,7 +465,9 @@ fn run(args: &Args) -> Result<(), String> {
         let stale = ctx.full.remove_stale_groups()
             + ctx.pooled.remove_stale_groups()
             + ctx.tenants.remove_stale_groups()
-            + ctx.traces.remove_stale_groups();
+            + ctx.traces.remove_stale_groups()
+            + ctx.net_full.remove_stale_groups()
+            + ctx.net_traces.remove_stale_groups();
         if stale > 0 {
             eprintln!("sandboxes: removed {stale} leftover sandbox cgroups");
         }
@@ -482,6 +501,14 @@ fn setup(tmp: &Path, init: &Path) -> Result<Ctx, String> {
     tenants.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
     let mut traces = Host::new(&tmp.join("state-traces"), init).map_err(|e| format!("Host::new: {e}"))?;
     traces.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
+    let network = Network::start()?;
+    let mut net_full = Host::new(&tmp.join("state-net-full"), init).map_err(|e| format!("Host::new: {e}"))?;
+    net_full.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
+    net_full.set_pool_size(0);
+    net_full.set_network(network.host.links(), network.host.resolv_conf());
+    let mut net_traces = Host::new(&tmp.join("state-net-traces"), init).map_err(|e| format!("Host::new: {e}"))?;
+    net_traces.set_id_prefix(&prefix).map_err(|e| e.to_string())?;
+    net_traces.set_network(network.host.links(), network.host.resolv_conf());
 
     let empty_code = tmp.join("code-empty");
     let sleep_code = tmp.join("code-sleep");
@@ -502,6 +529,9 @@ fn setup(tmp: &Path, init: &Path) -> Result<Ctx, String> {
         pooled,
         tenants,
         traces,
+        net_full,
+        net_traces,
+        _network: network,
         tcp_code,
         empty_code,
         sleep_code,
@@ -650,6 +680,10 @@ struct Results {
     features: String,
     /// Freeze (until reported frozen) and thaw of an idle sandbox.
     freezing: (Vec<Duration>, Vec<Duration>),
+    /// A new network namespace: without a link, with a routed one (Ignis's), with a bridged one.
+    links: [Vec<Duration>; 3],
+    /// Egress, bytes per second: from the host itself, and from a sandbox (medians of the rounds).
+    egress: (f64, f64),
 }
 
 /// Freezes an idle sandbox until its cgroup reports it frozen, and thaws it, `n` times.
@@ -679,7 +713,18 @@ fn freeze_thaw(ctx: &Ctx, n: usize) -> Result<(Vec<Duration>, Vec<Duration>), St
 
 fn measure(args: &Args, ctx: &Ctx) -> Result<(), String> {
     let kinds: Vec<Kind> =
-        [Kind::Plain, Kind::Unshare, Kind::Bwrap, Kind::Crun, Kind::Ignis, Kind::IgnisPooled, Kind::IgnisTenants, Kind::IgnisTraces]
+        [
+            Kind::Plain,
+            Kind::Unshare,
+            Kind::Bwrap,
+            Kind::Crun,
+            Kind::Ignis,
+            Kind::IgnisNet,
+            Kind::IgnisPooled,
+            Kind::IgnisTenants,
+            Kind::IgnisTraces,
+            Kind::IgnisTracesNet,
+        ]
         .into_iter()
         .filter(|k| ctx.available(*k))
         .collect();
@@ -713,7 +758,10 @@ fn measure(args: &Args, ctx: &Ctx) -> Result<(), String> {
     // Parallel: two threads, each its own spawner (sandboxes are destroyed by the thread that made them).
     eprintln!("sandboxes: 2 threads in parallel ({} per method, at most {} s)", args.parallel_samples, args.seconds);
     let mut par = HashMap::new();
-    for &kind in kinds.iter().filter(|k| !matches!(k, Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces)) {
+    let sequential_only = |k: &&Kind| {
+        !matches!(k, Kind::IgnisPooled | Kind::IgnisTenants | Kind::IgnisTraces | Kind::IgnisNet | Kind::IgnisTracesNet)
+    };
+    for &kind in kinds.iter().filter(sequential_only) {
         let budget = Duration::from_secs_f64(args.seconds);
         let per_thread = args.parallel_samples.div_ceil(2);
         let start = Instant::now();
@@ -758,8 +806,12 @@ fn measure(args: &Args, ctx: &Ctx) -> Result<(), String> {
     let (mem, mem_notes, features) = memory(args, ctx, &mem_kinds)?;
     eprintln!("sandboxes: freezing and thawing an idle sandbox ({} times)", args.samples);
     let freezing = freeze_thaw(ctx, args.samples)?;
+    eprintln!("sandboxes: a new network namespace's link to the host, routed and bridged ({} each)", args.samples);
+    let links = link_setups(args.samples)?;
+    eprintln!("sandboxes: egress throughput, a sandbox and the host itself to a test host ({EGRESS_ROUNDS} rounds)");
+    let egress = egress(ctx)?;
 
-    let results = Results { seq, par, mem, mem_notes, features, freezing };
+    let results = Results { seq, par, mem, mem_notes, features, freezing, links, egress };
     print(args, ctx, &results);
     Ok(())
 }
@@ -1284,6 +1336,7 @@ fn print(args: &Args, ctx: &Ctx, r: &Results) {
         }
     }
     println!("{line}");
+    print_network(r, &line);
 
     // Ratios.
     let p50 = |m: &HashMap<Kind, Series>, k: Kind| m.get(&k).and_then(|s| stats_ms(&s.done)).map(|s| s.p50);
@@ -1428,4 +1481,264 @@ fn print(args: &Args, ctx: &Ctx, r: &Results) {
             println!("  - {p}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Networking.
+
+/// The range of the networked hosts' sandboxes; the routed and bridged links of [`link_setups`] take theirs from
+/// ranges of their own.
+const NET_RANGE: &str = "10.209.0.0/16";
+const ROUTED_RANGE: &str = "10.208.0.0/16";
+const BRIDGE_GATEWAY: [u8; 4] = [10, 207, 0, 1];
+const EGRESS_ROUNDS: usize = 3;
+const EGRESS_BYTES: u64 = 1 << 30;
+/// The test host of [`egress`]: a network namespace behind a veth pair, a /30 (host side .129).
+const EGRESS_HOST: &str = "198.51.100.130";
+
+/// The sandbox network of the networked hosts, on a runtime of its own (for its DNS forwarder).
+struct Network {
+    host: ignis_net::HostNetwork,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Network {
+    fn start() -> Result<Network, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let config = ignis_net::Config {
+            range: NET_RANGE.parse().map_err(|e| format!("{e}"))?,
+            allow: Vec::new(),
+            dns: vec!["127.0.0.1:53".parse().map_err(|e| format!("{e}"))?],
+            endpoint: None,
+        };
+        let host = {
+            let _in = runtime.enter();
+            ignis_net::HostNetwork::start(config).map_err(|e| format!("sandbox network: {e}"))?
+        };
+        Ok(Network { host, _runtime: runtime })
+    }
+}
+
+fn own_netns() -> Result<OwnedFd, String> {
+    std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from).map_err(|e| format!("own netns: {e}"))
+}
+
+fn setns(fd: BorrowedFd<'_>) -> Result<(), String> {
+    // SAFETY: plain syscall on a namespace fd.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// What it costs a new network namespace to get a link to the host, `n` times each: none, routed (Ignis's:
+/// `ignis_net::link::Links::connect`), bridged (the host side a port of a bridge carrying the gateway, the
+/// namespace's address a /16 on it). Made on a thread of its own, which goes back to the host's namespace after
+/// each; the links are deleted (untimed) before the next.
+fn link_setups(n: usize) -> Result<[Vec<Duration>; 3], String> {
+    use ignis_net::link::{Links, Netlink};
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<[Vec<Duration>; 3], String> {
+            let plan = ignis_net::plan::Plan::new(ROUTED_RANGE.parse().map_err(|e| format!("{e}"))?).map_err(|e| e.to_string())?;
+            let links = std::sync::Arc::new(Links::new(plan).map_err(|e| format!("links: {e}"))?);
+            let home = own_netns()?;
+            let mut host = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+            let bridge = format!("igbr{}", std::process::id() % 100_000);
+            host.add_bridge(&bridge).map_err(|e| format!("bridge: {e}"))?;
+            let result = (|| {
+                let br = host.index(&bridge).map_err(|e| e.to_string())?;
+                let gateway = std::net::Ipv4Addr::from(BRIDGE_GATEWAY);
+                host.add_address(br, gateway, 16).map_err(|e| format!("bridge address: {e}"))?;
+                host.set_up(br).map_err(|e| e.to_string())?;
+                let mut out: [Vec<Duration>; 3] = Default::default();
+                for i in 0..n {
+                    for (mode, times) in out.iter_mut().enumerate() {
+                        let t = Instant::now();
+                        // SAFETY: plain syscall; moves only this thread.
+                        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                            return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+                        }
+                        let made = (|| -> Result<(Option<ignis_net::link::Link>, Option<u32>), String> {
+                            match mode {
+                                0 => Ok((None, None)),
+                                1 => Ok((Some(links.connect(0).map_err(|e| format!("routed link: {e}"))?), None)),
+                                _ => {
+                                    let name = format!("igbv{}-{i}", std::process::id() % 10_000);
+                                    std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").map_err(|e| e.to_string())?;
+                                    let mut inside = Netlink::open().map_err(|e| e.to_string())?;
+                                    inside.add_veth("eth0", &name, home.as_fd()).map_err(|e| format!("veth: {e}"))?;
+                                    let port = host.index(&name).map_err(|e| e.to_string())?;
+                                    host.set_master(port, br).map_err(|e| format!("bridge port: {e}"))?;
+                                    host.set_up(port).map_err(|e| e.to_string())?;
+                                    let eth0 = inside.index("eth0").map_err(|e| e.to_string())?;
+                                    let address = std::net::Ipv4Addr::new(10, 207, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+                                    inside.add_address(eth0, address, 16).map_err(|e| e.to_string())?;
+                                    inside.set_up(eth0).map_err(|e| e.to_string())?;
+                                    inside.add_route(eth0, Default::default(), Some(gateway)).map_err(|e| e.to_string())?;
+                                    Ok((None, Some(port)))
+                                }
+                            }
+                        })();
+                        times.push(t.elapsed());
+                        setns(home.as_fd())?;
+                        let (link, port) = made?;
+                        drop(link);
+                        if let Some(port) = port {
+                            host.delete_link(port).map_err(|e| format!("deleting a bridge port: {e}"))?;
+                        }
+                    }
+                }
+                Ok(out)
+            })();
+            if let Ok(br) = host.index(&bridge) {
+                let _ = host.delete_link(br);
+            }
+            result
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the link thread panicked".into()))
+    })
+}
+
+/// A network namespace with an address the sandboxes may reach (a public-looking one), deleted when dropped.
+struct EgressHost {
+    netns: String,
+}
+
+impl EgressHost {
+    fn start() -> Result<EgressHost, String> {
+        let netns = format!("ignis-bench-{}", std::process::id());
+        let outside = format!("igbe{}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let status = Command::new("ip").args(args).status().map_err(|e| format!("ip: {e}"))?;
+            if status.success() { Ok(()) } else { Err(format!("ip {args:?}: {status}")) }
+        };
+        ip(&["netns", "add", &netns])?;
+        let host = EgressHost { netns: netns.clone() };
+        ip(&["link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        ip(&["addr", "add", "198.51.100.129/30", "dev", &outside])?;
+        ip(&["link", "set", &outside, "up"])?;
+        ip(&["-n", &netns, "addr", "add", &format!("{EGRESS_HOST}/30"), "dev", "eth0"])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "route", "add", "default", "via", "198.51.100.129"])?;
+        Ok(host)
+    }
+
+    /// Accepts one connection on port 9000 in the namespace (on a thread of its own) and reads it to its end:
+    /// the bytes per second from accept to end.
+    fn sink(&self) -> Result<std::thread::JoinHandle<Result<f64, String>>, String> {
+        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.netns)).map_err(|e| format!("netns: {e}"))?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || -> Result<f64, String> {
+            setns(ns.as_fd())?;
+            let listener = std::net::TcpListener::bind((EGRESS_HOST, 9000)).map_err(|e| format!("sink: {e}"));
+            let _ = ready_tx.send(listener.is_ok());
+            let (mut conn, _) = listener?.accept().map_err(|e| format!("accept: {e}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                match std::io::Read::read(&mut conn, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(e) => return Err(format!("sink read: {e}")),
+                }
+            }
+            if total != EGRESS_BYTES {
+                return Err(format!("the sink got {total} bytes, not {EGRESS_BYTES}"));
+            }
+            Ok(total as f64 / t.elapsed().as_secs_f64())
+        });
+        match ready_rx.recv_timeout(OP_TIMEOUT) {
+            Ok(true) => Ok(handle),
+            _ => Err(handle.join().ok().and_then(Result::err).unwrap_or_else(|| "the sink did not start".into())),
+        }
+    }
+}
+
+impl Drop for EgressHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}
+
+/// Egress throughput to a test host: the host itself sending, and a sandbox of the networked host (through its
+/// link, the firewall and NAT); medians of [`EGRESS_ROUNDS`] alternating rounds, bytes per second.
+fn egress(ctx: &Ctx) -> Result<(f64, f64), String> {
+    let target = EgressHost::start()?;
+    let send = format!("head -c {EGRESS_BYTES} /dev/zero > /dev/tcp/{EGRESS_HOST}/9000");
+    let code = ctx.empty_code.parent().ok_or("no temporary directory")?.join("code-egress");
+    std::fs::create_dir_all(&code).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let bootstrap = code.join("bootstrap");
+    std::fs::write(&bootstrap, format!("#!/bin/bash\n{send}\n")).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let (mut host_rates, mut sandbox_rates) = (Vec::new(), Vec::new());
+    for _ in 0..EGRESS_ROUNDS {
+        let sink = target.sink()?;
+        let mut sender = Command::new("bash").args(["-c", &send]).spawn().map_err(|e| format!("bash: {e}"))?;
+        wait_child(&mut sender, Duration::from_secs(60))?;
+        host_rates.push(sink.join().map_err(|_| "the sink panicked")??);
+
+        let sink = target.sink()?;
+        let mut sb = ctx.net_full.spawn(|_| ctx.sandbox_config(&code, "/var/task/bootstrap")).map_err(|e| format!("spawn: {e}"))?;
+        let ended = wait_readable(sb.pidfd(), Duration::from_secs(60));
+        let exit = if ended { sb.wait() } else { None };
+        sb.destroy();
+        if exit != Some(RuntimeExit::Code(0)) {
+            return Err(format!("the sandbox's sender ended with {exit:?}"));
+        }
+        sandbox_rates.push(sink.join().map_err(|_| "the sink panicked")??);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(host_rates), median(sandbox_rates)))
+}
+
+fn print_network(r: &Results, line: &str) {
+    println!(
+        "  {:<46} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "networking (routed link per netns, NAT, firewall)", "n", "min", "p50", "p90", "p99", "max", "per s"
+    );
+    println!("{line}");
+    let p50 = |kind: Kind, created: bool| {
+        r.seq.get(&kind).and_then(|s| stats_ms(if created { &s.created } else { &s.done })).map(|s| s.p50)
+    };
+    for (on, off, what) in [
+        (Kind::IgnisNet, Kind::Ignis, "netns reused (same tenant)"),
+        (Kind::IgnisTracesNet, Kind::IgnisTraces, "a new netns, and link, each"),
+    ] {
+        let Some(s) = r.seq.get(&on) else { continue };
+        let delta = match (p50(on, true), p50(off, true)) {
+            (Some(a), Some(b)) => format!("{what}; p50 {:+.3} ms vs off", a - b),
+            _ => what.to_string(),
+        };
+        row(&format!("{}: spawn -> exec ok", on.label()), stats_ms(&s.created).as_ref(), None, &delta);
+        let delta = match (p50(on, false), p50(off, false)) {
+            (Some(a), Some(b)) => format!("p50 {:+.3} ms vs off", a - b),
+            _ => String::new(),
+        };
+        row("  spawn -> destroyed (whole life)", stats_ms(&s.done).as_ref(), Some(s.rate()), &delta);
+    }
+    let [none, routed, bridged] = &r.links;
+    row("new netns, no link", stats_ms(none).as_ref(), None, "unshare(CLONE_NEWNET) only");
+    row("new netns + routed link (Ignis's)", stats_ms(routed).as_ref(), None, "veth, /32s, routes, on the host: addr + route");
+    row("new netns + bridged link", stats_ms(bridged).as_ref(), None, "veth, host side a bridge port, /16");
+    let (host, sandbox) = r.egress;
+    let gbit = |bytes_per_s: f64| bytes_per_s * 8.0 / 1e9;
+    println!(
+        "  egress to a test host, {} MiB, median of {EGRESS_ROUNDS}: host itself {:.2} Gbit/s, sandbox {:.2} Gbit/s = {:.0}% of the host's (target >= 80%)",
+        EGRESS_BYTES >> 20,
+        gbit(host),
+        gbit(sandbox),
+        100.0 * sandbox / host
+    );
+    println!("{line}");
 }
