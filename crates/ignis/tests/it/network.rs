@@ -416,3 +416,29 @@ fn functions_call_ignis_with_the_sdk_and_networks_open_their_ranges_as_root() {
     let block = |result: &str| plan(range).block(1).contains(&result.strip_prefix("ok:").unwrap().parse::<std::net::Ipv4Addr>().unwrap());
     assert!(block(&attached[1]) && !block(&detached[1]), "{attached:?} {detached:?}");
 }
+
+#[test]
+fn a_worker_host_relays_the_api_to_its_server_as_root() {
+    let server = Server::start_with(&["--runtimes", RUNTIMES, "--no-local-worker"]);
+    let range = "10.219.0.0/16";
+    let _worker = WorkerHost::start(&server, &["--egress", "all", "--sandbox-network", range]);
+    server.wait_for_workers(1);
+    let zip = zip_of(&[("app.py", SDK_CALLER.as_bytes(), 0o644)]);
+    let settings = json!({ "Runtime": "python3.11", "Handler": "app.handler", "Timeout": 60, "MemorySize": 256 });
+    assert_eq!(server.create("caller", &zip, settings).status, 201);
+    let created = server.create("callee", &sh_runtime(r#"echo '"callee here"' > /tmp/response"#), json!({}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let queue = {
+        let target = [("x-amz-target", "AmazonSQS.CreateQueue"), ("content-type", "application/x-amz-json-1.0")];
+        let made = server.signed_with(&Server::credentials(), "sqs", "POST", "/", "", &target, br#"{"QueueName":"q"}"#);
+        made.json()["QueueUrl"].as_str().unwrap().to_string()
+    };
+    let event = json!({ "own_queue": queue, "other_queue": queue, "function": "callee" }).to_string();
+    let reply = server.invoke("caller", &event);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let results = reply.json();
+    let port = server.address.rsplit_once(':').unwrap().1;
+    assert_eq!(results["endpoint"], format!("http://{}:{port}", plan(range).gateway()));
+    assert!(results["own"].as_str().unwrap().starts_with("sent "), "{results}");
+    assert_eq!(results["invoked"].as_str().map(str::trim), Some("\"callee here\""));
+}
