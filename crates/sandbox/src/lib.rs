@@ -28,8 +28,9 @@
 //!    is owned by `base`, not root, so the kernel charges the sandbox's per-user resources (inotify, message queues,
 //!    ...) to `base`; init sets the namespace's own limits ([`userns::USER_LIMITS`]).
 //! 2. **Other namespaces**: pid (init is pid 1; its death kills the rest), mount (private, pivoted, no `/sys`),
-//!    network (only `lo`; made by the worker, so owned by the host's user namespace: nothing in the sandbox, init
-//!    included, has any network privilege; reused by a later sandbox once empty, see [`netns`]), ipc, uts (hostname
+//!    network (`lo`, and with [`Host::set_network`] `eth0`, a link routed to the host; made by the worker, so owned
+//!    by the host's user namespace: nothing in the sandbox, init included, has any network privilege; reused by a
+//!    later sandbox once empty, see [`netns`]), ipc, uts (hostname
 //!    `sandbox`), cgroup (rooted at the sandbox's group).
 //! 3. **Cgroup** ([`cgroup`]): memory (no swap), CPU share, `pids.max`. The worker moves the child into it while init
 //!    starts (inside root cannot write the host's cgroup files); init waits for that before it forks anything.

@@ -1,6 +1,8 @@
 //! Network namespaces for sandboxes: made by the worker, so owned by the host's user namespace, with `lo` up and
-//! the runtime API listener (127.0.0.1:9001) bound in it, and nothing else; reused once empty, by the same tenant, or
-//! by another once nothing of the previous one is left in it.
+//! the runtime API listener (127.0.0.1:9001) bound in it and, when the host gives sandboxes a network
+//! ([`NetnsPool::with_links`]), `eth0`, a link routed to the host (`ignis_net::link`), and nothing else; reused
+//! once empty, by the same tenant, or by another once nothing of the previous one is left in it, always within its
+//! block of addresses (its link and address go with it).
 //!
 //! Owned by the host's user namespace, a sandbox's network namespace gives nothing inside it any network privilege,
 //! not even to ignis-init (root only in its own user namespace): no interface, address, route, firewall rule or
