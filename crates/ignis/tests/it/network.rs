@@ -442,3 +442,38 @@ fn a_worker_host_relays_the_api_to_its_server_as_root() {
     assert!(results["own"].as_str().unwrap().starts_with("sent "), "{results}");
     assert_eq!(results["invoked"].as_str().map(str::trim), Some("\"callee here\""));
 }
+
+/// [`SDK_CALLER`] for Node.js, with the AWS SDK for JavaScript v3 of the runtime's base.
+const NODE_SDK_CALLER: &str = r#"
+const { SQSClient, GetQueueUrlCommand, SendMessageCommand } = require("@aws-sdk/client-sqs");
+const { LambdaClient, InvokeCommand } = require("@aws-sdk/client-lambda");
+exports.handler = async (event) => {
+  // The queue's URL as this function reaches it (the SDK sends to the URL's host).
+  const sqs = new SQSClient({});
+  const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: event.queue }));
+  const sent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: "from node" }));
+  const answer = await new LambdaClient({}).send(new InvokeCommand({ FunctionName: event.function, Payload: Buffer.from("{}") }));
+  return { sent: sent.MessageId, invoked: Buffer.from(answer.Payload).toString(), endpoint: process.env.AWS_ENDPOINT_URL };
+};
+"#;
+
+#[test]
+fn a_node_function_calls_ignis_with_the_sdk_v3_as_root() {
+    let range = "10.220.0.0/16";
+    let server = Server::start_with(&["--runtimes", "provided.al2023,nodejs20.x", "--egress", "all", "--sandbox-network", range]);
+    let zip = zip_of(&[("index.js", NODE_SDK_CALLER.as_bytes(), 0o644)]);
+    let settings = json!({ "Runtime": "nodejs20.x", "Handler": "index.handler", "Timeout": 60, "MemorySize": 256 });
+    let created = server.create("caller", &zip, settings);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = server.create("callee", &sh_runtime(r#"echo '"callee here"' > /tmp/response"#), json!({}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let target = [("x-amz-target", "AmazonSQS.CreateQueue"), ("content-type", "application/x-amz-json-1.0")];
+    let made = server.signed_with(&Server::credentials(), "sqs", "POST", "/", "", &target, br#"{"QueueName":"q"}"#);
+    assert_eq!(made.status, 200, "{}", made.text());
+    let reply = server.invoke("caller", &json!({ "queue": "q", "function": "callee" }).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let results = reply.json();
+    assert!(results["sent"].as_str().is_some_and(|id| !id.is_empty()), "{results}");
+    assert_eq!(results["invoked"].as_str().map(str::trim), Some("\"callee here\""), "{results}");
+    assert_eq!(results["endpoint"], format!("http://{}:{}", plan(range).gateway(), server.address.rsplit_once(':').unwrap().1));
+}
