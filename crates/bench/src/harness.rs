@@ -156,9 +156,11 @@ impl Server {
     }
 
     /// An `ignis worker` joined to the server at `server` (its process is handled like a server's).
-    pub fn worker(exe: &Path, server: &str, data: &Path) -> Result<Server, String> {
+    /// A worker host joined to `server`; `octet` gives its sandboxes a range of their own (see [`own_range`]).
+    pub fn worker(exe: &Path, server: &str, data: &Path, octet: u8) -> Result<Server, String> {
         let mut command = Command::new(exe);
         command.arg("worker").args(["--join", &format!("http://{server}"), "--listen", "127.0.0.1:0", "--data-dir"]).arg(data);
+        command.args(own_range(exe, octet));
         Server::launch(command, exe)
     }
 

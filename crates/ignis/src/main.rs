@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the platform: API, storage and a local worker, in one process.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Start a worker host that runs sandboxes for a server it joins.
     Worker(worker::WorkerArgs),
     /// Start a node of the shared chunk cache that workers keep image chunks' stripes on.
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => {
             init_daemon();
-            server::run(args)
+            server::run(*args)
         }
         Command::Cache(args) => {
             init_daemon();

@@ -3,8 +3,9 @@
 //! Sandboxes cannot reach the host's resolvers themselves (they may be on loopback, or in a private range), so
 //! their `/etc/resolv.conf` names the gateway, where the firewall redirects port 53 to this forwarder's port. It
 //! forwards UDP queries one datagram at a time and TCP connections as byte streams, to the first upstream that
-//! answers. It is bounded: at most [`MAX_QUERIES`] UDP queries and [`MAX_STREAMS`] TCP connections in flight (more
-//! are dropped, and the client retries as DNS clients do), each for at most [`QUERY_TIME`] / [`STREAM_TIME`].
+//! answers. It is bounded: at most [`MAX_QUERIES`] UDP queries and [`MAX_STREAMS`] TCP connections in flight, at most
+//! [`QUERIES_PER_SANDBOX`] and [`STREAMS_PER_SANDBOX`] of one sandbox (more are dropped, and the client retries as
+//! DNS clients do), each for at most [`QUERY_TIME`] / [`STREAM_TIME`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,11 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::share::Shares;
+
 pub const MAX_QUERIES: usize = 256;
+pub const QUERIES_PER_SANDBOX: usize = 32;
 pub const MAX_STREAMS: usize = 64;
+pub const STREAMS_PER_SANDBOX: usize = 8;
 pub const QUERY_TIME: Duration = Duration::from_secs(5);
 pub const STREAM_TIME: Duration = Duration::from_secs(30);
 
@@ -83,11 +87,11 @@ pub(crate) fn freebind_tcp(address: SocketAddr) -> io::Result<TcpListener> {
 
 async fn serve_udp(socket: UdpSocket, upstreams: Arc<[SocketAddr]>) {
     let socket = Arc::new(socket);
-    let slots = Arc::new(Semaphore::new(MAX_QUERIES));
+    let shares = Shares::new(MAX_QUERIES, QUERIES_PER_SANDBOX);
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, client)) = socket.recv_from(&mut buf).await else { continue };
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let Some(slot) = shares.take(client.ip()) else { continue };
         let query = buf[..n].to_vec();
         let (socket, upstreams) = (socket.clone(), upstreams.clone());
         tokio::spawn(async move {
@@ -118,10 +122,10 @@ async fn ask(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
 }
 
 async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>) {
-    let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    let shares = Shares::new(MAX_STREAMS, STREAMS_PER_SANDBOX);
     loop {
-        let Ok((mut client, _)) = listener.accept().await else { continue };
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let Ok((mut client, from)) = listener.accept().await else { continue };
+        let Some(slot) = shares.take(from.ip()) else { continue };
         let upstreams = upstreams.clone();
         tokio::spawn(async move {
             let relay = async {

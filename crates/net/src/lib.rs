@@ -9,6 +9,7 @@ mod host;
 pub mod link;
 pub mod plan;
 pub mod relay;
+pub mod share;
 
 pub use host::{Config, Endpoint, HostNetwork, NetError};
 
