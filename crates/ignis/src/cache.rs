@@ -25,6 +25,9 @@ pub struct CacheArgs {
     /// Bytes of stripes kept on disk.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
     pub disk: u64,
+    /// Where diagnostics go and how much of them.
+    #[command(flatten)]
+    pub diagnostics: crate::Diagnostics,
 }
 
 /// Image chunks read through the shared tier, in front of the origin; the stripe writes of every image this

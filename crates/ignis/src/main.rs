@@ -46,23 +46,27 @@ enum Command {
     Network(client::NetworkArgs),
     /// List the workers: the local one and the hosts that joined (administrator's key only).
     Workers(client::Endpoint),
+    /// Print the administrator's key pair from a server's data directory (on the server's machine, as root: the
+    /// secret is sealed under the directory's master key).
+    Credentials(client::CredentialsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => {
-            init_daemon();
-            server::run(*args)
-        }
-        Command::Cache(args) => {
-            init_daemon();
-            cache::run(args)
-        }
-        Command::Worker(args) => {
-            init_daemon();
-            worker::run(args)
-        }
+        Command::Server(args) => match init_daemon(&args.diagnostics) {
+            Ok(()) => server::run(*args),
+            Err(e) => Err(e),
+        },
+        Command::Cache(args) => match init_daemon(&args.diagnostics) {
+            Ok(()) => cache::run(args),
+            Err(e) => Err(e),
+        },
+        Command::Worker(args) => match init_daemon(&args.diagnostics) {
+            Ok(()) => worker::run(args),
+            Err(e) => Err(e),
+        },
+        Command::Credentials(args) => client::show_credentials(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Ls(args) => client::ls(args),
@@ -89,26 +93,52 @@ fn main() -> ExitCode {
 /// returned to the system when freed. Left to itself, glibc raises that threshold to the size of
 /// the largest such buffer freed so far, after which megabyte bodies come from the per-thread
 /// heaps and stay there: a burst of large requests would keep the process that much bigger.
-fn init_daemon() {
+fn init_daemon(diagnostics: &Diagnostics) -> Result<(), String> {
     // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     };
-    init_tracing();
+    init_tracing(diagnostics)
 }
 
 /// Allocations of at least this many bytes get their own mapping (see [`init_daemon`]).
 const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 
-/// The diagnostics of `ignis server` and `ignis worker`: `tracing` events on
-/// stderr, filtered by `RUST_LOG` (default `info`). Their stdout keeps what
-/// callers read (the address listened on, a generated key pair); a command's
-/// fatal error stays one plain line on stderr (`ignis: ...`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// How `ignis server`, `ignis worker` and `ignis cache` write their diagnostics.
+#[derive(clap::Args)]
+pub struct Diagnostics {
+    /// Which events to write: a level (`error`, `warn`, `info`, `debug`: one line per request, `trace`) or
+    /// `RUST_LOG`'s directives (`info,ignis_frontend=debug`) [default: RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// `text` (one line an event) or `json` (one JSON object a line, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The diagnostics of `ignis server`, `ignis worker` and `ignis cache`: `tracing` events on stderr, structured and
+/// levelled (requests at debug, failed requests at warn, each with its request id). Their stdout keeps what
+/// callers read (the address listened on, a generated key pair); a command's fatal error stays one plain line on
+/// stderr (`ignis: ...`).
+fn init_tracing(diagnostics: &Diagnostics) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &diagnostics.log_level {
+        Some(directives) => EnvFilter::try_new(directives).map_err(|e| format!("--log-level {directives:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match diagnostics.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
+    Ok(())
 }
 
 /// The sandbox init executable: `given`, else `ignis-init` beside this program.

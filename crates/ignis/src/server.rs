@@ -109,6 +109,9 @@ pub struct ServerArgs {
     /// The sandboxes' network.
     #[command(flatten)]
     pub networking: SandboxNetworking,
+    /// Where diagnostics go and how much of them.
+    #[command(flatten)]
+    pub diagnostics: crate::Diagnostics,
     /// Where image chunks are kept: `file:///PATH` (a directory) or `s3://BUCKET[/PREFIX]` (an S3-compatible
     /// object store; the key from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: <data-dir>/chunks].
     #[arg(long, value_name = "URL")]

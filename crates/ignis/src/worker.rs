@@ -44,6 +44,9 @@ pub struct WorkerArgs {
     /// The sandboxes' network (Ignis's API on its gateway is relayed to the server).
     #[command(flatten)]
     pub networking: crate::server::SandboxNetworking,
+    /// Where diagnostics go and how much of them.
+    #[command(flatten)]
+    pub diagnostics: crate::Diagnostics,
 }
 
 /// The administrator's key pair from the environment, which every cluster call is signed with.

@@ -75,6 +75,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// For a refusal (401, 403): which key signed the request, and where it came from.
+    pub signed_with: Option<String>,
 }
 
 impl Response {
@@ -88,7 +90,11 @@ impl Response {
         if self.status < 400 {
             Ok(self)
         } else {
-            Err(super::error_message(self.status, self.header("x-amzn-ErrorType"), &self.body))
+            let message = super::error_message(self.status, self.header("x-amzn-ErrorType"), &self.body);
+            Err(match &self.signed_with {
+                Some(key) => format!("{message} (signed with {key})"),
+                None => message,
+            })
         }
     }
 
@@ -116,6 +122,10 @@ pub struct Client {
     endpoint: String,
     url: Url,
     credentials: Credentials,
+    /// `AWS_SESSION_TOKEN`, for temporary keys.
+    session_token: Option<String>,
+    /// Where the keys came from (see [`Keys::origin`]).
+    origin: String,
     region: String,
     runtime: tokio::runtime::Runtime,
 }
@@ -126,13 +136,12 @@ impl Client {
         // Check the URL before looking for keys: its error is the more useful one.
         Url::parse(&endpoint.endpoint)?;
         let data_dir = endpoint.data_dir.clone().unwrap_or_else(crate::default_data_dir);
-        let credentials = credentials(
-            std::env::var("IGNIS_ACCESS_KEY_ID").ok(),
-            std::env::var("IGNIS_SECRET_ACCESS_KEY").ok(),
-            &data_dir,
-        )?;
+        let keys = Keys::find(|name| std::env::var(name).ok(), &data_dir)?;
         let region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into());
-        Client::with_credentials(&endpoint.endpoint, credentials, region)
+        let mut client = Client::with_credentials(&endpoint.endpoint, keys.credentials, region)?;
+        client.session_token = keys.session_token;
+        client.origin = keys.origin;
+        Ok(client)
     }
 
     /// A client for an endpoint URL, with the given keys and region.
@@ -142,7 +151,8 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        Ok(Client { endpoint: endpoint.to_owned(), url, credentials, region, runtime })
+        let origin = "the given credentials".to_string();
+        Ok(Client { endpoint: endpoint.to_owned(), url, credentials, session_token: None, origin, region, runtime })
     }
 
     /// Sends a signed request and reads the whole response. Errors only when there is no HTTP
@@ -150,6 +160,9 @@ impl Client {
     pub fn send(&self, req: Request<'_>) -> Result<Response, String> {
         let path = format!("{}{}", self.url.prefix, req.path);
         let mut headers: Vec<(&str, &str)> = vec![("host", &self.url.authority)];
+        if let Some(token) = &self.session_token {
+            headers.push(("x-amz-security-token", token));
+        }
         headers.extend(req.headers.iter().copied());
         let parts = RequestParts { method: req.method, path: &path, query: req.query, headers: &headers, body: &req.body };
         let signed = ignis_sigv4::sign(&parts, &self.credentials, &self.region, req.service, SystemTime::now());
@@ -214,8 +227,44 @@ impl Client {
             let body = response.into_body().collect().await.map_err(failed)?.to_bytes().to_vec();
             drop(sender);
             driver.abort();
-            Ok(Response { status, headers, body })
+            let signed_with = matches!(status, 401 | 403).then(|| self.origin.clone());
+            Ok(Response { status, headers, body, signed_with })
         })
+    }
+}
+
+/// The keys the CLI signs with, and where they came from.
+pub struct Keys {
+    pub credentials: Credentials,
+    pub session_token: Option<String>,
+    /// `IGNIS_ACCESS_KEY_ID`, `AWS_ACCESS_KEY_ID` or the credentials file's path: said when a call is refused.
+    pub origin: String,
+}
+
+impl Keys {
+    /// `IGNIS_ACCESS_KEY_ID` and `IGNIS_SECRET_ACCESS_KEY`; else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and
+    /// `AWS_SESSION_TOKEN`); else the server's credentials file in `data_dir`. `env` reads a variable.
+    pub fn find(env: impl Fn(&str) -> Option<String>, data_dir: &Path) -> Result<Keys, String> {
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let (ignis_id, ignis_secret) = (var("IGNIS_ACCESS_KEY_ID"), var("IGNIS_SECRET_ACCESS_KEY"));
+        if ignis_id.is_some() || ignis_secret.is_some() {
+            let credentials = credentials(ignis_id, ignis_secret, data_dir)?;
+            let origin = format!("key {} from IGNIS_ACCESS_KEY_ID", credentials.access_key_id);
+            return Ok(Keys { credentials, session_token: None, origin });
+        }
+        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => {
+                let origin = format!("key {access_key_id} from AWS_ACCESS_KEY_ID");
+                let credentials = Credentials { access_key_id, secret_access_key };
+                return Ok(Keys { credentials, session_token: var("AWS_SESSION_TOKEN"), origin });
+            }
+            (Some(_), None) => return Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into()),
+            (None, Some(_)) => return Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into()),
+            (None, None) => {}
+        }
+        let credentials = credentials(None, None, data_dir)?;
+        let origin = format!("key {} from {}", credentials.access_key_id, credentials_file(data_dir).display());
+        Ok(Keys { credentials, session_token: None, origin })
     }
 }
 

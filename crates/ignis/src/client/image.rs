@@ -324,11 +324,11 @@ mod tests {
     #[test]
     fn registry_errors_show_code_and_message() {
         let body = br#"{"errors":[{"code":"DENIED","message":"not yours","detail":null}]}"#.to_vec();
-        let response = Response { status: 403, headers: vec![], body };
+        let response = Response { status: 403, headers: vec![], body, signed_with: None };
         assert_eq!(registry_error(response), "the registry answered 403: DENIED: not yours");
-        let response = Response { status: 502, headers: vec![], body: b"bad gateway".to_vec() };
+        let response = Response { status: 502, headers: vec![], body: b"bad gateway".to_vec(), signed_with: None };
         assert_eq!(registry_error(response), "the registry answered 502: bad gateway");
-        let response = Response { status: 403, headers: vec![], body: vec![] };
+        let response = Response { status: 403, headers: vec![], body: vec![], signed_with: None };
         assert_eq!(registry_error(response), "the registry answered 403: DENIED: the repository belongs to another account");
     }
 

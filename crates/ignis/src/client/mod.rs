@@ -37,8 +37,8 @@ pub struct Endpoint {
     /// The server's URL.
     #[arg(long, env = "IGNIS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
     pub endpoint: String,
-    /// The server's data directory, where its credentials file is read from when
-    /// IGNIS_ACCESS_KEY_ID and IGNIS_SECRET_ACCESS_KEY are not set (default: $XDG_DATA_HOME/ignis).
+    /// The server's data directory, where its credentials file is read from when neither IGNIS_ACCESS_KEY_ID and
+    /// IGNIS_SECRET_ACCESS_KEY nor AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set (default: $XDG_DATA_HOME/ignis).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -288,6 +288,22 @@ pub fn read_payload(arg: Option<&str>, mut stdin: impl Read) -> Result<Vec<u8>, 
 }
 
 // ---- workers ----
+
+#[derive(clap::Args)]
+pub struct CredentialsArgs {
+    /// The server's data directory [default: $XDG_DATA_HOME/ignis or ~/.local/share/ignis].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `ignis credentials`: the administrator's key pair, unsealed from the data directory's credentials file.
+pub fn show_credentials(args: CredentialsArgs) -> Result<ExitCode, String> {
+    let data_dir = args.data_dir.unwrap_or_else(crate::default_data_dir);
+    let keys = http::credentials(None, None, &data_dir)?;
+    let pair = serde_json::json!({ "AccessKeyId": keys.access_key_id, "SecretAccessKey": keys.secret_access_key });
+    write_stdout(format!("{pair}\n").as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
 
 pub fn workers(endpoint: Endpoint) -> Result<ExitCode, String> {
     let rows = list_workers(&Client::new(&endpoint)?)?;

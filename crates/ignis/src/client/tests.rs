@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use ignis_sigv4::Credentials;
 
-use super::http::{Url, credentials};
+use super::http::{Keys, Url, credentials};
 use super::*;
 
 // ---- pure helpers ----
@@ -80,6 +80,33 @@ fn credentials_from_env_or_file() {
     assert_eq!(from_file, Credentials { access_key_id: "AKFILE".into(), secret_access_key: "secret/file".into() });
     fs::write(dir.path().join("credentials"), "not json").unwrap();
     assert!(credentials(None, None, dir.path()).unwrap_err().contains("is not valid"));
+}
+
+#[test]
+fn keys_come_from_ignis_variables_then_aws_variables_then_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("credentials"), r#"{"AccessKeyId": "AKFILE", "SecretAccessKey": "s"}"#).unwrap();
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    };
+    let all = [
+        ("IGNIS_ACCESS_KEY_ID", "AKIGNIS"),
+        ("IGNIS_SECRET_ACCESS_KEY", "si"),
+        ("AWS_ACCESS_KEY_ID", "ASIAAWS"),
+        ("AWS_SECRET_ACCESS_KEY", "sa"),
+        ("AWS_SESSION_TOKEN", "token"),
+    ];
+    let keys = Keys::find(env(Box::leak(Box::new(all))), dir.path()).unwrap();
+    assert_eq!((keys.credentials.access_key_id.as_str(), keys.session_token), ("AKIGNIS", None));
+    assert_eq!(keys.origin, "key AKIGNIS from IGNIS_ACCESS_KEY_ID");
+    let keys = Keys::find(env(Box::leak(Box::new([all[2], all[3], all[4]]))), dir.path()).unwrap();
+    assert_eq!((keys.credentials.access_key_id.as_str(), keys.session_token.as_deref()), ("ASIAAWS", Some("token")));
+    assert_eq!(keys.origin, "key ASIAAWS from AWS_ACCESS_KEY_ID");
+    let half = Keys::find(env(Box::leak(Box::new([all[2]]))), dir.path()).err().unwrap();
+    assert!(half.contains("AWS_SECRET_ACCESS_KEY"), "{half}");
+    let keys = Keys::find(env(&[]), dir.path()).unwrap();
+    assert_eq!(keys.credentials.access_key_id, "AKFILE");
+    assert_eq!(keys.origin, format!("key AKFILE from {}", dir.path().join("credentials").display()));
 }
 
 #[test]

@@ -181,3 +181,43 @@ fn runtimes_are_built_imported_and_listed() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+#[test]
+fn credentials_shows_the_administrator_pair_and_a_refused_call_names_its_key() {
+    // A server that makes its own pair (no IGNIS_* variables), as on a first start.
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .args(["server", "--listen", "127.0.0.1:0", "--runtimes", "none", "--egress", "none", "--data-dir"])
+        .arg(data.path())
+        .env_remove("IGNIS_ACCESS_KEY_ID")
+        .env_remove("IGNIS_SECRET_ACCESS_KEY")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+    let address = lines
+        .map_while(Result::ok)
+        .find_map(|line| line.split("listening on ").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string))
+        .expect("the server listens");
+    let shown = Command::new(env!("CARGO_BIN_EXE_ignis")).args(["credentials", "--data-dir"]).arg(data.path()).output().unwrap();
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let pair: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let ls = |id: &str, secret: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .arg("ls")
+            .env("IGNIS_ENDPOINT", &address)
+            .env("IGNIS_ACCESS_KEY_ID", id)
+            .env("IGNIS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .unwrap()
+    };
+    let (id, secret) = (pair["AccessKeyId"].as_str().unwrap(), pair["SecretAccessKey"].as_str().unwrap());
+    let listed = ls(id, secret);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let refused = ls(id, "not the secret");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains(&format!("signed with key {id} from IGNIS_ACCESS_KEY_ID")), "{stderr}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
