@@ -294,6 +294,19 @@ def test_function_concurrency(lam):
     lam.delete_function(FunctionName="boto-conc")
 
 
+def test_account_settings(lam):
+    before = lam.get_account_settings()
+    assert before["AccountLimit"]["ConcurrentExecutions"] == 1000
+    assert before["AccountLimit"]["CodeSizeZipped"] == 52428800
+    lam.create_function(FunctionName="boto-settings", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    lam.put_function_concurrency(FunctionName="boto-settings", ReservedConcurrentExecutions=3)
+    after = lam.get_account_settings()
+    assert after["AccountUsage"]["FunctionCount"] == before["AccountUsage"]["FunctionCount"] + 1
+    assert after["AccountUsage"]["TotalCodeSize"] > before["AccountUsage"]["TotalCodeSize"]
+    assert after["AccountLimit"]["UnreservedConcurrentExecutions"] == before["AccountLimit"]["UnreservedConcurrentExecutions"] - 3
+    lam.delete_function(FunctionName="boto-settings")
+
+
 def test_versions_and_aliases(lam):
     def runtime(tag):
         script = (

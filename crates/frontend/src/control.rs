@@ -597,6 +597,29 @@ pub fn get_concurrency(app: &App, caller: &Caller, name: &str) -> Result<Answer,
     Ok(json_answer(StatusCode::OK, body))
 }
 
+/// GetAccountSettings: the account's limits (Lambda's, and its concurrency here) and what it uses.
+pub fn account_settings(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
+    let admission = app.invoker.admission();
+    let account = caller.account.as_str();
+    let functions = app.registry.list(&caller.account);
+    // Lambda counts the code of every version, $LATEST's included.
+    let code: u64 = functions.iter().flat_map(|f| std::iter::once(&**f).chain(f.versions.iter())).map(|r| r.code_size).sum();
+    let body = json!({
+        "AccountLimit": {
+            "TotalCodeSize": TOTAL_CODE_SIZE,
+            "CodeSizeUnzipped": crate::layers_api::MAX_UNZIPPED_WITH_LAYERS,
+            "CodeSizeZipped": MAX_ZIP,
+            "ConcurrentExecutions": admission.concurrency_limit(account),
+            "UnreservedConcurrentExecutions": admission.unreserved_capacity(account),
+        },
+        "AccountUsage": { "TotalCodeSize": code, "FunctionCount": functions.len() },
+    });
+    Ok(json_answer(StatusCode::OK, body))
+}
+
+/// Lambda's storage quota for an account's functions and layers (75 GB).
+const TOTAL_CODE_SIZE: u64 = 80_530_636_800;
+
 /// DeleteFunctionConcurrency: the function goes back to the unreserved pool.
 pub async fn delete_concurrency(app: &Arc<App>, caller: &Caller, name: &str) -> Result<Answer, ApiError> {
     change_reservation(app, caller, "DeleteFunctionConcurrency", name, None).await?;

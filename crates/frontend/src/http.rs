@@ -56,6 +56,7 @@ pub enum Operation {
     Health,
     CreateFunction,
     ListFunctions,
+    GetAccountSettings,
     GetFunction(String),
     GetFunctionConfiguration(String),
     UpdateFunctionConfiguration(String),
@@ -228,6 +229,7 @@ impl Operation {
             Operation::Health => "Health",
             Operation::CreateFunction => "CreateFunction",
             Operation::ListFunctions => "ListFunctions",
+            Operation::GetAccountSettings => "GetAccountSettings",
             Operation::GetFunction(_) => "GetFunction",
             Operation::GetFunctionConfiguration(_) => "GetFunctionConfiguration",
             Operation::UpdateFunctionConfiguration(_) => "UpdateFunctionConfiguration",
@@ -340,6 +342,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
     let op = match (method, segments.as_slice()) {
         (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => Operation::CreateFunction,
         (&Method::GET, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => Operation::ListFunctions,
+        (&Method::GET, ["2016-08-19", "account-settings"] | ["2016-08-19", "account-settings", ""]) => {
+            Operation::GetAccountSettings
+        }
         (&Method::GET, ["2015-03-31", "functions", name]) => Operation::GetFunction(decode(name)?),
         (&Method::DELETE, ["2015-03-31", "functions", name]) => Operation::DeleteFunction(decode(name)?),
         (&Method::GET, ["2015-03-31", "functions", name, "configuration"]) => Operation::GetFunctionConfiguration(decode(name)?),
@@ -560,6 +565,7 @@ async fn respond(
         Operation::Health | Operation::Oci(_) => unreachable!("answered above"),
         Operation::CreateFunction => control::create_function(app, caller, &body).await,
         Operation::ListFunctions => control::list_functions(app, caller, query),
+        Operation::GetAccountSettings => control::account_settings(app, caller),
         Operation::GetFunction(name) => control::get_function(app, caller, &name, query),
         Operation::GetFunctionConfiguration(name) => control::get_function_configuration(app, caller, &name, query),
         Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, caller, &name, &body).await,
@@ -732,6 +738,8 @@ mod tests {
         check(Method::POST, "/2015-03-31/functions", Some(CreateFunction));
         check(Method::POST, "/2015-03-31/functions/", Some(CreateFunction));
         check(Method::GET, "/2015-03-31/functions/", Some(ListFunctions));
+        check(Method::GET, "/2016-08-19/account-settings/", Some(GetAccountSettings));
+        check(Method::GET, "/2016-08-19/account-settings", Some(GetAccountSettings));
         check(Method::GET, "/2015-03-31/functions/f", Some(GetFunction("f".into())));
         check(
             Method::GET,

@@ -84,6 +84,11 @@ impl Admission {
         self.counter.unreserved_capacity(account)
     }
 
+    /// The account's concurrency limit.
+    pub fn concurrency_limit(&self, account: &str) -> u32 {
+        self.counter.concurrency_limit(account)
+    }
+
     /// DeleteFunctionConcurrency, and what a deleted function needs.
     pub fn delete_reservation(&self, account: &str, function: &str) -> Option<u32> {
         self.counter.delete_reservation(account, function)

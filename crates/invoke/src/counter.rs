@@ -81,6 +81,9 @@ pub trait Counter: Send + Sync {
     /// limit less every reservation.
     fn unreserved_capacity(&self, account: &str) -> u32;
 
+    /// `GetAccountSettings`' `ConcurrentExecutions`: the account's limit.
+    fn concurrency_limit(&self, account: &str) -> u32;
+
     /// Puts `function`'s reservation back to `reservation`, as it was before
     /// a change whose store write failed.
     fn restore_reservation(&self, account: &str, function: &str, reservation: Option<u32>) {
@@ -167,6 +170,10 @@ impl Counter for LocalCounter {
 
     fn unreserved_capacity(&self, account: &str) -> u32 {
         self.books().unreserved_capacity(&account.to_string())
+    }
+
+    fn concurrency_limit(&self, account: &str) -> u32 {
+        self.books().limits(&account.to_string()).concurrency
     }
 }
 
