@@ -1,13 +1,16 @@
 //! CloudWatch Logs' reading calls (`FilterLogEvents`, `DescribeLogGroups`,
 //! `DescribeLogStreams`) over the log service (`ignis_logs::Logs`), so `aws
 //! logs` and the SDKs' `logs` clients work: request shapes, group names and
-//! ARNs, limits, filter patterns, and the JSON answers. The log writer, the
-//! stored logs and their queries are `ignis_logs`'s.
+//! ARNs, limits (out of CloudWatch's range: `InvalidParameterException`),
+//! and the JSON answers. A filter pattern is parsed here
+//! (`ignis_logs::FilterPattern`; a malformed one is `InvalidParameterException`)
+//! and matched by the log service. The log writer, the stored logs and their
+//! queries are `ignis_logs`'s.
 
 use std::sync::Arc;
 
 use http::StatusCode;
-use ignis_logs::{LogQuery, MAX_LIMIT, Streams};
+use ignis_logs::{FilterPattern, LogQuery, MAX_LIMIT, Streams};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,6 +18,9 @@ use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::parse_body;
 use crate::http::{Answer, LogsAction, json_answer};
+
+/// The most log streams one `FilterLogEvents` names (CloudWatch's limit).
+const MAX_STREAM_NAMES: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,22 +87,46 @@ fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identif
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
 }
 
+/// A request's `limit`: at most `max` (the default), at least 1, as CloudWatch checks it.
+fn limit(limit: Option<i64>, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(max),
+        Some(n) if n >= 1 && n as u64 <= max as u64 => Ok(n as usize),
+        Some(n) => Err(ApiError::InvalidParameter(format!(
+            "1 validation error detected: Value '{n}' at 'limit' failed to satisfy constraint: Member must have value \
+             between 1 and {max}"
+        ))),
+    }
+}
+
 fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Result<Answer, ApiError> {
     let group = group(app, caller, "FilterLogEvents", request.log_group_name, request.log_group_identifier)?;
-    // A prefix wins over names.
     let streams = match (request.log_stream_name_prefix, request.log_stream_names) {
-        (Some(prefix), _) => Streams::Prefix(prefix),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParameter(
+                "You cannot specify both logStreamNames and logStreamNamePrefix in the same request.".into(),
+            ));
+        }
+        (Some(prefix), None) => Streams::Prefix(prefix),
+        (None, Some(names)) if names.is_empty() || names.len() > MAX_STREAM_NAMES => {
+            return Err(ApiError::InvalidParameter(format!(
+                "logStreamNames must name between 1 and {MAX_STREAM_NAMES} log streams"
+            )));
+        }
         (None, Some(names)) => Streams::Named(names),
         (None, None) => Streams::All,
+    };
+    let pattern = match request.filter_pattern.as_deref().map(FilterPattern::parse).transpose() {
+        Ok(pattern) => pattern.filter(|p| !p.matches_all()),
+        Err(e) => return Err(ApiError::InvalidParameter(e.to_string())),
     };
     let query = LogQuery {
         start_ms: request.start_time,
         end_ms: request.end_time,
         streams,
         next_token: request.next_token,
-        limit: request.limit.unwrap_or(MAX_LIMIT as i64).clamp(1, MAX_LIMIT as i64) as usize,
-        // Plain terms only: a quoted term or a bare word matches as a substring.
-        pattern: request.filter_pattern.map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()),
+        limit: limit(request.limit, MAX_LIMIT)?,
+        pattern,
     };
     let page = app.logs.filter(&caller.account, &group, &query)?;
     let events: Vec<_> = page

@@ -52,6 +52,7 @@
 //! [`Logs::start`]. Event timestamps are the lines' own; how often a commit
 //! is fsync'd is the store's policy.
 
+mod pattern;
 mod tables;
 mod writer;
 
@@ -66,6 +67,7 @@ use ignis_store::{Store, StoreError};
 use ignis_worker::LogBatch;
 use tokio::sync::{mpsc, oneshot};
 
+pub use pattern::{FilterPattern, MAX_PATTERN_LEN, PatternError};
 pub use tables::LOG_EVENT_OVERHEAD;
 use tables::Tables;
 
@@ -113,8 +115,8 @@ pub struct LogQuery {
     pub next_token: Option<String>,
     /// Maximum events returned; 0 means (and larger values are capped to) [`MAX_LIMIT`].
     pub limit: usize,
-    /// Only messages containing this substring.
-    pub pattern: Option<String>,
+    /// Only messages this pattern matches.
+    pub pattern: Option<FilterPattern>,
 }
 
 /// A stored log event.

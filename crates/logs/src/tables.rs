@@ -314,7 +314,7 @@ impl Tables {
                 continue;
             }
             if let Some(pattern) = &q.pattern
-                && !message.contains(pattern.as_str())
+                && !pattern.matches(message)
             {
                 continue;
             }

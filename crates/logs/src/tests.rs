@@ -40,6 +40,10 @@ fn messages(page: &LogPage) -> Vec<&str> {
     page.events.iter().map(|e| e.message.as_str()).collect()
 }
 
+fn pat(pattern: &str) -> Option<FilterPattern> {
+    Some(FilterPattern::parse(pattern).unwrap())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -175,8 +179,13 @@ fn filter_by_time_range_stream_pattern_and_pages() {
             "msg 4", "dup-ts", "msg 6", "msg 8",
         ]),
         (LogQuery { streams: Streams::Prefix("x".into()), ..Default::default() }, vec![]),
-        (LogQuery { pattern: Some("dup".into()), ..Default::default() }, vec!["dup-ts"]),
-        (LogQuery { pattern: Some("msg 1".into()), start_ms: Some(1000), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("dup"), ..Default::default() }, vec!["dup-ts"]),
+        (LogQuery { pattern: pat("\"msg 1\""), start_ms: Some(1000), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("msg 1"), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("1"), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("msg -\"msg 1\" -2 -3 -4 -5 -6 -7 -8"), ..Default::default() }, vec!["msg 0", "msg 9"]),
+        (LogQuery { pattern: pat("-msg"), ..Default::default() }, vec!["early", "dup-ts"]),
+        (LogQuery { pattern: pat("MSG"), ..Default::default() }, vec![]),
         (LogQuery { start_ms: Some(2000), end_ms: Some(1000), ..Default::default() }, vec![]),
     ];
     for (query, expected) in cases {
@@ -189,7 +198,7 @@ fn filter_by_time_range_stream_pattern_and_pages() {
     let (paged, _) = all_pages(&t, g, LogQuery { limit: 2, streams: Streams::Named(vec!["even".into()]), ..Default::default() });
     assert_eq!(paged.len(), 6);
     assert!(paged.iter().all(|e| e.stream == "even"));
-    let (paged, _) = all_pages(&t, g, LogQuery { limit: 1, pattern: Some("msg".into()), start_ms: Some(1003), ..Default::default() });
+    let (paged, _) = all_pages(&t, g, LogQuery { limit: 1, pattern: pat("msg"), start_ms: Some(1003), ..Default::default() });
     assert_eq!(paged.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["msg 3", "msg 4", "msg 5", "msg 6", "msg 7", "msg 8", "msg 9"]);
     let garbage = LogQuery { next_token: Some("garbage".into()), ..Default::default() };
     assert!(matches!(t.filter(A, g, &garbage), Err(LogsError::InvalidNextToken)));
