@@ -1,4 +1,4 @@
-//! CloudWatch Logs' reading calls (`FilterLogEvents`, `DescribeLogGroups`,
+//! CloudWatch Logs' reading calls (`FilterLogEvents`, `GetLogEvents`, `DescribeLogGroups`,
 //! `DescribeLogStreams`) over the log service (`ignis_logs::Logs`), so `aws
 //! logs` and the SDKs' `logs` clients work: request shapes, group names and
 //! ARNs, limits (out of CloudWatch's range: `InvalidParameterException`),
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use ignis_logs::{FilterPattern, LogQuery, MAX_LIMIT, Streams};
+use ignis_logs::{EventsQuery, FilterPattern, LogQuery, MAX_LIMIT, Streams};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,6 +38,19 @@ struct FilterLogEvents {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct GetLogEvents {
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
+    log_stream_name: Option<String>,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    start_from_head: Option<bool>,
+    next_token: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DescribeLogGroups {
     log_group_name_prefix: Option<String>,
     limit: Option<i64>,
@@ -59,6 +72,7 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &
     // Log reads scan storage: keep them off the async threads.
     tokio::task::spawn_blocking(move || match action {
         LogsAction::FilterLogEvents => filter_log_events(&app, &caller, parse_body(&body)?),
+        LogsAction::GetLogEvents => get_log_events(&app, &caller, parse_body(&body)?),
         LogsAction::DescribeLogGroups => describe_log_groups(&app, &caller, parse_body(&body)?),
         LogsAction::DescribeLogStreams => describe_log_streams(&app, &caller, parse_body(&body)?),
     })
@@ -149,6 +163,31 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
     Ok(json_answer(StatusCode::OK, body))
 }
 
+fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<Answer, ApiError> {
+    let group = group(app, caller, "GetLogEvents", request.log_group_name, request.log_group_identifier)?;
+    let stream = request.log_stream_name.ok_or_else(|| ApiError::InvalidParameter("logStreamName is required".into()))?;
+    let query = EventsQuery {
+        stream,
+        start_ms: request.start_time,
+        end_ms: request.end_time,
+        start_from_head: request.start_from_head.unwrap_or(false),
+        next_token: request.next_token,
+        limit: limit(request.limit, MAX_LIMIT)?,
+    };
+    let page = app.logs.events(&caller.account, &group, &query)?;
+    let events: Vec<_> = page
+        .events
+        .iter()
+        .map(|e| json!({ "timestamp": e.timestamp_ms, "message": e.message, "ingestionTime": e.ingestion_ms }))
+        .collect();
+    let body = json!({
+        "events": events,
+        "nextForwardToken": page.next_forward_token,
+        "nextBackwardToken": page.next_backward_token,
+    });
+    Ok(json_answer(StatusCode::OK, body))
+}
+
 fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
     let prefix = request.log_group_name_prefix.unwrap_or_default();
     let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
@@ -195,6 +234,7 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
 pub(crate) fn check_body(action: &str, body: &[u8]) {
     let _ = match action {
         "FilterLogEvents" => parse_body::<FilterLogEvents>(body).map(drop),
+        "GetLogEvents" => parse_body::<GetLogEvents>(body).map(drop),
         "DescribeLogGroups" => parse_body::<DescribeLogGroups>(body).map(drop),
         _ => parse_body::<DescribeLogStreams>(body).map(drop),
     };

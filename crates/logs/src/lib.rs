@@ -5,7 +5,7 @@
 //! (the `tables` module, private: no other crate reads or writes them; the
 //! names and types are those the store used before, so old data loads) and
 //! the one task that writes them (the `writer` module). The front end's
-//! CloudWatch Logs API calls its queries ([`Logs::filter`], [`Logs::groups`],
+//! CloudWatch Logs API calls its queries ([`Logs::filter`], [`Logs::events`], [`Logs::groups`],
 //! [`Logs::streams`], [`Logs::has_group`]); any service that must not act
 //! before a function's log is stored waits on a [`LogBarrier`]. Errors are
 //! [`LogsError`]; only the front end turns them into wire errors.
@@ -83,6 +83,9 @@ pub enum LogsError {
     /// A `next_token` that no [`Logs::filter`] page gave.
     #[error("The specified nextToken is invalid.")]
     InvalidNextToken,
+    /// A `GetLogEvents` of a stream the group does not have.
+    #[error("The specified log stream does not exist.")]
+    StreamNotFound,
     /// The database failed.
     #[error("{0}")]
     Storage(#[from] StoreError),
@@ -117,6 +120,36 @@ pub struct LogQuery {
     pub limit: usize,
     /// Only messages this pattern matches.
     pub pattern: Option<FilterPattern>,
+}
+
+/// A query of [`Logs::events`] (`GetLogEvents`): one stream's events, a page
+/// at a time, in either direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// The stream; [`LogsError::StreamNotFound`] if the group has no such stream.
+    pub stream: String,
+    /// Inclusive lower bound of `timestamp_ms`.
+    pub start_ms: Option<i64>,
+    /// Inclusive upper bound of `timestamp_ms`.
+    pub end_ms: Option<i64>,
+    /// Without a token: the oldest page (true) or the newest (false, CloudWatch's default).
+    pub start_from_head: bool,
+    /// A `next_forward_token` or `next_backward_token` of an earlier page
+    /// (same query otherwise); it says the direction.
+    pub next_token: Option<String>,
+    /// Maximum events returned; 0 means (and larger values are capped to) [`MAX_LIMIT`].
+    pub limit: usize,
+}
+
+/// A page of one stream's events, oldest first, with the tokens of the pages
+/// after and before it; a token that finds no more events is given back
+/// unchanged (how CloudWatch's readers know they are at the end). A page may
+/// be short, even empty, when the group has many events of other streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    pub events: Vec<LogEvent>,
+    pub next_forward_token: String,
+    pub next_backward_token: String,
 }
 
 /// A stored log event.
@@ -235,6 +268,12 @@ impl Logs {
     /// Blocks on storage.
     pub fn filter(&self, account: &AccountId, group: &str, query: &LogQuery) -> Result<LogPage, LogsError> {
         self.tables.filter(account.as_str(), group, query)
+    }
+
+    /// A page of one stream of `group` of `account`, as `GetLogEvents` reads
+    /// it (see [`EventsQuery`]). Blocks on storage.
+    pub fn events(&self, account: &AccountId, group: &str, query: &EventsQuery) -> Result<EventsPage, LogsError> {
+        self.tables.events(account.as_str(), group, query)
     }
 
     /// At most `limit` log groups of `account` (those with events) whose

@@ -34,7 +34,7 @@ use ignis_store::{DbContext, Store, StoreError};
 use ignis_worker::LogBatch;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, LogsError, MAX_LIMIT, Streams};
+use crate::{EventsPage, EventsQuery, LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, LogsError, MAX_LIMIT, Streams};
 
 /// (account, group, timestamp_ms, seq) -> (ingestion_ms, stream, message).
 /// `seq` is a database-wide counter, so keys are unique and ordered by
@@ -163,6 +163,54 @@ pub(crate) fn parse_token(token: &str) -> Result<Option<(i64, u64)>, LogsError> 
         Some(seq) => Some((ts, seq)),
         None => ts.checked_add(1).map(|ts| (ts, 0)),
     })
+}
+
+/// A position in a group's events, (timestamp, seq), and the next and previous ones (saturating).
+type Position = (i64, u64);
+
+fn after(p: Position) -> Position {
+    match p.1.checked_add(1) {
+        Some(seq) => (p.0, seq),
+        None => p.0.checked_add(1).map_or(p, |ts| (ts, 0)),
+    }
+}
+
+fn before(p: Position) -> Position {
+    match p.1.checked_sub(1) {
+        Some(seq) => (p.0, seq),
+        None => p.0.checked_sub(1).map_or(p, |ts| (ts, u64::MAX)),
+    }
+}
+
+/// Where a `GetLogEvents` page starts: forward from a position, or backward
+/// from one (both included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cursor {
+    Forward(Position),
+    Backward(Position),
+}
+
+impl Cursor {
+    pub(crate) fn token(self) -> String {
+        match self {
+            Cursor::Forward((ts, seq)) => format!("f/{ts}/{seq}"),
+            Cursor::Backward((ts, seq)) => format!("b/{ts}/{seq}"),
+        }
+    }
+
+    pub(crate) fn parse(token: &str) -> Result<Cursor, LogsError> {
+        let mut parts = token.split('/');
+        let (Some(direction), Some(ts), Some(seq), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(LogsError::InvalidNextToken);
+        };
+        let ts: i64 = ts.parse().map_err(|_| LogsError::InvalidNextToken)?;
+        let seq: u64 = seq.parse().map_err(|_| LogsError::InvalidNextToken)?;
+        match direction {
+            "f" => Ok(Cursor::Forward((ts, seq))),
+            "b" => Ok(Cursor::Backward((ts, seq))),
+            _ => Err(LogsError::InvalidNextToken),
+        }
+    }
 }
 
 /// The smallest string greater than `s` (`s` + NUL): no string lies between
@@ -327,6 +375,68 @@ impl Tables {
             });
         }
         Ok(page)
+    }
+
+    /// A page of the events of one stream of `group` of `account`, in
+    /// (timestamp, arrival) order, as `GetLogEvents` reads them: forward or
+    /// backward from the token's position, else from the first event
+    /// (`start_from_head`) or back from the last one. A token that finds
+    /// nothing more comes back as it was.
+    pub(crate) fn events(&self, account: &str, group: &str, q: &EventsQuery) -> Result<EventsPage, LogsError> {
+        const CTX: &str = "reading a log stream";
+        let limit = if q.limit == 0 { MAX_LIMIT } else { q.limit.min(MAX_LIMIT) };
+        let cursor = match &q.next_token {
+            Some(token) => Cursor::parse(token)?,
+            None if q.start_from_head => Cursor::Forward((i64::MIN, 0)),
+            None => Cursor::Backward((i64::MAX, u64::MAX)),
+        };
+        let txn = self.store.database().begin_read().ctx(CTX)?;
+        let streams = txn.open_table(STREAMS).ctx(CTX)?;
+        if streams.get((account, group, q.stream.as_str())).ctx(CTX)?.is_none() {
+            return Err(LogsError::StreamNotFound);
+        }
+        let table = txn.open_table(EVENTS).ctx(CTX)?;
+        let (low, high) = ((q.start_ms.unwrap_or(i64::MIN), 0u64), (q.end_ms.unwrap_or(i64::MAX), u64::MAX));
+        let (low, high) = match cursor {
+            Cursor::Forward(from) => (low.max(from), high),
+            Cursor::Backward(from) => (low, high.min(from)),
+        };
+        let mut events = Vec::new();
+        // The first and last positions examined, in the page's direction.
+        let mut examined: Option<(Position, Position)> = None;
+        if low <= high {
+            let range = table.range((account, group, low.0, low.1)..=(account, group, high.0, high.1)).ctx(CTX)?;
+            let range: Box<dyn Iterator<Item = _>> =
+                if matches!(cursor, Cursor::Forward(_)) { Box::new(range) } else { Box::new(range.rev()) };
+            for (scanned, item) in range.enumerate() {
+                if events.len() >= limit || scanned >= MAX_SCAN {
+                    break;
+                }
+                let (k, v) = item.ctx(CTX)?;
+                let (_, _, ts, seq) = k.value();
+                let (ingestion_ms, stream, message) = v.value();
+                examined = Some((examined.map_or((ts, seq), |(first, _)| first), (ts, seq)));
+                if stream == q.stream {
+                    events.push(LogEvent {
+                        timestamp_ms: ts,
+                        ingestion_ms,
+                        stream: stream.to_string(),
+                        message: message.to_string(),
+                        event_id: event_id(ts, seq),
+                    });
+                }
+            }
+        }
+        let (forward, backward) = match (cursor, examined) {
+            (Cursor::Forward(from), None) => (Cursor::Forward(from), Cursor::Backward(before(from))),
+            (Cursor::Forward(_), Some((first, last))) => (Cursor::Forward(after(last)), Cursor::Backward(before(first))),
+            (Cursor::Backward(from), None) => (Cursor::Forward(after(from)), Cursor::Backward(from)),
+            (Cursor::Backward(_), Some((first, last))) => {
+                events.reverse();
+                (Cursor::Forward(after(first)), Cursor::Backward(before(last)))
+            }
+        };
+        Ok(EventsPage { events, next_forward_token: forward.token(), next_backward_token: backward.token() })
     }
 
     /// The streams of `group` of `account`, ordered by name.

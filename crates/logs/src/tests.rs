@@ -378,3 +378,83 @@ fn a_reopened_store_has_the_logs_and_their_sizes() {
         assert!(after.events[37].event_id > first.events[42].event_id);
     });
 }
+
+#[test]
+fn event_tokens() {
+    use crate::tables::Cursor;
+    for cursor in [Cursor::Forward((-5, 0)), Cursor::Backward((i64::MAX, u64::MAX)), Cursor::Forward((i64::MIN, 7))] {
+        assert_eq!(Cursor::parse(&cursor.token()).unwrap(), cursor);
+    }
+    for bad in ["", "f", "f/1", "f/1/2/3", "x/1/2", "f/a/2", "b/1/-2", "f1:1:2"] {
+        assert!(matches!(Cursor::parse(bad), Err(LogsError::InvalidNextToken)), "{bad:?}");
+    }
+}
+
+/// Every page of `query` in its first direction (from no token), following
+/// `forward` tokens or backward ones, until a token comes back unchanged.
+fn walk(t: &Tables, g: &str, query: &EventsQuery, forward: bool) -> Vec<Vec<String>> {
+    let mut query = query.clone();
+    let mut pages = Vec::new();
+    for _ in 0..100 {
+        let page = t.events(A, g, &query).unwrap();
+        let next = if forward { page.next_forward_token } else { page.next_backward_token };
+        if page.events.is_empty() {
+            assert_eq!(query.next_token.as_ref(), Some(&next), "an empty page gives its token back");
+            return pages;
+        }
+        pages.push(page.events.into_iter().map(|e| e.message).collect());
+        query.next_token = Some(next);
+    }
+    panic!("paging does not end");
+}
+
+#[test]
+fn get_log_events_pages_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tables(dir.path(), clock(), DEFAULT_MAX_GROUP_BYTES);
+    let g = "/aws/lambda/f";
+    let lines: Vec<(i64, String)> = (0..7).map(|i| (1000 + i, format!("m{i}"))).collect();
+    let lines: Vec<(i64, &str)> = lines.iter().map(|(ts, m)| (*ts, m.as_str())).collect();
+    t.append(&[batch(A, g, "s", &lines), batch(A, g, "other", &[(1003, "o")]), batch(B, g, "s", &[(1003, "b")])]).unwrap();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // The newest page by default, the oldest from the head; either way oldest first.
+    let newest = t.events(A, g, &EventsQuery { stream: "s".into(), limit: 3, ..Default::default() }).unwrap();
+    assert_eq!(newest.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["m4", "m5", "m6"]);
+    let head = EventsQuery { stream: "s".into(), limit: 3, start_from_head: true, ..Default::default() };
+    let oldest = t.events(A, g, &head).unwrap();
+    assert_eq!(oldest.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
+
+    // Forward from the head, backward from the newest page: every event once.
+    let forward = walk(&t, g, &head, true);
+    assert_eq!(forward, vec![strings(&["m0", "m1", "m2"]), strings(&["m3", "m4", "m5"]), strings(&["m6"])]);
+    let back = walk(&t, g, &EventsQuery { stream: "s".into(), limit: 3, ..Default::default() }, false);
+    assert_eq!(back, vec![strings(&["m4", "m5", "m6"]), strings(&["m1", "m2", "m3"]), strings(&["m0"])]);
+
+    // Turning round: back from the second forward page is the first page.
+    let second = t.events(A, g, &EventsQuery { next_token: Some(oldest.next_forward_token.clone()), ..head.clone() }).unwrap();
+    let turned = EventsQuery { next_token: Some(second.next_backward_token), ..head.clone() };
+    assert_eq!(t.events(A, g, &turned).unwrap().events, oldest.events);
+    // The newest page's forward token finds nothing yet, then what came since.
+    let after_newest = EventsQuery { stream: "s".into(), next_token: Some(newest.next_forward_token.clone()), ..Default::default() };
+    assert_eq!(t.events(A, g, &after_newest).unwrap().next_forward_token, newest.next_forward_token);
+    t.append(&[batch(A, g, "s", &[(2000, "late")])]).unwrap();
+    let more = t.events(A, g, &after_newest).unwrap();
+    assert_eq!(more.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["late"]);
+
+    // A time range, in both directions.
+    for start_from_head in [true, false] {
+        let q = EventsQuery { stream: "s".into(), start_ms: Some(1002), end_ms: Some(1004), start_from_head, ..Default::default() };
+        let page = t.events(A, g, &q).unwrap();
+        assert_eq!(page.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["m2", "m3", "m4"]);
+    }
+    // Other streams and accounts stay out; a missing stream, a bad token.
+    let other = t.events(A, g, &EventsQuery { stream: "other".into(), ..Default::default() }).unwrap();
+    assert_eq!(other.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["o"]);
+    let b = t.events(B, g, &EventsQuery { stream: "s".into(), ..Default::default() }).unwrap();
+    assert_eq!(b.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["b"]);
+    let missing = t.events(A, g, &EventsQuery { stream: "nope".into(), ..Default::default() });
+    assert!(matches!(missing, Err(LogsError::StreamNotFound)));
+    let bad = t.events(A, g, &EventsQuery { stream: "s".into(), next_token: Some("x".into()), ..Default::default() });
+    assert!(matches!(bad, Err(LogsError::InvalidNextToken)));
+}
