@@ -89,3 +89,19 @@ def test_aws_cli_filter_log_events(server, logs):
     command = ["aws", "logs", "filter-log-events", "--log-group-name", GROUP, "--filter-pattern", "got -2", "--page-size", "1"]
     listed = subprocess.run([*command, "--endpoint-url", server], env=env, capture_output=True, text=True, check=True)
     assert messages(json.loads(listed.stdout)["events"]) == ["got an event of 8 bytes\n", "got an event of 19 bytes\n"]
+
+
+def test_describe_with_prefixes_and_orders(server, logs):
+    groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/logs-")["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [GROUP]
+    assert logs.describe_log_groups(logGroupNamePrefix="/nothing")["logGroups"] == []
+    paged = [g["logGroupName"] for page in logs.get_paginator("describe_log_groups").paginate(PaginationConfig={"PageSize": 1}) for g in page["logGroups"]]
+    assert GROUP in paged and len(paged) == len(set(paged))
+    streams = logs.describe_log_streams(logGroupName=GROUP, orderBy="LastEventTime", descending=True)["logStreams"]
+    assert streams and all("[$LATEST]" in s["logStreamName"] for s in streams)
+    prefix = streams[0]["logStreamName"][:8]
+    by_name = logs.describe_log_streams(logGroupName=GROUP, logStreamNamePrefix=prefix, limit=1)["logStreams"]
+    assert by_name[0]["logStreamName"].startswith(prefix)
+    with pytest.raises(ClientError) as error:
+        logs.describe_log_streams(logGroupName=GROUP, logStreamNamePrefix=prefix, orderBy="LastEventTime")
+    assert error.value.response["Error"]["Code"] == "InvalidParameterException"

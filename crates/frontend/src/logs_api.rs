@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use ignis_logs::{EventsQuery, FilterPattern, LogQuery, MAX_LIMIT, Streams};
+use ignis_logs::{
+    EventsQuery, FilterPattern, GroupsQuery, LogQuery, MAX_DESCRIBE_LIMIT, MAX_LIMIT, StreamOrder, Streams, StreamsQuery,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -54,6 +56,7 @@ struct GetLogEvents {
 struct DescribeLogGroups {
     log_group_name_prefix: Option<String>,
     limit: Option<i64>,
+    next_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +65,10 @@ struct DescribeLogStreams {
     log_group_name: Option<String>,
     log_group_identifier: Option<String>,
     log_stream_name_prefix: Option<String>,
+    order_by: Option<String>,
+    descending: Option<bool>,
     limit: Option<i64>,
+    next_token: Option<String>,
 }
 
 pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &[u8]) -> Result<Answer, ApiError> {
@@ -99,6 +105,14 @@ fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identif
         _ => app.logs.has_group(&caller.account, &name)?,
     };
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
+}
+
+/// `body` with the `nextToken` of the page after it, if any.
+fn with_token(mut body: serde_json::Value, next_token: Option<String>) -> serde_json::Value {
+    if let Some(token) = next_token {
+        body["nextToken"] = json!(token);
+    }
+    body
 }
 
 /// A request's `limit`: at most `max` (the default), at least 1, as CloudWatch checks it.
@@ -156,11 +170,9 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
             })
         })
         .collect();
-    let mut body = json!({ "events": events, "searchedLogStreams": [] });
-    if let Some(token) = page.next_token {
-        body["nextToken"] = json!(token);
-    }
-    Ok(json_answer(StatusCode::OK, body))
+    // CloudWatch has answered an empty `searchedLogStreams` since June 2020.
+    let body = json!({ "events": events, "searchedLogStreams": [] });
+    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
 }
 
 fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<Answer, ApiError> {
@@ -189,31 +201,60 @@ fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<A
 }
 
 fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
-    let prefix = request.log_group_name_prefix.unwrap_or_default();
-    let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
-    let groups: Vec<_> = app
-        .logs
-        .groups(&caller.account, &prefix, limit)?
+    let query = GroupsQuery {
+        prefix: request.log_group_name_prefix.unwrap_or_default(),
+        limit: limit(request.limit, MAX_DESCRIBE_LIMIT)?,
+        next_token: request.next_token,
+    };
+    let page = app.logs.groups(&caller.account, &query)?;
+    let groups: Vec<_> = page
+        .groups
         .into_iter()
         .map(|g| {
             json!({
                 "logGroupName": g.name,
                 "creationTime": g.creation_ms,
                 "storedBytes": g.stored_bytes,
+                "metricFilterCount": 0,
                 "arn": ignis_ids::arn::log_group(&app.config.region, caller.account.as_str(), &g.name),
             })
         })
         .collect();
-    Ok(json_answer(StatusCode::OK, json!({ "logGroups": groups })))
+    let body = json!({ "logGroups": groups });
+    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
 }
 
 fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams) -> Result<Answer, ApiError> {
     let group = group(app, caller, "DescribeLogStreams", request.log_group_name, request.log_group_identifier)?;
-    let prefix = request.log_stream_name_prefix.unwrap_or_default();
-    let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
-    let streams: Vec<_> = app
-        .logs
-        .streams(&caller.account, &group, &prefix, limit)?
+    let order = match request.order_by.as_deref() {
+        None | Some("LogStreamName") => StreamOrder::Name,
+        Some("LastEventTime") if request.log_stream_name_prefix.is_some() => {
+            return Err(ApiError::InvalidParameter(
+                "Cannot order by LastEventTime with a logStreamNamePrefix.".into(),
+            ));
+        }
+        Some("LastEventTime") => StreamOrder::LastEventTime,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "1 validation error detected: Value '{other}' at 'orderBy' failed to satisfy constraint: Member must \
+                 satisfy enum value set: [LogStreamName, LastEventTime]"
+            )));
+        }
+    };
+    let query = StreamsQuery {
+        prefix: request.log_stream_name_prefix.unwrap_or_default(),
+        order,
+        descending: request.descending.unwrap_or(false),
+        limit: limit(request.limit, MAX_DESCRIBE_LIMIT)?,
+        next_token: request.next_token,
+    };
+    let page = app.logs.streams(&caller.account, &group, &query)?;
+    let stream_arn = |name: &str| {
+        let group_arn = ignis_ids::arn::log_group(&app.config.region, caller.account.as_str(), &group);
+        format!("{}:log-stream:{name}", group_arn.trim_end_matches(":*"))
+    };
+    let streams: Vec<_> = page
+        .streams
         .into_iter()
         .map(|s| {
             json!({
@@ -223,10 +264,12 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
                 "lastEventTimestamp": s.last_event_ms,
                 "lastIngestionTime": s.last_ingestion_ms,
                 "storedBytes": s.stored_bytes,
+                "arn": stream_arn(&s.name),
             })
         })
         .collect();
-    Ok(json_answer(StatusCode::OK, json!({ "logStreams": streams })))
+    let body = json!({ "logStreams": streams });
+    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
 }
 
 /// The parsing of a CloudWatch Logs body, for the fuzz targets.

@@ -52,6 +52,7 @@
 //! [`Logs::start`]. Event timestamps are the lines' own; how often a commit
 //! is fsync'd is the store's policy.
 
+mod paging;
 mod pattern;
 mod tables;
 mod writer;
@@ -206,6 +207,58 @@ pub struct LogGroupInfo {
     pub event_count: u64,
 }
 
+/// The most groups or streams one [`Logs::groups`] or [`Logs::streams`] page holds (CloudWatch's limit).
+pub const MAX_DESCRIBE_LIMIT: usize = 50;
+
+/// A query of [`Logs::groups`] (`DescribeLogGroups`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupsQuery {
+    /// Only groups whose names start with this.
+    pub prefix: String,
+    /// Maximum groups returned; 0 means (and larger values are capped to) [`MAX_DESCRIBE_LIMIT`].
+    pub limit: usize,
+    /// Continue after a previous page (its `next_token`; same query otherwise).
+    pub next_token: Option<String>,
+}
+
+/// A page of log groups, ordered by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupsPage {
+    pub groups: Vec<LogGroupInfo>,
+    /// Set when more groups follow.
+    pub next_token: Option<String>,
+}
+
+/// How [`Logs::streams`] orders streams (`DescribeLogStreams`' `orderBy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamOrder {
+    #[default]
+    Name,
+    /// By the last event's timestamp (then by name).
+    LastEventTime,
+}
+
+/// A query of [`Logs::streams`] (`DescribeLogStreams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsQuery {
+    /// Only streams whose names start with this.
+    pub prefix: String,
+    pub order: StreamOrder,
+    pub descending: bool,
+    /// Maximum streams returned; 0 means (and larger values are capped to) [`MAX_DESCRIBE_LIMIT`].
+    pub limit: usize,
+    /// Continue after a previous page (its `next_token`; same query otherwise).
+    pub next_token: Option<String>,
+}
+
+/// A page of log streams, in the query's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsPage {
+    pub streams: Vec<LogStreamInfo>,
+    /// Set when more streams follow.
+    pub next_token: Option<String>,
+}
+
 /// Waits for the log writer (cheap to clone, for any service): see
 /// [`LogBarrier::written`].
 #[derive(Debug, Clone)]
@@ -276,18 +329,27 @@ impl Logs {
         self.tables.events(account.as_str(), group, query)
     }
 
-    /// At most `limit` log groups of `account` (those with events) whose
-    /// names start with `prefix`, ordered by name. Blocks on storage.
-    pub fn groups(&self, account: &AccountId, prefix: &str, limit: usize) -> Result<Vec<LogGroupInfo>, LogsError> {
-        let groups = self.tables.groups(account.as_str())?;
-        Ok(groups.into_iter().filter(|g| g.name.starts_with(prefix)).take(limit).collect())
+    /// A page of the log groups of `account` (those with events) whose names
+    /// start with `prefix`, ordered by name (see [`GroupsQuery`]). Blocks on storage.
+    pub fn groups(&self, account: &AccountId, query: &GroupsQuery) -> Result<GroupsPage, LogsError> {
+        let mut groups = self.tables.groups(account.as_str())?;
+        groups.retain(|g| g.name.starts_with(query.prefix.as_str()));
+        let (groups, next_token) =
+            paging::page(groups, |g| (0, g.name.as_str()), false, query.limit, query.next_token.as_deref())?;
+        Ok(GroupsPage { groups, next_token })
     }
 
-    /// At most `limit` streams of `group` of `account` whose names start
-    /// with `prefix`, ordered by name. Blocks on storage.
-    pub fn streams(&self, account: &AccountId, group: &str, prefix: &str, limit: usize) -> Result<Vec<LogStreamInfo>, LogsError> {
-        let streams = self.tables.streams(account.as_str(), group)?;
-        Ok(streams.into_iter().filter(|s| s.name.starts_with(prefix)).take(limit).collect())
+    /// A page of the streams of `group` of `account` (see [`StreamsQuery`]).
+    /// Blocks on storage.
+    pub fn streams(&self, account: &AccountId, group: &str, query: &StreamsQuery) -> Result<StreamsPage, LogsError> {
+        let mut streams = self.tables.streams(account.as_str(), group)?;
+        streams.retain(|s| s.name.starts_with(query.prefix.as_str()));
+        let key: fn(&LogStreamInfo) -> paging::Key<'_> = match query.order {
+            StreamOrder::Name => |s| (0, s.name.as_str()),
+            StreamOrder::LastEventTime => |s| (s.last_event_ms, s.name.as_str()),
+        };
+        let (streams, next_token) = paging::page(streams, key, query.descending, query.limit, query.next_token.as_deref())?;
+        Ok(StreamsPage { streams, next_token })
     }
 
     /// Whether `group` of `account` holds events. Blocks on storage.

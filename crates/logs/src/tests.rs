@@ -132,7 +132,7 @@ fn lines_are_committed_in_order_and_readable_after_a_barrier() {
         logs.written().await;
         let first = &stored().events[0];
         assert_eq!((first.message.as_str(), first.ingestion_ms), ("later, but older", now + 5000));
-        let streams = logs.streams(&account(A), "/aws/lambda/f", "t", 50).unwrap();
+        let streams = logs.streams(&account(A), "/aws/lambda/f", &StreamsQuery { prefix: "t".into(), ..Default::default() }).unwrap().streams;
         assert_eq!((streams[0].creation_ms, streams[0].last_ingestion_ms), (now + 5000, now + 5000));
         // Once every sender is gone the writer stops; a barrier then returns at once.
         drop(lines);
@@ -249,19 +249,21 @@ fn describe_groups_and_streams_with_prefixes() {
         logs.written().await;
         let (a, b) = (account(A), account(B));
         let groups = |account: &AccountId, prefix: &str, limit: usize| -> Vec<String> {
-            logs.groups(account, prefix, limit).unwrap().into_iter().map(|g| g.name).collect()
+            let query = GroupsQuery { prefix: prefix.into(), limit, next_token: None };
+            logs.groups(account, &query).unwrap().groups.into_iter().map(|g| g.name).collect()
         };
         assert_eq!(groups(&a, "", 50), ["/aws/lambda/alpha", "/aws/lambda/alphabet", "/aws/lambda/beta", "/custom"]);
         assert_eq!(groups(&a, "/aws/lambda/alpha", 50), ["/aws/lambda/alpha", "/aws/lambda/alphabet"]);
         assert_eq!(groups(&a, "/aws/lambda/", 2), ["/aws/lambda/alpha", "/aws/lambda/alphabet"]);
         assert_eq!(groups(&a, "/nothing", 50), Vec::<String>::new());
         assert_eq!(groups(&b, "", 50), ["/aws/lambda/alpha"]);
-        let alpha = &logs.groups(&a, "/aws/lambda/alpha", 1).unwrap()[0];
+        let alpha = &logs.groups(&a, &GroupsQuery { prefix: "/aws/lambda/alpha".into(), limit: 1, next_token: None }).unwrap().groups[0];
         assert_eq!((alpha.event_count, alpha.stored_bytes), (3, "one\ntwo\nthree\n".len() as u64));
         assert_eq!(alpha.creation_ms, clock.now_ms() as i64);
 
         let streams = |group: &str, prefix: &str, limit: usize| -> Vec<String> {
-            logs.streams(&a, group, prefix, limit).unwrap().into_iter().map(|s| s.name).collect()
+            let query = StreamsQuery { prefix: prefix.into(), limit, ..Default::default() };
+            logs.streams(&a, group, &query).unwrap().streams.into_iter().map(|s| s.name).collect()
         };
         let all = ["2026/01/01/[$LATEST]a", "2026/01/01/[$LATEST]b", "2026/01/02/[$LATEST]c"];
         assert_eq!(streams("/aws/lambda/alpha", "", 50), all, "not the streams of /aws/lambda/alphabet");
@@ -269,6 +271,21 @@ fn describe_groups_and_streams_with_prefixes() {
         assert_eq!(streams("/aws/lambda/alpha", "", 1), all[..1]);
         assert_eq!(streams("/aws/lambda/alpha", "2027", 50), Vec::<String>::new());
         assert_eq!(streams("/aws/lambda/none", "", 50), Vec::<String>::new());
+        // By the last event's time, newest first, a page at a time.
+        lines.send(batch(A, "/aws/lambda/alpha", "2026/01/01/[$LATEST]a", &[(9, "latest\n")])).await.unwrap();
+        lines.send(batch(A, "/aws/lambda/alpha", "2026/01/02/[$LATEST]c", &[(5, "later\n")])).await.unwrap();
+        logs.written().await;
+        let mut query = StreamsQuery { order: StreamOrder::LastEventTime, descending: true, limit: 2, ..Default::default() };
+        let first = logs.streams(&a, "/aws/lambda/alpha", &query).unwrap();
+        assert_eq!(first.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), [all[0], all[2]]);
+        query.next_token = first.next_token;
+        let second = logs.streams(&a, "/aws/lambda/alpha", &query).unwrap();
+        assert_eq!((second.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), second.next_token), (vec![all[1]], None));
+        let descending = StreamsQuery { descending: true, ..Default::default() };
+        let names = logs.streams(&a, "/aws/lambda/alpha", &descending).unwrap().streams;
+        assert_eq!(names.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), [all[2], all[1], all[0]]);
+        let garbage = GroupsQuery { next_token: Some("garbage".into()), ..Default::default() };
+        assert!(matches!(logs.groups(&a, &garbage), Err(LogsError::InvalidNextToken)));
 
         assert!(logs.has_group(&a, "/aws/lambda/alpha").unwrap());
         assert!(logs.has_group(&a, "/custom").unwrap());

@@ -82,3 +82,49 @@ fn filter_patterns_paging_and_get_log_events() {
     let missing = server.logs("GetLogEvents", &json!({ "logGroupName": GROUP, "logStreamName": "nope" }));
     assert_eq!((missing.status, missing.error_type()), (400, "ResourceNotFoundException"));
 }
+
+#[test]
+fn describe_groups_and_streams_with_prefixes_orders_and_pages() {
+    let server = Server::start();
+    for name in ["grp-a", "grp-b", "other"] {
+        server.create(name, &sh_runtime("echo hi"), json!({}));
+        assert_eq!(server.invoke(name, "{}").status, 200);
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        let groups = server.logs("DescribeLogGroups", &json!({})).json();
+        groups["logGroups"].as_array().unwrap().len() == 3
+    }));
+    let mut body = json!({ "logGroupNamePrefix": "/aws/lambda/grp-", "limit": 1 });
+    let mut names = Vec::new();
+    loop {
+        let page = server.logs("DescribeLogGroups", &body).json();
+        names.extend(page["logGroups"].as_array().unwrap().iter().map(|g| g["logGroupName"].as_str().unwrap().to_string()));
+        match page["nextToken"].as_str() {
+            Some(token) => body["nextToken"] = json!(token),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["/aws/lambda/grp-a", "/aws/lambda/grp-b"]);
+
+    let group = "/aws/lambda/grp-a";
+    for order in [json!({}), json!({ "orderBy": "LastEventTime", "descending": true })] {
+        let mut body = json!({ "logGroupName": group });
+        body.as_object_mut().unwrap().extend(order.as_object().unwrap().clone());
+        let page = server.logs("DescribeLogStreams", &body).json();
+        let stream = &page["logStreams"][0];
+        assert!(stream["logStreamName"].as_str().unwrap().contains("[$LATEST]"), "{page}");
+        assert!(stream["arn"].as_str().unwrap().contains(":log-group:/aws/lambda/grp-a:log-stream:"), "{page}");
+    }
+    for (action, body) in [
+        ("DescribeLogStreams", json!({ "logGroupName": group, "orderBy": "LastEventTime", "logStreamNamePrefix": "2" })),
+        ("DescribeLogStreams", json!({ "logGroupName": group, "orderBy": "Size" })),
+        ("DescribeLogStreams", json!({ "logGroupName": group, "limit": 51 })),
+        ("DescribeLogGroups", json!({ "limit": 0 })),
+        ("DescribeLogGroups", json!({ "nextToken": "garbage" })),
+    ] {
+        let reply = server.logs(action, &body);
+        assert_eq!((reply.status, reply.error_type()), (400, "InvalidParameterException"), "{body}: {}", reply.text());
+    }
+    let missing = server.logs("DescribeLogStreams", &json!({ "logGroupName": "/aws/lambda/none" }));
+    assert_eq!((missing.status, missing.error_type()), (400, "ResourceNotFoundException"));
+}
