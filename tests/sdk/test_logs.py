@@ -105,3 +105,26 @@ def test_describe_with_prefixes_and_orders(server, logs):
     with pytest.raises(ClientError) as error:
         logs.describe_log_streams(logGroupName=GROUP, logStreamNamePrefix=prefix, orderBy="LastEventTime")
     assert error.value.response["Error"]["Code"] == "InvalidParameterException"
+
+
+def test_retention_policy_and_delete_log_group(server):
+    lam = client(server, "lambda")
+    lam.create_function(FunctionName="logs-gone", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": shell_example()})
+    lam.invoke(FunctionName="logs-gone", Payload=b"{}")
+    logs = client(server, "logs")
+    group = "/aws/lambda/logs-gone"
+    deadline = time.time() + 10
+    while time.time() < deadline and not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+        time.sleep(0.2)
+    logs.put_retention_policy(logGroupName=group, retentionInDays=14)
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["retentionInDays"] == 14
+    with pytest.raises(ClientError) as error:
+        logs.put_retention_policy(logGroupName=group, retentionInDays=15)
+    assert error.value.response["Error"]["Code"] == "InvalidParameterException"
+    logs.delete_retention_policy(logGroupName=group)
+    assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    logs.delete_log_group(logGroupName=group)
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] == []
+    with pytest.raises(ClientError) as error:
+        logs.delete_log_group(logGroupName="/custom/missing")
+    assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"

@@ -322,6 +322,7 @@ impl From<ignis_logs::LogsError> for ApiError {
         match e {
             InvalidNextToken => ApiError::InvalidParameter("The specified nextToken is invalid.".into()),
             e @ StreamNotFound => ApiError::ResourceNotFound(e.to_string()),
+            e @ InvalidRetention(_) => ApiError::InvalidParameter(e.to_string()),
             Storage(e) => e.into(),
             e @ Writer(_) => ApiError::Service(e.to_string()),
         }

@@ -1,11 +1,12 @@
-//! CloudWatch Logs' reading calls (`FilterLogEvents`, `GetLogEvents`, `DescribeLogGroups`,
-//! `DescribeLogStreams`) over the log service (`ignis_logs::Logs`), so `aws
-//! logs` and the SDKs' `logs` clients work: request shapes, group names and
-//! ARNs, limits (out of CloudWatch's range: `InvalidParameterException`),
-//! and the JSON answers. A filter pattern is parsed here
-//! (`ignis_logs::FilterPattern`; a malformed one is `InvalidParameterException`)
-//! and matched by the log service. The log writer, the stored logs and their
-//! queries are `ignis_logs`'s.
+//! CloudWatch Logs' calls (`FilterLogEvents`, `GetLogEvents`, `DescribeLogGroups`,
+//! `DescribeLogStreams`, `PutRetentionPolicy`, `DeleteRetentionPolicy`,
+//! `DeleteLogGroup`) over the log service (`ignis_logs::Logs`), so `aws logs`
+//! and the SDKs' `logs` clients work: request shapes, group names and ARNs,
+//! limits (out of CloudWatch's range: `InvalidParameterException`), and the
+//! JSON answers. Every call acts on the caller's account only. A filter
+//! pattern is parsed here (`ignis_logs::FilterPattern`; a malformed one is
+//! `InvalidParameterException`) and matched by the log service. The log
+//! writer, the stored logs, retention and the queries are `ignis_logs`'s.
 
 use std::sync::Arc;
 
@@ -71,6 +72,19 @@ struct DescribeLogStreams {
     next_token: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetentionPolicy {
+    log_group_name: Option<String>,
+    retention_in_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamedGroup {
+    log_group_name: Option<String>,
+}
+
 pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &[u8]) -> Result<Answer, ApiError> {
     let app = app.clone();
     let caller = caller.clone();
@@ -81,6 +95,19 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &
         LogsAction::GetLogEvents => get_log_events(&app, &caller, parse_body(&body)?),
         LogsAction::DescribeLogGroups => describe_log_groups(&app, &caller, parse_body(&body)?),
         LogsAction::DescribeLogStreams => describe_log_streams(&app, &caller, parse_body(&body)?),
+        LogsAction::PutRetentionPolicy => put_retention_policy(&app, &caller, parse_body(&body)?),
+        LogsAction::DeleteRetentionPolicy => {
+            let request: NamedGroup = parse_body(&body)?;
+            let group = group(&app, &caller, "DeleteRetentionPolicy", request.log_group_name, None)?;
+            app.logs.delete_retention(&caller.account, &group)?;
+            Ok(json_answer(StatusCode::OK, json!({})))
+        }
+        LogsAction::DeleteLogGroup => {
+            let request: NamedGroup = parse_body(&body)?;
+            let group = group(&app, &caller, "DeleteLogGroup", request.log_group_name, None)?;
+            app.logs.delete_group(&caller.account, &group)?;
+            Ok(json_answer(StatusCode::OK, json!({})))
+        }
     })
     .await
     .map_err(|e| ApiError::Service(e.to_string()))?
@@ -200,6 +227,14 @@ fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<A
     Ok(json_answer(StatusCode::OK, body))
 }
 
+fn put_retention_policy(app: &App, caller: &Caller, request: RetentionPolicy) -> Result<Answer, ApiError> {
+    let group = group(app, caller, "PutRetentionPolicy", request.log_group_name, None)?;
+    let days = request.retention_in_days.ok_or_else(|| ApiError::InvalidParameter("retentionInDays is required".into()))?;
+    let days = u32::try_from(days).map_err(|_| ApiError::InvalidParameter(format!("{days} is not a valid retention in days")))?;
+    app.logs.put_retention(&caller.account, &group, days)?;
+    Ok(json_answer(StatusCode::OK, json!({})))
+}
+
 fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
     let query = GroupsQuery {
         prefix: request.log_group_name_prefix.unwrap_or_default(),
@@ -211,13 +246,17 @@ fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -
         .groups
         .into_iter()
         .map(|g| {
-            json!({
+            let mut group = json!({
                 "logGroupName": g.name,
                 "creationTime": g.creation_ms,
                 "storedBytes": g.stored_bytes,
                 "metricFilterCount": 0,
                 "arn": ignis_ids::arn::log_group(&app.config.region, caller.account.as_str(), &g.name),
-            })
+            });
+            if let Some(days) = g.retention_days {
+                group["retentionInDays"] = json!(days);
+            }
+            group
         })
         .collect();
     let body = json!({ "logGroups": groups });
@@ -278,6 +317,7 @@ pub(crate) fn check_body(action: &str, body: &[u8]) {
     let _ = match action {
         "FilterLogEvents" => parse_body::<FilterLogEvents>(body).map(drop),
         "GetLogEvents" => parse_body::<GetLogEvents>(body).map(drop),
+        "PutRetentionPolicy" => parse_body::<RetentionPolicy>(body).map(drop),
         "DescribeLogGroups" => parse_body::<DescribeLogGroups>(body).map(drop),
         _ => parse_body::<DescribeLogStreams>(body).map(drop),
     };

@@ -5,8 +5,10 @@
 //! (the `tables` module, private: no other crate reads or writes them; the
 //! names and types are those the store used before, so old data loads) and
 //! the one task that writes them (the `writer` module). The front end's
-//! CloudWatch Logs API calls its queries ([`Logs::filter`], [`Logs::events`], [`Logs::groups`],
-//! [`Logs::streams`], [`Logs::has_group`]); any service that must not act
+//! CloudWatch Logs API calls its queries ([`Logs::filter`] with a
+//! [`FilterPattern`], [`Logs::events`], [`Logs::groups`], [`Logs::streams`],
+//! [`Logs::has_group`]) and changes ([`Logs::put_retention`],
+//! [`Logs::delete_group`]); any service that must not act
 //! before a function's log is stored waits on a [`LogBarrier`]. Errors are
 //! [`LogsError`]; only the front end turns them into wire errors.
 //!
@@ -31,11 +33,18 @@
 //!   plus [`LOG_EVENT_OVERHEAD`] an event, `--log-bytes-per-function`); the
 //!   append that takes it past the cap deletes that group's oldest events in
 //!   the same transaction, down to seven eighths of the cap. Another group's
-//!   lines are never deleted for it.
+//!   lines are never deleted for it. Every query answers a bounded page
+//!   ([`MAX_LIMIT`] events, [`MAX_DESCRIBE_LIMIT`] groups or streams) and a
+//!   token for the next one, which names a position, so it stays valid.
+//! - Retention: a group with a retention ([`Logs::put_retention`]) keeps no
+//!   event stamped before now minus its days: those go when it is set, at
+//!   each append to the group, and every [`EXPIRY_INTERVAL`] ([`Logs::expire`]).
 //!
 //! # State and who changes it
 //!
-//! - The tables: written only by the writer's one thread (appends, trims),
+//! - The tables: written by the writer's one thread (appends, trims), and by
+//!   the retention and group calls and the expiry task (each one write
+//!   transaction, holding the size cache's mutex as the writer does),
 //!   read by the queries on the callers' threads (each in a read transaction
 //!   of its own, so a query sees whole commits). The queries block on storage:
 //!   call them where blocking is fine (`spawn_blocking`).
@@ -48,7 +57,7 @@
 //! # Time
 //!
 //! Ingestion times (`ingestionTime`, a stream's `creationTime` and
-//! `lastIngestionTime`) come from the [`SharedClock`] given to
+//! `lastIngestionTime`) and retention cut-offs come from the [`SharedClock`] given to
 //! [`Logs::start`]. Event timestamps are the lines' own; how often a commit
 //! is fsync'd is the store's policy.
 
@@ -87,6 +96,9 @@ pub enum LogsError {
     /// A `GetLogEvents` of a stream the group does not have.
     #[error("The specified log stream does not exist.")]
     StreamNotFound,
+    /// A retention not in [`RETENTION_DAYS`].
+    #[error("{0} is not a valid retention in days")]
+    InvalidRetention(u32),
     /// The database failed.
     #[error("{0}")]
     Storage(#[from] StoreError),
@@ -205,7 +217,15 @@ pub struct LogGroupInfo {
     pub stored_bytes: u64,
     /// Number of events.
     pub event_count: u64,
+    /// Its retention, if it has one.
+    pub retention_days: Option<u32>,
 }
+
+/// The retentions a log group may have, in days (CloudWatch's list).
+pub const RETENTION_DAYS: [u32; 22] =
+    [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+/// How often [`Logs::start`]'s task deletes what retentions expired.
+pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most groups or streams one [`Logs::groups`] or [`Logs::streams`] page holds (CloudWatch's limit).
 pub const MAX_DESCRIBE_LIMIT: usize = 50;
@@ -277,6 +297,23 @@ impl LogBarrier {
     }
 }
 
+/// Deletes what retentions expired every [`EXPIRY_INTERVAL`], until the
+/// last [`Logs`] handle is gone.
+async fn expire_periodically(tables: std::sync::Weak<Tables>) {
+    let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(tables) = tables.upgrade() else { return };
+        match tokio::task::spawn_blocking(move || tables.expire()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("expiring logs: {e}"),
+            Err(e) => tracing::warn!("expiring logs: {e}"),
+        }
+    }
+}
+
 /// The log service's handle (cheap to clone); see the crate docs.
 #[derive(Debug, Clone)]
 pub struct Logs {
@@ -299,6 +336,7 @@ impl Logs {
         let writer = writer::start(tables.clone()).map_err(LogsError::Writer)?;
         let (requests, barriers) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(writer, lines, barriers));
+        tokio::spawn(expire_periodically(Arc::downgrade(&tables)));
         Ok(Logs { tables, barrier: LogBarrier { requests } })
     }
 
@@ -357,8 +395,37 @@ impl Logs {
         Ok(self.tables.has_group(account.as_str(), group)?)
     }
 
-    /// Deletes every event and stream of `group` of `account`; durable when
-    /// it returns. Blocks on storage.
+    /// Sets the retention of `group` of `account` (one of [`RETENTION_DAYS`],
+    /// else [`LogsError::InvalidRetention`]) and deletes at once the events it
+    /// expires; later ones go as they expire (when the group is written, and
+    /// every [`EXPIRY_INTERVAL`]). Durable when it returns. Blocks on storage.
+    pub fn put_retention(&self, account: &AccountId, group: &str, days: u32) -> Result<(), LogsError> {
+        if !RETENTION_DAYS.contains(&days) {
+            return Err(LogsError::InvalidRetention(days));
+        }
+        Ok(self.tables.set_retention(account.as_str(), group, Some(days))?)
+    }
+
+    /// Removes the retention of `group` of `account`: its events are kept
+    /// (up to its cap). Blocks on storage.
+    pub fn delete_retention(&self, account: &AccountId, group: &str) -> Result<(), LogsError> {
+        Ok(self.tables.set_retention(account.as_str(), group, None)?)
+    }
+
+    /// The retention of `group` of `account`, if it has one. Blocks on storage.
+    pub fn retention(&self, account: &AccountId, group: &str) -> Result<Option<u32>, LogsError> {
+        Ok(self.tables.retention(account.as_str(), group)?)
+    }
+
+    /// Deletes, in every group with a retention, the events it expired as of
+    /// the clock's now; returns how many groups lost events. [`Logs::start`]'s
+    /// task calls it every [`EXPIRY_INTERVAL`]. Blocks on storage.
+    pub fn expire(&self) -> Result<usize, LogsError> {
+        Ok(self.tables.expire()?)
+    }
+
+    /// Deletes every event and stream of `group` of `account`, and its
+    /// retention; durable when it returns. Blocks on storage.
     pub fn delete_group(&self, account: &AccountId, group: &str) -> Result<(), LogsError> {
         Ok(self.tables.delete_group(account.as_str(), group)?)
     }

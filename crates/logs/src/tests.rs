@@ -475,3 +475,75 @@ fn get_log_events_pages_both_ways() {
     let bad = t.events(A, g, &EventsQuery { stream: "s".into(), next_token: Some("x".into()), ..Default::default() });
     assert!(matches!(bad, Err(LogsError::InvalidNextToken)));
 }
+
+#[test]
+fn retention_expires_old_events_on_write_at_once_and_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let t = tables(dir.path(), clock.clone(), DEFAULT_MAX_GROUP_BYTES);
+    let (g, other) = ("/aws/lambda/f", "/aws/lambda/g");
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let now = clock.now_ms() as i64;
+    assert_eq!(crate::tables::cutoff(now, 1), now - DAY);
+    assert_eq!(crate::tables::cutoff(i64::MIN, 3653), i64::MIN);
+    let old = [(now - 10 * DAY, "ten days old"), (now - 2 * DAY, "two days old"), (now - 1000, "new")];
+    t.append(&[batch(A, g, "s", &old), batch(A, g, "t", &[(now - 10 * DAY, "old in t")]), batch(A, other, "s", &old)])
+        .unwrap();
+    assert_eq!(t.groups(A).unwrap()[0].retention_days, None);
+
+    // Setting a retention deletes what it expires at once, in that group only.
+    t.set_retention(A, g, Some(3)).unwrap();
+    assert_eq!(t.retention(A, g).unwrap(), Some(3));
+    assert_eq!(messages(&t.filter(A, g, &LogQuery::default()).unwrap()), ["two days old", "new"]);
+    assert_eq!(t.streams(A, g).unwrap().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["s"], "an emptied stream goes");
+    let s = &t.streams(A, g).unwrap()[0];
+    assert_eq!((s.event_count, s.stored_bytes), (2, ("two days old".len() + 3) as u64));
+    assert!(s.first_event_ms <= now - 2 * DAY, "a bound on what is left");
+    assert_eq!(t.filter(A, other, &LogQuery::default()).unwrap().events.len(), 3);
+    assert_eq!(t.groups(A).unwrap().iter().map(|g| g.retention_days).collect::<Vec<_>>(), [Some(3), None]);
+
+    // A write drops what has expired since, and an event stamped too far back.
+    clock.advance(Duration::from_secs(2 * 24 * 60 * 60));
+    t.append(&[batch(A, g, "s", &[(now - 5 * DAY, "stamped in the past"), (now, "now")])]).unwrap();
+    assert_eq!(messages(&t.filter(A, g, &LogQuery::default()).unwrap()), ["new", "now"]);
+
+    // Periodically: as the clock goes on.
+    assert_eq!(t.expire().unwrap(), 0);
+    clock.advance(Duration::from_secs(3 * 24 * 60 * 60));
+    assert_eq!(t.expire().unwrap(), 1);
+    assert!(t.filter(A, g, &LogQuery::default()).unwrap().events.is_empty());
+    assert!(!t.has_group(A, g).unwrap());
+    assert_eq!(t.filter(A, other, &LogQuery::default()).unwrap().events.len(), 3);
+    // The group's size is measured again: the cap still holds its bytes right.
+    t.append(&[batch(A, g, "s", &[(clock.now_ms() as i64, "back")])]).unwrap();
+    assert_eq!(t.groups(A).unwrap()[0].stored_bytes, 4);
+
+    // Removed: nothing expires any more; deleting the group removes its retention.
+    t.set_retention(A, g, None).unwrap();
+    assert_eq!(t.retention(A, g).unwrap(), None);
+    t.set_retention(A, other, Some(1)).unwrap();
+    t.delete_group(A, other).unwrap();
+    assert_eq!(t.retention(A, other).unwrap(), None);
+    assert_eq!(t.retention(B, g).unwrap(), None, "accounts are apart");
+}
+
+#[test]
+fn only_cloudwatch_retentions_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    runtime().block_on(async {
+        let (_lines, receiver) = mpsc::channel(1);
+        let logs = Logs::start(store, clock(), DEFAULT_MAX_GROUP_BYTES, receiver).unwrap();
+        let a = account(A);
+        for days in 0..4000 {
+            let taken = logs.put_retention(&a, "/g", days);
+            assert_eq!(taken.is_ok(), RETENTION_DAYS.contains(&days), "{days}");
+            if taken.is_err() {
+                assert!(matches!(taken, Err(LogsError::InvalidRetention(d)) if d == days));
+            }
+        }
+        assert_eq!(logs.retention(&a, "/g").unwrap(), Some(3653));
+        logs.delete_retention(&a, "/g").unwrap();
+        assert_eq!(logs.retention(&a, "/g").unwrap(), None);
+    });
+}

@@ -128,3 +128,36 @@ fn describe_groups_and_streams_with_prefixes_orders_and_pages() {
     let missing = server.logs("DescribeLogStreams", &json!({ "logGroupName": "/aws/lambda/none" }));
     assert_eq!((missing.status, missing.error_type()), (400, "ResourceNotFoundException"));
 }
+
+#[test]
+fn retention_policies_and_deleting_a_log_group() {
+    let server = Server::start();
+    server.create("kept", &sh_runtime("echo hi"), json!({}));
+    assert_eq!(server.invoke("kept", "{}").status, 200);
+    let group = "/aws/lambda/kept";
+    let described = || server.logs("DescribeLogGroups", &json!({ "logGroupNamePrefix": group })).json()["logGroups"][0].clone();
+    assert!(eventually(Duration::from_secs(10), || described()["logGroupName"] == group));
+    assert!(described().get("retentionInDays").is_none());
+
+    let put = server.logs("PutRetentionPolicy", &json!({ "logGroupName": group, "retentionInDays": 7 }));
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(described()["retentionInDays"], 7);
+    assert!(!server.log_events("kept").is_empty(), "today's events are kept");
+    for (action, body, error) in [
+        ("PutRetentionPolicy", json!({ "logGroupName": group, "retentionInDays": 2 }), "InvalidParameterException"),
+        ("PutRetentionPolicy", json!({ "logGroupName": group, "retentionInDays": -1 }), "InvalidParameterException"),
+        ("PutRetentionPolicy", json!({ "logGroupName": group }), "InvalidParameterException"),
+        ("PutRetentionPolicy", json!({ "logGroupName": "/none", "retentionInDays": 1 }), "ResourceNotFoundException"),
+        ("DeleteRetentionPolicy", json!({ "logGroupName": "/none" }), "ResourceNotFoundException"),
+        ("DeleteLogGroup", json!({ "logGroupName": "/none" }), "ResourceNotFoundException"),
+    ] {
+        let reply = server.logs(action, &body);
+        assert_eq!((reply.status, reply.error_type()), (400, error), "{action} {body}: {}", reply.text());
+    }
+    assert_eq!(server.logs("DeleteRetentionPolicy", &json!({ "logGroupName": group })).status, 200);
+    assert!(described().get("retentionInDays").is_none());
+
+    assert_eq!(server.logs("DeleteLogGroup", &json!({ "logGroupName": group })).status, 200);
+    assert!(server.log_events("kept").is_empty());
+    assert!(server.logs("DescribeLogGroups", &json!({ "logGroupNamePrefix": group })).json()["logGroups"].as_array().unwrap().is_empty());
+}
