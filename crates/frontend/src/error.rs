@@ -321,6 +321,8 @@ impl From<ignis_logs::LogsError> for ApiError {
         use ignis_logs::LogsError::*;
         match e {
             InvalidNextToken => ApiError::InvalidParameter("The specified nextToken is invalid.".into()),
+            e @ StreamNotFound => ApiError::ResourceNotFound(e.to_string()),
+            e @ InvalidRetention(_) => ApiError::InvalidParameter(e.to_string()),
             Storage(e) => e.into(),
             e @ Writer(_) => ApiError::Service(e.to_string()),
         }

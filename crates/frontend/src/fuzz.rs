@@ -73,7 +73,7 @@ pub fn lambda_body(kind: u8, body: &[u8]) {
             ignis_pollers::parse_destination(ACCOUNT, &text);
         }
         _ => {
-            for action in ["FilterLogEvents", "DescribeLogGroups", "DescribeLogStreams"] {
+            for action in ["FilterLogEvents", "GetLogEvents", "DescribeLogGroups", "DescribeLogStreams", "PutRetentionPolicy"] {
                 crate::logs_api::check_body(action, body);
             }
         }

@@ -186,8 +186,12 @@ actions! {
     /// The CloudWatch Logs actions Ignis serves (`X-Amz-Target: Logs_20140328.<action>`).
     LogsAction {
         FilterLogEvents,
+        GetLogEvents,
         DescribeLogGroups,
         DescribeLogStreams,
+        PutRetentionPolicy,
+        DeleteRetentionPolicy,
+        DeleteLogGroup,
     }
 }
 
@@ -832,7 +836,15 @@ mod tests {
             assert_eq!(Operation::Sqs(*action).service(), "sqs");
             assert_eq!(Operation::Sqs(*action).body_limit().0, sqs_api::MAX_REQUEST);
         }
-        let logs = ["FilterLogEvents", "DescribeLogGroups", "DescribeLogStreams"];
+        let logs = [
+            "FilterLogEvents",
+            "GetLogEvents",
+            "DescribeLogGroups",
+            "DescribeLogStreams",
+            "PutRetentionPolicy",
+            "DeleteRetentionPolicy",
+            "DeleteLogGroup",
+        ];
         assert_eq!(LogsAction::ALL.iter().map(|a| a.name()).collect::<Vec<_>>(), logs);
         for action in LogsAction::ALL {
             check_target(&format!("Logs_20140328.{}", action.name()), Ok(Operation::Logs(*action)));

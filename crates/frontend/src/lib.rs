@@ -18,7 +18,8 @@
 //! - `event_config`: the event invoke config calls and destination checks
 //!   (asynchronous events themselves are `ignis_pollers::Events`: Invoke's
 //!   `Event` type hands them over and answers 202 once they are stored).
-//! - `logs_api`: FilterLogEvents, DescribeLogGroups, DescribeLogStreams over
+//! - `logs_api`: FilterLogEvents, GetLogEvents, DescribeLogGroups, DescribeLogStreams,
+//!   PutRetentionPolicy, DeleteRetentionPolicy, DeleteLogGroup over
 //!   `ignis_logs` (the log writer, the logs' tables and their queries).
 //! - `accounts_api`: Ignis's own account calls (`/ignis/accounts`), for the
 //!   administrator's key only.

@@ -1,13 +1,19 @@
-//! CloudWatch Logs' reading calls (`FilterLogEvents`, `DescribeLogGroups`,
-//! `DescribeLogStreams`) over the log service (`ignis_logs::Logs`), so `aws
-//! logs` and the SDKs' `logs` clients work: request shapes, group names and
-//! ARNs, limits, filter patterns, and the JSON answers. The log writer, the
-//! stored logs and their queries are `ignis_logs`'s.
+//! CloudWatch Logs' calls (`FilterLogEvents`, `GetLogEvents`, `DescribeLogGroups`,
+//! `DescribeLogStreams`, `PutRetentionPolicy`, `DeleteRetentionPolicy`,
+//! `DeleteLogGroup`) over the log service (`ignis_logs::Logs`), so `aws logs`
+//! and the SDKs' `logs` clients work: request shapes, group names and ARNs,
+//! limits (out of CloudWatch's range: `InvalidParameterException`), and the
+//! JSON answers. Every call acts on the caller's account only. A filter
+//! pattern is parsed here (`ignis_logs::FilterPattern`; a malformed one is
+//! `InvalidParameterException`) and matched by the log service. The log
+//! writer, the stored logs, retention and the queries are `ignis_logs`'s.
 
 use std::sync::Arc;
 
 use http::StatusCode;
-use ignis_logs::{LogQuery, MAX_LIMIT, Streams};
+use ignis_logs::{
+    EventsQuery, FilterPattern, GroupsQuery, LogQuery, MAX_DESCRIBE_LIMIT, MAX_LIMIT, StreamOrder, Streams, StreamsQuery,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,6 +21,9 @@ use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::parse_body;
 use crate::http::{Answer, LogsAction, json_answer};
+
+/// The most log streams one `FilterLogEvents` names (CloudWatch's limit).
+const MAX_STREAM_NAMES: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,9 +41,23 @@ struct FilterLogEvents {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct GetLogEvents {
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
+    log_stream_name: Option<String>,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    start_from_head: Option<bool>,
+    next_token: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DescribeLogGroups {
     log_group_name_prefix: Option<String>,
     limit: Option<i64>,
+    next_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,7 +66,23 @@ struct DescribeLogStreams {
     log_group_name: Option<String>,
     log_group_identifier: Option<String>,
     log_stream_name_prefix: Option<String>,
+    order_by: Option<String>,
+    descending: Option<bool>,
     limit: Option<i64>,
+    next_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetentionPolicy {
+    log_group_name: Option<String>,
+    retention_in_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamedGroup {
+    log_group_name: Option<String>,
 }
 
 pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &[u8]) -> Result<Answer, ApiError> {
@@ -53,8 +92,22 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &
     // Log reads scan storage: keep them off the async threads.
     tokio::task::spawn_blocking(move || match action {
         LogsAction::FilterLogEvents => filter_log_events(&app, &caller, parse_body(&body)?),
+        LogsAction::GetLogEvents => get_log_events(&app, &caller, parse_body(&body)?),
         LogsAction::DescribeLogGroups => describe_log_groups(&app, &caller, parse_body(&body)?),
         LogsAction::DescribeLogStreams => describe_log_streams(&app, &caller, parse_body(&body)?),
+        LogsAction::PutRetentionPolicy => put_retention_policy(&app, &caller, parse_body(&body)?),
+        LogsAction::DeleteRetentionPolicy => {
+            let request: NamedGroup = parse_body(&body)?;
+            let group = group(&app, &caller, "DeleteRetentionPolicy", request.log_group_name, None)?;
+            app.logs.delete_retention(&caller.account, &group)?;
+            Ok(json_answer(StatusCode::OK, json!({})))
+        }
+        LogsAction::DeleteLogGroup => {
+            let request: NamedGroup = parse_body(&body)?;
+            let group = group(&app, &caller, "DeleteLogGroup", request.log_group_name, None)?;
+            app.logs.delete_group(&caller.account, &group)?;
+            Ok(json_answer(StatusCode::OK, json!({})))
+        }
     })
     .await
     .map_err(|e| ApiError::Service(e.to_string()))?
@@ -81,22 +134,54 @@ fn group(app: &App, caller: &Caller, action: &str, name: Option<String>, identif
     if exists { Ok(name) } else { Err(ApiError::ResourceNotFound("The specified log group does not exist.".into())) }
 }
 
+/// `body` with the `nextToken` of the page after it, if any.
+fn with_token(mut body: serde_json::Value, next_token: Option<String>) -> serde_json::Value {
+    if let Some(token) = next_token {
+        body["nextToken"] = json!(token);
+    }
+    body
+}
+
+/// A request's `limit`: at most `max` (the default), at least 1, as CloudWatch checks it.
+fn limit(limit: Option<i64>, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(max),
+        Some(n) if n >= 1 && n as u64 <= max as u64 => Ok(n as usize),
+        Some(n) => Err(ApiError::InvalidParameter(format!(
+            "1 validation error detected: Value '{n}' at 'limit' failed to satisfy constraint: Member must have value \
+             between 1 and {max}"
+        ))),
+    }
+}
+
 fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Result<Answer, ApiError> {
     let group = group(app, caller, "FilterLogEvents", request.log_group_name, request.log_group_identifier)?;
-    // A prefix wins over names.
     let streams = match (request.log_stream_name_prefix, request.log_stream_names) {
-        (Some(prefix), _) => Streams::Prefix(prefix),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParameter(
+                "You cannot specify both logStreamNames and logStreamNamePrefix in the same request.".into(),
+            ));
+        }
+        (Some(prefix), None) => Streams::Prefix(prefix),
+        (None, Some(names)) if names.is_empty() || names.len() > MAX_STREAM_NAMES => {
+            return Err(ApiError::InvalidParameter(format!(
+                "logStreamNames must name between 1 and {MAX_STREAM_NAMES} log streams"
+            )));
+        }
         (None, Some(names)) => Streams::Named(names),
         (None, None) => Streams::All,
+    };
+    let pattern = match request.filter_pattern.as_deref().map(FilterPattern::parse).transpose() {
+        Ok(pattern) => pattern.filter(|p| !p.matches_all()),
+        Err(e) => return Err(ApiError::InvalidParameter(e.to_string())),
     };
     let query = LogQuery {
         start_ms: request.start_time,
         end_ms: request.end_time,
         streams,
         next_token: request.next_token,
-        limit: request.limit.unwrap_or(MAX_LIMIT as i64).clamp(1, MAX_LIMIT as i64) as usize,
-        // Plain terms only: a quoted term or a bare word matches as a substring.
-        pattern: request.filter_pattern.map(|p| p.trim().trim_matches('"').to_string()).filter(|p| !p.is_empty()),
+        limit: limit(request.limit, MAX_LIMIT)?,
+        pattern,
     };
     let page = app.logs.filter(&caller.account, &group, &query)?;
     let events: Vec<_> = page
@@ -112,39 +197,103 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
             })
         })
         .collect();
-    let mut body = json!({ "events": events, "searchedLogStreams": [] });
-    if let Some(token) = page.next_token {
-        body["nextToken"] = json!(token);
-    }
+    // CloudWatch has answered an empty `searchedLogStreams` since June 2020.
+    let body = json!({ "events": events, "searchedLogStreams": [] });
+    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
+}
+
+fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<Answer, ApiError> {
+    let group = group(app, caller, "GetLogEvents", request.log_group_name, request.log_group_identifier)?;
+    let stream = request.log_stream_name.ok_or_else(|| ApiError::InvalidParameter("logStreamName is required".into()))?;
+    let query = EventsQuery {
+        stream,
+        start_ms: request.start_time,
+        end_ms: request.end_time,
+        start_from_head: request.start_from_head.unwrap_or(false),
+        next_token: request.next_token,
+        limit: limit(request.limit, MAX_LIMIT)?,
+    };
+    let page = app.logs.events(&caller.account, &group, &query)?;
+    let events: Vec<_> = page
+        .events
+        .iter()
+        .map(|e| json!({ "timestamp": e.timestamp_ms, "message": e.message, "ingestionTime": e.ingestion_ms }))
+        .collect();
+    let body = json!({
+        "events": events,
+        "nextForwardToken": page.next_forward_token,
+        "nextBackwardToken": page.next_backward_token,
+    });
     Ok(json_answer(StatusCode::OK, body))
 }
 
+fn put_retention_policy(app: &App, caller: &Caller, request: RetentionPolicy) -> Result<Answer, ApiError> {
+    let group = group(app, caller, "PutRetentionPolicy", request.log_group_name, None)?;
+    let days = request.retention_in_days.ok_or_else(|| ApiError::InvalidParameter("retentionInDays is required".into()))?;
+    let days = u32::try_from(days).map_err(|_| ApiError::InvalidParameter(format!("{days} is not a valid retention in days")))?;
+    app.logs.put_retention(&caller.account, &group, days)?;
+    Ok(json_answer(StatusCode::OK, json!({})))
+}
+
 fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
-    let prefix = request.log_group_name_prefix.unwrap_or_default();
-    let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
-    let groups: Vec<_> = app
-        .logs
-        .groups(&caller.account, &prefix, limit)?
+    let query = GroupsQuery {
+        prefix: request.log_group_name_prefix.unwrap_or_default(),
+        limit: limit(request.limit, MAX_DESCRIBE_LIMIT)?,
+        next_token: request.next_token,
+    };
+    let page = app.logs.groups(&caller.account, &query)?;
+    let groups: Vec<_> = page
+        .groups
         .into_iter()
         .map(|g| {
-            json!({
+            let mut group = json!({
                 "logGroupName": g.name,
                 "creationTime": g.creation_ms,
                 "storedBytes": g.stored_bytes,
+                "metricFilterCount": 0,
                 "arn": ignis_ids::arn::log_group(&app.config.region, caller.account.as_str(), &g.name),
-            })
+            });
+            if let Some(days) = g.retention_days {
+                group["retentionInDays"] = json!(days);
+            }
+            group
         })
         .collect();
-    Ok(json_answer(StatusCode::OK, json!({ "logGroups": groups })))
+    let body = json!({ "logGroups": groups });
+    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
 }
 
 fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams) -> Result<Answer, ApiError> {
     let group = group(app, caller, "DescribeLogStreams", request.log_group_name, request.log_group_identifier)?;
-    let prefix = request.log_stream_name_prefix.unwrap_or_default();
-    let limit = request.limit.unwrap_or(50).clamp(1, 50) as usize;
-    let streams: Vec<_> = app
-        .logs
-        .streams(&caller.account, &group, &prefix, limit)?
+    let order = match request.order_by.as_deref() {
+        None | Some("LogStreamName") => StreamOrder::Name,
+        Some("LastEventTime") if request.log_stream_name_prefix.is_some() => {
+            return Err(ApiError::InvalidParameter(
+                "Cannot order by LastEventTime with a logStreamNamePrefix.".into(),
+            ));
+        }
+        Some("LastEventTime") => StreamOrder::LastEventTime,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "1 validation error detected: Value '{other}' at 'orderBy' failed to satisfy constraint: Member must \
+                 satisfy enum value set: [LogStreamName, LastEventTime]"
+            )));
+        }
+    };
+    let query = StreamsQuery {
+        prefix: request.log_stream_name_prefix.unwrap_or_default(),
+        order,
+        descending: request.descending.unwrap_or(false),
+        limit: limit(request.limit, MAX_DESCRIBE_LIMIT)?,
+        next_token: request.next_token,
+    };
+    let page = app.logs.streams(&caller.account, &group, &query)?;
+    let stream_arn = |name: &str| {
+        let group_arn = ignis_ids::arn::log_group(&app.config.region, caller.account.as_str(), &group);
+        format!("{}:log-stream:{name}", group_arn.trim_end_matches(":*"))
+    };
+    let streams: Vec<_> = page
+        .streams
         .into_iter()
         .map(|s| {
             json!({
@@ -154,10 +303,12 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
                 "lastEventTimestamp": s.last_event_ms,
                 "lastIngestionTime": s.last_ingestion_ms,
                 "storedBytes": s.stored_bytes,
+                "arn": stream_arn(&s.name),
             })
         })
         .collect();
-    Ok(json_answer(StatusCode::OK, json!({ "logStreams": streams })))
+    let body = json!({ "logStreams": streams });
+    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
 }
 
 /// The parsing of a CloudWatch Logs body, for the fuzz targets.
@@ -165,6 +316,8 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
 pub(crate) fn check_body(action: &str, body: &[u8]) {
     let _ = match action {
         "FilterLogEvents" => parse_body::<FilterLogEvents>(body).map(drop),
+        "GetLogEvents" => parse_body::<GetLogEvents>(body).map(drop),
+        "PutRetentionPolicy" => parse_body::<RetentionPolicy>(body).map(drop),
         "DescribeLogGroups" => parse_body::<DescribeLogGroups>(body).map(drop),
         _ => parse_body::<DescribeLogStreams>(body).map(drop),
     };

@@ -5,8 +5,10 @@
 //! (the `tables` module, private: no other crate reads or writes them; the
 //! names and types are those the store used before, so old data loads) and
 //! the one task that writes them (the `writer` module). The front end's
-//! CloudWatch Logs API calls its queries ([`Logs::filter`], [`Logs::groups`],
-//! [`Logs::streams`], [`Logs::has_group`]); any service that must not act
+//! CloudWatch Logs API calls its queries ([`Logs::filter`] with a
+//! [`FilterPattern`], [`Logs::events`], [`Logs::groups`], [`Logs::streams`],
+//! [`Logs::has_group`]) and changes ([`Logs::put_retention`],
+//! [`Logs::delete_group`]); any service that must not act
 //! before a function's log is stored waits on a [`LogBarrier`]. Errors are
 //! [`LogsError`]; only the front end turns them into wire errors.
 //!
@@ -31,11 +33,18 @@
 //!   plus [`LOG_EVENT_OVERHEAD`] an event, `--log-bytes-per-function`); the
 //!   append that takes it past the cap deletes that group's oldest events in
 //!   the same transaction, down to seven eighths of the cap. Another group's
-//!   lines are never deleted for it.
+//!   lines are never deleted for it. Every query answers a bounded page
+//!   ([`MAX_LIMIT`] events, [`MAX_DESCRIBE_LIMIT`] groups or streams) and a
+//!   token for the next one, which names a position, so it stays valid.
+//! - Retention: a group with a retention ([`Logs::put_retention`]) keeps no
+//!   event stamped before now minus its days: those go when it is set, at
+//!   each append to the group, and every [`EXPIRY_INTERVAL`] ([`Logs::expire`]).
 //!
 //! # State and who changes it
 //!
-//! - The tables: written only by the writer's one thread (appends, trims),
+//! - The tables: written by the writer's one thread (appends, trims), and by
+//!   the retention and group calls and the expiry task (each one write
+//!   transaction, holding the size cache's mutex as the writer does),
 //!   read by the queries on the callers' threads (each in a read transaction
 //!   of its own, so a query sees whole commits). The queries block on storage:
 //!   call them where blocking is fine (`spawn_blocking`).
@@ -48,10 +57,12 @@
 //! # Time
 //!
 //! Ingestion times (`ingestionTime`, a stream's `creationTime` and
-//! `lastIngestionTime`) come from the [`SharedClock`] given to
+//! `lastIngestionTime`) and retention cut-offs come from the [`SharedClock`] given to
 //! [`Logs::start`]. Event timestamps are the lines' own; how often a commit
 //! is fsync'd is the store's policy.
 
+mod paging;
+mod pattern;
 mod tables;
 mod writer;
 
@@ -66,6 +77,7 @@ use ignis_store::{Store, StoreError};
 use ignis_worker::LogBatch;
 use tokio::sync::{mpsc, oneshot};
 
+pub use pattern::{FilterPattern, MAX_PATTERN_LEN, PatternError};
 pub use tables::LOG_EVENT_OVERHEAD;
 use tables::Tables;
 
@@ -81,6 +93,12 @@ pub enum LogsError {
     /// A `next_token` that no [`Logs::filter`] page gave.
     #[error("The specified nextToken is invalid.")]
     InvalidNextToken,
+    /// A `GetLogEvents` of a stream the group does not have.
+    #[error("The specified log stream does not exist.")]
+    StreamNotFound,
+    /// A retention not in [`RETENTION_DAYS`].
+    #[error("{0} is not a valid retention in days")]
+    InvalidRetention(u32),
     /// The database failed.
     #[error("{0}")]
     Storage(#[from] StoreError),
@@ -113,8 +131,38 @@ pub struct LogQuery {
     pub next_token: Option<String>,
     /// Maximum events returned; 0 means (and larger values are capped to) [`MAX_LIMIT`].
     pub limit: usize,
-    /// Only messages containing this substring.
-    pub pattern: Option<String>,
+    /// Only messages this pattern matches.
+    pub pattern: Option<FilterPattern>,
+}
+
+/// A query of [`Logs::events`] (`GetLogEvents`): one stream's events, a page
+/// at a time, in either direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// The stream; [`LogsError::StreamNotFound`] if the group has no such stream.
+    pub stream: String,
+    /// Inclusive lower bound of `timestamp_ms`.
+    pub start_ms: Option<i64>,
+    /// Inclusive upper bound of `timestamp_ms`.
+    pub end_ms: Option<i64>,
+    /// Without a token: the oldest page (true) or the newest (false, CloudWatch's default).
+    pub start_from_head: bool,
+    /// A `next_forward_token` or `next_backward_token` of an earlier page
+    /// (same query otherwise); it says the direction.
+    pub next_token: Option<String>,
+    /// Maximum events returned; 0 means (and larger values are capped to) [`MAX_LIMIT`].
+    pub limit: usize,
+}
+
+/// A page of one stream's events, oldest first, with the tokens of the pages
+/// after and before it; a token that finds no more events is given back
+/// unchanged (how CloudWatch's readers know they are at the end). A page may
+/// be short, even empty, when the group has many events of other streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    pub events: Vec<LogEvent>,
+    pub next_forward_token: String,
+    pub next_backward_token: String,
 }
 
 /// A stored log event.
@@ -169,6 +217,66 @@ pub struct LogGroupInfo {
     pub stored_bytes: u64,
     /// Number of events.
     pub event_count: u64,
+    /// Its retention, if it has one.
+    pub retention_days: Option<u32>,
+}
+
+/// The retentions a log group may have, in days (CloudWatch's list).
+pub const RETENTION_DAYS: [u32; 22] =
+    [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+/// How often [`Logs::start`]'s task deletes what retentions expired.
+pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most groups or streams one [`Logs::groups`] or [`Logs::streams`] page holds (CloudWatch's limit).
+pub const MAX_DESCRIBE_LIMIT: usize = 50;
+
+/// A query of [`Logs::groups`] (`DescribeLogGroups`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupsQuery {
+    /// Only groups whose names start with this.
+    pub prefix: String,
+    /// Maximum groups returned; 0 means (and larger values are capped to) [`MAX_DESCRIBE_LIMIT`].
+    pub limit: usize,
+    /// Continue after a previous page (its `next_token`; same query otherwise).
+    pub next_token: Option<String>,
+}
+
+/// A page of log groups, ordered by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupsPage {
+    pub groups: Vec<LogGroupInfo>,
+    /// Set when more groups follow.
+    pub next_token: Option<String>,
+}
+
+/// How [`Logs::streams`] orders streams (`DescribeLogStreams`' `orderBy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamOrder {
+    #[default]
+    Name,
+    /// By the last event's timestamp (then by name).
+    LastEventTime,
+}
+
+/// A query of [`Logs::streams`] (`DescribeLogStreams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsQuery {
+    /// Only streams whose names start with this.
+    pub prefix: String,
+    pub order: StreamOrder,
+    pub descending: bool,
+    /// Maximum streams returned; 0 means (and larger values are capped to) [`MAX_DESCRIBE_LIMIT`].
+    pub limit: usize,
+    /// Continue after a previous page (its `next_token`; same query otherwise).
+    pub next_token: Option<String>,
+}
+
+/// A page of log streams, in the query's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsPage {
+    pub streams: Vec<LogStreamInfo>,
+    /// Set when more streams follow.
+    pub next_token: Option<String>,
 }
 
 /// Waits for the log writer (cheap to clone, for any service): see
@@ -185,6 +293,23 @@ impl LogBarrier {
         let (done, written) = oneshot::channel();
         if self.requests.send(done).is_ok() {
             let _ = written.await;
+        }
+    }
+}
+
+/// Deletes what retentions expired every [`EXPIRY_INTERVAL`], until the
+/// last [`Logs`] handle is gone.
+async fn expire_periodically(tables: std::sync::Weak<Tables>) {
+    let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(tables) = tables.upgrade() else { return };
+        match tokio::task::spawn_blocking(move || tables.expire()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("expiring logs: {e}"),
+            Err(e) => tracing::warn!("expiring logs: {e}"),
         }
     }
 }
@@ -211,6 +336,7 @@ impl Logs {
         let writer = writer::start(tables.clone()).map_err(LogsError::Writer)?;
         let (requests, barriers) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(writer, lines, barriers));
+        tokio::spawn(expire_periodically(Arc::downgrade(&tables)));
         Ok(Logs { tables, barrier: LogBarrier { requests } })
     }
 
@@ -235,18 +361,33 @@ impl Logs {
         self.tables.filter(account.as_str(), group, query)
     }
 
-    /// At most `limit` log groups of `account` (those with events) whose
-    /// names start with `prefix`, ordered by name. Blocks on storage.
-    pub fn groups(&self, account: &AccountId, prefix: &str, limit: usize) -> Result<Vec<LogGroupInfo>, LogsError> {
-        let groups = self.tables.groups(account.as_str())?;
-        Ok(groups.into_iter().filter(|g| g.name.starts_with(prefix)).take(limit).collect())
+    /// A page of one stream of `group` of `account`, as `GetLogEvents` reads
+    /// it (see [`EventsQuery`]). Blocks on storage.
+    pub fn events(&self, account: &AccountId, group: &str, query: &EventsQuery) -> Result<EventsPage, LogsError> {
+        self.tables.events(account.as_str(), group, query)
     }
 
-    /// At most `limit` streams of `group` of `account` whose names start
-    /// with `prefix`, ordered by name. Blocks on storage.
-    pub fn streams(&self, account: &AccountId, group: &str, prefix: &str, limit: usize) -> Result<Vec<LogStreamInfo>, LogsError> {
-        let streams = self.tables.streams(account.as_str(), group)?;
-        Ok(streams.into_iter().filter(|s| s.name.starts_with(prefix)).take(limit).collect())
+    /// A page of the log groups of `account` (those with events) whose names
+    /// start with `prefix`, ordered by name (see [`GroupsQuery`]). Blocks on storage.
+    pub fn groups(&self, account: &AccountId, query: &GroupsQuery) -> Result<GroupsPage, LogsError> {
+        let mut groups = self.tables.groups(account.as_str())?;
+        groups.retain(|g| g.name.starts_with(query.prefix.as_str()));
+        let (groups, next_token) =
+            paging::page(groups, |g| (0, g.name.as_str()), false, query.limit, query.next_token.as_deref())?;
+        Ok(GroupsPage { groups, next_token })
+    }
+
+    /// A page of the streams of `group` of `account` (see [`StreamsQuery`]).
+    /// Blocks on storage.
+    pub fn streams(&self, account: &AccountId, group: &str, query: &StreamsQuery) -> Result<StreamsPage, LogsError> {
+        let mut streams = self.tables.streams(account.as_str(), group)?;
+        streams.retain(|s| s.name.starts_with(query.prefix.as_str()));
+        let key: fn(&LogStreamInfo) -> paging::Key<'_> = match query.order {
+            StreamOrder::Name => |s| (0, s.name.as_str()),
+            StreamOrder::LastEventTime => |s| (s.last_event_ms, s.name.as_str()),
+        };
+        let (streams, next_token) = paging::page(streams, key, query.descending, query.limit, query.next_token.as_deref())?;
+        Ok(StreamsPage { streams, next_token })
     }
 
     /// Whether `group` of `account` holds events. Blocks on storage.
@@ -254,8 +395,37 @@ impl Logs {
         Ok(self.tables.has_group(account.as_str(), group)?)
     }
 
-    /// Deletes every event and stream of `group` of `account`; durable when
-    /// it returns. Blocks on storage.
+    /// Sets the retention of `group` of `account` (one of [`RETENTION_DAYS`],
+    /// else [`LogsError::InvalidRetention`]) and deletes at once the events it
+    /// expires; later ones go as they expire (when the group is written, and
+    /// every [`EXPIRY_INTERVAL`]). Durable when it returns. Blocks on storage.
+    pub fn put_retention(&self, account: &AccountId, group: &str, days: u32) -> Result<(), LogsError> {
+        if !RETENTION_DAYS.contains(&days) {
+            return Err(LogsError::InvalidRetention(days));
+        }
+        Ok(self.tables.set_retention(account.as_str(), group, Some(days))?)
+    }
+
+    /// Removes the retention of `group` of `account`: its events are kept
+    /// (up to its cap). Blocks on storage.
+    pub fn delete_retention(&self, account: &AccountId, group: &str) -> Result<(), LogsError> {
+        Ok(self.tables.set_retention(account.as_str(), group, None)?)
+    }
+
+    /// The retention of `group` of `account`, if it has one. Blocks on storage.
+    pub fn retention(&self, account: &AccountId, group: &str) -> Result<Option<u32>, LogsError> {
+        Ok(self.tables.retention(account.as_str(), group)?)
+    }
+
+    /// Deletes, in every group with a retention, the events it expired as of
+    /// the clock's now; returns how many groups lost events. [`Logs::start`]'s
+    /// task calls it every [`EXPIRY_INTERVAL`]. Blocks on storage.
+    pub fn expire(&self) -> Result<usize, LogsError> {
+        Ok(self.tables.expire()?)
+    }
+
+    /// Deletes every event and stream of `group` of `account`, and its
+    /// retention; durable when it returns. Blocks on storage.
     pub fn delete_group(&self, account: &AccountId, group: &str) -> Result<(), LogsError> {
         Ok(self.tables.delete_group(account.as_str(), group)?)
     }

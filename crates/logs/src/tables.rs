@@ -34,7 +34,7 @@ use ignis_store::{DbContext, Store, StoreError};
 use ignis_worker::LogBatch;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, LogsError, MAX_LIMIT, Streams};
+use crate::{EventsPage, EventsQuery, LogEvent, LogGroupInfo, LogPage, LogQuery, LogStreamInfo, LogsError, MAX_LIMIT, Streams};
 
 /// (account, group, timestamp_ms, seq) -> (ingestion_ms, stream, message).
 /// `seq` is a database-wide counter, so keys are unique and ordered by
@@ -47,6 +47,8 @@ const STREAMS: TableDefinition<StreamKey, StatsValue> = TableDefinition::new("lo
 type StreamKey = (&'static str, &'static str, &'static str);
 /// (creation_ms, first_ms, last_ms, last_ingestion_ms, bytes, count)
 type StatsValue = (i64, i64, i64, i64, u64, u64);
+/// (account, group) -> retention in days (one of [`crate::RETENTION_DAYS`]).
+const RETENTION: TableDefinition<(&str, &str), u32> = TableDefinition::new("log_retention");
 /// Counters: "log_seq".
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const SEQ: &str = "log_seq";
@@ -165,6 +167,54 @@ pub(crate) fn parse_token(token: &str) -> Result<Option<(i64, u64)>, LogsError> 
     })
 }
 
+/// A position in a group's events, (timestamp, seq), and the next and previous ones (saturating).
+type Position = (i64, u64);
+
+fn after(p: Position) -> Position {
+    match p.1.checked_add(1) {
+        Some(seq) => (p.0, seq),
+        None => p.0.checked_add(1).map_or(p, |ts| (ts, 0)),
+    }
+}
+
+fn before(p: Position) -> Position {
+    match p.1.checked_sub(1) {
+        Some(seq) => (p.0, seq),
+        None => p.0.checked_sub(1).map_or(p, |ts| (ts, u64::MAX)),
+    }
+}
+
+/// Where a `GetLogEvents` page starts: forward from a position, or backward
+/// from one (both included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cursor {
+    Forward(Position),
+    Backward(Position),
+}
+
+impl Cursor {
+    pub(crate) fn token(self) -> String {
+        match self {
+            Cursor::Forward((ts, seq)) => format!("f/{ts}/{seq}"),
+            Cursor::Backward((ts, seq)) => format!("b/{ts}/{seq}"),
+        }
+    }
+
+    pub(crate) fn parse(token: &str) -> Result<Cursor, LogsError> {
+        let mut parts = token.split('/');
+        let (Some(direction), Some(ts), Some(seq), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(LogsError::InvalidNextToken);
+        };
+        let ts: i64 = ts.parse().map_err(|_| LogsError::InvalidNextToken)?;
+        let seq: u64 = seq.parse().map_err(|_| LogsError::InvalidNextToken)?;
+        match direction {
+            "f" => Ok(Cursor::Forward((ts, seq))),
+            "b" => Ok(Cursor::Backward((ts, seq))),
+            _ => Err(LogsError::InvalidNextToken),
+        }
+    }
+}
+
 /// The smallest string greater than `s` (`s` + NUL): no string lies between
 /// them, so `(.., s, ..)..(.., successor(s), ..)` selects exactly the keys with `s`.
 fn successor(s: &str) -> String {
@@ -182,6 +232,7 @@ impl Tables {
         txn.open_table(EVENTS).ctx(CTX)?;
         txn.open_table(STREAMS).ctx(CTX)?;
         txn.open_table(COUNTERS).ctx(CTX)?;
+        txn.open_table(RETENTION).ctx(CTX)?;
         store.commit_write(txn, true, CTX)?;
         Ok(Tables { store, clock, cap, sizes: Mutex::default() })
     }
@@ -247,16 +298,23 @@ impl Tables {
                 };
                 streams.insert(key, merged.value()).ctx(CTX)?;
             }
-            // Every group appended to, with what it holds now.
+            let retention = txn.open_table(RETENTION).ctx(CTX)?;
+            // Every group appended to, with what it holds now: first without
+            // what its retention expired, then under its cap.
             for ((account, group), add) in added {
                 let known = sizes.get(&(account.to_string(), group.to_string())).copied();
                 let size = match known {
                     Some(before) => before.saturating_add(add),
                     None => group_size(&streams, account, group)?,
                 };
+                let expired = match retention.get((account, group)).ctx(CTX)? {
+                    Some(days) => drop_before(&mut table, &mut streams, account, group, cutoff(now, days.value()))?,
+                    None => 0,
+                };
+                let size = size.saturating_sub(expired);
                 let extra = excess(size, self.cap);
                 let freed = if extra > 0 { drop_oldest(&mut table, &mut streams, account, group, extra)? } else { 0 };
-                trimmed |= freed > 0;
+                trimmed |= freed > 0 || expired > 0;
                 new_sizes.push(((account.to_string(), group.to_string()), size.saturating_sub(freed)));
             }
         }
@@ -314,7 +372,7 @@ impl Tables {
                 continue;
             }
             if let Some(pattern) = &q.pattern
-                && !message.contains(pattern.as_str())
+                && !pattern.matches(message)
             {
                 continue;
             }
@@ -327,6 +385,68 @@ impl Tables {
             });
         }
         Ok(page)
+    }
+
+    /// A page of the events of one stream of `group` of `account`, in
+    /// (timestamp, arrival) order, as `GetLogEvents` reads them: forward or
+    /// backward from the token's position, else from the first event
+    /// (`start_from_head`) or back from the last one. A token that finds
+    /// nothing more comes back as it was.
+    pub(crate) fn events(&self, account: &str, group: &str, q: &EventsQuery) -> Result<EventsPage, LogsError> {
+        const CTX: &str = "reading a log stream";
+        let limit = if q.limit == 0 { MAX_LIMIT } else { q.limit.min(MAX_LIMIT) };
+        let cursor = match &q.next_token {
+            Some(token) => Cursor::parse(token)?,
+            None if q.start_from_head => Cursor::Forward((i64::MIN, 0)),
+            None => Cursor::Backward((i64::MAX, u64::MAX)),
+        };
+        let txn = self.store.database().begin_read().ctx(CTX)?;
+        let streams = txn.open_table(STREAMS).ctx(CTX)?;
+        if streams.get((account, group, q.stream.as_str())).ctx(CTX)?.is_none() {
+            return Err(LogsError::StreamNotFound);
+        }
+        let table = txn.open_table(EVENTS).ctx(CTX)?;
+        let (low, high) = ((q.start_ms.unwrap_or(i64::MIN), 0u64), (q.end_ms.unwrap_or(i64::MAX), u64::MAX));
+        let (low, high) = match cursor {
+            Cursor::Forward(from) => (low.max(from), high),
+            Cursor::Backward(from) => (low, high.min(from)),
+        };
+        let mut events = Vec::new();
+        // The first and last positions examined, in the page's direction.
+        let mut examined: Option<(Position, Position)> = None;
+        if low <= high {
+            let range = table.range((account, group, low.0, low.1)..=(account, group, high.0, high.1)).ctx(CTX)?;
+            let range: Box<dyn Iterator<Item = _>> =
+                if matches!(cursor, Cursor::Forward(_)) { Box::new(range) } else { Box::new(range.rev()) };
+            for (scanned, item) in range.enumerate() {
+                if events.len() >= limit || scanned >= MAX_SCAN {
+                    break;
+                }
+                let (k, v) = item.ctx(CTX)?;
+                let (_, _, ts, seq) = k.value();
+                let (ingestion_ms, stream, message) = v.value();
+                examined = Some((examined.map_or((ts, seq), |(first, _)| first), (ts, seq)));
+                if stream == q.stream {
+                    events.push(LogEvent {
+                        timestamp_ms: ts,
+                        ingestion_ms,
+                        stream: stream.to_string(),
+                        message: message.to_string(),
+                        event_id: event_id(ts, seq),
+                    });
+                }
+            }
+        }
+        let (forward, backward) = match (cursor, examined) {
+            (Cursor::Forward(from), None) => (Cursor::Forward(from), Cursor::Backward(before(from))),
+            (Cursor::Forward(_), Some((first, last))) => (Cursor::Forward(after(last)), Cursor::Backward(before(first))),
+            (Cursor::Backward(from), None) => (Cursor::Forward(after(from)), Cursor::Backward(from)),
+            (Cursor::Backward(_), Some((first, last))) => {
+                events.reverse();
+                (Cursor::Forward(after(first)), Cursor::Backward(before(last)))
+            }
+        };
+        Ok(EventsPage { events, next_forward_token: forward.token(), next_backward_token: backward.token() })
     }
 
     /// The streams of `group` of `account`, ordered by name.
@@ -374,8 +494,13 @@ impl Tables {
                     creation_ms: s.creation_ms,
                     stored_bytes: s.bytes,
                     event_count: s.count,
+                    retention_days: None,
                 }),
             }
+        }
+        let retention = txn.open_table(RETENTION).ctx(CTX)?;
+        for g in &mut out {
+            g.retention_days = retention.get((account, g.name.as_str())).ctx(CTX)?.map(|d| d.value());
         }
         Ok(out)
     }
@@ -402,8 +527,69 @@ impl Tables {
             let mut streams = txn.open_table(STREAMS).ctx(CTX)?;
             let next_group = successor(group);
             streams.retain_in((account, group, "")..(account, next_group.as_str(), ""), |_, _| false).ctx(CTX)?;
+            txn.open_table(RETENTION).ctx(CTX)?.remove((account, group)).ctx(CTX)?;
         }
         self.store.commit_write(txn, true, CTX)
+    }
+
+    /// The retention of `group` of `account`, if it has one.
+    pub(crate) fn retention(&self, account: &str, group: &str) -> Result<Option<u32>, StoreError> {
+        const CTX: &str = "reading a log retention";
+        let txn = self.store.database().begin_read().ctx(CTX)?;
+        let table = txn.open_table(RETENTION).ctx(CTX)?;
+        Ok(table.get((account, group)).ctx(CTX)?.map(|d| d.value()))
+    }
+
+    /// Sets (`Some`) or removes the retention of `group` of `account`; a new
+    /// retention deletes what it expires at once. Durable when it returns.
+    pub(crate) fn set_retention(&self, account: &str, group: &str, days: Option<u32>) -> Result<(), StoreError> {
+        const CTX: &str = "setting a log retention";
+        let mut sizes = self.lock_sizes();
+        let txn = self.store.database().begin_write().ctx(CTX)?;
+        {
+            let mut retention = txn.open_table(RETENTION).ctx(CTX)?;
+            match days {
+                Some(days) => {
+                    retention.insert((account, group), days).ctx(CTX)?;
+                    let mut events = txn.open_table(EVENTS).ctx(CTX)?;
+                    let mut streams = txn.open_table(STREAMS).ctx(CTX)?;
+                    drop_before(&mut events, &mut streams, account, group, cutoff(self.now_ms(), days))?;
+                }
+                None => {
+                    retention.remove((account, group)).ctx(CTX)?;
+                }
+            }
+        }
+        // Measured again from the streams at the next append.
+        sizes.remove(&(account.to_string(), group.to_string()));
+        self.store.commit_write(txn, true, CTX)
+    }
+
+    /// Deletes, in every group with a retention, the events it expired.
+    /// Durable when it returns (if it deleted any). Returns how many groups lost events.
+    pub(crate) fn expire(&self) -> Result<usize, StoreError> {
+        const CTX: &str = "expiring logs";
+        let now = self.now_ms();
+        let mut sizes = self.lock_sizes();
+        let txn = self.store.database().begin_write().ctx(CTX)?;
+        let mut expired = Vec::new();
+        {
+            let retention = txn.open_table(RETENTION).ctx(CTX)?;
+            let mut events = txn.open_table(EVENTS).ctx(CTX)?;
+            let mut streams = txn.open_table(STREAMS).ctx(CTX)?;
+            for item in retention.iter().ctx(CTX)? {
+                let (k, days) = item.ctx(CTX)?;
+                let (account, group) = k.value();
+                if drop_before(&mut events, &mut streams, account, group, cutoff(now, days.value()))? > 0 {
+                    expired.push((account.to_string(), group.to_string()));
+                }
+            }
+        }
+        for key in &expired {
+            sizes.remove(key);
+        }
+        self.store.commit_write(txn, !expired.is_empty(), CTX)?;
+        Ok(expired.len())
     }
 }
 
@@ -420,6 +606,69 @@ fn group_size(streams: &redb::Table<StreamKey, StatsValue>, account: &str, group
     Ok(size)
 }
 
+/// The first timestamp a retention of `days` keeps at `now_ms`.
+pub(crate) fn cutoff(now_ms: i64, days: u32) -> i64 {
+    now_ms.saturating_sub(i64::from(days).saturating_mul(24 * 60 * 60 * 1000))
+}
+
+/// Deletes the events of `group` of `account` stamped before `before_ms` and
+/// updates its streams' statistics (a stream left empty goes). Returns the
+/// bytes freed (as [`charged`]).
+fn drop_before(
+    events: &mut redb::Table<EventKey, EventValue>,
+    streams: &mut redb::Table<StreamKey, StatsValue>,
+    account: &str,
+    group: &str,
+    before_ms: i64,
+) -> Result<u64, StoreError> {
+    const CTX: &str = "expiring a log group";
+    let mut removed = Removed::default();
+    for item in events.extract_from_if((account, group, i64::MIN, 0u64)..(account, group, before_ms, 0u64), |_, _| true).ctx(CTX)? {
+        let (k, v) = item.ctx(CTX)?;
+        let (_, stream, message) = v.value();
+        removed.add(k.value().2, stream, message);
+    }
+    removed.apply(streams, account, group)
+}
+
+/// Events deleted from one group: per stream (message bytes, events), and the newest timestamp.
+#[derive(Default)]
+struct Removed {
+    streams: HashMap<String, (u64, u64)>,
+    newest: Option<i64>,
+    freed: u64,
+}
+
+impl Removed {
+    fn add(&mut self, ts: i64, stream: &str, message: &str) {
+        let entry = self.streams.entry(stream.to_string()).or_default();
+        entry.0 = entry.0.saturating_add(message.len() as u64);
+        entry.1 = entry.1.saturating_add(1);
+        self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
+        self.freed = self.freed.saturating_add(charged(message.len() as u64, 1));
+    }
+
+    /// Updates the streams' statistics; returns the bytes freed.
+    fn apply(self, streams: &mut redb::Table<StreamKey, StatsValue>, account: &str, group: &str) -> Result<u64, StoreError> {
+        const CTX: &str = "updating log streams";
+        let Some(newest) = self.newest else { return Ok(0) };
+        for (stream, (bytes, count)) in self.streams {
+            let key = (account, group, stream.as_str());
+            let Some(mut s) = streams.get(key).ctx(CTX)?.map(|g| StreamStats::from_value(g.value())) else { continue };
+            s.bytes = s.bytes.saturating_sub(bytes);
+            s.count = s.count.saturating_sub(count);
+            if s.count == 0 {
+                streams.remove(key).ctx(CTX)?;
+            } else {
+                // Events go in timestamp order: what is left of the stream is no older.
+                s.first_ms = s.first_ms.max(newest);
+                streams.insert(key, s.value()).ctx(CTX)?;
+            }
+        }
+        Ok(self.freed)
+    }
+}
+
 /// Deletes the oldest events of `group` of `account` until `at_least` bytes
 /// (as [`charged`]) are freed or none is left, and updates its streams'
 /// statistics (a stream left empty goes). Returns the bytes freed.
@@ -431,35 +680,15 @@ fn drop_oldest(
     at_least: u64,
 ) -> Result<u64, StoreError> {
     const CTX: &str = "trimming a log group";
-    let mut freed = 0u64;
-    // Per stream: (message bytes, events) deleted.
-    let mut removed: HashMap<String, (u64, u64)> = HashMap::new();
-    let mut newest_removed = i64::MIN;
+    let mut removed = Removed::default();
     let full = (account, group, i64::MIN, 0u64)..=(account, group, i64::MAX, u64::MAX);
     for item in events.extract_from_if(full, |_, _| true).ctx(CTX)? {
         let (k, v) = item.ctx(CTX)?;
         let (_, stream, message) = v.value();
-        let entry = removed.entry(stream.to_string()).or_default();
-        entry.0 = entry.0.saturating_add(message.len() as u64);
-        entry.1 = entry.1.saturating_add(1);
-        newest_removed = newest_removed.max(k.value().2);
-        freed = freed.saturating_add(charged(message.len() as u64, 1));
-        if freed >= at_least {
+        removed.add(k.value().2, stream, message);
+        if removed.freed >= at_least {
             break;
         }
     }
-    for (stream, (bytes, count)) in removed {
-        let key = (account, group, stream.as_str());
-        let Some(mut s) = streams.get(key).ctx(CTX)?.map(|g| StreamStats::from_value(g.value())) else { continue };
-        s.bytes = s.bytes.saturating_sub(bytes);
-        s.count = s.count.saturating_sub(count);
-        if s.count == 0 {
-            streams.remove(key).ctx(CTX)?;
-        } else {
-            // Events go in timestamp order: what is left of the stream is no older.
-            s.first_ms = s.first_ms.max(newest_removed);
-            streams.insert(key, s.value()).ctx(CTX)?;
-        }
-    }
-    Ok(freed)
+    removed.apply(streams, account, group)
 }

@@ -40,6 +40,10 @@ fn messages(page: &LogPage) -> Vec<&str> {
     page.events.iter().map(|e| e.message.as_str()).collect()
 }
 
+fn pat(pattern: &str) -> Option<FilterPattern> {
+    Some(FilterPattern::parse(pattern).unwrap())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -128,7 +132,7 @@ fn lines_are_committed_in_order_and_readable_after_a_barrier() {
         logs.written().await;
         let first = &stored().events[0];
         assert_eq!((first.message.as_str(), first.ingestion_ms), ("later, but older", now + 5000));
-        let streams = logs.streams(&account(A), "/aws/lambda/f", "t", 50).unwrap();
+        let streams = logs.streams(&account(A), "/aws/lambda/f", &StreamsQuery { prefix: "t".into(), ..Default::default() }).unwrap().streams;
         assert_eq!((streams[0].creation_ms, streams[0].last_ingestion_ms), (now + 5000, now + 5000));
         // Once every sender is gone the writer stops; a barrier then returns at once.
         drop(lines);
@@ -175,8 +179,13 @@ fn filter_by_time_range_stream_pattern_and_pages() {
             "msg 4", "dup-ts", "msg 6", "msg 8",
         ]),
         (LogQuery { streams: Streams::Prefix("x".into()), ..Default::default() }, vec![]),
-        (LogQuery { pattern: Some("dup".into()), ..Default::default() }, vec!["dup-ts"]),
-        (LogQuery { pattern: Some("msg 1".into()), start_ms: Some(1000), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("dup"), ..Default::default() }, vec!["dup-ts"]),
+        (LogQuery { pattern: pat("\"msg 1\""), start_ms: Some(1000), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("msg 1"), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("1"), ..Default::default() }, vec!["msg 1"]),
+        (LogQuery { pattern: pat("msg -\"msg 1\" -2 -3 -4 -5 -6 -7 -8"), ..Default::default() }, vec!["msg 0", "msg 9"]),
+        (LogQuery { pattern: pat("-msg"), ..Default::default() }, vec!["early", "dup-ts"]),
+        (LogQuery { pattern: pat("MSG"), ..Default::default() }, vec![]),
         (LogQuery { start_ms: Some(2000), end_ms: Some(1000), ..Default::default() }, vec![]),
     ];
     for (query, expected) in cases {
@@ -189,7 +198,7 @@ fn filter_by_time_range_stream_pattern_and_pages() {
     let (paged, _) = all_pages(&t, g, LogQuery { limit: 2, streams: Streams::Named(vec!["even".into()]), ..Default::default() });
     assert_eq!(paged.len(), 6);
     assert!(paged.iter().all(|e| e.stream == "even"));
-    let (paged, _) = all_pages(&t, g, LogQuery { limit: 1, pattern: Some("msg".into()), start_ms: Some(1003), ..Default::default() });
+    let (paged, _) = all_pages(&t, g, LogQuery { limit: 1, pattern: pat("msg"), start_ms: Some(1003), ..Default::default() });
     assert_eq!(paged.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["msg 3", "msg 4", "msg 5", "msg 6", "msg 7", "msg 8", "msg 9"]);
     let garbage = LogQuery { next_token: Some("garbage".into()), ..Default::default() };
     assert!(matches!(t.filter(A, g, &garbage), Err(LogsError::InvalidNextToken)));
@@ -240,19 +249,21 @@ fn describe_groups_and_streams_with_prefixes() {
         logs.written().await;
         let (a, b) = (account(A), account(B));
         let groups = |account: &AccountId, prefix: &str, limit: usize| -> Vec<String> {
-            logs.groups(account, prefix, limit).unwrap().into_iter().map(|g| g.name).collect()
+            let query = GroupsQuery { prefix: prefix.into(), limit, next_token: None };
+            logs.groups(account, &query).unwrap().groups.into_iter().map(|g| g.name).collect()
         };
         assert_eq!(groups(&a, "", 50), ["/aws/lambda/alpha", "/aws/lambda/alphabet", "/aws/lambda/beta", "/custom"]);
         assert_eq!(groups(&a, "/aws/lambda/alpha", 50), ["/aws/lambda/alpha", "/aws/lambda/alphabet"]);
         assert_eq!(groups(&a, "/aws/lambda/", 2), ["/aws/lambda/alpha", "/aws/lambda/alphabet"]);
         assert_eq!(groups(&a, "/nothing", 50), Vec::<String>::new());
         assert_eq!(groups(&b, "", 50), ["/aws/lambda/alpha"]);
-        let alpha = &logs.groups(&a, "/aws/lambda/alpha", 1).unwrap()[0];
+        let alpha = &logs.groups(&a, &GroupsQuery { prefix: "/aws/lambda/alpha".into(), limit: 1, next_token: None }).unwrap().groups[0];
         assert_eq!((alpha.event_count, alpha.stored_bytes), (3, "one\ntwo\nthree\n".len() as u64));
         assert_eq!(alpha.creation_ms, clock.now_ms() as i64);
 
         let streams = |group: &str, prefix: &str, limit: usize| -> Vec<String> {
-            logs.streams(&a, group, prefix, limit).unwrap().into_iter().map(|s| s.name).collect()
+            let query = StreamsQuery { prefix: prefix.into(), limit, ..Default::default() };
+            logs.streams(&a, group, &query).unwrap().streams.into_iter().map(|s| s.name).collect()
         };
         let all = ["2026/01/01/[$LATEST]a", "2026/01/01/[$LATEST]b", "2026/01/02/[$LATEST]c"];
         assert_eq!(streams("/aws/lambda/alpha", "", 50), all, "not the streams of /aws/lambda/alphabet");
@@ -260,6 +271,21 @@ fn describe_groups_and_streams_with_prefixes() {
         assert_eq!(streams("/aws/lambda/alpha", "", 1), all[..1]);
         assert_eq!(streams("/aws/lambda/alpha", "2027", 50), Vec::<String>::new());
         assert_eq!(streams("/aws/lambda/none", "", 50), Vec::<String>::new());
+        // By the last event's time, newest first, a page at a time.
+        lines.send(batch(A, "/aws/lambda/alpha", "2026/01/01/[$LATEST]a", &[(9, "latest\n")])).await.unwrap();
+        lines.send(batch(A, "/aws/lambda/alpha", "2026/01/02/[$LATEST]c", &[(5, "later\n")])).await.unwrap();
+        logs.written().await;
+        let mut query = StreamsQuery { order: StreamOrder::LastEventTime, descending: true, limit: 2, ..Default::default() };
+        let first = logs.streams(&a, "/aws/lambda/alpha", &query).unwrap();
+        assert_eq!(first.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), [all[0], all[2]]);
+        query.next_token = first.next_token;
+        let second = logs.streams(&a, "/aws/lambda/alpha", &query).unwrap();
+        assert_eq!((second.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), second.next_token), (vec![all[1]], None));
+        let descending = StreamsQuery { descending: true, ..Default::default() };
+        let names = logs.streams(&a, "/aws/lambda/alpha", &descending).unwrap().streams;
+        assert_eq!(names.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), [all[2], all[1], all[0]]);
+        let garbage = GroupsQuery { next_token: Some("garbage".into()), ..Default::default() };
+        assert!(matches!(logs.groups(&a, &garbage), Err(LogsError::InvalidNextToken)));
 
         assert!(logs.has_group(&a, "/aws/lambda/alpha").unwrap());
         assert!(logs.has_group(&a, "/custom").unwrap());
@@ -367,5 +393,157 @@ fn a_reopened_store_has_the_logs_and_their_sizes() {
         assert_eq!(after.events.len(), 38);
         assert_eq!(after.events[..37], first.events[6..]);
         assert!(after.events[37].event_id > first.events[42].event_id);
+    });
+}
+
+#[test]
+fn event_tokens() {
+    use crate::tables::Cursor;
+    for cursor in [Cursor::Forward((-5, 0)), Cursor::Backward((i64::MAX, u64::MAX)), Cursor::Forward((i64::MIN, 7))] {
+        assert_eq!(Cursor::parse(&cursor.token()).unwrap(), cursor);
+    }
+    for bad in ["", "f", "f/1", "f/1/2/3", "x/1/2", "f/a/2", "b/1/-2", "f1:1:2"] {
+        assert!(matches!(Cursor::parse(bad), Err(LogsError::InvalidNextToken)), "{bad:?}");
+    }
+}
+
+/// Every page of `query` in its first direction (from no token), following
+/// `forward` tokens or backward ones, until a token comes back unchanged.
+fn walk(t: &Tables, g: &str, query: &EventsQuery, forward: bool) -> Vec<Vec<String>> {
+    let mut query = query.clone();
+    let mut pages = Vec::new();
+    for _ in 0..100 {
+        let page = t.events(A, g, &query).unwrap();
+        let next = if forward { page.next_forward_token } else { page.next_backward_token };
+        if page.events.is_empty() {
+            assert_eq!(query.next_token.as_ref(), Some(&next), "an empty page gives its token back");
+            return pages;
+        }
+        pages.push(page.events.into_iter().map(|e| e.message).collect());
+        query.next_token = Some(next);
+    }
+    panic!("paging does not end");
+}
+
+#[test]
+fn get_log_events_pages_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tables(dir.path(), clock(), DEFAULT_MAX_GROUP_BYTES);
+    let g = "/aws/lambda/f";
+    let lines: Vec<(i64, String)> = (0..7).map(|i| (1000 + i, format!("m{i}"))).collect();
+    let lines: Vec<(i64, &str)> = lines.iter().map(|(ts, m)| (*ts, m.as_str())).collect();
+    t.append(&[batch(A, g, "s", &lines), batch(A, g, "other", &[(1003, "o")]), batch(B, g, "s", &[(1003, "b")])]).unwrap();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // The newest page by default, the oldest from the head; either way oldest first.
+    let newest = t.events(A, g, &EventsQuery { stream: "s".into(), limit: 3, ..Default::default() }).unwrap();
+    assert_eq!(newest.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["m4", "m5", "m6"]);
+    let head = EventsQuery { stream: "s".into(), limit: 3, start_from_head: true, ..Default::default() };
+    let oldest = t.events(A, g, &head).unwrap();
+    assert_eq!(oldest.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
+
+    // Forward from the head, backward from the newest page: every event once.
+    let forward = walk(&t, g, &head, true);
+    assert_eq!(forward, vec![strings(&["m0", "m1", "m2"]), strings(&["m3", "m4", "m5"]), strings(&["m6"])]);
+    let back = walk(&t, g, &EventsQuery { stream: "s".into(), limit: 3, ..Default::default() }, false);
+    assert_eq!(back, vec![strings(&["m4", "m5", "m6"]), strings(&["m1", "m2", "m3"]), strings(&["m0"])]);
+
+    // Turning round: back from the second forward page is the first page.
+    let second = t.events(A, g, &EventsQuery { next_token: Some(oldest.next_forward_token.clone()), ..head.clone() }).unwrap();
+    let turned = EventsQuery { next_token: Some(second.next_backward_token), ..head.clone() };
+    assert_eq!(t.events(A, g, &turned).unwrap().events, oldest.events);
+    // The newest page's forward token finds nothing yet, then what came since.
+    let after_newest = EventsQuery { stream: "s".into(), next_token: Some(newest.next_forward_token.clone()), ..Default::default() };
+    assert_eq!(t.events(A, g, &after_newest).unwrap().next_forward_token, newest.next_forward_token);
+    t.append(&[batch(A, g, "s", &[(2000, "late")])]).unwrap();
+    let more = t.events(A, g, &after_newest).unwrap();
+    assert_eq!(more.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["late"]);
+
+    // A time range, in both directions.
+    for start_from_head in [true, false] {
+        let q = EventsQuery { stream: "s".into(), start_ms: Some(1002), end_ms: Some(1004), start_from_head, ..Default::default() };
+        let page = t.events(A, g, &q).unwrap();
+        assert_eq!(page.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["m2", "m3", "m4"]);
+    }
+    // Other streams and accounts stay out; a missing stream, a bad token.
+    let other = t.events(A, g, &EventsQuery { stream: "other".into(), ..Default::default() }).unwrap();
+    assert_eq!(other.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["o"]);
+    let b = t.events(B, g, &EventsQuery { stream: "s".into(), ..Default::default() }).unwrap();
+    assert_eq!(b.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["b"]);
+    let missing = t.events(A, g, &EventsQuery { stream: "nope".into(), ..Default::default() });
+    assert!(matches!(missing, Err(LogsError::StreamNotFound)));
+    let bad = t.events(A, g, &EventsQuery { stream: "s".into(), next_token: Some("x".into()), ..Default::default() });
+    assert!(matches!(bad, Err(LogsError::InvalidNextToken)));
+}
+
+#[test]
+fn retention_expires_old_events_on_write_at_once_and_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let t = tables(dir.path(), clock.clone(), DEFAULT_MAX_GROUP_BYTES);
+    let (g, other) = ("/aws/lambda/f", "/aws/lambda/g");
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let now = clock.now_ms() as i64;
+    assert_eq!(crate::tables::cutoff(now, 1), now - DAY);
+    assert_eq!(crate::tables::cutoff(i64::MIN, 3653), i64::MIN);
+    let old = [(now - 10 * DAY, "ten days old"), (now - 2 * DAY, "two days old"), (now - 1000, "new")];
+    t.append(&[batch(A, g, "s", &old), batch(A, g, "t", &[(now - 10 * DAY, "old in t")]), batch(A, other, "s", &old)])
+        .unwrap();
+    assert_eq!(t.groups(A).unwrap()[0].retention_days, None);
+
+    // Setting a retention deletes what it expires at once, in that group only.
+    t.set_retention(A, g, Some(3)).unwrap();
+    assert_eq!(t.retention(A, g).unwrap(), Some(3));
+    assert_eq!(messages(&t.filter(A, g, &LogQuery::default()).unwrap()), ["two days old", "new"]);
+    assert_eq!(t.streams(A, g).unwrap().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["s"], "an emptied stream goes");
+    let s = &t.streams(A, g).unwrap()[0];
+    assert_eq!((s.event_count, s.stored_bytes), (2, ("two days old".len() + 3) as u64));
+    assert!(s.first_event_ms <= now - 2 * DAY, "a bound on what is left");
+    assert_eq!(t.filter(A, other, &LogQuery::default()).unwrap().events.len(), 3);
+    assert_eq!(t.groups(A).unwrap().iter().map(|g| g.retention_days).collect::<Vec<_>>(), [Some(3), None]);
+
+    // A write drops what has expired since, and an event stamped too far back.
+    clock.advance(Duration::from_secs(2 * 24 * 60 * 60));
+    t.append(&[batch(A, g, "s", &[(now - 5 * DAY, "stamped in the past"), (now, "now")])]).unwrap();
+    assert_eq!(messages(&t.filter(A, g, &LogQuery::default()).unwrap()), ["new", "now"]);
+
+    // Periodically: as the clock goes on.
+    assert_eq!(t.expire().unwrap(), 0);
+    clock.advance(Duration::from_secs(3 * 24 * 60 * 60));
+    assert_eq!(t.expire().unwrap(), 1);
+    assert!(t.filter(A, g, &LogQuery::default()).unwrap().events.is_empty());
+    assert!(!t.has_group(A, g).unwrap());
+    assert_eq!(t.filter(A, other, &LogQuery::default()).unwrap().events.len(), 3);
+    // The group's size is measured again: the cap still holds its bytes right.
+    t.append(&[batch(A, g, "s", &[(clock.now_ms() as i64, "back")])]).unwrap();
+    assert_eq!(t.groups(A).unwrap()[0].stored_bytes, 4);
+
+    // Removed: nothing expires any more; deleting the group removes its retention.
+    t.set_retention(A, g, None).unwrap();
+    assert_eq!(t.retention(A, g).unwrap(), None);
+    t.set_retention(A, other, Some(1)).unwrap();
+    t.delete_group(A, other).unwrap();
+    assert_eq!(t.retention(A, other).unwrap(), None);
+    assert_eq!(t.retention(B, g).unwrap(), None, "accounts are apart");
+}
+
+#[test]
+fn only_cloudwatch_retentions_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    runtime().block_on(async {
+        let (_lines, receiver) = mpsc::channel(1);
+        let logs = Logs::start(store, clock(), DEFAULT_MAX_GROUP_BYTES, receiver).unwrap();
+        let a = account(A);
+        for days in 0..4000 {
+            let taken = logs.put_retention(&a, "/g", days);
+            assert_eq!(taken.is_ok(), RETENTION_DAYS.contains(&days), "{days}");
+            if taken.is_err() {
+                assert!(matches!(taken, Err(LogsError::InvalidRetention(d)) if d == days));
+            }
+        }
+        assert_eq!(logs.retention(&a, "/g").unwrap(), Some(3653));
+        logs.delete_retention(&a, "/g").unwrap();
+        assert_eq!(logs.retention(&a, "/g").unwrap(), None);
     });
 }
