@@ -203,6 +203,53 @@ pub struct Settings {
     pub dead_letter_config: Option<DeadLetterIn>,
     /// Absent: the networks stay; both lists empty: detached (`vpc_config`).
     pub vpc_config: Option<crate::vpc_config::VpcConfigIn>,
+    pub logging_config: Option<LoggingConfigIn>,
+}
+
+/// `LoggingConfig`: the log group (honoured) and the format, `Text` (Lambda's JSON format and its log levels are
+/// refused: the platform's lines are text here).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LoggingConfigIn {
+    pub log_format: Option<String>,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
+    pub log_group: Option<String>,
+}
+
+impl LoggingConfigIn {
+    fn check_model(&self, v: &mut Violations) {
+        if let Some(format) = &self.log_format {
+            let ok = ["JSON", "Text"].contains(&format.as_str());
+            v.check(ok, format, "loggingConfig.logFormat", "Member must satisfy enum value set: [JSON, Text]");
+        }
+        if let Some(level) = &self.application_log_level {
+            let ok = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"].contains(&level.as_str());
+            let set = "Member must satisfy enum value set: [TRACE, DEBUG, INFO, WARN, ERROR, FATAL]";
+            v.check(ok, level, "loggingConfig.applicationLogLevel", set);
+        }
+        if let Some(level) = &self.system_log_level {
+            let ok = ["DEBUG", "INFO", "WARN"].contains(&level.as_str());
+            v.check(ok, level, "loggingConfig.systemLogLevel", "Member must satisfy enum value set: [DEBUG, INFO, WARN]");
+        }
+        if let Some(group) = &self.log_group {
+            let ok = !group.is_empty()
+                && group.len() <= 512
+                && group.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b));
+            v.check(ok, group, "loggingConfig.logGroup", "Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+");
+        }
+    }
+
+    fn check_values(&self) -> Result<(), ApiError> {
+        if self.log_format.as_deref() == Some("JSON") || self.application_log_level.is_some() || self.system_log_level.is_some() {
+            return Err(ApiError::InvalidParameterValue(
+                "LoggingConfig: this Ignis writes logs in the Text format only; LogFormat JSON, ApplicationLogLevel and \
+                 SystemLogLevel are not supported"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Settings {
@@ -217,6 +264,9 @@ impl Settings {
         if let Some(vpc) = &self.vpc_config {
             vpc.check_model(v);
         }
+        if let Some(logging) = &self.logging_config {
+            logging.check_model(v);
+        }
         if let Some(h) = &self.handler {
             v.check(h.len() <= 128, h, "handler", "Member must have length less than or equal to 128");
             v.check(!h.chars().any(char::is_whitespace), h, "handler", "Member must satisfy regular expression pattern: [^\\s]+");
@@ -230,6 +280,9 @@ impl Settings {
         }
         if let Some(vars) = self.environment.as_ref().and_then(|e| e.variables.as_ref()) {
             check_environment(vars)?;
+        }
+        if let Some(logging) = &self.logging_config {
+            logging.check_values()?;
         }
         Ok(())
     }
@@ -259,6 +312,10 @@ impl Settings {
         }
         if let Some(environment) = self.environment {
             record.environment = environment.variables.unwrap_or_default();
+        }
+        if let Some(group) = self.logging_config.and_then(|l| l.log_group) {
+            // Lambda's own group is the default, not a custom one.
+            record.log_group_name = (group != format!("/aws/lambda/{}", record.name)).then_some(group);
         }
         if let Some(dead_letter) = self.dead_letter_config {
             // An empty TargetArn removes it, as in Lambda.

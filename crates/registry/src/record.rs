@@ -99,6 +99,9 @@ pub struct FunctionRecord {
     /// `VpcConfig`: the networks the function is attached to (`None`: none; a version keeps its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc: Option<VpcRecord>,
+    /// `LoggingConfig.LogGroup`: the log group its logs go to (`None`: Lambda's `/aws/lambda/NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group_name: Option<String>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -320,6 +323,7 @@ impl FunctionRecord {
             base: None,
             incarnation: 0,
             vpc: None,
+            log_group_name: None,
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -466,13 +470,15 @@ impl FunctionRecord {
             base: self.base.clone(),
             incarnation: self.incarnation,
             vpc: self.vpc.clone(),
+            log_group_name: self.log_group_name.clone(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }
     }
 
     /// The function's CloudWatch log group, `/aws/lambda/<name>`.
+    /// The log group its logs go to: `LoggingConfig.LogGroup`, else Lambda's `/aws/lambda/NAME`.
     pub fn log_group(&self) -> String {
-        format!("/aws/lambda/{}", self.name)
+        self.log_group_name.clone().unwrap_or_else(|| format!("/aws/lambda/{}", self.name))
     }
 }

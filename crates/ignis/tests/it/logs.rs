@@ -161,3 +161,36 @@ fn retention_policies_and_deleting_a_log_group() {
     assert!(server.log_events("kept").is_empty());
     assert!(server.logs("DescribeLogGroups", &json!({ "logGroupNamePrefix": group })).json()["logGroups"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn logging_config_sends_a_function_s_logs_to_its_own_group_and_refuses_what_is_not_honoured() {
+    let server = Server::start();
+    let logging = json!({ "LoggingConfig": { "LogFormat": "Text", "LogGroup": "/custom/app" } });
+    let created = server.create("custom", &sh_runtime("echo to-the-custom-group >&2"), logging);
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["LoggingConfig"], json!({ "LogFormat": "Text", "LogGroup": "/custom/app" }));
+    assert_eq!(server.invoke("custom", "{}").status, 200);
+    let found = eventually(Duration::from_secs(30), || {
+        let reply = server.logs("FilterLogEvents", &json!({ "logGroupName": "/custom/app", "filterPattern": "to-the-custom-group" }));
+        reply.status == 200 && !messages(&reply.json()).is_empty()
+    });
+    assert!(found, "the function's lines are in /custom/app");
+    let default = server.logs("FilterLogEvents", &json!({ "logGroupName": "/aws/lambda/custom" }));
+    assert!(default.status != 200 || messages(&default.json()).is_empty(), "nothing in Lambda's group: {}", default.text());
+
+    // Lambda's own group is the default again.
+    let back = json!({ "LoggingConfig": { "LogGroup": "/aws/lambda/custom" } }).to_string();
+    let updated = server.lambda("PUT", "/2015-03-31/functions/custom/configuration", back.as_bytes());
+    assert_eq!(updated.json()["LoggingConfig"]["LogGroup"], "/aws/lambda/custom", "{}", updated.text());
+
+    for (config, error) in [
+        (json!({ "LogFormat": "JSON" }), "InvalidParameterValueException"),
+        (json!({ "LogFormat": "Text", "ApplicationLogLevel": "DEBUG" }), "InvalidParameterValueException"),
+        (json!({ "LogFormat": "XML" }), "ValidationException"),
+        (json!({ "LogGroup": "has spaces" }), "ValidationException"),
+    ] {
+        let body = json!({ "LoggingConfig": config }).to_string();
+        let refused = server.lambda("PUT", "/2015-03-31/functions/custom/configuration", body.as_bytes());
+        assert_eq!(refused.error_type(), error, "{config}: {}", refused.text());
+    }
+}
