@@ -82,6 +82,10 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Function versions whose metrics get labels of their own (the first ones invoked); every later one's are
+    /// summed under `function="_other"`.
+    #[arg(long, value_name = "N", default_value_t = ignis_invoke::metrics::DEFAULT_FUNCTION_LABELS)]
+    pub metrics_functions: usize,
     /// How the local worker loads images.
     #[command(flatten)]
     pub image_loading: ImageLoading,
@@ -397,6 +401,7 @@ fn embedded_services(
         }
     }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
+    invoker.cap_function_labels(args.metrics_functions);
     // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).
     invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;

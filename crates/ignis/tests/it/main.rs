@@ -23,6 +23,7 @@ mod image_hostile;
 mod image_invoke;
 mod invoke;
 mod lifecycle;
+mod metrics;
 mod network;
 mod networks;
 mod oci;

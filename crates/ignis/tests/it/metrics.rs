@@ -1,0 +1,63 @@
+//! `--metrics-listen`: Lambda's per-function metrics move as functions run, and
+//! `--metrics-functions` folds the functions past it into `function="_other"`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Server, eventually, free_address, metrics_text, sh_runtime};
+
+/// The sum of the samples of `name` whose labels include `function="function"` (0 if none).
+fn value(address: &str, name: &str, function: &str) -> f64 {
+    let text = metrics_text(address).unwrap_or_default();
+    let label = format!("function=\"{function}\"");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter(|rest| rest.contains(&label))
+        .filter_map(|rest| rest.rsplit_once("} ")?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn invocations_errors_durations_and_cold_starts_are_counted_per_function() {
+    let address = free_address();
+    let server = Server::start_with(&["--metrics-listen", &address, "--metrics-functions", "1"]);
+    let zip = sh_runtime("grep -q crash /tmp/event && exit 3; echo '\"fine\"' > /tmp/response");
+    assert_eq!(server.create("first", &zip, json!({})).status, 201);
+    assert_eq!(server.create("second", &zip, json!({})).status, 201);
+    // Cold, warm, then a crash: three invocations, one error, one cold start.
+    for payload in ["{}", "{}", r#"{"crash":true}"#] {
+        assert_eq!(server.invoke("first", payload).status, 200);
+    }
+    assert_eq!(server.invoke("second", "{}").status, 200);
+
+    let first = |name| value(&address, name, "first");
+    assert_eq!(first("ignis_invocations_total"), 3.0);
+    assert_eq!(first("ignis_errors_total"), 1.0);
+    assert_eq!(first("ignis_cold_starts_total"), 1.0);
+    assert_eq!(first("ignis_duration_seconds_count"), 3.0);
+    assert_eq!(first("ignis_init_duration_seconds_count"), 1.0);
+    assert_eq!(first("ignis_throttles_total"), 0.0);
+    // Every invocation has ended by the time its answer came (the gauge's decrement follows it closely).
+    assert!(eventually(Duration::from_secs(10), || first("ignis_concurrent_executions") == 0.0));
+    // The version is a label of its own.
+    let text = metrics_text(&address).unwrap();
+    assert!(text.contains(r#"function="first",version="$LATEST""#), "{text}");
+    // Past the cap of one function, the second is summed under `_other`.
+    assert_eq!(value(&address, "ignis_invocations_total", "_other"), 1.0);
+    assert_eq!(value(&address, "ignis_cold_starts_total", "_other"), 1.0);
+    assert!(!text.contains(r#"function="second""#), "{text}");
+}
+
+#[test]
+fn a_throttle_is_counted_for_its_function() {
+    let address = free_address();
+    let server = Server::start_with(&["--metrics-listen", &address]);
+    let zip = sh_runtime("echo '\"fine\"' > /tmp/response");
+    assert_eq!(server.create("held", &zip, json!({})).status, 201);
+    let put = server.lambda("PUT", "/2017-10-31/functions/held/concurrency", br#"{"ReservedConcurrentExecutions":0}"#);
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(server.invoke("held", "{}").status, 429);
+    assert_eq!(value(&address, "ignis_throttles_total", "held"), 1.0);
+    assert_eq!(value(&address, "ignis_invocations_total", "held"), 0.0);
+}
