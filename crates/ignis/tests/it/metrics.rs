@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Server, eventually, free_address, metrics_text, sh_runtime};
+use crate::harness::{Server, eventually, free_address, metric, metrics_text, sh_runtime};
 
 /// The sum of the samples of `name` whose labels include `function="function"` (0 if none).
 fn value(address: &str, name: &str, function: &str) -> f64 {
@@ -60,4 +60,36 @@ fn a_throttle_is_counted_for_its_function() {
     assert_eq!(server.invoke("held", "{}").status, 429);
     assert_eq!(value(&address, "ignis_throttles_total", "held"), 1.0);
     assert_eq!(value(&address, "ignis_invocations_total", "held"), 0.0);
+}
+
+/// The value of the unlabelled metric `name` (0 until it is there).
+fn plain(address: &str, name: &str) -> f64 {
+    metric(address, name).unwrap_or(0.0)
+}
+
+#[test]
+fn asynchronous_events_and_their_destinations_are_counted() {
+    let address = free_address();
+    let server = Server::start_with(&["--metrics-listen", &address]);
+    let zip = sh_runtime("grep -q fail /tmp/event && exit 3; echo \"got $(cat /tmp/event)\"");
+    assert_eq!(server.create("flaky", &zip, json!({})).status, 201);
+    let dest = server.create("dest", &sh_runtime("echo '\"ok\"' > /tmp/response"), json!({}));
+    let dest = dest.json()["FunctionArn"].as_str().unwrap().to_string();
+    let config = json!({ "MaximumRetryAttempts": 0, "DestinationConfig": { "OnFailure": { "Destination": dest } } });
+    let put = server.lambda("PUT", "/2019-09-25/functions/flaky/event-invoke-config", config.to_string().as_bytes());
+    assert_eq!(put.status, 200, "{}", put.text());
+    for payload in ["{}", r#"{"fail":true}"#] {
+        assert_eq!(server.invoke_with("flaky", payload, &[("x-amz-invocation-type", "Event")]).status, 202);
+    }
+    assert_eq!(plain(&address, "ignis_async_events_accepted_total"), 2.0);
+    // The failed event's record goes to the destination function, which runs it as an event of its own.
+    let delivered = || value(&address, "ignis_invocations_total", "dest") == 1.0;
+    assert!(eventually(Duration::from_secs(30), delivered), "{:?}", metrics_text(&address));
+    assert_eq!(value(&address, "ignis_invocations_total", "flaky"), 2.0);
+    assert_eq!(plain(&address, "ignis_async_events_dropped_total"), 1.0);
+    assert_eq!(metric(&address, r#"ignis_destination_deliveries_total{result="success"}"#), Some(1.0));
+    assert_eq!(metric(&address, r#"ignis_destination_deliveries_total{result="failure"}"#), None);
+    let settled = || plain(&address, "ignis_async_events_pending") == 0.0;
+    assert!(eventually(Duration::from_secs(10), settled), "{:?}", metrics_text(&address));
+    assert!(metric(&address, "ignis_async_event_oldest_age_seconds").is_some());
 }
