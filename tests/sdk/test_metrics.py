@@ -65,3 +65,6 @@ def test_invocations_are_counted_per_function_and_version(server):
     assert buckets == [2.0]
     assert samples(families, "ignis_init_duration_seconds", "ignis_init_duration_seconds_count", **latest) == [1.0]
     assert samples(families, "ignis_concurrent_executions", "ignis_concurrent_executions", **latest) == [0.0]
+    # Ignis's own: requests by API operation.
+    assert samples(families, "ignis_requests", "ignis_requests_total", operation="Invoke") == [3.0]
+    assert samples(families, "ignis_requests", "ignis_requests_total", operation="PublishVersion") == [1.0]

@@ -530,6 +530,7 @@ impl Invoker {
                 handle.kill();
             }
         }
+        metrics::sandboxes(state.pool.counts());
     }
 
     /// The function changed or is gone: the revision's idle sandboxes die

@@ -13,7 +13,11 @@
 //! | `ignis_concurrent_executions` | gauge | admitted invocations running now |
 //! | `ignis_provisioned_concurrency_in_use` | gauge | invocations running now on a provisioned sandbox |
 //!
-//! Each is labelled `account`, `function` and `version` (`$LATEST` or the
+//! Besides, `ignis_sandboxes{state="initialising|idle|busy"}` (gauges) are
+//! the pool's counts, set by the invoker's keep-alive sweep (at least every
+//! 5 s).
+//!
+//! Each per-function one is labelled `account`, `function` and `version` (`$LATEST` or the
 //! number: an alias's invocation counts for the version it ran).
 //!
 //! # Invariant: bounded labels
@@ -100,6 +104,13 @@ pub fn report(log: &str) -> Option<Report> {
 /// Whether `outcome` is a function error.
 pub fn is_error(outcome: &Outcome) -> bool {
     !matches!(outcome.completion, Completion::Response(_))
+}
+
+/// Sets `ignis_sandboxes{state}` to the pool's `(initialising, idle, busy)` counts.
+pub(crate) fn sandboxes((initialising, idle, busy): (usize, usize, usize)) {
+    for (state, count) in [("initialising", initialising), ("idle", idle), ("busy", busy)] {
+        metrics::gauge!("ignis_sandboxes", "state" => state).set(count as f64);
+    }
 }
 
 /// The invoker's per-function recording: the label cap, and the labels of one function version.

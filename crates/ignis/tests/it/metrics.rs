@@ -1,5 +1,6 @@
-//! `--metrics-listen`: Lambda's per-function metrics move as functions run, and
-//! `--metrics-functions` folds the functions past it into `function="_other"`.
+//! `--metrics-listen`: Lambda's per-function metrics move as functions run
+//! (`--metrics-functions` folds the functions past it into `function="_other"`),
+//! and so do the asynchronous events' and Ignis's own.
 
 use std::time::Duration;
 
@@ -47,6 +48,12 @@ fn invocations_errors_durations_and_cold_starts_are_counted_per_function() {
     assert_eq!(value(&address, "ignis_invocations_total", "_other"), 1.0);
     assert_eq!(value(&address, "ignis_cold_starts_total", "_other"), 1.0);
     assert!(!text.contains(r#"function="second""#), "{text}");
+    // Ignis's own: requests by API operation, and the pool's sandboxes (the keep-alive sweep counts them).
+    assert_eq!(metric(&address, r#"ignis_requests_total{operation="Invoke"}"#), Some(4.0));
+    assert_eq!(metric(&address, r#"ignis_requests_total{operation="CreateFunction"}"#), Some(2.0));
+    assert_eq!(metric(&address, r#"ignis_request_duration_seconds_count{operation="Invoke"}"#), Some(4.0));
+    let idle = || metric(&address, r#"ignis_sandboxes{state="idle"}"#).unwrap_or(0.0) >= 1.0;
+    assert!(eventually(Duration::from_secs(30), idle), "{:?}", metrics_text(&address));
 }
 
 #[test]
@@ -92,4 +99,6 @@ fn asynchronous_events_and_their_destinations_are_counted() {
     let settled = || plain(&address, "ignis_async_events_pending") == 0.0;
     assert!(eventually(Duration::from_secs(10), settled), "{:?}", metrics_text(&address));
     assert!(metric(&address, "ignis_async_event_oldest_age_seconds").is_some());
+    // Every accepted event was committed by the events' group-commit writer.
+    assert!(metric(&address, r#"ignis_storage_commit_seconds_count{writer="events"}"#).is_some_and(|n| n >= 1.0));
 }
