@@ -86,6 +86,10 @@ pub struct ServerArgs {
     /// summed under `function="_other"`.
     #[arg(long, value_name = "N", default_value_t = ignis_invoke::metrics::DEFAULT_FUNCTION_LABELS)]
     pub metrics_functions: usize,
+    /// Queues whose depth gets a label of its own (the first ones seen); every later one's is summed under
+    /// `queue="_other"`.
+    #[arg(long, value_name = "N", default_value_t = ignis_invoke::metrics::DEFAULT_FUNCTION_LABELS)]
+    pub metrics_queues: usize,
     /// How the local worker loads images.
     #[command(flatten)]
     pub image_loading: ImageLoading,
@@ -405,6 +409,9 @@ fn embedded_services(
     // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).
     invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
+    if args.metrics_listen.is_some() {
+        tokio::spawn(publish_queue_depths(Arc::downgrade(&queues), args.metrics_queues));
+    }
     let networks: Arc<dyn Networks> =
         Arc::new(EmbeddedNetworks::load(store.clone()).map_err(|e| format!("cannot load the networks: {e}"))?);
     let pollers = ignis_pollers::Services {
@@ -517,6 +524,17 @@ async fn publish_store_size(images: std::sync::Weak<Images>) {
 
 /// How often the chunk store's size is measured for the metrics.
 const STORE_SIZE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `ignis_queue_messages{queue}` current (every [`STORE_SIZE_EVERY`]) while the queues live.
+async fn publish_queue_depths(queues: std::sync::Weak<Queues>, limit: usize) {
+    let mut gauges = crate::metrics::QueueDepths::new(limit);
+    let mut every = tokio::time::interval(STORE_SIZE_EVERY);
+    loop {
+        every.tick().await;
+        let Some(queues) = queues.upgrade() else { return };
+        gauges.publish(queues.depths());
+    }
+}
 
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{Server, eventually, free_address, metric, metrics_text, sh_runtime};
+use crate::sqs;
 
 /// The sum of the samples of `name` whose labels include `function="function"` (0 if none).
 fn value(address: &str, name: &str, function: &str) -> f64 {
@@ -101,4 +102,30 @@ fn asynchronous_events_and_their_destinations_are_counted() {
     assert!(metric(&address, "ignis_async_event_oldest_age_seconds").is_some());
     // Every accepted event was committed by the events' group-commit writer.
     assert!(metric(&address, r#"ignis_storage_commit_seconds_count{writer="events"}"#).is_some_and(|n| n >= 1.0));
+}
+
+#[test]
+fn queue_depths_are_labelled_up_to_the_cap() {
+    let address = free_address();
+    let server = Server::start_with(&["--metrics-listen", &address, "--metrics-queues", "1"]);
+    let (first, second) = (sqs::create(&server, "first", json!({})), sqs::create(&server, "second", json!({})));
+    for _ in 0..2 {
+        sqs::send(&server, &first, "m");
+    }
+    sqs::send(&server, &second, "m");
+    // One queue has a label of its own (which one depends on the order the server lists them); the other is summed
+    // under `_other`. The gauges are refreshed every 5 s.
+    let depths = || {
+        let text = metrics_text(&address).unwrap_or_default();
+        let mut values: Vec<f64> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("ignis_queue_messages{queue=\"")?.rsplit_once("} ")?.1.parse().ok())
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values
+    };
+    assert!(eventually(Duration::from_secs(30), || depths() == [1.0, 2.0]), "{:?}", metrics_text(&address));
+    let text = metrics_text(&address).unwrap();
+    assert!(text.contains(r#"ignis_queue_messages{queue="_other"}"#), "{text}");
+    assert_eq!(text.matches("ignis_queue_messages{").count(), 2, "{text}");
 }
