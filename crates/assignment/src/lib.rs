@@ -383,6 +383,11 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         ids
     }
 
+    /// Whether `id` is kept for provisioned concurrency.
+    pub fn is_provisioned(&self, id: SandboxId) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.provisioned)
+    }
+
     pub fn state(&self, id: SandboxId) -> Option<State> {
         self.entries.get(&id).map(|e| e.state)
     }

@@ -145,6 +145,7 @@ fn sandboxes_past_their_renewal_time_are_never_handed_out() {
     let (old, busy, young) = (pool.reserve(&a).id(), pool.reserve(&a).id(), pool.reserve(&a).id());
     let provisioned = pool.provision(&a);
     assert!(pool.renew_at(old, 1000) && pool.renew_at(busy, 1000) && pool.renew_at(young, 5000));
+    assert!(pool.is_provisioned(provisioned) && !pool.is_provisioned(old) && !pool.is_provisioned(SandboxId(999)));
     assert!(pool.renew_at(provisioned, 1000));
     assert!(!pool.renew_at(SandboxId(999), 1000), "unknown");
     for id in [old, busy, young] {

@@ -528,6 +528,9 @@ async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>)
     } else {
         tracing::debug!(request_id = %request_id, operation, status, ?duration, "request");
     }
+    // The operation's name is one of a closed set: the labels are bounded.
+    metrics::counter!("ignis_requests_total", "operation" => operation).increment(1);
+    metrics::histogram!("ignis_request_duration_seconds", "operation" => operation).record(duration.as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         answer.headers_mut().insert("x-amzn-requestid", value);
     }

@@ -82,6 +82,14 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Function versions whose metrics get labels of their own (the first ones invoked); every later one's are
+    /// summed under `function="_other"`.
+    #[arg(long, value_name = "N", default_value_t = ignis_invoke::metrics::DEFAULT_FUNCTION_LABELS)]
+    pub metrics_functions: usize,
+    /// Queues whose depth gets a label of its own (the first ones seen); every later one's is summed under
+    /// `queue="_other"`.
+    #[arg(long, value_name = "N", default_value_t = ignis_invoke::metrics::DEFAULT_FUNCTION_LABELS)]
+    pub metrics_queues: usize,
     /// How the local worker loads images.
     #[command(flatten)]
     pub image_loading: ImageLoading,
@@ -400,9 +408,13 @@ fn embedded_services(
         }
     }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
+    invoker.cap_function_labels(args.metrics_functions);
     // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).
     invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));
     let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
+    if args.metrics_listen.is_some() {
+        tokio::spawn(publish_queue_depths(Arc::downgrade(&queues), args.metrics_queues));
+    }
     let networks: Arc<dyn Networks> =
         Arc::new(EmbeddedNetworks::load(store.clone()).map_err(|e| format!("cannot load the networks: {e}"))?);
     let pollers = ignis_pollers::Services {
@@ -515,6 +527,17 @@ async fn publish_store_size(images: std::sync::Weak<Images>) {
 
 /// How often the chunk store's size is measured for the metrics.
 const STORE_SIZE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `ignis_queue_messages{queue}` current (every [`STORE_SIZE_EVERY`]) while the queues live.
+async fn publish_queue_depths(queues: std::sync::Weak<Queues>, limit: usize) {
+    let mut gauges = crate::metrics::QueueDepths::new(limit);
+    let mut every = tokio::time::interval(STORE_SIZE_EVERY);
+    loop {
+        every.tick().await;
+        let Some(queues) = queues.upgrade() else { return };
+        gauges.publish(queues.depths());
+    }
+}
 
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -23,6 +23,8 @@
 //!   worker and remote worker hosts behind them; `fake` (feature `fake`) is an
 //!   in-memory one for tests.
 //! - [`from_record`]: a registry record as a [`Target`] (the one place).
+//! - [`metrics`]: Lambda's per-function metrics, recorded where each
+//!   invocation ends, under a [`metrics::LabelCap`] that bounds their labels.
 //! - [`credentials`]: the session credentials every new sandbox gets in its
 //!   environment, from the [`CredentialSource`] the server sets
 //!   ([`Invoker::set_credential_source`]); a sandbox whose credentials are
@@ -48,7 +50,8 @@
 //! The invoker's state mutex, the placements' mutex, the local counter's and
 //! the scaling rate's mutexes are each held only for map, pool and record
 //! updates, never across an await. The only nesting is invoker state →
-//! placements (placing, forgetting a sandbox); placements never call back
+//! placements (placing, forgetting a sandbox); the metrics' label cap is
+//! locked alone, to look one function up; placements never call back
 //! into the invoker, admission's locks are never held with another, and the
 //! [`Membership`] is called holding no lock of the invoker's.
 //!
@@ -79,6 +82,7 @@ mod error;
 pub mod fake;
 pub mod from_record;
 pub mod membership;
+pub mod metrics;
 mod placements;
 #[cfg(test)]
 mod seam_tests;
@@ -314,6 +318,8 @@ pub struct Invoker {
     logs: mpsc::Sender<LogBatch>,
     /// Set by the server; read when a sandbox starts (its lock is never held with another).
     sandbox_env: std::sync::RwLock<SandboxEnv>,
+    /// Lambda's per-function metrics (their label cap's mutex is held only to look one function up).
+    metrics: metrics::FunctionMetrics,
 }
 
 impl Invoker {
@@ -345,6 +351,7 @@ impl Invoker {
             connect: workers.connect,
             logs: workers.logs,
             sandbox_env: std::sync::RwLock::default(),
+            metrics: metrics::FunctionMetrics::new(metrics::DEFAULT_FUNCTION_LABELS),
         });
         let reaper = Arc::downgrade(&invoker);
         let period = (keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -523,6 +530,7 @@ impl Invoker {
                 handle.kill();
             }
         }
+        metrics::sandboxes(state.pool.counts());
     }
 
     /// The function changed or is gone: the revision's idle sandboxes die
@@ -607,8 +615,20 @@ impl Invoker {
     /// gives it a slot now (else [`InvokeError::Throttled`]). The task holds
     /// the slot until the invocation ends, even if the caller stops waiting.
     pub async fn invoke(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, InvokeError> {
-        let admitted = self.admit(target.function.revision.account.as_str(), &target.function.revision.function)?;
+        let admitted = match self.admit(target.function.revision.account.as_str(), &target.function.revision.function) {
+            Ok(admitted) => admitted,
+            Err(throttled) => {
+                self.metrics.labels(&target.function).throttle();
+                return Err(throttled);
+            }
+        };
         self.invoke_admitted(target, invocation, admitted).await
+    }
+
+    /// Gives the first `limit` distinct function versions invoked from now on metric labels of their own, and
+    /// every later one `_other` (see [`metrics`]); the server calls it before any invocation.
+    pub fn cap_function_labels(&self, limit: usize) {
+        self.metrics.set_limit(limit);
     }
 
     /// A concurrency slot for an invocation of `function` (slots are per
@@ -630,15 +650,41 @@ impl Invoker {
             .map_err(|e| InvokeError::Task(e.to_string()))?
     }
 
-    async fn run(&self, target: Target, mut invocation: Invocation, admitted: Admitted) -> Result<Outcome, InvokeError> {
+    async fn run(&self, target: Target, invocation: Invocation, admitted: Admitted) -> Result<Outcome, InvokeError> {
         // Released when this returns (or the task is dropped), whatever the outcome.
         let _admitted = admitted;
+        let labels = self.metrics.labels(&target.function);
+        let _executing = labels.executing();
+        let result = self.attempts(&target, invocation, &labels).await;
+        labels.finished(&result);
+        result
+    }
+
+    /// Runs `invocation` on up to [`MAX_ATTEMPTS`] sandboxes, until one takes it.
+    async fn attempts(
+        &self,
+        target: &Target,
+        mut invocation: Invocation,
+        labels: &metrics::Labels,
+    ) -> Result<Outcome, InvokeError> {
         for _ in 0..MAX_ATTEMPTS {
-            let (reservation, handle) = match self.reserve(&target, &invocation.request_id).await? {
+            let (reservation, handle) = match self.reserve(target, &invocation.request_id).await? {
                 Reserved::Sandbox(reservation, handle) => (reservation, handle),
-                Reserved::Failed(outcome) => return Ok(outcome),
+                Reserved::Failed(outcome) => {
+                    labels.cold_start();
+                    return Ok(outcome);
+                }
             };
+            let provisioned = match reservation {
+                Reservation::Cold(_) => {
+                    labels.cold_start();
+                    false
+                }
+                Reservation::Warm(id) => self.lock().pool.is_provisioned(id),
+            };
+            let in_use = provisioned.then(|| labels.on_provisioned());
             let result = handle.invoke(invocation, target.function.timeout).await;
+            drop(in_use);
             let id = reservation.id();
             let now = self.now_ms();
             {

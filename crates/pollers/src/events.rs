@@ -62,7 +62,7 @@
 //! - An invocation's request id is the event's, the one its 202 answered
 //!   with, on every try.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -155,7 +155,8 @@ struct Pending {
 struct State {
     /// Events by account (see the module's Fairness).
     schedule: Schedule<u64, String>,
-    pending: HashMap<u64, Pending>,
+    /// By id: ids are given in the order events are accepted, so the first is the oldest.
+    pending: BTreeMap<u64, Pending>,
 }
 
 /// An event to put in the schedule once its commit is done.
@@ -197,7 +198,7 @@ impl Events {
     /// second waits twice this).
     pub fn start_with(services: Services, storage: Arc<dyn EventStorage>, retry_delay: Duration) -> Result<Arc<Events>, PollersError> {
         let now = services.clock.now_ms();
-        let mut state = State { schedule: Schedule::new(ACCOUNT_POLLERS), pending: HashMap::new() };
+        let mut state = State { schedule: Schedule::new(ACCOUNT_POLLERS), pending: BTreeMap::new() };
         let mut next_id = 1;
         for stored in storage.pending()? {
             next_id = next_id.max(stored.id + 1);
@@ -269,7 +270,9 @@ impl Events {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let change = Self::put_change(id, &meta, &payload)?;
-        self.commit(vec![change], vec![(id, meta)]).await
+        self.commit(vec![change], vec![(id, meta)]).await?;
+        metrics::counter!("ignis_async_events_accepted_total").increment(1);
+        Ok(())
     }
 
     fn ready(&self, events: Vec<Ready>) {
@@ -317,6 +320,10 @@ impl Events {
     fn take(&self) -> Result<(Lease<u64>, EventMeta, u32), Duration> {
         let now = self.now_ms();
         let mut state = self.lock();
+        // The dispatcher comes here at least every `IDLE_WAIT`: the gauges follow the pending events that closely.
+        let oldest_ms = state.pending.values().next().map_or(0, |p| now.saturating_sub(p.meta.accepted_ms));
+        metrics::gauge!("ignis_async_events_pending").set(state.pending.len() as f64);
+        metrics::gauge!("ignis_async_event_oldest_age_seconds").set(oldest_ms as f64 / 1000.0);
         loop {
             let Some(lease) = state.schedule.take(now, LEASE_MS) else {
                 let wait = state.schedule.next_ready_ms().map_or(IDLE_WAIT, |t| Duration::from_millis(t.saturating_sub(now)));
@@ -477,6 +484,7 @@ async fn run_one(events: &Arc<Events>, lease: Lease<u64>, meta: EventMeta, paylo
             function = %meta.function,
             "dropped an asynchronous invocation: the function no longer exists"
         );
+        metrics::counter!("ignis_async_events_dropped_total").increment(1);
         finish(events, &lease, Vec::new()).await;
         return;
     };
@@ -536,6 +544,7 @@ async fn run_one(events: &Arc<Events>, lease: Lease<u64>, meta: EventMeta, paylo
                 changes.extend(deliver(events, &meta, arn, &record).await);
             }
             if !condition.is_success() {
+                metrics::counter!("ignis_async_events_dropped_total").increment(1);
                 if let Some(target) = &latest.dead_letter_target {
                     send_to_queue(services, &meta, target, String::from_utf8_lossy(&payload).into_owned()).await;
                 }
@@ -726,12 +735,14 @@ async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value)
             source.request_id
         );
         log_undelivered(services, source, why).await;
+        delivered(false);
         return None;
     };
     match destination {
         Some(Destination::Function { name, qualifier }) => {
             if services.registry.get(&AccountId::new(account), &name).is_none() {
                 tracing::warn!(destination = arn, "the destination no longer exists; the record is dropped");
+                delivered(false);
                 return None;
             }
             if source.chain >= MAX_CHAIN {
@@ -739,6 +750,7 @@ async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value)
                     request_id = %source.request_id,
                     "the record is dropped: {MAX_CHAIN} destination records in a row look like a loop"
                 );
+                delivered(false);
                 return None;
             }
             let request_id = uuid::Uuid::new_v4().to_string();
@@ -753,25 +765,38 @@ async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value)
                 client_context: None,
                 chain: source.chain + 1,
             };
+            // Stored with the source's completion, in the same commit.
+            delivered(true);
             Some((events.next_id.fetch_add(1, Ordering::Relaxed), meta, Bytes::from(body)))
         }
         Some(Destination::Queue { arn }) => {
-            send_to_queue(services, source, &arn, body).await;
+            delivered(send_to_queue(services, source, &arn, body).await);
             None
         }
         None => {
             tracing::warn!(destination = arn, "the destination cannot take records; the record is dropped");
+            delivered(false);
             None
         }
     }
 }
 
+/// Counts a record's delivery to a destination (`ignis_destination_deliveries_total`).
+fn delivered(success: bool) {
+    let result = if success { "success" } else { "failure" };
+    metrics::counter!("ignis_destination_deliveries_total", "result" => result).increment(1);
+}
+
 /// Sends to one of the source's account's queues; durable when it returns.
 /// What the queue refuses (too large for its `MaximumMessageSize`, ...) is
-/// said in the source function's log.
-async fn send_to_queue(services: &Services, source: &EventMeta, arn: &str, body: String) {
-    if let Err(e) = services.queues.send(&source.account, arn, body).await {
-        let why = format!("A message for RequestId: {} was not delivered to {arn}: {e}", source.request_id);
-        log_undelivered(services, source, why).await;
+/// said in the source function's log. Answers whether the queue took it.
+async fn send_to_queue(services: &Services, source: &EventMeta, arn: &str, body: String) -> bool {
+    match services.queues.send(&source.account, arn, body).await {
+        Ok(_) => true,
+        Err(e) => {
+            let why = format!("A message for RequestId: {} was not delivered to {arn}: {e}", source.request_id);
+            log_undelivered(services, source, why).await;
+            false
+        }
     }
 }

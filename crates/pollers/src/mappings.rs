@@ -492,6 +492,8 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
         Err(e) => Err(e),
     };
 
+    metrics::counter!("ignis_esm_batches_total").increment(1);
+
     // Settle.
     let ran = match &outcome {
         Ok(Completion::Response(body)) => Ran::Succeeded(body),
@@ -502,8 +504,12 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
     if !processed.is_empty() {
         (owner.log_barrier)().await;
         let handles: Vec<&str> = processed.iter().map(|i| messages[*i].receipt_handle.as_str()).collect();
-        if let Err(e) = services.queues.delete_batch(&queue, &handles).await {
-            tracing::warn!(mapping = %record.uuid, error = %e, "could not delete a processed batch");
+        match services.queues.delete_batch(&queue, &handles).await {
+            Ok(answers) => {
+                let deleted = answers.iter().filter(|answer| answer.is_ok()).count();
+                metrics::counter!("ignis_esm_deleted_messages_total").increment(deleted as u64);
+            }
+            Err(e) => tracing::warn!(mapping = %record.uuid, error = %e, "could not delete a processed batch"),
         }
     }
     let pause = match outcome {

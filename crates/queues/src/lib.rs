@@ -677,6 +677,20 @@ impl Queues {
     }
 
     /// The queues of `account` whose names start with `prefix`, by name.
+    /// Every queue's ARN and its messages now (visible, in flight and delayed), in no order: for the metrics,
+    /// from memory, one queue's lock at a time.
+    pub fn depths(&self) -> Vec<(String, usize)> {
+        let queues: Vec<QueueRef> = self.map().values().cloned().collect();
+        let now_ms = self.clock.now_ms();
+        queues
+            .iter()
+            .map(|queue| {
+                let counts = queue.info_at(now_ms).counts;
+                (queue.arn.clone(), counts.visible + counts.in_flight + counts.delayed)
+            })
+            .collect()
+    }
+
     pub fn list(&self, account: &str, prefix: &str) -> Vec<QueueRef> {
         let mut queues: Vec<QueueRef> =
             self.map().values().filter(|q| q.account == account && q.name.starts_with(prefix)).cloned().collect();

@@ -31,10 +31,13 @@
 //!   handed over, answer it, and end; the drop waits for that (unless it
 //!   runs on the writer's own thread). Requests handed to a writer whose
 //!   thread is gone are answered [`CommitError::Stopped`].
+//!
+//! Each group's `apply` is timed: the histogram `ignis_storage_commit_seconds`,
+//! labelled `writer` with the writer's name (`events`, `queue`, `logs`).
 
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
 use tokio::sync::{mpsc, oneshot};
@@ -122,7 +125,7 @@ impl<W: Send + 'static> GroupCommit<W> {
     ) -> std::io::Result<GroupCommit<W>> {
         let (requests, receiver) = mpsc::unbounded_channel();
         let thread =
-            std::thread::Builder::new().name(format!("ignis-{name}")).spawn(move || run(receiver, limits, apply))?;
+            std::thread::Builder::new().name(format!("ignis-{name}")).spawn(move || run(name, receiver, limits, apply))?;
         Ok(GroupCommit { name, size, requests: Some(requests), thread: Some(thread) })
     }
 
@@ -168,6 +171,7 @@ impl<W> Drop for GroupCommit<W> {
 
 /// The writer thread.
 fn run<W>(
+    name: &'static str,
     mut receiver: mpsc::UnboundedReceiver<Request<W>>,
     limits: Limits,
     mut apply: impl FnMut(Vec<W>) -> Result<(), String>,
@@ -208,7 +212,14 @@ fn run<W>(
             done.push(request.done);
         }
         pending_bytes = pending_bytes.saturating_sub(bytes);
-        let result = if writes.is_empty() { Ok(()) } else { apply(writes).map_err(CommitError::Failed) };
+        let result = if writes.is_empty() {
+            Ok(())
+        } else {
+            let started = Instant::now();
+            let result = apply(writes).map_err(CommitError::Failed);
+            metrics::histogram!("ignis_storage_commit_seconds", "writer" => name).record(started.elapsed().as_secs_f64());
+            result
+        };
         for done in done {
             let _ = done.send(result.clone());
         }

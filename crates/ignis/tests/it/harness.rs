@@ -576,12 +576,17 @@ pub fn free_address() -> String {
 
 /// The value of the metric line `name ...` at `http://address/metrics`, once it is there.
 pub fn metric(address: &str, name: &str) -> Option<f64> {
+    metrics_text(address)?.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The whole reply (head and Prometheus text) of `http://address/metrics`.
+pub fn metrics_text(address: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    Some(text)
 }
 
 /// A real `ignis cache` node on a free loopback port, its stripes on disk only (`--memory 0`), in its own directory.

@@ -24,6 +24,7 @@ mod image_invoke;
 mod invoke;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod network;
 mod networks;
 mod oci;
