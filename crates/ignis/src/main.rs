@@ -46,6 +46,9 @@ enum Command {
     Network(client::NetworkArgs),
     /// List the workers: the local one and the hosts that joined (administrator's key only).
     Workers(client::Endpoint),
+    /// Per-function invocations and errors per second, duration p50/p99 and concurrency, live, from the server's
+    /// metrics (`ignis server --metrics-listen ADDR`).
+    Top(client::top::TopArgs),
     /// Print the administrator's key pair from a server's data directory (on the server's machine, as root: the
     /// secret is sealed under the directory's master key).
     Credentials(client::CredentialsArgs),
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Credentials(args) => client::show_credentials(args),
+        Command::Top(args) => client::top::top(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Ls(args) => client::ls(args),

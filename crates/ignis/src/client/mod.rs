@@ -3,6 +3,7 @@
 
 mod archive;
 mod http;
+pub mod top;
 mod image;
 mod image_source;
 mod network;

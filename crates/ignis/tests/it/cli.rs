@@ -221,3 +221,21 @@ fn credentials_shows_the_administrator_pair_and_a_refused_call_names_its_key() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn top_shows_each_function_from_the_server_s_metrics() {
+    let metrics = crate::harness::free_address();
+    let server = Server::start_with(&["--metrics-listen", &metrics]);
+    let created = server.create("watched", &crate::harness::sh_runtime("true"), serde_json::json!({}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    for _ in 0..3 {
+        assert_eq!(server.invoke("watched", "{}").status, 200);
+    }
+    let top = Command::new(env!("CARGO_BIN_EXE_ignis")).args(["top", "--once", "--metrics", &metrics]).output().unwrap();
+    let table = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    assert!(table.starts_with("ACCOUNT") && table.contains("INVOCATIONS/S"), "{table}");
+    assert!(table.lines().any(|line| line.split_whitespace().nth(1) == Some("watched")), "{table}");
+    let nowhere = Command::new(env!("CARGO_BIN_EXE_ignis")).args(["top", "--once", "--metrics", "127.0.0.1:1"]).output().unwrap();
+    assert!(!nowhere.status.success() && String::from_utf8_lossy(&nowhere.stderr).contains("cannot reach the metrics"));
+}
