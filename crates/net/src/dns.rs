@@ -23,6 +23,8 @@ pub const MAX_STREAMS: usize = 64;
 pub const STREAMS_PER_SANDBOX: usize = 8;
 pub const QUERY_TIME: Duration = Duration::from_secs(5);
 pub const STREAM_TIME: Duration = Duration::from_secs(30);
+/// How long an accept loop waits after a failed accept.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The upstream resolvers of the host: the `nameserver` lines of `resolv.conf` text, port 53.
 pub fn upstreams(resolv_conf: &str) -> Vec<SocketAddr> {
@@ -124,7 +126,11 @@ async fn ask(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
 async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>) {
     let shares = Shares::new(MAX_STREAMS, STREAMS_PER_SANDBOX);
     loop {
-        let Ok((mut client, from)) = listener.accept().await else { continue };
+        let Ok((mut client, from)) = listener.accept().await else {
+            // Out of descriptors, say: wait a little rather than spin.
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            continue;
+        };
         let Some(slot) = shares.take(from.ip()) else { continue };
         let upstreams = upstreams.clone();
         tokio::spawn(async move {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::dns::ACCEPT_BACKOFF;
 use crate::share::Shares;
 
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -30,7 +31,11 @@ impl Relay {
         let target: Arc<str> = target.into();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, from)) = listener.accept().await else { continue };
+                let Ok((mut client, from)) = listener.accept().await else {
+                    // Out of descriptors, say: wait a little rather than spin.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                };
                 let Some(slot) = shares.take(from.ip()) else { continue };
                 let target = target.clone();
                 tokio::spawn(async move {
