@@ -304,8 +304,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The calling thread's network namespace.
-fn own_netns() -> io::Result<OwnedFd> {
+/// The calling thread's network namespace (close-on-exec).
+pub fn own_netns() -> io::Result<OwnedFd> {
     // SAFETY: valid NUL-terminated path.
     let fd = unsafe { libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {

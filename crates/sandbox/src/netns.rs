@@ -273,10 +273,7 @@ impl Drop for Entered {
 
 /// The calling thread's network namespace.
 fn open_own() -> io::Result<OwnedFd> {
-    // SAFETY: valid NUL-terminated path.
-    let fd = cvt(unsafe { libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
-    // SAFETY: just opened; we own it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    ignis_net::link::own_netns()
 }
 
 /// Brings `lo` of the calling thread's network namespace up.

@@ -263,8 +263,16 @@ impl Worker {
         let live = self.live.clone();
         let network = match self.network() {
             Some(network) => {
-                let block = network.block(spec.network.as_ref()).map_err(|e| StartError::Host(format!("sandbox network: {e}")))?;
-                (block, network.endpoint_url())
+                let endpoint = network.endpoint_url();
+                let block = match spec.network.clone() {
+                    None => 0,
+                    // The first sandbox of an attachment here installs its rules (`nft`): off the runtime's threads.
+                    Some(attachment) => tokio::task::spawn_blocking(move || network.block(Some(&attachment)))
+                        .await
+                        .map_err(|e| StartError::Host(format!("sandbox network: {e}")))?
+                        .map_err(|e| StartError::Host(format!("sandbox network: {e}")))?,
+                };
+                (block, endpoint)
             }
             None => (0, None),
         };

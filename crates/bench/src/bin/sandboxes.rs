@@ -1523,10 +1523,6 @@ impl Network {
     }
 }
 
-fn own_netns() -> Result<OwnedFd, String> {
-    std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from).map_err(|e| format!("own netns: {e}"))
-}
-
 fn setns(fd: BorrowedFd<'_>) -> Result<(), String> {
     // SAFETY: plain syscall on a namespace fd.
     if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -1545,7 +1541,7 @@ fn link_setups(n: usize) -> Result<[Vec<Duration>; 3], String> {
         s.spawn(|| -> Result<[Vec<Duration>; 3], String> {
             let plan = ignis_net::plan::Plan::new(ROUTED_RANGE.parse().map_err(|e| format!("{e}"))?).map_err(|e| e.to_string())?;
             let links = std::sync::Arc::new(Links::new(plan).map_err(|e| format!("links: {e}"))?);
-            let home = own_netns()?;
+            let home = ignis_net::link::own_netns().map_err(|e| format!("own netns: {e}"))?;
             let mut host = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
             let bridge = format!("igbr{}", std::process::id() % 100_000);
             host.add_bridge(&bridge).map_err(|e| format!("bridge: {e}"))?;
