@@ -1,8 +1,9 @@
 //! Connections, routing, body limits and authentication.
 //!
-//! A request goes through, in order (only `GET /healthz` is served unsigned,
-//! and the OCI distribution API under `/v2/`, which `oci_api` authenticates
-//! with HTTP Basic and whose upload bodies it streams):
+//! A request goes through, in order (only `GET /healthz` and the console's
+//! files under `/console/` are served unsigned, and the OCI distribution API
+//! under `/v2/`, which `oci_api` authenticates with HTTP Basic and whose upload
+//! bodies it streams):
 //!
 //! 1. routing to one [`Operation`], from the head alone, so each operation
 //!    reads at most its own body limit (a larger `Content-Length` is refused
@@ -39,7 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{
-    App, Caller, accounts_api, cluster_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
+    App, Caller, accounts_api, cluster_api, console_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
     networks_api, oci_api, provisioned, runtimes_api, sqs_api, versions,
 };
 
@@ -54,6 +55,12 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Health,
+    /// A file of the web console (`console_api`), served unsigned.
+    Console(console_api::Asset),
+    /// Ignis's own: `GET /ignis/activity`, the caller's functions' last hour (`console_api`).
+    ListActivity,
+    /// Ignis's own: `GET /ignis/activity/{function}`.
+    GetActivity(String),
     CreateFunction,
     ListFunctions,
     GetAccountSettings,
@@ -231,6 +238,9 @@ impl Operation {
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Health => "Health",
+            Operation::Console(_) => "Console",
+            Operation::ListActivity => "ListActivity",
+            Operation::GetActivity(_) => "GetActivity",
             Operation::CreateFunction => "CreateFunction",
             Operation::ListFunctions => "ListFunctions",
             Operation::GetAccountSettings => "GetAccountSettings",
@@ -309,7 +319,9 @@ impl Operation {
             | Operation::GetImage(..)
             | Operation::GetChunk(..)
             | Operation::CollectImages
-            | Operation::PutLogs => "ignis",
+            | Operation::PutLogs
+            | Operation::ListActivity
+            | Operation::GetActivity(_) => "ignis",
             Operation::Sqs(_) => "sqs",
             _ => "lambda",
         }
@@ -326,6 +338,11 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
     }
     if oci_api::is_registry_path(path) {
         return oci_api::route(method, path).map(Operation::Oci);
+    }
+    if method == Method::GET
+        && let Some(asset) = console_api::Asset::at(path)
+    {
+        return Ok(Operation::Console(asset));
     }
     if path == "/" && method == Method::POST {
         let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -430,6 +447,8 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["ignis", "chunks", root, digest]) => Operation::GetChunk(decode(root)?, decode(digest)?),
         (&Method::POST, ["ignis", "images", "gc"]) => Operation::CollectImages,
         (&Method::POST, ["ignis", "logs"]) => Operation::PutLogs,
+        (&Method::GET, ["ignis", "activity"] | ["ignis", "activity", ""]) => Operation::ListActivity,
+        (&Method::GET, ["ignis", "activity", name]) => Operation::GetActivity(decode(name)?),
         _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
     };
     Ok(op)
@@ -550,6 +569,9 @@ async fn respond(
     if operation == Operation::Health {
         return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
     }
+    if let Operation::Console(asset) = operation {
+        return Ok(console_api::asset(app, asset));
+    }
     if let Operation::Oci(request) = operation {
         return oci_api::handle(app, Request::from_parts(parts, body), request).await;
     }
@@ -569,7 +591,7 @@ async fn respond(
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
     match operation {
-        Operation::Health | Operation::Oci(_) => unreachable!("answered above"),
+        Operation::Health | Operation::Console(_) | Operation::Oci(_) => unreachable!("answered above"),
         Operation::CreateFunction => control::create_function(app, caller, &body).await,
         Operation::ListFunctions => control::list_functions(app, caller, query),
         Operation::GetAccountSettings => control::account_settings(app, caller),
@@ -629,6 +651,8 @@ async fn respond(
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
         Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,
         Operation::PutLogs => cluster_api::logs(app, caller, &body).await,
+        Operation::ListActivity => console_api::list_activity(app, caller),
+        Operation::GetActivity(name) => console_api::get_activity(app, caller, &name),
     }
 }
 
@@ -799,6 +823,15 @@ mod tests {
         check(Method::POST, "/ignis/workers/3/heartbeat", Some(Heartbeat("3".into())));
         check(Method::GET, "/ignis/code/ab12", Some(GetCode("ab12".into())));
         check(Method::POST, "/ignis/logs", Some(PutLogs));
+        check(Method::GET, "/ignis/activity", Some(ListActivity));
+        check(Method::GET, "/ignis/activity/my%20fn", Some(GetActivity("my fn".into())));
+        check(Method::POST, "/ignis/activity", None);
+        check(Method::GET, "/console", Some(Console(console_api::Asset::Root)));
+        check(Method::GET, "/console/", Some(Console(console_api::Asset::Index)));
+        check(Method::GET, "/console/console.js", Some(Console(console_api::Asset::Script)));
+        check(Method::GET, "/console/../ignis/accounts", None);
+        check(Method::GET, "/console/nothing.js", None);
+        check(Method::POST, "/console/", None);
         check(Method::POST, "/", None);
         check(Method::GET, "/v2/", Some(Oci(oci_api::OciRequest::Base)));
         check(Method::PUT, "/v2/a/b/manifests/v1", Some(Oci(oci_api::OciRequest::PutManifest("a/b".into(), "v1".into()))));

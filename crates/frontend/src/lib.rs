@@ -49,6 +49,7 @@
 mod accounts_api;
 mod runtimes_api;
 mod cluster_api;
+mod console_api;
 mod control;
 mod error;
 mod event_config;

@@ -25,6 +25,8 @@
 //! - [`from_record`]: a registry record as a [`Target`] (the one place).
 //! - [`metrics`]: Lambda's per-function metrics, recorded where each
 //!   invocation ends, under a [`metrics::LabelCap`] that bounds their labels.
+//! - [`activity`]: each function's last hour, minute by minute, for the
+//!   console ([`Invoker::activity_points`], [`Invoker::activity_totals`]).
 //! - [`credentials`]: the session credentials every new sandbox gets in its
 //!   environment, from the [`CredentialSource`] the server sets
 //!   ([`Invoker::set_credential_source`]); a sandbox whose credentials are
@@ -73,6 +75,7 @@
 //! invocation answers [`InvokeError::WorkerLost`], or runs elsewhere if it
 //! never reached a runtime). The health check runs every 200 ms.
 
+pub mod activity;
 pub mod admission;
 pub mod backend;
 pub mod counter;
@@ -110,6 +113,7 @@ pub use ignis_ids::Revision;
 pub use counter::{Counter, LocalCounter, Slot};
 pub use credentials::CredentialSource;
 pub use membership::{LocalMembership, Membership};
+use activity::Activity;
 use membership::{Beat, Joined};
 use placements::{Dropped, Placements, Plan};
 pub use placements::WorkerInfo;
@@ -320,6 +324,8 @@ pub struct Invoker {
     sandbox_env: std::sync::RwLock<SandboxEnv>,
     /// Lambda's per-function metrics (their label cap's mutex is held only to look one function up).
     metrics: metrics::FunctionMetrics,
+    /// Each function's last hour, for the console (its lock is never held with another).
+    activity: Mutex<Activity>,
 }
 
 impl Invoker {
@@ -352,6 +358,7 @@ impl Invoker {
             logs: workers.logs,
             sandbox_env: std::sync::RwLock::default(),
             metrics: metrics::FunctionMetrics::new(metrics::DEFAULT_FUNCTION_LABELS),
+            activity: Mutex::new(Activity::new()),
         });
         let reaper = Arc::downgrade(&invoker);
         let period = (keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -531,6 +538,8 @@ impl Invoker {
             }
         }
         metrics::sandboxes(state.pool.counts());
+        drop(state);
+        self.activity().prune(self.unix_secs());
     }
 
     /// The function changed or is gone: the revision's idle sandboxes die
@@ -619,6 +628,7 @@ impl Invoker {
             Ok(admitted) => admitted,
             Err(throttled) => {
                 self.metrics.labels(&target.function).throttle();
+                self.activity().throttle(&activity::key(&target.function), self.unix_secs());
                 return Err(throttled);
             }
         };
@@ -655,9 +665,30 @@ impl Invoker {
         let _admitted = admitted;
         let labels = self.metrics.labels(&target.function);
         let _executing = labels.executing();
+        let key = activity::key(&target.function);
+        self.activity().start(&key, self.unix_secs());
         let result = self.attempts(&target, invocation, &labels).await;
         labels.finished(&result);
+        self.activity().finish(&key, self.unix_secs(), activity::ended(&result));
         result
+    }
+
+    fn activity(&self) -> MutexGuard<'_, Activity> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unix_secs(&self) -> u64 {
+        self.clock.now_ms() / 1000
+    }
+
+    /// The last hour of `function` of `account`, minute by minute, oldest first (see [`activity`]).
+    pub fn activity_points(&self, account: &str, function: &str) -> Vec<activity::Point> {
+        self.activity().points(&(account.to_string(), function.to_string()), self.unix_secs())
+    }
+
+    /// The last hour's totals of every function of `account` that ran or was throttled in it.
+    pub fn activity_totals(&self, account: &str) -> Vec<(String, activity::Totals)> {
+        self.activity().totals(account, self.unix_secs())
     }
 
     /// Runs `invocation` on up to [`MAX_ATTEMPTS`] sandboxes, until one takes it.

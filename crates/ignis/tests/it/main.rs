@@ -9,6 +9,7 @@ mod bad_input;
 mod cache_tier;
 mod cli;
 mod concurrency;
+mod console;
 mod credentials;
 mod esm;
 mod harness;
