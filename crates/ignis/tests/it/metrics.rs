@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Server, eventually, free_address, metric, metrics_text, sh_runtime};
+use crate::harness::{Reply, Server, eventually, free_address, metric, metrics_text, sh_runtime};
 use crate::{provisioned, sqs};
 
 /// The sum of the samples of `name` whose labels include `function="function"` (0 if none).
@@ -139,8 +139,8 @@ fn queue_depths_are_labelled_up_to_the_cap() {
 /// How long a held invocation's `sleep` lasts unless the test ends it first (longer than the function's timeout).
 const HOLD: &str = "86399";
 
-/// The pid of a process running `sleep HOLD` below the process `ancestor`, if one is.
-fn held_sleep(ancestor: u32) -> Option<i32> {
+/// The pids of the processes running `sleep HOLD` below the process `ancestor`.
+fn held_sleeps(ancestor: u32) -> Vec<i32> {
     let parent = |pid: i32| -> Option<i32> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status.lines().find_map(|line| line.strip_prefix("PPid:"))?.trim().parse().ok()
@@ -156,11 +156,12 @@ fn held_sleep(ancestor: u32) -> Option<i32> {
         false
     };
     let wanted = format!("sleep\0{HOLD}\0");
-    std::fs::read_dir("/proc")
-        .ok()?
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes()) && below(*pid))
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes()) && below(*pid))
+        .collect()
 }
 
 /// Stops the server (SIGTERM) if a test fails while an invocation is held, so that the invocation, and the test's
@@ -176,8 +177,10 @@ impl Drop for StopOnFailure {
     }
 }
 
+const PATH: &str = "/2015-03-31/functions/pf/invocations";
+
 #[test]
-fn a_provisioned_invocation_is_in_use_while_it_runs() {
+fn provisioned_invocations_are_in_use_while_they_run() {
     let address = free_address();
     let server = Server::start_with(&["--metrics-listen", &address]);
     // Every invocation runs until the test ends its `sleep`.
@@ -192,21 +195,31 @@ fn a_provisioned_invocation_is_in_use_while_it_runs() {
     // An alias's invocation counts for its version.
     let gauge = |name| labelled(&address, name, &[("function", "pf"), ("version", "1")]);
     let gauges = || (gauge("ignis_provisioned_concurrency_in_use"), gauge("ignis_concurrent_executions"));
-    let reply = std::thread::scope(|scope| {
-        let path = "/2015-03-31/functions/pf/invocations";
-        let invocation = scope.spawn(|| server.signed("lambda", "POST", path, "Qualifier=live", &[], b"{}"));
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let invoke = || scope.spawn(|| server.signed("lambda", "POST", PATH, "Qualifier=live", &[], b"{}"));
         let _stop = StopOnFailure(server.pid());
+        // The first runs on the provisioned sandbox; the second, while it is busy, on one of its own.
+        let first = invoke();
         assert!(eventually(Duration::from_secs(30), || gauges() == (1.0, 1.0)), "{:?}", metrics_text(&address));
-        let mut sleep = None;
-        assert!(eventually(Duration::from_secs(30), || { sleep = held_sleep(server.pid()); sleep.is_some() }));
-        // SAFETY: a signal to the function's `sleep`, a process of a sandbox of the server this test started.
-        assert_eq!(unsafe { libc::kill(sleep.unwrap(), libc::SIGKILL) }, 0);
-        invocation.join().unwrap()
+        let second = invoke();
+        assert!(eventually(Duration::from_secs(30), || gauges() == (1.0, 2.0)), "{:?}", metrics_text(&address));
+        let mut sleeps = Vec::new();
+        assert!(eventually(Duration::from_secs(30), || {
+            sleeps = held_sleeps(server.pid());
+            sleeps.len() == 2
+        }));
+        for sleep in sleeps {
+            // SAFETY: a signal to the function's `sleep`, a process of a sandbox of the server this test started.
+            assert_eq!(unsafe { libc::kill(sleep, libc::SIGKILL) }, 0);
+        }
+        [first, second].map(|invocation| invocation.join().unwrap()).into()
     });
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json(), json!("released"));
+    for reply in replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json(), json!("released"));
+    }
     assert!(eventually(Duration::from_secs(10), || gauges() == (0.0, 0.0)), "{:?}", metrics_text(&address));
-    // It ran on the provisioned sandbox: no cold start.
-    assert_eq!(gauge("ignis_cold_starts_total"), 0.0);
-    assert_eq!(gauge("ignis_invocations_total"), 1.0);
+    // Only the second was a cold start.
+    assert_eq!(gauge("ignis_cold_starts_total"), 1.0);
+    assert_eq!(gauge("ignis_invocations_total"), 2.0);
 }
