@@ -6,17 +6,23 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Server, eventually, free_address, metric, metrics_text, sh_runtime};
-use crate::sqs;
+use crate::harness::{Reply, Server, eventually, free_address, metric, metrics_text, sh_runtime};
+use crate::{provisioned, sqs};
 
 /// The sum of the samples of `name` whose labels include `function="function"` (0 if none).
 fn value(address: &str, name: &str, function: &str) -> f64 {
+    labelled(address, name, &[("function", function)])
+}
+
+/// The sum of the samples of `name` whose labels include all of `labels` (0 if none).
+fn labelled(address: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = metrics_text(address).unwrap_or_default();
-    let label = format!("function=\"{function}\"");
+    let labels: Vec<String> = labels.iter().map(|(label, value)| format!("{label}=\"{value}\"")).collect();
     text.lines()
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
-        .filter(|rest| rest.contains(&label))
-        .filter_map(|rest| rest.rsplit_once("} ")?.1.trim().parse::<f64>().ok())
+        .filter_map(|rest| rest.rsplit_once("} "))
+        .filter(|(set, _)| labels.iter().all(|label| set.split(',').any(|l| l == label)))
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
         .sum()
 }
 
@@ -128,4 +134,92 @@ fn queue_depths_are_labelled_up_to_the_cap() {
     let text = metrics_text(&address).unwrap();
     assert!(text.contains(r#"ignis_queue_messages{queue="_other"}"#), "{text}");
     assert_eq!(text.matches("ignis_queue_messages{").count(), 2, "{text}");
+}
+
+/// How long a held invocation's `sleep` lasts unless the test ends it first (longer than the function's timeout).
+const HOLD: &str = "86399";
+
+/// The pids of the processes running `sleep HOLD` below the process `ancestor`.
+fn held_sleeps(ancestor: u32) -> Vec<i32> {
+    let parent = |pid: i32| -> Option<i32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|line| line.strip_prefix("PPid:"))?.trim().parse().ok()
+    };
+    let below = |mut pid: i32| {
+        while pid > 1 {
+            match parent(pid) {
+                Some(up) if up == ancestor as i32 => return true,
+                Some(up) => pid = up,
+                None => return false,
+            }
+        }
+        false
+    };
+    let wanted = format!("sleep\0{HOLD}\0");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes()) && below(*pid))
+        .collect()
+}
+
+/// Stops the server (SIGTERM) if a test fails while an invocation is held, so that the invocation, and the test's
+/// wait for it, end.
+struct StopOnFailure(u32);
+
+impl Drop for StopOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: a signal to the server's process, which this test started.
+            unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        }
+    }
+}
+
+const PATH: &str = "/2015-03-31/functions/pf/invocations";
+
+#[test]
+fn provisioned_invocations_are_in_use_while_they_run() {
+    let address = free_address();
+    let server = Server::start_with(&["--metrics-listen", &address]);
+    // Every invocation runs until the test ends its `sleep`.
+    let zip = sh_runtime(&format!("sleep {HOLD}; echo '\"released\"' > /tmp/response"));
+    assert_eq!(server.create("pf", &zip, json!({ "Timeout": 120, "Publish": true })).status, 201);
+    let alias = json!({ "Name": "live", "FunctionVersion": "1" }).to_string();
+    assert_eq!(server.lambda("POST", "/2015-03-31/functions/pf/aliases", alias.as_bytes()).status, 201);
+    let put = provisioned::put(&server, "live", 1);
+    assert_eq!(put.status, 202, "{}", put.text());
+    provisioned::ready(&server, "live");
+
+    // An alias's invocation counts for its version.
+    let gauge = |name| labelled(&address, name, &[("function", "pf"), ("version", "1")]);
+    let gauges = || (gauge("ignis_provisioned_concurrency_in_use"), gauge("ignis_concurrent_executions"));
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let invoke = || scope.spawn(|| server.signed("lambda", "POST", PATH, "Qualifier=live", &[], b"{}"));
+        let _stop = StopOnFailure(server.pid());
+        // The first runs on the provisioned sandbox; the second, while it is busy, on one of its own.
+        let first = invoke();
+        assert!(eventually(Duration::from_secs(30), || gauges() == (1.0, 1.0)), "{:?}", metrics_text(&address));
+        let second = invoke();
+        assert!(eventually(Duration::from_secs(30), || gauges() == (1.0, 2.0)), "{:?}", metrics_text(&address));
+        let mut sleeps = Vec::new();
+        assert!(eventually(Duration::from_secs(30), || {
+            sleeps = held_sleeps(server.pid());
+            sleeps.len() == 2
+        }));
+        for sleep in sleeps {
+            // SAFETY: a signal to the function's `sleep`, a process of a sandbox of the server this test started.
+            assert_eq!(unsafe { libc::kill(sleep, libc::SIGKILL) }, 0);
+        }
+        [first, second].map(|invocation| invocation.join().unwrap()).into()
+    });
+    for reply in replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json(), json!("released"));
+    }
+    assert!(eventually(Duration::from_secs(10), || gauges() == (0.0, 0.0)), "{:?}", metrics_text(&address));
+    // Only the second was a cold start.
+    assert_eq!(gauge("ignis_cold_starts_total"), 1.0);
+    assert_eq!(gauge("ignis_invocations_total"), 2.0);
 }

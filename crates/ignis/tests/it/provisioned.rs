@@ -10,7 +10,7 @@ use crate::harness::{Reply, Server, eventually, sh_runtime};
 
 const PATH: &str = "/2019-09-30/functions/pf/provisioned-concurrency";
 
-fn put(server: &Server, qualifier: &str, n: i64) -> Reply {
+pub(crate) fn put(server: &Server, qualifier: &str, n: i64) -> Reply {
     let body = json!({ "ProvisionedConcurrentExecutions": n }).to_string();
     server.signed("lambda", "PUT", PATH, &format!("Qualifier={qualifier}"), &[], body.as_bytes())
 }
@@ -19,8 +19,8 @@ fn get(server: &Server, qualifier: &str) -> Reply {
     server.signed("lambda", "GET", PATH, &format!("Qualifier={qualifier}"), &[], b"")
 }
 
-/// Waits (bounded) until the configuration of `qualifier` is READY.
-fn ready(server: &Server, qualifier: &str) -> Value {
+/// Waits (bounded) until the configuration of `qualifier` of the function `pf` is READY.
+pub(crate) fn ready(server: &Server, qualifier: &str) -> Value {
     let mut last = Value::Null;
     let done = eventually(Duration::from_secs(30), || {
         last = get(server, qualifier).json();
