@@ -35,7 +35,14 @@ pub(crate) type Key = (AccountId, String);
 pub struct EmbeddedRegistry {
     store: Arc<Store>,
     functions: RwLock<HashMap<Key, Arc<FunctionRecord>>>,
+    /// Function URL id → the function that has it; changed only under `writes`, after `functions`.
+    urls: RwLock<HashMap<String, Key>>,
     writes: tokio::sync::Mutex<()>,
+}
+
+/// The ids of `record`'s function URLs.
+fn url_ids(record: &FunctionRecord) -> impl Iterator<Item = &str> {
+    record.urls.values().map(|url| url.url_id.as_str())
 }
 
 pub(crate) fn storage(context: &str) -> impl FnOnce(redb::Error) -> RegistryError + '_ {
@@ -96,7 +103,24 @@ impl EmbeddedRegistry {
     /// Loads every stored function.
     pub fn load(store: Arc<Store>) -> Result<EmbeddedRegistry, RegistryError> {
         let functions = load_all(&store, FUNCTIONS, "function", hold_code)?;
-        Ok(EmbeddedRegistry { store, functions: RwLock::new(functions), writes: tokio::sync::Mutex::new(()) })
+        let urls = functions.iter().flat_map(|(key, r)| url_ids(r).map(|id| (id.to_string(), key.clone()))).collect();
+        Ok(EmbeddedRegistry {
+            store,
+            functions: RwLock::new(functions),
+            urls: RwLock::new(urls),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Moves the index from `old`'s URLs to `new`'s (of the function `key`).
+    fn index_urls(&self, key: &Key, old: Option<&FunctionRecord>, new: Option<&FunctionRecord>) {
+        let mut urls = self.urls.write().unwrap_or_else(|e| e.into_inner());
+        for id in old.into_iter().flat_map(url_ids) {
+            urls.remove(id);
+        }
+        for id in new.into_iter().flat_map(url_ids) {
+            urls.insert(id.to_string(), key.clone());
+        }
     }
 
     /// Stores `record` (or deletes, `None`) off the async runtime.
@@ -142,6 +166,13 @@ impl Registry for EmbeddedRegistry {
             .collect()
     }
 
+    fn find_url(&self, url_id: &str) -> Option<(AccountId, Arc<FunctionRecord>)> {
+        let (account, name) = self.urls.read().unwrap_or_else(|e| e.into_inner()).get(url_id)?.clone();
+        let record = self.get(&account, &name)?;
+        let current = url_ids(&record).any(|id| id == url_id);
+        current.then_some((account, record))
+    }
+
     fn write<'a>(
         &'a self,
         account: &'a AccountId,
@@ -157,8 +188,9 @@ impl Registry for EmbeddedRegistry {
             let bytes = serde_json::to_vec(&record).map_err(|e| RegistryError::Storage(e.to_string()))?;
             self.store(account, name, Some(bytes)).await?;
             let record = Arc::new(record);
-            let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
-            functions.insert((account.clone(), name.to_string()), record.clone());
+            let key = (account.clone(), name.to_string());
+            self.functions.write().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), record.clone());
+            self.index_urls(&key, current.as_deref(), Some(&record));
             Ok(Some(Written { old: current, new: record }))
         })
     }
@@ -172,8 +204,9 @@ impl Registry for EmbeddedRegistry {
             let _guard = self.writes.lock().await;
             let Some(current) = self.get(account, name) else { return Ok(None) };
             self.store(account, name, None).await?;
-            let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
-            functions.remove(&(account.clone(), name.to_string()));
+            let key = (account.clone(), name.to_string());
+            self.functions.write().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.index_urls(&key, Some(&current), None);
             Ok(Some(current))
         })
     }

@@ -68,7 +68,8 @@ pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
 pub use sessions::{SESSION_LIFETIME, Session, SessionClaims, SessionCredentials, SessionError, Sessions};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
-    ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord, VpcRecord,
+    CorsRecord, ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord, UrlRecord,
+    VpcRecord,
 };
 
 /// A boxed future that can cross tasks.
@@ -151,6 +152,9 @@ pub trait Registry: Send + Sync {
         name: &'a str,
         change: Change<'a>,
     ) -> BoxFuture<'a, Result<Option<Written>, RegistryError>>;
+
+    /// The function whose URL (of some qualifier) has the id `url_id`, with its account.
+    fn find_url(&self, url_id: &str) -> Option<(AccountId, Arc<FunctionRecord>)>;
 
     /// Deletes `account`'s function `name` with its versions and aliases;
     /// returns its last record (`None`: there was none).

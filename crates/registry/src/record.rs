@@ -1,7 +1,7 @@
 //! The stored records: a function's `$LATEST` ([`FunctionRecord`]) carrying its
 //! published versions, aliases ([`AliasRecord`]), provisioned-concurrency
-//! settings ([`ProvisionedRecord`]) and event invoke configs
-//! ([`EventInvokeConfig`]).
+//! settings ([`ProvisionedRecord`]), event invoke configs
+//! ([`EventInvokeConfig`]) and function URLs ([`UrlRecord`]).
 //!
 //! Serde here is the storage format only (JSON, as in every data directory so
 //! far: fields and defaults must stay readable). Lambda's wire shapes of these
@@ -68,6 +68,9 @@ pub struct FunctionRecord {
     /// or an alias; empty in a version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub event_invoke: BTreeMap<String, EventInvokeConfig>,
+    /// `$LATEST`'s function URLs by qualifier (`$LATEST` or an alias; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub urls: BTreeMap<String, UrlRecord>,
     /// The container image of a function of package type `Image` (`None`:
     /// a zip function, whose code is the tree `code_sha256_hex` names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,6 +263,39 @@ pub struct EventInvokeConfig {
     pub last_modified_ms: i64,
 }
 
+/// A function URL (`CreateFunctionUrlConfig`) of one qualifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UrlRecord {
+    /// The `<url-id>` of `<url-id>.lambda-url.<region>.<domain>`: 32 lowercase letters and digits, unique.
+    pub url_id: String,
+    /// `NONE` or `AWS_IAM`.
+    pub auth_type: String,
+    /// `BUFFERED` or `RESPONSE_STREAM`.
+    pub invoke_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsRecord>,
+    /// Milliseconds since the epoch.
+    pub created_ms: i64,
+    pub last_modified_ms: i64,
+}
+
+/// A function URL's `Cors`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRecord {
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+}
+
 /// An alias: a name for a version, optionally sending a share of the
 /// invocations to one other version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,6 +351,7 @@ impl FunctionRecord {
             provisioned: BTreeMap::new(),
             dead_letter_target: None,
             event_invoke: BTreeMap::new(),
+            urls: BTreeMap::new(),
             image: None,
             image_config: ImageConfigOverride::default(),
             code_unzipped_size: 0,
@@ -462,6 +499,7 @@ impl FunctionRecord {
             provisioned: BTreeMap::new(),
             dead_letter_target: self.dead_letter_target.clone(),
             event_invoke: BTreeMap::new(),
+            urls: BTreeMap::new(),
             image: self.image.clone(),
             image_config: self.image_config.clone(),
             code_unzipped_size: self.code_unzipped_size,

@@ -449,3 +449,44 @@ fn records_stored_without_a_base_get_their_installed_runtimes() {
     other.base = Some(base("provided.al2"));
     assert!(other.with_bases(installed).is_none());
 }
+
+#[tokio::test]
+async fn function_urls_are_found_by_id_as_they_come_and_go() {
+    let url = |id: &str| crate::UrlRecord {
+        url_id: id.into(),
+        auth_type: "AWS_IAM".into(),
+        invoke_mode: "BUFFERED".into(),
+        cors: None,
+        created_ms: 1,
+        last_modified_ms: 1,
+    };
+    let found = |registry: &dyn Registry, id: &str| registry.find_url(id).map(|(account, r)| (account, r.name.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_store, registry) = open(dir.path());
+        let mut f = record("f", 1);
+        f.urls.insert("$LATEST".into(), url("latest0"));
+        f.urls.insert("live".into(), url("live0"));
+        put(&*registry, &a(), f.clone()).await;
+        assert_eq!(found(&*registry, "latest0"), Some((a(), "f".to_string())));
+        assert_eq!(found(&*registry, "live0"), Some((a(), "f".to_string())));
+        assert_eq!(found(&*registry, "nothing"), None);
+        // A URL deleted is no longer found; another account's function has its own.
+        f.urls.remove("live");
+        put(&*registry, &a(), f).await;
+        assert_eq!(found(&*registry, "live0"), None);
+        let mut g = record("g", 2);
+        g.urls.insert("$LATEST".into(), url("g0"));
+        put(&*registry, &b(), g).await;
+        assert_eq!(found(&*registry, "g0"), Some((b(), "g".to_string())));
+        let mut e = record("e", 3);
+        e.urls.insert("$LATEST".into(), url("e0"));
+        put(&*registry, &a(), e).await;
+        registry.delete(&a(), "e").await.unwrap();
+        assert_eq!(found(&*registry, "e0"), None, "a deleted function's URLs go with it");
+    }
+    let (_store, registry) = open(dir.path());
+    assert_eq!(found(&*registry, "latest0"), Some((a(), "f".to_string())), "the index is rebuilt at load");
+    assert_eq!(found(&*registry, "g0"), Some((b(), "g".to_string())));
+    assert_eq!((found(&*registry, "live0"), found(&*registry, "e0")), (None, None));
+}
