@@ -68,7 +68,7 @@ pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
 pub use sessions::{SESSION_LIFETIME, Session, SessionClaims, SessionCredentials, SessionError, Sessions};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
-    ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord, VpcRecord,
+    ImageConfigOverride, ImageRecord, ImageSettings, JsonLogging, LayerUse, PackageType, ProvisionedRecord, VpcRecord,
 };
 
 /// A boxed future that can cross tasks.
