@@ -1,5 +1,6 @@
 """CloudWatch Logs' calls over a function's log, driven by boto3's unmodified `logs` client and the AWS CLI."""
 
+import base64
 import json
 import os
 import subprocess
@@ -128,3 +129,34 @@ def test_retention_policy_and_delete_log_group(server):
     with pytest.raises(ClientError) as error:
         logs.delete_log_group(logGroupName="/custom/missing")
     assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_logging_config_json_format_and_levels(server):
+    """Lambda's JSON log format through boto3: the levels' defaults, the platform's records in the log tail, a level
+    refused with the Text format."""
+    lam = client(server, "lambda")
+    code = {"ZipFile": shell_example()}
+    json_format = {"LogFormat": "JSON"}
+    created = lam.create_function(FunctionName="logs-json", Runtime="provided.al2023", Role="r", Handler="x", Code=code, LoggingConfig=json_format)
+    assert created["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "INFO",
+        "LogGroup": "/aws/lambda/logs-json",
+    }
+    reply = lam.invoke(FunctionName="logs-json", Payload=b"{}", LogType="Tail")
+    tail = base64.b64decode(reply["LogResult"]).decode()
+    records = [json.loads(line) for line in tail.splitlines() if line.startswith('{"time":')]
+    assert [r["type"] for r in records] == ["platform.start", "platform.report"], tail
+    assert records[1]["record"]["status"] == "success"
+    assert records[1]["record"]["metrics"]["memorySizeMB"] == 128
+    assert "got an event of 2 bytes" in tail
+
+    updated = lam.update_function_configuration(FunctionName="logs-json", LoggingConfig={"SystemLogLevel": "WARN"})
+    assert updated["LoggingConfig"]["SystemLogLevel"] == "WARN"
+    with pytest.raises(ClientError) as error:
+        lam.update_function_configuration(
+            FunctionName="logs-json", LoggingConfig={"LogFormat": "Text", "ApplicationLogLevel": "DEBUG"}
+        )
+    assert error.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    assert "LogLevel is not supported" in error.value.response["Error"]["Message"]

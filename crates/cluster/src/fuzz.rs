@@ -15,7 +15,7 @@ pub fn wire_body(kind: u8, body: &[u8]) {
                 assert!(spec.timeout <= Duration::from_millis(wire::MAX_TIMEOUT_MS), "a timeout over Lambda's longest");
                 let (again, sha_again) = wire::decode_spec(&wire::encode_spec(&spec, &sha)).expect("an encoded spec decodes");
                 assert_eq!(sha, sha_again);
-                assert_eq!(spec.opt_dir, again.opt_dir);
+                assert_eq!((&spec.opt_dir, spec.log_format), (&again.opt_dir, again.log_format));
                 assert_eq!(
                     (spec.memory_mb, spec.tmp_mb, spec.timeout, &spec.env, &spec.version, &spec.log_account, &spec.log_group),
                     (again.memory_mb, again.tmp_mb, again.timeout, &again.env, &again.version, &again.log_account, &again.log_group)

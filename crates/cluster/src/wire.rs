@@ -7,7 +7,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome, RuntimeBase};
+use ignis_worker::{
+    Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogFormat, LogLevel, LogLine, Outcome, RuntimeBase,
+};
 use serde_json::{Value, json};
 
 /// A malformed body; the text says what is wrong.
@@ -53,6 +55,7 @@ pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
         "Version": spec.version,
         "LogAccount": spec.log_account,
         "LogGroup": spec.log_group,
+        "LogFormat": encode_log_format(spec.log_format),
         "Image": spec.image.as_ref().map(encode_launch),
         "Base": spec.base.as_ref().map(|base| {
             let mut launch = encode_launch(&base.launch);
@@ -120,6 +123,27 @@ fn decode_network(v: &Value) -> Result<Option<ignis_net::Attachment>, WireError>
     }
 }
 
+/// `"LogFormat"`: null for the Text format, else the JSON format's levels by Lambda's names.
+fn encode_log_format(format: LogFormat) -> Value {
+    match format {
+        LogFormat::Text => Value::Null,
+        LogFormat::Json { application, system } => json!({ "Application": application.as_str(), "System": system.as_str() }),
+    }
+}
+
+/// `"LogFormat"`: null or absent (the Text format, as from a server that sends none), or the JSON format's levels.
+fn decode_log_format(v: &Value) -> Result<LogFormat, WireError> {
+    let format = match v.get("LogFormat") {
+        None | Some(Value::Null) => return Ok(LogFormat::Text),
+        Some(format) => format,
+    };
+    let level = |name: &str| {
+        let text = text(format, name).map_err(|e| format!("LogFormat.{e}"))?;
+        LogLevel::parse(&text).ok_or_else(|| format!("LogFormat.{name} {text:?} is not a log level"))
+    };
+    Ok(LogFormat::Json { application: level("Application")?, system: level("System")? })
+}
+
 /// The longest timeout a spec may carry: Lambda's 15 minutes.
 pub const MAX_TIMEOUT_MS: u64 = 900_000;
 
@@ -154,6 +178,7 @@ pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
         version: text(&v, "Version")?,
         log_account: text(&v, "LogAccount")?,
         log_group: text(&v, "LogGroup")?,
+        log_format: decode_log_format(&v)?,
         code_hold: None,
         image: decode_launch(&v, "Image")?.map(|(launch, _)| launch),
         base: decode_base(&v)?,
@@ -286,6 +311,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_log_format_round_trips_and_an_older_servers_spec_is_text() {
+        let spec = FunctionSpec {
+            code_dir: PathBuf::new(),
+            memory_mb: 128,
+            tmp_mb: 512,
+            timeout: Duration::from_secs(3),
+            env: Vec::new(),
+            version: "1".into(),
+            log_account: "123456789012".into(),
+            log_group: "/aws/lambda/f".into(),
+            log_format: LogFormat::Json { application: LogLevel::Error, system: LogLevel::Warn },
+            code_hold: None,
+            image: None,
+            base: None,
+            opt_dir: None,
+            network: None,
+        };
+        let body = String::from_utf8(encode_spec(&spec, "ab")).unwrap();
+        assert_eq!(decode_spec(body.as_bytes()).unwrap().0.log_format, spec.log_format);
+        let json = r#""LogFormat":{"Application":"ERROR","System":"WARN"}"#;
+        assert!(body.contains(json), "{body}");
+        let older = body.replace(&format!("{json},"), "");
+        assert_eq!(decode_spec(older.as_bytes()).unwrap().0.log_format, LogFormat::Text);
+        for bad in [r#"{"Application":"LOUD","System":"INFO"}"#, r#"{"Application":"INFO"}"#, "3"] {
+            let body = body.replace(json, &format!(r#""LogFormat":{bad}"#));
+            assert!(decode_spec(body.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn round_trips() {
         let spec = FunctionSpec {
             code_dir: PathBuf::from("/x"),
@@ -296,6 +351,7 @@ mod tests {
             version: "$LATEST".into(),
             log_account: "123456789012".into(),
             log_group: "/aws/lambda/f".into(),
+            log_format: LogFormat::Text,
             code_hold: None,
             image: None,
             base: None,
@@ -316,7 +372,7 @@ mod tests {
         }
         assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env.clone()));
         assert_eq!((&back.version, &back.log_account, &back.log_group), (&spec.version, &spec.log_account, &spec.log_group));
-        assert_eq!((back.image, back.base), (None, None));
+        assert_eq!((back.image, back.base, back.log_format), (None, None, LogFormat::Text));
         let image = ImageLaunch {
             digest: "sha256:ab".into(),
             repository: "team/app".into(),

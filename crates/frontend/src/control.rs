@@ -203,7 +203,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         ..FunctionRecord::new(name.clone(), runtime)
     };
     layers.apply(&mut record);
-    request.settings.apply(&mut record);
+    request.settings.apply(&mut record)?;
     store_new(app, caller, record, request.publish == Some(true)).await
 }
 
@@ -306,7 +306,7 @@ async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, re
         vpc: vpc.flatten(),
         ..FunctionRecord::new(name, "")
     };
-    request.settings.apply(&mut record);
+    request.settings.apply(&mut record)?;
     store_new(app, caller, record, request.publish == Some(true)).await
 }
 
@@ -420,7 +420,7 @@ pub async fn update_configuration(app: &Arc<App>, caller: &Caller, name: &str, b
                 crate::vpc_config::still_there(app, caller, vpc.as_ref())?;
                 record.vpc = vpc;
             }
-            request.settings.apply(&mut record);
+            request.settings.apply(&mut record)?;
             record.base = refreshed_base(app, &record);
             record.last_modified_ms = now(app);
             record.revision_id = new_revision();

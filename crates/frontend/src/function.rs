@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use ignis_ids::AccountId;
-use ignis_registry::{AliasRecord, FunctionRecord, FunctionRef, ImageConfigOverride, PackageType};
+use ignis_registry::{AliasRecord, FunctionRecord, FunctionRef, ImageConfigOverride, JsonLogging, PackageType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -61,7 +61,7 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
         "Architectures": [record.architecture],
         "EphemeralStorage": { "Size": record.ephemeral_mb },
         "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
-        "LoggingConfig": { "LogFormat": "Text", "LogGroup": record.log_group() },
+        "LoggingConfig": logging_config(record),
     });
     if !record.environment.is_empty() {
         config["Environment"] = json!({ "Variables": record.environment });
@@ -87,6 +87,19 @@ pub fn configuration(record: &FunctionRecord, region: &str, account: &AccountId)
         config["Layers"] = json!(layers);
     }
     config
+}
+
+/// Lambda's `LoggingConfig` of a function: the levels only in the JSON format.
+fn logging_config(record: &FunctionRecord) -> Value {
+    match &record.log_json {
+        None => json!({ "LogFormat": "Text", "LogGroup": record.log_group() }),
+        Some(levels) => json!({
+            "LogFormat": "JSON",
+            "ApplicationLogLevel": levels.application_level,
+            "SystemLogLevel": levels.system_level,
+            "LogGroup": record.log_group(),
+        }),
+    }
 }
 
 /// Lambda's `ImageConfig` of a function's overrides (only the fields set).
@@ -206,8 +219,8 @@ pub struct Settings {
     pub logging_config: Option<LoggingConfigIn>,
 }
 
-/// `LoggingConfig`: the log group (honoured) and the format, `Text` (Lambda's JSON format and its log levels are
-/// refused: the platform's lines are text here).
+/// `LoggingConfig`: the log group, and the format with its levels. A field absent keeps the function's setting; the
+/// levels of a function turned to `JSON` are INFO unless given, and go when it turns back to `Text`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LoggingConfigIn {
@@ -240,13 +253,30 @@ impl LoggingConfigIn {
         }
     }
 
-    fn check_values(&self) -> Result<(), ApiError> {
-        if self.log_format.as_deref() == Some("JSON") || self.application_log_level.is_some() || self.system_log_level.is_some() {
+    /// Writes the format, levels and group into `record`; levels for a function left in the `Text` format are
+    /// refused, as Lambda does.
+    fn apply(self, record: &mut FunctionRecord) -> Result<(), ApiError> {
+        let json = match self.log_format.as_deref() {
+            Some(format) => format == "JSON",
+            None => record.log_json.is_some(),
+        };
+        if !json && (self.application_log_level.is_some() || self.system_log_level.is_some()) {
             return Err(ApiError::InvalidParameterValue(
-                "LoggingConfig: this Ignis writes logs in the Text format only; LogFormat JSON, ApplicationLogLevel and \
-                 SystemLogLevel are not supported"
+                "LogLevel is not supported when LogFormat is set to \"Text\". Remove LogLevel from your request or \
+                 change the LogFormat to \"Json\" and try again."
                     .into(),
             ));
+        }
+        record.log_json = json.then(|| {
+            let current = record.log_json.take().unwrap_or_default();
+            JsonLogging {
+                application_level: self.application_log_level.unwrap_or(current.application_level),
+                system_level: self.system_log_level.unwrap_or(current.system_level),
+            }
+        });
+        if let Some(group) = self.log_group {
+            // Lambda's own group is the default, not a custom one.
+            record.log_group_name = (group != format!("/aws/lambda/{}", record.name)).then_some(group);
         }
         Ok(())
     }
@@ -281,14 +311,12 @@ impl Settings {
         if let Some(vars) = self.environment.as_ref().and_then(|e| e.variables.as_ref()) {
             check_environment(vars)?;
         }
-        if let Some(logging) = &self.logging_config {
-            logging.check_values()?;
-        }
         Ok(())
     }
 
-    /// Writes every setting given into `record`.
-    pub fn apply(self, record: &mut FunctionRecord) {
+    /// Writes every setting given into `record`; refuses a `LoggingConfig` that does not fit the function's (a
+    /// level for the `Text` format).
+    pub fn apply(self, record: &mut FunctionRecord) -> Result<(), ApiError> {
         if let Some(runtime) = self.runtime {
             record.runtime = runtime;
         }
@@ -313,13 +341,13 @@ impl Settings {
         if let Some(environment) = self.environment {
             record.environment = environment.variables.unwrap_or_default();
         }
-        if let Some(group) = self.logging_config.and_then(|l| l.log_group) {
-            // Lambda's own group is the default, not a custom one.
-            record.log_group_name = (group != format!("/aws/lambda/{}", record.name)).then_some(group);
-        }
         if let Some(dead_letter) = self.dead_letter_config {
             // An empty TargetArn removes it, as in Lambda.
             record.dead_letter_target = dead_letter.target_arn.filter(|t| !t.is_empty());
+        }
+        match self.logging_config {
+            Some(logging) => logging.apply(record),
+            None => Ok(()),
         }
     }
 
@@ -581,6 +609,37 @@ mod tests {
         assert!(reserved.message().ends_with("Reserved keys used in this request: AWS_REGION"));
         let big = "x".repeat(5000);
         assert_eq!(check_environment(&vars(&[("BIG", &big)])).unwrap_err().error_type(), "InvalidParameterValueException");
+    }
+
+    /// Applies `LoggingConfig`s in turn to a new function; each answers its `LoggingConfig`, or its error's type.
+    fn check_logging(steps: &[(Value, Result<Value, &str>)]) {
+        let account = AccountId::new("111111111111");
+        let mut record = FunctionRecord::new("f", "provided.al2023");
+        for (given, expected) in steps {
+            let settings: Settings = serde_json::from_value(json!({ "LoggingConfig": given })).unwrap();
+            let got = settings.apply(&mut record).map(|()| configuration(&record, "us-east-1", &account)["LoggingConfig"].clone());
+            assert_eq!(got.map_err(|e| e.error_type().to_string()), expected.clone().map_err(str::to_string), "{given}");
+        }
+    }
+
+    #[test]
+    fn logging_config_keeps_what_is_not_given_and_levels_need_json() {
+        let text = |group: &str| json!({ "LogFormat": "Text", "LogGroup": group });
+        let json = |application: &str, system: &str, group: &str| {
+            json!({ "LogFormat": "JSON", "ApplicationLogLevel": application, "SystemLogLevel": system, "LogGroup": group })
+        };
+        let lambdas = "/aws/lambda/f";
+        check_logging(&[
+            (json!({}), Ok(text(lambdas))),
+            (json!({ "ApplicationLogLevel": "DEBUG" }), Err("InvalidParameterValueException")),
+            (json!({ "LogFormat": "Text", "SystemLogLevel": "WARN" }), Err("InvalidParameterValueException")),
+            (json!({ "LogFormat": "JSON" }), Ok(json("INFO", "INFO", lambdas))),
+            (json!({ "ApplicationLogLevel": "ERROR" }), Ok(json("ERROR", "INFO", lambdas))),
+            (json!({ "LogFormat": "JSON", "SystemLogLevel": "WARN", "LogGroup": "/app" }), Ok(json("ERROR", "WARN", "/app"))),
+            (json!({ "LogGroup": lambdas }), Ok(json("ERROR", "WARN", lambdas))),
+            (json!({ "LogFormat": "Text" }), Ok(text(lambdas))),
+            (json!({ "LogFormat": "JSON" }), Ok(json("INFO", "INFO", lambdas))),
+        ]);
     }
 
     fn image_function() -> FunctionRecord {

@@ -103,6 +103,8 @@ fn applied(settings: f::Settings) {
             "code_sha256_hex": "", "code_sha256": "", "code_size": 0, "last_modified_ms": 0, "revision_id": "r"}"#,
     )
     .expect("a valid record");
-    settings.apply(&mut record);
+    if settings.apply(&mut record).is_err() {
+        return;
+    }
     f::configuration(&record, "us-east-1", &ignis_ids::AccountId::new("123456789012"));
 }

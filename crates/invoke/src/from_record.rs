@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use ignis_registry::{FunctionRecord, ImageConfigOverride, ImageRecord, NetworkRecord, Networks, RuntimeRecord};
 use ignis_store::Store;
+use ignis_worker::{LogFormat, LogLevel};
 
 use crate::{Function, FunctionBase, FunctionImage, Revision, Target};
 
@@ -42,6 +43,7 @@ pub fn target(store: &Store, networks: &dyn Networks, region: &str, account: &st
         handler: record.handler.clone(),
         environment: record.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         log_group: record.log_group(),
+        log_format: log_format(record),
         code_sha256_hex: record.code_sha256_hex.clone(),
         code_dir: store.code_dir(&record.code_sha256_hex),
         opt_dir: record.opt.hold().map(|_| store.code_dir(&record.opt_sha256_hex)),
@@ -51,6 +53,13 @@ pub fn target(store: &Store, networks: &dyn Networks, region: &str, account: &st
         network: attachment(networks, account, record),
     };
     Target { function: Arc::new(function), region: region.to_string() }
+}
+
+/// `record`'s log format; a level it names that is not Lambda's (it never stores one) is INFO, Lambda's default.
+fn log_format(record: &FunctionRecord) -> LogFormat {
+    let Some(json) = &record.log_json else { return LogFormat::Text };
+    let level = |name: &str| LogLevel::parse(name).unwrap_or(LogLevel::Info);
+    LogFormat::Json { application: level(&json.application_level), system: level(&json.system_level) }
 }
 
 /// The attachment of `record` (of `account`) to the networks its `VpcConfig` names, with their ranges as `networks`

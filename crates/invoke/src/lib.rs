@@ -103,7 +103,9 @@ use ignis_clock::SharedClock;
 use ignis_cluster::{Capacity, RemoteWorker};
 use ignis_placement::{Eviction, FunctionKey, Needs, Refusal, WorkerId};
 use ignis_sigv4::Credentials;
-use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, Outcome, RuntimeBase, StartError, Worker};
+use ignis_worker::{
+    Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogFormat, Outcome, RuntimeBase, StartError, Worker,
+};
 use tokio::sync::mpsc;
 
 pub use admission::{Admission, Admitted};
@@ -145,6 +147,8 @@ pub struct Function {
     pub environment: Vec<(String, String)>,
     /// `/aws/lambda/NAME`.
     pub log_group: String,
+    /// `LoggingConfig`'s format and levels.
+    pub log_format: LogFormat,
     /// Hex SHA-256 of the code (names the tree for remote workers).
     pub code_sha256_hex: String,
     /// The unpacked code tree.
@@ -876,6 +880,7 @@ fn spec(target: &Target, initialization: &str, ignis_env: Vec<(String, String)>)
         ("AWS_LAMBDA_FUNCTION_VERSION".into(), function.version.clone()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), function.memory_mb.to_string()),
         ("AWS_LAMBDA_LOG_GROUP_NAME".into(), function.log_group.clone()),
+        ("AWS_LAMBDA_LOG_FORMAT".into(), function.log_format.name().into()),
         ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), initialization.into()),
         ("AWS_REGION".into(), target.region.clone()),
         ("AWS_DEFAULT_REGION".into(), target.region.clone()),
@@ -891,6 +896,9 @@ fn spec(target: &Target, initialization: &str, ignis_env: Vec<(String, String)>)
             "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
         ),
     ];
+    if let LogFormat::Json { application, .. } = function.log_format {
+        env.push(("AWS_LAMBDA_LOG_LEVEL".into(), application.as_str().into()));
+    }
     if let Some(image) = &function.image {
         // An image brings its own runtime: no runtime or handler of Lambda's, and its environment over Lambda's
         // defaults (its PATH, say), the function's own over both.
@@ -919,6 +927,7 @@ fn spec(target: &Target, initialization: &str, ignis_env: Vec<(String, String)>)
         version: function.version.clone(),
         log_account: function.revision.account.to_string(),
         log_group: function.log_group.clone(),
+        log_format: function.log_format,
         code_hold: function.code_hold.clone().map(|hold| Box::new(hold) as Box<dyn Send + Sync>),
         opt_dir: function.opt_dir.clone(),
         image: function.image.as_ref().map(launch),

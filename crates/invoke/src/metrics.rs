@@ -7,8 +7,8 @@
 //! | `ignis_invocations_total` | counter | invocations that ran to an outcome (function errors in, throttles not) |
 //! | `ignis_errors_total` | counter | function errors (`/error`, a crash, a timeout, a failed init) |
 //! | `ignis_throttles_total` | counter | invocations refused by admission (concurrency or the scaling rate) |
-//! | `ignis_duration_seconds` | histogram | the REPORT line's `Duration` |
-//! | `ignis_init_duration_seconds` | histogram | the REPORT line's `Init Duration` (cold starts only) |
+//! | `ignis_duration_seconds` | histogram | the REPORT line's `Duration` (`durationMs` of a `platform.report` record) |
+//! | `ignis_init_duration_seconds` | histogram | the REPORT line's `Init Duration` (`initDurationMs`; cold starts only) |
 //! | `ignis_cold_starts_total` | counter | invocations that started a sandbox of their own |
 //! | `ignis_concurrent_executions` | gauge | admitted invocations running now |
 //! | `ignis_provisioned_concurrency_in_use` | gauge | invocations running now on a provisioned sandbox |
@@ -80,25 +80,49 @@ impl<K: Eq + Hash + Clone> LabelCap<K> {
     }
 }
 
-/// The durations of an invocation's `REPORT` line, in seconds: `Duration`, and `Init Duration` if it has one.
+/// The durations of an invocation's `REPORT` line (or `platform.report` record), in seconds: `Duration`, and
+/// `Init Duration` if it has one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Report {
     pub duration: f64,
     pub init: Option<f64>,
 }
 
-/// The durations of the last `REPORT` line of `log` (`None` without one, or
-/// without a readable `Duration`). Pure.
+/// The durations of the last report of `log`: a `REPORT` line of the Text format, or a `platform.report` record of
+/// the JSON format (`None` without one, as when the function's `SystemLogLevel` is WARN, or without a readable
+/// duration). Pure.
 pub fn report(log: &str) -> Option<Report> {
-    let line = log.lines().rev().find(|line| line.starts_with("REPORT RequestId:"))?;
+    log.lines().rev().find_map(|line| {
+        if line.starts_with("REPORT RequestId:") {
+            Some(text_report(line))
+        } else if line.starts_with('{') && line.contains(r#""type":"platform.report""#) {
+            Some(json_report(line))
+        } else {
+            None
+        }
+    })?
+}
+
+/// Milliseconds that can be a duration, in seconds.
+fn seconds(ms: f64) -> Option<f64> {
+    (ms.is_finite() && ms >= 0.0).then_some(ms / 1000.0)
+}
+
+fn text_report(line: &str) -> Option<Report> {
     let field = |name: &str| {
         line.split('\t')
             .find_map(|field| field.strip_prefix(name)?.strip_prefix(": ")?.strip_suffix(" ms"))
             .and_then(|ms| ms.trim().parse::<f64>().ok())
-            .filter(|ms| ms.is_finite() && *ms >= 0.0)
-            .map(|ms| ms / 1000.0)
+            .and_then(seconds)
     };
     Some(Report { duration: field("Duration")?, init: field("Init Duration") })
+}
+
+fn json_report(line: &str) -> Option<Report> {
+    let record: serde_json::Value = serde_json::from_str(line).ok()?;
+    let metrics = record.get("record")?.get("metrics")?;
+    let field = |name: &str| metrics.get(name).and_then(serde_json::Value::as_f64).and_then(seconds);
+    Some(Report { duration: field("durationMs")?, init: field("initDurationMs") })
 }
 
 /// Whether `outcome` is a function error.
@@ -259,6 +283,27 @@ mod tests {
         check("REPORT RequestId: r\tDuration: NaN ms\n", None);
         let unreadable_init = Some(Report { duration: 0.002, init: None });
         check("REPORT RequestId: r\tDuration: 2 ms\tInit Duration: x ms\n", unreadable_init);
+    }
+
+    #[test]
+    fn platform_report_records_give_their_durations() {
+        let record = |metrics: &str| {
+            format!(
+                "{{\"time\":\"2024-01-01T00:00:00.000Z\",\"type\":\"platform.report\",\"record\":{{\"requestId\":\"r\",\
+                 \"metrics\":{metrics},\"status\":\"success\"}}}}\n"
+            )
+        };
+        let start = "{\"time\":\"2024-01-01T00:00:00.000Z\",\"type\":\"platform.start\",\"record\":{}}\n";
+        let warm = record(r#"{"durationMs":12.5,"billedDurationMs":13,"memorySizeMB":128,"maxMemoryUsedMB":9}"#);
+        check(&format!("{start}hello\n{warm}"), Some(Report { duration: 0.0125, init: None }));
+        let cold = record(r#"{"durationMs":1.0,"initDurationMs":250.0}"#);
+        check(&cold, Some(Report { duration: 0.001, init: Some(0.25) }));
+        check(start, None);
+        check(&record(r#"{"billedDurationMs":1}"#), None);
+        check(&record(r#"{"durationMs":-1}"#), None);
+        check(&record(r#"{"durationMs":"2"}"#), None);
+        check("{\"type\":\"platform.report\", not json\n", None);
+        check(&record(r#"{"durationMs":2,"initDurationMs":"x"}"#), Some(Report { duration: 0.002, init: None }));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use ignis_cluster::Capacity;
 use ignis_counting::{Limits, Reason, ReservationError};
 use ignis_ids::AccountId;
 use ignis_placement::Refusal;
-use ignis_worker::{Completion, Invocation, Outcome};
+use ignis_worker::{Completion, Invocation, LogLevel, Outcome};
 
 use crate::fake::{FakeWorker, Start, Step};
 use crate::*;
@@ -92,6 +92,7 @@ pub(crate) fn function(name: &str, revision_id: &str, memory_mb: u32) -> Target 
         handler: "bootstrap".into(),
         environment: vec![("GREETING".into(), "hello".into())],
         log_group: format!("/aws/lambda/{name}"),
+        log_format: ignis_worker::LogFormat::Text,
         code_sha256_hex: "ab".into(),
         code_dir: "/nonexistent".into(),
         opt_dir: None,
@@ -167,6 +168,20 @@ async fn a_new_sandbox_gets_lambdas_environment() {
     assert_eq!(get("AWS_EXECUTION_ENV"), Some("AWS_Lambda_provided.al2023"));
     assert_eq!(get("_HANDLER"), Some("bootstrap"));
     assert_eq!(env.last(), Some(&("GREETING".to_string(), "hello".to_string())), "the function's own variables come last");
+    assert_eq!((get("AWS_LAMBDA_LOG_FORMAT"), get("AWS_LAMBDA_LOG_LEVEL")), (Some("Text"), None));
+}
+
+#[tokio::test]
+async fn a_json_log_format_and_its_level_reach_the_runtimes_environment() {
+    let w = world(Options::default());
+    let mut target = function("f", "r1", 128);
+    let mut f = (*target.function).clone();
+    f.log_format = ignis_worker::LogFormat::Json { application: LogLevel::Warn, system: LogLevel::Debug };
+    target.function = Arc::new(f);
+    response(w.invoker.invoke(target, event("1")).await);
+    let env = &w.local.environments()[0];
+    let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!((get("AWS_LAMBDA_LOG_FORMAT"), get("AWS_LAMBDA_LOG_LEVEL")), (Some("JSON"), Some("WARN")));
 }
 
 /// Credentials numbered in minting order, valid 12 hours.

@@ -68,8 +68,8 @@ pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
 pub use sessions::{SESSION_LIFETIME, Session, SessionClaims, SessionCredentials, SessionError, Sessions};
 pub use record::{
     AliasRecord, CodeRef, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EventInvokeConfig, FunctionRecord,
-    CorsRecord, ImageConfigOverride, ImageRecord, ImageSettings, LayerUse, PackageType, ProvisionedRecord, UrlRecord,
-    VpcRecord,
+    CorsRecord, ImageConfigOverride, ImageRecord, ImageSettings, JsonLogging, LayerUse, PackageType, ProvisionedRecord,
+    UrlRecord, VpcRecord,
 };
 
 /// A boxed future that can cross tasks.

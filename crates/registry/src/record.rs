@@ -105,6 +105,10 @@ pub struct FunctionRecord {
     /// `LoggingConfig.LogGroup`: the log group its logs go to (`None`: Lambda's `/aws/lambda/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group_name: Option<String>,
+    /// `LoggingConfig`'s `LogFormat` `JSON` and its levels (`None`: `Text`, Lambda's default; a version keeps its
+    /// own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_json: Option<JsonLogging>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -123,6 +127,20 @@ pub struct LayerUse {
     /// The layer version's zip size.
     pub code_size: u64,
     pub unzipped_size: u64,
+}
+
+/// A function's JSON log format: its `ApplicationLogLevel` and `SystemLogLevel`, by Lambda's names (`INFO`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonLogging {
+    pub application_level: String,
+    pub system_level: String,
+}
+
+impl Default for JsonLogging {
+    /// Lambda's levels of a function that names none: INFO both.
+    fn default() -> JsonLogging {
+        JsonLogging { application_level: "INFO".into(), system_level: "INFO".into() }
+    }
 }
 
 /// A function's `VpcConfig`: the networks (`crate::networks`) it is attached to, named in `SubnetIds`, and those
@@ -361,6 +379,7 @@ impl FunctionRecord {
             incarnation: 0,
             vpc: None,
             log_group_name: None,
+            log_json: None,
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -509,6 +528,7 @@ impl FunctionRecord {
             incarnation: self.incarnation,
             vpc: self.vpc.clone(),
             log_group_name: self.log_group_name.clone(),
+            log_json: self.log_json.clone(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }

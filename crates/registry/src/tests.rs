@@ -208,9 +208,11 @@ async fn old_records_load() {
     let record = registry.get(&a(), "old").unwrap();
     assert_eq!((record.memory_mb, record.environment["K"].as_str(), record.version_label()), (256, "v", "$LATEST".into()));
     assert!(record.versions.is_empty() && record.aliases.is_empty() && record.event_invoke.is_empty());
+    assert_eq!((record.log_group_name.as_ref(), record.log_json.as_ref()), (None, None), "Text, in Lambda's group");
     // What a write stores reads back the same.
     let mut changed = (*record).clone();
     changed.event_invoke.insert("$LATEST".into(), EventInvokeConfig { max_retries: Some(1), ..EventInvokeConfig::default() });
+    changed.log_json = Some(JsonLogging { application_level: "WARN".into(), ..JsonLogging::default() });
     put(&*registry, &a(), changed.clone()).await;
     drop(registry);
     drop(_store);

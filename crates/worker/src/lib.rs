@@ -26,6 +26,7 @@
 
 pub mod conn;
 pub mod images;
+mod log_format;
 mod logs;
 mod runtime_api;
 mod sandbox;
@@ -38,7 +39,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-pub use logs::{LogBatch, LogLine, report_line, tail};
+pub use log_format::{LogFormat, LogLevel, Report, Status};
+pub use logs::{LogBatch, LogLine, tail};
 pub use sandbox::SandboxHandle;
 
 /// Largest response a runtime may post, as in Lambda ("6 MB": Lambda's
@@ -81,6 +83,8 @@ pub struct FunctionSpec {
     /// log group (`/aws/lambda/NAME`).
     pub log_account: String,
     pub log_group: String,
+    /// `LoggingConfig`'s format and levels: the platform's lines, and which of the runtime's are kept.
+    pub log_format: LogFormat,
     /// Kept (and dropped) with the sandbox: what keeps `code_dir` on disk
     /// while a sandbox of it lives (later sandboxes of the code may need it
     /// for its image).

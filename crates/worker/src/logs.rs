@@ -1,5 +1,7 @@
 //! A sandbox's log: the runtime's stdout and stderr, cut into lines, with the
-//! platform's `START` / `END` / `REPORT` lines around each invocation.
+//! platform's lines around each invocation (`START` / `END` / `REPORT`, or
+//! their JSON records: see `crate::log_format`, which also says which of the
+//! runtime's lines are kept).
 //!
 //! One [`Output`] per sandbox. Its reader task and the invoke path both drain
 //! the pipe under the same mutex, so the lines a runtime wrote before posting
@@ -7,10 +9,12 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, mpsc};
+
+use crate::log_format::{LogFormat, Report};
 
 /// Longest log line kept as one event; longer output is cut (CloudWatch
 /// Logs' event limit is 256 KiB).
@@ -58,9 +62,19 @@ struct Collector {
     /// [`TAIL_BYTES`] at least), from its `START` line.
     invocation: Option<String>,
     eof: bool,
+    /// Which of the runtime's lines are kept.
+    format: LogFormat,
 }
 
 impl Collector {
+    /// Adds a line of the runtime's, if the format keeps it.
+    fn push_output(&mut self, line: &[u8]) {
+        let message = String::from_utf8_lossy(line).into_owned();
+        if self.format.keeps(&message) {
+            self.push_line(message);
+        }
+    }
+
     fn push_line(&mut self, message: String) {
         if let Some(text) = &mut self.invocation {
             text.push_str(&message);
@@ -90,13 +104,13 @@ impl Collector {
             self.partial.extend_from_slice(&rest[..=pos]);
             rest = &rest[pos + 1..];
             let line = std::mem::take(&mut self.partial);
-            self.push_line(String::from_utf8_lossy(&line).into_owned());
+            self.push_output(&line);
         }
         self.partial.extend_from_slice(rest);
         while self.partial.len() >= MAX_LINE {
             let mut line: Vec<u8> = self.partial.drain(..MAX_LINE).collect();
             line.push(b'\n');
-            self.push_line(String::from_utf8_lossy(&line).into_owned());
+            self.push_output(&line);
         }
     }
 
@@ -104,7 +118,7 @@ impl Collector {
         if !self.partial.is_empty() {
             let mut line = std::mem::take(&mut self.partial);
             line.push(b'\n');
-            self.push_line(String::from_utf8_lossy(&line).into_owned());
+            self.push_output(&line);
         }
     }
 
@@ -153,6 +167,8 @@ pub(crate) struct Output {
     sink: mpsc::Sender<LogBatch>,
     /// Tells the reader task that platform lines wait to be sent.
     platform: Notify,
+    /// The function's log format (the collector has a copy, to filter the runtime's lines under its lock).
+    format: LogFormat,
 }
 
 impl Output {
@@ -162,8 +178,15 @@ impl Output {
         group: String,
         stream: String,
         sink: mpsc::Sender<LogBatch>,
+        format: LogFormat,
     ) -> std::io::Result<Output> {
-        Ok(Output { fd: crate::readable_fd(fd)?, collector: Mutex::default(), account, group, stream, sink, platform: Notify::new() })
+        let collector = Mutex::new(Collector { format, ..Collector::default() });
+        let fd = crate::readable_fd(fd)?;
+        Ok(Output { fd, collector, account, group, stream, sink, platform: Notify::new(), format })
+    }
+
+    pub(crate) fn format(&self) -> LogFormat {
+        self.format
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Collector> {
@@ -232,7 +255,7 @@ impl Output {
         }
     }
 
-    /// Starts an invocation's log with its `START` line, unless it was started.
+    /// Starts an invocation's log with its `START` line (or record), unless it was started.
     pub(crate) fn begin(&self, request_id: &str, version: &str) {
         {
             let mut collector = self.lock();
@@ -241,7 +264,9 @@ impl Output {
             }
             collector.drain(self.fd.get_ref());
             collector.invocation = Some(String::new());
-            collector.push_line(format!("START RequestId: {request_id} Version: {version}\n"));
+            if let Some(line) = self.format.start(request_id, version, SystemTime::now()) {
+                collector.push_line(line);
+            }
         }
         self.platform.notify_one();
     }
@@ -253,39 +278,20 @@ impl Output {
     }
 
     /// Ends the invocation's log: collects all the runtime wrote so far, adds
-    /// `END` and `REPORT`, and returns the invocation's whole log text.
-    pub(crate) async fn finish(&self, request_id: &str, report: String) -> String {
+    /// the format's lines of `report` (`END` and `REPORT`), and returns the invocation's whole log text.
+    pub(crate) async fn finish(&self, report: &Report<'_>) -> String {
         let text = {
             let mut collector = self.lock();
             collector.drain(self.fd.get_ref());
             collector.flush_partial();
-            collector.push_line(format!("END RequestId: {request_id}\n"));
-            collector.push_line(report);
+            for line in self.format.end(report, SystemTime::now()) {
+                collector.push_line(line);
+            }
             collector.invocation.take().unwrap_or_default()
         };
         self.send_pending().await;
         text
     }
-}
-
-/// The `REPORT` line, as Lambda writes it.
-pub fn report_line(
-    request_id: &str,
-    duration: Duration,
-    memory_size_mb: u32,
-    max_memory_used_mb: u64,
-    init_duration: Option<Duration>,
-) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
-    let billed = duration.as_nanos().div_ceil(1_000_000).max(1);
-    let mut line = format!(
-        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_size_mb} MB\tMax Memory Used: {max_memory_used_mb} MB"
-    );
-    if let Some(init) = init_duration {
-        line.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
-    }
-    line.push('\n');
-    line
 }
 
 /// The last [`TAIL_BYTES`] of a log, cut at a character boundary.
@@ -300,26 +306,7 @@ pub fn tail(log: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn report_line_matches_lambda() {
-        let line = report_line("abc", Duration::from_micros(12_340), 128, 20, None);
-        assert_eq!(
-            line,
-            "REPORT RequestId: abc\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\n"
-        );
-        let cold = report_line("abc", Duration::from_millis(2), 512, 31, Some(Duration::from_micros(45_670)));
-        assert!(cold.ends_with("\tMax Memory Used: 31 MB\tInit Duration: 45.67 ms\n"), "{cold}");
-        assert!(cold.contains("Billed Duration: 2 ms"), "{cold}");
-    }
-
-    #[test]
-    fn billed_duration_rounds_up_and_is_at_least_one() {
-        for (micros, billed) in [(0, 1), (1, 1), (999, 1), (1000, 1), (1001, 2), (2_500_000, 2500)] {
-            let line = report_line("r", Duration::from_micros(micros), 128, 1, None);
-            assert!(line.contains(&format!("Billed Duration: {billed} ms\t")), "{micros}: {line}");
-        }
-    }
+    use crate::log_format::LogLevel;
 
     #[test]
     fn lines_are_cut_at_newlines_and_attributed_to_the_invocation() {
@@ -331,6 +318,17 @@ mod tests {
         let messages: Vec<_> = c.pending.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(messages, ["before\n", "partial\n", "last\n"]);
         assert_eq!(c.invocation.as_deref(), Some("partial\nlast\n"));
+    }
+
+    #[test]
+    fn the_runtimes_lines_below_the_application_level_are_dropped() {
+        let format = LogFormat::Json { application: LogLevel::Warn, system: LogLevel::Info };
+        let mut c = Collector { format, invocation: Some(String::new()), ..Collector::default() };
+        c.take_output(b"{\"level\":\"DEBUG\"}\nplain\n{\"level\":\"ERROR\"}\n{\"level\":\"INFO\"}");
+        c.flush_partial();
+        let messages: Vec<_> = c.pending.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, ["plain\n", "{\"level\":\"ERROR\"}\n"]);
+        assert_eq!(c.invocation.as_deref(), Some("plain\n{\"level\":\"ERROR\"}\n"));
     }
 
     #[test]

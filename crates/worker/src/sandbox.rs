@@ -31,6 +31,7 @@ use ignis_sandbox::RuntimeExit;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::log_format::{Report, Status};
 use crate::logs::{self, LogBatch, Output};
 use crate::{Completion, FunctionSpec, INIT_LIMIT, Invocation, Live, Outcome, SpawnJob, StartError};
 
@@ -212,7 +213,8 @@ pub(crate) async fn start(
             return Err(StartError::Host(format!("sandbox {sandbox_id}: {e}")));
         }
     };
-    let output = Output::new(output, spec.log_account.clone(), spec.log_group.clone(), stream, log_sink)
+    let (account, group) = (spec.log_account.clone(), spec.log_group.clone());
+    let output = Output::new(output, account, group, stream, log_sink, spec.log_format)
         .map_err(|e| StartError::Host(format!("sandbox {sandbox_id} output: {e}")))?;
     let (dead, _) = watch::channel(false);
     let handle = Arc::new(SandboxHandle {
@@ -561,7 +563,10 @@ impl SandboxHandle {
                 self.kill();
                 let seconds = self.spec.timeout.as_secs_f64();
                 let now = humantime::format_rfc3339_millis(SystemTime::now());
-                self.output.platform_line(format!("{now} {request_id} Task timed out after {seconds:.2} seconds\n"));
+                let line = format!("{now} {request_id} Task timed out after {seconds:.2} seconds\n");
+                if let Some(line) = self.output.format().failure(line) {
+                    self.output.platform_line(line);
+                }
                 let completion = Completion::Failed {
                     error_type: "Sandbox.Timedout",
                     message: format!("RequestId: {request_id} Error: Task timed out after {seconds:.2} seconds"),
@@ -589,17 +594,25 @@ impl SandboxHandle {
         self.output.begin(request_id, &self.spec.version);
         if let Completion::Failed { error_type, message } = &completion
             && error_type.starts_with("Runtime.")
+            && let Some(line) = self.output.format().failure(format!("{message}\n{error_type}\n"))
         {
-            self.output.platform_line(format!("{message}\n{error_type}\n"));
+            self.output.platform_line(line);
         }
-        let report = logs::report_line(
+        let status = match &completion {
+            Completion::Response(_) => Status::Success,
+            Completion::Error { error_type, .. } => Status::Error(error_type.as_deref()),
+            Completion::Failed { error_type: "Sandbox.Timedout", .. } => Status::Timeout,
+            Completion::Failed { error_type, .. } => Status::Error(Some(error_type)),
+        };
+        let report = Report {
             request_id,
             duration,
-            self.spec.memory_mb,
-            self.max_memory_used_mb(),
+            memory_size_mb: self.spec.memory_mb,
+            max_memory_used_mb: self.max_memory_used_mb(),
             init_duration,
-        );
-        let log = self.output.finish(request_id, report).await;
+            status,
+        };
+        let log = self.output.finish(&report).await;
         Outcome { completion, log, reusable: reusable && self.is_alive() }
     }
 

@@ -163,7 +163,7 @@ fn retention_policies_and_deleting_a_log_group() {
 }
 
 #[test]
-fn logging_config_sends_a_function_s_logs_to_its_own_group_and_refuses_what_is_not_honoured() {
+fn logging_config_sends_a_function_s_logs_to_its_own_group_and_refuses_what_does_not_fit() {
     let server = Server::start();
     let logging = json!({ "LoggingConfig": { "LogFormat": "Text", "LogGroup": "/custom/app" } });
     let created = server.create("custom", &sh_runtime("echo to-the-custom-group >&2"), logging);
@@ -184,8 +184,9 @@ fn logging_config_sends_a_function_s_logs_to_its_own_group_and_refuses_what_is_n
     assert_eq!(updated.json()["LoggingConfig"]["LogGroup"], "/aws/lambda/custom", "{}", updated.text());
 
     for (config, error) in [
-        (json!({ "LogFormat": "JSON" }), "InvalidParameterValueException"),
         (json!({ "LogFormat": "Text", "ApplicationLogLevel": "DEBUG" }), "InvalidParameterValueException"),
+        (json!({ "SystemLogLevel": "WARN" }), "InvalidParameterValueException"),
+        (json!({ "LogFormat": "JSON", "SystemLogLevel": "ERROR" }), "ValidationException"),
         (json!({ "LogFormat": "XML" }), "ValidationException"),
         (json!({ "LogGroup": "has spaces" }), "ValidationException"),
     ] {
@@ -193,4 +194,89 @@ fn logging_config_sends_a_function_s_logs_to_its_own_group_and_refuses_what_is_n
         let refused = server.lambda("PUT", "/2015-03-31/functions/custom/configuration", body.as_bytes());
         assert_eq!(refused.error_type(), error, "{config}: {}", refused.text());
     }
+}
+
+/// The records of Lambda's JSON format in `log`, by type (each a JSON object a line with `time`, `type`, `record`).
+fn platform_records(log: &str) -> Vec<Value> {
+    let records: Vec<Value> = log.lines().filter(|l| l.starts_with(r#"{"time":"#)).map(|l| serde_json::from_str(l).unwrap()).collect();
+    for record in &records {
+        let time = record["time"].as_str().unwrap();
+        // RFC 3339 in UTC, to the millisecond: 2024-01-02T03:04:05.678Z.
+        assert!(time.len() == 24 && time.ends_with('Z') && &time[10..11] == "T" && &time[19..20] == ".", "{record}");
+    }
+    records
+}
+
+fn types(records: &[Value]) -> Vec<&str> {
+    records.iter().map(|r| r["type"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn logging_config_json_writes_lambdas_records_tells_the_runtime_and_filters_by_level() {
+    let server = Server::start();
+    let group = "/aws/lambda/structured";
+    let handler = r#"echo "format=$AWS_LAMBDA_LOG_FORMAT level=${AWS_LAMBDA_LOG_LEVEL:-unset}"
+  echo '{"level":"DEBUG","message":"a-debug-line"}'
+  echo '{"level":"INFO","message":"an-info-line"}'
+  echo '{"level":"ERROR","message":"an-error-line"}'"#;
+    let created = server.create("structured", &sh_runtime(handler), json!({ "LoggingConfig": { "LogFormat": "JSON" } }));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let defaults = json!({ "LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "INFO", "LogGroup": group });
+    assert_eq!(created.json()["LoggingConfig"], defaults);
+
+    let reply = server.invoke("structured", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let tail = reply.log_tail();
+    assert!(tail.contains("format=JSON level=INFO\n"), "{tail}");
+    assert!(tail.contains("an-info-line") && tail.contains("an-error-line") && !tail.contains("a-debug-line"), "{tail}");
+    assert!(!tail.contains("START RequestId") && !tail.contains("REPORT RequestId"), "{tail}");
+    let records = platform_records(&tail);
+    assert_eq!(types(&records), ["platform.start", "platform.report"], "{tail}");
+    let request_id = records[0]["record"]["requestId"].as_str().unwrap();
+    assert_eq!(records[0]["record"], json!({ "requestId": request_id, "version": "$LATEST" }));
+    let report = &records[1]["record"];
+    assert_eq!((report["requestId"].as_str(), report["status"].as_str()), (Some(request_id), Some("success")), "{report}");
+    let metrics = &report["metrics"];
+    assert_eq!(metrics["memorySizeMB"], 128, "{report}");
+    assert!(metrics["durationMs"].as_f64().unwrap() >= 0.0 && metrics["billedDurationMs"].as_u64().unwrap() >= 1, "{report}");
+    assert!(metrics["maxMemoryUsedMB"].as_u64().is_some() && metrics["initDurationMs"].as_f64().is_some(), "cold: {report}");
+
+    // The same lines in CloudWatch Logs, through GetLogEvents.
+    let stored = || {
+        let streams = server.logs("DescribeLogStreams", &json!({ "logGroupName": group })).json();
+        let Some(stream) = streams["logStreams"][0]["logStreamName"].as_str() else { return Vec::new() };
+        let body = json!({ "logGroupName": group, "logStreamName": stream, "startFromHead": true });
+        messages(&server.logs("GetLogEvents", &body).json())
+    };
+    assert!(eventually(Duration::from_secs(30), || stored().iter().any(|m| m.contains("platform.report"))));
+    let stored = stored().concat();
+    assert_eq!(types(&platform_records(&stored)), ["platform.start", "platform.report"], "{stored}");
+    assert!(stored.contains("an-info-line") && !stored.contains("a-debug-line"), "{stored}");
+
+    // A version keeps its LoggingConfig.
+    let published = server.lambda("POST", "/2015-03-31/functions/structured/versions", b"{}");
+    assert_eq!((published.status, published.json()["LoggingConfig"].clone()), (201, defaults.clone()), "{}", published.text());
+
+    // Levels of its own: the runtime's lines below WARN go, the platform's DEBUG record comes.
+    let levels = json!({ "LoggingConfig": { "ApplicationLogLevel": "WARN", "SystemLogLevel": "DEBUG" } }).to_string();
+    let updated = server.lambda("PUT", "/2015-03-31/functions/structured/configuration", levels.as_bytes());
+    assert_eq!(updated.json()["LoggingConfig"]["ApplicationLogLevel"], "WARN", "{}", updated.text());
+    let tail = server.invoke("structured", "{}").log_tail();
+    assert!(tail.contains("format=JSON level=WARN\n") && tail.contains("an-error-line") && !tail.contains("an-info-line"), "{tail}");
+    assert_eq!(types(&platform_records(&tail)), ["platform.start", "platform.runtimeDone", "platform.report"], "{tail}");
+
+    // SystemLogLevel WARN: none of the platform's records.
+    let quiet = json!({ "LoggingConfig": { "SystemLogLevel": "WARN" } }).to_string();
+    assert_eq!(server.lambda("PUT", "/2015-03-31/functions/structured/configuration", quiet.as_bytes()).status, 200);
+    let tail = server.invoke("structured", "{}").log_tail();
+    assert!(platform_records(&tail).is_empty() && tail.contains("an-error-line"), "{tail}");
+
+    // Back to Text: Lambda's lines, no levels; the version still has its own.
+    let text = json!({ "LoggingConfig": { "LogFormat": "Text" } }).to_string();
+    let updated = server.lambda("PUT", "/2015-03-31/functions/structured/configuration", text.as_bytes());
+    assert_eq!(updated.json()["LoggingConfig"], json!({ "LogFormat": "Text", "LogGroup": group }), "{}", updated.text());
+    let tail = server.invoke("structured", "{}").log_tail();
+    assert!(tail.contains("format=Text level=unset\n") && tail.contains("a-debug-line") && tail.contains("REPORT RequestId"), "{tail}");
+    let version = server.lambda("GET", "/2015-03-31/functions/structured/configuration?Qualifier=1", b"");
+    assert_eq!(version.json()["LoggingConfig"], defaults, "{}", version.text());
 }
