@@ -54,7 +54,7 @@ pub use chunks::{FETCH_TIMEOUT, RemoteChunks};
 pub use images::RemoteManifests;
 pub use peer::{Peer, PeerError, Protocol, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
-pub use serve::serve;
+pub use serve::{serve, serve_with_peer};
 pub use wire::{decode_log_batches, encode_log_batches};
 
 /// How often a worker sends a heartbeat.

@@ -1,6 +1,7 @@
 //! One accept loop, for the API server and the worker host alike (HTTP/1.1), and cache nodes (HTTP/1.1 or HTTP/2).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,11 +22,25 @@ pub async fn serve<H, F>(
     H: Fn(Request<TimedBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    serve_with_peer(listener, limits, protocols, shutdown, move |_, request| handle(request)).await
+}
+
+/// [`serve`], with `handle` told each connection's peer address.
+pub async fn serve_with_peer<H, F>(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    protocols: Protocols,
+    shutdown: impl Future<Output = ()>,
+    handle: H,
+) where
+    H: Fn(SocketAddr, Request<TimedBody>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of file descriptors or similar: let it pass, do not spin.
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -34,6 +49,8 @@ pub async fn serve<H, F>(
             },
             () = &mut shutdown => return,
         };
-        tokio::spawn(ignis_worker::conn::serve_connection(stream, limits, protocols, handle.clone()));
+        let handle = handle.clone();
+        let handle = move |request| handle(peer, request);
+        tokio::spawn(ignis_worker::conn::serve_connection(stream, limits, protocols, handle));
     }
 }

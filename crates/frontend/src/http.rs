@@ -41,7 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::{
     App, Caller, accounts_api, cluster_api, console_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
-    networks_api, oci_api, provisioned, runtimes_api, sqs_api, versions,
+    networks_api, oci_api, provisioned, runtimes_api, sqs_api, url_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -96,6 +96,12 @@ pub enum Operation {
     GetEventSourceMapping(String),
     UpdateEventSourceMapping(String),
     DeleteEventSourceMapping(String),
+    /// Function URL configs (`url_api`), by function; the qualifier is in the query.
+    CreateFunctionUrlConfig(String),
+    GetFunctionUrlConfig(String),
+    UpdateFunctionUrlConfig(String),
+    DeleteFunctionUrlConfig(String),
+    ListFunctionUrlConfigs(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(LogsAction),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -274,6 +280,11 @@ impl Operation {
             Operation::GetEventSourceMapping(_) => "GetEventSourceMapping",
             Operation::UpdateEventSourceMapping(_) => "UpdateEventSourceMapping",
             Operation::DeleteEventSourceMapping(_) => "DeleteEventSourceMapping",
+            Operation::CreateFunctionUrlConfig(_) => "CreateFunctionUrlConfig",
+            Operation::GetFunctionUrlConfig(_) => "GetFunctionUrlConfig",
+            Operation::UpdateFunctionUrlConfig(_) => "UpdateFunctionUrlConfig",
+            Operation::DeleteFunctionUrlConfig(_) => "DeleteFunctionUrlConfig",
+            Operation::ListFunctionUrlConfigs(_) => "ListFunctionUrlConfigs",
             Operation::Logs(action) => action.name(),
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -421,6 +432,11 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["2015-03-31", "event-source-mappings", uuid]) => Operation::GetEventSourceMapping(decode(uuid)?),
         (&Method::PUT, ["2015-03-31", "event-source-mappings", uuid]) => Operation::UpdateEventSourceMapping(decode(uuid)?),
         (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
+        (&Method::POST, ["2021-10-31", "functions", name, "url"]) => Operation::CreateFunctionUrlConfig(decode(name)?),
+        (&Method::GET, ["2021-10-31", "functions", name, "url"]) => Operation::GetFunctionUrlConfig(decode(name)?),
+        (&Method::PUT, ["2021-10-31", "functions", name, "url"]) => Operation::UpdateFunctionUrlConfig(decode(name)?),
+        (&Method::DELETE, ["2021-10-31", "functions", name, "url"]) => Operation::DeleteFunctionUrlConfig(decode(name)?),
+        (&Method::GET, ["2021-10-31", "functions", name, "urls"]) => Operation::ListFunctionUrlConfigs(decode(name)?),
         (&Method::GET, ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
             if query_params(query).iter().any(|(k, v)| k == "find" && v == "LayerVersion") {
                 Operation::GetLayerVersionByArn
@@ -631,6 +647,11 @@ async fn respond(
         Operation::GetEventSourceMapping(uuid) => mappings_api::get(app, caller, &uuid),
         Operation::UpdateEventSourceMapping(uuid) => mappings_api::update(app, caller, &uuid, &body).await,
         Operation::DeleteEventSourceMapping(uuid) => mappings_api::delete(app, caller, &uuid).await,
+        Operation::CreateFunctionUrlConfig(name) => url_api::create(app, caller, &name, query, &body).await,
+        Operation::GetFunctionUrlConfig(name) => url_api::get(app, caller, &name, query),
+        Operation::UpdateFunctionUrlConfig(name) => url_api::update(app, caller, &name, query, &body).await,
+        Operation::DeleteFunctionUrlConfig(name) => url_api::delete(app, caller, &name, query).await,
+        Operation::ListFunctionUrlConfigs(name) => url_api::list(app, caller, &name, query),
         Operation::Logs(action) => logs_api::handle(app, caller, action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -659,7 +680,7 @@ async fn respond(
 /// Checks the request's head (see the module docs) with the secret of the
 /// access key it names (from the in-memory key map), and answers whom that
 /// key acts for, once [`ignis_sigv4::HeadChecked::finish`] accepts the body.
-fn authenticate_head(
+pub(crate) fn authenticate_head(
     app: &App,
     parts: &http::request::Parts,
     service: &str,

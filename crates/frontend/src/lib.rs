@@ -67,6 +67,8 @@ mod networks_api;
 mod oci_api;
 mod provisioned;
 mod sqs_api;
+mod url_api;
+mod url_event;
 mod versions;
 mod vpc_config;
 
@@ -79,6 +81,7 @@ pub use error::ApiError;
 pub use function_image::resolve_image;
 pub use runtimes_api::adopt_bases;
 pub use http::serve;
+pub use url_api::{UrlHost, serve as serve_urls};
 
 pub struct Config {
     pub region: String,
@@ -94,6 +97,8 @@ pub struct Config {
     pub cache_nodes: Vec<String>,
     /// The cluster-wide budget of origin reads at once, if set: shared evenly by the healthy workers.
     pub origin_budget: Option<OriginBudget>,
+    /// Where function URLs are served (`--url-listen`, `--url-domain`); `None`: they are not.
+    pub function_urls: Option<UrlHost>,
 }
 
 /// A cluster-wide budget of reads of the chunk store of record, shared evenly by the healthy workers: each learns

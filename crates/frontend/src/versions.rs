@@ -369,6 +369,7 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
             record.aliases.remove(alias);
             record.provisioned.remove(alias);
             record.event_invoke.remove(alias);
+            record.urls.remove(alias);
             Ok(record)
         })
         .await?;

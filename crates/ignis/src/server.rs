@@ -79,6 +79,14 @@ pub struct ServerArgs {
     /// oldest events go first.
     #[arg(long, default_value_t = ignis_logs::DEFAULT_MAX_GROUP_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_bytes_per_function: u64,
+    /// Serve function URLs on ADDR (HOST:PORT): a request's Host, `<url-id>.lambda-url.<region>.<domain>`, names
+    /// the function.
+    #[arg(long, value_name = "ADDR")]
+    pub url_listen: Option<String>,
+    /// The domain of function URLs, `http://<url-id>.lambda-url.<region>.<domain>:<port>/` (`localhost` and its
+    /// subdomains resolve to loopback in browsers and curl).
+    #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
+    pub url_domain: String,
     /// Serve Prometheus metrics at http://ADDR/metrics (a private address: it has no authentication).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -291,6 +299,10 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let url_listener = match &args.url_listen {
+            Some(listen) => Some(bind_urls(listen, &args.url_domain).await?),
+            None => None,
+        };
         let network = args.networking.config(Some(endpoint_for(address)))?;
         // The local worker's origin limit, which a cluster-wide budget sets.
         let mut local_origin = None;
@@ -345,9 +357,14 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                 }
                 OriginBudget { total: total as usize, local: local_origin }
             }),
+            function_urls: url_listener.as_ref().map(|(_, host)| host.clone()),
         };
         let app = App::new(config, services);
         let serving = tokio::spawn(ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()));
+        if let Some((url_listener, host)) = url_listener {
+            tokio::spawn(ignis_frontend::serve_urls(app.clone(), url_listener, client_limits, shutdown_signal()));
+            println!("ignis: function URLs on http://<url-id>.lambda-url.{}.{}:{}/", args.region, host.domain, host.port);
+        }
         let wanted = match &args.runtimes {
             Some(names) if names.iter().any(|name| name == "none") => Vec::new(),
             Some(names) => names.clone(),
@@ -537,6 +554,22 @@ async fn publish_queue_depths(queues: std::sync::Weak<Queues>, limit: usize) {
         let Some(queues) = queues.upgrade() else { return };
         gauges.publish(queues.depths());
     }
+}
+
+/// The listener of `--url-listen` and where its URLs are.
+async fn bind_urls(listen: &str, domain: &str) -> Result<(tokio::net::TcpListener, ignis_frontend::UrlHost), String> {
+    let valid = !domain.is_empty()
+        && domain.len() <= 200
+        && domain.split('.').all(|label| {
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !valid {
+        return Err(format!("--url-domain must be a lowercase DNS name, not {domain:?}"));
+    }
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot serve function URLs on {listen}: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    Ok((listener, ignis_frontend::UrlHost { domain: domain.to_string(), port }))
 }
 
 pub async fn shutdown_signal() {

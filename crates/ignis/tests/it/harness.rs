@@ -304,7 +304,7 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-fn parse_reply(bytes: &[u8]) -> Reply {
+pub fn parse_reply(bytes: &[u8]) -> Reply {
     let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP reply: {:?}", String::from_utf8_lossy(bytes)));
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = head.split("\r\n");

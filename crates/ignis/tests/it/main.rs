@@ -12,6 +12,7 @@ mod concurrency;
 mod console;
 mod credentials;
 mod esm;
+mod function_urls;
 mod harness;
 mod hostile;
 mod hostile_freeze;

@@ -1,0 +1,468 @@
+//! Function URLs: their configs (Create/Get/Update/Delete/ListFunctionUrlConfig(s), on `$LATEST` or an alias,
+//! kept in `$LATEST`'s record by qualifier, so they go with the function and an alias's with the alias), and the
+//! listener of `--url-listen` that serves them: a request's `Host` names the URL, the function gets a payload
+//! format 2.0 event, and its answer becomes the HTTP response (`url_event`).
+//!
+//! Auth: an `AWS_IAM` URL takes requests signed (SigV4, service `lambda`) by a key of the function's account; a
+//! `NONE` URL takes anyone's only when the function's resource policy allows public `lambda:InvokeFunctionUrl`,
+//! as on Lambda; without one it answers 403. CORS preflights of a URL with a `Cors` config are answered from it,
+//! before auth (browsers send them unsigned).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use ignis_registry::{CorsRecord, FunctionRecord, RegistryError, UrlRecord};
+use ignis_worker::conn::{Limits, Protocols, TimedBody};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::control::{now, resolve};
+use crate::error::ApiError;
+use crate::function::{Violations, last_modified, parse_body};
+use crate::http::{Answer, empty_answer, json_answer, query_params};
+use crate::url_event::{self, Context};
+use crate::{App, Caller};
+
+/// Where function URLs are served: `<url-id>.lambda-url.<region>.<domain>:<port>`.
+#[derive(Debug, Clone)]
+pub struct UrlHost {
+    pub domain: String,
+    pub port: u16,
+}
+
+/// The largest request body a URL takes (Lambda's synchronous payload limit).
+pub const MAX_URL_REQUEST: usize = crate::invoke_api::MAX_SYNC_PAYLOAD;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CorsIn {
+    allow_credentials: Option<bool>,
+    allow_headers: Option<Vec<String>>,
+    allow_methods: Option<Vec<String>>,
+    allow_origins: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    max_age: Option<i64>,
+}
+
+/// The body of CreateFunctionUrlConfig and UpdateFunctionUrlConfig.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UrlConfigIn {
+    auth_type: Option<String>,
+    cors: Option<CorsIn>,
+    invoke_mode: Option<String>,
+}
+
+impl UrlConfigIn {
+    fn check(&self) -> Result<(), ApiError> {
+        let mut v = Violations::default();
+        if let Some(auth) = &self.auth_type {
+            v.check(["NONE", "AWS_IAM"].contains(&auth.as_str()), auth, "authType", "Member must satisfy enum value set: [AWS_IAM, NONE]");
+        }
+        if let Some(mode) = &self.invoke_mode {
+            let ok = ["BUFFERED", "RESPONSE_STREAM"].contains(&mode.as_str());
+            v.check(ok, mode, "invokeMode", "Member must satisfy enum value set: [BUFFERED, RESPONSE_STREAM]");
+        }
+        if let Some(cors) = &self.cors {
+            let list = |v: &mut Violations, items: &Option<Vec<String>>, field: &str, most: usize, longest: usize| {
+                let Some(items) = items else { return };
+                v.check(items.len() <= most, format!("{items:?}"), field, &format!("Member must have length less than or equal to {most}"));
+                for item in items {
+                    let ok = !item.is_empty() && item.len() <= longest;
+                    v.check(ok, item, field, &format!("Member must have length between 1 and {longest}"));
+                }
+            };
+            list(&mut v, &cors.allow_headers, "cors.allowHeaders", 100, 1024);
+            list(&mut v, &cors.allow_methods, "cors.allowMethods", 6, 6);
+            list(&mut v, &cors.allow_origins, "cors.allowOrigins", 100, 253);
+            list(&mut v, &cors.expose_headers, "cors.exposeHeaders", 100, 1024);
+            v.range(cors.max_age, "cors.maxAge", 0, 86400);
+        }
+        v.into_result()
+    }
+
+    /// Writes what is given into `url`.
+    fn apply(&self, url: &mut UrlRecord) {
+        if let Some(auth) = &self.auth_type {
+            url.auth_type = auth.clone();
+        }
+        if let Some(mode) = &self.invoke_mode {
+            url.invoke_mode = mode.clone();
+        }
+        if let Some(cors) = &self.cors {
+            url.cors = Some(CorsRecord {
+                allow_credentials: cors.allow_credentials.unwrap_or(false),
+                allow_headers: cors.allow_headers.clone().unwrap_or_default(),
+                allow_methods: cors.allow_methods.clone().unwrap_or_default(),
+                allow_origins: cors.allow_origins.clone().unwrap_or_default(),
+                expose_headers: cors.expose_headers.clone().unwrap_or_default(),
+                max_age: cors.max_age.map(|age| age as u32),
+            });
+        }
+    }
+}
+
+/// The URL of `url_id` on `host`.
+pub fn function_url(host: &UrlHost, region: &str, url_id: &str) -> String {
+    let port = if host.port == 80 { String::new() } else { format!(":{}", host.port) };
+    format!("http://{url_id}.lambda-url.{region}.{}{port}/", host.domain)
+}
+
+/// Lambda's `FunctionUrlConfig` of `url` (`LastModifiedTime` only when `modified`).
+fn wire(app: &App, url: &UrlRecord, function_arn: &str, modified: bool) -> Value {
+    let host = app.config.function_urls.as_ref();
+    let address = host.map(|h| function_url(h, &app.config.region, &url.url_id)).unwrap_or_default();
+    let mut body = json!({
+        "FunctionUrl": address,
+        "FunctionArn": function_arn,
+        "AuthType": url.auth_type,
+        "CreationTime": last_modified(url.created_ms),
+        "InvokeMode": url.invoke_mode,
+    });
+    if modified {
+        body["LastModifiedTime"] = json!(last_modified(url.last_modified_ms));
+    }
+    if let Some(cors) = &url.cors {
+        let mut wire = json!({
+            "AllowCredentials": cors.allow_credentials,
+            "AllowHeaders": cors.allow_headers,
+            "AllowMethods": cors.allow_methods,
+            "AllowOrigins": cors.allow_origins,
+            "ExposeHeaders": cors.expose_headers,
+        });
+        if let Some(age) = cors.max_age {
+            wire["MaxAge"] = json!(age);
+        }
+        body["Cors"] = wire;
+    }
+    body
+}
+
+/// What a URL config call names: the caller's function, the qualifier (`$LATEST` or an alias), and the ARN
+/// Lambda shows for it (unqualified for `$LATEST`).
+struct UrlTarget {
+    function: String,
+    qualifier: String,
+    arn: String,
+}
+
+fn target(app: &App, caller: &Caller, action: &str, name: &str, query: &str) -> Result<UrlTarget, ApiError> {
+    let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
+    if let Some(q) = &qualifier {
+        // Lambda's pattern: `$LATEST` or an alias name, never a version number.
+        let ok = q == "$LATEST"
+            || (!q.is_empty() && q.len() <= 128 && !q.bytes().all(|b| b.is_ascii_digit())
+                && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        let mut v = Violations::default();
+        v.check(ok, q, "qualifier", "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)|(^\\$LATEST$)");
+        v.into_result()?;
+    }
+    let (reference, record) = resolve(app, caller, action, name, qualifier.as_deref())?;
+    let qualifier = reference.qualifier.unwrap_or_else(|| "$LATEST".into());
+    let region = &app.config.region;
+    let arn = if qualifier == "$LATEST" && qualifier_given(query).is_none() {
+        record.arn(region, caller.account.as_str())
+    } else {
+        record.qualified_arn(region, caller.account.as_str(), &qualifier)
+    };
+    Ok(UrlTarget { function: reference.name, qualifier, arn })
+}
+
+fn qualifier_given(query: &str) -> Option<String> {
+    query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v)
+}
+
+fn missing() -> ApiError {
+    ApiError::ResourceNotFound("The resource you requested does not exist.".into())
+}
+
+/// A new URL id: 32 lowercase hex digits, random.
+fn new_url_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub async fn create(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let request: UrlConfigIn = parse_body(body)?;
+    if request.auth_type.is_none() {
+        let mut v = Violations::default();
+        v.check(false, "null", "authType", "Member must not be null");
+        v.into_result()?;
+    }
+    request.check()?;
+    if app.config.function_urls.is_none() {
+        return Err(ApiError::InvalidParameterValue(
+            "This Ignis serves no function URLs: start the server with --url-listen ADDR".into(),
+        ));
+    }
+    let UrlTarget { function, qualifier, arn } = target(app, caller, "CreateFunctionUrlConfig", name, query)?;
+    let now_ms = now(app);
+    let mut url = UrlRecord {
+        url_id: new_url_id(),
+        auth_type: String::new(),
+        invoke_mode: "BUFFERED".into(),
+        cors: None,
+        created_ms: now_ms,
+        last_modified_ms: now_ms,
+    };
+    request.apply(&mut url);
+    app.registry
+        .update(&caller.account, &function, |current| -> Result<_, ApiError> {
+            let current = current.ok_or_else(|| RegistryError::FunctionNotFound { function: arn.clone() })?;
+            if current.urls.contains_key(&qualifier) {
+                return Err(ApiError::ResourceConflict(format!(
+                    "Failed to create function url config for [functionArn = {arn}]. Error message:  FunctionUrlConfig \
+                     exists for this Lambda function"
+                )));
+            }
+            alias_exists(current, &qualifier)?;
+            let mut record = current.clone();
+            record.urls.insert(qualifier.clone(), url.clone());
+            Ok(record)
+        })
+        .await?;
+    Ok(json_answer(StatusCode::CREATED, wire(app, &url, &arn, false)))
+}
+
+/// The alias a URL is for must still be there (it may have gone since the look-up).
+fn alias_exists(record: &FunctionRecord, qualifier: &str) -> Result<(), ApiError> {
+    if qualifier == "$LATEST" || record.aliases.contains_key(qualifier) { Ok(()) } else { Err(missing()) }
+}
+
+pub fn get(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let UrlTarget { function, qualifier, arn } = target(app, caller, "GetFunctionUrlConfig", name, query)?;
+    let record = app.registry.get(&caller.account, &function).ok_or_else(missing)?;
+    let url = record.urls.get(&qualifier).ok_or_else(missing)?;
+    Ok(json_answer(StatusCode::OK, wire(app, url, &arn, true)))
+}
+
+pub async fn update(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    let request: UrlConfigIn = parse_body(body)?;
+    request.check()?;
+    let UrlTarget { function, qualifier, arn } = target(app, caller, "UpdateFunctionUrlConfig", name, query)?;
+    let mut stored = None;
+    app.registry
+        .update(&caller.account, &function, |current| -> Result<_, ApiError> {
+            let mut record = current.ok_or_else(missing)?.clone();
+            let url = record.urls.get_mut(&qualifier).ok_or_else(missing)?;
+            request.apply(url);
+            url.last_modified_ms = now(app);
+            stored = Some(url.clone());
+            Ok(record)
+        })
+        .await?;
+    let url = stored.ok_or_else(missing)?;
+    Ok(json_answer(StatusCode::OK, wire(app, &url, &arn, true)))
+}
+
+pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let UrlTarget { function, qualifier, .. } = target(app, caller, "DeleteFunctionUrlConfig", name, query)?;
+    app.registry
+        .update(&caller.account, &function, |current| -> Result<_, ApiError> {
+            let mut record = current.ok_or_else(missing)?.clone();
+            record.urls.remove(&qualifier).ok_or_else(missing)?;
+            Ok(record)
+        })
+        .await?;
+    Ok(empty_answer(StatusCode::NO_CONTENT))
+}
+
+pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+    let (_, record) = resolve(app, caller, "ListFunctionUrlConfigs", name, None)?;
+    let (max_items, marker, _) = crate::versions::paging(query)?;
+    let mut v = Violations::default();
+    v.range(Some(max_items as i64), "maxItems", 1, 50);
+    v.into_result()?;
+    let (region, account) = (&app.config.region, caller.account.as_str());
+    let items: Vec<(String, Value)> = record
+        .urls
+        .iter()
+        .map(|(q, url)| {
+            let arn = if q == "$LATEST" { record.arn(region, account) } else { record.qualified_arn(region, account, q) };
+            (q.clone(), wire(app, url, &arn, true))
+        })
+        .collect();
+    Ok(crate::versions::page_answer("FunctionUrlConfigs", items, max_items, marker.as_deref()))
+}
+
+// ---- The listener ----
+
+/// Serves the function URLs on `listener` until `shutdown` completes.
+pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Limits, shutdown: impl Future<Output = ()>) {
+    ignis_cluster::serve_with_peer(listener, limits, Protocols::Http1, shutdown, move |peer, request| {
+        let app = app.clone();
+        async move { handle(&app, peer, request).await }
+    })
+    .await;
+}
+
+/// Lambda's plain answers of a URL: `{"Message": ...}`.
+fn message(status: StatusCode, text: &str) -> Answer {
+    let mut answer = json_answer(status, json!({ "Message": text }));
+    if status == StatusCode::FORBIDDEN {
+        answer.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static("AccessDeniedException"));
+    }
+    answer
+}
+
+async fn handle(app: &App, peer: SocketAddr, request: Request<TimedBody>) -> Answer {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut answer = respond(app, peer, request, &request_id).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        answer.headers_mut().insert("x-amzn-requestid", value);
+    }
+    answer
+}
+
+async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, request_id: &str) -> Answer {
+    let forbidden = || message(StatusCode::FORBIDDEN, "Forbidden");
+    let Some(host) = app.config.function_urls.as_ref() else { return forbidden() };
+    let (parts, body) = request.into_parts();
+    let host_header = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let Some(url_id) = url_event::url_id(host_header, &app.config.region, &host.domain) else { return forbidden() };
+    let Some((account, record)) = app.registry.find_url(url_id) else { return forbidden() };
+    let Some((qualifier, url)) = record.urls.iter().find(|(_, u)| u.url_id == url_id) else { return forbidden() };
+    let origin = parts.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(String::from);
+    let preflight = parts.method == http::Method::OPTIONS
+        && origin.is_some()
+        && parts.headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    if let (true, Some(cors), Some(origin)) = (preflight, &url.cors, &origin) {
+        let mut answer = empty_answer(StatusCode::OK);
+        for (name, value) in url_event::preflight(cors, origin) {
+            insert(&mut answer, &name, &value);
+        }
+        return answer;
+    }
+    // The signature's check reads the head first; the body is read against Lambda's limit before the function runs.
+    let signer = match url.auth_type.as_str() {
+        "AWS_IAM" => match crate::http::authenticate_head(app, &parts, "lambda") {
+            Ok((head, caller)) if caller.account == account => Some((head, caller)),
+            _ => return forbidden(),
+        },
+        // A public URL needs a statement of the function's resource policy that allows it, as on Lambda.
+        _ => return forbidden(),
+    };
+    let body = match Limited::new(body, MAX_URL_REQUEST).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return message(StatusCode::PAYLOAD_TOO_LARGE, "Request must be smaller than 6291456 bytes");
+        }
+        Err(_) => return message(StatusCode::BAD_REQUEST, "Could not read the request body"),
+    };
+    let (key_id, caller_account) = match signer {
+        Some((head, caller)) => {
+            let key = head.claimed().access_key_id.clone();
+            if head.finish(&body).is_err() {
+                return forbidden();
+            }
+            (Some(key), Some(caller.account.to_string()))
+        }
+        None => (None, None),
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    let domain = host_header.rsplit_once(':').map_or(host_header, |(name, _)| name);
+    let context = Context {
+        url_id,
+        domain_name: domain,
+        request_id,
+        source_ip: &peer.ip().to_string(),
+        time_ms: now(app),
+        signer: key_id.as_deref().zip(caller_account.as_deref()),
+    };
+    let event = url_event::event(parts.method.as_str(), parts.uri.path(), parts.uri.query().unwrap_or(""), &headers, &body, &context);
+    let owner = Caller { account: account.clone(), admin: false, session: None };
+    let payload = Bytes::from(event.to_string());
+    let outcome = invoke(app, &owner, &record.name, qualifier, payload, request_id).await;
+    let mut answer = match outcome {
+        Ok(payload) => match url_event::reply(&payload) {
+            Ok(reply) => {
+                let mut headers = reply.headers;
+                if let Some(cors) = &url.cors {
+                    url_event::response_cors(cors, origin.as_deref(), &mut headers);
+                }
+                let mut answer = Response::new(Full::new(Bytes::from(reply.body)));
+                *answer.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                for (name, value) in headers {
+                    append(&mut answer, &name, &value);
+                }
+                return answer;
+            }
+            Err(_) => message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+        },
+        Err(UrlFailure::Function) => message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+        Err(UrlFailure::Throttled) => message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
+        Err(UrlFailure::Other(e)) => {
+            tracing::warn!(request_id, error = e.message(), "function URL invocation failed");
+            message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
+    };
+    if let (Some(cors), true) = (&url.cors, origin.is_some()) {
+        let mut headers = Vec::new();
+        url_event::response_cors(cors, origin.as_deref(), &mut headers);
+        for (name, value) in headers {
+            insert(&mut answer, &name, &value);
+        }
+    }
+    answer
+}
+
+/// Runs the function behind a URL of `owner`'s with `payload`, as a synchronous Invoke of `qualifier` would (the
+/// same admission and limits); the function's answer, or how it failed.
+async fn invoke(
+    app: &App,
+    owner: &Caller,
+    name: &str,
+    qualifier: &str,
+    payload: Bytes,
+    request_id: &str,
+) -> Result<Bytes, UrlFailure> {
+    use crate::invoke_api::{invoked_arn, target, trace_id};
+    let qualifier = (qualifier != "$LATEST").then_some(qualifier);
+    let (reference, record) =
+        crate::control::resolve_version(app, owner, "InvokeFunctionUrl", name, qualifier).map_err(UrlFailure::Other)?;
+    let account = owner.account.as_str();
+    let invocation = ignis_worker::Invocation {
+        request_id: request_id.to_string(),
+        payload,
+        invoked_function_arn: invoked_arn(app, account, reference.qualifier.as_deref(), &record),
+        trace_id: trace_id(app, request_id),
+        client_context: None,
+        cognito_identity: None,
+    };
+    match app.invoker.invoke(target(app, account, &record), invocation).await {
+        Ok(outcome) => match outcome.completion {
+            ignis_worker::Completion::Response(body) => Ok(body),
+            _ => Err(UrlFailure::Function),
+        },
+        Err(ignis_invoke::InvokeError::Throttled(_)) => Err(UrlFailure::Throttled),
+        Err(e) => Err(UrlFailure::Other(e.into())),
+    }
+}
+
+/// How a URL invocation failed.
+pub enum UrlFailure {
+    /// The function failed (an error, a crash, its timeout): 502.
+    Function,
+    /// Concurrency or the scaling rate refused it: 429.
+    Throttled,
+    Other(ApiError),
+}
+
+fn insert(answer: &mut Answer, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        answer.headers_mut().insert(name, value);
+    }
+}
+
+fn append(answer: &mut Answer, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        answer.headers_mut().append(name, value);
+    }
+}
