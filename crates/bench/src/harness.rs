@@ -24,6 +24,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Conn {
     pub address: String,
+    /// The `Host` requests are signed and sent with (the address, unless a function URL's).
+    pub host: String,
     pub creds: Credentials,
     sender: SendRequest<Full<Bytes>>,
 }
@@ -62,8 +64,13 @@ pub fn sign_for(service: &str, creds: &Credentials, host: &str, method: &str, pa
 
 impl Conn {
     pub async fn connect(address: &str, creds: Credentials) -> Result<Conn, String> {
+        Conn::connect_to_host(address, address, creds).await
+    }
+
+    /// A connection to `address` whose requests name `host` (a function URL's, on the URL listener).
+    pub async fn connect_to_host(address: &str, host: &str, creds: Credentials) -> Result<Conn, String> {
         let sender = open(address).await?;
-        Ok(Conn { address: address.to_string(), creds, sender })
+        Ok(Conn { address: address.to_string(), host: host.to_string(), creds, sender })
     }
 
     pub async fn reconnect(&mut self) -> Result<(), String> {
@@ -105,7 +112,7 @@ impl Conn {
         extra: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(Duration, Reply), String> {
-        let headers = sign_for(service, &self.creds, &self.address, method, path, extra, body);
+        let headers = sign_for(service, &self.creds, &self.host, method, path, extra, body);
         let mut builder = hyper::Request::builder().method(method).uri(path);
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_str());
