@@ -128,3 +128,12 @@ def test_records_go_to_a_queue_destination(server, lam):
     record = json.loads(messages[0]["Body"])
     assert record["requestContext"]["requestId"] == request_id
     assert record["requestContext"]["condition"] == "Success"
+
+
+def test_recursion_config(lam):
+    create(lam, "recursive")
+    assert lam.get_function_recursion_config(FunctionName="recursive")["RecursiveLoop"] == "Terminate"
+    assert lam.put_function_recursion_config(FunctionName="recursive", RecursiveLoop="Allow")["RecursiveLoop"] == "Allow"
+    assert lam.get_function_recursion_config(FunctionName="recursive")["RecursiveLoop"] == "Allow"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_recursion_config(FunctionName="no-such-function")

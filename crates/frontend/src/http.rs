@@ -41,7 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::{
     App, Caller, accounts_api, cluster_api, console_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
-    networks_api, oci_api, provisioned, runtimes_api, sqs_api, url_api, versions,
+    networks_api, oci_api, provisioned, recursion_api, runtimes_api, sqs_api, url_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -96,6 +96,9 @@ pub enum Operation {
     GetEventSourceMapping(String),
     UpdateEventSourceMapping(String),
     DeleteEventSourceMapping(String),
+    /// `recursion_api`, by function.
+    PutFunctionRecursionConfig(String),
+    GetFunctionRecursionConfig(String),
     /// Function URL configs (`url_api`), by function; the qualifier is in the query.
     CreateFunctionUrlConfig(String),
     GetFunctionUrlConfig(String),
@@ -280,6 +283,8 @@ impl Operation {
             Operation::GetEventSourceMapping(_) => "GetEventSourceMapping",
             Operation::UpdateEventSourceMapping(_) => "UpdateEventSourceMapping",
             Operation::DeleteEventSourceMapping(_) => "DeleteEventSourceMapping",
+            Operation::PutFunctionRecursionConfig(_) => "PutFunctionRecursionConfig",
+            Operation::GetFunctionRecursionConfig(_) => "GetFunctionRecursionConfig",
             Operation::CreateFunctionUrlConfig(_) => "CreateFunctionUrlConfig",
             Operation::GetFunctionUrlConfig(_) => "GetFunctionUrlConfig",
             Operation::UpdateFunctionUrlConfig(_) => "UpdateFunctionUrlConfig",
@@ -432,6 +437,12 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["2015-03-31", "event-source-mappings", uuid]) => Operation::GetEventSourceMapping(decode(uuid)?),
         (&Method::PUT, ["2015-03-31", "event-source-mappings", uuid]) => Operation::UpdateEventSourceMapping(decode(uuid)?),
         (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
+        (&Method::PUT, ["2024-08-31", "functions", name, "recursion-config"]) => {
+            Operation::PutFunctionRecursionConfig(decode(name)?)
+        }
+        (&Method::GET, ["2024-08-31", "functions", name, "recursion-config"]) => {
+            Operation::GetFunctionRecursionConfig(decode(name)?)
+        }
         (&Method::POST, ["2021-10-31", "functions", name, "url"]) => Operation::CreateFunctionUrlConfig(decode(name)?),
         (&Method::GET, ["2021-10-31", "functions", name, "url"]) => Operation::GetFunctionUrlConfig(decode(name)?),
         (&Method::PUT, ["2021-10-31", "functions", name, "url"]) => Operation::UpdateFunctionUrlConfig(decode(name)?),
@@ -647,6 +658,8 @@ async fn respond(
         Operation::GetEventSourceMapping(uuid) => mappings_api::get(app, caller, &uuid),
         Operation::UpdateEventSourceMapping(uuid) => mappings_api::update(app, caller, &uuid, &body).await,
         Operation::DeleteEventSourceMapping(uuid) => mappings_api::delete(app, caller, &uuid).await,
+        Operation::PutFunctionRecursionConfig(name) => recursion_api::put(app, caller, &name, &body).await,
+        Operation::GetFunctionRecursionConfig(name) => recursion_api::get(app, caller, &name),
         Operation::CreateFunctionUrlConfig(name) => url_api::create(app, caller, &name, query, &body).await,
         Operation::GetFunctionUrlConfig(name) => url_api::get(app, caller, &name, query),
         Operation::UpdateFunctionUrlConfig(name) => url_api::update(app, caller, &name, query, &body).await,

@@ -66,6 +66,7 @@ mod mappings_api;
 mod networks_api;
 mod oci_api;
 mod provisioned;
+mod recursion_api;
 mod sqs_api;
 mod url_api;
 mod url_event;

@@ -41,7 +41,8 @@
 //! Queue destinations and dead-letter queues go to the account's queues
 //! ([`ignis_queues::Queues::send`]), durably. Like Lambda's recursive loop
 //! detection, a chain of records sent to destination functions stops after
-//! [`MAX_CHAIN`] (16). A record is serialised against its destination's
+//! [`MAX_CHAIN`] (16), unless the destination's recursion config is `Allow`
+//! (`FunctionRecord::recursion_allowed`). A record is serialised against its destination's
 //! limit (never building more): a destination function takes what an
 //! `Event` invoke takes ([`MAX_PAYLOAD`]), a queue its `MaximumMessageSize`;
 //! a record or dead letter that does not fit is not delivered, and a line in
@@ -740,12 +741,13 @@ async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value)
     };
     match destination {
         Some(Destination::Function { name, qualifier }) => {
-            if services.registry.get(&AccountId::new(account), &name).is_none() {
+            let Some(target) = services.registry.get(&AccountId::new(account), &name) else {
                 tracing::warn!(destination = arn, "the destination no longer exists; the record is dropped");
                 delivered(false);
                 return None;
-            }
-            if source.chain >= MAX_CHAIN {
+            };
+            // Unless the destination's recursion config says `Allow`.
+            if source.chain >= MAX_CHAIN && !target.recursion_allowed {
                 tracing::warn!(
                     request_id = %source.request_id,
                     "the record is dropped: {MAX_CHAIN} destination records in a row look like a loop"

@@ -71,6 +71,10 @@ pub struct FunctionRecord {
     /// `$LATEST`'s function URLs by qualifier (`$LATEST` or an alias; empty in a version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub urls: BTreeMap<String, UrlRecord>,
+    /// `PutFunctionRecursionConfig`'s `Allow`: a chain of destination records that reaches this function is not
+    /// stopped at Lambda's limit (`false`: `Terminate`, the default). The function's, kept in `$LATEST`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursion_allowed: bool,
     /// The container image of a function of package type `Image` (`None`:
     /// a zip function, whose code is the tree `code_sha256_hex` names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,6 +374,7 @@ impl FunctionRecord {
             dead_letter_target: None,
             event_invoke: BTreeMap::new(),
             urls: BTreeMap::new(),
+            recursion_allowed: false,
             image: None,
             image_config: ImageConfigOverride::default(),
             code_unzipped_size: 0,
@@ -519,6 +524,7 @@ impl FunctionRecord {
             dead_letter_target: self.dead_letter_target.clone(),
             event_invoke: BTreeMap::new(),
             urls: BTreeMap::new(),
+            recursion_allowed: false,
             image: self.image.clone(),
             image_config: self.image_config.clone(),
             code_unzipped_size: self.code_unzipped_size,

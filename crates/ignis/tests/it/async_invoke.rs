@@ -176,6 +176,35 @@ fn a_destination_loop_stops() {
     // That no 18th run follows: ignis-pollers' a_loop_of_destination_records_stops_after_sixteen.
 }
 
+/// `PutFunctionRecursionConfig` `Allow` lets the same loop run past Lambda's limit; `Terminate` (the default) stops
+/// it again.
+#[test]
+fn a_recursion_config_of_allow_lets_a_loop_run() {
+    let server = Server::start_with(&["--async-retry-delay", "1"]);
+    let arn = recorder(&server, "spin");
+    let path = "/2024-08-31/functions/spin/recursion-config";
+    assert_eq!(server.lambda("GET", path, b"").json(), json!({ "RecursiveLoop": "Terminate" }));
+    for (body, error) in [
+        (json!({ "RecursiveLoop": "Sometimes" }), "ValidationException"),
+        (json!({}), "ValidationException"),
+    ] {
+        assert_eq!(server.lambda("PUT", path, body.to_string().as_bytes()).error_type(), error, "{body}");
+    }
+    let missing = server.lambda("GET", "/2024-08-31/functions/nothing/recursion-config", b"");
+    assert_eq!(missing.error_type(), "ResourceNotFoundException");
+    let allow = server.lambda("PUT", path, json!({ "RecursiveLoop": "Allow" }).to_string().as_bytes());
+    assert_eq!((allow.status, allow.json()), (200, json!({ "RecursiveLoop": "Allow" })));
+    assert_eq!(server.lambda("GET", path, b"").json(), json!({ "RecursiveLoop": "Allow" }));
+
+    assert_eq!(put_config(&server, "spin", json!({ "DestinationConfig": { "OnSuccess": { "Destination": arn } } })).status, 200);
+    event(&server, "spin", r#"{"start": true}"#);
+    let runs = || server.log_events("spin").iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("START "))).count();
+    assert!(eventually(Duration::from_secs(60), || runs() >= 20), "ran {} times", runs());
+    // Terminate again: the chain, past the limit, stops at its next record.
+    let terminate = server.lambda("PUT", path, json!({ "RecursiveLoop": "Terminate" }).to_string().as_bytes());
+    assert_eq!(terminate.json(), json!({ "RecursiveLoop": "Terminate" }));
+}
+
 #[test]
 fn accepted_events_survive_a_kill() {
     let tmp = tempfile::tempdir().unwrap();
