@@ -350,6 +350,9 @@ async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, reque
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return message(StatusCode::PAYLOAD_TOO_LARGE, "Request must be smaller than 6291456 bytes");
         }
+        Err(e) if ignis_worker::conn::is_body_timeout(e.as_ref()) => {
+            return message(StatusCode::REQUEST_TIMEOUT, "The request body did not arrive in time");
+        }
         Err(_) => return message(StatusCode::BAD_REQUEST, "Could not read the request body"),
     };
     let (key_id, caller_account) = match signer {

@@ -207,6 +207,34 @@ fn the_api_closes_connections_that_stall_in_headers_in_a_body_or_idle() {
 }
 
 #[test]
+fn the_function_url_listener_closes_stalled_connections() {
+    let urls = crate::harness::free_address();
+    let mut args = SHORT.to_vec();
+    args.extend(["--url-listen", &urls]);
+    let server = Server::start_with(&args);
+    assert_eq!(server.create("web", &sh_runtime("true"), json!({})).status, 201);
+    let created = server.lambda("POST", "/2021-10-31/functions/web/url", br#"{"AuthType":"AWS_IAM"}"#);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let host = created.json()["FunctionUrl"].as_str().unwrap().trim_start_matches("http://").trim_end_matches('/').to_string();
+    // Half a head.
+    let mut headers = TcpStream::connect(&urls).unwrap();
+    headers.write_all(format!("POST / HTTP/1.1\r\nhost: {host}\r\n").as_bytes()).unwrap();
+    let got = until_closed(&mut headers).unwrap_or_else(|e| panic!("half a head: {e}"));
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+    // Half a body, signed for the URL's own host: one the listener reads.
+    let mut stalled = TcpStream::connect(&urls).unwrap();
+    stalled.write_all(signed_head(&host, "lambda", "POST", "/", &[b'{'; 1000]).as_bytes()).unwrap();
+    stalled.write_all(b"{{{{").unwrap();
+    let got = until_closed(&mut stalled).unwrap_or_else(|e| panic!("half a body: {e}"));
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    // Idle after an answer.
+    let mut idle = TcpStream::connect(&urls).unwrap();
+    idle.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let got = until_closed(&mut idle).unwrap_or_else(|e| panic!("idle: {e}"));
+    assert!(got.starts_with("HTTP/1.1 403"), "{got}");
+}
+
+#[test]
 fn a_worker_host_reads_no_unsigned_body_and_closes_stalled_connections() {
     let server = Server::start_with(&["--no-local-worker"]);
     let worker = WorkerHost::start(&server, &SHORT);
