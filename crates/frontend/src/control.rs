@@ -155,9 +155,11 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         return Err(ApiError::InvalidParameterValue("FunctionName must name a function of this account, without a qualifier".into()));
     }
     let name = reference.name;
+    let tags = request.tags.clone().unwrap_or_default();
+    crate::tags_api::check_tags(&tags)?;
     match request.package_type.as_deref() {
         None | Some("Zip") => {}
-        Some("Image") => return create_image_function(app, caller, name, request).await,
+        Some("Image") => return create_image_function(app, caller, name, request, tags).await,
         Some(other) => {
             let mut v = Violations::default();
             v.check(false, other, "packageType", "Member must satisfy enum value set: [Zip, Image]");
@@ -200,6 +202,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         code: CodeRef::new(code.hold.clone()),
         base: Some(base),
         vpc: vpc.flatten(),
+        tags,
         ..FunctionRecord::new(name.clone(), runtime)
     };
     layers.apply(&mut record);
@@ -274,7 +277,13 @@ fn image_config_on_zip() -> ApiError {
 /// CreateFunction of `PackageType: Image`: the code is `Code.ImageUri`, an
 /// image of the caller's repositories, resolved to its digest now; `Runtime`,
 /// `Handler`, `Layers` and zip code are refused, as Lambda refuses them.
-async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, request: f::CreateFunction) -> Result<Answer, ApiError> {
+async fn create_image_function(
+    app: &Arc<App>,
+    caller: &Caller,
+    name: String,
+    request: f::CreateFunction,
+    tags: std::collections::BTreeMap<String, String>,
+) -> Result<Answer, ApiError> {
     if request.settings.runtime.is_some() || request.settings.handler.is_some() || request.layers.is_some() {
         return Err(crate::function_image::zip_settings_refused());
     }
@@ -304,6 +313,7 @@ async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, re
         image: Some(image),
         image_config: request.image_config.map(f::ImageConfigIn::into_override).unwrap_or_default(),
         vpc: vpc.flatten(),
+        tags,
         ..FunctionRecord::new(name, "")
     };
     request.settings.apply(&mut record);
@@ -326,6 +336,11 @@ pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
     });
     if let Some(reserved) = record.reserved_concurrency {
         body["Concurrency"] = json!({ "ReservedConcurrentExecutions": reserved });
+    }
+    // The tags are the function's (`$LATEST`'s record), whichever version was asked for.
+    let tags = app.registry.get(&caller.account, &record.name).map(|latest| latest.tags.clone()).unwrap_or_default();
+    if !tags.is_empty() {
+        body["Tags"] = json!(tags);
     }
     Ok(json_answer(StatusCode::OK, body))
 }

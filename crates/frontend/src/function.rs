@@ -343,6 +343,8 @@ pub struct CreateFunction {
     pub publish: Option<bool>,
     pub image_config: Option<ImageConfigIn>,
     pub layers: Option<Vec<String>>,
+    /// The function's tags (`tags_api`'s limits).
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// `UpdateFunctionConfiguration`'s body.

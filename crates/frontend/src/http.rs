@@ -41,7 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::{
     App, Caller, accounts_api, cluster_api, console_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
-    networks_api, oci_api, provisioned, runtimes_api, sqs_api, versions,
+    networks_api, oci_api, provisioned, runtimes_api, sqs_api, tags_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -96,6 +96,10 @@ pub enum Operation {
     GetEventSourceMapping(String),
     UpdateEventSourceMapping(String),
     DeleteEventSourceMapping(String),
+    /// By the resource's ARN (`tags_api`).
+    TagResource(String),
+    UntagResource(String),
+    ListTags(String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(LogsAction),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -274,6 +278,9 @@ impl Operation {
             Operation::GetEventSourceMapping(_) => "GetEventSourceMapping",
             Operation::UpdateEventSourceMapping(_) => "UpdateEventSourceMapping",
             Operation::DeleteEventSourceMapping(_) => "DeleteEventSourceMapping",
+            Operation::TagResource(_) => "TagResource",
+            Operation::UntagResource(_) => "UntagResource",
+            Operation::ListTags(_) => "ListTags",
             Operation::Logs(action) => action.name(),
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -421,6 +428,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["2015-03-31", "event-source-mappings", uuid]) => Operation::GetEventSourceMapping(decode(uuid)?),
         (&Method::PUT, ["2015-03-31", "event-source-mappings", uuid]) => Operation::UpdateEventSourceMapping(decode(uuid)?),
         (&Method::DELETE, ["2015-03-31", "event-source-mappings", uuid]) => Operation::DeleteEventSourceMapping(decode(uuid)?),
+        (&Method::POST, ["2017-03-31", "tags", arn]) => Operation::TagResource(decode(arn)?),
+        (&Method::DELETE, ["2017-03-31", "tags", arn]) => Operation::UntagResource(decode(arn)?),
+        (&Method::GET, ["2017-03-31", "tags", arn]) => Operation::ListTags(decode(arn)?),
         (&Method::GET, ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
             if query_params(query).iter().any(|(k, v)| k == "find" && v == "LayerVersion") {
                 Operation::GetLayerVersionByArn
@@ -631,6 +641,9 @@ async fn respond(
         Operation::GetEventSourceMapping(uuid) => mappings_api::get(app, caller, &uuid),
         Operation::UpdateEventSourceMapping(uuid) => mappings_api::update(app, caller, &uuid, &body).await,
         Operation::DeleteEventSourceMapping(uuid) => mappings_api::delete(app, caller, &uuid).await,
+        Operation::TagResource(arn) => tags_api::tag_resource(app, caller, &arn, &body).await,
+        Operation::UntagResource(arn) => tags_api::untag_resource(app, caller, &arn, query).await,
+        Operation::ListTags(arn) => tags_api::list_tags(app, caller, &arn),
         Operation::Logs(action) => logs_api::handle(app, caller, action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -808,6 +821,13 @@ mod tests {
         check(Method::PUT, "/2015-03-31/event-source-mappings/u-1", Some(UpdateEventSourceMapping("u-1".into())));
         check(Method::DELETE, "/2015-03-31/event-source-mappings/u-1", Some(DeleteEventSourceMapping("u-1".into())));
         check(Method::POST, "/2015-03-31/event-source-mappings/u-1", None);
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        let encoded = "/2017-03-31/tags/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af";
+        check(Method::POST, encoded, Some(TagResource(arn.into())));
+        check(Method::DELETE, encoded, Some(UntagResource(arn.into())));
+        check(Method::GET, encoded, Some(ListTags(arn.into())));
+        check(Method::GET, &format!("/2017-03-31/tags/{arn}"), Some(ListTags(arn.into())));
+        check(Method::PUT, encoded, None);
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::PUT, "/ignis/runtimes/python3.11", Some(PutRuntime("python3.11".into())));

@@ -67,6 +67,7 @@ mod networks_api;
 mod oci_api;
 mod provisioned;
 mod sqs_api;
+mod tags_api;
 mod versions;
 mod vpc_config;
 

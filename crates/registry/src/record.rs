@@ -102,6 +102,10 @@ pub struct FunctionRecord {
     /// `LoggingConfig.LogGroup`: the log group its logs go to (`None`: Lambda's `/aws/lambda/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group_name: Option<String>,
+    /// `$LATEST`'s tags (TagResource, `Tags` of CreateFunction): the function's, not a version's (empty in a
+    /// version); they go with the function when it is deleted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -324,6 +328,7 @@ impl FunctionRecord {
             incarnation: 0,
             vpc: None,
             log_group_name: None,
+            tags: BTreeMap::new(),
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -436,7 +441,7 @@ impl FunctionRecord {
         }
     }
 
-    /// This record without its versions and aliases.
+    /// This record without its versions, aliases and tags.
     fn clone_config(&self) -> FunctionRecord {
         FunctionRecord {
             name: self.name.clone(),
@@ -471,6 +476,7 @@ impl FunctionRecord {
             incarnation: self.incarnation,
             vpc: self.vpc.clone(),
             log_group_name: self.log_group_name.clone(),
+            tags: BTreeMap::new(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }
