@@ -320,7 +320,9 @@ async fn create_image_function(
     store_new(app, caller, record, request.publish == Some(true)).await
 }
 
-pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+/// GetFunction: the configuration, the code (`Location`, a link valid for ten minutes, for a zip function: see
+/// `code_link`), the reservation and the function's tags; `host` is the `Host` the request was sent to.
+pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str, host: &str) -> Result<Answer, ApiError> {
     let (_, record) = resolve_version(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
     let code = match &record.image {
         Some(image) => json!({
@@ -328,7 +330,10 @@ pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
             "ImageUri": image.image_uri,
             "ResolvedImageUri": image.resolved_image_uri,
         }),
-        None => json!({ "RepositoryType": "S3" }),
+        None => json!({
+            "RepositoryType": "S3",
+            "Location": crate::code_link::location(app, &caller.account, &record.code_sha256_hex, host),
+        }),
     };
     let mut body = json!({
         "Configuration": f::configuration(&record, &app.config.region, &caller.account),

@@ -49,6 +49,7 @@
 mod accounts_api;
 mod runtimes_api;
 mod cluster_api;
+mod code_link;
 mod console_api;
 mod control;
 mod error;
@@ -181,6 +182,8 @@ pub struct App {
     networks: Arc<dyn ignis_registry::Networks>,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
+    /// The turns of code downloads (`code_link::CONCURRENT_DOWNLOADS`).
+    code_downloads: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -210,6 +213,7 @@ impl App {
             runtimes,
             networks,
             blob_reads: Arc::new(tokio::sync::Semaphore::new(oci_api::BLOB_GET_BUDGET as usize)),
+            code_downloads: Arc::new(tokio::sync::Semaphore::new(code_link::CONCURRENT_DOWNLOADS)),
         })
     }
 

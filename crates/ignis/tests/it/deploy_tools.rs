@@ -1,4 +1,4 @@
-//! What deployment tools call besides functions' code and configuration: tags.
+//! What deployment tools call besides functions' code and configuration: tags, and the code's download link.
 
 use serde_json::json;
 
@@ -36,4 +36,47 @@ fn tags_belong_to_the_function() {
     assert_eq!(restarted.lambda("DELETE", "/2015-03-31/functions/tagged", b"").status, 204);
     let gone = restarted.lambda("GET", &path, b"");
     assert_eq!((gone.status, gone.error_type()), (404, "ResourceNotFoundException"));
+}
+
+/// GetFunction's `Code.Location` downloads the code as deployed (modes as stored: 0755 if executable, else
+/// 0644), unsigned; a changed link is refused.
+#[test]
+fn code_location_downloads_the_deployed_code() {
+    let server = Server::start();
+    let data = b"payload\n".repeat(10_000);
+    let zip = crate::harness::zip_of(&[("bootstrap", b"#!/bin/sh\n", 0o755), ("lib/data", &data, 0o640)]);
+    assert_eq!(server.create("located", &zip, json!({})).status, 201);
+    let got = server.lambda("GET", "/2015-03-31/functions/located", b"").json();
+    assert_eq!(got["Code"]["RepositoryType"], "S3");
+    let location = got["Code"]["Location"].as_str().unwrap().to_string();
+    let prefix = format!("http://{}/ignis/code-download/", server.address);
+    let (path, query) = location.strip_prefix(&format!("http://{}", server.address)).unwrap().split_once('?').unwrap();
+    assert!(location.starts_with(&prefix), "{location}");
+
+    let reply = server.raw("GET", path, query, &[], b"");
+    assert_eq!((reply.status, reply.header("content-type")), (200, Some("application/zip")));
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(reply.body)).unwrap();
+    let mut files = Vec::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        if file.is_dir() {
+            continue;
+        }
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut content).unwrap();
+        files.push((file.name().unwrap().to_string(), content, file.unix_mode().map(|m| m & 0o777)));
+    }
+    files.sort();
+    assert_eq!(files, [("bootstrap".to_string(), b"#!/bin/sh\n".to_vec(), Some(0o755)), ("lib/data".to_string(), data, Some(0o644))]);
+
+    let other_account = path.replace("/code-download/", "/code-download/9");
+    for (path, query) in [
+        (path, query.replace("X-Ignis-Expires=", "X-Ignis-Expires=1")),
+        (path, query.replace("X-Ignis-Signature=", "X-Ignis-Signature=00")),
+        (path, String::new()),
+        (other_account.as_str(), query.to_string()),
+    ] {
+        let refused = server.raw("GET", path, &query, &[], b"");
+        assert_eq!((refused.status, refused.error_type()), (403, "AccessDeniedException"), "{path}?{query}: {}", refused.text());
+    }
 }
