@@ -141,10 +141,15 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let mut v = Violations::default();
     v.check(request.function_name.is_some(), "null", "functionName", "Member must not be null");
     request.settings.check_model(&mut v);
+    request.absent.check_model(&mut v);
     if let Some(image_config) = &request.image_config {
         image_config.check_model(&mut v);
     }
     v.into_result()?;
+    request.absent.check_values()?;
+    if let Some(code) = &request.code {
+        crate::absent_features::no_source_kms(code.source_kms_key_arn.as_deref())?;
+    }
     let reference = f::parse_function_ref(&name_text, "functionName")?;
     if let Some(other) = reference.account.as_ref().filter(|a| **a != caller.account) {
         let region = reference.region.as_deref().unwrap_or(&app.config.region);
@@ -181,7 +186,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(
         code_in.zip_file.as_deref(),
-        code_in.s3_bucket.is_some() || code_in.s3_key.is_some(),
+        code_in.names_s3(),
         code_in.image_uri.is_some(),
         "Please don't provide ImageUri when the intended function PackageType is Zip.",
     )?;
@@ -288,7 +293,7 @@ async fn create_image_function(
         return Err(crate::function_image::zip_settings_refused());
     }
     let code = request.code.unwrap_or_default();
-    if code.zip_file.is_some() || code.s3_bucket.is_some() || code.s3_key.is_some() {
+    if code.zip_file.is_some() || code.names_s3() {
         return Err(ApiError::InvalidParameterValue(
             "Please don't provide ZipFile, S3Bucket or S3Key when the intended function PackageType is Image: name the image with ImageUri.".into(),
         ));
@@ -465,7 +470,10 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
     latest_only(&reference)?;
     current.check_revision(request.revision_id.as_deref())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
-    let zip_given = request.zip_file.is_some() || request.s3_bucket.is_some() || request.s3_key.is_some();
+    crate::absent_features::no_source_kms(request.source_kms_key_arn.as_deref())?;
+    crate::absent_features::no_publish_to(request.publish_to.as_deref())?;
+    let s3_given = request.s3_bucket.is_some() || request.s3_key.is_some() || request.s3_object_version.is_some();
+    let zip_given = request.zip_file.is_some() || s3_given;
     let code = match (current.package_type(), request.image_uri.as_deref()) {
         (PackageType::Image, Some(uri)) if !zip_given => NewCode::Image(crate::function_image::resolve(app, caller, uri).await?),
         (PackageType::Image, _) => {
@@ -474,7 +482,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
         (PackageType::Zip, image_uri) => {
             let zip = code_source(
                 request.zip_file.as_deref(),
-                request.s3_bucket.is_some() || request.s3_key.is_some(),
+                s3_given,
                 image_uri.is_some(),
                 "Please don't provide ImageUri when updating a function with packageType Zip.",
             )?;

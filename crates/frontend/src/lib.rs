@@ -46,6 +46,7 @@
 //! administrator, even in the administrator's account, and calls none of
 //! Ignis's own routes (service `ignis`).
 
+mod absent_features;
 mod accounts_api;
 mod runtimes_api;
 mod cluster_api;
