@@ -41,8 +41,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{
-    App, Caller, accounts_api, cluster_api, code_link, console_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
-    networks_api, oci_api, provisioned, runtimes_api, sqs_api, tags_api, versions,
+    App, Caller, accounts_api, cluster_api, code_link, console_api, control, event_config, invoke_api, lambda_operations,
+    layers_api, logs_api, mappings_api, networks_api, oci_api, provisioned, runtimes_api, sqs_api, tags_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -464,7 +464,7 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::POST, ["ignis", "logs"]) => Operation::PutLogs,
         (&Method::GET, ["ignis", "activity"] | ["ignis", "activity", ""]) => Operation::ListActivity,
         (&Method::GET, ["ignis", "activity", name]) => Operation::GetActivity(decode(name)?),
-        _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
+        _ => return Err(lambda_operations::unknown(method.as_str(), path)),
     };
     Ok(op)
 }

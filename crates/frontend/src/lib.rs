@@ -62,6 +62,7 @@ mod function_image;
 pub mod fuzz;
 mod http;
 mod invoke_api;
+mod lambda_operations;
 mod layers_api;
 mod logs_api;
 mod mappings_api;

@@ -1,4 +1,5 @@
-//! What deployment tools call besides functions' code and configuration: tags, and the code's download link.
+//! What deployment tools call besides functions' code and configuration: tags, the code's download link, and the
+//! answer to an operation Ignis does not serve.
 
 use serde_json::json;
 
@@ -79,4 +80,20 @@ fn code_location_downloads_the_deployed_code() {
         let refused = server.raw("GET", path, &query, &[], b"");
         assert_eq!((refused.status, refused.error_type()), (403, "AccessDeniedException"), "{path}?{query}: {}", refused.text());
     }
+}
+
+/// A Lambda operation Ignis does not serve is `UnknownOperationException` naming it; a request that is no
+/// operation names its method and path.
+#[test]
+fn unknown_operations_are_named() {
+    let server = Server::start();
+    let reply = server.lambda("POST", "/2020-04-22/code-signing-configs/", b"{}");
+    assert_eq!((reply.status, reply.error_type()), (404, "UnknownOperationException"));
+    assert_eq!(
+        reply.json()["message"],
+        "Ignis does not implement the Lambda operation CreateCodeSigningConfig (POST /2020-04-22/code-signing-configs)."
+    );
+    let reply = server.raw("PATCH", "/2015-03-31/functions/f", "", &[], b"");
+    assert_eq!((reply.status, reply.error_type()), (404, "UnknownOperationException"));
+    assert!(reply.json()["message"].as_str().unwrap().starts_with("Unknown operation PATCH /2015-03-31/functions/f: "), "{}", reply.text());
 }
