@@ -19,10 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::HeaderValue;
-use http_body_util::Full;
 use ignis_ids::AccountId;
 use sha2::Sha256;
 
@@ -101,13 +98,7 @@ pub async fn download(app: &Arc<App>, account: &str, sha256_hex: &str, query: &s
     let Ok(Ok(_turn)) = turn else {
         return Err(ApiError::Busy("Too many code downloads are being prepared; try again".into()));
     };
-    let zip = tokio::task::spawn_blocking(move || ignis_store::zip_tree(&dir))
-        .await
-        .map_err(|e| ApiError::Service(format!("zipping code: {e}")))?
-        .map_err(ApiError::Service)?;
-    let mut answer = Answer::new(Full::new(Bytes::from(zip)));
-    answer.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    Ok(answer)
+    crate::cluster_api::zipped(dir).await
 }
 
 #[cfg(test)]
