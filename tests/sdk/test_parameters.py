@@ -128,8 +128,11 @@ def error_code(call):
 
 
 def test_every_create_function_member(lam, env):
+    model = members(lam, "CreateFunction")
     cases = create_cases(env)
-    assert set(cases) == members(lam, "CreateFunction")
+    assert model <= set(cases), model - set(cases)
+    # Members newer than the installed botocore cannot be sent.
+    cases = {member: values for member, values in cases.items() if member in model}
     base = {"Runtime": "provided.al2023", "Role": ROLE, "Handler": "bootstrap", "Code": {"ZipFile": shell_example()}}
     for number, (member, values) in enumerate(sorted(cases.items())):
         for index, (value, expected) in enumerate(values):
@@ -152,8 +155,10 @@ def test_every_create_function_member(lam, env):
 
 
 def test_every_update_function_configuration_member(lam, env):
+    model = members(lam, "UpdateFunctionConfiguration") - {"FunctionName"}
     cases = {**shared_cases(env), "RevisionId": [("not-the-revision", "PreconditionFailedException")]}
-    assert set(cases) | {"FunctionName"} == members(lam, "UpdateFunctionConfiguration")
+    assert model <= set(cases), model - set(cases)
+    cases = {member: values for member, values in cases.items() if member in model}
     lam.create_function(FunctionName="param-update", Runtime="provided.al2023", Role=ROLE, Handler="bootstrap", Code={"ZipFile": shell_example()})
     for member, values in sorted(cases.items()):
         for value, expected in values:
@@ -174,6 +179,9 @@ def test_every_update_function_configuration_member(lam, env):
 def test_update_function_code_members(lam):
     lam.create_function(FunctionName="param-code", Runtime="provided.al2023", Role=ROLE, Handler="bootstrap", Code={"ZipFile": shell_example()})
     zip_file = zip_bytes([("bootstrap", b"#!/bin/sh\n", 0o755)])
+    model = members(lam, "UpdateFunctionCode")
     for extra in [{"SourceKMSKeyArn": KMS_KEY}, {"S3ObjectVersion": "1"}, {"PublishTo": "LATEST_PUBLISHED"}]:
+        if not set(extra) <= model:
+            continue
         assert error_code(lambda: lam.update_function_code(FunctionName="param-code", ZipFile=zip_file, **extra)) == REFUSED, extra
     assert lam.update_function_code(FunctionName="param-code", ZipFile=zip_file, SourceKMSKeyArn="")["CodeSize"] == len(zip_file)
