@@ -110,6 +110,12 @@ pub async fn code(app: &Arc<App>, caller: &Caller, sha: &str) -> Result<Answer, 
     if !dir.is_dir() {
         return Err(ApiError::ResourceNotFound(format!("no code {sha}")));
     }
+    zipped(dir).await
+}
+
+/// The code tree at `dir` zipped (`ignis_store::zip_tree`, off the async runtime), as an `application/zip` answer
+/// whose body is that zip, not a copy of it.
+pub(crate) async fn zipped(dir: std::path::PathBuf) -> Result<Answer, ApiError> {
     let zip = tokio::task::spawn_blocking(move || ignis_store::zip_tree(&dir))
         .await
         .map_err(|e| ApiError::Service(format!("zipping code: {e}")))?

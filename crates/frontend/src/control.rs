@@ -141,10 +141,15 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let mut v = Violations::default();
     v.check(request.function_name.is_some(), "null", "functionName", "Member must not be null");
     request.settings.check_model(&mut v);
+    request.absent.check_model(&mut v);
     if let Some(image_config) = &request.image_config {
         image_config.check_model(&mut v);
     }
     v.into_result()?;
+    request.absent.check_values()?;
+    if let Some(code) = &request.code {
+        crate::absent_features::no_source_kms(code.source_kms_key_arn.as_deref())?;
+    }
     let reference = f::parse_function_ref(&name_text, "functionName")?;
     if let Some(other) = reference.account.as_ref().filter(|a| **a != caller.account) {
         let region = reference.region.as_deref().unwrap_or(&app.config.region);
@@ -155,9 +160,11 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         return Err(ApiError::InvalidParameterValue("FunctionName must name a function of this account, without a qualifier".into()));
     }
     let name = reference.name;
+    let tags = request.tags.clone().unwrap_or_default();
+    crate::tags_api::check_tags(&tags)?;
     match request.package_type.as_deref() {
         None | Some("Zip") => {}
-        Some("Image") => return create_image_function(app, caller, name, request).await,
+        Some("Image") => return create_image_function(app, caller, name, request, tags).await,
         Some(other) => {
             let mut v = Violations::default();
             v.check(false, other, "packageType", "Member must satisfy enum value set: [Zip, Image]");
@@ -179,7 +186,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
     let code_in = request.code.unwrap_or_default();
     let zip = code_source(
         code_in.zip_file.as_deref(),
-        code_in.s3_bucket.is_some() || code_in.s3_key.is_some(),
+        code_in.names_s3(),
         code_in.image_uri.is_some(),
         "Please don't provide ImageUri when the intended function PackageType is Zip.",
     )?;
@@ -200,6 +207,7 @@ pub async fn create_function(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Re
         code: CodeRef::new(code.hold.clone()),
         base: Some(base),
         vpc: vpc.flatten(),
+        tags,
         ..FunctionRecord::new(name.clone(), runtime)
     };
     layers.apply(&mut record);
@@ -274,12 +282,18 @@ fn image_config_on_zip() -> ApiError {
 /// CreateFunction of `PackageType: Image`: the code is `Code.ImageUri`, an
 /// image of the caller's repositories, resolved to its digest now; `Runtime`,
 /// `Handler`, `Layers` and zip code are refused, as Lambda refuses them.
-async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, request: f::CreateFunction) -> Result<Answer, ApiError> {
+async fn create_image_function(
+    app: &Arc<App>,
+    caller: &Caller,
+    name: String,
+    request: f::CreateFunction,
+    tags: std::collections::BTreeMap<String, String>,
+) -> Result<Answer, ApiError> {
     if request.settings.runtime.is_some() || request.settings.handler.is_some() || request.layers.is_some() {
         return Err(crate::function_image::zip_settings_refused());
     }
     let code = request.code.unwrap_or_default();
-    if code.zip_file.is_some() || code.s3_bucket.is_some() || code.s3_key.is_some() {
+    if code.zip_file.is_some() || code.names_s3() {
         return Err(ApiError::InvalidParameterValue(
             "Please don't provide ZipFile, S3Bucket or S3Key when the intended function PackageType is Image: name the image with ImageUri.".into(),
         ));
@@ -304,13 +318,16 @@ async fn create_image_function(app: &Arc<App>, caller: &Caller, name: String, re
         image: Some(image),
         image_config: request.image_config.map(f::ImageConfigIn::into_override).unwrap_or_default(),
         vpc: vpc.flatten(),
+        tags,
         ..FunctionRecord::new(name, "")
     };
     request.settings.apply(&mut record)?;
     store_new(app, caller, record, request.publish == Some(true)).await
 }
 
-pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+/// GetFunction: the configuration, the code (`Location`, a link valid for ten minutes, for a zip function: see
+/// `code_link`), the reservation and the function's tags; `host` is the `Host` the request was sent to.
+pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str, host: &str) -> Result<Answer, ApiError> {
     let (_, record) = resolve_version(app, caller, "GetFunction", name, qualifier_param(query).as_deref())?;
     let code = match &record.image {
         Some(image) => json!({
@@ -318,7 +335,10 @@ pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
             "ImageUri": image.image_uri,
             "ResolvedImageUri": image.resolved_image_uri,
         }),
-        None => json!({ "RepositoryType": "S3" }),
+        None => json!({
+            "RepositoryType": "S3",
+            "Location": crate::code_link::location(app, &caller.account, &record.code_sha256_hex, host),
+        }),
     };
     let mut body = json!({
         "Configuration": f::configuration(&record, &app.config.region, &caller.account),
@@ -326,6 +346,11 @@ pub fn get_function(app: &App, caller: &Caller, name: &str, query: &str) -> Resu
     });
     if let Some(reserved) = record.reserved_concurrency {
         body["Concurrency"] = json!({ "ReservedConcurrentExecutions": reserved });
+    }
+    // The tags are the function's (`$LATEST`'s record), whichever version was asked for.
+    let tags = app.registry.get(&caller.account, &record.name).map(|latest| latest.tags.clone()).unwrap_or_default();
+    if !tags.is_empty() {
+        body["Tags"] = json!(tags);
     }
     Ok(json_answer(StatusCode::OK, body))
 }
@@ -445,7 +470,10 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
     latest_only(&reference)?;
     current.check_revision(request.revision_id.as_deref())?;
     let architecture = f::check_architectures(request.architectures.as_deref())?;
-    let zip_given = request.zip_file.is_some() || request.s3_bucket.is_some() || request.s3_key.is_some();
+    crate::absent_features::no_source_kms(request.source_kms_key_arn.as_deref())?;
+    crate::absent_features::no_publish_to(request.publish_to.as_deref())?;
+    let s3_given = request.s3_bucket.is_some() || request.s3_key.is_some() || request.s3_object_version.is_some();
+    let zip_given = request.zip_file.is_some() || s3_given;
     let code = match (current.package_type(), request.image_uri.as_deref()) {
         (PackageType::Image, Some(uri)) if !zip_given => NewCode::Image(crate::function_image::resolve(app, caller, uri).await?),
         (PackageType::Image, _) => {
@@ -454,7 +482,7 @@ pub async fn update_code(app: &Arc<App>, caller: &Caller, name: &str, body: &[u8
         (PackageType::Zip, image_uri) => {
             let zip = code_source(
                 request.zip_file.as_deref(),
-                request.s3_bucket.is_some() || request.s3_key.is_some(),
+                s3_given,
                 image_uri.is_some(),
                 "Please don't provide ImageUri when updating a function with packageType Zip.",
             )?;

@@ -37,6 +37,8 @@ pub enum ApiError {
     /// (`expired: false`: not Ignis's, changed, of another key, of a function
     /// that is gone) or expired: each service's own error.
     SecurityToken { expired: bool },
+    /// No operation takes the request: Lambda's `UnknownOperationException` (404), its message naming the operation
+    /// asked for where Ignis knows it (`lambda_operations`), else the method and path.
     UnknownOperation(String),
     Service(String),
     /// An invocation throttled by concurrency or the scaling rate.

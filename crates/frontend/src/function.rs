@@ -198,7 +198,17 @@ pub struct CodeIn {
     pub zip_file: Option<String>,
     pub s3_bucket: Option<String>,
     pub s3_key: Option<String>,
+    pub s3_object_version: Option<String>,
     pub image_uri: Option<String>,
+    #[serde(rename = "SourceKMSKeyArn")]
+    pub source_kms_key_arn: Option<String>,
+}
+
+impl CodeIn {
+    /// Whether any of S3's members is given (Ignis has no S3).
+    pub fn names_s3(&self) -> bool {
+        self.s3_bucket.is_some() || self.s3_key.is_some() || self.s3_object_version.is_some()
+    }
 }
 
 /// The settings CreateFunction and UpdateFunctionConfiguration share.
@@ -217,6 +227,9 @@ pub struct Settings {
     /// Absent: the networks stay; both lists empty: detached (`vpc_config`).
     pub vpc_config: Option<crate::vpc_config::VpcConfigIn>,
     pub logging_config: Option<LoggingConfigIn>,
+    /// Settings of features Ignis has not: accepted only off.
+    #[serde(flatten)]
+    pub absent: crate::absent_features::AbsentFeatures,
 }
 
 /// `LoggingConfig`: the log group, and the format with its levels. A field absent keeps the function's setting; the
@@ -297,6 +310,7 @@ impl Settings {
         if let Some(logging) = &self.logging_config {
             logging.check_model(v);
         }
+        self.absent.check_model(v);
         if let Some(h) = &self.handler {
             v.check(h.len() <= 128, h, "handler", "Member must have length less than or equal to 128");
             v.check(!h.chars().any(char::is_whitespace), h, "handler", "Member must satisfy regular expression pattern: [^\\s]+");
@@ -311,7 +325,7 @@ impl Settings {
         if let Some(vars) = self.environment.as_ref().and_then(|e| e.variables.as_ref()) {
             check_environment(vars)?;
         }
-        Ok(())
+        self.absent.check_values()
     }
 
     /// Writes every setting given into `record`; refuses a `LoggingConfig` that does not fit the function's (a
@@ -357,8 +371,8 @@ impl Settings {
     }
 }
 
-/// `CreateFunction`'s body (fields Ignis does not use are ignored, as Lambda's
-/// optional features that are off).
+/// `CreateFunction`'s body: every member of Lambda's request is read (members of features Ignis has not are
+/// `absent_features`'); a member Lambda's model does not have is ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateFunction {
@@ -371,6 +385,10 @@ pub struct CreateFunction {
     pub publish: Option<bool>,
     pub image_config: Option<ImageConfigIn>,
     pub layers: Option<Vec<String>>,
+    /// The function's tags (`tags_api`'s limits).
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    pub absent: crate::absent_features::AbsentAtCreate,
 }
 
 /// `UpdateFunctionConfiguration`'s body.
@@ -392,8 +410,12 @@ pub struct UpdateCode {
     pub zip_file: Option<String>,
     pub s3_bucket: Option<String>,
     pub s3_key: Option<String>,
+    pub s3_object_version: Option<String>,
     pub image_uri: Option<String>,
     pub architectures: Option<Vec<String>>,
+    #[serde(rename = "SourceKMSKeyArn")]
+    pub source_kms_key_arn: Option<String>,
+    pub publish_to: Option<String>,
     pub publish: Option<bool>,
     pub dry_run: Option<bool>,
     pub revision_id: Option<String>,

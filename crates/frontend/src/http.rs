@@ -1,7 +1,8 @@
 //! Connections, routing, body limits and authentication.
 //!
-//! A request goes through, in order (only `GET /healthz` and the console's
-//! files under `/console/` are served unsigned, and the OCI distribution API
+//! A request goes through, in order (only `GET /healthz`, the console's
+//! files under `/console/` and code downloads by their signed links
+//! (`code_link`) are served unsigned, and the OCI distribution API
 //! under `/v2/`, which `oci_api` authenticates with HTTP Basic and whose upload
 //! bodies it streams):
 //!
@@ -40,8 +41,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::{
-    App, Caller, accounts_api, cluster_api, console_api, control, event_config, invoke_api, layers_api, logs_api, mappings_api,
-    networks_api, oci_api, provisioned, recursion_api, runtimes_api, sqs_api, url_api, versions,
+    App, Caller, accounts_api, cluster_api, code_link, console_api, control, event_config, invoke_api, lambda_operations,
+    layers_api, logs_api, mappings_api, networks_api, oci_api, provisioned, recursion_api, runtimes_api, sqs_api, tags_api,
+    url_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -105,6 +107,12 @@ pub enum Operation {
     UpdateFunctionUrlConfig(String),
     DeleteFunctionUrlConfig(String),
     ListFunctionUrlConfigs(String),
+    /// By the resource's ARN (`tags_api`).
+    TagResource(String),
+    UntagResource(String),
+    ListTags(String),
+    /// `GET /ignis/code-download/{account}/{sha256}?...`: GetFunction's `Code.Location`, served unsigned (`code_link`).
+    DownloadCode(String, String),
     /// A CloudWatch Logs call, by its `X-Amz-Target` action.
     Logs(LogsAction),
     /// Ignis's own: `POST /ignis/accounts`.
@@ -290,6 +298,10 @@ impl Operation {
             Operation::UpdateFunctionUrlConfig(_) => "UpdateFunctionUrlConfig",
             Operation::DeleteFunctionUrlConfig(_) => "DeleteFunctionUrlConfig",
             Operation::ListFunctionUrlConfigs(_) => "ListFunctionUrlConfigs",
+            Operation::TagResource(_) => "TagResource",
+            Operation::UntagResource(_) => "UntagResource",
+            Operation::ListTags(_) => "ListTags",
+            Operation::DownloadCode(..) => "DownloadCode",
             Operation::Logs(action) => action.name(),
             Operation::CreateAccount => "CreateAccount",
             Operation::ListAccounts => "ListAccounts",
@@ -448,6 +460,10 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::PUT, ["2021-10-31", "functions", name, "url"]) => Operation::UpdateFunctionUrlConfig(decode(name)?),
         (&Method::DELETE, ["2021-10-31", "functions", name, "url"]) => Operation::DeleteFunctionUrlConfig(decode(name)?),
         (&Method::GET, ["2021-10-31", "functions", name, "urls"]) => Operation::ListFunctionUrlConfigs(decode(name)?),
+        (&Method::POST, ["2017-03-31", "tags", arn]) => Operation::TagResource(decode(arn)?),
+        (&Method::DELETE, ["2017-03-31", "tags", arn]) => Operation::UntagResource(decode(arn)?),
+        (&Method::GET, ["2017-03-31", "tags", arn]) => Operation::ListTags(decode(arn)?),
+        (&Method::GET, ["ignis", "code-download", account, sha]) => Operation::DownloadCode(decode(account)?, decode(sha)?),
         (&Method::GET, ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
             if query_params(query).iter().any(|(k, v)| k == "find" && v == "LayerVersion") {
                 Operation::GetLayerVersionByArn
@@ -476,7 +492,7 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::POST, ["ignis", "logs"]) => Operation::PutLogs,
         (&Method::GET, ["ignis", "activity"] | ["ignis", "activity", ""]) => Operation::ListActivity,
         (&Method::GET, ["ignis", "activity", name]) => Operation::GetActivity(decode(name)?),
-        _ => return Err(ApiError::UnknownOperation(format!("No operation for {method} {path}"))),
+        _ => return Err(lambda_operations::unknown(method.as_str(), path)),
     };
     Ok(op)
 }
@@ -599,6 +615,9 @@ async fn respond(
     if let Operation::Console(asset) = operation {
         return Ok(console_api::asset(app, asset));
     }
+    if let Operation::DownloadCode(account, sha) = &operation {
+        return code_link::download(app, account, sha, parts.uri.query().unwrap_or("")).await;
+    }
     if let Operation::Oci(request) = operation {
         return oci_api::handle(app, Request::from_parts(parts, body), request).await;
     }
@@ -618,11 +637,16 @@ async fn respond(
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
     match operation {
-        Operation::Health | Operation::Console(_) | Operation::Oci(_) => unreachable!("answered above"),
+        Operation::Health | Operation::Console(_) | Operation::Oci(_) | Operation::DownloadCode(..) => {
+            unreachable!("answered above")
+        }
         Operation::CreateFunction => control::create_function(app, caller, &body).await,
         Operation::ListFunctions => control::list_functions(app, caller, query),
         Operation::GetAccountSettings => control::account_settings(app, caller),
-        Operation::GetFunction(name) => control::get_function(app, caller, &name, query),
+        Operation::GetFunction(name) => {
+            let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            control::get_function(app, caller, &name, query, host)
+        }
         Operation::GetFunctionConfiguration(name) => control::get_function_configuration(app, caller, &name, query),
         Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, caller, &name, &body).await,
         Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
@@ -665,6 +689,9 @@ async fn respond(
         Operation::UpdateFunctionUrlConfig(name) => url_api::update(app, caller, &name, query, &body).await,
         Operation::DeleteFunctionUrlConfig(name) => url_api::delete(app, caller, &name, query).await,
         Operation::ListFunctionUrlConfigs(name) => url_api::list(app, caller, &name, query),
+        Operation::TagResource(arn) => tags_api::tag_resource(app, caller, &arn, &body).await,
+        Operation::UntagResource(arn) => tags_api::untag_resource(app, caller, &arn, query).await,
+        Operation::ListTags(arn) => tags_api::list_tags(app, caller, &arn),
         Operation::Logs(action) => logs_api::handle(app, caller, action, &body).await,
         Operation::CreateAccount => accounts_api::create_account(app, caller, &body).await,
         Operation::ListAccounts => accounts_api::list_accounts(app, caller).await,
@@ -842,6 +869,15 @@ mod tests {
         check(Method::PUT, "/2015-03-31/event-source-mappings/u-1", Some(UpdateEventSourceMapping("u-1".into())));
         check(Method::DELETE, "/2015-03-31/event-source-mappings/u-1", Some(DeleteEventSourceMapping("u-1".into())));
         check(Method::POST, "/2015-03-31/event-source-mappings/u-1", None);
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        let encoded = "/2017-03-31/tags/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af";
+        check(Method::POST, encoded, Some(TagResource(arn.into())));
+        check(Method::DELETE, encoded, Some(UntagResource(arn.into())));
+        check(Method::GET, encoded, Some(ListTags(arn.into())));
+        check(Method::GET, &format!("/2017-03-31/tags/{arn}"), Some(ListTags(arn.into())));
+        check(Method::PUT, encoded, None);
+        check(Method::GET, "/ignis/code-download/111111111111/ab12", Some(DownloadCode("111111111111".into(), "ab12".into())));
+        check(Method::POST, "/ignis/code-download/111111111111/ab12", None);
         check(Method::POST, "/ignis/accounts", Some(CreateAccount));
         check(Method::GET, "/ignis/accounts", Some(ListAccounts));
         check(Method::PUT, "/ignis/runtimes/python3.11", Some(PutRuntime("python3.11".into())));

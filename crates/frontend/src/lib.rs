@@ -46,9 +46,11 @@
 //! administrator, even in the administrator's account, and calls none of
 //! Ignis's own routes (service `ignis`).
 
+mod absent_features;
 mod accounts_api;
 mod runtimes_api;
 mod cluster_api;
+mod code_link;
 mod console_api;
 mod control;
 mod error;
@@ -60,6 +62,7 @@ mod function_image;
 pub mod fuzz;
 mod http;
 mod invoke_api;
+mod lambda_operations;
 mod layers_api;
 mod logs_api;
 mod mappings_api;
@@ -68,6 +71,7 @@ mod oci_api;
 mod provisioned;
 mod recursion_api;
 mod sqs_api;
+mod tags_api;
 mod url_api;
 mod url_event;
 mod versions;
@@ -186,6 +190,8 @@ pub struct App {
     networks: Arc<dyn ignis_registry::Networks>,
     /// The room for blob bytes `GET /v2/.../blobs/...` holds in memory (`oci_api::BLOB_GET_BUDGET`).
     blob_reads: Arc<tokio::sync::Semaphore>,
+    /// The turns of code downloads (`code_link::CONCURRENT_DOWNLOADS`).
+    code_downloads: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -215,6 +221,7 @@ impl App {
             runtimes,
             networks,
             blob_reads: Arc::new(tokio::sync::Semaphore::new(oci_api::BLOB_GET_BUDGET as usize)),
+            code_downloads: Arc::new(tokio::sync::Semaphore::new(code_link::CONCURRENT_DOWNLOADS)),
         })
     }
 

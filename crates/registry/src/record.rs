@@ -113,6 +113,10 @@ pub struct FunctionRecord {
     /// own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_json: Option<JsonLogging>,
+    /// `$LATEST`'s tags (TagResource, `Tags` of CreateFunction): the function's, not a version's (empty in a
+    /// version); they go with the function when it is deleted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -385,6 +389,7 @@ impl FunctionRecord {
             vpc: None,
             log_group_name: None,
             log_json: None,
+            tags: BTreeMap::new(),
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -497,7 +502,7 @@ impl FunctionRecord {
         }
     }
 
-    /// This record without its versions and aliases.
+    /// This record without its versions, aliases and tags.
     fn clone_config(&self) -> FunctionRecord {
         FunctionRecord {
             name: self.name.clone(),
@@ -535,6 +540,7 @@ impl FunctionRecord {
             vpc: self.vpc.clone(),
             log_group_name: self.log_group_name.clone(),
             log_json: self.log_json.clone(),
+            tags: BTreeMap::new(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }

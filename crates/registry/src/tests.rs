@@ -213,6 +213,11 @@ async fn old_records_load() {
     let mut changed = (*record).clone();
     changed.event_invoke.insert("$LATEST".into(), EventInvokeConfig { max_retries: Some(1), ..EventInvokeConfig::default() });
     changed.log_json = Some(JsonLogging { application_level: "WARN".into(), ..JsonLogging::default() });
+    assert!(record.versions.is_empty() && record.aliases.is_empty() && record.event_invoke.is_empty() && record.tags.is_empty());
+    // What a write stores reads back the same.
+    let mut changed = (*record).clone();
+    changed.event_invoke.insert("$LATEST".into(), EventInvokeConfig { max_retries: Some(1), ..EventInvokeConfig::default() });
+    changed.tags.insert("team".into(), "blue".into());
     put(&*registry, &a(), changed.clone()).await;
     drop(registry);
     drop(_store);
@@ -320,9 +325,10 @@ fn snapshots_and_sameness() {
     let mut latest = record("f", 1);
     latest.reserved_concurrency = Some(3);
     latest.aliases.insert("x".into(), alias("1", &[]));
+    latest.tags.insert("team".into(), "blue".into());
     let one = latest.snapshot(1, Some("first".into()), "v1".into(), 42);
     assert_eq!((one.version, one.description.as_str(), one.last_modified_ms), (Some(1), "first", 42));
-    assert!(one.reserved_concurrency.is_none() && one.aliases.is_empty() && one.versions.is_empty());
+    assert!(one.reserved_concurrency.is_none() && one.aliases.is_empty() && one.versions.is_empty() && one.tags.is_empty());
     assert!(latest.same_as(&one));
     latest.memory_mb = 256;
     assert!(!latest.same_as(&one));

@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod credentials;
+mod deploy_tools;
 mod esm;
 mod function_urls;
 mod harness;
