@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::RegistryError;
+use crate::policy::Policy;
 
 /// Lambda's default `MemorySize`, in MB.
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -102,6 +103,10 @@ pub struct FunctionRecord {
     /// `LoggingConfig.LogGroup`: the log group its logs go to (`None`: Lambda's `/aws/lambda/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group_name: Option<String>,
+    /// `$LATEST`'s resource-based policies by qualifier (`crate::policy`: the unqualified function's under
+    /// `policy::UNQUALIFIED`, a version's or an alias's under its own; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Policy>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -324,6 +329,7 @@ impl FunctionRecord {
             incarnation: 0,
             vpc: None,
             log_group_name: None,
+            policies: BTreeMap::new(),
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -471,6 +477,7 @@ impl FunctionRecord {
             incarnation: self.incarnation,
             vpc: self.vpc.clone(),
             log_group_name: self.log_group_name.clone(),
+            policies: BTreeMap::new(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }
