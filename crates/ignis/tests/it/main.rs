@@ -29,6 +29,7 @@ mod metrics;
 mod network;
 mod networks;
 mod oci;
+mod policy;
 mod provisioned;
 mod runtimes;
 mod sqs;
