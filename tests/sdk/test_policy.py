@@ -124,3 +124,16 @@ def test_cross_account_invoke_follows_the_policy(server):
     lam.remove_permission(FunctionName="shared", StatementId="caller")
     denied()
     assert other.invoke(FunctionName=arn + ":live")["StatusCode"] == 200
+
+
+def test_a_destination_of_another_account_needs_a_statement(server):
+    owner, lam = tenant(server, "policy-dest-owner")
+    source, other = tenant(server, "policy-dest-source")
+    sink = lam.create_function(FunctionName="sink", Code={"ZipFile": shell_example()}, **RUNTIME)["FunctionArn"]
+    other.create_function(FunctionName="src", Code={"ZipFile": shell_example()}, **RUNTIME)
+    config = {"OnSuccess": {"Destination": sink}}
+    assert error_of(lambda: other.put_function_event_invoke_config(
+        FunctionName="src", DestinationConfig=config))[0] == "InvalidParameterValueException"
+    lam.add_permission(FunctionName="sink", StatementId="src", Action="lambda:InvokeFunction", Principal=source["AccountId"])
+    put = other.put_function_event_invoke_config(FunctionName="src", DestinationConfig=config)
+    assert put["DestinationConfig"]["OnSuccess"]["Destination"] == sink

@@ -119,13 +119,7 @@ fn resolve_granted(
     let reference = reference(name, qualifier)?;
     // A function's session acts as its execution role, which a statement may name.
     let role = caller.session.as_ref().and_then(|function| app.registry.get(&caller.account, function)).map(|r| r.role.clone());
-    let request = policy::Request {
-        action: "lambda:InvokeFunction",
-        caller: policy::Caller::Account { id: caller.account.as_str(), role: role.as_deref() },
-        source_account: Some(caller.account.as_str()),
-        source_arn: None,
-        function_url_auth_type: None,
-    };
+    let request = policy::Request::invoke_by(caller.account.as_str(), role.as_deref());
     let (owner, record) =
         app.registry.resolve_version_granted(&caller.account, &app.config.region, &request, &reference, random_unit())?;
     Ok((owner, reference, record))

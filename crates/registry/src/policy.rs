@@ -153,6 +153,21 @@ pub struct Request<'a> {
     pub function_url_auth_type: Option<&'a str>,
 }
 
+impl<'a> Request<'a> {
+    /// `lambda:InvokeFunction` by `account`, from itself (`aws:SourceAccount` is the account; no source ARN),
+    /// acting as `role` when one of its functions calls (with its session credentials, or delivering an
+    /// asynchronous invocation's record to a destination).
+    pub fn invoke_by(account: &'a str, role: Option<&'a str>) -> Request<'a> {
+        Request {
+            action: "lambda:InvokeFunction",
+            caller: Caller::Account { id: account, role },
+            source_account: Some(account),
+            source_arn: None,
+            function_url_auth_type: None,
+        }
+    }
+}
+
 /// The calling principal of a [`Request`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller<'a> {
@@ -251,11 +266,10 @@ mod tests {
     }
 
     fn invoke(caller: Caller<'_>) -> Request<'_> {
-        let source_account = match caller {
-            Caller::Account { id, .. } => Some(id),
-            _ => None,
-        };
-        Request { action: "lambda:InvokeFunction", caller, source_account, source_arn: None, function_url_auth_type: None }
+        match caller {
+            Caller::Account { id, role } => Request::invoke_by(id, role),
+            _ => Request { caller, source_account: None, ..Request::invoke_by(A, None) },
+        }
     }
 
     fn check(statement: Statement, request: Request, expected: bool) {

@@ -162,3 +162,51 @@ fn versions_and_aliases_have_policies_of_their_own() {
     let gone = server.lambda_as(&owner, "GET", "/2015-03-31/functions/vf/policy?Qualifier=1", b"");
     assert_eq!((gone.status, gone.error_type()), (404, "ResourceNotFoundException"), "{}", gone.text());
 }
+
+/// The messages of `function`'s log group in `who`'s account (none if it has no such group yet).
+fn log_messages(server: &Server, who: &Credentials, function: &str) -> Vec<String> {
+    let reply = server.logs_as(who, "FilterLogEvents", &json!({ "logGroupName": format!("/aws/lambda/{function}") }));
+    if reply.status != 200 {
+        return Vec::new();
+    }
+    reply.json()["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_destination_of_another_account_takes_records_only_while_its_policy_allows() {
+    let server = Server::start_with(&["--async-retry-delay", "1"]);
+    let (owner_id, owner) = server.create_account("policy-sink");
+    let (source_id, source) = server.create_account("policy-source");
+    assert_eq!(server.create_as(&owner, "sink", &sh_runtime("echo \"got $(cat /tmp/event)\"")).status, 201);
+    assert_eq!(server.create_as(&source, "src", &sh_runtime("echo '{\"done\": true}' > /tmp/response")).status, 201);
+    let sink = format!("arn:aws:lambda:us-east-1:{owner_id}:function:sink");
+    let config = json!({ "DestinationConfig": { "OnSuccess": { "Destination": sink } } }).to_string();
+    let put = || server.lambda_as(&source, "PUT", "/2019-09-25/functions/src/event-invoke-config", config.as_bytes());
+
+    // Without a statement, another account's function is no destination.
+    let refused = put();
+    assert_eq!((refused.status, refused.error_type()), (400, "InvalidParameterValueException"), "{}", refused.text());
+    let grant = json!({"StatementId": "source", "Action": "lambda:InvokeFunction", "Principal": source_id});
+    assert_eq!(add(&server, &owner, "sink", "", grant).status, 201);
+    let accepted = put();
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+
+    // The record runs the sink in its owner's account.
+    assert_eq!(invoke_event(&server, &source, "src").status, 202);
+    let got = || log_messages(&server, &owner, "sink").iter().filter(|m| m.starts_with("got ")).count();
+    assert!(eventually(std::time::Duration::from_secs(30), || got() == 1), "the record reached the sink");
+    let record = log_messages(&server, &owner, "sink").into_iter().find(|m| m.starts_with("got ")).unwrap();
+    assert!(record.contains(&format!("arn:aws:lambda:us-east-1:{source_id}:function:src")), "{record}");
+
+    // The statement removed, the next record goes nowhere, and the source's log says why.
+    assert_eq!(server.lambda_as(&owner, "DELETE", "/2015-03-31/functions/sink/policy/source", b"").status, 204);
+    assert_eq!(invoke_event(&server, &source, "src").status, 202);
+    let said = || {
+        log_messages(&server, &source, "src")
+            .iter()
+            .any(|m| m.contains(&format!("was not delivered to {sink}: no resource-based policy allows {source_id} lambda:InvokeFunction")))
+    };
+    assert!(eventually(std::time::Duration::from_secs(30), said), "{:?}", log_messages(&server, &source, "src"));
+    assert_eq!(got(), 1);
+    assert_eq!(put().status, 400);
+}
