@@ -24,7 +24,7 @@ const MAX_ZIP: usize = 50 * 1024 * 1024;
 /// A function named in a request (`text`, with the `Qualifier` parameter if
 /// any), parsed and checked: the two qualifiers must agree, and name `$LATEST`
 /// or a version or alias by Lambda's pattern.
-fn reference(text: &str, qualifier: Option<&str>) -> Result<FunctionRef, ApiError> {
+pub(crate) fn reference(text: &str, qualifier: Option<&str>) -> Result<FunctionRef, ApiError> {
     let mut reference = f::parse_function_ref(text, "functionName")?;
     let qualifier = match (reference.qualifier.as_deref(), qualifier) {
         (Some(a), Some(b)) if a != b => {
@@ -76,7 +76,7 @@ pub fn resolve_version(
 }
 
 /// A uniformly random number in `0..1`.
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 
@@ -95,7 +95,7 @@ pub fn now(app: &App) -> i64 {
     app.config.clock.now_ms() as i64
 }
 
-fn qualifier_param(query: &str) -> Option<String> {
+pub(crate) fn qualifier_param(query: &str) -> Option<String> {
     query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v)
 }
 

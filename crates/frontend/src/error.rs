@@ -20,6 +20,8 @@ pub enum ApiError {
     InvalidParameter(String),
     /// A `RevisionId` that is not the current one.
     PreconditionFailed(String),
+    /// A resource-based policy that would grow over its limit.
+    PolicyLengthExceeded(String),
     /// The body is not JSON, or not of the expected shape.
     InvalidRequestContent(String),
     ResourceNotFound(String),
@@ -114,6 +116,7 @@ impl ApiError {
             InvalidParameterValue(m) => (StatusCode::BAD_REQUEST, "InvalidParameterValueException", m),
             InvalidParameter(m) => (StatusCode::BAD_REQUEST, "InvalidParameterException", m),
             PreconditionFailed(m) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailedException", m),
+            PolicyLengthExceeded(m) => (StatusCode::BAD_REQUEST, "PolicyLengthExceededException", m),
             InvalidRequestContent(m) => (StatusCode::BAD_REQUEST, "InvalidRequestContentException", m),
             ResourceNotFound(m) => (StatusCode::NOT_FOUND, "ResourceNotFoundException", m),
             ResourceConflict(m) => (StatusCode::CONFLICT, "ResourceConflictException", m),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use ignis_pollers::{Destination, parse_destination};
-use ignis_registry::{EventInvokeConfig, RegistryError};
+use ignis_registry::{EventInvokeConfig, FunctionRef, RegistryError, policy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -70,9 +70,11 @@ fn destination(d: &Option<DestinationIn>) -> Option<String> {
 }
 
 impl EventInvokeConfigIn {
-    fn check(&self, app: &App, caller: &Caller) -> Result<(), ApiError> {
+    /// Checks the config of `caller`'s `function`, whose execution role delivers to its destinations.
+    fn check(&self, app: &App, caller: &Caller, function: &str) -> Result<(), ApiError> {
         let (on_success, on_failure) = self.check_model()?;
-        let usable = |arn: &Option<String>| arn.as_deref().is_none_or(|arn| destination_exists(app, caller, arn));
+        let role = app.registry.get(&caller.account, function).map(|r| r.role.clone());
+        let usable = |arn: &Option<String>| arn.as_deref().is_none_or(|arn| destination_exists(app, caller, role.as_deref(), arn));
         if !usable(&on_success) || !usable(&on_failure) {
             let part = |kind: &str, arn: &Option<String>| match arn {
                 Some(arn) => format!("{kind}(destination={arn})"),
@@ -124,10 +126,16 @@ impl EventInvokeConfigIn {
 }
 
 /// Whether `arn` names a destination that exists for the caller: one of its
-/// functions (and the version or alias named), or one of its queues.
-fn destination_exists(app: &App, caller: &Caller, arn: &str) -> bool {
+/// functions (and the version or alias named), another account's whose policy
+/// for that qualifier lets the caller's function (acting as `role`, its
+/// execution role) invoke it, or one of its queues.
+fn destination_exists(app: &App, caller: &Caller, role: Option<&str>, arn: &str) -> bool {
     match parse_destination(caller.account.as_str(), arn) {
-        Some(Destination::Function { name, qualifier }) => resolve(app, caller, "InvokeFunction", &name, qualifier.as_deref()).is_ok(),
+        Some(Destination::Function { account, name, qualifier }) => {
+            let reference = FunctionRef { name, account: Some(account), region: None, qualifier };
+            let request = policy::Request::invoke_by(caller.account.as_str(), role);
+            app.registry.resolve_version_granted(&caller.account, &app.config.region, &request, &reference, 0.0).is_ok()
+        }
         Some(Destination::Queue { arn }) => app.queues().lookup(caller.account.as_str(), &arn).is_ok(),
         None => false,
     }
@@ -174,7 +182,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
     let request: EventInvokeConfigIn = parse_body(body)?;
     let action = if replace { "PutFunctionEventInvokeConfig" } else { "UpdateFunctionEventInvokeConfig" };
     let ConfigTarget { function, qualifier, arn } = config_target(app, caller, action, name, query)?;
-    request.check(app, caller)?;
+    request.check(app, caller, &function)?;
     let mut stored = EventInvokeConfig::default();
     app.registry
         .update(&caller.account, &function, |current| -> Result<_, ApiError> {

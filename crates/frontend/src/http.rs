@@ -42,8 +42,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::{
     App, Caller, accounts_api, cluster_api, code_link, console_api, control, event_config, invoke_api, lambda_operations,
-    layers_api, logs_api, mappings_api, networks_api, oci_api, provisioned, recursion_api, runtimes_api, sqs_api, tags_api,
-    url_api, versions,
+    layers_api, logs_api, mappings_api, networks_api, oci_api, policy_api, provisioned, recursion_api, runtimes_api,
+    sqs_api, tags_api, url_api, versions,
 };
 
 pub type Answer = Response<Full<Bytes>>;
@@ -83,6 +83,11 @@ pub enum Operation {
     GetAlias(String, String),
     UpdateAlias(String, String),
     DeleteAlias(String, String),
+    /// Function (`policy_api`).
+    AddPermission(String),
+    GetPolicy(String),
+    /// Function, statement id.
+    RemovePermission(String, String),
     PutProvisionedConcurrencyConfig(String),
     GetProvisionedConcurrencyConfig(String),
     DeleteProvisionedConcurrencyConfig(String),
@@ -277,6 +282,9 @@ impl Operation {
             Operation::GetAlias(..) => "GetAlias",
             Operation::UpdateAlias(..) => "UpdateAlias",
             Operation::DeleteAlias(..) => "DeleteAlias",
+            Operation::AddPermission(_) => "AddPermission",
+            Operation::GetPolicy(_) => "GetPolicy",
+            Operation::RemovePermission(..) => "RemovePermission",
             Operation::PutProvisionedConcurrencyConfig(_) => "PutProvisionedConcurrencyConfig",
             Operation::GetProvisionedConcurrencyConfig(_) => "GetProvisionedConcurrencyConfig",
             Operation::DeleteProvisionedConcurrencyConfig(_) => "DeleteProvisionedConcurrencyConfig",
@@ -415,6 +423,11 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::PUT, ["2015-03-31", "functions", name, "aliases", alias]) => Operation::UpdateAlias(decode(name)?, decode(alias)?),
         (&Method::DELETE, ["2015-03-31", "functions", name, "aliases", alias]) => {
             Operation::DeleteAlias(decode(name)?, decode(alias)?)
+        }
+        (&Method::POST, ["2015-03-31", "functions", name, "policy"]) => Operation::AddPermission(decode(name)?),
+        (&Method::GET, ["2015-03-31", "functions", name, "policy"]) => Operation::GetPolicy(decode(name)?),
+        (&Method::DELETE, ["2015-03-31", "functions", name, "policy", sid]) => {
+            Operation::RemovePermission(decode(name)?, decode(sid)?)
         }
         (&Method::PUT, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
             Operation::PutProvisionedConcurrencyConfig(decode(name)?)
@@ -668,6 +681,9 @@ async fn respond(
         Operation::GetAlias(name, alias) => versions::get_alias(app, caller, &name, &alias),
         Operation::UpdateAlias(name, alias) => versions::update_alias(app, caller, &name, &alias, &body).await,
         Operation::DeleteAlias(name, alias) => versions::delete_alias(app, caller, &name, &alias).await,
+        Operation::AddPermission(name) => policy_api::add_permission(app, caller, &name, query, &body).await,
+        Operation::GetPolicy(name) => policy_api::get_policy(app, caller, &name, query),
+        Operation::RemovePermission(name, sid) => policy_api::remove_permission(app, caller, &name, &sid, query).await,
         Operation::PutProvisionedConcurrencyConfig(name) => provisioned::put(app, caller, &name, query, &body).await,
         Operation::GetProvisionedConcurrencyConfig(name) => provisioned::get(app, caller, &name, query),
         Operation::DeleteProvisionedConcurrencyConfig(name) => provisioned::delete(app, caller, &name, query).await,
@@ -852,6 +868,11 @@ mod tests {
         check(Method::PUT, "/2015-03-31/functions/f/aliases/prod", Some(UpdateAlias("f".into(), "prod".into())));
         check(Method::DELETE, "/2015-03-31/functions/f/aliases/prod", Some(DeleteAlias("f".into(), "prod".into())));
         check(Method::POST, "/2015-03-31/functions/f/aliases/prod", None);
+        check(Method::POST, "/2015-03-31/functions/f/policy", Some(AddPermission("f".into())));
+        check(Method::GET, "/2015-03-31/functions/f/policy", Some(GetPolicy("f".into())));
+        check(Method::DELETE, "/2015-03-31/functions/f/policy/s-1", Some(RemovePermission("f".into(), "s-1".into())));
+        check(Method::DELETE, "/2015-03-31/functions/f/policy", None);
+        check(Method::PUT, "/2015-03-31/functions/f/policy", None);
         check(Method::PUT, "/2017-10-31/functions/f/concurrency", Some(PutFunctionConcurrency("f".into())));
         check(Method::GET, "/2019-09-30/functions/f/concurrency", Some(GetFunctionConcurrency("f".into())));
         check(Method::DELETE, "/2017-10-31/functions/f/concurrency", Some(DeleteFunctionConcurrency("f".into())));

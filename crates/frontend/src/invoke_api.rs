@@ -10,8 +10,9 @@ use ignis_invoke::{Revision, Target, from_record};
 use ignis_worker::{Completion, Invocation, Outcome};
 
 use crate::{App, Caller};
-use ignis_registry::FunctionRecord;
-use crate::control::resolve_version;
+use ignis_ids::AccountId;
+use ignis_registry::{FunctionRecord, FunctionRef, policy};
+use crate::control::{random_unit, reference};
 use crate::error::ApiError;
 use crate::function::Violations;
 use crate::http::{Answer, empty_answer, query_params};
@@ -64,7 +65,7 @@ pub async fn invoke(
     };
     let client_context = client_context(header(headers, "x-amz-client-context"))?;
     let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
-    let (reference, record) = resolve_version(app, caller, "InvokeFunction", name, qualifier.as_deref())?;
+    let (owner, reference, record) = resolve_granted(app, caller, name, qualifier.as_deref())?;
 
     let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { payload };
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
@@ -82,7 +83,7 @@ pub async fn invoke(
         InvocationType::DryRun => Ok(empty_answer(StatusCode::NO_CONTENT)),
         InvocationType::Event => {
             let event = ignis_pollers::Event {
-                account: caller.account.clone(),
+                account: owner.clone(),
                 function: reference.name,
                 qualifier: reference.qualifier,
                 request_id: request_id.to_string(),
@@ -95,14 +96,33 @@ pub async fn invoke(
             Ok(answer)
         }
         InvocationType::RequestResponse => {
-            let invoked_function_arn = invoked_arn(app, caller.account.as_str(), reference.qualifier.as_deref(), &record);
-            let target = target(app, caller.account.as_str(), &record);
+            let invoked_function_arn = invoked_arn(app, owner.as_str(), reference.qualifier.as_deref(), &record);
+            let target = target(app, owner.as_str(), &record);
             let invocation =
                 Invocation { request_id: request_id.to_string(), payload, invoked_function_arn, trace_id, client_context, cognito_identity: None };
             let outcome = app.invoker.invoke(target, invocation).await?;
             Ok(answer(outcome, tail, executed_version))
         }
     }
+}
+
+/// The function `name` (with `qualifier`) names for an invocation, in the caller's account or, by ARN, in
+/// another account whose policy for that qualifier allows the caller `lambda:InvokeFunction`
+/// (`ignis_registry::policy`): the owner's account, the reference and the record that runs. The invocation
+/// is then the owner's: its concurrency, its sandboxes, its logs.
+fn resolve_granted(
+    app: &App,
+    caller: &Caller,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<(AccountId, FunctionRef, Arc<FunctionRecord>), ApiError> {
+    let reference = reference(name, qualifier)?;
+    // A function's session acts as its execution role, which a statement may name.
+    let role = caller.session.as_ref().and_then(|function| app.registry.get(&caller.account, function)).map(|r| r.role.clone());
+    let request = policy::Request::invoke_by(caller.account.as_str(), role.as_deref());
+    let (owner, record) =
+        app.registry.resolve_version_granted(&caller.account, &app.config.region, &request, &reference, random_unit())?;
+    Ok((owner, reference, record))
 }
 
 /// `X-Amz-Client-Context`: base64 of JSON, at most `MAX_CLIENT_CONTEXT` bytes; the decoded text.

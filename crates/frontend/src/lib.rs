@@ -13,6 +13,8 @@
 //! - `invoke_api`: Invoke (a record becomes an `ignis_invoke::Target` in
 //!   `ignis_invoke::from_record`; the invoker, admission and the workers are
 //!   the `ignis-invoke` crate).
+//! - `policy_api`: AddPermission, RemovePermission and GetPolicy (the policies
+//!   and the decision are `ignis_registry::policy`).
 //! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs (the
 //!   keeper of the configured sandboxes is `ignis_pollers::Keeper`).
 //! - `event_config`: the event invoke config calls and destination checks
@@ -42,7 +44,9 @@
 //! (`ignis_registry::Accounts`, from memory), or, for a request signed with a
 //! sandbox's session credentials (`X-Amz-Security-Token`), the account of the
 //! function they were minted for (`ignis_registry::Sessions`). Handlers act
-//! only within the caller's account. A session caller is never the
+//! only within the caller's account, but for Invoke of another account's
+//! function by ARN, which its resource-based policy may allow (then the
+//! invocation is the owner's). A session caller is never the
 //! administrator, even in the administrator's account, and calls none of
 //! Ignis's own routes (service `ignis`).
 
@@ -68,6 +72,7 @@ mod logs_api;
 mod mappings_api;
 mod networks_api;
 mod oci_api;
+mod policy_api;
 mod provisioned;
 mod recursion_api;
 mod sqs_api;

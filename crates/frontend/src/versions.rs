@@ -184,8 +184,9 @@ pub async fn delete_version(app: &App, caller: &Caller, name: &str, qualifier: &
             let mut record = current.clone();
             record.versions.retain(|v| v.version != version.version);
             record.provisioned.remove(qualifier);
-            // Its event invoke config goes with it.
+            // Its event invoke config and its policy go with it.
             record.event_invoke.remove(qualifier);
+            record.policies.remove(qualifier);
             Ok(record)
         })
         .await?;
@@ -370,6 +371,7 @@ pub async fn delete_alias(app: &Arc<App>, caller: &Caller, name: &str, alias: &s
             record.provisioned.remove(alias);
             record.event_invoke.remove(alias);
             record.urls.remove(alias);
+            record.policies.remove(alias);
             Ok(record)
         })
         .await?;

@@ -1,14 +1,17 @@
-//! Where an asynchronous invocation's record can go: a function or a queue
-//! of the same account, by ARN. The front end checks destinations with this
-//! when they are configured; the pollers parse them again when they deliver.
+//! Where an asynchronous invocation's record can go: a function (of the same
+//! account, or of another whose resource-based policy lets the source's
+//! account invoke it, `ignis_registry::policy::Request::invoke_by`) or a queue of the same
+//! account, by ARN. The front end checks destinations with this when they are
+//! configured; the pollers parse them again, and check the policy again, when
+//! they deliver.
 
 use ignis_ids::AccountId;
 
 /// Where an asynchronous invocation's record can go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
-    /// A function of the same account, with its qualifier if any.
-    Function { name: String, qualifier: Option<String> },
+    /// A function of `account` (the source's own, or another), with its qualifier if any.
+    Function { account: AccountId, name: String, qualifier: Option<String> },
     /// A queue, by ARN.
     Queue { arn: String },
 }
@@ -19,14 +22,14 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// What a destination ARN names, if Ignis can deliver to that kind at all
-/// (one of `account`'s functions or queues).
+/// (a function of any account, or one of `account`'s queues).
 pub fn parse_destination(account: &str, arn: &str) -> Option<Destination> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     match parts.as_slice() {
-        ["arn", partition, "lambda", _, owner, rest] if partition.starts_with("aws") && *owner == account && rest.starts_with("function:") => {
+        ["arn", partition, "lambda", _, owner, rest] if partition.starts_with("aws") && rest.starts_with("function:") => {
             // A function ARN as Lambda's model takes it: at most 170 characters,
             // `function:NAME` or `function:NAME:QUALIFIER`.
-            AccountId::parse(owner)?;
+            let owner = AccountId::parse(owner)?;
             if arn.len() > 170 {
                 return None;
             }
@@ -36,7 +39,7 @@ pub fn parse_destination(account: &str, arn: &str) -> Option<Destination> {
                 _ => return None,
             };
             let qualifier_ok = qualifier.as_deref().is_none_or(|q| q == "$LATEST" || valid_name(q));
-            (valid_name(&name) && qualifier_ok).then_some(Destination::Function { name, qualifier })
+            (valid_name(&name) && qualifier_ok).then_some(Destination::Function { account: owner, name, qualifier })
         }
         ["arn", partition, "sqs", _, owner, name] if partition.starts_with("aws") && *owner == account && !name.is_empty() => {
             Some(Destination::Queue { arn: arn.to_string() })
@@ -54,15 +57,20 @@ mod tests {
         let account = "123456789012";
         assert_eq!(
             parse_destination(account, "arn:aws:lambda:us-east-1:123456789012:function:dest"),
-            Some(Destination::Function { name: "dest".into(), qualifier: None })
+            Some(Destination::Function { account: AccountId::new(account), name: "dest".into(), qualifier: None })
         );
         assert_eq!(
             parse_destination(account, "arn:aws:lambda:us-east-1:123456789012:function:dest:live"),
-            Some(Destination::Function { name: "dest".into(), qualifier: Some("live".into()) })
+            Some(Destination::Function { account: AccountId::new(account), name: "dest".into(), qualifier: Some("live".into()) })
         );
         assert_eq!(
             parse_destination(account, "arn:aws:lambda:us-east-1:123456789012:function:dest:$LATEST"),
-            Some(Destination::Function { name: "dest".into(), qualifier: Some("$LATEST".into()) })
+            Some(Destination::Function { account: AccountId::new(account), name: "dest".into(), qualifier: Some("$LATEST".into()) })
+        );
+        // Another account's function: a destination when its policy allows it.
+        assert_eq!(
+            parse_destination(account, "arn:aws:lambda:us-east-1:210987654321:function:dest"),
+            Some(Destination::Function { account: AccountId::new("210987654321"), name: "dest".into(), qualifier: None })
         );
         assert_eq!(
             parse_destination(account, "arn:aws:sqs:us-east-1:123456789012:jobs"),
@@ -70,7 +78,7 @@ mod tests {
         );
         let long = format!("arn:aws:lambda:us-east-1:123456789012:function:{}:{}", "f".repeat(64), "q".repeat(64));
         for other in [
-            "arn:aws:lambda:us-east-1:210987654321:function:dest",
+            "arn:aws:lambda:us-east-1:2109876543:function:dest",
             "arn:aws:sqs:us-east-1:210987654321:jobs",
             "arn:aws:sns:us-east-1:123456789012:topic",
             "arn:aws:lambda:us-east-1:123456789012:function:a b",

@@ -80,6 +80,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::destination::{Destination, parse_destination};
+use ignis_registry::policy;
 use crate::tables::{EventChange, EventStorage, RedbEventStorage};
 use crate::{PollersError, Services};
 
@@ -730,24 +731,33 @@ async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value)
         Some(Destination::Function { .. }) => MAX_PAYLOAD,
         _ => MAX_RECORD_BYTES,
     };
+    let not_delivered = |why: &str| format!("The destination record of RequestId: {} was not delivered to {arn}: {why}", source.request_id);
     let Some(body) = encode_within(record, limit) else {
-        let why = format!(
-            "The destination record of RequestId: {} was not delivered to {arn}: it is larger than {limit} bytes, the most the destination takes.",
-            source.request_id
-        );
+        let why = not_delivered(&format!("it is larger than {limit} bytes, the most the destination takes."));
         log_undelivered(services, source, why).await;
         delivered(false);
         return None;
     };
     match destination {
-        Some(Destination::Function { name, qualifier }) => {
-            let Some(target) = services.registry.get(&AccountId::new(account), &name) else {
+        Some(Destination::Function { account: owner, name, qualifier }) => {
+            let Some(latest) = services.registry.get(&owner, &name) else {
                 tracing::warn!(destination = arn, "the destination no longer exists; the record is dropped");
                 delivered(false);
                 return None;
             };
+            if owner.as_str() != account {
+                // Another account's function: its policy must (still) let the source's account invoke it.
+                let role = services.registry.get(&AccountId::new(account), &source.function).map(|r| r.role.clone());
+                let request = policy::Request::invoke_by(account, role.as_deref());
+                if !policy::allows(latest.policies.get(policy::key(qualifier.as_deref())), &request) {
+                    let why = not_delivered(&format!("no resource-based policy allows {account} lambda:InvokeFunction on it."));
+                    log_undelivered(services, source, why).await;
+                    delivered(false);
+                    return None;
+                }
+            }
             // Unless the destination's recursion config says `Allow`.
-            if source.chain >= MAX_CHAIN && !target.recursion_allowed {
+            if source.chain >= MAX_CHAIN && !latest.recursion_allowed {
                 tracing::warn!(
                     request_id = %source.request_id,
                     "the record is dropped: {MAX_CHAIN} destination records in a row look like a loop"
@@ -757,7 +767,7 @@ async fn deliver(events: &Events, source: &EventMeta, arn: &str, record: &Value)
             }
             let request_id = uuid::Uuid::new_v4().to_string();
             let meta = EventMeta {
-                account: account.to_string(),
+                account: owner.as_str().to_string(),
                 function: name,
                 qualifier,
                 trace_id: from_record::trace_id(&request_id, services.clock.now()),

@@ -41,12 +41,15 @@
 //!   ([`FunctionRecord::code`]), and so does each of its versions: a tree goes
 //!   when no record, nor a clone an invocation or a sandbox keeps, uses it.
 //! - A function belongs to one account: resolution only ever finds the
-//!   caller's own; another account's ARN is [`RegistryError::AccessDenied`].
+//!   caller's own; another account's ARN is [`RegistryError::AccessDenied`],
+//!   except for `resolve_version_granted`, which finds it when the owner's
+//!   resource-based policy ([`policy`]) allows the request.
 
 pub mod accounts;
 mod embedded;
 pub mod layers;
 pub mod networks;
+pub mod policy;
 mod record;
 pub mod runtimes;
 pub mod sessions;
@@ -207,15 +210,10 @@ impl dyn Registry + '_ {
         reference: &FunctionRef,
     ) -> Result<Arc<FunctionRecord>, RegistryError> {
         let qualifier = reference.qualifier.as_deref();
-        if let Some(other) = reference.account.as_ref().filter(|a| *a != caller) {
+        if reference.account.as_ref().is_some_and(|a| a != caller) {
             // By an ARN carrying another account's id, it is denied; by name,
             // another account's function is simply not in the caller's namespace.
-            let region = reference.region.as_deref().unwrap_or(region);
-            let resource = match qualifier {
-                Some(q) => ignis_ids::arn::function_qualified(region, other.as_str(), &reference.name, q),
-                None => ignis_ids::arn::function(region, other.as_str(), &reference.name),
-            };
-            return Err(RegistryError::AccessDenied { caller: caller.clone(), action: action.to_string(), resource });
+            return Err(denied(caller, region, action, reference));
         }
         let arn = ignis_ids::arn::function(region, caller.as_str(), &reference.name);
         let Some(record) = self.get(caller, &reference.name) else {
@@ -228,6 +226,32 @@ impl dyn Registry + '_ {
             return Err(RegistryError::VersionNotFound { function: arn, version: q.to_string() });
         }
         Ok(record)
+    }
+
+    /// [`resolve_version`](Self::resolve_version) for a request that may name another account's function by
+    /// ARN: such a function resolves in its owner's account when the policy of the qualifier it is named with
+    /// (`policy::key`) allows `request` (`policy::allows`), else the answer is `AccessDenied`, as for a
+    /// function that does not exist there. Returns the owner's account and the record that runs.
+    pub fn resolve_version_granted(
+        &self,
+        caller: &AccountId,
+        region: &str,
+        request: &policy::Request,
+        reference: &FunctionRef,
+        random: f64,
+    ) -> Result<(AccountId, Arc<FunctionRecord>), RegistryError> {
+        let action = request.action.strip_prefix("lambda:").unwrap_or(request.action);
+        let owner = match reference.account.as_ref() {
+            Some(owner) if owner != caller => owner,
+            _ => return Ok((caller.clone(), self.resolve_version(caller, region, action, reference, random)?)),
+        };
+        let granted = self
+            .get(owner, &reference.name)
+            .is_some_and(|latest| policy::allows(latest.policies.get(policy::key(reference.qualifier.as_deref())), request));
+        if !granted {
+            return Err(denied(caller, region, action, reference));
+        }
+        Ok((owner.clone(), self.resolve_version(owner, region, action, reference, random)?))
     }
 
     /// `resolve`, then the record the qualifier runs:
@@ -260,4 +284,15 @@ impl dyn Registry + '_ {
             }),
         }
     }
+}
+
+/// `caller` may not perform `action` on the function `reference` names (by another account's ARN).
+fn denied(caller: &AccountId, region: &str, action: &str, reference: &FunctionRef) -> RegistryError {
+    let region = reference.region.as_deref().unwrap_or(region);
+    let owner = reference.account.as_ref().unwrap_or(caller).as_str();
+    let resource = match reference.qualifier.as_deref() {
+        Some(q) => ignis_ids::arn::function_qualified(region, owner, &reference.name, q),
+        None => ignis_ids::arn::function(region, owner, &reference.name),
+    };
+    RegistryError::AccessDenied { caller: caller.clone(), action: action.to_string(), resource }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::RegistryError;
+use crate::policy::Policy;
 
 /// Lambda's default `MemorySize`, in MB.
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -117,6 +118,10 @@ pub struct FunctionRecord {
     /// version); they go with the function when it is deleted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// `$LATEST`'s resource-based policies by qualifier (`crate::policy`: the unqualified function's under
+    /// `policy::UNQUALIFIED`, a version's or an alias's under its own; empty in a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Policy>,
     /// Keeps the code tree on disk while this record, or a clone of it (a
     /// running invocation's, a sandbox's), lives; set by the registry.
     #[serde(skip)]
@@ -390,6 +395,7 @@ impl FunctionRecord {
             log_group_name: None,
             log_json: None,
             tags: BTreeMap::new(),
+            policies: BTreeMap::new(),
             code: CodeRef::default(),
             opt: CodeRef::default(),
         }
@@ -541,6 +547,7 @@ impl FunctionRecord {
             log_group_name: self.log_group_name.clone(),
             log_json: self.log_json.clone(),
             tags: BTreeMap::new(),
+            policies: BTreeMap::new(),
             code: self.code.clone(),
             opt: self.opt.clone(),
         }

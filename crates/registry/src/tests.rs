@@ -120,6 +120,41 @@ async fn resolution_table() {
 }
 
 #[tokio::test]
+async fn another_accounts_function_resolves_only_when_its_policy_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, registry) = open(dir.path());
+    fixture(&*registry).await;
+    // `a`'s function `f`: its unqualified policy lets `b` invoke; its alias `live` lets anyone; version 1 none.
+    let mut f = (*registry.get(&a(), "f").unwrap()).clone();
+    let invoke = |principal: &str| policy::Statement::new("s", "lambda:InvokeFunction", principal);
+    f.policies.insert(policy::UNQUALIFIED.into(), policy::Policy { revision_id: "p".into(), statements: vec![invoke(b().as_str())] });
+    f.policies.insert("live".into(), policy::Policy { revision_id: "q".into(), statements: vec![invoke("*")] });
+    put(&*registry, &a(), f).await;
+    let by = |caller: &AccountId, qualifier: Option<&str>| {
+        let request = policy::Request::invoke_by(caller.as_str(), None);
+        let reference = reference(Some(a()), None, "f", qualifier);
+        registry.resolve_version_granted(caller, REGION, &request, &reference, 0.9).map(|(owner, r)| (owner, r.version_label()))
+    };
+    let denied = |caller: AccountId, resource: &str| {
+        Err(RegistryError::AccessDenied { caller, action: "InvokeFunction".into(), resource: resource.into() })
+    };
+    let c = AccountId::new("333333333333");
+    let f_arn = arn(&a(), "f");
+    assert_eq!(by(&b(), None), Ok((a(), "$LATEST".into())));
+    assert_eq!(by(&b(), Some("$LATEST")), Ok((a(), "$LATEST".into())));
+    assert_eq!(by(&b(), Some("live")), Ok((a(), "1".into())));
+    assert_eq!(by(&c, Some("live")), Ok((a(), "1".into())));
+    assert_eq!(by(&b(), Some("1")), denied(b(), &format!("{f_arn}:1")));
+    assert_eq!(by(&c, None), denied(c.clone(), &f_arn));
+    // The owner itself needs no statement; a function that does not exist is denied as one that does.
+    assert_eq!(by(&a(), Some("2")), Ok((a(), "2".into())));
+    let caller = b();
+    let request = policy::Request::invoke_by(caller.as_str(), None);
+    let missing = registry.resolve_version_granted(&caller, REGION, &request, &reference(Some(a()), None, "nope", None), 0.0);
+    assert_eq!(missing.map(|(owner, r)| (owner, r.version_label())), denied(b(), &arn(&a(), "nope")));
+}
+
+#[tokio::test]
 async fn versions_and_aliases_resolve_to_what_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, registry) = open(dir.path());
@@ -208,16 +243,19 @@ async fn old_records_load() {
     let record = registry.get(&a(), "old").unwrap();
     assert_eq!((record.memory_mb, record.environment["K"].as_str(), record.version_label()), (256, "v", "$LATEST".into()));
     assert!(record.versions.is_empty() && record.aliases.is_empty() && record.event_invoke.is_empty());
+    assert!(record.tags.is_empty() && record.policies.is_empty());
     assert_eq!((record.log_group_name.as_ref(), record.log_json.as_ref()), (None, None), "Text, in Lambda's group");
     // What a write stores reads back the same.
     let mut changed = (*record).clone();
     changed.event_invoke.insert("$LATEST".into(), EventInvokeConfig { max_retries: Some(1), ..EventInvokeConfig::default() });
     changed.log_json = Some(JsonLogging { application_level: "WARN".into(), ..JsonLogging::default() });
-    assert!(record.versions.is_empty() && record.aliases.is_empty() && record.event_invoke.is_empty() && record.tags.is_empty());
-    // What a write stores reads back the same.
-    let mut changed = (*record).clone();
-    changed.event_invoke.insert("$LATEST".into(), EventInvokeConfig { max_retries: Some(1), ..EventInvokeConfig::default() });
     changed.tags.insert("team".into(), "blue".into());
+    let statement = policy::Statement {
+        source_arn: Some("arn:aws:s3:::bucket".into()),
+        source_account: Some("222222222222".into()),
+        ..policy::Statement::new("s3", "lambda:InvokeFunction", "s3.amazonaws.com")
+    };
+    changed.policies.insert(policy::UNQUALIFIED.into(), policy::Policy { revision_id: "p".into(), statements: vec![statement] });
     put(&*registry, &a(), changed.clone()).await;
     drop(registry);
     drop(_store);

@@ -31,6 +31,7 @@ mod metrics;
 mod network;
 mod networks;
 mod oci;
+mod policy;
 mod provisioned;
 mod runtimes;
 mod sqs;
