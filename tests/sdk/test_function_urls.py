@@ -102,3 +102,19 @@ def test_url_config_errors_are_lambdas(server, url):
         lam.get_function_url_config(FunctionName="web", Qualifier="nope")
     updated = lam.update_function_url_config(FunctionName="web", Cors={"AllowOrigins": ["*"]})
     assert updated["Cors"]["AllowOrigins"] == ["*"] and updated["AuthType"] == "AWS_IAM"
+
+
+def test_a_public_url_opens_with_add_permission(server):
+    lam = client(server, "lambda")
+    lam.create_function(
+        FunctionName="public", Runtime="provided.al2023", Role="arn:aws:iam::123456789012:role/ignis", Handler="bootstrap",
+        Code={"ZipFile": zip_bytes([("bootstrap", HANDLER, 0o755)])},
+    )
+    url = lam.create_function_url_config(FunctionName="public", AuthType="NONE")["FunctionUrl"]
+    assert request(url, "GET", "/", sign=False)[0] == 403
+    lam.add_permission(FunctionName="public", StatementId="url", Action="lambda:InvokeFunctionUrl", Principal="*",
+                       FunctionUrlAuthType="NONE")
+    status, _, body = request(url, "GET", "/hello?x=1", sign=False)
+    assert status == 202 and json.loads(body)["rawPath"] == "/hello"
+    lam.remove_permission(FunctionName="public", StatementId="url")
+    assert request(url, "GET", "/", sign=False)[0] == 403

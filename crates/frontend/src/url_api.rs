@@ -3,9 +3,9 @@
 //! listener of `--url-listen` that serves them: a request's `Host` names the URL, the function gets a payload
 //! format 2.0 event, and its answer becomes the HTTP response (`url_event`).
 //!
-//! Auth: an `AWS_IAM` URL takes requests signed (SigV4, service `lambda`) by a key of the function's account; a
-//! `NONE` URL takes anyone's only when the function's resource policy allows public `lambda:InvokeFunctionUrl`,
-//! as on Lambda; without one it answers 403. CORS preflights of a URL with a `Cors` config are answered from it,
+//! Auth: an `AWS_IAM` URL takes requests signed (SigV4, service `lambda`) by a key of the function's account, or of
+//! another account its qualifier's resource policy allows `lambda:InvokeFunctionUrl`; a `NONE` URL takes anyone's
+//! only when that policy allows it to anyone (`FunctionUrlAuthType` `NONE`), as on Lambda; otherwise 403. CORS preflights of a URL with a `Cors` config are answered from it,
 //! before auth (browsers send them unsigned).
 
 use std::future::Future;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use ignis_registry::policy::{self, Policy};
 use ignis_registry::{CorsRecord, FunctionRecord, RegistryError, UrlRecord};
 use ignis_worker::conn::{Limits, Protocols, TimedBody};
 use serde::Deserialize;
@@ -337,12 +338,16 @@ async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, reque
         return answer;
     }
     // The signature's check reads the head first; the body is read against Lambda's limit before the function runs.
+    let policy = record.policies.get(policy::key(Some(qualifier)));
     let signer = match url.auth_type.as_str() {
         "AWS_IAM" => match crate::http::authenticate_head(app, &parts, "lambda") {
-            Ok((head, caller)) if caller.account == account => Some((head, caller)),
+            Ok((head, caller)) if caller.account == account || signer_allowed(app, policy, &caller) => {
+                Some((head, caller))
+            }
             _ => return forbidden(),
         },
-        // A public URL needs a statement of the function's resource policy that allows it, as on Lambda.
+        // A public URL: a statement of the function's resource policy must allow anyone, as on Lambda.
+        _ if policy::allows(policy, &url_request(policy::Caller::Anonymous, None, "NONE")) => None,
         _ => return forbidden(),
     };
     let body = match Limited::new(body, MAX_URL_REQUEST).collect().await {
@@ -447,6 +452,25 @@ async fn invoke(
         Err(ignis_invoke::InvokeError::Throttled(_)) => Err(UrlFailure::Throttled),
         Err(e) => Err(UrlFailure::Other(e.into())),
     }
+}
+
+/// `lambda:InvokeFunctionUrl` through a URL of `auth_type` by `caller` (from `source_account`).
+fn url_request<'a>(caller: policy::Caller<'a>, source_account: Option<&'a str>, auth_type: &'a str) -> policy::Request<'a> {
+    policy::Request {
+        action: "lambda:InvokeFunctionUrl",
+        caller,
+        source_account,
+        source_arn: None,
+        function_url_auth_type: Some(auth_type),
+    }
+}
+
+/// Whether `policy` lets another account's `caller` (its key, or one of its functions' session, acting as that
+/// function's role) invoke an `AWS_IAM` URL of `record`'s.
+fn signer_allowed(app: &App, policy: Option<&Policy>, caller: &Caller) -> bool {
+    let id = caller.account.as_str();
+    let role = caller.session.as_ref().and_then(|function| app.registry.get(&caller.account, function)).map(|r| r.role.clone());
+    policy::allows(policy, &url_request(policy::Caller::Account { id, role: role.as_deref() }, Some(id), "AWS_IAM"))
 }
 
 /// How a URL invocation failed.

@@ -222,3 +222,44 @@ fn without_url_listen_configs_are_refused_clearly() {
     assert_eq!(refused.status, 400);
     assert!(refused.text().contains("--url-listen"), "{}", refused.text());
 }
+
+fn add_permission(server: &Server, function: &str, statement: Value) -> Reply {
+    server.lambda("POST", &format!("/2015-03-31/functions/{function}/policy"), statement.to_string().as_bytes())
+}
+
+#[test]
+fn resource_policies_open_a_public_url_and_let_another_account_in() {
+    let (server, urls) = start();
+    assert_eq!(server.create("open", &sh_runtime("echo '\"public\"' > /tmp/response"), json!({})).status, 201);
+    let public = create_url(&server, "open", "", json!({ "AuthType": "NONE" })).json();
+    let public_host = host_of(public["FunctionUrl"].as_str().unwrap());
+    // A NONE URL answers nobody until a statement allows anyone, as on Lambda.
+    assert_eq!(send(&urls, &public_host, "GET", "/", &[], b"").status, 403);
+    let anyone = json!({
+        "StatementId": "public-url", "Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "NONE",
+    });
+    assert_eq!(add_permission(&server, "open", anyone).status, 201);
+    let reply = send(&urls, &public_host, "GET", "/", &[], b"");
+    assert_eq!((reply.status, reply.text()), (200, "public".to_string()));
+    // A statement for AWS_IAM URLs does not open a NONE one.
+    assert_eq!(server.lambda("DELETE", "/2015-03-31/functions/open/policy/public-url", b"").status, 204);
+    let iam_only = json!({
+        "StatementId": "iam", "Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "AWS_IAM",
+    });
+    assert_eq!(add_permission(&server, "open", iam_only).status, 201);
+    assert_eq!(send(&urls, &public_host, "GET", "/", &[], b"").status, 403);
+
+    // An AWS_IAM URL: another account's signature is refused until a statement names that account.
+    assert_eq!(server.create("private", &sh_runtime("echo '\"private\"' > /tmp/response"), json!({})).status, 201);
+    let private = create_url(&server, "private", "", json!({ "AuthType": "AWS_IAM" })).json();
+    let host = host_of(private["FunctionUrl"].as_str().unwrap());
+    let (tenant_id, tenant) = server.create_account("url-guest");
+    let as_tenant = || send(&urls, &host, "GET", "/", &signed(&host, "GET", "/", "", b"", &tenant), b"");
+    assert_eq!(as_tenant().status, 403);
+    let guest = json!({
+        "StatementId": "guest", "Action": "lambda:InvokeFunctionUrl", "Principal": tenant_id, "FunctionUrlAuthType": "AWS_IAM",
+    });
+    assert_eq!(add_permission(&server, "private", guest).status, 201);
+    let reply = as_tenant();
+    assert_eq!((reply.status, reply.text()), (200, "private".to_string()));
+}
