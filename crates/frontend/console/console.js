@@ -488,6 +488,8 @@ function showConfiguration(fn) {
     ['Layers', (c.Layers || []).map((l) => l.Arn).join('\n')],
     ['Environment', c.Environment && Object.keys(c.Environment.Variables || {}).join(', ')],
     ['Log group', c.LoggingConfig && c.LoggingConfig.LogGroup],
+    ['Log format', c.LoggingConfig && c.LoggingConfig.LogFormat],
+    ['Tags', Object.entries(fn.Tags || {}).map(([k, v]) => `${k}=${v}`).join(', ')],
     ['Last modified', c.LastModified], ['Revision', c.RevisionId],
   ].filter(([, v]) => v !== undefined && v !== null && v !== '');
   document.getElementById('configuration').innerHTML =
