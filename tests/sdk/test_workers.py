@@ -103,6 +103,31 @@ def test_invokes_run_on_both_workers_and_their_logs_are_readable(cluster):
     assert len(streams) >= 2
 
 
+def test_a_streamed_response_from_a_worker_host(cluster):
+    """A worker host collects what the runtime streams and answers it whole: the client reads the same events."""
+    from test_streaming import STREAMING_RUNTIME, read_all
+
+    lam = client(cluster, "lambda")
+    lam.create_function(
+        FunctionName="host-streamer",
+        Runtime="provided.al2023",
+        Role="r",
+        Handler="x",
+        Code={"ZipFile": zip_bytes([("bootstrap", STREAMING_RUNTIME.encode(), 0o755)])},
+        MemorySize=128,
+        Timeout=30,
+    )
+    mib = 1024 * 1024
+    answer = lam.invoke_with_response_stream(FunctionName="host-streamer", Payload=json.dumps({"mode": "stream", "mb": 7}))
+    payload, complete = read_all(answer["EventStream"])
+    assert payload == b"first;" + b"\0" * (7 * mib) + b";last"
+    assert complete == {}
+    answer = lam.invoke_with_response_stream(FunctionName="host-streamer", Payload=json.dumps({"mode": "fail"}))
+    payload, complete = read_all(answer["EventStream"])
+    assert payload == b"first;"
+    assert complete["ErrorCode"] == "Function.Broken"
+
+
 def test_a_function_with_layers_starts_on_worker_hosts(cluster):
     """A worker host fetches the function's merged layers by their SHA-256, as it fetches code."""
     lam = client(cluster, "lambda")

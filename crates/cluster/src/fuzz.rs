@@ -23,8 +23,10 @@ pub fn wire_body(kind: u8, body: &[u8]) {
             }
         }
         1 => {
-            if let Ok(invocation) = wire::decode_invocation(body) {
-                let again = wire::decode_invocation(&wire::encode_invocation(&invocation)).expect("an encoded invocation decodes");
+            if let Ok((invocation, _)) = wire::decode_invocation(body) {
+                let encoded = wire::encode_invocation(&invocation);
+                let (again, _) = wire::decode_invocation(&encoded).expect("an encoded invocation decodes");
+                assert_eq!(invocation.response_stream.is_some(), again.response_stream.is_some());
                 assert_eq!(
                     (&invocation.request_id, &invocation.payload, &invocation.invoked_function_arn, &invocation.trace_id),
                     (&again.request_id, &again.payload, &again.invoked_function_arn, &again.trace_id)
@@ -34,10 +36,18 @@ pub fn wire_body(kind: u8, body: &[u8]) {
         }
         2 => {
             if let Ok(outcome) = wire::decode_outcome(body) {
-                let again = wire::decode_outcome(&wire::encode_outcome(outcome.as_ref())).expect("an encoded outcome decodes");
+                let (outcome, streamed) = match outcome {
+                    Some((outcome, streamed)) => (Some(outcome), streamed),
+                    None => (None, bytes::Bytes::new()),
+                };
+                let encoded = wire::encode_outcome(outcome.as_ref(), &streamed);
+                let again = wire::decode_outcome(&encoded).expect("an encoded outcome decodes");
                 match (outcome, again) {
                     (None, None) => {}
-                    (Some(a), Some(b)) => assert_eq!((a.completion, a.log, a.reusable), (b.completion, b.log, b.reusable)),
+                    (Some(a), Some((b, again))) => {
+                        assert_eq!((a.completion, a.log, a.reusable), (b.completion, b.log, b.reusable));
+                        assert_eq!(streamed, again);
+                    }
                     _ => panic!("an outcome changed between taken and untaken"),
                 }
             }

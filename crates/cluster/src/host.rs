@@ -415,12 +415,23 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
 }
 
 async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Response<Full<Bytes>> {
-    let invocation = match wire::decode_invocation(body) {
-        Ok(invocation) => invocation,
+    let (invocation, streamed) = match wire::decode_invocation(body) {
+        Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
+    // A response the runtime streams is collected here and sent with the outcome (the worker protocol answers at
+    // the end): the server passes it on to its caller's stream then.
+    let collected = streamed.map(|mut chunks| {
+        tokio::spawn(async move {
+            let mut collected = bytes::BytesMut::new();
+            while let Some(chunk) = chunks.recv().await {
+                collected.extend_from_slice(&chunk);
+            }
+            collected.freeze()
+        })
+    });
     let Some(handle) = host.sandboxes().get(id).cloned() else {
-        return answer(StatusCode::OK, wire::encode_outcome(None));
+        return answer(StatusCode::OK, wire::encode_outcome(None, b""));
     };
     // In a task of its own: the invocation ends, and its sandbox's fate is
     // settled, even if the server's connection goes away meanwhile.
@@ -431,11 +442,16 @@ async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Response<Full<Bytes>
             if !outcome.reusable {
                 host.sandboxes().remove(id);
             }
-            answer(StatusCode::OK, wire::encode_outcome(Some(&outcome)))
+            // The invocation (and its end of the stream) is gone: the collector has had every chunk.
+            let streamed = match collected {
+                Some(collected) => collected.await.unwrap_or_default(),
+                None => Bytes::new(),
+            };
+            answer(StatusCode::OK, wire::encode_outcome(Some(&outcome), &streamed))
         }
         Ok(Err(_untaken)) => {
             host.sandboxes().remove(id);
-            answer(StatusCode::OK, wire::encode_outcome(None))
+            answer(StatusCode::OK, wire::encode_outcome(None, b""))
         }
         Err(e) => {
             host.sandboxes().remove(id);

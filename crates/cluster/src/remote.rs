@@ -20,6 +20,9 @@ use tokio::sync::watch;
 use crate::peer::{Peer, PeerError};
 use crate::wire;
 
+/// Largest piece a collected streamed response is passed on in.
+const STREAM_PIECE: usize = 256 * 1024;
+
 /// Extra time a call to a sandbox may take beyond the function's own limits.
 const CALL_MARGIN: Duration = Duration::from_secs(5);
 
@@ -135,6 +138,9 @@ impl RemoteSandbox {
 
     /// Runs one invocation on the sandbox, which ends within the function's
     /// `timeout` (plus the init limit and a margin) or when the worker goes down.
+    /// What the runtime streamed to an invocation with a `response_stream`
+    /// comes with the outcome (the host collected it), and goes to the stream
+    /// then, in pieces.
     pub async fn invoke(&self, invocation: Invocation, timeout: Duration) -> Result<Outcome, Failure> {
         let body = Bytes::from(wire::encode_invocation(&invocation));
         let path = format!("/sandboxes/{}/invoke", self.id);
@@ -156,7 +162,18 @@ impl RemoteSandbox {
             }
         };
         match wire::decode_outcome(&answer) {
-            Ok(Some(outcome)) => Ok(outcome),
+            Ok(Some((outcome, streamed))) => {
+                if let Some(stream) = &invocation.response_stream {
+                    let mut rest = streamed;
+                    while !rest.is_empty() {
+                        let piece = rest.split_to(rest.len().min(STREAM_PIECE));
+                        if stream.send(piece).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(outcome)
+            }
             Ok(None) => {
                 self.dead.store(true, Ordering::Relaxed);
                 Err(Failure::Untaken(invocation))

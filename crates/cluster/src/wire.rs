@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome, RuntimeBase};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 /// A malformed body; the text says what is wrong.
 pub type WireError = String;
@@ -172,30 +173,44 @@ pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
         "TraceId": invocation.trace_id,
         "ClientContext": invocation.client_context,
         "CognitoIdentity": invocation.cognito_identity,
+        "Stream": invocation.response_stream.is_some(),
     })
     .to_string()
     .into_bytes()
 }
 
-pub fn decode_invocation(body: &[u8]) -> Result<Invocation, WireError> {
+/// The invocation, and for one whose caller reads a streamed response as a stream (`"Stream": true`), the
+/// receiving end of its `response_stream`.
+pub fn decode_invocation(body: &[u8]) -> Result<(Invocation, Option<mpsc::Receiver<Bytes>>), WireError> {
     let v = parse(body)?;
-    Ok(Invocation {
+    let (response_stream, received) = match v.get("Stream").and_then(Value::as_bool) {
+        Some(true) => {
+            let (sender, received) = mpsc::channel(ignis_worker::STREAM_CHUNKS);
+            (Some(sender), Some(received))
+        }
+        _ => (None, None),
+    };
+    let invocation = Invocation {
         request_id: text(&v, "RequestId")?,
         payload: bytes(&v, "Payload")?,
         invoked_function_arn: text(&v, "InvokedFunctionArn")?,
         trace_id: text(&v, "TraceId")?,
         client_context: optional_text(&v, "ClientContext"),
         cognito_identity: optional_text(&v, "CognitoIdentity"),
-    })
+        response_stream,
+    };
+    Ok((invocation, received))
 }
 
-/// The answer to an invoke: the outcome, or `None` for "not taken".
-pub fn encode_outcome(outcome: Option<&Outcome>) -> Vec<u8> {
+/// The answer to an invoke: the outcome, or `None` for "not taken", and what the runtime streamed to an invocation
+/// with `"Stream": true` (collected by the host; `"StreamedResponse"`, empty for none), whatever its end.
+pub fn encode_outcome(outcome: Option<&Outcome>, streamed: &[u8]) -> Vec<u8> {
     let Some(outcome) = outcome else {
         return br#"{"Untaken":true}"#.to_vec();
     };
     let completion = match &outcome.completion {
         Completion::Response(body) => json!({ "Response": STANDARD.encode(body) }),
+        Completion::Streamed { bytes } => json!({ "Streamed": bytes }),
         Completion::Error { body, error_type } => {
             json!({ "Error": { "Body": STANDARD.encode(body), "ErrorType": error_type } })
         }
@@ -203,10 +218,15 @@ pub fn encode_outcome(outcome: Option<&Outcome>) -> Vec<u8> {
             json!({ "Failed": { "ErrorType": error_type, "Message": message } })
         }
     };
-    json!({ "Completion": completion, "Log": outcome.log, "Reusable": outcome.reusable }).to_string().into_bytes()
+    let mut answer = json!({ "Completion": completion, "Log": outcome.log, "Reusable": outcome.reusable });
+    if !streamed.is_empty() {
+        answer["StreamedResponse"] = STANDARD.encode(streamed).into();
+    }
+    answer.to_string().into_bytes()
 }
 
-pub fn decode_outcome(body: &[u8]) -> Result<Option<Outcome>, WireError> {
+/// The outcome and what was streamed before it (empty for none), or `None` for "not taken".
+pub fn decode_outcome(body: &[u8]) -> Result<Option<(Outcome, Bytes)>, WireError> {
     let v = parse(body)?;
     if v.get("Untaken").and_then(Value::as_bool) == Some(true) {
         return Ok(None);
@@ -214,18 +234,22 @@ pub fn decode_outcome(body: &[u8]) -> Result<Option<Outcome>, WireError> {
     let c = field(&v, "Completion")?;
     let completion = if c.get("Response").is_some() {
         Completion::Response(bytes(c, "Response")?)
+    } else if let Some(streamed) = c.get("Streamed") {
+        Completion::Streamed { bytes: streamed.as_u64().ok_or("Streamed is not a byte count")? }
     } else if let Some(e) = c.get("Error") {
         Completion::Error { body: bytes(e, "Body")?, error_type: optional_text(e, "ErrorType") }
     } else if let Some(f) = c.get("Failed") {
         Completion::Failed { error_type: known_error_type(&text(f, "ErrorType")?), message: text(f, "Message")? }
     } else {
-        return Err("Completion is none of Response, Error, Failed".into());
+        return Err("Completion is none of Response, Streamed, Error, Failed".into());
     };
-    Ok(Some(Outcome {
+    let streamed = if v.get("StreamedResponse").is_some() { bytes(&v, "StreamedResponse")? } else { Bytes::new() };
+    let outcome = Outcome {
         completion,
         log: text(&v, "Log")?,
         reusable: field(&v, "Reusable")?.as_bool().ok_or("Reusable is not a boolean")?,
-    }))
+    };
+    Ok(Some((outcome, streamed)))
 }
 
 /// The platform's error types, as the worker names them (`Completion::Failed` holds static text).
@@ -353,20 +377,30 @@ mod tests {
             trace_id: "t".into(),
             client_context: None,
             cognito_identity: Some("c".into()),
+            response_stream: None,
         };
-        let back = decode_invocation(&encode_invocation(&invocation)).unwrap();
-        assert_eq!((back.payload, back.client_context, back.cognito_identity), (invocation.payload, None, Some("c".into())));
+        let (back, received) = decode_invocation(&encode_invocation(&invocation)).unwrap();
+        assert!(back.response_stream.is_none() && received.is_none());
+        let expected = (invocation.payload.clone(), None, Some("c".into()));
+        assert_eq!((back.payload, back.client_context, back.cognito_identity), expected);
+        let streamed = Invocation { response_stream: Some(mpsc::channel(1).0), ..invocation };
+        let (back, received) = decode_invocation(&encode_invocation(&streamed)).unwrap();
+        assert!(back.response_stream.is_some() && received.is_some());
 
         for completion in [
             Completion::Response(Bytes::from_static(b"ok")),
+            Completion::Streamed { bytes: 7 << 20 },
             Completion::Error { body: Bytes::from_static(b"{}"), error_type: Some("E".into()) },
             Completion::Failed { error_type: "Sandbox.Timedout", message: "m".into() },
         ] {
             let outcome = Outcome { completion: completion.clone(), log: "START\n".into(), reusable: true };
-            let back = decode_outcome(&encode_outcome(Some(&outcome))).unwrap().unwrap();
-            assert_eq!((back.completion, back.log, back.reusable), (completion, outcome.log, true));
+            for streamed in [&b""[..], b"\0chunks"] {
+                let (back, back_streamed) = decode_outcome(&encode_outcome(Some(&outcome), streamed)).unwrap().unwrap();
+                assert_eq!((back.completion, &back.log, back.reusable), (completion.clone(), &outcome.log, true));
+                assert_eq!(back_streamed, streamed);
+            }
         }
-        assert!(decode_outcome(&encode_outcome(None)).unwrap().is_none());
+        assert!(decode_outcome(&encode_outcome(None, b"")).unwrap().is_none());
 
         let batch = LogBatch {
             account: "a".into(),

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
 use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -44,7 +44,37 @@ use crate::{
     networks_api, oci_api, provisioned, runtimes_api, sqs_api, versions,
 };
 
+/// What a handler answers: a whole body.
 pub type Answer = Response<Full<Bytes>>;
+/// What goes back on the connection: a whole answer, or a body streamed as it is made (`InvokeWithResponseStream`).
+pub type Served = Response<Either<Full<Bytes>, StreamedBody>>;
+
+/// A whole answer, as served.
+pub fn whole(answer: Answer) -> Served {
+    answer.map(Either::Left)
+}
+
+/// A body whose pieces come through a bounded channel as they are made: the sender waits while the connection's
+/// reader does not keep up. It ends when the sender is dropped.
+pub struct StreamedBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl StreamedBody {
+    pub fn new(pieces: tokio::sync::mpsc::Receiver<Bytes>) -> StreamedBody {
+        StreamedBody(pieces)
+    }
+}
+
+impl Body for StreamedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|piece| piece.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
+    }
+}
 
 /// Bytes that bodies of requests not yet authenticated may hold at once.
 pub const UNAUTHENTICATED_BYTES: usize = 16 * 1024 * 1024;
@@ -70,6 +100,8 @@ pub enum Operation {
     UpdateFunctionCode(String),
     DeleteFunction(String),
     Invoke(String),
+    /// `POST /2021-11-15/functions/{name}/response-streaming-invocations` (`invoke_api`).
+    InvokeWithResponseStream(String),
     PutFunctionConcurrency(String),
     GetFunctionConcurrency(String),
     DeleteFunctionConcurrency(String),
@@ -206,7 +238,7 @@ impl Operation {
     /// Largest body the operation reads, and the error for a larger one.
     fn body_limit(&self) -> (usize, ApiError) {
         match self {
-            Operation::Invoke(_) => (
+            Operation::Invoke(_) | Operation::InvokeWithResponseStream(_) => (
                 invoke_api::MAX_SYNC_PAYLOAD,
                 ApiError::RequestTooLarge(format!(
                     "Request must be smaller than {} bytes for the InvokeFunction operation",
@@ -250,6 +282,7 @@ impl Operation {
             Operation::UpdateFunctionCode(_) => "UpdateFunctionCode",
             Operation::DeleteFunction(_) => "DeleteFunction",
             Operation::Invoke(_) => "Invoke",
+            Operation::InvokeWithResponseStream(_) => "InvokeWithResponseStream",
             Operation::PutFunctionConcurrency(_) => "PutFunctionConcurrency",
             Operation::GetFunctionConcurrency(_) => "GetFunctionConcurrency",
             Operation::DeleteFunctionConcurrency(_) => "DeleteFunctionConcurrency",
@@ -374,6 +407,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         }
         (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => Operation::UpdateFunctionCode(decode(name)?),
         (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => Operation::Invoke(decode(name)?),
+        (&Method::POST, ["2021-11-15", "functions", name, "response-streaming-invocations"]) => {
+            Operation::InvokeWithResponseStream(decode(name)?)
+        }
         (&Method::PUT, ["2017-10-31", "functions", name, "concurrency"]) => Operation::PutFunctionConcurrency(decode(name)?),
         (&Method::GET, ["2019-09-30", "functions", name, "concurrency"]) => Operation::GetFunctionConcurrency(decode(name)?),
         (&Method::DELETE, ["2017-10-31", "functions", name, "concurrency"]) => {
@@ -523,7 +559,7 @@ impl Budget {
 
 /// Answers one request, logs it at `debug` (a 5xx at `warn`, with the error)
 /// and tags it with its request id.
-async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Answer {
+async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Served {
     let started = app.config.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = request.headers().get("x-amz-target");
@@ -534,10 +570,10 @@ async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>)
     let mut operation = "-";
     let (mut answer, error) = match respond(&app, &budget, request, &request_id, &mut operation).await {
         Ok(answer) => (answer, None),
-        Err(e) if is_registry => (e.to_registry_response(), Some(e)),
-        Err(e) if is_sqs => (e.to_sqs_response(), Some(e)),
-        Err(e) if is_logs => (e.to_json_protocol_response(), Some(e)),
-        Err(e) => (e.to_rest_response(), Some(e)),
+        Err(e) if is_registry => (whole(e.to_registry_response()), Some(e)),
+        Err(e) if is_sqs => (whole(e.to_sqs_response()), Some(e)),
+        Err(e) if is_logs => (whole(e.to_json_protocol_response()), Some(e)),
+        Err(e) => (whole(e.to_rest_response()), Some(e)),
     };
     let status = answer.status().as_u16();
     let duration = app.config.clock.instant().saturating_duration_since(started);
@@ -562,18 +598,18 @@ async fn respond(
     request: Request<TimedBody>,
     request_id: &str,
     routed: &mut &'static str,
-) -> Result<Answer, ApiError> {
+) -> Result<Served, ApiError> {
     let (parts, body) = request.into_parts();
     let operation = route(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers)?;
     *routed = operation.name();
     if operation == Operation::Health {
-        return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
+        return Ok(whole(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" }))));
     }
     if let Operation::Console(asset) = operation {
-        return Ok(console_api::asset(app, asset));
+        return Ok(whole(console_api::asset(app, asset)));
     }
     if let Operation::Oci(request) = operation {
-        return oci_api::handle(app, Request::from_parts(parts, body), request).await;
+        return oci_api::handle(app, Request::from_parts(parts, body), request).await.map(whole);
     }
     let (limit, too_large) = operation.body_limit();
     let size = body.size_hint();
@@ -590,7 +626,7 @@ async fn respond(
     head.finish(&body)?;
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
-    match operation {
+    let answer = match operation {
         Operation::Health | Operation::Console(_) | Operation::Oci(_) => unreachable!("answered above"),
         Operation::CreateFunction => control::create_function(app, caller, &body).await,
         Operation::ListFunctions => control::list_functions(app, caller, query),
@@ -601,6 +637,9 @@ async fn respond(
         Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
         Operation::DeleteFunction(name) => control::delete_function(app, caller, &name, query).await,
         Operation::Invoke(name) => invoke_api::invoke(app, caller, &name, query, &parts.headers, body, request_id).await,
+        Operation::InvokeWithResponseStream(name) => {
+            return invoke_api::invoke_with_response_stream(app, caller, &name, query, &parts.headers, body, request_id).await;
+        }
         Operation::PutFunctionConcurrency(name) => control::put_concurrency(app, caller, &name, &body).await,
         Operation::GetFunctionConcurrency(name) => control::get_concurrency(app, caller, &name),
         Operation::DeleteFunctionConcurrency(name) => control::delete_concurrency(app, caller, &name).await,
@@ -653,7 +692,8 @@ async fn respond(
         Operation::PutLogs => cluster_api::logs(app, caller, &body).await,
         Operation::ListActivity => console_api::list_activity(app, caller),
         Operation::GetActivity(name) => console_api::get_activity(app, caller, &name),
-    }
+    };
+    answer.map(whole)
 }
 
 /// Checks the request's head (see the module docs) with the secret of the
@@ -783,6 +823,13 @@ mod tests {
         check(Method::GET, "/2015-03-31/functions/f/configuration", Some(GetFunctionConfiguration("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/invocations", Some(Invoke("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/invocations", None);
+        check(
+            Method::POST,
+            "/2021-11-15/functions/f/response-streaming-invocations",
+            Some(InvokeWithResponseStream("f".into())),
+        );
+        check(Method::GET, "/2021-11-15/functions/f/response-streaming-invocations", None);
+        check(Method::POST, "/2015-03-31/functions/f/response-streaming-invocations", None);
         check(Method::POST, "/2015-03-31/functions/f/versions", Some(PublishVersion("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/versions", Some(ListVersionsByFunction("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/aliases", Some(CreateAlias("f".into())));

@@ -10,9 +10,10 @@
 //!   caller's repositories and prepared (`ignis_images::ImagePreparer`).
 //! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
 //!   and the alias calls; versions and aliases live in `$LATEST`'s record.
-//! - `invoke_api`: Invoke (a record becomes an `ignis_invoke::Target` in
-//!   `ignis_invoke::from_record`; the invoker, admission and the workers are
-//!   the `ignis-invoke` crate).
+//! - `invoke_api`: Invoke and InvokeWithResponseStream (a record becomes an
+//!   `ignis_invoke::Target` in `ignis_invoke::from_record`; the invoker,
+//!   admission and the workers are the `ignis-invoke` crate); `eventstream`:
+//!   the AWS event-stream framing of a streamed answer.
 //! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs (the
 //!   keeper of the configured sandboxes is `ignis_pollers::Keeper`).
 //! - `event_config`: the event invoke config calls and destination checks
@@ -53,6 +54,7 @@ mod console_api;
 mod control;
 mod error;
 mod event_config;
+mod eventstream;
 mod function;
 mod function_image;
 #[cfg(feature = "fuzz")]
