@@ -11,7 +11,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from test_boto3 import client, run_server, zip_bytes
+from test_boto3 import client, run_server, rust_example, zip_bytes
 
 # Each event names a mode ("stream", "pause", "fail", "crash", "buffered") and how many MiB of zeros go between the
 # first chunk ("first;") and the end (";last", error trailers, or the runtime's exit).
@@ -33,6 +33,7 @@ while true; do
   exec 3<>"/dev/tcp/$host/$port"
   printf 'POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: %s\r\n' "$id" "$AWS_LAMBDA_RUNTIME_API" >&3
   printf 'Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n' >&3
+  printf 'Content-Type: text/plain; charset=utf-8\r\n' >&3
   printf 'Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n' >&3
   printf '6\r\nfirst;\r\n' >&3
   if [ "$mode" = pause ]; then sleep 3; fi
@@ -84,7 +85,9 @@ def streaming(lam):
 def stream(lam, function, event, **kwargs):
     answer = lam.invoke_with_response_stream(FunctionName=function, Payload=json.dumps(event), **kwargs)
     assert answer["StatusCode"] == 200
-    assert answer["ResponseStreamContentType"] == "application/vnd.amazon.eventstream"
+    # The runtime's own, as Lambda passes it on; a response posted whole is JSON.
+    expected = "application/json" if event.get("mode") == "buffered" else "text/plain; charset=utf-8"
+    assert answer["ResponseStreamContentType"] == expected
     return answer
 
 
@@ -166,6 +169,22 @@ def test_over_200_mib_the_stream_ends_with_an_error(lam, streaming):
     # What came before the limit went out; the chunk that crossed it did not.
     assert 199 * MIB < len(payload) <= 200 * MIB
     assert complete["ErrorCode"] == "Function.ResponseSizeTooLarge"
+
+
+def test_the_official_rust_runtime_streams(lam):
+    """`lambda_runtime`'s streaming response: its HTTP integration prelude (a JSON head, 8 NUL bytes), then the
+    chunks, passed on as they are, with its Content-Type."""
+    lam.create_function(FunctionName="rust-streamer", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": rust_example()})
+    answer = lam.invoke_with_response_stream(FunctionName="rust-streamer", Payload=json.dumps({"stream": ["one,", "two"]}))
+    assert answer["ResponseStreamContentType"] == "application/vnd.awslambda.http-integration-response"
+    payload, complete = read_all(answer["EventStream"])
+    prelude, separator, body = payload.partition(b"\0" * 8)
+    assert separator and body == b"one,two"
+    assert json.loads(prelude)["statusCode"] == 200
+    assert complete == {}
+    # Its buffered answers come through the same call as one chunk.
+    answer = lam.invoke_with_response_stream(FunctionName="rust-streamer", Payload=json.dumps({"name": "s"}))
+    assert read_all(answer["EventStream"]) == (b'{"message":"Hello, s!"}', {})
 
 
 def test_request_checks(lam, streaming):

@@ -119,6 +119,7 @@ def test_a_streamed_response_from_a_worker_host(cluster):
     )
     mib = 1024 * 1024
     answer = lam.invoke_with_response_stream(FunctionName="host-streamer", Payload=json.dumps({"mode": "stream", "mb": 7}))
+    assert answer["ResponseStreamContentType"] == "text/plain; charset=utf-8"
     payload, complete = read_all(answer["EventStream"])
     assert payload == b"first;" + b"\0" * (7 * mib) + b";last"
     assert complete == {}

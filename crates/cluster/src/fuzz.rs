@@ -38,9 +38,9 @@ pub fn wire_body(kind: u8, body: &[u8]) {
             if let Ok(outcome) = wire::decode_outcome(body) {
                 let (outcome, streamed) = match outcome {
                     Some((outcome, streamed)) => (Some(outcome), streamed),
-                    None => (None, bytes::Bytes::new()),
+                    None => (None, None),
                 };
-                let encoded = wire::encode_outcome(outcome.as_ref(), &streamed);
+                let encoded = wire::encode_outcome(outcome.as_ref(), streamed.as_ref());
                 let again = wire::decode_outcome(&encoded).expect("an encoded outcome decodes");
                 match (outcome, again) {
                     (None, None) => {}

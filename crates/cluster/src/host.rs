@@ -40,7 +40,7 @@ use ignis_store::{CodeHold, CodeRules, Store, WeakCodeHold};
 use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
 use ignis_chunks::OriginLimit;
 use ignis_worker::images::{ChunkPath, Images};
-use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
+use ignis_worker::{LogBatch, SandboxHandle, StartError, StreamPiece, Worker, WorkerConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -421,17 +421,20 @@ async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Response<Full<Bytes>
     };
     // A response the runtime streams is collected here and sent with the outcome (the worker protocol answers at
     // the end): the server passes it on to its caller's stream then.
-    let collected = streamed.map(|mut chunks| {
+    let collected = streamed.map(|mut pieces| {
         tokio::spawn(async move {
-            let mut collected = bytes::BytesMut::new();
-            while let Some(chunk) = chunks.recv().await {
-                collected.extend_from_slice(&chunk);
+            let (mut started, mut content_type, mut body) = (false, None, bytes::BytesMut::new());
+            while let Some(piece) = pieces.recv().await {
+                match piece {
+                    StreamPiece::Start { content_type: given } => (started, content_type) = (true, given),
+                    StreamPiece::Chunk(chunk) => body.extend_from_slice(&chunk),
+                }
             }
-            collected.freeze()
+            started.then(|| wire::StreamedResponse { content_type, body: body.freeze() })
         })
     });
     let Some(handle) = host.sandboxes().get(id).cloned() else {
-        return answer(StatusCode::OK, wire::encode_outcome(None, b""));
+        return answer(StatusCode::OK, wire::encode_outcome(None, None));
     };
     // In a task of its own: the invocation ends, and its sandbox's fate is
     // settled, even if the server's connection goes away meanwhile.
@@ -444,14 +447,14 @@ async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Response<Full<Bytes>
             }
             // The invocation (and its end of the stream) is gone: the collector has had every chunk.
             let streamed = match collected {
-                Some(collected) => collected.await.unwrap_or_default(),
-                None => Bytes::new(),
+                Some(collected) => collected.await.ok().flatten(),
+                None => None,
             };
-            answer(StatusCode::OK, wire::encode_outcome(Some(&outcome), &streamed))
+            answer(StatusCode::OK, wire::encode_outcome(Some(&outcome), streamed.as_ref()))
         }
         Ok(Err(_untaken)) => {
             host.sandboxes().remove(id);
-            answer(StatusCode::OK, wire::encode_outcome(None, b""))
+            answer(StatusCode::OK, wire::encode_outcome(None, None))
         }
         Err(e) => {
             host.sandboxes().remove(id);

@@ -36,7 +36,8 @@
 //!   `{"Untaken": true}` when the sandbox never took it (run it elsewhere).
 //!   With `"Stream": true` (its caller reads a streamed response as a
 //!   stream), the host collects what the runtime streams, up to
-//!   `ignis_worker::MAX_STREAMED_RESPONSE_BYTES`, and answers it whole.
+//!   `ignis_worker::MAX_STREAMED_RESPONSE_BYTES`, and answers it beside the
+//!   outcome (`"StreamedResponse": {"ContentType", "Body"}`).
 //! - `POST /sandboxes/{id}/prepare` → `{"Error": null | "..."}`.
 //! - `DELETE /sandboxes/{id}` → 204.
 

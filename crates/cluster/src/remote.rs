@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use ignis_sigv4::Credentials;
-use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError};
+use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError, StreamPiece};
 use tokio::sync::watch;
 
 use crate::peer::{Peer, PeerError};
@@ -163,14 +163,8 @@ impl RemoteSandbox {
         };
         match wire::decode_outcome(&answer) {
             Ok(Some((outcome, streamed))) => {
-                if let Some(stream) = &invocation.response_stream {
-                    let mut rest = streamed;
-                    while !rest.is_empty() {
-                        let piece = rest.split_to(rest.len().min(STREAM_PIECE));
-                        if stream.send(piece).await.is_err() {
-                            break;
-                        }
-                    }
+                if let (Some(stream), Some(streamed)) = (&invocation.response_stream, streamed) {
+                    pass_on(stream, streamed).await;
                 }
                 Ok(outcome)
             }
@@ -209,5 +203,19 @@ impl RemoteSandbox {
         self.dead.store(true, Ordering::Relaxed);
         let path = format!("/sandboxes/{}", self.id);
         let _ = tokio::time::timeout(CALL_MARGIN, self.worker.peer.call(Method::DELETE, &path, Bytes::new())).await;
+    }
+}
+
+/// Passes a response the host collected on to the invocation's stream, in pieces, until its reader leaves.
+async fn pass_on(stream: &tokio::sync::mpsc::Sender<StreamPiece>, streamed: wire::StreamedResponse) {
+    if stream.send(StreamPiece::Start { content_type: streamed.content_type }).await.is_err() {
+        return;
+    }
+    let mut rest = streamed.body;
+    while !rest.is_empty() {
+        let piece = rest.split_to(rest.len().min(STREAM_PIECE));
+        if stream.send(StreamPiece::Chunk(piece)).await.is_err() {
+            return;
+        }
     }
 }

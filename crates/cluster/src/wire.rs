@@ -7,7 +7,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use ignis_worker::{Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome, RuntimeBase};
+use ignis_worker::{
+    Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogLine, Outcome, RuntimeBase, StreamPiece,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -181,7 +183,7 @@ pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
 
 /// The invocation, and for one whose caller reads a streamed response as a stream (`"Stream": true`), the
 /// receiving end of its `response_stream`.
-pub fn decode_invocation(body: &[u8]) -> Result<(Invocation, Option<mpsc::Receiver<Bytes>>), WireError> {
+pub fn decode_invocation(body: &[u8]) -> Result<(Invocation, Option<mpsc::Receiver<StreamPiece>>), WireError> {
     let v = parse(body)?;
     let (response_stream, received) = match v.get("Stream").and_then(Value::as_bool) {
         Some(true) => {
@@ -202,9 +204,17 @@ pub fn decode_invocation(body: &[u8]) -> Result<(Invocation, Option<mpsc::Receiv
     Ok((invocation, received))
 }
 
-/// The answer to an invoke: the outcome, or `None` for "not taken", and what the runtime streamed to an invocation
-/// with `"Stream": true` (collected by the host; `"StreamedResponse"`, empty for none), whatever its end.
-pub fn encode_outcome(outcome: Option<&Outcome>, streamed: &[u8]) -> Vec<u8> {
+/// What a runtime streamed to an invocation with `"Stream": true`, collected by the host: its `Content-Type` and
+/// bytes (`"StreamedResponse": {"ContentType", "Body"}` beside the outcome).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamedResponse {
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// The answer to an invoke: the outcome, or `None` for "not taken", and what the runtime streamed, if it did,
+/// whatever the outcome.
+pub fn encode_outcome(outcome: Option<&Outcome>, streamed: Option<&StreamedResponse>) -> Vec<u8> {
     let Some(outcome) = outcome else {
         return br#"{"Untaken":true}"#.to_vec();
     };
@@ -219,14 +229,15 @@ pub fn encode_outcome(outcome: Option<&Outcome>, streamed: &[u8]) -> Vec<u8> {
         }
     };
     let mut answer = json!({ "Completion": completion, "Log": outcome.log, "Reusable": outcome.reusable });
-    if !streamed.is_empty() {
-        answer["StreamedResponse"] = STANDARD.encode(streamed).into();
+    if let Some(streamed) = streamed {
+        let body = STANDARD.encode(&streamed.body);
+        answer["StreamedResponse"] = json!({ "ContentType": streamed.content_type, "Body": body });
     }
     answer.to_string().into_bytes()
 }
 
-/// The outcome and what was streamed before it (empty for none), or `None` for "not taken".
-pub fn decode_outcome(body: &[u8]) -> Result<Option<(Outcome, Bytes)>, WireError> {
+/// The outcome and what was streamed, or `None` for "not taken".
+pub fn decode_outcome(body: &[u8]) -> Result<Option<(Outcome, Option<StreamedResponse>)>, WireError> {
     let v = parse(body)?;
     if v.get("Untaken").and_then(Value::as_bool) == Some(true) {
         return Ok(None);
@@ -243,7 +254,10 @@ pub fn decode_outcome(body: &[u8]) -> Result<Option<(Outcome, Bytes)>, WireError
     } else {
         return Err("Completion is none of Response, Streamed, Error, Failed".into());
     };
-    let streamed = if v.get("StreamedResponse").is_some() { bytes(&v, "StreamedResponse")? } else { Bytes::new() };
+    let streamed = match v.get("StreamedResponse") {
+        None | Some(Value::Null) => None,
+        Some(s) => Some(StreamedResponse { content_type: optional_text(s, "ContentType"), body: bytes(s, "Body")? }),
+    };
     let outcome = Outcome {
         completion,
         log: text(&v, "Log")?,
@@ -394,13 +408,16 @@ mod tests {
             Completion::Failed { error_type: "Sandbox.Timedout", message: "m".into() },
         ] {
             let outcome = Outcome { completion: completion.clone(), log: "START\n".into(), reusable: true };
-            for streamed in [&b""[..], b"\0chunks"] {
-                let (back, back_streamed) = decode_outcome(&encode_outcome(Some(&outcome), streamed)).unwrap().unwrap();
+            let body = Bytes::from_static(b"\0chunks");
+            let typed = StreamedResponse { content_type: Some("text/plain".into()), body };
+            for streamed in [None, Some(StreamedResponse::default()), Some(typed)] {
+                let encoded = encode_outcome(Some(&outcome), streamed.as_ref());
+                let (back, back_streamed) = decode_outcome(&encoded).unwrap().unwrap();
                 assert_eq!((back.completion, &back.log, back.reusable), (completion.clone(), &outcome.log, true));
                 assert_eq!(back_streamed, streamed);
             }
         }
-        assert!(decode_outcome(&encode_outcome(None, b"")).unwrap().is_none());
+        assert!(decode_outcome(&encode_outcome(None, None)).unwrap().is_none());
 
         let batch = LogBatch {
             account: "a".into(),

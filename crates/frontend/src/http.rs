@@ -636,9 +636,15 @@ async fn respond(
         Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, caller, &name, &body).await,
         Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
         Operation::DeleteFunction(name) => control::delete_function(app, caller, &name, query).await,
-        Operation::Invoke(name) => invoke_api::invoke(app, caller, &name, query, &parts.headers, body, request_id).await,
+        Operation::Invoke(name) => {
+            let headers = &parts.headers;
+            let request = invoke_api::InvokeRequest { name: &name, query, headers, payload: body, request_id };
+            invoke_api::invoke(app, caller, request).await
+        }
         Operation::InvokeWithResponseStream(name) => {
-            return invoke_api::invoke_with_response_stream(app, caller, &name, query, &parts.headers, body, request_id).await;
+            let headers = &parts.headers;
+            let request = invoke_api::InvokeRequest { name: &name, query, headers, payload: body, request_id };
+            return invoke_api::invoke_with_response_stream(app, caller, request).await;
         }
         Operation::PutFunctionConcurrency(name) => control::put_concurrency(app, caller, &name, &body).await,
         Operation::GetFunctionConcurrency(name) => control::get_concurrency(app, caller, &name),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use ignis_invoke::{InvokeError, Revision, Target, from_record};
-use ignis_worker::{Completion, Invocation, Outcome};
+use ignis_worker::{Completion, Invocation, Outcome, StreamPiece};
 use tokio::sync::mpsc;
 
 use crate::{App, Caller, eventstream};
@@ -31,8 +31,42 @@ enum InvocationType {
     DryRun,
 }
 
+impl InvocationType {
+    fn name(self) -> &'static str {
+        match self {
+            InvocationType::RequestResponse => "RequestResponse",
+            InvocationType::Event => "Event",
+            InvocationType::DryRun => "DryRun",
+        }
+    }
+
+    /// `X-Amz-Invocation-Type` (`RequestResponse` when absent), one of `allowed`, else the model's violation
+    /// (Invoke allows all three; InvokeWithResponseStream no `Event`).
+    fn of(headers: &HeaderMap, allowed: &[InvocationType]) -> Result<InvocationType, ApiError> {
+        let given = header(headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+        match allowed.iter().find(|t| t.name() == given) {
+            Some(found) => Ok(*found),
+            None => {
+                let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
+                let constraint = format!("Member must satisfy enum value set: [{}]", names.join(", "));
+                Err(violation(given, "invocationType", &constraint))
+            }
+        }
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An invoke request as the front end routed it: the function named in its path, its query, headers and payload,
+/// and the request id it was given.
+pub struct InvokeRequest<'a> {
+    pub name: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub payload: Bytes,
+    pub request_id: &'a str,
 }
 
 /// What an invoke request asks for, read from its headers, query and payload, with the record it runs.
@@ -50,12 +84,9 @@ impl Call {
     fn read(
         app: &Arc<App>,
         caller: &Caller,
-        name: &str,
-        query: &str,
-        headers: &HeaderMap,
-        payload: Bytes,
-        request_id: &str,
+        request: InvokeRequest<'_>,
     ) -> Result<Call, ApiError> {
+        let InvokeRequest { name, query, headers, payload, request_id } = request;
         let tail = match header(headers, "x-amz-log-type").unwrap_or("None") {
             "None" => false,
             "Tail" => true,
@@ -80,7 +111,7 @@ impl Call {
         app: &App,
         caller: &Caller,
         request_id: &str,
-        response_stream: Option<mpsc::Sender<Bytes>>,
+        response_stream: Option<mpsc::Sender<StreamPiece>>,
     ) -> (Target, Invocation) {
         let account = caller.account.as_str();
         let invoked_function_arn = invoked_arn(app, account, self.reference.qualifier.as_deref(), &self.record);
@@ -107,22 +138,12 @@ fn violation(value: &str, member: &str, constraint: &str) -> ApiError {
 pub async fn invoke(
     app: &Arc<App>,
     caller: &Caller,
-    name: &str,
-    query: &str,
-    headers: &HeaderMap,
-    payload: Bytes,
-    request_id: &str,
+    request: InvokeRequest<'_>,
 ) -> Result<Answer, ApiError> {
-    let invocation_type = match header(headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
-        "RequestResponse" => InvocationType::RequestResponse,
-        "Event" => InvocationType::Event,
-        "DryRun" => InvocationType::DryRun,
-        other => {
-            let constraint = "Member must satisfy enum value set: [Event, RequestResponse, DryRun]";
-            return Err(violation(other, "invocationType", constraint));
-        }
-    };
-    let call = Call::read(app, caller, name, query, headers, payload, request_id)?;
+    let (headers, request_id) = (request.headers, request.request_id);
+    let all = [InvocationType::Event, InvocationType::RequestResponse, InvocationType::DryRun];
+    let invocation_type = InvocationType::of(headers, &all)?;
+    let call = Call::read(app, caller, request)?;
     if invocation_type == InvocationType::Event && call.payload.len() > MAX_ASYNC_PAYLOAD {
         return Err(ApiError::RequestTooLarge(format!(
             "Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the InvokeFunction operation"
@@ -157,57 +178,59 @@ pub async fn invoke(
 /// passed on as the runtime streams it (a response posted whole is one chunk), then an `InvokeComplete` event with
 /// the error (`ErrorCode`, `ErrorDetails`) and the log tail (`LogResult`, with `X-Amz-Log-Type: Tail`).
 ///
-/// The answer's head waits for the first chunk or the invocation's end: an invocation that never ran (a throttle,
-/// no room, a lost worker) is an ordinary error answer; once the head went out, any end, an error mid-stream
-/// included, is told in `InvokeComplete`. Every hop is a bounded channel: a client that reads slowly holds the
-/// runtime back; one that leaves stops nothing (the invocation runs to its end, its chunks dropped).
+/// The answer's head waits until the runtime begins its streamed response or the invocation ends: an invocation
+/// that never ran (a throttle, no room, a lost worker) is an ordinary error answer; once the head went out, any
+/// end, an error mid-stream included, is told in `InvokeComplete`. Its `Content-Type` is the runtime's, as Lambda
+/// passes it on (`ResponseStreamContentType`; `application/octet-stream` when the runtime gave none, and
+/// `application/json` for a response posted whole); the body is an event stream whatever it says. Every hop is a
+/// bounded channel: a client that reads slowly holds the runtime back; one that leaves stops nothing (the
+/// invocation runs to its end, its chunks dropped).
 pub async fn invoke_with_response_stream(
     app: &Arc<App>,
     caller: &Caller,
-    name: &str,
-    query: &str,
-    headers: &HeaderMap,
-    payload: Bytes,
-    request_id: &str,
+    request: InvokeRequest<'_>,
 ) -> Result<Served, ApiError> {
-    let dry_run = match header(headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
-        "RequestResponse" => false,
-        "DryRun" => true,
-        other => {
-            let constraint = "Member must satisfy enum value set: [RequestResponse, DryRun]";
-            return Err(violation(other, "invocationType", constraint));
-        }
-    };
-    let call = Call::read(app, caller, name, query, headers, payload, request_id)?;
+    let (headers, request_id) = (request.headers, request.request_id);
+    let allowed = [InvocationType::RequestResponse, InvocationType::DryRun];
+    let dry_run = InvocationType::of(headers, &allowed)? == InvocationType::DryRun;
+    let call = Call::read(app, caller, request)?;
     let (tail, executed_version) = (call.tail, call.executed_version.clone());
     if dry_run {
         let mut answer = empty_answer(StatusCode::NO_CONTENT);
         answer.headers_mut().insert("x-amz-executed-version", executed_version);
         return Ok(whole(answer));
     }
-    let (sender, mut chunks) = mpsc::channel(ignis_worker::STREAM_CHUNKS);
+    let (sender, mut pieces) = mpsc::channel(ignis_worker::STREAM_CHUNKS);
     let (target, invocation) = call.invocation(app, caller, request_id, Some(sender));
     let invoker = app.invoker.clone();
     let running = tokio::spawn(async move { invoker.invoke(target, invocation).await });
     let ended = async move { running.await.unwrap_or_else(|e| Err(InvokeError::Task(e.to_string()))) };
-    // Every sender is gone once the invocation ended (the channel closes then, its chunks read).
-    let first = chunks.recv().await;
+    // Every sender is gone once the invocation ended (the channel closes then, its pieces read).
+    let first = pieces.recv().await;
     let (events, body) = mpsc::channel(2);
-    match first {
+    let content_type = match first {
         Some(first) => {
-            tokio::spawn(relay(Some(first), chunks, ended, events, tail));
+            let content_type = match &first {
+                StreamPiece::Start { content_type } => content_type.clone(),
+                StreamPiece::Chunk(_) => None,
+            };
+            tokio::spawn(relay(Some(first), pieces, ended, events, tail));
+            content_type.unwrap_or_else(|| "application/octet-stream".into())
         }
         None => {
             let result = ended.await;
             if let Err(e) = result {
                 return Err(e.into());
             }
-            tokio::spawn(relay(None, chunks, std::future::ready(result), events, tail));
+            tokio::spawn(relay(None, pieces, std::future::ready(result), events, tail));
+            "application/json".into()
         }
-    }
+    };
     let mut answer = Response::new(Either::Right(StreamedBody::new(body)));
     let headers = answer.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+    let content_type =
+        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(http::header::CONTENT_TYPE, content_type);
     headers.insert("x-amz-executed-version", executed_version);
     Ok(answer)
 }
@@ -215,21 +238,22 @@ pub async fn invoke_with_response_stream(
 /// Frames a streamed response's chunks as `PayloadChunk` events into `events` (the answer's body), as they come,
 /// then the invocation's end as `InvokeComplete`. Stops when the client is gone.
 async fn relay(
-    first: Option<Bytes>,
-    mut chunks: mpsc::Receiver<Bytes>,
+    first: Option<StreamPiece>,
+    mut pieces: mpsc::Receiver<StreamPiece>,
     ended: impl std::future::Future<Output = Result<Outcome, InvokeError>>,
     events: mpsc::Sender<Bytes>,
     tail: bool,
 ) {
     let mut next = first;
-    loop {
-        let Some(chunk) = next.take() else { break };
-        for event in eventstream::payload_chunks(&chunk) {
-            if events.send(event).await.is_err() {
-                return;
+    while let Some(piece) = next.take() {
+        if let StreamPiece::Chunk(chunk) = piece {
+            for event in eventstream::payload_chunks(&chunk) {
+                if events.send(event).await.is_err() {
+                    return;
+                }
             }
         }
-        next = chunks.recv().await;
+        next = pieces.recv().await;
     }
     let result = ended.await;
     if let Ok(Outcome { completion: Completion::Response(body), .. }) = &result {

@@ -138,12 +138,23 @@ pub struct Invocation {
     pub trace_id: String,
     pub client_context: Option<String>,
     pub cognito_identity: Option<String>,
-    /// Where a response the runtime streams goes, chunk by chunk, as it comes (the caller reads the other end;
-    /// the channel is bounded, [`STREAM_CHUNKS`] is a good size): the outcome is then [`Completion::Streamed`].
+    /// Where a response the runtime streams goes, as it comes: a [`StreamPiece::Start`], then its chunks (the
+    /// caller reads the other end; the channel is bounded, [`STREAM_CHUNKS`] is a good size). The outcome is then
+    /// [`Completion::Streamed`], or the error that ended the stream.
     /// A chunk the receiver no longer takes is dropped; the runtime still streams to its end. `None`: a streamed
     /// response is collected (up to [`MAX_RESPONSE_BYTES`]) and answered as [`Completion::Response`], as Lambda
     /// answers `Invoke` of a streaming function. A response the runtime posts whole is always a `Response`.
-    pub response_stream: Option<mpsc::Sender<Bytes>>,
+    pub response_stream: Option<mpsc::Sender<StreamPiece>>,
+}
+
+/// A piece of a response streamed to [`Invocation::response_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPiece {
+    /// First, once, when the runtime began its streamed response: the `Content-Type` it gave, if any (Lambda
+    /// passes it on to the client; `application/vnd.awslambda.http-integration-response` is a function URL's
+    /// prelude format).
+    Start { content_type: Option<String> },
+    Chunk(Bytes),
 }
 
 /// How an invocation ended.

@@ -144,8 +144,10 @@ async fn stream_response(handle: &SandboxHandle, id: &str, request: Request<Time
     let Some(current) = take_current(handle, id) else {
         return error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID");
     };
+    let content_type = request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = content_type.map(str::to_string);
     let (pieces, received) = tokio::sync::mpsc::channel(crate::STREAM_CHUNKS);
-    if current.reply.send(Reply::Stream(received)).is_err() {
+    if current.reply.send(Reply::Stream { content_type, pieces: received }).is_err() {
         return error(StatusCode::GONE, "InvocationEnded", "the invocation has ended");
     }
     // A stream may pause between chunks as long as its function may run (the function's timeout ends it).

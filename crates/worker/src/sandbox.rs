@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::logs::{self, LogBatch, Output};
 use crate::{
     Completion, FunctionSpec, INIT_LIMIT, Invocation, Live, MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES, Outcome, SpawnJob,
-    StartError,
+    StartError, StreamPiece,
 };
 
 /// An event on its way to the runtime's `/next`.
@@ -49,7 +49,7 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    fn into_invocation(self, response_stream: Option<mpsc::Sender<Bytes>>) -> Invocation {
+    fn into_invocation(self, response_stream: Option<mpsc::Sender<StreamPiece>>) -> Invocation {
         Invocation {
             request_id: self.request_id,
             payload: self.payload,
@@ -65,9 +65,9 @@ impl Delivery {
 /// What the runtime (or its death) answered for the current invocation.
 pub(crate) enum Reply {
     Response(Bytes),
-    /// The runtime began a streamed response: its pieces come through the channel, in order, the last an `End`
-    /// (none if the body broke off). Dropping the receiver refuses the rest.
-    Stream(mpsc::Receiver<Piece>),
+    /// The runtime began a streamed response (with this `Content-Type`): its pieces come through the channel, in
+    /// order, the last an `End` (none if the body broke off). Dropping the receiver refuses the rest.
+    Stream { content_type: Option<String>, pieces: mpsc::Receiver<Piece> },
     Error { body: Bytes, error_type: Option<String> },
     TooLarge,
     Died,
@@ -322,6 +322,14 @@ async fn watch_exit(handle: Arc<SandboxHandle>, pidfd: AsyncFd<std::os::fd::Owne
     live.gone.notify_waiters();
 }
 
+/// `future`'s output, unless `deadline` passes first.
+async fn timeout_at<F: std::future::Future>(
+    deadline: Instant,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout_at(deadline.into(), future).await
+}
+
 /// How a streamed response ended, as [`SandboxHandle::invoke`] sees it.
 enum Relayed {
     Ended(Completion),
@@ -561,7 +569,10 @@ impl SandboxHandle {
         let answer = tokio::time::timeout_at(deadline.into(), reply_rx).await;
         let (completion, reusable) = match answer {
             Ok(Ok(Reply::Response(body))) => (Completion::Response(body), true),
-            Ok(Ok(Reply::Stream(pieces))) => match self.relay(pieces, response_stream, deadline).await {
+            Ok(Ok(Reply::Stream { content_type, pieces })) => match self
+                .relay(content_type, pieces, response_stream, deadline)
+                .await
+            {
                 Relayed::Ended(completion) => (completion, true),
                 Relayed::Broken => {
                     self.wait_dead().await;
@@ -623,17 +634,25 @@ impl SandboxHandle {
     /// (the runtime's request is answered 413) and the invocation fails with `Function.ResponseSizeTooLarge`.
     async fn relay(
         &self,
+        content_type: Option<String>,
         mut pieces: mpsc::Receiver<Piece>,
-        stream: Option<mpsc::Sender<Bytes>>,
+        stream: Option<mpsc::Sender<StreamPiece>>,
         deadline: Instant,
     ) -> Relayed {
         let streaming = stream.is_some();
         let limit = if streaming { MAX_STREAMED_RESPONSE_BYTES } else { MAX_RESPONSE_BYTES };
         let mut stream = stream;
+        if let Some(sender) = &stream {
+            match timeout_at(deadline, sender.send(StreamPiece::Start { content_type })).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_closed)) => stream = None,
+                Err(_elapsed) => return Relayed::TimedOut,
+            }
+        }
         let mut collected = bytes::BytesMut::new();
         let mut sent: usize = 0;
         loop {
-            let piece = match tokio::time::timeout_at(deadline.into(), pieces.recv()).await {
+            let piece = match timeout_at(deadline, pieces.recv()).await {
                 Ok(piece) => piece,
                 Err(_elapsed) => return Relayed::TimedOut,
             };
@@ -656,7 +675,7 @@ impl SandboxHandle {
             match &stream {
                 None if streaming => {}
                 None => collected.extend_from_slice(&chunk),
-                Some(sender) => match tokio::time::timeout_at(deadline.into(), sender.send(chunk)).await {
+                Some(sender) => match timeout_at(deadline, sender.send(StreamPiece::Chunk(chunk))).await {
                     Ok(Ok(())) => {}
                     // The reader left: the rest goes nowhere, but the runtime still ends its response.
                     Ok(Err(_closed)) => stream = None,
