@@ -45,7 +45,8 @@ while true; do
   case "$mode" in
     fail)
       body=$(printf '{"errorMessage": "broke mid-way", "errorType": "Broken"}' | base64 -w0)
-      printf '0\r\nLambda-Runtime-Function-Error-Type: Function.Broken\r\nLambda-Runtime-Function-Error-Body: %s\r\n\r\n' "$body" >&3
+      printf '0\r\nLambda-Runtime-Function-Error-Type: Function.Broken\r\n' >&3
+      printf 'Lambda-Runtime-Function-Error-Body: %s\r\n\r\n' "$body" >&3
       ;;
     crash)
       exit 3
@@ -69,17 +70,18 @@ def lam():
         yield client(server, "lambda")
 
 
+def create_streamer(lam, name, **settings):
+    """A function of STREAMING_RUNTIME named `name`."""
+    code = {"ZipFile": zip_bytes([("bootstrap", STREAMING_RUNTIME.encode(), 0o755)])}
+    lam.create_function(
+        FunctionName=name, Runtime="provided.al2023", Role="r", Handler="x", Code=code, Timeout=60, **settings
+    )
+    return name
+
+
 @pytest.fixture(scope="module")
 def streaming(lam):
-    lam.create_function(
-        FunctionName="streamer",
-        Runtime="provided.al2023",
-        Role="r",
-        Handler="x",
-        Code={"ZipFile": zip_bytes([("bootstrap", STREAMING_RUNTIME.encode(), 0o755)])},
-        Timeout=60,
-    )
-    return "streamer"
+    return create_streamer(lam, "streamer")
 
 
 def stream(lam, function, event, **kwargs):
@@ -104,26 +106,32 @@ def read_all(events):
     return bytes(payload), complete
 
 
-def test_first_chunk_arrives_while_the_function_runs(lam, streaming):
-    # One invocation at a time: a second one is throttled exactly while the first still runs.
-    lam.put_function_concurrency(FunctionName=streaming, ReservedConcurrentExecutions=1)
+def first_chunk_while_running(lam, function):
+    """Streams 64 MiB with a second invocation of `function` throttled exactly while the first still runs (one at a
+    time): it is, once the first chunk came, since 64 MiB more must pass through bounded buffers this client has not
+    read. The InvokeComplete event."""
+    lam.put_function_concurrency(FunctionName=function, ReservedConcurrentExecutions=1)
     try:
-        answer = stream(lam, streaming, {"mode": "stream", "mb": 64}, LogType="Tail")
+        answer = stream(lam, function, {"mode": "stream", "mb": 64}, LogType="Tail")
         assert answer["ExecutedVersion"] == "$LATEST"
         events = iter(answer["EventStream"])
         first = next(events)["PayloadChunk"]["Payload"]
         assert first.startswith(b"first;")
-        # The function cannot have ended: 64 MiB more must pass through bounded buffers this client has not read.
         with pytest.raises(lam.exceptions.TooManyRequestsException):
-            lam.invoke(FunctionName=streaming, Payload=b'{"mode": "buffered"}')
+            lam.invoke(FunctionName=function, Payload=b'{"mode": "buffered"}')
         rest, complete = read_all(events)
         payload = first + rest
         assert len(payload) == len("first;") + 64 * MIB + len(";last")
         assert payload.endswith(b";last") and payload.count(b"\0") == 64 * MIB
         assert "ErrorCode" not in complete
-        assert "mode stream" in base64.b64decode(complete["LogResult"]).decode()
+        return complete
     finally:
-        lam.delete_function_concurrency(FunctionName=streaming)
+        lam.delete_function_concurrency(FunctionName=function)
+
+
+def test_first_chunk_arrives_while_the_function_runs(lam, streaming):
+    complete = first_chunk_while_running(lam, streaming)
+    assert "mode stream" in base64.b64decode(complete["LogResult"]).decode()
 
 
 def test_a_stream_may_pause_longer_than_the_body_limit(lam, streaming):
@@ -174,8 +182,10 @@ def test_over_200_mib_the_stream_ends_with_an_error(lam, streaming):
 def test_the_official_rust_runtime_streams(lam):
     """`lambda_runtime`'s streaming response: its HTTP integration prelude (a JSON head, 8 NUL bytes), then the
     chunks, passed on as they are, with its Content-Type."""
-    lam.create_function(FunctionName="rust-streamer", Runtime="provided.al2023", Role="r", Handler="x", Code={"ZipFile": rust_example()})
-    answer = lam.invoke_with_response_stream(FunctionName="rust-streamer", Payload=json.dumps({"stream": ["one,", "two"]}))
+    code = {"ZipFile": rust_example()}
+    lam.create_function(FunctionName="rust-streamer", Runtime="provided.al2023", Role="r", Handler="x", Code=code)
+    event = json.dumps({"stream": ["one,", "two"]})
+    answer = lam.invoke_with_response_stream(FunctionName="rust-streamer", Payload=event)
     assert answer["ResponseStreamContentType"] == "application/vnd.awslambda.http-integration-response"
     payload, complete = read_all(answer["EventStream"])
     prelude, separator, body = payload.partition(b"\0" * 8)

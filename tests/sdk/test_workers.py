@@ -104,27 +104,14 @@ def test_invokes_run_on_both_workers_and_their_logs_are_readable(cluster):
 
 
 def test_a_streamed_response_from_a_worker_host(cluster):
-    """A worker host collects what the runtime streams and answers it whole: the client reads the same events."""
-    from test_streaming import STREAMING_RUNTIME, read_all
+    """A worker host answers a streamed invocation in frames as the runtime streams: the client reads the first
+    chunk while the function still runs, and the same events as from the server's own worker."""
+    from test_streaming import create_streamer, first_chunk_while_running, read_all, stream
 
     lam = client(cluster, "lambda")
-    lam.create_function(
-        FunctionName="host-streamer",
-        Runtime="provided.al2023",
-        Role="r",
-        Handler="x",
-        Code={"ZipFile": zip_bytes([("bootstrap", STREAMING_RUNTIME.encode(), 0o755)])},
-        MemorySize=128,
-        Timeout=30,
-    )
-    mib = 1024 * 1024
-    answer = lam.invoke_with_response_stream(FunctionName="host-streamer", Payload=json.dumps({"mode": "stream", "mb": 7}))
-    assert answer["ResponseStreamContentType"] == "text/plain; charset=utf-8"
-    payload, complete = read_all(answer["EventStream"])
-    assert payload == b"first;" + b"\0" * (7 * mib) + b";last"
-    assert complete == {}
-    answer = lam.invoke_with_response_stream(FunctionName="host-streamer", Payload=json.dumps({"mode": "fail"}))
-    payload, complete = read_all(answer["EventStream"])
+    streamer = create_streamer(lam, "host-streamer", MemorySize=128)
+    first_chunk_while_running(lam, streamer)
+    payload, complete = read_all(stream(lam, streamer, {"mode": "fail"})["EventStream"])
     assert payload == b"first;"
     assert complete["ErrorCode"] == "Function.Broken"
 

@@ -35,9 +35,8 @@
 //! - `POST /sandboxes/{id}/invoke` (an invocation) → the outcome, or
 //!   `{"Untaken": true}` when the sandbox never took it (run it elsewhere).
 //!   With `"Stream": true` (its caller reads a streamed response as a
-//!   stream), the host collects what the runtime streams, up to
-//!   `ignis_worker::MAX_STREAMED_RESPONSE_BYTES`, and answers it beside the
-//!   outcome (`"StreamedResponse": {"ContentType", "Body"}`).
+//!   stream), the answer is frames sent as they are made (`wire::Frame`:
+//!   the runtime's stream as it comes, then the outcome).
 //! - `POST /sandboxes/{id}/prepare` → `{"Error": null | "..."}`.
 //! - `DELETE /sandboxes/{id}` → 204.
 

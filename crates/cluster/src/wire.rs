@@ -204,17 +204,8 @@ pub fn decode_invocation(body: &[u8]) -> Result<(Invocation, Option<mpsc::Receiv
     Ok((invocation, received))
 }
 
-/// What a runtime streamed to an invocation with `"Stream": true`, collected by the host: its `Content-Type` and
-/// bytes (`"StreamedResponse": {"ContentType", "Body"}` beside the outcome).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamedResponse {
-    pub content_type: Option<String>,
-    pub body: Bytes,
-}
-
-/// The answer to an invoke: the outcome, or `None` for "not taken", and what the runtime streamed, if it did,
-/// whatever the outcome.
-pub fn encode_outcome(outcome: Option<&Outcome>, streamed: Option<&StreamedResponse>) -> Vec<u8> {
+/// The answer to an invoke: the outcome, or `None` for "not taken".
+pub fn encode_outcome(outcome: Option<&Outcome>) -> Vec<u8> {
     let Some(outcome) = outcome else {
         return br#"{"Untaken":true}"#.to_vec();
     };
@@ -228,16 +219,10 @@ pub fn encode_outcome(outcome: Option<&Outcome>, streamed: Option<&StreamedRespo
             json!({ "Failed": { "ErrorType": error_type, "Message": message } })
         }
     };
-    let mut answer = json!({ "Completion": completion, "Log": outcome.log, "Reusable": outcome.reusable });
-    if let Some(streamed) = streamed {
-        let body = STANDARD.encode(&streamed.body);
-        answer["StreamedResponse"] = json!({ "ContentType": streamed.content_type, "Body": body });
-    }
-    answer.to_string().into_bytes()
+    json!({ "Completion": completion, "Log": outcome.log, "Reusable": outcome.reusable }).to_string().into_bytes()
 }
 
-/// The outcome and what was streamed, or `None` for "not taken".
-pub fn decode_outcome(body: &[u8]) -> Result<Option<(Outcome, Option<StreamedResponse>)>, WireError> {
+pub fn decode_outcome(body: &[u8]) -> Result<Option<Outcome>, WireError> {
     let v = parse(body)?;
     if v.get("Untaken").and_then(Value::as_bool) == Some(true) {
         return Ok(None);
@@ -254,16 +239,11 @@ pub fn decode_outcome(body: &[u8]) -> Result<Option<(Outcome, Option<StreamedRes
     } else {
         return Err("Completion is none of Response, Streamed, Error, Failed".into());
     };
-    let streamed = match v.get("StreamedResponse") {
-        None | Some(Value::Null) => None,
-        Some(s) => Some(StreamedResponse { content_type: optional_text(s, "ContentType"), body: bytes(s, "Body")? }),
-    };
-    let outcome = Outcome {
+    Ok(Some(Outcome {
         completion,
         log: text(&v, "Log")?,
         reusable: field(&v, "Reusable")?.as_bool().ok_or("Reusable is not a boolean")?,
-    };
-    Ok(Some((outcome, streamed)))
+    }))
 }
 
 /// The platform's error types, as the worker names them (`Completion::Failed` holds static text).
@@ -277,6 +257,63 @@ fn known_error_type(name: &str) -> &'static str {
         "Function.ResponseSizeTooLarge",
     ];
     KNOWN.into_iter().find(|k| *k == name).unwrap_or("Runtime.Unknown")
+}
+
+/// The answer to an invocation with `"Stream": true` is a sequence of frames, each a kind (`u8`), a payload length
+/// (`u32`, big-endian) and the payload, sent as they are made: [`Frame::Start`] when the runtime began its streamed
+/// response (payload `{"ContentType"}`), a [`Frame::Chunk`] per chunk (the bytes), and last [`Frame::Outcome`] (the
+/// outcome as [`encode_outcome`] makes it). An answer that ends without its outcome broke off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Start { content_type: Option<String> },
+    Chunk(Bytes),
+    Outcome(Bytes),
+}
+
+const FRAME_START: u8 = 1;
+const FRAME_CHUNK: u8 = 2;
+const FRAME_OUTCOME: u8 = 3;
+/// Kind and length.
+const FRAME_HEAD: usize = 5;
+/// Largest frame payload taken: an outcome holds a 6 MB response in base64 and a log tail; a chunk is what the
+/// runtime's connection read at once.
+pub const MAX_FRAME: usize = 32 << 20;
+
+impl Frame {
+    /// The frame's head and payload (a chunk's bytes are not copied).
+    pub fn encode(&self) -> (Bytes, Bytes) {
+        let (kind, payload) = match self {
+            Frame::Start { content_type } => (FRAME_START, Bytes::from(json!({ "ContentType": content_type }).to_string())),
+            Frame::Chunk(chunk) => (FRAME_CHUNK, chunk.clone()),
+            Frame::Outcome(outcome) => (FRAME_OUTCOME, outcome.clone()),
+        };
+        let mut head = Vec::with_capacity(FRAME_HEAD);
+        head.push(kind);
+        head.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        (Bytes::from(head), payload)
+    }
+
+    /// The first whole frame in `buffer`, taken out of it; `None` while it is not all there.
+    pub fn take(buffer: &mut bytes::BytesMut) -> Result<Option<Frame>, WireError> {
+        if buffer.len() < FRAME_HEAD {
+            return Ok(None);
+        }
+        let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+        if length > MAX_FRAME {
+            return Err(format!("a frame of {length} bytes"));
+        }
+        if buffer.len() < FRAME_HEAD + length {
+            return Ok(None);
+        }
+        let kind = buffer[0];
+        let payload = buffer.split_to(FRAME_HEAD + length).freeze().slice(FRAME_HEAD..);
+        match kind {
+            FRAME_START => Ok(Some(Frame::Start { content_type: optional_text(&parse(&payload)?, "ContentType") })),
+            FRAME_CHUNK => Ok(Some(Frame::Chunk(payload))),
+            FRAME_OUTCOME => Ok(Some(Frame::Outcome(payload))),
+            other => Err(format!("a frame of unknown kind {other}")),
+        }
+    }
 }
 
 pub fn encode_log_batches(batches: &[LogBatch]) -> Vec<u8> {
@@ -408,16 +445,10 @@ mod tests {
             Completion::Failed { error_type: "Sandbox.Timedout", message: "m".into() },
         ] {
             let outcome = Outcome { completion: completion.clone(), log: "START\n".into(), reusable: true };
-            let body = Bytes::from_static(b"\0chunks");
-            let typed = StreamedResponse { content_type: Some("text/plain".into()), body };
-            for streamed in [None, Some(StreamedResponse::default()), Some(typed)] {
-                let encoded = encode_outcome(Some(&outcome), streamed.as_ref());
-                let (back, back_streamed) = decode_outcome(&encoded).unwrap().unwrap();
-                assert_eq!((back.completion, &back.log, back.reusable), (completion.clone(), &outcome.log, true));
-                assert_eq!(back_streamed, streamed);
-            }
+            let back = decode_outcome(&encode_outcome(Some(&outcome))).unwrap().unwrap();
+            assert_eq!((back.completion, back.log, back.reusable), (completion, outcome.log, true));
         }
-        assert!(decode_outcome(&encode_outcome(None, None)).unwrap().is_none());
+        assert!(decode_outcome(&encode_outcome(None)).unwrap().is_none());
 
         let batch = LogBatch {
             account: "a".into(),
@@ -470,5 +501,38 @@ mod tests {
         assert!(decode_spec(spec(i64::MAX as u64).as_bytes()).is_err());
         assert!(decode_spec(spec(u64::MAX).as_bytes()).is_err());
         assert!(decode_spec(spec(900_001).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn frames() {
+        let frames = [
+            Frame::Start { content_type: Some("text/plain".into()) },
+            Frame::Start { content_type: None },
+            Frame::Chunk(Bytes::from_static(b"\0\x01chunk")),
+            Frame::Chunk(Bytes::new()),
+            Frame::Outcome(Bytes::from_static(br#"{"Untaken":true}"#)),
+        ];
+        let mut wire = bytes::BytesMut::new();
+        for frame in &frames {
+            let (head, payload) = frame.encode();
+            wire.extend_from_slice(&head);
+            wire.extend_from_slice(&payload);
+        }
+        // Byte by byte: each frame comes out once it is whole, and only then.
+        let (mut buffer, mut back) = (bytes::BytesMut::new(), Vec::new());
+        for byte in wire.iter() {
+            buffer.extend_from_slice(&[*byte]);
+            while let Some(frame) = Frame::take(&mut buffer).unwrap() {
+                back.push(frame);
+            }
+        }
+        assert_eq!(back, frames);
+        assert!(buffer.is_empty());
+        let mut unknown = bytes::BytesMut::from(&b"\x09\0\0\0\0"[..]);
+        assert!(Frame::take(&mut unknown).is_err());
+        let mut huge = bytes::BytesMut::from(&b"\x02\xff\xff\xff\xff"[..]);
+        assert!(Frame::take(&mut huge).is_err());
+        let mut bad_start = bytes::BytesMut::from(&b"\x01\0\0\0\x01{"[..]);
+        assert!(Frame::take(&mut bad_start).is_err());
     }
 }

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
-use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
+use ignis_worker::conn::{ChannelBody, Limits, Protocols, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -47,34 +47,13 @@ use crate::{
 /// What a handler answers: a whole body.
 pub type Answer = Response<Full<Bytes>>;
 /// What goes back on the connection: a whole answer, or a body streamed as it is made (`InvokeWithResponseStream`).
-pub type Served = Response<Either<Full<Bytes>, StreamedBody>>;
+pub type Served = Response<Either<Full<Bytes>, ChannelBody>>;
 
 /// A whole answer, as served.
 pub fn whole(answer: Answer) -> Served {
     answer.map(Either::Left)
 }
 
-/// A body whose pieces come through a bounded channel as they are made: the sender waits while the connection's
-/// reader does not keep up. It ends when the sender is dropped.
-pub struct StreamedBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl StreamedBody {
-    pub fn new(pieces: tokio::sync::mpsc::Receiver<Bytes>) -> StreamedBody {
-        StreamedBody(pieces)
-    }
-}
-
-impl Body for StreamedBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|piece| piece.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
-    }
-}
 
 /// Bytes that bodies of requests not yet authenticated may hold at once.
 pub const UNAUTHENTICATED_BYTES: usize = 16 * 1024 * 1024;

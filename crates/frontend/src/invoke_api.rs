@@ -15,7 +15,7 @@ use ignis_registry::FunctionRecord;
 use crate::control::resolve_version;
 use crate::error::ApiError;
 use crate::function::Violations;
-use crate::http::{Answer, Served, StreamedBody, empty_answer, query_params, whole};
+use crate::http::{Answer, Served, empty_answer, query_params, whole};
 
 /// Largest payload of a synchronous invocation (6 MB).
 pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -226,7 +226,7 @@ pub async fn invoke_with_response_stream(
             "application/json".into()
         }
     };
-    let mut answer = Response::new(Either::Right(StreamedBody::new(body)));
+    let mut answer = Response::new(Either::Right(ignis_worker::conn::ChannelBody::new(body)));
     let headers = answer.headers_mut();
     let content_type =
         HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));

@@ -254,6 +254,25 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
     }
 }
 
+/// A response body whose pieces come through a bounded channel as they are made: the sender waits while the
+/// connection's reader does not keep up. It ends when the sender is dropped.
+pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl ChannelBody {
+    pub fn new(pieces: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody(pieces)
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|piece| piece.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
 /// The body stopped for longer than [`Limits::body`].
 #[derive(Debug)]
 pub struct BodyTimeout(Duration);
