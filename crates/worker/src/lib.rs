@@ -23,6 +23,10 @@
 //!   serves again ([`Outcome::reusable`] is false).
 //! - Every sandbox started is eventually destroyed: by its own exit, by
 //!   [`SandboxHandle::kill`], or by [`Worker::shutdown`].
+//! - A response the runtime streams to an invocation's
+//!   [`Invocation::response_stream`] is never held whole: at most
+//!   [`STREAM_CHUNKS`] chunks wait at each hop, and the runtime waits for a
+//!   reader that does not keep up (its function's timeout ends that).
 
 pub mod conn;
 pub mod images;
@@ -45,7 +49,7 @@ pub use sandbox::SandboxHandle;
 /// `Function.ResponseSizeTooLarge` names this many bytes, 100 more than 6 MiB).
 pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
 /// Largest response a runtime may stream (`Lambda-Runtime-Function-Response-Mode: streaming`) to a caller that
-/// reads it as a stream ([`Invocation::response_stream`]): Lambda's 200 MB (MiB). A runtime streaming to a caller that
+/// reads it as a stream ([`Invocation::response_stream`]): Lambda's 200 MB, as MiB. A runtime streaming to a caller that
 /// waits for the whole answer is held to [`MAX_RESPONSE_BYTES`].
 pub const MAX_STREAMED_RESPONSE_BYTES: usize = 200 * 1024 * 1024;
 /// Chunks of a streamed response held between two hops (the Runtime API's handler and the invocation; the
