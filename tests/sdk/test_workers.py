@@ -103,6 +103,19 @@ def test_invokes_run_on_both_workers_and_their_logs_are_readable(cluster):
     assert len(streams) >= 2
 
 
+def test_a_streamed_response_from_a_worker_host(cluster):
+    """A worker host answers a streamed invocation in frames as the runtime streams: the client reads the first
+    chunk while the function still runs, and the same events as from the server's own worker."""
+    from test_streaming import create_streamer, first_chunk_while_running, read_all, stream
+
+    lam = client(cluster, "lambda")
+    streamer = create_streamer(lam, "host-streamer", MemorySize=128)
+    first_chunk_while_running(lam, streamer)
+    payload, complete = read_all(stream(lam, streamer, {"mode": "fail"})["EventStream"])
+    assert payload == b"first;"
+    assert complete["ErrorCode"] == "Function.Broken"
+
+
 def test_a_function_with_layers_starts_on_worker_hosts(cluster):
     """A worker host fetches the function's merged layers by their SHA-256, as it fetches code."""
     lam = client(cluster, "lambda")

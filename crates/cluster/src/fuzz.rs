@@ -23,8 +23,10 @@ pub fn wire_body(kind: u8, body: &[u8]) {
             }
         }
         1 => {
-            if let Ok(invocation) = wire::decode_invocation(body) {
-                let again = wire::decode_invocation(&wire::encode_invocation(&invocation)).expect("an encoded invocation decodes");
+            if let Ok((invocation, _)) = wire::decode_invocation(body) {
+                let encoded = wire::encode_invocation(&invocation);
+                let (again, _) = wire::decode_invocation(&encoded).expect("an encoded invocation decodes");
+                assert_eq!(invocation.response_stream.is_some(), again.response_stream.is_some());
                 assert_eq!(
                     (&invocation.request_id, &invocation.payload, &invocation.invoked_function_arn, &invocation.trace_id),
                     (&again.request_id, &again.payload, &again.invoked_function_arn, &again.trace_id)

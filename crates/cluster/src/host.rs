@@ -33,14 +33,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use ignis_imagefs::{ImageFs, ImageFsConfig};
 use ignis_sigv4::Credentials;
 use ignis_store::{CodeHold, CodeRules, Store, WeakCodeHold};
-use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
+use ignis_worker::conn::{ChannelBody, Limits, Protocols, TimedBody, is_body_timeout};
 use ignis_chunks::OriginLimit;
 use ignis_worker::images::{ChunkPath, Images};
-use ignis_worker::{LogBatch, SandboxHandle, StartError, Worker, WorkerConfig};
+use ignis_worker::{LogBatch, SandboxHandle, StartError, StreamPiece, Worker, WorkerConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -329,28 +329,40 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>>
     answer(status, json!({ "Error": kind, "Message": message }).to_string().into_bytes())
 }
 
-async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Response<Full<Bytes>> {
+/// A whole answer, as served.
+fn whole(answer: Response<Full<Bytes>>) -> Answer {
+    answer.map(Either::Left)
+}
+
+/// What a worker host's call answers: a whole body, or frames as they come (a streamed invocation).
+type Answer = Response<Either<Full<Bytes>, ChannelBody>>;
+
+async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Answer {
     let (parts, body) = request.into_parts();
     // The head first: nothing of the body is read for a request not signed with the administrator's key.
     let Some(head) = authentic_head(&host.credentials, &parts) else {
-        return error(StatusCode::FORBIDDEN, "AccessDenied", "not signed with the administrator's key");
+        return whole(error(StatusCode::FORBIDDEN, "AccessDenied", "not signed with the administrator's key"));
     };
     let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "request body too large");
     if hyper::body::Body::size_hint(&body).lower() > MAX_BODY as u64 {
-        return too_large();
+        return whole(too_large());
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) if is_body_timeout(e.as_ref()) => return error(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", &e.to_string()),
-        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &format!("could not read the request body: {e}")),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return whole(too_large()),
+        Err(e) if is_body_timeout(e.as_ref()) => {
+            return whole(error(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", &e.to_string()));
+        }
+        Err(e) => {
+            return whole(error(StatusCode::BAD_REQUEST, "BadRequest", &format!("could not read the request body: {e}")));
+        }
     };
     if head.finish(&body).is_err() {
-        return error(StatusCode::FORBIDDEN, "AccessDenied", "the body is not the one signed");
+        return whole(error(StatusCode::FORBIDDEN, "AccessDenied", "the body is not the one signed"));
     }
     let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
     match (&parts.method, segments.as_slice()) {
-        (&Method::POST, ["sandboxes"]) => start(&host, &body).await,
+        (&Method::POST, ["sandboxes"]) => whole(start(&host, &body).await),
         (&Method::POST, ["sandboxes", id, "invoke"]) => invoke(&host, id, &body).await,
         (&Method::POST, ["sandboxes", id, "prepare"]) => {
             let handle = host.sandboxes().get(*id).cloned();
@@ -361,15 +373,15 @@ async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Response<Full<B
             if reason.is_some() {
                 host.sandboxes().remove(*id);
             }
-            answer(StatusCode::OK, json!({ "Error": reason }).to_string().into_bytes())
+            whole(answer(StatusCode::OK, json!({ "Error": reason }).to_string().into_bytes()))
         }
         (&Method::DELETE, ["sandboxes", id]) => {
             if let Some(handle) = host.sandboxes().remove(*id) {
                 handle.kill();
             }
-            answer(StatusCode::NO_CONTENT, Vec::new())
+            whole(answer(StatusCode::NO_CONTENT, Vec::new()))
         }
-        _ => error(StatusCode::NOT_FOUND, "NotFound", "no such call"),
+        _ => whole(error(StatusCode::NOT_FOUND, "NotFound", "no such call")),
     }
 }
 
@@ -414,31 +426,69 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
     }
 }
 
-async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Response<Full<Bytes>> {
-    let invocation = match wire::decode_invocation(body) {
-        Ok(invocation) => invocation,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
-    };
-    let Some(handle) = host.sandboxes().get(id).cloned() else {
-        return answer(StatusCode::OK, wire::encode_outcome(None));
+/// An invocation: its outcome as one JSON answer, or, for one with `"Stream": true`, as frames sent as they come
+/// (`wire::Frame`: the runtime's streamed response, then the outcome).
+async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Answer {
+    let (invocation, streamed) = match wire::decode_invocation(body) {
+        Ok(decoded) => decoded,
+        Err(e) => return whole(error(StatusCode::BAD_REQUEST, "BadRequest", &e)),
     };
     // In a task of its own: the invocation ends, and its sandbox's fate is
     // settled, even if the server's connection goes away meanwhile.
+    let running = tokio::spawn(run_invocation(host.clone(), id.to_string(), invocation));
+    let Some(mut pieces) = streamed else {
+        return whole(running.await.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "Host", &e.to_string())));
+    };
+    let (frames, body) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let send = |frame: wire::Frame| {
+            let frames = frames.clone();
+            async move {
+                let (head, payload) = frame.encode();
+                frames.send(head).await.is_ok() && frames.send(payload).await.is_ok()
+            }
+        };
+        while let Some(piece) = pieces.recv().await {
+            let frame = match piece {
+                StreamPiece::Start { content_type } => wire::Frame::Start { content_type },
+                StreamPiece::Chunk(chunk) => wire::Frame::Chunk(chunk),
+            };
+            // The server is gone: the invocation goes on, what it streams is dropped.
+            if !send(frame).await {
+                return;
+            }
+        }
+        // An answer without its outcome broke off: so does one whose invocation's task failed.
+        if let Ok(answer) = running.await
+            && answer.status() == StatusCode::OK
+            && let Ok(outcome) = answer.into_body().collect().await
+        {
+            send(wire::Frame::Outcome(outcome.to_bytes())).await;
+        }
+    });
+    Response::new(Either::Right(ChannelBody::new(body)))
+}
+
+/// Runs an invocation on sandbox `id`; the outcome, or "not taken", as the answer.
+async fn run_invocation(host: Arc<Host>, id: String, invocation: ignis_worker::Invocation) -> Response<Full<Bytes>> {
+    let Some(handle) = host.sandboxes().get(&id).cloned() else {
+        return answer(StatusCode::OK, wire::encode_outcome(None));
+    };
     let running = handle.clone();
     let result = tokio::spawn(async move { running.invoke(invocation).await }).await;
     match result {
         Ok(Ok(outcome)) => {
             if !outcome.reusable {
-                host.sandboxes().remove(id);
+                host.sandboxes().remove(&id);
             }
             answer(StatusCode::OK, wire::encode_outcome(Some(&outcome)))
         }
         Ok(Err(_untaken)) => {
-            host.sandboxes().remove(id);
+            host.sandboxes().remove(&id);
             answer(StatusCode::OK, wire::encode_outcome(None))
         }
         Err(e) => {
-            host.sandboxes().remove(id);
+            host.sandboxes().remove(&id);
             handle.kill();
             error(StatusCode::INTERNAL_SERVER_ERROR, "Host", &e.to_string())
         }

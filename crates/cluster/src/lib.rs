@@ -34,6 +34,9 @@
 //! - `POST /sandboxes` (a function spec) → 201 `{"SandboxId"}` once started.
 //! - `POST /sandboxes/{id}/invoke` (an invocation) → the outcome, or
 //!   `{"Untaken": true}` when the sandbox never took it (run it elsewhere).
+//!   With `"Stream": true` (its caller reads a streamed response as a
+//!   stream), the answer is frames sent as they are made (`wire::Frame`:
+//!   the runtime's stream as it comes, then the outcome).
 //! - `POST /sandboxes/{id}/prepare` → `{"Error": null | "..."}`.
 //! - `DELETE /sandboxes/{id}` → 204.
 

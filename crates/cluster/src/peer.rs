@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ignis_sigv4::{Credentials, RequestParts};
@@ -181,25 +182,47 @@ impl Peer {
         }
     }
 
-    /// Sends a signed call and reads its whole answer. `path` may end in a query (`?a=b`, percent-encoded).
-    pub async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), PeerError> {
+    /// A signed request; `uri` is `path`, or for HTTP/2, which names the scheme and authority in the request
+    /// (`:scheme`, `:authority`), the whole URL.
+    fn signed(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &Bytes,
+    ) -> impl Fn() -> Result<hyper::Request<Full<Bytes>>, PeerError> + use<> {
         let host = [("host", self.authority.as_str())];
         let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
-        let parts = RequestParts { method: method.as_str(), path: path_only, query, headers: &host, body: &body };
+        let parts = RequestParts { method: method.as_str(), path: path_only, query, headers: &host, body };
         let signed = ignis_sigv4::sign(&parts, &self.credentials, REGION, SERVICE, SystemTime::now());
-        // HTTP/2 names the scheme and authority in the request (`:scheme`, `:authority`).
         let uri = match self.connections {
             Connections::Http1(_) => path.to_string(),
             Connections::Http2(_) => format!("http://{}{path}", self.authority),
         };
-        let build = || {
+        let (method, authority, body, path) = (method.clone(), self.authority.clone(), body.clone(), path.to_string());
+        move || {
             let mut builder = hyper::Request::builder().method(method.clone()).uri(&uri);
-            builder = builder.header("host", &self.authority);
+            builder = builder.header("host", &authority);
             for (name, value) in &signed {
                 builder = builder.header(name.as_str(), value.as_str());
             }
             builder.body(Full::new(body.clone())).map_err(|e| PeerError::Connect(format!("bad request {path}: {e}")))
-        };
+        }
+    }
+
+    /// Sends a signed call on an HTTP/1.1 connection of its own (not kept) and answers once the answer's head is
+    /// in: the caller reads its body as it comes. `path` may end in a query.
+    pub async fn open(&self, method: Method, path: &str, body: Bytes) -> Result<hyper::Response<Incoming>, PeerError> {
+        let request = self.signed(&method, path, &body)()?;
+        let stream = self.connect().await?;
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.unreachable(e))?;
+        tokio::spawn(connection);
+        sender.ready().await.map_err(|e| self.transport(e))?;
+        sender.send_request(request).await.map_err(|e| self.transport(e))
+    }
+
+    /// Sends a signed call and reads its whole answer. `path` may end in a query (`?a=b`, percent-encoded).
+    pub async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), PeerError> {
+        let build = self.signed(&method, path, &body);
         match &self.connections {
             Connections::Http1(idle) => self.call_http1(idle, build).await,
             Connections::Http2(multiplexed) => {

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use http::{Method, StatusCode};
 use ignis_sigv4::Credentials;
-use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError};
+use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError, StreamPiece};
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 
 use crate::peer::{Peer, PeerError};
@@ -84,6 +86,76 @@ impl RemoteWorker {
         }
     }
 
+    /// An invocation whose answer comes in frames: each piece of the runtime's streamed response is passed on to
+    /// `stream` as it comes (the next frame read once it took the last, so the host, and its runtime, wait for a
+    /// slow reader), and the outcome frame's JSON is the answer. One that ends without it was lost.
+    async fn call_streamed(
+        &self,
+        path: &str,
+        body: Bytes,
+        limit: Duration,
+        stream: &mpsc::Sender<StreamPiece>,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        let mut down = self.down.subscribe();
+        if *down.borrow_and_update() {
+            return Err(CallError::NotSent(format!("worker {} is down", self.address())));
+        }
+        let relayed = async {
+            let answer = match self.peer.open(Method::POST, path, body).await {
+                Ok(answer) => answer,
+                Err(PeerError::Connect(e)) => {
+                    self.mark_down();
+                    return Err(CallError::NotSent(e));
+                }
+                Err(PeerError::Transport(e)) => {
+                    self.mark_down();
+                    return Err(CallError::Lost(format!("the worker at {} was lost: {e}", self.address())));
+                }
+            };
+            let status = answer.status();
+            let mut body = answer.into_body();
+            let broke = |e: String| CallError::Lost(format!("the worker at {}: its answer broke off: {e}", self.address()));
+            if status != StatusCode::OK {
+                let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                return Ok((status, text));
+            }
+            let (mut buffer, mut reader) = (BytesMut::new(), Some(stream));
+            loop {
+                while let Some(frame) = wire::Frame::take(&mut buffer).map_err(broke)? {
+                    let piece = match frame {
+                        wire::Frame::Outcome(outcome) => return Ok((status, outcome)),
+                        wire::Frame::Start { content_type } => StreamPiece::Start { content_type },
+                        wire::Frame::Chunk(chunk) => StreamPiece::Chunk(chunk),
+                    };
+                    // A reader that left gets nothing more; the frames are still read to the outcome.
+                    if let Some(sender) = reader
+                        && sender.send(piece).await.is_err()
+                    {
+                        reader = None;
+                    }
+                }
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            buffer.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        self.mark_down();
+                        return Err(broke(e.to_string()));
+                    }
+                    None => return Err(broke("no outcome".into())),
+                }
+            }
+        };
+        tokio::select! {
+            answer = tokio::time::timeout(limit, relayed) => answer.unwrap_or_else(|_| {
+                Err(CallError::Lost(format!("the worker at {} did not answer in time", self.address())))
+            }),
+            _ = down.wait_for(|down| *down) => Err(CallError::Lost(format!("the worker at {} was lost", self.address()))),
+        }
+    }
+
     /// Starts a sandbox for `spec` (its code named by `code_sha256_hex`) on this worker.
     pub async fn start(
         self: &Arc<Self>,
@@ -135,11 +207,17 @@ impl RemoteSandbox {
 
     /// Runs one invocation on the sandbox, which ends within the function's
     /// `timeout` (plus the init limit and a margin) or when the worker goes down.
+    /// What the runtime streams to an invocation with a `response_stream` goes
+    /// there as it comes (the host answers it in frames, `wire::Frame`).
     pub async fn invoke(&self, invocation: Invocation, timeout: Duration) -> Result<Outcome, Failure> {
         let body = Bytes::from(wire::encode_invocation(&invocation));
         let path = format!("/sandboxes/{}/invoke", self.id);
         let limit = timeout + INIT_LIMIT + CALL_MARGIN;
-        let answer = match self.worker.call(Method::POST, &path, body, limit).await {
+        let called = match &invocation.response_stream {
+            None => self.worker.call(Method::POST, &path, body, limit).await,
+            Some(stream) => self.worker.call_streamed(&path, body, limit, stream).await,
+        };
+        let answer = match called {
             Ok((StatusCode::OK, answer)) => answer,
             Ok((status, answer)) => {
                 self.dead.store(true, Ordering::Relaxed);
@@ -194,3 +272,4 @@ impl RemoteSandbox {
         let _ = tokio::time::timeout(CALL_MARGIN, self.worker.peer.call(Method::DELETE, &path, Bytes::new())).await;
     }
 }
+

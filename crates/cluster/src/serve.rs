@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
-use ignis_worker::conn::{Limits, Protocols, TimedBody};
+use hyper::body::Body;
+use ignis_worker::conn::{BoxError, Limits, Protocols, TimedBody};
 
 /// Serves keep-alive connections in one of `protocols` on `listener` with
 /// `handle` until `shutdown` completes. Every connection has the time `limits`
 /// of [`ignis_worker::conn`] (headers, each stretch of a body, idle keep-alive).
-pub async fn serve<H, F>(
+/// Answers are whole bodies or streamed ones (`B`).
+pub async fn serve<H, F, B>(
     listener: tokio::net::TcpListener,
     limits: Limits,
     protocols: Protocols,
@@ -20,13 +21,15 @@ pub async fn serve<H, F>(
     handle: H,
 ) where
     H: Fn(Request<TimedBody>) -> F + Clone + Send + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
 {
     serve_with_peer(listener, limits, protocols, shutdown, move |_, request| handle(request)).await
 }
 
 /// [`serve`], with `handle` told each connection's peer address.
-pub async fn serve_with_peer<H, F>(
+pub async fn serve_with_peer<H, F, B>(
     listener: tokio::net::TcpListener,
     limits: Limits,
     protocols: Protocols,
@@ -34,7 +37,9 @@ pub async fn serve_with_peer<H, F>(
     handle: H,
 ) where
     H: Fn(SocketAddr, Request<TimedBody>) -> F + Clone + Send + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
 {
     tokio::pin!(shutdown);
     loop {

@@ -9,8 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use ignis_worker::{
     Completion, FunctionSpec, ImageLaunch, Invocation, LogBatch, LogFormat, LogLevel, LogLine, Outcome, RuntimeBase,
+    StreamPiece,
 };
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 /// A malformed body; the text says what is wrong.
 pub type WireError = String;
@@ -197,21 +199,33 @@ pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
         "TraceId": invocation.trace_id,
         "ClientContext": invocation.client_context,
         "CognitoIdentity": invocation.cognito_identity,
+        "Stream": invocation.response_stream.is_some(),
     })
     .to_string()
     .into_bytes()
 }
 
-pub fn decode_invocation(body: &[u8]) -> Result<Invocation, WireError> {
+/// The invocation, and for one whose caller reads a streamed response as a stream (`"Stream": true`), the
+/// receiving end of its `response_stream`.
+pub fn decode_invocation(body: &[u8]) -> Result<(Invocation, Option<mpsc::Receiver<StreamPiece>>), WireError> {
     let v = parse(body)?;
-    Ok(Invocation {
+    let (response_stream, received) = match v.get("Stream").and_then(Value::as_bool) {
+        Some(true) => {
+            let (sender, received) = mpsc::channel(ignis_worker::STREAM_CHUNKS);
+            (Some(sender), Some(received))
+        }
+        _ => (None, None),
+    };
+    let invocation = Invocation {
         request_id: text(&v, "RequestId")?,
         payload: bytes(&v, "Payload")?,
         invoked_function_arn: text(&v, "InvokedFunctionArn")?,
         trace_id: text(&v, "TraceId")?,
         client_context: optional_text(&v, "ClientContext"),
         cognito_identity: optional_text(&v, "CognitoIdentity"),
-    })
+        response_stream,
+    };
+    Ok((invocation, received))
 }
 
 /// The answer to an invoke: the outcome, or `None` for "not taken".
@@ -221,6 +235,7 @@ pub fn encode_outcome(outcome: Option<&Outcome>) -> Vec<u8> {
     };
     let completion = match &outcome.completion {
         Completion::Response(body) => json!({ "Response": STANDARD.encode(body) }),
+        Completion::Streamed { bytes } => json!({ "Streamed": bytes }),
         Completion::Error { body, error_type } => {
             json!({ "Error": { "Body": STANDARD.encode(body), "ErrorType": error_type } })
         }
@@ -239,12 +254,14 @@ pub fn decode_outcome(body: &[u8]) -> Result<Option<Outcome>, WireError> {
     let c = field(&v, "Completion")?;
     let completion = if c.get("Response").is_some() {
         Completion::Response(bytes(c, "Response")?)
+    } else if let Some(streamed) = c.get("Streamed") {
+        Completion::Streamed { bytes: streamed.as_u64().ok_or("Streamed is not a byte count")? }
     } else if let Some(e) = c.get("Error") {
         Completion::Error { body: bytes(e, "Body")?, error_type: optional_text(e, "ErrorType") }
     } else if let Some(f) = c.get("Failed") {
         Completion::Failed { error_type: known_error_type(&text(f, "ErrorType")?), message: text(f, "Message")? }
     } else {
-        return Err("Completion is none of Response, Error, Failed".into());
+        return Err("Completion is none of Response, Streamed, Error, Failed".into());
     };
     Ok(Some(Outcome {
         completion,
@@ -264,6 +281,63 @@ fn known_error_type(name: &str) -> &'static str {
         "Function.ResponseSizeTooLarge",
     ];
     KNOWN.into_iter().find(|k| *k == name).unwrap_or("Runtime.Unknown")
+}
+
+/// The answer to an invocation with `"Stream": true` is a sequence of frames, each a kind (`u8`), a payload length
+/// (`u32`, big-endian) and the payload, sent as they are made: [`Frame::Start`] when the runtime began its streamed
+/// response (payload `{"ContentType"}`), a [`Frame::Chunk`] per chunk (the bytes), and last [`Frame::Outcome`] (the
+/// outcome as [`encode_outcome`] makes it). An answer that ends without its outcome broke off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Start { content_type: Option<String> },
+    Chunk(Bytes),
+    Outcome(Bytes),
+}
+
+const FRAME_START: u8 = 1;
+const FRAME_CHUNK: u8 = 2;
+const FRAME_OUTCOME: u8 = 3;
+/// Kind and length.
+const FRAME_HEAD: usize = 5;
+/// Largest frame payload taken: an outcome holds a 6 MB response in base64 and a log tail; a chunk is what the
+/// runtime's connection read at once.
+pub const MAX_FRAME: usize = 32 << 20;
+
+impl Frame {
+    /// The frame's head and payload (a chunk's bytes are not copied).
+    pub fn encode(&self) -> (Bytes, Bytes) {
+        let (kind, payload) = match self {
+            Frame::Start { content_type } => (FRAME_START, Bytes::from(json!({ "ContentType": content_type }).to_string())),
+            Frame::Chunk(chunk) => (FRAME_CHUNK, chunk.clone()),
+            Frame::Outcome(outcome) => (FRAME_OUTCOME, outcome.clone()),
+        };
+        let mut head = Vec::with_capacity(FRAME_HEAD);
+        head.push(kind);
+        head.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        (Bytes::from(head), payload)
+    }
+
+    /// The first whole frame in `buffer`, taken out of it; `None` while it is not all there.
+    pub fn take(buffer: &mut bytes::BytesMut) -> Result<Option<Frame>, WireError> {
+        if buffer.len() < FRAME_HEAD {
+            return Ok(None);
+        }
+        let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+        if length > MAX_FRAME {
+            return Err(format!("a frame of {length} bytes"));
+        }
+        if buffer.len() < FRAME_HEAD + length {
+            return Ok(None);
+        }
+        let kind = buffer[0];
+        let payload = buffer.split_to(FRAME_HEAD + length).freeze().slice(FRAME_HEAD..);
+        match kind {
+            FRAME_START => Ok(Some(Frame::Start { content_type: optional_text(&parse(&payload)?, "ContentType") })),
+            FRAME_CHUNK => Ok(Some(Frame::Chunk(payload))),
+            FRAME_OUTCOME => Ok(Some(Frame::Outcome(payload))),
+            other => Err(format!("a frame of unknown kind {other}")),
+        }
+    }
 }
 
 pub fn encode_log_batches(batches: &[LogBatch]) -> Vec<u8> {
@@ -409,12 +483,19 @@ mod tests {
             trace_id: "t".into(),
             client_context: None,
             cognito_identity: Some("c".into()),
+            response_stream: None,
         };
-        let back = decode_invocation(&encode_invocation(&invocation)).unwrap();
-        assert_eq!((back.payload, back.client_context, back.cognito_identity), (invocation.payload, None, Some("c".into())));
+        let (back, received) = decode_invocation(&encode_invocation(&invocation)).unwrap();
+        assert!(back.response_stream.is_none() && received.is_none());
+        let expected = (invocation.payload.clone(), None, Some("c".into()));
+        assert_eq!((back.payload, back.client_context, back.cognito_identity), expected);
+        let streamed = Invocation { response_stream: Some(mpsc::channel(1).0), ..invocation };
+        let (back, received) = decode_invocation(&encode_invocation(&streamed)).unwrap();
+        assert!(back.response_stream.is_some() && received.is_some());
 
         for completion in [
             Completion::Response(Bytes::from_static(b"ok")),
+            Completion::Streamed { bytes: 7 << 20 },
             Completion::Error { body: Bytes::from_static(b"{}"), error_type: Some("E".into()) },
             Completion::Failed { error_type: "Sandbox.Timedout", message: "m".into() },
         ] {
@@ -475,5 +556,38 @@ mod tests {
         assert!(decode_spec(spec(i64::MAX as u64).as_bytes()).is_err());
         assert!(decode_spec(spec(u64::MAX).as_bytes()).is_err());
         assert!(decode_spec(spec(900_001).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn frames() {
+        let frames = [
+            Frame::Start { content_type: Some("text/plain".into()) },
+            Frame::Start { content_type: None },
+            Frame::Chunk(Bytes::from_static(b"\0\x01chunk")),
+            Frame::Chunk(Bytes::new()),
+            Frame::Outcome(Bytes::from_static(br#"{"Untaken":true}"#)),
+        ];
+        let mut wire = bytes::BytesMut::new();
+        for frame in &frames {
+            let (head, payload) = frame.encode();
+            wire.extend_from_slice(&head);
+            wire.extend_from_slice(&payload);
+        }
+        // Byte by byte: each frame comes out once it is whole, and only then.
+        let (mut buffer, mut back) = (bytes::BytesMut::new(), Vec::new());
+        for byte in wire.iter() {
+            buffer.extend_from_slice(&[*byte]);
+            while let Some(frame) = Frame::take(&mut buffer).unwrap() {
+                back.push(frame);
+            }
+        }
+        assert_eq!(back, frames);
+        assert!(buffer.is_empty());
+        let mut unknown = bytes::BytesMut::from(&b"\x09\0\0\0\0"[..]);
+        assert!(Frame::take(&mut unknown).is_err());
+        let mut huge = bytes::BytesMut::from(&b"\x02\xff\xff\xff\xff"[..]);
+        assert!(Frame::take(&mut huge).is_err());
+        let mut bad_start = bytes::BytesMut::from(&b"\x01\0\0\0\x01{"[..]);
+        assert!(Frame::take(&mut bad_start).is_err());
     }
 }

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Body;
-use ignis_worker::conn::{Limits, Protocols, TimedBody, is_body_timeout};
+use ignis_worker::conn::{ChannelBody, Limits, Protocols, TimedBody, is_body_timeout};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -46,7 +46,16 @@ use crate::{
     sqs_api, tags_api, url_api, versions,
 };
 
+/// What a handler answers: a whole body.
 pub type Answer = Response<Full<Bytes>>;
+/// What goes back on the connection: a whole answer, or a body streamed as it is made (`InvokeWithResponseStream`).
+pub type Served = Response<Either<Full<Bytes>, ChannelBody>>;
+
+/// A whole answer, as served.
+pub fn whole(answer: Answer) -> Served {
+    answer.map(Either::Left)
+}
+
 
 /// Bytes that bodies of requests not yet authenticated may hold at once.
 pub const UNAUTHENTICATED_BYTES: usize = 16 * 1024 * 1024;
@@ -72,6 +81,8 @@ pub enum Operation {
     UpdateFunctionCode(String),
     DeleteFunction(String),
     Invoke(String),
+    /// `POST /2021-11-15/functions/{name}/response-streaming-invocations` (`invoke_api`).
+    InvokeWithResponseStream(String),
     PutFunctionConcurrency(String),
     GetFunctionConcurrency(String),
     DeleteFunctionConcurrency(String),
@@ -228,7 +239,7 @@ impl Operation {
     /// Largest body the operation reads, and the error for a larger one.
     fn body_limit(&self) -> (usize, ApiError) {
         match self {
-            Operation::Invoke(_) => (
+            Operation::Invoke(_) | Operation::InvokeWithResponseStream(_) => (
                 invoke_api::MAX_SYNC_PAYLOAD,
                 ApiError::RequestTooLarge(format!(
                     "Request must be smaller than {} bytes for the InvokeFunction operation",
@@ -272,6 +283,7 @@ impl Operation {
             Operation::UpdateFunctionCode(_) => "UpdateFunctionCode",
             Operation::DeleteFunction(_) => "DeleteFunction",
             Operation::Invoke(_) => "Invoke",
+            Operation::InvokeWithResponseStream(_) => "InvokeWithResponseStream",
             Operation::PutFunctionConcurrency(_) => "PutFunctionConcurrency",
             Operation::GetFunctionConcurrency(_) => "GetFunctionConcurrency",
             Operation::DeleteFunctionConcurrency(_) => "DeleteFunctionConcurrency",
@@ -410,6 +422,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         }
         (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => Operation::UpdateFunctionCode(decode(name)?),
         (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => Operation::Invoke(decode(name)?),
+        (&Method::POST, ["2021-11-15", "functions", name, "response-streaming-invocations"]) => {
+            Operation::InvokeWithResponseStream(decode(name)?)
+        }
         (&Method::PUT, ["2017-10-31", "functions", name, "concurrency"]) => Operation::PutFunctionConcurrency(decode(name)?),
         (&Method::GET, ["2019-09-30", "functions", name, "concurrency"]) => Operation::GetFunctionConcurrency(decode(name)?),
         (&Method::DELETE, ["2017-10-31", "functions", name, "concurrency"]) => {
@@ -579,7 +594,7 @@ impl Budget {
 
 /// Answers one request, logs it at `debug` (a 5xx at `warn`, with the error)
 /// and tags it with its request id.
-async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Answer {
+async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>) -> Served {
     let started = app.config.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = request.headers().get("x-amz-target");
@@ -590,10 +605,10 @@ async fn handle(app: Arc<App>, budget: Arc<Budget>, request: Request<TimedBody>)
     let mut operation = "-";
     let (mut answer, error) = match respond(&app, &budget, request, &request_id, &mut operation).await {
         Ok(answer) => (answer, None),
-        Err(e) if is_registry => (e.to_registry_response(), Some(e)),
-        Err(e) if is_sqs => (e.to_sqs_response(), Some(e)),
-        Err(e) if is_logs => (e.to_json_protocol_response(), Some(e)),
-        Err(e) => (e.to_rest_response(), Some(e)),
+        Err(e) if is_registry => (whole(e.to_registry_response()), Some(e)),
+        Err(e) if is_sqs => (whole(e.to_sqs_response()), Some(e)),
+        Err(e) if is_logs => (whole(e.to_json_protocol_response()), Some(e)),
+        Err(e) => (whole(e.to_rest_response()), Some(e)),
     };
     let status = answer.status().as_u16();
     let duration = app.config.clock.instant().saturating_duration_since(started);
@@ -618,21 +633,21 @@ async fn respond(
     request: Request<TimedBody>,
     request_id: &str,
     routed: &mut &'static str,
-) -> Result<Answer, ApiError> {
+) -> Result<Served, ApiError> {
     let (parts, body) = request.into_parts();
     let operation = route(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""), &parts.headers)?;
     *routed = operation.name();
     if operation == Operation::Health {
-        return Ok(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" })));
+        return Ok(whole(json_answer(StatusCode::OK, serde_json::json!({ "status": "ok" }))));
     }
     if let Operation::Console(asset) = operation {
-        return Ok(console_api::asset(app, asset));
+        return Ok(whole(console_api::asset(app, asset)));
     }
     if let Operation::DownloadCode(account, sha) = &operation {
-        return code_link::download(app, account, sha, parts.uri.query().unwrap_or("")).await;
+        return code_link::download(app, account, sha, parts.uri.query().unwrap_or("")).await.map(whole);
     }
     if let Operation::Oci(request) = operation {
-        return oci_api::handle(app, Request::from_parts(parts, body), request).await;
+        return oci_api::handle(app, Request::from_parts(parts, body), request).await.map(whole);
     }
     let (limit, too_large) = operation.body_limit();
     let size = body.size_hint();
@@ -649,7 +664,7 @@ async fn respond(
     head.finish(&body)?;
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
-    match operation {
+    let answer = match operation {
         Operation::Health | Operation::Console(_) | Operation::Oci(_) | Operation::DownloadCode(..) => {
             unreachable!("answered above")
         }
@@ -664,7 +679,16 @@ async fn respond(
         Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, caller, &name, &body).await,
         Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
         Operation::DeleteFunction(name) => control::delete_function(app, caller, &name, query).await,
-        Operation::Invoke(name) => invoke_api::invoke(app, caller, &name, query, &parts.headers, body, request_id).await,
+        Operation::Invoke(name) => {
+            let headers = &parts.headers;
+            let request = invoke_api::InvokeRequest { name: &name, query, headers, payload: body, request_id };
+            invoke_api::invoke(app, caller, request).await
+        }
+        Operation::InvokeWithResponseStream(name) => {
+            let headers = &parts.headers;
+            let request = invoke_api::InvokeRequest { name: &name, query, headers, payload: body, request_id };
+            return invoke_api::invoke_with_response_stream(app, caller, request).await;
+        }
         Operation::PutFunctionConcurrency(name) => control::put_concurrency(app, caller, &name, &body).await,
         Operation::GetFunctionConcurrency(name) => control::get_concurrency(app, caller, &name),
         Operation::DeleteFunctionConcurrency(name) => control::delete_concurrency(app, caller, &name).await,
@@ -730,7 +754,8 @@ async fn respond(
         Operation::PutLogs => cluster_api::logs(app, caller, &body).await,
         Operation::ListActivity => console_api::list_activity(app, caller),
         Operation::GetActivity(name) => console_api::get_activity(app, caller, &name),
-    }
+    };
+    answer.map(whole)
 }
 
 /// Checks the request's head (see the module docs) with the secret of the
@@ -860,6 +885,13 @@ mod tests {
         check(Method::GET, "/2015-03-31/functions/f/configuration", Some(GetFunctionConfiguration("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/invocations", Some(Invoke("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/invocations", None);
+        check(
+            Method::POST,
+            "/2021-11-15/functions/f/response-streaming-invocations",
+            Some(InvokeWithResponseStream("f".into())),
+        );
+        check(Method::GET, "/2021-11-15/functions/f/response-streaming-invocations", None);
+        check(Method::POST, "/2015-03-31/functions/f/response-streaming-invocations", None);
         check(Method::POST, "/2015-03-31/functions/f/versions", Some(PublishVersion("f".into())));
         check(Method::GET, "/2015-03-31/functions/f/versions", Some(ListVersionsByFunction("f".into())));
         check(Method::POST, "/2015-03-31/functions/f/aliases", Some(CreateAlias("f".into())));

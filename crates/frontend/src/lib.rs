@@ -10,9 +10,10 @@
 //!   caller's repositories and prepared (`ignis_images::ImagePreparer`).
 //! - `versions`: PublishVersion, ListVersionsByFunction, deleting a version,
 //!   and the alias calls; versions and aliases live in `$LATEST`'s record.
-//! - `invoke_api`: Invoke (a record becomes an `ignis_invoke::Target` in
-//!   `ignis_invoke::from_record`; the invoker, admission and the workers are
-//!   the `ignis-invoke` crate).
+//! - `invoke_api`: Invoke and InvokeWithResponseStream (a record becomes an
+//!   `ignis_invoke::Target` in `ignis_invoke::from_record`; the invoker,
+//!   admission and the workers are the `ignis-invoke` crate); `eventstream`:
+//!   the AWS event-stream framing of a streamed answer.
 //! - `policy_api`: AddPermission, RemovePermission and GetPolicy (the policies
 //!   and the decision are `ignis_registry::policy`).
 //! - `provisioned`: Put/Get/Delete/ListProvisionedConcurrencyConfigs (the
@@ -59,6 +60,7 @@ mod console_api;
 mod control;
 mod error;
 mod event_config;
+mod eventstream;
 mod function;
 mod function_image;
 #[cfg(feature = "fuzz")]

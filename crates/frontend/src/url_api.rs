@@ -443,6 +443,7 @@ async fn invoke(
         trace_id: trace_id(app, request_id),
         client_context: None,
         cognito_identity: None,
+        response_stream: None,
     };
     match app.invoker.invoke(target(app, account, &record), invocation).await {
         Ok(outcome) => match outcome.completion {

@@ -127,7 +127,7 @@ fn json_report(line: &str) -> Option<Report> {
 
 /// Whether `outcome` is a function error.
 pub fn is_error(outcome: &Outcome) -> bool {
-    !matches!(outcome.completion, Completion::Response(_))
+    !matches!(outcome.completion, Completion::Response(_) | Completion::Streamed { .. })
 }
 
 /// Sets `ignis_sandboxes{state}` to the pool's `(initialising, idle, busy)` counts.
@@ -310,6 +310,7 @@ mod tests {
     fn a_response_is_not_an_error() {
         let outcome = |completion| Outcome { completion, log: String::new(), reusable: true };
         assert!(!is_error(&outcome(Completion::Response(Bytes::from_static(b"{}")))));
+        assert!(!is_error(&outcome(Completion::Streamed { bytes: 3 })));
         assert!(is_error(&outcome(Completion::Error { body: Bytes::new(), error_type: None })));
         assert!(is_error(&outcome(Completion::Failed { error_type: "Sandbox.Timedout", message: String::new() })));
     }

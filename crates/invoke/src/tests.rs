@@ -112,6 +112,7 @@ pub(crate) fn event(id: &str) -> Invocation {
         trace_id: "Root=1-0-0".into(),
         client_context: None,
         cognito_identity: None,
+        response_stream: None,
     }
 }
 

@@ -612,6 +612,7 @@ async fn try_once(services: &Services, meta: &EventMeta, payload: Bytes) -> Resu
         trace_id: meta.trace_id.clone(),
         client_context: meta.client_context.clone(),
         cognito_identity: None,
+        response_stream: None,
     };
     let throttled = || Tried { attempt: Attempt::Throttled, executed_version: executed_version.clone(), function_arn: function_arn.clone(), response: None };
     let admitted = match admitted {
@@ -626,6 +627,8 @@ async fn try_once(services: &Services, meta: &EventMeta, payload: Bytes) -> Resu
     };
     let (attempt, response) = match outcome.completion {
         Completion::Response(body) => (Attempt::Success, (body, false)),
+        // Never asked for (no response stream is given): nothing was kept.
+        Completion::Streamed { .. } => (Attempt::Success, (Bytes::new(), false)),
         Completion::Error { body, .. } => (Attempt::Failed, (body, true)),
         Completion::Failed { error_type, message } => {
             (Attempt::Failed, (Bytes::from(json!({ "errorType": error_type, "errorMessage": message }).to_string()), true))

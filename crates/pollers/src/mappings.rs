@@ -473,6 +473,7 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
         invoked_function_arn,
         client_context: None,
         cognito_identity: None,
+        response_stream: None,
     };
     let visibility_s = queue.config().settings.visibility_timeout_s;
     let mut busy = Duration::ZERO;

@@ -12,9 +12,11 @@
 //! - **reading headers**: the first byte of a request came; its headers must
 //!   be complete within [`Limits::headers`] of it.
 //! - **in flight**: the handler has the request (from its headers until its
-//!   answer is ready). No connection limit applies: computing the answer may
-//!   take as long as it takes (an invocation, a Runtime API
-//!   `GET /runtime/invocation/next` parked while its sandbox is idle). The
+//!   answer's body ended: a body streamed after the handler returned, as an
+//!   `InvokeWithResponseStream`'s, is still in flight). No connection limit
+//!   applies: computing the answer may take as long as it takes (an
+//!   invocation, a Runtime API `GET /runtime/invocation/next` parked while its
+//!   sandbox is idle); a streamed body is bounded by its producer. The
 //!   body is read through [`TimedBody`], which fails once the handler has
 //!   waited [`Limits::body`] for its next piece; the handler then answers, and
 //!   the connection, whose request was not read to its end, is closed.
@@ -39,7 +41,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -226,6 +227,52 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that keeps its request counted in flight until it ended (or hyper dropped it).
+struct Counted<B> {
+    inner: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body whose pieces come through a bounded channel as they are made: the sender waits while the
+/// connection's reader does not keep up. It ends when the sender is dropped.
+pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl ChannelBody {
+    pub fn new(pieces: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody(pieces)
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|piece| piece.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
 /// The body stopped for longer than [`Limits::body`].
 #[derive(Debug)]
 pub struct BodyTimeout(Duration);
@@ -251,6 +298,15 @@ pub struct TimedBody {
     inner: Incoming,
     limit: Duration,
     waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedBody {
+    /// The same body, failing once its reader has waited `limit` (not the connection's) for the next frame: for a
+    /// body that may pause longer, whose producer is bounded otherwise (a streamed response, by its function's
+    /// timeout).
+    pub fn with_limit(self, limit: Duration) -> TimedBody {
+        TimedBody { limit, waiting: None, ..self }
+    }
 }
 
 impl Body for TimedBody {
@@ -298,11 +354,15 @@ pub enum Protocols {
 const MAX_FRAME: u32 = 1 << 20;
 
 /// Serves one keep-alive connection with `handle` under `limits`, in one of
-/// `protocols`, until the client closes it or a limit closes it.
-pub async fn serve_connection<H, F>(stream: tokio::net::TcpStream, limits: Limits, protocols: Protocols, handle: H)
+/// `protocols`, until the client closes it or a limit closes it. Answers are
+/// whole bodies (`Full`) or streamed ones; a request counts as in flight until
+/// its answer's body ended.
+pub async fn serve_connection<H, F, B>(stream: tokio::net::TcpStream, limits: Limits, protocols: Protocols, handle: H)
 where
     H: Fn(Request<TimedBody>) -> F + Send + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
 {
     let _ = stream.set_nodelay(true);
     let watch = Arc::new(Watch {
@@ -317,8 +377,7 @@ where
         let answer = handle(request);
         async move {
             let answer = answer.await;
-            drop(in_flight);
-            Ok::<_, Infallible>(answer)
+            Ok::<_, Infallible>(answer.map(|inner| Counted { inner, in_flight: Some(in_flight) }))
         }
     });
     // hyper's own header timeout would run from the start of an idle period: the watchdog has both.

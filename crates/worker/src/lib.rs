@@ -23,6 +23,10 @@
 //!   serves again ([`Outcome::reusable`] is false).
 //! - Every sandbox started is eventually destroyed: by its own exit, by
 //!   [`SandboxHandle::kill`], or by [`Worker::shutdown`].
+//! - A response the runtime streams to an invocation's
+//!   [`Invocation::response_stream`] is never held whole: at most
+//!   [`STREAM_CHUNKS`] chunks wait at each hop, and the runtime waits for a
+//!   reader that does not keep up (its function's timeout ends that).
 
 pub mod conn;
 pub mod images;
@@ -46,6 +50,13 @@ pub use sandbox::SandboxHandle;
 /// Largest response a runtime may post, as in Lambda ("6 MB": Lambda's
 /// `Function.ResponseSizeTooLarge` names this many bytes, 100 more than 6 MiB).
 pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
+/// Largest response a runtime may stream (`Lambda-Runtime-Function-Response-Mode: streaming`) to a caller that
+/// reads it as a stream ([`Invocation::response_stream`]): Lambda's 200 MB, as MiB. A runtime streaming to a caller that
+/// waits for the whole answer is held to [`MAX_RESPONSE_BYTES`].
+pub const MAX_STREAMED_RESPONSE_BYTES: usize = 200 * 1024 * 1024;
+/// Chunks of a streamed response held between two hops (the Runtime API's handler and the invocation; the
+/// invocation and its caller): a reader that does not keep up holds the runtime back instead of growing memory.
+pub const STREAM_CHUNKS: usize = 4;
 /// How long a runtime may take to initialise before its first `/next`.
 pub const INIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -135,6 +146,23 @@ pub struct Invocation {
     pub trace_id: String,
     pub client_context: Option<String>,
     pub cognito_identity: Option<String>,
+    /// Where a response the runtime streams goes, as it comes: a [`StreamPiece::Start`], then its chunks (the
+    /// caller reads the other end; the channel is bounded, [`STREAM_CHUNKS`] is a good size). The outcome is then
+    /// [`Completion::Streamed`], or the error that ended the stream.
+    /// A chunk the receiver no longer takes is dropped; the runtime still streams to its end. `None`: a streamed
+    /// response is collected (up to [`MAX_RESPONSE_BYTES`]) and answered as [`Completion::Response`], as Lambda
+    /// answers `Invoke` of a streaming function. A response the runtime posts whole is always a `Response`.
+    pub response_stream: Option<mpsc::Sender<StreamPiece>>,
+}
+
+/// A piece of a response streamed to [`Invocation::response_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPiece {
+    /// First, once, when the runtime began its streamed response: the `Content-Type` it gave, if any (Lambda
+    /// passes it on to the client; `application/vnd.awslambda.http-integration-response` is a function URL's
+    /// prelude format).
+    Start { content_type: Option<String> },
+    Chunk(Bytes),
 }
 
 /// How an invocation ended.
@@ -142,7 +170,11 @@ pub struct Invocation {
 pub enum Completion {
     /// The runtime posted a response.
     Response(Bytes),
-    /// The runtime posted an error (`/invocation/{id}/error` or `/init/error`).
+    /// The runtime streamed its response, `bytes` long, to [`Invocation::response_stream`] and ended it without
+    /// an error (an error in its trailers is an `Error`).
+    Streamed { bytes: u64 },
+    /// The runtime posted an error (`/invocation/{id}/error` or `/init/error`), or ended a streamed response with
+    /// error trailers (`Lambda-Runtime-Function-Error-Type`, and `-Body` base64-decoded).
     Error { body: Bytes, error_type: Option<String> },
     /// The platform ended it; the function is at fault.
     Failed { error_type: &'static str, message: String },

@@ -3,6 +3,13 @@
 //!
 //! Routes: `GET /runtime/invocation/next`, `POST /runtime/invocation/{id}/response`,
 //! `POST /runtime/invocation/{id}/error`, `POST /runtime/init/error`.
+//!
+//! A response posted with `Lambda-Runtime-Function-Response-Mode: streaming` (a chunked body, as the official
+//! runtime clients send it) is not read whole: its chunks go to the invocation as they arrive, through a bounded
+//! channel (the next is read only once the invocation took the last, so a slow reader holds the runtime back),
+//! and its trailers `Lambda-Runtime-Function-Error-Type` / `Lambda-Runtime-Function-Error-Body` (base64) end it
+//! with an error. The runtime's request is answered 202 once its body ended, or 413 when the invocation refused
+//! the rest (over its size limit). Its body may pause as long as the function may run, not only the body limit.
 
 use std::sync::Arc;
 
@@ -13,7 +20,7 @@ use ignis_sandbox::netns::NetnsLease;
 
 use crate::MAX_RESPONSE_BYTES;
 use crate::conn::{Limits, Protocols, TimedBody, is_body_timeout};
-use crate::sandbox::{Current, Delivery, Phase, Reply, SandboxHandle};
+use crate::sandbox::{Current, Delivery, Phase, Piece, Reply, SandboxHandle};
 
 const PREFIX: &str = "/2018-06-01/runtime/";
 
@@ -91,6 +98,10 @@ async fn route(handle: Arc<SandboxHandle>, request: Request<TimedBody>) -> Answe
     };
     match (request.method(), rest.split('/').collect::<Vec<_>>().as_slice()) {
         (&Method::GET, ["invocation", "next"]) => next(&handle).await,
+        (&Method::POST, ["invocation", id, "response"]) if is_streaming(&request) => {
+            let id = id.to_string();
+            stream_response(&handle, &id, request).await
+        }
         (&Method::POST, ["invocation", id, "response"]) => {
             let id = id.to_string();
             match read_body(request).await {
@@ -118,6 +129,72 @@ async fn route(handle: Arc<SandboxHandle>, request: Request<TimedBody>) -> Answe
         }
         _ => error(StatusCode::NOT_FOUND, "NotFound", "unknown path"),
     }
+}
+
+/// Whether the runtime streams its response (`Lambda-Runtime-Function-Response-Mode: streaming`).
+fn is_streaming(request: &Request<TimedBody>) -> bool {
+    request
+        .headers()
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"))
+}
+
+/// Hands the current invocation a streamed response, chunk by chunk (see the module docs).
+async fn stream_response(handle: &SandboxHandle, id: &str, request: Request<TimedBody>) -> Answer {
+    let Some(current) = take_current(handle, id) else {
+        return error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID");
+    };
+    let content_type = request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = content_type.map(str::to_string);
+    let (pieces, received) = tokio::sync::mpsc::channel(crate::STREAM_CHUNKS);
+    if current.reply.send(Reply::Stream { content_type, pieces: received }).is_err() {
+        return error(StatusCode::GONE, "InvocationEnded", "the invocation has ended");
+    }
+    // A stream may pause between chunks as long as its function may run (the function's timeout ends it).
+    let mut body = request.into_body().with_limit(handle.timeout());
+    let mut failure = None;
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            // The invocation sees the channel close without an end.
+            Some(Err(e)) => return unread(&e),
+        };
+        let frame = match frame.into_data() {
+            Ok(chunk) if chunk.is_empty() => continue,
+            Ok(chunk) => {
+                if pieces.send(Piece::Chunk(chunk)).await.is_err() {
+                    return refused();
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            failure = trailer_error(&trailers);
+        }
+    }
+    if pieces.send(Piece::End(failure)).await.is_err() {
+        return refused();
+    }
+    accepted()
+}
+
+/// The error a streamed response's trailers report: its type, and its body decoded from base64 (taken as it is
+/// when it is not base64), made an error document if it is none.
+fn trailer_error(trailers: &http::HeaderMap) -> Option<(String, Bytes)> {
+    use base64::Engine;
+    let error_type = trailers.get("lambda-runtime-function-error-type")?.to_str().ok()?.to_string();
+    let body = trailers.get("lambda-runtime-function-error-body").map(HeaderValue::as_bytes).unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_else(|_| body.to_vec());
+    let body = error_body(Bytes::from(decoded), &Some(error_type.clone()));
+    Some((error_type, body))
+}
+
+/// The answer to a streamed response whose invocation took no more of it: over its size limit (or ended).
+fn refused() -> Answer {
+    let message = format!("Exceeded maximum allowed payload size ({} bytes).", crate::MAX_STREAMED_RESPONSE_BYTES);
+    error(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", &message)
 }
 
 fn error_type_header(request: &Request<TimedBody>) -> Option<String> {
@@ -257,5 +334,37 @@ fn init_error(handle: &SandboxHandle, body: Bytes, error_type: Option<String>) -
             accepted()
         }
         _ => error(StatusCode::FORBIDDEN, "InvalidStateTransition", "init error after init"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(trailers: &[(&str, &str)], expected: Option<(&str, &str)>) {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in trailers {
+            map.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        let got = trailer_error(&map);
+        let got = got.as_ref().map(|(error_type, body)| (error_type.as_str(), std::str::from_utf8(body).unwrap()));
+        assert_eq!(got, expected, "{trailers:?}");
+    }
+
+    #[test]
+    fn trailers() {
+        let document = r#"{"errorMessage":"m","errorType":"E"}"#;
+        check(&[], None);
+        check(&[("lambda-runtime-function-error-body", "e30=")], None);
+        // The body is base64 of the error document...
+        let encoded = "eyJlcnJvck1lc3NhZ2UiOiJtIiwiZXJyb3JUeXBlIjoiRSJ9";
+        let (error_type, error_body) = ("lambda-runtime-function-error-type", "lambda-runtime-function-error-body");
+        check(&[(error_type, "Runtime.Broken"), (error_body, encoded)], Some(("Runtime.Broken", document)));
+        // ...taken as it is when it is not base64, and made a document when it is none.
+        check(
+            &[("Lambda-Runtime-Function-Error-Type", "T"), ("Lambda-Runtime-Function-Error-Body", "not base64!")],
+            Some(("T", r#"{"errorMessage":"not base64!","errorType":"T"}"#)),
+        );
+        check(&[(error_type, "T")], Some(("T", r#"{"errorMessage":"Unknown error","errorType":"T"}"#)));
     }
 }

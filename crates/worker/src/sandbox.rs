@@ -33,7 +33,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log_format::{Report, Status};
 use crate::logs::{self, LogBatch, Output};
-use crate::{Completion, FunctionSpec, INIT_LIMIT, Invocation, Live, Outcome, SpawnJob, StartError};
+use crate::{
+    Completion, FunctionSpec, INIT_LIMIT, Invocation, Live, MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES, Outcome, SpawnJob,
+    StartError, StreamPiece,
+};
 
 /// An event on its way to the runtime's `/next`.
 pub(crate) struct Delivery {
@@ -47,7 +50,7 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    fn into_invocation(self) -> Invocation {
+    fn into_invocation(self, response_stream: Option<mpsc::Sender<StreamPiece>>) -> Invocation {
         Invocation {
             request_id: self.request_id,
             payload: self.payload,
@@ -55,6 +58,7 @@ impl Delivery {
             trace_id: self.trace_id,
             client_context: self.client_context,
             cognito_identity: self.cognito_identity,
+            response_stream,
         }
     }
 }
@@ -62,9 +66,19 @@ impl Delivery {
 /// What the runtime (or its death) answered for the current invocation.
 pub(crate) enum Reply {
     Response(Bytes),
+    /// The runtime began a streamed response (with this `Content-Type`): its pieces come through the channel, in
+    /// order, the last an `End` (none if the body broke off). Dropping the receiver refuses the rest.
+    Stream { content_type: Option<String>, pieces: mpsc::Receiver<Piece> },
     Error { body: Bytes, error_type: Option<String> },
     TooLarge,
     Died,
+}
+
+/// A piece of a streamed response, from the Runtime API's handler to the invocation.
+pub(crate) enum Piece {
+    Chunk(Bytes),
+    /// The body ended; with the error its trailers reported, if any: the type and the (decoded) body.
+    End(Option<(String, Bytes)>),
 }
 
 pub(crate) enum Phase {
@@ -310,6 +324,22 @@ async fn watch_exit(handle: Arc<SandboxHandle>, pidfd: AsyncFd<std::os::fd::Owne
     live.gone.notify_waiters();
 }
 
+/// `future`'s output, unless `deadline` passes first.
+async fn timeout_at<F: std::future::Future>(
+    deadline: Instant,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout_at(deadline.into(), future).await
+}
+
+/// How a streamed response ended, as [`SandboxHandle::invoke`] sees it.
+enum Relayed {
+    Ended(Completion),
+    /// The runtime's request broke off before its end (its connection closed, or its body stopped).
+    Broken,
+    TimedOut,
+}
+
 /// How a sandbox ended.
 #[derive(Clone, Copy)]
 struct End {
@@ -325,6 +355,11 @@ impl SandboxHandle {
 
     pub fn is_alive(&self) -> bool {
         !*self.dead.borrow()
+    }
+
+    /// The function's timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.spec.timeout
     }
 
     /// Kills the sandbox; the exit watcher cleans up.
@@ -466,8 +501,9 @@ impl SandboxHandle {
     ///
     /// When the sandbox died before its runtime took the event, nothing of the
     /// invocation ran: it is given back to be run elsewhere.
-    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, Invocation> {
+    pub async fn invoke(&self, mut invocation: Invocation) -> Result<Outcome, Invocation> {
         let request_id = invocation.request_id.clone();
+        let response_stream = invocation.response_stream.take();
         let mut init = self.ready(INIT_LIMIT).await;
         // As on Lambda, an init still running after INIT_LIMIT goes on within the first invocation's own timeout,
         // which then counts from here and covers the rest of the init and the handler.
@@ -533,9 +569,25 @@ impl SandboxHandle {
         }
 
         let answer = tokio::time::timeout_at(deadline.into(), reply_rx).await;
-        let duration = delivered.elapsed();
         let (completion, reusable) = match answer {
             Ok(Ok(Reply::Response(body))) => (Completion::Response(body), true),
+            Ok(Ok(Reply::Stream { content_type, pieces })) => match self
+                .relay(content_type, pieces, response_stream, deadline)
+                .await
+            {
+                Relayed::Ended(completion) => (completion, true),
+                Relayed::Broken => {
+                    self.wait_dead().await;
+                    if self.is_alive() {
+                        self.kill();
+                        let message = format!("RequestId: {request_id} Error: the streamed response broke off");
+                        (Completion::Failed { error_type: "Runtime.TruncatedResponse", message }, false)
+                    } else {
+                        (self.death(&request_id), false)
+                    }
+                }
+                Relayed::TimedOut => self.timed_out(&request_id),
+            },
             Ok(Ok(Reply::Error { body, error_type })) => (Completion::Error { body, error_type }, true),
             Ok(Ok(Reply::TooLarge)) => (
                 Completion::Failed {
@@ -553,28 +605,89 @@ impl SandboxHandle {
                     if rt.taken { None } else { rt.queued.take() }
                 };
                 if let Some(delivery) = untaken {
-                    return Err(delivery.into_invocation());
+                    return Err(delivery.into_invocation(response_stream));
                 }
                 self.wait_dead().await;
                 (self.death(&request_id), false)
             }
-            Err(_elapsed) => {
-                self.lock_rt().current = None;
-                self.kill();
-                let seconds = self.spec.timeout.as_secs_f64();
-                let now = humantime::format_rfc3339_millis(SystemTime::now());
-                let line = format!("{now} {request_id} Task timed out after {seconds:.2} seconds\n");
-                if let Some(line) = self.output.format().failure(line) {
-                    self.output.platform_line(line);
-                }
-                let completion = Completion::Failed {
-                    error_type: "Sandbox.Timedout",
-                    message: format!("RequestId: {request_id} Error: Task timed out after {seconds:.2} seconds"),
-                };
-                (completion, false)
-            }
+            Err(_elapsed) => self.timed_out(&request_id),
         };
+        let duration = delivered.elapsed();
         Ok(self.finish(&request_id, completion, duration, init_duration, reusable).await)
+    }
+
+    /// The function's timeout passed: the sandbox is killed.
+    fn timed_out(&self, request_id: &str) -> (Completion, bool) {
+        self.lock_rt().current = None;
+        self.kill();
+        let seconds = self.spec.timeout.as_secs_f64();
+        let now = humantime::format_rfc3339_millis(SystemTime::now());
+        let line = format!("{now} {request_id} Task timed out after {seconds:.2} seconds\n");
+        if let Some(line) = self.output.format().failure(line) {
+            self.output.platform_line(line);
+        }
+        let completion = Completion::Failed {
+            error_type: "Sandbox.Timedout",
+            message: format!("RequestId: {request_id} Error: Task timed out after {seconds:.2} seconds"),
+        };
+        (completion, false)
+    }
+
+    /// Passes a streamed response's chunks on as they come, until its end or `deadline`: to `stream`, each send
+    /// waiting for room (a slow reader holds the runtime back), at most [`MAX_STREAMED_RESPONSE_BYTES`]; without
+    /// one, collected into one response of at most [`MAX_RESPONSE_BYTES`]. Over the limit, the rest is refused
+    /// (the runtime's request is answered 413) and the invocation fails with `Function.ResponseSizeTooLarge`.
+    async fn relay(
+        &self,
+        content_type: Option<String>,
+        mut pieces: mpsc::Receiver<Piece>,
+        stream: Option<mpsc::Sender<StreamPiece>>,
+        deadline: Instant,
+    ) -> Relayed {
+        let streaming = stream.is_some();
+        let limit = if streaming { MAX_STREAMED_RESPONSE_BYTES } else { MAX_RESPONSE_BYTES };
+        let mut stream = stream;
+        if let Some(sender) = &stream {
+            match timeout_at(deadline, sender.send(StreamPiece::Start { content_type })).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_closed)) => stream = None,
+                Err(_elapsed) => return Relayed::TimedOut,
+            }
+        }
+        let mut collected = bytes::BytesMut::new();
+        let mut sent: usize = 0;
+        loop {
+            let piece = match timeout_at(deadline, pieces.recv()).await {
+                Ok(piece) => piece,
+                Err(_elapsed) => return Relayed::TimedOut,
+            };
+            let chunk = match piece {
+                Some(Piece::Chunk(chunk)) => chunk,
+                Some(Piece::End(Some((error_type, body)))) => {
+                    return Relayed::Ended(Completion::Error { body, error_type: Some(error_type) });
+                }
+                Some(Piece::End(None)) if streaming => return Relayed::Ended(Completion::Streamed { bytes: sent as u64 }),
+                Some(Piece::End(None)) => return Relayed::Ended(Completion::Response(collected.freeze())),
+                None => return Relayed::Broken,
+            };
+            sent += chunk.len();
+            if sent > limit {
+                return Relayed::Ended(Completion::Failed {
+                    error_type: "Function.ResponseSizeTooLarge",
+                    message: format!("Response payload size exceeded maximum allowed payload size ({limit} bytes)."),
+                });
+            }
+            match &stream {
+                None if streaming => {}
+                None => collected.extend_from_slice(&chunk),
+                Some(sender) => match timeout_at(deadline, sender.send(StreamPiece::Chunk(chunk))).await {
+                    Ok(Ok(())) => {}
+                    // The reader left: the rest goes nowhere, but the runtime still ends its response.
+                    Ok(Err(_closed)) => stream = None,
+                    Err(_elapsed) => return Relayed::TimedOut,
+                },
+            }
+        }
     }
 
     /// The runtime's `/next` took `delivery`: the invocation starts.
@@ -599,7 +712,7 @@ impl SandboxHandle {
             self.output.platform_line(line);
         }
         let status = match &completion {
-            Completion::Response(_) => Status::Success,
+            Completion::Response(_) | Completion::Streamed { .. } => Status::Success,
             Completion::Error { error_type, .. } => Status::Error(error_type.as_deref()),
             Completion::Failed { error_type: "Sandbox.Timedout", .. } => Status::Timeout,
             Completion::Failed { error_type, .. } => Status::Error(Some(error_type)),
