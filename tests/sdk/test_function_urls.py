@@ -118,3 +118,89 @@ def test_a_public_url_opens_with_add_permission(server):
     assert status == 202 and json.loads(body)["rawPath"] == "/hello"
     lam.remove_permission(FunctionName="public", StatementId="url")
     assert request(url, "GET", "/", sign=False)[0] == 403
+
+
+# A bash runtime that streams its response with the HTTP integration prelude (status, headers, cookies, then eight
+# NUL bytes), then "first;", `mb` MiB of zeros and ";last" (or exits mid-way, for "crash"; or answers whole, for
+# "buffered").
+PRELUDE_RUNTIME = r"""#!/bin/bash
+set -eu
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+host="${AWS_LAMBDA_RUNTIME_API%:*}"
+port="${AWS_LAMBDA_RUNTIME_API#*:}"
+while true; do
+  curl -sS -D /tmp/h -o /tmp/e "$api/invocation/next"
+  id=$(tr -d '\r' < /tmp/h | sed -n 's/^[Ll]ambda-[Rr]untime-[Aa]ws-[Rr]equest-[Ii]d: //p')
+  mode=$(grep -o 'mode=[a-z]*' /tmp/e | head -1 | cut -d= -f2 || true)
+  mb=$(grep -o 'mb=[0-9]*' /tmp/e | head -1 | cut -d= -f2 || true)
+  if [ "$mode" = buffered ]; then
+    curl -sS -o /dev/null -X POST "$api/invocation/$id/response" -d '{"statusCode": 203, "body": "whole"}'
+    continue
+  fi
+  exec 3<>"/dev/tcp/$host/$port"
+  printf 'POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: %s\r\n' "$id" "$AWS_LAMBDA_RUNTIME_API" >&3
+  printf 'Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n' >&3
+  printf 'Content-Type: application/vnd.awslambda.http-integration-response\r\n\r\n' >&3
+  prelude='{"statusCode": 201, "headers": {"content-type": "text/plain", "x-streamed": "yes"}, "cookies": ["s=1"]}'
+  printf '%x\r\n%s' $(( ${#prelude} + 8 + 6 )) "$prelude" >&3
+  head -c 8 /dev/zero >&3
+  printf 'first;\r\n' >&3
+  for _ in $(seq 1 "${mb:-0}"); do
+    printf '100000\r\n' >&3
+    head -c 1048576 /dev/zero >&3
+    printf '\r\n' >&3
+  done
+  if [ "$mode" = crash ]; then exit 3; fi
+  printf '5\r\n;last\r\n0\r\n\r\n' >&3
+  cat <&3 > /tmp/answer
+  exec 3<&-
+done
+"""
+
+
+def open_stream(url, path):
+    """A signed GET of `path` through the URL's listener: the response, its body not read yet."""
+    host = url.split("/")[2]
+    signed = AWSRequest(method="GET", url="http://%s%s" % (host, path), data=b"")
+    SigV4Auth(Credentials(KEY_ID, SECRET), "lambda", "us-east-1").add_auth(signed)
+    connection = http.client.HTTPConnection(URLS.split(":")[0], int(URLS.split(":")[1]), timeout=60)
+    connection.putrequest("GET", path, skip_host=True)
+    connection.putheader("Host", host)
+    for name, value in dict(signed.headers).items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    return connection.getresponse()
+
+
+@pytest.fixture(scope="module")
+def streaming_url(server):
+    lam = client(server, "lambda")
+    lam.create_function(
+        FunctionName="streamer", Runtime="provided.al2023", Role="r", Handler="x", Timeout=60,
+        Code={"ZipFile": zip_bytes([("bootstrap", PRELUDE_RUNTIME.encode(), 0o755)])},
+    )
+    lam.put_function_concurrency(FunctionName="streamer", ReservedConcurrentExecutions=1)
+    config = lam.create_function_url_config(FunctionName="streamer", AuthType="AWS_IAM", InvokeMode="RESPONSE_STREAM")
+    assert config["InvokeMode"] == "RESPONSE_STREAM"
+    return config["FunctionUrl"]
+
+
+def test_a_streamed_url_answers_as_the_function_streams(streaming_url):
+    reply = open_stream(streaming_url, "/?mode=stream&mb=64")
+    assert reply.status == 201
+    assert reply.getheader("content-type") == "text/plain" and reply.getheader("x-streamed") == "yes"
+    assert reply.getheader("set-cookie") == "s=1"
+    assert reply.read(6) == b"first;"
+    # The function is still streaming: its one slot of concurrency is taken.
+    assert open_stream(streaming_url, "/?mode=stream").status == 429
+    rest = reply.read()
+    assert len(rest) == 64 * 1024 * 1024 + 5 and rest.endswith(b";last")
+
+
+def test_a_stream_that_breaks_off_is_cut_short_and_a_whole_answer_is_mapped(streaming_url):
+    reply = open_stream(streaming_url, "/?mode=crash&mb=1")
+    assert reply.status == 201 and reply.read(6) == b"first;"
+    with pytest.raises(http.client.IncompleteRead):
+        reply.read()
+    whole = open_stream(streaming_url, "/?mode=buffered")
+    assert (whole.status, whole.read()) == (203, b"whole")

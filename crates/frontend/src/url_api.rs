@@ -10,16 +10,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Frame};
 use ignis_registry::policy::{self, Policy};
 use ignis_registry::{CorsRecord, FunctionRecord, RegistryError, UrlRecord};
 use ignis_worker::conn::{Limits, Protocols, TimedBody};
+use ignis_worker::{Completion, StreamPiece};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::control::{now, resolve};
 use crate::error::ApiError;
@@ -300,16 +305,33 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Lim
     .await;
 }
 
+/// A URL's answer: whole, or (a `RESPONSE_STREAM` URL's) streamed as the function makes it.
+type UrlAnswer = Response<Either<Full<Bytes>, StreamedBody>>;
+
+/// A streamed answer's body: the pieces of the function's response as they come, through a bounded channel (a slow
+/// client holds the function back). An error ends it by breaking the connection off, so that the client sees a
+/// response cut short rather than a whole one.
+pub struct StreamedBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl Body for StreamedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|piece| piece.map(|piece| piece.map(Frame::data)))
+    }
+}
+
 /// Lambda's plain answers of a URL: `{"Message": ...}`.
-fn message(status: StatusCode, text: &str) -> Answer {
+fn message(status: StatusCode, text: &str) -> UrlAnswer {
     let mut answer = json_answer(status, json!({ "Message": text }));
     if status == StatusCode::FORBIDDEN {
         answer.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static("AccessDeniedException"));
     }
-    answer
+    answer.map(Either::Left)
 }
 
-async fn handle(app: &App, peer: SocketAddr, request: Request<TimedBody>) -> Answer {
+async fn handle(app: &Arc<App>, peer: SocketAddr, request: Request<TimedBody>) -> UrlAnswer {
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut answer = respond(app, peer, request, &request_id).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -318,7 +340,7 @@ async fn handle(app: &App, peer: SocketAddr, request: Request<TimedBody>) -> Ans
     answer
 }
 
-async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, request_id: &str) -> Answer {
+async fn respond(app: &Arc<App>, peer: SocketAddr, request: Request<TimedBody>, request_id: &str) -> UrlAnswer {
     let forbidden = || message(StatusCode::FORBIDDEN, "Forbidden");
     let Some(host) = app.config.function_urls.as_ref() else { return forbidden() };
     let (parts, body) = request.into_parts();
@@ -331,7 +353,7 @@ async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, reque
         && origin.is_some()
         && parts.headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
     if let (true, Some(cors), Some(origin)) = (preflight, &url.cors, &origin) {
-        let mut answer = empty_answer(StatusCode::OK);
+        let mut answer = empty_answer(StatusCode::OK).map(Either::Left);
         for (name, value) in url_event::preflight(cors, origin) {
             insert(&mut answer, &name, &value);
         }
@@ -387,21 +409,20 @@ async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, reque
     let event = url_event::event(parts.method.as_str(), parts.uri.path(), parts.uri.query().unwrap_or(""), &headers, &body, &context);
     let owner = Caller { account: account.clone(), admin: false, session: None };
     let payload = Bytes::from(event.to_string());
-    let outcome = invoke(app, &owner, &record.name, qualifier, payload, request_id).await;
+    let cors = url.cors.as_ref().zip(origin.as_deref());
+    let outcome = if url.invoke_mode == "RESPONSE_STREAM" {
+        let (sender, pieces) = mpsc::channel(ignis_worker::STREAM_CHUNKS);
+        let (app, name, qualifier, request_id) = (app.clone(), record.name.clone(), qualifier.clone(), request_id.to_string());
+        let running = tokio::spawn(async move { invoke(&app, &owner, &name, &qualifier, payload, &request_id, Some(sender)).await });
+        streamed(pieces, running, cors).await
+    } else {
+        let answered = invoke(app, &owner, &record.name, qualifier, payload, request_id, None).await;
+        answered.map(|body| Served::Whole(body.unwrap_or_default()))
+    };
     let mut answer = match outcome {
-        Ok(payload) => match url_event::reply(&payload) {
-            Ok(reply) => {
-                let mut headers = reply.headers;
-                if let Some(cors) = &url.cors {
-                    url_event::response_cors(cors, origin.as_deref(), &mut headers);
-                }
-                let mut answer = Response::new(Full::new(Bytes::from(reply.body)));
-                *answer.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                for (name, value) in headers {
-                    append(&mut answer, &name, &value);
-                }
-                return answer;
-            }
+        Ok(Served::Streaming(answer)) => return answer,
+        Ok(Served::Whole(payload)) => match url_event::reply(&payload) {
+            Ok(reply) => return whole_reply(reply, cors),
             Err(_) => message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
         },
         Err(UrlFailure::Function) => message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
@@ -411,9 +432,9 @@ async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, reque
             message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }
     };
-    if let (Some(cors), true) = (&url.cors, origin.is_some()) {
+    if let Some((cors, origin)) = cors {
         let mut headers = Vec::new();
-        url_event::response_cors(cors, origin.as_deref(), &mut headers);
+        url_event::response_cors(cors, Some(origin), &mut headers);
         for (name, value) in headers {
             insert(&mut answer, &name, &value);
         }
@@ -421,8 +442,84 @@ async fn respond(app: &App, peer: SocketAddr, request: Request<TimedBody>, reque
     answer
 }
 
+/// What a URL's function answered: its whole response (to map), or a streamed answer already under way.
+enum Served {
+    Whole(Bytes),
+    Streaming(UrlAnswer),
+}
+
+/// The HTTP response of a function's whole answer, with the URL's CORS headers for the request's origin.
+fn whole_reply(reply: url_event::Reply, cors: Option<(&CorsRecord, &str)>) -> UrlAnswer {
+    let mut headers = reply.headers;
+    if let Some((cors, origin)) = cors {
+        url_event::response_cors(cors, Some(origin), &mut headers);
+    }
+    let mut answer = Response::new(Either::Left(Full::new(Bytes::from(reply.body))));
+    *answer.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in headers {
+        append(&mut answer, &name, &value);
+    }
+    answer
+}
+
+/// The answer of a `RESPONSE_STREAM` URL whose function's invocation is `running`, its response's pieces coming
+/// through `pieces`: a function that streams gets its head sent at its first piece and its body as it comes (with
+/// the HTTP integration prelude, `url_event::Prelude`, read first when its content type says so); one that answered
+/// whole, or failed before streaming, is answered as a `BUFFERED` URL's.
+async fn streamed(
+    mut pieces: mpsc::Receiver<StreamPiece>,
+    running: tokio::task::JoinHandle<Result<Option<Bytes>, UrlFailure>>,
+    cors: Option<(&CorsRecord, &str)>,
+) -> Result<Served, UrlFailure> {
+    let ended = async move { running.await.unwrap_or_else(|e| Err(UrlFailure::Other(ApiError::Service(e.to_string())))) };
+    let integration = match pieces.recv().await {
+        // No stream: the invocation ended with a whole answer or none.
+        None => return ended.await.map(|body| Served::Whole(body.unwrap_or_default())),
+        Some(StreamPiece::Start { content_type }) => content_type,
+        Some(StreamPiece::Chunk(_)) => None,
+    };
+    let (reply, first) = if integration.as_deref() == Some(url_event::INTEGRATION_CONTENT_TYPE) {
+        let mut prelude = url_event::Prelude::default();
+        loop {
+            match pieces.recv().await {
+                Some(StreamPiece::Chunk(chunk)) => match prelude.push(&chunk) {
+                    Ok(Some(done)) => break done,
+                    Ok(None) => {}
+                    Err(_) => return Err(UrlFailure::Function),
+                },
+                Some(StreamPiece::Start { .. }) => {}
+                None => return ended.await.and(Err(UrlFailure::Function)),
+            }
+        }
+    } else {
+        let kind = integration.unwrap_or_else(|| "application/octet-stream".into());
+        let reply = url_event::Reply { status: 200, headers: vec![("content-type".into(), kind)], body: Vec::new() };
+        (reply, Bytes::new())
+    };
+    let (body, receiver) = mpsc::channel(2);
+    tokio::spawn(async move {
+        if !first.is_empty() && body.send(Ok(first)).await.is_err() {
+            return;
+        }
+        while let Some(piece) = pieces.recv().await {
+            if let StreamPiece::Chunk(chunk) = piece
+                && body.send(Ok(chunk)).await.is_err()
+            {
+                return;
+            }
+        }
+        if ended.await.is_err() {
+            let _ = body.send(Err(std::io::Error::other("the function failed while streaming its response"))).await;
+        }
+    });
+    let mut answer = whole_reply(reply, cors).map(|_| Either::Right(StreamedBody(receiver)));
+    answer.headers_mut().remove(http::header::CONTENT_LENGTH);
+    Ok(Served::Streaming(answer))
+}
+
 /// Runs the function behind a URL of `owner`'s with `payload`, as a synchronous Invoke of `qualifier` would (the
-/// same admission and limits); the function's answer, or how it failed.
+/// same admission and limits), its streamed response (if it streams) to `response_stream`; the function's whole
+/// answer (none when it streamed), or how it failed.
 async fn invoke(
     app: &App,
     owner: &Caller,
@@ -430,7 +527,8 @@ async fn invoke(
     qualifier: &str,
     payload: Bytes,
     request_id: &str,
-) -> Result<Bytes, UrlFailure> {
+    response_stream: Option<mpsc::Sender<StreamPiece>>,
+) -> Result<Option<Bytes>, UrlFailure> {
     use crate::invoke_api::{invoked_arn, target, trace_id};
     let qualifier = (qualifier != "$LATEST").then_some(qualifier);
     let (reference, record) =
@@ -443,11 +541,12 @@ async fn invoke(
         trace_id: trace_id(app, request_id),
         client_context: None,
         cognito_identity: None,
-        response_stream: None,
+        response_stream,
     };
     match app.invoker.invoke(target(app, account, &record), invocation).await {
         Ok(outcome) => match outcome.completion {
-            ignis_worker::Completion::Response(body) => Ok(body),
+            Completion::Response(body) => Ok(Some(body)),
+            Completion::Streamed { .. } => Ok(None),
             _ => Err(UrlFailure::Function),
         },
         Err(ignis_invoke::InvokeError::Throttled(_)) => Err(UrlFailure::Throttled),
@@ -483,13 +582,13 @@ pub enum UrlFailure {
     Other(ApiError),
 }
 
-fn insert(answer: &mut Answer, name: &str, value: &str) {
+fn insert<B>(answer: &mut Response<B>, name: &str, value: &str) {
     if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
         answer.headers_mut().insert(name, value);
     }
 }
 
-fn append(answer: &mut Answer, name: &str, value: &str) {
+fn append<B>(answer: &mut Response<B>, name: &str, value: &str) {
     if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
         answer.headers_mut().append(name, value);
     }

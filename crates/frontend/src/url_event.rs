@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use bytes::Bytes;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ignis_registry::CorsRecord;
 use serde_json::{Map, Value, json};
@@ -211,6 +212,51 @@ fn shaped(object: &Map<String, Value>) -> Result<Reply, BadAnswer> {
     Ok(Reply { status: status as u16, headers, body })
 }
 
+/// The content type of a streamed response that begins with an HTTP integration prelude.
+pub const INTEGRATION_CONTENT_TYPE: &str = "application/vnd.awslambda.http-integration-response";
+/// The most a prelude may take, its delimiter included.
+pub const MAX_PRELUDE: usize = 64 * 1024;
+/// What ends a prelude: eight NUL bytes.
+const DELIMITER: [u8; 8] = [0; 8];
+
+/// The HTTP integration prelude of a streamed response (`statusCode`, `headers`, `cookies` as JSON, then eight NUL
+/// bytes, then the body), as the runtime clients write it, read as its chunks come.
+#[derive(Debug, Default)]
+pub struct Prelude {
+    held: Vec<u8>,
+}
+
+impl Prelude {
+    /// Takes the next chunk: once the delimiter has come, the response's head (with an empty body) and the body's
+    /// bytes that followed it in the chunks so far; a prelude that is not JSON of the shape or longer than
+    /// [`MAX_PRELUDE`] is an error.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Option<(Reply, Bytes)>, BadAnswer> {
+        let searched = self.held.len().saturating_sub(DELIMITER.len() - 1);
+        self.held.extend_from_slice(chunk);
+        let Some(at) = self.held[searched..].windows(DELIMITER.len()).position(|w| w == DELIMITER).map(|i| i + searched)
+        else {
+            if self.held.len() > MAX_PRELUDE {
+                return Err(BadAnswer(format!("no prelude delimiter within {MAX_PRELUDE} bytes")));
+            }
+            return Ok(None);
+        };
+        let object = match serde_json::from_slice::<Value>(&self.held[..at]) {
+            Ok(Value::Object(object)) => object,
+            _ => return Err(BadAnswer("the prelude is not a JSON object".into())),
+        };
+        let mut shape = object.clone();
+        shape.entry("statusCode").or_insert(json!(200));
+        shape.remove("body");
+        let mut reply = shaped(&shape)?;
+        if !object.get("headers").is_some_and(|h| h.get("content-type").is_some() || h.get("Content-Type").is_some()) {
+            reply.headers.retain(|(name, _)| name != "content-type");
+            reply.headers.push(("content-type".into(), "application/octet-stream".into()));
+        }
+        let rest = Bytes::copy_from_slice(&self.held[at + DELIMITER.len()..]);
+        Ok(Some((reply, rest)))
+    }
+}
+
 /// Whether `cors` lets `origin` in.
 fn allows_origin(cors: &CorsRecord, origin: &str) -> bool {
     cors.allow_origins.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
@@ -380,6 +426,33 @@ mod tests {
         ] {
             assert!(reply(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_prelude_is_read_across_chunks_and_the_body_after_it_kept() {
+        let whole = b"{\"statusCode\":201,\"headers\":{\"content-type\":\"text/plain\"},\"cookies\":[\"a=1\"]}\0\0\0\0\0\0\0\0first";
+        // Every way of cutting it into two chunks gives the same head and body.
+        for cut in 0..=whole.len() {
+            let mut prelude = Prelude::default();
+            let (first, second) = whole.split_at(cut);
+            let done = match prelude.push(first).unwrap() {
+                Some((reply, rest)) => {
+                    assert!(prelude.push(b"").is_ok());
+                    (reply, [&rest[..], second].concat())
+                }
+                None => prelude.push(second).unwrap().map(|(reply, rest)| (reply, rest.to_vec())).expect("the delimiter came"),
+            };
+            assert_eq!(done.0.status, 201, "{cut}");
+            assert_eq!(done.0.headers, vec![("content-type".into(), "text/plain".into()), ("set-cookie".into(), "a=1".into())]);
+            assert_eq!(done.1, b"first", "{cut}");
+        }
+        let mut bare = Prelude::default();
+        let (reply, rest) = bare.push(b"{}\0\0\0\0\0\0\0\0").unwrap().unwrap();
+        assert_eq!((reply.status, rest.len()), (200, 0));
+        assert_eq!(reply.headers, vec![("content-type".into(), "application/octet-stream".into())]);
+        assert!(Prelude::default().push(b"[1]\0\0\0\0\0\0\0\0").is_err());
+        assert!(Prelude::default().push(&vec![b' '; MAX_PRELUDE + 1]).is_err(), "no delimiter within the limit");
+        assert!(Prelude::default().push(b"{\"statusCode\":7}\0\0\0\0\0\0\0\0").is_err());
     }
 
     fn cors(origins: &[&str], credentials: bool) -> CorsRecord {
