@@ -34,6 +34,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
+    /// From sending the request to the first byte of the body (to the end, for an empty one).
+    #[allow(dead_code, reason = "the urls benchmark's")]
+    pub first_byte: Duration,
 }
 
 impl Reply {
@@ -122,9 +125,18 @@ impl Conn {
         let exchange = async {
             self.sender.ready().await.map_err(|e| format!("connection to {} lost: {e}", self.address))?;
             let response = self.sender.send_request(request).await.map_err(|e| format!("{method} {path} to {} failed: {e}", self.address))?;
-            let (parts, incoming) = response.into_parts();
-            let body = incoming.collect().await.map_err(|e| format!("reading the answer to {method} {path}: {e}"))?.to_bytes();
-            Ok::<_, String>(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+            let (parts, mut incoming) = response.into_parts();
+            let mut body = Vec::new();
+            let mut first_byte = None;
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| format!("reading the answer to {method} {path}: {e}"))?;
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    first_byte.get_or_insert_with(|| started.elapsed());
+                    body.extend_from_slice(data);
+                }
+            }
+            let first_byte = first_byte.unwrap_or_else(|| started.elapsed());
+            Ok::<_, String>(Reply { status: parts.status.as_u16(), headers: parts.headers, body: Bytes::from(body), first_byte })
         };
         let reply = tokio::time::timeout(limit, exchange)
             .await

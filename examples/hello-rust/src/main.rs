@@ -4,7 +4,8 @@
 //! line per invocation, and turns an event `{"fail": "why"}` into a function error.
 //! With `PRINT_EVENT` set in its environment it also prints every event, as
 //! `event <json>` on one line. An event `{"stream": ["a", "b", ...]}` is answered
-//! with the crate's streaming response: each string a chunk.
+//! with the crate's streaming response: each string a chunk, with `"pause_ms": N`
+//! N milliseconds after each.
 
 use lambda_runtime::{Error, FunctionResponse, LambdaEvent, service_fn, streaming};
 use serde_json::{Value, json};
@@ -21,12 +22,14 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Answer, Error> {
     }
     if let Some(chunks) = payload.get("stream").and_then(Value::as_array) {
         let chunks: Vec<String> = chunks.iter().filter_map(Value::as_str).map(str::to_string).collect();
+        let pause = std::time::Duration::from_millis(payload.get("pause_ms").and_then(Value::as_u64).unwrap_or(0));
         let (mut sender, body) = streaming::channel();
         tokio::spawn(async move {
             for chunk in chunks {
                 if sender.send_data(chunk.into()).await.is_err() {
                     return;
                 }
+                tokio::time::sleep(pause).await;
             }
         });
         return Ok(FunctionResponse::StreamingResponse(streaming::Response::from(body)));

@@ -3,7 +3,9 @@
 //! API, each on a kept connection, in alternating rounds on one server. Invoke runs twice: with a small event, and
 //! with an event of the size and shape the URL's requests become, so that what the function spends reading the
 //! larger event is told apart from what the URL front door adds. Target (from the HTTP front door issue): the URL's
-//! warm p50 within 0.05 ms of Invoke's. Must run as root; starts one server it stops.
+//! warm p50 within 0.05 ms of Invoke's. Then the time to the first byte of a streamed response: the example streams
+//! two chunks 20 ms apart, read through InvokeWithResponseStream (its first byte and its end) and through Invoke
+//! (which answers once the stream has ended) as the baseline. Must run as root; starts one server it stops.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +28,10 @@ const USAGE: &str = "usage: urls [--warm N] [--bin-dir DIR]
   --bin-dir DIR   where ignis, ignis-init and the example's bootstrap are (default: this program's directory)";
 
 const ROUNDS: usize = 10;
+/// The pause between the streaming function's two chunks.
+const PAUSE_MS: u64 = 20;
+/// Streamed invocations each way.
+const STREAM_SAMPLES: usize = 200;
 
 fn main() -> ExitCode {
     let mut warm = 2000;
@@ -98,6 +104,28 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
         }
     }
     let [invoke_times, event_times, url_times] = times;
+
+    // Streaming: two chunks PAUSE_MS apart, through InvokeWithResponseStream (the first byte, and the end) and
+    // through Invoke (which answers once the stream has ended), alternating.
+    let streaming = json!({ "stream": ["first", "second"], "pause_ms": PAUSE_MS }).to_string();
+    let stream_path = "/2021-11-15/functions/bench-url/response-streaming-invocations";
+    let (mut first_bytes, mut stream_ends, mut buffered) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for way in [round % 2, 1 - round % 2] {
+            for _ in 0..STREAM_SAMPLES / ROUNDS {
+                if way == 0 {
+                    let (elapsed, reply) = api.timed("POST", stream_path, &[], streaming.as_bytes()).await?;
+                    ok(reply.status == 200 && reply.body.windows(6).any(|w| w == b"second"), "InvokeWithResponseStream", &reply)?;
+                    first_bytes.push(reply.first_byte);
+                    stream_ends.push(elapsed);
+                } else {
+                    let (elapsed, reply) = api.timed("POST", path, &[], streaming.as_bytes()).await?;
+                    ok(reply.status == 200 && reply.body.ends_with(b"second"), "Invoke of a stream", &reply)?;
+                    buffered.push(elapsed);
+                }
+            }
+        }
+    }
     server.stop()?;
     let (invoke, same_event, through) = (stats_ms(&invoke_times), stats_ms(&event_times), stats_ms(&url_times));
     println!("Function URLs: warm requests of the lambda_runtime example (client-side ms, kept connections, {ROUNDS} alternating rounds)");
@@ -105,12 +133,19 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     row("Invoke, {\"name\":\"bench\"}", invoke.as_ref(), "baseline");
     row(&format!("Invoke, the URL's event ({} B)", event.len()), same_event.as_ref(), "the bytes the URL's function gets");
     row("function URL (AWS_IAM, signed)", through.as_ref(), "");
+    println!("Streamed responses: two chunks {PAUSE_MS} ms apart (client-side ms, {STREAM_SAMPLES} each, alternating rounds)");
+    println!("  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "n", "min", "p50", "p90", "p99", "max");
+    let (first, end, whole) = (stats_ms(&first_bytes), stats_ms(&stream_ends), stats_ms(&buffered));
+    row("Invoke, answered when it ends", whole.as_ref(), "baseline");
+    row("InvokeWithResponseStream, 1st byte", first.as_ref(), "");
+    row("InvokeWithResponseStream, end", end.as_ref(), "");
     let p50 = |s: &Option<Stats>| s.as_ref().map_or(f64::INFINITY, |s| s.p50);
     let over = p50(&through) - p50(&invoke);
     let front = p50(&through) - p50(&same_event);
     println!("Target:");
     println!("  URL warm p50 {:.3} ms, {over:+.3} ms against Invoke's {:.3}: within 0.05 ms: {}", p50(&through), p50(&invoke), verdict(over <= 0.05));
     println!("  of which the function reading the larger event: {:+.3} ms; the URL front door itself: {front:+.3} ms", p50(&same_event) - p50(&invoke));
+    println!("  streamed first byte p50 {:.3} ms, {:.1}x sooner than the buffered answer's {:.3} ms", p50(&first), p50(&whole) / p50(&first), p50(&whole));
     Ok(())
 }
 
