@@ -96,7 +96,7 @@ pub fn list_activity(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
 
 /// `GET /ignis/activity/{function}`: the function's last hour, a point a minute, oldest first.
 pub fn get_activity(app: &App, caller: &Caller, name: &str) -> Result<Answer, ApiError> {
-    let (_, record) = crate::control::resolve_version(app, caller, "GetActivity", name, None)?;
+    let (_, record) = crate::control::resolve(app, caller, "GetActivity", name, None)?;
     let minutes: Vec<Value> = app
         .invoker
         .activity_points(caller.account.as_str(), &record.name)

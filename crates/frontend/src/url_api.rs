@@ -157,8 +157,8 @@ struct UrlTarget {
 }
 
 fn target(app: &App, caller: &Caller, action: &str, name: &str, query: &str) -> Result<UrlTarget, ApiError> {
-    let qualifier = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
-    if let Some(q) = &qualifier {
+    let given = query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v);
+    if let Some(q) = &given {
         // Lambda's pattern: `$LATEST` or an alias name, never a version number.
         let ok = q == "$LATEST"
             || (!q.is_empty() && q.len() <= 128 && !q.bytes().all(|b| b.is_ascii_digit())
@@ -167,19 +167,15 @@ fn target(app: &App, caller: &Caller, action: &str, name: &str, query: &str) -> 
         v.check(ok, q, "qualifier", "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)|(^\\$LATEST$)");
         v.into_result()?;
     }
-    let (reference, record) = resolve(app, caller, action, name, qualifier.as_deref())?;
+    let (reference, record) = resolve(app, caller, action, name, given.as_deref())?;
     let qualifier = reference.qualifier.unwrap_or_else(|| "$LATEST".into());
     let region = &app.config.region;
-    let arn = if qualifier == "$LATEST" && qualifier_given(query).is_none() {
+    let arn = if qualifier == "$LATEST" && given.is_none() {
         record.arn(region, caller.account.as_str())
     } else {
         record.qualified_arn(region, caller.account.as_str(), &qualifier)
     };
     Ok(UrlTarget { function: reference.name, qualifier, arn })
-}
-
-fn qualifier_given(query: &str) -> Option<String> {
-    query_params(query).into_iter().find(|(k, _)| k == "Qualifier").map(|(_, v)| v)
 }
 
 fn missing() -> ApiError {
