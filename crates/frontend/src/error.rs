@@ -371,6 +371,7 @@ impl From<ignis_registry::RegistryError> for ApiError {
                 "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
                     .into(),
             ),
+            Conflict { .. } => ApiError::ResourceConflict(e.to_string()),
             Storage(message) => ApiError::Service(message),
         }
     }
@@ -398,7 +399,7 @@ impl From<ignis_registry::AccountError> for ApiError {
         match e {
             NameTaken(name) => ApiError::ResourceConflict(format!("Account already exists: {name}")),
             Storage(e) => e.into(),
-            e @ (KeyInUse(_) | Task(_)) => ApiError::Service(e.to_string()),
+            e @ (KeyInUse(_) | Task(_) | Unavailable(_)) => ApiError::Service(e.to_string()),
         }
     }
 }

@@ -138,6 +138,15 @@ pub struct ServerArgs {
     /// The region an `s3://` object store's requests are signed for (Garage's is its `s3_region`).
     #[arg(long, default_value = "us-east-1")]
     pub s3_region: String,
+    /// Be one front end of a cluster: keep functions, accounts and keys in the etcd cluster whose members are at
+    /// URLS (`http://HOST:PORT,...`), shared with every other front end started with them; code trees go to
+    /// --object-store. Needs --master-key-file and --object-store.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// The master key (32 bytes) that seals secrets, instead of one made in the data directory: every front end
+    /// of a cluster must have the same. Copied into a data directory that has none; refused if it has another.
+    #[arg(long, value_name = "PATH")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Time limits of the connections a server or worker serves.
@@ -269,22 +278,44 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     }
     let client_limits = args.client_timeouts.limits()?;
     crate::cache::check_cache_nodes(&args.cache_nodes)?;
+    if !args.etcd.is_empty() && (args.master_key_file.is_none() || args.object_store.is_none()) {
+        return Err("--etcd needs --master-key-file (every front end seals secrets with the same key) and \
+                    --object-store (an s3:// store or a file:/// directory every front end shares: code goes there)"
+            .into());
+    }
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    if let Some(path) = &args.master_key_file {
+        install_master_key(&data_dir, path)?;
+    }
     let store = Arc::new(Store::open(&data_dir).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?);
     let clock = ignis_clock::SystemClock::shared();
-    let accounts: Arc<dyn Accounts> = Arc::new(
-        EmbeddedAccounts::open(store.clone(), clock.clone())
-            .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?,
-    );
-    let admin_account = admin_account_id(&store)?;
-    let credentials = credentials(&data_dir, &admin_account)?;
     let init_exe = crate::init_exe(args.init.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
+        let cluster = match args.etcd.is_empty() {
+            true => None,
+            false => Some(Cluster::join(&args, &data_dir, &store).await?),
+        };
+        let (accounts, admin_account, cluster_admin) = match &cluster {
+            None => {
+                let accounts = EmbeddedAccounts::open(store.clone(), clock.clone())
+                    .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+                (Arc::new(accounts) as Arc<dyn Accounts>, admin_account_id(&store)?, None)
+            }
+            Some(cluster) => {
+                let accounts = ignis_etcd::EtcdAccounts::open(cluster.etcd.clone(), &store, clock.clone())
+                    .await
+                    .map_err(|e| format!("cannot load the accounts from etcd: {e}"))?;
+                let admin = accounts.admin_account().await.map_err(|e| format!("cannot read the administrator account from etcd: {e}"))?;
+                let key = accounts.admin_key().filter(|key| key.account == admin);
+                (Arc::new(accounts) as Arc<dyn Accounts>, admin, key)
+            }
+        };
+        let credentials = credentials(&data_dir, &admin_account, cluster_admin)?;
         if let Some(listen) = &args.metrics_listen {
             crate::metrics::serve(listen)?;
         }
@@ -343,7 +374,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         let logs = ignis_logs::Logs::start(store.clone(), clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
         tokio::spawn(publish_store_size(Arc::downgrade(&images)));
-        let services = embedded_services(&args, store, accounts, workers, logs, oci, images, clock.clone())?;
+        let services = services(&args, cluster, store, accounts, workers, logs, oci, images, clock.clone()).await?;
         let config = Config {
             region: args.region.clone(),
             admin_account,
@@ -392,12 +423,55 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// The services of one machine, over its embedded storage: the one place
-/// their implementations are chosen (the front end takes them through their
-/// traits and handles).
+/// A front end's part of a cluster (`--etcd`): the connection, and the code trees shared through the object store.
+struct Cluster {
+    etcd: ignis_etcd::Etcd,
+    code: Arc<ignis_etcd::CodeShare>,
+}
+
+/// The object store's root that code trees are shipped to (a root of its own: image garbage collection never
+/// rotates it).
+const CODE_ROOT: &str = "c0de";
+
+impl Cluster {
+    async fn join(args: &ServerArgs, data_dir: &Path, store: &Arc<Store>) -> Result<Cluster, String> {
+        let etcd = ignis_etcd::Etcd::connect(&args.etcd)
+            .await
+            .map_err(|e| format!("cannot reach etcd at {}: {e}", args.etcd.join(",")))?;
+        let chunks = open_roots(args, data_dir)?.root(CODE_ROOT).map_err(|e| format!("cannot open the object store: {e}"))?;
+        let code = Arc::new(ignis_etcd::CodeShare::new(etcd.clone(), store.clone(), chunks));
+        Ok(Cluster { etcd, code })
+    }
+}
+
+/// Makes `path` the master key of `data_dir`: copied there if it has none; refused if it has another.
+fn install_master_key(data_dir: &Path, path: &Path) -> Result<(), String> {
+    let key = std::fs::read(path).map_err(|e| format!("cannot read --master-key-file {}: {e}", path.display()))?;
+    if key.len() != 32 {
+        return Err(format!("--master-key-file {} holds {} bytes, not 32", path.display(), key.len()));
+    }
+    let installed = data_dir.join(ignis_store::MASTER_KEY_FILE);
+    match std::fs::read(&installed) {
+        Ok(existing) if existing == key => Ok(()),
+        Ok(_) => Err(format!(
+            "{} holds another master key than --master-key-file {}: the secrets sealed under it would not open",
+            installed.display(),
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_private(&installed, &key).map_err(|e| format!("cannot write {}: {e}", installed.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", installed.display())),
+    }
+}
+
+/// The services of this front end: the one place their implementations are
+/// chosen (the front end takes them through their traits and handles). The
+/// registry is etcd's in a cluster, the embedded store's otherwise.
 #[allow(clippy::too_many_arguments)]
-fn embedded_services(
+async fn services(
     args: &ServerArgs,
+    cluster: Option<Cluster>,
     store: Arc<Store>,
     accounts: Arc<dyn Accounts>,
     workers: Workers,
@@ -406,8 +480,14 @@ fn embedded_services(
     images: Arc<Images>,
     clock: SharedClock,
 ) -> Result<Services, String> {
-    let registry: Arc<dyn Registry> =
-        Arc::new(EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?);
+    let registry: Arc<dyn Registry> = match cluster {
+        None => Arc::new(EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?),
+        Some(cluster) => Arc::new(
+            ignis_etcd::EtcdRegistry::open(cluster.etcd, store.clone(), cluster.code, &args.region)
+                .await
+                .map_err(|e| format!("cannot load the functions from etcd: {e}"))?,
+        ),
+    };
     let layers: Arc<dyn Layers> =
         Arc::new(EmbeddedLayers::load(store.clone()).map_err(|e| format!("cannot load the layers: {e}"))?);
     // No sandbox runs yet, so no code tree is in use but the functions' and the layer versions'.
@@ -584,11 +664,13 @@ pub async fn shutdown_signal() {
 }
 
 /// The administrator key pair: from the environment, else the data
-/// directory's credentials file, else a new pair written there and printed.
+/// directory's credentials file, else the cluster's (`cluster`: the one its
+/// other front ends use), else a new pair; one not from the environment is
+/// written to the file, and a new one printed.
 /// The file holds the secret sealed under the data directory's master key
 /// (`SealedSecretAccessKey`); a file from before that, with the secret in
 /// plain text, is rewritten sealed. A new pair is made for `admin_account`.
-fn credentials(data_dir: &Path, admin_account: &AccountId) -> Result<Credentials, String> {
+fn credentials(data_dir: &Path, admin_account: &AccountId, cluster: Option<AccessKey>) -> Result<Credentials, String> {
     if let (Ok(id), Ok(secret)) = (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
         if !id.is_empty() && !secret.is_empty() {
             return Ok(Credentials { access_key_id: id, secret_access_key: secret });
@@ -608,6 +690,11 @@ fn credentials(data_dir: &Path, admin_account: &AccountId) -> Result<Credentials
             (Some(access_key_id), None, Some(secret_access_key)) => Credentials { access_key_id, secret_access_key },
             _ => return Err(format!("{} lacks AccessKeyId or SealedSecretAccessKey", path.display())),
         };
+        write_credentials(data_dir, &credentials)?;
+        return Ok(credentials);
+    }
+    if let Some(key) = cluster {
+        let credentials = Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key };
         write_credentials(data_dir, &credentials)?;
         return Ok(credentials);
     }

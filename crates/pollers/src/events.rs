@@ -456,7 +456,7 @@ impl NotRun {
                 RegistryError::FunctionNotFound { .. } | RegistryError::VersionNotFound { .. } | RegistryError::AliasNotFound { .. },
             ) => "ResourceNotFoundException",
             NotRun::Registry(RegistryError::AccessDenied { .. }) => "AccessDeniedException",
-            NotRun::Registry(RegistryError::FunctionExists { .. }) => "ResourceConflictException",
+            NotRun::Registry(RegistryError::FunctionExists { .. } | RegistryError::Conflict { .. }) => "ResourceConflictException",
             NotRun::Registry(RegistryError::RevisionMismatch { .. }) => "PreconditionFailedException",
             NotRun::Registry(RegistryError::Storage(_)) => "ServiceException",
             NotRun::Invoke(InvokeError::Throttled(_)) => "TooManyRequestsException",

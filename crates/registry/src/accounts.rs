@@ -119,6 +119,9 @@ pub enum AccountError {
     /// The write's task ended without an answer.
     #[error("{0}")]
     Task(String),
+    /// The cluster's store did not answer; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Every account and access key: what request authentication, the account

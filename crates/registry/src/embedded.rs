@@ -41,7 +41,7 @@ pub struct EmbeddedRegistry {
 }
 
 /// The ids of `record`'s function URLs.
-fn url_ids(record: &FunctionRecord) -> impl Iterator<Item = &str> {
+pub fn url_ids(record: &FunctionRecord) -> impl Iterator<Item = &str> {
     record.urls.values().map(|url| url.url_id.as_str())
 }
 
@@ -154,16 +154,7 @@ impl Registry for EmbeddedRegistry {
     }
 
     fn live_code(&self) -> HashSet<String> {
-        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        functions
-            .values()
-            .flat_map(|r| std::iter::once(&**r).chain(r.versions.iter()))
-            .flat_map(|r| {
-                let code = Some(&r.code_sha256_hex).filter(|_| r.image.is_none());
-                code.into_iter().chain(Some(&r.opt_sha256_hex).filter(|o| !o.is_empty()))
-            })
-            .cloned()
-            .collect()
+        live_code(self.functions.read().unwrap_or_else(|e| e.into_inner()).values().map(|r| &**r))
     }
 
     fn find_url(&self, url_id: &str) -> Option<(AccountId, Arc<FunctionRecord>)> {
@@ -219,9 +210,21 @@ impl Drop for EmbeddedRegistry {
     }
 }
 
+/// The code trees (hex SHA-256) `records` and their versions use: zip functions' code and merged layers.
+pub fn live_code<'a>(records: impl Iterator<Item = &'a FunctionRecord>) -> HashSet<String> {
+    records
+        .flat_map(|r| std::iter::once(r).chain(r.versions.iter()))
+        .flat_map(|r| {
+            let code = Some(&r.code_sha256_hex).filter(|_| r.image.is_none());
+            code.into_iter().chain(Some(&r.opt_sha256_hex).filter(|o| !o.is_empty()))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Gives `record` and its versions the function's incarnation: the current record's (`existing`), or a new random
 /// one (never 0) when the write creates the function.
-fn set_incarnation(record: &mut FunctionRecord, existing: Option<u64>) {
+pub fn set_incarnation(record: &mut FunctionRecord, existing: Option<u64>) {
     let incarnation = existing.unwrap_or_else(crate::sessions::new_incarnation);
     record.incarnation = incarnation;
     for version in &mut record.versions {
@@ -230,7 +233,7 @@ fn set_incarnation(record: &mut FunctionRecord, existing: Option<u64>) {
 }
 
 /// Makes `record` and each of its versions hold their code trees (and their merged layers).
-fn hold_code(store: &Store, record: &mut FunctionRecord) {
+pub fn hold_code(store: &Store, record: &mut FunctionRecord) {
     fn hold(store: &Store, r: &mut FunctionRecord) {
         if !r.code.holds(&r.code_sha256_hex) {
             r.code = CodeRef::new(store.hold_code(&r.code_sha256_hex));

@@ -64,7 +64,7 @@ use std::sync::Arc;
 use ignis_ids::AccountId;
 
 pub use accounts::{AccessKey, Account, AccountError, Accounts, EmbeddedAccounts, random_account_id};
-pub use embedded::EmbeddedRegistry;
+pub use embedded::{EmbeddedRegistry, hold_code, live_code, set_incarnation, url_ids};
 pub use layers::{EmbeddedLayers, LayerRecord, LayerVersionRecord, Layers};
 pub use networks::{EmbeddedNetworks, NetworkError, NetworkRecord, Networks};
 pub use runtimes::{EmbeddedRuntimes, RuntimeRecord, Runtimes};
@@ -114,6 +114,10 @@ pub enum RegistryError {
     /// The `RevisionId` the caller expected is not the record's.
     #[error("revision {expected} is not the latest")]
     RevisionMismatch { expected: String },
+    /// Another front end changed the function between this write's read and its store (the cluster's
+    /// registry); nothing changed. `resource` is the function's ARN or name.
+    #[error("The operation cannot be performed at this time. An update is in progress for resource: {resource}")]
+    Conflict { resource: String },
     /// Storage failed or holds what cannot be read; nothing changed.
     #[error("{0}")]
     Storage(String),

@@ -567,6 +567,28 @@ impl Store {
         })
     }
 
+    /// Unpacks `zip` as [`Store::put_code`] does (against `rules`), as the tree named `name` rather than by
+    /// the zip's SHA-256, unless that tree exists: a tree another node made (a code SHA-256 or a
+    /// [`merged_name`]), shipped as [`zip_tree`] zipped it. Returns its hold. Blocks: call it off the async
+    /// runtime's threads.
+    pub fn put_code_named(&self, name: &str, zip: &[u8], rules: &CodeRules) -> Result<CodeHold, CodeError> {
+        if !is_sha_hex(name) {
+            return Err(CodeError::UnsafePath(name.to_string()));
+        }
+        let final_dir = self.code_root.join(name);
+        // Before looking: a tree found now stays.
+        let hold = self.code_holds.hold(name);
+        if !fs::symlink_metadata(&final_dir).is_ok_and(|m| m.is_dir()) {
+            self.make_tree(&final_dir, |tmp| unpack(zip, rules, Some(tmp)))?;
+        }
+        Ok(hold)
+    }
+
+    /// Whether the tree `name` is on disk.
+    pub fn has_code(&self, name: &str) -> bool {
+        is_sha_hex(name) && fs::symlink_metadata(self.code_root.join(name)).is_ok_and(|m| m.is_dir())
+    }
+
     /// A hold of the tree `sha256_hex` (see [`CodeHold`]): it stays on disk
     /// until the last hold is dropped. Holding a tree that is not there is
     /// allowed (it keeps nothing; a later [`Store::put_code`] shares it).

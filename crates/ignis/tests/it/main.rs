@@ -8,6 +8,7 @@ mod async_invoke;
 mod bad_input;
 mod cache_tier;
 mod cli;
+mod cluster;
 mod concurrency;
 mod console;
 mod credentials;

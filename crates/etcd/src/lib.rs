@@ -1,0 +1,211 @@
+//! Cluster state on etcd: what several front ends share, kept in an etcd
+//! cluster and followed by each front end into memory.
+//!
+//! # API boundary
+//! The server (`ignis server --etcd`) connects an [`Etcd`] and makes the
+//! services' implementations from it; callers hold them through the
+//! registry's traits and never see etcd:
+//! - [`EtcdRegistry`] is a `Registry`: every function's record;
+//! - [`EtcdAccounts`] is an `Accounts`: accounts and access keys, their
+//!   secrets sealed under the master key every front end shares;
+//! - [`CodeShare`] puts the code trees records name into the object store
+//!   (zipped, in content-addressed chunks) and fetches them on the front ends
+//!   that lack them.
+//!
+//! # Keys (all under the prefix, `/ignis/`)
+//! - `functions/<account>/<name>`: a function's record (JSON, as the
+//!   embedded registry stores it).
+//! - `code/<tree>`: where a code tree's zip is in the object store
+//!   ([`code::Shipped`]).
+//! - `accounts/id/<id>`, `accounts/name/<name>`, `accounts/key/<access key
+//!   id>`, `accounts/admin`: accounts, their unique names, access keys
+//!   (secrets sealed) and the administrator's account id.
+//!
+//! # Invariants
+//! - Reads never wait for etcd: each front end keeps a [`Mirror`] of the keys
+//!   it serves, loaded at start and followed with a watch (loaded again when
+//!   the watch is lost), so a change made through any front end shows on the
+//!   others as soon as the watch brings it.
+//! - A write is decided by an etcd transaction that compares the key's
+//!   modification revision with the one its change read: of two front ends
+//!   changing one function at once, one wins and the other is refused
+//!   (`RegistryError::Conflict`) having changed nothing.
+//! - A write returns only once this front end's mirror shows it: what a
+//!   caller wrote it reads back at once from the same front end.
+//! - A record is shown only once the code trees it names are on this front
+//!   end's disk (fetched if they were not), so whatever a record names can run
+//!   here.
+//! - Every request to etcd has a time limit, and requires a leader: without
+//!   quorum, writes fail with a clear error while reads go on from memory.
+
+mod accounts;
+pub mod code;
+mod mirror;
+mod registry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, PutOptions, Txn, TxnResponse};
+
+pub use accounts::EtcdAccounts;
+pub use code::CodeShare;
+pub use mirror::{Apply, Kv, Mirror};
+pub use registry::EtcdRegistry;
+
+/// The time limit of each request to etcd.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request is tried again while etcd has no leader (an election takes a second or two).
+pub const RETRY_FOR: Duration = Duration::from_secs(8);
+/// The pause between tries.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Where every key of Ignis's lives in etcd.
+pub const PREFIX: &str = "/ignis/";
+
+/// Why etcd could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EtcdError {
+    /// etcd did not answer, or answered with an error (no quorum, a time limit passed).
+    #[error("the cluster's store (etcd) is unavailable: {0}")]
+    Unavailable(String),
+    /// A key holds what cannot be read.
+    #[error("etcd key {key} holds what cannot be read: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(e: etcd_client::Error) -> Self {
+        EtcdError::Unavailable(e.to_string())
+    }
+}
+
+impl From<EtcdError> for ignis_registry::RegistryError {
+    fn from(e: EtcdError) -> Self {
+        ignis_registry::RegistryError::Storage(e.to_string())
+    }
+}
+
+/// A connection to an etcd cluster (cheap to clone: clones share it).
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Etcd")
+    }
+}
+
+impl Etcd {
+    /// Connects to the members at `endpoints` (`http://HOST:PORT`), spreading requests over them, and checks
+    /// that the cluster answers.
+    pub async fn connect(endpoints: &[String]) -> Result<Etcd, EtcdError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        let client = Client::connect(endpoints, Some(options)).await?;
+        let etcd = Etcd { client };
+        etcd.client().get(key(""), Some(etcd_client::GetOptions::new().with_count_only())).await?;
+        Ok(etcd)
+    }
+
+    /// The client, for one request (clones share the connection).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A range read, tried again while etcd has no leader.
+    pub async fn get(&self, key: &str, options: Option<GetOptions>) -> Result<GetResponse, EtcdError> {
+        Ok(self.retrying(|mut client| {
+            let options = options.clone();
+            async move { client.get(key, options).await }
+        })
+        .await?
+        .0)
+    }
+
+    /// A put, tried again while etcd has no leader (a put repeated stores the same value).
+    pub async fn put(&self, key: &str, value: Vec<u8>, options: Option<PutOptions>) -> Result<(), EtcdError> {
+        self.retrying(|mut client| {
+            let (value, options) = (value.clone(), options.clone());
+            async move { client.put(key, value, options).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A transaction, tried again while etcd has no leader. Also whether a try failed in a way that leaves it
+    /// unknown whether it was applied: then a compare that fails may be failing on this transaction's own write.
+    pub async fn txn(&self, txn: Txn) -> Result<(TxnResponse, bool), EtcdError> {
+        self.retrying(|mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Runs `txn`, which stores `value` at `key` (`None`: deletes it) when its compares hold; the revision it
+    /// was stored at, or `None` if the compares failed. A try whose outcome is unknown is settled by reading `key`
+    /// back: holding `value`, it was this transaction's.
+    pub async fn decide(&self, txn: Txn, key: &str, value: Option<&[u8]>) -> Result<Option<i64>, EtcdError> {
+        let (answer, unsure) = self.txn(txn).await?;
+        if answer.succeeded() {
+            return Ok(Some(answer.header().map_or(0, |h| h.revision())));
+        }
+        if unsure {
+            let got = self.get(key, None).await?;
+            match (got.kvs().first(), value) {
+                (Some(kv), Some(value)) if kv.value() == value => return Ok(Some(kv.mod_revision())),
+                (None, None) => return Ok(Some(got.header().map_or(0, |h| h.revision()))),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs `request` until it answers or fails for good, trying again for up to [`RETRY_FOR`] while the
+    /// failure is one an election or a lost member causes; also whether any try failed so.
+    async fn retrying<T, F, R>(&self, mut request: R) -> Result<(T, bool), EtcdError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        R: FnMut(Client) -> F,
+    {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut failed = false;
+        loop {
+            match request(self.client()).await {
+                Ok(answer) => return Ok((answer, failed)),
+                Err(e) if passing(&e) && tokio::time::Instant::now() < deadline => {
+                    failed = true;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Whether `e` is what an election, a lost member or a lost connection gives (worth trying again), rather than a
+/// refusal.
+fn passing(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // Cancelled, Unknown, DeadlineExceeded, Unavailable.
+        etcd_client::Error::GRpcStatus(status) => matches!(i32::from(status.code()), 1 | 2 | 4 | 14),
+        _ => false,
+    }
+}
+
+/// The full key of `suffix` (under [`PREFIX`]).
+pub fn key(suffix: &str) -> String {
+    format!("{PREFIX}{suffix}")
+}

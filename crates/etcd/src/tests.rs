@@ -1,0 +1,231 @@
+//! The registry and accounts on a real etcd (one member, and three with members killed), with two front ends'
+//! data directories sharing a directory chunk store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ignis_chunks::DirectoryChunkStore;
+use ignis_ids::AccountId;
+use ignis_registry::{Accounts, FunctionRecord, Registry, RegistryError};
+use ignis_store::{CodeRules, Store};
+
+use crate::testing::EtcdCluster;
+use crate::{CodeShare, Etcd, EtcdAccounts, EtcdRegistry};
+
+const REGION: &str = "us-east-1";
+/// How long a change made through one front end may take to show on another (generous: no test waits it out).
+const SHOWS_WITHIN: Duration = Duration::from_secs(30);
+
+fn account() -> AccountId {
+    AccountId::new("111111111111")
+}
+
+/// One front end's side: its data directory, registry and accounts.
+struct Node {
+    store: Arc<Store>,
+    registry: Arc<dyn Registry>,
+    accounts: Arc<EtcdAccounts>,
+    _dir: tempfile::TempDir,
+}
+
+/// Two front ends on `cluster`, sharing the chunk store in `shared` and one master key.
+async fn nodes(cluster: &EtcdCluster, shared: &std::path::Path) -> (Node, Node) {
+    let first = node(cluster, shared, None).await;
+    let key = first.store.data_dir().join(ignis_store::MASTER_KEY_FILE);
+    let second = node(cluster, shared, Some(&key)).await;
+    (first, second)
+}
+
+async fn node(cluster: &EtcdCluster, shared: &std::path::Path, master_key: Option<&std::path::Path>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    match master_key {
+        Some(key) => drop(std::fs::copy(key, dir.path().join(ignis_store::MASTER_KEY_FILE)).unwrap()),
+        None => drop(ignis_store::MasterKey::open(dir.path(), false).unwrap()),
+    }
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+    let chunks = Arc::new(DirectoryChunkStore::open(shared).unwrap());
+    let code = Arc::new(CodeShare::new(etcd.clone(), store.clone(), chunks));
+    let registry = Arc::new(EtcdRegistry::open(etcd.clone(), store.clone(), code, REGION).await.unwrap());
+    let accounts = Arc::new(EtcdAccounts::open(etcd, &store, ignis_clock::SystemClock::shared()).await.unwrap());
+    Node { store, registry, accounts, _dir: dir }
+}
+
+/// A function record whose code, a tree of one `bootstrap` holding `body`, is in `store`.
+fn with_code(store: &Store, name: &str, body: &str) -> FunctionRecord {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("bootstrap"), body).unwrap();
+    let zip = ignis_store::zip_tree(tree.path()).unwrap();
+    let code = store.put_code(&zip, &CodeRules::default()).unwrap();
+    let mut record = FunctionRecord::new(name, "provided.al2023");
+    record.code_sha256_hex = code.sha256_hex();
+    record.code = ignis_registry::CodeRef::new(code.hold);
+    record.revision_id = format!("{name}-{body}");
+    record
+}
+
+/// Waits (within [`SHOWS_WITHIN`]) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + SHOWS_WITHIN;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {SHOWS_WITHIN:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn create(registry: &dyn Registry, record: FunctionRecord) -> Result<Arc<FunctionRecord>, RegistryError> {
+    let name = record.name.clone();
+    let (_, stored) = registry
+        .update(&account(), &name, move |current| match current {
+            Some(_) => Err(RegistryError::FunctionExists { name: record.name.clone() }),
+            None => Ok(record),
+        })
+        .await?;
+    Ok(stored)
+}
+
+/// Runs `future` to its end from inside a write's (synchronous) change.
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_written_through_one_front_end_shows_on_the_other_with_its_code() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+
+    let stored = create(&*a.registry, with_code(&a.store, "f", "v1")).await.unwrap();
+    assert_ne!(stored.incarnation, 0, "a created function gets an incarnation");
+    assert!(a.registry.get(&account(), "f").is_some(), "a write reads itself back at once");
+    until("the function on b", || b.registry.get(&account(), "f").is_some()).await;
+    let seen = b.registry.get(&account(), "f").unwrap();
+    assert_eq!(seen.incarnation, stored.incarnation);
+    let tree = b.store.code_dir(&seen.code_sha256_hex);
+    assert_eq!(std::fs::read_to_string(tree.join("bootstrap")).unwrap(), "v1", "b fetched the code tree");
+
+    // An update through b, checked against the revision a stored, shows on a.
+    let (old, new) = b
+        .registry
+        .update(&account(), "f", |current| {
+            let current = current.ok_or(RegistryError::FunctionNotFound { function: "f".into() })?;
+            current.check_revision(Some(&stored.revision_id))?;
+            Ok::<_, RegistryError>(FunctionRecord { memory_mb: 512, revision_id: "r2".into(), ..current.clone() })
+        })
+        .await
+        .unwrap();
+    assert_eq!(old.unwrap().revision_id, stored.revision_id);
+    assert_eq!(new.incarnation, stored.incarnation, "an update keeps the incarnation");
+    until("the update on a", || a.registry.get(&account(), "f").is_some_and(|r| r.memory_mb == 512)).await;
+    // The stale revision is refused wherever it is sent.
+    let stale = a
+        .registry
+        .update(&account(), "f", |current| {
+            current.unwrap().check_revision(Some(&stored.revision_id))?;
+            Ok::<_, RegistryError>(current.unwrap().clone())
+        })
+        .await;
+    assert!(matches!(stale, Err(RegistryError::RevisionMismatch { .. })), "{stale:?}");
+
+    // A delete through a goes from b; the list of each is empty again.
+    assert!(a.registry.delete(&account(), "f").await.unwrap().is_some());
+    until("the delete on b", || b.registry.get(&account(), "f").is_none()).await;
+    assert!(b.registry.list(&account()).is_empty());
+    assert!(b.registry.delete(&account(), "f").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_front_ends_writing_one_function_at_once_one_is_refused_and_nothing_is_lost() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+    create(&*a.registry, with_code(&a.store, "f", "v1")).await.unwrap();
+    until("the function on b", || b.registry.get(&account(), "f").is_some()).await;
+
+    // b's write lands between a's read and a's store.
+    let b_registry = b.registry.clone();
+    let raced = a
+        .registry
+        .update(&account(), "f", move |current| {
+            let by_b = block_on(b_registry.update(&account(), "f", |current| {
+                Ok::<_, RegistryError>(FunctionRecord { description: "by b".into(), ..current.unwrap().clone() })
+            }));
+            by_b.unwrap();
+            Ok(FunctionRecord { description: "by a".into(), ..current.unwrap().clone() })
+        })
+        .await;
+    match raced {
+        Err(RegistryError::Conflict { resource }) => {
+            assert_eq!(resource, "arn:aws:lambda:us-east-1:111111111111:function:f")
+        }
+        other => panic!("a's write should conflict: {other:?}"),
+    }
+    until("b's write on a", || a.registry.get(&account(), "f").is_some_and(|r| r.description == "by b")).await;
+    // Two creates of one name: one wins.
+    let (one, two) = tokio::join!(
+        create(&*a.registry, with_code(&a.store, "g", "a")),
+        create(&*b.registry, with_code(&b.store, "g", "b"))
+    );
+    assert!(one.is_ok() != two.is_ok(), "exactly one create wins: {one:?} {two:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_keys_made_through_one_front_end_sign_on_the_other() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+
+    let admin_id = a.accounts.admin_account().await.unwrap();
+    assert_eq!(b.accounts.admin_account().await.unwrap(), admin_id, "the cluster has one administrator account");
+    let admin = ignis_registry::AccessKey::generate(admin_id.clone(), true);
+    a.accounts.set_administrator("admin", admin.clone()).await.unwrap();
+    until("the administrator key on b", || b.accounts.admin_key().is_some_and(|k| k == admin)).await;
+
+    let (made, key) = a.accounts.create("tenant").await.unwrap();
+    until("the tenant's key on b", || b.accounts.key(&key.access_key_id).is_some()).await;
+    let there = b.accounts.key(&key.access_key_id).unwrap();
+    assert_eq!(there.secret_access_key, key.secret_access_key, "the secret opens with the shared master key");
+    assert!(!there.admin);
+    assert!(b.accounts.list().iter().any(|acc| acc.id == made.id && acc.name == "tenant"));
+    assert!(matches!(b.accounts.create("tenant").await, Err(ignis_registry::AccountError::NameTaken(_))));
+    assert!(matches!(
+        b.accounts.set_administrator("admin", ignis_registry::AccessKey { admin: true, ..key.clone() }).await,
+        Err(ignis_registry::AccountError::KeyInUse(_))
+    ));
+    // A new administrator key replaces the old one everywhere.
+    let next = ignis_registry::AccessKey::generate(admin_id, true);
+    b.accounts.set_administrator("admin", next.clone()).await.unwrap();
+    until("the old administrator key gone from a", || a.accounts.key(&admin.access_key_id).is_none()).await;
+    assert_eq!(a.accounts.admin_key(), Some(next));
+    assert_eq!(a.accounts.data_key(&made.id, "p"), b.accounts.data_key(&made.id, "p"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_of_three_lost_changes_nothing_and_without_quorum_writes_fail_while_reads_go_on() {
+    let mut cluster = EtcdCluster::start(3);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+    create(&*a.registry, with_code(&a.store, "f", "v1")).await.unwrap();
+
+    cluster.kill(0);
+    create(&*a.registry, with_code(&a.store, "g", "v1")).await.unwrap();
+    until("g on b with one member gone", || b.registry.get(&account(), "g").is_some()).await;
+
+    cluster.kill(1);
+    let refused = create(&*b.registry, with_code(&b.store, "h", "v1")).await;
+    match refused {
+        Err(RegistryError::Storage(message)) => assert!(message.contains("etcd"), "{message}"),
+        other => panic!("a write without quorum should fail: {other:?}"),
+    }
+    assert!(a.registry.get(&account(), "f").is_some() && b.registry.get(&account(), "g").is_some(), "reads go on");
+
+    cluster.restart(1);
+    let mut made = None;
+    let deadline = tokio::time::Instant::now() + SHOWS_WITHIN;
+    while made.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "writes did not come back with quorum");
+        made = create(&*b.registry, with_code(&b.store, "h", "v1")).await.ok();
+    }
+    until("h on a once quorum is back", || a.registry.get(&account(), "h").is_some()).await;
+}

@@ -1,0 +1,133 @@
+//! Several front ends on etcd (`ignis server --etcd`): functions, code, accounts and keys made through one are
+//! served by the others; one etcd member of three lost changes nothing, and without quorum writes fail with a clear
+//! error while invokes of known functions go on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ignis_etcd::testing::EtcdCluster;
+use serde_json::json;
+
+use crate::harness::{Server, eventually, sh_runtime};
+
+/// How long a change made through one front end may take to show on another (generous: no test waits it out).
+const SHOWS_WITHIN: Duration = Duration::from_secs(30);
+
+/// A cluster's shared parts: the master key file and the object store directory.
+struct Shared {
+    dir: tempfile::TempDir,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let dir = tempfile::tempdir().unwrap();
+        let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+        std::fs::write(dir.path().join("master.key"), key).unwrap();
+        std::fs::create_dir(dir.path().join("objects")).unwrap();
+        Shared { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A front end of the cluster whose etcd members are at `etcd`.
+fn front_end(etcd: &str, shared: &Shared) -> Server {
+    let key = shared.path().join("master.key");
+    let objects = format!("file://{}", shared.path().join("objects").display());
+    Server::start_with(&[
+        "--etcd",
+        etcd,
+        "--object-store",
+        &objects,
+        "--master-key-file",
+        key.to_str().unwrap(),
+        "--sandbox-pool",
+        "0",
+    ])
+}
+
+fn echo_function(server: &Server, name: &str, answer: &str) {
+    let reply = server.create(name, &sh_runtime(&format!("echo '\"{answer}\"' > /tmp/response")), json!({}));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+}
+
+/// Invokes `name` through `server` once it knows the function; its answer.
+fn invoke_once_shown(server: &Server, name: &str) -> String {
+    let path = format!("/2015-03-31/functions/{name}");
+    assert!(eventually(SHOWS_WITHIN, || server.lambda("GET", &path, b"").status == 200), "{name} never showed");
+    let reply = server.invoke(name, "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text().trim().to_string()
+}
+
+#[test]
+fn what_is_made_through_one_front_end_is_served_by_the_others() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+
+    echo_function(&fronts[0], "hello", "one");
+    assert_eq!(invoke_once_shown(&fronts[1], "hello"), "\"one\"");
+    assert_eq!(invoke_once_shown(&fronts[2], "hello"), "\"one\"");
+
+    // New code through the third front end runs through the first.
+    let zip = sh_runtime("echo '\"two\"' > /tmp/response");
+    let body = json!({ "ZipFile": base64_of(&zip) }).to_string();
+    let reply = fronts[2].lambda("PUT", "/2015-03-31/functions/hello/code", body.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        eventually(SHOWS_WITHIN, || fronts[0].invoke("hello", "{}").text().trim() == "\"two\""),
+        "the new code never ran through the first front end"
+    );
+
+    // An account made through one front end signs on another.
+    let (_, tenant) = fronts[1].create_account("tenant");
+    let reply = fronts[2].create_as(&tenant, "mine", &sh_runtime("echo '\"mine\"' > /tmp/response"));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert!(eventually(SHOWS_WITHIN, || fronts[0].invoke_as(&tenant, "mine", "{}").text().trim() == "\"mine\""));
+    assert_eq!(fronts[0].invoke("mine", "{}").status, 404, "another account's function is not the administrator's");
+
+    // A delete through one front end goes from every other.
+    assert_eq!(fronts[1].lambda("DELETE", "/2015-03-31/functions/hello", b"").status, 204);
+    assert!(eventually(SHOWS_WITHIN, || fronts[0].lambda("GET", "/2015-03-31/functions/hello", b"").status == 404));
+    assert_eq!(fronts[2].invoke("hello", "{}").status, 404);
+}
+
+#[test]
+fn one_etcd_member_of_three_lost_changes_nothing_and_without_quorum_only_writes_fail() {
+    let mut etcd = EtcdCluster::start(3);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    echo_function(&fronts[0], "before", "before");
+    assert_eq!(invoke_once_shown(&fronts[1], "before"), "\"before\"");
+
+    etcd.kill(0);
+    echo_function(&fronts[1], "after", "after");
+    assert_eq!(invoke_once_shown(&fronts[0], "after"), "\"after\"");
+
+    etcd.kill(1);
+    let reply = fronts[0].create("refused", &sh_runtime("true"), json!({}));
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.error_type(), "ServiceException");
+    assert!(reply.text().contains("etcd"), "the error names what failed: {}", reply.text());
+    for front in &fronts {
+        for name in ["before", "after"] {
+            let reply = front.invoke(name, "{}");
+            assert_eq!(reply.status, 200, "invokes of known functions go on without quorum: {}", reply.text());
+        }
+    }
+
+    etcd.restart(1);
+    assert!(
+        eventually(SHOWS_WITHIN, || fronts[1].create("later", &sh_runtime("true"), json!({})).status == 201),
+        "writes did not come back with quorum"
+    );
+    assert_eq!(invoke_once_shown(&fronts[0], "later"), "{}");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
