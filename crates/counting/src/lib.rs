@@ -299,6 +299,22 @@ impl std::fmt::Display for LeaseError {
 
 impl std::error::Error for LeaseError {}
 
+/// How many more units `function` of an account with `limits` may take now (≥ 1), or why none, given each
+/// function's reservation (`reservations`) and units in use (`in_use`; functions absent use none): the rule
+/// [`Counter::acquire`] and [`Counter::lease`] apply, for books kept elsewhere (a cluster's, whose blocks are
+/// read from a shared store). Reservations are taken as given (C1 is the setter's to keep).
+pub fn room<F: Clone + Eq + Hash>(limits: Limits, reservations: &HashMap<F, u32>, in_use: &HashMap<F, u32>, function: &F) -> Result<u32, Reason> {
+    let mut account = Account::new(limits);
+    for (f, &reserved) in reservations {
+        account.reserved = account.reserved.saturating_add(reserved);
+        account.function_mut(f).reservation = Some(reserved);
+    }
+    for (f, &units) in in_use {
+        account.charge(f, units);
+    }
+    account.room(function)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Function {
     reservation: Option<u32>,

@@ -634,3 +634,71 @@ fn exhaustive_small_accounts() {
     }
     assert_eq!(sequences, 260 * 4u32.pow(DEPTH));
 }
+
+// ---- room over a snapshot ---------------------------------------------------
+
+/// Every small account (limit, minimum, two functions' reservations, their units in use, reached by acquiring):
+/// `room` over the snapshot is exactly how many more units the books grant, with the books' reason.
+#[test]
+fn room_over_a_snapshot_is_what_the_books_grant() {
+    for concurrency in 0..=4u32 {
+        for min_unreserved in 0..=concurrency {
+            for r0 in [None, Some(0), Some(1), Some(2)] {
+                for r1 in [None, Some(0), Some(1), Some(3)] {
+                    let reserved: u32 = r0.unwrap_or(0) + r1.unwrap_or(0);
+                    if reserved + min_unreserved > concurrency {
+                        continue;
+                    }
+                    for want in [(0u32, 0u32), (1, 0), (0, 1), (1, 1), (2, 1), (1, 2), (3, 0)] {
+                        check_room(Limits { concurrency, min_unreserved }, [r0, r1], want);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_room(limits: Limits, reservations: [Option<u32>; 2], want: (u32, u32)) {
+    let mut books = small(limits.concurrency, limits.min_unreserved);
+    let mut reserved = HashMap::new();
+    for (f, r) in reservations.iter().enumerate() {
+        if let Some(r) = r {
+            books.set_reservation(&0, &(f as u8), *r).unwrap();
+            reserved.insert(f as u8, *r);
+        }
+    }
+    let mut in_use = HashMap::new();
+    for (f, n) in [(0u8, want.0), (1u8, want.1)] {
+        for _ in 0..n {
+            if books.acquire(&0, &f).is_ok() {
+                *in_use.entry(f).or_insert(0) += 1;
+            }
+        }
+    }
+    for f in 0..2u8 {
+        let expected = {
+            let mut grants = 0u32;
+            let mut probe = small(limits.concurrency, limits.min_unreserved);
+            for (g, r) in reserved.iter() {
+                probe.set_reservation(&0, g, *r).unwrap();
+            }
+            for (g, n) in &in_use {
+                for _ in 0..*n {
+                    let _held = probe.acquire(&0, g).unwrap();
+                }
+            }
+            let mut first_refusal = None;
+            for _ in 0..10 {
+                match probe.acquire(&0, &f) {
+                    Ok(_) => grants += 1,
+                    Err(reason) => {
+                        first_refusal = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if grants == 0 { Err(first_refusal.unwrap()) } else { Ok(grants) }
+        };
+        assert_eq!(room(limits, &reserved, &in_use, &f), expected, "{limits:?} {reserved:?} {in_use:?} f{f}");
+    }
+}

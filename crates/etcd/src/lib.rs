@@ -40,6 +40,7 @@
 
 mod accounts;
 pub mod code;
+pub mod counter;
 mod mirror;
 mod registry;
 #[cfg(any(test, feature = "testing"))]
@@ -53,6 +54,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, PutOptions, T
 
 pub use accounts::EtcdAccounts;
 pub use code::CodeShare;
+pub use counter::EtcdCounter;
 pub use mirror::{Apply, Kv, Mirror};
 pub use registry::EtcdRegistry;
 
@@ -140,6 +142,12 @@ impl Etcd {
             async move { client.put(key, value, options).await }
         })
         .await?;
+        Ok(())
+    }
+
+    /// Deletes `key`, tried again while etcd has no leader.
+    pub async fn retrying_delete(&self, key: &str) -> Result<(), EtcdError> {
+        self.retrying(|mut client| async move { client.delete(key, None).await }).await?;
         Ok(())
     }
 

@@ -229,3 +229,122 @@ async fn one_member_of_three_lost_changes_nothing_and_without_quorum_writes_fail
     }
     until("h on a once quorum is back", || a.registry.get(&account(), "h").is_some()).await;
 }
+
+// ---- counting ---------------------------------------------------------------
+
+/// A registry with `function` reserved `reserved` units in [`account`] (none: no reservation).
+async fn registry_with(dir: &std::path::Path, functions: &[(&str, Option<u32>)]) -> Arc<dyn Registry> {
+    let store = Arc::new(Store::open(dir).unwrap());
+    let registry: Arc<dyn Registry> = Arc::new(ignis_registry::EmbeddedRegistry::load(store).unwrap());
+    for (name, reserved) in functions {
+        let mut record = FunctionRecord::new(*name, "provided.al2023");
+        record.reserved_concurrency = *reserved;
+        registry.update(&account(), name, |_| Ok::<_, RegistryError>(record)).await.unwrap();
+    }
+    registry
+}
+
+async fn counters(cluster: &EtcdCluster, registry: &Arc<dyn Registry>, limits: ignis_counting::Limits, n: usize) -> Vec<Arc<crate::EtcdCounter>> {
+    let mut counters = Vec::new();
+    for _ in 0..n {
+        let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+        counters.push(Arc::new(crate::EtcdCounter::start(etcd, limits, registry.clone()).await.unwrap()));
+    }
+    counters
+}
+
+use ignis_invoke::Counter as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_holds_across_front_ends_under_parallel_load_and_every_unit_can_be_used_anywhere() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry_with(dir.path(), &[("f", Some(3))]).await;
+    let limits = ignis_counting::Limits { concurrency: 100, min_unreserved: 10 };
+    let fronts = counters(&cluster, &registry, limits, 3).await;
+    let a = account();
+
+    // 60 invocations from three front ends at once, each holding its slot a moment: never more than 3 at once.
+    let running = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (front, running, most, a) = (fronts[i % 3].clone(), running.clone(), most.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(slot) = front.acquire(a.as_str(), "f").await else { return false };
+            let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            front.release(slot);
+            true
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 3, "more than the reservation ran at once");
+    assert!(admitted >= 3, "the reservation was usable: {admitted} admitted");
+
+    // Every unit may be used through any one front end: the others give their spare ones back when asked.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(fronts[2].acquire(a.as_str(), "f").await.expect("a unit the others gave back"));
+    }
+    assert_eq!(
+        fronts[0].acquire(a.as_str(), "f").await.err(),
+        Some(ignis_counting::Reason::ReservedFunctionConcurrentInvocationLimitExceeded)
+    );
+    for slot in held {
+        fronts[2].release(slot);
+    }
+    let slot = fronts[0].acquire(a.as_str(), "f").await.expect("given back again");
+    fronts[0].release(slot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_limit_holds_across_front_ends_and_a_dead_front_ends_units_come_back() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry_with(dir.path(), &[]).await;
+    let limits = ignis_counting::Limits { concurrency: 10, min_unreserved: 0 };
+    let fronts = counters(&cluster, &registry, limits, 2).await;
+    let a = account();
+    assert_eq!(fronts[0].unreserved_capacity(a.as_str()), 10);
+
+    let mut first = Vec::new();
+    for _ in 0..7 {
+        first.push(fronts[0].acquire(a.as_str(), "f").await.unwrap());
+    }
+    let mut second = Vec::new();
+    for _ in 0..3 {
+        second.push(fronts[1].acquire(a.as_str(), "g").await.expect("the units the first does not use"));
+    }
+    assert_eq!(
+        fronts[1].acquire(a.as_str(), "g").await.err(),
+        Some(ignis_counting::Reason::ConcurrentInvocationLimitExceeded),
+        "ten in use across both"
+    );
+    assert_eq!(fronts[0].holding(a.as_str(), "f").1, 7);
+
+    // The first front end dies (it renews its lease no more): once etcd drops the lease, its units are the
+    // second's to take.
+    let mut fronts = fronts;
+    drop(first);
+    let dead = fronts.remove(0);
+    drop(dead);
+    let deadline = tokio::time::Instant::now() + SHOWS_WITHIN;
+    while second.len() < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the dead front end's units never came back");
+        match fronts[0].acquire(a.as_str(), "g").await {
+            Ok(slot) => second.push(slot),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(
+        fronts[0].acquire(a.as_str(), "g").await.err(),
+        Some(ignis_counting::Reason::ConcurrentInvocationLimitExceeded),
+        "still ten at most"
+    );
+}

@@ -480,13 +480,33 @@ async fn services(
     images: Arc<Images>,
     clock: SharedClock,
 ) -> Result<Services, String> {
-    let registry: Arc<dyn Registry> = match cluster {
-        None => Arc::new(EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?),
-        Some(cluster) => Arc::new(
-            ignis_etcd::EtcdRegistry::open(cluster.etcd, store.clone(), cluster.code, &args.region)
+    let limits = Limits { concurrency: args.account_concurrency, min_unreserved: args.min_unreserved };
+    let (registry, admission): (Arc<dyn Registry>, _) = match cluster {
+        None => {
+            let registry = EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?;
+            let admission = Admission::new(limits, args.scale_rate, clock.clone());
+            for (account, record) in registry.all() {
+                if let Some(reserved) = record.reserved_concurrency
+                    && let Err(e) = admission.set_reservation(account.as_str(), &record.name, reserved)
+                {
+                    // The limits were lowered since: the function runs unreserved until it is set again.
+                    tracing::warn!(%account, function = %record.name, reserved, error = %e, "the reservation does not fit the limits, ignored");
+                }
+            }
+            (Arc::new(registry), admission)
+        }
+        Some(cluster) => {
+            let registry: Arc<dyn Registry> = Arc::new(
+                ignis_etcd::EtcdRegistry::open(cluster.etcd.clone(), store.clone(), cluster.code, &args.region)
+                    .await
+                    .map_err(|e| format!("cannot load the functions from etcd: {e}"))?,
+            );
+            // Counted cluster-wide; reservations are the records'.
+            let counter = ignis_etcd::EtcdCounter::start(cluster.etcd, limits, registry.clone())
                 .await
-                .map_err(|e| format!("cannot load the functions from etcd: {e}"))?,
-        ),
+                .map_err(|e| format!("cannot join the cluster's counting: {e}"))?;
+            (registry, Admission::over(Arc::new(counter), args.scale_rate, clock.clone()))
+        }
     };
     let layers: Arc<dyn Layers> =
         Arc::new(EmbeddedLayers::load(store.clone()).map_err(|e| format!("cannot load the layers: {e}"))?);
@@ -494,16 +514,6 @@ async fn services(
     let mut live = registry.live_code();
     live.extend(layers.live_code());
     store.remove_unused_code(&live).map_err(|e| e.to_string())?;
-    let limits = Limits { concurrency: args.account_concurrency, min_unreserved: args.min_unreserved };
-    let admission = Admission::new(limits, args.scale_rate, clock.clone());
-    for (account, record) in registry.all() {
-        if let Some(reserved) = record.reserved_concurrency
-            && let Err(e) = admission.set_reservation(account.as_str(), &record.name, reserved)
-        {
-            // The limits were lowered since: the function runs unreserved until it is set again.
-            tracing::warn!(%account, function = %record.name, reserved, error = %e, "the reservation does not fit the limits, ignored");
-        }
-    }
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
     invoker.cap_function_labels(args.metrics_functions);
     // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).

@@ -59,8 +59,8 @@ impl Admission {
     }
 
     /// A slot for one invocation of `function`, or the throttle.
-    pub fn admit(&self, account: &str, function: &str) -> Result<Admitted, InvokeError> {
-        let slot = self.counter.acquire(account, function).map_err(InvokeError::Throttled)?;
+    pub async fn admit(&self, account: &str, function: &str) -> Result<Admitted, InvokeError> {
+        let slot = self.counter.acquire(account, function).await.map_err(InvokeError::Throttled)?;
         Ok(Admitted { counter: self.counter.clone(), slot: Some(slot) })
     }
 
@@ -129,21 +129,21 @@ mod tests {
     const A: &str = "111111111111";
     const THROTTLED: InvokeError = InvokeError::Throttled(Reason::ConcurrentInvocationLimitExceeded);
 
-    #[test]
-    fn a_dropped_guard_gives_its_slot_back_to_the_counter() {
+    #[tokio::test]
+    async fn a_dropped_guard_gives_its_slot_back_to_the_counter() {
         let clock: SharedClock = ManualClock::at_epoch_2026();
         let counter = Arc::new(LocalCounter::new(Limits { concurrency: 2, min_unreserved: 0 }));
         let admission = Admission::over(counter.clone(), 10, clock);
-        let first = admission.admit(A, "f").expect("room");
-        let second = admission.admit(A, "g").expect("room");
-        assert_eq!(admission.admit(A, "f").err(), Some(THROTTLED));
+        let first = admission.admit(A, "f").await.expect("room");
+        let second = admission.admit(A, "g").await.expect("room");
+        assert_eq!(admission.admit(A, "f").await.err(), Some(THROTTLED));
         // The counter is the one admission counts with.
-        assert_eq!(counter.acquire(A, "h").err(), Some(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(counter.acquire(A, "h").await.err(), Some(Reason::ConcurrentInvocationLimitExceeded));
         drop(first);
-        let third = admission.admit(A, "h").expect("the slot came back");
+        let third = admission.admit(A, "h").await.expect("the slot came back");
         drop((second, third));
         assert_eq!(counter.unreserved_capacity(A), 2);
-        let _both = (admission.admit(A, "f").expect("room"), admission.admit(A, "f").expect("room"));
+        let _both = (admission.admit(A, "f").await.expect("room"), admission.admit(A, "f").await.expect("room"));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //!
 //! # Contract
 //!
-//! - Every method answers without waiting: [`Admission::admit`] and its
-//!   callers (the sync API, the pollers, provisioned concurrency) admit
-//!   synchronously, so a counter answers from memory.
+//! - Every method but [`Counter::acquire`] answers without waiting, from
+//!   memory; `acquire` waits only when a distributed counter has to lease a
+//!   block (the local counter never waits).
 //! - A [`Slot`] is granted by [`Counter::acquire`] and given back exactly once,
 //!   by [`Counter::release`], which consumes it (a slot is neither `Clone`
 //!   nor `Copy`). [`Admitted`](crate::Admitted) is the one holder of slots on
@@ -58,13 +58,17 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use crate::BoxFuture;
+
 use ignis_counting::{LeaseId, Limits, Reason, ReservationError};
 
 /// A region's concurrency counter (see the module docs for the contract).
 pub trait Counter: Send + Sync {
     /// One unit of concurrency for an invocation of `function` of `account`,
-    /// or why it is throttled.
-    fn acquire(&self, account: &str, function: &str) -> Result<Slot, Reason>;
+    /// or why it is throttled. The only method that may wait: a counter over
+    /// leased blocks asks for a block when it holds none with room (the local
+    /// counter answers at once).
+    fn acquire<'a>(&'a self, account: &'a str, function: &'a str) -> BoxFuture<'a, Result<Slot, Reason>>;
 
     /// Gives back a unit [`Counter::acquire`] of this counter granted.
     fn release(&self, slot: Slot);
@@ -147,8 +151,9 @@ impl LocalCounter {
 }
 
 impl Counter for LocalCounter {
-    fn acquire(&self, account: &str, function: &str) -> Result<Slot, Reason> {
-        self.books().acquire(&account.to_string(), &function.to_string()).map(Slot::Counted)
+    fn acquire<'a>(&'a self, account: &'a str, function: &'a str) -> BoxFuture<'a, Result<Slot, Reason>> {
+        let slot = self.books().acquire(&account.to_string(), &function.to_string()).map(Slot::Counted);
+        Box::pin(std::future::ready(slot))
     }
 
     /// # Panics
@@ -179,9 +184,16 @@ impl Counter for LocalCounter {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
     use ignis_counting::{Limits, Reason, ReservationError};
 
     use super::{Counter, LocalCounter, Slot};
+    use crate::BoxFuture;
+
+    /// What the local counter answers, which it does at once.
+    fn now<T>(answer: BoxFuture<'_, T>) -> T {
+        answer.now_or_never().expect("the local counter answers at once")
+    }
 
     const A: &str = "111111111111";
     const B: &str = "222222222222";
@@ -193,7 +205,7 @@ mod tests {
     /// Takes `n` slots of `function`, all granted.
     fn take(counter: &dyn Counter, account: &str, function: &str, n: usize) -> Vec<Slot> {
         (0..n)
-            .map(|i| counter.acquire(account, function).unwrap_or_else(|r| panic!("slot {i} of {function}: {r}")))
+            .map(|i| now(counter.acquire(account, function)).unwrap_or_else(|r| panic!("slot {i} of {function}: {r}")))
             .collect()
     }
 
@@ -202,15 +214,15 @@ mod tests {
         let c = counter(3, 0);
         let mut held = take(&*c, A, "f", 2);
         held.extend(take(&*c, A, "g", 1));
-        assert_eq!(c.acquire(A, "f"), Err(Reason::ConcurrentInvocationLimitExceeded));
-        assert_eq!(c.acquire(A, "h"), Err(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "f")), Err(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "h")), Err(Reason::ConcurrentInvocationLimitExceeded));
         // Another account has its own limit.
         let other = take(&*c, B, "f", 3);
         let slot = held.pop().expect("three held");
         assert_eq!((slot.account(), slot.function()), (A, "g"));
         c.release(slot);
         held.extend(take(&*c, A, "f", 1));
-        assert_eq!(c.acquire(A, "f"), Err(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "f")), Err(Reason::ConcurrentInvocationLimitExceeded));
         for slot in held.into_iter().chain(other) {
             c.release(slot);
         }
@@ -224,16 +236,16 @@ mod tests {
         assert_eq!(c.set_reservation(A, "f", 3), Ok(None));
         assert_eq!(c.unreserved_capacity(A), 7);
         let f = take(&*c, A, "f", 3);
-        assert_eq!(c.acquire(A, "f"), Err(Reason::ReservedFunctionConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "f")), Err(Reason::ReservedFunctionConcurrentInvocationLimitExceeded));
         // The unreserved pool is the rest: 7.
         let g = take(&*c, A, "g", 7);
-        assert_eq!(c.acquire(A, "g"), Err(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "g")), Err(Reason::ConcurrentInvocationLimitExceeded));
         for slot in f.into_iter().chain(g) {
             c.release(slot);
         }
         // A reservation of 0 throttles the function entirely.
         assert_eq!(c.set_reservation(A, "f", 0), Ok(Some(3)));
-        assert_eq!(c.acquire(A, "f"), Err(Reason::ReservedFunctionConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "f")), Err(Reason::ReservedFunctionConcurrentInvocationLimitExceeded));
     }
 
     #[test]
@@ -258,14 +270,14 @@ mod tests {
         assert_eq!(c.delete_reservation(A, "f"), Some(4));
         assert_eq!(c.unreserved_capacity(A), 10);
         let g = take(&*c, A, "g", 6);
-        assert_eq!(c.acquire(A, "f").err(), Some(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "f")).err(), Some(Reason::ConcurrentInvocationLimitExceeded));
         // A store write failed: the reservation comes back as it was.
         c.restore_reservation(A, "f", Some(4));
         assert_eq!(c.unreserved_capacity(A), 6);
-        assert_eq!(c.acquire(A, "f").err(), Some(Reason::ReservedFunctionConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "f")).err(), Some(Reason::ReservedFunctionConcurrentInvocationLimitExceeded));
         c.restore_reservation(A, "f", None);
         assert_eq!(c.unreserved_capacity(A), 10);
-        assert_eq!(c.acquire(A, "h").err(), Some(Reason::ConcurrentInvocationLimitExceeded));
+        assert_eq!(now(c.acquire(A, "h")).err(), Some(Reason::ConcurrentInvocationLimitExceeded));
         for slot in held.into_iter().chain(g) {
             c.release(slot);
         }

@@ -628,7 +628,7 @@ impl Invoker {
     /// gives it a slot now (else [`InvokeError::Throttled`]). The task holds
     /// the slot until the invocation ends, even if the caller stops waiting.
     pub async fn invoke(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, InvokeError> {
-        let admitted = match self.admit(target.function.revision.account.as_str(), &target.function.revision.function) {
+        let admitted = match self.admit(target.function.revision.account.as_str(), &target.function.revision.function).await {
             Ok(admitted) => admitted,
             Err(throttled) => {
                 self.metrics.labels(&target.function).throttle();
@@ -647,8 +647,8 @@ impl Invoker {
 
     /// A concurrency slot for an invocation of `function` (slots are per
     /// function, whatever the version), or the throttle.
-    pub fn admit(&self, account: &str, function: &str) -> Result<Admitted, InvokeError> {
-        self.admission.admit(account, function)
+    pub async fn admit(&self, account: &str, function: &str) -> Result<Admitted, InvokeError> {
+        self.admission.admit(account, function).await
     }
 
     /// [`Invoker::invoke`] with the slot already taken.

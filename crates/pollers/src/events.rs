@@ -591,7 +591,7 @@ async fn try_once(services: &Services, meta: &EventMeta, payload: Bytes) -> Resu
     let region = &services.region;
     let account = meta.account.as_str();
     // Admission first (a slot is per function, whatever the version): a throttled event costs no more.
-    let admitted = services.invoker.admit(account, &meta.function);
+    let admitted = services.invoker.admit(account, &meta.function).await;
     if let Err(InvokeError::Throttled(_)) = &admitted {
         let function_arn = ignis_ids::arn::function_qualified(region, account, &meta.function, "$LATEST");
         return Ok(Tried { attempt: Attempt::Throttled, executed_version: "$LATEST".into(), function_arn, response: None });

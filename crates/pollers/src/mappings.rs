@@ -427,7 +427,7 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
     let invoked_function_arn = from_record::invoked_arn(region, account, reference.qualifier.as_deref(), &version);
     let target = from_record::target(&services.store, &*services.networks, region, account, &version);
     // Receive nothing the function has no room to run now.
-    if services.invoker.admit(account, &target.function.revision.function).is_err() {
+    if services.invoker.admit(account, &target.function.revision.function).await.is_err() {
         return Round::pause(THROTTLE_PAUSE);
     }
 
@@ -532,7 +532,7 @@ async fn admit(services: &Services, target: &Target, patience: Duration) -> Resu
     let mut waited = false;
     loop {
         let revision = &target.function.revision;
-        match services.invoker.admit(revision.account.as_str(), &revision.function) {
+        match services.invoker.admit(revision.account.as_str(), &revision.function).await {
             Ok(admitted) => return Ok((admitted, waited)),
             Err(e) if clock.instant() + wait > deadline => return Err(e),
             Err(_) => {

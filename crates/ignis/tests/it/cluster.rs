@@ -8,6 +8,7 @@ use std::time::Duration;
 use ignis_etcd::testing::EtcdCluster;
 use serde_json::json;
 
+use crate::concurrency::{assert_throttled, sleeper, started};
 use crate::harness::{Server, eventually, sh_runtime};
 
 /// How long a change made through one front end may take to show on another (generous: no test waits it out).
@@ -106,6 +107,12 @@ fn one_etcd_member_of_three_lost_changes_nothing_and_without_quorum_only_writes_
     etcd.kill(0);
     echo_function(&fronts[1], "after", "after");
     assert_eq!(invoke_once_shown(&fronts[0], "after"), "\"after\"");
+    // Each front end has run each function: they are warm everywhere.
+    for front in &fronts {
+        for name in ["before", "after"] {
+            assert_eq!(front.invoke(name, "{}").status, 200);
+        }
+    }
 
     etcd.kill(1);
     let reply = fronts[0].create("refused", &sh_runtime("true"), json!({}));
@@ -125,6 +132,33 @@ fn one_etcd_member_of_three_lost_changes_nothing_and_without_quorum_only_writes_
         "writes did not come back with quorum"
     );
     assert_eq!(invoke_once_shown(&fronts[0], "later"), "{}");
+}
+
+#[test]
+fn a_reservation_holds_across_front_ends() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    sleeper(&fronts[0], "one", 8, 20);
+    let put = fronts[0].lambda("PUT", "/2017-10-31/functions/one/concurrency", br#"{"ReservedConcurrentExecutions": 1}"#);
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert!(
+        eventually(SHOWS_WITHIN, || fronts[2].lambda("GET", "/2016-08-19/account-settings", b"").json()["AccountLimit"]
+            ["UnreservedConcurrentExecutions"]
+            == 999),
+        "the reservation counts on every front end"
+    );
+    invoke_once_shown(&fronts[1], "one");
+    std::thread::scope(|scope| {
+        // The one unit is in use through the second front end while the third is asked.
+        let running = scope.spawn(|| fronts[1].invoke("one", r#"{"sleep": true}"#));
+        assert!(eventually(SHOWS_WITHIN, || started(&fronts[1], "one") >= 2), "the held invocation never started");
+        assert_throttled(&fronts[2].invoke("one", "{}"), "ReservedFunctionConcurrentInvocationLimitExceeded");
+        assert_eq!(running.join().unwrap().status, 200);
+    });
+    // Its unit, spare on the second front end, goes to the third when asked.
+    let reply = fronts[2].invoke("one", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 fn base64_of(bytes: &[u8]) -> String {

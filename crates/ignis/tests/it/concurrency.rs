@@ -21,20 +21,20 @@ fn get(server: &Server, name: &str) -> Reply {
 }
 
 /// A function whose invocations sleep `seconds` when the event says `{"sleep": true}`.
-fn sleeper(server: &Server, name: &str, seconds: u32, timeout: u32) {
+pub fn sleeper(server: &Server, name: &str, seconds: u32, timeout: u32) {
     let zip = sh_runtime(&format!("grep -q sleep /tmp/event && sleep {seconds}; echo '\"done\"' > /tmp/response"));
     let reply = server.create(name, &zip, json!({ "Timeout": timeout }));
     assert_eq!(reply.status, 201, "{}", reply.text());
 }
 
-fn assert_throttled(reply: &Reply, reason: &str) {
+pub fn assert_throttled(reply: &Reply, reason: &str) {
     assert_eq!(reply.status, 429, "{}", reply.text());
     assert_eq!(reply.error_type(), "TooManyRequestsException");
     assert_eq!(reply.json(), json!({ "Type": "User", "message": "Rate Exceeded.", "Reason": reason }));
 }
 
 /// How many invocations of `name` have started (their runtimes took their events).
-fn started(server: &Server, name: &str) -> usize {
+pub fn started(server: &Server, name: &str) -> usize {
     let events = server.log_events(name);
     events.iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("START RequestId: "))).count()
 }
