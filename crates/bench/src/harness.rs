@@ -226,6 +226,15 @@ impl Server {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// SIGKILL (a crash: no shutdown at all), and reaps it.
+    #[allow(dead_code, reason = "the cluster benchmark's; ignis-bench shares this file")]
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then up to 20 s for it to end its sandboxes and exit, else SIGKILL.
     pub fn stop(&mut self) -> Result<(), String> {
         let Some(mut child) = self.child.take() else { return Ok(()) };

@@ -44,9 +44,9 @@ use crate::mirror::{Apply, Kv, Mirror};
 use crate::{Etcd, EtcdError, key};
 
 /// The life of a front end's etcd lease without a renewal: its blocks outlive it by this much at most.
-pub const LEASE_TTL: Duration = Duration::from_secs(10);
+pub const LEASE_TTL: Duration = Duration::from_secs(4);
 /// How often the lease is renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(3);
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Units asked for at once for a function without a reservation (a reserved function asks for one at a time:
 /// its few units may be needed on other front ends).
 pub const BLOCK: u32 = 8;

@@ -41,8 +41,10 @@
 mod accounts;
 pub mod code;
 pub mod counter;
+mod layers;
 mod mirror;
 mod registry;
+mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -55,6 +57,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, PutOptions, T
 pub use accounts::EtcdAccounts;
 pub use code::CodeShare;
 pub use counter::EtcdCounter;
+pub use layers::{EtcdLayers, EtcdNetworks};
 pub use mirror::{Apply, Kv, Mirror};
 pub use registry::EtcdRegistry;
 

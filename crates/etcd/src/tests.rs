@@ -1,6 +1,7 @@
 //! The registry and accounts on a real etcd (one member, and three with members killed), with two front ends'
 //! data directories sharing a directory chunk store.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,4 +348,66 @@ async fn the_account_limit_holds_across_front_ends_and_a_dead_front_ends_units_c
         Some(ignis_counting::Reason::ConcurrentInvocationLimitExceeded),
         "still ten at most"
     );
+}
+
+// ---- layers and networks ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_and_networks_made_through_one_front_end_show_on_the_other() {
+    use ignis_registry::{Layers, Networks};
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+    let endpoints = cluster.endpoints();
+    let open_layers = |node: &Node| {
+        let (store, chunks) = (node.store.clone(), Arc::new(DirectoryChunkStore::open(shared.path()).unwrap()));
+        let endpoints = endpoints.clone();
+        async move {
+            let etcd = Etcd::connect(&endpoints).await.unwrap();
+            let code = Arc::new(CodeShare::new(etcd.clone(), store.clone(), chunks));
+            let layers = crate::EtcdLayers::open(etcd.clone(), store.clone(), code.clone(), REGION).await.unwrap();
+            (layers, crate::EtcdNetworks::open(etcd, store, code).await.unwrap())
+        }
+    };
+    let ((layers_a, networks_a), (layers_b, networks_b)) = (open_layers(&a).await, open_layers(&b).await);
+
+    let tree = with_code(&a.store, "unused", "layer file");
+    let version = ignis_registry::LayerVersionRecord {
+        version: 0,
+        description: String::new(),
+        license_info: None,
+        compatible_runtimes: Vec::new(),
+        compatible_architectures: Vec::new(),
+        code_sha256_hex: tree.code_sha256_hex.clone(),
+        code_sha256: String::new(),
+        code_size: 1,
+        unzipped_size: 1,
+        created_ms: 0,
+        code: tree.code.clone(),
+    };
+    assert_eq!(layers_a.publish(&account(), "lib", version.clone()).await.unwrap().version, 1);
+    until("the layer on b", || layers_b.get(&account(), "lib").is_some()).await;
+    assert_eq!(
+        std::fs::read_to_string(b.store.code_dir(&tree.code_sha256_hex).join("bootstrap")).unwrap(),
+        "layer file",
+        "b fetched the layer's tree"
+    );
+    // Numbers go on from the other front end, and are never reused.
+    assert_eq!(layers_b.publish(&account(), "lib", version.clone()).await.unwrap().version, 2);
+    assert!(layers_b.delete_version(&account(), "lib", 2).await.unwrap());
+    until("the delete on a", || layers_a.get(&account(), "lib").is_some_and(|r| r.versions.len() == 1)).await;
+    assert_eq!(layers_a.publish(&account(), "lib", version).await.unwrap().version, 3);
+    assert_eq!(layers_a.live_code(), HashSet::from([tree.code_sha256_hex.clone()]));
+
+    let network = |account: &str| ignis_registry::NetworkRecord {
+        name: "lan".into(),
+        account: account.into(),
+        allow: vec!["10.1.0.0/16".parse().unwrap()],
+        created_ms: 7,
+    };
+    networks_a.put(network("111111111111")).await.unwrap();
+    until("the network on b", || networks_b.get("lan").is_some()).await;
+    assert!(matches!(networks_b.put(network("222222222222")).await, Err(ignis_registry::NetworkError::OtherAccount { .. })));
+    assert_eq!(networks_b.delete("lan").await.unwrap().map(|n| n.created_ms), Some(7));
+    until("the network gone from a", || networks_a.list().is_empty()).await;
 }

@@ -467,7 +467,8 @@ fn install_master_key(data_dir: &Path, path: &Path) -> Result<(), String> {
 
 /// The services of this front end: the one place their implementations are
 /// chosen (the front end takes them through their traits and handles). The
-/// registry is etcd's in a cluster, the embedded store's otherwise.
+/// registry, layers, networks and counter are etcd's in a cluster, the
+/// embedded store's otherwise.
 #[allow(clippy::too_many_arguments)]
 async fn services(
     args: &ServerArgs,
@@ -481,6 +482,24 @@ async fn services(
     clock: SharedClock,
 ) -> Result<Services, String> {
     let limits = Limits { concurrency: args.account_concurrency, min_unreserved: args.min_unreserved };
+    let (layers, networks): (Arc<dyn Layers>, Arc<dyn Networks>) = match &cluster {
+        None => (
+            Arc::new(EmbeddedLayers::load(store.clone()).map_err(|e| format!("cannot load the layers: {e}"))?),
+            Arc::new(EmbeddedNetworks::load(store.clone()).map_err(|e| format!("cannot load the networks: {e}"))?),
+        ),
+        Some(cluster) => (
+            Arc::new(
+                ignis_etcd::EtcdLayers::open(cluster.etcd.clone(), store.clone(), cluster.code.clone(), &args.region)
+                    .await
+                    .map_err(|e| format!("cannot load the layers from etcd: {e}"))?,
+            ),
+            Arc::new(
+                ignis_etcd::EtcdNetworks::open(cluster.etcd.clone(), store.clone(), cluster.code.clone())
+                    .await
+                    .map_err(|e| format!("cannot load the networks from etcd: {e}"))?,
+            ),
+        ),
+    };
     let (registry, admission): (Arc<dyn Registry>, _) = match cluster {
         None => {
             let registry = EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?;
@@ -508,8 +527,6 @@ async fn services(
             (registry, Admission::over(Arc::new(counter), args.scale_rate, clock.clone()))
         }
     };
-    let layers: Arc<dyn Layers> =
-        Arc::new(EmbeddedLayers::load(store.clone()).map_err(|e| format!("cannot load the layers: {e}"))?);
     // No sandbox runs yet, so no code tree is in use but the functions' and the layer versions'.
     let mut live = registry.live_code();
     live.extend(layers.live_code());
@@ -522,8 +539,6 @@ async fn services(
     if args.metrics_listen.is_some() {
         tokio::spawn(publish_queue_depths(Arc::downgrade(&queues), args.metrics_queues));
     }
-    let networks: Arc<dyn Networks> =
-        Arc::new(EmbeddedNetworks::load(store.clone()).map_err(|e| format!("cannot load the networks: {e}"))?);
     let pollers = ignis_pollers::Services {
         registry: registry.clone(),
         networks: networks.clone(),

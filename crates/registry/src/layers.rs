@@ -121,7 +121,7 @@ impl EmbeddedLayers {
 }
 
 /// Makes each version of `record` hold its tree.
-fn hold_code(store: &Store, record: &mut LayerRecord) {
+pub fn hold_code(store: &Store, record: &mut LayerRecord) {
     for v in &mut record.versions {
         if !v.code.holds(&v.code_sha256_hex) {
             v.code = CodeRef::new(store.hold_code(&v.code_sha256_hex));

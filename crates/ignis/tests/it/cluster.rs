@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::concurrency::{assert_throttled, sleeper, started};
 use crate::harness::{Server, eventually, sh_runtime};
+use crate::runtimes::publish_layer;
 
 /// How long a change made through one front end may take to show on another (generous: no test waits it out).
 const SHOWS_WITHIN: Duration = Duration::from_secs(30);
@@ -82,6 +83,17 @@ fn what_is_made_through_one_front_end_is_served_by_the_others() {
         eventually(SHOWS_WITHIN, || fronts[0].invoke("hello", "{}").text().trim() == "\"two\""),
         "the new code never ran through the first front end"
     );
+
+    // A layer published through one front end is used by a function made through another, run through a third.
+    let layer = publish_layer(&fronts[0], "words", &[("word", b"layered", 0o644)]);
+    assert!(eventually(SHOWS_WITHIN, || fronts[1].lambda("GET", "/2018-10-31/layers/words/versions/1", b"").status == 200));
+    let reply = fronts[1].create(
+        "layered",
+        &sh_runtime("printf '\"%s\"' \"$(cat /opt/word)\" > /tmp/response"),
+        json!({ "Layers": [layer] }),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(invoke_once_shown(&fronts[2], "layered"), "\"layered\"");
 
     // An account made through one front end signs on another.
     let (_, tenant) = fronts[1].create_account("tenant");

@@ -129,7 +129,7 @@ fn a_runtime_that_is_not_installed_is_refused_at_create_function() {
 }
 
 /// Publishes a layer of `files`; answers its version's ARN.
-fn publish_layer(server: &Server, name: &str, files: &[(&str, &[u8], u32)]) -> String {
+pub fn publish_layer(server: &Server, name: &str, files: &[(&str, &[u8], u32)]) -> String {
     use base64::Engine;
     let body = json!({ "Content": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip_of(files)) } });
     let published = server.lambda("POST", &format!("/2018-10-31/layers/{name}/versions"), body.to_string().as_bytes());

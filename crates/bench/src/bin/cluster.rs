@@ -1,0 +1,242 @@
+//! A cluster front end on etcd against the embedded server, in one run: an embedded `ignis server` and a cluster
+//! of two front ends (`--etcd` on a one-member etcd this benchmark starts, one object store directory, one master
+//! key) run the `lambda_runtime` example.
+//!
+//! - **Warm invoke**: p50/p99 on a kept connection, alternating rounds between the embedded server (baseline)
+//!   and a cluster front end. Target: under 0.3 ms added at p50.
+//! - **etcd requests per invoke in the steady state**: etcd's own count of the unary gRPC requests it handled
+//!   (`grpc_server_handled_total`, read from its `/metrics`) across the cluster's warm rounds, per invoke.
+//!   Target: about 0 (the lease keep-alives and the watches are streams, not counted).
+//! - **Asynchronous accept rate**: `Event` invokes from 16 connections for a few seconds, each way.
+//! - **A killed front end's concurrency**: the seconds from `kill -9` of the front end that holds every unit of
+//!   a reserved function to the other front end's first admitted invocation of it (its etcd lease's expiry).
+//!
+//! Must run as root; starts and stops its own servers and etcd.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ignis_etcd::testing::EtcdCluster;
+use ignis_sigv4::Credentials;
+use serde_json::json;
+
+#[path = "../harness.rs"]
+#[allow(dead_code, reason = "shared with ignis-bench; this benchmark uses part of it")]
+mod harness;
+#[path = "../stats.rs"]
+#[allow(dead_code, reason = "shared with the other benchmarks")]
+mod stats;
+use harness::{Conn, KEY_ID, SECRET, Server, build_dir, own_range, row, verdict};
+use stats::stats_ms;
+
+const USAGE: &str = "usage: cluster [--warm N] [--bin-dir DIR]
+  --warm N        warm invokes each way (default 4000, in 10 rounds)
+  --bin-dir DIR   where ignis, ignis-init and the example's bootstrap are (default: this program's directory)";
+
+const ROUNDS: usize = 10;
+const FUNCTION: &str = "bench-cluster";
+const INVOKE: &str = "/2015-03-31/functions/bench-cluster/invocations";
+/// Connections of the accept-rate runs, and how long each runs.
+const CLIENTS: usize = 16;
+const ACCEPT_FOR: Duration = Duration::from_secs(3);
+
+fn main() -> ExitCode {
+    let mut warm = 4000;
+    let mut bin_dir = None;
+    let mut given = std::env::args().skip(1);
+    while let Some(flag) = given.next() {
+        match (flag.as_str(), given.next()) {
+            ("--warm", Some(n)) if n.parse::<usize>().is_ok_and(|n| n >= ROUNDS) => warm = n.parse().unwrap_or(warm),
+            ("--bin-dir", Some(dir)) => bin_dir = Some(PathBuf::from(dir)),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(run(warm, bin_dir)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn creds() -> Credentials {
+    Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() }
+}
+
+async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
+    let dir = build_dir(bin_dir.as_deref())?;
+    let ignis = dir.join("ignis");
+    let zip = harness::zip_of("bootstrap", &std::fs::read(dir.join("bootstrap")).map_err(|e| e.to_string())?, 0o755)?;
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let etcd = EtcdCluster::start(1);
+    let key_file = tmp.path().join("master.key");
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| e.to_string())?;
+    std::fs::write(&key_file, key).map_err(|e| e.to_string())?;
+    let objects = format!("file://{}", tmp.path().join("objects").display());
+    std::fs::create_dir(tmp.path().join("objects")).map_err(|e| e.to_string())?;
+    let key_path = key_file.to_string_lossy().to_string();
+    let endpoints = etcd.endpoints_flag();
+    let cluster_flags = |octet: u8| {
+        let mut flags = own_range(&ignis, octet);
+        flags.extend(["--runtimes", "provided.al2023", "--sandbox-pool", "1"].map(String::from));
+        flags.extend(["--etcd".into(), endpoints.clone(), "--object-store".into(), objects.clone()]);
+        flags.extend(["--master-key-file".into(), key_path.clone()]);
+        flags
+    };
+    let start = |data: &str, flags: Vec<String>| {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Server::start(&ignis, &tmp.path().join(data), &flags)
+    };
+    let embedded = start("embedded", ["--runtimes", "provided.al2023", "--sandbox-pool", "1"].map(String::from).to_vec())?;
+    let front = start("front-0", cluster_flags(211))?;
+    let mut other = start("front-1", cluster_flags(212))?;
+
+    let mut base = Conn::connect(&embedded.address, creds()).await?;
+    let mut clustered = Conn::connect(&front.address, creds()).await?;
+    deploy(&mut base, &zip).await?;
+    deploy(&mut clustered, &zip).await?;
+
+    // Warm invokes, alternating rounds; etcd's request count around the cluster's rounds.
+    let mut times: [Vec<Duration>; 2] = [Vec::with_capacity(warm), Vec::with_capacity(warm)];
+    for conn in [&mut base, &mut clustered] {
+        for _ in 0..50 {
+            invoke(conn).await?;
+        }
+    }
+    let mut etcd_requests = 0u64;
+    for round in 0..ROUNDS {
+        for way in [round % 2, 1 - round % 2] {
+            let before = if way == 1 { unary_requests(&etcd.endpoints()[0])? } else { 0 };
+            let conn = if way == 0 { &mut base } else { &mut clustered };
+            for _ in 0..warm / ROUNDS {
+                times[way].push(invoke(conn).await?);
+            }
+            if way == 1 {
+                etcd_requests += unary_requests(&etcd.endpoints()[0])? - before;
+            }
+        }
+    }
+    let [embedded_times, cluster_times] = times;
+
+    // Asynchronous accept rate, each way.
+    let accepted_embedded = accept_rate(&embedded.address).await?;
+    let accepted_cluster = accept_rate(&front.address).await?;
+
+    // A killed front end's units: the other front end holds every unit of a reserved function, is killed, and
+    // the first front end invokes it until it is admitted.
+    let put = clustered.request("PUT", &format!("/2017-10-31/functions/{FUNCTION}/concurrency"), &[], br#"{"ReservedConcurrentExecutions":1}"#).await?;
+    if put.status != 200 {
+        return Err(format!("PutFunctionConcurrency answered {}: {}", put.status, put.text()));
+    }
+    let mut on_other = Conn::connect(&other.address, creds()).await?;
+    invoke(&mut on_other).await?;
+    other.kill9();
+    let killed = Instant::now();
+    let recovered = loop {
+        let (_, reply) = clustered.timed("POST", INVOKE, &[], br#"{"name":"bench"}"#).await?;
+        if reply.status == 200 {
+            break killed.elapsed();
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            return Err("the killed front end's unit never came back".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop((embedded, front));
+
+    let (e, c) = (stats_ms(&embedded_times), stats_ms(&cluster_times));
+    println!("Cluster front end on etcd against the embedded server (the lambda_runtime example, client-side ms, kept connections, {ROUNDS} alternating rounds)");
+    println!("  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}", "warm invoke (ms)", "n", "min", "p50", "p90", "p99", "max");
+    row("embedded server", e.as_ref(), "baseline");
+    row("cluster front end (etcd)", c.as_ref(), "");
+    let p = |s: &Option<stats::Stats>, f: fn(&stats::Stats) -> f64| s.as_ref().map_or(f64::INFINITY, f);
+    let added = p(&c, |s| s.p50) - p(&e, |s| s.p50);
+    println!("  added at p50 {added:+.3} ms, at p99 {:+.3} ms (target: under 0.3 ms at p50): {}", p(&c, |s| s.p99) - p(&e, |s| s.p99), verdict(added < 0.3));
+    let per_invoke = etcd_requests as f64 / cluster_times.len() as f64;
+    println!(
+        "  etcd requests during the cluster's warm invokes: {etcd_requests} for {} invokes, {per_invoke:.4} per invoke (target: about 0): {}",
+        cluster_times.len(),
+        verdict(per_invoke < 0.01)
+    );
+    println!("Asynchronous accept rate ({CLIENTS} connections, {} s each)", ACCEPT_FOR.as_secs());
+    println!("  embedded server           {accepted_embedded:>9.0} events/s  baseline");
+    println!("  cluster front end (etcd)  {accepted_cluster:>9.0} events/s  {:.2}x", accepted_cluster / accepted_embedded);
+    println!(
+        "A killed front end's concurrency back on another: {:.2} s after kill -9 (its etcd lease's life is {} s)",
+        recovered.as_secs_f64(),
+        ignis_etcd::counter::LEASE_TTL.as_secs()
+    );
+    Ok(())
+}
+
+async fn deploy(conn: &mut Conn, zip: &[u8]) -> Result<(), String> {
+    let body = json!({
+        "FunctionName": FUNCTION, "Runtime": "provided.al2023", "Handler": "bootstrap", "MemorySize": 512,
+        "Role": "arn:aws:iam::123456789012:role/bench", "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+    });
+    let reply = conn.request("POST", "/2015-03-31/functions", &[], body.to_string().as_bytes()).await?;
+    if reply.status != 201 {
+        return Err(format!("CreateFunction answered {}: {}", reply.status, reply.text()));
+    }
+    Ok(())
+}
+
+async fn invoke(conn: &mut Conn) -> Result<Duration, String> {
+    let (elapsed, reply) = conn.timed("POST", INVOKE, &[], br#"{"name":"bench"}"#).await?;
+    harness::check_invoke(&reply)?;
+    Ok(elapsed)
+}
+
+/// `Event` invokes accepted per second, from [`CLIENTS`] connections for [`ACCEPT_FOR`].
+async fn accept_rate(address: &str) -> Result<f64, String> {
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut conn = Conn::connect(address, creds()).await?;
+        clients.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            while started.elapsed() < ACCEPT_FOR {
+                let reply = conn.request("POST", INVOKE, &[("x-amz-invocation-type", "Event")], br#"{"name":"bench"}"#).await?;
+                if reply.status != 202 {
+                    return Err(format!("Event invoke answered {}: {}", reply.status, reply.text()));
+                }
+                accepted += 1;
+            }
+            Ok::<u64, String>(accepted)
+        }));
+    }
+    let mut total = 0;
+    for client in clients {
+        total += client.await.map_err(|e| e.to_string())??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The unary gRPC requests the etcd member at `endpoint` has handled (its `/metrics`).
+fn unary_requests(endpoint: &str) -> Result<u64, String> {
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).map_err(|e| format!("etcd metrics: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(|e| format!("etcd metrics: {e}"))?;
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with("grpc_server_handled_total{") && line.contains("grpc_type=\"unary\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
