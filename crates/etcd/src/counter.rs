@@ -3,7 +3,7 @@
 //!
 //! # Keys (per account)
 //! - `counts/<account>/blocks/<function>/<holder>`: the units of `function` front end `holder` holds, under its
-//!   etcd lease (`holder` is the lease's id): a front end that dies stops renewing it, and its blocks go when it
+//!   etcd lease (its [`Presence`]; `holder` is the lease's id): a front end that dies stops renewing it, and its blocks go when it
 //!   expires.
 //! - `counts/<account>/version`: changed by every transaction that leases, so two leases decided on the same
 //!   reading cannot both pass (the second one's compare fails, and it reads again).
@@ -41,12 +41,9 @@ use ignis_registry::Registry;
 use tokio::sync::watch;
 
 use crate::mirror::{Apply, Kv, Mirror};
+use crate::presence::Presence;
 use crate::{Etcd, EtcdError, key};
 
-/// The life of a front end's etcd lease without a renewal: its blocks outlive it by this much at most.
-pub const LEASE_TTL: Duration = Duration::from_secs(4);
-/// How often the lease is renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Units asked for at once for a function without a reservation (a reserved function asks for one at a time:
 /// its few units may be needed on other front ends).
 pub const BLOCK: u32 = 8;
@@ -71,7 +68,9 @@ struct Inner {
     limits: Limits,
     registry: Arc<dyn Registry>,
     /// This front end's etcd lease: its holder id.
-    lease: AtomicI64,
+    presence: Arc<Presence>,
+    /// The lease the blocks were leased under (when the presence's changes, they are gone).
+    blocks_lease: AtomicI64,
     blocks: Mutex<HashMap<Key, Block>>,
     /// One lease or give-back at a time per function (so every write of a holding is from the holding here).
     rounds: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
@@ -108,66 +107,61 @@ fn wanted_key(account: &str, holder: i64) -> String {
 pub struct EtcdCounter {
     inner: Arc<Inner>,
     _mirror: Mirror,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sweeping: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for EtcdCounter {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.sweeping.abort();
     }
 }
 
 impl EtcdCounter {
     /// Joins the cluster's counting with a new etcd lease; every account has `limits` (every front end must be
     /// given the same), reservations are the registry's records'.
-    pub async fn start(etcd: Etcd, limits: Limits, registry: Arc<dyn Registry>) -> Result<EtcdCounter, EtcdError> {
-        let lease = etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
+    pub async fn start(etcd: Etcd, presence: Arc<Presence>, limits: Limits, registry: Arc<dyn Registry>) -> Result<EtcdCounter, EtcdError> {
         let inner = Arc::new(Inner {
             etcd: etcd.clone(),
             limits,
             registry,
-            lease: AtomicI64::new(lease),
+            blocks_lease: AtomicI64::new(presence.id()),
+            presence,
             blocks: Mutex::default(),
             rounds: Mutex::default(),
             changed: watch::channel(0).0,
             wanted: Mutex::default(),
         });
         let mirror = Mirror::start(etcd, key("counts/"), Arc::new(Watched(Arc::downgrade(&inner)))).await?;
-        let tasks = vec![tokio::spawn(keep_lease(Arc::downgrade(&inner))), tokio::spawn(sweep(Arc::downgrade(&inner)))];
-        Ok(EtcdCounter { inner, _mirror: mirror, tasks })
+        let sweeping = tokio::spawn(sweep(Arc::downgrade(&inner)));
+        Ok(EtcdCounter { inner, _mirror: mirror, sweeping })
     }
 
     /// Units of `function` this front end holds and uses (for tests and diagnostics).
     pub fn holding(&self, account: &str, function: &str) -> (u32, u32) {
-        let blocks = lock(&self.inner.blocks);
+        let blocks = self.inner.blocks();
         blocks.get(&(account.to_string(), function.to_string())).map_or((0, 0), |b| (b.held, b.used))
     }
 
-    /// The etcd lease this front end counts under now.
-    pub fn lease_id(&self) -> i64 {
-        self.inner.holder()
-    }
-
-    /// Gives every block back and ends the lease: for a front end that stops.
-    pub async fn leave(&self) {
-        let lease = self.inner.lease.load(Ordering::Acquire);
-        lock(&self.inner.blocks).clear();
-        if let Err(e) = self.inner.etcd.client().lease_revoke(lease).await {
-            tracing::warn!(error = %e, "cannot end the counting lease; its blocks go when it expires");
-        }
-    }
 }
 
 impl Inner {
     fn holder(&self) -> i64 {
-        self.lease.load(Ordering::Acquire)
+        self.presence.id()
+    }
+
+    /// The blocks, emptied first if they were leased under a lease etcd has dropped since.
+    fn blocks(&self) -> MutexGuard<'_, HashMap<Key, Block>> {
+        let mut blocks = lock(&self.blocks);
+        let now = self.holder();
+        if self.blocks_lease.swap(now, Ordering::AcqRel) != now {
+            blocks.clear();
+        }
+        blocks
     }
 
     /// A unit of a block held here, if one has room.
     fn take_local(&self, key: &Key) -> Option<Slot> {
-        let mut blocks = lock(&self.blocks);
+        let mut blocks = self.blocks();
         let block = blocks.get_mut(key).filter(|b| b.used < b.held)?;
         block.used += 1;
         block.last_used = Instant::now();
@@ -195,7 +189,7 @@ impl Inner {
         let prefix = key_prefix(account);
         for _ in 0..TRIES {
             let got = self.etcd.get(&prefix, Some(GetOptions::new().with_prefix())).await.map_err(Refused::Unavailable)?;
-            let mine = lock(&self.blocks).get(key).map_or(0, |b| b.held);
+            let mine = self.blocks().get(key).map_or(0, |b| b.held);
             let mut version = 0;
             let mut in_use: HashMap<String, u32> = HashMap::new();
             let mut others: HashMap<String, u32> = HashMap::new();
@@ -212,7 +206,7 @@ impl Inner {
                     }
                 }
             }
-            for ((a, f), block) in lock(&self.blocks).iter() {
+            for ((a, f), block) in self.blocks().iter() {
                 if a == account {
                     *in_use.entry(f.clone()).or_default() += block.held;
                 }
@@ -240,7 +234,7 @@ impl Inner {
                 ]);
             let (answer, _) = self.etcd.txn(txn).await.map_err(Refused::Unavailable)?;
             if answer.succeeded() {
-                let mut blocks = lock(&self.blocks);
+                let mut blocks = self.blocks();
                 let block = blocks.entry(key.clone()).or_insert(Block { held: 0, used: 0, last_used: Instant::now() });
                 block.held = mine + granted;
                 return Ok(granted);
@@ -257,7 +251,7 @@ impl Inner {
         let _turn = round.lock().await;
         let holder = self.holder();
         let held = {
-            let mut blocks = lock(&self.blocks);
+            let mut blocks = self.blocks();
             let Some(block) = blocks.get_mut(key) else { return };
             if block.held == block.used {
                 return;
@@ -283,7 +277,7 @@ impl Inner {
 
     /// Drops `key`'s round if nothing uses it or its block.
     fn forget_round(&self, key: &Key) {
-        if lock(&self.blocks).contains_key(key) {
+        if self.blocks().contains_key(key) {
             return;
         }
         let mut rounds = lock(&self.rounds);
@@ -295,7 +289,7 @@ impl Inner {
     /// Another front end wants units of `account`: gives back every spare one of its functions.
     fn demanded(self: &Arc<Self>, account: &str) {
         let keys: Vec<Key> =
-            lock(&self.blocks).iter().filter(|((a, _), b)| a == account && b.held > b.used).map(|(k, _)| k.clone()).collect();
+            self.blocks().iter().filter(|((a, _), b)| a == account && b.held > b.used).map(|(k, _)| k.clone()).collect();
         for key in keys {
             let inner = self.clone();
             tokio::spawn(async move { inner.give_back(&key).await });
@@ -368,7 +362,7 @@ impl Counter for EtcdCounter {
         }
         let wanted = lock(&self.inner.wanted).contains_key(&account);
         {
-            let mut blocks = lock(&self.inner.blocks);
+            let mut blocks = self.inner.blocks();
             let Some(block) = blocks.get_mut(&(account.clone(), function)) else { return };
             block.used = block.used.saturating_sub(1);
             block.last_used = Instant::now();
@@ -458,44 +452,13 @@ impl Apply for Watched {
     }
 }
 
-/// Renews the lease; when etcd has let it expire, drops every block and takes a new one.
-async fn keep_lease(inner: std::sync::Weak<Inner>) {
-    loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let lease = inner.holder();
-        let alive = match inner.etcd.client().lease_keep_alive(lease).await {
-            Ok((mut keeper, mut answers)) => match keeper.keep_alive().await {
-                Ok(()) => match answers.message().await {
-                    Ok(Some(answer)) => Some(answer.ttl() > 0),
-                    _ => None,
-                },
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
-        match alive {
-            Some(true) => {}
-            // etcd unreachable: try again; the lease lives LEASE_TTL from its last renewal.
-            None => tracing::warn!("cannot renew the counting lease"),
-            Some(false) => match inner.etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await {
-                Ok(granted) => {
-                    tracing::warn!("the counting lease expired: counting again from nothing");
-                    lock(&inner.blocks).clear();
-                    inner.lease.store(granted.id(), Ordering::Release);
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot take a new counting lease"),
-            },
-        }
-    }
-}
-
 /// Gives back spare units unused for [`IDLE`].
 async fn sweep(inner: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(inner) = inner.upgrade() else { return };
-        let idle: Vec<Key> = lock(&inner.blocks)
+        let idle: Vec<Key> = inner
+            .blocks()
             .iter()
             .filter(|(_, b)| b.held > b.used && b.last_used.elapsed() >= IDLE)
             .map(|(k, _)| k.clone())

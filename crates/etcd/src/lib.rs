@@ -41,8 +41,10 @@
 mod accounts;
 pub mod code;
 pub mod counter;
+pub mod events;
 mod layers;
 mod mirror;
+pub mod presence;
 mod registry;
 mod table;
 #[cfg(any(test, feature = "testing"))]
@@ -57,12 +59,18 @@ use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, PutOptions, T
 pub use accounts::EtcdAccounts;
 pub use code::CodeShare;
 pub use counter::EtcdCounter;
+pub use events::{EtcdEventStorage, start_adoption};
 pub use layers::{EtcdLayers, EtcdNetworks};
 pub use mirror::{Apply, Kv, Mirror};
+pub use presence::Presence;
 pub use registry::EtcdRegistry;
 
 /// The time limit of each request to etcd.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest answer read from etcd: a page of records or events, or a batch of watched changes (etcd's
+/// values are at most its request limit, 1.5 MiB by default).
+pub const MAX_ANSWER: usize = 64 << 20;
 
 /// How long a request is tried again while etcd has no leader (an election takes a second or two).
 pub const RETRY_FOR: Duration = Duration::from_secs(8);
@@ -128,11 +136,11 @@ impl Etcd {
         self.client.clone()
     }
 
-    /// A range read, tried again while etcd has no leader.
+    /// A range read (of up to [`MAX_ANSWER`] bytes), tried again while etcd has no leader.
     pub async fn get(&self, key: &str, options: Option<GetOptions>) -> Result<GetResponse, EtcdError> {
-        Ok(self.retrying(|mut client| {
+        Ok(self.retrying(|client| {
             let options = options.clone();
-            async move { client.get(key, options).await }
+            async move { client.kv_client().max_decoding_message_size(MAX_ANSWER).get(key, options).await }
         })
         .await?
         .0)

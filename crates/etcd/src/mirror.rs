@@ -22,7 +22,7 @@ use crate::{Etcd, EtcdError, REQUEST_TIMEOUT};
 /// A boxed future, so that [`Apply`] is object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Keys per page of a load.
+/// Keys per page of a load (records are small; a page stays far below [`crate::MAX_ANSWER`]).
 const PAGE: i64 = 500;
 /// The longest pause between loads while etcd does not answer.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
@@ -86,14 +86,13 @@ impl Mirror {
 /// Loads every key under `prefix`, in pages at one revision, into `apply`; returns the revision.
 async fn load(etcd: &Etcd, prefix: &str, apply: &dyn Apply) -> Result<i64, EtcdError> {
     let end = prefix_end(prefix);
-    let mut client = etcd.client();
-    let (mut all, mut from, mut revision) = (Vec::new(), prefix.as_bytes().to_vec(), 0);
+    let (mut all, mut from, mut revision) = (Vec::new(), prefix.to_string(), 0);
     loop {
         let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let page = client.get(from.clone(), Some(options)).await?;
+        let page = etcd.get(&from, Some(options)).await?;
         if revision == 0 {
             revision = page.header().map(|h| h.revision()).unwrap_or(0);
         }
@@ -102,8 +101,7 @@ async fn load(etcd: &Etcd, prefix: &str, apply: &dyn Apply) -> Result<i64, EtcdE
         }
         match page.kvs().last() {
             Some(last) if page.more() => {
-                from = last.key().to_vec();
-                from.push(0);
+                from = format!("{}\0", last.key_str().map_err(|e| EtcdError::Unavailable(e.to_string()))?);
             }
             _ => break,
         }
@@ -112,12 +110,10 @@ async fn load(etcd: &Etcd, prefix: &str, apply: &dyn Apply) -> Result<i64, EtcdE
     Ok(revision)
 }
 
-/// The end of the range of keys that start with `prefix` (which ends in `/`): its last byte, plus one.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
+/// The end of the range of keys that start with `prefix` (which ends in `/`): the `/` made a `0`, the next byte.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.strip_suffix('/').unwrap_or(prefix).to_string();
+    end.push('0');
     end
 }
 
@@ -161,7 +157,7 @@ async fn watch_from(
     revision: &mut i64,
 ) -> Result<(), EtcdError> {
     let options = WatchOptions::new().with_prefix().with_start_revision(*revision + 1);
-    let mut stream = etcd.client().watch(prefix, Some(options)).await?;
+    let mut stream = etcd.client().watch_client().max_decoding_message_size(crate::MAX_ANSWER).watch(prefix, Some(options)).await?;
     while let Some(response) = stream.message().await? {
         if response.canceled() || response.compact_revision() > 0 {
             return Err(EtcdError::Unavailable(format!(

@@ -249,7 +249,8 @@ async fn counters(cluster: &EtcdCluster, registry: &Arc<dyn Registry>, limits: i
     let mut counters = Vec::new();
     for _ in 0..n {
         let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
-        counters.push(Arc::new(crate::EtcdCounter::start(etcd, limits, registry.clone()).await.unwrap()));
+        let presence = Arc::new(crate::Presence::start(etcd.clone()).await.unwrap());
+        counters.push(Arc::new(crate::EtcdCounter::start(etcd, presence, limits, registry.clone()).await.unwrap()));
     }
     counters
 }
@@ -410,4 +411,33 @@ async fn layers_and_networks_made_through_one_front_end_show_on_the_other() {
     assert!(matches!(networks_b.put(network("222222222222")).await, Err(ignis_registry::NetworkError::OtherAccount { .. })));
     assert_eq!(networks_b.delete("lan").await.unwrap().map(|n| n.created_ms), Some(7));
     until("the network gone from a", || networks_a.list().is_empty()).await;
+}
+
+// ---- asynchronous events ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_storage_keeps_a_batch_beyond_one_transaction_and_reads_it_back() {
+    use ignis_pollers::tables::{EventChange, EventStorage};
+    let cluster = EtcdCluster::start(1);
+    let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+    let storage = crate::EtcdEventStorage::new(etcd.clone(), "origin-a".into(), tokio::runtime::Handle::current());
+    let other = crate::EtcdEventStorage::new(etcd, "origin-b".into(), tokio::runtime::Handle::current());
+    // 300 events of 100 KB: more operations and bytes than one etcd request takes.
+    let changes: Vec<EventChange> =
+        (1..=300u64).map(|id| EventChange::Put { id, meta: format!("meta {id}").into_bytes(), payload: vec![id as u8; 100_000] }).collect();
+    storage.apply(&changes).unwrap();
+    let pending = storage.pending().unwrap();
+    assert_eq!(pending.len(), 300);
+    assert_eq!(pending[41].id, 42, "in id order");
+    assert_eq!(pending[41].meta, b"meta 42");
+    assert_eq!(storage.payload(7).unwrap(), Some(vec![7u8; 100_000]));
+    assert!(other.pending().unwrap().is_empty(), "an origin sees its own events only");
+    // A removal and the event that replaces it, then a second apply of the same: nothing changes twice.
+    let swap = [EventChange::Remove { id: 1 }, EventChange::Put { id: 301, meta: b"meta 301".to_vec(), payload: Vec::new() }];
+    storage.apply(&swap).unwrap();
+    storage.apply(&swap).unwrap();
+    let pending = storage.pending().unwrap();
+    assert_eq!((pending.len(), pending[0].id, pending[299].id), (300, 2, 301));
+    assert_eq!(storage.payload(1).unwrap(), None);
+    assert_eq!(storage.payload(301).unwrap(), Some(Vec::new()));
 }

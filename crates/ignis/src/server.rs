@@ -427,6 +427,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
 struct Cluster {
     etcd: ignis_etcd::Etcd,
     code: Arc<ignis_etcd::CodeShare>,
+    /// This front end's etcd lease.
+    presence: Arc<ignis_etcd::Presence>,
 }
 
 /// The object store's root that code trees are shipped to (a root of its own: image garbage collection never
@@ -440,7 +442,9 @@ impl Cluster {
             .map_err(|e| format!("cannot reach etcd at {}: {e}", args.etcd.join(",")))?;
         let chunks = open_roots(args, data_dir)?.root(CODE_ROOT).map_err(|e| format!("cannot open the object store: {e}"))?;
         let code = Arc::new(ignis_etcd::CodeShare::new(etcd.clone(), store.clone(), chunks));
-        Ok(Cluster { etcd, code })
+        let presence =
+            Arc::new(ignis_etcd::Presence::start(etcd.clone()).await.map_err(|e| format!("cannot take an etcd lease: {e}"))?);
+        Ok(Cluster { etcd, code, presence })
     }
 }
 
@@ -500,7 +504,7 @@ async fn services(
             ),
         ),
     };
-    let (registry, admission): (Arc<dyn Registry>, _) = match cluster {
+    let (registry, admission): (Arc<dyn Registry>, _) = match &cluster {
         None => {
             let registry = EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?;
             let admission = Admission::new(limits, args.scale_rate, clock.clone());
@@ -516,12 +520,12 @@ async fn services(
         }
         Some(cluster) => {
             let registry: Arc<dyn Registry> = Arc::new(
-                ignis_etcd::EtcdRegistry::open(cluster.etcd.clone(), store.clone(), cluster.code, &args.region)
+                ignis_etcd::EtcdRegistry::open(cluster.etcd.clone(), store.clone(), cluster.code.clone(), &args.region)
                     .await
                     .map_err(|e| format!("cannot load the functions from etcd: {e}"))?,
             );
             // Counted cluster-wide; reservations are the records'.
-            let counter = ignis_etcd::EtcdCounter::start(cluster.etcd, limits, registry.clone())
+            let counter = ignis_etcd::EtcdCounter::start(cluster.etcd.clone(), cluster.presence.clone(), limits, registry.clone())
                 .await
                 .map_err(|e| format!("cannot join the cluster's counting: {e}"))?;
             (registry, Admission::over(Arc::new(counter), args.scale_rate, clock.clone()))
@@ -548,8 +552,20 @@ async fn services(
         clock,
         region: args.region.clone(),
     };
-    let events =
-        Events::start(pollers.clone(), Duration::from_secs(args.async_retry_delay)).map_err(|e| e.to_string())?;
+    let retry_delay = Duration::from_secs(args.async_retry_delay);
+    let events = match &cluster {
+        None => Events::start(pollers.clone(), retry_delay).map_err(|e| e.to_string())?,
+        Some(cluster) => {
+            // In etcd under this start's own origin; a dead front end's events are adopted by a live one.
+            let origin = uuid::Uuid::new_v4().simple().to_string();
+            let storage = ignis_etcd::EtcdEventStorage::new(cluster.etcd.clone(), origin.clone(), tokio::runtime::Handle::current());
+            let events = Events::start_with(pollers.clone(), Arc::new(storage), retry_delay).map_err(|e| e.to_string())?;
+            ignis_etcd::start_adoption(cluster.etcd.clone(), cluster.presence.clone(), origin, Arc::downgrade(&events))
+                .await
+                .map_err(|e| format!("cannot join the cluster's asynchronous events: {e}"))?;
+            events
+        }
+    };
     // A mapping deletes what it processed only once the invocation's log lines are committed.
     let barrier = logs.barrier();
     let log_barrier: ignis_pollers::LogBarrier = Arc::new(move || {

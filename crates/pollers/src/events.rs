@@ -277,6 +277,28 @@ impl Events {
         Ok(())
     }
 
+    /// Takes over events another front end stored and can no longer run (each its stored metadata and payload,
+    /// as [`EventStorage`] holds them): each is stored again as this one's, with an id of its own, and runs here,
+    /// with its request id and its progress. Returns how many, once they are durable; unreadable ones are skipped.
+    pub async fn adopt(&self, events: Vec<(Vec<u8>, Vec<u8>)>) -> Result<usize, PollersError> {
+        let (mut changes, mut ready) = (Vec::new(), Vec::new());
+        for (meta, payload) in events {
+            match serde_json::from_slice::<EventMeta>(&meta) {
+                Ok(decoded) => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    changes.push(EventChange::Put { id, meta, payload });
+                    ready.push((id, decoded));
+                }
+                Err(e) => tracing::warn!(error = %e, "an adopted asynchronous event is unreadable, skipped"),
+            }
+        }
+        let adopted = ready.len();
+        if adopted > 0 {
+            self.commit(changes, ready).await?;
+        }
+        Ok(adopted)
+    }
+
     fn ready(&self, events: Vec<Ready>) {
         let n = events.len();
         {

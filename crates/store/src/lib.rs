@@ -83,6 +83,9 @@ pub enum StoreError {
     /// The master key is missing, malformed or does not unseal the stored secrets.
     #[error("master key: {0}")]
     MasterKey(String),
+    /// A store shared by several nodes (a cluster's etcd) failed or did not answer.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Adds what was being done to the results of the embedded database, as a

@@ -158,6 +158,11 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     };
     drop((embedded, front));
 
+    // Where asynchronous events go in a cluster: inline in etcd (what Ignis does), against payloads in the object
+    // store with their metadata in etcd, written as the events' group-commit writer writes (one request at a time,
+    // groups of 16 events).
+    let engines = event_engines(&etcd, &tmp.path().join("objects")).await?;
+
     let (e, c) = (stats_ms(&embedded_times), stats_ms(&cluster_times));
     println!("Cluster front end on etcd against the embedded server (the lambda_runtime example, client-side ms, kept connections, {ROUNDS} alternating rounds)");
     println!("  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}", "warm invoke (ms)", "n", "min", "p50", "p90", "p99", "max");
@@ -175,10 +180,15 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     println!("Asynchronous accept rate ({CLIENTS} connections, {} s each)", ACCEPT_FOR.as_secs());
     println!("  embedded server           {accepted_embedded:>9.0} events/s  baseline");
     println!("  cluster front end (etcd)  {accepted_cluster:>9.0} events/s  {:.2}x", accepted_cluster / accepted_embedded);
+    println!("Asynchronous events' storage, {EVENTS} events in groups of {GROUP} (one writer, a one-member etcd on this machine's disk)");
+    println!("  {:<10} {:>22} {:>34}", "payload", "inline in etcd (Ignis)", "object store + metadata in etcd");
+    for (size, inline, split) in &engines {
+        println!("  {:<10} {:>15.0} ev/s {:>27.0} ev/s  {:.2}x", format!("{} KiB", size / 1024), inline, split, inline / split);
+    }
     println!(
         "A killed front end's concurrency back on another: {:.2} s after kill -9 (its etcd lease's life is {} s)",
         recovered.as_secs_f64(),
-        ignis_etcd::counter::LEASE_TTL.as_secs()
+        ignis_etcd::presence::LEASE_TTL.as_secs()
     );
     Ok(())
 }
@@ -224,6 +234,54 @@ async fn accept_rate(address: &str) -> Result<f64, String> {
         total += client.await.map_err(|e| e.to_string())??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Events per payload size in the storage comparison, and per group.
+const EVENTS: usize = 512;
+const GROUP: usize = 16;
+
+/// Events per second stored each way, per payload size: `(size, inline in etcd, object store + etcd)`.
+async fn event_engines(etcd: &EtcdCluster, objects: &std::path::Path) -> Result<Vec<(usize, f64, f64)>, String> {
+    use ignis_chunks::ChunkStore;
+    use ignis_pollers::tables::{EventChange, EventStorage};
+    let client = ignis_etcd::Etcd::connect(&etcd.endpoints()).await.map_err(|e| e.to_string())?;
+    let chunks = ignis_chunks::DirectoryChunkStore::open(objects.join("bench-events")).map_err(|e| e.to_string())?;
+    let mut rates = Vec::new();
+    for (round, size) in [1024usize, 64 * 1024, 256 * 1024].into_iter().enumerate() {
+        let origin = format!("bench-{round}");
+        let inline = ignis_etcd::EtcdEventStorage::new(client.clone(), origin.clone(), tokio::runtime::Handle::current());
+        let meta = br#"{"account":"123456789012","function":"f","request_id":"00000000-0000-0000-0000-000000000000","accepted_ms":0,"trace_id":"t"}"#;
+        let started = Instant::now();
+        for group in 0..EVENTS / GROUP {
+            let changes: Vec<EventChange> = (0..GROUP)
+                .map(|i| {
+                    let id = (group * GROUP + i) as u64;
+                    let mut payload = vec![0u8; size];
+                    payload[..8].copy_from_slice(&id.to_be_bytes());
+                    EventChange::Put { id, meta: meta.to_vec(), payload }
+                })
+                .collect();
+            inline.apply(&changes).map_err(|e| e.to_string())?;
+        }
+        let inline_rate = EVENTS as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for group in 0..EVENTS / GROUP {
+            let mut ops = Vec::with_capacity(GROUP);
+            for i in 0..GROUP {
+                let id = (group * GROUP + i) as u64;
+                let mut payload = vec![1u8; size];
+                payload[..8].copy_from_slice(&id.to_be_bytes());
+                payload[8] = round as u8;
+                let stored = chunks.put(bytes::Bytes::from(payload)).await.map_err(|e| e.to_string())?;
+                let mut value = meta.to_vec();
+                value.extend_from_slice(stored.digest.to_string().as_bytes());
+                ops.push(etcd_client::TxnOp::put(format!("/bench/split-{round}/{id:020}"), value, None));
+            }
+            client.txn(etcd_client::Txn::new().and_then(ops)).await.map_err(|e| e.to_string())?;
+        }
+        rates.push((size, inline_rate, EVENTS as f64 / started.elapsed().as_secs_f64()));
+    }
+    Ok(rates)
 }
 
 /// The unary gRPC requests the etcd member at `endpoint` has handled (its `/metrics`).

@@ -314,6 +314,24 @@ fn event_invoke_config_calls_and_bad_input() {
 /// wait durably as events of their own (log lines are not fsync'd at once, a
 /// run's record is). After the last restart the reservation is lifted and the
 /// sink's runs, which no kill interrupts, print every record.
+/// Sends events `{"name": "<i>"}` to `function` through `server`, each `i` taken in turn from `next` (shared by the
+/// senders) below `total`; the numbers that got their 202. A request that gets no answer (the server died under
+/// it) ends the sending: its event may run or not, and is not counted.
+pub fn send_numbered(server: &Server, function: &str, next: &std::sync::atomic::AtomicU32, total: u32) -> Vec<u32> {
+    let mut answered = Vec::new();
+    loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= total {
+            return answered;
+        }
+        match server.try_event(function, &format!(r#"{{"name": "{i}"}}"#)) {
+            Ok(reply) if reply.status == 202 => answered.push(i),
+            Ok(reply) => panic!("event {i}: {} {}", reply.status, reply.text()),
+            Err(_) => return answered,
+        }
+    }
+}
+
 #[test]
 fn crash_test_every_accepted_event_runs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -339,23 +357,8 @@ fn crash_test_every_accepted_event_runs() {
             x % n
         }
     };
-    // Ids are taken in order by the senders; a request that gets no answer (the server died
-    // under it) loses its id: that event may run or not, and is not counted as accepted.
     let next = std::sync::atomic::AtomicU32::new(0);
-    let send = |server: &Server| -> Vec<u32> {
-        let mut answered = Vec::new();
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= 1000 {
-                return answered;
-            }
-            match server.try_event("work", &format!(r#"{{"name": "{i}"}}"#)) {
-                Ok(reply) if reply.status == 202 => answered.push(i),
-                Ok(reply) => panic!("event {i}: {} {}", reply.status, reply.text()),
-                Err(_) => return answered,
-            }
-        }
-    };
+    let send = |server: &Server| send_numbered(server, "work", &next, 1000);
     let mut accepted = BTreeSet::new();
     for _ in 0..4 {
         // Senders go on while the killer strikes; each round ends with the server dead.

@@ -8,8 +8,9 @@ use std::time::Duration;
 use ignis_etcd::testing::EtcdCluster;
 use serde_json::json;
 
+use crate::async_invoke::send_numbered;
 use crate::concurrency::{assert_throttled, sleeper, started};
-use crate::harness::{Server, eventually, sh_runtime};
+use crate::harness::{Server, eventually, rust_example, sh_runtime};
 use crate::runtimes::publish_layer;
 
 /// How long a change made through one front end may take to show on another (generous: no test waits it out).
@@ -36,9 +37,14 @@ impl Shared {
 
 /// A front end of the cluster whose etcd members are at `etcd`.
 fn front_end(etcd: &str, shared: &Shared) -> Server {
+    front_end_in(None, etcd, shared)
+}
+
+/// [`front_end`] on the data directory `data` (a new one if `None`).
+fn front_end_in(data: Option<&Path>, etcd: &str, shared: &Shared) -> Server {
     let key = shared.path().join("master.key");
     let objects = format!("file://{}", shared.path().join("objects").display());
-    Server::start_with(&[
+    let args = [
         "--etcd",
         etcd,
         "--object-store",
@@ -47,7 +53,13 @@ fn front_end(etcd: &str, shared: &Shared) -> Server {
         key.to_str().unwrap(),
         "--sandbox-pool",
         "0",
-    ])
+        "--async-retry-delay",
+        "1",
+    ];
+    match data {
+        Some(data) => Server::start_in(data, &args),
+        None => Server::start_with(&args),
+    }
 }
 
 fn echo_function(server: &Server, name: &str, answer: &str) {
@@ -171,6 +183,66 @@ fn a_reservation_holds_across_front_ends() {
     // Its unit, spare on the second front end, goes to the third when asked.
     let reply = fronts[2].invoke("one", "{}");
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// The 1,000-event crash test across front ends: events are sent to one front end, which is killed with
+/// SIGKILL at a random moment under the load; the rest go to another. Every event that got its 202 runs: the dead
+/// front end's are adopted by a live one. Each event's OnSuccess record goes to `sink`, reserved 0 until the end,
+/// so the records wait durably as events of their own; then the sink runs them, wherever they are.
+#[test]
+fn a_killed_front_ends_accepted_events_run_on_the_others() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let victim_data = tempfile::tempdir().unwrap();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    let mut victim = front_end_in(Some(victim_data.path()), &etcd.endpoints_flag(), &shared);
+    let sink = fronts[0].create("sink", &rust_example(), json!({ "Environment": { "Variables": { "PRINT_EVENT": "1" } } }));
+    assert_eq!(sink.status, 201, "{}", sink.text());
+    let sink = sink.json()["FunctionArn"].as_str().unwrap().to_string();
+    let put = fronts[0].lambda("PUT", "/2017-10-31/functions/sink/concurrency", br#"{"ReservedConcurrentExecutions": 0}"#);
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(fronts[0].create("work", &rust_example(), json!({})).status, 201);
+    let config = json!({ "DestinationConfig": { "OnSuccess": { "Destination": sink } } }).to_string();
+    let reply = fronts[0].lambda("PUT", "/2019-09-25/functions/work/event-invoke-config", config.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(eventually(SHOWS_WITHIN, || victim.lambda("GET", "/2019-09-25/functions/work/event-invoke-config", b"").status == 200));
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let send = |server: &Server| send_numbered(server, "work", &next, 1000);
+    let pid = victim.pid() as i32;
+    let mut accepted: std::collections::BTreeSet<u32> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4).map(|_| scope.spawn(|| send(&victim))).collect();
+        // Stays end-to-end, on real time: SIGKILL lands at a random moment of a real front end's commits.
+        std::thread::sleep(Duration::from_millis(200 + seed % 400));
+        // SAFETY: signals the front end process this test started and has not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    victim.kill();
+    let on_victim = accepted.len();
+    accepted.extend(send(&fronts[1]));
+    assert!(on_victim > 0 && accepted.len() >= 1000 - 4, "accepted {} ({on_victim} by the killed one)", accepted.len());
+
+    assert_eq!(fronts[1].lambda("DELETE", "/2017-10-31/functions/sink/concurrency", b"").status, 204);
+    let delivered = || -> std::collections::BTreeSet<u32> {
+        fronts
+            .iter()
+            .flat_map(|front| front.log_events("sink"))
+            .filter_map(|e| Some(e["message"].as_str()?.strip_prefix("event ")?.to_string()))
+            .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.trim()).ok()?["requestPayload"]["name"].as_str()?.parse().ok())
+            .collect()
+    };
+    // Each look reads every record, so look once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !delivered().is_superset(&accepted) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let missing: Vec<u32> = accepted.difference(&delivered()).copied().collect();
+    assert!(missing.is_empty(), "{} accepted events never ran (seed {seed}): {missing:?}", missing.len());
+    // Started again on its data directory, the killed front end leaves nothing of its sandboxes behind.
+    let mut again = front_end_in(Some(victim_data.path()), &etcd.endpoints_flag(), &shared);
+    again.stop();
 }
 
 fn base64_of(bytes: &[u8]) -> String {

@@ -1,0 +1,83 @@
+//! [`Presence`]: a front end's etcd lease, what its concurrency blocks (`counter`) and its claim on asynchronous
+//! events (`events`) live under. Granted at start, renewed every [`RENEW_EVERY`]; a front end that dies stops
+//! renewing, and etcd drops the lease [`LEASE_TTL`] later with every key under it. A front end that learns etcd
+//! let its lease expire (it was cut off that long) takes a new one: the holders watch [`Presence::id`] change.
+//! While etcd does not answer, the lease is kept as it was (without quorum etcd expires no lease).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use crate::{Etcd, EtcdError};
+
+/// The life of a front end's lease without a renewal: what it holds outlives it by this much at most.
+pub const LEASE_TTL: Duration = Duration::from_secs(4);
+/// How often the lease is renewed.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// A front end's etcd lease, kept alive while the value lives.
+pub struct Presence {
+    etcd: Etcd,
+    lease: Arc<AtomicI64>,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.renewing.abort();
+    }
+}
+
+impl Presence {
+    /// Takes a lease and keeps it alive.
+    pub async fn start(etcd: Etcd) -> Result<Presence, EtcdError> {
+        let lease = Arc::new(AtomicI64::new(grant(&etcd).await?));
+        let renewing = tokio::spawn(renew(etcd.clone(), Arc::downgrade(&lease)));
+        Ok(Presence { etcd, lease, renewing })
+    }
+
+    /// The lease's id now (another after etcd let the first expire).
+    pub fn id(&self) -> i64 {
+        self.lease.load(Ordering::Acquire)
+    }
+
+    /// Ends the lease now (a front end that stops): what lives under it goes at once.
+    pub async fn leave(&self) {
+        self.renewing.abort();
+        if let Err(e) = self.etcd.client().lease_revoke(self.id()).await {
+            tracing::warn!(error = %e, "cannot end this front end's etcd lease; it expires by itself");
+        }
+    }
+}
+
+async fn grant(etcd: &Etcd) -> Result<i64, EtcdError> {
+    Ok(etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id())
+}
+
+/// Renews the lease; when etcd has let it expire, takes a new one.
+async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let Some(lease) = lease.upgrade() else { return };
+        let id = lease.load(Ordering::Acquire);
+        let alive = match etcd.client().lease_keep_alive(id).await {
+            Ok((mut keeper, mut answers)) => match keeper.keep_alive().await {
+                Ok(()) => answers.message().await.ok().flatten().map(|answer| answer.ttl() > 0),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        match alive {
+            Some(true) => {}
+            // etcd unreachable or without a leader: try again; the lease lives LEASE_TTL from its last renewal.
+            None => tracing::warn!("cannot renew this front end's etcd lease"),
+            Some(false) => match grant(&etcd).await {
+                Ok(new) => {
+                    tracing::warn!(old = id, new, "this front end's etcd lease expired: what it held goes, it starts again");
+                    lease.store(new, Ordering::Release);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot take a new etcd lease"),
+            },
+        }
+    }
+}
