@@ -23,7 +23,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{GetOptions, Txn, TxnOp};
 use ignis_pollers::Events;
 use ignis_pollers::tables::{EventChange, EventStorage, StoredEvent};
 use ignis_store::StoreError;
@@ -179,16 +179,7 @@ pub async fn start_adoption(etcd: Etcd, presence: Arc<Presence>, origin: String,
 
 /// Makes `owners/<origin>` this front end's where it is absent (or is this one's already); whether it is.
 async fn claim(etcd: &Etcd, presence: &Presence, origin: &str) -> Result<bool, EtcdError> {
-    let owner = key(&format!("owners/{origin}"));
-    let me = format!("{:x}", presence.id());
-    let txn = Txn::new()
-        .when([Compare::version(owner.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(owner.clone(), me.clone(), Some(PutOptions::new().with_lease(presence.id())))]);
-    if etcd.decide(txn, &owner, Some(me.as_bytes())).await?.is_some() {
-        return Ok(true);
-    }
-    let got = etcd.get(&owner, None).await?;
-    Ok(got.kvs().first().is_some_and(|kv| kv.value() == me.as_bytes()))
+    presence.claim(etcd, &key(&format!("owners/{origin}"))).await
 }
 
 async fn adopt_orphans(etcd: Etcd, presence: Arc<Presence>, origin: String, events: Weak<Events>) {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+
 use crate::{Etcd, EtcdError};
 
 /// The life of a front end's lease without a renewal: what it holds outlives it by this much at most.
@@ -39,6 +41,20 @@ impl Presence {
     /// The lease's id now (another after etcd let the first expire).
     pub fn id(&self) -> i64 {
         self.lease.load(Ordering::Acquire)
+    }
+
+    /// Makes `name` (a full key) this front end's, under its lease, where it is absent; whether it is this front
+    /// end's (made now, or before). What lives under the lease goes with it: another front end may claim it then.
+    pub async fn claim(&self, etcd: &Etcd, name: &str) -> Result<bool, EtcdError> {
+        let me = format!("{:x}", self.id());
+        let txn = Txn::new()
+            .when([Compare::version(name, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(name, me.clone(), Some(PutOptions::new().with_lease(self.id())))]);
+        if etcd.decide(txn, name, Some(me.as_bytes())).await?.is_some() {
+            return Ok(true);
+        }
+        let got = etcd.get(name, None).await?;
+        Ok(got.kvs().first().is_some_and(|kv| kv.value() == me.as_bytes()))
     }
 
     /// Ends the lease now (a front end that stops): what lives under it goes at once.

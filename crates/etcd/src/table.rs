@@ -16,7 +16,7 @@ use ignis_store::Store;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::code::CodeShare;
+use crate::code::{CodeShare, code_key};
 use crate::mirror::{Apply, Kv, Mirror};
 use crate::{Etcd, EtcdError, key};
 
@@ -215,24 +215,30 @@ impl<R: Record> Table<R> {
     ) -> Result<Option<(Option<Arc<R>>, Option<Arc<R>>)>, WriteError> {
         let _serial = self.writes.lock().await;
         let (current, revision) = self.current(name).await?;
+        let full = self.full_key(name);
+        let mut compares = vec![Compare::mod_revision(full.clone(), CompareOp::Equal, revision)];
+        let mut ops = Vec::new();
         let (value, new) = match change(current.as_deref()) {
             Decision::Keep => return Ok(None),
             Decision::Delete => (None, None),
             Decision::Put(mut record) => {
                 record.hold(&self.shown.store);
-                for tree in record.trees() {
-                    self.shown.code.ship(&tree).await?;
+                // Each tree it names shipped, still there, and touched: collection spares what is named since.
+                let trees: std::collections::BTreeSet<String> = record.trees().into_iter().collect();
+                for tree in trees {
+                    let shipped = self.shown.code.ship(&tree).await?;
+                    compares.push(Compare::version(code_key(&tree), CompareOp::Greater, 0));
+                    ops.push(TxnOp::put(code_key(&tree), shipped, None));
                 }
                 let bytes = serde_json::to_vec(&record).map_err(|e| WriteError::Etcd(EtcdError::Unavailable(e.to_string())))?;
                 (Some(bytes), Some(Arc::new(record)))
             }
         };
-        let full = self.full_key(name);
-        let op = match &value {
+        ops.push(match &value {
             Some(bytes) => TxnOp::put(full.clone(), bytes.clone(), None),
             None => TxnOp::delete(full.clone(), None),
-        };
-        let txn = Txn::new().when([Compare::mod_revision(full.clone(), CompareOp::Equal, revision)]).and_then([op]);
+        });
+        let txn = Txn::new().when(compares).and_then(ops);
         let Some(stored) = self.etcd.decide(txn, &full, value.as_deref()).await? else {
             return Err(WriteError::Lost);
         };

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ignis_chunks::DirectoryChunkStore;
+use ignis_chunks::DirectoryRoots;
 use ignis_ids::AccountId;
 use ignis_registry::{Accounts, FunctionRecord, Registry, RegistryError};
 use ignis_store::{CodeRules, Store};
@@ -25,6 +25,7 @@ fn account() -> AccountId {
 /// One front end's side: its data directory, registry and accounts.
 struct Node {
     store: Arc<Store>,
+    code: Arc<CodeShare>,
     registry: Arc<dyn Registry>,
     accounts: Arc<EtcdAccounts>,
     _dir: tempfile::TempDir,
@@ -46,11 +47,11 @@ async fn node(cluster: &EtcdCluster, shared: &std::path::Path, master_key: Optio
     }
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
-    let chunks = Arc::new(DirectoryChunkStore::open(shared).unwrap());
-    let code = Arc::new(CodeShare::new(etcd.clone(), store.clone(), chunks));
-    let registry = Arc::new(EtcdRegistry::open(etcd.clone(), store.clone(), code, REGION).await.unwrap());
+    let roots = Arc::new(DirectoryRoots::new(shared).unwrap());
+    let code = Arc::new(CodeShare::new(etcd.clone(), store.clone(), roots));
+    let registry = Arc::new(EtcdRegistry::open(etcd.clone(), store.clone(), code.clone(), REGION).await.unwrap());
     let accounts = Arc::new(EtcdAccounts::open(etcd, &store, ignis_clock::SystemClock::shared()).await.unwrap());
-    Node { store, registry, accounts, _dir: dir }
+    Node { store, code, registry, accounts, _dir: dir }
 }
 
 /// A function record whose code, a tree of one `bootstrap` holding `body`, is in `store`.
@@ -361,11 +362,11 @@ async fn layers_and_networks_made_through_one_front_end_show_on_the_other() {
     let (a, b) = nodes(&cluster, shared.path()).await;
     let endpoints = cluster.endpoints();
     let open_layers = |node: &Node| {
-        let (store, chunks) = (node.store.clone(), Arc::new(DirectoryChunkStore::open(shared.path()).unwrap()));
+        let (store, roots) = (node.store.clone(), Arc::new(DirectoryRoots::new(shared.path()).unwrap()));
         let endpoints = endpoints.clone();
         async move {
             let etcd = Etcd::connect(&endpoints).await.unwrap();
-            let code = Arc::new(CodeShare::new(etcd.clone(), store.clone(), chunks));
+            let code = Arc::new(CodeShare::new(etcd.clone(), store.clone(), roots));
             let layers = crate::EtcdLayers::open(etcd.clone(), store.clone(), code.clone(), REGION).await.unwrap();
             (layers, crate::EtcdNetworks::open(etcd, store, code).await.unwrap())
         }
@@ -440,4 +441,41 @@ async fn event_storage_keeps_a_batch_beyond_one_transaction_and_reads_it_back() 
     assert_eq!((pending.len(), pending[0].id, pending[299].id), (300, 2, 301));
     assert_eq!(storage.payload(1).unwrap(), None);
     assert_eq!(storage.payload(301).unwrap(), Some(Vec::new()));
+}
+
+// ---- code collection --------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_code_nothing_names_is_collected_after_its_grace_and_a_tree_named_again_is_not() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+    let grace = crate::code::GRACE.as_millis() as u64;
+    let v1 = with_code(&a.store, "f", "v1");
+    let (tree1, hold1) = (v1.code_sha256_hex.clone(), v1.code.clone());
+    create(&*a.registry, v1).await.unwrap();
+    let v2 = with_code(&a.store, "f", "v2");
+    let tree2 = v2.code_sha256_hex.clone();
+    a.registry.update(&account(), "f", |_| Ok::<_, RegistryError>(v2)).await.unwrap();
+    let roots = || std::fs::read_dir(shared.path()).unwrap().count();
+    assert_eq!(roots(), 2, "a root per shipped tree");
+
+    let live = a.registry.live_code();
+    assert_eq!(live, HashSet::from([tree2.clone()]));
+    let mut unused = std::collections::BTreeMap::new();
+    assert_eq!(a.code.collect(&live, &mut unused, 0).await.unwrap(), 0, "within its grace");
+    // Named again (by a version of another function) before its grace ends: it stays.
+    let mut again = FunctionRecord::new("g", "provided.al2023");
+    again.code_sha256_hex = tree1.clone();
+    again.code = hold1;
+    create(&*a.registry, again).await.unwrap();
+    assert_eq!(a.code.collect(&live, &mut unused, grace).await.unwrap(), 0, "touched since it was seen");
+    // Unnamed for a whole grace: collected, key and root.
+    a.registry.delete(&account(), "g").await.unwrap();
+    let live = a.registry.live_code();
+    assert_eq!(a.code.collect(&live, &mut unused, grace + 1).await.unwrap(), 0);
+    assert_eq!(a.code.collect(&live, &mut unused, 2 * grace + 1).await.unwrap(), 1);
+    assert_eq!(roots(), 1, "its root went with it");
+    assert!(b.code.fetch(&tree1).await.is_err() || b.store.has_code(&tree1), "gone from the object store");
+    assert!(b.code.fetch(&tree2).await.is_ok(), "what is named stays");
 }

@@ -431,17 +431,12 @@ struct Cluster {
     presence: Arc<ignis_etcd::Presence>,
 }
 
-/// The object store's root that code trees are shipped to (a root of its own: image garbage collection never
-/// rotates it).
-const CODE_ROOT: &str = "c0de";
-
 impl Cluster {
     async fn join(args: &ServerArgs, data_dir: &Path, store: &Arc<Store>) -> Result<Cluster, String> {
         let etcd = ignis_etcd::Etcd::connect(&args.etcd)
             .await
             .map_err(|e| format!("cannot reach etcd at {}: {e}", args.etcd.join(",")))?;
-        let chunks = open_roots(args, data_dir)?.root(CODE_ROOT).map_err(|e| format!("cannot open the object store: {e}"))?;
-        let code = Arc::new(ignis_etcd::CodeShare::new(etcd.clone(), store.clone(), chunks));
+        let code = Arc::new(ignis_etcd::CodeShare::new(etcd.clone(), store.clone(), open_roots(args, data_dir)?));
         let presence =
             Arc::new(ignis_etcd::Presence::start(etcd.clone()).await.map_err(|e| format!("cannot take an etcd lease: {e}"))?);
         Ok(Cluster { etcd, code, presence })
@@ -531,6 +526,16 @@ async fn services(
             (registry, Admission::over(Arc::new(counter), args.scale_rate, clock.clone()))
         }
     };
+    if let Some(cluster) = &cluster {
+        // Shipped trees no function or layer version names any more leave the object store.
+        let (registry, layers) = (registry.clone(), layers.clone());
+        let live = move || {
+            let mut live = registry.live_code();
+            live.extend(layers.live_code());
+            live
+        };
+        ignis_etcd::code::start_collection(&cluster.code, cluster.presence.clone(), live, clock.clone());
+    }
     // No sandbox runs yet, so no code tree is in use but the functions' and the layer versions'.
     let mut live = registry.live_code();
     live.extend(layers.live_code());
