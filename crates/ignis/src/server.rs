@@ -374,6 +374,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         let logs = ignis_logs::Logs::start(store.clone(), clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
         tokio::spawn(publish_store_size(Arc::downgrade(&images)));
+        let presence = cluster.as_ref().map(|cluster| cluster.presence.clone());
         let services = services(&args, cluster, store, accounts, workers, logs, oci, images, clock.clone()).await?;
         let config = Config {
             region: args.region.clone(),
@@ -419,6 +420,10 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         }
         tracing::info!("shutting down");
         app.shutdown().await;
+        if let Some(presence) = presence {
+            // This front end's concurrency blocks go back, and its pending events go to another front end, now.
+            presence.leave().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,0 +1,121 @@
+"""boto3 and the AWS CLI against two `ignis server --etcd` front ends of one cluster, on a one-member etcd (Debian's
+`etcd`) the test starts: what is made through one front end is used through the other.
+
+Binaries come from IGNIS_BIN_DIR (default: target/debug of this repository).
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from test_boto3 import KEY_ID, SECRET, client, rust_example
+from test_workers import start, stop
+
+ENV = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def eventually(check, within=30):
+    deadline = time.time() + within
+    while True:
+        try:
+            if check():
+                return
+        except ClientError:
+            pass
+        assert time.time() < deadline, "not within the bound"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def fronts():
+    data = tempfile.TemporaryDirectory()
+    root = pathlib.Path(data.name)
+    client_url, peer_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    etcd = subprocess.Popen(
+        [shutil.which("etcd") or "/usr/bin/etcd", "--name", "m0", "--data-dir", str(root / "etcd"),
+         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+         "--initial-cluster", f"m0={peer_url}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    (root / "master.key").write_bytes(os.urandom(32))
+    (root / "objects").mkdir()
+    processes = []
+    try:
+        endpoints = []
+        for n in range(2):
+            args = ["server", "--listen", "127.0.0.1:0", "--data-dir", str(root / f"front-{n}"), "--runtimes", "provided.al2023",
+                    "--egress", "none", "--sandbox-pool", "0", "--etcd", client_url,
+                    "--object-store", f"file://{root / 'objects'}", "--master-key-file", str(root / "master.key")]
+            # etcd may still be electing itself: the first start waits for it.
+            deadline = time.time() + 30
+            while True:
+                try:
+                    process, address = start(args)
+                    break
+                except AssertionError:
+                    assert time.time() < deadline, "the front end never reached etcd"
+                    time.sleep(0.5)
+            processes.append(process)
+            endpoints.append(f"http://{address}")
+        yield endpoints
+    finally:
+        for process in processes:
+            stop(process)
+        etcd.kill()
+        etcd.wait()
+        data.cleanup()
+
+
+def test_a_function_made_through_one_front_end_is_invoked_through_the_other(fronts):
+    first, second = client(fronts[0], "lambda"), client(fronts[1], "lambda")
+    first.create_function(FunctionName="shared", Runtime="provided.al2023", Role="arn:aws:iam::123456789012:role/ignis",
+                          Handler="bootstrap", Code={"ZipFile": rust_example()})
+    eventually(lambda: second.get_function(FunctionName="shared")["Configuration"]["State"] == "Active")
+    answer = second.invoke(FunctionName="shared", Payload=json.dumps({"name": "cluster"}))
+    assert answer["StatusCode"] == 200 and b"cluster" in answer["Payload"].read()
+
+    # A reservation made through the second counts through the first.
+    second.put_function_concurrency(FunctionName="shared", ReservedConcurrentExecutions=5)
+    eventually(lambda: first.get_function_concurrency(FunctionName="shared").get("ReservedConcurrentExecutions") == 5)
+    assert first.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 995
+
+    # A stale RevisionId is refused whichever front end it is sent to.
+    revision = first.get_function(FunctionName="shared")["Configuration"]["RevisionId"]
+    second.update_function_configuration(FunctionName="shared", Description="changed", RevisionId=revision)
+    eventually(lambda: first.get_function(FunctionName="shared")["Configuration"]["Description"] == "changed")
+    with pytest.raises(ClientError) as refused:
+        first.update_function_configuration(FunctionName="shared", Description="again", RevisionId=revision)
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailedException"
+
+
+def test_the_aws_cli_invokes_through_either_front_end(fronts):
+    first = client(fronts[0], "lambda")
+    first.create_function(FunctionName="cli", Runtime="provided.al2023", Role="arn:aws:iam::123456789012:role/ignis",
+                          Handler="bootstrap", Code={"ZipFile": rust_example()})
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+    for endpoint in fronts:
+        with tempfile.NamedTemporaryFile() as out:
+            def invoked():
+                done = subprocess.run(
+                    ["aws", "--endpoint-url", endpoint, "lambda", "invoke", "--function-name", "cli",
+                     "--payload", '{"name": "cli"}', out.name],
+                    env=env, capture_output=True, text=True,
+                )
+                return done.returncode == 0
+            eventually(invoked)
+            assert b"cli" in pathlib.Path(out.name).read_bytes()
