@@ -7,6 +7,8 @@
 //! - **etcd requests per invoke in the steady state**: etcd's own count of the unary gRPC requests it handled
 //!   (`grpc_server_handled_total`, read from its `/metrics`) across the cluster's warm rounds, per invoke.
 //!   Target: about 0 (the lease keep-alives and the watches are streams, not counted).
+//! - **Visibility**: from CreateFunction's answer on one front end to the first GetFunction on the other that finds
+//!   the function. Target: within a second.
 //! - **Asynchronous accept rate**: `Event` invokes from 16 connections for a few seconds, each way.
 //! - **A killed front end's concurrency**: the seconds from `kill -9` of the front end that holds every unit of
 //!   a reserved function to the other front end's first admitted invocation of it (its etcd lease's expiry).
@@ -39,6 +41,8 @@ const USAGE: &str = "usage: cluster [--warm N] [--bin-dir DIR]
 const ROUNDS: usize = 10;
 const FUNCTION: &str = "bench-cluster";
 const INVOKE: &str = "/2015-03-31/functions/bench-cluster/invocations";
+/// Functions made to time how soon the other front end knows them.
+const VISIBILITY_SAMPLES: usize = 50;
 /// Connections of the accept-rate runs, and how long each runs.
 const CLIENTS: usize = 16;
 const ACCEPT_FOR: Duration = Duration::from_secs(3);
@@ -132,6 +136,33 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     }
     let [embedded_times, cluster_times] = times;
 
+    // How soon a function made through one front end is known to the other: from CreateFunction's answer to the
+    // first GetFunction of it that finds it, asked again and again.
+    let mut on_other = Conn::connect(&other.address, creds()).await?;
+    let mut shown = Vec::with_capacity(VISIBILITY_SAMPLES);
+    for i in 0..VISIBILITY_SAMPLES {
+        let name = format!("shown-{i}");
+        let body = json!({
+            "FunctionName": name, "Runtime": "provided.al2023", "Handler": "bootstrap", "Role": "arn:aws:iam::123456789012:role/bench",
+            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(&zip) },
+        });
+        let reply = clustered.request("POST", "/2015-03-31/functions", &[], body.to_string().as_bytes()).await?;
+        if reply.status != 201 {
+            return Err(format!("CreateFunction answered {}: {}", reply.status, reply.text()));
+        }
+        let created = Instant::now();
+        loop {
+            let reply = on_other.request("GET", &format!("/2015-03-31/functions/{name}"), &[], b"").await?;
+            if reply.status == 200 {
+                break;
+            }
+            if created.elapsed() > Duration::from_secs(30) {
+                return Err(format!("{name} never showed on the other front end"));
+            }
+        }
+        shown.push(created.elapsed());
+    }
+
     // Asynchronous accept rate, each way.
     let accepted_embedded = accept_rate(&embedded.address).await?;
     let accepted_cluster = accept_rate(&front.address).await?;
@@ -142,7 +173,6 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     if put.status != 200 {
         return Err(format!("PutFunctionConcurrency answered {}: {}", put.status, put.text()));
     }
-    let mut on_other = Conn::connect(&other.address, creds()).await?;
     invoke(&mut on_other).await?;
     other.kill9();
     let killed = Instant::now();
@@ -177,6 +207,9 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
         cluster_times.len(),
         verdict(per_invoke < 0.01)
     );
+    let shown = stats_ms(&shown);
+    println!("A function made through one front end, known to the other (ms from CreateFunction's answer; target: within 1 s)");
+    row("GetFunction finds it", shown.as_ref(), verdict(shown.as_ref().is_some_and(|s| s.max < 1000.0)));
     println!("Asynchronous accept rate ({CLIENTS} connections, {} s each)", ACCEPT_FOR.as_secs());
     println!("  embedded server           {accepted_embedded:>9.0} events/s  baseline");
     println!("  cluster front end (etcd)  {accepted_cluster:>9.0} events/s  {:.2}x", accepted_cluster / accepted_embedded);

@@ -186,7 +186,8 @@ fn a_reservation_holds_across_front_ends() {
 }
 
 /// The 1,000-event crash test across front ends: events are sent to one front end, which is killed with
-/// SIGKILL at a random moment under the load; the rest go to another. Every event that got its 202 runs: the dead
+/// SIGKILL at a random moment under the load (while synchronous invokes through another go on); the rest go to
+/// another. Every event that got its 202 runs: the dead
 /// front end's are adopted by a live one. Each event's OnSuccess record goes to `sink`, reserved 0 until the end,
 /// so the records wait durably as events of their own; then the sink runs them, wherever they are.
 #[test]
@@ -211,12 +212,24 @@ fn a_killed_front_ends_accepted_events_run_on_the_others() {
     let next = std::sync::atomic::AtomicU32::new(0);
     let send = |server: &Server| send_numbered(server, "work", &next, 1000);
     let pid = victim.pid() as i32;
+    let killed = std::sync::atomic::AtomicBool::new(false);
     let mut accepted: std::collections::BTreeSet<u32> = std::thread::scope(|scope| {
         let senders: Vec<_> = (0..4).map(|_| scope.spawn(|| send(&victim))).collect();
+        // Synchronous invokes through a live front end go on, before, during and after the kill.
+        let invoker = scope.spawn(|| {
+            let mut replies = 0;
+            while !killed.load(std::sync::atomic::Ordering::Acquire) || replies < 20 {
+                let reply = fronts[0].invoke("work", r#"{"name": "sync"}"#);
+                assert_eq!(reply.status, 200, "a synchronous invoke through a live front end: {}", reply.text());
+                replies += 1;
+            }
+        });
         // Stays end-to-end, on real time: SIGKILL lands at a random moment of a real front end's commits.
         std::thread::sleep(Duration::from_millis(200 + seed % 400));
         // SAFETY: signals the front end process this test started and has not reaped yet.
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        killed.store(true, std::sync::atomic::Ordering::Release);
+        invoker.join().unwrap();
         senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     victim.kill();
