@@ -138,9 +138,10 @@ pub struct ServerArgs {
     /// The region an `s3://` object store's requests are signed for (Garage's is its `s3_region`).
     #[arg(long, default_value = "us-east-1")]
     pub s3_region: String,
-    /// Be one front end of a cluster: keep functions, accounts and keys in the etcd cluster whose members are at
-    /// URLS (`http://HOST:PORT,...`), shared with every other front end started with them; code trees go to
-    /// --object-store. Needs --master-key-file and --object-store.
+    /// Be one front end of a cluster: keep functions, layers, networks, accounts and keys, concurrency and
+    /// asynchronous events in the etcd cluster whose members are at URLS (`http://HOST:PORT,...`), shared with
+    /// every other front end started with them; code trees go to --object-store. Needs --master-key-file and
+    /// --object-store.
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     pub etcd: Vec<String>,
     /// The master key (32 bytes) that seals secrets, instead of one made in the data directory: every front end
