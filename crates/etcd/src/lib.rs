@@ -63,7 +63,7 @@ pub use events::{EtcdEventStorage, start_adoption};
 pub use layers::{EtcdLayers, EtcdNetworks};
 pub use mirror::{Apply, Kv, Mirror};
 pub use presence::Presence;
-pub use registry::EtcdRegistry;
+pub use registry::{ChangeHook, EtcdRegistry};
 
 /// The time limit of each request to etcd.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,7 +5,7 @@
 //! [`RegistryError::Conflict`] (Lambda's `ResourceConflictException`), nothing stored.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use ignis_ids::AccountId;
 use ignis_registry::{BoxFuture, Change, FunctionRecord, Registry, RegistryError, Written};
@@ -27,12 +27,16 @@ impl Record for FunctionRecord {
     }
 }
 
+/// What hears of each function record memory replaces or deletes: its account, the record before, and after.
+pub type ChangeHook = Box<dyn Fn(&AccountId, &FunctionRecord, Option<&FunctionRecord>) + Send + Sync>;
+
 /// The registry of a cluster's front end: in etcd, followed into memory.
 pub struct EtcdRegistry {
     table: Table<FunctionRecord>,
     region: String,
     /// Function URL id → the function that has it.
     urls: Arc<RwLock<HashMap<String, Key>>>,
+    hook: Arc<OnceLock<ChangeHook>>,
 }
 
 /// `<account>/<name>`, a record's name in the table.
@@ -50,19 +54,31 @@ impl EtcdRegistry {
     /// them. `region` names functions in errors.
     pub async fn open(etcd: crate::Etcd, store: Arc<Store>, code: Arc<CodeShare>, region: &str) -> Result<EtcdRegistry, EtcdError> {
         let urls: Arc<RwLock<HashMap<String, Key>>> = Arc::default();
-        let index = urls.clone();
+        let hook: Arc<OnceLock<ChangeHook>> = Arc::default();
+        let (index, heard) = (urls.clone(), hook.clone());
         let listener = Box::new(move |name: &str, old: Option<&FunctionRecord>, new: Option<&FunctionRecord>| {
             let Some(key) = parse(name) else { return };
-            let mut urls = index.write().unwrap_or_else(|e| e.into_inner());
-            for id in old.into_iter().flat_map(ignis_registry::url_ids) {
-                urls.remove(id);
+            {
+                let mut urls = index.write().unwrap_or_else(|e| e.into_inner());
+                for id in old.into_iter().flat_map(ignis_registry::url_ids) {
+                    urls.remove(id);
+                }
+                for id in new.into_iter().flat_map(ignis_registry::url_ids) {
+                    urls.insert(id.to_string(), key.clone());
+                }
             }
-            for id in new.into_iter().flat_map(ignis_registry::url_ids) {
-                urls.insert(id.to_string(), key.clone());
+            if let (Some(hook), Some(old)) = (heard.get(), old) {
+                hook(&key.0, old, new);
             }
         });
         let table = Table::open(etcd, "functions", store, code, Some(listener)).await?;
-        Ok(EtcdRegistry { table, region: region.to_string(), urls })
+        Ok(EtcdRegistry { table, region: region.to_string(), urls, hook })
+    }
+
+    /// Calls `hook` with every record memory replaces or deletes from now on, whichever front end changed it (the
+    /// invoker retires the sandboxes of what no longer runs). Only the first call has effect.
+    pub fn on_change(&self, hook: ChangeHook) {
+        let _ = self.hook.set(hook);
     }
 
     fn error(&self, account: &AccountId, name: &str, e: WriteError) -> RegistryError {

@@ -505,6 +505,8 @@ async fn services(
             ),
         ),
     };
+    // A cluster's registry, which hears of changes made through the other front ends.
+    let mut changes = None;
     let (registry, admission): (Arc<dyn Registry>, _) = match &cluster {
         None => {
             let registry = EmbeddedRegistry::load(store.clone()).map_err(|e| format!("cannot load the functions: {e}"))?;
@@ -520,11 +522,13 @@ async fn services(
             (Arc::new(registry), admission)
         }
         Some(cluster) => {
-            let registry: Arc<dyn Registry> = Arc::new(
+            let etcd_registry = Arc::new(
                 ignis_etcd::EtcdRegistry::open(cluster.etcd.clone(), store.clone(), cluster.code.clone(), &args.region)
                     .await
                     .map_err(|e| format!("cannot load the functions from etcd: {e}"))?,
             );
+            changes = Some(etcd_registry.clone());
+            let registry: Arc<dyn Registry> = etcd_registry;
             // Counted cluster-wide; reservations are the records'.
             let counter = ignis_etcd::EtcdCounter::start(cluster.etcd.clone(), cluster.presence.clone(), limits, registry.clone())
                 .await
@@ -547,6 +551,17 @@ async fn services(
     live.extend(layers.live_code());
     store.remove_unused_code(&live).map_err(|e| e.to_string())?;
     let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
+    if let Some(changes) = changes {
+        // A function changed or deleted through another front end: its sandboxes here that run nothing any more go.
+        let invoker = Arc::downgrade(&invoker);
+        changes.on_change(Box::new(move |account, old, new| {
+            if let Some(invoker) = invoker.upgrade() {
+                for revision in ignis_invoke::from_record::retired(account.as_str(), old, new) {
+                    invoker.retire(&revision);
+                }
+            }
+        }));
+    }
     invoker.cap_function_labels(args.metrics_functions);
     // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).
     invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));

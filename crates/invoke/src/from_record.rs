@@ -153,6 +153,22 @@ pub fn revision(account: &str, record: &FunctionRecord) -> Revision {
     Revision { account: ignis_ids::AccountId::new(account), function: record.name.clone(), revision_id: record.revision_id.clone() }
 }
 
+/// The revisions whose sandboxes nothing runs any more once `account`'s function changed from `old` to `new`
+/// (`None`: deleted): `$LATEST`'s, if its revision changed, and each published version that is gone.
+pub fn retired(account: &str, old: &FunctionRecord, new: Option<&FunctionRecord>) -> Vec<Revision> {
+    let mut gone = Vec::new();
+    if new.is_none_or(|new| new.revision_id != old.revision_id) {
+        gone.push(revision(account, old));
+    }
+    for version in &old.versions {
+        let kept = new.is_some_and(|new| new.versions.iter().any(|v| v.version == version.version && v.revision_id == version.revision_id));
+        if !kept {
+            gone.push(revision(account, version));
+        }
+    }
+    gone
+}
+
 /// The ARN `record` was invoked by, with the qualifier it was invoked with.
 pub fn invoked_arn(region: &str, account: &str, qualifier: Option<&str>, record: &FunctionRecord) -> String {
     match qualifier {
@@ -174,6 +190,35 @@ mod tests {
     use ignis_registry::{BoxFuture, ImageSettings, NetworkError, VpcRecord};
 
     use super::*;
+
+    #[test]
+    fn a_change_retires_the_revisions_nothing_runs_any_more() {
+        let mut old = FunctionRecord::new("f", "provided.al2023");
+        old.revision_id = "r1".into();
+        let mut v1 = old.clone();
+        (v1.version, v1.revision_id) = (Some(1), "v1".into());
+        let mut v2 = old.clone();
+        (v2.version, v2.revision_id) = (Some(2), "v2".into());
+        old.versions = vec![v1.clone(), v2.clone()];
+        let ids = |revisions: Vec<Revision>| revisions.into_iter().map(|r| r.revision_id).collect::<Vec<_>>();
+        assert_eq!(ids(retired("111111111111", &old, None)), ["r1", "v1", "v2"], "deleted: everything");
+        assert!(retired("111111111111", &old, Some(&old)).is_empty(), "unchanged: nothing");
+        let mut new = old.clone();
+        new.revision_id = "r2".into();
+        assert_eq!(ids(retired("111111111111", &old, Some(&new))), ["r1"], "$LATEST changed");
+        new.versions = vec![v2];
+        assert_eq!(ids(retired("111111111111", &old, Some(&new))), ["r1", "v1"], "a version deleted too");
+        let mut aliased = old.clone();
+        let alias = ignis_registry::AliasRecord {
+            function_version: "1".into(),
+            description: String::new(),
+            weights: Default::default(),
+            revision_id: "a1".into(),
+        };
+        aliased.aliases.insert("live".into(), alias);
+        assert!(retired("111111111111", &old, Some(&aliased)).is_empty(), "an alias changes no revision");
+        assert_eq!(retired("222222222222", &old, None)[0].account.as_str(), "222222222222");
+    }
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

@@ -282,6 +282,30 @@ fn a_killed_front_ends_accepted_events_run_on_the_others() {
     again.stop();
 }
 
+/// Sandboxes of this front end's local worker.
+fn local_sandboxes(server: &Server) -> u64 {
+    server.workers().iter().filter(|w| w["Local"] == true).map(|w| w["Sandboxes"].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn a_function_changed_or_deleted_through_one_front_end_retires_its_sandboxes_on_the_others() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    echo_function(&fronts[0], "changed", "one");
+    assert_eq!(invoke_once_shown(&fronts[1], "changed"), "\"one\"");
+    assert_eq!(local_sandboxes(&fronts[1]), 1, "warm on the second front end");
+    let update = fronts[0].lambda("PUT", "/2015-03-31/functions/changed/configuration", br#"{"Description": "new"}"#);
+    assert_eq!(update.status, 200, "{}", update.text());
+    assert!(eventually(SHOWS_WITHIN, || local_sandboxes(&fronts[1]) == 0), "the old revision's sandbox stayed");
+
+    echo_function(&fronts[0], "deleted", "two");
+    assert_eq!(invoke_once_shown(&fronts[1], "deleted"), "\"two\"");
+    assert_eq!(local_sandboxes(&fronts[1]), 1);
+    assert_eq!(fronts[0].lambda("DELETE", "/2015-03-31/functions/deleted", b"").status, 204);
+    assert!(eventually(SHOWS_WITHIN, || local_sandboxes(&fronts[1]) == 0), "the deleted function's sandbox stayed");
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
