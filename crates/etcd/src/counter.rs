@@ -185,9 +185,9 @@ impl Inner {
     /// Leases more units of `key`'s function; how many. The caller holds the function's round.
     async fn lease_more(&self, key: &Key) -> Result<u32, Refused> {
         let (account, function) = key;
-        let holder = self.holder();
         let prefix = key_prefix(account);
         for _ in 0..TRIES {
+            let holder = self.holder();
             let got = self.etcd.get(&prefix, Some(GetOptions::new().with_prefix())).await.map_err(Refused::Unavailable)?;
             let mine = self.blocks().get(key).map_or(0, |b| b.held);
             let mut version = 0;
@@ -233,7 +233,8 @@ impl Inner {
                     TxnOp::put(block_key(account, function, holder), (mine + granted).to_string(), options),
                 ]);
             let (answer, _) = self.etcd.txn(txn).await.map_err(Refused::Unavailable)?;
-            if answer.succeeded() {
+            // Leased under a lease etcd has dropped since: those units are gone with it; lease again.
+            if answer.succeeded() && self.holder() == holder {
                 let mut blocks = self.blocks();
                 let block = blocks.entry(key.clone()).or_insert(Block { held: 0, used: 0, last_used: Instant::now() });
                 block.held = mine + granted;
