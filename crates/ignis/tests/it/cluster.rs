@@ -306,6 +306,38 @@ fn a_function_changed_or_deleted_through_one_front_end_retires_its_sandboxes_on_
     assert!(eventually(SHOWS_WITHIN, || local_sandboxes(&fronts[1]) == 0), "the deleted function's sandbox stayed");
 }
 
+/// Two front ends whose object store is an S3 bucket (a Garage this test starts): code made through one runs
+/// through the other, fetched from the bucket.
+#[test]
+fn front_ends_share_code_through_an_s3_object_store() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let garage = ignis_chunks::garage::Garage::start().unwrap();
+    let store = format!("s3://{}/cluster", garage.bucket);
+    let key = shared.path().join("master.key");
+    let args = [
+        "--etcd",
+        &etcd.endpoints_flag(),
+        "--object-store",
+        &store,
+        "--s3-endpoint",
+        &garage.endpoint,
+        "--s3-region",
+        ignis_chunks::garage::REGION,
+        "--master-key-file",
+        key.to_str().unwrap(),
+        "--sandbox-pool",
+        "0",
+    ];
+    let env = [("AWS_ACCESS_KEY_ID", garage.access_key_id.as_str()), ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key.as_str())];
+    let fronts: Vec<Server> = (0..2).map(|_| Server::start_with_env(&args, &env)).collect();
+    echo_function(&fronts[0], "in-s3", "from the bucket");
+    assert_eq!(invoke_once_shown(&fronts[1], "in-s3"), "\"from the bucket\"");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let objects = runtime.block_on(garage.object_names("cluster")).unwrap();
+    assert!(!objects.is_empty() && objects.iter().all(|o| o.starts_with("cluster/")), "{objects:?}");
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
