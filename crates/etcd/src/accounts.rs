@@ -2,8 +2,9 @@
 //!
 //! Keys: `accounts/id/<id>` (the account's name and creation time), `accounts/name/<name>` (its id: names are
 //! unique because a transaction makes it only where it is absent), `accounts/key/<access key id>` (the account,
-//! the administrator flag and the secret sealed under the master key, which every front end shares), and
-//! `accounts/admin` (the administrator's account id, made once for the cluster).
+//! the administrator flag and the secret sealed under the master key, which every front end shares),
+//! `accounts/admin` (the administrator's account id, made once for the cluster) and `accounts/admin-key` (the
+//! administrator key's id: the first front end to make it there makes the cluster's key).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -157,6 +158,35 @@ impl EtcdAccounts {
         Err(storage(EtcdError::Unavailable("the administrator's account id vanished".into())))
     }
 
+    /// The cluster's administrator key: the one stored, else `made` (a new pair of the administrator's account,
+    /// made `name` if it has to be), stored now unless another front end stores one first (then that one). Front
+    /// ends that start at once agree on one key.
+    pub async fn administrator(&self, name: &str, made: AccessKey) -> Result<AccessKey, AccountError> {
+        let marker = key("accounts/admin-key");
+        for _ in 0..TRIES {
+            if let Some(stored) = self.admin_key() {
+                return Ok(stored);
+            }
+            let id = made.access_key_id.clone();
+            let txn = Txn::new().when([absent(marker.clone())]).and_then([TxnOp::put(marker.clone(), id.clone(), None)]);
+            if self.etcd.decide(txn, &marker, Some(id.as_bytes())).await.map_err(storage)?.is_some() {
+                self.set_administrator(name, made.clone()).await?;
+                return Ok(AccessKey { admin: true, ..made });
+            }
+            // Another front end is storing its own: it shows here once stored.
+            let deadline = tokio::time::Instant::now() + 2 * crate::REQUEST_TIMEOUT;
+            while tokio::time::Instant::now() < deadline {
+                if let Some(stored) = self.admin_key() {
+                    return Ok(stored);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // It never did (it died in between): its claim goes.
+            self.etcd.retrying_delete(&marker).await.map_err(storage)?;
+        }
+        Err(AccountError::Unavailable("the administrator key kept changing while this front end started".into()))
+    }
+
     /// The administrator's key, if one is stored.
     pub fn admin_key(&self) -> Option<AccessKey> {
         self.shown.keys.read().unwrap_or_else(|e| e.into_inner()).values().find(|k| k.admin).cloned()
@@ -266,6 +296,7 @@ impl Accounts for EtcdAccounts {
                     .collect();
                 let (key_key, stored_value) = (access_key(&key.access_key_id), self.stored_key(&key)?);
                 ops.push(TxnOp::put(key_key.clone(), stored_value.clone(), None));
+                ops.push(TxnOp::put(crate::key("accounts/admin-key"), key.access_key_id.clone(), None));
                 let existing = self.shown.accounts.read().unwrap_or_else(|e| e.into_inner()).get(&key.account).cloned();
                 let account = match existing {
                     Some(account) => account,

@@ -301,22 +301,26 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             true => None,
             false => Some(Cluster::join(&args, &data_dir, &store).await?),
         };
-        let (accounts, admin_account, cluster_admin) = match &cluster {
+        let (accounts, admin_account, cluster_accounts) = match &cluster {
             None => {
                 let accounts = EmbeddedAccounts::open(store.clone(), clock.clone())
                     .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
                 (Arc::new(accounts) as Arc<dyn Accounts>, admin_account_id(&store)?, None)
             }
             Some(cluster) => {
-                let accounts = ignis_etcd::EtcdAccounts::open(cluster.etcd.clone(), &store, clock.clone())
-                    .await
-                    .map_err(|e| format!("cannot load the accounts from etcd: {e}"))?;
+                let accounts = Arc::new(
+                    ignis_etcd::EtcdAccounts::open(cluster.etcd.clone(), &store, clock.clone())
+                        .await
+                        .map_err(|e| format!("cannot load the accounts from etcd: {e}"))?,
+                );
                 let admin = accounts.admin_account().await.map_err(|e| format!("cannot read the administrator account from etcd: {e}"))?;
-                let key = accounts.admin_key().filter(|key| key.account == admin);
-                (Arc::new(accounts) as Arc<dyn Accounts>, admin, key)
+                (accounts.clone() as Arc<dyn Accounts>, admin, Some(accounts))
             }
         };
-        let credentials = credentials(&data_dir, &admin_account, cluster_admin)?;
+        let credentials = match given_credentials(&data_dir)? {
+            Some(credentials) => credentials,
+            None => made_credentials(&data_dir, &admin_account, cluster_accounts.as_deref()).await?,
+        };
         if let Some(listen) = &args.metrics_listen {
             crate::metrics::serve(listen)?;
         }
@@ -730,48 +734,58 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The administrator key pair: from the environment, else the data
-/// directory's credentials file, else the cluster's (`cluster`: the one its
-/// other front ends use), else a new pair; one not from the environment is
-/// written to the file, and a new one printed.
-/// The file holds the secret sealed under the data directory's master key
-/// (`SealedSecretAccessKey`); a file from before that, with the secret in
-/// plain text, is rewritten sealed. A new pair is made for `admin_account`.
-fn credentials(data_dir: &Path, admin_account: &AccountId, cluster: Option<AccessKey>) -> Result<Credentials, String> {
+/// The administrator key pair this server is given: from the environment, else the data directory's credentials
+/// file (`None`: neither). The file holds the secret sealed under the data directory's master key
+/// (`SealedSecretAccessKey`); a file from before that, with the secret in plain text, is rewritten sealed.
+fn given_credentials(data_dir: &Path) -> Result<Option<Credentials>, String> {
     if let (Ok(id), Ok(secret)) = (std::env::var("IGNIS_ACCESS_KEY_ID"), std::env::var("IGNIS_SECRET_ACCESS_KEY")) {
         if !id.is_empty() && !secret.is_empty() {
-            return Ok(Credentials { access_key_id: id, secret_access_key: secret });
+            return Ok(Some(Credentials { access_key_id: id, secret_access_key: secret }));
         }
     }
     let path = data_dir.join(CREDENTIALS_FILE);
-    if let Ok(text) = std::fs::read(&path) {
-        let value: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
-        let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
-        let credentials = match (field("AccessKeyId"), field("SealedSecretAccessKey"), field("SecretAccessKey")) {
-            (Some(access_key_id), Some(sealed), _) => {
-                let secret_access_key = ignis_store::open_file_secret(data_dir, &access_key_id, &sealed)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                return Ok(Credentials { access_key_id, secret_access_key });
-            }
-            (Some(access_key_id), None, Some(secret_access_key)) => Credentials { access_key_id, secret_access_key },
-            _ => return Err(format!("{} lacks AccessKeyId or SealedSecretAccessKey", path.display())),
-        };
-        write_credentials(data_dir, &credentials)?;
-        return Ok(credentials);
+    let Ok(text) = std::fs::read(&path) else { return Ok(None) };
+    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    match (field("AccessKeyId"), field("SealedSecretAccessKey"), field("SecretAccessKey")) {
+        (Some(access_key_id), Some(sealed), _) => {
+            let secret_access_key =
+                ignis_store::open_file_secret(data_dir, &access_key_id, &sealed).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Some(Credentials { access_key_id, secret_access_key }))
+        }
+        (Some(access_key_id), None, Some(secret_access_key)) => {
+            let credentials = Credentials { access_key_id, secret_access_key };
+            write_credentials(data_dir, &credentials)?;
+            Ok(Some(credentials))
+        }
+        _ => Err(format!("{} lacks AccessKeyId or SealedSecretAccessKey", path.display())),
     }
-    if let Some(key) = cluster {
-        let credentials = Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key };
-        write_credentials(data_dir, &credentials)?;
-        return Ok(credentials);
-    }
-    let generated = AccessKey::generate(admin_account.clone(), true);
-    let credentials =
-        Credentials { access_key_id: generated.access_key_id, secret_access_key: generated.secret_access_key };
+}
+
+/// The administrator key pair when none is given: a new pair for `admin_account`; in a cluster, the cluster's (the
+/// one stored, or this new one if no front end stored one first). Written to the credentials file, and printed if
+/// it is new.
+async fn made_credentials(
+    data_dir: &Path,
+    admin_account: &AccountId,
+    cluster: Option<&ignis_etcd::EtcdAccounts>,
+) -> Result<Credentials, String> {
+    let made = AccessKey::generate(admin_account.clone(), true);
+    let key = match cluster {
+        Some(accounts) => accounts
+            .administrator("admin", made.clone())
+            .await
+            .map_err(|e| format!("cannot agree on the cluster's administrator key: {e}"))?,
+        None => made.clone(),
+    };
+    let credentials = Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key };
     write_credentials(data_dir, &credentials)?;
-    println!("ignis: generated an administrator key pair, kept (sealed) in {}:", path.display());
-    println!("  export IGNIS_ACCESS_KEY_ID={}", credentials.access_key_id);
-    println!("  export IGNIS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
+    if credentials.access_key_id == made.access_key_id {
+        let path = data_dir.join(CREDENTIALS_FILE);
+        println!("ignis: generated an administrator key pair, kept (sealed) in {}:", path.display());
+        println!("  export IGNIS_ACCESS_KEY_ID={}", credentials.access_key_id);
+        println!("  export IGNIS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
+    }
     Ok(credentials)
 }
 
