@@ -27,31 +27,14 @@
 //!
 //! # A distributed counter
 //!
-//! Counting must not cost a consensus round per invoke. An etcd-backed
-//! counter keeps the pure books of `ignis_counting` in etcd (one `Counter`
-//! per region, each change a transaction on its revision) and uses their
-//! leased blocks:
-//!
-//! - The front end joins as a *holder* (`ignis_counting::Counter::join`), tied
-//!   to an etcd lease it keeps alive (`renew`). A front end that dies stops
-//!   renewing; `expire` reaps it and its blocks go back to the pools by
-//!   themselves.
-//! - `acquire` takes a unit from a block this front end holds for the
-//!   function (`Slot::Leased`, naming the block) and counts it locally; only
-//!   when it holds none with room does it lease another block
-//!   (`ignis_counting::Counter::lease`, one round for many invocations), and
-//!   it throttles with the [`Reason`] the shared books give. To keep that round
-//!   off the hot path it leases the next block ahead, when a block runs low.
-//! - `release` gives the unit back to its block, counted locally; blocks that
-//!   stay unused are returned (`give_back`).
-//! - `UnknownHolder` / `UnknownLease` (the front end was presumed dead and
-//!   reaped) mean: drop every block, join again; slots still out then release
-//!   into nothing.
-//! - Reservations and `unreserved_capacity` go to the shared books (rare
-//!   writes; reads may come from the watched copy).
-//!
-//! So it implements this trait as it is; [`Admission`] and its callers do not
-//! change.
+//! Counting must not cost a consensus round per invoke. A cluster's front end
+//! counts with `ignis_etcd::EtcdCounter`: blocks of units leased from etcd
+//! under the front end's etcd lease (gone with it when the front end dies),
+//! each unit taken and given back locally (`Slot::Leased`, naming the lease);
+//! only a front end that holds no unit to spare asks etcd for a block, with
+//! the rule of `ignis_counting::room` over every front end's holdings. So it
+//! implements this trait as it is; [`Admission`] and its callers only await
+//! `acquire`.
 //!
 //! [`Admission`]: crate::Admission
 //! [`Admission::admit`]: crate::Admission::admit

@@ -3,8 +3,9 @@
 //! [`MappingStorage`] trait (the event source mappings, what
 //! [`crate::Mappings`] needs), each with its embedded implementation over
 //! the server's database beside it ([`RedbEventStorage`],
-//! [`RedbMappingStorage`]). A shared backend (etcd, for several front ends)
-//! implements the same traits; `Events` and `Mappings` do not change.
+//! [`RedbMappingStorage`]). A cluster's front end keeps its events in etcd
+//! (`ignis_etcd::EtcdEventStorage`); `Events` does not change but for
+//! `Events::adopt`, which takes over a dead front end's events.
 //!
 //! # Who calls them, and from where
 //!

@@ -2,9 +2,9 @@
 //!
 //! # API boundary
 //! The front end and the server hold an `Arc<dyn Accounts>` and never the
-//! implementation: [`EmbeddedAccounts`] today (in memory, written through to
-//! the store's redb database), an etcd-backed one (watched, cached in memory)
-//! later. SigV4 verification asks [`Accounts::key`] for a key's secret and
+//! implementation: [`EmbeddedAccounts`] (in memory, written through to the
+//! store's redb database) or a cluster's `ignis_etcd::EtcdAccounts` (in etcd,
+//! watched into memory). SigV4 verification asks [`Accounts::key`] for a key's secret and
 //! whom it acts for; `POST`/`GET /ignis/accounts` call [`Accounts::create`]
 //! and [`Accounts::list`]; the server's start calls
 //! [`Accounts::set_administrator`]. Who may manage accounts (the

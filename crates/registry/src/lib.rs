@@ -6,9 +6,9 @@
 //! # API boundary
 //! Callers (the API handlers, the asynchronous and mapping pollers, the
 //! provisioned-concurrency keeper) hold an `Arc<dyn Registry>` and never the
-//! implementation: [`EmbeddedRegistry`] today (in memory, written through to
-//! the store's redb database), an etcd-backed one (watched, cached in memory)
-//! later. Everything they call is [`Registry`]'s methods and the helpers on
+//! implementation: [`EmbeddedRegistry`] (in memory, written through to the
+//! store's redb database) or a cluster's `ignis_etcd::EtcdRegistry` (in etcd,
+//! watched into memory). Everything they call is [`Registry`]'s methods and the helpers on
 //! `dyn Registry`: `update` (a write whose change refuses with the caller's
 //! own error type), `resolve` and `resolve_version` (resolution, with the
 //! random number that picks an alias's version passed in).
