@@ -40,6 +40,7 @@
 
 mod accounts;
 pub mod code;
+pub mod compaction;
 pub mod counter;
 pub mod events;
 mod layers;

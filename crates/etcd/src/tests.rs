@@ -485,3 +485,27 @@ async fn shipped_code_nothing_names_is_collected_after_its_grace_and_a_tree_name
     assert!(b.code.fetch(&tree1).await.is_err() || b.store.has_code(&tree1), "gone from the object store");
     assert!(b.code.fetch(&tree2).await.is_ok(), "what is named stays");
 }
+
+// ---- compaction -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_drops_old_values_and_the_front_ends_go_on() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = nodes(&cluster, shared.path()).await;
+    let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+    create(&*a.registry, with_code(&a.store, "f", "v1")).await.unwrap();
+    let old = etcd.get(&crate::key("functions/"), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    let old_revision = old.header().unwrap().revision();
+    for i in 0..5 {
+        a.registry.update(&account(), "f", |c| Ok::<_, RegistryError>(FunctionRecord { memory_mb: 128 + i, ..c.unwrap().clone() })).await.unwrap();
+    }
+    let now = etcd.get(&crate::key("functions/"), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    crate::compaction::compact(&etcd, now.header().unwrap().revision()).await.unwrap();
+    crate::compaction::compact(&etcd, old_revision).await.expect("compacting again, less far, is no error");
+    let gone = etcd.get(&crate::key("functions/"), Some(etcd_client::GetOptions::new().with_prefix().with_revision(old_revision))).await;
+    assert!(gone.is_err(), "the old revision is compacted away");
+    // Both front ends go on: writes, and reads of what the other wrote.
+    a.registry.update(&account(), "f", |c| Ok::<_, RegistryError>(FunctionRecord { memory_mb: 999, ..c.unwrap().clone() })).await.unwrap();
+    until("the write after compaction on b", || b.registry.get(&account(), "f").is_some_and(|r| r.memory_mb == 999)).await;
+}

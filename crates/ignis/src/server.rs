@@ -449,6 +449,8 @@ impl Cluster {
         let code = Arc::new(ignis_etcd::CodeShare::new(etcd.clone(), store.clone(), open_roots(args, data_dir)?));
         let presence =
             Arc::new(ignis_etcd::Presence::start(etcd.clone()).await.map_err(|e| format!("cannot take an etcd lease: {e}"))?);
+        // etcd's history, which every write adds to, is compacted by one front end at a time.
+        ignis_etcd::compaction::start_compaction(etcd.clone(), &presence);
         Ok(Cluster { etcd, code, presence })
     }
 }
