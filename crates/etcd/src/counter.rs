@@ -339,6 +339,8 @@ impl Inner {
             }
         };
         drop(round);
+        // A function refused here keeps no round behind.
+        self.forget_round(&key);
         if asked && let Err(e) = self.etcd.retrying_delete(&wanted_key(account, self.holder())).await {
             tracing::warn!(error = %e, "cannot withdraw a request for concurrency; it goes with the lease");
         }
