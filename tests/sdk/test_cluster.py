@@ -4,10 +4,12 @@
 Binaries come from IGNIS_BIN_DIR (default: target/debug of this repository).
 """
 
+import ctypes
 import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +22,11 @@ from test_boto3 import KEY_ID, SECRET, client, rust_example
 from test_workers import start, stop
 
 ENV = dict(os.environ, IGNIS_ACCESS_KEY_ID=KEY_ID, IGNIS_SECRET_ACCESS_KEY=SECRET)
+
+
+def die_with_parent():
+    """In the child before exec: SIGKILL when this test process dies, however it dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def free_port():
@@ -50,7 +57,7 @@ def fronts():
          "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
          "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
          "--initial-cluster", f"m0={peer_url}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )
     (root / "master.key").write_bytes(os.urandom(32))
     (root / "objects").mkdir()

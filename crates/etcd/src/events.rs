@@ -232,11 +232,13 @@ async fn adopt(etcd: &Etcd, presence: &Presence, orphan: &str, events: &Events) 
         if page.kvs().is_empty() {
             break;
         }
-        let batch: Vec<(Vec<u8>, Vec<u8>)> = page
-            .kvs()
-            .iter()
-            .filter_map(|kv| unframe(kv.value()).map(|(meta, payload)| (meta.to_vec(), payload.to_vec())))
-            .collect();
+        let mut batch = Vec::with_capacity(page.kvs().len());
+        for kv in page.kvs() {
+            match unframe(kv.value()) {
+                Some((meta, payload)) => batch.push((meta.to_vec(), payload.to_vec())),
+                None => tracing::error!(key = %String::from_utf8_lossy(kv.key()), "a dead front end's event is unreadable, dropped"),
+            }
+        }
         adopted += events.adopt(batch).await.map_err(|e| EtcdError::Unavailable(e.to_string()))?;
         // Stored again as this front end's: the originals go.
         let deletes: Vec<TxnOp> = page.kvs().iter().map(|kv| TxnOp::delete(kv.key().to_vec(), None)).collect();

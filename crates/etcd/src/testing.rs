@@ -1,8 +1,10 @@
 //! etcd clusters for tests: one or three members of Debian's `etcd` (`/usr/bin/etcd`, or `IGNIS_ETCD`) on
 //! loopback ports, each with a data directory of its own in a temporary directory. Dropping the cluster kills
-//! every member it started (by PID) and removes the directories.
+//! every member it started (by PID) and removes the directories; a member also dies with the thread that started
+//! it (its parent-death signal), so a test killed with SIGKILL leaves none behind.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,7 +65,15 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let member = &self.members[i];
         let log = std::fs::File::create(&member.log).expect("the member's log file");
-        let child = Command::new(etcd_binary())
+        let mut command = Command::new(etcd_binary());
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            command.pre_exec(|| {
+                // A member dies with the test that started it, even one killed with SIGKILL.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&member.data_dir)
