@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ignis_clock::SharedClock;
 use tokio::sync::Notify;
 
 use crate::{BoxFuture, ChunkDigest, ChunkError, ChunkStore, NamedChunk, Size, Stored};
@@ -57,7 +58,6 @@ pub struct OriginStats {
 }
 
 /// The limit on one worker's reads of the origin; see the module docs.
-#[derive(Debug)]
 pub struct OriginLimit {
     limit: AtomicUsize,
     /// Reads waiting for a slot, and starts admitted but not yet mounted.
@@ -71,11 +71,19 @@ pub struct OriginLimit {
     throttled: AtomicU64,
     /// Told whenever `waiting`, `starting` or `in_flight` goes down, or the limit changes.
     eased: Notify,
+    /// What admissions wait by.
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for OriginLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginLimit").field("limit", &self.limit()).field("stats", &self.stats()).finish()
+    }
 }
 
 impl OriginLimit {
-    /// A limit of `limit` reads at once (at least 1).
-    pub fn new(limit: usize) -> Arc<OriginLimit> {
+    /// A limit of `limit` reads at once (at least 1), admissions waiting by `clock`.
+    pub fn new(limit: usize, clock: SharedClock) -> Arc<OriginLimit> {
         let limit = limit.max(1);
         Arc::new(OriginLimit {
             limit: AtomicUsize::new(limit),
@@ -88,6 +96,7 @@ impl OriginLimit {
             admitted: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             eased: Notify::new(),
+            clock,
         })
     }
 
@@ -125,7 +134,7 @@ impl OriginLimit {
 
     /// Admits a start once the backlog is below the limit, waiting at most `wait`; see the module docs.
     pub async fn admit(self: &Arc<Self>, wait: Duration) -> Result<StartPermit, Throttled> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = self.clock.instant() + wait;
         loop {
             let eased = self.eased.notified();
             tokio::pin!(eased);
@@ -137,7 +146,8 @@ impl OriginLimit {
                 self.admitted.fetch_add(1, Ordering::Relaxed);
                 return Ok(StartPermit { limit: self.clone() });
             }
-            if tokio::time::timeout_at(deadline, eased).await.is_err() {
+            let left = deadline.saturating_duration_since(self.clock.instant());
+            if ignis_clock::timeout(&*self.clock, left, eased).await.is_err() {
                 self.throttled.fetch_add(1, Ordering::Relaxed);
                 return Err(Throttled { waiting: backlog, limit: self.limit(), waited: wait });
             }
@@ -251,6 +261,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
+    use ignis_clock::ManualClock;
     use tokio::sync::Semaphore;
 
     use super::*;
@@ -293,12 +304,28 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    /// `limit.admit(wait)` in a task of its own, once it waits on `clock`.
+    async fn admitting(
+        limit: &Arc<OriginLimit>,
+        clock: &ManualClock,
+        wait: Duration,
+    ) -> tokio::task::JoinHandle<Result<(), Throttled>> {
+        let sleepers = clock.sleepers();
+        let admit = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.admit(wait).await.map(drop) }
+        });
+        assert!(clock.until_sleepers(sleepers + 1, 10_000).await, "the admission waits");
+        admit
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn reads_never_exceed_the_limit_and_starts_wait_then_are_throttled() {
         let gate = Arc::new(Semaphore::new(0));
         let gated = Gated { inner: MemoryChunkStore::new(), gate: gate.clone() };
         let digest = gated.put(Bytes::from_static(b"chunk")).await.unwrap().digest;
-        let limit = OriginLimit::new(2);
+        let clock = ManualClock::at_epoch_2026();
+        let limit = OriginLimit::new(2, clock.clone());
         let store = limit.store(Arc::new(gated));
 
         // Nothing waits: a start is admitted at once.
@@ -315,14 +342,13 @@ mod tests {
         wait_for(&limit, |s| s.in_flight == 2 && s.waiting == 3).await;
 
         // The backlog is over the limit: a start waits, and is refused when its time is up.
-        let refused = limit.admit(Duration::from_secs(5)).await.expect_err("throttled");
+        let refusal = admitting(&limit, &clock, Duration::from_secs(5)).await;
+        clock.advance(Duration::from_secs(5));
+        let refused = refusal.await.unwrap().expect_err("throttled");
         assert_eq!((refused.limit, refused.waiting), (2, 3));
 
         // A start waiting while the backlog drains is admitted.
-        let admitted = tokio::spawn({
-            let limit = limit.clone();
-            async move { limit.admit(Duration::from_secs(3600)).await.map(drop) }
-        });
+        let admitted = admitting(&limit, &clock, Duration::from_secs(3600)).await;
         gate.add_permits(5);
         for read in reads {
             assert_eq!(read.await.unwrap().unwrap(), Bytes::from_static(b"chunk"));
@@ -334,12 +360,12 @@ mod tests {
         assert_eq!((stats.admitted, stats.throttled), (2, 1), "{stats:?}");
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    #[tokio::test(flavor = "current_thread")]
     async fn a_changed_limit_holds_for_the_reads_that_wait() {
         let gate = Arc::new(Semaphore::new(0));
         let gated = Gated { inner: MemoryChunkStore::new(), gate: gate.clone() };
         let digest = gated.put(Bytes::from_static(b"chunk")).await.unwrap().digest;
-        let limit = OriginLimit::new(1);
+        let limit = OriginLimit::new(1, ManualClock::at_epoch_2026());
         let store = limit.store(Arc::new(gated));
         let reads: Vec<_> = (0..4)
             .map(|_| {
@@ -361,17 +387,16 @@ mod tests {
         assert_eq!((limit.limit(), limit.stats().peak), (2, 3));
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    #[tokio::test(flavor = "current_thread")]
     async fn starts_admitted_and_not_yet_mounted_count_as_backlog() {
-        let limit = OriginLimit::new(2);
+        let clock = ManualClock::at_epoch_2026();
+        let limit = OriginLimit::new(2, clock.clone());
         let a = limit.admit(Duration::ZERO).await.expect("first");
         let b = limit.admit(Duration::ZERO).await.expect("second");
-        let third = limit.admit(Duration::from_secs(1)).await;
-        assert!(third.is_err(), "two starts are loading: a third waits, then is refused");
-        let waiting = tokio::spawn({
-            let limit = limit.clone();
-            async move { limit.admit(Duration::from_secs(3600)).await.map(drop) }
-        });
+        let third = admitting(&limit, &clock, Duration::from_secs(1)).await;
+        clock.advance(Duration::from_secs(1));
+        assert!(third.await.unwrap().is_err(), "two starts are loading: a third waits, then is refused");
+        let waiting = admitting(&limit, &clock, Duration::from_secs(3600)).await;
         drop(a);
         waiting.await.unwrap().expect("admitted once a start mounted");
         drop(b);

@@ -138,7 +138,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let fs = ImageFs::new(images_config, tokio::runtime::Handle::current())
         .map_err(|e| format!("cannot start the image loader: {e}"))?;
     let manifests = Arc::new(RemoteManifests { server: host.server.clone() });
-    let origin = OriginLimit::new(config.origin_fetches);
+    let origin = OriginLimit::new(config.origin_fetches, ignis_clock::SystemClock::shared());
     host.worker.set_images(Arc::new(Images::new(Arc::new(fs), manifests, origin, config.origin_start_wait)));
     let images = Arc::downgrade(&host);
     host.store.on_code_removed(move |dir| {

@@ -366,7 +366,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             let fs = ImageFs::new(loading.fs_config(&data_dir), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the image loader: {e}"))?;
             let manifests = Arc::new(LocalManifests { images: images.clone() });
-            let origin = ignis_chunks::OriginLimit::new(loading.origin_fetches as usize);
+            let origin = ignis_chunks::OriginLimit::new(loading.origin_fetches as usize, clock.clone());
             local_origin = Some(origin.clone());
             let loader = ignis_worker::images::Images::new(Arc::new(fs), manifests, origin, loading.origin_start_wait());
             if !args.cache_nodes.is_empty() {
