@@ -1,9 +1,12 @@
-//! `ignis worker`: a worker host. It runs sandboxes for a server it joins.
+//! `ignis worker`: a worker host. It runs sandboxes for a server it joins (in
+//! a cluster, for every front end: it joins through any of those it was given,
+//! speaking to one at a time, [`Servers`]).
 //!
 //! Three tasks: the sandbox API (the server's calls, each checked to be
 //! signed with the administrator's key: the head, with its declared payload
 //! hash, before any of the body is read; then the body), membership (register, then a
-//! heartbeat every [`HEARTBEAT_EVERY`]), and the log forwarder (the
+//! heartbeat every [`HEARTBEAT_EVERY`]; a call that cannot reach the server
+//! moves the host on to the next), and the log forwarder (the
 //! sandboxes' lines, posted to the server whatever arrived within 20 ms).
 //!
 //! # Invariants
@@ -44,7 +47,7 @@ use ignis_worker::{LogBatch, SandboxHandle, StartError, StreamPiece, Worker, Wor
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::peer::{Peer, authentic_head};
+use crate::peer::{Servers, authentic_head};
 use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, RemoteManifests, wire};
 
 /// Largest request body the sandbox API reads (an invocation of 6 MB, base64).
@@ -58,8 +61,9 @@ const LOG_POST_BYTES: usize = 512 * 1024;
 pub type CacheTier = Arc<dyn Fn(Vec<String>) -> Arc<dyn ChunkPath> + Send + Sync>;
 
 pub struct HostConfig {
-    /// The server's address, `host:port`.
-    pub server: String,
+    /// The servers' addresses, `host:port` (at least one): the front ends this host may join through. It speaks
+    /// to one at a time, and moves on to the next when that one cannot be reached.
+    pub servers: Vec<String>,
     /// Where to listen for the server's calls.
     pub listen: String,
     /// The address the server should call, if not the one listened on.
@@ -89,7 +93,7 @@ pub struct HostConfig {
 struct Host {
     worker: Worker,
     store: Store,
-    server: Arc<Peer>,
+    servers: Arc<Servers>,
     credentials: Credentials,
     sandboxes: Mutex<HashMap<String, Arc<SandboxHandle>>>,
     /// The server's code SHA-256 → the unpacked tree here, while a sandbox
@@ -125,7 +129,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let host = Arc::new(Host {
         worker,
         store,
-        server: Arc::new(Peer::new(&config.server, config.credentials.clone())),
+        servers: Arc::new(Servers::new(&config.servers, &config.credentials)),
         credentials: config.credentials.clone(),
         sandboxes: Mutex::default(),
         code: Mutex::default(),
@@ -137,7 +141,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     images_config.starts_dir = Some(config.data_dir.join("image-starts"));
     let fs = ImageFs::new(images_config, tokio::runtime::Handle::current())
         .map_err(|e| format!("cannot start the image loader: {e}"))?;
-    let manifests = Arc::new(RemoteManifests { server: host.server.clone() });
+    let manifests = Arc::new(RemoteManifests { servers: host.servers.clone() });
     let origin = OriginLimit::new(config.origin_fetches, ignis_clock::SystemClock::shared());
     host.worker.set_images(Arc::new(Images::new(Arc::new(fs), manifests, origin, config.origin_start_wait)));
     let images = Arc::downgrade(&host);
@@ -194,7 +198,7 @@ impl Host {
             return Err(format!("bad code SHA-256 {sha:?}"));
         }
         let (status, zip) = self
-            .server
+            .servers
             .call(Method::GET, &format!("/ignis/code/{sha}"), Bytes::new())
             .await
             .map_err(|e| format!("cannot fetch code {sha}: {e}"))?;
@@ -229,7 +233,7 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
         Bytes::from(json!({ "Address": address, "MemoryMb": capacity.memory_mb, "Cpus": capacity.cpus }).to_string());
     loop {
         let Some(strong) = host.upgrade() else { return };
-        let id = match strong.server.call(Method::POST, "/ignis/workers", registration.clone()).await {
+        let id = match strong.servers.call(Method::POST, "/ignis/workers", registration.clone()).await {
             Ok((StatusCode::CREATED | StatusCode::OK, body)) => {
                 strong.learn_origin_share(&body);
                 let answer = wire::parse(&body).ok();
@@ -258,7 +262,12 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
         loop {
             tokio::time::sleep(HEARTBEAT_EVERY).await;
             let Some(strong) = host.upgrade() else { return };
-            let answer = tokio::time::timeout(HEARTBEAT_EVERY * 2, strong.server.call(Method::POST, &path, Bytes::new())).await;
+            // Through any server: in a cluster, each renews the worker's membership.
+            let server = strong.servers.current();
+            let answer = tokio::time::timeout(HEARTBEAT_EVERY * 2, server.call(Method::POST, &path, Bytes::new())).await;
+            if !matches!(answer, Ok(Ok(_))) {
+                strong.servers.failed(&server);
+            }
             match answer {
                 Ok(Ok((status, body))) if status.is_success() => {
                     last_ok = Instant::now();
@@ -308,7 +317,7 @@ async fn forward_logs(host: std::sync::Weak<Host>, mut logs: mpsc::Receiver<LogB
 
 async fn send_logs(host: &Host, batches: &[LogBatch]) {
     let body = Bytes::from(wire::encode_log_batches(batches));
-    match host.server.call(Method::POST, "/ignis/logs", body).await {
+    match host.servers.call(Method::POST, "/ignis/logs", body).await {
         Ok((status, _)) if status.is_success() => {}
         Ok((status, _)) => tracing::warn!(batches = batches.len(), %status, "the server refused log batches"),
         Err(e) => tracing::warn!(batches = batches.len(), error = %e, "log batches lost"),

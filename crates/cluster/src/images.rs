@@ -13,19 +13,21 @@ use ignis_images::{AccountKey, Manifest};
 use ignis_worker::ImageLaunch;
 use ignis_worker::images::{BoxFuture, ImageManifest, ManifestSource};
 
-use crate::{Peer, RemoteChunks};
+use crate::{RemoteChunks, Servers};
 
-/// The server's prepared images, asked over the worker protocol.
+/// The server's prepared images, asked over the worker protocol (of the server spoken to when a manifest is
+/// asked for; its chunks come from that server too).
 pub struct RemoteManifests {
-    pub server: Arc<Peer>,
+    pub servers: Arc<Servers>,
 }
 
 impl RemoteManifests {
     async fn fetch(&self, account: &str, image: &ImageLaunch) -> Result<ImageManifest, String> {
         let repository = image.repository.replace('/', "%2F");
         let path = format!("/ignis/images/{account}/{}?repository={repository}", image.digest);
+        let server = self.servers.current();
         let (status, body) =
-            self.server.call(Method::GET, &path, Bytes::new()).await.map_err(|e| format!("asking for the image: {e}"))?;
+            server.call(Method::GET, &path, Bytes::new()).await.map_err(|e| format!("asking for the image: {e}"))?;
         if status != StatusCode::OK {
             let text = String::from_utf8_lossy(&body);
             return Err(format!("the server has no image {} for this function: {status} {text}", image.digest));
@@ -43,7 +45,7 @@ impl RemoteManifests {
             id: text("Id")?,
             manifest,
             key: AccountKey::from_bytes(key),
-            chunks: Arc::new(RemoteChunks::new(self.server.clone(), &root)),
+            chunks: Arc::new(RemoteChunks::new(server, &root)),
         })
     }
 }

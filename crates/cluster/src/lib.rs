@@ -55,7 +55,7 @@ use std::time::Duration;
 
 pub use chunks::{FETCH_TIMEOUT, RemoteChunks};
 pub use images::RemoteManifests;
-pub use peer::{Peer, PeerError, Protocol, authentic_head};
+pub use peer::{Peer, PeerError, Protocol, Servers, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::{serve, serve_with_peer};
 pub use wire::{decode_log_batches, encode_log_batches};

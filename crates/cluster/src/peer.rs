@@ -14,7 +14,7 @@
 //! way a connection is used again only within [`REUSE_WITHIN`] of its last
 //! answer, unless a call is in flight on it: the other side closes idle ones.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -148,6 +148,56 @@ impl Multiplexed {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|shared| shared.id == id) {
             *current = None;
+        }
+    }
+}
+
+/// The front ends a worker host may speak to, one at a time: calls go to the current one, and a call that could
+/// not reach it moves the host on to the next (round the list).
+pub struct Servers {
+    peers: Vec<Arc<Peer>>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Servers {
+    /// Peers at `authorities` (`host:port`, at least one), over HTTP/1.1.
+    pub fn new(authorities: &[String], credentials: &Credentials) -> Servers {
+        assert!(!authorities.is_empty(), "a worker host needs a server");
+        let peers = authorities.iter().map(|a| Arc::new(Peer::new(a, credentials.clone()))).collect();
+        Servers { peers, current: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    /// The one spoken to now.
+    pub fn current(&self) -> Arc<Peer> {
+        self.peers[self.current.load(std::sync::atomic::Ordering::Acquire) % self.peers.len()].clone()
+    }
+
+    /// `peer` could not be reached: the next one is spoken to from now on (unless another call moved on already).
+    pub fn failed(&self, peer: &Arc<Peer>) {
+        let Some(at) = self.peers.iter().position(|p| Arc::ptr_eq(p, peer)) else { return };
+        let next = (at + 1) % self.peers.len();
+        let ordering = std::sync::atomic::Ordering::AcqRel;
+        if self.current.compare_exchange(at, next, ordering, std::sync::atomic::Ordering::Acquire).is_ok()
+            && self.peers.len() > 1
+        {
+            tracing::warn!(from = peer.authority(), to = self.peers[next].authority(), "the server is unreachable; moving to the next");
+        }
+    }
+
+    /// `call` on the current server; one that cannot reach it moves on to the next, and is tried there, once
+    /// round the list at most.
+    pub async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), PeerError> {
+        let mut tries = self.peers.len();
+        loop {
+            let peer = self.current();
+            match peer.call(method.clone(), path, body.clone()).await {
+                Err(e) if tries > 1 => {
+                    tracing::debug!(server = peer.authority(), error = %e, "call failed");
+                    self.failed(&peer);
+                    tries -= 1;
+                }
+                answer => return answer,
+            }
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`EtcdRegistry`] is a `Registry`: every function's record;
 //! - [`EtcdAccounts`] is an `Accounts`: accounts and access keys, their
 //!   secrets sealed under the master key every front end shares;
+//! - [`EtcdMembership`] is a `Membership`: the worker hosts, each under an
+//!   etcd lease of its own;
 //! - [`CodeShare`] puts the code trees records name into the object store
 //!   (zipped, in content-addressed chunks) and fetches them on the front ends
 //!   that lack them.
@@ -20,6 +22,8 @@
 //! - `accounts/id/<id>`, `accounts/name/<name>`, `accounts/key/<access key
 //!   id>`, `accounts/admin`: accounts, their unique names, access keys
 //!   (secrets sealed) and the administrator's account id.
+//! - `members/workers/<id>`, `members/front-ends/<lease>`, `worker-ids/next`:
+//!   the worker hosts and the front ends ([`members`]).
 //!
 //! # Invariants
 //! - Reads never wait for etcd: each front end keeps a [`Mirror`] of the keys
@@ -44,6 +48,7 @@ pub mod compaction;
 pub mod counter;
 pub mod events;
 mod layers;
+pub mod members;
 mod mirror;
 pub mod presence;
 mod registry;
@@ -62,6 +67,7 @@ pub use code::CodeShare;
 pub use counter::EtcdCounter;
 pub use events::{EtcdEventStorage, start_adoption};
 pub use layers::{EtcdLayers, EtcdNetworks};
+pub use members::EtcdMembership;
 pub use mirror::{Apply, Kv, Mirror};
 pub use presence::Presence;
 pub use registry::{ChangeHook, EtcdRegistry};

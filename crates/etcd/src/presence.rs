@@ -66,8 +66,12 @@ impl Presence {
     }
 }
 
+/// A new lease, and this front end listed under it (`members/front-ends/<lease>`: the front ends a worker's
+/// memory is shared among).
 async fn grant(etcd: &Etcd) -> Result<i64, EtcdError> {
-    Ok(etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id())
+    let lease = etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
+    etcd.put(&crate::members::front_end_key(lease), Vec::new(), Some(PutOptions::new().with_lease(lease))).await?;
+    Ok(lease)
 }
 
 /// Renews the lease; when etcd has let it expire, takes a new one.

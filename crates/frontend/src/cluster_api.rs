@@ -38,7 +38,7 @@ fn admin_only(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-pub fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
+pub async fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
     admin_only(caller)?;
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("not JSON: {e}")))?;
@@ -51,7 +51,11 @@ pub fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiEr
     if address.is_empty() || address.contains('/') {
         return Err(ApiError::Validation(format!("Address must be host:port, not {address:?}")));
     }
-    let id = app.invoker.register(address, Capacity { memory_mb, cpus });
+    let id = app
+        .invoker
+        .register(address, Capacity { memory_mb, cpus })
+        .await
+        .map_err(|e| ApiError::Service(e.to_string()))?;
     let mut answer = json!({ "WorkerId": id.0, "CacheNodes": app.config.cache_nodes });
     if let Some(share) = origin_share(app) {
         answer["OriginFetches"] = json!(share);
@@ -59,14 +63,18 @@ pub fn register(app: &App, caller: &Caller, body: &[u8]) -> Result<Answer, ApiEr
     Ok(json_answer(StatusCode::CREATED, answer))
 }
 
-pub fn heartbeat(app: &App, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
+pub async fn heartbeat(app: &App, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
     admin_only(caller)?;
-    match id.parse::<u32>() {
-        Ok(id) if app.invoker.heartbeat(ignis_placement::WorkerId(id)) => match origin_share(app) {
+    let renewed = match id.parse::<u32>() {
+        Ok(id) => app.invoker.heartbeat(ignis_placement::WorkerId(id)).await,
+        Err(_) => false,
+    };
+    match renewed {
+        true => match origin_share(app) {
             Some(share) => Ok(json_answer(StatusCode::OK, json!({ "OriginFetches": share }))),
             None => Ok(empty_answer(StatusCode::NO_CONTENT)),
         },
-        _ => Err(ApiError::ResourceNotFound(format!("worker {id} is not registered: register again"))),
+        false => Err(ApiError::ResourceNotFound(format!("worker {id} is not registered: register again"))),
     }
 }
 

@@ -744,8 +744,8 @@ async fn respond(
             let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             sqs_api::handle(app, caller, action, host, &body).await
         }
-        Operation::RegisterWorker => cluster_api::register(app, caller, &body),
-        Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id),
+        Operation::RegisterWorker => cluster_api::register(app, caller, &body).await,
+        Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id).await,
         Operation::ListWorkers => cluster_api::list(app, caller),
         Operation::GetCode(sha) => cluster_api::code(app, caller, &sha).await,
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,

@@ -556,7 +556,17 @@ async fn services(
     let mut live = registry.live_code();
     live.extend(layers.live_code());
     store.remove_unused_code(&live).map_err(|e| e.to_string())?;
-    let invoker = Invoker::new(workers, admission, Duration::from_secs(args.keep_alive), clock.clone());
+    let keep_alive = Duration::from_secs(args.keep_alive);
+    let invoker = match &cluster {
+        None => Invoker::new(workers, admission, keep_alive, clock.clone()),
+        Some(cluster) => {
+            // Worker hosts are members in etcd, each under a lease its heartbeats (through any front end) renew.
+            let membership = ignis_etcd::EtcdMembership::start(cluster.etcd.clone(), ignis_cluster::HEARTBEAT_TIMEOUT)
+                .await
+                .map_err(|e| format!("cannot follow the cluster's worker hosts: {e}"))?;
+            Invoker::with_membership(workers, admission, Arc::new(membership), keep_alive, clock.clone())
+        }
+    };
     if let Some(changes) = changes {
         // A function changed or deleted through another front end: its sandboxes here that run nothing any more go.
         let invoker = Arc::downgrade(&invoker);

@@ -11,9 +11,10 @@ use ignis_sigv4::Credentials;
 
 #[derive(clap::Args)]
 pub struct WorkerArgs {
-    /// The server to join, `http://HOST:PORT`.
-    #[arg(long)]
-    pub join: String,
+    /// The server to join, `http://HOST:PORT`; in a cluster, several front ends, comma-separated: the worker
+    /// joins through one and moves on to the next when that one cannot be reached.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub join: Vec<String>,
     /// Address to listen on for the server's calls.
     #[arg(long, default_value = "127.0.0.1:9100")]
     pub listen: String,
@@ -65,13 +66,19 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         return Err("ignis worker must run as root: it builds sandboxes with namespaces and cgroups".into());
     }
     let client_limits = args.client_timeouts.limits()?;
-    let server = args
+    let servers = args
         .join
-        .strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .filter(|authority| !authority.is_empty() && !authority.contains('/'))
-        .ok_or_else(|| format!("--join must be http://HOST:PORT, not {:?}", args.join))?
-        .to_string();
+        .iter()
+        .map(|join| {
+            join.strip_prefix("http://")
+                .map(|rest| rest.trim_end_matches('/'))
+                .filter(|authority| !authority.is_empty() && !authority.contains('/'))
+                .map(str::to_string)
+                .ok_or_else(|| format!("--join must be http://HOST:PORT, not {join:?}"))
+        })
+        .collect::<Result<Vec<String>, String>>()?;
+    // The sandboxes' calls to Ignis's API go to the first server.
+    let server = servers[0].clone();
     let endpoint = server
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse().ok())
@@ -80,7 +87,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
     let credentials = admin_credentials()?;
     let tier_credentials = credentials.clone();
     let config = HostConfig {
-        server,
+        servers,
         listen: args.listen,
         advertise: args.advertise,
         data_dir: args.data_dir,

@@ -114,7 +114,7 @@ pub use error::InvokeError;
 pub use ignis_ids::Revision;
 pub use counter::{Counter, LocalCounter, Slot};
 pub use credentials::CredentialSource;
-pub use membership::{LocalMembership, Membership};
+pub use membership::{LocalMembership, Membership, MembershipError};
 use activity::Activity;
 use membership::{Beat, Joined};
 use placements::{Dropped, Placements, Plan};
@@ -401,21 +401,24 @@ impl Invoker {
     /// A worker host joined: it gets the next worker id and is healthy until
     /// its heartbeats stop. A worker listed at the same address is gone (a
     /// new process listens there): it is dropped, and leaves the list.
-    pub fn register(&self, address: &str, capacity: Capacity) -> WorkerId {
-        let Joined { id, replaced } = self.membership.register(address, capacity, self.now_ms());
+    pub async fn register(&self, address: &str, capacity: Capacity) -> Result<WorkerId, MembershipError> {
+        let Joined { id, replaced } = self.membership.register(address, capacity, self.now_ms()).await?;
         let dropped: Vec<Dropped> = replaced.iter().filter_map(|&old| self.placements.down(old)).collect();
         for old in replaced {
             self.placements.remove(old);
         }
-        self.placements.adopt(id, address, capacity, &self.connect);
+        // What this front end may place on it: the membership's listing (its share of a worker other front ends
+        // place on too).
+        let share = self.membership.members().into_iter().find(|m| m.id == id).map_or(capacity, |m| m.capacity);
+        self.placements.adopt(id, address, share, &self.connect);
         self.forget_dropped(dropped);
         tracing::info!(worker = %id, address, memory_mb = capacity.memory_mb, cpus = capacity.cpus, "worker joined");
-        id
+        Ok(id)
     }
 
     /// A heartbeat from worker `id`; false if it is unknown or unhealthy (it must register again).
-    pub fn heartbeat(&self, id: WorkerId) -> bool {
-        match self.membership.heartbeat(id, self.now_ms()) {
+    pub async fn heartbeat(&self, id: WorkerId) -> bool {
+        match self.membership.heartbeat(id, self.now_ms()).await {
             Beat::Renewed => true,
             Beat::Expired => {
                 self.forget_dropped(self.placements.down(id));

@@ -36,9 +36,11 @@
 //!   leave the list.
 //! - Time is passed in as milliseconds of the invoker's clock; an
 //!   implementation over etcd's leases may ignore it (etcd's TTLs decide).
-//! - Every method answers without waiting (the invoker calls them from sync
-//!   code and holds none of its locks while it does): an etcd implementation
-//!   answers reads from its watched copy.
+//! - `check`, `fail` and `members` answer without waiting (the invoker calls
+//!   them from sync code and holds none of its locks while it does): an etcd
+//!   implementation answers them from its watched copy. `register` and
+//!   `heartbeat` may wait on the region's store (a worker's call waits for
+//!   them, no invoke does).
 //!
 //! [`LocalMembership`] keeps its records behind one mutex of its own, held
 //! only for record updates.
@@ -48,15 +50,23 @@ use std::sync::{Mutex, MutexGuard};
 use ignis_cluster::Capacity;
 use ignis_placement::{Health, Liveness, WorkerId};
 
+use crate::backend::BoxFuture;
+
 /// The region's worker hosts (see the module docs for the contract).
 pub trait Membership: Send + Sync {
     /// A worker joined at `address` with `capacity`, at `now_ms`: its new id,
     /// and the members listed at the same address, which are gone now (if
-    /// they were not already) and no longer listed.
-    fn register(&self, address: &str, capacity: Capacity, now_ms: u64) -> Joined;
+    /// they were not already) and no longer listed. Fails only when the
+    /// region's store of members cannot take the new one.
+    fn register<'a>(
+        &'a self,
+        address: &'a str,
+        capacity: Capacity,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Joined, MembershipError>>;
 
     /// Member `id` renews its lease at `now_ms`.
-    fn heartbeat(&self, id: WorkerId, now_ms: u64) -> Beat;
+    fn heartbeat(&self, id: WorkerId, now_ms: u64) -> BoxFuture<'_, Beat>;
 
     /// Ends the members whose lease expired by `now_ms`; returns them.
     fn check(&self, now_ms: u64) -> Vec<WorkerId>;
@@ -68,6 +78,11 @@ pub trait Membership: Send + Sync {
     /// Every listed member, oldest first.
     fn members(&self) -> Vec<Member>;
 }
+
+/// [`Membership::register`] could not store the new member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot register the worker: {0}")]
+pub struct MembershipError(pub String);
 
 /// What [`Membership::register`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,8 +156,8 @@ impl Record {
     }
 }
 
-impl Membership for LocalMembership {
-    fn register(&self, address: &str, capacity: Capacity, now_ms: u64) -> Joined {
+impl LocalMembership {
+    fn join(&self, address: &str, capacity: Capacity, now_ms: u64) -> Joined {
         let mut records = self.lock();
         let id = WorkerId(records.next);
         records.next += 1;
@@ -154,7 +169,7 @@ impl Membership for LocalMembership {
         Joined { id, replaced }
     }
 
-    fn heartbeat(&self, id: WorkerId, now_ms: u64) -> Beat {
+    fn beat(&self, id: WorkerId, now_ms: u64) -> Beat {
         let mut records = self.lock();
         let Some(record) = records.get(id).filter(|r| r.member.healthy) else { return Beat::Unknown };
         if record.liveness.beat(now_ms) {
@@ -163,6 +178,22 @@ impl Membership for LocalMembership {
             record.end();
             Beat::Expired
         }
+    }
+}
+
+impl Membership for LocalMembership {
+    fn register<'a>(
+        &'a self,
+        address: &'a str,
+        capacity: Capacity,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Joined, MembershipError>> {
+        let joined = self.join(address, capacity, now_ms);
+        Box::pin(std::future::ready(Ok(joined)))
+    }
+
+    fn heartbeat(&self, id: WorkerId, now_ms: u64) -> BoxFuture<'_, Beat> {
+        Box::pin(std::future::ready(self.beat(id, now_ms)))
     }
 
     fn check(&self, now_ms: u64) -> Vec<WorkerId> {
@@ -194,6 +225,8 @@ mod tests {
     use ignis_cluster::Capacity;
     use ignis_placement::WorkerId;
 
+    use futures::executor::block_on;
+
     use super::{Beat, Joined, LocalMembership, Member, Membership};
 
     const TIMEOUT: Duration = Duration::from_secs(3);
@@ -218,11 +251,11 @@ mod tests {
         }
 
         fn register(&self, address: &str) -> Joined {
-            self.membership.register(address, CAPACITY, self.now())
+            block_on(self.membership.register(address, CAPACITY, self.now())).expect("registered")
         }
 
         fn heartbeat(&self, id: WorkerId) -> Beat {
-            self.membership.heartbeat(id, self.now())
+            block_on(self.membership.heartbeat(id, self.now()))
         }
 
         fn check(&self) -> Vec<WorkerId> {
@@ -239,8 +272,8 @@ mod tests {
     fn members_get_new_ids_from_one_and_are_listed_oldest_first() {
         let w = world();
         assert_eq!(w.register("a:1"), Joined { id: WorkerId(1), replaced: vec![] });
-        let second = w.membership.register("b:1", Capacity { memory_mb: 2048, cpus: 4 }, w.now());
-        assert_eq!(second.id, WorkerId(2));
+        let second = block_on(w.membership.register("b:1", Capacity { memory_mb: 2048, cpus: 4 }, w.now()));
+        assert_eq!(second.expect("registered").id, WorkerId(2));
         assert_eq!(
             w.membership.members(),
             vec![

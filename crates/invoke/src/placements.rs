@@ -85,10 +85,12 @@ impl Placements {
     }
 
     /// A worker to place on, healthy and empty, reached through what
-    /// `connect` makes of its address; nothing if worker `id` is known
-    /// already, or was removed (then `connect` is not called: one backend per
-    /// worker, and a removed one never comes back). `connect` only makes a
-    /// client (it takes no lock of the invoker's).
+    /// `connect` makes of its address. For a worker `id` known already, only
+    /// its capacity is set to `capacity` (what this front end may place on it
+    /// changes as front ends come and go); nothing for one that was removed
+    /// (`connect` is not called: one backend per worker, and a removed one
+    /// never comes back). `connect` only makes a client (it takes no lock of
+    /// the invoker's).
     pub fn adopt(
         &self,
         id: WorkerId,
@@ -97,6 +99,10 @@ impl Placements {
         connect: impl FnOnce(&str) -> Arc<dyn WorkerBackend>,
     ) {
         let mut books = self.lock();
+        if let Some(record) = books.workers.iter_mut().find(|w| w.id == id) {
+            (record.memory_mb, record.cpus) = (capacity.memory_mb, capacity.cpus);
+            return;
+        }
         if books.backends.contains_key(&id) || books.removed.contains(&id) {
             return;
         }

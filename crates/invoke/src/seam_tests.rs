@@ -38,7 +38,7 @@ async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires()
         Invoker::with_membership(workers, admission, membership.clone(), Duration::from_secs(60), shared.clone());
 
     // A worker host registers through another front end (same membership, the same clock's time).
-    let id = membership.register("10.0.0.9:9000", Capacity { memory_mb: 1024, cpus: 2 }, 0).id;
+    let id = membership.register("10.0.0.9:9000", Capacity { memory_mb: 1024, cpus: 2 }, 0).await.expect("registered").id;
     assert_eq!(invoker.workers()[0].address, "10.0.0.9:9000", "listed at once");
     let refused = invoker.invoke(function("f", "r1", 128), event("1")).await;
     assert_eq!(refused.err(), Some(InvokeError::NoHealthyWorker { memory_mb: 128 }), "not connected yet");
@@ -52,8 +52,8 @@ async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires()
     assert_eq!(worker.starts(), 1);
     assert_eq!((invoker.workers()[0].used_memory_mb, invoker.workers()[0].sandboxes), (128, 1));
     // Its heartbeats go to the other front end; this one's heartbeat answers the same.
-    assert_eq!(membership.heartbeat(id, 2 * HEALTH_CHECK_EVERY.as_millis() as u64), Beat::Renewed);
-    assert!(invoker.heartbeat(id));
+    assert_eq!(membership.heartbeat(id, 2 * HEALTH_CHECK_EVERY.as_millis() as u64).await, Beat::Renewed);
+    assert!(invoker.heartbeat(id).await);
 
     // Silence: the lease expires, the worker is down here, its sandboxes are forgotten.
     for _ in 0..(ignis_cluster::HEARTBEAT_TIMEOUT.as_millis() / HEALTH_CHECK_EVERY.as_millis() + 2) {
@@ -63,6 +63,6 @@ async fn members_that_joined_elsewhere_are_placed_on_until_their_lease_expires()
     let info = &invoker.workers()[0];
     assert_eq!((info.id, info.healthy, info.sandboxes, info.used_memory_mb), (id, false, 0, 0));
     assert_eq!(invoker.counts(), (0, 0, 0));
-    assert_eq!(membership.heartbeat(id, u64::MAX), Beat::Unknown);
+    assert_eq!(membership.heartbeat(id, u64::MAX).await, Beat::Unknown);
     assert_eq!(made.lock().unwrap().len(), 1, "one connection per member");
 }

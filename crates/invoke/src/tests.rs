@@ -349,8 +349,8 @@ async fn a_function_on_a_runtime_base_gets_lambdas_environment_with_the_bases_se
 #[tokio::test]
 async fn a_cold_start_goes_where_packing_says() {
     let w = world(Options { local_mb: None, ..Options::default() });
-    let first = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 256, cpus: 2 });
-    let second = w.invoker.register("10.0.0.2:9000", Capacity { memory_mb: 2048, cpus: 2 });
+    let first = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 256, cpus: 2 }).await.expect("registered");
+    let second = w.invoker.register("10.0.0.2:9000", Capacity { memory_mb: 2048, cpus: 2 }).await.expect("registered");
     assert_eq!((first, second), (WorkerId(1), WorkerId(2)));
     // Small sandboxes fill the oldest worker first.
     response(w.invoker.invoke(function("small", "r1", 128), event("1")).await);
@@ -476,7 +476,7 @@ async fn idle_sandboxes_are_evicted_when_no_worker_has_room() {
 #[tokio::test]
 async fn a_silent_worker_turns_unhealthy_and_its_calls_end() {
     let w = world(Options { local_mb: None, ..Options::default() });
-    let id = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 });
+    let id = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 }).await.expect("registered");
     let f = function("f", "r1", 128);
     response(w.invoker.invoke(f.clone(), event("1")).await);
     w.remote(0).script([Step::Hold]);
@@ -485,7 +485,7 @@ async fn a_silent_worker_turns_unhealthy_and_its_calls_end() {
 
     // Heartbeats keep it healthy...
     w.advance(Duration::from_secs(2)).await;
-    assert!(w.invoker.heartbeat(id));
+    assert!(w.invoker.heartbeat(id).await);
     w.advance(Duration::from_secs(2)).await;
     assert!(w.invoker.workers()[0].healthy);
     assert_eq!(w.remote(0).holding(), 1);
@@ -496,12 +496,12 @@ async fn a_silent_worker_turns_unhealthy_and_its_calls_end() {
     let info = &w.invoker.workers()[0];
     assert_eq!((info.healthy, info.sandboxes, info.used_memory_mb), (false, 0, 0));
     assert_eq!(w.invoker.counts(), (0, 0, 0), "its sandboxes left the pool");
-    assert!(!w.invoker.heartbeat(id), "it must register again");
+    assert!(!w.invoker.heartbeat(id).await, "it must register again");
     let refused = w.invoker.invoke(f.clone(), event("3")).await;
     assert_eq!(refused.err(), Some(InvokeError::NoHealthyWorker { memory_mb: 128 }));
 
     // It registers again (a new process at the same address): a new worker, healthy.
-    let again = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 });
+    let again = w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 }).await.expect("registered");
     assert_eq!(again, WorkerId(id.0 + 1));
     response(w.invoker.invoke(f, event("4")).await);
     assert_eq!(w.remote(1).starts(), 1);
@@ -533,8 +533,8 @@ async fn an_event_no_runtime_took_runs_on_another_sandbox() {
 #[tokio::test]
 async fn a_worker_whose_connection_fails_is_dropped_and_the_event_runs_elsewhere() {
     let w = world(Options { local_mb: None, ..Options::default() });
-    w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 });
-    w.invoker.register("10.0.0.2:9000", Capacity { memory_mb: 1024, cpus: 2 });
+    w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 }).await.expect("registered");
+    w.invoker.register("10.0.0.2:9000", Capacity { memory_mb: 1024, cpus: 2 }).await.expect("registered");
     let f = function("f", "r1", 128);
     response(w.invoker.invoke(f.clone(), event("1")).await);
     assert_eq!((w.remote(0).starts(), w.remote(1).starts()), (1, 0));
@@ -638,7 +638,7 @@ async fn retiring_a_revision_ends_its_idle_sandboxes_and_its_busy_ones_after() {
 #[tokio::test]
 async fn shutdown_ends_every_sandbox_and_worker() {
     let w = world(Options::default());
-    w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 });
+    w.invoker.register("10.0.0.1:9000", Capacity { memory_mb: 1024, cpus: 2 }).await.expect("registered");
     for (i, name) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
         response(w.invoker.invoke(function(name, "r1", 128), event(&i.to_string())).await);
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::async_invoke::send_numbered;
 use crate::concurrency::{assert_throttled, sleeper, started};
-use crate::harness::{Server, eventually, rust_example, sh_runtime};
+use crate::harness::{Server, WorkerHost, eventually, rust_example, sh_runtime};
 use crate::runtimes::publish_layer;
 
 /// How long a change made through one front end may take to show on another (generous: no test waits it out).
@@ -37,14 +37,14 @@ impl Shared {
 
 /// A front end of the cluster whose etcd members are at `etcd`.
 fn front_end(etcd: &str, shared: &Shared) -> Server {
-    front_end_in(None, etcd, shared)
+    front_end_in(None, etcd, shared, &[])
 }
 
-/// [`front_end`] on the data directory `data` (a new one if `None`).
-fn front_end_in(data: Option<&Path>, etcd: &str, shared: &Shared) -> Server {
+/// [`front_end`] on the data directory `data` (a new one if `None`), with `more` arguments.
+fn front_end_in(data: Option<&Path>, etcd: &str, shared: &Shared, more: &[&str]) -> Server {
     let key = shared.path().join("master.key");
     let objects = format!("file://{}", shared.path().join("objects").display());
-    let args = [
+    let mut args = vec![
         "--etcd",
         etcd,
         "--object-store",
@@ -56,6 +56,7 @@ fn front_end_in(data: Option<&Path>, etcd: &str, shared: &Shared) -> Server {
         "--async-retry-delay",
         "1",
     ];
+    args.extend(more);
     match data {
         Some(data) => Server::start_in(data, &args),
         None => Server::start_with(&args),
@@ -220,7 +221,7 @@ fn a_killed_front_ends_accepted_events_run_on_the_others() {
     let shared = Shared::new();
     let victim_data = tempfile::tempdir().unwrap();
     let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    let mut victim = front_end_in(Some(victim_data.path()), &etcd.endpoints_flag(), &shared);
+    let mut victim = front_end_in(Some(victim_data.path()), &etcd.endpoints_flag(), &shared, &[]);
     let sink = fronts[0].create("sink", &rust_example(), json!({ "Environment": { "Variables": { "PRINT_EVENT": "1" } } }));
     assert_eq!(sink.status, 201, "{}", sink.text());
     let sink = sink.json()["FunctionArn"].as_str().unwrap().to_string();
@@ -278,7 +279,7 @@ fn a_killed_front_ends_accepted_events_run_on_the_others() {
     let missing: Vec<u32> = accepted.difference(&delivered()).copied().collect();
     assert!(missing.is_empty(), "{} accepted events never ran (seed {seed}): {missing:?}", missing.len());
     // Started again on its data directory, the killed front end leaves nothing of its sandboxes behind.
-    let mut again = front_end_in(Some(victim_data.path()), &etcd.endpoints_flag(), &shared);
+    let mut again = front_end_in(Some(victim_data.path()), &etcd.endpoints_flag(), &shared, &[]);
     again.stop();
 }
 
@@ -304,6 +305,70 @@ fn a_function_changed_or_deleted_through_one_front_end_retires_its_sandboxes_on_
     assert_eq!(local_sandboxes(&fronts[1]), 1);
     assert_eq!(fronts[0].lambda("DELETE", "/2015-03-31/functions/deleted", b"").status, 204);
     assert!(eventually(SHOWS_WITHIN, || local_sandboxes(&fronts[1]) == 0), "the deleted function's sandbox stayed");
+}
+
+/// The workers `server` lists: (address, healthy, memory it places on, sandboxes), by address.
+fn listed_workers(server: &Server) -> Vec<(String, bool, u64, u64)> {
+    let mut listed: Vec<_> = server
+        .workers()
+        .iter()
+        .map(|w| {
+            let address = w["Address"].as_str().unwrap().to_string();
+            (address, w["Healthy"] == true, w["MemoryMb"].as_u64().unwrap(), w["Sandboxes"].as_u64().unwrap())
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// Worker hosts join through any front end, are members in etcd under leases of their own, and each front end
+/// places on its share of them. A worker killed is forgotten by every front end when its lease expires; a worker
+/// whose front end is killed goes on through another, as the same member.
+#[test]
+fn worker_hosts_are_members_in_etcd_shared_by_the_front_ends() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> =
+        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"])).collect();
+    let mut first = WorkerHost::joining(&[&fronts[0], &fronts[1]], &["--memory", "1024"]);
+    let second = WorkerHost::joining(&[&fronts[1], &fronts[0]], &["--memory", "1024"]);
+    for front in &fronts {
+        front.wait_for_workers(2);
+    }
+    // Two front ends: each places on half of each worker's memory.
+    let listed = listed_workers(&fronts[0]);
+    assert_eq!(listed.iter().map(|w| (w.1, w.2)).collect::<Vec<_>>(), vec![(true, 512), (true, 512)], "{listed:?}");
+    let ids = |front: &Server| -> Vec<u64> {
+        let mut ids: Vec<u64> = front.workers().iter().map(|w| w["WorkerId"].as_u64().unwrap()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&fronts[0]), ids(&fronts[1]), "one membership, one id per worker");
+
+    echo_function(&fronts[0], "hello", "hi");
+    assert_eq!(invoke_once_shown(&fronts[1], "hello"), "\"hi\"");
+    assert_eq!(fronts[0].invoke("hello", "{}").text().trim(), "\"hi\"");
+
+    // A worker killed: its lease expires, and every front end forgets it and its sandboxes.
+    let victim = first.address.clone();
+    first.kill9();
+    for front in &fronts {
+        let gone = || listed_workers(front).iter().any(|w| w.0 == victim && !w.1 && w.3 == 0);
+        assert!(eventually(SHOWS_WITHIN, gone), "the killed worker is still listed: {:?}", listed_workers(front));
+    }
+    for front in &fronts {
+        assert_eq!(front.invoke("hello", "{}").text().trim(), "\"hi\"", "run on the survivor");
+    }
+
+    // The front end the survivor heartbeats through is killed: it goes on through the other, as the same member,
+    // which now places on all of its memory.
+    let survivor_id = |front: &Server| front.workers().iter().find(|w| w["Address"] == second.address.as_str()).map(|w| w["WorkerId"].clone());
+    let before = survivor_id(&fronts[0]);
+    fronts[1].kill();
+    let whole = || listed_workers(&fronts[0]).iter().any(|w| w.0 == second.address && w.1 && w.2 == 1024);
+    assert!(eventually(SHOWS_WITHIN, whole), "{:?}", listed_workers(&fronts[0]));
+    assert_eq!(survivor_id(&fronts[0]), before, "the same member");
+    assert_eq!(fronts[0].invoke("hello", "{}").text().trim(), "\"hi\"");
 }
 
 /// Two front ends whose object store is an S3 bucket (a Garage this test starts): code made through one runs

@@ -528,9 +528,22 @@ impl WorkerHost {
 
     /// Starts a worker on an existing data directory (e.g. after one was killed there).
     pub fn start_in(server: &Server, data: &Path, args: &[&str]) -> WorkerHost {
+        WorkerHost::joining_in(&[server], data, args)
+    }
+
+    /// Starts a worker with its own data directory that joins through `servers` (a cluster's front ends), the
+    /// first first.
+    pub fn joining(servers: &[&Server], args: &[&str]) -> WorkerHost {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut worker = WorkerHost::joining_in(servers, &tmp.path().join("worker"), args);
+        worker._tmp = Some(tmp);
+        worker
+    }
+
+    fn joining_in(servers: &[&Server], data: &Path, args: &[&str]) -> WorkerHost {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ignis"));
-        let join = format!("http://{}", server.address);
-        command.arg("worker").args(["--join", &join, "--data-dir"]).arg(data).args(args);
+        let join: Vec<String> = servers.iter().map(|s| format!("http://{}", s.address)).collect();
+        command.arg("worker").args(["--join", &join.join(","), "--data-dir"]).arg(data).args(args);
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
