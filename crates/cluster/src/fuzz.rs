@@ -10,11 +10,11 @@ use crate::wire;
 pub fn wire_body(kind: u8, body: &[u8]) {
     match kind % 4 {
         0 => {
-            if let Ok((spec, sha)) = wire::decode_spec(body) {
+            if let Ok((spec, sha, owner)) = wire::decode_start(body) {
                 // A sandbox adds its timeout to the clock's milliseconds.
                 assert!(spec.timeout <= Duration::from_millis(wire::MAX_TIMEOUT_MS), "a timeout over Lambda's longest");
-                let (again, sha_again) = wire::decode_spec(&wire::encode_spec(&spec, &sha)).expect("an encoded spec decodes");
-                assert_eq!(sha, sha_again);
+                let (again, sha_again, owner_again) = wire::decode_start(&wire::encode_start(&spec, &sha, owner)).expect("an encoded spec decodes");
+                assert_eq!((sha, owner), (sha_again, owner_again));
                 assert_eq!((&spec.opt_dir, spec.log_format), (&again.opt_dir, again.log_format));
                 assert_eq!(
                     (spec.memory_mb, spec.tmp_mb, spec.timeout, &spec.env, &spec.version, &spec.log_account, &spec.log_group),

@@ -47,6 +47,7 @@ use ignis_worker::{LogBatch, SandboxHandle, StartError, StreamPiece, Worker, Wor
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::owner::{FrontEnds, Owner, orphaned};
 use crate::peer::{Servers, authentic_head};
 use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, RemoteManifests, wire};
 
@@ -90,12 +91,18 @@ pub struct HostConfig {
     pub network: Option<ignis_net::Config>,
 }
 
+/// A sandbox this host runs, and the front end that started it (in a cluster).
+struct Running {
+    handle: Arc<SandboxHandle>,
+    owner: Option<Owner>,
+}
+
 struct Host {
     worker: Worker,
     store: Store,
     servers: Arc<Servers>,
     credentials: Credentials,
-    sandboxes: Mutex<HashMap<String, Arc<SandboxHandle>>>,
+    sandboxes: Mutex<HashMap<String, Running>>,
     /// The server's code SHA-256 → the unpacked tree here, while a sandbox
     /// here uses it (each sandbox holds its tree; the last one's end removes it).
     code: Mutex<HashMap<String, WeakCodeHold>>,
@@ -170,12 +177,38 @@ impl Host {
         }
     }
 
-    fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SandboxHandle>>> {
+    fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sandbox `id`'s handle, if it runs here.
+    fn sandbox(&self, id: &str) -> Option<Arc<SandboxHandle>> {
+        self.sandboxes().get(id).map(|running| running.handle.clone())
+    }
+
+    /// Ends the sandboxes whose front end is gone by the front ends a heartbeat's answer lists, if it lists them
+    /// (see [`crate::owner`]).
+    fn end_orphans(&self, answer: &[u8]) {
+        let Some(view) = wire::parse(answer).ok().and_then(|v| FrontEnds::decode(&v)) else { return };
+        let ended: Vec<Arc<SandboxHandle>> = {
+            let mut sandboxes = self.sandboxes();
+            let orphans: Vec<String> = sandboxes
+                .iter()
+                .filter(|(_, running)| running.owner.is_some_and(|owner| orphaned(&owner, &view)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            orphans.iter().filter_map(|id| sandboxes.remove(id)).map(|running| running.handle).collect()
+        };
+        if !ended.is_empty() {
+            tracing::warn!(sandboxes = ended.len(), "ending the sandboxes of front ends that are gone");
+        }
+        for handle in ended {
+            handle.kill();
+        }
+    }
+
     fn kill_all(&self) {
-        let all: Vec<_> = self.sandboxes().drain().map(|(_, handle)| handle).collect();
+        let all: Vec<_> = self.sandboxes().drain().map(|(_, running)| running.handle).collect();
         if !all.is_empty() {
             tracing::info!(sandboxes = all.len(), "ending sandboxes");
         }
@@ -272,6 +305,7 @@ async fn membership(host: std::sync::Weak<Host>, address: String, capacity: Capa
                 Ok(Ok((status, body))) if status.is_success() => {
                     last_ok = Instant::now();
                     strong.learn_origin_share(&body);
+                    strong.end_orphans(&body);
                 }
                 Ok(Ok((StatusCode::NOT_FOUND, _))) => {
                     tracing::warn!(worker = id, "the server no longer counts this worker; ending its sandboxes");
@@ -374,7 +408,7 @@ async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Answer {
         (&Method::POST, ["sandboxes"]) => whole(start(&host, &body).await),
         (&Method::POST, ["sandboxes", id, "invoke"]) => invoke(&host, id, &body).await,
         (&Method::POST, ["sandboxes", id, "prepare"]) => {
-            let handle = host.sandboxes().get(*id).cloned();
+            let handle = host.sandbox(id);
             let reason = match handle {
                 Some(handle) => handle.prepare().await.err(),
                 None => Some("the sandbox is gone".to_string()),
@@ -385,8 +419,8 @@ async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Answer {
             whole(answer(StatusCode::OK, json!({ "Error": reason }).to_string().into_bytes()))
         }
         (&Method::DELETE, ["sandboxes", id]) => {
-            if let Some(handle) = host.sandboxes().remove(*id) {
-                handle.kill();
+            if let Some(running) = host.sandboxes().remove(*id) {
+                running.handle.kill();
             }
             whole(answer(StatusCode::NO_CONTENT, Vec::new()))
         }
@@ -395,7 +429,7 @@ async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Answer {
 }
 
 async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
-    let (mut spec, sha) = match wire::decode_spec(body) {
+    let (mut spec, sha, owner) = match wire::decode_start(body) {
         Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
@@ -425,7 +459,7 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
     match host.worker.start(Arc::new(spec)).await {
         Ok(handle) => {
             let id = handle.id().to_string();
-            host.sandboxes().insert(id.clone(), handle);
+            host.sandboxes().insert(id.clone(), Running { handle, owner });
             answer(StatusCode::CREATED, json!({ "SandboxId": id }).to_string().into_bytes())
         }
         Err(StartError::Entrypoint(message)) => error(StatusCode::UNPROCESSABLE_ENTITY, "Entrypoint", &message),
@@ -480,7 +514,7 @@ async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Answer {
 
 /// Runs an invocation on sandbox `id`; the outcome, or "not taken", as the answer.
 async fn run_invocation(host: Arc<Host>, id: String, invocation: ignis_worker::Invocation) -> Response<Full<Bytes>> {
-    let Some(handle) = host.sandboxes().get(&id).cloned() else {
+    let Some(handle) = host.sandbox(&id) else {
         return answer(StatusCode::OK, wire::encode_outcome(None));
     };
     let running = handle.clone();

@@ -20,7 +20,9 @@
 //! Worker → server:
 //! - `POST /ignis/workers` `{"Address", "MemoryMb", "Cpus"}` → `{"WorkerId"}`
 //! - `POST /ignis/workers/{id}/heartbeat` → 204, or 404 for a worker the
-//!   server does not know (any more): it must register again.
+//!   server does not know (any more): it must register again. A cluster's
+//!   front end answers 200 `{"FrontEnds": {"Revision", "Live"}}`: the front
+//!   ends it lists ([`owner`]).
 //! - `GET /ignis/code/{sha256 hex}` → the code tree as a zip.
 //! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
 //!   `{"Id", "Manifest" (base64), "Key" (base64), "Root"}`: an image's chunk
@@ -31,7 +33,9 @@
 //! - `POST /ignis/logs` `{"Batches": [...]}` → 204.
 //!
 //! Server → worker:
-//! - `POST /sandboxes` (a function spec) → 201 `{"SandboxId"}` once started.
+//! - `POST /sandboxes` (a function spec, and in a cluster its `"Owner"`: the
+//!   front end starting it) → 201 `{"SandboxId"}` once started. The host
+//!   ends the sandboxes of an owner a heartbeat's answer shows gone.
 //! - `POST /sandboxes/{id}/invoke` (an invocation) → the outcome, or
 //!   `{"Untaken": true}` when the sandbox never took it (run it elsewhere).
 //!   With `"Stream": true` (its caller reads a streamed response as a
@@ -46,6 +50,7 @@ mod chunks;
 pub mod fuzz;
 pub mod host;
 mod images;
+pub mod owner;
 mod peer;
 mod remote;
 mod serve;

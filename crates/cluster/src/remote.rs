@@ -19,6 +19,7 @@ use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError, St
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 
+use crate::owner::OwnerSource;
 use crate::peer::{Peer, PeerError};
 use crate::wire;
 
@@ -41,12 +42,19 @@ enum CallError {
 pub struct RemoteWorker {
     peer: Peer,
     down: watch::Sender<bool>,
+    /// Names the front end in each start (in a cluster).
+    owner: Option<OwnerSource>,
 }
 
 impl RemoteWorker {
     /// A worker host serving the worker protocol at `address` (`host:port`).
     pub fn new(address: &str, credentials: Credentials) -> Arc<RemoteWorker> {
-        Arc::new(RemoteWorker { peer: Peer::new(address, credentials), down: watch::channel(false).0 })
+        RemoteWorker::owned(address, credentials, None)
+    }
+
+    /// [`RemoteWorker::new`], each sandbox started as `owner`'s (a cluster's front end).
+    pub fn owned(address: &str, credentials: Credentials, owner: Option<OwnerSource>) -> Arc<RemoteWorker> {
+        Arc::new(RemoteWorker { peer: Peer::new(address, credentials), down: watch::channel(false).0, owner })
     }
 
     pub fn address(&self) -> &str {
@@ -162,7 +170,8 @@ impl RemoteWorker {
         spec: &FunctionSpec,
         code_sha256_hex: &str,
     ) -> Result<Arc<RemoteSandbox>, StartError> {
-        let body = Bytes::from(wire::encode_spec(spec, code_sha256_hex));
+        let owner = self.owner.as_ref().and_then(|owner| owner());
+        let body = Bytes::from(wire::encode_start(spec, code_sha256_hex, owner));
         // Building the sandbox may mean fetching and unpacking its code first.
         let limit = INIT_LIMIT + Duration::from_secs(60);
         let (status, answer) = match self.call(Method::POST, "/sandboxes", body, limit).await {

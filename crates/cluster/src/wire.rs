@@ -14,6 +14,8 @@ use ignis_worker::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::owner::Owner;
+
 /// A malformed body; the text says what is wrong.
 pub type WireError = String;
 
@@ -42,11 +44,18 @@ pub fn parse(body: &[u8]) -> Result<Value, WireError> {
     serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// A start's body: the spec, and the front end it is started by (in a cluster).
 /// A spec names its code by the SHA-256 (hex) the server stores it under; the
 /// worker host fetches and unpacks it into its own `code_dir`. Its merged
 /// layers (`opt_dir`, a code tree named by its SHA-256, as every one) go as
 /// `"OptSha256"`, fetched the same way.
-pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
+pub fn encode_start(spec: &FunctionSpec, code_sha256_hex: &str, owner: Option<Owner>) -> Vec<u8> {
+    let mut value = spec_value(spec, code_sha256_hex);
+    value["Owner"] = owner.map_or(Value::Null, |owner| owner.encode());
+    value.to_string().into_bytes()
+}
+
+fn spec_value(spec: &FunctionSpec, code_sha256_hex: &str) -> Value {
     json!({
         "CodeSha256": code_sha256_hex,
         "OptSha256": opt_sha256(spec),
@@ -66,8 +75,6 @@ pub fn encode_spec(spec: &FunctionSpec, code_sha256_hex: &str) -> Vec<u8> {
         }),
         "Network": spec.network,
     })
-    .to_string()
-    .into_bytes()
 }
 
 fn encode_launch(image: &ImageLaunch) -> Value {
@@ -160,8 +167,13 @@ fn timeout(ms: u64) -> Result<Duration, WireError> {
 /// The spec and its code's SHA-256; `code_dir` is left empty for the host to
 /// fill in, and `opt_dir` holds only the `/opt` tree's SHA-256, for the host to
 /// fetch and replace by its directory.
-pub fn decode_spec(body: &[u8]) -> Result<(FunctionSpec, String), WireError> {
+pub fn decode_start(body: &[u8]) -> Result<(FunctionSpec, String, Option<Owner>), WireError> {
     let v = parse(body)?;
+    let (spec, sha) = spec_from(&v)?;
+    Ok((spec, sha, Owner::decode(&v)?))
+}
+
+fn spec_from(v: &Value) -> Result<(FunctionSpec, String), WireError> {
     let env = field(&v, "Env")?
         .as_array()
         .ok_or("Env is not a list")?
@@ -402,15 +414,15 @@ mod tests {
             opt_dir: None,
             network: None,
         };
-        let body = String::from_utf8(encode_spec(&spec, "ab")).unwrap();
-        assert_eq!(decode_spec(body.as_bytes()).unwrap().0.log_format, spec.log_format);
+        let body = String::from_utf8(encode_start(&spec, "ab", None)).unwrap();
+        assert_eq!(decode_start(body.as_bytes()).unwrap().0.log_format, spec.log_format);
         let json = r#""LogFormat":{"Application":"ERROR","System":"WARN"}"#;
         assert!(body.contains(json), "{body}");
         let older = body.replace(&format!("{json},"), "");
-        assert_eq!(decode_spec(older.as_bytes()).unwrap().0.log_format, LogFormat::Text);
+        assert_eq!(decode_start(older.as_bytes()).unwrap().0.log_format, LogFormat::Text);
         for bad in [r#"{"Application":"LOUD","System":"INFO"}"#, r#"{"Application":"INFO"}"#, "3"] {
             let body = body.replace(json, &format!(r#""LogFormat":{bad}"#));
-            assert!(decode_spec(body.as_bytes()).is_err(), "{bad}");
+            assert!(decode_start(body.as_bytes()).is_err(), "{bad}");
         }
     }
 
@@ -432,17 +444,17 @@ mod tests {
             opt_dir: None,
             network: None,
         };
-        let (back, sha) = decode_spec(&encode_spec(&spec, "ab")).unwrap();
+        let (back, sha, _) = decode_start(&encode_start(&spec, "ab", None)).unwrap();
         assert_eq!(sha, "ab");
         assert_eq!(back.opt_dir, None);
         let opt = "0f".repeat(32);
         let with_layers = FunctionSpec { opt_dir: Some(PathBuf::from("/data/code").join(&opt)), code_hold: None, env: Vec::new(), ..spec };
-        let (back, _) = decode_spec(&encode_spec(&with_layers, "ab")).unwrap();
+        let (back, _, _) = decode_start(&encode_start(&with_layers, "ab", None)).unwrap();
         assert_eq!(back.opt_dir, Some(PathBuf::from(&opt)));
         let spec = FunctionSpec { opt_dir: None, ..with_layers };
         for bad in [r#""../x""#, r#""AB""#, "1"] {
-            let body = String::from_utf8(encode_spec(&spec, "ab")).unwrap().replace(r#""OptSha256":null"#, &format!(r#""OptSha256":{bad}"#));
-            assert!(decode_spec(body.as_bytes()).is_err(), "{bad}");
+            let body = String::from_utf8(encode_start(&spec, "ab", None)).unwrap().replace(r#""OptSha256":null"#, &format!(r#""OptSha256":{bad}"#));
+            assert!(decode_start(body.as_bytes()).is_err(), "{bad}");
         }
         assert_eq!((back.memory_mb, back.tmp_mb, back.timeout, back.env.clone()), (256, 512, spec.timeout, spec.env.clone()));
         assert_eq!((&back.version, &back.log_account, &back.log_group), (&spec.version, &spec.log_account, &spec.log_group));
@@ -454,27 +466,27 @@ mod tests {
             workdir: "/var/task".into(),
         };
         let with_image = FunctionSpec { image: Some(image.clone()), code_hold: None, env: Vec::new(), ..spec };
-        let (back, _) = decode_spec(&encode_spec(&with_image, "")).unwrap();
+        let (back, _, _) = decode_start(&encode_start(&with_image, "", None)).unwrap();
         assert_eq!((back.image, back.base), (Some(image.clone()), None));
         let base = RuntimeBase { account: "000000000001".into(), launch: image };
         let on_base = FunctionSpec { image: None, base: Some(base.clone()), code_hold: None, ..with_image };
-        let (back, _) = decode_spec(&encode_spec(&on_base, "")).unwrap();
+        let (back, _, _) = decode_start(&encode_start(&on_base, "", None)).unwrap();
         assert_eq!((back.image, back.base), (None, Some(base)));
         assert_eq!(back.network, None);
         let allow = ["10.1.0.0/16".parse().unwrap(), "192.168.0.0/24".parse().unwrap()];
         let network = ignis_net::Attachment::new([("db", &allow[..]), ("cache", &allow[..1])]);
         let attached = FunctionSpec { network: network.clone(), code_hold: None, ..on_base };
-        let (back, _) = decode_spec(&encode_spec(&attached, "")).unwrap();
+        let (back, _, _) = decode_start(&encode_start(&attached, "", None)).unwrap();
         assert_eq!(back.network, network);
         // A server that sends no network (an older one) starts sandboxes without one; a malformed one is refused.
-        let body = String::from_utf8(encode_spec(&attached, "")).unwrap();
+        let body = String::from_utf8(encode_start(&attached, "", None)).unwrap();
         let start = body.find(r#""Network":"#).unwrap();
         let end = start + body[start..].find("]}").unwrap() + 2;
         let without = format!("{}{}", &body[..start], body[end..].trim_start_matches(','));
-        assert_eq!(decode_spec(without.as_bytes()).unwrap().0.network, None);
+        assert_eq!(decode_start(without.as_bytes()).unwrap().0.network, None);
         let bad = r#""Network":{"networks":["db"],"allow":["10.0.0.0/33"]}"#;
         let malformed = format!("{}{bad}{}", &body[..start], &body[end..]);
-        assert!(decode_spec(malformed.as_bytes()).is_err(), "{malformed}");
+        assert!(decode_start(malformed.as_bytes()).is_err(), "{malformed}");
 
         let invocation = Invocation {
             request_id: "r".into(),
@@ -537,7 +549,7 @@ mod tests {
 
     #[test]
     fn refuses_malformed_bodies() {
-        assert!(decode_spec(b"{}").is_err());
+        assert!(decode_start(b"{}").is_err());
         assert!(decode_invocation(br#"{"RequestId": 1}"#).is_err());
         assert!(decode_outcome(br#"{"Completion": {}, "Log": "", "Reusable": true}"#).is_err());
         assert!(decode_log_batches(br#"{"Batches": [{"Lines": [1]}]}"#).is_err());
@@ -551,11 +563,11 @@ mod tests {
                 r#"{{"CodeSha256": "ab", "MemoryMb": 128, "TmpMb": 512, "TimeoutMs": {ms}, "Env": [], "Version": "1", "LogAccount": "a", "LogGroup": "g"}}"#
             )
         };
-        assert_eq!(decode_spec(spec(900_000).as_bytes()).unwrap().0.timeout, Duration::from_secs(900));
+        assert_eq!(decode_start(spec(900_000).as_bytes()).unwrap().0.timeout, Duration::from_secs(900));
         // A sandbox adds its timeout to the clock's milliseconds (an i64): this one overflowed it.
-        assert!(decode_spec(spec(i64::MAX as u64).as_bytes()).is_err());
-        assert!(decode_spec(spec(u64::MAX).as_bytes()).is_err());
-        assert!(decode_spec(spec(900_001).as_bytes()).is_err());
+        assert!(decode_start(spec(i64::MAX as u64).as_bytes()).is_err());
+        assert!(decode_start(spec(u64::MAX).as_bytes()).is_err());
+        assert!(decode_start(spec(900_001).as_bytes()).is_err());
     }
 
     #[test]

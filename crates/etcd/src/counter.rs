@@ -267,7 +267,7 @@ impl Inner {
         let name = block_key(&key.0, &key.1, holder);
         let written = match held {
             0 => self.etcd.retrying_delete(&name).await,
-            n => self.etcd.put(&name, n.to_string().into_bytes(), Some(PutOptions::new().with_lease(holder))).await,
+            n => self.etcd.put(&name, n.to_string().into_bytes(), Some(PutOptions::new().with_lease(holder))).await.map(drop),
         };
         if let Err(e) = written {
             // etcd keeps counting the units: safe, and put right by the next write of this holding.

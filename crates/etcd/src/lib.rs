@@ -153,14 +153,16 @@ impl Etcd {
         .0)
     }
 
-    /// A put, tried again while etcd has no leader (a put repeated stores the same value).
-    pub async fn put(&self, key: &str, value: Vec<u8>, options: Option<PutOptions>) -> Result<(), EtcdError> {
-        self.retrying(|mut client| {
-            let (value, options) = (value.clone(), options.clone());
-            async move { client.put(key, value, options).await }
-        })
-        .await?;
-        Ok(())
+    /// A put, tried again while etcd has no leader (a put repeated stores the same value); the revision it was
+    /// stored at.
+    pub async fn put(&self, key: &str, value: Vec<u8>, options: Option<PutOptions>) -> Result<i64, EtcdError> {
+        let (answer, _) = self
+            .retrying(|mut client| {
+                let (value, options) = (value.clone(), options.clone());
+                async move { client.put(key, value, options).await }
+            })
+            .await?;
+        Ok(answer.header().map_or(0, |h| h.revision()))
     }
 
     /// Deletes `key`, tried again while etcd has no leader.

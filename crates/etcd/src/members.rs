@@ -11,7 +11,9 @@
 //!   there ([`View`], pure: what this front end saw listed, and what it has reported).
 //! - Front ends are listed too (`members/front-ends/<lease>`, under each one's [`crate::Presence`] lease). A
 //!   worker's memory is shared evenly among the front ends listed ([`share`]): each places on its share, so front
-//!   ends placing on one worker independently do not over-commit it.
+//!   ends placing on one worker independently do not over-commit it. The listing, with the revision this front
+//!   end's watch has reached, goes to worker hosts in heartbeats' answers: a host ends the sandboxes of a front
+//!   end listed no more (`ignis_cluster::owner`).
 //!
 //! # Invariants
 //! - Ids come from one counter in etcd, raised by the transaction that lists the member: never reused, never 0.
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use ignis_cluster::Capacity;
+use ignis_cluster::owner::FrontEnds;
 use ignis_invoke::membership::{Beat, Joined, Member, Membership, MembershipError};
 use ignis_invoke::BoxFuture;
 use ignis_placement::WorkerId;
@@ -363,6 +366,13 @@ impl Membership for EtcdMembership {
 
     fn members(&self) -> Vec<Member> {
         self.view().members()
+    }
+
+    fn front_ends(&self) -> Option<FrontEnds> {
+        // The revision first: the view shows at least every change up to it.
+        let revision = self.mirror.revision();
+        let live = self.view().front_ends.iter().filter_map(|lease| i64::from_str_radix(lease, 16).ok()).collect();
+        Some(FrontEnds { revision, live })
     }
 }
 

@@ -65,6 +65,11 @@ impl Mirror {
         Ok(Mirror { applied, task })
     }
 
+    /// The revision memory shows at least: every change up to it has been applied.
+    pub fn revision(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
     /// Waits until memory shows `revision` (or a later one); an error if the watch has not brought it within
     /// twice the request time limit.
     pub async fn reached(&self, revision: i64) -> Result<(), EtcdError> {

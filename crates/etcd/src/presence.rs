@@ -4,11 +4,12 @@
 //! let its lease expire (it was cut off that long) takes a new one: the holders watch [`Presence::id`] change.
 //! While etcd does not answer, the lease is kept as it was (without quorum etcd expires no lease).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use ignis_cluster::owner::Owner;
 
 use crate::{Etcd, EtcdError};
 
@@ -21,6 +22,8 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 pub struct Presence {
     etcd: Etcd,
     lease: Arc<AtomicI64>,
+    /// The lease, and the revision this front end was listed at under it (changed together).
+    owner: Arc<Mutex<Owner>>,
     renewing: tokio::task::JoinHandle<()>,
 }
 
@@ -33,9 +36,16 @@ impl Drop for Presence {
 impl Presence {
     /// Takes a lease and keeps it alive.
     pub async fn start(etcd: Etcd) -> Result<Presence, EtcdError> {
-        let lease = Arc::new(AtomicI64::new(grant(&etcd).await?));
-        let renewing = tokio::spawn(renew(etcd.clone(), Arc::downgrade(&lease)));
-        Ok(Presence { etcd, lease, renewing })
+        let owner = grant(&etcd).await?;
+        let lease = Arc::new(AtomicI64::new(owner.front_end));
+        let owner = Arc::new(Mutex::new(owner));
+        let renewing = tokio::spawn(renew(etcd.clone(), Arc::downgrade(&lease), owner.clone()));
+        Ok(Presence { etcd, lease, owner, renewing })
+    }
+
+    /// This front end as a sandbox's owner on a worker host: its lease and the revision it was listed at.
+    pub fn owner(&self) -> Owner {
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The lease's id now (another after etcd let the first expire).
@@ -67,15 +77,15 @@ impl Presence {
 }
 
 /// A new lease, and this front end listed under it (`members/front-ends/<lease>`: the front ends a worker's
-/// memory is shared among).
-async fn grant(etcd: &Etcd) -> Result<i64, EtcdError> {
+/// memory is shared among, and whose sandboxes worker hosts keep), with the revision of the listing.
+async fn grant(etcd: &Etcd) -> Result<Owner, EtcdError> {
     let lease = etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
-    etcd.put(&crate::members::front_end_key(lease), Vec::new(), Some(PutOptions::new().with_lease(lease))).await?;
-    Ok(lease)
+    let since = etcd.put(&crate::members::front_end_key(lease), Vec::new(), Some(PutOptions::new().with_lease(lease))).await?;
+    Ok(Owner { front_end: lease, since })
 }
 
 /// Renews the lease; when etcd has let it expire, takes a new one.
-async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>) {
+async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>, owner: Arc<Mutex<Owner>>) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let Some(lease) = lease.upgrade() else { return };
@@ -93,8 +103,9 @@ async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>) {
             None => tracing::warn!("cannot renew this front end's etcd lease"),
             Some(false) => match grant(&etcd).await {
                 Ok(new) => {
-                    tracing::warn!(old = id, new, "this front end's etcd lease expired: what it held goes, it starts again");
-                    lease.store(new, Ordering::Release);
+                    tracing::warn!(old = id, new = new.front_end, "this front end's etcd lease expired: what it held goes, it starts again");
+                    *owner.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                    lease.store(new.front_end, Ordering::Release);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot take a new etcd lease"),
             },

@@ -4,7 +4,8 @@
 //!
 //! - `POST /ignis/workers` `{"Address", "MemoryMb", "Cpus"}` → 201 `{"WorkerId", "CacheNodes"}` (and
 //!   `"OriginFetches"`, the worker's share of the cluster-wide origin budget, when one is set)
-//! - `POST /ignis/workers/{id}/heartbeat` → 204 (200 `{"OriginFetches"}` with a budget), or 404
+//! - `POST /ignis/workers/{id}/heartbeat` → 204 (200 `{"OriginFetches"}` with a budget, and
+//!   `{"FrontEnds"}` on a cluster's front end: the front ends it lists, `ignis_cluster::owner`), or 404
 //!   `ResourceNotFoundException` for a worker that is unknown or was declared unhealthy (it registers again).
 //! - `GET /ignis/workers` → `{"Workers": [{"WorkerId", "Address", "Local",
 //!   "Healthy", "MemoryMb", "Cpus", "UsedMemoryMb", "Sandboxes"}]}`, oldest first.
@@ -69,12 +70,19 @@ pub async fn heartbeat(app: &App, caller: &Caller, id: &str) -> Result<Answer, A
         Ok(id) => app.invoker.heartbeat(ignis_placement::WorkerId(id)).await,
         Err(_) => false,
     };
-    match renewed {
-        true => match origin_share(app) {
-            Some(share) => Ok(json_answer(StatusCode::OK, json!({ "OriginFetches": share }))),
-            None => Ok(empty_answer(StatusCode::NO_CONTENT)),
-        },
-        false => Err(ApiError::ResourceNotFound(format!("worker {id} is not registered: register again"))),
+    if !renewed {
+        return Err(ApiError::ResourceNotFound(format!("worker {id} is not registered: register again")));
+    }
+    let mut answer = serde_json::Map::new();
+    if let Some(share) = origin_share(app) {
+        answer.insert("OriginFetches".into(), json!(share));
+    }
+    if let Some(front_ends) = app.invoker.front_ends() {
+        answer.insert("FrontEnds".into(), front_ends.encode());
+    }
+    match answer.is_empty() {
+        true => Ok(empty_answer(StatusCode::NO_CONTENT)),
+        false => Ok(json_answer(StatusCode::OK, serde_json::Value::Object(answer))),
     }
 }
 

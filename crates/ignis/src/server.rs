@@ -375,7 +375,13 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             worker.set_images(Arc::new(loader));
             Some((worker, Capacity::of_this_host(args.worker_memory)))
         };
-        let workers = Workers::hosts(local, credentials.clone(), log_tx);
+        // In a cluster, each sandbox this front end starts on a worker host is its own: the host ends it when this
+        // front end is gone.
+        let owner = cluster.as_ref().map(|cluster| {
+            let presence = Arc::downgrade(&cluster.presence);
+            Arc::new(move || presence.upgrade().map(|presence| presence.owner())) as ignis_cluster::owner::OwnerSource
+        });
+        let workers = Workers::owned_hosts(local, credentials.clone(), owner, log_tx);
         let logs = ignis_logs::Logs::start(store.clone(), clock.clone(), args.log_bytes_per_function, log_rx)
             .map_err(|e| e.to_string())?;
         tokio::spawn(publish_store_size(Arc::downgrade(&images)));

@@ -100,6 +100,7 @@ use std::time::{Duration, Instant};
 
 use ignis_assignment::{Event, Pool, Reservation, SandboxId};
 use ignis_clock::SharedClock;
+use ignis_cluster::owner::OwnerSource;
 use ignis_cluster::{Capacity, RemoteWorker};
 use ignis_placement::{Eviction, FunctionKey, Needs, Refusal, WorkerId};
 use ignis_sigv4::Credentials;
@@ -220,9 +221,21 @@ impl Workers {
     /// The server's workers: `local` (if any), and worker hosts reached over
     /// the network with calls signed by `credentials`.
     pub fn hosts(local: Option<(Arc<Worker>, Capacity)>, credentials: Credentials, logs: mpsc::Sender<LogBatch>) -> Workers {
+        Workers::owned_hosts(local, credentials, None, logs)
+    }
+
+    /// [`Workers::hosts`] for a cluster's front end: each sandbox it starts on a worker host is `owner`'s.
+    pub fn owned_hosts(
+        local: Option<(Arc<Worker>, Capacity)>,
+        credentials: Credentials,
+        owner: Option<OwnerSource>,
+        logs: mpsc::Sender<LogBatch>,
+    ) -> Workers {
         Workers {
             local: local.map(|(worker, capacity)| (Arc::new(LocalWorker(worker)) as Arc<dyn WorkerBackend>, capacity)),
-            connect: Box::new(move |address| Arc::new(RemoteHost(RemoteWorker::new(address, credentials.clone())))),
+            connect: Box::new(move |address| {
+                Arc::new(RemoteHost(RemoteWorker::owned(address, credentials.clone(), owner.clone())))
+            }),
             logs,
         }
     }
@@ -459,6 +472,11 @@ impl Invoker {
             }
             tracing::warn!(%worker, address = %address, sandboxes_dropped = lost.len(), "worker unhealthy");
         }
+    }
+
+    /// The region's front ends as the membership sees them (`None` with one front end).
+    pub fn front_ends(&self) -> Option<ignis_cluster::owner::FrontEnds> {
+        self.membership.front_ends()
     }
 
     /// Every worker, oldest first.

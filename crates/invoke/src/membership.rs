@@ -48,6 +48,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use ignis_cluster::Capacity;
+use ignis_cluster::owner::FrontEnds;
 use ignis_placement::{Health, Liveness, WorkerId};
 
 use crate::backend::BoxFuture;
@@ -77,6 +78,12 @@ pub trait Membership: Send + Sync {
 
     /// Every listed member, oldest first.
     fn members(&self) -> Vec<Member>;
+
+    /// The front ends of the region as this one sees them, when there are several (worker hosts end the
+    /// sandboxes of front ends that are gone: `ignis_cluster::owner`).
+    fn front_ends(&self) -> Option<FrontEnds> {
+        None
+    }
 }
 
 /// [`Membership::register`] could not store the new member.

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::async_invoke::send_numbered;
 use crate::concurrency::{assert_throttled, sleeper, started};
-use crate::harness::{Server, WorkerHost, eventually, rust_example, sh_runtime};
+use crate::harness::{Server, WorkerHost, cgroup_left, eventually, rust_example, sh_runtime};
 use crate::runtimes::publish_layer;
 
 /// How long a change made through one front end may take to show on another (generous: no test waits it out).
@@ -360,15 +360,32 @@ fn worker_hosts_are_members_in_etcd_shared_by_the_front_ends() {
         assert_eq!(front.invoke("hello", "{}").text().trim(), "\"hi\"", "run on the survivor");
     }
 
-    // The front end the survivor heartbeats through is killed: it goes on through the other, as the same member,
-    // which now places on all of its memory.
-    let survivor_id = |front: &Server| front.workers().iter().find(|w| w["Address"] == second.address.as_str()).map(|w| w["WorkerId"].clone());
+    // Each front end has a sandbox on the survivor.
+    let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
+    assert_eq!(fronts[0].create("whoami", &whoami, json!({})).status, 201);
+    let sandbox = |front: &Server| {
+        let path = "/2015-03-31/functions/whoami";
+        assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", path, b"").status == 200));
+        let stream = front.invoke("whoami", "{}").json().as_str().unwrap().to_string();
+        stream.rsplit(']').next().unwrap().to_string()
+    };
+    let (kept, orphan) = (sandbox(&fronts[0]), sandbox(&fronts[1]));
+    assert!(cgroup_left(&kept) && cgroup_left(&orphan) && kept != orphan);
+
+    // The front end the survivor heartbeats through is killed: the survivor goes on through the other, as the
+    // same member, which now places on all of its memory; the dead front end's sandbox there ends, the other's
+    // stays.
+    let survivor_id = |front: &Server| {
+        front.workers().iter().find(|w| w["Address"] == second.address.as_str()).map(|w| w["WorkerId"].clone())
+    };
     let before = survivor_id(&fronts[0]);
     fronts[1].kill();
     let whole = || listed_workers(&fronts[0]).iter().any(|w| w.0 == second.address && w.1 && w.2 == 1024);
     assert!(eventually(SHOWS_WITHIN, whole), "{:?}", listed_workers(&fronts[0]));
     assert_eq!(survivor_id(&fronts[0]), before, "the same member");
-    assert_eq!(fronts[0].invoke("hello", "{}").text().trim(), "\"hi\"");
+    assert!(eventually(SHOWS_WITHIN, || !cgroup_left(&orphan)), "the dead front end's sandbox ran on");
+    assert!(cgroup_left(&kept));
+    assert_eq!(sandbox(&fronts[0]), kept, "warm");
 }
 
 /// Two front ends whose object store is an S3 bucket (a Garage this test starts): code made through one runs
