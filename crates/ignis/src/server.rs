@@ -227,7 +227,7 @@ impl SandboxNetworking {
 /// Ignis's API on the sandboxes' gateway, at the port the API listens on: relayed there unless it already listens on
 /// every address.
 pub fn endpoint_for(api: std::net::SocketAddr) -> ignis_net::Endpoint {
-    let relay_to = (!api.ip().is_unspecified()).then(|| api.to_string());
+    let relay_to = (!api.ip().is_unspecified()).then(|| api.to_string()).into_iter().collect();
     ignis_net::Endpoint { port: api.port(), relay_to }
 }
 

@@ -77,12 +77,11 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, String> {
                 .ok_or_else(|| format!("--join must be http://HOST:PORT, not {join:?}"))
         })
         .collect::<Result<Vec<String>, String>>()?;
-    // The sandboxes' calls to Ignis's API go to the first server.
-    let server = servers[0].clone();
-    let endpoint = server
+    // The sandboxes reach Ignis's API on the first server's port, relayed to whichever server answers.
+    let endpoint = servers[0]
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse().ok())
-        .map(|port| ignis_net::Endpoint { port, relay_to: Some(server.clone()) });
+        .map(|port| ignis_net::Endpoint { port, relay_to: servers.clone() });
     let network = args.networking.config(endpoint)?;
     let credentials = admin_credentials()?;
     let tier_credentials = credentials.clone();

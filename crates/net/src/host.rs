@@ -32,9 +32,9 @@ pub struct Config {
 pub struct Endpoint {
     /// The gateway's port.
     pub port: u16,
-    /// Where the API listens (`HOST:PORT`), if connections must be relayed there; `None` if the API itself listens
-    /// on every address (the gateway's included) at `port`.
-    pub relay_to: Option<String>,
+    /// Where the API listens (`HOST:PORT`), if connections must be relayed there (the first that answers, of a
+    /// cluster's front ends); empty if the API itself listens on every address (the gateway's included) at `port`.
+    pub relay_to: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +83,8 @@ impl HostNetwork {
         };
         let forwarder = Forwarder::start(plan.gateway(), upstreams).map_err(io("starting the sandboxes' DNS forwarder"))?;
         let relay = match &config.endpoint {
-            Some(Endpoint { port, relay_to: Some(target) }) => Some(
-                Relay::start(SocketAddr::new(plan.gateway().into(), *port), target.clone())
+            Some(Endpoint { port, relay_to }) if !relay_to.is_empty() => Some(
+                Relay::start(SocketAddr::new(plan.gateway().into(), *port), relay_to.clone())
                     .map_err(io("listening for the API on the sandboxes' gateway"))?,
             ),
             _ => None,
