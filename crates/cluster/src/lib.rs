@@ -63,7 +63,7 @@ pub use images::RemoteManifests;
 pub use peer::{Peer, PeerError, Protocol, Servers, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::{serve, serve_with_peer};
-pub use wire::{decode_log_batches, encode_log_batches};
+pub use wire::{decode_invocation, decode_log_batches, decode_outcome, encode_invocation, encode_log_batches, encode_outcome};
 
 /// How often a worker sends a heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);

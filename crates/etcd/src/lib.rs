@@ -23,7 +23,10 @@
 //!   id>`, `accounts/admin`: accounts, their unique names, access keys
 //!   (secrets sealed) and the administrator's account id.
 //! - `members/workers/<id>`, `members/front-ends/<lease>`, `worker-ids/next`:
-//!   the worker hosts and the front ends ([`members`]).
+//!   the worker hosts and the front ends, with the address each is reached at
+//!   ([`members`]).
+//! - `leaders/partitions/<p>`: the front end leading each assignment
+//!   partition ([`partitions`]).
 //!
 //! # Invariants
 //! - Reads never wait for etcd: each front end keeps a [`Mirror`] of the keys
@@ -50,6 +53,7 @@ pub mod events;
 mod layers;
 pub mod members;
 mod mirror;
+pub mod partitions;
 pub mod presence;
 mod registry;
 mod table;
@@ -68,6 +72,7 @@ pub use counter::EtcdCounter;
 pub use events::{EtcdEventStorage, start_adoption};
 pub use layers::{EtcdLayers, EtcdNetworks};
 pub use members::EtcdMembership;
+pub use partitions::Partitions;
 pub use mirror::{Apply, Kv, Mirror};
 pub use presence::Presence;
 pub use registry::{ChangeHook, EtcdRegistry};

@@ -74,7 +74,8 @@ pub fn share(capacity: Capacity, front_ends: usize) -> Capacity {
 pub struct View {
     /// Listed in etcd now: id → (address, capacity, lease).
     listed: BTreeMap<WorkerId, Listed>,
-    front_ends: BTreeSet<String>,
+    /// Front ends listed: lease (hex) → the address they are reached at (empty until they say).
+    front_ends: BTreeMap<String, String>,
     /// Seen listed, not yet reported gone: where they were.
     known: BTreeMap<WorkerId, (String, Capacity)>,
     /// Reported gone here, listed (unhealthy) until a new member has its address.
@@ -95,8 +96,8 @@ impl View {
     fn saw(&mut self, changes: &[Kv]) {
         for kv in changes {
             if let Some(name) = kv.key.strip_prefix(FRONT_ENDS) {
-                match kv.value {
-                    Some(_) => self.front_ends.insert(name.to_string()),
+                match &kv.value {
+                    Some(address) => self.front_ends.insert(name.to_string(), String::from_utf8_lossy(address).into_owned()),
                     None => self.front_ends.remove(name),
                 };
             } else if let Some(id) = kv.key.strip_prefix(WORKERS).and_then(|id| id.parse::<u32>().ok()) {
@@ -238,6 +239,13 @@ impl EtcdMembership {
         lock(&self.view)
     }
 
+    /// The front ends listed with the address they are reached at, by lease.
+    pub fn front_ends_reached(&self) -> BTreeMap<i64, String> {
+        let view = self.view();
+        let reached = view.front_ends.iter().filter(|(_, address)| !address.is_empty());
+        reached.filter_map(|(lease, address)| Some((i64::from_str_radix(lease, 16).ok()?, address.clone()))).collect()
+    }
+
     async fn join(&self, address: &str, capacity: Capacity) -> Result<Joined, EtcdError> {
         let ttl = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = self.etcd.client().lease_grant(ttl, None).await?.id();
@@ -371,7 +379,7 @@ impl Membership for EtcdMembership {
     fn front_ends(&self) -> Option<FrontEnds> {
         // The revision first: the view shows at least every change up to it.
         let revision = self.mirror.revision();
-        let live = self.view().front_ends.iter().filter_map(|lease| i64::from_str_radix(lease, 16).ok()).collect();
+        let live = self.view().front_ends.keys().filter_map(|lease| i64::from_str_radix(lease, 16).ok()).collect();
         Some(FrontEnds { revision, live })
     }
 }

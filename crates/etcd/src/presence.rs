@@ -24,6 +24,8 @@ pub struct Presence {
     lease: Arc<AtomicI64>,
     /// The lease, and the revision this front end was listed at under it (changed together).
     owner: Arc<Mutex<Owner>>,
+    /// The address other front ends reach this one at (empty until [`Presence::advertise`]).
+    address: Arc<Mutex<String>>,
     renewing: tokio::task::JoinHandle<()>,
 }
 
@@ -36,11 +38,20 @@ impl Drop for Presence {
 impl Presence {
     /// Takes a lease and keeps it alive.
     pub async fn start(etcd: Etcd) -> Result<Presence, EtcdError> {
-        let owner = grant(&etcd).await?;
+        let address = Arc::new(Mutex::new(String::new()));
+        let owner = grant(&etcd, "").await?;
         let lease = Arc::new(AtomicI64::new(owner.front_end));
         let owner = Arc::new(Mutex::new(owner));
-        let renewing = tokio::spawn(renew(etcd.clone(), Arc::downgrade(&lease), owner.clone()));
-        Ok(Presence { etcd, lease, owner, renewing })
+        let renewing = tokio::spawn(renew(etcd.clone(), Arc::downgrade(&lease), owner.clone(), address.clone()));
+        Ok(Presence { etcd, lease, owner, address, renewing })
+    }
+
+    /// Lists this front end with `address`, where the other front ends reach it (`HOST:PORT`).
+    pub async fn advertise(&self, address: &str) -> Result<(), EtcdError> {
+        *self.address.lock().unwrap_or_else(|e| e.into_inner()) = address.to_string();
+        let lease = self.id();
+        let options = Some(PutOptions::new().with_lease(lease));
+        self.etcd.put(&crate::members::front_end_key(lease), address.as_bytes().to_vec(), options).await.map(drop)
     }
 
     /// This front end as a sandbox's owner on a worker host: its lease and the revision it was listed at.
@@ -76,16 +87,22 @@ impl Presence {
     }
 }
 
+/// What `address` holds now.
+fn current(address: &Mutex<String>) -> String {
+    address.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// A new lease, and this front end listed under it (`members/front-ends/<lease>`: the front ends a worker's
 /// memory is shared among, and whose sandboxes worker hosts keep), with the revision of the listing.
-async fn grant(etcd: &Etcd) -> Result<Owner, EtcdError> {
+async fn grant(etcd: &Etcd, address: &str) -> Result<Owner, EtcdError> {
     let lease = etcd.client().lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
-    let since = etcd.put(&crate::members::front_end_key(lease), Vec::new(), Some(PutOptions::new().with_lease(lease))).await?;
+    let listing = (crate::members::front_end_key(lease), address.as_bytes().to_vec());
+    let since = etcd.put(&listing.0, listing.1, Some(PutOptions::new().with_lease(lease))).await?;
     Ok(Owner { front_end: lease, since })
 }
 
 /// Renews the lease; when etcd has let it expire, takes a new one.
-async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>, owner: Arc<Mutex<Owner>>) {
+async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>, owner: Arc<Mutex<Owner>>, address: Arc<Mutex<String>>) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let Some(lease) = lease.upgrade() else { return };
@@ -101,7 +118,7 @@ async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>, owner: Arc<Mutex<O
             Some(true) => {}
             // etcd unreachable or without a leader: try again; the lease lives LEASE_TTL from its last renewal.
             None => tracing::warn!("cannot renew this front end's etcd lease"),
-            Some(false) => match grant(&etcd).await {
+            Some(false) => match grant(&etcd, &current(&address)).await {
                 Ok(new) => {
                     tracing::warn!(old = id, new = new.front_end, "this front end's etcd lease expired: what it held goes, it starts again");
                     *owner.lock().unwrap_or_else(|e| e.into_inner()) = new;

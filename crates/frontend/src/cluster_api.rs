@@ -10,6 +10,9 @@
 //! - `GET /ignis/workers` → `{"Workers": [{"WorkerId", "Address", "Local",
 //!   "Healthy", "MemoryMb", "Cpus", "UsedMemoryMb", "Sandboxes"}]}`, oldest first.
 //! - `GET /ignis/code/{sha256 hex}` → the code tree, zipped.
+//! - `POST /ignis/invocations/{account}/{function}/{revision}` (an invocation, as the worker protocol encodes
+//!   it) → its outcome: one forwarded by another front end to the leader of the function's partition.
+//! - `GET /ignis/partitions?Function=NAME` → `{"Partition", "Leader", "Settled"}`.
 //! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
 //!   `{"Id", "Manifest", "Key", "Root"}`: a prepared image (prepared now if it
 //!   is not: garbage collection may have forgotten it), for a worker host.
@@ -25,11 +28,15 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::Full;
 use ignis_cluster::Capacity;
+use ignis_ids::AccountId;
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::http::{Answer, empty_answer, json_answer};
 use crate::{App, Caller};
+
+/// Largest forwarded invocation read (a payload of 6 MB, base64, and the rest of the invocation).
+pub const MAX_FORWARDED: usize = 16 * 1024 * 1024;
 
 fn admin_only(caller: &Caller) -> Result<(), ApiError> {
     if caller.admin {
@@ -118,6 +125,61 @@ pub fn list(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
         })
         .collect();
     Ok(json_answer(StatusCode::OK, json!({ "Workers": workers })))
+}
+
+/// `POST /ignis/invocations/{account}/{function}/{revision}`: an invocation another front end forwards to this
+/// one, the leader of the function's partition (`ignis_invoke::assignment`). The outcome (the worker protocol's
+/// body), or `encode_outcome(None)` for one not taken here (the revision is not known here yet, or this front
+/// end is shutting down: the sender runs it itself), or 500 with the invoker's error as `encode_error` gives it.
+pub async fn run_forwarded(
+    app: &Arc<App>,
+    caller: &Caller,
+    (account, function, revision): (&str, &str, &str),
+    body: &[u8],
+) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let not_taken = || Ok(bytes_answer(StatusCode::OK, ignis_cluster::encode_outcome(None)));
+    let Some(account_id) = AccountId::parse(account) else { return not_taken() };
+    let Some(latest) = app.registry.get(&account_id, function) else { return not_taken() };
+    let record = match latest.revision_id == revision {
+        true => latest.as_ref(),
+        false => match latest.versions.iter().find(|v| v.revision_id == revision) {
+            Some(version) => version,
+            None => return not_taken(),
+        },
+    };
+    let (invocation, _) = ignis_cluster::decode_invocation(body).map_err(ApiError::InvalidRequestContent)?;
+    let target = crate::invoke_api::target(app, account, record);
+    match app.invoker.run_forwarded(target, invocation).await {
+        Ok(outcome) => Ok(bytes_answer(StatusCode::OK, ignis_cluster::encode_outcome(Some(&outcome)))),
+        Err(ignis_invoke::InvokeError::ShuttingDown) => not_taken(),
+        Err(e) => Ok(json_answer(StatusCode::INTERNAL_SERVER_ERROR, ignis_invoke::assignment::encode_error(&e))),
+    }
+}
+
+/// `GET /ignis/partitions?Function=NAME`: the assignment partition of the caller's function, the front end
+/// leading it (`null`: no one now), and whether that is the one that should (`Settled`); `null`s outside a
+/// cluster.
+pub fn describe_partition(app: &App, caller: &Caller, query: &str) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let params = crate::http::query_params(query);
+    let Some((_, function)) = params.iter().find(|(k, _)| k == "Function") else {
+        return Err(ApiError::Validation("Function is required".into()));
+    };
+    let answer = match app.invoker.assignment() {
+        Some(assignment) => {
+            let described = assignment.describe(caller.account.as_str(), function);
+            json!({ "Partition": described.partition, "Leader": described.leader, "Settled": described.settled })
+        }
+        None => json!({ "Partition": null, "Leader": null, "Settled": null }),
+    };
+    Ok(json_answer(StatusCode::OK, answer))
+}
+
+fn bytes_answer(status: StatusCode, body: Vec<u8>) -> Answer {
+    let mut answer = Answer::new(Full::new(Bytes::from(body)));
+    *answer.status_mut() = status;
+    answer
 }
 
 pub async fn code(app: &Arc<App>, caller: &Caller, sha: &str) -> Result<Answer, ApiError> {

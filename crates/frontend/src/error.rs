@@ -351,7 +351,8 @@ impl From<ignis_invoke::InvokeError> for ApiError {
             | KeptFailing
             | WorkerLost(_)
             | ShuttingDown
-            | Task(_)) => ApiError::Service(e.to_string()),
+            | Task(_)
+            | Elsewhere(_)) => ApiError::Service(e.to_string()),
         }
     }
 }

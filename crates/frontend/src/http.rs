@@ -154,6 +154,10 @@ pub enum Operation {
     Heartbeat(String),
     ListWorkers,
     GetCode(String),
+    /// `POST /ignis/invocations/{account}/{function}/{revision}`: an invocation forwarded by another front end.
+    RunForwarded(String, String, String),
+    /// `GET /ignis/partitions?Function=NAME`: a function's assignment partition and its leader.
+    DescribePartition,
     /// `GET /ignis/images/{account}/{digest}?repository=NAME`: a prepared image, for a worker host.
     GetImage(String, String),
     /// `GET /ignis/chunks/{root}/{digest}`: one stored chunk, for a worker host.
@@ -254,6 +258,10 @@ impl Operation {
                     self.name()
                 )),
             ),
+            Operation::RunForwarded(..) => (
+                cluster_api::MAX_FORWARDED,
+                ApiError::RequestEntityTooLarge(format!("Request must be smaller than {} bytes", cluster_api::MAX_FORWARDED)),
+            ),
             Operation::Sqs(_) => (
                 sqs_api::MAX_REQUEST,
                 ApiError::from(ignis_queues::QueueError::InvalidParameterValue(format!(
@@ -335,6 +343,8 @@ impl Operation {
             Operation::Heartbeat(_) => "Heartbeat",
             Operation::ListWorkers => "ListWorkers",
             Operation::GetCode(_) => "GetCode",
+            Operation::RunForwarded(..) => "RunForwarded",
+            Operation::DescribePartition => "DescribePartition",
             Operation::GetImage(..) => "GetImage",
             Operation::GetChunk(..) => "GetChunk",
             Operation::CollectImages => "CollectImages",
@@ -364,6 +374,8 @@ impl Operation {
             | Operation::Heartbeat(_)
             | Operation::ListWorkers
             | Operation::GetCode(_)
+            | Operation::RunForwarded(..)
+            | Operation::DescribePartition
             | Operation::GetImage(..)
             | Operation::GetChunk(..)
             | Operation::CollectImages
@@ -514,6 +526,10 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["ignis", "workers"]) => Operation::ListWorkers,
         (&Method::POST, ["ignis", "workers", id, "heartbeat"]) => Operation::Heartbeat(decode(id)?),
         (&Method::GET, ["ignis", "code", sha]) => Operation::GetCode(decode(sha)?),
+        (&Method::POST, ["ignis", "invocations", account, function, revision]) => {
+            Operation::RunForwarded(decode(account)?, decode(function)?, decode(revision)?)
+        }
+        (&Method::GET, ["ignis", "partitions"]) => Operation::DescribePartition,
         (&Method::GET, ["ignis", "images", account, digest]) => Operation::GetImage(decode(account)?, decode(digest)?),
         (&Method::GET, ["ignis", "chunks", root, digest]) => Operation::GetChunk(decode(root)?, decode(digest)?),
         (&Method::POST, ["ignis", "images", "gc"]) => Operation::CollectImages,
@@ -748,6 +764,10 @@ async fn respond(
         Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id).await,
         Operation::ListWorkers => cluster_api::list(app, caller),
         Operation::GetCode(sha) => cluster_api::code(app, caller, &sha).await,
+        Operation::RunForwarded(account, function, revision) => {
+            cluster_api::run_forwarded(app, caller, (&account, &function, &revision), &body).await
+        }
+        Operation::DescribePartition => cluster_api::describe_partition(app, caller, query),
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
         Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,

@@ -144,6 +144,11 @@ pub struct ServerArgs {
     /// --object-store.
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// With --etcd: the address (`HOST:PORT`) the other front ends reach this one's API at, to forward the
+    /// invocations of the functions whose partition this one leads [default: the address listened on, unless
+    /// that is every address].
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
     /// The master key (32 bytes) that seals secrets, instead of one made in the data directory: every front end
     /// of a cluster must have the same. Copied into a data directory that has none; refused if it has another.
     #[arg(long, value_name = "PATH")]
@@ -284,6 +289,16 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                     --object-store (an s3:// store or a file:/// directory every front end shares: code goes there)"
             .into());
     }
+    if args.advertise.is_some() && args.etcd.is_empty() {
+        return Err("--advertise is the address of a cluster's front end: it needs --etcd".into());
+    }
+    let every_address = args.listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_unspecified());
+    if !args.etcd.is_empty() && args.advertise.is_none() && every_address {
+        return Err(format!(
+            "--listen {} is every address: give --advertise HOST:PORT, where the other front ends reach this one",
+            args.listen
+        ));
+    }
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     if let Some(path) = &args.master_key_file {
@@ -335,6 +350,10 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        if let Some(cluster) = &cluster {
+            let advertised = args.advertise.clone().unwrap_or_else(|| address.to_string());
+            cluster.presence.advertise(&advertised).await.map_err(|e| format!("cannot list this front end in etcd: {e}"))?;
+        }
         let url_listener = match &args.url_listen {
             Some(listen) => Some(bind_urls(listen, &args.url_domain).await?),
             None => None,
@@ -386,7 +405,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         tokio::spawn(publish_store_size(Arc::downgrade(&images)));
         let presence = cluster.as_ref().map(|cluster| cluster.presence.clone());
-        let services = services(&args, cluster, store, accounts, workers, logs, oci, images, clock.clone()).await?;
+        let services =
+            services(&args, cluster, store, accounts, workers, logs, oci, images, &credentials, clock.clone()).await?;
         let config = Config {
             region: args.region.clone(),
             admin_account,
@@ -496,6 +516,7 @@ async fn services(
     logs: ignis_logs::Logs,
     oci: Arc<ignis_oci::Oci>,
     images: Arc<Images>,
+    credentials: &Credentials,
     clock: SharedClock,
 ) -> Result<Services, String> {
     let limits = Limits { concurrency: args.account_concurrency, min_unreserved: args.min_unreserved };
@@ -570,7 +591,15 @@ async fn services(
             let membership = ignis_etcd::EtcdMembership::start(cluster.etcd.clone(), ignis_cluster::HEARTBEAT_TIMEOUT)
                 .await
                 .map_err(|e| format!("cannot follow the cluster's worker hosts: {e}"))?;
-            Invoker::with_membership(workers, admission, Arc::new(membership), keep_alive, clock.clone())
+            let membership = Arc::new(membership);
+            let invoker = Invoker::with_membership(workers, admission, membership.clone(), keep_alive, clock.clone());
+            // A function's invocations run on the front end leading its partition.
+            let partitions =
+                ignis_etcd::Partitions::start(cluster.etcd.clone(), cluster.presence.clone(), membership, credentials.clone())
+                    .await
+                    .map_err(|e| format!("cannot follow the cluster's assignment partitions: {e}"))?;
+            invoker.set_assignment(partitions);
+            invoker
         }
     };
     if let Some(changes) = changes {

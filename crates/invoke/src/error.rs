@@ -47,6 +47,9 @@ pub enum InvokeError {
     /// The invocation's task failed (panicked or was cancelled).
     #[error("invocation failed: {0}")]
     Task(String),
+    /// The front end leading the function's partition could not run it: its message (`assignment`).
+    #[error("{0}")]
+    Elsewhere(String),
 }
 
 impl InvokeError {

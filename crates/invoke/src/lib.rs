@@ -84,6 +84,7 @@ mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod from_record;
+pub mod assignment;
 pub mod membership;
 pub mod metrics;
 mod placements;
@@ -331,6 +332,8 @@ pub struct Invoker {
     admission: Arc<Admission>,
     state: Mutex<State>,
     membership: Arc<dyn Membership>,
+    /// Which front end runs a function's invocations, in a cluster (set once).
+    assignment: std::sync::OnceLock<Arc<dyn assignment::Assignment>>,
     placements: Placements,
     keep_alive: Duration,
     clock: SharedClock,
@@ -367,6 +370,7 @@ impl Invoker {
             admission,
             state: Mutex::new(state),
             membership,
+            assignment: std::sync::OnceLock::new(),
             placements: Placements::new(workers.local),
             keep_alive,
             epoch: clock.instant(),
@@ -404,6 +408,29 @@ impl Invoker {
     /// `AWS_SESSION_TOKEN`), and is not reused once they near their expiry.
     pub fn set_credential_source(&self, source: Arc<dyn CredentialSource>) {
         self.sandbox_env.write().unwrap_or_else(|e| e.into_inner()).credentials = Some(source);
+    }
+
+    /// Sends each invocation of a function whose partition another front end leads to that front end (a
+    /// cluster's front end; set once, before any invocation).
+    pub fn set_assignment(&self, assignment: Arc<dyn assignment::Assignment>) {
+        let _ = self.assignment.set(assignment);
+    }
+
+    /// The assignment [`Invoker::set_assignment`] set, if any.
+    pub fn assignment(&self) -> Option<&Arc<dyn assignment::Assignment>> {
+        self.assignment.get()
+    }
+
+    /// Runs an invocation another front end forwarded to this one, the leader of its function's partition: on
+    /// this front end's sandboxes, never forwarded again; the sender admitted it (see [`assignment`]).
+    pub async fn run_forwarded(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, InvokeError> {
+        let invoker = self.clone();
+        tokio::spawn(async move {
+            let labels = invoker.metrics.labels(&target.function);
+            invoker.attempts(&target, invocation, &labels, false).await
+        })
+        .await
+        .map_err(|e| InvokeError::Task(e.to_string()))?
     }
 
     /// Admission, for reservations (PutFunctionConcurrency and the like).
@@ -692,7 +719,7 @@ impl Invoker {
         let _executing = labels.executing();
         let key = activity::key(&target.function);
         self.activity().start(&key, self.unix_secs());
-        let result = self.attempts(&target, invocation, &labels).await;
+        let result = self.attempts(&target, invocation, &labels, true).await;
         labels.finished(&result);
         self.activity().finish(&key, self.unix_secs(), activity::ended(&result));
         result
@@ -716,13 +743,27 @@ impl Invoker {
         self.activity().totals(account, self.unix_secs())
     }
 
-    /// Runs `invocation` on up to [`MAX_ATTEMPTS`] sandboxes, until one takes it.
+    /// Runs `invocation` on up to [`MAX_ATTEMPTS`] sandboxes, until one takes it; first, when `route` and another
+    /// front end leads the function's partition, through that front end (a streamed response is run here).
     async fn attempts(
         &self,
         target: &Target,
         mut invocation: Invocation,
         labels: &metrics::Labels,
+        route: bool,
     ) -> Result<Outcome, InvokeError> {
+        let revision = &target.function.revision;
+        let leader = match (route, invocation.response_stream.is_none(), self.assignment.get()) {
+            (true, true, Some(assignment)) => assignment.leader(revision.account.as_str(), &revision.function),
+            _ => None,
+        };
+        if let Some(leader) = leader {
+            match leader.run(target, invocation).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(assignment::Forwarded::Refused(e)) => return Err(e),
+                Err(assignment::Forwarded::NotTaken(back)) => invocation = back,
+            }
+        }
         for _ in 0..MAX_ATTEMPTS {
             let (reservation, handle) = match self.reserve(target, &invocation.request_id).await? {
                 Reserved::Sandbox(reservation, handle) => (reservation, handle),

@@ -232,12 +232,15 @@ mod tests {
     use ignis_cluster::Capacity;
     use ignis_placement::WorkerId;
 
-    use futures::executor::block_on;
-
     use super::{Beat, Joined, LocalMembership, Member, Membership};
 
     const TIMEOUT: Duration = Duration::from_secs(3);
     const CAPACITY: Capacity = Capacity { memory_mb: 1024, cpus: 2 };
+
+    /// `future`'s output (a local membership's answers are ready at once).
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().expect("a runtime").block_on(future)
+    }
 
     /// A membership over a manual clock, and the clock's time in ms since it started.
     struct World {

@@ -188,8 +188,10 @@ fn a_reservation_holds_across_front_ends() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
     let fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    sleeper(&fronts[0], "one", 8, 20);
-    let put = fronts[0].lambda("PUT", "/2017-10-31/functions/one/concurrency", br#"{"ReservedConcurrentExecutions": 1}"#);
+    // Led by the second front end, which runs (and logs) its invocations.
+    let one = name_led_by(&fronts.iter().collect::<Vec<_>>(), 1, "one");
+    sleeper(&fronts[0], &one, 8, 20);
+    let put = fronts[0].lambda("PUT", &format!("/2017-10-31/functions/{one}/concurrency"), br#"{"ReservedConcurrentExecutions": 1}"#);
     assert_eq!(put.status, 200, "{}", put.text());
     assert!(
         eventually(SHOWS_WITHIN, || fronts[2].lambda("GET", "/2016-08-19/account-settings", b"").json()["AccountLimit"]
@@ -197,16 +199,16 @@ fn a_reservation_holds_across_front_ends() {
             == 999),
         "the reservation counts on every front end"
     );
-    invoke_once_shown(&fronts[1], "one");
+    invoke_once_shown(&fronts[1], &one);
     std::thread::scope(|scope| {
         // The one unit is in use through the second front end while the third is asked.
-        let running = scope.spawn(|| fronts[1].invoke("one", r#"{"sleep": true}"#));
-        assert!(eventually(SHOWS_WITHIN, || started(&fronts[1], "one") >= 2), "the held invocation never started");
-        assert_throttled(&fronts[2].invoke("one", "{}"), "ReservedFunctionConcurrentInvocationLimitExceeded");
+        let running = scope.spawn(|| fronts[1].invoke(&one, r#"{"sleep": true}"#));
+        assert!(eventually(SHOWS_WITHIN, || started(&fronts[1], &one) >= 2), "the held invocation never started");
+        assert_throttled(&fronts[2].invoke(&one, "{}"), "ReservedFunctionConcurrentInvocationLimitExceeded");
         assert_eq!(running.join().unwrap().status, 200);
     });
     // Its unit, spare on the second front end, goes to the third when asked.
-    let reply = fronts[2].invoke("one", "{}");
+    let reply = fronts[2].invoke(&one, "{}");
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
@@ -293,18 +295,113 @@ fn a_function_changed_or_deleted_through_one_front_end_retires_its_sandboxes_on_
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
     let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    echo_function(&fronts[0], "changed", "one");
-    assert_eq!(invoke_once_shown(&fronts[1], "changed"), "\"one\"");
+    // Functions whose partition the second front end leads: their sandboxes are there.
+    let both: Vec<&Server> = fronts.iter().collect();
+    let changed = name_led_by(&both, 1, "changed");
+    echo_function(&fronts[0], &changed, "one");
+    assert_eq!(invoke_once_shown(&fronts[1], &changed), "\"one\"");
     assert_eq!(local_sandboxes(&fronts[1]), 1, "warm on the second front end");
-    let update = fronts[0].lambda("PUT", "/2015-03-31/functions/changed/configuration", br#"{"Description": "new"}"#);
+    let path = format!("/2015-03-31/functions/{changed}/configuration");
+    let update = fronts[0].lambda("PUT", &path, br#"{"Description": "new"}"#);
     assert_eq!(update.status, 200, "{}", update.text());
     assert!(eventually(SHOWS_WITHIN, || local_sandboxes(&fronts[1]) == 0), "the old revision's sandbox stayed");
 
-    echo_function(&fronts[0], "deleted", "two");
-    assert_eq!(invoke_once_shown(&fronts[1], "deleted"), "\"two\"");
+    let deleted = name_led_by(&both, 1, "deleted");
+    echo_function(&fronts[0], &deleted, "two");
+    assert_eq!(invoke_once_shown(&fronts[1], &deleted), "\"two\"");
     assert_eq!(local_sandboxes(&fronts[1]), 1);
-    assert_eq!(fronts[0].lambda("DELETE", "/2015-03-31/functions/deleted", b"").status, 204);
+    assert_eq!(fronts[0].lambda("DELETE", &format!("/2015-03-31/functions/{deleted}"), b"").status, 204);
     assert!(eventually(SHOWS_WITHIN, || local_sandboxes(&fronts[1]) == 0), "the deleted function's sandbox stayed");
+}
+
+/// Cluster flags that do not go together are refused, each with a message that names what is missing.
+#[test]
+fn the_server_refuses_cluster_flags_that_do_not_go_together() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let data = tempfile::tempdir().unwrap();
+    let key = shared.path().join("master.key");
+    let objects = format!("file://{}", shared.path().join("objects").display());
+    let refusal = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ignis"));
+        command.arg("server").arg("--data-dir").arg(data.path()).args(args);
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let endpoints = etcd.endpoints_flag();
+    let refused = refusal(&["--etcd", &endpoints, "--object-store", &objects]);
+    assert!(refused.contains("--etcd needs --master-key-file"), "{refused}");
+    let refused = refusal(&["--advertise", "127.0.0.1:9000"]);
+    assert!(refused.contains("--advertise is the address of a cluster's front end: it needs --etcd"), "{refused}");
+    let every = ["--listen", "0.0.0.0:0", "--etcd", &endpoints, "--object-store", &objects];
+    let refused = refusal(&[&every[..], &["--master-key-file", key.to_str().unwrap()]].concat());
+    assert!(refused.contains("is every address: give --advertise HOST:PORT"), "{refused}");
+}
+
+/// The address of the front end leading the partition of `function`, as `server` sees it.
+fn partition_leader(server: &Server, function: &str) -> Option<String> {
+    partition(server, function).0
+}
+
+/// The leader of the partition of `function` as `server` sees it, and whether it is the one that should lead it.
+fn partition(server: &Server, function: &str) -> (Option<String>, bool) {
+    let reply = server.signed("ignis", "GET", "/ignis/partitions", &format!("Function={function}"), &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = reply.json();
+    (answer["Leader"].as_str().map(str::to_string), answer["Settled"] == true)
+}
+
+/// The address of the front end leading the partition of `function`, once every front end of `fronts` sees the
+/// one that should lead it leading it.
+fn settled_leader(fronts: &[&Server], function: &str) -> String {
+    let settled = || {
+        let first = partition(fronts[0], function);
+        first.1 && fronts.iter().all(|f| partition(f, function) == first)
+    };
+    assert!(eventually(SHOWS_WITHIN, settled), "the front ends never agreed on the leader of {function}");
+    partition_leader(fronts[0], function).unwrap()
+}
+
+/// A function name (`prefix-N`) whose partition `fronts[at]` leads.
+fn name_led_by(fronts: &[&Server], at: usize, prefix: &str) -> String {
+    let name = (0..64).map(|i| format!("{prefix}-{i}")).find(|name| settled_leader(fronts, name) == fronts[at].address);
+    name.unwrap_or_else(|| panic!("{} leads none of 64 names", fronts[at].address))
+}
+
+/// A function's invocations run on the front end leading its partition, whichever front end they arrive at: it is
+/// warm once for the whole cluster. The leader killed, invocations through the others go on (run where they
+/// arrive until another front end takes the partition), and another takes it.
+#[test]
+fn a_function_runs_on_the_leader_of_its_partition_and_the_partition_moves_when_the_leader_dies() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    echo_function(&fronts[0], "led", "one");
+    let leader = settled_leader(&fronts.iter().collect::<Vec<_>>(), "led");
+    let at = fronts.iter().position(|f| f.address == leader).expect("a front end of the cluster leads it");
+
+    // Through the leader first (so that it knows the function), then through the others: one sandbox in all.
+    assert_eq!(invoke_once_shown(&fronts[at], "led"), "\"one\"");
+    for front in &fronts {
+        assert_eq!(invoke_once_shown(front, "led"), "\"one\"");
+    }
+    let sandboxes: Vec<u64> = fronts.iter().map(local_sandboxes).collect();
+    assert_eq!((sandboxes.iter().sum::<u64>(), sandboxes[at]), (1, 1), "{sandboxes:?}");
+
+    // The leader killed: every invocation through the others succeeds while another front end takes the partition.
+    fronts[at].kill();
+    let survivors: Vec<&Server> = fronts.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, f)| f).collect();
+    let moved = || {
+        for front in &survivors {
+            assert_eq!(front.invoke("led", "{}").text().trim(), "\"one\"");
+        }
+        let new = partition_leader(survivors[0], "led");
+        new.is_some() && new != Some(leader.clone()) && survivors.iter().all(|f| partition_leader(f, "led") == new)
+    };
+    assert!(eventually(SHOWS_WITHIN, moved), "the partition never moved");
+    let new = partition_leader(survivors[0], "led").unwrap();
+    assert!(survivors.iter().any(|f| f.address == new), "{new} leads it");
 }
 
 /// The workers `server` lists: (address, healthy, memory it places on, sandboxes), by address.
@@ -360,16 +457,20 @@ fn worker_hosts_are_members_in_etcd_shared_by_the_front_ends() {
         assert_eq!(front.invoke("hello", "{}").text().trim(), "\"hi\"", "run on the survivor");
     }
 
-    // Each front end has a sandbox on the survivor.
+    // Each front end has a sandbox on the survivor: one of a function whose partition it leads.
     let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
-    assert_eq!(fronts[0].create("whoami", &whoami, json!({})).status, 201);
-    let sandbox = |front: &Server| {
-        let path = "/2015-03-31/functions/whoami";
-        assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", path, b"").status == 200));
-        let stream = front.invoke("whoami", "{}").json().as_str().unwrap().to_string();
+    let both: Vec<&Server> = fronts.iter().collect();
+    let names = [name_led_by(&both, 0, "whoami"), name_led_by(&both, 1, "whoami")];
+    for name in &names {
+        assert_eq!(fronts[0].create(name, &whoami, json!({})).status, 201);
+    }
+    let sandbox = |front: &Server, name: &str| {
+        let path = format!("/2015-03-31/functions/{name}");
+        assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", &path, b"").status == 200));
+        let stream = front.invoke(name, "{}").json().as_str().unwrap().to_string();
         stream.rsplit(']').next().unwrap().to_string()
     };
-    let (kept, orphan) = (sandbox(&fronts[0]), sandbox(&fronts[1]));
+    let (kept, orphan) = (sandbox(&fronts[0], &names[0]), sandbox(&fronts[1], &names[1]));
     assert!(cgroup_left(&kept) && cgroup_left(&orphan) && kept != orphan);
 
     // The front end the survivor heartbeats through is killed: the survivor goes on through the other, as the
@@ -385,7 +486,7 @@ fn worker_hosts_are_members_in_etcd_shared_by_the_front_ends() {
     assert_eq!(survivor_id(&fronts[0]), before, "the same member");
     assert!(eventually(SHOWS_WITHIN, || !cgroup_left(&orphan)), "the dead front end's sandbox ran on");
     assert!(cgroup_left(&kept));
-    assert_eq!(sandbox(&fronts[0]), kept, "warm");
+    assert_eq!(sandbox(&fronts[0], &names[0]), kept, "warm");
 }
 
 /// Two front ends whose object store is an S3 bucket (a Garage this test starts): code made through one runs
