@@ -59,6 +59,9 @@ struct Block {
     held: u32,
     used: u32,
     last_used: Instant,
+    /// The function's reservation when its units were leased (`None`: unreserved). Spare units leased under
+    /// other terms than the function's now are not used: they go back, and units are leased anew under the rule.
+    terms: Option<u32>,
 }
 
 type Key = (String, String);
@@ -161,8 +164,9 @@ impl Inner {
 
     /// A unit of a block held here, if one has room.
     fn take_local(&self, key: &Key) -> Option<Slot> {
+        let terms = self.reservation(key);
         let mut blocks = self.blocks();
-        let block = blocks.get_mut(key).filter(|b| b.used < b.held)?;
+        let block = blocks.get_mut(key).filter(|b| b.used < b.held && b.terms == terms)?;
         block.used += 1;
         block.last_used = Instant::now();
         Some(Slot::Leased { lease: LeaseId(self.holder() as u64), account: key.0.clone(), function: key.1.clone() })
@@ -170,6 +174,17 @@ impl Inner {
 
     fn round(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.rounds).entry(key.clone()).or_default().clone()
+    }
+
+    /// `key`'s function's reservation now, from the registry.
+    fn reservation(&self, (account, function): &Key) -> Option<u32> {
+        self.registry.get(&AccountId::new(account), function).and_then(|record| record.reserved_concurrency)
+    }
+
+    /// Whether `key` holds spare units leased under other terms than its function's now.
+    fn stale(&self, key: &Key) -> bool {
+        let terms = self.reservation(key);
+        self.blocks().get(key).is_some_and(|b| b.held > b.used && b.terms != terms)
     }
 
     /// Every function's reservation in `account`, from the registry.
@@ -236,8 +251,10 @@ impl Inner {
             // Leased under a lease etcd has dropped since: those units are gone with it; lease again.
             if answer.succeeded() && self.holder() == holder {
                 let mut blocks = self.blocks();
-                let block = blocks.entry(key.clone()).or_insert(Block { held: 0, used: 0, last_used: Instant::now() });
+                let block =
+                    blocks.entry(key.clone()).or_insert(Block { held: 0, used: 0, last_used: Instant::now(), terms: None });
                 block.held = mine + granted;
+                block.terms = reservations.get(function).copied();
                 return Ok(granted);
             }
         }
@@ -305,6 +322,10 @@ impl Inner {
         let answer = loop {
             if let Some(slot) = self.take_local(&key) {
                 break Ok(slot);
+            }
+            // The function's reservation changed since its spare units were leased: they go back first.
+            if self.stale(&key) {
+                self.give_back(&key).await;
             }
             let mut changed = self.changed.subscribe();
             let leased = {

@@ -312,6 +312,33 @@ async fn a_reservation_holds_across_front_ends_under_parallel_load_and_every_uni
     fronts[0].release(slot);
 }
 
+/// A reservation made after a front end leased units of the function unreserved holds at once: its spare units
+/// are not used under the new terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_made_later_holds_against_units_leased_before_it() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry_with(dir.path(), &[("f", None)]).await;
+    let limits = ignis_counting::Limits { concurrency: 100, min_unreserved: 10 };
+    let fronts = counters(&cluster, &registry, limits, 1).await;
+    let a = account();
+    let slot = fronts[0].acquire(a.as_str(), "f").await.unwrap();
+    fronts[0].release(slot);
+
+    let mut record = FunctionRecord::new("f", "provided.al2023");
+    record.reserved_concurrency = Some(1);
+    registry.update(&a, "f", |_| Ok::<_, RegistryError>(record)).await.unwrap();
+    let held = fronts[0].acquire(a.as_str(), "f").await.expect("the one unit");
+    assert_eq!(
+        fronts[0].acquire(a.as_str(), "f").await.err(),
+        Some(ignis_counting::Reason::ReservedFunctionConcurrentInvocationLimitExceeded),
+        "a unit leased before the reservation was used"
+    );
+    fronts[0].release(held);
+    let again = fronts[0].acquire(a.as_str(), "f").await.expect("the unit again");
+    fronts[0].release(again);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_account_limit_holds_across_front_ends_and_a_dead_front_ends_units_come_back() {
     let cluster = EtcdCluster::start(1);
