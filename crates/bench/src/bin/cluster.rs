@@ -185,6 +185,18 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     if put.status != 200 {
         return Err(format!("PutFunctionConcurrency answered {}: {}", put.status, put.text()));
     }
+    // Once the other front end knows the reservation, it takes the one unit.
+    let reserved = Instant::now();
+    loop {
+        let reply = on_other.request("GET", &format!("/2019-09-30/functions/{FUNCTION}/concurrency"), &[], b"").await?;
+        if reply.status == 200 && reply.text().contains("\"ReservedConcurrentExecutions\":1") {
+            break;
+        }
+        if reserved.elapsed() > Duration::from_secs(30) {
+            return Err("the other front end never saw the reservation".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     invoke(&mut on_other).await?;
     // A partition the other front end leads: it moves to the first one when the other dies.
     let mut moving = None;
