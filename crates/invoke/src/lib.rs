@@ -13,6 +13,10 @@
 //!   handles, and the provisioned revisions. Each invocation runs in a task of
 //!   its own, so a client that goes away does not strand a sandbox half-used:
 //!   the task finishes the invocation and returns the sandbox.
+//! - [`assignment`]: the seam through which a cluster's front end runs a
+//!   function's invocations on the front end leading its partition
+//!   ([`Invoker::set_assignment`]; that front end runs what it is sent with
+//!   [`Invoker::run_forwarded`]).
 //! - [`membership`]: the seam for which worker hosts the region has (members
 //!   with a lease: register, heartbeat, expiry), with [`LocalMembership`]
 //!   beside it; the invoker holds an `Arc<dyn Membership>`.
@@ -41,7 +45,8 @@
 //! records) and call [`Invoker::invoke`] (or [`Invoker::admit`] then
 //! [`Invoker::invoke_admitted`]), [`Invoker::provision`] /
 //! [`Invoker::allocation`], [`Invoker::retire`] when a function changes,
-//! [`Invoker::register`] / [`Invoker::heartbeat`] for worker hosts, and
+//! [`Invoker::register`] / [`Invoker::heartbeat`] for worker hosts,
+//! [`Invoker::run_forwarded`] for invocations another front end sends, and
 //! [`Invoker::shutdown`]. A function's own failures are [`Outcome`]s; the
 //! platform's are [`InvokeError`]s. Time comes from the [`SharedClock`] given
 //! to [`Invoker::new`] (or [`Invoker::with_membership`], which takes the
@@ -77,6 +82,7 @@
 
 pub mod activity;
 pub mod admission;
+pub mod assignment;
 pub mod backend;
 pub mod counter;
 pub mod credentials;
@@ -84,7 +90,6 @@ mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod from_record;
-pub mod assignment;
 pub mod membership;
 pub mod metrics;
 mod placements;
