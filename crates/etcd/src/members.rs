@@ -74,8 +74,8 @@ pub fn share(capacity: Capacity, front_ends: usize) -> Capacity {
 pub struct View {
     /// Listed in etcd now: id → (address, capacity, lease).
     listed: BTreeMap<WorkerId, Listed>,
-    /// Front ends listed: lease (hex) → the address they are reached at (empty until they say).
-    front_ends: BTreeMap<String, String>,
+    /// Front ends listed: lease → the address they are reached at (empty until they say).
+    front_ends: BTreeMap<i64, String>,
     /// Seen listed, not yet reported gone: where they were.
     known: BTreeMap<WorkerId, (String, Capacity)>,
     /// Reported gone here, listed (unhealthy) until a new member has its address.
@@ -96,9 +96,13 @@ impl View {
     fn saw(&mut self, changes: &[Kv]) {
         for kv in changes {
             if let Some(name) = kv.key.strip_prefix(FRONT_ENDS) {
+                let Ok(lease) = i64::from_str_radix(name, 16) else {
+                    tracing::warn!(key = %kv.key, "a front end's key that names no lease is ignored");
+                    continue;
+                };
                 match &kv.value {
-                    Some(address) => self.front_ends.insert(name.to_string(), String::from_utf8_lossy(address).into_owned()),
-                    None => self.front_ends.remove(name),
+                    Some(address) => self.front_ends.insert(lease, String::from_utf8_lossy(address).into_owned()),
+                    None => self.front_ends.remove(&lease),
                 };
             } else if let Some(id) = kv.key.strip_prefix(WORKERS).and_then(|id| id.parse::<u32>().ok()) {
                 let id = WorkerId(id);
@@ -242,8 +246,12 @@ impl EtcdMembership {
     /// The front ends listed with the address they are reached at, by lease.
     pub fn front_ends_reached(&self) -> BTreeMap<i64, String> {
         let view = self.view();
-        let reached = view.front_ends.iter().filter(|(_, address)| !address.is_empty());
-        reached.filter_map(|(lease, address)| Some((i64::from_str_radix(lease, 16).ok()?, address.clone()))).collect()
+        view.front_ends.iter().filter(|(_, address)| !address.is_empty()).map(|(&l, a)| (l, a.clone())).collect()
+    }
+
+    /// Where front end `lease` is reached, if it is listed with an address.
+    pub fn front_end_address(&self, lease: i64) -> Option<String> {
+        self.view().front_ends.get(&lease).filter(|address| !address.is_empty()).cloned()
     }
 
     async fn join(&self, address: &str, capacity: Capacity) -> Result<Joined, EtcdError> {
@@ -379,7 +387,7 @@ impl Membership for EtcdMembership {
     fn front_ends(&self) -> Option<FrontEnds> {
         // The revision first: the view shows at least every change up to it.
         let revision = self.mirror.revision();
-        let live = self.view().front_ends.keys().filter_map(|lease| i64::from_str_radix(lease, 16).ok()).collect();
+        let live = self.view().front_ends.keys().copied().collect();
         Some(FrontEnds { revision, live })
     }
 }

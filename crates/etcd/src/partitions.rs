@@ -88,7 +88,7 @@ pub struct Partitions {
     membership: Arc<EtcdMembership>,
     credentials: Credentials,
     leaders: Arc<Mutex<BTreeMap<u32, i64>>>,
-    /// One client per leader's address.
+    /// One client per listed front end's address (those no longer listed go at the next look).
     peers: Mutex<HashMap<String, Arc<FrontEnd>>>,
     _mirror: Mirror,
 }
@@ -170,7 +170,10 @@ impl Partitions {
     /// One look: claims and gives up what [`moves`] says.
     async fn look(&self) -> Result<(), EtcdError> {
         let me = self.presence.id();
-        let front_ends: Vec<i64> = self.membership.front_ends_reached().into_keys().collect();
+        let reached = self.membership.front_ends_reached();
+        // Clients of front ends no longer listed go.
+        lock(&self.peers).retain(|address, _| reached.values().any(|a| a == address));
+        let front_ends: Vec<i64> = reached.into_keys().collect();
         let leaders = lock(&*self.leaders).clone();
         let Moves { claim, release } = moves(me, &front_ends, &leaders);
         for partition in claim {
@@ -207,7 +210,7 @@ impl Assignment for Partitions {
         if holder == self.presence.id() {
             return None;
         }
-        let address = self.membership.front_ends_reached().remove(&holder)?;
+        let address = self.membership.front_end_address(holder)?;
         Some(self.peer(&address))
     }
 
