@@ -54,7 +54,7 @@ fn shared(e: EtcdError) -> StoreError {
 }
 
 /// An event's value: the metadata's length, the metadata, the payload.
-fn frame(meta: &[u8], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(meta: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(4 + meta.len() + payload.len());
     value.extend_from_slice(&(meta.len() as u32).to_be_bytes());
     value.extend_from_slice(meta);
@@ -63,7 +63,7 @@ fn frame(meta: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// The metadata and payload of an event's value.
-fn unframe(value: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn unframe(value: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
     let rest = value.get(4..)?;
     (rest.len() >= len).then(|| rest.split_at(len))

@@ -10,6 +10,9 @@
 //!   secrets sealed under the master key every front end shares;
 //! - [`EtcdMembership`] is a `Membership`: the worker hosts, each under an
 //!   etcd lease of its own;
+//! - [`EtcdQueueStorage`] and [`EtcdMappingStorage`] are the queues' and the
+//!   mappings' storage, and [`QueueLeadership`] says which front end serves
+//!   them (the others hand it their requests);
 //! - [`CodeShare`] puts the code trees records name into the object store
 //!   (zipped, in content-addressed chunks) and fetches them on the front ends
 //!   that lack them.
@@ -27,6 +30,13 @@
 //!   ([`members`]).
 //! - `leaders/partitions/<p>`: the front end leading each assignment
 //!   partition ([`partitions`]).
+//! - `leaders/queues`: the front end serving the queues and running the
+//!   event source mappings' pollers ([`queue_home`]).
+//! - `queues/definitions/<account>/<name>`, `queues/messages/<queue>/<id>`,
+//!   `queues/receives/<queue>/<id>`, `queues/next/<queue>`,
+//!   `mappings/<account>/<uuid>`: the message queues and the event source
+//!   mappings, written only by the front end holding the queues' fence
+//!   ([`queues`]).
 //!
 //! # Invariants
 //! - Reads never wait for etcd: each front end keeps a [`Mirror`] of the keys
@@ -55,6 +65,8 @@ pub mod members;
 mod mirror;
 pub mod partitions;
 pub mod presence;
+pub mod queue_home;
+pub mod queues;
 mod registry;
 mod table;
 #[cfg(any(test, feature = "testing"))]
@@ -75,6 +87,8 @@ pub use members::EtcdMembership;
 pub use partitions::Partitions;
 pub use mirror::{Apply, Kv, Mirror};
 pub use presence::Presence;
+pub use queue_home::QueueLeadership;
+pub use queues::{EtcdMappingStorage, EtcdQueueStorage, Fence};
 pub use registry::{ChangeHook, EtcdRegistry};
 
 /// The time limit of each request to etcd.

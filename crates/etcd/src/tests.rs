@@ -536,3 +536,203 @@ async fn compaction_drops_old_values_and_the_front_ends_go_on() {
     a.registry.update(&account(), "f", |c| Ok::<_, RegistryError>(FunctionRecord { memory_mb: 999, ..c.unwrap().clone() })).await.unwrap();
     until("the write after compaction on b", || b.registry.get(&account(), "f").is_some_and(|r| r.memory_mb == 999)).await;
 }
+
+// ---- queues and mappings ----------------------------------------------------
+
+/// A fence on `leaders/queues` this test holds, under a lease of its own.
+async fn queues_fence(etcd: &Etcd) -> crate::Fence {
+    let lease = etcd.client().lease_grant(60, None).await.unwrap().id();
+    let key = crate::key(crate::queue_home::QUEUES_KEY);
+    let options = etcd_client::PutOptions::new().with_lease(lease);
+    etcd.put(&key, format!("{lease:x}").into_bytes(), Some(options)).await.unwrap();
+    crate::Fence { key, lease: Arc::new(std::sync::atomic::AtomicI64::new(lease)) }
+}
+
+fn queue_message(id: u64, body: &str) -> ignis_queues::QueueMessage {
+    ignis_queues::QueueMessage {
+        id,
+        wire_id: (id == 2).then(|| "from-elsewhere".to_string()),
+        body: body.into(),
+        attributes: vec![1, 2, 3],
+        sent_ms: 1000 + id,
+        visible_at_ms: 2000 + id,
+        receive_count: 0,
+        first_receive_ms: None,
+    }
+}
+
+/// How many keys are under `prefix` (under `/ignis/`).
+async fn keys_under(etcd: &Etcd, prefix: &str) -> i64 {
+    etcd.get(&crate::key(prefix), Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_storage_keeps_definitions_and_messages_and_batches_beyond_one_transaction() {
+    use ignis_queues::{QueueMessage, QueueStorage, QueueWrite::*, StoredQueue};
+    let cluster = EtcdCluster::start(1);
+    let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+    let fence = queues_fence(&etcd).await;
+    let store = crate::EtcdQueueStorage::new(etcd.clone(), fence, tokio::runtime::Handle::current());
+
+    // Definitions: by account then name, replaced, deleted once.
+    assert!(store.definitions().unwrap().is_empty());
+    store.put_definition("222222222222", "q", b"other").unwrap();
+    store.put_definition("111111111111", "b", b"one").unwrap();
+    store.put_definition("111111111111", "a", b"two").unwrap();
+    store.put_definition("111111111111", "b", b"one'").unwrap();
+    assert!(store.delete_definition("111111111111", "a").unwrap());
+    assert!(!store.delete_definition("111111111111", "a").unwrap());
+    assert_eq!(
+        store.definitions().unwrap(),
+        vec![("111111111111".into(), "b".into(), b"one'".to_vec()), ("222222222222".into(), "q".into(), b"other".to_vec())]
+    );
+
+    // Messages, receives of messages stored and gone, deletes.
+    store
+        .apply(&[
+            Put { queue: 7, message: queue_message(0, "a") },
+            Put { queue: 7, message: queue_message(1, "b") },
+            Put { queue: 7, message: queue_message(2, "c") },
+            Put { queue: 8, message: queue_message(0, "other queue") },
+            Delete { queue: 7, id: 0 },
+        ])
+        .unwrap();
+    store
+        .apply(&[
+            Received { queue: 7, id: 1, receive_count: 3, first_receive_ms: 5000 },
+            Received { queue: 7, id: 0, receive_count: 1, first_receive_ms: 5000 },
+        ])
+        .unwrap();
+    let received = QueueMessage { receive_count: 3, first_receive_ms: Some(5000), ..queue_message(1, "b") };
+    assert_eq!(store.messages(7).unwrap(), StoredQueue { messages: vec![received, queue_message(2, "c")], next_id: 3 });
+    assert_eq!(store.messages(8).unwrap().messages, vec![queue_message(0, "other queue")]);
+    assert_eq!(store.messages(9).unwrap(), StoredQueue::default());
+    assert_eq!(keys_under(&etcd, "queues/receives/").await, 1, "a receive of a message gone writes nothing");
+
+    // In order within a batch, a key written several times in it; the next id never lowered.
+    let dead_letter = QueueMessage { receive_count: 2, first_receive_ms: Some(4000), ..queue_message(5, "dead letter") };
+    store
+        .apply(&[
+            Put { queue: 1, message: dead_letter.clone() },
+            Put { queue: 1, message: queue_message(3, "earlier id") },
+            Delete { queue: 1, id: 3 },
+            Put { queue: 1, message: queue_message(3, "put again") },
+            Received { queue: 1, id: 4, receive_count: 1, first_receive_ms: 4500 },
+            Received { queue: 1, id: 3, receive_count: 1, first_receive_ms: 4500 },
+            Received { queue: 1, id: 3, receive_count: 2, first_receive_ms: 4500 },
+        ])
+        .unwrap();
+    store.apply(&[Delete { queue: 1, id: 4 }, Delete { queue: 2, id: 0 }]).unwrap();
+    store.apply(&[Put { queue: 1, message: queue_message(4, "late") }]).unwrap();
+    let again = QueueMessage { receive_count: 2, first_receive_ms: Some(4500), ..queue_message(3, "put again") };
+    assert_eq!(store.messages(1).unwrap(), StoredQueue { messages: vec![again, queue_message(4, "late"), dead_letter], next_id: 6 });
+
+    // 300 messages of 20 KiB, each moved in from queue 7's ids: beyond one transaction, by bytes and operations.
+    let body = "x".repeat(20 * 1024);
+    let mut big = Vec::new();
+    for id in 0..300u64 {
+        big.push(Put { queue: 9, message: QueueMessage { body: format!("{id} {body}"), ..queue_message(id, "") } });
+        big.push(Delete { queue: 7, id: 100 + id });
+    }
+    store.apply(&big).unwrap();
+    let stored = store.messages(9).unwrap();
+    assert_eq!((stored.messages.len(), stored.next_id), (300, 300));
+    assert!(stored.messages.iter().enumerate().all(|(i, m)| m.id == i as u64 && m.body == format!("{i} {body}")));
+    assert_eq!(stored.messages[2].wire_id.as_deref(), Some("from-elsewhere"));
+
+    // A purge keeps the next id; a put after a purge in one batch stays.
+    store.apply(&[Purge { queue: 9 }]).unwrap();
+    assert_eq!(store.messages(9).unwrap(), StoredQueue { messages: Vec::new(), next_id: 300 });
+    store
+        .apply(&[
+            Put { queue: 10, message: queue_message(0, "gone") },
+            Received { queue: 10, id: 0, receive_count: 1, first_receive_ms: 1 },
+            Purge { queue: 10 },
+            Put { queue: 10, message: queue_message(1, "kept") },
+            Received { queue: 10, id: 1, receive_count: 1, first_receive_ms: 7 },
+            Received { queue: 10, id: 0, receive_count: 1, first_receive_ms: 7 },
+        ])
+        .unwrap();
+    let kept = QueueMessage { receive_count: 1, first_receive_ms: Some(7), ..queue_message(1, "kept") };
+    assert_eq!(store.messages(10).unwrap(), StoredQueue { messages: vec![kept], next_id: 2 });
+
+    // Queues not live go, with their receives and next ids; the count is of their messages.
+    store.apply(&[Received { queue: 8, id: 0, receive_count: 1, first_receive_ms: 1 }]).unwrap();
+    assert_eq!(store.remove_orphans(&HashSet::from([1, 7, 10])).unwrap(), 1);
+    assert_eq!(store.messages(8).unwrap(), StoredQueue::default());
+    assert_eq!(store.messages(9).unwrap(), StoredQueue::default());
+    assert_eq!(store.messages(7).unwrap().messages.len(), 2);
+    assert_eq!(store.messages(1).unwrap().messages.len(), 3);
+    assert_eq!(store.remove_orphans(&HashSet::from([1, 7, 10])).unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_and_mapping_writes_hold_only_under_the_fence() {
+    use ignis_pollers::tables::MappingStorage;
+    use ignis_queues::{QueueStorage, QueueWrite::*};
+    use ignis_store::StoreError;
+    use std::sync::atomic::Ordering;
+    let mut cluster = EtcdCluster::start(1);
+    let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+    let fence = queues_fence(&etcd).await;
+    let (held, lease) = (fence.lease.load(Ordering::Acquire), fence.lease.clone());
+    let store = crate::EtcdQueueStorage::new(etcd.clone(), fence.clone(), tokio::runtime::Handle::current());
+    let mappings = crate::EtcdMappingStorage::new(etcd.clone(), fence, tokio::runtime::Handle::current());
+    store.put_definition("111111111111", "q", b"record").unwrap();
+    store.apply(&[Put { queue: 7, message: queue_message(0, "a") }]).unwrap();
+    mappings.put("111111111111", "m", b"mapping").unwrap();
+    let before = (store.definitions().unwrap(), store.messages(7).unwrap(), mappings.all().unwrap());
+
+    // Another front end's lease: every write is refused and changes nothing.
+    let other = etcd.client().lease_grant(60, None).await.unwrap().id();
+    lease.store(other, Ordering::Release);
+    let refused = |result: Result<(), StoreError>| matches!(result, Err(StoreError::Shared(e)) if e.contains("no longer serves"));
+    assert!(refused(store.put_definition("111111111111", "q", b"changed")));
+    assert!(refused(store.put_definition("111111111111", "new", b"record")));
+    assert!(refused(store.delete_definition("111111111111", "q").map(drop)));
+    assert!(refused(store.apply(&[Put { queue: 7, message: queue_message(1, "b") }, Delete { queue: 7, id: 0 }])));
+    assert!(refused(store.apply(&[Purge { queue: 7 }])));
+    assert!(refused(store.remove_orphans(&HashSet::new()).map(drop)));
+    assert!(refused(mappings.put("111111111111", "m", b"changed")));
+    assert!(refused(mappings.delete("111111111111", "m").map(drop)));
+    assert_eq!((store.definitions().unwrap(), store.messages(7).unwrap(), mappings.all().unwrap()), before);
+
+    // This front end's lease again: writes hold.
+    lease.store(held, Ordering::Release);
+    store.apply(&[Delete { queue: 7, id: 0 }]).unwrap();
+    assert!(store.messages(7).unwrap().messages.is_empty());
+
+    // No lease: refused without a request (etcd is gone; a request would wait for it).
+    cluster.kill(0);
+    lease.store(0, Ordering::Release);
+    let started = std::time::Instant::now();
+    assert!(refused(store.put_definition("111111111111", "q", b"changed")));
+    assert!(refused(store.delete_definition("111111111111", "q").map(drop)));
+    assert!(refused(store.apply(&[Purge { queue: 7 }])));
+    assert!(refused(store.remove_orphans(&HashSet::new()).map(drop)));
+    assert!(refused(mappings.put("111111111111", "m", b"changed")));
+    assert!(refused(mappings.delete("111111111111", "m").map(drop)));
+    assert!(started.elapsed() < Duration::from_secs(1), "no request was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_storage_round_trips() {
+    use ignis_pollers::tables::MappingStorage;
+    let cluster = EtcdCluster::start(1);
+    let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+    let fence = queues_fence(&etcd).await;
+    let table = crate::EtcdMappingStorage::new(etcd, fence, tokio::runtime::Handle::current());
+    assert!(table.all().unwrap().is_empty());
+    table.put("111111111111", "b", b"two").unwrap();
+    table.put("111111111111", "a", b"one").unwrap();
+    table.put("111111111111", "a", b"one'").unwrap();
+    table.put("222222222222", "c", b"three").unwrap();
+    assert!(table.delete("222222222222", "c").unwrap());
+    assert!(!table.delete("222222222222", "c").unwrap());
+    assert!(!table.delete("111111111111", "c").unwrap(), "a mapping is found by account and UUID");
+    let expected = vec![
+        ("111111111111".to_string(), "a".to_string(), b"one'".to_vec()),
+        ("111111111111".to_string(), "b".to_string(), b"two".to_vec()),
+    ];
+    assert_eq!(table.all().unwrap(), expected);
+}

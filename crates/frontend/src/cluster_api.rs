@@ -13,6 +13,11 @@
 //! - `POST /ignis/invocations/{account}/{function}/{revision}` (an invocation, as the worker protocol encodes
 //!   it) → its outcome: one forwarded by another front end to the leader of the function's partition.
 //! - `GET /ignis/partitions?Function=NAME` → `{"Partition", "Leader", "Settled"}`.
+//! - `POST /ignis/queue-requests` (an `ignis_queues::Forwarded`) → 200 and what the request was answered
+//!   (an `ignis_queues::Answered`): an SQS action or event source mapping call that another front end forwarded
+//!   to the one serving the queues; refused (500) by a front end that does not serve them.
+//! - `GET /ignis/queue-home` → `{"ServedHere"}`: whether this front end serves the queues (always, outside a
+//!   cluster).
 //! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
 //!   `{"Id", "Manifest", "Key", "Root"}`: a prepared image (prepared now if it
 //!   is not: garbage collection may have forgotten it), for a worker host.
@@ -34,6 +39,9 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::http::{Answer, empty_answer, json_answer};
 use crate::{App, Caller};
+
+/// Largest forwarded queue request read (an SQS request, base64, and who made it).
+pub const MAX_QUEUE_REQUEST: usize = crate::sqs_api::MAX_REQUEST / 3 * 4 + 64 * 1024;
 
 /// Largest forwarded invocation read (a payload of 6 MB, base64, and the rest of the invocation).
 pub const MAX_FORWARDED: usize = 16 * 1024 * 1024;
@@ -304,4 +312,91 @@ pub async fn collect_images(app: &Arc<App>, caller: &Caller, query: &str) -> Res
             "StoredBytes": stored.bytes,
         }),
     ))
+}
+
+/// A request for the queues: answered here if this front end serves them, else handed to the one that does
+/// (waiting up to `ignis_queues::HOME_WAIT` for one to take them over).
+pub(crate) async fn queue_request(
+    app: &Arc<App>,
+    caller: &Caller,
+    operation: crate::http::Operation,
+    parts: &http::request::Parts,
+    host: &str,
+    body: Bytes,
+) -> Result<Answer, ApiError> {
+    let unavailable = |why: String| match operation {
+        crate::http::Operation::Sqs(_) => ApiError::from(ignis_queues::QueueError::Unavailable(why)),
+        _ => ApiError::Service(why),
+    };
+    let query = parts.uri.query().unwrap_or("");
+    let peer = match app.queues.serving().await {
+        Ok(None) => return crate::http::queue_operation(app, caller, operation, host, query, &body).await,
+        Ok(Some(peer)) => peer,
+        Err(e) => return Err(unavailable(e.to_string())),
+    };
+    let forwarded = ignis_queues::Forwarded {
+        account: caller.account.as_str().to_string(),
+        admin: caller.admin,
+        session: caller.session.clone(),
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: query.to_string(),
+        host: host.to_string(),
+        target: parts.headers.get("x-amz-target").and_then(|t| t.to_str().ok()).map(str::to_string),
+        body: body.to_vec(),
+    };
+    let answered = peer.request(forwarded).await.map_err(|why| unavailable(format!("The front end serving the queues: {why}")))?;
+    let mut answer = Answer::new(Full::new(Bytes::from(answered.body)));
+    *answer.status_mut() = StatusCode::from_u16(answered.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answered.headers {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            answer.headers_mut().append(name, value);
+        }
+    }
+    Ok(answer)
+}
+
+/// `POST /ignis/queue-requests`: a request for the queues another front end forwarded here, answered as the
+/// caller it names (see the module docs).
+pub async fn run_queue_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
+    use http_body_util::BodyExt;
+    admin_only(caller)?;
+    if !app.queues.here() {
+        return Err(ApiError::Service("this front end does not serve the queues".into()));
+    }
+    let request: ignis_queues::Forwarded =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("a forwarded queue request: {e}")))?;
+    let account = AccountId::parse(&request.account)
+        .ok_or_else(|| ApiError::InvalidRequestContent(format!("a forwarded queue request: account {:?}", request.account)))?;
+    let caller = Caller { account, admin: request.admin, session: request.session };
+    let method = http::Method::from_bytes(request.method.as_bytes())
+        .map_err(|e| ApiError::InvalidRequestContent(format!("a forwarded queue request: {e}")))?;
+    let mut headers = http::HeaderMap::new();
+    if let Some(target) = request.target.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert("x-amz-target", target);
+    }
+    let operation = crate::http::route(&method, &request.path, &request.query, &headers)?;
+    let is_sqs = matches!(operation, crate::http::Operation::Sqs(_));
+    let body = Bytes::from(request.body);
+    let answer = match crate::http::queue_operation(app, &caller, operation, &request.host, &request.query, &body).await {
+        Ok(answer) => answer,
+        Err(e) if is_sqs => e.to_sqs_response(),
+        Err(e) => e.to_rest_response(),
+    };
+    let (parts, body) = answer.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    let answered = ignis_queues::Answered { status: parts.status.as_u16(), headers, body: body.to_vec() };
+    let encoded = serde_json::to_vec(&answered).map_err(|e| ApiError::Service(e.to_string()))?;
+    Ok(bytes_answer(StatusCode::OK, encoded))
+}
+
+/// `GET /ignis/queue-home`: whether this front end serves the queues now.
+pub fn describe_queue_home(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    Ok(json_answer(StatusCode::OK, json!({ "ServedHere": app.queues.here() })))
 }

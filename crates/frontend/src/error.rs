@@ -92,6 +92,7 @@ fn sqs_wire(e: &QueueError) -> (StatusCode, &'static str, &'static str) {
         InvalidBatchEntryId(_) => (BAD, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId"),
         BatchTooLong { .. } => (BAD, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong"),
         Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "InternalError"),
+        Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "ServiceUnavailable"),
     }
 }
 

@@ -136,7 +136,7 @@ fn destination_exists(app: &App, caller: &Caller, role: Option<&str>, arn: &str)
             let request = policy::Request::invoke_by(caller.account.as_str(), role);
             app.registry.resolve_version_granted(&caller.account, &app.config.region, &request, &reference, 0.0).is_ok()
         }
-        Some(Destination::Queue { arn }) => app.queues().lookup(caller.account.as_str(), &arn).is_ok(),
+        Some(Destination::Queue { arn }) => app.queues().exists(caller.account.as_str(), &arn),
         None => false,
     }
 }
@@ -149,7 +149,7 @@ pub fn check_dead_letter(app: &App, caller: &Caller, target: Option<&str>) -> Re
     v.check(target.starts_with("arn:"), target, "deadLetterConfig.targetArn", "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()");
     v.into_result()?;
     match parse_destination(caller.account.as_str(), target) {
-        Some(Destination::Queue { arn }) if app.queues().lookup(caller.account.as_str(), &arn).is_ok() => Ok(()),
+        Some(Destination::Queue { arn }) if app.queues().exists(caller.account.as_str(), &arn) => Ok(()),
         _ => Err(ApiError::InvalidParameterValue(format!(
             "The provided DeadLetterConfig target {target} is invalid: it must name an existing SQS queue of this account."
         ))),

@@ -158,6 +158,11 @@ pub enum Operation {
     RunForwarded(String, String, String),
     /// `GET /ignis/partitions?Function=NAME`: a function's assignment partition and its leader.
     DescribePartition,
+    /// `POST /ignis/queue-requests`: an SQS action or event source mapping call forwarded by another front end
+    /// to the one serving the queues (`ignis_queues::Forwarded`).
+    RunQueueRequest,
+    /// `GET /ignis/queue-home`: whether this front end serves the queues.
+    DescribeQueueHome,
     /// `GET /ignis/images/{account}/{digest}?repository=NAME`: a prepared image, for a worker host.
     GetImage(String, String),
     /// `GET /ignis/chunks/{root}/{digest}`: one stored chunk, for a worker host.
@@ -258,6 +263,10 @@ impl Operation {
                     self.name()
                 )),
             ),
+            Operation::RunQueueRequest => (
+                cluster_api::MAX_QUEUE_REQUEST,
+                ApiError::RequestEntityTooLarge(format!("Request must be smaller than {} bytes", cluster_api::MAX_QUEUE_REQUEST)),
+            ),
             Operation::RunForwarded(..) => (
                 cluster_api::MAX_FORWARDED,
                 ApiError::RequestEntityTooLarge(format!("Request must be smaller than {} bytes", cluster_api::MAX_FORWARDED)),
@@ -345,6 +354,8 @@ impl Operation {
             Operation::GetCode(_) => "GetCode",
             Operation::RunForwarded(..) => "RunForwarded",
             Operation::DescribePartition => "DescribePartition",
+            Operation::RunQueueRequest => "RunQueueRequest",
+            Operation::DescribeQueueHome => "DescribeQueueHome",
             Operation::GetImage(..) => "GetImage",
             Operation::GetChunk(..) => "GetChunk",
             Operation::CollectImages => "CollectImages",
@@ -357,6 +368,19 @@ impl Operation {
             Operation::GetLayerVersionByArn => "GetLayerVersionByArn",
             Operation::Oci(request) => request.name(),
         }
+    }
+
+    /// Whether the front end serving the queues answers it (an SQS action or an event source mapping call).
+    pub fn is_queue_service(&self) -> bool {
+        matches!(
+            self,
+            Operation::Sqs(_)
+                | Operation::CreateEventSourceMapping
+                | Operation::ListEventSourceMappings
+                | Operation::GetEventSourceMapping(_)
+                | Operation::UpdateEventSourceMapping(_)
+                | Operation::DeleteEventSourceMapping(_)
+        )
     }
 
     /// The SigV4 service the request must be signed for.
@@ -376,6 +400,8 @@ impl Operation {
             | Operation::GetCode(_)
             | Operation::RunForwarded(..)
             | Operation::DescribePartition
+            | Operation::RunQueueRequest
+            | Operation::DescribeQueueHome
             | Operation::GetImage(..)
             | Operation::GetChunk(..)
             | Operation::CollectImages
@@ -530,6 +556,8 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
             Operation::RunForwarded(decode(account)?, decode(function)?, decode(revision)?)
         }
         (&Method::GET, ["ignis", "partitions"]) => Operation::DescribePartition,
+        (&Method::POST, ["ignis", "queue-requests"]) => Operation::RunQueueRequest,
+        (&Method::GET, ["ignis", "queue-home"]) => Operation::DescribeQueueHome,
         (&Method::GET, ["ignis", "images", account, digest]) => Operation::GetImage(decode(account)?, decode(digest)?),
         (&Method::GET, ["ignis", "chunks", root, digest]) => Operation::GetChunk(decode(root)?, decode(digest)?),
         (&Method::POST, ["ignis", "images", "gc"]) => Operation::CollectImages,
@@ -680,6 +708,10 @@ async fn respond(
     head.finish(&body)?;
     let caller = &caller;
     let query = parts.uri.query().unwrap_or("");
+    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    if operation.is_queue_service() {
+        return cluster_api::queue_request(app, caller, operation, &parts, host, body).await.map(whole);
+    }
     let answer = match operation {
         Operation::Health | Operation::Console(_) | Operation::Oci(_) | Operation::DownloadCode(..) => {
             unreachable!("answered above")
@@ -687,10 +719,7 @@ async fn respond(
         Operation::CreateFunction => control::create_function(app, caller, &body).await,
         Operation::ListFunctions => control::list_functions(app, caller, query),
         Operation::GetAccountSettings => control::account_settings(app, caller),
-        Operation::GetFunction(name) => {
-            let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            control::get_function(app, caller, &name, query, host)
-        }
+        Operation::GetFunction(name) => control::get_function(app, caller, &name, query, host),
         Operation::GetFunctionConfiguration(name) => control::get_function_configuration(app, caller, &name, query),
         Operation::UpdateFunctionConfiguration(name) => control::update_configuration(app, caller, &name, &body).await,
         Operation::UpdateFunctionCode(name) => control::update_code(app, caller, &name, &body).await,
@@ -733,11 +762,6 @@ async fn respond(
         Operation::GetFunctionEventInvokeConfig(name) => event_config::get(app, caller, &name, query),
         Operation::DeleteFunctionEventInvokeConfig(name) => event_config::delete(app, caller, &name, query).await,
         Operation::ListFunctionEventInvokeConfigs(name) => event_config::list(app, caller, &name, query),
-        Operation::CreateEventSourceMapping => mappings_api::create(app, caller, &body).await,
-        Operation::ListEventSourceMappings => mappings_api::list(app, caller, query),
-        Operation::GetEventSourceMapping(uuid) => mappings_api::get(app, caller, &uuid),
-        Operation::UpdateEventSourceMapping(uuid) => mappings_api::update(app, caller, &uuid, &body).await,
-        Operation::DeleteEventSourceMapping(uuid) => mappings_api::delete(app, caller, &uuid).await,
         Operation::PutFunctionRecursionConfig(name) => recursion_api::put(app, caller, &name, &body).await,
         Operation::GetFunctionRecursionConfig(name) => recursion_api::get(app, caller, &name),
         Operation::CreateFunctionUrlConfig(name) => url_api::create(app, caller, &name, query, &body).await,
@@ -756,10 +780,12 @@ async fn respond(
         Operation::PutNetwork(name) => networks_api::put_network(app, caller, &name, &body).await,
         Operation::ListNetworks => networks_api::list_networks(app, caller),
         Operation::DeleteNetwork(name) => networks_api::delete_network(app, caller, &name).await,
-        Operation::Sqs(action) => {
-            let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            sqs_api::handle(app, caller, action, host, &body).await
-        }
+        Operation::Sqs(_)
+        | Operation::CreateEventSourceMapping
+        | Operation::ListEventSourceMappings
+        | Operation::GetEventSourceMapping(_)
+        | Operation::UpdateEventSourceMapping(_)
+        | Operation::DeleteEventSourceMapping(_) => unreachable!("answered above"),
         Operation::RegisterWorker => cluster_api::register(app, caller, &body).await,
         Operation::Heartbeat(id) => cluster_api::heartbeat(app, caller, &id).await,
         Operation::ListWorkers => cluster_api::list(app, caller),
@@ -768,6 +794,8 @@ async fn respond(
             cluster_api::run_forwarded(app, caller, (&account, &function, &revision), &body).await
         }
         Operation::DescribePartition => cluster_api::describe_partition(app, caller, query),
+        Operation::RunQueueRequest => cluster_api::run_queue_request(app, caller, &body).await,
+        Operation::DescribeQueueHome => cluster_api::describe_queue_home(app, caller),
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
         Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,
@@ -776,6 +804,27 @@ async fn respond(
         Operation::GetActivity(name) => console_api::get_activity(app, caller, &name),
     };
     answer.map(whole)
+}
+
+/// Answers a request for the queues (an SQS action or an event source mapping call) on this front end, which
+/// serves them.
+pub(crate) async fn queue_operation(
+    app: &Arc<App>,
+    caller: &Caller,
+    operation: Operation,
+    host: &str,
+    query: &str,
+    body: &Bytes,
+) -> Result<Answer, ApiError> {
+    match operation {
+        Operation::Sqs(action) => sqs_api::handle(app, caller, action, host, body).await,
+        Operation::CreateEventSourceMapping => mappings_api::create(app, caller, body).await,
+        Operation::ListEventSourceMappings => mappings_api::list(app, caller, query),
+        Operation::GetEventSourceMapping(uuid) => mappings_api::get(app, caller, &uuid),
+        Operation::UpdateEventSourceMapping(uuid) => mappings_api::update(app, caller, &uuid, body).await,
+        Operation::DeleteEventSourceMapping(uuid) => mappings_api::delete(app, caller, &uuid).await,
+        other => Err(ApiError::Validation(format!("{} is not a request for the queues", other.name()))),
+    }
 }
 
 /// Checks the request's head (see the module docs) with the secret of the

@@ -584,18 +584,20 @@ async fn services(
     live.extend(layers.live_code());
     store.remove_unused_code(&live).map_err(|e| e.to_string())?;
     let keep_alive = Duration::from_secs(args.keep_alive);
+    // A cluster's worker hosts: members in etcd, each under a lease its heartbeats (through any front end) renew.
+    let mut membership = None;
     let invoker = match &cluster {
         None => Invoker::new(workers, admission, keep_alive, clock.clone()),
         Some(cluster) => {
-            // Worker hosts are members in etcd, each under a lease its heartbeats (through any front end) renew.
-            let membership = ignis_etcd::EtcdMembership::start(cluster.etcd.clone(), ignis_cluster::HEARTBEAT_TIMEOUT)
+            let members = ignis_etcd::EtcdMembership::start(cluster.etcd.clone(), ignis_cluster::HEARTBEAT_TIMEOUT)
                 .await
                 .map_err(|e| format!("cannot follow the cluster's worker hosts: {e}"))?;
-            let membership = Arc::new(membership);
-            let invoker = Invoker::with_membership(workers, admission, membership.clone(), keep_alive, clock.clone());
+            let members = Arc::new(members);
+            membership = Some(members.clone());
+            let invoker = Invoker::with_membership(workers, admission, members.clone(), keep_alive, clock.clone());
             // A function's invocations run on the front end leading its partition.
             let partitions =
-                ignis_etcd::Partitions::start(cluster.etcd.clone(), cluster.presence.clone(), membership, credentials.clone())
+                ignis_etcd::Partitions::start(cluster.etcd.clone(), cluster.presence.clone(), members, credentials.clone())
                     .await
                     .map_err(|e| format!("cannot follow the cluster's assignment partitions: {e}"))?;
             invoker.set_assignment(partitions);
@@ -616,7 +618,16 @@ async fn services(
     invoker.cap_function_labels(args.metrics_functions);
     // Every sandbox gets session credentials for its function's account (its worker says where it reaches the API).
     invoker.set_credential_source(Arc::new(ignis_registry::Sessions::new(accounts.clone(), registry.clone())));
-    let queues = Queues::load(store.clone(), args.region.clone(), clock.clone()).map_err(|e| e.to_string())?;
+    // A cluster's queues and mappings are in etcd, written only by the front end serving them.
+    let fence = ignis_etcd::queue_home::queues_fence();
+    let queues = match &cluster {
+        None => Queues::load(store.clone(), args.region.clone(), clock.clone()),
+        Some(cluster) => {
+            let storage = ignis_etcd::EtcdQueueStorage::new(cluster.etcd.clone(), fence.clone(), tokio::runtime::Handle::current());
+            Queues::standby(Arc::new(storage), args.region.clone(), clock.clone())
+        }
+    }
+    .map_err(|e| e.to_string())?;
     if args.metrics_listen.is_some() {
         tokio::spawn(publish_queue_depths(Arc::downgrade(&queues), args.metrics_queues));
     }
@@ -649,7 +660,19 @@ async fn services(
         let barrier = barrier.clone();
         Box::pin(async move { barrier.written().await })
     });
-    let mappings = Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?;
+    let mappings = match (&cluster, membership) {
+        (Some(cluster), Some(membership)) => {
+            let storage = ignis_etcd::EtcdMappingStorage::new(cluster.etcd.clone(), fence.clone(), tokio::runtime::Handle::current());
+            let mappings = Mappings::standby(pollers.clone(), Arc::new(storage), log_barrier);
+            // One front end at a time serves the queues and runs the mappings' pollers; the others hand it theirs.
+            let etcd = cluster.etcd.clone();
+            ignis_etcd::QueueLeadership::start(etcd, cluster.presence.clone(), membership, credentials.clone(), fence, &queues, &mappings)
+                .await
+                .map_err(|e| format!("cannot follow who serves the cluster's queues: {e}"))?;
+            mappings
+        }
+        _ => Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?,
+    };
     let provisioning = Keeper::start(pollers);
     let runtimes: Arc<dyn Runtimes> =
         Arc::new(EmbeddedRuntimes::load(store.clone()).map_err(|e| format!("cannot load the runtimes: {e}"))?);

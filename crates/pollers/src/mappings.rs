@@ -151,8 +151,28 @@ impl Mappings {
         storage: Arc<dyn MappingStorage>,
         log_barrier: LogBarrier,
     ) -> Result<Arc<Mappings>, PollersError> {
+        let mappings = Mappings::standby(services, storage, log_barrier);
+        mappings.take_over()?;
+        Ok(mappings)
+    }
+
+    /// Mappings over `storage` with none loaded and no poller: a cluster's front end that does not serve the
+    /// queues (yet). [`Mappings::take_over`] loads them when it is to serve them.
+    pub fn standby(services: Services, storage: Arc<dyn MappingStorage>, log_barrier: LogBarrier) -> Arc<Mappings> {
+        Arc::new(Mappings {
+            services,
+            storage,
+            log_barrier,
+            entries: Mutex::new(BTreeMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Loads every mapping the storage holds and starts the pollers of the enabled ones (the mappings held
+    /// before are stopped and forgotten). Blocks on the storage; needs a tokio runtime.
+    pub fn take_over(self: &Arc<Self>) -> Result<(), PollersError> {
         let mut entries = BTreeMap::new();
-        for (account, uuid, bytes) in storage.all()? {
+        for (account, uuid, bytes) in self.storage.all()? {
             match serde_json::from_slice::<MappingRecord>(&bytes) {
                 Ok(record) => {
                     entries.insert(uuid, Entry { account, record, pollers: None });
@@ -160,22 +180,21 @@ impl Mappings {
                 Err(e) => tracing::warn!(%account, %uuid, error = %e, "a stored event source mapping is unreadable, skipped"),
             }
         }
-        let mappings = Arc::new(Mappings {
-            services,
-            storage,
-            log_barrier,
-            entries: Mutex::new(entries),
-            writes: tokio::sync::Mutex::new(()),
-        });
-        {
-            let mut entries = mappings.lock();
-            for entry in entries.values_mut() {
-                if entry.record.enabled {
-                    entry.pollers = Some(mappings.spawn_pollers(&entry.record));
-                }
+        for entry in entries.values_mut() {
+            if entry.record.enabled {
+                entry.pollers = Some(self.spawn_pollers(&entry.record));
             }
         }
-        Ok(mappings)
+        let before = std::mem::replace(&mut *self.lock(), entries);
+        stop_all(before);
+        Ok(())
+    }
+
+    /// Stops every mapping's pollers (after the batch each has in hand) and forgets the mappings: another front
+    /// end serves them now. Nothing is written.
+    pub fn stand_down(&self) {
+        let before = std::mem::take(&mut *self.lock());
+        stop_all(before);
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -326,6 +345,12 @@ impl Mappings {
             tokio::spawn(poller(Arc::downgrade(self), record.uuid.clone(), pollers.clone()));
         }
         pollers
+    }
+}
+
+fn stop_all(entries: BTreeMap<String, Entry>) {
+    for entry in entries.into_values() {
+        entry.pollers.iter().for_each(|p| p.stop());
     }
 }
 

@@ -46,12 +46,23 @@
 //! process's random epoch). Dead-lettering is one transaction (the put into
 //! the dead-letter queue and the delete from the source), so a message is
 //! never lost between the two.
+//!
+//! # In a cluster
+//!
+//! One front end at a time serves the queues ([`home`]). The others hold a
+//! [`Queues`] made with [`Queues::standby`]: it loads nothing, and
+//! [`Queues::serving`] names the front end their requests go to
+//! ([`Queues::send`] goes there itself). The one that starts serving them
+//! loads them with [`Queues::take_over`], as a restart would; one that stops
+//! forgets them with [`Queues::stand_down`].
 
 pub mod digest;
+pub mod home;
 pub mod tables;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use ignis_clock::SharedClock;
@@ -61,6 +72,7 @@ use ignis_store::commit::{Ack, GroupCommit, Limits};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+pub use home::{Answered, Forwarded, Home, QueueHome, QueuePeer};
 pub use tables::{QueueMessage, QueueStorage, QueueWrite, RedbQueueStorage, StoredQueue};
 
 /// The longest `WaitTimeSeconds`.
@@ -70,6 +82,10 @@ pub const MAX_WAIT_S: u32 = 20;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Most write requests the writer takes into one transaction.
 const WRITES_PER_COMMIT: usize = 4096;
+/// How long a request waits for a front end to serve the queues (one that takes them over loads them first).
+pub const HOME_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting request looks again.
+const HOME_LOOK: Duration = Duration::from_millis(100);
 
 /// What a queue operation can fail with. The front end turns these into
 /// SQS's wire errors (in one place).
@@ -107,6 +123,9 @@ pub enum QueueError {
     BatchTooLong { size: usize, max: usize },
     #[error("storage: {0}")]
     Storage(String),
+    /// No front end serves the queues now, or the one that does cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<ignis_store::StoreError> for QueueError {
@@ -215,8 +234,10 @@ pub struct Queues {
     /// Serialises creating, changing and deleting queues.
     definitions: tokio::sync::Mutex<()>,
     writer: GroupCommit<QueueWrite>,
-    /// Random per process: receipt handles from before a restart are not valid.
-    epoch: u64,
+    /// Random per load: receipt handles from before a restart, or from another front end's time, are not valid.
+    epoch: AtomicU64,
+    /// Where the queues are served, in a cluster; here when unset.
+    home: OnceLock<Arc<dyn QueueHome>>,
 }
 
 fn random_u64() -> u64 {
@@ -271,7 +292,42 @@ impl Queues {
     /// of deleted queues, and starts the writer thread. Time comes from
     /// `clock`. Blocks on `storage` (call it where blocking is allowed).
     pub fn with_storage(storage: Arc<dyn QueueStorage>, region: String, clock: SharedClock) -> Result<Arc<Queues>, QueueError> {
-        let now = clock.now_ms();
+        let queues = Queues::standby(storage, region, clock)?;
+        queues.take_over()?;
+        Ok(queues)
+    }
+
+    /// Starts the writer thread over `storage` but loads nothing: a cluster's front end that does not serve the
+    /// queues (yet). [`Queues::take_over`] loads them when it is to serve them.
+    pub fn standby(storage: Arc<dyn QueueStorage>, region: String, clock: SharedClock) -> Result<Arc<Queues>, QueueError> {
+        let writer_storage = storage.clone();
+        let writer = GroupCommit::start("queue", Limits { max_requests: WRITES_PER_COMMIT, ..Limits::default() }, |_| 1, move |writes: Vec<QueueWrite>| {
+            writer_storage.apply(&writes).map_err(|e| {
+                let e = e.to_string();
+                tracing::error!(error = %e, "could not store queue messages");
+                e
+            })
+        })
+        .map_err(|e| QueueError::Storage(format!("cannot start the queue writer: {e}")))?;
+        Ok(Arc::new(Queues {
+            storage,
+            clock,
+            region,
+            queues: Mutex::new(HashMap::new()),
+            definitions: tokio::sync::Mutex::new(()),
+            writer,
+            epoch: AtomicU64::new(random_u64()),
+            home: OnceLock::new(),
+        }))
+    }
+
+    /// Loads every queue the storage holds and its messages, as a restart does (messages in flight are visible
+    /// at once; receipt handles given before are not valid), and removes the messages of deleted queues. Blocks
+    /// on the storage.
+    pub fn take_over(&self) -> Result<(), QueueError> {
+        let storage = &*self.storage;
+        let region = &self.region;
+        let now = self.clock.now_ms();
         let mut queues = HashMap::new();
         let mut live = HashSet::new();
         for (account, name, record) in storage.definitions()? {
@@ -307,7 +363,7 @@ impl Queues {
             }
             wire_ids.retain(|id, _| queue.state(*id).is_some());
             live.insert(uid);
-            let arn = ignis_ids::arn::queue(&region, &account, &name);
+            let arn = ignis_ids::arn::queue(region, &account, &name);
             let state = QueueState { queue, wire_ids, wait_s: config.wait_s, modified_s, deleted: false };
             let q = LiveQueue {
                 account: account.clone(),
@@ -324,24 +380,48 @@ impl Queues {
         if removed > 0 {
             tracing::info!(removed, "removed the stored messages of deleted queues");
         }
-        let writer_storage = storage.clone();
-        let writer = GroupCommit::start("queue", Limits { max_requests: WRITES_PER_COMMIT, ..Limits::default() }, |_| 1, move |writes: Vec<QueueWrite>| {
-            writer_storage.apply(&writes).map_err(|e| {
-                let e = e.to_string();
-                tracing::error!(error = %e, "could not store queue messages");
-                e
-            })
-        })
-        .map_err(|e| QueueError::Storage(format!("cannot start the queue writer: {e}")))?;
-        Ok(Arc::new(Queues {
-            storage,
-            clock,
-            region,
-            queues: Mutex::new(queues),
-            definitions: tokio::sync::Mutex::new(()),
-            writer,
-            epoch: random_u64(),
-        }))
+        self.epoch.store(random_u64(), Ordering::Release);
+        *self.map() = queues;
+        Ok(())
+    }
+
+    /// Forgets every queue (another front end serves them now): operations on them answer `DoesNotExist`,
+    /// waiting receives end. Nothing is written.
+    pub fn stand_down(&self) {
+        let gone = std::mem::take(&mut *self.map());
+        for queue in gone.into_values() {
+            queue.lock().deleted = true;
+            queue.arrived.notify_waiters();
+        }
+    }
+
+    /// Says where the queues are served from now on (a cluster's front end; once).
+    pub fn set_home(&self, home: Arc<dyn QueueHome>) {
+        if self.home.set(home).is_err() {
+            tracing::warn!("the queues' home was set already");
+        }
+    }
+
+    /// Whether this front end serves the queues now.
+    pub fn here(&self) -> bool {
+        self.home.get().is_none_or(|home| matches!(home.home(), Home::Here))
+    }
+
+    /// Where the queues are served now: `None` here, else the front end serving them, waiting up to
+    /// [`HOME_WAIT`] for one to take them over.
+    pub async fn serving(&self) -> Result<Option<Arc<dyn QueuePeer>>, QueueError> {
+        let Some(home) = self.home.get() else { return Ok(None) };
+        let deadline = self.clock.instant() + HOME_WAIT;
+        loop {
+            match home.home() {
+                Home::Here => return Ok(None),
+                Home::Elsewhere(peer) => return Ok(Some(peer)),
+                Home::Unknown if self.clock.instant() >= deadline => {
+                    return Err(QueueError::Unavailable("No front end serves the queues now; try again.".into()));
+                }
+                Home::Unknown => self.clock.sleep(HOME_LOOK).await,
+            }
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), QueueRef>> {
@@ -365,9 +445,22 @@ impl Queues {
         self.get(account, name)
     }
 
+    /// Whether the queue an ARN names exists and belongs to `account`, wherever the queues are served.
+    pub fn exists(&self, account: &str, queue_arn: &str) -> bool {
+        match self.home.get() {
+            Some(home) if !matches!(home.home(), Home::Here) => {
+                ignis_ids::arn::parse_queue(queue_arn).is_some_and(|(owner, name)| owner == account && home.exists(owner, name))
+            }
+            _ => self.lookup(account, queue_arn).is_ok(),
+        }
+    }
+
     /// Sends `body` to the queue `queue_arn` of `account`; durable when it
     /// returns. Answers the message's id.
     pub async fn send(&self, account: &str, queue_arn: &str, body: String) -> Result<String, QueueError> {
+        if let Some(peer) = self.serving().await? {
+            return send_elsewhere(&*peer, account, queue_arn, &body).await;
+        }
         let queue = self.lookup(account, queue_arn)?;
         let outgoing = Outgoing { body, ..Outgoing::default() };
         let sent = self.send_batch(&queue, vec![outgoing]).await?;
@@ -721,7 +814,7 @@ impl Queues {
     }
 
     fn encode_handle(&self, queue: &LiveQueue, handle: ReceiptHandle) -> String {
-        format!("{:016x}{:016x}{:016x}{:016x}", self.epoch, queue.uid, handle.message.0, handle.receive)
+        format!("{:016x}{:016x}{:016x}{:016x}", self.epoch.load(Ordering::Acquire), queue.uid, handle.message.0, handle.receive)
     }
 
     fn decode_handle(&self, queue: &LiveQueue, text: &str) -> Option<ReceiptHandle> {
@@ -729,7 +822,7 @@ impl Queues {
             return None;
         }
         let field = |i: usize| u64::from_str_radix(&text[i * 16..(i + 1) * 16], 16).ok();
-        if field(0)? != self.epoch || field(1)? != queue.uid {
+        if field(0)? != self.epoch.load(Ordering::Acquire) || field(1)? != queue.uid {
             return None;
         }
         Some(ReceiptHandle { message: MessageId(field(2)?), receive: field(3)? })
@@ -780,6 +873,21 @@ fn expired_writes(queue: &LiveQueue, state: &mut QueueState, now: u64) -> Vec<Qu
         state.wire_ids.remove(id);
     }
     expired.into_iter().map(|id| QueueWrite::Delete { queue: queue.uid, id: id.0 }).collect()
+}
+
+/// Sends through the front end serving the queues: SQS's `SendMessage`, made as `account`.
+async fn send_elsewhere(peer: &dyn QueuePeer, account: &str, queue_arn: &str, body: &str) -> Result<String, QueueError> {
+    let request = home::send_message(account, queue_arn, body).ok_or(QueueError::DoesNotExist)?;
+    let answered = peer.request(request).await.map_err(QueueError::Unavailable)?;
+    let answer: Value = serde_json::from_slice(&answered.body).unwrap_or(Value::Null);
+    match answer["MessageId"].as_str() {
+        Some(id) if answered.status == 200 => Ok(id.to_string()),
+        _ if answer["__type"].as_str().is_some_and(|t| t.ends_with("QueueDoesNotExist")) => Err(QueueError::DoesNotExist),
+        _ => {
+            let message = answer["message"].as_str().unwrap_or("no reason given");
+            Err(QueueError::Unavailable(format!("the front end serving the queues refused the message: {message}")))
+        }
+    }
 }
 
 async fn written(done: Option<Ack>) -> Result<(), QueueError> {

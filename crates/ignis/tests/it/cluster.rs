@@ -525,3 +525,117 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Whether `server` serves the cluster's queues now.
+fn serves_queues(server: &Server) -> bool {
+    let reply = server.signed("ignis", "GET", "/ignis/queue-home", "", &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["ServedHere"] == true
+}
+
+/// An SQS call through `server` that must succeed, tried again while no front end serves the queues (503, as the
+/// SDKs retry it); its answer.
+fn sqs_ok(server: &Server, action: &str, body: serde_json::Value) -> serde_json::Value {
+    let mut last = None;
+    let served = eventually(SHOWS_WITHIN, || {
+        let reply = crate::sqs::call(server, action, body.clone());
+        let done = reply.status != 503;
+        last = Some(reply);
+        done
+    });
+    let reply = last.unwrap();
+    assert!(served && reply.status == 200, "{action}: {} {}", reply.status, reply.text());
+    reply.json()
+}
+
+/// The bodies of the messages of `queue_url` received through `server` until `want` are in, each deleted.
+fn drain(server: &Server, queue_url: &str, want: usize) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + SHOWS_WITHIN;
+    while seen.len() < want && std::time::Instant::now() < deadline {
+        let got = sqs_ok(server, "ReceiveMessage", json!({ "QueueUrl": queue_url, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 1 }));
+        for message in got["Messages"].as_array().into_iter().flatten() {
+            seen.insert(message["Body"].as_str().unwrap().to_string());
+            let handle = message["ReceiptHandle"].as_str().unwrap();
+            sqs_ok(server, "DeleteMessage", json!({ "QueueUrl": queue_url, "ReceiptHandle": handle }));
+        }
+    }
+    seen
+}
+
+/// The SQS events `sink` printed on any of `fronts`: their bodies.
+fn mapped_bodies(fronts: &[&Server]) -> std::collections::BTreeSet<String> {
+    fronts
+        .iter()
+        .flat_map(|front| front.log_events("sink"))
+        .filter_map(|e| Some(e["message"].as_str()?.strip_prefix("event ")?.to_string()))
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.trim()).ok())
+        .flat_map(|event| event["Records"].as_array().cloned().unwrap_or_default())
+        .filter_map(|record| Some(record["body"].as_str()?.to_string()))
+        .collect()
+}
+
+#[test]
+fn queues_and_mappings_are_served_by_one_front_end_and_outlive_it() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+
+    // A queue made through one front end is used through every other.
+    let url = sqs_ok(&fronts[1], "CreateQueue", json!({ "QueueName": "jobs" }))["QueueUrl"].as_str().unwrap().to_string();
+    for (i, front) in fronts.iter().enumerate() {
+        let listed = sqs_ok(front, "ListQueues", json!({}));
+        assert_eq!(listed["QueueUrls"].as_array().map(Vec::len), Some(1), "through front end {i}: {listed}");
+    }
+    let bodies: std::collections::BTreeSet<String> = (0..30).map(|i| format!("job-{i}")).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        sqs_ok(&fronts[i % 3], "SendMessage", json!({ "QueueUrl": url, "MessageBody": body }));
+    }
+    let attributes = sqs_ok(&fronts[2], "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["All"] }));
+    assert_eq!(attributes["Attributes"]["ApproximateNumberOfMessages"], "30", "{attributes}");
+    // Some are in flight (for a long while) when the front end serving them dies.
+    let in_flight = sqs_ok(&fronts[0], "ReceiveMessage", json!({ "QueueUrl": url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 600 }));
+    assert!(!in_flight["Messages"].as_array().unwrap().is_empty());
+
+    // A mapping made through one front end runs wherever the queues are served.
+    let sink = fronts[0].create("sink", &rust_example(), json!({ "Environment": { "Variables": { "PRINT_EVENT": "1" } } }));
+    assert_eq!(sink.status, 201, "{}", sink.text());
+    let mapped = sqs_ok(&fronts[0], "CreateQueue", json!({ "QueueName": "mapped" }))["QueueUrl"].as_str().unwrap().to_string();
+    let arn = sqs_ok(&fronts[1], "GetQueueAttributes", json!({ "QueueUrl": mapped, "AttributeNames": ["QueueArn"] }));
+    let arn = arn["Attributes"]["QueueArn"].as_str().unwrap().to_string();
+    assert!(eventually(SHOWS_WITHIN, || fronts[2].lambda("GET", "/2015-03-31/functions/sink", b"").status == 200));
+    let request = json!({ "EventSourceArn": arn, "FunctionName": "sink", "BatchSize": 1 }).to_string();
+    let created = fronts[2].lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
+    assert_eq!(created.status, 202, "{}", created.text());
+    sqs_ok(&fronts[1], "SendMessage", json!({ "QueueUrl": mapped, "MessageBody": "before" }));
+    assert!(eventually(SHOWS_WITHIN, || mapped_bodies(&fronts.iter().collect::<Vec<_>>()).contains("before")));
+
+    // An asynchronous invocation accepted by a front end that does not serve the queues sends its record there.
+    let serving = fronts.iter().position(serves_queues).unwrap();
+    let other = &fronts[(serving + 1) % 3];
+    let done = sqs_ok(other, "CreateQueue", json!({ "QueueName": "done" }))["QueueUrl"].as_str().unwrap().to_string();
+    let done_arn = sqs_ok(other, "GetQueueAttributes", json!({ "QueueUrl": done, "AttributeNames": ["QueueArn"] }));
+    let done_arn = done_arn["Attributes"]["QueueArn"].as_str().unwrap().to_string();
+    let config = json!({ "DestinationConfig": { "OnSuccess": { "Destination": done_arn } } }).to_string();
+    let reply = other.lambda("PUT", "/2019-09-25/functions/sink/event-invoke-config", config.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let accepted = other.try_event("sink", r#"{"to": "done"}"#).unwrap();
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let record = drain(&fronts[serving], &done, 1);
+    assert!(record.iter().any(|r| r.contains(r#""to":"done""#)), "{record:?}");
+
+    // The front end serving the queues dies: another takes them over, nothing accepted is lost.
+    let mut victim = fronts.remove(serving);
+    // SAFETY: signals the front end process this test started and has not reaped yet.
+    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
+    victim.kill();
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "a survivor serves the queues");
+    // Messages that were in flight are visible again at once.
+    assert_eq!(drain(&fronts[1], &url, bodies.len()), bodies);
+    sqs_ok(&fronts[0], "SendMessage", json!({ "QueueUrl": mapped, "MessageBody": "after" }));
+    let survivors: Vec<&Server> = fronts.iter().collect();
+    assert!(eventually(SHOWS_WITHIN, || mapped_bodies(&survivors).contains("after")), "the mapping's pollers run on the survivor");
+    let listed = fronts[1].lambda("GET", "/2015-03-31/event-source-mappings/", b"");
+    assert_eq!(listed.json()["EventSourceMappings"].as_array().map(Vec::len), Some(1), "{}", listed.text());
+}

@@ -1,0 +1,114 @@
+//! Where the queues are served. In one process, here. In a cluster, one front end at a time serves every queue
+//! (and every event source mapping's pollers): the others hand their queue requests to it. The [`QueueHome`] a
+//! cluster sets ([`crate::Queues::set_home`]) says which front end that is now; the front end's API hands a
+//! request on as a [`Forwarded`] and answers with the [`Answered`] it gets back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the queues are served now.
+pub enum Home {
+    /// By this front end.
+    Here,
+    /// By another front end.
+    Elsewhere(Arc<dyn QueuePeer>),
+    /// By no front end yet (the one that served them is gone, and no other took them over yet).
+    Unknown,
+}
+
+/// Says where the queues are served (set by a cluster's front end).
+pub trait QueueHome: Send + Sync {
+    fn home(&self) -> Home;
+    /// Whether `account` has a queue named `name` (from the stored definitions, as every front end follows them).
+    fn exists(&self, account: &str, name: &str) -> bool;
+}
+
+/// The front end serving the queues, as another front end reaches it.
+pub trait QueuePeer: Send + Sync {
+    /// Runs `request` there and answers what it answered, or why it could not be reached.
+    fn request(&self, request: Forwarded) -> BoxFuture<'_, Result<Answered, String>>;
+}
+
+/// An API request for the queues (an SQS action or an event source mapping's call), checked by the front end it
+/// came to and handed on to the one serving the queues, with whom it was made by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Forwarded {
+    pub account: String,
+    pub admin: bool,
+    /// The function whose sandbox's session credentials signed it, if they did.
+    pub session: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// The `Host` it was sent to (queue URLs name it).
+    pub host: String,
+    /// Its `X-Amz-Target`.
+    pub target: Option<String>,
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// What the serving front end answered: the status, the headers and the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Answered {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+mod base64_bytes {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// SQS's `SendMessage` of `body` to `account`'s queue `queue_arn`, as the account, for a front end that does not
+/// serve the queues.
+pub fn send_message(account: &str, queue_arn: &str, body: &str) -> Option<Forwarded> {
+    let (arn_account, name) = ignis_ids::arn::parse_queue(queue_arn)?;
+    let request = serde_json::json!({ "QueueUrl": format!("http://ignis/{arn_account}/{name}"), "MessageBody": body });
+    Some(Forwarded {
+        account: account.to_string(),
+        admin: false,
+        session: None,
+        method: "POST".into(),
+        path: "/".into(),
+        query: String::new(),
+        host: "ignis".into(),
+        target: Some("AmazonSQS.SendMessage".into()),
+        body: request.to_string().into_bytes(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_request_and_its_answer_cross_as_json() {
+        let forwarded = send_message("123456789012", "arn:aws:sqs:us-east-1:123456789012:q", "hi\u{0}there").unwrap();
+        let text = serde_json::to_string(&forwarded).unwrap();
+        assert_eq!(serde_json::from_str::<Forwarded>(&text).unwrap(), forwarded);
+        let body: serde_json::Value = serde_json::from_slice(&forwarded.body).unwrap();
+        assert_eq!(body["QueueUrl"], "http://ignis/123456789012/q");
+        let answered = Answered { status: 200, headers: vec![("content-type".into(), "x".into())], body: vec![0, 255] };
+        assert_eq!(serde_json::from_str::<Answered>(&serde_json::to_string(&answered).unwrap()).unwrap(), answered);
+        assert!(send_message("1", "not an arn", "b").is_none());
+    }
+}
