@@ -126,3 +126,35 @@ def test_the_aws_cli_invokes_through_either_front_end(fronts):
                 return done.returncode == 0
             eventually(invoked)
             assert b"cli" in pathlib.Path(out.name).read_bytes()
+
+
+def test_queues_and_mappings_through_either_front_end(fronts):
+    first, second = client(fronts[0], "sqs"), client(fronts[1], "sqs")
+    # One front end serves the queues (the other hands it its requests); both answer alike.
+    url = first.create_queue(QueueName="shared-jobs", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    assert second.get_queue_url(QueueName="shared-jobs")["QueueUrl"].endswith("/shared-jobs")
+    second.send_message(QueueUrl=url, MessageBody="hello", MessageAttributes={"k": {"DataType": "String", "StringValue": "v"}})
+    got = first.receive_message(QueueUrl=url, MessageAttributeNames=["All"], WaitTimeSeconds=5)["Messages"]
+    assert [m["Body"] for m in got] == ["hello"] and got[0]["MessageAttributes"]["k"]["StringValue"] == "v"
+    second.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    assert first.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"] == {
+        "ApproximateNumberOfMessages": "0"}
+    with pytest.raises(ClientError) as missing:
+        second.get_queue_url(QueueName="no-such-queue")
+    assert missing.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
+
+    # An event source mapping made through one front end is seen and deleted through the other.
+    lam_first, lam_second = client(fronts[0], "lambda"), client(fronts[1], "lambda")
+    lam_first.create_function(FunctionName="mapped", Runtime="provided.al2023", Role="arn:aws:iam::123456789012:role/ignis",
+                              Handler="bootstrap", Code={"ZipFile": rust_example()})
+    arn = second.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    eventually(lambda: lam_second.get_function(FunctionName="mapped")["Configuration"]["State"] == "Active")
+    uuid = lam_second.create_event_source_mapping(EventSourceArn=arn, FunctionName="mapped", BatchSize=1)["UUID"]
+    assert lam_first.get_event_source_mapping(UUID=uuid)["EventSourceArn"] == arn
+    second.send_message(QueueUrl=url, MessageBody="for the mapping")
+    eventually(lambda: first.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["ApproximateNumberOfMessages"] == "0"
+               and first.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0")
+    lam_first.delete_event_source_mapping(UUID=uuid)
+    with pytest.raises(ClientError) as gone:
+        lam_second.get_event_source_mapping(UUID=uuid)
+    assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"

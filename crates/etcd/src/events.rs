@@ -169,10 +169,11 @@ impl EventStorage for EtcdEventStorage {
 /// Records `origin` (this front end's start), owned under `presence`, and starts looking for the origins of front
 /// ends that died, to adopt their events into `events`; the looking ends when `events` is dropped.
 pub async fn start_adoption(etcd: Etcd, presence: Arc<Presence>, origin: String, events: Weak<Events>) -> Result<(), EtcdError> {
-    etcd.put(&key(&format!("origins/{origin}")), Vec::new(), None).await?;
+    // Owned before it is recorded: another front end never takes a recorded origin for a dead one's.
     if !claim(&etcd, &presence, &origin).await? {
         return Err(EtcdError::Unavailable(format!("the new origin {origin} is owned already")));
     }
+    etcd.put(&key(&format!("origins/{origin}")), Vec::new(), None).await?;
     tokio::spawn(adopt_orphans(etcd, presence, origin, events));
     Ok(())
 }

@@ -28,7 +28,8 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use http::{Method, StatusCode};
 use ignis_cluster::Peer;
 use ignis_pollers::Mappings;
-use ignis_queues::{Answered, Forwarded, Home, QueueHome, QueuePeer, Queues};
+use ignis_cluster::PeerError;
+use ignis_queues::{Answered, Forwarded, Home, PeerFailure, QueueHome, QueuePeer, Queues};
 use ignis_sigv4::Credentials;
 
 use crate::members::EtcdMembership;
@@ -271,15 +272,19 @@ struct QueueFrontEnd {
 }
 
 impl QueuePeer for QueueFrontEnd {
-    fn request(&self, request: Forwarded) -> ignis_queues::home::BoxFuture<'_, Result<Answered, String>> {
+    fn request(&self, request: Forwarded) -> ignis_queues::home::BoxFuture<'_, Result<Answered, PeerFailure>> {
         Box::pin(async move {
-            let body = Bytes::from(serde_json::to_vec(&request).map_err(|e| e.to_string())?);
+            let body = Bytes::from(serde_json::to_vec(&request).map_err(|e| PeerFailure::NotTaken(e.to_string()))?);
             let call = self.peer.call(Method::POST, "/ignis/queue-requests", body);
+            let said = |status: StatusCode, answer: &[u8]| format!("{status}: {}", String::from_utf8_lossy(answer));
             match tokio::time::timeout(FORWARD_LIMIT, call).await {
-                Ok(Ok((StatusCode::OK, answer))) => serde_json::from_slice(&answer).map_err(|e| format!("its answer: {e}")),
-                Ok(Ok((status, answer))) => Err(format!("{status}: {}", String::from_utf8_lossy(&answer))),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("{}: no answer in time", self.peer.authority())),
+                Ok(Ok((StatusCode::OK, answer))) => serde_json::from_slice(&answer).map_err(|e| PeerFailure::Lost(format!("its answer: {e}"))),
+                // It does not serve the queues (any more).
+                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, answer))) => Err(PeerFailure::NotTaken(said(StatusCode::SERVICE_UNAVAILABLE, &answer))),
+                Ok(Ok((status, answer))) => Err(PeerFailure::Lost(said(status, &answer))),
+                Ok(Err(PeerError::Connect(e))) => Err(PeerFailure::NotTaken(e)),
+                Ok(Err(e)) => Err(PeerFailure::Lost(e.to_string())),
+                Err(_) => Err(PeerFailure::Lost(format!("{}: no answer in time", self.peer.authority()))),
             }
         })
     }

@@ -15,7 +15,7 @@
 //! - `GET /ignis/partitions?Function=NAME` → `{"Partition", "Leader", "Settled"}`.
 //! - `POST /ignis/queue-requests` (an `ignis_queues::Forwarded`) → 200 and what the request was answered
 //!   (an `ignis_queues::Answered`): an SQS action or event source mapping call that another front end forwarded
-//!   to the one serving the queues; refused (500) by a front end that does not serve them.
+//!   to the one serving the queues; refused (503) by a front end that does not serve them.
 //! - `GET /ignis/queue-home` → `{"ServedHere"}`: whether this front end serves the queues (always, outside a
 //!   cluster).
 //! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
@@ -329,11 +329,9 @@ pub(crate) async fn queue_request(
         _ => ApiError::Service(why),
     };
     let query = parts.uri.query().unwrap_or("");
-    let peer = match app.queues.serving().await {
-        Ok(None) => return crate::http::queue_operation(app, caller, operation, host, query, &body).await,
-        Ok(Some(peer)) => peer,
-        Err(e) => return Err(unavailable(e.to_string())),
-    };
+    if app.queues.here() {
+        return crate::http::queue_operation(app, caller, operation, host, query, &body).await;
+    }
     let forwarded = ignis_queues::Forwarded {
         account: caller.account.as_str().to_string(),
         admin: caller.admin,
@@ -345,10 +343,17 @@ pub(crate) async fn queue_request(
         target: parts.headers.get("x-amz-target").and_then(|t| t.to_str().ok()).map(str::to_string),
         body: body.to_vec(),
     };
-    let answered = peer.request(forwarded).await.map_err(|why| unavailable(format!("The front end serving the queues: {why}")))?;
+    let answered = match app.queues.forward(&forwarded).await {
+        Ok(Some(answered)) => answered,
+        // It became this front end's meanwhile.
+        Ok(None) => return crate::http::queue_operation(app, caller, operation, host, query, &Bytes::from(forwarded.body)).await,
+        Err(e) => return Err(unavailable(e.to_string())),
+    };
     let mut answer = Answer::new(Full::new(Bytes::from(answered.body)));
     *answer.status_mut() = StatusCode::from_u16(answered.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in answered.headers {
+    // The body's framing is this connection's own; the request id is this front end's.
+    let own = ["content-length", "transfer-encoding", "connection", "x-amzn-requestid"];
+    for (name, value) in answered.headers.into_iter().filter(|(name, _)| !own.contains(&name.to_ascii_lowercase().as_str())) {
         if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
             answer.headers_mut().append(name, value);
         }
@@ -362,7 +367,7 @@ pub async fn run_queue_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> 
     use http_body_util::BodyExt;
     admin_only(caller)?;
     if !app.queues.here() {
-        return Err(ApiError::Service("this front end does not serve the queues".into()));
+        return Ok(json_answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "this front end does not serve the queues" })));
     }
     let request: ignis_queues::Forwarded =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("a forwarded queue request: {e}")))?;

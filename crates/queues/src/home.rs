@@ -31,8 +31,17 @@ pub trait QueueHome: Send + Sync {
 
 /// The front end serving the queues, as another front end reaches it.
 pub trait QueuePeer: Send + Sync {
-    /// Runs `request` there and answers what it answered, or why it could not be reached.
-    fn request(&self, request: Forwarded) -> BoxFuture<'_, Result<Answered, String>>;
+    /// Runs `request` there and answers what it answered, or why it did not.
+    fn request(&self, request: Forwarded) -> BoxFuture<'_, Result<Answered, PeerFailure>>;
+}
+
+/// Why a front end did not answer a request handed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerFailure {
+    /// It did nothing with it: it could not be reached, or does not serve the queues (any more).
+    NotTaken(String),
+    /// It may have run it, but its answer was lost.
+    Lost(String),
 }
 
 /// An API request for the queues (an SQS action or an event source mapping's call), checked by the front end it

@@ -72,7 +72,7 @@ use ignis_store::commit::{Ack, GroupCommit, Limits};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-pub use home::{Answered, Forwarded, Home, QueueHome, QueuePeer};
+pub use home::{Answered, Forwarded, Home, PeerFailure, QueueHome, QueuePeer};
 pub use tables::{QueueMessage, QueueStorage, QueueWrite, RedbQueueStorage, StoredQueue};
 
 /// The longest `WaitTimeSeconds`.
@@ -407,20 +407,26 @@ impl Queues {
         self.home.get().is_none_or(|home| matches!(home.home(), Home::Here))
     }
 
-    /// Where the queues are served now: `None` here, else the front end serving them, waiting up to
-    /// [`HOME_WAIT`] for one to take them over.
-    pub async fn serving(&self) -> Result<Option<Arc<dyn QueuePeer>>, QueueError> {
+    /// Hands `request` to the front end serving the queues and answers what it answered; `None` when this front
+    /// end serves them (it is to answer it). While no front end serves them, or the one named does not take it
+    /// (it died, or stopped serving them), it looks again, for up to [`HOME_WAIT`].
+    pub async fn forward(&self, request: &Forwarded) -> Result<Option<Answered>, QueueError> {
         let Some(home) = self.home.get() else { return Ok(None) };
         let deadline = self.clock.instant() + HOME_WAIT;
         loop {
-            match home.home() {
+            let why = match home.home() {
                 Home::Here => return Ok(None),
-                Home::Elsewhere(peer) => return Ok(Some(peer)),
-                Home::Unknown if self.clock.instant() >= deadline => {
-                    return Err(QueueError::Unavailable("No front end serves the queues now; try again.".into()));
-                }
-                Home::Unknown => self.clock.sleep(HOME_LOOK).await,
+                Home::Elsewhere(peer) => match peer.request(request.clone()).await {
+                    Ok(answered) => return Ok(Some(answered)),
+                    Err(PeerFailure::Lost(why)) => return Err(QueueError::Unavailable(format!("The front end serving the queues: {why}"))),
+                    Err(PeerFailure::NotTaken(why)) => format!("The front end serving the queues: {why}"),
+                },
+                Home::Unknown => "No front end serves the queues now; try again.".to_string(),
+            };
+            if self.clock.instant() >= deadline {
+                return Err(QueueError::Unavailable(why));
             }
+            self.clock.sleep(HOME_LOOK).await;
         }
     }
 
@@ -458,8 +464,11 @@ impl Queues {
     /// Sends `body` to the queue `queue_arn` of `account`; durable when it
     /// returns. Answers the message's id.
     pub async fn send(&self, account: &str, queue_arn: &str, body: String) -> Result<String, QueueError> {
-        if let Some(peer) = self.serving().await? {
-            return send_elsewhere(&*peer, account, queue_arn, &body).await;
+        if self.home.get().is_some() {
+            let request = home::send_message(account, queue_arn, &body).ok_or(QueueError::DoesNotExist)?;
+            if let Some(answered) = self.forward(&request).await? {
+                return sent_elsewhere(&answered);
+            }
         }
         let queue = self.lookup(account, queue_arn)?;
         let outgoing = Outgoing { body, ..Outgoing::default() };
@@ -875,10 +884,8 @@ fn expired_writes(queue: &LiveQueue, state: &mut QueueState, now: u64) -> Vec<Qu
     expired.into_iter().map(|id| QueueWrite::Delete { queue: queue.uid, id: id.0 }).collect()
 }
 
-/// Sends through the front end serving the queues: SQS's `SendMessage`, made as `account`.
-async fn send_elsewhere(peer: &dyn QueuePeer, account: &str, queue_arn: &str, body: &str) -> Result<String, QueueError> {
-    let request = home::send_message(account, queue_arn, body).ok_or(QueueError::DoesNotExist)?;
-    let answered = peer.request(request).await.map_err(QueueError::Unavailable)?;
+/// The message id of a `SendMessage` the front end serving the queues answered, or why it refused it.
+fn sent_elsewhere(answered: &Answered) -> Result<String, QueueError> {
     let answer: Value = serde_json::from_slice(&answered.body).unwrap_or(Value::Null);
     match answer["MessageId"].as_str() {
         Some(id) if answered.status == 200 => Ok(id.to_string()),

@@ -11,6 +11,8 @@
 //! - **Visibility**: from CreateFunction's answer on one front end to the first GetFunction on the other that finds
 //!   the function. Target: within a second.
 //! - **Asynchronous accept rate**: `Event` invokes from 16 connections for a few seconds, each way.
+//! - **Queue send rate**: SQS `SendMessage`s from 16 connections for a few seconds: to the embedded server, to the
+//!   front end serving the cluster's queues, and to the other one (which hands them on).
 //! - **A killed front end's concurrency**: the seconds from `kill -9` of the front end that holds every unit of
 //!   a reserved function to the other front end's first admitted invocation of it (its etcd lease's expiry).
 //! - **Partition takeover**: the seconds from that `kill -9` to the other front end leading a partition the killed
@@ -178,6 +180,11 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     // Asynchronous accept rate, each way.
     let accepted_embedded = accept_rate(&embedded.address).await?;
     let accepted_cluster = accept_rate(&front.address).await?;
+    // Queue send rate: the embedded server, the front end serving the queues, the other one.
+    let sent_embedded = send_rate(&embedded.address).await?;
+    let (home, away) = if serves_queues(&mut clustered).await? { (&front, &other) } else { (&other, &front) };
+    let sent_home = send_rate(&home.address).await?;
+    let sent_away = send_rate(&away.address).await?;
 
     // A killed front end's units: the other front end holds every unit of a reserved function, is killed, and
     // the first front end invokes it until it is admitted.
@@ -264,6 +271,10 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     println!("Asynchronous accept rate ({CLIENTS} connections, {} s each)", ACCEPT_FOR.as_secs());
     println!("  embedded server           {accepted_embedded:>9.0} events/s  baseline");
     println!("  cluster front end (etcd)  {accepted_cluster:>9.0} events/s  {:.2}x", accepted_cluster / accepted_embedded);
+    println!("SQS SendMessage rate ({CLIENTS} connections, {} s each; 100-byte bodies)", ACCEPT_FOR.as_secs());
+    println!("  embedded server                         {sent_embedded:>9.0} messages/s  baseline");
+    println!("  cluster front end serving the queues    {sent_home:>9.0} messages/s  {:.2}x", sent_home / sent_embedded);
+    println!("  cluster front end handing them on       {sent_away:>9.0} messages/s  {:.2}x", sent_away / sent_embedded);
     println!("Asynchronous events' storage, {EVENTS} events in groups of {GROUP} (one writer, a one-member etcd on this machine's disk)");
     println!("  {:<10} {:>22} {:>34}", "payload", "inline in etcd (Ignis)", "object store + metadata in etcd");
     for (size, inline, split) in &engines {
@@ -342,6 +353,52 @@ async fn accept_rate(address: &str) -> Result<f64, String> {
                 accepted += 1;
             }
             Ok::<u64, String>(accepted)
+        }));
+    }
+    let mut total = 0;
+    for client in clients {
+        total += client.await.map_err(|e| e.to_string())??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Whether `conn`'s front end serves the cluster's queues (`GET /ignis/queue-home`).
+async fn serves_queues(conn: &mut Conn) -> Result<bool, String> {
+    let (_, reply) = conn.timed_for("ignis", "GET", "/ignis/queue-home", &[], b"").await?;
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|e| format!("{}: {e}", reply.text()))?;
+    Ok(answer["ServedHere"] == true)
+}
+
+/// One SQS call through `conn`; its answer, which must be 200.
+async fn sqs(conn: &mut Conn, action: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let target = format!("AmazonSQS.{action}");
+    let headers = [("x-amz-target", target.as_str()), ("content-type", "application/x-amz-json-1.0")];
+    let (_, reply) = conn.timed_for("sqs", "POST", "/", &headers, body.to_string().as_bytes()).await?;
+    if reply.status != 200 {
+        return Err(format!("{action} answered {}: {}", reply.status, reply.text()));
+    }
+    serde_json::from_slice(&reply.body).map_err(|e| e.to_string())
+}
+
+/// `SendMessage`s answered per second, from [`CLIENTS`] connections for [`ACCEPT_FOR`], to a queue of its own
+/// made through `address`.
+async fn send_rate(address: &str) -> Result<f64, String> {
+    let mut conn = Conn::connect(address, creds()).await?;
+    let name = format!("bench-{}", address.replace(['.', ':'], "-"));
+    let url = sqs(&mut conn, "CreateQueue", &json!({ "QueueName": name })).await?["QueueUrl"].as_str().unwrap_or_default().to_string();
+    let body = json!({ "QueueUrl": url, "MessageBody": "x".repeat(100) });
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut conn = Conn::connect(address, creds()).await?;
+        let body = body.clone();
+        clients.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while started.elapsed() < ACCEPT_FOR {
+                sqs(&mut conn, "SendMessage", &body).await?;
+                sent += 1;
+            }
+            Ok::<u64, String>(sent)
         }));
     }
     let mut total = 0;

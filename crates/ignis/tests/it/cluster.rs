@@ -635,7 +635,61 @@ fn queues_and_mappings_are_served_by_one_front_end_and_outlive_it() {
     assert_eq!(drain(&fronts[1], &url, bodies.len()), bodies);
     sqs_ok(&fronts[0], "SendMessage", json!({ "QueueUrl": mapped, "MessageBody": "after" }));
     let survivors: Vec<&Server> = fronts.iter().collect();
-    assert!(eventually(SHOWS_WITHIN, || mapped_bodies(&survivors).contains("after")), "the mapping's pollers run on the survivor");
+    let ran = eventually(SHOWS_WITHIN, || mapped_bodies(&survivors).contains("after"));
+    let depth = sqs_ok(&fronts[1], "GetQueueAttributes", json!({ "QueueUrl": mapped, "AttributeNames": ["All"] }));
+    let state = fronts[1].lambda("GET", "/2015-03-31/event-source-mappings/", b"").text();
+    assert!(ran, "the mapping's pollers run on the survivor: ran {:?}; queue {depth}; mapping {state}", mapped_bodies(&survivors));
     let listed = fronts[1].lambda("GET", "/2015-03-31/event-source-mappings/", b"");
     assert_eq!(listed.json()["EventSourceMappings"].as_array().map(Vec::len), Some(1), "{}", listed.text());
+}
+
+#[test]
+fn queue_messages_accepted_while_the_front_end_serving_them_is_killed_are_all_kept() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+    let url = sqs_ok(&fronts[0], "CreateQueue", json!({ "QueueName": "load" }))["QueueUrl"].as_str().unwrap().to_string();
+    let serving = fronts.iter().position(serves_queues).unwrap();
+    let pid = fronts[serving].pid() as i32;
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let next = std::sync::atomic::AtomicU32::new(0);
+    // Each sender sends numbered messages through the front ends in turn until 1,000 are numbered, each message
+    // through the next front end while one does not take it (as a client behind a load balancer would); what was
+    // answered 200 was accepted.
+    let send = |first: usize| {
+        let mut accepted = Vec::new();
+        let mut turn = first;
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            if n >= 1000 {
+                return accepted;
+            }
+            let body = json!({ "QueueUrl": url, "MessageBody": n.to_string() }).to_string();
+            let headers = [("x-amz-target", "AmazonSQS.SendMessage"), ("content-type", "application/x-amz-json-1.0")];
+            for _ in 0..3 {
+                turn += 1;
+                let reply = fronts[turn % 3].try_signed("sqs", "POST", "/", "", &headers, body.as_bytes());
+                if reply.is_ok_and(|reply| reply.status == 200) {
+                    accepted.push(n.to_string());
+                    break;
+                }
+            }
+        }
+    };
+    let accepted: std::collections::BTreeSet<String> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4).map(|i| scope.spawn(move || send(i))).collect();
+        // Stays end-to-end, on real time: SIGKILL lands at a random moment of a real front end's commits.
+        std::thread::sleep(Duration::from_millis(200 + seed % 400));
+        // SAFETY: signals the front end process this test started and has not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut victim = fronts.remove(serving);
+    victim.kill();
+    assert!(accepted.len() > 900, "only {} of 1,000 accepted (seed {seed})", accepted.len());
+    let kept = drain(&fronts[0], &url, accepted.len());
+    let missing: Vec<&String> = accepted.difference(&kept).collect();
+    assert!(missing.is_empty(), "{} accepted messages lost (seed {seed}): {missing:?}", missing.len());
 }

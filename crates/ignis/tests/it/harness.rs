@@ -128,6 +128,12 @@ impl Server {
         self.signed_with(&Server::credentials(), service, method, path, query, headers, body)
     }
 
+    /// [`Server::signed`], with the failure to get a reply as an error (the server may be dying).
+    pub fn try_signed(&self, service: &str, method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, String> {
+        let headers = Server::sign(&self.address, &Server::credentials(), service, method, path, query, headers, body);
+        self.try_raw(method, path, query, &headers, body)
+    }
+
     pub fn signed_with(
         &self,
         credentials: &Credentials,
