@@ -101,19 +101,36 @@ async fn grant(etcd: &Etcd, address: &str) -> Result<Owner, EtcdError> {
     Ok(Owner { front_end: lease, since })
 }
 
+/// Keep-alives tried per renewal, [`RETRY_PAUSE`] apart.
+const RENEW_TRIES: usize = 4;
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// One renewal of lease `id`: whether it lives, or `None` when etcd did not answer.
+async fn keep_alive(etcd: &Etcd, id: i64) -> Option<bool> {
+    let (mut keeper, mut answers) = etcd.client().lease_keep_alive(id).await.ok()?;
+    keeper.keep_alive().await.ok()?;
+    answers.message().await.ok().flatten().map(|answer| answer.ttl() > 0)
+}
+
 /// Renews the lease; when etcd has let it expire, takes a new one.
 async fn renew(etcd: Etcd, lease: std::sync::Weak<AtomicI64>, owner: Arc<Mutex<Owner>>, address: Arc<Mutex<String>>) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let Some(lease) = lease.upgrade() else { return };
         let id = lease.load(Ordering::Acquire);
-        let alive = match etcd.client().lease_keep_alive(id).await {
-            Ok((mut keeper, mut answers)) => match keeper.keep_alive().await {
-                Ok(()) => answers.message().await.ok().flatten().map(|answer| answer.ttl() > 0),
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
+        let mut alive = None;
+        // A keep-alive stream may be opened to a member that died: a few tries may reach a live one.
+        for _ in 0..RENEW_TRIES {
+            alive = tokio::time::timeout(RENEW_EVERY, keep_alive(&etcd, id)).await.ok().flatten();
+            if alive.is_some() {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        if alive.is_none() {
+            // Whether etcd (a live member of it) let the lease expire meanwhile.
+            alive = etcd.client().lease_time_to_live(id, None).await.ok().map(|answer| answer.ttl() > 0);
+        }
         match alive {
             Some(true) => {}
             // etcd unreachable or without a leader: try again; the lease lives LEASE_TTL from its last renewal.
