@@ -180,12 +180,17 @@ impl Mappings {
                 Err(e) => tracing::warn!(%account, %uuid, error = %e, "a stored event source mapping is unreadable, skipped"),
             }
         }
-        for entry in entries.values_mut() {
-            if entry.record.enabled {
-                entry.pollers = Some(self.spawn_pollers(&entry.record));
+        // The pollers start under the lock, with their mappings in place: one that looked first would find none.
+        let before = {
+            let mut held = self.lock();
+            let before = std::mem::replace(&mut *held, entries);
+            for entry in held.values_mut() {
+                if entry.record.enabled {
+                    entry.pollers = Some(self.spawn_pollers(&entry.record));
+                }
             }
-        }
-        let before = std::mem::replace(&mut *self.lock(), entries);
+            before
+        };
         stop_all(before);
         Ok(())
     }

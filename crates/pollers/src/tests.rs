@@ -581,6 +581,32 @@ async fn mappings_are_checked_stored_and_reloaded() {
     assert_eq!(reloaded.list(&account()).into_iter().map(|(r, _)| r).collect::<Vec<_>>(), vec![kept]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mappings_standing_by_load_nothing_until_they_take_over_and_stop_their_pollers_when_they_stand_down() {
+    let w = world();
+    let q = w.queue("q").await;
+    let (first, record) = w.mappings(&q, 10, 0, false).await;
+    drop(first);
+    let storage = Arc::new(crate::tables::RedbMappingStorage::open(w.services.store.clone()).unwrap());
+    let mappings = Mappings::standby(w.services.clone(), storage, no_barrier());
+    assert!(mappings.list(&account()).is_empty());
+    assert_eq!(mappings.get(&account(), &record.uuid), Err(crate::MappingError::NotFound));
+
+    // Taken over, the stored mapping's pollers run (they find their mapping, whichever runs first).
+    mappings.take_over().unwrap();
+    assert_eq!(mappings.list(&account()).len(), 1);
+    w.send(&q, &["a"]).await;
+    until("the message ran", || w.recorder.seen().len() == 1 && w.counts(&q).in_flight == 0 && w.counts(&q).visible == 0).await;
+
+    // Standing down forgets the mapping and ends its pollers; nothing is written.
+    let pollers = mappings.pollers(&record.uuid).unwrap();
+    mappings.stand_down();
+    assert!(mappings.list(&account()).is_empty());
+    until("the pollers end", || pollers.counts().0 == 0).await;
+    let stored = crate::tables::RedbMappingStorage::open(w.services.store.clone()).unwrap();
+    assert_eq!(crate::tables::MappingStorage::all(&stored).unwrap().len(), 1);
+}
+
 // ----- provisioned concurrency ------------------------------------------------------
 
 #[tokio::test]

@@ -51,8 +51,8 @@
 //!
 //! One front end at a time serves the queues ([`home`]). The others hold a
 //! [`Queues`] made with [`Queues::standby`]: it loads nothing, and
-//! [`Queues::serving`] names the front end their requests go to
-//! ([`Queues::send`] goes there itself). The one that starts serving them
+//! [`Queues::forward`] hands their requests to the front end that serves
+//! them ([`Queues::send`] goes there itself). The one that starts serving them
 //! loads them with [`Queues::take_over`], as a restart would; one that stops
 //! forgets them with [`Queues::stand_down`].
 

@@ -120,6 +120,14 @@ async fn run(warm: usize, bin_dir: Option<PathBuf>) -> Result<(), String> {
     deploy(&mut base, &zip).await?;
     deploy(&mut clustered, &zip).await?;
 
+    // The other front end knows the function (within a watch's delay).
+    let deployed = Instant::now();
+    while on_other.request("GET", &format!("/2015-03-31/functions/{FUNCTION}"), &[], b"").await?.status != 200 {
+        if deployed.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{FUNCTION} never showed on the other front end"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Which front end leads the function's partition (it runs its invocations; the other forwards them).
     let leader = settled_leader(&mut clustered, &mut on_other, FUNCTION).await?;
     let front_leads = leader == front.address;
