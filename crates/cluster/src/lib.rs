@@ -59,7 +59,7 @@ mod wire;
 use std::time::Duration;
 
 pub use chunks::{FETCH_TIMEOUT, RemoteChunks};
-pub use images::RemoteManifests;
+pub use images::{RemoteManifests, fetch_manifest, image_answer};
 pub use peer::{Peer, PeerError, Protocol, Servers, authentic_head};
 pub use remote::{Failure, RemoteSandbox, RemoteWorker};
 pub use serve::{serve, serve_with_peer};

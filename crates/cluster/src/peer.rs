@@ -225,6 +225,11 @@ impl Peer {
         &self.authority
     }
 
+    /// A peer at `authority`, signed for with the same credentials and spoken to in the same protocol.
+    pub fn sibling(&self, authority: &str) -> Peer {
+        Peer::with_protocol(authority, self.credentials.clone(), self.protocol())
+    }
+
     pub fn protocol(&self) -> Protocol {
         match self.connections {
             Connections::Http1(_) => Protocol::Http1,

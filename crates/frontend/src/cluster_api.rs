@@ -18,9 +18,13 @@
 //!   to the one serving the queues; refused (503) by a front end that does not serve them.
 //! - `GET /ignis/queue-home` → `{"ServedHere"}`: whether this front end serves the queues (always, outside a
 //!   cluster).
-//! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME` →
+//! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME[&Own=1]` →
 //!   `{"Id", "Manifest", "Key", "Root"}`: a prepared image (prepared now if it
-//!   is not: garbage collection may have forgotten it), for a worker host.
+//!   is not: garbage collection may have forgotten it), for a worker host. A
+//!   cluster's front end without it asks the other front ends (with `Own=1`,
+//!   so none asks further) and answers the first one's answer with
+//!   `"ChunksFrom"`, that front end's address: its chunk store root holds the
+//!   image's chunks.
 //! - `GET /ignis/chunks/{root}/{sha256 hex}` → one stored chunk, as stored.
 //! - `POST /ignis/images/gc[?RetireSeconds=N&ExpireSeconds=N]` → what one
 //!   garbage collection of the chunk store did.
@@ -225,10 +229,28 @@ pub async fn image(app: &Arc<App>, caller: &Caller, account: &str, digest: &str,
     let account = ignis_ids::AccountId::new(account);
     let params = crate::http::query_params(query);
     let repository = params.iter().find(|(k, _)| k == "repository").map(|(_, v)| v.as_str()).unwrap_or("");
-    let found = app.images.prepared(&account, repository, digest).await.map_err(|e| match e.is_image_fault() {
-        true => ApiError::from(ignis_images::PreparerError::Image(e.to_string())),
-        false => ApiError::Service(e.to_string()),
-    })?;
+    let only_own = params.iter().any(|(k, v)| k == "Own" && v == "1");
+    let found = match app.images.prepared(&account, repository, digest).await {
+        Ok(found) => found,
+        Err(e) => {
+            let refused = match e.is_image_fault() {
+                true => ApiError::from(ignis_images::PreparerError::Image(e.to_string())),
+                false => ApiError::Service(e.to_string()),
+            };
+            // A cluster's other front end may have it: its answer, and where its chunks are read.
+            let others = match (&app.config.front_ends, only_own) {
+                (Some(front_ends), false) => front_ends.others().await,
+                _ => return Err(refused),
+            };
+            for other in others {
+                if let Ok(mut answer) = ignis_cluster::image_answer(&other, account.as_str(), repository, digest, true).await {
+                    answer["ChunksFrom"] = json!(other.authority());
+                    return Ok(json_answer(StatusCode::OK, answer));
+                }
+            }
+            return Err(refused);
+        }
+    };
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(json_answer(

@@ -111,6 +111,14 @@ pub struct Config {
     pub origin_budget: Option<OriginBudget>,
     /// Where function URLs are served (`--url-listen`, `--url-domain`); `None`: they are not.
     pub function_urls: Option<UrlHost>,
+    /// A cluster's other front ends; `None` outside a cluster.
+    pub front_ends: Option<Arc<dyn OtherFrontEnds>>,
+}
+
+/// A cluster's other front ends, as this one reaches them (signed for with the administrator's key): asked for a
+/// prepared image this one does not have.
+pub trait OtherFrontEnds: Send + Sync {
+    fn others(&self) -> ignis_invoke::BoxFuture<'_, Vec<Arc<ignis_cluster::Peer>>>;
 }
 
 /// A cluster-wide budget of reads of the chunk store of record, shared evenly by the healthy workers: each learns

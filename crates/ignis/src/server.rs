@@ -360,6 +360,15 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         };
         let network = args.networking.config(Some(endpoint_for(address)))?;
         // The local worker's origin limit, which a cluster-wide budget sets.
+        // A cluster's other front ends, asked for the images this one does not have.
+        let front_ends = cluster.as_ref().map(|cluster| {
+            Arc::new(FrontEndPeers {
+                etcd: cluster.etcd.clone(),
+                presence: cluster.presence.clone(),
+                credentials: credentials.clone(),
+                clients: Default::default(),
+            })
+        });
         let mut local_origin = None;
         let local = if args.no_local_worker {
             None
@@ -384,7 +393,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             let loading = &args.image_loading;
             let fs = ImageFs::new(loading.fs_config(&data_dir), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the image loader: {e}"))?;
-            let manifests = Arc::new(LocalManifests { images: images.clone() });
+            let manifests = Arc::new(LocalManifests { images: images.clone(), front_ends: front_ends.clone() });
             let origin = ignis_chunks::OriginLimit::new(loading.origin_fetches as usize, clock.clone());
             local_origin = Some(origin.clone());
             let loader = ignis_worker::images::Images::new(Arc::new(fs), manifests, origin, loading.origin_start_wait());
@@ -421,6 +430,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                 OriginBudget { total: total as usize, local: local_origin }
             }),
             function_urls: url_listener.as_ref().map(|(_, host)| host.clone()),
+            front_ends: front_ends.map(|peers| peers as Arc<dyn ignis_frontend::OtherFrontEnds>),
         };
         let app = App::new(config, services);
         let serving = tokio::spawn(ignis_frontend::serve(app.clone(), listener, client_limits, shutdown_signal()));
@@ -733,19 +743,61 @@ fn open_images(
 }
 
 /// The local worker's image manifests: the images service itself (an image
-/// that garbage collection forgot is prepared again).
+/// that garbage collection forgot is prepared again), else, in a cluster, the
+/// other front ends' (an image pushed through another).
 struct LocalManifests {
     images: Arc<Images>,
+    front_ends: Option<Arc<FrontEndPeers>>,
 }
 
 impl ManifestSource for LocalManifests {
     fn manifest<'a>(&'a self, account: &'a str, image: &'a ImageLaunch) -> BoxFuture<'a, Result<ImageManifest, String>> {
         Box::pin(async move {
-            let account = AccountId::new(account);
-            let found =
-                self.images.prepared(&account, &image.repository, &image.digest).await.map_err(|e| e.to_string())?;
+            let found = match self.images.prepared(&AccountId::new(account), &image.repository, &image.digest).await {
+                Ok(found) => found,
+                Err(e) => {
+                    let Some(front_ends) = &self.front_ends else { return Err(e.to_string()) };
+                    for other in ignis_frontend::OtherFrontEnds::others(&**front_ends).await {
+                        if let Ok(manifest) = ignis_cluster::fetch_manifest(&other, account, image, true).await {
+                            return Ok(manifest);
+                        }
+                    }
+                    return Err(e.to_string());
+                }
+            };
             let chunks = self.images.reader(&found.root).map_err(|e| e.to_string())?;
             Ok(ImageManifest { id: found.id, manifest: (*found.manifest).clone(), key: found.key, chunks })
+        })
+    }
+}
+
+/// A cluster's other front ends, listed in etcd (asked only for what this one lacks), each reached by one client.
+struct FrontEndPeers {
+    etcd: ignis_etcd::Etcd,
+    presence: Arc<ignis_etcd::Presence>,
+    credentials: Credentials,
+    clients: std::sync::Mutex<std::collections::HashMap<String, Arc<ignis_cluster::Peer>>>,
+}
+
+impl ignis_frontend::OtherFrontEnds for FrontEndPeers {
+    fn others(&self) -> BoxFuture<'_, Vec<Arc<ignis_cluster::Peer>>> {
+        Box::pin(async move {
+            let addresses = match ignis_etcd::members::front_end_addresses(&self.etcd, self.presence.id()).await {
+                Ok(addresses) => addresses,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the other front ends");
+                    return Vec::new();
+                }
+            };
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            clients.retain(|address, _| addresses.contains(address));
+            addresses
+                .iter()
+                .map(|address| {
+                    let made = || Arc::new(ignis_cluster::Peer::new(address, self.credentials.clone()));
+                    clients.entry(address.clone()).or_insert_with(made).clone()
+                })
+                .collect()
         })
     }
 }

@@ -693,3 +693,50 @@ fn queue_messages_accepted_while_the_front_end_serving_them_is_killed_are_all_ke
     let missing: Vec<&String> = accepted.difference(&kept).collect();
     assert!(missing.is_empty(), "{} accepted messages lost (seed {seed}): {missing:?}", missing.len());
 }
+
+/// An image function runs on the front end leading its partition, though its image was pushed through another:
+/// the leader asks the other front ends for the prepared image and reads its chunks through the one that has it.
+/// So does a worker host speaking to a front end without the image.
+#[test]
+fn an_image_function_runs_on_its_partitions_leader_whichever_front_end_has_its_image() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    image_runs_wherever_it_is_led(&fronts);
+    // The sandbox started on the leader's local worker.
+    assert_eq!(local_sandboxes(&fronts[1]), 1, "it ran on the leader");
+    assert_eq!(local_sandboxes(&fronts[0]), 0);
+}
+
+#[test]
+fn an_image_function_runs_on_a_worker_host_speaking_to_a_front_end_without_its_image() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> =
+        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"])).collect();
+    // It speaks to the second front end, which leads the function and lacks its image.
+    let host = WorkerHost::joining(&[&fronts[1], &fronts[0]], &[]);
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().all(|f| listed_workers(f).len() == 1)));
+    image_runs_wherever_it_is_led(&fronts);
+    drop(host);
+}
+
+/// An image pushed through `fronts[0]`, its function led by `fronts[1]`, invoked through both.
+fn image_runs_wherever_it_is_led(fronts: &[Server]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = json!({ "Entrypoint": ["/var/task/bootstrap"], "WorkingDir": "/var/task" });
+    crate::image_invoke::program_layout(&tmp.path().join("hello"), "v1", "bootstrap", &[], config);
+    let admin = Server::credentials();
+    crate::oci::push(&fronts[0], &tmp.path().join("hello"), "v1", "team/hello:v1", &admin);
+    let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "image");
+    let uri = format!("{}/team/hello:v1", fronts[0].address);
+    crate::image_invoke::create_image(&fronts[0], &admin, &name, &uri, json!({}));
+    for front in fronts {
+        let path = format!("/2015-03-31/functions/{name}");
+        assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", &path, b"").status == 200));
+        let reply = front.invoke(&name, r#"{"name":"image"}"#);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-amz-function-error"), None, "{}", reply.text());
+        assert_eq!(reply.json(), json!({ "message": "Hello, image!" }));
+    }
+}
