@@ -19,9 +19,33 @@ pub fn zip_settings_refused() -> ApiError {
     ApiError::InvalidParameterValue("Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.".into())
 }
 
-/// The image `uri` names in the caller's repositories, resolved and prepared.
+/// The image `uri` names in the caller's repositories, resolved and prepared. On a cluster's front end that does
+/// not have the repository or the reference, the other front ends are asked to resolve it
+/// (`POST /ignis/image-resolutions`): an image is pushed through one front end, and kept there.
 pub async fn resolve(app: &App, caller: &Caller, uri: &str) -> Result<ImageRecord, ApiError> {
+    if let Some(front_ends) = &app.config.front_ends
+        && !known_here(app, &caller.account, uri).await
+    {
+        let body = bytes::Bytes::from(serde_json::json!({ "Account": caller.account.as_str(), "ImageUri": uri }).to_string());
+        for other in front_ends.others().await {
+            let answer = other.call(http::Method::POST, "/ignis/image-resolutions", body.clone()).await;
+            if let Ok((http::StatusCode::OK, record)) = answer
+                && let Ok(record) = serde_json::from_slice::<ImageRecord>(&record)
+            {
+                return Ok(record);
+            }
+        }
+    }
     resolve_image(&app.oci, &*app.images, &caller.account, uri).await
+}
+
+/// Whether this front end's registry has the repository and the reference `uri` names for `account`.
+async fn known_here(app: &App, account: &AccountId, uri: &str) -> bool {
+    let Ok(parsed) = ImageUri::parse(uri) else { return true };
+    let oci = app.oci.clone();
+    let (account, repository, reference) = (account.as_str().to_string(), parsed.repository, parsed.reference.as_str().to_string());
+    let resolved = tokio::task::spawn_blocking(move || oci.resolve_image(&account, &repository, &reference)).await;
+    !matches!(resolved, Ok(Err(OciError::NameUnknown(_) | OciError::ManifestUnknown(_))))
 }
 
 /// The image `uri` names in `account`'s repositories of `oci`, resolved and prepared by `images`: [`resolve`] with

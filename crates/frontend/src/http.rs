@@ -163,6 +163,8 @@ pub enum Operation {
     RunQueueRequest,
     /// `GET /ignis/queue-home`: whether this front end serves the queues.
     DescribeQueueHome,
+    /// `POST /ignis/image-resolutions`: an image another front end of a cluster does not have, resolved here.
+    ResolveImage,
     /// `GET /ignis/images/{account}/{digest}?repository=NAME`: a prepared image, for a worker host.
     GetImage(String, String),
     /// `GET /ignis/chunks/{root}/{digest}`: one stored chunk, for a worker host.
@@ -356,6 +358,7 @@ impl Operation {
             Operation::DescribePartition => "DescribePartition",
             Operation::RunQueueRequest => "RunQueueRequest",
             Operation::DescribeQueueHome => "DescribeQueueHome",
+            Operation::ResolveImage => "ResolveImage",
             Operation::GetImage(..) => "GetImage",
             Operation::GetChunk(..) => "GetChunk",
             Operation::CollectImages => "CollectImages",
@@ -402,6 +405,7 @@ impl Operation {
             | Operation::DescribePartition
             | Operation::RunQueueRequest
             | Operation::DescribeQueueHome
+            | Operation::ResolveImage
             | Operation::GetImage(..)
             | Operation::GetChunk(..)
             | Operation::CollectImages
@@ -558,6 +562,7 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["ignis", "partitions"]) => Operation::DescribePartition,
         (&Method::POST, ["ignis", "queue-requests"]) => Operation::RunQueueRequest,
         (&Method::GET, ["ignis", "queue-home"]) => Operation::DescribeQueueHome,
+        (&Method::POST, ["ignis", "image-resolutions"]) => Operation::ResolveImage,
         (&Method::GET, ["ignis", "images", account, digest]) => Operation::GetImage(decode(account)?, decode(digest)?),
         (&Method::GET, ["ignis", "chunks", root, digest]) => Operation::GetChunk(decode(root)?, decode(digest)?),
         (&Method::POST, ["ignis", "images", "gc"]) => Operation::CollectImages,
@@ -796,6 +801,7 @@ async fn respond(
         Operation::DescribePartition => cluster_api::describe_partition(app, caller, query),
         Operation::RunQueueRequest => cluster_api::run_queue_request(app, caller, &body).await,
         Operation::DescribeQueueHome => cluster_api::describe_queue_home(app, caller),
+        Operation::ResolveImage => cluster_api::resolve_image(app, caller, &body).await,
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
         Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,

@@ -694,11 +694,11 @@ fn queue_messages_accepted_while_the_front_end_serving_them_is_killed_are_all_ke
     assert!(missing.is_empty(), "{} accepted messages lost (seed {seed}): {missing:?}", missing.len());
 }
 
-/// An image function runs on the front end leading its partition, though its image was pushed through another:
-/// the leader asks the other front ends for the prepared image and reads its chunks through the one that has it.
-/// So does a worker host speaking to a front end without the image.
+/// An image function is created through, and runs on, a front end without its image (pushed through another):
+/// it asks the other front ends to resolve the image and for the prepared image, and reads its chunks through the
+/// one that has it. So does a worker host speaking to a front end without the image.
 #[test]
-fn an_image_function_runs_on_its_partitions_leader_whichever_front_end_has_its_image() {
+fn an_image_function_is_made_through_and_runs_on_a_front_end_without_its_image() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
     let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
@@ -721,7 +721,7 @@ fn an_image_function_runs_on_a_worker_host_speaking_to_a_front_end_without_its_i
     drop(host);
 }
 
-/// An image pushed through `fronts[0]`, its function led by `fronts[1]`, invoked through both.
+/// An image pushed through `fronts[0]`, its function created through and led by `fronts[1]`, invoked through both.
 fn image_runs_wherever_it_is_led(fronts: &[Server]) {
     let tmp = tempfile::tempdir().unwrap();
     let config = json!({ "Entrypoint": ["/var/task/bootstrap"], "WorkingDir": "/var/task" });
@@ -729,8 +729,12 @@ fn image_runs_wherever_it_is_led(fronts: &[Server]) {
     let admin = Server::credentials();
     crate::oci::push(&fronts[0], &tmp.path().join("hello"), "v1", "team/hello:v1", &admin);
     let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "image");
-    let uri = format!("{}/team/hello:v1", fronts[0].address);
-    crate::image_invoke::create_image(&fronts[0], &admin, &name, &uri, json!({}));
+    // Created through the front end without the image: it has the other resolve and prepare it.
+    let uri = format!("{}/team/hello:v1", fronts[1].address);
+    let created = crate::image_invoke::create_image(&fronts[1], &admin, &name, &uri, json!({}));
+    assert_eq!(created["PackageType"], "Image");
+    let missing = crate::image_functions::create_image(&fronts[1], &admin, "nowhere", json!({ "Code": { "ImageUri": format!("{uri}-none") } }));
+    crate::image_functions::refused(&missing, "InvalidParameterValueException", "does not exist");
     for front in fronts {
         let path = format!("/2015-03-31/functions/{name}");
         assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", &path, b"").status == 200));
