@@ -28,6 +28,8 @@
 //! - `POST /ignis/image-resolutions` `{"Account", "ImageUri"}` → the function image record (`ImageRecord`) of an
 //!   image of the account's repositories here, resolved and prepared: asked by a cluster's front end that does
 //!   not have the image, for CreateFunction, UpdateFunctionCode or a runtime's install.
+//! - `GET /ignis/allocations/{account}/{function}/{revision}` → `{"Allocated", "Failure"}`: how far a version's
+//!   provisioned concurrency is on this front end (in a cluster, the one leading the function's partition).
 //! - `GET /ignis/chunks/{root}/{sha256 hex}` → one stored chunk, as stored.
 //! - `POST /ignis/images/gc[?RetireSeconds=N&ExpireSeconds=N]` → what one
 //!   garbage collection of the chunk store did.
@@ -443,4 +445,12 @@ pub async fn resolve_image(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Resu
     let record = crate::function_image::resolve_image(&app.oci, &*app.images, &account, uri).await?;
     let encoded = serde_json::to_vec(&record).map_err(|e| ApiError::Service(e.to_string()))?;
     Ok(bytes_answer(StatusCode::OK, encoded))
+}
+
+/// `GET /ignis/allocations/{account}/{function}/{revision}` (see the module docs).
+pub fn allocation(app: &App, caller: &Caller, account: String, function: String, revision_id: String) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let revision = ignis_ids::Revision { account: AccountId::new(account), function, revision_id };
+    let allocation = app.invoker.allocation(&revision);
+    Ok(json_answer(StatusCode::OK, json!({ "Allocated": allocation.allocated, "Failure": allocation.failure })))
 }

@@ -165,6 +165,8 @@ pub enum Operation {
     DescribeQueueHome,
     /// `POST /ignis/image-resolutions`: an image another front end of a cluster does not have, resolved here.
     ResolveImage,
+    /// `GET /ignis/allocations/{account}/{function}/{revision}`: a version's provisioned concurrency here.
+    GetAllocation(String, String, String),
     /// `GET /ignis/images/{account}/{digest}?repository=NAME`: a prepared image, for a worker host.
     GetImage(String, String),
     /// `GET /ignis/chunks/{root}/{digest}`: one stored chunk, for a worker host.
@@ -359,6 +361,7 @@ impl Operation {
             Operation::RunQueueRequest => "RunQueueRequest",
             Operation::DescribeQueueHome => "DescribeQueueHome",
             Operation::ResolveImage => "ResolveImage",
+            Operation::GetAllocation(..) => "GetAllocation",
             Operation::GetImage(..) => "GetImage",
             Operation::GetChunk(..) => "GetChunk",
             Operation::CollectImages => "CollectImages",
@@ -406,6 +409,7 @@ impl Operation {
             | Operation::RunQueueRequest
             | Operation::DescribeQueueHome
             | Operation::ResolveImage
+            | Operation::GetAllocation(..)
             | Operation::GetImage(..)
             | Operation::GetChunk(..)
             | Operation::CollectImages
@@ -563,6 +567,9 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::POST, ["ignis", "queue-requests"]) => Operation::RunQueueRequest,
         (&Method::GET, ["ignis", "queue-home"]) => Operation::DescribeQueueHome,
         (&Method::POST, ["ignis", "image-resolutions"]) => Operation::ResolveImage,
+        (&Method::GET, ["ignis", "allocations", account, function, revision]) => {
+            Operation::GetAllocation(decode(account)?, decode(function)?, decode(revision)?)
+        }
         (&Method::GET, ["ignis", "images", account, digest]) => Operation::GetImage(decode(account)?, decode(digest)?),
         (&Method::GET, ["ignis", "chunks", root, digest]) => Operation::GetChunk(decode(root)?, decode(digest)?),
         (&Method::POST, ["ignis", "images", "gc"]) => Operation::CollectImages,
@@ -759,9 +766,9 @@ async fn respond(
         Operation::GetPolicy(name) => policy_api::get_policy(app, caller, &name, query),
         Operation::RemovePermission(name, sid) => policy_api::remove_permission(app, caller, &name, &sid, query).await,
         Operation::PutProvisionedConcurrencyConfig(name) => provisioned::put(app, caller, &name, query, &body).await,
-        Operation::GetProvisionedConcurrencyConfig(name) => provisioned::get(app, caller, &name, query),
+        Operation::GetProvisionedConcurrencyConfig(name) => provisioned::get(app, caller, &name, query).await,
         Operation::DeleteProvisionedConcurrencyConfig(name) => provisioned::delete(app, caller, &name, query).await,
-        Operation::ListProvisionedConcurrencyConfigs(name) => provisioned::list(app, caller, &name, query),
+        Operation::ListProvisionedConcurrencyConfigs(name) => provisioned::list(app, caller, &name, query).await,
         Operation::PutFunctionEventInvokeConfig(name) => event_config::put(app, caller, &name, query, &body, true).await,
         Operation::UpdateFunctionEventInvokeConfig(name) => event_config::put(app, caller, &name, query, &body, false).await,
         Operation::GetFunctionEventInvokeConfig(name) => event_config::get(app, caller, &name, query),
@@ -802,6 +809,7 @@ async fn respond(
         Operation::RunQueueRequest => cluster_api::run_queue_request(app, caller, &body).await,
         Operation::DescribeQueueHome => cluster_api::describe_queue_home(app, caller),
         Operation::ResolveImage => cluster_api::resolve_image(app, caller, &body).await,
+        Operation::GetAllocation(account, function, revision) => cluster_api::allocation(app, caller, account, function, revision),
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
         Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,

@@ -5,7 +5,9 @@
 //! (`ignis_pollers::Keeper`) hands the whole set to the invoker every second
 //! and whenever it changes; the invoker starts what is missing, replaces what
 //! died and lets what is no longer wanted age out like any idle sandbox. The status
-//! (`IN_PROGRESS`, `READY`, `FAILED`) is read from the invoker, live.
+//! (`IN_PROGRESS`, `READY`, `FAILED`) is read from the invoker, live: in a
+//! cluster, from the invoker of the front end leading the function's partition
+//! (`GET /ignis/allocations/...`), which alone keeps it.
 
 use std::sync::Arc;
 
@@ -41,9 +43,34 @@ fn qualifier(query: &str) -> Result<String, ApiError> {
     Ok(qualifier.unwrap_or_default())
 }
 
+/// How far the provisioned concurrency of `version` is, on the front end that runs it: this one, or in a cluster
+/// the leader of its partition.
+async fn allocation(app: &App, account: &AccountId, version: &FunctionRecord) -> ignis_invoke::Allocation {
+    let revision = crate::invoke_api::revision(account.as_str(), version);
+    if let Some(assignment) = app.invoker.assignment()
+        && assignment.leader(account.as_str(), &version.name).is_some()
+        && let Some(address) = assignment.describe(account.as_str(), &version.name).leader
+        && let Some(front_ends) = &app.config.front_ends
+    {
+        let path = format!("/ignis/allocations/{}/{}/{}", account, version.name, version.revision_id);
+        for leader in front_ends.others().await.into_iter().filter(|other| other.authority() == address) {
+            if let Ok((StatusCode::OK, body)) = leader.call(http::Method::GET, &path, bytes::Bytes::new()).await
+                && let Ok(answer) = serde_json::from_slice::<Value>(&body)
+            {
+                let allocated = answer["Allocated"].as_u64().map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+                return ignis_invoke::Allocation { allocated, failure: answer["Failure"].as_str().map(str::to_string) };
+            }
+        }
+    }
+    app.invoker.allocation(&revision)
+}
+
 /// A configuration as Lambda shows it, with its live status.
-fn config_body(app: &App, account: &AccountId, latest: &FunctionRecord, qualifier: &str, config: &ProvisionedRecord) -> Value {
-    let allocation = version_of(latest, qualifier).map(|version| app.invoker.allocation(&crate::invoke_api::revision(account.as_str(), version)));
+async fn config_body(app: &App, account: &AccountId, latest: &FunctionRecord, qualifier: &str, config: &ProvisionedRecord) -> Value {
+    let allocation = match version_of(latest, qualifier) {
+        Some(version) => Some(allocation(app, account, version).await),
+        None => None,
+    };
     let allocated = allocation.as_ref().map_or(0, |a| a.allocated.min(config.requested));
     let failure = allocation.and_then(|a| a.failure);
     let status = match (&failure, allocated >= config.requested) {
@@ -96,7 +123,7 @@ pub async fn put(app: &Arc<App>, caller: &Caller, name: &str, query: &str, body:
         })
         .await?;
     app.provisioning.changed();
-    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &written.1, &qualifier, &config)))
+    Ok(json_answer(StatusCode::ACCEPTED, config_body(app, &caller.account, &written.1, &qualifier, &config).await))
 }
 
 /// Provisioned concurrency is taken from the function's reserved concurrency
@@ -130,11 +157,11 @@ fn check_capacity(app: &App, caller: &Caller, latest: &FunctionRecord, qualifier
     }
 }
 
-pub fn get(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+pub async fn get(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let qualifier = qualifier(query)?;
     let (_, latest) = resolve(app, caller, "GetProvisionedConcurrencyConfig", name, Some(&qualifier))?;
     let config = latest.provisioned.get(&qualifier).ok_or_else(not_found)?;
-    Ok(json_answer(StatusCode::OK, config_body(app, &caller.account, &latest, &qualifier, config)))
+    Ok(json_answer(StatusCode::OK, config_body(app, &caller.account, &latest, &qualifier, config).await))
 }
 
 pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
@@ -155,18 +182,15 @@ pub async fn delete(app: &Arc<App>, caller: &Caller, name: &str, query: &str) ->
     Ok(empty_answer(StatusCode::NO_CONTENT))
 }
 
-pub fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
+pub async fn list(app: &App, caller: &Caller, name: &str, query: &str) -> Result<Answer, ApiError> {
     let (max_items, marker, _) = crate::versions::paging(query)?;
     let (_, latest) = resolve(app, caller, "ListProvisionedConcurrencyConfigs", name, None)?;
-    let items = latest
-        .provisioned
-        .iter()
-        .map(|(qualifier, config)| {
-            let mut body = config_body(app, &caller.account, &latest, qualifier, config);
-            body["FunctionArn"] = json!(latest.qualified_arn(&app.config.region, caller.account.as_str(), qualifier));
-            (qualifier.clone(), body)
-        })
-        .collect();
+    let mut items = Vec::new();
+    for (qualifier, config) in &latest.provisioned {
+        let mut body = config_body(app, &caller.account, &latest, qualifier, config).await;
+        body["FunctionArn"] = json!(latest.qualified_arn(&app.config.region, caller.account.as_str(), qualifier));
+        items.push((qualifier.clone(), body));
+    }
     let (page, next) = crate::versions::page(items, max_items, marker.as_deref());
     let mut body = json!({ "ProvisionedConcurrencyConfigs": page });
     if let Some(next) = next {

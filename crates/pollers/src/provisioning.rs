@@ -6,6 +6,9 @@
 //! idle sandbox; the front end's provisioned-concurrency calls read the
 //! status from the invoker.
 //!
+//! In a cluster, a front end keeps the configurations of the functions whose
+//! partition it leads (or that no one leads now): it runs their invocations.
+//!
 //! The keeper's task holds only a weak reference to the [`Keeper`]: it ends
 //! when the keeper (the front end's) is dropped.
 
@@ -41,13 +44,15 @@ impl Keeper {
         self.wake.notify_one();
     }
 
-    /// Every configuration as the invoker takes it.
+    /// Every configuration of a function this front end runs, as the invoker takes it.
     fn wanted(&self) -> Vec<Provisioned> {
         let services = &self.services;
+        let assignment = services.invoker.assignment();
         services
             .registry
             .all()
             .into_iter()
+            .filter(|(account, latest)| assignment.is_none_or(|a| a.leader(account.as_str(), &latest.name).is_none()))
             .flat_map(|(account, latest)| {
                 latest
                     .provisioned

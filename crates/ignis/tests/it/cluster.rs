@@ -744,3 +744,37 @@ fn image_runs_wherever_it_is_led(fronts: &[Server]) {
         assert_eq!(reply.json(), json!({ "message": "Hello, image!" }));
     }
 }
+
+/// Provisioned concurrency is kept by the front end leading the function's partition alone (it runs the
+/// invocations), and every front end shows its status.
+#[test]
+fn provisioned_concurrency_is_kept_by_the_leader_and_shown_by_every_front_end() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "warmed");
+    let handler = r#"echo "\"$AWS_LAMBDA_INITIALIZATION_TYPE\"" > /tmp/response"#;
+    assert_eq!(fronts[0].create(&name, &sh_runtime(handler), json!({})).status, 201);
+    let published = fronts[0].lambda("POST", &format!("/2015-03-31/functions/{name}/versions"), b"{}");
+    assert_eq!(published.status, 201, "{}", published.text());
+    let path = format!("/2019-09-30/functions/{name}/provisioned-concurrency");
+    let body = json!({ "ProvisionedConcurrentExecutions": 2 }).to_string();
+    let put = fronts[0].signed("lambda", "PUT", &path, "Qualifier=1", &[], body.as_bytes());
+    assert_eq!(put.status, 202, "{}", put.text());
+    for front in &fronts {
+        let status = || front.signed("lambda", "GET", &path, "Qualifier=1", &[], b"").json();
+        let ready = || {
+            let status = status();
+            status["Status"] == "READY" && status["AllocatedProvisionedConcurrentExecutions"] == 2
+        };
+        assert!(eventually(SHOWS_WITHIN, ready), "{}", status());
+        let listed = front.lambda("GET", &format!("{path}?List=ALL"), b"").json();
+        assert_eq!(listed["ProvisionedConcurrencyConfigs"][0]["Status"], "READY", "{listed}");
+    }
+    assert_eq!(local_sandboxes(&fronts[1]), 2, "the leader keeps them");
+    assert_eq!(local_sandboxes(&fronts[0]), 0, "the other keeps none");
+    for front in &fronts {
+        let reply = front.invoke(&format!("{name}:1"), "{}");
+        assert_eq!(reply.text().trim(), "\"provisioned-concurrency\"");
+    }
+}
