@@ -359,7 +359,6 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             None => None,
         };
         let network = args.networking.config(Some(endpoint_for(address)))?;
-        // The local worker's origin limit, which a cluster-wide budget sets.
         // A cluster's other front ends, asked for the images this one does not have.
         let front_ends = cluster.as_ref().map(|cluster| {
             Arc::new(FrontEndPeers {
@@ -369,6 +368,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
                 clients: Default::default(),
             })
         });
+        // The local worker's origin limit, which a cluster-wide budget sets.
         let mut local_origin = None;
         let local = if args.no_local_worker {
             None
