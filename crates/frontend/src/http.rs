@@ -1029,6 +1029,12 @@ mod tests {
         check(Method::POST, "/ignis/workers/3/heartbeat", Some(Heartbeat("3".into())));
         check(Method::GET, "/ignis/code/ab12", Some(GetCode("ab12".into())));
         check(Method::POST, "/ignis/logs", Some(PutLogs));
+        check(Method::POST, "/ignis/queue-requests", Some(RunQueueRequest));
+        check(Method::GET, "/ignis/queue-requests", None);
+        check(Method::GET, "/ignis/queue-home", Some(DescribeQueueHome));
+        check(Method::POST, "/ignis/image-resolutions", Some(ResolveImage));
+        check(Method::GET, "/ignis/allocations/1/f/r", Some(GetAllocation("1".into(), "f".into(), "r".into())));
+        check(Method::GET, "/ignis/allocations/1/f", None);
         check(Method::GET, "/ignis/activity", Some(ListActivity));
         check(Method::GET, "/ignis/activity/my%20fn", Some(GetActivity("my fn".into())));
         check(Method::POST, "/ignis/activity", None);
