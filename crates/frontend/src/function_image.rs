@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use ignis_ids::AccountId;
-use ignis_oci::{ImageUri, Oci, OciError};
+use ignis_oci::{ImageUri, Oci, OciError, ResolvedImage};
 use ignis_registry::{ImageRecord, ImageSettings};
 
 use crate::error::ApiError;
@@ -23,9 +23,8 @@ pub fn zip_settings_refused() -> ApiError {
 /// not have the repository or the reference, the other front ends are asked to resolve it
 /// (`POST /ignis/image-resolutions`): an image is pushed through one front end, and kept there.
 pub async fn resolve(app: &App, caller: &Caller, uri: &str) -> Result<ImageRecord, ApiError> {
-    if let Some(front_ends) = &app.config.front_ends
-        && !known_here(app, &caller.account, uri).await
-    {
+    let (parsed, found) = look_up(&app.oci, &caller.account, uri).await?;
+    if let (Err(OciError::NameUnknown(_) | OciError::ManifestUnknown(_)), Some(front_ends)) = (&found, &app.config.front_ends) {
         let body = bytes::Bytes::from(serde_json::json!({ "Account": caller.account.as_str(), "ImageUri": uri }).to_string());
         for other in front_ends.others().await {
             let answer = other.call(http::Method::POST, "/ignis/image-resolutions", body.clone()).await;
@@ -36,16 +35,8 @@ pub async fn resolve(app: &App, caller: &Caller, uri: &str) -> Result<ImageRecor
             }
         }
     }
-    resolve_image(&app.oci, &*app.images, &caller.account, uri).await
-}
-
-/// Whether this front end's registry has the repository and the reference `uri` names for `account`.
-async fn known_here(app: &App, account: &AccountId, uri: &str) -> bool {
-    let Ok(parsed) = ImageUri::parse(uri) else { return true };
-    let oci = app.oci.clone();
-    let (account, repository, reference) = (account.as_str().to_string(), parsed.repository, parsed.reference.as_str().to_string());
-    let resolved = tokio::task::spawn_blocking(move || oci.resolve_image(&account, &repository, &reference)).await;
-    !matches!(resolved, Ok(Err(OciError::NameUnknown(_) | OciError::ManifestUnknown(_))))
+    let resolved = found.map_err(|e| ApiError::image_source(uri, e))?;
+    prepared(&*app.images, &caller.account, uri, parsed, resolved).await
 }
 
 /// The image `uri` names in `account`'s repositories of `oci`, resolved and prepared by `images`: [`resolve`] with
@@ -56,14 +47,31 @@ pub async fn resolve_image(
     account: &AccountId,
     uri: &str,
 ) -> Result<ImageRecord, ApiError> {
+    let (parsed, found) = look_up(oci, account, uri).await?;
+    let resolved = found.map_err(|e| ApiError::image_source(uri, e))?;
+    prepared(images, account, uri, parsed, resolved).await
+}
+
+/// `uri` parsed, and what `account`'s repositories of `oci` hold for it.
+async fn look_up(oci: &Arc<Oci>, account: &AccountId, uri: &str) -> Result<(ImageUri, Result<ResolvedImage, OciError>), ApiError> {
     let parsed = ImageUri::parse(uri).map_err(|_| ApiError::invalid_source_image(uri))?;
     let oci = oci.clone();
     let (account_id, repository, reference) =
         (account.as_str().to_string(), parsed.repository.clone(), parsed.reference.as_str().to_string());
-    let resolved = tokio::task::spawn_blocking(move || oci.resolve_image(&account_id, &repository, &reference))
+    let found = tokio::task::spawn_blocking(move || oci.resolve_image(&account_id, &repository, &reference))
         .await
-        .map_err(|e| ApiError::Service(format!("registry task failed: {e}")))?
-        .map_err(|e: OciError| ApiError::image_source(uri, e))?;
+        .map_err(|e| ApiError::Service(format!("registry task failed: {e}")))?;
+    Ok((parsed, found))
+}
+
+/// The function image record of `resolved`, once `images` prepared it.
+async fn prepared(
+    images: &dyn ignis_images::ImagePreparer,
+    account: &AccountId,
+    uri: &str,
+    parsed: ImageUri,
+    resolved: ResolvedImage,
+) -> Result<ImageRecord, ApiError> {
     let prepared = images.prepare(account, &parsed.repository, &resolved.manifest_digest).await?;
     let config = resolved.config;
     Ok(ImageRecord {
