@@ -60,7 +60,7 @@ fn free_port() -> Result<u16, GarageError> {
 }
 
 impl Garage {
-    /// Starts Garage and sets up its layout, bucket and key; waits until it answers.
+    /// Starts Garage and sets up its layout, bucket and key; waits until it answers, its S3 API too.
     pub fn start() -> Result<Garage, GarageError> {
         let binary = binary()?;
         let dir = tempfile::tempdir().map_err(|e| GarageError(format!("no temp dir: {e}")))?;
@@ -139,7 +139,32 @@ api_bind_addr = "127.0.0.1:{admin}"
         self.cli(&["bucket", "create", &self.bucket])?;
         self.cli(&["key", "import", "--yes", "-n", "ignis", &self.access_key_id, &self.secret_access_key])?;
         self.cli(&["bucket", "allow", "--read", "--write", "--owner", &self.bucket, "--key", &self.access_key_id])?;
-        Ok(())
+        self.wait_for_s3()
+    }
+
+    /// Waits (a bounded number of tries) until the S3 API answers HTTP: the command line answers through the RPC
+    /// port first, and a loaded machine may bind the API's port later.
+    fn wait_for_s3(&mut self) -> Result<(), GarageError> {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://").to_string();
+        let answers = || -> std::io::Result<bool> {
+            let mut stream = std::net::TcpStream::connect(&address)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())?;
+            let mut head = [0u8; 8];
+            stream.read_exact(&mut head)?;
+            Ok(head.starts_with(b"HTTP/1."))
+        };
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(GarageError(format!("the server exited ({status}):\n{}", self.log())));
+            }
+            if answers().unwrap_or(false) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(GarageError(format!("the S3 API did not answer in 30 s:\n{}", self.log())))
     }
 
     /// Waits (a bounded number of tries) until the server answers its command line.
