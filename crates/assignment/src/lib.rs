@@ -197,18 +197,26 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
             entry.state = State::Busy;
             return Reservation::Warm(id);
         }
-        let id = SandboxId(self.next_id);
-        self.next_id += 1;
-        self.entries.insert(id, Entry::new(key, false));
-        Reservation::Cold(id)
+        Reservation::Cold(self.add(key, false))
     }
 
     /// A new sandbox of `key` to start ahead of demand and keep (provisioned
     /// concurrency): `Initialising`, then `Idle` once reported `Ready`.
     pub fn provision(&mut self, key: &K) -> SandboxId {
+        self.add(key, true)
+    }
+
+    /// A sandbox of `key` that runs already, started by another owner, to take over: `Initialising` until the
+    /// caller has it (then `Ready` makes it idle) or lets it go ([`Pool::remove`]); kept for provisioned
+    /// concurrency if `provisioned`.
+    pub fn adopt(&mut self, key: &K, provisioned: bool) -> SandboxId {
+        self.add(key, provisioned)
+    }
+
+    fn add(&mut self, key: &K, provisioned: bool) -> SandboxId {
         let id = SandboxId(self.next_id);
         self.next_id += 1;
-        self.entries.insert(id, Entry::new(key, true));
+        self.entries.insert(id, Entry::new(key, provisioned));
         id
     }
 

@@ -434,3 +434,27 @@ fn eviction_takes_ordinary_idle_sandboxes_least_recently_used_first() {
     assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
     assert_eq!(pool.counts(), (2, 1, 3));
 }
+
+#[test]
+fn an_adopted_sandbox_is_handed_out_only_once_ready_and_keeps_its_kind() {
+    let mut pool = Pool::new();
+    let a = key("a");
+    let ordinary = pool.adopt(&a, false);
+    let provisioned = pool.adopt(&a, true);
+    let let_go = pool.adopt(&a, false);
+    assert_ne!(ordinary, provisioned);
+    // Not handed out while it is being taken over.
+    assert!(matches!(pool.reserve(&a), Reservation::Cold(_)));
+    assert_eq!(pool.provisioned(&a), (1, 0));
+    assert_eq!(pool.report(ordinary, Event::Ready, 10), Ok(State::Idle));
+    assert_eq!(pool.report(provisioned, Event::Ready, 10), Ok(State::Idle));
+    assert_eq!(pool.remove(let_go), Some(State::Initialising));
+    assert_eq!(pool.provisioned(&a), (0, 1));
+    // The ordinary one ages from when it was taken; the provisioned one never does.
+    assert_eq!(pool.expire(20, 10), vec![ordinary]);
+    assert_eq!(pool.state(provisioned), Some(State::Idle));
+    // One whose renewal time came while it was taken over dies instead of going idle.
+    let aged = pool.adopt(&a, false);
+    assert!(pool.renew_at(aged, 5));
+    assert_eq!(pool.report(aged, Event::Ready, 10), Ok(State::Dead));
+}

@@ -13,7 +13,7 @@ pub fn wire_body(kind: u8, body: &[u8]) {
             if let Ok((spec, sha, owner)) = wire::decode_start(body) {
                 // A sandbox adds its timeout to the clock's milliseconds.
                 assert!(spec.timeout <= Duration::from_millis(wire::MAX_TIMEOUT_MS), "a timeout over Lambda's longest");
-                let (again, sha_again, owner_again) = wire::decode_start(&wire::encode_start(&spec, &sha, owner)).expect("an encoded spec decodes");
+                let (again, sha_again, owner_again) = wire::decode_start(&wire::encode_start(&spec, &sha, owner.as_ref())).expect("an encoded spec decodes");
                 assert_eq!((sha, owner), (sha_again, owner_again));
                 assert_eq!((&spec.opt_dir, spec.log_format), (&again.opt_dir, again.log_format));
                 assert_eq!(

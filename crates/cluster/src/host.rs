@@ -47,7 +47,7 @@ use ignis_worker::{LogBatch, SandboxHandle, StartError, StreamPiece, Worker, Wor
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::owner::{FrontEnds, Owner, orphaned};
+use crate::owner::{ADOPTION_GRACE, Claim, FrontEnds, Listed, decode_take_over, orphaned};
 use crate::peer::{Servers, authentic_head};
 use crate::{Capacity, HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, RemoteManifests, wire};
 
@@ -91,10 +91,16 @@ pub struct HostConfig {
     pub network: Option<ignis_net::Config>,
 }
 
-/// A sandbox this host runs, and the front end that started it (in a cluster).
+/// A sandbox this host runs, and the front end's claim on it (in a cluster).
 struct Running {
     handle: Arc<SandboxHandle>,
-    owner: Option<Owner>,
+    claim: Option<Claim>,
+    memory_mb: u32,
+    /// Invocations running on it now.
+    calls: usize,
+    /// When a heartbeat's answer first showed its owner gone: it ends [`ADOPTION_GRACE`] later unless another
+    /// front end takes it over.
+    orphaned_since: Option<Instant>,
 }
 
 struct Host {
@@ -186,17 +192,30 @@ impl Host {
         self.sandboxes().get(id).map(|running| running.handle.clone())
     }
 
-    /// Ends the sandboxes whose front end is gone by the front ends a heartbeat's answer lists, if it lists them
-    /// (see [`crate::owner`]).
+    /// Sandbox `id`'s handle, counted busy until the guard is dropped; `None` if it does not run here.
+    fn call(&self, id: &str) -> Option<(Arc<SandboxHandle>, Busy<'_>)> {
+        let mut sandboxes = self.sandboxes();
+        let running = sandboxes.get_mut(id)?;
+        running.calls += 1;
+        Some((running.handle.clone(), Busy { host: self, id: id.to_string() }))
+    }
+
+    /// Marks the sandboxes whose front end is gone by the front ends a heartbeat's answer lists, if it lists them
+    /// (see [`crate::owner`]), and ends those marked [`ADOPTION_GRACE`] ago that no front end took over.
     fn end_orphans(&self, answer: &[u8]) {
         let Some(view) = wire::parse(answer).ok().and_then(|v| FrontEnds::decode(&v)) else { return };
+        let now = Instant::now();
         let ended: Vec<Arc<SandboxHandle>> = {
             let mut sandboxes = self.sandboxes();
-            let orphans: Vec<String> = sandboxes
-                .iter()
-                .filter(|(_, running)| running.owner.is_some_and(|owner| orphaned(&owner, &view)))
-                .map(|(id, _)| id.clone())
-                .collect();
+            let mut orphans = Vec::new();
+            for (id, running) in sandboxes.iter_mut() {
+                if running.claim.as_ref().is_some_and(|claim| orphaned(&claim.owner, &view)) {
+                    let since = *running.orphaned_since.get_or_insert(now);
+                    if now.duration_since(since) >= ADOPTION_GRACE {
+                        orphans.push(id.clone());
+                    }
+                }
+            }
             orphans.iter().filter_map(|id| sandboxes.remove(id)).map(|running| running.handle).collect()
         };
         if !ended.is_empty() {
@@ -205,6 +224,49 @@ impl Host {
         for handle in ended {
             handle.kill();
         }
+    }
+
+    /// The sandboxes a front end claimed and said what they run, for `GET /sandboxes`.
+    fn listed(&self) -> Vec<Listed> {
+        let sandboxes = self.sandboxes();
+        let mut listed: Vec<Listed> = sandboxes
+            .iter()
+            .filter(|(_, running)| running.handle.is_alive())
+            .filter_map(|(id, running)| {
+                let claim = running.claim.as_ref()?;
+                Some(Listed {
+                    id: id.clone(),
+                    owner: claim.owner,
+                    tag: claim.tag.clone()?,
+                    memory_mb: running.memory_mb,
+                    busy: running.calls > 0,
+                })
+            })
+            .collect();
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        listed
+    }
+
+    /// Makes sandbox `id` the front end `to`'s if it is still `from`'s and no invocation runs on it.
+    fn take_over(&self, id: &str, body: &[u8]) -> Response<Full<Bytes>> {
+        let (from, to) = match wire::parse(body).and_then(|v| decode_take_over(&v)) {
+            Ok(sides) => sides,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
+        };
+        let mut sandboxes = self.sandboxes();
+        let Some(running) = sandboxes.get_mut(id).filter(|running| running.handle.is_alive()) else {
+            return error(StatusCode::NOT_FOUND, "NotFound", "the sandbox is gone");
+        };
+        let Some(claim) = running.claim.as_mut().filter(|claim| claim.owner == from) else {
+            return error(StatusCode::CONFLICT, "Conflict", "the sandbox is not the named front end's");
+        };
+        if running.calls > 0 {
+            return error(StatusCode::CONFLICT, "Conflict", "an invocation runs on the sandbox");
+        }
+        claim.owner = to;
+        running.orphaned_since = None;
+        tracing::info!(sandbox = id, from = from.front_end, to = to.front_end, "a front end took the sandbox over");
+        answer(StatusCode::OK, json!({ "SandboxId": id }).to_string().into_bytes())
     }
 
     fn kill_all(&self) {
@@ -241,6 +303,20 @@ impl Host {
         let code = self.store.put_code(&zip, &CodeRules::default()).map_err(|e| format!("code {sha}: {e}"))?;
         self.code.lock().unwrap_or_else(|e| e.into_inner()).insert(sha.to_string(), code.hold.downgrade());
         Ok(code.hold)
+    }
+}
+
+/// Counts an invocation on a sandbox until dropped.
+struct Busy<'a> {
+    host: &'a Host,
+    id: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Some(running) = self.host.sandboxes().get_mut(&self.id) {
+            running.calls -= 1;
+        }
     }
 }
 
@@ -406,6 +482,10 @@ async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Answer {
     let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
     match (&parts.method, segments.as_slice()) {
         (&Method::POST, ["sandboxes"]) => whole(start(&host, &body).await),
+        (&Method::GET, ["sandboxes"]) => {
+            whole(answer(StatusCode::OK, Listed::encode_all(&host.listed()).to_string().into_bytes()))
+        }
+        (&Method::POST, ["sandboxes", id, "owner"]) => whole(host.take_over(id, &body)),
         (&Method::POST, ["sandboxes", id, "invoke"]) => invoke(&host, id, &body).await,
         (&Method::POST, ["sandboxes", id, "prepare"]) => {
             let handle = host.sandbox(id);
@@ -429,7 +509,7 @@ async fn handle(host: Arc<Host>, request: Request<TimedBody>) -> Answer {
 }
 
 async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
-    let (mut spec, sha, owner) = match wire::decode_start(body) {
+    let (mut spec, sha, claim) = match wire::decode_start(body) {
         Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
@@ -456,10 +536,12 @@ async fn start(host: &Arc<Host>, body: &[u8]) -> Response<Full<Bytes>> {
     if code.is_some() || opt.is_some() {
         spec.code_hold = Some(Box::new((code, opt)));
     }
+    let spec_memory = spec.memory_mb;
     match host.worker.start(Arc::new(spec)).await {
         Ok(handle) => {
             let id = handle.id().to_string();
-            host.sandboxes().insert(id.clone(), Running { handle, owner });
+            let running = Running { handle, claim, memory_mb: spec_memory, calls: 0, orphaned_since: None };
+            host.sandboxes().insert(id.clone(), running);
             answer(StatusCode::CREATED, json!({ "SandboxId": id }).to_string().into_bytes())
         }
         Err(StartError::Entrypoint(message)) => error(StatusCode::UNPROCESSABLE_ENTITY, "Entrypoint", &message),
@@ -514,11 +596,12 @@ async fn invoke(host: &Arc<Host>, id: &str, body: &[u8]) -> Answer {
 
 /// Runs an invocation on sandbox `id`; the outcome, or "not taken", as the answer.
 async fn run_invocation(host: Arc<Host>, id: String, invocation: ignis_worker::Invocation) -> Response<Full<Bytes>> {
-    let Some(handle) = host.sandbox(&id) else {
+    let Some((handle, busy)) = host.call(&id) else {
         return answer(StatusCode::OK, wire::encode_outcome(None));
     };
     let running = handle.clone();
     let result = tokio::spawn(async move { running.invoke(invocation).await }).await;
+    drop(busy);
     match result {
         Ok(Ok(outcome)) => {
             if !outcome.reusable {

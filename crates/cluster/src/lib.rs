@@ -34,8 +34,14 @@
 //!
 //! Server → worker:
 //! - `POST /sandboxes` (a function spec, and in a cluster its `"Owner"`: the
-//!   front end starting it) → 201 `{"SandboxId"}` once started. The host
-//!   ends the sandboxes of an owner a heartbeat's answer shows gone.
+//!   front end starting it, and its `"Tag"`: what it runs) → 201
+//!   `{"SandboxId"}` once started. The host ends the sandboxes of an owner a
+//!   heartbeat's answer shows gone, [`owner::ADOPTION_GRACE`] later unless
+//!   another front end took them over.
+//! - `GET /sandboxes` → `{"Sandboxes": [...]}`: those with a tag
+//!   ([`owner::Listed`]).
+//! - `POST /sandboxes/{id}/owner` `{"From", "To"}` → 200 once the sandbox is
+//!   `To`'s; 409 when it is not `From`'s or runs an invocation; 404 when gone.
 //! - `POST /sandboxes/{id}/invoke` (an invocation) → the outcome, or
 //!   `{"Untaken": true}` when the sandbox never took it (run it elsewhere).
 //!   With `"Stream": true` (its caller reads a streamed response as a

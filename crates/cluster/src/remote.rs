@@ -19,7 +19,7 @@ use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError, St
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 
-use crate::owner::OwnerSource;
+use crate::owner::{Claim, Listed, OwnerSource, Tag, encode_take_over};
 use crate::peer::{Peer, PeerError};
 use crate::wire;
 
@@ -164,14 +164,16 @@ impl RemoteWorker {
         }
     }
 
-    /// Starts a sandbox for `spec` (its code named by `code_sha256_hex`) on this worker.
+    /// Starts a sandbox for `spec` (its code named by `code_sha256_hex`) on this worker; in a cluster, claimed by
+    /// this front end, with `tag`.
     pub async fn start(
         self: &Arc<Self>,
         spec: &FunctionSpec,
         code_sha256_hex: &str,
+        tag: Option<Tag>,
     ) -> Result<Arc<RemoteSandbox>, StartError> {
-        let owner = self.owner.as_ref().and_then(|owner| owner());
-        let body = Bytes::from(wire::encode_start(spec, code_sha256_hex, owner));
+        let claim = self.owner.as_ref().and_then(|owner| owner()).map(|owner| Claim { owner, tag });
+        let body = Bytes::from(wire::encode_start(spec, code_sha256_hex, claim.as_ref()));
         // Building the sandbox may mean fetching and unpacking its code first.
         let limit = INIT_LIMIT + Duration::from_secs(60);
         let (status, answer) = match self.call(Method::POST, "/sandboxes", body, limit).await {
@@ -181,15 +183,40 @@ impl RemoteWorker {
         let value = wire::parse(&answer).unwrap_or_default();
         let message = || value.get("Message").and_then(|m| m.as_str()).unwrap_or("").to_string();
         match (status, value.get("SandboxId").and_then(|s| s.as_str())) {
-            (StatusCode::CREATED, Some(id)) => {
-                Ok(Arc::new(RemoteSandbox { worker: self.clone(), id: id.to_string(), dead: AtomicBool::new(false) }))
-            }
+            (StatusCode::CREATED, Some(id)) => Ok(self.sandbox(id)),
             _ => Err(match value.get("Error").and_then(|e| e.as_str()) {
                 Some("Entrypoint") => StartError::Entrypoint(message()),
                 Some("Throttled") => StartError::Throttled(message()),
                 Some("ShuttingDown") => StartError::Host(format!("the worker at {} is shutting down", self.address())),
                 _ => StartError::Host(format!("the worker at {} could not start a sandbox ({status}): {}", self.address(), message())),
             }),
+        }
+    }
+
+    fn sandbox(self: &Arc<Self>, id: &str) -> Arc<RemoteSandbox> {
+        Arc::new(RemoteSandbox { worker: self.clone(), id: id.to_string(), dead: AtomicBool::new(false) })
+    }
+
+    /// The sandboxes on this host that front ends claimed (see [`crate::owner`]).
+    pub async fn listed(&self) -> Result<Vec<Listed>, String> {
+        match self.call(Method::GET, "/sandboxes", Bytes::new(), CALL_MARGIN).await {
+            Ok((StatusCode::OK, answer)) => wire::parse(&answer).and_then(|v| Listed::decode_all(&v)),
+            Ok((status, _)) => Err(format!("the worker at {} answered {status}", self.address())),
+            Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(e),
+        }
+    }
+
+    /// Makes `listed` this front end's, if the host still has it as its listed owner's and no invocation runs on it
+    /// (`None`: it is not, or it is gone); then it is this front end's to use.
+    pub async fn take_over(self: &Arc<Self>, listed: &Listed) -> Result<Option<Arc<RemoteSandbox>>, String> {
+        let to = self.owner.as_ref().and_then(|owner| owner()).ok_or("this front end is not in a cluster")?;
+        let body = Bytes::from(encode_take_over(&listed.owner, &to).to_string());
+        let path = format!("/sandboxes/{}/owner", listed.id);
+        match self.call(Method::POST, &path, body, CALL_MARGIN).await {
+            Ok((StatusCode::OK, _)) => Ok(Some(self.sandbox(&listed.id))),
+            Ok((StatusCode::CONFLICT | StatusCode::NOT_FOUND, _)) => Ok(None),
+            Ok((status, _)) => Err(format!("the worker at {} answered {status}", self.address())),
+            Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(e),
         }
     }
 }

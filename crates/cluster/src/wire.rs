@@ -14,7 +14,7 @@ use ignis_worker::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::owner::Owner;
+use crate::owner::Claim;
 
 /// A malformed body; the text says what is wrong.
 pub type WireError = String;
@@ -44,14 +44,14 @@ pub fn parse(body: &[u8]) -> Result<Value, WireError> {
     serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))
 }
 
-/// A start's body: the spec, and the front end it is started by (in a cluster).
+/// A start's body: the spec, and the front end's claim on it (in a cluster: `"Owner"`, `"Tag"`).
 /// A spec names its code by the SHA-256 (hex) the server stores it under; the
 /// worker host fetches and unpacks it into its own `code_dir`. Its merged
 /// layers (`opt_dir`, a code tree named by its SHA-256, as every one) go as
 /// `"OptSha256"`, fetched the same way.
-pub fn encode_start(spec: &FunctionSpec, code_sha256_hex: &str, owner: Option<Owner>) -> Vec<u8> {
+pub fn encode_start(spec: &FunctionSpec, code_sha256_hex: &str, claim: Option<&Claim>) -> Vec<u8> {
     let mut value = spec_value(spec, code_sha256_hex);
-    value["Owner"] = owner.map_or(Value::Null, |owner| owner.encode());
+    Claim::encode_into(claim, &mut value);
     value.to_string().into_bytes()
 }
 
@@ -167,10 +167,10 @@ fn timeout(ms: u64) -> Result<Duration, WireError> {
 /// The spec and its code's SHA-256; `code_dir` is left empty for the host to
 /// fill in, and `opt_dir` holds only the `/opt` tree's SHA-256, for the host to
 /// fetch and replace by its directory.
-pub fn decode_start(body: &[u8]) -> Result<(FunctionSpec, String, Option<Owner>), WireError> {
+pub fn decode_start(body: &[u8]) -> Result<(FunctionSpec, String, Option<Claim>), WireError> {
     let v = parse(body)?;
     let (spec, sha) = spec_from(&v)?;
-    Ok((spec, sha, Owner::decode(&v)?))
+    Ok((spec, sha, Claim::decode(&v)?))
 }
 
 fn spec_from(v: &Value) -> Result<(FunctionSpec, String), WireError> {

@@ -11,8 +11,9 @@
 //!   holds, and gives up those it holds and should not ([`moves`], pure).
 //! - A leader that dies holds its partitions until its lease expires ([`crate::presence::LEASE_TTL`]); the
 //!   front end preferred next claims them at its next look. Meanwhile forwarded invocations are not taken, and run
-//!   on the front end they arrived at: no invocation fails for a leader's loss, and the new leader starts its
-//!   functions' sandboxes afresh (those of the dead one on worker hosts end: `ignis_cluster::owner`).
+//!   on the front end they arrived at: no invocation fails for a leader's loss. The new leader takes the dead
+//!   one's sandboxes of its functions over from the worker hosts (`ignis_cluster::owner`): after each claim, and
+//!   each time a front end leaves the listing, the hook [`Partitions::on_change`] sets is called.
 //!
 //! # Invariants
 //! - A partition has at most one leader at a time (its key is made only where absent, under the leader's lease).
@@ -90,6 +91,10 @@ pub struct Partitions {
     leaders: Arc<Mutex<BTreeMap<u32, i64>>>,
     /// One client per listed front end's address (those no longer listed go at the next look).
     peers: Mutex<HashMap<String, Arc<FrontEnd>>>,
+    /// The front ends listed at the last look.
+    listed: Mutex<Vec<i64>>,
+    /// Called after a look that claimed a partition or found a front end gone.
+    changed: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     _mirror: Mirror,
 }
 
@@ -148,6 +153,8 @@ impl Partitions {
             credentials,
             leaders,
             peers: Mutex::default(),
+            listed: Mutex::default(),
+            changed: Mutex::default(),
             _mirror: mirror,
         });
         tokio::spawn(lead(Arc::downgrade(&partitions)));
@@ -159,12 +166,30 @@ impl Partitions {
         lock(&*self.leaders).get(&partition).copied()
     }
 
+    /// Whether this front end leads the partition of `function` of `account` now.
+    pub fn leads(&self, account: &str, function: &str) -> bool {
+        self.holder(partition_of(account, function)) == Some(self.presence.id())
+    }
+
+    /// Calls `hook` (which must not block) after each look that claimed a partition, or found a front end listed
+    /// before gone: then sandboxes may be this front end's to take over.
+    pub fn on_change(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        *lock(&self.changed) = Some(hook);
+    }
+
     fn peer(&self, address: &str) -> Arc<FrontEnd> {
         let mut peers = lock(&self.peers);
         peers
             .entry(address.to_string())
             .or_insert_with(|| Arc::new(FrontEnd { peer: Peer::new(address, self.credentials.clone()) }))
             .clone()
+    }
+
+    fn changed(&self) {
+        let hook = lock(&self.changed).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     /// One look: claims and gives up what [`moves`] says.
@@ -174,11 +199,21 @@ impl Partitions {
         // Clients of front ends no longer listed go.
         lock(&self.peers).retain(|address, _| reached.values().any(|a| a == address));
         let front_ends: Vec<i64> = reached.into_keys().collect();
+        let gone = {
+            let mut listed = lock(&self.listed);
+            let gone = listed.iter().any(|lease| !front_ends.contains(lease));
+            listed.clone_from(&front_ends);
+            gone
+        };
+        if gone {
+            self.changed();
+        }
         let leaders = lock(&*self.leaders).clone();
         let Moves { claim, release } = moves(me, &front_ends, &leaders);
         for partition in claim {
             if self.presence.claim(&self.etcd, &key(&format!("{LEADERS}{partition}"))).await? {
                 tracing::info!(partition, "leading the partition");
+                self.changed();
             }
         }
         for partition in release {

@@ -29,9 +29,11 @@ pub struct EtcdCluster {
     _dir: tempfile::TempDir,
 }
 
-/// A free loopback port (closed again: etcd binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+/// `n` free loopback ports, each another (closed again: etcd binds them next). They are held open together while
+/// they are chosen: one closed before the next is chosen may be chosen again.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port")).collect();
+    held.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
 }
 
 fn etcd_binary() -> String {
@@ -42,11 +44,12 @@ impl EtcdCluster {
     /// Starts `size` members and waits until the cluster answers a write.
     pub fn start(size: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let ports = free_ports(2 * size);
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_url: format!("http://127.0.0.1:{}", free_port()),
-                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                client_url: format!("http://127.0.0.1:{}", ports[2 * i]),
+                peer_url: format!("http://127.0.0.1:{}", ports[2 * i + 1]),
                 data_dir: dir.path().join(format!("m{i}")),
                 log: dir.path().join(format!("m{i}.log")),
                 process: None,

@@ -610,6 +610,7 @@ async fn services(
                 ignis_etcd::Partitions::start(cluster.etcd.clone(), cluster.presence.clone(), members, credentials.clone())
                     .await
                     .map_err(|e| format!("cannot follow the cluster's assignment partitions: {e}"))?;
+            start_taking_over(&invoker, &partitions, registry.clone());
             invoker.set_assignment(partitions);
             invoker
         }
@@ -693,6 +694,37 @@ async fn services(
 }
 
 /// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).
+/// How many times, a second apart, a front end looks for sandboxes to take over after it claimed a partition or
+/// saw a front end leave: a worker host may see the dead front end gone a little later than it, and a sandbox busy
+/// at the first look may be idle at the next (within `ignis_cluster::owner::ADOPTION_GRACE`).
+const TAKE_OVER_LOOKS: usize = 4;
+
+/// Takes over, into `invoker`'s table, the sandboxes a front end that is gone left on the worker hosts: those of
+/// revisions this front end runs, of functions whose partition it leads (see `ignis_cluster::owner`).
+fn start_taking_over(invoker: &Arc<Invoker>, partitions: &Arc<ignis_etcd::Partitions>, registry: Arc<dyn Registry>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let notify = wake.clone();
+    partitions.on_change(Arc::new(move || notify.notify_one()));
+    let (invoker, partitions) = (Arc::downgrade(invoker), Arc::downgrade(partitions));
+    tokio::spawn(async move {
+        loop {
+            wake.notified().await;
+            for _ in 0..TAKE_OVER_LOOKS {
+                let (Some(invoker), Some(partitions)) = (invoker.upgrade(), partitions.upgrade()) else { return };
+                let wanted = |revision: &ignis_ids::Revision| {
+                    partitions.leads(revision.account.as_str(), &revision.function)
+                        && registry
+                            .get(&revision.account, &revision.function)
+                            .is_some_and(|record| ignis_invoke::from_record::runs(&record, &revision.revision_id))
+                };
+                invoker.adopt(&wanted).await;
+                drop((invoker, partitions));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+}
+
 fn open_roots(args: &ServerArgs, data_dir: &Path) -> Result<Arc<dyn RootStores>, String> {
     let opened = |e: ChunkError| format!("cannot open the chunk store: {e}");
     let url = args.object_store.clone().unwrap_or_else(|| ObjectStoreUrl::Directory(data_dir.join("chunks")));

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ignis_cluster::Failure;
+pub use ignis_cluster::owner::{Listed, Tag};
 use ignis_cluster::{RemoteSandbox, RemoteWorker};
 use ignis_worker::{FunctionSpec, Invocation, Outcome, SandboxHandle, StartError, Worker};
 
@@ -27,8 +28,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A worker, as the invoker drives it.
 pub trait WorkerBackend: Send + Sync {
-    /// Starts a sandbox for `spec`, whose code tree is named by `code_sha256_hex`.
-    fn start<'a>(&'a self, spec: FunctionSpec, code_sha256_hex: &'a str) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>>;
+    /// Starts a sandbox for `spec`, whose code tree is named by `code_sha256_hex`; `tag` says what it runs, for
+    /// another front end that takes it over (a worker host in a cluster keeps it).
+    fn start<'a>(
+        &'a self,
+        spec: FunctionSpec,
+        code_sha256_hex: &'a str,
+        tag: Tag,
+    ) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>>;
+    /// The sandboxes front ends claimed on this worker (a worker host's in a cluster; none elsewhere).
+    fn listed(&self) -> BoxFuture<'_, Result<Vec<Listed>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// Makes `listed` this front end's (`ignis_cluster::owner`); `None` if it is not its listed owner's any more,
+    /// runs an invocation, or is gone.
+    fn take_over<'a>(&'a self, _listed: &'a Listed) -> BoxFuture<'a, Result<Option<Arc<dyn Sandbox>>, String>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Whether the worker's connection failed (a local worker never is down).
     fn is_down(&self) -> bool {
         false
@@ -52,13 +68,17 @@ pub trait Sandbox: Send + Sync {
     fn invoke(&self, invocation: Invocation, timeout: Duration) -> BoxFuture<'_, Result<Outcome, Failure>>;
     /// Ends the sandbox when the server stops, waiting (briefly) for its worker's acknowledgement.
     fn end(&self) -> BoxFuture<'_, ()>;
+    /// Its worker host's id of it (a worker host's sandbox).
+    fn host_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The worker in this process.
 pub struct LocalWorker(pub Arc<Worker>);
 
 impl WorkerBackend for LocalWorker {
-    fn start<'a>(&'a self, spec: FunctionSpec, _: &'a str) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
+    fn start<'a>(&'a self, spec: FunctionSpec, _: &'a str, _: Tag) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
         Box::pin(async move {
             let handle = self.0.start(Arc::new(spec)).await?;
             Ok(Arc::new(LocalSandbox(handle)) as Arc<dyn Sandbox>)
@@ -100,10 +120,26 @@ impl Sandbox for LocalSandbox {
 pub struct RemoteHost(pub Arc<RemoteWorker>);
 
 impl WorkerBackend for RemoteHost {
-    fn start<'a>(&'a self, spec: FunctionSpec, code_sha256_hex: &'a str) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
+    fn start<'a>(
+        &'a self,
+        spec: FunctionSpec,
+        code_sha256_hex: &'a str,
+        tag: Tag,
+    ) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
         Box::pin(async move {
-            let sandbox = self.0.start(&spec, code_sha256_hex).await?;
+            let sandbox = self.0.start(&spec, code_sha256_hex, Some(tag)).await?;
             Ok(Arc::new(RemoteHostSandbox(sandbox)) as Arc<dyn Sandbox>)
+        })
+    }
+
+    fn listed(&self) -> BoxFuture<'_, Result<Vec<Listed>, String>> {
+        Box::pin(self.0.listed())
+    }
+
+    fn take_over<'a>(&'a self, listed: &'a Listed) -> BoxFuture<'a, Result<Option<Arc<dyn Sandbox>>, String>> {
+        Box::pin(async move {
+            let sandbox = self.0.take_over(listed).await?;
+            Ok(sandbox.map(|sandbox| Arc::new(RemoteHostSandbox(sandbox)) as Arc<dyn Sandbox>))
         })
     }
 
@@ -138,5 +174,9 @@ impl Sandbox for RemoteHostSandbox {
 
     fn end(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.0.end())
+    }
+
+    fn host_id(&self) -> Option<&str> {
+        Some(self.0.id())
     }
 }

@@ -20,7 +20,7 @@ use ignis_clock::SharedClock;
 use ignis_worker::{Completion, FunctionSpec, Invocation, Outcome, StartError};
 use tokio::sync::watch;
 
-use crate::backend::{BoxFuture, Failure, Sandbox, WorkerBackend};
+use crate::backend::{BoxFuture, Failure, Sandbox, Tag, WorkerBackend};
 
 /// How the next sandbox start goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl FakeWorker {
 }
 
 impl WorkerBackend for Arc<FakeWorker> {
-    fn start<'a>(&'a self, spec: FunctionSpec, _: &'a str) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
+    fn start<'a>(&'a self, spec: FunctionSpec, _: &'a str, _: Tag) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
         Box::pin(async move {
             if *self.down.borrow() {
                 return Err(StartError::Host(format!("worker {} is down", self.address)));

@@ -153,6 +153,11 @@ pub fn revision(account: &str, record: &FunctionRecord) -> Revision {
     Revision { account: ignis_ids::AccountId::new(account), function: record.name.clone(), revision_id: record.revision_id.clone() }
 }
 
+/// Whether `record` runs revision `revision_id`: its `$LATEST`'s or a published version's.
+pub fn runs(record: &FunctionRecord, revision_id: &str) -> bool {
+    record.revision_id == revision_id || record.versions.iter().any(|version| version.revision_id == revision_id)
+}
+
 /// The revisions whose sandboxes nothing runs any more once `account`'s function changed from `old` to `new`
 /// (`None`: deleted): `$LATEST`'s, if its revision changed, and each published version that is gone.
 pub fn retired(account: &str, old: &FunctionRecord, new: Option<&FunctionRecord>) -> Vec<Revision> {
@@ -218,6 +223,12 @@ mod tests {
         aliased.aliases.insert("live".into(), alias);
         assert!(retired("111111111111", &old, Some(&aliased)).is_empty(), "an alias changes no revision");
         assert_eq!(retired("222222222222", &old, None)[0].account.as_str(), "222222222222");
+        // What a change retires is what the new record no longer runs.
+        for revision_id in ["r1", "r2", "v1", "v2", "a1"] {
+            let gone = ids(retired("111111111111", &old, Some(&new))).contains(&revision_id.to_string());
+            assert_eq!(runs(&old, revision_id) && !gone, runs(&new, revision_id) && runs(&old, revision_id), "{revision_id}");
+        }
+        assert!(runs(&new, "r2") && runs(&new, "v2") && !runs(&new, "v1") && !runs(&new, "a1"));
     }
 
     fn strings(list: &[&str]) -> Vec<String> {

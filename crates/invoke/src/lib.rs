@@ -46,8 +46,9 @@
 //! [`Invoker::invoke_admitted`]), [`Invoker::provision`] /
 //! [`Invoker::allocation`], [`Invoker::retire`] when a function changes,
 //! [`Invoker::register`] / [`Invoker::heartbeat`] for worker hosts,
-//! [`Invoker::run_forwarded`] for invocations another front end sends, and
-//! [`Invoker::shutdown`]. A function's own failures are [`Outcome`]s; the
+//! [`Invoker::run_forwarded`] for invocations another front end sends,
+//! [`Invoker::adopt`] for the sandboxes a cluster's front end that is gone left
+//! on worker hosts, and [`Invoker::shutdown`]. A function's own failures are [`Outcome`]s; the
 //! platform's are [`InvokeError`]s. Time comes from the [`SharedClock`] given
 //! to [`Invoker::new`] (or [`Invoker::with_membership`], which takes the
 //! region's [`Membership`]; [`Admission::over`] takes its [`Counter`]).
@@ -116,7 +117,7 @@ use ignis_worker::{
 use tokio::sync::mpsc;
 
 pub use admission::{Admission, Admitted};
-pub use backend::{BoxFuture, Failure, LocalWorker, RemoteHost, Sandbox, WorkerBackend};
+pub use backend::{BoxFuture, Failure, Listed, LocalWorker, RemoteHost, Sandbox, Tag, WorkerBackend};
 pub use error::InvokeError;
 pub use ignis_ids::Revision;
 pub use counter::{Counter, LocalCounter, Slot};
@@ -858,13 +859,27 @@ impl Invoker {
     /// joins the handle map unless its worker was lost meanwhile.
     async fn start_sandbox(&self, id: SandboxId, target: &Target, initialization: &str) -> Result<Arc<dyn Sandbox>, StartFailure> {
         let needs = Needs { function: function_key(&target.function.revision), memory_mb: target.function.memory_mb.into() };
-        let placed = {
+        let place = || {
             let mut state = self.lock();
             self.place(&mut state, id, needs)
         };
+        let mut placed = place();
+        if let Err(Refusal::NoHealthyWorker) = placed {
+            // A worker host may have joined since the last health check (through another front end): look now.
+            self.check_health();
+            placed = place();
+        }
         let backend = placed.map_err(|refusal| StartFailure::Refused { memory_mb: needs.memory_mb, refusal })?;
-        let ignis_env = self.sandbox_variables(id, &target.function);
-        let started = backend.start(spec(target, initialization, ignis_env), &target.function.code_sha256_hex).await;
+        let (ignis_env, renew_at_ms) = self.sandbox_variables(id, &target.function);
+        let revision = &target.function.revision;
+        let tag = Tag {
+            account: revision.account.to_string(),
+            function: revision.function.clone(),
+            revision_id: revision.revision_id.clone(),
+            provisioned: self.lock().pool.is_provisioned(id),
+            renew_at_ms,
+        };
+        let started = backend.start(spec(target, initialization, ignis_env), &target.function.code_sha256_hex, tag).await;
         let mut state = self.lock();
         match started {
             Ok(handle) if self.placements.is_placed(id) => {
@@ -883,18 +898,103 @@ impl Invoker {
     }
 
     /// The credentials (minted now, if a source is set; the sandbox's renewal
-    /// time is noted in the pool) of new sandbox `id`.
-    fn sandbox_variables(&self, id: SandboxId, function: &Function) -> Vec<(String, String)> {
+    /// time is noted in the pool) of new sandbox `id`, and that renewal time in Unix milliseconds.
+    fn sandbox_variables(&self, id: SandboxId, function: &Function) -> (Vec<(String, String)>, Option<u64>) {
         let source = self.sandbox_env.read().unwrap_or_else(|e| e.into_inner()).credentials.clone();
+        let mut renew_at_ms = None;
         let credentials = source.map(|source| {
             let now = self.clock.now();
             let revision = &function.revision;
             let minted = source.mint(&revision.account, &revision.function, function.incarnation, now);
             let usable = credentials::usable_for(minted.expiration, now).as_millis() as u64;
             self.lock().pool.renew_at(id, self.now_ms().saturating_add(usable));
+            renew_at_ms = Some(self.clock.now_ms().saturating_add(usable));
             minted
         });
-        credentials::variables(credentials.as_ref())
+        (credentials::variables(credentials.as_ref()), renew_at_ms)
+    }
+
+    /// Takes over, into this front end's table, the sandboxes on worker hosts whose front end is gone (by the
+    /// membership's view: `ignis_cluster::owner`) and whose revision `wanted` says this front end runs. Each becomes
+    /// idle here as it was there (a provisioned one stays provisioned until [`Invoker::provision`] says otherwise),
+    /// once its host made it this front end's; one that does not fit this front end's share of its host is left to
+    /// end there. How many it took.
+    pub async fn adopt(&self, wanted: &(dyn Fn(&Revision) -> bool + Send + Sync)) -> usize {
+        let Some(view) = self.membership.front_ends() else { return 0 };
+        let mut adopted = 0;
+        for (worker, backend) in self.placements.healthy_remote() {
+            let listed = match backend.listed().await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::warn!(%worker, error = %e, "cannot list the sandboxes of a worker");
+                    continue;
+                }
+            };
+            // A sandbox this front end holds already (under a lease it had before) is not taken twice.
+            let held: HashSet<String> = {
+                let state = self.lock();
+                let here = state.handles.iter().filter(|(id, _)| self.placements.worker_of(**id) == Some(worker));
+                here.filter_map(|(_, handle)| handle.host_id().map(str::to_string)).collect()
+            };
+            for listed in listed.iter().filter(|l| !held.contains(&l.id) && ignis_cluster::owner::adoptable(l, &view)) {
+                let tag = &listed.tag;
+                let Some(account) = ignis_ids::AccountId::parse(&tag.account) else { continue };
+                let revision = Revision { account, function: tag.function.clone(), revision_id: tag.revision_id.clone() };
+                if wanted(&revision) && self.take_over(worker, &backend, listed, revision).await {
+                    adopted += 1;
+                }
+            }
+        }
+        if adopted > 0 {
+            tracing::info!(sandboxes = adopted, "took over the sandboxes of front ends that are gone");
+        }
+        adopted
+    }
+
+    /// Takes `listed` on `worker` over as a sandbox of `revision`; whether it is now in this front end's table.
+    async fn take_over(&self, worker: WorkerId, backend: &Arc<dyn WorkerBackend>, listed: &Listed, revision: Revision) -> bool {
+        let needs = Needs { function: function_key(&revision), memory_mb: listed.memory_mb.into() };
+        let id = {
+            let mut state = self.lock();
+            let id = state.pool.adopt(&revision, listed.tag.provisioned);
+            if self.placements.take(worker, id, needs).is_none() {
+                state.pool.remove(id);
+                return false;
+            }
+            id
+        };
+        let taken = backend.take_over(listed).await;
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let handle = match taken {
+            Ok(Some(handle)) if self.placements.is_placed(id) => handle,
+            // Its worker was lost meanwhile.
+            Ok(Some(handle)) => {
+                handle.kill();
+                state.pool.remove(id);
+                return false;
+            }
+            Ok(None) | Err(_) => {
+                state.pool.remove(id);
+                self.forget(&mut state, id);
+                return false;
+            }
+        };
+        state.handles.insert(id, handle);
+        if let Some(at) = listed.tag.renew_at_ms {
+            state.pool.renew_at(id, now.saturating_add(at.saturating_sub(self.clock.now_ms())));
+        }
+        if listed.tag.provisioned {
+            // Kept until a provisioning that does not list its revision makes it ordinary.
+            state.provisioned.entry(revision).or_default();
+        }
+        if state.pool.report(id, Event::Ready, now) == Ok(ignis_assignment::State::Idle) {
+            return true;
+        }
+        if let Some(handle) = self.forget(&mut state, id) {
+            handle.kill();
+        }
+        false
     }
 
     fn discard(&self, id: SandboxId) {

@@ -210,6 +210,18 @@ impl Placements {
         self.lock().placed.contains_key(&id)
     }
 
+    /// The worker sandbox `id` is placed on.
+    pub fn worker_of(&self, id: SandboxId) -> Option<WorkerId> {
+        self.lock().placed.get(&id).map(|(worker, _)| *worker)
+    }
+
+    /// The remote workers not down, and their backends.
+    pub fn healthy_remote(&self) -> Vec<(WorkerId, Arc<dyn WorkerBackend>)> {
+        let books = self.lock();
+        let healthy = books.workers.iter().filter(|w| w.id != LOCAL && w.healthy);
+        healthy.filter_map(|w| Some((w.id, books.backends.get(&w.id)?.0.clone()))).collect()
+    }
+
     /// Every worker's backend (for shutdown).
     pub fn backends(&self) -> Vec<Arc<dyn WorkerBackend>> {
         self.lock().backends.values().map(|(backend, _)| backend.clone()).collect()

@@ -12,7 +12,7 @@ use ignis_clock::{Clock, ManualClock, SharedClock};
 use ignis_cluster::Capacity;
 use ignis_counting::Limits;
 use ignis_ids::AccountId;
-use ignis_invoke::backend::{BoxFuture, Failure, Sandbox, WorkerBackend};
+use ignis_invoke::backend::{BoxFuture, Failure, Sandbox, Tag, WorkerBackend};
 use ignis_invoke::fake::{FakeWorker, Step};
 use ignis_invoke::{Admission, Invoker, Workers};
 use ignis_queues::{QueueRef, Queues};
@@ -63,9 +63,9 @@ struct Recording {
 }
 
 impl WorkerBackend for Recording {
-    fn start<'a>(&'a self, spec: FunctionSpec, sha: &'a str) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
+    fn start<'a>(&'a self, spec: FunctionSpec, sha: &'a str, tag: Tag) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, StartError>> {
         Box::pin(async move {
-            let inner = self.fake.start(spec, sha).await?;
+            let inner = self.fake.start(spec, sha, tag).await?;
             let sandbox = RecordingSandbox { inner, recorder: self.recorder.clone(), clock: self.clock.clone() };
             Ok(Arc::new(sandbox) as Arc<dyn Sandbox>)
         })

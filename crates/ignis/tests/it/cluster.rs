@@ -474,19 +474,97 @@ fn worker_hosts_are_members_in_etcd_shared_by_the_front_ends() {
     assert!(cgroup_left(&kept) && cgroup_left(&orphan) && kept != orphan);
 
     // The front end the survivor heartbeats through is killed: the survivor goes on through the other, as the
-    // same member, which now places on all of its memory; the dead front end's sandbox there ends, the other's
-    // stays.
+    // same member, which now places on all of its memory, and takes the dead front end's sandbox there over with
+    // its partition.
     let survivor_id = |front: &Server| {
         front.workers().iter().find(|w| w["Address"] == second.address.as_str()).map(|w| w["WorkerId"].clone())
     };
     let before = survivor_id(&fronts[0]);
+    let owner_of = |id: &str| listed_on(&second, id).map(|s| s["Owner"]["FrontEnd"].clone());
+    let dead = owner_of(&orphan);
     fronts[1].kill();
     let whole = || listed_workers(&fronts[0]).iter().any(|w| w.0 == second.address && w.1 && w.2 == 1024);
     assert!(eventually(SHOWS_WITHIN, whole), "{:?}", listed_workers(&fronts[0]));
     assert_eq!(survivor_id(&fronts[0]), before, "the same member");
-    assert!(eventually(SHOWS_WITHIN, || !cgroup_left(&orphan)), "the dead front end's sandbox ran on");
-    assert!(cgroup_left(&kept));
+    assert!(eventually(SHOWS_WITHIN, || owner_of(&orphan).is_some_and(|owner| Some(owner) != dead)), "{:?}", second.sandboxes());
+    assert!(cgroup_left(&kept) && cgroup_left(&orphan));
     assert_eq!(sandbox(&fronts[0], &names[0]), kept, "warm");
+    assert_eq!(sandbox(&fronts[0], &names[1]), orphan, "warm, taken over");
+}
+
+/// The sandbox `id` (as its log stream names it) as `host` lists it.
+fn listed_on(host: &WorkerHost, id: &str) -> Option<serde_json::Value> {
+    host.sandboxes().into_iter().find(|s| s["SandboxId"].as_str().is_some_and(|listed| listed.ends_with(&format!("-{id}"))))
+}
+
+/// The sandbox id in a log stream's name (`2026/12/07/[$LATEST]<id>`).
+fn sandbox_in(stream: &str) -> String {
+    stream.rsplit(']').next().unwrap().to_string()
+}
+
+/// A partition's leader killed, the front end that takes the partition over takes the dead one's idle sandboxes on
+/// the worker hosts over too: its functions' next invocations are warm, on the same sandboxes, provisioned ones
+/// included. One that ran an invocation as its front end died is not taken over, and its host ends it. Every
+/// sandbox the host runs is then in the survivor's table.
+#[test]
+fn a_new_partition_leader_takes_the_dead_leaders_sandboxes_over() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> =
+        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"])).collect();
+    let host = WorkerHost::joining(&[&fronts[0], &fronts[1]], &["--memory", "2048"]);
+    for front in &fronts {
+        front.wait_for_workers(1);
+    }
+    let both: Vec<&Server> = fronts.iter().collect();
+    // Answers its sandbox's log stream; with "sleep" in the event, sleeps first.
+    let whoami = sh_runtime(r#"grep -q sleep /tmp/event && sleep 100; echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
+    let (idle, busy, kept) = (name_led_by(&both, 1, "idle"), name_led_by(&both, 1, "busy"), name_led_by(&both, 1, "kept"));
+    for name in [&idle, &busy, &kept] {
+        let reply = fronts[0].create(name, &whoami, json!({ "Timeout": 300 }));
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
+    let sandbox = |front: &Server, name: &str| sandbox_in(&invoke_once_shown(front, name).replace('"', ""));
+    let (idle_sandbox, busy_sandbox) = (sandbox(&fronts[1], &idle), sandbox(&fronts[1], &busy));
+    // A provisioned sandbox, kept by the leader.
+    let published = fronts[0].lambda("POST", &format!("/2015-03-31/functions/{kept}/versions"), b"{}");
+    assert_eq!(published.status, 201, "{}", published.text());
+    let path = format!("/2019-09-30/functions/{kept}/provisioned-concurrency");
+    let body = json!({ "ProvisionedConcurrentExecutions": 1 }).to_string();
+    assert_eq!(fronts[0].signed("lambda", "PUT", &path, "Qualifier=1", &[], body.as_bytes()).status, 202);
+    let status = |front: &Server| front.signed("lambda", "GET", &path, "Qualifier=1", &[], b"").json();
+    let ready = |front: &Server| status(front)["Status"] == "READY" && status(front)["AllocatedProvisionedConcurrentExecutions"] == 1;
+    assert!(eventually(SHOWS_WITHIN, || ready(&fronts[1])), "{}", status(&fronts[1]));
+    let qualified = format!("{kept}:1");
+    let kept_sandbox = sandbox(&fronts[1], &qualified);
+    let owner_of = |id: &str| listed_on(&host, id).map(|s| s["Owner"]["FrontEnd"].clone());
+    let dead = owner_of(&idle_sandbox).expect("listed");
+    assert_eq!(owner_of(&kept_sandbox), Some(dead.clone()));
+
+    // An invocation runs on `busy`'s sandbox as its front end is killed.
+    let leader = Server::at(&fronts[1].address);
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| leader.try_signed("lambda", "POST", &format!("/2015-03-31/functions/{busy}/invocations"), "", &[], b"\"sleep\""));
+        let running = || listed_on(&host, &busy_sandbox).is_some_and(|s| s["Busy"] == true);
+        assert!(eventually(SHOWS_WITHIN, running), "the invocation never ran: {:?}", host.sandboxes());
+        fronts[1].kill();
+        assert!(caller.join().unwrap().is_err(), "the killed front end answered");
+    });
+
+    // The survivor takes the idle and provisioned sandboxes over; the busy one ends.
+    let taken = || [&idle_sandbox, &kept_sandbox].iter().all(|id| owner_of(id).is_some_and(|owner| owner != dead));
+    assert!(eventually(SHOWS_WITHIN, taken), "not taken over: {:?}", host.sandboxes());
+    assert_eq!(sandbox(&fronts[0], &idle), idle_sandbox, "warm, on the same sandbox");
+    assert!(eventually(SHOWS_WITHIN, || ready(&fronts[0])), "{}", status(&fronts[0]));
+    assert!(eventually(SHOWS_WITHIN, || !cgroup_left(&busy_sandbox)), "the busy sandbox of the dead front end ran on");
+    let fresh = sandbox(&fronts[0], &busy);
+    assert_ne!(fresh, busy_sandbox);
+    // Nothing on the host that the survivor does not count, nor the other way round.
+    let listed = host.sandboxes();
+    assert!(listed_on(&host, &idle_sandbox).is_some() && listed_on(&host, &fresh).is_some(), "{listed:?}");
+    assert!(listed_on(&host, &busy_sandbox).is_none(), "{listed:?}");
+    assert!(listed.iter().all(|s| s["Owner"]["FrontEnd"] != dead), "{listed:?}");
+    assert_eq!(listed_workers(&fronts[0]).iter().map(|w| w.3 as usize).sum::<usize>(), listed.len());
 }
 
 /// Two front ends whose object store is an S3 bucket (a Garage this test starts): code made through one runs

@@ -258,6 +258,13 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A client of the process listening at `address`, which the test did not start here: dropping it ends nothing.
+    pub fn at(address: &str) -> Server {
+        Server { child: None, address: address.to_string(), data: PathBuf::new(), _tmp: None }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
@@ -544,6 +551,14 @@ impl WorkerHost {
         let mut worker = WorkerHost::joining_in(servers, &tmp.path().join("worker"), args);
         worker._tmp = Some(tmp);
         worker
+    }
+
+    /// The sandboxes front ends claimed on this host, as it lists them (`GET /sandboxes`, signed with the
+    /// administrator's key): each `{"SandboxId", "Owner", "Tag", "MemoryMb", "Busy"}`.
+    pub fn sandboxes(&self) -> Vec<serde_json::Value> {
+        let reply = Server::at(&self.address).signed("ignis", "GET", "/sandboxes", "", &[], b"");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["Sandboxes"].as_array().unwrap().clone()
     }
 
     fn joining_in(servers: &[&Server], data: &Path, args: &[&str]) -> WorkerHost {
