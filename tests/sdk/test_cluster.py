@@ -29,10 +29,16 @@ def die_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n free loopback ports, each another: held open together while they are chosen."""
+    held = [socket.socket() for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def eventually(check, within=30):
@@ -51,7 +57,7 @@ def eventually(check, within=30):
 def fronts():
     data = tempfile.TemporaryDirectory()
     root = pathlib.Path(data.name)
-    client_url, peer_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    client_url, peer_url = (f"http://127.0.0.1:{port}" for port in free_ports(2))
     etcd = subprocess.Popen(
         [shutil.which("etcd") or "/usr/bin/etcd", "--name", "m0", "--data-dir", str(root / "etcd"),
          "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
@@ -108,6 +114,29 @@ def test_a_function_made_through_one_front_end_is_invoked_through_the_other(fron
     with pytest.raises(ClientError) as refused:
         first.update_function_configuration(FunctionName="shared", Description="again", RevisionId=revision)
     assert refused.value.response["Error"]["Code"] == "PreconditionFailedException"
+
+
+def test_logs_are_read_through_either_front_end_whichever_ran_the_invocation(fronts):
+    first = client(fronts[0], "lambda")
+    first.create_function(FunctionName="logged", Runtime="provided.al2023", Role="arn:aws:iam::123456789012:role/ignis",
+                          Handler="bootstrap", Code={"ZipFile": rust_example()})
+    eventually(lambda: first.get_function(FunctionName="logged")["Configuration"]["State"] == "Active")
+    # Through both: each invocation runs on the front end leading the function, or where it arrived while none did.
+    for endpoint in fronts * 2:
+        client(endpoint, "lambda").invoke(FunctionName="logged", Payload=b"{}")
+    for endpoint in fronts:
+        logs = client(endpoint, "logs")
+        def starts(**page):
+            pages = logs.get_paginator("filter_log_events").paginate(logGroupName="/aws/lambda/logged", **page)
+            return [e["eventId"] for p in pages for e in p["events"] if e["message"].startswith("START")]
+        eventually(lambda: len(starts()) == 4)
+        assert starts(PaginationConfig={"PageSize": 1}) == starts()
+        groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/logged")["logGroups"]
+        assert [g["logGroupName"] for g in groups] == ["/aws/lambda/logged"]
+        for stream in logs.describe_log_streams(logGroupName="/aws/lambda/logged")["logStreams"]:
+            events = logs.get_log_events(logGroupName="/aws/lambda/logged", logStreamName=stream["logStreamName"],
+                                         startFromHead=True)["events"]
+            assert any(e["message"].startswith("START") for e in events)
 
 
 def test_the_aws_cli_invokes_through_either_front_end(fronts):

@@ -28,6 +28,9 @@
 //! - `POST /ignis/image-resolutions` `{"Account", "ImageUri"}` → the function image record (`ImageRecord`) of an
 //!   image of the account's repositories here, resolved and prepared: asked by a cluster's front end that does
 //!   not have the image, for CreateFunction, UpdateFunctionCode or a runtime's install.
+//! - `POST /ignis/log-requests` `{"Account", "Action", "Request"}` → the CloudWatch Logs answer (or error) of the
+//!   action on this front end's logs alone: a cluster's front end asks every other and merges their answers
+//!   (`logs_api`).
 //! - `GET /ignis/allocations/{account}/{function}/{revision}` → `{"Allocated", "Failure"}`: how far a version's
 //!   provisioned concurrency is on this front end (in a cluster, the one leading the function's partition).
 //! - `GET /ignis/chunks/{root}/{sha256 hex}` → one stored chunk, as stored.
@@ -445,6 +448,24 @@ pub async fn resolve_image(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Resu
     let record = crate::function_image::resolve_image(&app.oci, &*app.images, &account, uri).await?;
     let encoded = serde_json::to_vec(&record).map_err(|e| ApiError::Service(e.to_string()))?;
     Ok(bytes_answer(StatusCode::OK, encoded))
+}
+
+/// `POST /ignis/log-requests` `{"Account", "Action", "Request"}`: a CloudWatch Logs action of the account on this
+/// front end's logs alone, answered as CloudWatch Logs answers it (see the module docs).
+pub async fn run_log_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    let request: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("a log request: {e}")))?;
+    let account = request["Account"].as_str().and_then(AccountId::parse);
+    let action = request["Action"].as_str().and_then(crate::http::LogsAction::from_name);
+    let (Some(account), Some(action)) = (account, action) else {
+        return Err(ApiError::Validation("a log request names an Account and a CloudWatch Logs Action".into()));
+    };
+    let caller = Caller { account, admin: false, session: None };
+    Ok(match crate::logs_api::here(app, &caller, action, request["Request"].to_string().into_bytes()).await {
+        Ok(answer) => json_answer(StatusCode::OK, answer),
+        Err(e) => e.to_json_protocol_response(),
+    })
 }
 
 /// `GET /ignis/allocations/{account}/{function}/{revision}` (see the module docs).

@@ -165,6 +165,9 @@ pub enum Operation {
     DescribeQueueHome,
     /// `POST /ignis/image-resolutions`: an image another front end of a cluster does not have, resolved here.
     ResolveImage,
+    /// `POST /ignis/log-requests`: a CloudWatch Logs action on this front end's logs alone, for another front end
+    /// that merges every front end's answers.
+    RunLogRequest,
     /// `GET /ignis/allocations/{account}/{function}/{revision}`: a version's provisioned concurrency here.
     GetAllocation(String, String, String),
     /// `GET /ignis/images/{account}/{digest}?repository=NAME`: a prepared image, for a worker host.
@@ -361,6 +364,7 @@ impl Operation {
             Operation::RunQueueRequest => "RunQueueRequest",
             Operation::DescribeQueueHome => "DescribeQueueHome",
             Operation::ResolveImage => "ResolveImage",
+            Operation::RunLogRequest => "RunLogRequest",
             Operation::GetAllocation(..) => "GetAllocation",
             Operation::GetImage(..) => "GetImage",
             Operation::GetChunk(..) => "GetChunk",
@@ -409,6 +413,7 @@ impl Operation {
             | Operation::RunQueueRequest
             | Operation::DescribeQueueHome
             | Operation::ResolveImage
+            | Operation::RunLogRequest
             | Operation::GetAllocation(..)
             | Operation::GetImage(..)
             | Operation::GetChunk(..)
@@ -567,6 +572,7 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::POST, ["ignis", "queue-requests"]) => Operation::RunQueueRequest,
         (&Method::GET, ["ignis", "queue-home"]) => Operation::DescribeQueueHome,
         (&Method::POST, ["ignis", "image-resolutions"]) => Operation::ResolveImage,
+        (&Method::POST, ["ignis", "log-requests"]) => Operation::RunLogRequest,
         (&Method::GET, ["ignis", "allocations", account, function, revision]) => {
             Operation::GetAllocation(decode(account)?, decode(function)?, decode(revision)?)
         }
@@ -809,6 +815,7 @@ async fn respond(
         Operation::RunQueueRequest => cluster_api::run_queue_request(app, caller, &body).await,
         Operation::DescribeQueueHome => cluster_api::describe_queue_home(app, caller),
         Operation::ResolveImage => cluster_api::resolve_image(app, caller, &body).await,
+        Operation::RunLogRequest => cluster_api::run_log_request(app, caller, &body).await,
         Operation::GetAllocation(account, function, revision) => cluster_api::allocation(app, caller, account, function, revision),
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
@@ -1033,6 +1040,8 @@ mod tests {
         check(Method::GET, "/ignis/queue-requests", None);
         check(Method::GET, "/ignis/queue-home", Some(DescribeQueueHome));
         check(Method::POST, "/ignis/image-resolutions", Some(ResolveImage));
+        check(Method::POST, "/ignis/log-requests", Some(RunLogRequest));
+        check(Method::GET, "/ignis/log-requests", None);
         check(Method::GET, "/ignis/allocations/1/f/r", Some(GetAllocation("1".into(), "f".into(), "r".into())));
         check(Method::GET, "/ignis/allocations/1/f", None);
         check(Method::GET, "/ignis/activity", Some(ListActivity));

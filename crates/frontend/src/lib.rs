@@ -71,6 +71,7 @@ mod invoke_api;
 mod lambda_operations;
 mod layers_api;
 mod logs_api;
+mod logs_merge;
 mod mappings_api;
 mod networks_api;
 mod oci_api;
@@ -116,9 +117,11 @@ pub struct Config {
 }
 
 /// A cluster's other front ends, as this one reaches them (signed for with the administrator's key): asked for a
-/// prepared image this one does not have.
+/// prepared image this one does not have, and for their logs.
 pub trait OtherFrontEnds: Send + Sync {
     fn others(&self) -> ignis_invoke::BoxFuture<'_, Vec<Arc<ignis_cluster::Peer>>>;
+    /// This front end's address, as the others reach it.
+    fn me(&self) -> &str;
 }
 
 /// A cluster-wide budget of reads of the chunk store of record, shared evenly by the healthy workers: each learns

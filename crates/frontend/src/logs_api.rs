@@ -7,6 +7,9 @@
 //! pattern is parsed here (`ignis_logs::FilterPattern`; a malformed one is
 //! `InvalidParameterException`) and matched by the log service. The log
 //! writer, the stored logs, retention and the queries are `ignis_logs`'s.
+//! A cluster's front end keeps the logs of the invocations it ran: it asks
+//! every other front end too (`POST /ignis/log-requests`) and merges the
+//! answers (`logs_merge`).
 
 use std::sync::Arc;
 
@@ -15,12 +18,13 @@ use ignis_logs::{
     EventsQuery, FilterPattern, GroupsQuery, LogQuery, MAX_DESCRIBE_LIMIT, MAX_LIMIT, StreamOrder, Streams, StreamsQuery,
 };
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{App, Caller};
 use crate::error::ApiError;
 use crate::function::parse_body;
 use crate::http::{Answer, LogsAction, json_answer};
+use crate::logs_merge;
 
 /// The most log streams one `FilterLogEvents` names (CloudWatch's limit).
 const MAX_STREAM_NAMES: usize = 100;
@@ -86,9 +90,17 @@ struct NamedGroup {
 }
 
 pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &[u8]) -> Result<Answer, ApiError> {
+    let answer = match &app.config.front_ends {
+        None => here(app, caller, action, body.to_vec()).await?,
+        Some(front_ends) => across(app, front_ends, caller, action, body).await?,
+    };
+    Ok(json_answer(StatusCode::OK, answer))
+}
+
+/// `action` on this front end's logs alone: its answer's body.
+pub(crate) async fn here(app: &Arc<App>, caller: &Caller, action: LogsAction, body: Vec<u8>) -> Result<Value, ApiError> {
     let app = app.clone();
     let caller = caller.clone();
-    let body = body.to_vec();
     // Log reads scan storage: keep them off the async threads.
     tokio::task::spawn_blocking(move || match action {
         LogsAction::FilterLogEvents => filter_log_events(&app, &caller, parse_body(&body)?),
@@ -100,17 +112,154 @@ pub async fn handle(app: &Arc<App>, caller: &Caller, action: LogsAction, body: &
             let request: NamedGroup = parse_body(&body)?;
             let group = group(&app, &caller, "DeleteRetentionPolicy", request.log_group_name, None)?;
             app.logs.delete_retention(&caller.account, &group)?;
-            Ok(json_answer(StatusCode::OK, json!({})))
+            Ok(json!({}))
         }
         LogsAction::DeleteLogGroup => {
             let request: NamedGroup = parse_body(&body)?;
             let group = group(&app, &caller, "DeleteLogGroup", request.log_group_name, None)?;
             app.logs.delete_group(&caller.account, &group)?;
-            Ok(json_answer(StatusCode::OK, json!({})))
+            Ok(json!({}))
         }
     })
     .await
     .map_err(|e| ApiError::Service(e.to_string()))?
+}
+
+/// A front end of a cluster, as a log request reaches it: this one (`None`) or another.
+type Reached = (String, Option<Arc<ignis_cluster::Peer>>);
+
+/// `action` on every front end's logs (a cluster's: each keeps the logs of the invocations it ran), their answers
+/// merged (`logs_merge`). A read is asked of each front end (a paged one with its own token, `logs_merge::Tokens`);
+/// a change is made on each. A front end without the group (or stream) adds nothing; one that cannot be reached
+/// adds nothing either (its logs are not shown, and a paged read goes on without it). This front end's error other
+/// than a missing group is the answer.
+async fn across(
+    app: &Arc<App>,
+    front_ends: &Arc<dyn crate::OtherFrontEnds>,
+    caller: &Caller,
+    action: LogsAction,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut request: serde_json::Map<String, Value> = parse_body(body)?;
+    let reached: Vec<Reached> = std::iter::once((front_ends.me().to_string(), None))
+        .chain(front_ends.others().await.into_iter().map(|peer| (peer.authority().to_string(), Some(peer))))
+        .collect();
+    let paged = matches!(action, LogsAction::FilterLogEvents | LogsAction::GetLogEvents);
+    let asked = match request.remove("nextToken") {
+        Some(Value::String(token)) if paged => logs_merge::Tokens::decode(&token)
+            .ok_or_else(|| ApiError::InvalidParameter("The specified nextToken is invalid.".into()))?,
+        Some(token) => {
+            request.insert("nextToken".into(), token);
+            logs_merge::Tokens::default()
+        }
+        None => logs_merge::Tokens::default(),
+    };
+    // GetLogEvents goes on where its stream was read; the others read every front end with more.
+    let reached: Vec<Reached> = match action {
+        LogsAction::GetLogEvents if !asked.0.is_empty() => reached.into_iter().filter(|(address, _)| asked.0.contains_key(address)).collect(),
+        _ if paged => reached.into_iter().filter(|(address, _)| asked.open(address)).collect(),
+        _ => reached,
+    };
+    let asks: Vec<_> = reached
+        .iter()
+        .map(|(address, peer)| {
+            let mut request = request.clone();
+            if let Some(token) = asked.of(address) {
+                request.insert("nextToken".into(), json!(token));
+            }
+            let (app, caller, peer) = (app.clone(), caller.clone(), peer.clone());
+            tokio::spawn(async move { ask(&app, &caller, action, Value::Object(request), peer.as_deref()).await })
+        })
+        .collect();
+    let mut answers: Vec<(String, Value)> = Vec::new();
+    let mut tokens = asked.clone();
+    for ((address, _), ask) in reached.iter().zip(asks) {
+        match ask.await.map_err(|e| ApiError::Service(e.to_string()))? {
+            Ok(Some(answer)) => answers.push((address.clone(), answer)),
+            Ok(None) => {
+                tokens.0.insert(address.clone(), None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(first) = answers.first() else {
+        return Err(match action {
+            LogsAction::GetLogEvents => ApiError::from(ignis_logs::LogsError::StreamNotFound),
+            _ => ApiError::ResourceNotFound("The specified log group does not exist.".into()),
+        });
+    };
+    let limit_of = |max: usize| request.get("limit").and_then(Value::as_u64).map_or(max, |n| n as usize);
+    let listing_token = |number: i64, name: &str| ignis_logs::listing_token(number, name);
+    Ok(match action {
+        LogsAction::FilterLogEvents => {
+            let pages = answers.into_iter().map(|(address, answer)| logs_merge::FilterPage { address, answer }).collect();
+            let (events, tokens) = logs_merge::filter_events(pages, limit_of(MAX_LIMIT), &tokens, ignis_logs::filter_token_after);
+            with_token(json!({ "events": events, "searchedLogStreams": [] }), tokens.next())
+        }
+        LogsAction::GetLogEvents => {
+            // A stream is read where it is; of several front ends holding it (its worker host changed front end
+            // while it ran), from the one with the most of this page.
+            let (address, mut answer) = answers
+                .into_iter()
+                .max_by_key(|(address, answer)| (answer["events"].as_array().map_or(0, Vec::len), std::cmp::Reverse(address.clone())))
+                .expect("one answer at least");
+            for name in ["nextForwardToken", "nextBackwardToken"] {
+                let own = answer[name].as_str().map(str::to_string);
+                answer[name] = json!(logs_merge::Tokens([(address.clone(), own)].into()).encode());
+            }
+            answer
+        }
+        LogsAction::DescribeLogGroups => {
+            let answers: Vec<Value> = answers.into_iter().map(|(_, answer)| answer).collect();
+            logs_merge::log_groups(&answers, limit_of(MAX_DESCRIBE_LIMIT), listing_token)
+        }
+        LogsAction::DescribeLogStreams => {
+            let by_time = request.get("orderBy").and_then(Value::as_str) == Some("LastEventTime");
+            let order = logs_merge::Order {
+                number: by_time.then_some("lastEventTimestamp"),
+                descending: request.get("descending").and_then(Value::as_bool).unwrap_or(false),
+            };
+            let answers: Vec<Value> = answers.into_iter().map(|(_, answer)| answer).collect();
+            logs_merge::log_streams(&answers, &order, limit_of(MAX_DESCRIBE_LIMIT), listing_token)
+        }
+        // A change made wherever the group is.
+        _ => first.1.clone(),
+    })
+}
+
+/// `action` on one front end's logs (`None`: this one's): its answer, or `None` where the group (or stream) is not.
+async fn ask(
+    app: &Arc<App>,
+    caller: &Caller,
+    action: LogsAction,
+    request: Value,
+    peer: Option<&ignis_cluster::Peer>,
+) -> Result<Option<Value>, ApiError> {
+    let missing = |e: &ApiError| matches!(e, ApiError::ResourceNotFound(_));
+    let Some(peer) = peer else {
+        return match here(app, caller, action, request.to_string().into_bytes()).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(e) if missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        };
+    };
+    let body = json!({ "Account": caller.account.as_str(), "Action": action.name(), "Request": request });
+    match peer.call(http::Method::POST, "/ignis/log-requests", bytes::Bytes::from(body.to_string())).await {
+        Ok((StatusCode::OK, answer)) => Ok(serde_json::from_slice(&answer).ok()),
+        Ok((status, answer)) => {
+            let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();
+            let message = answer["message"].as_str().unwrap_or_default().to_string();
+            match answer["__type"].as_str() {
+                Some("ResourceNotFoundException") => Ok(None),
+                Some("InvalidParameterException") => Err(ApiError::InvalidParameter(message)),
+                _ => Err(ApiError::Service(format!("the front end at {} answered {status}: {message}", peer.authority()))),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(front_end = peer.authority(), error = %e, "cannot read another front end's logs");
+            Ok(None)
+        }
+    }
 }
 
 /// The group a request names, which must exist for the caller. A group ARN
@@ -154,7 +303,7 @@ fn limit(limit: Option<i64>, max: usize) -> Result<usize, ApiError> {
     }
 }
 
-fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Result<Answer, ApiError> {
+fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Result<Value, ApiError> {
     let group = group(app, caller, "FilterLogEvents", request.log_group_name, request.log_group_identifier)?;
     let streams = match (request.log_stream_name_prefix, request.log_stream_names) {
         (Some(_), Some(_)) => {
@@ -199,10 +348,10 @@ fn filter_log_events(app: &App, caller: &Caller, request: FilterLogEvents) -> Re
         .collect();
     // CloudWatch has answered an empty `searchedLogStreams` since June 2020.
     let body = json!({ "events": events, "searchedLogStreams": [] });
-    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
+    Ok(with_token(body, page.next_token))
 }
 
-fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<Answer, ApiError> {
+fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<Value, ApiError> {
     let group = group(app, caller, "GetLogEvents", request.log_group_name, request.log_group_identifier)?;
     let stream = request.log_stream_name.ok_or_else(|| ApiError::InvalidParameter("logStreamName is required".into()))?;
     let query = EventsQuery {
@@ -224,18 +373,18 @@ fn get_log_events(app: &App, caller: &Caller, request: GetLogEvents) -> Result<A
         "nextForwardToken": page.next_forward_token,
         "nextBackwardToken": page.next_backward_token,
     });
-    Ok(json_answer(StatusCode::OK, body))
+    Ok(body)
 }
 
-fn put_retention_policy(app: &App, caller: &Caller, request: RetentionPolicy) -> Result<Answer, ApiError> {
+fn put_retention_policy(app: &App, caller: &Caller, request: RetentionPolicy) -> Result<Value, ApiError> {
     let group = group(app, caller, "PutRetentionPolicy", request.log_group_name, None)?;
     let days = request.retention_in_days.ok_or_else(|| ApiError::InvalidParameter("retentionInDays is required".into()))?;
     let days = u32::try_from(days).map_err(|_| ApiError::InvalidParameter(format!("{days} is not a valid retention in days")))?;
     app.logs.put_retention(&caller.account, &group, days)?;
-    Ok(json_answer(StatusCode::OK, json!({})))
+    Ok(json!({}))
 }
 
-fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Answer, ApiError> {
+fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -> Result<Value, ApiError> {
     let query = GroupsQuery {
         prefix: request.log_group_name_prefix.unwrap_or_default(),
         limit: limit(request.limit, MAX_DESCRIBE_LIMIT)?,
@@ -260,10 +409,10 @@ fn describe_log_groups(app: &App, caller: &Caller, request: DescribeLogGroups) -
         })
         .collect();
     let body = json!({ "logGroups": groups });
-    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
+    Ok(with_token(body, page.next_token))
 }
 
-fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams) -> Result<Answer, ApiError> {
+fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams) -> Result<Value, ApiError> {
     let group = group(app, caller, "DescribeLogStreams", request.log_group_name, request.log_group_identifier)?;
     let order = match request.order_by.as_deref() {
         None | Some("LogStreamName") => StreamOrder::Name,
@@ -308,7 +457,7 @@ fn describe_log_streams(app: &App, caller: &Caller, request: DescribeLogStreams)
         })
         .collect();
     let body = json!({ "logStreams": streams });
-    Ok(json_answer(StatusCode::OK, with_token(body, page.next_token)))
+    Ok(with_token(body, page.next_token))
 }
 
 /// The parsing of a CloudWatch Logs body, for the fuzz targets.

@@ -350,8 +350,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let advertised = args.advertise.clone().unwrap_or_else(|| address.to_string());
         if let Some(cluster) = &cluster {
-            let advertised = args.advertise.clone().unwrap_or_else(|| address.to_string());
             cluster.presence.advertise(&advertised).await.map_err(|e| format!("cannot list this front end in etcd: {e}"))?;
         }
         let url_listener = match &args.url_listen {
@@ -362,6 +362,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         // A cluster's other front ends, asked for the images this one does not have.
         let front_ends = cluster.as_ref().map(|cluster| {
             Arc::new(FrontEndPeers {
+                address: advertised.clone(),
                 etcd: cluster.etcd.clone(),
                 presence: cluster.presence.clone(),
                 credentials: credentials.clone(),
@@ -805,6 +806,8 @@ impl ManifestSource for LocalManifests {
 
 /// A cluster's other front ends, listed in etcd (asked only for what this one lacks), each reached by one client.
 struct FrontEndPeers {
+    /// This front end's advertised address.
+    address: String,
     etcd: ignis_etcd::Etcd,
     presence: Arc<ignis_etcd::Presence>,
     credentials: Credentials,
@@ -831,6 +834,10 @@ impl ignis_frontend::OtherFrontEnds for FrontEndPeers {
                 })
                 .collect()
         })
+    }
+
+    fn me(&self) -> &str {
+        &self.address
     }
 }
 

@@ -81,6 +81,18 @@ pub use pattern::{FilterPattern, MAX_PATTERN_LEN, PatternError};
 pub use tables::LOG_EVENT_OVERHEAD;
 use tables::Tables;
 
+/// The [`Logs::filter`] token that continues after the event `event_id` names (one of a [`LogEvent`]'s), with the
+/// same query; `None` if it is not such an id.
+pub fn filter_token_after(event_id: &str) -> Option<String> {
+    tables::position_of(event_id).map(|(ts, seq)| tables::make_token(ts, seq))
+}
+
+/// The [`Logs::groups`] or [`Logs::streams`] token that continues after an item at this position (its name, and
+/// for streams ordered by [`StreamOrder::LastEventTime`] its last event's timestamp, else 0).
+pub fn listing_token(number: i64, name: &str) -> String {
+    paging::token((number, name))
+}
+
 /// The most events one [`Logs::filter`] page holds.
 pub const MAX_LIMIT: usize = 10_000;
 /// The default cap of each log group (`--log-bytes-per-function`): 64 MiB.

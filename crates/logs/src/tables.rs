@@ -149,6 +149,16 @@ pub(crate) fn event_id(ts: i64, seq: u64) -> String {
     format!("{:020}{:020}", (ts as u64) ^ (1 << 63), seq)
 }
 
+/// The (timestamp, seq) an [`event_id`] was made of.
+pub(crate) fn position_of(event_id: &str) -> Option<(i64, u64)> {
+    if event_id.len() != 40 || !event_id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ts: u64 = event_id[..20].parse().ok()?;
+    let seq: u64 = event_id[20..].parse().ok()?;
+    Some(((ts ^ (1 << 63)) as i64, seq))
+}
+
 pub(crate) fn make_token(ts: i64, seq: u64) -> String {
     format!("f1:{ts}:{seq}")
 }

@@ -9,7 +9,7 @@ use ignis_store::Store;
 use ignis_worker::{LogBatch, LogLine};
 use tokio::sync::mpsc;
 
-use crate::tables::{Tables, charged, event_id, excess, make_token, parse_token, trim_target};
+use crate::tables::{Tables, charged, event_id, excess, make_token, parse_token, position_of, trim_target};
 use crate::*;
 
 const A: &str = "111111111111";
@@ -95,6 +95,14 @@ fn tokens() {
     }
     assert!(event_id(-1, 2) < event_id(0, 1));
     assert!(event_id(0, 1) < event_id(0, 2));
+    for (ts, seq) in [(i64::MIN, 0), (-1, 2), (0, 0), (1_796_678_709_999, 7), (i64::MAX, u64::MAX)] {
+        assert_eq!(position_of(&event_id(ts, seq)), Some((ts, seq)));
+        // The token after an event continues after it.
+        assert_eq!(filter_token_after(&event_id(ts, seq)), Some(make_token(ts, seq)));
+    }
+    for bad in ["", "1", &"9".repeat(40), &"0".repeat(39), &format!("{}x", "0".repeat(39))] {
+        assert_eq!(position_of(bad), None, "{bad}");
+    }
 }
 
 #[test]

@@ -856,3 +856,77 @@ fn provisioned_concurrency_is_kept_by_the_leader_and_shown_by_every_front_end() 
         assert_eq!(reply.text().trim(), "\"provisioned-concurrency\"");
     }
 }
+
+/// Every event of `name`'s log group through `front`'s FilterLogEvents, `limit` a page.
+fn filtered(front: &Server, name: &str, limit: u32) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    let mut body = json!({ "logGroupName": format!("/aws/lambda/{name}"), "limit": limit });
+    for _ in 0..1000 {
+        let page = front.logs("FilterLogEvents", &body);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        assert!(page["events"].as_array().unwrap().len() <= limit as usize);
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["nextToken"].as_str() {
+            Some(token) => body["nextToken"] = json!(token),
+            None => return events,
+        }
+    }
+    panic!("FilterLogEvents never ended");
+}
+
+/// Each front end keeps the logs of the invocations it ran (a function's partition leader, or the front end a
+/// streamed invocation arrived at); CloudWatch Logs through any front end reads, pages and changes every one's.
+#[test]
+fn logs_are_read_through_any_front_end_whichever_ran_the_invocation() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "logged");
+    let handler = r#"echo "line $(cat /tmp/event)"; echo '"ok"' > /tmp/response"#;
+    assert_eq!(fronts[0].create(&name, &sh_runtime(handler), json!({})).status, 201);
+    // Three run on the leader; a streamed one runs where it arrives.
+    for i in 0..3 {
+        assert_eq!(invoke_once_shown(&fronts[0], &name), "\"ok\"", "{i}");
+    }
+    let path = format!("/2021-11-15/functions/{name}/response-streaming-invocations");
+    let streamed = fronts[0].signed("lambda", "POST", &path, "", &[], b"\"streamed\"");
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    let lines = |events: &[serde_json::Value]| events.iter().filter(|e| e["message"].as_str().unwrap().starts_with("line ")).count();
+    for front in &fronts {
+        assert!(eventually(SHOWS_WITHIN, || lines(&front.log_events(&name)) == 4), "{:?}", front.log_events(&name));
+        let all = filtered(front, &name, 10_000);
+        let ids = |events: &[serde_json::Value]| events.iter().map(|e| e["eventId"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let stamps: Vec<i64> = all.iter().map(|e| e["timestamp"].as_i64().unwrap()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "in time order: {stamps:?}");
+        for limit in [1, 3] {
+            assert_eq!(ids(&filtered(front, &name, limit)), ids(&all), "{limit} a page");
+        }
+        let groups = front.logs("DescribeLogGroups", &json!({ "logGroupNamePrefix": format!("/aws/lambda/{name}") })).json();
+        assert_eq!(groups["logGroups"].as_array().unwrap().len(), 1, "{groups}");
+        let streams = front.logs("DescribeLogStreams", &json!({ "logGroupName": format!("/aws/lambda/{name}") })).json();
+        let streams = streams["logStreams"].as_array().unwrap().clone();
+        assert_eq!(streams.len(), 2, "a sandbox on each front end: {streams:?}");
+        let mut read = 0;
+        for stream in &streams {
+            let body = json!({ "logGroupName": format!("/aws/lambda/{name}"), "logStreamName": stream["logStreamName"], "startFromHead": true });
+            let page = front.logs("GetLogEvents", &body);
+            assert_eq!(page.status, 200, "{}", page.text());
+            let page = page.json();
+            read += lines(page["events"].as_array().unwrap());
+            // At the end, the forward token comes back as it was sent.
+            let again = json!({ "logGroupName": format!("/aws/lambda/{name}"), "logStreamName": stream["logStreamName"], "nextToken": page["nextForwardToken"] });
+            assert_eq!(front.logs("GetLogEvents", &again).json()["nextForwardToken"], page["nextForwardToken"]);
+        }
+        assert_eq!(read, 4);
+    }
+    // A retention set through one front end shows through the other; a group deleted through one is gone from both.
+    let group = json!({ "logGroupName": format!("/aws/lambda/{name}"), "retentionInDays": 7 });
+    assert_eq!(fronts[0].logs("PutRetentionPolicy", &group).status, 200);
+    let groups = fronts[1].logs("DescribeLogGroups", &json!({ "logGroupNamePrefix": format!("/aws/lambda/{name}") })).json();
+    assert_eq!(groups["logGroups"][0]["retentionInDays"], 7, "{groups}");
+    assert_eq!(fronts[1].logs("DeleteLogGroup", &json!({ "logGroupName": format!("/aws/lambda/{name}") })).status, 200);
+    for front in &fronts {
+        assert!(front.log_events(&name).is_empty());
+    }
+}
