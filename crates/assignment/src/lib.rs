@@ -391,6 +391,13 @@ impl<K: Clone + Eq + std::hash::Hash> Pool<K> {
         ids
     }
 
+    /// The idle sandboxes whose key `of` picks, sorted.
+    pub fn idle_of(&self, of: impl Fn(&K) -> bool) -> Vec<SandboxId> {
+        let mut ids: Vec<SandboxId> = self.idle.iter().filter(|(key, _)| of(key)).flat_map(|(_, ids)| ids.iter().copied()).collect();
+        ids.sort();
+        ids
+    }
+
     /// Whether `id` is kept for provisioned concurrency.
     pub fn is_provisioned(&self, id: SandboxId) -> bool {
         self.entries.get(&id).is_some_and(|e| e.provisioned)

@@ -68,6 +68,10 @@ pub fn adoptable(listed: &Listed, view: &FrontEnds) -> bool {
     orphaned(&listed.owner, view) && !listed.busy
 }
 
+/// The owner of a sandbox its front end gave up with a partition it no longer leads: no front end (leases are
+/// never 0), so orphaned by every view, for the partition's new leader to take over.
+pub const RELEASED: Owner = Owner { front_end: 0, since: 0 };
+
 /// Who a front end is now (`None`: not in a cluster), asked at each start: a front end whose etcd lease expired
 /// takes a new one, and names itself by it from then on.
 pub type OwnerSource = std::sync::Arc<dyn Fn() -> Option<Owner> + Send + Sync>;
@@ -231,6 +235,13 @@ mod tests {
                     assert_eq!(adoptable(&listed(7, busy), &view), expected, "{view:?} busy {busy}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_released_sandbox_is_orphaned_by_every_view() {
+        for view in [FrontEnds { revision: 0, live: vec![] }, FrontEnds { revision: 9, live: vec![1, 2, i64::MAX] }] {
+            assert!(orphaned(&RELEASED, &view));
         }
     }
 

@@ -19,7 +19,7 @@ use ignis_worker::{FunctionSpec, INIT_LIMIT, Invocation, Outcome, StartError, St
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 
-use crate::owner::{Claim, Listed, OwnerSource, Tag, encode_take_over};
+use crate::owner::{Claim, Listed, Owner, OwnerSource, RELEASED, Tag, encode_take_over};
 use crate::peer::{Peer, PeerError};
 use crate::wire;
 
@@ -172,7 +172,8 @@ impl RemoteWorker {
         code_sha256_hex: &str,
         tag: Option<Tag>,
     ) -> Result<Arc<RemoteSandbox>, StartError> {
-        let claim = self.owner.as_ref().and_then(|owner| owner()).map(|owner| Claim { owner, tag });
+        let owner = self.owner.as_ref().and_then(|owner| owner());
+        let claim = owner.map(|owner| Claim { owner, tag });
         let body = Bytes::from(wire::encode_start(spec, code_sha256_hex, claim.as_ref()));
         // Building the sandbox may mean fetching and unpacking its code first.
         let limit = INIT_LIMIT + Duration::from_secs(60);
@@ -183,7 +184,7 @@ impl RemoteWorker {
         let value = wire::parse(&answer).unwrap_or_default();
         let message = || value.get("Message").and_then(|m| m.as_str()).unwrap_or("").to_string();
         match (status, value.get("SandboxId").and_then(|s| s.as_str())) {
-            (StatusCode::CREATED, Some(id)) => Ok(self.sandbox(id)),
+            (StatusCode::CREATED, Some(id)) => Ok(self.sandbox(id, owner)),
             _ => Err(match value.get("Error").and_then(|e| e.as_str()) {
                 Some("Entrypoint") => StartError::Entrypoint(message()),
                 Some("Throttled") => StartError::Throttled(message()),
@@ -193,8 +194,8 @@ impl RemoteWorker {
         }
     }
 
-    fn sandbox(self: &Arc<Self>, id: &str) -> Arc<RemoteSandbox> {
-        Arc::new(RemoteSandbox { worker: self.clone(), id: id.to_string(), dead: AtomicBool::new(false) })
+    fn sandbox(self: &Arc<Self>, id: &str, owner: Option<Owner>) -> Arc<RemoteSandbox> {
+        Arc::new(RemoteSandbox { worker: self.clone(), id: id.to_string(), owner, dead: AtomicBool::new(false) })
     }
 
     /// The sandboxes on this host that front ends claimed (see [`crate::owner`]).
@@ -213,7 +214,7 @@ impl RemoteWorker {
         let body = Bytes::from(encode_take_over(&listed.owner, &to).to_string());
         let path = format!("/sandboxes/{}/owner", listed.id);
         match self.call(Method::POST, &path, body, CALL_MARGIN).await {
-            Ok((StatusCode::OK, _)) => Ok(Some(self.sandbox(&listed.id))),
+            Ok((StatusCode::OK, _)) => Ok(Some(self.sandbox(&listed.id, Some(to)))),
             Ok((StatusCode::CONFLICT | StatusCode::NOT_FOUND, _)) => Ok(None),
             Ok((status, _)) => Err(format!("the worker at {} answered {status}", self.address())),
             Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(e),
@@ -225,6 +226,8 @@ impl RemoteWorker {
 pub struct RemoteSandbox {
     worker: Arc<RemoteWorker>,
     id: String,
+    /// The front end the host has it as (in a cluster).
+    owner: Option<Owner>,
     dead: AtomicBool,
 }
 
@@ -291,6 +294,16 @@ impl RemoteSandbox {
             Ok((status, _)) => Err(format!("the worker at {} answered {status}", self.worker.address())),
             Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(e),
         }
+    }
+
+    /// Gives the sandbox up on its host, for the front end that leads its function next to take over
+    /// ([`RELEASED`]); false if it could not (not in a cluster, running an invocation, gone): then end it.
+    pub async fn release(&self) -> bool {
+        let Some(owner) = self.owner else { return false };
+        self.dead.store(true, Ordering::Relaxed);
+        let body = Bytes::from(encode_take_over(&owner, &RELEASED).to_string());
+        let path = format!("/sandboxes/{}/owner", self.id);
+        matches!(self.worker.call(Method::POST, &path, body, CALL_MARGIN).await, Ok((StatusCode::OK, _)))
     }
 
     /// Ends the sandbox, in the background.

@@ -13,7 +13,9 @@
 //!   front end preferred next claims them at its next look. Meanwhile forwarded invocations are not taken, and run
 //!   on the front end they arrived at: no invocation fails for a leader's loss. The new leader takes the dead
 //!   one's sandboxes of its functions over from the worker hosts (`ignis_cluster::owner`): after each claim, and
-//!   each time a front end leaves the listing, the hook [`Partitions::on_change`] sets is called.
+//!   each time a front end leaves the listing, the hook [`Partitions::on_change`] sets is called. A front end that
+//!   gives a partition up (another joined, which should lead it) gives up its idle sandboxes of it on the worker
+//!   hosts too ([`Partitions::on_release`]), so the new leader takes them over warm.
 //!
 //! # Invariants
 //! - A partition has at most one leader at a time (its key is made only where absent, under the leader's lease).
@@ -82,6 +84,9 @@ pub fn moves(me: i64, front_ends: &[i64], leaders: &BTreeMap<u32, i64>) -> Moves
     moves
 }
 
+/// What [`Partitions::on_release`] calls.
+pub type Released = Arc<dyn Fn(Vec<u32>) + Send + Sync>;
+
 /// The partitions' leaders, followed from etcd; and the front ends they are reached at.
 pub struct Partitions {
     etcd: Etcd,
@@ -95,6 +100,8 @@ pub struct Partitions {
     listed: Mutex<Vec<i64>>,
     /// Called after a look that claimed a partition or found a front end gone.
     changed: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Called with the partitions a look gave up.
+    released: Mutex<Option<Released>>,
     _mirror: Mirror,
 }
 
@@ -155,6 +162,7 @@ impl Partitions {
             peers: Mutex::default(),
             listed: Mutex::default(),
             changed: Mutex::default(),
+            released: Mutex::default(),
             _mirror: mirror,
         });
         tokio::spawn(lead(Arc::downgrade(&partitions)));
@@ -183,6 +191,12 @@ impl Partitions {
             .entry(address.to_string())
             .or_insert_with(|| Arc::new(FrontEnd { peer: Peer::new(address, self.credentials.clone()) }))
             .clone()
+    }
+
+    /// Calls `hook` (which must not block) with the partitions each look gave up (to the front end preferred for
+    /// them): this front end's sandboxes of their functions are then the next leader's to take over.
+    pub fn on_release(&self, hook: Released) {
+        *lock(&self.released) = Some(hook);
     }
 
     fn changed(&self) {
@@ -216,13 +230,20 @@ impl Partitions {
                 self.changed();
             }
         }
+        let mut released = Vec::new();
         for partition in release {
             let name = key(&format!("{LEADERS}{partition}"));
             let txn = Txn::new()
                 .when([Compare::value(name.as_str(), CompareOp::Equal, format!("{me:x}"))])
                 .and_then([TxnOp::delete(name.as_str(), None)]);
-            self.etcd.txn(txn).await?;
-            tracing::info!(partition, "the partition goes to the front end preferred for it");
+            if self.etcd.txn(txn).await?.0.succeeded() {
+                tracing::info!(partition, "the partition goes to the front end preferred for it");
+                released.push(partition);
+            }
+        }
+        let hook = lock(&self.released).clone();
+        if let Some(hook) = hook.filter(|_| !released.is_empty()) {
+            hook(released);
         }
         Ok(())
     }

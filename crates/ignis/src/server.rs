@@ -700,9 +700,21 @@ async fn services(
 /// at the first look may be idle at the next (within `ignis_cluster::owner::ADOPTION_GRACE`).
 const TAKE_OVER_LOOKS: usize = 4;
 
-/// Takes over, into `invoker`'s table, the sandboxes a front end that is gone left on the worker hosts: those of
-/// revisions this front end runs, of functions whose partition it leads (see `ignis_cluster::owner`).
+/// Takes over, into `invoker`'s table, the sandboxes a front end that is gone (or gave a partition up) left on the
+/// worker hosts: those of revisions this front end runs, of functions whose partition it leads (see
+/// `ignis_cluster::owner`); and gives up its own of the partitions it gives up.
 fn start_taking_over(invoker: &Arc<Invoker>, partitions: &Arc<ignis_etcd::Partitions>, registry: Arc<dyn Registry>) {
+    // What this front end gives up goes to the new leader warm.
+    let releasing = Arc::downgrade(invoker);
+    partitions.on_release(Arc::new(move |released: Vec<u32>| {
+        let Some(invoker) = releasing.upgrade() else { return };
+        tokio::spawn(async move {
+            let wanted = |revision: &ignis_ids::Revision| {
+                released.contains(&ignis_etcd::partitions::partition_of(revision.account.as_str(), &revision.function))
+            };
+            invoker.release(&wanted).await;
+        });
+    }));
     let wake = Arc::new(tokio::sync::Notify::new());
     let notify = wake.clone();
     partitions.on_change(Arc::new(move || notify.notify_one()));

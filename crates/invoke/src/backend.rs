@@ -72,6 +72,11 @@ pub trait Sandbox: Send + Sync {
     fn host_id(&self) -> Option<&str> {
         None
     }
+    /// Gives it up on its worker host for another front end to take over (`ignis_cluster::owner::RELEASED`);
+    /// false if it could not (then end it). It is not used here again either way.
+    fn release(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
 }
 
 /// The worker in this process.
@@ -178,5 +183,9 @@ impl Sandbox for RemoteHostSandbox {
 
     fn host_id(&self) -> Option<&str> {
         Some(self.0.id())
+    }
+
+    fn release(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.0.release())
     }
 }

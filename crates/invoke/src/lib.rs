@@ -951,6 +951,38 @@ impl Invoker {
         adopted
     }
 
+    /// Gives up the idle sandboxes of revisions `wanted` picks that are on worker hosts (a cluster's front end that
+    /// no longer leads their functions' partition): they leave this front end's table, and their hosts keep them
+    /// for the front end leading the partition now to take over ([`Invoker::adopt`]); one its host would not
+    /// release ends. How many were given up.
+    pub async fn release(&self, wanted: &(dyn Fn(&Revision) -> bool + Send + Sync)) -> usize {
+        let handles: Vec<Arc<dyn Sandbox>> = {
+            let mut state = self.lock();
+            let ids = state.pool.idle_of(|revision| wanted(revision));
+            let remote = ids.into_iter().filter(|id| state.handles.get(id).is_some_and(|handle| handle.host_id().is_some()));
+            let remote: Vec<SandboxId> = remote.collect();
+            remote
+                .into_iter()
+                .filter_map(|id| {
+                    state.pool.remove(id);
+                    self.forget(&mut state, id)
+                })
+                .collect()
+        };
+        let mut released = 0;
+        for handle in handles {
+            if handle.release().await {
+                released += 1;
+            } else {
+                handle.kill();
+            }
+        }
+        if released > 0 {
+            tracing::info!(sandboxes = released, "gave up the sandboxes of partitions another front end leads now");
+        }
+        released
+    }
+
     /// Takes `listed` on `worker` over as a sandbox of `revision`; whether it is now in this front end's table.
     async fn take_over(&self, worker: WorkerId, backend: &Arc<dyn WorkerBackend>, listed: &Listed, revision: Revision) -> bool {
         let needs = Needs { function: function_key(&revision), memory_mb: listed.memory_mb.into() };

@@ -930,3 +930,41 @@ fn logs_are_read_through_any_front_end_whichever_ran_the_invocation() {
         assert!(front.log_events(&name).is_empty());
     }
 }
+
+/// A front end that joins leads the partitions rendezvous hashing gives it, and takes over with them the idle
+/// sandboxes their leader kept on the worker hosts: the moved functions stay warm, on the same sandboxes.
+#[test]
+fn a_joining_front_end_takes_its_partitions_over_warm() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let first = front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"]);
+    let host = WorkerHost::joining(&[&first], &["--memory", "4096"]);
+    first.wait_for_workers(1);
+    let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
+    let sandbox = |front: &Server, name: &str| sandbox_in(&invoke_once_shown(front, name).replace('"', ""));
+    let names: Vec<String> = (0..12).map(|i| format!("warm-{i}")).collect();
+    let mut before = std::collections::HashMap::new();
+    for name in &names {
+        assert_eq!(first.create(name, &whoami, json!({})).status, 201);
+        before.insert(name.clone(), sandbox(&first, name));
+    }
+    let owner_of = |name: &str| listed_on(&host, &before[name]).map(|s| s["Owner"]["FrontEnd"].clone());
+    let first_owner = owner_of(&names[0]).expect("listed");
+
+    let second = front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"]);
+    second.wait_for_workers(1);
+    let fronts = [&first, &second];
+    let (moved, stayed): (Vec<&String>, Vec<&String>) = names.iter().partition(|name| settled_leader(&fronts, name) == second.address);
+    assert!(!moved.is_empty() && !stayed.is_empty(), "moved {moved:?}");
+    // Given up by the first (owned by no front end, 0), then taken over by the second.
+    let taken = || moved.iter().all(|name| owner_of(name).is_some_and(|owner| owner != first_owner && owner != 0));
+    assert!(eventually(SHOWS_WITHIN, taken), "not taken over: {:?}", host.sandboxes());
+    for name in &moved {
+        assert_eq!(sandbox(&second, name), before[*name], "{name}: warm on the new leader");
+    }
+    for name in &stayed {
+        assert_eq!(owner_of(name), Some(first_owner.clone()));
+        assert_eq!(sandbox(&first, name), before[*name], "{name}: warm where it was");
+    }
+    assert_eq!(host.sandboxes().len(), names.len(), "none started anew: {:?}", host.sandboxes());
+}
