@@ -83,9 +83,9 @@ impl EtcdEventStorage {
         EtcdEventStorage { etcd, origin, runtime }
     }
 
-    /// Runs `request` to its end from a blocking caller (the writer's thread, a blocking task, a start).
+    /// Runs `request` to its end from a blocking caller (a writer's thread, a blocking task, a start).
     fn wait<T>(&self, request: impl std::future::Future<Output = T>) -> T {
-        tokio::task::block_in_place(|| self.runtime.block_on(request))
+        crate::blocking_wait(&self.runtime, request)
     }
 }
 

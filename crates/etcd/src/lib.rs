@@ -63,6 +63,7 @@ pub mod events;
 mod layers;
 pub mod members;
 mod mirror;
+pub mod oci;
 pub mod partitions;
 pub mod presence;
 pub mod queue_home;
@@ -86,6 +87,7 @@ pub use layers::{EtcdLayers, EtcdNetworks};
 pub use members::EtcdMembership;
 pub use partitions::Partitions;
 pub use mirror::{Apply, Kv, Mirror};
+pub use oci::{EtcdContents, EtcdIndex};
 pub use presence::Presence;
 pub use queue_home::QueueLeadership;
 pub use queues::{EtcdMappingStorage, EtcdQueueStorage, Fence};
@@ -255,4 +257,10 @@ fn passing(e: &etcd_client::Error) -> bool {
 /// The full key of `suffix` (under [`PREFIX`]).
 pub fn key(suffix: &str) -> String {
     format!("{PREFIX}{suffix}")
+}
+
+/// Runs `request` to its end from a blocking caller (a writer's thread, a blocking task): the storages' methods
+/// that the services call synchronously.
+pub(crate) fn blocking_wait<T>(runtime: &tokio::runtime::Handle, request: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| runtime.block_on(request))
 }

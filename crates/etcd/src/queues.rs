@@ -360,9 +360,9 @@ impl EtcdQueueStorage {
         EtcdQueueStorage { etcd, fence, runtime }
     }
 
-    /// Runs `request` to its end from a blocking caller (the writer's thread, a blocking task, a start).
+    /// Runs `request` to its end from a blocking caller (a writer's thread, a blocking task, a start).
     fn wait<T>(&self, request: impl std::future::Future<Output = T>) -> T {
-        tokio::task::block_in_place(|| self.runtime.block_on(request))
+        crate::blocking_wait(&self.runtime, request)
     }
 }
 
@@ -523,9 +523,9 @@ impl EtcdMappingStorage {
         EtcdMappingStorage { etcd, fence, runtime }
     }
 
-    /// Runs `request` to its end from a blocking caller (a blocking task, a start).
+    /// Runs `request` to its end from a blocking caller (a writer's thread, a blocking task, a start).
     fn wait<T>(&self, request: impl std::future::Future<Output = T>) -> T {
-        tokio::task::block_in_place(|| self.runtime.block_on(request))
+        crate::blocking_wait(&self.runtime, request)
     }
 }
 

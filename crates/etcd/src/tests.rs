@@ -736,3 +736,117 @@ async fn mapping_storage_round_trips() {
     ];
     assert_eq!(table.all().unwrap(), expected);
 }
+
+/// Two front ends' registries (`ignis_oci::Oci`) over one etcd index and object store.
+async fn registries(cluster: &EtcdCluster, shared: &std::path::Path) -> Vec<(Arc<ignis_oci::Oci>, tempfile::TempDir)> {
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let etcd = Etcd::connect(&cluster.endpoints()).await.unwrap();
+        let index = crate::EtcdIndex::open(etcd.clone()).await.unwrap();
+        let contents = crate::EtcdContents::new(etcd, &DirectoryRoots::new(shared).unwrap()).unwrap();
+        let clock = ignis_clock::SystemClock::shared();
+        let oci = ignis_oci::Oci::shared(&store, ignis_oci::Limits::default(), clock, Arc::new(index), Some(Arc::new(contents)));
+        out.push((Arc::new(oci.unwrap()), dir));
+    }
+    out
+}
+
+/// Uploads `bytes` to `repository` through `oci` as `account`; their digest.
+fn upload(oci: &ignis_oci::Oci, account: &str, repository: &str, bytes: &[u8]) -> Result<String, ignis_oci::OciError> {
+    use sha2::Digest;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let id = oci.start_upload(account, repository)?;
+    for piece in bytes.chunks(300_000) {
+        oci.append(account, repository, &id, None, piece)?;
+    }
+    oci.finish_upload(account, repository, &id, &digest)?;
+    Ok(digest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_through_one_front_end_is_read_through_the_other_and_owned_by_its_account() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let nodes = registries(&cluster, shared.path()).await;
+    let (first, second) = (nodes[0].0.clone(), nodes[1].0.clone());
+    tokio::task::spawn_blocking(move || {
+        // A layer of several chunks, and a config, through the first.
+        let layer: Vec<u8> = (0..1_300_000u32).map(|i| (i % 251) as u8).collect();
+        let layer_digest = upload(&first, "111111111111", "team/app", &layer).unwrap();
+        let config_digest = upload(&first, "111111111111", "team/app", br#"{"architecture":"amd64","os":"linux"}"#).unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": ignis_oci::OCI_MANIFEST,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 37 },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }],
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = first.put_manifest("111111111111", "team/app", "v1", None, &bytes).unwrap();
+
+        // The second reads it at once, the bytes fetched from the object store and checked.
+        let read = second.get_manifest("111111111111", "team/app", "v1").unwrap();
+        assert_eq!((read.digest.as_str(), read.bytes.as_slice()), (digest.as_str(), bytes.as_slice()));
+        assert_eq!(second.read_blob("111111111111", "team/app", &layer_digest).unwrap(), layer);
+        assert_eq!(second.blob_size("111111111111", "team/app", &layer_digest).unwrap(), layer.len() as u64);
+        assert_eq!(second.tags("111111111111", "team/app").unwrap(), ["v1"]);
+        assert_eq!(second.repositories("111111111111").unwrap(), ["team/app"]);
+
+        // Another account neither reads nor writes it, through either.
+        assert!(matches!(second.get_manifest("222222222222", "team/app", "v1"), Err(ignis_oci::OciError::Denied(_))));
+        assert!(matches!(upload(&second, "222222222222", "team/app", b"x"), Err(ignis_oci::OciError::Denied(_))));
+        // A manifest naming a blob the repository lacks is refused through the second too.
+        let missing = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": ignis_oci::OCI_MANIFEST,
+            "config": { "digest": config_digest, "size": 37 },
+            "layers": [{ "digest": format!("sha256:{}", "0".repeat(64)), "size": 1 }],
+        }))
+        .unwrap();
+        assert!(matches!(
+            second.put_manifest("111111111111", "team/app", "v2", None, &missing),
+            Err(ignis_oci::OciError::ManifestBlobUnknown(_))
+        ));
+        // The second tags it anew, by digest; the first sees the tag.
+        second.put_manifest("111111111111", "team/app", "latest", None, &bytes).unwrap();
+    })
+    .await
+    .unwrap();
+    let first = nodes[0].0.clone();
+    until("the tag made through the second shows on the first", move || {
+        first.tags("111111111111", "team/app").is_ok_and(|tags| tags == ["latest", "v1"])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_accounts_pushing_a_new_repository_at_once_one_owns_it() {
+    let cluster = EtcdCluster::start(1);
+    let shared = tempfile::tempdir().unwrap();
+    let nodes = registries(&cluster, shared.path()).await;
+    for round in 0..5 {
+        let repository = format!("contested-{round}");
+        let pushes: Vec<_> = nodes
+            .iter()
+            .zip(["111111111111", "222222222222"])
+            .map(|((oci, _), account)| {
+                let (oci, repository) = (oci.clone(), repository.clone());
+                tokio::task::spawn_blocking(move || upload(&oci, account, &repository, account.as_bytes()).map(|_| account))
+            })
+            .collect();
+        let mut owners = Vec::new();
+        for push in pushes {
+            match push.await.unwrap() {
+                Ok(account) => owners.push(account),
+                Err(ignis_oci::OciError::Denied(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(owners.len(), 1, "round {round}: {owners:?}");
+        let oci = nodes[1].0.clone();
+        let owner = owners[0];
+        let listed = tokio::task::spawn_blocking(move || oci.repositories(owner).unwrap()).await.unwrap();
+        assert!(listed.contains(&repository));
+    }
+}

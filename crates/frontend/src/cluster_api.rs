@@ -25,9 +25,6 @@
 //!   so none asks further) and answers the first one's answer with
 //!   `"ChunksFrom"`, that front end's address: its chunk store root holds the
 //!   image's chunks.
-//! - `POST /ignis/image-resolutions` `{"Account", "ImageUri"}` → the function image record (`ImageRecord`) of an
-//!   image of the account's repositories here, resolved and prepared: asked by a cluster's front end that does
-//!   not have the image, for CreateFunction, UpdateFunctionCode or a runtime's install.
 //! - `POST /ignis/log-requests` `{"Account", "Action", "Request"}` → the CloudWatch Logs answer (or error) of the
 //!   action on this front end's logs alone: a cluster's front end asks every other and merges their answers
 //!   (`logs_api`).
@@ -434,20 +431,6 @@ pub async fn run_queue_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> 
 pub fn describe_queue_home(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
     admin_only(caller)?;
     Ok(json_answer(StatusCode::OK, json!({ "ServedHere": app.queues.here() })))
-}
-
-/// `POST /ignis/image-resolutions`: an image of this front end's registry, resolved and prepared for another front
-/// end (see the module docs).
-pub async fn resolve_image(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
-    admin_only(caller)?;
-    let request: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("an image resolution: {e}")))?;
-    let (Some(account), Some(uri)) = (request["Account"].as_str().and_then(AccountId::parse), request["ImageUri"].as_str()) else {
-        return Err(ApiError::Validation("an image resolution names an Account and an ImageUri".into()));
-    };
-    let record = crate::function_image::resolve_image(&app.oci, &*app.images, &account, uri).await?;
-    let encoded = serde_json::to_vec(&record).map_err(|e| ApiError::Service(e.to_string()))?;
-    Ok(bytes_answer(StatusCode::OK, encoded))
 }
 
 /// `POST /ignis/log-requests` `{"Account", "Action", "Request"}`: a CloudWatch Logs action of the account on this

@@ -261,6 +261,8 @@ impl From<ignis_oci::OciError> for ApiError {
             TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             ImageUnsupported(_) | Architecture { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             Io(_) | Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            // The cluster's storage: clients try a 503 again.
+            Shared(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN"),
         };
         ApiError::Registry { status, code, message: e.to_string() }
     }

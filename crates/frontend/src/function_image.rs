@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use ignis_ids::AccountId;
-use ignis_oci::{ImageUri, Oci, OciError, ResolvedImage};
+use ignis_oci::{ImageUri, Oci, ResolvedImage};
 use ignis_registry::{ImageRecord, ImageSettings};
 
 use crate::error::ApiError;
@@ -19,24 +19,10 @@ pub fn zip_settings_refused() -> ApiError {
     ApiError::InvalidParameterValue("Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.".into())
 }
 
-/// The image `uri` names in the caller's repositories, resolved and prepared. On a cluster's front end that does
-/// not have the repository or the reference, the other front ends are asked to resolve it
-/// (`POST /ignis/image-resolutions`): an image is pushed through one front end, and kept there.
+/// The image `uri` names in the caller's repositories, resolved and prepared (a cluster's repositories are every
+/// front end's).
 pub async fn resolve(app: &App, caller: &Caller, uri: &str) -> Result<ImageRecord, ApiError> {
-    let (parsed, found) = look_up(&app.oci, &caller.account, uri).await?;
-    if let (Err(OciError::NameUnknown(_) | OciError::ManifestUnknown(_)), Some(front_ends)) = (&found, &app.config.front_ends) {
-        let body = bytes::Bytes::from(serde_json::json!({ "Account": caller.account.as_str(), "ImageUri": uri }).to_string());
-        for other in front_ends.others().await {
-            let answer = other.call(http::Method::POST, "/ignis/image-resolutions", body.clone()).await;
-            if let Ok((http::StatusCode::OK, record)) = answer
-                && let Ok(record) = serde_json::from_slice::<ImageRecord>(&record)
-            {
-                return Ok(record);
-            }
-        }
-    }
-    let resolved = found.map_err(|e| ApiError::image_source(uri, e))?;
-    prepared(&*app.images, &caller.account, uri, parsed, resolved).await
+    resolve_image(&app.oci, &*app.images, &caller.account, uri).await
 }
 
 /// The image `uri` names in `account`'s repositories of `oci`, resolved and prepared by `images`: [`resolve`] with
@@ -47,13 +33,6 @@ pub async fn resolve_image(
     account: &AccountId,
     uri: &str,
 ) -> Result<ImageRecord, ApiError> {
-    let (parsed, found) = look_up(oci, account, uri).await?;
-    let resolved = found.map_err(|e| ApiError::image_source(uri, e))?;
-    prepared(images, account, uri, parsed, resolved).await
-}
-
-/// `uri` parsed, and what `account`'s repositories of `oci` hold for it.
-async fn look_up(oci: &Arc<Oci>, account: &AccountId, uri: &str) -> Result<(ImageUri, Result<ResolvedImage, OciError>), ApiError> {
     let parsed = ImageUri::parse(uri).map_err(|_| ApiError::invalid_source_image(uri))?;
     let oci = oci.clone();
     let (account_id, repository, reference) =
@@ -61,7 +40,8 @@ async fn look_up(oci: &Arc<Oci>, account: &AccountId, uri: &str) -> Result<(Imag
     let found = tokio::task::spawn_blocking(move || oci.resolve_image(&account_id, &repository, &reference))
         .await
         .map_err(|e| ApiError::Service(format!("registry task failed: {e}")))?;
-    Ok((parsed, found))
+    let resolved = found.map_err(|e| ApiError::image_source(uri, e))?;
+    prepared(images, account, uri, parsed, resolved).await
 }
 
 /// The function image record of `resolved`, once `images` prepared it.

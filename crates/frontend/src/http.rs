@@ -163,8 +163,6 @@ pub enum Operation {
     RunQueueRequest,
     /// `GET /ignis/queue-home`: whether this front end serves the queues.
     DescribeQueueHome,
-    /// `POST /ignis/image-resolutions`: an image another front end of a cluster does not have, resolved here.
-    ResolveImage,
     /// `POST /ignis/log-requests`: a CloudWatch Logs action on this front end's logs alone, for another front end
     /// that merges every front end's answers.
     RunLogRequest,
@@ -363,7 +361,6 @@ impl Operation {
             Operation::DescribePartition => "DescribePartition",
             Operation::RunQueueRequest => "RunQueueRequest",
             Operation::DescribeQueueHome => "DescribeQueueHome",
-            Operation::ResolveImage => "ResolveImage",
             Operation::RunLogRequest => "RunLogRequest",
             Operation::GetAllocation(..) => "GetAllocation",
             Operation::GetImage(..) => "GetImage",
@@ -412,7 +409,6 @@ impl Operation {
             | Operation::DescribePartition
             | Operation::RunQueueRequest
             | Operation::DescribeQueueHome
-            | Operation::ResolveImage
             | Operation::RunLogRequest
             | Operation::GetAllocation(..)
             | Operation::GetImage(..)
@@ -571,7 +567,6 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::GET, ["ignis", "partitions"]) => Operation::DescribePartition,
         (&Method::POST, ["ignis", "queue-requests"]) => Operation::RunQueueRequest,
         (&Method::GET, ["ignis", "queue-home"]) => Operation::DescribeQueueHome,
-        (&Method::POST, ["ignis", "image-resolutions"]) => Operation::ResolveImage,
         (&Method::POST, ["ignis", "log-requests"]) => Operation::RunLogRequest,
         (&Method::GET, ["ignis", "allocations", account, function, revision]) => {
             Operation::GetAllocation(decode(account)?, decode(function)?, decode(revision)?)
@@ -814,7 +809,6 @@ async fn respond(
         Operation::DescribePartition => cluster_api::describe_partition(app, caller, query),
         Operation::RunQueueRequest => cluster_api::run_queue_request(app, caller, &body).await,
         Operation::DescribeQueueHome => cluster_api::describe_queue_home(app, caller),
-        Operation::ResolveImage => cluster_api::resolve_image(app, caller, &body).await,
         Operation::RunLogRequest => cluster_api::run_log_request(app, caller, &body).await,
         Operation::GetAllocation(account, function, revision) => cluster_api::allocation(app, caller, account, function, revision),
         Operation::GetImage(account, digest) => cluster_api::image(app, caller, &account, &digest, query).await,
@@ -1039,7 +1033,6 @@ mod tests {
         check(Method::POST, "/ignis/queue-requests", Some(RunQueueRequest));
         check(Method::GET, "/ignis/queue-requests", None);
         check(Method::GET, "/ignis/queue-home", Some(DescribeQueueHome));
-        check(Method::POST, "/ignis/image-resolutions", Some(ResolveImage));
         check(Method::POST, "/ignis/log-requests", Some(RunLogRequest));
         check(Method::GET, "/ignis/log-requests", None);
         check(Method::GET, "/ignis/allocations/1/f/r", Some(GetAllocation("1".into(), "f".into(), "r".into())));

@@ -15,6 +15,9 @@
 //!   a normal upload, which the spec allows.
 //! - `GET /v2/_catalog` lists only the caller's repositories, paged with
 //!   `?n=&last=` and a `Link` header as `tags/list` is.
+//! - A cluster's repositories are shared (`ignis_etcd::EtcdIndex`,
+//!   `EtcdContents`); an upload in progress is the front end's that started
+//!   it, whose address its `Location` names.
 //! - Errors are the spec's `{"errors":[{"code","message","detail"}]}`
 //!   (`ApiError::to_registry_response`); every answer carries
 //!   `Docker-Distribution-API-Version: registry/2.0`.
@@ -300,12 +303,12 @@ pub async fn handle(app: &Arc<App>, request: Request<TimedBody>, oci_request: Oc
                 let size = stream_into(oci, &account, &repository, &id, body, None).await;
                 return finish(oci, &account, &repository, &id, size.map(|_| digest)).await;
             }
-            Ok(upload_answer(StatusCode::ACCEPTED, &repository, &id, 0))
+            Ok(upload_answer(app, StatusCode::ACCEPTED, &repository, &id, 0))
         }
         OciRequest::UploadStatus(repository, id) => {
             let (acct, repo, upload) = (account.clone(), repository.clone(), id.clone());
             let size = blocking(oci, move |o| o.upload_size(&acct, &repo, &upload)).await?;
-            Ok(upload_answer(StatusCode::NO_CONTENT, &repository, &id, size))
+            Ok(upload_answer(app, StatusCode::NO_CONTENT, &repository, &id, size))
         }
         OciRequest::PatchUpload(repository, id) => {
             let offset = match parts.headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
@@ -313,7 +316,7 @@ pub async fn handle(app: &Arc<App>, request: Request<TimedBody>, oci_request: Oc
                 Some(range) => Some(content_range_start(range)?),
             };
             let size = stream_into(oci, &account, &repository, &id, body, offset).await?;
-            Ok(upload_answer(StatusCode::ACCEPTED, &repository, &id, size))
+            Ok(upload_answer(app, StatusCode::ACCEPTED, &repository, &id, size))
         }
         OciRequest::PutUpload(repository, id) => {
             let size = stream_into(oci, &account, &repository, &id, body, None).await;
@@ -435,10 +438,14 @@ fn insert(reply: &mut Answer, name: &'static str, value: &str) {
 }
 
 /// The answer to an upload's start, chunk or status: where it goes on, and
-/// the bytes it holds (`Range: 0-<last byte>`, `0-0` when empty).
-fn upload_answer(status: StatusCode, repository: &str, id: &str, size: u64) -> Answer {
+/// the bytes it holds (`Range: 0-<last byte>`, `0-0` when empty). An upload
+/// is this front end's: a cluster's names its own address in the location,
+/// so the client's next requests of the upload come here, whichever front
+/// end a load balancer sent the first to.
+fn upload_answer(app: &App, status: StatusCode, repository: &str, id: &str, size: u64) -> Answer {
     let mut reply = answer(status, Bytes::new(), None);
-    insert(&mut reply, "location", &format!("/v2/{repository}/blobs/uploads/{id}"));
+    let here = app.config.front_ends.as_ref().map_or(String::new(), |front_ends| format!("http://{}", front_ends.me()));
+    insert(&mut reply, "location", &format!("{here}/v2/{repository}/blobs/uploads/{id}"));
     insert(&mut reply, "range", &format!("0-{}", size.saturating_sub(1)));
     insert(&mut reply, "docker-upload-uuid", id);
     insert(&mut reply, "content-length", "0");

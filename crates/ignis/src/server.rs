@@ -340,10 +340,20 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             crate::metrics::serve(listen)?;
         }
         register_admin_key(&*accounts, &admin_account, credentials.clone()).await?;
-        let oci = Arc::new(
-            ignis_oci::Oci::open(store.clone(), clock.clone())
-                .map_err(|e| format!("cannot open the image repositories: {e}"))?,
-        );
+        // A cluster's repositories: records in etcd, bytes in the object store.
+        let oci = match &cluster {
+            None => ignis_oci::Oci::open(store.clone(), clock.clone()),
+            Some(cluster) => {
+                let index = ignis_etcd::EtcdIndex::open(cluster.etcd.clone())
+                    .await
+                    .map_err(|e| format!("cannot load the image repositories from etcd: {e}"))?;
+                let contents = ignis_etcd::EtcdContents::new(cluster.etcd.clone(), &*open_roots(&args, &data_dir)?)
+                    .map_err(|e| e.to_string())?;
+                let limits = ignis_oci::Limits::default();
+                ignis_oci::Oci::shared(&store, limits, clock.clone(), Arc::new(index), Some(Arc::new(contents)))
+            }
+        };
+        let oci = Arc::new(oci.map_err(|e| format!("cannot open the image repositories: {e}"))?);
         let images = open_images(&args, &data_dir, &store, &oci, &accounts, &clock)?;
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
         let listener = tokio::net::TcpListener::bind(&args.listen)

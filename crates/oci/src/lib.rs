@@ -3,18 +3,21 @@
 //!
 //! # What is stored, and who owns it
 //!
-//! [`Oci`] is the one owner of everything under `<data>/oci/` and of the
-//! `oci_*` tables in the store's database:
+//! [`Oci`] is the one owner of everything under `<data>/oci/` and of its
+//! [`Index`]:
 //!
 //! - blobs and manifests, content-addressed, as files
 //!   `<data>/oci/blobs/sha256/<hex>` (shared by every repository: the same
 //!   bytes are stored once), written to a temporary file, fsync'd and renamed,
-//!   so a file under its digest always holds exactly those bytes;
-//! - which repository holds which blob and manifest (`oci_blobs`,
-//!   `oci_manifests`, by `(repository, digest)`): a repository sees only what
-//!   was uploaded or pushed to it, so a digest known elsewhere tells it nothing;
-//! - repositories (`oci_repositories`: name → owning account) and tags
-//!   (`oci_tags`: `(repository, tag)` → manifest digest).
+//!   so a file under its digest always holds exactly those bytes; in a cluster
+//!   each is also kept where every front end reads it ([`Contents`], the object
+//!   store), before the index names it, and fetched from there by a front end
+//!   that lacks it (checked against its digest);
+//! - the [`Index`] (the store's `oci_*` tables, [`RedbIndex`], or a cluster's
+//!   in etcd): which repository holds which blob and manifest (by
+//!   `(repository, digest)`: a repository sees only what was uploaded or
+//!   pushed to it, so a digest known elsewhere tells it nothing), repositories
+//!   (name → owning account) and tags (`(repository, tag)` → manifest digest).
 //!
 //! Repository names are one namespace for the endpoint (as one registry
 //! host's are); a repository belongs to the account that pushed to it first
@@ -62,21 +65,23 @@ use std::time::{Duration, Instant};
 
 use ignis_clock::SharedClock;
 
-use ignis_store::{DbContext, Store, StoreError};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use ignis_store::{Store, StoreError};
 use sha2::{Digest as _, Sha256};
 
 pub mod image;
+pub mod index;
 pub use image::{ImageConfig, ImageReference, ImageUri, ImageUriError, Layer, ResolvedImage};
+pub use index::{Index, NewManifest, RedbIndex};
 
-/// repository name -> owning account.
-const REPOSITORIES: TableDefinition<&str, &str> = TableDefinition::new("oci_repositories");
-/// (repository, blob digest) -> size.
-const BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new("oci_blobs");
-/// (repository, manifest digest) -> media type.
-const MANIFESTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("oci_manifests");
-/// (repository, tag) -> manifest digest.
-const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("oci_tags");
+/// Where blob and manifest bytes are kept besides this node's disk (a cluster's object store), so that every front
+/// end reads what one stored. Methods may block.
+pub trait Contents: Send + Sync + std::fmt::Debug {
+    /// Keeps the file at `path`, the bytes of `digest`, where every front end reads them (nothing if they are
+    /// kept already).
+    fn keep(&self, digest: &str, path: &Path) -> Result<(), OciError>;
+    /// Writes the bytes of `digest` to `path` if they are kept; false if they are not. The caller checks them.
+    fn fetch(&self, digest: &str, path: &Path) -> Result<bool, OciError>;
+}
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -163,6 +168,9 @@ pub enum OciError {
     Architecture { os: String, architecture: String },
     #[error("registry storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster's shared storage (etcd, the object store) failed.
+    #[error("registry storage: {0}")]
+    Shared(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -189,7 +197,8 @@ pub struct Manifest {
 
 /// The repositories of one data directory; see the module docs.
 pub struct Oci {
-    store: Arc<Store>,
+    index: Arc<dyn Index>,
+    contents: Option<Arc<dyn Contents>>,
     root: PathBuf,
     limits: Limits,
     clock: SharedClock,
@@ -252,28 +261,6 @@ pub fn valid_tag(tag: &str) -> bool {
             .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
-/// Makes `repository` the account's if it has no owner yet; another account's is `Denied`.
-fn claim(
-    txn: &redb::WriteTransaction,
-    account: &str,
-    repository: &str,
-    context: &'static str,
-) -> Result<(), OciError> {
-    let mut repositories = txn.open_table(REPOSITORIES).ctx(context)?;
-    let owner = repositories
-        .get(repository)
-        .ctx(context)?
-        .map(|o| o.value().to_string());
-    match owner {
-        Some(owner) if owner != account => Err(OciError::Denied(repository.into())),
-        Some(_) => Ok(()),
-        None => {
-            repositories.insert(repository, account).ctx(context)?;
-            Ok(())
-        }
-    }
-}
-
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -291,7 +278,19 @@ impl Oci {
         limits: Limits,
         clock: SharedClock,
     ) -> Result<Oci, OciError> {
-        const CTX: &str = "creating the registry's tables";
+        let index = Arc::new(RedbIndex::open(store.clone())?);
+        Oci::shared(&store, limits, clock, index, None)
+    }
+
+    /// The repositories of a cluster's front end: `index` and `contents` are shared with the others, the
+    /// uploads and the files under `<data>/oci/` are this front end's.
+    pub fn shared(
+        store: &Store,
+        limits: Limits,
+        clock: SharedClock,
+        index: Arc<dyn Index>,
+        contents: Option<Arc<dyn Contents>>,
+    ) -> Result<Oci, OciError> {
         let root = store.data_dir().join("oci");
         let uploads = root.join("uploads");
         if uploads.exists() {
@@ -299,14 +298,9 @@ impl Oci {
         }
         fs::create_dir_all(&uploads)?;
         fs::create_dir_all(root.join("blobs").join("sha256"))?;
-        let txn = store.database().begin_write().ctx(CTX)?;
-        txn.open_table(REPOSITORIES).ctx(CTX)?;
-        txn.open_table(BLOBS).ctx(CTX)?;
-        txn.open_table(MANIFESTS).ctx(CTX)?;
-        txn.open_table(TAGS).ctx(CTX)?;
-        store.commit_write(txn, true, CTX)?;
         Ok(Oci {
-            store,
+            index,
+            contents,
             root,
             limits,
             clock,
@@ -334,16 +328,9 @@ impl Oci {
         if !valid_name(repository) {
             return Err(OciError::NameInvalid(repository.into()));
         }
-        const CTX: &str = "reading a repository";
-        let txn = self.store.database().begin_read().ctx(CTX)?;
-        match txn
-            .open_table(REPOSITORIES)
-            .ctx(CTX)?
-            .get(repository)
-            .ctx(CTX)?
-        {
+        match self.index.owner(repository)? {
             None => Err(OciError::NameUnknown(repository.into())),
-            Some(owner) if owner.value() != account => Err(OciError::Denied(repository.into())),
+            Some(owner) if owner != account => Err(OciError::Denied(repository.into())),
             Some(_) => Ok(()),
         }
     }
@@ -518,23 +505,62 @@ impl Oci {
         Ok(())
     }
 
-    /// Makes `path` (fsync'd here) the content file of `digest`, unless one is there already.
+    /// Makes `path` (fsync'd here) the content file of `digest`, unless one is there already; then keeps it
+    /// where every front end reads it (in a cluster).
     fn commit_file(&self, path: &Path, digest: &str) -> Result<(), OciError> {
         let target = self.blob_path(digest);
-        if target.exists() {
-            return Ok(());
+        if !target.exists() {
+            self.place(path, &target)?;
         }
+        self.keep(digest)
+    }
+
+    /// Keeps content file `digest` where every front end reads it (in a cluster).
+    fn keep(&self, digest: &str) -> Result<(), OciError> {
+        match &self.contents {
+            Some(contents) => contents.keep(digest, &self.blob_path(digest)),
+            None => Ok(()),
+        }
+    }
+
+    /// Renames `path` (fsync'd here) to `target`, durably.
+    fn place(&self, path: &Path, target: &Path) -> Result<(), OciError> {
         File::open(path)?.sync_all()?;
-        fs::rename(path, &target)?;
+        fs::rename(path, target)?;
         File::open(target.parent().expect("under the root"))?.sync_all()?;
         Ok(())
+    }
+
+    /// The content file of `digest` on this node, fetched (and checked) from where the cluster keeps it if this
+    /// node lacks it.
+    fn local(&self, digest: &str) -> Result<PathBuf, OciError> {
+        let target = self.blob_path(digest);
+        let Some(contents) = self.contents.as_ref().filter(|_| !target.exists()) else { return Ok(target) };
+        let temp = self.root.join("uploads").join(format!("{}.fetch", uuid::Uuid::new_v4()));
+        let fetched = (|| {
+            if !contents.fetch(digest, &temp)? {
+                return Err(OciError::Shared(format!("{digest} is not in the object store")));
+            }
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut File::open(&temp)?, &mut hasher)?;
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest {
+                return Err(OciError::Shared(format!("the object store's copy of {digest} hashes to {actual}")));
+            }
+            if !target.exists() {
+                self.place(&temp, &target)?;
+            }
+            Ok(())
+        })();
+        fs::remove_file(&temp).ok();
+        fetched.map(|()| target)
     }
 
     /// Writes `bytes` as the content file of their digest.
     fn write_content(&self, bytes: &[u8]) -> Result<String, OciError> {
         let digest = digest_of(bytes);
         if self.blob_path(&digest).exists() {
-            return Ok(digest);
+            return self.keep(&digest).map(|()| digest);
         }
         let temp = self
             .root
@@ -558,17 +584,7 @@ impl Oci {
         digest: &str,
         size: u64,
     ) -> Result<(), OciError> {
-        const CTX: &str = "adding a blob";
-        let txn = self.store.database().begin_write().ctx(CTX)?;
-        {
-            claim(&txn, account, repository, CTX)?;
-            txn.open_table(BLOBS)
-                .ctx(CTX)?
-                .insert((repository, digest), size)
-                .ctx(CTX)?;
-        }
-        self.store.commit_write(txn, true, CTX)?;
-        Ok(())
+        self.index.add_blob(account, repository, digest, size)
     }
 
     // ----- blobs ----------------------------------------------------------
@@ -581,14 +597,7 @@ impl Oci {
         digest: &str,
     ) -> Result<u64, OciError> {
         self.check_read(account, repository)?;
-        const CTX: &str = "reading a blob";
-        let txn = self.store.database().begin_read().ctx(CTX)?;
-        let size = txn
-            .open_table(BLOBS)
-            .ctx(CTX)?
-            .get((repository, digest))
-            .ctx(CTX)?
-            .map(|s| s.value());
+        let size = self.index.blob(repository, digest)?;
         size.ok_or_else(|| OciError::BlobUnknown(digest.into()))
     }
 
@@ -600,7 +609,7 @@ impl Oci {
         digest: &str,
     ) -> Result<(File, u64), OciError> {
         let size = self.blob_size(account, repository, digest)?;
-        Ok((File::open(self.blob_path(digest))?, size))
+        Ok((File::open(self.local(digest)?)?, size))
     }
 
     /// Reads blob `digest` of `repository` whole.
@@ -713,36 +722,14 @@ impl Oci {
             }
         }
         self.write_content(bytes)?;
-        const CTX: &str = "storing a manifest";
-        let txn = self.store.database().begin_write().ctx(CTX)?;
-        {
-            claim(&txn, account, repository, CTX)?;
-            let blobs = txn.open_table(BLOBS).ctx(CTX)?;
-            let mut manifests = txn.open_table(MANIFESTS).ctx(CTX)?;
-            for (d, size) in &referenced {
-                let known = if index {
-                    manifests.get((repository, d.as_str())).ctx(CTX)?.is_some()
-                } else {
-                    blobs
-                        .get((repository, d.as_str()))
-                        .ctx(CTX)?
-                        .is_some_and(|s| s.value() == *size)
-                };
-                if !known {
-                    return Err(OciError::ManifestBlobUnknown(d.clone()));
-                }
-            }
-            manifests
-                .insert((repository, digest.as_str()), media_type.as_str())
-                .ctx(CTX)?;
-            if !by_digest {
-                txn.open_table(TAGS)
-                    .ctx(CTX)?
-                    .insert((repository, reference), digest.as_str())
-                    .ctx(CTX)?;
-            }
-        }
-        self.store.commit_write(txn, true, CTX)?;
+        let manifest = NewManifest {
+            digest: &digest,
+            media_type: &media_type,
+            tag: (!by_digest).then_some(reference),
+            referenced: &referenced,
+            index,
+        };
+        self.index.add_manifest(account, repository, &manifest)?;
         Ok(digest)
     }
 
@@ -754,27 +741,15 @@ impl Oci {
         reference: &str,
     ) -> Result<Manifest, OciError> {
         self.check_read(account, repository)?;
-        const CTX: &str = "reading a manifest";
-        let txn = self.store.database().begin_read().ctx(CTX)?;
         let digest = if reference.contains(':') {
             reference.to_string()
         } else {
-            let tag = txn
-                .open_table(TAGS)
-                .ctx(CTX)?
-                .get((repository, reference))
-                .ctx(CTX)?
-                .map(|d| d.value().to_string());
+            let tag = self.index.tag(repository, reference)?;
             tag.ok_or_else(|| OciError::ManifestUnknown(reference.into()))?
         };
-        let media_type = txn
-            .open_table(MANIFESTS)
-            .ctx(CTX)?
-            .get((repository, digest.as_str()))
-            .ctx(CTX)?
-            .map(|m| m.value().to_string());
+        let media_type = self.index.manifest(repository, &digest)?;
         let media_type = media_type.ok_or_else(|| OciError::ManifestUnknown(reference.into()))?;
-        let bytes = fs::read(self.blob_path(&digest))?;
+        let bytes = fs::read(self.local(&digest)?)?;
         Ok(Manifest {
             digest,
             media_type,
@@ -785,33 +760,12 @@ impl Oci {
     /// The tags of `repository`, sorted.
     pub fn tags(&self, account: &str, repository: &str) -> Result<Vec<String>, OciError> {
         self.check_read(account, repository)?;
-        const CTX: &str = "listing tags";
-        let txn = self.store.database().begin_read().ctx(CTX)?;
-        let table = txn.open_table(TAGS).ctx(CTX)?;
-        let mut tags = Vec::new();
-        for item in table.range((repository, "")..).ctx(CTX)? {
-            let (k, _) = item.ctx(CTX)?;
-            let (repo, tag) = k.value();
-            if repo != repository {
-                break;
-            }
-            tags.push(tag.to_string());
-        }
-        Ok(tags)
+        self.index.tags(repository)
     }
 
     /// The repositories `account` owns, sorted.
     pub fn repositories(&self, account: &str) -> Result<Vec<String>, OciError> {
-        const CTX: &str = "listing repositories";
-        let txn = self.store.database().begin_read().ctx(CTX)?;
-        let mut out = Vec::new();
-        for item in txn.open_table(REPOSITORIES).ctx(CTX)?.iter().ctx(CTX)? {
-            let (name, owner) = item.ctx(CTX)?;
-            if owner.value() == account {
-                out.push(name.value().to_string());
-            }
-        }
-        Ok(out)
+        self.index.repositories(account)
     }
 }
 

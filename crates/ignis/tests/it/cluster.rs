@@ -807,7 +807,8 @@ fn image_runs_wherever_it_is_led(fronts: &[Server]) {
     let admin = Server::credentials();
     crate::oci::push(&fronts[0], &tmp.path().join("hello"), "v1", "team/hello:v1", &admin);
     let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "image");
-    // Created through the front end without the image: it has the other resolve and prepare it.
+    // Created through the front end the image was not pushed through: it resolves it in the cluster's
+    // repositories, and prepares it.
     let uri = format!("{}/team/hello:v1", fronts[1].address);
     let created = crate::image_invoke::create_image(&fronts[1], &admin, &name, &uri, json!({}));
     assert_eq!(created["PackageType"], "Image");
@@ -967,4 +968,58 @@ fn a_joining_front_end_takes_its_partitions_over_warm() {
         assert_eq!(sandbox(&first, name), before[*name], "{name}: warm where it was");
     }
     assert_eq!(host.sandboxes().len(), names.len(), "none started anew: {:?}", host.sandboxes());
+}
+
+/// Container images are the cluster's: pushed through one front end, pulled and listed through another, and run
+/// (prepared from the object store) after the front end they were pushed through is killed.
+#[test]
+fn images_pushed_through_one_front_end_are_pulled_and_run_through_another_after_it_dies() {
+    use crate::oci::{basic, check, creds, push, skopeo};
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = json!({ "Entrypoint": ["/var/task/bootstrap"], "WorkingDir": "/var/task" });
+    crate::image_invoke::program_layout(&tmp.path().join("hello"), "v1", "bootstrap", &[], config);
+    let admin = Server::credentials();
+    push(&fronts[0], &tmp.path().join("hello"), "v1", "team/hello:v1", &admin);
+
+    // Pulled through the other at once: the same image.
+    let pulled = tmp.path().join("pulled");
+    let pull = |front: &Server| {
+        let _ = std::fs::remove_dir_all(&pulled);
+        let source = format!("docker://{}/team/hello:v1", front.address);
+        let output = skopeo(&["copy", &source, &format!("oci:{}:v1", pulled.display()), "--src-tls-verify=false", "--src-creds", &creds(&admin)]);
+        check(&output, "pull");
+        std::fs::read(pulled.join("index.json")).unwrap()
+    };
+    assert_eq!(pull(&fronts[1]), pull(&fronts[0]));
+    let headers = [basic(&admin)];
+    for front in &fronts {
+        let tags = front.raw("GET", "/v2/team/hello/tags/list", "", &headers, b"");
+        assert_eq!(tags.json()["tags"], json!(["v1"]), "{}", tags.text());
+        let catalog = front.raw("GET", "/v2/_catalog", "", &headers, b"");
+        assert!(catalog.json()["repositories"].as_array().unwrap().contains(&json!("team/hello")), "{}", catalog.text());
+    }
+
+    // An upload is the front end's that started it: its location names that front end, wherever the client's
+    // next requests would otherwise be sent.
+    let started = fronts[1].raw("POST", "/v2/team/hello/blobs/uploads/", "", &headers, b"");
+    assert_eq!(started.status, 202, "{}", started.text());
+    let location = started.header("location").unwrap().to_string();
+    assert!(location.starts_with(&format!("http://{}/v2/team/hello/blobs/uploads/", fronts[1].address)), "{location}");
+
+    // The front end it was pushed through killed: the other pulls it, and runs a function of it.
+    fronts[0].kill();
+    pull(&fronts[1]);
+    let uri = format!("{}/team/hello:v1", fronts[1].address);
+    let created = crate::image_invoke::create_image(&fronts[1], &admin, "outlived", &uri, json!({}));
+    assert_eq!(created["PackageType"], "Image");
+    let reply = fronts[1].invoke("outlived", r#"{"name":"image"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({ "message": "Hello, image!" }), "{}", reply.text());
+    // And it is pushed to again through the survivor, as the same account's.
+    push(&fronts[1], &tmp.path().join("hello"), "v1", "team/hello:v2", &admin);
+    let tags = fronts[1].raw("GET", "/v2/team/hello/tags/list", "", &headers, b"");
+    assert_eq!(tags.json()["tags"], json!(["v1", "v2"]));
 }
