@@ -253,9 +253,13 @@ impl App {
         &self.config.admin_account
     }
 
-    /// Ends every sandbox and waits until each is cleaned up.
+    /// Ends every sandbox and waits until each is cleaned up. A cluster's front end first gives its idle sandboxes
+    /// on worker hosts up, for the front ends that lead their partitions next to take over.
     pub async fn shutdown(&self) {
         self.events.stop();
+        if self.config.front_ends.is_some() {
+            self.invoker.release(&|_| true).await;
+        }
         self.invoker.shutdown().await;
     }
 

@@ -1023,3 +1023,28 @@ fn images_pushed_through_one_front_end_are_pulled_and_run_through_another_after_
     let tags = fronts[1].raw("GET", "/v2/team/hello/tags/list", "", &headers, b"");
     assert_eq!(tags.json()["tags"], json!(["v1", "v2"]));
 }
+
+/// A front end stopped (SIGTERM) gives its idle sandboxes on the worker hosts up: the front ends that lead their
+/// functions next take them over, warm.
+#[test]
+fn a_stopped_front_ends_sandboxes_are_taken_over_warm() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> =
+        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"])).collect();
+    let host = WorkerHost::joining(&[&fronts[0], &fronts[1]], &["--memory", "2048"]);
+    for front in &fronts {
+        front.wait_for_workers(1);
+    }
+    let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
+    let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "stopped");
+    assert_eq!(fronts[0].create(&name, &whoami, json!({})).status, 201);
+    let sandbox = |front: &Server| sandbox_in(&invoke_once_shown(front, &name).replace('"', ""));
+    let before = sandbox(&fronts[1]);
+    let owner_of = || listed_on(&host, &before).map(|s| s["Owner"]["FrontEnd"].clone());
+    let stopped = owner_of().expect("listed");
+    fronts[1].stop();
+    let taken = || owner_of().is_some_and(|owner| owner != stopped && owner != 0);
+    assert!(eventually(SHOWS_WITHIN, taken), "not taken over: {:?}", host.sandboxes());
+    assert_eq!(sandbox(&fronts[0]), before, "warm on the front end that leads it now");
+}
