@@ -173,6 +173,12 @@ async fn across(
         .collect();
     let mut answers: Vec<(String, Value)> = Vec::new();
     let mut tokens = asked.clone();
+    // A front end no longer listed has nothing more to give: its logs went with it.
+    for (address, token) in tokens.0.iter_mut() {
+        if !reached.iter().any(|(reached, _)| reached == address) {
+            *token = None;
+        }
+    }
     for ((address, _), ask) in reached.iter().zip(asks) {
         match ask.await.map_err(|e| ApiError::Service(e.to_string()))? {
             Ok(Some(answer)) => answers.push((address.clone(), answer)),
@@ -183,6 +189,10 @@ async fn across(
         }
     }
     let Some(first) = answers.first() else {
+        if action == LogsAction::FilterLogEvents && !asked.0.is_empty() {
+            // Paging on: the front ends that had more are gone, and this is the last page.
+            return Ok(json!({ "events": [], "searchedLogStreams": [] }));
+        }
         return Err(match action {
             LogsAction::GetLogEvents => ApiError::from(ignis_logs::LogsError::StreamNotFound),
             _ => ApiError::ResourceNotFound("The specified log group does not exist.".into()),

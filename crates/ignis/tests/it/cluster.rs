@@ -882,7 +882,7 @@ fn filtered(front: &Server, name: &str, limit: u32) -> Vec<serde_json::Value> {
 fn logs_are_read_through_any_front_end_whichever_ran_the_invocation() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    let mut fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
     let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "logged");
     let handler = r#"echo "line $(cat /tmp/event)"; echo '"ok"' > /tmp/response"#;
     assert_eq!(fronts[0].create(&name, &sh_runtime(handler), json!({})).status, 201);
@@ -930,6 +930,31 @@ fn logs_are_read_through_any_front_end_whichever_ran_the_invocation() {
     for front in &fronts {
         assert!(front.log_events(&name).is_empty());
     }
+
+    // A front end killed while a read pages through the logs: the read ends, with what the others hold.
+    assert_eq!(fronts[0].invoke(&name, "{}").status, 200);
+    assert_eq!(fronts[0].signed("lambda", "POST", &path, "", &[], b"\"streamed\"").status, 200);
+    assert!(eventually(SHOWS_WITHIN, || lines(&fronts[0].log_events(&name)) == 2), "{:?}", fronts[0].log_events(&name));
+    let mut body = json!({ "logGroupName": format!("/aws/lambda/{name}"), "limit": 1 });
+    let first = fronts[0].logs("FilterLogEvents", &body).json();
+    body["nextToken"] = first["nextToken"].clone();
+    assert!(body["nextToken"].is_string(), "{first}");
+    fronts[1].kill();
+    // Its listing gone with its lease (the survivor leads its partition then).
+    let gone = || partition_leader(&fronts[0], &name).as_deref() == Some(fronts[0].address.as_str());
+    assert!(eventually(SHOWS_WITHIN, gone), "the killed front end stayed listed");
+    let ended = (0..100).any(|_| {
+        let page = fronts[0].logs("FilterLogEvents", &body);
+        assert_eq!(page.status, 200, "{}", page.text());
+        match page.json()["nextToken"].as_str() {
+            Some(token) => {
+                body["nextToken"] = json!(token);
+                false
+            }
+            None => true,
+        }
+    });
+    assert!(ended, "the read never ended");
 }
 
 /// A front end that joins leads the partitions rendezvous hashing gives it, and takes over with them the idle
