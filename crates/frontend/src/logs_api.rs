@@ -28,6 +28,8 @@ use crate::logs_merge;
 
 /// The most log streams one `FilterLogEvents` names (CloudWatch's limit).
 const MAX_STREAM_NAMES: usize = 100;
+/// How long a cluster's front end waits for another's answer for its logs; one that does not answer adds nothing.
+const PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -254,7 +256,13 @@ async fn ask(
         };
     };
     let body = json!({ "Account": caller.account.as_str(), "Action": action.name(), "Request": request });
-    match peer.call(http::Method::POST, "/ignis/log-requests", bytes::Bytes::from(body.to_string())).await {
+    let call = peer.call(http::Method::POST, "/ignis/log-requests", bytes::Bytes::from(body.to_string()));
+    let answered = ignis_clock::timeout(&*app.config.clock, PEER_WAIT, call).await;
+    let Ok(answered) = answered else {
+        tracing::warn!(front_end = peer.authority(), "another front end did not answer for its logs in time");
+        return Ok(None);
+    };
+    match answered {
         Ok((StatusCode::OK, answer)) => Ok(serde_json::from_slice(&answer).ok()),
         Ok((status, answer)) => {
             let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();

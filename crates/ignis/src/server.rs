@@ -369,7 +369,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
             None => None,
         };
         let network = args.networking.config(Some(endpoint_for(address)))?;
-        // A cluster's other front ends, asked for the images this one does not have.
+        // A cluster's other front ends, asked for the prepared images this one does not have, and for their logs.
         let front_ends = cluster.as_ref().map(|cluster| {
             Arc::new(FrontEndPeers {
                 address: advertised.clone(),
@@ -704,7 +704,6 @@ async fn services(
     })
 }
 
-/// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).
 /// How many times, a second apart, a front end looks for sandboxes to take over after it claimed a partition or
 /// saw a front end leave: a worker host may see the dead front end gone a little later than it, and a sandbox busy
 /// at the first look may be idle at the next (within `ignis_cluster::owner::ADOPTION_GRACE`).
@@ -748,6 +747,7 @@ fn start_taking_over(invoker: &Arc<Invoker>, partitions: &Arc<ignis_etcd::Partit
     });
 }
 
+/// The chunk store's roots that `--object-store` names (`<data-dir>/chunks` if none).
 fn open_roots(args: &ServerArgs, data_dir: &Path) -> Result<Arc<dyn RootStores>, String> {
     let opened = |e: ChunkError| format!("cannot open the chunk store: {e}");
     let url = args.object_store.clone().unwrap_or_else(|| ObjectStoreUrl::Directory(data_dir.join("chunks")));
@@ -826,7 +826,8 @@ impl ManifestSource for LocalManifests {
     }
 }
 
-/// A cluster's other front ends, listed in etcd (asked only for what this one lacks), each reached by one client.
+/// A cluster's other front ends, listed in etcd (asked for what this one lacks, and for their logs), each reached
+/// by one client.
 struct FrontEndPeers {
     /// This front end's advertised address.
     address: String,
