@@ -48,21 +48,6 @@ pub fn front_end_key(lease: i64) -> String {
     key(&format!("{MEMBERS}{FRONT_ENDS}{lease:x}"))
 }
 
-/// The addresses of the front ends listed now with one, but `except` (a front end's own lease), asked of etcd.
-pub async fn front_end_addresses(etcd: &Etcd, except: i64) -> Result<Vec<String>, EtcdError> {
-    let prefix = key(&format!("{MEMBERS}{FRONT_ENDS}"));
-    let listed = etcd.get(&prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
-    let mut addresses = Vec::new();
-    for kv in listed.kvs() {
-        let lease = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)).and_then(|l| i64::from_str_radix(l, 16).ok());
-        let address = String::from_utf8_lossy(kv.value()).to_string();
-        if lease != Some(except) && !address.is_empty() {
-            addresses.push(address);
-        }
-    }
-    Ok(addresses)
-}
-
 fn worker_key(id: WorkerId) -> String {
     key(&format!("{MEMBERS}{WORKERS}{:010}", id.0))
 }

@@ -373,7 +373,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode, String> {
         let front_ends = cluster.as_ref().map(|cluster| {
             Arc::new(FrontEndPeers {
                 address: advertised.clone(),
-                etcd: cluster.etcd.clone(),
+                members: cluster.members.clone(),
                 presence: cluster.presence.clone(),
                 credentials: credentials.clone(),
                 clients: Default::default(),
@@ -486,6 +486,8 @@ struct Cluster {
     code: Arc<ignis_etcd::CodeShare>,
     /// This front end's etcd lease.
     presence: Arc<ignis_etcd::Presence>,
+    /// The front ends and worker hosts listed, followed into memory.
+    members: Arc<ignis_etcd::EtcdMembership>,
 }
 
 impl Cluster {
@@ -498,7 +500,12 @@ impl Cluster {
             Arc::new(ignis_etcd::Presence::start(etcd.clone()).await.map_err(|e| format!("cannot take an etcd lease: {e}"))?);
         // etcd's history, which every write adds to, is compacted by one front end at a time.
         ignis_etcd::compaction::start_compaction(etcd.clone(), &presence);
-        Ok(Cluster { etcd, code, presence })
+        // The worker hosts: members in etcd, each under a lease its heartbeats (through any front end) renew; and
+        // the front ends, listed under theirs.
+        let members = ignis_etcd::EtcdMembership::start(etcd.clone(), ignis_cluster::HEARTBEAT_TIMEOUT)
+            .await
+            .map_err(|e| format!("cannot follow the cluster's members: {e}"))?;
+        Ok(Cluster { etcd, code, presence, members: Arc::new(members) })
     }
 }
 
@@ -605,15 +612,12 @@ async fn services(
     live.extend(layers.live_code());
     store.remove_unused_code(&live).map_err(|e| e.to_string())?;
     let keep_alive = Duration::from_secs(args.keep_alive);
-    // A cluster's worker hosts: members in etcd, each under a lease its heartbeats (through any front end) renew.
+    // A cluster's worker hosts are its members'.
     let mut membership = None;
     let invoker = match &cluster {
         None => Invoker::new(workers, admission, keep_alive, clock.clone()),
         Some(cluster) => {
-            let members = ignis_etcd::EtcdMembership::start(cluster.etcd.clone(), ignis_cluster::HEARTBEAT_TIMEOUT)
-                .await
-                .map_err(|e| format!("cannot follow the cluster's worker hosts: {e}"))?;
-            let members = Arc::new(members);
+            let members = cluster.members.clone();
             membership = Some(members.clone());
             let invoker = Invoker::with_membership(workers, admission, members.clone(), keep_alive, clock.clone());
             // A function's invocations run on the front end leading its partition.
@@ -826,12 +830,12 @@ impl ManifestSource for LocalManifests {
     }
 }
 
-/// A cluster's other front ends, listed in etcd (asked for what this one lacks, and for their logs), each reached
-/// by one client.
+/// A cluster's other front ends, as the membership's memory lists them (asked for what this one lacks, and for their
+/// logs), each reached by one client.
 struct FrontEndPeers {
     /// This front end's advertised address.
     address: String,
-    etcd: ignis_etcd::Etcd,
+    members: Arc<ignis_etcd::EtcdMembership>,
     presence: Arc<ignis_etcd::Presence>,
     credentials: Credentials,
     clients: std::sync::Mutex<std::collections::HashMap<String, Arc<ignis_cluster::Peer>>>,
@@ -840,13 +844,9 @@ struct FrontEndPeers {
 impl ignis_frontend::OtherFrontEnds for FrontEndPeers {
     fn others(&self) -> BoxFuture<'_, Vec<Arc<ignis_cluster::Peer>>> {
         Box::pin(async move {
-            let addresses = match ignis_etcd::members::front_end_addresses(&self.etcd, self.presence.id()).await {
-                Ok(addresses) => addresses,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the other front ends");
-                    return Vec::new();
-                }
-            };
+            let me = self.presence.id();
+            let listed = self.members.front_ends_reached();
+            let addresses: Vec<String> = listed.into_iter().filter(|(lease, _)| *lease != me).map(|(_, address)| address).collect();
             let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
             clients.retain(|address, _| addresses.contains(address));
             addresses
