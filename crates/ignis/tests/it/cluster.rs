@@ -1073,3 +1073,28 @@ fn a_stopped_front_ends_sandboxes_are_taken_over_warm() {
     assert!(eventually(SHOWS_WITHIN, taken), "not taken over: {:?}", host.sandboxes());
     assert_eq!(sandbox(&fronts[0]), before, "warm on the front end that leads it now");
 }
+
+/// A function URL made through one front end answers on every front end's URL listener.
+#[test]
+fn a_function_url_made_through_one_front_end_answers_on_the_others() {
+    use crate::function_urls::{host_of, send};
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let listeners: Vec<String> = (0..2).map(|_| crate::harness::free_address()).collect();
+    let fronts: Vec<Server> =
+        listeners.iter().map(|urls| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--url-listen", urls])).collect();
+    echo_function(&fronts[0], "hooked", "hooked");
+    let created = fronts[0].lambda("POST", "/2021-10-31/functions/hooked/url", json!({ "AuthType": "NONE" }).to_string().as_bytes());
+    assert_eq!(created.status, 201, "{}", created.text());
+    let host = host_of(created.json()["FunctionUrl"].as_str().unwrap());
+    let anyone = json!({
+        "StatementId": "public-url", "Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "NONE",
+    });
+    let allowed = fronts[0].lambda("POST", "/2015-03-31/functions/hooked/policy", anyone.to_string().as_bytes());
+    assert_eq!(allowed.status, 201, "{}", allowed.text());
+    for urls in &listeners {
+        let answered = || send(urls, &host, "GET", "/", &[], b"").status == 200;
+        assert!(eventually(SHOWS_WITHIN, answered), "{urls}: {}", send(urls, &host, "GET", "/", &[], b"").text());
+        assert_eq!(send(urls, &host, "GET", "/", &[], b"").text(), "hooked");
+    }
+}

@@ -16,7 +16,7 @@ fn start() -> (Server, String) {
 }
 
 /// A plain HTTP/1.1 request to `address` with `host` as its `Host`.
-fn send(address: &str, host: &str, method: &str, target: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+pub(crate) fn send(address: &str, host: &str, method: &str, target: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
@@ -32,7 +32,7 @@ fn send(address: &str, host: &str, method: &str, target: &str, headers: &[(Strin
 }
 
 /// The `Host` of a function URL (`http://HOST/`).
-fn host_of(url: &str) -> String {
+pub(crate) fn host_of(url: &str) -> String {
     url.strip_prefix("http://").unwrap().trim_end_matches('/').to_string()
 }
 
