@@ -72,6 +72,8 @@ pub enum Operation {
     ListActivity,
     /// Ignis's own: `GET /ignis/activity/{function}`.
     GetActivity(String),
+    /// `GET /ignis/activity-of/{account}[/{function}]`: this front end's own activity, for another front end.
+    GetActivityHere(String, Option<String>),
     CreateFunction,
     ListFunctions,
     GetAccountSettings,
@@ -296,6 +298,7 @@ impl Operation {
             Operation::Console(_) => "Console",
             Operation::ListActivity => "ListActivity",
             Operation::GetActivity(_) => "GetActivity",
+            Operation::GetActivityHere(..) => "GetActivityHere",
             Operation::CreateFunction => "CreateFunction",
             Operation::ListFunctions => "ListFunctions",
             Operation::GetAccountSettings => "GetAccountSettings",
@@ -416,7 +419,8 @@ impl Operation {
             | Operation::CollectImages
             | Operation::PutLogs
             | Operation::ListActivity
-            | Operation::GetActivity(_) => "ignis",
+            | Operation::GetActivity(_)
+            | Operation::GetActivityHere(..) => "ignis",
             Operation::Sqs(_) => "sqs",
             _ => "lambda",
         }
@@ -577,6 +581,10 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         (&Method::POST, ["ignis", "logs"]) => Operation::PutLogs,
         (&Method::GET, ["ignis", "activity"] | ["ignis", "activity", ""]) => Operation::ListActivity,
         (&Method::GET, ["ignis", "activity", name]) => Operation::GetActivity(decode(name)?),
+        (&Method::GET, ["ignis", "activity-of", account]) => Operation::GetActivityHere(decode(account)?, None),
+        (&Method::GET, ["ignis", "activity-of", account, name]) => {
+            Operation::GetActivityHere(decode(account)?, Some(decode(name)?))
+        }
         _ => return Err(lambda_operations::unknown(method.as_str(), path)),
     };
     Ok(op)
@@ -815,8 +823,9 @@ async fn respond(
         Operation::GetChunk(root, digest) => cluster_api::chunk(app, caller, &root, &digest).await,
         Operation::CollectImages => cluster_api::collect_images(app, caller, query).await,
         Operation::PutLogs => cluster_api::logs(app, caller, &body).await,
-        Operation::ListActivity => console_api::list_activity(app, caller),
-        Operation::GetActivity(name) => console_api::get_activity(app, caller, &name),
+        Operation::ListActivity => console_api::list_activity(app, caller).await,
+        Operation::GetActivity(name) => console_api::get_activity(app, caller, &name).await,
+        Operation::GetActivityHere(account, name) => console_api::activity_here(app, caller, &account, name.as_deref()),
     };
     answer.map(whole)
 }
@@ -1039,6 +1048,8 @@ mod tests {
         check(Method::GET, "/ignis/allocations/1/f", None);
         check(Method::GET, "/ignis/activity", Some(ListActivity));
         check(Method::GET, "/ignis/activity/my%20fn", Some(GetActivity("my fn".into())));
+        check(Method::GET, "/ignis/activity-of/1", Some(GetActivityHere("1".into(), None)));
+        check(Method::GET, "/ignis/activity-of/1/f", Some(GetActivityHere("1".into(), Some("f".into()))));
         check(Method::POST, "/ignis/activity", None);
         check(Method::GET, "/console", Some(Console(console_api::Asset::Root)));
         check(Method::GET, "/console/", Some(Console(console_api::Asset::Index)));

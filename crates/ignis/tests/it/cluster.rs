@@ -1098,3 +1098,25 @@ fn a_function_url_made_through_one_front_end_answers_on_the_others() {
         assert_eq!(send(urls, &host, "GET", "/", &[], b"").text(), "hooked");
     }
 }
+
+/// Each front end counts the invocations that arrive at it; the console's activity through either adds them all.
+#[test]
+fn the_consoles_activity_counts_every_front_ends_invocations() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    echo_function(&fronts[0], "counted", "counted");
+    for (front, times) in fronts.iter().zip([2, 3]) {
+        for _ in 0..times {
+            assert_eq!(invoke_once_shown(front, "counted"), "\"counted\"");
+        }
+    }
+    for front in &fronts {
+        let listed = front.signed("ignis", "GET", "/ignis/activity", "", &[], b"").json();
+        let counted = listed["Functions"].as_array().unwrap().iter().find(|f| f["FunctionName"] == "counted").cloned();
+        assert_eq!(counted.map(|f| f["Invocations"].clone()), Some(json!(5)), "{listed}");
+        let minutes = front.signed("ignis", "GET", "/ignis/activity/counted", "", &[], b"").json();
+        let total: u64 = minutes["Minutes"].as_array().unwrap().iter().map(|m| m["Invocations"].as_u64().unwrap()).sum();
+        assert_eq!(total, 5, "{minutes}");
+    }
+}
