@@ -174,11 +174,12 @@ impl Server {
         Server::launch(command, exe)
     }
 
-    /// An `ignis worker` joined to the server at `server` (its process is handled like a server's).
-    /// A worker host joined to `server`; `octet` gives its sandboxes a range of their own (see [`own_range`]).
-    pub fn worker(exe: &Path, server: &str, data: &Path, octet: u8) -> Result<Server, String> {
+    /// An `ignis worker` joined through `servers` (a cluster's front ends, the first first; its process is handled
+    /// like a server's); `octet` gives its sandboxes a range of their own (see [`own_range`]).
+    pub fn worker(exe: &Path, servers: &[&str], data: &Path, octet: u8) -> Result<Server, String> {
+        let join: Vec<String> = servers.iter().map(|server| format!("http://{server}")).collect();
         let mut command = Command::new(exe);
-        command.arg("worker").args(["--join", &format!("http://{server}"), "--listen", "127.0.0.1:0", "--data-dir"]).arg(data);
+        command.arg("worker").args(["--join", &join.join(","), "--listen", "127.0.0.1:0", "--data-dir"]).arg(data);
         command.args(own_range(exe, octet));
         Server::launch(command, exe)
     }

@@ -188,7 +188,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut cluster = Server::start(&ignis, &tmp.path().join("data-cluster"), &["--no-local-worker"])?;
     let mut workers = Vec::new();
     for n in 0..2 {
-        workers.push(Server::worker(&ignis, &cluster.address, &tmp.path().join(format!("data-worker-{n}")), 216 + n)?);
+        workers.push(Server::worker(&ignis, &[&cluster.address], &tmp.path().join(format!("data-worker-{n}")), 216 + n)?);
     }
     // The previous build, started like the default server and the one without pooled shells.
     let mut previous_servers = match &previous {
