@@ -17,6 +17,9 @@
 //!   a reserved function to the other front end's first admitted invocation of it (its etcd lease's expiry).
 //! - **Partition takeover**: the seconds from that `kill -9` to the other front end leading a partition the killed
 //!   one led (`GET /ignis/partitions`). Target: under 5 s.
+//! - **A killed leader's sandbox taken over**: with two front ends without local workers and a worker host, the
+//!   survivor's first invocation of a function whose sandbox it took over from the killed leader, against a new
+//!   function's cold start on the same host.
 //!
 //! Must run as root; starts and stops its own servers and etcd.
 
