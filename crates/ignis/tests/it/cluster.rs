@@ -458,18 +458,12 @@ fn worker_hosts_are_members_in_etcd_shared_by_the_front_ends() {
     }
 
     // Each front end has a sandbox on the survivor: one of a function whose partition it leads.
-    let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
     let both: Vec<&Server> = fronts.iter().collect();
     let names = [name_led_by(&both, 0, "whoami"), name_led_by(&both, 1, "whoami")];
     for name in &names {
-        assert_eq!(fronts[0].create(name, &whoami, json!({})).status, 201);
+        assert_eq!(fronts[0].create(name, &whoami(0), json!({})).status, 201);
     }
-    let sandbox = |front: &Server, name: &str| {
-        let path = format!("/2015-03-31/functions/{name}");
-        assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", &path, b"").status == 200));
-        let stream = front.invoke(name, "{}").json().as_str().unwrap().to_string();
-        stream.rsplit(']').next().unwrap().to_string()
-    };
+    let sandbox = sandbox_of;
     let (kept, orphan) = (sandbox(&fronts[0], &names[0]), sandbox(&fronts[1], &names[1]));
     assert!(cgroup_left(&kept) && cgroup_left(&orphan) && kept != orphan);
 
@@ -497,9 +491,26 @@ fn listed_on(host: &WorkerHost, id: &str) -> Option<serde_json::Value> {
     host.sandboxes().into_iter().find(|s| s["SandboxId"].as_str().is_some_and(|listed| listed.ends_with(&format!("-{id}"))))
 }
 
-/// The sandbox id in a log stream's name (`2026/12/07/[$LATEST]<id>`).
-fn sandbox_in(stream: &str) -> String {
-    stream.rsplit(']').next().unwrap().to_string()
+/// A function answering the log stream of the sandbox that ran it; with "sleep" in the event, after `sleep_s`.
+fn whoami(sleep_s: u32) -> Vec<u8> {
+    sh_runtime(&format!(r#"grep -q sleep /tmp/event && sleep {sleep_s}; echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#))
+}
+
+/// The sandbox that runs an invocation of `name` (a [`whoami`]) through `front`, once `front` knows it: its id as
+/// its log stream names it (`2026/12/07/[$LATEST]<id>`).
+fn sandbox_of(front: &Server, name: &str) -> String {
+    invoke_once_shown(front, name).replace('"', "").rsplit(']').next().unwrap().to_string()
+}
+
+/// Two front ends without local workers, and a worker host of 2048 MB joined through both, known to both.
+fn front_ends_on_a_host(etcd: &EtcdCluster, shared: &Shared) -> (Vec<Server>, WorkerHost) {
+    let fronts: Vec<Server> =
+        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), shared, &["--no-local-worker"])).collect();
+    let host = WorkerHost::joining(&[&fronts[0], &fronts[1]], &["--memory", "2048"]);
+    for front in &fronts {
+        front.wait_for_workers(1);
+    }
+    (fronts, host)
 }
 
 /// A partition's leader killed, the front end that takes the partition over takes the dead one's idle sandboxes on
@@ -510,21 +521,15 @@ fn sandbox_in(stream: &str) -> String {
 fn a_new_partition_leader_takes_the_dead_leaders_sandboxes_over() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let mut fronts: Vec<Server> =
-        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"])).collect();
-    let host = WorkerHost::joining(&[&fronts[0], &fronts[1]], &["--memory", "2048"]);
-    for front in &fronts {
-        front.wait_for_workers(1);
-    }
+    let (mut fronts, host) = front_ends_on_a_host(&etcd, &shared);
     let both: Vec<&Server> = fronts.iter().collect();
-    // Answers its sandbox's log stream; with "sleep" in the event, sleeps first.
-    let whoami = sh_runtime(r#"grep -q sleep /tmp/event && sleep 100; echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
+    let whoami = whoami(100);
     let (idle, busy, kept) = (name_led_by(&both, 1, "idle"), name_led_by(&both, 1, "busy"), name_led_by(&both, 1, "kept"));
     for name in [&idle, &busy, &kept] {
         let reply = fronts[0].create(name, &whoami, json!({ "Timeout": 300 }));
         assert_eq!(reply.status, 201, "{}", reply.text());
     }
-    let sandbox = |front: &Server, name: &str| sandbox_in(&invoke_once_shown(front, name).replace('"', ""));
+    let sandbox = sandbox_of;
     let (idle_sandbox, busy_sandbox) = (sandbox(&fronts[1], &idle), sandbox(&fronts[1], &busy));
     // A provisioned sandbox, kept by the leader.
     let published = fronts[0].lambda("POST", &format!("/2015-03-31/functions/{kept}/versions"), b"{}");
@@ -966,8 +971,7 @@ fn a_joining_front_end_takes_its_partitions_over_warm() {
     let first = front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"]);
     let host = WorkerHost::joining(&[&first], &["--memory", "4096"]);
     first.wait_for_workers(1);
-    let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
-    let sandbox = |front: &Server, name: &str| sandbox_in(&invoke_once_shown(front, name).replace('"', ""));
+    let (whoami, sandbox) = (whoami(0), sandbox_of);
     let names: Vec<String> = (0..12).map(|i| format!("warm-{i}")).collect();
     let mut before = std::collections::HashMap::new();
     for name in &names {
@@ -1055,16 +1059,10 @@ fn images_pushed_through_one_front_end_are_pulled_and_run_through_another_after_
 fn a_stopped_front_ends_sandboxes_are_taken_over_warm() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let mut fronts: Vec<Server> =
-        (0..2).map(|_| front_end_in(None, &etcd.endpoints_flag(), &shared, &["--no-local-worker"])).collect();
-    let host = WorkerHost::joining(&[&fronts[0], &fronts[1]], &["--memory", "2048"]);
-    for front in &fronts {
-        front.wait_for_workers(1);
-    }
-    let whoami = sh_runtime(r#"echo "\"$AWS_LAMBDA_LOG_STREAM_NAME\"" > /tmp/response"#);
+    let (mut fronts, host) = front_ends_on_a_host(&etcd, &shared);
     let name = name_led_by(&[&fronts[0], &fronts[1]], 1, "stopped");
-    assert_eq!(fronts[0].create(&name, &whoami, json!({})).status, 201);
-    let sandbox = |front: &Server| sandbox_in(&invoke_once_shown(front, &name).replace('"', ""));
+    assert_eq!(fronts[0].create(&name, &whoami(0), json!({})).status, 201);
+    let sandbox = |front: &Server| sandbox_of(front, &name);
     let before = sandbox(&fronts[1]);
     let owner_of = || listed_on(&host, &before).map(|s| s["Owner"]["FrontEnd"].clone());
     let stopped = owner_of().expect("listed");
