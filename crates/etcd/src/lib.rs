@@ -12,7 +12,8 @@
 //!   etcd lease of its own;
 //! - [`EtcdQueueStorage`] and [`EtcdMappingStorage`] are the queues' and the
 //!   mappings' storage, and [`QueueLeadership`] says which front end serves
-//!   them (the others hand it their requests);
+//!   them (the others hand it their requests); [`PollerLeases`] says which
+//!   front end runs each mapping's pollers;
 //! - [`CodeShare`] puts the code trees records name into the object store
 //!   (zipped, in content-addressed chunks) and fetches them on the front ends
 //!   that lack them.
@@ -30,8 +31,10 @@
 //!   ([`members`]).
 //! - `leaders/partitions/<p>`: the front end leading each assignment
 //!   partition ([`partitions`]).
-//! - `leaders/queues`: the front end serving the queues and running the
-//!   event source mappings' pollers ([`queue_home`]).
+//! - `leaders/queues`: the front end serving the queues and the event source
+//!   mappings' calls ([`queue_home`]).
+//! - `pollers/<uuid>`: the front end running an event source mapping's
+//!   pollers ([`pollers`]).
 //! - `queues/definitions/<account>/<name>`, `queues/messages/<queue>/<id>`,
 //!   `queues/receives/<queue>/<id>`, `queues/next/<queue>`,
 //!   `mappings/<account>/<uuid>`: the message queues and the event source
@@ -65,6 +68,7 @@ pub mod members;
 mod mirror;
 pub mod oci;
 pub mod partitions;
+pub mod pollers;
 pub mod presence;
 pub mod queue_home;
 pub mod queues;
@@ -86,6 +90,7 @@ pub use events::{EtcdEventStorage, start_adoption};
 pub use layers::{EtcdLayers, EtcdNetworks};
 pub use members::EtcdMembership;
 pub use partitions::Partitions;
+pub use pollers::PollerLeases;
 pub use mirror::{Apply, Kv, Mirror};
 pub use oci::{EtcdContents, EtcdIndex};
 pub use presence::Presence;
@@ -263,4 +268,22 @@ pub fn key(suffix: &str) -> String {
 /// that the services call synchronously.
 pub(crate) fn blocking_wait<T>(runtime: &tokio::runtime::Handle, request: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| runtime.block_on(request))
+}
+
+/// Calls `look` on `holder` every `period` while it lives (a leadership's or placement's loop); a failed look is
+/// logged with `what` and tried again at the next.
+pub(crate) fn every<T, F>(period: Duration, holder: std::sync::Weak<T>, what: &'static str, look: impl Fn(std::sync::Arc<T>) -> F + Send + 'static)
+where
+    T: Send + Sync + 'static,
+    F: std::future::Future<Output = Result<(), EtcdError>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(holder) = holder.upgrade() else { return };
+            if let Err(e) = look(holder).await {
+                tracing::warn!(error = %e, "{what}");
+            }
+        }
+    });
 }

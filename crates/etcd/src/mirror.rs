@@ -43,6 +43,45 @@ pub trait Apply: Send + Sync + 'static {
     fn apply(&self, changes: Vec<Kv>) -> BoxFuture<'_, ()>;
 }
 
+/// An [`Apply`] that hands each load (`true`: it replaces what memory held) and each batch of changes (`false`)
+/// to one function, which must not block.
+pub struct Sees<F>(pub F);
+
+impl<F: Fn(Vec<Kv>, bool) + Send + Sync + 'static> Apply for Sees<F> {
+    fn reset(&self, all: Vec<Kv>) -> BoxFuture<'_, ()> {
+        (self.0)(all, true);
+        Box::pin(async {})
+    }
+
+    fn apply(&self, changes: Vec<Kv>) -> BoxFuture<'_, ()> {
+        (self.0)(changes, false);
+        Box::pin(async {})
+    }
+}
+
+/// Follows keys whose values are leases in hex (who holds each) into `holders`, by key parsed as `K` (keys that do
+/// not parse are passed over), while it lives.
+pub fn holders<K>(holders: std::sync::Weak<std::sync::Mutex<std::collections::BTreeMap<K, i64>>>) -> Arc<dyn Apply>
+where
+    K: std::str::FromStr + Ord + Send + 'static,
+{
+    Arc::new(Sees(move |changes: Vec<Kv>, reset: bool| {
+        let Some(holders) = holders.upgrade() else { return };
+        let mut holders = holders.lock().unwrap_or_else(|e| e.into_inner());
+        if reset {
+            holders.clear();
+        }
+        for kv in changes {
+            let Ok(name) = kv.key.parse::<K>() else { continue };
+            let holder = kv.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| i64::from_str_radix(v, 16).ok());
+            match holder {
+                Some(holder) => holders.insert(name, holder),
+                None => holders.remove(&name),
+            };
+        }
+    }))
+}
+
 /// The keys under a prefix, followed into memory (the following ends when the mirror is dropped).
 pub struct Mirror {
     applied: watch::Receiver<i64>,

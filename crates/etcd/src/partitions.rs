@@ -36,7 +36,7 @@ use ignis_worker::{Invocation, Outcome};
 use sha2::{Digest, Sha256};
 
 use crate::members::EtcdMembership;
-use crate::{Apply, Etcd, EtcdError, Kv, Mirror, Presence, key};
+use crate::{Etcd, EtcdError, Mirror, Presence, key};
 
 /// How many partitions functions are hashed into.
 pub const PARTITIONS: u32 = 32;
@@ -105,38 +105,6 @@ pub struct Partitions {
     _mirror: Mirror,
 }
 
-struct Watched(std::sync::Weak<Mutex<BTreeMap<u32, i64>>>);
-
-impl Watched {
-    fn saw(&self, changes: &[Kv], reset: bool) {
-        let Some(leaders) = self.0.upgrade() else { return };
-        let mut leaders = lock(&*leaders);
-        if reset {
-            leaders.clear();
-        }
-        for kv in changes {
-            let Ok(partition) = kv.key.parse::<u32>() else { continue };
-            let holder = kv.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| i64::from_str_radix(v, 16).ok());
-            match holder {
-                Some(holder) => leaders.insert(partition, holder),
-                None => leaders.remove(&partition),
-            };
-        }
-    }
-}
-
-impl Apply for Watched {
-    fn reset(&self, all: Vec<Kv>) -> crate::mirror::BoxFuture<'_, ()> {
-        self.saw(&all, true);
-        Box::pin(async {})
-    }
-
-    fn apply(&self, changes: Vec<Kv>) -> crate::mirror::BoxFuture<'_, ()> {
-        self.saw(&changes, false);
-        Box::pin(async {})
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -151,8 +119,7 @@ impl Partitions {
         credentials: Credentials,
     ) -> Result<Arc<Partitions>, EtcdError> {
         let leaders = Arc::new(Mutex::new(BTreeMap::new()));
-        let watched = Arc::new(Watched(Arc::downgrade(&leaders)));
-        let mirror = Mirror::start(etcd.clone(), key(LEADERS), watched).await?;
+        let mirror = Mirror::start(etcd.clone(), key(LEADERS), crate::mirror::holders(Arc::downgrade(&leaders))).await?;
         let partitions = Arc::new(Partitions {
             etcd,
             presence,
@@ -165,7 +132,9 @@ impl Partitions {
             released: Mutex::default(),
             _mirror: mirror,
         });
-        tokio::spawn(lead(Arc::downgrade(&partitions)));
+        crate::every(EVERY, Arc::downgrade(&partitions), "cannot claim or give up partitions", |partitions| async move {
+            partitions.look().await
+        });
         Ok(partitions)
     }
 
@@ -250,16 +219,6 @@ impl Partitions {
 }
 
 /// Looks every [`EVERY`] while `partitions` lives.
-async fn lead(partitions: std::sync::Weak<Partitions>) {
-    loop {
-        tokio::time::sleep(EVERY).await;
-        let Some(partitions) = partitions.upgrade() else { return };
-        if let Err(e) = partitions.look().await {
-            tracing::warn!(error = %e, "cannot claim or give up partitions");
-        }
-    }
-}
-
 impl Assignment for Partitions {
     fn leader(&self, account: &str, function: &str) -> Option<Arc<dyn Leader>> {
         let holder = self.holder(partition_of(account, function))?;

@@ -1,7 +1,7 @@
 //! [`QueueLeadership`]: which front end of a cluster serves the queues and the event source mappings.
 //!
 //! - One front end at a time serves every queue (its live state: messages in flight, visibility timeouts, long
-//!   polls) and runs every mapping's pollers. It holds `leaders/queues` under its [`Presence`] lease, made only
+//!   polls) and the mappings' calls; each mapping's pollers run where `crate::pollers` places them. It holds `leaders/queues` under its [`Presence`] lease, made only
 //!   where absent: the first front end to look takes it, and it stays there until that front end's lease ends.
 //! - Queues and mappings are stored in etcd (`crate::queues`), and every write is fenced by that key
 //!   ([`Fence`]): a front end that no longer holds it writes nothing.
@@ -11,7 +11,8 @@
 //!   taken by another forgets what it served (`stand_down`).
 //! - The other front ends hand their SQS actions and mapping calls to it (`POST /ignis/queue-requests`, signed
 //!   with the administrator's key, as [`ignis_queues::Forwarded`]), and so do their asynchronous invocations'
-//!   queue destinations. While no front end serves the queues (for up to the dead holder's lease's life and the
+//!   queue destinations. Their mappings' pollers (`crate::pollers`) receive, delete and change visibility
+//!   through it too (`POST /ignis/queue-polls`, as [`ignis_queues::PollCall`]). While no front end serves the queues (for up to the dead holder's lease's life and the
 //!   load), requests wait up to `ignis_queues::HOME_WAIT`, then fail with `ServiceUnavailable`.
 //!
 //! # Invariants
@@ -29,7 +30,7 @@ use http::{Method, StatusCode};
 use ignis_cluster::Peer;
 use ignis_pollers::Mappings;
 use ignis_cluster::PeerError;
-use ignis_queues::{Answered, Forwarded, Home, PeerFailure, QueueHome, QueuePeer, Queues};
+use ignis_queues::{Answered, Forwarded, Home, PeerFailure, PollAnswer, PollCall, QueueHome, QueuePeer, Queues};
 use ignis_sigv4::Credentials;
 
 use crate::members::EtcdMembership;
@@ -98,12 +99,10 @@ impl Apply for Watched {
     }
 }
 
-/// The queues' names, followed from their definitions (`queues/definitions/<account>/<name>`).
-struct Names(Weak<Mutex<BTreeSet<(String, String)>>>);
-
-impl Names {
-    fn saw(&self, changes: Vec<Kv>, reset: bool) {
-        let Some(names) = self.0.upgrade() else { return };
+/// The queues' names, followed from their definitions (`queues/definitions/<account>/<name>`) into `names`.
+fn names_of(names: Weak<Mutex<BTreeSet<(String, String)>>>) -> Arc<dyn Apply> {
+    Arc::new(crate::mirror::Sees(move |changes: Vec<Kv>, reset: bool| {
+        let Some(names) = names.upgrade() else { return };
         let mut names = lock(&names);
         if reset {
             names.clear();
@@ -116,19 +115,7 @@ impl Names {
                 None => names.remove(&named),
             };
         }
-    }
-}
-
-impl Apply for Names {
-    fn reset(&self, all: Vec<Kv>) -> crate::mirror::BoxFuture<'_, ()> {
-        self.saw(all, true);
-        Box::pin(async {})
-    }
-
-    fn apply(&self, changes: Vec<Kv>) -> crate::mirror::BoxFuture<'_, ()> {
-        self.saw(changes, false);
-        Box::pin(async {})
-    }
+    }))
 }
 
 impl QueueLeadership {
@@ -147,7 +134,7 @@ impl QueueLeadership {
         let holder = Arc::new(Mutex::new(None));
         let mirror = Mirror::start(etcd.clone(), key(QUEUES_KEY), Arc::new(Watched(Arc::downgrade(&holder)))).await?;
         let names = Arc::new(Mutex::new(BTreeSet::new()));
-        let names_mirror = Mirror::start(etcd.clone(), key(crate::queues::DEFINITIONS), Arc::new(Names(Arc::downgrade(&names)))).await?;
+        let names_mirror = Mirror::start(etcd.clone(), key(crate::queues::DEFINITIONS), names_of(Arc::downgrade(&names))).await?;
         let leadership = Arc::new(QueueLeadership {
             etcd,
             presence,
@@ -164,7 +151,9 @@ impl QueueLeadership {
             _names_mirror: names_mirror,
         });
         queues.set_home(leadership.clone());
-        tokio::spawn(lead(Arc::downgrade(&leadership)));
+        crate::every(EVERY, Arc::downgrade(&leadership), "cannot look who serves the queues", |leadership| async move {
+            leadership.look().await
+        });
         Ok(leadership)
     }
 
@@ -237,17 +226,6 @@ impl QueueLeadership {
     }
 }
 
-/// Looks every [`EVERY`] while `leadership` lives.
-async fn lead(leadership: Weak<QueueLeadership>) {
-    loop {
-        tokio::time::sleep(EVERY).await;
-        let Some(leadership) = leadership.upgrade() else { return };
-        if let Err(e) = leadership.look().await {
-            tracing::warn!(error = %e, "cannot look who serves the queues");
-        }
-    }
-}
-
 impl QueueHome for QueueLeadership {
     fn home(&self) -> Home {
         let me = self.presence.id();
@@ -271,21 +249,30 @@ struct QueueFrontEnd {
     peer: Peer,
 }
 
+impl QueueFrontEnd {
+    /// POSTs `body` as JSON to `path` there and reads its JSON answer.
+    async fn call<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T, PeerFailure> {
+        let body = Bytes::from(serde_json::to_vec(body).map_err(|e| PeerFailure::NotTaken(e.to_string()))?);
+        let call = self.peer.call(Method::POST, path, body);
+        let said = |status: StatusCode, answer: &[u8]| format!("{status}: {}", String::from_utf8_lossy(answer));
+        match tokio::time::timeout(FORWARD_LIMIT, call).await {
+            Ok(Ok((StatusCode::OK, answer))) => serde_json::from_slice(&answer).map_err(|e| PeerFailure::Lost(format!("its answer: {e}"))),
+            // It does not serve the queues (any more).
+            Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, answer))) => Err(PeerFailure::NotTaken(said(StatusCode::SERVICE_UNAVAILABLE, &answer))),
+            Ok(Ok((status, answer))) => Err(PeerFailure::Lost(said(status, &answer))),
+            Ok(Err(PeerError::Connect(e))) => Err(PeerFailure::NotTaken(e)),
+            Ok(Err(e)) => Err(PeerFailure::Lost(e.to_string())),
+            Err(_) => Err(PeerFailure::Lost(format!("{}: no answer in time", self.peer.authority()))),
+        }
+    }
+}
+
 impl QueuePeer for QueueFrontEnd {
     fn request(&self, request: Forwarded) -> ignis_queues::home::BoxFuture<'_, Result<Answered, PeerFailure>> {
-        Box::pin(async move {
-            let body = Bytes::from(serde_json::to_vec(&request).map_err(|e| PeerFailure::NotTaken(e.to_string()))?);
-            let call = self.peer.call(Method::POST, "/ignis/queue-requests", body);
-            let said = |status: StatusCode, answer: &[u8]| format!("{status}: {}", String::from_utf8_lossy(answer));
-            match tokio::time::timeout(FORWARD_LIMIT, call).await {
-                Ok(Ok((StatusCode::OK, answer))) => serde_json::from_slice(&answer).map_err(|e| PeerFailure::Lost(format!("its answer: {e}"))),
-                // It does not serve the queues (any more).
-                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, answer))) => Err(PeerFailure::NotTaken(said(StatusCode::SERVICE_UNAVAILABLE, &answer))),
-                Ok(Ok((status, answer))) => Err(PeerFailure::Lost(said(status, &answer))),
-                Ok(Err(PeerError::Connect(e))) => Err(PeerFailure::NotTaken(e)),
-                Ok(Err(e)) => Err(PeerFailure::Lost(e.to_string())),
-                Err(_) => Err(PeerFailure::Lost(format!("{}: no answer in time", self.peer.authority()))),
-            }
-        })
+        Box::pin(async move { self.call("/ignis/queue-requests", &request).await })
+    }
+
+    fn poll(&self, call: PollCall) -> ignis_queues::home::BoxFuture<'_, Result<PollAnswer, PeerFailure>> {
+        Box::pin(async move { self.call("/ignis/queue-polls", &call).await })
     }
 }

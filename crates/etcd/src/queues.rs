@@ -505,8 +505,11 @@ impl QueueStorage for EtcdQueueStorage {
     }
 }
 
+/// Where the mappings are: `mappings/<account>/<uuid>`.
+pub(crate) const MAPPINGS: &str = "mappings/";
+
 fn mapping_key(account: &str, uuid: &str) -> String {
-    key(&format!("mappings/{account}/{uuid}"))
+    key(&format!("{MAPPINGS}{account}/{uuid}"))
 }
 
 /// The event source mappings in etcd.
@@ -544,7 +547,7 @@ impl MappingStorage for EtcdMappingStorage {
     }
 
     fn all(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
-        self.wait(records(&self.etcd, &key("mappings/")))
+        self.wait(records(&self.etcd, &key(MAPPINGS)))
     }
 }
 

@@ -16,8 +16,11 @@
 //! - `POST /ignis/queue-requests` (an `ignis_queues::Forwarded`) → 200 and what the request was answered
 //!   (an `ignis_queues::Answered`): an SQS action or event source mapping call that another front end forwarded
 //!   to the one serving the queues; refused (503) by a front end that does not serve them.
-//! - `GET /ignis/queue-home` → `{"ServedHere"}`: whether this front end serves the queues (always, outside a
-//!   cluster).
+//! - `POST /ignis/queue-polls` (an `ignis_queues::PollCall`) → 200 and its `ignis_queues::PollAnswer`: an event
+//!   source mapping poller's receive, delete or visibility change, from the front end running the mapping's
+//!   pollers to the one serving the queues; refused (503) by a front end that does not serve them.
+//! - `GET /ignis/queue-home` → `{"ServedHere", "Polling"}`: whether this front end serves the queues (always,
+//!   outside a cluster), and the UUIDs of the event source mappings whose pollers run on it.
 //! - `GET /ignis/images/{account}/{manifest digest}?repository=NAME[&Own=1]` →
 //!   `{"Id", "Manifest", "Key", "Root"}`: a prepared image (prepared now if it
 //!   is not: garbage collection may have forgotten it), for a worker host. A
@@ -427,10 +430,25 @@ pub async fn run_queue_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> 
     Ok(bytes_answer(StatusCode::OK, encoded))
 }
 
-/// `GET /ignis/queue-home`: whether this front end serves the queues now.
+/// `POST /ignis/queue-polls`: a poller's call on a queue another front end handed here (see the module docs).
+pub async fn run_queue_poll(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
+    admin_only(caller)?;
+    if !app.queues.here() {
+        return Ok(json_answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "this front end does not serve the queues" })));
+    }
+    let call: ignis_queues::PollCall =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("a poller's queue call: {e}")))?;
+    let answer = app.queues.answer_poll(call).await.unwrap_or_else(|e| ignis_queues::PollAnswer::failed(&e));
+    let encoded = serde_json::to_vec(&answer).map_err(|e| ApiError::Service(e.to_string()))?;
+    Ok(bytes_answer(StatusCode::OK, encoded))
+}
+
+/// `GET /ignis/queue-home`: whether this front end serves the queues now, and the mappings it polls.
 pub fn describe_queue_home(app: &App, caller: &Caller) -> Result<Answer, ApiError> {
     admin_only(caller)?;
-    Ok(json_answer(StatusCode::OK, json!({ "ServedHere": app.queues.here() })))
+    let mut polling = app.mappings.polling();
+    polling.sort();
+    Ok(json_answer(StatusCode::OK, json!({ "ServedHere": app.queues.here(), "Polling": polling })))
 }
 
 /// `POST /ignis/log-requests` `{"Account", "Action", "Request"}`: a CloudWatch Logs action of the account on this

@@ -163,6 +163,9 @@ pub enum Operation {
     /// `POST /ignis/queue-requests`: an SQS action or event source mapping call forwarded by another front end
     /// to the one serving the queues (`ignis_queues::Forwarded`).
     RunQueueRequest,
+    /// `POST /ignis/queue-polls`: an event source mapping poller's call on a queue, from another front end to the
+    /// one serving the queues (`ignis_queues::PollCall`).
+    RunQueuePoll,
     /// `GET /ignis/queue-home`: whether this front end serves the queues.
     DescribeQueueHome,
     /// `POST /ignis/log-requests`: a CloudWatch Logs action on this front end's logs alone, for another front end
@@ -270,7 +273,7 @@ impl Operation {
                     self.name()
                 )),
             ),
-            Operation::RunQueueRequest => (
+            Operation::RunQueueRequest | Operation::RunQueuePoll => (
                 cluster_api::MAX_QUEUE_REQUEST,
                 ApiError::RequestEntityTooLarge(format!("Request must be smaller than {} bytes", cluster_api::MAX_QUEUE_REQUEST)),
             ),
@@ -363,6 +366,7 @@ impl Operation {
             Operation::RunForwarded(..) => "RunForwarded",
             Operation::DescribePartition => "DescribePartition",
             Operation::RunQueueRequest => "RunQueueRequest",
+            Operation::RunQueuePoll => "RunQueuePoll",
             Operation::DescribeQueueHome => "DescribeQueueHome",
             Operation::RunLogRequest => "RunLogRequest",
             Operation::GetAllocation(..) => "GetAllocation",
@@ -411,6 +415,7 @@ impl Operation {
             | Operation::RunForwarded(..)
             | Operation::DescribePartition
             | Operation::RunQueueRequest
+            | Operation::RunQueuePoll
             | Operation::DescribeQueueHome
             | Operation::RunLogRequest
             | Operation::GetAllocation(..)
@@ -570,6 +575,7 @@ pub fn route(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> R
         }
         (&Method::GET, ["ignis", "partitions"]) => Operation::DescribePartition,
         (&Method::POST, ["ignis", "queue-requests"]) => Operation::RunQueueRequest,
+        (&Method::POST, ["ignis", "queue-polls"]) => Operation::RunQueuePoll,
         (&Method::GET, ["ignis", "queue-home"]) => Operation::DescribeQueueHome,
         (&Method::POST, ["ignis", "log-requests"]) => Operation::RunLogRequest,
         (&Method::GET, ["ignis", "allocations", account, function, revision]) => {
@@ -816,6 +822,7 @@ async fn respond(
         }
         Operation::DescribePartition => cluster_api::describe_partition(app, caller, query),
         Operation::RunQueueRequest => cluster_api::run_queue_request(app, caller, &body).await,
+        Operation::RunQueuePoll => cluster_api::run_queue_poll(app, caller, &body).await,
         Operation::DescribeQueueHome => cluster_api::describe_queue_home(app, caller),
         Operation::RunLogRequest => cluster_api::run_log_request(app, caller, &body).await,
         Operation::GetAllocation(account, function, revision) => cluster_api::allocation(app, caller, account, function, revision),

@@ -614,6 +614,7 @@ async fn services(
     let keep_alive = Duration::from_secs(args.keep_alive);
     // A cluster's worker hosts are its members'.
     let mut membership = None;
+    let mut assignment = None;
     let invoker = match &cluster {
         None => Invoker::new(workers, admission, keep_alive, clock.clone()),
         Some(cluster) => {
@@ -626,7 +627,8 @@ async fn services(
                     .await
                     .map_err(|e| format!("cannot follow the cluster's assignment partitions: {e}"))?;
             start_taking_over(&invoker, &partitions, registry.clone());
-            invoker.set_assignment(partitions);
+            invoker.set_assignment(partitions.clone());
+            assignment = Some(partitions);
             invoker
         }
     };
@@ -686,15 +688,19 @@ async fn services(
         let barrier = barrier.clone();
         Box::pin(async move { barrier.written().await })
     });
-    let mappings = match (&cluster, membership) {
-        (Some(cluster), Some(membership)) => {
+    let mappings = match (&cluster, membership, assignment) {
+        (Some(cluster), Some(membership), Some(partitions)) => {
             let storage = ignis_etcd::EtcdMappingStorage::new(cluster.etcd.clone(), fence.clone(), tokio::runtime::Handle::current());
             let mappings = Mappings::standby(pollers.clone(), Arc::new(storage), log_barrier);
-            // One front end at a time serves the queues and runs the mappings' pollers; the others hand it theirs.
+            // One front end at a time serves the queues and the mappings' calls; the others hand it theirs.
             let etcd = cluster.etcd.clone();
             ignis_etcd::QueueLeadership::start(etcd, cluster.presence.clone(), membership, credentials.clone(), fence, &queues, &mappings)
                 .await
                 .map_err(|e| format!("cannot follow who serves the cluster's queues: {e}"))?;
+            // Each mapping's pollers run on the front end leading its function's partition.
+            ignis_etcd::PollerLeases::start(cluster.etcd.clone(), cluster.presence.clone(), partitions, &mappings)
+                .await
+                .map_err(|e| format!("cannot follow the cluster's event source mappings: {e}"))?;
             mappings
         }
         _ => Mappings::start(pollers.clone(), log_barrier).map_err(|e| e.to_string())?,

@@ -46,7 +46,7 @@ pub use destination::{Destination, parse_destination};
 pub use error::{MappingError, PollersError};
 pub use events::{Event, Events};
 pub use mapping::MappingRecord;
-pub use mappings::Mappings;
+pub use mappings::{Mappings, PollerPlaces};
 pub use provisioning::Keeper;
 
 /// A boxed future that can cross tasks.

@@ -21,6 +21,18 @@
 //!   has in hand, if any, is finished. A mapping shows `Disabling` until they
 //!   have all ended.
 //!
+//! # In a cluster
+//!
+//! One front end at a time serves the mappings (their calls, which are
+//! handed to it, and their writes): its [`Mappings`] is loaded by
+//! [`Mappings::take_over`]. Every front end follows the stored mappings
+//! ([`Mappings::follow`]) and runs the pollers of those [`PollerPlaces`]
+//! puts on it: the mappings of functions whose partition it leads, once no
+//! other front end still runs them. Its pollers reach the queues where they
+//! are served ([`ignis_queues::Queues::polled`]); each batch runs under the
+//! queue's visibility timeout, so one poller at a time works it, and a
+//! batch a dead front end held comes back when that timeout ends.
+//!
 //! # A batch
 //!
 //! A poller receives nothing while its function has no concurrency to
@@ -39,7 +51,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -84,6 +96,10 @@ impl Pollers {
         self.stop.send_replace(true);
     }
 
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     fn running(&self) -> bool {
         self.running.load(Ordering::Acquire) > 0
     }
@@ -124,6 +140,17 @@ struct Entry {
     pollers: Option<Arc<Pollers>>,
 }
 
+/// Where a cluster runs each mapping's pollers: on one front end at a time.
+pub trait PollerPlaces: Send + Sync {
+    /// Whether this front end is to run the pollers of `account`'s mappings to `function`.
+    fn here(&self, account: &str, function: &str) -> bool;
+    /// Whether another front end still runs the pollers of mapping `uuid`.
+    fn elsewhere(&self, uuid: &str) -> bool;
+}
+
+/// Mappings by UUID, each with its account.
+type Records = BTreeMap<String, (String, MappingRecord)>;
+
 /// Every event source mapping, with its pollers; see the module docs.
 pub struct Mappings {
     services: Services,
@@ -132,6 +159,13 @@ pub struct Mappings {
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Serialises changes: the store is written, then memory.
     writes: tokio::sync::Mutex<()>,
+    /// Whether this front end serves the mappings: `entries` is then what it loaded and wrote, else what it
+    /// follows.
+    serving: std::sync::atomic::AtomicBool,
+    /// The stored mappings as followed (a cluster's front end).
+    followed: Mutex<Records>,
+    /// Where the pollers run (a cluster's front end); unset: here.
+    places: OnceLock<Arc<dyn PollerPlaces>>,
 }
 
 impl Mappings {
@@ -165,41 +199,115 @@ impl Mappings {
             log_barrier,
             entries: Mutex::new(BTreeMap::new()),
             writes: tokio::sync::Mutex::new(()),
+            serving: Default::default(),
+            followed: Mutex::default(),
+            places: OnceLock::new(),
         })
     }
 
-    /// Loads every mapping the storage holds and starts the pollers of the enabled ones (the mappings held
-    /// before are stopped and forgotten). Blocks on the storage; needs a tokio runtime.
-    pub fn take_over(self: &Arc<Self>) -> Result<(), PollersError> {
-        let mut entries = BTreeMap::new();
-        for (account, uuid, bytes) in self.storage.all()? {
-            match serde_json::from_slice::<MappingRecord>(&bytes) {
-                Ok(record) => {
-                    entries.insert(uuid, Entry { account, record, pollers: None });
-                }
-                Err(e) => tracing::warn!(%account, %uuid, error = %e, "a stored event source mapping is unreadable, skipped"),
-            }
+    /// Says where the pollers run from now on (a cluster's front end; once), and puts them there.
+    pub fn set_places(self: &Arc<Self>, places: Arc<dyn PollerPlaces>) {
+        if self.places.set(places).is_err() {
+            tracing::warn!("the pollers' places were set already");
         }
-        // The pollers start under the lock, with their mappings in place: one that looked first would find none.
-        let before = {
-            let mut held = self.lock();
-            let before = std::mem::replace(&mut *held, entries);
-            for entry in held.values_mut() {
-                if entry.record.enabled {
-                    entry.pollers = Some(self.spawn_pollers(&entry.record));
+        self.place();
+    }
+
+    /// Follows the stored mappings: `changes` (account, UUID, the stored record or `None` when deleted), or every
+    /// one when `reset`. While this front end does not serve them, they are its mappings.
+    pub fn follow(self: &Arc<Self>, reset: bool, changes: Vec<(String, String, Option<Vec<u8>>)>) {
+        let followed = {
+            let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+            if reset {
+                followed.clear();
+            }
+            for (account, uuid, bytes) in changes {
+                match bytes.map(|bytes| serde_json::from_slice::<MappingRecord>(&bytes)) {
+                    Some(Ok(record)) => {
+                        followed.insert(uuid, (account, record));
+                    }
+                    Some(Err(e)) => tracing::warn!(%account, %uuid, error = %e, "a stored event source mapping is unreadable, skipped"),
+                    None => {
+                        followed.remove(&uuid);
+                    }
                 }
+            }
+            followed.clone()
+        };
+        if !self.serving.load(Ordering::Acquire) {
+            self.replace(followed);
+        }
+    }
+
+    /// Starts and stops pollers as [`PollerPlaces`] says now (a cluster's front end calls it as partitions
+    /// move and other front ends' pollers end).
+    pub fn place(self: &Arc<Self>) {
+        let mut entries = self.lock();
+        for entry in entries.values_mut() {
+            self.settle(entry);
+        }
+    }
+
+    /// The mappings whose pollers run here (some may be finishing their batches).
+    pub fn polling(&self) -> Vec<String> {
+        self.lock().iter().filter(|(_, e)| e.pollers.as_ref().is_some_and(|p| p.running())).map(|(uuid, _)| uuid.clone()).collect()
+    }
+
+    /// Starts or stops `entry`'s pollers as it is enabled and placed here.
+    fn settle(self: &Arc<Self>, entry: &mut Entry) {
+        let wanted = entry.record.enabled
+            && self.places.get().is_none_or(|places| {
+                places.here(&entry.account, &entry.record.function_name) && !places.elsewhere(&entry.record.uuid)
+            });
+        let polling = entry.pollers.as_ref().is_some_and(|p| !p.stopped());
+        if wanted && !polling {
+            entry.pollers = Some(self.spawn_pollers(&entry.record));
+        } else if !wanted && polling {
+            entry.pollers.iter().for_each(|p| p.stop());
+        }
+    }
+
+    /// Makes `records` the mappings, each keeping the pollers it had, and settles their pollers.
+    fn replace(self: &Arc<Self>, records: Records) {
+        let before = {
+            let mut entries = self.lock();
+            let mut before = std::mem::take(&mut *entries);
+            for (uuid, (account, record)) in records {
+                let pollers = before.remove(&uuid).and_then(|e| e.pollers);
+                let mut entry = Entry { account, record, pollers };
+                self.settle(&mut entry);
+                entries.insert(uuid, entry);
             }
             before
         };
         stop_all(before);
+    }
+
+    /// Loads every mapping the storage holds, to serve them, and starts the pollers of the enabled ones placed
+    /// here (those of the mappings held before that are still stored go on). Blocks on the storage; needs a tokio
+    /// runtime.
+    pub fn take_over(self: &Arc<Self>) -> Result<(), PollersError> {
+        let mut records = Records::new();
+        for (account, uuid, bytes) in self.storage.all()? {
+            match serde_json::from_slice::<MappingRecord>(&bytes) {
+                Ok(record) => {
+                    records.insert(uuid, (account, record));
+                }
+                Err(e) => tracing::warn!(%account, %uuid, error = %e, "a stored event source mapping is unreadable, skipped"),
+            }
+        }
+        self.serving.store(true, Ordering::Release);
+        // The pollers start under the lock, with their mappings in place: one that looked first would find none.
+        self.replace(records);
         Ok(())
     }
 
-    /// Stops every mapping's pollers (after the batch each has in hand) and forgets the mappings: another front
-    /// end serves them now. Nothing is written.
-    pub fn stand_down(&self) {
-        let before = std::mem::take(&mut *self.lock());
-        stop_all(before);
+    /// Stops serving the mappings (another front end serves them now): they are the ones followed from then
+    /// on. Nothing is written.
+    pub fn stand_down(self: &Arc<Self>) {
+        self.serving.store(false, Ordering::Release);
+        let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.replace(followed);
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -210,15 +318,20 @@ impl Mappings {
     pub fn get(&self, account: &AccountId, uuid: &str) -> Result<(MappingRecord, bool), MappingError> {
         let entries = self.lock();
         let entry = entries.get(uuid).filter(|e| e.account == account.as_str()).ok_or(MappingError::NotFound)?;
-        Ok((entry.record.clone(), entry.pollers.as_ref().is_some_and(|p| p.running())))
+        Ok((entry.record.clone(), self.polled(uuid, entry)))
+    }
+
+    /// Whether `entry`'s pollers run, here or on another front end.
+    fn polled(&self, uuid: &str, entry: &Entry) -> bool {
+        entry.pollers.as_ref().is_some_and(|p| p.running()) || self.places.get().is_some_and(|places| places.elsewhere(uuid))
     }
 
     /// Every mapping of `account`, by UUID, with whether its pollers run.
     pub fn list(&self, account: &AccountId) -> Vec<(MappingRecord, bool)> {
         self.lock()
-            .values()
-            .filter(|e| e.account == account.as_str())
-            .map(|e| (e.record.clone(), e.pollers.as_ref().is_some_and(|p| p.running())))
+            .iter()
+            .filter(|(_, e)| e.account == account.as_str())
+            .map(|(uuid, e)| (e.record.clone(), self.polled(uuid, e)))
             .collect()
     }
 
@@ -243,8 +356,8 @@ impl Mappings {
         let _serialised = self.writes.lock().await;
         self.check_unique(account, &record)?;
         self.store(account, &record).await?;
-        let pollers = record.enabled.then(|| self.spawn_pollers(&record));
-        let entry = Entry { account: account.as_str().to_string(), record: record.clone(), pollers };
+        let mut entry = Entry { account: account.as_str().to_string(), record: record.clone(), pollers: None };
+        self.settle(&mut entry);
         self.lock().insert(record.uuid.clone(), entry);
         Ok(record)
     }
@@ -270,12 +383,8 @@ impl Mappings {
         {
             let mut entries = self.lock();
             let entry = entries.get_mut(uuid).ok_or(MappingError::NotFound)?;
-            match (before.enabled, record.enabled) {
-                (false, true) => entry.pollers = Some(self.spawn_pollers(&record)),
-                (true, false) => entry.pollers.iter().for_each(|p| p.stop()),
-                _ => {}
-            }
             entry.record = record.clone();
+            self.settle(entry);
         }
         Ok((before, record))
     }
@@ -448,7 +557,7 @@ impl Round {
 async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop: &mut watch::Receiver<bool>) -> Round {
     let services = &owner.services;
     let (clock, region) = (&services.clock, &services.region);
-    let Ok(queue) = services.queues.lookup(account, &record.queue_arn) else { return Round::pause(MISSING_PAUSE) };
+    let queue = services.queues.polled(account, &record.queue_arn);
     // The alias's version is picked per batch, as for any invocation.
     let reference = FunctionRef { name: record.function_name.clone(), account: None, region: None, qualifier: record.qualifier.clone() };
     let resolved =
@@ -461,8 +570,10 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
         return Round::pause(THROTTLE_PAUSE);
     }
 
+    let Ok((visibility_s, max_message_size)) = queue.settings().await else { return Round::pause(MISSING_PAUSE) };
+
     // Gather.
-    let record_bytes = queue.config().settings.max_message_size * 2 + 1024;
+    let record_bytes = max_message_size * 2 + 1024;
     let window = Duration::from_secs(u64::from(record.window_s));
     let (mut messages, mut records, mut bytes, mut first) = (Vec::<Message>::new(), Vec::<Value>::new(), 0, None::<Instant>);
     loop {
@@ -470,7 +581,7 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
         let now = Gathered { messages: messages.len(), bytes, elapsed };
         let Gather::Receive { max, wait } = mapping::gather(record.batch_size, window, record_bytes, now) else { break };
         let received = tokio::select! {
-            received = services.queues.receive_from(&queue, max, None, wait) => received,
+            received = queue.receive(max, wait) => received,
             _ = stop.wait_for(|stopped| *stopped) => break,
         };
         match received {
@@ -505,14 +616,14 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
         cognito_identity: None,
         response_stream: None,
     };
-    let visibility_s = queue.config().settings.visibility_timeout_s;
     let mut busy = Duration::ZERO;
     let outcome = match admit(services, &target, Duration::from_secs(u64::from(visibility_s)) / 2).await {
         Ok((admitted, waited)) => {
             // A batch that waited for its slot gets its whole visibility timeout back for the function.
             if waited {
-                for m in &messages {
-                    let _ = services.queues.change_visibility_of(&queue, &m.receipt_handle, visibility_s);
+                let handles = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+                if let Err(e) = queue.change_visibility(handles, visibility_s).await {
+                    tracing::warn!(mapping = %record.uuid, error = %e, "could not give a batch its visibility timeout back");
                 }
             }
             let started = clock.instant();
@@ -534,12 +645,9 @@ async fn run_batch(owner: &Mappings, account: &str, record: &MappingRecord, stop
     let processed = mapping::settle(&ids, ran, record.report_failures);
     if !processed.is_empty() {
         (owner.log_barrier)().await;
-        let handles: Vec<&str> = processed.iter().map(|i| messages[*i].receipt_handle.as_str()).collect();
-        match services.queues.delete_batch(&queue, &handles).await {
-            Ok(answers) => {
-                let deleted = answers.iter().filter(|answer| answer.is_ok()).count();
-                metrics::counter!("ignis_esm_deleted_messages_total").increment(deleted as u64);
-            }
+        let handles = processed.iter().map(|i| messages[*i].receipt_handle.clone()).collect();
+        match queue.delete(handles).await {
+            Ok(deleted) => metrics::counter!("ignis_esm_deleted_messages_total").increment(deleted as u64),
             Err(e) => tracing::warn!(mapping = %record.uuid, error = %e, "could not delete a processed batch"),
         }
     }

@@ -607,6 +607,83 @@ async fn mappings_standing_by_load_nothing_until_they_take_over_and_stop_their_p
     assert_eq!(crate::tables::MappingStorage::all(&stored).unwrap().len(), 1);
 }
 
+/// Where a test's pollers run: here or not, and which mappings another front end still polls.
+#[derive(Default)]
+struct Places {
+    here: std::sync::atomic::AtomicBool,
+    elsewhere: Mutex<Vec<String>>,
+}
+
+impl crate::PollerPlaces for Places {
+    fn here(&self, _account: &str, function: &str) -> bool {
+        assert_eq!(function, "f");
+        self.here.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn elsewhere(&self, uuid: &str) -> bool {
+        self.elsewhere.lock().unwrap().iter().any(|u| u == uuid)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_mapping_is_polled_only_where_it_is_placed_and_once_no_other_front_end_polls_it() {
+    let w = world();
+    let q = w.queue("q").await;
+    w.function("f", None).await;
+    let record = mapping_record(&q, 10, 0, false);
+    let storage = Arc::new(crate::tables::RedbMappingStorage::open(w.services.store.clone()).unwrap());
+    let mappings = Mappings::standby(w.services.clone(), storage, no_barrier());
+    let places = Arc::new(Places::default());
+    mappings.set_places(places.clone());
+    let stored = |r: &MappingRecord| vec![(account().as_str().to_string(), r.uuid.clone(), Some(serde_json::to_vec(r).unwrap()))];
+    mappings.follow(true, stored(&record));
+    assert_eq!(mappings.list(&account()), vec![(record.clone(), false)], "followed, not placed here");
+    assert!(mappings.polling().is_empty());
+
+    // Placed here while another front end still polls it: it shows as polled, and is not polled here.
+    *places.elsewhere.lock().unwrap() = vec![record.uuid.clone()];
+    places.here.store(true, std::sync::atomic::Ordering::Release);
+    mappings.place();
+    assert_eq!(mappings.get(&account(), &record.uuid), Ok((record.clone(), true)));
+    assert!(mappings.polling().is_empty());
+    w.send(&q, &["a"]).await;
+    assert!(mappings.pollers(&record.uuid).is_none());
+
+    // The other front end's pollers ended: they start here.
+    places.elsewhere.lock().unwrap().clear();
+    mappings.place();
+    assert_eq!(mappings.polling(), vec![record.uuid.clone()]);
+    until("the message ran", || w.recorder.seen().len() == 1 && w.counts(&q).in_flight == 0 && w.counts(&q).visible == 0).await;
+
+    // Placed elsewhere, they end.
+    let pollers = mappings.pollers(&record.uuid).unwrap();
+    places.here.store(false, std::sync::atomic::Ordering::Release);
+    mappings.place();
+    until("the pollers end", || pollers.counts().0 == 0).await;
+    assert!(mappings.polling().is_empty());
+
+    // Disabled where it is placed, or deleted, its pollers end.
+    places.here.store(true, std::sync::atomic::Ordering::Release);
+    mappings.place();
+    let pollers = mappings.pollers(&record.uuid).unwrap();
+    assert_eq!(pollers.counts().0, crate::mapping::MIN_POLLERS);
+    let disabled = MappingRecord { enabled: false, ..record.clone() };
+    mappings.follow(false, stored(&disabled));
+    until("the disabled mapping's pollers end", || pollers.counts().0 == 0).await;
+    mappings.follow(false, stored(&record));
+    let pollers = mappings.pollers(&record.uuid).unwrap();
+    mappings.follow(false, vec![(account().as_str().to_string(), record.uuid.clone(), None)]);
+    until("the deleted mapping's pollers end", || pollers.counts().0 == 0).await;
+    assert!(mappings.list(&account()).is_empty());
+
+    // Serving, what it loaded is its own; standing down, what it follows is.
+    mappings.follow(false, stored(&record));
+    mappings.take_over().unwrap();
+    assert!(mappings.list(&account()).is_empty(), "nothing is stored");
+    mappings.stand_down();
+    assert_eq!(mappings.list(&account()).len(), 1);
+}
+
 // ----- provisioned concurrency ------------------------------------------------------
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Where the queues are served. In one process, here. In a cluster, one front end at a time serves every queue
 //! (and every event source mapping's pollers): the others hand their queue requests to it. The [`QueueHome`] a
 //! cluster sets ([`crate::Queues::set_home`]) says which front end that is now; the front end's API hands a
-//! request on as a [`Forwarded`] and answers with the [`Answered`] it gets back.
+//! request on as a [`Forwarded`] and answers with the [`Answered`] it gets back. An event source mapping's pollers
+//! run on any front end ([`crate::Queues::poll`]): their receives, deletes and visibility changes go to the serving
+//! one as [`PollCall`]s, answered with a [`PollAnswer`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +35,8 @@ pub trait QueueHome: Send + Sync {
 pub trait QueuePeer: Send + Sync {
     /// Runs `request` there and answers what it answered, or why it did not.
     fn request(&self, request: Forwarded) -> BoxFuture<'_, Result<Answered, PeerFailure>>;
+    /// Runs a poller's `call` there and answers what it answered, or why it did not.
+    fn poll(&self, call: PollCall) -> BoxFuture<'_, Result<PollAnswer, PeerFailure>>;
 }
 
 /// Why a front end did not answer a request handed to it.
@@ -72,6 +76,78 @@ pub struct Answered {
     pub headers: Vec<(String, String)>,
     #[serde(with = "base64_bytes")]
     pub body: Vec<u8>,
+}
+
+/// A call of an event source mapping's poller on a queue of `account` (the mapping's), made where the queues are
+/// served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PollCall {
+    pub account: String,
+    pub queue_arn: String,
+    pub action: PollAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum PollAction {
+    /// The queue's settings a poller reads before each batch.
+    Settings,
+    /// Receives up to `max` messages, waiting up to `wait_ms` for one.
+    #[serde(rename_all = "PascalCase")]
+    Receive { max: usize, wait_ms: u64 },
+    /// Deletes messages by receipt handle, each on its own (durable when answered).
+    #[serde(rename_all = "PascalCase")]
+    Delete { handles: Vec<String> },
+    /// Sets received messages' visibility timeout, each on its own (a handle no longer valid is passed over).
+    #[serde(rename_all = "PascalCase")]
+    ChangeVisibility { handles: Vec<String>, timeout_s: u32 },
+}
+
+/// The answer to a [`PollCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum PollAnswer {
+    #[serde(rename_all = "PascalCase")]
+    Settings { visibility_timeout_s: u32, max_message_size: usize },
+    Received(Vec<crate::Message>),
+    /// Per handle, in order: whether it was deleted.
+    Deleted(Vec<bool>),
+    Changed,
+    /// The call failed there: `missing` when the queue does not exist (for the account).
+    #[serde(rename_all = "PascalCase")]
+    Failed { missing: bool, message: String },
+}
+
+impl PollAnswer {
+    /// What a poller's call that failed with `error` answers.
+    pub fn failed(error: &crate::QueueError) -> PollAnswer {
+        PollAnswer::Failed { missing: matches!(error, crate::QueueError::DoesNotExist), message: error.to_string() }
+    }
+}
+
+/// A message's attributes on the wire: name, data type and the value's bytes in base64.
+pub(crate) mod wire_attributes {
+    use super::*;
+    use ignis_queue::{Attribute, Attributes};
+
+    pub fn serialize<S: serde::Serializer>(attributes: &Attributes, serializer: S) -> Result<S::Ok, S::Error> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let listed: Vec<(&str, &str, String)> =
+            attributes.iter().map(|(name, a)| (name.as_str(), a.data_type.as_str(), engine.encode(&a.value))).collect();
+        listed.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Attributes, D::Error> {
+        let listed = Vec::<(String, String, String)>::deserialize(deserializer)?;
+        listed
+            .into_iter()
+            .map(|(name, data_type, value)| {
+                let value = base64::engine::general_purpose::STANDARD.decode(value).map_err(serde::de::Error::custom)?;
+                Ok((name, Attribute { data_type, value }))
+            })
+            .collect()
+    }
 }
 
 mod base64_bytes {
@@ -119,5 +195,39 @@ mod tests {
         let answered = Answered { status: 200, headers: vec![("content-type".into(), "x".into())], body: vec![0, 255] };
         assert_eq!(serde_json::from_str::<Answered>(&serde_json::to_string(&answered).unwrap()).unwrap(), answered);
         assert!(send_message("1", "not an arn", "b").is_none());
+    }
+
+    #[test]
+    fn a_pollers_call_and_its_answer_cross_as_json() {
+        let attribute = |data_type: &str, value: &[u8]| ignis_queue::Attribute { data_type: data_type.into(), value: value.to_vec() };
+        let message = crate::Message {
+            message_id: "m".into(),
+            receipt_handle: "h".into(),
+            body: "b\u{0}".into(),
+            attributes: [("s".to_string(), attribute("String", b"x")), ("b".to_string(), attribute("Binary", &[0, 255]))].into(),
+            receive_count: 2,
+            sent_ms: 3,
+            first_receive_ms: 4,
+        };
+        let calls = [
+            PollAction::Settings,
+            PollAction::Receive { max: 10, wait_ms: 20_000 },
+            PollAction::Delete { handles: vec!["a".into(), "b".into()] },
+            PollAction::ChangeVisibility { handles: vec!["a".into()], timeout_s: 30 },
+        ];
+        for action in calls {
+            let call = PollCall { account: "1".into(), queue_arn: "arn".into(), action };
+            assert_eq!(serde_json::from_str::<PollCall>(&serde_json::to_string(&call).unwrap()).unwrap(), call);
+        }
+        let answers = [
+            PollAnswer::Settings { visibility_timeout_s: 30, max_message_size: 1024 },
+            PollAnswer::Received(vec![message.clone(), crate::Message { attributes: Default::default(), ..message }]),
+            PollAnswer::Deleted(vec![true, false]),
+            PollAnswer::Changed,
+            PollAnswer::Failed { missing: true, message: "gone".into() },
+        ];
+        for answer in answers {
+            assert_eq!(serde_json::from_str::<PollAnswer>(&serde_json::to_string(&answer).unwrap()).unwrap(), answer);
+        }
     }
 }

@@ -72,7 +72,7 @@ use ignis_store::commit::{Ack, GroupCommit, Limits};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-pub use home::{Answered, Forwarded, Home, PeerFailure, QueueHome, QueuePeer};
+pub use home::{Answered, Forwarded, Home, PeerFailure, PollAction, PollAnswer, PollCall, QueueHome, QueuePeer};
 pub use tables::{QueueMessage, QueueStorage, QueueWrite, RedbQueueStorage, StoredQueue};
 
 /// The longest `WaitTimeSeconds`.
@@ -82,6 +82,9 @@ pub const MAX_WAIT_S: u32 = 20;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Most write requests the writer takes into one transaction.
 const WRITES_PER_COMMIT: usize = 4096;
+/// Most receipt handles in one poller's call (a batch holds up to 10,000 messages; a call stays far below the
+/// limit of a request between front ends).
+const HANDLES_PER_CALL: usize = 1000;
 /// How long a request waits for a front end to serve the queues (one that takes them over loads them first).
 pub const HOME_WAIT: Duration = Duration::from_secs(10);
 /// How often a waiting request looks again.
@@ -134,6 +137,72 @@ impl From<ignis_store::StoreError> for QueueError {
     }
 }
 
+/// A queue as an event source mapping's poller reaches it ([`Queues::polled`]): each call is made where the
+/// queues are served ([`Queues::poll`]).
+pub struct PolledQueue<'a> {
+    queues: &'a Queues,
+    account: &'a str,
+    queue_arn: &'a str,
+}
+
+impl PolledQueue<'_> {
+    async fn call(&self, action: PollAction) -> Result<PollAnswer, QueueError> {
+        let call = PollCall { account: self.account.to_string(), queue_arn: self.queue_arn.to_string(), action };
+        self.queues.poll(call).await
+    }
+
+    /// Its visibility timeout (s) and maximum message size (bytes).
+    pub async fn settings(&self) -> Result<(u32, usize), QueueError> {
+        match self.call(PollAction::Settings).await? {
+            PollAnswer::Settings { visibility_timeout_s, max_message_size } => Ok((visibility_timeout_s, max_message_size)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` (capped at 20 s) for one.
+    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, QueueError> {
+        let wait_ms = wait.min(Duration::from_secs(u64::from(MAX_WAIT_S))).as_millis() as u64;
+        match self.call(PollAction::Receive { max, wait_ms }).await? {
+            PollAnswer::Received(messages) => Ok(messages),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes messages by receipt handle, each on its own; durable when it returns. Answers how many were.
+    pub async fn delete(&self, handles: Vec<String>) -> Result<usize, QueueError> {
+        let mut count = 0;
+        for handles in handles.chunks(HANDLES_PER_CALL) {
+            match self.call(PollAction::Delete { handles: handles.to_vec() }).await? {
+                PollAnswer::Deleted(deleted) => count += deleted.iter().filter(|d| **d).count(),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sets received messages' visibility timeout; a handle no longer valid is passed over.
+    pub async fn change_visibility(&self, handles: Vec<String>, timeout_s: u32) -> Result<(), QueueError> {
+        for handles in handles.chunks(HANDLES_PER_CALL) {
+            match self.call(PollAction::ChangeVisibility { handles: handles.to_vec(), timeout_s }).await? {
+                PollAnswer::Changed => {}
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(answer: &PollAnswer) -> QueueError {
+    let kind = match answer {
+        PollAnswer::Settings { .. } => "settings",
+        PollAnswer::Received(_) => "messages",
+        PollAnswer::Deleted(_) => "deletions",
+        PollAnswer::Changed => "a visibility change",
+        PollAnswer::Failed { .. } => "a failure",
+    };
+    QueueError::Unavailable(format!("The front end serving the queues answered a poller's call with {kind}, not what it asked"))
+}
+
 /// A message to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outgoing {
@@ -144,11 +213,13 @@ pub struct Outgoing {
 }
 
 /// A message as a receive hands it out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Message {
     pub message_id: String,
     pub receipt_handle: String,
     pub body: String,
+    #[serde(with = "home::wire_attributes")]
     pub attributes: Attributes,
     /// `ApproximateReceiveCount`, this receive included.
     pub receive_count: u32,
@@ -411,12 +482,21 @@ impl Queues {
     /// end serves them (it is to answer it). While no front end serves them, or the one named does not take it
     /// (it died, or stopped serving them), it looks again, for up to [`HOME_WAIT`].
     pub async fn forward(&self, request: &Forwarded) -> Result<Option<Answered>, QueueError> {
+        self.elsewhere(|peer| async move { peer.request(request.clone()).await }).await
+    }
+
+    /// Runs `send` with the front end serving the queues and answers what it answered; `None` when this front
+    /// end serves them (or no cluster set a home). See [`Queues::forward`].
+    async fn elsewhere<T, F>(&self, send: impl Fn(Arc<dyn QueuePeer>) -> F) -> Result<Option<T>, QueueError>
+    where
+        F: std::future::Future<Output = Result<T, PeerFailure>>,
+    {
         let Some(home) = self.home.get() else { return Ok(None) };
         let deadline = self.clock.instant() + HOME_WAIT;
         loop {
             let why = match home.home() {
                 Home::Here => return Ok(None),
-                Home::Elsewhere(peer) => match peer.request(request.clone()).await {
+                Home::Elsewhere(peer) => match send(peer).await {
                     Ok(answered) => return Ok(Some(answered)),
                     Err(PeerFailure::Lost(why)) => return Err(QueueError::Unavailable(format!("The front end serving the queues: {why}"))),
                     Err(PeerFailure::NotTaken(why)) => format!("The front end serving the queues: {why}"),
@@ -428,6 +508,55 @@ impl Queues {
             }
             self.clock.sleep(HOME_LOOK).await;
         }
+    }
+
+    // ----- an event source mapping's poller, on any front end ---------------
+
+    /// Runs a poller's `call` where the queues are served: here, or on the front end serving them. A
+    /// [`PollAnswer::Failed`] there is an error here.
+    pub async fn poll(&self, call: PollCall) -> Result<PollAnswer, QueueError> {
+        let answer = self.elsewhere(|peer| {
+            let call = call.clone();
+            async move { peer.poll(call).await }
+        });
+        let answer = match answer.await? {
+            Some(answer) => answer,
+            None => return self.answer_poll(call.clone()).await,
+        };
+        match answer {
+            PollAnswer::Failed { missing: true, .. } => Err(QueueError::DoesNotExist),
+            PollAnswer::Failed { message, .. } => Err(QueueError::Unavailable(message)),
+            answer => Ok(answer),
+        }
+    }
+
+    /// Queue `queue_arn` of `account` as a mapping's poller reaches it, wherever the queues are served.
+    pub fn polled<'a>(&'a self, account: &'a str, queue_arn: &'a str) -> PolledQueue<'a> {
+        PolledQueue { queues: self, account, queue_arn }
+    }
+
+    /// Answers a poller's `call` from the queues served here.
+    pub async fn answer_poll(&self, call: PollCall) -> Result<PollAnswer, QueueError> {
+        let queue = self.lookup(&call.account, &call.queue_arn)?;
+        Ok(match call.action {
+            PollAction::Settings => {
+                let settings = queue.config().settings;
+                PollAnswer::Settings { visibility_timeout_s: settings.visibility_timeout_s, max_message_size: settings.max_message_size }
+            }
+            PollAction::Receive { max, wait_ms } => {
+                PollAnswer::Received(self.receive_from(&queue, max, None, Duration::from_millis(wait_ms)).await?)
+            }
+            PollAction::Delete { handles } => {
+                let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+                PollAnswer::Deleted(self.delete_batch(&queue, &handles).await?.iter().map(Result::is_ok).collect())
+            }
+            PollAction::ChangeVisibility { handles, timeout_s } => {
+                for handle in &handles {
+                    let _ = self.change_visibility_of(&queue, handle, timeout_s);
+                }
+                PollAnswer::Changed
+            }
+        })
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), QueueRef>> {

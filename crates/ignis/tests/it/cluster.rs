@@ -648,9 +648,14 @@ fn drain(server: &Server, queue_url: &str, want: usize) -> std::collections::BTr
 
 /// The SQS events `sink` printed on any of `fronts`: their bodies.
 fn mapped_bodies(fronts: &[&Server]) -> std::collections::BTreeSet<String> {
-    fronts
-        .iter()
-        .flat_map(|front| front.log_events("sink"))
+    fronts.iter().flat_map(|front| printed_bodies(front, "sink")).collect()
+}
+
+/// The bodies of the SQS events `function` printed, read through `front`.
+fn printed_bodies(front: &Server, function: &str) -> std::collections::BTreeSet<String> {
+    front
+        .log_events(function)
+        .into_iter()
         .filter_map(|e| Some(e["message"].as_str()?.strip_prefix("event ")?.to_string()))
         .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.trim()).ok())
         .flat_map(|event| event["Records"].as_array().cloned().unwrap_or_default())
@@ -724,6 +729,86 @@ fn queues_and_mappings_are_served_by_one_front_end_and_outlive_it() {
     assert!(ran, "the mapping's pollers run on the survivor: ran {:?}; queue {depth}; mapping {state}", mapped_bodies(&survivors));
     let listed = fronts[1].lambda("GET", "/2015-03-31/event-source-mappings/", b"");
     assert_eq!(listed.json()["EventSourceMappings"].as_array().map(Vec::len), Some(1), "{}", listed.text());
+}
+
+/// The UUIDs of the event source mappings whose pollers run on `server`.
+fn polling(server: &Server) -> Vec<String> {
+    let reply = server.signed("ignis", "GET", "/ignis/queue-home", "", &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    serde_json::from_value(reply.json()["Polling"].clone()).unwrap()
+}
+
+/// A mapping's `State` as `server` shows it.
+fn mapping_state(server: &Server, uuid: &str) -> String {
+    let reply = server.lambda("GET", &format!("/2015-03-31/event-source-mappings/{uuid}"), b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["State"].as_str().unwrap().to_string()
+}
+
+/// Each mapping's pollers run on the front end leading its function's partition (the batches they invoke run there
+/// without a hop) and reach the queues where they are served. A front end killed, its mappings' pollers move with
+/// its partitions; a mapping disabled, its pollers end wherever they run.
+#[test]
+fn mappings_are_polled_by_their_functions_partition_leaders_and_move_when_one_dies() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+    let serving = fronts.iter().position(serves_queues).unwrap();
+    // One function led by each front end, each with a queue and a mapping, made through another front end.
+    let all: Vec<&Server> = fronts.iter().collect();
+    let mut mapped = Vec::new();
+    for at in 0..3 {
+        let name = name_led_by(&all, at, "sink");
+        let made = fronts[0].create(&name, &rust_example(), json!({ "Environment": { "Variables": { "PRINT_EVENT": "1" } } }));
+        assert_eq!(made.status, 201, "{}", made.text());
+        let url = sqs_ok(&fronts[1], "CreateQueue", json!({ "QueueName": format!("q-{at}") }))["QueueUrl"].as_str().unwrap().to_string();
+        let arn = sqs_ok(&fronts[2], "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] }));
+        let request = json!({ "EventSourceArn": arn["Attributes"]["QueueArn"], "FunctionName": name, "BatchSize": 1 }).to_string();
+        assert!(eventually(SHOWS_WITHIN, || fronts[(at + 1) % 3].lambda("GET", &format!("/2015-03-31/functions/{name}"), b"").status == 200));
+        let created = fronts[(at + 1) % 3].lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
+        assert_eq!(created.status, 202, "{}", created.text());
+        mapped.push((name, url, created.json()["UUID"].as_str().unwrap().to_string()));
+    }
+    let placed = || (0..3).all(|at| polling(&fronts[at]) == [mapped[at].2.clone()]);
+    assert!(eventually(SHOWS_WITHIN, placed), "each front end polls its own function's mapping: {:?}", fronts.iter().map(polling).collect::<Vec<_>>());
+    for (name, url, uuid) in &mapped {
+        for front in &fronts {
+            assert!(eventually(SHOWS_WITHIN, || mapping_state(front, uuid) == "Enabled"), "{uuid} through {}", front.address);
+        }
+        sqs_ok(&fronts[2], "SendMessage", json!({ "QueueUrl": url, "MessageBody": format!("{name}-before") }));
+    }
+    for (name, _, _) in &mapped {
+        assert!(eventually(SHOWS_WITHIN, || printed_bodies(&fronts[0], name).contains(&format!("{name}-before"))), "{name}");
+    }
+
+    // A front end that does not serve the queues is killed: its mapping is polled by its function's new leader.
+    let at = (serving + 1) % 3;
+    let (name, url, uuid) = mapped[at].clone();
+    let mut victim = fronts.remove(at);
+    // SAFETY: signals the front end process this test started and has not reaped yet.
+    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
+    victim.kill();
+    sqs_ok(&fronts[0], "SendMessage", json!({ "QueueUrl": url, "MessageBody": format!("{name}-after") }));
+    let heir = || {
+        let leader = partition_leader(&fronts[0], &name)?;
+        fronts.iter().find(|f| f.address == leader && partition_leader(f, &name).as_ref() == Some(&leader))
+    };
+    assert!(eventually(SHOWS_WITHIN, || heir().is_some()), "a survivor leads {name}");
+    assert!(eventually(SHOWS_WITHIN, || polling(heir().unwrap()).contains(&uuid)), "the new leader polls the mapping");
+    assert!(eventually(SHOWS_WITHIN, || printed_bodies(&fronts[0], &name).contains(&format!("{name}-after"))));
+    assert_eq!(fronts.iter().filter(|f| polling(f).contains(&uuid)).count(), 1, "one front end polls it");
+
+    // Disabled through either survivor, each mapping's pollers end where they ran, and it shows `Disabled`.
+    for (i, (_, _, uuid)) in mapped.iter().enumerate() {
+        let through = &fronts[i % 2];
+        let reply = through.lambda("PUT", &format!("/2015-03-31/event-source-mappings/{uuid}"), br#"{"Enabled": false}"#);
+        assert_eq!(reply.status, 202, "{}", reply.text());
+        for front in &fronts {
+            assert!(eventually(SHOWS_WITHIN, || mapping_state(front, uuid) == "Disabled"), "{uuid} through {}", front.address);
+        }
+    }
+    assert!(fronts.iter().all(|f| polling(f).is_empty()));
 }
 
 #[test]
