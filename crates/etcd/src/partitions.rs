@@ -177,6 +177,7 @@ impl Partitions {
 
     /// One look: claims and gives up what [`moves`] says.
     async fn look(&self) -> Result<(), EtcdError> {
+        let Some(_looking) = self.presence.looking().await else { return Ok(()) };
         let me = self.presence.id();
         let reached = self.membership.front_ends_reached();
         // Clients of front ends no longer listed go.

@@ -99,6 +99,7 @@ impl PollerLeases {
     /// and the other front ends' keys say.
     async fn look(&self) -> Result<(), EtcdError> {
         let Some(mappings) = self.mappings.upgrade() else { return Ok(()) };
+        let Some(_looking) = self.presence.looking().await else { return Ok(()) };
         let me = self.presence.id();
         let polling = mappings.polling();
         let mine: Vec<String> = lock(&self.holders).iter().filter(|(_, holder)| **holder == me).map(|(uuid, _)| uuid.clone()).collect();

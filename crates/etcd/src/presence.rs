@@ -27,6 +27,8 @@ pub struct Presence {
     /// The address other front ends reach this one at (empty until [`Presence::advertise`]).
     address: Arc<Mutex<String>>,
     renewing: tokio::task::JoinHandle<()>,
+    /// Read-held by each look that acts under the lease ([`Presence::looking`]); `true` once this front end leaves.
+    looks: tokio::sync::RwLock<bool>,
 }
 
 impl Drop for Presence {
@@ -43,7 +45,7 @@ impl Presence {
         let lease = Arc::new(AtomicI64::new(owner.front_end));
         let owner = Arc::new(Mutex::new(owner));
         let renewing = tokio::spawn(renew(etcd.clone(), Arc::downgrade(&lease), owner.clone(), address.clone()));
-        Ok(Presence { etcd, lease, owner, address, renewing })
+        Ok(Presence { etcd, lease, owner, address, renewing, looks: tokio::sync::RwLock::new(false) })
     }
 
     /// Lists this front end with `address`, where the other front ends reach it (`HOST:PORT`).
@@ -78,8 +80,18 @@ impl Presence {
         Ok(got.kvs().first().is_some_and(|kv| kv.value() == me.as_bytes()))
     }
 
-    /// Ends the lease now (a front end that stops): what lives under it goes at once.
+    /// Held while a look acts under the lease (claims keys, takes the queues over); `None` once this front end
+    /// leaves, and [`Presence::leave`] waits for the looks in progress to end: none is cut off halfway when the
+    /// process stops.
+    pub async fn looking(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let left = self.looks.read().await;
+        (!*left).then_some(left)
+    }
+
+    /// Ends the lease now (a front end that stops), once the looks in progress have ended: what lives under it goes
+    /// at once.
     pub async fn leave(&self) {
+        *self.looks.write().await = true;
         self.renewing.abort();
         if let Err(e) = self.etcd.client().lease_revoke(self.id()).await {
             tracing::warn!(error = %e, "cannot end this front end's etcd lease; it expires by itself");

@@ -159,6 +159,7 @@ impl QueueLeadership {
 
     /// One look: takes the queues over, or stands down, as the key's holder says.
     async fn look(&self) -> Result<(), EtcdError> {
+        let Some(_looking) = self.presence.looking().await else { return Ok(()) };
         let me = self.presence.id();
         let mut holder = *lock(&self.holder);
         if holder.is_none() && self.presence.claim(&self.etcd, &key(QUEUES_KEY)).await? {
