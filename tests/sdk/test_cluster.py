@@ -183,6 +183,11 @@ def test_queues_and_mappings_through_either_front_end(fronts):
     second.send_message(QueueUrl=url, MessageBody="for the mapping")
     eventually(lambda: first.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["ApproximateNumberOfMessages"] == "0"
                and first.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0")
+    # Its pollers run on one front end (the function's partition leader); both show them running, then stopped.
+    states = lambda: {c.get_event_source_mapping(UUID=uuid)["State"] for c in (lam_first, lam_second)}
+    eventually(lambda: states() == {"Enabled"})
+    lam_second.update_event_source_mapping(UUID=uuid, Enabled=False)
+    eventually(lambda: states() == {"Disabled"})
     lam_first.delete_event_source_mapping(UUID=uuid)
     with pytest.raises(ClientError) as gone:
         lam_second.get_event_source_mapping(UUID=uuid)
