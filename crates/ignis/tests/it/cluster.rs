@@ -811,6 +811,51 @@ fn mappings_are_polled_by_their_functions_partition_leaders_and_move_when_one_di
     assert!(fronts.iter().all(|f| polling(f).is_empty()));
 }
 
+/// A batch in hand when the front end running its mapping's pollers is killed is not lost: it is visible again
+/// after the queue's visibility timeout, and the function's new partition leader, which polls the mapping now, runs
+/// it and deletes it.
+#[test]
+fn a_batch_in_hand_when_its_pollers_front_end_dies_runs_on_the_new_leader() {
+    let etcd = EtcdCluster::start(1);
+    let shared = Shared::new();
+    let mut fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+    let serving = fronts.iter().position(serves_queues).unwrap();
+    let other = 1 - serving;
+    let all: Vec<&Server> = fronts.iter().collect();
+    let name = name_led_by(&all, other, "slow");
+    let made = fronts[serving].create(&name, &whoami(2), json!({ "Timeout": 4 }));
+    assert_eq!(made.status, 201, "{}", made.text());
+    let attributes = json!({ "QueueName": "slow-jobs", "Attributes": { "VisibilityTimeout": "5" } });
+    let url = sqs_ok(&fronts[serving], "CreateQueue", attributes)["QueueUrl"].as_str().unwrap().to_string();
+    let arn = sqs_ok(&fronts[serving], "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] }));
+    let request = json!({ "EventSourceArn": arn["Attributes"]["QueueArn"], "FunctionName": name, "BatchSize": 1 }).to_string();
+    let created = fronts[serving].lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
+    assert_eq!(created.status, 202, "{}", created.text());
+    let uuid = created.json()["UUID"].as_str().unwrap().to_string();
+    assert!(eventually(SHOWS_WITHIN, || polling(&fronts[other]) == [uuid.clone()]), "the leader of {name} polls it");
+
+    // The batch is in hand (its function sleeps) when the front end polling it is killed.
+    sqs_ok(&fronts[serving], "SendMessage", json!({ "QueueUrl": url, "MessageBody": "sleep" }));
+    let counts = |front: &Server| {
+        let got = sqs_ok(front, "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["All"] }));
+        let count = |name: &str| got["Attributes"][name].as_str().unwrap().parse::<u32>().unwrap();
+        (count("ApproximateNumberOfMessages"), count("ApproximateNumberOfMessagesNotVisible"))
+    };
+    assert!(eventually(SHOWS_WITHIN, || counts(&fronts[serving]) == (0, 1)), "the poller took the message");
+    let mut victim = fronts.remove(other);
+    // SAFETY: signals the front end process this test started and has not reaped yet.
+    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
+    victim.kill();
+
+    // The survivor leads the function now, polls its mapping, and runs and deletes the batch.
+    assert!(eventually(SHOWS_WITHIN, || polling(&fronts[0]) == [uuid.clone()]), "the survivor polls the mapping");
+    assert!(eventually(SHOWS_WITHIN, || counts(&fronts[0]) == (0, 0)), "the batch ran and was deleted: {:?}", counts(&fronts[0]));
+    let ran = fronts[0].log_events(&name);
+    let reports = ran.iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("REPORT"))).count();
+    assert!(reports >= 1, "the survivor ran it: {ran:?}");
+}
+
 #[test]
 fn queue_messages_accepted_while_the_front_end_serving_them_is_killed_are_all_kept() {
     let etcd = EtcdCluster::start(1);
