@@ -1,19 +1,21 @@
 //! [`QueueLeadership`]: which front end of a cluster serves the queues and the event source mappings.
 //!
 //! - One front end at a time serves every queue (its live state: messages in flight, visibility timeouts, long
-//!   polls) and the mappings' calls; each mapping's pollers run where `crate::pollers` places them. It holds `leaders/queues` under its [`Presence`] lease, made only
-//!   where absent: the first front end to look takes it, and it stays there until that front end's lease ends.
+//!   polls) and the mappings' calls; each mapping's pollers run where `crate::pollers` places them. It holds
+//!   `leaders/queues` under its [`Presence`] lease, made only where absent: the first front end to look takes it,
+//!   and it stays there until that front end's lease ends.
 //! - Queues and mappings are stored in etcd (`crate::queues`), and every write is fenced by that key
 //!   ([`Fence`]): a front end that no longer holds it writes nothing.
 //! - The front end that takes the key loads every queue and mapping from etcd, as a restart does
 //!   (`ignis_queues::Queues::take_over`, `ignis_pollers::Mappings::take_over`: messages in flight are visible
 //!   again at once; their receipt handles are no longer valid), and only then serves them. One that finds the key
-//!   taken by another forgets what it served (`stand_down`).
+//!   taken by another forgets the queues it served and stops serving the mappings (`stand_down`).
 //! - The other front ends hand their SQS actions and mapping calls to it (`POST /ignis/queue-requests`, signed
 //!   with the administrator's key, as [`ignis_queues::Forwarded`]), and so do their asynchronous invocations'
-//!   queue destinations. Their mappings' pollers (`crate::pollers`) receive, delete and change visibility
-//!   through it too (`POST /ignis/queue-polls`, as [`ignis_queues::PollCall`]). While no front end serves the queues (for up to the dead holder's lease's life and the
-//!   load), requests wait up to `ignis_queues::HOME_WAIT`, then fail with `ServiceUnavailable`.
+//!   queue destinations. Their mappings' pollers (`crate::pollers`) receive, delete and change visibility through
+//!   it too (`POST /ignis/queue-polls`, as [`ignis_queues::PollCall`]). While no front end serves the queues (for
+//!   up to the dead holder's lease's life and the load), requests wait up to `ignis_queues::HOME_WAIT`, then fail
+//!   with `ServiceUnavailable`.
 //!
 //! # Invariants
 //! - At most one front end serves the queues at a time, and a stored message changes only through it.

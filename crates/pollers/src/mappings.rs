@@ -356,9 +356,12 @@ impl Mappings {
         let _serialised = self.writes.lock().await;
         self.check_unique(account, &record)?;
         self.store(account, &record).await?;
-        let mut entry = Entry { account: account.as_str().to_string(), record: record.clone(), pollers: None };
-        self.settle(&mut entry);
-        self.lock().insert(record.uuid.clone(), entry);
+        // Its pollers start under the lock, with the mapping in place: one that looked first would find none.
+        let entry = Entry { account: account.as_str().to_string(), record: record.clone(), pollers: None };
+        let mut entries = self.lock();
+        let entry = entries.entry(record.uuid.clone()).insert_entry(entry).into_mut();
+        self.settle(entry);
+        drop(entries);
         Ok(record)
     }
 

@@ -88,6 +88,7 @@ pub struct PollCall {
     pub action: PollAction,
 }
 
+/// What a [`PollCall`] asks of its queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub enum PollAction {
