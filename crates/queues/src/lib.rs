@@ -52,7 +52,8 @@
 //! One front end at a time serves the queues ([`home`]). The others hold a
 //! [`Queues`] made with [`Queues::standby`]: it loads nothing, and
 //! [`Queues::forward`] hands their requests to the front end that serves
-//! them ([`Queues::send`] goes there itself). The one that starts serving them
+//! them ([`Queues::send`] goes there itself, and so do the calls of a
+//! mapping's poller through [`Queues::polled`]). The one that starts serving them
 //! loads them with [`Queues::take_over`], as a restart would; one that stops
 //! forgets them with [`Queues::stand_down`].
 
@@ -521,7 +522,7 @@ impl Queues {
         });
         let answer = match answer.await? {
             Some(answer) => answer,
-            None => return self.answer_poll(call.clone()).await,
+            None => return self.answer_poll(call).await,
         };
         match answer {
             PollAnswer::Failed { missing: true, .. } => Err(QueueError::DoesNotExist),
