@@ -391,13 +391,19 @@ pub(crate) async fn queue_request(
     Ok(answer)
 }
 
+/// The refusal (503) of a request for the queues by a front end that does not serve them now, if it does not.
+fn not_serving_queues(app: &App) -> Option<Answer> {
+    let refused = || json_answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "this front end does not serve the queues" }));
+    (!app.queues.here()).then(refused)
+}
+
 /// `POST /ignis/queue-requests`: a request for the queues another front end forwarded here, answered as the
 /// caller it names (see the module docs).
 pub async fn run_queue_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
     use http_body_util::BodyExt;
     admin_only(caller)?;
-    if !app.queues.here() {
-        return Ok(json_answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "this front end does not serve the queues" })));
+    if let Some(refused) = not_serving_queues(app) {
+        return Ok(refused);
     }
     let request: ignis_queues::Forwarded =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("a forwarded queue request: {e}")))?;
@@ -433,8 +439,8 @@ pub async fn run_queue_request(app: &Arc<App>, caller: &Caller, body: &[u8]) -> 
 /// `POST /ignis/queue-polls`: a poller's call on a queue another front end handed here (see the module docs).
 pub async fn run_queue_poll(app: &Arc<App>, caller: &Caller, body: &[u8]) -> Result<Answer, ApiError> {
     admin_only(caller)?;
-    if !app.queues.here() {
-        return Ok(json_answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "this front end does not serve the queues" })));
+    if let Some(refused) = not_serving_queues(app) {
+        return Ok(refused);
     }
     let call: ignis_queues::PollCall =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequestContent(format!("a poller's queue call: {e}")))?;

@@ -359,8 +359,10 @@ impl Mappings {
         // Its pollers start under the lock, with the mapping in place: one that looked first would find none.
         let entry = Entry { account: account.as_str().to_string(), record: record.clone(), pollers: None };
         let mut entries = self.lock();
-        let entry = entries.entry(record.uuid.clone()).insert_entry(entry).into_mut();
-        self.settle(entry);
+        entries.insert(record.uuid.clone(), entry);
+        if let Some(entry) = entries.get_mut(&record.uuid) {
+            self.settle(entry);
+        }
         drop(entries);
         Ok(record)
     }

@@ -616,6 +616,25 @@ fn serves_queues(server: &Server) -> bool {
     reply.json()["ServedHere"] == true
 }
 
+/// `n` front ends on `etcd`, once one of them serves the queues: them, and which one it is.
+fn front_ends_serving_queues(etcd: &EtcdCluster, shared: &Shared, n: usize) -> (Vec<Server>, usize) {
+    let fronts: Vec<Server> = (0..n).map(|_| front_end(&etcd.endpoints_flag(), shared)).collect();
+    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+    let serving = fronts.iter().position(serves_queues).unwrap();
+    (fronts, serving)
+}
+
+/// A mapping (batch size 1) from the queue at `queue_url` to `function`, made through `front` once it knows the
+/// function: its UUID.
+fn map_queue(front: &Server, queue_url: &str, function: &str) -> String {
+    let arn = sqs_ok(front, "GetQueueAttributes", json!({ "QueueUrl": queue_url, "AttributeNames": ["QueueArn"] }));
+    let request = json!({ "EventSourceArn": arn["Attributes"]["QueueArn"], "FunctionName": function, "BatchSize": 1 }).to_string();
+    assert!(eventually(SHOWS_WITHIN, || front.lambda("GET", &format!("/2015-03-31/functions/{function}"), b"").status == 200));
+    let created = front.lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
+    assert_eq!(created.status, 202, "{}", created.text());
+    created.json()["UUID"].as_str().unwrap().to_string()
+}
+
 /// An SQS call through `server` that must succeed, tried again while no front end serves the queues (503, as the
 /// SDKs retry it); its answer.
 fn sqs_ok(server: &Server, action: &str, body: serde_json::Value) -> serde_json::Value {
@@ -667,8 +686,7 @@ fn printed_bodies(front: &Server, function: &str) -> std::collections::BTreeSet<
 fn queues_and_mappings_are_served_by_one_front_end_and_outlive_it() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+    let (mut fronts, serving) = front_ends_serving_queues(&etcd, &shared, 3);
 
     // A queue made through one front end is used through every other.
     let url = sqs_ok(&fronts[1], "CreateQueue", json!({ "QueueName": "jobs" }))["QueueUrl"].as_str().unwrap().to_string();
@@ -690,17 +708,11 @@ fn queues_and_mappings_are_served_by_one_front_end_and_outlive_it() {
     let sink = fronts[0].create("sink", &rust_example(), json!({ "Environment": { "Variables": { "PRINT_EVENT": "1" } } }));
     assert_eq!(sink.status, 201, "{}", sink.text());
     let mapped = sqs_ok(&fronts[0], "CreateQueue", json!({ "QueueName": "mapped" }))["QueueUrl"].as_str().unwrap().to_string();
-    let arn = sqs_ok(&fronts[1], "GetQueueAttributes", json!({ "QueueUrl": mapped, "AttributeNames": ["QueueArn"] }));
-    let arn = arn["Attributes"]["QueueArn"].as_str().unwrap().to_string();
-    assert!(eventually(SHOWS_WITHIN, || fronts[2].lambda("GET", "/2015-03-31/functions/sink", b"").status == 200));
-    let request = json!({ "EventSourceArn": arn, "FunctionName": "sink", "BatchSize": 1 }).to_string();
-    let created = fronts[2].lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
-    assert_eq!(created.status, 202, "{}", created.text());
+    map_queue(&fronts[2], &mapped, "sink");
     sqs_ok(&fronts[1], "SendMessage", json!({ "QueueUrl": mapped, "MessageBody": "before" }));
     assert!(eventually(SHOWS_WITHIN, || mapped_bodies(&fronts.iter().collect::<Vec<_>>()).contains("before")));
 
     // An asynchronous invocation accepted by a front end that does not serve the queues sends its record there.
-    let serving = fronts.iter().position(serves_queues).unwrap();
     let other = &fronts[(serving + 1) % 3];
     let done = sqs_ok(other, "CreateQueue", json!({ "QueueName": "done" }))["QueueUrl"].as_str().unwrap().to_string();
     let done_arn = sqs_ok(other, "GetQueueAttributes", json!({ "QueueUrl": done, "AttributeNames": ["QueueArn"] }));
@@ -714,10 +726,7 @@ fn queues_and_mappings_are_served_by_one_front_end_and_outlive_it() {
     assert!(record.iter().any(|r| r.contains(r#""to":"done""#)), "{record:?}");
 
     // The front end serving the queues dies: another takes them over, nothing accepted is lost.
-    let mut victim = fronts.remove(serving);
-    // SAFETY: signals the front end process this test started and has not reaped yet.
-    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
-    victim.kill();
+    fronts.remove(serving).kill();
     assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "a survivor serves the queues");
     // Messages that were in flight are visible again at once.
     assert_eq!(drain(&fronts[1], &url, bodies.len()), bodies);
@@ -752,9 +761,7 @@ fn mapping_state(server: &Server, uuid: &str) -> String {
 fn mappings_are_polled_by_their_functions_partition_leaders_and_move_when_one_dies() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
-    let serving = fronts.iter().position(serves_queues).unwrap();
+    let (mut fronts, serving) = front_ends_serving_queues(&etcd, &shared, 3);
     // One function led by each front end, each with a queue and a mapping, made through another front end.
     let all: Vec<&Server> = fronts.iter().collect();
     let mut mapped = Vec::new();
@@ -763,12 +770,8 @@ fn mappings_are_polled_by_their_functions_partition_leaders_and_move_when_one_di
         let made = fronts[0].create(&name, &rust_example(), json!({ "Environment": { "Variables": { "PRINT_EVENT": "1" } } }));
         assert_eq!(made.status, 201, "{}", made.text());
         let url = sqs_ok(&fronts[1], "CreateQueue", json!({ "QueueName": format!("q-{at}") }))["QueueUrl"].as_str().unwrap().to_string();
-        let arn = sqs_ok(&fronts[2], "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] }));
-        let request = json!({ "EventSourceArn": arn["Attributes"]["QueueArn"], "FunctionName": name, "BatchSize": 1 }).to_string();
-        assert!(eventually(SHOWS_WITHIN, || fronts[(at + 1) % 3].lambda("GET", &format!("/2015-03-31/functions/{name}"), b"").status == 200));
-        let created = fronts[(at + 1) % 3].lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
-        assert_eq!(created.status, 202, "{}", created.text());
-        mapped.push((name, url, created.json()["UUID"].as_str().unwrap().to_string()));
+        let uuid = map_queue(&fronts[(at + 1) % 3], &url, &name);
+        mapped.push((name, url, uuid));
     }
     let placed = || (0..3).all(|at| polling(&fronts[at]) == [mapped[at].2.clone()]);
     assert!(eventually(SHOWS_WITHIN, placed), "each front end polls its own function's mapping: {:?}", fronts.iter().map(polling).collect::<Vec<_>>());
@@ -785,10 +788,7 @@ fn mappings_are_polled_by_their_functions_partition_leaders_and_move_when_one_di
     // A front end that does not serve the queues is killed: its mapping is polled by its function's new leader.
     let at = (serving + 1) % 3;
     let (name, url, uuid) = mapped[at].clone();
-    let mut victim = fronts.remove(at);
-    // SAFETY: signals the front end process this test started and has not reaped yet.
-    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
-    victim.kill();
+    fronts.remove(at).kill();
     sqs_ok(&fronts[0], "SendMessage", json!({ "QueueUrl": url, "MessageBody": format!("{name}-after") }));
     let heir = || {
         let leader = partition_leader(&fronts[0], &name)?;
@@ -818,9 +818,7 @@ fn mappings_are_polled_by_their_functions_partition_leaders_and_move_when_one_di
 fn a_batch_in_hand_when_its_pollers_front_end_dies_runs_on_the_new_leader() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let mut fronts: Vec<Server> = (0..2).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
-    let serving = fronts.iter().position(serves_queues).unwrap();
+    let (mut fronts, serving) = front_ends_serving_queues(&etcd, &shared, 2);
     let other = 1 - serving;
     let all: Vec<&Server> = fronts.iter().collect();
     let name = name_led_by(&all, other, "slow");
@@ -828,11 +826,7 @@ fn a_batch_in_hand_when_its_pollers_front_end_dies_runs_on_the_new_leader() {
     assert_eq!(made.status, 201, "{}", made.text());
     let attributes = json!({ "QueueName": "slow-jobs", "Attributes": { "VisibilityTimeout": "5" } });
     let url = sqs_ok(&fronts[serving], "CreateQueue", attributes)["QueueUrl"].as_str().unwrap().to_string();
-    let arn = sqs_ok(&fronts[serving], "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] }));
-    let request = json!({ "EventSourceArn": arn["Attributes"]["QueueArn"], "FunctionName": name, "BatchSize": 1 }).to_string();
-    let created = fronts[serving].lambda("POST", "/2015-03-31/event-source-mappings/", request.as_bytes());
-    assert_eq!(created.status, 202, "{}", created.text());
-    let uuid = created.json()["UUID"].as_str().unwrap().to_string();
+    let uuid = map_queue(&fronts[serving], &url, &name);
     assert!(eventually(SHOWS_WITHIN, || polling(&fronts[other]) == [uuid.clone()]), "the leader of {name} polls it");
 
     // The batch is in hand (its function sleeps) when the front end polling it is killed.
@@ -843,10 +837,7 @@ fn a_batch_in_hand_when_its_pollers_front_end_dies_runs_on_the_new_leader() {
         (count("ApproximateNumberOfMessages"), count("ApproximateNumberOfMessagesNotVisible"))
     };
     assert!(eventually(SHOWS_WITHIN, || counts(&fronts[serving]) == (0, 1)), "the poller took the message");
-    let mut victim = fronts.remove(other);
-    // SAFETY: signals the front end process this test started and has not reaped yet.
-    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
-    victim.kill();
+    fronts.remove(other).kill();
 
     // The survivor leads the function now, polls its mapping, and runs and deletes the batch.
     assert!(eventually(SHOWS_WITHIN, || polling(&fronts[0]) == [uuid.clone()]), "the survivor polls the mapping");
@@ -860,10 +851,8 @@ fn a_batch_in_hand_when_its_pollers_front_end_dies_runs_on_the_new_leader() {
 fn queue_messages_accepted_while_the_front_end_serving_them_is_killed_are_all_kept() {
     let etcd = EtcdCluster::start(1);
     let shared = Shared::new();
-    let mut fronts: Vec<Server> = (0..3).map(|_| front_end(&etcd.endpoints_flag(), &shared)).collect();
-    assert!(eventually(SHOWS_WITHIN, || fronts.iter().filter(|f| serves_queues(f)).count() == 1), "one front end serves the queues");
+    let (mut fronts, serving) = front_ends_serving_queues(&etcd, &shared, 3);
     let url = sqs_ok(&fronts[0], "CreateQueue", json!({ "QueueName": "load" }))["QueueUrl"].as_str().unwrap().to_string();
-    let serving = fronts.iter().position(serves_queues).unwrap();
     let pid = fronts[serving].pid() as i32;
 
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
