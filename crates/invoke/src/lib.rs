@@ -87,6 +87,7 @@ pub mod assignment;
 pub mod backend;
 pub mod counter;
 pub mod credentials;
+pub mod detached;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -431,12 +432,11 @@ impl Invoker {
     /// this front end's sandboxes, never forwarded again; the sender admitted it (see [`assignment`]).
     pub async fn run_forwarded(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, InvokeError> {
         let invoker = self.clone();
-        tokio::spawn(async move {
+        let work = async move {
             let labels = invoker.metrics.labels(&target.function);
             invoker.attempts(&target, invocation, &labels, false).await
-        })
-        .await
-        .map_err(|e| InvokeError::Task(e.to_string()))?
+        };
+        detached::to_the_end(work, |panic| Err(InvokeError::Task(panic))).await
     }
 
     /// Admission, for reservations (PutFunctionConcurrency and the like).
@@ -678,9 +678,10 @@ impl Invoker {
         Allocation { allocated: ready as u32, failure }
     }
 
-    /// Runs one invocation to its end, in a task of its own, if admission
-    /// gives it a slot now (else [`InvokeError::Throttled`]). The task holds
-    /// the slot until the invocation ends, even if the caller stops waiting.
+    /// Runs one invocation to its end if admission gives it a slot now (else
+    /// [`InvokeError::Throttled`]); if the caller stops waiting, it goes on in a
+    /// task of its own ([`detached::to_the_end`]), which holds the slot until
+    /// the invocation ends.
     pub async fn invoke(self: &Arc<Self>, target: Target, invocation: Invocation) -> Result<Outcome, InvokeError> {
         let admitted = match self.admit(target.function.revision.account.as_str(), &target.function.revision.function).await {
             Ok(admitted) => admitted,
@@ -713,9 +714,8 @@ impl Invoker {
         admitted: Admitted,
     ) -> Result<Outcome, InvokeError> {
         let invoker = self.clone();
-        tokio::spawn(async move { invoker.run(target, invocation, admitted).await })
-            .await
-            .map_err(|e| InvokeError::Task(e.to_string()))?
+        let work = async move { invoker.run(target, invocation, admitted).await };
+        detached::to_the_end(work, |panic| Err(InvokeError::Task(panic))).await
     }
 
     async fn run(&self, target: Target, invocation: Invocation, admitted: Admitted) -> Result<Outcome, InvokeError> {

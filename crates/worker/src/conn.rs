@@ -30,7 +30,9 @@
 //! [`deadline`] is the decision, pure; [`serve_connection`] is the IO: the
 //! socket wrapped to note reads and writes, the handler wrapped to count what
 //! is in flight, and a watchdog beside the connection that drops it (closing
-//! the socket) when the deadline passes.
+//! the socket) when the deadline passes. The connection's task polls itself
+//! again when it wakes itself ([`Repolled`]) rather than wake another worker
+//! thread for that.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -413,9 +415,93 @@ where
             let _ = builder.serve_connection(io, service).await;
         }),
     };
-    tokio::select! {
-        () = connection => {}
-        () = watchdog(&watch, &limits) => {}
+    let served = async {
+        tokio::select! {
+            () = connection => {}
+            () = watchdog(&watch, &limits) => {}
+        }
+    };
+    Repolled::new(served).await;
+}
+
+/// A future polled again at once when it wakes itself while being polled, up to [`Repolled::AGAIN`] times in a
+/// row. A tokio task woken from within its own poll is put at the back of its worker's queue, and another worker
+/// thread is woken to take it: a connection's task wakes itself once or twice a request (hyper's request body
+/// asks for the body it then reads, the watchdog hears of the request it polls beside), and on a small machine
+/// the thread woken for nothing costs more than the request's own work.
+struct Repolled<F> {
+    inner: Pin<Box<F>>,
+    waker: Arc<Rewake>,
+}
+
+/// The waker a [`Repolled`] future's inner future gets: a wake while it is polled is noted, any other goes to the
+/// task's own waker.
+struct Rewake {
+    state: std::sync::atomic::AtomicU8,
+    task: Mutex<Option<std::task::Waker>>,
+}
+
+/// [`Rewake::state`]s.
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const WOKEN: u8 = 2;
+
+impl<F: Future> Repolled<F> {
+    /// At most this many polls in a row; then the task is woken and yields, as any other would.
+    const AGAIN: usize = 8;
+
+    fn new(inner: F) -> Repolled<F> {
+        let waker = Arc::new(Rewake { state: std::sync::atomic::AtomicU8::new(IDLE), task: Mutex::new(None) });
+        Repolled { inner: Box::pin(inner), waker }
+    }
+}
+
+impl<F: Future> Future for Repolled<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        use std::sync::atomic::Ordering::AcqRel;
+        {
+            let mut task = self.waker.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let waker = std::task::Waker::from(self.waker.clone());
+        let mut inner_cx = Context::from_waker(&waker);
+        for _ in 0..Self::AGAIN {
+            self.waker.state.store(POLLING, std::sync::atomic::Ordering::Release);
+            if let Poll::Ready(out) = self.inner.as_mut().poll(&mut inner_cx) {
+                self.waker.state.store(IDLE, std::sync::atomic::Ordering::Release);
+                return Poll::Ready(out);
+            }
+            // Not woken meanwhile: wait for the next wake. Woken: poll again.
+            if self.waker.state.compare_exchange(POLLING, IDLE, AcqRel, std::sync::atomic::Ordering::Acquire).is_ok() {
+                return Poll::Pending;
+            }
+        }
+        self.waker.state.store(IDLE, std::sync::atomic::Ordering::Release);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl std::task::Wake for Rewake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        match self.state.compare_exchange(POLLING, WOKEN, AcqRel, Acquire) {
+            // The poll in progress sees it and polls again.
+            Ok(_) | Err(WOKEN) => {}
+            Err(_) => {
+                if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    task.wake_by_ref();
+                }
+            }
+        }
     }
 }
 
@@ -480,5 +566,52 @@ mod tests {
             Limits::from_secs(1, 2, 3),
             Ok(Limits { headers: Duration::from_secs(1), body: Duration::from_secs(2), idle: Duration::from_secs(3) })
         );
+    }
+
+    /// Counts the wakes of the task polling a [`Repolled`].
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_future_that_wakes_itself_is_polled_again_at_once_and_other_wakes_reach_the_task() {
+        let task = Arc::new(Counting(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || task.0.load(std::sync::atomic::Ordering::SeqCst);
+        for wakes in 0..=Repolled::<std::future::Ready<()>>::AGAIN + 2 {
+            // Wakes itself `wakes` times, then waits for a wake from elsewhere, then ends.
+            let (mut polls, elsewhere) = (0, Arc::new(Mutex::new(None::<std::task::Waker>)));
+            let kept = elsewhere.clone();
+            let mut repolled = Box::pin(Repolled::new(std::future::poll_fn(move |cx| {
+                polls += 1;
+                if polls <= wakes {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                if polls == wakes + 1 {
+                    *kept.lock().expect("lock") = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(polls)
+            })));
+            let before = woken();
+            let mut outer_polls = 1;
+            while repolled.as_mut().poll(&mut cx).is_pending() && elsewhere.lock().expect("lock").is_none() {
+                // Only after AGAIN polls in a row does it yield, waking its task.
+                assert_eq!(woken(), before + outer_polls, "{wakes} wakes");
+                outer_polls += 1;
+            }
+            assert_eq!(outer_polls, 1 + wakes / Repolled::<std::future::Ready<()>>::AGAIN, "{wakes} wakes");
+            let woken_by_itself = woken();
+            // A wake from elsewhere, while it is not polled, reaches the task; then it ends.
+            elsewhere.lock().expect("lock").take().expect("waiting").wake();
+            assert_eq!(woken(), woken_by_itself + 1);
+            assert_eq!(repolled.as_mut().poll(&mut cx), Poll::Ready(wakes + 2));
+        }
     }
 }
