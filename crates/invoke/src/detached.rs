@@ -16,11 +16,15 @@ where
     T: Send + 'static,
 {
     let mut running = Running(Some(Box::pin(AssertUnwindSafe(work).catch_unwind())));
-    let ended = std::future::poll_fn(|cx| running.0.as_mut().map_or(std::task::Poll::Pending, |work| work.as_mut().poll(cx))).await;
+    let ended = std::future::poll_fn(|cx| match running.0.as_mut() {
+        Some(work) => work.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await;
     running.0 = None;
     ended.unwrap_or_else(|panic| {
-        let message = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
-        panicked(message.unwrap_or_else(|| "the invocation panicked".into()))
+        let message = panic.downcast_ref::<&str>().map(|s| s.to_string());
+        panicked(message.or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "the invocation panicked".into()))
     })
 }
 

@@ -37,6 +37,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -424,7 +426,7 @@ where
     Repolled::new(served).await;
 }
 
-/// A future polled again at once when it wakes itself while being polled, up to [`Repolled::AGAIN`] times in a
+/// A future polled again at once when it wakes itself while being polled, up to [`REPOLLS`] times in a
 /// row. A tokio task woken from within its own poll is put at the back of its worker's queue, and another worker
 /// thread is woken to take it: a connection's task wakes itself once or twice a request (hyper's request body
 /// asks for the body it then reads, the watchdog hears of the request it polls beside), and on a small machine
@@ -437,7 +439,7 @@ struct Repolled<F> {
 /// The waker a [`Repolled`] future's inner future gets: a wake while it is polled is noted, any other goes to the
 /// task's own waker.
 struct Rewake {
-    state: std::sync::atomic::AtomicU8,
+    state: AtomicU8,
     task: Mutex<Option<std::task::Waker>>,
 }
 
@@ -446,12 +448,12 @@ const IDLE: u8 = 0;
 const POLLING: u8 = 1;
 const WOKEN: u8 = 2;
 
-impl<F: Future> Repolled<F> {
-    /// At most this many polls in a row; then the task is woken and yields, as any other would.
-    const AGAIN: usize = 8;
+/// At most this many polls of a [`Repolled`] future in a row; then its task is woken and yields, as any other would.
+const REPOLLS: usize = 8;
 
+impl<F: Future> Repolled<F> {
     fn new(inner: F) -> Repolled<F> {
-        let waker = Arc::new(Rewake { state: std::sync::atomic::AtomicU8::new(IDLE), task: Mutex::new(None) });
+        let waker = Arc::new(Rewake { state: AtomicU8::new(IDLE), task: Mutex::new(None) });
         Repolled { inner: Box::pin(inner), waker }
     }
 }
@@ -460,7 +462,6 @@ impl<F: Future> Future for Repolled<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        use std::sync::atomic::Ordering::AcqRel;
         {
             let mut task = self.waker.task.lock().unwrap_or_else(|e| e.into_inner());
             if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -469,18 +470,18 @@ impl<F: Future> Future for Repolled<F> {
         }
         let waker = std::task::Waker::from(self.waker.clone());
         let mut inner_cx = Context::from_waker(&waker);
-        for _ in 0..Self::AGAIN {
-            self.waker.state.store(POLLING, std::sync::atomic::Ordering::Release);
+        for _ in 0..REPOLLS {
+            self.waker.state.store(POLLING, Release);
             if let Poll::Ready(out) = self.inner.as_mut().poll(&mut inner_cx) {
-                self.waker.state.store(IDLE, std::sync::atomic::Ordering::Release);
+                self.waker.state.store(IDLE, Release);
                 return Poll::Ready(out);
             }
             // Not woken meanwhile: wait for the next wake. Woken: poll again.
-            if self.waker.state.compare_exchange(POLLING, IDLE, AcqRel, std::sync::atomic::Ordering::Acquire).is_ok() {
+            if self.waker.state.compare_exchange(POLLING, IDLE, AcqRel, Acquire).is_ok() {
                 return Poll::Pending;
             }
         }
-        self.waker.state.store(IDLE, std::sync::atomic::Ordering::Release);
+        self.waker.state.store(IDLE, Release);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -492,7 +493,6 @@ impl std::task::Wake for Rewake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
         match self.state.compare_exchange(POLLING, WOKEN, AcqRel, Acquire) {
             // The poll in progress sees it and polls again.
             Ok(_) | Err(WOKEN) => {}
@@ -583,7 +583,7 @@ mod tests {
         let waker = std::task::Waker::from(task.clone());
         let mut cx = Context::from_waker(&waker);
         let woken = || task.0.load(std::sync::atomic::Ordering::SeqCst);
-        for wakes in 0..=Repolled::<std::future::Ready<()>>::AGAIN + 2 {
+        for wakes in 0..=REPOLLS + 2 {
             // Wakes itself `wakes` times, then waits for a wake from elsewhere, then ends.
             let (mut polls, elsewhere) = (0, Arc::new(Mutex::new(None::<std::task::Waker>)));
             let kept = elsewhere.clone();
@@ -602,11 +602,11 @@ mod tests {
             let before = woken();
             let mut outer_polls = 1;
             while repolled.as_mut().poll(&mut cx).is_pending() && elsewhere.lock().expect("lock").is_none() {
-                // Only after AGAIN polls in a row does it yield, waking its task.
+                // Only after REPOLLS polls in a row does it yield, waking its task.
                 assert_eq!(woken(), before + outer_polls, "{wakes} wakes");
                 outer_polls += 1;
             }
-            assert_eq!(outer_polls, 1 + wakes / Repolled::<std::future::Ready<()>>::AGAIN, "{wakes} wakes");
+            assert_eq!(outer_polls, 1 + wakes / REPOLLS, "{wakes} wakes");
             let woken_by_itself = woken();
             // A wake from elsewhere, while it is not polled, reaches the task; then it ends.
             elsewhere.lock().expect("lock").take().expect("waiting").wake();
