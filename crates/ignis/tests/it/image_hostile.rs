@@ -231,9 +231,11 @@ fn mount_devices(mountinfo: &str) -> Vec<String> {
 }
 
 /// The FUSE connections of this host, as `/sys/fs/fuse/connections` lists them (read in a mount namespace of its
-/// own, where the `fusectl` file system is mounted there, so that the host's mounts stay as they are).
+/// own, where the `fusectl` file system is mounted there unless the host has it mounted already, as systemd does,
+/// so that the host's mounts stay as they are).
 fn fuse_connections() -> std::collections::BTreeSet<u64> {
-    let list = "mount -t fusectl fusectl /sys/fs/fuse/connections && ls /sys/fs/fuse/connections";
+    let list = "{ mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections; } \
+                && ls /sys/fs/fuse/connections";
     let args = ["--mount", "--propagation", "private", "sh", "-c", list];
     let output = std::process::Command::new("unshare").args(args).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
